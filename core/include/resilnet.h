@@ -1,0 +1,410 @@
+/*
+ * resilnet — resilient TCP clients and servers on libuv.
+ *
+ * Conventions (after libuv):
+ *  - Functions return 0 or a negative error code. libuv's UV_E* codes are
+ *    reused as they are; resilnet's own codes live in a disjoint range
+ *    (RN_E*, below -30000). rn_err_name() and rn_strerror() cover both.
+ *  - A function that returns an error never calls its callback. A function
+ *    that returns 0 calls its callback exactly once, never before it returned.
+ *  - Objects (loops, pools, servers) are opaque and owned by the library.
+ *    They close asynchronously; their memory is released after the close
+ *    callback has returned.
+ *  - The core never prints and never calls Lua; it reports through callbacks.
+ */
+#ifndef RESILNET_H
+#define RESILNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RN_VERSION_MAJOR 0
+#define RN_VERSION_MINOR 1
+#define RN_VERSION_PATCH 0
+#define RN_VERSION_STRING "0.1.0"
+
+const char *rn_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                     */
+
+/* resilnet's own codes: name, value, message. One table generates the enum,
+ * rn_err_name() and rn_strerror(). Values never change once released. */
+#define RN_ERRNO_MAP(XX)                                                      \
+  XX(OVERLOAD, -30001, "too many calls pending")                              \
+  XX(CLOSED, -30002, "closed")                                                \
+  XX(FRAMESIZE, -30003, "frame larger than max_frame")                        \
+  XX(BADFRAME, -30004, "malformed frame")                                     \
+  XX(UNEXPECTED, -30005, "reply with no request waiting for it")              \
+  XX(REPLY, -30006, "server replied with an error")                           \
+  XX(DEADPEER, -30007, "peer stopped answering heartbeats")                   \
+  XX(NOTEXEC, -30008, "server did not execute the request")                   \
+  XX(HANDSHAKE, -30009, "peer did not complete the handshake")                \
+  XX(HANDLER, -30010, "request handler failed")
+
+typedef enum {
+#define RN_ERRNO_ENUM_(name, value, msg) RN_E##name = (value),
+  RN_ERRNO_MAP(RN_ERRNO_ENUM_)
+#undef RN_ERRNO_ENUM_
+  RN_ERRNO_MIN_ = -30999
+} rn_errno_t;
+
+/* "ECONNRESET", "EOVERLOAD", ...; "EUNKNOWN" for codes from neither table. */
+const char *rn_err_name(int err);
+/* Human-readable message; never NULL. */
+const char *rn_strerror(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Byte buffers                                                               */
+
+/* A growable byte buffer. base[0..len) holds data; capacity is cap. */
+typedef struct rn_buf_s {
+  char *base;
+  size_t len;
+  size_t cap;
+} rn_buf_t;
+
+void rn_buf_init(rn_buf_t *buf);
+/* Ensures room for `extra` more bytes. 0 or UV_ENOMEM. */
+int rn_buf_reserve(rn_buf_t *buf, size_t extra);
+int rn_buf_append(rn_buf_t *buf, const void *data, size_t len);
+/* Drops the first n bytes, moving the rest to the front. */
+void rn_buf_consume(rn_buf_t *buf, size_t n);
+void rn_buf_free(rn_buf_t *buf);
+
+/* ------------------------------------------------------------------------ */
+/* Loop and timers                                                            */
+
+typedef struct rn_loop_s rn_loop_t;
+
+/* Wraps `uv` (the caller's loop, which must outlive the rn_loop_t) or, when
+ * `uv` is NULL, creates and owns a new uv loop. 0, UV_ENOMEM or a uv error. */
+int rn_loop_new(uv_loop_t *uv, rn_loop_t **out);
+uv_loop_t *rn_loop_uv(rn_loop_t *loop);
+/* Milliseconds, from the uv loop's cached clock. */
+uint64_t rn_loop_now(rn_loop_t *loop);
+/* Frees the loop. UV_EBUSY while pools, servers or timers are still open.
+ * An owned uv loop is run until pending close callbacks finish, then closed. */
+int rn_loop_free(rn_loop_t *loop);
+
+/* Lightweight one-shot timers kept in one heap per loop, driven by a single
+ * uv_timer_t. A timer is caller-allocated, needs no close and may be freed
+ * as soon as it is stopped (or has fired). Thousands of call deadlines cost
+ * one libuv handle. The callback may restart or stop any timer. */
+typedef struct rn_timer_s rn_timer_t;
+typedef void (*rn_timer_cb)(rn_timer_t *timer);
+struct rn_timer_s {
+  void *data;
+  /* private */
+  rn_loop_t *loop;
+  rn_timer_cb cb;
+  uint64_t due;
+  uint64_t seq;
+  size_t heap_index; /* SIZE_MAX when not in the heap */
+};
+
+void rn_timer_init(rn_loop_t *loop, rn_timer_t *timer, rn_timer_cb cb);
+/* (Re)starts the timer to fire `timeout_ms` from the loop's current time.
+ * 0 or UV_ENOMEM (heap growth). */
+int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms);
+void rn_timer_stop(rn_timer_t *timer);
+int rn_timer_is_active(const rn_timer_t *timer);
+
+/* ------------------------------------------------------------------------ */
+/* Endpoints                                                                  */
+
+typedef enum { RN_ENDPOINT_TCP = 1, RN_ENDPOINT_UNIX = 2 } rn_endpoint_kind_t;
+
+#define RN_ENDPOINT_ADDRESS_MAX 256
+
+typedef struct rn_endpoint_s {
+  rn_endpoint_kind_t kind;
+  uint16_t port;                          /* TCP only */
+  char address[RN_ENDPOINT_ADDRESS_MAX];  /* host name, IP literal without
+                                             brackets, or unix socket path */
+} rn_endpoint_t;
+
+/* Parses "host:port", "1.2.3.4:port", "[v6]:port" or "unix:/path".
+ * 0 or UV_EINVAL (empty host, bad or missing port, over-long name or path,
+ * unbalanced brackets, NUL bytes). Port 0 is accepted (for listening). */
+int rn_endpoint_parse(rn_endpoint_t *ep, const char *text, size_t len);
+/* Writes the canonical text form ("[::1]:7000", "unix:/x"). Returns the
+ * length written, or UV_ENOBUFS if it does not fit (with the NUL). */
+int rn_endpoint_format(const rn_endpoint_t *ep, char *out, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Codecs: framing for each protocol                                         */
+
+typedef enum {
+  RN_PROTOCOL_LENGTH = 1, /* big-endian length prefix, 1, 2, 4 or 8 bytes */
+  RN_PROTOCOL_LINE = 2,   /* frames end with a delimiter (default "\n") */
+  RN_PROTOCOL_RESP = 3    /* Redis RESP2/RESP3 */
+} rn_protocol_t;
+
+#define RN_DEFAULT_MAX_FRAME ((size_t)16 * 1024 * 1024)
+#define RN_DELIMITER_MAX 16
+
+typedef struct rn_codec_options_s {
+  rn_protocol_t protocol;
+  unsigned length_bytes; /* length: 1, 2, 4 or 8; 0 means 4 */
+  const char *delimiter; /* line: 1..16 bytes, NUL-terminated; NULL = "\n" */
+  size_t max_frame;      /* largest frame accepted, header included;
+                            0 means RN_DEFAULT_MAX_FRAME */
+} rn_codec_options_t;
+
+/* Flags describing a frame. */
+enum {
+  RN_FRAME_ERROR = 1, /* resp: top-level error reply (- or !) */
+  RN_FRAME_PUSH = 2   /* resp: out-of-band push (>) */
+};
+
+typedef struct rn_frame_s {
+  size_t size;        /* bytes of the whole frame */
+  size_t body_offset; /* the body within the frame: payload without length */
+  size_t body_len;    /* prefix or delimiter; the whole value for resp */
+  int flags;
+} rn_frame_t;
+
+typedef struct rn_codec_s rn_codec_t;
+
+/* One codec implementation. All functions are pure: no allocation except in
+ * `out`, no state between calls. */
+typedef struct rn_codec_type_s {
+  const char *name;
+  /* 1: a complete frame starts at data (frame filled in); 0: need more bytes;
+   * RN_EBADFRAME or RN_EFRAMESIZE: the stream cannot be framed. Oversized
+   * frames are reported as soon as the header proves it, not after
+   * max_frame bytes were buffered. */
+  int (*frame)(const rn_codec_t *codec, const char *data, size_t len,
+               rn_frame_t *frame);
+  /* Appends one frame carrying `body`: a length prefix, the body and the
+   * delimiter, or for resp an array of one bulk string. UV_EINVAL when the
+   * body cannot be framed (line: it contains the delimiter), RN_EFRAMESIZE
+   * when it exceeds max_frame, UV_ENOMEM. */
+  int (*encode)(const rn_codec_t *codec, rn_buf_t *out, const char *body,
+                size_t len);
+} rn_codec_type_t;
+
+struct rn_codec_s {
+  const rn_codec_type_t *type;
+  rn_protocol_t protocol;
+  unsigned length_bytes;
+  size_t max_frame;
+  size_t delimiter_len;
+  char delimiter[RN_DELIMITER_MAX];
+};
+
+/* Validates options and fills in the codec. 0 or UV_EINVAL. */
+int rn_codec_init(rn_codec_t *codec, const rn_codec_options_t *options);
+/* Parses "length", "line", "resp". 0 or UV_EINVAL. */
+int rn_protocol_parse(const char *name, rn_protocol_t *out);
+
+static inline int rn_codec_frame(const rn_codec_t *codec, const char *data,
+                                 size_t len, rn_frame_t *frame) {
+  return codec->type->frame(codec, data, len, frame);
+}
+static inline int rn_codec_encode(const rn_codec_t *codec, rn_buf_t *out,
+                                  const char *body, size_t len) {
+  return codec->type->encode(codec, out, body, len);
+}
+
+/* ------------------------------------------------------------------------ */
+/* RESP values: a pull parser shared by the frame finder and by decoders     */
+
+typedef enum {
+  RN_RESP_SIMPLE = '+',
+  RN_RESP_ERROR = '-',
+  RN_RESP_INTEGER = ':',
+  RN_RESP_BULK = '$',
+  RN_RESP_ARRAY = '*',
+  RN_RESP_NULL = '_',      /* also RESP2's $-1 and *-1 */
+  RN_RESP_BOOLEAN = '#',
+  RN_RESP_DOUBLE = ',',
+  RN_RESP_BIGNUM = '(',
+  RN_RESP_BULK_ERROR = '!',
+  RN_RESP_VERBATIM = '=',
+  RN_RESP_MAP = '%',
+  RN_RESP_SET = '~',
+  RN_RESP_ATTRIBUTE = '|',
+  RN_RESP_PUSH = '>'
+} rn_resp_type_t;
+
+#define RN_RESP_MAX_DEPTH 64
+
+typedef struct rn_resp_item_s {
+  rn_resp_type_t type;
+  const char *str;  /* text of simple, error, bulk, bulk error, verbatim
+                       (without its "xxx:" format prefix), bignum, double */
+  size_t len;
+  int64_t integer;  /* integer; boolean 0/1; aggregates: element count
+                       (map and attribute: number of pairs) */
+  double number;    /* double */
+  size_t size;      /* bytes of this item, children excluded */
+} rn_resp_item_t;
+
+/* Parses the one item at data. 1: item filled in; 0: need more bytes;
+ * RN_EBADFRAME: not RESP. Aggregates report only their header; their
+ * elements follow as further items. */
+int rn_resp_item(const char *data, size_t len, rn_resp_item_t *item);
+
+/* Encoders (requests, and replies of a RESP server). 0, UV_EINVAL (CR or LF
+ * in a simple string or error) or UV_ENOMEM. */
+int rn_resp_encode_array(rn_buf_t *out, size_t count);
+int rn_resp_encode_bulk(rn_buf_t *out, const char *data, size_t len);
+int rn_resp_encode_integer(rn_buf_t *out, int64_t value);
+int rn_resp_encode_simple(rn_buf_t *out, const char *text, size_t len);
+int rn_resp_encode_error(rn_buf_t *out, const char *text, size_t len);
+int rn_resp_encode_null(rn_buf_t *out); /* RESP2 null bulk string, $-1 */
+
+/* ------------------------------------------------------------------------ */
+/* Client pools                                                               */
+
+typedef struct rn_pool_s rn_pool_t;
+
+typedef enum {
+  RN_EVENT_STATE = 1 /* a connection changed state */
+} rn_event_type_t;
+
+typedef struct rn_pool_event_s {
+  rn_event_type_t type;
+  const char *endpoint; /* canonical endpoint text */
+  unsigned connection;  /* connection serial number, unique per pool */
+  const char *state;    /* "connecting", "ready", "closed" */
+  int error;            /* 0, or why the state changed */
+} rn_pool_event_t;
+
+typedef void (*rn_pool_event_cb)(rn_pool_t *pool, const rn_pool_event_t *ev);
+
+typedef struct rn_pool_options_s {
+  void *data; /* the caller's; see rn_pool_data() */
+  const char *const *endpoints;
+  size_t endpoint_count;
+  rn_codec_options_t codec;
+  unsigned size;            /* connections per endpoint (8) */
+  unsigned max_pending;     /* calls waiting for a connection (1000) */
+  uint64_t connect_timeout; /* ms (2000) */
+  uint64_t timeout;         /* ms, default deadline of a call (5000) */
+  size_t write_high_water;  /* bytes queued on one connection before it is
+                               passed over for new calls (1 MiB) */
+  rn_pool_event_cb on_event;
+} rn_pool_options_t;
+
+/* Fills in every default. */
+void rn_pool_options_init(rn_pool_options_t *options);
+
+/* Creates a pool. Connections open lazily, on the first calls. 0, UV_EINVAL
+ * (no endpoints, a bad endpoint, bad codec options) or UV_ENOMEM. */
+int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
+                rn_pool_t **out);
+void *rn_pool_data(rn_pool_t *pool);
+const rn_codec_t *rn_pool_codec(rn_pool_t *pool);
+
+typedef struct rn_call_options_s {
+  uint64_t timeout; /* ms for the whole call; 0 = the pool's default */
+  int idempotent;   /* the call may safely execute more than once */
+} rn_call_options_t;
+
+/* What a call came to. Valid only during the callback. */
+typedef struct rn_result_s {
+  int status;             /* 0, or the error */
+  const char *body;       /* the reply's body (status 0 or RN_EREPLY) */
+  size_t body_len;
+  int flags;              /* RN_FRAME_* of the reply frame */
+  unsigned attempts;      /* attempts made, >= 1 once anything was tried */
+  int maybe_executed;     /* 0: the server cannot have executed the call */
+  const char *endpoint;   /* endpoint of the last attempt, or NULL */
+} rn_result_t;
+
+typedef void (*rn_call_cb)(void *data, const rn_result_t *result);
+
+/* Sends one request frame (already encoded, see rn_codec_encode and the
+ * rn_resp_encode_* functions; it is copied) and calls cb exactly once with
+ * the reply or the failure. A resp error reply completes with status
+ * RN_EREPLY and the error text as body. Returns RN_EOVERLOAD past
+ * max_pending, RN_ECLOSED once the pool is closing, UV_EINVAL or UV_ENOMEM;
+ * then cb is never called. */
+int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
+                 const rn_call_options_t *options, rn_call_cb cb, void *data);
+
+typedef struct rn_pool_stats_s {
+  uint64_t calls;       /* calls accepted */
+  uint64_t completed;   /* callbacks fired with status 0 or RN_EREPLY */
+  uint64_t failed;      /* callbacks fired with another error */
+  uint64_t connects;    /* connections established */
+  uint64_t connect_failures;
+  unsigned open;        /* connections open or opening */
+  unsigned pending;     /* calls waiting for a connection */
+  unsigned in_flight;   /* calls written or queued on a connection */
+} rn_pool_stats_t;
+
+void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats);
+
+typedef void (*rn_pool_close_cb)(rn_pool_t *pool);
+
+/* Stops accepting calls and fails the calls still waiting for a connection
+ * with RN_ECLOSED. Calls on connections may finish for up to drain_ms; then
+ * the rest fail with RN_ECLOSED and the connections close. cb (may be NULL)
+ * runs once every handle is closed; the pool is freed after it returns.
+ * Calling it twice is an error the second call ignores. */
+void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb);
+
+/* ------------------------------------------------------------------------ */
+/* Servers                                                                    */
+
+typedef struct rn_server_s rn_server_t;
+typedef struct rn_request_s rn_request_t;
+
+/* A request frame arrived. `body` is valid only during the callback. The
+ * request stays valid until rn_request_reply() or rn_request_drop() is
+ * called on it, exactly once, even if its connection closes meanwhile. */
+typedef void (*rn_request_cb)(rn_server_t *server, rn_request_t *request,
+                              const char *body, size_t len);
+
+typedef struct rn_server_options_s {
+  void *data;
+  const char *listen;       /* endpoint text; port 0 picks a free port */
+  rn_codec_options_t codec;
+  int backlog;              /* 511 */
+  unsigned max_concurrent;  /* requests being handled per server (256);
+                               past it, connections stop being read */
+  rn_request_cb on_request;
+} rn_server_options_t;
+
+void rn_server_options_init(rn_server_options_t *options);
+
+/* Binds and listens. 0, UV_EINVAL, or the bind/listen error. */
+int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
+                  rn_server_t **out);
+void *rn_server_data(rn_server_t *server);
+const rn_codec_t *rn_server_codec(rn_server_t *server);
+/* The bound address. For unix sockets, port is 0 and host the path. */
+int rn_server_address(rn_server_t *server, char *host, size_t host_size,
+                      int *port);
+
+/* Queues the encoded reply frame (copied). Replies leave each connection in
+ * the order its requests arrived. If the connection has closed, the reply
+ * is discarded. Releases the request. 0 or UV_ENOMEM (request released). */
+int rn_request_reply(rn_request_t *request, const char *frame, size_t len);
+/* Releases the request without a reply and closes its connection: for
+ * protocols with no error frame, a failed handler must not leave the client
+ * waiting forever nor let later replies be matched to the wrong request. */
+void rn_request_drop(rn_request_t *request);
+rn_server_t *rn_request_server(rn_request_t *request);
+
+typedef void (*rn_server_close_cb)(rn_server_t *server);
+
+/* Stops listening and closes every connection. Requests still unanswered
+ * stay valid until replied to or dropped (the replies are discarded). cb
+ * (may be NULL) runs once all handles are closed and every request was
+ * released; the server is freed after it returns. */
+void rn_server_close(rn_server_t *server, rn_server_close_cb cb);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RESILNET_H */

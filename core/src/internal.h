@@ -1,0 +1,69 @@
+/* Internal helpers shared by the core's source files. Not installed. */
+#ifndef RN_INTERNAL_H
+#define RN_INTERNAL_H
+
+#include "resilnet.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define RN_CONTAINER_OF(ptr, type, field)                                    \
+  ((type *)((char *)(ptr) - offsetof(type, field)))
+#define RN_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define RN_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Intrusive circular doubly linked list (after libuv's queue.h, which is not
+ * part of libuv's public headers). An empty list points at itself. */
+typedef struct rn_list_s {
+  struct rn_list_s *next;
+  struct rn_list_s *prev;
+} rn_list_t;
+
+static inline void rn_list_init(rn_list_t *l) { l->next = l->prev = l; }
+static inline int rn_list_empty(const rn_list_t *l) { return l->next == l; }
+static inline void rn_list_insert_tail(rn_list_t *head, rn_list_t *node) {
+  node->next = head;
+  node->prev = head->prev;
+  head->prev->next = node;
+  head->prev = node;
+}
+static inline void rn_list_insert_head(rn_list_t *head, rn_list_t *node) {
+  node->next = head->next;
+  node->prev = head;
+  head->next->prev = node;
+  head->next = node;
+}
+/* Unlinks node and leaves it pointing at itself, so removing twice is safe. */
+static inline void rn_list_remove(rn_list_t *node) {
+  node->prev->next = node->next;
+  node->next->prev = node->prev;
+  node->next = node->prev = node;
+}
+#define rn_list_foreach_safe(pos, tmp, head)                                   \
+  for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);           \
+       (pos) = (tmp), (tmp) = (pos)->next)
+
+/* The loop: a uv loop plus the timer heap and counts of open objects. */
+struct rn_loop_s {
+  uv_loop_t *uv;
+  uv_loop_t owned_uv; /* used when the caller gave no loop */
+  int owns_uv;
+  uv_timer_t heap_timer; /* fires at the earliest rn_timer_t due time */
+  rn_timer_t **heap;     /* binary min-heap on (due, seq) */
+  size_t heap_len;
+  size_t heap_cap;
+  uint64_t timer_seq;    /* ties broken by start order: FIFO for equal due */
+  unsigned objects;      /* pools and servers not yet freed */
+};
+
+/* Pools and servers register while alive so rn_loop_free can refuse. */
+void rn__loop_object_add(rn_loop_t *loop);
+void rn__loop_object_remove(rn_loop_t *loop);
+
+/* Codec implementations (codec_*.c). */
+extern const rn_codec_type_t rn__codec_length;
+extern const rn_codec_type_t rn__codec_line;
+extern const rn_codec_type_t rn__codec_resp;
+
+#endif /* RN_INTERNAL_H */
