@@ -50,6 +50,9 @@ struct rn_loop_s {
   uv_loop_t owned_uv; /* used when the caller gave no loop */
   int owns_uv;
   uv_timer_t heap_timer; /* fires at the earliest rn_timer_t due time */
+  uv_idle_t heap_idle;   /* fires timers due now that were started by a
+                            timer callback (see timer.c) */
+  int heap_firing;
   rn_timer_t **heap;     /* binary min-heap on (due, seq) */
   size_t heap_len;
   size_t heap_cap;

@@ -1,0 +1,73 @@
+/* The loop: a uv loop (the caller's or our own) and what resilnet keeps
+ * beside it: the timer heap and a count of objects still open. */
+#include "internal.h"
+
+#include <stdlib.h>
+
+int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
+  rn_loop_t *loop;
+  int err;
+
+  *out = NULL;
+  loop = calloc(1, sizeof(*loop));
+  if (loop == NULL) return UV_ENOMEM;
+
+  if (uv == NULL) {
+    err = uv_loop_init(&loop->owned_uv);
+    if (err) {
+      free(loop);
+      return err;
+    }
+    loop->uv = &loop->owned_uv;
+    loop->owns_uv = 1;
+  } else {
+    loop->uv = uv;
+  }
+
+  /* Cannot fail on an initialised loop. */
+  uv_timer_init(loop->uv, &loop->heap_timer);
+  uv_idle_init(loop->uv, &loop->heap_idle);
+  loop->heap_timer.data = loop;
+  loop->heap_idle.data = loop;
+  *out = loop;
+  return 0;
+}
+
+uv_loop_t *rn_loop_uv(rn_loop_t *loop) { return loop->uv; }
+
+uint64_t rn_loop_now(rn_loop_t *loop) { return uv_now(loop->uv); }
+
+void rn__loop_object_add(rn_loop_t *loop) { loop->objects++; }
+
+void rn__loop_object_remove(rn_loop_t *loop) { loop->objects--; }
+
+/* The idle handle is closed after the timer, so its close callback is the
+ * last one libuv makes for us. */
+static void loop_free_after_close(uv_handle_t *handle) {
+  rn_loop_t *loop = handle->data;
+  free(loop->heap);
+  free(loop);
+}
+
+int rn_loop_free(rn_loop_t *loop) {
+  int err;
+
+  if (loop->objects != 0 || loop->heap_len != 0) return UV_EBUSY;
+
+  if (!loop->owns_uv) {
+    /* The caller's loop runs on; our memory goes once libuv is done with
+     * the heap timer. */
+    uv_close((uv_handle_t *)&loop->heap_timer, NULL);
+    uv_close((uv_handle_t *)&loop->heap_idle, loop_free_after_close);
+    return 0;
+  }
+
+  uv_close((uv_handle_t *)&loop->heap_timer, NULL);
+  uv_close((uv_handle_t *)&loop->heap_idle, NULL);
+  uv_run(loop->uv, UV_RUN_DEFAULT);
+  err = uv_loop_close(loop->uv);
+  if (err) return err;
+  free(loop->heap);
+  free(loop);
+  return 0;
+}
