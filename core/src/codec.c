@@ -1,0 +1,70 @@
+/* Codec selection and option checking. */
+#include "internal.h"
+
+#include <string.h>
+
+static const struct {
+  const char *name;
+  rn_protocol_t protocol;
+  const rn_codec_type_t *type;
+} rn__protocols[] = {
+  {"length", RN_PROTOCOL_LENGTH, &rn__codec_length},
+  {"line", RN_PROTOCOL_LINE, &rn__codec_line},
+  {"resp", RN_PROTOCOL_RESP, &rn__codec_resp},
+};
+
+int rn_protocol_parse(const char *name, rn_protocol_t *out) {
+  size_t i;
+
+  if (name == NULL)
+    return UV_EINVAL;
+  for (i = 0; i < RN_ARRAY_SIZE(rn__protocols); i++) {
+    if (strcmp(name, rn__protocols[i].name) == 0) {
+      *out = rn__protocols[i].protocol;
+      return 0;
+    }
+  }
+  return UV_EINVAL;
+}
+
+/* Options that do not apply to the chosen protocol are ignored, so one
+ * options struct can be filled in before the protocol is known. */
+int rn_codec_init(rn_codec_t *codec, const rn_codec_options_t *options) {
+  rn_codec_t c;
+  size_t i, min_frame = 1;
+
+  if (codec == NULL || options == NULL)
+    return UV_EINVAL;
+  memset(&c, 0, sizeof(c));
+  for (i = 0; i < RN_ARRAY_SIZE(rn__protocols); i++)
+    if (rn__protocols[i].protocol == options->protocol)
+      c.type = rn__protocols[i].type;
+  if (c.type == NULL)
+    return UV_EINVAL;
+  c.protocol = options->protocol;
+  c.max_frame = options->max_frame ? options->max_frame : RN_DEFAULT_MAX_FRAME;
+
+  if (c.protocol == RN_PROTOCOL_LENGTH) {
+    c.length_bytes = options->length_bytes ? options->length_bytes : 4;
+    if (c.length_bytes != 1 && c.length_bytes != 2 && c.length_bytes != 4 &&
+        c.length_bytes != 8)
+      return UV_EINVAL;
+    min_frame = c.length_bytes;
+  } else if (c.protocol == RN_PROTOCOL_LINE) {
+    const char *delim = options->delimiter ? options->delimiter : "\n";
+    /* Bounded: an over-long delimiter is refused without reading it all. */
+    while (c.delimiter_len <= RN_DELIMITER_MAX && delim[c.delimiter_len])
+      c.delimiter_len++;
+    if (c.delimiter_len == 0 || c.delimiter_len > RN_DELIMITER_MAX)
+      return UV_EINVAL;
+    memcpy(c.delimiter, delim, c.delimiter_len);
+    min_frame = c.delimiter_len;
+  } else {
+    min_frame = 3; /* the shortest RESP value, "_\r\n" */
+  }
+  /* A limit below the smallest frame could never pass a single frame. */
+  if (c.max_frame < min_frame)
+    return UV_EINVAL;
+  *codec = c;
+  return 0;
+}

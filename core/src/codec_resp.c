@@ -1,0 +1,101 @@
+/* "resp": a frame is one complete RESP2/RESP3 value, attributes included.
+ * The body is the whole frame; decoders walk it with rn_resp_item. */
+#include "internal.h"
+
+static int is_aggregate(rn_resp_type_t type) {
+  return type == RN_RESP_ARRAY || type == RN_RESP_MAP || type == RN_RESP_SET ||
+         type == RN_RESP_ATTRIBUTE || type == RN_RESP_PUSH;
+}
+
+/* The smallest RESP value, "_\r\n" or "+\r\n", is 3 bytes: a count of
+ * values still owed proves a frame too large before those values arrive. */
+#define RN_RESP_MIN_ITEM 3
+
+/* Walks items with an explicit stack of counts instead of recursion, so a
+ * hostile nesting depth costs a bounded array, not the C stack. */
+static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
+                      rn_frame_t *frame) {
+  uint64_t left[RN_RESP_MAX_DEPTH + 1]; /* values owed per open level */
+  uint64_t owed = 1;                    /* the sum of left[0..depth] */
+  size_t depth = 0, off = 0, max = codec->max_frame;
+  int flags = 0;
+
+  left[0] = 1; /* level 0 owes the frame's one value */
+  do {
+    rn_resp_item_t it;
+    uint64_t children = 0, room;
+    int r = rn_resp_item(data + off, len - off, &it);
+
+    if (r < 0)
+      return r;
+    if (it.size > max - off) /* on "need more", size is a lower bound */
+      return RN_EFRAMESIZE;
+    if (r == 0) {
+      /* Hint, as in codec_length.c: the fewest bytes the frame needs. */
+      frame->size = off + it.size;
+      frame->body_offset = frame->body_len = 0;
+      frame->flags = 0;
+      return 0;
+    }
+    off += it.size;
+
+    if (depth == 0 && it.type == RN_RESP_ERROR)
+      flags = RN_FRAME_ERROR;
+    else if (depth == 0 && it.type == RN_RESP_BULK_ERROR)
+      flags = RN_FRAME_ERROR;
+    else if (depth == 0 && it.type == RN_RESP_PUSH)
+      flags = RN_FRAME_PUSH;
+
+    /* An attribute annotates the value after it: it adds its pairs but
+     * does not count as the value its level owes. */
+    if (it.type != RN_RESP_ATTRIBUTE) {
+      left[depth]--;
+      owed--;
+    }
+    if (is_aggregate(it.type)) {
+      if (depth == RN_RESP_MAX_DEPTH)
+        return RN_EBADFRAME;
+      children = (uint64_t)it.integer;
+      if (it.type == RN_RESP_MAP || it.type == RN_RESP_ATTRIBUTE)
+        children *= 2; /* pairs; integer <= INT64_MAX, so no wrap */
+    }
+    room = (max - off) / RN_RESP_MIN_ITEM;
+    if (owed > room || children > room - owed)
+      return RN_EFRAMESIZE;
+    if (children > 0) {
+      left[++depth] = children;
+      owed += children;
+    }
+    while (depth > 0 && left[depth] == 0)
+      depth--;
+  } while (owed > 0);
+
+  frame->size = off;
+  frame->body_offset = 0;
+  frame->body_len = off;
+  frame->flags = flags;
+  return 1;
+}
+
+/* A string request becomes the array of one bulk string: "*1\r\n$N\r\n...". */
+static int resp_encode(const rn_codec_t *codec, rn_buf_t *out,
+                       const char *body, size_t len) {
+  size_t digits = 1, total, v;
+  int err;
+
+  for (v = len; v >= 10; v /= 10)
+    digits++;
+  if (len > codec->max_frame)
+    return RN_EFRAMESIZE;
+  total = 4 + 1 + digits + 2 + len + 2;
+  if (total < len || total > codec->max_frame)
+    return RN_EFRAMESIZE;
+  err = rn_buf_reserve(out, total); /* both appends below then fit */
+  if (err == 0)
+    err = rn_resp_encode_array(out, 1);
+  if (err == 0)
+    err = rn_resp_encode_bulk(out, body, len);
+  return err;
+}
+
+const rn_codec_type_t rn__codec_resp = {"resp", resp_frame, resp_encode};
