@@ -49,7 +49,7 @@ static int check_host(const char *s, size_t len) {
   size_t i, label = 0;
   int numeric = 1;
 
-  if (len == 0 || len > 253 + 1)
+  if (len == 0 || len - (s[len - 1] == '.') > 253)
     return UV_EINVAL;
   for (i = 0; i < len; i++) {
     char c = s[i];
