@@ -1,0 +1,136 @@
+/* Internal structures of the client side: calls, connections, pools.
+ *
+ * Ownership: a call belongs to the pool's pending queue, to one connection's
+ * unsent queue or to its sent FIFO, or to nobody. Its callback fires exactly
+ * once (`done`). A call that timed out while sent stays in the sent FIFO so
+ * that the late reply is matched to it and discarded; it is freed when it is
+ * both done and off every connection. */
+#ifndef RN_CLIENT_H
+#define RN_CLIENT_H
+
+#include "internal.h"
+
+struct addrinfo;
+
+typedef struct rn_call_s rn_call_t;
+typedef struct rn_conn_s rn_conn_t;
+typedef struct rn_pool_endpoint_s rn_pool_endpoint_t;
+
+/* How far an attempt got; decides what a retry may do (design §4). */
+typedef enum {
+  RN_SEND_UNSENT = 0, /* never handed to the socket */
+  RN_SEND_SENT,       /* handed to the socket, no reply byte yet */
+  RN_SEND_ANSWERED    /* a reply byte arrived */
+} rn_send_state_t;
+
+/* Frames up to this size live inside the call: one allocation per call. */
+#define RN_CALL_INLINE_FRAME 96
+
+struct rn_call_s {
+  rn_list_t node;
+  rn_pool_t *pool;
+  rn_conn_t *conn; /* set while on conn->unsent or conn->sent */
+  rn_timer_t deadline;
+  rn_call_cb cb;
+  void *data;
+  char *frame;
+  size_t frame_len;
+  rn_pool_endpoint_t *endpoint; /* of the last attempt */
+  unsigned attempts;
+  rn_send_state_t state;
+  unsigned done : 1;
+  unsigned idempotent : 1;
+  char inline_frame[RN_CALL_INLINE_FRAME];
+};
+
+typedef enum {
+  RN_CONN_RESOLVING = 1,
+  RN_CONN_CONNECTING,
+  RN_CONN_READY,
+  RN_CONN_CLOSING
+} rn_conn_state_t;
+
+struct rn_conn_s {
+  rn_list_t node; /* endpoint->conns */
+  rn_pool_t *pool;
+  rn_pool_endpoint_t *endpoint;
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  uv_getaddrinfo_t resolve_req;
+  uv_connect_t connect_req;
+  uv_write_t write_req;
+  struct addrinfo *addrs;     /* resolved addresses, tried in order */
+  struct addrinfo *next_addr;
+  rn_timer_t connect_timer;
+  rn_buf_t rbuf;              /* bytes read, not yet framed */
+  rn_buf_t wbuf;              /* bytes of the write in flight */
+  rn_list_t unsent;           /* calls waiting for the write in flight */
+  rn_list_t sent;             /* calls awaiting replies, in send order */
+  size_t unsent_bytes;
+  unsigned queued;            /* calls on unsent and sent */
+  unsigned serial;
+  rn_conn_state_t state;
+  int error;                  /* last connect error, then why it closed */
+  unsigned handle_open : 1;
+  unsigned resolving : 1;
+  unsigned writing : 1;
+  unsigned was_ready : 1;
+};
+
+struct rn_pool_endpoint_s {
+  rn_endpoint_t address;
+  char text[RN_ENDPOINT_ADDRESS_MAX + 16];
+  rn_list_t conns;
+  unsigned open;        /* connections in conns, any state */
+  unsigned connecting;  /* of which resolving or connecting */
+  unsigned failures;    /* consecutive connect failures */
+  uint64_t retry_at;    /* no new connect before this (loop ms) */
+};
+
+struct rn_pool_s {
+  void *data;
+  rn_loop_t *loop;
+  rn_codec_t codec;
+  rn_pool_options_t options; /* endpoints pointer not kept */
+  rn_pool_endpoint_t *endpoints;
+  size_t endpoint_count;
+  size_t next_endpoint; /* round-robin start for picking and growing */
+  rn_list_t pending;
+  unsigned pending_count;
+  unsigned active; /* calls accepted whose callback has not fired */
+  unsigned conns;  /* connections not yet freed */
+  unsigned next_serial;
+  rn_pool_stats_t stats;
+  rn_timer_t close_timer;
+  rn_pool_close_cb close_cb;
+  unsigned closing : 1;
+  unsigned conns_closed : 1; /* drain over: connections told to close */
+  unsigned finishing : 1;
+};
+
+/* call.c */
+void rn__call_complete(rn_call_t *call, int status, const char *body,
+                       size_t body_len, int flags);
+void rn__call_release(rn_call_t *call);
+
+/* conn.c */
+int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *endpoint);
+void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call);
+void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call); /* unsent only */
+void rn__conn_close(rn_conn_t *conn, int err);
+int rn__conn_writable(const rn_conn_t *conn);
+
+/* pool.c: what connections report back. */
+void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn);
+void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err);
+void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn);
+void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);
+void rn__pool_call_done(rn_pool_t *pool);
+void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
+                    int err);
+
+#endif /* RN_CLIENT_H */

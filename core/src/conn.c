@@ -1,0 +1,410 @@
+/* One client connection: resolve, connect (trying each address), keep
+ * reading, batch writes, match replies to calls in order. It reports to its
+ * pool and never decides policy (which call goes where, when to reconnect). */
+#include "client.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Enough for a typical burst of replies in one read, small enough that an
+ * idle connection does not hold much; grown on demand for large frames. */
+#define RN_READ_CHUNK 65536
+
+static void conn_try_connect(rn_conn_t *conn);
+static void conn_maybe_free(rn_conn_t *conn);
+static void conn_flush(rn_conn_t *conn);
+
+int rn__conn_writable(const rn_conn_t *conn) {
+  size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
+  return conn->state == RN_CONN_READY &&
+         queued < conn->pool->options.write_high_water;
+}
+
+static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  int was_connecting = conn->state == RN_CONN_RESOLVING ||
+                       conn->state == RN_CONN_CONNECTING;
+  int is_connecting =
+      state == RN_CONN_RESOLVING || state == RN_CONN_CONNECTING;
+
+  if (was_connecting && !is_connecting) ep->connecting--;
+  if (!was_connecting && is_connecting) ep->connecting++;
+  conn->state = state;
+}
+
+static void conn_connect_timeout(rn_timer_t *timer) {
+  rn_conn_t *conn = timer->data;
+  rn__conn_close(conn, UV_ETIMEDOUT);
+}
+
+static void conn_on_resolved(uv_getaddrinfo_t *req, int status,
+                             struct addrinfo *res) {
+  rn_conn_t *conn = req->data;
+
+  conn->resolving = 0;
+  if (conn->state == RN_CONN_CLOSING) {
+    if (res) uv_freeaddrinfo(res);
+    conn_maybe_free(conn);
+    return;
+  }
+  if (status < 0) {
+    rn__conn_close(conn, status);
+    return;
+  }
+  conn->addrs = res;
+  conn->next_addr = res;
+  conn_set_state(conn, RN_CONN_CONNECTING);
+  conn_try_connect(conn);
+}
+
+int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  rn_conn_t *conn;
+  char port[8];
+  struct addrinfo hints;
+  int err;
+
+  conn = calloc(1, sizeof(*conn));
+  if (conn == NULL) return UV_ENOMEM;
+  conn->pool = pool;
+  conn->endpoint = ep;
+  conn->serial = ++pool->next_serial;
+  rn_list_init(&conn->unsent);
+  rn_list_init(&conn->sent);
+  rn_buf_init(&conn->rbuf);
+  rn_buf_init(&conn->wbuf);
+  rn_timer_init(pool->loop, &conn->connect_timer, conn_connect_timeout);
+  conn->connect_timer.data = conn;
+  conn->resolve_req.data = conn;
+  conn->connect_req.data = conn;
+  conn->write_req.data = conn;
+
+  if (ep->address.kind == RN_ENDPOINT_TCP) {
+    /* Names (and literals: getaddrinfo parses them without a lookup) go
+     * through the thread pool, so a slow resolver never blocks the loop. */
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    snprintf(port, sizeof(port), "%u", (unsigned)ep->address.port);
+    err = uv_getaddrinfo(pool->loop->uv, &conn->resolve_req, conn_on_resolved,
+                         ep->address.address, port, &hints);
+    if (err) {
+      free(conn);
+      return err;
+    }
+    conn->resolving = 1;
+    conn->state = RN_CONN_RESOLVING;
+  } else {
+    conn->state = RN_CONN_CONNECTING;
+  }
+  ep->connecting++;
+
+  err = rn_timer_start(&conn->connect_timer, pool->options.connect_timeout);
+  (void)err; /* without the timer the call deadlines still bound the wait */
+
+  rn_list_insert_tail(&ep->conns, &conn->node);
+  ep->open++;
+  pool->conns++;
+  rn__pool_event(pool, conn, "connecting", 0);
+  if (ep->address.kind == RN_ENDPOINT_UNIX) conn_try_connect(conn);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                    */
+
+static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  rn_conn_t *conn = handle->data;
+  (void)suggested;
+  if (rn_buf_reserve(&conn->rbuf, RN_READ_CHUNK) != 0) {
+    *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+    return;
+  }
+  *buf = uv_buf_init(conn->rbuf.base + conn->rbuf.len,
+                     (unsigned)(conn->rbuf.cap - conn->rbuf.len));
+}
+
+/* Hands one reply frame to the oldest call sent. 0, or the error that must
+ * close the connection. */
+static int conn_deliver(rn_conn_t *conn, const char *frame,
+                        const rn_frame_t *f) {
+  rn_call_t *call;
+  int status;
+
+  if (rn_list_empty(&conn->sent)) return RN_EUNEXPECTED;
+  call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+  rn_list_remove(&call->node);
+  call->conn = NULL;
+  conn->queued--;
+  call->state = RN_SEND_ANSWERED;
+  status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
+  rn__call_complete(call, status, frame + f->body_offset, f->body_len,
+                    f->flags);
+  rn__call_release(call);
+  return 0;
+}
+
+static void conn_on_read(uv_stream_t *stream, ssize_t nread,
+                         const uv_buf_t *buf) {
+  rn_conn_t *conn = stream->data;
+  size_t pos = 0;
+  (void)buf;
+
+  if (nread == 0) return;
+  if (nread < 0) {
+    rn__conn_close(conn, (int)nread);
+    return;
+  }
+  conn->rbuf.len += (size_t)nread;
+
+  /* A byte with no call waiting can only be garbage, a stale reply or the
+   * first sign that the peer is a different server: drop the connection
+   * before anything is matched to it. */
+  if (rn_list_empty(&conn->sent)) {
+    rn__conn_close(conn, RN_EUNEXPECTED);
+    return;
+  }
+
+  while (pos < conn->rbuf.len && conn->state == RN_CONN_READY) {
+    rn_frame_t f;
+    int r = rn_codec_frame(&conn->pool->codec, conn->rbuf.base + pos,
+                           conn->rbuf.len - pos, &f);
+    if (r == 0) break;
+    if (r < 0) {
+      rn__conn_close(conn, r);
+      return;
+    }
+    if (f.flags & RN_FRAME_PUSH) {
+      pos += f.size; /* out-of-band: not a reply to any call */
+      continue;
+    }
+    r = conn_deliver(conn, conn->rbuf.base + pos, &f);
+    if (r < 0) {
+      rn__conn_close(conn, r);
+      return;
+    }
+    pos += f.size;
+  }
+  if (conn->state != RN_CONN_READY) return; /* closed by a callback */
+
+  rn_buf_consume(&conn->rbuf, pos);
+  /* Part of a reply is here: its call has been answered, even if the rest
+   * never comes. */
+  if (conn->rbuf.len > 0 && !rn_list_empty(&conn->sent)) {
+    rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+    head->state = RN_SEND_ANSWERED;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connecting                                                                 */
+
+static void conn_on_connect(uv_connect_t *req, int status);
+
+static void conn_retry_after_close(uv_handle_t *handle) {
+  rn_conn_t *conn = handle->data;
+  conn->handle_open = 0;
+  if (conn->state == RN_CONN_CLOSING)
+    conn_maybe_free(conn);
+  else
+    conn_try_connect(conn);
+}
+
+/* Starts a connect to the next address. A uv_tcp_t whose connect failed is
+ * not reused: it is closed and a fresh one made. */
+static void conn_try_connect(rn_conn_t *conn) {
+  uv_loop_t *uv = conn->pool->loop->uv;
+  rn_endpoint_t *address = &conn->endpoint->address;
+  int err;
+
+  if (address->kind == RN_ENDPOINT_UNIX) {
+    uv_pipe_init(uv, &conn->h.pipe, 0);
+    conn->h.handle.data = conn;
+    conn->handle_open = 1;
+    uv_unref(&conn->h.handle);
+    uv_pipe_connect(&conn->connect_req, &conn->h.pipe, address->address,
+                    conn_on_connect);
+    return;
+  }
+
+  if (conn->next_addr == NULL) {
+    rn__conn_close(conn, conn->error ? conn->error : UV_EADDRNOTAVAIL);
+    return;
+  }
+  uv_tcp_init(uv, &conn->h.tcp);
+  conn->h.handle.data = conn;
+  conn->handle_open = 1;
+  /* Idle pooled connections must not keep the loop alive; calls in flight
+   * do, through their deadlines. */
+  uv_unref(&conn->h.handle);
+  err = uv_tcp_connect(&conn->connect_req, &conn->h.tcp,
+                       conn->next_addr->ai_addr, conn_on_connect);
+  conn->next_addr = conn->next_addr->ai_next;
+  if (err) {
+    conn->error = err;
+    uv_close(&conn->h.handle, conn_retry_after_close);
+  }
+}
+
+static void conn_on_connect(uv_connect_t *req, int status) {
+  rn_conn_t *conn = req->data;
+  int err;
+
+  if (conn->state == RN_CONN_CLOSING) return; /* its close is under way */
+  if (status < 0) {
+    conn->error = status;
+    if (conn->next_addr != NULL)
+      uv_close(&conn->h.handle, conn_retry_after_close);
+    else
+      rn__conn_close(conn, status);
+    return;
+  }
+
+  if (conn->endpoint->address.kind == RN_ENDPOINT_TCP)
+    uv_tcp_nodelay(&conn->h.tcp, 1);
+  err = uv_read_start(&conn->h.stream, conn_alloc, conn_on_read);
+  if (err) {
+    rn__conn_close(conn, err);
+    return;
+  }
+  rn_timer_stop(&conn->connect_timer);
+  conn->error = 0;
+  conn->was_ready = 1;
+  conn_set_state(conn, RN_CONN_READY);
+  rn__pool_conn_ready(conn->pool, conn);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                    */
+
+static void conn_on_write(uv_write_t *req, int status) {
+  rn_conn_t *conn = req->data;
+  conn->writing = 0;
+  if (status < 0) {
+    rn__conn_close(conn, status);
+    return;
+  }
+  conn_flush(conn);
+}
+
+/* Writes every unsent call in one batch. Only one write is in flight per
+ * connection: calls made meanwhile accumulate and leave together, so a
+ * burst of pipelined calls costs one syscall, not one each. */
+static void conn_flush(rn_conn_t *conn) {
+  rn_list_t *pos, *tmp;
+  uv_buf_t buf;
+  int err;
+
+  if (conn->writing || conn->state != RN_CONN_READY ||
+      rn_list_empty(&conn->unsent))
+    return;
+
+  conn->wbuf.len = 0;
+  err = rn_buf_reserve(&conn->wbuf, conn->unsent_bytes);
+  if (err) {
+    rn__conn_close(conn, err);
+    return;
+  }
+  rn_list_foreach_safe(pos, tmp, &conn->unsent) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    memcpy(conn->wbuf.base + conn->wbuf.len, call->frame, call->frame_len);
+    conn->wbuf.len += call->frame_len;
+    rn_list_remove(&call->node);
+    rn_list_insert_tail(&conn->sent, &call->node);
+    call->state = RN_SEND_SENT;
+    call->attempts++;
+  }
+  conn->unsent_bytes = 0;
+
+  buf = uv_buf_init(conn->wbuf.base, (unsigned)conn->wbuf.len);
+  err = uv_write(&conn->write_req, &conn->h.stream, &buf, 1, conn_on_write);
+  if (err) {
+    rn__conn_close(conn, err);
+    return;
+  }
+  conn->writing = 1;
+}
+
+void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
+  call->conn = conn;
+  call->endpoint = conn->endpoint;
+  rn_list_insert_tail(&conn->unsent, &call->node);
+  conn->unsent_bytes += call->frame_len;
+  conn->queued++;
+  conn_flush(conn);
+}
+
+void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
+  rn_list_remove(&call->node);
+  conn->unsent_bytes -= call->frame_len;
+  conn->queued--;
+  call->conn = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Closing                                                                    */
+
+static void conn_maybe_free(rn_conn_t *conn) {
+  rn_pool_t *pool = conn->pool;
+
+  if (conn->state != RN_CONN_CLOSING || conn->handle_open || conn->resolving)
+    return;
+  if (conn->addrs) uv_freeaddrinfo(conn->addrs);
+  rn_buf_free(&conn->rbuf);
+  rn_buf_free(&conn->wbuf);
+  rn_list_remove(&conn->node);
+  conn->endpoint->open--;
+  rn__pool_conn_freed(pool, conn);
+  free(conn);
+}
+
+static void conn_on_close(uv_handle_t *handle) {
+  rn_conn_t *conn = handle->data;
+  conn->handle_open = 0;
+  conn_maybe_free(conn);
+}
+
+void rn__conn_close(rn_conn_t *conn, int err) {
+  rn_list_t unsent;
+
+  if (conn->state == RN_CONN_CLOSING) return;
+  conn_set_state(conn, RN_CONN_CLOSING);
+  conn->error = err;
+  rn_timer_stop(&conn->connect_timer);
+  if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
+  if (conn->handle_open && !uv_is_closing(&conn->h.handle))
+    uv_close(&conn->h.handle, conn_on_close);
+
+  /* Calls never written cannot have executed: back to the pool, which
+   * sends them elsewhere. Taken off first, so that callbacks below cannot
+   * see them on a dead connection. */
+  rn_list_init(&unsent);
+  while (!rn_list_empty(&conn->unsent)) {
+    rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
+    rn__conn_unqueue(conn, call);
+    rn_list_insert_tail(&unsent, &call->node);
+  }
+
+  /* Calls written may have executed; their fate is for the caller. */
+  while (!rn_list_empty(&conn->sent)) {
+    rn_call_t *call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    call->conn = NULL;
+    conn->queued--;
+    rn__call_complete(call, err, NULL, 0, 0);
+    rn__call_release(call);
+  }
+
+  /* Newest first: each goes to the front of the pool's queue, so they end
+   * up ahead of newer calls in their original order. */
+  while (!rn_list_empty(&unsent)) {
+    rn_call_t *call = RN_CONTAINER_OF(unsent.prev, rn_call_t, node);
+    rn_list_remove(&call->node);
+    rn__pool_requeue(conn->pool, call);
+  }
+
+  rn__pool_conn_closed(conn->pool, conn, err);
+  conn_maybe_free(conn);
+}

@@ -1,0 +1,385 @@
+/* The pool decides where calls go: which connection, when to open another,
+ * what to do with calls when connections fail, and how to close. */
+#include "client.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Connects in progress per endpoint: a recovering server sees a trickle of
+ * new connections, not the whole pool at once. */
+#define RN_MAX_CONNECTING 2
+/* Pause before reconnecting to an endpoint whose connects keep failing:
+ * 50 ms doubling up to 2 s. (Jittered, configurable backoff is the pool's
+ * reconnect policy; this is the floor that stops a hot loop of refusals.) */
+#define RN_RECONNECT_FLOOR_MS 50
+#define RN_RECONNECT_CAP_MS 2000
+
+void rn_pool_options_init(rn_pool_options_t *o) {
+  memset(o, 0, sizeof(*o));
+  o->codec.protocol = RN_PROTOCOL_RESP;
+  o->size = 8;
+  o->max_pending = 1000;
+  o->connect_timeout = 2000;
+  o->timeout = 5000;
+  o->write_high_water = 1024 * 1024;
+}
+
+void *rn_pool_data(rn_pool_t *pool) { return pool->data; }
+
+const rn_codec_t *rn_pool_codec(rn_pool_t *pool) { return &pool->codec; }
+
+void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
+                    int err) {
+  rn_pool_event_t ev;
+  if (pool->options.on_event == NULL) return;
+  ev.type = RN_EVENT_STATE;
+  ev.endpoint = conn->endpoint->text;
+  ev.connection = conn->serial;
+  ev.state = state;
+  ev.error = err;
+  pool->options.on_event(pool, &ev);
+}
+
+int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
+                rn_pool_t **out) {
+  rn_pool_t *pool;
+  size_t i;
+  int err;
+
+  *out = NULL;
+  if (options->endpoint_count == 0 || options->endpoints == NULL ||
+      options->size == 0 || options->timeout == 0 ||
+      options->connect_timeout == 0 || options->write_high_water == 0)
+    return UV_EINVAL;
+
+  pool = calloc(1, sizeof(*pool));
+  if (pool == NULL) return UV_ENOMEM;
+  err = rn_codec_init(&pool->codec, &options->codec);
+  if (err) goto fail;
+  pool->endpoints = calloc(options->endpoint_count, sizeof(*pool->endpoints));
+  err = UV_ENOMEM;
+  if (pool->endpoints == NULL) goto fail;
+
+  for (i = 0; i < options->endpoint_count; i++) {
+    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    const char *text = options->endpoints[i];
+    err = UV_EINVAL;
+    if (text == NULL) goto fail;
+    err = rn_endpoint_parse(&ep->address, text, strlen(text));
+    if (err) goto fail;
+    err = rn_endpoint_format(&ep->address, ep->text, sizeof(ep->text));
+    if (err < 0) goto fail;
+    rn_list_init(&ep->conns);
+  }
+
+  pool->data = options->data;
+  pool->loop = loop;
+  pool->options = *options;
+  pool->options.endpoints = NULL;
+  pool->endpoint_count = options->endpoint_count;
+  rn_list_init(&pool->pending);
+  rn_timer_init(loop, &pool->close_timer, NULL);
+  pool->close_timer.data = pool;
+  rn__loop_object_add(loop);
+  *out = pool;
+  return 0;
+
+fail:
+  free(pool->endpoints);
+  free(pool);
+  return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Placing calls                                                              */
+
+/* The ready connection with the fewest calls queued, endpoints taken in
+ * turn so that ties spread over endpoints. */
+static rn_conn_t *pool_pick(rn_pool_t *pool) {
+  rn_conn_t *best = NULL;
+  size_t i;
+
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_pool_endpoint_t *ep =
+        &pool->endpoints[(pool->next_endpoint + i) % pool->endpoint_count];
+    rn_list_t *pos;
+    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
+      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+      if (!rn__conn_writable(conn)) continue;
+      if (best == NULL || conn->queued < best->queued) best = conn;
+      if (best->queued == 0) goto found;
+    }
+  }
+found:
+  if (best != NULL)
+    pool->next_endpoint = (pool->next_endpoint + 1) % pool->endpoint_count;
+  return best;
+}
+
+static int pool_has_idle_conn(rn_pool_t *pool) {
+  size_t i;
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_list_t *pos;
+    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
+      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+      if (conn->state == RN_CONN_READY && conn->queued == 0) return 1;
+    }
+  }
+  return 0;
+}
+
+/* Opens one more connection when calls wait or every connection is busy,
+ * on the next endpoint (in turn) that has room and is not backing off. */
+static void pool_grow(rn_pool_t *pool) {
+  uint64_t now = rn_loop_now(pool->loop);
+  size_t i;
+
+  if (pool->closing || pool->active == 0) return;
+  if (pool->pending_count == 0 && pool_has_idle_conn(pool)) return;
+
+  for (i = 0; i < pool->endpoint_count; i++) {
+    size_t k = (pool->next_endpoint + i) % pool->endpoint_count;
+    rn_pool_endpoint_t *ep = &pool->endpoints[k];
+    if (ep->open >= pool->options.size) continue;
+    if (ep->connecting >= RN_MAX_CONNECTING) continue;
+    if (ep->retry_at > now) continue;
+    /* Waiting calls are already covered by connects in progress. */
+    if (ep->connecting > 0 && pool->pending_count <= ep->connecting) continue;
+    if (rn__conn_open(pool, ep) == 0) return;
+  }
+}
+
+static void pool_dispatch(rn_pool_t *pool) {
+  while (!rn_list_empty(&pool->pending)) {
+    rn_conn_t *conn = pool_pick(pool);
+    rn_call_t *call;
+    if (conn == NULL) break;
+    call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    pool->pending_count--;
+    rn__conn_enqueue(conn, call);
+  }
+  pool_grow(pool);
+}
+
+static void pool_call_expired(rn_timer_t *timer) {
+  rn_call_t *call = timer->data;
+  rn_pool_t *pool = call->pool;
+
+  if (call->conn == NULL) {
+    rn_list_remove(&call->node); /* from pending */
+    pool->pending_count--;
+  } else if (call->state == RN_SEND_UNSENT) {
+    rn__conn_unqueue(call->conn, call);
+  }
+  /* A sent call stays in its connection's FIFO: the late reply is still
+   * coming and must be matched to it, then dropped. */
+  rn__call_complete(call, UV_ETIMEDOUT, NULL, 0, 0);
+  rn__call_release(call);
+}
+
+int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
+                 const rn_call_options_t *options, rn_call_cb cb, void *data) {
+  rn_call_t *call;
+  uint64_t timeout;
+  int err;
+
+  if (pool->closing) return RN_ECLOSED;
+  if (frame == NULL || len == 0 || cb == NULL) return UV_EINVAL;
+  if (pool->pending_count >= pool->options.max_pending) return RN_EOVERLOAD;
+
+  call = malloc(sizeof(*call));
+  if (call == NULL) return UV_ENOMEM;
+  memset(call, 0, offsetof(rn_call_t, inline_frame));
+  if (len <= sizeof(call->inline_frame)) {
+    call->frame = call->inline_frame;
+  } else {
+    call->frame = malloc(len);
+    if (call->frame == NULL) {
+      free(call);
+      return UV_ENOMEM;
+    }
+  }
+  memcpy(call->frame, frame, len);
+  call->frame_len = len;
+  call->pool = pool;
+  call->cb = cb;
+  call->data = data;
+  call->idempotent = options != NULL && options->idempotent;
+  rn_list_init(&call->node);
+
+  timeout = options != NULL && options->timeout ? options->timeout
+                                                : pool->options.timeout;
+  rn_timer_init(pool->loop, &call->deadline, pool_call_expired);
+  call->deadline.data = call;
+  err = rn_timer_start(&call->deadline, timeout);
+  if (err) {
+    if (call->frame != call->inline_frame) free(call->frame);
+    free(call);
+    return err;
+  }
+
+  pool->stats.calls++;
+  pool->active++;
+  rn_list_insert_tail(&pool->pending, &call->node);
+  pool->pending_count++;
+  pool_dispatch(pool);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* What connections report                                                    */
+
+void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
+  conn->endpoint->failures = 0;
+  conn->endpoint->retry_at = 0;
+  pool->stats.connects++;
+  rn__pool_event(pool, conn, "ready", 0);
+  if (pool->conns_closed) {
+    rn__conn_close(conn, RN_ECLOSED);
+    return;
+  }
+  pool_dispatch(pool);
+}
+
+void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
+  if (call->done) {
+    rn__call_release(call);
+    return;
+  }
+  if (pool->closing) {
+    rn__call_complete(call, RN_ECLOSED, NULL, 0, 0);
+    rn__call_release(call);
+    return;
+  }
+  /* Ahead of newer calls: it was already in line once. */
+  rn_list_insert_head(&pool->pending, &call->node);
+  pool->pending_count++;
+}
+
+static int pool_can_connect(rn_pool_t *pool) {
+  size_t i;
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_list_t *pos;
+    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
+      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+      if (conn->state != RN_CONN_CLOSING) return 1;
+    }
+  }
+  return 0;
+}
+
+/* Fails every waiting call with err, unless some connection may still take
+ * them. Used after a connect failure: with nothing else in sight, waiting
+ * until the deadline would only hide the error. */
+static void pool_fail_pending(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                              int err) {
+  if (pool_can_connect(pool)) return;
+  while (!rn_list_empty(&pool->pending)) {
+    rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    pool->pending_count--;
+    call->attempts++;
+    call->endpoint = ep;
+    rn__call_complete(call, err, NULL, 0, 0);
+    rn__call_release(call);
+  }
+}
+
+void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+
+  rn__pool_event(pool, conn, "closed", err);
+  if (pool->closing) return;
+  if (!conn->was_ready) {
+    uint64_t delay = RN_RECONNECT_FLOOR_MS;
+    unsigned i;
+    pool->stats.connect_failures++;
+    ep->failures++;
+    for (i = 1; i < ep->failures && delay < RN_RECONNECT_CAP_MS; i++)
+      delay *= 2;
+    ep->retry_at = rn_loop_now(pool->loop) + RN_MIN(delay, RN_RECONNECT_CAP_MS);
+    pool_fail_pending(pool, ep, err);
+  }
+  pool_dispatch(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Closing                                                                    */
+
+static void pool_finish(rn_timer_t *timer) {
+  rn_pool_t *pool = timer->data;
+  rn_loop_t *loop = pool->loop;
+  if (pool->close_cb) pool->close_cb(pool);
+  free(pool->endpoints);
+  free(pool);
+  rn__loop_object_remove(loop);
+}
+
+/* The close callback runs from a timer, never from inside rn_pool_close
+ * or a connection callback, so the caller never sees it early. */
+static void pool_maybe_finish(rn_pool_t *pool) {
+  if (!pool->conns_closed || pool->conns != 0 || pool->finishing) return;
+  pool->finishing = 1;
+  pool->close_timer.cb = pool_finish;
+  rn_timer_start(&pool->close_timer, 0);
+}
+
+static void pool_close_conns(rn_pool_t *pool) {
+  size_t i;
+  if (pool->conns_closed) return;
+  pool->conns_closed = 1;
+  rn_timer_stop(&pool->close_timer);
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    rn_list_t *pos, *tmp;
+    rn_list_foreach_safe(pos, tmp, &ep->conns) {
+      rn__conn_close(RN_CONTAINER_OF(pos, rn_conn_t, node), RN_ECLOSED);
+    }
+  }
+  pool_maybe_finish(pool);
+}
+
+static void pool_drain_expired(rn_timer_t *timer) {
+  pool_close_conns(timer->data);
+}
+
+void rn__pool_call_done(rn_pool_t *pool) {
+  if (pool->closing && pool->active == 0) pool_close_conns(pool);
+}
+
+void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn) {
+  (void)conn;
+  pool->conns--;
+  pool_maybe_finish(pool);
+}
+
+void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb) {
+  if (pool->closing) return;
+  pool->closing = 1;
+  pool->close_cb = cb;
+
+  while (!rn_list_empty(&pool->pending)) {
+    rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    pool->pending_count--;
+    rn__call_complete(call, RN_ECLOSED, NULL, 0, 0);
+    rn__call_release(call);
+  }
+  if (pool->conns_closed) return; /* a callback above finished the drain */
+  if (pool->active == 0 || drain_ms == 0) {
+    pool_close_conns(pool);
+    return;
+  }
+  pool->close_timer.cb = pool_drain_expired;
+  rn_timer_start(&pool->close_timer, drain_ms);
+}
+
+void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats) {
+  *stats = pool->stats;
+  stats->open = pool->conns;
+  stats->pending = pool->pending_count;
+  stats->in_flight = pool->active - pool->pending_count;
+}
