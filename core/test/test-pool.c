@@ -1,0 +1,285 @@
+/* The client pool against resilnet's own server on loopback: pipelining,
+ * deadlines, refused connects, draining close. Each scenario ends with every
+ * handle closed and the loop closing cleanly. */
+#include "resilnet.h"
+#include "task.h"
+
+#include <uv.h>
+
+#define PIPELINED 10000
+
+static rn_loop_t *loop;
+static rn_server_t *server;
+static rn_pool_t *pool;
+static char endpoint[128];
+static int server_closed, pool_closed;
+static int held_count;
+static rn_request_t *held[16];
+
+/* Echo server: replies with the request's body; bodies starting with
+ * "hold" get no reply until the test releases them. */
+static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
+                       size_t len) {
+  rn_buf_t out;
+  if (len >= 4 && memcmp(body, "hold", 4) == 0) {
+    ASSERT_LT(held_count, 16);
+    held[held_count++] = req;
+    return;
+  }
+  rn_buf_init(&out);
+  ASSERT_OK(rn_codec_encode(rn_server_codec(srv), &out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static void on_server_closed(rn_server_t *srv) {
+  (void)srv;
+  server_closed++;
+}
+
+static void on_pool_closed(rn_pool_t *p) {
+  (void)p;
+  pool_closed++;
+}
+
+static void start(rn_protocol_t protocol, unsigned size) {
+  rn_server_options_t so;
+  rn_pool_options_t po;
+  const char *eps[1];
+  char host[64];
+  int port;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.codec.protocol = protocol;
+  so.on_request = on_request;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
+  ASSERT_GT(port, 0);
+  snprintf(endpoint, sizeof(endpoint), "%s:%d", host, port);
+
+  rn_pool_options_init(&po);
+  eps[0] = endpoint;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = protocol;
+  po.size = size;
+  /* Calls made before the connection is up all wait in the pool's queue. */
+  po.max_pending = PIPELINED;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  server_closed = pool_closed = held_count = 0;
+}
+
+static void stop(void) {
+  int i;
+  if (pool) rn_pool_close(pool, 0, on_pool_closed);
+  for (i = 0; i < held_count; i++) rn_request_drop(held[i]);
+  rn_server_close(server, on_server_closed);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(server_closed, 1);
+  ASSERT_EQ(pool_closed, pool ? 1 : 0);
+  ASSERT_OK(rn_loop_free(loop));
+  pool = NULL;
+}
+
+static void encode_call(const char *body, size_t len, rn_call_cb cb,
+                        void *data, const rn_call_options_t *opts) {
+  rn_buf_t frame;
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, len));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, opts, cb, data));
+  rn_buf_free(&frame);
+}
+
+/* --- pipelining: 10,000 calls on one connection, each exactly once ------ */
+
+static unsigned char seen[PIPELINED];
+static int replies;
+
+static void on_numbered_reply(rn_pool_t *p, void *data,
+                              const rn_result_t *r) {
+  int i = (int)(intptr_t)data;
+  char expect[16];
+  int n = snprintf(expect, sizeof(expect), "%d", i);
+  (void)p;
+  ASSERT_OK(r->status);
+  ASSERT_EQ(r->body_len, n);
+  ASSERT_MEM_EQ(r->body, expect, (size_t)n);
+  ASSERT_EQ(seen[i], 0);
+  ASSERT_EQ(r->attempts, 1);
+  seen[i] = 1;
+  replies++;
+}
+
+static void test_pipelined(rn_protocol_t protocol) {
+  rn_pool_stats_t st;
+  int i;
+
+  start(protocol, 1);
+  memset(seen, 0, sizeof(seen));
+  replies = 0;
+  for (i = 0; i < PIPELINED; i++) {
+    char body[16];
+    int n = snprintf(body, sizeof(body), "%d", i);
+    encode_call(body, (size_t)n, on_numbered_reply, (void *)(intptr_t)i,
+                NULL);
+  }
+  /* max_pending bounds only calls waiting for a connection. */
+  while (replies < PIPELINED)
+    ASSERT(uv_run(rn_loop_uv(loop), UV_RUN_ONCE) != 0 || replies == PIPELINED);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.connects, 1);
+  ASSERT_EQ(st.completed, PIPELINED);
+  ASSERT_EQ(st.failed, 0);
+  stop();
+}
+
+static void test_pipelined_line(void) { test_pipelined(RN_PROTOCOL_LINE); }
+static void test_pipelined_length(void) { test_pipelined(RN_PROTOCOL_LENGTH); }
+
+/* --- deadlines -------------------------------------------------------- */
+
+static int timed_out;
+
+static void expect_timeout(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_EQ(r->status, UV_ETIMEDOUT);
+  ASSERT_EQ(r->maybe_executed, 1); /* it was sent */
+  ASSERT_EQ(r->attempts, 1);
+  ASSERT_STR_EQ(r->endpoint, endpoint);
+  timed_out++;
+}
+
+static int late_ok;
+
+static void expect_ok(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_OK(r->status);
+  ASSERT_EQ(r->body_len, 4);
+  ASSERT_MEM_EQ(r->body, "next", 4);
+  late_ok++;
+}
+
+/* A sent call times out; its late reply is matched to it and dropped, and
+ * the next call on the same connection gets its own reply. */
+static void test_deadline_then_late_reply(void) {
+  rn_call_options_t opts = {50, 0};
+  rn_buf_t reply;
+  uint64_t t0;
+
+  start(RN_PROTOCOL_LINE, 1);
+  timed_out = late_ok = 0;
+  encode_call("hold", 4, expect_timeout, NULL, &opts);
+  t0 = uv_hrtime();
+  while (timed_out == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_GE((uv_hrtime() - t0) / 1000000, 40);
+  ASSERT_EQ(held_count, 1);
+
+  encode_call("next", 4, expect_ok, NULL, NULL);
+  rn_buf_init(&reply);
+  ASSERT_OK(rn_codec_encode(rn_server_codec(server), &reply, "late", 4));
+  ASSERT_OK(rn_request_reply(held[0], reply.base, reply.len));
+  rn_buf_free(&reply);
+  held_count = 0;
+  while (late_ok == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_EQ(timed_out, 1);
+  stop();
+}
+
+/* --- refused ------------------------------------------------------------ */
+
+static int refused;
+
+static void expect_refused(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_EQ(r->status, UV_ECONNREFUSED);
+  ASSERT_EQ(r->maybe_executed, 0);
+  ASSERT_EQ(r->attempts, 1);
+  refused++;
+}
+
+static void test_refused(void) {
+  rn_pool_options_t po;
+  const char *eps[1];
+  rn_server_options_t so;
+  rn_server_t *closed_server;
+  char host[64];
+  int port;
+
+  /* A port that was just free: bind, read it, close. */
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.codec.protocol = RN_PROTOCOL_LINE;
+  so.on_request = on_request;
+  ASSERT_OK(rn_server_new(loop, &so, &closed_server));
+  ASSERT_OK(rn_server_address(closed_server, host, sizeof(host), &port));
+  rn_server_close(closed_server, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+
+  snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", port);
+  rn_pool_options_init(&po);
+  eps[0] = endpoint;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  refused = 0;
+  encode_call("a", 1, expect_refused, NULL, NULL);
+  encode_call("b", 1, expect_refused, NULL, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(refused, 2);
+  pool_closed = 0;
+  rn_pool_close(pool, 0, on_pool_closed);
+  ASSERT_EQ(pool_closed, 0); /* never before rn_pool_close returned */
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(pool_closed, 1);
+  ASSERT_OK(rn_loop_free(loop));
+  pool = NULL;
+}
+
+/* --- close ------------------------------------------------------------- */
+
+static int closed_calls;
+
+static void expect_closed(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  ASSERT_EQ(r->status, RN_ECLOSED);
+  ASSERT_EQ(r->maybe_executed, (int)(intptr_t)data);
+  closed_calls++;
+}
+
+/* Close with a drain: the sent call that never gets a reply fails with
+ * ECLOSED (maybe executed); new calls are refused synchronously. */
+static void test_close_drains_then_fails(void) {
+  rn_buf_t frame;
+
+  start(RN_PROTOCOL_LINE, 1);
+  closed_calls = 0;
+  encode_call("hold", 4, expect_closed, (void *)(intptr_t)1, NULL);
+  while (held_count == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  rn_pool_close(pool, 30, on_pool_closed);
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "x", 1));
+  ASSERT_EQ(rn_pool_call(pool, frame.base, frame.len, NULL, expect_closed, NULL),
+            RN_ECLOSED);
+  rn_buf_free(&frame);
+  while (pool_closed == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_EQ(closed_calls, 1);
+  pool_closed = 0;
+  pool = NULL;
+  stop();
+}
+
+int main(void) {
+  TEST_RUN(test_pipelined_line);
+  TEST_RUN(test_pipelined_length);
+  TEST_RUN(test_deadline_then_late_reply);
+  TEST_RUN(test_refused);
+  TEST_RUN(test_close_drains_then_fails);
+  return 0;
+}
