@@ -1,0 +1,46 @@
+# Thin wrapper around CMake/CTest; the build itself lives in CMakeLists.txt.
+#
+#   make            build the core and resilnet/core.so for every Lua found
+#   make test       deps, build, ctest, then the sanitizer pass (make asan)
+#   make asan       ASan+UBSan build in build-asan and its ctest run
+#   make demo       run examples/demo.lua with lua5.4 against this build
+#   make clean      remove both build dirs
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= 2
+# Lua versions of the sanitizer pass (the normal build takes every Lua found).
+ASAN_LUA   ?= 5.4;jit
+CTEST       = ctest --output-on-failure -j$(JOBS)
+
+.PHONY: all build test asan demo clean deps
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+# The asan pass runs only if the normal one passed, so the last CTest summary
+# line printed is always the one that failed, or the last of two that passed.
+test: build
+	cd $(BUILD) && $(CTEST)
+	@$(MAKE) --no-print-directory asan
+
+asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DRESILNET_SANITIZE=ON \
+	  "-DRESILNET_LUA_VERSIONS=$(ASAN_LUA)" >/dev/null
+	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && $(CTEST)
+
+demo: build
+	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 \
+	  LUA_PATH="$(CURDIR)/lua/?.lua;;" \
+	  LUA_CPATH="$(CURDIR)/$(BUILD)/lua/5.4/?.so;;" \
+	  lua5.4 examples/demo.lua
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

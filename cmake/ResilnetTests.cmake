@@ -1,0 +1,120 @@
+# CTest suite. Every test has a timeout. Names say what runs where:
+#   core.test-<x>        one C test program (core/test/test-<x>.c)
+#   spec.lua5.4 ...      the busted specs under one Lua (spec.luajit for LuaJIT)
+#   luarocks.lua5.4 ...  `luarocks make` into a temp tree, then require it
+# In a RESILNET_SANITIZE build every name starts with "asan.".
+
+set(RESILNET_C_TEST_TIMEOUT 60 CACHE STRING "Seconds allowed per C test")
+set(RESILNET_SPEC_TIMEOUT 300 CACHE STRING "Seconds allowed per busted run")
+set(RESILNET_LUAROCKS_TIMEOUT 300 CACHE STRING "Seconds allowed per LuaRocks test")
+
+set(rn_prefix "")
+set(rn_c_env "")
+set(rn_lua_env "")
+if(RESILNET_SANITIZE)
+  set(rn_prefix "asan.")
+  set(rn_c_env
+      "ASAN_OPTIONS=detect_leaks=1:check_initialization_order=1:strict_string_checks=1"
+      "LSAN_OPTIONS=suppressions=${CMAKE_SOURCE_DIR}/tools/lsan.supp:print_suppressions=0"
+      "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
+  # Debian's lua is not instrumented: the ASan runtime must be the first
+  # library in the process, before the module that needs it is dlopen'ed.
+  set(rn_preload "")
+  foreach(lib libasan.so libubsan.so)
+    execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=${lib}
+                    OUTPUT_VARIABLE path OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(NOT IS_ABSOLUTE "${path}")
+      message(FATAL_ERROR "${CMAKE_C_COMPILER} does not know ${lib}: the "
+                          "sanitized Lua tests need gcc's sanitizer runtimes")
+    endif()
+    list(APPEND rn_preload "${path}")
+  endforeach()
+  list(JOIN rn_preload " " rn_preload)
+  set(rn_lua_env ${rn_c_env} "LD_PRELOAD=${rn_preload}")
+endif()
+
+# ---------------------------------------------------------------------------
+# C tests: each core/test/test-*.c is its own program and its own test.
+
+file(GLOB rn_c_tests CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/core/test/test-*.c")
+foreach(src IN LISTS rn_c_tests)
+  get_filename_component(name "${src}" NAME_WE)
+  add_executable(${name} "${src}")
+  # Tests may check internals (core/src/internal.h) as well as the API.
+  target_include_directories(${name} PRIVATE
+    "${CMAKE_SOURCE_DIR}/core/test" "${CMAKE_SOURCE_DIR}/core/src")
+  target_link_libraries(${name} PRIVATE resilnet_core)
+  set_target_properties(${name} PROPERTIES
+    RUNTIME_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/core-tests")
+  add_test(NAME ${rn_prefix}core.${name} COMMAND ${name})
+  set_tests_properties(${rn_prefix}core.${name} PROPERTIES
+    TIMEOUT ${RESILNET_C_TEST_TIMEOUT} ENVIRONMENT "${rn_c_env}")
+endforeach()
+
+# ---------------------------------------------------------------------------
+# busted specs, once per Lua the module was built for.
+
+function(resilnet_lua_test_name tag out)
+  if(tag STREQUAL "jit")
+    set(${out} luajit PARENT_SCOPE)
+  else()
+    set(${out} lua${tag} PARENT_SCOPE)
+  endif()
+endfunction()
+
+# Lua paths for the specs and for any Lua child process a spec starts:
+# the repo's lua/ and this build's module, then the interpreter's defaults
+# (";;"), where busted itself lives. ";" is escaped: ENVIRONMENT is a list.
+function(resilnet_lua_env tag out)
+  set(lpath "${CMAKE_SOURCE_DIR}/lua/?.lua\;${CMAKE_SOURCE_DIR}/lua/?/init.lua\;\;")
+  set(cpath "${CMAKE_BINARY_DIR}/lua/${tag}/?.so\;\;")
+  set(${out} "LUA_PATH=${lpath}" "LUA_CPATH=${cpath}"
+             "RESILNET_TEST_LUA=${RESILNET_LUA_EXE_${tag}}" ${rn_lua_env}
+      PARENT_SCOPE)
+endfunction()
+
+file(GLOB rn_specs CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/spec/*_spec.lua")
+find_program(RESILNET_BUSTED NAMES busted)
+if(rn_specs AND NOT RESILNET_BUSTED)
+  message(WARNING "busted not found: the specs are not registered")
+elseif(rn_specs)
+  # Run busted's Lua script under the chosen interpreter directly: its own
+  # --lua=X re-executes itself through a shell, unquoted.
+  file(STRINGS "${RESILNET_BUSTED}" rn_busted_shebang LIMIT_COUNT 1)
+  foreach(tag IN LISTS RESILNET_LUA_TAGS)
+    if(NOT RESILNET_LUA_EXE_${tag})
+      continue()
+    endif()
+    if(rn_busted_shebang MATCHES "lua")
+      set(cmd "${RESILNET_LUA_EXE_${tag}}" "${RESILNET_BUSTED}")
+    else() # a LuaRocks shell wrapper
+      set(cmd "${RESILNET_BUSTED}" "--lua=${RESILNET_LUA_EXE_${tag}}")
+    endif()
+    resilnet_lua_test_name(${tag} lua_name)
+    resilnet_lua_env(${tag} env)
+    add_test(NAME ${rn_prefix}spec.${lua_name}
+             COMMAND ${cmd} --output=plainTerminal --verbose
+                     "--lpath=${CMAKE_SOURCE_DIR}/lua/?.lua"
+                     "--cpath=${CMAKE_BINARY_DIR}/lua/${tag}/?.so"
+                     spec
+             WORKING_DIRECTORY "${CMAKE_SOURCE_DIR}")
+    set_tests_properties(${rn_prefix}spec.${lua_name} PROPERTIES
+      TIMEOUT ${RESILNET_SPEC_TIMEOUT} ENVIRONMENT "${env}")
+  endforeach()
+endif()
+
+# ---------------------------------------------------------------------------
+# LuaRocks: install from the rockspec into a temp tree and require it, for
+# the oldest and newest Lua. Not sanitized: LuaRocks builds its own module.
+
+find_program(RESILNET_LUAROCKS NAMES luarocks)
+if(RESILNET_LUAROCKS AND NOT RESILNET_SANITIZE)
+  foreach(tag 5.1 5.4)
+    if(tag IN_LIST RESILNET_LUA_TAGS AND RESILNET_LUA_EXE_${tag})
+      add_test(NAME luarocks.lua${tag}
+               COMMAND "${CMAKE_SOURCE_DIR}/tools/test-luarocks.sh" ${tag})
+      set_tests_properties(luarocks.lua${tag} PROPERTIES
+        TIMEOUT ${RESILNET_LUAROCKS_TIMEOUT})
+    endif()
+  endforeach()
+endif()

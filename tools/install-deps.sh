@@ -1,0 +1,40 @@
+#!/bin/sh
+# Installs the Debian packages resilnet's build and tests need, if any is
+# missing. Silent when everything is present. As root it installs them;
+# otherwise it prints the command to run and fails.
+set -eu
+
+packages="
+  build-essential cmake pkg-config libuv1-dev
+  lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
+  lua5.4 liblua5.4-dev luajit libluajit-5.1-dev
+  lua-busted luarocks lua-socket redis-server valgrind
+"
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  # shellcheck disable=SC2086
+  echo "install-deps: not a Debian system; make sure these (or your" \
+       "distribution's equivalents) are installed:" $packages >&2
+  exit 0
+fi
+
+# One dpkg-query for all (fast); a package it has never heard of is missing.
+# shellcheck disable=SC2086 # $packages is a word list on purpose
+installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' $packages \
+              2>/dev/null | awk '$2 == "installed" { print $1 }' || true)
+missing=""
+for p in $packages; do
+  echo "$installed" | grep -qx "$p" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+install="DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$missing"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages:$missing" >&2
+  echo "install-deps: run as root: apt-get update && $install" >&2
+  exit 1
+fi
+echo "install-deps: installing$missing"
+apt-get update
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
