@@ -1,0 +1,345 @@
+/* Client connections against scripted peers on loopback: address forms,
+ * bad replies, connect timeouts. A scripted peer answers every read with a
+ * fixed byte string, so each test controls exactly what comes back. */
+#include "resilnet.h"
+#include "task.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+static rn_loop_t *loop;
+static uv_tcp_t peer_listener;
+static uv_tcp_t peer_conns[8];
+static int peer_conn_count;
+static const char *peer_script; /* written back on every read */
+static size_t peer_script_len;
+static int peer_reads;
+
+static void peer_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
+  static char space[65536];
+  (void)h;
+  (void)n;
+  *buf = uv_buf_init(space, sizeof(space));
+}
+
+static void peer_write_done(uv_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  if (nread < 0) {
+    uv_read_stop(s);
+    return;
+  }
+  if (nread > 0 && peer_script_len > 0) {
+    uv_write_t *req = malloc(sizeof(*req));
+    uv_buf_t b = uv_buf_init((char *)peer_script, (unsigned)peer_script_len);
+    ASSERT(req != NULL);
+    peer_reads++;
+    ASSERT_OK(uv_write(req, s, &b, 1, peer_write_done));
+  }
+}
+
+static void peer_on_connection(uv_stream_t *server, int status) {
+  uv_tcp_t *c;
+  ASSERT_OK(status);
+  ASSERT_LT(peer_conn_count, 8);
+  c = &peer_conns[peer_conn_count++];
+  ASSERT_OK(uv_tcp_init(server->loop, c));
+  ASSERT_OK(uv_accept(server, (uv_stream_t *)c));
+  ASSERT_OK(uv_read_start((uv_stream_t *)c, peer_alloc, peer_read));
+}
+
+static int peer_start(const char *script, size_t len) {
+  struct sockaddr_in addr;
+  struct sockaddr_storage ss;
+  int namelen = sizeof(ss);
+
+  peer_script = script;
+  peer_script_len = len;
+  peer_conn_count = peer_reads = 0;
+  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
+  ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &peer_listener));
+  ASSERT_OK(uv_tcp_bind(&peer_listener, (struct sockaddr *)&addr, 0));
+  ASSERT_OK(uv_listen((uv_stream_t *)&peer_listener, 16, peer_on_connection));
+  ASSERT_OK(uv_tcp_getsockname(&peer_listener, (struct sockaddr *)&ss,
+                               &namelen));
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void peer_stop(void) {
+  int i;
+  uv_close((uv_handle_t *)&peer_listener, NULL);
+  for (i = 0; i < peer_conn_count; i++)
+    uv_close((uv_handle_t *)&peer_conns[i], NULL);
+}
+
+static rn_pool_t *pool_for(const char *ep, rn_protocol_t protocol,
+                           size_t max_frame) {
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  const char *eps[1];
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = protocol;
+  po.codec.max_frame = max_frame;
+  po.size = 1;
+  po.connect_timeout = 200;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  return pool;
+}
+
+struct outcome {
+  int fired;
+  int status;
+  int maybe_executed;
+  char body[64];
+  size_t body_len;
+};
+
+static void record(rn_pool_t *p, void *data, const rn_result_t *r) {
+  struct outcome *o = data;
+  (void)p;
+  o->fired++;
+  o->status = r->status;
+  o->maybe_executed = r->maybe_executed;
+  o->body_len = r->body_len < sizeof(o->body) ? r->body_len : sizeof(o->body);
+  if (r->body) memcpy(o->body, r->body, o->body_len);
+}
+
+static void call(rn_pool_t *pool, const char *body, struct outcome *o) {
+  rn_buf_t frame;
+  memset(o, 0, sizeof(*o));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, strlen(body)));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, record, o));
+  rn_buf_free(&frame);
+}
+
+static void wait_for(struct outcome *o) {
+  int turns = 0;
+  while (o->fired == 0) {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(++turns, 100000);
+  }
+  ASSERT_EQ(o->fired, 1);
+}
+
+static void close_pool(rn_pool_t *pool) {
+  rn_pool_close(pool, 0, NULL);
+}
+
+static void finish(void) {
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+/* --- address forms: name, IPv6 literal, unix socket --------------------- */
+
+static void echo(rn_server_t *srv, rn_request_t *req, const char *body,
+                 size_t len) {
+  rn_buf_t out;
+  (void)srv;
+  rn_buf_init(&out);
+  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static void round_trip_via(const char *listen, const char *connect_fmt) {
+  rn_server_options_t so;
+  rn_server_t *server;
+  rn_pool_t *pool;
+  struct outcome o;
+  char host[128], ep[160];
+  int port;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn_server_options_init(&so);
+  so.listen = listen;
+  so.codec.protocol = RN_PROTOCOL_RESP;
+  so.on_request = echo;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
+  if (port == 0)
+    snprintf(ep, sizeof(ep), connect_fmt, host);
+  else
+    snprintf(ep, sizeof(ep), connect_fmt, port);
+  pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
+  call(pool, "hello", &o);
+  wait_for(&o);
+  ASSERT_OK(o.status);
+  /* The echo server sends back the request (a RESP array of one bulk
+   * string) as a bulk string. */
+  ASSERT_EQ(o.body_len, 22);
+  ASSERT_MEM_EQ(o.body, "$15\r\n*1\r\n$5\r\nhello\r\n\r\n", 22);
+  close_pool(pool);
+  rn_server_close(server, NULL);
+  finish();
+}
+
+static void test_hostname(void) { round_trip_via("127.0.0.1:0", "localhost:%d"); }
+static void test_ipv6(void) { round_trip_via("[::1]:0", "[::1]:%d"); }
+
+static void test_unix(void) {
+  char path[64], listen[80];
+  snprintf(path, sizeof(path), "/tmp/rn-test-%d.sock", (int)getpid());
+  unlink(path);
+  snprintf(listen, sizeof(listen), "unix:%s", path);
+  round_trip_via(listen, "unix:%s");
+  ASSERT_NE(access(path, F_OK), 0); /* the server removed its socket file */
+}
+
+/* --- bad replies ------------------------------------------------------- */
+
+/* Two replies for one request: the first completes the call, the second has
+ * no call waiting; the connection is dropped and the next call gets a new
+ * one (and the right reply). */
+static void test_unexpected_reply(void) {
+  static const char script[] = "one\ntwo\n";
+  struct outcome o;
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  char ep[64];
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start(script, 8));
+  pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
+  call(pool, "q", &o);
+  wait_for(&o);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(o.body_len, 3);
+  ASSERT_MEM_EQ(o.body, "one", 3);
+  peer_script = "one\n"; /* from now on, well-behaved */
+  peer_script_len = 4;
+  call(pool, "q", &o);
+  wait_for(&o);
+  ASSERT_OK(o.status);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.connects, 2);
+  ASSERT_EQ(peer_conn_count, 2);
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
+static void expect_failure(const char *script, size_t script_len,
+                           rn_protocol_t protocol, size_t max_frame,
+                           int expected) {
+  struct outcome o;
+  rn_pool_t *pool;
+  char ep[64];
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start(script, script_len));
+  pool = pool_for(ep, protocol, max_frame);
+  call(pool, "q", &o);
+  wait_for(&o);
+  ASSERT_EQ(o.status, expected);
+  ASSERT_EQ(o.maybe_executed, 1);
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
+static void test_oversized_length(void) {
+  /* A 4-byte prefix announcing 1 MiB against max_frame 1 KiB. */
+  expect_failure("\x00\x10\x00\x00xxxx", 8, RN_PROTOCOL_LENGTH, 1024,
+                 RN_EFRAMESIZE);
+}
+
+static void test_oversized_line(void) {
+  static char longline[2100];
+  memset(longline, 'a', sizeof(longline) - 1);
+  expect_failure(longline, sizeof(longline) - 1, RN_PROTOCOL_LINE, 1024,
+                 RN_EFRAMESIZE);
+}
+
+static void test_malformed_resp(void) {
+  expect_failure("?what\r\n", 7, RN_PROTOCOL_RESP, 0, RN_EBADFRAME);
+}
+
+static void test_error_reply(void) {
+  struct outcome o;
+  rn_pool_t *pool;
+  char ep[64];
+  static const char script[] = "-ERR no such thing\r\n";
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+           peer_start(script, sizeof(script) - 1));
+  pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
+  call(pool, "GET", &o);
+  wait_for(&o);
+  ASSERT_EQ(o.status, RN_EREPLY);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT_MEM_EQ(o.body, script, sizeof(script) - 1);
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
+/* --- connect timeout ---------------------------------------------------- */
+
+/* A listener that never accepts and whose backlog is full drops SYNs, so a
+ * connect hangs: the real shape of an overloaded or wedged server. */
+static void test_connect_timeout(void) {
+  struct sockaddr_in addr;
+  socklen_t alen = sizeof(addr);
+  int lfd, fillers[8], nfill = 0, i;
+  struct outcome o;
+  rn_pool_t *pool;
+  char ep[64];
+  uint64_t t0;
+
+  lfd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(lfd, 0);
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_OK(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)));
+  ASSERT_OK(listen(lfd, 0));
+  ASSERT_OK(getsockname(lfd, (struct sockaddr *)&addr, &alen));
+  for (i = 0; i < 8; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+    fillers[nfill++] = fd;
+  }
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", ntohs(addr.sin_port));
+  pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
+  t0 = uv_hrtime();
+  call(pool, "q", &o);
+  wait_for(&o);
+  ASSERT_EQ(o.status, UV_ETIMEDOUT);
+  ASSERT_EQ(o.maybe_executed, 0);
+  ASSERT_GE((uv_hrtime() - t0) / 1000000, 180);
+  close_pool(pool);
+  finish();
+  for (i = 0; i < nfill; i++) close(fillers[i]);
+  close(lfd);
+}
+
+int main(void) {
+  TEST_RUN(test_hostname);
+  TEST_RUN(test_ipv6);
+  TEST_RUN(test_unix);
+  TEST_RUN(test_unexpected_reply);
+  TEST_RUN(test_oversized_length);
+  TEST_RUN(test_oversized_line);
+  TEST_RUN(test_malformed_resp);
+  TEST_RUN(test_error_reply);
+  TEST_RUN(test_connect_timeout);
+  return 0;
+}
