@@ -320,7 +320,8 @@ typedef struct rn_result_s {
   const char *endpoint;   /* endpoint of the last attempt, or NULL */
 } rn_result_t;
 
-typedef void (*rn_call_cb)(void *data, const rn_result_t *result);
+typedef void (*rn_call_cb)(rn_pool_t *pool, void *data,
+                           const rn_result_t *result);
 
 /* Sends one request frame (already encoded, see rn_codec_encode and the
  * rn_resp_encode_* functions; it is copied) and calls cb exactly once with
