@@ -157,8 +157,11 @@ static int parse_blob(const char *data, size_t len, const char *line,
   if (blen < 0)
     return RN_EBADFRAME;
   total = (uint64_t)item->size + (uint64_t)blen + 2;
-  if (total > len)
+  if (total > len) {
+    if (total - 1 == len && payload[blen] != '\r')
+      return RN_EBADFRAME; /* no need to wait for the LF to know */
     return need(item, total);
+  }
   if (payload[blen] != '\r' || payload[blen + 1] != '\n')
     return RN_EBADFRAME;
   item->str = payload;

@@ -1,0 +1,487 @@
+#include "resilnet.h"
+#include "task.h"
+
+#include <math.h>
+
+#define S(lit) (lit), (sizeof(lit) - 1)
+/* Progress line: the start of the input, CR and LF made visible, so a
+ * failed assertion can be matched to its case. */
+static void show(const char *what, const char *data, size_t len) {
+  size_t i;
+
+  fprintf(stderr, "   %s: ", what);
+  for (i = 0; i < len && i < 48; i++) {
+    unsigned char ch = (unsigned char)data[i];
+    if (ch == '\r')
+      fputs("\\r", stderr);
+    else if (ch == '\n')
+      fputs("\\n", stderr);
+    else if (ch < 0x20 || ch > 0x7e)
+      fprintf(stderr, "\\x%02x", ch);
+    else
+      fputc(ch, stderr);
+  }
+  fputs(i < len ? "...\n" : "\n", stderr);
+}
+
+static rn_codec_t resp_codec(size_t max_frame) {
+  rn_codec_options_t o;
+  rn_codec_t c;
+
+  memset(&o, 0, sizeof(o));
+  o.protocol = RN_PROTOCOL_RESP;
+  o.max_frame = max_frame;
+  ASSERT_OK(rn_codec_init(&c, &o));
+  return c;
+}
+
+/* Parses one complete item and checks that no prefix of it parses. */
+static rn_resp_item_t item_ok(const char *data, size_t len, int type) {
+  rn_resp_item_t it;
+  size_t n;
+
+  show("item", data, len);
+  for (n = 0; n < len; n++) {
+    ASSERT_EQ(rn_resp_item(data, n, &it), 0);
+    ASSERT_GT(it.size, n);
+    ASSERT_LE(it.size, len);
+  }
+  ASSERT_EQ(rn_resp_item(data, len, &it), 1);
+  ASSERT_EQ(it.type, type);
+  ASSERT_EQ(it.size, len);
+  return it;
+}
+
+static void str_is(const rn_resp_item_t *it, const char *s, size_t len) {
+  ASSERT_EQ(it->len, len);
+  ASSERT_MEM_EQ(it->str, s, len);
+}
+
+static void test_items(void) {
+  rn_resp_item_t it;
+
+  it = item_ok(S("+OK\r\n"), RN_RESP_SIMPLE);
+  str_is(&it, S("OK"));
+  it = item_ok(S("+\r\n"), RN_RESP_SIMPLE);
+  ASSERT_EQ(it.len, 0);
+  it = item_ok(S("-ERR unknown command\r\n"), RN_RESP_ERROR);
+  str_is(&it, S("ERR unknown command"));
+  it = item_ok(S(":0\r\n"), RN_RESP_INTEGER);
+  ASSERT_EQ(it.integer, 0);
+  it = item_ok(S(":-42\r\n"), RN_RESP_INTEGER);
+  ASSERT_EQ(it.integer, -42);
+  it = item_ok(S(":9223372036854775807\r\n"), RN_RESP_INTEGER);
+  ASSERT_EQ(it.integer, INT64_MAX);
+  it = item_ok(S(":-9223372036854775808\r\n"), RN_RESP_INTEGER);
+  ASSERT_EQ(it.integer, INT64_MIN);
+  it = item_ok(S("$5\r\nhello\r\n"), RN_RESP_BULK);
+  str_is(&it, S("hello"));
+  it = item_ok(S("$0\r\n\r\n"), RN_RESP_BULK);
+  ASSERT_EQ(it.len, 0);
+  it = item_ok(S("$4\r\n\r\n\0x\r\n"), RN_RESP_BULK); /* binary payload */
+  str_is(&it, S("\r\n\0x"));
+  it = item_ok(S("$-1\r\n"), RN_RESP_NULL);
+  it = item_ok(S("*-1\r\n"), RN_RESP_NULL);
+  it = item_ok(S("_\r\n"), RN_RESP_NULL);
+  it = item_ok(S("*3\r\n"), RN_RESP_ARRAY);
+  ASSERT_EQ(it.integer, 3);
+  it = item_ok(S("*0\r\n"), RN_RESP_ARRAY);
+  ASSERT_EQ(it.integer, 0);
+  it = item_ok(S("%2\r\n"), RN_RESP_MAP);
+  ASSERT_EQ(it.integer, 2);
+  it = item_ok(S("~5\r\n"), RN_RESP_SET);
+  ASSERT_EQ(it.integer, 5);
+  it = item_ok(S("|1\r\n"), RN_RESP_ATTRIBUTE);
+  ASSERT_EQ(it.integer, 1);
+  it = item_ok(S(">3\r\n"), RN_RESP_PUSH);
+  ASSERT_EQ(it.integer, 3);
+  it = item_ok(S("#t\r\n"), RN_RESP_BOOLEAN);
+  ASSERT_EQ(it.integer, 1);
+  it = item_ok(S("#f\r\n"), RN_RESP_BOOLEAN);
+  ASSERT_EQ(it.integer, 0);
+  it = item_ok(S(",1.5\r\n"), RN_RESP_DOUBLE);
+  ASSERT(it.number == 1.5);
+  str_is(&it, S("1.5"));
+  it = item_ok(S(",-2.5e3\r\n"), RN_RESP_DOUBLE);
+  ASSERT(it.number == -2500.0);
+  it = item_ok(S(",10\r\n"), RN_RESP_DOUBLE);
+  ASSERT(it.number == 10.0);
+  it = item_ok(S(",+1E+2\r\n"), RN_RESP_DOUBLE);
+  ASSERT(it.number == 100.0);
+  it = item_ok(S(",1.25E-2\r\n"), RN_RESP_DOUBLE);
+  ASSERT(it.number == 0.0125);
+  it = item_ok(S(",inf\r\n"), RN_RESP_DOUBLE);
+  ASSERT(isinf(it.number) && it.number > 0);
+  it = item_ok(S(",-inf\r\n"), RN_RESP_DOUBLE);
+  ASSERT(isinf(it.number) && it.number < 0);
+  it = item_ok(S(",nan\r\n"), RN_RESP_DOUBLE);
+  ASSERT(isnan(it.number));
+  it = item_ok(S("(3492890328409238509324850943850943825024385\r\n"),
+               RN_RESP_BIGNUM);
+  str_is(&it, S("3492890328409238509324850943850943825024385"));
+  it = item_ok(S("(-7\r\n"), RN_RESP_BIGNUM);
+  str_is(&it, S("-7"));
+  it = item_ok(S("!21\r\nSYNTAX invalid syntax\r\n"), RN_RESP_BULK_ERROR);
+  str_is(&it, S("SYNTAX invalid syntax"));
+  it = item_ok(S("=15\r\ntxt:Some string\r\n"), RN_RESP_VERBATIM);
+  str_is(&it, S("Some string"));
+  it = item_ok(S("=4\r\nmkd:\r\n"), RN_RESP_VERBATIM);
+  ASSERT_EQ(it.len, 0);
+
+  /* Only the first item is read; what follows is left alone. */
+  ASSERT_EQ(rn_resp_item(S(":1\r\n:2\r\n"), &it), 1);
+  ASSERT_EQ(it.size, 4);
+}
+
+static void item_bad(const char *data, size_t len) {
+  rn_resp_item_t it;
+
+  show("bad item", data, len);
+  ASSERT_EQ(rn_resp_item(data, len, &it), RN_EBADFRAME);
+}
+
+#define BAD(lit) item_bad(S(lit))
+
+static void test_bad_items(void) {
+  BAD("hello\r\n");
+  BAD("\r\n");
+  BAD("\0");
+  BAD("+OK\n");
+  BAD("+OK\rX");
+  BAD("+a\nb\r\n");
+  BAD("+a\rb\r\n");
+  BAD(":\r\n");
+  BAD(":-\r\n");
+  BAD(":+1\r\n");
+  BAD(": 1\r\n");
+  BAD(":1 \r\n");
+  BAD(":1.5\r\n");
+  BAD(":12a\r\n");
+  BAD(":9223372036854775808\r\n");
+  BAD(":-9223372036854775809\r\n");
+  BAD(":99999999999999999999\r\n");
+  BAD(":111111111111111111111"); /* too long to be a number: no CRLF needed */
+  BAD("$-2\r\n");
+  BAD("$\r\n");
+  BAD("$?\r\n"); /* streamed strings are not supported */
+  BAD("*?\r\n");
+  BAD("$3\r\nabcd\r\n");
+  BAD("$3\r\nab\r\n\r\n");
+  BAD("$3\r\nabc\n\r");
+  BAD("$3\r\nabcXY");
+  BAD("*-2\r\n");
+  BAD("%-1\r\n");
+  BAD("~-1\r\n");
+  BAD("|-1\r\n");
+  BAD(">-1\r\n");
+  BAD("!-1\r\n");
+  BAD("=-1\r\n");
+  BAD("*1x\r\n");
+  BAD("#x\r\n");
+  BAD("#tt\r\n");
+  BAD("#\r\n");
+  BAD("#T\r\n");
+  BAD("_x\r\n");
+  BAD("_ ");
+  BAD(",\r\n");
+  BAD(",abc\r\n");
+  BAD(",1.\r\n");
+  BAD(",.5\r\n");
+  BAD(",1e\r\n");
+  BAD(",1e+\r\n");
+  BAD(",0x10\r\n");
+  BAD(", 1\r\n");
+  BAD(",1 \r\n");
+  BAD(",infinity\r\n");
+  BAD(",INF\r\n");
+  BAD(",-nan\r\n");
+  BAD(",1,5\r\n");
+  BAD("(\r\n");
+  BAD("(-\r\n");
+  BAD("(1a\r\n");
+  BAD("(+1\r\n");
+  BAD("=3\r\ntxt\r\n");
+  BAD("=5\r\ntxt;a\r\n");
+}
+
+/* Every proper prefix of a frame says "need more", never an error and
+ * never a frame; the whole frame, alone or followed by more bytes, is one
+ * frame of exactly its size. */
+static void frame_ok(const rn_codec_t *c, const char *data, size_t len,
+                     int flags) {
+  rn_frame_t f;
+  char *more;
+  size_t n;
+
+  show("frame", data, len);
+  for (n = 0; n < len; n++) {
+    ASSERT_EQ(rn_codec_frame(c, data, n, &f), 0);
+    ASSERT_GT(f.size, n);
+    ASSERT_LE(f.size, len);
+  }
+  ASSERT_EQ(rn_codec_frame(c, data, len, &f), 1);
+  ASSERT_EQ(f.size, len);
+  ASSERT_EQ(f.body_offset, 0);
+  ASSERT_EQ(f.body_len, len);
+  ASSERT_EQ(f.flags, flags);
+
+  more = malloc(len + 5);
+  ASSERT(more != NULL);
+  memcpy(more, data, len);
+  memcpy(more + len, "+OK\r\n", 5);
+  ASSERT_EQ(rn_codec_frame(c, more, len + 5, &f), 1);
+  ASSERT_EQ(f.size, len);
+  free(more);
+}
+
+static void test_frames(void) {
+  rn_codec_t c = resp_codec(0);
+
+  frame_ok(&c, S("+OK\r\n"), 0);
+  frame_ok(&c, S(":1000\r\n"), 0);
+  frame_ok(&c, S("$-1\r\n"), 0);
+  frame_ok(&c, S("*-1\r\n"), 0);
+  frame_ok(&c, S("*0\r\n"), 0);
+  frame_ok(&c, S("%0\r\n"), 0);
+  frame_ok(&c, S("_\r\n"), 0);
+  frame_ok(&c, S("-ERR wrong type\r\n"), RN_FRAME_ERROR);
+  frame_ok(&c, S("!3\r\nbad\r\n"), RN_FRAME_ERROR);
+  frame_ok(&c, S(">3\r\n$7\r\nmessage\r\n$3\r\nchn\r\n$2\r\nhi\r\n"),
+           RN_FRAME_PUSH);
+  frame_ok(&c, S("*1\r\n-ERR nested\r\n"), 0); /* not a top-level error */
+  frame_ok(&c, S("*2\r\n>1\r\n:1\r\n:2\r\n"), 0);
+  frame_ok(&c, S("*4\r\n:1\r\n*2\r\n+a\r\n$-1\r\n%1\r\n+k\r\n~2\r\n#t\r\n_\r\n"
+                 "=7\r\ntxt:abc\r\n"), 0);
+  frame_ok(&c, S("%2\r\n%1\r\n:1\r\n:2\r\n*0\r\n,1.5\r\n(12\r\n"), 0);
+  frame_ok(&c, S("*3\r\n*0\r\n*1\r\n*0\r\n%0\r\n"), 0);
+  /* Attributes precede the value they annotate, at any level. */
+  frame_ok(&c, S("|1\r\n+key\r\n+val\r\n*1\r\n:1\r\n"), 0);
+  frame_ok(&c, S("|0\r\n:5\r\n"), 0);
+  frame_ok(&c, S("|1\r\n+a\r\n|1\r\n+b\r\n+c\r\n+d\r\n:1\r\n"), 0);
+  frame_ok(&c, S("|1\r\n+ttl\r\n:3\r\n-ERR x\r\n"), RN_FRAME_ERROR);
+  frame_ok(&c, S("|1\r\n+a\r\n:1\r\n>1\r\n:1\r\n"), RN_FRAME_PUSH);
+  frame_ok(&c, S("*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n"), 0);
+  frame_ok(&c, S("*1\r\n|1\r\n*1\r\n:1\r\n%1\r\n+k\r\n+v\r\n:9\r\n"), 0);
+}
+
+static void frame_is(const rn_codec_t *c, const char *data, size_t len,
+                     int expect) {
+  rn_frame_t f;
+
+  show(expect == 1 ? "frame" : expect == 0 ? "partial" : "bad frame", data,
+       len);
+  ASSERT_EQ(rn_codec_frame(c, data, len, &f), expect);
+}
+
+static void test_bad_frames(void) {
+  rn_codec_t c = resp_codec(0);
+
+  frame_is(&c, S("GET foo\r\n"), RN_EBADFRAME);
+  frame_is(&c, S("*2\r\n:1\r\nX\r\n"), RN_EBADFRAME);
+  frame_is(&c, S("*2\r\n:1\r\n:x\r\n"), RN_EBADFRAME);
+  frame_is(&c, S("%1\r\n+k\r\n$3\r\nabcd"), RN_EBADFRAME);
+  frame_is(&c, S("*1\r\n$?\r\n;3\r\nabc\r\n;0\r\n"), RN_EBADFRAME);
+  /* Garbage after a need-more prefix is still caught once it arrives. */
+  frame_is(&c, S("*3\r\n:1\r\n"), 0);
+  frame_is(&c, S("*3\r\n:1\r\n\x01"), RN_EBADFRAME);
+}
+
+static void nest(char *buf, size_t depth, const char *open, size_t *len) {
+  size_t i, olen = strlen(open);
+
+  *len = 0;
+  for (i = 0; i < depth; i++) {
+    memcpy(buf + *len, open, olen);
+    *len += olen;
+  }
+  memcpy(buf + *len, ":1\r\n", 4);
+  *len += 4;
+}
+
+/* RN_RESP_MAX_DEPTH nested aggregates pass, one more does not, and a very
+ * deep frame is refused without recursion. */
+static void test_depth(void) {
+  static char buf[8 * 100000 + 8];
+  rn_codec_t c = resp_codec(0);
+  size_t len;
+
+  nest(buf, RN_RESP_MAX_DEPTH, "*1\r\n", &len);
+  frame_ok(&c, buf, len, 0);
+  nest(buf, RN_RESP_MAX_DEPTH + 1, "*1\r\n", &len);
+  frame_is(&c, buf, len, RN_EBADFRAME);
+  frame_is(&c, buf, len - 4, RN_EBADFRAME); /* known before the leaf */
+
+  nest(buf, RN_RESP_MAX_DEPTH / 2, "%1\r\n:0\r\n", &len);
+  frame_is(&c, buf, len, 1);
+  /* Attributes nest too. */
+  nest(buf, RN_RESP_MAX_DEPTH, "|1\r\n:0\r\n", &len);
+  frame_is(&c, buf, len, 0); /* the annotated values are still owed */
+  nest(buf, RN_RESP_MAX_DEPTH + 1, "|1\r\n:0\r\n", &len);
+  frame_is(&c, buf, len, RN_EBADFRAME);
+  /* An empty aggregate below the limit is still one level too many. */
+  nest(buf, RN_RESP_MAX_DEPTH, "*1\r\n", &len);
+  memcpy(buf + len - 4, "*0\r\n", 4);
+  frame_is(&c, buf, len, RN_EBADFRAME);
+
+  nest(buf, 100000, "*1\r\n", &len);
+  frame_is(&c, buf, len, RN_EBADFRAME);
+  nest(buf, 100000, ">1\r\n", &len);
+  frame_is(&c, buf, len, RN_EBADFRAME);
+}
+
+/* Sizes are checked against max_frame as soon as a header proves them. */
+static void test_oversized(void) {
+  rn_codec_t c = resp_codec(16);
+  rn_codec_t big = resp_codec(SIZE_MAX);
+
+  frame_is(&c, S("$9\r\n123456789\r\n"), 1);    /* 15 bytes */
+  frame_is(&c, S("$10\r\n1234567890\r\n"), RN_EFRAMESIZE); /* 17 */
+  frame_is(&c, S("$9\r\n"), 0);
+  frame_is(&c, S("$10\r\n"), RN_EFRAMESIZE);     /* known from the header */
+  frame_is(&c, S("$9999999\r\n"), RN_EFRAMESIZE);
+  frame_is(&c, S("*2\r\n$3\r\nabc\r\n$3\r\n"), RN_EFRAMESIZE);
+  frame_is(&c, S("+0123456789abcde"), RN_EFRAMESIZE); /* 16, no CRLF */
+  frame_is(&c, S("+0123456789abc\r"), 0);
+  frame_is(&c, S("+0123456789abc\r\n"), 1);     /* exactly 16 */
+  frame_is(&c, S("+0123456789abcd\r"), RN_EFRAMESIZE);
+  frame_is(&c, S("+0123456789ab\r\n"), 1);
+  /* Element counts: each element takes at least 3 bytes. */
+  frame_is(&c, S("*4\r\n"), 0);                  /* 4 + 4 * 3 == 16 */
+  frame_is(&c, S("*5\r\n"), RN_EFRAMESIZE);
+  frame_is(&c, S("%2\r\n"), 0);
+  frame_is(&c, S("%3\r\n"), RN_EFRAMESIZE);
+  frame_is(&c, S("*1\r\n*1\r\n*2\r\n"), RN_EFRAMESIZE);
+  frame_is(&c, S("*9223372036854775807\r\n"), RN_EFRAMESIZE);
+
+  /* Huge declared sizes never wrap, even with no practical limit. */
+  frame_is(&big, S("$9223372036854775807\r\n"),
+           sizeof(size_t) >= 8 ? 0 : RN_EFRAMESIZE);
+  frame_is(&big, S("*9223372036854775807\r\n"), RN_EFRAMESIZE);
+  frame_is(&big, S("%9223372036854775807\r\n"), RN_EFRAMESIZE);
+  frame_is(&big, S("|9223372036854775807\r\n"), RN_EFRAMESIZE);
+  frame_is(&big, S("*2\r\n%4611686018427387903\r\n"), RN_EFRAMESIZE);
+  c = resp_codec(0);
+  frame_is(&c, S("$9223372036854775807\r\n"), RN_EFRAMESIZE);
+  frame_is(&c, S("$16777203\r\n"), 0); /* 11 + n + 2 == 16 MiB */
+  frame_is(&c, S("$16777204\r\n"), RN_EFRAMESIZE);
+}
+
+/* Walks a frame the way a decoder does: items in order, sizes adding up. */
+static void test_walk(void) {
+  static const char frame[] = "*3\r\n$3\r\nSET\r\n:42\r\n%1\r\n+k\r\n#f\r\n";
+  static const int types[] = {'*', '$', ':', '%', '+', '#'};
+  rn_resp_item_t it;
+  size_t off = 0, i;
+
+  for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+    ASSERT_EQ(rn_resp_item(frame + off, sizeof(frame) - 1 - off, &it), 1);
+    ASSERT_EQ(it.type, types[i]);
+    off += it.size;
+  }
+  ASSERT_EQ(off, sizeof(frame) - 1);
+}
+
+static void test_encoders(void) {
+  rn_codec_t c = resp_codec(0);
+  rn_resp_item_t it;
+  rn_buf_t b;
+  const char *p;
+
+  rn_buf_init(&b);
+  ASSERT_OK(rn_resp_encode_array(&b, 7));
+  ASSERT_OK(rn_resp_encode_bulk(&b, "SET", 3));
+  ASSERT_OK(rn_resp_encode_bulk(&b, "", 0));
+  ASSERT_OK(rn_resp_encode_bulk(&b, "a\r\nb", 4));
+  ASSERT_OK(rn_resp_encode_integer(&b, INT64_MIN));
+  ASSERT_OK(rn_resp_encode_integer(&b, INT64_MAX));
+  ASSERT_OK(rn_resp_encode_simple(&b, "OK", 2));
+  ASSERT_OK(rn_resp_encode_null(&b));
+  {
+    static const char wire[] =
+        "*7\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n"
+        ":-9223372036854775808\r\n:9223372036854775807\r\n+OK\r\n$-1\r\n";
+    ASSERT_EQ(b.len, sizeof(wire) - 1);
+    ASSERT_MEM_EQ(b.base, wire, b.len);
+  }
+  frame_ok(&c, b.base, b.len, 0);
+
+  p = b.base;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  ASSERT_EQ(it.integer, 7);
+  p += it.size;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  str_is(&it, S("SET"));
+  p += it.size;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  ASSERT_EQ(it.len, 0);
+  p += it.size;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  str_is(&it, S("a\r\nb"));
+  p += it.size;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  ASSERT_EQ(it.integer, INT64_MIN);
+  p += it.size;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  ASSERT_EQ(it.integer, INT64_MAX);
+  p += it.size;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  str_is(&it, S("OK"));
+  p += it.size;
+  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  ASSERT_EQ(it.type, RN_RESP_NULL);
+  ASSERT_EQ(p + it.size, b.base + b.len);
+
+  /* Line types cannot carry CR or LF; nothing is appended then. */
+  b.len = 0;
+  ASSERT_EQ(rn_resp_encode_simple(&b, "a\rb", 3), UV_EINVAL);
+  ASSERT_EQ(rn_resp_encode_error(&b, "a\nb", 3), UV_EINVAL);
+  ASSERT_EQ(b.len, 0);
+  ASSERT_OK(rn_resp_encode_error(&b, "ERR no", 6));
+  frame_ok(&c, b.base, b.len, RN_FRAME_ERROR);
+  b.len = 0;
+  ASSERT_OK(rn_resp_encode_simple(&b, "", 0));
+  ASSERT_MEM_EQ(b.base, "+\r\n", 3);
+  rn_buf_free(&b);
+}
+
+/* A string request is an array of one bulk string, within max_frame. */
+static void test_codec_encode(void) {
+  rn_codec_t c = resp_codec(0);
+  rn_resp_item_t it;
+  rn_buf_t b;
+  char body[32];
+
+  rn_buf_init(&b);
+  ASSERT_OK(rn_codec_encode(&c, &b, "PING", 4));
+  ASSERT_EQ(b.len, 14);
+  ASSERT_MEM_EQ(b.base, "*1\r\n$4\r\nPING\r\n", 14);
+  frame_ok(&c, b.base, b.len, 0);
+  ASSERT_EQ(rn_resp_item(b.base + 4, b.len - 4, &it), 1);
+  str_is(&it, S("PING"));
+
+  memset(body, 'x', sizeof(body));
+  c = resp_codec(21); /* "*1\r\n$10\r\n" + 10 + "\r\n" */
+  b.len = 0;
+  ASSERT_OK(rn_codec_encode(&c, &b, body, 10));
+  ASSERT_EQ(b.len, 21);
+  frame_ok(&c, b.base, b.len, 0);
+  ASSERT_EQ(rn_codec_encode(&c, &b, body, 11), RN_EFRAMESIZE);
+  ASSERT_EQ(b.len, 21);
+  c = resp_codec(20);
+  ASSERT_EQ(rn_codec_encode(&c, &b, body, 10), RN_EFRAMESIZE);
+  ASSERT_OK(rn_codec_encode(&c, &b, body, 9)); /* "$9" is a digit shorter */
+  rn_buf_free(&b);
+}
+
+int main(void) {
+  TEST_RUN(test_items);
+  TEST_RUN(test_bad_items);
+  TEST_RUN(test_frames);
+  TEST_RUN(test_bad_frames);
+  TEST_RUN(test_depth);
+  TEST_RUN(test_oversized);
+  TEST_RUN(test_walk);
+  TEST_RUN(test_encoders);
+  TEST_RUN(test_codec_encode);
+  return 0;
+}
