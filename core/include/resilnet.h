@@ -280,6 +280,16 @@ typedef struct rn_pool_event_s {
 
 typedef void (*rn_pool_event_cb)(rn_pool_t *pool, const rn_pool_event_t *ev);
 
+/* Reconnect backoff: each failed connect to an endpoint waits longer,
+ * delay(n) = min(initial * multiplier^n, max), spread by +/- jitter * delay
+ * at random so that clients that failed together do not return together. */
+typedef struct rn_backoff_options_s {
+  uint64_t initial;  /* ms (100) */
+  double multiplier; /* >= 1 (1.6) */
+  double jitter;     /* 0..1 (0.2) */
+  uint64_t max;      /* ms (30000) */
+} rn_backoff_options_t;
+
 typedef struct rn_pool_options_s {
   void *data; /* the caller's; see rn_pool_data() */
   const char *const *endpoints;
@@ -292,6 +302,7 @@ typedef struct rn_pool_options_s {
   size_t write_high_water;  /* bytes queued on one connection before it is
                                passed over for new calls (1 MiB) */
   rn_pool_event_cb on_event;
+  rn_backoff_options_t reconnect;
 } rn_pool_options_t;
 
 /* Fills in every default. */

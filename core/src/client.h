@@ -79,6 +79,7 @@ struct rn_conn_s {
   unsigned resolving : 1;
   unsigned writing : 1;
   unsigned was_ready : 1;
+  unsigned answered : 1; /* a whole reply arrived */
 };
 
 struct rn_pool_endpoint_s {
@@ -87,8 +88,9 @@ struct rn_pool_endpoint_s {
   rn_list_t conns;
   unsigned open;        /* connections in conns, any state */
   unsigned connecting;  /* of which resolving or connecting */
-  unsigned failures;    /* consecutive connect failures */
+  unsigned failures;    /* consecutive connections that never answered */
   uint64_t retry_at;    /* no new connect before this (loop ms) */
+  rn_backoff_t backoff;
 };
 
 struct rn_pool_s {
@@ -126,6 +128,7 @@ int rn__conn_writable(const rn_conn_t *conn);
 
 /* pool.c: what connections report back. */
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn);
+void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err);
 void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);

@@ -134,6 +134,10 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   int status;
 
   if (rn_list_empty(&conn->sent)) return RN_EUNEXPECTED;
+  if (!conn->answered) {
+    conn->answered = 1;
+    rn__pool_conn_answered(conn->pool, conn);
+  }
   call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
   rn_list_remove(&call->node);
   call->conn = NULL;

@@ -58,7 +58,26 @@ struct rn_loop_s {
   size_t heap_cap;
   uint64_t timer_seq;    /* ties broken by start order: FIFO for equal due */
   unsigned objects;      /* pools and servers not yet freed */
+  uint64_t random_state; /* splitmix64, seeded per loop */
 };
+
+/* Jitter, not cryptography: a fast generator with a per-loop state. */
+uint64_t rn__random(rn_loop_t *loop);
+/* Uniform in [0, 1). */
+double rn__random_unit(rn_loop_t *loop);
+
+/* Backoff state of one endpoint (backoff.c). */
+typedef struct rn_backoff_s {
+  rn_backoff_options_t options;
+  double next; /* ms, before jitter */
+} rn_backoff_t;
+
+void rn__backoff_init(rn_backoff_t *b, const rn_backoff_options_t *options);
+/* The delay before the next attempt, and grows the one after it. */
+uint64_t rn__backoff_next(rn_backoff_t *b, rn_loop_t *loop);
+void rn__backoff_reset(rn_backoff_t *b);
+/* 0 or UV_EINVAL. */
+int rn__backoff_check(const rn_backoff_options_t *options);
 
 /* Pools and servers register while alive so rn_loop_free can refuse. */
 void rn__loop_object_add(rn_loop_t *loop);

@@ -27,6 +27,7 @@ int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
   /* Cannot fail on an initialised loop. */
   uv_timer_init(loop->uv, &loop->heap_timer);
   uv_idle_init(loop->uv, &loop->heap_idle);
+  loop->random_state = uv_hrtime() ^ ((uint64_t)(uintptr_t)loop << 16);
   loop->heap_timer.data = loop;
   loop->heap_idle.data = loop;
   *out = loop;
@@ -38,6 +39,17 @@ uv_loop_t *rn_loop_uv(rn_loop_t *loop) { return loop->uv; }
 uint64_t rn_loop_now(rn_loop_t *loop) { return uv_now(loop->uv); }
 
 void rn__loop_object_add(rn_loop_t *loop) { loop->objects++; }
+
+uint64_t rn__random(rn_loop_t *loop) {
+  uint64_t z = (loop->random_state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+double rn__random_unit(rn_loop_t *loop) {
+  return (double)(rn__random(loop) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 void rn__loop_object_remove(rn_loop_t *loop) { loop->objects--; }
 

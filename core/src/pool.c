@@ -8,11 +8,6 @@
 /* Connects in progress per endpoint: a recovering server sees a trickle of
  * new connections, not the whole pool at once. */
 #define RN_MAX_CONNECTING 2
-/* Pause before reconnecting to an endpoint whose connects keep failing:
- * 50 ms doubling up to 2 s. (Jittered, configurable backoff is the pool's
- * reconnect policy; this is the floor that stops a hot loop of refusals.) */
-#define RN_RECONNECT_FLOOR_MS 50
-#define RN_RECONNECT_CAP_MS 2000
 
 void rn_pool_options_init(rn_pool_options_t *o) {
   memset(o, 0, sizeof(*o));
@@ -22,6 +17,10 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->connect_timeout = 2000;
   o->timeout = 5000;
   o->write_high_water = 1024 * 1024;
+  o->reconnect.initial = 100;
+  o->reconnect.multiplier = 1.6;
+  o->reconnect.jitter = 0.2;
+  o->reconnect.max = 30000;
 }
 
 void *rn_pool_data(rn_pool_t *pool) { return pool->data; }
@@ -49,7 +48,8 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   *out = NULL;
   if (options->endpoint_count == 0 || options->endpoints == NULL ||
       options->size == 0 || options->timeout == 0 ||
-      options->connect_timeout == 0 || options->write_high_water == 0)
+      options->connect_timeout == 0 || options->write_high_water == 0 ||
+      rn__backoff_check(&options->reconnect) != 0)
     return UV_EINVAL;
 
   pool = calloc(1, sizeof(*pool));
@@ -70,6 +70,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
     err = rn_endpoint_format(&ep->address, ep->text, sizeof(ep->text));
     if (err < 0) goto fail;
     rn_list_init(&ep->conns);
+    rn__backoff_init(&ep->backoff, &options->reconnect);
   }
 
   pool->data = options->data;
@@ -232,8 +233,6 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 /* What connections report                                                    */
 
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
-  conn->endpoint->failures = 0;
-  conn->endpoint->retry_at = 0;
   pool->stats.connects++;
   rn__pool_event(pool, conn, "ready", 0);
   if (pool->conns_closed) {
@@ -288,20 +287,29 @@ static void pool_fail_pending(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   }
 }
 
+/* The peer answered: only now is the endpoint known to be healthy. A bare
+ * TCP accept proves little (a wedged server's kernel still accepts). */
+void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  (void)pool;
+  ep->failures = 0;
+  ep->retry_at = 0;
+  rn__backoff_reset(&ep->backoff);
+}
+
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   rn_pool_endpoint_t *ep = conn->endpoint;
 
   rn__pool_event(pool, conn, "closed", err);
   if (pool->closing) return;
-  if (!conn->was_ready) {
-    uint64_t delay = RN_RECONNECT_FLOOR_MS;
-    unsigned i;
-    pool->stats.connect_failures++;
+  if (!conn->answered) {
+    /* Refused, timed out, or accepted and then dropped before answering
+     * anything: wait before the next connect to this endpoint. */
+    if (!conn->was_ready) pool->stats.connect_failures++;
     ep->failures++;
-    for (i = 1; i < ep->failures && delay < RN_RECONNECT_CAP_MS; i++)
-      delay *= 2;
-    ep->retry_at = rn_loop_now(pool->loop) + RN_MIN(delay, RN_RECONNECT_CAP_MS);
-    pool_fail_pending(pool, ep, err);
+    ep->retry_at = rn_loop_now(pool->loop) +
+                   rn__backoff_next(&ep->backoff, pool->loop);
+    if (!conn->was_ready) pool_fail_pending(pool, ep, err);
   }
   pool_dispatch(pool);
 }
