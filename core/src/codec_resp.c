@@ -24,7 +24,9 @@ static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
   do {
     rn_resp_item_t it;
     uint64_t children = 0, room;
-    int r = rn_resp_item(data + off, len - off, &it);
+    /* Bytes past max_frame cannot belong to a frame that fits: leaving
+     * them out spares scanning a long buffer for a CRLF. */
+    int r = rn_resp_item(data + off, RN_MIN(len, max) - off, &it);
 
     if (r < 0)
       return r;
@@ -39,9 +41,8 @@ static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
     }
     off += it.size;
 
-    if (depth == 0 && it.type == RN_RESP_ERROR)
-      flags = RN_FRAME_ERROR;
-    else if (depth == 0 && it.type == RN_RESP_BULK_ERROR)
+    if (depth == 0 &&
+        (it.type == RN_RESP_ERROR || it.type == RN_RESP_BULK_ERROR))
       flags = RN_FRAME_ERROR;
     else if (depth == 0 && it.type == RN_RESP_PUSH)
       flags = RN_FRAME_PUSH;

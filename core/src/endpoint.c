@@ -138,8 +138,8 @@ static int parse_tcp(rn_endpoint_t *ep, const char *text, size_t len) {
     colon = close + 1;
     err = check_ipv6(host, host_len);
   } else {
-    /* The last colon splits host and port; any earlier one means an IPv6
-     * literal without brackets, whose port would be ambiguous. */
+    /* A second colon means an IPv6 literal without brackets, whose port
+     * would be ambiguous. */
     colon = memchr(text, ':', len);
     if (colon == NULL || memchr(colon + 1, ':', len - (size_t)(colon - text) - 1))
       return UV_EINVAL;

@@ -344,6 +344,8 @@ static void test_oversized(void) {
   frame_is(&c, S("+0123456789abc\r"), 0);
   frame_is(&c, S("+0123456789abc\r\n"), 1);     /* exactly 16 */
   frame_is(&c, S("+0123456789abcd\r"), RN_EFRAMESIZE);
+  frame_is(&c, S("+0123456789abcdefghij\r\n:1\r\n"), RN_EFRAMESIZE);
+  frame_is(&c, S("*2\r\n:1\r\n+abcdefghij\r\n"), RN_EFRAMESIZE);
   frame_is(&c, S("+0123456789ab\r\n"), 1);
   /* Element counts: each element takes at least 3 bytes. */
   frame_is(&c, S("*4\r\n"), 0);                  /* 4 + 4 * 3 == 16 */
