@@ -106,6 +106,7 @@ struct rn_timer_s {
   uint64_t due;
   uint64_t seq;
   size_t heap_index; /* SIZE_MAX when not in the heap */
+  int weak;          /* see rn_timer_unref */
 };
 
 void rn_timer_init(rn_loop_t *loop, rn_timer_t *timer, rn_timer_cb cb);
@@ -114,6 +115,10 @@ void rn_timer_init(rn_loop_t *loop, rn_timer_t *timer, rn_timer_cb cb);
 int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms);
 void rn_timer_stop(rn_timer_t *timer);
 int rn_timer_is_active(const rn_timer_t *timer);
+/* Like uv_unref: the timer still fires, but does not by itself keep
+ * uv_run(UV_RUN_DEFAULT) going. For housekeeping such as heartbeats of idle
+ * connections, which must not stop a program from finishing. */
+void rn_timer_unref(rn_timer_t *timer);
 
 /* ------------------------------------------------------------------------ */
 /* Endpoints                                                                  */
@@ -303,6 +308,24 @@ typedef struct rn_pool_options_s {
                                passed over for new calls (1 MiB) */
   rn_pool_event_cb on_event;
   rn_backoff_options_t reconnect;
+  /* Heartbeats: a ping after `heartbeat_interval` ms without a byte read;
+   * the peer is dead after `heartbeat_timeout` ms of silence while a reply
+   * is awaited. 0 turns them off. resp pings with PING; line and length
+   * send heartbeat_ping (a request body) and have no heartbeats without
+   * one. On in-order protocols a call that legitimately takes longer than
+   * the timeout silences the connection too: set the timeout above the
+   * slowest call. (1000, 3000) */
+  uint64_t heartbeat_interval;
+  uint64_t heartbeat_timeout;
+  const char *heartbeat_ping;
+  size_t heartbeat_ping_len;
+  /* TCP keepalive (seconds; idle 0 turns it off) and TCP_USER_TIMEOUT (ms;
+   * bounds how long written data may stay unacknowledged, which pings
+   * cannot). Set where the platform has them. (20, 5, 3, 20000) */
+  unsigned keepalive_idle;
+  unsigned keepalive_interval;
+  unsigned keepalive_count;
+  unsigned user_timeout;
 } rn_pool_options_t;
 
 /* Fills in every default. */
@@ -349,6 +372,8 @@ typedef struct rn_pool_stats_s {
   uint64_t failed;      /* callbacks fired with another error */
   uint64_t connects;    /* connections established */
   uint64_t connect_failures;
+  uint64_t heartbeats;  /* pings sent */
+  uint64_t dead_peers;  /* connections closed for silence */
   unsigned open;        /* connections open or opening */
   unsigned pending;     /* calls waiting for a connection */
   unsigned in_flight;   /* calls written or queued on a connection */

@@ -5,6 +5,11 @@
 #include <stdlib.h>
 
 void rn__call_release(rn_call_t *call) {
+  if (call->internal) {
+    /* Pings are owned by their connection alone. */
+    if (call->conn == NULL) free(call);
+    return;
+  }
   if (!call->done || call->conn != NULL) return;
   if (call->frame != call->inline_frame) free(call->frame);
   free(call);
@@ -15,7 +20,7 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   rn_pool_t *pool = call->pool;
   rn_result_t result;
 
-  if (call->done) return;
+  if (call->done || call->internal) return;
   call->done = 1;
   rn_timer_stop(&call->deadline);
 

@@ -40,6 +40,7 @@ struct rn_call_s {
   rn_send_state_t state;
   unsigned done : 1;
   unsigned idempotent : 1;
+  unsigned internal : 1; /* a heartbeat ping: no callback, not counted */
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -66,6 +67,9 @@ struct rn_conn_s {
   struct addrinfo *addrs;     /* resolved addresses, tried in order */
   struct addrinfo *next_addr;
   rn_timer_t connect_timer;
+  rn_timer_t heartbeat_timer;
+  uint64_t last_read;     /* loop ms of the last byte read */
+  uint64_t waiting_since; /* loop ms when the sent FIFO last became non-empty */
   rn_buf_t rbuf;              /* bytes read, not yet framed */
   rn_buf_t wbuf;              /* bytes of the write in flight */
   rn_list_t unsent;           /* calls waiting for the write in flight */
@@ -80,6 +84,7 @@ struct rn_conn_s {
   unsigned writing : 1;
   unsigned was_ready : 1;
   unsigned answered : 1; /* a whole reply arrived */
+  unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
 };
 
 struct rn_pool_endpoint_s {
@@ -107,6 +112,7 @@ struct rn_pool_s {
   unsigned conns;  /* connections not yet freed */
   unsigned next_serial;
   rn_pool_stats_t stats;
+  rn_buf_t ping_frame; /* empty: no heartbeats */
   rn_timer_t close_timer;
   rn_pool_close_cb close_cb;
   unsigned closing : 1;

@@ -4,6 +4,7 @@
 #include "client.h"
 
 #include <netdb.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
+static void conn_heartbeat(rn_timer_t *timer);
 
 int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
@@ -76,6 +78,10 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   rn_buf_init(&conn->wbuf);
   rn_timer_init(pool->loop, &conn->connect_timer, conn_connect_timeout);
   conn->connect_timer.data = conn;
+  rn_timer_init(pool->loop, &conn->heartbeat_timer, conn_heartbeat);
+  conn->heartbeat_timer.data = conn;
+  /* Heartbeats of idle connections must not keep a program running. */
+  rn_timer_unref(&conn->heartbeat_timer);
   conn->resolve_req.data = conn;
   conn->connect_req.data = conn;
   conn->write_req.data = conn;
@@ -143,6 +149,11 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   call->conn = NULL;
   conn->queued--;
   call->state = RN_SEND_ANSWERED;
+  if (call->internal) {
+    conn->pinging = 0; /* any reply to a ping is life enough */
+    rn__call_release(call);
+    return 0;
+  }
   status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
   rn__call_complete(call, status, frame + f->body_offset, f->body_len,
                     f->flags);
@@ -162,6 +173,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     return;
   }
   conn->rbuf.len += (size_t)nread;
+  conn->last_read = rn_loop_now(conn->pool->loop);
 
   /* A byte with no call waiting can only be garbage, a stale reply or the
    * first sign that the peer is a different server: drop the connection
@@ -200,6 +212,93 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     head->state = RN_SEND_ANSWERED;
   }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Liveness                                                                   */
+
+/* Keepalive catches a peer that vanished while idle even without pings;
+ * TCP_USER_TIMEOUT bounds how long written bytes may go unacknowledged,
+ * which no application ping can see. Best effort: a platform without an
+ * option keeps its defaults. */
+static void conn_set_tcp_options(rn_conn_t *conn) {
+  const rn_pool_options_t *o = &conn->pool->options;
+  uv_os_fd_t fd;
+
+  uv_tcp_nodelay(&conn->h.tcp, 1);
+  if (o->keepalive_idle > 0)
+    uv_tcp_keepalive(&conn->h.tcp, 1, o->keepalive_idle);
+  if (uv_fileno(&conn->h.handle, &fd) != 0) return;
+#if defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
+  if (o->keepalive_idle > 0) {
+    int interval = (int)o->keepalive_interval, count = (int)o->keepalive_count;
+    if (interval > 0)
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+    if (count > 0)
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  }
+#endif
+#ifdef TCP_USER_TIMEOUT
+  if (o->user_timeout > 0) {
+    unsigned int ms = o->user_timeout;
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+  }
+#endif
+}
+
+static void conn_send_ping(rn_conn_t *conn) {
+  rn_pool_t *pool = conn->pool;
+  rn_call_t *ping;
+
+  if (pool->ping_frame.len > sizeof(ping->inline_frame)) return;
+  ping = calloc(1, sizeof(*ping));
+  if (ping == NULL) return; /* the next beat tries again */
+  ping->internal = 1;
+  ping->pool = pool;
+  ping->frame = ping->inline_frame;
+  memcpy(ping->frame, pool->ping_frame.base, pool->ping_frame.len);
+  ping->frame_len = pool->ping_frame.len;
+  rn_list_init(&ping->node);
+  conn->pinging = 1;
+  pool->stats.heartbeats++;
+  rn__conn_enqueue(conn, ping);
+}
+
+/* Silence counts from the last byte read, or from when the connection
+ * started waiting for a reply if that is later: an idle connection owes
+ * nothing until it is asked. */
+static void conn_heartbeat(rn_timer_t *timer) {
+  rn_conn_t *conn = timer->data;
+  rn_pool_t *pool = conn->pool;
+  const rn_pool_options_t *o = &pool->options;
+  uint64_t now = rn_loop_now(pool->loop);
+  uint64_t next = conn->last_read + o->heartbeat_interval;
+
+  if (conn->state != RN_CONN_READY) return;
+  if (!rn_list_empty(&conn->sent)) {
+    uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
+    uint64_t deadline = since + o->heartbeat_timeout;
+    if (now >= deadline) {
+      if (pool->loop->last_poll < deadline) {
+        /* The loop has not looked at the socket since the deadline passed
+         * (it was busy): look first, then judge. */
+        rn_timer_start(timer, 1);
+        return;
+      }
+      pool->stats.dead_peers++;
+      rn__conn_close(conn, RN_EDEADPEER);
+      return;
+    }
+    next = RN_MIN(next, deadline);
+  }
+  if (!conn->pinging && now >= conn->last_read + o->heartbeat_interval) {
+    conn_send_ping(conn);
+    if (conn->state != RN_CONN_READY) return;
+    next = RN_MIN(now + o->heartbeat_interval,
+                  RN_MAX(conn->last_read, conn->waiting_since) +
+                      o->heartbeat_timeout);
+  }
+  rn_timer_start(timer, next > now ? next - now : 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -267,7 +366,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
   }
 
   if (conn->endpoint->address.kind == RN_ENDPOINT_TCP)
-    uv_tcp_nodelay(&conn->h.tcp, 1);
+    conn_set_tcp_options(conn);
   err = uv_read_start(&conn->h.stream, conn_alloc, conn_on_read);
   if (err) {
     rn__conn_close(conn, err);
@@ -276,6 +375,10 @@ static void conn_on_connect(uv_connect_t *req, int status) {
   rn_timer_stop(&conn->connect_timer);
   conn->error = 0;
   conn->was_ready = 1;
+  conn->last_read = rn_loop_now(conn->pool->loop);
+  if (conn->pool->ping_frame.len > 0)
+    rn_timer_start(&conn->heartbeat_timer,
+                   conn->pool->options.heartbeat_interval);
   conn_set_state(conn, RN_CONN_READY);
   rn__pool_conn_ready(conn->pool, conn);
 }
@@ -305,6 +408,8 @@ static void conn_flush(rn_conn_t *conn) {
       rn_list_empty(&conn->unsent))
     return;
 
+  if (rn_list_empty(&conn->sent))
+    conn->waiting_since = rn_loop_now(conn->pool->loop);
   conn->wbuf.len = 0;
   err = rn_buf_reserve(&conn->wbuf, conn->unsent_bytes);
   if (err) {
@@ -318,7 +423,7 @@ static void conn_flush(rn_conn_t *conn) {
     rn_list_remove(&call->node);
     rn_list_insert_tail(&conn->sent, &call->node);
     call->state = RN_SEND_SENT;
-    call->attempts++;
+    if (!call->internal) call->attempts++;
   }
   conn->unsent_bytes = 0;
 
@@ -377,6 +482,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   conn_set_state(conn, RN_CONN_CLOSING);
   conn->error = err;
   rn_timer_stop(&conn->connect_timer);
+  rn_timer_stop(&conn->heartbeat_timer);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
   if (conn->handle_open && !uv_is_closing(&conn->h.handle))
     uv_close(&conn->h.handle, conn_on_close);
@@ -388,7 +494,10 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
     rn__conn_unqueue(conn, call);
-    rn_list_insert_tail(&unsent, &call->node);
+    if (call->internal)
+      rn__call_release(call);
+    else
+      rn_list_insert_tail(&unsent, &call->node);
   }
 
   /* Calls written may have executed; their fate is for the caller. */

@@ -53,6 +53,9 @@ struct rn_loop_s {
   uv_idle_t heap_idle;   /* fires timers due now that were started by a
                             timer callback (see timer.c) */
   int heap_firing;
+  size_t strong_timers;  /* timers in the heap that keep the loop alive */
+  uv_check_t poll_check; /* records when the loop last polled for I/O */
+  uint64_t last_poll;    /* loop ms, just after the latest poll */
   rn_timer_t **heap;     /* binary min-heap on (due, seq) */
   size_t heap_len;
   size_t heap_cap;

@@ -4,6 +4,16 @@
 
 #include <stdlib.h>
 
+/* Check handles run right after the poll phase, when every read that was
+ * waiting has been delivered. A heartbeat that finds silence past its
+ * deadline only trusts it if the loop polled after that deadline: if the
+ * loop itself was stalled (a long callback), replies may be sitting unread
+ * in the kernel and the peer is not to blame. */
+static void loop_after_poll(uv_check_t *check) {
+  rn_loop_t *loop = check->data;
+  loop->last_poll = uv_now(loop->uv);
+}
+
 int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
   rn_loop_t *loop;
   int err;
@@ -27,6 +37,11 @@ int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
   /* Cannot fail on an initialised loop. */
   uv_timer_init(loop->uv, &loop->heap_timer);
   uv_idle_init(loop->uv, &loop->heap_idle);
+  uv_check_init(loop->uv, &loop->poll_check);
+  loop->poll_check.data = loop;
+  uv_check_start(&loop->poll_check, loop_after_poll);
+  uv_unref((uv_handle_t *)&loop->poll_check);
+  loop->last_poll = uv_now(loop->uv);
   loop->random_state = uv_hrtime() ^ ((uint64_t)(uintptr_t)loop << 16);
   loop->heap_timer.data = loop;
   loop->heap_idle.data = loop;
@@ -70,12 +85,14 @@ int rn_loop_free(rn_loop_t *loop) {
     /* The caller's loop runs on; our memory goes once libuv is done with
      * the heap timer. */
     uv_close((uv_handle_t *)&loop->heap_timer, NULL);
+    uv_close((uv_handle_t *)&loop->poll_check, NULL);
     uv_close((uv_handle_t *)&loop->heap_idle, loop_free_after_close);
     return 0;
   }
 
   uv_close((uv_handle_t *)&loop->heap_timer, NULL);
   uv_close((uv_handle_t *)&loop->heap_idle, NULL);
+  uv_close((uv_handle_t *)&loop->poll_check, NULL);
   uv_run(loop->uv, UV_RUN_DEFAULT);
   err = uv_loop_close(loop->uv);
   if (err) return err;

@@ -21,6 +21,29 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->reconnect.multiplier = 1.6;
   o->reconnect.jitter = 0.2;
   o->reconnect.max = 30000;
+  o->heartbeat_interval = 1000;
+  o->heartbeat_timeout = 3000;
+  o->keepalive_idle = 20;
+  o->keepalive_interval = 5;
+  o->keepalive_count = 3;
+  o->user_timeout = 20000;
+}
+
+/* The ping each heartbeat sends: RESP has PING; line and length have only
+ * what the application configured. */
+static int pool_make_ping(rn_pool_t *pool, const rn_pool_options_t *o) {
+  int err;
+  if (o->heartbeat_interval == 0) return 0;
+  if (pool->codec.protocol == RN_PROTOCOL_RESP) {
+    err = rn_resp_encode_array(&pool->ping_frame, 1);
+    if (err == 0) err = rn_resp_encode_bulk(&pool->ping_frame, "PING", 4);
+    return err;
+  }
+  if (o->heartbeat_ping == NULL || o->heartbeat_ping_len == 0) return 0;
+  err = rn_codec_encode(&pool->codec, &pool->ping_frame, o->heartbeat_ping,
+                        o->heartbeat_ping_len);
+  if (err == 0 && pool->ping_frame.len > RN_CALL_INLINE_FRAME) err = UV_EINVAL;
+  return err;
 }
 
 void *rn_pool_data(rn_pool_t *pool) { return pool->data; }
@@ -49,12 +72,16 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   if (options->endpoint_count == 0 || options->endpoints == NULL ||
       options->size == 0 || options->timeout == 0 ||
       options->connect_timeout == 0 || options->write_high_water == 0 ||
-      rn__backoff_check(&options->reconnect) != 0)
+      rn__backoff_check(&options->reconnect) != 0 ||
+      (options->heartbeat_interval > 0 && options->heartbeat_timeout == 0))
     return UV_EINVAL;
 
   pool = calloc(1, sizeof(*pool));
   if (pool == NULL) return UV_ENOMEM;
   err = rn_codec_init(&pool->codec, &options->codec);
+  if (err) goto fail;
+  rn_buf_init(&pool->ping_frame);
+  err = pool_make_ping(pool, options);
   if (err) goto fail;
   pool->endpoints = calloc(options->endpoint_count, sizeof(*pool->endpoints));
   err = UV_ENOMEM;
@@ -77,6 +104,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   pool->loop = loop;
   pool->options = *options;
   pool->options.endpoints = NULL;
+  pool->options.heartbeat_ping = NULL; /* the frame is kept, not the text */
   pool->endpoint_count = options->endpoint_count;
   rn_list_init(&pool->pending);
   rn_timer_init(loop, &pool->close_timer, NULL);
@@ -86,6 +114,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   return 0;
 
 fail:
+  rn_buf_free(&pool->ping_frame);
   free(pool->endpoints);
   free(pool);
   return err;
@@ -321,6 +350,7 @@ static void pool_finish(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   rn_loop_t *loop = pool->loop;
   if (pool->close_cb) pool->close_cb(pool);
+  rn_buf_free(&pool->ping_frame);
   free(pool->endpoints);
   free(pool);
   rn__loop_object_remove(loop);

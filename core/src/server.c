@@ -69,6 +69,15 @@ struct rn_request_s {
 };
 
 static void server_conn_close(rn_server_conn_t *conn);
+
+/* Clients' heartbeats: a RESP server answers PING itself, in order, so that
+ * applications see only their own requests. */
+static int server_is_resp_ping(const rn_server_t *server, const char *body,
+                               size_t len) {
+  static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+  return server->codec.protocol == RN_PROTOCOL_RESP &&
+         len == sizeof(ping) - 1 && memcmp(body, ping, len) == 0;
+}
 static void server_conn_process(rn_server_conn_t *conn);
 static void server_maybe_finish(rn_server_t *server);
 
@@ -276,8 +285,13 @@ static void server_conn_process(rn_server_conn_t *conn) {
     req->conn = conn;
     rn_list_insert_tail(&conn->requests, &req->node);
     server->active++;
-    server->options.on_request(server, req, conn->rbuf.base + pos + f.body_offset,
-                               f.body_len);
+    if (server_is_resp_ping(server, conn->rbuf.base + pos + f.body_offset,
+                            f.body_len))
+      rn_request_reply(req, "+PONG\r\n", 7);
+    else
+      server->options.on_request(server, req,
+                                 conn->rbuf.base + pos + f.body_offset,
+                                 f.body_len);
     pos += f.size;
   }
   if (conn->closing) return;

@@ -45,6 +45,7 @@ static void heap_remove(rn_loop_t *loop, rn_timer_t *t) {
   size_t i = t->heap_index;
   rn_timer_t *last = loop->heap[--loop->heap_len];
 
+  if (!t->weak) loop->strong_timers--;
   t->heap_index = SIZE_MAX;
   if (last == t) return;
   heap_set(loop, i, last);
@@ -66,6 +67,13 @@ static void heap_idle_fire(uv_idle_t *handle);
 static void heap_arm(rn_loop_t *loop) {
   uint64_t now, due;
 
+  if (loop->strong_timers > 0) {
+    uv_ref((uv_handle_t *)&loop->heap_timer);
+    uv_ref((uv_handle_t *)&loop->heap_idle);
+  } else {
+    uv_unref((uv_handle_t *)&loop->heap_timer);
+    uv_unref((uv_handle_t *)&loop->heap_idle);
+  }
   if (loop->heap_len == 0) {
     uv_timer_stop(&loop->heap_timer);
     uv_idle_stop(&loop->heap_idle);
@@ -114,6 +122,16 @@ void rn_timer_init(rn_loop_t *loop, rn_timer_t *timer, rn_timer_cb cb) {
   timer->due = 0;
   timer->seq = 0;
   timer->heap_index = SIZE_MAX;
+  timer->weak = 0;
+}
+
+void rn_timer_unref(rn_timer_t *timer) {
+  if (timer->weak) return;
+  timer->weak = 1;
+  if (rn_timer_is_active(timer)) {
+    timer->loop->strong_timers--;
+    heap_arm(timer->loop);
+  }
 }
 
 int rn_timer_is_active(const rn_timer_t *timer) {
@@ -142,6 +160,7 @@ int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms) {
   timer->seq = loop->timer_seq++;
   heap_set(loop, loop->heap_len++, timer);
   heap_sift_up(loop, timer->heap_index);
+  if (!timer->weak && loop->strong_timers++ == 0) was_first = 1;
   if (timer->heap_index == 0 || was_first) heap_arm(loop);
   return 0;
 }
@@ -151,7 +170,7 @@ void rn_timer_stop(rn_timer_t *timer) {
   int was_first;
 
   if (!rn_timer_is_active(timer)) return;
-  was_first = timer->heap_index == 0;
+  was_first = timer->heap_index == 0 || (!timer->weak && loop->strong_timers == 1);
   heap_remove(loop, timer);
   /* Re-arming costs a uv call; only the head decides when the uv timer
    * fires, and firing early for a removed head is harmless but wasteful. */

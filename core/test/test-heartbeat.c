@@ -1,0 +1,180 @@
+/* Heartbeats: idle connections stay alive on pings, a silent peer is
+ * declared dead after the timeout, and a loop stalled by a long callback
+ * does not condemn a live peer. */
+#include "resilnet.h"
+#include "task.h"
+
+#include <unistd.h>
+#include <uv.h>
+
+static rn_loop_t *loop;
+static rn_server_t *server;
+static rn_pool_t *pool;
+static int hold_all;           /* server holds every request */
+static rn_request_t *held[64];
+static int held_count;
+
+static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
+                       size_t len) {
+  rn_buf_t out;
+  if (hold_all) {
+    ASSERT_LT(held_count, 64);
+    held[held_count++] = req;
+    return;
+  }
+  rn_buf_init(&out);
+  (void)srv;
+  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static void start(uint64_t interval, uint64_t timeout) {
+  rn_server_options_t so;
+  rn_pool_options_t po;
+  static char ep[128];
+  const char *eps[1];
+  char host[64];
+  int port;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.on_request = on_request;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
+  snprintf(ep, sizeof(ep), "%s:%d", host, port);
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.size = 1;
+  po.heartbeat_interval = interval;
+  po.heartbeat_timeout = timeout;
+  po.timeout = 10000;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  hold_all = 0;
+  held_count = 0;
+}
+
+static void stop(void) {
+  int i;
+  rn_pool_close(pool, 0, NULL);
+  for (i = 0; i < held_count; i++) rn_request_drop(held[i]);
+  rn_server_close(server, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+struct outcome {
+  int fired, status, maybe_executed;
+};
+
+static void record(rn_pool_t *p, void *data, const rn_result_t *r) {
+  struct outcome *o = data;
+  (void)p;
+  o->fired++;
+  o->status = r->status;
+  o->maybe_executed = r->maybe_executed;
+}
+
+static void call(struct outcome *o) {
+  static const char frame[] = "*1\r\n$3\r\nGET\r\n";
+  memset(o, 0, sizeof(*o));
+  ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, record, o));
+}
+
+static void run_until(struct outcome *o) {
+  int turns = 0;
+  while (o->fired == 0) {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(++turns, 100000);
+  }
+}
+
+static void stop_loop(uv_timer_t *t) { uv_stop(t->loop); }
+
+/* Runs the loop for ms, with a timer of our own to end it: the pool's
+ * heartbeat timers do not keep the loop alive. */
+static void run_for(uint64_t ms) {
+  uv_timer_t t;
+  uv_timer_init(rn_loop_uv(loop), &t);
+  uv_timer_start(&t, stop_loop, ms, 0);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
+}
+
+static void test_idle_connection_lives_on_pings(void) {
+  struct outcome o;
+  rn_pool_stats_t st;
+
+  start(50, 150);
+  call(&o);
+  run_until(&o);
+  ASSERT_OK(o.status);
+  run_for(600);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.connects, 1);
+  ASSERT_EQ(st.dead_peers, 0);
+  ASSERT_GE(st.heartbeats, 5);
+  ASSERT_EQ(st.open, 1);
+  /* Idle pings leave nothing behind that keeps uv_run busy. */
+  stop();
+}
+
+static void test_silent_peer_declared_dead(void) {
+  struct outcome o;
+  rn_pool_stats_t st;
+  uint64_t t0, elapsed;
+
+  start(50, 200);
+  hold_all = 1; /* the server accepts, reads, never answers */
+  t0 = uv_hrtime();
+  call(&o);
+  run_until(&o);
+  elapsed = (uv_hrtime() - t0) / 1000000;
+  ASSERT_EQ(o.status, RN_EDEADPEER);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT_GE(elapsed, 190);
+  ASSERT_LE(elapsed, 200 + 200); /* well before the call's 10 s deadline */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.dead_peers, 1);
+  stop();
+}
+
+static struct outcome stalled_call;
+
+/* Blocks the loop for 3 x the heartbeat timeout from inside a callback, as
+ * an application doing heavy work would. */
+static void stall(uv_timer_t *t) {
+  (void)t;
+  call(&stalled_call); /* sent now, answered while we sleep */
+  usleep(600 * 1000);
+}
+
+static void test_stalled_loop_spares_live_peer(void) {
+  uv_timer_t t;
+  struct outcome o;
+  rn_pool_stats_t st;
+
+  start(50, 200);
+  call(&o);
+  run_until(&o); /* connected and answered */
+  uv_timer_init(rn_loop_uv(loop), &t);
+  uv_timer_start(&t, stall, 10, 0);
+  run_until(&stalled_call);
+  ASSERT_OK(stalled_call.status);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.dead_peers, 0);
+  ASSERT_EQ(st.connects, 1);
+  uv_close((uv_handle_t *)&t, NULL);
+  stop();
+}
+
+int main(void) {
+  TEST_RUN(test_idle_connection_lives_on_pings);
+  TEST_RUN(test_silent_peer_declared_dead);
+  TEST_RUN(test_stalled_loop_spares_live_peer);
+  return 0;
+}
