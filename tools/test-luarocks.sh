@@ -28,6 +28,8 @@ done
 incdir=/usr/include/lua$ver
 [ -d "$incdir" ] || incdir=$(luarocks --lua-version="$ver" config variables.LUA_INCDIR)
 
+# LuaRocks runs `cmake --build` without -j; CMake reads the level from here.
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
 (cd "$src" && luarocks --lua-version="$ver" --tree="$tree" make --deps-mode=none \
    rockspec/resilnet-scm-1.rockspec "LUA_INCDIR=$incdir")
 
