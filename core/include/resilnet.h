@@ -45,7 +45,8 @@ const char *rn_version_string(void);
   XX(DEADPEER, -30007, "peer stopped answering heartbeats")                   \
   XX(NOTEXEC, -30008, "server did not execute the request")                   \
   XX(HANDSHAKE, -30009, "peer did not complete the handshake")                \
-  XX(HANDLER, -30010, "request handler failed")
+  XX(HANDLER, -30010, "request handler failed")                              \
+  XX(STALE, -30011, "connection outlived its server")
 
 typedef enum {
 #define RN_ERRNO_ENUM_(name, value, msg) RN_E##name = (value),

@@ -91,7 +91,7 @@ struct rn_pool_endpoint_s {
   rn_endpoint_t address;
   char text[RN_ENDPOINT_ADDRESS_MAX + 16];
   rn_list_t conns;
-  unsigned open;        /* connections in conns, any state */
+  unsigned open;        /* connections in conns not closing */
   unsigned connecting;  /* of which resolving or connecting */
   unsigned failures;    /* consecutive connections that never answered */
   uint64_t retry_at;    /* no new connect before this (loop ms) */
@@ -131,6 +131,10 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call);
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call); /* unsent only */
 void rn__conn_close(rn_conn_t *conn, int err);
 int rn__conn_writable(const rn_conn_t *conn);
+/* For a connection with nothing queued, idle past the bypass window: looks
+ * at the socket without reading. 0 if it is usable; otherwise closes it
+ * and returns why (EOF, a reset, stray bytes). */
+int rn__conn_check_idle(rn_conn_t *conn);
 
 /* pool.c: what connections report back. */
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn);

@@ -3,7 +3,9 @@
  * pool and never decides policy (which call goes where, when to reconnect). */
 #include "client.h"
 
+#include <errno.h>
 #include <netdb.h>
+#include <sys/socket.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,9 @@ static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
 
   if (was_connecting && !is_connecting) ep->connecting--;
   if (!was_connecting && is_connecting) ep->connecting++;
+  /* A closing connection no longer takes a place in the pool: its
+   * replacement may open before libuv has finished closing it. */
+  if (state == RN_CONN_CLOSING) ep->open--;
   conn->state = state;
 }
 
@@ -244,6 +249,25 @@ static void conn_set_tcp_options(rn_conn_t *conn) {
     setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
   }
 #endif
+}
+
+/* An idle connection learns of a FIN or RST on the loop's next poll; this
+ * is for the call made before that poll. One non-blocking peek: EOF, an
+ * error, or bytes nobody asked for all mean the connection is done. */
+int rn__conn_check_idle(rn_conn_t *conn) {
+  uv_os_fd_t fd;
+  char byte;
+  ssize_t n;
+  int err;
+
+  if (uv_fileno(&conn->h.handle, &fd) != 0) return 0;
+  do
+    n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  err = n == 0 ? UV_EOF : n > 0 ? RN_EUNEXPECTED : -errno;
+  rn__conn_close(conn, err);
+  return err;
 }
 
 static void conn_send_ping(rn_conn_t *conn) {
@@ -464,7 +488,6 @@ static void conn_maybe_free(rn_conn_t *conn) {
   rn_buf_free(&conn->rbuf);
   rn_buf_free(&conn->wbuf);
   rn_list_remove(&conn->node);
-  conn->endpoint->open--;
   rn__pool_conn_freed(pool, conn);
   free(conn);
 }

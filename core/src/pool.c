@@ -8,6 +8,9 @@
 /* Connects in progress per endpoint: a recovering server sees a trickle of
  * new connections, not the whole pool at once. */
 #define RN_MAX_CONNECTING 2
+/* A connection idle (nothing read) for longer than this is checked before
+ * it is handed out; a busier one has just proved itself. */
+#define RN_IDLE_CHECK_MS 250
 
 void rn_pool_options_init(rn_pool_options_t *o) {
   memset(o, 0, sizeof(*o));
@@ -125,7 +128,7 @@ fail:
 
 /* The ready connection with the fewest calls queued, endpoints taken in
  * turn so that ties spread over endpoints. */
-static rn_conn_t *pool_pick(rn_pool_t *pool) {
+static rn_conn_t *pool_pick_any(rn_pool_t *pool) {
   rn_conn_t *best = NULL;
   size_t i;
 
@@ -144,6 +147,21 @@ found:
   if (best != NULL)
     pool->next_endpoint = (pool->next_endpoint + 1) % pool->endpoint_count;
   return best;
+}
+
+static rn_conn_t *pool_pick(rn_pool_t *pool) {
+  rn_conn_t *conn;
+  /* Each failed check closes a connection, so this ends. */
+  while ((conn = pool_pick_any(pool)) != NULL) {
+    if (conn->queued > 0) break;
+    /* The loop's cached clock may be stale after a long callback, which is
+     * exactly when a connection may have died unseen. */
+    uv_update_time(pool->loop->uv);
+    if (rn_loop_now(pool->loop) < conn->last_read + RN_IDLE_CHECK_MS ||
+        rn__conn_check_idle(conn) == 0)
+      break;
+  }
+  return conn;
 }
 
 static int pool_has_idle_conn(rn_pool_t *pool) {
@@ -326,11 +344,30 @@ void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn) {
   rn__backoff_reset(&ep->backoff);
 }
 
+/* The peer reset or closed one connection: its idle siblings on the same
+ * endpoint came from the same server incarnation and are most likely dead
+ * too. Close them now rather than discover it one failed call at a time.
+ * Busy ones find out by themselves; other endpoints are not touched. */
+static void pool_drop_siblings(rn_pool_t *pool, rn_conn_t *conn) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  rn_list_t *pos, *tmp;
+  (void)pool;
+  rn_list_foreach_safe(pos, tmp, &ep->conns) {
+    rn_conn_t *sibling = RN_CONTAINER_OF(pos, rn_conn_t, node);
+    if (sibling != conn && sibling->state == RN_CONN_READY &&
+        sibling->queued == 0)
+      rn__conn_close(sibling, RN_ESTALE);
+  }
+}
+
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   rn_pool_endpoint_t *ep = conn->endpoint;
 
   rn__pool_event(pool, conn, "closed", err);
   if (pool->closing) return;
+  if (conn->was_ready && (err == UV_ECONNRESET || err == UV_EOF ||
+                          err == UV_EPIPE || err == RN_EDEADPEER))
+    pool_drop_siblings(pool, conn);
   if (!conn->answered) {
     /* Refused, timed out, or accepted and then dropped before answering
      * anything: wait before the next connect to this endpoint. */

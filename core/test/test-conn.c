@@ -331,6 +331,89 @@ static void test_connect_timeout(void) {
   close(lfd);
 }
 
+/* --- stale connections --------------------------------------------------- */
+
+/* The server closes an idle connection and the client's loop has not polled
+ * since: the next call must not be written into the dead socket. */
+static void test_idle_check_before_handout(void) {
+  struct outcome o;
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  char ep[64];
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("one\n", 4));
+  pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
+  call(pool, "q", &o);
+  wait_for(&o);
+  ASSERT_OK(o.status);
+  uv_close((uv_handle_t *)&peer_conns[0], NULL); /* sends FIN now */
+  usleep(300 * 1000); /* idle past the bypass window, loop not polled */
+  call(pool, "q", &o);
+  wait_for(&o);
+  ASSERT_OK(o.status);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.connects, 2);
+  close_pool(pool);
+  uv_close((uv_handle_t *)&peer_listener, NULL);
+  for (int i = 1; i < peer_conn_count; i++)
+    uv_close((uv_handle_t *)&peer_conns[i], NULL);
+  finish();
+}
+
+static int stale_closes, reset_closes;
+
+static void count_closes(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (strcmp(ev->state, "closed") != 0) return;
+  if (ev->error == RN_ESTALE) stale_closes++;
+  if (ev->error == UV_ECONNRESET) reset_closes++;
+}
+
+/* One connection reset by the server: its idle sibling goes too. */
+static void test_reset_drops_idle_siblings(void) {
+  struct outcome a, b;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  const char *eps[1];
+  char ep[64];
+  int turns = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("one\n", 4));
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.size = 2;
+  po.on_event = count_closes;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  stale_closes = reset_closes = 0;
+  call(pool, "q", &a);
+  call(pool, "q", &b);
+  wait_for(&a);
+  wait_for(&b);
+  while (peer_conn_count < 2) {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(++turns, 100000);
+  }
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.open, 2);
+  ASSERT_OK(uv_tcp_close_reset(&peer_conns[0], NULL));
+  while (reset_closes + stale_closes < 2) {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(++turns, 100000);
+  }
+  ASSERT_EQ(reset_closes, 1);
+  ASSERT_EQ(stale_closes, 1);
+  close_pool(pool);
+  uv_close((uv_handle_t *)&peer_listener, NULL);
+  uv_close((uv_handle_t *)&peer_conns[1], NULL);
+  finish();
+}
+
 int main(void) {
   TEST_RUN(test_hostname);
   TEST_RUN(test_ipv6);
@@ -341,5 +424,7 @@ int main(void) {
   TEST_RUN(test_malformed_resp);
   TEST_RUN(test_error_reply);
   TEST_RUN(test_connect_timeout);
+  TEST_RUN(test_idle_check_before_handout);
+  TEST_RUN(test_reset_drops_idle_siblings);
   return 0;
 }

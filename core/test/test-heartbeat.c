@@ -143,24 +143,86 @@ static void test_silent_peer_declared_dead(void) {
   stop();
 }
 
+/* --- a server on its own thread, so that stalling the client's loop does
+ * not stall the server: the peer must be alive while the client is busy. */
+
+static rn_loop_t *server_loop;
+static rn_server_t *thread_server;
+static uv_async_t server_stop;
+static uv_sem_t server_ready;
+static int thread_port;
+
+static void thread_echo(rn_server_t *srv, rn_request_t *req, const char *body,
+                        size_t len) {
+  rn_buf_t out;
+  (void)srv;
+  rn_buf_init(&out);
+  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static void on_server_stop(uv_async_t *a) {
+  rn_server_close(thread_server, NULL);
+  uv_close((uv_handle_t *)a, NULL);
+}
+
+static void server_thread(void *arg) {
+  rn_server_options_t so;
+  char host[64];
+  (void)arg;
+  ASSERT_OK(rn_loop_new(NULL, &server_loop));
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.on_request = thread_echo;
+  ASSERT_OK(rn_server_new(server_loop, &so, &thread_server));
+  ASSERT_OK(rn_server_address(thread_server, host, sizeof(host), &thread_port));
+  ASSERT_OK(uv_async_init(rn_loop_uv(server_loop), &server_stop,
+                          on_server_stop));
+  uv_sem_post(&server_ready);
+  uv_run(rn_loop_uv(server_loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(server_loop));
+}
+
 static struct outcome stalled_call;
 
 /* Blocks the loop for 3 x the heartbeat timeout from inside a callback, as
- * an application doing heavy work would. */
+ * an application doing heavy work would. The reply arrives meanwhile and
+ * waits in the kernel. */
 static void stall(uv_timer_t *t) {
   (void)t;
-  call(&stalled_call); /* sent now, answered while we sleep */
+  call(&stalled_call);
   usleep(600 * 1000);
 }
 
 static void test_stalled_loop_spares_live_peer(void) {
+  uv_thread_t tid;
   uv_timer_t t;
   struct outcome o;
   rn_pool_stats_t st;
+  rn_pool_options_t po;
+  const char *eps[1];
+  char ep[64];
 
-  start(50, 200);
+  ASSERT_OK(uv_sem_init(&server_ready, 0));
+  ASSERT_OK(uv_thread_create(&tid, server_thread, NULL));
+  uv_sem_wait(&server_ready);
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", thread_port);
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.size = 1;
+  po.heartbeat_interval = 50;
+  po.heartbeat_timeout = 200;
+  po.timeout = 10000;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+
   call(&o);
   run_until(&o); /* connected and answered */
+  ASSERT_OK(o.status);
   uv_timer_init(rn_loop_uv(loop), &t);
   uv_timer_start(&t, stall, 10, 0);
   run_until(&stalled_call);
@@ -169,7 +231,13 @@ static void test_stalled_loop_spares_live_peer(void) {
   ASSERT_EQ(st.dead_peers, 0);
   ASSERT_EQ(st.connects, 1);
   uv_close((uv_handle_t *)&t, NULL);
-  stop();
+  rn_pool_close(pool, 0, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+
+  ASSERT_OK(uv_async_send(&server_stop));
+  ASSERT_OK(uv_thread_join(&tid));
+  uv_sem_destroy(&server_ready);
 }
 
 int main(void) {
