@@ -42,44 +42,51 @@ local pool = resilnet.pool{
   timeout = 5,
 }
 
-local TASKS, CALLS_PER_TASK = 8, 500
-local ok, failed = 0, 0
-local started = resilnet.now()
+local TASKS, CALLS_PER_TASK, BURST = 8, 500, 10000
+local ok, burst_ok, failed = 0, 0, 0
+local tasks_time, burst_time, err, missing, stats
+
+-- The server keeps the loop busy until it is closed, so each phase starts
+-- the next when its last call completes, and the last one closes up.
+
+-- Phase 3: an error reply and a missing key come back as values, not
+-- exceptions; then everything closes and resilnet.run() returns.
+local function finish()
+  resilnet.spawn(function()
+    _, err = pool:call({ "NOPE" })
+    missing = pool:call({ "GET", "no-such-key" })
+    stats = pool:stats()
+    pool:close()
+    server:close()
+  end)
+end
+
+-- Phase 2: a pipelined burst from callbacks.
+local function burst()
+  local started, answered = resilnet.now(), 0
+  for i = 1, BURST do
+    pool:send({ "SET", "k" .. i, tostring(i) }, nil, function(reply, e)
+      if reply == "OK" then burst_ok = burst_ok + 1 else failed = failed + 1; print("  " .. tostring(e)) end
+      answered = answered + 1
+      if answered == BURST then burst_time = resilnet.now() - started; finish() end
+    end)
+  end
+end
 
 -- Phase 1: many tasks, each waiting for its own replies.
-local finished = 0
+local started, running = resilnet.now(), TASKS
 for t = 1, TASKS do
   resilnet.spawn(function()
     for i = 1, CALLS_PER_TASK do
-      local key = ("task%d"):format(t)
-      local reply, err = pool:call({ "INCR", key })
-      if reply == i then ok = ok + 1 else failed = failed + 1; print("  " .. tostring(err)) end
+      local reply, e = pool:call({ "INCR", ("task%d"):format(t) })
+      if reply == i then ok = ok + 1 else failed = failed + 1; print("  " .. tostring(e)) end
     end
-    finished = finished + 1
+    running = running - 1
+    if running == 0 then tasks_time = resilnet.now() - started; burst() end
   end)
 end
+
 resilnet.run()
-local tasks_time = resilnet.now() - started
-
--- Phase 2: a pipelined burst from callbacks.
-local BURST = 10000
-local burst_ok = 0
-started = resilnet.now()
-for i = 1, BURST do
-  pool:send({ "SET", "k" .. i, tostring(i) }, nil, function(reply, err)
-    if reply == "OK" then burst_ok = burst_ok + 1 else failed = failed + 1; print("  " .. tostring(err)) end
-  end)
-end
-resilnet.run()
-local burst_time = resilnet.now() - started
-
--- An error reply and a missing key come back as values, not exceptions.
-local _, err = pool:call({ "NOPE" })
-local missing = pool:call({ "GET", "no-such-key" })
-
-local stats = pool:stats()
-pool:close()
-server:close()
 
 print(("tasks    %d tasks x %d INCR: %d ok, %d failed in %.3f s (%.0f calls/s)")
   :format(TASKS, CALLS_PER_TASK, ok, failed, tasks_time, ok / tasks_time))
