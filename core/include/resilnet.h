@@ -327,6 +327,14 @@ typedef struct rn_pool_options_s {
   unsigned keepalive_interval;
   unsigned keepalive_count;
   unsigned user_timeout;
+  /* Housekeeping, checked about once a second: connections with nothing to
+   * do for idle_timeout ms close (min_idle per endpoint are kept open, and
+   * opened ahead of demand); a connection older than max_lifetime ms, less
+   * up to 10% at random so they do not all go at once, takes no new calls
+   * and closes when its last reply is in. 0 means never. (60000, 0, 0) */
+  uint64_t idle_timeout;
+  uint64_t max_lifetime;
+  unsigned min_idle;
 } rn_pool_options_t;
 
 /* Fills in every default. */
@@ -375,7 +383,10 @@ typedef struct rn_pool_stats_s {
   uint64_t connect_failures;
   uint64_t heartbeats;  /* pings sent */
   uint64_t dead_peers;  /* connections closed for silence */
+  uint64_t idle_closed; /* closed by idle_timeout */
+  uint64_t retired;     /* closed by max_lifetime */
   unsigned open;        /* connections open or opening */
+  unsigned idle;        /* ready connections with no call queued */
   unsigned pending;     /* calls waiting for a connection */
   unsigned in_flight;   /* calls written or queued on a connection */
 } rn_pool_stats_t;

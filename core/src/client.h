@@ -70,6 +70,8 @@ struct rn_conn_s {
   rn_timer_t heartbeat_timer;
   uint64_t last_read;     /* loop ms of the last byte read */
   uint64_t waiting_since; /* loop ms when the sent FIFO last became non-empty */
+  uint64_t last_active;   /* loop ms of the last call queued or answered */
+  uint64_t expires_at;    /* loop ms; 0: no lifetime limit */
   rn_buf_t rbuf;              /* bytes read, not yet framed */
   rn_buf_t wbuf;              /* bytes of the write in flight */
   rn_list_t unsent;           /* calls waiting for the write in flight */
@@ -85,6 +87,7 @@ struct rn_conn_s {
   unsigned was_ready : 1;
   unsigned answered : 1; /* a whole reply arrived */
   unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
+  unsigned retiring : 1; /* past its lifetime: no new calls */
 };
 
 struct rn_pool_endpoint_s {
@@ -113,6 +116,7 @@ struct rn_pool_s {
   unsigned next_serial;
   rn_pool_stats_t stats;
   rn_buf_t ping_frame; /* empty: no heartbeats */
+  rn_timer_t maintenance_timer;
   rn_timer_t close_timer;
   rn_pool_close_cb close_cb;
   unsigned closing : 1;

@@ -22,7 +22,7 @@ static void conn_heartbeat(rn_timer_t *timer);
 
 int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
-  return conn->state == RN_CONN_READY &&
+  return conn->state == RN_CONN_READY && !conn->retiring &&
          queued < conn->pool->options.write_high_water;
 }
 
@@ -159,6 +159,7 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
     rn__call_release(call);
     return 0;
   }
+  conn->last_active = rn_loop_now(conn->pool->loop);
   status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
   rn__call_complete(call, status, frame + f->body_offset, f->body_len,
                     f->flags);
@@ -399,7 +400,13 @@ static void conn_on_connect(uv_connect_t *req, int status) {
   rn_timer_stop(&conn->connect_timer);
   conn->error = 0;
   conn->was_ready = 1;
-  conn->last_read = rn_loop_now(conn->pool->loop);
+  conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  if (conn->pool->options.max_lifetime > 0) {
+    uint64_t life = conn->pool->options.max_lifetime;
+    conn->expires_at = conn->last_read + life -
+                       (uint64_t)((double)life * 0.1 *
+                                  rn__random_unit(conn->pool->loop));
+  }
   if (conn->pool->ping_frame.len > 0)
     rn_timer_start(&conn->heartbeat_timer,
                    conn->pool->options.heartbeat_interval);
@@ -461,6 +468,12 @@ static void conn_flush(rn_conn_t *conn) {
 }
 
 void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
+  if (!call->internal) {
+    conn->last_active = rn_loop_now(conn->pool->loop);
+    /* Most recently used at the tail, where the pool looks first. */
+    rn_list_remove(&conn->node);
+    rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
+  }
   call->conn = conn;
   call->endpoint = conn->endpoint;
   rn_list_insert_tail(&conn->unsent, &call->node);

@@ -11,6 +11,10 @@
 /* A connection idle (nothing read) for longer than this is checked before
  * it is handed out; a busier one has just proved itself. */
 #define RN_IDLE_CHECK_MS 250
+/* Period of the housekeeping round (pool_maintain). */
+#define RN_MAINTENANCE_MS 1000
+
+static void pool_maintain(rn_timer_t *timer);
 
 void rn_pool_options_init(rn_pool_options_t *o) {
   memset(o, 0, sizeof(*o));
@@ -112,6 +116,12 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   rn_list_init(&pool->pending);
   rn_timer_init(loop, &pool->close_timer, NULL);
   pool->close_timer.data = pool;
+  rn_timer_init(loop, &pool->maintenance_timer, pool_maintain);
+  pool->maintenance_timer.data = pool;
+  rn_timer_unref(&pool->maintenance_timer);
+  /* The first round soon, so min_idle connections warm up at once. */
+  rn_timer_start(&pool->maintenance_timer,
+                 options->min_idle ? 0 : RN_MAINTENANCE_MS);
   rn__loop_object_add(loop);
   *out = pool;
   return 0;
@@ -127,7 +137,9 @@ fail:
 /* Placing calls                                                              */
 
 /* The ready connection with the fewest calls queued, endpoints taken in
- * turn so that ties spread over endpoints. */
+ * turn so that ties spread over endpoints. Within an endpoint the most
+ * recently used come first (they sit at the tail): reusing a warm
+ * connection lets the others go idle and expire. */
 static rn_conn_t *pool_pick_any(rn_pool_t *pool) {
   rn_conn_t *best = NULL;
   size_t i;
@@ -136,7 +148,7 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool) {
     rn_pool_endpoint_t *ep =
         &pool->endpoints[(pool->next_endpoint + i) % pool->endpoint_count];
     rn_list_t *pos;
-    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
+    for (pos = ep->conns.prev; pos != &ep->conns; pos = pos->prev) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       if (!rn__conn_writable(conn)) continue;
       if (best == NULL || conn->queued < best->queued) best = conn;
@@ -164,27 +176,14 @@ static rn_conn_t *pool_pick(rn_pool_t *pool) {
   return conn;
 }
 
-static int pool_has_idle_conn(rn_pool_t *pool) {
-  size_t i;
-  for (i = 0; i < pool->endpoint_count; i++) {
-    rn_list_t *pos;
-    rn_pool_endpoint_t *ep = &pool->endpoints[i];
-    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
-      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
-      if (conn->state == RN_CONN_READY && conn->queued == 0) return 1;
-    }
-  }
-  return 0;
-}
-
-/* Opens one more connection when calls wait or every connection is busy,
- * on the next endpoint (in turn) that has room and is not backing off. */
+/* Opens one more connection, on the next endpoint (in turn) that has room
+ * and is not backing off. Called when calls wait, or when a call had to
+ * queue behind others on a busy connection. */
 static void pool_grow(rn_pool_t *pool) {
   uint64_t now = rn_loop_now(pool->loop);
   size_t i;
 
-  if (pool->closing || pool->active == 0) return;
-  if (pool->pending_count == 0 && pool_has_idle_conn(pool)) return;
+  if (pool->closing) return;
 
   for (i = 0; i < pool->endpoint_count; i++) {
     size_t k = (pool->next_endpoint + i) % pool->endpoint_count;
@@ -199,16 +198,18 @@ static void pool_grow(rn_pool_t *pool) {
 }
 
 static void pool_dispatch(rn_pool_t *pool) {
+  int crowded = 0;
   while (!rn_list_empty(&pool->pending)) {
     rn_conn_t *conn = pool_pick(pool);
     rn_call_t *call;
     if (conn == NULL) break;
+    if (conn->queued > 0) crowded = 1;
     call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
     rn_list_remove(&call->node);
     pool->pending_count--;
     rn__conn_enqueue(conn, call);
   }
-  pool_grow(pool);
+  if (crowded || pool->pending_count > 0) pool_grow(pool);
 }
 
 static void pool_call_expired(rn_timer_t *timer) {
@@ -381,6 +382,50 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Housekeeping                                                               */
+
+/* Once a second: retire old connections, close idle ones beyond min_idle,
+ * and warm up to min_idle. A weak timer: it never keeps a program alive. */
+static void pool_maintain(rn_timer_t *timer) {
+  rn_pool_t *pool = timer->data;
+  const rn_pool_options_t *o = &pool->options;
+  uint64_t now = rn_loop_now(pool->loop);
+  size_t i;
+
+  if (pool->conns_closed) return;
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    unsigned idle = 0;
+    rn_list_t *pos, *tmp;
+    /* Most recently used connections sit at the tail: count idle ones from
+     * there, so the least recently used are the ones closed. */
+    for (pos = ep->conns.prev; pos != &ep->conns; pos = tmp) {
+      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+      tmp = pos->prev;
+      if (conn->state != RN_CONN_READY) continue;
+      if (conn->expires_at != 0 && now >= conn->expires_at) {
+        conn->retiring = 1;
+        if (conn->queued == 0) {
+          pool->stats.retired++;
+          rn__conn_close(conn, 0);
+          continue;
+        }
+      }
+      if (conn->queued != 0 || conn->retiring) continue;
+      if (++idle > o->min_idle && o->idle_timeout != 0 &&
+          now >= conn->last_active + o->idle_timeout) {
+        pool->stats.idle_closed++;
+        rn__conn_close(conn, 0);
+      }
+    }
+    if (!pool->closing && idle + ep->connecting < o->min_idle &&
+        ep->open < o->size && ep->retry_at <= now)
+      rn__conn_open(pool, ep);
+  }
+  rn_timer_start(timer, RN_MAINTENANCE_MS);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Closing                                                                    */
 
 static void pool_finish(rn_timer_t *timer) {
@@ -407,6 +452,7 @@ static void pool_close_conns(rn_pool_t *pool) {
   if (pool->conns_closed) return;
   pool->conns_closed = 1;
   rn_timer_stop(&pool->close_timer);
+  rn_timer_stop(&pool->maintenance_timer);
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep = &pool->endpoints[i];
     rn_list_t *pos, *tmp;
@@ -453,8 +499,18 @@ void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb) {
 }
 
 void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats) {
+  size_t i;
   *stats = pool->stats;
   stats->open = pool->conns;
   stats->pending = pool->pending_count;
   stats->in_flight = pool->active - pool->pending_count;
+  stats->idle = 0;
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_list_t *pos;
+    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
+      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+      if (conn->state == RN_CONN_READY && conn->queued == 0) stats->idle++;
+    }
+  }
 }
