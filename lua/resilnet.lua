@@ -1,0 +1,643 @@
+-- resilnet: pooled, resilient TCP clients and servers on libuv.
+--
+-- The facade owns every suspension: the C core never yields and never calls
+-- Lua on its own. Every call from C into Lua arrives through `dispatch`
+-- (registered with the binding) as dispatch(target, ...), where target is
+-- a task to resume or a function to call. Errors from tasks and callbacks
+-- are caught there, the first one is recorded with its traceback and the
+-- loop stops; resilnet.run() (or a waiting function driving the loop)
+-- re-raises it.
+local core = require "resilnet.core"
+
+local coroutine, debug, math, error, pairs, select, setmetatable, tostring,
+      type, xpcall = coroutine, debug, math, error, pairs, select,
+      setmetatable, tostring, type, xpcall
+local unpack = table.unpack or unpack
+local pack = table.pack or function(...)
+  return { n = select("#", ...), ... }
+end
+
+local resilnet = {}
+
+resilnet._VERSION = "resilnet " .. core.version
+-- Compares equal across reloads (a NULL light userdata, like cjson.null).
+resilnet.null = core.null
+resilnet.error_metatable = core.error_metatable
+
+--- True if v is a resilnet error object.
+function resilnet.is_error(v)
+  return core.is_error(v)
+end
+
+---------------------------------------------------------------------------
+-- Tasks and the dispatcher
+
+-- Every task we run: coroutine -> info. info.args holds the arguments of a
+-- task not started yet; info.done, if set, is called as
+-- done(info, ok, ...) when the task finishes (server handlers use it).
+-- Weak keys: a task nobody can resume any more is garbage.
+local tasks = setmetatable({}, { __mode = "k" })
+
+local function error_with_traceback(co, err)
+  if type(err) == "string" or type(err) == "number" then
+    return debug.traceback(co, tostring(err))
+  end
+  return err
+end
+
+local function finish(co, info, ok, ...)
+  if coroutine.status(co) ~= "dead" then
+    return -- the task is waiting; whatever it waits for resumes it
+  end
+  tasks[co] = nil
+  if info and info.done then
+    return info.done(info, ok, ...)
+  end
+  if not ok then
+    core.fail(error_with_traceback(co, (...)))
+  end
+end
+
+local function resume(co, ...)
+  local info = tasks[co]
+  local args = info and info.args
+  if args then
+    info.args = nil
+    return finish(co, info, coroutine.resume(co, unpack(args, 1, args.n)))
+  end
+  return finish(co, info, coroutine.resume(co, ...))
+end
+
+local function traceback_handler(err)
+  if type(err) == "string" or type(err) == "number" then
+    return debug.traceback(tostring(err), 2)
+  end
+  return err
+end
+
+-- xpcall with arguments (5.2+ and LuaJIT); Lua 5.1 needs a closure.
+local xpcall_args
+if select(2, xpcall(function(x) return x end, traceback_handler, true)) then
+  xpcall_args = function(f, ...)
+    return xpcall(f, traceback_handler, ...)
+  end
+else
+  xpcall_args = function(f, ...)
+    local args = pack(...)
+    return xpcall(function() return f(unpack(args, 1, args.n)) end,
+                  traceback_handler)
+  end
+end
+
+local function dispatch(target, ...)
+  if type(target) == "thread" then
+    if coroutine.status(target) ~= "suspended" then
+      core.fail("resilnet: internal error: a " .. coroutine.status(target)
+                .. " task was resumed")
+      return
+    end
+    return resume(target, ...)
+  end
+  local ok, err = xpcall_args(target, ...)
+  if not ok then
+    core.fail(err)
+  end
+end
+
+core.set_dispatcher(dispatch)
+
+local function raise_recorded()
+  local err = core.take_error()
+  if err ~= nil then
+    error(err, 0)
+  end
+end
+
+local function current_task()
+  local co = coroutine.running()
+  if co ~= nil and tasks[co] ~= nil then
+    return co
+  end
+  return nil
+end
+
+-- Runs the loop one turn at a time until is_done(); re-raises recorded
+-- errors; raises if the loop runs out of work first (never spins).
+local function drive(name, is_done)
+  while not is_done() do
+    local alive = core.run("once")
+    raise_recorded()
+    if not alive and not is_done() then
+      error("resilnet: " .. name .. " cannot complete: the loop has "
+            .. "nothing left to run", 3)
+    end
+  end
+end
+
+-- The one way to wait. start(target, ...) hands target to the binding and
+-- returns true, or returns nil, err when it failed at once (then target
+-- is never dispatched). Returns what target is dispatched with.
+--  * in a task: yields until then;
+--  * outside any task and outside the loop: runs the loop until then;
+--  * inside a plain callback: raises (a callback cannot be suspended).
+local function await(name, start, ...)
+  local co = current_task()
+  if co then
+    local ok, err = start(co, ...)
+    if not ok then
+      return nil, err
+    end
+    return coroutine.yield()
+  end
+  if core.running() then
+    error("resilnet: cannot wait inside a callback; use resilnet.spawn ("
+          .. name .. ")", 3)
+  end
+  local done, results = false, nil
+  local ok, err = start(function(...)
+    done, results = true, pack(...)
+  end, ...)
+  if not ok then
+    return nil, err
+  end
+  drive(name, function() return done end)
+  return unpack(results, 1, results.n)
+end
+
+--- Runs fn(...) as a task, started on the next turn of the loop.
+function resilnet.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("resilnet.spawn: expected a function, got " .. type(fn), 2)
+  end
+  local co = coroutine.create(fn)
+  tasks[co] = { args = pack(...) }
+  core.after(0, co)
+  return co
+end
+
+--- Runs the loop until no work is left. Re-raises the first error of a task
+-- or callback (with its traceback).
+function resilnet.run()
+  if core.running() then
+    error("resilnet.run: cannot be called from inside a task or callback",
+          2)
+  end
+  repeat
+    local alive = core.run("default")
+    raise_recorded()
+  until not alive
+end
+
+local function start_timer(target, ms)
+  core.after(ms, target)
+  return true
+end
+
+function resilnet.sleep(seconds)
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    error("resilnet.sleep: expected seconds >= 0, got " .. tostring(seconds),
+          2)
+  end
+  await("resilnet.sleep", start_timer, math.ceil(seconds * 1000))
+end
+
+--- Monotonic seconds (float), for measuring intervals.
+resilnet.now = core.now
+
+---------------------------------------------------------------------------
+-- Options: one schema per function. Each entry names an option, its check
+-- and its default; the schema is both what the code accepts and what the
+-- documentation lists (resilnet._options, compared by a test).
+
+local function is_integer(v)
+  return type(v) == "number" and v == math.floor(v) and v > -math.huge
+    and v < math.huge
+end
+
+local types = {
+  string = { "a string", function(v) return type(v) == "string" end },
+  boolean = { "a boolean", function(v) return type(v) == "boolean" end },
+  ["function"] = { "a function",
+                   function(v) return type(v) == "function" end },
+  seconds = { "a number >= 0",
+              function(v) return type(v) == "number" and v >= 0 end },
+  positive = { "a number > 0",
+               function(v) return type(v) == "number" and v > 0 end },
+  ratio = { "a number between 0 and 1",
+            function(v) return type(v) == "number" and v >= 0 and v <= 1 end },
+  multiplier = { "a number >= 1",
+                 function(v) return type(v) == "number" and v >= 1 end },
+  count = { "an integer >= 1",
+            function(v) return is_integer(v) and v >= 1 end },
+  count0 = { "an integer >= 0",
+             function(v) return is_integer(v) and v >= 0 end },
+  protocol = { 'one of "resp", "line", "length"', function(v)
+    return v == "resp" or v == "line" or v == "length"
+  end },
+  length_bytes = { "1, 2, 4 or 8", function(v)
+    return v == 1 or v == 2 or v == 4 or v == 8
+  end },
+  delimiter = { "a string of 1 to 16 bytes without NUL", function(v)
+    return type(v) == "string" and #v >= 1 and #v <= 16
+      and not v:find("\0", 1, true)
+  end },
+  endpoints = { "a non-empty array of strings", function(v)
+    if type(v) ~= "table" or #v == 0 then return false end
+    for k, e in pairs(v) do
+      if type(e) ~= "string" or not is_integer(k) or k < 1 or k > #v then
+        return false
+      end
+    end
+    return true
+  end },
+  key = { "a string", function(v) return type(v) == "string" end },
+}
+
+-- A nested table option: `fields` is its own schema; `or_false` allows
+-- false (switched off).
+local function nested(fields, or_false)
+  return { table = fields, or_false = or_false }
+end
+
+local heartbeat_fields = {
+  { "interval", "positive", 1 },
+  { "timeout", "positive", 3 },
+  { "request", "string" },   -- line/length: the ping to send
+  { "response", "string" },  -- line/length: the expected pong
+}
+local keepalive_fields = {
+  { "idle", "seconds", 20 },
+  { "interval", "positive", 5 },
+  { "count", "count", 3 },
+  { "user_timeout", "seconds", 20 },
+}
+local reconnect_fields = {
+  { "initial", "positive", 0.1 },
+  { "multiplier", "multiplier", 1.6 },
+  { "jitter", "ratio", 0.2 },
+  { "max", "positive", 30 },
+}
+local budget_fields = {
+  { "tokens", "count", 10 },
+  { "ratio", "ratio", 0.1 },
+}
+local retry_fields = {
+  { "attempts", "count", 3 },
+  { "budget", nested(budget_fields) },
+}
+local hedge_fields = {
+  { "delay", "positive", 0.05 },
+  { "max", "count", 2 },
+}
+
+local pool_schema = {
+  { "endpoints", "endpoints", nil, required = true },
+  { "protocol", "protocol", "resp" },
+  { "size", "count", 8 },
+  { "min_idle", "count0", 0 },
+  { "max_pending", "count0", 1000 },
+  { "connect_timeout", "positive", 2 },
+  { "idle_timeout", "seconds", 60 },
+  { "max_lifetime", "seconds", 0 },
+  { "timeout", "positive", 5 },
+  { "max_frame", "count", 16 * 1024 * 1024 },
+  { "delimiter", "delimiter", "\n", protocol = "line" },
+  { "length_bytes", "length_bytes", 4, protocol = "length" },
+  { "write_high_water", "count", 1024 * 1024 },
+  { "heartbeat", nested(heartbeat_fields, true) },
+  { "keepalive", nested(keepalive_fields, true) },
+  { "reconnect", nested(reconnect_fields, true) },
+  { "retry", nested(retry_fields, true) },
+  { "hedge", nested(hedge_fields, true) },
+}
+
+local server_schema = {
+  { "listen", "string", nil, required = true },
+  { "protocol", "protocol", "resp" },
+  { "handler", "function", nil, required = true },
+  { "max_concurrent", "count", 256 },
+  { "backlog", "count", 511 },
+  { "max_frame", "count", 16 * 1024 * 1024 },
+  { "delimiter", "delimiter", "\n", protocol = "line" },
+  { "length_bytes", "length_bytes", 4, protocol = "length" },
+  { "dedupe", nested({ { "window", "positive", 300 },
+                       { "capacity", "count", 100000 } }, true) },
+}
+
+local call_schema = {
+  { "idempotent", "boolean", false },
+  { "timeout", "positive" },  -- default: the pool's timeout
+  { "key", "key" },
+  { "attempts", "count" },
+  { "hedge", nested(hedge_fields, true) },
+}
+
+local pool_close_schema = { { "drain", "seconds", 0 } }
+local server_close_schema = {
+  { "goaway", "boolean", true },
+  { "drain", "seconds", 0 },
+}
+
+resilnet._options = {
+  pool = pool_schema,
+  server = server_schema,
+  call = call_schema,
+  pool_close = pool_close_schema,
+  server_close = server_close_schema,
+}
+
+-- name -> entry, built once per schema.
+local index_cache = setmetatable({}, { __mode = "k" })
+local function index_of(schema)
+  local idx = index_cache[schema]
+  if not idx then
+    idx = {}
+    for _, e in pairs(schema) do idx[e[1]] = e end
+    index_cache[schema] = idx
+  end
+  return idx
+end
+
+local function describe(kind)
+  if type(kind) == "table" then
+    return kind.or_false and "a table or false" or "a table"
+  end
+  return types[kind][1]
+end
+
+local function check_table(fname, prefix, schema, opts, level)
+  local idx = index_of(schema)
+  for k, v in pairs(opts) do
+    local e = type(k) == "string" and idx[k]
+    if not e then
+      error(fname .. ": unknown option '" .. prefix .. tostring(k) .. "'",
+            level)
+    end
+    local kind = e[2]
+    local ok
+    if type(kind) == "table" then
+      ok = type(v) == "table" or (kind.or_false and v == false)
+    else
+      ok = types[kind][2](v)
+    end
+    if not ok then
+      error(fname .. ": option '" .. prefix .. k .. "' must be "
+            .. describe(kind) .. ", got " .. (type(v) == "string" and
+            ("'" .. v .. "'") or type(v) == "number" and tostring(v)
+            or type(v)), level)
+    end
+    if type(kind) == "table" and type(v) == "table" then
+      check_table(fname, prefix .. k .. ".", kind.table, v, level + 1)
+    end
+  end
+  for _, e in pairs(schema) do
+    if e.required and opts[e[1]] == nil then
+      error(fname .. ": option '" .. prefix .. e[1] .. "' is required",
+            level)
+    end
+  end
+end
+
+-- Validates opts (a table or nil) against schema and returns a table with
+-- every default filled in. Raises naming the option, blaming the caller of
+-- the public function; depth: frames between that function and validate.
+local function validate(fname, schema, opts, depth)
+  local level = 3 + (depth or 0)
+  if opts == nil then
+    opts = {}
+  elseif type(opts) ~= "table" then
+    error(fname .. ": expected a table of options, got " .. type(opts),
+          level)
+  end
+  check_table(fname, "", schema, opts, level + 1)
+  local out = {}
+  for _, e in pairs(schema) do
+    local v = opts[e[1]]
+    if e.protocol and v ~= nil and opts.protocol ~= e.protocol then
+      error(fname .. ": option '" .. e[1] .. "' applies only to protocol '"
+            .. e.protocol .. "'", level)
+    end
+    if v == nil then v = e[3] end
+    out[e[1]] = v
+  end
+  return out
+end
+
+local function ms(seconds)
+  return math.ceil(seconds * 1000)
+end
+
+---------------------------------------------------------------------------
+-- Waiting on closes: many waiters, one core callback.
+
+local function wake_all(obj)
+  obj._closed = true
+  local waiters = obj._waiters
+  obj._waiters = nil
+  for i = 1, waiters and #waiters or 0 do
+    dispatch(waiters[i])
+  end
+end
+
+local function start_close_wait(target, obj)
+  if obj._closed then
+    return nil
+  end
+  local w = obj._waiters
+  w[#w + 1] = target
+  return true
+end
+
+local function wait_closed(name, obj)
+  if not obj._closed then
+    await(name, start_close_wait, obj)
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Pools
+
+local Pool = {}
+Pool.__index = Pool
+
+local events = { state = true, retry = true, overload = true, eject = true,
+                 heartbeat = true }
+
+--- resilnet.pool{endpoints = {...}, ...} -> pool. See resilnet._options.pool.
+function resilnet.pool(opts)
+  local o = validate("resilnet.pool", pool_schema, opts)
+  local h = core.pool_new {
+    endpoints = o.endpoints,
+    protocol = o.protocol,
+    length_bytes = o.length_bytes,
+    delimiter = o.delimiter,
+    max_frame = o.max_frame,
+    size = o.size,
+    max_pending = o.max_pending,
+    connect_timeout_ms = ms(o.connect_timeout),
+    timeout_ms = ms(o.timeout),
+    write_high_water = o.write_high_water,
+  }
+  local self = setmetatable({ _h = h, _handlers = {}, options = o }, Pool)
+  -- The binding holds the event target in the registry: it must not hold
+  -- the pool itself, or an unreachable pool could never be collected.
+  local weak = setmetatable({ self }, { __mode = "v" })
+  core.pool_on(h, function(ev)
+    local pool = weak[1]
+    local list = pool and pool._handlers[ev.type]
+    for i = 1, list and #list or 0 do
+      list[i](ev)
+    end
+  end)
+  return self
+end
+
+local function call_options(fname, opts)
+  if opts == nil then
+    return 0, false
+  end
+  local o = validate(fname, call_schema, opts, 1)
+  return o.timeout and ms(o.timeout) or 0, o.idempotent
+end
+
+local function start_send(target, h, request, timeout, idempotent)
+  return core.pool_send(h, request, timeout, idempotent, target)
+end
+
+--- pool:call(request, opts) -> reply | nil, err. Waits (see await).
+function Pool:call(request, opts)
+  local timeout, idempotent = call_options("pool:call", opts)
+  return await("pool:call", start_send, self._h, request, timeout,
+               idempotent)
+end
+
+--- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
+-- once, from the loop, unless send itself returned nil, err.
+function Pool:send(request, opts, cb)
+  if cb == nil and type(opts) == "function" then
+    opts, cb = nil, opts
+  end
+  if type(cb) ~= "function" then
+    error("pool:send: expected a callback function, got " .. type(cb), 2)
+  end
+  local timeout, idempotent = call_options("pool:send", opts)
+  return core.pool_send(self._h, request, timeout, idempotent, cb)
+end
+
+--- pool:on(event, fn): fn(ev) runs for every event of that type.
+function Pool:on(event, fn)
+  if not events[event] then
+    error("pool:on: unknown event '" .. tostring(event) .. "'", 2)
+  end
+  if type(fn) ~= "function" then
+    error("pool:on: expected a function, got " .. type(fn), 2)
+  end
+  local list = self._handlers[event]
+  if not list then
+    list = {}
+    self._handlers[event] = list
+  end
+  list[#list + 1] = fn
+  return self
+end
+
+function Pool:stats()
+  return core.pool_stats(self._h)
+end
+
+--- pool:close{drain = seconds}: stops taking calls, lets calls in flight
+-- finish for up to drain seconds, waits until every connection closed.
+function Pool:close(opts)
+  local o = validate("pool:close", pool_close_schema, opts)
+  if not self._closing then
+    self._closing = true
+    self._waiters = {}
+    core.pool_close(self._h, ms(o.drain), function() wake_all(self) end)
+  end
+  return wait_closed("pool:close", self)
+end
+
+---------------------------------------------------------------------------
+-- Servers
+
+local Server = {}
+Server.__index = Server
+
+local function error_value(err)
+  if type(err) == "string" or resilnet.is_error(err) then
+    return err
+  end
+  return tostring(err)
+end
+
+-- A handler task finished: answer its request exactly once.
+local function finish_request(info, ok, reply, err)
+  local req = info.req
+  if not ok then
+    return core.request_fail(req, error_value(reply))
+  end
+  if reply == nil and err ~= nil then
+    return core.request_fail(req, error_value(err))
+  end
+  if core.is_error(reply) then
+    return core.request_fail(req, reply)
+  end
+  if info.stringify then
+    reply = reply == nil and "" or tostring(reply)
+  end
+  return core.request_reply(req, reply)
+end
+
+--- resilnet.server{listen = "127.0.0.1:0", handler = fn, ...} -> server.
+-- handler(request, ctx) runs as a task per request; what it returns is the
+-- reply; an error (raised, an error object, or nil, err) becomes an error
+-- reply for resp and closes the connection for line/length.
+function resilnet.server(opts)
+  local o = validate("resilnet.server", server_schema, opts)
+  local self = setmetatable({ options = o, _handler = o.handler }, Server)
+  local ctx = { server = self }
+  local stringify = o.protocol ~= "resp"
+  local weak = setmetatable({ self }, { __mode = "v" })
+  local function on_request(value, req)
+    local srv = weak[1]
+    if not srv then
+      return core.request_fail(req, "server closed")
+    end
+    local co = coroutine.create(srv._handler)
+    tasks[co] = { done = finish_request, req = req, stringify = stringify }
+    return resume(co, value, ctx)
+  end
+  local h, err = core.server_new({
+    listen = o.listen,
+    protocol = o.protocol,
+    length_bytes = o.length_bytes,
+    delimiter = o.delimiter,
+    max_frame = o.max_frame,
+    backlog = o.backlog,
+    max_concurrent = o.max_concurrent,
+  }, on_request)
+  if not h then
+    return nil, err
+  end
+  self._h = h
+  return self
+end
+
+--- server:address() -> host, port (port 0 for unix sockets).
+function Server:address()
+  return core.server_address(self._h)
+end
+
+--- server:close{}: stops listening, closes connections, waits until done.
+function Server:close(opts)
+  validate("server:close", server_close_schema, opts)
+  if not self._closing then
+    self._closing = true
+    self._waiters = {}
+    core.server_close(self._h, function() wake_all(self) end)
+  end
+  return wait_closed("server:close", self)
+end
+
+return resilnet

@@ -1,0 +1,69 @@
+/* Shims over the differences between Lua 5.1/LuaJIT and 5.2-5.4 that the
+ * binding relies on. Everything is lrn_-prefixed so it never collides with
+ * the partial 5.2 API that LuaJIT 2.1 ships. */
+#ifndef LRN_COMPAT_H
+#define LRN_COMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#ifndef LUA_OK
+#define LUA_OK 0
+#endif
+
+#if LUA_VERSION_NUM >= 502
+#define lrn_rawlen(L, i) lua_rawlen((L), (i))
+#define lrn_absindex(L, i) lua_absindex((L), (i))
+#else
+#define lrn_rawlen(L, i) lua_objlen((L), (i))
+#define lrn_absindex(L, i)                                                   \
+  (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
+#endif
+
+#if LUA_VERSION_NUM >= 503
+#define lrn_isinteger(L, i) lua_isinteger((L), (i))
+#else
+#define lrn_isinteger(L, i) 0
+#endif
+
+/* luaL_setfuncs for every version: registers l into the table on top of the
+ * stack below nup upvalues, each function sharing those upvalues. */
+static inline void lrn_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
+  int i;
+  luaL_checkstack(L, nup + 1, "too many upvalues");
+  for (; l->name != NULL; l++) {
+    for (i = 0; i < nup; i++)
+      lua_pushvalue(L, -nup);
+    lua_pushcclosure(L, l->func, nup);
+    lua_setfield(L, -(nup + 2), l->name);
+  }
+  lua_pop(L, nup);
+}
+
+/* luaL_testudata for every version: the userdata at i if its metatable is
+ * the one registered as tname, else NULL. Never raises. */
+static inline void *lrn_testudata(lua_State *L, int i, const char *tname) {
+  void *p = lua_touserdata(L, i);
+  int same;
+  if (p == NULL || !lua_getmetatable(L, i))
+    return NULL;
+  lua_getfield(L, LUA_REGISTRYINDEX, tname);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
+
+/* Runs f(ud) protected on L; returns LUA_OK or an error status with the
+ * error value on top. 5.1 and LuaJIT have lua_cpcall; from 5.2 a light C
+ * function is pushed without allocating, so this cannot fail unprotected. */
+static inline int lrn_cpcall(lua_State *L, lua_CFunction f, void *ud) {
+#if LUA_VERSION_NUM >= 502
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, ud);
+  return lua_pcall(L, 1, 0, 0);
+#else
+  return lua_cpcall(L, f, ud);
+#endif
+}
+
+#endif /* LRN_COMPAT_H */

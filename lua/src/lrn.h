@@ -1,0 +1,127 @@
+/* Declarations shared by the files of the Lua binding (resilnet.core).
+ *
+ * Model (after luv): every userdata holds a pointer to a malloc'd binding
+ * struct, because libuv and core memory outlives __gc; the struct is freed
+ * only in the core's close callback. Lua callbacks are registry refs, each
+ * released in exactly one place. Every call from C into Lua goes through
+ * lrn_dispatch(), which runs the facade's dispatcher protected on the
+ * context's own callback thread. There is no static mutable state: all of
+ * it lives in the per-lua_State context (lrn_ctx_t). */
+#ifndef LRN_H
+#define LRN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compat.h"
+#include "resilnet.h"
+
+#define LRN_POOL_MT "resilnet.pool"
+#define LRN_SERVER_MT "resilnet.server"
+#define LRN_REQUEST_MT "resilnet.request"
+
+/* A tiny intrusive list, so the context can find what is still open. */
+typedef struct lrn_link_s {
+  struct lrn_link_s *next;
+  struct lrn_link_s *prev;
+} lrn_link_t;
+
+static inline void lrn_link_init(lrn_link_t *l) { l->next = l->prev = l; }
+static inline void lrn_link_add(lrn_link_t *head, lrn_link_t *n) {
+  n->next = head;
+  n->prev = head->prev;
+  head->prev->next = n;
+  head->prev = n;
+}
+static inline void lrn_link_remove(lrn_link_t *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->next = n->prev = n;
+}
+#define LRN_CONTAINER_OF(ptr, type, field)                                   \
+  ((type *)((char *)(ptr) - offsetof(type, field)))
+
+/* One per lua_State: a full userdata anchored in the registry. */
+typedef struct lrn_ctx_s {
+  lua_State *L;         /* callback thread: every call into Lua from libuv */
+  int thread_ref;       /* anchors L */
+  int dispatcher_ref;   /* the facade's dispatcher(target, ...) */
+  int errbox_ref;       /* {first error, raised-nil flag}, preallocated */
+  int errmt_ref;        /* metatable shared by error objects */
+  rn_loop_t *loop;      /* owns its uv loop */
+  rn_buf_t buf;         /* reused to encode every request and reply */
+  int running;          /* depth of uv_run calls (0 or 1) */
+  int closing;          /* lua_close: callbacks no longer enter Lua */
+  lrn_link_t pools;
+  lrn_link_t servers;
+  lrn_link_t timers;
+} lrn_ctx_t;
+
+/* The context, stored as upvalue 1 of every binding function. */
+#define lrn_ctx(L) ((lrn_ctx_t *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* Pushes the arguments that follow the target; runs protected. Returns how
+ * many it pushed. */
+typedef int (*lrn_push_fn)(lua_State *L, void *arg);
+
+/* Calls dispatcher(target, <args pushed by push>) protected on the callback
+ * thread. A failure (dispatcher missing, out of memory, a bug in the
+ * dispatcher) is recorded like any other error: the loop stops and
+ * resilnet.run() re-raises it. Does nothing while the state is closing.
+ * Never releases target_ref: the caller owns it. */
+void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push, void *arg);
+
+/* Records the value at idx of L as the first error (later ones are
+ * dropped) and stops the loop. Never raises, never allocates. */
+void lrn_record_error(lrn_ctx_t *ctx, lua_State *L, int idx);
+
+/* Registers functions of each file into the module table on top of the
+ * stack (ctx userdata just below it, used as upvalue); creates metatables
+ * on first use. */
+void lrn_error_open(lua_State *L, lrn_ctx_t *ctx);
+void lrn_timer_open(lua_State *L);
+void lrn_pool_open(lua_State *L);
+void lrn_server_open(lua_State *L);
+
+/* Fills codec options from the options table at stack index 1 (protocol,
+ * length_bytes, delimiter, max_frame). Raises on bad values. */
+void lrn_codec_options(lua_State *L, rn_codec_options_t *codec);
+
+/* Closing everything left when the state closes (the context's __gc). */
+void lrn_timer_close_all(lrn_ctx_t *ctx);
+void lrn_pool_close_all(lrn_ctx_t *ctx);
+void lrn_server_close_all(lrn_ctx_t *ctx);
+
+/* Error objects (error.c). */
+void lrn_error_push(lua_State *L, lrn_ctx_t *ctx, const char *code,
+                    const char *message, size_t message_len,
+                    unsigned attempts, int maybe_executed,
+                    const char *endpoint);
+/* A failure that happened before anything was sent (attempts 0). */
+void lrn_error_push_code(lua_State *L, lrn_ctx_t *ctx, int err);
+/* The failure of a finished call (status != 0). */
+void lrn_error_push_result(lua_State *L, lrn_ctx_t *ctx,
+                           const rn_result_t *result);
+int lrn_is_error(lua_State *L, lrn_ctx_t *ctx, int idx);
+
+/* Values (value.c). */
+/* Pushes the Lua value of one RESP value spanning data[0..len). 0, or
+ * RN_EBADFRAME with nothing pushed. May raise on memory errors. */
+int lrn_resp_push(lua_State *L, lrn_ctx_t *ctx, const char *data, size_t len);
+/* Appends the request at idx (string, or for resp an array of strings and
+ * numbers) to out. Raises on bad arguments (naming argument arg). Returns 0
+ * or a codec error (RN_EFRAMESIZE, UV_EINVAL, UV_ENOMEM). */
+int lrn_encode_request(lua_State *L, int idx, int arg, const rn_codec_t *codec,
+                       rn_buf_t *out);
+/* Appends the reply value at idx as RESP. 0, or -1 with a reason pushed. */
+int lrn_resp_encode_value(lua_State *L, lrn_ctx_t *ctx, int idx,
+                          rn_buf_t *out);
+/* Appends the RESP error reply for the value at idx (an error object, a
+ * message, anything): CR/LF become spaces. 0 or UV_ENOMEM. */
+int lrn_resp_encode_error_value(lua_State *L, lrn_ctx_t *ctx, int idx,
+                                rn_buf_t *out);
+/* Formats a Lua number without loss: integers in decimal, floats in the
+ * shortest form that reads back exactly. Returns the length written. */
+size_t lrn_format_number(lua_State *L, int idx, char *out, size_t size);
+
+#endif /* LRN_H */

@@ -1,0 +1,250 @@
+/* luaopen_resilnet_core: the per-lua_State context, the one protected path
+ * from C into Lua, and running the loop.
+ *
+ * The context is created by the first luaopen in a state and reused by
+ * every later one (busted re-requires modules for each spec file), so a
+ * state has exactly one loop however often the module is loaded. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lrn.h"
+
+/* Its address is the registry key of the context; never written. */
+static const char lrn_ctx_key = 'c';
+
+/* ------------------------------------------------------------------------ */
+/* The protected path into Lua                                               */
+
+typedef struct lrn_call_s {
+  lrn_ctx_t *ctx;
+  int target_ref;
+  lrn_push_fn push;
+  void *arg;
+} lrn_call_t;
+
+static int lrn_dispatch_protected(lua_State *L) {
+  lrn_call_t *c = (lrn_call_t *)lua_touserdata(L, 1);
+  int n = 0;
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ctx->dispatcher_ref);
+  if (lua_type(L, -1) != LUA_TFUNCTION)
+    return luaL_error(L, "resilnet: no dispatcher is set "
+                         "(load the module with require \"resilnet\")");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->target_ref);
+  if (c->push != NULL)
+    n = c->push(L, c->arg);
+  /* Protected by the enclosing cpcall; the dispatcher catches the errors of
+   * tasks and callbacks itself, so this only unwinds on its own failure. */
+  lua_call(L, n + 1, 0);
+  return 0;
+}
+
+void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push,
+                  void *arg) {
+  lua_State *L = ctx->L;
+  lrn_call_t c;
+  int top;
+  if (ctx->closing)
+    return;
+  c.ctx = ctx;
+  c.target_ref = target_ref;
+  c.push = push;
+  c.arg = arg;
+  top = lua_gettop(L);
+  if (lrn_cpcall(L, lrn_dispatch_protected, &c) != LUA_OK)
+    lrn_record_error(ctx, L, -1);
+  lua_settop(L, top);
+}
+
+void lrn_record_error(lrn_ctx_t *ctx, lua_State *L, int idx) {
+  int top = lua_gettop(L);
+  idx = lrn_absindex(L, idx);
+  /* errbox was created with room for both slots: storing into them never
+   * allocates, so recording cannot itself fail with a memory error. */
+  if (lua_checkstack(L, 3)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->errbox_ref);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    if (lua_isnil(L, -1) && lua_isnil(L, -2)) {
+      if (idx > top || lua_isnil(L, idx)) {
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, -4, 2);
+      } else {
+        lua_pushvalue(L, idx);
+        lua_rawseti(L, -4, 1);
+      }
+    }
+  }
+  lua_settop(L, top);
+  if (ctx->loop != NULL)
+    uv_stop(rn_loop_uv(ctx->loop));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module functions                                                           */
+
+static int lrn_set_dispatcher(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, ctx->dispatcher_ref);
+  ctx->dispatcher_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* run(mode) -> alive. mode: "default", "once" or "nowait". Never re-enters
+ * uv_run: a task or callback that tries gets an error instead. */
+static int lrn_run(lua_State *L) {
+  static const char *const modes[] = {"default", "once", "nowait", NULL};
+  static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE,
+                                         UV_RUN_NOWAIT};
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  int mode = luaL_checkoption(L, 1, "default", modes);
+  int alive;
+  if (ctx->running)
+    return luaL_error(L, "resilnet: the loop is already running "
+                         "(called from inside a task or callback?)");
+  ctx->running++;
+  alive = uv_run(rn_loop_uv(ctx->loop), uv_modes[mode]);
+  ctx->running--;
+  lua_pushboolean(L, alive != 0);
+  return 1;
+}
+
+static int lrn_stop(lua_State *L) {
+  uv_stop(rn_loop_uv(lrn_ctx(L)->loop));
+  return 0;
+}
+
+static int lrn_running(lua_State *L) {
+  lua_pushboolean(L, lrn_ctx(L)->running > 0);
+  return 1;
+}
+
+/* fail(err): records err if it is the first error, and stops the loop. */
+static int lrn_fail(lua_State *L) {
+  lrn_record_error(lrn_ctx(L), L, 1);
+  return 0;
+}
+
+/* take_error() -> the recorded error or nothing; clears it. */
+static int lrn_take_error(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->errbox_ref);
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);
+  lua_pushnil(L);
+  lua_rawseti(L, -4, 1);
+  lua_pushnil(L);
+  lua_rawseti(L, -4, 2);
+  if (!lua_isnil(L, -2)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  if (lua_toboolean(L, -1)) {
+    lua_pushliteral(L, "resilnet: a task or callback raised nil");
+    return 1;
+  }
+  return 0;
+}
+
+/* now() -> monotonic seconds (uv_hrtime, not the cached loop time: a
+ * caller measuring work inside one callback must see it advance). */
+static int lrn_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The context                                                                */
+
+static int lrn_ctx_gc(lua_State *L) {
+  lrn_ctx_t *ctx = (lrn_ctx_t *)lua_touserdata(L, 1);
+  if (ctx->loop != NULL) {
+    ctx->closing = 1;
+    lrn_timer_close_all(ctx);
+    lrn_pool_close_all(ctx);
+    lrn_server_close_all(ctx);
+    uv_run(rn_loop_uv(ctx->loop), UV_RUN_DEFAULT);
+    /* EBUSY means something never finished closing (a request nobody
+     * released): leaking the loop then beats freeing memory in use. */
+    if (rn_loop_free(ctx->loop) == 0)
+      ctx->loop = NULL;
+  }
+  rn_buf_free(&ctx->buf);
+  return 0;
+}
+
+/* Pushes the context userdata, creating it on the first call. */
+static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
+  lrn_ctx_t *ctx;
+  int rc;
+  lua_pushlightuserdata(L, (void *)&lrn_ctx_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_type(L, -1) == LUA_TUSERDATA)
+    return (lrn_ctx_t *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+
+  ctx = (lrn_ctx_t *)lua_newuserdata(L, sizeof(*ctx));
+  memset(ctx, 0, sizeof(*ctx));
+  ctx->thread_ref = LUA_NOREF;
+  ctx->dispatcher_ref = LUA_NOREF;
+  ctx->errbox_ref = LUA_NOREF;
+  ctx->errmt_ref = LUA_NOREF;
+  rn_buf_init(&ctx->buf);
+  lrn_link_init(&ctx->pools);
+  lrn_link_init(&ctx->servers);
+  lrn_link_init(&ctx->timers);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lrn_ctx_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+
+  /* The state given to luaopen may be a coroutine; callbacks need a thread
+   * of their own that lives as long as the context. */
+  ctx->L = lua_newthread(L);
+  ctx->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, 2, 0);
+  ctx->errbox_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  rc = rn_loop_new(NULL, &ctx->loop);
+  if (rc != 0) {
+    ctx->loop = NULL;
+    luaL_error(L, "resilnet: cannot create the loop: %s", rn_strerror(rc));
+  }
+  lua_pushlightuserdata(L, (void *)&lrn_ctx_key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return ctx;
+}
+
+static const luaL_Reg lrn_module_funcs[] = {
+    {"set_dispatcher", lrn_set_dispatcher},
+    {"run", lrn_run},
+    {"stop", lrn_stop},
+    {"running", lrn_running},
+    {"fail", lrn_fail},
+    {"take_error", lrn_take_error},
+    {"now", lrn_now},
+    {NULL, NULL}};
+
+#ifndef LRN_EXPORT
+#define LRN_EXPORT __attribute__((visibility("default")))
+#endif
+
+LRN_EXPORT int luaopen_resilnet_core(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx_push(L);
+  lua_newtable(L);
+  lua_pushvalue(L, -2);
+  lrn_setfuncs(L, lrn_module_funcs, 1);
+  lua_pushstring(L, rn_version_string());
+  lua_setfield(L, -2, "version");
+  /* A NULL light userdata compares equal across reloads and states. */
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  lrn_error_open(L, ctx);
+  lrn_timer_open(L);
+  lrn_pool_open(L);
+  lrn_server_open(L);
+  return 1;
+}

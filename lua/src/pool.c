@@ -1,0 +1,418 @@
+/* resilnet.pool handles: rn_pool_t plus the refs that tie calls, events and
+ * closing back to Lua.
+ *
+ * A call costs no allocation here: the request is encoded into the
+ * context's buffer (the core copies it) and the call's target travels as
+ * the registry ref in the core's data pointer. A pool with calls in flight
+ * pins its own userdata, so dropping the last reference to a busy pool
+ * cannot close it under its callers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lrn.h"
+
+typedef struct lrn_pool_s {
+  lrn_ctx_t *ctx;
+  rn_pool_t *pool;
+  struct lrn_pool_s **ud; /* the userdata's slot; NULL once collected */
+  lrn_link_t link;
+  int closing;            /* rn_pool_close was called */
+  int quiet;              /* collected at lua_close: no more calls into Lua */
+  int close_ref;          /* target dispatched when the pool has closed */
+  int event_ref;          /* target of every event */
+  int pin_ref;            /* the userdata, while calls are in flight */
+  unsigned in_flight;
+} lrn_pool_t;
+
+static lrn_pool_t *lrn_pool_get(lua_State *L, int idx) {
+  return *(lrn_pool_t **)luaL_checkudata(L, idx, LRN_POOL_MT);
+}
+
+static void lrn_unref(lrn_ctx_t *ctx, int *ref) {
+  if (*ref != LUA_NOREF && !ctx->closing)
+    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+}
+
+static int lrn_quiet(const lrn_pool_t *p) {
+  return p->quiet || p->ctx->closing;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks from the core                                                    */
+
+typedef struct lrn_done_s {
+  lrn_pool_t *p;
+  const rn_result_t *result;
+} lrn_done_t;
+
+static int lrn_push_result(lua_State *L, void *arg) {
+  lrn_done_t *d = (lrn_done_t *)arg;
+  const rn_result_t *r = d->result;
+  luaL_checkstack(L, 2, NULL);
+  if (r->status != 0) {
+    lua_pushnil(L);
+    lrn_error_push_result(L, d->p->ctx, r);
+    return 2;
+  }
+  if (rn_pool_codec(d->p->pool)->protocol == RN_PROTOCOL_RESP) {
+    if (lrn_resp_push(L, d->p->ctx, r->body, r->body_len) != 0) {
+      rn_result_t bad = *r;
+      bad.status = RN_EBADFRAME;
+      lua_pushnil(L);
+      lrn_error_push_result(L, d->p->ctx, &bad);
+      return 2;
+    }
+  } else {
+    lua_pushlstring(L, r->body, r->body_len);
+  }
+  lua_pushnil(L);
+  return 2;
+}
+
+static void lrn_pool_done(rn_pool_t *pool, void *data,
+                          const rn_result_t *result) {
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  int ref = (int)(intptr_t)data;
+  if (!lrn_quiet(p)) {
+    lrn_done_t d;
+    d.p = p;
+    d.result = result;
+    lrn_dispatch(p->ctx, ref, lrn_push_result, &d);
+    luaL_unref(p->ctx->L, LUA_REGISTRYINDEX, ref);
+  }
+  if (--p->in_flight == 0)
+    lrn_unref(p->ctx, &p->pin_ref);
+}
+
+static int lrn_push_event(lua_State *L, void *arg) {
+  const rn_pool_event_t *ev = (const rn_pool_event_t *)arg;
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, ev->type == RN_EVENT_STATE ? "state" : "unknown");
+  lua_setfield(L, -2, "type");
+  if (ev->endpoint != NULL) {
+    lua_pushstring(L, ev->endpoint);
+    lua_setfield(L, -2, "endpoint");
+  }
+  lua_pushinteger(L, (lua_Integer)ev->connection);
+  lua_setfield(L, -2, "connection");
+  if (ev->state != NULL) {
+    lua_pushstring(L, ev->state);
+    lua_setfield(L, -2, "state");
+  }
+  if (ev->error != 0) {
+    lua_pushstring(L, rn_err_name(ev->error));
+    lua_setfield(L, -2, "error");
+  }
+  return 1;
+}
+
+static void lrn_pool_event(rn_pool_t *pool, const rn_pool_event_t *ev) {
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  if (!lrn_quiet(p) && p->event_ref != LUA_NOREF)
+    lrn_dispatch(p->ctx, p->event_ref, lrn_push_event, (void *)ev);
+}
+
+static void lrn_pool_closed(rn_pool_t *pool) {
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  lrn_link_remove(&p->link);
+  if (p->ud != NULL)
+    *p->ud = NULL;
+  if (!lrn_quiet(p) && p->close_ref != LUA_NOREF)
+    lrn_dispatch(p->ctx, p->close_ref, NULL, NULL);
+  lrn_unref(p->ctx, &p->close_ref);
+  lrn_unref(p->ctx, &p->event_ref);
+  lrn_unref(p->ctx, &p->pin_ref);
+  free(p);
+}
+
+static void lrn_pool_start_close(lrn_pool_t *p, uint64_t drain_ms) {
+  p->closing = 1;
+  rn_pool_close(p->pool, drain_ms, lrn_pool_closed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                    */
+
+/* Reads integer field name of the table at 1 (nil: def), in [min, max]. */
+static lua_Integer lrn_opt_int(lua_State *L, const char *name,
+                               lua_Integer def, lua_Integer min,
+                               lua_Integer max) {
+  lua_Integer v = def;
+  lua_getfield(L, 1, name);
+  if (!lua_isnil(L, -1)) {
+    lua_Number n;
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "resilnet: option '%s' must be a number", name);
+    n = lua_tonumber(L, -1);
+    if (!(n >= (lua_Number)min && n <= (lua_Number)max))
+      luaL_error(L, "resilnet: option '%s' is out of range", name);
+    v = (lua_Integer)n;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *lrn_opt_string(lua_State *L, const char *name,
+                                  const char *def) {
+  const char *s = def;
+  lua_getfield(L, 1, name);
+  if (!lua_isnil(L, -1)) {
+    size_t len;
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "resilnet: option '%s' must be a string", name);
+    s = lua_tolstring(L, -1, &len);
+    if (strlen(s) != len)
+      luaL_error(L, "resilnet: option '%s' contains a NUL byte", name);
+  }
+  /* The string stays referenced by the options table. */
+  lua_pop(L, 1);
+  return s;
+}
+
+/* Fills codec options from the table at 1 (shared with server.c). */
+void lrn_codec_options(lua_State *L, rn_codec_options_t *codec) {
+  const char *protocol = lrn_opt_string(L, "protocol", "resp");
+  if (rn_protocol_parse(protocol, &codec->protocol) != 0)
+    luaL_error(L, "resilnet: unknown protocol '%s'", protocol);
+  codec->length_bytes = (unsigned)lrn_opt_int(L, "length_bytes", 0, 0, 8);
+  codec->delimiter = lrn_opt_string(L, "delimiter", NULL);
+  codec->max_frame = (size_t)lrn_opt_int(L, "max_frame", 0, 0,
+                                         (lua_Integer)1 << 40);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Functions                                                                  */
+
+/* pool_new{endpoints = {...}, protocol, length_bytes, delimiter, max_frame,
+ *          size, max_pending, connect_timeout_ms, timeout_ms,
+ *          write_high_water} -> handle. Raises on bad options. */
+static int lrn_pool_new(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  rn_pool_options_t o;
+  const char **endpoints;
+  lrn_pool_t **ud, *p;
+  size_t i, n;
+  int rc;
+
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  rn_pool_options_init(&o);
+  lrn_codec_options(L, &o.codec);
+  o.size = (unsigned)lrn_opt_int(L, "size", o.size, 1, 1 << 20);
+  o.max_pending =
+      (unsigned)lrn_opt_int(L, "max_pending", o.max_pending, 0, 1 << 30);
+  o.connect_timeout = (uint64_t)lrn_opt_int(
+      L, "connect_timeout_ms", (lua_Integer)o.connect_timeout, 1,
+      (lua_Integer)1 << 40);
+  o.timeout = (uint64_t)lrn_opt_int(L, "timeout_ms", (lua_Integer)o.timeout,
+                                    1, (lua_Integer)1 << 40);
+  o.write_high_water = (size_t)lrn_opt_int(
+      L, "write_high_water", (lua_Integer)o.write_high_water, 1,
+      (lua_Integer)1 << 40);
+
+  lua_getfield(L, 1, "endpoints"); /* 2: keeps the strings alive */
+  if (lua_type(L, 2) != LUA_TTABLE || (n = lrn_rawlen(L, 2)) == 0)
+    return luaL_error(L, "resilnet.pool: option 'endpoints' must be a "
+                         "non-empty array of strings");
+  endpoints = (const char **)lua_newuserdata(L, n * sizeof(*endpoints));
+  for (i = 0; i < n; i++) {
+    rn_endpoint_t ep;
+    size_t len;
+    lua_rawgeti(L, 2, (int)(i + 1));
+    if (lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "resilnet.pool: endpoints[%d] must be a string",
+                        (int)(i + 1));
+    endpoints[i] = lua_tolstring(L, -1, &len);
+    if (rn_endpoint_parse(&ep, endpoints[i], len) != 0 || ep.port == 0)
+      return luaL_error(L, "resilnet.pool: bad endpoint '%s' (expected "
+                           "host:port, [v6]:port or unix:/path)",
+                        endpoints[i]);
+    lua_pop(L, 1);
+  }
+  o.endpoints = endpoints;
+  o.endpoint_count = n;
+  o.on_event = lrn_pool_event;
+
+  ud = (lrn_pool_t **)lua_newuserdata(L, sizeof(*ud));
+  *ud = NULL;
+  luaL_getmetatable(L, LRN_POOL_MT);
+  lua_setmetatable(L, -2);
+  p = (lrn_pool_t *)calloc(1, sizeof(*p));
+  if (p == NULL)
+    return luaL_error(L, "resilnet.pool: out of memory");
+  p->ctx = ctx;
+  p->close_ref = p->event_ref = p->pin_ref = LUA_NOREF;
+  lrn_link_init(&p->link);
+  o.data = p;
+  rc = rn_pool_new(ctx->loop, &o, &p->pool);
+  if (rc != 0) {
+    free(p);
+    return luaL_error(L, "resilnet.pool: %s (%s)", rn_strerror(rc),
+                      rn_err_name(rc));
+  }
+  *ud = p;
+  p->ud = ud;
+  lrn_link_add(&ctx->pools, &p->link);
+  return 1;
+}
+
+/* pool_send(h, request, timeout_ms, idempotent, target) -> true | nil, err.
+ * target (a task or a function) is dispatched exactly once with
+ * (reply, nil) or (nil, err) unless this returns nil, err. */
+static int lrn_pool_send(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  lua_Integer timeout = luaL_optinteger(L, 3, 0);
+  int type = lua_type(L, 5);
+  rn_call_options_t co;
+  int ref, rc;
+
+  luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 5,
+                "expected a function or a thread");
+  if (p == NULL) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, ctx, RN_ECLOSED);
+    return 2;
+  }
+  rc = lrn_encode_request(L, 2, 2, rn_pool_codec(p->pool), &ctx->buf);
+  if (rc == UV_EINVAL)
+    return luaL_error(L, "resilnet: the request cannot be framed by "
+                         "protocol '%s' (does it contain the delimiter?)",
+                      rn_pool_codec(p->pool)->type->name);
+  if (rc != 0) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, ctx, rc);
+    return 2;
+  }
+  co.timeout = (uint64_t)timeout;
+  co.idempotent = lua_toboolean(L, 4);
+
+  /* Everything that may raise happens before the core owns the call. */
+  lua_pushvalue(L, 5);
+  ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (p->in_flight == 0 && p->pin_ref == LUA_NOREF) {
+    lua_pushvalue(L, 1);
+    p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, &co, lrn_pool_done,
+                    (void *)(intptr_t)ref);
+  if (rc != 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (p->in_flight == 0)
+      lrn_unref(ctx, &p->pin_ref);
+    lua_pushnil(L);
+    lrn_error_push_code(L, ctx, rc);
+    return 2;
+  }
+  p->in_flight++;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* pool_on(h, target): target receives every event table. */
+static int lrn_pool_on(lua_State *L) {
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  int type = lua_type(L, 2);
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 2,
+                "expected a function or a thread");
+  if (p == NULL)
+    return 0;
+  lua_settop(L, 2);
+  lrn_unref(p->ctx, &p->event_ref);
+  p->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static void lrn_set_count(lua_State *L, const char *name, uint64_t v) {
+  lua_pushnumber(L, (lua_Number)v);
+  lua_setfield(L, -2, name);
+}
+
+static int lrn_pool_stats(lua_State *L) {
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  rn_pool_stats_t s;
+  memset(&s, 0, sizeof(s));
+  if (p != NULL)
+    rn_pool_stats(p->pool, &s);
+  lua_createtable(L, 0, 9);
+  lrn_set_count(L, "calls", s.calls);
+  lrn_set_count(L, "completed", s.completed);
+  lrn_set_count(L, "failed", s.failed);
+  lrn_set_count(L, "connects", s.connects);
+  lrn_set_count(L, "connect_failures", s.connect_failures);
+  lrn_set_count(L, "open", s.open);
+  lrn_set_count(L, "pending", s.pending);
+  lrn_set_count(L, "in_flight", s.in_flight);
+  lua_pushboolean(L, p == NULL || p->closing);
+  lua_setfield(L, -2, "closed");
+  return 1;
+}
+
+/* pool_close(h, drain_ms, target) -> true, or false if already closing.
+ * target (optional) is dispatched once the pool has closed. */
+static int lrn_pool_close(lua_State *L) {
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  lua_Integer drain = luaL_optinteger(L, 2, 0);
+  int type = lua_type(L, 3);
+  luaL_argcheck(L, drain >= 0, 2, "drain must not be negative");
+  luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
+                       type == LUA_TFUNCTION || type == LUA_TTHREAD,
+                3, "expected a function or a thread");
+  if (p == NULL || p->closing) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
+    lua_settop(L, 3);
+    p->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lrn_pool_start_close(p, (uint64_t)drain);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lrn_pool_gc(lua_State *L) {
+  lrn_pool_t **ud = (lrn_pool_t **)lua_touserdata(L, 1);
+  lrn_pool_t *p = *ud;
+  if (p == NULL)
+    return 0;
+  *ud = NULL;
+  p->ud = NULL;
+  /* Nobody can observe this pool any more: a pool with calls in flight is
+   * pinned, so any still in flight means lua_close, and events of a pool
+   * nobody holds have no listener. */
+  p->quiet = 1;
+  if (!p->closing)
+    lrn_pool_start_close(p, 0);
+  return 0;
+}
+
+void lrn_pool_close_all(lrn_ctx_t *ctx) {
+  lrn_link_t *l, *next;
+  for (l = ctx->pools.next; l != &ctx->pools; l = next) {
+    lrn_pool_t *p = LRN_CONTAINER_OF(l, lrn_pool_t, link);
+    next = l->next;
+    p->quiet = 1;
+    if (!p->closing)
+      lrn_pool_start_close(p, 0);
+  }
+}
+
+static const luaL_Reg lrn_pool_funcs[] = {
+    {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
+    {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
+    {"pool_close", lrn_pool_close}, {NULL, NULL}};
+
+void lrn_pool_open(lua_State *L) {
+  if (luaL_newmetatable(L, LRN_POOL_MT)) {
+    lua_pushcfunction(L, lrn_pool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, "resilnet.pool");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, -2);
+  lrn_setfuncs(L, lrn_pool_funcs, 1);
+}
