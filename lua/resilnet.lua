@@ -262,8 +262,7 @@ end
 local heartbeat_fields = {
   { "interval", "positive", 1 },
   { "timeout", "positive", 3 },
-  { "request", "string" },   -- line/length: the ping to send
-  { "response", "string" },  -- line/length: the expected pong
+  { "ping", "string" },  -- line/length: the request body to ping with
 }
 local keepalive_fields = {
   { "idle", "seconds", 20 },
@@ -306,7 +305,7 @@ local pool_schema = {
   { "write_high_water", "count", 1024 * 1024 },
   { "heartbeat", nested(heartbeat_fields, true) },
   { "keepalive", nested(keepalive_fields, true) },
-  { "reconnect", nested(reconnect_fields, true) },
+  { "reconnect", nested(reconnect_fields) },
   { "retry", nested(retry_fields, true) },
   { "hedge", nested(hedge_fields, true) },
 }
@@ -467,7 +466,24 @@ local events = { state = true, retry = true, overload = true, eject = true,
 --- resilnet.pool{endpoints = {...}, ...} -> pool. See resilnet._options.pool.
 function resilnet.pool(opts)
   local o = validate("resilnet.pool", pool_schema, opts)
+  local hb = o.heartbeat == nil and {} or o.heartbeat
+  local ka = o.keepalive == nil and {} or o.keepalive
+  local rc = o.reconnect or {}
   local h = core.pool_new {
+    heartbeat_interval_ms = hb and ms(hb.interval or 1) or 0,
+    heartbeat_timeout_ms = hb and ms(hb.timeout or 3) or 0,
+    heartbeat_ping = hb and hb.ping or nil,
+    keepalive_idle = ka and math.ceil(ka.idle or 20) or 0,
+    keepalive_interval = ka and math.ceil(ka.interval or 5) or nil,
+    keepalive_count = ka and (ka.count or 3) or nil,
+    user_timeout_ms = ka and ms(ka.user_timeout or 20) or 0,
+    reconnect_initial_ms = ms(rc.initial or 0.1),
+    reconnect_multiplier = rc.multiplier or 1.6,
+    reconnect_jitter = rc.jitter or 0.2,
+    reconnect_max_ms = ms(rc.max or 30),
+    idle_timeout_ms = ms(o.idle_timeout),
+    max_lifetime_ms = ms(o.max_lifetime),
+    min_idle = o.min_idle,
     endpoints = o.endpoints,
     protocol = o.protocol,
     length_bytes = o.length_bytes,

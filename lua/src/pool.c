@@ -153,20 +153,43 @@ static lua_Integer lrn_opt_int(lua_State *L, const char *name,
   return v;
 }
 
-static const char *lrn_opt_string(lua_State *L, const char *name,
-                                  const char *def) {
-  const char *s = def;
+static double lrn_opt_number(lua_State *L, const char *name, double def,
+                             double min, double max) {
+  double v = def;
   lua_getfield(L, 1, name);
   if (!lua_isnil(L, -1)) {
-    size_t len;
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "resilnet: option '%s' must be a number", name);
+    v = (double)lua_tonumber(L, -1);
+    if (!(v >= min && v <= max))
+      luaL_error(L, "resilnet: option '%s' is out of range", name);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* The string field name (nil: def); *len gets its length. It stays
+ * referenced by the options table, which outlives its use. */
+static const char *lrn_opt_lstring(lua_State *L, const char *name,
+                                   const char *def, size_t *len) {
+  const char *s = def;
+  *len = def != NULL ? strlen(def) : 0;
+  lua_getfield(L, 1, name);
+  if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "resilnet: option '%s' must be a string", name);
-    s = lua_tolstring(L, -1, &len);
-    if (strlen(s) != len)
-      luaL_error(L, "resilnet: option '%s' contains a NUL byte", name);
+    s = lua_tolstring(L, -1, len);
   }
-  /* The string stays referenced by the options table. */
   lua_pop(L, 1);
+  return s;
+}
+
+static const char *lrn_opt_string(lua_State *L, const char *name,
+                                  const char *def) {
+  size_t len;
+  const char *s = lrn_opt_lstring(L, name, def, &len);
+  if (s != NULL && strlen(s) != len)
+    luaL_error(L, "resilnet: option '%s' contains a NUL byte", name);
   return s;
 }
 
@@ -186,7 +209,13 @@ void lrn_codec_options(lua_State *L, rn_codec_options_t *codec) {
 
 /* pool_new{endpoints = {...}, protocol, length_bytes, delimiter, max_frame,
  *          size, max_pending, connect_timeout_ms, timeout_ms,
- *          write_high_water} -> handle. Raises on bad options. */
+ *          write_high_water, reconnect_initial_ms, reconnect_multiplier,
+ *          reconnect_jitter, reconnect_max_ms, heartbeat_interval_ms,
+ *          heartbeat_timeout_ms, heartbeat_ping, keepalive_idle,
+ *          keepalive_interval, keepalive_count, user_timeout_ms,
+ *          idle_timeout_ms, max_lifetime_ms, min_idle} -> handle.
+ * Times in ms, keepalive in seconds; absent fields keep the core's
+ * defaults. Raises on bad options. */
 static int lrn_pool_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_pool_options_t o;
@@ -194,6 +223,7 @@ static int lrn_pool_new(lua_State *L) {
   lrn_pool_t **ud, *p;
   size_t i, n;
   int rc;
+  const lua_Integer max = (lua_Integer)1 << 40;
 
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -210,6 +240,35 @@ static int lrn_pool_new(lua_State *L) {
   o.write_high_water = (size_t)lrn_opt_int(
       L, "write_high_water", (lua_Integer)o.write_high_water, 1,
       (lua_Integer)1 << 40);
+  o.reconnect.initial = (uint64_t)lrn_opt_int(
+      L, "reconnect_initial_ms", (lua_Integer)o.reconnect.initial, 0, max);
+  o.reconnect.multiplier =
+      lrn_opt_number(L, "reconnect_multiplier", o.reconnect.multiplier, 1,
+                     1e6);
+  o.reconnect.jitter =
+      lrn_opt_number(L, "reconnect_jitter", o.reconnect.jitter, 0, 1);
+  o.reconnect.max = (uint64_t)lrn_opt_int(
+      L, "reconnect_max_ms", (lua_Integer)o.reconnect.max, 0, max);
+  o.heartbeat_interval = (uint64_t)lrn_opt_int(
+      L, "heartbeat_interval_ms", (lua_Integer)o.heartbeat_interval, 0, max);
+  o.heartbeat_timeout = (uint64_t)lrn_opt_int(
+      L, "heartbeat_timeout_ms", (lua_Integer)o.heartbeat_timeout, 0, max);
+  o.heartbeat_ping =
+      lrn_opt_lstring(L, "heartbeat_ping", NULL, &o.heartbeat_ping_len);
+  o.keepalive_idle = (unsigned)lrn_opt_int(
+      L, "keepalive_idle", (lua_Integer)o.keepalive_idle, 0, 1 << 24);
+  o.keepalive_interval = (unsigned)lrn_opt_int(
+      L, "keepalive_interval", (lua_Integer)o.keepalive_interval, 0, 1 << 24);
+  o.keepalive_count = (unsigned)lrn_opt_int(
+      L, "keepalive_count", (lua_Integer)o.keepalive_count, 0, 1 << 24);
+  o.user_timeout = (unsigned)lrn_opt_int(
+      L, "user_timeout_ms", (lua_Integer)o.user_timeout, 0, 1 << 30);
+  o.idle_timeout = (uint64_t)lrn_opt_int(
+      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout, 0, max);
+  o.max_lifetime = (uint64_t)lrn_opt_int(
+      L, "max_lifetime_ms", (lua_Integer)o.max_lifetime, 0, max);
+  o.min_idle = (unsigned)lrn_opt_int(L, "min_idle", (lua_Integer)o.min_idle,
+                                     0, 1 << 20);
 
   lua_getfield(L, 1, "endpoints"); /* 2: keeps the strings alive */
   if (lua_type(L, 2) != LUA_TTABLE || (n = lrn_rawlen(L, 2)) == 0)
@@ -336,13 +395,18 @@ static int lrn_pool_stats(lua_State *L) {
   memset(&s, 0, sizeof(s));
   if (p != NULL)
     rn_pool_stats(p->pool, &s);
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 15);
   lrn_set_count(L, "calls", s.calls);
   lrn_set_count(L, "completed", s.completed);
   lrn_set_count(L, "failed", s.failed);
   lrn_set_count(L, "connects", s.connects);
   lrn_set_count(L, "connect_failures", s.connect_failures);
+  lrn_set_count(L, "heartbeats", s.heartbeats);
+  lrn_set_count(L, "dead_peers", s.dead_peers);
+  lrn_set_count(L, "idle_closed", s.idle_closed);
+  lrn_set_count(L, "retired", s.retired);
   lrn_set_count(L, "open", s.open);
+  lrn_set_count(L, "idle", s.idle);
   lrn_set_count(L, "pending", s.pending);
   lrn_set_count(L, "in_flight", s.in_flight);
   lua_pushboolean(L, p == NULL || p->closing);

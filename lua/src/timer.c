@@ -41,6 +41,10 @@ static int lrn_after(lua_State *L) {
   t->ref = ref;
   rn_timer_init(ctx->loop, &t->timer, lrn_timer_fired);
   t->timer.data = t;
+  /* Timers count from the loop's cached clock, which is stale after time
+   * spent outside uv_run or in a long callback: a sleep must not wake
+   * early. */
+  uv_update_time(rn_loop_uv(ctx->loop));
   if (rn_timer_start(&t->timer, (uint64_t)ms) != 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     free(t);
