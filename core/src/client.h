@@ -117,6 +117,8 @@ struct rn_pool_s {
   rn_pool_stats_t stats;
   rn_buf_t ping_frame; /* empty: no heartbeats */
   rn_timer_t maintenance_timer;
+  rn_timer_t reconnect_timer;  /* next endpoint out of backoff */
+  int last_connect_error;      /* since the last successful connect */
   rn_timer_t close_timer;
   rn_pool_close_cb close_cb;
   unsigned closing : 1;

@@ -15,6 +15,7 @@
 #define RN_MAINTENANCE_MS 1000
 
 static void pool_maintain(rn_timer_t *timer);
+static void pool_reconnect_due(rn_timer_t *timer);
 
 void rn_pool_options_init(rn_pool_options_t *o) {
   memset(o, 0, sizeof(*o));
@@ -116,6 +117,8 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   rn_list_init(&pool->pending);
   rn_timer_init(loop, &pool->close_timer, NULL);
   pool->close_timer.data = pool;
+  rn_timer_init(loop, &pool->reconnect_timer, pool_reconnect_due);
+  pool->reconnect_timer.data = pool;
   rn_timer_init(loop, &pool->maintenance_timer, pool_maintain);
   pool->maintenance_timer.data = pool;
   rn_timer_unref(&pool->maintenance_timer);
@@ -181,6 +184,7 @@ static rn_conn_t *pool_pick(rn_pool_t *pool) {
  * queue behind others on a busy connection. */
 static void pool_grow(rn_pool_t *pool) {
   uint64_t now = rn_loop_now(pool->loop);
+  uint64_t wake = UINT64_MAX;
   size_t i;
 
   if (pool->closing) return;
@@ -190,11 +194,24 @@ static void pool_grow(rn_pool_t *pool) {
     rn_pool_endpoint_t *ep = &pool->endpoints[k];
     if (ep->open >= pool->options.size) continue;
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
-    if (ep->retry_at > now) continue;
+    if (ep->retry_at > now) {
+      wake = RN_MIN(wake, ep->retry_at);
+      continue;
+    }
     /* Waiting calls are already covered by connects in progress. */
-    if (ep->connecting > 0 && pool->pending_count <= ep->connecting) continue;
+    if (ep->connecting > 0 && pool->pending_count <= ep->connecting) return;
     if (rn__conn_open(pool, ep) == 0) return;
   }
+  /* Every endpoint with room is backing off: come back when the first one
+   * may be tried again. Calls wait for it until their deadlines. */
+  if (wake != UINT64_MAX && pool->pending_count > 0)
+    rn_timer_start(&pool->reconnect_timer, wake - now);
+}
+
+static void pool_dispatch(rn_pool_t *pool);
+
+static void pool_reconnect_due(rn_timer_t *timer) {
+  pool_dispatch(timer->data);
 }
 
 static void pool_dispatch(rn_pool_t *pool) {
@@ -215,16 +232,23 @@ static void pool_dispatch(rn_pool_t *pool) {
 static void pool_call_expired(rn_timer_t *timer) {
   rn_call_t *call = timer->data;
   rn_pool_t *pool = call->pool;
+  int status = UV_ETIMEDOUT;
 
   if (call->conn == NULL) {
     rn_list_remove(&call->node); /* from pending */
     pool->pending_count--;
+    /* It waited for a connection that kept failing: the failure says more
+     * than the timeout. The connects were its attempt. */
+    if (pool->last_connect_error != 0) {
+      status = pool->last_connect_error;
+      if (call->attempts == 0) call->attempts = 1;
+    }
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
   }
   /* A sent call stays in its connection's FIFO: the late reply is still
    * coming and must be matched to it, then dropped. */
-  rn__call_complete(call, UV_ETIMEDOUT, NULL, 0, 0);
+  rn__call_complete(call, status, NULL, 0, 0);
   rn__call_release(call);
 }
 
@@ -282,6 +306,7 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
   pool->stats.connects++;
+  pool->last_connect_error = 0;
   rn__pool_event(pool, conn, "ready", 0);
   if (pool->conns_closed) {
     rn__conn_close(conn, RN_ECLOSED);
@@ -303,36 +328,6 @@ void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
   /* Ahead of newer calls: it was already in line once. */
   rn_list_insert_head(&pool->pending, &call->node);
   pool->pending_count++;
-}
-
-static int pool_can_connect(rn_pool_t *pool) {
-  size_t i;
-  for (i = 0; i < pool->endpoint_count; i++) {
-    rn_list_t *pos;
-    rn_pool_endpoint_t *ep = &pool->endpoints[i];
-    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
-      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
-      if (conn->state != RN_CONN_CLOSING) return 1;
-    }
-  }
-  return 0;
-}
-
-/* Fails every waiting call with err, unless some connection may still take
- * them. Used after a connect failure: with nothing else in sight, waiting
- * until the deadline would only hide the error. */
-static void pool_fail_pending(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                              int err) {
-  if (pool_can_connect(pool)) return;
-  while (!rn_list_empty(&pool->pending)) {
-    rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
-    rn_list_remove(&call->node);
-    pool->pending_count--;
-    call->attempts++;
-    call->endpoint = ep;
-    rn__call_complete(call, err, NULL, 0, 0);
-    rn__call_release(call);
-  }
 }
 
 /* The peer answered: only now is the endpoint known to be healthy. A bare
@@ -376,7 +371,7 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
     ep->failures++;
     ep->retry_at = rn_loop_now(pool->loop) +
                    rn__backoff_next(&ep->backoff, pool->loop);
-    if (!conn->was_ready) pool_fail_pending(pool, ep, err);
+    if (!conn->was_ready) pool->last_connect_error = err;
   }
   pool_dispatch(pool);
 }
@@ -453,6 +448,7 @@ static void pool_close_conns(rn_pool_t *pool) {
   pool->conns_closed = 1;
   rn_timer_stop(&pool->close_timer);
   rn_timer_stop(&pool->maintenance_timer);
+  rn_timer_stop(&pool->reconnect_timer);
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep = &pool->endpoints[i];
     rn_list_t *pos, *tmp;

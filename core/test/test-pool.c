@@ -229,9 +229,21 @@ static void test_refused(void) {
   po.codec.protocol = RN_PROTOCOL_LINE;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   refused = 0;
-  encode_call("a", 1, expect_refused, NULL, NULL);
-  encode_call("b", 1, expect_refused, NULL, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  {
+    /* With every endpoint down, calls wait for recovery until their
+     * deadline, then report why. Reconnects back off meanwhile. */
+    rn_call_options_t opts = {400, 0};
+    rn_pool_stats_t st;
+    uint64_t t0 = uv_hrtime();
+    encode_call("a", 1, expect_refused, NULL, &opts);
+    encode_call("b", 1, expect_refused, NULL, &opts);
+    uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+    ASSERT_GE((uv_hrtime() - t0) / 1000000, 390);
+    rn_pool_stats(pool, &st);
+    /* Backoff 100 ms x 1.6 (+/-20%): connects near 0, 100, 260 ms. */
+    ASSERT_GE(st.connect_failures, 2);
+    ASSERT_LE(st.connect_failures, 5);
+  }
   ASSERT_EQ(refused, 2);
   pool_closed = 0;
   rn_pool_close(pool, 0, on_pool_closed);
