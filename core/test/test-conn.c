@@ -93,6 +93,8 @@ static rn_pool_t *pool_for(const char *ep, rn_protocol_t protocol,
   po.codec.max_frame = max_frame;
   po.size = 1;
   po.connect_timeout = 200;
+  /* Failed connects leave calls waiting for a reconnect until this. */
+  po.timeout = 600;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   return pool;
 }
