@@ -393,6 +393,11 @@ typedef struct rn_pool_stats_s {
 
 void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats);
 
+/* Forgets every endpoint's reconnect backoff and connects again now if
+ * calls are waiting: for when the application knows the server is back
+ * (an operator said so, discovery announced it). */
+void rn_pool_reset_backoff(rn_pool_t *pool);
+
 typedef void (*rn_pool_close_cb)(rn_pool_t *pool);
 
 /* Stops accepting calls and fails the calls still waiting for a connection

@@ -494,6 +494,18 @@ void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb) {
   rn_timer_start(&pool->close_timer, drain_ms);
 }
 
+void rn_pool_reset_backoff(rn_pool_t *pool) {
+  size_t i;
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    ep->failures = 0;
+    ep->retry_at = 0;
+    rn__backoff_reset(&ep->backoff);
+  }
+  rn_timer_stop(&pool->reconnect_timer);
+  if (!pool->closing) pool_dispatch(pool);
+}
+
 void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats) {
   size_t i;
   *stats = pool->stats;

@@ -245,6 +245,19 @@ static void test_refused(void) {
     ASSERT_LE(st.connect_failures, 5);
   }
   ASSERT_EQ(refused, 2);
+  {
+    /* reset_backoff: the next connect goes out at once, not after the
+     * grown delay. */
+    rn_call_options_t opts = {50, 0};
+    rn_pool_stats_t before, after;
+    rn_pool_stats(pool, &before);
+    rn_pool_reset_backoff(pool);
+    encode_call("c", 1, expect_refused, NULL, &opts);
+    uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+    rn_pool_stats(pool, &after);
+    ASSERT_EQ(after.connect_failures, before.connect_failures + 1);
+    ASSERT_EQ(refused, 3);
+  }
   pool_closed = 0;
   rn_pool_close(pool, 0, on_pool_closed);
   ASSERT_EQ(pool_closed, 0); /* never before rn_pool_close returned */
