@@ -121,11 +121,14 @@ local function current_task()
   return nil
 end
 
--- Runs the loop one turn at a time until is_done(); re-raises recorded
--- errors; raises if the loop runs out of work first (never spins).
+-- Runs the loop until is_done(); the waiter that sets it also stops the
+-- loop (uv_stop makes the turn's poll non-blocking, which UV_RUN_ONCE
+-- alone would not: a timer that fired at the start of the turn does not
+-- stop it from blocking for I/O). Re-raises recorded errors; raises if the
+-- loop runs out of work first (never spins).
 local function drive(name, is_done)
   while not is_done() do
-    local alive = core.run("once")
+    local alive = core.run("default")
     raise_recorded()
     if not alive and not is_done() then
       error("resilnet: " .. name .. " cannot complete: the loop has "
@@ -156,6 +159,7 @@ local function await(name, start, ...)
   local done, results = false, nil
   local ok, err = start(function(...)
     done, results = true, pack(...)
+    core.stop()
   end, ...)
   if not ok then
     return nil, err

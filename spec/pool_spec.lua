@@ -1,0 +1,516 @@
+-- Pools against resilnet's own server: every protocol, pipelining, timeouts,
+-- refused endpoints, option errors, closing.
+local resilnet = require "resilnet"
+local H = require "spec.helpers.util"
+
+-- An echo server and a pool on it; codec options go to both, pool_opts
+-- to the pool only.
+local function echo_pair(protocol, codec, pool_opts)
+  local sopts, popts = { protocol = protocol }, { protocol = protocol }
+  for k, v in pairs(codec or {}) do sopts[k], popts[k] = v, v end
+  for k, v in pairs(pool_opts or {}) do popts[k] = v end
+  local _, ep = H.server(sopts)
+  popts.endpoints = { ep }
+  return H.pool(popts)
+end
+
+describe("pool", function()
+  after_each(H.cleanup)
+
+  describe("round trips", function()
+    it("line", function()
+      local pool = echo_pair("line")
+      assert.equal("hello", pool:call("hello"))
+      assert.equal("", pool:call(""))
+      assert.equal("tab\tand\rcr", pool:call("tab\tand\rcr"))
+    end)
+
+    it("line with a custom delimiter", function()
+      local pool = echo_pair("line", { delimiter = "\r\n" })
+      assert.equal("one\ntwo", pool:call("one\ntwo"))
+    end)
+
+    it("raises when a line request contains the delimiter", function()
+      local pool = echo_pair("line")
+      assert.has_error(function() pool:call("a\nb") end)
+    end)
+
+    for _, bytes in ipairs { 1, 2, 4, 8 } do
+      it("length with a " .. bytes .. "-byte prefix", function()
+        local pool = echo_pair("length", { length_bytes = bytes })
+        local binary = "\0\1\2\n\r\255" .. string.rep("x", 200)
+        assert.equal(binary, pool:call(binary))
+        assert.equal("", pool:call(""))
+        if bytes > 1 then
+          local big = string.rep("abcdefgh", 7000)
+          local reply, err = pool:call(big)
+          assert.is_nil(err)
+          assert.equal(#big, #reply)
+          assert.is_true(big == reply)
+        end
+      end)
+    end
+
+    it("length: a body too long for a 1-byte prefix fails without sending",
+       function()
+      local pool = echo_pair("length", { length_bytes = 1 })
+      local reply, err = pool:call(string.rep("x", 256))
+      assert.is_nil(reply)
+      assert.equal("EFRAMESIZE", err.code)
+      assert.is_false(err.maybe_executed)
+    end)
+
+    it("resp: arrays of strings and numbers, replies of every shape",
+       function()
+      local seen
+      local _, ep = H.server {
+        handler = function(req)
+          seen = req
+          local cmd = req[1]
+          if cmd == "ECHO" then return req[2] end
+          if cmd == "INT" then return 42 end
+          if cmd == "FLOAT" then return 0.1 end
+          if cmd == "NULL" then return resilnet.null end
+          if cmd == "NIL" then return nil end
+          if cmd == "BOOL" then return true end
+          if cmd == "NESTED" then
+            return { "a", { 1, { resilnet.null, "deep" } }, {} }
+          end
+          if cmd == "ERR" then error("no such thing", 0) end
+          if cmd == "MAP" then return { a = 1 } end
+          return req
+        end,
+      }
+      local pool = H.pool { endpoints = { ep } }
+
+      local args = { "SET", "k", 1.5, 42, -7, 1e300, 0.1 }
+      local reply = pool:call(args)
+      assert.same({ "SET", "k", "1.5", "42", "-7", "1e+300", "0.1" }, reply)
+      assert.same(reply, seen)
+      assert.equal("x y", pool:call { "ECHO", "x y" })
+      assert.equal("bin\0\r\n", pool:call { "ECHO", "bin\0\r\n" })
+      assert.equal(42, pool:call { "INT" })
+      assert.equal("0.1", pool:call { "FLOAT" })
+      assert.equal(resilnet.null, pool:call { "NULL" })
+      assert.equal(resilnet.null, pool:call { "NIL" })
+      assert.equal(1, pool:call { "BOOL" })
+      assert.same({ "a", { 1, { resilnet.null, "deep" } }, {} },
+                  pool:call { "NESTED" })
+      -- a string request is one bulk string
+      assert.same({ "PLAIN" }, pool:call("PLAIN"))
+
+      local r, err = pool:call { "ERR" }
+      assert.is_nil(r)
+      assert.equal("EREPLY", err.code)
+      assert.equal("ERR no such thing", err.message)
+      assert.is_true(err.maybe_executed)
+
+      r, err = pool:call { "MAP" }
+      assert.is_nil(r)
+      assert.equal("EREPLY", err.code)
+      assert.matches("cannot encode the reply", err.message)
+    end)
+
+    it("resp: an error object returned by a handler is an error reply",
+       function()
+      local _, ep = H.server {
+        handler = function(req)
+          return nil, { code = "ENOPE", message = "plain table" }
+        end,
+      }
+      local pool = H.pool { endpoints = { ep } }
+      local r, err = pool:call { "X" }
+      assert.is_nil(r)
+      assert.equal("EREPLY", err.code)
+      assert.matches("^ERR ", err.message)
+    end)
+
+    it("resp: forwards an upstream error reply unchanged", function()
+      local _, up = H.server {
+        handler = function() error("WRONGTYPE not a list", 0) end,
+      }
+      local upstream = H.pool { endpoints = { up } }
+      local _, ep = H.server {
+        handler = function(req) return upstream:call(req) end,
+      }
+      local pool = H.pool { endpoints = { ep } }
+      local r, err = pool:call { "LPUSH", "k", "v" }
+      assert.is_nil(r)
+      assert.equal("ERR WRONGTYPE not a list", err.message)
+    end)
+
+    it("rejects requests that are not strings or arrays", function()
+      local pool = echo_pair("resp")
+      assert.has_error(function() pool:call(42) end)
+      assert.has_error(function() pool:call {} end)
+      assert.has_error(function() pool:call { "SET", true } end,
+                       "resilnet: request[2] is a boolean; expected a "
+                       .. "string or a number")
+      local line = echo_pair("line")
+      assert.has_error(function() line:call { "a" } end)
+    end)
+
+    it("calls from many tasks at once", function()
+      local pool = echo_pair("line", nil, { size = 4 })
+      local replies = {}
+      H.go(function()
+        local left = 50
+        for i = 1, 50 do
+          resilnet.spawn(function()
+            replies[i] = pool:call("r" .. i)
+            left = left - 1
+          end)
+        end
+        while left > 0 do resilnet.sleep(0.001) end
+      end)
+      for i = 1, 50 do assert.equal("r" .. i, replies[i]) end
+    end)
+  end)
+
+  describe("pipelining on one connection", function()
+    local N = 10000
+
+    local function counting_pair(protocol)
+      local executed = 0
+      local _, ep = H.server {
+        protocol = protocol,
+        max_concurrent = N,
+        handler = function(req)
+          executed = executed + 1
+          return req
+        end,
+      }
+      local pool = H.pool { endpoints = { ep }, protocol = protocol,
+                            size = 1, max_pending = N, timeout = 30 }
+      return pool, function() return executed end
+    end
+
+    it("completes 10,000 calls from tasks, each exactly once", function()
+      local pool, executed = counting_pair("line")
+      local count, wrong, finished = {}, 0, 0
+      H.go(function()
+        for i = 1, N do
+          resilnet.spawn(function()
+            local reply, err = pool:call(tostring(i))
+            count[i] = (count[i] or 0) + 1
+            if reply ~= tostring(i) then wrong = wrong + 1; print(err) end
+            finished = finished + 1
+          end)
+        end
+        while finished < N do resilnet.sleep(0.001) end
+      end, 60)
+      assert.equal(0, wrong)
+      for i = 1, N do assert.equal(1, count[i]) end
+      assert.equal(N, executed())
+      local stats = pool:stats()
+      assert.equal(1, stats.connects)
+      assert.equal(N, stats.calls)
+      assert.equal(N, stats.completed)
+    end)
+
+    it("completes 10,000 calls from callbacks, each exactly once", function()
+      local pool, executed = counting_pair("resp")
+      local count, wrong, finished = {}, 0, 0
+      for i = 1, N do
+        assert(pool:send({ "ECHO", i }, nil, function(reply, err)
+          count[i] = (count[i] or 0) + 1
+          if not reply or reply[2] ~= tostring(i) then
+            wrong = wrong + 1
+          end
+          finished = finished + 1
+        end))
+      end
+      H.go(function()
+        while finished < N do resilnet.sleep(0.001) end
+      end, 60)
+      assert.equal(0, wrong)
+      for i = 1, N do assert.equal(1, count[i]) end
+      assert.equal(N, executed())
+      assert.equal(1, pool:stats().connects)
+    end)
+  end)
+
+  describe("failures", function()
+    it("times out a sent call with ETIMEDOUT, maybe executed", function()
+      local _, ep = H.server {
+        protocol = "line",
+        handler = function(req) resilnet.sleep(0.3); return req end,
+      }
+      local pool = H.pool { endpoints = { ep }, protocol = "line" }
+      local t0 = resilnet.now()
+      local reply, err = pool:call("slow", { timeout = 0.05 })
+      local elapsed = resilnet.now() - t0
+      assert.is_nil(reply)
+      assert.equal("ETIMEDOUT", err.code)
+      assert.is_true(err.maybe_executed)
+      assert.equal(1, err.attempts)
+      assert.equal(ep, err.endpoint)
+      assert.is_true(elapsed >= 0.045 and elapsed < 0.25)
+      assert.truthy(resilnet.is_error(err))
+      assert.matches("^ETIMEDOUT: .*%(" .. ep:gsub("%p", "%%%0")
+                     .. ", 1 attempt, may have executed%)$", tostring(err))
+    end)
+
+    it("counts a deadline from the call, not from a stale loop clock",
+       function()
+      local _, ep = H.server {
+        protocol = "line",
+        handler = function(req) resilnet.sleep(0.3); return req end,
+      }
+      local pool = H.pool { endpoints = { ep }, protocol = "line" }
+      assert.equal("warm", pool:call("warm", { timeout = 1 }) and "warm")
+      local busy = resilnet.now() + 0.05
+      while resilnet.now() < busy do end -- outside the loop: its clock stalls
+      local t0 = resilnet.now()
+      local _, err = pool:call("slow", { timeout = 0.05 })
+      assert.equal("ETIMEDOUT", err.code)
+      assert.is_true(resilnet.now() - t0 >= 0.045)
+    end)
+
+    it("uses the pool's timeout by default", function()
+      local _, ep = H.server {
+        protocol = "line",
+        handler = function(req) resilnet.sleep(0.3); return req end,
+      }
+      local pool = H.pool { endpoints = { ep }, protocol = "line",
+                            timeout = 0.05 }
+      local _, err = pool:call("slow")
+      assert.equal("ETIMEDOUT", err.code)
+    end)
+
+    it("fails on a refused endpoint with ECONNREFUSED, not executed",
+       function()
+      local ep = H.refused_endpoint()
+      local pool = H.pool { endpoints = { ep }, protocol = "line" }
+      local reply, err = pool:call("x", { timeout = 2 })
+      assert.is_nil(reply)
+      assert.equal("ECONNREFUSED", err.code)
+      assert.is_false(err.maybe_executed)
+      assert.matches("not executed", tostring(err))
+    end)
+
+    it("reports ECLOSED once closed", function()
+      local pool = echo_pair("line")
+      assert.equal("a", pool:call("a"))
+      assert.is_true(pool:close())
+      assert.is_true(pool:close()) -- twice is fine
+      local reply, err = pool:call("b")
+      assert.is_nil(reply)
+      assert.equal("ECLOSED", err.code)
+      assert.is_false(err.maybe_executed)
+      local ok, err2 = pool:send("c", nil, function() error("never") end)
+      assert.is_nil(ok)
+      assert.equal("ECLOSED", err2.code)
+      assert.is_true(pool:stats().closed)
+    end)
+
+    it("fails calls still waiting for a connection when closed", function()
+      local _, ep = H.server { protocol = "line" }
+      local pool = resilnet.pool { endpoints = { ep }, protocol = "line" }
+      local results = {}
+      for i = 1, 3 do
+        pool:send("x", nil, function(_, err) results[i] = err.code end)
+      end
+      pool:close()
+      assert.same({ "ECLOSED", "ECLOSED", "ECLOSED" }, results)
+    end)
+
+    it("drains calls in flight on close{drain}", function()
+      local _, ep = H.server {
+        protocol = "line",
+        handler = function(req) resilnet.sleep(0.05); return req end,
+      }
+      local pool = resilnet.pool { endpoints = { ep }, protocol = "line" }
+      local got
+      H.go(function()
+        resilnet.spawn(function() got = pool:call("late") end)
+        resilnet.sleep(0.02) -- the call is on the wire
+        pool:close { drain = 1 }
+      end)
+      assert.equal("late", got)
+    end)
+
+    it("fails past max_pending with EOVERLOAD", function()
+      local _, ep = H.server { protocol = "line" }
+      local pool = H.pool { endpoints = { ep }, protocol = "line",
+                            max_pending = 2, size = 1 }
+      local codes = {}
+      for i = 1, 5 do
+        local ok, err = pool:send("x", nil, function() end)
+        codes[i] = ok and "ok" or err.code
+      end
+      assert.equal("EOVERLOAD", codes[5])
+      H.go(function() pool:call("y") end)
+    end)
+  end)
+
+  describe("options", function()
+    local ep = "127.0.0.1:1"
+    local function err_of(fn)
+      local ok, err = pcall(fn)
+      assert.is_false(ok)
+      return err
+    end
+
+    it("name unknown options", function()
+      assert.matches("resilnet.pool: unknown option 'sise'", err_of(function()
+        resilnet.pool { endpoints = { ep }, sise = 8 }
+      end))
+      assert.matches("unknown option 'retry.atempts'", err_of(function()
+        resilnet.pool { endpoints = { ep }, retry = { atempts = 2 } }
+      end))
+    end)
+
+    it("name the option and the expected type", function()
+      assert.matches("option 'size' must be an integer >= 1, got '8'",
+                     err_of(function()
+                       resilnet.pool { endpoints = { ep }, size = "8" }
+                     end))
+      assert.matches("option 'protocol' must be one of",
+                     err_of(function()
+                       resilnet.pool { endpoints = { ep }, protocol = "http" }
+                     end))
+      assert.matches("option 'endpoints' must be a non%-empty array",
+                     err_of(function() resilnet.pool { endpoints = {} } end))
+      assert.matches("option 'endpoints' is required",
+                     err_of(function() resilnet.pool {} end))
+      assert.matches("option 'timeout' must be a number > 0",
+                     err_of(function()
+                       resilnet.pool { endpoints = { ep }, timeout = 0 }
+                     end))
+      assert.matches("option 'length_bytes' must be 1, 2, 4 or 8",
+                     err_of(function()
+                       resilnet.pool { endpoints = { ep },
+                                       protocol = "length", length_bytes = 3 }
+                     end))
+      assert.matches("option 'heartbeat' must be a table or false",
+                     err_of(function()
+                       resilnet.pool { endpoints = { ep }, heartbeat = true }
+                     end))
+      assert.matches("option 'retry.budget.ratio' must be",
+                     err_of(function()
+                       resilnet.pool { endpoints = { ep },
+                                       retry = { budget = { ratio = 2 } } }
+                     end))
+      assert.matches("option 'delimiter' applies only to protocol 'line'",
+                     err_of(function()
+                       resilnet.pool { endpoints = { ep }, delimiter = "\n" }
+                     end))
+      assert.matches("bad endpoint 'nope'", err_of(function()
+        resilnet.pool { endpoints = { "nope" } }
+      end))
+      assert.matches("expected a table of options", err_of(function()
+        resilnet.pool("127.0.0.1:1")
+      end))
+    end)
+
+    it("blame the caller's line", function()
+      local err = err_of(function()
+        resilnet.pool { endpoints = { ep }, sise = 8 }
+      end)
+      assert.matches("pool_spec.lua:%d+:", err)
+    end)
+
+    it("accept every documented option", function()
+      local pool = resilnet.pool {
+        endpoints = { ep, "[::1]:2", "unix:/tmp/none.sock" },
+        protocol = "line", size = 2, min_idle = 0, max_pending = 10,
+        connect_timeout = 1, idle_timeout = 30, max_lifetime = 0,
+        timeout = 2, max_frame = 1024, delimiter = "\r\n",
+        write_high_water = 65536,
+        heartbeat = { interval = 1, timeout = 3, ping = "ping" },
+        keepalive = { idle = 20, interval = 5, count = 3, user_timeout = 20 },
+        reconnect = { initial = 0.1, multiplier = 1.6, jitter = 0.2,
+                      max = 30 },
+        retry = { attempts = 3, budget = { tokens = 10, ratio = 0.1 } },
+        hedge = { delay = 0.05, max = 2 },
+      }
+      pool:close()
+      pool = resilnet.pool { endpoints = { ep }, heartbeat = false,
+                             keepalive = false, hedge = false,
+                             retry = false }
+      pool:close()
+    end)
+
+    it("check per-call options", function()
+      local pool = H.pool { endpoints = { ep } }
+      assert.matches("pool:call: unknown option 'idempotnet'",
+                     err_of(function()
+                       pool:call("x", { idempotnet = true })
+                     end))
+      assert.matches("option 'timeout' must be a number > 0",
+                     err_of(function() pool:call("x", { timeout = -1 }) end))
+      assert.matches("option 'idempotent' must be a boolean",
+                     err_of(function()
+                       pool:call("x", { idempotent = "yes" })
+                     end))
+      assert.matches("pool:send: expected a callback function",
+                     err_of(function() pool:send("x", {}) end))
+      assert.matches("pool:on: unknown event 'sate'",
+                     err_of(function() pool:on("sate", print) end))
+    end)
+
+    it("lists every option in resilnet._options", function()
+      local names = {}
+      for _, e in ipairs(resilnet._options.pool) do names[e[1]] = true end
+      for _, n in ipairs { "endpoints", "protocol", "size", "min_idle",
+                           "max_pending", "connect_timeout", "idle_timeout",
+                           "max_lifetime", "timeout", "max_frame",
+                           "delimiter", "length_bytes", "write_high_water",
+                           "heartbeat", "keepalive", "reconnect", "retry",
+                           "hedge" } do
+        assert.is_true(names[n], n)
+      end
+    end)
+  end)
+
+  describe("events and stats", function()
+    it("reports connection state changes", function()
+      local pool = echo_pair("line")
+      local states = {}
+      pool:on("state", function(ev)
+        states[#states + 1] = ev.state
+        assert.equal("string", type(ev.endpoint))
+        assert.equal("number", type(ev.connection))
+      end)
+      assert.equal("x", pool:call("x"))
+      assert.equal("connecting", states[1])
+      assert.equal("ready", states[2])
+    end)
+
+    it("counts calls", function()
+      local pool = echo_pair("line")
+      pool:call("a")
+      pool:call("b")
+      local s = pool:stats()
+      assert.equal(2, s.calls)
+      assert.equal(2, s.completed)
+      assert.equal(0, s.failed)
+      assert.equal(0, s.pending)
+      assert.is_false(s.closed)
+    end)
+  end)
+
+  describe("lifetimes", function()
+    it("keeps a busy pool alive when its last reference is dropped",
+       function()
+      local _, ep = H.server { protocol = "line" }
+      local got
+      do
+        local pool = resilnet.pool { endpoints = { ep }, protocol = "line" }
+        pool:send("kept", nil, function(reply) got = reply end)
+      end
+      collectgarbage()
+      collectgarbage()
+      H.go(function()
+        for _ = 1, 1000 do
+          if got then break end
+          resilnet.sleep(0.001)
+        end
+      end)
+      assert.equal("kept", got)
+      collectgarbage()
+      collectgarbage()
+    end)
+  end)
+end)
