@@ -12,6 +12,9 @@ JOBS       ?= 2
 # Lua versions of the sanitizer pass (the normal build takes every Lua found).
 ASAN_LUA   ?= 5.4;jit
 CTEST       = ctest --output-on-failure -j$(JOBS)
+# CMake's generated makefiles run as our sub-makes: keep their
+# "Entering directory" lines out of the log.
+MAKEFLAGS  += --no-print-directory
 
 .PHONY: all build test asan demo clean deps
 
@@ -28,7 +31,7 @@ build: deps
 # line printed is always the one that failed, or the last of two that passed.
 test: build
 	cd $(BUILD) && $(CTEST)
-	@$(MAKE) --no-print-directory asan
+	@$(MAKE) asan
 
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DRESILNET_SANITIZE=ON \
