@@ -42,7 +42,7 @@ asan: deps
 demo: build
 	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 \
 	  LUA_PATH="$(CURDIR)/lua/?.lua;;" \
-	  LUA_CPATH="$(CURDIR)/$(BUILD)/lua/5.4/?.so;;" \
+	  LUA_CPATH="$(abspath $(BUILD))/lua/5.4/?.so;;" \
 	  lua5.4 examples/demo.lua
 
 clean:
