@@ -70,4 +70,56 @@ function H.go(fn, timeout)
   end
 end
 
+--- A raw TCP peer (LuaSocket, loopback, port 0) driven from a resilnet
+-- task: on every chunk a connection receives, respond(chunk, n) (n counts
+-- the connection's chunks) returns the bytes to write back, or false to
+-- close that connection. Returns the peer ("host:port" in peer.endpoint);
+-- peer:close() (tracked) stops it. Polls every 2 ms while open: LuaSocket
+-- cannot join the resilnet loop, and the poll keeps each test bounded.
+function H.raw_peer(respond)
+  local socket = require "socket"
+  local listener = assert(socket.bind("127.0.0.1", 0))
+  listener:settimeout(0)
+  local host, port = listener:getsockname()
+  local peer = { endpoint = host .. ":" .. port, received = {} }
+  local open = true
+  function peer.close()
+    open = false
+  end
+  local function serve()
+    local conns = {}
+    while open do
+      local c = listener:accept()
+      if c then
+        c:settimeout(0)
+        conns[#conns + 1] = { sock = c, n = 0 }
+      end
+      for i = #conns, 1, -1 do
+        local conn = conns[i]
+        local data, err, partial = conn.sock:receive(65536)
+        data = data or partial
+        if data and #data > 0 then
+          conn.n = conn.n + 1
+          peer.received[#peer.received + 1] = data
+          local out = respond(data, conn.n)
+          if out then
+            conn.sock:send(out)
+          else
+            err = "closed"
+          end
+        end
+        if err == "closed" then
+          conn.sock:close()
+          table.remove(conns, i)
+        end
+      end
+      resilnet.sleep(0.002)
+    end
+    for _, conn in ipairs(conns) do conn.sock:close() end
+    listener:close()
+  end
+  resilnet.spawn(serve)
+  return H.track(peer)
+end
+
 return H

@@ -1,0 +1,65 @@
+-- Starts a throwaway redis-server on a free loopback port for the specs,
+-- and stops it. Nothing is saved to disk.
+local socket = require "socket"
+
+local R = {}
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+local function exe_found()
+  local ok = os.execute("command -v redis-server >/dev/null 2>&1")
+  return ok == true or ok == 0
+end
+
+local function ping(port)
+  local c = socket.tcp()
+  c:settimeout(0.2)
+  if not c:connect("127.0.0.1", port) then c:close(); return false end
+  c:send("PING\r\n")
+  local line = c:receive("*l")
+  c:close()
+  return line == "+PONG"
+end
+
+--- Starts redis-server; returns a handle {port, endpoint, pid} or nil, why.
+function R.start()
+  if not exe_found() then return nil, "redis-server not installed" end
+  local port = free_port()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local pidfile = dir .. ".pid"
+  local cmd = ("redis-server --port %d --bind 127.0.0.1 --save '' "
+    .. "--appendonly no --daemonize no --dir /tmp "
+    .. ">%s.log 2>&1 & echo $! >%s"):format(port, dir, pidfile)
+  os.execute(cmd)
+  local f = io.open(pidfile)
+  local pid = f and tonumber(f:read("*l"))
+  if f then f:close() end
+  os.remove(pidfile)
+  if not pid then return nil, "could not start redis-server" end
+  local handle = { port = port, endpoint = "127.0.0.1:" .. port, pid = pid,
+                   log = dir .. ".log" }
+  for _ = 1, 250 do -- up to 5 s
+    if ping(port) then return handle end
+    socket.sleep(0.02)
+  end
+  R.stop(handle)
+  return nil, "redis-server did not become ready"
+end
+
+function R.stop(handle)
+  os.execute("kill " .. handle.pid .. " 2>/dev/null")
+  for _ = 1, 250 do
+    local alive = os.execute("kill -0 " .. handle.pid .. " 2>/dev/null")
+    if not (alive == true or alive == 0) then break end
+    socket.sleep(0.02)
+  end
+  os.remove(handle.log)
+end
+
+return R
