@@ -616,8 +616,10 @@ end
 function resilnet.server(opts)
   local o = validate("resilnet.server", server_schema, opts)
   local self = setmetatable({ options = o, _handler = o.handler }, Server)
-  local ctx = { server = self }
+  self._ctx = { server = self }
   local stringify = o.protocol ~= "resp"
+  -- The binding holds on_request in the registry: it reaches the server
+  -- only weakly, so a server nobody references is collected and closed.
   local weak = setmetatable({ self }, { __mode = "v" })
   local function on_request(value, req)
     local srv = weak[1]
@@ -626,7 +628,7 @@ function resilnet.server(opts)
     end
     local co = coroutine.create(srv._handler)
     tasks[co] = { done = finish_request, req = req, stringify = stringify }
-    return resume(co, value, ctx)
+    return resume(co, value, srv._ctx)
   end
   local h, err = core.server_new({
     listen = o.listen,
