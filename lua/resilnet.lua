@@ -513,12 +513,17 @@ function resilnet.pool(opts)
   return self
 end
 
+-- Per-call options, on the hot path: checked in place, no copy.
 local function call_options(fname, opts)
   if opts == nil then
     return 0, false
   end
-  local o = validate(fname, call_schema, opts, 1)
-  return o.timeout and ms(o.timeout) or 0, o.idempotent
+  if type(opts) ~= "table" then
+    error(fname .. ": expected a table of options, got " .. type(opts), 3)
+  end
+  check_table(fname, "", call_schema, opts, 4)
+  local timeout = opts.timeout
+  return timeout and ms(timeout) or 0, opts.idempotent == true
 end
 
 local function start_send(target, h, request, timeout, idempotent)

@@ -315,6 +315,30 @@ describe("pool", function()
       assert.same({ "ECLOSED", "ECLOSED", "ECLOSED" }, results)
     end)
 
+    it("fails waiting calls when a task closes the pool", function()
+      local _, ep = H.server { protocol = "line" }
+      local pool = resilnet.pool { endpoints = { ep }, protocol = "line" }
+      local codes, callback_code = {}, nil
+      H.go(function()
+        for i = 1, 3 do
+          resilnet.spawn(function()
+            local _, err = pool:call("x")
+            codes[i] = err and err.code
+          end)
+        end
+        pool:send("x", nil, function(_, err) callback_code = err.code end)
+        -- Timers started in one turn fire together in the next: the
+        -- tasks have called and wait for the connection still opening.
+        resilnet.sleep(0)
+        assert.equal(4, pool:stats().pending)
+        -- closing fails them from inside this task: their tasks and the
+        -- callback are resumed and called while this task runs
+        pool:close()
+      end)
+      assert.same({ "ECLOSED", "ECLOSED", "ECLOSED" }, codes)
+      assert.equal("ECLOSED", callback_code)
+    end)
+
     it("drains calls in flight on close{drain}", function()
       local _, ep = H.server {
         protocol = "line",

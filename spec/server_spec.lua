@@ -1,0 +1,104 @@
+-- resilnet.server: options, addresses, handlers as tasks, closing.
+local resilnet = require "resilnet"
+local H = require "spec.helpers.util"
+
+describe("server", function()
+  after_each(H.cleanup)
+
+  it("listens on a free loopback port and reports it", function()
+    local srv = H.track(assert(resilnet.server {
+      listen = "127.0.0.1:0", protocol = "line",
+      handler = function(r) return r end,
+    }))
+    local host, port = srv:address()
+    assert.equal("127.0.0.1", host)
+    assert.is_true(port > 0)
+  end)
+
+  it("returns nil, err when the address is taken", function()
+    local _, ep = H.server { protocol = "line" }
+    local srv, err = resilnet.server { listen = ep, protocol = "line",
+                                       handler = function() end }
+    assert.is_nil(srv)
+    assert.equal("EADDRINUSE", err.code)
+    assert.equal(ep, err.endpoint)
+  end)
+
+  it("validates its options", function()
+    local function err_of(opts)
+      local ok, err = pcall(resilnet.server, opts)
+      assert.is_false(ok)
+      return err
+    end
+    local h = function() end
+    assert.matches("resilnet.server: unknown option 'lisen'",
+                   err_of { lisen = "127.0.0.1:0", handler = h })
+    assert.matches("option 'handler' is required",
+                   err_of { listen = "127.0.0.1:0" })
+    assert.matches("option 'handler' must be a function",
+                   err_of { listen = "127.0.0.1:0", handler = "h" })
+    assert.matches("option 'dedupe.window' must be a number > 0",
+                   err_of { listen = "127.0.0.1:0", handler = h,
+                            dedupe = { window = 0 } })
+    assert.matches("bad listen address 'nowhere'",
+                   err_of { listen = "nowhere", handler = h })
+    assert.matches("server:close: unknown option 'drian'", select(2, pcall(
+      function()
+        local srv = H.server { protocol = "line" }
+        srv:close { drian = 1 }
+      end)))
+  end)
+
+  it("runs each request as a task that may wait, with a context",
+     function()
+    local seen_ctx
+    local srv, ep = H.server {
+      protocol = "line",
+      handler = function(req, ctx)
+        seen_ctx = ctx
+        resilnet.sleep(0.01)
+        return req:upper()
+      end,
+    }
+    local pool = H.pool { endpoints = { ep }, protocol = "line", size = 4 }
+    local replies = {}
+    H.go(function()
+      local left = 20
+      for i = 1, 20 do
+        resilnet.spawn(function()
+          replies[i] = pool:call("r" .. i)
+          left = left - 1
+        end)
+      end
+      while left > 0 do resilnet.sleep(0.001) end
+    end)
+    for i = 1, 20 do assert.equal("R" .. i, replies[i]) end
+    assert.equal(srv, seen_ctx.server)
+  end)
+
+  it("stringifies line and length replies", function()
+    local _, ep = H.server {
+      protocol = "length",
+      handler = function(req)
+        if req == "num" then return 42 end
+        if req == "nil" then return nil end
+        return true
+      end,
+    }
+    local pool = H.pool { endpoints = { ep }, protocol = "length" }
+    assert.equal("42", pool:call("num"))
+    assert.equal("", pool:call("nil"))
+    assert.equal("true", pool:call("bool"))
+  end)
+
+  it("closes and waits, from a task or outside one", function()
+    local a = H.server { protocol = "line" }
+    local b = H.server { protocol = "line" }
+    assert.is_true(a:close())
+    H.go(function() assert.is_true(b:close()) end)
+    assert.is_true(b:close()) -- closing twice is fine
+    local _, err = a:address()
+    assert.equal("ECLOSED", err.code)
+    resilnet.run() -- nothing keeps the loop alive any more
+  end)
+end)
