@@ -91,6 +91,33 @@ describe("server", function()
     assert.equal("true", pool:call("bool"))
   end)
 
+  it("raises instead of hanging when a wait can never complete",
+     function()
+    local parked = {}
+    local srv, ep = H.server {
+      protocol = "line",
+      handler = function()
+        parked[1] = coroutine.running()
+        coroutine.yield() -- nothing will ever resume this handler
+      end,
+    }
+    local pool = H.pool { endpoints = { ep }, protocol = "line" }
+    local _, err = pool:call("x", { timeout = 0.05 })
+    assert.equal("ETIMEDOUT", err.code)
+    pool:close()
+    -- the server waits for its unanswered request: nothing else can run
+    local ok, why = pcall(srv.close, srv)
+    assert.is_false(ok)
+    assert.matches("server:close cannot complete: the loop has nothing "
+                   .. "left to run", why)
+    -- once the abandoned handler is garbage, its request is dropped and
+    -- the close completes
+    parked[1] = nil
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(srv:close())
+  end)
+
   it("closes and waits, from a task or outside one", function()
     local a = H.server { protocol = "line" }
     local b = H.server { protocol = "line" }

@@ -20,12 +20,6 @@
   (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
 #endif
 
-#if LUA_VERSION_NUM >= 503
-#define lrn_isinteger(L, i) lua_isinteger((L), (i))
-#else
-#define lrn_isinteger(L, i) 0
-#endif
-
 /* luaL_setfuncs for every version: registers l into the table on top of the
  * stack below nup upvalues, each function sharing those upvalues. */
 static inline void lrn_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
@@ -38,19 +32,6 @@ static inline void lrn_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
     lua_setfield(L, -(nup + 2), l->name);
   }
   lua_pop(L, nup);
-}
-
-/* luaL_testudata for every version: the userdata at i if its metatable is
- * the one registered as tname, else NULL. Never raises. */
-static inline void *lrn_testudata(lua_State *L, int i, const char *tname) {
-  void *p = lua_touserdata(L, i);
-  int same;
-  if (p == NULL || !lua_getmetatable(L, i))
-    return NULL;
-  lua_getfield(L, LUA_REGISTRYINDEX, tname);
-  same = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return same ? p : NULL;
 }
 
 /* Runs f(ud) protected on L; returns LUA_OK or an error status with the

@@ -36,7 +36,6 @@ static int lrn_error_tostring(lua_State *L) {
     lua_pushfstring(L, "%s%s", sep,
                     lua_toboolean(L, 6) ? "may have executed"
                                         : "not executed");
-    sep = ", ";
     n++;
   }
   if (n > 1) {

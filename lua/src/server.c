@@ -279,7 +279,7 @@ static int lrn_request_reply(lua_State *L) {
       rc = lrn_resp_encode_error_value(L, ctx, 4, &ctx->buf);
       lrn_request_release(L);
       if (rc == 0)
-        rc = rn_request_reply(req, ctx->buf.base, ctx->buf.len);
+        (void)rn_request_reply(req, ctx->buf.base, ctx->buf.len);
       else
         rn_request_drop(req);
       return lrn_push_failure(L, lua_tostring(L, 4));

@@ -55,12 +55,14 @@ static int lrn_after(lua_State *L) {
 }
 
 void lrn_timer_close_all(lrn_ctx_t *ctx) {
-  while (ctx->timers.next != &ctx->timers) {
-    lrn_timer_t *t = LRN_CONTAINER_OF(ctx->timers.next, lrn_timer_t, link);
+  lrn_link_t *l, *next;
+  for (l = ctx->timers.next; l != &ctx->timers; l = next) {
+    lrn_timer_t *t = LRN_CONTAINER_OF(l, lrn_timer_t, link);
+    next = l->next;
     rn_timer_stop(&t->timer);
-    lrn_link_remove(&t->link);
     free(t);
   }
+  lrn_link_init(&ctx->timers);
 }
 
 static const luaL_Reg lrn_timer_funcs[] = {{"after", lrn_after},
