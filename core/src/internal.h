@@ -62,6 +62,7 @@ struct rn_loop_s {
   uint64_t timer_seq;    /* ties broken by start order: FIFO for equal due */
   unsigned objects;      /* pools and servers not yet freed */
   uint64_t random_state; /* splitmix64, seeded per loop */
+  int handles_closing;   /* rn_loop_free on a caller's loop */
 };
 
 /* Jitter, not cryptography: a fast generator with a per-loop state. */

@@ -68,10 +68,11 @@ double rn__random_unit(rn_loop_t *loop) {
 
 void rn__loop_object_remove(rn_loop_t *loop) { loop->objects--; }
 
-/* The idle handle is closed after the timer, so its close callback is the
- * last one libuv makes for us. */
+/* libuv runs close callbacks in no promised order: the last of our three
+ * handles to finish frees the memory they all live in. */
 static void loop_free_after_close(uv_handle_t *handle) {
   rn_loop_t *loop = handle->data;
+  if (--loop->handles_closing > 0) return;
   free(loop->heap);
   free(loop);
 }
@@ -84,8 +85,9 @@ int rn_loop_free(rn_loop_t *loop) {
   if (!loop->owns_uv) {
     /* The caller's loop runs on; our memory goes once libuv is done with
      * the heap timer. */
-    uv_close((uv_handle_t *)&loop->heap_timer, NULL);
-    uv_close((uv_handle_t *)&loop->poll_check, NULL);
+    loop->handles_closing = 3;
+    uv_close((uv_handle_t *)&loop->heap_timer, loop_free_after_close);
+    uv_close((uv_handle_t *)&loop->poll_check, loop_free_after_close);
     uv_close((uv_handle_t *)&loop->heap_idle, loop_free_after_close);
     return 0;
   }
