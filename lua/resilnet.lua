@@ -571,6 +571,13 @@ function Pool:stats()
   return core.pool_stats(self._h)
 end
 
+--- Forgets the reconnect backoff of every endpoint and connects again at
+-- once if calls are waiting: for when the application knows a server is
+-- back.
+function Pool:reset_backoff()
+  core.pool_reset_backoff(self._h)
+end
+
 --- pool:close{drain = seconds}: stops taking calls, lets calls in flight
 -- finish for up to drain seconds, waits until every connection closed.
 function Pool:close(opts)

@@ -289,6 +289,25 @@ describe("pool", function()
       assert.matches("not executed", tostring(err))
     end)
 
+    it("reconnects at once after reset_backoff", function()
+      local ep = H.refused_endpoint()
+      local pool = H.pool { endpoints = { ep }, protocol = "line",
+                            reconnect = { initial = 10, max = 10 } }
+      local _, err = pool:call("x", { timeout = 0.2 })
+      assert.equal("ECONNREFUSED", err.code)
+      H.server { listen = ep, protocol = "line" } -- the server is back
+      local got
+      H.go(function()
+        resilnet.spawn(function() got = pool:call("y", { timeout = 5 }) end)
+        resilnet.sleep(0.05)
+        assert.is_nil(got) -- still backing off (10 s)
+        local t0 = resilnet.now()
+        pool:reset_backoff()
+        while not got and resilnet.now() - t0 < 2 do resilnet.sleep(0.005) end
+      end)
+      assert.equal("y", got)
+    end)
+
     it("reports ECLOSED once closed", function()
       local pool = echo_pair("line")
       assert.equal("a", pool:call("a"))

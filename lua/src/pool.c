@@ -421,6 +421,13 @@ static int lrn_pool_stats(lua_State *L) {
   return 1;
 }
 
+static int lrn_pool_reset_backoff(lua_State *L) {
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  if (p != NULL && !p->closing)
+    rn_pool_reset_backoff(p->pool);
+  return 0;
+}
+
 /* pool_close(h, drain_ms, target) -> true, or false if already closing.
  * target (optional) is dispatched once the pool has closed. */
 static int lrn_pool_close(lua_State *L) {
@@ -474,7 +481,9 @@ void lrn_pool_close_all(lrn_ctx_t *ctx) {
 static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
-    {"pool_close", lrn_pool_close}, {NULL, NULL}};
+    {"pool_close", lrn_pool_close},
+    {"pool_reset_backoff", lrn_pool_reset_backoff},
+    {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {
   if (luaL_newmetatable(L, LRN_POOL_MT)) {
