@@ -35,6 +35,7 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->keepalive_interval = 5;
   o->keepalive_count = 3;
   o->user_timeout = 20000;
+  o->idle_timeout = 60000;
 }
 
 /* The ping each heartbeat sends: RESP has PING; line and length have only
@@ -284,6 +285,9 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 
   timeout = options != NULL && options->timeout ? options->timeout
                                                 : pool->options.timeout;
+  /* The deadline counts from now, not from the loop's cached clock, which
+   * is stale after time spent outside uv_run or in a long callback. */
+  uv_update_time(pool->loop->uv);
   rn_timer_init(pool->loop, &call->deadline, pool_call_expired);
   call->deadline.data = call;
   err = rn_timer_start(&call->deadline, timeout);
@@ -491,6 +495,7 @@ void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb) {
     return;
   }
   pool->close_timer.cb = pool_drain_expired;
+  uv_update_time(pool->loop->uv);
   rn_timer_start(&pool->close_timer, drain_ms);
 }
 

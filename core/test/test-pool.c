@@ -4,6 +4,7 @@
 #include "resilnet.h"
 #include "task.h"
 
+#include <unistd.h>
 #include <uv.h>
 
 #define PIPELINED 10000
@@ -152,6 +153,14 @@ static void expect_timeout(rn_pool_t *p, void *data, const rn_result_t *r) {
   timed_out++;
 }
 
+static void expect_timeout_any(rn_pool_t *p, void *data,
+                               const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_EQ(r->status, UV_ETIMEDOUT);
+  timed_out++;
+}
+
 static int late_ok;
 
 static void expect_ok(rn_pool_t *p, void *data, const rn_result_t *r) {
@@ -186,6 +195,23 @@ static void test_deadline_then_late_reply(void) {
   held_count = 0;
   while (late_ok == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
   ASSERT_EQ(timed_out, 1);
+  stop();
+}
+
+/* --- the deadline counts from the call, not from a stale loop clock ---- */
+
+static void test_deadline_after_time_outside_loop(void) {
+  rn_call_options_t opts = {100, 0};
+  uint64_t t0;
+
+  start(RN_PROTOCOL_LINE, 1);
+  timed_out = 0;
+  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
+  usleep(200 * 1000); /* the program works a while without the loop */
+  t0 = uv_hrtime();
+  encode_call("hold", 4, expect_timeout_any, NULL, &opts);
+  while (timed_out == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_GE((uv_hrtime() - t0) / 1000000, 95);
   stop();
 }
 
@@ -304,6 +330,7 @@ int main(void) {
   TEST_RUN(test_pipelined_line);
   TEST_RUN(test_pipelined_length);
   TEST_RUN(test_deadline_then_late_reply);
+  TEST_RUN(test_deadline_after_time_outside_loop);
   TEST_RUN(test_refused);
   TEST_RUN(test_close_drains_then_fails);
   return 0;

@@ -128,8 +128,6 @@ static void lrn_pool_closed(rn_pool_t *pool) {
 
 static void lrn_pool_start_close(lrn_pool_t *p, uint64_t drain_ms) {
   p->closing = 1;
-  if (drain_ms > 0) /* the drain timer counts from the cached clock */
-    uv_update_time(rn_loop_uv(p->ctx->loop));
   rn_pool_close(p->pool, drain_ms, lrn_pool_closed);
 }
 
@@ -358,10 +356,6 @@ static int lrn_pool_send(lua_State *L) {
     lua_pushvalue(L, 1);
     p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  /* The core counts the deadline from the loop's cached clock, which is
-   * stale after time spent outside uv_run: refresh it or calls made from
-   * the main chunk would time out early. */
-  uv_update_time(rn_loop_uv(ctx->loop));
   rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, &co, lrn_pool_done,
                     (void *)(intptr_t)ref);
   if (rc != 0) {
