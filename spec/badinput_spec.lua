@@ -54,7 +54,9 @@ describe("bad input", function()
     it("malformed RESP fails the call with EBADFRAME", function()
       local other = bystander()
       local peer = H.raw_peer(function() return "$abc\r\n" end)
-      local pool = H.pool { endpoints = { peer.endpoint }, timeout = 5 }
+      -- No heartbeat: its handshake ping would meet the garbage first.
+      local pool = H.pool { endpoints = { peer.endpoint }, timeout = 5,
+                            heartbeat = false }
       local reply, err = pool:call { "GET", "k" }
       assert.is_nil(reply)
       assert.equal("EBADFRAME", err.code)
@@ -64,9 +66,20 @@ describe("bad input", function()
 
     it("garbage bytes fail the call with EBADFRAME", function()
       local peer = H.raw_peer(function() return "\0\1\2garbage\255\r\n" end)
-      local pool = H.pool { endpoints = { peer.endpoint }, timeout = 5 }
+      local pool = H.pool { endpoints = { peer.endpoint }, timeout = 5,
+                            heartbeat = false }
       local _, err = pool:call { "PING" }
       assert.equal("EBADFRAME", err.code)
+    end)
+
+    it("garbage in answer to the handshake ping: the call is never sent",
+       function()
+      local peer = H.raw_peer(function() return "$abc\r\n" end)
+      local pool = H.pool { endpoints = { peer.endpoint }, timeout = 0.5 }
+      local reply, err = pool:call { "GET", "k" }
+      assert.is_nil(reply)
+      assert.equal("EBADFRAME", err.code)
+      assert.is_false(err.maybe_executed)
     end)
 
     it("a reply with no request waiting closes the connection with "

@@ -47,6 +47,7 @@ struct rn_call_s {
 typedef enum {
   RN_CONN_RESOLVING = 1,
   RN_CONN_CONNECTING,
+  RN_CONN_HANDSHAKE, /* connected, first ping sent, no reply yet */
   RN_CONN_READY,
   RN_CONN_CLOSING
 } rn_conn_state_t;

@@ -19,6 +19,8 @@ static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
 static void conn_heartbeat(rn_timer_t *timer);
+static void conn_become_ready(rn_conn_t *conn);
+static void conn_send_ping(rn_conn_t *conn);
 
 int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
@@ -29,9 +31,11 @@ int rn__conn_writable(const rn_conn_t *conn) {
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   int was_connecting = conn->state == RN_CONN_RESOLVING ||
-                       conn->state == RN_CONN_CONNECTING;
-  int is_connecting =
-      state == RN_CONN_RESOLVING || state == RN_CONN_CONNECTING;
+                       conn->state == RN_CONN_CONNECTING ||
+                       conn->state == RN_CONN_HANDSHAKE;
+  int is_connecting = state == RN_CONN_RESOLVING ||
+                      state == RN_CONN_CONNECTING ||
+                      state == RN_CONN_HANDSHAKE;
 
   if (was_connecting && !is_connecting) ep->connecting--;
   if (!was_connecting && is_connecting) ep->connecting++;
@@ -157,6 +161,7 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   if (call->internal) {
     conn->pinging = 0; /* any reply to a ping is life enough */
     rn__call_release(call);
+    if (conn->state == RN_CONN_HANDSHAKE) conn_become_ready(conn);
     return 0;
   }
   conn->last_active = rn_loop_now(conn->pool->loop);
@@ -189,7 +194,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     return;
   }
 
-  while (pos < conn->rbuf.len && conn->state == RN_CONN_READY) {
+  while (pos < conn->rbuf.len && conn->state != RN_CONN_CLOSING) {
     rn_frame_t f;
     int r = rn_codec_frame(&conn->pool->codec, conn->rbuf.base + pos,
                            conn->rbuf.len - pos, &f);
@@ -209,7 +214,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     }
     pos += f.size;
   }
-  if (conn->state != RN_CONN_READY) return; /* closed by a callback */
+  if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
 
   rn_buf_consume(&conn->rbuf, pos);
   /* Part of a reply is here: its call has been answered, even if the rest
@@ -397,8 +402,22 @@ static void conn_on_connect(uv_connect_t *req, int status) {
     rn__conn_close(conn, err);
     return;
   }
-  rn_timer_stop(&conn->connect_timer);
   conn->error = 0;
+  conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  if (conn->pool->ping_frame.len > 0) {
+    /* Accepting is the kernel's work; answering is the server's. Calls go
+     * on a connection only once the server has answered a ping, within
+     * what is left of connect_timeout: a wedged server that still accepts
+     * is a failed connect, not a place to strand calls. */
+    conn_set_state(conn, RN_CONN_HANDSHAKE);
+    conn_send_ping(conn);
+    return;
+  }
+  conn_become_ready(conn);
+}
+
+static void conn_become_ready(rn_conn_t *conn) {
+  rn_timer_stop(&conn->connect_timer);
   conn->was_ready = 1;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
   if (conn->pool->options.max_lifetime > 0) {
@@ -435,7 +454,8 @@ static void conn_flush(rn_conn_t *conn) {
   uv_buf_t buf;
   int err;
 
-  if (conn->writing || conn->state != RN_CONN_READY ||
+  if (conn->writing ||
+      (conn->state != RN_CONN_READY && conn->state != RN_CONN_HANDSHAKE) ||
       rn_list_empty(&conn->unsent))
     return;
 

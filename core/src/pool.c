@@ -368,9 +368,10 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   if (conn->was_ready && (err == UV_ECONNRESET || err == UV_EOF ||
                           err == UV_EPIPE || err == RN_EDEADPEER))
     pool_drop_siblings(pool, conn);
-  if (!conn->answered) {
-    /* Refused, timed out, or accepted and then dropped before answering
-     * anything: wait before the next connect to this endpoint. */
+  if (!conn->answered || err == RN_EDEADPEER) {
+    /* Refused, timed out, accepted and then dropped before answering
+     * anything, or gone silent: wait before the next connect to this
+     * endpoint. */
     if (!conn->was_ready) pool->stats.connect_failures++;
     ep->failures++;
     ep->retry_at = rn_loop_now(pool->loop) +

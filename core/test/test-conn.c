@@ -37,11 +37,11 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uv_read_stop(s);
     return;
   }
+  if (nread > 0) peer_reads++;
   if (nread > 0 && peer_script_len > 0) {
     uv_write_t *req = malloc(sizeof(*req));
     uv_buf_t b = uv_buf_init((char *)peer_script, (unsigned)peer_script_len);
     ASSERT(req != NULL);
-    peer_reads++;
     ASSERT_OK(uv_write(req, s, &b, 1, peer_write_done));
   }
 }
@@ -93,6 +93,9 @@ static rn_pool_t *pool_for(const char *ep, rn_protocol_t protocol,
   po.codec.max_frame = max_frame;
   po.size = 1;
   po.connect_timeout = 200;
+  /* These peers answer every read with a script: no pings, whose
+   * answers would take the script's first reply. */
+  po.heartbeat_interval = 0;
   /* Failed connects leave calls waiting for a reconnect until this. */
   po.timeout = 600;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
@@ -333,6 +336,41 @@ static void test_connect_timeout(void) {
   close(lfd);
 }
 
+/* A server that accepts and then says nothing (a broker that never
+ * dispatches): with pings, the connection never becomes ready, the call is
+ * never written, and the endpoint backs off like any failed connect. */
+static void test_accept_then_silence_is_a_failed_connect(void) {
+  struct outcome o;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  const char *eps[1];
+  char ep[64];
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("", 0));
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.size = 1;
+  po.connect_timeout = 150;
+  po.timeout = 400;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  call(pool, "GET", &o);
+  wait_for(&o);
+  ASSERT_EQ(o.status, UV_ETIMEDOUT);
+  ASSERT_EQ(o.maybe_executed, 0);
+  ASSERT_GE(peer_reads, 1); /* the peer got our pings, never the call */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.connects, 0);
+  ASSERT_GE(st.connect_failures, 1);
+  ASSERT_LE(st.connect_failures, 3);
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
 /* --- stale connections --------------------------------------------------- */
 
 /* The server closes an idle connection and the client's loop has not polled
@@ -426,6 +464,7 @@ int main(void) {
   TEST_RUN(test_malformed_resp);
   TEST_RUN(test_error_reply);
   TEST_RUN(test_connect_timeout);
+  TEST_RUN(test_accept_then_silence_is_a_failed_connect);
   TEST_RUN(test_idle_check_before_handout);
   TEST_RUN(test_reset_drops_idle_siblings);
   return 0;
