@@ -125,6 +125,10 @@ struct rn_pool_s {
   unsigned closing : 1;
   unsigned conns_closed : 1; /* drain over: connections told to close */
   unsigned finishing : 1;
+  unsigned dispatching : 1;
+  unsigned dispatch_again : 1;
+  unsigned close_deferred : 1;
+  uint64_t close_drain;
 };
 
 /* call.c */
@@ -149,6 +153,8 @@ void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err);
 void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);
+/* A connection's write queue went back under the high-water mark. */
+void rn__pool_conn_writable(rn_pool_t *pool);
 void rn__pool_call_done(rn_pool_t *pool);
 void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
                     int err);

@@ -122,8 +122,10 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   rn_list_insert_tail(&ep->conns, &conn->node);
   ep->open++;
   pool->conns++;
-  rn__pool_event(pool, conn, "connecting", 0);
+  /* Start before telling anyone: a handler that closes the pool must find
+   * a connection with its handle open, not free one still being set up. */
   if (ep->address.kind == RN_ENDPOINT_UNIX) conn_try_connect(conn);
+  rn__pool_event(pool, conn, "connecting", 0);
   return 0;
 }
 
@@ -302,7 +304,7 @@ static void conn_heartbeat(rn_timer_t *timer) {
   rn_pool_t *pool = conn->pool;
   const rn_pool_options_t *o = &pool->options;
   uint64_t now = rn_loop_now(pool->loop);
-  uint64_t next = conn->last_read + o->heartbeat_interval;
+  uint64_t next = UINT64_MAX;
 
   if (conn->state != RN_CONN_READY) return;
   if (!rn_list_empty(&conn->sent)) {
@@ -319,15 +321,23 @@ static void conn_heartbeat(rn_timer_t *timer) {
       rn__conn_close(conn, RN_EDEADPEER);
       return;
     }
-    next = RN_MIN(next, deadline);
+    next = deadline;
   }
-  if (!conn->pinging && now >= conn->last_read + o->heartbeat_interval) {
-    conn_send_ping(conn);
-    if (conn->state != RN_CONN_READY) return;
-    next = RN_MIN(now + o->heartbeat_interval,
-                  RN_MAX(conn->last_read, conn->waiting_since) +
-                      o->heartbeat_timeout);
+  /* While a ping is out, only its deadline matters: waking at the next
+   * ping time, which has passed, would spin. */
+  if (!conn->pinging) {
+    if (now >= conn->last_read + o->heartbeat_interval) {
+      conn_send_ping(conn);
+      if (conn->state != RN_CONN_READY) return;
+      if (!rn_list_empty(&conn->sent))
+        next = RN_MIN(next, RN_MAX(conn->last_read, conn->waiting_since) +
+                                o->heartbeat_timeout);
+    } else {
+      next = RN_MIN(next, conn->last_read + o->heartbeat_interval);
+    }
   }
+  /* A ping still waiting behind a write: look again in one interval. */
+  if (next == UINT64_MAX) next = now + o->heartbeat_interval;
   rn_timer_start(timer, next > now ? next - now : 1);
 }
 
@@ -444,6 +454,7 @@ static void conn_on_write(uv_write_t *req, int status) {
     return;
   }
   conn_flush(conn);
+  if (rn__conn_writable(conn)) rn__pool_conn_writable(conn->pool);
 }
 
 /* Writes every unsent call in one batch. Only one write is in flight per

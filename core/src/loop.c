@@ -92,9 +92,13 @@ int rn_loop_free(rn_loop_t *loop) {
     return 0;
   }
 
-  uv_close((uv_handle_t *)&loop->heap_timer, NULL);
-  uv_close((uv_handle_t *)&loop->heap_idle, NULL);
-  uv_close((uv_handle_t *)&loop->poll_check, NULL);
+  /* A failed uv_loop_close below leaves the caller free to call us again
+   * once its own handles are closed: ours must not be closed twice. */
+  if (!uv_is_closing((uv_handle_t *)&loop->heap_timer)) {
+    uv_close((uv_handle_t *)&loop->heap_timer, NULL);
+    uv_close((uv_handle_t *)&loop->heap_idle, NULL);
+    uv_close((uv_handle_t *)&loop->poll_check, NULL);
+  }
   uv_run(loop->uv, UV_RUN_DEFAULT);
   err = uv_loop_close(loop->uv);
   if (err) return err;

@@ -15,6 +15,11 @@
 #define RN_MAINTENANCE_MS 1000
 
 static void pool_maintain(rn_timer_t *timer);
+static void pool_close_now(rn_pool_t *pool);
+
+static void pool_close_deferred(rn_timer_t *timer) {
+  pool_close_now(timer->data);
+}
 static void pool_reconnect_due(rn_timer_t *timer);
 
 void rn_pool_options_init(rn_pool_options_t *o) {
@@ -215,19 +220,41 @@ static void pool_reconnect_due(rn_timer_t *timer) {
   pool_dispatch(timer->data);
 }
 
+/* Not re-entrant: picking may close a dead connection, whose report comes
+ * back here. A nested request only asks the running one to go round again. */
 static void pool_dispatch(rn_pool_t *pool) {
   int crowded = 0;
-  while (!rn_list_empty(&pool->pending)) {
-    rn_conn_t *conn = pool_pick(pool);
-    rn_call_t *call;
-    if (conn == NULL) break;
-    if (conn->queued > 0) crowded = 1;
-    call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
-    rn_list_remove(&call->node);
-    pool->pending_count--;
-    rn__conn_enqueue(conn, call);
+  if (pool->dispatching) {
+    pool->dispatch_again = 1;
+    return;
   }
-  if (crowded || pool->pending_count > 0) pool_grow(pool);
+  pool->dispatching = 1;
+  do {
+    pool->dispatch_again = 0;
+    while (!rn_list_empty(&pool->pending)) {
+      rn_conn_t *conn = pool_pick(pool);
+      rn_call_t *call;
+      if (conn == NULL || rn_list_empty(&pool->pending)) break;
+      if (conn->queued > 0) crowded = 1;
+      call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+      rn_list_remove(&call->node);
+      pool->pending_count--;
+      rn__conn_enqueue(conn, call);
+    }
+    if (crowded || pool->pending_count > 0) pool_grow(pool);
+  } while (pool->dispatch_again);
+  pool->dispatching = 0;
+  /* A close asked for while we were placing calls runs from the loop, so
+   * no callback fires inside the rn_pool_call that got us here. */
+  if (pool->close_deferred) {
+    pool->close_deferred = 0;
+    pool->close_timer.cb = pool_close_deferred;
+    rn_timer_start(&pool->close_timer, 0);
+  }
+}
+
+void rn__pool_conn_writable(rn_pool_t *pool) {
+  if (pool->pending_count > 0 && !pool->closing) pool_dispatch(pool);
 }
 
 static void pool_call_expired(rn_timer_t *timer) {
@@ -368,7 +395,10 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   if (conn->was_ready && (err == UV_ECONNRESET || err == UV_EOF ||
                           err == UV_EPIPE || err == RN_EDEADPEER))
     pool_drop_siblings(pool, conn);
-  if (!conn->answered || err == RN_EDEADPEER) {
+  /* Closes the pool made itself (idle, lifetime, stale siblings) are not
+   * the endpoint's fault. */
+  if ((!conn->answered && err != 0 && err != RN_ESTALE && err != RN_ECLOSED) ||
+      err == RN_EDEADPEER) {
     /* Refused, timed out, accepted and then dropped before answering
      * anything, or gone silent: wait before the next connect to this
      * endpoint. */
@@ -418,11 +448,12 @@ static void pool_maintain(rn_timer_t *timer) {
         rn__conn_close(conn, 0);
       }
     }
-    if (!pool->closing && idle + ep->connecting < o->min_idle &&
-        ep->open < o->size && ep->retry_at <= now)
+    if (pool->closing) return; /* an event handler closed the pool */
+    if (idle + ep->connecting < o->min_idle && ep->open < o->size &&
+        ep->retry_at <= now)
       rn__conn_open(pool, ep);
   }
-  rn_timer_start(timer, RN_MAINTENANCE_MS);
+  if (!pool->closing) rn_timer_start(timer, RN_MAINTENANCE_MS);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -432,6 +463,9 @@ static void pool_finish(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   rn_loop_t *loop = pool->loop;
   if (pool->close_cb) pool->close_cb(pool);
+  rn_timer_stop(&pool->close_timer);
+  rn_timer_stop(&pool->maintenance_timer);
+  rn_timer_stop(&pool->reconnect_timer);
   rn_buf_free(&pool->ping_frame);
   free(pool->endpoints);
   free(pool);
@@ -482,6 +516,19 @@ void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb) {
   if (pool->closing) return;
   pool->closing = 1;
   pool->close_cb = cb;
+  pool->close_drain = drain_ms;
+  /* From an event fired while calls are being placed (inside rn_pool_call,
+   * say), failing those calls now would run their callbacks before
+   * rn_pool_call returned: the close finishes from the loop instead. */
+  if (pool->dispatching) {
+    pool->close_deferred = 1;
+    return;
+  }
+  pool_close_now(pool);
+}
+
+static void pool_close_now(rn_pool_t *pool) {
+  uint64_t drain_ms = pool->close_drain;
 
   while (!rn_list_empty(&pool->pending)) {
     rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);

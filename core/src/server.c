@@ -124,9 +124,16 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
  * back on the client. */
 static void server_conn_update_reading(rn_server_conn_t *conn) {
   rn_server_t *server = conn->server;
-  int want = !conn->closing && !conn->eof && !conn->paused &&
-             server->active < server->options.max_concurrent &&
+  int full = server->active >= server->options.max_concurrent;
+  int want = !conn->closing && !conn->eof && !conn->paused && !full &&
              server_conn_backlog(conn) < RN_SERVER_HIGH_WATER;
+
+  /* Stopped only because the server is full: resume it when there is
+   * room, like a connection holding buffered frames back. */
+  if (full && !conn->closing && !conn->eof && !conn->paused) {
+    conn->paused = 1;
+    server->paused++;
+  }
 
   if (want && !conn->reading) {
     if (uv_read_start(&conn->h.stream, conn_alloc, conn_on_read) == 0)
@@ -137,17 +144,28 @@ static void server_conn_update_reading(rn_server_conn_t *conn) {
   }
 }
 
+/* Processing runs the application, which may close connections or the
+ * server: after each one, walk again from the head. Every connection
+ * processed is no longer paused (or paused again only when the server is
+ * full, which stops the walk), so this ends. */
 static void server_resume(rn_timer_t *timer) {
   rn_server_t *server = timer->data;
-  rn_list_t *pos, *tmp;
 
-  rn_list_foreach_safe(pos, tmp, &server->conns) {
-    rn_server_conn_t *conn = RN_CONTAINER_OF(pos, rn_server_conn_t, node);
-    if (server->active >= server->options.max_concurrent) break;
-    if (!conn->paused) continue;
-    conn->paused = 0;
+  while (!server->closing &&
+         server->active < server->options.max_concurrent) {
+    rn_server_conn_t *found = NULL;
+    rn_list_t *pos;
+    for (pos = server->conns.next; pos != &server->conns; pos = pos->next) {
+      rn_server_conn_t *conn = RN_CONTAINER_OF(pos, rn_server_conn_t, node);
+      if (conn->paused) {
+        found = conn;
+        break;
+      }
+    }
+    if (found == NULL) break;
+    found->paused = 0;
     server->paused--;
-    server_conn_process(conn);
+    server_conn_process(found);
   }
 }
 
@@ -169,6 +187,15 @@ static void request_release(rn_request_t *req) {
 /* Writing                                                                    */
 
 static void conn_on_write(uv_write_t *req, int status);
+
+/* The client sent all it will and has every reply: close. 1 if closed. */
+static int server_conn_finished(rn_server_conn_t *conn) {
+  if (!conn->eof || conn->closing || !rn_list_empty(&conn->requests) ||
+      conn->writing || conn->out.len != 0)
+    return 0;
+  server_conn_close(conn);
+  return 1;
+}
 
 static void server_conn_write(rn_server_conn_t *conn) {
   rn_buf_t swap;
@@ -195,10 +222,7 @@ static void conn_on_write(uv_write_t *req, int status) {
     return;
   }
   server_conn_write(conn);
-  if (conn->eof && rn_list_empty(&conn->requests) && !conn->writing) {
-    server_conn_close(conn); /* the client finished and has every reply */
-    return;
-  }
+  if (server_conn_finished(conn)) return;
   server_conn_update_reading(conn);
 }
 
@@ -239,7 +263,8 @@ int rn_request_reply(rn_request_t *req, const char *frame, size_t len) {
     return err;
   }
   server_conn_write(conn);
-  if (!conn->closing) server_conn_update_reading(conn);
+  if (!conn->closing && !server_conn_finished(conn))
+    server_conn_update_reading(conn);
   return 0;
 }
 
@@ -308,10 +333,12 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   if (nread == UV_EOF) {
     /* The client sent everything it will; answer what it asked, then go. */
     conn->eof = 1;
+    if (conn->paused) {
+      conn->paused = 0;
+      conn->server->paused--;
+    }
     server_conn_update_reading(conn);
-    if (rn_list_empty(&conn->requests) && !conn->writing &&
-        conn->out.len == 0)
-      server_conn_close(conn);
+    server_conn_finished(conn);
     return;
   }
   if (nread < 0) {
