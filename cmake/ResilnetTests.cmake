@@ -57,7 +57,7 @@ endforeach()
 # the sanitizer pass; valgrind slows a program too much for those bounds.
 # test-buf asks realloc for absurd sizes on purpose (the out-of-memory path),
 # which memcheck reports as an error by design.
-set(RESILNET_VALGRIND_SKIP test-heartbeat test-maintenance test-buf CACHE STRING
+set(RESILNET_VALGRIND_SKIP test-heartbeat test-maintenance test-reconnect test-buf CACHE STRING
     "C tests not run under valgrind")
 find_program(RESILNET_VALGRIND NAMES valgrind)
 if(RESILNET_VALGRIND AND NOT RESILNET_SANITIZE)

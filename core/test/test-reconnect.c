@@ -1,0 +1,114 @@
+/* Reconnecting to a refused endpoint: 200 measured delays between connect
+ * attempts all fall within the configured backoff bounds, so a dead server
+ * sees a bounded, decreasing rate of connects, never a hot loop. */
+#include "resilnet.h"
+#include "task.h"
+
+#include <uv.h>
+
+#define ATTEMPTS 200
+
+static rn_loop_t *loop;
+static uint64_t connect_at[ATTEMPTS + 8];
+static uint64_t closed_at[ATTEMPTS + 8];
+static int connects, closes;
+static int failed;
+
+static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (strcmp(ev->state, "closed") == 0) {
+    if (closes < ATTEMPTS + 8) closed_at[closes] = uv_hrtime();
+    closes++;
+    return;
+  }
+  if (strcmp(ev->state, "connecting") != 0) return;
+  if (connects < ATTEMPTS + 8) connect_at[connects] = uv_hrtime();
+  connects++;
+}
+
+static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_EQ(r->status, RN_ECLOSED); /* still waiting when the pool closed */
+  ASSERT_EQ(r->maybe_executed, 0);
+  failed++;
+}
+
+static void stop_at_enough(uv_timer_t *t) {
+  if (connects > ATTEMPTS) uv_stop(t->loop);
+}
+
+static void test_backoff_bounds(void) {
+  rn_server_options_t so;
+  rn_server_t *gone;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  const char *eps[1];
+  char host[64], ep[96];
+  int port, i;
+  uv_timer_t watch;
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {30000, 0};
+  double base = 5.0, min_total = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  /* A port nobody listens on: bound, read, closed. */
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.codec.protocol = RN_PROTOCOL_LINE;
+  so.on_request = (rn_request_cb)(void (*)(void))abort;
+  ASSERT_OK(rn_server_new(loop, &so, &gone));
+  ASSERT_OK(rn_server_address(gone, host, sizeof(host), &port));
+  rn_server_close(gone, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  snprintf(ep, sizeof(ep), "%s:%d", host, port);
+
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.on_event = on_event;
+  po.reconnect.initial = 5;
+  po.reconnect.multiplier = 1.6;
+  po.reconnect.jitter = 0.2;
+  po.reconnect.max = 20;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  /* One call waits for a connection the whole time. */
+  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_result, NULL));
+  uv_timer_init(rn_loop_uv(loop), &watch);
+  uv_timer_start(&watch, stop_at_enough, 1, 1);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_GT(connects, ATTEMPTS);
+
+  for (i = 1; i <= ATTEMPTS; i++) {
+    /* The backoff is the pause from a failure to the next attempt. */
+    double gap = (double)(connect_at[i] - closed_at[i - 1]) / 1e6;
+    double lo = base * 0.8, hi = base * 1.2;
+    if (hi > 20) hi = 20;
+    if (lo > 20) lo = 20;
+    /* Never early: the loop clock has 1 ms steps. Late by scheduling
+     * noise on a loaded machine (tens of ms under a parallel sanitizer
+     * run), but never by the uncapped growth a broken cap would show. */
+    if (gap < lo - 1.5 || gap > hi + 40) {
+      fprintf(stderr, "attempt %d: gap %.2f ms outside [%.2f, %.2f]\n", i,
+              gap, lo, hi);
+      ASSERT(0);
+    }
+    min_total += lo - 1.5;
+    base = base * 1.6 > 20 ? 20 : base * 1.6;
+  }
+  /* So the endpoint saw at most ~60 connects a second, not a hot loop. */
+  ASSERT_GE((double)(connect_at[ATTEMPTS] - connect_at[0]) / 1e6, min_total);
+
+  uv_close((uv_handle_t *)&watch, NULL);
+  rn_pool_close(pool, 0, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(failed, 1); /* the waiting call failed once, at the close */
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+int main(void) {
+  TEST_RUN(test_backoff_bounds);
+  return 0;
+}
