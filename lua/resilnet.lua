@@ -258,9 +258,10 @@ local types = {
 }
 
 -- A nested table option: `fields` is its own schema; `or_false` allows
--- false (switched off).
-local function nested(fields, or_false)
-  return { table = fields, or_false = or_false }
+-- false (switched off); `on` means it is on, with every default, when the
+-- caller leaves it out (heartbeats) rather than off (hedging).
+local function nested(fields, or_false, on)
+  return { table = fields, or_false = or_false, on = on }
 end
 
 local heartbeat_fields = {
@@ -307,9 +308,9 @@ local pool_schema = {
   { "delimiter", "delimiter", "\n", protocol = "line" },
   { "length_bytes", "length_bytes", 4, protocol = "length" },
   { "write_high_water", "count", 1024 * 1024 },
-  { "heartbeat", nested(heartbeat_fields, true) },
-  { "keepalive", nested(keepalive_fields, true) },
-  { "reconnect", nested(reconnect_fields) },
+  { "heartbeat", nested(heartbeat_fields, true, true) },
+  { "keepalive", nested(keepalive_fields, true, true) },
+  { "reconnect", nested(reconnect_fields, false, true) },
   { "retry", nested(retry_fields, true) },
   { "hedge", nested(hedge_fields, true) },
 }
@@ -401,6 +402,23 @@ local function check_table(fname, prefix, schema, opts, level)
   end
 end
 
+-- A copy of opts (already checked) with every default of schema filled in,
+-- nested tables included: the schema is the one place defaults live.
+local function with_defaults(schema, opts)
+  local out = {}
+  for _, e in pairs(schema) do
+    local v, kind = opts[e[1]], e[2]
+    if type(kind) == "table" then
+      if v == nil and kind.on then v = {} end
+      if type(v) == "table" then v = with_defaults(kind.table, v) end
+    elseif v == nil then
+      v = e[3]
+    end
+    out[e[1]] = v
+  end
+  return out
+end
+
 -- Validates opts (a table or nil) against schema and returns a table with
 -- every default filled in. Raises naming the option, blaming the caller of
 -- the public function; depth: frames between that function and validate.
@@ -413,17 +431,13 @@ local function validate(fname, schema, opts, depth)
           level)
   end
   check_table(fname, "", schema, opts, level + 1)
-  local out = {}
   for _, e in pairs(schema) do
-    local v = opts[e[1]]
-    if e.protocol and v ~= nil and opts.protocol ~= e.protocol then
+    if e.protocol and opts[e[1]] ~= nil and opts.protocol ~= e.protocol then
       error(fname .. ": option '" .. e[1] .. "' applies only to protocol '"
             .. e.protocol .. "'", level)
     end
-    if v == nil then v = e[3] end
-    out[e[1]] = v
   end
-  return out
+  return with_defaults(schema, opts)
 end
 
 local function ms(seconds)
@@ -470,21 +484,19 @@ local events = { state = true, retry = true, overload = true, eject = true,
 --- resilnet.pool{endpoints = {...}, ...} -> pool. See resilnet._options.pool.
 function resilnet.pool(opts)
   local o = validate("resilnet.pool", pool_schema, opts)
-  local hb = o.heartbeat == nil and {} or o.heartbeat
-  local ka = o.keepalive == nil and {} or o.keepalive
-  local rc = o.reconnect or {}
+  local hb, ka, rc = o.heartbeat, o.keepalive, o.reconnect
   local h = core.pool_new {
-    heartbeat_interval_ms = hb and ms(hb.interval or 1) or 0,
-    heartbeat_timeout_ms = hb and ms(hb.timeout or 3) or 0,
+    heartbeat_interval_ms = hb and ms(hb.interval) or 0,
+    heartbeat_timeout_ms = hb and ms(hb.timeout) or 0,
     heartbeat_ping = hb and hb.ping or nil,
-    keepalive_idle = ka and math.ceil(ka.idle or 20) or 0,
-    keepalive_interval = ka and math.ceil(ka.interval or 5) or nil,
-    keepalive_count = ka and (ka.count or 3) or nil,
-    user_timeout_ms = ka and ms(ka.user_timeout or 20) or 0,
-    reconnect_initial_ms = ms(rc.initial or 0.1),
-    reconnect_multiplier = rc.multiplier or 1.6,
-    reconnect_jitter = rc.jitter or 0.2,
-    reconnect_max_ms = ms(rc.max or 30),
+    keepalive_idle = ka and math.ceil(ka.idle) or 0,
+    keepalive_interval = ka and math.ceil(ka.interval) or nil,
+    keepalive_count = ka and ka.count or nil,
+    user_timeout_ms = ka and ms(ka.user_timeout) or 0,
+    reconnect_initial_ms = ms(rc.initial),
+    reconnect_multiplier = rc.multiplier,
+    reconnect_jitter = rc.jitter,
+    reconnect_max_ms = ms(rc.max),
     idle_timeout_ms = ms(o.idle_timeout),
     max_lifetime_ms = ms(o.max_lifetime),
     min_idle = o.min_idle,

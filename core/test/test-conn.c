@@ -3,6 +3,7 @@
  * fixed byte string, so each test controls exactly what comes back. */
 #include "resilnet.h"
 #include "task.h"
+#include "helpers.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -149,16 +150,6 @@ static void finish(void) {
 
 /* --- address forms: name, IPv6 literal, unix socket --------------------- */
 
-static void echo(rn_server_t *srv, rn_request_t *req, const char *body,
-                 size_t len) {
-  rn_buf_t out;
-  (void)srv;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
-
 static void round_trip_via(const char *listen, const char *connect_fmt) {
   rn_server_options_t so;
   rn_server_t *server;
@@ -171,7 +162,7 @@ static void round_trip_via(const char *listen, const char *connect_fmt) {
   rn_server_options_init(&so);
   so.listen = listen;
   so.codec.protocol = RN_PROTOCOL_RESP;
-  so.on_request = echo;
+  so.on_request = test_echo_bulk;
   ASSERT_OK(rn_server_new(loop, &so, &server));
   ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
   if (port == 0)

@@ -3,6 +3,7 @@
  * does not condemn a live peer. */
 #include "resilnet.h"
 #include "task.h"
+#include "helpers.h"
 
 #include <unistd.h>
 #include <uv.h>
@@ -16,17 +17,12 @@ static int held_count;
 
 static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
                        size_t len) {
-  rn_buf_t out;
   if (hold_all) {
     ASSERT_LT(held_count, 64);
     held[held_count++] = req;
     return;
   }
-  rn_buf_init(&out);
-  (void)srv;
-  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
+  test_echo_bulk(srv, req, body, len);
 }
 
 static void start(uint64_t interval, uint64_t timeout) {
@@ -92,19 +88,6 @@ static void run_until(struct outcome *o) {
   }
 }
 
-static void stop_loop(uv_timer_t *t) { uv_stop(t->loop); }
-
-/* Runs the loop for ms, with a timer of our own to end it: the pool's
- * heartbeat timers do not keep the loop alive. */
-static void run_for(uint64_t ms) {
-  uv_timer_t t;
-  uv_timer_init(rn_loop_uv(loop), &t);
-  uv_timer_start(&t, stop_loop, ms, 0);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
-}
-
 static void test_idle_connection_lives_on_pings(void) {
   struct outcome o;
   rn_pool_stats_t st;
@@ -113,7 +96,7 @@ static void test_idle_connection_lives_on_pings(void) {
   call(&o);
   run_until(&o);
   ASSERT_OK(o.status);
-  run_for(600);
+  test_run_for(rn_loop_uv(loop), 600);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 1);
   ASSERT_EQ(st.dead_peers, 0);
@@ -152,16 +135,6 @@ static uv_async_t server_stop;
 static uv_sem_t server_ready;
 static int thread_port;
 
-static void thread_echo(rn_server_t *srv, rn_request_t *req, const char *body,
-                        size_t len) {
-  rn_buf_t out;
-  (void)srv;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
-
 static void on_server_stop(uv_async_t *a) {
   rn_server_close(thread_server, NULL);
   uv_close((uv_handle_t *)a, NULL);
@@ -174,7 +147,7 @@ static void server_thread(void *arg) {
   ASSERT_OK(rn_loop_new(NULL, &server_loop));
   rn_server_options_init(&so);
   so.listen = "127.0.0.1:0";
-  so.on_request = thread_echo;
+  so.on_request = test_echo_bulk;
   ASSERT_OK(rn_server_new(server_loop, &so, &thread_server));
   ASSERT_OK(rn_server_address(thread_server, host, sizeof(host), &thread_port));
   ASSERT_OK(uv_async_init(rn_loop_uv(server_loop), &server_stop,

@@ -2,22 +2,13 @@
  * connections open ahead of demand and stay, old connections retire. */
 #include "resilnet.h"
 #include "task.h"
+#include "helpers.h"
 
 #include <uv.h>
 
 static rn_loop_t *loop;
 static rn_server_t *server;
 static rn_pool_t *pool;
-
-static void echo(rn_server_t *srv, rn_request_t *req, const char *body,
-                 size_t len) {
-  rn_buf_t out;
-  (void)srv;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
 
 static void start(uint64_t idle_timeout, uint64_t max_lifetime,
                   unsigned min_idle) {
@@ -31,7 +22,7 @@ static void start(uint64_t idle_timeout, uint64_t max_lifetime,
   ASSERT_OK(rn_loop_new(NULL, &loop));
   rn_server_options_init(&so);
   so.listen = "127.0.0.1:0";
-  so.on_request = echo;
+  so.on_request = test_echo_bulk;
   ASSERT_OK(rn_server_new(loop, &so, &server));
   ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
   snprintf(ep, sizeof(ep), "%s:%d", host, port);
@@ -71,25 +62,13 @@ static void call_and_wait(void) {
   }
 }
 
-static void stop_loop(uv_timer_t *t) { uv_stop(t->loop); }
-
-/* The server's listener keeps the loop alive, so a timer ends the run. */
-static void run_for(uint64_t ms) {
-  uv_timer_t t;
-  uv_timer_init(rn_loop_uv(loop), &t);
-  uv_timer_start(&t, stop_loop, ms, 0);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
-}
-
 static void test_idle_timeout(void) {
   rn_pool_stats_t st;
   start(200, 0, 0);
   call_and_wait();
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.open, 1);
-  run_for(2300); /* two housekeeping rounds */
+  test_run_for(rn_loop_uv(loop), 2300); /* two housekeeping rounds */
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.idle_closed, 1);
   ASSERT_EQ(st.open, 0);
@@ -104,12 +83,13 @@ static void test_min_idle_kept_warm(void) {
   int turns = 0;
   start(100, 0, 2);
   do {
-    run_for(50);
+    test_run_for(rn_loop_uv(loop), 50);
     rn_pool_stats(pool, &st);
     ASSERT_LT(++turns, 100);
   } while (st.idle < 2);
   ASSERT_EQ(st.connects, 2); /* opened with no call made */
-  run_for(1200);             /* past idle_timeout: kept, they are the floor */
+  /* Past idle_timeout: kept, they are the floor. */
+  test_run_for(rn_loop_uv(loop), 1200);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.idle, 2);
   ASSERT_EQ(st.idle_closed, 0);
@@ -120,7 +100,7 @@ static void test_max_lifetime(void) {
   rn_pool_stats_t st;
   start(0, 300, 0);
   call_and_wait();
-  run_for(1200);
+  test_run_for(rn_loop_uv(loop), 1200);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.retired, 1);
   ASSERT_EQ(st.open, 0);
