@@ -1,5 +1,5 @@
 /* Growable byte buffer. */
-#include "resilnet.h"
+#include "internal.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -64,4 +64,12 @@ void rn_buf_consume(rn_buf_t *buf, size_t n) {
 void rn_buf_free(rn_buf_t *buf) {
   free(buf->base);
   rn_buf_init(buf);
+}
+
+void rn__buf_read_space(rn_buf_t *buf, size_t chunk, uv_buf_t *out) {
+  if (rn_buf_reserve(buf, chunk) != 0) {
+    *out = uv_buf_init(NULL, 0);
+    return;
+  }
+  *out = uv_buf_init(buf->base + buf->len, (unsigned)(buf->cap - buf->len));
 }

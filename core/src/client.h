@@ -56,12 +56,7 @@ struct rn_conn_s {
   rn_list_t node; /* endpoint->conns */
   rn_pool_t *pool;
   rn_pool_endpoint_t *endpoint;
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
+  rn_stream_handle_t h;
   uv_getaddrinfo_t resolve_req;
   uv_connect_t connect_req;
   uv_write_t write_req;

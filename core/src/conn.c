@@ -135,12 +135,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
 static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn_conn_t *conn = handle->data;
   (void)suggested;
-  if (rn_buf_reserve(&conn->rbuf, RN_READ_CHUNK) != 0) {
-    *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
-    return;
-  }
-  *buf = uv_buf_init(conn->rbuf.base + conn->rbuf.len,
-                     (unsigned)(conn->rbuf.cap - conn->rbuf.len));
+  rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
 /* Hands one reply frame to the oldest call sent. 0, or the error that must

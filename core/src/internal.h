@@ -44,6 +44,19 @@ static inline void rn_list_remove(rn_list_t *node) {
   for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);           \
        (pos) = (tmp), (tmp) = (pos)->next)
 
+/* A connection's handle: TCP or unix socket, used as a stream. */
+typedef union rn_stream_handle_u {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} rn_stream_handle_t;
+
+/* Bytes read accumulate in one buffer per connection, reused across reads:
+ * hands libuv the free space at its end, at least `chunk` bytes (none if
+ * that cannot be had; libuv then reports UV_ENOBUFS). */
+void rn__buf_read_space(rn_buf_t *buf, size_t chunk, uv_buf_t *out);
+
 /* The loop: a uv loop plus the timer heap and counts of open objects. */
 struct rn_loop_s {
   uv_loop_t *uv;

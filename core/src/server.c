@@ -20,12 +20,7 @@ struct rn_server_s {
   rn_codec_t codec;
   rn_server_options_t options;
   rn_endpoint_t address;
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } listener;
+  rn_stream_handle_t listener;
   rn_list_t conns;
   unsigned conn_count;
   unsigned active;   /* requests handed out and not yet released */
@@ -41,12 +36,7 @@ struct rn_server_s {
 struct rn_server_conn_s {
   rn_list_t node;
   rn_server_t *server;
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
+  rn_stream_handle_t h;
   uv_write_t write_req;
   rn_buf_t rbuf;
   rn_buf_t out;  /* replies ready, waiting for the write in flight */
@@ -108,12 +98,7 @@ static size_t server_conn_backlog(const rn_server_conn_t *conn) {
 static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn_server_conn_t *conn = handle->data;
   (void)suggested;
-  if (rn_buf_reserve(&conn->rbuf, RN_SERVER_READ_CHUNK) != 0) {
-    *buf = uv_buf_init(NULL, 0);
-    return;
-  }
-  *buf = uv_buf_init(conn->rbuf.base + conn->rbuf.len,
-                     (unsigned)(conn->rbuf.cap - conn->rbuf.len));
+  rn__buf_read_space(&conn->rbuf, RN_SERVER_READ_CHUNK, buf);
 }
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
