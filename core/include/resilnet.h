@@ -116,6 +116,8 @@ void rn_timer_init(rn_loop_t *loop, rn_timer_t *timer, rn_timer_cb cb);
 int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms);
 void rn_timer_stop(rn_timer_t *timer);
 int rn_timer_is_active(const rn_timer_t *timer);
+/* ms until an active timer fires, by the loop's clock; 0 if inactive. */
+uint64_t rn_timer_remaining(const rn_timer_t *timer);
 /* Like uv_unref: the timer still fires, but does not by itself keep
  * uv_run(UV_RUN_DEFAULT) going. For housekeeping such as heartbeats of idle
  * connections, which must not stop a program from finishing. */
@@ -273,15 +275,30 @@ int rn_resp_encode_null(rn_buf_t *out); /* RESP2 null bulk string, $-1 */
 typedef struct rn_pool_s rn_pool_t;
 
 typedef enum {
-  RN_EVENT_STATE = 1 /* a connection changed state */
+  RN_EVENT_STATE = 1, /* a connection or an endpoint changed state */
+  RN_EVENT_EJECT,     /* an endpoint was ejected for `duration` ms */
+  RN_EVENT_RETRY,     /* a failed call will be tried again after `duration` */
+  RN_EVENT_BUDGET,    /* the retry budget: state "exhausted" or "restored" */
+  RN_EVENT_OVERLOAD,  /* a call was refused: max_pending reached */
+  RN_EVENT_RESOLVE    /* time to look the endpoints up again (discovery):
+                         reason "ttl" or "connect_failure" */
 } rn_event_type_t;
 
+/* States. A connection: "connecting", "ready", "closed". An endpoint
+ * (connection 0): "idle" (no connection and no failure), "connecting",
+ * "ready" (at least one connection takes calls), "transient_failure" (its
+ * last connect failed; backing off), "ejected". */
 typedef struct rn_pool_event_s {
   rn_event_type_t type;
-  const char *endpoint; /* canonical endpoint text */
-  unsigned connection;  /* connection serial number, unique per pool */
-  const char *state;    /* "connecting", "ready", "closed" */
-  int error;            /* 0, or why the state changed */
+  const char *endpoint; /* canonical endpoint text, or NULL */
+  unsigned connection;  /* connection serial (unique per pool); 0 when the
+                           event is about the endpoint */
+  const char *state;    /* see above, or NULL */
+  const char *reason;   /* why, in a word ("refused", "dead_peer",
+                           "idle_timeout", "failures", ...), or NULL */
+  int error;            /* the error behind it, or 0 */
+  uint64_t duration;    /* ms: eject time, retry delay */
+  unsigned attempt;     /* retry: the attempt about to be made (2, 3, ...) */
 } rn_pool_event_t;
 
 typedef void (*rn_pool_event_cb)(rn_pool_t *pool, const rn_pool_event_t *ev);
@@ -295,6 +312,34 @@ typedef struct rn_backoff_options_s {
   double jitter;     /* 0..1 (0.2) */
   uint64_t max;      /* ms (30000) */
 } rn_backoff_options_t;
+
+/* Policy retries (design §4) of calls that may have reached the server:
+ * only for idempotent calls, at most `attempts` attempts in all (1..5),
+ * after a full-jitter delay, random in [0, min(max, initial * 2^n)). A
+ * per-pool budget keeps retries from multiplying load in an outage: it
+ * holds up to `budget_tokens`; a failed attempt spends one, a success earns
+ * `budget_ratio`; no policy retry while it is at or below half. Calls that
+ * never left (unsent) are retried transparently, whatever this says, until
+ * their deadline. */
+typedef struct rn_retry_options_s {
+  unsigned attempts;     /* 3; 1 turns policy retries off */
+  uint64_t initial;      /* ms (10) */
+  uint64_t max;          /* ms (1000) */
+  double budget_tokens;  /* 10 */
+  double budget_ratio;   /* 0.1 */
+} rn_retry_options_t;
+
+/* An endpoint with `failures` consecutive failures (connects refused or
+ * timed out, no answer to the handshake, a dead peer, a reset with calls
+ * in flight) gets no calls and no connects for `time` ms, doubled on each
+ * ejection up to `max_time`. At most floor(max_share * endpoints) are
+ * ejected at once, and never all of them. failures 0 turns it off. */
+typedef struct rn_eject_options_s {
+  unsigned failures; /* 5 */
+  uint64_t time;     /* ms (10000) */
+  uint64_t max_time; /* ms (300000) */
+  double max_share;  /* 0..1 (0.5) */
+} rn_eject_options_t;
 
 typedef struct rn_pool_options_s {
   void *data; /* the caller's; see rn_pool_data() */
@@ -335,6 +380,12 @@ typedef struct rn_pool_options_s {
   uint64_t idle_timeout;
   uint64_t max_lifetime;
   unsigned min_idle;
+  rn_retry_options_t retry;
+  rn_eject_options_t eject;
+  /* ms between RN_EVENT_RESOLVE events, for scripted discovery (30000);
+   * 0: only after connect failures. Host names themselves are resolved
+   * afresh for every new connection. */
+  uint64_t resolve_ttl;
 } rn_pool_options_t;
 
 /* Fills in every default. */
@@ -348,8 +399,9 @@ void *rn_pool_data(rn_pool_t *pool);
 const rn_codec_t *rn_pool_codec(rn_pool_t *pool);
 
 typedef struct rn_call_options_s {
-  uint64_t timeout; /* ms for the whole call; 0 = the pool's default */
-  int idempotent;   /* the call may safely execute more than once */
+  uint64_t timeout;  /* ms for the whole call; 0 = the pool's default */
+  int idempotent;    /* the call may safely execute more than once */
+  unsigned attempts; /* 0 = the pool's retry.attempts; capped at 5 */
 } rn_call_options_t;
 
 /* What a call came to. Valid only during the callback. */
@@ -379,16 +431,34 @@ typedef struct rn_pool_stats_s {
   uint64_t calls;       /* calls accepted */
   uint64_t completed;   /* callbacks fired with status 0 or RN_EREPLY */
   uint64_t failed;      /* callbacks fired with another error */
+  uint64_t overloaded;  /* calls refused with RN_EOVERLOAD */
+  uint64_t retries;     /* policy retries (idempotent calls sent again) */
+  uint64_t requeued;    /* unsent calls moved to another connection */
   uint64_t connects;    /* connections established */
+  uint64_t reconnects;  /* of which replaced a connection that failed */
   uint64_t connect_failures;
+  uint64_t reuses;      /* calls that went to an idle, already used
+                           connection */
   uint64_t heartbeats;  /* pings sent */
+  uint64_t heartbeats_missed; /* pings never answered */
   uint64_t dead_peers;  /* connections closed for silence */
-  uint64_t idle_closed; /* closed by idle_timeout */
-  uint64_t retired;     /* closed by max_lifetime */
+  uint64_t ejections;   /* endpoints ejected */
+  struct {              /* connections closed, by reason */
+    uint64_t idle;        /* idle_timeout */
+    uint64_t lifetime;    /* max_lifetime */
+    uint64_t stale;       /* a sibling was reset: same dead incarnation */
+    uint64_t dead_peer;   /* heartbeat timeout */
+    uint64_t peer_closed; /* EOF or reset from the peer */
+    uint64_t unexpected;  /* bytes nobody asked for, a malformed frame */
+    uint64_t removed;     /* discovery dropped its endpoint */
+    uint64_t error;       /* any other error */
+  } evictions;
   unsigned open;        /* connections open or opening */
   unsigned idle;        /* ready connections with no call queued */
-  unsigned pending;     /* calls waiting for a connection */
+  unsigned pending;     /* calls waiting for a connection or a retry */
   unsigned in_flight;   /* calls written or queued on a connection */
+  unsigned ejected;     /* endpoints ejected now */
+  double budget;        /* retry tokens left */
 } rn_pool_stats_t;
 
 void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats);
@@ -398,6 +468,28 @@ void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats);
  * (an operator said so, discovery announced it). */
 void rn_pool_reset_backoff(rn_pool_t *pool);
 
+/* Replaces the pool's endpoints (scripted discovery): endpoints in both
+ * lists keep their connections and state; new ones start fresh; removed
+ * ones take no more calls, their idle connections close at once and busy
+ * ones when their last reply is in. 0, UV_EINVAL (empty list, a bad
+ * endpoint: nothing changed), UV_ENOMEM, RN_ECLOSED. */
+int rn_pool_set_endpoints(rn_pool_t *pool, const char *const *endpoints,
+                          size_t count);
+
+/* Per-endpoint view, for stats. Index in [0, rn_pool_endpoint_count()). */
+typedef struct rn_endpoint_info_s {
+  const char *endpoint; /* canonical text; valid until the next change */
+  const char *state;    /* as in events */
+  unsigned open;        /* connections */
+  unsigned outstanding; /* calls queued or awaiting replies */
+  unsigned failures;    /* consecutive */
+  uint64_t ejected_for; /* ms left of an ejection, 0 if not ejected */
+} rn_endpoint_info_t;
+
+size_t rn_pool_endpoint_count(rn_pool_t *pool);
+int rn_pool_endpoint_info(rn_pool_t *pool, size_t index,
+                          rn_endpoint_info_t *info);
+
 typedef void (*rn_pool_close_cb)(rn_pool_t *pool);
 
 /* Stops accepting calls and fails the calls still waiting for a connection
@@ -406,6 +498,14 @@ typedef void (*rn_pool_close_cb)(rn_pool_t *pool);
  * runs once every handle is closed; the pool is freed after it returns.
  * Calling it twice is an error the second call ignores. */
 void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb);
+
+/* Abortive close: every call not yet answered fails with RN_ECLOSED now
+ * and every TCP connection is reset (RST, SO_LINGER 0) instead of closed
+ * with a FIN, so nothing lingers in TIME_WAIT. Replies in flight are lost
+ * and the server sees ECONNRESET: for connections known to be broken, not
+ * for routine shutdown. Also cuts short a draining rn_pool_close(); cb as
+ * there (ignored if a close was already asked for). */
+void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb);
 
 /* ------------------------------------------------------------------------ */
 /* Servers                                                                    */

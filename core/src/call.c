@@ -4,6 +4,13 @@
 
 #include <stdlib.h>
 
+void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep) {
+  if (call->endpoint == ep) return;
+  ep->refs++;
+  if (call->endpoint != NULL) rn__endpoint_release(call->pool, call->endpoint);
+  call->endpoint = ep;
+}
+
 void rn__call_release(rn_call_t *call) {
   if (call->internal) {
     /* Pings are owned by their connection alone. */
@@ -11,6 +18,7 @@ void rn__call_release(rn_call_t *call) {
     return;
   }
   if (!call->done || call->conn != NULL) return;
+  if (call->endpoint != NULL) rn__endpoint_release(call->pool, call->endpoint);
   if (call->frame != call->inline_frame) free(call->frame);
   free(call);
 }
@@ -30,9 +38,10 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   result.flags = flags;
   result.attempts = call->attempts;
   /* A reply, even an error reply, means the server saw the request. A
-   * failure means execution was possible only if a byte left the socket. */
+   * failure means execution was possible only if a byte of some attempt
+   * left the socket. */
   result.maybe_executed = status == 0 || status == RN_EREPLY ||
-                          call->state != RN_SEND_UNSENT;
+                          call->was_sent;
   result.endpoint = call->endpoint ? call->endpoint->text : NULL;
 
   if (status == 0 || status == RN_EREPLY)
@@ -41,6 +50,9 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
     pool->stats.failed++;
   pool->active--;
 
+  pool->callback_depth++;
   call->cb(pool, call->data, &result);
+  pool->callback_depth--;
+  if (status == 0 || status == RN_EREPLY) rn__retry_succeeded(pool);
   rn__pool_call_done(pool);
 }

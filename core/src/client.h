@@ -35,12 +35,16 @@ struct rn_call_s {
   void *data;
   char *frame;
   size_t frame_len;
-  rn_pool_endpoint_t *endpoint; /* of the last attempt */
-  unsigned attempts;
-  rn_send_state_t state;
+  rn_pool_endpoint_t *endpoint; /* of the last attempt (referenced) */
+  rn_timer_t retry_timer;       /* the backoff before a policy retry */
+  unsigned attempts;            /* attempts written to a socket */
+  unsigned max_attempts;
+  rn_send_state_t state;        /* of the current attempt */
   unsigned done : 1;
   unsigned idempotent : 1;
-  unsigned internal : 1; /* a heartbeat ping: no callback, not counted */
+  unsigned internal : 1;   /* a heartbeat ping: no callback, not counted */
+  unsigned was_sent : 1;   /* some attempt left: maybe executed */
+  unsigned backing_off : 1; /* waiting on retry_timer, on no list */
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -77,6 +81,7 @@ struct rn_conn_s {
   unsigned serial;
   rn_conn_state_t state;
   int error;                  /* last connect error, then why it closed */
+  const char *close_reason;   /* set by the pool for closes it decides */
   unsigned handle_open : 1;
   unsigned resolving : 1;
   unsigned writing : 1;
@@ -90,11 +95,21 @@ struct rn_pool_endpoint_s {
   rn_endpoint_t address;
   char text[RN_ENDPOINT_ADDRESS_MAX + 16];
   rn_list_t conns;
+  rn_list_t removed_node; /* pool->removed, once discovery dropped it */
+  unsigned refs;        /* calls whose last attempt went here */
   unsigned open;        /* connections in conns not closing */
   unsigned connecting;  /* of which resolving or connecting */
-  unsigned failures;    /* consecutive connections that never answered */
+  unsigned ready;       /* of which ready */
+  unsigned outstanding; /* calls queued on its connections */
+  unsigned failures;    /* consecutive failures (connects, dead peers) */
+  unsigned ejections;   /* in a row; sets the next ejection's length */
   uint64_t retry_at;    /* no new connect before this (loop ms) */
+  uint64_t ejected_until; /* loop ms; 0: not ejected */
+  uint64_t last_ejected;  /* loop ms of the last ejection */
+  const char *state;    /* last state reported */
   rn_backoff_t backoff;
+  unsigned removed : 1;
+  unsigned lost : 1;    /* a connection failed since the last connect */
 };
 
 struct rn_pool_s {
@@ -102,11 +117,24 @@ struct rn_pool_s {
   rn_loop_t *loop;
   rn_codec_t codec;
   rn_pool_options_t options; /* endpoints pointer not kept */
-  rn_pool_endpoint_t *endpoints;
+  rn_pool_endpoint_t **endpoints;
   size_t endpoint_count;
+  rn_list_t removed; /* endpoints dropped, kept until unreferenced */
+  unsigned ejected;  /* endpoints ejected now */
+  double budget;     /* retry tokens */
+  uint64_t resolved_at; /* loop ms of the last endpoint list */
   size_t next_endpoint; /* round-robin start for picking and growing */
   rn_list_t pending;
   unsigned pending_count;
+  rn_list_t retrying; /* calls waiting out a retry delay */
+  unsigned retrying_count;
+  unsigned callback_depth; /* > 0 while the user's code runs */
+  /* An endpoint list set from inside a callback waits here for later_timer,
+   * so that no loop over the endpoints sees them change under it. */
+  rn_pool_endpoint_t **next_endpoints;
+  size_t next_endpoint_count;
+  const char *resolve_reason; /* a RESOLVE event is due on later_timer */
+  rn_timer_t later_timer;
   unsigned active; /* calls accepted whose callback has not fired */
   unsigned conns;  /* connections not yet freed */
   unsigned next_serial;
@@ -123,6 +151,7 @@ struct rn_pool_s {
   unsigned dispatching : 1;
   unsigned dispatch_again : 1;
   unsigned close_deferred : 1;
+  unsigned aborting : 1; /* connections close with RST */
   uint64_t close_drain;
 };
 
@@ -130,6 +159,18 @@ struct rn_pool_s {
 void rn__call_complete(rn_call_t *call, int status, const char *body,
                        size_t body_len, int flags);
 void rn__call_release(rn_call_t *call);
+void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
+
+/* retry.c: a call that was written failed with err on its connection.
+ * Completes it, or schedules another attempt (design §4). */
+void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err);
+/* An attempt that was written failed (a connection failure, a deadline):
+ * it spends from the retry budget. */
+void rn__retry_spend(rn_pool_t *pool);
+/* A call completed: successes refill the retry budget. */
+void rn__retry_succeeded(rn_pool_t *pool);
+/* Ends a call's retry backoff early (deadline, close). */
+void rn__retry_cancel(rn_call_t *call);
 
 /* conn.c */
 int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *endpoint);
@@ -142,6 +183,21 @@ int rn__conn_writable(const rn_conn_t *conn);
  * and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
 
+/* pool_endpoint.c */
+int rn__endpoint_new(rn_pool_t *pool, const char *text,
+                     rn_pool_endpoint_t **out);
+void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+void rn__endpoint_free_all(rn_pool_t *pool);
+void rn__endpoint_conn_freed(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+void rn__endpoint_release(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+/* Reports the endpoint's state if it changed. */
+void rn__endpoint_update(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                         const char *reason, int err);
+int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                        uint64_t now);
+void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
+void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+
 /* pool.c: what connections report back. */
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn);
@@ -153,5 +209,12 @@ void rn__pool_conn_writable(rn_pool_t *pool);
 void rn__pool_call_done(rn_pool_t *pool);
 void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
                     int err);
+/* Any event; fills in what ev leaves NULL/0 from the arguments. */
+void rn__pool_emit(rn_pool_t *pool, rn_event_type_t type,
+                   rn_pool_endpoint_t *ep, rn_pool_event_t *ev);
+/* The word for why a connection closed (or failed to connect). */
+const char *rn__conn_close_reason(const rn_conn_t *conn);
+/* Places waiting calls (not re-entrant; a nested call asks for a rerun). */
+void rn__pool_dispatch(rn_pool_t *pool);
 
 #endif /* RN_CLIENT_H */

@@ -39,6 +39,8 @@ static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
 
   if (was_connecting && !is_connecting) ep->connecting--;
   if (!was_connecting && is_connecting) ep->connecting++;
+  if (conn->state == RN_CONN_READY && state != RN_CONN_READY) ep->ready--;
+  if (conn->state != RN_CONN_READY && state == RN_CONN_READY) ep->ready++;
   /* A closing connection no longer takes a place in the pool: its
    * replacement may open before libuv has finished closing it. */
   if (state == RN_CONN_CLOSING) ep->open--;
@@ -126,6 +128,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
    * a connection with its handle open, not free one still being set up. */
   if (ep->address.kind == RN_ENDPOINT_UNIX) conn_try_connect(conn);
   rn__pool_event(pool, conn, "connecting", 0);
+  rn__endpoint_update(pool, ep, "connect", 0);
   return 0;
 }
 
@@ -154,6 +157,7 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   rn_list_remove(&call->node);
   call->conn = NULL;
   conn->queued--;
+  conn->endpoint->outstanding--;
   call->state = RN_SEND_ANSWERED;
   if (call->internal) {
     conn->pinging = 0; /* any reply to a ping is life enough */
@@ -166,6 +170,8 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   rn__call_complete(call, status, frame + f->body_offset, f->body_len,
                     f->flags);
   rn__call_release(call);
+  /* Past its lifetime, or its endpoint was dropped: done once drained. */
+  if (conn->retiring && conn->queued == 0) rn__conn_close(conn, 0);
   return 0;
 }
 
@@ -480,7 +486,10 @@ static void conn_flush(rn_conn_t *conn) {
     rn_list_remove(&call->node);
     rn_list_insert_tail(&conn->sent, &call->node);
     call->state = RN_SEND_SENT;
-    if (!call->internal) call->attempts++;
+    if (!call->internal) {
+      call->attempts++;
+      call->was_sent = 1;
+    }
   }
   conn->unsent_bytes = 0;
 
@@ -499,12 +508,13 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
     /* Most recently used at the tail, where the pool looks first. */
     rn_list_remove(&conn->node);
     rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
+    rn__call_set_endpoint(call, conn->endpoint);
   }
   call->conn = conn;
-  call->endpoint = conn->endpoint;
   rn_list_insert_tail(&conn->unsent, &call->node);
   conn->unsent_bytes += call->frame_len;
   conn->queued++;
+  conn->endpoint->outstanding++;
   conn_flush(conn);
 }
 
@@ -512,7 +522,32 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   rn_list_remove(&call->node);
   conn->unsent_bytes -= call->frame_len;
   conn->queued--;
+  conn->endpoint->outstanding--;
   call->conn = NULL;
+}
+
+const char *rn__conn_close_reason(const rn_conn_t *conn) {
+  if (conn->close_reason != NULL) return conn->close_reason;
+  switch (conn->error) {
+  case 0: return "closed";
+  case RN_ECLOSED: return "pool_closed";
+  case RN_ESTALE: return "stale";
+  case RN_EDEADPEER: return "dead_peer";
+  case RN_EUNEXPECTED: return "unexpected";
+  case RN_EBADFRAME:
+  case RN_EFRAMESIZE: return "bad_frame";
+  case UV_EOF: return "eof";
+  case UV_ECONNRESET:
+  case UV_EPIPE: return "reset";
+  case UV_ECONNREFUSED: return "refused";
+  case UV_ETIMEDOUT:
+    /* Connected but never answered the handshake ping, or no connect. */
+    return conn->was_ready ? "timeout" : "connect_timeout";
+  default:
+    if (conn->error <= UV_EAI_ADDRFAMILY && conn->error >= UV_EAI_PROTOCOL)
+      return "resolve";
+    return "error";
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -537,17 +572,34 @@ static void conn_on_close(uv_handle_t *handle) {
   conn_maybe_free(conn);
 }
 
+/* Closes the handle: with a FIN, or with an RST when the pool is aborting
+ * a connection that got as far as connecting. */
+static void conn_close_handle(rn_conn_t *conn, int connected) {
+  if (!conn->handle_open || uv_is_closing(&conn->h.handle)) return;
+#if UV_VERSION_HEX >= 0x012000 /* uv_tcp_close_reset: libuv 1.32 */
+  if (conn->pool->aborting && connected &&
+      conn->h.handle.type == UV_TCP &&
+      uv_tcp_close_reset(&conn->h.tcp, conn_on_close) == 0)
+    return;
+#else
+  (void)connected;
+#endif
+  uv_close(&conn->h.handle, conn_on_close);
+}
+
 void rn__conn_close(rn_conn_t *conn, int err) {
+  rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
+  int connected;
 
   if (conn->state == RN_CONN_CLOSING) return;
+  connected = conn->state == RN_CONN_HANDSHAKE || conn->state == RN_CONN_READY;
   conn_set_state(conn, RN_CONN_CLOSING);
   conn->error = err;
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
-  if (conn->handle_open && !uv_is_closing(&conn->h.handle))
-    uv_close(&conn->h.handle, conn_on_close);
+  conn_close_handle(conn, connected);
 
   /* Calls never written cannot have executed: back to the pool, which
    * sends them elsewhere. Taken off first, so that callbacks below cannot
@@ -562,14 +614,19 @@ void rn__conn_close(rn_conn_t *conn, int err) {
       rn_list_insert_tail(&unsent, &call->node);
   }
 
-  /* Calls written may have executed; their fate is for the caller. */
+  /* Calls written may have executed: the retry rules decide. */
   while (!rn_list_empty(&conn->sent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     rn_list_remove(&call->node);
     call->conn = NULL;
     conn->queued--;
-    rn__call_complete(call, err, NULL, 0, 0);
-    rn__call_release(call);
+    conn->endpoint->outstanding--;
+    if (call->internal) {
+      pool->stats.heartbeats_missed++;
+      rn__call_release(call);
+    } else {
+      rn__retry_failed(pool, call, err);
+    }
   }
 
   /* Newest first: each goes to the front of the pool's queue, so they end
@@ -577,9 +634,9 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   while (!rn_list_empty(&unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(unsent.prev, rn_call_t, node);
     rn_list_remove(&call->node);
-    rn__pool_requeue(conn->pool, call);
+    rn__pool_requeue(pool, call);
   }
 
-  rn__pool_conn_closed(conn->pool, conn, err);
+  rn__pool_conn_closed(pool, conn, err);
   conn_maybe_free(conn);
 }

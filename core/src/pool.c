@@ -2,6 +2,8 @@
  * what to do with calls when connections fail, and how to close. */
 #include "client.h"
 
+#include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,7 +43,21 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->keepalive_count = 3;
   o->user_timeout = 20000;
   o->idle_timeout = 60000;
+  o->retry.attempts = 3;
+  o->retry.initial = 10;
+  o->retry.max = 1000;
+  o->retry.budget_tokens = 10;
+  o->retry.budget_ratio = 0.1;
+  o->eject.failures = 5;
+  o->eject.time = 10000;
+  o->eject.max_time = 300000;
+  o->eject.max_share = 0.5;
+  o->resolve_ttl = 30000;
 }
+
+/* Policy retries are capped: past five, a retry is more likely to add to
+ * an outage than to get through it. */
+#define RN_MAX_ATTEMPTS 5
 
 /* The ping each heartbeat sends: RESP has PING; line and length have only
  * what the application configured. */
@@ -64,67 +80,167 @@ void *rn_pool_data(rn_pool_t *pool) { return pool->data; }
 
 const rn_codec_t *rn_pool_codec(rn_pool_t *pool) { return &pool->codec; }
 
+void rn__pool_emit(rn_pool_t *pool, rn_event_type_t type,
+                   rn_pool_endpoint_t *ep, rn_pool_event_t *ev) {
+  if (pool->options.on_event == NULL) return;
+  ev->type = type;
+  if (ev->endpoint == NULL && ep != NULL) ev->endpoint = ep->text;
+  pool->callback_depth++;
+  pool->options.on_event(pool, ev);
+  pool->callback_depth--;
+}
+
 void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
                     int err) {
   rn_pool_event_t ev;
   if (pool->options.on_event == NULL) return;
-  ev.type = RN_EVENT_STATE;
-  ev.endpoint = conn->endpoint->text;
+  memset(&ev, 0, sizeof(ev));
   ev.connection = conn->serial;
   ev.state = state;
   ev.error = err;
-  pool->options.on_event(pool, &ev);
+  if (strcmp(state, "closed") == 0)
+    ev.reason = rn__conn_close_reason(conn);
+  else
+    ev.reason = strcmp(state, "ready") == 0 ? "connected" : "connect";
+  rn__pool_emit(pool, RN_EVENT_STATE, conn->endpoint, &ev);
+}
+
+static void pool_later(rn_timer_t *timer);
+
+/* Asks the application (through a RESOLVE event, from the loop) to look
+ * its endpoints up again. */
+static void pool_want_resolve(rn_pool_t *pool, const char *reason) {
+  if (pool->closing) return;
+  pool->resolve_reason = reason;
+  pool->resolved_at = rn_loop_now(pool->loop);
+  rn_timer_start(&pool->later_timer, 0);
+}
+
+static int pool_check_options(const rn_pool_options_t *o) {
+  if (o->endpoint_count == 0 || o->endpoints == NULL || o->size == 0 ||
+      o->timeout == 0 || o->connect_timeout == 0 ||
+      o->write_high_water == 0 || rn__backoff_check(&o->reconnect) != 0 ||
+      (o->heartbeat_interval > 0 && o->heartbeat_timeout == 0) ||
+      o->retry.attempts == 0 || o->retry.max < o->retry.initial ||
+      !(o->retry.budget_tokens > 0) || !(o->retry.budget_ratio >= 0) ||
+      !(o->eject.max_share >= 0 && o->eject.max_share <= 1) ||
+      (o->eject.failures > 0 &&
+       (o->eject.time == 0 || o->eject.max_time < o->eject.time)))
+    return UV_EINVAL;
+  return 0;
+}
+
+static int pool_has_endpoint(const rn_pool_t *pool,
+                             const rn_pool_endpoint_t *ep) {
+  size_t i;
+  for (i = 0; i < pool->endpoint_count; i++)
+    if (pool->endpoints[i] == ep) return 1;
+  return 0;
+}
+
+/* Parses a list into a new array of endpoints, reusing those of the
+ * current list that appear in it (same canonical text). On failure nothing
+ * is kept and the current list is untouched. */
+static int pool_build_endpoints(rn_pool_t *pool, const char *const *texts,
+                                size_t count, rn_pool_endpoint_t ***out) {
+  rn_pool_endpoint_t **list;
+  size_t i, j;
+  int err = 0;
+
+  *out = NULL;
+  if (count == 0 || texts == NULL) return UV_EINVAL;
+  list = calloc(count, sizeof(*list));
+  if (list == NULL) return UV_ENOMEM;
+  for (i = 0; i < count; i++) {
+    err = rn__endpoint_new(pool, texts[i], &list[i]);
+    if (err) break;
+    for (j = 0; j < pool->endpoint_count; j++) {
+      if (strcmp(pool->endpoints[j]->text, list[i]->text) == 0) {
+        free(list[i]);
+        list[i] = pool->endpoints[j];
+        break;
+      }
+    }
+    for (j = 0; j < i; j++)
+      if (strcmp(list[j]->text, list[i]->text) == 0) err = UV_EINVAL;
+    if (err) {
+      i++; /* list[i] is cleaned up with the others */
+      break;
+    }
+  }
+  if (err) {
+    for (j = 0; j < i; j++)
+      if (!pool_has_endpoint(pool, list[j])) free(list[j]);
+    free(list);
+    return err;
+  }
+  *out = list;
+  return 0;
+}
+
+/* Makes list the pool's endpoints; the ones left out are removed. */
+static void pool_swap_endpoints(rn_pool_t *pool, rn_pool_endpoint_t **list,
+                                size_t count) {
+  rn_pool_endpoint_t **old = pool->endpoints;
+  size_t old_count = pool->endpoint_count, i, j;
+
+  pool->endpoints = list;
+  pool->endpoint_count = count;
+  pool->next_endpoint = 0;
+  pool->resolved_at = rn_loop_now(pool->loop);
+  for (i = 0; i < old_count; i++) {
+    int kept = 0;
+    for (j = 0; j < count; j++)
+      if (list[j] == old[i]) kept = 1;
+    if (!kept) rn__endpoint_remove(pool, old[i]);
+  }
+  free(old);
+  /* Ejections were counted against the old list's size. */
+  pool->ejected = 0;
+  for (i = 0; i < count; i++)
+    if (list[i]->ejected_until != 0) pool->ejected++;
 }
 
 int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
                 rn_pool_t **out) {
   rn_pool_t *pool;
-  size_t i;
   int err;
 
   *out = NULL;
-  if (options->endpoint_count == 0 || options->endpoints == NULL ||
-      options->size == 0 || options->timeout == 0 ||
-      options->connect_timeout == 0 || options->write_high_water == 0 ||
-      rn__backoff_check(&options->reconnect) != 0 ||
-      (options->heartbeat_interval > 0 && options->heartbeat_timeout == 0))
-    return UV_EINVAL;
+  err = pool_check_options(options);
+  if (err) return err;
 
   pool = calloc(1, sizeof(*pool));
   if (pool == NULL) return UV_ENOMEM;
-  err = rn_codec_init(&pool->codec, &options->codec);
-  if (err) goto fail;
   rn_buf_init(&pool->ping_frame);
-  err = pool_make_ping(pool, options);
-  if (err) goto fail;
-  pool->endpoints = calloc(options->endpoint_count, sizeof(*pool->endpoints));
-  err = UV_ENOMEM;
-  if (pool->endpoints == NULL) goto fail;
-
-  for (i = 0; i < options->endpoint_count; i++) {
-    rn_pool_endpoint_t *ep = &pool->endpoints[i];
-    const char *text = options->endpoints[i];
-    err = UV_EINVAL;
-    if (text == NULL) goto fail;
-    err = rn_endpoint_parse(&ep->address, text, strlen(text));
-    if (err) goto fail;
-    err = rn_endpoint_format(&ep->address, ep->text, sizeof(ep->text));
-    if (err < 0) goto fail;
-    rn_list_init(&ep->conns);
-    rn__backoff_init(&ep->backoff, &options->reconnect);
-  }
-
-  pool->data = options->data;
+  rn_list_init(&pool->removed);
   pool->loop = loop;
   pool->options = *options;
   pool->options.endpoints = NULL;
   pool->options.heartbeat_ping = NULL; /* the frame is kept, not the text */
+  if (pool->options.retry.attempts > RN_MAX_ATTEMPTS)
+    pool->options.retry.attempts = RN_MAX_ATTEMPTS;
+  err = rn_codec_init(&pool->codec, &options->codec);
+  if (err) goto fail;
+  err = pool_make_ping(pool, options);
+  if (err) goto fail;
+  err = pool_build_endpoints(pool, options->endpoints,
+                             options->endpoint_count, &pool->endpoints);
+  if (err) goto fail;
   pool->endpoint_count = options->endpoint_count;
+
+  pool->data = options->data;
+  pool->budget = options->retry.budget_tokens;
+  pool->resolved_at = rn_loop_now(loop);
   rn_list_init(&pool->pending);
+  rn_list_init(&pool->retrying);
   rn_timer_init(loop, &pool->close_timer, NULL);
   pool->close_timer.data = pool;
   rn_timer_init(loop, &pool->reconnect_timer, pool_reconnect_due);
   pool->reconnect_timer.data = pool;
+  rn_timer_init(loop, &pool->later_timer, pool_later);
+  pool->later_timer.data = pool;
+  rn_timer_unref(&pool->later_timer);
   rn_timer_init(loop, &pool->maintenance_timer, pool_maintain);
   pool->maintenance_timer.data = pool;
   rn_timer_unref(&pool->maintenance_timer);
@@ -137,43 +253,119 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
 
 fail:
   rn_buf_free(&pool->ping_frame);
-  free(pool->endpoints);
   free(pool);
   return err;
+}
+
+/* Drops a list set from a callback and not applied yet. It holds current
+ * endpoints (the list has not changed since: only a swap changes it, and
+ * every swap discards this first) and new ones, which are freed. */
+static void pool_discard_next(rn_pool_t *pool) {
+  size_t i;
+  if (pool->next_endpoints == NULL) return;
+  for (i = 0; i < pool->next_endpoint_count; i++)
+    if (!pool_has_endpoint(pool, pool->next_endpoints[i]))
+      free(pool->next_endpoints[i]);
+  free(pool->next_endpoints);
+  pool->next_endpoints = NULL;
+}
+
+int rn_pool_set_endpoints(rn_pool_t *pool, const char *const *endpoints,
+                          size_t count) {
+  rn_pool_endpoint_t **list;
+  int err;
+
+  if (pool->closing) return RN_ECLOSED;
+  err = pool_build_endpoints(pool, endpoints, count, &list);
+  if (err) return err;
+  pool_discard_next(pool);
+  if (pool->callback_depth > 0 || pool->dispatching) {
+    pool->next_endpoints = list;
+    pool->next_endpoint_count = count;
+    rn_timer_start(&pool->later_timer, 0);
+    return 0;
+  }
+  pool_swap_endpoints(pool, list, count);
+  rn__pool_dispatch(pool);
+  return 0;
+}
+
+/* Work that must not run inside the user's callbacks: an endpoint list
+ * set from one, and RESOLVE events (whose handler sets a list). */
+static void pool_later(rn_timer_t *timer) {
+  rn_pool_t *pool = timer->data;
+  const char *reason = pool->resolve_reason;
+
+  if (pool->closing) return;
+  if (pool->next_endpoints != NULL) {
+    rn_pool_endpoint_t **list = pool->next_endpoints;
+    pool->next_endpoints = NULL;
+    pool_swap_endpoints(pool, list, pool->next_endpoint_count);
+    rn__pool_dispatch(pool);
+  }
+  if (reason != NULL && !pool->closing) {
+    rn_pool_event_t ev;
+    pool->resolve_reason = NULL;
+    memset(&ev, 0, sizeof(ev));
+    ev.reason = reason;
+    rn__pool_emit(pool, RN_EVENT_RESOLVE, NULL, &ev);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
 /* Placing calls                                                              */
 
-/* The ready connection with the fewest calls queued, endpoints taken in
- * turn so that ties spread over endpoints. Within an endpoint the most
+/* The writable connection of ep with the fewest calls queued. The most
  * recently used come first (they sit at the tail): reusing a warm
  * connection lets the others go idle and expire. */
-static rn_conn_t *pool_pick_any(rn_pool_t *pool) {
+static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep) {
   rn_conn_t *best = NULL;
+  rn_list_t *pos;
+  for (pos = ep->conns.prev; pos != &ep->conns; pos = pos->prev) {
+    rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+    if (!rn__conn_writable(conn)) continue;
+    if (best == NULL || conn->queued < best->queued) best = conn;
+    if (best->queued == 0) break;
+  }
+  return best;
+}
+
+/* A connection of the usable endpoint with the fewest calls outstanding,
+ * endpoints taken in turn so that ties spread over them. `avoid` (where a
+ * call's last attempt failed) is taken only if no other endpoint can. */
+static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
+  uint64_t now = rn_loop_now(pool->loop);
+  rn_conn_t *best = NULL, *fallback = NULL;
+  unsigned best_load = UINT_MAX;
   size_t i;
 
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep =
-        &pool->endpoints[(pool->next_endpoint + i) % pool->endpoint_count];
-    rn_list_t *pos;
-    for (pos = ep->conns.prev; pos != &ep->conns; pos = pos->prev) {
-      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
-      if (!rn__conn_writable(conn)) continue;
-      if (best == NULL || conn->queued < best->queued) best = conn;
-      if (best->queued == 0) goto found;
+        pool->endpoints[(pool->next_endpoint + i) % pool->endpoint_count];
+    rn_conn_t *conn;
+    if (ep->ready == 0 || ep->outstanding >= best_load ||
+        !rn__endpoint_usable(pool, ep, now))
+      continue;
+    conn = endpoint_pick(ep);
+    if (conn == NULL) continue;
+    if (ep == avoid) {
+      fallback = conn;
+      continue;
     }
+    best = conn;
+    best_load = ep->outstanding;
+    if (best_load == 0) break;
   }
-found:
+  if (best == NULL) best = fallback;
   if (best != NULL)
     pool->next_endpoint = (pool->next_endpoint + 1) % pool->endpoint_count;
   return best;
 }
 
-static rn_conn_t *pool_pick(rn_pool_t *pool) {
+static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
   rn_conn_t *conn;
   /* Each failed check closes a connection, so this ends. */
-  while ((conn = pool_pick_any(pool)) != NULL) {
+  while ((conn = pool_pick_any(pool, avoid)) != NULL) {
     if (conn->queued > 0) break;
     /* The loop's cached clock may be stale after a long callback, which is
      * exactly when a connection may have died unseen. */
@@ -186,8 +378,8 @@ static rn_conn_t *pool_pick(rn_pool_t *pool) {
 }
 
 /* Opens one more connection, on the next endpoint (in turn) that has room
- * and is not backing off. Called when calls wait, or when a call had to
- * queue behind others on a busy connection. */
+ * and is neither backing off nor ejected. Called when calls wait, or when a
+ * call had to queue behind others on a busy connection. */
 static void pool_grow(rn_pool_t *pool) {
   uint64_t now = rn_loop_now(pool->loop);
   uint64_t wake = UINT64_MAX;
@@ -197,9 +389,13 @@ static void pool_grow(rn_pool_t *pool) {
 
   for (i = 0; i < pool->endpoint_count; i++) {
     size_t k = (pool->next_endpoint + i) % pool->endpoint_count;
-    rn_pool_endpoint_t *ep = &pool->endpoints[k];
+    rn_pool_endpoint_t *ep = pool->endpoints[k];
     if (ep->open >= pool->options.size) continue;
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
+    if (!rn__endpoint_usable(pool, ep, now)) {
+      if (ep->ejected_until != 0) wake = RN_MIN(wake, ep->ejected_until);
+      continue;
+    }
     if (ep->retry_at > now) {
       wake = RN_MIN(wake, ep->retry_at);
       continue;
@@ -208,21 +404,19 @@ static void pool_grow(rn_pool_t *pool) {
     if (ep->connecting > 0 && pool->pending_count <= ep->connecting) return;
     if (rn__conn_open(pool, ep) == 0) return;
   }
-  /* Every endpoint with room is backing off: come back when the first one
-   * may be tried again. Calls wait for it until their deadlines. */
+  /* Every endpoint with room is backing off or ejected: come back when the
+   * first one may be tried again. Calls wait for it until their deadlines. */
   if (wake != UINT64_MAX && pool->pending_count > 0)
     rn_timer_start(&pool->reconnect_timer, wake - now);
 }
 
-static void pool_dispatch(rn_pool_t *pool);
-
 static void pool_reconnect_due(rn_timer_t *timer) {
-  pool_dispatch(timer->data);
+  rn__pool_dispatch(timer->data);
 }
 
 /* Not re-entrant: picking may close a dead connection, whose report comes
  * back here. A nested request only asks the running one to go round again. */
-static void pool_dispatch(rn_pool_t *pool) {
+void rn__pool_dispatch(rn_pool_t *pool) {
   int crowded = 0;
   if (pool->dispatching) {
     pool->dispatch_again = 1;
@@ -232,11 +426,15 @@ static void pool_dispatch(rn_pool_t *pool) {
   do {
     pool->dispatch_again = 0;
     while (!rn_list_empty(&pool->pending)) {
-      rn_conn_t *conn = pool_pick(pool);
-      rn_call_t *call;
+      rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+      rn_conn_t *conn = pool_pick(pool, call->endpoint);
       if (conn == NULL || rn_list_empty(&pool->pending)) break;
-      if (conn->queued > 0) crowded = 1;
+      /* The check in pick may have failed calls (and run callbacks). */
       call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+      if (conn->queued > 0)
+        crowded = 1;
+      else if (conn->answered)
+        pool->stats.reuses++;
       rn_list_remove(&call->node);
       pool->pending_count--;
       rn__conn_enqueue(conn, call);
@@ -254,7 +452,7 @@ static void pool_dispatch(rn_pool_t *pool) {
 }
 
 void rn__pool_conn_writable(rn_pool_t *pool) {
-  if (pool->pending_count > 0 && !pool->closing) pool_dispatch(pool);
+  if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
 static void pool_call_expired(rn_timer_t *timer) {
@@ -262,17 +460,21 @@ static void pool_call_expired(rn_timer_t *timer) {
   rn_pool_t *pool = call->pool;
   int status = UV_ETIMEDOUT;
 
-  if (call->conn == NULL) {
+  if (call->backing_off) {
+    rn__retry_cancel(call);
+  } else if (call->conn == NULL) {
     rn_list_remove(&call->node); /* from pending */
     pool->pending_count--;
     /* It waited for a connection that kept failing: the failure says more
      * than the timeout. The connects were its attempt. */
-    if (pool->last_connect_error != 0) {
+    if (pool->last_connect_error != 0 && !call->was_sent) {
       status = pool->last_connect_error;
       if (call->attempts == 0) call->attempts = 1;
     }
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
+  } else {
+    rn__retry_spend(pool); /* the server did not answer in time */
   }
   /* A sent call stays in its connection's FIFO: the late reply is still
    * coming and must be matched to it, then dropped. */
@@ -288,7 +490,15 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 
   if (pool->closing) return RN_ECLOSED;
   if (frame == NULL || len == 0 || cb == NULL) return UV_EINVAL;
-  if (pool->pending_count >= pool->options.max_pending) return RN_EOVERLOAD;
+  if (pool->pending_count >= pool->options.max_pending) {
+    rn_pool_event_t ev;
+    pool->stats.overloaded++;
+    memset(&ev, 0, sizeof(ev));
+    ev.reason = "max_pending";
+    ev.error = RN_EOVERLOAD;
+    rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
+    return RN_EOVERLOAD;
+  }
 
   call = malloc(sizeof(*call));
   if (call == NULL) return UV_ENOMEM;
@@ -308,6 +518,9 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   call->cb = cb;
   call->data = data;
   call->idempotent = options != NULL && options->idempotent;
+  call->max_attempts = options != NULL && options->attempts
+                           ? RN_MIN(options->attempts, RN_MAX_ATTEMPTS)
+                           : pool->options.retry.attempts;
   rn_list_init(&call->node);
 
   timeout = options != NULL && options->timeout ? options->timeout
@@ -328,7 +541,7 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   pool->active++;
   rn_list_insert_tail(&pool->pending, &call->node);
   pool->pending_count++;
-  pool_dispatch(pool);
+  rn__pool_dispatch(pool);
   return 0;
 }
 
@@ -336,14 +549,20 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 /* What connections report                                                    */
 
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
   pool->stats.connects++;
+  if (ep->lost) {
+    pool->stats.reconnects++;
+    ep->lost = 0;
+  }
   pool->last_connect_error = 0;
   rn__pool_event(pool, conn, "ready", 0);
+  rn__endpoint_update(pool, ep, "connected", 0);
   if (pool->conns_closed) {
     rn__conn_close(conn, RN_ECLOSED);
     return;
   }
-  pool_dispatch(pool);
+  rn__pool_dispatch(pool);
 }
 
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
@@ -356,19 +575,14 @@ void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
     rn__call_release(call);
     return;
   }
+  pool->stats.requeued++;
   /* Ahead of newer calls: it was already in line once. */
   rn_list_insert_head(&pool->pending, &call->node);
   pool->pending_count++;
 }
 
-/* The peer answered: only now is the endpoint known to be healthy. A bare
- * TCP accept proves little (a wedged server's kernel still accepts). */
 void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn) {
-  rn_pool_endpoint_t *ep = conn->endpoint;
-  (void)pool;
-  ep->failures = 0;
-  ep->retry_at = 0;
-  rn__backoff_reset(&ep->backoff);
+  rn__endpoint_answered(pool, conn->endpoint);
 }
 
 /* The peer reset or closed one connection: its idle siblings on the same
@@ -387,35 +601,68 @@ static void pool_drop_siblings(rn_pool_t *pool, rn_conn_t *conn) {
   }
 }
 
+static void pool_count_eviction(rn_pool_t *pool, const char *reason) {
+  rn_pool_stats_t *st = &pool->stats;
+  if (strcmp(reason, "idle_timeout") == 0)
+    st->evictions.idle++;
+  else if (strcmp(reason, "max_lifetime") == 0)
+    st->evictions.lifetime++;
+  else if (strcmp(reason, "stale") == 0)
+    st->evictions.stale++;
+  else if (strcmp(reason, "dead_peer") == 0)
+    st->evictions.dead_peer++;
+  else if (strcmp(reason, "eof") == 0 || strcmp(reason, "reset") == 0)
+    st->evictions.peer_closed++;
+  else if (strcmp(reason, "unexpected") == 0 ||
+           strcmp(reason, "bad_frame") == 0)
+    st->evictions.unexpected++;
+  else if (strcmp(reason, "removed") == 0)
+    st->evictions.removed++;
+  else if (strcmp(reason, "pool_closed") != 0)
+    st->evictions.error++;
+}
+
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   rn_pool_endpoint_t *ep = conn->endpoint;
+  const char *reason = rn__conn_close_reason(conn);
 
   rn__pool_event(pool, conn, "closed", err);
+  if (conn->was_ready) pool_count_eviction(pool, reason);
   if (pool->closing) return;
   if (conn->was_ready && (err == UV_ECONNRESET || err == UV_EOF ||
                           err == UV_EPIPE || err == RN_EDEADPEER))
     pool_drop_siblings(pool, conn);
-  /* Closes the pool made itself (idle, lifetime, stale siblings) are not
-   * the endpoint's fault. */
+  /* Closes the pool made itself (idle, lifetime, stale siblings, removed)
+   * are not the endpoint's fault. */
   if ((!conn->answered && err != 0 && err != RN_ESTALE && err != RN_ECLOSED) ||
       err == RN_EDEADPEER) {
     /* Refused, timed out, accepted and then dropped before answering
      * anything, or gone silent: wait before the next connect to this
      * endpoint. */
-    if (!conn->was_ready) pool->stats.connect_failures++;
-    ep->failures++;
-    ep->retry_at = rn_loop_now(pool->loop) +
-                   rn__backoff_next(&ep->backoff, pool->loop);
-    if (!conn->was_ready) pool->last_connect_error = err;
+    if (!conn->was_ready) {
+      pool->stats.connect_failures++;
+      pool->last_connect_error = err;
+      /* The name may point somewhere else now, or discovery may know
+       * better. */
+      pool_want_resolve(pool, "connect_failure");
+    }
+    rn__endpoint_failed(pool, ep, err);
+  } else if (conn->was_ready && err != 0 && err != RN_ESTALE &&
+             err != RN_ECLOSED) {
+    ep->lost = 1;
   }
-  pool_dispatch(pool);
+  if (pool->closing) return; /* an event handler closed the pool */
+  rn__endpoint_update(pool, ep, reason, err);
+  rn__pool_dispatch(pool);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Housekeeping                                                               */
 
 /* Once a second: retire old connections, close idle ones beyond min_idle,
- * and warm up to min_idle. A weak timer: it never keeps a program alive. */
+ * warm up to min_idle, end ejections and ask for re-resolution when the
+ * endpoint list is older than resolve_ttl. A weak timer: it never keeps a
+ * program alive. */
 static void pool_maintain(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   const rn_pool_options_t *o = &pool->options;
@@ -423,37 +670,42 @@ static void pool_maintain(rn_timer_t *timer) {
   size_t i;
 
   if (pool->conns_closed) return;
-  for (i = 0; i < pool->endpoint_count; i++) {
-    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+  for (i = 0; i < pool->endpoint_count && !pool->closing; i++) {
+    rn_pool_endpoint_t *ep = pool->endpoints[i];
     unsigned idle = 0;
     rn_list_t *pos, *tmp;
+    int usable = rn__endpoint_usable(pool, ep, now);
     /* Most recently used connections sit at the tail: count idle ones from
      * there, so the least recently used are the ones closed. */
     for (pos = ep->conns.prev; pos != &ep->conns; pos = tmp) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       tmp = pos->prev;
       if (conn->state != RN_CONN_READY) continue;
-      if (conn->expires_at != 0 && now >= conn->expires_at) {
+      if (conn->expires_at != 0 && now >= conn->expires_at &&
+          !conn->retiring) {
         conn->retiring = 1;
-        if (conn->queued == 0) {
-          pool->stats.retired++;
-          rn__conn_close(conn, 0);
-          continue;
-        }
+        conn->close_reason = "max_lifetime";
       }
-      if (conn->queued != 0 || conn->retiring) continue;
+      if (conn->retiring) {
+        if (conn->queued == 0) rn__conn_close(conn, 0);
+        continue;
+      }
+      if (conn->queued != 0) continue;
       if (++idle > o->min_idle && o->idle_timeout != 0 &&
           now >= conn->last_active + o->idle_timeout) {
-        pool->stats.idle_closed++;
+        conn->close_reason = "idle_timeout";
         rn__conn_close(conn, 0);
       }
     }
     if (pool->closing) return; /* an event handler closed the pool */
-    if (idle + ep->connecting < o->min_idle && ep->open < o->size &&
+    if (usable && idle + ep->connecting < o->min_idle && ep->open < o->size &&
         ep->retry_at <= now)
       rn__conn_open(pool, ep);
   }
-  if (!pool->closing) rn_timer_start(timer, RN_MAINTENANCE_MS);
+  if (pool->closing) return;
+  if (o->resolve_ttl != 0 && now >= pool->resolved_at + o->resolve_ttl)
+    pool_want_resolve(pool, "ttl");
+  rn_timer_start(timer, RN_MAINTENANCE_MS);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -466,7 +718,10 @@ static void pool_finish(rn_timer_t *timer) {
   rn_timer_stop(&pool->close_timer);
   rn_timer_stop(&pool->maintenance_timer);
   rn_timer_stop(&pool->reconnect_timer);
+  rn_timer_stop(&pool->later_timer);
   rn_buf_free(&pool->ping_frame);
+  pool_discard_next(pool);
+  rn__endpoint_free_all(pool);
   free(pool->endpoints);
   free(pool);
   rn__loop_object_remove(loop);
@@ -482,14 +737,26 @@ static void pool_maybe_finish(rn_pool_t *pool) {
 }
 
 static void pool_close_conns(rn_pool_t *pool) {
+  rn_list_t *epos, *etmp;
   size_t i;
   if (pool->conns_closed) return;
   pool->conns_closed = 1;
   rn_timer_stop(&pool->close_timer);
   rn_timer_stop(&pool->maintenance_timer);
   rn_timer_stop(&pool->reconnect_timer);
+  rn_timer_stop(&pool->later_timer);
   for (i = 0; i < pool->endpoint_count; i++) {
-    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    rn_pool_endpoint_t *ep = pool->endpoints[i];
+    rn_list_t *pos, *tmp;
+    rn_list_foreach_safe(pos, tmp, &ep->conns) {
+      rn__conn_close(RN_CONTAINER_OF(pos, rn_conn_t, node), RN_ECLOSED);
+    }
+  }
+  /* Removed endpoints may still have busy connections. Closing them
+   * frees nothing at once (that waits for libuv), so the lists hold. */
+  rn_list_foreach_safe(epos, etmp, &pool->removed) {
+    rn_pool_endpoint_t *ep =
+        RN_CONTAINER_OF(epos, rn_pool_endpoint_t, removed_node);
     rn_list_t *pos, *tmp;
     rn_list_foreach_safe(pos, tmp, &ep->conns) {
       rn__conn_close(RN_CONTAINER_OF(pos, rn_conn_t, node), RN_ECLOSED);
@@ -507,8 +774,8 @@ void rn__pool_call_done(rn_pool_t *pool) {
 }
 
 void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn) {
-  (void)conn;
   pool->conns--;
+  rn__endpoint_conn_freed(pool, conn->endpoint);
   pool_maybe_finish(pool);
 }
 
@@ -527,18 +794,37 @@ void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb) {
   pool_close_now(pool);
 }
 
-static void pool_close_now(rn_pool_t *pool) {
-  uint64_t drain_ms = pool->close_drain;
+void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb) {
+  pool->aborting = 1;
+  if (!pool->closing) {
+    rn_pool_close(pool, 0, cb);
+    return;
+  }
+  /* Cuts a drain short. */
+  if (!pool->close_deferred && !pool->conns_closed) pool_close_conns(pool);
+}
 
-  while (!rn_list_empty(&pool->pending)) {
-    rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
-    rn_list_remove(&call->node);
-    pool->pending_count--;
+static void pool_fail_list(rn_pool_t *pool, rn_list_t *list) {
+  while (!rn_list_empty(list)) {
+    rn_call_t *call = RN_CONTAINER_OF(list->next, rn_call_t, node);
+    if (call->backing_off) {
+      rn__retry_cancel(call);
+    } else {
+      rn_list_remove(&call->node);
+      pool->pending_count--;
+    }
     rn__call_complete(call, RN_ECLOSED, NULL, 0, 0);
     rn__call_release(call);
   }
+}
+
+static void pool_close_now(rn_pool_t *pool) {
+  uint64_t drain_ms = pool->close_drain;
+
+  pool_fail_list(pool, &pool->pending);
+  pool_fail_list(pool, &pool->retrying);
   if (pool->conns_closed) return; /* a callback above finished the drain */
-  if (pool->active == 0 || drain_ms == 0) {
+  if (pool->active == 0 || drain_ms == 0 || pool->aborting) {
     pool_close_conns(pool);
     return;
   }
@@ -549,26 +835,36 @@ static void pool_close_now(rn_pool_t *pool) {
 
 void rn_pool_reset_backoff(rn_pool_t *pool) {
   size_t i;
+  if (pool->closing) return;
   for (i = 0; i < pool->endpoint_count; i++) {
-    rn_pool_endpoint_t *ep = &pool->endpoints[i];
-    ep->failures = 0;
+    rn_pool_endpoint_t *ep = pool->endpoints[i];
     ep->retry_at = 0;
     rn__backoff_reset(&ep->backoff);
+    if (ep->ejected_until != 0) {
+      ep->ejected_until = 0;
+      ep->failures = 0;
+      pool->ejected--;
+    }
   }
+  /* States after the loop: a handler may set a new list. */
+  for (i = 0; i < pool->endpoint_count && !pool->closing; i++)
+    rn__endpoint_update(pool, pool->endpoints[i], "reset_backoff", 0);
   rn_timer_stop(&pool->reconnect_timer);
-  if (!pool->closing) pool_dispatch(pool);
+  if (!pool->closing) rn__pool_dispatch(pool);
 }
 
 void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats) {
   size_t i;
   *stats = pool->stats;
   stats->open = pool->conns;
-  stats->pending = pool->pending_count;
-  stats->in_flight = pool->active - pool->pending_count;
+  stats->pending = pool->pending_count + pool->retrying_count;
+  stats->in_flight = pool->active - stats->pending;
+  stats->ejected = pool->ejected;
+  stats->budget = pool->budget;
   stats->idle = 0;
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_list_t *pos;
-    rn_pool_endpoint_t *ep = &pool->endpoints[i];
+    rn_pool_endpoint_t *ep = pool->endpoints[i];
     for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       if (conn->state == RN_CONN_READY && conn->queued == 0) stats->idle++;

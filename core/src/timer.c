@@ -138,6 +138,13 @@ int rn_timer_is_active(const rn_timer_t *timer) {
   return timer->heap_index != SIZE_MAX;
 }
 
+uint64_t rn_timer_remaining(const rn_timer_t *timer) {
+  uint64_t now;
+  if (!rn_timer_is_active(timer)) return 0;
+  now = uv_now(timer->loop->uv);
+  return timer->due > now ? timer->due - now : 0;
+}
+
 int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms) {
   rn_loop_t *loop = timer->loop;
   int was_first;

@@ -395,6 +395,7 @@ static void test_idle_check_before_handout(void) {
 static int stale_closes, reset_closes;
 
 static void count_closes(rn_pool_t *p, const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0) return;
   (void)p;
   if (strcmp(ev->state, "closed") != 0) return;
   if (ev->error == RN_ESTALE) stale_closes++;

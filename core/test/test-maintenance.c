@@ -70,7 +70,7 @@ static void test_idle_timeout(void) {
   ASSERT_EQ(st.open, 1);
   test_run_for(rn_loop_uv(loop), 2300); /* two housekeeping rounds */
   rn_pool_stats(pool, &st);
-  ASSERT_EQ(st.idle_closed, 1);
+  ASSERT_EQ(st.evictions.idle, 1);
   ASSERT_EQ(st.open, 0);
   call_and_wait(); /* and the pool opens a new one on demand */
   rn_pool_stats(pool, &st);
@@ -92,7 +92,7 @@ static void test_min_idle_kept_warm(void) {
   test_run_for(rn_loop_uv(loop), 1200);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.idle, 2);
-  ASSERT_EQ(st.idle_closed, 0);
+  ASSERT_EQ(st.evictions.idle, 0);
   stop();
 }
 
@@ -102,7 +102,7 @@ static void test_max_lifetime(void) {
   call_and_wait();
   test_run_for(rn_loop_uv(loop), 1200);
   rn_pool_stats(pool, &st);
-  ASSERT_EQ(st.retired, 1);
+  ASSERT_EQ(st.evictions.lifetime, 1);
   ASSERT_EQ(st.open, 0);
   call_and_wait();
   stop();

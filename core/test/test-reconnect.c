@@ -15,6 +15,7 @@ static int connects, closes;
 static int failed;
 
 static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0) return;
   (void)p;
   if (strcmp(ev->state, "closed") == 0) {
     if (closes < ATTEMPTS + 8) closed_at[closes] = uv_hrtime();
@@ -48,7 +49,7 @@ static void test_backoff_bounds(void) {
   int port, i;
   uv_timer_t watch;
   static const char frame[] = "x\n";
-  rn_call_options_t opts = {30000, 0};
+  rn_call_options_t opts = {30000, 0, 0};
   double base = 5.0, min_total = 0;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));

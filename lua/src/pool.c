@@ -85,24 +85,45 @@ static void lrn_pool_done(rn_pool_t *pool, void *data,
     lrn_unref(p->ctx, &p->pin_ref);
 }
 
+static const char *lrn_event_name(rn_event_type_t type) {
+  switch (type) {
+  case RN_EVENT_STATE: return "state";
+  case RN_EVENT_EJECT: return "eject";
+  case RN_EVENT_RETRY: return "retry";
+  case RN_EVENT_BUDGET: return "budget";
+  case RN_EVENT_OVERLOAD: return "overload";
+  case RN_EVENT_RESOLVE: return "resolve";
+  }
+  return "unknown";
+}
+
+static void lrn_set_string(lua_State *L, const char *name, const char *v) {
+  if (v == NULL)
+    return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, name);
+}
+
 static int lrn_push_event(lua_State *L, void *arg) {
   const rn_pool_event_t *ev = (const rn_pool_event_t *)arg;
-  lua_createtable(L, 0, 5);
-  lua_pushstring(L, ev->type == RN_EVENT_STATE ? "state" : "unknown");
-  lua_setfield(L, -2, "type");
-  if (ev->endpoint != NULL) {
-    lua_pushstring(L, ev->endpoint);
-    lua_setfield(L, -2, "endpoint");
+  lua_createtable(L, 0, 7);
+  lrn_set_string(L, "type", lrn_event_name(ev->type));
+  lrn_set_string(L, "endpoint", ev->endpoint);
+  if (ev->connection != 0) {
+    lua_pushinteger(L, (lua_Integer)ev->connection);
+    lua_setfield(L, -2, "connection");
   }
-  lua_pushinteger(L, (lua_Integer)ev->connection);
-  lua_setfield(L, -2, "connection");
-  if (ev->state != NULL) {
-    lua_pushstring(L, ev->state);
-    lua_setfield(L, -2, "state");
+  lrn_set_string(L, "state", ev->state);
+  lrn_set_string(L, "reason", ev->reason);
+  if (ev->error != 0)
+    lrn_set_string(L, "error", rn_err_name(ev->error));
+  if (ev->type == RN_EVENT_EJECT || ev->type == RN_EVENT_RETRY) {
+    lua_pushnumber(L, (lua_Number)ev->duration / 1000);
+    lua_setfield(L, -2, ev->type == RN_EVENT_EJECT ? "duration" : "delay");
   }
-  if (ev->error != 0) {
-    lua_pushstring(L, rn_err_name(ev->error));
-    lua_setfield(L, -2, "error");
+  if (ev->attempt != 0) {
+    lua_pushinteger(L, (lua_Integer)ev->attempt);
+    lua_setfield(L, -2, "attempt");
   }
   return 1;
 }
@@ -126,9 +147,13 @@ static void lrn_pool_closed(rn_pool_t *pool) {
   free(p);
 }
 
-static void lrn_pool_start_close(lrn_pool_t *p, uint64_t drain_ms) {
+static void lrn_pool_start_close(lrn_pool_t *p, uint64_t drain_ms,
+                                 int reset) {
   p->closing = 1;
-  rn_pool_close(p->pool, drain_ms, lrn_pool_closed);
+  if (reset)
+    rn_pool_abort(p->pool, lrn_pool_closed);
+  else
+    rn_pool_close(p->pool, drain_ms, lrn_pool_closed);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -207,6 +232,33 @@ void lrn_codec_options(lua_State *L, rn_codec_options_t *codec) {
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
 
+/* The array of endpoint strings at idx, checked, as a userdata pushed on
+ * the stack (the strings stay referenced by the table at idx). */
+static const char **lrn_endpoint_list(lua_State *L, int idx,
+                                      const char *fname, size_t *count) {
+  const char **list;
+  size_t i, n;
+  if (lua_type(L, idx) != LUA_TTABLE || (n = lrn_rawlen(L, idx)) == 0)
+    luaL_error(L, "%s: option 'endpoints' must be a non-empty array of "
+                  "strings", fname);
+  list = (const char **)lua_newuserdata(L, n * sizeof(*list));
+  for (i = 0; i < n; i++) {
+    rn_endpoint_t ep;
+    size_t len;
+    lua_rawgeti(L, idx, (int)(i + 1));
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "%s: endpoints[%d] must be a string", fname, (int)(i + 1));
+    list[i] = lua_tolstring(L, -1, &len);
+    if (rn_endpoint_parse(&ep, list[i], len) != 0 ||
+        (ep.kind == RN_ENDPOINT_TCP && ep.port == 0))
+      luaL_error(L, "%s: bad endpoint '%s' (expected host:port, [v6]:port "
+                    "or unix:/path)", fname, list[i]);
+    lua_pop(L, 1);
+  }
+  *count = n;
+  return list;
+}
+
 /* pool_new{endpoints = {...}, protocol, length_bytes, delimiter, max_frame,
  *          size, max_pending, connect_timeout_ms, timeout_ms,
  *          write_high_water, reconnect_initial_ms, reconnect_multiplier,
@@ -221,7 +273,7 @@ static int lrn_pool_new(lua_State *L) {
   rn_pool_options_t o;
   const char **endpoints;
   lrn_pool_t **ud, *p;
-  size_t i, n;
+  size_t n;
   int rc;
   const lua_Integer max = (lua_Integer)1 << 40;
 
@@ -270,26 +322,29 @@ static int lrn_pool_new(lua_State *L) {
   o.min_idle = (unsigned)lrn_opt_int(L, "min_idle", (lua_Integer)o.min_idle,
                                      0, 1 << 20);
 
+  o.retry.attempts = (unsigned)lrn_opt_int(
+      L, "retry_attempts", (lua_Integer)o.retry.attempts, 1, 5);
+  o.retry.initial = (uint64_t)lrn_opt_int(
+      L, "retry_initial_ms", (lua_Integer)o.retry.initial, 0, max);
+  o.retry.max = (uint64_t)lrn_opt_int(L, "retry_max_ms",
+                                      (lua_Integer)o.retry.max, 0, max);
+  o.retry.budget_tokens = lrn_opt_number(L, "retry_budget_tokens",
+                                         o.retry.budget_tokens, 1, 1e9);
+  o.retry.budget_ratio = lrn_opt_number(L, "retry_budget_ratio",
+                                        o.retry.budget_ratio, 0, 1);
+  o.eject.failures = (unsigned)lrn_opt_int(
+      L, "eject_failures", (lua_Integer)o.eject.failures, 0, 1 << 20);
+  o.eject.time = (uint64_t)lrn_opt_int(L, "eject_time_ms",
+                                       (lua_Integer)o.eject.time, 1, max);
+  o.eject.max_time = (uint64_t)lrn_opt_int(
+      L, "eject_max_time_ms", (lua_Integer)o.eject.max_time, 1, max);
+  o.eject.max_share =
+      lrn_opt_number(L, "eject_max_share", o.eject.max_share, 0, 1);
+  o.resolve_ttl = (uint64_t)lrn_opt_int(
+      L, "resolve_ttl_ms", (lua_Integer)o.resolve_ttl, 0, max);
+
   lua_getfield(L, 1, "endpoints"); /* 2: keeps the strings alive */
-  if (lua_type(L, 2) != LUA_TTABLE || (n = lrn_rawlen(L, 2)) == 0)
-    return luaL_error(L, "resilnet.pool: option 'endpoints' must be a "
-                         "non-empty array of strings");
-  endpoints = (const char **)lua_newuserdata(L, n * sizeof(*endpoints));
-  for (i = 0; i < n; i++) {
-    rn_endpoint_t ep;
-    size_t len;
-    lua_rawgeti(L, 2, (int)(i + 1));
-    if (lua_type(L, -1) != LUA_TSTRING)
-      return luaL_error(L, "resilnet.pool: endpoints[%d] must be a string",
-                        (int)(i + 1));
-    endpoints[i] = lua_tolstring(L, -1, &len);
-    if (rn_endpoint_parse(&ep, endpoints[i], len) != 0 ||
-        (ep.kind == RN_ENDPOINT_TCP && ep.port == 0))
-      return luaL_error(L, "resilnet.pool: bad endpoint '%s' (expected "
-                           "host:port, [v6]:port or unix:/path)",
-                        endpoints[i]);
-    lua_pop(L, 1);
-  }
+  endpoints = lrn_endpoint_list(L, 2, "resilnet.pool", &n);
   o.endpoints = endpoints;
   o.endpoint_count = n;
   o.on_event = lrn_pool_event;
@@ -308,6 +363,9 @@ static int lrn_pool_new(lua_State *L) {
   rc = rn_pool_new(ctx->loop, &o, &p->pool);
   if (rc != 0) {
     free(p);
+    if (rc == UV_EINVAL)
+      return luaL_error(L, "resilnet.pool: invalid options (an endpoint "
+                           "listed twice, or limits that contradict)");
     return luaL_error(L, "resilnet.pool: %s (%s)", rn_strerror(rc),
                       rn_err_name(rc));
   }
@@ -317,13 +375,15 @@ static int lrn_pool_new(lua_State *L) {
   return 1;
 }
 
-/* pool_send(h, request, timeout_ms, idempotent, target) -> true | nil, err.
+/* pool_send(h, request, timeout_ms, idempotent, target[, attempts])
+ *   -> true | nil, err.
  * target (a task or a function) is dispatched exactly once with
  * (reply, nil) or (nil, err) unless this returns nil, err. */
 static int lrn_pool_send(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p = lrn_pool_get(L, 1);
   lua_Integer timeout = luaL_optinteger(L, 3, 0);
+  lua_Integer attempts = luaL_optinteger(L, 6, 0);
   int type = lua_type(L, 5);
   rn_call_options_t co;
   int ref, rc;
@@ -348,6 +408,7 @@ static int lrn_pool_send(lua_State *L) {
   }
   co.timeout = (uint64_t)timeout;
   co.idempotent = lua_toboolean(L, 4);
+  co.attempts = attempts > 0 ? (unsigned)attempts : 0;
 
   /* Everything that may raise happens before the core owns the call. */
   lua_pushvalue(L, 5);
@@ -390,28 +451,90 @@ static void lrn_set_count(lua_State *L, const char *name, uint64_t v) {
   lua_setfield(L, -2, name);
 }
 
+static void lrn_push_endpoints(lua_State *L, rn_pool_t *pool) {
+  size_t i, n = rn_pool_endpoint_count(pool);
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    rn_endpoint_info_t info;
+    if (rn_pool_endpoint_info(pool, i, &info) != 0)
+      break;
+    lua_createtable(L, 0, 6);
+    lrn_set_string(L, "endpoint", info.endpoint);
+    lrn_set_string(L, "state", info.state);
+    lrn_set_count(L, "open", info.open);
+    lrn_set_count(L, "outstanding", info.outstanding);
+    lrn_set_count(L, "failures", info.failures);
+    lua_pushnumber(L, (lua_Number)info.ejected_for / 1000);
+    lua_setfield(L, -2, "ejected_for");
+    lua_rawseti(L, -2, (int)(i + 1));
+  }
+}
+
 static int lrn_pool_stats(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
   rn_pool_stats_t s;
   memset(&s, 0, sizeof(s));
   if (p != NULL)
     rn_pool_stats(p->pool, &s);
-  lua_createtable(L, 0, 15);
+  lua_createtable(L, 0, 24);
   lrn_set_count(L, "calls", s.calls);
   lrn_set_count(L, "completed", s.completed);
   lrn_set_count(L, "failed", s.failed);
+  lrn_set_count(L, "overloaded", s.overloaded);
+  lrn_set_count(L, "retries", s.retries);
+  lrn_set_count(L, "requeued", s.requeued);
   lrn_set_count(L, "connects", s.connects);
+  lrn_set_count(L, "reconnects", s.reconnects);
   lrn_set_count(L, "connect_failures", s.connect_failures);
+  lrn_set_count(L, "reuses", s.reuses);
   lrn_set_count(L, "heartbeats", s.heartbeats);
+  lrn_set_count(L, "heartbeats_missed", s.heartbeats_missed);
   lrn_set_count(L, "dead_peers", s.dead_peers);
-  lrn_set_count(L, "idle_closed", s.idle_closed);
-  lrn_set_count(L, "retired", s.retired);
+  lrn_set_count(L, "ejections", s.ejections);
+  lua_createtable(L, 0, 8);
+  lrn_set_count(L, "idle", s.evictions.idle);
+  lrn_set_count(L, "lifetime", s.evictions.lifetime);
+  lrn_set_count(L, "stale", s.evictions.stale);
+  lrn_set_count(L, "dead_peer", s.evictions.dead_peer);
+  lrn_set_count(L, "peer_closed", s.evictions.peer_closed);
+  lrn_set_count(L, "unexpected", s.evictions.unexpected);
+  lrn_set_count(L, "removed", s.evictions.removed);
+  lrn_set_count(L, "error", s.evictions.error);
+  lua_setfield(L, -2, "evictions");
   lrn_set_count(L, "open", s.open);
   lrn_set_count(L, "idle", s.idle);
   lrn_set_count(L, "pending", s.pending);
   lrn_set_count(L, "in_flight", s.in_flight);
+  lrn_set_count(L, "ejected", s.ejected);
+  lua_pushnumber(L, (lua_Number)s.budget);
+  lua_setfield(L, -2, "budget");
+  if (p != NULL) {
+    lrn_push_endpoints(L, p->pool);
+    lua_setfield(L, -2, "endpoints");
+  }
   lua_pushboolean(L, p == NULL || p->closing);
   lua_setfield(L, -2, "closed");
+  return 1;
+}
+
+/* pool_set_endpoints(h, list) -> true | nil, err. Raises on a bad list. */
+static int lrn_pool_set_endpoints(lua_State *L) {
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  const char **list;
+  size_t n;
+  int rc;
+  lua_settop(L, 2);
+  list = lrn_endpoint_list(L, 2, "pool:set_endpoints", &n);
+  rc = p == NULL || p->closing ? RN_ECLOSED
+                               : rn_pool_set_endpoints(p->pool, list, n);
+  if (rc == UV_EINVAL)
+    return luaL_error(L, "pool:set_endpoints: an endpoint is listed twice");
+  if (rc != 0) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, lrn_ctx(L), rc);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -422,25 +545,29 @@ static int lrn_pool_reset_backoff(lua_State *L) {
   return 0;
 }
 
-/* pool_close(h, drain_ms, target) -> true, or false if already closing.
- * target (optional) is dispatched once the pool has closed. */
+/* pool_close(h, drain_ms, target, reset) -> true, or false if already
+ * closing (a reset still cuts a drain short). target (optional) is
+ * dispatched once the pool has closed. */
 static int lrn_pool_close(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
   lua_Integer drain = luaL_optinteger(L, 2, 0);
   int type = lua_type(L, 3);
+  int reset = lua_toboolean(L, 4);
   luaL_argcheck(L, drain >= 0, 2, "drain must not be negative");
   luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
                        type == LUA_TFUNCTION || type == LUA_TTHREAD,
                 3, "expected a function or a thread");
   if (p == NULL || p->closing) {
+    if (p != NULL && reset)
+      rn_pool_abort(p->pool, NULL);
     lua_pushboolean(L, 0);
     return 1;
   }
   if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
-    lua_settop(L, 3);
+    lua_pushvalue(L, 3);
     p->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  lrn_pool_start_close(p, (uint64_t)drain);
+  lrn_pool_start_close(p, (uint64_t)drain, reset);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -457,7 +584,7 @@ static int lrn_pool_gc(lua_State *L) {
    * nobody holds have no listener. */
   p->quiet = 1;
   if (!p->closing)
-    lrn_pool_start_close(p, 0);
+    lrn_pool_start_close(p, 0, 0);
   return 0;
 }
 
@@ -468,7 +595,7 @@ void lrn_pool_close_all(lrn_ctx_t *ctx) {
     next = l->next;
     p->quiet = 1;
     if (!p->closing)
-      lrn_pool_start_close(p, 0);
+      lrn_pool_start_close(p, 0, 0);
   }
 }
 
@@ -477,6 +604,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
     {"pool_reset_backoff", lrn_pool_reset_backoff},
+    {"pool_set_endpoints", lrn_pool_set_endpoints},
     {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {

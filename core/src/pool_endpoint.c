@@ -1,0 +1,207 @@
+/* A pool's endpoints: their lifetime (discovery may drop one while calls
+ * still refer to it), their health (consecutive failures, reconnect
+ * backoff, ejection) and the state the pool reports for each. */
+#include "client.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int rn__endpoint_new(rn_pool_t *pool, const char *text,
+                     rn_pool_endpoint_t **out) {
+  rn_pool_endpoint_t *ep;
+  int err;
+
+  *out = NULL;
+  if (text == NULL) return UV_EINVAL;
+  ep = calloc(1, sizeof(*ep));
+  if (ep == NULL) return UV_ENOMEM;
+  err = rn_endpoint_parse(&ep->address, text, strlen(text));
+  if (err == 0) err = rn_endpoint_format(&ep->address, ep->text,
+                                         sizeof(ep->text));
+  if (err < 0) {
+    free(ep);
+    return err;
+  }
+  rn_list_init(&ep->conns);
+  rn_list_init(&ep->removed_node);
+  rn__backoff_init(&ep->backoff, &pool->options.reconnect);
+  ep->state = "idle";
+  *out = ep;
+  return 0;
+}
+
+static void endpoint_maybe_free(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  (void)pool;
+  if (!ep->removed || ep->refs > 0 || !rn_list_empty(&ep->conns)) return;
+  rn_list_remove(&ep->removed_node);
+  free(ep);
+}
+
+void rn__endpoint_release(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  ep->refs--;
+  endpoint_maybe_free(pool, ep);
+}
+
+void rn__endpoint_conn_freed(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  endpoint_maybe_free(pool, ep);
+}
+
+/* Discovery dropped it: no more calls or connects. Idle and opening
+ * connections close now; busy ones once their last reply is in. The
+ * memory stays while a connection or a call's result still points here. */
+void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  rn_list_t *pos, *tmp;
+
+  ep->removed = 1;
+  if (ep->ejected_until != 0) {
+    ep->ejected_until = 0;
+    pool->ejected--;
+  }
+  rn_list_insert_tail(&pool->removed, &ep->removed_node);
+  rn_list_foreach_safe(pos, tmp, &ep->conns) {
+    rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+    if (conn->state == RN_CONN_CLOSING) continue;
+    conn->retiring = 1;
+    conn->close_reason = "removed";
+    if (conn->queued == 0) rn__conn_close(conn, 0);
+  }
+  endpoint_maybe_free(pool, ep);
+}
+
+/* Frees every endpoint at the end of the pool's life. */
+void rn__endpoint_free_all(rn_pool_t *pool) {
+  size_t i;
+  for (i = 0; i < pool->endpoint_count; i++) free(pool->endpoints[i]);
+  while (!rn_list_empty(&pool->removed)) {
+    rn_pool_endpoint_t *ep =
+        RN_CONTAINER_OF(pool->removed.next, rn_pool_endpoint_t, removed_node);
+    rn_list_remove(&ep->removed_node);
+    free(ep);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* State                                                                      */
+
+static const char *endpoint_state(const rn_pool_endpoint_t *ep) {
+  if (ep->ejected_until != 0) return "ejected";
+  if (ep->ready > 0) return "ready";
+  /* Sticky until a connection is ready again: a server that keeps refusing
+   * reads as one failure, not as a flicker of connecting and failing. */
+  if (ep->failures > 0) return "transient_failure";
+  if (ep->connecting > 0) return "connecting";
+  return "idle";
+}
+
+void rn__endpoint_update(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                         const char *reason, int err) {
+  rn_pool_event_t ev;
+  const char *state;
+
+  if (ep->removed) return;
+  state = endpoint_state(ep);
+  if (state == ep->state) return;
+  ep->state = state;
+  memset(&ev, 0, sizeof(ev));
+  ev.state = state;
+  ev.reason = reason;
+  ev.error = err;
+  rn__pool_emit(pool, RN_EVENT_STATE, ep, &ev);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Health                                                                     */
+
+/* Whether calls and connects may go to ep now. An ejection that has run
+ * its time ends here: the endpoint starts over with a clean count (its
+ * reconnect backoff still paces the first connect). */
+int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                        uint64_t now) {
+  if (ep->removed) return 0;
+  if (ep->ejected_until == 0) return 1;
+  if (now < ep->ejected_until) return 0;
+  ep->ejected_until = 0;
+  ep->failures = 0;
+  pool->ejected--;
+  rn__endpoint_update(pool, ep, "eject_expired", 0);
+  return 1;
+}
+
+static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                                 uint64_t now, int err) {
+  const rn_eject_options_t *o = &pool->options.eject;
+  size_t cap = (size_t)(o->max_share * (double)pool->endpoint_count);
+  uint64_t duration = o->time;
+  rn_pool_event_t ev;
+  unsigned i;
+
+  if (o->failures == 0 || ep->failures < o->failures ||
+      ep->ejected_until != 0)
+    return;
+  /* Never all of them, and never more than the share: past that, the
+   * trouble is likely on our side, and calls are better off trying. */
+  if (pool->ejected + 1 > cap || pool->ejected + 1 >= pool->endpoint_count)
+    return;
+  /* An endpoint that stayed in long enough starts again from `time`. */
+  if (ep->last_ejected != 0 && now - ep->last_ejected > o->max_time)
+    ep->ejections = 0;
+  for (i = 0; i < ep->ejections && duration < o->max_time; i++) duration *= 2;
+  duration = RN_MIN(duration, o->max_time);
+  ep->ejections++;
+  ep->last_ejected = now;
+  ep->ejected_until = now + duration;
+  pool->ejected++;
+  pool->stats.ejections++;
+
+  memset(&ev, 0, sizeof(ev));
+  ev.reason = "failures";
+  ev.error = err;
+  ev.duration = duration;
+  rn__pool_emit(pool, RN_EVENT_EJECT, ep, &ev);
+  rn__endpoint_update(pool, ep, "failures", err);
+}
+
+/* A connect failed, a connection never answered, or a peer went silent
+ * or reset with calls on it: back off, and eject after too many. */
+void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
+  uint64_t now;
+  /* From the real now: the loop's cached clock can lag by however long
+   * this turn of the loop has run, which would shorten the backoff. */
+  uv_update_time(pool->loop->uv);
+  now = rn_loop_now(pool->loop);
+  ep->failures++;
+  ep->lost = 1;
+  ep->retry_at = now + rn__backoff_next(&ep->backoff, pool->loop);
+  endpoint_maybe_eject(pool, ep, now, err);
+}
+
+/* The peer answered: only now is the endpoint known to be healthy. A bare
+ * TCP accept proves little (a wedged server's kernel still accepts). An
+ * ejection runs its course regardless. */
+void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  (void)pool;
+  ep->failures = 0;
+  ep->retry_at = 0;
+  rn__backoff_reset(&ep->backoff);
+}
+
+int rn_pool_endpoint_info(rn_pool_t *pool, size_t index,
+                          rn_endpoint_info_t *info) {
+  rn_pool_endpoint_t *ep;
+  uint64_t now;
+
+  if (index >= pool->endpoint_count) return UV_EINVAL;
+  ep = pool->endpoints[index];
+  now = rn_loop_now(pool->loop);
+  info->endpoint = ep->text;
+  info->state = ep->state;
+  info->open = ep->open;
+  info->outstanding = ep->outstanding;
+  info->failures = ep->failures;
+  info->ejected_for = ep->ejected_until > now ? ep->ejected_until - now : 0;
+  return 0;
+}
+
+size_t rn_pool_endpoint_count(rn_pool_t *pool) {
+  return pool->endpoint_count;
+}

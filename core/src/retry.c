@@ -1,0 +1,114 @@
+/* Policy retries (design §4) and the per-pool retry budget.
+ *
+ * Only calls that may have reached the server come here: a call that was
+ * never written is moved to another connection by the pool without asking
+ * (rn__pool_requeue), since the server cannot have executed it. A written
+ * call is tried again only if the caller said running it twice is harmless
+ * (idempotent), it has attempts left, the budget allows, and the delay fits
+ * in its deadline. Anything else fails with maybe_executed set. */
+#include "client.h"
+
+#include <string.h>
+
+/* A retry is allowed only while the budget is above half: in an outage
+ * every call fails, the budget drains, and the load the pool adds falls
+ * back to one attempt per call instead of `attempts` per call. */
+static int budget_allows(const rn_pool_t *pool) {
+  return pool->budget > pool->options.retry.budget_tokens / 2;
+}
+
+static void budget_event(rn_pool_t *pool, const char *state) {
+  rn_pool_event_t ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.state = state;
+  rn__pool_emit(pool, RN_EVENT_BUDGET, NULL, &ev);
+}
+
+void rn__retry_spend(rn_pool_t *pool) {
+  int allowed = budget_allows(pool);
+  pool->budget -= 1;
+  if (pool->budget < 0) pool->budget = 0;
+  if (allowed && !budget_allows(pool)) budget_event(pool, "exhausted");
+}
+
+void rn__retry_succeeded(rn_pool_t *pool) {
+  const rn_retry_options_t *o = &pool->options.retry;
+  int allowed;
+  if (pool->budget >= o->budget_tokens) return;
+  allowed = budget_allows(pool);
+  pool->budget += o->budget_ratio;
+  if (pool->budget > o->budget_tokens) pool->budget = o->budget_tokens;
+  if (!allowed && budget_allows(pool)) budget_event(pool, "restored");
+}
+
+/* Full jitter: uniform in [0, min(max, initial * 2^(n-1))) after the n-th
+ * attempt, so that calls that failed together spread out. */
+static uint64_t retry_delay(rn_pool_t *pool, unsigned attempts) {
+  const rn_retry_options_t *o = &pool->options.retry;
+  uint64_t cap = o->initial;
+  unsigned i;
+  for (i = 1; i < attempts && cap < o->max; i++) cap *= 2;
+  cap = RN_MIN(cap, o->max);
+  return (uint64_t)((double)cap * rn__random_unit(pool->loop));
+}
+
+static void retry_due(rn_timer_t *timer) {
+  rn_call_t *call = timer->data;
+  rn_pool_t *pool = call->pool;
+  rn_list_remove(&call->node); /* from pool->retrying */
+  pool->retrying_count--;
+  call->backing_off = 0;
+  rn__pool_requeue(pool, call);
+  rn__pool_dispatch(pool);
+}
+
+void rn__retry_cancel(rn_call_t *call) {
+  if (!call->backing_off) return;
+  rn_timer_stop(&call->retry_timer);
+  rn_list_remove(&call->node);
+  call->pool->retrying_count--;
+  call->backing_off = 0;
+}
+
+static void retry_fail(rn_call_t *call, int err) {
+  rn__call_complete(call, err, NULL, 0, 0);
+  rn__call_release(call);
+}
+
+void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
+  uint64_t delay, left;
+  rn_pool_event_t ev;
+
+  rn__retry_spend(pool);
+  if (call->done) { /* its deadline passed while it was out */
+    rn__call_release(call);
+    return;
+  }
+  if (!call->idempotent || pool->closing ||
+      call->attempts >= call->max_attempts || !budget_allows(pool)) {
+    retry_fail(call, err);
+    return;
+  }
+  delay = retry_delay(pool, call->attempts);
+  left = rn_timer_remaining(&call->deadline);
+  if (delay >= left) {
+    retry_fail(call, err);
+    return;
+  }
+
+  pool->stats.retries++;
+  call->state = RN_SEND_UNSENT;
+  call->backing_off = 1;
+  rn_list_insert_tail(&pool->retrying, &call->node);
+  pool->retrying_count++;
+  rn_timer_init(pool->loop, &call->retry_timer, retry_due);
+  call->retry_timer.data = call;
+  rn_timer_start(&call->retry_timer, delay);
+
+  memset(&ev, 0, sizeof(ev));
+  ev.reason = rn_err_name(err);
+  ev.error = err;
+  ev.duration = delay;
+  ev.attempt = call->attempts + 1;
+  rn__pool_emit(pool, RN_EVENT_RETRY, call->endpoint, &ev);
+}
