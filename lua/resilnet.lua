@@ -233,6 +233,8 @@ local types = {
                  function(v) return type(v) == "number" and v >= 1 end },
   count = { "an integer >= 1",
             function(v) return is_integer(v) and v >= 1 end },
+  attempts = { "an integer from 1 to 5",
+               function(v) return is_integer(v) and v >= 1 and v <= 5 end },
   count0 = { "an integer >= 0",
              function(v) return is_integer(v) and v >= 0 end },
   protocol = { 'one of "resp", "line", "length"', function(v)
@@ -245,7 +247,8 @@ local types = {
     return type(v) == "string" and #v >= 1 and #v <= 16
       and not v:find("\0", 1, true)
   end },
-  endpoints = { "a non-empty array of strings", function(v)
+  endpoints = { "a non-empty array of strings or a function", function(v)
+    if type(v) == "function" then return true end
     if type(v) ~= "table" or #v == 0 then return false end
     for k, e in pairs(v) do
       if type(e) ~= "string" or not is_integer(k) or k < 1 or k > #v then
@@ -286,8 +289,16 @@ local budget_fields = {
   { "ratio", "ratio", 0.1 },
 }
 local retry_fields = {
-  { "attempts", "count", 3 },
-  { "budget", nested(budget_fields) },
+  { "attempts", "attempts", 3 },
+  { "initial", "seconds", 0.01 },
+  { "max", "seconds", 1 },
+  { "budget", nested(budget_fields, false, true) },
+}
+local eject_fields = {
+  { "failures", "count", 5 },
+  { "time", "positive", 10 },
+  { "max_time", "positive", 300 },
+  { "max_share", "ratio", 0.5 },
 }
 local hedge_fields = {
   { "delay", "positive", 0.05 },
@@ -311,8 +322,10 @@ local pool_schema = {
   { "heartbeat", nested(heartbeat_fields, true, true) },
   { "keepalive", nested(keepalive_fields, true, true) },
   { "reconnect", nested(reconnect_fields, false, true) },
-  { "retry", nested(retry_fields, true) },
+  { "retry", nested(retry_fields, true, true) },
   { "hedge", nested(hedge_fields, true) },
+  { "eject", nested(eject_fields, true, true) },
+  { "resolve_ttl", "seconds", 30 },
 }
 
 local server_schema = {
@@ -332,11 +345,14 @@ local call_schema = {
   { "idempotent", "boolean", false },
   { "timeout", "positive" },  -- default: the pool's timeout
   { "key", "key" },
-  { "attempts", "count" },
+  { "attempts", "attempts" },  -- default: the pool's retry.attempts
   { "hedge", nested(hedge_fields, true) },
 }
 
-local pool_close_schema = { { "drain", "seconds", 0 } }
+local pool_close_schema = {
+  { "drain", "seconds", 0 },
+  { "reset", "boolean", false },
+}
 local server_close_schema = {
   { "goaway", "boolean", true },
   { "drain", "seconds", 0 },
@@ -479,12 +495,26 @@ local Pool = {}
 Pool.__index = Pool
 
 local events = { state = true, retry = true, overload = true, eject = true,
-                 heartbeat = true }
+                 budget = true, resolve = true }
 
---- resilnet.pool{endpoints = {...}, ...} -> pool. See resilnet._options.pool.
+-- The current list from a discovery function, checked like the option.
+local function discover(fn, level)
+  local list = fn()
+  if not types.endpoints[2](list) or type(list) ~= "table" then
+    error("resilnet.pool: the endpoints function must return a non-empty "
+          .. "array of strings, got " .. type(list), level)
+  end
+  return list
+end
+
+--- resilnet.pool{endpoints = {...} | fn, ...} -> pool. See
+-- resilnet._options.pool.
 function resilnet.pool(opts)
   local o = validate("resilnet.pool", pool_schema, opts)
-  local hb, ka, rc = o.heartbeat, o.keepalive, o.reconnect
+  local hb, ka, rc, rt, ej = o.heartbeat, o.keepalive, o.reconnect, o.retry,
+                             o.eject
+  local discovery = type(o.endpoints) == "function" and o.endpoints or nil
+  local endpoints = discovery and discover(discovery, 3) or o.endpoints
   local h = core.pool_new {
     heartbeat_interval_ms = hb and ms(hb.interval) or 0,
     heartbeat_timeout_ms = hb and ms(hb.timeout) or 0,
@@ -500,7 +530,17 @@ function resilnet.pool(opts)
     idle_timeout_ms = ms(o.idle_timeout),
     max_lifetime_ms = ms(o.max_lifetime),
     min_idle = o.min_idle,
-    endpoints = o.endpoints,
+    retry_attempts = rt and rt.attempts or 1,
+    retry_initial_ms = rt and ms(rt.initial) or nil,
+    retry_max_ms = rt and ms(rt.max) or nil,
+    retry_budget_tokens = rt and rt.budget.tokens or nil,
+    retry_budget_ratio = rt and rt.budget.ratio or nil,
+    eject_failures = ej and ej.failures or 0,
+    eject_time_ms = ej and ms(ej.time) or nil,
+    eject_max_time_ms = ej and ms(ej.max_time) or nil,
+    eject_max_share = ej and ej.max_share or nil,
+    resolve_ttl_ms = ms(o.resolve_ttl),
+    endpoints = endpoints,
     protocol = o.protocol,
     length_bytes = o.length_bytes,
     delimiter = o.delimiter,
@@ -517,7 +557,15 @@ function resilnet.pool(opts)
   local weak = setmetatable({ self }, { __mode = "v" })
   core.pool_on(h, function(ev)
     local pool = weak[1]
-    local list = pool and pool._handlers[ev.type]
+    if not pool then
+      return
+    end
+    if ev.type == "resolve" and discovery then
+      -- Scripted discovery: the core asks (after a connect failure, and
+      -- every resolve_ttl); the function answers with the current list.
+      pool:set_endpoints(discover(discovery, 2))
+    end
+    local list = pool._handlers[ev.type]
     for i = 1, list and #list or 0 do
       list[i](ev)
     end
@@ -535,18 +583,18 @@ local function call_options(fname, opts)
   end
   check_table(fname, "", call_schema, opts, 4)
   local timeout = opts.timeout
-  return timeout and ms(timeout) or 0, opts.idempotent == true
+  return timeout and ms(timeout) or 0, opts.idempotent == true, opts.attempts
 end
 
-local function start_send(target, h, request, timeout, idempotent)
-  return core.pool_send(h, request, timeout, idempotent, target)
+local function start_send(target, h, request, timeout, idempotent, attempts)
+  return core.pool_send(h, request, timeout, idempotent, target, attempts)
 end
 
 --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
 function Pool:call(request, opts)
-  local timeout, idempotent = call_options("pool:call", opts)
+  local timeout, idempotent, attempts = call_options("pool:call", opts)
   return await("pool:call", start_send, self._h, request, timeout,
-               idempotent)
+               idempotent, attempts)
 end
 
 --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
@@ -558,8 +606,8 @@ function Pool:send(request, opts, cb)
   if type(cb) ~= "function" then
     error("pool:send: expected a callback function, got " .. type(cb), 2)
   end
-  local timeout, idempotent = call_options("pool:send", opts)
-  return core.pool_send(self._h, request, timeout, idempotent, cb)
+  local timeout, idempotent, attempts = call_options("pool:send", opts)
+  return core.pool_send(self._h, request, timeout, idempotent, cb, attempts)
 end
 
 --- pool:on(event, fn): fn(ev) runs for every event of that type.
@@ -590,14 +638,30 @@ function Pool:reset_backoff()
   core.pool_reset_backoff(self._h)
 end
 
+--- pool:set_endpoints{...}: replaces the endpoint list. Endpoints in both
+-- lists keep their connections; dropped ones finish their calls and close.
+-- true, or nil, err once the pool is closed; raises on a bad list.
+function Pool:set_endpoints(list)
+  if not types.endpoints[2](list) or type(list) ~= "table" then
+    error("pool:set_endpoints: expected a non-empty array of strings, got "
+          .. type(list), 2)
+  end
+  return core.pool_set_endpoints(self._h, list)
+end
+
 --- pool:close{drain = seconds}: stops taking calls, lets calls in flight
 -- finish for up to drain seconds, waits until every connection closed.
+-- pool:close{reset = true}: fails every call at once and resets (RST)
+-- every connection; for connections known to be broken.
 function Pool:close(opts)
   local o = validate("pool:close", pool_close_schema, opts)
   if not self._closing then
     self._closing = true
     self._waiters = {}
-    core.pool_close(self._h, ms(o.drain), function() wake_all(self) end)
+    core.pool_close(self._h, ms(o.drain), function() wake_all(self) end,
+                    o.reset)
+  elseif o.reset then
+    core.pool_close(self._h, 0, nil, true)
   end
   return wait_closed("pool:close", self)
 end
