@@ -142,6 +142,7 @@ struct rn_pool_s {
   rn_buf_t ping_frame; /* empty: no heartbeats */
   rn_timer_t maintenance_timer;
   rn_timer_t reconnect_timer;  /* next endpoint out of backoff */
+  rn_timer_t eject_timer;      /* next ejection to end */
   int last_connect_error;      /* since the last successful connect */
   rn_timer_t close_timer;
   rn_pool_close_cb close_cb;
@@ -164,8 +165,8 @@ void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* retry.c: a call that was written failed with err on its connection.
  * Completes it, or schedules another attempt (design §4). */
 void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err);
-/* An attempt that was written failed (a connection failure, a deadline):
- * it spends from the retry budget. */
+/* Written attempts failed (a connection lost with calls on it, a call's
+ * deadline while the server had it): spends one token of the budget. */
 void rn__retry_spend(rn_pool_t *pool);
 /* A call completed: successes refill the retry budget. */
 void rn__retry_succeeded(rn_pool_t *pool);
@@ -197,6 +198,7 @@ int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                         uint64_t now);
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+void rn__endpoint_eject_due(rn_timer_t *timer); /* pool->eject_timer */
 
 /* pool.c: what connections report back. */
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn);

@@ -587,6 +587,13 @@ static void conn_close_handle(rn_conn_t *conn, int connected) {
   uv_close(&conn->h.handle, conn_on_close);
 }
 
+static int conn_has_calls_sent(const rn_conn_t *conn) {
+  const rn_list_t *pos;
+  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next)
+    if (!RN_CONTAINER_OF(pos, rn_call_t, node)->internal) return 1;
+  return 0;
+}
+
 void rn__conn_close(rn_conn_t *conn, int err) {
   rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
@@ -614,7 +621,11 @@ void rn__conn_close(rn_conn_t *conn, int err) {
       rn_list_insert_tail(&unsent, &call->node);
   }
 
-  /* Calls written may have executed: the retry rules decide. */
+  /* Calls written may have executed: the retry rules decide. The calls
+   * lost with one connection are one failure for the retry budget: a
+   * crash with a hundred calls in flight is one event, and spending a
+   * hundred tokens on it would forbid the retries that recover from it. */
+  if (conn_has_calls_sent(conn)) rn__retry_spend(pool);
   while (!rn_list_empty(&conn->sent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     rn_list_remove(&call->node);

@@ -238,6 +238,9 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   pool->close_timer.data = pool;
   rn_timer_init(loop, &pool->reconnect_timer, pool_reconnect_due);
   pool->reconnect_timer.data = pool;
+  rn_timer_init(loop, &pool->eject_timer, rn__endpoint_eject_due);
+  pool->eject_timer.data = pool;
+  rn_timer_unref(&pool->eject_timer);
   rn_timer_init(loop, &pool->later_timer, pool_later);
   pool->later_timer.data = pool;
   rn_timer_unref(&pool->later_timer);
@@ -718,6 +721,7 @@ static void pool_finish(rn_timer_t *timer) {
   rn_timer_stop(&pool->close_timer);
   rn_timer_stop(&pool->maintenance_timer);
   rn_timer_stop(&pool->reconnect_timer);
+  rn_timer_stop(&pool->eject_timer);
   rn_timer_stop(&pool->later_timer);
   rn_buf_free(&pool->ping_frame);
   pool_discard_next(pool);
@@ -744,6 +748,7 @@ static void pool_close_conns(rn_pool_t *pool) {
   rn_timer_stop(&pool->close_timer);
   rn_timer_stop(&pool->maintenance_timer);
   rn_timer_stop(&pool->reconnect_timer);
+  rn_timer_stop(&pool->eject_timer);
   rn_timer_stop(&pool->later_timer);
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep = pool->endpoints[i];

@@ -88,7 +88,7 @@ static const char *endpoint_state(const rn_pool_endpoint_t *ep) {
   if (ep->ready > 0) return "ready";
   /* Sticky until a connection is ready again: a server that keeps refusing
    * reads as one failure, not as a flicker of connecting and failing. */
-  if (ep->failures > 0) return "transient_failure";
+  if (ep->failures > 0 || ep->lost) return "transient_failure";
   if (ep->connecting > 0) return "connecting";
   return "idle";
 }
@@ -127,6 +127,31 @@ int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   return 1;
 }
 
+/* Ejections end on time even when no call asks for the endpoint, so that
+ * its state (and min_idle warm-up) follow. */
+static void endpoint_arm_eject_timer(rn_pool_t *pool) {
+  uint64_t now = rn_loop_now(pool->loop), next = UINT64_MAX;
+  size_t i;
+  for (i = 0; i < pool->endpoint_count; i++)
+    if (pool->endpoints[i]->ejected_until != 0)
+      next = RN_MIN(next, pool->endpoints[i]->ejected_until);
+  if (next == UINT64_MAX)
+    rn_timer_stop(&pool->eject_timer);
+  else
+    rn_timer_start(&pool->eject_timer, next > now ? next - now : 0);
+}
+
+void rn__endpoint_eject_due(rn_timer_t *timer) {
+  rn_pool_t *pool = timer->data;
+  uint64_t now = rn_loop_now(pool->loop);
+  size_t i;
+  for (i = 0; i < pool->endpoint_count && !pool->closing; i++)
+    rn__endpoint_usable(pool, pool->endpoints[i], now);
+  if (pool->closing) return;
+  endpoint_arm_eject_timer(pool);
+  rn__pool_dispatch(pool);
+}
+
 static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                                  uint64_t now, int err) {
   const rn_eject_options_t *o = &pool->options.eject;
@@ -152,6 +177,7 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   ep->ejected_until = now + duration;
   pool->ejected++;
   pool->stats.ejections++;
+  endpoint_arm_eject_timer(pool);
 
   memset(&ev, 0, sizeof(ev));
   ev.reason = "failures";

@@ -79,7 +79,6 @@ void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
   uint64_t delay, left;
   rn_pool_event_t ev;
 
-  rn__retry_spend(pool);
   if (call->done) { /* its deadline passed while it was out */
     rn__call_release(call);
     return;

@@ -9,12 +9,14 @@ local lua = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
 
 local function succeeded(ok) return ok == true or ok == 0 end
 
---- Starts an echo server process listening on 127.0.0.1:port (0: any).
+--- Starts `lua script args...` (a server that prints "listening <port>").
 -- Returns {pid, port} once it listens, or raises.
-function P.start_server(protocol, port)
+function P.start_script(script, ...)
   local out = os.tmpname()
-  local cmd = ("%s spec/helpers/echo_server.lua %s %d >%s 2>&1 & echo $!")
-    :format(lua, protocol, port, out)
+  local args = { ... }
+  for i = 1, #args do args[i] = ("%q"):format(tostring(args[i])) end
+  local cmd = ("%s %s %s >%s 2>&1 & echo $!")
+    :format(lua, script, table.concat(args, " "), out)
   local pipe = assert(io.popen(cmd))
   local pid = tonumber(pipe:read("*l"))
   pipe:close()
@@ -32,6 +34,26 @@ function P.start_server(protocol, port)
   end
   os.execute("kill -9 " .. pid .. " 2>/dev/null")
   error("server process did not start: " .. (io.open(out) and io.open(out):read("*a") or "?"))
+end
+
+--- Starts an echo server process listening on 127.0.0.1:port (0: any).
+function P.start_server(protocol, port)
+  return P.start_script("spec/helpers/echo_server.lua", protocol, port)
+end
+
+--- Starts a ledger server (spec/helpers/ledger_server.lua) writing to path.
+function P.start_ledger(port, path)
+  return P.start_script("spec/helpers/ledger_server.lua", port, path)
+end
+
+--- Executions recorded in a ledger file: id -> count.
+function P.read_ledger(path)
+  local counts = {}
+  local f = io.open(path)
+  if not f then return counts end
+  for id in f:lines() do counts[id] = (counts[id] or 0) + 1 end
+  f:close()
+  return counts
 end
 
 --- Sends signal (e.g. "KILL") and, for fatal ones, waits until it is gone.
