@@ -14,7 +14,8 @@ local function assert_carries_on(pool)
 end
 
 describe("bad input", function()
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   describe("from a server", function()
     it("an oversized reply fails the call with EFRAMESIZE", function()

@@ -3,7 +3,8 @@ local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 
 describe("concurrency", function()
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   it("has a version and a null", function()
     assert.matches("^resilnet %d+%.%d+%.%d+$", resilnet._VERSION)

@@ -6,7 +6,8 @@ local H = require "spec.helpers.util"
 local P = require "spec.helpers.process"
 
 describe("frozen server", function()
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   it("is declared dead within the heartbeat timeout; calls move on", function()
     local a = P.start_server("resp", 0)

@@ -32,7 +32,8 @@ local function run_child(code)
 end
 
 describe("lifetimes", function()
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   it("survives reloading the module in the same state", function()
     local core = require "resilnet.core"

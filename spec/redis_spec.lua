@@ -13,7 +13,8 @@ describe("redis", function()
   end
 
   teardown(function() R.stop(redis) end)
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   local pool
   before_each(function()

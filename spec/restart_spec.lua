@@ -6,7 +6,8 @@ local H = require "spec.helpers.util"
 local P = require "spec.helpers.process"
 
 describe("server restart", function()
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   it("SIGKILL and restart while idle: the next 1,000 calls succeed", function()
     local server = P.start_server("resp", 0)

@@ -3,7 +3,8 @@ local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 
 describe("server", function()
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   it("listens on a free loopback port and reports it", function()
     local srv = H.track(assert(resilnet.server {

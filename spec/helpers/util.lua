@@ -1,6 +1,8 @@
 -- Shared helpers for the busted specs: echo servers, refused ports,
--- running a body as a task, and cleaning up whatever a test opened.
+-- running a body as a task, cleaning up whatever a test opened, and
+-- checking that a scenario gives back every file descriptor it took.
 local resilnet = require "resilnet"
+local luassert = require "luassert"
 
 local H = {}
 
@@ -83,11 +85,17 @@ function H.raw_peer(respond)
   local host, port = listener:getsockname()
   local peer = { endpoint = host .. ":" .. port, received = {} }
   local open = true
+  local conns = {}
+  -- Closes the sockets at once rather than when the polling task next
+  -- wakes, so that a scenario's descriptors are back when cleanup returns.
   function peer.close()
+    if not open then return end
     open = false
+    for _, conn in ipairs(conns) do conn.sock:close() end
+    conns = {}
+    listener:close()
   end
   local function serve()
-    local conns = {}
     while open do
       local c = listener:accept()
       if c then
@@ -102,6 +110,7 @@ function H.raw_peer(respond)
           conn.n = conn.n + 1
           peer.received[#peer.received + 1] = data
           local out = respond(data, conn.n)
+          if not open then return end -- respond closed the peer
           if out then
             conn.sock:send(out)
           else
@@ -115,11 +124,146 @@ function H.raw_peer(respond)
       end
       resilnet.sleep(0.002)
     end
-    for _, conn in ipairs(conns) do conn.sock:close() end
-    listener:close()
   end
   resilnet.spawn(serve)
   return H.track(peer)
+end
+
+---------------------------------------------------------------------------
+-- File descriptors. A scenario must give back every descriptor it took
+-- once its pools and servers are closed:
+--
+--   local fds = H.fd_baseline()
+--   ... scenario ...; pool:close(); srv:close()
+--   H.assert_fds(fds)
+--
+-- or, for every test of a describe block:
+--   before_each(H.fd_watch); after_each(H.cleanup_checking_fds)
+
+local function succeeded(ok) return ok == true or ok == 0 end
+
+local self_pid
+
+-- This process's id. Read by this process, /proc/self is us; in a child
+-- (a shell running ls) it would be the child.
+local function pid()
+  if not self_pid then
+    local f = assert(io.open("/proc/self/stat"))
+    self_pid = tonumber(f:read("*l"):match("^(%d+)"))
+    f:close()
+  end
+  return self_pid
+end
+
+--- Returns the number of file descriptors open in this process, and a
+-- table fd -> what it refers to ("socket:[123]", "pipe:[45]", a path).
+-- A shell child lists /proc/<pid>/fd into a temporary file that this
+-- process opens only once the child has exited, so nothing of this
+-- function's own is open while the directory is read (io.popen would
+-- count its pipe, and a race-prone write end), and all of it is closed
+-- when it returns: two calls in a row agree.
+function H.open_fds()
+  local out = os.tmpname()
+  local ok = os.execute(("LC_ALL=C ls -l /proc/%d/fd >%s 2>&1")
+                        :format(pid(), out))
+  local f = assert(io.open(out))
+  local text = f:read("*a")
+  f:close()
+  os.remove(out)
+  assert(succeeded(ok), "cannot list /proc/" .. pid() .. "/fd: " .. text)
+  local count, fds = 0, {}
+  for fd, what in text:gmatch("(%d+) %-> ([^\n]*)") do
+    count = count + 1
+    fds[tonumber(fd)] = what
+  end
+  return count, fds
+end
+
+-- Lets closes that finish in a loop turn finish, and garbage (pools and
+-- servers a test dropped) be collected and closed.
+local function settle()
+  for _ = 1, 2 do
+    collectgarbage()
+    collectgarbage()
+    resilnet.sleep(0)
+  end
+end
+
+--- The starting point of an fd check: {count, fds}. libuv keeps a few
+-- descriptors per loop for the loop's whole life: the epoll fd, the
+-- signal pipe and the async eventfd (made with the loop, when resilnet is
+-- required), and a /dev/null it holds in reserve for accept() running out
+-- of descriptors (made when the loop's first TCP handle is). The warm-up
+-- here (a loop turn, and a listener opened and closed) makes sure they
+-- all exist before counting, so they are never mistaken for a scenario's.
+function H.fd_baseline()
+  H.refused_endpoint()
+  settle()
+  local count, fds = H.open_fds()
+  return { count = count, fds = fds }
+end
+
+--- Asserts that the process has as many descriptors open as at base,
+-- naming those that came and went if not. Close pools and servers first.
+function H.assert_fds(base)
+  settle()
+  local count, fds = H.open_fds()
+  local diff = {}
+  for fd, what in pairs(fds) do
+    if base.fds[fd] ~= what then
+      diff[#diff + 1] = ("  + %d -> %s"):format(fd, what)
+    end
+  end
+  for fd, what in pairs(base.fds) do
+    if fds[fd] ~= what then
+      diff[#diff + 1] = ("  - %d -> %s"):format(fd, what)
+    end
+  end
+  table.sort(diff)
+  luassert.equal(base.count, count,
+                 ("%sfile descriptors: %d at the start, %d after the "
+                  .. "scenario closed everything\n%s")
+                   :format(base.name and base.name .. ": " or "", base.count,
+                           count, table.concat(diff, "\n")))
+end
+
+--- Runs fn, closes everything tracked, and asserts that the process is
+-- back to the descriptors it had before fn.
+function H.assert_no_fd_leak(fn)
+  local base = H.fd_baseline()
+  fn()
+  H.cleanup()
+  H.assert_fds(base)
+end
+
+local watched, current_test
+
+-- busted reports a failed after_each under the describe block's name
+-- only: remember which test ran, to name it in the fd check's message.
+local ok_busted, busted = pcall(require, "busted")
+if ok_busted and type(busted) == "table" and busted.subscribe then
+  busted.subscribe({ "test", "start" }, function(element, parent)
+    current_test = ((parent and parent.name or "") .. " "
+                    .. (element.name or "")):gsub("^ ", "")
+    return nil, true
+  end)
+end
+
+--- before_each: records the baseline that cleanup_checking_fds checks.
+function H.fd_watch()
+  watched = H.fd_baseline()
+end
+
+--- after_each: H.cleanup(), then the fd check against H.fd_watch's
+-- baseline.
+function H.cleanup_checking_fds()
+  H.cleanup()
+  local base = watched
+  watched = nil
+  if base then
+    base.name = current_test -- set once the test started, after before_each
+    H.assert_fds(base)
+  end
 end
 
 return H
