@@ -15,7 +15,8 @@ local function echo_pair(protocol, codec, pool_opts)
 end
 
 describe("pool", function()
-  after_each(H.cleanup)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   describe("round trips", function()
     it("line", function()
