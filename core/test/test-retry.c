@@ -1,0 +1,206 @@
+/* The retry rules of design §4 against a server that counts what it
+ * executed: a request that reached the server and lost its connection is
+ * sent again only if it is idempotent, within its attempts and the retry
+ * budget; the budget drains in an outage and refills with successes. */
+#include "resilnet.h"
+#include "task.h"
+
+#include <string.h>
+#include <uv.h>
+
+static rn_loop_t *loop;
+static rn_server_t *server;
+static rn_pool_t *pool;
+static char endpoint[128];
+static int executed;     /* requests the server handled */
+static int answer_from;  /* the server answers from this execution on */
+static int budget_exhausted, budget_restored, retry_events;
+static unsigned last_retry_attempt;
+
+/* Executes (counts) every request, then either answers it or drops the
+ * connection: the client sees a failure after its request was sent. */
+static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
+                       size_t len) {
+  rn_buf_t out;
+  executed++;
+  if (executed < answer_from) {
+    rn_request_drop(req);
+    return;
+  }
+  rn_buf_init(&out);
+  ASSERT_OK(rn_codec_encode(rn_server_codec(srv), &out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (ev->type == RN_EVENT_BUDGET) {
+    if (strcmp(ev->state, "exhausted") == 0) budget_exhausted++;
+    if (strcmp(ev->state, "restored") == 0) budget_restored++;
+  } else if (ev->type == RN_EVENT_RETRY) {
+    retry_events++;
+    last_retry_attempt = ev->attempt;
+    ASSERT(ev->duration <= 20); /* retry.max below */
+    ASSERT(ev->endpoint != NULL);
+  }
+}
+
+struct outcome {
+  int fired, status, maybe_executed;
+  unsigned attempts;
+};
+
+static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
+  struct outcome *o = data;
+  (void)p;
+  o->fired++;
+  o->status = r->status;
+  o->maybe_executed = r->maybe_executed;
+  o->attempts = r->attempts;
+}
+
+static void start(unsigned attempts, double tokens, double ratio) {
+  rn_server_options_t so;
+  rn_pool_options_t po;
+  const char *eps[1];
+  char host[64];
+  int port;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.codec.protocol = RN_PROTOCOL_LINE;
+  so.on_request = on_request;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
+  snprintf(endpoint, sizeof(endpoint), "%s:%d", host, port);
+
+  rn_pool_options_init(&po);
+  eps[0] = endpoint;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.heartbeat_interval = 0; /* no handshake: connects never fail here */
+  po.reconnect.initial = 1;
+  po.reconnect.max = 5;
+  po.retry.attempts = attempts;
+  po.retry.initial = 2;
+  po.retry.max = 20;
+  po.retry.budget_tokens = tokens;
+  po.retry.budget_ratio = ratio;
+  po.on_event = on_event;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  executed = 0;
+  budget_exhausted = budget_restored = retry_events = 0;
+}
+
+static void finish(void) {
+  rn_pool_close(pool, 0, NULL);
+  rn_server_close(server, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
+  rn_call_options_t co;
+  memset(&co, 0, sizeof(co));
+  memset(o, 0, sizeof(*o));
+  co.timeout = 5000;
+  co.idempotent = idempotent;
+  co.attempts = attempts;
+  ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, o));
+  while (!o->fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_EQ(o->fired, 1);
+}
+
+/* Sent, connection lost, not idempotent: fails, maybe executed, and ran
+ * exactly once. */
+static void test_not_idempotent_runs_once(void) {
+  struct outcome o;
+  start(3, 10, 0.1);
+  answer_from = 1000;
+  run_call(0, 0, &o);
+  ASSERT_EQ(executed, 1);
+  ASSERT_EQ(o.attempts, 1);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT(o.status == UV_EOF || o.status == UV_ECONNRESET);
+  ASSERT_EQ(retry_events, 0);
+  finish();
+}
+
+/* Idempotent: tried again until the server answers, within attempts. */
+static void test_idempotent_retried_until_answered(void) {
+  struct outcome o;
+  start(3, 10, 0.1);
+  answer_from = 3; /* the first two executions lose their connection */
+  run_call(1, 0, &o);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(executed, 3);
+  ASSERT_EQ(o.attempts, 3);
+  ASSERT_EQ(retry_events, 2);
+  ASSERT_EQ(last_retry_attempt, 3);
+  finish();
+}
+
+/* Idempotent, but out of attempts (the call's own limit wins). */
+static void test_attempts_bound(void) {
+  struct outcome o;
+  start(5, 100, 0.1);
+  answer_from = 1000;
+  run_call(1, 2, &o);
+  ASSERT_EQ(executed, 2);
+  ASSERT_EQ(o.attempts, 2);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT(o.status == UV_EOF || o.status == UV_ECONNRESET);
+  finish();
+}
+
+/* The budget: 4 tokens; one lost connection spends one (3 > 2: retry),
+ * the next spends another (2 <= 2: no more retries). Successes refill it. */
+static void test_budget_drains_and_refills(void) {
+  struct outcome o;
+  start(5, 4, 1.0);
+  answer_from = 1000;
+  run_call(1, 0, &o);
+  ASSERT_EQ(executed, 2); /* one retry, then the budget said no */
+  ASSERT_EQ(o.attempts, 2);
+  ASSERT_EQ(budget_exhausted, 1);
+  ASSERT_EQ(budget_restored, 0);
+
+  /* Still exhausted: a fresh idempotent call gets a single attempt. */
+  run_call(1, 0, &o);
+  ASSERT_EQ(executed, 3);
+  ASSERT_EQ(o.attempts, 1);
+
+  /* That failure spent a third token (1 left). Healthy again: each
+   * success earns a whole token; above half (2) retries are back. */
+  answer_from = 0;
+  run_call(0, 0, &o);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(budget_restored, 0); /* 2: not above half yet */
+  run_call(0, 0, &o);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(budget_restored, 1);
+  finish();
+}
+
+/* With retries off (attempts 1) an idempotent call is not retried. */
+static void test_retry_off(void) {
+  struct outcome o;
+  start(1, 10, 0.1);
+  answer_from = 1000;
+  run_call(1, 0, &o);
+  ASSERT_EQ(executed, 1);
+  ASSERT_EQ(o.attempts, 1);
+  finish();
+}
+
+int main(void) {
+  TEST_RUN(test_not_idempotent_runs_once);
+  TEST_RUN(test_idempotent_retried_until_answered);
+  TEST_RUN(test_attempts_bound);
+  TEST_RUN(test_budget_drains_and_refills);
+  TEST_RUN(test_retry_off);
+  return 0;
+}
