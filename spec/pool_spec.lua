@@ -511,15 +511,20 @@ describe("pool", function()
   describe("events and stats", function()
     it("reports connection state changes", function()
       local pool = echo_pair("line")
-      local states = {}
+      local conn_states, ep_states = {}, {}
       pool:on("state", function(ev)
-        states[#states + 1] = ev.state
         assert.equal("string", type(ev.endpoint))
-        assert.equal("number", type(ev.connection))
+        assert.equal("string", type(ev.reason))
+        if ev.connection then
+          assert.equal("number", type(ev.connection))
+          conn_states[#conn_states + 1] = ev.state
+        else
+          ep_states[#ep_states + 1] = ev.state
+        end
       end)
       assert.equal("x", pool:call("x"))
-      assert.equal("connecting", states[1])
-      assert.equal("ready", states[2])
+      assert.same({ "connecting", "ready" }, conn_states)
+      assert.same({ "connecting", "ready" }, ep_states)
     end)
 
     it("counts calls", function()
