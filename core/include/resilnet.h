@@ -382,6 +382,14 @@ typedef struct rn_pool_options_s {
   unsigned min_idle;
   rn_retry_options_t retry;
   rn_eject_options_t eject;
+  /* ms one attempt may take before it is given up (an idempotent call is
+   * then tried again, others fail with UV_ETIMEDOUT); 0: only the call's
+   * deadline. (0) */
+  uint64_t attempt_timeout;
+  /* Calls queued or awaiting replies per endpoint; past it calls go to
+   * another endpoint, and with every endpoint full they fail at once with
+   * RN_EOVERLOAD. 0: no cap. (0) */
+  unsigned max_in_flight;
   /* ms between RN_EVENT_RESOLVE events, for scripted discovery (30000);
    * 0: only after connect failures. Host names themselves are resolved
    * afresh for every new connection. */
@@ -402,6 +410,7 @@ typedef struct rn_call_options_s {
   uint64_t timeout;  /* ms for the whole call; 0 = the pool's default */
   int idempotent;    /* the call may safely execute more than once */
   unsigned attempts; /* 0 = the pool's retry.attempts; capped at 5 */
+  uint64_t attempt_timeout; /* ms; 0 = the pool's attempt_timeout */
 } rn_call_options_t;
 
 /* What a call came to. Valid only during the callback. */

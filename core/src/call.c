@@ -31,6 +31,7 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   if (call->done || call->internal) return;
   call->done = 1;
   rn_timer_stop(&call->deadline);
+  rn_timer_stop(&call->attempt_timer);
 
   result.status = status;
   result.body = body;

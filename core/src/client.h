@@ -36,7 +36,9 @@ struct rn_call_s {
   char *frame;
   size_t frame_len;
   rn_pool_endpoint_t *endpoint; /* of the last attempt (referenced) */
-  rn_timer_t retry_timer;       /* the backoff before a policy retry */
+  rn_timer_t attempt_timer;     /* the current attempt's timeout, or the
+                                   wait before a policy retry */
+  uint64_t attempt_timeout;     /* ms; 0: none */
   unsigned attempts;            /* attempts written to a socket */
   unsigned max_attempts;
   rn_send_state_t state;        /* of the current attempt */
@@ -44,7 +46,9 @@ struct rn_call_s {
   unsigned idempotent : 1;
   unsigned internal : 1;   /* a heartbeat ping: no callback, not counted */
   unsigned was_sent : 1;   /* some attempt left: maybe executed */
-  unsigned backing_off : 1; /* waiting on retry_timer, on no list */
+  unsigned backing_off : 1; /* waiting on attempt_timer, on no list */
+  unsigned tombstone : 1;  /* stands in the sent FIFO for an abandoned
+                              attempt, to match and drop its reply */
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -177,6 +181,10 @@ void rn__retry_cancel(rn_call_t *call);
 int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *endpoint);
 void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call);
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call); /* unsent only */
+/* Takes a sent call off its connection, leaving a tombstone in its place
+ * so that the late reply is matched and dropped. 0, or UV_ENOMEM after
+ * which the connection was closed (and the call handled by that). */
+int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call);
 void rn__conn_close(rn_conn_t *conn, int err);
 int rn__conn_writable(const rn_conn_t *conn);
 /* For a connection with nothing queued, idle past the bypass window: looks

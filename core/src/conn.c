@@ -159,6 +159,10 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   conn->queued--;
   conn->endpoint->outstanding--;
   call->state = RN_SEND_ANSWERED;
+  if (call->tombstone) { /* the reply of an abandoned attempt */
+    rn__call_release(call);
+    return 0;
+  }
   if (call->internal) {
     conn->pinging = 0; /* any reply to a ping is life enough */
     rn__call_release(call);
@@ -526,6 +530,25 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   call->conn = NULL;
 }
 
+int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
+  rn_call_t *stone = calloc(1, sizeof(*stone));
+  if (stone == NULL) {
+    rn__conn_close(conn, UV_ENOMEM);
+    return UV_ENOMEM;
+  }
+  stone->internal = 1;
+  stone->tombstone = 1;
+  stone->pool = conn->pool;
+  stone->conn = conn;
+  stone->state = call->state;
+  /* In the call's place: replies are matched by position. */
+  rn_list_insert_tail(&call->node, &stone->node);
+  rn_list_remove(&call->node);
+  rn_list_init(&call->node);
+  call->conn = NULL;
+  return 0;
+}
+
 const char *rn__conn_close_reason(const rn_conn_t *conn) {
   if (conn->close_reason != NULL) return conn->close_reason;
   switch (conn->error) {
@@ -633,7 +656,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     conn->queued--;
     conn->endpoint->outstanding--;
     if (call->internal) {
-      pool->stats.heartbeats_missed++;
+      if (!call->tombstone) pool->stats.heartbeats_missed++;
       rn__call_release(call);
     } else {
       rn__retry_failed(pool, call, err);

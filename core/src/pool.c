@@ -23,6 +23,7 @@ static void pool_close_deferred(rn_timer_t *timer) {
   pool_close_now(timer->data);
 }
 static void pool_reconnect_due(rn_timer_t *timer);
+static void pool_attempt_expired(rn_timer_t *timer);
 
 void rn_pool_options_init(rn_pool_options_t *o) {
   memset(o, 0, sizeof(*o));
@@ -318,6 +319,26 @@ static void pool_later(rn_timer_t *timer) {
 /* ------------------------------------------------------------------------ */
 /* Placing calls                                                              */
 
+static int pool_endpoint_full(const rn_pool_t *pool,
+                              const rn_pool_endpoint_t *ep) {
+  return pool->options.max_in_flight != 0 &&
+         ep->outstanding >= pool->options.max_in_flight;
+}
+
+/* With a cap on calls in flight per endpoint: whether every endpoint that
+ * could take a call is at it. */
+static int pool_all_full(rn_pool_t *pool) {
+  uint64_t now = rn_loop_now(pool->loop);
+  size_t i;
+  if (pool->options.max_in_flight == 0) return 0;
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_pool_endpoint_t *ep = pool->endpoints[i];
+    if (ep->ejected_until != 0 && now < ep->ejected_until) continue;
+    if (!pool_endpoint_full(pool, ep)) return 0;
+  }
+  return 1;
+}
+
 /* The writable connection of ep with the fewest calls queued. The most
  * recently used come first (they sit at the tail): reusing a warm
  * connection lets the others go idle and expire. */
@@ -347,7 +368,7 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
         pool->endpoints[(pool->next_endpoint + i) % pool->endpoint_count];
     rn_conn_t *conn;
     if (ep->ready == 0 || ep->outstanding >= best_load ||
-        !rn__endpoint_usable(pool, ep, now))
+        pool_endpoint_full(pool, ep) || !rn__endpoint_usable(pool, ep, now))
       continue;
     conn = endpoint_pick(ep);
     if (conn == NULL) continue;
@@ -395,6 +416,7 @@ static void pool_grow(rn_pool_t *pool) {
     rn_pool_endpoint_t *ep = pool->endpoints[k];
     if (ep->open >= pool->options.size) continue;
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
+    if (pool_endpoint_full(pool, ep)) continue;
     if (!rn__endpoint_usable(pool, ep, now)) {
       if (ep->ejected_until != 0) wake = RN_MIN(wake, ep->ejected_until);
       continue;
@@ -415,6 +437,28 @@ static void pool_grow(rn_pool_t *pool) {
 
 static void pool_reconnect_due(rn_timer_t *timer) {
   rn__pool_dispatch(timer->data);
+}
+
+/* The attempt ran out of time. Not yet written (stuck behind a slow
+ * write): it moves, as if its connection had failed. Written: the attempt
+ * is abandoned where it stands and the retry rules decide, as for a
+ * connection failure but with the connection left alone: a slow reply is
+ * not a dead peer (heartbeats judge that). */
+static void pool_attempt_expired(rn_timer_t *timer) {
+  rn_call_t *call = timer->data;
+  rn_pool_t *pool = call->pool;
+  rn_conn_t *conn = call->conn;
+
+  if (conn == NULL) return;
+  if (call->state == RN_SEND_UNSENT) {
+    rn__conn_unqueue(conn, call);
+    rn__pool_requeue(pool, call);
+    rn__pool_dispatch(pool);
+    return;
+  }
+  if (rn__conn_abandon(conn, call) != 0) return;
+  rn__retry_spend(pool);
+  rn__retry_failed(pool, call, UV_ETIMEDOUT);
 }
 
 /* Not re-entrant: picking may close a dead connection, whose report comes
@@ -440,6 +484,10 @@ void rn__pool_dispatch(rn_pool_t *pool) {
         pool->stats.reuses++;
       rn_list_remove(&call->node);
       pool->pending_count--;
+      if (call->attempt_timeout != 0) {
+        call->attempt_timer.cb = pool_attempt_expired;
+        rn_timer_start(&call->attempt_timer, call->attempt_timeout);
+      }
       rn__conn_enqueue(conn, call);
     }
     if (crowded || pool->pending_count > 0) pool_grow(pool);
@@ -493,11 +541,14 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 
   if (pool->closing) return RN_ECLOSED;
   if (frame == NULL || len == 0 || cb == NULL) return UV_EINVAL;
-  if (pool->pending_count >= pool->options.max_pending) {
+  if (pool->pending_count >= pool->options.max_pending ||
+      pool_all_full(pool)) {
     rn_pool_event_t ev;
     pool->stats.overloaded++;
     memset(&ev, 0, sizeof(ev));
-    ev.reason = "max_pending";
+    ev.reason = pool->pending_count >= pool->options.max_pending
+                    ? "max_pending"
+                    : "max_in_flight";
     ev.error = RN_EOVERLOAD;
     rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
     return RN_EOVERLOAD;
@@ -533,6 +584,11 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   uv_update_time(pool->loop->uv);
   rn_timer_init(pool->loop, &call->deadline, pool_call_expired);
   call->deadline.data = call;
+  rn_timer_init(pool->loop, &call->attempt_timer, NULL);
+  call->attempt_timer.data = call;
+  call->attempt_timeout = options != NULL && options->attempt_timeout
+                              ? options->attempt_timeout
+                              : pool->options.attempt_timeout;
   err = rn_timer_start(&call->deadline, timeout);
   if (err) {
     if (call->frame != call->inline_frame) free(call->frame);
@@ -579,6 +635,7 @@ void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
     return;
   }
   pool->stats.requeued++;
+  rn_timer_stop(&call->attempt_timer);
   /* Ahead of newer calls: it was already in line once. */
   rn_list_insert_head(&pool->pending, &call->node);
   pool->pending_count++;

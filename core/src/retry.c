@@ -64,7 +64,7 @@ static void retry_due(rn_timer_t *timer) {
 
 void rn__retry_cancel(rn_call_t *call) {
   if (!call->backing_off) return;
-  rn_timer_stop(&call->retry_timer);
+  rn_timer_stop(&call->attempt_timer);
   rn_list_remove(&call->node);
   call->pool->retrying_count--;
   call->backing_off = 0;
@@ -79,6 +79,7 @@ void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
   uint64_t delay, left;
   rn_pool_event_t ev;
 
+  rn_timer_stop(&call->attempt_timer);
   if (call->done) { /* its deadline passed while it was out */
     rn__call_release(call);
     return;
@@ -100,9 +101,8 @@ void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
   call->backing_off = 1;
   rn_list_insert_tail(&pool->retrying, &call->node);
   pool->retrying_count++;
-  rn_timer_init(pool->loop, &call->retry_timer, retry_due);
-  call->retry_timer.data = call;
-  rn_timer_start(&call->retry_timer, delay);
+  call->attempt_timer.cb = retry_due;
+  rn_timer_start(&call->attempt_timer, delay);
 
   memset(&ev, 0, sizeof(ev));
   ev.reason = rn_err_name(err);

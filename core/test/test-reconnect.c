@@ -49,7 +49,7 @@ static void test_backoff_bounds(void) {
   int port, i;
   uv_timer_t watch;
   static const char frame[] = "x\n";
-  rn_call_options_t opts = {30000, 0, 0};
+  rn_call_options_t opts = {.timeout = 30000};
   double base = 5.0, min_total = 0;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));

@@ -14,7 +14,9 @@ static rn_pool_t *pool;
 static char endpoint[128];
 static int executed;     /* requests the server handled */
 static int answer_from;  /* the server answers from this execution on */
-static int budget_exhausted, budget_restored, retry_events;
+static int budget_exhausted, budget_restored, retry_events, overloads;
+static rn_request_t *held;      /* the first request, never answered */
+static int hold_first;
 static unsigned last_retry_attempt;
 
 /* Executes (counts) every request, then either answers it or drops the
@@ -23,6 +25,10 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
                        size_t len) {
   rn_buf_t out;
   executed++;
+  if (hold_first && executed == 1) {
+    held = req;
+    return;
+  }
   if (executed < answer_from) {
     rn_request_drop(req);
     return;
@@ -35,7 +41,10 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
 
 static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
   (void)p;
-  if (ev->type == RN_EVENT_BUDGET) {
+  if (ev->type == RN_EVENT_OVERLOAD) {
+    ASSERT_EQ(ev->error, RN_EOVERLOAD);
+    if (strcmp(ev->reason, "max_in_flight") == 0) overloads++;
+  } else if (ev->type == RN_EVENT_BUDGET) {
     if (strcmp(ev->state, "exhausted") == 0) budget_exhausted++;
     if (strcmp(ev->state, "restored") == 0) budget_restored++;
   } else if (ev->type == RN_EVENT_RETRY) {
@@ -59,6 +68,8 @@ static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
   o->maybe_executed = r->maybe_executed;
   o->attempts = r->attempts;
 }
+
+static unsigned opt_max_in_flight;
 
 static void start(unsigned attempts, double tokens, double ratio) {
   rn_server_options_t so;
@@ -90,17 +101,25 @@ static void start(unsigned attempts, double tokens, double ratio) {
   po.retry.budget_tokens = tokens;
   po.retry.budget_ratio = ratio;
   po.on_event = on_event;
+  po.max_in_flight = opt_max_in_flight;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   executed = 0;
-  budget_exhausted = budget_restored = retry_events = 0;
+  budget_exhausted = budget_restored = retry_events = overloads = 0;
+  held = NULL;
 }
 
 static void finish(void) {
+  if (held != NULL) ASSERT_OK(rn_request_reply(held, "late\n", 5));
+  held = NULL;
+  hold_first = 0;
+  opt_max_in_flight = 0;
   rn_pool_close(pool, 0, NULL);
   rn_server_close(server, NULL);
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
   ASSERT_OK(rn_loop_free(loop));
 }
+
+static uint64_t attempt_timeout;
 
 static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
   rn_call_options_t co;
@@ -109,6 +128,7 @@ static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
   co.timeout = 5000;
   co.idempotent = idempotent;
   co.attempts = attempts;
+  co.attempt_timeout = attempt_timeout;
   ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, o));
   while (!o->fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
   ASSERT_EQ(o->fired, 1);
@@ -196,11 +216,76 @@ static void test_retry_off(void) {
   finish();
 }
 
+/* An attempt that gets no reply in attempt_timeout is abandoned: an
+ * idempotent call tries again (and the answer that finally comes for the
+ * abandoned one is dropped), others fail with ETIMEDOUT, maybe executed. */
+static void test_attempt_timeout(void) {
+  struct outcome o;
+  uint64_t t0;
+  hold_first = 1;
+  start(3, 10, 0.1);
+  answer_from = 0;
+  attempt_timeout = 100;
+  t0 = uv_hrtime();
+  run_call(1, 0, &o);
+  ASSERT_OK(o.status);
+  ASSERT_GE(o.attempts, 2);
+  ASSERT_GE((uv_hrtime() - t0) / 1000000, 100);
+  /* Released now: its reply reaches a tombstone, not a call. */
+  ASSERT_OK(rn_request_reply(held, "late\n", 5));
+  held = NULL;
+  run_call(1, 0, &o);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(o.attempts, 1);
+  finish();
+
+  hold_first = 1;
+  start(3, 10, 0.1);
+  run_call(0, 0, &o);
+  ASSERT_EQ(o.status, UV_ETIMEDOUT);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT_EQ(o.attempts, 1);
+  ASSERT_EQ(executed, 1);
+  attempt_timeout = 0;
+  finish();
+}
+
+static void on_never(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)r;
+  *(int *)data += 1;
+}
+
+/* With max_in_flight and every endpoint full, a call fails at once. */
+static void test_max_in_flight(void) {
+  rn_call_options_t co;
+  int fired = 0;
+  hold_first = 1;
+  opt_max_in_flight = 1;
+  start(3, 10, 0.1);
+  memset(&co, 0, sizeof(co));
+  ASSERT_OK(rn_pool_call(pool, "h\n", 2, &co, on_never, &fired));
+  while (executed == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_EQ(rn_pool_call(pool, "x\n", 2, &co, on_never, &fired),
+            RN_EOVERLOAD);
+  ASSERT_EQ(overloads, 1);
+  ASSERT_EQ(fired, 0);
+  ASSERT_OK(rn_request_reply(held, "h\n", 2));
+  held = NULL;
+  while (fired == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  /* Room again. */
+  ASSERT_OK(rn_pool_call(pool, "y\n", 2, &co, on_never, &fired));
+  while (fired == 1) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  finish();
+}
+
 int main(void) {
   TEST_RUN(test_not_idempotent_runs_once);
   TEST_RUN(test_idempotent_retried_until_answered);
   TEST_RUN(test_attempts_bound);
   TEST_RUN(test_budget_drains_and_refills);
   TEST_RUN(test_retry_off);
+  TEST_RUN(test_attempt_timeout);
+  TEST_RUN(test_max_in_flight);
   return 0;
 }
