@@ -164,7 +164,13 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
     return 0;
   }
   if (call->internal) {
+    const rn_pool_options_t *o = &conn->pool->options;
     conn->pinging = 0; /* any reply to a ping is life enough */
+    /* While the ping was out the timer waited for its deadline; the next
+     * ping is due one interval after this reply, not then. */
+    if (conn->state == RN_CONN_READY)
+      rn_timer_start(&conn->heartbeat_timer,
+                     RN_MIN(o->heartbeat_interval, o->heartbeat_timeout));
     rn__call_release(call);
     if (conn->state == RN_CONN_HANDSHAKE) conn_become_ready(conn);
     return 0;
@@ -174,8 +180,6 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   rn__call_complete(call, status, frame + f->body_offset, f->body_len,
                     f->flags);
   rn__call_release(call);
-  /* Past its lifetime, or its endpoint was dropped: done once drained. */
-  if (conn->retiring && conn->queued == 0) rn__conn_close(conn, 0);
   return 0;
 }
 
@@ -220,6 +224,9 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
       return;
     }
     pos += f.size;
+    /* Past its lifetime, or its endpoint was dropped: done once drained,
+     * whether the last reply was a call's, a ping's or a tombstone's. */
+    if (conn->retiring && conn->queued == 0) rn__conn_close(conn, 0);
   }
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
 
@@ -528,6 +535,9 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   conn->queued--;
   conn->endpoint->outstanding--;
   call->conn = NULL;
+  /* A retiring connection's last call gave up before it was written (its
+   * deadline, its attempt's timeout): no reply will come to close it. */
+  if (conn->retiring && conn->queued == 0) rn__conn_close(conn, 0);
 }
 
 int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
