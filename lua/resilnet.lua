@@ -326,6 +326,8 @@ local pool_schema = {
   { "hedge", nested(hedge_fields, true) },
   { "eject", nested(eject_fields, true, true) },
   { "resolve_ttl", "seconds", 30 },
+  { "attempt_timeout", "seconds", 0 },
+  { "max_in_flight", "count0", 0 },
 }
 
 local server_schema = {
@@ -346,6 +348,7 @@ local call_schema = {
   { "timeout", "positive" },  -- default: the pool's timeout
   { "key", "key" },
   { "attempts", "attempts" },  -- default: the pool's retry.attempts
+  { "attempt_timeout", "positive" },  -- default: the pool's
   { "hedge", nested(hedge_fields, true) },
 }
 
@@ -540,6 +543,8 @@ function resilnet.pool(opts)
     eject_max_time_ms = ej and ms(ej.max_time) or nil,
     eject_max_share = ej and ej.max_share or nil,
     resolve_ttl_ms = ms(o.resolve_ttl),
+    attempt_timeout_ms = ms(o.attempt_timeout),
+    max_in_flight = o.max_in_flight,
     endpoints = endpoints,
     protocol = o.protocol,
     length_bytes = o.length_bytes,
@@ -582,19 +587,23 @@ local function call_options(fname, opts)
     error(fname .. ": expected a table of options, got " .. type(opts), 3)
   end
   check_table(fname, "", call_schema, opts, 4)
-  local timeout = opts.timeout
-  return timeout and ms(timeout) or 0, opts.idempotent == true, opts.attempts
+  local timeout, attempt_timeout = opts.timeout, opts.attempt_timeout
+  return timeout and ms(timeout) or 0, opts.idempotent == true, opts.attempts,
+         attempt_timeout and ms(attempt_timeout) or nil
 end
 
-local function start_send(target, h, request, timeout, idempotent, attempts)
-  return core.pool_send(h, request, timeout, idempotent, target, attempts)
+local function start_send(target, h, request, timeout, idempotent, attempts,
+                          attempt_timeout)
+  return core.pool_send(h, request, timeout, idempotent, target, attempts,
+                        attempt_timeout)
 end
 
 --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
 function Pool:call(request, opts)
-  local timeout, idempotent, attempts = call_options("pool:call", opts)
+  local timeout, idempotent, attempts, attempt_timeout =
+    call_options("pool:call", opts)
   return await("pool:call", start_send, self._h, request, timeout,
-               idempotent, attempts)
+               idempotent, attempts, attempt_timeout)
 end
 
 --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
@@ -606,8 +615,10 @@ function Pool:send(request, opts, cb)
   if type(cb) ~= "function" then
     error("pool:send: expected a callback function, got " .. type(cb), 2)
   end
-  local timeout, idempotent, attempts = call_options("pool:send", opts)
-  return core.pool_send(self._h, request, timeout, idempotent, cb, attempts)
+  local timeout, idempotent, attempts, attempt_timeout =
+    call_options("pool:send", opts)
+  return core.pool_send(self._h, request, timeout, idempotent, cb, attempts,
+                        attempt_timeout)
 end
 
 --- pool:on(event, fn): fn(ev) runs for every event of that type.

@@ -340,6 +340,10 @@ static int lrn_pool_new(lua_State *L) {
       L, "eject_max_time_ms", (lua_Integer)o.eject.max_time, 1, max);
   o.eject.max_share =
       lrn_opt_number(L, "eject_max_share", o.eject.max_share, 0, 1);
+  o.attempt_timeout = (uint64_t)lrn_opt_int(
+      L, "attempt_timeout_ms", (lua_Integer)o.attempt_timeout, 0, max);
+  o.max_in_flight = (unsigned)lrn_opt_int(
+      L, "max_in_flight", (lua_Integer)o.max_in_flight, 0, 1 << 30);
   o.resolve_ttl = (uint64_t)lrn_opt_int(
       L, "resolve_ttl_ms", (lua_Integer)o.resolve_ttl, 0, max);
 
@@ -375,8 +379,8 @@ static int lrn_pool_new(lua_State *L) {
   return 1;
 }
 
-/* pool_send(h, request, timeout_ms, idempotent, target[, attempts])
- *   -> true | nil, err.
+/* pool_send(h, request, timeout_ms, idempotent, target[, attempts
+ *           [, attempt_timeout_ms]]) -> true | nil, err.
  * target (a task or a function) is dispatched exactly once with
  * (reply, nil) or (nil, err) unless this returns nil, err. */
 static int lrn_pool_send(lua_State *L) {
@@ -384,6 +388,7 @@ static int lrn_pool_send(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
   lua_Integer timeout = luaL_optinteger(L, 3, 0);
   lua_Integer attempts = luaL_optinteger(L, 6, 0);
+  lua_Integer attempt_timeout = luaL_optinteger(L, 7, 0);
   int type = lua_type(L, 5);
   rn_call_options_t co;
   int ref, rc;
@@ -409,6 +414,7 @@ static int lrn_pool_send(lua_State *L) {
   co.timeout = (uint64_t)timeout;
   co.idempotent = lua_toboolean(L, 4);
   co.attempts = attempts > 0 ? (unsigned)attempts : 0;
+  co.attempt_timeout = attempt_timeout > 0 ? (uint64_t)attempt_timeout : 0;
 
   /* Everything that may raise happens before the core owns the call. */
   lua_pushvalue(L, 5);
