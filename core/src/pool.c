@@ -862,8 +862,10 @@ void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb) {
     rn_pool_close(pool, 0, cb);
     return;
   }
-  /* Cuts a drain short. */
-  if (!pool->close_deferred && !pool->conns_closed) pool_close_conns(pool);
+  /* Cuts a drain short. A close deferred from inside dispatch may not
+   * have run yet (its timer is pending): the waiting calls must fail here,
+   * or the pool would finish with them still on its lists. */
+  if (!pool->close_deferred && !pool->conns_closed) pool_close_now(pool);
 }
 
 static void pool_fail_list(rn_pool_t *pool, rn_list_t *list) {

@@ -61,6 +61,13 @@ void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (conn->state == RN_CONN_CLOSING) continue;
+    /* A handler that closed the pool while the endpoints before this one
+     * were removed found this one on neither list: close it as the pool's
+     * close would have. */
+    if (pool->conns_closed) {
+      rn__conn_close(conn, RN_ECLOSED);
+      continue;
+    }
     conn->retiring = 1;
     conn->close_reason = "removed";
     if (conn->queued == 0) rn__conn_close(conn, 0);
@@ -160,8 +167,9 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   rn_pool_event_t ev;
   unsigned i;
 
+  /* A removed endpoint is in no list that would ever end its ejection. */
   if (o->failures == 0 || ep->failures < o->failures ||
-      ep->ejected_until != 0)
+      ep->ejected_until != 0 || ep->removed)
     return;
   /* Never all of them, and never more than the share: past that, the
    * trouble is likely on our side, and calls are better off trying. */
