@@ -293,6 +293,8 @@ local retry_fields = {
   { "initial", "seconds", 0.01 },
   { "max", "seconds", 1 },
   { "budget", nested(budget_fields, false, true) },
+  -- classify(err, request) -> "retry" | "fail" | nil (see README)
+  { "classify", "function" },
 }
 local eject_fields = {
   { "failures", "count", 5 },
@@ -538,6 +540,7 @@ function resilnet.pool(opts)
     retry_max_ms = rt and ms(rt.max) or nil,
     retry_budget_tokens = rt and rt.budget.tokens or nil,
     retry_budget_ratio = rt and rt.budget.ratio or nil,
+    classify = rt and rt.classify or nil,
     eject_failures = ej and ej.failures or 0,
     eject_time_ms = ej and ms(ej.time) or nil,
     eject_max_time_ms = ej and ms(ej.max_time) or nil,

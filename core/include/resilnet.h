@@ -341,6 +341,31 @@ typedef struct rn_eject_options_s {
   double max_share;  /* 0..1 (0.5) */
 } rn_eject_options_t;
 
+/* A failure a pool asks the application about (rn_pool_options_t
+ * classify). Valid only during the call. */
+typedef struct rn_failure_s {
+  int status;              /* RN_EREPLY (body: the error reply), or the
+                              error of a connection or an attempt timeout */
+  const char *body;
+  size_t body_len;
+  const char *request;     /* the request frame as sent */
+  size_t request_len;
+  unsigned attempts;       /* attempts made so far */
+  int idempotent;
+  const char *endpoint;
+} rn_failure_t;
+
+typedef enum {
+  RN_CLASSIFY_DEFAULT = 0, /* the rules of design §4 */
+  RN_CLASSIFY_RETRY,       /* an error reply that proves the request was
+                              not executed (Redis -LOADING, -TRYAGAIN):
+                              retry it, whatever the call's kind */
+  RN_CLASSIFY_FAIL         /* no retry */
+} rn_classify_t;
+
+typedef rn_classify_t (*rn_classify_cb)(rn_pool_t *pool,
+                                        const rn_failure_t *failure);
+
 typedef struct rn_pool_options_s {
   void *data; /* the caller's; see rn_pool_data() */
   const char *const *endpoints;
@@ -381,6 +406,13 @@ typedef struct rn_pool_options_s {
   uint64_t max_lifetime;
   unsigned min_idle;
   rn_retry_options_t retry;
+  /* Asked, when set, about every error reply and before every policy
+   * retry. It may veto a retry (FAIL) or make an error reply retryable
+   * (RETRY); it cannot make a call that may have executed retryable
+   * unless the call is idempotent: RETRY after a connection failure
+   * means DEFAULT. Retries it allows still count attempts, spend budget
+   * and stop at the deadline. NULL: the rules alone, and no call out. */
+  rn_classify_cb classify;
   rn_eject_options_t eject;
   /* ms one attempt may take before it is given up (an idempotent call is
    * then tried again, others fail with UV_ETIMEDOUT); 0: only the call's

@@ -169,6 +169,11 @@ void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* retry.c: a call that was written failed with err on its connection.
  * Completes it, or schedules another attempt (design §4). */
 void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err);
+/* An error reply arrived for call (already off its connection). Returns 1
+ * if the call will be tried again (classify said the server did not run
+ * it), 0 if the reply is to be returned. */
+int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
+                          size_t body_len);
 /* Written attempts failed (a connection lost with calls on it, a call's
  * deadline while the server had it): spends one token of the budget. */
 void rn__retry_spend(rn_pool_t *pool);

@@ -177,9 +177,13 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   }
   conn->last_active = rn_loop_now(conn->pool->loop);
   status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
-  rn__call_complete(call, status, frame + f->body_offset, f->body_len,
-                    f->flags);
-  rn__call_release(call);
+  if (status == 0 ||
+      !rn__retry_error_reply(conn->pool, call, frame + f->body_offset,
+                             f->body_len)) {
+    rn__call_complete(call, status, frame + f->body_offset, f->body_len,
+                      f->flags);
+    rn__call_release(call);
+  }
   return 0;
 }
 
@@ -237,6 +241,10 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     head->state = RN_SEND_ANSWERED;
   }
+  /* Replies free room on an endpoint held at max_in_flight: calls that
+   * waited for it go now, not at the next unrelated dispatch. */
+  if (conn->pool->options.max_in_flight != 0)
+    rn__pool_conn_writable(conn->pool);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -70,31 +70,37 @@ void rn__retry_cancel(rn_call_t *call) {
   call->backing_off = 0;
 }
 
-static void retry_fail(rn_call_t *call, int err) {
-  rn__call_complete(call, err, NULL, 0, 0);
-  rn__call_release(call);
+static rn_classify_t retry_classify(rn_pool_t *pool, rn_call_t *call,
+                                    int status, const char *body,
+                                    size_t body_len) {
+  rn_failure_t f;
+  rn_classify_t verdict;
+  if (pool->options.classify == NULL) return RN_CLASSIFY_DEFAULT;
+  f.status = status;
+  f.body = body;
+  f.body_len = body_len;
+  f.request = call->frame;
+  f.request_len = call->frame_len;
+  f.attempts = call->attempts;
+  f.idempotent = call->idempotent;
+  f.endpoint = call->endpoint != NULL ? call->endpoint->text : NULL;
+  pool->callback_depth++;
+  verdict = pool->options.classify(pool, &f);
+  pool->callback_depth--;
+  return verdict;
 }
 
-void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
-  uint64_t delay, left;
+/* Schedules the next attempt after a full-jitter delay, if attempts, the
+ * budget and the deadline allow. 1 if scheduled. */
+static int retry_schedule(rn_pool_t *pool, rn_call_t *call, int err) {
+  uint64_t delay;
   rn_pool_event_t ev;
 
-  rn_timer_stop(&call->attempt_timer);
-  if (call->done) { /* its deadline passed while it was out */
-    rn__call_release(call);
-    return;
-  }
-  if (!call->idempotent || pool->closing ||
-      call->attempts >= call->max_attempts || !budget_allows(pool)) {
-    retry_fail(call, err);
-    return;
-  }
+  if (pool->closing || call->attempts >= call->max_attempts ||
+      !budget_allows(pool))
+    return 0;
   delay = retry_delay(pool, call->attempts);
-  left = rn_timer_remaining(&call->deadline);
-  if (delay >= left) {
-    retry_fail(call, err);
-    return;
-  }
+  if (delay >= rn_timer_remaining(&call->deadline)) return 0;
 
   pool->stats.retries++;
   call->state = RN_SEND_UNSENT;
@@ -110,4 +116,35 @@ void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
   ev.duration = delay;
   ev.attempt = call->attempts + 1;
   rn__pool_emit(pool, RN_EVENT_RETRY, call->endpoint, &ev);
+  return 1;
+}
+
+int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
+                          size_t body_len) {
+  if (pool->options.classify == NULL || pool->closing || call->done)
+    return 0;
+  if (retry_classify(pool, call, RN_EREPLY, body, body_len) !=
+      RN_CLASSIFY_RETRY)
+    return 0;
+  /* The server answered, so it is alive: the budget is not spent. */
+  return retry_schedule(pool, call, RN_EREPLY);
+}
+
+static void retry_fail(rn_call_t *call, int err) {
+  rn__call_complete(call, err, NULL, 0, 0);
+  rn__call_release(call);
+}
+
+void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
+  rn_timer_stop(&call->attempt_timer);
+  if (call->done) { /* its deadline passed while it was out */
+    rn__call_release(call);
+    return;
+  }
+  /* The rules first: a call that may have run is retried only if it is
+   * idempotent, whatever classify would say. */
+  if (!call->idempotent ||
+      retry_classify(pool, call, err, NULL, 0) == RN_CLASSIFY_FAIL ||
+      call->done || !retry_schedule(pool, call, err))
+    retry_fail(call, err);
 }

@@ -522,6 +522,46 @@ static void test_pool_closed_while_endpoints_are_dropped(void) {
   finish();
 }
 
+/* With a cap on calls in flight per endpoint, a call may wait while its
+ * endpoint is full and another one is backing off. A reply that freed
+ * room did not place it: nothing dispatched until the other endpoint's
+ * reconnect, and the call timed out against an idle, healthy endpoint. */
+static void test_call_waits_past_room_freed_under_max_in_flight(void) {
+  struct peer a;
+  struct outcome held, waiting;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  const char *list[2];
+
+  open_loop();
+  peer_start(&a);
+  pool_defaults(&po, a.endpoint);
+  list[0] = a.endpoint;
+  list[1] = "127.0.0.1:1"; /* refused: backs off for 5 s */
+  po.endpoints = list;
+  po.endpoint_count = 2;
+  po.min_idle = 1;
+  po.max_in_flight = 1;
+  po.reconnect.initial = 5000;
+  po.reconnect.jitter = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  RUN_UNTIL(stats_of(pool).idle == 1 && stats_of(pool).connect_failures == 1,
+            2000);
+
+  call_with(pool, "hold", 5000, &held); /* a is full */
+  RUN_UNTIL(peer_holding(&a) == 1, 2000);
+  call_with(pool, "y", 1000, &waiting); /* accepted: the other is not full */
+  ASSERT_EQ(stats_of(pool).pending, 1);
+  peer_release(&a);
+  RUN_UNTIL(held.fired && waiting.fired, 2000);
+  ASSERT_OK(held.status);
+  ASSERT_OK(waiting.status);
+
+  close_pool(pool);
+  peer_stop(&a);
+  finish();
+}
+
 #define RUN_SELECTED(fn)                                                      \
   do {                                                                        \
     if (argc < 2 || strcmp(argv[1], #fn) == 0) TEST_RUN(fn);                  \
@@ -534,5 +574,6 @@ int main(int argc, char **argv) {
   RUN_SELECTED(test_removed_endpoint_ejected);
   RUN_SELECTED(test_abort_after_a_deferred_close);
   RUN_SELECTED(test_pool_closed_while_endpoints_are_dropped);
+  RUN_SELECTED(test_call_waits_past_room_freed_under_max_in_flight);
   return 0;
 }

@@ -70,6 +70,13 @@ typedef int (*lrn_push_fn)(lua_State *L, void *arg);
  * resilnet.run() re-raises it. Does nothing while the state is closing.
  * Never releases target_ref: the caller owns it. */
 void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push, void *arg);
+/* Calls the plain function at ref with what push pushes, protected, and
+ * returns its first result as an index into `answers` (a NULL-terminated
+ * list of strings; nil is 0, answers[0] being unused). An error, or an
+ * answer not in the list, is recorded like a callback error (run()
+ * re-raises it) and gives 0. */
+int lrn_query(lrn_ctx_t *ctx, int ref, lrn_push_fn push, void *arg,
+              const char *const *answers);
 
 /* Records the value at idx of L as the first error (later ones are
  * dropped) and stops the loop. Never raises, never allocates. */

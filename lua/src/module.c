@@ -56,6 +56,55 @@ void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push,
   lua_settop(L, top);
 }
 
+typedef struct lrn_query_s {
+  int ref;
+  lrn_push_fn push;
+  void *arg;
+  const char *const *answers;
+  int answer;
+} lrn_query_t;
+
+static int lrn_query_protected(lua_State *L) {
+  lrn_query_t *q = (lrn_query_t *)lua_touserdata(L, 1);
+  const char *s;
+  int i, n;
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, q->ref);
+  n = q->push(L, q->arg);
+  lua_call(L, n, 1);
+  if (lua_isnil(L, -1))
+    return 0;
+  s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  for (i = 1; s != NULL && q->answers[i] != NULL; i++) {
+    if (strcmp(s, q->answers[i]) == 0) {
+      q->answer = i;
+      return 0;
+    }
+  }
+  return luaL_error(L, "resilnet: unexpected answer '%s' from a policy "
+                       "function", s != NULL ? s : luaL_typename(L, -1));
+}
+
+int lrn_query(lrn_ctx_t *ctx, int ref, lrn_push_fn push, void *arg,
+              const char *const *answers) {
+  lua_State *L = ctx->L;
+  lrn_query_t q;
+  int top = lua_gettop(L);
+  if (ctx->closing)
+    return 0;
+  q.ref = ref;
+  q.push = push;
+  q.arg = arg;
+  q.answers = answers;
+  q.answer = 0;
+  if (lrn_cpcall(L, lrn_query_protected, &q) != LUA_OK) {
+    lrn_record_error(ctx, L, -1);
+    q.answer = 0;
+  }
+  lua_settop(L, top);
+  return q.answer;
+}
+
 void lrn_record_error(lrn_ctx_t *ctx, lua_State *L, int idx) {
   int top = lua_gettop(L);
   idx = lrn_absindex(L, idx);

@@ -20,6 +20,7 @@ typedef struct lrn_pool_s {
   int quiet;              /* collected at lua_close: no more calls into Lua */
   int close_ref;          /* target dispatched when the pool has closed */
   int event_ref;          /* target of every event */
+  int classify_ref;       /* retry.classify, or LUA_NOREF */
   int pin_ref;            /* the userdata, while calls are in flight */
   unsigned in_flight;
 } lrn_pool_t;
@@ -128,6 +129,58 @@ static int lrn_push_event(lua_State *L, void *arg) {
   return 1;
 }
 
+typedef struct lrn_classify_s {
+  lrn_pool_t *p;
+  const rn_failure_t *f;
+} lrn_classify_t;
+
+/* classify(err, request): err as a call's error would be; request decoded
+ * from the frame as sent (resp: the array; others: the body). */
+static int lrn_push_failure(lua_State *L, void *arg) {
+  lrn_classify_t *c = (lrn_classify_t *)arg;
+  const rn_failure_t *f = c->f;
+  const rn_codec_t *codec = rn_pool_codec(c->p->pool);
+  rn_result_t r;
+  rn_frame_t frame;
+
+  memset(&r, 0, sizeof(r));
+  r.status = f->status;
+  r.body = f->body;
+  r.body_len = f->body_len;
+  r.attempts = f->attempts;
+  r.maybe_executed = 1;
+  r.endpoint = f->endpoint;
+  luaL_checkstack(L, 4, NULL);
+  lrn_error_push_result(L, c->p->ctx, &r);
+  lua_pushboolean(L, f->idempotent);
+  lua_setfield(L, -2, "idempotent");
+  if (rn_codec_frame(codec, f->request, f->request_len, &frame) > 0) {
+    const char *body = f->request + frame.body_offset;
+    if (codec->protocol != RN_PROTOCOL_RESP ||
+        lrn_resp_push(L, c->p->ctx, body, frame.body_len) != 0)
+      lua_pushlstring(L, body, frame.body_len);
+  } else {
+    lua_pushlstring(L, f->request, f->request_len);
+  }
+  return 2;
+}
+
+static rn_classify_t lrn_pool_classify(rn_pool_t *pool,
+                                       const rn_failure_t *f) {
+  static const char *const answers[] = {NULL, "retry", "fail", NULL};
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  lrn_classify_t c;
+  if (lrn_quiet(p) || p->classify_ref == LUA_NOREF)
+    return RN_CLASSIFY_DEFAULT;
+  c.p = p;
+  c.f = f;
+  switch (lrn_query(p->ctx, p->classify_ref, lrn_push_failure, &c, answers)) {
+  case 1: return RN_CLASSIFY_RETRY;
+  case 2: return RN_CLASSIFY_FAIL;
+  default: return RN_CLASSIFY_DEFAULT;
+  }
+}
+
 static void lrn_pool_event(rn_pool_t *pool, const rn_pool_event_t *ev) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
   if (!lrn_quiet(p) && p->event_ref != LUA_NOREF)
@@ -143,6 +196,7 @@ static void lrn_pool_closed(rn_pool_t *pool) {
     lrn_dispatch(p->ctx, p->close_ref, NULL, NULL);
   lrn_unref(p->ctx, &p->close_ref);
   lrn_unref(p->ctx, &p->event_ref);
+  lrn_unref(p->ctx, &p->classify_ref);
   lrn_unref(p->ctx, &p->pin_ref);
   free(p);
 }
@@ -361,11 +415,19 @@ static int lrn_pool_new(lua_State *L) {
   if (p == NULL)
     return luaL_error(L, "resilnet.pool: out of memory");
   p->ctx = ctx;
-  p->close_ref = p->event_ref = p->pin_ref = LUA_NOREF;
+  p->close_ref = p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
+  lua_getfield(L, 1, "classify");
+  if (lua_type(L, -1) == LUA_TFUNCTION) {
+    p->classify_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    o.classify = lrn_pool_classify;
+  } else {
+    lua_pop(L, 1);
+  }
   lrn_link_init(&p->link);
   o.data = p;
   rc = rn_pool_new(ctx->loop, &o, &p->pool);
   if (rc != 0) {
+    lrn_unref(ctx, &p->classify_ref);
     free(p);
     if (rc == UV_EINVAL)
       return luaL_error(L, "resilnet.pool: invalid options (an endpoint "
