@@ -329,14 +329,17 @@ static int pool_endpoint_full(const rn_pool_t *pool,
  * could take a call is at it. */
 static int pool_all_full(rn_pool_t *pool) {
   uint64_t now = rn_loop_now(pool->loop);
-  size_t i;
+  size_t i, full = 0;
   if (pool->options.max_in_flight == 0) return 0;
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep = pool->endpoints[i];
     if (ep->ejected_until != 0 && now < ep->ejected_until) continue;
     if (!pool_endpoint_full(pool, ep)) return 0;
+    full++;
   }
-  return 1;
+  /* Every endpoint ejected is not every endpoint full: calls wait for an
+   * ejection to end, as they do without a cap. */
+  return full > 0;
 }
 
 /* The writable connection of ep with the fewest calls queued. The most

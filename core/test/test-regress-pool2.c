@@ -562,6 +562,48 @@ static void test_call_waits_past_room_freed_under_max_in_flight(void) {
   finish();
 }
 
+/* With every endpoint of the list ejected (a new list kept only ejected
+ * ones), a call waits for an ejection to end, as without a cap. The check
+ * for "every endpoint full" passed over the ejected ones and, finding no
+ * other, said all were full: every call failed at once with EOVERLOAD. */
+static void test_all_ejected_read_as_all_full(void) {
+  struct peer b;
+  struct outcome o;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_call_options_t co;
+  const char *list[2];
+
+  open_loop();
+  peer_start(&b);
+  pool_defaults(&po, b.endpoint);
+  list[0] = "127.0.0.1:1"; /* refused: ejected after one failure */
+  list[1] = b.endpoint;
+  po.endpoints = list;
+  po.endpoint_count = 2;
+  po.min_idle = 1;
+  po.max_in_flight = 4;
+  po.eject.failures = 1;
+  po.eject.max_share = 0.5;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  RUN_UNTIL(stats_of(pool).ejected == 1, 2000);
+  set_endpoints(pool, "127.0.0.1:1", NULL);
+  ASSERT_EQ(stats_of(pool).ejected, 1);
+
+  memset(&o, 0, sizeof(o));
+  memset(&co, 0, sizeof(co));
+  co.timeout = 200;
+  ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, record, &o));
+  RUN_UNTIL(o.fired, 2000);
+  /* It waited, as calls do with all ejected: its deadline, reported as
+   * the last connect error if that came after the last connect. */
+  ASSERT(o.status == UV_ETIMEDOUT || o.status == UV_ECONNREFUSED);
+
+  close_pool(pool);
+  peer_stop(&b);
+  finish();
+}
+
 #define RUN_SELECTED(fn)                                                      \
   do {                                                                        \
     if (argc < 2 || strcmp(argv[1], #fn) == 0) TEST_RUN(fn);                  \
@@ -575,5 +617,6 @@ int main(int argc, char **argv) {
   RUN_SELECTED(test_abort_after_a_deferred_close);
   RUN_SELECTED(test_pool_closed_while_endpoints_are_dropped);
   RUN_SELECTED(test_call_waits_past_room_freed_under_max_in_flight);
+  RUN_SELECTED(test_all_ejected_read_as_all_full);
   return 0;
 }
