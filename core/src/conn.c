@@ -630,8 +630,11 @@ static void conn_close_handle(rn_conn_t *conn, int connected) {
 
 static int conn_has_calls_sent(const rn_conn_t *conn) {
   const rn_list_t *pos;
-  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next)
-    if (!RN_CONTAINER_OF(pos, rn_call_t, node)->internal) return 1;
+  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
+    const rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    /* A call already timed out spent its token then. */
+    if (!call->internal && !call->done) return 1;
+  }
   return 0;
 }
 
