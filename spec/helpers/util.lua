@@ -208,18 +208,26 @@ end
 function H.assert_fds(base)
   settle()
   local count, fds = H.open_fds()
-  local diff = {}
+  local changed = {}
   for fd, what in pairs(fds) do
-    if base.fds[fd] ~= what then
-      diff[#diff + 1] = ("  + %d -> %s"):format(fd, what)
-    end
+    if base.fds[fd] ~= what then changed[#changed + 1] = fd end
   end
   for fd, what in pairs(base.fds) do
-    if fds[fd] ~= what then
-      diff[#diff + 1] = ("  - %d -> %s"):format(fd, what)
-    end
+    if fds[fd] ~= what and not fds[fd] then changed[#changed + 1] = fd end
   end
-  table.sort(diff)
+  table.sort(changed)
+  local diff = {}
+  for _, fd in ipairs(changed) do
+    if base.fds[fd] then
+      diff[#diff + 1] = ("  - %d -> %s"):format(fd, base.fds[fd])
+    end
+    if fds[fd] then diff[#diff + 1] = ("  + %d -> %s"):format(fd, fds[fd]) end
+  end
+  if #diff > 20 then -- a pool left open may hold a thousand
+    local more = #diff - 20
+    for i = #diff, 21, -1 do diff[i] = nil end
+    diff[21] = ("  ... and %d more"):format(more)
+  end
   luassert.equal(base.count, count,
                  ("%sfile descriptors: %d at the start, %d after the "
                   .. "scenario closed everything\n%s")
