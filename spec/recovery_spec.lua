@@ -278,14 +278,17 @@ describe("recovery", function()
       return listener, "127.0.0.1:" .. port
     end
 
-    -- Sockets in TIME_WAIT whose remote end is port (from /proc/net/tcp;
-    -- state 06). The side that closes with a FIN keeps one; an RST none.
-    local function time_waits_to(port)
+    -- Sockets in TIME_WAIT from local_port to remote_port (/proc/net/tcp,
+    -- state 06): exactly our connection. The side that closes with a FIN
+    -- keeps one; an RST leaves none.
+    local function time_waits(local_port, remote_port)
       local n = 0
-      local hex = ("%04X"):format(port)
+      local lhex, rhex = ("%04X"):format(local_port),
+                         ("%04X"):format(remote_port)
       for line in io.lines("/proc/net/tcp") do
-        local rem, st = line:match("^%s*%d+: %x+:%x+ %x+:(%x+) (%x+)")
-        if rem == hex and st == "06" then n = n + 1 end
+        local loc, rem, st =
+          line:match("^%s*%d+: %x+:(%x+) %x+:(%x+) (%x+)")
+        if loc == lhex and rem == rhex and st == "06" then n = n + 1 end
       end
       return n
     end
@@ -306,12 +309,13 @@ describe("recovery", function()
       assert.is_truthy(conn, "no connection accepted")
       conn:settimeout(2)
       assert.equal("ping", conn:receive("*l"))
+      local _, port = listener:getsockname()
+      local _, client_port = conn:getpeername()
       pool:close(close_opts)
       local _, e = conn:receive("*l")
-      local _, port = listener:getsockname()
       conn:close()
       listener:close()
-      return e, time_waits_to(port)
+      return e, time_waits(tonumber(client_port), tonumber(port))
     end
 
     it("reset = true sends an RST (no TIME_WAIT left); a plain close a FIN", function()
