@@ -610,6 +610,22 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 /* ------------------------------------------------------------------------ */
 /* What connections report                                                    */
 
+/* Opens connections toward min_idle idle ones on ep, a few at a time. */
+static void pool_warm(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  const rn_pool_options_t *o = &pool->options;
+  unsigned idle = 0;
+  rn_list_t *pos;
+  if (o->min_idle == 0 || ep->retry_at > rn_loop_now(pool->loop)) return;
+  for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
+    rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+    if (conn->state == RN_CONN_READY && conn->queued == 0 && !conn->retiring)
+      idle++;
+  }
+  while (idle + ep->connecting < o->min_idle && ep->open < o->size &&
+         ep->connecting < RN_MAX_CONNECTING && !pool->closing)
+    if (rn__conn_open(pool, ep) != 0) break;
+}
+
 void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   pool->stats.connects++;
@@ -625,6 +641,10 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
     return;
   }
   rn__pool_dispatch(pool);
+  /* Warming up: each connection that comes up starts the next, a trickle
+   * of at most RN_MAX_CONNECTING at a time rather than one per round. */
+  if (!pool->closing && !ep->removed && ep->ejected_until == 0)
+    pool_warm(pool, ep);
 }
 
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
@@ -761,9 +781,7 @@ static void pool_maintain(rn_timer_t *timer) {
       }
     }
     if (pool->closing) return; /* an event handler closed the pool */
-    if (usable && idle + ep->connecting < o->min_idle && ep->open < o->size &&
-        ep->retry_at <= now)
-      rn__conn_open(pool, ep);
+    if (usable) pool_warm(pool, ep);
   }
   if (pool->closing) return;
   if (o->resolve_ttl != 0 && now >= pool->resolved_at + o->resolve_ttl)

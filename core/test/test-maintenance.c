@@ -33,6 +33,7 @@ static void start(uint64_t idle_timeout, uint64_t max_lifetime,
   po.idle_timeout = idle_timeout;
   po.max_lifetime = max_lifetime;
   po.min_idle = min_idle;
+  if (po.size < min_idle) po.size = min_idle;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
 }
 
@@ -96,6 +97,21 @@ static void test_min_idle_kept_warm(void) {
   stop();
 }
 
+/* Warming up does not wait for housekeeping rounds (one a second): each
+ * connection that comes up starts the next. */
+static void test_min_idle_warms_quickly(void) {
+  rn_pool_stats_t st;
+  int turns = 0;
+  start(60000, 0, 20);
+  do {
+    test_run_for(rn_loop_uv(loop), 20);
+    rn_pool_stats(pool, &st);
+    ASSERT_LT(++turns, 40); /* under a second; by rounds it took 20 s */
+  } while (st.idle < 20);
+  ASSERT_EQ(st.connects, 20);
+  stop();
+}
+
 static void test_max_lifetime(void) {
   rn_pool_stats_t st;
   start(0, 300, 0);
@@ -111,6 +127,7 @@ static void test_max_lifetime(void) {
 int main(void) {
   TEST_RUN(test_idle_timeout);
   TEST_RUN(test_min_idle_kept_warm);
+  TEST_RUN(test_min_idle_warms_quickly);
   TEST_RUN(test_max_lifetime);
   return 0;
 }
