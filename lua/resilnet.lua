@@ -547,6 +547,8 @@ function resilnet.pool(opts)
     eject_max_share = ej and ej.max_share or nil,
     resolve_ttl_ms = ms(o.resolve_ttl),
     attempt_timeout_ms = ms(o.attempt_timeout),
+    hedge_delay_ms = o.hedge and ms(o.hedge.delay) or 0,
+    hedge_max = o.hedge and o.hedge.max or nil,
     max_in_flight = o.max_in_flight,
     endpoints = endpoints,
     protocol = o.protocol,
@@ -591,22 +593,28 @@ local function call_options(fname, opts)
   end
   check_table(fname, "", call_schema, opts, 4)
   local timeout, attempt_timeout = opts.timeout, opts.attempt_timeout
+  local hedge, hedge_delay, hedge_max = opts.hedge, nil, nil
+  if hedge == false then
+    hedge_delay = 0
+  elseif hedge then
+    hedge_delay, hedge_max = ms(hedge.delay or 0.05), hedge.max or 2
+  end
   return timeout and ms(timeout) or 0, opts.idempotent == true, opts.attempts,
-         attempt_timeout and ms(attempt_timeout) or nil
+         attempt_timeout and ms(attempt_timeout) or nil, hedge_delay, hedge_max
 end
 
 local function start_send(target, h, request, timeout, idempotent, attempts,
-                          attempt_timeout)
+                          attempt_timeout, hedge_delay, hedge_max)
   return core.pool_send(h, request, timeout, idempotent, target, attempts,
-                        attempt_timeout)
+                        attempt_timeout, hedge_delay, hedge_max)
 end
 
 --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
 function Pool:call(request, opts)
-  local timeout, idempotent, attempts, attempt_timeout =
-    call_options("pool:call", opts)
+  local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
+        hedge_max = call_options("pool:call", opts)
   return await("pool:call", start_send, self._h, request, timeout,
-               idempotent, attempts, attempt_timeout)
+               idempotent, attempts, attempt_timeout, hedge_delay, hedge_max)
 end
 
 --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
@@ -618,10 +626,10 @@ function Pool:send(request, opts, cb)
   if type(cb) ~= "function" then
     error("pool:send: expected a callback function, got " .. type(cb), 2)
   end
-  local timeout, idempotent, attempts, attempt_timeout =
-    call_options("pool:send", opts)
+  local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
+        hedge_max = call_options("pool:send", opts)
   return core.pool_send(self._h, request, timeout, idempotent, cb, attempts,
-                        attempt_timeout)
+                        attempt_timeout, hedge_delay, hedge_max)
 end
 
 --- pool:on(event, fn): fn(ev) runs for every event of that type.

@@ -129,3 +129,73 @@ describe("retry.classify", function()
     assert.has_error(function() pool:call { "SET", "k", "v" } end)
   end)
 end)
+
+describe("hedging", function()
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
+
+  -- A line server whose first execution is slow (0.5 s) and the rest fast;
+  -- it counts executions.
+  local function slow_first()
+    local state = { executed = 0 }
+    local _, ep = H.server { protocol = "line", handler = function(request)
+      state.executed = state.executed + 1
+      if state.executed == 1 then resilnet.sleep(0.5) end
+      return request
+    end }
+    state.endpoint = ep
+    return state
+  end
+
+  it("an idempotent call slower than hedge.delay gets a second attempt on "
+     .. "another connection, and the first reply wins", function()
+    local state = slow_first()
+    local pool = H.pool { protocol = "line", endpoints = { state.endpoint },
+                          hedge = { delay = 0.05, max = 2 } }
+    local events = {}
+    pool:on("retry", function(ev) events[#events + 1] = ev.reason end)
+    local t0 = resilnet.now()
+    local reply, err = pool:call("a", { idempotent = true })
+    local took = resilnet.now() - t0
+    assert.equal("a", reply, tostring(err))
+    assert.is_true(took < 0.45, "answered by the hedge, took " .. took)
+    assert.equal(2, state.executed)
+    assert.same({ "hedge" }, events)
+    local st = pool:stats()
+    assert.equal(1, st.hedges)
+    assert.equal(1, st.completed)
+    -- The slow attempt's late reply is dropped, and the connection still
+    -- answers the next call with its own reply.
+    H.go(function() resilnet.sleep(0.6) end)
+    assert.equal("b", pool:call("b", { idempotent = true }))
+    assert.equal(0, pool:stats().failed)
+  end)
+
+  it("never hedges a call that is not idempotent", function()
+    local state = slow_first()
+    local pool = H.pool { protocol = "line", endpoints = { state.endpoint },
+                          hedge = { delay = 0.05 } }
+    assert.equal("a", pool:call("a"))
+    assert.equal(1, state.executed)
+    assert.equal(0, pool:stats().hedges)
+  end)
+
+  it("hedge = false on the call turns it off", function()
+    local state = slow_first()
+    local pool = H.pool { protocol = "line", endpoints = { state.endpoint },
+                          hedge = { delay = 0.05 } }
+    assert.equal("a", pool:call("a", { idempotent = true, hedge = false }))
+    assert.equal(1, state.executed)
+  end)
+
+  it("a per-call hedge works without a pool default", function()
+    local state = slow_first()
+    local pool = H.pool { protocol = "line", endpoints = { state.endpoint } }
+    local t0 = resilnet.now()
+    assert.equal("a", pool:call("a", { idempotent = true,
+                                       hedge = { delay = 0.05 } }))
+    assert.is_true(resilnet.now() - t0 < 0.45)
+    assert.equal(2, state.executed)
+  end)
+end)
+

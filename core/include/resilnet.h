@@ -422,6 +422,14 @@ typedef struct rn_pool_options_s {
    * another endpoint, and with every endpoint full they fail at once with
    * RN_EOVERLOAD. 0: no cap. (0) */
   unsigned max_in_flight;
+  /* Hedging, for idempotent calls only: after hedge_delay ms without a
+   * reply another attempt goes out on a different connection, up to
+   * hedge_max attempts in flight; the first reply wins and the others'
+   * replies are dropped. Each hedge spends a retry-budget token and is
+   * sent only while the budget is above half. A hedged call's attempts
+   * are not timed out one by one (attempt_timeout). 0: off. (0, 2) */
+  uint64_t hedge_delay;
+  unsigned hedge_max;
   /* ms between RN_EVENT_RESOLVE events, for scripted discovery (30000);
    * 0: only after connect failures. Host names themselves are resolved
    * afresh for every new connection. */
@@ -443,6 +451,10 @@ typedef struct rn_call_options_s {
   int idempotent;    /* the call may safely execute more than once */
   unsigned attempts; /* 0 = the pool's retry.attempts; capped at 5 */
   uint64_t attempt_timeout; /* ms; 0 = the pool's attempt_timeout */
+  int hedge;          /* 0: the pool's hedging; > 0: hedge with the delay
+                         and max below; < 0: never hedge this call */
+  uint64_t hedge_delay;
+  unsigned hedge_max;
 } rn_call_options_t;
 
 /* What a call came to. Valid only during the callback. */
@@ -474,6 +486,7 @@ typedef struct rn_pool_stats_s {
   uint64_t failed;      /* callbacks fired with another error */
   uint64_t overloaded;  /* calls refused with RN_EOVERLOAD */
   uint64_t retries;     /* policy retries (idempotent calls sent again) */
+  uint64_t hedges;      /* hedged attempts sent */
   uint64_t requeued;    /* unsent calls moved to another connection */
   uint64_t connects;    /* connections established */
   uint64_t reconnects;  /* of which replaced a connection that failed */

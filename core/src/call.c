@@ -12,15 +12,21 @@ void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep) {
 }
 
 void rn__call_release(rn_call_t *call) {
+  rn_call_t *parent;
   if (call->internal) {
     /* Pings are owned by their connection alone. */
     if (call->conn == NULL) free(call);
     return;
   }
-  if (!call->done || call->conn != NULL) return;
+  if (!call->done || call->conn != NULL || call->shadow_refs > 0) return;
+  parent = call->parent;
   if (call->endpoint != NULL) rn__endpoint_release(call->pool, call->endpoint);
   if (call->frame != call->inline_frame) free(call->frame);
   free(call);
+  if (parent != NULL) {
+    parent->shadow_refs--;
+    rn__call_release(parent);
+  }
 }
 
 void rn__call_complete(rn_call_t *call, int status, const char *body,
@@ -29,6 +35,10 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   rn_result_t result;
 
   if (call->done || call->internal) return;
+  if (call->parent != NULL) {
+    rn__hedge_complete(call, status, body, body_len, flags);
+    return;
+  }
   call->done = 1;
   rn_timer_stop(&call->deadline);
   rn_timer_stop(&call->attempt_timer);

@@ -49,6 +49,17 @@ struct rn_call_s {
   unsigned backing_off : 1; /* waiting on attempt_timer, on no list */
   unsigned tombstone : 1;  /* stands in the sent FIFO for an abandoned
                               attempt, to match and drop its reply */
+  unsigned hedged : 1;     /* attempt_timer sends hedges (attempt_timeout
+                              is then the hedge delay) */
+  unsigned parked : 1;     /* its attempt failed; waits for its hedges */
+  /* Hedging: a hedge is a shadow call carrying one more attempt of its
+   * parent; its reply completes the parent. The parent outlives its
+   * shadows (shadow_refs). */
+  rn_call_t *parent;
+  unsigned hedge_max;
+  unsigned shadows_live;   /* shadows not done */
+  unsigned shadow_refs;    /* shadows not freed */
+  int parked_error;
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -177,6 +188,7 @@ int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
 /* Written attempts failed (a connection lost with calls on it, a call's
  * deadline while the server had it): spends one token of the budget. */
 void rn__retry_spend(rn_pool_t *pool);
+int rn__retry_budget_allows(const rn_pool_t *pool);
 /* A call completed: successes refill the retry budget. */
 void rn__retry_succeeded(rn_pool_t *pool);
 /* Ends a call's retry backoff early (deadline, close). */
@@ -196,6 +208,11 @@ int rn__conn_writable(const rn_conn_t *conn);
  * at the socket without reading. 0 if it is usable; otherwise closes it
  * and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
+
+/* hedge.c */
+void rn__hedge_due(rn_timer_t *timer);
+void rn__hedge_complete(rn_call_t *shadow, int status, const char *body,
+                        size_t body_len, int flags);
 
 /* pool_endpoint.c */
 int rn__endpoint_new(rn_pool_t *pool, const char *text,
@@ -231,5 +248,10 @@ void rn__pool_emit(rn_pool_t *pool, rn_event_type_t type,
 const char *rn__conn_close_reason(const rn_conn_t *conn);
 /* Places waiting calls (not re-entrant; a nested call asks for a rerun). */
 void rn__pool_dispatch(rn_pool_t *pool);
+/* A connection for a hedge of call: not its own, another endpoint if any.
+ * NULL if none is ready. */
+rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call);
+/* Opens one more connection where there is room. */
+void rn__pool_grow(rn_pool_t *pool);
 
 #endif /* RN_CLIENT_H */

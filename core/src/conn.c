@@ -506,8 +506,9 @@ static void conn_flush(rn_conn_t *conn) {
     rn_list_insert_tail(&conn->sent, &call->node);
     call->state = RN_SEND_SENT;
     if (!call->internal) {
-      call->attempts++;
-      call->was_sent = 1;
+      rn_call_t *owner = call->parent != NULL ? call->parent : call;
+      owner->attempts++;
+      owner->was_sent = 1;
     }
   }
   conn->unsent_bytes = 0;

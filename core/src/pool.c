@@ -54,6 +54,7 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->eject.max_time = 300000;
   o->eject.max_share = 0.5;
   o->resolve_ttl = 30000;
+  o->hedge_max = 2;
 }
 
 /* Policy retries are capped: past five, a retry is more likely to add to
@@ -345,12 +346,12 @@ static int pool_all_full(rn_pool_t *pool) {
 /* The writable connection of ep with the fewest calls queued. The most
  * recently used come first (they sit at the tail): reusing a warm
  * connection lets the others go idle and expire. */
-static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep) {
+static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
   rn_conn_t *best = NULL;
   rn_list_t *pos;
   for (pos = ep->conns.prev; pos != &ep->conns; pos = pos->prev) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
-    if (!rn__conn_writable(conn)) continue;
+    if (conn == skip || !rn__conn_writable(conn)) continue;
     if (best == NULL || conn->queued < best->queued) best = conn;
     if (best->queued == 0) break;
   }
@@ -359,8 +360,10 @@ static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep) {
 
 /* A connection of the usable endpoint with the fewest calls outstanding,
  * endpoints taken in turn so that ties spread over them. `avoid` (where a
- * call's last attempt failed) is taken only if no other endpoint can. */
-static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
+ * call's last attempt failed) is taken only if no other endpoint can;
+ * `skip` (a hedged call's own connection) never. */
+static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
+                                rn_conn_t *skip) {
   uint64_t now = rn_loop_now(pool->loop);
   rn_conn_t *best = NULL, *fallback = NULL;
   unsigned best_load = UINT_MAX;
@@ -373,7 +376,7 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
     if (ep->ready == 0 || ep->outstanding >= best_load ||
         pool_endpoint_full(pool, ep) || !rn__endpoint_usable(pool, ep, now))
       continue;
-    conn = endpoint_pick(ep);
+    conn = endpoint_pick(ep, skip);
     if (conn == NULL) continue;
     if (ep == avoid) {
       fallback = conn;
@@ -389,10 +392,11 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
   return best;
 }
 
-static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
+static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
+                            rn_conn_t *skip) {
   rn_conn_t *conn;
   /* Each failed check closes a connection, so this ends. */
-  while ((conn = pool_pick_any(pool, avoid)) != NULL) {
+  while ((conn = pool_pick_any(pool, avoid, skip)) != NULL) {
     if (conn->queued > 0) break;
     /* The loop's cached clock may be stale after a long callback, which is
      * exactly when a connection may have died unseen. */
@@ -407,7 +411,7 @@ static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid) {
 /* Opens one more connection, on the next endpoint (in turn) that has room
  * and is neither backing off nor ejected. Called when calls wait, or when a
  * call had to queue behind others on a busy connection. */
-static void pool_grow(rn_pool_t *pool) {
+void rn__pool_grow(rn_pool_t *pool) {
   uint64_t now = rn_loop_now(pool->loop);
   uint64_t wake = UINT64_MAX;
   size_t i;
@@ -477,7 +481,7 @@ void rn__pool_dispatch(rn_pool_t *pool) {
     pool->dispatch_again = 0;
     while (!rn_list_empty(&pool->pending)) {
       rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
-      rn_conn_t *conn = pool_pick(pool, call->endpoint);
+      rn_conn_t *conn = pool_pick(pool, call->endpoint, NULL);
       if (conn == NULL || rn_list_empty(&pool->pending)) break;
       /* The check in pick may have failed calls (and run callbacks). */
       call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
@@ -488,12 +492,13 @@ void rn__pool_dispatch(rn_pool_t *pool) {
       rn_list_remove(&call->node);
       pool->pending_count--;
       if (call->attempt_timeout != 0) {
-        call->attempt_timer.cb = pool_attempt_expired;
+        call->attempt_timer.cb =
+            call->hedged ? rn__hedge_due : pool_attempt_expired;
         rn_timer_start(&call->attempt_timer, call->attempt_timeout);
       }
       rn__conn_enqueue(conn, call);
     }
-    if (crowded || pool->pending_count > 0) pool_grow(pool);
+    if (crowded || pool->pending_count > 0) rn__pool_grow(pool);
   } while (pool->dispatch_again);
   pool->dispatching = 0;
   /* A close asked for while we were placing calls runs from the loop, so
@@ -503,6 +508,10 @@ void rn__pool_dispatch(rn_pool_t *pool) {
     pool->close_timer.cb = pool_close_deferred;
     rn_timer_start(&pool->close_timer, 0);
   }
+}
+
+rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call) {
+  return pool_pick(pool, call->endpoint, call->conn);
 }
 
 void rn__pool_conn_writable(rn_pool_t *pool) {
@@ -516,6 +525,8 @@ static void pool_call_expired(rn_timer_t *timer) {
 
   if (call->backing_off) {
     rn__retry_cancel(call);
+  } else if (call->parked) {
+    call->parked = 0; /* on no list: its hedges hold it */
   } else if (call->conn == NULL) {
     rn_list_remove(&call->node); /* from pending */
     pool->pending_count--;
@@ -534,6 +545,22 @@ static void pool_call_expired(rn_timer_t *timer) {
    * coming and must be matched to it, then dropped. */
   rn__call_complete(call, status, NULL, 0, 0);
   rn__call_release(call);
+}
+
+/* Idempotent calls only: running the request twice must be harmless. */
+static void pool_call_hedging(rn_pool_t *pool, rn_call_t *call,
+                              const rn_call_options_t *options) {
+  uint64_t delay = pool->options.hedge_delay;
+  unsigned max = pool->options.hedge_max;
+  if (options != NULL && options->hedge < 0) return;
+  if (options != NULL && options->hedge > 0) {
+    delay = options->hedge_delay;
+    max = options->hedge_max;
+  }
+  if (delay == 0 || max < 2) return;
+  call->hedged = 1;
+  call->attempt_timeout = delay;
+  call->hedge_max = max;
 }
 
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
@@ -592,6 +619,7 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   call->attempt_timeout = options != NULL && options->attempt_timeout
                               ? options->attempt_timeout
                               : pool->options.attempt_timeout;
+  if (call->idempotent) pool_call_hedging(pool, call, options);
   err = rn_timer_start(&call->deadline, timeout);
   if (err) {
     if (call->frame != call->inline_frame) free(call->frame);
@@ -649,6 +677,12 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
 
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
   if (call->done) {
+    rn__call_release(call);
+    return;
+  }
+  if (call->parent != NULL) {
+    /* A hedge that never left: the parent's own attempt carries on. */
+    rn__call_complete(call, UV_ECANCELED, NULL, 0, 0);
     rn__call_release(call);
     return;
   }

@@ -13,7 +13,7 @@
 /* A retry is allowed only while the budget is above half: in an outage
  * every call fails, the budget drains, and the load the pool adds falls
  * back to one attempt per call instead of `attempts` per call. */
-static int budget_allows(const rn_pool_t *pool) {
+int rn__retry_budget_allows(const rn_pool_t *pool) {
   return pool->budget > pool->options.retry.budget_tokens / 2;
 }
 
@@ -25,20 +25,20 @@ static void budget_event(rn_pool_t *pool, const char *state) {
 }
 
 void rn__retry_spend(rn_pool_t *pool) {
-  int allowed = budget_allows(pool);
+  int allowed = rn__retry_budget_allows(pool);
   pool->budget -= 1;
   if (pool->budget < 0) pool->budget = 0;
-  if (allowed && !budget_allows(pool)) budget_event(pool, "exhausted");
+  if (allowed && !rn__retry_budget_allows(pool)) budget_event(pool, "exhausted");
 }
 
 void rn__retry_succeeded(rn_pool_t *pool) {
   const rn_retry_options_t *o = &pool->options.retry;
   int allowed;
   if (pool->budget >= o->budget_tokens) return;
-  allowed = budget_allows(pool);
+  allowed = rn__retry_budget_allows(pool);
   pool->budget += o->budget_ratio;
   if (pool->budget > o->budget_tokens) pool->budget = o->budget_tokens;
-  if (!allowed && budget_allows(pool)) budget_event(pool, "restored");
+  if (!allowed && rn__retry_budget_allows(pool)) budget_event(pool, "restored");
 }
 
 /* Full jitter: uniform in [0, min(max, initial * 2^(n-1))) after the n-th
@@ -97,7 +97,7 @@ static int retry_schedule(rn_pool_t *pool, rn_call_t *call, int err) {
   rn_pool_event_t ev;
 
   if (pool->closing || call->attempts >= call->max_attempts ||
-      !budget_allows(pool))
+      !rn__retry_budget_allows(pool))
     return 0;
   delay = retry_delay(pool, call->attempts);
   if (delay >= rn_timer_remaining(&call->deadline)) return 0;
@@ -137,8 +137,19 @@ static void retry_fail(rn_call_t *call, int err) {
 
 void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
   rn_timer_stop(&call->attempt_timer);
+  if (call->parent != NULL) { /* a hedge: its parent decides */
+    rn__call_complete(call, err, NULL, 0, 0);
+    rn__call_release(call);
+    return;
+  }
   if (call->done) { /* its deadline passed while it was out */
     rn__call_release(call);
+    return;
+  }
+  if (call->shadows_live > 0) {
+    /* Its hedges are still out: one of them may yet answer. */
+    call->parked = 1;
+    call->parked_error = err;
     return;
   }
   /* The rules first: a call that may have run is retried only if it is

@@ -398,6 +398,10 @@ static int lrn_pool_new(lua_State *L) {
       L, "attempt_timeout_ms", (lua_Integer)o.attempt_timeout, 0, max);
   o.max_in_flight = (unsigned)lrn_opt_int(
       L, "max_in_flight", (lua_Integer)o.max_in_flight, 0, 1 << 30);
+  o.hedge_delay = (uint64_t)lrn_opt_int(
+      L, "hedge_delay_ms", (lua_Integer)o.hedge_delay, 0, max);
+  o.hedge_max = (unsigned)lrn_opt_int(L, "hedge_max",
+                                      (lua_Integer)o.hedge_max, 1, 16);
   o.resolve_ttl = (uint64_t)lrn_opt_int(
       L, "resolve_ttl_ms", (lua_Integer)o.resolve_ttl, 0, max);
 
@@ -442,7 +446,8 @@ static int lrn_pool_new(lua_State *L) {
 }
 
 /* pool_send(h, request, timeout_ms, idempotent, target[, attempts
- *           [, attempt_timeout_ms]]) -> true | nil, err.
+ *           [, attempt_timeout_ms[, hedge_delay_ms, hedge_max]]])
+ *   -> true | nil, err. hedge_delay_ms: nil = the pool's, 0 = never.
  * target (a task or a function) is dispatched exactly once with
  * (reply, nil) or (nil, err) unless this returns nil, err. */
 static int lrn_pool_send(lua_State *L) {
@@ -451,6 +456,9 @@ static int lrn_pool_send(lua_State *L) {
   lua_Integer timeout = luaL_optinteger(L, 3, 0);
   lua_Integer attempts = luaL_optinteger(L, 6, 0);
   lua_Integer attempt_timeout = luaL_optinteger(L, 7, 0);
+  int hedge = lua_isnoneornil(L, 8) ? 0 : 1;
+  lua_Integer hedge_delay = luaL_optinteger(L, 8, 0);
+  lua_Integer hedge_max = luaL_optinteger(L, 9, 2);
   int type = lua_type(L, 5);
   rn_call_options_t co;
   int ref, rc;
@@ -477,6 +485,9 @@ static int lrn_pool_send(lua_State *L) {
   co.idempotent = lua_toboolean(L, 4);
   co.attempts = attempts > 0 ? (unsigned)attempts : 0;
   co.attempt_timeout = attempt_timeout > 0 ? (uint64_t)attempt_timeout : 0;
+  co.hedge = hedge && hedge_delay <= 0 ? -1 : hedge;
+  co.hedge_delay = hedge_delay > 0 ? (uint64_t)hedge_delay : 0;
+  co.hedge_max = hedge_max > 0 ? (unsigned)hedge_max : 2;
 
   /* Everything that may raise happens before the core owns the call. */
   lua_pushvalue(L, 5);
@@ -550,6 +561,7 @@ static int lrn_pool_stats(lua_State *L) {
   lrn_set_count(L, "failed", s.failed);
   lrn_set_count(L, "overloaded", s.overloaded);
   lrn_set_count(L, "retries", s.retries);
+  lrn_set_count(L, "hedges", s.hedges);
   lrn_set_count(L, "requeued", s.requeued);
   lrn_set_count(L, "connects", s.connects);
   lrn_set_count(L, "reconnects", s.reconnects);
