@@ -49,10 +49,11 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   result.flags = flags;
   result.attempts = call->attempts;
   /* A reply, even an error reply, means the server saw the request. A
-   * failure means execution was possible only if a byte of some attempt
-   * left the socket. */
+   * failure means execution was possible only if a byte of the current
+   * attempt left the socket, or of an earlier one the server did not
+   * prove unexecuted. */
   result.maybe_executed = status == 0 || status == RN_EREPLY ||
-                          call->was_sent;
+                          call->was_sent || call->state != RN_SEND_UNSENT;
   result.endpoint = call->endpoint ? call->endpoint->text : NULL;
 
   if (status == 0 || status == RN_EREPLY)

@@ -45,7 +45,8 @@ struct rn_call_s {
   unsigned done : 1;
   unsigned idempotent : 1;
   unsigned internal : 1;   /* a heartbeat ping: no callback, not counted */
-  unsigned was_sent : 1;   /* some attempt left: maybe executed */
+  unsigned was_sent : 1;   /* an earlier attempt (or a hedge) left and its
+                              fate is unknown: maybe executed */
   unsigned backing_off : 1; /* waiting on attempt_timer, on no list */
   unsigned tombstone : 1;  /* stands in the sent FIFO for an abandoned
                               attempt, to match and drop its reply */
@@ -121,6 +122,8 @@ struct rn_pool_endpoint_s {
   uint64_t retry_at;    /* no new connect before this (loop ms) */
   uint64_t ejected_until; /* loop ms; 0: not ejected */
   uint64_t last_ejected;  /* loop ms of the last ejection */
+  unsigned budget_serial; /* connections up to this serial were open when
+                             one lost here last spent a retry token */
   const char *state;    /* last state reported */
   rn_backoff_t backoff;
   unsigned removed : 1;

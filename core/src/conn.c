@@ -505,10 +505,12 @@ static void conn_flush(rn_conn_t *conn) {
     rn_list_remove(&call->node);
     rn_list_insert_tail(&conn->sent, &call->node);
     call->state = RN_SEND_SENT;
-    if (!call->internal) {
-      rn_call_t *owner = call->parent != NULL ? call->parent : call;
-      owner->attempts++;
-      owner->was_sent = 1;
+    if (call->parent != NULL) {
+      /* A hedge out: whatever becomes of it, the call may have run. */
+      call->parent->attempts++;
+      call->parent->was_sent = 1;
+    } else if (!call->internal) {
+      call->attempts++;
     }
   }
   conn->unsent_bytes = 0;
@@ -660,17 +662,26 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
     rn__conn_unqueue(conn, call);
-    if (call->internal)
+    if (call->internal) {
       rn__call_release(call);
-    else
+    } else {
+      if (call->parent == NULL) pool->stats.requeued++;
       rn_list_insert_tail(&unsent, &call->node);
+    }
   }
 
   /* Calls written may have executed: the retry rules decide. The calls
    * lost with one connection are one failure for the retry budget: a
    * crash with a hundred calls in flight is one event, and spending a
    * hundred tokens on it would forbid the retries that recover from it. */
-  if (conn_has_calls_sent(conn)) rn__retry_spend(pool);
+  /* Connections that existed when the endpoint last lost one came from
+   * the same server process: losing them all is one failure (one crash),
+   * not one each. A connection opened since then failing is a new one. */
+  if (conn_has_calls_sent(conn) &&
+      conn->serial > conn->endpoint->budget_serial) {
+    conn->endpoint->budget_serial = pool->next_serial;
+    rn__retry_spend(pool);
+  }
   while (!rn_list_empty(&conn->sent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     rn_list_remove(&call->node);

@@ -459,6 +459,7 @@ static void pool_attempt_expired(rn_timer_t *timer) {
   if (conn == NULL) return;
   if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(conn, call);
+    pool->stats.requeued++;
     rn__pool_requeue(pool, call);
     rn__pool_dispatch(pool);
     return;
@@ -691,7 +692,6 @@ void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
     rn__call_release(call);
     return;
   }
-  pool->stats.requeued++;
   rn_timer_stop(&call->attempt_timer);
   /* Ahead of newer calls: it was already in line once. */
   rn_list_insert_head(&pool->pending, &call->node);

@@ -146,6 +146,7 @@ void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
     rn__call_release(call);
     return;
   }
+  call->was_sent = 1; /* written, then lost: it may have run */
   if (call->shadows_live > 0) {
     /* Its hedges are still out: one of them may yet answer. */
     call->parked = 1;

@@ -17,6 +17,8 @@ static int answer_from;  /* the server answers from this execution on */
 static int budget_exhausted, budget_restored, retry_events, overloads;
 static rn_request_t *held;      /* the first request, never answered */
 static int hold_first;
+static int hold_all;            /* requests are kept, not answered */
+static rn_request_t *kept[8];
 static unsigned last_retry_attempt;
 
 /* Executes (counts) every request, then either answers it or drops the
@@ -25,6 +27,11 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
                        size_t len) {
   rn_buf_t out;
   executed++;
+  if (hold_all) {
+    ASSERT_LE(executed, 8);
+    kept[executed - 1] = req;
+    return;
+  }
   if (hold_first && executed == 1) {
     held = req;
     return;
@@ -279,6 +286,75 @@ static void test_max_in_flight(void) {
   finish();
 }
 
+/* A server crash loses every connection with calls on it at once: one
+ * failure for the budget, so every idempotent call is retried. */
+static void test_crash_spends_one_token(void) {
+  rn_server_options_t so;
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+  struct outcome o[4];
+  rn_call_options_t co;
+  const char *eps[1];
+  char host[64];
+  int port, i, turns = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.codec.protocol = RN_PROTOCOL_LINE;
+  so.on_request = on_request;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
+  snprintf(endpoint, sizeof(endpoint), "%s:%d", host, port);
+  rn_pool_options_init(&po);
+  eps[0] = endpoint;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.heartbeat_interval = 0;
+  po.min_idle = 4;
+  po.reconnect.initial = 1;
+  po.reconnect.max = 5;
+  po.retry.budget_tokens = 4; /* a token per lost connection: 2 retries */
+  po.retry.budget_ratio = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  do {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    rn_pool_stats(pool, &st);
+    ASSERT_LT(++turns, 100000);
+  } while (st.idle < 4);
+
+  /* One call on each connection; the server takes them and dies. */
+  executed = 0;
+  hold_all = 1;
+  held = NULL;
+  memset(&co, 0, sizeof(co));
+  co.timeout = 5000;
+  co.idempotent = 1;
+  memset(o, 0, sizeof(o));
+  for (i = 0; i < 4; i++)
+    ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, &o[i]));
+  while (executed < 4) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.idle, 0);
+  hold_all = 0;
+  answer_from = 0;
+  rn_server_close(server, NULL); /* every connection at once */
+  for (i = 0; i < 4; i++) rn_request_drop(kept[i]);
+  so.listen = endpoint; /* the restarted server, same port */
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  for (i = 0; i < 4; i++)
+    while (!o[i].fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  for (i = 0; i < 4; i++) {
+    ASSERT_OK(o[i].status);
+    ASSERT_EQ(o[i].attempts, 2);
+  }
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.retries, 4);
+  ASSERT(st.budget > 2.5 && st.budget < 3.5); /* one token spent */
+  finish();
+}
+
 int main(void) {
   TEST_RUN(test_not_idempotent_runs_once);
   TEST_RUN(test_idempotent_retried_until_answered);
@@ -287,5 +363,6 @@ int main(void) {
   TEST_RUN(test_retry_off);
   TEST_RUN(test_attempt_timeout);
   TEST_RUN(test_max_in_flight);
+  TEST_RUN(test_crash_spends_one_token);
   return 0;
 }
