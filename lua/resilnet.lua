@@ -304,7 +304,7 @@ local eject_fields = {
 }
 local hedge_fields = {
   { "delay", "positive", 0.05 },
-  { "max", "count", 2 },
+  { "max", "attempts", 2 },  -- attempts in flight, the first included
 }
 
 local pool_schema = {

@@ -188,6 +188,37 @@ describe("hedging", function()
     assert.equal(1, state.executed)
   end)
 
+  it("a hedge answering while its call waits out a retry delay ends the "
+     .. "wait (no call left behind)", function()
+    -- The call's own attempt gets an error reply that classify calls
+    -- retryable; during the retry delay the hedge's reply arrives.
+    local n = 0
+    local _, ep = H.server { handler = function()
+      n = n + 1
+      local me = n
+      resilnet.sleep(0.1)
+      if me == 1 then error("LOADING") end
+      return "ok"
+    end }
+    local pool = H.pool {
+      endpoints = { ep }, min_idle = 2, hedge = { delay = 0.05 },
+      retry = { initial = 0.5, max = 1, classify = function(err)
+        if err.code == "EREPLY" then return "retry" end
+      end } }
+    H.go(function()
+      while pool:stats().idle < 2 do resilnet.sleep(0.01) end
+    end)
+    local reply, err
+    H.go(function()
+      reply, err = pool:call({ "GET", "k" }, { idempotent = true })
+    end)
+    assert.equal("ok", reply, tostring(err))
+    local st = pool:stats()
+    assert.equal(0, st.pending)
+    assert.equal(0, st.in_flight)
+    assert.equal(1, st.hedges)
+  end)
+
   it("a per-call hedge works without a pool default", function()
     local state = slow_first()
     local pool = H.pool { protocol = "line", endpoints = { state.endpoint } }

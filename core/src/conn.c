@@ -635,8 +635,11 @@ static int conn_has_calls_sent(const rn_conn_t *conn) {
   const rn_list_t *pos;
   for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
     const rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    /* A call already timed out spent its token then. */
-    if (!call->internal && !call->done) return 1;
+    /* A call already timed out spent its token then; a hedge whose call
+     * is answered is moot. */
+    if (!call->internal && !call->done &&
+        (call->parent == NULL || !call->parent->done))
+      return 1;
   }
   return 0;
 }

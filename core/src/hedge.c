@@ -84,10 +84,22 @@ void rn__hedge_complete(rn_call_t *shadow, int status, const char *body,
   parent->shadows_live--;
   if (parent->done) return;
   if (status == 0 || status == RN_EREPLY) {
+    int was_parked = parent->parked;
     parent->parked = 0;
-    /* Its own attempt, if not written yet, need not go at all. */
-    if (parent->conn != NULL && parent->state == RN_SEND_UNSENT)
-      rn__conn_unqueue(parent->conn, parent);
+    /* Take the parent off wherever its own attempt is: waiting out a
+     * retry delay, waiting for a connection, or (not written yet) queued
+     * on one, where it need not go at all. A written attempt stays in
+     * its FIFO, done, so its reply is dropped. */
+    if (parent->backing_off) {
+      rn__retry_cancel(parent);
+    } else if (parent->conn != NULL) {
+      if (parent->state == RN_SEND_UNSENT)
+        rn__conn_unqueue(parent->conn, parent);
+    } else if (!was_parked) {
+      rn_list_remove(&parent->node); /* from pool->pending */
+      rn_list_init(&parent->node);
+      parent->pool->pending_count--;
+    }
     rn__call_complete(parent, status, body, body_len, flags);
     return;
   }

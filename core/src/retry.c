@@ -121,7 +121,9 @@ static int retry_schedule(rn_pool_t *pool, rn_call_t *call, int err) {
 
 int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
                           size_t body_len) {
-  if (pool->options.classify == NULL || pool->closing || call->done)
+  /* A hedge's error reply is its parent's answer: the first reply wins. */
+  if (pool->options.classify == NULL || pool->closing || call->done ||
+      call->parent != NULL)
     return 0;
   if (retry_classify(pool, call, RN_EREPLY, body, body_len) !=
       RN_CLASSIFY_RETRY)
