@@ -26,20 +26,13 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
 }
 
 static void start(uint64_t interval, uint64_t timeout) {
-  rn_server_options_t so;
   rn_pool_options_t po;
-  static char ep[128];
+  static char ep[96];
   const char *eps[1];
-  char host[64];
-  int port;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  rn_server_options_init(&so);
-  so.listen = "127.0.0.1:0";
-  so.on_request = on_request;
-  ASSERT_OK(rn_server_new(loop, &so, &server));
-  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
-  snprintf(ep, sizeof(ep), "%s:%d", host, port);
+  server = test_start_server(loop, RN_PROTOCOL_RESP, on_request,
+                             "127.0.0.1:0", ep);
   rn_pool_options_init(&po);
   eps[0] = ep;
   po.endpoints = eps;

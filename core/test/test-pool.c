@@ -3,6 +3,7 @@
  * handle closed and the loop closing cleanly. */
 #include "resilnet.h"
 #include "task.h"
+#include "helpers.h"
 
 #include <unistd.h>
 #include <uv.h>
@@ -12,7 +13,7 @@
 static rn_loop_t *loop;
 static rn_server_t *server;
 static rn_pool_t *pool;
-static char endpoint[128];
+static char endpoint[96];
 static int server_closed, pool_closed;
 static int held_count;
 static rn_request_t *held[16];
@@ -44,21 +45,12 @@ static void on_pool_closed(rn_pool_t *p) {
 }
 
 static void start(rn_protocol_t protocol, unsigned size) {
-  rn_server_options_t so;
   rn_pool_options_t po;
   const char *eps[1];
-  char host[64];
-  int port;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  rn_server_options_init(&so);
-  so.listen = "127.0.0.1:0";
-  so.codec.protocol = protocol;
-  so.on_request = on_request;
-  ASSERT_OK(rn_server_new(loop, &so, &server));
-  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
-  ASSERT_GT(port, 0);
-  snprintf(endpoint, sizeof(endpoint), "%s:%d", host, port);
+  server = test_start_server(loop, protocol, on_request, "127.0.0.1:0",
+                             endpoint);
 
   rn_pool_options_init(&po);
   eps[0] = endpoint;

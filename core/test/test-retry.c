@@ -4,6 +4,7 @@
  * budget; the budget drains in an outage and refills with successes. */
 #include "resilnet.h"
 #include "task.h"
+#include "helpers.h"
 
 #include <string.h>
 #include <uv.h>
@@ -11,7 +12,7 @@
 static rn_loop_t *loop;
 static rn_server_t *server;
 static rn_pool_t *pool;
-static char endpoint[128];
+static char endpoint[96];
 static int executed;     /* requests the server handled */
 static int answer_from;  /* the server answers from this execution on */
 static int budget_exhausted, budget_restored, retry_events, overloads;
@@ -76,24 +77,15 @@ static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
   o->attempts = r->attempts;
 }
 
-static unsigned opt_max_in_flight;
+static unsigned opt_max_in_flight, opt_min_idle;
 
 static void start(unsigned attempts, double tokens, double ratio) {
-  rn_server_options_t so;
   rn_pool_options_t po;
   const char *eps[1];
-  char host[64];
-  int port;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  rn_server_options_init(&so);
-  so.listen = "127.0.0.1:0";
-  so.codec.protocol = RN_PROTOCOL_LINE;
-  so.on_request = on_request;
-  ASSERT_OK(rn_server_new(loop, &so, &server));
-  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
-  snprintf(endpoint, sizeof(endpoint), "%s:%d", host, port);
-
+  server = test_start_server(loop, RN_PROTOCOL_LINE, on_request,
+                             "127.0.0.1:0", endpoint);
   rn_pool_options_init(&po);
   eps[0] = endpoint;
   po.endpoints = eps;
@@ -109,6 +101,7 @@ static void start(unsigned attempts, double tokens, double ratio) {
   po.retry.budget_ratio = ratio;
   po.on_event = on_event;
   po.max_in_flight = opt_max_in_flight;
+  po.min_idle = opt_min_idle;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   executed = 0;
   budget_exhausted = budget_restored = retry_events = overloads = 0;
@@ -119,7 +112,7 @@ static void finish(void) {
   if (held != NULL) ASSERT_OK(rn_request_reply(held, "late\n", 5));
   held = NULL;
   hold_first = 0;
-  opt_max_in_flight = 0;
+  opt_max_in_flight = opt_min_idle = 0;
   rn_pool_close(pool, 0, NULL);
   rn_server_close(server, NULL);
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
@@ -289,35 +282,13 @@ static void test_max_in_flight(void) {
 /* A server crash loses every connection with calls on it at once: one
  * failure for the budget, so every idempotent call is retried. */
 static void test_crash_spends_one_token(void) {
-  rn_server_options_t so;
-  rn_pool_options_t po;
   rn_pool_stats_t st;
   struct outcome o[4];
   rn_call_options_t co;
-  const char *eps[1];
-  char host[64];
-  int port, i, turns = 0;
+  int i, turns = 0;
 
-  ASSERT_OK(rn_loop_new(NULL, &loop));
-  rn_server_options_init(&so);
-  so.listen = "127.0.0.1:0";
-  so.codec.protocol = RN_PROTOCOL_LINE;
-  so.on_request = on_request;
-  ASSERT_OK(rn_server_new(loop, &so, &server));
-  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
-  snprintf(endpoint, sizeof(endpoint), "%s:%d", host, port);
-  rn_pool_options_init(&po);
-  eps[0] = endpoint;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_LINE;
-  po.heartbeat_interval = 0;
-  po.min_idle = 4;
-  po.reconnect.initial = 1;
-  po.reconnect.max = 5;
-  po.retry.budget_tokens = 4; /* a token per lost connection: 2 retries */
-  po.retry.budget_ratio = 0;
-  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  opt_min_idle = 4;
+  start(3, 4, 0); /* a token per lost connection would allow 2 retries */
   do {
     uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
     rn_pool_stats(pool, &st);
@@ -341,8 +312,8 @@ static void test_crash_spends_one_token(void) {
   answer_from = 0;
   rn_server_close(server, NULL); /* every connection at once */
   for (i = 0; i < 4; i++) rn_request_drop(kept[i]);
-  so.listen = endpoint; /* the restarted server, same port */
-  ASSERT_OK(rn_server_new(loop, &so, &server));
+  server = test_start_server(loop, RN_PROTOCOL_LINE, on_request, endpoint,
+                             endpoint); /* restarted, same port */
   for (i = 0; i < 4; i++)
     while (!o[i].fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
   for (i = 0; i < 4; i++) {
