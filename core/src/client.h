@@ -231,6 +231,7 @@ int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                         uint64_t now);
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+void rn__endpoint_end_ejection(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 void rn__endpoint_eject_due(rn_timer_t *timer); /* pool->eject_timer */
 
 /* pool.c: what connections report back. */

@@ -196,11 +196,7 @@ static void pool_swap_endpoints(rn_pool_t *pool, rn_pool_endpoint_t **list,
       if (list[j] == old[i]) kept = 1;
     if (!kept) rn__endpoint_remove(pool, old[i]);
   }
-  free(old);
-  /* Ejections were counted against the old list's size. */
-  pool->ejected = 0;
-  for (i = 0; i < count; i++)
-    if (list[i]->ejected_until != 0) pool->ejected++;
+  free(old); /* removing an ejected endpoint took it off pool->ejected */
 }
 
 int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
@@ -959,11 +955,7 @@ void rn_pool_reset_backoff(rn_pool_t *pool) {
     rn_pool_endpoint_t *ep = pool->endpoints[i];
     ep->retry_at = 0;
     rn__backoff_reset(&ep->backoff);
-    if (ep->ejected_until != 0) {
-      ep->ejected_until = 0;
-      ep->failures = 0;
-      pool->ejected--;
-    }
+    rn__endpoint_end_ejection(pool, ep);
   }
   /* States after the loop: a handler may set a new list. */
   for (i = 0; i < pool->endpoint_count && !pool->closing; i++)

@@ -53,10 +53,7 @@ void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   rn_list_t *pos, *tmp;
 
   ep->removed = 1;
-  if (ep->ejected_until != 0) {
-    ep->ejected_until = 0;
-    pool->ejected--;
-  }
+  rn__endpoint_end_ejection(pool, ep);
   rn_list_insert_tail(&pool->removed, &ep->removed_node);
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
@@ -119,17 +116,23 @@ void rn__endpoint_update(rn_pool_t *pool, rn_pool_endpoint_t *ep,
 /* ------------------------------------------------------------------------ */
 /* Health                                                                     */
 
+/* Back in service (if ejected) with a clean count of failures; its
+ * reconnect backoff still paces the first connect. No event. */
+void rn__endpoint_end_ejection(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  if (ep->ejected_until == 0) return;
+  ep->ejected_until = 0;
+  ep->failures = 0;
+  pool->ejected--;
+}
+
 /* Whether calls and connects may go to ep now. An ejection that has run
- * its time ends here: the endpoint starts over with a clean count (its
- * reconnect backoff still paces the first connect). */
+ * its time ends here. */
 int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                         uint64_t now) {
   if (ep->removed) return 0;
   if (ep->ejected_until == 0) return 1;
   if (now < ep->ejected_until) return 0;
-  ep->ejected_until = 0;
-  ep->failures = 0;
-  pool->ejected--;
+  rn__endpoint_end_ejection(pool, ep);
   rn__endpoint_update(pool, ep, "eject_expired", 0);
   return 1;
 }
