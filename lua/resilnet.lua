@@ -503,13 +503,19 @@ local events = { state = true, retry = true, overload = true, eject = true,
                  budget = true, resolve = true }
 
 -- The current list from a discovery function, checked like the option.
-local function discover(fn, level)
-  local list = fn()
-  if not types.endpoints[2](list) or type(list) ~= "table" then
-    error("resilnet.pool: the endpoints function must return a non-empty "
-          .. "array of strings, got " .. type(list), level)
+-- list, if it is a non-empty array of strings; else raises "<what> must
+-- be ...", blaming level.
+local function endpoint_list(what, list, level)
+  if type(list) ~= "table" or not types.endpoints[2](list) then
+    error(what .. " must be a non-empty array of strings, got "
+          .. type(list), level + 1)
   end
   return list
+end
+
+local function discover(fn, level)
+  return endpoint_list("resilnet.pool: what the endpoints function returns",
+                       fn(), level + 1)
 end
 
 --- resilnet.pool{endpoints = {...} | fn, ...} -> pool. See
@@ -664,10 +670,7 @@ end
 -- lists keep their connections; dropped ones finish their calls and close.
 -- true, or nil, err once the pool is closed; raises on a bad list.
 function Pool:set_endpoints(list)
-  if not types.endpoints[2](list) or type(list) ~= "table" then
-    error("pool:set_endpoints: expected a non-empty array of strings, got "
-          .. type(list), 2)
-  end
+  endpoint_list("pool:set_endpoints: the list", list, 2)
   return core.pool_set_endpoints(self._h, list)
 end
 
