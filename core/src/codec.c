@@ -11,6 +11,7 @@ static const struct {
   {"length", RN_PROTOCOL_LENGTH, &rn__codec_length},
   {"line", RN_PROTOCOL_LINE, &rn__codec_line},
   {"resp", RN_PROTOCOL_RESP, &rn__codec_resp},
+  {"rnp", RN_PROTOCOL_RNP, &rn__codec_rnp},
 };
 
 int rn_protocol_parse(const char *name, rn_protocol_t *out) {
@@ -59,8 +60,10 @@ int rn_codec_init(rn_codec_t *codec, const rn_codec_options_t *options) {
       return UV_EINVAL;
     memcpy(c.delimiter, delim, c.delimiter_len);
     min_frame = c.delimiter_len;
-  } else {
+  } else if (c.protocol == RN_PROTOCOL_RESP) {
     min_frame = 3; /* the shortest RESP value, "_\r\n" */
+  } else {
+    min_frame = RN_RNP_HEADER_SIZE; /* a bare rnp header */
   }
   /* A limit below the smallest frame could never pass a single frame. */
   if (c.max_frame < min_frame)

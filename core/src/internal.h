@@ -104,5 +104,6 @@ void rn__loop_object_remove(rn_loop_t *loop);
 extern const rn_codec_type_t rn__codec_length;
 extern const rn_codec_type_t rn__codec_line;
 extern const rn_codec_type_t rn__codec_resp;
+extern const rn_codec_type_t rn__codec_rnp;
 
 #endif /* RN_INTERNAL_H */

@@ -62,7 +62,8 @@ static void test_init(void) {
   ASSERT_EQ(p, RN_PROTOCOL_LINE);
   ASSERT_OK(rn_protocol_parse("resp", &p));
   ASSERT_EQ(p, RN_PROTOCOL_RESP);
-  ASSERT_EQ(rn_protocol_parse("rnp", &p), UV_EINVAL); /* not built yet */
+  ASSERT_OK(rn_protocol_parse("rnp", &p));
+  ASSERT_EQ(p, RN_PROTOCOL_RNP);
   ASSERT_EQ(rn_protocol_parse("RESP", &p), UV_EINVAL);
   ASSERT_EQ(rn_protocol_parse("", &p), UV_EINVAL);
   ASSERT_EQ(rn_protocol_parse(NULL, &p), UV_EINVAL);
