@@ -52,6 +52,11 @@ foreach(src IN LISTS rn_c_tests)
   set_tests_properties(${rn_prefix}core.${name} PROPERTIES
     TIMEOUT ${RESILNET_C_TEST_TIMEOUT} ENVIRONMENT "${rn_c_env}")
 endforeach()
+# test-rnp also checks the language-neutral vectors in docs/vectors/rnp.
+if(TARGET test-rnp)
+  target_compile_definitions(test-rnp PRIVATE
+    "RN_RNP_VECTORS_DIR=\"${CMAKE_SOURCE_DIR}/docs/vectors/rnp\"")
+endif()
 
 # The same C tests under valgrind's memcheck, in the uninstrumented build: it
 # sees uninitialised reads that ASan does not. Tests whose assertions bound

@@ -744,6 +744,272 @@ static void test_codec(void) {
   rn_buf_free(&b);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The language-neutral vectors in docs/vectors/rnp, both directions. */
+
+#ifndef RN_RNP_VECTORS_DIR
+#error "RN_RNP_VECTORS_DIR must name docs/vectors/rnp (set by CMake)"
+#endif
+
+#define VEC_KEYS 32
+
+typedef struct {
+  int line;
+  size_t n;
+  const char *key[VEC_KEYS];
+  const char *value[VEC_KEYS];
+} vec_t;
+
+static char *read_file(const char *name) {
+  char path[1024];
+  FILE *fp;
+  char *text;
+  long size;
+
+  snprintf(path, sizeof(path), "%s/%s", RN_RNP_VECTORS_DIR, name);
+  fp = fopen(path, "rb");
+  if (fp == NULL)
+    fprintf(stderr, "cannot open %s\n", path);
+  ASSERT(fp != NULL);
+  ASSERT_OK(fseek(fp, 0, SEEK_END));
+  size = ftell(fp);
+  ASSERT_GT(size, 0);
+  rewind(fp);
+  text = malloc((size_t)size + 1);
+  ASSERT(text != NULL);
+  ASSERT_EQ(fread(text, 1, (size_t)size, fp), size);
+  text[size] = '\0';
+  fclose(fp);
+  return text;
+}
+
+/* Splits `text` (modified in place) into vectors; returns how many. */
+static size_t vec_split(char *text, vec_t *out, size_t cap) {
+  size_t count = 0;
+  int line = 0;
+  char *p = text;
+
+  while (*p) {
+    char *eol = strchr(p, '\n');
+    char *eq;
+    if (eol != NULL)
+      *eol = '\0';
+    line++;
+    if (*p != '#' && *p != '\0') {
+      eq = strchr(p, '=');
+      if (eq == NULL)
+        fprintf(stderr, "vector line %d: no '='\n", line);
+      ASSERT(eq != NULL);
+      *eq = '\0';
+      if (strcmp(p, "name") == 0) {
+        ASSERT(count < cap);
+        memset(&out[count], 0, sizeof(out[count]));
+        out[count].line = line;
+        count++;
+      }
+      ASSERT(count > 0); /* a key before the first name= */
+      ASSERT(out[count - 1].n < VEC_KEYS);
+      out[count - 1].key[out[count - 1].n] = p;
+      out[count - 1].value[out[count - 1].n] = eq + 1;
+      out[count - 1].n++;
+    }
+    if (eol == NULL)
+      break;
+    p = eol + 1;
+  }
+  return count;
+}
+
+static const char *vec_get(const vec_t *v, const char *key) {
+  size_t i;
+
+  for (i = 0; i < v->n; i++)
+    if (strcmp(v->key[i], key) == 0)
+      return v->value[i];
+  return NULL;
+}
+
+static uint64_t vec_num(const vec_t *v, const char *key) {
+  const char *s = vec_get(v, key);
+  char *end;
+  uint64_t n;
+
+  ASSERT(s != NULL && *s >= '0' && *s <= '9');
+  n = strtoull(s, &end, 10);
+  ASSERT(*end == '\0');
+  return n;
+}
+
+static const char *const type_names[] = {
+    NULL, "HELLO", "REQUEST", "REPLY", "ERROR", "PING", "PONG", "GOAWAY"};
+
+static const struct {
+  const char *key;
+  unsigned tag;
+} field_keys[] = {
+    {"version", RN_RNP_F_VERSION},
+    {"max_frame", RN_RNP_F_MAX_FRAME},
+    {"max_concurrent", RN_RNP_F_MAX_CONCURRENT},
+    {"incarnation", RN_RNP_F_INCARNATION},
+    {"deadline", RN_RNP_F_DEADLINE},
+    {"key", RN_RNP_F_KEY},
+    {"retry_after", RN_RNP_F_RETRY_AFTER},
+};
+
+/* The frame a valid vector describes; byte fields decoded into `store`. */
+static void vec_frame(const vec_t *v, rn_rnp_frame_t *f, char *store,
+                      size_t cap) {
+  const char *s;
+  size_t i, used = 0;
+
+  memset(f, 0, sizeof(*f));
+  s = vec_get(v, "type");
+  ASSERT(s != NULL);
+  for (i = 1; i < COUNT(type_names); i++)
+    if (strcmp(s, type_names[i]) == 0)
+      f->type = (unsigned)i;
+  ASSERT(f->type != 0);
+  f->flags = (unsigned)vec_num(v, "flags");
+  f->id = vec_num(v, "id");
+  for (i = 0; i < COUNT(field_keys); i++)
+    if (vec_get(v, field_keys[i].key) != NULL)
+      f->present |= BIT(field_keys[i].tag);
+  if (f->present & BIT(RN_RNP_F_VERSION))
+    f->version = (unsigned)vec_num(v, "version");
+  if (f->present & BIT(RN_RNP_F_MAX_FRAME))
+    f->max_frame = (uint32_t)vec_num(v, "max_frame");
+  if (f->present & BIT(RN_RNP_F_MAX_CONCURRENT))
+    f->max_concurrent = (uint32_t)vec_num(v, "max_concurrent");
+  if (f->present & BIT(RN_RNP_F_DEADLINE)) {
+    f->deadline_ms = (uint32_t)vec_num(v, "deadline");
+    f->deadline_offset = (size_t)vec_num(v, "deadline_offset");
+  }
+  if (f->present & BIT(RN_RNP_F_RETRY_AFTER))
+    f->retry_after_ms = (uint32_t)vec_num(v, "retry_after");
+  if (f->present & BIT(RN_RNP_F_INCARNATION)) {
+    f->incarnation = store + used;
+    ASSERT_EQ(unhex(vec_get(v, "incarnation"), store + used, cap - used),
+              RN_RNP_INCARNATION_SIZE);
+    used += RN_RNP_INCARNATION_SIZE;
+  }
+  if (f->present & BIT(RN_RNP_F_KEY)) {
+    f->key = store + used;
+    f->key_len = unhex(vec_get(v, "key"), store + used, cap - used);
+    used += f->key_len;
+  }
+  if (f->type == RN_RNP_ERROR)
+    f->error_code = (unsigned)vec_num(v, "code");
+  else
+    ASSERT(vec_get(v, "code") == NULL);
+  s = vec_get(v, "payload");
+  ASSERT(s != NULL);
+  f->payload = store + used;
+  f->payload_len = unhex(s, store + used, cap - used);
+}
+
+static void test_vectors_valid(void) {
+  static vec_t vecs[256];
+  static char store[4096], bytes[4096];
+  unsigned types = 0, field_uses[8] = {0};
+  char *text = read_file("valid.txt");
+  size_t count, i, n, t;
+  rn_rnp_frame_t want, got;
+  rn_buf_t b;
+
+  count = vec_split(text, vecs, COUNT(vecs));
+  for (i = 0; i < count; i++) {
+    const vec_t *v = &vecs[i];
+    const char *enc = vec_get(v, "encode");
+
+    fprintf(stderr, "   %s (line %d)\n", vec_get(v, "name"), v->line);
+    ASSERT(vec_get(v, "hex") != NULL);
+    n = unhex(vec_get(v, "hex"), bytes, sizeof(bytes));
+    vec_frame(v, &want, store, sizeof(store));
+    types |= BIT(want.type);
+    for (t = 1; t < 8; t++)
+      if (want.present & BIT(t))
+        field_uses[t]++;
+
+    /* bytes -> values */
+    check_parses(bytes, n, &got);
+    ASSERT_EQ(got.type, want.type);
+    ASSERT_EQ(got.flags, want.flags);
+    ASSERT_EQ(got.id, want.id);
+    ASSERT_EQ(got.present, want.present);
+    ASSERT_EQ(got.version, want.version);
+    ASSERT_EQ(got.max_frame, want.max_frame);
+    ASSERT_EQ(got.max_concurrent, want.max_concurrent);
+    ASSERT_EQ(got.deadline_ms, want.deadline_ms);
+    ASSERT_EQ(got.deadline_offset, want.deadline_offset);
+    ASSERT_EQ(got.retry_after_ms, want.retry_after_ms);
+    if (want.incarnation != NULL)
+      ASSERT_MEM_EQ(got.incarnation, want.incarnation,
+                    RN_RNP_INCARNATION_SIZE);
+    ASSERT_EQ(got.key_len, want.key_len);
+    if (want.key_len)
+      ASSERT_MEM_EQ(got.key, want.key, want.key_len);
+    ASSERT_EQ(got.error_code, want.error_code);
+    ASSERT_EQ(got.payload_len, want.payload_len);
+    if (want.payload_len)
+      ASSERT_MEM_EQ(got.payload, want.payload, want.payload_len);
+
+    /* values -> bytes */
+    if (enc != NULL) {
+      ASSERT_STR_EQ(enc, "skip");
+      continue;
+    }
+    rn_buf_init(&b);
+    ASSERT_OK(rn_rnp_encode(&b, &want, MAXF));
+    ASSERT_EQ(b.len, n);
+    ASSERT_MEM_EQ(b.base, bytes, n);
+    rn_buf_free(&b);
+  }
+  /* The file itself: every type, and each field several times. */
+  ASSERT_GE(count, 30);
+  ASSERT_EQ(types, 0xfe);
+  for (t = 1; t < 8; t++)
+    ASSERT_GE(field_uses[t], 2);
+  free(text);
+}
+
+static void test_vectors_invalid(void) {
+  static vec_t vecs[256];
+  static char bytes[4096];
+  char *text = read_file("invalid.txt");
+  size_t count, i, n, k, max_frame;
+  unsigned seen_framesize = 0;
+  rn_rnp_frame_t f;
+  int want;
+
+  count = vec_split(text, vecs, COUNT(vecs));
+  for (i = 0; i < count; i++) {
+    const vec_t *v = &vecs[i];
+    const char *err = vec_get(v, "error");
+
+    fprintf(stderr, "   %s (line %d)\n", vec_get(v, "name"), v->line);
+    ASSERT(err != NULL && vec_get(v, "rule") != NULL);
+    n = unhex(vec_get(v, "hex"), bytes, sizeof(bytes));
+    max_frame = (size_t)vec_num(v, "max_frame");
+    if (strcmp(err, "BADFRAME") == 0) {
+      want = RN_EBADFRAME;
+    } else {
+      ASSERT_STR_EQ(err, "FRAMESIZE");
+      want = RN_EFRAMESIZE;
+      seen_framesize++;
+      /* Decided on the size field alone. */
+      ASSERT_EQ(rn_rnp_parse(bytes, 4, max_frame, &f), RN_EFRAMESIZE);
+    }
+    ASSERT_EQ(rn_rnp_parse(bytes, n, max_frame, &f), want);
+    for (k = 0; k < n; k++) {
+      int r = rn_rnp_parse(bytes, k, max_frame, &f);
+      ASSERT(r == 0 || r == want);
+    }
+  }
+  ASSERT_GE(count, 50);
+  ASSERT_GE(seen_framesize, 2);
+  free(text);
+}
+
 int main(void) {
   TEST_RUN(test_each_type);
   TEST_RUN(test_extensions);
@@ -754,5 +1020,7 @@ int main(void) {
   TEST_RUN(test_encode_bytes);
   TEST_RUN(test_encode_refuses);
   TEST_RUN(test_codec);
+  TEST_RUN(test_vectors_valid);
+  TEST_RUN(test_vectors_invalid);
   return 0;
 }
