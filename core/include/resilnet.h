@@ -546,6 +546,11 @@ typedef struct rn_call_options_s {
                          and max below; < 0: never hedge this call */
   uint64_t hedge_delay;
   unsigned hedge_max;
+  /* rnp: a dedupe key (1..RN_RNP_KEY_MAX bytes), the same for every
+   * attempt, so a server with dedupe runs the call at most once and the
+   * pool may retry it like an idempotent one. NULL: none. */
+  const char *key;
+  size_t key_len;
 } rn_call_options_t;
 
 /* What a call came to. Valid only during the callback. */
@@ -579,6 +584,9 @@ typedef struct rn_pool_stats_s {
   uint64_t retries;     /* policy retries (idempotent calls sent again) */
   uint64_t hedges;      /* hedged attempts sent */
   uint64_t requeued;    /* unsent calls moved to another connection */
+  uint64_t not_executed; /* rnp: attempts the server proved it never ran
+                            (refused, past their deadline, above a GOAWAY) */
+  uint64_t goaways;     /* rnp: GOAWAYs received */
   uint64_t connects;    /* connections established */
   uint64_t reconnects;  /* of which replaced a connection that failed */
   uint64_t connect_failures;
@@ -654,15 +662,108 @@ void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb);
 
 /* ------------------------------------------------------------------------ */
 /* Servers                                                                    */
+/*
+ * One server speaks one protocol. For resp, line and length, replies leave
+ * each connection in request order. For rnp (docs/protocol.md) the server
+ * does the protocol's work itself: the HELLO handshake, PING, ids, replies
+ * in any order as handlers finish, refusals (OVERLOADED past max_concurrent
+ * plus the queue, DEADLINE for requests whose deadline passed before they
+ * could start), GOAWAY on rn_server_drain(), and dedupe of keyed requests.
+ * A malformed frame, anything but HELLO first, or an id that does not
+ * increase gets ERROR{id 0, PROTOCOL} and closes that connection only. */
 
 typedef struct rn_server_s rn_server_t;
 typedef struct rn_request_s rn_request_t;
 
-/* A request frame arrived. `body` is valid only during the callback. The
- * request stays valid until rn_request_reply() or rn_request_drop() is
- * called on it, exactly once, even if its connection closes meanwhile. */
+/* A request frame arrived. `body` is valid only during the callback (rnp:
+ * the REQUEST's payload). The request stays valid until rn_request_reply(),
+ * rn_request_fail() or rn_request_drop() is called on it, exactly once,
+ * even if its connection closes meanwhile. */
 typedef void (*rn_request_cb)(rn_server_t *server, rn_request_t *request,
                               const char *body, size_t len);
+
+/* Dedupe stores (rnp). A store remembers, per key, "in progress" or the
+ * finished answer. The server keeps the logic (who waits for whom, what is
+ * replayed); a store only answers claim/finish/release, asynchronously so
+ * it may do I/O. Each operation is answered with rn_dedupe_op_done()
+ * exactly once, from inside the call or later; `op` and `key` stay valid
+ * until then. */
+typedef struct rn_dedupe_store_s rn_dedupe_store_t;
+typedef struct rn_dedupe_op_s rn_dedupe_op_t;
+
+typedef enum {
+  RN_DEDUPE_NEW = 1,  /* claim: the key was unknown and is now in progress,
+                         for window_ms: run the request */
+  RN_DEDUPE_BUSY = 2, /* claim: in progress, claimed by someone else */
+  RN_DEDUPE_DONE = 3  /* claim: finished; the answer is given */
+} rn_dedupe_state_t;
+
+/* A finished answer: a REPLY (error 0, body = payload) or an ERROR that may
+ * have executed (error = its code, usually RN_RNP_ERR_APPLICATION; body =
+ * the message). */
+typedef struct rn_dedupe_answer_s {
+  unsigned error;
+  const char *body;
+  size_t len;
+} rn_dedupe_answer_t;
+
+struct rn_dedupe_store_s {
+  void *data;
+  /* Atomically: unknown -> in progress (NEW), else BUSY or DONE. */
+  void (*claim)(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
+                const char *key, size_t key_len, uint64_t window_ms);
+  /* Records the answer of a key this server claimed, kept window_ms. */
+  void (*finish)(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
+                 const char *key, size_t key_len, uint64_t window_ms,
+                 const rn_dedupe_answer_t *answer);
+  /* Forgets a claim whose request did not run (it was refused as not
+   * executed, or the server closed first): a retry may run it. */
+  void (*release)(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
+                  const char *key, size_t key_len);
+  /* The server is done with the store (every op answered); may be NULL. */
+  void (*close)(rn_dedupe_store_t *store);
+};
+
+/* A store's answer. status: 0 or an error (claim: the request is refused
+ * as OVERLOADED, not executed; finish/release: an RN_SERVER_EVENT_STORE
+ * event). state and answer: claim only (answer for DONE, copied). */
+void rn_dedupe_op_done(rn_dedupe_op_t *op, int status,
+                       rn_dedupe_state_t state,
+                       const rn_dedupe_answer_t *answer);
+
+/* The default store: in memory, at most `capacity` keys, least recently
+ * used finished keys dropped first (a claim finding every key in progress
+ * fails with UV_ENOSPC). Finished keys are forgotten window_ms after they
+ * finished. Free it with its close function (or let a server own it). */
+int rn_dedupe_memory_new(rn_loop_t *loop, size_t capacity,
+                         rn_dedupe_store_t **out);
+
+/* What a server reports (rn_server_options_t on_event). Called from the
+ * server's own work: the callback may call rn_server_close() or
+ * rn_server_drain(), but must not free anything the event points to. */
+typedef enum {
+  RN_SERVER_EVENT_OVERLOAD = 1, /* a request refused: max_concurrent busy
+                                   and the queue full (id) */
+  RN_SERVER_EVENT_DEADLINE,     /* a request refused: its deadline passed
+                                   before it could start (id) */
+  RN_SERVER_EVENT_GOAWAY,       /* GOAWAY sent on a connection (id: the
+                                   last request id it will answer) */
+  RN_SERVER_EVENT_PROTOCOL,     /* a connection closed for a malformed
+                                   frame (error: RN_EBADFRAME, ...) */
+  RN_SERVER_EVENT_IDLE,         /* a connection closed for idle_timeout */
+  RN_SERVER_EVENT_STORE         /* the dedupe store failed (error) */
+} rn_server_event_type_t;
+
+typedef struct rn_server_event_s {
+  rn_server_event_type_t type;
+  uint64_t id;
+  int error;
+  unsigned active; /* requests holding a slot now */
+  unsigned queued; /* requests waiting for one */
+} rn_server_event_t;
+
+typedef void (*rn_server_event_cb)(rn_server_t *server,
+                                   const rn_server_event_t *event);
 
 typedef struct rn_server_options_s {
   void *data;
@@ -670,13 +771,33 @@ typedef struct rn_server_options_s {
   rn_codec_options_t codec;
   int backlog;              /* 511 */
   unsigned max_concurrent;  /* requests being handled per server (256);
-                               past it, connections stop being read */
+                               past it, resp/line/length connections stop
+                               being read and rnp requests queue */
   rn_request_cb on_request;
+  /* rnp: requests waiting for a slot past max_concurrent (64); past it
+   * they are refused as OVERLOADED, not executed, with retry_after ms
+   * (100) as pushback. */
+  unsigned queue;
+  uint64_t retry_after;
+  /* ms a connection may stay with nothing read and no request in flight
+   * before it closes (rnp: after a GOAWAY). 0: never (0). */
+  uint64_t idle_timeout;
+  rn_server_event_cb on_event; /* may be NULL */
+  /* rnp: requests with a KEY run once per key within dedupe_window ms; a
+   * duplicate waits for the original's answer or gets it replayed. Off
+   * unless dedupe is set. dedupe_store NULL: an in-memory store of
+   * dedupe_capacity keys. A store given here belongs to the server once
+   * rn_server_new() succeeded (its close is called when the server is
+   * freed). (0, 300000, 100000, NULL) */
+  int dedupe;
+  uint64_t dedupe_window;
+  size_t dedupe_capacity;
+  rn_dedupe_store_t *dedupe_store;
 } rn_server_options_t;
 
 void rn_server_options_init(rn_server_options_t *options);
 
-/* Binds and listens. 0, UV_EINVAL, or the bind/listen error. */
+/* Binds and listens. 0, UV_EINVAL, UV_ENOMEM, or the bind/listen error. */
 int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
                   rn_server_t **out);
 void *rn_server_data(rn_server_t *server);
@@ -685,23 +806,267 @@ const rn_codec_t *rn_server_codec(rn_server_t *server);
 int rn_server_address(rn_server_t *server, char *host, size_t host_size,
                       int *port);
 
-/* Queues the encoded reply frame (copied). Replies leave each connection in
- * the order its requests arrived. If the connection has closed, the reply
- * is discarded. Releases the request. 0 or UV_ENOMEM (request released). */
+/* resp, line, length: queues the encoded reply frame (copied); replies
+ * leave each connection in the order its requests arrived.
+ * rnp: `frame` is the REPLY's payload only (the server frames it with the
+ * request's id); the reply leaves at once. A reply larger than the
+ * client's MAX_FRAME becomes an APPLICATION error.
+ * If the connection has closed, the reply is discarded (rnp with dedupe:
+ * still recorded for the key). Releases the request. 0 or UV_ENOMEM
+ * (request released). */
 int rn_request_reply(rn_request_t *request, const char *frame, size_t len);
-/* Releases the request without a reply and closes its connection: for
- * protocols with no error frame, a failed handler must not leave the client
- * waiting forever nor let later replies be matched to the wrong request. */
+/* The handler failed or refuses. rnp: an ERROR with `code`
+ * (rn_rnp_error_t), the message, RETRY_AFTER if retry_after_ms > 0, and
+ * the NOT_EXECUTED flag for OVERLOADED, DEADLINE, SHUTDOWN and
+ * BAD_REQUEST (only say so when nothing ran). resp: the error reply
+ * "-<message>" (CR and LF become spaces). line, length: as
+ * rn_request_drop(). Releases the request. 0 or UV_ENOMEM. */
+int rn_request_fail(rn_request_t *request, unsigned code,
+                    const char *message, size_t len,
+                    uint64_t retry_after_ms);
+/* Releases the request without a reply. resp, line, length: closes its
+ * connection (a failed handler must not leave the client waiting forever
+ * nor let later replies be matched to the wrong request). rnp: answers an
+ * APPLICATION error ("no reply"). */
 void rn_request_drop(rn_request_t *request);
 rn_server_t *rn_request_server(rn_request_t *request);
+
+/* What an rnp request carried; other protocols: all zero. key points into
+ * the request (valid until it is released). */
+typedef struct rn_request_info_s {
+  uint64_t id;
+  int has_deadline;
+  uint64_t deadline_ms; /* ms left now, by the loop's clock (0: past) */
+  const char *key;      /* NULL if none */
+  size_t key_len;
+  int idempotent;
+} rn_request_info_t;
+
+void rn_request_info(rn_request_t *request, rn_request_info_t *info);
+
+typedef struct rn_server_stats_s {
+  uint64_t connections;     /* accepted */
+  uint64_t requests;        /* requests read */
+  uint64_t handled;         /* handed to on_request */
+  uint64_t overloaded;      /* refused: OVERLOADED */
+  uint64_t expired;         /* refused: DEADLINE */
+  uint64_t replayed;        /* dedupe: answered from a finished key */
+  uint64_t joined;          /* dedupe: waited for the original */
+  uint64_t busy;            /* dedupe: IN_PROGRESS (claimed elsewhere) */
+  uint64_t discarded;       /* after GOAWAY, dropped unanswered */
+  uint64_t protocol_errors; /* connections closed for bad frames */
+  unsigned open;            /* connections open */
+  unsigned active;          /* requests holding a slot */
+  unsigned queued;          /* requests waiting for a slot */
+} rn_server_stats_t;
+
+void rn_server_stats(rn_server_t *server, rn_server_stats_t *stats);
 
 typedef void (*rn_server_close_cb)(rn_server_t *server);
 
 /* Stops listening and closes every connection. Requests still unanswered
- * stay valid until replied to or dropped (the replies are discarded). cb
- * (may be NULL) runs once all handles are closed and every request was
- * released; the server is freed after it returns. */
+ * stay valid until replied to or dropped (the replies are discarded);
+ * queued rnp requests are released unanswered. cb (may be NULL) runs once
+ * all handles are closed, every request was released and every dedupe
+ * store op answered; the server is freed after it returns. Cuts a drain
+ * short (its cb is then not called). A second call is ignored. */
 void rn_server_close(rn_server_t *server, rn_server_close_cb cb);
+
+/* Graceful close: stops listening; rnp connections get GOAWAY with the
+ * last request id each will answer, later requests on them are discarded
+ * unanswered, and each closes once its requests are answered and written
+ * (other protocols: connections stop being read and close the same way).
+ * After drain_ms, whatever is left closes as with rn_server_close(). cb as
+ * there. Ignored once a close or drain was asked for. */
+void rn_server_drain(rn_server_t *server, uint64_t drain_ms,
+                     rn_server_close_cb cb);
+
+/* ------------------------------------------------------------------------ */
+/* Fault-injection proxy (test harnesses; docs/harness.md)                   */
+/*
+ * A TCP proxy between clients and one upstream that injects faults while
+ * traffic flows. Each accepted connection is paired with a connection to
+ * the upstream; bytes flow "up" (client to upstream) and "down" (upstream
+ * to client). Faults are added and removed at any time and apply to live
+ * connections at once. Every random choice (toxicity, jitter, corrupted
+ * bytes, duplicates) comes from the seed, the connection's number (1, 2,
+ * ... in accept order) and the direction, so a run replays from its seed.
+ * TCP only, IPv4 or IPv6 literals (and "localhost"). On first use the
+ * proxy sets SIGPIPE to ignored if it was at its default: it writes to
+ * sockets its peers may have reset. */
+
+typedef struct rn_proxy_s rn_proxy_t;
+
+#define RN_PROXY_UP 1u
+#define RN_PROXY_DOWN 2u
+#define RN_PROXY_BOTH 3u
+
+typedef enum {
+  /* data faults, per direction */
+  RN_FAULT_LATENCY = 1, /* each chunk waits ms (+ jitter); order is kept */
+  RN_FAULT_BANDWIDTH,   /* at most bytes_per_second */
+  RN_FAULT_SLICE,       /* chunks cut into slice_bytes, slice_delay ms apart */
+  RN_FAULT_CLOSE,       /* after after_bytes or after_ms: close both sides,
+                           with FIN or (rst) RST */
+  RN_FAULT_HALF_CLOSE,  /* after after_bytes: FIN toward this direction's
+                           receiver; later bytes dropped; the other
+                           direction flows on */
+  RN_FAULT_BLACKHOLE,   /* read and drop everything, FIN included */
+  RN_FAULT_STALL,       /* stop reading: the sender's buffers fill up */
+  RN_FAULT_CORRUPT,     /* each byte XORed with a random non-zero value
+                           with probability rate */
+  RN_FAULT_TRUNCATE,    /* pass after_bytes, drop the rest silently */
+  RN_FAULT_DUPLICATE,   /* each chunk sent twice with probability rate */
+  /* listener faults (direction ignored) */
+  RN_FAULT_REFUSE,      /* stop listening: connects are refused */
+  RN_FAULT_STOP_ACCEPT, /* listen but accept nothing: the backlog fills,
+                           existing connections carry on */
+  RN_FAULT_SLOW_ACCEPT, /* each accept waits ms (+ jitter) */
+  RN_FAULT_ACCEPT_CLOSE /* accept, then close at once (FIN or rst RST) */
+} rn_fault_kind_t;
+
+#define RN_FAULT_UNSET UINT64_MAX
+
+typedef struct rn_fault_options_s {
+  rn_fault_kind_t kind;
+  unsigned direction;     /* RN_PROXY_UP, _DOWN or _BOTH (BOTH) */
+  double toxicity;        /* share of connections it applies to, 0..1 (1);
+                             drawn per connection from the seed */
+  uint64_t ms;            /* latency, slow_accept: delay (0) */
+  uint64_t jitter;        /* ms: uniform in [-jitter, +jitter], or the
+                             standard deviation when normal (0) */
+  int normal;             /* jitter distribution: 0 uniform, 1 normal */
+  uint64_t bytes_per_second; /* bandwidth (> 0) */
+  size_t slice_bytes;     /* slice (> 0) */
+  uint64_t slice_delay;   /* slice: ms between slices (0) */
+  uint64_t after_bytes;   /* close, half_close, truncate: bytes through the
+                             fault's directions first (RN_FAULT_UNSET) */
+  uint64_t after_ms;      /* close: ms after the fault met the connection
+                             (RN_FAULT_UNSET); both unset: at once */
+  int rst;                /* close, accept_close: RST instead of FIN */
+  double rate;            /* corrupt: per byte; duplicate: per chunk (1) */
+} rn_fault_options_t;
+
+/* What the proxy did, for a log. type: "accept", "connect" (upstream
+ * connected), "upstream_error", "apply" (a fault met a connection and its
+ * toxicity draw chose it), "close" (conn closed with FIN), "reset" (closed
+ * with RST), "peer_close", "peer_reset", "eof" (a FIN passed), "blackhole",
+ * "truncate", "half_close", "corrupt" (bytes: bytes changed),
+ * "duplicate", "stall", "unstall", "refuse", "listen", "listen_error",
+ * "accept_delay", "accept_close", "accept_paused", "accept_resumed". */
+typedef struct rn_proxy_event_s {
+  const char *type;   /* static string */
+  uint64_t conn;      /* connection number, or 0 */
+  uint64_t fault;     /* fault id, or 0 */
+  unsigned direction; /* RN_PROXY_UP or _DOWN, or 0 */
+  uint64_t bytes;
+  int status;         /* an error code, or 0 */
+  uint64_t time;      /* loop ms */
+} rn_proxy_event_t;
+
+/* Events are delivered on a later loop turn, never from inside the proxy's
+ * own work: the callback may add or remove faults or close the proxy. */
+typedef void (*rn_proxy_event_cb)(rn_proxy_t *proxy,
+                                  const rn_proxy_event_t *event);
+
+typedef struct rn_proxy_options_s {
+  void *data;
+  const char *listen;   /* "127.0.0.1:0" picks a free port */
+  const char *upstream; /* "host:port" */
+  uint64_t seed;        /* every random choice derives from it (0) */
+  int backlog;          /* 511 */
+  rn_proxy_event_cb on_event; /* may be NULL */
+} rn_proxy_options_t;
+
+void rn_proxy_options_init(rn_proxy_options_t *options);
+/* Binds and listens. 0, UV_EINVAL (bad or non-literal address, a unix
+ * socket), UV_ENOMEM, or the bind/listen error. */
+int rn_proxy_new(rn_loop_t *loop, const rn_proxy_options_t *options,
+                 rn_proxy_t **out);
+void *rn_proxy_data(rn_proxy_t *proxy);
+int rn_proxy_address(rn_proxy_t *proxy, char *host, size_t host_size,
+                     int *port);
+/* Connections open now. */
+unsigned rn_proxy_connections(rn_proxy_t *proxy);
+
+/* Defaults for kind: BOTH, toxicity 1, rate 1, the rest 0 or unset. */
+void rn_fault_options_init(rn_fault_options_t *options, rn_fault_kind_t kind);
+/* Adds a fault; it applies to live connections at once and to later ones.
+ * *id (> 0) names it. 0, UV_EINVAL (bad kind, direction or value),
+ * UV_ENOMEM, RN_ECLOSED. */
+int rn_proxy_fault_add(rn_proxy_t *proxy, const rn_fault_options_t *options,
+                       uint64_t *id);
+/* Lifts a fault: stalled reads resume, a refused listener listens again on
+ * the same port, held accepts proceed. 0 or UV_ENOENT. */
+int rn_proxy_fault_remove(rn_proxy_t *proxy, uint64_t id);
+void rn_proxy_fault_clear(rn_proxy_t *proxy);
+/* Resets (RST) every live connection, both sides. */
+void rn_proxy_reset_all(rn_proxy_t *proxy);
+
+typedef void (*rn_proxy_close_cb)(rn_proxy_t *proxy);
+/* Stops listening and closes every connection (FIN). Events still pending
+ * are delivered, then cb (may be NULL); the proxy is freed after it
+ * returns. A second call is ignored. */
+void rn_proxy_close(rn_proxy_t *proxy, rn_proxy_close_cb cb);
+
+/* ------------------------------------------------------------------------ */
+/* Child processes (test harnesses; docs/harness.md)                          */
+/*
+ * A child runs in a process group of its own (it leads it), so signals
+ * reach a whole shell pipeline and closing kills every process in it. A
+ * child is never left behind: rn_process_close() kills the group with
+ * SIGKILL if the child has not exited, and waits for it. */
+
+typedef struct rn_process_s rn_process_t;
+
+typedef enum {
+  RN_STDIO_INHERIT = 0, /* the parent's stream */
+  RN_STDIO_IGNORE,      /* /dev/null */
+  RN_STDIO_FILE,        /* appended to path */
+  RN_STDIO_CALLBACK     /* chunks to on_output */
+} rn_stdio_mode_t;
+
+/* A chunk of the child's output: fd 1 or 2. data is valid only during the
+ * callback. */
+typedef void (*rn_process_output_cb)(rn_process_t *process, int fd,
+                                     const char *data, size_t len);
+/* Fires once: the child exited (term_signal 0, exit_status its code) or a
+ * signal ended it, and all its output was delivered. */
+typedef void (*rn_process_exit_cb)(rn_process_t *process,
+                                   int64_t exit_status, int term_signal);
+
+typedef struct rn_process_options_s {
+  void *data;
+  const char *file;        /* looked up in PATH if it has no slash */
+  char **args;             /* NULL-terminated; args[0] is the program name */
+  char **env;              /* NULL-terminated "K=V"; NULL: the parent's */
+  const char *cwd;         /* NULL: the parent's */
+  rn_stdio_mode_t stdout_mode;
+  const char *stdout_path;
+  rn_stdio_mode_t stderr_mode;
+  const char *stderr_path;
+  rn_process_output_cb on_output;
+  rn_process_exit_cb on_exit;
+} rn_process_options_t;
+
+void rn_process_options_init(rn_process_options_t *options);
+/* Starts the child. 0, or an error with no child left: UV_ENOENT (no such
+ * program), UV_EACCES, UV_EINVAL, UV_ENOMEM, a file's open error. */
+int rn_process_spawn(rn_loop_t *loop, const rn_process_options_t *options,
+                     rn_process_t **out);
+void *rn_process_data(rn_process_t *process);
+int rn_process_pid(rn_process_t *process);
+/* 1 once the child exited (on_exit may still be waiting for output). */
+int rn_process_exited(rn_process_t *process);
+/* Sends signum to the child's process group. 0, UV_ESRCH once it exited,
+ * or kill(2)'s error (UV_EINVAL for a bad signal). */
+int rn_process_kill(rn_process_t *process, int signum);
+
+typedef void (*rn_process_close_cb)(rn_process_t *process);
+/* Kills the group (SIGKILL) unless the child already exited, waits for it,
+ * closes every handle; on_exit fires first if it had not, then cb (may be
+ * NULL); the process is freed after cb returns. A second call is ignored. */
+void rn_process_close(rn_process_t *process, rn_process_close_cb cb);
 
 #ifdef __cplusplus
 }

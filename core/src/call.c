@@ -3,6 +3,19 @@
 #include "client.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len) {
+  if (len <= sizeof(call->inline_frame)) {
+    call->frame = call->inline_frame;
+  } else {
+    call->frame = malloc(len);
+    if (call->frame == NULL) return UV_ENOMEM;
+  }
+  memcpy(call->frame, frame, len);
+  call->frame_len = len;
+  return 0;
+}
 
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep) {
   if (call->endpoint == ep) return;

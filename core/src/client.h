@@ -53,6 +53,11 @@ struct rn_call_s {
   unsigned hedged : 1;     /* attempt_timer sends hedges (attempt_timeout
                               is then the hedge delay) */
   unsigned parked : 1;     /* its attempt failed; waits for its hedges */
+  unsigned keyed : 1;      /* rnp: carries a dedupe key, so the server runs
+                              it at most once: retried like an idempotent
+                              call, never hedged */
+  uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */
+  uint64_t rnp_id;          /* rnp: the id of the attempt in flight */
   /* Hedging: a hedge is a shadow call carrying one more attempt of its
    * parent; its reply completes the parent. The parent outlives its
    * shadows (shadow_refs). */
@@ -105,6 +110,9 @@ struct rn_conn_s {
   unsigned answered : 1; /* a whole reply arrived */
   unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
   unsigned retiring : 1; /* past its lifetime: no new calls */
+  unsigned goaway : 1;   /* rnp: the server said it is going away */
+  uint64_t next_id;      /* rnp: the id of the next frame sent */
+  char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
 };
 
 struct rn_pool_endpoint_s {
@@ -128,6 +136,8 @@ struct rn_pool_endpoint_s {
   rn_backoff_t backoff;
   unsigned removed : 1;
   unsigned lost : 1;    /* a connection failed since the last connect */
+  unsigned has_incarnation : 1;
+  char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: the newest server met */
 };
 
 struct rn_pool_s {
@@ -158,6 +168,8 @@ struct rn_pool_s {
   unsigned next_serial;
   rn_pool_stats_t stats;
   rn_buf_t ping_frame; /* empty: no heartbeats */
+  rn_buf_t hello_frame; /* rnp: the handshake; empty for other protocols */
+  rn_buf_t scratch;     /* rnp: re-encoding a keyed request */
   rn_timer_t maintenance_timer;
   rn_timer_t reconnect_timer;  /* next endpoint out of backoff */
   rn_timer_t eject_timer;      /* next ejection to end */
@@ -179,6 +191,8 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
                        size_t body_len, int flags);
 void rn__call_release(rn_call_t *call);
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
+/* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
+int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
 
 /* retry.c: a call that was written failed with err on its connection.
  * Completes it, or schedules another attempt (design §4). */
@@ -211,6 +225,40 @@ int rn__conn_writable(const rn_conn_t *conn);
  * at the socket without reading. 0 if it is usable; otherwise closes it
  * and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
+
+/* What conn.c and conn_rnp.c share. */
+/* Takes a call whose reply (or a proof it was not run) arrived off its
+ * connection. 1 if the caller should complete it, 0 if it was internal or
+ * a tombstone and has been dealt with. */
+int rn__conn_take(rn_conn_t *conn, rn_call_t *call);
+void rn__conn_handshake_done(rn_conn_t *conn);
+/* Puts calls never written (or proven unprocessed) back in the pool's
+ * queue, keeping their order ahead of newer calls. */
+void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls);
+
+/* conn_rnp.c: rnp on the client side. */
+/* Copies an encoded REQUEST into the call, adding the key and the
+ * idempotent flag. 0, UV_EINVAL (not a REQUEST frame) or UV_ENOMEM. */
+int rn__rnp_call_prepare(rn_pool_t *pool, rn_call_t *call, const char *frame,
+                         size_t len, const rn_call_options_t *options);
+/* Writes the connection's next id, and the time left, into `out`, the
+ * call's frame as it leaves. */
+void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
+/* Handles one frame at data: 1 and *used set, 0 for more bytes, or the
+ * error that closes the connection. */
+int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used);
+int rn__rnp_make_frames(rn_pool_t *pool);
+
+/* retry.c, for rnp's signals. */
+/* The server proved the call was not run (rnp NOT_EXECUTED): try again,
+ * after delay_ms if the server asked for one, without spending attempts or
+ * budget; fails with err once the deadline cannot be met. */
+void rn__retry_not_executed(rn_pool_t *pool, rn_call_t *call, int err,
+                            uint64_t delay_ms, const char *body,
+                            size_t body_len);
+/* An error reply that says "retry after" (rnp RETRY_AFTER, or IN_PROGRESS
+ * of a keyed call): 1 if the call will be tried again. */
+int rn__retry_after(rn_pool_t *pool, rn_call_t *call, uint64_t delay_ms);
 
 /* hedge.c */
 void rn__hedge_due(rn_timer_t *timer);

@@ -83,6 +83,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   conn->pool = pool;
   conn->endpoint = ep;
   conn->serial = ++pool->next_serial;
+  conn->next_id = 1;
   rn_list_init(&conn->unsent);
   rn_list_init(&conn->sent);
   rn_buf_init(&conn->rbuf);
@@ -141,19 +142,11 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
-/* Hands one reply frame to the oldest call sent. 0, or the error that must
- * close the connection. */
-static int conn_deliver(rn_conn_t *conn, const char *frame,
-                        const rn_frame_t *f) {
-  rn_call_t *call;
-  int status;
-
-  if (rn_list_empty(&conn->sent)) return RN_EUNEXPECTED;
+int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   if (!conn->answered) {
     conn->answered = 1;
     rn__pool_conn_answered(conn->pool, conn);
   }
-  call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
   rn_list_remove(&call->node);
   call->conn = NULL;
   conn->queued--;
@@ -165,6 +158,7 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   }
   if (call->internal) {
     const rn_pool_options_t *o = &conn->pool->options;
+    int handshake = conn->state == RN_CONN_HANDSHAKE;
     conn->pinging = 0; /* any reply to a ping is life enough */
     /* While the ping was out the timer waited for its deadline; the next
      * ping is due one interval after this reply, not then. */
@@ -172,10 +166,23 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
       rn_timer_start(&conn->heartbeat_timer,
                      RN_MIN(o->heartbeat_interval, o->heartbeat_timeout));
     rn__call_release(call);
-    if (conn->state == RN_CONN_HANDSHAKE) conn_become_ready(conn);
+    if (handshake) rn__conn_handshake_done(conn);
     return 0;
   }
   conn->last_active = rn_loop_now(conn->pool->loop);
+  return 1;
+}
+
+/* Hands one reply frame to the oldest call sent. 0, or the error that must
+ * close the connection. */
+static int conn_deliver(rn_conn_t *conn, const char *frame,
+                        const rn_frame_t *f) {
+  rn_call_t *call;
+  int status;
+
+  if (rn_list_empty(&conn->sent)) return RN_EUNEXPECTED;
+  call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+  if (!rn__conn_take(conn, call)) return 0;
   status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
   if (status == 0 ||
       !rn__retry_error_reply(conn->pool, call, frame + f->body_offset,
@@ -190,6 +197,7 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
+  rn_pool_t *pool = conn->pool;
   size_t pos = 0;
   (void)buf;
 
@@ -203,48 +211,62 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 
   /* A byte with no call waiting can only be garbage, a stale reply or the
    * first sign that the peer is a different server: drop the connection
-   * before anything is matched to it. */
-  if (rn_list_empty(&conn->sent)) {
+   * before anything is matched to it. (An rnp server may also say GOAWAY
+   * to an idle connection, so rnp looks at the frame first.) */
+  if (rn_list_empty(&conn->sent) && pool->codec.protocol != RN_PROTOCOL_RNP) {
     rn__conn_close(conn, RN_EUNEXPECTED);
     return;
   }
 
   while (pos < conn->rbuf.len && conn->state != RN_CONN_CLOSING) {
+    const char *data = conn->rbuf.base + pos;
+    size_t avail = conn->rbuf.len - pos;
     rn_frame_t f;
-    int r = rn_codec_frame(&conn->pool->codec, conn->rbuf.base + pos,
-                           conn->rbuf.len - pos, &f);
-    if (r == 0) break;
-    if (r < 0) {
-      rn__conn_close(conn, r);
-      return;
-    }
-    if (f.flags & RN_FRAME_PUSH) {
-      pos += f.size; /* out-of-band: not a reply to any call */
-      continue;
-    }
-    r = conn_deliver(conn, conn->rbuf.base + pos, &f);
-    if (r < 0) {
-      rn__conn_close(conn, r);
-      return;
+    int r;
+    if (pool->codec.protocol == RN_PROTOCOL_RNP) {
+      r = rn__rnp_read(conn, data, avail, &f.size);
+      if (r == 0) break;
+      if (r < 0) {
+        rn__conn_close(conn, r);
+        return;
+      }
+    } else {
+      r = rn_codec_frame(&pool->codec, data, avail, &f);
+      if (r == 0) break;
+      if (r < 0) {
+        rn__conn_close(conn, r);
+        return;
+      }
+      /* A push is out-of-band: not a reply to any call. */
+      if (!(f.flags & RN_FRAME_PUSH)) {
+        r = conn_deliver(conn, data, &f);
+        if (r < 0) {
+          rn__conn_close(conn, r);
+          return;
+        }
+      }
     }
     pos += f.size;
-    /* Past its lifetime, or its endpoint was dropped: done once drained,
-     * whether the last reply was a call's, a ping's or a tombstone's. */
-    if (conn->retiring && conn->queued == 0) rn__conn_close(conn, 0);
+    /* Past its lifetime, its endpoint dropped or its server going away:
+     * done once drained, whether the last reply was a call's, a ping's or
+     * a tombstone's. */
+    if (conn->retiring && conn->queued == 0 && conn->state != RN_CONN_CLOSING)
+      rn__conn_close(conn, 0);
   }
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
 
   rn_buf_consume(&conn->rbuf, pos);
   /* Part of a reply is here: its call has been answered, even if the rest
-   * never comes. */
-  if (conn->rbuf.len > 0 && !rn_list_empty(&conn->sent)) {
+   * never comes. (rnp replies come in any order: which call a partial
+   * one is for is not known, and sent and answered retry alike.) */
+  if (conn->rbuf.len > 0 && !rn_list_empty(&conn->sent) &&
+      pool->codec.protocol != RN_PROTOCOL_RNP) {
     rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     head->state = RN_SEND_ANSWERED;
   }
   /* Replies free room on an endpoint held at max_in_flight: calls that
    * waited for it go now, not at the next unrelated dispatch. */
-  if (conn->pool->options.max_in_flight != 0)
-    rn__pool_conn_writable(conn->pool);
+  if (pool->options.max_in_flight != 0) rn__pool_conn_writable(pool);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -298,22 +320,28 @@ int rn__conn_check_idle(rn_conn_t *conn) {
   return err;
 }
 
-static void conn_send_ping(rn_conn_t *conn) {
-  rn_pool_t *pool = conn->pool;
-  rn_call_t *ping;
+/* Queues a frame of the connection's own: a ping, or rnp's HELLO. */
+static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame) {
+  rn_call_t *call;
 
-  if (pool->ping_frame.len > sizeof(ping->inline_frame)) return;
-  ping = calloc(1, sizeof(*ping));
-  if (ping == NULL) return; /* the next beat tries again */
-  ping->internal = 1;
-  ping->pool = pool;
-  ping->frame = ping->inline_frame;
-  memcpy(ping->frame, pool->ping_frame.base, pool->ping_frame.len);
-  ping->frame_len = pool->ping_frame.len;
-  rn_list_init(&ping->node);
+  if (frame->len > sizeof(call->inline_frame)) return UV_EINVAL;
+  call = calloc(1, sizeof(*call));
+  if (call == NULL) return UV_ENOMEM;
+  call->internal = 1;
+  call->pool = conn->pool;
+  call->frame = call->inline_frame;
+  memcpy(call->frame, frame->base, frame->len);
+  call->frame_len = frame->len;
+  rn_list_init(&call->node);
+  rn__conn_enqueue(conn, call);
+  return 0;
+}
+
+static void conn_send_ping(rn_conn_t *conn) {
+  /* On failure the next beat tries again. */
+  if (conn_send_internal(conn, &conn->pool->ping_frame) != 0) return;
   conn->pinging = 1;
-  pool->stats.heartbeats++;
-  rn__conn_enqueue(conn, ping);
+  conn->pool->stats.heartbeats++;
 }
 
 /* Silence counts from the last byte read, or from when the connection
@@ -434,17 +462,25 @@ static void conn_on_connect(uv_connect_t *req, int status) {
   }
   conn->error = 0;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  /* Accepting is the kernel's work; answering is the server's. Calls go
+   * on a connection only once the server has answered a ping (rnp: its
+   * HELLO), within what is left of connect_timeout: a wedged server that
+   * still accepts is a failed connect, not a place to strand calls. */
+  if (conn->pool->hello_frame.len > 0) {
+    conn_set_state(conn, RN_CONN_HANDSHAKE);
+    err = conn_send_internal(conn, &conn->pool->hello_frame);
+    if (err) rn__conn_close(conn, err);
+    return;
+  }
   if (conn->pool->ping_frame.len > 0) {
-    /* Accepting is the kernel's work; answering is the server's. Calls go
-     * on a connection only once the server has answered a ping, within
-     * what is left of connect_timeout: a wedged server that still accepts
-     * is a failed connect, not a place to strand calls. */
     conn_set_state(conn, RN_CONN_HANDSHAKE);
     conn_send_ping(conn);
     return;
   }
   conn_become_ready(conn);
 }
+
+void rn__conn_handshake_done(rn_conn_t *conn) { conn_become_ready(conn); }
 
 static void conn_become_ready(rn_conn_t *conn) {
   rn_timer_stop(&conn->connect_timer);
@@ -501,6 +537,8 @@ static void conn_flush(rn_conn_t *conn) {
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
     memcpy(conn->wbuf.base + conn->wbuf.len, call->frame, call->frame_len);
+    if (conn->pool->codec.protocol == RN_PROTOCOL_RNP)
+      rn__rnp_stamp(conn, call, conn->wbuf.base + conn->wbuf.len);
     conn->wbuf.len += call->frame_len;
     rn_list_remove(&call->node);
     rn_list_insert_tail(&conn->sent, &call->node);
@@ -562,7 +600,8 @@ int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
   stone->pool = conn->pool;
   stone->conn = conn;
   stone->state = call->state;
-  /* In the call's place: replies are matched by position. */
+  stone->rnp_id = call->rnp_id;
+  /* In the call's place: replies are matched by position (or by id). */
   rn_list_insert_tail(&call->node, &stone->node);
   rn_list_remove(&call->node);
   rn_list_init(&call->node);
@@ -644,6 +683,16 @@ static int conn_has_calls_sent(const rn_conn_t *conn) {
   return 0;
 }
 
+void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls) {
+  /* Newest first: each goes to the front of the pool's queue, so they end
+   * up ahead of newer calls in their original order. */
+  while (!rn_list_empty(calls)) {
+    rn_call_t *call = RN_CONTAINER_OF(calls->prev, rn_call_t, node);
+    rn_list_remove(&call->node);
+    rn__pool_requeue(pool, call);
+  }
+}
+
 void rn__conn_close(rn_conn_t *conn, int err) {
   rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
@@ -699,14 +748,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     }
   }
 
-  /* Newest first: each goes to the front of the pool's queue, so they end
-   * up ahead of newer calls in their original order. */
-  while (!rn_list_empty(&unsent)) {
-    rn_call_t *call = RN_CONTAINER_OF(unsent.prev, rn_call_t, node);
-    rn_list_remove(&call->node);
-    rn__pool_requeue(pool, call);
-  }
-
+  rn__conn_requeue_all(pool, &unsent);
   rn__pool_conn_closed(pool, conn, err);
   conn_maybe_free(conn);
 }

@@ -65,6 +65,8 @@ void rn_pool_options_init(rn_pool_options_t *o) {
  * what the application configured. */
 static int pool_make_ping(rn_pool_t *pool, const rn_pool_options_t *o) {
   int err;
+  if (pool->codec.protocol == RN_PROTOCOL_RNP)
+    return rn__rnp_make_frames(pool);
   if (o->heartbeat_interval == 0) return 0;
   if (pool->codec.protocol == RN_PROTOCOL_RESP) {
     err = rn_resp_encode_array(&pool->ping_frame, 1);
@@ -76,6 +78,12 @@ static int pool_make_ping(rn_pool_t *pool, const rn_pool_options_t *o) {
                         o->heartbeat_ping_len);
   if (err == 0 && pool->ping_frame.len > RN_CALL_INLINE_FRAME) err = UV_EINVAL;
   return err;
+}
+
+static void pool_free_frames(rn_pool_t *pool) {
+  rn_buf_free(&pool->ping_frame);
+  rn_buf_free(&pool->hello_frame);
+  rn_buf_free(&pool->scratch);
 }
 
 void *rn_pool_data(rn_pool_t *pool) { return pool->data; }
@@ -211,6 +219,8 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   pool = calloc(1, sizeof(*pool));
   if (pool == NULL) return UV_ENOMEM;
   rn_buf_init(&pool->ping_frame);
+  rn_buf_init(&pool->hello_frame);
+  rn_buf_init(&pool->scratch);
   rn_list_init(&pool->removed);
   pool->loop = loop;
   pool->options = *options;
@@ -253,7 +263,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   return 0;
 
 fail:
-  rn_buf_free(&pool->ping_frame);
+  pool_free_frames(pool);
   free(pool);
   return err;
 }
@@ -584,18 +594,16 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   call = malloc(sizeof(*call));
   if (call == NULL) return UV_ENOMEM;
   memset(call, 0, offsetof(rn_call_t, inline_frame));
-  if (len <= sizeof(call->inline_frame)) {
-    call->frame = call->inline_frame;
-  } else {
-    call->frame = malloc(len);
-    if (call->frame == NULL) {
-      free(call);
-      return UV_ENOMEM;
-    }
-  }
-  memcpy(call->frame, frame, len);
-  call->frame_len = len;
   call->pool = pool;
+  if (pool->codec.protocol == RN_PROTOCOL_RNP) {
+    err = rn__rnp_call_prepare(pool, call, frame, len, options);
+  } else {
+    err = rn__call_set_frame(call, frame, len);
+  }
+  if (err) {
+    free(call);
+    return err;
+  }
   call->cb = cb;
   call->data = data;
   call->idempotent = options != NULL && options->idempotent;
@@ -831,7 +839,7 @@ static void pool_finish(rn_timer_t *timer) {
   rn_timer_stop(&pool->reconnect_timer);
   rn_timer_stop(&pool->eject_timer);
   rn_timer_stop(&pool->later_timer);
-  rn_buf_free(&pool->ping_frame);
+  pool_free_frames(pool);
   pool_discard_next(pool);
   rn__endpoint_free_all(pool);
   free(pool->endpoints);

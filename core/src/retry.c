@@ -4,7 +4,7 @@
  * never written is moved to another connection by the pool without asking
  * (rn__pool_requeue), since the server cannot have executed it. A written
  * call is tried again only if the caller said running it twice is harmless
- * (idempotent), it has attempts left, the budget allows, and the delay fits
+ * (idempotent) or it carries an rnp dedupe key, it has attempts left, the budget allows, and the delay fits
  * in its deadline. Anything else fails with maybe_executed set. */
 #include "client.h"
 
@@ -90,19 +90,11 @@ static rn_classify_t retry_classify(rn_pool_t *pool, rn_call_t *call,
   return verdict;
 }
 
-/* Schedules the next attempt after a full-jitter delay, if attempts, the
- * budget and the deadline allow. 1 if scheduled. */
-static int retry_schedule(rn_pool_t *pool, rn_call_t *call, int err) {
-  uint64_t delay;
+/* Puts the call aside for delay ms, then back in the pool's queue. */
+static void retry_later(rn_pool_t *pool, rn_call_t *call, int err,
+                        uint64_t delay) {
   rn_pool_event_t ev;
 
-  if (pool->closing || call->attempts >= call->max_attempts ||
-      !rn__retry_budget_allows(pool))
-    return 0;
-  delay = retry_delay(pool, call->attempts);
-  if (delay >= rn_timer_remaining(&call->deadline)) return 0;
-
-  pool->stats.retries++;
   call->state = RN_SEND_UNSENT;
   call->backing_off = 1;
   rn_list_insert_tail(&pool->retrying, &call->node);
@@ -116,6 +108,19 @@ static int retry_schedule(rn_pool_t *pool, rn_call_t *call, int err) {
   ev.duration = delay;
   ev.attempt = call->attempts + 1;
   rn__pool_emit(pool, RN_EVENT_RETRY, call->endpoint, &ev);
+}
+
+/* Schedules the next attempt after delay ms (0: a full-jitter delay), if
+ * attempts, the budget and the deadline allow. 1 if scheduled. */
+static int retry_schedule(rn_pool_t *pool, rn_call_t *call, int err,
+                          uint64_t delay) {
+  if (pool->closing || call->attempts >= call->max_attempts ||
+      !rn__retry_budget_allows(pool))
+    return 0;
+  if (delay == 0) delay = retry_delay(pool, call->attempts);
+  if (delay >= rn_timer_remaining(&call->deadline)) return 0;
+  pool->stats.retries++;
+  retry_later(pool, call, err, delay);
   return 1;
 }
 
@@ -129,7 +134,41 @@ int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
       RN_CLASSIFY_RETRY)
     return 0;
   /* The server answered, so it is alive: the budget is not spent. */
-  return retry_schedule(pool, call, RN_EREPLY);
+  return retry_schedule(pool, call, RN_EREPLY, 0);
+}
+
+int rn__retry_after(rn_pool_t *pool, rn_call_t *call, uint64_t delay_ms) {
+  /* A hedge's error is its parent's answer, as above. */
+  if (call->done || call->parent != NULL) return 0;
+  return retry_schedule(pool, call, RN_EREPLY, delay_ms);
+}
+
+void rn__retry_not_executed(rn_pool_t *pool, rn_call_t *call, int err,
+                            uint64_t delay_ms, const char *body,
+                            size_t body_len) {
+  uint64_t delay;
+
+  if (call->parent != NULL || call->done) {
+    /* A hedge: its parent decides. A call whose deadline passed: done. */
+    rn__call_complete(call, err, body, body_len, 0);
+    rn__call_release(call);
+    return;
+  }
+  if (call->shadows_live > 0) {
+    call->parked = 1;
+    call->parked_error = err;
+    return;
+  }
+  /* Sent again without spending attempts or budget, as if never sent;
+   * after a pause, so that a server saying "overloaded" is not asked
+   * again at once. */
+  delay = delay_ms > 0 ? delay_ms : retry_delay(pool, call->attempts);
+  if (pool->closing || delay >= rn_timer_remaining(&call->deadline)) {
+    rn__call_complete(call, err, body, body_len, 0);
+    rn__call_release(call);
+    return;
+  }
+  retry_later(pool, call, err, delay);
 }
 
 static void retry_fail(rn_call_t *call, int err) {
@@ -157,8 +196,8 @@ void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err) {
   }
   /* The rules first: a call that may have run is retried only if it is
    * idempotent, whatever classify would say. */
-  if (!call->idempotent ||
+  if (!(call->idempotent || call->keyed) ||
       retry_classify(pool, call, err, NULL, 0) == RN_CLASSIFY_FAIL ||
-      call->done || !retry_schedule(pool, call, err))
+      call->done || !retry_schedule(pool, call, err, 0))
     retry_fail(call, err);
 }

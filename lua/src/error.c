@@ -80,7 +80,8 @@ void lrn_error_push_result(lua_State *L, lrn_ctx_t *ctx,
                            const rn_result_t *result) {
   const char *message = rn_strerror(result->status);
   size_t len = strlen(message);
-  if (result->status == RN_EREPLY && result->body != NULL) {
+  /* An error reply's text, or the reason an rnp server gave for refusing. */
+  if (result->body != NULL && result->body_len > 0) {
     rn_resp_item_t item;
     message = result->body;
     len = result->body_len;

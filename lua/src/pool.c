@@ -445,9 +445,28 @@ static int lrn_pool_new(lua_State *L) {
   return 1;
 }
 
+/* A key made for one call (key = true): 128 random bits, as hex, so that
+ * it prints readably in logs and stores. The same for all its attempts,
+ * since the core keeps the frame it was encoded into. */
+#define LRN_RANDOM_KEY_BYTES 16
+
+static int lrn_random_key(char *out) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char bytes[LRN_RANDOM_KEY_BYTES];
+  size_t i;
+  int rc = uv_random(NULL, NULL, bytes, sizeof(bytes), 0, NULL);
+  if (rc != 0) return rc;
+  for (i = 0; i < sizeof(bytes); i++) {
+    out[2 * i] = hex[bytes[i] >> 4];
+    out[2 * i + 1] = hex[bytes[i] & 15];
+  }
+  return 0;
+}
+
 /* pool_send(h, request, timeout_ms, idempotent, target[, attempts
- *           [, attempt_timeout_ms[, hedge_delay_ms, hedge_max]]])
+ *           [, attempt_timeout_ms[, hedge_delay_ms, hedge_max[, key]]]])
  *   -> true | nil, err. hedge_delay_ms: nil = the pool's, 0 = never.
+ * key (rnp only): a string, or true for a random one.
  * target (a task or a function) is dispatched exactly once with
  * (reply, nil) or (nil, err) unless this returns nil, err. */
 static int lrn_pool_send(lua_State *L) {
@@ -461,7 +480,10 @@ static int lrn_pool_send(lua_State *L) {
   lua_Integer hedge_max = luaL_optinteger(L, 9, 2);
   int type = lua_type(L, 5);
   rn_call_options_t co;
+  char random_key[2 * LRN_RANDOM_KEY_BYTES];
   int ref, rc;
+
+  memset(&co, 0, sizeof(co));
 
   luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
   luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 5,
@@ -480,6 +502,23 @@ static int lrn_pool_send(lua_State *L) {
     lua_pushnil(L);
     lrn_error_push_code(L, ctx, rc);
     return 2;
+  }
+  if (!lua_isnoneornil(L, 10)) {
+    if (rn_pool_codec(p->pool)->protocol != RN_PROTOCOL_RNP)
+      return luaL_error(L, "resilnet: option 'key' applies only to "
+                           "protocol 'rnp'");
+    if (lua_type(L, 10) == LUA_TSTRING) {
+      co.key = lua_tolstring(L, 10, &co.key_len);
+    } else {
+      rc = lrn_random_key(random_key);
+      if (rc != 0) {
+        lua_pushnil(L);
+        lrn_error_push_code(L, ctx, rc);
+        return 2;
+      }
+      co.key = random_key;
+      co.key_len = sizeof(random_key);
+    }
   }
   co.timeout = (uint64_t)timeout;
   co.idempotent = lua_toboolean(L, 4);

@@ -1,0 +1,258 @@
+/* rnp on the client side: the HELLO handshake, ids stamped on frames as
+ * they leave, replies matched by id in any order, the server's proofs that
+ * a request was not run (NOT_EXECUTED errors, GOAWAY), and incarnations.
+ * conn.c stays protocol-blind; it calls here for rnp connections. */
+#include "client.h"
+
+#include <string.h>
+
+static void rnp_put_u32(char *p, uint32_t v) {
+  p[0] = (char)(v >> 24);
+  p[1] = (char)(v >> 16);
+  p[2] = (char)(v >> 8);
+  p[3] = (char)v;
+}
+
+static void rnp_put_u64(char *p, uint64_t v) {
+  rnp_put_u32(p, (uint32_t)(v >> 32));
+  rnp_put_u32(p + 4, (uint32_t)v);
+}
+
+int rn__rnp_make_frames(rn_pool_t *pool) {
+  rn_rnp_frame_t f;
+  int err;
+
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_HELLO;
+  f.present = 1u << RN_RNP_F_VERSION | 1u << RN_RNP_F_MAX_FRAME;
+  f.version = RN_RNP_VERSION;
+  f.max_frame = (uint32_t)RN_MIN(pool->codec.max_frame, UINT32_MAX);
+  err = rn_rnp_encode(&pool->hello_frame, &f, pool->codec.max_frame);
+  if (err || pool->options.heartbeat_interval == 0) return err;
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_PING;
+  return rn_rnp_encode(&pool->ping_frame, &f, pool->codec.max_frame);
+}
+
+int rn__rnp_call_prepare(rn_pool_t *pool, rn_call_t *call, const char *frame,
+                         size_t len, const rn_call_options_t *options) {
+  rn_rnp_frame_t f;
+  int r, err;
+
+  r = rn_rnp_parse(frame, len, pool->codec.max_frame, &f);
+  if (r == RN_EFRAMESIZE) return RN_EFRAMESIZE;
+  if (r != 1 || f.size != len || f.type != RN_RNP_REQUEST) return UV_EINVAL;
+  if (options != NULL && options->idempotent) f.flags |= RN_RNP_IDEMPOTENT;
+  if (options != NULL && options->key != NULL) {
+    if (options->key_len == 0 || options->key_len > RN_RNP_KEY_MAX)
+      return UV_EINVAL;
+    f.key = options->key;
+    f.key_len = options->key_len;
+    f.present |= 1u << RN_RNP_F_KEY;
+    call->keyed = 1;
+  }
+  /* Every request says how long its caller will wait: the server refuses
+   * what it could only finish too late. */
+  f.present |= 1u << RN_RNP_F_DEADLINE;
+  f.deadline_ms = 0;
+  pool->scratch.len = 0;
+  err = rn_rnp_encode(&pool->scratch, &f, pool->codec.max_frame);
+  if (err) return err;
+  /* Parsed again for where DEADLINE landed: the encoder decides layout. */
+  r = rn_rnp_parse(pool->scratch.base, pool->scratch.len,
+                   pool->codec.max_frame, &f);
+  if (r != 1 || f.deadline_offset == 0 || f.deadline_offset > UINT16_MAX)
+    return UV_EINVAL;
+  call->deadline_offset = (uint16_t)f.deadline_offset;
+  return rn__call_set_frame(call, pool->scratch.base, pool->scratch.len);
+}
+
+void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out) {
+  rn_call_t *owner = call->parent != NULL ? call->parent : call;
+  call->rnp_id = conn->next_id++;
+  rnp_put_u64(out + 8, call->rnp_id);
+  if (call->deadline_offset != 0) {
+    uint64_t left = rn_timer_remaining(&owner->deadline);
+    rnp_put_u32(out + call->deadline_offset,
+                (uint32_t)RN_MIN(left, UINT32_MAX));
+  }
+}
+
+/* Sent calls are in id order: ids are stamped as they leave. */
+static rn_call_t *rnp_find(rn_conn_t *conn, uint64_t id) {
+  rn_list_t *pos;
+  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->rnp_id == id) return call;
+    if (call->rnp_id > id) break;
+  }
+  return NULL;
+}
+
+/* The frame type a call's frame expects back. */
+static int rnp_answers(const rn_call_t *call, unsigned type) {
+  unsigned sent;
+  if (call->tombstone) return type == RN_RNP_REPLY || type == RN_RNP_ERROR;
+  sent = (unsigned char)call->frame[4];
+  switch (sent) {
+  case RN_RNP_HELLO: return type == RN_RNP_HELLO;
+  case RN_RNP_PING: return type == RN_RNP_PONG;
+  default: return type == RN_RNP_REPLY || type == RN_RNP_ERROR;
+  }
+}
+
+/* A server with a new incarnation answered: connections from the old one
+ * that sit idle are stale (the old process is gone or going), so they
+ * close now instead of failing the next call sent on them. */
+static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  rn_list_t *pos, *tmp;
+
+  memcpy(conn->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
+  if (ep->has_incarnation &&
+      memcmp(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE) == 0)
+    return;
+  memcpy(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
+  if (!ep->has_incarnation) {
+    ep->has_incarnation = 1;
+    return;
+  }
+  rn_list_foreach_safe(pos, tmp, &ep->conns) {
+    rn_conn_t *other = RN_CONTAINER_OF(pos, rn_conn_t, node);
+    if (other == conn || other->state != RN_CONN_READY || other->queued > 0 ||
+        memcmp(other->incarnation, f->incarnation,
+               RN_RNP_INCARNATION_SIZE) == 0)
+      continue;
+    rn__conn_close(other, RN_ESTALE); /* counted as a "stale" eviction */
+  }
+}
+
+/* GOAWAY: the server runs nothing above last_id. Those calls, and those
+ * not yet written, go elsewhere as if never sent; the rest are answered
+ * here before the connection closes. */
+static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
+  rn_pool_t *pool = conn->pool;
+  rn_list_t moved, *pos, *tmp;
+
+  pool->stats.goaways++;
+  conn->goaway = 1;
+  conn->retiring = 1;
+  if (conn->close_reason == NULL) conn->close_reason = "goaway";
+  rn_list_init(&moved);
+  while (!rn_list_empty(&conn->unsent)) {
+    rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
+    rn__conn_unqueue(conn, call);
+    if (call->internal) {
+      rn__call_release(call);
+      continue;
+    }
+    pool->stats.requeued++;
+    rn_list_insert_tail(&moved, &call->node);
+  }
+  rn_list_foreach_safe(pos, tmp, &conn->sent) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->rnp_id <= last_id) continue;
+    rn_list_remove(&call->node);
+    call->conn = NULL;
+    conn->queued--;
+    conn->endpoint->outstanding--;
+    call->state = RN_SEND_UNSENT; /* proven: never run */
+    if (call->internal) {
+      conn->pinging = 0;
+      rn__call_release(call);
+      continue;
+    }
+    pool->stats.not_executed++;
+    rn_list_insert_tail(&moved, &call->node);
+  }
+  rn__pool_event(pool, conn, "goaway", 0);
+  rn__conn_requeue_all(pool, &moved);
+  if (conn->state != RN_CONN_CLOSING && conn->queued == 0)
+    rn__conn_close(conn, 0);
+  rn__pool_dispatch(pool);
+}
+
+static uint64_t rnp_retry_after(const rn_rnp_frame_t *f) {
+  return (f->present & 1u << RN_RNP_F_RETRY_AFTER) ? f->retry_after_ms : 0;
+}
+
+/* What a NOT_EXECUTED refusal becomes if the call cannot be tried again. */
+static int rnp_refusal_error(unsigned code) {
+  switch (code) {
+  case RN_RNP_ERR_OVERLOADED: return RN_EOVERLOAD;
+  case RN_RNP_ERR_DEADLINE: return UV_ETIMEDOUT;
+  default: return RN_ENOTEXEC;
+  }
+}
+
+static void rnp_error(rn_conn_t *conn, rn_call_t *call,
+                      const rn_rnp_frame_t *f) {
+  rn_pool_t *pool = conn->pool;
+  uint64_t retry_after = rnp_retry_after(f);
+
+  if (f->flags & RN_RNP_NOT_EXECUTED) {
+    pool->stats.not_executed++;
+    call->state = RN_SEND_UNSENT;
+    if (f->error_code == RN_RNP_ERR_BAD_REQUEST) {
+      /* Trying again would be refused again. */
+      rn__call_complete(call, RN_ENOTEXEC, f->payload, f->payload_len, 0);
+      rn__call_release(call);
+      return;
+    }
+    rn__retry_not_executed(pool, call, rnp_refusal_error(f->error_code),
+                           retry_after, f->payload, f->payload_len);
+    return;
+  }
+  /* Still running elsewhere (its key's first attempt), or an error the
+   * server says to try again later: safe only for a call that may run
+   * twice or carries its key. */
+  if ((f->error_code == RN_RNP_ERR_IN_PROGRESS || retry_after > 0) &&
+      (call->idempotent || call->keyed) &&
+      rn__retry_after(pool, call, retry_after))
+    return;
+  if (!rn__retry_error_reply(pool, call, f->payload, f->payload_len)) {
+    rn__call_complete(call, RN_EREPLY, f->payload, f->payload_len,
+                      RN_FRAME_ERROR);
+    rn__call_release(call);
+  }
+}
+
+int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used) {
+  rn_rnp_frame_t f;
+  rn_call_t *call;
+  int r;
+
+  r = rn_rnp_parse(data, len, conn->pool->codec.max_frame, &f);
+  if (r <= 0) return r;
+  *used = f.size;
+  switch (f.type) {
+  case RN_RNP_GOAWAY:
+    rnp_goaway(conn, f.id);
+    return 1;
+  case RN_RNP_ERROR:
+    if (f.id == 0) return RN_EBADFRAME; /* the server saw us as broken */
+    break;
+  case RN_RNP_REPLY:
+  case RN_RNP_PONG:
+  case RN_RNP_HELLO:
+    break;
+  default: /* requests and pings are not for clients */
+    return RN_EUNEXPECTED;
+  }
+  call = rnp_find(conn, f.id);
+  if (call == NULL || !rnp_answers(call, f.type)) return RN_EUNEXPECTED;
+  if (f.type == RN_RNP_HELLO) {
+    if (f.version != RN_RNP_VERSION ||
+        !(f.present & 1u << RN_RNP_F_INCARNATION))
+      return RN_EHANDSHAKE;
+    rnp_hello(conn, &f);
+  }
+  if (!rn__conn_take(conn, call)) return 1;
+  if (f.type == RN_RNP_ERROR) {
+    rnp_error(conn, call, &f);
+  } else {
+    rn__call_complete(call, 0, f.payload, f.payload_len, 0);
+    rn__call_release(call);
+  }
+  return 1;
+}

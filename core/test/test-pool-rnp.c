@@ -1,0 +1,606 @@
+/* The pool speaking rnp, against a scripted server built here from raw
+ * libuv and the rnp codec, so that each test decides exactly what the
+ * server says: replies out of order, NOT_EXECUTED refusals, GOAWAY with a
+ * last id, resets, a new incarnation. The server counts what it executed
+ * (by request body) so the tests can prove nothing ran twice. */
+#include "resilnet.h"
+#include "task.h"
+
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define MAX_PEERS 8
+#define MAX_HELD 128
+
+typedef struct peer_s {
+  uv_tcp_t tcp;
+  rn_buf_t in;
+  int open;
+  int closed_by_client;
+  uint64_t last_request_id;
+} peer_t;
+
+typedef struct held_s {
+  peer_t *peer;
+  uint64_t id;
+  char body[32];
+  size_t len;
+} held_t;
+
+/* What the server does with a request; returns 1 if it executed it. */
+typedef int (*script_fn)(peer_t *peer, const rn_rnp_frame_t *f);
+
+static rn_loop_t *loop;
+static uv_loop_t *uv;
+static uv_tcp_t listener;
+static peer_t peers[MAX_PEERS];
+static int npeers;
+static char endpoint[96];
+static char incarnation[RN_RNP_INCARNATION_SIZE];
+static script_fn script;
+static held_t held[MAX_HELD];
+static int nheld;
+static int hold_hellos;
+static held_t held_hello;
+static int executions[MAX_HELD]; /* by request body, a number */
+static int requests_seen;
+static char last_key[RN_RNP_KEY_MAX + 1];
+static uint32_t last_deadline;
+static int deadline_seen;
+
+/* ------------------------------------------------------------------------ */
+/* The scripted server                                                        */
+
+static void write_done(uv_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+static void peer_send(peer_t *peer, const rn_rnp_frame_t *f) {
+  rn_buf_t out;
+  uv_write_t *req;
+  uv_buf_t buf;
+  if (!peer->open) return;
+  rn_buf_init(&out);
+  ASSERT_OK(rn_rnp_encode(&out, f, RN_DEFAULT_MAX_FRAME));
+  req = malloc(sizeof(*req) + out.len);
+  ASSERT(req != NULL);
+  memcpy(req + 1, out.base, out.len);
+  buf = uv_buf_init((char *)(req + 1), (unsigned)out.len);
+  ASSERT_OK(uv_write(req, (uv_stream_t *)&peer->tcp, &buf, 1, write_done));
+  rn_buf_free(&out);
+}
+
+static void send_reply(peer_t *peer, uint64_t id, const char *body,
+                       size_t len) {
+  rn_rnp_frame_t f;
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_REPLY;
+  f.id = id;
+  f.payload = body;
+  f.payload_len = len;
+  peer_send(peer, &f);
+}
+
+static void send_error(peer_t *peer, uint64_t id, unsigned code, int flags,
+                       uint32_t retry_after) {
+  rn_rnp_frame_t f;
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_ERROR;
+  f.id = id;
+  f.flags = (unsigned)flags;
+  f.error_code = code;
+  f.payload = "refused";
+  f.payload_len = 7;
+  if (retry_after) {
+    f.present = 1u << RN_RNP_F_RETRY_AFTER;
+    f.retry_after_ms = retry_after;
+  }
+  peer_send(peer, &f);
+}
+
+static void send_goaway(peer_t *peer, uint64_t last_id) {
+  rn_rnp_frame_t f;
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_GOAWAY;
+  f.id = last_id;
+  peer_send(peer, &f);
+}
+
+static void send_hello(peer_t *peer, uint64_t id) {
+  rn_rnp_frame_t f;
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_HELLO;
+  f.id = id;
+  f.present = 1u << RN_RNP_F_VERSION | 1u << RN_RNP_F_INCARNATION;
+  f.version = RN_RNP_VERSION;
+  f.incarnation = incarnation;
+  peer_send(peer, &f);
+}
+
+static int body_number(const rn_rnp_frame_t *f) {
+  char text[16];
+  size_t n = MIN(f->payload_len, sizeof(text) - 1);
+  memcpy(text, f->payload, n);
+  text[n] = '\0';
+  return atoi(text);
+}
+
+static void execute(const rn_rnp_frame_t *f) {
+  int n = body_number(f);
+  ASSERT(n >= 0 && n < MAX_HELD);
+  executions[n]++;
+}
+
+static void hold(peer_t *peer, const rn_rnp_frame_t *f) {
+  held_t *h;
+  ASSERT_LT(nheld, MAX_HELD);
+  h = &held[nheld++];
+  h->peer = peer;
+  h->id = f->id;
+  h->len = MIN(f->payload_len, sizeof(h->body));
+  memcpy(h->body, f->payload, h->len);
+}
+
+static void peer_closed(uv_handle_t *handle) {
+  peer_t *peer = handle->data;
+  rn_buf_free(&peer->in);
+}
+
+static void peer_close(peer_t *peer, int reset) {
+  if (!peer->open) return;
+  peer->open = 0;
+  if (reset) {
+    ASSERT_OK(uv_tcp_close_reset(&peer->tcp, peer_closed));
+  } else {
+    uv_close((uv_handle_t *)&peer->tcp, peer_closed);
+  }
+}
+
+static void peer_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  peer_t *peer = h->data;
+  ASSERT_OK(rn_buf_reserve(&peer->in, size));
+  *buf = uv_buf_init(peer->in.base + peer->in.len, (unsigned)size);
+}
+
+static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  peer_t *peer = s->data;
+  size_t pos = 0;
+  (void)buf;
+  if (nread < 0) {
+    peer->closed_by_client = 1;
+    peer_close(peer, 0);
+    return;
+  }
+  peer->in.len += (size_t)nread;
+  while (peer->open) {
+    rn_rnp_frame_t f;
+    int r = rn_rnp_parse(peer->in.base + pos, peer->in.len - pos,
+                         RN_DEFAULT_MAX_FRAME, &f);
+    if (r == 0) break;
+    ASSERT_EQ(r, 1);
+    pos += f.size;
+    if (f.type == RN_RNP_HELLO) {
+      ASSERT_EQ(f.version, RN_RNP_VERSION);
+      if (hold_hellos) {
+        held_hello.peer = peer;
+        held_hello.id = f.id;
+      } else {
+        send_hello(peer, f.id);
+      }
+    } else if (f.type == RN_RNP_PING) {
+      rn_rnp_frame_t pong;
+      memset(&pong, 0, sizeof(pong));
+      pong.type = RN_RNP_PONG;
+      pong.id = f.id;
+      peer_send(peer, &pong);
+    } else {
+      ASSERT_EQ(f.type, RN_RNP_REQUEST);
+      /* Ids only grow on a connection: the client stamps them in order. */
+      ASSERT_GT(f.id, peer->last_request_id);
+      peer->last_request_id = f.id;
+      requests_seen++;
+      deadline_seen = (f.present & 1u << RN_RNP_F_DEADLINE) != 0;
+      last_deadline = f.deadline_ms;
+      last_key[0] = '\0';
+      if (f.present & 1u << RN_RNP_F_KEY) {
+        memcpy(last_key, f.key, f.key_len);
+        last_key[f.key_len] = '\0';
+      }
+      if (script(peer, &f)) execute(&f);
+    }
+  }
+  rn_buf_consume(&peer->in, pos);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+  peer_t *peer;
+  ASSERT_OK(status);
+  ASSERT_LT(npeers, MAX_PEERS);
+  peer = &peers[npeers++];
+  memset(peer, 0, sizeof(*peer));
+  rn_buf_init(&peer->in);
+  ASSERT_OK(uv_tcp_init(uv, &peer->tcp));
+  peer->tcp.data = peer;
+  ASSERT_OK(uv_accept(l, (uv_stream_t *)&peer->tcp));
+  peer->open = 1;
+  ASSERT_OK(uv_read_start((uv_stream_t *)&peer->tcp, peer_alloc, peer_read));
+}
+
+static void server_start(script_fn fn) {
+  struct sockaddr_in addr;
+  struct sockaddr_storage bound;
+  int len = sizeof(bound);
+  memset(incarnation, 'A', sizeof(incarnation));
+  memset(executions, 0, sizeof(executions));
+  npeers = nheld = requests_seen = hold_hellos = 0;
+  script = fn;
+  ASSERT_OK(uv_tcp_init(uv, &listener));
+  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
+  ASSERT_OK(uv_tcp_bind(&listener, (const struct sockaddr *)&addr, 0));
+  ASSERT_OK(uv_listen((uv_stream_t *)&listener, 16, on_connection));
+  ASSERT_OK(uv_tcp_getsockname(&listener, (struct sockaddr *)&bound, &len));
+  snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d",
+           ntohs(((struct sockaddr_in *)&bound)->sin_port));
+}
+
+static void server_stop(void) {
+  int i;
+  for (i = 0; i < npeers; i++) peer_close(&peers[i], 0);
+  uv_close((uv_handle_t *)&listener, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The client side                                                            */
+
+typedef struct result_s {
+  int fired;
+  int status;
+  int maybe_executed;
+  unsigned attempts;
+  char body[32];
+  size_t len;
+  uint64_t at; /* loop ms when it completed */
+} result_t;
+
+static result_t results[MAX_HELD];
+static int completed;
+
+static void on_result(rn_pool_t *pool, void *data, const rn_result_t *r) {
+  result_t *res = data;
+  (void)pool;
+  ASSERT_EQ(res->fired, 0); /* exactly once */
+  res->fired = 1;
+  res->status = r->status;
+  res->maybe_executed = r->maybe_executed;
+  res->attempts = r->attempts;
+  res->len = MIN(r->body_len, sizeof(res->body));
+  if (r->body) memcpy(res->body, r->body, res->len);
+  res->at = rn_loop_now(loop);
+  completed++;
+}
+
+static rn_pool_t *pool_new(unsigned size) {
+  rn_pool_options_t o;
+  const char *list[1];
+  rn_pool_t *pool;
+  list[0] = endpoint;
+  rn_pool_options_init(&o);
+  o.endpoints = list;
+  o.endpoint_count = 1;
+  o.codec.protocol = RN_PROTOCOL_RNP;
+  o.size = size;
+  o.timeout = 3000;
+  o.retry.initial = 5;
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  return pool;
+}
+
+/* Sends call n (body "n") with the given key (or NULL). */
+static void call(rn_pool_t *pool, int n, int idempotent, const char *key,
+                 uint64_t timeout) {
+  rn_call_options_t co;
+  rn_buf_t frame;
+  char body[16];
+  int len = snprintf(body, sizeof(body), "%d", n);
+  memset(&co, 0, sizeof(co));
+  co.idempotent = idempotent;
+  co.timeout = timeout;
+  if (key != NULL) {
+    co.key = key;
+    co.key_len = strlen(key);
+  }
+  memset(&results[n], 0, sizeof(results[n]));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, (size_t)len));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, on_result,
+                         &results[n]));
+  rn_buf_free(&frame);
+}
+
+static void run_until(int n_completed, uint64_t max_ms) {
+  uint64_t start = uv_now(uv);
+  while (completed < n_completed && uv_now(uv) - start < max_ms)
+    uv_run(uv, UV_RUN_ONCE);
+  ASSERT_EQ(completed, n_completed);
+}
+
+static void setup(void) {
+  completed = 0;
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  uv = rn_loop_uv(loop);
+}
+
+static void teardown(rn_pool_t *pool) {
+  rn_pool_close(pool, 0, NULL);
+  server_stop();
+  uv_run(uv, UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tests                                                                      */
+
+/* Holds every request; once 100 are in, answers them newest first. */
+static int script_hold_100(peer_t *peer, const rn_rnp_frame_t *f) {
+  hold(peer, f);
+  if (nheld == 100) {
+    int i;
+    for (i = nheld - 1; i >= 0; i--)
+      send_reply(held[i].peer, held[i].id, held[i].body, held[i].len);
+  }
+  return 1;
+}
+
+static void test_out_of_order(void) {
+  rn_pool_t *pool;
+  int i;
+  setup();
+  server_start(script_hold_100);
+  pool = pool_new(1);
+  for (i = 0; i < 100; i++) call(pool, i, 0, NULL, 0);
+  run_until(100, 5000);
+  for (i = 0; i < 100; i++) {
+    char want[16];
+    int len = snprintf(want, sizeof(want), "%d", i);
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(results[i].len, (size_t)len);
+    ASSERT_MEM_EQ(results[i].body, want, (size_t)len); /* its own reply */
+    ASSERT_EQ(executions[i], 1);
+  }
+  ASSERT_EQ(npeers, 1); /* all on one connection */
+  /* The time left travels with each request. */
+  ASSERT(deadline_seen);
+  ASSERT_GT(last_deadline, 0);
+  ASSERT_LE(last_deadline, 3000);
+  teardown(pool);
+}
+
+static int refusals;
+static uint32_t refusal_retry_after;
+
+/* The first `refusals` attempts are refused unrun; then it executes. */
+static int script_refuse(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (refusals > 0) {
+    refusals--;
+    send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
+               refusal_retry_after);
+    return 0;
+  }
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+static void test_not_executed(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  uint64_t start;
+  setup();
+  server_start(script_refuse);
+  pool = pool_new(1);
+
+  /* Not idempotent, no key: still safe to send again, since the server
+   * proved it did not run it; after the pause it asked for. */
+  refusals = 2;
+  refusal_retry_after = 40;
+  start = rn_loop_now(loop);
+  call(pool, 1, 0, NULL, 0);
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(results[1].attempts, 3);
+  ASSERT_EQ(executions[1], 1);
+  ASSERT_GE(results[1].at - start, 80);
+
+  /* A pause longer than the deadline: fails at once, surely unrun. */
+  refusals = 1;
+  refusal_retry_after = 10000;
+  call(pool, 2, 0, NULL, 500);
+  run_until(2, 3000);
+  ASSERT_EQ(results[2].status, RN_EOVERLOAD);
+  ASSERT_EQ(results[2].maybe_executed, 0);
+  ASSERT_EQ(executions[2], 0);
+  ASSERT_LT(results[2].at - start, 10000);
+
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.not_executed, 3);
+  ASSERT_EQ(st.retries, 0); /* not policy retries */
+  teardown(pool);
+}
+
+/* Holds four requests, then says GOAWAY with the second as the last it
+ * runs, answers those two and drops the rest unrun. Later connections
+ * are answered at once. */
+static int script_goaway(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer != &peers[0]) {
+    send_reply(peer, f->id, f->payload, f->payload_len);
+    return 1;
+  }
+  hold(peer, f);
+  if (nheld == 4) {
+    send_goaway(peer, held[1].id);
+    send_reply(peer, held[0].id, held[0].body, held[0].len);
+    send_reply(peer, held[1].id, held[1].body, held[1].len);
+    executions[atoi(held[0].body)]++;
+    executions[atoi(held[1].body)]++;
+  }
+  return 0;
+}
+
+static void test_goaway(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  int i;
+  setup();
+  server_start(script_goaway);
+  pool = pool_new(1);
+  for (i = 0; i < 4; i++) call(pool, i, 0, NULL, 0); /* not idempotent */
+  run_until(4, 5000);
+  for (i = 0; i < 4; i++) {
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(executions[i], 1);
+  }
+  ASSERT_EQ(npeers, 2);
+  ASSERT(peers[0].closed_by_client); /* the client hung up, once drained */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.goaways, 1);
+  ASSERT_EQ(st.not_executed, 2);
+  teardown(pool);
+}
+
+/* The first connection is reset once a request arrived (counted as run,
+ * as the server may well have run it); later ones answer. */
+static int script_reset_first(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer == &peers[0]) {
+    peer_close(peer, 1);
+    return 1;
+  }
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+static void test_key_makes_retry_safe(void) {
+  rn_pool_t *pool;
+  char first_key[RN_RNP_KEY_MAX + 1];
+  setup();
+  server_start(script_reset_first);
+  pool = pool_new(1);
+
+  /* Keyed: a server with dedupe runs it once, so it may be sent again. */
+  call(pool, 1, 0, "order-17", 0);
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(results[1].attempts, 2);
+  ASSERT_STR_EQ(last_key, "order-17"); /* the same key on the retry */
+  strcpy(first_key, last_key);
+  ASSERT_EQ(npeers, 2);
+  teardown(pool);
+
+  /* No key, not idempotent: the same failure is final. */
+  completed = 0;
+  setup();
+  server_start(script_reset_first);
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until(1, 3000);
+  ASSERT_NE(results[1].status, 0);
+  ASSERT_EQ(results[1].maybe_executed, 1);
+  ASSERT_EQ(results[1].attempts, 1);
+  ASSERT_EQ(last_key[0], '\0');
+  teardown(pool);
+}
+
+static int script_echo(peer_t *peer, const rn_rnp_frame_t *f) {
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+static int script_hold_two(peer_t *peer, const rn_rnp_frame_t *f) {
+  hold(peer, f);
+  if (nheld == 2) {
+    send_reply(held[0].peer, held[0].id, held[0].body, held[0].len);
+    send_reply(held[1].peer, held[1].id, held[1].body, held[1].len);
+    script = script_echo;
+  }
+  return 1;
+}
+
+/* A connection that meets a new server incarnation closes its idle
+ * siblings from the old one: they would fail the next call sent on them. */
+static void test_new_incarnation(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_hold_two);
+  pool = pool_new(4);
+  call(pool, 1, 0, NULL, 0);
+  call(pool, 2, 0, NULL, 0);
+  run_until(2, 3000);
+  ASSERT_EQ(npeers, 2);
+
+  /* Three calls at once: the idle pair takes two, the third queues
+   * behind them and the pool opens a third connection, which answers as
+   * a new server once the old pair is idle again. */
+  memset(incarnation, 'B', sizeof(incarnation));
+  hold_hellos = 1;
+  script = script_hold_two;
+  nheld = 0;
+  call(pool, 3, 0, NULL, 0);
+  call(pool, 4, 0, NULL, 0);
+  call(pool, 5, 0, NULL, 0);
+  run_until(5, 3000);
+  {
+    uint64_t start = uv_now(uv);
+    while (held_hello.peer == NULL && uv_now(uv) - start < 3000)
+      uv_run(uv, UV_RUN_ONCE);
+  }
+  ASSERT(held_hello.peer == &peers[2]);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.evictions.stale, 0);
+  send_hello(held_hello.peer, held_hello.id);
+  {
+    uint64_t start = uv_now(uv);
+    while (st.evictions.stale < 2 && uv_now(uv) - start < 3000) {
+      uv_run(uv, UV_RUN_ONCE);
+      rn_pool_stats(pool, &st);
+    }
+  }
+  ASSERT_EQ(st.evictions.stale, 2);
+  ASSERT_EQ(st.open, 1);
+  teardown(pool);
+  memset(&held_hello, 0, sizeof(held_hello));
+}
+
+/* A reply with an id never sent: the connection is not trusted further. */
+static int script_wrong_id(peer_t *peer, const rn_rnp_frame_t *f) {
+  send_reply(peer, f->id + 1000, f->payload, f->payload_len);
+  return 1;
+}
+
+static void test_unknown_id(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_wrong_id);
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 300);
+  run_until(1, 3000);
+  ASSERT_NE(results[1].status, 0);
+  ASSERT_EQ(results[1].maybe_executed, 1);
+  rn_pool_stats(pool, &st);
+  ASSERT_GE(st.evictions.unexpected, 1);
+  teardown(pool);
+}
+
+int main(void) {
+  TEST_RUN(test_out_of_order);
+  TEST_RUN(test_not_executed);
+  TEST_RUN(test_goaway);
+  TEST_RUN(test_key_makes_retry_safe);
+  TEST_RUN(test_new_incarnation);
+  TEST_RUN(test_unknown_id);
+  return 0;
+}
