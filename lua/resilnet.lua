@@ -237,8 +237,8 @@ local types = {
                function(v) return is_integer(v) and v >= 1 and v <= 5 end },
   count0 = { "an integer >= 0",
              function(v) return is_integer(v) and v >= 0 end },
-  protocol = { 'one of "resp", "line", "length"', function(v)
-    return v == "resp" or v == "line" or v == "length"
+  protocol = { 'one of "resp", "line", "length", "rnp"', function(v)
+    return v == "resp" or v == "line" or v == "length" or v == "rnp"
   end },
   length_bytes = { "1, 2, 4 or 8", function(v)
     return v == 1 or v == 2 or v == 4 or v == 8
@@ -257,7 +257,9 @@ local types = {
     end
     return true
   end },
-  key = { "a string", function(v) return type(v) == "string" end },
+  key = { "true or a string of 1 to 255 bytes", function(v)
+    return v == true or (type(v) == "string" and #v >= 1 and #v <= 255)
+  end },
 }
 
 -- A nested table option: `fields` is its own schema; `or_false` allows
@@ -606,21 +608,23 @@ local function call_options(fname, opts)
     hedge_delay, hedge_max = ms(hedge.delay or 0.05), hedge.max or 2
   end
   return timeout and ms(timeout) or 0, opts.idempotent == true, opts.attempts,
-         attempt_timeout and ms(attempt_timeout) or nil, hedge_delay, hedge_max
+         attempt_timeout and ms(attempt_timeout) or nil, hedge_delay, hedge_max,
+         opts.key
 end
 
 local function start_send(target, h, request, timeout, idempotent, attempts,
-                          attempt_timeout, hedge_delay, hedge_max)
+                          attempt_timeout, hedge_delay, hedge_max, key)
   return core.pool_send(h, request, timeout, idempotent, target, attempts,
-                        attempt_timeout, hedge_delay, hedge_max)
+                        attempt_timeout, hedge_delay, hedge_max, key)
 end
 
 --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
 function Pool:call(request, opts)
   local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
-        hedge_max = call_options("pool:call", opts)
+        hedge_max, key = call_options("pool:call", opts)
   return await("pool:call", start_send, self._h, request, timeout,
-               idempotent, attempts, attempt_timeout, hedge_delay, hedge_max)
+               idempotent, attempts, attempt_timeout, hedge_delay, hedge_max,
+               key)
 end
 
 --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
@@ -633,9 +637,9 @@ function Pool:send(request, opts, cb)
     error("pool:send: expected a callback function, got " .. type(cb), 2)
   end
   local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
-        hedge_max = call_options("pool:send", opts)
+        hedge_max, key = call_options("pool:send", opts)
   return core.pool_send(self._h, request, timeout, idempotent, cb, attempts,
-                        attempt_timeout, hedge_delay, hedge_max)
+                        attempt_timeout, hedge_delay, hedge_max, key)
 end
 
 --- pool:on(event, fn): fn(ev) runs for every event of that type.

@@ -602,6 +602,8 @@ static int lrn_pool_stats(lua_State *L) {
   lrn_set_count(L, "retries", s.retries);
   lrn_set_count(L, "hedges", s.hedges);
   lrn_set_count(L, "requeued", s.requeued);
+  lrn_set_count(L, "not_executed", s.not_executed);
+  lrn_set_count(L, "goaways", s.goaways);
   lrn_set_count(L, "connects", s.connects);
   lrn_set_count(L, "reconnects", s.reconnects);
   lrn_set_count(L, "connect_failures", s.connect_failures);
