@@ -9,9 +9,7 @@ local lua = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
 
 local function succeeded(ok) return ok == true or ok == 0 end
 
---- Starts `lua script args...` (a server that prints "listening <port>").
--- Returns {pid, port} once it listens, or raises.
-function P.start_script(script, ...)
+local function start(sleep, script, ...)
   local out = os.tmpname()
   local args = { ... }
   for i = 1, #args do args[i] = ("%q"):format(tostring(args[i])) end
@@ -30,10 +28,22 @@ function P.start_script(script, ...)
       os.remove(out)
       return { pid = pid, port = tonumber(got) }
     end
-    socket.sleep(0.02)
+    sleep(0.02)
   end
   os.execute("kill -9 " .. pid .. " 2>/dev/null")
   error("server process did not start: " .. (io.open(out) and io.open(out):read("*a") or "?"))
+end
+
+--- Starts `lua script args...` (a server that prints "listening <port>").
+-- Returns {pid, port} once it listens, or raises.
+function P.start_script(script, ...)
+  return start(socket.sleep, script, ...)
+end
+
+--- The same from a resilnet task: waits with resilnet.sleep, so the
+-- task's loop (and every call in flight) keeps running meanwhile.
+function P.start_script_in_task(script, ...)
+  return start(require("resilnet").sleep, script, ...)
 end
 
 --- Starts an echo server process listening on 127.0.0.1:port (0: any).
