@@ -3,6 +3,7 @@
 #   make            build the core and resilnet/core.so for every Lua found
 #   make test       deps, build, ctest, then the sanitizer pass (make asan)
 #   make asan       ASan+UBSan build in build-asan and its ctest run
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (30) each
 #   make demo       run examples/demo.lua with lua5.4 against this build
 #   make clean      remove both build dirs
 
@@ -16,7 +17,12 @@ CTEST       = ctest --output-on-failure -j$(JOBS)
 # "Entering directory" lines out of the log.
 MAKEFLAGS  += --no-print-directory
 
-.PHONY: all build test asan demo clean deps
+# make test fuzzes each target briefly: enough to catch a decoder that
+# crashes on its own seeds or near them, not a substitute for long runs.
+FUZZ_SECONDS ?= 30
+TEST_FUZZ_SECONDS ?= 5
+
+.PHONY: all build test asan demo clean deps fuzz
 
 all: build
 
@@ -32,12 +38,16 @@ build: deps
 test: build
 	cd $(BUILD) && $(CTEST)
 	@$(MAKE) asan
+	@tools/fuzz.sh $(TEST_FUZZ_SECONDS)
 
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DRESILNET_SANITIZE=ON \
 	  "-DRESILNET_LUA_VERSIONS=$(ASAN_LUA)" >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && $(CTEST)
+
+fuzz: deps
+	@tools/fuzz.sh $(FUZZ_SECONDS)
 
 demo: build
 	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 \
@@ -46,4 +56,4 @@ demo: build
 	  lua5.4 examples/demo.lua
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

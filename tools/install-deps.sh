@@ -9,6 +9,7 @@ packages="
   lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   lua5.4 liblua5.4-dev luajit libluajit-5.1-dev
   lua-busted luarocks lua-socket redis-server valgrind
+  clang libclang-rt-14-dev
 "
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
