@@ -3,7 +3,7 @@
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
  *     -Icore/src fuzz/fuzz_codec_length.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp}.c -luv -o /tmp/fuzz_codec_length
+ *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_codec_length
  *   mkdir -p /tmp/codec_length && /tmp/fuzz_codec_length /tmp/codec_length fuzz/corpus/codec_length */
 #include "resilnet.h"
 

@@ -5,7 +5,7 @@
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
  *     -Icore/src fuzz/fuzz_codec_line.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp}.c -luv -o /tmp/fuzz_codec_line
+ *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_codec_line
  *   mkdir -p /tmp/codec_line && /tmp/fuzz_codec_line /tmp/codec_line fuzz/corpus/codec_line */
 #include "resilnet.h"
 

@@ -3,7 +3,7 @@
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
  *     -Icore/src fuzz/fuzz_codec_resp.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp}.c -luv -o /tmp/fuzz_codec_resp
+ *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_codec_resp
  *   mkdir -p /tmp/codec_resp && /tmp/fuzz_codec_resp /tmp/codec_resp fuzz/corpus/codec_resp */
 #include "resilnet.h"
 

@@ -3,7 +3,7 @@
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
  *     -Icore/src fuzz/fuzz_endpoint.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp}.c -luv -o /tmp/fuzz_endpoint
+ *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_endpoint
  *   mkdir -p /tmp/endpoint && /tmp/fuzz_endpoint /tmp/endpoint fuzz/corpus/endpoint */
 #include "resilnet.h"
 
