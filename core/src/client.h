@@ -110,7 +110,6 @@ struct rn_conn_s {
   unsigned answered : 1; /* a whole reply arrived */
   unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
   unsigned retiring : 1; /* past its lifetime: no new calls */
-  unsigned goaway : 1;   /* rnp: the server said it is going away */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
 };
@@ -220,6 +219,9 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call); /* unsent only */
  * which the connection was closed (and the call handled by that). */
 int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call);
 void rn__conn_close(rn_conn_t *conn, int err);
+/* No new calls; closes once the calls on it are answered (at once if it
+ * has none). reason: the close reason reported then. */
+void rn__conn_retire(rn_conn_t *conn, const char *reason);
 int rn__conn_writable(const rn_conn_t *conn);
 /* For a connection with nothing queued, idle past the bypass window: looks
  * at the socket without reading. 0 if it is usable; otherwise closes it

@@ -42,8 +42,9 @@ static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   if (conn->state == RN_CONN_READY && state != RN_CONN_READY) ep->ready--;
   if (conn->state != RN_CONN_READY && state == RN_CONN_READY) ep->ready++;
   /* A closing connection no longer takes a place in the pool: its
-   * replacement may open before libuv has finished closing it. */
-  if (state == RN_CONN_CLOSING) ep->open--;
+   * replacement may open before libuv has finished closing it. (A
+   * retiring one gave up its place already.) */
+  if (state == RN_CONN_CLOSING && !conn->retiring) ep->open--;
   conn->state = state;
 }
 
@@ -576,6 +577,16 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   conn->queued++;
   conn->endpoint->outstanding++;
   conn_flush(conn);
+}
+
+void rn__conn_retire(rn_conn_t *conn, const char *reason) {
+  if (conn->retiring || conn->state == RN_CONN_CLOSING) return;
+  conn->retiring = 1;
+  if (conn->close_reason == NULL) conn->close_reason = reason;
+  /* It takes no new calls, so it holds no place in the pool either: a
+   * replacement may open while it drains. */
+  conn->endpoint->open--;
+  if (conn->queued == 0) rn__conn_close(conn, 0);
 }
 
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {

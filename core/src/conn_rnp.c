@@ -135,9 +135,6 @@ static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
   rn_list_t moved, *pos, *tmp;
 
   pool->stats.goaways++;
-  conn->goaway = 1;
-  conn->retiring = 1;
-  if (conn->close_reason == NULL) conn->close_reason = "goaway";
   rn_list_init(&moved);
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
@@ -166,9 +163,8 @@ static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
     rn_list_insert_tail(&moved, &call->node);
   }
   rn__pool_event(pool, conn, "goaway", 0);
+  rn__conn_retire(conn, "goaway");
   rn__conn_requeue_all(pool, &moved);
-  if (conn->state != RN_CONN_CLOSING && conn->queued == 0)
-    rn__conn_close(conn, 0);
   rn__pool_dispatch(pool);
 }
 

@@ -802,15 +802,9 @@ static void pool_maintain(rn_timer_t *timer) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       tmp = pos->prev;
       if (conn->state != RN_CONN_READY) continue;
-      if (conn->expires_at != 0 && now >= conn->expires_at &&
-          !conn->retiring) {
-        conn->retiring = 1;
-        conn->close_reason = "max_lifetime";
-      }
-      if (conn->retiring) {
-        if (conn->queued == 0) rn__conn_close(conn, 0);
-        continue;
-      }
+      if (conn->expires_at != 0 && now >= conn->expires_at)
+        rn__conn_retire(conn, "max_lifetime");
+      if (conn->retiring) continue;
       if (conn->queued != 0) continue;
       if (++idle > o->min_idle && o->idle_timeout != 0 &&
           now >= conn->last_active + o->idle_timeout) {

@@ -65,9 +65,7 @@ void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
       rn__conn_close(conn, RN_ECLOSED);
       continue;
     }
-    conn->retiring = 1;
-    conn->close_reason = "removed";
-    if (conn->queued == 0) rn__conn_close(conn, 0);
+    rn__conn_retire(conn, "removed");
   }
   endpoint_maybe_free(pool, ep);
 }
