@@ -1,64 +1,21 @@
-/* A server for the framed protocols: accept, frame requests, hand each to
- * the application, and send replies back in request order. It bounds what
- * it holds: requests being handled (max_concurrent) and reply bytes a slow
- * client has not read (then the connection stops being read). */
-#include "internal.h"
+/* A server for the framed protocols: accept, read, hand requests to the
+ * application, write replies, close. It bounds what it holds: requests
+ * being handled (max_concurrent), reply bytes a slow client has not read
+ * (then the connection stops being read), idle connections. The rnp
+ * protocol's own work lives in server_rnp.c; dedupe in dedupe.c. */
+#include "server.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define RN_SERVER_READ_CHUNK 65536
-/* Reply bytes queued for one client before its requests stop being read. */
-#define RN_SERVER_HIGH_WATER (1024 * 1024)
+/* After our FIN, how long the client gets to close its side. Closing with
+ * unread bytes would send RST, and an RST can destroy the last frames we
+ * wrote (GOAWAY, the PROTOCOL error) before the client reads them. */
+#define RN_SERVER_LINGER_MS 2000
 
-typedef struct rn_server_conn_s rn_server_conn_t;
-
-struct rn_server_s {
-  void *data;
-  rn_loop_t *loop;
-  rn_codec_t codec;
-  rn_server_options_t options;
-  rn_endpoint_t address;
-  rn_stream_handle_t listener;
-  rn_list_t conns;
-  unsigned conn_count;
-  unsigned active;   /* requests handed out and not yet released */
-  unsigned paused;   /* connections holding frames back for max_concurrent */
-  rn_timer_t resume_timer;
-  rn_timer_t finish_timer;
-  rn_server_close_cb close_cb;
-  unsigned closing : 1;
-  unsigned listener_open : 1;
-  unsigned finishing : 1;
-};
-
-struct rn_server_conn_s {
-  rn_list_t node;
-  rn_server_t *server;
-  rn_stream_handle_t h;
-  uv_write_t write_req;
-  rn_buf_t rbuf;
-  rn_buf_t out;  /* replies ready, waiting for the write in flight */
-  rn_buf_t wbuf; /* the write in flight */
-  rn_list_t requests; /* in arrival order, until their reply is queued */
-  unsigned writing : 1;
-  unsigned reading : 1;
-  unsigned closing : 1;
-  unsigned eof : 1;
-  unsigned paused : 1;
-};
-
-struct rn_request_s {
-  rn_list_t node;
-  rn_server_t *server;
-  rn_server_conn_t *conn; /* NULL once the connection is gone */
-  char *reply;
-  size_t reply_len;
-  unsigned replied : 1;
-};
-
-static void server_conn_close(rn_server_conn_t *conn);
+static void server_conn_process(rn_server_conn_t *conn);
 
 /* Clients' heartbeats: a RESP server answers PING itself, in order, so that
  * applications see only their own requests. */
@@ -68,14 +25,20 @@ static int server_is_resp_ping(const rn_server_t *server, const char *body,
   return server->codec.protocol == RN_PROTOCOL_RESP &&
          len == sizeof(ping) - 1 && memcmp(body, ping, len) == 0;
 }
-static void server_conn_process(rn_server_conn_t *conn);
-static void server_maybe_finish(rn_server_t *server);
+
+static int server_is_rnp(const rn_server_t *server) {
+  return server->codec.protocol == RN_PROTOCOL_RNP;
+}
 
 void rn_server_options_init(rn_server_options_t *o) {
   memset(o, 0, sizeof(*o));
   o->codec.protocol = RN_PROTOCOL_RESP;
   o->backlog = 511;
   o->max_concurrent = 256;
+  o->queue = 64;
+  o->retry_after = 100;
+  o->dedupe_window = 300000;
+  o->dedupe_capacity = 100000;
 }
 
 void *rn_server_data(rn_server_t *server) { return server->data; }
@@ -88,10 +51,30 @@ rn_server_t *rn_request_server(rn_request_t *request) {
   return request->server;
 }
 
+void rn_server_stats(rn_server_t *server, rn_server_stats_t *stats) {
+  *stats = server->stats;
+  stats->open = server->conn_count;
+  stats->active = server->active;
+  stats->queued = server->queued;
+}
+
+void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
+                      uint64_t id, int error) {
+  rn_server_event_t ev;
+  if (server->options.on_event == NULL) return;
+  memset(&ev, 0, sizeof(ev));
+  ev.type = type;
+  ev.id = id;
+  ev.error = error;
+  ev.active = server->active;
+  ev.queued = server->queued;
+  server->options.on_event(server, &ev);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Flow control                                                               */
 
-static size_t server_conn_backlog(const rn_server_conn_t *conn) {
+size_t rn__server_conn_backlog(const rn_server_conn_t *conn) {
   return conn->out.len + (conn->writing ? conn->wbuf.len : 0);
 }
 
@@ -106,16 +89,32 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 
 /* Reads only while the server has room for requests and the client keeps
  * up with its replies: otherwise data stays in the kernel and TCP pushes
- * back on the client. */
-static void server_conn_update_reading(rn_server_conn_t *conn) {
+ * back on the client. rnp does not stop for max_concurrent (it queues and
+ * then refuses, explicitly). After our FIN, reading only waits for the
+ * client's. */
+void rn__server_conn_update_reading(rn_server_conn_t *conn) {
   rn_server_t *server = conn->server;
-  int full = server->active >= server->options.max_concurrent;
-  int want = !conn->closing && !conn->eof && !conn->paused && !full &&
-             server_conn_backlog(conn) < RN_SERVER_HIGH_WATER;
+  int rnp = server_is_rnp(server);
+  int full = !rnp && server->active >= server->options.max_concurrent;
+  int want;
+
+  if (conn->closing || conn->eof)
+    want = 0;
+  else if (conn->shut || conn->broken)
+    want = 1; /* discarding */
+  else if (conn->finishing && !rnp)
+    want = 0; /* draining: no new requests */
+  else if (rnp)
+    want = !conn->held_back &&
+           rn__server_conn_backlog(conn) < RN_SERVER_HIGH_WATER;
+  else
+    want = !conn->paused && !full &&
+           rn__server_conn_backlog(conn) < RN_SERVER_HIGH_WATER;
 
   /* Stopped only because the server is full: resume it when there is
    * room, like a connection holding buffered frames back. */
-  if (full && !conn->closing && !conn->eof && !conn->paused) {
+  if (full && !conn->closing && !conn->eof && !conn->paused &&
+      !conn->finishing) {
     conn->paused = 1;
     server->paused++;
   }
@@ -136,6 +135,10 @@ static void server_conn_update_reading(rn_server_conn_t *conn) {
 static void server_resume(rn_timer_t *timer) {
   rn_server_t *server = timer->data;
 
+  if (server_is_rnp(server)) {
+    rn__server_rnp_dequeue(server);
+    return;
+  }
   while (!server->closing &&
          server->active < server->options.max_concurrent) {
     rn_server_conn_t *found = NULL;
@@ -154,35 +157,77 @@ static void server_resume(rn_timer_t *timer) {
   }
 }
 
-static void request_release(rn_request_t *req) {
+void rn__server_request_release(rn_request_t *req) {
   rn_server_t *server = req->server;
 
   rn_list_remove(&req->node);
+  rn_list_remove(&req->wait);
   free(req->reply);
+  if (req->slot) {
+    server->active--;
+    /* Deferred: resuming may hand out requests, and this may be running
+     * inside the application's own reply call. */
+    if ((server->paused > 0 || server->queued > 0) &&
+        !rn_timer_is_active(&server->resume_timer))
+      rn_timer_start(&server->resume_timer, 0);
+  }
+  if (req->queued) server->queued--;
   free(req);
-  server->active--;
-  /* Deferred: resuming may hand out requests, and this may be running
-   * inside the application's own reply call. */
-  if (server->paused > 0 && !rn_timer_is_active(&server->resume_timer))
-    rn_timer_start(&server->resume_timer, 0);
-  server_maybe_finish(server);
+  server->held--;
+  rn__server_maybe_finish(server);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Writing                                                                    */
+/* Writing and finishing                                                      */
 
 static void conn_on_write(uv_write_t *req, int status);
 
-/* The client sent all it will and has every reply: close. 1 if closed. */
-static int server_conn_finished(rn_server_conn_t *conn) {
-  if (!conn->eof || conn->closing || !rn_list_empty(&conn->requests) ||
-      conn->writing || conn->out.len != 0)
-    return 0;
-  server_conn_close(conn);
-  return 1;
+static void conn_on_shutdown(uv_shutdown_t *req, int status) {
+  rn_server_conn_t *conn = req->data;
+  if (conn->closing) return;
+  if (status < 0 || conn->eof) rn__server_conn_close(conn);
 }
 
-static void server_conn_write(rn_server_conn_t *conn) {
+/* The client sent all it will and has every reply: close. Or we are
+ * finishing and everything is written: FIN, then wait for the client's. */
+int rn__server_conn_settle(rn_server_conn_t *conn) {
+  if (conn->closing) return 1;
+  if (conn->shut) {
+    if (conn->eof) rn__server_conn_close(conn);
+    return 1;
+  }
+  if (!rn_list_empty(&conn->requests) || conn->writing || conn->out.len != 0)
+    return 0;
+  if (conn->finishing) {
+    conn->shut = 1;
+    if (uv_shutdown(&conn->shutdown_req, &conn->h.stream,
+                    conn_on_shutdown) != 0) {
+      rn__server_conn_close(conn);
+      return 1;
+    }
+    rn_timer_start(&conn->timer, RN_SERVER_LINGER_MS);
+    rn__server_conn_update_reading(conn);
+    return 1;
+  }
+  if (conn->eof) {
+    rn__server_conn_close(conn);
+    return 1;
+  }
+  return 0;
+}
+
+void rn__server_conn_finish(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  if (conn->closing || conn->finishing) return;
+  conn->finishing = 1;
+  if (conn->paused) {
+    conn->paused = 0;
+    server->paused--;
+  }
+  if (!rn__server_conn_settle(conn)) rn__server_conn_update_reading(conn);
+}
+
+void rn__server_conn_write(rn_server_conn_t *conn) {
   rn_buf_t swap;
   uv_buf_t buf;
 
@@ -193,7 +238,7 @@ static void server_conn_write(rn_server_conn_t *conn) {
   conn->out.len = 0;
   buf = uv_buf_init(conn->wbuf.base, (unsigned)conn->wbuf.len);
   if (uv_write(&conn->write_req, &conn->h.stream, &buf, 1, conn_on_write)) {
-    server_conn_close(conn);
+    rn__server_conn_close(conn);
     return;
   }
   conn->writing = 1;
@@ -202,13 +247,21 @@ static void server_conn_write(rn_server_conn_t *conn) {
 static void conn_on_write(uv_write_t *req, int status) {
   rn_server_conn_t *conn = req->data;
   conn->writing = 0;
+  if (conn->closing) return;
   if (status < 0) {
-    server_conn_close(conn);
+    rn__server_conn_close(conn);
     return;
   }
-  server_conn_write(conn);
-  if (server_conn_finished(conn)) return;
-  server_conn_update_reading(conn);
+  rn__server_conn_write(conn);
+  if (rn__server_conn_settle(conn)) return;
+  /* rnp frames left unparsed while the client was not reading. */
+  if (conn->held_back &&
+      rn__server_conn_backlog(conn) < RN_SERVER_HIGH_WATER) {
+    conn->held_back = 0;
+    server_conn_process(conn);
+    return;
+  }
+  rn__server_conn_update_reading(conn);
 }
 
 /* Moves replies that are next in line into the output buffer. */
@@ -218,7 +271,7 @@ static int server_conn_flush_replies(rn_server_conn_t *conn) {
     int err;
     if (!req->replied) break;
     err = rn_buf_append(&conn->out, req->reply, req->reply_len);
-    request_release(req);
+    rn__server_request_release(req);
     if (err) return err;
   }
   return 0;
@@ -228,14 +281,16 @@ int rn_request_reply(rn_request_t *req, const char *frame, size_t len) {
   rn_server_conn_t *conn = req->conn;
   int err;
 
+  if (server_is_rnp(req->server))
+    return rn__server_rnp_reply(req, frame, len);
   if (conn == NULL || conn->closing) {
-    request_release(req); /* nobody left to read it */
+    rn__server_request_release(req); /* nobody left to read it */
     return 0;
   }
   req->reply = malloc(len ? len : 1);
   if (req->reply == NULL) {
-    request_release(req);
-    server_conn_close(conn); /* its place in the reply order is lost */
+    rn__server_request_release(req);
+    rn__server_conn_close(conn); /* its place in the reply order is lost */
     return UV_ENOMEM;
   }
   memcpy(req->reply, frame, len);
@@ -244,18 +299,69 @@ int rn_request_reply(rn_request_t *req, const char *frame, size_t len) {
 
   err = server_conn_flush_replies(conn);
   if (err) {
-    server_conn_close(conn);
+    rn__server_conn_close(conn);
     return err;
   }
-  server_conn_write(conn);
-  if (!conn->closing && !server_conn_finished(conn))
-    server_conn_update_reading(conn);
+  rn__server_conn_write(conn);
+  if (!rn__server_conn_settle(conn)) rn__server_conn_update_reading(conn);
   return 0;
 }
 
 void rn_request_drop(rn_request_t *req) {
-  if (req->conn != NULL) server_conn_close(req->conn);
-  request_release(req);
+  static const char why[] = "the handler gave no reply";
+  if (server_is_rnp(req->server)) {
+    (void)rn__server_rnp_fail(req, RN_RNP_ERR_APPLICATION, why,
+                              sizeof(why) - 1, 0);
+    return;
+  }
+  if (req->conn != NULL) rn__server_conn_close(req->conn);
+  rn__server_request_release(req);
+}
+
+int rn_request_fail(rn_request_t *req, unsigned code, const char *message,
+                    size_t len, uint64_t retry_after_ms) {
+  rn_buf_t out;
+  size_t i;
+  int err;
+
+  switch (req->server->codec.protocol) {
+  case RN_PROTOCOL_RNP:
+    return rn__server_rnp_fail(req, code, message, len, retry_after_ms);
+  case RN_PROTOCOL_RESP:
+    rn_buf_init(&out);
+    err = rn_buf_reserve(&out, len + 3);
+    if (err) {
+      rn_request_drop(req);
+      return err;
+    }
+    out.base[out.len++] = '-';
+    for (i = 0; i < len; i++) {
+      char c = message[i];
+      out.base[out.len++] = (c == '\r' || c == '\n') ? ' ' : c;
+    }
+    out.base[out.len++] = '\r';
+    out.base[out.len++] = '\n';
+    err = rn_request_reply(req, out.base, out.len);
+    rn_buf_free(&out);
+    return err;
+  default:
+    rn_request_drop(req);
+    return 0;
+  }
+}
+
+void rn_request_info(rn_request_t *req, rn_request_info_t *info) {
+  memset(info, 0, sizeof(*info));
+  if (!server_is_rnp(req->server)) return;
+  info->id = req->id;
+  info->idempotent = req->idempotent;
+  info->key = req->key;
+  info->key_len = req->key_len;
+  if (req->has_deadline) {
+    uint64_t now = rn_loop_now(req->server->loop);
+    info->has_deadline = 1;
+    info->deadline_ms = req->deadline > now ? req->deadline - now : 0;
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -263,11 +369,11 @@ void rn_request_drop(rn_request_t *req) {
 
 /* Hands out buffered frames while the server has room; keeps the rest for
  * server_resume. */
-static void server_conn_process(rn_server_conn_t *conn) {
+static void server_conn_process_framed(rn_server_conn_t *conn) {
   rn_server_t *server = conn->server;
   size_t pos = 0;
 
-  while (pos < conn->rbuf.len && !conn->closing) {
+  while (pos < conn->rbuf.len && !conn->closing && !conn->finishing) {
     rn_frame_t f;
     rn_request_t *req;
     int r;
@@ -283,30 +389,44 @@ static void server_conn_process(rn_server_conn_t *conn) {
                        conn->rbuf.len - pos, &f);
     if (r == 0) break;
     if (r < 0) {
-      server_conn_close(conn); /* cannot tell where the next frame starts */
+      rn__server_conn_close(conn); /* cannot tell where the next frame
+                                      starts */
       return;
     }
     req = calloc(1, sizeof(*req));
     if (req == NULL) {
-      server_conn_close(conn);
+      rn__server_conn_close(conn);
       return;
     }
     req->server = server;
     req->conn = conn;
+    req->slot = 1;
+    rn_list_init(&req->wait);
     rn_list_insert_tail(&conn->requests, &req->node);
     server->active++;
+    server->held++;
+    server->stats.requests++;
     if (server_is_resp_ping(server, conn->rbuf.base + pos + f.body_offset,
-                            f.body_len))
+                            f.body_len)) {
       rn_request_reply(req, "+PONG\r\n", 7);
-    else
+    } else {
+      server->stats.handled++;
       server->options.on_request(server, req,
                                  conn->rbuf.base + pos + f.body_offset,
                                  f.body_len);
+    }
     pos += f.size;
   }
   if (conn->closing) return;
   rn_buf_consume(&conn->rbuf, pos);
-  server_conn_update_reading(conn);
+  rn__server_conn_update_reading(conn);
+}
+
+static void server_conn_process(rn_server_conn_t *conn) {
+  if (server_is_rnp(conn->server))
+    rn__server_rnp_process(conn);
+  else
+    server_conn_process_framed(conn);
 }
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
@@ -322,12 +442,17 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
       conn->paused = 0;
       conn->server->paused--;
     }
-    server_conn_update_reading(conn);
-    server_conn_finished(conn);
+    rn__server_conn_update_reading(conn);
+    rn__server_conn_settle(conn);
     return;
   }
   if (nread < 0) {
-    server_conn_close(conn);
+    rn__server_conn_close(conn);
+    return;
+  }
+  conn->last_read = rn_loop_now(conn->server->loop);
+  if (conn->shut || conn->broken) {
+    conn->rbuf.len = 0; /* discarding until the client's FIN */
     return;
   }
   conn->rbuf.len += (size_t)nread;
@@ -346,40 +471,78 @@ static void conn_on_close(uv_handle_t *handle) {
   rn_buf_free(&conn->wbuf);
   free(conn);
   server->conn_count--;
-  server_maybe_finish(server);
+  rn__server_maybe_finish(server);
 }
 
-static void server_conn_close(rn_server_conn_t *conn) {
+void rn__server_conn_close(rn_server_conn_t *conn) {
   rn_server_t *server = conn->server;
 
   if (conn->closing) return;
   conn->closing = 1;
+  rn_timer_stop(&conn->timer);
   if (conn->paused) {
     conn->paused = 0;
     server->paused--;
   }
   rn_list_remove(&conn->node);
-  /* Requests still being handled outlive the connection; their replies
-   * will be dropped. Replies already made go with it. */
-  while (!rn_list_empty(&conn->requests)) {
-    rn_request_t *req = RN_CONTAINER_OF(conn->requests.next, rn_request_t, node);
-    rn_list_remove(&req->node);
-    req->conn = NULL;
-    if (req->replied) request_release(req);
+  if (server_is_rnp(server)) {
+    rn__server_rnp_conn_closed(conn);
+  } else {
+    /* Requests still being handled outlive the connection; their replies
+     * will be dropped. Replies already made go with it. */
+    while (!rn_list_empty(&conn->requests)) {
+      rn_request_t *req =
+          RN_CONTAINER_OF(conn->requests.next, rn_request_t, node);
+      rn_list_remove(&req->node);
+      req->conn = NULL;
+      if (req->replied) rn__server_request_release(req);
+    }
   }
   uv_close(&conn->h.handle, conn_on_close);
+}
+
+/* idle_timeout, or the linger after our FIN ran out. */
+static void conn_on_timer(rn_timer_t *timer) {
+  rn_server_conn_t *conn = timer->data;
+  rn_server_t *server = conn->server;
+  uint64_t idle = server->options.idle_timeout;
+  uint64_t now = rn_loop_now(server->loop);
+
+  if (conn->shut || conn->finishing) {
+    if (conn->shut) rn__server_conn_close(conn);
+    return; /* finishing: settles by itself once written */
+  }
+  if (!rn_list_empty(&conn->requests) || conn->writing ||
+      conn->out.len != 0 || now - conn->last_read < idle) {
+    uint64_t since = now - conn->last_read;
+    rn_timer_start(timer, since < idle ? idle - since : idle);
+    return;
+  }
+  if (server_is_rnp(server) && conn->hello) {
+    /* The client may be sending a request right now: GOAWAY tells it
+     * which ones we will not answer. */
+    rn__server_rnp_goaway_conn(conn, "idle");
+  } else {
+    rn__server_conn_close(conn);
+  }
+  rn__server_event(server, RN_SERVER_EVENT_IDLE, 0, 0);
 }
 
 static void server_on_connection(uv_stream_t *listener, int status) {
   rn_server_t *server = listener->data;
   rn_server_conn_t *conn;
 
-  if (status < 0 || server->closing) return;
+  if (status < 0 || server->closing || server->draining) return;
   conn = calloc(1, sizeof(*conn));
   if (conn == NULL) return; /* the client stays in the backlog */
   conn->server = server;
   rn_list_init(&conn->requests);
   conn->write_req.data = conn;
+  conn->shutdown_req.data = conn;
+  conn->peer_max_frame = server->codec.max_frame;
+  rn_timer_init(server->loop, &conn->timer, conn_on_timer);
+  conn->timer.data = conn;
+  conn->last_read = rn_loop_now(server->loop);
   if (server->address.kind == RN_ENDPOINT_UNIX)
     uv_pipe_init(server->loop->uv, &conn->h.pipe, 0);
   else
@@ -388,12 +551,15 @@ static void server_on_connection(uv_stream_t *listener, int status) {
   rn_list_insert_tail(&server->conns, &conn->node);
   server->conn_count++;
   if (uv_accept(listener, &conn->h.stream) != 0) {
-    server_conn_close(conn);
+    rn__server_conn_close(conn);
     return;
   }
+  server->stats.connections++;
   if (server->address.kind == RN_ENDPOINT_TCP)
     uv_tcp_nodelay(&conn->h.tcp, 1);
-  server_conn_update_reading(conn);
+  if (server->options.idle_timeout > 0)
+    rn_timer_start(&conn->timer, server->options.idle_timeout);
+  rn__server_conn_update_reading(conn);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -424,13 +590,15 @@ static int server_bind(rn_server_t *server) {
 static void listener_on_close(uv_handle_t *handle) {
   rn_server_t *server = handle->data;
   server->listener_open = 0;
-  server_maybe_finish(server);
+  rn__server_maybe_finish(server);
 }
 
 static void server_free(rn_server_t *server) {
   rn_loop_t *loop = server->loop;
   rn_timer_stop(&server->resume_timer);
   rn_timer_stop(&server->finish_timer);
+  rn_timer_stop(&server->drain_timer);
+  if (server->dedupe != NULL) rn__dedupe_free(server->dedupe);
   free(server);
   rn__loop_object_remove(loop);
 }
@@ -440,6 +608,20 @@ static void listener_on_close_failed(uv_handle_t *handle) {
   server_free(handle->data);
 }
 
+static void server_stop_listening(rn_server_t *server) {
+  if (server->listener_closing) return;
+  server->listener_closing = 1;
+  uv_close(&server->listener.handle, listener_on_close);
+  /* The socket file is ours: leaving it would make the next bind fail. */
+  if (server->address.kind == RN_ENDPOINT_UNIX)
+    unlink(server->address.address);
+}
+
+static void server_drain_expired(rn_timer_t *timer) {
+  rn_server_t *server = timer->data;
+  rn_server_close(server, server->close_cb);
+}
+
 int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
                   rn_server_t **out) {
   rn_server_t *server;
@@ -447,7 +629,10 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
 
   *out = NULL;
   if (options->listen == NULL || options->on_request == NULL ||
-      options->max_concurrent == 0 || options->backlog <= 0)
+      options->max_concurrent == 0 || options->backlog <= 0 ||
+      (options->dedupe && options->dedupe_window == 0) ||
+      (options->dedupe && options->dedupe_store == NULL &&
+       options->dedupe_capacity == 0))
     return UV_EINVAL;
   server = calloc(1, sizeof(*server));
   if (server == NULL) return UV_ENOMEM;
@@ -463,10 +648,13 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   server->options = *options;
   server->options.listen = NULL;
   rn_list_init(&server->conns);
+  rn_list_init(&server->queue);
   rn_timer_init(loop, &server->resume_timer, server_resume);
   server->resume_timer.data = server;
   rn_timer_init(loop, &server->finish_timer, NULL);
   server->finish_timer.data = server;
+  rn_timer_init(loop, &server->drain_timer, server_drain_expired);
+  server->drain_timer.data = server;
   rn__loop_object_add(loop);
 
   err = server_bind(server);
@@ -474,6 +662,8 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   if (err == 0)
     err = uv_listen(&server->listener.stream, options->backlog,
                     server_on_connection);
+  /* Last, so that a failure before leaves the caller its dedupe store. */
+  if (err == 0 && server_is_rnp(server)) err = rn__server_rnp_init(server);
   if (err) {
     /* The caller gets the error now; our memory goes with the handle. */
     if (server->listener_open)
@@ -516,9 +706,10 @@ static void server_finish(rn_timer_t *timer) {
   server_free(server);
 }
 
-static void server_maybe_finish(rn_server_t *server) {
-  if (!server->closing || server->listener_open || server->conn_count != 0 ||
-      server->active != 0 || server->finishing)
+void rn__server_maybe_finish(rn_server_t *server) {
+  if ((!server->closing && !server->draining) || server->listener_open ||
+      server->conn_count != 0 || server->held != 0 || server->finishing ||
+      (server->dedupe != NULL && rn__dedupe_busy(server->dedupe)))
     return;
   server->finishing = 1;
   server->finish_timer.cb = server_finish;
@@ -529,12 +720,29 @@ void rn_server_close(rn_server_t *server, rn_server_close_cb cb) {
   if (server->closing) return;
   server->closing = 1;
   server->close_cb = cb;
-  uv_close(&server->listener.handle, listener_on_close);
-  /* The socket file is ours: leaving it would make the next bind fail. */
-  if (server->address.kind == RN_ENDPOINT_UNIX)
-    unlink(server->address.address);
+  rn_timer_stop(&server->drain_timer);
+  server_stop_listening(server);
   while (!rn_list_empty(&server->conns))
-    server_conn_close(
+    rn__server_conn_close(
         RN_CONTAINER_OF(server->conns.next, rn_server_conn_t, node));
-  server_maybe_finish(server);
+  rn__server_maybe_finish(server);
+}
+
+void rn_server_drain(rn_server_t *server, uint64_t drain_ms,
+                     rn_server_close_cb cb) {
+  rn_list_t *pos, *tmp;
+
+  if (server->closing || server->draining) return;
+  server->draining = 1;
+  server->close_cb = cb;
+  server_stop_listening(server);
+  rn_timer_start(&server->drain_timer, drain_ms);
+  if (server_is_rnp(server)) {
+    rn__server_rnp_goaway(server);
+  } else {
+    rn_list_foreach_safe(pos, tmp, &server->conns) {
+      rn__server_conn_finish(RN_CONTAINER_OF(pos, rn_server_conn_t, node));
+    }
+  }
+  if (!server->closing) rn__server_maybe_finish(server);
 }

@@ -1,0 +1,176 @@
+/* Internal structures of the server side: server.c (accept, read, write,
+ * backpressure, closing), server_rnp.c (rnp frames, slots, the queue,
+ * GOAWAY) and dedupe.c (keyed requests run once).
+ *
+ * Ownership: a request belongs to its connection's `requests` list until
+ * its connection closes, and to the server's count `held` until it is
+ * released; an rnp request may also sit on the server's queue or on a
+ * dedupe entry's waiters (`wait`). Connections and the server are freed
+ * only from close callbacks, once nothing refers to them. */
+#ifndef RN_SERVER_H
+#define RN_SERVER_H
+
+#include "internal.h"
+
+/* Reply bytes queued for one client before its requests stop being read. */
+#define RN_SERVER_HIGH_WATER (1024 * 1024)
+
+typedef struct rn_server_conn_s rn_server_conn_t;
+typedef struct rn__dedupe_s rn__dedupe_t;
+typedef struct rn__dedupe_entry_s rn__dedupe_entry_t;
+
+/* An rnp answer to send for a request: a REPLY (type RN_RNP_REPLY) or an
+ * ERROR with code, flags and retry_after. */
+typedef struct rn__answer_s {
+  unsigned type;
+  unsigned code;
+  unsigned flags;
+  uint64_t retry_after;
+  const char *body;
+  size_t len;
+} rn__answer_t;
+
+struct rn_server_s {
+  void *data;
+  rn_loop_t *loop;
+  rn_codec_t codec;
+  rn_server_options_t options;
+  rn_endpoint_t address;
+  rn_stream_handle_t listener;
+  rn_list_t conns;
+  unsigned conn_count;
+  unsigned active;   /* requests holding a slot (resp/line/length: every
+                        request handed out and not yet released) */
+  unsigned held;     /* requests allocated and not yet released */
+  unsigned paused;   /* connections holding frames back for max_concurrent */
+  rn_list_t queue;   /* rnp: requests waiting for a slot, FIFO */
+  unsigned queued;
+  rn__dedupe_t *dedupe; /* rnp with dedupe, else NULL */
+  char incarnation[RN_RNP_INCARNATION_SIZE];
+  rn_timer_t resume_timer;
+  rn_timer_t finish_timer;
+  rn_timer_t drain_timer;
+  rn_server_close_cb close_cb;
+  rn_server_stats_t stats;
+  unsigned closing : 1;   /* rn_server_close: everything goes now */
+  unsigned draining : 1;  /* rn_server_drain: finishing what was accepted */
+  unsigned listener_open : 1;
+  unsigned listener_closing : 1;
+  unsigned finishing : 1;
+};
+
+struct rn_server_conn_s {
+  rn_list_t node;
+  rn_server_t *server;
+  rn_stream_handle_t h;
+  uv_write_t write_req;
+  uv_shutdown_t shutdown_req;
+  rn_timer_t timer;   /* idle_timeout, then the linger after a shutdown */
+  uint64_t last_read; /* loop ms */
+  rn_buf_t rbuf;
+  rn_buf_t out;  /* replies ready, waiting for the write in flight */
+  rn_buf_t wbuf; /* the write in flight */
+  rn_list_t requests; /* resp/line/length: arrival order, until their reply
+                         is queued; rnp: every request not yet answered */
+  /* rnp */
+  uint64_t last_id;       /* highest id the client used */
+  uint64_t last_accepted; /* highest REQUEST id that will be answered */
+  size_t peer_max_frame;  /* the client's MAX_FRAME */
+  unsigned writing : 1;
+  unsigned reading : 1;
+  unsigned closing : 1;   /* uv_close asked for */
+  unsigned eof : 1;
+  unsigned paused : 1;
+  unsigned hello : 1;     /* rnp: handshake done */
+  unsigned goaway : 1;    /* rnp: GOAWAY sent; later requests discarded */
+  unsigned finishing : 1; /* no more requests: close once all is written */
+  unsigned shut : 1;      /* uv_shutdown asked for */
+  unsigned held_back : 1; /* rnp: frames left in rbuf for backpressure */
+  unsigned broken : 1;    /* rnp: protocol error; everything read is
+                             discarded */
+};
+
+struct rn_request_s {
+  rn_list_t node;   /* conn->requests */
+  rn_list_t wait;   /* server->queue, or a dedupe entry's waiters */
+  rn_server_t *server;
+  rn_server_conn_t *conn; /* NULL once the connection is gone */
+  char *reply;      /* resp/line/length: the reply, until its turn */
+  size_t reply_len;
+  /* rnp */
+  uint64_t id;
+  uint64_t deadline; /* loop ms, if has_deadline */
+  rn__dedupe_entry_t *entry; /* the dedupe entry it owns or waits on */
+  char *key;
+  size_t key_len;
+  char *body;
+  size_t body_len;
+  unsigned replied : 1;
+  unsigned has_deadline : 1;
+  unsigned idempotent : 1;
+  unsigned slot : 1;    /* holds one of max_concurrent */
+  unsigned queued : 1;  /* on server->queue */
+  unsigned waiting : 1; /* on entry's waiters */
+  unsigned owner : 1;   /* entry's original */
+};
+
+/* server.c */
+void rn__server_conn_write(rn_server_conn_t *conn);
+void rn__server_conn_close(rn_server_conn_t *conn);
+/* No more requests on conn: close it once its requests are answered and
+ * written (a FIN, then waiting for the client's FIN, bounded). */
+void rn__server_conn_finish(rn_server_conn_t *conn);
+void rn__server_conn_update_reading(rn_server_conn_t *conn);
+/* Closes a connection that is done, or sends our FIN when finishing and
+ * all is written. 1 if it is closing or shut (nothing more to do). */
+int rn__server_conn_settle(rn_server_conn_t *conn);
+size_t rn__server_conn_backlog(const rn_server_conn_t *conn);
+void rn__server_request_release(rn_request_t *req);
+void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
+                      uint64_t id, int error);
+void rn__server_maybe_finish(rn_server_t *server);
+
+/* server_rnp.c */
+int rn__server_rnp_init(rn_server_t *server);
+void rn__server_rnp_process(rn_server_conn_t *conn);
+/* Sends the answer for req (if its connection is still there) and
+ * releases req. 0 or UV_ENOMEM. */
+int rn__server_rnp_answer(rn_request_t *req, const rn__answer_t *answer);
+/* Runs the request's handler (it holds a slot; dedupe said go). */
+void rn__server_rnp_run(rn_request_t *req);
+/* Hands free slots to queued requests. */
+void rn__server_rnp_dequeue(rn_server_t *server);
+/* GOAWAY on every connection; requests above their last ids discarded. */
+void rn__server_rnp_goaway(rn_server_t *server);
+/* GOAWAY on one connection (reason: its text), then finish it. */
+void rn__server_rnp_goaway_conn(rn_server_conn_t *conn, const char *reason);
+/* Connection gone: drops its queued and waiting requests. */
+void rn__server_rnp_conn_closed(rn_server_conn_t *conn);
+int rn__server_rnp_reply(rn_request_t *req, const char *payload,
+                         size_t len);
+int rn__server_rnp_fail(rn_request_t *req, unsigned code, const char *msg,
+                        size_t len, uint64_t retry_after);
+
+/* dedupe.c */
+int rn__dedupe_new(rn_server_t *server, rn__dedupe_t **out);
+/* req has a key and a slot: runs it, joins its original, or replays. */
+void rn__dedupe_begin(rn__dedupe_t *d, rn_request_t *req);
+/* req (an original) is answered: waiters get the answer, the store
+ * records it (or forgets the claim when it is not-executed). Does not
+ * release req. */
+void rn__dedupe_end(rn__dedupe_t *d, rn_request_t *req,
+                    const rn__answer_t *answer);
+/* A waiter leaves (its connection closed). */
+void rn__dedupe_leave(rn_request_t *req);
+/* 1 while store operations are pending. */
+int rn__dedupe_busy(const rn__dedupe_t *d);
+/* Closes the store once nothing is pending; frees d. */
+void rn__dedupe_free(rn__dedupe_t *d);
+
+/* 1 for the error codes that guarantee nothing ran. */
+static inline int rn__rnp_not_executed(unsigned code) {
+  return code == RN_RNP_ERR_OVERLOADED || code == RN_RNP_ERR_DEADLINE ||
+         code == RN_RNP_ERR_SHUTDOWN || code == RN_RNP_ERR_BAD_REQUEST;
+}
+
+#endif /* RN_SERVER_H */

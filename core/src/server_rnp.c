@@ -1,0 +1,392 @@
+/* The server side of rnp (docs/protocol.md): the handshake, PING, request
+ * ids, slots and the queue, refusals that prove nothing ran, replies in
+ * any order, GOAWAY. server.c does the I/O; dedupe.c keyed requests. */
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Error messages are for people; a bound keeps one within any MAX_FRAME a
+ * client may reasonably announce. */
+#define RN_RNP_MESSAGE_MAX 1024
+
+int rn__server_rnp_init(rn_server_t *server) {
+  size_t i;
+  /* Unique per server start, so clients can tell a restarted server from
+   * the one their idle connections came from. */
+  if (uv_random(NULL, NULL, server->incarnation, sizeof(server->incarnation),
+                0, NULL) != 0) {
+    for (i = 0; i < sizeof(server->incarnation); i += 8) {
+      uint64_t r = rn__random(server->loop) ^ uv_hrtime();
+      memcpy(server->incarnation + i, &r, 8);
+    }
+  }
+  if (server->options.dedupe) return rn__dedupe_new(server, &server->dedupe);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sending                                                                    */
+
+static void rnp_frame_init(rn_rnp_frame_t *f, unsigned type, uint64_t id) {
+  memset(f, 0, sizeof(*f));
+  f->type = type;
+  f->id = id;
+}
+
+/* Appends one frame to conn's output and starts writing. UV_ENOMEM closes
+ * the connection (its client would wait forever for what was lost). */
+static int rnp_send(rn_server_conn_t *conn, const rn_rnp_frame_t *f) {
+  int err;
+  if (conn == NULL || conn->closing || conn->broken) return 0;
+  err = rn_rnp_encode(&conn->out, f, conn->peer_max_frame);
+  if (err == UV_ENOMEM) {
+    rn__server_conn_close(conn);
+    return err;
+  }
+  if (err == 0) rn__server_conn_write(conn);
+  return err;
+}
+
+static int rnp_send_error(rn_server_conn_t *conn, uint64_t id, unsigned code,
+                          unsigned flags, uint64_t retry_after,
+                          const char *msg, size_t len) {
+  rn_rnp_frame_t f;
+  rnp_frame_init(&f, RN_RNP_ERROR, id);
+  f.flags = flags;
+  f.error_code = code;
+  f.payload = msg;
+  f.payload_len = RN_MIN(len, RN_RNP_MESSAGE_MAX);
+  if (retry_after > 0) {
+    f.present |= 1u << RN_RNP_F_RETRY_AFTER;
+    f.retry_after_ms = retry_after > UINT32_MAX ? UINT32_MAX
+                                                : (uint32_t)retry_after;
+  }
+  return rnp_send(conn, &f);
+}
+
+/* After an answer left (or was dropped): close a connection that is done,
+ * resume reading one that may read again. */
+static void rnp_conn_settle(rn_server_conn_t *conn) {
+  if (conn != NULL && !rn__server_conn_settle(conn))
+    rn__server_conn_update_reading(conn);
+}
+
+int rn__server_rnp_answer(rn_request_t *req, const rn__answer_t *a) {
+  rn_server_conn_t *conn = req->conn;
+  int err = 0;
+
+  if (conn != NULL && !conn->closing && !conn->broken) {
+    if (a->type == RN_RNP_REPLY) {
+      rn_rnp_frame_t f;
+      rnp_frame_init(&f, RN_RNP_REPLY, req->id);
+      f.payload = a->body;
+      f.payload_len = a->len;
+      err = rnp_send(conn, &f);
+      if (err == RN_EFRAMESIZE) {
+        static const char big[] = "the reply is larger than the client's "
+                                  "max_frame";
+        err = rnp_send_error(conn, req->id, RN_RNP_ERR_APPLICATION, 0, 0,
+                             big, sizeof(big) - 1);
+      }
+    } else {
+      err = rnp_send_error(conn, req->id, a->code, a->flags, a->retry_after,
+                           a->body, a->len);
+    }
+  }
+  if (conn != NULL && conn->closing) conn = NULL;
+  rn__server_request_release(req);
+  rnp_conn_settle(conn);
+  return err == UV_ENOMEM ? err : 0;
+}
+
+/* Answers a request that did not run: the guarantee clients retry on. */
+static void rnp_refuse(rn_request_t *req, unsigned code, uint64_t retry_after,
+                       const char *msg) {
+  rn__answer_t a;
+  memset(&a, 0, sizeof(a));
+  a.type = RN_RNP_ERROR;
+  a.code = code;
+  a.flags = RN_RNP_NOT_EXECUTED;
+  a.retry_after = retry_after;
+  a.body = msg;
+  a.len = strlen(msg);
+  (void)rn__server_rnp_answer(req, &a);
+}
+
+int rn__server_rnp_reply(rn_request_t *req, const char *payload,
+                         size_t len) {
+  rn__answer_t a;
+  memset(&a, 0, sizeof(a));
+  a.type = RN_RNP_REPLY;
+  a.body = payload;
+  a.len = len;
+  if (req->owner) rn__dedupe_end(req->server->dedupe, req, &a);
+  return rn__server_rnp_answer(req, &a);
+}
+
+int rn__server_rnp_fail(rn_request_t *req, unsigned code, const char *msg,
+                        size_t len, uint64_t retry_after) {
+  rn__answer_t a;
+  memset(&a, 0, sizeof(a));
+  a.type = RN_RNP_ERROR;
+  a.code = code;
+  a.flags = rn__rnp_not_executed(code) ? RN_RNP_NOT_EXECUTED : 0;
+  a.retry_after = retry_after;
+  a.body = msg;
+  a.len = RN_MIN(len, RN_RNP_MESSAGE_MAX);
+  if (req->owner) rn__dedupe_end(req->server->dedupe, req, &a);
+  return rn__server_rnp_answer(req, &a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Slots and the queue                                                        */
+
+void rn__server_rnp_run(rn_request_t *req) {
+  rn_server_t *server = req->server;
+  server->stats.handled++;
+  server->options.on_request(server, req, req->body, req->body_len);
+}
+
+/* req holds a slot: refuse it if too late, else run it (through dedupe
+ * when it has a key). */
+static void rnp_start(rn_request_t *req) {
+  rn_server_t *server = req->server;
+  if (req->has_deadline && rn_loop_now(server->loop) >= req->deadline) {
+    uint64_t id = req->id;
+    server->stats.expired++;
+    rnp_refuse(req, RN_RNP_ERR_DEADLINE, 0,
+               "the deadline passed before the request could start");
+    rn__server_event(server, RN_SERVER_EVENT_DEADLINE, id, 0);
+    return;
+  }
+  if (server->dedupe != NULL && req->key_len > 0)
+    rn__dedupe_begin(server->dedupe, req);
+  else
+    rn__server_rnp_run(req);
+}
+
+static void rnp_admit(rn_request_t *req) {
+  rn_server_t *server = req->server;
+  if (server->active < server->options.max_concurrent) {
+    req->slot = 1;
+    server->active++;
+    rnp_start(req);
+  } else if (server->queued < server->options.queue) {
+    req->queued = 1;
+    server->queued++;
+    rn_list_insert_tail(&server->queue, &req->wait);
+  } else {
+    uint64_t id = req->id;
+    server->stats.overloaded++;
+    rnp_refuse(req, RN_RNP_ERR_OVERLOADED, server->options.retry_after,
+               "the server is busy");
+    rn__server_event(server, RN_SERVER_EVENT_OVERLOAD, id, 0);
+  }
+}
+
+/* Each turn takes one request off the queue; the application may close
+ * the server from inside (the queue is then empty). */
+void rn__server_rnp_dequeue(rn_server_t *server) {
+  while (!server->closing && !rn_list_empty(&server->queue) &&
+         server->active < server->options.max_concurrent) {
+    rn_request_t *req = RN_CONTAINER_OF(server->queue.next, rn_request_t,
+                                        wait);
+    rn_list_remove(&req->wait);
+    req->queued = 0;
+    server->queued--;
+    req->slot = 1;
+    server->active++;
+    rnp_start(req);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Frames                                                                     */
+
+/* Requests of conn lose it: queued and waiting ones never ran and go; the
+ * rest keep running (their answers are dropped, or recorded by dedupe). */
+static void rnp_detach(rn_server_conn_t *conn) {
+  while (!rn_list_empty(&conn->requests)) {
+    rn_request_t *req =
+        RN_CONTAINER_OF(conn->requests.next, rn_request_t, node);
+    int never_ran = req->queued || req->waiting;
+    rn_list_remove(&req->node);
+    req->conn = NULL;
+    if (req->waiting) rn__dedupe_leave(req);
+    if (never_ran) rn__server_request_release(req);
+  }
+}
+
+void rn__server_rnp_conn_closed(rn_server_conn_t *conn) { rnp_detach(conn); }
+
+/* ERROR{id 0, PROTOCOL}, then the connection closes (after a FIN and the
+ * client's, so the error is not lost to an RST). Nothing else changes. */
+static void rnp_protocol_error(rn_server_conn_t *conn, int err,
+                               const char *msg) {
+  rn_server_t *server = conn->server;
+  server->stats.protocol_errors++;
+  rnp_detach(conn);
+  (void)rnp_send_error(conn, 0, RN_RNP_ERR_PROTOCOL, 0, 0, msg, strlen(msg));
+  conn->broken = 1;
+  conn->rbuf.len = 0;
+  rn__server_conn_finish(conn);
+  rn__server_event(server, RN_SERVER_EVENT_PROTOCOL, 0, err);
+}
+
+static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
+  rn_server_t *server = conn->server;
+  rn_rnp_frame_t f;
+  size_t max_frame = server->codec.max_frame;
+
+  conn->hello = 1;
+  if (in->present & (1u << RN_RNP_F_MAX_FRAME))
+    conn->peer_max_frame = in->max_frame;
+  rnp_frame_init(&f, RN_RNP_HELLO, in->id);
+  f.present = (1u << RN_RNP_F_VERSION) | (1u << RN_RNP_F_MAX_FRAME) |
+              (1u << RN_RNP_F_MAX_CONCURRENT) | (1u << RN_RNP_F_INCARNATION);
+  f.version = RN_MIN(in->version, RN_RNP_VERSION);
+  f.max_frame = max_frame > UINT32_MAX ? UINT32_MAX : (uint32_t)max_frame;
+  f.max_concurrent = server->options.max_concurrent;
+  f.incarnation = server->incarnation;
+  (void)rnp_send(conn, &f);
+}
+
+static void rnp_request(rn_server_conn_t *conn, const rn_rnp_frame_t *f) {
+  rn_server_t *server = conn->server;
+  rn_request_t *req;
+
+  server->stats.requests++;
+  if (conn->goaway || server->closing || server->draining) {
+    server->stats.discarded++; /* GOAWAY told the client: not processed */
+    return;
+  }
+  req = calloc(1, sizeof(*req) + f->key_len + f->payload_len + 1);
+  if (req == NULL) {
+    rn__server_conn_close(conn); /* cannot answer it: the client must know */
+    return;
+  }
+  conn->last_accepted = f->id;
+  req->server = server;
+  req->conn = conn;
+  req->id = f->id;
+  req->idempotent = (f->flags & RN_RNP_IDEMPOTENT) != 0;
+  if (f->present & (1u << RN_RNP_F_DEADLINE)) {
+    req->has_deadline = 1;
+    req->deadline = rn_loop_now(server->loop) + f->deadline_ms;
+  }
+  req->key = (char *)(req + 1);
+  req->key_len = f->key_len;
+  if (f->key_len > 0) memcpy(req->key, f->key, f->key_len);
+  else req->key = NULL;
+  req->body = (char *)(req + 1) + f->key_len;
+  req->body_len = f->payload_len;
+  if (f->payload_len > 0) memcpy(req->body, f->payload, f->payload_len);
+  rn_list_init(&req->wait);
+  rn_list_insert_tail(&conn->requests, &req->node);
+  server->held++;
+  rnp_admit(req);
+}
+
+static void rnp_frame(rn_server_conn_t *conn, const rn_rnp_frame_t *f) {
+  switch (f->type) {
+  case RN_RNP_HELLO:
+  case RN_RNP_REQUEST:
+  case RN_RNP_PING:
+    break;
+  default:
+    rnp_protocol_error(conn, RN_EBADFRAME,
+                       "a server-to-client frame type from the client");
+    return;
+  }
+  if (!conn->hello && f->type != RN_RNP_HELLO) {
+    rnp_protocol_error(conn, RN_EHANDSHAKE, "the first frame must be HELLO");
+    return;
+  }
+  if (conn->hello && f->type == RN_RNP_HELLO) {
+    rnp_protocol_error(conn, RN_EBADFRAME, "HELLO sent twice");
+    return;
+  }
+  if (f->id <= conn->last_id) {
+    rnp_protocol_error(conn, RN_EBADFRAME,
+                       "frame ids must increase on a connection");
+    return;
+  }
+  conn->last_id = f->id;
+  if (f->type == RN_RNP_HELLO) {
+    rnp_hello(conn, f);
+  } else if (f->type == RN_RNP_PING) {
+    rn_rnp_frame_t pong;
+    rnp_frame_init(&pong, RN_RNP_PONG, f->id);
+    pong.payload = f->payload;
+    pong.payload_len = f->payload_len;
+    (void)rnp_send(conn, &pong);
+  } else {
+    rnp_request(conn, f);
+  }
+}
+
+void rn__server_rnp_process(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  size_t pos = 0;
+
+  conn->held_back = 0;
+  while (pos < conn->rbuf.len && !conn->closing && !conn->broken) {
+    rn_rnp_frame_t f;
+    int r;
+    /* A client that does not read its replies stops being read, even for
+     * frames already buffered: replies and refusals cannot pile up. */
+    if (rn__server_conn_backlog(conn) >= RN_SERVER_HIGH_WATER) {
+      conn->held_back = 1;
+      break;
+    }
+    r = rn_rnp_parse(conn->rbuf.base + pos, conn->rbuf.len - pos,
+                     server->codec.max_frame, &f);
+    if (r == 0) break;
+    if (r < 0) {
+      rnp_protocol_error(conn, r, r == RN_EFRAMESIZE
+                                      ? "frame larger than max_frame"
+                                      : "malformed frame");
+      return;
+    }
+    pos += f.size;
+    rnp_frame(conn, &f);
+  }
+  if (conn->closing || conn->broken) return;
+  rn_buf_consume(&conn->rbuf, pos);
+  rn__server_conn_update_reading(conn);
+}
+
+/* ------------------------------------------------------------------------ */
+/* GOAWAY                                                                     */
+
+void rn__server_rnp_goaway_conn(rn_server_conn_t *conn, const char *reason) {
+  rn_server_t *server = conn->server;
+  rn_rnp_frame_t f;
+  uint64_t id = conn->last_accepted;
+
+  if (conn->closing || conn->goaway) return;
+  if (!conn->hello || conn->broken) {
+    /* Nothing was accepted on it: nothing to announce. */
+    rn__server_conn_close(conn);
+    return;
+  }
+  conn->goaway = 1;
+  rnp_frame_init(&f, RN_RNP_GOAWAY, id);
+  f.payload = reason;
+  f.payload_len = strlen(reason);
+  if (rnp_send(conn, &f) != 0) return;
+  rn__server_conn_finish(conn);
+  rn__server_event(server, RN_SERVER_EVENT_GOAWAY, id, 0);
+}
+
+/* An event handler may close the server: stop then (every connection is
+ * already closed, the one after this one included). */
+void rn__server_rnp_goaway(rn_server_t *server) {
+  rn_list_t *pos, *tmp;
+  rn_list_foreach_safe(pos, tmp, &server->conns) {
+    rn__server_rnp_goaway_conn(RN_CONTAINER_OF(pos, rn_server_conn_t, node),
+                               "the server is shutting down");
+    if (server->closing) return;
+  }
+}

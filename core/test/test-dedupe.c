@@ -1,0 +1,493 @@
+/* Dedupe of keyed rnp requests: replay, waiting for the original, stored
+ * errors, refusals that free the key, LRU capacity, the window, and a
+ * store that answers later (or fails). */
+#include "task.h"
+#include "rnp_client.h"
+#include "server.h"
+
+#include <stdio.h>
+
+#define HELD_MAX 64
+
+typedef struct test_s {
+  rn_loop_t *loop;
+  uv_loop_t *uv;
+  rn_server_t *server;
+  int port;
+  rn_request_t *held[HELD_MAX];
+  size_t nheld;
+  unsigned events[8];
+  int closed;
+} test_t;
+
+static test_t T;
+
+static void on_request(rn_server_t *server, rn_request_t *req,
+                       const char *body, size_t len) {
+  (void)server;
+  (void)body;
+  (void)len;
+  ASSERT_LT(T.nheld, HELD_MAX);
+  T.held[T.nheld++] = req;
+}
+
+static void on_event(rn_server_t *server, const rn_server_event_t *ev) {
+  (void)server;
+  T.events[ev->type]++;
+}
+
+static void on_closed(rn_server_t *server) {
+  (void)server;
+  T.closed++;
+}
+
+static int is_closed(void *arg) {
+  (void)arg;
+  return T.closed > 0;
+}
+
+static void start(rn_server_options_t *o) {
+  char host[64];
+  memset(&T, 0, sizeof(T));
+  ASSERT_OK(rn_loop_new(NULL, &T.loop));
+  T.uv = rn_loop_uv(T.loop);
+  o->listen = "127.0.0.1:0";
+  o->codec.protocol = RN_PROTOCOL_RNP;
+  o->on_request = on_request;
+  o->on_event = on_event;
+  o->dedupe = 1;
+  ASSERT_OK(rn_server_new(T.loop, o, &T.server));
+  ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
+}
+
+static void start_default(void) {
+  rn_server_options_t o;
+  rn_server_options_init(&o);
+  start(&o);
+}
+
+static void finish(void) {
+  if (!T.closed) rn_server_close(T.server, on_closed);
+  rx_run_until(T.uv, is_closed, NULL, 5000);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+static void wait_held(size_t n) {
+  size_t guard = 0;
+  while (T.nheld < n) {
+    ASSERT_LT(guard++, 10000);
+    uv_run(T.uv, UV_RUN_ONCE);
+  }
+}
+
+static void reply(size_t i, const char *text) {
+  ASSERT_OK(rn_request_reply(T.held[i], text, strlen(text)));
+}
+
+/* Sends a keyed request and waits for its answer. */
+static const rx_frame_t *ask(rnp_client_t *c, const char *key) {
+  uint64_t id = rx_request(c, "body", key, -1, 0);
+  rx_wait_frames(T.uv, c, c->count + 1);
+  ASSERT_EQ(c->frames[c->count - 1].id, id);
+  return &c->frames[c->count - 1];
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_replay_and_wait(void) {
+  rnp_client_t a, b;
+  const rx_frame_t *x;
+  uint64_t ida, idb;
+  rn_server_stats_t st;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  rx_open(T.uv, &b, T.port);
+
+  /* a duplicate while the original runs waits for its answer */
+  ida = rx_request(&a, "pay 50", "k1", -1, 0);
+  wait_held(1);
+  idb = rx_request(&b, "pay 50", "k1", -1, 0);
+  rx_run_for(T.uv, 20);
+  ASSERT_EQ(T.nheld, 1);
+  ASSERT_EQ(b.count, 1);
+  reply(0, "paid");
+  rx_wait_frames(T.uv, &a, 2);
+  rx_wait_frames(T.uv, &b, 2);
+  ASSERT_EQ(a.frames[1].id, ida);
+  ASSERT_MEM_EQ(a.frames[1].payload, "paid", 4);
+  ASSERT_EQ(b.frames[1].id, idb);
+  ASSERT_EQ(b.frames[1].type, RN_RNP_REPLY);
+  ASSERT_MEM_EQ(b.frames[1].payload, "paid", 4);
+
+  /* a finished one is replayed without running */
+  x = ask(&b, "k1");
+  ASSERT_EQ(x->type, RN_RNP_REPLY);
+  ASSERT_MEM_EQ(x->payload, "paid", 4);
+  ASSERT_EQ(T.nheld, 1);
+
+  /* requests without a key always run */
+  rx_request(&a, "free", NULL, -1, 0);
+  wait_held(2);
+  reply(1, "ok");
+  rx_wait_frames(T.uv, &a, 3);
+
+  rn_server_stats(T.server, &st);
+  ASSERT_EQ(st.joined, 1);
+  ASSERT_EQ(st.replayed, 1);
+  ASSERT_EQ(st.handled, 2);
+  rx_close(T.uv, &a);
+  rx_close(T.uv, &b);
+  finish();
+}
+
+static void test_errors(void) {
+  rnp_client_t a;
+  const rx_frame_t *x;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  /* an APPLICATION error may have executed: it is kept and replayed */
+  rx_request(&a, "x", "e1", -1, 0);
+  wait_held(1);
+  ASSERT_OK(rn_request_fail(T.held[0], RN_RNP_ERR_APPLICATION, "broke", 5,
+                            0));
+  rx_wait_frames(T.uv, &a, 2);
+  x = ask(&a, "e1");
+  ASSERT_EQ(x->type, RN_RNP_ERROR);
+  ASSERT_EQ(x->code, RN_RNP_ERR_APPLICATION);
+  ASSERT_EQ(x->flags, 0);
+  ASSERT_MEM_EQ(x->payload, "broke", 5);
+  ASSERT_EQ(T.nheld, 1);
+
+  /* a refusal proves nothing ran: the key is free again */
+  rx_request(&a, "x", "e2", -1, 0);
+  wait_held(2);
+  ASSERT_OK(rn_request_fail(T.held[1], RN_RNP_ERR_BAD_REQUEST, "no", 2, 0));
+  rx_wait_frames(T.uv, &a, 4);
+  ASSERT_EQ(a.frames[3].flags, RN_RNP_NOT_EXECUTED);
+  rx_request(&a, "x", "e2", -1, 0);
+  wait_held(3);
+  reply(2, "second try");
+  rx_wait_frames(T.uv, &a, 5);
+  ASSERT_MEM_EQ(a.frames[4].payload, "second try", 10);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* A waiter whose connection closes leaves; the original carries on and
+ * its answer is still recorded. */
+static void test_waiter_leaves(void) {
+  rnp_client_t a, b;
+  const rx_frame_t *x;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  rx_open(T.uv, &b, T.port);
+  rx_request(&a, "x", "w1", -1, 0);
+  wait_held(1);
+  rx_request(&b, "x", "w1", -1, 0);
+  rx_run_for(T.uv, 20);
+  rx_close(T.uv, &b);
+  rx_run_for(T.uv, 20);
+  /* the original's client goes too: the answer is still recorded */
+  rx_close(T.uv, &a);
+  rx_run_for(T.uv, 20);
+  reply(0, "done");
+  rx_open(T.uv, &a, T.port);
+  x = ask(&a, "w1");
+  ASSERT_MEM_EQ(x->payload, "done", 4);
+  ASSERT_EQ(T.nheld, 1);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+static void test_capacity_lru(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  const char *keys[3] = {"a", "b", "c"};
+  size_t i;
+  const rx_frame_t *x;
+
+  rn_server_options_init(&o);
+  o.dedupe_capacity = 2;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  for (i = 0; i < 2; i++) {
+    rx_request(&a, "x", keys[i], -1, 0);
+    wait_held(i + 1);
+    reply(i, keys[i]);
+    rx_wait_frames(T.uv, &a, i + 2);
+  }
+  /* using a makes b the least recently used */
+  x = ask(&a, "a");
+  ASSERT_MEM_EQ(x->payload, "a", 1);
+  rx_request(&a, "x", "c", -1, 0);
+  wait_held(3);
+  reply(2, "c");
+  rx_wait_frames(T.uv, &a, a.count + 1);
+  /* a and c are kept; b was dropped and runs again */
+  x = ask(&a, "a");
+  ASSERT_MEM_EQ(x->payload, "a", 1);
+  x = ask(&a, "c");
+  ASSERT_MEM_EQ(x->payload, "c", 1);
+  ASSERT_EQ(T.nheld, 3);
+  rx_request(&a, "x", "b", -1, 0);
+  wait_held(4);
+  reply(3, "b again");
+  rx_wait_frames(T.uv, &a, a.count + 1);
+
+  /* every key in progress: a new key is refused, not executed */
+  rx_request(&a, "x", "p1", -1, 0);
+  wait_held(5);
+  rx_request(&a, "x", "p2", -1, 0);
+  wait_held(6);
+  x = ask(&a, "p3");
+  ASSERT_EQ(x->code, RN_RNP_ERR_OVERLOADED);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 1);
+  reply(4, "p1");
+  reply(5, "p2");
+  rx_wait_frames(T.uv, &a, a.count + 2);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+static void test_window(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  const rx_frame_t *x;
+
+  rn_server_options_init(&o);
+  o.dedupe_window = 40;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  rx_request(&a, "x", "w", -1, 0);
+  wait_held(1);
+  reply(0, "first");
+  rx_wait_frames(T.uv, &a, 2);
+  x = ask(&a, "w");
+  ASSERT_MEM_EQ(x->payload, "first", 5);
+  rx_run_for(T.uv, 60);
+  rx_request(&a, "x", "w", -1, 0);
+  wait_held(2);
+  reply(1, "again");
+  rx_wait_frames(T.uv, &a, 4);
+  ASSERT_MEM_EQ(a.frames[3].payload, "again", 5);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* ------------------------------------------------------------------------ */
+/* A store that answers on a later loop turn, over the memory store.        */
+
+typedef struct slow_call_s {
+  rn_dedupe_op_t *op;
+  int kind; /* 1 claim, 2 finish, 3 release */
+  char key[64];
+  size_t key_len;
+  unsigned error;
+  char body[64];
+  size_t len;
+} slow_call_t;
+
+typedef struct slow_store_s {
+  rn_dedupe_store_t base;
+  rn_dedupe_store_t *mem;
+  uv_timer_t timer;
+  slow_call_t calls[16];
+  size_t n;
+  int fail_claims, fail_finish;
+  unsigned claims, finishes, releases, closes;
+} slow_store_t;
+
+static slow_store_t S;
+
+static void slow_flush(uv_timer_t *t) {
+  size_t i, n = S.n;
+  slow_call_t calls[16];
+  (void)t;
+  memcpy(calls, S.calls, sizeof(calls));
+  S.n = 0;
+  for (i = 0; i < n; i++) {
+    slow_call_t *c = &calls[i];
+    rn_dedupe_answer_t a;
+    if (c->kind == 1) {
+      if (S.fail_claims)
+        rn_dedupe_op_done(c->op, UV_EIO, 0, NULL);
+      else
+        S.mem->claim(S.mem, c->op, c->key, c->key_len, 300000);
+    } else if (c->kind == 2) {
+      a.error = c->error;
+      a.body = c->body;
+      a.len = c->len;
+      if (S.fail_finish)
+        rn_dedupe_op_done(c->op, UV_EIO, 0, NULL);
+      else
+        S.mem->finish(S.mem, c->op, c->key, c->key_len, 300000, &a);
+    } else {
+      S.mem->release(S.mem, c->op, c->key, c->key_len);
+    }
+  }
+}
+
+static void slow_push(rn_dedupe_op_t *op, int kind, const char *key,
+                      size_t len, const rn_dedupe_answer_t *a) {
+  slow_call_t *c;
+  ASSERT_LT(S.n, 16);
+  c = &S.calls[S.n++];
+  memset(c, 0, sizeof(*c));
+  c->op = op;
+  c->kind = kind;
+  memcpy(c->key, key, len);
+  c->key_len = len;
+  if (a != NULL) {
+    c->error = a->error;
+    memcpy(c->body, a->body, a->len);
+    c->len = a->len;
+  }
+  uv_timer_start(&S.timer, slow_flush, 5, 0);
+}
+
+static void slow_claim(rn_dedupe_store_t *s, rn_dedupe_op_t *op,
+                       const char *key, size_t len, uint64_t window) {
+  (void)s;
+  (void)window;
+  S.claims++;
+  slow_push(op, 1, key, len, NULL);
+}
+static void slow_finish(rn_dedupe_store_t *s, rn_dedupe_op_t *op,
+                        const char *key, size_t len, uint64_t window,
+                        const rn_dedupe_answer_t *a) {
+  (void)s;
+  (void)window;
+  S.finishes++;
+  slow_push(op, 2, key, len, a);
+}
+static void slow_release(rn_dedupe_store_t *s, rn_dedupe_op_t *op,
+                         const char *key, size_t len) {
+  (void)s;
+  S.releases++;
+  slow_push(op, 3, key, len, NULL);
+}
+static void slow_close(rn_dedupe_store_t *s) {
+  (void)s;
+  S.closes++;
+  S.mem->close(S.mem);
+  uv_close((uv_handle_t *)&S.timer, NULL);
+}
+
+static void start_slow(void) {
+  rn_server_options_t o;
+  rn_loop_t *loop;
+  memset(&S, 0, sizeof(S));
+  rn_server_options_init(&o);
+  /* the store needs the loop before the server: make it here */
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  ASSERT_OK(rn_dedupe_memory_new(loop, 100, &S.mem));
+  uv_timer_init(rn_loop_uv(loop), &S.timer);
+  S.base.claim = slow_claim;
+  S.base.finish = slow_finish;
+  S.base.release = slow_release;
+  S.base.close = slow_close;
+  o.dedupe_store = &S.base;
+  {
+    char host[64];
+    memset(&T, 0, sizeof(T));
+    T.loop = loop;
+    T.uv = rn_loop_uv(loop);
+    o.listen = "127.0.0.1:0";
+    o.codec.protocol = RN_PROTOCOL_RNP;
+    o.on_request = on_request;
+    o.on_event = on_event;
+    o.dedupe = 1;
+    ASSERT_OK(rn_server_new(T.loop, &o, &T.server));
+    ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
+  }
+}
+
+static void test_async_store(void) {
+  rnp_client_t a, b;
+  const rx_frame_t *x;
+
+  start_slow();
+  rx_open(T.uv, &a, T.port);
+  rx_open(T.uv, &b, T.port);
+  /* a duplicate arriving during the claim waits for it, then for the
+   * original: one claim, one run */
+  rx_request(&a, "x", "s1", -1, 0);
+  rx_request(&b, "x", "s1", -1, 0);
+  wait_held(1);
+  rx_run_for(T.uv, 20);
+  ASSERT_EQ(T.nheld, 1);
+  ASSERT_EQ(S.claims, 1);
+  reply(0, "one");
+  rx_wait_frames(T.uv, &a, 2);
+  rx_wait_frames(T.uv, &b, 2);
+  ASSERT_MEM_EQ(b.frames[1].payload, "one", 3);
+  /* replayed from the store once it recorded it */
+  rx_run_for(T.uv, 20);
+  ASSERT_EQ(S.finishes, 1);
+  x = ask(&b, "s1");
+  ASSERT_MEM_EQ(x->payload, "one", 3);
+  ASSERT_EQ(S.claims, 2);
+
+  /* a failing store: claims refused as not executed, with an event */
+  S.fail_claims = 1;
+  x = ask(&a, "s2");
+  ASSERT_EQ(x->code, RN_RNP_ERR_OVERLOADED);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 1);
+  ASSERT_EQ(T.nheld, 1);
+  /* a failed finish: the reply still goes out, with an event */
+  S.fail_claims = 0;
+  S.fail_finish = 1;
+  rx_request(&a, "x", "s3", -1, 0);
+  wait_held(2);
+  reply(1, "three");
+  rx_wait_frames(T.uv, &a, a.count + 1);
+  ASSERT_MEM_EQ(a.frames[a.count - 1].payload, "three", 5);
+  rx_run_for(T.uv, 20);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 2);
+  S.fail_finish = 0;
+
+  /* closing with a claim pending: the claim is given back, the close
+   * waits for the store */
+  rx_request(&a, "x", "s4", -1, 0);
+  while (S.n == 0) uv_run(T.uv, UV_RUN_ONCE);
+  rn_server_close(T.server, on_closed);
+  rx_run_until(T.uv, is_closed, NULL, 5000);
+  ASSERT_EQ(S.releases, 1);
+  ASSERT_EQ(S.closes, 1);
+  ASSERT_EQ(T.nheld, 2);
+  rx_close(T.uv, &a);
+  rx_close(T.uv, &b);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+/* The memory store alone, through its interface. */
+typedef struct op_result_s {
+  int status;
+  rn_dedupe_state_t state;
+} op_result_t;
+
+static void test_memory_store_alone(void) {
+  rn_loop_t *loop;
+  rn_dedupe_store_t *m;
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  ASSERT_EQ(rn_dedupe_memory_new(loop, 0, &m), UV_EINVAL);
+  ASSERT_OK(rn_dedupe_memory_new(loop, 10, &m));
+  m->close(m);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+int main(void) {
+  TEST_RUN(test_replay_and_wait);
+  TEST_RUN(test_errors);
+  TEST_RUN(test_waiter_leaves);
+  TEST_RUN(test_capacity_lru);
+  TEST_RUN(test_window);
+  TEST_RUN(test_async_store);
+  TEST_RUN(test_memory_store_alone);
+  return 0;
+}

@@ -1,0 +1,603 @@
+/* The rnp server against a raw client: handshake, pings, replies in any
+ * order, protocol errors closing only their connection, overload and
+ * deadline refusals, GOAWAY drains, idle limits, backpressure. */
+#include "task.h"
+#include "rnp_client.h"
+#include "server.h" /* internals: a connection's backlog and reading state */
+
+#include <stdio.h>
+
+#define HELD_MAX 1024
+
+typedef struct test_s {
+  rn_loop_t *loop;
+  uv_loop_t *uv;
+  rn_server_t *server;
+  int port;
+  int mode; /* 0 hold, 1 echo at once, 2 big reply at once */
+  rn_request_t *held[HELD_MAX];
+  char bodies[HELD_MAX][32];
+  size_t nheld;
+  unsigned handled;
+  unsigned events[8];
+  uint64_t last_event_id;
+  int closed;
+} test_t;
+
+static test_t T;
+
+static void on_request(rn_server_t *server, rn_request_t *req,
+                       const char *body, size_t len) {
+  (void)server;
+  T.handled++;
+  if (T.mode == 1) {
+    ASSERT_OK(rn_request_reply(req, body, len));
+  } else if (T.mode == 2) {
+    static char big[65536];
+    ASSERT_OK(rn_request_reply(req, big, sizeof(big)));
+  } else {
+    ASSERT_LT(T.nheld, HELD_MAX);
+    snprintf(T.bodies[T.nheld], sizeof(T.bodies[0]), "%.*s", (int)len, body);
+    T.held[T.nheld++] = req;
+  }
+}
+
+static void on_event(rn_server_t *server, const rn_server_event_t *ev) {
+  (void)server;
+  ASSERT_LT(ev->type, 8);
+  T.events[ev->type]++;
+  T.last_event_id = ev->id;
+}
+
+static void on_closed(rn_server_t *server) {
+  (void)server;
+  T.closed++;
+}
+
+static void start(rn_server_options_t *o) {
+  char host[64];
+  memset(&T, 0, sizeof(T));
+  ASSERT_OK(rn_loop_new(NULL, &T.loop));
+  T.uv = rn_loop_uv(T.loop);
+  o->listen = "127.0.0.1:0";
+  o->codec.protocol = RN_PROTOCOL_RNP;
+  o->on_request = on_request;
+  o->on_event = on_event;
+  ASSERT_OK(rn_server_new(T.loop, o, &T.server));
+  ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
+}
+
+static void start_default(void) {
+  rn_server_options_t o;
+  rn_server_options_init(&o);
+  start(&o);
+}
+
+static int is_closed(void *arg) {
+  (void)arg;
+  return T.closed > 0;
+}
+
+static void finish(void) {
+  if (!T.closed) rn_server_close(T.server, on_closed);
+  rx_run_until(T.uv, is_closed, NULL, 5000);
+  ASSERT_EQ(T.closed, 1);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+static void reply_held(size_t i, const char *text) {
+  ASSERT_OK(rn_request_reply(T.held[i], text, strlen(text)));
+  T.held[i] = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_hello_and_ping(void) {
+  rnp_client_t a, b;
+  rn_rnp_frame_t f;
+  rn_server_t *other;
+  rn_server_options_t o;
+  char other_inc[16];
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  ASSERT_EQ(a.frames[0].id, 1);
+  ASSERT_EQ(a.frames[0].version, 1);
+  ASSERT_EQ(a.frames[0].max_frame, RN_DEFAULT_MAX_FRAME);
+  ASSERT_EQ(a.frames[0].max_concurrent, 256);
+  ASSERT(a.frames[0].present & (1u << RN_RNP_F_INCARNATION));
+
+  /* PING: PONG with its id and payload, no handler */
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_PING;
+  f.id = a.next_id++;
+  f.payload = "ctx-7";
+  f.payload_len = 5;
+  rx_send(&a, &f);
+  rx_wait_frames(T.uv, &a, 2);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_PONG);
+  ASSERT_EQ(a.frames[1].id, 2);
+  ASSERT_EQ(a.frames[1].len, 5);
+  ASSERT_MEM_EQ(a.frames[1].payload, "ctx-7", 5);
+  ASSERT_EQ(T.handled, 0);
+
+  /* the same server: the same incarnation; another server: another */
+  rx_open(T.uv, &b, T.port);
+  ASSERT_MEM_EQ(a.frames[0].incarnation, b.frames[0].incarnation, 16);
+  rn_server_options_init(&o);
+  o.listen = "127.0.0.1:0";
+  o.codec.protocol = RN_PROTOCOL_RNP;
+  o.on_request = on_request;
+  ASSERT_OK(rn_server_new(T.loop, &o, &other));
+  memcpy(other_inc, ((struct rn_server_s *)other)->incarnation, 16);
+  ASSERT(memcmp(other_inc, a.frames[0].incarnation, 16) != 0);
+  rn_server_close(other, NULL);
+
+  rx_close(T.uv, &a);
+  rx_close(T.uv, &b);
+  finish();
+}
+
+static void test_out_of_order(void) {
+  rnp_client_t a;
+  uint64_t id[3];
+  rn_request_info_t info;
+  const rx_frame_t *x;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  id[0] = rx_request(&a, "one", "key-1", 60000, 1);
+  id[1] = rx_request(&a, "two", NULL, -1, 0);
+  id[2] = rx_request(&a, "three", NULL, -1, 0);
+  while (T.nheld < 3) uv_run(T.uv, UV_RUN_ONCE);
+
+  rn_request_info(T.held[0], &info);
+  ASSERT_EQ(info.id, id[0]);
+  ASSERT_EQ(info.idempotent, 1);
+  ASSERT_EQ(info.has_deadline, 1);
+  ASSERT_LE(info.deadline_ms, 60000);
+  ASSERT_GT(info.deadline_ms, 50000);
+  ASSERT_EQ(info.key_len, 5);
+  ASSERT_MEM_EQ(info.key, "key-1", 5);
+  rn_request_info(T.held[1], &info);
+  ASSERT_EQ(info.has_deadline, 0);
+  ASSERT(info.key == NULL);
+  ASSERT_EQ(info.idempotent, 0);
+
+  reply_held(2, "r3");
+  reply_held(0, "r1");
+  rx_wait_frames(T.uv, &a, 3);
+  reply_held(1, "r2");
+  rx_wait_frames(T.uv, &a, 4);
+  /* in the order answered, each with its request's id */
+  ASSERT_EQ(a.frames[1].id, id[2]);
+  ASSERT_MEM_EQ(a.frames[1].payload, "r3", 2);
+  ASSERT_EQ(a.frames[2].id, id[0]);
+  ASSERT_MEM_EQ(a.frames[2].payload, "r1", 2);
+  ASSERT_EQ(a.frames[3].id, id[1]);
+  ASSERT_EQ(a.frames[3].type, RN_RNP_REPLY);
+
+  /* a failure: APPLICATION, maybe executed; a refusal: NOT_EXECUTED */
+  rx_request(&a, "x", NULL, -1, 0);
+  rx_request(&a, "y", NULL, -1, 0);
+  while (T.nheld < 5) uv_run(T.uv, UV_RUN_ONCE);
+  ASSERT_OK(rn_request_fail(T.held[3], RN_RNP_ERR_APPLICATION, "boom", 4, 0));
+  ASSERT_OK(rn_request_fail(T.held[4], RN_RNP_ERR_BAD_REQUEST, "no", 2, 250));
+  rx_wait_frames(T.uv, &a, 6);
+  x = &a.frames[4];
+  ASSERT_EQ(x->type, RN_RNP_ERROR);
+  ASSERT_EQ(x->code, RN_RNP_ERR_APPLICATION);
+  ASSERT_EQ(x->flags, 0);
+  ASSERT_MEM_EQ(x->payload, "boom", 4);
+  x = &a.frames[5];
+  ASSERT_EQ(x->code, RN_RNP_ERR_BAD_REQUEST);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT_EQ(x->retry_after, 250);
+
+  /* a dropped request: an APPLICATION error, the connection stays */
+  rx_request(&a, "z", NULL, -1, 0);
+  while (T.nheld < 6) uv_run(T.uv, UV_RUN_ONCE);
+  rn_request_drop(T.held[5]);
+  rx_wait_frames(T.uv, &a, 7);
+  ASSERT_EQ(a.frames[6].code, RN_RNP_ERR_APPLICATION);
+  ASSERT_EQ(a.eof, 0);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* Many in flight, answered in a scrambled order: each reply matches. */
+static void test_many_in_flight(void) {
+  rnp_client_t a;
+  char body[32];
+  size_t i, n = 100;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  for (i = 0; i < n; i++) {
+    snprintf(body, sizeof(body), "t%u", (unsigned)i);
+    rx_request(&a, body, NULL, -1, 0);
+  }
+  while (T.nheld < n) uv_run(T.uv, UV_RUN_ONCE);
+  for (i = 0; i < n; i++) {
+    size_t k = (i * 37) % n; /* 37 and 100 are coprime: a permutation */
+    ASSERT_OK(rn_request_reply(T.held[k], T.bodies[k], strlen(T.bodies[k])));
+  }
+  rx_wait_frames(T.uv, &a, n + 1);
+  for (i = 1; i <= n; i++) {
+    const rx_frame_t *x = &a.frames[i];
+    snprintf(body, sizeof(body), "t%u", (unsigned)(x->id - 2));
+    ASSERT_EQ(x->type, RN_RNP_REPLY);
+    ASSERT_EQ(x->len, strlen(body));
+    ASSERT_MEM_EQ(x->payload, body, x->len);
+  }
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* Each kind of bad input: ERROR{0, PROTOCOL}, then the connection ends;
+ * a good client on the same server carries on. */
+static void bad_input_case(const char *name, const char *data, size_t len,
+                           int hello_first) {
+  rnp_client_t good, bad;
+  uint64_t id;
+  rn_server_stats_t st;
+
+  fprintf(stderr, "   bad input: %s\n", name);
+  start_default();
+  T.mode = 1;
+  rx_open(T.uv, &good, T.port);
+  if (hello_first)
+    rx_open(T.uv, &bad, T.port);
+  else
+    rx_connect(T.uv, &bad, T.port);
+  rx_send_raw(&bad, data, len);
+  rx_run_until(T.uv, rx_eof, &bad, 5000);
+  ASSERT_EQ(bad.count, (size_t)(hello_first ? 2 : 1));
+  ASSERT_EQ(bad.frames[bad.count - 1].type, RN_RNP_ERROR);
+  ASSERT_EQ(bad.frames[bad.count - 1].id, 0);
+  ASSERT_EQ(bad.frames[bad.count - 1].code, RN_RNP_ERR_PROTOCOL);
+  ASSERT_GT(bad.frames[bad.count - 1].len, 0);
+  ASSERT_EQ(bad.eof, 1); /* a FIN, not a reset: the error was readable */
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_PROTOCOL], 1);
+  rx_close(T.uv, &bad);
+
+  id = rx_request(&good, "still here", NULL, -1, 0);
+  rx_wait_frames(T.uv, &good, 2);
+  ASSERT_EQ(good.frames[1].id, id);
+  ASSERT_EQ(good.frames[1].type, RN_RNP_REPLY);
+  rn_server_stats(T.server, &st);
+  ASSERT_EQ(st.protocol_errors, 1);
+  rx_close(T.uv, &good);
+  finish();
+}
+
+static void encode(rn_buf_t *b, unsigned type, uint64_t id) {
+  rn_rnp_frame_t f;
+  memset(&f, 0, sizeof(f));
+  f.type = type;
+  f.id = id;
+  if (type == RN_RNP_HELLO) {
+    f.present = 1u << RN_RNP_F_VERSION;
+    f.version = 1;
+  }
+  if (type == RN_RNP_ERROR) f.error_code = 1;
+  ASSERT_OK(rn_rnp_encode(b, &f, RN_DEFAULT_MAX_FRAME));
+}
+
+static void test_bad_input(void) {
+  rn_buf_t b;
+  static const char garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  /* size 0x7fffffff: larger than any max_frame */
+  static const char huge[] = "\x7f\xff\xff\xff\x02\x00\x00\x00"
+                             "\x00\x00\x00\x00\x00\x00\x00\x02";
+  /* a REQUEST with an undefined field tag (9) */
+  static const char badtag[] = "\x00\x00\x00\x0f\x02\x00\x00\x03"
+                               "\x00\x00\x00\x00\x00\x00\x00\x02"
+                               "\x09\x01\x00";
+
+  rn_buf_init(&b);
+  encode(&b, RN_RNP_REQUEST, 1);
+  bad_input_case("request before hello", b.base, b.len, 0);
+  b.len = 0;
+  encode(&b, RN_RNP_PING, 1);
+  bad_input_case("ping before hello", b.base, b.len, 0);
+  bad_input_case("garbage", garbage, sizeof(garbage) - 1, 0);
+  bad_input_case("garbage after hello", garbage, sizeof(garbage) - 1, 1);
+  bad_input_case("oversized frame", huge, sizeof(huge) - 1, 1);
+  bad_input_case("undefined field", badtag, sizeof(badtag) - 1, 1);
+  b.len = 0;
+  encode(&b, RN_RNP_REQUEST, 1); /* the HELLO already used id 1 */
+  bad_input_case("id not increasing", b.base, b.len, 1);
+  b.len = 0;
+  encode(&b, RN_RNP_HELLO, 5);
+  bad_input_case("second hello", b.base, b.len, 1);
+  b.len = 0;
+  encode(&b, RN_RNP_ERROR, 5);
+  bad_input_case("server frame from client", b.base, b.len, 1);
+  rn_buf_free(&b);
+}
+
+static void test_overload(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  uint64_t id[5];
+  size_t i;
+  const rx_frame_t *x;
+  rn_server_stats_t st;
+
+  rn_server_options_init(&o);
+  o.max_concurrent = 2;
+  o.queue = 1;
+  o.retry_after = 77;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  ASSERT_EQ(a.frames[0].max_concurrent, 2);
+  for (i = 0; i < 5; i++) id[i] = rx_request(&a, "w", NULL, -1, 0);
+  rx_wait_frames(T.uv, &a, 3);
+  /* two run, one waits, two are refused: not executed, retry later */
+  ASSERT_EQ(T.nheld, 2);
+  for (i = 3; i < 5; i++) {
+    x = rx_find(&a, id[i]);
+    ASSERT(x != NULL);
+    ASSERT_EQ(x->type, RN_RNP_ERROR);
+    ASSERT_EQ(x->code, RN_RNP_ERR_OVERLOADED);
+    ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+    ASSERT_EQ(x->retry_after, 77);
+  }
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_OVERLOAD], 2);
+  ASSERT_EQ(T.last_event_id, id[4]);
+  rn_server_stats(T.server, &st);
+  ASSERT_EQ(st.overloaded, 2);
+  ASSERT_EQ(st.active, 2);
+  ASSERT_EQ(st.queued, 1);
+  /* a slot frees: the queued one runs */
+  reply_held(0, "a");
+  while (T.nheld < 3) uv_run(T.uv, UV_RUN_ONCE);
+  ASSERT_MEM_EQ(T.bodies[2], "w", 1);
+  reply_held(1, "b");
+  reply_held(2, "c");
+  rx_wait_frames(T.uv, &a, 6);
+  ASSERT_EQ(rx_find(&a, id[2])->type, RN_RNP_REPLY);
+  ASSERT_EQ(T.handled, 3);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+static void test_deadline(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  uint64_t late, queued_late, ok;
+  const rx_frame_t *x;
+
+  rn_server_options_init(&o);
+  o.max_concurrent = 1;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  /* already expired: never runs */
+  late = rx_request(&a, "late", NULL, 0, 0);
+  rx_wait_frames(T.uv, &a, 2);
+  x = rx_find(&a, late);
+  ASSERT_EQ(x->code, RN_RNP_ERR_DEADLINE);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT_EQ(T.handled, 0);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_DEADLINE], 1);
+
+  /* expires while queued behind a busy slot */
+  rx_request(&a, "busy", NULL, -1, 0);
+  queued_late = rx_request(&a, "soon", NULL, 20, 0);
+  ok = rx_request(&a, "later", NULL, 60000, 0);
+  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
+  rx_run_for(T.uv, 40);
+  reply_held(0, "done");
+  while (T.nheld < 2) uv_run(T.uv, UV_RUN_ONCE);
+  ASSERT_STR_EQ(T.bodies[1], "later");
+  reply_held(1, "ok");
+  rx_wait_frames(T.uv, &a, 5);
+  x = rx_find(&a, queued_late);
+  ASSERT_EQ(x->code, RN_RNP_ERR_DEADLINE);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT_EQ(rx_find(&a, ok)->type, RN_RNP_REPLY);
+  ASSERT_EQ(T.handled, 2);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+static int drained(void *arg) {
+  (void)arg;
+  return T.closed > 0;
+}
+
+static void test_goaway(void) {
+  rnp_client_t a, b, c;
+  uint64_t id1, id2, id3, late;
+  rn_server_stats_t st;
+  rn_rnp_frame_t f;
+  int port;
+
+  start_default();
+  port = T.port;
+  rx_open(T.uv, &a, port);
+  rx_open(T.uv, &b, port);
+  id1 = rx_request(&a, "1", NULL, -1, 0);
+  id2 = rx_request(&a, "2", NULL, -1, 0);
+  while (T.nheld < 2) uv_run(T.uv, UV_RUN_ONCE);
+  rn_server_drain(T.server, 5000, on_closed);
+  /* every connection: GOAWAY with the last id it will answer */
+  rx_wait_frames(T.uv, &a, 2);
+  rx_wait_frames(T.uv, &b, 2);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(a.frames[1].id, id2);
+  ASSERT_EQ(b.frames[1].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(b.frames[1].id, 0);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_GOAWAY], 2);
+  /* later requests: discarded unanswered; pings still answered */
+  late = rx_request(&a, "3", NULL, -1, 0);
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_PING;
+  f.id = a.next_id++;
+  rx_send(&a, &f);
+  rx_wait_frames(T.uv, &a, 3);
+  ASSERT_EQ(a.frames[2].type, RN_RNP_PONG);
+  ASSERT(rx_find(&a, late) == NULL);
+  ASSERT_EQ(T.nheld, 2);
+  rn_server_stats(T.server, &st);
+  ASSERT_EQ(st.discarded, 1);
+  /* no new connections */
+  memset(&c, 0, sizeof(c));
+  rx_connect(T.uv, &c, port);
+  ASSERT_LT(c.connected, 0);
+  rx_close(T.uv, &c);
+  /* b had nothing in flight: it is shut at once */
+  rx_run_until(T.uv, rx_eof, &b, 5000);
+  rx_close(T.uv, &b);
+  /* the accepted ones finish, then the connection and the server go */
+  reply_held(1, "two");
+  reply_held(0, "one");
+  rx_run_until(T.uv, rx_eof, &a, 5000);
+  ASSERT_EQ(rx_find(&a, id1)->type, RN_RNP_REPLY);
+  ASSERT_EQ(rx_find(&a, id2)->type, RN_RNP_REPLY);
+  rx_close(T.uv, &a);
+  rx_run_until(T.uv, drained, NULL, 5000);
+  ASSERT_EQ(T.closed, 1);
+  id3 = 0;
+  (void)id3;
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+/* The drain deadline closes what is left; a late reply is discarded and
+ * the close completes once it released its request. */
+static void test_goaway_deadline(void) {
+  rnp_client_t a;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  rx_request(&a, "slow", NULL, -1, 0);
+  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
+  rn_server_drain(T.server, 30, on_closed);
+  rx_run_until(T.uv, rx_eof, &a, 5000);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(T.closed, 0); /* the request is still out */
+  reply_held(0, "too late");
+  rx_run_until(T.uv, drained, NULL, 5000);
+  ASSERT_EQ(a.count, 2);
+  rx_close(T.uv, &a);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+static void test_idle(void) {
+  rnp_client_t a, b;
+  rn_server_options_t o;
+
+  rn_server_options_init(&o);
+  o.idle_timeout = 50;
+  start(&o);
+  T.mode = 1;
+  rx_open(T.uv, &a, T.port);
+  rx_request(&a, "x", NULL, -1, 0);
+  rx_connect(T.uv, &b, T.port); /* never says HELLO */
+  rx_run_until(T.uv, rx_eof, &a, 5000);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
+  ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(a.frames[2].id, 2);
+  rx_run_until(T.uv, rx_eof, &b, 5000);
+  ASSERT_EQ(b.count, 0);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 2);
+  rx_close(T.uv, &a);
+  rx_close(T.uv, &b);
+  finish();
+}
+
+typedef struct bp_s {
+  rn_server_t *server;
+  unsigned total;
+} bp_t;
+
+static int server_pushes_back(void *arg) {
+  bp_t *bp = arg;
+  rn_server_conn_t *conn;
+  if (rn_list_empty(&bp->server->conns)) return 0;
+  conn = RN_CONTAINER_OF(bp->server->conns.next, rn_server_conn_t, node);
+  return rn__server_conn_backlog(conn) >= RN_SERVER_HIGH_WATER &&
+         !conn->reading;
+}
+
+/* A client that sends without reading its replies: the server stops
+ * reading it instead of buffering replies without bound; once it reads,
+ * every reply arrives. */
+static void test_backpressure(void) {
+  rnp_client_t a;
+  bp_t bp;
+  unsigned i, n = 400; /* 400 x 64 KiB: far past the kernel's buffers */
+  char *batch;
+  rn_buf_t b;
+
+  start_default();
+  T.mode = 2;
+  rx_open(T.uv, &a, T.port);
+  uv_read_stop((uv_stream_t *)&a.tcp);
+  rn_buf_init(&b);
+  for (i = 0; i < n; i++) {
+    rn_rnp_frame_t f;
+    memset(&f, 0, sizeof(f));
+    f.type = RN_RNP_REQUEST;
+    f.id = a.next_id++;
+    f.payload = "big";
+    f.payload_len = 3;
+    ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
+  }
+  batch = b.base;
+  rx_send_raw(&a, batch, b.len);
+  rn_buf_free(&b);
+  bp.server = T.server;
+  bp.total = n;
+  rx_run_until(T.uv, server_pushes_back, &bp, 5000);
+  ASSERT_LT(T.handled, n);
+  ASSERT_GT(T.handled, 0);
+  /* read again: everything arrives */
+  ASSERT_OK(uv_read_start((uv_stream_t *)&a.tcp, rx_alloc, rx_on_read));
+  rx_wait_frames(T.uv, &a, n + 1);
+  ASSERT_EQ(T.handled, n);
+  for (i = 1; i <= n; i++) ASSERT_EQ(a.frames[i].len, 65536);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* Closing with requests held, queued and in flight: they are released,
+ * the close callback fires once, nothing leaks. */
+static void test_close_with_work(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  size_t i;
+
+  rn_server_options_init(&o);
+  o.max_concurrent = 1;
+  o.queue = 4;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  for (i = 0; i < 3; i++) rx_request(&a, "q", NULL, -1, 0);
+  while (T.nheld < 1 || ((rn_server_t *)T.server)->queued < 2)
+    uv_run(T.uv, UV_RUN_ONCE);
+  rn_server_close(T.server, on_closed);
+  rx_run_until(T.uv, rx_eof, &a, 5000);
+  ASSERT_EQ(T.closed, 0);
+  reply_held(0, "x");
+  rx_run_until(T.uv, is_closed, NULL, 5000);
+  ASSERT_EQ(T.handled, 1);
+  rx_close(T.uv, &a);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+int main(void) {
+  TEST_RUN(test_hello_and_ping);
+  TEST_RUN(test_out_of_order);
+  TEST_RUN(test_many_in_flight);
+  TEST_RUN(test_bad_input);
+  TEST_RUN(test_overload);
+  TEST_RUN(test_deadline);
+  TEST_RUN(test_goaway);
+  TEST_RUN(test_goaway_deadline);
+  TEST_RUN(test_idle);
+  TEST_RUN(test_backpressure);
+  TEST_RUN(test_close_with_work);
+  return 0;
+}
