@@ -1,0 +1,66 @@
+-- Shared by the Lua benchmark clients: the same options as the C clients
+-- (bench/common.h) and the same RESULT line, which bench/run.py parses.
+local M = {}
+
+function M.args(argv)
+  local o = { proto = "length", host = "127.0.0.1", conns = 1, depth = 1,
+              size = 3, secs = 1, warm = 0.2 }
+  local i = 1
+  while argv[i] do
+    local k, v = argv[i]:match("^%-%-(.+)$"), argv[i + 1]
+    if not k or v == nil then
+      error("usage: --proto resp|length --port N [--conns N] [--depth N]"
+            .. " [--size B] [--secs S] [--warm S] [--start-at T]")
+    end
+    o[k:gsub("%-", "_")] = tonumber(v) or v
+    i = i + 2
+  end
+  assert(o.port, "--port is required")
+  return o
+end
+
+function M.payload(size)
+  local t = {}
+  for i = 0, size - 1 do t[#t + 1] = string.char(97 + i % 26) end
+  return table.concat(t)
+end
+
+-- The raw request frame, for clients that frame their own bytes.
+function M.frame(o, payload)
+  if o.proto == "resp" then
+    return ("*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n"):format(#payload, payload)
+  end
+  local n = #payload
+  return string.char(math.floor(n / 16777216) % 256,
+                     math.floor(n / 65536) % 256,
+                     math.floor(n / 256) % 256, n % 256) .. payload
+end
+
+-- Bytes of the complete reply frame starting at pos of buf, or nil.
+function M.frame_size(proto, buf, pos)
+  local len = #buf - pos + 1
+  if proto == "length" then
+    if len < 4 then return nil end
+    local a, b, c, d = buf:byte(pos, pos + 3)
+    local n = 4 + ((a * 256 + b) * 256 + c) * 256 + d
+    return len >= n and n or nil
+  end
+  local cr = buf:find("\r\n", pos, true)
+  if not cr then return nil end
+  local head = cr + 2 - pos
+  if buf:byte(pos) == 36 then -- '$'
+    local n = tonumber(buf:sub(pos + 1, cr - 1))
+    if n and n >= 0 then
+      return len >= head + n + 2 and head + n + 2 or nil
+    end
+  end
+  return head
+end
+
+function M.report(client, calls, failed, secs, cpu)
+  io.write(("RESULT client=%s calls=%d failed=%d secs=%.6f cpu=%.6f\n")
+           :format(client, calls, failed, secs, cpu))
+  io.stdout:flush()
+end
+
+return M
