@@ -5,10 +5,14 @@
 #   make asan       ASan+UBSan build in build-asan and its ctest run
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (30) each
 #   make demo       run examples/demo.lua with lua5.4 against this build
+#   make bench      the benchmarks (several minutes) in a Release build of
+#                   their own; results to bench/results/ (bench.md, PNG)
+#   make bench-quick  a smoke run of the benchmark harness (< 60 s)
 #   make clean      remove both build dirs
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+BENCH_BUILD ?= build-bench
 JOBS       ?= 2
 # Lua versions of the sanitizer pass (the normal build takes every Lua found).
 ASAN_LUA   ?= 5.4;jit
@@ -22,7 +26,7 @@ MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 30
 TEST_FUZZ_SECONDS ?= 5
 
-.PHONY: all build test asan demo clean deps fuzz
+.PHONY: all build test asan demo clean deps bench bench-quick fuzz
 
 all: build
 
@@ -55,5 +59,17 @@ demo: build
 	  LUA_CPATH="$(abspath $(BUILD))/lua/5.4/?.so;;" \
 	  lua5.4 examples/demo.lua
 
+# Measured optimised: Release, no tests, the module for lua5.4 and LuaJIT.
+bench: deps
+	@cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DRESILNET_BUILD_TESTS=OFF -DRESILNET_BUILD_BENCH=ON \
+	  "-DRESILNET_LUA_VERSIONS=5.4;jit" >/dev/null
+	@cmake --build $(BENCH_BUILD) -j$(JOBS)
+	python3 bench/run.py --build $(BENCH_BUILD)
+
+# Checks the harness, not the speed: every client completes, results parse.
+bench-quick: build
+	python3 bench/run.py --quick --build $(BUILD)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD) build-fuzz

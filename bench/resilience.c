@@ -313,6 +313,7 @@ int main(int argc, char **argv) {
   next_trial();
   uv_run(uv, UV_RUN_DEFAULT);
   if (rn_loop_free(loop) != 0) return 1;
+  uv_run(uv, UV_RUN_DEFAULT); /* the rn loop's own close callbacks */
   return uv_loop_close(uv) == 0 ? 0 : 1;
 usage:
   fprintf(stderr, "usage: rnb-resilience deadpeer|restart --server PATH "

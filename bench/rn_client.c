@@ -201,5 +201,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "rnb-rn-client: pool did not close\n");
     return 1;
   }
+  uv_run(uv, UV_RUN_DEFAULT); /* the rn loop's own close callbacks */
   return uv_loop_close(uv) == 0 ? 0 : 1;
 }

@@ -184,6 +184,7 @@ int main(int argc, char **argv) {
   uv_timer_start(&timer, on_check, 50, 50);
   uv_run(uv, UV_RUN_DEFAULT);
   if (!closed || rn_loop_free(loop) != 0) return 1;
+  uv_run(uv, UV_RUN_DEFAULT); /* the rn loop's own close callbacks */
   return uv_loop_close(uv) == 0 ? 0 : 1;
 usage:
   fprintf(stderr, "usage: rnb-scale idle|inflight --port P [--conns N] "

@@ -1,0 +1,389 @@
+"""Turns the driver's results into bench.md, results.json and
+throughput.png. Kept apart from run.py so a results.json can be re-rendered
+(python3 bench/report.py DIR) without running anything again."""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+CLIENT_ORDER = ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
+                "redis-benchmark"]
+TITLES = {
+    "uv": "C baseline",
+    "rn-c": "resilnet C",
+    "lua-task": "resilnet Lua tasks",
+    "lua-send": "resilnet Lua callbacks",
+    "luasocket": "LuaSocket",
+    "luv": "luv (pure Lua)",
+    "redis-benchmark": "redis-benchmark",
+}
+SERVER_TITLES = {
+    "redis": "redis-server (resp, ECHO)",
+    "echo": "rnb-echo-server (length frames, C echo)",
+    "rnp": "resilnet rnp server (C handler)",
+}
+
+
+def fmt_rate(x):
+    if x >= 1e6:
+        return "%.2fM" % (x / 1e6)
+    if x >= 1e3:
+        return "%.1fk" % (x / 1e3)
+    return "%.0f" % x
+
+
+def aggregate(runs):
+    groups = {}
+    for r in runs:
+        key = (r["server"], r["conns"], r["depth"], r["size"], r["client"])
+        groups.setdefault(key, []).append(r)
+    agg = {}
+    for key, rs in groups.items():
+        rates = [r["rate"] for r in rs]
+        cpus = [r["cpu"] / r["calls"] * 1e6 for r in rs
+                if r.get("cpu") is not None and r["calls"] > 0]
+        agg[key] = {"median": statistics.median(rates), "min": min(rates),
+                    "max": max(rates), "n": len(rates),
+                    "cpu_us": statistics.median(cpus) if cpus else None}
+    return agg
+
+
+def cells_of(agg, server):
+    return sorted({k[1:4] for k in agg if k[0] == server})
+
+
+def clients_of(agg, server):
+    present = {k[4] for k in agg if k[0] == server}
+    return [c for c in CLIENT_ORDER if c in present]
+
+
+def ratio(agg, server, cell, client, ref):
+    a = agg.get((server,) + cell + (client,))
+    b = agg.get((server,) + cell + (ref,))
+    if not a or not b or b["median"] == 0:
+        return None
+    return a["median"] / b["median"]
+
+
+def cell_name(cell):
+    c, d, s = cell
+    return "%d conn%s x %d in flight, %s" % (
+        c, "" if c == 1 else "s", d, "3 B" if s == 3 else
+        ("1 KiB" if s == 1024 else "%d B" % s))
+
+
+def throughput_tables(agg, lines):
+    for server in ("redis", "echo", "rnp"):
+        cells = cells_of(agg, server)
+        if not cells:
+            continue
+        clients = clients_of(agg, server)
+        lines.append("### %s\n" % SERVER_TITLES[server])
+        lines.append("Calls/s, median of the runs, with the ratio to the C "
+                     "baseline and [min-max].\n")
+        lines.append("| cell | " + " | ".join(TITLES[c] for c in clients)
+                     + " |")
+        lines.append("|---|" + "---:|" * len(clients))
+        for cell in cells:
+            row = []
+            for c in clients:
+                a = agg.get((server,) + cell + (c,))
+                if not a:
+                    row.append("-")
+                    continue
+                r = ratio(agg, server, cell, c, "uv")
+                row.append("%s %s[%s-%s]" % (
+                    fmt_rate(a["median"]),
+                    "(%.2fx) " % r if r is not None and c != "uv" else "",
+                    fmt_rate(a["min"]), fmt_rate(a["max"])))
+            lines.append("| %s | %s |" % (cell_name(cell), " | ".join(row)))
+        lines.append("")
+        if "redis-benchmark" in clients:
+            rn = [c for c in ("uv", "rn-c", "lua-task", "lua-send", "luv",
+                              "luasocket") if c in clients]
+            lines.append("Ratio to redis-benchmark (same cell):\n")
+            lines.append("| cell | " + " | ".join(TITLES[c] for c in rn)
+                         + " |")
+            lines.append("|---|" + "---:|" * len(rn))
+            for cell in cells:
+                row = []
+                for c in rn:
+                    r = ratio(agg, server, cell, c, "redis-benchmark")
+                    row.append("%.2fx" % r if r is not None else "-")
+                lines.append("| %s | %s |" % (cell_name(cell),
+                                              " | ".join(row)))
+            lines.append("")
+        lines.append("Client CPU time per call (us, median):\n")
+        lines.append("| cell | " + " | ".join(TITLES[c] for c in clients)
+                     + " |")
+        lines.append("|---|" + "---:|" * len(clients))
+        for cell in cells:
+            row = []
+            for c in clients:
+                a = agg.get((server,) + cell + (c,))
+                row.append("%.2f" % a["cpu_us"] if a and a["cpu_us"]
+                           is not None else "-")
+            lines.append("| %s | %s |" % (cell_name(cell), " | ".join(row)))
+        lines.append("")
+
+
+def worst(values):
+    values = [v for v in values if v is not None]
+    return min(values) if values else None
+
+
+def targets(res, agg):
+    """[(target, measured text, holds)]"""
+    out = []
+
+    def ratios(server_list, conns, depth, client, ref):
+        vals = []
+        for server in server_list:
+            for size in (3, 1024):
+                vals.append(ratio(agg, server, (conns, depth, size), client,
+                                  ref))
+        return [v for v in vals if v is not None]
+
+    def add(name, vals, bound, text=None):
+        if not vals:
+            out.append((name, "not measured", None))
+            return
+        w = min(vals)
+        out.append((name, text or "worst %.2fx (%s)" % (
+            w, ", ".join("%.2f" % v for v in vals)), w >= bound))
+
+    both = ["redis", "echo"]
+    add("resilnet C >= 0.9x C baseline, 50 conns", ratios(both, 50, 1,
+        "rn-c", "uv"), 0.9)
+    add("resilnet C >= 0.95x C baseline, 50 conns x 16", ratios(
+        both, 50, 16, "rn-c", "uv"), 0.95)
+    for c in ("lua-task", "lua-send"):
+        add("%s >= 0.75x C baseline, 50 conns" % TITLES[c],
+            ratios(both, 50, 1, c, "uv") + ratios(both, 50, 16, c, "uv"),
+            0.75)
+        add("%s >= 1.0x redis-benchmark -c 50" % TITLES[c],
+            ratios(["redis"], 50, 1, c, "redis-benchmark"), 1.0)
+        add("%s >= 0.9x redis-benchmark -c 50 -P 16" % TITLES[c],
+            ratios(["redis"], 50, 16, c, "redis-benchmark"), 0.9)
+        add("%s >= 3x LuaSocket, 50 conns" % TITLES[c],
+            ratios(both, 50, 1, c, "luasocket") +
+            ratios(both, 50, 16, c, "luasocket"), 3.0)
+        add("%s >= 1.5x luv, 50 conns" % TITLES[c],
+            ratios(both, 50, 1, c, "luv") + ratios(both, 50, 16, c, "luv"),
+            1.5)
+    cg = [r["rn-c"] / r["uv"] for r in res.get("callgrind", [])
+          if r.get("uv") and r.get("rn-c")]
+    if cg:
+        out.append(("instructions per call, resilnet C <= 1.3x baseline",
+                    "worst %.2fx" % max(cg), max(cg) <= 1.3))
+    dp = res.get("deadpeer", [])
+    if dp:
+        worst_dp = max(r["silence_ms"] / r["timeout_ms"] for r in dp)
+        out.append(("dead peer declared within heartbeat timeout + 5%",
+                    "worst %.3fx the timeout (silence from the last reply)"
+                    % worst_dp, worst_dp <= 1.05 and all(
+                        r["detected"] for r in dp)))
+    rs = res.get("restart", [])
+    if rs:
+        w = max(r["first_success_ms"] for r in rs)
+        ok = all(r["first_success_ms"] >= 0 for r in rs)
+        out.append(("first success after a restart within backoff + 5 ms",
+                    "worst %.1f ms after the server listened (bound %d ms)"
+                    % (w, rs[0]["backoff_ms"] + 5),
+                    ok and w <= rs[0]["backoff_ms"] + 5))
+    si = res.get("scale_idle", [])
+    if si:
+        r = si[0]
+        out.append(("idle pooled connection <= 2 KiB user-space memory",
+                    "%.0f B heap in use, %.0f B resident (%d conns)" % (
+                        r["heap_per_conn"], r["rss_per_conn"], r["conns"]),
+                    r["heap_per_conn"] <= 2048))
+        out.append(("%d idle connections, 1 s heartbeats <= 3%% of a core"
+                    % r["conns"], "%.1f%%" % (r["cpu_share"] * 100),
+                    r["cpu_share"] <= 0.03))
+    return out
+
+
+def chart(agg, outdir, lines):
+    gp = shutil.which("gnuplot")
+    servers = [s for s in ("redis", "echo", "rnp") if cells_of(agg, s)]
+    if not gp or not servers:
+        lines.append("(no chart: gnuplot not found)\n")
+        return
+    plots = []
+    for server in servers:
+        clients = clients_of(agg, server)
+        dat = os.path.join(outdir, "throughput-%s.dat" % server)
+        with open(dat, "w") as f:
+            f.write("cell " + " ".join('"%s"' % TITLES[c] for c in clients)
+                    + "\n")
+            for cell in cells_of(agg, server):
+                vals = []
+                for c in clients:
+                    a = agg.get((server,) + cell + (c,))
+                    vals.append("%.0f" % a["median"] if a else "?")
+                f.write('"c%d d%d %s" %s\n' % (cell[0], cell[1],
+                        "3B" if cell[2] == 3 else "1K", " ".join(vals)))
+        cols = " , ".join(
+            "'%s' using %d:xtic(1) title columnheader(%d)" % (
+                os.path.basename(dat), i + 2, i + 2)
+            for i in range(len(clients)))
+        plots.append("set title '%s'\nplot %s\n" % (SERVER_TITLES[server],
+                                                     cols))
+    script = """set terminal pngcairo size 1400,%d font ',9'
+set output 'throughput.png'
+set multiplot layout %d,1
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.9 border -1
+set logscale y
+set ylabel 'calls/s (log)'
+set xtics rotate by -30
+set key outside right top
+set datafile missing '?'
+set grid ytics
+%s
+unset multiplot
+""" % (420 * len(servers), len(servers), "".join(plots))
+    with open(os.path.join(outdir, "throughput.gp"), "w") as f:
+        f.write(script)
+    p = subprocess.run([gp, "throughput.gp"], cwd=outdir,
+                       stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        # pngcairo may be missing (gnuplot-nox has the gd "png" terminal)
+        script = script.replace("pngcairo size 1400,%d font ',9'" % (
+            420 * len(servers)), "png size 1400,%d" % (420 * len(servers)))
+        with open(os.path.join(outdir, "throughput.gp"), "w") as f:
+            f.write(script)
+        p = subprocess.run([gp, "throughput.gp"], cwd=outdir,
+                           stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        lines.append("(chart failed: %s)\n" % p.stderr.strip()[-300:])
+    else:
+        lines.append("![throughput](throughput.png)\n")
+
+
+def write(res, outdir, failures=()):
+    agg = aggregate(res["runs"])
+    m = res["meta"]
+    lines = ["# resilnet benchmark results\n"]
+    lines.append(
+        "%s, %s cores (shared; compare ratios within this run, not absolute "
+        "numbers across runs). %d run(s) of %.1f s per client and cell, "
+        "interleaved; Lua clients on `%s`. Reproduce: `make bench` (full) "
+        "or `make bench-quick`.%s\n" % (
+            m["date"], m["cores"], m["runs"], m["secs"], m["lua"],
+            " **Quick smoke run: not for comparison.**" if m["quick"]
+            else ""))
+    if m.get("rnp_gap"):
+        lines.append("**Gap: resilnet's rnp server is not in the matrix** "
+                     "(%s); it is added automatically once it starts.\n"
+                     % m["rnp_gap"])
+    lines.append("## Targets (issue 7)\n")
+    lines.append("| target | measured | holds |")
+    lines.append("|---|---|---|")
+    for name, text, ok in targets(res, agg):
+        lines.append("| %s | %s | %s |" % (
+            name, text, "-" if ok is None else ("yes" if ok else "**no**")))
+    lines.append("")
+    lines.append("## Throughput\n")
+    chart(agg, outdir, lines)
+    throughput_tables(agg, lines)
+
+    lines.append("## Instructions per call (callgrind)\n")
+    lines.append("Client instructions per call, (Ir at N2 - Ir at N1) / "
+                 "(N2 - N1), so start-up cancels out.\n")
+    lines.append("| server | conns x in flight | C baseline | resilnet C | "
+                 "ratio |")
+    lines.append("|---|---|---:|---:|---:|")
+    for r in res.get("callgrind", []):
+        if r.get("uv") and r.get("rn-c"):
+            lines.append("| %s | %d x %d | %.0f | %.0f | %.2fx |" % (
+                r["server"], r["conns"], r["depth"], r["uv"], r["rn-c"],
+                r["rn-c"] / r["uv"]))
+    if res.get("hotspots"):
+        lines.append("\nresilnet C, echo, 1 x 16: top functions by "
+                     "instructions (self), whole run:\n")
+        lines.append("```")
+        lines.extend(res["hotspots"][:20])
+        lines.append("```")
+    lines.append("")
+
+    lines.append("## Latency at a fixed offered rate\n")
+    lines.append("Each call's latency counts from the time it was due, not "
+                 "from when it was sent (no coordinated omission). Calls are "
+                 "released by a 1 ms timer, so up to 1 ms of the figure is "
+                 "the schedule's granularity, the same for both clients.\n")
+    lines.append("| server | client | rate | conns | p50 us | p99 us | "
+                 "p99.9 us | max us |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in res.get("latency", []):
+        lines.append("| %s | %s | %d/s | %d | %.0f | %.0f | %.0f | %.0f |" % (
+            r["server"], TITLES.get(r["client"], r["client"]), r["rate"],
+            r["conns"], r["p50"], r["p99"], r["p999"], r["max"]))
+    lines.append("")
+
+    lines.append("## Scale\n")
+    for r in res.get("scale_idle", []):
+        lines.append(
+            "- %d idle pooled connections, 1 s heartbeats: all ready after "
+            "%.2f s; **%.0f B** of heap in use per connection (%.0f B "
+            "resident); **%.2f%%** of one core while idle (%.0f pings/s, "
+            "%d dead-peer verdicts)." % (
+                r["conns"], r["ready_secs"], r["heap_per_conn"],
+                r["rss_per_conn"], r["cpu_share"] * 100, r["pings_per_s"],
+                r["dead_peers"]))
+    for r in res.get("scale_inflight", []):
+        lines.append(
+            "- %d calls in flight at once on 8 connections: %d completed, "
+            "%d failed, in %.2f s (%s calls/s); %.0f B of heap per call in "
+            "flight; peak RSS %.1f MiB." % (
+                r["calls"], r["completed"], r["failed"], r["secs"],
+                fmt_rate(r["calls_per_s"]), r["heap_per_call"],
+                r["maxrss_kb"] / 1024))
+    lines.append("")
+
+    lines.append("## Resilience\n")
+    dp = res.get("deadpeer", [])
+    if dp:
+        lines.append(
+            "- Dead peer (server frozen with SIGSTOP; heartbeat interval %d "
+            "ms, timeout %d ms): declared after %s ms of silence (from the "
+            "last reply), %s ms after the freeze." % (
+                dp[0]["interval_ms"], dp[0]["timeout_ms"],
+                ", ".join("%.0f" % r["silence_ms"] for r in dp),
+                ", ".join("%.0f" % r["after_stop_ms"] for r in dp)))
+    rs = res.get("restart", [])
+    if rs:
+        lines.append(
+            "- Restart (SIGKILL, same port again after %d ms, constant "
+            "reconnect backoff %d ms, 2 idempotent + 2 other call chains): "
+            "first success %s ms after the new server listened; calls "
+            "failed across the restart: idempotent %s, others %s (all "
+            "with maybe_executed: %s)." % (
+                rs[0]["down_ms"], rs[0]["backoff_ms"],
+                ", ".join("%.1f" % r["first_success_ms"] for r in rs),
+                ", ".join("%d" % r["failed_idempotent"] for r in rs),
+                ", ".join("%d" % r["failed_other"] for r in rs),
+                ", ".join("%d" % r["maybe_executed"] for r in rs)))
+    lines.append("- Not measured yet: dead-peer detection through the "
+                 "fault proxy's blackhole, and the proxy's own cost "
+                 "without faults (the proxy has not landed).")
+    lines.append("")
+    if failures:
+        lines.append("## Failures in this run\n")
+        lines.extend("- " + f for f in failures)
+        lines.append("")
+    with open(os.path.join(outdir, "bench.md"), "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results")
+    with open(os.path.join(d, "results.json")) as f:
+        write(json.load(f), d)

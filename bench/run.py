@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""resilnet benchmark driver: `make bench` (full) and `make bench-quick`.
+
+Starts the servers (redis-server, rnb-echo-server, and resilnet's rnp
+server once it exists), runs every client against each in one run,
+interleaved so that noise on this shared machine hits all of them alike,
+then writes bench.md (tables, ratios, targets), results.json and
+throughput.png (gnuplot) to the output directory.
+
+  python3 bench/run.py --build BUILD_DIR [--quick] [--out DIR] [--runs N]
+                       [--secs S] [--lua lua5.4|luajit|...]
+
+--quick is a smoke run (well under a minute): one run of a few cells, tiny
+scale and resilience figures; it fails (exit 1) if any client did not
+complete or a result did not parse. Standard library only.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+CLIENTS = ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
+           "redis-benchmark"]
+CLIENT_TITLES = {
+    "uv": "C baseline (libuv)",
+    "rn-c": "resilnet C (rn_pool_call)",
+    "lua-task": "resilnet Lua, tasks (pool:call)",
+    "lua-send": "resilnet Lua, callbacks (pool:send)",
+    "luasocket": "LuaSocket (blocking, a process per connection)",
+    "luv": "luv, pure Lua",
+    "redis-benchmark": "redis-benchmark",
+}
+# Which clients speak which server's protocol.
+PROTO_CLIENTS = {
+    "resp": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
+             "redis-benchmark"],
+    "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv"],
+    "rnp": ["rn-c", "lua-task", "lua-send"],
+}
+
+failures = []
+
+
+def note_failure(what):
+    failures.append(what)
+    print("bench: FAILED: " + what, file=sys.stderr)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_of(ru):
+    return ru.ru_utime + ru.ru_stime
+
+
+def parse_result(text):
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            out = {}
+            for kv in line.split()[1:]:
+                k, _, v = kv.partition("=")
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+            return out
+    return None
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.bin = os.path.join(self.build, "bench")
+        self.lua = args.lua
+        tag = "jit" if "jit" in os.path.basename(args.lua) else \
+            re.sub(r"^lua", "", os.path.basename(args.lua))
+        self.lua_env = dict(os.environ)
+        self.lua_env["LUA_PATH"] = ";".join([
+            os.path.join(HERE, "lua", "?.lua"),
+            os.path.join(ROOT, "lua", "?.lua"), ""]) + ";"
+        self.lua_env["LUA_CPATH"] = os.path.join(
+            self.build, "lua", tag, "?.so") + ";;"
+        for k in list(self.lua_env):
+            if k.startswith("LUA_PATH_") or k.startswith("LUA_CPATH_"):
+                del self.lua_env[k]
+        self.servers = {}  # name -> (proto, port)
+        self.procs = []
+        self.results = {"runs": [], "meta": {}}
+
+    # -- servers -------------------------------------------------------------
+
+    def start_logged(self, cmd, name):
+        log = open(os.path.join(self.tmp, name + ".log"), "w")
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                             text=True, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def read_port(self, p, name):
+        line = p.stdout.readline()
+        m = re.match(r"PORT (\d+)", line or "")
+        if not m:
+            return None
+        return int(m.group(1))
+
+    def start_servers(self):
+        p = self.start_logged([os.path.join(self.bin, "rnb-echo-server")],
+                              "echo")
+        port = self.read_port(p, "echo")
+        if port is None:
+            sys.exit("bench: rnb-echo-server did not start")
+        self.servers["echo"] = ("length", port)
+
+        port = free_port()
+        redis = shutil.which("redis-server")
+        if redis:
+            self.start_logged([redis, "--port", str(port), "--bind",
+                               "127.0.0.1", "--save", "", "--appendonly",
+                               "no", "--protected-mode", "no"], "redis")
+            for _ in range(200):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    self.servers["redis"] = ("resp", port)
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        if "redis" not in self.servers:
+            note_failure("redis-server did not start")
+
+        rnp = os.path.join(self.bin, "rnb-rnp-server")
+        self.rnp_gap = "rnb-rnp-server not built"
+        if os.path.exists(rnp):
+            p = self.start_logged([rnp], "rnp")
+            port = self.read_port(p, "rnp")
+            if port is not None:
+                self.servers["rnp"] = ("rnp", port)
+                self.rnp_gap = None
+            else:
+                with open(os.path.join(self.tmp, "rnp.log")) as f:
+                    self.rnp_gap = "rnb-rnp-server: " + \
+                        (f.read().strip() or "did not start")
+
+    def stop_servers(self):
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            p.wait()
+
+    # -- clients -------------------------------------------------------------
+
+    def client_cmd(self, client, proto, port, conns, depth, size, secs,
+                   extra=()):
+        common = ["--proto", proto, "--port", str(port), "--conns",
+                  str(conns), "--depth", str(depth), "--size", str(size),
+                  "--secs", str(secs), "--warm", str(self.args.warm)]
+        common += list(extra)
+        if client == "uv":
+            return [os.path.join(self.bin, "rnb-uv-client")] + common, None
+        if client == "rn-c":
+            return [os.path.join(self.bin, "rnb-rn-client")] + common, None
+        script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
+                  "luv": "luv_client.lua",
+                  "luasocket": "luasocket_client.lua"}[client]
+        return [self.lua, os.path.join(HERE, "lua", script)] + common, \
+            self.lua_env
+
+    def run_proc(self, cmd, env, timeout):
+        """(stdout, unused, ok, stderr)."""
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, text=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            return out, 0.0, False, "timed out\n" + err
+        return out, 0.0, p.returncode == 0, err
+
+    def run_luasocket(self, proto, port, conns, depth, size, secs):
+        start_at = time.time() + 0.3 + 0.01 * conns
+        procs = []
+        for _ in range(conns):
+            cmd, env = self.client_cmd("luasocket", proto, port, 1, depth,
+                                       size, secs)
+            cmd += ["--start-at", "%.3f" % start_at]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, env=env,
+                                          text=True))
+        rate = cpu = calls = 0.0
+        ok = True
+        for p in procs:
+            try:
+                out, err = p.communicate(timeout=secs + 30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            r = parse_result(out)
+            if p.returncode != 0 or r is None or r["calls"] <= 0:
+                ok = False
+                sys.stderr.write(err[-2000:])
+                continue
+            rate += r["calls"] / r["secs"]
+            calls += r["calls"]
+            cpu += r["cpu"]
+        if not ok:
+            return None
+        return {"calls": calls, "rate": rate, "cpu": cpu, "secs": secs}
+
+    def run_redis_benchmark(self, port, conns, depth, size, secs, estimate):
+        n = max(2000, int(estimate * secs))
+        payload = "".join(chr(97 + i % 26) for i in range(size))
+        cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c",
+               str(conns), "-P", str(depth), "-n", str(n), "--csv", "ECHO",
+               payload]
+        # Its CPU time: the children's rusage grows when it is reaped
+        # (the servers, also children, are reaped only at the very end).
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            out, _ = p.communicate(timeout=secs * 20 + 30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            return None
+        cpu = cpu_of(resource.getrusage(resource.RUSAGE_CHILDREN)) - \
+            cpu_of(before)
+        rps = None
+        for line in out.splitlines():
+            cols = [c.strip('"') for c in line.split('","')]
+            if len(cols) > 1 and cols[0].startswith("ECHO"):
+                rps = float(cols[1])
+        if rps is None:
+            return None
+        return {"calls": n, "rate": rps, "cpu": cpu, "secs": n / rps}
+
+    def run_client(self, client, server, conns, depth, size, secs,
+                   estimate=None):
+        proto, port = self.servers[server]
+        if client == "luasocket":
+            r = self.run_luasocket(proto, port, conns, depth, size, secs)
+        elif client == "redis-benchmark":
+            r = self.run_redis_benchmark(port, conns, depth, size, secs,
+                                         estimate or 50000)
+        else:
+            cmd, env = self.client_cmd(client, proto, port, conns, depth,
+                                       size, secs)
+            out, _, ok, err = self.run_proc(cmd, env, secs + 60)
+            res = parse_result(out)
+            r = None
+            if ok and res and res["calls"] > 0 and res["failed"] == 0:
+                r = {"calls": res["calls"], "rate": res["calls"] / res["secs"],
+                     "cpu": res["cpu"], "secs": res["secs"]}
+            else:
+                sys.stderr.write(err[-2000:])
+        if r is None:
+            note_failure("%s against %s (c%d d%d %dB)" % (
+                client, server, conns, depth, size))
+        return r
+
+    # -- the matrix ----------------------------------------------------------
+
+    def matrix(self):
+        a = self.args
+        if a.quick:
+            cells = [(8, 1, 3), (8, 16, 3)]
+        else:
+            cells = [(c, d, s) for c in (1, 8, 50) for d in (1, 16)
+                     for s in (3, 1024)]
+        servers = [s for s in ("redis", "echo", "rnp") if s in self.servers]
+        runs = self.results["runs"]
+        total = a.runs * sum(len(PROTO_CLIENTS[self.servers[s][0]])
+                             for s in servers) * len(cells)
+        done = 0
+        t_start = time.time()
+        for rep in range(a.runs):
+            for server in servers:
+                clients = PROTO_CLIENTS[self.servers[server][0]]
+                for (conns, depth, size) in cells:
+                    # Rotate the order each round: no client always runs
+                    # right after the same neighbour.
+                    k = rep % len(clients)
+                    order = clients[k:] + clients[:k]
+                    if "redis-benchmark" in order:  # needs the uv estimate
+                        order.remove("redis-benchmark")
+                        order.append("redis-benchmark")
+                    estimate = None
+                    for client in order:
+                        r = self.run_client(client, server, conns, depth,
+                                            size, a.secs, estimate)
+                        done += 1
+                        if r is None:
+                            continue
+                        if client == "uv":
+                            estimate = r["rate"]
+                        r.update(client=client, server=server, conns=conns,
+                                 depth=depth, size=size, rep=rep)
+                        runs.append(r)
+                    print("bench: run %d/%d, %s c%d d%d %dB done (%d/%d, "
+                          "%.0f s)" % (rep + 1, a.runs, server, conns, depth,
+                                       size, done, total,
+                                       time.time() - t_start),
+                          file=sys.stderr)
+
+    # -- instructions per call (callgrind) -----------------------------------
+
+    def callgrind(self):
+        vg = shutil.which("valgrind")
+        if not vg:
+            note_failure("valgrind not found: no instruction counts")
+            return
+        n1, n2 = (200, 1200) if self.args.quick else (2000, 12000)
+        configs = [("echo", 1, 16), ("echo", 1, 1)]
+        if not self.args.quick and "redis" in self.servers:
+            configs += [("redis", 1, 16)]
+        out = []
+        for server, conns, depth in configs:
+            proto, port = self.servers[server]
+            row = {"server": server, "conns": conns, "depth": depth}
+            for client, prog in (("uv", "rnb-uv-client"),
+                                 ("rn-c", "rnb-rn-client")):
+                irs = []
+                for n in (n1, n2):
+                    cg = os.path.join(self.tmp, "cg-%s-%s-%d-%d.out" % (
+                        client, server, depth, n))
+                    cmd = [vg, "--tool=callgrind", "--callgrind-out-file=" +
+                           cg, os.path.join(self.bin, prog), "--proto", proto,
+                           "--port", str(port), "--conns", str(conns),
+                           "--depth", str(depth), "--calls", str(n)]
+                    p = subprocess.run(cmd, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True,
+                                       timeout=300)
+                    m = None
+                    if p.returncode == 0 and os.path.exists(cg):
+                        with open(cg) as f:
+                            m = re.search(r"^(?:summary|totals): (\d+)",
+                                          f.read(), re.M)
+                    if not m:
+                        note_failure("callgrind %s %s" % (client, server))
+                        break
+                    irs.append(int(m.group(1)))
+                    last = cg
+                if len(irs) == 2:
+                    row[client] = (irs[1] - irs[0]) / (n2 - n1)
+                    if client == "rn-c" and depth == 16 and server == "echo":
+                        self.hotspots(last)
+            out.append(row)
+        self.results["callgrind"] = out
+
+    def hotspots(self, cg):
+        ann = shutil.which("callgrind_annotate")
+        if not ann:
+            return
+        p = subprocess.run([ann, cg], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+        lines = p.stdout.splitlines()
+        keep = [l for l in lines if re.match(r"^\s*[\d,]+ \(", l)][:30]
+        self.results["hotspots"] = keep
+
+    # -- latency at a fixed rate ---------------------------------------------
+
+    def latency(self):
+        rate = 2000 if self.args.quick else 10000
+        secs = 0.5 if self.args.quick else 3
+        out = []
+        for server in ("echo", "redis"):
+            if server not in self.servers:
+                continue
+            proto, port = self.servers[server]
+            for client in ("uv", "rn-c"):
+                cmd, env = self.client_cmd(client, proto, port, 8, 1, 3, secs,
+                                           ["--rate", str(rate)])
+                out_, _, ok, err = self.run_proc(cmd, env, secs + 60)
+                r = parse_result(out_)
+                if not ok or not r or "p50" not in r:
+                    note_failure("latency %s %s" % (client, server))
+                    sys.stderr.write(err[-2000:])
+                    continue
+                r.update(server=server, rate=rate, conns=8)
+                out.append(r)
+        self.results["latency"] = out
+
+    # -- scale and resilience ------------------------------------------------
+
+    def run_tool(self, cmd, timeout, what):
+        try:
+            p = subprocess.run(cmd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            note_failure(what + ": timed out")
+            return []
+        rows = [parse_result(l) for l in p.stdout.splitlines()
+                if l.startswith("RESULT ")]
+        if p.returncode != 0 or not rows:
+            note_failure(what + ": " + p.stderr.strip()[-500:])
+        return rows
+
+    def scale(self):
+        q = self.args.quick
+        # The idle connections get a server of their own: the shared echo
+        # server keeps serving nothing else meanwhile.
+        p = self.start_logged([os.path.join(self.bin, "rnb-echo-server")],
+                              "echo-scale")
+        port = self.read_port(p, "echo-scale")
+        conns = 500 if q else 10000
+        secs = 2 if q else 10
+        tool = os.path.join(self.bin, "rnb-scale")
+        self.results["scale_idle"] = self.run_tool(
+            [tool, "idle", "--port", str(port), "--conns", str(conns),
+             "--secs", str(secs)], 180, "scale idle")
+        calls = 10000 if q else 100000
+        self.results["scale_inflight"] = self.run_tool(
+            [tool, "inflight", "--port", str(port), "--calls", str(calls),
+             "--conns", "8"], 180, "scale inflight")
+
+    def resilience(self):
+        q = self.args.quick
+        tool = os.path.join(self.bin, "rnb-resilience")
+        server = os.path.join(self.bin, "rnb-echo-server")
+        trials = "1" if q else "5"
+        self.results["deadpeer"] = self.run_tool(
+            [tool, "deadpeer", "--server", server, "--timeout-ms",
+             "300" if q else "1000", "--interval-ms", "100", "--trials",
+             trials], 120, "deadpeer")
+        self.results["restart"] = self.run_tool(
+            [tool, "restart", "--server", server, "--backoff-ms", "50",
+             "--down-ms", "200" if q else "300", "--trials", trials], 120,
+            "restart")
+
+    # -- everything ----------------------------------------------------------
+
+    def run(self):
+        self.tmp = tempfile.mkdtemp(prefix="rnb-")
+        t0 = time.time()
+        try:
+            self.start_servers()
+            self.matrix()
+            self.callgrind()
+            self.latency()
+            self.scale()
+            self.resilience()
+        finally:
+            self.stop_servers()
+        m = self.results["meta"]
+        m.update(quick=self.args.quick, runs=self.args.runs,
+                 secs=self.args.secs, lua=self.lua, rnp_gap=self.rnp_gap,
+                 servers={k: v[0] for k, v in self.servers.items()},
+                 date=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(),
+                 wall=time.time() - t0)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def preflight(lua):
+    """The tools the harness needs beyond the build; exits naming them."""
+    missing = [t for t in ("redis-server", "redis-benchmark", "gnuplot",
+                           "valgrind", lua) if not shutil.which(t)]
+    if shutil.which(lua):
+        p = subprocess.run([lua, "-e", 'require "socket"; require "luv"'],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if p.returncode != 0:
+            missing.append("LuaSocket and luv for " + lua)
+    if missing:
+        sys.exit("bench: missing: %s\nbench: on Debian: apt-get install "
+                 "redis-server valgrind gnuplot-nox lua-socket lua-luv "
+                 "lua5.4" % ", ".join(missing))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--secs", type=float, default=None)
+    ap.add_argument("--warm", type=float, default=None)
+    ap.add_argument("--lua", default="lua5.4")
+    a = ap.parse_args()
+    if a.runs is None:
+        a.runs = 1 if a.quick else 5
+    if a.secs is None:
+        a.secs = 0.3 if a.quick else 0.5
+    if a.warm is None:
+        a.warm = 0.1 if a.quick else 0.2
+    if a.out is None:
+        a.out = os.path.join(a.build, "bench-quick") if a.quick else \
+            os.path.join(HERE, "results")
+    preflight(a.lua)
+    for prog in ("rnb-uv-client", "rnb-rn-client", "rnb-echo-server",
+                 "rnb-scale", "rnb-resilience"):
+        if not os.path.exists(os.path.join(a.build, "bench", prog)):
+            sys.exit("bench: %s not built in %s (RESILNET_BUILD_BENCH=ON)"
+                     % (prog, a.build))
+    os.makedirs(a.out, exist_ok=True)
+    b = Bench(a)
+    b.run()
+    sys.path.insert(0, HERE)
+    import report
+    report.write(b.results, a.out, failures)
+    print("bench: results in %s (%.0f s)" % (a.out, b.results["meta"]["wall"]),
+          file=sys.stderr)
+    if failures:
+        print("bench: %d failure(s):\n  %s" % (len(failures),
+              "\n  ".join(failures)), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
