@@ -45,7 +45,7 @@ for _, protocol in ipairs { "length", "resp" } do
       local prefix = ("%s-b%d-"):format(protocol, serial)
       local replies, failures, done = 0, 0, 0
       local codes, unsent, failed_attempts, failed_retries = {}, {}, 0, 0
-      local per_task = t.calls // t.tasks
+      local per_task = math.floor(t.calls / t.tasks)
       for k = 1, t.tasks do
         resilnet.spawn(function()
           for i = 1, per_task do

@@ -36,8 +36,17 @@ local socket = require "socket"
 ---------------------------------------------------------------------------
 -- Framing, shared by both sides.
 
+-- Plain arithmetic, no integer operators: the specs run on Lua 5.1 to
+-- 5.4 and LuaJIT, and so does this server (RESILNET_TEST_LUA).
 local function u32(n)
-  return string.char((n >> 24) & 255, (n >> 16) & 255, (n >> 8) & 255, n & 255)
+  local floor = math.floor
+  return string.char(floor(n / 16777216) % 256, floor(n / 65536) % 256,
+                     floor(n / 256) % 256, n % 256)
+end
+
+local function read_u32(s)
+  local a, b, c, d = s:byte(1, 4)
+  return ((a * 256 + b) * 256 + c) * 256 + d
 end
 
 local function encode_request(protocol, fields)
@@ -73,8 +82,7 @@ end
 local function parse_request(protocol, buf)
   if protocol == "length" then
     if #buf < 4 then return nil end
-    local a, b, c, d = buf:byte(1, 4)
-    local n = ((a << 24) | (b << 16) | (c << 8) | d)
+    local n = read_u32(buf)
     if #buf < 4 + n then return nil end
     return body_fields(buf:sub(5, 4 + n)), 4 + n
   end
@@ -156,8 +164,7 @@ if ... == "spec.helpers.counting_server" then
     local reply
     if srv.protocol == "length" then
       local head = assert(c:receive(4))
-      local a, b, cc, d = head:byte(1, 4)
-      reply = assert(c:receive((a << 24) | (b << 16) | (cc << 8) | d))
+      reply = assert(c:receive(read_u32(head)))
     else
       local head = assert(c:receive("*l"))
       reply = assert(c:receive(tonumber(head:match("^%$(%d+)"))))
@@ -239,7 +246,7 @@ local function serve(sock, fields)
     record("E", id)
     -- Blocking write of half the frame, then a FIN.
     sock:settimeout(1)
-    sock:send(reply:sub(1, #reply // 2))
+    sock:send(reply:sub(1, math.floor(#reply / 2)))
     drop(sock, false)
   elseif mode == "delay" then
     record("E", id)
