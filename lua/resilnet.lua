@@ -779,4 +779,351 @@ function Server:close(opts)
   return wait_closed("server:close", self)
 end
 
+---------------------------------------------------------------------------
+-- Fault injection (resilnet.proxy) and child processes (resilnet.process)
+-- for test harnesses; docs/harness.md has the whole story.
+
+local Proxy = {}
+Proxy.__index = Proxy
+
+local proxy_schema = {
+  { "listen", "string", "127.0.0.1:0" },
+  { "upstream", "string", nil, required = true },
+  { "seed", "count0" },         -- default: one picked from the clock
+  { "backlog", "count", 511 },
+  { "on_event", "function" },   -- on_event(ev) for every event, as it comes
+  { "log", "count0", 10000 },   -- events kept for px:events() (newest)
+}
+
+-- Per kind: the options it takes, beyond kind, direction and toxicity.
+local ms_type = { "a number of ms >= 0",
+                  function(v) return type(v) == "number" and v >= 0 end }
+local bytes_type = { "an integer >= 0",
+                     function(v) return is_integer(v) and v >= 0 end }
+local distribution_type = { '"uniform" or "normal"', function(v)
+  return v == "uniform" or v == "normal"
+end }
+local direction_type = { '"up", "down" or "both"', function(v)
+  return v == "up" or v == "down" or v == "both"
+end }
+local fault_opts = {
+  ms = ms_type, jitter = ms_type, distribution = distribution_type,
+  kbps = types.positive, bytes_per_second = types.positive,
+  bytes = types.count, delay_ms = ms_type,
+  after_bytes = bytes_type, after_ms = ms_type, rst = types.boolean,
+  rate = types.ratio,
+}
+local fault_kinds = {
+  latency = { "ms", "jitter", "distribution" },
+  bandwidth = { "kbps", "bytes_per_second" },
+  slice = { "bytes", "delay_ms" },
+  close = { "after_bytes", "after_ms", "rst" },
+  reset = { "after_bytes", "after_ms" },
+  half_close = { "after_bytes" },
+  blackhole = {}, stall = {},
+  corrupt = { "rate" },
+  truncate = { "after_bytes" },
+  duplicate = { "rate" },
+  refuse = {}, stop_accept = {},
+  slow_accept = { "ms", "jitter", "distribution" },
+  accept_close = { "rst" },
+  accept_reset = {},
+}
+
+--- resilnet.proxy{upstream = "127.0.0.1:7000", listen = "127.0.0.1:0",
+-- seed = 1} -> proxy, or nil, err when it cannot listen.
+function resilnet.proxy(opts)
+  local o = validate("resilnet.proxy", proxy_schema, opts)
+  local seed = o.seed or math.floor((core.now() * 1e6) % 2147483647)
+  local self = setmetatable({ options = o, _seed = seed, _log = {},
+                              _faults = {} }, Proxy)
+  local weak = setmetatable({ self }, { __mode = "v" })
+  local h, err = core.proxy_new({ listen = o.listen, upstream = o.upstream,
+                                  seed = seed, backlog = o.backlog },
+                                function(ev)
+    local px = weak[1]
+    if not px then return end
+    local log = px._log
+    log[#log + 1] = ev
+    if #log > 2 * px.options.log then
+      -- Trim in one go, not per event.
+      local keep, n = {}, #log
+      for i = n - px.options.log + 1, n do keep[#keep + 1] = log[i] end
+      px._log = keep
+    end
+    if px.options.on_event then px.options.on_event(ev) end
+  end)
+  if not h then
+    return nil, err
+  end
+  self._h = h
+  return self
+end
+
+--- px:fault{kind = "latency", direction = "down", ms = 50, ...} -> fault.
+-- Takes effect at once on live connections. See docs/harness.md.
+function Proxy:fault(spec)
+  if type(spec) ~= "table" then
+    error("proxy:fault: expected a table, got " .. type(spec), 2)
+  end
+  local kind = spec.kind
+  local allowed = fault_kinds[kind]
+  if not allowed then
+    error("proxy:fault: unknown kind '" .. tostring(kind) .. "'", 2)
+  end
+  for k, v in pairs(spec) do
+    local ok = k == "kind"
+    if k == "direction" then
+      ok = direction_type[2](v)
+      if not ok then
+        error("proxy:fault: option 'direction' must be " .. direction_type[1],
+              2)
+      end
+    elseif k == "toxicity" then
+      ok = types.ratio[2](v)
+      if not ok then
+        error("proxy:fault: option 'toxicity' must be " .. types.ratio[1], 2)
+      end
+    elseif k ~= "kind" then
+      for _, name in ipairs(allowed) do
+        if name == k then ok = true end
+      end
+      if not ok then
+        error("proxy:fault: option '" .. tostring(k) .. "' does not apply "
+              .. "to kind '" .. kind .. "'", 2)
+      end
+      if not fault_opts[k][2](v) then
+        error("proxy:fault: option '" .. k .. "' must be " .. fault_opts[k][1],
+              2)
+      end
+    end
+  end
+  local c = { kind = kind, direction = spec.direction or "both",
+              toxicity = spec.toxicity or 1, ms = spec.ms,
+              jitter = spec.jitter,
+              normal = spec.distribution == "normal" and 1 or 0,
+              after_bytes = spec.after_bytes, after_ms = spec.after_ms,
+              rst = spec.rst and 1 or 0, rate = spec.rate }
+  if kind == "bandwidth" then
+    local bps = spec.bytes_per_second or (spec.kbps and spec.kbps * 125)
+    if not bps then
+      error("proxy:fault: bandwidth needs kbps or bytes_per_second", 2)
+    end
+    c.bytes_per_second = math.max(1, math.floor(bps))
+  elseif kind == "slice" then
+    if not spec.bytes then
+      error("proxy:fault: slice needs bytes", 2)
+    end
+    c.slice_bytes, c.slice_delay = spec.bytes, spec.delay_ms or 0
+  elseif kind == "truncate" and not spec.after_bytes then
+    error("proxy:fault: truncate needs after_bytes", 2)
+  elseif kind == "reset" then
+    c.kind, c.rst = "close", 1
+  elseif kind == "accept_reset" then
+    c.kind, c.rst = "accept_close", 1
+  end
+  if c.ms then c.ms = math.ceil(c.ms) end
+  if c.jitter then c.jitter = math.ceil(c.jitter) end
+  if c.after_ms then c.after_ms = math.ceil(c.after_ms) end
+  local id = core.proxy_fault(self._h, c)
+  local f = { id = id, kind = kind, direction = c.direction }
+  self._faults[id] = f
+  return f
+end
+
+--- px:remove(f) -> true if it was active.
+function Proxy:remove(f)
+  local id = type(f) == "table" and f.id or f
+  if type(id) ~= "number" then
+    error("proxy:remove: expected a fault, got " .. type(f), 2)
+  end
+  self._faults[id] = nil
+  return core.proxy_remove(self._h, id)
+end
+
+--- px:clear(): lifts every fault.
+function Proxy:clear()
+  self._faults = {}
+  core.proxy_clear(self._h)
+end
+
+--- px:reset_all(): RST on every live connection, both sides.
+function Proxy:reset_all()
+  core.proxy_reset_all(self._h)
+end
+
+--- px:address() -> host, port.
+function Proxy:address()
+  return core.proxy_address(self._h)
+end
+
+--- px:endpoint() -> "host:port", for a pool's endpoints.
+function Proxy:endpoint()
+  local host, port = core.proxy_address(self._h)
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  return host .. ":" .. port
+end
+
+function Proxy:seed()
+  return self._seed
+end
+
+function Proxy:connections()
+  return core.proxy_connections(self._h)
+end
+
+--- px:events() -> the newest events (up to options.log), oldest first:
+-- { type, conn, fault, direction, bytes, error, time }.
+function Proxy:events()
+  local out = {}
+  for i = 1, #self._log do out[i] = self._log[i] end
+  return out
+end
+
+--- px:close(): stops listening, closes every connection, waits.
+function Proxy:close()
+  if not self._closing then
+    self._closing = true
+    self._waiters = {}
+    core.proxy_close(self._h, function() wake_all(self) end)
+  end
+  return wait_closed("proxy:close", self)
+end
+
+-- Processes -----------------------------------------------------------------
+
+local Process = {}
+Process.__index = Process
+
+local stdio_type = { "a function, a path or false", function(v)
+  return type(v) == "function" or type(v) == "string" or v == false
+end }
+local process_fields = { env = "table", cwd = "string", stdout = stdio_type,
+                         stderr = stdio_type }
+
+--- resilnet.process{"prog", "arg", ..., env = {NAME = "v"}, cwd = "/x",
+-- stdout = fn(chunk) | "path" | false, stderr = ...} -> process, or nil,
+-- err when it cannot start. env adds to (false: removes from) the
+-- parent's environment; stdout/stderr left out are inherited.
+function resilnet.process(opts)
+  if type(opts) ~= "table" then
+    error("resilnet.process: expected a table, got " .. type(opts), 2)
+  end
+  local args = {}
+  for k, v in pairs(opts) do
+    if is_integer(k) then
+      if type(v) ~= "string" and type(v) ~= "number" then
+        error("resilnet.process: argument " .. k .. " must be a string", 2)
+      end
+    else
+      local want = process_fields[k]
+      if not want then
+        error("resilnet.process: unknown option '" .. tostring(k) .. "'", 2)
+      end
+      if type(want) == "string" and type(v) ~= want or
+         type(want) == "table" and not want[2](v) then
+        error("resilnet.process: option '" .. k .. "' must be "
+              .. (type(want) == "table" and want[1] or "a " .. want), 2)
+      end
+    end
+  end
+  for i = 1, #opts do args[i] = tostring(opts[i]) end
+  if #args == 0 then
+    error("resilnet.process: no program given", 2)
+  end
+  local self = setmetatable({ _spec = { args = args, env = opts.env,
+                                        cwd = opts.cwd, stdout = opts.stdout,
+                                        stderr = opts.stderr } }, Process)
+  local ok, err = self:_spawn()
+  if not ok then
+    return nil, err
+  end
+  return self
+end
+
+function Process:_spawn()
+  -- The exit callback lives in the registry: it must reach the process
+  -- only weakly, so a process nobody holds is collected (and killed).
+  local weak = setmetatable({ self }, { __mode = "v" })
+  local gen = (self._gen or 0) + 1
+  self._gen, self._code, self._signal, self._exited = gen, nil, nil, false
+  local h, err = core.process_new(self._spec, function(code, signal)
+    local p = weak[1]
+    if p and p._gen == gen then
+      p._code, p._signal, p._exited = code, signal, true
+    end
+  end)
+  if not h then
+    return nil, err
+  end
+  self._h = h
+  return true
+end
+
+function Process:pid()
+  return core.process_pid(self._h)
+end
+
+function Process:running()
+  return not self._exited
+end
+
+--- p:kill(sig) -> true | nil, err. sig: "TERM" (default), "KILL",
+-- "STOP", "CONT", "SIGHUP", ... or a number; sent to the child's group.
+function Process:kill(sig)
+  if self._exited then
+    return nil, setmetatable({ code = "ESRCH",
+                               message = "the process has exited" },
+                             core.error_metatable)
+  end
+  return core.process_kill(self._h, sig or "TERM")
+end
+
+local function start_wait(target, h, timeout_ms)
+  return core.process_wait(h, timeout_ms, target)
+end
+
+--- p:wait(timeout) -> code, signal | nil, err (ETIMEDOUT). code is the
+-- exit status, or 128 + the signal number when a signal ended it (signal:
+-- its name, "KILL"). Waits like every waiting function (see README).
+function Process:wait(timeout)
+  if timeout ~= nil and not (type(timeout) == "number" and timeout >= 0) then
+    error("process:wait: expected seconds >= 0, got " .. tostring(timeout), 2)
+  end
+  if self._exited then
+    return self._code, self._signal
+  end
+  return await("process:wait", start_wait, self._h,
+               timeout and ms(timeout) or -1)
+end
+
+--- p:restart{signal = "KILL", timeout = nil} -> true | nil, err: ends the
+-- child if it runs (signal, then waits up to timeout), starts it again
+-- with the same arguments.
+function Process:restart(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("process:restart: expected a table of options", 2)
+  end
+  if not self._exited then
+    self:kill(opts.signal or "KILL")
+    local code, err = self:wait(opts.timeout)
+    if code == nil then
+      return nil, err
+    end
+  end
+  core.process_close(self._h)
+  return self:_spawn()
+end
+
+--- p:close(): kills the child's group (SIGKILL) unless it exited, and
+-- waits for it. Also done when the process is collected.
+function Process:close()
+  core.process_close(self._h)
+  if not self._exited then
+    self:wait()
+  end
+  return true
+end
+
 return resilnet

@@ -19,6 +19,8 @@
 #define LRN_POOL_MT "resilnet.pool"
 #define LRN_SERVER_MT "resilnet.server"
 #define LRN_REQUEST_MT "resilnet.request"
+#define LRN_PROXY_MT "resilnet.proxy"
+#define LRN_PROCESS_MT "resilnet.process"
 
 /* A tiny intrusive list, so the context can find what is still open. */
 typedef struct lrn_link_s {
@@ -55,6 +57,8 @@ typedef struct lrn_ctx_s {
   lrn_link_t pools;
   lrn_link_t servers;
   lrn_link_t timers;
+  lrn_link_t proxies;
+  lrn_link_t processes;
 } lrn_ctx_t;
 
 /* The context, stored as upvalue 1 of every binding function. */
@@ -89,6 +93,8 @@ void lrn_error_open(lua_State *L, lrn_ctx_t *ctx);
 void lrn_timer_open(lua_State *L);
 void lrn_pool_open(lua_State *L);
 void lrn_server_open(lua_State *L);
+void lrn_proxy_open(lua_State *L);
+void lrn_process_open(lua_State *L);
 
 /* Fills codec options from the options table at stack index 1 (protocol,
  * length_bytes, delimiter, max_frame). Raises on bad values. */
@@ -98,6 +104,8 @@ void lrn_codec_options(lua_State *L, rn_codec_options_t *codec);
 void lrn_timer_close_all(lrn_ctx_t *ctx);
 void lrn_pool_close_all(lrn_ctx_t *ctx);
 void lrn_server_close_all(lrn_ctx_t *ctx);
+void lrn_proxy_close_all(lrn_ctx_t *ctx);
+void lrn_process_close_all(lrn_ctx_t *ctx);
 
 /* Error objects (error.c). */
 void lrn_error_push(lua_State *L, lrn_ctx_t *ctx, const char *code,

@@ -214,6 +214,8 @@ static int lrn_ctx_gc(lua_State *L) {
     lrn_timer_close_all(ctx);
     lrn_pool_close_all(ctx);
     lrn_server_close_all(ctx);
+    lrn_proxy_close_all(ctx);
+    lrn_process_close_all(ctx);
     uv_run(rn_loop_uv(ctx->loop), UV_RUN_DEFAULT);
     /* EBUSY means something never finished closing (a request nobody
      * released): leaking the loop then beats freeing memory in use. */
@@ -244,6 +246,8 @@ static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
   lrn_link_init(&ctx->pools);
   lrn_link_init(&ctx->servers);
   lrn_link_init(&ctx->timers);
+  lrn_link_init(&ctx->proxies);
+  lrn_link_init(&ctx->processes);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lrn_ctx_gc);
   lua_setfield(L, -2, "__gc");
@@ -295,5 +299,7 @@ LRN_EXPORT int luaopen_resilnet_core(lua_State *L) {
   lrn_timer_open(L);
   lrn_pool_open(L);
   lrn_server_open(L);
+  lrn_proxy_open(L);
+  lrn_process_open(L);
   return 1;
 }
