@@ -263,7 +263,7 @@ static void close_kills_group(void) {
     uint64_t deadline = uv_hrtime() + 10000000000ull;
     uv_timer_init(uv, &t);
     uv_timer_start(&t, tick, 5, 5);
-    while (memchr(out1.base, '\n', out1.len) == NULL &&
+    while ((out1.len == 0 || memchr(out1.base, '\n', out1.len) == NULL) &&
            uv_hrtime() < deadline)
       uv_run(uv, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&t, NULL);
