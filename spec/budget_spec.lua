@@ -117,10 +117,11 @@ for _, protocol in ipairs { "length", "resp" } do
                          n = 99, calls = 100, tasks = 1 }
       assert.equal(0, r.replies)
       -- One request per connection, each read before the reset: the
-      -- server saw every attempt. As docs/retry-rules.md §3 measures:
-      -- 3 + 2 + 1 x 98.
+      -- server saw every attempt. Each retry spends a token, none at or
+      -- below half (5 of 10): 2 + 2 + 1 retries, then one attempt each
+      -- (docs/retry-rules.md §3).
       assert.equal(r.written, r.attempts)
-      assert.equal(103, r.attempts)
+      assert.equal(105, r.attempts)
       assert.equal("exhausted", r.budget_events[1].state)
     end)
 
@@ -151,16 +152,15 @@ for _, protocol in ipairs { "length", "resp" } do
                calls = 200, tasks = 20 }
     end)
 
-    -- The same bound on the attempts the *client* writes does not hold
-    -- today: a lost connection spends one token however many calls it
-    -- carried (and none if it was opened before the endpoint's last
-    -- costly loss), yet every idempotent call on it is retried while the
-    -- budget is above half. Measured above: 200 calls wrote 244 to 277
-    -- attempts (44 to 77 retries for 10 tokens), bound 230. Enable this
-    -- once the library bounds retries per call again, or the issue's
-    -- bound is restated per lost connection.
-    pending("every request fails, 20 tasks at once: the attempts the "
-            .. "client writes stay within (1 + ratio) x calls + tokens "
-            .. "[fails today: 244-277 for a bound of 230]")
+    -- The same bound holds for what the client writes, however many calls
+    -- each lost connection carried: every retry spends a token.
+    it("every request fails, 20 tasks at once: the attempts the client "
+       .. "writes stay within (1 + ratio) x calls + tokens", function()
+      local r = outage { name = "all fail, concurrent (client side)",
+                         mode = "rst_read", n = 99, calls = 200, tasks = 20 }
+      assert.is_true(r.written <= r.bound,
+                     ("%d attempts written for a bound of %.0f")
+                       :format(r.written, r.bound))
+    end)
   end)
 end

@@ -23,9 +23,12 @@ describe("recovery", function()
     local server = P.start_ledger(0, ledger)
     local restarted
     local ok, err = pcall(function()
+      -- Each retry spends a token and none is made at or below half: 20
+      -- idempotent calls lost at once need a budget above 40 tokens.
       local pool = H.pool { endpoints = { "127.0.0.1:" .. server.port },
                             size = 4, timeout = 8,
-                            reconnect = { initial = 0.05, max = 0.2 } }
+                            reconnect = { initial = 0.05, max = 0.2 },
+                            retry = { budget = { tokens = 50 } } }
       local retries = 0
       pool:on("retry", function(ev)
         retries = retries + 1

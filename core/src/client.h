@@ -129,8 +129,6 @@ struct rn_pool_endpoint_s {
   uint64_t retry_at;    /* no new connect before this (loop ms) */
   uint64_t ejected_until; /* loop ms; 0: not ejected */
   uint64_t last_ejected;  /* loop ms of the last ejection */
-  unsigned budget_serial; /* connections up to this serial were open when
-                             one lost here last spent a retry token */
   const char *state;    /* last state reported */
   rn_backoff_t backoff;
   unsigned removed : 1;
@@ -201,8 +199,8 @@ void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err);
  * it), 0 if the reply is to be returned. */
 int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
                           size_t body_len);
-/* Written attempts failed (a connection lost with calls on it, a call's
- * deadline while the server had it): spends one token of the budget. */
+/* One more attempt of a call was decided (a policy retry or a hedge):
+ * spends one token of the budget. */
 void rn__retry_spend(rn_pool_t *pool);
 int rn__retry_budget_allows(const rn_pool_t *pool);
 /* A call completed: successes refill the retry budget. */

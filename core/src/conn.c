@@ -681,19 +681,6 @@ static void conn_close_handle(rn_conn_t *conn, int connected) {
   uv_close(&conn->h.handle, conn_on_close);
 }
 
-static int conn_has_calls_sent(const rn_conn_t *conn) {
-  const rn_list_t *pos;
-  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
-    const rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    /* A call already timed out spent its token then; a hedge whose call
-     * is answered is moot. */
-    if (!call->internal && !call->done &&
-        (call->parent == NULL || !call->parent->done))
-      return 1;
-  }
-  return 0;
-}
-
 void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls) {
   /* Newest first: each goes to the front of the pool's queue, so they end
    * up ahead of newer calls in their original order. */
@@ -733,18 +720,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     }
   }
 
-  /* Calls written may have executed: the retry rules decide. The calls
-   * lost with one connection are one failure for the retry budget: a
-   * crash with a hundred calls in flight is one event, and spending a
-   * hundred tokens on it would forbid the retries that recover from it. */
-  /* Connections that existed when the endpoint last lost one came from
-   * the same server process: losing them all is one failure (one crash),
-   * not one each. A connection opened since then failing is a new one. */
-  if (conn_has_calls_sent(conn) &&
-      conn->serial > conn->endpoint->budget_serial) {
-    conn->endpoint->budget_serial = pool->next_serial;
-    rn__retry_spend(pool);
-  }
+  /* Calls written may have executed: the retry rules decide. */
   while (!rn_list_empty(&conn->sent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     rn_list_remove(&call->node);

@@ -471,7 +471,6 @@ static void pool_attempt_expired(rn_timer_t *timer) {
     return;
   }
   if (rn__conn_abandon(conn, call) != 0) return;
-  rn__retry_spend(pool);
   rn__retry_failed(pool, call, UV_ETIMEDOUT);
 }
 
@@ -545,8 +544,6 @@ static void pool_call_expired(rn_timer_t *timer) {
     }
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
-  } else {
-    rn__retry_spend(pool); /* the server did not answer in time */
   }
   /* A sent call stays in its connection's FIFO: the late reply is still
    * coming and must be matched to it, then dropped. */

@@ -4,8 +4,15 @@
  * never written is moved to another connection by the pool without asking
  * (rn__pool_requeue), since the server cannot have executed it. A written
  * call is tried again only if the caller said running it twice is harmless
- * (idempotent) or it carries an rnp dedupe key, it has attempts left, the budget allows, and the delay fits
- * in its deadline. Anything else fails with maybe_executed set. */
+ * (idempotent) or it carries an rnp dedupe key, it has attempts left, the
+ * budget allows, and the delay fits in its deadline. Anything else fails
+ * with maybe_executed set.
+ *
+ * The budget bounds the load retries add: every extra attempt (a policy
+ * retry or a hedge) spends a token, every success earns `ratio`, and no
+ * extra attempt is made at or below half. So whatever fails, and however
+ * many calls one lost connection carried, the attempts written stay under
+ * (1 + ratio) x calls + tokens. */
 #include "client.h"
 
 #include <string.h>
@@ -120,6 +127,7 @@ static int retry_schedule(rn_pool_t *pool, rn_call_t *call, int err,
   if (delay == 0) delay = retry_delay(pool, call->attempts);
   if (delay >= rn_timer_remaining(&call->deadline)) return 0;
   pool->stats.retries++;
+  rn__retry_spend(pool);
   retry_later(pool, call, err, delay);
   return 1;
 }
@@ -133,7 +141,6 @@ int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
   if (retry_classify(pool, call, RN_EREPLY, body, body_len) !=
       RN_CLASSIFY_RETRY)
     return 0;
-  /* The server answered, so it is alive: the budget is not spent. */
   return retry_schedule(pool, call, RN_EREPLY, 0);
 }
 
