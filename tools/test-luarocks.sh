@@ -44,6 +44,9 @@ cpath=$(luarocks --lua-version="$ver" --tree="$tree" path --lr-cpath | only_tree
 env -i PATH="$PATH" LUA_PATH="$lpath" LUA_CPATH="$cpath" "$lua" -e '
   local r = require "resilnet"
   assert(r._VERSION:match("^resilnet %d"), "bad _VERSION: " .. tostring(r._VERSION))
+  -- The pure-Lua submodules are installed too.
+  assert(type(r.check.history) == "function", "resilnet.check missing")
+  assert(require("resilnet.dedupe_redis").new, "resilnet.dedupe_redis missing")
   print(r._VERSION .. " from " .. package.cpath)
 '
 echo "luarocks install for $lua: ok"
