@@ -31,7 +31,12 @@ void rn__call_release(rn_call_t *call) {
     if (call->conn == NULL) free(call);
     return;
   }
-  if (!call->done || call->conn != NULL || call->shadow_refs > 0) return;
+  /* While its callback runs, whoever completed it still holds it (and
+   * releases it after): a close from inside the callback must not free it
+   * under them. */
+  if (!call->done || call->conn != NULL || call->shadow_refs > 0 ||
+      call->completing)
+    return;
   parent = call->parent;
   if (call->endpoint != NULL) rn__endpoint_release(call->pool, call->endpoint);
   if (call->frame != call->inline_frame) free(call->frame);
@@ -76,7 +81,9 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   pool->active--;
 
   pool->callback_depth++;
+  call->completing = 1;
   call->cb(pool, call->data, &result);
+  call->completing = 0;
   pool->callback_depth--;
   if (status == 0 || status == RN_EREPLY) rn__retry_succeeded(pool);
   rn__pool_call_done(pool);

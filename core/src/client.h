@@ -53,6 +53,7 @@ struct rn_call_s {
   unsigned hedged : 1;     /* attempt_timer sends hedges (attempt_timeout
                               is then the hedge delay) */
   unsigned parked : 1;     /* its attempt failed; waits for its hedges */
+  unsigned completing : 1; /* its callback is running */
   unsigned keyed : 1;      /* rnp: carries a dedupe key, so the server runs
                               it at most once: retried like an idempotent
                               call, never hedged */

@@ -332,6 +332,37 @@ static void test_crash_bounded_by_budget(void) {
   finish();
 }
 
+/* Closing the pool from the callback of a call whose deadline came while
+ * it was sent: the close fails its connection, which must not free the
+ * call under the deadline handler that is running the callback (a double
+ * free found in review). */
+static void on_result_close(rn_pool_t *p, void *data, const rn_result_t *r) {
+  on_result(p, data, r);
+  rn_pool_close(p, 0, NULL);
+}
+
+static void test_close_in_deadline_callback(void) {
+  struct outcome o;
+  rn_call_options_t co;
+  int i;
+  start(3, 10, 0.1);
+  hold_all = 1;
+  memset(&co, 0, sizeof(co));
+  memset(&o, 0, sizeof(o));
+  co.timeout = 200;
+  co.idempotent = 1;
+  ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result_close, &o));
+  while (!o.fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_EQ(o.fired, 1);
+  ASSERT_EQ(o.status, UV_ETIMEDOUT);
+  ASSERT_EQ(o.maybe_executed, 1);
+  hold_all = 0;
+  for (i = 0; i < executed; i++) rn_request_drop(kept[i]);
+  rn_server_close(server, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 int main(void) {
   TEST_RUN(test_not_idempotent_runs_once);
   TEST_RUN(test_idempotent_retried_until_answered);
@@ -341,5 +372,6 @@ int main(void) {
   TEST_RUN(test_attempt_timeout);
   TEST_RUN(test_max_in_flight);
   TEST_RUN(test_crash_bounded_by_budget);
+  TEST_RUN(test_close_in_deadline_callback);
   return 0;
 }
