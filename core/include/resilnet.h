@@ -405,13 +405,14 @@ typedef struct rn_backoff_options_s {
 } rn_backoff_options_t;
 
 /* Policy retries (design §4) of calls that may have reached the server:
- * only for idempotent calls, at most `attempts` attempts in all (1..5),
- * after a full-jitter delay, random in [0, min(max, initial * 2^n)). A
- * per-pool budget keeps retries from multiplying load in an outage: it
- * holds up to `budget_tokens`; a failed attempt spends one, a success earns
- * `budget_ratio`; no policy retry while it is at or below half. Calls that
- * never left (unsent) are retried transparently, whatever this says, until
- * their deadline. */
+ * only for idempotent calls (or rnp calls with a key), at most `attempts`
+ * attempts in all (1..5), after a full-jitter delay, random in
+ * [0, min(max, initial * 2^n)). A per-pool budget keeps retries from
+ * multiplying load in an outage: it holds up to `budget_tokens`; each
+ * retry (and each hedge) spends one, a success earns `budget_ratio`; no
+ * retry or hedge while it is at or below half. Calls that never left
+ * (unsent), or that an rnp server proved it never ran, are sent again
+ * transparently, whatever this says, until their deadline. */
 typedef struct rn_retry_options_s {
   unsigned attempts;     /* 3; 1 turns policy retries off */
   uint64_t initial;      /* ms (10) */
