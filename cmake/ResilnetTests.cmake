@@ -167,3 +167,5 @@ if(RESILNET_LUAROCKS AND NOT RESILNET_SANITIZE)
     endif()
   endforeach()
 endif()
+
+include(ResilnetExamples)  # examples/ as tests (cmake/ResilnetExamples.cmake)
