@@ -4,7 +4,7 @@
 #   make test       deps, build, ctest, then the sanitizer pass (make asan)
 #   make asan       ASan+UBSan build in build-asan and its ctest run
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (30) each
-#   make demo       run examples/demo.lua with lua5.4 against this build
+#   make demo       the crash-and-recovery demo (examples/demo.lua, < 30 s)
 #   make bench      the benchmarks (several minutes) in a Release build of
 #                   their own; results to bench/results/ (bench.md, PNG)
 #   make bench-quick  a smoke run of the benchmark harness (< 60 s)
@@ -53,11 +53,13 @@ asan: deps
 fuzz: deps
 	@tools/fuzz.sh $(FUZZ_SECONDS)
 
+# The server processes the demo starts inherit these paths; its journals
+# and timeline (PNG with gnuplot) go to $(BUILD)/demo.
 demo: build
-	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 \
+	@env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 \
 	  LUA_PATH="$(CURDIR)/lua/?.lua;;" \
 	  LUA_CPATH="$(abspath $(BUILD))/lua/5.4/?.so;;" \
-	  lua5.4 examples/demo.lua
+	  lua5.4 examples/demo.lua "$(abspath $(BUILD))/demo"
 
 # Measured optimised: Release, no tests, the module for lua5.4 and LuaJIT.
 bench: deps
