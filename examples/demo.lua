@@ -25,6 +25,8 @@ local LUA = arg[-1]
 for i = -2, -10, -1 do LUA = arg[i] or LUA; if not arg[i] then break end end
 
 local RATE = 450          -- calls a second, a third of each kind
+local WORK_MS = 20        -- the servers take 0 to 20 ms a call: some are
+                          -- always in flight when a fault strikes
 local HEARTBEAT = { interval = 0.1, timeout = 0.5 }
 local PLAN = {            -- seconds from the start of the load
   kill = 2, restart_delay = 0.5, goaway = 6, add_b = 9.5, stop = 11,
@@ -48,7 +50,7 @@ local function start_server(name, port)
   local p = assert(resilnet.process {
     LUA, HERE .. "rpc_server.lua", "--port=" .. port,
     "--journal=" .. OUT .. "/" .. name .. ".journal",
-    "--dedupe=" .. OUT .. "/dedupe.log",
+    "--dedupe=" .. OUT .. "/dedupe.log", "--work=" .. WORK_MS,
     stdout = function(chunk)
       out = out .. chunk
       listening = listening or tonumber(out:match("listening (%d+)"))
@@ -325,6 +327,16 @@ local function times(add)
     end
     return worst
   end
+  local function failed(from, to)
+    local n = { read = 0, keyed = 0, plain = 0 }
+    for _, c in ipairs(calls) do
+      if c.t1 and not c.ok and c.t1 >= from and c.t1 < to then
+        n[c.kind] = n[c.kind] + 1
+      end
+    end
+    return ("%d reads, %d keyed, %d unkeyed writes"):format(n.read, n.keyed,
+                                                           n.plain)
+  end
   local lost = first(events, function(e)
     return e.connection and e.state == "closed" and e.t >= T.kill end)
   add("SIGKILL", "connection loss seen", lost and ms(lost.t - T.kill))
@@ -333,24 +345,21 @@ local function times(add)
       .. (" (%.1f s of it the restart delay)"):format(PLAN.restart_delay))
   add("", "first call answered again", ms(call_first(T.kill, T.drain, true)))
   add("", "slowest call around it", ms(worst_latency(T.kill, T.kill + 1)))
+  add("", "failed calls", failed(T.kill, T.drain))
   add("GOAWAY", "GOAWAYs received", ("%d"):format(stats_sum("goaways")
                                                   - T.goaways))
   add("", "attempts moved, not executed", ("%d"):format(
       stats_sum("not_executed") + stats_sum("requeued") - T.moved))
-  add("", "failed calls", tostring(#(function()
-    local l = {}
-    for _, c in ipairs(calls) do
-      if c.t1 and not c.ok and c.t1 >= T.drain and c.t1 < T.stop then
-        l[#l + 1] = c end
-    end
-    return l end)()))
+  add("", "failed calls", failed(T.drain, T.stop))
   add("", "slowest call around it", ms(worst_latency(T.drain, T.drain + 2)))
   local dead = first(events, function(e)
     return e.error == "EDEADPEER" and e.t >= T.stop end)
   add("SIGSTOP", "dead-peer verdict", dead and ("%s (heartbeat.timeout "
-      .. "%s)"):format(ms(dead.t - T.stop), ms(HEARTBEAT.timeout)))
+      .. "%s, from the last byte read)"):format(ms(dead.t - T.stop),
+                                                ms(HEARTBEAT.timeout)))
   add("", "first failed call", ms(call_first(T.stop, T.cont, false)))
   add("", "slowest call around it", ms(worst_latency(T.stop, T.stop + 1)))
+  add("", "failed calls", failed(T.stop, math.huge))
   local back = first(events, function(e)
     return e.connection and e.state == "ready" and e.t >= T.cont end)
   add("SIGCONT", "A takes calls again", back and ms(back.t - T.cont)
@@ -366,7 +375,9 @@ local function timeline(dead_t)
     if c.t1 then
       local b = math.floor((c.t1 - T0) * 10) + 1
       if c.ok then ok[b] = (ok[b] or 0) + 1 else bad[b] = (bad[b] or 0) + 1 end
-      n = math.max(n, b)
+      -- The load stops at PLAN.finish; later buckets hold only its
+      -- stragglers, unless something failed late.
+      if b <= PLAN.finish * 10 or not c.ok then n = math.max(n, b) end
     end
   end
   local f = assert(io.open(OUT .. "/timeline.dat", "w"))
@@ -404,6 +415,13 @@ local function timeline(dead_t)
     return nil
   end
   local png = OUT .. "/timeline.png"
+  -- Failures stay in the lower third, under the fault labels.
+  local top_ok, top_bad = RATE * 1.2, 1
+  for b = 1, n do
+    top_ok = math.max(top_ok, (ok[b] or 0) * 10 * 1.15)
+    top_bad = math.max(top_bad, bad[b] or 0)
+  end
+  top_ok, top_bad = math.ceil(top_ok), math.max(6, top_bad * 3)
   local g = assert(io.popen("gnuplot 2>>'" .. OUT .. "/servers.log'", "w"))
   g:write(([[
 if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
@@ -419,9 +437,10 @@ set y2label 'failed calls per 100 ms'
 set ytics nomirror
 set y2tics
 set key below
-set yrange [0:*]
-set y2range [0:*]
-]]):format(png, RATE))
+set yrange [0:%d]
+set y2range [0:%d]
+set y2tics %d
+]]):format(png, RATE, top_ok, top_bad, math.max(1, math.floor(top_bad / 5))))
   for _, m in ipairs(marks) do
     g:write(("set arrow from %.2f, graph 0 to %.2f, graph 1 nohead "
              .. "dashtype 2 lc rgb 'gray40'\n"):format(m.t, m.t))

@@ -15,14 +15,17 @@
 -- shared with other servers on this host (examples/dedupe_file.lua).
 --
 --   lua5.4 examples/rpc_server.lua [--port=7400] [--journal=f] [--dedupe=f]
+--                                  [--work=ms]
 -- prints "listening <port>" once it listens (port 0: any free port).
+-- --work: after running a request, take up to that many ms more (at
+-- random) before answering, as a service doing real work would.
 local resilnet = require "resilnet"
 
-local opts = { port = "0" }
+local opts = { port = "0", work = "0" }
 for _, a in ipairs(arg) do
   local k, v = a:match("^%-%-(%w+)=(.*)$")
   if not k then error("usage: rpc_server.lua [--port=N] [--journal=file] "
-                      .. "[--dedupe=file]", 0) end
+                      .. "[--dedupe=file] [--work=ms]", 0) end
   opts[k] = v
 end
 local here = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/"
@@ -60,7 +63,10 @@ local function handler(request)
     journal:flush()
   end
   if cmd == "ADD" then counters[name] = (counters[name] or 0) + n end
-  return tostring(counters[name] or 0)
+  local value = tostring(counters[name] or 0)
+  local work = tonumber(opts.work)
+  if work > 0 then resilnet.sleep(math.random() * work / 1000) end
+  return value
 end
 
 -- A planned restart starts the next process while the last one still
