@@ -45,7 +45,7 @@ test: build
 	@tools/fuzz.sh $(TEST_FUZZ_SECONDS)
 
 asan: deps
-	@cmake -S . -B $(ASAN_BUILD) -DRESILNET_SANITIZE=ON \
+	@cmake -S . -B $(ASAN_BUILD) -DRESILNET_SANITIZE=ON -DRESILNET_FAULT_LUA_TAGS=5.4 \
 	  "-DRESILNET_LUA_VERSIONS=$(ASAN_LUA)" >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && $(CTEST)

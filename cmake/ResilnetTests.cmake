@@ -107,6 +107,29 @@ endfunction()
 file(GLOB rn_specs CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/spec/*_spec.lua")
 set(RESILNET_SCALE_LUA_TAGS "5.4;jit" CACHE STRING
     "Lua versions (as in RESILNET_LUA_VERSIONS) that run spec/scale_spec.lua")
+# Fault specs start server processes and inject real faults (kills, resets,
+# restarts, outages); each takes tens of seconds. What they test lives in
+# the C core, the same for every Lua, and the binding and facade they use
+# are covered on every Lua by the other specs: they run, one test each, on
+# the Luas below only.
+set(RESILNET_FAULT_SPECS
+    budget chaos examples freeze recovery redis_incr restart retry_table rnp
+    CACHE STRING "spec/<name>_spec.lua run only on RESILNET_FAULT_LUA_TAGS")
+set(RESILNET_FAULT_LUA_TAGS "5.4;jit" CACHE STRING
+    "Lua versions (as in RESILNET_LUA_VERSIONS) that run the fault specs")
+set(rn_quick_specs "")
+set(rn_fault_specs "")
+foreach(file IN LISTS rn_specs)
+  get_filename_component(base "${file}" NAME)
+  string(REGEX REPLACE "_spec\\.lua$" "" name "${base}")
+  if(name STREQUAL "scale")
+    continue()
+  elseif(name IN_LIST RESILNET_FAULT_SPECS)
+    list(APPEND rn_fault_specs "${name}")
+  else()
+    list(APPEND rn_quick_specs "spec/${base}")
+  endif()
+endforeach()
 find_program(RESILNET_BUSTED NAMES busted)
 if(rn_specs AND NOT RESILNET_BUSTED)
   message(WARNING "busted not found: the specs are not registered")
@@ -129,11 +152,19 @@ elseif(rn_specs)
         "--lpath=${CMAKE_SOURCE_DIR}/lua/?.lua"
         "--cpath=${CMAKE_BINARY_DIR}/lua/${tag}/?.so")
     add_test(NAME ${rn_prefix}spec.${lua_name}
-             COMMAND ${cmd} ${busted_args}
-                     "--exclude-pattern=^scale_spec%.lua$" spec
+             COMMAND ${cmd} ${busted_args} ${rn_quick_specs}
              WORKING_DIRECTORY "${CMAKE_SOURCE_DIR}")
     set_tests_properties(${rn_prefix}spec.${lua_name} PROPERTIES
       TIMEOUT ${RESILNET_SPEC_TIMEOUT} ENVIRONMENT "${env}")
+    if(tag IN_LIST RESILNET_FAULT_LUA_TAGS)
+      foreach(name IN LISTS rn_fault_specs)
+        add_test(NAME ${rn_prefix}spec-fault.${name}.${lua_name}
+                 COMMAND ${cmd} ${busted_args} spec/${name}_spec.lua
+                 WORKING_DIRECTORY "${CMAKE_SOURCE_DIR}")
+        set_tests_properties(${rn_prefix}spec-fault.${name}.${lua_name}
+          PROPERTIES TIMEOUT ${RESILNET_SPEC_TIMEOUT} ENVIRONMENT "${env}")
+      endforeach()
+    endif()
     # The scale spec runs on its own: it holds 1,000 connections (and a
     # server child holding 1,000 more) for 10 s, with 10,000 heartbeats a
     # second, so it runs alone (RUN_SERIAL) to neither skew nor be skewed

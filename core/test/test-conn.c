@@ -93,12 +93,14 @@ static rn_pool_t *pool_for(const char *ep, rn_protocol_t protocol,
   po.codec.protocol = protocol;
   po.codec.max_frame = max_frame;
   po.size = 1;
-  po.connect_timeout = 200;
+  /* Generous: name resolution starts libuv's thread pool, which is slow
+   * under valgrind on a loaded machine; nothing here times a connect. */
+  po.connect_timeout = 1500;
   /* These peers answer every read with a script: no pings, whose
    * answers would take the script's first reply. */
   po.heartbeat_interval = 0;
   /* Failed connects leave calls waiting for a reconnect until this. */
-  po.timeout = 600;
+  po.timeout = 2000;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   return pool;
 }
