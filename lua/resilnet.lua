@@ -334,17 +334,31 @@ local pool_schema = {
   { "max_in_flight", "count0", 0 },
 }
 
+-- A dedupe store: a table (or object) with claim, finish and release
+-- methods (see README, "Dedupe stores").
+types.dedupe_store = { "a table with claim, finish and release functions",
+  function(v)
+    local t = type(v)
+    if t ~= "table" then return false end
+    return type(v.claim) == "function" and type(v.finish) == "function"
+      and type(v.release) == "function"
+  end }
+
 local server_schema = {
   { "listen", "string", nil, required = true },
   { "protocol", "protocol", "resp" },
   { "handler", "function", nil, required = true },
   { "max_concurrent", "count", 256 },
+  { "queue", "count0", 64, protocol = "rnp" },  -- waiting past max_concurrent
+  { "retry_after", "seconds", 0.1, protocol = "rnp" },  -- OVERLOADED pushback
+  { "idle_timeout", "seconds", 0 },
   { "backlog", "count", 511 },
   { "max_frame", "count", 16 * 1024 * 1024 },
   { "delimiter", "delimiter", "\n", protocol = "line" },
   { "length_bytes", "length_bytes", 4, protocol = "length" },
   { "dedupe", nested({ { "window", "positive", 300 },
-                       { "capacity", "count", 100000 } }, true) },
+                       { "capacity", "count", 100000 },
+                       { "store", "dedupe_store" } }, true) },  -- rnp
 }
 
 local call_schema = {
@@ -360,9 +374,11 @@ local pool_close_schema = {
   { "drain", "seconds", 0 },
   { "reset", "boolean", false },
 }
+-- goaway = true or a drain: a graceful close (rnp: GOAWAY), draining for
+-- `drain` seconds (5 when only goaway is given); neither: close at once.
 local server_close_schema = {
-  { "goaway", "boolean", true },
-  { "drain", "seconds", 0 },
+  { "goaway", "boolean", false },
+  { "drain", "seconds" },
 }
 
 resilnet._options = {
@@ -726,27 +742,66 @@ local function finish_request(info, ok, reply, err)
   return core.request_reply(req, reply)
 end
 
+local server_events = { overload = true, deadline = true, goaway = true,
+                        protocol = true, idle = true, store = true }
+
+-- A Lua dedupe store, driven by the core's dedupe logic: each operation
+-- runs the store's method in a task (it may wait, e.g. on a resp pool) and
+-- reports back. A method that raises is a bug: recorded like any task
+-- error (run() re-raises it) and the operation fails; one that returns
+-- nil, err is a store failure (claims are refused as not executed).
+local function store_runner(store)
+  local function done(info, ok, a, b, c)
+    core.dedupe_done(info.op, ok, a, b, c)
+    if not ok then
+      core.fail(error_with_traceback(info.co, a))
+    end
+  end
+  return function(op, method, key, window, reply, failed)
+    local co = coroutine.create(function()
+      if method == "claim" then
+        return store:claim(key, window)
+      elseif method == "finish" then
+        return store:finish(key, reply, failed, window)
+      end
+      return store:release(key)
+    end)
+    tasks[co] = { done = done, op = op, co = co }
+    return resume(co)
+  end
+end
+
 --- resilnet.server{listen = "127.0.0.1:0", handler = fn, ...} -> server.
 -- handler(request, ctx) runs as a task per request; what it returns is the
 -- reply; an error (raised, an error object, or nil, err) becomes an error
--- reply for resp and closes the connection for line/length.
+-- reply for resp and rnp (APPLICATION) and closes the connection for
+-- line/length. rnp: ctx.id, ctx.deadline (seconds left when the handler
+-- started, or nil), ctx.key, ctx.idempotent.
 function resilnet.server(opts)
   local o = validate("resilnet.server", server_schema, opts)
-  local self = setmetatable({ options = o, _handler = o.handler }, Server)
+  local self = setmetatable({ options = o, _handler = o.handler,
+                              _handlers = {} }, Server)
   self._ctx = { server = self }
   local stringify = o.protocol ~= "resp"
+  local rnp = o.protocol == "rnp"
   -- The binding holds on_request in the registry: it reaches the server
   -- only weakly, so a server nobody references is collected and closed.
   local weak = setmetatable({ self }, { __mode = "v" })
-  local function on_request(value, req)
+  local function on_request(value, req, id, deadline, key, idempotent)
     local srv = weak[1]
     if not srv then
       return core.request_fail(req, "server closed")
     end
+    local ctx = srv._ctx
+    if rnp then
+      ctx = { server = srv, id = id, deadline = deadline, key = key,
+              idempotent = idempotent }
+    end
     local co = coroutine.create(srv._handler)
     tasks[co] = { done = finish_request, req = req, stringify = stringify }
-    return resume(co, value, srv._ctx)
+    return resume(co, value, ctx)
   end
+  local dd = o.dedupe
   local h, err = core.server_new({
     listen = o.listen,
     protocol = o.protocol,
@@ -755,11 +810,24 @@ function resilnet.server(opts)
     max_frame = o.max_frame,
     backlog = o.backlog,
     max_concurrent = o.max_concurrent,
-  }, on_request)
+    queue = o.queue,
+    retry_after_ms = o.retry_after and ms(o.retry_after),
+    idle_timeout_ms = ms(o.idle_timeout),
+    dedupe = dd and true or false,
+    dedupe_window_ms = dd and ms(dd.window) or nil,
+    dedupe_capacity = dd and dd.capacity or nil,
+  }, on_request, dd and dd.store and store_runner(dd.store) or nil)
   if not h then
     return nil, err
   end
   self._h = h
+  core.server_on(h, function(ev)
+    local srv = weak[1]
+    local list = srv and srv._handlers[ev.type]
+    for i = 1, list and #list or 0 do
+      list[i](ev)
+    end
+  end)
   return self
 end
 
@@ -768,13 +836,45 @@ function Server:address()
   return core.server_address(self._h)
 end
 
+--- server:on(event, fn): fn(ev) for every event of that type: "overload"
+-- (a request refused past max_concurrent and queue), "deadline" (refused:
+-- its deadline passed before it started), "goaway", "protocol" (a
+-- connection closed for a malformed frame), "idle", "store" (the dedupe
+-- store failed). fn runs as a plain callback: it cannot wait.
+function Server:on(event, fn)
+  if not server_events[event] then
+    error("server:on: unknown event '" .. tostring(event) .. "'", 2)
+  end
+  if type(fn) ~= "function" then
+    error("server:on: expected a function, got " .. type(fn), 2)
+  end
+  local list = self._handlers[event]
+  if not list then
+    list = {}
+    self._handlers[event] = list
+  end
+  list[#list + 1] = fn
+  return self
+end
+
+--- server:stats() -> table of counters (requests, handled, overloaded,
+-- expired, replayed, joined, busy, discarded, protocol_errors, ...).
+function Server:stats()
+  return core.server_stats(self._h)
+end
+
 --- server:close{}: stops listening, closes connections, waits until done.
+-- server:close{goaway = true, drain = s}: stops listening, announces
+-- GOAWAY (rnp), lets accepted requests finish for up to s seconds (5 if
+-- only goaway is given), then closes; waits until done.
 function Server:close(opts)
-  validate("server:close", server_close_schema, opts)
+  local o = validate("server:close", server_close_schema, opts)
   if not self._closing then
     self._closing = true
     self._waiters = {}
-    core.server_close(self._h, function() wake_all(self) end)
+    local drain = o.drain or (o.goaway and 5 or nil)
+    core.server_close(self._h, function() wake_all(self) end,
+                      drain and ms(drain) or nil)
   end
   return wait_closed("server:close", self)
 end

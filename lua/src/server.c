@@ -9,19 +9,40 @@
 
 #include "lrn.h"
 
+#define LRN_DEDUPE_OP_MT "resilnet.dedupe_op"
+
 typedef struct lrn_server_s {
   lrn_ctx_t *ctx;
   rn_server_t *server;
   struct lrn_server_s **ud;
   lrn_link_t link;
   int closing;
-  int request_ref; /* target dispatched with (value, request) */
+  int draining;    /* closing gracefully: lua_close cuts it short */
+  int request_ref; /* target dispatched with (value, request, ...) */
   int close_ref;
+  int event_ref;   /* plain function dispatched with each event table */
 } lrn_server_t;
 
 typedef struct lrn_request_s {
   rn_request_t *req; /* NULL once answered or dropped */
 } lrn_request_t;
+
+/* A dedupe store written in Lua: the core's store interface, each call
+ * dispatched to the facade's runner, which calls the store's method in a
+ * task (it may wait on another pool) and answers with dedupe_done(). The
+ * core closes the store after the server's close callback, so it is
+ * allocated apart from lrn_server_t and owns the runner's ref. */
+typedef struct lrn_store_s {
+  rn_dedupe_store_t base;
+  lrn_ctx_t *ctx;
+  int runner_ref;
+} lrn_store_t;
+
+/* The Lua side of one store operation. */
+typedef struct lrn_dedupe_op_s {
+  rn_dedupe_op_t *op; /* NULL once answered */
+  int kind;           /* 1 claim, 2 finish, 3 release */
+} lrn_dedupe_op_t;
 
 static lrn_server_t *lrn_server_get(lua_State *L, int idx) {
   return *(lrn_server_t **)luaL_checkudata(L, idx, LRN_SERVER_MT);
@@ -44,11 +65,15 @@ typedef struct lrn_incoming_s {
   int taken; /* a request userdata owns req */
 } lrn_incoming_t;
 
+/* (value, request) and for rnp also (id, seconds left or nil, key or nil,
+ * idempotent). */
 static int lrn_push_request(lua_State *L, void *arg) {
   lrn_incoming_t *in = (lrn_incoming_t *)arg;
+  rn_protocol_t protocol = rn_server_codec(in->s->server)->protocol;
   lrn_request_t *r;
-  luaL_checkstack(L, 2, NULL);
-  if (rn_server_codec(in->s->server)->protocol != RN_PROTOCOL_RESP ||
+  rn_request_info_t info;
+  luaL_checkstack(L, 6, NULL);
+  if (protocol != RN_PROTOCOL_RESP ||
       lrn_resp_push(L, in->s->ctx, in->body, in->len) != 0)
     lua_pushlstring(L, in->body, in->len);
   r = (lrn_request_t *)lua_newuserdata(L, sizeof(*r));
@@ -56,7 +81,20 @@ static int lrn_push_request(lua_State *L, void *arg) {
   luaL_getmetatable(L, LRN_REQUEST_MT);
   lua_setmetatable(L, -2);
   in->taken = 1;
-  return 2;
+  if (protocol != RN_PROTOCOL_RNP)
+    return 2;
+  rn_request_info(in->req, &info);
+  lua_pushnumber(L, (lua_Number)info.id);
+  if (info.has_deadline)
+    lua_pushnumber(L, (lua_Number)info.deadline_ms / 1000);
+  else
+    lua_pushnil(L);
+  if (info.key != NULL)
+    lua_pushlstring(L, info.key, info.key_len);
+  else
+    lua_pushnil(L);
+  lua_pushboolean(L, info.idempotent);
+  return 6;
 }
 
 static void lrn_server_request(rn_server_t *server, rn_request_t *request,
@@ -74,6 +112,45 @@ static void lrn_server_request(rn_server_t *server, rn_request_t *request,
     rn_request_drop(request);
 }
 
+static const char *lrn_server_event_name(rn_server_event_type_t type) {
+  switch (type) {
+  case RN_SERVER_EVENT_OVERLOAD: return "overload";
+  case RN_SERVER_EVENT_DEADLINE: return "deadline";
+  case RN_SERVER_EVENT_GOAWAY: return "goaway";
+  case RN_SERVER_EVENT_PROTOCOL: return "protocol";
+  case RN_SERVER_EVENT_IDLE: return "idle";
+  case RN_SERVER_EVENT_STORE: return "store";
+  }
+  return "unknown";
+}
+
+static int lrn_push_server_event(lua_State *L, void *arg) {
+  const rn_server_event_t *ev = (const rn_server_event_t *)arg;
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, lrn_server_event_name(ev->type));
+  lua_setfield(L, -2, "type");
+  if (ev->id != 0) {
+    lua_pushnumber(L, (lua_Number)ev->id);
+    lua_setfield(L, -2, "id");
+  }
+  if (ev->error != 0) {
+    lua_pushstring(L, rn_err_name(ev->error));
+    lua_setfield(L, -2, "error");
+  }
+  lua_pushinteger(L, (lua_Integer)ev->active);
+  lua_setfield(L, -2, "active");
+  lua_pushinteger(L, (lua_Integer)ev->queued);
+  lua_setfield(L, -2, "queued");
+  return 1;
+}
+
+static void lrn_server_event(rn_server_t *server,
+                             const rn_server_event_t *ev) {
+  lrn_server_t *s = (lrn_server_t *)rn_server_data(server);
+  if (!s->ctx->closing && s->event_ref != LUA_NOREF)
+    lrn_dispatch(s->ctx, s->event_ref, lrn_push_server_event, (void *)ev);
+}
+
 static void lrn_server_closed(rn_server_t *server) {
   lrn_server_t *s = (lrn_server_t *)rn_server_data(server);
   lrn_link_remove(&s->link);
@@ -83,12 +160,144 @@ static void lrn_server_closed(rn_server_t *server) {
     lrn_dispatch(s->ctx, s->close_ref, NULL, NULL);
   lrn_unref(s->ctx, &s->close_ref);
   lrn_unref(s->ctx, &s->request_ref);
+  lrn_unref(s->ctx, &s->event_ref);
   free(s);
 }
 
 static void lrn_server_start_close(lrn_server_t *s) {
   s->closing = 1;
   rn_server_close(s->server, lrn_server_closed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dedupe stores written in Lua                                               */
+
+typedef struct lrn_store_call_s {
+  lrn_store_t *st;
+  rn_dedupe_op_t *op;
+  int kind;
+  const char *key;
+  size_t key_len;
+  uint64_t window;
+  const rn_dedupe_answer_t *answer;
+  int taken; /* an op userdata owns op */
+} lrn_store_call_t;
+
+/* runner(op, method, key, window seconds [, reply, failed]) */
+static int lrn_push_store_call(lua_State *L, void *arg) {
+  static const char *const methods[] = {NULL, "claim", "finish", "release"};
+  lrn_store_call_t *c = (lrn_store_call_t *)arg;
+  lrn_dedupe_op_t *u;
+  luaL_checkstack(L, 6, NULL);
+  u = (lrn_dedupe_op_t *)lua_newuserdata(L, sizeof(*u));
+  u->op = c->op;
+  u->kind = c->kind;
+  luaL_getmetatable(L, LRN_DEDUPE_OP_MT);
+  lua_setmetatable(L, -2);
+  c->taken = 1;
+  lua_pushstring(L, methods[c->kind]);
+  lua_pushlstring(L, c->key, c->key_len);
+  lua_pushnumber(L, (lua_Number)c->window / 1000);
+  if (c->answer == NULL)
+    return 4;
+  lua_pushlstring(L, c->answer->body, c->answer->len);
+  lua_pushboolean(L, c->answer->error != 0);
+  return 6;
+}
+
+static void lrn_store_dispatch(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
+                               int kind, const char *key, size_t len,
+                               uint64_t window,
+                               const rn_dedupe_answer_t *answer) {
+  lrn_store_t *st = (lrn_store_t *)store;
+  lrn_store_call_t c;
+  c.st = st;
+  c.op = op;
+  c.kind = kind;
+  c.key = key;
+  c.key_len = len;
+  c.window = window;
+  c.answer = answer;
+  c.taken = 0;
+  if (!st->ctx->closing)
+    lrn_dispatch(st->ctx, st->runner_ref, lrn_push_store_call, &c);
+  /* Never reached Lua (the state is closing, or no memory): the op must
+   * still be answered, or the server could never finish closing. */
+  if (!c.taken)
+    rn_dedupe_op_done(op, UV_ECANCELED, (rn_dedupe_state_t)0, NULL);
+}
+
+static void lrn_store_claim(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
+                            const char *key, size_t len, uint64_t window) {
+  lrn_store_dispatch(store, op, 1, key, len, window, NULL);
+}
+
+static void lrn_store_finish(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
+                             const char *key, size_t len, uint64_t window,
+                             const rn_dedupe_answer_t *answer) {
+  lrn_store_dispatch(store, op, 2, key, len, window, answer);
+}
+
+static void lrn_store_release(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
+                              const char *key, size_t len) {
+  lrn_store_dispatch(store, op, 3, key, len, 0, NULL);
+}
+
+static void lrn_store_close(rn_dedupe_store_t *store) {
+  lrn_store_t *st = (lrn_store_t *)store;
+  lrn_unref(st->ctx, &st->runner_ref);
+  free(st);
+}
+
+/* dedupe_done(op, ok, a, b, c): what the store's method returned (ok
+ * false: it failed). claim: a is "new", "busy" or "done" (then b is the
+ * reply and c true if it was an error); finish, release: a truthy. A
+ * second answer is ignored. */
+static int lrn_dedupe_done(lua_State *L) {
+  lrn_dedupe_op_t *u =
+      (lrn_dedupe_op_t *)luaL_checkudata(L, 1, LRN_DEDUPE_OP_MT);
+  rn_dedupe_op_t *op = u->op;
+  int ok = lua_toboolean(L, 2);
+  if (op == NULL)
+    return 0;
+  u->op = NULL;
+  if (u->kind != 1) {
+    rn_dedupe_op_done(op, ok && lua_toboolean(L, 3) ? 0 : UV_EIO,
+                      (rn_dedupe_state_t)0, NULL);
+    return 0;
+  }
+  if (ok && lua_type(L, 3) == LUA_TSTRING) {
+    const char *state = lua_tostring(L, 3);
+    if (strcmp(state, "new") == 0) {
+      rn_dedupe_op_done(op, 0, RN_DEDUPE_NEW, NULL);
+      return 0;
+    }
+    if (strcmp(state, "busy") == 0) {
+      rn_dedupe_op_done(op, 0, RN_DEDUPE_BUSY, NULL);
+      return 0;
+    }
+    if (strcmp(state, "done") == 0 && lua_type(L, 4) == LUA_TSTRING) {
+      rn_dedupe_answer_t a;
+      a.body = lua_tolstring(L, 4, &a.len);
+      a.error = lua_toboolean(L, 5) ? RN_RNP_ERR_APPLICATION : 0;
+      rn_dedupe_op_done(op, 0, RN_DEDUPE_DONE, &a);
+      return 0;
+    }
+  }
+  rn_dedupe_op_done(op, UV_EIO, (rn_dedupe_state_t)0, NULL);
+  return 0;
+}
+
+/* An operation whose task was abandoned: answered as failed, so the
+ * server still finishes. */
+static int lrn_dedupe_op_gc(lua_State *L) {
+  lrn_dedupe_op_t *u = (lrn_dedupe_op_t *)lua_touserdata(L, 1);
+  if (u->op != NULL) {
+    rn_dedupe_op_t *op = u->op;
+    u->op = NULL;
+    rn_dedupe_op_done(op, UV_ECANCELED, (rn_dedupe_state_t)0, NULL);
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -111,35 +320,72 @@ static lua_Integer lrn_field_int(lua_State *L, const char *name,
 }
 
 /* server_new({listen, protocol, length_bytes, delimiter, max_frame,
- *             backlog, max_concurrent}, target) -> handle | nil, err.
- * target is dispatched with (request value, request) for every request.
- * Bad options raise; failing to bind or listen returns nil, err. */
+ *             backlog, max_concurrent, queue, retry_after_ms,
+ *             idle_timeout_ms, dedupe, dedupe_window_ms, dedupe_capacity},
+ *            target [, store_runner]) -> handle | nil, err.
+ * target is dispatched with (request value, request [, id, deadline, key,
+ * idempotent]) for every request; store_runner, when given, is the
+ * dedupe store (see lrn_push_store_call). Bad options raise; failing to
+ * bind or listen returns nil, err. */
 static int lrn_server_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_server_options_t o;
   rn_endpoint_t ep;
   lrn_server_t **ud, *s;
+  lrn_store_t *st = NULL;
   size_t len;
   int rc, ref;
+  const lua_Integer max_ms = (lua_Integer)1 << 40;
 
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
+  if (!lua_isnoneornil(L, 3))
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
   rn_server_options_init(&o);
   lrn_codec_options(L, &o.codec);
   o.backlog = (int)lrn_field_int(L, "backlog", o.backlog, 1, 1 << 20);
   o.max_concurrent = (unsigned)lrn_field_int(L, "max_concurrent",
                                              o.max_concurrent, 1, 1 << 30);
-  lua_getfield(L, 1, "listen"); /* 3: keeps the string alive */
-  if (lua_type(L, 3) != LUA_TSTRING)
+  o.queue = (unsigned)lrn_field_int(L, "queue", o.queue, 0, 1 << 30);
+  o.retry_after = (uint64_t)lrn_field_int(
+      L, "retry_after_ms", (lua_Integer)o.retry_after, 0, UINT32_MAX);
+  o.idle_timeout = (uint64_t)lrn_field_int(L, "idle_timeout_ms", 0, 0,
+                                           max_ms);
+  lua_getfield(L, 1, "dedupe");
+  o.dedupe = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  o.dedupe_window = (uint64_t)lrn_field_int(
+      L, "dedupe_window_ms", (lua_Integer)o.dedupe_window, 1, max_ms);
+  o.dedupe_capacity = (size_t)lrn_field_int(
+      L, "dedupe_capacity", (lua_Integer)o.dedupe_capacity, 1, 1 << 30);
+  if (o.dedupe && o.codec.protocol != RN_PROTOCOL_RNP)
+    return luaL_error(L, "resilnet.server: option 'dedupe' applies only to "
+                         "protocol 'rnp'");
+  lua_getfield(L, 1, "listen"); /* 4: keeps the string alive */
+  if (lua_type(L, 4) != LUA_TSTRING)
     return luaL_error(L, "resilnet.server: option 'listen' must be a "
                          "string");
-  o.listen = lua_tolstring(L, 3, &len);
+  o.listen = lua_tolstring(L, 4, &len);
   if (rn_endpoint_parse(&ep, o.listen, len) != 0)
     return luaL_error(L, "resilnet.server: bad listen address '%s' "
                          "(expected host:port, [v6]:port or unix:/path)",
                       o.listen);
   o.on_request = lrn_server_request;
+  o.on_event = lrn_server_event;
+  if (o.dedupe && lua_type(L, 3) == LUA_TFUNCTION) {
+    st = (lrn_store_t *)calloc(1, sizeof(*st));
+    if (st == NULL)
+      return luaL_error(L, "resilnet.server: out of memory");
+    st->ctx = ctx;
+    st->base.claim = lrn_store_claim;
+    st->base.finish = lrn_store_finish;
+    st->base.release = lrn_store_release;
+    st->base.close = lrn_store_close;
+    lua_pushvalue(L, 3);
+    st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    o.dedupe_store = &st->base;
+  }
 
   ud = (lrn_server_t **)lua_newuserdata(L, sizeof(*ud));
   *ud = NULL;
@@ -150,17 +396,22 @@ static int lrn_server_new(lua_State *L) {
   s = (lrn_server_t *)calloc(1, sizeof(*s));
   if (s == NULL) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (st != NULL)
+      lrn_store_close(&st->base);
     return luaL_error(L, "resilnet.server: out of memory");
   }
   s->ctx = ctx;
   s->request_ref = ref;
   s->close_ref = LUA_NOREF;
+  s->event_ref = LUA_NOREF;
   lrn_link_init(&s->link);
   o.data = s;
   rc = rn_server_new(ctx->loop, &o, &s->server);
   if (rc != 0) {
     free(s);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (st != NULL) /* not taken by a server that failed */
+      lrn_store_close(&st->base);
     if (rc == UV_EINVAL)
       return luaL_error(L, "resilnet.server: invalid options (%s)",
                         rn_strerror(rc));
@@ -195,23 +446,78 @@ static int lrn_server_address(lua_State *L) {
   return 2;
 }
 
-/* server_close(h, target) -> true, or false if already closing. */
+/* server_close(h, target [, drain_ms]) -> true, or false if already
+ * closing. With drain_ms: a graceful close (rn_server_drain: GOAWAY on
+ * rnp, in-flight requests finish for up to drain_ms). */
 static int lrn_server_close(lua_State *L) {
   lrn_server_t *s = lrn_server_get(L, 1);
   int type = lua_type(L, 2);
+  int drain = !lua_isnoneornil(L, 3);
+  lua_Number drain_ms = drain ? luaL_checknumber(L, 3) : 0;
   luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
                        type == LUA_TFUNCTION || type == LUA_TTHREAD,
                 2, "expected a function or a thread");
+  luaL_argcheck(L, drain_ms >= 0 && drain_ms < 1e15, 3, "out of range");
   if (s == NULL || s->closing) {
     lua_pushboolean(L, 0);
     return 1;
   }
   if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
-    lua_settop(L, 2);
+    lua_pushvalue(L, 2);
     s->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  lrn_server_start_close(s);
+  if (drain) {
+    s->closing = 1;
+    s->draining = 1;
+    rn_server_drain(s->server, (uint64_t)drain_ms, lrn_server_closed);
+  } else {
+    lrn_server_start_close(s);
+  }
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* server_on(h, fn): fn(event table) for every event. */
+static int lrn_server_on(lua_State *L) {
+  lrn_server_t *s = lrn_server_get(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s == NULL)
+    return 0;
+  lua_settop(L, 2);
+  lrn_unref(s->ctx, &s->event_ref);
+  s->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static void lrn_set_count(lua_State *L, const char *name, uint64_t v) {
+  lua_pushnumber(L, (lua_Number)v);
+  lua_setfield(L, -2, name);
+}
+
+/* server_stats(h) -> table | nil, err */
+static int lrn_server_stats(lua_State *L) {
+  lrn_server_t *s = lrn_server_get(L, 1);
+  rn_server_stats_t st;
+  if (s == NULL) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, lrn_ctx(L), RN_ECLOSED);
+    return 2;
+  }
+  rn_server_stats(s->server, &st);
+  lua_createtable(L, 0, 13);
+  lrn_set_count(L, "connections", st.connections);
+  lrn_set_count(L, "requests", st.requests);
+  lrn_set_count(L, "handled", st.handled);
+  lrn_set_count(L, "overloaded", st.overloaded);
+  lrn_set_count(L, "expired", st.expired);
+  lrn_set_count(L, "replayed", st.replayed);
+  lrn_set_count(L, "joined", st.joined);
+  lrn_set_count(L, "busy", st.busy);
+  lrn_set_count(L, "discarded", st.discarded);
+  lrn_set_count(L, "protocol_errors", st.protocol_errors);
+  lrn_set_count(L, "open", st.open);
+  lrn_set_count(L, "active", st.active);
+  lrn_set_count(L, "queued", st.queued);
   return 1;
 }
 
@@ -232,8 +538,11 @@ void lrn_server_close_all(lrn_ctx_t *ctx) {
   for (l = ctx->servers.next; l != &ctx->servers; l = next) {
     lrn_server_t *s = LRN_CONTAINER_OF(l, lrn_server_t, link);
     next = l->next;
-    if (!s->closing)
+    if (!s->closing || s->draining) {
+      /* The state is going: a drain does not get its time. */
+      s->draining = 0;
       lrn_server_start_close(s);
+    }
   }
 }
 
@@ -284,6 +593,24 @@ static int lrn_request_reply(lua_State *L) {
         rn_request_drop(req);
       return lrn_push_failure(L, lua_tostring(L, 4));
     }
+  } else if (codec->protocol == RN_PROTOCOL_RNP) {
+    size_t len;
+    const char *body;
+    if (lua_type(L, 2) != LUA_TSTRING) {
+      static const char why[] = "the reply must be a string";
+      lrn_request_release(L);
+      (void)rn_request_fail(req, RN_RNP_ERR_APPLICATION, why,
+                            sizeof(why) - 1, 0);
+      return lrn_push_failure(L, why);
+    }
+    /* the payload alone: the server frames it with the request's id */
+    body = lua_tolstring(L, 2, &len);
+    lrn_request_release(L);
+    rc = rn_request_reply(req, body, len);
+    if (rc != 0)
+      return lrn_push_failure(L, rn_strerror(rc));
+    lua_pushboolean(L, 1);
+    return 1;
   } else {
     size_t len;
     const char *body;
@@ -312,13 +639,29 @@ static int lrn_request_reply(lua_State *L) {
 }
 
 /* request_fail(req, err): the handler failed. resp answers an error reply
- * (an error object's code and message, or the text); line and length drop
+ * (an error object's code and message, or the text); rnp an APPLICATION
+ * ERROR with the text (tostring of anything else); line and length drop
  * the connection. Releases req. */
 static int lrn_request_fail(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_request_t *req = lrn_request_take(L);
   const rn_codec_t *codec = rn_server_codec(rn_request_server(req));
   lua_settop(L, 2);
+  if (codec->protocol == RN_PROTOCOL_RNP) {
+    const char *msg;
+    size_t len;
+    if (lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TNUMBER &&
+        !luaL_callmeta(L, 2, "__tostring"))
+      lua_pushstring(L, luaL_typename(L, 2));
+    msg = lua_tolstring(L, -1, &len);
+    if (msg == NULL) {
+      msg = "the handler failed";
+      len = strlen(msg);
+    }
+    lrn_request_release(L);
+    (void)rn_request_fail(req, RN_RNP_ERR_APPLICATION, msg, len, 0);
+    return 0;
+  }
   if (codec->protocol == RN_PROTOCOL_RESP) {
     int rc;
     ctx->buf.len = 0;
@@ -349,8 +692,11 @@ static const luaL_Reg lrn_server_funcs[] = {
     {"server_new", lrn_server_new},
     {"server_address", lrn_server_address},
     {"server_close", lrn_server_close},
+    {"server_on", lrn_server_on},
+    {"server_stats", lrn_server_stats},
     {"request_reply", lrn_request_reply},
     {"request_fail", lrn_request_fail},
+    {"dedupe_done", lrn_dedupe_done},
     {NULL, NULL}};
 
 void lrn_server_open(lua_State *L) {
@@ -361,6 +707,11 @@ void lrn_server_open(lua_State *L) {
   lua_pop(L, 1);
   if (luaL_newmetatable(L, LRN_REQUEST_MT)) {
     lua_pushcfunction(L, lrn_request_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LRN_DEDUPE_OP_MT)) {
+    lua_pushcfunction(L, lrn_dedupe_op_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);

@@ -1,0 +1,97 @@
+-- A dedupe store for resilnet's rnp server, kept in Redis through a
+-- resilnet `resp` pool, so that what a key did outlives the server
+-- process: a server restarted after a crash replays finished keys instead
+-- of running them again.
+--
+--   local store = require("resilnet.dedupe_redis").new(redis_pool)
+--   resilnet.server{ protocol = "rnp", handler = h,
+--                    dedupe = { window = 300, store = store } }
+--
+-- One Redis string per key: "P<token>" while a server runs it (SET NX PX
+-- window, so a crashed server's claim expires), then "R<reply>" or
+-- "E<error message>" for the window. The server's dedupe logic calls
+-- these methods from tasks; each may wait on the pool.
+local resilnet = require "resilnet"
+
+local M = {}
+
+local Store = {}
+Store.__index = Store
+
+local function ms(seconds)
+  return math.ceil(seconds * 1000)
+end
+
+-- Tokens tell this claim from any other, so that a SET the pool sent
+-- twice (it is idempotent here) is still recognised as ours.
+local serial = 0
+local function new_token(self)
+  serial = serial + 1
+  return "P" .. self._id .. ":" .. serial
+end
+
+--- new(pool, {prefix = "resilnet:dedupe:"}) -> store
+function M.new(pool, opts)
+  if type(pool) ~= "table" or type(pool.call) ~= "function" then
+    error("dedupe_redis.new: expected a resilnet pool", 2)
+  end
+  opts = opts or {}
+  local self = setmetatable({ pool = pool,
+                              prefix = opts.prefix or "resilnet:dedupe:" },
+                            Store)
+  self._id = ("%x%x"):format(math.floor(resilnet.now() * 1e6) % 0x7fffffff,
+                             math.random(0, 0x7fffffff))
+  return self
+end
+
+local function call(self, request)
+  return self.pool:call(request, { idempotent = true })
+end
+
+--- claim(key, window) -> "new" | "busy" | "done", reply, failed
+-- | nil, err
+function Store:claim(key, window)
+  local k = self.prefix .. key
+  local token = new_token(self)
+  for _ = 1, 3 do
+    local ok, err = call(self, { "SET", k, token, "NX", "PX", ms(window) })
+    if ok == nil then return nil, err end
+    if ok == "OK" then return "new" end
+    local v, gerr = call(self, { "GET", k })
+    if v == nil then return nil, gerr end
+    if type(v) == "string" then
+      local tag = v:sub(1, 1)
+      if v == token then return "new" end
+      if tag == "P" then return "busy" end
+      if tag == "R" then return "done", v:sub(2), false end
+      if tag == "E" then return "done", v:sub(2), true end
+      return nil, "unexpected value at " .. k
+    end
+    -- resilnet.null: it expired between SET and GET; claim again
+  end
+  return "busy"
+end
+
+--- finish(key, reply, failed, window) -> true | nil, err
+function Store:finish(key, reply, failed, window)
+  local ok, err = call(self, { "SET", self.prefix .. key,
+                               (failed and "E" or "R") .. reply,
+                               "PX", ms(window) })
+  if ok == nil then return nil, err end
+  return true
+end
+
+-- Deletes the key only while it is still a claim (never a finished
+-- answer), in one step on the Redis side.
+local RELEASE = "local v = redis.call('GET', KEYS[1]) "
+  .. "if v and string.sub(v, 1, 1) == 'P' then "
+  .. "return redis.call('DEL', KEYS[1]) end return 0"
+
+--- release(key) -> true | nil, err
+function Store:release(key)
+  local ok, err = call(self, { "EVAL", RELEASE, 1, self.prefix .. key })
+  if ok == nil then return nil, err end
+  return true
+end
+
+return M
