@@ -370,7 +370,7 @@ def write(res, outdir, failures=()):
                 ", ".join("%d" % r["maybe_executed"] for r in rs)))
     lines.append("- Not measured yet: dead-peer detection through the "
                  "fault proxy's blackhole, and the proxy's own cost "
-                 "without faults (the proxy has not landed).")
+                 "without faults.")
     lines.append("")
     if failures:
         lines.append("## Failures in this run\n")
