@@ -44,6 +44,10 @@ end
 -- Server processes
 
 local procs = {}  -- every process started, for cleanup
+-- Servers exit when this process is gone, even if it is killed outright.
+local stat = io.open("/proc/self/stat")
+local MY_PID = stat and stat:read("*n")
+if stat then stat:close() end
 
 local function start_server(name, port)
   local out, listening = "", nil
@@ -51,6 +55,7 @@ local function start_server(name, port)
     LUA, HERE .. "rpc_server.lua", "--port=" .. port,
     "--journal=" .. OUT .. "/" .. name .. ".journal",
     "--dedupe=" .. OUT .. "/dedupe.log", "--work=" .. WORK_MS,
+    MY_PID and "--parent=" .. MY_PID or nil,
     stdout = function(chunk)
       out = out .. chunk
       listening = listening or tonumber(out:match("listening (%d+)"))
@@ -136,6 +141,9 @@ local function new_pool(endpoints)
     heartbeat = HEARTBEAT,
     reconnect = { initial = 0.02, max = 0.2 },
     eject = { failures = 3, time = 1, max_time = 2 },
+    -- The default budget (10 tokens, no retry at or under half) bounds a
+    -- retry storm; 20 leaves room for every call one frozen server holds.
+    retry = { budget = { tokens = 20 } },
   }
   watch(pool)
   return pool
@@ -248,8 +256,13 @@ local function scenario()
   A = next_a
   note("new A listens (pid %d), %.0f ms after DRAIN; the old one exits "
        .. "when drained", A.proc:pid(), (A.ready_at - T.drain) * 1000)
-  old.proc:wait(5)
-  note("old A exited")
+  local code, err = old.proc:wait(5)
+  if code then
+    note("old A exited (%s)", code == 0 and "drained" or "code " .. code)
+  else
+    note("old A did not exit: %s; killing it", tostring(err))
+    old.proc:close()
+  end
 
   -- 3. Freeze A while B serves too.
   sleep_until(PLAN.add_b)

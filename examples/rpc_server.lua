@@ -15,17 +15,19 @@
 -- shared with other servers on this host (examples/dedupe_file.lua).
 --
 --   lua5.4 examples/rpc_server.lua [--port=7400] [--journal=f] [--dedupe=f]
---                                  [--work=ms]
+--                                  [--work=ms] [--parent=pid]
 -- prints "listening <port>" once it listens (port 0: any free port).
 -- --work: after running a request, take up to that many ms more (at
 -- random) before answering, as a service doing real work would.
+-- --parent: exit once that process is gone (Linux /proc), so that a
+-- harness killed outright leaves no server behind.
 local resilnet = require "resilnet"
 
 local opts = { port = "0", work = "0" }
 for _, a in ipairs(arg) do
   local k, v = a:match("^%-%-(%w+)=(.*)$")
   if not k then error("usage: rpc_server.lua [--port=N] [--journal=file] "
-                      .. "[--dedupe=file] [--work=ms]", 0) end
+                      .. "[--dedupe=file] [--work=ms] [--parent=pid]", 0) end
   opts[k] = v
 end
 local here = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/"
@@ -51,6 +53,7 @@ local function handler(request)
     -- Replies first, then closes: close waits, so it runs in its own task.
     resilnet.spawn(function()
       srv:close { goaway = true, drain = tonumber(name) or 5 }
+      os.exit(0) -- drained (the --parent watch would keep run() going)
     end)
     return "draining"
   end
@@ -82,6 +85,16 @@ for _ = 1, 250 do
   resilnet.sleep(0.02)
 end
 assert(srv, err)
+if opts.parent then
+  resilnet.spawn(function()
+    repeat
+      resilnet.sleep(0.5)
+      local f = io.open("/proc/" .. opts.parent .. "/stat")
+      if f then f:close() end
+    until not f
+    os.exit(0)
+  end)
+end
 io.stdout:write("listening ", select(2, srv:address()), "\n")
 io.stdout:flush()
-resilnet.run() -- until DRAIN's close completes (or a signal)
+resilnet.run() -- until DRAIN (or a signal)
