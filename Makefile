@@ -8,6 +8,9 @@
 #   make bench      the benchmarks (several minutes) in a Release build of
 #                   their own; results to bench/results/ (bench.md, PNG)
 #   make bench-quick  a smoke run of the benchmark harness (< 60 s)
+#   make soak       random faults for MINUTES (10) against an rnp server
+#                   through the proxy; fails past the RSS/descriptor bounds
+#                   of docs/harness.md ("Soak"); SEED=n replays one
 #   make clean      remove both build dirs
 
 BUILD      ?= build
@@ -26,7 +29,7 @@ MAKEFLAGS  += --no-print-directory
 FUZZ_SECONDS ?= 30
 TEST_FUZZ_SECONDS ?= 5
 
-.PHONY: all build test asan demo clean deps bench bench-quick fuzz
+.PHONY: all build test asan demo clean deps bench bench-quick fuzz soak
 
 all: build
 
@@ -43,6 +46,7 @@ test: build
 	cd $(BUILD) && $(CTEST)
 	@$(MAKE) asan
 	@tools/fuzz.sh $(TEST_FUZZ_SECONDS)
+	@$(MAKE) bench-quick
 
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DRESILNET_SANITIZE=ON -DRESILNET_FAULT_LUA_TAGS=5.4 \
@@ -60,6 +64,14 @@ demo: build
 	  LUA_PATH="$(CURDIR)/lua/?.lua;;" \
 	  LUA_CPATH="$(abspath $(BUILD))/lua/5.4/?.so;;" \
 	  lua5.4 examples/demo.lua "$(abspath $(BUILD))/demo"
+
+MINUTES ?= 10
+SEED    ?=
+soak: build
+	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 \
+	  LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/?.lua;;" \
+	  LUA_CPATH="$(abspath $(BUILD))/lua/5.4/?.so;;" \
+	  RESILNET_TEST_LUA=lua5.4 lua5.4 tools/soak.lua $(MINUTES) $(SEED)
 
 # Measured optimised: Release, no tests, the module for lua5.4 and LuaJIT.
 bench: deps

@@ -10,6 +10,7 @@ packages="
   lua5.4 liblua5.4-dev luajit libluajit-5.1-dev
   lua-busted luarocks lua-socket redis-server valgrind
   clang libclang-rt-14-dev
+  python3 lua-luv gnuplot-nox
 "
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

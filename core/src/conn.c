@@ -257,6 +257,10 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
 
   rn_buf_consume(&conn->rbuf, pos);
+  /* An idle connection gives its read buffer back: a pool may hold
+   * thousands of them, and each would keep RN_READ_CHUNK bytes for the
+   * rare heartbeat reply. A busy one keeps it for the next burst. */
+  if (conn->rbuf.len == 0 && conn->queued == 0) rn_buf_free(&conn->rbuf);
   /* Part of a reply is here: its call has been answered, even if the rest
    * never comes. (rnp replies come in any order: which call a partial
    * one is for is not known, and sent and answered retry alike.) */
