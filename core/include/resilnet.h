@@ -84,7 +84,9 @@ void rn_buf_free(rn_buf_t *buf);
 typedef struct rn_loop_s rn_loop_t;
 
 /* Wraps `uv` (the caller's loop, which must outlive the rn_loop_t) or, when
- * `uv` is NULL, creates and owns a new uv loop. 0, UV_ENOMEM or a uv error. */
+ * `uv` is NULL, creates and owns a new uv loop. 0, UV_ENOMEM or a uv error.
+ * Sets SIGPIPE to ignored if it still has its default action (which kills
+ * the process on a write to a reset socket; resilnet sees EPIPE instead). */
 int rn_loop_new(uv_loop_t *uv, rn_loop_t **out);
 uv_loop_t *rn_loop_uv(rn_loop_t *loop);
 /* Milliseconds, from the uv loop's cached clock. */

@@ -2,6 +2,7 @@
  * beside it: the timer heap and a count of objects still open. */
 #include "internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 
 /* Check handles run right after the poll phase, when every read that was
@@ -14,11 +15,23 @@ static void loop_after_poll(uv_check_t *check) {
   loop->last_poll = uv_now(loop->uv);
 }
 
+/* A write to a socket the peer has reset raises SIGPIPE, whose default
+ * action kills the process: a server answering a client that went away,
+ * a pool writing to a server that died. Every such write already fails
+ * with EPIPE, which resilnet handles; so the signal is ignored, unless
+ * the application installed a handler of its own. */
+static void loop_ignore_sigpipe(void) {
+  struct sigaction old;
+  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
   rn_loop_t *loop;
   int err;
 
   *out = NULL;
+  loop_ignore_sigpipe();
   loop = calloc(1, sizeof(*loop));
   if (loop == NULL) return UV_ENOMEM;
 

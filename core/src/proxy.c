@@ -6,7 +6,6 @@
  * direction pushes back on its sender as a real network would. */
 #include "proxy.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -564,7 +563,6 @@ static void proxy_maybe_finish(rn_proxy_t *proxy) {
 int rn_proxy_new(rn_loop_t *loop, const rn_proxy_options_t *options,
                  rn_proxy_t **out) {
   rn_proxy_t *proxy;
-  struct sigaction old;
   int err;
 
   *out = NULL;
@@ -577,11 +575,8 @@ int rn_proxy_new(rn_loop_t *loop, const rn_proxy_options_t *options,
     free(proxy);
     return err;
   }
-  /* A write to a socket the peer reset raises SIGPIPE, which would kill
-   * the harness; resetting sockets is this proxy's trade. */
-  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
-    signal(SIGPIPE, SIG_IGN);
-
+  /* SIGPIPE, which resetting sockets would raise, is ignored by
+   * rn_loop_new for every resilnet object. */
   proxy->data = options->data;
   proxy->loop = loop;
   proxy->options = *options;

@@ -6,6 +6,7 @@
 #include "helpers.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -448,7 +449,24 @@ static void test_reset_drops_idle_siblings(void) {
   finish();
 }
 
+/* A write to a socket whose peer is gone must fail with EPIPE, not kill
+ * the process with SIGPIPE (a server answering a client that left died
+ * this way). Under the default disposition this test dies. */
+static void test_sigpipe_ignored(void) {
+  int fds[2];
+  ssize_t n;
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds));
+  close(fds[1]);
+  n = write(fds[0], "x", 1);
+  ASSERT_EQ(n, -1);
+  ASSERT_EQ(errno, EPIPE);
+  close(fds[0]);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 int main(void) {
+  TEST_RUN(test_sigpipe_ignored);
   TEST_RUN(test_hostname);
   TEST_RUN(test_ipv6);
   TEST_RUN(test_unix);
