@@ -162,6 +162,7 @@ struct rn_pool_s {
   const char *resolve_reason; /* a RESOLVE event is due on later_timer */
   rn_timer_t later_timer;
   unsigned active; /* calls accepted whose callback has not fired */
+  uint64_t calls_at_maintenance; /* stats.calls at the last round */
   unsigned conns;  /* connections not yet freed */
   unsigned next_serial;
   rn_pool_stats_t stats;

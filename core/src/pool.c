@@ -777,6 +777,26 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
 /* ------------------------------------------------------------------------ */
 /* Housekeeping                                                               */
 
+/* Calls go only where a connection is ready, and connections open when
+ * calls wait: an endpoint that came back while the others kept up would
+ * never be used again. So a pool in use (calls since the last round,
+ * served by some endpoint) keeps one connection to every usable one. */
+static void pool_spread(rn_pool_t *pool, uint64_t now) {
+  size_t i, serving = 0;
+  int in_use = pool->stats.calls != pool->calls_at_maintenance;
+  pool->calls_at_maintenance = pool->stats.calls;
+  if (!in_use) return;
+  for (i = 0; i < pool->endpoint_count; i++)
+    if (pool->endpoints[i]->ready > 0) serving++;
+  if (serving == 0 || serving == pool->endpoint_count) return;
+  for (i = 0; i < pool->endpoint_count && !pool->closing; i++) {
+    rn_pool_endpoint_t *ep = pool->endpoints[i];
+    if (ep->open == 0 && ep->retry_at <= now &&
+        rn__endpoint_usable(pool, ep, now))
+      rn__conn_open(pool, ep);
+  }
+}
+
 /* Once a second: retire old connections, close idle ones beyond min_idle,
  * warm up to min_idle, end ejections and ask for re-resolution when the
  * endpoint list is older than resolve_ttl. A weak timer: it never keeps a
@@ -812,6 +832,8 @@ static void pool_maintain(rn_timer_t *timer) {
     if (pool->closing) return; /* an event handler closed the pool */
     if (usable) pool_warm(pool, ep);
   }
+  if (pool->closing) return;
+  pool_spread(pool, now);
   if (pool->closing) return;
   if (o->resolve_ttl != 0 && now >= pool->resolved_at + o->resolve_ttl)
     pool_want_resolve(pool, "ttl");
