@@ -1226,4 +1226,8 @@ function Process:close()
   return true
 end
 
+--- resilnet.check: the history checker for fault-injection tests
+-- (lua/resilnet/check.lua; pure Lua).
+resilnet.check = require "resilnet.check"
+
 return resilnet
