@@ -307,9 +307,15 @@ end
 E.MODES = { "single", "pipelined" }
 
 --- Starts the workers of run on pools {single = p1, pipelined = p2}.
+-- run may be a function returning the current run (the soak starts a new
+-- one each round; a call completes in the run it was invoked in).
 -- Returns a control: control.stop() asks them to end; control.running()
 -- counts those still running. Each worker is bounded in iterations.
-function E.start_workers(run, pools, opts)
+function E.start_workers(current, pools, opts)
+  if type(current) ~= "function" then
+    local fixed = current
+    current = function() return fixed end
+  end
   opts = opts or {}
   local pace = opts.pace or 0.002
   local max_iter = opts.max_iter or 100000
@@ -318,6 +324,7 @@ function E.start_workers(run, pools, opts)
     running = running + 1
     for _ = 1, max_iter do
       if stopped then break end
+      local run = current()
       local c = run:new_call("single")
       local reply, err = pool:call(c.request, c.opts)
       run:done(c, reply, err)
@@ -330,6 +337,7 @@ function E.start_workers(run, pools, opts)
     running = running + 1
     for _ = 1, max_iter do
       if stopped then break end
+      local run = current()
       local burst, left = run.rng:int(4, 12), 0
       local t0 = resilnet.now()
       for _ = 1, burst do
