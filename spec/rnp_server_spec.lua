@@ -496,6 +496,8 @@ describe("rnp server with the Redis dedupe store", function()
 
   setup(function() redis, why = R.start() end)
   teardown(function() if redis then R.stop(redis) end end)
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
 
   it("replays a finished key from another server process's record",
      function()
