@@ -84,22 +84,16 @@ describe("chaos", function()
     end
   end
 
-  -- Library bug: a resilnet server process dies of SIGPIPE when it writes
-  -- to a connection its client reset (only rn_proxy ignores SIGPIPE; a
-  -- process started from a shell or by resilnet.process has it at its
-  -- default). The cases above work around it (chaos_servers.lua starts the
-  -- server with SIGPIPE ignored); this one runs the server as a user
-  -- would. Seen with every seed tried (1, 2, 3) on close-fin-up, stall-up,
-  -- half-close-down: the server exits with 141 (PIPE), every later call
-  -- fails ECONNRESET unsent. Make it an `it` once the library ignores
-  -- SIGPIPE (or writes with MSG_NOSIGNAL) in servers and pools.
-  pending("rnp server survives clients that reset with replies pending "
-          .. "(SIGPIPE at its default)", function()
+  -- A resilnet server process used to die of SIGPIPE when it wrote to a
+  -- connection its client had reset (exit 141; every later call failed).
+  -- Every case above runs the server as a user would; these three were
+  -- the ones that killed it.
+  it("rnp server survives clients that reset with replies pending",
+     function()
     for _, fname in ipairs { "close-fin-up", "stall-up", "half-close-down" } do
       local seed = SEED or 1
-      local v = F.run_case("rnp", F.by_name[fname], seed,
-                           { lua = LUA, sigpipe = "default" })
-      report("rnp/" .. fname .. " (SIGPIPE default)", seed, v)
+      local v = F.run_case("rnp", F.by_name[fname], seed, { lua = LUA })
+      report("rnp/" .. fname, seed, v)
       assert(v.ok, table.concat(v.problems, "\n"))
     end
   end)

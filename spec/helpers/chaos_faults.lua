@@ -257,7 +257,7 @@ function F.run_case(server_kind, fault, seed, opts)
   local result
   local ok, err = pcall(function()
     local srv = server_kind == "rnp"
-                and S.rnp { lua = opts.lua, sigpipe = opts.sigpipe }
+                and S.rnp { lua = opts.lua }
                 or assert(S.redis {})
     track(srv, srv.close)
     local px = track(assert(resilnet.proxy {

@@ -66,9 +66,7 @@ end
 ---------------------------------------------------------------------------
 -- rnp server with a ledger.
 
---- S.rnp{lua = interpreter, dedupe = "on"|"off", sigpipe = "default"}
--- -> server (started). sigpipe = "default" leaves SIGPIPE as a plain
--- process has it (see below).
+--- S.rnp{lua = interpreter, dedupe = "on"|"off"} -> server (started).
 function S.rnp(opts)
   opts = opts or {}
   local lua = opts.lua or os.getenv("RESILNET_TEST_LUA") or "lua5.4"
@@ -76,16 +74,6 @@ function S.rnp(opts)
   local srv = { kind = "rnp", port = port, endpoint = "127.0.0.1:" .. port,
                 ledger = os.tmpname(), out = "" }
   local args = { lua, RNP_SCRIPT, port, srv.ledger, opts.dedupe or "on" }
-  if opts.sigpipe ~= "default" then
-    -- Library bug (reported; remove once fixed): a resilnet server that
-    -- writes to a connection its client reset dies of SIGPIPE, since only
-    -- the proxy ignores it, and a child started by resilnet.process (libuv
-    -- resets signal dispositions) does not inherit our SIG_IGN. The shell
-    -- ignores it for the server; exec keeps an ignored signal ignored.
-    table.insert(args, 1, 'trap "" PIPE; exec "$0" "$@"')
-    table.insert(args, 1, "-c")
-    table.insert(args, 1, "sh")
-  end
   -- The child prints "listening <port>" once it serves.
   args.stdout = function(chunk) srv.out = srv.out .. chunk end
   local function start()
