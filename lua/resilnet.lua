@@ -754,7 +754,7 @@ local function store_runner(store)
   local function done(info, ok, a, b, c)
     core.dedupe_done(info.op, ok, a, b, c)
     if not ok then
-      core.fail(error_with_traceback(info.co, a))
+      core.fail(a)
     end
   end
   return function(op, method, key, window, reply, failed)
@@ -766,7 +766,10 @@ local function store_runner(store)
       end
       return store:release(key)
     end)
-    tasks[co] = { done = done, op = op, co = co }
+    -- Not the coroutine itself in its entry: Lua 5.1's weak keys are not
+    -- ephemerons, and an abandoned store task must stay collectable (its
+    -- op's __gc then fails the operation, so the server can finish).
+    tasks[co] = { done = done, op = op }
     return resume(co)
   end
 end
