@@ -5,6 +5,7 @@
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local client = require("spec.helpers.rnp_raw_client").client
+local P = require "spec.helpers.process"
 
 describe("rnp server with the Redis dedupe store", function()
   local R = require "spec.helpers.redis"
@@ -56,5 +57,72 @@ describe("rnp server with the Redis dedupe store", function()
       assert.equal(1, ran)
       d:close()
     end)
+  end)
+
+  it("SIGKILL under keyed non-idempotent calls: every call with a reply "
+     .. "ran exactly once, none twice", function()
+    assert(redis, why)
+    local ledger = os.tmpname()
+    local script = "spec/helpers/rnp_ledger_server.lua"
+    local server = P.start_script(script, 0, ledger, "on", redis.endpoint)
+    local restarted
+    local ok, err = pcall(function()
+      local pool = H.pool { endpoints = { "127.0.0.1:" .. server.port },
+                            protocol = "rnp", size = 4, timeout = 8,
+                            reconnect = { initial = 0.02, max = 0.1 },
+                            retry = { attempts = 5,
+                                      budget = { tokens = 1000 } } }
+      local results, running, stop = {}, 0, false
+      local function worker(w)
+        running = running + 1
+        local n = 0
+        while not stop do
+          n = n + 1
+          local id = "k-" .. w .. "-" .. n
+          -- Each call takes the server 20 ms: a kill catches some inside.
+          local reply, e = pool:call(id .. " 20", { key = id })
+          results[id] = { reply = reply, err = e }
+        end
+        running = running - 1
+      end
+      H.go(function()
+        for w = 1, 16 do resilnet.spawn(worker, w) end
+        resilnet.sleep(0.5)
+        P.kill(server, "KILL")
+        restarted = P.start_script_in_task(script, server.port, ledger, "on",
+                                           redis.endpoint)
+        resilnet.sleep(0.7)
+        stop = true
+        for _ = 1, 1000 do
+          if running == 0 then break end
+          resilnet.sleep(0.01)
+        end
+        assert.equal(0, running)
+      end, 60)
+      local counts = P.read_ledger(ledger)
+      local answered, failed, twice = 0, 0, {}
+      for id, r in pairs(results) do
+        local runs = counts[id] or 0
+        if runs > 1 then twice[#twice + 1] = id .. " ran " .. runs end
+        if r.reply then
+          answered = answered + 1
+          assert.equal(id, r.reply)
+          assert.equal(1, runs, id .. " answered but ran " .. runs)
+        else
+          failed = failed + 1
+          if r.err.maybe_executed == false then
+            assert.equal(0, runs, id .. " not executed but ran")
+          end
+        end
+      end
+      assert.same({}, twice)
+      assert.is_true(answered > 100, "only " .. answered .. " answered")
+      print(("\n  redis-backed dedupe across SIGKILL: %d calls answered, "
+             .. "%d failed, none ran twice"):format(answered, failed))
+    end)
+    if server then pcall(P.kill, server, "KILL") end
+    if restarted then pcall(P.kill, restarted, "KILL") end
+    os.remove(ledger)
+    assert(ok, err)
   end)
 end)

@@ -4,10 +4,16 @@
 -- "DRAIN" starts a planned shutdown: GOAWAY to every client, in-flight
 -- requests finish, then the process exits.
 -- Usage: rnp_ledger_server.lua <port> <ledger file> [dedupe: "on"|"off"]
+--                              [redis endpoint: keys kept there]
 local resilnet = require "resilnet"
 
 local port, path = tonumber(arg[1] or "0"), assert(arg[2], "ledger path")
 local dedupe = arg[3] ~= "off" and { window = 60, capacity = 100000 } or false
+if dedupe and arg[4] then
+  -- Keys in Redis outlive this process: a restarted server replays them.
+  local redis = resilnet.pool { endpoints = { arg[4] }, protocol = "resp" }
+  dedupe.store = require("resilnet.dedupe_redis").new(redis)
+end
 local ledger = assert(io.open(path, "a"))
 local srv
 
