@@ -249,7 +249,18 @@ function Run:verdict(executions, mangled_list)
   local v = self.h:verdict()
   local r = self.reads:verdict()
   local problems = {}
-  for _, p in ipairs(v.violations) do problems[#problems + 1] = p end
+  -- A request corrupted on its way can run as another call's (a flipped
+  -- byte in the key makes redis count a neighbour) while its reply still
+  -- reads right: under a garbling fault, at most one "ok but never ran"
+  -- per mangled execution is the network's doing, not resilnet's.
+  local excused = self.garble and mangled or 0
+  for _, p in ipairs(v.violations) do
+    if excused > 0 and p:find("ok but ran 0 times", 1, true) then
+      excused = excused - 1
+    else
+      problems[#problems + 1] = p
+    end
+  end
   for _, p in ipairs(r.violations) do problems[#problems + 1] = "GET " .. p end
   for _, w in ipairs(self.wrong) do
     problems[#problems + 1] = "reply to another call: " .. w
