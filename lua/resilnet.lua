@@ -536,6 +536,29 @@ local function discover(fn, level)
                        fn(), level + 1)
 end
 
+-- Event handlers of pools and servers: obj._handlers[event] is a list.
+local function add_handler(obj, fname, known, event, fn)
+  if not known[event] then
+    error(fname .. ": unknown event '" .. tostring(event) .. "'", 3)
+  end
+  if type(fn) ~= "function" then
+    error(fname .. ": expected a function, got " .. type(fn), 3)
+  end
+  local list = obj._handlers[event]
+  if not list then
+    list = {}
+    obj._handlers[event] = list
+  end
+  list[#list + 1] = fn
+end
+
+local function deliver(obj, ev)
+  local list = obj._handlers[ev.type]
+  for i = 1, list and #list or 0 do
+    list[i](ev)
+  end
+end
+
 --- resilnet.pool{endpoints = {...} | fn, ...} -> pool. See
 -- resilnet._options.pool.
 function resilnet.pool(opts)
@@ -599,10 +622,7 @@ function resilnet.pool(opts)
       -- every resolve_ttl); the function answers with the current list.
       pool:set_endpoints(discover(discovery, 2))
     end
-    local list = pool._handlers[ev.type]
-    for i = 1, list and #list or 0 do
-      list[i](ev)
-    end
+    deliver(pool, ev)
   end)
   return self
 end
@@ -660,19 +680,8 @@ end
 
 --- pool:on(event, fn): fn(ev) runs for every event of that type.
 function Pool:on(event, fn)
-  if not events[event] then
-    error("pool:on: unknown event '" .. tostring(event) .. "'", 2)
-  end
-  if type(fn) ~= "function" then
-    error("pool:on: expected a function, got " .. type(fn), 2)
-  end
-  local list = self._handlers[event]
-  if not list then
-    list = {}
-    self._handlers[event] = list
-  end
-  list[#list + 1] = fn
-  return self
+  add_handler(self, "pool:on", events, event, fn) -- not a tail call: the
+  return self                                     -- error level counts it
 end
 
 function Pool:stats()
@@ -826,10 +835,7 @@ function resilnet.server(opts)
   self._h = h
   core.server_on(h, function(ev)
     local srv = weak[1]
-    local list = srv and srv._handlers[ev.type]
-    for i = 1, list and #list or 0 do
-      list[i](ev)
-    end
+    if srv then deliver(srv, ev) end
   end)
   return self
 end
@@ -845,18 +851,7 @@ end
 -- connection closed for a malformed frame), "idle", "store" (the dedupe
 -- store failed). fn runs as a plain callback: it cannot wait.
 function Server:on(event, fn)
-  if not server_events[event] then
-    error("server:on: unknown event '" .. tostring(event) .. "'", 2)
-  end
-  if type(fn) ~= "function" then
-    error("server:on: expected a function, got " .. type(fn), 2)
-  end
-  local list = self._handlers[event]
-  if not list then
-    list = {}
-    self._handlers[event] = list
-  end
-  list[#list + 1] = fn
+  add_handler(self, "server:on", server_events, event, fn)
   return self
 end
 

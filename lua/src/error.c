@@ -76,6 +76,17 @@ void lrn_error_push_code(lua_State *L, lrn_ctx_t *ctx, int err) {
                  NULL);
 }
 
+int lrn_push_address(lua_State *L, int rc, const char *host, int port) {
+  if (rc != 0) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, lrn_ctx(L), rc);
+    return 2;
+  }
+  lua_pushstring(L, host);
+  lua_pushinteger(L, port);
+  return 2;
+}
+
 void lrn_error_push_result(lua_State *L, lrn_ctx_t *ctx,
                            const rn_result_t *result) {
   const char *message = rn_strerror(result->status);

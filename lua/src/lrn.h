@@ -114,6 +114,8 @@ void lrn_error_push(lua_State *L, lrn_ctx_t *ctx, const char *code,
                     const char *endpoint);
 /* A failure that happened before anything was sent (attempts 0). */
 void lrn_error_push_code(lua_State *L, lrn_ctx_t *ctx, int err);
+/* What an address getter returns: host, port, or nil, err when rc != 0. */
+int lrn_push_address(lua_State *L, int rc, const char *host, int port);
 /* The failure of a finished call (status != 0). */
 void lrn_error_push_result(lua_State *L, lrn_ctx_t *ctx,
                            const rn_result_t *result);

@@ -236,14 +236,7 @@ static int lrn_proxy_address(lua_State *L) {
   lrn_proxy_t *x = lrn_proxy_live(L);
   char host[RN_ENDPOINT_ADDRESS_MAX];
   int port = 0, rc = rn_proxy_address(x->proxy, host, sizeof(host), &port);
-  if (rc != 0) {
-    lua_pushnil(L);
-    lrn_error_push_code(L, lrn_ctx(L), rc);
-    return 2;
-  }
-  lua_pushstring(L, host);
-  lua_pushinteger(L, port);
-  return 2;
+  return lrn_push_address(L, rc, host, port);
 }
 
 /* proxy_close(h, target) -> true, or false if already closing. */

@@ -436,14 +436,7 @@ static int lrn_server_address(lua_State *L) {
     return 2;
   }
   rc = rn_server_address(s->server, host, sizeof(host), &port);
-  if (rc != 0) {
-    lua_pushnil(L);
-    lrn_error_push_code(L, lrn_ctx(L), rc);
-    return 2;
-  }
-  lua_pushstring(L, host);
-  lua_pushinteger(L, port);
-  return 2;
+  return lrn_push_address(L, rc, host, port);
 }
 
 /* server_close(h, target [, drain_ms]) -> true, or false if already
