@@ -18,34 +18,10 @@
 -- maybe_executed == true, and the key may be missing after the restart,
 -- which the bounds above allow.
 local resilnet = require "resilnet"
-local socket = require "socket"
 local H = require "spec.helpers.util"
+local R = require "spec.helpers.redis"
 
 local function succeeded(ok) return ok == true or ok == 0 end
-
-local function exe_found()
-  return succeeded(os.execute("command -v redis-server >/dev/null 2>&1"))
-end
-
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
-
--- One PING over a fresh connection (the port refuses while it is down).
-local function pong(port)
-  local c = socket.tcp()
-  c:settimeout(0.2)
-  local ok = c:connect("127.0.0.1", port)
-  if ok then
-    c:send("PING\r\n")
-    ok = c:receive("*l") == "+PONG"
-  end
-  c:close()
-  return ok
-end
 
 -- Starts redis-server on port with its AOF in dir; returns its pid once it
 -- listens (polled from a task when called in one, so the pool keeps
@@ -59,7 +35,7 @@ local function start_redis(port, dir)
   local pid = assert(tonumber(f:read("*l")), "no redis pid")
   f:close()
   for _ = 1, 500 do -- up to about 5 s
-    if pong(port) then return pid end
+    if R.ping(port) then return pid end
     resilnet.sleep(0.01)
   end
   os.execute("kill -9 " .. pid .. " 2>/dev/null")
@@ -73,14 +49,14 @@ end
 local function kill9(pid, port)
   os.execute("kill -9 " .. pid .. " 2>/dev/null")
   for _ = 1, 500 do
-    if not pong(port) then return end
+    if not R.ping(port) then return end
     resilnet.sleep(0.01)
   end
   error("redis-server " .. pid .. " did not die")
 end
 
 describe("INCR across redis-server SIGKILL and restart", function()
-  if not exe_found() then
+  if not R.installed() then
     it("starts a redis-server", function()
       error("redis-server not installed")
     end)
@@ -92,7 +68,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
 
   it("every reply ran once, every 'not executed' did not run, and the "
      .. "counter is within successes + maybe_executed failures", function()
-    local port = free_port()
+    local port = R.free_port()
     local dir = os.tmpname()
     os.remove(dir)
     assert(succeeded(os.execute("mkdir " .. dir)))

@@ -16,20 +16,13 @@
 -- mangled (a list of {text, n}: entries that name no well-formed id, run n
 -- times), close().
 local resilnet = require "resilnet"
-local socket = require "socket"
+local R = require "spec.helpers.redis"
 
 local S = {}
 
 local RNP_SCRIPT = "spec/helpers/rnp_ledger_server.lua"
 
 local function succeeded(ok) return ok == true or ok == 0 end
-
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
 
 -- Polls cond() every 10 ms for up to seconds (the loop runs meanwhile).
 local function wait_for(cond, seconds, what)
@@ -70,7 +63,7 @@ end
 function S.rnp(opts)
   opts = opts or {}
   local lua = opts.lua or os.getenv("RESILNET_TEST_LUA") or "lua5.4"
-  local port = free_port()
+  local port = R.free_port()
   local srv = { kind = "rnp", port = port, endpoint = "127.0.0.1:" .. port,
                 ledger = os.tmpname(), out = "" }
   local args = { lua, RNP_SCRIPT, port, srv.ledger, opts.dedupe or "on" }
@@ -135,29 +128,14 @@ end
 ---------------------------------------------------------------------------
 -- redis-server.
 
-function S.have_redis()
-  return succeeded(os.execute("command -v redis-server >/dev/null 2>&1"))
-end
-
--- One PING on a fresh connection; false while refused, loading or frozen.
-local function pong(port)
-  local c = socket.tcp()
-  c:settimeout(0.2)
-  local ok = c:connect("127.0.0.1", port)
-  if ok then
-    c:send("PING\r\n")
-    ok = c:receive("*l") == "+PONG"
-  end
-  c:close()
-  return ok
-end
+S.have_redis = R.installed
 
 --- S.redis{gets = n} -> server (started, keys g:1..g:n set to v1..vn), or
 -- nil, why.
 function S.redis(opts)
   opts = opts or {}
   if not S.have_redis() then return nil, "redis-server not installed" end
-  local port = free_port()
+  local port = R.free_port()
   local dir = os.tmpname()
   os.remove(dir)
   assert(succeeded(os.execute("mkdir " .. dir)))
@@ -167,7 +145,7 @@ function S.redis(opts)
     "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
     "--appendonly", "yes", "--appendfsync", "always", "--dir", dir,
     "--daemonize", "no", stdout = dir .. "/log.txt", stderr = false })
-  local function ready() return pong(port) end
+  local function ready() return R.ping(port) end
   wait_for(ready, 10, "redis-server did not come up")
 
   -- A direct connection (no proxy) for setting up and reading back.
@@ -234,6 +212,6 @@ function S.redis(opts)
   return srv
 end
 
-S.free_port = free_port
+S.free_port = R.free_port
 S.wait_for = wait_for
 return S

@@ -4,19 +4,21 @@ local socket = require "socket"
 
 local R = {}
 
-local function free_port()
+function R.free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()
   s:close()
   return port
 end
 
-local function exe_found()
+function R.installed()
   local ok = os.execute("command -v redis-server >/dev/null 2>&1")
   return ok == true or ok == 0
 end
 
-local function ping(port)
+--- One PING on a fresh connection: false while refused, loading or
+-- frozen.
+function R.ping(port)
   local c = socket.tcp()
   c:settimeout(0.2)
   if not c:connect("127.0.0.1", port) then c:close(); return false end
@@ -28,8 +30,8 @@ end
 
 --- Starts redis-server; returns a handle {port, endpoint, pid} or nil, why.
 function R.start()
-  if not exe_found() then return nil, "redis-server not installed" end
-  local port = free_port()
+  if not R.installed() then return nil, "redis-server not installed" end
+  local port = R.free_port()
   local dir = os.tmpname()
   os.remove(dir)
   local pidfile = dir .. ".pid"
@@ -45,7 +47,7 @@ function R.start()
   local handle = { port = port, endpoint = "127.0.0.1:" .. port, pid = pid,
                    log = dir .. ".log" }
   for _ = 1, 250 do -- up to 5 s
-    if ping(port) then return handle end
+    if R.ping(port) then return handle end
     socket.sleep(0.02)
   end
   R.stop(handle)
