@@ -13,38 +13,7 @@
 #include <uv.h>
 
 static rn_loop_t *loop;
-static uv_timer_t deadline; /* bounds every wait, see RUN_UNTIL */
-static int deadline_passed;
-
-static void on_deadline(uv_timer_t *t) {
-  (void)t;
-  deadline_passed = 1;
-}
-
-/* Runs the loop until `cond` holds, for at most `ms`. The deadline timer is
- * referenced, so the loop blocks in poll rather than spinning when the
- * library holds only unreferenced handles. */
-#define RUN_UNTIL(cond, ms)                                                   \
-  do {                                                                        \
-    deadline_passed = 0;                                                      \
-    ASSERT_OK(uv_timer_start(&deadline, on_deadline, (ms), 0));               \
-    while (!(cond) && !deadline_passed)                                       \
-      uv_run(rn_loop_uv(loop), UV_RUN_ONCE);                                  \
-    ASSERT_OK(uv_timer_stop(&deadline));                                      \
-    ASSERT(cond);                                                             \
-  } while (0)
-
-static void open_loop(void) {
-  ASSERT_OK(rn_loop_new(NULL, &loop));
-  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &deadline));
-}
-
-/* rn_loop_free() refuses while a pool or one of its timers is left. */
-static void finish(void) {
-  uv_close((uv_handle_t *)&deadline, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  ASSERT_OK(rn_loop_free(loop));
-}
+#include "run_until.h"
 
 /* --- scripted line peers ---------------------------------------------------
  * Each answers "ok" to every line, in order, except that a line "hold" (and

@@ -15,41 +15,10 @@
 #include <uv.h>
 
 static rn_loop_t *loop;
-static uv_timer_t deadline; /* bounds every wait, see RUN_UNTIL */
-static int deadline_passed;
+#include "run_until.h"
+
 static char endpoint[128];
 static const char *endpoint_list[1];
-
-static void on_deadline(uv_timer_t *t) {
-  (void)t;
-  deadline_passed = 1;
-}
-
-/* Runs the loop until `cond` holds, for at most `ms`. The deadline timer is
- * referenced, so the loop blocks in poll rather than spinning when the
- * library holds only unreferenced handles (idle connections, housekeeping). */
-#define RUN_UNTIL(cond, ms)                                                   \
-  do {                                                                        \
-    deadline_passed = 0;                                                      \
-    ASSERT_OK(uv_timer_start(&deadline, on_deadline, (ms), 0));               \
-    while (!(cond) && !deadline_passed)                                       \
-      uv_run(rn_loop_uv(loop), UV_RUN_ONCE);                                  \
-    ASSERT_OK(uv_timer_stop(&deadline));                                      \
-    ASSERT(cond);                                                             \
-  } while (0)
-
-static void open_loop(void) {
-  ASSERT_OK(rn_loop_new(NULL, &loop));
-  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &deadline));
-}
-
-/* Every pool and server must be closed by now: rn_loop_free() refuses while
- * any object or timer is left, and then closes the uv loop. */
-static void finish(void) {
-  uv_close((uv_handle_t *)&deadline, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  ASSERT_OK(rn_loop_free(loop));
-}
 
 /* --- clients -------------------------------------------------------------- */
 
