@@ -43,6 +43,18 @@ int rn__rnp_call_prepare(rn_pool_t *pool, rn_call_t *call, const char *frame,
   if (r == RN_EFRAMESIZE) return RN_EFRAMESIZE;
   if (r != 1 || f.size != len || f.type != RN_RNP_REQUEST) return UV_EINVAL;
   if (options != NULL && options->idempotent) f.flags |= RN_RNP_IDEMPOTENT;
+  /* The usual case, a frame from rn_codec_encode(): copied as it is, the
+   * flag set in place; only a key or a missing DEADLINE needs the frame
+   * built again. */
+  if ((options == NULL || options->key == NULL) &&
+      (f.present & 1u << RN_RNP_F_DEADLINE) &&
+      f.deadline_offset <= UINT16_MAX) {
+    err = rn__call_set_frame(call, frame, len);
+    if (err) return err;
+    call->frame[5] = (char)f.flags;
+    call->deadline_offset = (uint16_t)f.deadline_offset;
+    return 0;
+  }
   if (options != NULL && options->key != NULL) {
     if (options->key_len == 0 || options->key_len > RN_RNP_KEY_MAX)
       return UV_EINVAL;
