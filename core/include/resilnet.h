@@ -956,7 +956,10 @@ typedef struct rn_fault_options_s {
  * with RST), "peer_close", "peer_reset", "eof" (a FIN passed), "blackhole",
  * "truncate", "half_close", "corrupt" (bytes: bytes changed),
  * "duplicate", "stall", "unstall", "refuse", "listen", "listen_error",
- * "accept_delay", "accept_close", "accept_paused", "accept_resumed". */
+ * "accept_delay", "accept_close", "accept_paused", "accept_resumed";
+ * with a codec: "request_reset", "request_close", "request_drop",
+ * "reply_drop" (a rule acted on a frame; bytes: its size), "frame_error"
+ * (status: why the direction no longer parses; its bytes pass as bytes). */
 typedef struct rn_proxy_event_s {
   const char *type;   /* static string */
   uint64_t conn;      /* connection number, or 0 */
@@ -979,11 +982,15 @@ typedef struct rn_proxy_options_s {
   uint64_t seed;        /* every random choice derives from it (0) */
   int backlog;          /* 511 */
   rn_proxy_event_cb on_event; /* may be NULL */
+  /* The proxied protocol, which per-request rules need to find frames
+   * (codec.protocol 0: none, the proxy moves bytes only). With one, each
+   * direction goes on a whole frame at a time. */
+  rn_codec_options_t codec;
 } rn_proxy_options_t;
 
 void rn_proxy_options_init(rn_proxy_options_t *options);
 /* Binds and listens. 0, UV_EINVAL (bad or non-literal address, a unix
- * socket), UV_ENOMEM, or the bind/listen error. */
+ * socket, bad codec options), UV_ENOMEM, or the bind/listen error. */
 int rn_proxy_new(rn_loop_t *loop, const rn_proxy_options_t *options,
                  rn_proxy_t **out);
 void *rn_proxy_data(rn_proxy_t *proxy);
@@ -1003,6 +1010,40 @@ int rn_proxy_fault_add(rn_proxy_t *proxy, const rn_fault_options_t *options,
  * the same port, held accepts proceed. 0 or UV_ENOENT. */
 int rn_proxy_fault_remove(rn_proxy_t *proxy, uint64_t id);
 void rn_proxy_fault_clear(rn_proxy_t *proxy);
+
+/* Per-request rules: they act on whole frames of the proxy's codec, for
+ * the whole proxy (across its connections), in both directions at once:
+ * requests are the frames clients send, replies the ones they get (rnp:
+ * REQUEST, and REPLY or ERROR; HELLO, PING, PONG and GOAWAY pass
+ * uncounted). Each rule counts from when it was added. */
+typedef enum {
+  RN_RULE_FAIL_REQUEST = 1, /* the n-th request fails */
+  RN_RULE_FAIL_FIRST,       /* the next n requests fail */
+  RN_RULE_DROP_REPLY        /* every n-th reply is dropped */
+} rn_rule_kind_t;
+
+/* What a failed request does; it never reaches the upstream. */
+typedef enum {
+  RN_RULE_RST = 1, /* the connection is reset, both sides */
+  RN_RULE_CLOSE,   /* the connection is closed (FIN), both sides */
+  RN_RULE_DROP     /* the request is swallowed; the connection carries on */
+} rn_rule_action_t;
+
+typedef struct rn_rule_options_s {
+  rn_rule_kind_t kind;
+  uint64_t n;              /* which request, how many, every how many (> 0) */
+  rn_rule_action_t action; /* fail_request, fail_first (RN_RULE_RST) */
+} rn_rule_options_t;
+
+/* Defaults for kind: n 1, action RN_RULE_RST. */
+void rn_rule_options_init(rn_rule_options_t *options, rn_rule_kind_t kind);
+/* Adds a rule; it sees every frame completed after this call. *id (> 0)
+ * comes from the faults' sequence: rn_proxy_fault_remove() and _clear()
+ * lift rules too. 0, UV_EINVAL (a bad value, or the proxy has no codec),
+ * UV_ENOMEM, RN_ECLOSED. */
+int rn_proxy_rule_add(rn_proxy_t *proxy, const rn_rule_options_t *options,
+                      uint64_t *id);
+
 /* Resets (RST) every live connection, both sides. */
 void rn_proxy_reset_all(rn_proxy_t *proxy);
 

@@ -239,6 +239,7 @@ static void pipe_on_read(uv_stream_t *stream, ssize_t nread,
   if (nread == UV_EOF) {
     pipe->eof = 1;
     rn__proxy_event(conn->proxy, "peer_close", conn->id, 0, pipe->dir, 0, 0);
+    rn__proxy_pipe_read_end(pipe);
     rn__proxy_pipe_update(pipe);
     return;
   }
@@ -252,7 +253,7 @@ static void pipe_on_read(uv_stream_t *stream, ssize_t nread,
     return;
   }
   pipe->read_bytes += (uint64_t)nread;
-  rn__proxy_pipe_data(pipe, buf->base, (size_t)nread);
+  rn__proxy_pipe_read(pipe, buf->base, (size_t)nread);
   rn__proxy_pipe_update(pipe);
 }
 
@@ -267,6 +268,7 @@ static void pipe_init(rn_proxy_conn_t *conn, rn_proxy_pipe_t *pipe,
   pipe->src = src;
   pipe->dst = dst;
   rn_list_init(&pipe->queue);
+  rn_buf_init(&pipe->partial);
   rn_timer_init(proxy->loop, &pipe->timer, pipe_on_timer);
   pipe->timer.data = pipe;
   /* Its own stream per connection and direction: what one connection
@@ -291,6 +293,9 @@ static void conn_on_close(uv_handle_t *handle) {
   rn_proxy_t *proxy = conn->proxy;
   if (--conn->handles > 0) return;
   rn__proxy_conn_free_links(conn);
+  /* Not before: a close may come from inside the framing of a read. */
+  rn__proxy_pipe_free_frames(&conn->up);
+  rn__proxy_pipe_free_frames(&conn->down);
   rn_list_remove(&conn->node);
   proxy->conn_count--;
   free(conn);
@@ -571,6 +576,10 @@ int rn_proxy_new(rn_loop_t *loop, const rn_proxy_options_t *options,
   if (proxy == NULL) return UV_ENOMEM;
   err = proxy_sockaddr(options->listen, &proxy->listen_addr);
   if (err == 0) err = proxy_sockaddr(options->upstream, &proxy->upstream_addr);
+  if (err == 0 && options->codec.protocol != 0) {
+    err = rn_codec_init(&proxy->codec, &options->codec);
+    proxy->framed = 1;
+  }
   if (err) {
     free(proxy);
     return err;
@@ -582,9 +591,11 @@ int rn_proxy_new(rn_loop_t *loop, const rn_proxy_options_t *options,
   proxy->options = *options;
   proxy->options.listen = NULL;
   proxy->options.upstream = NULL;
+  proxy->options.codec.delimiter = NULL; /* copied into proxy->codec */
   proxy->rng = rn__proxy_mix(options->seed ^ 0x6c697374656e6572ull);
   rn_list_init(&proxy->conns);
   rn_list_init(&proxy->faults);
+  rn_list_init(&proxy->rules);
   rn_buf_init(&proxy->events);
   rn_timer_init(loop, &proxy->event_timer, proxy_on_event_timer);
   proxy->event_timer.data = proxy;
@@ -642,5 +653,6 @@ void rn_proxy_close(rn_proxy_t *proxy, rn_proxy_close_cb cb) {
     rn_list_remove(&f->node);
     free(f);
   }
+  rn__proxy_rule_clear(proxy);
   proxy_maybe_finish(proxy);
 }

@@ -1,6 +1,8 @@
 /* Internals shared by the fault-injection proxy's files: proxy.c moves
  * bytes between connection pairs and runs the listener; proxy_fault.c
- * decides what the faults do to them. */
+ * decides what the faults do to them; proxy_rule.c cuts each direction
+ * into frames (when the proxy knows the protocol) and applies the
+ * per-request rules before the faults see the bytes. */
 #ifndef RN_PROXY_H
 #define RN_PROXY_H
 
@@ -8,6 +10,7 @@
 
 typedef struct rn_proxy_conn_s rn_proxy_conn_t;
 typedef struct rn_proxy_fault_s rn_proxy_fault_t;
+typedef struct rn_proxy_rule_s rn_proxy_rule_t;
 
 /* Bytes waiting to be written, released at `due` (loop ms). The write
  * request lives in the piece, so one allocation covers both. */
@@ -35,6 +38,8 @@ typedef struct rn_proxy_pipe_s {
   uint64_t rng;         /* per connection and direction, from the seed */
   uint64_t close_fault; /* the close fault that set close_after */
   uv_shutdown_t shutdown_req;
+  rn_buf_t partial;     /* with a codec: a frame not yet complete */
+  size_t need;          /* bytes partial must hold before parsing again */
   unsigned reading : 1;
   unsigned eof : 1;       /* src sent its FIN */
   unsigned shut : 1;      /* dst's write side shut (or shutting) */
@@ -42,6 +47,7 @@ typedef struct rn_proxy_pipe_s {
   unsigned half_closed : 1; /* by a half_close fault: drop what follows */
   unsigned stalled : 1;   /* last known stall state, for events */
   unsigned close_after : 2; /* close the pair once flushed: 1 FIN, 2 RST */
+  unsigned unframed : 1;  /* did not parse: bytes only from here on */
 } rn_proxy_pipe_t;
 
 /* A fault as it meets one connection. */
@@ -77,6 +83,15 @@ struct rn_proxy_fault_s {
   rn_fault_options_t o;
 };
 
+/* A per-request rule: one per proxy, not per connection, since it counts
+ * the frames of every connection. */
+struct rn_proxy_rule_s {
+  rn_list_t node;
+  uint64_t id;
+  rn_rule_options_t o;
+  uint64_t seen; /* requests (or replies) since the rule was added */
+};
+
 struct rn_proxy_s {
   void *data;
   rn_loop_t *loop;
@@ -93,7 +108,10 @@ struct rn_proxy_s {
   unsigned conn_count;
   uint64_t next_conn;
   rn_list_t faults;
-  uint64_t next_fault;
+  uint64_t next_fault;   /* fault and rule ids */
+  rn_list_t rules;
+  rn_codec_t codec;      /* valid when framed */
+  int framed;            /* a codec was given: pipes cut frames */
   uint64_t rng;          /* listener-level draws */
   char readbuf[65536];   /* every read is consumed before the next one */
   rn_buf_t events;       /* rn_proxy_event_t not yet delivered */
@@ -142,5 +160,17 @@ int rn__proxy_toxic(rn_proxy_t *proxy, const rn_proxy_fault_t *fault,
                     uint64_t conn);
 /* A delay of ms +/- jitter (uniform or normal), never negative. */
 double rn__proxy_delay(const rn_fault_options_t *o, uint64_t *rng);
+
+/* proxy_rule.c */
+/* Bytes just read: cut into frames and judged by the rules when the proxy
+ * has a codec, then handed to the faults (rn__proxy_pipe_data). */
+void rn__proxy_pipe_read(rn_proxy_pipe_t *pipe, char *data, size_t len);
+/* The source sent its FIN: an incomplete frame held back goes on as the
+ * bytes it is. */
+void rn__proxy_pipe_read_end(rn_proxy_pipe_t *pipe);
+void rn__proxy_pipe_free_frames(rn_proxy_pipe_t *pipe);
+/* Removes rule id: 0, or UV_ENOENT if no rule has it. */
+int rn__proxy_rule_remove(rn_proxy_t *proxy, uint64_t id);
+void rn__proxy_rule_clear(rn_proxy_t *proxy);
 
 #endif /* RN_PROXY_H */

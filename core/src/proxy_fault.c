@@ -386,12 +386,14 @@ int rn_proxy_fault_remove(rn_proxy_t *proxy, uint64_t id) {
       return 0;
     }
   }
-  return UV_ENOENT;
+  /* Rules take their ids from the same sequence. */
+  return rn__proxy_rule_remove(proxy, id);
 }
 
 void rn_proxy_fault_clear(rn_proxy_t *proxy) {
   while (!rn_list_empty(&proxy->faults))
     fault_detach(proxy,
                  RN_CONTAINER_OF(proxy->faults.next, rn_proxy_fault_t, node));
+  rn__proxy_rule_clear(proxy);
   proxy_refresh(proxy);
 }
