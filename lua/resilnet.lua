@@ -891,6 +891,11 @@ local proxy_schema = {
   { "backlog", "count", 511 },
   { "on_event", "function" },   -- on_event(ev) for every event, as it comes
   { "log", "count0", 10000 },   -- events kept for px:events() (newest)
+  -- The proxied protocol: px:rule needs it to find requests and replies.
+  { "protocol", "protocol" },   -- default: none, bytes only
+  { "max_frame", "count", 16 * 1024 * 1024 },
+  { "delimiter", "delimiter", "\n", protocol = "line" },
+  { "length_bytes", "length_bytes", 4, protocol = "length" },
 }
 
 -- Per kind: the options it takes, beyond kind, direction and toxicity.
@@ -937,7 +942,11 @@ function resilnet.proxy(opts)
                               _faults = {} }, Proxy)
   local weak = setmetatable({ self }, { __mode = "v" })
   local h, err = core.proxy_new({ listen = o.listen, upstream = o.upstream,
-                                  seed = seed, backlog = o.backlog },
+                                  seed = seed, backlog = o.backlog,
+                                  protocol = o.protocol,
+                                  max_frame = o.max_frame,
+                                  delimiter = o.delimiter,
+                                  length_bytes = o.length_bytes },
                                 function(ev)
     local px = weak[1]
     if not px then return end
@@ -1029,7 +1038,61 @@ function Proxy:fault(spec)
   return f
 end
 
---- px:remove(f) -> true if it was active.
+-- Per-request rules: per kind, the options it takes; the first is
+-- required.
+local rule_kinds = {
+  fail_request = { "nth", "action" },
+  fail_first = { "n", "action" },
+  drop_reply = { "every" },
+}
+local action_type = { '"rst", "close" or "drop"', function(v)
+  return v == "rst" or v == "close" or v == "drop"
+end }
+
+--- px:rule{kind = "fail_request", nth = 3, action = "rst"} -> rule.
+-- Needs the proxy's protocol; counts requests (replies) across its
+-- connections from now on. See docs/harness.md.
+function Proxy:rule(spec)
+  if type(spec) ~= "table" then
+    error("proxy:rule: expected a table, got " .. type(spec), 2)
+  end
+  local kind = spec.kind
+  local allowed = rule_kinds[kind]
+  if not allowed then
+    error("proxy:rule: unknown kind '" .. tostring(kind) .. "'", 2)
+  end
+  if not self.options.protocol then
+    error("proxy:rule: the proxy has no protocol to find requests with "
+          .. "(resilnet.proxy{protocol = ...})", 2)
+  end
+  for k, v in pairs(spec) do
+    if k ~= "kind" then
+      local ok = false
+      for _, name in ipairs(allowed) do
+        if name == k then ok = true end
+      end
+      if not ok then
+        error("proxy:rule: option '" .. tostring(k) .. "' does not apply "
+              .. "to kind '" .. kind .. "'", 2)
+      end
+      local t = k == "action" and action_type or types.count
+      if not t[2](v) then
+        error("proxy:rule: option '" .. k .. "' must be " .. t[1], 2)
+      end
+    end
+  end
+  local n = spec[allowed[1]]
+  if n == nil then
+    error("proxy:rule: " .. kind .. " needs " .. allowed[1], 2)
+  end
+  local id = core.proxy_rule(self._h, { kind = kind, n = n,
+                                        action = spec.action or "rst" })
+  local r = { id = id, kind = kind }
+  self._faults[id] = r
+  return r
+end
+
+--- px:remove(f) -> true if it was active (a fault or a rule).
 function Proxy:remove(f)
   local id = type(f) == "table" and f.id or f
   if type(id) ~= "number" then
@@ -1039,7 +1102,7 @@ function Proxy:remove(f)
   return core.proxy_remove(self._h, id)
 end
 
---- px:clear(): lifts every fault.
+--- px:clear(): lifts every fault and rule.
 function Proxy:clear()
   self._faults = {}
   core.proxy_clear(self._h)

@@ -112,13 +112,15 @@ static uint64_t lrn_field_u64(lua_State *L, int t, const char *name,
   return (uint64_t)n;
 }
 
-/* proxy_new({listen, upstream, seed, backlog}, event_fn) -> h | nil, err.
- * A bad address raises; a failed bind returns nil, err. */
+/* proxy_new({listen, upstream, seed, backlog, protocol, length_bytes,
+ * delimiter, max_frame}, event_fn) -> h | nil, err. Without protocol the
+ * proxy moves bytes only. A bad address raises; a failed bind returns
+ * nil, err. */
 static int lrn_proxy_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_proxy_options_t o;
   lrn_proxy_t **ud, *x;
-  int rc;
+  int rc, has_codec;
 
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 2);
@@ -128,6 +130,10 @@ static int lrn_proxy_new(lua_State *L) {
   o.seed = lrn_field_u64(L, 1, "seed", 0);
   o.backlog = (int)lrn_field_number(L, 1, "backlog", 511);
   o.on_event = lrn_proxy_event;
+  lua_getfield(L, 1, "protocol");
+  has_codec = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (has_codec) lrn_codec_options(L, &o.codec);
 
   ud = (lrn_proxy_t **)lua_newuserdata(L, sizeof(*ud));
   *ud = NULL;
@@ -145,7 +151,8 @@ static int lrn_proxy_new(lua_State *L) {
     free(x);
     if (rc == UV_EINVAL)
       return luaL_error(L, "resilnet.proxy: bad listen or upstream address "
-                           "(expected ip:port, [v6]:port or localhost:port)");
+                           "(expected ip:port, [v6]:port or localhost:port) "
+                           "or bad codec options");
     lua_pushnil(L);
     lrn_error_push(L, ctx, rn_err_name(rc), rn_strerror(rc),
                    strlen(rn_strerror(rc)), 0, -1, o.listen);
@@ -204,6 +211,51 @@ static int lrn_proxy_fault(lua_State *L) {
   rc = rn_proxy_fault_add(x->proxy, &o, &id);
   if (rc != 0)
     return luaL_error(L, "resilnet.proxy: cannot add the fault: %s",
+                      rn_strerror(rc));
+  lua_pushnumber(L, (lua_Number)id);
+  return 1;
+}
+
+static const char *const lrn_rule_kinds[] = {
+    "", "fail_request", "fail_first", "drop_reply", NULL};
+static const char *const lrn_rule_actions[] = {"", "rst", "close", "drop",
+                                               NULL};
+
+static int lrn_name_index(const char *const *names, const char *name) {
+  int i;
+  for (i = 1; name != NULL && names[i] != NULL; i++)
+    if (strcmp(name, names[i]) == 0) return i;
+  return 0;
+}
+
+/* proxy_rule(h, {kind, n, action}) -> id. As for faults, the facade has
+ * checked everything: a refusal here is a bug and raises. */
+static int lrn_proxy_rule(lua_State *L) {
+  lrn_proxy_t *x = lrn_proxy_live(L);
+  rn_rule_options_t o;
+  const char *kind, *action;
+  uint64_t id;
+  int k, a, rc;
+
+  luaL_checktype(L, 2, LUA_TTABLE);
+  kind = lrn_field_string(L, 2, "kind");
+  k = lrn_name_index(lrn_rule_kinds, kind);
+  if (k == 0)
+    return luaL_error(L, "resilnet.proxy: unknown rule kind '%s'",
+                      kind ? kind : "?");
+  rn_rule_options_init(&o, (rn_rule_kind_t)k);
+  o.n = lrn_field_u64(L, 2, "n", 1);
+  action = lrn_field_string(L, 2, "action");
+  if (action != NULL) {
+    a = lrn_name_index(lrn_rule_actions, action);
+    if (a == 0)
+      return luaL_error(L, "resilnet.proxy: unknown rule action '%s'",
+                        action);
+    o.action = (rn_rule_action_t)a;
+  }
+  rc = rn_proxy_rule_add(x->proxy, &o, &id);
+  if (rc != 0)
+    return luaL_error(L, "resilnet.proxy: cannot add the rule: %s",
                       rn_strerror(rc));
   lua_pushnumber(L, (lua_Number)id);
   return 1;
@@ -281,6 +333,7 @@ void lrn_proxy_close_all(lrn_ctx_t *ctx) {
 static const luaL_Reg lrn_proxy_funcs[] = {
     {"proxy_new", lrn_proxy_new},
     {"proxy_fault", lrn_proxy_fault},
+    {"proxy_rule", lrn_proxy_rule},
     {"proxy_remove", lrn_proxy_remove},
     {"proxy_clear", lrn_proxy_clear},
     {"proxy_reset_all", lrn_proxy_reset_all},
