@@ -201,6 +201,8 @@ void rn__proxy_pipe_read(rn_proxy_pipe_t *pipe, char *data, size_t len) {
   if (pipe->partial.len < pipe->need) return;
   used = pipe_frames(pipe, pipe->partial.base, pipe->partial.len);
   rn_buf_consume(&pipe->partial, used);
+  /* One large frame must not pin its buffer for the connection's life. */
+  if (pipe->partial.len == 0) rn_buf_free(&pipe->partial);
 }
 
 void rn__proxy_pipe_read_end(rn_proxy_pipe_t *pipe) {
