@@ -118,12 +118,17 @@ set(RESILNET_FAULT_SPECS
     CACHE STRING "spec/<name>_spec.lua run only on RESILNET_FAULT_LUA_TAGS")
 set(RESILNET_FAULT_LUA_TAGS "5.4;jit" CACHE STRING
     "Lua versions (as in RESILNET_LUA_VERSIONS) that run the fault specs")
+# The packet-drop blackhole (docs/harness.md) needs root, network
+# namespaces and iptables or nft; where it cannot have them it prints why
+# and CTest counts it as skipped. Like the fault specs, on these Luas only.
+set(RESILNET_BLACKHOLE_LUA_TAGS "5.4" CACHE STRING
+    "Lua versions (as in RESILNET_LUA_VERSIONS) that run spec/blackhole_netns_spec.lua")
 set(rn_quick_specs "")
 set(rn_fault_specs "")
 foreach(file IN LISTS rn_specs)
   get_filename_component(base "${file}" NAME)
   string(REGEX REPLACE "_spec\\.lua$" "" name "${base}")
-  if(name STREQUAL "scale")
+  if(name STREQUAL "scale" OR name STREQUAL "blackhole_netns")
     continue()
   elseif(name IN_LIST RESILNET_FAULT_SPECS)
     list(APPEND rn_fault_specs "${name}")
@@ -180,6 +185,14 @@ elseif(rn_specs)
       set_tests_properties(${rn_prefix}spec-scale.${lua_name} PROPERTIES
         TIMEOUT ${RESILNET_SCALE_TIMEOUT} ENVIRONMENT "${env}"
         RUN_SERIAL TRUE)
+    endif()
+    if(tag IN_LIST RESILNET_BLACKHOLE_LUA_TAGS)
+      add_test(NAME ${rn_prefix}spec-fault.blackhole_netns.${lua_name}
+               COMMAND ${cmd} ${busted_args} spec/blackhole_netns_spec.lua
+               WORKING_DIRECTORY "${CMAKE_SOURCE_DIR}")
+      set_tests_properties(${rn_prefix}spec-fault.blackhole_netns.${lua_name}
+        PROPERTIES TIMEOUT ${RESILNET_SPEC_TIMEOUT} ENVIRONMENT "${env}"
+        SKIP_REGULAR_EXPRESSION "\\[blackhole_netns\\] skipped:")
     endif()
   endforeach()
 endif()

@@ -11,6 +11,7 @@ packages="
   lua-busted luarocks lua-socket redis-server valgrind
   clang libclang-rt-14-dev
   python3 lua-luv gnuplot-nox
+  iproute2 iptables
 "
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
