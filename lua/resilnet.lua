@@ -104,7 +104,13 @@ local function dispatch(target, ...)
   end
 end
 
-core.set_dispatcher(dispatch)
+-- A task the binding resumed itself (the common case: a suspended task
+-- getting its reply) that then ended or raised.
+local function finish_task(co, ok, ...)
+  return finish(co, tasks[co], ok, ...)
+end
+
+core.set_dispatcher(dispatch, traceback_handler, finish_task)
 
 local function raise_recorded()
   local err = core.take_error()

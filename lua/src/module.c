@@ -12,6 +12,35 @@
 /* Its address is the registry key of the context; never written. */
 static const char lrn_ctx_key = 'c';
 
+/* The context as this file allocates it: what only the dispatch path
+ * needs stays here. ctx comes first, so a context pointer is also a
+ * pointer to its lrn_state_t. */
+typedef struct lrn_state_s {
+  lrn_ctx_t ctx;
+  int handler_ref; /* message handler for plain callbacks, or LUA_NOREF */
+  int finish_ref;  /* finish_task(co, ok, ...): a task ended or raised */
+} lrn_state_t;
+
+#define lrn_state(ctx) ((lrn_state_t *)(ctx))
+
+/* lua_resume for every version; *nres gets the values yielded or
+ * returned (or 1, the error, on failure). */
+static int lrn_resume(lua_State *co, lua_State *from, int nargs, int *nres) {
+#if LUA_VERSION_NUM >= 504
+  return lua_resume(co, from, nargs, nres);
+#elif LUA_VERSION_NUM >= 502
+  int status = lua_resume(co, from, nargs);
+  *nres = lua_gettop(co);
+  return status;
+#else
+  int status;
+  (void)from;
+  status = lua_resume(co, nargs);
+  *nres = lua_gettop(co);
+  return status;
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* The protected path into Lua                                               */
 
@@ -22,15 +51,73 @@ typedef struct lrn_call_s {
   void *arg;
 } lrn_call_t;
 
+/* Resumes the suspended task co with the n values on top of L. The usual
+ * outcome, co waiting again, needs nothing from Lua; a task that ended or
+ * raised goes to the facade's finish_task(co, ok, ...), as it would after
+ * coroutine.resume. */
+static int lrn_resume_task(lua_State *L, lrn_state_t *st, lua_State *co,
+                           int n) {
+  int status, nres;
+  if (!lua_checkstack(co, n))
+    return luaL_error(L, "resilnet: too many arguments to resume");
+  lua_xmove(L, co, n);
+  status = lrn_resume(co, L, n, &nres);
+  if (status == LUA_YIELD) {
+    lua_pop(co, nres);
+    return 0;
+  }
+  if (status != LUA_OK)
+    nres = 1; /* the error value */
+  if (!lua_checkstack(L, nres + 3)) {
+    lua_pop(co, nres);
+    return luaL_error(L, "resilnet: too many results to resume");
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->finish_ref);
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, status == LUA_OK);
+  lua_xmove(co, L, nres);
+  lua_call(L, nres + 2, 0);
+  return 0;
+}
+
+/* The target (a registry ref) is dispatched by kind: a suspended task is
+ * resumed here and a plain callback called under the facade's message
+ * handler, without a Lua frame of ours in between (they are every call's
+ * reply); anything else (a task not started yet, one that is not
+ * suspended) goes through the facade's dispatcher. */
 static int lrn_dispatch_protected(lua_State *L) {
   lrn_call_t *c = (lrn_call_t *)lua_touserdata(L, 1);
+  lrn_state_t *st = lrn_state(c->ctx);
   int n = 0;
   lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->target_ref); /* 1 */
+  switch (lua_type(L, 1)) {
+  case LUA_TTHREAD: {
+    lua_State *co = lua_tothread(L, 1);
+    if (lua_status(co) != LUA_YIELD || st->finish_ref == LUA_NOREF)
+      break;
+    if (c->push != NULL)
+      n = c->push(L, c->arg);
+    return lrn_resume_task(L, st, co, n);
+  }
+  case LUA_TFUNCTION:
+    if (st->handler_ref == LUA_NOREF)
+      break;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->handler_ref);
+    lua_insert(L, 1);
+    if (c->push != NULL)
+      n = c->push(L, c->arg);
+    if (lua_pcall(L, n, 0, 1) != LUA_OK)
+      lrn_record_error(c->ctx, L, -1);
+    return 0;
+  default:
+    break;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ctx->dispatcher_ref);
   if (lua_type(L, -1) != LUA_TFUNCTION)
     return luaL_error(L, "resilnet: no dispatcher is set "
                          "(load the module with require \"resilnet\")");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->target_ref);
+  lua_insert(L, 1);
   if (c->push != NULL)
     n = c->push(L, c->arg);
   /* Protected by the enclosing cpcall; the dispatcher catches the errors of
@@ -132,12 +219,29 @@ void lrn_record_error(lrn_ctx_t *ctx, lua_State *L, int idx) {
 /* ------------------------------------------------------------------------ */
 /* Module functions                                                           */
 
+static void lrn_set_ref(lua_State *L, int idx, int *ref) {
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, idx)) {
+    lua_pushvalue(L, idx);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+/* set_dispatcher(dispatch[, handler, finish_task]): dispatch(target, ...)
+ * takes every target; with the other two, suspended tasks are resumed and
+ * plain callbacks called (under handler) from C, and finish_task(co, ok,
+ * ...) hears of a task resumed so that ended or raised. */
 static int lrn_set_dispatcher(lua_State *L) {
-  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_state_t *st = lrn_state(lrn_ctx(L));
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  luaL_unref(L, LUA_REGISTRYINDEX, ctx->dispatcher_ref);
-  ctx->dispatcher_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 3))
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+  lrn_set_ref(L, 1, &st->ctx.dispatcher_ref);
+  lrn_set_ref(L, 2, &st->handler_ref);
+  lrn_set_ref(L, 3, &st->finish_ref);
   return 0;
 }
 
@@ -236,8 +340,10 @@ static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
     return (lrn_ctx_t *)lua_touserdata(L, -1);
   lua_pop(L, 1);
 
-  ctx = (lrn_ctx_t *)lua_newuserdata(L, sizeof(*ctx));
-  memset(ctx, 0, sizeof(*ctx));
+  ctx = (lrn_ctx_t *)lua_newuserdata(L, sizeof(lrn_state_t));
+  memset(ctx, 0, sizeof(lrn_state_t));
+  lrn_state(ctx)->handler_ref = LUA_NOREF;
+  lrn_state(ctx)->finish_ref = LUA_NOREF;
   ctx->thread_ref = LUA_NOREF;
   ctx->dispatcher_ref = LUA_NOREF;
   ctx->errbox_ref = LUA_NOREF;
