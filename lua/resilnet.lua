@@ -654,14 +654,28 @@ local function call_options(fname, opts)
          opts.key
 end
 
+local pool_send, running, yield = core.pool_send, coroutine.running,
+                                  coroutine.yield
+
 local function start_send(target, h, request, timeout, idempotent, attempts,
                           attempt_timeout, hedge_delay, hedge_max, key)
-  return core.pool_send(h, request, timeout, idempotent, target, attempts,
-                        attempt_timeout, hedge_delay, hedge_max, key)
+  return pool_send(h, request, target, timeout, idempotent, attempts,
+                   attempt_timeout, hedge_delay, hedge_max, key)
 end
 
 --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
 function Pool:call(request, opts)
+  if opts == nil then
+    -- Most calls: no options, from a task. What await does, inline.
+    local co = running()
+    if co and tasks[co] then
+      local ok, err = pool_send(self._h, request, co)
+      if not ok then
+        return nil, err
+      end
+      return yield()
+    end
+  end
   local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
         hedge_max, key = call_options("pool:call", opts)
   return await("pool:call", start_send, self._h, request, timeout,
@@ -673,15 +687,18 @@ end
 -- once, from the loop, unless send itself returned nil, err.
 function Pool:send(request, opts, cb)
   if cb == nil and type(opts) == "function" then
-    opts, cb = nil, opts
+    return pool_send(self._h, request, opts)
   end
   if type(cb) ~= "function" then
     error("pool:send: expected a callback function, got " .. type(cb), 2)
   end
+  if opts == nil then
+    return pool_send(self._h, request, cb)
+  end
   local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
         hedge_max, key = call_options("pool:send", opts)
-  return core.pool_send(self._h, request, timeout, idempotent, cb, attempts,
-                        attempt_timeout, hedge_delay, hedge_max, key)
+  return pool_send(self._h, request, cb, timeout, idempotent, attempts,
+                   attempt_timeout, hedge_delay, hedge_max, key)
 end
 
 --- pool:on(event, fn): fn(ev) runs for every event of that type.

@@ -463,8 +463,48 @@ static int lrn_random_key(char *out) {
   return 0;
 }
 
-/* pool_send(h, request, timeout_ms, idempotent, target[, attempts
- *           [, attempt_timeout_ms[, hedge_delay_ms, hedge_max[, key]]]])
+/* Per-call options: pool_send's arguments 4 to 9 (the key comes later).
+ * Absent ones keep the pool's defaults; most calls give none, and skip
+ * this. */
+static void lrn_call_options(lua_State *L, rn_call_options_t *co) {
+  lua_Integer timeout = luaL_optinteger(L, 4, 0);
+  lua_Integer attempts = luaL_optinteger(L, 6, 0);
+  lua_Integer attempt_timeout = luaL_optinteger(L, 7, 0);
+  int hedge = lua_isnoneornil(L, 8) ? 0 : 1;
+  lua_Integer hedge_delay = luaL_optinteger(L, 8, 0);
+  lua_Integer hedge_max = luaL_optinteger(L, 9, 2);
+  luaL_argcheck(L, timeout >= 0, 4, "timeout must not be negative");
+  memset(co, 0, sizeof(*co));
+  co->timeout = (uint64_t)timeout;
+  co->idempotent = lua_toboolean(L, 5);
+  co->attempts = attempts > 0 ? (unsigned)attempts : 0;
+  co->attempt_timeout = attempt_timeout > 0 ? (uint64_t)attempt_timeout : 0;
+  co->hedge = hedge && hedge_delay <= 0 ? -1 : hedge;
+  co->hedge_delay = hedge_delay > 0 ? (uint64_t)hedge_delay : 0;
+  co->hedge_max = hedge_max > 0 ? (unsigned)hedge_max : 2;
+}
+
+/* The key (argument 10): a string, or true for a random one written to
+ * random_key. 0 or an error code; raises on a protocol other than rnp. */
+static int lrn_call_key(lua_State *L, lrn_pool_t *p, rn_call_options_t *co,
+                        char *random_key) {
+  int rc;
+  if (rn_pool_codec(p->pool)->protocol != RN_PROTOCOL_RNP)
+    return luaL_error(L, "resilnet: option 'key' applies only to "
+                         "protocol 'rnp'");
+  if (lua_type(L, 10) == LUA_TSTRING) {
+    co->key = lua_tolstring(L, 10, &co->key_len);
+    return 0;
+  }
+  if ((rc = lrn_random_key(random_key)) != 0)
+    return rc;
+  co->key = random_key;
+  co->key_len = 2 * LRN_RANDOM_KEY_BYTES;
+  return 0;
+}
+
+/* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
+ *           attempt_timeout_ms, hedge_delay_ms, hedge_max, key])
  *   -> true | nil, err. hedge_delay_ms: nil = the pool's, 0 = never.
  * key (rnp only): a string, or true for a random one.
  * target (a task or a function) is dispatched exactly once with
@@ -472,21 +512,16 @@ static int lrn_random_key(char *out) {
 static int lrn_pool_send(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p = lrn_pool_get(L, 1);
-  lua_Integer timeout = luaL_optinteger(L, 3, 0);
-  lua_Integer attempts = luaL_optinteger(L, 6, 0);
-  lua_Integer attempt_timeout = luaL_optinteger(L, 7, 0);
-  int hedge = lua_isnoneornil(L, 8) ? 0 : 1;
-  lua_Integer hedge_delay = luaL_optinteger(L, 8, 0);
-  lua_Integer hedge_max = luaL_optinteger(L, 9, 2);
-  int type = lua_type(L, 5);
-  rn_call_options_t co;
+  int type = lua_type(L, 3);
+  rn_call_options_t co, *opts = NULL;
   char random_key[2 * LRN_RANDOM_KEY_BYTES];
   int ref, rc;
 
-  memset(&co, 0, sizeof(co));
-
-  luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
-  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 5,
+  if (lua_gettop(L) > 3) {
+    opts = &co;
+    lrn_call_options(L, &co);
+  }
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
                 "expected a function or a thread");
   if (p == NULL) {
     lua_pushnil(L);
@@ -498,45 +533,23 @@ static int lrn_pool_send(lua_State *L) {
     return luaL_error(L, "resilnet: the request cannot be framed by "
                          "protocol '%s' (does it contain the delimiter?)",
                       rn_pool_codec(p->pool)->type->name);
+  if (rc == 0 && opts != NULL && !lua_isnoneornil(L, 10))
+    rc = lrn_call_key(L, p, &co, random_key);
   if (rc != 0) {
     lua_pushnil(L);
     lrn_error_push_code(L, ctx, rc);
     return 2;
   }
-  if (!lua_isnoneornil(L, 10)) {
-    if (rn_pool_codec(p->pool)->protocol != RN_PROTOCOL_RNP)
-      return luaL_error(L, "resilnet: option 'key' applies only to "
-                           "protocol 'rnp'");
-    if (lua_type(L, 10) == LUA_TSTRING) {
-      co.key = lua_tolstring(L, 10, &co.key_len);
-    } else {
-      rc = lrn_random_key(random_key);
-      if (rc != 0) {
-        lua_pushnil(L);
-        lrn_error_push_code(L, ctx, rc);
-        return 2;
-      }
-      co.key = random_key;
-      co.key_len = sizeof(random_key);
-    }
-  }
-  co.timeout = (uint64_t)timeout;
-  co.idempotent = lua_toboolean(L, 4);
-  co.attempts = attempts > 0 ? (unsigned)attempts : 0;
-  co.attempt_timeout = attempt_timeout > 0 ? (uint64_t)attempt_timeout : 0;
-  co.hedge = hedge && hedge_delay <= 0 ? -1 : hedge;
-  co.hedge_delay = hedge_delay > 0 ? (uint64_t)hedge_delay : 0;
-  co.hedge_max = hedge_max > 0 ? (unsigned)hedge_max : 2;
 
   /* Everything that may raise happens before the core owns the call. */
-  lua_pushvalue(L, 5);
+  lua_pushvalue(L, 3);
   ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (p->in_flight == 0 && p->pin_ref == LUA_NOREF) {
     lua_pushvalue(L, 1);
     p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, &co, lrn_pool_done,
-                    (void *)(intptr_t)ref);
+  rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, opts,
+                    lrn_pool_done, (void *)(intptr_t)ref);
   if (rc != 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     if (p->in_flight == 0)
