@@ -2,18 +2,27 @@
  * rnb-echo-server run as a child process it controls.
  *
  *   rnb-resilience deadpeer --server PATH [--timeout-ms T] [--interval-ms I]
- *                           [--trials K]
+ *                           [--via direct|proxy] [--trials K]
  *     A call every 10 ms on one pooled connection with heartbeats
  *     (interval I, timeout T); then SIGSTOP the server (a frozen process:
- *     no FIN, no RST). Reports the silence before the dead-peer verdict,
- *     measured from the last reply read, against T.
+ *     no FIN, no RST), or with --via proxy, through resilnet's fault proxy
+ *     (rn_proxy_*, in this process), turn on its blackhole fault (every
+ *     byte read and dropped both ways). Reports the silence before the
+ *     dead-peer verdict, measured from the last reply read, against T.
  *   rnb-resilience restart --server PATH [--backoff-ms B] [--down-ms D]
  *                          [--trials K]
  *     Four call chains (two idempotent, two not) on a pool whose reconnect
  *     backoff is a constant B ms; SIGKILL the server, start it again on the
  *     same port D ms later. Reports the time from the new server listening
  *     to the first successful call (bound: B + 5 ms) and the calls that
- *     failed across the restart, by kind. */
+ *     failed across the restart, by kind.
+ *   rnb-resilience proxycost --server PATH [--conns C] [--depth D]
+ *                            [--secs S] [--trials K]
+ *     The proxy's own cost with no fault: C connections with D calls in
+ *     flight on each, for S seconds, straight to the server and through
+ *     the proxy, in turn (the first path alternates per trial). Reports
+ *     calls/s, latency percentiles and this process's CPU per call for
+ *     each path; the proxy runs on the client's loop, as in a harness. */
 #include <signal.h>
 
 #include <resilnet.h>
@@ -25,7 +34,9 @@ static rn_loop_t *loop;
 static const char *server_path;
 static uint64_t hb_timeout = 1000, hb_interval = 100, backoff = 50,
                 down_ms = 300;
-static int trials = 3, mode_deadpeer;
+static int trials = 3, mode_deadpeer, mode_proxycost, via_proxy;
+static unsigned pc_conns = 8, pc_depth = 4;
+static double pc_secs = 1;
 
 /* --- the server child ---------------------------------------------------- */
 
@@ -108,6 +119,36 @@ static void server_start(int port, void (*cb)(void)) {
   uv_read_start((uv_stream_t *)&proc_out, proc_alloc, proc_read);
 }
 
+/* --- the proxy ----------------------------------------------------------- */
+
+static rn_proxy_t *proxy;
+static int proxy_port, proxy_closed = 1;
+
+static void on_proxy_closed(rn_proxy_t *p) {
+  (void)p;
+  proxy_closed = 1;
+}
+
+/* A proxy in this process, on this loop, in front of the server. */
+static void new_proxy(void) {
+  rn_proxy_options_t o;
+  char upstream[64], host[64];
+  snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", proc_port);
+  rn_proxy_options_init(&o);
+  o.listen = "127.0.0.1:0";
+  o.upstream = upstream;
+  o.seed = 1;
+  if (rn_proxy_new(loop, &o, &proxy) != 0 ||
+      rn_proxy_address(proxy, host, sizeof(host), &proxy_port) != 0)
+    abort();
+  proxy_closed = 0;
+}
+
+static void close_proxy(void) {
+  if (proxy != NULL) rn_proxy_close(proxy, on_proxy_closed);
+  proxy = NULL;
+}
+
 /* --- the pool ------------------------------------------------------------ */
 
 static rn_pool_t *pool;
@@ -163,11 +204,11 @@ static void on_traffic(uv_timer_t *t) {
   if (!stopping) call_next(0);
 }
 
-static void new_pool(void) {
+static void new_pool(int port) {
   rn_pool_options_t o;
   char endpoint[64];
   const char *endpoints[1] = {endpoint};
-  snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", proc_port);
+  snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", port);
   rn_pool_options_init(&o);
   o.endpoints = endpoints;
   o.endpoint_count = 1;
@@ -180,6 +221,9 @@ static void new_pool(void) {
     o.size = 1;
     o.heartbeat_interval = hb_interval;
     o.heartbeat_timeout = hb_timeout;
+  } else if (mode_proxycost) {
+    o.size = pc_conns;
+    o.max_pending = pc_conns * pc_depth;
   } else {
     o.size = 4;
     o.reconnect.initial = backoff;
@@ -203,13 +247,14 @@ static void end_trial(uv_timer_t *t) {
   stopping = 1;
   uv_timer_stop(&traffic);
   if (mode_deadpeer) {
-    printf("RESULT mode=deadpeer trial=%d timeout_ms=%llu interval_ms=%llu "
-           "silence_ms=%.1f after_stop_ms=%.1f detected=%d\n",
-           trial, (unsigned long long)hb_timeout,
-           (unsigned long long)hb_interval,
+    printf("RESULT mode=deadpeer trial=%d via=%s timeout_ms=%llu "
+           "interval_ms=%llu silence_ms=%.1f after_stop_ms=%.1f "
+           "detected=%d\n",
+           trial, via_proxy ? "proxy" : "direct",
+           (unsigned long long)hb_timeout, (unsigned long long)hb_interval,
            t_dead ? ms_since(t_last_reply, t_dead) : -1.0,
            t_dead ? ms_since(t_signal, t_dead) : -1.0, t_dead != 0);
-  } else {
+  } else if (!mode_proxycost) {
     printf("RESULT mode=restart trial=%d backoff_ms=%llu down_ms=%llu "
            "first_success_ms=%.1f ok=%llu failed_idempotent=%llu "
            "failed_other=%llu maybe_executed=%llu\n",
@@ -222,6 +267,7 @@ static void end_trial(uv_timer_t *t) {
   fflush(stdout);
   if (proc_running) uv_process_kill(&proc, SIGKILL);
   rn_pool_abort(pool, on_pool_closed);
+  close_proxy();
   uv_timer_start(&step, (uv_timer_cb)next_trial, 50, 0);
 }
 
@@ -236,7 +282,14 @@ static void dp_check(uv_timer_t *t) {
 
 static void dp_freeze(uv_timer_t *t) {
   t_signal = rnb_now_ns();
-  uv_process_kill(&proc, SIGSTOP);
+  if (via_proxy) {
+    rn_fault_options_t fo;
+    uint64_t id;
+    rn_fault_options_init(&fo, RN_FAULT_BLACKHOLE);
+    if (rn_proxy_fault_add(proxy, &fo, &id) != 0) abort();
+  } else {
+    uv_process_kill(&proc, SIGSTOP);
+  }
   uv_timer_start(t, dp_check, 10, 10);
 }
 
@@ -257,8 +310,109 @@ static void rs_kill(uv_timer_t *t) {
   uv_timer_start(t, rs_restart, down_ms, 0);
 }
 
+/* proxycost: two runs per trial, straight and through the proxy. */
+typedef struct pc_chain_s {
+  uint64_t start; /* when its call in flight was made */
+} pc_chain_t;
+
+static pc_chain_t *pc_chains;
+static int pc_run, pc_measuring;
+static uint64_t pc_calls, pc_failed, pc_t0;
+static double pc_cpu0;
+static rnb_lat_t pc_lat;
+
+/* The first run of a trial alternates between the paths, so that a drift
+ * in the machine's speed does not favour one. */
+static int pc_through_proxy(void) { return (pc_run + trial) % 2 == 0; }
+
+static void pc_call(pc_chain_t *c);
+
+static void pc_on_reply(rn_pool_t *p, void *data, const rn_result_t *r) {
+  pc_chain_t *c = data;
+  uint64_t now = rnb_now_ns();
+  (void)p;
+  in_flight--;
+  if (pc_measuring) {
+    if (r->status == 0) {
+      pc_calls++;
+      rnb_lat_add(&pc_lat, now - c->start);
+    } else {
+      pc_failed++;
+    }
+  }
+  if (!stopping) pc_call(c);
+}
+
+static void pc_call(pc_chain_t *c) {
+  rn_call_options_t co;
+  memset(&co, 0, sizeof(co));
+  c->start = rnb_now_ns();
+  if (rn_pool_call(pool, frame, sizeof(frame), &co, pc_on_reply, c) == 0)
+    in_flight++;
+  else if (pc_measuring)
+    pc_failed++; /* the chain ends */
+}
+
+static void pc_start_run(void);
+
+static void pc_after_run(uv_timer_t *t) {
+  if (!pool_closed || in_flight > 0) {
+    uv_timer_start(t, pc_after_run, 10, 0);
+    return;
+  }
+  if (++pc_run < 2) {
+    pc_start_run();
+    return;
+  }
+  if (proc_running) uv_process_kill(&proc, SIGKILL);
+  close_proxy();
+  uv_timer_start(&step, (uv_timer_cb)next_trial, 10, 0);
+}
+
+static void pc_stop(uv_timer_t *t) {
+  double secs = (double)(rnb_now_ns() - pc_t0) / 1e9;
+  double cpu = rnb_cpu_seconds() - pc_cpu0;
+  pc_measuring = 0;
+  stopping = 1;
+  qsort(pc_lat.v, pc_lat.n, sizeof(*pc_lat.v), rnb_cmp_u64);
+  printf("RESULT mode=proxycost trial=%d via=%s conns=%u depth=%u "
+         "secs=%.3f calls=%llu failed=%llu calls_per_s=%.0f p50=%.1f "
+         "p99=%.1f p999=%.1f cpu_us_per_call=%.3f\n",
+         trial, pc_through_proxy() ? "proxy" : "direct", pc_conns, pc_depth,
+         secs, (unsigned long long)pc_calls, (unsigned long long)pc_failed,
+         (double)pc_calls / secs, rnb_lat_pct(&pc_lat, 50),
+         rnb_lat_pct(&pc_lat, 99), rnb_lat_pct(&pc_lat, 99.9),
+         pc_calls ? cpu * 1e6 / (double)pc_calls : -1.0);
+  fflush(stdout);
+  rn_pool_abort(pool, on_pool_closed);
+  uv_timer_start(t, pc_after_run, 10, 0);
+}
+
+static void pc_measure(uv_timer_t *t) {
+  pc_calls = pc_failed = 0;
+  pc_lat.n = 0;
+  pc_t0 = rnb_now_ns();
+  pc_cpu0 = rnb_cpu_seconds();
+  pc_measuring = 1;
+  uv_timer_start(t, pc_stop, (uint64_t)(pc_secs * 1000), 0);
+}
+
+static void pc_start_run(void) {
+  unsigned i;
+  stopping = 0;
+  new_pool(pc_through_proxy() ? proxy_port : proc_port);
+  for (i = 0; i < pc_conns * pc_depth; i++) pc_call(&pc_chains[i]);
+  uv_timer_start(&step, pc_measure, 200, 0); /* warm-up: connects */
+}
+
 static void on_first_listen(void) {
-  new_pool();
+  if (via_proxy || mode_proxycost) new_proxy();
+  if (mode_proxycost) {
+    pc_run = 0;
+    pc_start_run();
+    return;
+  }
+  new_pool(via_proxy ? proxy_port : proc_port);
   if (mode_deadpeer) {
     uv_timer_start(&traffic, on_traffic, 10, 10);
     uv_timer_start(&step, dp_freeze, 300, 0);
@@ -273,7 +427,7 @@ static void on_first_listen(void) {
 }
 
 static void next_trial(void) {
-  if (!pool_closed || proc_running || in_flight > 0) {
+  if (!pool_closed || !proxy_closed || proc_running || in_flight > 0) {
     uv_timer_start(&step, (uv_timer_cb)next_trial, 10, 0);
     return;
   }
@@ -292,7 +446,9 @@ int main(int argc, char **argv) {
   int i;
   if (argc < 2) goto usage;
   mode_deadpeer = strcmp(argv[1], "deadpeer") == 0;
-  if (!mode_deadpeer && strcmp(argv[1], "restart") != 0) goto usage;
+  mode_proxycost = strcmp(argv[1], "proxycost") == 0;
+  if (!mode_deadpeer && !mode_proxycost && strcmp(argv[1], "restart") != 0)
+    goto usage;
   for (i = 2; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (strcmp(k, "--server") == 0) server_path = v;
@@ -301,9 +457,20 @@ int main(int argc, char **argv) {
     else if (strcmp(k, "--backoff-ms") == 0) backoff = (uint64_t)atoll(v);
     else if (strcmp(k, "--down-ms") == 0) down_ms = (uint64_t)atoll(v);
     else if (strcmp(k, "--trials") == 0) trials = atoi(v);
+    else if (strcmp(k, "--via") == 0 && mode_deadpeer)
+      via_proxy = strcmp(v, "proxy") == 0;
+    else if (strcmp(k, "--conns") == 0) pc_conns = (unsigned)atoi(v);
+    else if (strcmp(k, "--depth") == 0) pc_depth = (unsigned)atoi(v);
+    else if (strcmp(k, "--secs") == 0) pc_secs = atof(v);
     else goto usage;
   }
-  if (server_path == NULL || trials < 1) goto usage;
+  if (server_path == NULL || trials < 1 || pc_conns == 0 || pc_depth == 0 ||
+      pc_secs <= 0)
+    goto usage;
+  if (mode_proxycost) {
+    pc_chains = calloc(pc_conns * pc_depth, sizeof(*pc_chains));
+    if (pc_chains == NULL) abort();
+  }
   signal(SIGPIPE, SIG_IGN);
   uv = uv_default_loop();
   if (rn_loop_new(uv, &loop) != 0) abort();
@@ -312,12 +479,15 @@ int main(int argc, char **argv) {
   pool_closed = 1;
   next_trial();
   uv_run(uv, UV_RUN_DEFAULT);
+  free(pc_chains);
+  free(pc_lat.v);
   if (rn_loop_free(loop) != 0) return 1;
   uv_run(uv, UV_RUN_DEFAULT); /* the rn loop's own close callbacks */
   return uv_loop_close(uv) == 0 ? 0 : 1;
 usage:
-  fprintf(stderr, "usage: rnb-resilience deadpeer|restart --server PATH "
-          "[--timeout-ms T] [--interval-ms I] [--backoff-ms B] "
-          "[--down-ms D] [--trials K]\n");
+  fprintf(stderr, "usage: rnb-resilience deadpeer|restart|proxycost "
+          "--server PATH [--timeout-ms T] [--interval-ms I] "
+          "[--via direct|proxy] [--backoff-ms B] [--down-ms D] [--conns C] "
+          "[--depth D] [--secs S] [--trials K]\n");
   return 2;
 }

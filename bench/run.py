@@ -447,6 +447,16 @@ class Bench:
             [tool, "restart", "--server", server, "--backoff-ms", "50",
              "--down-ms", "200" if q else "300", "--trials", trials], 120,
             "restart")
+        # The same verdict through the fault proxy's blackhole, and what
+        # the proxy costs when it injects nothing.
+        self.results["deadpeer_proxy"] = self.run_tool(
+            [tool, "deadpeer", "--via", "proxy", "--server", server,
+             "--timeout-ms", "300" if q else "1000", "--interval-ms", "100",
+             "--trials", trials], 120, "deadpeer via proxy")
+        self.results["proxycost"] = self.run_tool(
+            [tool, "proxycost", "--server", server, "--conns", "8",
+             "--depth", "4", "--secs", "0.3" if q else "2", "--trials",
+             trials], 120, "proxycost")
 
     # -- everything ----------------------------------------------------------
 
