@@ -25,7 +25,17 @@ typedef struct lrn_pool_s {
   unsigned in_flight;
 } lrn_pool_t;
 
+/* The pool handle at idx (NULL once closed), or raises. The metatable is
+ * upvalue 2 of every pool function: comparing it is what luaL_checkudata
+ * does, without looking the name up in the registry on every call. */
 static lrn_pool_t *lrn_pool_get(lua_State *L, int idx) {
+  void *ud = lua_touserdata(L, idx);
+  if (ud != NULL && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(2));
+    lua_pop(L, 1);
+    if (same)
+      return *(lrn_pool_t **)ud;
+  }
   return *(lrn_pool_t **)luaL_checkudata(L, idx, LRN_POOL_MT);
 }
 
@@ -748,7 +758,7 @@ void lrn_pool_open(lua_State *L) {
     lua_pushliteral(L, "resilnet.pool");
     lua_setfield(L, -2, "__name");
   }
-  lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  lrn_setfuncs(L, lrn_pool_funcs, 1);
+  lua_pushvalue(L, -3); /* upvalues: the context, the metatable */
+  lua_insert(L, -2);
+  lrn_setfuncs(L, lrn_pool_funcs, 2);
 }
