@@ -19,6 +19,10 @@ typedef struct lrn_state_s {
   lrn_ctx_t ctx;
   int handler_ref; /* message handler for plain callbacks, or LUA_NOREF */
   int finish_ref;  /* finish_task(co, ok, ...): a task ended or raised */
+  int held_ref;    /* the table of held targets (lrn_hold) */
+  int *free_slots; /* released slots of it, reused first */
+  int nfree;
+  int nslots;      /* slots handed out so far: 1..nslots */
 } lrn_state_t;
 
 #define lrn_state(ctx) ((lrn_state_t *)(ctx))
@@ -46,10 +50,55 @@ static int lrn_resume(lua_State *co, lua_State *from, int nargs, int *nres) {
 
 typedef struct lrn_call_s {
   lrn_ctx_t *ctx;
-  int target_ref;
+  int target_ref; /* a registry ref, or with held set a slot to release */
+  int held;
   lrn_push_fn push;
   void *arg;
 } lrn_call_t;
+
+/* Held targets: a target per call in flight, so luaL_ref's free list
+ * (three table accesses to take a ref, three to give it back) is replaced
+ * by one kept in C, the table seeing one store each way. The free list
+ * always has room for every slot, so releasing never allocates. */
+int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx) {
+  lrn_state_t *st = lrn_state(ctx);
+  int slot;
+  idx = lrn_absindex(L, idx);
+  if (st->nfree > 0) {
+    slot = st->free_slots[--st->nfree];
+  } else {
+    int *grown = (int *)realloc(st->free_slots,
+                                (size_t)(st->nslots + 1) * sizeof(int));
+    if (grown == NULL)
+      return luaL_error(L, "resilnet: out of memory");
+    st->free_slots = grown;
+    slot = ++st->nslots;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  return slot;
+}
+
+/* Forgets slot's target in the held table at idx (absolute); L: any
+ * thread of the state. */
+static void lrn_unhold_in(lua_State *L, lrn_state_t *st, int idx, int slot) {
+  lua_pushnil(L);
+  lua_rawseti(L, idx, slot);
+  st->free_slots[st->nfree++] = slot;
+}
+
+static void lrn_unhold(lua_State *L, lrn_state_t *st, int slot) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);
+  lrn_unhold_in(L, st, lua_gettop(L), slot);
+  lua_pop(L, 1);
+}
+
+void lrn_release(lrn_ctx_t *ctx, int slot) {
+  if (!ctx->closing)
+    lrn_unhold(ctx->L, lrn_state(ctx), slot);
+}
 
 /* Resumes the suspended task co with the n values on top of L. The usual
  * outcome, co waiting again, needs nothing from Lua; a task that ended or
@@ -90,7 +139,17 @@ static int lrn_dispatch_protected(lua_State *L) {
   lrn_state_t *st = lrn_state(c->ctx);
   int n = 0;
   lua_settop(L, 0);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->target_ref); /* 1 */
+  if (c->held) {
+    /* Released first: nothing below can fail before it, and the target
+     * may well make the next call. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);
+    lua_rawgeti(L, 1, c->target_ref);
+    lrn_unhold_in(L, st, 1, c->target_ref);
+    c->held = 0;
+    lua_replace(L, 1);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->target_ref); /* 1 */
+  }
   switch (lua_type(L, 1)) {
   case LUA_TTHREAD: {
     lua_State *co = lua_tothread(L, 1);
@@ -126,21 +185,41 @@ static int lrn_dispatch_protected(lua_State *L) {
   return 0;
 }
 
+static void lrn_dispatch_call(lrn_call_t *c) {
+  lua_State *L = c->ctx->L;
+  int top = lua_gettop(L);
+  if (lrn_cpcall(L, lrn_dispatch_protected, c) != LUA_OK) {
+    if (c->held) /* failed before the target was even fetched */
+      lrn_unhold(L, lrn_state(c->ctx), c->target_ref);
+    lrn_record_error(c->ctx, L, -1);
+  }
+  lua_settop(L, top);
+}
+
 void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push,
                   void *arg) {
-  lua_State *L = ctx->L;
   lrn_call_t c;
-  int top;
   if (ctx->closing)
     return;
   c.ctx = ctx;
   c.target_ref = target_ref;
+  c.held = 0;
   c.push = push;
   c.arg = arg;
-  top = lua_gettop(L);
-  if (lrn_cpcall(L, lrn_dispatch_protected, &c) != LUA_OK)
-    lrn_record_error(ctx, L, -1);
-  lua_settop(L, top);
+  lrn_dispatch_call(&c);
+}
+
+void lrn_dispatch_held(lrn_ctx_t *ctx, int slot, lrn_push_fn push,
+                       void *arg) {
+  lrn_call_t c;
+  if (ctx->closing)
+    return;
+  c.ctx = ctx;
+  c.target_ref = slot;
+  c.held = 1;
+  c.push = push;
+  c.arg = arg;
+  lrn_dispatch_call(&c);
 }
 
 typedef struct lrn_query_s {
@@ -327,6 +406,8 @@ static int lrn_ctx_gc(lua_State *L) {
       ctx->loop = NULL;
   }
   rn_buf_free(&ctx->buf);
+  free(lrn_state(ctx)->free_slots);
+  lrn_state(ctx)->free_slots = NULL;
   return 0;
 }
 
@@ -344,6 +425,7 @@ static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
   memset(ctx, 0, sizeof(lrn_state_t));
   lrn_state(ctx)->handler_ref = LUA_NOREF;
   lrn_state(ctx)->finish_ref = LUA_NOREF;
+  lrn_state(ctx)->held_ref = LUA_NOREF;
   ctx->thread_ref = LUA_NOREF;
   ctx->dispatcher_ref = LUA_NOREF;
   ctx->errbox_ref = LUA_NOREF;
@@ -365,6 +447,8 @@ static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
   ctx->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_createtable(L, 2, 0);
   ctx->errbox_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, 64, 0);
+  lrn_state(ctx)->held_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   rc = rn_loop_new(NULL, &ctx->loop);
   if (rc != 0) {

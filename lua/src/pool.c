@@ -84,13 +84,14 @@ static int lrn_push_result(lua_State *L, void *arg) {
 static void lrn_pool_done(rn_pool_t *pool, void *data,
                           const rn_result_t *result) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
-  int ref = (int)(intptr_t)data;
-  if (!lrn_quiet(p)) {
+  int slot = (int)(intptr_t)data;
+  if (lrn_quiet(p)) {
+    lrn_release(p->ctx, slot);
+  } else {
     lrn_done_t d;
     d.p = p;
     d.result = result;
-    lrn_dispatch(p->ctx, ref, lrn_push_result, &d);
-    luaL_unref(p->ctx->L, LUA_REGISTRYINDEX, ref);
+    lrn_dispatch_held(p->ctx, slot, lrn_push_result, &d);
   }
   if (--p->in_flight == 0)
     lrn_unref(p->ctx, &p->pin_ref);
@@ -525,7 +526,7 @@ static int lrn_pool_send(lua_State *L) {
   int type = lua_type(L, 3);
   rn_call_options_t co, *opts = NULL;
   char random_key[2 * LRN_RANDOM_KEY_BYTES];
-  int ref, rc;
+  int slot, rc;
 
   if (lua_gettop(L) > 3) {
     opts = &co;
@@ -552,16 +553,15 @@ static int lrn_pool_send(lua_State *L) {
   }
 
   /* Everything that may raise happens before the core owns the call. */
-  lua_pushvalue(L, 3);
-  ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  slot = lrn_hold(L, ctx, 3);
   if (p->in_flight == 0 && p->pin_ref == LUA_NOREF) {
     lua_pushvalue(L, 1);
     p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, opts,
-                    lrn_pool_done, (void *)(intptr_t)ref);
+                    lrn_pool_done, (void *)(intptr_t)slot);
   if (rc != 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    lrn_release(ctx, slot);
     if (p->in_flight == 0)
       lrn_unref(ctx, &p->pin_ref);
     lua_pushnil(L);
