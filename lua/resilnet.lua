@@ -654,8 +654,8 @@ local function call_options(fname, opts)
          opts.key
 end
 
-local pool_send, running, yield = core.pool_send, coroutine.running,
-                                  coroutine.yield
+local pool_send, pool_callback = core.pool_send, core.pool_callback
+local running, yield = coroutine.running, coroutine.yield
 
 local function start_send(target, h, request, timeout, idempotent, attempts,
                           attempt_timeout, hedge_delay, hedge_max, key)
@@ -686,8 +686,12 @@ end
 --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
 -- once, from the loop, unless send itself returned nil, err.
 function Pool:send(request, opts, cb)
-  if cb == nil and type(opts) == "function" then
-    return pool_send(self._h, request, opts)
+  if cb == nil then
+    -- pool:send(request, cb), the usual form: false if cb is no function
+    local ok, err = pool_callback(self._h, request, opts)
+    if ok ~= false then
+      return ok, err
+    end
   end
   if type(cb) ~= "function" then
     error("pool:send: expected a callback function, got " .. type(cb), 2)

@@ -573,6 +573,18 @@ static int lrn_pool_send(lua_State *L) {
   return 1;
 }
 
+/* pool_callback(h, request, cb): pool_send with no options for a target
+ * that should be a function; anything else returns false, having done
+ * nothing, so that pool:send need not ask type() on every call. */
+static int lrn_pool_callback(lua_State *L) {
+  if (lua_type(L, 3) != LUA_TFUNCTION) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_settop(L, 3);
+  return lrn_pool_send(L);
+}
+
 /* pool_on(h, target): target receives every event table. */
 static int lrn_pool_on(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
@@ -745,6 +757,7 @@ void lrn_pool_close_all(lrn_ctx_t *ctx) {
 
 static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
+    {"pool_callback", lrn_pool_callback},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
     {"pool_reset_backoff", lrn_pool_reset_backoff},
