@@ -75,15 +75,14 @@ typedef int (*lrn_push_fn)(lua_State *L, void *arg);
  * Never releases target_ref: the caller owns it. */
 void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push, void *arg);
 /* Holds the value at idx of L (a call's target) until it is dispatched by
- * lrn_dispatch_held or released: a slot number, cheaper to take and give
+ * lrn_dispatch_held or released: an id (> 0), cheaper to take and give
  * back than a registry ref. Raises when out of memory. */
 int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx);
-/* lrn_dispatch for a held target; releases the slot (also while the state
- * is closing, when nothing is dispatched). */
-void lrn_dispatch_held(lrn_ctx_t *ctx, int slot, lrn_push_fn push,
-                       void *arg);
+/* lrn_dispatch for a held target; releases it (also while the state is
+ * closing, when nothing is dispatched). */
+void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push, void *arg);
 /* Releases a held target that will not be dispatched. */
-void lrn_release(lrn_ctx_t *ctx, int slot);
+void lrn_release(lrn_ctx_t *ctx, int id);
 /* Calls the plain function at ref with what push pushes, protected, and
  * returns its first result as an index into `answers` (a NULL-terminated
  * list of strings; nil is 0, answers[0] being unused). An error, or an

@@ -59,7 +59,12 @@ typedef struct lrn_call_s {
 /* Held targets: a target per call in flight, so luaL_ref's free list
  * (three table accesses to take a ref, three to give it back) is replaced
  * by one kept in C, the table seeing one store each way. The free list
- * always has room for every slot, so releasing never allocates. */
+ * always has room for every slot, so releasing never allocates. A held
+ * target's id is its slot times two, plus one for a function: the
+ * dispatch knows how it will call it before it looks. */
+#define LRN_HELD_SLOT(id) ((id) >> 1)
+#define LRN_HELD_FUNCTION(id) ((id) & 1)
+
 int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx) {
   lrn_state_t *st = lrn_state(ctx);
   int slot;
@@ -78,7 +83,7 @@ int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx) {
   lua_pushvalue(L, idx);
   lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
-  return slot;
+  return 2 * slot + (lua_type(L, idx) == LUA_TFUNCTION);
 }
 
 /* Forgets slot's target in the held table at idx (absolute); L: any
@@ -95,9 +100,20 @@ static void lrn_unhold(lua_State *L, lrn_state_t *st, int slot) {
   lua_pop(L, 1);
 }
 
-void lrn_release(lrn_ctx_t *ctx, int slot) {
+void lrn_release(lrn_ctx_t *ctx, int id) {
   if (!ctx->closing)
-    lrn_unhold(ctx->L, lrn_state(ctx), slot);
+    lrn_unhold(ctx->L, lrn_state(ctx), LRN_HELD_SLOT(id));
+}
+
+/* Replaces the stack of L with the held target of c, released. */
+static void lrn_take_held(lua_State *L, lrn_call_t *c) {
+  lrn_state_t *st = lrn_state(c->ctx);
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);
+  lua_rawgeti(L, 1, c->target_ref);
+  lrn_unhold_in(L, st, 1, c->target_ref);
+  c->held = 0;
+  lua_replace(L, 1);
 }
 
 /* Resumes the suspended task co with the n values on top of L. The usual
@@ -138,16 +154,12 @@ static int lrn_dispatch_protected(lua_State *L) {
   lrn_call_t *c = (lrn_call_t *)lua_touserdata(L, 1);
   lrn_state_t *st = lrn_state(c->ctx);
   int n = 0;
-  lua_settop(L, 0);
   if (c->held) {
     /* Released first: nothing below can fail before it, and the target
      * may well make the next call. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);
-    lua_rawgeti(L, 1, c->target_ref);
-    lrn_unhold_in(L, st, 1, c->target_ref);
-    c->held = 0;
-    lua_replace(L, 1);
+    lrn_take_held(L, c);
   } else {
+    lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->target_ref); /* 1 */
   }
   switch (lua_type(L, 1)) {
@@ -209,16 +221,54 @@ void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push,
   lrn_dispatch_call(&c);
 }
 
-void lrn_dispatch_held(lrn_ctx_t *ctx, int slot, lrn_push_fn push,
+#if LUA_VERSION_NUM >= 502
+/* A held function, called by lua_call: its errors unwind to the pcall of
+ * lrn_dispatch_function, whose message handler adds the traceback. */
+static int lrn_call_protected(lua_State *L) {
+  lrn_call_t *c = (lrn_call_t *)lua_touserdata(L, 1);
+  int n = 0;
+  lrn_take_held(L, c);
+  if (c->push != NULL)
+    n = c->push(L, c->arg);
+  lua_call(L, n, 0);
+  return 0;
+}
+
+/* One pcall, with the facade's handler, around both the binding's pushes
+ * and the callback: what lrn_dispatch_protected does for a function, less
+ * a pcall. (5.1 and LuaJIT would allocate the C closure to pcall outside
+ * any protection; they go the long way.) */
+static void lrn_dispatch_function(lrn_call_t *c) {
+  lua_State *L = c->ctx->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lrn_state(c->ctx)->handler_ref);
+  lua_pushcfunction(L, lrn_call_protected);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, top + 1) != LUA_OK) {
+    if (c->held) /* failed before the target was even fetched */
+      lrn_unhold(L, lrn_state(c->ctx), c->target_ref);
+    lrn_record_error(c->ctx, L, -1);
+  }
+  lua_settop(L, top);
+}
+#endif
+
+void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push,
                        void *arg) {
   lrn_call_t c;
   if (ctx->closing)
     return;
   c.ctx = ctx;
-  c.target_ref = slot;
+  c.target_ref = LRN_HELD_SLOT(id);
   c.held = 1;
   c.push = push;
   c.arg = arg;
+#if LUA_VERSION_NUM >= 502
+  if (LRN_HELD_FUNCTION(id) && lrn_state(ctx)->handler_ref != LUA_NOREF) {
+    lrn_dispatch_function(&c);
+    return;
+  }
+#endif
   lrn_dispatch_call(&c);
 }
 

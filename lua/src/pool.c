@@ -84,14 +84,14 @@ static int lrn_push_result(lua_State *L, void *arg) {
 static void lrn_pool_done(rn_pool_t *pool, void *data,
                           const rn_result_t *result) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
-  int slot = (int)(intptr_t)data;
+  int held = (int)(intptr_t)data;
   if (lrn_quiet(p)) {
-    lrn_release(p->ctx, slot);
+    lrn_release(p->ctx, held);
   } else {
     lrn_done_t d;
     d.p = p;
     d.result = result;
-    lrn_dispatch_held(p->ctx, slot, lrn_push_result, &d);
+    lrn_dispatch_held(p->ctx, held, lrn_push_result, &d);
   }
   if (--p->in_flight == 0)
     lrn_unref(p->ctx, &p->pin_ref);
@@ -526,7 +526,7 @@ static int lrn_pool_send(lua_State *L) {
   int type = lua_type(L, 3);
   rn_call_options_t co, *opts = NULL;
   char random_key[2 * LRN_RANDOM_KEY_BYTES];
-  int slot, rc;
+  int held, rc;
 
   if (lua_gettop(L) > 3) {
     opts = &co;
@@ -553,15 +553,15 @@ static int lrn_pool_send(lua_State *L) {
   }
 
   /* Everything that may raise happens before the core owns the call. */
-  slot = lrn_hold(L, ctx, 3);
+  held = lrn_hold(L, ctx, 3);
   if (p->in_flight == 0 && p->pin_ref == LUA_NOREF) {
     lua_pushvalue(L, 1);
     p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, opts,
-                    lrn_pool_done, (void *)(intptr_t)slot);
+                    lrn_pool_done, (void *)(intptr_t)held);
   if (rc != 0) {
-    lrn_release(ctx, slot);
+    lrn_release(ctx, held);
     if (p->in_flight == 0)
       lrn_unref(ctx, &p->pin_ref);
     lua_pushnil(L);
