@@ -110,6 +110,8 @@ struct rn_timer_s {
   uint64_t seq;
   size_t heap_index; /* SIZE_MAX when not in the heap */
   int weak;          /* see rn_timer_unref */
+  void *lane;        /* the lane it waits in (core-internal), or NULL */
+  rn_timer_t *lane_prev, *lane_next;
 };
 
 void rn_timer_init(rn_loop_t *loop, rn_timer_t *timer, rn_timer_cb cb);

@@ -5,6 +5,50 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Enough to cover a burst of completions before new calls reuse them; a
+ * pool that shrinks from a larger peak gives the rest back. */
+#define RN_SPARE_CALLS 256
+
+rn_call_t *rn__call_new(rn_pool_t *pool) {
+  rn_call_t *call;
+  if (pool->spare_count > 0) {
+    call = RN_CONTAINER_OF(pool->spare_calls.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    pool->spare_count--;
+  } else {
+    call = malloc(sizeof(*call));
+    if (call == NULL) return NULL;
+  }
+  memset(call, 0, offsetof(rn_call_t, inline_frame));
+  call->pool = pool;
+  rn_list_init(&call->node);
+  rn_timer_init(pool->loop, &call->deadline, NULL);
+  call->deadline.data = call;
+  rn_timer_init(pool->loop, &call->attempt_timer, NULL);
+  call->attempt_timer.data = call;
+  return call;
+}
+
+static void call_free(rn_call_t *call) {
+  rn_pool_t *pool = call->pool;
+  if (call->frame != call->inline_frame) free(call->frame);
+  if (pool->spare_count < RN_SPARE_CALLS) {
+    rn_list_insert_head(&pool->spare_calls, &call->node);
+    pool->spare_count++;
+  } else {
+    free(call);
+  }
+}
+
+void rn__call_free_spares(rn_pool_t *pool) {
+  while (!rn_list_empty(&pool->spare_calls)) {
+    rn_call_t *call = RN_CONTAINER_OF(pool->spare_calls.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    free(call);
+  }
+  pool->spare_count = 0;
+}
+
 int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len) {
   if (len <= sizeof(call->inline_frame)) {
     call->frame = call->inline_frame;
@@ -28,7 +72,7 @@ void rn__call_release(rn_call_t *call) {
   rn_call_t *parent;
   if (call->internal) {
     /* Pings are owned by their connection alone. */
-    if (call->conn == NULL) free(call);
+    if (call->conn == NULL) call_free(call);
     return;
   }
   /* While its callback runs, whoever completed it still holds it (and
@@ -39,8 +83,7 @@ void rn__call_release(rn_call_t *call) {
     return;
   parent = call->parent;
   if (call->endpoint != NULL) rn__endpoint_release(call->pool, call->endpoint);
-  if (call->frame != call->inline_frame) free(call->frame);
-  free(call);
+  call_free(call);
   if (parent != NULL) {
     parent->shadow_refs--;
     rn__call_release(parent);

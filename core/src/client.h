@@ -86,6 +86,7 @@ struct rn_conn_s {
   uv_getaddrinfo_t resolve_req;
   uv_connect_t connect_req;
   uv_write_t write_req;
+  rn_deferred_t flush_later;  /* calls wait to leave at the turn's end */
   struct addrinfo *addrs;     /* resolved addresses, tried in order */
   struct addrinfo *next_addr;
   rn_timer_t connect_timer;
@@ -152,6 +153,9 @@ struct rn_pool_s {
   size_t next_endpoint; /* round-robin start for picking and growing */
   rn_list_t pending;
   unsigned pending_count;
+  rn_timer_lane_t deadlines; /* of calls with the pool's timeout */
+  rn_list_t spare_calls;     /* freed calls kept for reuse */
+  unsigned spare_count;
   rn_list_t retrying; /* calls waiting out a retry delay */
   unsigned retrying_count;
   unsigned callback_depth; /* > 0 while the user's code runs */
@@ -186,6 +190,12 @@ struct rn_pool_s {
 };
 
 /* call.c */
+/* A zeroed call of the pool (up to its inline frame), from the pool's
+ * spares when it has one: a busy pool reuses the calls it frees instead of
+ * a malloc and free per call. NULL when out of memory. */
+rn_call_t *rn__call_new(rn_pool_t *pool);
+/* Frees the pool's spares (the pool is going away). */
+void rn__call_free_spares(rn_pool_t *pool);
 void rn__call_complete(rn_call_t *call, int status, const char *body,
                        size_t body_len, int flags);
 void rn__call_release(rn_call_t *call);

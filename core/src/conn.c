@@ -18,6 +18,7 @@
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
+static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_heartbeat(rn_timer_t *timer);
 static void conn_become_ready(rn_conn_t *conn);
 static void conn_send_ping(rn_conn_t *conn);
@@ -98,6 +99,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   conn->resolve_req.data = conn;
   conn->connect_req.data = conn;
   conn->write_req.data = conn;
+  rn__deferred_init(&conn->flush_later, conn_flush_later);
 
   if (ep->address.kind == RN_ENDPOINT_TCP) {
     /* Names (and literals: getaddrinfo parses them without a lookup) go
@@ -330,14 +332,10 @@ static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame) {
   rn_call_t *call;
 
   if (frame->len > sizeof(call->inline_frame)) return UV_EINVAL;
-  call = calloc(1, sizeof(*call));
+  call = rn__call_new(conn->pool);
   if (call == NULL) return UV_ENOMEM;
   call->internal = 1;
-  call->pool = conn->pool;
-  call->frame = call->inline_frame;
-  memcpy(call->frame, frame->base, frame->len);
-  call->frame_len = frame->len;
-  rn_list_init(&call->node);
+  rn__call_set_frame(call, frame->base, frame->len); /* inline: no error */
   rn__conn_enqueue(conn, call);
   return 0;
 }
@@ -514,13 +512,20 @@ static void conn_on_write(uv_write_t *req, int status) {
     rn__conn_close(conn, status);
     return;
   }
-  conn_flush(conn);
+  if (!rn_list_empty(&conn->unsent))
+    rn__loop_defer(conn->pool->loop, &conn->flush_later);
   if (rn__conn_writable(conn)) rn__pool_conn_writable(conn->pool);
 }
 
-/* Writes every unsent call in one batch. Only one write is in flight per
- * connection: calls made meanwhile accumulate and leave together, so a
- * burst of pipelined calls costs one syscall, not one each. */
+static void conn_flush_later(rn_deferred_t *deferred) {
+  conn_flush(RN_CONTAINER_OF(deferred, rn_conn_t, flush_later));
+}
+
+/* Writes every unsent call in one batch, at the end of the loop's turn
+ * (conn_flush_later). Calls made in one turn (the replies of one read each
+ * making a new call, say) leave together, and only one write is in flight
+ * per connection: calls made meanwhile wait for it. A burst of pipelined
+ * calls costs one syscall, not one each. */
 static void conn_flush(rn_conn_t *conn) {
   rn_list_t *pos, *tmp;
   uv_buf_t buf;
@@ -580,7 +585,7 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   conn->unsent_bytes += call->frame_len;
   conn->queued++;
   conn->endpoint->outstanding++;
-  conn_flush(conn);
+  if (!conn->writing) rn__loop_defer(conn->pool->loop, &conn->flush_later);
 }
 
 void rn__conn_retire(rn_conn_t *conn, const char *reason) {
@@ -605,14 +610,13 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
 }
 
 int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
-  rn_call_t *stone = calloc(1, sizeof(*stone));
+  rn_call_t *stone = rn__call_new(conn->pool);
   if (stone == NULL) {
     rn__conn_close(conn, UV_ENOMEM);
     return UV_ENOMEM;
   }
   stone->internal = 1;
   stone->tombstone = 1;
-  stone->pool = conn->pool;
   stone->conn = conn;
   stone->state = call->state;
   stone->rnp_id = call->rnp_id;
@@ -706,6 +710,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   conn->error = err;
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
+  rn__deferred_cancel(&conn->flush_later);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
   conn_close_handle(conn, connected);
 

@@ -13,26 +13,16 @@
 
 static rn_call_t *hedge_new(rn_call_t *parent) {
   rn_pool_t *pool = parent->pool;
-  rn_call_t *shadow = calloc(1, sizeof(*shadow));
+  rn_call_t *shadow = rn__call_new(pool);
   if (shadow == NULL) return NULL;
-  if (parent->frame_len <= sizeof(shadow->inline_frame)) {
-    shadow->frame = shadow->inline_frame;
-  } else {
-    shadow->frame = malloc(parent->frame_len);
-    if (shadow->frame == NULL) {
-      free(shadow);
-      return NULL;
-    }
+  if (rn__call_set_frame(shadow, parent->frame, parent->frame_len) != 0) {
+    shadow->done = 1; /* never placed: released at once */
+    rn__call_release(shadow);
+    return NULL;
   }
-  memcpy(shadow->frame, parent->frame, parent->frame_len);
-  shadow->frame_len = parent->frame_len;
-  shadow->pool = pool;
   shadow->parent = parent;
   shadow->idempotent = 1;
   shadow->max_attempts = 1; /* a failed hedge is not retried itself */
-  rn_list_init(&shadow->node);
-  rn_timer_init(pool->loop, &shadow->deadline, NULL);
-  rn_timer_init(pool->loop, &shadow->attempt_timer, NULL);
   parent->shadows_live++;
   parent->shadow_refs++;
   return shadow;

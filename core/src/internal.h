@@ -57,6 +57,27 @@ typedef union rn_stream_handle_u {
  * that cannot be had; libuv then reports UV_ENOBUFS). */
 void rn__buf_read_space(rn_buf_t *buf, size_t chunk, uv_buf_t *out);
 
+/* Work put off to the end of the loop's turn: it runs once the turn's
+ * callbacks have had their say, just before the loop polls and again just
+ * after (see loop.c). A connection's writes wait here, so that every call
+ * made in one turn leaves in one write. */
+typedef struct rn_deferred_s rn_deferred_t;
+struct rn_deferred_s {
+  rn_list_t node; /* on loop->deferred, or pointing at itself */
+  void (*cb)(rn_deferred_t *deferred);
+};
+
+static inline void rn__deferred_init(rn_deferred_t *d,
+                                     void (*cb)(rn_deferred_t *)) {
+  rn_list_init(&d->node);
+  d->cb = cb;
+}
+/* Queues d unless it is queued already. */
+void rn__loop_defer(rn_loop_t *loop, rn_deferred_t *d);
+static inline void rn__deferred_cancel(rn_deferred_t *d) {
+  rn_list_remove(&d->node);
+}
+
 /* The loop: a uv loop plus the timer heap and counts of open objects. */
 struct rn_loop_s {
   uv_loop_t *uv;
@@ -66,9 +87,13 @@ struct rn_loop_s {
   uv_idle_t heap_idle;   /* fires timers due now that were started by a
                             timer callback (see timer.c) */
   int heap_firing;
+  int heap_referenced;     /* heap_timer and heap_idle keep the loop alive */
+  uint64_t heap_armed_due; /* when heap_timer fires; UINT64_MAX: stopped */
   size_t strong_timers;  /* timers in the heap that keep the loop alive */
   uv_check_t poll_check; /* records when the loop last polled for I/O */
   uint64_t last_poll;    /* loop ms, just after the latest poll */
+  uv_prepare_t defer_prepare; /* runs deferred work before the poll */
+  rn_list_t deferred;    /* rn_deferred_t due this turn */
   rn_timer_t **heap;     /* binary min-heap on (due, seq) */
   size_t heap_len;
   size_t heap_cap;
@@ -77,6 +102,25 @@ struct rn_loop_s {
   uint64_t random_state; /* splitmix64, seeded per loop */
   int handles_closing;   /* rn_loop_free on a caller's loop */
 };
+
+/* A lane holds timers that all run one timeout, so they fall due in the
+ * order they start: starting or stopping one is a list operation, and only
+ * the lane's own timer, at (or before) the oldest one's due time, sits in
+ * the heap. Call deadlines are started and stopped by the ten thousand per
+ * second, almost all with the pool's timeout; the heap would pay a sift
+ * for each. The lane's timer is strong: its timers keep the loop alive. */
+typedef struct rn_timer_lane_s {
+  rn_timer_t wake;
+  rn_timer_t *oldest;
+  rn_timer_t *newest;
+  uint64_t timeout;
+} rn_timer_lane_t;
+
+void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
+                         uint64_t timeout_ms);
+/* Like rn_timer_start with the lane's timeout; rn_timer_stop and the other
+ * rn_timer_* calls work on the timer as usual. 0 or UV_ENOMEM. */
+int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane);
 
 /* Jitter, not cryptography: a fast generator with a per-loop state. */
 uint64_t rn__random(rn_loop_t *loop);

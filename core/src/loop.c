@@ -10,9 +10,32 @@
  * deadline only trusts it if the loop polled after that deadline: if the
  * loop itself was stalled (a long callback), replies may be sitting unread
  * in the kernel and the peer is not to blame. */
+static void loop_run_deferred(rn_loop_t *loop) {
+  /* Until empty: deferred work may defer more (a failed write moves its
+   * calls to another connection), and the poll must not start with any of
+   * it waiting. Each piece leaves the list before it runs. */
+  while (!rn_list_empty(&loop->deferred)) {
+    rn_deferred_t *d = RN_CONTAINER_OF(loop->deferred.next, rn_deferred_t,
+                                       node);
+    rn_list_remove(&d->node);
+    d->cb(d);
+  }
+}
+
+void rn__loop_defer(rn_loop_t *loop, rn_deferred_t *d) {
+  if (rn_list_empty(&d->node)) rn_list_insert_tail(&loop->deferred, &d->node);
+}
+
 static void loop_after_poll(uv_check_t *check) {
   rn_loop_t *loop = check->data;
   loop->last_poll = uv_now(loop->uv);
+  /* What the poll's callbacks (replies, new calls made from them) left. */
+  loop_run_deferred(loop);
+}
+
+/* What timers, earlier close callbacks and code outside uv_run left. */
+static void loop_before_poll(uv_prepare_t *prepare) {
+  loop_run_deferred(prepare->data);
 }
 
 /* A write to a socket the peer has reset raises SIGPIPE, whose default
@@ -54,8 +77,15 @@ int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
   loop->poll_check.data = loop;
   uv_check_start(&loop->poll_check, loop_after_poll);
   uv_unref((uv_handle_t *)&loop->poll_check);
+  rn_list_init(&loop->deferred);
+  uv_prepare_init(loop->uv, &loop->defer_prepare);
+  loop->defer_prepare.data = loop;
+  uv_prepare_start(&loop->defer_prepare, loop_before_poll);
+  uv_unref((uv_handle_t *)&loop->defer_prepare);
   loop->last_poll = uv_now(loop->uv);
   loop->random_state = uv_hrtime() ^ ((uint64_t)(uintptr_t)loop << 16);
+  loop->heap_referenced = 1; /* as every uv handle starts */
+  loop->heap_armed_due = UINT64_MAX;
   loop->heap_timer.data = loop;
   loop->heap_idle.data = loop;
   *out = loop;
@@ -81,7 +111,7 @@ double rn__random_unit(rn_loop_t *loop) {
 
 void rn__loop_object_remove(rn_loop_t *loop) { loop->objects--; }
 
-/* libuv runs close callbacks in no promised order: the last of our three
+/* libuv runs close callbacks in no promised order: the last of our four
  * handles to finish frees the memory they all live in. */
 static void loop_free_after_close(uv_handle_t *handle) {
   rn_loop_t *loop = handle->data;
@@ -98,10 +128,11 @@ int rn_loop_free(rn_loop_t *loop) {
   if (!loop->owns_uv) {
     /* The caller's loop runs on; our memory goes once libuv is done with
      * the heap timer. */
-    loop->handles_closing = 3;
+    loop->handles_closing = 4;
     uv_close((uv_handle_t *)&loop->heap_timer, loop_free_after_close);
     uv_close((uv_handle_t *)&loop->poll_check, loop_free_after_close);
     uv_close((uv_handle_t *)&loop->heap_idle, loop_free_after_close);
+    uv_close((uv_handle_t *)&loop->defer_prepare, loop_free_after_close);
     return 0;
   }
 
@@ -111,6 +142,7 @@ int rn_loop_free(rn_loop_t *loop) {
     uv_close((uv_handle_t *)&loop->heap_timer, NULL);
     uv_close((uv_handle_t *)&loop->heap_idle, NULL);
     uv_close((uv_handle_t *)&loop->poll_check, NULL);
+    uv_close((uv_handle_t *)&loop->defer_prepare, NULL);
   }
   uv_run(loop->uv, UV_RUN_DEFAULT);
   err = uv_loop_close(loop->uv);

@@ -242,6 +242,8 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   pool->resolved_at = rn_loop_now(loop);
   rn_list_init(&pool->pending);
   rn_list_init(&pool->retrying);
+  rn_list_init(&pool->spare_calls);
+  rn__timer_lane_init(loop, &pool->deadlines, pool->options.timeout);
   rn_timer_init(loop, &pool->close_timer, NULL);
   pool->close_timer.data = pool;
   rn_timer_init(loop, &pool->reconnect_timer, pool_reconnect_due);
@@ -588,46 +590,35 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
     return RN_EOVERLOAD;
   }
 
-  call = malloc(sizeof(*call));
+  call = rn__call_new(pool);
   if (call == NULL) return UV_ENOMEM;
-  memset(call, 0, offsetof(rn_call_t, inline_frame));
-  call->pool = pool;
   if (pool->codec.protocol == RN_PROTOCOL_RNP) {
     err = rn__rnp_call_prepare(pool, call, frame, len, options);
   } else {
     err = rn__call_set_frame(call, frame, len);
   }
-  if (err) {
-    free(call);
-    return err;
-  }
+  if (err) goto fail;
   call->cb = cb;
   call->data = data;
   call->idempotent = options != NULL && options->idempotent;
   call->max_attempts = options != NULL && options->attempts
                            ? RN_MIN(options->attempts, RN_MAX_ATTEMPTS)
                            : pool->options.retry.attempts;
-  rn_list_init(&call->node);
 
   timeout = options != NULL && options->timeout ? options->timeout
                                                 : pool->options.timeout;
   /* The deadline counts from now, not from the loop's cached clock, which
    * is stale after time spent outside uv_run or in a long callback. */
   uv_update_time(pool->loop->uv);
-  rn_timer_init(pool->loop, &call->deadline, pool_call_expired);
-  call->deadline.data = call;
-  rn_timer_init(pool->loop, &call->attempt_timer, NULL);
-  call->attempt_timer.data = call;
+  call->deadline.cb = pool_call_expired;
   call->attempt_timeout = options != NULL && options->attempt_timeout
                               ? options->attempt_timeout
                               : pool->options.attempt_timeout;
   if (call->idempotent) pool_call_hedging(pool, call, options);
-  err = rn_timer_start(&call->deadline, timeout);
-  if (err) {
-    if (call->frame != call->inline_frame) free(call->frame);
-    free(call);
-    return err;
-  }
+  err = timeout == pool->deadlines.timeout
+            ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
+            : rn_timer_start(&call->deadline, timeout);
+  if (err) goto fail;
 
   pool->stats.calls++;
   pool->active++;
@@ -635,6 +626,11 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   pool->pending_count++;
   rn__pool_dispatch(pool);
   return 0;
+
+fail:
+  call->done = 1; /* never accepted: released at once, no callback */
+  rn__call_release(call);
+  return err;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -855,6 +851,7 @@ static void pool_finish(rn_timer_t *timer) {
   pool_free_frames(pool);
   pool_discard_next(pool);
   rn__endpoint_free_all(pool);
+  rn__call_free_spares(pool);
   free(pool->endpoints);
   free(pool);
   rn__loop_object_remove(loop);

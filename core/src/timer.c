@@ -55,40 +55,50 @@ static void heap_remove(rn_loop_t *loop, rn_timer_t *t) {
     heap_sift_down(loop, i);
 }
 
+
 static void heap_timer_fire(uv_timer_t *handle);
 static void heap_idle_fire(uv_idle_t *handle);
 
-/* Points the uv timer at the earliest due time, or stops it so an empty
- * heap does not keep the loop alive. libuv 1.44 runs a uv timer restarted
- * with timeout 0 from its own callback again in the same turn, so a task
- * looping on sleep(0) would never let the loop poll for I/O. Timers already
- * due when started from a timer callback go through an idle handle instead:
- * it fires once per turn and keeps that turn's poll from blocking. */
-static void heap_arm(rn_loop_t *loop) {
-  uint64_t now, due;
-
-  if (loop->strong_timers > 0) {
+/* The uv handles keep the loop alive while, and only while, a strong
+ * timer waits. Called when the count of strong timers may have crossed 0. */
+static void heap_ref(rn_loop_t *loop) {
+  int want = loop->strong_timers > 0;
+  if (want == loop->heap_referenced) return;
+  loop->heap_referenced = want;
+  if (want) {
     uv_ref((uv_handle_t *)&loop->heap_timer);
     uv_ref((uv_handle_t *)&loop->heap_idle);
   } else {
     uv_unref((uv_handle_t *)&loop->heap_timer);
     uv_unref((uv_handle_t *)&loop->heap_idle);
   }
-  if (loop->heap_len == 0) {
-    uv_timer_stop(&loop->heap_timer);
-    uv_idle_stop(&loop->heap_idle);
-    return;
-  }
+}
+
+/* Makes sure the uv timer fires no later than the earliest due time. It is
+ * left alone when it fires earlier already: a timer stopped or moved since
+ * costs one early wake-up (heap_fire finds nothing due and re-arms), where
+ * following every start and stop would cost a uv_timer_start (a sift in
+ * libuv's own heap) per call. libuv 1.44 runs a uv timer restarted with
+ * timeout 0 from its own callback again in the same turn, so a task
+ * looping on sleep(0) would never let the loop poll for I/O. Timers already
+ * due when started from a timer callback go through an idle handle
+ * instead: it fires once per turn and keeps that turn's poll from
+ * blocking. */
+static void heap_arm(rn_loop_t *loop) {
+  uint64_t now, due;
+
+  heap_ref(loop);
+  if (loop->heap_len == 0) return;
   now = uv_now(loop->uv);
   due = loop->heap[0]->due;
   if (due <= now && loop->heap_firing) {
-    uv_timer_stop(&loop->heap_timer);
     uv_idle_start(&loop->heap_idle, heap_idle_fire);
     return;
   }
-  uv_idle_stop(&loop->heap_idle);
+  if (due >= loop->heap_armed_due) return;
   uv_timer_start(&loop->heap_timer, heap_timer_fire, due > now ? due - now : 0,
                  0);
+  loop->heap_armed_due = due;
 }
 
 static void heap_fire(rn_loop_t *loop);
@@ -99,6 +109,11 @@ static void heap_timer_fire(uv_timer_t *handle) { heap_fire(handle->data); }
 
 static void heap_fire(rn_loop_t *loop) {
   uint64_t now = uv_now(loop->uv);
+  /* Whichever handle called, both start afresh: heap_arm below sets up
+   * what the earliest timer left needs. */
+  uv_timer_stop(&loop->heap_timer);
+  uv_idle_stop(&loop->heap_idle);
+  loop->heap_armed_due = UINT64_MAX;
   /* Timers started by these callbacks wait for the next turn, so a callback
    * that restarts itself with timeout 0 cannot starve the loop. */
   uint64_t seq_limit = loop->timer_seq;
@@ -123,19 +138,93 @@ void rn_timer_init(rn_loop_t *loop, rn_timer_t *timer, rn_timer_cb cb) {
   timer->seq = 0;
   timer->heap_index = SIZE_MAX;
   timer->weak = 0;
+  timer->lane = NULL;
+  timer->lane_prev = timer->lane_next = NULL;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Lanes                                                                      */
+
+static void lane_unlink(rn_timer_t *timer) {
+  rn_timer_lane_t *lane = timer->lane;
+  if (timer->lane_prev != NULL)
+    timer->lane_prev->lane_next = timer->lane_next;
+  else
+    lane->oldest = timer->lane_next;
+  if (timer->lane_next != NULL)
+    timer->lane_next->lane_prev = timer->lane_prev;
+  else
+    lane->newest = timer->lane_prev;
+  timer->lane = NULL;
+  timer->lane_prev = timer->lane_next = NULL;
+  /* An empty lane must not keep the loop alive. A lane with timers keeps
+   * its wake-up where it was, even if the oldest just left: waking early
+   * costs one look, re-arming on every stop would cost a sift. */
+  if (lane->oldest == NULL) rn_timer_stop(&lane->wake);
+}
+
+static void lane_wake(rn_timer_t *wake) {
+  rn_timer_lane_t *lane = wake->data;
+  uint64_t now = uv_now(wake->loop->uv);
+  rn_timer_t *t;
+
+  /* Timers started by these callbacks fall due a whole timeout from now,
+   * behind every one here: the loop ends. */
+  while ((t = lane->oldest) != NULL && t->due <= now) {
+    lane_unlink(t);
+    t->cb(t);
+  }
+  if (t != NULL && !rn_timer_is_active(wake))
+    rn_timer_start(wake, t->due - now);
+}
+
+void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
+                         uint64_t timeout_ms) {
+  rn_timer_init(loop, &lane->wake, lane_wake);
+  lane->wake.data = lane;
+  lane->oldest = lane->newest = NULL;
+  lane->timeout = timeout_ms;
+}
+
+int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane) {
+  uint64_t due;
+  int err;
+
+  /* A zero timeout is due at once, in the heap's turn order. */
+  if (lane->timeout == 0) return rn_timer_start(timer, 0);
+  rn_timer_stop(timer);
+  due = uv_now(timer->loop->uv) + lane->timeout;
+  if (!rn_timer_is_active(&lane->wake)) {
+    err = rn_timer_start(&lane->wake, lane->timeout);
+    if (err) return err;
+  }
+  timer->due = due;
+  timer->lane = lane;
+  timer->lane_next = NULL;
+  timer->lane_prev = lane->newest;
+  if (lane->newest != NULL)
+    lane->newest->lane_next = timer;
+  else
+    lane->oldest = timer;
+  lane->newest = timer;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Single timers                                                              */
 
 void rn_timer_unref(rn_timer_t *timer) {
   if (timer->weak) return;
   timer->weak = 1;
-  if (rn_timer_is_active(timer)) {
+  /* (Lanes are strong: their timers are never unref'd.) */
+  if (timer->heap_index != SIZE_MAX) {
     timer->loop->strong_timers--;
-    heap_arm(timer->loop);
+    heap_ref(timer->loop);
   }
 }
 
 int rn_timer_is_active(const rn_timer_t *timer) {
-  return timer->heap_index != SIZE_MAX;
+  return timer->heap_index != SIZE_MAX || timer->lane != NULL;
 }
 
 uint64_t rn_timer_remaining(const rn_timer_t *timer) {
@@ -147,13 +236,11 @@ uint64_t rn_timer_remaining(const rn_timer_t *timer) {
 
 int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms) {
   rn_loop_t *loop = timer->loop;
-  int was_first;
 
-  if (rn_timer_is_active(timer)) {
-    was_first = timer->heap_index == 0;
+  if (timer->lane != NULL) lane_unlink(timer);
+  if (timer->heap_index != SIZE_MAX) {
     heap_remove(loop, timer);
   } else {
-    was_first = 0;
     if (loop->heap_len == loop->heap_cap) {
       size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
       rn_timer_t **heap = realloc(loop->heap, cap * sizeof(*heap));
@@ -167,19 +254,21 @@ int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms) {
   timer->seq = loop->timer_seq++;
   heap_set(loop, loop->heap_len++, timer);
   heap_sift_up(loop, timer->heap_index);
-  if (!timer->weak && loop->strong_timers++ == 0) was_first = 1;
-  if (timer->heap_index == 0 || was_first) heap_arm(loop);
+  if (!timer->weak) loop->strong_timers++;
+  if (timer->heap_index == 0 || loop->strong_timers == 1) heap_arm(loop);
   return 0;
 }
 
 void rn_timer_stop(rn_timer_t *timer) {
   rn_loop_t *loop = timer->loop;
-  int was_first;
 
-  if (!rn_timer_is_active(timer)) return;
-  was_first = timer->heap_index == 0 || (!timer->weak && loop->strong_timers == 1);
+  if (timer->lane != NULL) {
+    lane_unlink(timer);
+    return;
+  }
+  if (timer->heap_index == SIZE_MAX) return;
   heap_remove(loop, timer);
-  /* Re-arming costs a uv call; only the head decides when the uv timer
-   * fires, and firing early for a removed head is harmless but wasteful. */
-  if (was_first) heap_arm(loop);
+  /* The uv timer stays armed (see heap_arm); it only has to stop keeping
+   * the loop alive once no strong timer waits. */
+  if (loop->strong_timers == 0) heap_ref(loop);
 }

@@ -1,5 +1,5 @@
-/* The timer heap: order, ties, stop, restart from a callback, and a loop
- * that closes cleanly afterwards. */
+/* The timer heap and its lanes: order, ties, stop, restart from a
+ * callback, lazy arming, and a loop that closes cleanly afterwards. */
 #include "internal.h"
 #include "task.h"
 
@@ -98,9 +98,119 @@ static void test_restart_moves_and_external_loop(void) {
   ASSERT_LOOP_CLOSES(&uv);
 }
 
+/* A lane fires its timers in start order, a timeout after each start;
+ * stopped ones (oldest, middle, newest) never fire; a lane timer restarted
+ * with rn_timer_start leaves the lane for the heap. */
+static void test_lane_order_and_stop(void) {
+  rn_loop_t *loop;
+  rn_timer_lane_t lane;
+  static rn_timer_t timers[50];
+  uint64_t t0;
+  int i;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn__timer_lane_init(loop, &lane, 20);
+  fired_count = 0;
+  t0 = uv_now(rn_loop_uv(loop));
+  for (i = 0; i < 50; i++) {
+    rn_timer_init(loop, &timers[i], record);
+    timers[i].data = (void *)(intptr_t)i;
+    ASSERT_OK(rn__timer_start_in_lane(&timers[i], &lane));
+    ASSERT(rn_timer_is_active(&timers[i]));
+    ASSERT_LE(rn_timer_remaining(&timers[i]), 20);
+  }
+  rn_timer_stop(&timers[0]);
+  rn_timer_stop(&timers[25]);
+  rn_timer_stop(&timers[49]);
+  rn_timer_stop(&timers[49]); /* twice is harmless */
+  ASSERT_OK(rn_timer_is_active(&timers[25]));
+  ASSERT_OK(rn_timer_start(&timers[10], 1)); /* out of the lane, earlier */
+  ASSERT_EQ(rn_loop_free(loop), UV_EBUSY);
+
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_GE(uv_now(rn_loop_uv(loop)) - t0, 20);
+  ASSERT_EQ(fired_count, 47);
+  ASSERT_EQ(fired_order[0], 10);
+  for (i = 2; i < fired_count; i++) ASSERT_LT(fired_order[i - 1], fired_order[i]);
+  for (i = 0; i < fired_count; i++) {
+    ASSERT_NE(fired_order[i], 0);
+    ASSERT_NE(fired_order[i], 25);
+    ASSERT_NE(fired_order[i], 49);
+  }
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+static void lane_restart(rn_timer_t *t) {
+  rn_timer_lane_t *lane = t->data;
+  if (++restarts < 3) ASSERT_OK(rn__timer_start_in_lane(t, lane));
+}
+
+/* A lane emptied by stops lets uv_run end long before its timeout (the
+ * loop is kept alive only while timers wait), and a timer restarted in its
+ * lane from its own callback fires again a whole timeout later. */
+static void test_lane_empty_and_restart(void) {
+  rn_loop_t *loop;
+  rn_timer_lane_t lane;
+  rn_timer_t t;
+  uint64_t t0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn__timer_lane_init(loop, &lane, 10000);
+  rn_timer_init(loop, &t, record);
+  ASSERT_OK(rn__timer_start_in_lane(&t, &lane));
+  rn_timer_stop(&t);
+  t0 = uv_now(rn_loop_uv(loop));
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  uv_update_time(rn_loop_uv(loop));
+  ASSERT_LT(uv_now(rn_loop_uv(loop)) - t0, 5000);
+
+  rn__timer_lane_init(loop, &lane, 15);
+  rn_timer_init(loop, &t, lane_restart);
+  t.data = &lane;
+  restarts = 0;
+  t0 = uv_now(rn_loop_uv(loop));
+  ASSERT_OK(rn__timer_start_in_lane(&t, &lane));
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(restarts, 3);
+  ASSERT_GE(uv_now(rn_loop_uv(loop)) - t0, 45);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+/* The uv timer is armed lazily: a timer started after a later one still
+ * fires on time, and one whose earlier neighbour was stopped does not fire
+ * early. */
+static void test_lazy_arming(void) {
+  rn_loop_t *loop;
+  rn_timer_t early, late, moved;
+  uint64_t e_early = 0, e_late = 0, e_moved = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn_timer_init(loop, &late, note_elapsed);
+  late.data = &e_late;
+  rn_timer_init(loop, &early, note_elapsed);
+  early.data = &e_early;
+  rn_timer_init(loop, &moved, note_elapsed);
+  moved.data = &e_moved;
+  started_at = uv_now(rn_loop_uv(loop));
+  ASSERT_OK(rn_timer_start(&late, 300));
+  ASSERT_OK(rn_timer_start(&early, 20)); /* earlier than the uv timer */
+  ASSERT_OK(rn_timer_start(&moved, 5));
+  rn_timer_stop(&moved);
+  ASSERT_OK(rn_timer_start(&moved, 60));
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_GE(e_early, 20);
+  ASSERT_LT(e_early, 250);
+  ASSERT_GE(e_moved, 60);
+  ASSERT_GE(e_late, 300);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 int main(void) {
   TEST_RUN(test_order_and_stop);
   TEST_RUN(test_restart_from_callback);
   TEST_RUN(test_restart_moves_and_external_loop);
+  TEST_RUN(test_lane_order_and_stop);
+  TEST_RUN(test_lane_empty_and_restart);
+  TEST_RUN(test_lazy_arming);
   return 0;
 }
