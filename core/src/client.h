@@ -232,7 +232,13 @@ void rn__conn_close(rn_conn_t *conn, int err);
 /* No new calls; closes once the calls on it are answered (at once if it
  * has none). reason: the close reason reported then. */
 void rn__conn_retire(rn_conn_t *conn, const char *reason);
-int rn__conn_writable(const rn_conn_t *conn);
+/* Ready, not retiring, and its write queue under the high-water mark.
+ * Asked for every call placed. */
+static inline int rn__conn_writable(const rn_conn_t *conn) {
+  size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
+  return conn->state == RN_CONN_READY && !conn->retiring &&
+         queued < conn->pool->options.write_high_water;
+}
 /* For a connection with nothing queued, idle past the bypass window: looks
  * at the socket without reading. 0 if it is usable; otherwise closes it
  * and returns why (EOF, a reset, stray bytes). */

@@ -23,12 +23,6 @@ static void conn_heartbeat(rn_timer_t *timer);
 static void conn_become_ready(rn_conn_t *conn);
 static void conn_send_ping(rn_conn_t *conn);
 
-int rn__conn_writable(const rn_conn_t *conn) {
-  size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
-  return conn->state == RN_CONN_READY && !conn->retiring &&
-         queued < conn->pool->options.write_high_water;
-}
-
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   int was_connecting = conn->state == RN_CONN_RESOLVING ||

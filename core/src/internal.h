@@ -108,7 +108,7 @@ struct rn_loop_s {
  * the lane's own timer, at (or before) the oldest one's due time, sits in
  * the heap. Call deadlines are started and stopped by the ten thousand per
  * second, almost all with the pool's timeout; the heap would pay a sift
- * for each. The lane's timer is strong: its timers keep the loop alive. */
+ * for each. A lane's timers keep the loop alive, as strong timers do. */
 typedef struct rn_timer_lane_s {
   rn_timer_t wake;
   rn_timer_t *oldest;
@@ -121,6 +121,8 @@ void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
 /* Like rn_timer_start with the lane's timeout; rn_timer_stop and the other
  * rn_timer_* calls work on the timer as usual. 0 or UV_ENOMEM. */
 int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane);
+/* Before the lane's memory goes; it must hold no timers. */
+void rn__timer_lane_close(rn_timer_lane_t *lane);
 
 /* Jitter, not cryptography: a fast generator with a per-loop state. */
 uint64_t rn__random(rn_loop_t *loop);

@@ -366,23 +366,32 @@ static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
   return best;
 }
 
+/* Whether ep may take a call now: has a ready connection, is under its
+ * cap, not ejected (an ejection past its time ends here). Cheap tests
+ * first: this runs for every call. */
+static int pool_endpoint_open_for_calls(rn_pool_t *pool,
+                                        rn_pool_endpoint_t *ep) {
+  return ep->ready != 0 && !pool_endpoint_full(pool, ep) &&
+         (ep->ejected_until == 0 ? !ep->removed
+                                 : rn__endpoint_usable(
+                                       pool, ep, rn_loop_now(pool->loop)));
+}
+
 /* A connection of the usable endpoint with the fewest calls outstanding,
  * endpoints taken in turn so that ties spread over them. `avoid` (where a
  * call's last attempt failed) is taken only if no other endpoint can;
  * `skip` (a hedged call's own connection) never. */
 static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
                                 rn_conn_t *skip) {
-  uint64_t now = rn_loop_now(pool->loop);
   rn_conn_t *best = NULL, *fallback = NULL;
   unsigned best_load = UINT_MAX;
-  size_t i;
+  size_t n = pool->endpoint_count, k = pool->next_endpoint, i;
 
-  for (i = 0; i < pool->endpoint_count; i++) {
-    rn_pool_endpoint_t *ep =
-        pool->endpoints[(pool->next_endpoint + i) % pool->endpoint_count];
+  for (i = 0; i < n; i++, k = k + 1 == n ? 0 : k + 1) {
+    rn_pool_endpoint_t *ep = pool->endpoints[k];
     rn_conn_t *conn;
-    if (ep->ready == 0 || ep->outstanding >= best_load ||
-        pool_endpoint_full(pool, ep) || !rn__endpoint_usable(pool, ep, now))
+    if (ep->outstanding >= best_load ||
+        !pool_endpoint_open_for_calls(pool, ep))
       continue;
     conn = endpoint_pick(ep, skip);
     if (conn == NULL) continue;
@@ -395,8 +404,9 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
     if (best_load == 0) break;
   }
   if (best == NULL) best = fallback;
-  if (best != NULL)
-    pool->next_endpoint = (pool->next_endpoint + 1) % pool->endpoint_count;
+  if (best != NULL && n > 1)
+    pool->next_endpoint = pool->next_endpoint + 1 == n ? 0
+                                                       : pool->next_endpoint + 1;
   return best;
 }
 
@@ -420,16 +430,17 @@ static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
  * and is neither backing off nor ejected. Called when calls wait, or when a
  * call had to queue behind others on a busy connection. */
 void rn__pool_grow(rn_pool_t *pool) {
-  uint64_t now = rn_loop_now(pool->loop);
+  uint64_t now = 0;
   uint64_t wake = UINT64_MAX;
-  size_t i;
+  size_t n = pool->endpoint_count, k = pool->next_endpoint, i;
 
   if (pool->closing) return;
 
-  for (i = 0; i < pool->endpoint_count; i++) {
-    size_t k = (pool->next_endpoint + i) % pool->endpoint_count;
+  for (i = 0; i < n; i++, k = k + 1 == n ? 0 : k + 1) {
     rn_pool_endpoint_t *ep = pool->endpoints[k];
+    /* Full: the usual case under load, so before anything costlier. */
     if (ep->open >= pool->options.size) continue;
+    if (now == 0) now = rn_loop_now(pool->loop);
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
     if (pool_endpoint_full(pool, ep)) continue;
     if (!rn__endpoint_usable(pool, ep, now)) {
@@ -848,6 +859,7 @@ static void pool_finish(rn_timer_t *timer) {
   rn_timer_stop(&pool->reconnect_timer);
   rn_timer_stop(&pool->eject_timer);
   rn_timer_stop(&pool->later_timer);
+  rn__timer_lane_close(&pool->deadlines);
   pool_free_frames(pool);
   pool_discard_next(pool);
   rn__endpoint_free_all(pool);

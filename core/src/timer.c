@@ -157,10 +157,13 @@ static void lane_unlink(rn_timer_t *timer) {
     lane->newest = timer->lane_prev;
   timer->lane = NULL;
   timer->lane_prev = timer->lane_next = NULL;
-  /* An empty lane must not keep the loop alive. A lane with timers keeps
-   * its wake-up where it was, even if the oldest just left: waking early
-   * costs one look, re-arming on every stop would cost a sift. */
-  if (lane->oldest == NULL) rn_timer_stop(&lane->wake);
+  /* The wake-up stays where it was, even if the oldest just left: waking
+   * early costs one look, re-arming on every stop would cost a sift. An
+   * empty lane only stops keeping the loop alive. */
+  if (lane->oldest == NULL) {
+    timer->loop->strong_timers--;
+    heap_ref(timer->loop);
+  }
 }
 
 static void lane_wake(rn_timer_t *wake) {
@@ -182,8 +185,15 @@ void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
                          uint64_t timeout_ms) {
   rn_timer_init(loop, &lane->wake, lane_wake);
   lane->wake.data = lane;
+  /* The lane itself counts as one strong timer while it holds any: its
+   * wake-up may outlive them (see lane_unlink). */
+  rn_timer_unref(&lane->wake);
   lane->oldest = lane->newest = NULL;
   lane->timeout = timeout_ms;
+}
+
+void rn__timer_lane_close(rn_timer_lane_t *lane) {
+  rn_timer_stop(&lane->wake);
 }
 
 int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane) {
@@ -197,6 +207,10 @@ int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane) {
   if (!rn_timer_is_active(&lane->wake)) {
     err = rn_timer_start(&lane->wake, lane->timeout);
     if (err) return err;
+  }
+  if (lane->oldest == NULL) {
+    timer->loop->strong_timers++;
+    heap_ref(timer->loop);
   }
   timer->due = due;
   timer->lane = lane;

@@ -131,6 +131,7 @@ static void test_lane_order_and_stop(void) {
   ASSERT_GE(uv_now(rn_loop_uv(loop)) - t0, 20);
   ASSERT_EQ(fired_count, 47);
   ASSERT_EQ(fired_order[0], 10);
+  rn__timer_lane_close(&lane);
   for (i = 2; i < fired_count; i++) ASSERT_LT(fired_order[i - 1], fired_order[i]);
   for (i = 0; i < fired_count; i++) {
     ASSERT_NE(fired_order[i], 0);
@@ -163,6 +164,8 @@ static void test_lane_empty_and_restart(void) {
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
   uv_update_time(rn_loop_uv(loop));
   ASSERT_LT(uv_now(rn_loop_uv(loop)) - t0, 5000);
+  ASSERT_EQ(rn_loop_free(loop), UV_EBUSY); /* its wake-up waits on */
+  rn__timer_lane_close(&lane);
 
   rn__timer_lane_init(loop, &lane, 15);
   rn_timer_init(loop, &t, lane_restart);
@@ -173,6 +176,7 @@ static void test_lane_empty_and_restart(void) {
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
   ASSERT_EQ(restarts, 3);
   ASSERT_GE(uv_now(rn_loop_uv(loop)) - t0, 45);
+  rn__timer_lane_close(&lane);
   ASSERT_OK(rn_loop_free(loop));
 }
 
