@@ -633,15 +633,10 @@ function resilnet.pool(opts)
   return self
 end
 
--- Per-call options, on the hot path: checked in place, no copy.
-local function call_options(fname, opts)
-  if opts == nil then
-    return 0, false
-  end
-  if type(opts) ~= "table" then
-    error(fname .. ": expected a table of options, got " .. type(opts), 3)
-  end
-  check_table(fname, "", call_schema, opts, 4)
+-- pool_send's option arguments from per-call options already checked:
+-- timeout, idempotent, attempts, attempt_timeout, hedge_delay, hedge_max,
+-- key.
+local function send_options(opts)
   local timeout, attempt_timeout = opts.timeout, opts.attempt_timeout
   local hedge, hedge_delay, hedge_max = opts.hedge, nil, nil
   if hedge == false then
@@ -652,6 +647,42 @@ local function call_options(fname, opts)
   return timeout and ms(timeout) or 0, opts.idempotent == true, opts.attempts,
          attempt_timeout and ms(attempt_timeout) or nil, hedge_delay, hedge_max,
          opts.key
+end
+
+-- Per-call options, on the hot path: checked in place, no copy, and the
+-- flat ones (idempotent, timeout, key, attempts, attempt_timeout) without
+-- the schema walk. Anything else (hedge, or an option that is unknown or
+-- wrong) goes through check_table, which raises naming it. Returns what
+-- send_options does.
+local next = next
+
+local function call_options(fname, opts)
+  if type(opts) ~= "table" then
+    error(fname .. ": expected a table of options, got " .. type(opts), 3)
+  end
+  local timeout, idempotent, attempts, attempt_timeout, key
+  local k, v = next(opts)
+  while k ~= nil do
+    if k == "idempotent" and (v == true or v == false) then
+      idempotent = v
+    elseif k == "attempts" and (v == 1 or v == 2 or v == 3 or v == 4
+                                or v == 5) then
+      attempts = v
+    elseif k == "timeout" and type(v) == "number" and v > 0 then
+      timeout = ms(v)
+    elseif k == "attempt_timeout" and type(v) == "number" and v > 0 then
+      attempt_timeout = ms(v)
+    elseif k == "key" and (v == true or type(v) == "string" and #v >= 1
+                           and #v <= 255) then
+      key = v
+    else
+      check_table(fname, "", call_schema, opts, 4)
+      return send_options(opts)
+    end
+    k, v = next(opts, k)
+  end
+  return timeout or 0, idempotent == true, attempts, attempt_timeout, nil,
+         nil, key
 end
 
 local pool_send, pool_callback = core.pool_send, core.pool_callback
@@ -665,22 +696,28 @@ end
 
 --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
 function Pool:call(request, opts)
+  local co = running()
   if opts == nil then
-    -- Most calls: no options, from a task. What await does, inline.
-    local co = running()
     if co and tasks[co] then
+      -- Most calls: no options, from a task. What await does, inline.
       local ok, err = pool_send(self._h, request, co)
-      if not ok then
-        return nil, err
+      if ok then
+        return yield()
       end
+      return nil, err
+    end
+    return await("pool:call", start_send, self._h, request)
+  end
+  if co and tasks[co] then
+    local ok, err = pool_send(self._h, request, co,
+                              call_options("pool:call", opts))
+    if ok then
       return yield()
     end
+    return nil, err
   end
-  local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
-        hedge_max, key = call_options("pool:call", opts)
-  return await("pool:call", start_send, self._h, request, timeout,
-               idempotent, attempts, attempt_timeout, hedge_delay, hedge_max,
-               key)
+  return await("pool:call", start_send, self._h, request,
+               call_options("pool:call", opts))
 end
 
 --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
@@ -699,10 +736,7 @@ function Pool:send(request, opts, cb)
   if opts == nil then
     return pool_send(self._h, request, cb)
   end
-  local timeout, idempotent, attempts, attempt_timeout, hedge_delay,
-        hedge_max, key = call_options("pool:send", opts)
-  return pool_send(self._h, request, cb, timeout, idempotent, attempts,
-                   attempt_timeout, hedge_delay, hedge_max, key)
+  return pool_send(self._h, request, cb, call_options("pool:send", opts))
 end
 
 --- pool:on(event, fn): fn(ev) runs for every event of that type.
