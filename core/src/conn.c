@@ -139,6 +139,17 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
+/* Pings of idle connections leave on slots of an eighth of the interval:
+ * a pool of ten thousand connections then wakes a few times per interval
+ * to send thousands of pings, not once per ping. Only sending waits for
+ * the slot; silence deadlines stay exact. Returns ms from now. */
+static uint64_t conn_ping_delay(const rn_conn_t *conn, uint64_t due) {
+  uint64_t now = rn_loop_now(conn->pool->loop);
+  uint64_t slot = conn->pool->options.heartbeat_interval / 8;
+  if (slot > 1) due = (due + slot - 1) / slot * slot;
+  return due > now ? due - now : 1;
+}
+
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   if (!conn->answered) {
     conn->answered = 1;
@@ -161,7 +172,9 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
      * ping is due one interval after this reply, not then. */
     if (conn->state == RN_CONN_READY)
       rn_timer_start(&conn->heartbeat_timer,
-                     RN_MIN(o->heartbeat_interval, o->heartbeat_timeout));
+                     conn_ping_delay(conn, rn_loop_now(conn->pool->loop) +
+                                               RN_MIN(o->heartbeat_interval,
+                                                      o->heartbeat_timeout)));
     rn__call_release(call);
     if (handshake) rn__conn_handshake_done(conn);
     return 0;
@@ -378,7 +391,9 @@ static void conn_heartbeat(rn_timer_t *timer) {
         next = RN_MIN(next, RN_MAX(conn->last_read, conn->waiting_since) +
                                 o->heartbeat_timeout);
     } else {
-      next = RN_MIN(next, conn->last_read + o->heartbeat_interval);
+      uint64_t ping_at = now + conn_ping_delay(
+                                   conn, conn->last_read + o->heartbeat_interval);
+      next = RN_MIN(next, ping_at);
     }
   }
   /* A ping still waiting behind a write: look again in one interval. */
@@ -491,7 +506,9 @@ static void conn_become_ready(rn_conn_t *conn) {
   }
   if (conn->pool->ping_frame.len > 0)
     rn_timer_start(&conn->heartbeat_timer,
-                   conn->pool->options.heartbeat_interval);
+                   conn_ping_delay(conn, conn->last_read +
+                                             conn->pool->options
+                                                 .heartbeat_interval));
   conn_set_state(conn, RN_CONN_READY);
   rn__pool_conn_ready(conn->pool, conn);
 }

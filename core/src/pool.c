@@ -652,11 +652,20 @@ static void pool_warm(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   const rn_pool_options_t *o = &pool->options;
   unsigned idle = 0;
   rn_list_t *pos;
-  if (o->min_idle == 0 || ep->retry_at > rn_loop_now(pool->loop)) return;
-  for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
-    rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
-    if (conn->state == RN_CONN_READY && conn->queued == 0 && !conn->retiring)
-      idle++;
+  if (o->min_idle == 0 || ep->retry_at > rn_loop_now(pool->loop) ||
+      ep->open >= o->size || ep->connecting >= RN_MAX_CONNECTING)
+    return;
+  if (ep->ready + ep->connecting < o->min_idle) {
+    /* Idle ones are among the ready ones, which fall short already: no
+     * need to count them (warming up ten thousand connections would count
+     * on each one's arrival). Opens no more than the exact count would. */
+    idle = ep->ready;
+  } else {
+    for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
+      rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
+      if (conn->state == RN_CONN_READY && conn->queued == 0 && !conn->retiring)
+        idle++;
+    }
   }
   while (idle + ep->connecting < o->min_idle && ep->open < o->size &&
          ep->connecting < RN_MAX_CONNECTING && !pool->closing)
