@@ -4,6 +4,7 @@
  * The context is created by the first luaopen in a state and reused by
  * every later one (busted re-requires modules for each spec file), so a
  * state has exactly one loop however often the module is loaded. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ typedef struct lrn_state_s {
   int *free_slots; /* released slots of it, reused first */
   int nfree;
   int nslots;      /* slots handed out so far: 1..nslots */
+  int cap;         /* room in free_slots, always >= nslots */
 } lrn_state_t;
 
 #define lrn_state(ctx) ((lrn_state_t *)(ctx))
@@ -72,11 +74,18 @@ int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx) {
   if (st->nfree > 0) {
     slot = st->free_slots[--st->nfree];
   } else {
-    int *grown = (int *)realloc(st->free_slots,
-                                (size_t)(st->nslots + 1) * sizeof(int));
-    if (grown == NULL)
-      return luaL_error(L, "resilnet: out of memory");
-    st->free_slots = grown;
+    if (st->nslots == st->cap) {
+      /* Doubling; ids (2 * slot + 1) stay well inside an int. */
+      int cap = st->cap > 0 ? 2 * st->cap : 64;
+      int *grown = st->cap < INT_MAX / 8
+                       ? (int *)realloc(st->free_slots,
+                                        (size_t)cap * sizeof(int))
+                       : NULL;
+      if (grown == NULL)
+        return luaL_error(L, "resilnet: out of memory");
+      st->free_slots = grown;
+      st->cap = cap;
+    }
     slot = ++st->nslots;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);

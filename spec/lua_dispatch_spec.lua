@@ -1,0 +1,156 @@
+-- Issue 7 (resilnet from Lua, fast): a reply now resumes its task, and a
+-- callback now runs, from the binding rather than through the facade's
+-- dispatcher; a call's target is held in a reused slot; call options are
+-- checked by a fast path. What those paths must keep doing.
+local resilnet = require "resilnet"
+local H = require "spec.helpers.util"
+
+describe("dispatch from the binding (issue 7)", function()
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
+
+  local function line_pool()
+    local _, ep = H.server { protocol = "line" }
+    return H.pool { endpoints = { ep }, protocol = "line" }
+  end
+
+  -- Runs the loop (through H.go) until failing() says the error was
+  -- raised; returns what H.go raised.
+  local function error_of_run(failing)
+    local ok, err = pcall(H.go, function()
+      while not failing() do resilnet.sleep(0.005) end
+    end)
+    assert.is_false(ok, "run() did not re-raise the task's error")
+    return err
+  end
+
+  it("re-raises an error a task raises after a reply resumed it",
+     function()
+    local pool = line_pool()
+    local raised = false
+    local function after_the_reply() raised = true error("boom late") end
+    resilnet.spawn(function()
+      assert.equal("x", pool:call("x"))
+      after_the_reply()
+    end)
+    local err = error_of_run(function() return raised end)
+    assert.matches("boom late", err)
+    assert.matches("stack traceback", err)
+    assert.matches("after_the_reply", err)
+  end)
+
+  it("re-raises an error a task raises after a sleep, and non-string "
+     .. "errors as they are", function()
+    local value = { why = "after a sleep" }
+    local raised = false
+    resilnet.spawn(function()
+      resilnet.sleep(0.001)
+      raised = true
+      error(value)
+    end)
+    assert.equal(value, error_of_run(function() return raised end))
+  end)
+
+  it("re-raises a table a callback raises, as it is", function()
+    local pool = line_pool()
+    local value = { why = "in a callback" }
+    local raised = false
+    assert.is_true(pool:send("x", function()
+      raised = true
+      error(value)
+    end))
+    assert.equal(value, error_of_run(function() return raised end))
+  end)
+
+  it("gives every task and callback its own reply, slots reused",
+     function()
+    local pool = line_pool()
+    local seen, wrong = 0, {}
+    local function check(want, reply, err)
+      seen = seen + 1
+      if reply ~= want then wrong[#wrong + 1] = { want, reply, err } end
+    end
+    H.go(function()
+      -- 64 chains of sends, each callback sending the next request from
+      -- inside the dispatch (the slot it frees is taken again at once),
+      -- and 64 tasks calling, all in flight together.
+      local chains = 0
+      for c = 1, 64 do
+        chains = chains + 1
+        local n = 0
+        local function on_reply(reply, err)
+          check("s" .. c .. "." .. n, reply, err)
+          n = n + 1
+          if n < 20 then
+            assert(pool:send("s" .. c .. "." .. n, on_reply))
+          else
+            chains = chains - 1
+          end
+        end
+        assert(pool:send("s" .. c .. "." .. n, nil, on_reply))
+      end
+      local tasks = 0
+      for t = 1, 64 do
+        tasks = tasks + 1
+        resilnet.spawn(function()
+          for i = 1, 20 do
+            check("t" .. t .. "." .. i, pool:call("t" .. t .. "." .. i))
+          end
+          tasks = tasks - 1
+        end)
+      end
+      while chains + tasks > 0 do resilnet.sleep(0.005) end
+    end)
+    assert.same({}, wrong)
+    assert.equal(2 * 64 * 20, seen)
+  end)
+
+  it("replies through a server handler that waited on a pool", function()
+    local pool = line_pool()
+    local _, ep = H.server {
+      protocol = "resp",
+      handler = function(req)
+        local reply = pool:call(req[2])
+        if reply == "bad" then error("handler failed late") end
+        return reply .. "!"
+      end,
+    }
+    local client = H.pool { endpoints = { ep } }
+    H.go(function()
+      assert.equal("x!", client:call { "ECHO", "x" })
+      local reply, err = client:call { "ECHO", "bad" }
+      assert.is_nil(reply)
+      assert.equal("EREPLY", err.code)
+      assert.matches("handler failed late", err.message)
+    end)
+  end)
+
+  it("applies options given per call, flat or nested", function()
+    local _, slow = H.server {
+      protocol = "line",
+      handler = function(r) resilnet.sleep(0.3) return r end,
+    }
+    local pool = line_pool()
+    local late = H.pool { endpoints = { slow }, protocol = "line" }
+    H.go(function()
+      assert.equal("a", pool:call("a", { idempotent = true, timeout = 1,
+                                         attempts = 2,
+                                         attempt_timeout = 0.5 }))
+      assert.equal("b", pool:call("b", { idempotent = true,
+                                         hedge = { delay = 0.01 } }))
+      local t0 = resilnet.now()
+      local reply, err = late:call("c", { timeout = 0.05 })
+      assert.is_nil(reply)
+      assert.equal("ETIMEDOUT", err.code)
+      assert.is_true(resilnet.now() - t0 < 0.25)
+      local done
+      assert.is_true(late:send("d", { timeout = 0.05 }, function(r, e)
+        done = { r, e }
+      end))
+      while not done do resilnet.sleep(0.005) end
+      assert.is_nil(done[1])
+      assert.equal("ETIMEDOUT", done[2].code)
+      resilnet.sleep(0.3) -- the slow handlers finish before cleanup
+    end)
+  end)
+end)
