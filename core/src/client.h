@@ -131,6 +131,8 @@ struct rn_pool_endpoint_s {
   uint64_t retry_at;    /* no new connect before this (loop ms) */
   uint64_t ejected_until; /* loop ms; 0: not ejected */
   uint64_t last_ejected;  /* loop ms of the last ejection */
+  uint64_t last_life;   /* loop ms of the last byte read on any connection */
+  rn_conn_t *prober;    /* the idle connection that pings for all (conn.c) */
   const char *state;    /* last state reported */
   rn_backoff_t backoff;
   unsigned removed : 1;
@@ -243,6 +245,9 @@ static inline int rn__conn_writable(const rn_conn_t *conn) {
  * at the socket without reading. 0 if it is usable; otherwise closes it
  * and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
+/* Makes conn (ready) the one that pings for its endpoint's idle
+ * connections (see conn_ping_due). */
+void rn__conn_take_over_probing(rn_conn_t *conn);
 
 /* What conn.c and conn_rnp.c share. */
 /* Takes a call whose reply (or a proof it was not run) arrived off its

@@ -139,6 +139,11 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
+/* An idle connection may stay silent this many heartbeat intervals while
+ * its endpoint shows life: it still proves itself now and then, since a
+ * NAT forgets a silent flow and a flow can die alone. */
+#define RN_IDLE_PING_INTERVALS 8
+
 /* Pings of idle connections leave on slots of an eighth of the interval:
  * a pool of ten thousand connections then wakes a few times per interval
  * to send thousands of pings, not once per ping. Only sending waits for
@@ -148,6 +153,52 @@ static uint64_t conn_ping_delay(const rn_conn_t *conn, uint64_t due) {
   uint64_t slot = conn->pool->options.heartbeat_interval / 8;
   if (slot > 1) due = (due + slot - 1) / slot * slot;
   return due > now ? due - now : 1;
+}
+
+/* When a connection pings next. One with calls out pings every interval:
+ * its own silence is what matters. Idle ones share the work: one of them,
+ * the endpoint's prober, pings every interval unless a byte on any of
+ * them showed the server alive; the others every RN_IDLE_PING_INTERVALS.
+ * Ten thousand idle connections to one server then cost an eighth of the
+ * pings. A frozen server is still found within interval + timeout: the
+ * prober's verdict closes its idle siblings (pool_drop_siblings), which
+ * have shown nothing since either. */
+static uint64_t conn_ping_due(rn_conn_t *conn) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  uint64_t interval = conn->pool->options.heartbeat_interval;
+  if (!rn_list_empty(&conn->sent)) return conn->last_read + interval;
+  if (ep->prober == NULL) ep->prober = conn;
+  if (ep->prober == conn) return ep->last_life + interval;
+  return conn->last_read + interval * RN_IDLE_PING_INTERVALS;
+}
+
+/* Makes conn its endpoint's prober, pinging when that falls due. */
+void rn__conn_take_over_probing(rn_conn_t *conn) {
+  conn->endpoint->prober = conn;
+  if (!conn->pinging)
+    rn_timer_start(&conn->heartbeat_timer, conn_ping_delay(conn, 0));
+}
+
+/* The prober is leaving: a neighbour takes over now if it can (a look at
+ * two, not a search: a pool closing ten thousand connections would search
+ * for each), else the next maintenance round picks one. */
+static void conn_hand_over_probing(rn_conn_t *conn) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  rn_list_t *near[2];
+  int i;
+  if (ep->prober != conn) return;
+  ep->prober = NULL;
+  if (conn->pool->closing) return;
+  near[0] = conn->node.prev;
+  near[1] = conn->node.next;
+  for (i = 0; i < 2; i++) {
+    rn_conn_t *next;
+    if (near[i] == &ep->conns) continue;
+    next = RN_CONTAINER_OF(near[i], rn_conn_t, node);
+    if (next->state != RN_CONN_READY) continue;
+    rn__conn_take_over_probing(next);
+    return;
+  }
 }
 
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
@@ -218,6 +269,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   }
   conn->rbuf.len += (size_t)nread;
   conn->last_read = rn_loop_now(conn->pool->loop);
+  conn->endpoint->last_life = conn->last_read;
 
   /* A byte with no call waiting can only be garbage, a stale reply or the
    * first sign that the peer is a different server: drop the connection
@@ -384,16 +436,15 @@ static void conn_heartbeat(rn_timer_t *timer) {
   /* While a ping is out, only its deadline matters: waking at the next
    * ping time, which has passed, would spin. */
   if (!conn->pinging) {
-    if (now >= conn->last_read + o->heartbeat_interval) {
+    uint64_t due = conn_ping_due(conn);
+    if (now >= due) {
       conn_send_ping(conn);
       if (conn->state != RN_CONN_READY) return;
       if (!rn_list_empty(&conn->sent))
         next = RN_MIN(next, RN_MAX(conn->last_read, conn->waiting_since) +
                                 o->heartbeat_timeout);
     } else {
-      uint64_t ping_at = now + conn_ping_delay(
-                                   conn, conn->last_read + o->heartbeat_interval);
-      next = RN_MIN(next, ping_at);
+      next = RN_MIN(next, now + conn_ping_delay(conn, due));
     }
   }
   /* A ping still waiting behind a write: look again in one interval. */
@@ -498,6 +549,7 @@ static void conn_become_ready(rn_conn_t *conn) {
   rn_timer_stop(&conn->connect_timer);
   conn->was_ready = 1;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  conn->endpoint->last_life = conn->last_read;
   if (conn->pool->options.max_lifetime > 0) {
     uint64_t life = conn->pool->options.max_lifetime;
     conn->expires_at = conn->last_read + life -
@@ -722,6 +774,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
   rn__deferred_cancel(&conn->flush_later);
+  conn_hand_over_probing(conn);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
   conn_close_handle(conn, connected);
 

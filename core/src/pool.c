@@ -838,6 +838,9 @@ static void pool_maintain(rn_timer_t *timer) {
       if (conn->expires_at != 0 && now >= conn->expires_at)
         rn__conn_retire(conn, "max_lifetime");
       if (conn->retiring) continue;
+      /* Its prober left with no neighbour to take over. */
+      if (ep->prober == NULL && pool->ping_frame.len > 0)
+        rn__conn_take_over_probing(conn);
       if (conn->queued != 0) continue;
       if (++idle > o->min_idle && o->idle_timeout != 0 &&
           now >= conn->last_active + o->idle_timeout) {

@@ -1,6 +1,6 @@
-/* Heartbeats: idle connections stay alive on pings, a silent peer is
- * declared dead after the timeout, and a loop stalled by a long callback
- * does not condemn a live peer. */
+/* Heartbeats: idle connections stay alive on pings (sharing them with
+ * their siblings), a silent peer is declared dead after the timeout, and a
+ * loop stalled by a long callback does not condemn a live peer. */
 #include "resilnet.h"
 #include "task.h"
 #include "helpers.h"
@@ -25,6 +25,8 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
   test_echo_bulk(srv, req, body, len);
 }
 
+static unsigned pool_size = 1;
+
 static void start(uint64_t interval, uint64_t timeout) {
   rn_pool_options_t po;
   static char ep[96];
@@ -37,7 +39,8 @@ static void start(uint64_t interval, uint64_t timeout) {
   eps[0] = ep;
   po.endpoints = eps;
   po.endpoint_count = 1;
-  po.size = 1;
+  po.size = pool_size;
+  po.min_idle = pool_size > 1 ? pool_size : 0;
   po.heartbeat_interval = interval;
   po.heartbeat_timeout = timeout;
   po.timeout = 10000;
@@ -124,18 +127,80 @@ static void test_silent_peer_declared_dead(void) {
   stop();
 }
 
+static void tick(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop until done() says so, for at most 5 s. A ticking timer of
+ * its own keeps the loop alive: idle pooled connections and heartbeats do
+ * not, and a server on another thread is not this loop's. */
+static void run_until_true(int (*done)(void)) {
+  uv_timer_t t;
+  uint64_t give_up = uv_hrtime() + 5000 * 1000000ull;
+  uv_timer_init(rn_loop_uv(loop), &t);
+  uv_timer_start(&t, tick, 5, 5);
+  while (!done()) {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(uv_hrtime(), give_up);
+  }
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
+}
+
+static int all_ten_idle(void) {
+  rn_pool_stats_t st;
+  rn_pool_stats(pool, &st);
+  return st.idle == 10;
+}
+
+static int a_peer_dead(void) {
+  rn_pool_stats_t st;
+  rn_pool_stats(pool, &st);
+  return st.dead_peers > 0;
+}
+
+/* Idle connections to one server share its heartbeat: one pings every
+ * interval, the others every eighth interval. Ten of them, 800 ms at a
+ * 50 ms interval: about 16 + 9 * 2 pings, where each pinging for itself
+ * would send about 160. None is judged dead meanwhile. */
+static void test_idle_siblings_share_pings(void) {
+  rn_pool_stats_t st;
+  uint64_t before;
+
+  pool_size = 10;
+  start(50, 150);
+  run_until_true(all_ten_idle);
+  rn_pool_stats(pool, &st);
+  before = st.heartbeats;
+  test_run_for(rn_loop_uv(loop), 800);
+  rn_pool_stats(pool, &st);
+  ASSERT_GE(st.heartbeats - before, 20);
+  ASSERT_LE(st.heartbeats - before, 60);
+  ASSERT_EQ(st.dead_peers, 0);
+  ASSERT_EQ(st.heartbeats_missed, 0);
+  ASSERT_EQ(st.idle, 10);
+  stop();
+  pool_size = 1;
+}
+
 /* --- a server on its own thread, so that stalling the client's loop does
  * not stall the server: the peer must be alive while the client is busy. */
 
 static rn_loop_t *server_loop;
 static rn_server_t *thread_server;
-static uv_async_t server_stop;
-static uv_sem_t server_ready;
+static uv_async_t server_stop, server_freeze;
+static uv_sem_t server_ready, server_thaw;
+static uv_thread_t server_tid;
 static int thread_port;
 
 static void on_server_stop(uv_async_t *a) {
   rn_server_close(thread_server, NULL);
   uv_close((uv_handle_t *)a, NULL);
+  uv_close((uv_handle_t *)&server_freeze, NULL);
+}
+
+/* The server process frozen, as by SIGSTOP: its thread blocks. */
+static void on_server_freeze(uv_async_t *a) {
+  (void)a;
+  uv_sem_wait(&server_thaw);
 }
 
 static void server_thread(void *arg) {
@@ -150,9 +215,76 @@ static void server_thread(void *arg) {
   ASSERT_OK(rn_server_address(thread_server, host, sizeof(host), &thread_port));
   ASSERT_OK(uv_async_init(rn_loop_uv(server_loop), &server_stop,
                           on_server_stop));
+  ASSERT_OK(uv_async_init(rn_loop_uv(server_loop), &server_freeze,
+                          on_server_freeze));
   uv_sem_post(&server_ready);
   uv_run(rn_loop_uv(server_loop), UV_RUN_DEFAULT);
   ASSERT_OK(rn_loop_free(server_loop));
+}
+
+static void thread_server_start(void) {
+  ASSERT_OK(uv_sem_init(&server_ready, 0));
+  ASSERT_OK(uv_sem_init(&server_thaw, 0));
+  ASSERT_OK(uv_thread_create(&server_tid, server_thread, NULL));
+  uv_sem_wait(&server_ready);
+}
+
+static void thread_server_stop(void) {
+  uv_sem_post(&server_thaw); /* if it was frozen */
+  ASSERT_OK(uv_async_send(&server_stop));
+  ASSERT_OK(uv_thread_join(&server_tid));
+  uv_sem_destroy(&server_ready);
+  uv_sem_destroy(&server_thaw);
+}
+
+/* A pool of `size` connections (all kept idle) to the threaded server. */
+static void thread_pool_start(unsigned size, uint64_t interval,
+                              uint64_t timeout) {
+  rn_pool_options_t po;
+  const char *eps[1];
+  char ep[64];
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", thread_port);
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.size = size;
+  po.min_idle = size > 1 ? size : 0;
+  po.heartbeat_interval = interval;
+  po.heartbeat_timeout = timeout;
+  po.timeout = 10000;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+}
+
+static void thread_pool_stop(void) {
+  rn_pool_close(pool, 0, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+/* A server frozen while ten connections sit idle: the prober's verdict
+ * comes within interval + timeout (plus a ping slot) and takes its silent
+ * siblings with it; none is left to be handed out. */
+static void test_frozen_server_idle_siblings(void) {
+  rn_pool_stats_t st;
+  uint64_t t0, elapsed;
+
+  thread_server_start();
+  thread_pool_start(10, 50, 150);
+  run_until_true(all_ten_idle);
+  ASSERT_OK(uv_async_send(&server_freeze));
+  t0 = uv_hrtime();
+  run_until_true(a_peer_dead);
+  elapsed = (uv_hrtime() - t0) / 1000000;
+  rn_pool_stats(pool, &st);
+  ASSERT_LE(elapsed, 50 + 150 + 100);
+  ASSERT_EQ(st.dead_peers, 1);
+  ASSERT_EQ(st.evictions.dead_peer + st.evictions.stale, 10);
+  ASSERT_EQ(st.idle, 0);
+  thread_pool_stop();
+  thread_server_stop();
 }
 
 static struct outcome stalled_call;
@@ -167,30 +299,12 @@ static void stall(uv_timer_t *t) {
 }
 
 static void test_stalled_loop_spares_live_peer(void) {
-  uv_thread_t tid;
   uv_timer_t t;
   struct outcome o;
   rn_pool_stats_t st;
-  rn_pool_options_t po;
-  const char *eps[1];
-  char ep[64];
 
-  ASSERT_OK(uv_sem_init(&server_ready, 0));
-  ASSERT_OK(uv_thread_create(&tid, server_thread, NULL));
-  uv_sem_wait(&server_ready);
-
-  ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d", thread_port);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.size = 1;
-  po.heartbeat_interval = 50;
-  po.heartbeat_timeout = 200;
-  po.timeout = 10000;
-  ASSERT_OK(rn_pool_new(loop, &po, &pool));
-
+  thread_server_start();
+  thread_pool_start(1, 50, 200);
   call(&o);
   run_until(&o); /* connected and answered */
   ASSERT_OK(o.status);
@@ -202,18 +316,15 @@ static void test_stalled_loop_spares_live_peer(void) {
   ASSERT_EQ(st.dead_peers, 0);
   ASSERT_EQ(st.connects, 1);
   uv_close((uv_handle_t *)&t, NULL);
-  rn_pool_close(pool, 0, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  ASSERT_OK(rn_loop_free(loop));
-
-  ASSERT_OK(uv_async_send(&server_stop));
-  ASSERT_OK(uv_thread_join(&tid));
-  uv_sem_destroy(&server_ready);
+  thread_pool_stop();
+  thread_server_stop();
 }
 
 int main(void) {
   TEST_RUN(test_idle_connection_lives_on_pings);
   TEST_RUN(test_silent_peer_declared_dead);
+  TEST_RUN(test_idle_siblings_share_pings);
   TEST_RUN(test_stalled_loop_spares_live_peer);
+  TEST_RUN(test_frozen_server_idle_siblings);
   return 0;
 }
