@@ -110,7 +110,7 @@ local function finish_task(co, ok, ...)
   return finish(co, tasks[co], ok, ...)
 end
 
-core.set_dispatcher(dispatch, traceback_handler, finish_task)
+core.set_dispatcher(dispatch, traceback_handler, finish_task, tasks)
 
 local function raise_recorded()
   local err = core.take_error()
@@ -685,7 +685,8 @@ local function call_options(fname, opts)
          nil, key
 end
 
-local pool_send, pool_callback = core.pool_send, core.pool_callback
+local pool_send, pool_call, pool_callback = core.pool_send, core.pool_call,
+                                            core.pool_callback
 local running, yield = coroutine.running, coroutine.yield
 
 local function start_send(target, h, request, timeout, idempotent, attempts,
@@ -696,18 +697,18 @@ end
 
 --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
 function Pool:call(request, opts)
-  local co = running()
   if opts == nil then
-    if co and tasks[co] then
-      -- Most calls: no options, from a task. What await does, inline.
-      local ok, err = pool_send(self._h, request, co)
-      if ok then
-        return yield()
-      end
+    -- Most calls: no options, from a task. What await does, inline:
+    -- pool_call sends unless this is no task (false).
+    local ok, err = pool_call(self._h, request)
+    if ok then
+      return yield()
+    elseif ok == nil then
       return nil, err
     end
     return await("pool:call", start_send, self._h, request)
   end
+  local co = running()
   if co and tasks[co] then
     local ok, err = pool_send(self._h, request, co,
                               call_options("pool:call", opts))

@@ -83,6 +83,8 @@ int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx);
 void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push, void *arg);
 /* Releases a held target that will not be dispatched. */
 void lrn_release(lrn_ctx_t *ctx, int id);
+/* True if L is one of the facade's tasks. */
+int lrn_in_task(lua_State *L, lrn_ctx_t *ctx);
 /* Calls the plain function at ref with what push pushes, protected, and
  * returns its first result as an index into `answers` (a NULL-terminated
  * list of strings; nil is 0, answers[0] being unused). An error, or an

@@ -25,6 +25,8 @@ typedef struct lrn_state_s {
   int nfree;
   int nslots;      /* slots handed out so far: 1..nslots */
   int cap;         /* room in free_slots, always >= nslots */
+  int tasks_ref;   /* the facade's table whose keys are its tasks */
+  lua_State *current; /* the task resumed from C right now, or NULL */
 } lrn_state_t;
 
 #define lrn_state(ctx) ((lrn_state_t *)(ctx))
@@ -125,17 +127,42 @@ static void lrn_take_held(lua_State *L, lrn_call_t *c) {
   lua_replace(L, 1);
 }
 
+int lrn_in_task(lua_State *L, lrn_ctx_t *ctx) {
+  lrn_state_t *st = lrn_state(ctx);
+  int task;
+  /* Most calls come from the task the binding just resumed. */
+  if (L == st->current)
+    return 1;
+  if (st->tasks_ref == LUA_NOREF)
+    return 0;
+  if (lua_pushthread(L)) { /* the main thread is never a task */
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->tasks_ref);
+  lua_insert(L, -2);
+  lua_rawget(L, -2);
+  task = !lua_isnil(L, -1);
+  lua_pop(L, 2);
+  return task;
+}
+
 /* Resumes the suspended task co with the n values on top of L. The usual
  * outcome, co waiting again, needs nothing from Lua; a task that ended or
  * raised goes to the facade's finish_task(co, ok, ...), as it would after
  * coroutine.resume. */
 static int lrn_resume_task(lua_State *L, lrn_state_t *st, lua_State *co,
                            int n) {
+  lua_State *previous;
   int status, nres;
   if (!lua_checkstack(co, n))
     return luaL_error(L, "resilnet: too many arguments to resume");
   lua_xmove(L, co, n);
+  /* Tasks only ever reach the binding as targets: co is one. */
+  previous = st->current;
+  st->current = co;
   status = lrn_resume(co, L, n, &nres);
+  st->current = previous;
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     return 0;
@@ -366,10 +393,11 @@ static void lrn_set_ref(lua_State *L, int idx, int *ref) {
   }
 }
 
-/* set_dispatcher(dispatch[, handler, finish_task]): dispatch(target, ...)
- * takes every target; with the other two, suspended tasks are resumed and
- * plain callbacks called (under handler) from C, and finish_task(co, ok,
- * ...) hears of a task resumed so that ended or raised. */
+/* set_dispatcher(dispatch[, handler, finish_task, tasks]): dispatch(target,
+ * ...) takes every target; with handler and finish_task, suspended tasks
+ * are resumed and plain callbacks called (under handler) from C, and
+ * finish_task(co, ok, ...) hears of a task resumed so that ended or
+ * raised. tasks: the table whose keys are the tasks (lrn_in_task). */
 static int lrn_set_dispatcher(lua_State *L) {
   lrn_state_t *st = lrn_state(lrn_ctx(L));
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -377,9 +405,12 @@ static int lrn_set_dispatcher(lua_State *L) {
     luaL_checktype(L, 2, LUA_TFUNCTION);
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 4))
+    luaL_checktype(L, 4, LUA_TTABLE);
   lrn_set_ref(L, 1, &st->ctx.dispatcher_ref);
   lrn_set_ref(L, 2, &st->handler_ref);
   lrn_set_ref(L, 3, &st->finish_ref);
+  lrn_set_ref(L, 4, &st->tasks_ref);
   return 0;
 }
 
@@ -485,6 +516,7 @@ static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
   lrn_state(ctx)->handler_ref = LUA_NOREF;
   lrn_state(ctx)->finish_ref = LUA_NOREF;
   lrn_state(ctx)->held_ref = LUA_NOREF;
+  lrn_state(ctx)->tasks_ref = LUA_NOREF;
   ctx->thread_ref = LUA_NOREF;
   ctx->dispatcher_ref = LUA_NOREF;
   ctx->errbox_ref = LUA_NOREF;

@@ -585,6 +585,19 @@ static int lrn_pool_callback(lua_State *L) {
   return lrn_pool_send(L);
 }
 
+/* pool_call(h, request): from a task, pool_send with no options and the
+ * task as target -> true (the task then yields for the reply) | nil, err;
+ * elsewhere false, having done nothing. */
+static int lrn_pool_call(lua_State *L) {
+  if (!lrn_in_task(L, lrn_ctx(L))) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_settop(L, 2);
+  lua_pushthread(L);
+  return lrn_pool_send(L);
+}
+
 /* pool_on(h, target): target receives every event table. */
 static int lrn_pool_on(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
@@ -758,6 +771,7 @@ void lrn_pool_close_all(lrn_ctx_t *ctx) {
 static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_callback", lrn_pool_callback},
+    {"pool_call", lrn_pool_call},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
     {"pool_reset_backoff", lrn_pool_reset_backoff},
