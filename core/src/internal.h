@@ -89,7 +89,8 @@ struct rn_loop_s {
   int heap_firing;
   int heap_referenced;     /* heap_timer and heap_idle keep the loop alive */
   uint64_t heap_armed_due; /* when heap_timer fires; UINT64_MAX: stopped */
-  size_t strong_timers;  /* timers in the heap that keep the loop alive */
+  size_t strong_timers;  /* timers in the heap that keep the loop alive,
+                            and lanes that hold any (one each) */
   uv_check_t poll_check; /* records when the loop last polled for I/O */
   uint64_t last_poll;    /* loop ms, just after the latest poll */
   uv_prepare_t defer_prepare; /* runs deferred work before the poll */

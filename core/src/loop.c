@@ -5,11 +5,6 @@
 #include <signal.h>
 #include <stdlib.h>
 
-/* Check handles run right after the poll phase, when every read that was
- * waiting has been delivered. A heartbeat that finds silence past its
- * deadline only trusts it if the loop polled after that deadline: if the
- * loop itself was stalled (a long callback), replies may be sitting unread
- * in the kernel and the peer is not to blame. */
 static void loop_run_deferred(rn_loop_t *loop) {
   /* Until empty: deferred work may defer more (a failed write moves its
    * calls to another connection), and the poll must not start with any of
@@ -26,6 +21,11 @@ void rn__loop_defer(rn_loop_t *loop, rn_deferred_t *d) {
   if (rn_list_empty(&d->node)) rn_list_insert_tail(&loop->deferred, &d->node);
 }
 
+/* Check handles run right after the poll phase, when every read that was
+ * waiting has been delivered. A heartbeat that finds silence past its
+ * deadline only trusts it if the loop polled after that deadline: if the
+ * loop itself was stalled (a long callback), replies may be sitting unread
+ * in the kernel and the peer is not to blame. */
 static void loop_after_poll(uv_check_t *check) {
   rn_loop_t *loop = check->data;
   loop->last_poll = uv_now(loop->uv);

@@ -1,6 +1,7 @@
 /* One-shot timers in a binary min-heap, driven by a single uv_timer_t per
- * loop. Calls carry deadlines by the tens of thousands; giving each its own
- * uv handle would cost a close round-trip per call. */
+ * loop, and lanes of timers that share one timeout (internal.h). Calls
+ * carry deadlines by the tens of thousands; giving each its own uv handle
+ * would cost a close round-trip per call. */
 #include "internal.h"
 
 #include <stdlib.h>
