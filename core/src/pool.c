@@ -351,9 +351,11 @@ static int pool_all_full(rn_pool_t *pool) {
   return full > 0;
 }
 
-/* The writable connection of ep with the fewest calls queued. The most
- * recently used come first (they sit at the tail): reusing a warm
- * connection lets the others go idle and expire. */
+/* A writable connection of ep with no more calls queued than the
+ * endpoint's average (the fewest, if none is): searching every connection
+ * for the very least loaded would walk all fifty of a busy endpoint on
+ * every call. The most recently used come first (they sit at the tail):
+ * reusing a warm connection lets the others go idle and expire. */
 static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
   rn_conn_t *best = NULL;
   rn_list_t *pos;
@@ -361,7 +363,7 @@ static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (conn == skip || !rn__conn_writable(conn)) continue;
     if (best == NULL || conn->queued < best->queued) best = conn;
-    if (best->queued == 0) break;
+    if ((uint64_t)best->queued * ep->ready <= ep->outstanding) break;
   }
   return best;
 }
