@@ -155,7 +155,8 @@ static uint64_t conn_ping_delay(const rn_conn_t *conn, uint64_t due) {
   return due > now ? due - now : 1;
 }
 
-/* When a connection pings next. One with calls out pings every interval:
+/* When a connection pings next (an idle one on an endpoint without a
+ * prober becomes it). One with calls out pings every interval:
  * its own silence is what matters. Idle ones share the work: one of them,
  * the endpoint's prober, pings every interval unless a byte on any of
  * them showed the server alive; the others every RN_IDLE_PING_INTERVALS.
