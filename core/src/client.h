@@ -126,6 +126,7 @@ struct rn_pool_endpoint_s {
   unsigned connecting;  /* of which resolving or connecting */
   unsigned ready;       /* of which ready */
   unsigned outstanding; /* calls queued on its connections */
+  unsigned busy;        /* connections with a call queued */
   unsigned failures;    /* consecutive failures (connects, dead peers) */
   unsigned ejections;   /* in a row; sets the next ejection's length */
   uint64_t retry_at;    /* no new connect before this (loop ms) */
@@ -234,6 +235,18 @@ void rn__conn_close(rn_conn_t *conn, int err);
 /* No new calls; closes once the calls on it are answered (at once if it
  * has none). reason: the close reason reported then. */
 void rn__conn_retire(rn_conn_t *conn, const char *reason);
+/* A call joins (+1) or leaves (-1) the connection's queues. */
+static inline void rn__conn_count_call(rn_conn_t *conn, int delta) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  if (delta > 0) {
+    if (conn->queued++ == 0) ep->busy++;
+    ep->outstanding++;
+  } else {
+    if (--conn->queued == 0) ep->busy--;
+    ep->outstanding--;
+  }
+}
+
 /* Ready, not retiring, and its write queue under the high-water mark.
  * Asked for every call placed. */
 static inline int rn__conn_writable(const rn_conn_t *conn) {

@@ -209,8 +209,7 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   }
   rn_list_remove(&call->node);
   call->conn = NULL;
-  conn->queued--;
-  conn->endpoint->outstanding--;
+  rn__conn_count_call(conn, -1);
   call->state = RN_SEND_ANSWERED;
   if (call->tombstone) { /* the reply of an abandoned attempt */
     rn__call_release(call);
@@ -647,8 +646,7 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   call->conn = conn;
   rn_list_insert_tail(&conn->unsent, &call->node);
   conn->unsent_bytes += call->frame_len;
-  conn->queued++;
-  conn->endpoint->outstanding++;
+  rn__conn_count_call(conn, 1);
   if (!conn->writing) rn__loop_defer(conn->pool->loop, &conn->flush_later);
 }
 
@@ -665,8 +663,7 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   rn_list_remove(&call->node);
   conn->unsent_bytes -= call->frame_len;
-  conn->queued--;
-  conn->endpoint->outstanding--;
+  rn__conn_count_call(conn, -1);
   call->conn = NULL;
   /* A retiring connection's last call gave up before it was written (its
    * deadline, its attempt's timeout): no reply will come to close it. */
@@ -799,8 +796,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     rn_call_t *call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     rn_list_remove(&call->node);
     call->conn = NULL;
-    conn->queued--;
-    conn->endpoint->outstanding--;
+    rn__conn_count_call(conn, -1);
     if (call->internal) {
       if (!call->tombstone) pool->stats.heartbeats_missed++;
       rn__call_release(call);

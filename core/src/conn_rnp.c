@@ -163,8 +163,7 @@ static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
     if (call->rnp_id <= last_id) continue;
     rn_list_remove(&call->node);
     call->conn = NULL;
-    conn->queued--;
-    conn->endpoint->outstanding--;
+    rn__conn_count_call(conn, -1);
     call->state = RN_SEND_UNSENT; /* proven: never run */
     if (call->internal) {
       conn->pinging = 0;

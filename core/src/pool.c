@@ -351,19 +351,24 @@ static int pool_all_full(rn_pool_t *pool) {
   return full > 0;
 }
 
-/* A writable connection of ep with no more calls queued than the
- * endpoint's average (the fewest, if none is): searching every connection
- * for the very least loaded would walk all fifty of a busy endpoint on
- * every call. The most recently used come first (they sit at the tail):
- * reusing a warm connection lets the others go idle and expire. */
+/* A writable connection of ep: an idle one while some must be idle (fewer
+ * busy connections than ready ones), since a call there waits behind
+ * nothing; else the first with no more calls queued than the endpoint's
+ * average (the fewest, if none is): searching all fifty busy connections
+ * for the very least loaded on every call costs more than it balances.
+ * The most recently used come first (they sit at the tail): reusing a
+ * warm connection lets the others go idle and expire. */
 static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
+  int want_idle = ep->busy < ep->ready;
   rn_conn_t *best = NULL;
   rn_list_t *pos;
   for (pos = ep->conns.prev; pos != &ep->conns; pos = pos->prev) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (conn == skip || !rn__conn_writable(conn)) continue;
     if (best == NULL || conn->queued < best->queued) best = conn;
-    if ((uint64_t)best->queued * ep->ready <= ep->outstanding) break;
+    if (best->queued == 0) break;
+    if (!want_idle && (uint64_t)best->queued * ep->ready <= ep->outstanding)
+      break;
   }
   return best;
 }
