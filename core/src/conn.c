@@ -457,6 +457,20 @@ static void conn_heartbeat(rn_timer_t *timer) {
 
 static void conn_on_connect(uv_connect_t *req, int status);
 
+/* A TCP connect on loopback to a port nobody listens on can meet itself:
+ * when the kernel picks that very port as the source, the simultaneous
+ * open succeeds and every byte sent comes back as the "reply". Retrying a
+ * dead local server hundreds of times makes that likely. Such a socket is
+ * a refused connect. */
+static int conn_is_self_connected(rn_conn_t *conn) {
+  struct sockaddr_storage local, peer;
+  int llen = sizeof(local), plen = sizeof(peer);
+  if (uv_tcp_getsockname(&conn->h.tcp, (struct sockaddr *)&local, &llen) ||
+      uv_tcp_getpeername(&conn->h.tcp, (struct sockaddr *)&peer, &plen))
+    return 0;
+  return llen == plen && memcmp(&local, &peer, (size_t)llen) == 0;
+}
+
 static void conn_retry_after_close(uv_handle_t *handle) {
   rn_conn_t *conn = handle->data;
   conn->handle_open = 0;
@@ -516,8 +530,17 @@ static void conn_on_connect(uv_connect_t *req, int status) {
     return;
   }
 
-  if (conn->endpoint->address.kind == RN_ENDPOINT_TCP)
+  if (conn->endpoint->address.kind == RN_ENDPOINT_TCP) {
+    if (conn_is_self_connected(conn)) {
+      conn->error = UV_ECONNREFUSED;
+      if (conn->next_addr != NULL)
+        uv_close(&conn->h.handle, conn_retry_after_close);
+      else
+        rn__conn_close(conn, UV_ECONNREFUSED);
+      return;
+    }
     conn_set_tcp_options(conn);
+  }
   err = uv_read_start(&conn->h.stream, conn_alloc, conn_on_read);
   if (err) {
     rn__conn_close(conn, err);
