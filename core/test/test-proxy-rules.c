@@ -6,6 +6,7 @@
 #include "resilnet.h"
 #include "task.h"
 #include "proxy.h"
+#include "plain_client.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -134,97 +135,15 @@ static void up_stop(void) {
 /* ------------------------------------------------------------------------ */
 /* Plain clients                                                              */
 
-typedef struct client_s {
-  uv_tcp_t tcp;
-  uv_connect_t creq;
-  int connected; /* 1, or the connect error */
-  int eof;
-  int read_error;
-  rn_buf_t got;
-} client_t;
-
-typedef struct send_s {
-  uv_write_t req;
-  char data[1];
-} send_t;
-
-static void cl_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
-  client_t *c = h->data;
-  (void)n;
-  rn__buf_read_space(&c->got, 65536, buf);
-}
-
-static void cl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  client_t *c = s->data;
-  (void)buf;
-  if (nread > 0) {
-    c->got.len += (size_t)nread;
-  } else if (nread == UV_EOF) {
-    c->eof = 1;
-  } else if (nread < 0) {
-    c->read_error = (int)nread;
-    uv_read_stop(s);
-  }
-}
-
-static void cl_on_connect(uv_connect_t *req, int status) {
-  client_t *c = req->data;
-  c->connected = status == 0 ? 1 : status;
-  if (status == 0)
-    ASSERT_OK(uv_read_start((uv_stream_t *)&c->tcp, cl_alloc, cl_read));
-}
-
 static int proxy_port;
 
 static void cl_connect(client_t *c) {
-  struct sockaddr_in addr;
-  memset(c, 0, sizeof(*c));
-  rn_buf_init(&c->got);
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", proxy_port, &addr));
-  ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &c->tcp));
-  c->tcp.data = c;
-  c->creq.data = c;
-  ASSERT_OK(uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&addr,
-                           cl_on_connect));
+  cl_start(c, rn_loop_uv(loop), proxy_port);
   RUN_UNTIL(c->connected != 0, 5000);
   ASSERT_EQ(c->connected, 1);
 }
 
-static void cl_write_done(uv_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-}
-
-/* Writes len bytes in one write, so the frames in them travel together. */
-static void cl_send(client_t *c, const char *data, size_t len) {
-  send_t *s = malloc(offsetof(send_t, data) + len);
-  uv_buf_t b;
-  ASSERT(s != NULL);
-  memcpy(s->data, data, len);
-  s->req.data = s;
-  b = uv_buf_init(s->data, (unsigned)len);
-  if (uv_write(&s->req, (uv_stream_t *)&c->tcp, &b, 1, cl_write_done) != 0)
-    free(s);
-}
-
-/* A reset after data may be reported by libuv as a plain EOF: the
- * socket's pending error tells them apart (a FIN leaves none). */
-static int reset_seen(client_t *c) {
-  uv_os_fd_t fd;
-  int err = 0;
-  socklen_t len = sizeof(err);
-  if (c->read_error == UV_ECONNRESET) return 1;
-  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return 0;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return 0;
-  return err == ECONNRESET;
-}
-
 static int ended(const client_t *c) { return c->eof || c->read_error != 0; }
-
-static void cl_close(client_t *c) {
-  if (!uv_is_closing((uv_handle_t *)&c->tcp))
-    uv_close((uv_handle_t *)&c->tcp, NULL);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Frames of the length codec (4-byte prefix)                                */
@@ -440,9 +359,9 @@ static void fail_nth_reset(void) {
   cl_close(&b);
   cl_close(&c);
   stop();
-  rn_buf_free(&a.got);
-  rn_buf_free(&b.got);
-  rn_buf_free(&c.got);
+  cl_free(&a);
+  cl_free(&b);
+  cl_free(&c);
 }
 
 /* action drop: the request is swallowed, the connection carries on. The
@@ -472,7 +391,7 @@ static void fail_nth_drop(void) {
   ASSERT_EQ(ev("reset", 0) + ev("close", 0), 0);
   cl_close(&c);
   stop();
-  rn_buf_free(&c.got);
+  cl_free(&c);
 }
 
 /* action close: a FIN, not a reset; what came before is delivered. */
@@ -502,7 +421,7 @@ static void fail_nth_close(void) {
   ASSERT_EQ(ev("request_close", id), 1);
   cl_close(&c);
   stop();
-  rn_buf_free(&c.got);
+  cl_free(&c);
 }
 
 /* The first two requests fail (each on a connection of its own, as a
@@ -535,7 +454,7 @@ static void fail_first(void) {
   ASSERT_EQ(ev("request_reset", id), 2);
   for (i = 0; i < 4; i++) cl_close(&c[i]);
   stop();
-  for (i = 0; i < 4; i++) rn_buf_free(&c[i].got);
+  for (i = 0; i < 4; i++) cl_free(&c[i]);
 }
 
 /* Every third reply vanishes; the others arrive intact and in order. The
@@ -563,7 +482,7 @@ static void drop_every_third_reply(void) {
   ASSERT_EQ(ev_last("reply_drop")->bytes, 4 + 2);
   cl_close(&c);
   stop();
-  rn_buf_free(&c.got);
+  cl_free(&c);
 }
 
 /* Rules come and go while traffic flows; each counts from its addition. */
@@ -599,7 +518,7 @@ static void rules_change_live(void) {
   ASSERT_EQ(up_saw("a3"), 0);
   cl_close(&c);
   stop();
-  rn_buf_free(&c.got);
+  cl_free(&c);
 }
 
 /* A frame split over reads is held until complete, then judged and passed
@@ -634,7 +553,7 @@ static void frame_split(void) {
   ASSERT_EQ(up_saw("two"), 0);
   cl_close(&c);
   stop();
-  rn_buf_free(&c.got);
+  cl_free(&c);
 }
 
 /* Bytes that do not parse as the codec's frames: logged, then relayed as
@@ -677,7 +596,7 @@ static void garbage_falls_back_to_bytes(void) {
   ASSERT_EQ(ev("request_reset", id), 0);
   cl_close(&c);
   stop();
-  rn_buf_free(&c.got);
+  cl_free(&c);
 }
 
 /* rnp: HELLO and PING are not requests; only REQUEST frames count. */
@@ -721,7 +640,7 @@ static void rnp_counts_requests_only(void) {
   rn_buf_free(&out);
   cl_close(&c);
   stop();
-  rn_buf_free(&c.got);
+  cl_free(&c);
 }
 
 int main(void) {
