@@ -1029,44 +1029,48 @@ function resilnet.proxy(opts)
   return self
 end
 
---- px:fault{kind = "latency", direction = "down", ms = 50, ...} -> fault.
--- Takes effect at once on live connections. See docs/harness.md.
-function Proxy:fault(spec)
+-- Checks the spec of px:fault or px:rule: a table of a known kind with
+-- only options of that kind (those in `common` go with every kind), each of
+-- its type (type_of(name), as { description, check }). Errors name the
+-- caller's caller. Returns kind, its option names.
+local function check_proxy_spec(what, spec, kinds, common, type_of)
   if type(spec) ~= "table" then
-    error("proxy:fault: expected a table, got " .. type(spec), 2)
+    error(what .. ": expected a table, got " .. type(spec), 3)
   end
   local kind = spec.kind
-  local allowed = fault_kinds[kind]
+  local allowed = kinds[kind]
   if not allowed then
-    error("proxy:fault: unknown kind '" .. tostring(kind) .. "'", 2)
+    error(what .. ": unknown kind '" .. tostring(kind) .. "'", 3)
   end
   for k, v in pairs(spec) do
-    local ok = k == "kind"
-    if k == "direction" then
-      ok = direction_type[2](v)
-      if not ok then
-        error("proxy:fault: option 'direction' must be " .. direction_type[1],
-              2)
+    if k ~= "kind" then
+      local t = common[k]
+      if not t then
+        local ok = false
+        for _, name in ipairs(allowed) do
+          if name == k then ok = true end
+        end
+        if not ok then
+          error(what .. ": option '" .. tostring(k) .. "' does not apply "
+                .. "to kind '" .. kind .. "'", 3)
+        end
+        t = type_of(k)
       end
-    elseif k == "toxicity" then
-      ok = types.ratio[2](v)
-      if not ok then
-        error("proxy:fault: option 'toxicity' must be " .. types.ratio[1], 2)
-      end
-    elseif k ~= "kind" then
-      for _, name in ipairs(allowed) do
-        if name == k then ok = true end
-      end
-      if not ok then
-        error("proxy:fault: option '" .. tostring(k) .. "' does not apply "
-              .. "to kind '" .. kind .. "'", 2)
-      end
-      if not fault_opts[k][2](v) then
-        error("proxy:fault: option '" .. k .. "' must be " .. fault_opts[k][1],
-              2)
+      if not t[2](v) then
+        error(what .. ": option '" .. k .. "' must be " .. t[1], 3)
       end
     end
   end
+  return kind, allowed
+end
+
+--- px:fault{kind = "latency", direction = "down", ms = 50, ...} -> fault.
+-- Takes effect at once on live connections. See docs/harness.md.
+function Proxy:fault(spec)
+  local kind = check_proxy_spec("proxy:fault", spec, fault_kinds,
+                                { direction = direction_type,
+                                  toxicity = types.ratio },
+                                function(k) return fault_opts[k] end)
   local c = { kind = kind, direction = spec.direction or "both",
               toxicity = spec.toxicity or 1, ms = spec.ms,
               jitter = spec.jitter,
@@ -1115,33 +1119,12 @@ end }
 -- Needs the proxy's protocol; counts requests (replies) across its
 -- connections from now on. See docs/harness.md.
 function Proxy:rule(spec)
-  if type(spec) ~= "table" then
-    error("proxy:rule: expected a table, got " .. type(spec), 2)
-  end
-  local kind = spec.kind
-  local allowed = rule_kinds[kind]
-  if not allowed then
-    error("proxy:rule: unknown kind '" .. tostring(kind) .. "'", 2)
-  end
+  local kind, allowed = check_proxy_spec(
+    "proxy:rule", spec, rule_kinds, {},
+    function(k) return k == "action" and action_type or types.count end)
   if not self.options.protocol then
     error("proxy:rule: the proxy has no protocol to find requests with "
           .. "(resilnet.proxy{protocol = ...})", 2)
-  end
-  for k, v in pairs(spec) do
-    if k ~= "kind" then
-      local ok = false
-      for _, name in ipairs(allowed) do
-        if name == k then ok = true end
-      end
-      if not ok then
-        error("proxy:rule: option '" .. tostring(k) .. "' does not apply "
-              .. "to kind '" .. kind .. "'", 2)
-      end
-      local t = k == "action" and action_type or types.count
-      if not t[2](v) then
-        error("proxy:rule: option '" .. k .. "' must be " .. t[1], 2)
-      end
-    end
   end
   local n = spec[allowed[1]]
   if n == nil then
