@@ -355,15 +355,22 @@ def write(res, outdir, failures=()):
     lines.append("")
 
     lines.append("## Resilience\n")
-    dp = res.get("deadpeer", [])
-    if dp:
-        lines.append(
-            "- Dead peer (server frozen with SIGSTOP; heartbeat interval %d "
-            "ms, timeout %d ms): declared after %s ms of silence (from the "
-            "last reply), %s ms after the freeze." % (
-                dp[0]["interval_ms"], dp[0]["timeout_ms"],
-                ", ".join("%.0f" % r["silence_ms"] for r in dp),
-                ", ".join("%.0f" % r["after_stop_ms"] for r in dp)))
+    # Dead-peer detection, by SIGSTOP and through the proxy's blackhole.
+    for key, how, since in (
+            ("deadpeer", "server frozen with SIGSTOP", "the freeze"),
+            ("deadpeer_proxy", "through the fault proxy's blackhole, "
+             "rn_proxy in the client's process dropping every byte both "
+             "ways", "the fault was added")):
+        dp = res.get(key, [])
+        if dp:
+            lines.append(
+                "- Dead peer (%s; heartbeat interval %d ms, timeout %d ms): "
+                "declared after %s ms of silence (from the last reply), %s "
+                "ms after %s." % (
+                    how, dp[0]["interval_ms"], dp[0]["timeout_ms"],
+                    ", ".join("%.0f" % r["silence_ms"] for r in dp),
+                    ", ".join("%.0f" % r["after_stop_ms"] for r in dp),
+                    since))
     rs = res.get("restart", [])
     if rs:
         lines.append(
@@ -377,17 +384,6 @@ def write(res, outdir, failures=()):
                 ", ".join("%d" % r["failed_idempotent"] for r in rs),
                 ", ".join("%d" % r["failed_other"] for r in rs),
                 ", ".join("%d" % r["maybe_executed"] for r in rs)))
-    dp = res.get("deadpeer_proxy", [])
-    if dp:
-        lines.append(
-            "- Dead peer through the fault proxy's blackhole (rn_proxy in "
-            "the client's process, every byte dropped both ways; heartbeat "
-            "interval %d ms, timeout %d ms): declared after %s ms of "
-            "silence (from the last reply), %s ms after the fault was "
-            "added." % (
-                dp[0]["interval_ms"], dp[0]["timeout_ms"],
-                ", ".join("%.0f" % r["silence_ms"] for r in dp),
-                ", ".join("%.0f" % r["after_stop_ms"] for r in dp)))
     pc = res.get("proxycost", [])
     direct = [r for r in pc if r["via"] == "direct"]
     proxied = [r for r in pc if r["via"] == "proxy"]
