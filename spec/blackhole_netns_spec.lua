@@ -20,6 +20,7 @@
 -- kernel or container that refuses): CTest reports it as skipped.
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
+local P = require "spec.helpers.process"
 
 local TAG = "[blackhole_netns]"
 local LUA = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
@@ -165,15 +166,6 @@ local function start_server(ns, ledger)
   return p, tonumber(out[1]:match("listening (%d+)"))
 end
 
-local function read_ledger(path)
-  local counts = {}
-  local f = io.open(path)
-  if not f then return counts end
-  for id in f:lines() do counts[id] = (counts[id] or 0) + 1 end
-  f:close()
-  return counts
-end
-
 -- The client's report: marks, calls (id -> record), events, and whether
 -- it got to the end.
 local function parse(text)
@@ -244,7 +236,7 @@ describe("packet-drop blackhole (iptables in network namespaces)", function()
                :format(tostring(code), log))
       assert.same({}, r.dupes, "a call completed more than once")
 
-      local l1, l2 = read_ledger(ledgers[1]), read_ledger(ledgers[2])
+      local l1, l2 = P.read_ledger(ledgers[1]), P.read_ledger(ledgers[2])
       local m = r.marks
       local function ran(id) return (l1[id] or 0) + (l2[id] or 0) end
 
