@@ -31,24 +31,6 @@ typedef struct lrn_state_s {
 
 #define lrn_state(ctx) ((lrn_state_t *)(ctx))
 
-/* lua_resume for every version; *nres gets the values yielded or
- * returned (or 1, the error, on failure). */
-static int lrn_resume(lua_State *co, lua_State *from, int nargs, int *nres) {
-#if LUA_VERSION_NUM >= 504
-  return lua_resume(co, from, nargs, nres);
-#elif LUA_VERSION_NUM >= 502
-  int status = lua_resume(co, from, nargs);
-  *nres = lua_gettop(co);
-  return status;
-#else
-  int status;
-  (void)from;
-  status = lua_resume(co, nargs);
-  *nres = lua_gettop(co);
-  return status;
-#endif
-}
-
 /* ------------------------------------------------------------------------ */
 /* The protected path into Lua                                               */
 
