@@ -12,7 +12,6 @@
 #define RN_MAX_CONNECTING 2
 /* A connection idle (nothing read) for longer than this is checked before
  * it is handed out; a busier one has just proved itself. */
-#define RN_IDLE_CHECK_MS 250
 /* Period of the housekeeping round (pool_maintain). */
 #define RN_MAINTENANCE_MS 1000
 
@@ -423,10 +422,12 @@ static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
   /* Each failed check closes a connection, so this ends. */
   while ((conn = pool_pick_any(pool, avoid, skip)) != NULL) {
     if (conn->queued > 0) break;
-    /* The loop's cached clock may be stale after a long callback, which is
-     * exactly when a connection may have died unseen. */
+    /* A FIN that arrived after the loop's last poll is unseen. Trust the
+     * connection only while the loop polled in this very millisecond (a
+     * call made from a reply's callback); otherwise peek. A connection's
+     * own last read proves nothing: the server may have died since. */
     uv_update_time(pool->loop->uv);
-    if (rn_loop_now(pool->loop) < conn->last_read + RN_IDLE_CHECK_MS ||
+    if (rn_loop_now(pool->loop) <= pool->loop->last_poll ||
         rn__conn_check_idle(conn) == 0)
       break;
   }

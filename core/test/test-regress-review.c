@@ -1,5 +1,5 @@
-/* Regression tests for eight bugs found in review, one case each, named
- * after the bug. Each case sets up the exact sequence that broke: against
+/* Regression tests for bugs found in review (and one by CI), one case
+ * each, named after the bug. Each case sets up the exact sequence that broke: against
  * the code before the fix it fails an assertion, trips a sanitizer or (the
  * server_resume case) trips its watchdog.
  *
@@ -278,7 +278,7 @@ static void test_nested_dispatch_on_dead_idle_connection(void) {
   RUN_UNTIL(peer_holding() == 1, 2000);
   for (i = 0; i < peer_count; i++)
     if (peer_conns[i].held == 0) peer_close(&peer_conns[i]);
-  usleep(300 * 1000); /* idle past the check window, loop not polled */
+  usleep(5 * 1000); /* the loop has not polled since */
 
   call(pool, "x", 0, &after);
   st = stats_of(pool);
@@ -291,6 +291,38 @@ static void test_nested_dispatch_on_dead_idle_connection(void) {
   ASSERT_OK(after.status);
   ASSERT_EQ(after.body_len, 2);
   ASSERT_MEM_EQ(after.body, "ok", 2);
+  rn_pool_close(pool, 0, NULL);
+  peer_stop();
+  finish();
+}
+
+/* The server closed an idle connection moments after answering on it, and
+ * the loop did not poll before the next call. A read that recent used to
+ * count as proof of life (for 250 ms), so the call went into the closed
+ * socket and failed with EOF: CI's restart spec, when the killed server
+ * came back quickly. */
+static void test_recently_read_idle_connection_closed_unpolled(void) {
+  struct outcome first, second;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+
+  open_loop();
+  peer_start(PEER_ANSWER_ALL);
+  pool_defaults(&po);
+  po.size = 1;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  call(pool, "x", 0, &first);
+  RUN_UNTIL(first.fired, 2000);
+  ASSERT_OK(first.status);
+  ASSERT_EQ(peer_count, 1);
+
+  peer_close(&peer_conns[0]);
+  usleep(5 * 1000); /* the FIN is in; the loop has not looked */
+  call(pool, "y", 0, &second);
+  RUN_UNTIL(second.fired, 2000);
+  ASSERT_OK(second.status);
+  ASSERT_MEM_EQ(second.body, "ok", 2);
+  ASSERT_EQ(peer_count, 2); /* answered on a new connection */
   rn_pool_close(pool, 0, NULL);
   peer_stop();
   finish();
@@ -579,6 +611,7 @@ static void test_pool_initiated_close_counted_as_endpoint_failure(void) {
 
 int main(int argc, char **argv) {
   RUN_SELECTED(test_nested_dispatch_on_dead_idle_connection);
+  RUN_SELECTED(test_recently_read_idle_connection_closed_unpolled);
   RUN_SELECTED(test_maintenance_timer_restarted_after_close);
   RUN_SELECTED(test_unix_connect_started_after_the_event);
   RUN_SELECTED(test_server_resume_walking_a_changed_list);
