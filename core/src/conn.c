@@ -210,6 +210,15 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   rn_list_remove(&call->node);
   call->conn = NULL;
   rn__conn_count_call(conn, -1);
+  if (!call->internal) {
+    /* Just answered, so the least loaded or idle: to the tail, where the
+     * pool looks first, so that the next call finds it at once however
+     * many siblings are busy; long idle ones gather at the head to expire.
+     * (Not for a ping's reply: the prober would jump ahead of its idle
+     * siblings.) */
+    rn_list_remove(&conn->node);
+    rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
+  }
   call->state = RN_SEND_ANSWERED;
   if (call->tombstone) { /* the reply of an abandoned attempt */
     rn__call_release(call);
@@ -661,9 +670,6 @@ static void conn_flush(rn_conn_t *conn) {
 void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   if (!call->internal) {
     conn->last_active = rn_loop_now(conn->pool->loop);
-    /* Most recently used at the tail, where the pool looks first. */
-    rn_list_remove(&conn->node);
-    rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
     rn__call_set_endpoint(call, conn->endpoint);
   }
   call->conn = conn;

@@ -355,8 +355,9 @@ static int pool_all_full(rn_pool_t *pool) {
  * nothing; else the first with no more calls queued than the endpoint's
  * average (the fewest, if none is): searching all fifty busy connections
  * for the very least loaded on every call costs more than it balances.
- * The most recently used come first (they sit at the tail): reusing a
- * warm connection lets the others go idle and expire. */
+ * A connection moves to the tail when a reply arrives on it, so the walk
+ * from there meets the one just answered first; reusing it lets the
+ * others stay idle and expire. */
 static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
   int want_idle = ep->busy < ep->ready;
   rn_conn_t *best = NULL;
