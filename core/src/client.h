@@ -136,6 +136,10 @@ struct rn_pool_endpoint_s {
   rn_conn_t *prober;    /* the idle connection that pings for all (conn.c) */
   const char *state;    /* last state reported */
   rn_backoff_t backoff;
+  /* An IP literal's address as a one-entry list (ai_addr NULL for names
+   * and unix paths): its connections skip the lookup. */
+  struct addrinfo literal;
+  struct sockaddr_storage literal_address;
   unsigned removed : 1;
   unsigned lost : 1;    /* a connection failed since the last connect */
   unsigned has_incarnation : 1;

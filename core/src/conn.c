@@ -95,9 +95,9 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   conn->write_req.data = conn;
   rn__deferred_init(&conn->flush_later, conn_flush_later);
 
-  if (ep->address.kind == RN_ENDPOINT_TCP) {
-    /* Names (and literals: getaddrinfo parses them without a lookup) go
-     * through the thread pool, so a slow resolver never blocks the loop. */
+  if (ep->address.kind == RN_ENDPOINT_TCP && ep->literal.ai_addr == NULL) {
+    /* Names go through the thread pool, so a slow resolver never blocks
+     * the loop. */
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -112,6 +112,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
     conn->resolving = 1;
     conn->state = RN_CONN_RESOLVING;
   } else {
+    if (ep->literal.ai_addr != NULL) conn->next_addr = &ep->literal;
     conn->state = RN_CONN_CONNECTING;
   }
   ep->connecting++;
@@ -124,7 +125,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   pool->conns++;
   /* Start before telling anyone: a handler that closes the pool must find
    * a connection with its handle open, not free one still being set up. */
-  if (ep->address.kind == RN_ENDPOINT_UNIX) conn_try_connect(conn);
+  if (!conn->resolving) conn_try_connect(conn);
   rn__pool_event(pool, conn, "connecting", 0);
   rn__endpoint_update(pool, ep, "connect", 0);
   return 0;

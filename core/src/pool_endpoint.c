@@ -6,6 +6,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An IP literal needs no lookup. Its connections take this one-entry list
+ * instead of a getaddrinfo request on libuv's thread pool: no wait for a
+ * thread per connect, and a program that never resolves a name stays
+ * single-threaded (glibc's syscall wrappers cost more once threads exist).
+ * Forms getaddrinfo alone accepts ("127.1") still go to it. */
+static void endpoint_set_literal(rn_pool_endpoint_t *ep) {
+  struct sockaddr *sa = (struct sockaddr *)&ep->literal_address;
+  const rn_endpoint_t *a = &ep->address;
+
+  if (a->kind != RN_ENDPOINT_TCP) return;
+  if (uv_ip4_addr(a->address, a->port, (struct sockaddr_in *)sa) == 0) {
+    ep->literal.ai_family = AF_INET;
+    ep->literal.ai_addrlen = sizeof(struct sockaddr_in);
+  } else if (uv_ip6_addr(a->address, a->port,
+                         (struct sockaddr_in6 *)sa) == 0) {
+    ep->literal.ai_family = AF_INET6;
+    ep->literal.ai_addrlen = sizeof(struct sockaddr_in6);
+  } else {
+    return;
+  }
+  ep->literal.ai_socktype = SOCK_STREAM;
+  ep->literal.ai_protocol = IPPROTO_TCP;
+  ep->literal.ai_addr = sa;
+}
+
 int rn__endpoint_new(rn_pool_t *pool, const char *text,
                      rn_pool_endpoint_t **out) {
   rn_pool_endpoint_t *ep;
@@ -22,6 +47,7 @@ int rn__endpoint_new(rn_pool_t *pool, const char *text,
     free(ep);
     return err;
   }
+  endpoint_set_literal(ep);
   rn_list_init(&ep->conns);
   rn_list_init(&ep->removed_node);
   rn__backoff_init(&ep->backoff, &pool->options.reconnect);

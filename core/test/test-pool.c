@@ -207,6 +207,64 @@ static void test_deadline_after_time_outside_loop(void) {
   stop();
 }
 
+/* --- IP literals connect without a lookup ------------------------------ */
+
+/* Threads of this process, from Linux's /proc; negative elsewhere. */
+static int thread_count(void) {
+  uv_fs_t req;
+  int n = uv_fs_scandir(NULL, &req, "/proc/self/task", 0, NULL);
+  uv_fs_req_cleanup(&req);
+  return n;
+}
+
+static int second_pool_closed;
+
+static void on_second_pool_closed(rn_pool_t *p) {
+  (void)p;
+  second_pool_closed++;
+}
+
+/* An IP literal needs no getaddrinfo on libuv's thread pool: its call is
+ * answered with the process still single-threaded. A host name still
+ * resolves (starting the thread pool, whose threads stay: this case runs
+ * first). */
+static void test_literal_needs_no_lookup(void) {
+  rn_pool_options_t po;
+  rn_pool_t *named;
+  char name[96];
+  const char *eps[1];
+  rn_buf_t frame;
+
+  if (thread_count() != 1) {
+    printf("skipped: cannot count this process's threads\n");
+    return;
+  }
+  start(RN_PROTOCOL_LINE, 1);
+  late_ok = 0;
+  encode_call("next", 4, expect_ok, NULL, NULL);
+  while (late_ok == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_EQ(thread_count(), 1);
+
+  snprintf(name, sizeof(name), "localhost%s", strrchr(endpoint, ':'));
+  rn_pool_options_init(&po);
+  eps[0] = name;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  ASSERT_OK(rn_pool_new(loop, &po, &named));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(named), &frame, "next", 4));
+  ASSERT_OK(rn_pool_call(named, frame.base, frame.len, NULL, expect_ok,
+                         NULL));
+  rn_buf_free(&frame);
+  while (late_ok == 1) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_GT(thread_count(), 1);
+  second_pool_closed = 0;
+  rn_pool_close(named, 0, on_second_pool_closed);
+  stop();
+  ASSERT_EQ(second_pool_closed, 1);
+}
+
 /* --- refused ------------------------------------------------------------ */
 
 static int refused;
@@ -319,6 +377,7 @@ static void test_close_drains_then_fails(void) {
 }
 
 int main(void) {
+  TEST_RUN(test_literal_needs_no_lookup); /* first: see there */
   TEST_RUN(test_pipelined_line);
   TEST_RUN(test_pipelined_length);
   TEST_RUN(test_deadline_then_late_reply);
