@@ -262,6 +262,13 @@ int rn_resp_item(const char *data, size_t len, rn_resp_item_t *item) {
 /* Encoders. Each reserves everything it writes first, so on UV_ENOMEM the
  * buffer is unchanged. */
 
+/* Appends len bytes to room reserved before (no second capacity check). */
+static void put_reserved(rn_buf_t *out, const char *data, size_t len) {
+  if (len == 0) return; /* data may be NULL then */
+  memcpy(out->base + out->len, data, len);
+  out->len += len;
+}
+
 /* Appends "<type>[-]<magnitude>\r\n" and reserves `extra` more bytes. */
 static int put_header(rn_buf_t *out, char type, int negative, uint64_t mag,
                       size_t extra) {
@@ -284,7 +291,7 @@ static int put_header(rn_buf_t *out, char type, int negative, uint64_t mag,
     return UV_ENOMEM;
   err = rn_buf_reserve(out, n + extra);
   if (err == 0)
-    rn_buf_append(out, p, n);
+    put_reserved(out, p, n);
   return err;
 }
 
@@ -298,9 +305,9 @@ static int put_line(rn_buf_t *out, char type, const char *text, size_t len) {
   err = rn_buf_reserve(out, len + 3);
   if (err != 0)
     return err;
-  rn_buf_append(out, &type, 1);
-  rn_buf_append(out, text, len);
-  rn_buf_append(out, "\r\n", 2);
+  put_reserved(out, &type, 1);
+  put_reserved(out, text, len);
+  put_reserved(out, "\r\n", 2);
   return 0;
 }
 
@@ -316,8 +323,8 @@ int rn_resp_encode_bulk(rn_buf_t *out, const char *data, size_t len) {
   err = put_header(out, '$', 0, len, len + 2);
   if (err != 0)
     return err;
-  rn_buf_append(out, data, len);
-  rn_buf_append(out, "\r\n", 2);
+  put_reserved(out, data, len);
+  put_reserved(out, "\r\n", 2);
   return 0;
 }
 

@@ -145,10 +145,28 @@ static int lrn_resp_next(lua_State *L, lrn_ctx_t *ctx, lrn_reader_t *r,
   }
 }
 
+/* The usual reply, a lone bulk string ("$<n>\r\n<n bytes>\r\n"), pushed
+ * without the general walk (the core framed it, so it is well formed; the
+ * lengths are checked anyway). 0, or -1 for any other reply. */
+static int lrn_resp_push_bulk(lua_State *L, const char *data, size_t len) {
+  size_t i = 1, n = 0;
+  if (len < 6 || data[0] != '$')
+    return -1;
+  for (; i < len && i <= 18 && data[i] >= '0' && data[i] <= '9'; i++)
+    n = n * 10 + (size_t)(data[i] - '0');
+  if (i == 1 || i >= len || data[i] != '\r' || n > len ||
+      i + 2 + n + 2 != len)
+    return -1;
+  lua_pushlstring(L, data + i + 2, n);
+  return 0;
+}
+
 int lrn_resp_push(lua_State *L, lrn_ctx_t *ctx, const char *data,
                   size_t len) {
   lrn_reader_t r;
   int top = lua_gettop(L);
+  if (lrn_resp_push_bulk(L, data, len) == 0)
+    return 0;
   r.data = data;
   r.len = len;
   r.off = 0;
