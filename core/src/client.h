@@ -258,8 +258,8 @@ static inline int rn__conn_writable(const rn_conn_t *conn) {
   return conn->state == RN_CONN_READY && !conn->retiring &&
          queued < conn->pool->options.write_high_water;
 }
-/* For a connection with nothing queued, idle past the bypass window: looks
- * at the socket without reading. 0 if it is usable; otherwise closes it
+/* For a connection with nothing queued, when the loop has not polled in
+ * this millisecond: looks at the socket without reading. 0 if it is usable; otherwise closes it
  * and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
 /* Makes conn (ready) the one that pings for its endpoint's idle

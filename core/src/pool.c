@@ -10,8 +10,6 @@
 /* Connects in progress per endpoint: a recovering server sees a trickle of
  * new connections, not the whole pool at once. */
 #define RN_MAX_CONNECTING 2
-/* A connection idle (nothing read) for longer than this is checked before
- * it is handed out; a busier one has just proved itself. */
 /* Period of the housekeeping round (pool_maintain). */
 #define RN_MAINTENANCE_MS 1000
 
