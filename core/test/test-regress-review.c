@@ -1,7 +1,7 @@
 /* Regression tests for bugs found in review (and one by CI), one case
- * each, named after the bug. Each case sets up the exact sequence that broke: against
- * the code before the fix it fails an assertion, trips a sanitizer or (the
- * server_resume case) trips its watchdog.
+ * each, named after the bug. Each case sets up the exact sequence that
+ * broke: against the code before the fix it fails an assertion, trips a
+ * sanitizer or (the server_resume case) trips its watchdog.
  *
  * Run with a case's name as the only argument to run that case alone. */
 #include "resilnet.h"
