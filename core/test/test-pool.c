@@ -44,6 +44,16 @@ static void on_pool_closed(rn_pool_t *p) {
   pool_closed++;
 }
 
+/* Options for a pool of one endpoint (eps: room for it, kept by po). */
+static void one_endpoint_options(rn_pool_options_t *po, const char **eps,
+                                 const char *ep, rn_protocol_t protocol) {
+  rn_pool_options_init(po);
+  eps[0] = ep;
+  po->endpoints = eps;
+  po->endpoint_count = 1;
+  po->codec.protocol = protocol;
+}
+
 static void start(rn_protocol_t protocol, unsigned size) {
   rn_pool_options_t po;
   const char *eps[1];
@@ -52,11 +62,7 @@ static void start(rn_protocol_t protocol, unsigned size) {
   server = test_start_server(loop, protocol, on_request, "127.0.0.1:0",
                              endpoint);
 
-  rn_pool_options_init(&po);
-  eps[0] = endpoint;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = protocol;
+  one_endpoint_options(&po, eps, endpoint, protocol);
   po.size = size;
   /* Calls made before the connection is up all wait in the pool's queue. */
   po.max_pending = PIPELINED;
@@ -76,13 +82,19 @@ static void stop(void) {
   pool = NULL;
 }
 
-static void encode_call(const char *body, size_t len, rn_call_cb cb,
-                        void *data, const rn_call_options_t *opts) {
+static void encode_call_on(rn_pool_t *p, const char *body, size_t len,
+                           rn_call_cb cb, void *data,
+                           const rn_call_options_t *opts) {
   rn_buf_t frame;
   rn_buf_init(&frame);
-  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, len));
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, opts, cb, data));
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(p), &frame, body, len));
+  ASSERT_OK(rn_pool_call(p, frame.base, frame.len, opts, cb, data));
   rn_buf_free(&frame);
+}
+
+static void encode_call(const char *body, size_t len, rn_call_cb cb,
+                        void *data, const rn_call_options_t *opts) {
+  encode_call_on(pool, body, len, cb, data, opts);
 }
 
 /* --- pipelining: 10,000 calls on one connection, each exactly once ------ */
@@ -233,7 +245,6 @@ static void test_literal_needs_no_lookup(void) {
   rn_pool_t *named;
   char name[96];
   const char *eps[1];
-  rn_buf_t frame;
 
   if (thread_count() != 1) {
     printf("skipped: cannot count this process's threads\n");
@@ -246,17 +257,9 @@ static void test_literal_needs_no_lookup(void) {
   ASSERT_EQ(thread_count(), 1);
 
   snprintf(name, sizeof(name), "localhost%s", strrchr(endpoint, ':'));
-  rn_pool_options_init(&po);
-  eps[0] = name;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_LINE;
+  one_endpoint_options(&po, eps, name, RN_PROTOCOL_LINE);
   ASSERT_OK(rn_pool_new(loop, &po, &named));
-  rn_buf_init(&frame);
-  ASSERT_OK(rn_codec_encode(rn_pool_codec(named), &frame, "next", 4));
-  ASSERT_OK(rn_pool_call(named, frame.base, frame.len, NULL, expect_ok,
-                         NULL));
-  rn_buf_free(&frame);
+  encode_call_on(named, "next", 4, expect_ok, NULL, NULL);
   while (late_ok == 1) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
   ASSERT_GT(thread_count(), 1);
   second_pool_closed = 0;
@@ -298,11 +301,7 @@ static void test_refused(void) {
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
 
   snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", port);
-  rn_pool_options_init(&po);
-  eps[0] = endpoint;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_LINE;
+  one_endpoint_options(&po, eps, endpoint, RN_PROTOCOL_LINE);
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   refused = 0;
   {
