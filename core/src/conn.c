@@ -303,7 +303,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
         return;
       }
     } else {
-      r = rn_codec_frame(&pool->codec, data, avail, &f);
+      r = rn_codec_scan(&pool->codec, &conn->scan, data, avail, &f);
       if (r == 0) break;
       if (r < 0) {
         rn__conn_close(conn, r);
@@ -753,6 +753,7 @@ static void conn_maybe_free(rn_conn_t *conn) {
     return;
   if (conn->addrs) uv_freeaddrinfo(conn->addrs);
   rn_buf_free(&conn->rbuf);
+  rn_frame_scan_reset(&conn->scan);
   rn_buf_free(&conn->wbuf);
   rn_list_remove(&conn->node);
   rn__pool_conn_freed(pool, conn);

@@ -547,6 +547,7 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
 static void pool_call_expired(rn_timer_t *timer) {
   rn_call_t *call = timer->data;
   rn_pool_t *pool = call->pool;
+  rn_conn_t *abandoned = NULL;
   int status = UV_ETIMEDOUT;
 
   if (call->backing_off) {
@@ -564,11 +565,20 @@ static void pool_call_expired(rn_timer_t *timer) {
     }
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
+  } else if (call->state == RN_SEND_ANSWERED &&
+             pool->codec.protocol != RN_PROTOCOL_RNP) {
+    /* Its reply is arriving, up to max_frame of it, for nobody now, and
+     * every reply behind it waits for the rest: close the connection. */
+    abandoned = call->conn;
   }
   /* A sent call stays in its connection's FIFO: the late reply is still
    * coming and must be matched to it, then dropped. */
   rn__call_complete(call, status, NULL, 0, 0);
   rn__call_release(call);
+  if (abandoned != NULL) {
+    abandoned->close_reason = "reply_timeout";
+    rn__conn_close(abandoned, UV_ETIMEDOUT);
+  }
 }
 
 /* Idempotent calls only: running the request twice must be harmless. */

@@ -286,6 +286,65 @@ static void test_error_reply(void) {
   finish();
 }
 
+/* Regression (issue 14): a call that timed out while its reply was still
+ * arriving left the connection open, carrying the rest of that reply (up
+ * to max_frame) for nobody, with every later reply queued behind it. Now
+ * the connection closes ("reply_timeout"); the peer sees it go. */
+static int reply_timeout_closes;
+
+static void note_reply_timeout(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (ev->type == RN_EVENT_STATE && ev->connection != 0 &&
+      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
+      strcmp(ev->reason, "reply_timeout") == 0)
+    reply_timeout_closes++;
+}
+
+static void test_timeout_mid_reply_closes_connection(void) {
+  static const char script[] = "*3\r\n:1\r\n"; /* and nothing more */
+  rn_call_options_t co;
+  struct outcome o;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  const char *eps[1];
+  char ep[64];
+  int turns = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+           peer_start(script, sizeof(script) - 1));
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_RESP;
+  po.size = 1;
+  po.heartbeat_interval = 0;
+  po.on_event = note_reply_timeout;
+  reply_timeout_closes = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  memset(&co, 0, sizeof(co));
+  co.timeout = 200;
+  memset(&o, 0, sizeof(o));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &o));
+  rn_buf_free(&frame);
+  wait_for(&o);
+  ASSERT_EQ(o.status, UV_ETIMEDOUT);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT_EQ(reply_timeout_closes, 1);
+  /* The peer reads the close (EOF) and stops reading. */
+  while (uv_is_active((uv_handle_t *)&peer_conns[0])) {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(++turns, 100000);
+  }
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
 /* --- connect timeout ---------------------------------------------------- */
 
 /* A listener that never accepts and whose backlog is full drops SYNs, so a
@@ -475,6 +534,7 @@ int main(void) {
   TEST_RUN(test_oversized_line);
   TEST_RUN(test_malformed_resp);
   TEST_RUN(test_error_reply);
+  TEST_RUN(test_timeout_mid_reply_closes_connection);
   TEST_RUN(test_connect_timeout);
   TEST_RUN(test_accept_then_silence_is_a_failed_connect);
   TEST_RUN(test_idle_check_before_handout);
