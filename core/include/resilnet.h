@@ -684,7 +684,9 @@ typedef void (*rn_pool_close_cb)(rn_pool_t *pool);
  * with RN_ECLOSED. Calls on connections may finish for up to drain_ms; then
  * the rest fail with RN_ECLOSED and the connections close. cb (may be NULL)
  * runs once every handle is closed; the pool is freed after it returns.
- * Calling it twice is an error the second call ignores. */
+ * Calling it twice is an error the second call ignores. From inside one of
+ * the pool's callbacks, no call is accepted from then on and the rest runs
+ * from the loop after that callback returns. */
 void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb);
 
 /* Abortive close: every call not yet answered fails with RN_ECLOSED now
