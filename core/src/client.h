@@ -112,6 +112,7 @@ struct rn_conn_s {
   unsigned answered : 1; /* a whole reply arrived */
   unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
   unsigned retiring : 1; /* past its lifetime: no new calls */
+  unsigned goaway : 1;   /* rnp: the server said GOAWAY */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
 };

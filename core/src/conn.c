@@ -265,6 +265,17 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   return 0;
 }
 
+/* After GOAWAY the server hangs up once the requests it accepted are
+ * answered: a ping (or an abandoned attempt) still out then is no loss,
+ * and the hang-up is the end GOAWAY announced, not a failure. */
+static int conn_goaway_done(const rn_conn_t *conn) {
+  const rn_list_t *pos;
+  if (!conn->goaway) return 0;
+  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next)
+    if (!RN_CONTAINER_OF(pos, rn_call_t, node)->internal) return 0;
+  return 1;
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
@@ -274,7 +285,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 
   if (nread == 0) return;
   if (nread < 0) {
-    rn__conn_close(conn, (int)nread);
+    rn__conn_close(conn, conn_goaway_done(conn) ? 0 : (int)nread);
     return;
   }
   conn->rbuf.len += (size_t)nread;

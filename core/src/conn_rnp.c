@@ -139,14 +139,19 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   }
 }
 
-/* GOAWAY: the server runs nothing above last_id. Those calls, and those
- * not yet written, go elsewhere as if never sent; the rest are answered
- * here before the connection closes. */
+/* GOAWAY: the server runs no request above last_id. Those calls, and
+ * those not yet written, go elsewhere as if never sent; the rest are
+ * answered here before the connection closes. PINGs are not requests: the
+ * server still answers every one (docs/protocol.md section 7), so an
+ * outstanding ping stays, its PONG expected and `pinging` still set. An
+ * abandoned attempt above last_id (a tombstone) will get no reply: it
+ * goes. */
 static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
   rn_pool_t *pool = conn->pool;
   rn_list_t moved, *pos, *tmp;
 
   pool->stats.goaways++;
+  conn->goaway = 1;
   rn_list_init(&moved);
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
@@ -160,13 +165,13 @@ static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
   }
   rn_list_foreach_safe(pos, tmp, &conn->sent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    if (call->rnp_id <= last_id) continue;
+    if (call->rnp_id <= last_id || (call->internal && !call->tombstone))
+      continue;
     rn_list_remove(&call->node);
     call->conn = NULL;
     rn__conn_count_call(conn, -1);
     call->state = RN_SEND_UNSENT; /* proven: never run */
-    if (call->internal) {
-      conn->pinging = 0;
+    if (call->tombstone) {
       rn__call_release(call);
       continue;
     }

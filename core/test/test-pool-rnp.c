@@ -22,6 +22,9 @@ typedef struct peer_s {
   int open;
   int closed_by_client;
   uint64_t last_request_id;
+  uint64_t accepted_at; /* loop ms */
+  int outstanding;      /* requests held, not yet answered */
+  int max_outstanding;
 } peer_t;
 
 typedef struct held_s {
@@ -51,6 +54,14 @@ static int requests_seen;
 static char last_key[RN_RNP_KEY_MAX + 1];
 static uint32_t last_deadline;
 static int deadline_seen;
+/* What the server's HELLO announces (0: left out). */
+static uint32_t hello_max_frame;
+static uint32_t hello_max_concurrent;
+/* A PING goes to ping_hook when set (1: it answered or kept it), else it is
+ * answered at once. */
+static int (*ping_hook)(peer_t *peer, uint64_t id);
+static int pings_seen;
+static int expired_seen; /* requests refused for a DEADLINE of 0 */
 
 /* ------------------------------------------------------------------------ */
 /* The scripted server                                                        */
@@ -103,12 +114,29 @@ static void send_error(peer_t *peer, uint64_t id, unsigned code, int flags,
   peer_send(peer, &f);
 }
 
-static void send_goaway(peer_t *peer, uint64_t last_id) {
+static void send_goaway_after(peer_t *peer, uint64_t last_id,
+                              uint32_t retry_after) {
   rn_rnp_frame_t f;
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_GOAWAY;
   f.id = last_id;
+  if (retry_after) {
+    f.present = 1u << RN_RNP_F_RETRY_AFTER;
+    f.retry_after_ms = retry_after;
+  }
   peer_send(peer, &f);
+}
+
+static void send_goaway(peer_t *peer, uint64_t last_id) {
+  send_goaway_after(peer, last_id, 0);
+}
+
+static void send_pong(peer_t *peer, uint64_t id) {
+  rn_rnp_frame_t pong;
+  memset(&pong, 0, sizeof(pong));
+  pong.type = RN_RNP_PONG;
+  pong.id = id;
+  peer_send(peer, &pong);
 }
 
 static void send_hello(peer_t *peer, uint64_t id) {
@@ -119,6 +147,14 @@ static void send_hello(peer_t *peer, uint64_t id) {
   f.present = 1u << RN_RNP_F_VERSION | 1u << RN_RNP_F_INCARNATION;
   f.version = RN_RNP_VERSION;
   f.incarnation = incarnation;
+  if (hello_max_frame) {
+    f.present |= 1u << RN_RNP_F_MAX_FRAME;
+    f.max_frame = hello_max_frame;
+  }
+  if (hello_max_concurrent) {
+    f.present |= 1u << RN_RNP_F_MAX_CONCURRENT;
+    f.max_concurrent = hello_max_concurrent;
+  }
   peer_send(peer, &f);
 }
 
@@ -193,11 +229,8 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         send_hello(peer, f.id);
       }
     } else if (f.type == RN_RNP_PING) {
-      rn_rnp_frame_t pong;
-      memset(&pong, 0, sizeof(pong));
-      pong.type = RN_RNP_PONG;
-      pong.id = f.id;
-      peer_send(peer, &pong);
+      pings_seen++;
+      if (ping_hook == NULL || !ping_hook(peer, f.id)) send_pong(peer, f.id);
     } else {
       ASSERT_EQ(f.type, RN_RNP_REQUEST);
       /* Ids only grow on a connection: the client stamps them in order. */
@@ -210,6 +243,12 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       if (f.present & 1u << RN_RNP_F_KEY) {
         memcpy(last_key, f.key, f.key_len);
         last_key[f.key_len] = '\0';
+      }
+      /* As resilnet's server does: no time left, not run. */
+      if (deadline_seen && last_deadline == 0) {
+        expired_seen++;
+        send_error(peer, f.id, RN_RNP_ERR_DEADLINE, RN_RNP_NOT_EXECUTED, 0);
+        continue;
       }
       if (script(peer, &f)) execute(&f);
     }
@@ -228,6 +267,7 @@ static void on_connection(uv_stream_t *l, int status) {
   peer->tcp.data = peer;
   ASSERT_OK(uv_accept(l, (uv_stream_t *)&peer->tcp));
   peer->open = 1;
+  peer->accepted_at = uv_now(uv);
   ASSERT_OK(uv_read_start((uv_stream_t *)&peer->tcp, peer_alloc, peer_read));
 }
 
@@ -238,6 +278,9 @@ static void server_start(script_fn fn) {
   memset(incarnation, 'A', sizeof(incarnation));
   memset(executions, 0, sizeof(executions));
   npeers = nheld = requests_seen = hold_hellos = 0;
+  pings_seen = expired_seen = 0;
+  hello_max_frame = hello_max_concurrent = 0;
+  ping_hook = NULL;
   script = fn;
   ASSERT_OK(uv_tcp_init(uv, &listener));
   ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
@@ -284,6 +327,11 @@ static void on_result(rn_pool_t *pool, void *data, const rn_result_t *r) {
   completed++;
 }
 
+/* Options a test changes from pool_new's, or NULL. */
+static void (*tune)(rn_pool_options_t *o);
+/* The attempt_timeout of the next call() (0: none). */
+static uint64_t next_attempt_timeout;
+
 static rn_pool_t *pool_new(unsigned size) {
   rn_pool_options_t o;
   const char *list[1];
@@ -296,6 +344,7 @@ static rn_pool_t *pool_new(unsigned size) {
   o.size = size;
   o.timeout = 3000;
   o.retry.initial = 5;
+  if (tune != NULL) tune(&o);
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
   return pool;
 }
@@ -310,6 +359,7 @@ static void call(rn_pool_t *pool, int n, int idempotent, const char *key,
   memset(&co, 0, sizeof(co));
   co.idempotent = idempotent;
   co.timeout = timeout;
+  co.attempt_timeout = next_attempt_timeout;
   if (key != NULL) {
     co.key = key;
     co.key_len = strlen(key);
@@ -329,8 +379,34 @@ static void run_until(int n_completed, uint64_t max_ms) {
   ASSERT_EQ(completed, n_completed);
 }
 
+/* Runs the loop until *flag is non-zero, at most max_ms. */
+static void run_until_flag(const int *flag, uint64_t max_ms) {
+  uint64_t start = uv_now(uv);
+  while (!*flag && uv_now(uv) - start < max_ms) uv_run(uv, UV_RUN_ONCE);
+  ASSERT(*flag);
+}
+
+static int run_for_done;
+static void run_for_due(uv_timer_t *t) {
+  (void)t;
+  run_for_done = 1;
+}
+
+/* Lets the loop run for ms (waits on time itself). */
+static void run_for(uint64_t ms) {
+  uv_timer_t t;
+  run_for_done = 0;
+  ASSERT_OK(uv_timer_init(uv, &t));
+  ASSERT_OK(uv_timer_start(&t, run_for_due, ms, 0));
+  while (!run_for_done) uv_run(uv, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(uv, UV_RUN_NOWAIT);
+}
+
 static void setup(void) {
   completed = 0;
+  tune = NULL;
+  next_attempt_timeout = 0;
   ASSERT_OK(rn_loop_new(NULL, &loop));
   uv = rn_loop_uv(loop);
 }
@@ -601,6 +677,131 @@ static void test_unknown_id(void) {
   teardown(pool);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 3: a draining connection keeps what the server accepted */
+
+static int script_hold(peer_t *peer, const rn_rnp_frame_t *f) {
+  hold(peer, f);
+  return 0; /* counted when answered */
+}
+
+static void answer_held(int i) {
+  send_reply(held[i].peer, held[i].id, held[i].body, held[i].len);
+  executions[atoi(held[i].body)]++;
+}
+
+static void tune_fast_heartbeat(rn_pool_options_t *o) {
+  o->heartbeat_interval = 20;
+  o->heartbeat_timeout = 600;
+}
+
+/* A ping comes while the request is held: the server says GOAWAY with the
+ * request as the last it runs (the ping's id is above it), answers the
+ * ping, then the request. */
+static int ping_goaway_then_answer(peer_t *peer, uint64_t id) {
+  if (nheld != 1) return 0;
+  ping_hook = NULL;
+  send_goaway(peer, held[0].id);
+  send_pong(peer, id);
+  answer_held(0);
+  return 1;
+}
+
+/* The PONG of a ping sent before the GOAWAY is expected, not a reply for
+ * nothing: the request the server accepted gets its reply. */
+static void test_goaway_pong_of_earlier_ping_is_expected(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_hold);
+  ping_hook = ping_goaway_then_answer;
+  tune = tune_fast_heartbeat;
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0); /* not idempotent: no second chance */
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_MEM_EQ(results[1].body, "1", 1);
+  ASSERT_EQ(executions[1], 1);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.goaways, 1);
+  ASSERT_EQ(st.evictions.unexpected, 0);
+  /* Drained: the client hangs up itself. */
+  {
+    uint64_t start = uv_now(uv);
+    while (!peers[0].closed_by_client && uv_now(uv) - start < 3000)
+      uv_run(uv, UV_RUN_ONCE);
+  }
+  ASSERT(peers[0].closed_by_client);
+  teardown(pool);
+}
+
+static peer_t *held_ping_peer;
+static uint64_t held_ping_id;
+
+static int ping_keep(peer_t *peer, uint64_t id) {
+  if (held_ping_peer == NULL) {
+    held_ping_peer = peer;
+    held_ping_id = id;
+  }
+  return 1;
+}
+
+/* A ping is out (below the GOAWAY's last id) and an abandoned attempt
+ * above it is dropped: the ping is still out, so no second ping may go
+ * while it is; and when the server hangs up after its last reply, with
+ * the ping unanswered, that is the end GOAWAY announced, not a failure. */
+static void test_goaway_tombstone_keeps_pinging(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  rn_endpoint_info_t info;
+  setup();
+  server_start(script_hold);
+  held_ping_peer = NULL;
+  ping_hook = ping_keep;
+  tune = tune_fast_heartbeat;
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until_flag(&pings_seen, 3000); /* the ping goes after request 1 */
+  call(pool, 3, 0, NULL, 0);         /* accepted: the GOAWAY's last */
+  next_attempt_timeout = 30;
+  call(pool, 2, 0, NULL, 0);         /* abandoned: a tombstone above it */
+  next_attempt_timeout = 0;
+  run_until(1, 3000);
+  ASSERT_EQ(results[2].status, UV_ETIMEDOUT);
+  ASSERT_EQ(nheld, 3);
+  ASSERT_LT(held_ping_id, held[1].id);
+  ASSERT_LT(held[1].id, held[2].id);
+  run_for(150);
+  send_goaway(&peers[0], held[1].id);
+  /* Past the moment the heartbeat looks again (the ping's silence
+   * deadline, 600 ms after the first request), before the one counted
+   * from the GOAWAY. */
+  run_for(500);
+  ASSERT_EQ(pings_seen, 1);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.heartbeats, 1);
+  answer_held(0);
+  answer_held(1);
+  run_until(3, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_OK(results[3].status);
+  ASSERT_EQ(executions[2], 0);
+  /* The server hangs up with the ping unanswered. */
+  peer_close(&peers[0], 0);
+  {
+    uint64_t start = uv_now(uv);
+    do {
+      uv_run(uv, UV_RUN_ONCE);
+      rn_pool_stats(pool, &st);
+    } while (st.open > 0 && uv_now(uv) - start < 3000);
+  }
+  ASSERT_EQ(st.open, 0);
+  ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
+  ASSERT_STR_EQ(info.state, "idle"); /* not a transient failure */
+  ASSERT_EQ(info.failures, 0);
+  teardown(pool);
+}
+
 int main(void) {
   TEST_RUN(test_out_of_order);
   TEST_RUN(test_not_executed);
@@ -608,5 +809,7 @@ int main(void) {
   TEST_RUN(test_key_makes_retry_safe);
   TEST_RUN(test_new_incarnation);
   TEST_RUN(test_unknown_id);
+  TEST_RUN(test_goaway_pong_of_earlier_ping_is_expected);
+  TEST_RUN(test_goaway_tombstone_keeps_pinging);
   return 0;
 }
