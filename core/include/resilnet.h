@@ -518,11 +518,13 @@ typedef struct rn_pool_options_s {
    * another endpoint, and with every endpoint full they fail at once with
    * RN_EOVERLOAD. 0: no cap. (0) */
   unsigned max_in_flight;
-  /* Hedging, for idempotent calls only: after hedge_delay ms without a
-   * reply another attempt goes out on a different connection, up to
-   * hedge_max attempts in flight; the first reply wins and the others'
-   * replies are dropped. Each hedge spends a retry-budget token and is
-   * sent only while the budget is above half. A hedged call's attempts
+  /* Hedging, for idempotent calls only (never for rnp calls with a key):
+   * after hedge_delay ms without a reply another attempt goes out on a
+   * different connection, up to hedge_max attempts in flight; the first
+   * reply wins and the others' replies are dropped. Each hedge spends a
+   * retry-budget token (given back if it never left or the server refused
+   * it unrun) and is sent only while the budget is above half. A hedged
+   * call's attempts
    * are not timed out one by one (attempt_timeout). 0: off. (0, 2) */
   uint64_t hedge_delay;
   unsigned hedge_max;

@@ -65,6 +65,8 @@ struct rn_call_s {
   rn_call_t *parent;
   unsigned hedge_max;
   unsigned shadows_live;   /* shadows not done */
+  unsigned shadows_written; /* shadows written and not done: while any is,
+                               the call may have run */
   unsigned shadow_refs;    /* shadows not freed */
   int parked_error;
   char inline_frame[RN_CALL_INLINE_FRAME];
@@ -225,6 +227,9 @@ void rn__retry_spend(rn_pool_t *pool);
 int rn__retry_budget_allows(const rn_pool_t *pool);
 /* A call completed: successes refill the retry budget. */
 void rn__retry_succeeded(rn_pool_t *pool);
+/* An extra attempt that was paid for proved to add no work (a hedge never
+ * written, or refused unrun): its token goes back. */
+void rn__retry_refund(rn_pool_t *pool);
 /* Ends a call's retry backoff early (deadline, close). */
 void rn__retry_cancel(rn_call_t *call);
 

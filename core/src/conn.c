@@ -661,9 +661,11 @@ static void conn_flush(rn_conn_t *conn) {
     rn_list_insert_tail(&conn->sent, &call->node);
     call->state = RN_SEND_SENT;
     if (call->parent != NULL) {
-      /* A hedge out: whatever becomes of it, the call may have run. */
+      /* A hedge out: while it is, the call may have run; its end says
+       * whether it still may (rn__hedge_complete). */
       call->parent->attempts++;
-      call->parent->was_sent = 1;
+      call->parent->shadows_written++;
+      call->was_sent = 1;
     } else if (!call->internal) {
       call->attempts++;
     }

@@ -632,7 +632,11 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   call->attempt_timeout = options != NULL && options->attempt_timeout
                               ? options->attempt_timeout
                               : pool->options.attempt_timeout;
-  if (call->idempotent) pool_call_hedging(pool, call, options);
+  /* Keyed calls are never hedged: the server runs a key once, so a copy
+   * to the same server only waits for the first (or is refused
+   * IN_PROGRESS), and one to another server may run it twice. */
+  if (call->idempotent && !call->keyed)
+    pool_call_hedging(pool, call, options);
   err = timeout == pool->deadlines.timeout
             ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
             : rn_timer_start(&call->deadline, timeout);

@@ -331,6 +331,8 @@ static void on_result(rn_pool_t *pool, void *data, const rn_result_t *r) {
 static void (*tune)(rn_pool_options_t *o);
 /* The attempt_timeout of the next call() (0: none). */
 static uint64_t next_attempt_timeout;
+/* The hedge delay of the next call() (0: the pool's, which is none). */
+static uint64_t next_hedge_delay;
 
 static rn_pool_t *pool_new(unsigned size) {
   rn_pool_options_t o;
@@ -360,6 +362,11 @@ static void call(rn_pool_t *pool, int n, int idempotent, const char *key,
   co.idempotent = idempotent;
   co.timeout = timeout;
   co.attempt_timeout = next_attempt_timeout;
+  if (next_hedge_delay) {
+    co.hedge = 1;
+    co.hedge_delay = next_hedge_delay;
+    co.hedge_max = 2;
+  }
   if (key != NULL) {
     co.key = key;
     co.key_len = strlen(key);
@@ -406,7 +413,7 @@ static void run_for(uint64_t ms) {
 static void setup(void) {
   completed = 0;
   tune = NULL;
-  next_attempt_timeout = 0;
+  next_attempt_timeout = next_hedge_delay = 0;
   ASSERT_OK(rn_loop_new(NULL, &loop));
   uv = rn_loop_uv(loop);
 }
@@ -802,6 +809,114 @@ static void test_goaway_tombstone_keeps_pinging(void) {
   teardown(pool);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 4: hedges on rnp                                          */
+
+static uint32_t hedge_deadline;
+static int hedge_refused;
+
+/* The first connection holds its requests (a slow server); the others
+ * answer at once, noting the time left the request carried. */
+static int script_first_slow(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer == &peers[0]) {
+    hold(peer, f);
+    return 0;
+  }
+  hedge_deadline = f->deadline_ms;
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+/* A hedge carries the call's deadline, so the server runs it, and its
+ * reply completes the call while the first attempt is still slow. */
+static void test_hedge_answers_slow_call(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  uint64_t start;
+  setup();
+  server_start(script_first_slow);
+  hedge_deadline = 0;
+  pool = pool_new(2);
+  start = uv_now(uv);
+  next_hedge_delay = 30;
+  call(pool, 1, 1, NULL, 2000);
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_MEM_EQ(results[1].body, "1", 1);
+  ASSERT_LT(results[1].at - start, 1000); /* not the deadline */
+  ASSERT_EQ(expired_seen, 0);
+  ASSERT_GT(hedge_deadline, 1000); /* the time left, not 0 */
+  ASSERT_LE(hedge_deadline, 2000);
+  ASSERT_EQ(executions[1], 1);     /* by the hedge; the first is held */
+  ASSERT_EQ(nheld, 1);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.hedges, 1);
+  teardown(pool);
+}
+
+/* The hedge is refused unrun; the first attempt is held. */
+static int script_refuse_hedge(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer == &peers[0]) {
+    hold(peer, f);
+    return 0;
+  }
+  send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED, 0);
+  hedge_refused = 1;
+  return 0;
+}
+
+/* A hedge the server refused unrun leaves the call as unexecuted as it
+ * was, and gives its token back: when the first attempt is refused too,
+ * the call fails with maybe_executed false, the budget full. */
+static void test_refused_hedge_not_sent(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_refuse_hedge);
+  hedge_refused = 0;
+  pool = pool_new(2);
+  next_hedge_delay = 30;
+  call(pool, 1, 1, NULL, 2000);
+  run_until_flag(&hedge_refused, 3000);
+  run_for(20); /* the refusal is read */
+  ASSERT_EQ(completed, 0);
+  ASSERT_EQ(nheld, 1);
+  /* The first attempt: refused too, with a pause past the deadline. */
+  send_error(held[0].peer, held[0].id, RN_RNP_ERR_OVERLOADED,
+             RN_RNP_NOT_EXECUTED, 10000);
+  run_until(1, 3000);
+  ASSERT_EQ(results[1].status, RN_EOVERLOAD);
+  ASSERT_EQ(results[1].maybe_executed, 0);
+  ASSERT_EQ(executions[1], 0);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.hedges, 1);
+  ASSERT(st.budget == 10.0); /* the hedge's token came back */
+  teardown(pool);
+}
+
+/* A keyed call is never hedged, idempotent or not (the documented rule):
+ * its server runs the key once, so a copy adds nothing there and may run
+ * it twice elsewhere. */
+static void test_keyed_call_not_hedged(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_first_slow);
+  pool = pool_new(2);
+  next_hedge_delay = 20;
+  call(pool, 1, 1, "order-18", 2000);
+  run_until_flag(&nheld, 3000);
+  run_for(200); /* ten hedge delays */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.hedges, 0);
+  ASSERT_EQ(requests_seen, 1);
+  answer_held(0);
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(executions[1], 1);
+  teardown(pool);
+}
+
 int main(void) {
   TEST_RUN(test_out_of_order);
   TEST_RUN(test_not_executed);
@@ -811,5 +926,8 @@ int main(void) {
   TEST_RUN(test_unknown_id);
   TEST_RUN(test_goaway_pong_of_earlier_ping_is_expected);
   TEST_RUN(test_goaway_tombstone_keeps_pinging);
+  TEST_RUN(test_hedge_answers_slow_call);
+  TEST_RUN(test_refused_hedge_not_sent);
+  TEST_RUN(test_keyed_call_not_hedged);
   return 0;
 }
