@@ -351,9 +351,11 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     head->state = RN_SEND_ANSWERED;
   }
-  /* Replies free room on an endpoint held at max_in_flight: calls that
-   * waited for it go now, not at the next unrelated dispatch. */
-  if (pool->options.max_in_flight != 0) rn__pool_conn_writable(pool);
+  /* Replies free room on an endpoint held at max_in_flight, or on a
+   * connection held at its rnp server's MAX_CONCURRENT: calls that waited
+   * for it go now, not at the next unrelated dispatch. */
+  if (pool->options.max_in_flight != 0 || conn->max_concurrent != 0)
+    rn__pool_conn_writable(pool);
 }
 
 /* ------------------------------------------------------------------------ */

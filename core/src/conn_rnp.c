@@ -121,6 +121,16 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_list_t *pos, *tmp;
 
   memcpy(conn->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
+  /* Its limits (docs/protocol.md section 6): no frame above MAX_FRAME (16
+   * MiB when not stated), and no more requests at once than
+   * MAX_CONCURRENT (rn__conn_writable). */
+  conn->max_frame = (f->present & 1u << RN_RNP_F_MAX_FRAME)
+                        ? f->max_frame
+                        : RN_DEFAULT_MAX_FRAME;
+  conn->max_concurrent = (f->present & 1u << RN_RNP_F_MAX_CONCURRENT)
+                             ? f->max_concurrent
+                             : 0;
+  rn__pool_peer_max_frame(conn->pool, conn->max_frame);
   if (ep->has_incarnation &&
       memcmp(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE) == 0)
     return;
@@ -146,12 +156,16 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
  * outstanding ping stays, its PONG expected and `pinging` still set. An
  * abandoned attempt above last_id (a tombstone) will get no reply: it
  * goes. */
-static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
+static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_pool_t *pool = conn->pool;
+  uint64_t last_id = f->id;
   rn_list_t moved, *pos, *tmp;
 
   pool->stats.goaways++;
   conn->goaway = 1;
+  /* How long a restart takes, say: no connect to it before then. */
+  if (f->present & 1u << RN_RNP_F_RETRY_AFTER && f->retry_after_ms > 0)
+    rn__endpoint_hold_off(pool, conn->endpoint, f->retry_after_ms);
   rn_list_init(&moved);
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
@@ -239,7 +253,7 @@ int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used) {
   *used = f.size;
   switch (f.type) {
   case RN_RNP_GOAWAY:
-    rnp_goaway(conn, f.id);
+    rnp_goaway(conn, &f);
     return 1;
   case RN_RNP_ERROR:
     if (f.id == 0) return RN_EBADFRAME; /* the server saw us as broken */

@@ -517,6 +517,13 @@ void rn__pool_dispatch(rn_pool_t *pool) {
         pool->stats.reuses++;
       rn_list_remove(&call->node);
       pool->pending_count--;
+      if (!rn__conn_fits(conn, call)) {
+        /* Accepted before its server's MAX_FRAME was known (later calls
+         * are refused by rn_pool_call): it must not be sent, anywhere. */
+        rn__call_complete(call, RN_EFRAMESIZE, NULL, 0, 0);
+        rn__call_release(call);
+        continue;
+      }
       if (call->attempt_timeout != 0) {
         call->attempt_timer.cb =
             call->hedged ? rn__hedge_due : pool_attempt_expired;
@@ -616,6 +623,11 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
     err = rn__call_set_frame(call, frame, len);
   }
   if (err) goto fail;
+  /* Larger than a server said it accepts: refused now, not sent. */
+  if (pool->peer_max_frame != 0 && call->frame_len > pool->peer_max_frame) {
+    err = RN_EFRAMESIZE;
+    goto fail;
+  }
   call->cb = cb;
   call->data = data;
   call->idempotent = options != NULL && options->idempotent;
@@ -702,6 +714,11 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
    * of at most RN_MAX_CONNECTING at a time rather than one per round. */
   if (!pool->closing && !ep->removed && ep->ejected_until == 0)
     pool_warm(pool, ep);
+}
+
+void rn__pool_peer_max_frame(rn_pool_t *pool, size_t max_frame) {
+  if (pool->peer_max_frame == 0 || max_frame < pool->peer_max_frame)
+    pool->peer_max_frame = max_frame;
 }
 
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
@@ -832,7 +849,7 @@ static void pool_maintain(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   const rn_pool_options_t *o = &pool->options;
   uint64_t now = rn_loop_now(pool->loop);
-  size_t i;
+  size_t i, max_frame = SIZE_MAX;
 
   if (pool->conns_closed) return;
   for (i = 0; i < pool->endpoint_count && !pool->closing; i++) {
@@ -846,6 +863,7 @@ static void pool_maintain(rn_timer_t *timer) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       tmp = pos->prev;
       if (conn->state != RN_CONN_READY) continue;
+      if (conn->max_frame != 0) max_frame = RN_MIN(max_frame, conn->max_frame);
       if (conn->expires_at != 0 && now >= conn->expires_at)
         rn__conn_retire(conn, "max_lifetime");
       if (conn->retiring) continue;
@@ -863,6 +881,9 @@ static void pool_maintain(rn_timer_t *timer) {
     if (usable) pool_warm(pool, ep);
   }
   if (pool->closing) return;
+  /* A server that came back with a larger MAX_FRAME: calls up to it are
+   * accepted again once no ready connection has a smaller one. */
+  if (max_frame != SIZE_MAX) pool->peer_max_frame = max_frame;
   pool_spread(pool, now);
   if (pool->closing) return;
   if (o->resolve_ttl != 0 && now >= pool->resolved_at + o->resolve_ttl)
@@ -1006,7 +1027,7 @@ void rn_pool_reset_backoff(rn_pool_t *pool) {
   if (pool->closing) return;
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep = pool->endpoints[i];
-    ep->retry_at = 0;
+    ep->retry_at = ep->hold_until = 0;
     rn__backoff_reset(&ep->backoff);
     rn__endpoint_end_ejection(pool, ep);
   }

@@ -232,7 +232,8 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
   now = rn_loop_now(pool->loop);
   ep->failures++;
   ep->lost = 1;
-  ep->retry_at = now + rn__backoff_next(&ep->backoff, pool->loop);
+  ep->retry_at = RN_MAX(now + rn__backoff_next(&ep->backoff, pool->loop),
+                        ep->hold_until);
   endpoint_maybe_eject(pool, ep, now, err);
 }
 
@@ -242,8 +243,20 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   (void)pool;
   ep->failures = 0;
-  ep->retry_at = 0;
+  ep->retry_at = ep->hold_until; /* a pause the server asked for stays */
   rn__backoff_reset(&ep->backoff);
+}
+
+/* A pause the server chose (a restart's expected length, say): not a
+ * failure, so no backoff growth and no ejection; connects wait for it,
+ * calls go to other endpoints or wait, within their deadlines. */
+void rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                           uint64_t delay_ms) {
+  uint64_t until;
+  uv_update_time(pool->loop->uv);
+  until = rn_loop_now(pool->loop) + delay_ms;
+  ep->hold_until = RN_MAX(ep->hold_until, until);
+  ep->retry_at = RN_MAX(ep->retry_at, until);
 }
 
 int rn_pool_endpoint_info(rn_pool_t *pool, size_t index,

@@ -178,8 +178,10 @@ static void hold(peer_t *peer, const rn_rnp_frame_t *f) {
   h = &held[nheld++];
   h->peer = peer;
   h->id = f->id;
-  h->len = MIN(f->payload_len, sizeof(h->body));
+  /* Terminated: the body is read back as a number, and slots are reused. */
+  h->len = MIN(f->payload_len, sizeof(h->body) - 1);
   memcpy(h->body, f->payload, h->len);
+  h->body[h->len] = '\0';
 }
 
 static void peer_closed(uv_handle_t *handle) {
@@ -917,6 +919,143 @@ static void test_keyed_call_not_hedged(void) {
   teardown(pool);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 9: the pool honours what an rnp server announces        */
+
+/* Call n with a body of len bytes ("n" padded with spaces). Returns what
+ * rn_pool_call returned. */
+static int call_sized(rn_pool_t *pool, int n, size_t len) {
+  rn_buf_t frame;
+  char body[256];
+  int r;
+  ASSERT_LE(len, sizeof(body));
+  memset(body, ' ', len);
+  body[snprintf(body, sizeof(body), "%d", n)] = ' ';
+  memset(&results[n], 0, sizeof(results[n]));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, len));
+  r = rn_pool_call(pool, frame.base, frame.len, NULL, on_result, &results[n]);
+  rn_buf_free(&frame);
+  return r;
+}
+
+/* A frame larger than the server's MAX_FRAME is never sent: refused by
+ * rn_pool_call once the limit is known, failed unsent (maybe_executed
+ * false) if it was accepted before. */
+static void test_server_max_frame(void) {
+  rn_pool_t *pool;
+  setup();
+  server_start(script_echo);
+  hello_max_frame = 64;
+  pool = pool_new(1);
+  /* Before any HELLO: accepted, then failed once the limit is heard. */
+  ASSERT_OK(call_sized(pool, 1, 100));
+  ASSERT_OK(call_sized(pool, 2, 10));
+  run_until(2, 3000);
+  ASSERT_EQ(results[1].status, RN_EFRAMESIZE);
+  ASSERT_EQ(results[1].maybe_executed, 0);
+  ASSERT_EQ(results[1].attempts, 0);
+  ASSERT_OK(results[2].status);
+  ASSERT_EQ(requests_seen, 1); /* the large one never left */
+  ASSERT_EQ(executions[1], 0);
+  /* Now known: refused at once, no callback. */
+  ASSERT_EQ(call_sized(pool, 3, 100), RN_EFRAMESIZE);
+  ASSERT_OK(call_sized(pool, 4, 40)); /* 52 bytes with the header */
+  run_until(3, 3000);
+  ASSERT_OK(results[4].status);
+  ASSERT_EQ(results[3].fired, 0);
+  ASSERT_EQ(requests_seen, 2);
+  teardown(pool);
+}
+
+static uv_timer_t answer_timer;
+static int overloaded_refusals;
+
+/* Like resilnet's server with max_concurrent 2 and no queue: a third
+ * request at once on a connection is refused unrun. */
+static int script_two_at_once(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer->outstanding >= 2) {
+    overloaded_refusals++;
+    send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED, 0);
+    return 0;
+  }
+  hold(peer, f);
+  peer->outstanding++;
+  peer->max_outstanding = MAX(peer->max_outstanding, peer->outstanding);
+  return 0;
+}
+
+/* Every 5 ms the held requests are answered. */
+static void answer_all(uv_timer_t *t) {
+  int i;
+  (void)t;
+  for (i = 0; i < nheld; i++) {
+    held[i].peer->outstanding--;
+    answer_held(i);
+  }
+  nheld = 0;
+}
+
+/* Never more requests at once on a connection than its server's
+ * MAX_CONCURRENT: the rest wait in the pool's queue, and no call is
+ * refused OVERLOADED. */
+static void test_server_max_concurrent(void) {
+  rn_pool_t *pool;
+  int i;
+  setup();
+  server_start(script_two_at_once);
+  hello_max_concurrent = 2;
+  overloaded_refusals = 0;
+  ASSERT_OK(uv_timer_init(uv, &answer_timer));
+  ASSERT_OK(uv_timer_start(&answer_timer, answer_all, 5, 5));
+  pool = pool_new(1);
+  for (i = 0; i < 20; i++) call(pool, i, 0, NULL, 0);
+  run_until(20, 5000);
+  for (i = 0; i < 20; i++) {
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(executions[i], 1);
+  }
+  ASSERT_EQ(overloaded_refusals, 0);
+  ASSERT_EQ(npeers, 1);
+  ASSERT_EQ(peers[0].max_outstanding, 2);
+  uv_close((uv_handle_t *)&answer_timer, NULL);
+  teardown(pool);
+}
+
+static uint64_t goaway_at;
+
+/* Answers the first request, then says GOAWAY with RETRY_AFTER 300 ms. */
+static int script_goaway_retry_after(peer_t *peer, const rn_rnp_frame_t *f) {
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  if (peer == &peers[0]) {
+    send_goaway_after(peer, f->id, 300);
+    goaway_at = uv_now(uv);
+  }
+  return 1;
+}
+
+/* A GOAWAY's RETRY_AFTER holds off connects to that endpoint: the next
+ * call waits for it (within its deadline) instead of reconnecting at
+ * once; the pause is not a failure. */
+static void test_goaway_retry_after(void) {
+  rn_pool_t *pool;
+  rn_endpoint_info_t info;
+  setup();
+  server_start(script_goaway_retry_after);
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until(1, 3000);
+  run_for(20); /* the GOAWAY is read */
+  call(pool, 2, 0, NULL, 2000);
+  run_until(2, 3000);
+  ASSERT_OK(results[2].status);
+  ASSERT_EQ(npeers, 2);
+  ASSERT_GE(peers[1].accepted_at - goaway_at, 290);
+  ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
+  ASSERT_EQ(info.failures, 0);
+  teardown(pool);
+}
+
 int main(void) {
   TEST_RUN(test_out_of_order);
   TEST_RUN(test_not_executed);
@@ -929,5 +1068,8 @@ int main(void) {
   TEST_RUN(test_hedge_answers_slow_call);
   TEST_RUN(test_refused_hedge_not_sent);
   TEST_RUN(test_keyed_call_not_hedged);
+  TEST_RUN(test_server_max_frame);
+  TEST_RUN(test_server_max_concurrent);
+  TEST_RUN(test_goaway_retry_after);
   return 0;
 }
