@@ -36,7 +36,7 @@ const char *rn_version_string(void);
 /* resilnet's own codes: name, value, message. One table generates the enum,
  * rn_err_name() and rn_strerror(). Values never change once released. */
 #define RN_ERRNO_MAP(XX)                                                      \
-  XX(OVERLOAD, -30001, "too many calls pending")                              \
+  XX(OVERLOAD, -30001, "too many calls pending or in flight")                 \
   XX(CLOSED, -30002, "closed")                                                \
   XX(FRAMESIZE, -30003, "frame larger than max_frame")                        \
   XX(BADFRAME, -30004, "malformed frame")                                     \
@@ -46,7 +46,8 @@ const char *rn_version_string(void);
   XX(NOTEXEC, -30008, "server did not execute the request")                   \
   XX(HANDSHAKE, -30009, "peer did not complete the handshake")                \
   XX(HANDLER, -30010, "request handler failed")                              \
-  XX(STALE, -30011, "connection outlived its server")
+  XX(STALE, -30011, "connection outlived its server")                         \
+  XX(PEERPROTOCOL, -30012, "peer reported a protocol error")
 
 typedef enum {
 #define RN_ERRNO_ENUM_(name, value, msg) RN_E##name = (value),
@@ -578,8 +579,11 @@ typedef void (*rn_call_cb)(rn_pool_t *pool, void *data,
  * rn_resp_encode_* functions; it is copied) and calls cb exactly once with
  * the reply or the failure. A resp error reply completes with status
  * RN_EREPLY and the error text as body. Returns RN_EOVERLOAD past
- * max_pending, RN_ECLOSED once the pool is closing, UV_EINVAL or UV_ENOMEM;
- * then cb is never called. */
+ * max_pending or max_in_flight (the RN_EVENT_OVERLOAD event, fired first,
+ * names which), RN_EFRAMESIZE for a frame larger than the pool's
+ * max_frame or (rnp) than the MAX_FRAME a server announced, RN_ECLOSED
+ * once the pool is closing, UV_EINVAL or UV_ENOMEM; then cb is never
+ * called. */
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
                  const rn_call_options_t *options, rn_call_cb cb, void *data);
 

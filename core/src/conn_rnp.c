@@ -256,7 +256,10 @@ int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used) {
     rnp_goaway(conn, &f);
     return 1;
   case RN_RNP_ERROR:
-    if (f.id == 0) return RN_EBADFRAME; /* the server saw us as broken */
+    /* About the connection: the server says we broke the protocol (a
+     * well-formed frame, so not EBADFRAME: the fault it reports is ours)
+     * and is closing. */
+    if (f.id == 0) return RN_EPEERPROTOCOL;
     break;
   case RN_RNP_REPLY:
   case RN_RNP_PONG:

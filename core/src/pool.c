@@ -776,12 +776,19 @@ static void pool_count_eviction(rn_pool_t *pool, const char *reason) {
   else if (strcmp(reason, "eof") == 0 || strcmp(reason, "reset") == 0)
     st->evictions.peer_closed++;
   else if (strcmp(reason, "unexpected") == 0 ||
-           strcmp(reason, "bad_frame") == 0)
+           strcmp(reason, "bad_frame") == 0 ||
+           strcmp(reason, "protocol_error") == 0)
     st->evictions.unexpected++;
   else if (strcmp(reason, "removed") == 0)
     st->evictions.removed++;
   else if (strcmp(reason, "pool_closed") != 0)
     st->evictions.error++;
+}
+
+/* Errors of this process, not of the peer: out of descriptors or memory. */
+static int pool_error_is_ours(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOMEM ||
+         err == UV_ENOBUFS;
 }
 
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
@@ -795,9 +802,21 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
                           err == UV_EPIPE || err == RN_EDEADPEER))
     pool_drop_siblings(pool, conn);
   /* Closes the pool made itself (idle, lifetime, stale siblings, removed)
-   * are not the endpoint's fault. */
-  if ((!conn->answered && err != 0 && err != RN_ESTALE && err != RN_ECLOSED) ||
-      err == RN_EDEADPEER) {
+   * are not the endpoint's fault. Nor is a shortage of our own: no
+   * failure is counted (no backoff growth, no ejection, no re-resolve);
+   * connects there only pause for the first backoff step, so as not to
+   * spin while it lasts, and waiting calls end with its error. */
+  if (pool_error_is_ours(err)) {
+    if (!conn->was_ready) {
+      pool->stats.connect_failures++;
+      pool->last_connect_error = err;
+    }
+    uv_update_time(pool->loop->uv);
+    ep->retry_at = RN_MAX(ep->retry_at, rn_loop_now(pool->loop) +
+                                            pool->options.reconnect.initial);
+  } else if ((!conn->answered && err != 0 && err != RN_ESTALE &&
+              err != RN_ECLOSED) ||
+             err == RN_EDEADPEER) {
     /* Refused, timed out, accepted and then dropped before answering
      * anything, or gone silent: wait before the next connect to this
      * endpoint. */

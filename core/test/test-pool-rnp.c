@@ -1056,6 +1056,34 @@ static void test_goaway_retry_after(void) {
   teardown(pool);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 10: error codes that say what happened                   */
+
+/* The server says the client broke the protocol, and hangs up. */
+static int script_protocol_error(peer_t *peer, const rn_rnp_frame_t *f) {
+  (void)f;
+  send_error(peer, 0, RN_RNP_ERR_PROTOCOL, 0, 0);
+  peer_close(peer, 0);
+  return 0;
+}
+
+/* A well-formed ERROR{id 0, PROTOCOL} is the server's verdict, not a
+ * malformed frame: the call fails with its own code. */
+static void test_server_protocol_error(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_protocol_error);
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until(1, 3000);
+  ASSERT_EQ(results[1].status, RN_EPEERPROTOCOL);
+  ASSERT_EQ(results[1].maybe_executed, 1); /* it was sent */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.evictions.unexpected, 1);
+  teardown(pool);
+}
+
 int main(void) {
   TEST_RUN(test_out_of_order);
   TEST_RUN(test_not_executed);
@@ -1071,5 +1099,6 @@ int main(void) {
   TEST_RUN(test_server_max_frame);
   TEST_RUN(test_server_max_concurrent);
   TEST_RUN(test_goaway_retry_after);
+  TEST_RUN(test_server_protocol_error);
   return 0;
 }

@@ -3,7 +3,11 @@
  * sees a bounded, decreasing rate of connects, never a hot loop. */
 #include "resilnet.h"
 #include "task.h"
+#include "helpers.h"
 
+#include <errno.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define ATTEMPTS 200
@@ -109,7 +113,105 @@ static void test_backoff_bounds(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+/* Issue 14, defect 10: a connect that fails for want of descriptors here
+ * (EMFILE) is our shortage, not the endpoint's failure: no failure is
+ * counted, the backoff does not grow, and once descriptors are free again
+ * the next connect goes at once. */
+
+static void echo_line(rn_server_t *server, rn_request_t *req,
+                      const char *body, size_t len) {
+  rn_buf_t out;
+  (void)server;
+  rn_buf_init(&out);
+  ASSERT_OK(rn_codec_encode(rn_server_codec(server), &out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static int emfile_status, emfile_done;
+static uint64_t emfile_at;
+
+static void on_emfile_result(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  emfile_status = r->status;
+  emfile_done++;
+  emfile_at = uv_now(rn_loop_uv(loop));
+}
+
+static void test_emfile_is_not_the_endpoints_failure(void) {
+  static int fds[1024];
+  int nfds = 0, i;
+  struct rlimit saved, low;
+  rn_server_t *server;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  rn_endpoint_info_t info;
+  const char *eps[1];
+  char ep[96];
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {.timeout = 300};
+  uint64_t start;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  server = test_start_server(loop, RN_PROTOCOL_LINE, echo_line, "127.0.0.1:0",
+                             ep);
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.heartbeat_interval = 0;
+  po.reconnect.initial = 20;
+  po.reconnect.multiplier = 2;
+  po.reconnect.jitter = 0;
+  po.reconnect.max = 5000;
+  po.eject.failures = 2;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+
+  /* Every descriptor taken: a low limit, filled. */
+  ASSERT_OK(getrlimit(RLIMIT_NOFILE, &saved));
+  low = saved;
+  if (low.rlim_cur > 256) low.rlim_cur = 256;
+  ASSERT_OK(setrlimit(RLIMIT_NOFILE, &low));
+  for (;;) {
+    int fd = dup(0);
+    if (fd < 0) {
+      ASSERT_EQ(errno, EMFILE);
+      break;
+    }
+    ASSERT_LT(nfds, 1024);
+    fds[nfds++] = fd;
+  }
+  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_emfile_result, NULL));
+  while (!emfile_done) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  for (i = 0; i < nfds; i++) close(fds[i]);
+  ASSERT_OK(setrlimit(RLIMIT_NOFILE, &saved));
+
+  ASSERT_EQ(emfile_status, UV_EMFILE); /* the waiting call says why */
+  rn_pool_stats(pool, &st);
+  ASSERT_GE(st.connect_failures, 3); /* paced, yet tried all along */
+  ASSERT_EQ(st.ejections, 0);
+  ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
+  ASSERT_EQ(info.failures, 0);
+
+  /* Descriptors are back: no grown backoff to wait out. */
+  opts.timeout = 2000;
+  start = uv_now(rn_loop_uv(loop));
+  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_emfile_result, NULL));
+  while (emfile_done < 2) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_OK(emfile_status);
+  ASSERT_LT(emfile_at - start, 100);
+
+  rn_pool_close(pool, 0, NULL);
+  rn_server_close(server, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 int main(void) {
   TEST_RUN(test_backoff_bounds);
+  TEST_RUN(test_emfile_is_not_the_endpoints_failure);
   return 0;
 }
