@@ -17,6 +17,7 @@
 
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
+static int conn_goaway_done(const rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
 static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_heartbeat(rn_timer_t *timer);
@@ -265,9 +266,11 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   return 0;
 }
 
-/* After GOAWAY the server hangs up once the requests it accepted are
+/* After GOAWAY nothing is owed once the requests the server accepted are
  * answered: a ping (or an abandoned attempt) still out then is no loss,
- * and the hang-up is the end GOAWAY announced, not a failure. */
+ * so the connection closes without waiting for it (the server may not
+ * answer once its replies are out, and a dead-peer verdict then would
+ * count against the endpoint). */
 static int conn_goaway_done(const rn_conn_t *conn) {
   const rn_list_t *pos;
   if (!conn->goaway) return 0;
@@ -285,7 +288,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 
   if (nread == 0) return;
   if (nread < 0) {
-    rn__conn_close(conn, conn_goaway_done(conn) ? 0 : (int)nread);
+    rn__conn_close(conn, (int)nread);
     return;
   }
   conn->rbuf.len += (size_t)nread;
@@ -333,7 +336,8 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     /* Past its lifetime, its endpoint dropped or its server going away:
      * done once drained, whether the last reply was a call's, a ping's or
      * a tombstone's. */
-    if (conn->retiring && conn->queued == 0 && conn->state != RN_CONN_CLOSING)
+    if (conn->retiring && conn->state != RN_CONN_CLOSING &&
+        (conn->queued == 0 || conn_goaway_done(conn)))
       rn__conn_close(conn, 0);
   }
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
@@ -702,7 +706,7 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
   /* It takes no new calls, so it holds no place in the pool either: a
    * replacement may open while it drains. */
   conn->endpoint->open--;
-  if (conn->queued == 0) rn__conn_close(conn, 0);
+  if (conn->queued == 0 || conn_goaway_done(conn)) rn__conn_close(conn, 0);
 }
 
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {

@@ -757,8 +757,9 @@ static int ping_keep(peer_t *peer, uint64_t id) {
 
 /* A ping is out (below the GOAWAY's last id) and an abandoned attempt
  * above it is dropped: the ping is still out, so no second ping may go
- * while it is; and when the server hangs up after its last reply, with
- * the ping unanswered, that is the end GOAWAY announced, not a failure. */
+ * while it is; and once the accepted requests are answered the client
+ * hangs up without waiting for the PONG (nothing else is owed; a server
+ * need not answer after its replies), which is no failure. */
 static void test_goaway_tombstone_keeps_pinging(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
@@ -795,16 +796,11 @@ static void test_goaway_tombstone_keeps_pinging(void) {
   ASSERT_OK(results[1].status);
   ASSERT_OK(results[3].status);
   ASSERT_EQ(executions[2], 0);
-  /* The server hangs up with the ping unanswered. */
-  peer_close(&peers[0], 0);
-  {
-    uint64_t start = uv_now(uv);
-    do {
-      uv_run(uv, UV_RUN_ONCE);
-      rn_pool_stats(pool, &st);
-    } while (st.open > 0 && uv_now(uv) - start < 3000);
-  }
+  /* The ping stays unanswered. */
+  run_until_flag(&peers[0].closed_by_client, 3000);
+  rn_pool_stats(pool, &st);
   ASSERT_EQ(st.open, 0);
+  ASSERT_EQ(st.dead_peers, 0);
   ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
   ASSERT_STR_EQ(info.state, "idle"); /* not a transient failure */
   ASSERT_EQ(info.failures, 0);
