@@ -525,8 +525,8 @@ typedef struct rn_pool_options_s {
    * reply wins and the others' replies are dropped. Each hedge spends a
    * retry-budget token (given back if it never left or the server refused
    * it unrun) and is sent only while the budget is above half. A hedged
-   * call's attempts
-   * are not timed out one by one (attempt_timeout). 0: off. (0, 2) */
+   * call's attempts are not timed out one by one (attempt_timeout).
+   * 0: off. (0, 2) */
   uint64_t hedge_delay;
   unsigned hedge_max;
   /* ms between RN_EVENT_RESOLVE events, for scripted discovery (30000);

@@ -6,6 +6,7 @@
 #include "helpers.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
@@ -176,7 +177,7 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   if (low.rlim_cur > 256) low.rlim_cur = 256;
   ASSERT_OK(setrlimit(RLIMIT_NOFILE, &low));
   for (;;) {
-    int fd = dup(0);
+    int fd = open("/dev/null", O_RDONLY);
     if (fd < 0) {
       ASSERT_EQ(errno, EMFILE);
       break;
