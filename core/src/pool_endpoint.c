@@ -225,15 +225,15 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
 /* A connect failed, a connection never answered, or a peer went silent
  * or reset with calls on it: back off, and eject after too many. */
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
-  uint64_t now;
+  uint64_t now, delay;
   /* From the real now: the loop's cached clock can lag by however long
    * this turn of the loop has run, which would shorten the backoff. */
   uv_update_time(pool->loop->uv);
   now = rn_loop_now(pool->loop);
   ep->failures++;
   ep->lost = 1;
-  ep->retry_at = RN_MAX(now + rn__backoff_next(&ep->backoff, pool->loop),
-                        ep->hold_until);
+  delay = rn__backoff_next(&ep->backoff, pool->loop); /* grows it: once */
+  ep->retry_at = RN_MAX(now + delay, ep->hold_until);
   endpoint_maybe_eject(pool, ep, now, err);
 }
 

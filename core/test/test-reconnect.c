@@ -44,21 +44,17 @@ static void stop_at_enough(uv_timer_t *t) {
   if (connects > ATTEMPTS) uv_stop(t->loop);
 }
 
-static void test_backoff_bounds(void) {
+static void stop_after_three(uv_timer_t *t) {
+  if (connects >= 3) uv_stop(t->loop);
+}
+
+/* Writes "host:port" of a port nobody listens on (bound, read, closed)
+ * into ep (size >= 96). */
+static void dead_endpoint(char *ep) {
   rn_server_options_t so;
   rn_server_t *gone;
-  rn_pool_options_t po;
-  rn_pool_t *pool;
-  const char *eps[1];
-  char host[64], ep[96];
-  int port, i;
-  uv_timer_t watch;
-  static const char frame[] = "x\n";
-  rn_call_options_t opts = {.timeout = 30000};
-  double base = 5.0, min_total = 0;
-
-  ASSERT_OK(rn_loop_new(NULL, &loop));
-  /* A port nobody listens on: bound, read, closed. */
+  char host[64];
+  int port;
   rn_server_options_init(&so);
   so.listen = "127.0.0.1:0";
   so.codec.protocol = RN_PROTOCOL_LINE;
@@ -67,7 +63,22 @@ static void test_backoff_bounds(void) {
   ASSERT_OK(rn_server_address(gone, host, sizeof(host), &port));
   rn_server_close(gone, NULL);
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  snprintf(ep, sizeof(ep), "%s:%d", host, port);
+  snprintf(ep, 96, "%s:%d", host, port);
+}
+
+static void test_backoff_bounds(void) {
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  const char *eps[1];
+  char ep[96];
+  int i;
+  uv_timer_t watch;
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {.timeout = 30000};
+  double base = 5.0, min_total = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  dead_endpoint(ep);
 
   rn_pool_options_init(&po);
   eps[0] = ep;
@@ -111,6 +122,54 @@ static void test_backoff_bounds(void) {
   rn_pool_close(pool, 0, NULL);
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
   ASSERT_EQ(failed, 1); /* the waiting call failed once, at the close */
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+/* Each failure grows the backoff by one step, not two: with steps large
+ * enough to tell apart through scheduling noise (100, 300, 900 ms, no
+ * jitter), the pauses are 100 and 300 ms, not 300 and 2700. (A backoff
+ * step taken twice per failure once hid within test_backoff_bounds'
+ * allowance for lateness.) */
+static void test_backoff_grows_once_per_failure(void) {
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  const char *eps[1];
+  char ep[96];
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {.timeout = 30000};
+  uv_timer_t watch;
+  double gap1, gap2;
+
+  connects = closes = failed = 0;
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  dead_endpoint(ep);
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.on_event = on_event;
+  po.reconnect.initial = 100;
+  po.reconnect.multiplier = 3;
+  po.reconnect.jitter = 0;
+  po.reconnect.max = 60000;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_result, NULL));
+  uv_timer_init(rn_loop_uv(loop), &watch);
+  uv_timer_start(&watch, stop_after_three, 1, 1);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_GE(connects, 3);
+  gap1 = (double)(connect_at[1] - closed_at[0]) / 1e6;
+  gap2 = (double)(connect_at[2] - closed_at[1]) / 1e6;
+  if (gap1 < 98.5 || gap1 > 200 || gap2 < 298.5 || gap2 > 600) {
+    fprintf(stderr, "pauses %.1f and %.1f ms, want 100 and 300\n", gap1,
+            gap2);
+    ASSERT(0);
+  }
+  uv_close((uv_handle_t *)&watch, NULL);
+  rn_pool_close(pool, 0, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(failed, 1);
   ASSERT_OK(rn_loop_free(loop));
 }
 
@@ -213,6 +272,7 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
 
 int main(void) {
   TEST_RUN(test_backoff_bounds);
+  TEST_RUN(test_backoff_grows_once_per_failure);
   TEST_RUN(test_emfile_is_not_the_endpoints_failure);
   return 0;
 }
