@@ -457,6 +457,32 @@ describe("pool", function()
       assert.equal("EOVERLOAD", codes[5])
       H.go(function() pool:call("y") end)
     end)
+
+    -- issue 14, defect 10: an EOVERLOAD from max_in_flight said "too many
+    -- calls pending".
+    it("names the limit behind an EOVERLOAD", function()
+      local _, ep = H.server { protocol = "line" }
+      local pool = H.pool { endpoints = { ep }, protocol = "line",
+                            size = 1, max_in_flight = 1 }
+      H.go(function() assert.equal("warm", pool:call("warm")) end)
+      assert.is_true(pool:send("x", nil, function() end))
+      local ok, err = pool:send("y", nil, function() end)
+      assert.is_nil(ok)
+      assert.equal("EOVERLOAD", err.code)
+      assert.is_false(err.maybe_executed)
+      assert.matches("in flight", err.message)
+      assert.matches("max_in_flight", err.message)
+      assert.is_nil(err.message:find("pending", 1, true))
+
+      local waiting = H.pool { endpoints = { ep }, protocol = "line",
+                               size = 1, max_pending = 1 }
+      assert.is_true(waiting:send("a", nil, function() end))
+      ok, err = waiting:send("b", nil, function() end)
+      assert.is_nil(ok)
+      assert.equal("EOVERLOAD", err.code)
+      assert.matches("max_pending", err.message)
+      H.go(function() pool:call("y"); waiting:call("c") end)
+    end)
   end)
 
   describe("options", function()

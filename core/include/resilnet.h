@@ -36,7 +36,7 @@ const char *rn_version_string(void);
 /* resilnet's own codes: name, value, message. One table generates the enum,
  * rn_err_name() and rn_strerror(). Values never change once released. */
 #define RN_ERRNO_MAP(XX)                                                      \
-  XX(OVERLOAD, -30001, "too many calls pending")                              \
+  XX(OVERLOAD, -30001, "too many calls pending or in flight")                 \
   XX(CLOSED, -30002, "closed")                                                \
   XX(FRAMESIZE, -30003, "frame larger than max_frame")                        \
   XX(BADFRAME, -30004, "malformed frame")                                     \
@@ -46,7 +46,8 @@ const char *rn_version_string(void);
   XX(NOTEXEC, -30008, "server did not execute the request")                   \
   XX(HANDSHAKE, -30009, "peer did not complete the handshake")                \
   XX(HANDLER, -30010, "request handler failed")                              \
-  XX(STALE, -30011, "connection outlived its server")
+  XX(STALE, -30011, "connection outlived its server")                         \
+  XX(PEERPROTOCOL, -30012, "peer reported a protocol error")
 
 typedef enum {
 #define RN_ERRNO_ENUM_(name, value, msg) RN_E##name = (value),
@@ -553,12 +554,14 @@ typedef struct rn_pool_options_s {
    * that calls faster than a server answers fails fast instead of
    * growing. 0: no cap. (10000) */
   unsigned max_in_flight;
-  /* Hedging, for idempotent calls only: after hedge_delay ms without a
-   * reply another attempt goes out on a different connection, up to
-   * hedge_max attempts in flight; the first reply wins and the others'
-   * replies are dropped. Each hedge spends a retry-budget token and is
-   * sent only while the budget is above half. A hedged call's attempts
-   * are not timed out one by one (attempt_timeout). 0: off. (0, 2) */
+  /* Hedging, for idempotent calls only (never for rnp calls with a key):
+   * after hedge_delay ms without a reply another attempt goes out on a
+   * different connection, up to hedge_max attempts in flight; the first
+   * reply wins and the others' replies are dropped. Each hedge spends a
+   * retry-budget token (given back if it never left or the server refused
+   * it unrun) and is sent only while the budget is above half. A hedged
+   * call's attempts are not timed out one by one (attempt_timeout).
+   * 0: off. (0, 2) */
   uint64_t hedge_delay;
   unsigned hedge_max;
   /* ms between RN_EVENT_RESOLVE events, for scripted discovery (30000);
@@ -611,8 +614,11 @@ typedef void (*rn_call_cb)(rn_pool_t *pool, void *data,
  * rn_resp_encode_* functions; it is copied) and calls cb exactly once with
  * the reply or the failure. A resp error reply completes with status
  * RN_EREPLY and the error text as body. Returns RN_EOVERLOAD past
- * max_pending, RN_ECLOSED once the pool is closing, UV_EINVAL or UV_ENOMEM;
- * then cb is never called. */
+ * max_pending or max_in_flight (the RN_EVENT_OVERLOAD event, fired first,
+ * names which), RN_EFRAMESIZE for a frame larger than the pool's
+ * max_frame or (rnp) than the MAX_FRAME a server announced, RN_ECLOSED
+ * once the pool is closing, UV_EINVAL or UV_ENOMEM; then cb is never
+ * called. */
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
                  const rn_call_options_t *options, rn_call_cb cb, void *data);
 

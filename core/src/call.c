@@ -111,10 +111,11 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   result.attempts = call->attempts;
   /* A reply, even an error reply, means the server saw the request. A
    * failure means execution was possible only if a byte of the current
-   * attempt left the socket, or of an earlier one the server did not
-   * prove unexecuted. */
+   * attempt left the socket, of a hedge still out, or of an earlier
+   * attempt the server did not prove unexecuted. */
   result.maybe_executed = status == 0 || status == RN_EREPLY ||
-                          call->was_sent || call->state != RN_SEND_UNSENT;
+                          call->was_sent || call->state != RN_SEND_UNSENT ||
+                          call->shadows_written > 0;
   result.endpoint = call->endpoint ? call->endpoint->text : NULL;
 
   if (status == 0 || status == RN_EREPLY)

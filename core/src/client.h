@@ -65,6 +65,8 @@ struct rn_call_s {
   rn_call_t *parent;
   unsigned hedge_max;
   unsigned shadows_live;   /* shadows not done */
+  unsigned shadows_written; /* shadows written and not done: while any is,
+                               the call may have run */
   unsigned shadow_refs;    /* shadows not freed */
   int parked_error;
   char inline_frame[RN_CALL_INLINE_FRAME];
@@ -113,7 +115,14 @@ struct rn_conn_s {
   unsigned answered : 1; /* a whole reply arrived */
   unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
   unsigned retiring : 1; /* past its lifetime: no new calls */
+  unsigned goaway : 1;   /* rnp: the server said GOAWAY */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
+  /* rnp: what its server's HELLO announced. max_frame: the largest frame
+   * it accepts (0 for other protocols: no limit but the pool's own);
+   * max_concurrent: requests it works on at once for this connection
+   * (0: no limit stated). */
+  size_t max_frame;
+  unsigned max_concurrent;
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
 };
 
@@ -131,6 +140,8 @@ struct rn_pool_endpoint_s {
   unsigned failures;    /* consecutive failures (connects, dead peers) */
   unsigned ejections;   /* in a row; sets the next ejection's length */
   uint64_t retry_at;    /* no new connect before this (loop ms) */
+  uint64_t hold_until;  /* rnp: its server asked for no connect before
+                           this (GOAWAY's RETRY_AFTER; loop ms) */
   uint64_t ejected_until; /* loop ms; 0: not ejected */
   uint64_t last_ejected;  /* loop ms of the last ejection */
   uint64_t last_life;   /* loop ms of the last byte read on any connection */
@@ -181,6 +192,11 @@ struct rn_pool_s {
   rn_buf_t ping_frame; /* empty: no heartbeats */
   rn_buf_t hello_frame; /* rnp: the handshake; empty for other protocols */
   rn_buf_t scratch;     /* rnp: re-encoding a keyed request */
+  /* rnp: no call with a larger frame is accepted: the smallest MAX_FRAME
+   * among the servers of ready connections, lowered by each HELLO, raised
+   * again only by the maintenance round (0: none heard yet). So a call
+   * accepted fits every ready connection. */
+  size_t peer_max_frame;
   rn_timer_t maintenance_timer;
   rn_timer_t reconnect_timer;  /* next endpoint out of backoff */
   rn_timer_t eject_timer;      /* next ejection to end */
@@ -225,6 +241,9 @@ void rn__retry_spend(rn_pool_t *pool);
 int rn__retry_budget_allows(const rn_pool_t *pool);
 /* A call completed: successes refill the retry budget. */
 void rn__retry_succeeded(rn_pool_t *pool);
+/* An extra attempt that was paid for proved to add no work (a hedge never
+ * written, or refused unrun): its token goes back. */
+void rn__retry_refund(rn_pool_t *pool);
 /* Ends a call's retry backoff early (deadline, close). */
 void rn__retry_cancel(rn_call_t *call);
 
@@ -252,12 +271,21 @@ static inline void rn__conn_count_call(rn_conn_t *conn, int delta) {
   }
 }
 
-/* Ready, not retiring, and its write queue under the high-water mark.
- * Asked for every call placed. */
+/* Ready, not retiring, its write queue under the high-water mark and
+ * (rnp) fewer requests on it than its server works on at once: more would
+ * only be refused OVERLOADED, so they wait in the pool's queue or go to
+ * another connection. Pings are not requests; an abandoned attempt still
+ * holds its place on the server. Asked for every call placed. */
 static inline int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
   return conn->state == RN_CONN_READY && !conn->retiring &&
-         queued < conn->pool->options.write_high_water;
+         queued < conn->pool->options.write_high_water &&
+         (conn->max_concurrent == 0 ||
+          conn->queued < conn->max_concurrent + conn->pinging);
+}
+/* Whether call's frame fits what conn's server accepts (rnp MAX_FRAME). */
+static inline int rn__conn_fits(const rn_conn_t *conn, const rn_call_t *call) {
+  return conn->max_frame == 0 || call->frame_len <= conn->max_frame;
 }
 /* For a connection with nothing queued, when the loop has not polled in
  * this millisecond: looks at the socket without reading. 0 if it is usable; otherwise closes it
@@ -320,6 +348,10 @@ int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                         uint64_t now);
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+/* The server asked for no new connection for delay_ms (rnp GOAWAY with
+ * RETRY_AFTER). */
+void rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                           uint64_t delay_ms);
 void rn__endpoint_end_ejection(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 void rn__endpoint_eject_due(rn_timer_t *timer); /* pool->eject_timer */
 
@@ -346,5 +378,7 @@ void rn__pool_dispatch(rn_pool_t *pool);
 rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call);
 /* Opens one more connection where there is room. */
 void rn__pool_grow(rn_pool_t *pool);
+/* A server announced the largest frame it accepts. */
+void rn__pool_peer_max_frame(rn_pool_t *pool, size_t max_frame);
 
 #endif /* RN_CLIENT_H */

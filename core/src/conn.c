@@ -17,6 +17,7 @@
 
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
+static int conn_goaway_done(const rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
 static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_heartbeat(rn_timer_t *timer);
@@ -279,6 +280,19 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
   return 0;
 }
 
+/* After GOAWAY nothing is owed once the requests the server accepted are
+ * answered: a ping (or an abandoned attempt) still out then is no loss,
+ * so the connection closes without waiting for it (the server may not
+ * answer once its replies are out, and a dead-peer verdict then would
+ * count against the endpoint). */
+static int conn_goaway_done(const rn_conn_t *conn) {
+  const rn_list_t *pos;
+  if (!conn->goaway) return 0;
+  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next)
+    if (!RN_CONTAINER_OF(pos, rn_call_t, node)->internal) return 0;
+  return 1;
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
@@ -336,7 +350,8 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     /* Past its lifetime, its endpoint dropped or its server going away:
      * done once drained, whether the last reply was a call's, a ping's or
      * a tombstone's. */
-    if (conn->retiring && conn->queued == 0 && conn->state != RN_CONN_CLOSING)
+    if (conn->retiring && conn->state != RN_CONN_CLOSING &&
+        (conn->queued == 0 || conn_goaway_done(conn)))
       rn__conn_close(conn, 0);
   }
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
@@ -354,9 +369,11 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     head->state = RN_SEND_ANSWERED;
   }
-  /* Replies free room on an endpoint held at max_in_flight: calls that
-   * waited for it go now, not at the next unrelated dispatch. */
-  if (pool->options.max_in_flight != 0) rn__pool_conn_writable(pool);
+  /* Replies free room on an endpoint held at max_in_flight, or on a
+   * connection held at its rnp server's MAX_CONCURRENT: calls that waited
+   * for it go now, not at the next unrelated dispatch. */
+  if (pool->options.max_in_flight != 0 || conn->max_concurrent != 0)
+    rn__pool_conn_writable(pool);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -664,9 +681,11 @@ static void conn_flush(rn_conn_t *conn) {
     rn_list_insert_tail(&conn->sent, &call->node);
     call->state = RN_SEND_SENT;
     if (call->parent != NULL) {
-      /* A hedge out: whatever becomes of it, the call may have run. */
+      /* A hedge out: while it is, the call may have run; its end says
+       * whether it still may (rn__hedge_complete). */
       call->parent->attempts++;
-      call->parent->was_sent = 1;
+      call->parent->shadows_written++;
+      call->was_sent = 1;
     } else if (!call->internal) {
       call->attempts++;
     }
@@ -701,7 +720,7 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
   /* It takes no new calls, so it holds no place in the pool either: a
    * replacement may open while it drains. */
   conn->endpoint->open--;
-  if (conn->queued == 0) rn__conn_close(conn, 0);
+  if (conn->queued == 0 || conn_goaway_done(conn)) rn__conn_close(conn, 0);
 }
 
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
@@ -743,6 +762,7 @@ const char *rn__conn_close_reason(const rn_conn_t *conn) {
   case RN_EUNEXPECTED: return "unexpected";
   case RN_EBADFRAME:
   case RN_EFRAMESIZE: return "bad_frame";
+  case RN_EPEERPROTOCOL: return "protocol_error";
   case UV_EOF: return "eof";
   case UV_ECONNRESET:
   case UV_EPIPE: return "reset";

@@ -121,6 +121,16 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_list_t *pos, *tmp;
 
   memcpy(conn->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
+  /* Its limits (docs/protocol.md section 6): no frame above MAX_FRAME (16
+   * MiB when not stated), and no more requests at once than
+   * MAX_CONCURRENT (rn__conn_writable). */
+  conn->max_frame = (f->present & 1u << RN_RNP_F_MAX_FRAME)
+                        ? f->max_frame
+                        : RN_DEFAULT_MAX_FRAME;
+  conn->max_concurrent = (f->present & 1u << RN_RNP_F_MAX_CONCURRENT)
+                             ? f->max_concurrent
+                             : 0;
+  rn__pool_peer_max_frame(conn->pool, conn->max_frame);
   if (ep->has_incarnation &&
       memcmp(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE) == 0)
     return;
@@ -139,14 +149,23 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   }
 }
 
-/* GOAWAY: the server runs nothing above last_id. Those calls, and those
- * not yet written, go elsewhere as if never sent; the rest are answered
- * here before the connection closes. */
-static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
+/* GOAWAY: the server runs no request above last_id. Those calls, and
+ * those not yet written, go elsewhere as if never sent; the rest are
+ * answered here before the connection closes. PINGs are not requests: the
+ * server still answers every one (docs/protocol.md section 7), so an
+ * outstanding ping stays, its PONG expected and `pinging` still set. An
+ * abandoned attempt above last_id (a tombstone) will get no reply: it
+ * goes. */
+static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_pool_t *pool = conn->pool;
+  uint64_t last_id = f->id;
   rn_list_t moved, *pos, *tmp;
 
   pool->stats.goaways++;
+  conn->goaway = 1;
+  /* How long a restart takes, say: no connect to it before then. */
+  if (f->present & 1u << RN_RNP_F_RETRY_AFTER && f->retry_after_ms > 0)
+    rn__endpoint_hold_off(pool, conn->endpoint, f->retry_after_ms);
   rn_list_init(&moved);
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
@@ -160,13 +179,13 @@ static void rnp_goaway(rn_conn_t *conn, uint64_t last_id) {
   }
   rn_list_foreach_safe(pos, tmp, &conn->sent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    if (call->rnp_id <= last_id) continue;
+    if (call->rnp_id <= last_id || (call->internal && !call->tombstone))
+      continue;
     rn_list_remove(&call->node);
     call->conn = NULL;
     rn__conn_count_call(conn, -1);
     call->state = RN_SEND_UNSENT; /* proven: never run */
-    if (call->internal) {
-      conn->pinging = 0;
+    if (call->tombstone) {
       rn__call_release(call);
       continue;
     }
@@ -234,10 +253,13 @@ int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used) {
   *used = f.size;
   switch (f.type) {
   case RN_RNP_GOAWAY:
-    rnp_goaway(conn, f.id);
+    rnp_goaway(conn, &f);
     return 1;
   case RN_RNP_ERROR:
-    if (f.id == 0) return RN_EBADFRAME; /* the server saw us as broken */
+    /* About the connection: the server says we broke the protocol (a
+     * well-formed frame, so not EBADFRAME: the fault it reports is ours)
+     * and is closing. */
+    if (f.id == 0) return RN_EPEERPROTOCOL;
     break;
   case RN_RNP_REPLY:
   case RN_RNP_PONG:

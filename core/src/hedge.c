@@ -22,6 +22,9 @@ static rn_call_t *hedge_new(rn_call_t *parent) {
   }
   shadow->parent = parent;
   shadow->idempotent = 1;
+  /* rnp: the time left is written where the parent's frame keeps it;
+   * without it the copy would say DEADLINE 0, refused as expired. */
+  shadow->deadline_offset = parent->deadline_offset;
   shadow->max_attempts = 1; /* a failed hedge is not retried itself */
   parent->shadows_live++;
   parent->shadow_refs++;
@@ -50,6 +53,7 @@ void rn__hedge_due(rn_timer_t *timer) {
     rn_timer_start(timer, call->attempt_timeout);
     return;
   }
+  if (!rn__conn_fits(conn, call)) return; /* a server with a lower limit */
   shadow = hedge_new(call);
   if (shadow == NULL) return;
   pool->stats.hedges++;
@@ -72,6 +76,17 @@ void rn__hedge_complete(rn_call_t *shadow, int status, const char *body,
   rn_call_t *parent = shadow->parent;
   shadow->done = 1;
   parent->shadows_live--;
+  if (shadow->was_sent) parent->shadows_written--;
+  if (status != 0 && status != RN_EREPLY) {
+    /* A hedge lost after it left may have run: so may the call. One that
+     * never left, or that the server refused unrun (NOT_EXECUTED, above a
+     * GOAWAY), added no work: the call is as unsent as before, and the
+     * token goes back, as for any attempt proven not executed. */
+    if (shadow->state != RN_SEND_UNSENT)
+      parent->was_sent = 1;
+    else
+      rn__retry_refund(parent->pool);
+  }
   if (parent->done) return;
   if (status == 0 || status == RN_EREPLY) {
     int was_parked = parent->parked;

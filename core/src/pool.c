@@ -522,6 +522,13 @@ void rn__pool_dispatch(rn_pool_t *pool) {
         pool->stats.reuses++;
       rn_list_remove(&call->node);
       pool->pending_count--;
+      if (!rn__conn_fits(conn, call)) {
+        /* Accepted before its server's MAX_FRAME was known (later calls
+         * are refused by rn_pool_call): it must not be sent, anywhere. */
+        rn__call_complete(call, RN_EFRAMESIZE, NULL, 0, 0);
+        rn__call_release(call);
+        continue;
+      }
       if (call->attempt_timeout != 0) {
         call->attempt_timer.cb =
             call->hedged ? rn__hedge_due : pool_attempt_expired;
@@ -624,6 +631,11 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
     err = rn__call_set_frame(call, frame, len);
   }
   if (err) goto fail;
+  /* Larger than a server said it accepts: refused now, not sent. */
+  if (pool->peer_max_frame != 0 && call->frame_len > pool->peer_max_frame) {
+    err = RN_EFRAMESIZE;
+    goto fail;
+  }
   call->cb = cb;
   call->data = data;
   call->idempotent = options != NULL && options->idempotent;
@@ -640,7 +652,11 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   call->attempt_timeout = options != NULL && options->attempt_timeout
                               ? options->attempt_timeout
                               : pool->options.attempt_timeout;
-  if (call->idempotent) pool_call_hedging(pool, call, options);
+  /* Keyed calls are never hedged: the server runs a key once, so a copy
+   * to the same server only waits for the first (or is refused
+   * IN_PROGRESS), and one to another server may run it twice. */
+  if (call->idempotent && !call->keyed)
+    pool_call_hedging(pool, call, options);
   err = timeout == pool->deadlines.timeout
             ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
             : rn_timer_start(&call->deadline, timeout);
@@ -708,6 +724,11 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
     pool_warm(pool, ep);
 }
 
+void rn__pool_peer_max_frame(rn_pool_t *pool, size_t max_frame) {
+  if (pool->peer_max_frame == 0 || max_frame < pool->peer_max_frame)
+    pool->peer_max_frame = max_frame;
+}
+
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
   if (call->done) {
     rn__call_release(call);
@@ -763,12 +784,19 @@ static void pool_count_eviction(rn_pool_t *pool, const char *reason) {
   else if (strcmp(reason, "eof") == 0 || strcmp(reason, "reset") == 0)
     st->evictions.peer_closed++;
   else if (strcmp(reason, "unexpected") == 0 ||
-           strcmp(reason, "bad_frame") == 0)
+           strcmp(reason, "bad_frame") == 0 ||
+           strcmp(reason, "protocol_error") == 0)
     st->evictions.unexpected++;
   else if (strcmp(reason, "removed") == 0)
     st->evictions.removed++;
   else if (strcmp(reason, "pool_closed") != 0)
     st->evictions.error++;
+}
+
+/* Errors of this process, not of the peer: out of descriptors or memory. */
+static int pool_error_is_ours(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOMEM ||
+         err == UV_ENOBUFS;
 }
 
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
@@ -782,9 +810,21 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
                           err == UV_EPIPE || err == RN_EDEADPEER))
     pool_drop_siblings(pool, conn);
   /* Closes the pool made itself (idle, lifetime, stale siblings, removed)
-   * are not the endpoint's fault. */
-  if ((!conn->answered && err != 0 && err != RN_ESTALE && err != RN_ECLOSED) ||
-      err == RN_EDEADPEER) {
+   * are not the endpoint's fault. Nor is a shortage of our own: no
+   * failure is counted (no backoff growth, no ejection, no re-resolve);
+   * connects there only pause for the first backoff step, so as not to
+   * spin while it lasts, and waiting calls end with its error. */
+  if (pool_error_is_ours(err)) {
+    if (!conn->was_ready) {
+      pool->stats.connect_failures++;
+      pool->last_connect_error = err;
+    }
+    uv_update_time(pool->loop->uv);
+    ep->retry_at = RN_MAX(ep->retry_at, rn_loop_now(pool->loop) +
+                                            pool->options.reconnect.initial);
+  } else if ((!conn->answered && err != 0 && err != RN_ESTALE &&
+              err != RN_ECLOSED) ||
+             err == RN_EDEADPEER) {
     /* Refused, timed out, accepted and then dropped before answering
      * anything, or gone silent: wait before the next connect to this
      * endpoint. */
@@ -836,7 +876,7 @@ static void pool_maintain(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   const rn_pool_options_t *o = &pool->options;
   uint64_t now = rn_loop_now(pool->loop);
-  size_t i;
+  size_t i, max_frame = SIZE_MAX;
 
   if (pool->conns_closed) return;
   for (i = 0; i < pool->endpoint_count && !pool->closing; i++) {
@@ -850,6 +890,7 @@ static void pool_maintain(rn_timer_t *timer) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       tmp = pos->prev;
       if (conn->state != RN_CONN_READY) continue;
+      if (conn->max_frame != 0) max_frame = RN_MIN(max_frame, conn->max_frame);
       if (conn->expires_at != 0 && now >= conn->expires_at)
         rn__conn_retire(conn, "max_lifetime");
       if (conn->retiring) continue;
@@ -867,6 +908,9 @@ static void pool_maintain(rn_timer_t *timer) {
     if (usable) pool_warm(pool, ep);
   }
   if (pool->closing) return;
+  /* A server that came back with a larger MAX_FRAME: calls up to it are
+   * accepted again once no ready connection has a smaller one. */
+  if (max_frame != SIZE_MAX) pool->peer_max_frame = max_frame;
   pool_spread(pool, now);
   if (pool->closing) return;
   if (o->resolve_ttl != 0 && now >= pool->resolved_at + o->resolve_ttl)
@@ -1017,7 +1061,7 @@ void rn_pool_reset_backoff(rn_pool_t *pool) {
   if (pool->closing) return;
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep = pool->endpoints[i];
-    ep->retry_at = 0;
+    ep->retry_at = ep->hold_until = 0;
     rn__backoff_reset(&ep->backoff);
     rn__endpoint_end_ejection(pool, ep);
   }

@@ -225,14 +225,15 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
 /* A connect failed, a connection never answered, or a peer went silent
  * or reset with calls on it: back off, and eject after too many. */
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
-  uint64_t now;
+  uint64_t now, delay;
   /* From the real now: the loop's cached clock can lag by however long
    * this turn of the loop has run, which would shorten the backoff. */
   uv_update_time(pool->loop->uv);
   now = rn_loop_now(pool->loop);
   ep->failures++;
   ep->lost = 1;
-  ep->retry_at = now + rn__backoff_next(&ep->backoff, pool->loop);
+  delay = rn__backoff_next(&ep->backoff, pool->loop); /* grows it: once */
+  ep->retry_at = RN_MAX(now + delay, ep->hold_until);
   endpoint_maybe_eject(pool, ep, now, err);
 }
 
@@ -242,8 +243,20 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   (void)pool;
   ep->failures = 0;
-  ep->retry_at = 0;
+  ep->retry_at = ep->hold_until; /* a pause the server asked for stays */
   rn__backoff_reset(&ep->backoff);
+}
+
+/* A pause the server chose (a restart's expected length, say): not a
+ * failure, so no backoff growth and no ejection; connects wait for it,
+ * calls go to other endpoints or wait, within their deadlines. */
+void rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                           uint64_t delay_ms) {
+  uint64_t until;
+  uv_update_time(pool->loop->uv);
+  until = rn_loop_now(pool->loop) + delay_ms;
+  ep->hold_until = RN_MAX(ep->hold_until, until);
+  ep->retry_at = RN_MAX(ep->retry_at, until);
 }
 
 int rn_pool_endpoint_info(rn_pool_t *pool, size_t index,

@@ -38,15 +38,21 @@ void rn__retry_spend(rn_pool_t *pool) {
   if (allowed && !rn__retry_budget_allows(pool)) budget_event(pool, "exhausted");
 }
 
-void rn__retry_succeeded(rn_pool_t *pool) {
+static void budget_add(rn_pool_t *pool, double tokens) {
   const rn_retry_options_t *o = &pool->options.retry;
   int allowed;
   if (pool->budget >= o->budget_tokens) return;
   allowed = rn__retry_budget_allows(pool);
-  pool->budget += o->budget_ratio;
+  pool->budget += tokens;
   if (pool->budget > o->budget_tokens) pool->budget = o->budget_tokens;
   if (!allowed && rn__retry_budget_allows(pool)) budget_event(pool, "restored");
 }
+
+void rn__retry_succeeded(rn_pool_t *pool) {
+  budget_add(pool, pool->options.retry.budget_ratio);
+}
+
+void rn__retry_refund(rn_pool_t *pool) { budget_add(pool, 1); }
 
 /* Full jitter: uniform in [0, min(max, initial * 2^(n-1))) after the n-th
  * attempt, so that calls that failed together spread out. */

@@ -14,7 +14,9 @@ static void test_own_codes(void) {
   ASSERT_STR_EQ(rn_err_name(RN_ENOTEXEC), "ENOTEXEC");
   ASSERT_STR_EQ(rn_err_name(RN_EHANDSHAKE), "EHANDSHAKE");
   ASSERT_STR_EQ(rn_err_name(RN_EHANDLER), "EHANDLER");
-  ASSERT_STR_EQ(rn_strerror(RN_EOVERLOAD), "too many calls pending");
+  ASSERT_STR_EQ(rn_strerror(RN_EOVERLOAD),
+                "too many calls pending or in flight");
+  ASSERT_STR_EQ(rn_err_name(RN_EPEERPROTOCOL), "EPEERPROTOCOL");
   ASSERT_STR_EQ(rn_strerror(RN_EFRAMESIZE), "frame larger than max_frame");
   ASSERT_STR_EQ(rn_strerror(RN_EHANDLER), "request handler failed");
   ASSERT_EQ(RN_EOVERLOAD, -30001);

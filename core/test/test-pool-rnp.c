@@ -22,6 +22,9 @@ typedef struct peer_s {
   int open;
   int closed_by_client;
   uint64_t last_request_id;
+  uint64_t accepted_at; /* loop ms */
+  int outstanding;      /* requests held, not yet answered */
+  int max_outstanding;
 } peer_t;
 
 typedef struct held_s {
@@ -51,6 +54,14 @@ static int requests_seen;
 static char last_key[RN_RNP_KEY_MAX + 1];
 static uint32_t last_deadline;
 static int deadline_seen;
+/* What the server's HELLO announces (0: left out). */
+static uint32_t hello_max_frame;
+static uint32_t hello_max_concurrent;
+/* A PING goes to ping_hook when set (1: it answered or kept it), else it is
+ * answered at once. */
+static int (*ping_hook)(peer_t *peer, uint64_t id);
+static int pings_seen;
+static int expired_seen; /* requests refused for a DEADLINE of 0 */
 
 /* ------------------------------------------------------------------------ */
 /* The scripted server                                                        */
@@ -103,12 +114,29 @@ static void send_error(peer_t *peer, uint64_t id, unsigned code, int flags,
   peer_send(peer, &f);
 }
 
-static void send_goaway(peer_t *peer, uint64_t last_id) {
+static void send_goaway_after(peer_t *peer, uint64_t last_id,
+                              uint32_t retry_after) {
   rn_rnp_frame_t f;
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_GOAWAY;
   f.id = last_id;
+  if (retry_after) {
+    f.present = 1u << RN_RNP_F_RETRY_AFTER;
+    f.retry_after_ms = retry_after;
+  }
   peer_send(peer, &f);
+}
+
+static void send_goaway(peer_t *peer, uint64_t last_id) {
+  send_goaway_after(peer, last_id, 0);
+}
+
+static void send_pong(peer_t *peer, uint64_t id) {
+  rn_rnp_frame_t pong;
+  memset(&pong, 0, sizeof(pong));
+  pong.type = RN_RNP_PONG;
+  pong.id = id;
+  peer_send(peer, &pong);
 }
 
 static void send_hello(peer_t *peer, uint64_t id) {
@@ -119,6 +147,14 @@ static void send_hello(peer_t *peer, uint64_t id) {
   f.present = 1u << RN_RNP_F_VERSION | 1u << RN_RNP_F_INCARNATION;
   f.version = RN_RNP_VERSION;
   f.incarnation = incarnation;
+  if (hello_max_frame) {
+    f.present |= 1u << RN_RNP_F_MAX_FRAME;
+    f.max_frame = hello_max_frame;
+  }
+  if (hello_max_concurrent) {
+    f.present |= 1u << RN_RNP_F_MAX_CONCURRENT;
+    f.max_concurrent = hello_max_concurrent;
+  }
   peer_send(peer, &f);
 }
 
@@ -142,8 +178,10 @@ static void hold(peer_t *peer, const rn_rnp_frame_t *f) {
   h = &held[nheld++];
   h->peer = peer;
   h->id = f->id;
-  h->len = MIN(f->payload_len, sizeof(h->body));
+  /* Terminated: the body is read back as a number, and slots are reused. */
+  h->len = MIN(f->payload_len, sizeof(h->body) - 1);
   memcpy(h->body, f->payload, h->len);
+  h->body[h->len] = '\0';
 }
 
 static void peer_closed(uv_handle_t *handle) {
@@ -193,11 +231,8 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         send_hello(peer, f.id);
       }
     } else if (f.type == RN_RNP_PING) {
-      rn_rnp_frame_t pong;
-      memset(&pong, 0, sizeof(pong));
-      pong.type = RN_RNP_PONG;
-      pong.id = f.id;
-      peer_send(peer, &pong);
+      pings_seen++;
+      if (ping_hook == NULL || !ping_hook(peer, f.id)) send_pong(peer, f.id);
     } else {
       ASSERT_EQ(f.type, RN_RNP_REQUEST);
       /* Ids only grow on a connection: the client stamps them in order. */
@@ -210,6 +245,12 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       if (f.present & 1u << RN_RNP_F_KEY) {
         memcpy(last_key, f.key, f.key_len);
         last_key[f.key_len] = '\0';
+      }
+      /* As resilnet's server does: no time left, not run. */
+      if (deadline_seen && last_deadline == 0) {
+        expired_seen++;
+        send_error(peer, f.id, RN_RNP_ERR_DEADLINE, RN_RNP_NOT_EXECUTED, 0);
+        continue;
       }
       if (script(peer, &f)) execute(&f);
     }
@@ -228,6 +269,7 @@ static void on_connection(uv_stream_t *l, int status) {
   peer->tcp.data = peer;
   ASSERT_OK(uv_accept(l, (uv_stream_t *)&peer->tcp));
   peer->open = 1;
+  peer->accepted_at = uv_now(uv);
   ASSERT_OK(uv_read_start((uv_stream_t *)&peer->tcp, peer_alloc, peer_read));
 }
 
@@ -238,6 +280,9 @@ static void server_start(script_fn fn) {
   memset(incarnation, 'A', sizeof(incarnation));
   memset(executions, 0, sizeof(executions));
   npeers = nheld = requests_seen = hold_hellos = 0;
+  pings_seen = expired_seen = 0;
+  hello_max_frame = hello_max_concurrent = 0;
+  ping_hook = NULL;
   script = fn;
   ASSERT_OK(uv_tcp_init(uv, &listener));
   ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
@@ -284,6 +329,13 @@ static void on_result(rn_pool_t *pool, void *data, const rn_result_t *r) {
   completed++;
 }
 
+/* Options a test changes from pool_new's, or NULL. */
+static void (*tune)(rn_pool_options_t *o);
+/* The attempt_timeout of the next call() (0: none). */
+static uint64_t next_attempt_timeout;
+/* The hedge delay of the next call() (0: the pool's, which is none). */
+static uint64_t next_hedge_delay;
+
 static rn_pool_t *pool_new(unsigned size) {
   rn_pool_options_t o;
   const char *list[1];
@@ -296,6 +348,7 @@ static rn_pool_t *pool_new(unsigned size) {
   o.size = size;
   o.timeout = 3000;
   o.retry.initial = 5;
+  if (tune != NULL) tune(&o);
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
   return pool;
 }
@@ -310,6 +363,12 @@ static void call(rn_pool_t *pool, int n, int idempotent, const char *key,
   memset(&co, 0, sizeof(co));
   co.idempotent = idempotent;
   co.timeout = timeout;
+  co.attempt_timeout = next_attempt_timeout;
+  if (next_hedge_delay) {
+    co.hedge = 1;
+    co.hedge_delay = next_hedge_delay;
+    co.hedge_max = 2;
+  }
   if (key != NULL) {
     co.key = key;
     co.key_len = strlen(key);
@@ -329,8 +388,34 @@ static void run_until(int n_completed, uint64_t max_ms) {
   ASSERT_EQ(completed, n_completed);
 }
 
+/* Runs the loop until *flag is non-zero, at most max_ms. */
+static void run_until_flag(const int *flag, uint64_t max_ms) {
+  uint64_t start = uv_now(uv);
+  while (!*flag && uv_now(uv) - start < max_ms) uv_run(uv, UV_RUN_ONCE);
+  ASSERT(*flag);
+}
+
+static int run_for_done;
+static void run_for_due(uv_timer_t *t) {
+  (void)t;
+  run_for_done = 1;
+}
+
+/* Lets the loop run for ms (waits on time itself). */
+static void run_for(uint64_t ms) {
+  uv_timer_t t;
+  run_for_done = 0;
+  ASSERT_OK(uv_timer_init(uv, &t));
+  ASSERT_OK(uv_timer_start(&t, run_for_due, ms, 0));
+  while (!run_for_done) uv_run(uv, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(uv, UV_RUN_NOWAIT);
+}
+
 static void setup(void) {
   completed = 0;
+  tune = NULL;
+  next_attempt_timeout = next_hedge_delay = 0;
   ASSERT_OK(rn_loop_new(NULL, &loop));
   uv = rn_loop_uv(loop);
 }
@@ -601,6 +686,400 @@ static void test_unknown_id(void) {
   teardown(pool);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 3: a draining connection keeps what the server accepted */
+
+static int script_hold(peer_t *peer, const rn_rnp_frame_t *f) {
+  hold(peer, f);
+  return 0; /* counted when answered */
+}
+
+static void answer_held(int i) {
+  send_reply(held[i].peer, held[i].id, held[i].body, held[i].len);
+  executions[atoi(held[i].body)]++;
+}
+
+static void tune_fast_heartbeat(rn_pool_options_t *o) {
+  o->heartbeat_interval = 20;
+  o->heartbeat_timeout = 600;
+}
+
+/* A ping comes while the request is held: the server says GOAWAY with the
+ * request as the last it runs (the ping's id is above it), answers the
+ * ping, then the request. */
+static int ping_goaway_then_answer(peer_t *peer, uint64_t id) {
+  if (nheld != 1) return 0;
+  ping_hook = NULL;
+  send_goaway(peer, held[0].id);
+  send_pong(peer, id);
+  answer_held(0);
+  return 1;
+}
+
+/* The PONG of a ping sent before the GOAWAY is expected, not a reply for
+ * nothing: the request the server accepted gets its reply. */
+static void test_goaway_pong_of_earlier_ping_is_expected(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_hold);
+  ping_hook = ping_goaway_then_answer;
+  tune = tune_fast_heartbeat;
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0); /* not idempotent: no second chance */
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_MEM_EQ(results[1].body, "1", 1);
+  ASSERT_EQ(executions[1], 1);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.goaways, 1);
+  ASSERT_EQ(st.evictions.unexpected, 0);
+  /* Drained: the client hangs up itself. */
+  {
+    uint64_t start = uv_now(uv);
+    while (!peers[0].closed_by_client && uv_now(uv) - start < 3000)
+      uv_run(uv, UV_RUN_ONCE);
+  }
+  ASSERT(peers[0].closed_by_client);
+  teardown(pool);
+}
+
+static peer_t *held_ping_peer;
+static uint64_t held_ping_id;
+
+static int ping_keep(peer_t *peer, uint64_t id) {
+  if (held_ping_peer == NULL) {
+    held_ping_peer = peer;
+    held_ping_id = id;
+  }
+  return 1;
+}
+
+/* A ping is out (below the GOAWAY's last id) and an abandoned attempt
+ * above it is dropped: the ping is still out, so no second ping may go
+ * while it is; and once the accepted requests are answered the client
+ * hangs up without waiting for the PONG (nothing else is owed; a server
+ * need not answer after its replies), which is no failure. */
+static void test_goaway_tombstone_keeps_pinging(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  rn_endpoint_info_t info;
+  setup();
+  server_start(script_hold);
+  held_ping_peer = NULL;
+  ping_hook = ping_keep;
+  tune = tune_fast_heartbeat;
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until_flag(&pings_seen, 3000); /* the ping goes after request 1 */
+  call(pool, 3, 0, NULL, 0);         /* accepted: the GOAWAY's last */
+  next_attempt_timeout = 30;
+  call(pool, 2, 0, NULL, 0);         /* abandoned: a tombstone above it */
+  next_attempt_timeout = 0;
+  run_until(1, 3000);
+  ASSERT_EQ(results[2].status, UV_ETIMEDOUT);
+  ASSERT_EQ(nheld, 3);
+  ASSERT_LT(held_ping_id, held[1].id);
+  ASSERT_LT(held[1].id, held[2].id);
+  run_for(150);
+  send_goaway(&peers[0], held[1].id);
+  /* Past the moment the heartbeat looks again (the ping's silence
+   * deadline, 600 ms after the first request), before the one counted
+   * from the GOAWAY. */
+  run_for(500);
+  ASSERT_EQ(pings_seen, 1);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.heartbeats, 1);
+  answer_held(0);
+  answer_held(1);
+  run_until(3, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_OK(results[3].status);
+  ASSERT_EQ(executions[2], 0);
+  /* The ping stays unanswered. */
+  run_until_flag(&peers[0].closed_by_client, 3000);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.open, 0);
+  ASSERT_EQ(st.dead_peers, 0);
+  ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
+  ASSERT_STR_EQ(info.state, "idle"); /* not a transient failure */
+  ASSERT_EQ(info.failures, 0);
+  teardown(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 4: hedges on rnp                                          */
+
+static uint32_t hedge_deadline;
+static int hedge_refused;
+
+/* The first connection holds its requests (a slow server); the others
+ * answer at once, noting the time left the request carried. */
+static int script_first_slow(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer == &peers[0]) {
+    hold(peer, f);
+    return 0;
+  }
+  hedge_deadline = f->deadline_ms;
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+/* A hedge carries the call's deadline, so the server runs it, and its
+ * reply completes the call while the first attempt is still slow. */
+static void test_hedge_answers_slow_call(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  uint64_t start;
+  setup();
+  server_start(script_first_slow);
+  hedge_deadline = 0;
+  pool = pool_new(2);
+  start = uv_now(uv);
+  next_hedge_delay = 30;
+  call(pool, 1, 1, NULL, 2000);
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_MEM_EQ(results[1].body, "1", 1);
+  ASSERT_LT(results[1].at - start, 1000); /* not the deadline */
+  ASSERT_EQ(expired_seen, 0);
+  ASSERT_GT(hedge_deadline, 1000); /* the time left, not 0 */
+  ASSERT_LE(hedge_deadline, 2000);
+  ASSERT_EQ(executions[1], 1);     /* by the hedge; the first is held */
+  ASSERT_EQ(nheld, 1);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.hedges, 1);
+  teardown(pool);
+}
+
+/* The hedge is refused unrun; the first attempt is held. */
+static int script_refuse_hedge(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer == &peers[0]) {
+    hold(peer, f);
+    return 0;
+  }
+  send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED, 0);
+  hedge_refused = 1;
+  return 0;
+}
+
+/* A hedge the server refused unrun leaves the call as unexecuted as it
+ * was, and gives its token back: when the first attempt is refused too,
+ * the call fails with maybe_executed false, the budget full. */
+static void test_refused_hedge_not_sent(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_refuse_hedge);
+  hedge_refused = 0;
+  pool = pool_new(2);
+  next_hedge_delay = 30;
+  call(pool, 1, 1, NULL, 2000);
+  run_until_flag(&hedge_refused, 3000);
+  run_for(20); /* the refusal is read */
+  ASSERT_EQ(completed, 0);
+  ASSERT_EQ(nheld, 1);
+  /* The first attempt: refused too, with a pause past the deadline. */
+  send_error(held[0].peer, held[0].id, RN_RNP_ERR_OVERLOADED,
+             RN_RNP_NOT_EXECUTED, 10000);
+  run_until(1, 3000);
+  ASSERT_EQ(results[1].status, RN_EOVERLOAD);
+  ASSERT_EQ(results[1].maybe_executed, 0);
+  ASSERT_EQ(executions[1], 0);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.hedges, 1);
+  ASSERT(st.budget == 10.0); /* the hedge's token came back */
+  teardown(pool);
+}
+
+/* A keyed call is never hedged, idempotent or not (the documented rule):
+ * its server runs the key once, so a copy adds nothing there and may run
+ * it twice elsewhere. */
+static void test_keyed_call_not_hedged(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_first_slow);
+  pool = pool_new(2);
+  next_hedge_delay = 20;
+  call(pool, 1, 1, "order-18", 2000);
+  run_until_flag(&nheld, 3000);
+  run_for(200); /* ten hedge delays */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.hedges, 0);
+  ASSERT_EQ(requests_seen, 1);
+  answer_held(0);
+  run_until(1, 3000);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(executions[1], 1);
+  teardown(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 9: the pool honours what an rnp server announces        */
+
+/* Call n with a body of len bytes ("n" padded with spaces). Returns what
+ * rn_pool_call returned. */
+static int call_sized(rn_pool_t *pool, int n, size_t len) {
+  rn_buf_t frame;
+  char body[256];
+  int r;
+  ASSERT_LE(len, sizeof(body));
+  memset(body, ' ', len);
+  body[snprintf(body, sizeof(body), "%d", n)] = ' ';
+  memset(&results[n], 0, sizeof(results[n]));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, len));
+  r = rn_pool_call(pool, frame.base, frame.len, NULL, on_result, &results[n]);
+  rn_buf_free(&frame);
+  return r;
+}
+
+/* A frame larger than the server's MAX_FRAME is never sent: refused by
+ * rn_pool_call once the limit is known, failed unsent (maybe_executed
+ * false) if it was accepted before. */
+static void test_server_max_frame(void) {
+  rn_pool_t *pool;
+  setup();
+  server_start(script_echo);
+  hello_max_frame = 64;
+  pool = pool_new(1);
+  /* Before any HELLO: accepted, then failed once the limit is heard. */
+  ASSERT_OK(call_sized(pool, 1, 100));
+  ASSERT_OK(call_sized(pool, 2, 10));
+  run_until(2, 3000);
+  ASSERT_EQ(results[1].status, RN_EFRAMESIZE);
+  ASSERT_EQ(results[1].maybe_executed, 0);
+  ASSERT_EQ(results[1].attempts, 0);
+  ASSERT_OK(results[2].status);
+  ASSERT_EQ(requests_seen, 1); /* the large one never left */
+  ASSERT_EQ(executions[1], 0);
+  /* Now known: refused at once, no callback. */
+  ASSERT_EQ(call_sized(pool, 3, 100), RN_EFRAMESIZE);
+  ASSERT_OK(call_sized(pool, 4, 40)); /* 52 bytes with the header */
+  run_until(3, 3000);
+  ASSERT_OK(results[4].status);
+  ASSERT_EQ(results[3].fired, 0);
+  ASSERT_EQ(requests_seen, 2);
+  teardown(pool);
+}
+
+static uv_timer_t answer_timer;
+static int overloaded_refusals;
+
+/* Like resilnet's server with max_concurrent 2 and no queue: a third
+ * request at once on a connection is refused unrun. */
+static int script_two_at_once(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer->outstanding >= 2) {
+    overloaded_refusals++;
+    send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED, 0);
+    return 0;
+  }
+  hold(peer, f);
+  peer->outstanding++;
+  peer->max_outstanding = MAX(peer->max_outstanding, peer->outstanding);
+  return 0;
+}
+
+/* Every 5 ms the held requests are answered. */
+static void answer_all(uv_timer_t *t) {
+  int i;
+  (void)t;
+  for (i = 0; i < nheld; i++) {
+    held[i].peer->outstanding--;
+    answer_held(i);
+  }
+  nheld = 0;
+}
+
+/* Never more requests at once on a connection than its server's
+ * MAX_CONCURRENT: the rest wait in the pool's queue, and no call is
+ * refused OVERLOADED. */
+static void test_server_max_concurrent(void) {
+  rn_pool_t *pool;
+  int i;
+  setup();
+  server_start(script_two_at_once);
+  hello_max_concurrent = 2;
+  overloaded_refusals = 0;
+  ASSERT_OK(uv_timer_init(uv, &answer_timer));
+  ASSERT_OK(uv_timer_start(&answer_timer, answer_all, 5, 5));
+  pool = pool_new(1);
+  for (i = 0; i < 20; i++) call(pool, i, 0, NULL, 0);
+  run_until(20, 5000);
+  for (i = 0; i < 20; i++) {
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(executions[i], 1);
+  }
+  ASSERT_EQ(overloaded_refusals, 0);
+  ASSERT_EQ(npeers, 1);
+  ASSERT_EQ(peers[0].max_outstanding, 2);
+  uv_close((uv_handle_t *)&answer_timer, NULL);
+  teardown(pool);
+}
+
+static uint64_t goaway_at;
+
+/* Answers the first request, then says GOAWAY with RETRY_AFTER 300 ms. */
+static int script_goaway_retry_after(peer_t *peer, const rn_rnp_frame_t *f) {
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  if (peer == &peers[0]) {
+    send_goaway_after(peer, f->id, 300);
+    goaway_at = uv_now(uv);
+  }
+  return 1;
+}
+
+/* A GOAWAY's RETRY_AFTER holds off connects to that endpoint: the next
+ * call waits for it (within its deadline) instead of reconnecting at
+ * once; the pause is not a failure. */
+static void test_goaway_retry_after(void) {
+  rn_pool_t *pool;
+  rn_endpoint_info_t info;
+  setup();
+  server_start(script_goaway_retry_after);
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until(1, 3000);
+  run_for(20); /* the GOAWAY is read */
+  call(pool, 2, 0, NULL, 2000);
+  run_until(2, 3000);
+  ASSERT_OK(results[2].status);
+  ASSERT_EQ(npeers, 2);
+  ASSERT_GE(peers[1].accepted_at - goaway_at, 290);
+  ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
+  ASSERT_EQ(info.failures, 0);
+  teardown(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Issue 14, defect 10: error codes that say what happened                   */
+
+/* The server says the client broke the protocol, and hangs up. */
+static int script_protocol_error(peer_t *peer, const rn_rnp_frame_t *f) {
+  (void)f;
+  send_error(peer, 0, RN_RNP_ERR_PROTOCOL, 0, 0);
+  peer_close(peer, 0);
+  return 0;
+}
+
+/* A well-formed ERROR{id 0, PROTOCOL} is the server's verdict, not a
+ * malformed frame: the call fails with its own code. */
+static void test_server_protocol_error(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_protocol_error);
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until(1, 3000);
+  ASSERT_EQ(results[1].status, RN_EPEERPROTOCOL);
+  ASSERT_EQ(results[1].maybe_executed, 1); /* it was sent */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.evictions.unexpected, 1);
+  teardown(pool);
+}
+
 int main(void) {
   TEST_RUN(test_out_of_order);
   TEST_RUN(test_not_executed);
@@ -608,5 +1087,14 @@ int main(void) {
   TEST_RUN(test_key_makes_retry_safe);
   TEST_RUN(test_new_incarnation);
   TEST_RUN(test_unknown_id);
+  TEST_RUN(test_goaway_pong_of_earlier_ping_is_expected);
+  TEST_RUN(test_goaway_tombstone_keeps_pinging);
+  TEST_RUN(test_hedge_answers_slow_call);
+  TEST_RUN(test_refused_hedge_not_sent);
+  TEST_RUN(test_keyed_call_not_hedged);
+  TEST_RUN(test_server_max_frame);
+  TEST_RUN(test_server_max_concurrent);
+  TEST_RUN(test_goaway_retry_after);
+  TEST_RUN(test_server_protocol_error);
   return 0;
 }

@@ -3,7 +3,12 @@
  * sees a bounded, decreasing rate of connects, never a hot loop. */
 #include "resilnet.h"
 #include "task.h"
+#include "helpers.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define ATTEMPTS 200
@@ -39,21 +44,17 @@ static void stop_at_enough(uv_timer_t *t) {
   if (connects > ATTEMPTS) uv_stop(t->loop);
 }
 
-static void test_backoff_bounds(void) {
+static void stop_after_three(uv_timer_t *t) {
+  if (connects >= 3) uv_stop(t->loop);
+}
+
+/* Writes "host:port" of a port nobody listens on (bound, read, closed)
+ * into ep (size >= 96). */
+static void dead_endpoint(char *ep) {
   rn_server_options_t so;
   rn_server_t *gone;
-  rn_pool_options_t po;
-  rn_pool_t *pool;
-  const char *eps[1];
-  char host[64], ep[96];
-  int port, i;
-  uv_timer_t watch;
-  static const char frame[] = "x\n";
-  rn_call_options_t opts = {.timeout = 30000};
-  double base = 5.0, min_total = 0;
-
-  ASSERT_OK(rn_loop_new(NULL, &loop));
-  /* A port nobody listens on: bound, read, closed. */
+  char host[64];
+  int port;
   rn_server_options_init(&so);
   so.listen = "127.0.0.1:0";
   so.codec.protocol = RN_PROTOCOL_LINE;
@@ -62,7 +63,22 @@ static void test_backoff_bounds(void) {
   ASSERT_OK(rn_server_address(gone, host, sizeof(host), &port));
   rn_server_close(gone, NULL);
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  snprintf(ep, sizeof(ep), "%s:%d", host, port);
+  snprintf(ep, 96, "%s:%d", host, port);
+}
+
+static void test_backoff_bounds(void) {
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  const char *eps[1];
+  char ep[96];
+  int i;
+  uv_timer_t watch;
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {.timeout = 30000};
+  double base = 5.0, min_total = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  dead_endpoint(ep);
 
   rn_pool_options_init(&po);
   eps[0] = ep;
@@ -109,7 +125,154 @@ static void test_backoff_bounds(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+/* Each failure grows the backoff by one step, not two: with steps large
+ * enough to tell apart through scheduling noise (100, 300, 900 ms, no
+ * jitter), the pauses are 100 and 300 ms, not 300 and 2700. (A backoff
+ * step taken twice per failure once hid within test_backoff_bounds'
+ * allowance for lateness.) */
+static void test_backoff_grows_once_per_failure(void) {
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  const char *eps[1];
+  char ep[96];
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {.timeout = 30000};
+  uv_timer_t watch;
+  double gap1, gap2;
+
+  connects = closes = failed = 0;
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  dead_endpoint(ep);
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.on_event = on_event;
+  po.reconnect.initial = 100;
+  po.reconnect.multiplier = 3;
+  po.reconnect.jitter = 0;
+  po.reconnect.max = 60000;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_result, NULL));
+  uv_timer_init(rn_loop_uv(loop), &watch);
+  uv_timer_start(&watch, stop_after_three, 1, 1);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_GE(connects, 3);
+  gap1 = (double)(connect_at[1] - closed_at[0]) / 1e6;
+  gap2 = (double)(connect_at[2] - closed_at[1]) / 1e6;
+  if (gap1 < 98.5 || gap1 > 200 || gap2 < 298.5 || gap2 > 600) {
+    fprintf(stderr, "pauses %.1f and %.1f ms, want 100 and 300\n", gap1,
+            gap2);
+    ASSERT(0);
+  }
+  uv_close((uv_handle_t *)&watch, NULL);
+  rn_pool_close(pool, 0, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(failed, 1);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+/* Issue 14, defect 10: a connect that fails for want of descriptors here
+ * (EMFILE) is our shortage, not the endpoint's failure: no failure is
+ * counted, the backoff does not grow, and once descriptors are free again
+ * the next connect goes at once. */
+
+static void echo_line(rn_server_t *server, rn_request_t *req,
+                      const char *body, size_t len) {
+  rn_buf_t out;
+  (void)server;
+  rn_buf_init(&out);
+  ASSERT_OK(rn_codec_encode(rn_server_codec(server), &out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static int emfile_status, emfile_done;
+static uint64_t emfile_at;
+
+static void on_emfile_result(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  emfile_status = r->status;
+  emfile_done++;
+  emfile_at = uv_now(rn_loop_uv(loop));
+}
+
+static void test_emfile_is_not_the_endpoints_failure(void) {
+  static int fds[1024];
+  int nfds = 0, i;
+  struct rlimit saved, low;
+  rn_server_t *server;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  rn_endpoint_info_t info;
+  const char *eps[1];
+  char ep[96];
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {.timeout = 300};
+  uint64_t start;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  server = test_start_server(loop, RN_PROTOCOL_LINE, echo_line, "127.0.0.1:0",
+                             ep);
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.heartbeat_interval = 0;
+  po.reconnect.initial = 20;
+  po.reconnect.multiplier = 2;
+  po.reconnect.jitter = 0;
+  po.reconnect.max = 5000;
+  po.eject.failures = 2;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+
+  /* Every descriptor taken: a low limit, filled. */
+  ASSERT_OK(getrlimit(RLIMIT_NOFILE, &saved));
+  low = saved;
+  if (low.rlim_cur > 256) low.rlim_cur = 256;
+  ASSERT_OK(setrlimit(RLIMIT_NOFILE, &low));
+  for (;;) {
+    int fd = open("/dev/null", O_RDONLY);
+    if (fd < 0) {
+      ASSERT_EQ(errno, EMFILE);
+      break;
+    }
+    ASSERT_LT(nfds, 1024);
+    fds[nfds++] = fd;
+  }
+  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_emfile_result, NULL));
+  while (!emfile_done) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  for (i = 0; i < nfds; i++) close(fds[i]);
+  ASSERT_OK(setrlimit(RLIMIT_NOFILE, &saved));
+
+  ASSERT_EQ(emfile_status, UV_EMFILE); /* the waiting call says why */
+  rn_pool_stats(pool, &st);
+  ASSERT_GE(st.connect_failures, 3); /* paced, yet tried all along */
+  ASSERT_EQ(st.ejections, 0);
+  ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
+  ASSERT_EQ(info.failures, 0);
+
+  /* Descriptors are back: no grown backoff to wait out. */
+  opts.timeout = 2000;
+  start = uv_now(rn_loop_uv(loop));
+  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_emfile_result, NULL));
+  while (emfile_done < 2) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_OK(emfile_status);
+  ASSERT_LT(emfile_at - start, 100);
+
+  rn_pool_close(pool, 0, NULL);
+  rn_server_close(server, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 int main(void) {
   TEST_RUN(test_backoff_bounds);
+  TEST_RUN(test_backoff_grows_once_per_failure);
+  TEST_RUN(test_emfile_is_not_the_endpoints_failure);
   return 0;
 }

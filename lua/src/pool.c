@@ -23,6 +23,9 @@ typedef struct lrn_pool_s {
   int classify_ref;       /* retry.classify, or LUA_NOREF */
   int pin_ref;            /* the userdata, while calls are in flight */
   unsigned in_flight;
+  /* The reason of the overload event fired inside rn_pool_call (a static
+   * string): which limit the EOVERLOAD it returns is about. */
+  const char *overload_reason;
 } lrn_pool_t;
 
 /* The pool handle at idx (NULL once closed), or raises. The metatable is
@@ -194,6 +197,8 @@ static rn_classify_t lrn_pool_classify(rn_pool_t *pool,
 
 static void lrn_pool_event(rn_pool_t *pool, const rn_pool_event_t *ev) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  if (ev->type == RN_EVENT_OVERLOAD)
+    p->overload_reason = ev->reason;
   if (!lrn_quiet(p) && p->event_ref != LUA_NOREF)
     lrn_dispatch(p->ctx, p->event_ref, lrn_push_event, (void *)ev);
 }
@@ -514,6 +519,21 @@ static int lrn_call_key(lua_State *L, lrn_pool_t *p, rn_call_options_t *co,
   return 0;
 }
 
+/* The error for rc from rn_pool_call: an EOVERLOAD names the limit that
+ * refused the call (the overload event's reason), so that a cap on calls
+ * in flight does not read as one on calls pending. */
+static void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
+  const char *msg;
+  if (rc != RN_EOVERLOAD || p->overload_reason == NULL) {
+    lrn_error_push_code(L, p->ctx, rc);
+    return;
+  }
+  msg = strcmp(p->overload_reason, "max_in_flight") == 0
+            ? "too many calls in flight to every endpoint (max_in_flight)"
+            : "too many calls waiting for a connection (max_pending)";
+  lrn_error_push(L, p->ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
+}
+
 /* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
  *           attempt_timeout_ms, hedge_delay_ms, hedge_max, key])
  *   -> true | nil, err. hedge_delay_ms: nil = the pool's, 0 = never.
@@ -558,6 +578,7 @@ static int lrn_pool_send(lua_State *L) {
     lua_pushvalue(L, 1);
     p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  p->overload_reason = NULL;
   rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, opts,
                     lrn_pool_done, (void *)(intptr_t)held);
   if (rc != 0) {
@@ -565,7 +586,7 @@ static int lrn_pool_send(lua_State *L) {
     if (p->in_flight == 0)
       lrn_unref(ctx, &p->pin_ref);
     lua_pushnil(L);
-    lrn_error_push_code(L, ctx, rc);
+    lrn_error_push_overload(L, p, rc);
     return 2;
   }
   p->in_flight++;
