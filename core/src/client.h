@@ -112,6 +112,9 @@ struct rn_conn_s {
   unsigned answered : 1; /* a whole reply arrived */
   unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
   unsigned retiring : 1; /* past its lifetime: no new calls */
+  unsigned suspect : 1;  /* a sibling's peer went away: no new calls until
+                            this one's peer proves alive (rn__conn_suspect) */
+  unsigned proving : 1;  /* the ping out is the one that proves it */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
 };
@@ -255,13 +258,16 @@ static inline void rn__conn_count_call(rn_conn_t *conn, int delta) {
  * Asked for every call placed. */
 static inline int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
-  return conn->state == RN_CONN_READY && !conn->retiring &&
+  return conn->state == RN_CONN_READY && !conn->retiring && !conn->suspect &&
          queued < conn->pool->options.write_high_water;
 }
 /* For a connection with nothing queued, when the loop has not polled in
  * this millisecond: looks at the socket without reading. 0 if it is usable; otherwise closes it
  * and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
+/* A sibling reported its peer gone: conn (busy) takes no new calls until
+ * its own peer proves alive. */
+void rn__conn_suspect(rn_conn_t *conn);
 /* Makes conn (ready) the one that pings for its endpoint's idle
  * connections (see conn_ping_due). */
 void rn__conn_take_over_probing(rn_conn_t *conn);

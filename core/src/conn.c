@@ -1,10 +1,12 @@
 /* One client connection: resolve, connect (trying each address), keep
  * reading, batch writes, match replies to calls in order. It reports to its
  * pool and never decides policy (which call goes where, when to reconnect). */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "client.h"
 
 #include <errno.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -15,6 +17,10 @@
  * idle connection does not hold much; grown on demand for large frames. */
 #define RN_READ_CHUNK 65536
 
+#ifndef POLLRDHUP /* not Linux: only a reset or a full hang-up is seen */
+#define POLLRDHUP 0
+#endif
+
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
@@ -22,6 +28,10 @@ static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_heartbeat(rn_timer_t *timer);
 static void conn_become_ready(rn_conn_t *conn);
 static void conn_send_ping(rn_conn_t *conn);
+static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out);
+static void conn_send_proof(rn_conn_t *conn);
+static int conn_peer_gone(rn_conn_t *conn);
+static void conn_suspect_pong(rn_conn_t *conn);
 
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
@@ -238,6 +248,10 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
                                                       o->heartbeat_timeout)));
     rn__call_release(call);
     if (handshake) rn__conn_handshake_done(conn);
+    if (conn->suspect) {
+      conn_suspect_pong(conn);
+      if (!conn->suspect) rn__pool_conn_writable(conn->pool);
+    }
     return 0;
   }
   conn->last_active = rn_loop_now(conn->pool->loop);
@@ -343,6 +357,18 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   /* Replies free room on an endpoint held at max_in_flight: calls that
    * waited for it go now, not at the next unrelated dispatch. */
   if (pool->options.max_in_flight != 0) rn__pool_conn_writable(pool);
+  /* Without heartbeats a suspect has no proof to wait for: its replies are
+   * in, and the look for a FIN is the best there is. */
+  if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
+      conn->state == RN_CONN_READY) {
+    int err = conn_peer_gone(conn);
+    if (err != 0) {
+      rn__conn_close(conn, err);
+      return;
+    }
+    conn->suspect = 0;
+    rn__pool_conn_writable(pool);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -396,6 +422,79 @@ int rn__conn_check_idle(rn_conn_t *conn) {
   return err;
 }
 
+/* Whether the peer closed or reset the connection, without reading: its
+ * FIN may wait behind replies not read yet, which a peek cannot see past.
+ * 0, UV_EOF or UV_ECONNRESET. (SO_ERROR is left for the read to report.) */
+static int conn_peer_gone(rn_conn_t *conn) {
+  struct pollfd p;
+  uv_os_fd_t fd;
+  int n;
+
+  if (uv_fileno(&conn->h.handle, &fd) != 0) return 0;
+  p.fd = fd;
+  p.events = POLLIN | POLLRDHUP;
+  p.revents = 0;
+  do
+    n = poll(&p, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return 0;
+  if (p.revents & POLLERR) return UV_ECONNRESET;
+  if (p.revents & (POLLHUP | POLLRDHUP)) return UV_EOF;
+  return 0;
+}
+
+/* A sibling's peer went away (EOF, a reset): the server behind this
+ * busy connection may be dying too, its kernel closing one socket after
+ * the other, so a FIN or RST may be on its way here. A call written now
+ * would fail as maybe executed although no server ever read it. So the
+ * connection takes no new calls until a ping sent from now on is answered
+ * (without heartbeats: until its replies are in and no FIN waits); calls
+ * meanwhile go to other connections or wait. */
+void rn__conn_suspect(rn_conn_t *conn) {
+  if (conn->suspect || conn->state != RN_CONN_READY) return;
+  conn->suspect = 1;
+  /* A ping already out was sent before: its answer proves nothing. */
+  if (!conn->pinging) conn_send_proof(conn);
+}
+
+/* A reply to a ping on a suspect connection: the proof, or the ping that
+ * was out before, after which the proof goes. */
+static void conn_suspect_pong(rn_conn_t *conn) {
+  if (!conn->proving) {
+    conn_send_proof(conn);
+    return;
+  }
+  conn->suspect = 0;
+  conn->proving = 0;
+}
+
+/* Before a suspect connection writes: only its own frames (the proof
+ * ping) leave; calls go back to the pool, since they never left. Returns
+ * 1 if it closed (its peer is gone already). */
+static int conn_flush_suspect(rn_conn_t *conn) {
+  rn_pool_t *pool = conn->pool;
+  rn_list_t calls, *pos, *tmp;
+  int err = conn_peer_gone(conn);
+
+  if (err != 0 && rn_list_empty(&conn->sent)) {
+    rn__conn_close(conn, err);
+    return 1;
+  }
+  rn_list_init(&calls);
+  rn_list_foreach_safe(pos, tmp, &conn->unsent) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->internal) continue;
+    rn__conn_unqueue(conn, call);
+    if (call->parent == NULL) pool->stats.requeued++;
+    rn_list_insert_tail(&calls, &call->node);
+  }
+  if (!rn_list_empty(&calls)) {
+    rn__conn_requeue_all(pool, &calls);
+    rn__pool_dispatch(pool);
+  }
+  return conn->state == RN_CONN_CLOSING;
+}
+
 /* Queues a frame of the connection's own: a ping, or rnp's HELLO. */
 static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame) {
   rn_call_t *call;
@@ -414,6 +513,14 @@ static void conn_send_ping(rn_conn_t *conn) {
   if (conn_send_internal(conn, &conn->pool->ping_frame) != 0) return;
   conn->pinging = 1;
   conn->pool->stats.heartbeats++;
+}
+
+/* The ping whose answer clears a suspect connection (rn__conn_suspect).
+ * Without heartbeats there is none: the read clears it instead. */
+static void conn_send_proof(rn_conn_t *conn) {
+  if (conn->pool->ping_frame.len == 0) return;
+  conn_send_ping(conn);
+  conn->proving = conn->pinging;
 }
 
 /* Silence counts from the last byte read, or from when the connection
@@ -629,6 +736,8 @@ static void conn_flush(rn_conn_t *conn) {
 
   if (conn->writing ||
       (conn->state != RN_CONN_READY && conn->state != RN_CONN_HANDSHAKE) ||
+      rn_list_empty(&conn->unsent) ||
+      (conn->suspect && conn_flush_suspect(conn)) ||
       rn_list_empty(&conn->unsent))
     return;
 
@@ -790,6 +899,22 @@ void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls) {
   }
 }
 
+/* Moves the calls not yet written to `out` (the pool's own frames are
+ * dropped), for the pool to place again. */
+static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out) {
+  rn_list_init(out);
+  while (!rn_list_empty(&conn->unsent)) {
+    rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
+    rn__conn_unqueue(conn, call);
+    if (call->internal) {
+      rn__call_release(call);
+    } else {
+      if (call->parent == NULL) conn->pool->stats.requeued++;
+      rn_list_insert_tail(out, &call->node);
+    }
+  }
+}
+
 void rn__conn_close(rn_conn_t *conn, int err) {
   rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
@@ -809,17 +934,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   /* Calls never written cannot have executed: back to the pool, which
    * sends them elsewhere. Taken off first, so that callbacks below cannot
    * see them on a dead connection. */
-  rn_list_init(&unsent);
-  while (!rn_list_empty(&conn->unsent)) {
-    rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
-    rn__conn_unqueue(conn, call);
-    if (call->internal) {
-      rn__call_release(call);
-    } else {
-      if (call->parent == NULL) pool->stats.requeued++;
-      rn_list_insert_tail(&unsent, &call->node);
-    }
-  }
+  conn_take_unsent(conn, &unsent);
 
   /* Calls written may have executed: the retry rules decide. */
   while (!rn_list_empty(&conn->sent)) {
