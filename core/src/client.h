@@ -115,6 +115,8 @@ struct rn_conn_s {
   unsigned suspect : 1;  /* a sibling's peer went away: no new calls until
                             this one's peer proves alive (rn__conn_suspect) */
   unsigned proving : 1;  /* the ping out is the one that proves it */
+  unsigned probe : 1;    /* closed for calls (dead peer), socket still open:
+                            its endpoint's dead_probe */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
 };
@@ -137,6 +139,8 @@ struct rn_pool_endpoint_s {
   uint64_t last_ejected;  /* loop ms of the last ejection */
   uint64_t last_life;   /* loop ms of the last byte read on any connection */
   rn_conn_t *prober;    /* the idle connection that pings for all (conn.c) */
+  rn_conn_t *dead_probe; /* a connection judged dead, kept open to hear
+                            the server come back (conn_start_probe) */
   const char *state;    /* last state reported */
   rn_backoff_t backoff;
   /* An IP literal's address as a one-entry list (ai_addr NULL for names
@@ -325,6 +329,11 @@ int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                         uint64_t now);
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+/* The endpoint's dead probe ended: reason "answered" (the server is back:
+ * its backoff ends now), "expired", "replaced" (a connection is ready
+ * again) or "lost" (closed, reset). Counts it and fires a "probe" event. */
+void rn__endpoint_probe_ended(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                              unsigned serial, const char *reason);
 void rn__endpoint_end_ejection(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 void rn__endpoint_eject_due(rn_timer_t *timer); /* pool->eject_timer */
 

@@ -32,6 +32,8 @@ static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out);
 static void conn_send_proof(rn_conn_t *conn);
 static int conn_peer_gone(rn_conn_t *conn);
 static void conn_suspect_pong(rn_conn_t *conn);
+static void conn_close_handle(rn_conn_t *conn, int connected);
+static void conn_end_probe(rn_conn_t *conn, const char *reason);
 
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
@@ -287,6 +289,10 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   (void)buf;
 
   if (nread == 0) return;
+  if (conn->probe) { /* any byte: the server is back; nothing is matched */
+    conn_end_probe(conn, nread > 0 ? "answered" : "lost");
+    return;
+  }
   if (nread < 0) {
     rn__conn_close(conn, (int)nread);
     return;
@@ -533,6 +539,10 @@ static void conn_heartbeat(rn_timer_t *timer) {
   uint64_t now = rn_loop_now(pool->loop);
   uint64_t next = UINT64_MAX;
 
+  if (conn->probe) {
+    conn_end_probe(conn, "expired");
+    return;
+  }
   if (conn->state != RN_CONN_READY) return;
   if (!rn_list_empty(&conn->sent)) {
     uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
@@ -686,6 +696,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
 void rn__conn_handshake_done(rn_conn_t *conn) { conn_become_ready(conn); }
 
 static void conn_become_ready(rn_conn_t *conn) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
   rn_timer_stop(&conn->connect_timer);
   conn->was_ready = 1;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
@@ -703,6 +714,8 @@ static void conn_become_ready(rn_conn_t *conn) {
                                                  .heartbeat_interval));
   conn_set_state(conn, RN_CONN_READY);
   rn__pool_conn_ready(conn->pool, conn);
+  /* The endpoint serves again: the dead connection has nothing to learn. */
+  if (ep->dead_probe != NULL) conn_end_probe(ep->dead_probe, "replaced");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -915,12 +928,49 @@ static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out) {
   }
 }
 
+/* A frozen server (SIGSTOP, a VM paused, a long GC) keeps its sockets:
+ * once it runs again it reads what it was sent and answers. The connection
+ * judged dead closes for calls as any other, but its socket stays open
+ * for heartbeat_probe ms as its endpoint's probe: the first byte it reads
+ * ends the endpoint's backoff (rn__endpoint_probe_ended), so calls go to
+ * a fresh connection at once rather than after a backoff grown during the
+ * freeze. It always has something unanswered (the verdict needs that).
+ * One per endpoint: it costs a socket and no buffer while it waits. */
+static int conn_may_probe(const rn_conn_t *conn) {
+  const rn_pool_t *pool = conn->pool;
+  return pool->options.heartbeat_probe > 0 && !pool->closing &&
+         !conn->endpoint->removed && conn->endpoint->dead_probe == NULL &&
+         conn->handle_open && !uv_is_closing(&conn->h.handle);
+}
+
+static void conn_start_probe(rn_conn_t *conn) {
+  conn->probe = 1;
+  conn->endpoint->dead_probe = conn;
+  conn->pool->stats.probes++;
+  rn_buf_free(&conn->rbuf); /* the bytes it reads are not looked at */
+  rn_timer_start(&conn->heartbeat_timer, conn->pool->options.heartbeat_probe);
+}
+
+/* Closes the probe's socket and tells the endpoint why it ended. */
+static void conn_end_probe(rn_conn_t *conn, const char *reason) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  if (!conn->probe) return;
+  conn->probe = 0;
+  ep->dead_probe = NULL;
+  rn_timer_stop(&conn->heartbeat_timer);
+  conn_close_handle(conn, 1);
+  rn__endpoint_probe_ended(conn->pool, ep, conn->serial, reason);
+}
+
 void rn__conn_close(rn_conn_t *conn, int err) {
   rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
   int connected;
 
-  if (conn->state == RN_CONN_CLOSING) return;
+  if (conn->state == RN_CONN_CLOSING) {
+    if (conn->probe) conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
+    return;
+  }
   connected = conn->state == RN_CONN_HANDSHAKE || conn->state == RN_CONN_READY;
   conn_set_state(conn, RN_CONN_CLOSING);
   conn->error = err;
@@ -929,7 +979,10 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   rn__deferred_cancel(&conn->flush_later);
   conn_hand_over_probing(conn);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
-  conn_close_handle(conn, connected);
+  if (err == RN_EDEADPEER && conn_may_probe(conn))
+    conn_start_probe(conn);
+  else
+    conn_close_handle(conn, connected);
 
   /* Calls never written cannot have executed: back to the pool, which
    * sends them elsewhere. Taken off first, so that callbacks below cannot

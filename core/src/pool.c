@@ -36,6 +36,7 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->reconnect.max = 30000;
   o->heartbeat_interval = 1000;
   o->heartbeat_timeout = 3000;
+  o->heartbeat_probe = 30000;
   o->keepalive_idle = 20;
   o->keepalive_interval = 5;
   o->keepalive_count = 3;

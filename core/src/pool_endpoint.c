@@ -246,6 +246,27 @@ void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   rn__backoff_reset(&ep->backoff);
 }
 
+void rn__endpoint_probe_ended(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                              unsigned serial, const char *reason) {
+  rn_pool_event_t ev;
+  int answered = strcmp(reason, "answered") == 0;
+
+  if (answered) {
+    pool->stats.probes_answered++;
+    /* The server is back: its next connect goes now, not after the
+     * backoff that grew while it was frozen. */
+    rn__endpoint_answered(pool, ep);
+  } else if (strcmp(reason, "expired") == 0) {
+    pool->stats.probes_expired++;
+  }
+  memset(&ev, 0, sizeof(ev));
+  ev.connection = serial;
+  ev.state = "probe";
+  ev.reason = reason;
+  rn__pool_emit(pool, RN_EVENT_STATE, ep, &ev);
+  if (answered && !pool->closing) rn__pool_dispatch(pool);
+}
+
 int rn_pool_endpoint_info(rn_pool_t *pool, size_t index,
                           rn_endpoint_info_t *info) {
   rn_pool_endpoint_t *ep;
