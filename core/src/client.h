@@ -331,7 +331,8 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 /* The endpoint's dead probe ended: reason "answered" (the server is back:
  * its backoff ends now), "expired", "replaced" (a connection is ready
- * again) or "lost" (closed, reset). Counts it and fires a "probe" event. */
+ * again), "lost" (EOF, a reset) or "closed" (the pool closed). Counts it
+ * and fires a "probe" event. */
 void rn__endpoint_probe_ended(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                               unsigned serial, const char *reason);
 void rn__endpoint_end_ejection(rn_pool_t *pool, rn_pool_endpoint_t *ep);
