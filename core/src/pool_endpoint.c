@@ -81,6 +81,8 @@ void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   ep->removed = 1;
   rn__endpoint_end_ejection(pool, ep);
   rn_list_insert_tail(&pool->removed, &ep->removed_node);
+  /* Nobody will call there again: nothing for a probe to learn. */
+  if (ep->dead_probe != NULL) rn__conn_close(ep->dead_probe, RN_ECLOSED);
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (conn->state == RN_CONN_CLOSING) continue;

@@ -296,6 +296,31 @@ static void test_dead_probe_is_bounded(void) {
   reconnect_initial = 100;
 }
 
+/* An endpoint that discovery drops takes its probe with it at once. */
+static void test_dead_probe_closed_with_its_endpoint(void) {
+  struct outcome o;
+  rn_pool_stats_t st;
+  const char *other[1] = {"127.0.0.1:1"};
+
+  reconnect_initial = 5000;
+  start(50, 150);
+  hold_all = 1;
+  call(&o);
+  run_until(&o);
+  ASSERT_EQ(o.status, RN_EDEADPEER);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.probes, 1);
+  ASSERT_EQ(st.open, 1);
+  ASSERT_OK(rn_pool_set_endpoints(pool, other, 1));
+  ASSERT_EQ(probes_other, 1); /* "closed" */
+  test_run_for(rn_loop_uv(loop), 20); /* the close callback */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.open, 0);
+  ASSERT_EQ(st.probes_answered + st.probes_expired, 0);
+  stop();
+  reconnect_initial = 100;
+}
+
 /* --- a server on its own thread, so that stalling the client's loop does
  * not stall the server: the peer must be alive while the client is busy. */
 
@@ -441,6 +466,7 @@ int main(void) {
   TEST_RUN(test_idle_siblings_share_pings);
   TEST_RUN(test_dead_probe_answer_ends_backoff);
   TEST_RUN(test_dead_probe_is_bounded);
+  TEST_RUN(test_dead_probe_closed_with_its_endpoint);
   TEST_RUN(test_stalled_loop_spares_live_peer);
   TEST_RUN(test_frozen_server_idle_siblings);
   return 0;
