@@ -968,7 +968,8 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   int connected;
 
   if (conn->state == RN_CONN_CLOSING) {
-    if (conn->probe) conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
+    if (conn->probe)
+      conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
     return;
   }
   connected = conn->state == RN_CONN_HANDSHAKE || conn->state == RN_CONN_READY;
