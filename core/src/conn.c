@@ -935,7 +935,7 @@ static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out) {
  * ends the endpoint's backoff (rn__endpoint_probe_ended), so calls go to
  * a fresh connection at once rather than after a backoff grown during the
  * freeze. It always has something unanswered (the verdict needs that).
- * One per endpoint: it costs a socket and no buffer while it waits. */
+ * One per endpoint: it costs a socket and no buffers while it waits. */
 static int conn_may_probe(const rn_conn_t *conn) {
   const rn_pool_t *pool = conn->pool;
   return pool->options.heartbeat_probe > 0 && !pool->closing &&
@@ -948,6 +948,7 @@ static void conn_start_probe(rn_conn_t *conn) {
   conn->endpoint->dead_probe = conn;
   conn->pool->stats.probes++;
   rn_buf_free(&conn->rbuf); /* the bytes it reads are not looked at */
+  if (!conn->writing) rn_buf_free(&conn->wbuf);
   rn_timer_start(&conn->heartbeat_timer, conn->pool->options.heartbeat_probe);
 }
 
