@@ -28,7 +28,7 @@ static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_heartbeat(rn_timer_t *timer);
 static void conn_become_ready(rn_conn_t *conn);
 static void conn_send_ping(rn_conn_t *conn);
-static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out);
+static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
 static void conn_send_proof(rn_conn_t *conn);
 static int conn_peer_gone(rn_conn_t *conn);
 static void conn_suspect_pong(rn_conn_t *conn);
@@ -479,21 +479,14 @@ static void conn_suspect_pong(rn_conn_t *conn) {
  * 1 if it closed (its peer is gone already). */
 static int conn_flush_suspect(rn_conn_t *conn) {
   rn_pool_t *pool = conn->pool;
-  rn_list_t calls, *pos, *tmp;
+  rn_list_t calls;
   int err = conn_peer_gone(conn);
 
   if (err != 0 && rn_list_empty(&conn->sent)) {
     rn__conn_close(conn, err);
     return 1;
   }
-  rn_list_init(&calls);
-  rn_list_foreach_safe(pos, tmp, &conn->unsent) {
-    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    if (call->internal) continue;
-    rn__conn_unqueue(conn, call);
-    if (call->parent == NULL) pool->stats.requeued++;
-    rn_list_insert_tail(&calls, &call->node);
-  }
+  conn_take_unsent(conn, &calls, 1);
   if (!rn_list_empty(&calls)) {
     rn__conn_requeue_all(pool, &calls);
     rn__pool_dispatch(pool);
@@ -912,12 +905,15 @@ void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls) {
   }
 }
 
-/* Moves the calls not yet written to `out` (the pool's own frames are
- * dropped), for the pool to place again. */
-static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out) {
+/* Moves the calls not yet written to `out`, for the pool to place again.
+ * The connection's own frames (pings, HELLO) are dropped, or left to be
+ * written (keep_own). */
+static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
+  rn_list_t *pos, *tmp;
   rn_list_init(out);
-  while (!rn_list_empty(&conn->unsent)) {
-    rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
+  rn_list_foreach_safe(pos, tmp, &conn->unsent) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->internal && keep_own) continue;
     rn__conn_unqueue(conn, call);
     if (call->internal) {
       rn__call_release(call);
@@ -989,7 +985,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   /* Calls never written cannot have executed: back to the pool, which
    * sends them elsewhere. Taken off first, so that callbacks below cannot
    * see them on a dead connection. */
-  conn_take_unsent(conn, &unsent);
+  conn_take_unsent(conn, &unsent, 0);
 
   /* Calls written may have executed: the retry rules decide. */
   while (!rn_list_empty(&conn->sent)) {
