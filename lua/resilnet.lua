@@ -279,6 +279,7 @@ local heartbeat_fields = {
   { "interval", "positive", 1 },
   { "timeout", "positive", 3 },
   { "ping", "string" },  -- line/length: the request body to ping with
+  { "probe", "seconds", 30 }, -- a dead connection kept as a probe; 0: none
 }
 local keepalive_fields = {
   { "idle", "seconds", 20 },
@@ -577,6 +578,7 @@ function resilnet.pool(opts)
     heartbeat_interval_ms = hb and ms(hb.interval) or 0,
     heartbeat_timeout_ms = hb and ms(hb.timeout) or 0,
     heartbeat_ping = hb and hb.ping or nil,
+    heartbeat_probe_ms = hb and ms(hb.probe) or 0,
     keepalive_idle = ka and math.ceil(ka.idle) or 0,
     keepalive_interval = ka and math.ceil(ka.interval) or nil,
     keepalive_count = ka and ka.count or nil,

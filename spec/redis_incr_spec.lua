@@ -55,6 +55,21 @@ local function kill9(pid, port)
   error("redis-server " .. pid .. " did not die")
 end
 
+-- Every n:<id> key's value (read back after the run).
+local function read_keys(endpoint)
+  local check = resilnet.pool { endpoints = { endpoint }, timeout = 5 }
+  local keys = assert(check:call { "KEYS", "n:*" })
+  local value = {}
+  for i = 1, #keys, 500 do
+    local batch = { "MGET" }
+    for j = i, math.min(i + 499, #keys) do batch[#batch + 1] = keys[j] end
+    local got = assert(check:call(batch))
+    for j, v in ipairs(got) do value[batch[j + 1]] = tonumber(v) end
+  end
+  check:close()
+  return value
+end
+
 describe("INCR across redis-server SIGKILL and restart", function()
   if not R.installed() then
     it("starts a redis-server", function()
@@ -150,16 +165,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
       pool:close()
 
       -- Read every key back.
-      local check = H.pool { endpoints = { endpoint }, timeout = 5 }
-      local keys = assert(check:call { "KEYS", "n:*" })
-      local value = {}
-      for i = 1, #keys, 500 do
-        local batch = { "MGET" }
-        for j = i, math.min(i + 499, #keys) do batch[#batch + 1] = keys[j] end
-        local got = assert(check:call(batch))
-        for j, v in ipairs(got) do value[batch[j + 1]] = tonumber(v) end
-      end
-      check:close()
+      local value = read_keys(endpoint)
 
       local counter, maybe_ran = 0, 0
       for key, v in pairs(value) do
@@ -192,6 +198,113 @@ describe("INCR across redis-server SIGKILL and restart", function()
       assert.is_true(counter >= n.ok)
       assert.is_true(counter <= n.ok + n.maybe)
       assert.equal(n.calls, n.ok + n.maybe + n["not"])
+      assert.is_true(n.maybe > 0, "no call was caught in flight by a kill")
+    end)
+    if pid then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    os.execute("rm -rf " .. dir)
+    if not ok then error(err, 0) end
+  end)
+  -- Issue 14, defect 7. When redis dies, the kernel closes its sockets
+  -- one after the other; the pool hears of the first while the others'
+  -- FINs are on their way. A task whose call just failed calls again at
+  -- once, and that call used to be written to a sibling connection of the
+  -- dead server and fail with maybe_executed = true although no server
+  -- ever read it: 24 failures with 16 calls in flight. Now a sibling takes
+  -- no new call until its own peer proves alive, so a kill fails at most
+  -- the calls in flight when it came.
+  it("a SIGKILL fails no more writes than were in flight (issue 14.7)",
+     function()
+    local port = R.free_port()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(succeeded(os.execute("mkdir " .. dir)))
+    local pid
+    local ok, err = pcall(function()
+      H.go(function() pid = start_redis(port, dir) end)
+      local endpoint = "127.0.0.1:" .. port
+      local pool = H.pool { endpoints = { endpoint }, size = 8, timeout = 0.5,
+                            reconnect = { initial = 0.02, max = 0.1 } }
+      local TASKS, KILLS = 16, 6
+      local outcome = {}  -- id -> "ok" | "maybe" | "not"
+      local n = { calls = 0, ok = 0, maybe = 0, ["not"] = 0 }
+      local in_flight, round = 0, 0
+      local maybe_in = {} -- round -> failures with maybe_executed
+      local stop, running = false, TASKS
+      for _ = 1, TASKS do
+        resilnet.spawn(function()
+          for _ = 1, 20000 do -- bounded; `stop` ends it long before
+            if stop then break end
+            n.calls = n.calls + 1
+            local id = tostring(n.calls)
+            in_flight = in_flight + 1
+            local reply, e = pool:call { "INCR", "n:" .. id }
+            in_flight = in_flight - 1
+            local kind = reply ~= nil and "ok"
+                         or (e.maybe_executed and "maybe" or "not")
+            outcome[id] = kind
+            n[kind] = n[kind] + 1
+            if kind == "maybe" then
+              maybe_in[round] = (maybe_in[round] or 0) + 1
+            end
+            -- No pause after a failure in flight: calling again at once
+            -- is what met the dead siblings. (While the server is down,
+            -- calls wait for their deadline: no spin.)
+          end
+          running = running - 1
+        end)
+      end
+
+      local report = {}
+      H.go(function()
+        for k = 1, KILLS do
+          local base = n.ok
+          for _ = 1, 1000 do
+            if n.ok >= base + 200 then break end
+            resilnet.sleep(0.005)
+          end
+          assert.is_true(n.ok >= base + 200, "no progress after a restart")
+          -- Every task is suspended inside pool:call while this one runs:
+          -- in_flight is exact at the kill.
+          round = k
+          local at_kill = in_flight
+          kill9(pid, port)
+          local unsent = n["not"]
+          for _ = 1, 400 do
+            if n["not"] > unsent then break end
+            resilnet.sleep(0.005)
+          end
+          assert.is_true(n["not"] > unsent, "no call failed while down")
+          report[#report + 1] = (maybe_in[k] or 0) .. "/" .. at_kill
+          assert.is_true((maybe_in[k] or 0) <= at_kill,
+                         ("kill %d: %d calls failed maybe_executed, %d were "
+                          .. "in flight"):format(k, maybe_in[k] or 0, at_kill))
+          round = 0
+          pid = start_redis(port, dir)
+        end
+        stop = true
+        for _ = 1, 400 do
+          if running == 0 then return end
+          resilnet.sleep(0.005)
+        end
+        error("tasks did not stop")
+      end, 120)
+      pool:close()
+      print(("\n[redis INCR kill] maybe_executed failures / in flight per "
+             .. "kill: %s"):format(table.concat(report, " ")))
+
+      -- What the server says ran agrees with every outcome.
+      local value = read_keys(endpoint)
+      for id, kind in pairs(outcome) do
+        local v = value["n:" .. id]
+        if kind == "ok" then
+          assert.equal(1, v, "reply for n:" .. id .. " but the key is "
+                       .. tostring(v))
+        elseif kind == "not" then
+          assert.is_nil(v, "n:" .. id .. " ran though maybe_executed was false")
+        else
+          assert.is_true(v == nil or v == 1, "n:" .. id .. " ran twice")
+        end
+      end
       assert.is_true(n.maybe > 0, "no call was caught in flight by a kill")
     end)
     if pid then os.execute("kill -9 " .. pid .. " 2>/dev/null") end

@@ -520,6 +520,12 @@ typedef struct rn_pool_options_s {
   uint64_t heartbeat_timeout;
   const char *heartbeat_ping;
   size_t heartbeat_ping_len;
+  /* After a dead-peer verdict the connection's calls fail as before, but
+   * its socket stays open as a probe for up to this many ms: no calls go
+   * on it, and the first byte it reads (the frozen server answering what
+   * it was sent) ends the endpoint's reconnect backoff at once. One per
+   * endpoint. 0: none. (30000) */
+  uint64_t heartbeat_probe;
   /* TCP keepalive (seconds; idle 0 turns it off) and TCP_USER_TIMEOUT (ms;
    * bounds how long written data may stay unacknowledged, which pings
    * cannot). Set where the platform has them. (20, 5, 3, 20000) */
@@ -641,6 +647,9 @@ typedef struct rn_pool_stats_s {
   uint64_t heartbeats;  /* pings sent */
   uint64_t heartbeats_missed; /* pings never answered */
   uint64_t dead_peers;  /* connections closed for silence */
+  uint64_t probes;      /* of which kept open as a probe */
+  uint64_t probes_answered; /* probes that heard their server again */
+  uint64_t probes_expired;  /* probes closed at heartbeat_probe, unanswered */
   uint64_t ejections;   /* endpoints ejected */
   struct {              /* connections closed, by reason */
     uint64_t idle;        /* idle_timeout */

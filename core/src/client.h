@@ -116,6 +116,11 @@ struct rn_conn_s {
   unsigned pinging : 1;  /* a heartbeat ping is queued or awaiting its reply */
   unsigned retiring : 1; /* past its lifetime: no new calls */
   unsigned goaway : 1;   /* rnp: the server said GOAWAY */
+  unsigned suspect : 1;  /* a sibling's peer went away: no new calls until
+                            this one's peer proves alive (rn__conn_suspect) */
+  unsigned proving : 1;  /* the ping out is the one that proves it */
+  unsigned probe : 1;    /* closed for calls (dead peer), socket still open:
+                            its endpoint's dead_probe */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   /* rnp: what its server's HELLO announced. max_frame: the largest frame
    * it accepts (0 for other protocols: no limit but the pool's own);
@@ -146,6 +151,8 @@ struct rn_pool_endpoint_s {
   uint64_t last_ejected;  /* loop ms of the last ejection */
   uint64_t last_life;   /* loop ms of the last byte read on any connection */
   rn_conn_t *prober;    /* the idle connection that pings for all (conn.c) */
+  rn_conn_t *dead_probe; /* a connection judged dead, kept open to hear
+                            the server come back (conn_start_probe) */
   const char *state;    /* last state reported */
   rn_backoff_t backoff;
   /* An IP literal's address as a one-entry list (ai_addr NULL for names
@@ -278,7 +285,7 @@ static inline void rn__conn_count_call(rn_conn_t *conn, int delta) {
  * holds its place on the server. Asked for every call placed. */
 static inline int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
-  return conn->state == RN_CONN_READY && !conn->retiring &&
+  return conn->state == RN_CONN_READY && !conn->retiring && !conn->suspect &&
          queued < conn->pool->options.write_high_water &&
          (conn->max_concurrent == 0 ||
           conn->queued < conn->max_concurrent + conn->pinging);
@@ -291,6 +298,9 @@ static inline int rn__conn_fits(const rn_conn_t *conn, const rn_call_t *call) {
  * this millisecond: looks at the socket without reading. 0 if it is usable; otherwise closes it
  * and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
+/* A sibling reported its peer gone: conn (busy) takes no new calls until
+ * its own peer proves alive. */
+void rn__conn_suspect(rn_conn_t *conn);
 /* Makes conn (ready) the one that pings for its endpoint's idle
  * connections (see conn_ping_due). */
 void rn__conn_take_over_probing(rn_conn_t *conn);
@@ -352,6 +362,12 @@ void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
  * RETRY_AFTER). */
 void rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                            uint64_t delay_ms);
+/* The endpoint's dead probe ended: reason "answered" (the server is back:
+ * its backoff ends now), "expired", "replaced" (a connection is ready
+ * again), "lost" (EOF, a reset) or "closed" (the pool closed). Counts it
+ * and fires a "probe" event. */
+void rn__endpoint_probe_ended(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                              unsigned serial, const char *reason);
 void rn__endpoint_end_ejection(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 void rn__endpoint_eject_due(rn_timer_t *timer); /* pool->eject_timer */
 

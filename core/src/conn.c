@@ -1,10 +1,12 @@
 /* One client connection: resolve, connect (trying each address), keep
  * reading, batch writes, match replies to calls in order. It reports to its
  * pool and never decides policy (which call goes where, when to reconnect). */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "client.h"
 
 #include <errno.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -15,6 +17,10 @@
  * idle connection does not hold much; grown on demand for large frames. */
 #define RN_READ_CHUNK 65536
 
+#ifndef POLLRDHUP /* not Linux: only a reset or a full hang-up is seen */
+#define POLLRDHUP 0
+#endif
+
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
 static int conn_goaway_done(const rn_conn_t *conn);
@@ -23,6 +29,12 @@ static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_heartbeat(rn_timer_t *timer);
 static void conn_become_ready(rn_conn_t *conn);
 static void conn_send_ping(rn_conn_t *conn);
+static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
+static void conn_send_proof(rn_conn_t *conn);
+static int conn_peer_gone(rn_conn_t *conn);
+static void conn_suspect_pong(rn_conn_t *conn);
+static void conn_close_handle(rn_conn_t *conn, int connected);
+static void conn_end_probe(rn_conn_t *conn, const char *reason);
 
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
@@ -239,6 +251,10 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
                                                       o->heartbeat_timeout)));
     rn__call_release(call);
     if (handshake) rn__conn_handshake_done(conn);
+    if (conn->suspect) {
+      conn_suspect_pong(conn);
+      if (!conn->suspect) rn__pool_conn_writable(conn->pool);
+    }
     return 0;
   }
   conn->last_active = rn_loop_now(conn->pool->loop);
@@ -301,6 +317,10 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   (void)buf;
 
   if (nread == 0) return;
+  if (conn->probe) { /* any byte: the server is back; nothing is matched */
+    conn_end_probe(conn, nread > 0 ? "answered" : "lost");
+    return;
+  }
   if (nread < 0) {
     rn__conn_close(conn, (int)nread);
     return;
@@ -374,6 +394,18 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * for it go now, not at the next unrelated dispatch. */
   if (pool->options.max_in_flight != 0 || conn->max_concurrent != 0)
     rn__pool_conn_writable(pool);
+  /* Without heartbeats a suspect has no proof to wait for: its replies are
+   * in, and the look for a FIN is the best there is. */
+  if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
+      conn->state == RN_CONN_READY) {
+    int err = conn_peer_gone(conn);
+    if (err != 0) {
+      rn__conn_close(conn, err);
+      return;
+    }
+    conn->suspect = 0;
+    rn__pool_conn_writable(pool);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -427,6 +459,72 @@ int rn__conn_check_idle(rn_conn_t *conn) {
   return err;
 }
 
+/* Whether the peer closed or reset the connection, without reading: its
+ * FIN may wait behind replies not read yet, which a peek cannot see past.
+ * 0, UV_EOF or UV_ECONNRESET. (SO_ERROR is left for the read to report.) */
+static int conn_peer_gone(rn_conn_t *conn) {
+  struct pollfd p;
+  uv_os_fd_t fd;
+  int n;
+
+  if (uv_fileno(&conn->h.handle, &fd) != 0) return 0;
+  p.fd = fd;
+  p.events = POLLIN | POLLRDHUP;
+  p.revents = 0;
+  do
+    n = poll(&p, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return 0;
+  if (p.revents & POLLERR) return UV_ECONNRESET;
+  if (p.revents & (POLLHUP | POLLRDHUP)) return UV_EOF;
+  return 0;
+}
+
+/* A sibling's peer went away (EOF, a reset): the server behind this
+ * busy connection may be dying too, its kernel closing one socket after
+ * the other, so a FIN or RST may be on its way here. A call written now
+ * would fail as maybe executed although no server ever read it. So the
+ * connection takes no new calls until a ping sent from now on is answered
+ * (without heartbeats: until its replies are in and no FIN waits); calls
+ * meanwhile go to other connections or wait. */
+void rn__conn_suspect(rn_conn_t *conn) {
+  if (conn->suspect || conn->state != RN_CONN_READY) return;
+  conn->suspect = 1;
+  /* A ping already out was sent before: its answer proves nothing. */
+  if (!conn->pinging) conn_send_proof(conn);
+}
+
+/* A reply to a ping on a suspect connection: the proof, or the ping that
+ * was out before, after which the proof goes. */
+static void conn_suspect_pong(rn_conn_t *conn) {
+  if (!conn->proving) {
+    conn_send_proof(conn);
+    return;
+  }
+  conn->suspect = 0;
+  conn->proving = 0;
+}
+
+/* Before a suspect connection writes: only its own frames (the proof
+ * ping) leave; calls go back to the pool, since they never left. Returns
+ * 1 if it closed (its peer is gone already). */
+static int conn_flush_suspect(rn_conn_t *conn) {
+  rn_pool_t *pool = conn->pool;
+  rn_list_t calls;
+  int err = conn_peer_gone(conn);
+
+  if (err != 0 && rn_list_empty(&conn->sent)) {
+    rn__conn_close(conn, err);
+    return 1;
+  }
+  conn_take_unsent(conn, &calls, 1);
+  if (!rn_list_empty(&calls)) {
+    rn__conn_requeue_all(pool, &calls);
+    rn__pool_dispatch(pool);
+  }
+  return conn->state == RN_CONN_CLOSING;
+}
+
 /* Queues a frame of the connection's own: a ping, or rnp's HELLO. */
 static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame) {
   rn_call_t *call;
@@ -447,6 +545,14 @@ static void conn_send_ping(rn_conn_t *conn) {
   conn->pool->stats.heartbeats++;
 }
 
+/* The ping whose answer clears a suspect connection (rn__conn_suspect).
+ * Without heartbeats there is none: the read clears it instead. */
+static void conn_send_proof(rn_conn_t *conn) {
+  if (conn->pool->ping_frame.len == 0) return;
+  conn_send_ping(conn);
+  conn->proving = conn->pinging;
+}
+
 /* Silence counts from the last byte read, or from when the connection
  * started waiting for a reply if that is later: an idle connection owes
  * nothing until it is asked. */
@@ -457,6 +563,10 @@ static void conn_heartbeat(rn_timer_t *timer) {
   uint64_t now = rn_loop_now(pool->loop);
   uint64_t next = UINT64_MAX;
 
+  if (conn->probe) {
+    conn_end_probe(conn, "expired");
+    return;
+  }
   if (conn->state != RN_CONN_READY) return;
   if (!rn_list_empty(&conn->sent)) {
     uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
@@ -610,6 +720,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
 void rn__conn_handshake_done(rn_conn_t *conn) { conn_become_ready(conn); }
 
 static void conn_become_ready(rn_conn_t *conn) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
   rn_timer_stop(&conn->connect_timer);
   conn->was_ready = 1;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
@@ -627,6 +738,8 @@ static void conn_become_ready(rn_conn_t *conn) {
                                                  .heartbeat_interval));
   conn_set_state(conn, RN_CONN_READY);
   rn__pool_conn_ready(conn->pool, conn);
+  /* The endpoint serves again: the dead connection has nothing to learn. */
+  if (ep->dead_probe != NULL) conn_end_probe(ep->dead_probe, "replaced");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -660,6 +773,8 @@ static void conn_flush(rn_conn_t *conn) {
 
   if (conn->writing ||
       (conn->state != RN_CONN_READY && conn->state != RN_CONN_HANDSHAKE) ||
+      rn_list_empty(&conn->unsent) ||
+      (conn->suspect && conn_flush_suspect(conn)) ||
       rn_list_empty(&conn->unsent))
     return;
 
@@ -825,12 +940,70 @@ void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls) {
   }
 }
 
+/* Moves the calls not yet written to `out`, for the pool to place again.
+ * The connection's own frames (pings, HELLO) are dropped, or left to be
+ * written (keep_own). */
+static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
+  rn_list_t *pos, *tmp;
+  rn_list_init(out);
+  rn_list_foreach_safe(pos, tmp, &conn->unsent) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->internal && keep_own) continue;
+    rn__conn_unqueue(conn, call);
+    if (call->internal) {
+      rn__call_release(call);
+    } else {
+      if (call->parent == NULL) conn->pool->stats.requeued++;
+      rn_list_insert_tail(out, &call->node);
+    }
+  }
+}
+
+/* A frozen server (SIGSTOP, a VM paused, a long GC) keeps its sockets:
+ * once it runs again it reads what it was sent and answers. The connection
+ * judged dead closes for calls as any other, but its socket stays open
+ * for heartbeat_probe ms as its endpoint's probe: the first byte it reads
+ * ends the endpoint's backoff (rn__endpoint_probe_ended), so calls go to
+ * a fresh connection at once rather than after a backoff grown during the
+ * freeze. It always has something unanswered (the verdict needs that).
+ * One per endpoint: it costs a socket and no buffers while it waits. */
+static int conn_may_probe(const rn_conn_t *conn) {
+  const rn_pool_t *pool = conn->pool;
+  return pool->options.heartbeat_probe > 0 && !pool->closing &&
+         !conn->endpoint->removed && conn->endpoint->dead_probe == NULL &&
+         conn->handle_open && !uv_is_closing(&conn->h.handle);
+}
+
+static void conn_start_probe(rn_conn_t *conn) {
+  conn->probe = 1;
+  conn->endpoint->dead_probe = conn;
+  conn->pool->stats.probes++;
+  rn_buf_free(&conn->rbuf); /* the bytes it reads are not looked at */
+  if (!conn->writing) rn_buf_free(&conn->wbuf);
+  rn_timer_start(&conn->heartbeat_timer, conn->pool->options.heartbeat_probe);
+}
+
+/* Closes the probe's socket and tells the endpoint why it ended. */
+static void conn_end_probe(rn_conn_t *conn, const char *reason) {
+  rn_pool_endpoint_t *ep = conn->endpoint;
+  if (!conn->probe) return;
+  conn->probe = 0;
+  ep->dead_probe = NULL;
+  rn_timer_stop(&conn->heartbeat_timer);
+  conn_close_handle(conn, 1);
+  rn__endpoint_probe_ended(conn->pool, ep, conn->serial, reason);
+}
+
 void rn__conn_close(rn_conn_t *conn, int err) {
   rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
   int connected;
 
-  if (conn->state == RN_CONN_CLOSING) return;
+  if (conn->state == RN_CONN_CLOSING) {
+    if (conn->probe)
+      conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
+    return;
+  }
   connected = conn->state == RN_CONN_HANDSHAKE || conn->state == RN_CONN_READY;
   conn_set_state(conn, RN_CONN_CLOSING);
   conn->error = err;
@@ -839,22 +1012,15 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   rn__deferred_cancel(&conn->flush_later);
   conn_hand_over_probing(conn);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
-  conn_close_handle(conn, connected);
+  if (err == RN_EDEADPEER && conn_may_probe(conn))
+    conn_start_probe(conn);
+  else
+    conn_close_handle(conn, connected);
 
   /* Calls never written cannot have executed: back to the pool, which
    * sends them elsewhere. Taken off first, so that callbacks below cannot
    * see them on a dead connection. */
-  rn_list_init(&unsent);
-  while (!rn_list_empty(&conn->unsent)) {
-    rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
-    rn__conn_unqueue(conn, call);
-    if (call->internal) {
-      rn__call_release(call);
-    } else {
-      if (call->parent == NULL) pool->stats.requeued++;
-      rn_list_insert_tail(&unsent, &call->node);
-    }
-  }
+  conn_take_unsent(conn, &unsent, 0);
 
   /* Calls written may have executed: the retry rules decide. */
   while (!rn_list_empty(&conn->sent)) {

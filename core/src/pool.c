@@ -39,6 +39,7 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->reconnect.max = 30000;
   o->heartbeat_interval = 1000;
   o->heartbeat_timeout = 3000;
+  o->heartbeat_probe = 30000;
   o->keepalive_idle = 20;
   o->keepalive_interval = 5;
   o->keepalive_count = 3;
@@ -755,19 +756,23 @@ void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn) {
   rn__endpoint_answered(pool, conn->endpoint);
 }
 
-/* The peer reset or closed one connection: its idle siblings on the same
- * endpoint came from the same server incarnation and are most likely dead
- * too. Close them now rather than discover it one failed call at a time.
- * Busy ones find out by themselves; other endpoints are not touched. */
-static void pool_drop_siblings(rn_pool_t *pool, rn_conn_t *conn) {
+/* The peer reset or closed one connection (gone), or went silent: its
+ * idle siblings on the same endpoint came from the same server incarnation
+ * and are most likely dead too. Close them now rather than discover it one
+ * failed call at a time. Busy ones find out by themselves, but after a
+ * reset or EOF take no new calls until they prove their peer alive.
+ * Other endpoints are not touched. */
+static void pool_drop_siblings(rn_pool_t *pool, rn_conn_t *conn, int gone) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   rn_list_t *pos, *tmp;
   (void)pool;
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *sibling = RN_CONTAINER_OF(pos, rn_conn_t, node);
-    if (sibling != conn && sibling->state == RN_CONN_READY &&
-        sibling->queued == 0)
+    if (sibling == conn || sibling->state != RN_CONN_READY) continue;
+    if (sibling->queued == 0)
       rn__conn_close(sibling, RN_ESTALE);
+    else if (gone)
+      rn__conn_suspect(sibling);
   }
 }
 
@@ -808,7 +813,7 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   if (pool->closing) return;
   if (conn->was_ready && (err == UV_ECONNRESET || err == UV_EOF ||
                           err == UV_EPIPE || err == RN_EDEADPEER))
-    pool_drop_siblings(pool, conn);
+    pool_drop_siblings(pool, conn, err != RN_EDEADPEER);
   /* Closes the pool made itself (idle, lifetime, stale siblings, removed)
    * are not the endpoint's fault. Nor is a shortage of our own: no
    * failure is counted (no backoff growth, no ejection, no re-resolve);

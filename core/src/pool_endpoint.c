@@ -81,6 +81,8 @@ void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   ep->removed = 1;
   rn__endpoint_end_ejection(pool, ep);
   rn_list_insert_tail(&pool->removed, &ep->removed_node);
+  /* Nobody will call there again: nothing for a probe to learn. */
+  if (ep->dead_probe != NULL) rn__conn_close(ep->dead_probe, RN_ECLOSED);
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (conn->state == RN_CONN_CLOSING) continue;
@@ -257,6 +259,27 @@ void rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   until = rn_loop_now(pool->loop) + delay_ms;
   ep->hold_until = RN_MAX(ep->hold_until, until);
   ep->retry_at = RN_MAX(ep->retry_at, until);
+}
+
+void rn__endpoint_probe_ended(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                              unsigned serial, const char *reason) {
+  rn_pool_event_t ev;
+  int answered = strcmp(reason, "answered") == 0;
+
+  if (answered) {
+    pool->stats.probes_answered++;
+    /* The server is back: its next connect goes now, not after the
+     * backoff that grew while it was frozen. */
+    rn__endpoint_answered(pool, ep);
+  } else if (strcmp(reason, "expired") == 0) {
+    pool->stats.probes_expired++;
+  }
+  memset(&ev, 0, sizeof(ev));
+  ev.connection = serial;
+  ev.state = "probe";
+  ev.reason = reason;
+  rn__pool_emit(pool, RN_EVENT_STATE, ep, &ev);
+  if (answered && !pool->closing) rn__pool_dispatch(pool);
 }
 
 int rn_pool_endpoint_info(rn_pool_t *pool, size_t index,

@@ -26,6 +26,23 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
 }
 
 static unsigned pool_size = 1;
+static uint64_t probe_ms = 30000;      /* heartbeat_probe */
+static uint64_t reconnect_initial = 100;
+/* "probe" events by reason: answered, expired, other */
+static int probes_answered, probes_expired, probes_other;
+
+static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (ev->type != RN_EVENT_STATE || ev->state == NULL ||
+      strcmp(ev->state, "probe") != 0)
+    return;
+  if (strcmp(ev->reason, "answered") == 0)
+    probes_answered++;
+  else if (strcmp(ev->reason, "expired") == 0)
+    probes_expired++;
+  else
+    probes_other++;
+}
 
 static void start(uint64_t interval, uint64_t timeout) {
   rn_pool_options_t po;
@@ -43,10 +60,14 @@ static void start(uint64_t interval, uint64_t timeout) {
   po.min_idle = pool_size > 1 ? pool_size : 0;
   po.heartbeat_interval = interval;
   po.heartbeat_timeout = timeout;
+  po.heartbeat_probe = probe_ms;
+  po.reconnect.initial = reconnect_initial;
+  po.on_event = on_event;
   po.timeout = 10000;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   hold_all = 0;
   held_count = 0;
+  probes_answered = probes_expired = probes_other = 0;
 }
 
 static void stop(void) {
@@ -127,6 +148,48 @@ static void test_silent_peer_declared_dead(void) {
   stop();
 }
 
+/* Issue 14, defect 8: after a freeze the first call waited out a backoff
+ * that grew during it. The connection judged dead stays open as a probe;
+ * the server's late answer on it ends the backoff at once. Here the
+ * backoff is 5 s: the next call must not wait for it. */
+static void test_dead_probe_answer_ends_backoff(void) {
+  struct outcome o;
+  rn_pool_stats_t st;
+  uint64_t t0, elapsed;
+  int i;
+
+  reconnect_initial = 5000;
+  start(50, 150);
+  call(&o);
+  run_until(&o);
+  ASSERT_OK(o.status);
+  hold_all = 1; /* frozen: reads, never answers */
+  call(&o);
+  run_until(&o);
+  ASSERT_EQ(o.status, RN_EDEADPEER);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.probes, 1);
+  ASSERT_EQ(st.open, 1); /* the probe */
+
+  /* Thawed: the server answers what it was sent, on the probe. */
+  hold_all = 0;
+  t0 = uv_hrtime();
+  for (i = 0; i < held_count; i++)
+    test_echo_bulk(server, held[i], "late", 4);
+  held_count = 0;
+  call(&o);
+  run_until(&o);
+  elapsed = (uv_hrtime() - t0) / 1000000;
+  ASSERT_OK(o.status);
+  ASSERT_LE(elapsed, 200); /* not the 4-6 s of backoff */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.probes_answered, 1);
+  ASSERT_EQ(probes_answered, 1);
+  ASSERT_EQ(probes_expired + probes_other, 0);
+  stop();
+  reconnect_initial = 100;
+}
+
 static void tick(uv_timer_t *t) { (void)t; }
 
 /* Runs the loop until done() says so, for at most 5 s. A ticking timer of
@@ -143,6 +206,18 @@ static void run_until_true(int (*done)(void)) {
   }
   uv_close((uv_handle_t *)&t, NULL);
   uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
+}
+
+static int two_idle(void) {
+  rn_pool_stats_t st;
+  rn_pool_stats(pool, &st);
+  return st.idle == 2;
+}
+
+static int probe_expired(void) {
+  rn_pool_stats_t st;
+  rn_pool_stats(pool, &st);
+  return st.probes_expired > 0;
 }
 
 static int all_ten_idle(void) {
@@ -179,6 +254,71 @@ static void test_idle_siblings_share_pings(void) {
   ASSERT_EQ(st.idle, 10);
   stop();
   pool_size = 1;
+}
+
+/* The probe costs one socket per endpoint for heartbeat_probe at most:
+ * two connections judged dead leave one probe, closed unanswered when its
+ * time is up, with a "probe" event "expired" and the stat. */
+static void test_dead_probe_is_bounded(void) {
+  struct outcome a, b;
+  rn_pool_stats_t st;
+  uint64_t t0, elapsed;
+
+  pool_size = 2;
+  probe_ms = 300;
+  reconnect_initial = 5000; /* no new connection meanwhile */
+  start(50, 150);
+  run_until_true(two_idle);
+  hold_all = 1;
+  call(&a);
+  call(&b);
+  run_until(&a);
+  run_until(&b);
+  ASSERT_EQ(a.status, RN_EDEADPEER);
+  ASSERT_EQ(b.status, RN_EDEADPEER);
+  t0 = uv_hrtime();
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.dead_peers, 2);
+  ASSERT_EQ(st.probes, 1);
+  run_until_true(probe_expired);
+  elapsed = (uv_hrtime() - t0) / 1000000;
+  ASSERT_LE(elapsed, 300 + 100);
+  test_run_for(rn_loop_uv(loop), 20); /* the close callbacks */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.probes_expired, 1);
+  ASSERT_EQ(st.probes_answered, 0);
+  ASSERT_EQ(st.open, 0);
+  ASSERT_EQ(probes_expired, 1);
+  ASSERT_EQ(probes_answered + probes_other, 0);
+  stop();
+  pool_size = 1;
+  probe_ms = 30000;
+  reconnect_initial = 100;
+}
+
+/* An endpoint that discovery drops takes its probe with it at once. */
+static void test_dead_probe_closed_with_its_endpoint(void) {
+  struct outcome o;
+  rn_pool_stats_t st;
+  const char *other[1] = {"127.0.0.1:1"};
+
+  reconnect_initial = 5000;
+  start(50, 150);
+  hold_all = 1;
+  call(&o);
+  run_until(&o);
+  ASSERT_EQ(o.status, RN_EDEADPEER);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.probes, 1);
+  ASSERT_EQ(st.open, 1);
+  ASSERT_OK(rn_pool_set_endpoints(pool, other, 1));
+  ASSERT_EQ(probes_other, 1); /* "closed" */
+  test_run_for(rn_loop_uv(loop), 20); /* the close callback */
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.open, 0);
+  ASSERT_EQ(st.probes_answered + st.probes_expired, 0);
+  stop();
+  reconnect_initial = 100;
 }
 
 /* --- a server on its own thread, so that stalling the client's loop does
@@ -324,6 +464,9 @@ int main(void) {
   TEST_RUN(test_idle_connection_lives_on_pings);
   TEST_RUN(test_silent_peer_declared_dead);
   TEST_RUN(test_idle_siblings_share_pings);
+  TEST_RUN(test_dead_probe_answer_ends_backoff);
+  TEST_RUN(test_dead_probe_is_bounded);
+  TEST_RUN(test_dead_probe_closed_with_its_endpoint);
   TEST_RUN(test_stalled_loop_spares_live_peer);
   TEST_RUN(test_frozen_server_idle_siblings);
   return 0;

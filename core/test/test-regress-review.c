@@ -135,6 +135,7 @@ struct peer_conn {
   uv_tcp_t h;
   unsigned lines;
   unsigned held; /* lines not answered yet */
+  unsigned marks; /* lines "mark" received */
   char line[8];
   size_t line_len;
 };
@@ -169,6 +170,7 @@ static void peer_answer(struct peer_conn *c) {
 static void peer_line(struct peer_conn *c) {
   int hold = c->line_len == 4 && memcmp(c->line, "hold", 4) == 0;
   c->lines++;
+  if (c->line_len == 4 && memcmp(c->line, "mark", 4) == 0) c->marks++;
   if (peer_mode == PEER_ANSWER_FIRST) {
     if (c->lines == 1) peer_answer(c);
   } else if (hold || c->held > 0) {
@@ -282,8 +284,10 @@ static void test_nested_dispatch_on_dead_idle_connection(void) {
 
   call(pool, "x", 0, &after);
   st = stats_of(pool);
-  ASSERT_EQ(st.pending, 0);
-  ASSERT_EQ(st.in_flight, 2); /* "x" queued behind "hold" */
+  /* "x" waits: after the EOF the busy sibling takes no new call until its
+   * own peer proves alive (issue 14, defect 7); a new connection opens. */
+  ASSERT_EQ(st.pending, 1);
+  ASSERT_EQ(st.in_flight, 1);
 
   peer_release();
   RUN_UNTIL(held.fired && after.fired, 2000);
@@ -291,6 +295,87 @@ static void test_nested_dispatch_on_dead_idle_connection(void) {
   ASSERT_OK(after.status);
   ASSERT_EQ(after.body_len, 2);
   ASSERT_MEM_EQ(after.body, "ok", 2);
+  rn_pool_close(pool, 0, NULL);
+  peer_stop();
+  finish();
+}
+
+/* Issue 14, defect 7: a crashed server's sockets close one after the
+ * other. A call that failed on the first (EOF) was made again at once,
+ * from its callback, and placed on a busy sibling whose FIN was next: it
+ * failed as maybe executed though no server ever read it. Now the busy
+ * sibling takes no new call until its own peer answers a ping sent after
+ * the EOF; the call goes back to the pool before it is written and on to
+ * a new connection. (Here the sibling's peer is alive but holds a call,
+ * so the proof stays out and the call must not wait behind it.) */
+static struct outcome again;
+static int called_again;
+
+static void call_again_on_failure(rn_pool_t *p, void *data,
+                                  const rn_result_t *r) {
+  record(p, data, r);
+  if (r->status != 0 && !called_again) {
+    called_again = 1;
+    call(p, "mark", 0, &again);
+  }
+}
+
+static void test_busy_sibling_of_eof_gets_no_new_call(void) {
+  struct outcome warm[2], held[2];
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  unsigned lines;
+  int i;
+
+  open_loop();
+  peer_start(PEER_ANSWER_ALL);
+  pool_defaults(&po);
+  po.size = 4;
+  po.heartbeat_interval = 1000; /* answered pings prove a suspect alive */
+  po.heartbeat_timeout = 3000;
+  po.heartbeat_ping = "ping";
+  po.heartbeat_ping_len = 4;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  call(pool, "x", 0, &warm[0]);
+  call(pool, "x", 0, &warm[1]);
+  RUN_UNTIL(warm[0].fired && warm[1].fired && peer_count == 2, 2000);
+  ASSERT_EQ(stats_of(pool).idle, 2);
+
+  /* Both connections busy with a call the peer holds. */
+  called_again = 0;
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "hold", 4));
+  for (i = 0; i < 2; i++) {
+    memset(&held[i], 0, sizeof(held[i]));
+    ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL,
+                           call_again_on_failure, &held[i]));
+  }
+  rn_buf_free(&frame);
+  RUN_UNTIL(peer_conns[0].held == 1 && peer_conns[1].held == 1, 2000);
+
+  lines = peer_conns[1].lines;
+  peer_close(&peer_conns[0]);
+  peer_conns[0].held = 0; /* nothing to answer there any more */
+  RUN_UNTIL(again.fired, 2000);
+  ASSERT_OK(again.status);
+  ASSERT_MEM_EQ(again.body, "ok", 2);
+  ASSERT_EQ(peer_conns[1].marks, 0); /* never written behind "hold" */
+  ASSERT_EQ(peer_count, 3);          /* answered on a new connection */
+  ASSERT_EQ(peer_conns[2].marks, 1);
+  ASSERT_EQ(held[0].fired + held[1].fired, 1); /* the one in flight */
+  ASSERT_EQ(held[0].fired ? held[0].status : held[1].status, UV_EOF);
+
+  /* The sibling's peer answers "hold", then the proof ping. */
+  peer_release();
+  RUN_UNTIL(held[0].fired + held[1].fired == 2, 2000);
+  ASSERT_EQ(peer_conns[1].lines, lines + 1); /* the proof ping, no more */
+  /* Its pong cleared it: two calls find the two idle connections. */
+  RUN_UNTIL(stats_of(pool).idle == 2, 2000);
+  for (i = 0; i < 2; i++) call(pool, "x", 0, &warm[i]);
+  RUN_UNTIL(warm[0].fired && warm[1].fired, 2000);
+  ASSERT_EQ(peer_conns[1].lines, lines + 2);
+  ASSERT_EQ(peer_count, 3);
   rn_pool_close(pool, 0, NULL);
   peer_stop();
   finish();
@@ -612,6 +697,7 @@ static void test_pool_initiated_close_counted_as_endpoint_failure(void) {
 int main(int argc, char **argv) {
   RUN_SELECTED(test_nested_dispatch_on_dead_idle_connection);
   RUN_SELECTED(test_recently_read_idle_connection_closed_unpolled);
+  RUN_SELECTED(test_busy_sibling_of_eof_gets_no_new_call);
   RUN_SELECTED(test_maintenance_timer_restarted_after_close);
   RUN_SELECTED(test_unix_connect_started_after_the_event);
   RUN_SELECTED(test_server_resume_walking_a_changed_list);

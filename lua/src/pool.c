@@ -333,7 +333,8 @@ static const char **lrn_endpoint_list(lua_State *L, int idx,
  *          size, max_pending, connect_timeout_ms, timeout_ms,
  *          write_high_water, reconnect_initial_ms, reconnect_multiplier,
  *          reconnect_jitter, reconnect_max_ms, heartbeat_interval_ms,
- *          heartbeat_timeout_ms, heartbeat_ping, keepalive_idle,
+ *          heartbeat_timeout_ms, heartbeat_ping, heartbeat_probe_ms,
+ *          keepalive_idle,
  *          keepalive_interval, keepalive_count, user_timeout_ms,
  *          idle_timeout_ms, max_lifetime_ms, min_idle} -> handle.
  * Times in ms, keepalive in seconds; absent fields keep the core's
@@ -377,6 +378,8 @@ static int lrn_pool_new(lua_State *L) {
       L, "heartbeat_timeout_ms", (lua_Integer)o.heartbeat_timeout, 0, max);
   o.heartbeat_ping =
       lrn_opt_lstring(L, "heartbeat_ping", NULL, &o.heartbeat_ping_len);
+  o.heartbeat_probe = (uint64_t)lrn_opt_int(
+      L, "heartbeat_probe_ms", (lua_Integer)o.heartbeat_probe, 0, max);
   o.keepalive_idle = (unsigned)lrn_opt_int(
       L, "keepalive_idle", (lua_Integer)o.keepalive_idle, 0, 1 << 24);
   o.keepalive_interval = (unsigned)lrn_opt_int(
@@ -680,6 +683,9 @@ static int lrn_pool_stats(lua_State *L) {
   lrn_set_count(L, "heartbeats", s.heartbeats);
   lrn_set_count(L, "heartbeats_missed", s.heartbeats_missed);
   lrn_set_count(L, "dead_peers", s.dead_peers);
+  lrn_set_count(L, "probes", s.probes);
+  lrn_set_count(L, "probes_answered", s.probes_answered);
+  lrn_set_count(L, "probes_expired", s.probes_expired);
   lrn_set_count(L, "ejections", s.ejections);
   lua_createtable(L, 0, 8);
   lrn_set_count(L, "idle", s.evictions.idle);
