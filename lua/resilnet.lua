@@ -773,7 +773,8 @@ function Pool:set_endpoints(list)
 end
 
 --- pool:close{drain = seconds}: stops taking calls, lets calls in flight
--- finish for up to drain seconds, waits until every connection closed.
+-- finish for up to drain seconds, waits until every connection closed
+-- (from a plain callback, only starts it).
 -- pool:close{reset = true}: fails every call at once and resets (RST)
 -- every connection; for connections known to be broken.
 function Pool:close(opts)
@@ -785,6 +786,11 @@ function Pool:close(opts)
                     o.reset)
   elseif o.reset then
     core.pool_close(self._h, 0, nil, true)
+  end
+  -- A plain callback (an event handler, a send callback) cannot wait: the
+  -- close it started goes on from the loop.
+  if not current_task() and core.running() then
+    return true
   end
   return wait_closed("pool:close", self)
 end

@@ -377,6 +377,74 @@ describe("pool", function()
       assert.equal("late", got)
     end)
 
+    -- Regression (issue 14): a handler that closed the pool while the
+    -- retry scheduler or the hedge timer was half-way through moving a
+    -- call freed the pool under it (ASan: use after free) or left a call
+    -- parked forever. Every callback must run exactly once.
+    for _, event in ipairs { "state", "retry", "budget", "overload", "eject",
+                             "resolve" } do
+      for _, mix in ipairs { "drop", "hold" } do
+        it("closes from inside a " .. event .. " handler (" .. mix .. ")",
+           function()
+          -- "drop": every request reset on its way (sent, then lost:
+          -- retries); "hold": answered after the deadline (hedges).
+          local _, ep = H.server {
+            protocol = "line",
+            handler = function(req)
+              if req == "hold" then resilnet.sleep(0.5) end
+              return req
+            end,
+          }
+          if mix == "drop" then
+            local px = H.track(resilnet.proxy { listen = "127.0.0.1:0",
+                                                upstream = ep,
+                                                protocol = "line" })
+            px:rule { kind = "fail_first", n = 100000, action = "rst" }
+            ep = px:endpoint()
+          end
+          local pool = resilnet.pool {
+            endpoints = { ep, H.refused_endpoint() }, protocol = "line",
+            timeout = 0.4, size = 4, max_pending = 50, heartbeat = false,
+            reconnect = { initial = 0.005, max = 0.02 },
+            retry = { attempts = 3, initial = 0.04, max = 0.08,
+                      budget = { tokens = 6, ratio = 0.1 } },
+            hedge = { delay = 0.01, max = 2 },
+            eject = { failures = 1, time = 0.05, max_time = 0.1 },
+            resolve_ttl = 0,
+          }
+          local closed_in_handler = 0
+          pool:on(event, function()
+            if closed_in_handler == 0 then
+              closed_in_handler = 1
+              assert.is_true(pool:close())
+            end
+          end)
+          local fired, accepted = {}, 0
+          for i = 1, 60 do
+            local ok = pool:send(i % 3 == 0 and "echo" or mix,
+                                 { idempotent = i % 3 ~= 0 },
+                                 function() fired[i] = (fired[i] or 0) + 1 end)
+            if ok then accepted = accepted + 1 end
+          end
+          H.go(function()
+            local t0 = resilnet.now()
+            while closed_in_handler == 0 and resilnet.now() - t0 < 3 do
+              resilnet.sleep(0.01)
+            end
+            pool:close() -- waits for the close the handler started
+          end)
+          assert.equal(1, closed_in_handler)
+          local n = 0
+          for i = 1, 60 do
+            assert.is_true(fired[i] == nil or fired[i] == 1)
+            n = n + (fired[i] or 0)
+          end
+          assert.equal(accepted, n)
+          assert.is_true(pool:stats().closed)
+        end)
+      end
+    end
+
     it("fails past max_pending with EOVERLOAD", function()
       local _, ep = H.server { protocol = "line" }
       local pool = H.pool { endpoints = { ep }, protocol = "line",

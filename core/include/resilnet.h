@@ -185,8 +185,24 @@ typedef struct rn_frame_s {
 
 typedef struct rn_codec_s rn_codec_t;
 
+/* A stream's place in the partial frame at the head of its buffer, kept
+ * between reads by rn_codec_scan so that finding a frame costs O(its size)
+ * in all, however thinly its bytes arrive. Zero it (or rn_frame_scan_reset)
+ * before first use; reset it whenever the buffer's head is no longer the
+ * frame it was scanning. Private fields. */
+typedef struct rn_frame_scan_s {
+  size_t need;      /* look again once this many bytes are buffered */
+  size_t done;      /* bytes of the frame already walked */
+  size_t line_from; /* resp: the partial line item has no CR before this */
+  uint64_t owed;    /* resp: values still owed */
+  uint64_t *levels; /* resp: values owed per open level (malloc'ed) */
+  unsigned depth;   /* resp: open levels below the top */
+  unsigned capacity; /* of levels */
+  int flags;
+} rn_frame_scan_t;
+
 /* One codec implementation. All functions are pure: no allocation except in
- * `out`, no state between calls. */
+ * `out` (and a scan's own state), no state between calls but a scan's. */
 typedef struct rn_codec_type_s {
   const char *name;
   /* 1: a complete frame starts at data (frame filled in); 0: need more bytes;
@@ -201,6 +217,10 @@ typedef struct rn_codec_type_s {
    * when it exceeds max_frame, UV_ENOMEM. */
   int (*encode)(const rn_codec_t *codec, rn_buf_t *out, const char *body,
                 size_t len);
+  /* Like frame, resuming from and updating `scan` (see rn_codec_scan); it
+   * does not check scan->need. NULL: frame's hint is resume enough. */
+  int (*scan)(const rn_codec_t *codec, rn_frame_scan_t *scan,
+              const char *data, size_t len, rn_frame_t *frame);
 } rn_codec_type_t;
 
 struct rn_codec_s {
@@ -221,6 +241,16 @@ static inline int rn_codec_frame(const rn_codec_t *codec, const char *data,
                                  size_t len, rn_frame_t *frame) {
   return codec->type->frame(codec, data, len, frame);
 }
+/* rn_codec_frame for a stream read piecemeal: `data` must start with the
+ * same frame as on the previous call with this scan, holding at least the
+ * bytes it held then (a buffer that only grows at its end, or whose
+ * consumed frames were cut from its head with the scan reset). Returns as
+ * rn_codec_frame; the scan is reset on 1 and on an error. */
+int rn_codec_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
+                  const char *data, size_t len, rn_frame_t *frame);
+/* Forgets the partial frame and frees what the scan held. */
+void rn_frame_scan_reset(rn_frame_scan_t *scan);
+
 static inline int rn_codec_encode(const rn_codec_t *codec, rn_buf_t *out,
                                   const char *body, size_t len) {
   return codec->type->encode(codec, out, body, len);
@@ -654,7 +684,9 @@ typedef void (*rn_pool_close_cb)(rn_pool_t *pool);
  * with RN_ECLOSED. Calls on connections may finish for up to drain_ms; then
  * the rest fail with RN_ECLOSED and the connections close. cb (may be NULL)
  * runs once every handle is closed; the pool is freed after it returns.
- * Calling it twice is an error the second call ignores. */
+ * Calling it twice is an error the second call ignores. From inside one of
+ * the pool's callbacks, no call is accepted from then on and the rest runs
+ * from the loop after that callback returns. */
 void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb);
 
 /* Abortive close: every call not yet answered fails with RN_ECLOSED now

@@ -96,6 +96,7 @@ struct rn_conn_s {
   uint64_t last_active;   /* loop ms of the last call queued or answered */
   uint64_t expires_at;    /* loop ms; 0: no lifetime limit */
   rn_buf_t rbuf;              /* bytes read, not yet framed */
+  rn_frame_scan_t scan;       /* how far rbuf's partial frame was framed */
   rn_buf_t wbuf;              /* bytes of the write in flight */
   rn_list_t unsent;           /* calls waiting for the write in flight */
   rn_list_t sent;             /* calls awaiting replies, in send order */

@@ -1,6 +1,7 @@
 /* Codec selection and option checking. */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -70,4 +71,30 @@ int rn_codec_init(rn_codec_t *codec, const rn_codec_options_t *options) {
     return UV_EINVAL;
   *codec = c;
   return 0;
+}
+
+void rn_frame_scan_reset(rn_frame_scan_t *scan) {
+  free(scan->levels);
+  memset(scan, 0, sizeof(*scan));
+}
+
+int rn_codec_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
+                  const char *data, size_t len, rn_frame_t *frame) {
+  int r;
+
+  /* The cheap case of a trickle: still short of what the frame needs. */
+  if (len < scan->need) {
+    frame->size = scan->need;
+    frame->body_offset = frame->body_len = 0;
+    frame->flags = 0;
+    return 0;
+  }
+  r = codec->type->scan != NULL
+          ? codec->type->scan(codec, scan, data, len, frame)
+          : codec->type->frame(codec, data, len, frame);
+  if (r == 0)
+    scan->need = frame->size;
+  else
+    rn_frame_scan_reset(scan);
+  return r;
 }

@@ -57,4 +57,4 @@ static int length_encode(const rn_codec_t *codec, rn_buf_t *out,
 }
 
 const rn_codec_type_t rn__codec_length = {"length", length_frame,
-                                          length_encode};
+                                          length_encode, NULL};

@@ -24,27 +24,46 @@ static size_t find_delimiter(const rn_codec_t *codec, const char *data,
   return len;
 }
 
-static int line_frame(const rn_codec_t *codec, const char *data, size_t len,
-                      rn_frame_t *frame) {
+/* Searches from `from`, where an earlier look stopped: bytes before it
+ * hold no delimiter, so a line read a byte at a time is searched once. */
+static int line_find(const rn_codec_t *codec, const char *data, size_t len,
+                     size_t from, rn_frame_t *frame, size_t *stopped) {
   /* Only the first max_frame bytes can hold a frame that fits. */
   size_t window = RN_MIN(len, codec->max_frame);
-  size_t at = find_delimiter(codec, data, window);
+  size_t at;
 
+  if (from > window)
+    from = window;
+  at = from + find_delimiter(codec, data + from, window - from);
+
+  frame->body_offset = 0;
+  frame->flags = 0;
   if (at == window) {
     if (len >= codec->max_frame)
       return RN_EFRAMESIZE;
-    /* Need at least one more byte; see codec_length.c for the hint. */
+    /* Need at least one more byte; see codec_length.c for the hint. A
+     * delimiter may start in the last delimiter_len - 1 bytes. */
     frame->size = len + 1;
-    frame->body_offset = 0;
     frame->body_len = 0;
-    frame->flags = 0;
+    *stopped = window >= codec->delimiter_len
+                   ? window - codec->delimiter_len + 1
+                   : 0;
     return 0;
   }
   frame->size = at + codec->delimiter_len;
-  frame->body_offset = 0;
   frame->body_len = at;
-  frame->flags = 0;
   return 1;
+}
+
+static int line_frame(const rn_codec_t *codec, const char *data, size_t len,
+                      rn_frame_t *frame) {
+  size_t stopped;
+  return line_find(codec, data, len, 0, frame, &stopped);
+}
+
+static int line_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
+                     const char *data, size_t len, rn_frame_t *frame) {
+  return line_find(codec, data, len, scan->done, frame, &scan->done);
 }
 
 /* 1 if the receiver would find a delimiter in body + delimiter before the
@@ -80,4 +99,5 @@ static int line_encode(const rn_codec_t *codec, rn_buf_t *out,
   return 0;
 }
 
-const rn_codec_type_t rn__codec_line = {"line", line_frame, line_encode};
+const rn_codec_type_t rn__codec_line = {"line", line_frame, line_encode,
+                                         line_scan};

@@ -2,6 +2,9 @@
  * The body is the whole frame; decoders walk it with rn_resp_item. */
 #include "internal.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 static int is_aggregate(rn_resp_type_t type) {
   return type == RN_RESP_ARRAY || type == RN_RESP_MAP || type == RN_RESP_SET ||
          type == RN_RESP_ATTRIBUTE || type == RN_RESP_PUSH;
@@ -11,16 +14,69 @@ static int is_aggregate(rn_resp_type_t type) {
  * values still owed proves a frame too large before those values arrive. */
 #define RN_RESP_MIN_ITEM 3
 
+/* A line item ("+OK\r\n", ":12\r\n"...) is over at its CR; a bulk one
+ * ("$5\r\nhello\r\n") at a length its header gives, which the "need more"
+ * hint covers. */
+static int is_line_item(char first) {
+  return first != RN_RESP_BULK && first != RN_RESP_BULK_ERROR &&
+         first != RN_RESP_VERBATIM && !is_aggregate((rn_resp_type_t)first);
+}
+
+/* A CR ends a line, an LF out of place makes it bad: either is news. */
+static int has_line_end(const char *data, size_t len) {
+  return memchr(data, '\r', len) != NULL || memchr(data, '\n', len) != NULL;
+}
+
+/* Keeps the walk's place in scan, or forgets it if the levels cannot be
+ * kept (out of memory: the next call starts over, slower but right). */
+static void scan_pause(rn_frame_scan_t *scan, size_t off, uint64_t owed,
+                       size_t depth, const uint64_t *left, int flags) {
+  if (depth + 1 > scan->capacity) {
+    uint64_t *levels = realloc(scan->levels, (depth + 1) * sizeof(*levels));
+    if (levels == NULL) {
+      scan->owed = 0;
+      return;
+    }
+    scan->levels = levels;
+    scan->capacity = (unsigned)(depth + 1);
+  }
+  memcpy(scan->levels, left, (depth + 1) * sizeof(*left));
+  scan->done = off;
+  scan->owed = owed;
+  scan->depth = (unsigned)depth;
+  scan->flags = flags;
+}
+
 /* Walks items with an explicit stack of counts instead of recursion, so a
- * hostile nesting depth costs a bounded array, not the C stack. */
-static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
-                      rn_frame_t *frame) {
+ * hostile nesting depth costs a bounded array, not the C stack. With a
+ * scan, the walk starts where the last one paused and pauses there again:
+ * each item is parsed once however the frame is split. */
+static int resp_walk(const rn_codec_t *codec, rn_frame_scan_t *scan,
+                     const char *data, size_t len, rn_frame_t *frame) {
   uint64_t left[RN_RESP_MAX_DEPTH + 1]; /* values owed per open level */
   uint64_t owed = 1;                    /* the sum of left[0..depth] */
   size_t depth = 0, off = 0, max = codec->max_frame;
   int flags = 0;
 
   left[0] = 1; /* level 0 owes the frame's one value */
+  if (scan != NULL && scan->owed > 0 && scan->done <= len) {
+    off = scan->done;
+    owed = scan->owed;
+    depth = scan->depth;
+    flags = scan->flags;
+    memcpy(left, scan->levels, (depth + 1) * sizeof(*left));
+    /* A long line item still without its CR: only the new bytes are
+     * looked at (the parser would search the whole line again). */
+    if (scan->line_from > off && len < max &&
+        !has_line_end(data + scan->line_from - 1,
+                      len - (scan->line_from - 1))) {
+      scan->line_from = len;
+      frame->size = len + 1;
+      frame->body_offset = frame->body_len = 0;
+      frame->flags = 0;
+      return 0;
+    }
+  }
   do {
     rn_resp_item_t it;
     uint64_t children = 0, room;
@@ -33,10 +89,18 @@ static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
     if (it.size > max - off) /* on "need more", size is a lower bound */
       return RN_EFRAMESIZE;
     if (r == 0) {
-      /* Hint, as in codec_length.c: the fewest bytes the frame needs. */
-      frame->size = off + it.size;
+      /* Hint, as in codec_length.c: the fewest bytes the frame needs, the
+       * values owed after this one at their smallest. */
+      uint64_t rest = (owed - 1) * RN_RESP_MIN_ITEM;
+      if (rest > max - off - it.size)
+        return RN_EFRAMESIZE;
+      frame->size = off + it.size + (size_t)rest;
       frame->body_offset = frame->body_len = 0;
       frame->flags = 0;
+      if (scan != NULL) {
+        scan_pause(scan, off, owed, depth, left, flags);
+        scan->line_from = off < len && is_line_item(data[off]) ? len : 0;
+      }
       return 0;
     }
     off += it.size;
@@ -78,6 +142,16 @@ static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
   return 1;
 }
 
+static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
+                      rn_frame_t *frame) {
+  return resp_walk(codec, NULL, data, len, frame);
+}
+
+static int resp_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
+                     const char *data, size_t len, rn_frame_t *frame) {
+  return resp_walk(codec, scan, data, len, frame);
+}
+
 /* A string request becomes the array of one bulk string: "*1\r\n$N\r\n...". */
 static int resp_encode(const rn_codec_t *codec, rn_buf_t *out,
                        const char *body, size_t len) {
@@ -99,4 +173,5 @@ static int resp_encode(const rn_codec_t *codec, rn_buf_t *out,
   return err;
 }
 
-const rn_codec_type_t rn__codec_resp = {"resp", resp_frame, resp_encode};
+const rn_codec_type_t rn__codec_resp = {"resp", resp_frame, resp_encode,
+                                         resp_scan};

@@ -244,6 +244,15 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   return 1;
 }
 
+/* The reply a ping asks for: RESP's +PONG (any reply for line and length,
+ * whose pings the application chose). */
+static int conn_is_pong(const rn_conn_t *conn, const char *frame,
+                        const rn_frame_t *f) {
+  static const char pong[] = "+PONG\r\n";
+  if (conn->pool->codec.protocol != RN_PROTOCOL_RESP) return 1;
+  return f->size == sizeof(pong) - 1 && memcmp(frame, pong, f->size) == 0;
+}
+
 /* Hands one reply frame to the oldest call sent. 0, or the error that must
  * close the connection. */
 static int conn_deliver(rn_conn_t *conn, const char *frame,
@@ -253,6 +262,11 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
 
   if (rn_list_empty(&conn->sent)) return RN_EUNEXPECTED;
   call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+  /* Replies are matched by position: one the peer sent unasked (a proxy's
+   * greeting, a leftover of the port's last user) would shift every reply
+   * after it onto the wrong call. RESP's ping proves the order holds. */
+  if (call->internal && !call->tombstone && !conn_is_pong(conn, frame, f))
+    return RN_EUNEXPECTED;
   if (!rn__conn_take(conn, call)) return 0;
   status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
   if (status == 0 ||
@@ -303,7 +317,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
         return;
       }
     } else {
-      r = rn_codec_frame(&pool->codec, data, avail, &f);
+      r = rn_codec_scan(&pool->codec, &conn->scan, data, avail, &f);
       if (r == 0) break;
       if (r < 0) {
         rn__conn_close(conn, r);
@@ -753,6 +767,7 @@ static void conn_maybe_free(rn_conn_t *conn) {
     return;
   if (conn->addrs) uv_freeaddrinfo(conn->addrs);
   rn_buf_free(&conn->rbuf);
+  rn_frame_scan_reset(&conn->scan);
   rn_buf_free(&conn->wbuf);
   rn_list_remove(&conn->node);
   rn__pool_conn_freed(pool, conn);

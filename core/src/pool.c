@@ -17,7 +17,9 @@ static void pool_maintain(rn_timer_t *timer);
 static void pool_close_now(rn_pool_t *pool);
 
 static void pool_close_deferred(rn_timer_t *timer) {
-  pool_close_now(timer->data);
+  rn_pool_t *pool = timer->data;
+  pool->close_deferred = 0;
+  pool_close_now(pool);
 }
 static void pool_reconnect_due(rn_timer_t *timer);
 static void pool_attempt_expired(rn_timer_t *timer);
@@ -498,6 +500,8 @@ static void pool_attempt_expired(rn_timer_t *timer) {
  * back here. A nested request only asks the running one to go round again. */
 void rn__pool_dispatch(rn_pool_t *pool) {
   int crowded = 0;
+  /* Closing: waiting calls are failed by the close, not placed. */
+  if (pool->closing) return;
   if (pool->dispatching) {
     pool->dispatch_again = 1;
     return;
@@ -527,13 +531,6 @@ void rn__pool_dispatch(rn_pool_t *pool) {
     if (crowded || pool->pending_count > 0) rn__pool_grow(pool);
   } while (pool->dispatch_again);
   pool->dispatching = 0;
-  /* A close asked for while we were placing calls runs from the loop, so
-   * no callback fires inside the rn_pool_call that got us here. */
-  if (pool->close_deferred) {
-    pool->close_deferred = 0;
-    pool->close_timer.cb = pool_close_deferred;
-    rn_timer_start(&pool->close_timer, 0);
-  }
 }
 
 rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call) {
@@ -547,6 +544,7 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
 static void pool_call_expired(rn_timer_t *timer) {
   rn_call_t *call = timer->data;
   rn_pool_t *pool = call->pool;
+  rn_conn_t *abandoned = NULL;
   int status = UV_ETIMEDOUT;
 
   if (call->backing_off) {
@@ -564,11 +562,20 @@ static void pool_call_expired(rn_timer_t *timer) {
     }
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
+  } else if (call->state == RN_SEND_ANSWERED &&
+             pool->codec.protocol != RN_PROTOCOL_RNP) {
+    /* Its reply is arriving, up to max_frame of it, for nobody now, and
+     * every reply behind it waits for the rest: close the connection. */
+    abandoned = call->conn;
   }
   /* A sent call stays in its connection's FIFO: the late reply is still
    * coming and must be matched to it, then dropped. */
   rn__call_complete(call, status, NULL, 0, 0);
   rn__call_release(call);
+  if (abandoned != NULL) {
+    abandoned->close_reason = "reply_timeout";
+    rn__conn_close(abandoned, UV_ETIMEDOUT);
+  }
 }
 
 /* Idempotent calls only: running the request twice must be harmless. */
@@ -932,7 +939,9 @@ static void pool_drain_expired(rn_timer_t *timer) {
 }
 
 void rn__pool_call_done(rn_pool_t *pool) {
-  if (pool->closing && pool->active == 0) pool_close_conns(pool);
+  /* (A deferred close has calls to fail yet: it goes on from there.) */
+  if (pool->closing && !pool->close_deferred && pool->active == 0)
+    pool_close_conns(pool);
 }
 
 void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn) {
@@ -946,11 +955,16 @@ void rn_pool_close(rn_pool_t *pool, uint64_t drain_ms, rn_pool_close_cb cb) {
   pool->closing = 1;
   pool->close_cb = cb;
   pool->close_drain = drain_ms;
-  /* From an event fired while calls are being placed (inside rn_pool_call,
-   * say), failing those calls now would run their callbacks before
-   * rn_pool_call returned: the close finishes from the loop instead. */
-  if (pool->dispatching) {
+  /* From inside the pool's own work (an event, a call's callback, classify,
+   * placing calls inside rn_pool_call), the code that called out is
+   * half-way through moving a call between lists, and failing calls now
+   * would run their callbacks before rn_pool_call returned: the close
+   * runs from the loop instead, on a clean stack. `closing` holds
+   * meanwhile, so nothing new is accepted, placed or retried. */
+  if (pool->dispatching || pool->callback_depth > 0) {
     pool->close_deferred = 1;
+    pool->close_timer.cb = pool_close_deferred;
+    rn_timer_start(&pool->close_timer, 0);
     return;
   }
   pool_close_now(pool);

@@ -389,4 +389,4 @@ static int rnp_encode(const rn_codec_t *codec, rn_buf_t *out,
   return rn_rnp_encode(out, &f, codec->max_frame);
 }
 
-const rn_codec_type_t rn__codec_rnp = {"rnp", rnp_frame, rnp_encode};
+const rn_codec_type_t rn__codec_rnp = {"rnp", rnp_frame, rnp_encode, NULL};

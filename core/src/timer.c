@@ -178,7 +178,10 @@ static void lane_wake(rn_timer_t *wake) {
     lane_unlink(t);
     t->cb(t);
   }
-  if (t != NULL && !rn_timer_is_active(wake))
+  /* A callback that started a timer in this lane armed the wake-up a whole
+   * timeout ahead (the lane looked empty to it, or its oldest already due):
+   * pull it back to the oldest timer left, which is due sooner. */
+  if (t != NULL && (!rn_timer_is_active(wake) || wake->due > t->due))
     rn_timer_start(wake, t->due - now);
 }
 

@@ -11,6 +11,24 @@ static void init_line(rn_codec_t *c, const char *delim, size_t max_frame) {
   ASSERT_OK(rn_codec_init(c, &o));
 }
 
+/* The same frame through one scan, a byte at a time: the same answers. */
+static void check_scan(const rn_codec_t *c, const char *data, size_t size,
+                       size_t body_len) {
+  rn_frame_scan_t scan;
+  rn_frame_t f;
+  size_t n;
+
+  memset(&scan, 0, sizeof(scan));
+  for (n = 0; n < size; n++) {
+    ASSERT_EQ(rn_codec_scan(c, &scan, data, n, &f), 0);
+    ASSERT_GT(f.size, n);
+  }
+  ASSERT_EQ(rn_codec_scan(c, &scan, data, size, &f), 1);
+  ASSERT_EQ(f.size, size);
+  ASSERT_EQ(f.body_len, body_len);
+  ASSERT_EQ(scan.done, 0);
+}
+
 static void check_splits(const rn_codec_t *c, const char *data, size_t size,
                          size_t body_len) {
   rn_frame_t f;
@@ -25,6 +43,7 @@ static void check_splits(const rn_codec_t *c, const char *data, size_t size,
   ASSERT_EQ(f.body_offset, 0);
   ASSERT_EQ(f.body_len, body_len);
   ASSERT_EQ(f.flags, 0);
+  check_scan(c, data, size, body_len);
 }
 
 static void test_init(void) {
@@ -158,11 +177,40 @@ static void test_big(void) {
   ASSERT_EQ(rn_codec_frame(&c, data, sizeof(data), &f), RN_EFRAMESIZE);
 }
 
+/* Regression (issue 15): a line read a few bytes at a time was searched
+ * from its start on every read, O(size^2). The scan searches each byte
+ * once: bytes it has searched are spoilt with delimiter bytes after each
+ * read, which a search from the start would find. A delimiter split
+ * across reads is still found. */
+static void test_scan_dribbled_line_resumes(void) {
+  static char data[30001];
+  rn_frame_scan_t scan;
+  rn_codec_t c;
+  rn_frame_t f;
+  size_t n, spoilt = 0;
+
+  memset(data, 'x', sizeof(data));
+  memcpy(data + sizeof(data) - 2, "\r\n", 2);
+  init_line(&c, "\r\n", 0);
+  memset(&scan, 0, sizeof(scan));
+  for (n = 0; n < sizeof(data) - 1; n += 3) {
+    ASSERT_EQ(rn_codec_scan(&c, &scan, data, n, &f), 0);
+    ASSERT_LE(scan.done, n);
+    ASSERT_GE(scan.done + 1, n);
+    for (; spoilt + 1 < scan.done; spoilt += 2) memcpy(data + spoilt, "\r\n", 2);
+  }
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, sizeof(data) - 1, &f), 0);
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, sizeof(data), &f), 1);
+  ASSERT_EQ(f.size, sizeof(data));
+  ASSERT_EQ(f.body_len, sizeof(data) - 2);
+}
+
 int main(void) {
   TEST_RUN(test_init);
   TEST_RUN(test_frames);
   TEST_RUN(test_oversized);
   TEST_RUN(test_encode);
   TEST_RUN(test_big);
+  TEST_RUN(test_scan_dribbled_line_resumes);
   return 0;
 }

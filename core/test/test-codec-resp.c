@@ -207,6 +207,29 @@ static void test_bad_items(void) {
 /* Every proper prefix of a frame says "need more", never an error and
  * never a frame; the whole frame, alone or followed by more bytes, is one
  * frame of exactly its size. */
+/* The frame fed through one scan a byte at a time, then in steps of 2
+ * and 3 bytes: the same answers as rn_codec_frame on each prefix. */
+static void scan_ok(const rn_codec_t *c, const char *data, size_t len,
+                    int flags) {
+  size_t step, n;
+
+  for (step = 1; step <= 3; step++) {
+    rn_frame_scan_t scan;
+    rn_frame_t f;
+    memset(&scan, 0, sizeof(scan));
+    for (n = 0; n < len; n += step) {
+      ASSERT_EQ(rn_codec_scan(c, &scan, data, n, &f), 0);
+      ASSERT_GT(f.size, n);
+      ASSERT_LE(f.size, len);
+    }
+    ASSERT_EQ(rn_codec_scan(c, &scan, data, len, &f), 1);
+    ASSERT_EQ(f.size, len);
+    ASSERT_EQ(f.body_len, len);
+    ASSERT_EQ(f.flags, flags);
+    ASSERT(scan.levels == NULL); /* a whole frame leaves nothing held */
+  }
+}
+
 static void frame_ok(const rn_codec_t *c, const char *data, size_t len,
                      int flags) {
   rn_frame_t f;
@@ -232,6 +255,7 @@ static void frame_ok(const rn_codec_t *c, const char *data, size_t len,
   ASSERT_EQ(rn_codec_frame(c, more, len + 5, &f), 1);
   ASSERT_EQ(f.size, len);
   free(more);
+  scan_ok(c, data, len, flags);
 }
 
 static void test_frames(void) {
@@ -284,6 +308,67 @@ static void test_bad_frames(void) {
   /* Garbage after a need-more prefix is still caught once it arrives. */
   frame_is(&c, S("*3\r\n:1\r\n"), 0);
   frame_is(&c, S("*3\r\n:1\r\n\x01"), RN_EBADFRAME);
+}
+
+/* Regression (issue 14, and the server's issue 15): a large array read a
+ * few bytes at a time was walked from its first element on every read, so
+ * framing it cost O(size^2). The scan keeps its place: after each read, it
+ * has walked every whole element it was given, and the first look past
+ * them starts there. Also a simple string without its CR yet, and bad
+ * bytes arriving late, still found. */
+static void test_scan_dribbled_array_resumes(void) {
+  rn_codec_t c = resp_codec(0);
+  const size_t count = 100000, item = 4; /* ":7\r\n" */
+  size_t header, len, n, i, done = 0;
+  rn_frame_scan_t scan;
+  rn_frame_t f;
+  char *data;
+
+  data = malloc(16 + count * item);
+  ASSERT(data != NULL);
+  header = (size_t)sprintf(data, "*%zu\r\n", count);
+  for (i = 0; i < count; i++) memcpy(data + header + i * item, ":7\r\n", item);
+  len = header + count * item;
+
+  memset(&scan, 0, sizeof(scan));
+  for (n = 0; n < len; n += 3) {
+    scan.need = 0; /* look on every read, as if the hint said nothing */
+    ASSERT_EQ(rn_codec_scan(&c, &scan, data, n, &f), 0);
+    ASSERT_GT(f.size, n);
+    if (n >= header) /* every value still owed counts */
+      ASSERT_GE(f.size + 4, header + (n - header) / item * item +
+                                (count - (n - header) / item) * 3);
+    if (n >= header) /* stopped after the last whole value given */
+      ASSERT_EQ(scan.done, header + (n - header) / item * item);
+    /* What was walked is never read again: spoil it. */
+    memset(data + done, 'X', scan.done - done);
+    done = scan.done;
+  }
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, len, &f), 1);
+  ASSERT_EQ(f.size, len);
+  ASSERT_EQ(scan.done, 0);
+  ASSERT(scan.levels == NULL);
+
+  /* A long simple string, then an LF out of place in its new bytes. */
+  memset(data, 'a', 4096);
+  data[0] = '+';
+  for (n = 1; n < 4096; n += 7) {
+    ASSERT_EQ(rn_codec_scan(&c, &scan, data, n, &f), 0);
+    ASSERT_GE(scan.line_from + 7, n + 1);
+  }
+  data[4096] = '\n';
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, 4097, &f), RN_EBADFRAME);
+  ASSERT(scan.levels == NULL && scan.done == 0);
+
+  /* Garbage after a partial frame is caught once the frame could have
+   * ended (the two values owed at their smallest). */
+  memcpy(data, "*3\r\n:1\r\n\x01\x01\x01\x01\x01\x01", 14);
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, 8, &f), 0);
+  ASSERT_GT(f.size, 9);
+  ASSERT_LE(f.size, 14);
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, f.size, &f), RN_EBADFRAME);
+  rn_frame_scan_reset(&scan);
+  free(data);
 }
 
 static void nest(char *buf, size_t depth, const char *open, size_t *len) {
@@ -480,6 +565,7 @@ int main(void) {
   TEST_RUN(test_bad_items);
   TEST_RUN(test_frames);
   TEST_RUN(test_bad_frames);
+  TEST_RUN(test_scan_dribbled_array_resumes);
   TEST_RUN(test_depth);
   TEST_RUN(test_oversized);
   TEST_RUN(test_walk);

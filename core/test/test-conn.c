@@ -19,6 +19,9 @@ static uv_tcp_t peer_conns[8];
 static int peer_conn_count;
 static const char *peer_script; /* written back on every read */
 static size_t peer_script_len;
+static const char *peer_first;  /* if set, written back on a connection's
+                                   first read instead */
+static int peer_first_done[8];
 static int peer_reads;
 
 static void peer_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
@@ -43,6 +46,11 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0 && peer_script_len > 0) {
     uv_write_t *req = malloc(sizeof(*req));
     uv_buf_t b = uv_buf_init((char *)peer_script, (unsigned)peer_script_len);
+    int *first_done = &peer_first_done[(uv_tcp_t *)s - peer_conns];
+    if (peer_first != NULL && !*first_done) {
+      b = uv_buf_init((char *)peer_first, (unsigned)strlen(peer_first));
+      *first_done = 1;
+    }
     ASSERT(req != NULL);
     ASSERT_OK(uv_write(req, s, &b, 1, peer_write_done));
   }
@@ -65,6 +73,8 @@ static int peer_start(const char *script, size_t len) {
 
   peer_script = script;
   peer_script_len = len;
+  peer_first = NULL;
+  memset(peer_first_done, 0, sizeof(peer_first_done));
   peer_conn_count = peer_reads = 0;
   ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
   ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &peer_listener));
@@ -286,6 +296,122 @@ static void test_error_reply(void) {
   finish();
 }
 
+/* Regression (issue 14): a call that timed out while its reply was still
+ * arriving left the connection open, carrying the rest of that reply (up
+ * to max_frame) for nobody, with every later reply queued behind it. Now
+ * the connection closes ("reply_timeout"); the peer sees it go. */
+static int reply_timeout_closes;
+
+static void note_reply_timeout(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (ev->type == RN_EVENT_STATE && ev->connection != 0 &&
+      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
+      strcmp(ev->reason, "reply_timeout") == 0)
+    reply_timeout_closes++;
+}
+
+static void test_timeout_mid_reply_closes_connection(void) {
+  static const char script[] = "*3\r\n:1\r\n"; /* and nothing more */
+  rn_call_options_t co;
+  struct outcome o;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  const char *eps[1];
+  char ep[64];
+  int turns = 0;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+           peer_start(script, sizeof(script) - 1));
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_RESP;
+  po.size = 1;
+  po.heartbeat_interval = 0;
+  po.on_event = note_reply_timeout;
+  reply_timeout_closes = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  memset(&co, 0, sizeof(co));
+  co.timeout = 200;
+  memset(&o, 0, sizeof(o));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &o));
+  rn_buf_free(&frame);
+  wait_for(&o);
+  ASSERT_EQ(o.status, UV_ETIMEDOUT);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT_EQ(reply_timeout_closes, 1);
+  /* The peer reads the close (EOF) and stops reading. */
+  while (uv_is_active((uv_handle_t *)&peer_conns[0])) {
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(++turns, 100000);
+  }
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
+/* Regression (issue 14): any reply was taken for the handshake's pong, so
+ * a peer that answered the PING with something else first ("+OK", as a
+ * proxy's greeting or a leftover would) shifted every later reply by one:
+ * the GET got "PONG". Now the connection fails its handshake and no call
+ * is ever sent on it. */
+static int unexpected_closes;
+
+static void note_unexpected(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (ev->type == RN_EVENT_STATE && ev->connection != 0 &&
+      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
+      strcmp(ev->reason, "unexpected") == 0)
+    unexpected_closes++;
+}
+
+static void test_handshake_reply_not_pong_shifts_nothing(void) {
+  static const char script[] = "+PONG\r\n";
+  rn_call_options_t co;
+  rn_pool_options_t po;
+  struct outcome o;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  const char *eps[1];
+  char ep[64];
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+           peer_start(script, sizeof(script) - 1));
+  peer_first = "+OK\r\n";
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_RESP;
+  po.size = 1;
+  po.reconnect.initial = 60; /* a few reconnects, within peer_conns */
+  po.reconnect.max = 100;
+  po.on_event = note_unexpected;
+  unexpected_closes = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  memset(&co, 0, sizeof(co));
+  co.timeout = 300;
+  memset(&o, 0, sizeof(o));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &o));
+  rn_buf_free(&frame);
+  wait_for(&o);
+  ASSERT_NE(o.status, 0); /* never "PONG" */
+  ASSERT_EQ(o.maybe_executed, 0);
+  ASSERT_GE(unexpected_closes, 1);
+  ASSERT_GE(peer_conn_count, 1);
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
 /* --- connect timeout ---------------------------------------------------- */
 
 /* A listener that never accepts and whose backlog is full drops SYNs, so a
@@ -475,6 +601,8 @@ int main(void) {
   TEST_RUN(test_oversized_line);
   TEST_RUN(test_malformed_resp);
   TEST_RUN(test_error_reply);
+  TEST_RUN(test_timeout_mid_reply_closes_connection);
+  TEST_RUN(test_handshake_reply_not_pong_shifts_nothing);
   TEST_RUN(test_connect_timeout);
   TEST_RUN(test_accept_then_silence_is_a_failed_connect);
   TEST_RUN(test_idle_check_before_handout);

@@ -180,6 +180,63 @@ static void test_lane_empty_and_restart(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+/* Regression (issue 14): a timer started in a lane from inside the lane's
+ * expiry armed the lane's wake-up a whole timeout ahead, past older timers
+ * due sooner, which then fired up to one timeout late. Timers start every
+ * 7 ms from heap timers; each restarts itself in the lane from its own
+ * expiry; every firing must come close to its due time. */
+#define STAGGERED 40
+#define STAGGER_MS 7
+#define STAGGER_LANE_MS 150
+#define STAGGER_ROUNDS 3
+
+static rn_timer_lane_t stagger_lane;
+static rn_timer_t stagger_kick[STAGGERED], stagger_timer[STAGGERED];
+static int stagger_rounds[STAGGERED];
+static uint64_t stagger_worst;
+static int stagger_fired;
+
+static void stagger_expired(rn_timer_t *t) {
+  int i = (int)(intptr_t)t->data;
+  uint64_t now = uv_now(t->loop->uv);
+  ASSERT_GE(now, t->due);
+  if (now - t->due > stagger_worst) stagger_worst = now - t->due;
+  stagger_fired++;
+  if (++stagger_rounds[i] < STAGGER_ROUNDS)
+    ASSERT_OK(rn__timer_start_in_lane(t, &stagger_lane));
+}
+
+static void stagger_start(rn_timer_t *kick) {
+  int i = (int)(intptr_t)kick->data;
+  ASSERT_OK(rn__timer_start_in_lane(&stagger_timer[i], &stagger_lane));
+}
+
+static void test_lane_start_in_expiry_keeps_older_due(void) {
+  rn_loop_t *loop;
+  int i;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  rn__timer_lane_init(loop, &stagger_lane, STAGGER_LANE_MS);
+  stagger_worst = 0;
+  stagger_fired = 0;
+  for (i = 0; i < STAGGERED; i++) {
+    rn_timer_init(loop, &stagger_timer[i], stagger_expired);
+    stagger_timer[i].data = (void *)(intptr_t)i;
+    rn_timer_init(loop, &stagger_kick[i], stagger_start);
+    stagger_kick[i].data = (void *)(intptr_t)i;
+    stagger_rounds[i] = 0;
+    ASSERT_OK(rn_timer_start(&stagger_kick[i], (uint64_t)(i * STAGGER_MS)));
+  }
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(stagger_fired, STAGGERED * STAGGER_ROUNDS);
+  /* The old wake-up made the worst lateness ~STAGGER_LANE_MS - STAGGER_MS;
+   * a loaded machine's scheduling costs a few ms. */
+  fprintf(stderr, "worst lateness in a lane: %" PRIu64 " ms\n", stagger_worst);
+  ASSERT_LT(stagger_worst, STAGGER_LANE_MS / 3);
+  rn__timer_lane_close(&stagger_lane);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 /* The uv timer is armed lazily: a timer started after a later one still
  * fires on time, and one whose earlier neighbour was stopped does not fire
  * early. */
@@ -216,5 +273,6 @@ int main(void) {
   TEST_RUN(test_lane_order_and_stop);
   TEST_RUN(test_lane_empty_and_restart);
   TEST_RUN(test_lazy_arming);
+  TEST_RUN(test_lane_start_in_expiry_keeps_older_due);
   return 0;
 }

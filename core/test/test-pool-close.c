@@ -1,0 +1,200 @@
+/* Closing a pool from inside its own callbacks: from the handler of every
+ * event type, with and without a drain, while calls are pending, in
+ * flight, backing off before a retry and hedged. Every accepted call's
+ * callback must run exactly once and the pool must be freed only after
+ * the last of them (ASan and valgrind see the rest).
+ *
+ * Regression (issue 14): a "budget exhausted" event fires inside the retry
+ * scheduler, between its check for a closing pool and the call joining the
+ * retry list; a handler that closed the pool there failed the list, then
+ * the call joined it, the pool was freed and the retry timer wrote into
+ * freed memory. The hedge variant parked its parent call forever. */
+#include "resilnet.h"
+#include "task.h"
+#include "helpers.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+#include <uv.h>
+
+#define CALLS 60
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static rn_loop_t *loop;
+static rn_server_t *server;
+static rn_pool_t *pool;
+static rn_event_type_t close_on;
+static uint64_t close_drain;
+static int closed_from_handler, pool_closed;
+static int fired[CALLS];
+static int accepted[CALLS];
+static rn_request_t *held[4 * CALLS]; /* answered only at the end */
+static int held_count;
+static int gave_up;
+
+/* "drop": the connection is dropped after the request arrived (a sent
+ * call fails: retries); "hold": never answered (hedges); else echoed. */
+static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
+                       size_t len) {
+  rn_buf_t out;
+  if (len >= 4 && memcmp(body, "drop", 4) == 0) {
+    rn_request_drop(req);
+    return;
+  }
+  if (len >= 4 && memcmp(body, "hold", 4) == 0) {
+    ASSERT_LT(held_count, (int)ARRAY_SIZE(held));
+    held[held_count++] = req;
+    return;
+  }
+  rn_buf_init(&out);
+  ASSERT_OK(rn_codec_encode(rn_server_codec(srv), &out, body, len));
+  ASSERT_OK(rn_request_reply(req, out.base, out.len));
+  rn_buf_free(&out);
+}
+
+static void on_pool_closed(rn_pool_t *p) {
+  (void)p;
+  pool_closed++;
+}
+
+static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
+  if (ev->type != close_on || closed_from_handler) return;
+  closed_from_handler = 1;
+  rn_pool_close(p, close_drain, on_pool_closed);
+  rn_pool_close(p, close_drain, on_pool_closed); /* a second is ignored */
+}
+
+static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
+  int i = (int)(intptr_t)data;
+  (void)p;
+  (void)r;
+  ASSERT_OK(pool_closed); /* every call's callback before the close's */
+  fired[i]++;
+}
+
+static void give_up(uv_timer_t *t) {
+  gave_up = 1;
+  uv_stop(t->loop);
+}
+
+static int refused_port(void) {
+  uv_tcp_t t;
+  struct sockaddr_in addr;
+  struct sockaddr_storage ss;
+  int len = sizeof(ss), port;
+  /* A port just freed: nobody listens there now. */
+  ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &t));
+  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
+  ASSERT_OK(uv_tcp_bind(&t, (struct sockaddr *)&addr, 0));
+  ASSERT_OK(uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &len));
+  port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
+  return port;
+}
+
+static void run_case(rn_event_type_t type, uint64_t drain, const char *mix) {
+  rn_pool_options_t po;
+  rn_call_options_t co;
+  const char *eps[2];
+  char endpoint[96], refused[64];
+  uv_timer_t guard;
+  int i;
+
+  fprintf(stderr, "   close on event %d, drain %d, %s calls\n", (int)type,
+          (int)drain, mix);
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  server = test_start_server(loop, RN_PROTOCOL_LINE, on_request,
+                             "127.0.0.1:0", endpoint);
+  snprintf(refused, sizeof(refused), "127.0.0.1:%d", refused_port());
+  rn_pool_options_init(&po);
+  eps[0] = endpoint;
+  eps[1] = refused;
+  po.endpoints = eps;
+  po.endpoint_count = 2;
+  po.codec.protocol = RN_PROTOCOL_LINE;
+  po.heartbeat_interval = 0;
+  po.timeout = 400;
+  po.size = 4;
+  po.max_pending = CALLS - 10; /* the last calls are refused: OVERLOAD */
+  po.reconnect.initial = 5;
+  po.reconnect.max = 20;
+  po.retry.attempts = 3;
+  /* Retries wait longer than a close takes: a call put on the retry list
+   * behind the close's back would outlive the pool. */
+  po.retry.initial = 40;
+  po.retry.max = 80;
+  po.retry.budget_tokens = 6; /* a few retries or hedges, then exhausted */
+  po.retry.budget_ratio = 0.1;
+  po.hedge_delay = 10;
+  po.hedge_max = 2;
+  po.eject.failures = 1;
+  po.eject.time = 50;
+  po.eject.max_time = 100;
+  po.eject.max_share = 0.5;
+  po.resolve_ttl = 0;
+  po.on_event = on_event;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  close_on = type;
+  close_drain = drain;
+  closed_from_handler = pool_closed = 0;
+  memset(fired, 0, sizeof(fired));
+  memset(accepted, 0, sizeof(accepted));
+
+  memset(&co, 0, sizeof(co));
+  for (i = 0; i < CALLS; i++) {
+    char body[32];
+    rn_buf_t frame;
+    int err, n;
+    /* The mix decides which event comes first: retries of dropped calls
+     * exhaust the budget inside the retry scheduler, hedges of held ones
+     * inside the hedge timer. Every third call is not idempotent. */
+    n = snprintf(body, sizeof(body), "%s-%d",
+                 i % 3 == 2 ? "echo" : mix, i);
+    co.idempotent = i % 3 != 2;
+    rn_buf_init(&frame);
+    ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, (size_t)n));
+    err = rn_pool_call(pool, frame.base, frame.len, &co, on_result,
+                       (void *)(intptr_t)i);
+    rn_buf_free(&frame);
+    if (err == 0)
+      accepted[i] = 1;
+    else
+      ASSERT(err == RN_EOVERLOAD || err == RN_ECLOSED);
+  }
+  /* Until the close is over. Calls end by their deadline at the latest,
+   * so the pool is closed well before the guard, or the handler never
+   * ran. */
+  uv_timer_init(rn_loop_uv(loop), &guard);
+  uv_timer_start(&guard, give_up, 5000, 0);
+  gave_up = 0;
+  while (!pool_closed && !gave_up) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  ASSERT_EQ(closed_from_handler, 1);
+  ASSERT_EQ(pool_closed, 1);
+  for (i = 0; i < CALLS; i++) ASSERT_EQ(fired[i], accepted[i]);
+  for (i = 0; i < held_count; i++)
+    ASSERT_OK(rn_request_reply(held[i], "late\n", 5));
+  held_count = 0;
+  rn_server_close(server, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+static void test_close_from_every_event_handler(void) {
+  static const rn_event_type_t types[] = {
+      RN_EVENT_STATE,    RN_EVENT_EJECT,    RN_EVENT_RETRY,
+      RN_EVENT_BUDGET,   RN_EVENT_OVERLOAD, RN_EVENT_RESOLVE};
+  static const char *const mixes[] = {"drop", "hold"};
+  size_t t, m;
+  for (t = 0; t < ARRAY_SIZE(types); t++)
+    for (m = 0; m < 2; m++) {
+      run_case(types[t], 0, mixes[m]);
+      run_case(types[t], 100, mixes[m]);
+    }
+}
+
+int main(void) {
+  TEST_RUN(test_close_from_every_event_handler);
+  return 0;
+}
