@@ -511,8 +511,10 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
       rn__server_conn_refuse(conn, RN_SERVER_EVENT_MAX_ELEMENTS, too_many);
       return;
     }
-    r = rn_codec_frame(&server->codec, conn->rbuf.base + pos,
-                       conn->rbuf.len - pos, &f);
+    /* Resumes where the last read left the frame: O(its size) in all,
+     * however thinly it arrives. */
+    r = rn_codec_scan(&server->codec, &conn->scan, conn->rbuf.base + pos,
+                      conn->rbuf.len - pos, &f);
     if (r == 0) {
       partial = 1;
       break;
@@ -599,6 +601,7 @@ static void conn_on_close(uv_handle_t *handle) {
   rn_buf_free(&conn->rbuf);
   rn_buf_free(&conn->out);
   rn_buf_free(&conn->wbuf);
+  rn_frame_scan_reset(&conn->scan);
   free(conn);
   server->conn_count--;
   rn__server_maybe_finish(server);
@@ -642,6 +645,7 @@ void rn__server_conn_refuse(rn_server_conn_t *conn,
   conn->frame_start = 0;
   /* Its input goes now: that is what the limits protect. */
   rn_buf_free(&conn->rbuf);
+  rn_frame_scan_reset(&conn->scan);
   conn_account_in(conn);
   switch (type) {
   case RN_SERVER_EVENT_FRAME_TIMEOUT: server->stats.frame_timeouts++; break;

@@ -77,6 +77,8 @@ struct rn_server_conn_s {
   size_t accounted_out; /* backlog as counted in server->buffered_out */
   size_t pending_out;   /* resp/line/length: replies made, waiting for an
                            earlier request's */
+  rn_frame_scan_t scan; /* resp/line/length: the place reached in the
+                           partial frame at rbuf's head */
   rn_buf_t rbuf;
   rn_buf_t out;  /* replies ready, waiting for the write in flight */
   rn_buf_t wbuf; /* the write in flight */

@@ -3,12 +3,14 @@
  * further than the high-water mark on every protocol, frames must arrive
  * within frame_timeout, a dribbled byte does not keep a connection from
  * idling out, buffered input has a server-wide budget and buffers shrink
- * back, resp requests have an element bound, connections have a cap.
+ * back, resp requests have an element bound, connections have a cap, and
+ * framing a dribbled frame costs O(its size).
  *
  * Run with a case's name as the only argument to run that case alone. */
 #include "task.h"
 
 #include <sys/resource.h>
+#include <time.h>
 
 #include "server.h" /* internals: connections' buffers and backlogs */
 
@@ -549,6 +551,87 @@ static void test_max_connections_closes_extra_at_once(void) {
   stop();
 }
 
+/* CPU time of this process (client and server both), in ms. */
+static double cpu_ms(void) {
+  struct timespec ts;
+  ASSERT_OK(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts));
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Sends `reads` pieces of 3 bytes of an unfinished frame, each read by
+ * the server on its own (the next goes once it is buffered); the CPU
+ * time they took. */
+static double dribble_cpu(client_t *c, const char *piece, int reads) {
+  double t0 = cpu_ms();
+  int i;
+  for (i = 0; i < reads; i++) {
+    size_t had = first_conn()->rbuf.len;
+    cl_send(c, piece, 3);
+    RUN_UNTIL(first_conn()->rbuf.len == had + 3, 5000);
+  }
+  return cpu_ms() - t0;
+}
+
+/* Defect 1: bytes trickling into a large partial frame cost the same per
+ * read as into a small one: framing resumes where it stopped instead of
+ * walking the buffered frame again on every read (before: a 60,000-item
+ * RESP array, or a 600 KB line of CRs with delimiter CRLF, each CR a
+ * candidate, was walked whole per 3-byte read). */
+static void framing_resumes(rn_protocol_t protocol) {
+  enum { READS = 150, ITEMS = 60000 };
+  const char *piece = protocol == RN_PROTOCOL_RESP ? "abc" : "\r\r\r";
+  rn_server_options_t o;
+  rn_buf_t head;
+  client_t *c;
+  double small, large;
+  int i;
+
+  options(&o, protocol);
+  o.codec.delimiter = "\r\n";
+  o.frame_timeout = 0;
+  start(&o);
+  c = connect_client(0);
+  rn_buf_init(&head);
+  if (protocol == RN_PROTOCOL_RESP) {
+    ASSERT_OK(rn_resp_encode_array(&head, 2));
+    ASSERT_OK(rn_buf_append(&head, "$100000\r\n", 10)); /* one open bulk */
+  } else {
+    ASSERT_OK(rn_buf_append(&head, "\r", 1));
+  }
+  cl_send(c, head.base, head.len);
+  RUN_UNTIL(first_conn()->rbuf.len == head.len, 5000);
+  small = dribble_cpu(c, piece, READS);
+  cl_close(c);
+  RUN_UNTIL(stats().open == 0, 5000);
+
+  c = connect_client(1);
+  head.len = 0;
+  if (protocol == RN_PROTOCOL_RESP) {
+    ASSERT_OK(rn_resp_encode_array(&head, ITEMS + 1));
+    for (i = 0; i < ITEMS; i++)
+      ASSERT_OK(rn_resp_encode_bulk(&head, "item", 4));
+    ASSERT_OK(rn_buf_append(&head, "$100000\r\n", 10));
+  } else {
+    for (i = 0; i < ITEMS; i++) ASSERT_OK(rn_buf_append(&head, "\r\r\r\r\r\r\r\r\r\r", 10));
+  }
+  cl_send(c, head.base, head.len);
+  RUN_UNTIL(first_conn()->rbuf.len == head.len, 5000);
+  large = dribble_cpu(c, piece, READS);
+  rn_buf_free(&head);
+  fprintf(stderr, "   %d reads: %.1f ms into a small frame, %.1f ms into a "
+          "large one\n", READS, small, large);
+  ASSERT_LT(large, 3 * small + 20);
+  ASSERT_EQ(T.handled, 0);
+  stop();
+}
+
+static void test_resp_framing_resumes_across_reads(void) {
+  framing_resumes(RN_PROTOCOL_RESP);
+}
+static void test_line_framing_resumes_across_reads(void) {
+  framing_resumes(RN_PROTOCOL_LINE);
+}
+
 int main(int argc, char **argv) {
   static const struct {
     const char *name;
@@ -568,6 +651,8 @@ int main(int argc, char **argv) {
       CASE(test_server_default_max_frame),
       CASE(test_resp_max_elements_refused_from_header),
       CASE(test_max_connections_closes_extra_at_once),
+      CASE(test_resp_framing_resumes_across_reads),
+      CASE(test_line_framing_resumes_across_reads),
 #undef CASE
   };
   size_t i;
