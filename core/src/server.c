@@ -5,6 +5,7 @@
  * protocol's own work lives in server_rnp.c; dedupe in dedupe.c. */
 #include "server.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -155,7 +156,7 @@ static void conn_shrink(rn_server_conn_t *conn, int consumed) {
 /* Over input_budget: refuse the connections holding the most, until
  * under. An event handler may close the server (every connection goes). */
 static void server_shed_input(rn_server_t *server) {
-  static const char why[] = "ERR the server's input budget is spent";
+  static const char why[] = "the server's input budget is spent";
   while (server->buffered_in > server->options.input_budget &&
          !server->closing) {
     rn_server_conn_t *worst = NULL;
@@ -486,7 +487,7 @@ static int server_resp_too_many(const rn_server_t *server, const char *data,
  * server_resume. */
 static void server_conn_process_framed(rn_server_conn_t *conn) {
   static const char too_many[] =
-      "ERR Protocol error: the request has more elements than max_elements";
+      "Protocol error: the request has more elements than max_elements";
   rn_server_t *server = conn->server;
   size_t pos = 0, frames = 0;
   int partial = 0;
@@ -659,13 +660,16 @@ void rn__server_conn_refuse(rn_server_conn_t *conn,
     if (server->codec.protocol == RN_PROTOCOL_RESP) {
       /* After the replies it is owed, in their order. */
       rn_request_t *req = calloc(1, sizeof(*req));
+      char text[128];
+      int n = snprintf(text, sizeof(text), "ERR %s", why);
       if (req != NULL) {
         req->server = server;
         req->conn = conn;
         rn_list_init(&req->wait);
         rn_list_insert_tail(&conn->requests, &req->node);
         server->held++;
-        (void)rn_request_fail(req, 0, why, strlen(why), 0);
+        (void)rn_request_fail(req, 0, text,
+                              RN_MIN((size_t)n, sizeof(text) - 1), 0);
       }
     }
     rn__server_conn_finish(conn);
@@ -700,8 +704,8 @@ static void conn_timer_arm(rn_server_conn_t *conn) {
 /* frame_timeout, idle_timeout, or the linger after our FIN or a refusal
  * ran out. */
 static void conn_on_timer(rn_timer_t *timer) {
-  static const char slow[] = "ERR the request took longer than "
-                             "frame_timeout to arrive";
+  static const char slow[] = "the request took longer than frame_timeout "
+                             "to arrive";
   rn_server_conn_t *conn = timer->data;
   rn_server_t *server = conn->server;
   const rn_server_options_t *o = &server->options;
@@ -719,8 +723,9 @@ static void conn_on_timer(rn_timer_t *timer) {
   }
   if (o->idle_timeout > 0 && now - conn->last_frame >= o->idle_timeout) {
     if (!rn_list_empty(&conn->requests) || conn->writing ||
-        conn->out.len != 0) {
-      conn->last_frame = now; /* work in flight is activity */
+        conn->out.len != 0 || conn->paused || conn->held_back) {
+      /* Work in flight, or whole requests waiting for room, is activity. */
+      conn->last_frame = now;
     } else {
       server->stats.idle_timeouts++;
       if (server_is_rnp(server) && conn->hello) {

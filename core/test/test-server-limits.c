@@ -17,6 +17,7 @@
 static rn_loop_t *loop;
 #include "run_until.h"
 #include "plain_client.h"
+#include "rnp_client.h"
 
 #define NCLIENTS 8
 
@@ -320,6 +321,41 @@ static void test_frame_timeout_refuses_dribbler(void) {
   ASSERT_EQ(stats().frame_timeouts, 1);
   ASSERT_EQ(T.handled, 0);
   drip_stop(&d);
+  stop();
+}
+
+/* Defect 3 on rnp: the refusal is a GOAWAY naming the last request the
+ * connection will answer (the one before the slow frame), then the close. */
+static void test_frame_timeout_rnp_goaway(void) {
+  rn_server_options_t o;
+  rnp_client_t a;
+  rn_rnp_frame_t f;
+  rn_buf_t b;
+  uint64_t id;
+
+  options(&o, RN_PROTOCOL_RNP);
+  o.frame_timeout = 200;
+  start(&o);
+  rx_open(rn_loop_uv(loop), &a, T.port);
+  id = rx_request(&a, "one", NULL, -1, 0);
+  rx_wait_frames(rn_loop_uv(loop), &a, 2);
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_REQUEST;
+  f.id = a.next_id++;
+  f.payload = "never finished";
+  f.payload_len = 14;
+  rn_buf_init(&b);
+  ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
+  rx_send_raw(&a, b.base, b.len - 4);
+  rn_buf_free(&b);
+  rx_run_until(rn_loop_uv(loop), rx_eof, &a, 3000);
+  ASSERT_EQ(a.count, 3);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
+  ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(a.frames[2].id, id);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_FRAME_TIMEOUT], 1);
+  ASSERT_EQ(T.handled, 1);
+  rx_close(rn_loop_uv(loop), &a);
   stop();
 }
 
@@ -643,6 +679,7 @@ int main(int argc, char **argv) {
       CASE(test_backlog_checked_per_frame_length),
       CASE(test_output_budget_bounds_all_connections),
       CASE(test_frame_timeout_refuses_dribbler),
+      CASE(test_frame_timeout_rnp_goaway),
       CASE(test_frame_timeout_restarts_per_frame),
       CASE(test_dribbled_byte_does_not_reset_idle),
       CASE(test_server_defaults_are_bounded),
