@@ -129,8 +129,12 @@ describe("a server exposed to hostile clients", function()
     assert.equal(0, failures)
     assert.is_true(#latencies > 500, "too few calls: " .. #latencies)
     assert.is_true(p99 < 0.050, ("p99 %.1f ms"):format(p99 * 1000))
-    -- bounded memory
-    assert.is_true(peak_mb < RSS_BOUND_MB, ("peak RSS %.0f MB"):format(peak_mb))
+    -- bounded memory (not under ASan: its quarantine keeps freed memory
+    -- and its shadow adds to RSS)
+    if not (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+      assert.is_true(peak_mb < RSS_BOUND_MB,
+                     ("peak RSS %.0f MB"):format(peak_mb))
+    end
     -- every limit fired, as an event and in the stats
     assert.is_true((events.frame_timeout or 0) > 0 and st.frame_timeouts > 0)
     assert.is_true((events.budget or 0) > 0 and st.budget_refused > 0)
