@@ -931,14 +931,19 @@ end
 -- (a request refused past max_concurrent and queue), "deadline" (refused:
 -- its deadline passed before it started), "goaway", "protocol" (a
 -- connection closed for a malformed frame), "idle", "store" (the dedupe
--- store failed). fn runs as a plain callback: it cannot wait.
+-- store failed), and the limits for untrusted clients: "backlog",
+-- "frame_timeout", "budget", "max_connections", "max_elements" (see
+-- docs/operations.md). fn runs as a plain callback: it cannot wait.
 function Server:on(event, fn)
   add_handler(self, "server:on", server_events, event, fn)
   return self
 end
 
 --- server:stats() -> table of counters (requests, handled, overloaded,
--- expired, replayed, joined, busy, discarded, protocol_errors, ...).
+-- expired, replayed, joined, busy, discarded, protocol_errors, the
+-- limits' idle_timeouts, frame_timeouts, budget_refused,
+-- connections_refused, elements_refused, backlogged) and gauges (open,
+-- active, queued, buffered_in, buffered_out).
 function Server:stats()
   return core.server_stats(self._h)
 end
