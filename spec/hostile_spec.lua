@@ -3,7 +3,9 @@
 -- connections, 100 partial 1 MiB frames, a client pipelining 1 MiB
 -- replies without reading, a RESP drip of a large array, 16 large RESP
 -- requests (and one past max_elements), and a flood past
--- max_connections. The attackers are child processes
+-- max_connections; the partial frames start once the large requests are
+-- served, the flood once the others are connected (what each limit
+-- refuses is then known). The attackers are child processes
 -- (spec/helpers/hostile_client.lua, LuaSocket only); the server and the
 -- well-behaved client share this process's loop, so any time the server
 -- blocks its loop shows in the client's latency.
@@ -40,7 +42,7 @@ describe("a server exposed to hostile clients", function()
     local events, reports, st = {}, {}, nil
     local srv = assert(resilnet.server {
       listen = "127.0.0.1:0", protocol = "resp",
-      frame_timeout = 3, idle_timeout = 4, max_connections = 1200,
+      frame_timeout = 4, idle_timeout = 5, max_connections = 1200,
       handler = function(req)
         if req[1] == "GET" then return BIG end
         if req[1] == "RPUSH" then return #req end
@@ -96,12 +98,22 @@ describe("a server exposed to hostile clients", function()
       resilnet.sleep(0.3) -- the client has warmed up
       attack("slowloris", 8, 500)
       attack("slowloris", 8, 500)
-      attack("partial", 8, 100)
       attack("pipeline", 6, 200)
       attack("drip", 8)
       attack("large", 8, 16)
-      resilnet.sleep(1)
-      attack("flood", 5, 300)
+      -- the partial frames once the large requests are served, so that the
+      -- budget they exhaust refuses only them; the flood once the others
+      -- hold their connections (it is the one to be turned away)
+      for _ = 1, 800 do
+        if reports.large then break end
+        resilnet.sleep(0.01)
+      end
+      attack("partial", 8, 100)
+      for _ = 1, 300 do
+        if srv:stats().open >= 1100 then break end
+        resilnet.sleep(0.01)
+      end
+      attack("flood", 7, 300) -- outlives idle_timeout
       for _, p in ipairs(procs) do
         assert(p:wait(20), "an attacker did not finish")
       end
@@ -136,13 +148,15 @@ describe("a server exposed to hostile clients", function()
                      ("peak RSS %.0f MB"):format(peak_mb))
     end
     -- every limit fired, as an event and in the stats
-    assert.is_true((events.frame_timeout or 0) > 0 and st.frame_timeouts > 0)
-    assert.is_true((events.budget or 0) > 0 and st.budget_refused > 0)
-    assert.is_true((events.backlog or 0) > 0 and st.backlogged > 0)
-    assert.is_true((events.max_connections or 0) > 0
-                   and st.connections_refused > 0)
-    assert.is_true((events.max_elements or 0) > 0 and st.elements_refused > 0)
-    assert.is_true((events.idle or 0) > 0 and st.idle_timeouts > 0)
+    for event, stat in pairs { frame_timeout = "frame_timeouts",
+                               budget = "budget_refused",
+                               backlog = "backlogged",
+                               max_connections = "connections_refused",
+                               max_elements = "elements_refused",
+                               idle = "idle_timeouts" } do
+      assert.is_true((events[event] or 0) > 0, "no " .. event .. " event")
+      assert.is_true(st[stat] > 0, "stat " .. stat .. " is 0")
+    end
     -- what the attackers saw
     assert.same({ 500, 500 }, reports.slowloris) -- all refused in the end
     assert.equal(16, reports.large[1])           -- the valid ones served

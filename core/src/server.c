@@ -153,6 +153,17 @@ static void conn_shrink(rn_server_conn_t *conn, int consumed) {
   }
 }
 
+/* Which of two connections the input budget refuses first: the one
+ * holding more; at equal (buffers double, so equal is common) the one
+ * whose frame began first: a stalled upload before one arriving now. */
+static int conn_costlier(const rn_server_conn_t *a,
+                         const rn_server_conn_t *b) {
+  uint64_t fa = a->frame_start ? a->frame_start : UINT64_MAX;
+  uint64_t fb = b->frame_start ? b->frame_start : UINT64_MAX;
+  if (a->rbuf.cap != b->rbuf.cap) return a->rbuf.cap > b->rbuf.cap;
+  return fa < fb;
+}
+
 /* Over input_budget: refuse the connections holding the most, until
  * under. An event handler may close the server (every connection goes). */
 static void server_shed_input(rn_server_t *server) {
@@ -164,7 +175,7 @@ static void server_shed_input(rn_server_t *server) {
     for (pos = server->conns.next; pos != &server->conns; pos = pos->next) {
       rn_server_conn_t *c = RN_CONTAINER_OF(pos, rn_server_conn_t, node);
       if (c->closing || c->refused || c->rbuf.cap == 0) continue;
-      if (worst == NULL || c->rbuf.cap > worst->rbuf.cap) worst = c;
+      if (worst == NULL || conn_costlier(c, worst)) worst = c;
     }
     if (worst == NULL) break;
     rn__server_conn_refuse(worst, RN_SERVER_EVENT_BUDGET, why);
