@@ -337,7 +337,7 @@ local pool_schema = {
   { "eject", nested(eject_fields, true, true) },
   { "resolve_ttl", "seconds", 30 },
   { "attempt_timeout", "seconds", 0 },
-  { "max_in_flight", "count0", 0 },
+  { "max_in_flight", "count0", 10000 },
 }
 
 -- A dedupe store: a table (or object) with claim, finish and release

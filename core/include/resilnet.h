@@ -160,6 +160,9 @@ typedef enum {
 } rn_protocol_t;
 
 #define RN_DEFAULT_MAX_FRAME ((size_t)16 * 1024 * 1024)
+/* A pool's calls in flight per endpoint unless told otherwise: far above
+ * what a healthy server has outstanding, and a few MB of calls at most. */
+#define RN_DEFAULT_MAX_IN_FLIGHT 10000
 #define RN_DELIMITER_MAX 16
 
 typedef struct rn_codec_options_s {
@@ -546,7 +549,9 @@ typedef struct rn_pool_options_s {
   uint64_t attempt_timeout;
   /* Calls queued or awaiting replies per endpoint; past it calls go to
    * another endpoint, and with every endpoint full they fail at once with
-   * RN_EOVERLOAD. 0: no cap. (0) */
+   * RN_EOVERLOAD. With max_pending it bounds a pool's memory: a program
+   * that calls faster than a server answers fails fast instead of
+   * growing. 0: no cap. (10000) */
   unsigned max_in_flight;
   /* Hedging, for idempotent calls only: after hedge_delay ms without a
    * reply another attempt goes out on a different connection, up to

@@ -29,6 +29,7 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->codec.protocol = RN_PROTOCOL_RESP;
   o->size = 8;
   o->max_pending = 1000;
+  o->max_in_flight = RN_DEFAULT_MAX_IN_FLIGHT;
   o->connect_timeout = 2000;
   o->timeout = 5000;
   o->write_high_water = 1024 * 1024;

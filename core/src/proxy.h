@@ -39,7 +39,7 @@ typedef struct rn_proxy_pipe_s {
   uint64_t close_fault; /* the close fault that set close_after */
   uv_shutdown_t shutdown_req;
   rn_buf_t partial;     /* with a codec: a frame not yet complete */
-  size_t need;          /* bytes partial must hold before parsing again */
+  rn_frame_scan_t scan; /* how far the frame at partial's head was framed */
   unsigned reading : 1;
   unsigned eof : 1;       /* src sent its FIN */
   unsigned shut : 1;      /* dst's write side shut (or shutting) */

@@ -138,13 +138,11 @@ static size_t pipe_frames(rn_proxy_pipe_t *pipe, char *data, size_t len) {
 
     /* Cut by a fault or a rule: what follows is lost anyway. */
     if (conn->closing || pipe->half_closed || pipe->close_after) return len;
-    rc = rn_codec_frame(&proxy->codec, data + pos, len - pos, &f);
-    if (rc == 0) {
-      /* The codec says how much the frame needs at least: no parse
-       * before that much is in. */
-      pipe->need = RN_MAX(f.size, len - pos + 1);
-      break;
-    }
+    /* A partial frame stays at the head of what is held for it: the scan
+     * keeps its place there, so a trickled frame is framed once. */
+    rc = rn_codec_scan(&proxy->codec, &pipe->scan, data + pos, len - pos,
+                       &f);
+    if (rc == 0) break;
     if (rc < 0) {
       rn__proxy_event(proxy, "frame_error", conn->id, 0, pipe->dir,
                       len - pos, rc);
@@ -152,7 +150,6 @@ static size_t pipe_frames(rn_proxy_pipe_t *pipe, char *data, size_t len) {
       rn__proxy_pipe_data(pipe, data + run, len - run);
       return len;
     }
-    pipe->need = 0;
     if (!frame_counts(proxy, pipe->dir, data + pos, &f) ||
         (r = frame_judge(proxy, pipe->dir)) == NULL) {
       pos += f.size;
@@ -198,7 +195,6 @@ void rn__proxy_pipe_read(rn_proxy_pipe_t *pipe, char *data, size_t len) {
     rn__proxy_conn_close(conn, 1, 0);
     return;
   }
-  if (pipe->partial.len < pipe->need) return;
   used = pipe_frames(pipe, pipe->partial.base, pipe->partial.len);
   rn_buf_consume(&pipe->partial, used);
   /* One large frame must not pin its buffer for the connection's life. */
@@ -211,10 +207,12 @@ void rn__proxy_pipe_read_end(rn_proxy_pipe_t *pipe) {
   /* A frame cut by the FIN is no request; its bytes are what the peer
    * sent, and a byte proxy would have passed them. */
   rn_buf_init(&pipe->partial);
+  rn_frame_scan_reset(&pipe->scan);
   rn__proxy_pipe_data(pipe, rest.base, rest.len);
   rn_buf_free(&rest);
 }
 
 void rn__proxy_pipe_free_frames(rn_proxy_pipe_t *pipe) {
   rn_buf_free(&pipe->partial);
+  rn_frame_scan_reset(&pipe->scan);
 }

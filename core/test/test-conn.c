@@ -412,6 +412,56 @@ static void test_handshake_reply_not_pong_shifts_nothing(void) {
   finish();
 }
 
+/* Regression (issue 14): by default a pool accepted calls without bound
+ * while a server did not answer (300,000 calls trickled in, 126 MB): only
+ * calls waiting for a connection were capped. Now max_in_flight has a
+ * finite default: past it, calls fail at once with EOVERLOAD. */
+static int counted_results;
+
+static void count_result(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_EQ(r->status, RN_ECLOSED);
+  counted_results++;
+}
+
+static void test_default_max_in_flight_is_finite(void) {
+  rn_pool_options_t defaults;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  char ep[64];
+  int accepted = 0, err, turns = 0;
+
+  rn_pool_options_init(&defaults);
+  ASSERT_EQ(defaults.max_in_flight, RN_DEFAULT_MAX_IN_FLIGHT);
+  ASSERT_GT(RN_DEFAULT_MAX_IN_FLIGHT, 0);
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("", 0)); /* mute */
+  pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "q", 1));
+  counted_results = 0;
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, count_result,
+                         NULL));
+  accepted++;
+  while (peer_reads == 0) { /* connected, the first call on the wire */
+    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_LT(++turns, 100000);
+  }
+  while ((err = rn_pool_call(pool, frame.base, frame.len, NULL, count_result,
+                             NULL)) == 0) {
+    accepted++;
+    ASSERT_LE(accepted, RN_DEFAULT_MAX_IN_FLIGHT);
+  }
+  ASSERT_EQ(err, RN_EOVERLOAD);
+  ASSERT_EQ(accepted, RN_DEFAULT_MAX_IN_FLIGHT);
+  rn_buf_free(&frame);
+  close_pool(pool);
+  ASSERT_EQ(counted_results, accepted);
+  peer_stop();
+  finish();
+}
+
 /* --- connect timeout ---------------------------------------------------- */
 
 /* A listener that never accepts and whose backlog is full drops SYNs, so a
@@ -603,6 +653,7 @@ int main(void) {
   TEST_RUN(test_error_reply);
   TEST_RUN(test_timeout_mid_reply_closes_connection);
   TEST_RUN(test_handshake_reply_not_pong_shifts_nothing);
+  TEST_RUN(test_default_max_in_flight_is_finite);
   TEST_RUN(test_connect_timeout);
   TEST_RUN(test_accept_then_silence_is_a_failed_connect);
   TEST_RUN(test_idle_check_before_handout);
