@@ -871,11 +871,9 @@ static void server_drain_expired(rn_timer_t *timer) {
  * (its handlers' pools, files), whatever else the process serves. */
 static unsigned server_default_max_connections(void) {
   struct rlimit rl;
-  rlim_t n = 1024;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-    n = rl.rlim_cur;
-  else if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-    n = 1u << 20;
+  rlim_t n = 1024; /* unreadable: the usual soft limit */
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    n = rl.rlim_cur == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_cur;
   n = n / 4 * 3;
   if (n > UINT32_MAX) n = UINT32_MAX;
   return n > 0 ? (unsigned)n : 1;
