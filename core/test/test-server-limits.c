@@ -475,6 +475,35 @@ static void test_input_budget_refuses_largest_partial_frame(void) {
   stop();
 }
 
+/* Defect 4: among partial frames holding as much, the budget refuses the
+ * one begun first (a stalled upload before one arriving now). */
+static void test_input_budget_refuses_oldest_among_equals(void) {
+  enum { PART = 40 * 1024 };
+  static char part[PART];
+  rn_server_options_t o;
+  later_t lb, lc;
+  client_t *a, *b, *c;
+
+  options(&o, RN_PROTOCOL_LENGTH);
+  o.input_budget = 100 * 1024; /* two 64 KiB buffers pass it */
+  start(&o);
+  /* accepted in the opposite order: connection age is not frame age */
+  c = connect_client(2);
+  b = connect_client(1);
+  a = connect_client(0);
+  length_header(part, 200 * 1024);
+  cl_send(a, part, PART);
+  send_later(&lb, b, part, PART, 20);
+  send_later(&lc, c, part, PART, 40);
+  RUN_UNTIL(lc.sent && (a->eof || a->read_error) &&
+                (b->eof || b->read_error),
+            5000);
+  ASSERT_EQ(stats().budget_refused, 2);
+  ASSERT(!c->eof && !c->read_error);
+  ASSERT_EQ(stats().buffered_in, 65536); /* c's, the one left */
+  stop();
+}
+
 /* Defect 4: a connection keeps no read buffer once its frame is handled
  * (before: an 800 KiB request left ~1 MiB behind), and a dribbler's few
  * bytes cost a few bytes (before: a 64 KiB read buffer each). */
@@ -684,6 +713,7 @@ int main(int argc, char **argv) {
       CASE(test_dribbled_byte_does_not_reset_idle),
       CASE(test_server_defaults_are_bounded),
       CASE(test_input_budget_refuses_largest_partial_frame),
+      CASE(test_input_budget_refuses_oldest_among_equals),
       CASE(test_read_buffer_shrinks_after_large_frame),
       CASE(test_server_default_max_frame),
       CASE(test_resp_max_elements_refused_from_header),
