@@ -13,7 +13,7 @@
 -- Checked: the client's p99 latency stays under 50 ms and every call
 -- succeeds; this process's peak RSS stays under the bound documented in
 -- docs/operations.md ("Running an exposed server"); every limit's event
--- and stat fired. cmake runs it alone (RUN_SERIAL), in about 15 s.
+-- and stat fired. cmake runs it alone (RUN_SERIAL), in about 9 s.
 local resilnet = require "resilnet"
 
 local LUA = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
