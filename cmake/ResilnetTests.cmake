@@ -128,7 +128,8 @@ set(rn_fault_specs "")
 foreach(file IN LISTS rn_specs)
   get_filename_component(base "${file}" NAME)
   string(REGEX REPLACE "_spec\\.lua$" "" name "${base}")
-  if(name STREQUAL "scale" OR name STREQUAL "blackhole_netns")
+  if(name STREQUAL "scale" OR name STREQUAL "blackhole_netns" OR
+     name STREQUAL "hostile")
     continue()
   elseif(name IN_LIST RESILNET_FAULT_SPECS)
     list(APPEND rn_fault_specs "${name}")
@@ -184,6 +185,17 @@ elseif(rn_specs)
                WORKING_DIRECTORY "${CMAKE_SOURCE_DIR}")
       set_tests_properties(${rn_prefix}spec-scale.${lua_name} PROPERTIES
         TIMEOUT ${RESILNET_SCALE_TIMEOUT} ENVIRONMENT "${env}"
+        RUN_SERIAL TRUE)
+    endif()
+    # The hostile-client spec (issue 15) asserts a latency percentile while
+    # child processes attack the server: alone too (RUN_SERIAL), on the
+    # fault specs' Luas, about 10 s each.
+    if(tag IN_LIST RESILNET_FAULT_LUA_TAGS)
+      add_test(NAME ${rn_prefix}spec-hostile.${lua_name}
+               COMMAND ${cmd} ${busted_args} spec/hostile_spec.lua
+               WORKING_DIRECTORY "${CMAKE_SOURCE_DIR}")
+      set_tests_properties(${rn_prefix}spec-hostile.${lua_name} PROPERTIES
+        TIMEOUT ${RESILNET_SPEC_TIMEOUT} ENVIRONMENT "${env}"
         RUN_SERIAL TRUE)
     endif()
     if(tag IN_LIST RESILNET_BLACKHOLE_LUA_TAGS)

@@ -358,9 +358,16 @@ local server_schema = {
   { "max_concurrent", "count", 256 },
   { "queue", "count0", 64, protocol = "rnp" },  -- waiting past max_concurrent
   { "retry_after", "seconds", 0.1, protocol = "rnp" },  -- OVERLOADED pushback
-  { "idle_timeout", "seconds", 0 },
+  { "idle_timeout", "seconds", 120 },
+  -- limits for untrusted clients (docs/operations.md, "Running an exposed
+  -- server"); max_connections 0: 3/4 of the descriptor limit
+  { "frame_timeout", "seconds", 10 },
+  { "max_connections", "count0", 0 },
+  { "input_budget", "count", 64 * 1024 * 1024 },
+  { "output_budget", "count", 64 * 1024 * 1024 },
+  { "max_elements", "count", 65536, protocol = "resp" },
   { "backlog", "count", 511 },
-  { "max_frame", "count", 16 * 1024 * 1024 },
+  { "max_frame", "count", 1024 * 1024 },
   { "delimiter", "delimiter", "\n", protocol = "line" },
   { "length_bytes", "length_bytes", 4, protocol = "length" },
   { "dedupe", nested({ { "window", "positive", 300 },
@@ -822,7 +829,9 @@ local function finish_request(info, ok, reply, err)
 end
 
 local server_events = { overload = true, deadline = true, goaway = true,
-                        protocol = true, idle = true, store = true }
+                        protocol = true, idle = true, store = true,
+                        backlog = true, frame_timeout = true, budget = true,
+                        max_connections = true, max_elements = true }
 
 -- A Lua dedupe store, driven by the core's dedupe logic: each operation
 -- runs the store's method in a task (it may wait, e.g. on a resp pool) and
@@ -892,6 +901,11 @@ function resilnet.server(opts)
     max_frame = o.max_frame,
     backlog = o.backlog,
     max_concurrent = o.max_concurrent,
+    frame_timeout_ms = ms(o.frame_timeout),
+    max_connections = o.max_connections,
+    input_budget = o.input_budget,
+    output_budget = o.output_budget,
+    max_elements = o.max_elements,
     queue = o.queue,
     retry_after_ms = o.retry_after and ms(o.retry_after),
     idle_timeout_ms = ms(o.idle_timeout),
@@ -919,14 +933,19 @@ end
 -- (a request refused past max_concurrent and queue), "deadline" (refused:
 -- its deadline passed before it started), "goaway", "protocol" (a
 -- connection closed for a malformed frame), "idle", "store" (the dedupe
--- store failed). fn runs as a plain callback: it cannot wait.
+-- store failed), and the limits for untrusted clients: "backlog",
+-- "frame_timeout", "budget", "max_connections", "max_elements" (see
+-- docs/operations.md). fn runs as a plain callback: it cannot wait.
 function Server:on(event, fn)
   add_handler(self, "server:on", server_events, event, fn)
   return self
 end
 
 --- server:stats() -> table of counters (requests, handled, overloaded,
--- expired, replayed, joined, busy, discarded, protocol_errors, ...).
+-- expired, replayed, joined, busy, discarded, protocol_errors, the
+-- limits' idle_timeouts, frame_timeouts, budget_refused,
+-- connections_refused, elements_refused, backlogged) and gauges (open,
+-- active, queued, buffered_in, buffered_out).
 function Server:stats()
   return core.server_stats(self._h)
 end

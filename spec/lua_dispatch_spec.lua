@@ -24,6 +24,29 @@ describe("dispatch from the binding (issue 7)", function()
     return err
   end
 
+  -- Regression (issue 14): an event fired inside pool:send, made outside
+  -- the loop, ran its handler while the core was half-way through placing
+  -- the call; a waiting function there ran the loop from inside the core
+  -- (pool:close() then freed the pool under rn_pool_call: ASan, use after
+  -- free). It is a callback like any other: waiting raises, close starts.
+  it("a handler run inside pool:send outside the loop cannot wait",
+     function()
+    local pool = line_pool()
+    local waited
+    pool:on("state", function()
+      if waited == nil then
+        waited = select(2, pcall(resilnet.sleep, 0))
+        assert.is_true(pool:close())
+      end
+    end)
+    local code
+    assert.is_true(pool:send("x", nil, function(_, err) code = err.code end))
+    assert.matches("cannot wait inside a callback", waited)
+    H.go(function() assert.is_true(pool:close()) end)
+    assert.equal("ECLOSED", code) -- accepted, then failed by the close
+    assert.is_true(pool:stats().closed)
+  end)
+
   it("re-raises an error a task raises after a reply resumed it",
      function()
     local pool = line_pool()

@@ -119,6 +119,71 @@ describe("server", function()
     assert.is_true(srv:close())
   end)
 
+  -- Reads what a LuaSocket client got until the server closed it, waiting
+  -- in the task (the server runs meanwhile); nil if not closed in time.
+  local function read_until_closed(c, seconds)
+    local got, deadline = {}, resilnet.now() + seconds
+    c:settimeout(0)
+    while resilnet.now() < deadline do
+      local data, err, partial = c:receive(4096)
+      got[#got + 1] = data or partial
+      if err == "closed" then return table.concat(got) end
+      resilnet.sleep(0.01)
+    end
+  end
+
+  it("refuses past max_connections and a frame past frame_timeout, with "
+     .. "events and stats", function()
+    local socket = require "socket"
+    local srv, ep = H.server {
+      protocol = "resp", max_connections = 1, frame_timeout = 0.1,
+      handler = function(req) return req[2] end,
+    }
+    local events = {}
+    for _, name in ipairs { "max_connections", "frame_timeout" } do
+      srv:on(name, function(ev) events[#events + 1] = ev.type end)
+    end
+    local host, port = ep:match("^(.*):(%d+)$")
+    H.go(function()
+      local first = assert(socket.connect(host, tonumber(port)))
+      first:send("*1\r\n$10\r\nab") -- and never the rest
+      resilnet.sleep(0.02)
+      local second = assert(socket.connect(host, tonumber(port)))
+      assert.matches("^%-ERR max number of clients reached",
+                     read_until_closed(second, 2))
+      assert.matches("^%-ERR the request took longer than frame_timeout",
+                     read_until_closed(first, 2))
+      first:close()
+      second:close()
+    end)
+    assert.same({ "max_connections", "frame_timeout" }, events)
+    local st = srv:stats()
+    assert.equal(1, st.connections_refused)
+    assert.equal(1, st.frame_timeouts)
+    assert.equal(0, st.buffered_in)
+  end)
+
+  it("validates its limits", function()
+    local h = function() end
+    local function err_of(opts)
+      opts.listen, opts.handler = "127.0.0.1:0", h
+      local ok, err = pcall(resilnet.server, opts)
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("option 'max_elements' applies only to protocol 'resp'",
+                   err_of { protocol = "line", max_elements = 10 })
+    assert.matches("option 'frame_timeout' must be",
+                   err_of { frame_timeout = -1 })
+    assert.matches("option 'input_budget' must be",
+                   err_of { input_budget = 0 })
+    local srv = H.server { protocol = "resp" }
+    assert.equal(120, srv.options.idle_timeout)
+    assert.equal(10, srv.options.frame_timeout)
+    assert.equal(1024 * 1024, srv.options.max_frame)
+    assert.equal(65536, srv.options.max_elements)
+  end)
+
   it("closes and waits, from a task or outside one", function()
     local a = H.server { protocol = "line" }
     local b = H.server { protocol = "line" }

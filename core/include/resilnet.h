@@ -808,7 +808,20 @@ typedef enum {
   RN_SERVER_EVENT_PROTOCOL,     /* a connection closed for a malformed
                                    frame (error: RN_EBADFRAME, ...) */
   RN_SERVER_EVENT_IDLE,         /* a connection closed for idle_timeout */
-  RN_SERVER_EVENT_STORE         /* the dedupe store failed (error) */
+  RN_SERVER_EVENT_STORE,        /* the dedupe store failed (error) */
+  /* Limits for untrusted clients (rn_server_options_t): */
+  RN_SERVER_EVENT_BACKLOG,      /* a connection stopped being read: its
+                                   unread replies passed the high-water
+                                   mark, or the server's output_budget */
+  RN_SERVER_EVENT_FRAME_TIMEOUT, /* a connection refused: a frame took
+                                    longer than frame_timeout */
+  RN_SERVER_EVENT_BUDGET,       /* a connection refused: buffered input
+                                   passed input_budget and its partial
+                                   frame was the largest */
+  RN_SERVER_EVENT_MAX_CONNECTIONS, /* a new connection closed at once:
+                                      max_connections were open */
+  RN_SERVER_EVENT_MAX_ELEMENTS  /* resp: a connection refused: a request
+                                   array announced more than max_elements */
 } rn_server_event_type_t;
 
 typedef struct rn_server_event_s {
@@ -836,9 +849,36 @@ typedef struct rn_server_options_s {
    * (100) as pushback. */
   unsigned queue;
   uint64_t retry_after;
-  /* ms a connection may stay with nothing read and no request in flight
-   * before it closes (rnp: after a GOAWAY). 0: never (0). */
+  /* ms a connection may stay without completing a request frame and
+   * with no request in flight before it closes (rnp: after a GOAWAY).
+   * Bytes of an unfinished frame do not count as activity. 0: never
+   * (RN_SERVER_DEFAULT_IDLE_TIMEOUT). */
   uint64_t idle_timeout;
+  /* Limits for clients the server did not choose (docs/operations.md,
+   * "Running an exposed server"). Each fires its event and counts in the
+   * stats when it triggers. A refused connection stops being read, gets
+   * what the protocol can say (resp: an -ERR reply after the replies
+   * owed; rnp: GOAWAY), then closes.
+   * frame_timeout: ms from a frame's first byte to its last, else the
+   * connection is refused. 0: none (RN_SERVER_DEFAULT_FRAME_TIMEOUT).
+   * max_connections: connections open at once; past it a new one is
+   * closed as soon as accepted. 0: three quarters of RLIMIT_NOFILE's soft
+   * limit when the server starts, the rest left to the application.
+   * input_budget: bytes buffered for unfinished or held-back frames
+   * across the server; past it the connection with the most is refused
+   * (RN_SERVER_DEFAULT_BUDGET).
+   * output_budget: reply bytes queued across the server; past it
+   * connections with replies still queued stop being read until theirs
+   * are written (RN_SERVER_DEFAULT_BUDGET). Each connection also stops
+   * being read past RN_SERVER_HIGH_WATER bytes of its own.
+   * max_elements: resp: elements a request array may announce; more is
+   * refused as soon as the header arrives (RN_SERVER_DEFAULT_MAX_ELEMENTS).
+   * codec.max_frame defaults to RN_SERVER_DEFAULT_MAX_FRAME here. */
+  uint64_t frame_timeout;
+  unsigned max_connections;
+  size_t input_budget;
+  size_t output_budget;
+  size_t max_elements;
   rn_server_event_cb on_event; /* may be NULL */
   /* rnp: requests with a KEY run once per key within dedupe_window ms; a
    * duplicate waits for the original's answer or gets it replayed. Off
@@ -851,6 +891,14 @@ typedef struct rn_server_options_s {
   size_t dedupe_capacity;
   rn_dedupe_store_t *dedupe_store;
 } rn_server_options_t;
+
+#define RN_SERVER_DEFAULT_IDLE_TIMEOUT 120000     /* ms */
+#define RN_SERVER_DEFAULT_FRAME_TIMEOUT 10000     /* ms */
+#define RN_SERVER_DEFAULT_MAX_FRAME ((size_t)1024 * 1024)
+#define RN_SERVER_DEFAULT_BUDGET ((size_t)64 * 1024 * 1024)
+#define RN_SERVER_DEFAULT_MAX_ELEMENTS 65536
+/* Reply bytes queued for one client before its requests stop being read. */
+#define RN_SERVER_HIGH_WATER ((size_t)1024 * 1024)
 
 void rn_server_options_init(rn_server_options_t *options);
 
@@ -912,6 +960,15 @@ typedef struct rn_server_stats_s {
   uint64_t busy;            /* dedupe: IN_PROGRESS (claimed elsewhere) */
   uint64_t discarded;       /* after GOAWAY, dropped unanswered */
   uint64_t protocol_errors; /* connections closed for bad frames */
+  uint64_t idle_timeouts;   /* connections closed for idle_timeout */
+  uint64_t frame_timeouts;  /* connections refused for frame_timeout */
+  uint64_t budget_refused;  /* connections refused for input_budget */
+  uint64_t connections_refused; /* closed at once past max_connections */
+  uint64_t elements_refused; /* resp: refused past max_elements */
+  uint64_t backlogged;      /* times a connection stopped being read for
+                               its unread replies (or output_budget) */
+  size_t buffered_in;       /* bytes held for unfinished frames now */
+  size_t buffered_out;      /* reply bytes queued now */
   unsigned open;            /* connections open */
   unsigned active;          /* requests holding a slot */
   unsigned queued;          /* requests waiting for a slot */

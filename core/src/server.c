@@ -5,8 +5,10 @@
  * protocol's own work lives in server_rnp.c; dedupe in dedupe.c. */
 #include "server.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define RN_SERVER_READ_CHUNK 65536
@@ -16,6 +18,7 @@
 #define RN_SERVER_LINGER_MS 2000
 
 static void server_conn_process(rn_server_conn_t *conn);
+static void conn_timer_arm(rn_server_conn_t *conn);
 
 /* Clients' heartbeats: a RESP server answers PING itself, in order, so that
  * applications see only their own requests. */
@@ -39,6 +42,12 @@ void rn_server_options_init(rn_server_options_t *o) {
   o->retry_after = 100;
   o->dedupe_window = 300000;
   o->dedupe_capacity = 100000;
+  o->codec.max_frame = RN_SERVER_DEFAULT_MAX_FRAME;
+  o->idle_timeout = RN_SERVER_DEFAULT_IDLE_TIMEOUT;
+  o->frame_timeout = RN_SERVER_DEFAULT_FRAME_TIMEOUT;
+  o->input_budget = RN_SERVER_DEFAULT_BUDGET;
+  o->output_budget = RN_SERVER_DEFAULT_BUDGET;
+  o->max_elements = RN_SERVER_DEFAULT_MAX_ELEMENTS;
 }
 
 void *rn_server_data(rn_server_t *server) { return server->data; }
@@ -56,6 +65,8 @@ void rn_server_stats(rn_server_t *server, rn_server_stats_t *stats) {
   stats->open = server->conn_count;
   stats->active = server->active;
   stats->queued = server->queued;
+  stats->buffered_in = server->buffered_in;
+  stats->buffered_out = server->buffered_out;
 }
 
 void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
@@ -75,13 +86,118 @@ void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
 /* Flow control                                                               */
 
 size_t rn__server_conn_backlog(const rn_server_conn_t *conn) {
-  return conn->out.len + (conn->writing ? conn->wbuf.len : 0);
+  return conn->out.len + (conn->writing ? conn->wbuf.len : 0) +
+         conn->pending_out;
 }
 
+/* The server's totals follow each connection's own numbers; a closing
+ * connection counts for nothing. */
+static size_t conn_account_out(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  size_t b = conn->closing ? 0 : rn__server_conn_backlog(conn);
+  server->buffered_out = server->buffered_out - conn->accounted_out + b;
+  conn->accounted_out = b;
+  return b;
+}
+
+static void conn_account_in(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  size_t b = conn->closing ? 0 : conn->rbuf.cap;
+  server->buffered_in = server->buffered_in - conn->accounted_in + b;
+  conn->accounted_in = b;
+}
+
+static int conn_output_full(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  size_t b = conn_account_out(conn);
+  return b >= RN_SERVER_HIGH_WATER ||
+         (b > 0 && server->buffered_out > server->options.output_budget);
+}
+
+int rn__server_conn_hold(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  if (!conn_output_full(conn)) return 0;
+  if (!conn->held_back) {
+    conn->held_back = 1;
+    server->stats.backlogged++;
+    rn__server_event(server, RN_SERVER_EVENT_BACKLOG, 0, 0);
+  }
+  return 1;
+}
+
+/* Every read lands in the server's one scratch buffer (libuv reads one
+ * stream at a time, and frames are handed out before the callback
+ * returns); only what is left unparsed is copied to the connection. */
 static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn_server_conn_t *conn = handle->data;
+  rn_server_t *server = conn->server;
   (void)suggested;
-  rn__buf_read_space(&conn->rbuf, RN_SERVER_READ_CHUNK, buf);
+  if (server->scratch == NULL) server->scratch = malloc(RN_SERVER_READ_CHUNK);
+  *buf = uv_buf_init(server->scratch,
+                     server->scratch != NULL ? RN_SERVER_READ_CHUNK : 0);
+}
+
+/* After a large frame, the connection gives its buffer back. Only when a
+ * frame was taken out of it: a frame still growing keeps its doubling
+ * buffer, or each read would copy it whole. */
+static void conn_shrink(rn_server_conn_t *conn, int consumed) {
+  rn_buf_t *b = &conn->rbuf;
+  if (b->len == 0) {
+    rn_buf_free(b);
+  } else if (consumed && b->cap > RN_SERVER_READ_CHUNK && b->cap / 4 > b->len) {
+    char *base = realloc(b->base, b->len);
+    if (base != NULL) {
+      b->base = base;
+      b->cap = b->len;
+    }
+  }
+}
+
+/* Which of two connections the input budget refuses first: the one
+ * holding more; at equal (buffers double, so equal is common) the one
+ * whose frame began first: a stalled upload before one arriving now. */
+static int conn_costlier(const rn_server_conn_t *a,
+                         const rn_server_conn_t *b) {
+  uint64_t fa = a->frame_start ? a->frame_start : UINT64_MAX;
+  uint64_t fb = b->frame_start ? b->frame_start : UINT64_MAX;
+  if (a->rbuf.cap != b->rbuf.cap) return a->rbuf.cap > b->rbuf.cap;
+  return fa < fb;
+}
+
+/* Over input_budget: refuse the connections holding the most, until
+ * under. An event handler may close the server (every connection goes). */
+static void server_shed_input(rn_server_t *server) {
+  static const char why[] = "the server's input budget is spent";
+  while (server->buffered_in > server->options.input_budget &&
+         !server->closing) {
+    rn_server_conn_t *worst = NULL;
+    rn_list_t *pos;
+    for (pos = server->conns.next; pos != &server->conns; pos = pos->next) {
+      rn_server_conn_t *c = RN_CONTAINER_OF(pos, rn_server_conn_t, node);
+      if (c->closing || c->refused || c->rbuf.cap == 0) continue;
+      if (worst == NULL || conn_costlier(c, worst)) worst = c;
+    }
+    if (worst == NULL) break;
+    rn__server_conn_refuse(worst, RN_SERVER_EVENT_BUDGET, why);
+  }
+}
+
+void rn__server_conn_parsed(rn_server_conn_t *conn, size_t frames,
+                            int partial) {
+  rn_server_t *server = conn->server;
+  uint64_t now = rn_loop_now(server->loop);
+
+  /* Only a whole frame is activity: a byte at a time keeps nothing open. */
+  if (frames > 0) conn->last_frame = now;
+  if (!partial)
+    conn->frame_start = 0;
+  else if (frames > 0 || conn->frame_start == 0)
+    conn->frame_start = now;
+  conn_shrink(conn, frames > 0);
+  conn_account_in(conn);
+  conn_timer_arm(conn);
+  if (server->buffered_in > server->options.input_budget)
+    server_shed_input(server);
 }
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
@@ -100,16 +216,15 @@ void rn__server_conn_update_reading(rn_server_conn_t *conn) {
 
   if (conn->closing || conn->eof)
     want = 0;
-  else if (conn->shut || conn->broken)
+  else if (conn->shut || conn->broken || conn->refused)
     want = 1; /* discarding */
   else if (conn->finishing && !rnp)
     want = 0; /* draining: no new requests */
   else if (rnp)
-    want = !conn->held_back &&
-           rn__server_conn_backlog(conn) < RN_SERVER_HIGH_WATER;
+    want = !conn->held_back && !conn_output_full(conn);
   else
-    want = !conn->paused && !full &&
-           rn__server_conn_backlog(conn) < RN_SERVER_HIGH_WATER;
+    want = !conn->paused && !full && !conn->held_back &&
+           !conn_output_full(conn);
 
   /* Stopped only because the server is full: resume it when there is
    * room, like a connection holding buffered frames back. */
@@ -254,9 +369,8 @@ static void conn_on_write(uv_write_t *req, int status) {
   }
   rn__server_conn_write(conn);
   if (rn__server_conn_settle(conn)) return;
-  /* rnp frames left unparsed while the client was not reading. */
-  if (conn->held_back &&
-      rn__server_conn_backlog(conn) < RN_SERVER_HIGH_WATER) {
+  /* Frames left unparsed while the client was not reading. */
+  if (conn->held_back && !conn_output_full(conn)) {
     conn->held_back = 0;
     server_conn_process(conn);
     return;
@@ -270,6 +384,7 @@ static int server_conn_flush_replies(rn_server_conn_t *conn) {
     rn_request_t *req = RN_CONTAINER_OF(conn->requests.next, rn_request_t, node);
     int err;
     if (!req->replied) break;
+    conn->pending_out -= req->reply_len;
     err = rn_buf_append(&conn->out, req->reply, req->reply_len);
     rn__server_request_release(req);
     if (err) return err;
@@ -296,6 +411,7 @@ int rn_request_reply(rn_request_t *req, const char *frame, size_t len) {
   memcpy(req->reply, frame, len);
   req->reply_len = len;
   req->replied = 1;
+  conn->pending_out += len;
 
   err = server_conn_flush_replies(conn);
   if (err) {
@@ -367,11 +483,25 @@ void rn_request_info(rn_request_t *req, rn_request_info_t *info) {
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                    */
 
+/* resp: a request announcing more elements than max_elements is refused
+ * from its header alone, before any of them is buffered. A count has at
+ * most 20 digits: a longer header is the codec's to reject. */
+static int server_resp_too_many(const rn_server_t *server, const char *data,
+                                size_t len) {
+  rn_resp_item_t it;
+  if (server->codec.protocol != RN_PROTOCOL_RESP || data[0] != '*') return 0;
+  return rn_resp_item(data, RN_MIN(len, 32), &it) == 1 && it.integer > 0 &&
+         (uint64_t)it.integer > server->options.max_elements;
+}
+
 /* Hands out buffered frames while the server has room; keeps the rest for
  * server_resume. */
 static void server_conn_process_framed(rn_server_conn_t *conn) {
+  static const char too_many[] =
+      "Protocol error: the request has more elements than max_elements";
   rn_server_t *server = conn->server;
-  size_t pos = 0;
+  size_t pos = 0, frames = 0;
+  int partial = 0;
 
   while (pos < conn->rbuf.len && !conn->closing && !conn->finishing) {
     rn_frame_t f;
@@ -385,9 +515,22 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
       }
       break;
     }
-    r = rn_codec_frame(&server->codec, conn->rbuf.base + pos,
-                       conn->rbuf.len - pos, &f);
-    if (r == 0) break;
+    /* Replies before requests: a client that does not read what it asked
+     * for gets nothing more made for it. */
+    if (rn__server_conn_hold(conn)) break;
+    if (server_resp_too_many(server, conn->rbuf.base + pos,
+                             conn->rbuf.len - pos)) {
+      rn__server_conn_refuse(conn, RN_SERVER_EVENT_MAX_ELEMENTS, too_many);
+      return;
+    }
+    /* Resumes where the last read left the frame: O(its size) in all,
+     * however thinly it arrives. */
+    r = rn_codec_scan(&server->codec, &conn->scan, conn->rbuf.base + pos,
+                      conn->rbuf.len - pos, &f);
+    if (r == 0) {
+      partial = 1;
+      break;
+    }
     if (r < 0) {
       rn__server_conn_close(conn); /* cannot tell where the next frame
                                       starts */
@@ -416,9 +559,11 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
                                  f.body_len);
     }
     pos += f.size;
+    frames++;
   }
-  if (conn->closing) return;
+  if (conn->closing || conn->refused) return;
   rn_buf_consume(&conn->rbuf, pos);
+  rn__server_conn_parsed(conn, frames, partial);
   rn__server_conn_update_reading(conn);
 }
 
@@ -432,7 +577,6 @@ static void server_conn_process(rn_server_conn_t *conn) {
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_server_conn_t *conn = stream->data;
-  (void)buf;
 
   if (nread == 0) return;
   if (nread == UV_EOF) {
@@ -450,12 +594,12 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn__server_conn_close(conn);
     return;
   }
-  conn->last_read = rn_loop_now(conn->server->loop);
-  if (conn->shut || conn->broken) {
-    conn->rbuf.len = 0; /* discarding until the client's FIN */
+  if (conn->shut || conn->broken || conn->refused)
+    return; /* discarding until the client's FIN */
+  if (rn_buf_append(&conn->rbuf, buf->base, (size_t)nread) != 0) {
+    rn__server_conn_close(conn);
     return;
   }
-  conn->rbuf.len += (size_t)nread;
   server_conn_process(conn);
 }
 
@@ -469,6 +613,7 @@ static void conn_on_close(uv_handle_t *handle) {
   rn_buf_free(&conn->rbuf);
   rn_buf_free(&conn->out);
   rn_buf_free(&conn->wbuf);
+  rn_frame_scan_reset(&conn->scan);
   free(conn);
   server->conn_count--;
   rn__server_maybe_finish(server);
@@ -479,6 +624,8 @@ void rn__server_conn_close(rn_server_conn_t *conn) {
 
   if (conn->closing) return;
   conn->closing = 1;
+  conn_account_in(conn);
+  conn_account_out(conn);
   rn_timer_stop(&conn->timer);
   if (conn->paused) {
     conn->paused = 0;
@@ -501,38 +648,132 @@ void rn__server_conn_close(rn_server_conn_t *conn) {
   uv_close(&conn->h.handle, conn_on_close);
 }
 
-/* idle_timeout, or the linger after our FIN ran out. */
+void rn__server_conn_refuse(rn_server_conn_t *conn,
+                            rn_server_event_type_t type, const char *why) {
+  rn_server_t *server = conn->server;
+
+  if (conn->closing || conn->refused) return;
+  conn->refused = 1;
+  conn->frame_start = 0;
+  /* Its input goes now: that is what the limits protect. */
+  rn_buf_free(&conn->rbuf);
+  rn_frame_scan_reset(&conn->scan);
+  conn_account_in(conn);
+  switch (type) {
+  case RN_SERVER_EVENT_FRAME_TIMEOUT: server->stats.frame_timeouts++; break;
+  case RN_SERVER_EVENT_BUDGET: server->stats.budget_refused++; break;
+  case RN_SERVER_EVENT_MAX_ELEMENTS: server->stats.elements_refused++; break;
+  default: break;
+  }
+  if (server_is_rnp(server)) {
+    rn__server_rnp_goaway_conn(conn, why);
+  } else {
+    if (server->codec.protocol == RN_PROTOCOL_RESP) {
+      /* After the replies it is owed, in their order. */
+      rn_request_t *req = calloc(1, sizeof(*req));
+      char text[128];
+      int n = snprintf(text, sizeof(text), "ERR %s", why);
+      if (req != NULL) {
+        req->server = server;
+        req->conn = conn;
+        rn_list_init(&req->wait);
+        rn_list_insert_tail(&conn->requests, &req->node);
+        server->held++;
+        (void)rn_request_fail(req, 0, text,
+                              RN_MIN((size_t)n, sizeof(text) - 1), 0);
+      }
+    }
+    rn__server_conn_finish(conn);
+  }
+  /* A client that reads nothing keeps our last words from being written:
+   * the linger bounds it all the same. */
+  if (!conn->closing) {
+    conn->timer_due = rn_loop_now(server->loop) + RN_SERVER_LINGER_MS;
+    rn_timer_start(&conn->timer, RN_SERVER_LINGER_MS);
+  }
+  rn__server_event(server, type, 0, 0);
+}
+
+/* The earliest of the frame and idle timeouts; a timer already due sooner
+ * is left alone and rearms itself when it fires. */
+static void conn_timer_arm(rn_server_conn_t *conn) {
+  const rn_server_options_t *o = &conn->server->options;
+  uint64_t due = UINT64_MAX, now;
+
+  if (conn->closing || conn->shut || conn->refused || conn->finishing)
+    return; /* the linger's, or settling by itself */
+  if (o->idle_timeout > 0) due = conn->last_frame + o->idle_timeout;
+  if (o->frame_timeout > 0 && conn->frame_start != 0)
+    due = RN_MIN(due, conn->frame_start + o->frame_timeout);
+  if (due == UINT64_MAX) return;
+  if (rn_timer_is_active(&conn->timer) && conn->timer_due <= due) return;
+  now = rn_loop_now(conn->server->loop);
+  conn->timer_due = due;
+  rn_timer_start(&conn->timer, due > now ? due - now : 0);
+}
+
+/* frame_timeout, idle_timeout, or the linger after our FIN or a refusal
+ * ran out. */
 static void conn_on_timer(rn_timer_t *timer) {
+  static const char slow[] = "the request took longer than frame_timeout "
+                             "to arrive";
   rn_server_conn_t *conn = timer->data;
   rn_server_t *server = conn->server;
-  uint64_t idle = server->options.idle_timeout;
+  const rn_server_options_t *o = &server->options;
   uint64_t now = rn_loop_now(server->loop);
 
-  if (conn->shut || conn->finishing) {
-    if (conn->shut) rn__server_conn_close(conn);
-    return; /* finishing: settles by itself once written */
-  }
-  if (!rn_list_empty(&conn->requests) || conn->writing ||
-      conn->out.len != 0 || now - conn->last_read < idle) {
-    uint64_t since = now - conn->last_read;
-    rn_timer_start(timer, since < idle ? idle - since : idle);
+  if (conn->shut || conn->refused) {
+    rn__server_conn_close(conn);
     return;
   }
-  if (server_is_rnp(server) && conn->hello) {
-    /* The client may be sending a request right now: GOAWAY tells it
-     * which ones we will not answer. */
-    rn__server_rnp_goaway_conn(conn, "idle");
-  } else {
-    rn__server_conn_close(conn);
+  if (conn->finishing) return; /* settles by itself once written */
+  if (o->frame_timeout > 0 && conn->frame_start != 0 &&
+      now - conn->frame_start >= o->frame_timeout) {
+    rn__server_conn_refuse(conn, RN_SERVER_EVENT_FRAME_TIMEOUT, slow);
+    return;
   }
-  rn__server_event(server, RN_SERVER_EVENT_IDLE, 0, 0);
+  if (o->idle_timeout > 0 && now - conn->last_frame >= o->idle_timeout) {
+    if (!rn_list_empty(&conn->requests) || conn->writing ||
+        conn->out.len != 0 || conn->paused || conn->held_back) {
+      /* Work in flight, or whole requests waiting for room, is activity. */
+      conn->last_frame = now;
+    } else {
+      server->stats.idle_timeouts++;
+      if (server_is_rnp(server) && conn->hello) {
+        /* The client may be sending a request right now: GOAWAY tells it
+         * which ones we will not answer. */
+        rn__server_rnp_goaway_conn(conn, "idle");
+      } else {
+        rn__server_conn_close(conn);
+      }
+      rn__server_event(server, RN_SERVER_EVENT_IDLE, 0, 0);
+      return;
+    }
+  }
+  conn_timer_arm(conn);
+}
+
+/* Past max_connections: what Redis says, best effort, then the close. */
+static void server_conn_turn_away(rn_server_conn_t *conn) {
+  static const char full[] = "-ERR max number of clients reached\r\n";
+  rn_server_t *server = conn->server;
+  server->stats.connections_refused++;
+  if (server->codec.protocol == RN_PROTOCOL_RESP) {
+    uv_buf_t b = uv_buf_init((char *)full, sizeof(full) - 1);
+    (void)uv_try_write(&conn->h.stream, &b, 1);
+  }
+  rn__server_conn_close(conn);
+  rn__server_event(server, RN_SERVER_EVENT_MAX_CONNECTIONS, 0, 0);
 }
 
 static void server_on_connection(uv_stream_t *listener, int status) {
   rn_server_t *server = listener->data;
   rn_server_conn_t *conn;
+  int full;
 
   if (status < 0 || server->closing || server->draining) return;
+  /* Closing ones count until closed: their descriptors are still open. */
+  full = server->conn_count >= server->options.max_connections;
   conn = calloc(1, sizeof(*conn));
   if (conn == NULL) return; /* the client stays in the backlog */
   conn->server = server;
@@ -542,7 +783,7 @@ static void server_on_connection(uv_stream_t *listener, int status) {
   conn->peer_max_frame = server->codec.max_frame;
   rn_timer_init(server->loop, &conn->timer, conn_on_timer);
   conn->timer.data = conn;
-  conn->last_read = rn_loop_now(server->loop);
+  conn->last_frame = rn_loop_now(server->loop);
   if (server->address.kind == RN_ENDPOINT_UNIX)
     uv_pipe_init(server->loop->uv, &conn->h.pipe, 0);
   else
@@ -554,11 +795,14 @@ static void server_on_connection(uv_stream_t *listener, int status) {
     rn__server_conn_close(conn);
     return;
   }
+  if (full) {
+    server_conn_turn_away(conn);
+    return;
+  }
   server->stats.connections++;
   if (server->address.kind == RN_ENDPOINT_TCP)
     uv_tcp_nodelay(&conn->h.tcp, 1);
-  if (server->options.idle_timeout > 0)
-    rn_timer_start(&conn->timer, server->options.idle_timeout);
+  conn_timer_arm(conn);
   rn__server_conn_update_reading(conn);
 }
 
@@ -599,6 +843,7 @@ static void server_free(rn_server_t *server) {
   rn_timer_stop(&server->finish_timer);
   rn_timer_stop(&server->drain_timer);
   if (server->dedupe != NULL) rn__dedupe_free(server->dedupe);
+  free(server->scratch);
   free(server);
   rn__loop_object_remove(loop);
 }
@@ -622,6 +867,18 @@ static void server_drain_expired(rn_timer_t *timer) {
   rn_server_close(server, server->close_cb);
 }
 
+/* Three quarters of the descriptors, the rest for the application's own
+ * (its handlers' pools, files), whatever else the process serves. */
+static unsigned server_default_max_connections(void) {
+  struct rlimit rl;
+  rlim_t n = 1024; /* unreadable: the usual soft limit */
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    n = rl.rlim_cur == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_cur;
+  n = n / 4 * 3;
+  if (n > UINT32_MAX) n = UINT32_MAX;
+  return n > 0 ? (unsigned)n : 1;
+}
+
 int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
                   rn_server_t **out) {
   rn_server_t *server;
@@ -630,23 +887,29 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   *out = NULL;
   if (options->listen == NULL || options->on_request == NULL ||
       options->max_concurrent == 0 || options->backlog <= 0 ||
+      options->input_budget == 0 || options->output_budget == 0 ||
+      options->max_elements == 0 ||
       (options->dedupe && options->dedupe_window == 0) ||
       (options->dedupe && options->dedupe_store == NULL &&
        options->dedupe_capacity == 0))
     return UV_EINVAL;
   server = calloc(1, sizeof(*server));
   if (server == NULL) return UV_ENOMEM;
+  server->options = *options;
+  server->options.listen = NULL;
+  if (server->options.codec.max_frame == 0)
+    server->options.codec.max_frame = RN_SERVER_DEFAULT_MAX_FRAME;
+  if (server->options.max_connections == 0)
+    server->options.max_connections = server_default_max_connections();
   err = rn_endpoint_parse(&server->address, options->listen,
                           strlen(options->listen));
-  if (err == 0) err = rn_codec_init(&server->codec, &options->codec);
+  if (err == 0) err = rn_codec_init(&server->codec, &server->options.codec);
   if (err) {
     free(server);
     return err;
   }
   server->data = options->data;
   server->loop = loop;
-  server->options = *options;
-  server->options.listen = NULL;
   rn_list_init(&server->conns);
   rn_list_init(&server->queue);
   rn_timer_init(loop, &server->resume_timer, server_resume);

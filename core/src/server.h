@@ -12,9 +12,6 @@
 
 #include "internal.h"
 
-/* Reply bytes queued for one client before its requests stop being read. */
-#define RN_SERVER_HIGH_WATER (1024 * 1024)
-
 typedef struct rn_server_conn_s rn_server_conn_t;
 typedef struct rn__dedupe_s rn__dedupe_t;
 typedef struct rn__dedupe_entry_s rn__dedupe_entry_t;
@@ -52,6 +49,12 @@ struct rn_server_s {
   rn_timer_t drain_timer;
   rn_server_close_cb close_cb;
   rn_server_stats_t stats;
+  /* Every read lands here first; a connection keeps only the bytes of
+   * frames it could not hand out yet (rbuf), so an idle or dribbling
+   * connection holds no read buffer. */
+  char *scratch;
+  size_t buffered_in;  /* sum of the connections' rbuf.cap */
+  size_t buffered_out; /* sum of the connections' backlogs */
   unsigned closing : 1;   /* rn_server_close: everything goes now */
   unsigned draining : 1;  /* rn_server_drain: finishing what was accepted */
   unsigned listener_open : 1;
@@ -65,8 +68,17 @@ struct rn_server_conn_s {
   rn_stream_handle_t h;
   uv_write_t write_req;
   uv_shutdown_t shutdown_req;
-  rn_timer_t timer;   /* idle_timeout, then the linger after a shutdown */
-  uint64_t last_read; /* loop ms */
+  rn_timer_t timer;   /* idle_timeout and frame_timeout, then the linger
+                         after a shutdown or a refusal */
+  uint64_t timer_due;   /* loop ms the timer fires at, if active */
+  uint64_t last_frame;  /* loop ms: accepted, or the last frame completed */
+  uint64_t frame_start; /* loop ms an unfinished frame began; 0: none */
+  size_t accounted_in;  /* rbuf.cap as counted in server->buffered_in */
+  size_t accounted_out; /* backlog as counted in server->buffered_out */
+  size_t pending_out;   /* resp/line/length: replies made, waiting for an
+                           earlier request's */
+  rn_frame_scan_t scan; /* resp/line/length: the place reached in the
+                           partial frame at rbuf's head */
   rn_buf_t rbuf;
   rn_buf_t out;  /* replies ready, waiting for the write in flight */
   rn_buf_t wbuf; /* the write in flight */
@@ -85,9 +97,11 @@ struct rn_server_conn_s {
   unsigned goaway : 1;    /* rnp: GOAWAY sent; later requests discarded */
   unsigned finishing : 1; /* no more requests: close once all is written */
   unsigned shut : 1;      /* uv_shutdown asked for */
-  unsigned held_back : 1; /* rnp: frames left in rbuf for backpressure */
+  unsigned held_back : 1; /* frames left in rbuf for backpressure */
   unsigned broken : 1;    /* rnp: protocol error; everything read is
                              discarded */
+  unsigned refused : 1;   /* a limit refused it: everything read is
+                             discarded, and it closes within the linger */
 };
 
 struct rn_request_s {
@@ -125,6 +139,20 @@ void rn__server_conn_update_reading(rn_server_conn_t *conn);
  * all is written. 1 if it is closing or shut (nothing more to do). */
 int rn__server_conn_settle(rn_server_conn_t *conn);
 size_t rn__server_conn_backlog(const rn_server_conn_t *conn);
+/* 1 when conn must stop taking requests for its queued replies (its own
+ * past the high-water mark, or the server's past output_budget): then
+ * held_back is set, reading stops, and the frames left in rbuf are
+ * processed once its writes drained. Checked before each frame. */
+int rn__server_conn_hold(rn_server_conn_t *conn);
+/* After a parse: `frames` were handed out, `partial` says an unfinished
+ * frame is left (its first byte starts the frame timeout; completed
+ * frames are activity for the idle timeout). */
+void rn__server_conn_parsed(rn_server_conn_t *conn, size_t frames,
+                            int partial);
+/* A limit refuses conn (see rn_server_options_t): stats and event type,
+ * the reason (resp: the -ERR text; rnp: the GOAWAY text). */
+void rn__server_conn_refuse(rn_server_conn_t *conn,
+                            rn_server_event_type_t type, const char *why);
 void rn__server_request_release(rn_request_t *req);
 void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
                       uint64_t id, int error);

@@ -329,6 +329,7 @@ static void rnp_frame(rn_server_conn_t *conn, const rn_rnp_frame_t *f) {
 void rn__server_rnp_process(rn_server_conn_t *conn) {
   rn_server_t *server = conn->server;
   size_t pos = 0;
+  int partial = 0;
 
   conn->held_back = 0;
   while (pos < conn->rbuf.len && !conn->closing && !conn->broken) {
@@ -336,13 +337,13 @@ void rn__server_rnp_process(rn_server_conn_t *conn) {
     int r;
     /* A client that does not read its replies stops being read, even for
      * frames already buffered: replies and refusals cannot pile up. */
-    if (rn__server_conn_backlog(conn) >= RN_SERVER_HIGH_WATER) {
-      conn->held_back = 1;
-      break;
-    }
+    if (rn__server_conn_hold(conn)) break;
     r = rn_rnp_parse(conn->rbuf.base + pos, conn->rbuf.len - pos,
                      server->codec.max_frame, &f);
-    if (r == 0) break;
+    if (r == 0) {
+      partial = 1;
+      break;
+    }
     if (r < 0) {
       rnp_protocol_error(conn, r, r == RN_EFRAMESIZE
                                       ? "frame larger than max_frame"
@@ -352,8 +353,9 @@ void rn__server_rnp_process(rn_server_conn_t *conn) {
     pos += f.size;
     rnp_frame(conn, &f);
   }
-  if (conn->closing || conn->broken) return;
+  if (conn->closing || conn->broken || conn->refused) return;
   rn_buf_consume(&conn->rbuf, pos);
+  rn__server_conn_parsed(conn, pos > 0, partial);
   rn__server_conn_update_reading(conn);
 }
 

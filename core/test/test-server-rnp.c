@@ -103,7 +103,7 @@ static void test_hello_and_ping(void) {
   rx_open(T.uv, &a, T.port);
   ASSERT_EQ(a.frames[0].id, 1);
   ASSERT_EQ(a.frames[0].version, 1);
-  ASSERT_EQ(a.frames[0].max_frame, RN_DEFAULT_MAX_FRAME);
+  ASSERT_EQ(a.frames[0].max_frame, RN_SERVER_DEFAULT_MAX_FRAME);
   ASSERT_EQ(a.frames[0].max_concurrent, 256);
   ASSERT(a.frames[0].present & (1u << RN_RNP_F_INCARNATION));
 

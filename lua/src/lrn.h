@@ -53,6 +53,9 @@ typedef struct lrn_ctx_s {
   rn_loop_t *loop;      /* owns its uv loop */
   rn_buf_t buf;         /* reused to encode every request and reply */
   int running;          /* depth of uv_run calls (0 or 1) */
+  int dispatching;      /* Lua callbacks and tasks entered from C, which
+                           may be inside a core call outside uv_run (an
+                           event fired inside pool:send): no waiting */
   int closing;          /* lua_close: callbacks no longer enter Lua */
   lrn_link_t pools;
   lrn_link_t servers;

@@ -218,11 +218,13 @@ static int lrn_dispatch_protected(lua_State *L) {
 static void lrn_dispatch_call(lrn_call_t *c) {
   lua_State *L = c->ctx->L;
   int top = lua_gettop(L);
+  c->ctx->dispatching++;
   if (lrn_cpcall(L, lrn_dispatch_protected, c) != LUA_OK) {
     if (c->held) /* failed before the target was even fetched */
       lrn_unhold(L, lrn_state(c->ctx), c->target_ref);
     lrn_record_error(c->ctx, L, -1);
   }
+  c->ctx->dispatching--;
   lua_settop(L, top);
 }
 
@@ -262,11 +264,13 @@ static void lrn_dispatch_function(lrn_call_t *c) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, lrn_state(c->ctx)->handler_ref);
   lua_pushcfunction(L, lrn_call_protected);
   lua_pushlightuserdata(L, c);
+  c->ctx->dispatching++;
   if (lua_pcall(L, 1, 0, top + 1) != LUA_OK) {
     if (c->held) /* failed before the target was even fetched */
       lrn_unhold(L, lrn_state(c->ctx), c->target_ref);
     lrn_record_error(c->ctx, L, -1);
   }
+  c->ctx->dispatching--;
   lua_settop(L, top);
 }
 #endif
@@ -405,7 +409,7 @@ static int lrn_run(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   int mode = luaL_checkoption(L, 1, "default", modes);
   int alive;
-  if (ctx->running)
+  if (ctx->running || ctx->dispatching)
     return luaL_error(L, "resilnet: the loop is already running "
                          "(called from inside a task or callback?)");
   ctx->running++;
@@ -420,8 +424,11 @@ static int lrn_stop(lua_State *L) {
   return 0;
 }
 
+/* running() -> whether the loop runs, or a callback was entered from C:
+ * either way, waiting here would re-enter the core. */
 static int lrn_running(lua_State *L) {
-  lua_pushboolean(L, lrn_ctx(L)->running > 0);
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lua_pushboolean(L, ctx->running > 0 || ctx->dispatching > 0);
   return 1;
 }
 

@@ -120,6 +120,11 @@ static const char *lrn_server_event_name(rn_server_event_type_t type) {
   case RN_SERVER_EVENT_PROTOCOL: return "protocol";
   case RN_SERVER_EVENT_IDLE: return "idle";
   case RN_SERVER_EVENT_STORE: return "store";
+  case RN_SERVER_EVENT_BACKLOG: return "backlog";
+  case RN_SERVER_EVENT_FRAME_TIMEOUT: return "frame_timeout";
+  case RN_SERVER_EVENT_BUDGET: return "budget";
+  case RN_SERVER_EVENT_MAX_CONNECTIONS: return "max_connections";
+  case RN_SERVER_EVENT_MAX_ELEMENTS: return "max_elements";
   }
   return "unknown";
 }
@@ -321,7 +326,9 @@ static lua_Integer lrn_field_int(lua_State *L, const char *name,
 
 /* server_new({listen, protocol, length_bytes, delimiter, max_frame,
  *             backlog, max_concurrent, queue, retry_after_ms,
- *             idle_timeout_ms, dedupe, dedupe_window_ms, dedupe_capacity},
+ *             idle_timeout_ms, frame_timeout_ms, max_connections,
+ *             input_budget, output_budget, max_elements,
+ *             dedupe, dedupe_window_ms, dedupe_capacity},
  *            target [, store_runner]) -> handle | nil, err.
  * target is dispatched with (request value, request [, id, deadline, key,
  * idempotent]) for every request; store_runner, when given, is the
@@ -350,8 +357,20 @@ static int lrn_server_new(lua_State *L) {
   o.queue = (unsigned)lrn_field_int(L, "queue", o.queue, 0, 1 << 30);
   o.retry_after = (uint64_t)lrn_field_int(
       L, "retry_after_ms", (lua_Integer)o.retry_after, 0, UINT32_MAX);
-  o.idle_timeout = (uint64_t)lrn_field_int(L, "idle_timeout_ms", 0, 0,
-                                           max_ms);
+  if (o.codec.max_frame == 0)
+    o.codec.max_frame = RN_SERVER_DEFAULT_MAX_FRAME;
+  o.idle_timeout = (uint64_t)lrn_field_int(
+      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout, 0, max_ms);
+  o.frame_timeout = (uint64_t)lrn_field_int(
+      L, "frame_timeout_ms", (lua_Integer)o.frame_timeout, 0, max_ms);
+  o.max_connections = (unsigned)lrn_field_int(L, "max_connections", 0, 0,
+                                              UINT32_MAX);
+  o.input_budget = (size_t)lrn_field_int(
+      L, "input_budget", (lua_Integer)o.input_budget, 1, max_ms);
+  o.output_budget = (size_t)lrn_field_int(
+      L, "output_budget", (lua_Integer)o.output_budget, 1, max_ms);
+  o.max_elements = (size_t)lrn_field_int(
+      L, "max_elements", (lua_Integer)o.max_elements, 1, 1 << 30);
   lua_getfield(L, 1, "dedupe");
   o.dedupe = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -497,7 +516,7 @@ static int lrn_server_stats(lua_State *L) {
     return 2;
   }
   rn_server_stats(s->server, &st);
-  lua_createtable(L, 0, 13);
+  lua_createtable(L, 0, 21);
   lrn_set_count(L, "connections", st.connections);
   lrn_set_count(L, "requests", st.requests);
   lrn_set_count(L, "handled", st.handled);
@@ -508,6 +527,14 @@ static int lrn_server_stats(lua_State *L) {
   lrn_set_count(L, "busy", st.busy);
   lrn_set_count(L, "discarded", st.discarded);
   lrn_set_count(L, "protocol_errors", st.protocol_errors);
+  lrn_set_count(L, "idle_timeouts", st.idle_timeouts);
+  lrn_set_count(L, "frame_timeouts", st.frame_timeouts);
+  lrn_set_count(L, "budget_refused", st.budget_refused);
+  lrn_set_count(L, "connections_refused", st.connections_refused);
+  lrn_set_count(L, "elements_refused", st.elements_refused);
+  lrn_set_count(L, "backlogged", st.backlogged);
+  lrn_set_count(L, "buffered_in", st.buffered_in);
+  lrn_set_count(L, "buffered_out", st.buffered_out);
   lrn_set_count(L, "open", st.open);
   lrn_set_count(L, "active", st.active);
   lrn_set_count(L, "queued", st.queued);

@@ -1,0 +1,736 @@
+/* The server's limits for clients it did not choose (issue 15), one case
+ * per defect, each against real loopback sockets: replies pile up no
+ * further than the high-water mark on every protocol, frames must arrive
+ * within frame_timeout, a dribbled byte does not keep a connection from
+ * idling out, buffered input has a server-wide budget and buffers shrink
+ * back, resp requests have an element bound, connections have a cap, and
+ * framing a dribbled frame costs O(its size).
+ *
+ * Run with a case's name as the only argument to run that case alone. */
+#include "task.h"
+
+#include <sys/resource.h>
+#include <time.h>
+
+#include "server.h" /* internals: connections' buffers and backlogs */
+
+static rn_loop_t *loop;
+#include "run_until.h"
+#include "plain_client.h"
+#include "rnp_client.h"
+
+#define NCLIENTS 8
+
+static struct {
+  rn_server_t *server;
+  int port;
+  const char *reply; /* NULL: "+OK\r\n" */
+  size_t reply_len;
+  unsigned handled;
+  size_t max_backlog; /* the largest one connection's, seen per request */
+  size_t max_total;   /* the largest sum over connections */
+  unsigned events[16];
+  int closed;
+  client_t c[NCLIENTS];
+} T;
+
+static size_t total_backlog(void) {
+  size_t sum = 0;
+  rn_list_t *pos;
+  for (pos = T.server->conns.next; pos != &T.server->conns; pos = pos->next)
+    sum += rn__server_conn_backlog(
+        RN_CONTAINER_OF(pos, rn_server_conn_t, node));
+  return sum;
+}
+
+static void on_request(rn_server_t *server, rn_request_t *req,
+                       const char *body, size_t len) {
+  size_t b = rn__server_conn_backlog(req->conn);
+  size_t total = total_backlog();
+  (void)server;
+  (void)body;
+  (void)len;
+  T.handled++;
+  if (b > T.max_backlog) T.max_backlog = b;
+  if (total > T.max_total) T.max_total = total;
+  if (T.reply != NULL)
+    ASSERT_OK(rn_request_reply(req, T.reply, T.reply_len));
+  else
+    ASSERT_OK(rn_request_reply(req, "+OK\r\n", 5));
+}
+
+static void on_event(rn_server_t *server, const rn_server_event_t *ev) {
+  (void)server;
+  ASSERT_LT(ev->type, 16);
+  T.events[ev->type]++;
+}
+
+static void on_closed(rn_server_t *server) {
+  (void)server;
+  T.closed = 1;
+}
+
+static void options(rn_server_options_t *o, rn_protocol_t protocol) {
+  rn_server_options_init(o);
+  o->listen = "127.0.0.1:0";
+  o->codec.protocol = protocol;
+  o->on_request = on_request;
+  o->on_event = on_event;
+}
+
+static void start(const rn_server_options_t *o) {
+  char host[64];
+  memset(&T, 0, sizeof(T));
+  open_loop();
+  ASSERT_OK(rn_server_new(loop, o, &T.server));
+  ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
+}
+
+static void stop(void) {
+  int i;
+  for (i = 0; i < NCLIENTS; i++)
+    if (T.c[i].tcp.data != NULL) cl_close(&T.c[i]);
+  rn_server_close(T.server, on_closed);
+  RUN_UNTIL(T.closed, 5000);
+  finish();
+  for (i = 0; i < NCLIENTS; i++) cl_free(&T.c[i]);
+}
+
+static client_t *connect_client(int i) {
+  client_t *c = &T.c[i];
+  cl_start(c, rn_loop_uv(loop), T.port);
+  RUN_UNTIL(c->connected != 0, 5000);
+  ASSERT_EQ(c->connected, 1);
+  return c;
+}
+
+/* The server's side of its only (or first) connection. */
+static rn_server_conn_t *first_conn(void) {
+  ASSERT(!rn_list_empty(&T.server->conns));
+  return RN_CONTAINER_OF(T.server->conns.next, rn_server_conn_t, node);
+}
+
+/* Connections of the server holding unparsed bytes. */
+static int conns_buffering(void) {
+  int n = 0;
+  rn_list_t *pos;
+  for (pos = T.server->conns.next; pos != &T.server->conns; pos = pos->next)
+    n += RN_CONTAINER_OF(pos, rn_server_conn_t, node)->rbuf.len > 0;
+  return n;
+}
+
+static int got_has(const client_t *c, const char *text) {
+  size_t n = strlen(text), i;
+  for (i = 0; i + n <= c->got.len; i++)
+    if (memcmp(c->got.base + i, text, n) == 0) return 1;
+  return 0;
+}
+
+static rn_server_stats_t stats(void) {
+  rn_server_stats_t st;
+  rn_server_stats(T.server, &st);
+  return st;
+}
+
+/* One byte every interval, for a client that never finishes its frame. */
+typedef struct drip_s {
+  uv_timer_t timer;
+  client_t *c;
+  unsigned sent;
+} drip_t;
+
+static void drip_tick(uv_timer_t *t) {
+  drip_t *d = t->data;
+  if (d->c->eof || d->c->read_error) return;
+  cl_send(d->c, "x", 1);
+  d->sent++;
+}
+
+static void drip_start(drip_t *d, client_t *c, uint64_t interval) {
+  d->c = c;
+  d->sent = 0;
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &d->timer));
+  d->timer.data = d;
+  ASSERT_OK(uv_timer_start(&d->timer, drip_tick, interval, interval));
+}
+
+static void drip_stop(drip_t *d) { uv_close((uv_handle_t *)&d->timer, NULL); }
+
+/* Sends len bytes after ms (the loop keeps running meanwhile). */
+typedef struct later_s {
+  uv_timer_t timer;
+  client_t *c;
+  const char *data;
+  size_t len;
+  int sent;
+} later_t;
+
+static void later_fire(uv_timer_t *t) {
+  later_t *l = t->data;
+  cl_send(l->c, l->data, l->len);
+  l->sent = 1;
+  uv_close((uv_handle_t *)&l->timer, NULL);
+}
+
+static void send_later(later_t *l, client_t *c, const char *data, size_t len,
+                       uint64_t ms) {
+  l->c = c;
+  l->data = data;
+  l->len = len;
+  l->sent = 0;
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &l->timer));
+  l->timer.data = l;
+  ASSERT_OK(uv_timer_start(&l->timer, later_fire, ms, 0));
+}
+
+static void length_header(char *p, uint32_t n) {
+  p[0] = (char)(n >> 24);
+  p[1] = (char)(n >> 16);
+  p[2] = (char)(n >> 8);
+  p[3] = (char)n;
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* Defect 2: 8,000 small pipelined requests whose 1 KiB replies the client
+ * never reads. Every protocol must stop taking requests once the replies
+ * queued pass the high-water mark, per frame (before: all 8,000 handled
+ * in one pass, ~8 MiB queued against a 1 MiB mark). */
+static void backlog_per_frame(rn_protocol_t protocol) {
+  enum { N = 8000, REPLY = 1024 };
+  static char reply[REPLY];
+  rn_server_options_t o;
+  rn_buf_t batch;
+  client_t *c;
+  size_t i, want;
+
+  options(&o, protocol);
+  start(&o);
+  memset(reply, 'x', sizeof(reply));
+  if (protocol == RN_PROTOCOL_RESP) {
+    reply[0] = '+';
+    memcpy(reply + REPLY - 2, "\r\n", 2);
+  } else if (protocol == RN_PROTOCOL_LINE) {
+    reply[REPLY - 1] = '\n';
+  } else {
+    length_header(reply, REPLY - 4);
+  }
+  T.reply = reply;
+  T.reply_len = REPLY;
+  c = connect_client(0);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  rn_buf_init(&batch);
+  for (i = 0; i < N; i++)
+    ASSERT_OK(rn_codec_encode(rn_server_codec(T.server), &batch, "a", 1));
+  cl_send(c, batch.base, batch.len);
+  rn_buf_free(&batch);
+
+  RUN_UNTIL(T.handled == N ||
+                (T.handled > 0 && first_conn()->held_back &&
+                 !first_conn()->reading),
+            5000);
+  ASSERT_LE(T.max_backlog, RN_SERVER_HIGH_WATER + REPLY);
+  ASSERT_LT(T.handled, N);
+  ASSERT_GE(T.events[RN_SERVER_EVENT_BACKLOG], 1);
+  ASSERT_GE(stats().backlogged, 1);
+  ASSERT_LE(stats().buffered_out, RN_SERVER_HIGH_WATER + REPLY);
+
+  /* the client reads again: every reply arrives, in order */
+  want = (size_t)N * REPLY;
+  ASSERT_OK(uv_read_start((uv_stream_t *)&c->tcp, cl_alloc, cl_read));
+  RUN_UNTIL(c->got.len >= want, 10000);
+  ASSERT_EQ(c->got.len, want);
+  ASSERT_EQ(T.handled, N);
+  ASSERT_EQ(stats().buffered_out, 0);
+  stop();
+}
+
+static void test_backlog_checked_per_frame_resp(void) {
+  backlog_per_frame(RN_PROTOCOL_RESP);
+}
+static void test_backlog_checked_per_frame_line(void) {
+  backlog_per_frame(RN_PROTOCOL_LINE);
+}
+static void test_backlog_checked_per_frame_length(void) {
+  backlog_per_frame(RN_PROTOCOL_LENGTH);
+}
+
+/* Defect 4 (output): four clients pipelining 100 KiB replies without
+ * reading, each under its own high-water mark: output_budget bounds what
+ * the server queues for all of them together. */
+static void test_output_budget_bounds_all_connections(void) {
+  enum { PER = 12, REPLY = 100 * 1024, CLIENTS = 4 };
+  static char reply[REPLY];
+  rn_server_options_t o;
+  rn_buf_t batch;
+  int i;
+  size_t j;
+
+  options(&o, RN_PROTOCOL_LINE);
+  o.output_budget = 256 * 1024;
+  start(&o);
+  memset(reply, 'y', sizeof(reply));
+  reply[REPLY - 1] = '\n';
+  T.reply = reply;
+  T.reply_len = REPLY;
+  rn_buf_init(&batch);
+  for (j = 0; j < PER; j++) ASSERT_OK(rn_buf_append(&batch, "a\n", 2));
+  for (i = 0; i < CLIENTS; i++) {
+    client_t *c = connect_client(i);
+    ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  }
+  for (i = 0; i < CLIENTS; i++) cl_send(&T.c[i], batch.base, batch.len);
+  rn_buf_free(&batch);
+  RUN_UNTIL(T.handled == PER * CLIENTS || T.events[RN_SERVER_EVENT_BACKLOG] > 0,
+            5000);
+  /* a connection with nothing queued may add one reply past the budget */
+  ASSERT_LE(T.max_total, o.output_budget + (size_t)CLIENTS * REPLY);
+  for (i = 0; i < CLIENTS; i++)
+    ASSERT_OK(uv_read_start((uv_stream_t *)&T.c[i].tcp, cl_alloc, cl_read));
+  RUN_UNTIL(T.c[0].got.len == PER * REPLY && T.c[1].got.len == PER * REPLY &&
+                T.c[2].got.len == PER * REPLY && T.c[3].got.len == PER * REPLY,
+            10000);
+  ASSERT_LE(T.max_total, o.output_budget + (size_t)CLIENTS * REPLY);
+  ASSERT_EQ(T.handled, PER * CLIENTS);
+  stop();
+}
+
+/* Defect 3: a client that starts a frame and sends one byte every 30 ms
+ * is refused after frame_timeout (resp: with an error reply), not kept
+ * forever. */
+static void test_frame_timeout_refuses_dribbler(void) {
+  rn_server_options_t o;
+  client_t *c;
+  drip_t d;
+  uint64_t t0;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.frame_timeout = 200;
+  o.idle_timeout = 0;
+  start(&o);
+  c = connect_client(0);
+  t0 = now_ms();
+  cl_send(c, "*1\r\n$100000\r\n", 13);
+  drip_start(&d, c, 30);
+  RUN_UNTIL(c->eof || c->read_error, 3000);
+  ASSERT_GE(now_ms() - t0, 200);
+  ASSERT(got_has(c, "-ERR"));
+  ASSERT(got_has(c, "frame_timeout"));
+  ASSERT_GT(d.sent, 3);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_FRAME_TIMEOUT], 1);
+  ASSERT_EQ(stats().frame_timeouts, 1);
+  ASSERT_EQ(T.handled, 0);
+  drip_stop(&d);
+  stop();
+}
+
+/* Defect 3 on rnp: the refusal is a GOAWAY naming the last request the
+ * connection will answer (the one before the slow frame), then the close. */
+static void test_frame_timeout_rnp_goaway(void) {
+  rn_server_options_t o;
+  rnp_client_t a;
+  rn_rnp_frame_t f;
+  rn_buf_t b;
+  uint64_t id;
+
+  options(&o, RN_PROTOCOL_RNP);
+  o.frame_timeout = 200;
+  start(&o);
+  rx_open(rn_loop_uv(loop), &a, T.port);
+  id = rx_request(&a, "one", NULL, -1, 0);
+  rx_wait_frames(rn_loop_uv(loop), &a, 2);
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_REQUEST;
+  f.id = a.next_id++;
+  f.payload = "never finished";
+  f.payload_len = 14;
+  rn_buf_init(&b);
+  ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
+  rx_send_raw(&a, b.base, b.len - 4);
+  rn_buf_free(&b);
+  rx_run_until(rn_loop_uv(loop), rx_eof, &a, 3000);
+  ASSERT_EQ(a.count, 3);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
+  ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(a.frames[2].id, id);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_FRAME_TIMEOUT], 1);
+  ASSERT_EQ(T.handled, 1);
+  rx_close(rn_loop_uv(loop), &a);
+  stop();
+}
+
+/* Defect 3: a frame that completes in time is not refused, however slowly
+ * its bytes come, and the next frame gets a timeout of its own. */
+static void test_frame_timeout_restarts_per_frame(void) {
+  static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+  rn_server_options_t o;
+  client_t *c;
+  size_t i;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.frame_timeout = 300;
+  start(&o);
+  c = connect_client(0);
+  /* two frames, each taking ~200 ms: 400 ms in all, under 300 each */
+  for (i = 0; i < 2; i++) {
+    later_t l;
+    cl_send(c, ping, 5);
+    send_later(&l, c, ping + 5, sizeof(ping) - 1 - 5, 200);
+    RUN_UNTIL(l.sent && c->got.len == 7 * (i + 1), 1000);
+  }
+  ASSERT(!c->eof);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_FRAME_TIMEOUT], 0);
+  stop();
+}
+
+/* Defect 3: idle_timeout counts from the last whole frame: bytes of a
+ * frame that never ends do not keep the connection (frame_timeout off). */
+static void test_dribbled_byte_does_not_reset_idle(void) {
+  rn_server_options_t o;
+  client_t *c;
+  drip_t d;
+  uint64_t t0;
+
+  options(&o, RN_PROTOCOL_LINE);
+  o.idle_timeout = 300;
+  o.frame_timeout = 0;
+  start(&o);
+  c = connect_client(0);
+  t0 = now_ms();
+  drip_start(&d, c, 30);
+  RUN_UNTIL(c->eof || c->read_error, 3000);
+  ASSERT_GE(now_ms() - t0, 300);
+  ASSERT_GT(d.sent, 5);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 1);
+  ASSERT_EQ(stats().idle_timeouts, 1);
+  drip_stop(&d);
+  stop();
+}
+
+/* Defects 3-6: the defaults are safe for untrusted clients. */
+static void test_server_defaults_are_bounded(void) {
+  rn_server_options_t o;
+  struct rlimit rl;
+
+  rn_server_options_init(&o);
+  ASSERT_GT(o.idle_timeout, 0);
+  ASSERT_GT(o.frame_timeout, 0);
+  ASSERT_LT(o.frame_timeout, o.idle_timeout);
+  ASSERT_GT(o.codec.max_frame, 0);
+  ASSERT_LE(o.codec.max_frame, 1024 * 1024);
+  ASSERT_GT(o.input_budget, 0);
+  ASSERT_GT(o.output_budget, 0);
+  ASSERT_GT(o.max_elements, 0);
+  ASSERT_LE(o.max_elements, o.codec.max_frame / 4);
+  /* max_connections 0: below the descriptor limit, with headroom */
+  options(&o, RN_PROTOCOL_LINE);
+  start(&o);
+  ASSERT_OK(getrlimit(RLIMIT_NOFILE, &rl));
+  ASSERT_GT(T.server->options.max_connections, 0);
+  ASSERT_LT(T.server->options.max_connections, rl.rlim_cur);
+  ASSERT_LE(T.server->options.max_connections, rl.rlim_cur / 4 * 3);
+  ASSERT_EQ(T.server->codec.max_frame, 1024 * 1024);
+  stop();
+}
+
+/* Defect 4: past input_budget the connection holding the most partial
+ * input is refused; the others keep going. */
+static void test_input_budget_refuses_largest_partial_frame(void) {
+  enum { BIG = 700 * 1024, SMALL = 500 };
+  rn_server_options_t o;
+  client_t *a, *b, *c;
+  char *big;
+  char hdr[4];
+
+  options(&o, RN_PROTOCOL_LENGTH);
+  o.input_budget = 512 * 1024;
+  start(&o);
+  b = connect_client(1);
+  c = connect_client(2);
+  length_header(hdr, 1000);
+  cl_send(b, hdr, 4);
+  cl_send(c, hdr, 4);
+  big = calloc(1, BIG);
+  ASSERT(big != NULL);
+  cl_send(b, big, SMALL);
+  cl_send(c, big, SMALL);
+  RUN_UNTIL(conns_buffering() == 2, 3000);
+  a = connect_client(0);
+  length_header(big, 900 * 1024);
+  cl_send(a, big, BIG);
+  free(big);
+  RUN_UNTIL(a->eof || a->read_error, 5000);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_BUDGET], 1);
+  ASSERT_EQ(stats().budget_refused, 1);
+  ASSERT_LE(stats().buffered_in, o.input_budget);
+  /* the small ones were not touched: they finish their frames */
+  {
+    static char rest[1000 - SMALL];
+    cl_send(b, rest, sizeof(rest));
+    cl_send(c, rest, sizeof(rest));
+  }
+  RUN_UNTIL(b->got.len == 5 && c->got.len == 5, 5000); /* "+OK\r\n", raw */
+  ASSERT_EQ(T.handled, 2);
+  ASSERT(!b->eof && !c->eof);
+  stop();
+}
+
+/* Defect 4: among partial frames holding as much, the budget refuses the
+ * one begun first (a stalled upload before one arriving now). */
+static void test_input_budget_refuses_oldest_among_equals(void) {
+  enum { PART = 40 * 1024 };
+  static char part[PART];
+  rn_server_options_t o;
+  later_t lb, lc;
+  client_t *a, *b, *c;
+
+  options(&o, RN_PROTOCOL_LENGTH);
+  o.input_budget = 100 * 1024; /* two 64 KiB buffers pass it */
+  start(&o);
+  /* accepted in the opposite order: connection age is not frame age */
+  c = connect_client(2);
+  b = connect_client(1);
+  a = connect_client(0);
+  length_header(part, 200 * 1024);
+  cl_send(a, part, PART);
+  send_later(&lb, b, part, PART, 20);
+  send_later(&lc, c, part, PART, 40);
+  RUN_UNTIL(lc.sent && (a->eof || a->read_error) &&
+                (b->eof || b->read_error),
+            5000);
+  ASSERT_EQ(stats().budget_refused, 2);
+  ASSERT(!c->eof && !c->read_error);
+  ASSERT_EQ(stats().buffered_in, 65536); /* c's, the one left */
+  stop();
+}
+
+/* Defect 4: a connection keeps no read buffer once its frame is handled
+ * (before: an 800 KiB request left ~1 MiB behind), and a dribbler's few
+ * bytes cost a few bytes (before: a 64 KiB read buffer each). */
+static void test_read_buffer_shrinks_after_large_frame(void) {
+  enum { SIZE = 800 * 1024 };
+  rn_server_options_t o;
+  client_t *a, *b;
+  char *frame;
+
+  options(&o, RN_PROTOCOL_LENGTH);
+  start(&o);
+  a = connect_client(0);
+  frame = calloc(1, SIZE + 4);
+  ASSERT(frame != NULL);
+  length_header(frame, SIZE);
+  cl_send(a, frame, 100 * 1024); /* in two parts, so it is buffered */
+  RUN_UNTIL(first_conn()->rbuf.len >= 100 * 1024, 5000);
+  cl_send(a, frame + 100 * 1024, SIZE + 4 - 100 * 1024);
+  free(frame);
+  RUN_UNTIL(T.handled == 1 && a->got.len == 5, 5000);
+  ASSERT_EQ(first_conn()->rbuf.cap, 0);
+  ASSERT_EQ(stats().buffered_in, 0);
+
+  b = connect_client(1);
+  cl_send(b, "\0\0", 2);
+  RUN_UNTIL(stats().buffered_in > 0, 5000);
+  ASSERT_LE(stats().buffered_in, 64);
+  stop();
+}
+
+/* Defect 4: a server's default max_frame is 1 MiB, not 16: a header
+ * announcing 2 MiB closes the connection at once. */
+static void test_server_default_max_frame(void) {
+  rn_server_options_t o;
+  client_t *a;
+  char hdr[4];
+
+  options(&o, RN_PROTOCOL_LENGTH);
+  start(&o);
+  a = connect_client(0);
+  length_header(hdr, 2 * 1024 * 1024);
+  cl_send(a, hdr, 4);
+  RUN_UNTIL(a->eof || a->read_error, 3000);
+  ASSERT_EQ(T.handled, 0);
+  stop();
+}
+
+/* Defect 5: a resp request announcing more than max_elements elements is
+ * refused from its header, before its elements are sent or buffered; one
+ * at the bound is served. */
+static void test_resp_max_elements_refused_from_header(void) {
+  static const char four[] =
+      "*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n";
+  rn_server_options_t o;
+  client_t *a, *b;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.max_elements = 4;
+  start(&o);
+  a = connect_client(0);
+  cl_send(a, four, sizeof(four) - 1);
+  RUN_UNTIL(a->got.len == 5, 3000);
+  ASSERT_MEM_EQ(a->got.base, "+OK\r\n", 5);
+
+  b = connect_client(1);
+  cl_send(b, "*5\r\n$1\r\na\r\n", 11);
+  RUN_UNTIL(b->eof || b->read_error, 3000);
+  ASSERT(got_has(b, "-ERR Protocol error"));
+  ASSERT(got_has(b, "max_elements"));
+  ASSERT_EQ(T.handled, 1);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_MAX_ELEMENTS], 1);
+  ASSERT_EQ(stats().elements_refused, 1);
+  ASSERT(!a->eof);
+  stop();
+}
+
+/* Defect 6: past max_connections a new connection is told and closed at
+ * once, counted; once one closes, the next is served. */
+static void test_max_connections_closes_extra_at_once(void) {
+  static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+  rn_server_options_t o;
+  int i;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.max_connections = 2;
+  start(&o);
+  for (i = 0; i < 2; i++) {
+    client_t *c = connect_client(i);
+    cl_send(c, ping, sizeof(ping) - 1);
+    RUN_UNTIL(c->got.len == 7, 3000);
+  }
+  for (i = 2; i < 5; i++) {
+    client_t *c = connect_client(i);
+    RUN_UNTIL(c->eof || c->read_error, 3000);
+    ASSERT(got_has(c, "-ERR max number of clients reached"));
+  }
+  ASSERT_EQ(stats().connections_refused, 3);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_MAX_CONNECTIONS], 3);
+  ASSERT_EQ(stats().connections, 2);
+  ASSERT(!T.c[0].eof && !T.c[1].eof);
+
+  cl_close(&T.c[0]);
+  RUN_UNTIL(stats().open == 1, 3000);
+  {
+    client_t *c = connect_client(5);
+    cl_send(c, ping, sizeof(ping) - 1);
+    RUN_UNTIL(c->got.len == 7, 3000);
+    ASSERT_MEM_EQ(c->got.base, "+PONG\r\n", 7);
+  }
+  stop();
+}
+
+/* CPU time of this process (client and server both), in ms. */
+static double cpu_ms(void) {
+  struct timespec ts;
+  ASSERT_OK(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts));
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Sends `reads` pieces of 3 bytes of an unfinished frame, each read by
+ * the server on its own (the next goes once it is buffered); the CPU
+ * time they took. */
+static double dribble_cpu(client_t *c, const char *piece, int reads) {
+  double t0 = cpu_ms();
+  int i;
+  for (i = 0; i < reads; i++) {
+    size_t had = first_conn()->rbuf.len;
+    cl_send(c, piece, 3);
+    RUN_UNTIL(first_conn()->rbuf.len == had + 3, 5000);
+  }
+  return cpu_ms() - t0;
+}
+
+/* Defect 1: bytes trickling into a large partial frame cost the same per
+ * read as into a small one: framing resumes where it stopped instead of
+ * walking the buffered frame again on every read (before: a 60,000-item
+ * RESP array, or a 600 KB line of CRs with delimiter CRLF, each CR a
+ * candidate, was walked whole per 3-byte read). */
+static void framing_resumes(rn_protocol_t protocol) {
+  enum { READS = 150, ITEMS = 60000 };
+  const char *piece = protocol == RN_PROTOCOL_RESP ? "abc" : "\r\r\r";
+  rn_server_options_t o;
+  rn_buf_t head;
+  client_t *c;
+  double small, large;
+  int i;
+
+  options(&o, protocol);
+  o.codec.delimiter = "\r\n";
+  o.frame_timeout = 0;
+  start(&o);
+  c = connect_client(0);
+  rn_buf_init(&head);
+  if (protocol == RN_PROTOCOL_RESP) {
+    ASSERT_OK(rn_resp_encode_array(&head, 2));
+    ASSERT_OK(rn_buf_append(&head, "$100000\r\n", 10)); /* one open bulk */
+  } else {
+    ASSERT_OK(rn_buf_append(&head, "\r", 1));
+  }
+  cl_send(c, head.base, head.len);
+  RUN_UNTIL(first_conn()->rbuf.len == head.len, 5000);
+  small = dribble_cpu(c, piece, READS);
+  cl_close(c);
+  RUN_UNTIL(stats().open == 0, 5000);
+
+  c = connect_client(1);
+  head.len = 0;
+  if (protocol == RN_PROTOCOL_RESP) {
+    ASSERT_OK(rn_resp_encode_array(&head, ITEMS + 1));
+    for (i = 0; i < ITEMS; i++)
+      ASSERT_OK(rn_resp_encode_bulk(&head, "item", 4));
+    ASSERT_OK(rn_buf_append(&head, "$100000\r\n", 10));
+  } else {
+    for (i = 0; i < ITEMS; i++) ASSERT_OK(rn_buf_append(&head, "\r\r\r\r\r\r\r\r\r\r", 10));
+  }
+  cl_send(c, head.base, head.len);
+  RUN_UNTIL(first_conn()->rbuf.len == head.len, 5000);
+  large = dribble_cpu(c, piece, READS);
+  rn_buf_free(&head);
+  fprintf(stderr, "   %d reads: %.1f ms into a small frame, %.1f ms into a "
+          "large one\n", READS, small, large);
+  ASSERT_LT(large, 3 * small + 20);
+  ASSERT_EQ(T.handled, 0);
+  stop();
+}
+
+static void test_resp_framing_resumes_across_reads(void) {
+  framing_resumes(RN_PROTOCOL_RESP);
+}
+static void test_line_framing_resumes_across_reads(void) {
+  framing_resumes(RN_PROTOCOL_LINE);
+}
+
+int main(int argc, char **argv) {
+  static const struct {
+    const char *name;
+    void (*fn)(void);
+  } cases[] = {
+#define CASE(fn) {#fn, fn}
+      CASE(test_backlog_checked_per_frame_resp),
+      CASE(test_backlog_checked_per_frame_line),
+      CASE(test_backlog_checked_per_frame_length),
+      CASE(test_output_budget_bounds_all_connections),
+      CASE(test_frame_timeout_refuses_dribbler),
+      CASE(test_frame_timeout_rnp_goaway),
+      CASE(test_frame_timeout_restarts_per_frame),
+      CASE(test_dribbled_byte_does_not_reset_idle),
+      CASE(test_server_defaults_are_bounded),
+      CASE(test_input_budget_refuses_largest_partial_frame),
+      CASE(test_input_budget_refuses_oldest_among_equals),
+      CASE(test_read_buffer_shrinks_after_large_frame),
+      CASE(test_server_default_max_frame),
+      CASE(test_resp_max_elements_refused_from_header),
+      CASE(test_max_connections_closes_extra_at_once),
+      CASE(test_resp_framing_resumes_across_reads),
+      CASE(test_line_framing_resumes_across_reads),
+#undef CASE
+  };
+  size_t i;
+  int ran = 0;
+
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    if (argc > 1 && strcmp(argv[1], cases[i].name) != 0) continue;
+    fprintf(stderr, "-- %s\n", cases[i].name);
+    cases[i].fn();
+    ran++;
+  }
+  ASSERT_GT(ran, 0);
+  return 0;
+}
