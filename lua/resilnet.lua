@@ -814,7 +814,8 @@ local function finish_request(info, ok, reply, err)
 end
 
 local server_events = { overload = true, deadline = true, goaway = true,
-                        protocol = true, idle = true, store = true }
+                        protocol = true, idle = true, store = true,
+                        dedupe_full = true }
 
 -- A Lua dedupe store, driven by the core's dedupe logic: each operation
 -- runs the store's method in a task (it may wait, e.g. on a resp pool) and
@@ -911,7 +912,8 @@ end
 -- (a request refused past max_concurrent and queue), "deadline" (refused:
 -- its deadline passed before it started), "goaway", "protocol" (a
 -- connection closed for a malformed frame), "idle", "store" (the dedupe
--- store failed). fn runs as a plain callback: it cannot wait.
+-- store failed), "dedupe_full" (a new key refused: the memory store is at
+-- capacity with every key inside its window). fn runs as a plain callback: it cannot wait.
 function Server:on(event, fn)
   add_handler(self, "server:on", server_events, event, fn)
   return self

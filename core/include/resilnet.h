@@ -268,7 +268,9 @@ typedef enum {
   RN_RNP_ERR_SHUTDOWN = 4,    /* not executed: the server is going away */
   RN_RNP_ERR_BAD_REQUEST = 5, /* not executed: the request was refused */
   RN_RNP_ERR_IN_PROGRESS = 6, /* its key is executing elsewhere */
-  RN_RNP_ERR_PROTOCOL = 7     /* id 0: a malformed frame; closing */
+  RN_RNP_ERR_PROTOCOL = 7,    /* id 0: a malformed frame; closing */
+  RN_RNP_ERR_TOO_LARGE = 8    /* it ran, but its reply is larger than the
+                                 client's MAX_FRAME */
 } rn_rnp_error_t;
 
 /* Field tags; `present` holds 1 << tag for each field in a frame. */
@@ -736,10 +738,12 @@ void rn_dedupe_op_done(rn_dedupe_op_t *op, int status,
                        rn_dedupe_state_t state,
                        const rn_dedupe_answer_t *answer);
 
-/* The default store: in memory, at most `capacity` keys, least recently
- * used finished keys dropped first (a claim finding every key in progress
- * fails with UV_ENOSPC). Finished keys are forgotten window_ms after they
- * finished. Free it with its close function (or let a server own it). */
+/* The default store: in memory, at most `capacity` keys. A key is never
+ * dropped inside its window (that would let its retry run twice): a claim
+ * of a new key at capacity fails with UV_ENOSPC (the server refuses it as
+ * not executed, retry later) until keys expire, window_ms after they
+ * finished. Size capacity as keys per second x window + keys in progress.
+ * Free it with its close function (or let a server own it). */
 int rn_dedupe_memory_new(rn_loop_t *loop, size_t capacity,
                          rn_dedupe_store_t **out);
 
@@ -756,7 +760,10 @@ typedef enum {
   RN_SERVER_EVENT_PROTOCOL,     /* a connection closed for a malformed
                                    frame (error: RN_EBADFRAME, ...) */
   RN_SERVER_EVENT_IDLE,         /* a connection closed for idle_timeout */
-  RN_SERVER_EVENT_STORE         /* the dedupe store failed (error) */
+  RN_SERVER_EVENT_STORE,        /* the dedupe store failed (error) */
+  RN_SERVER_EVENT_DEDUPE_FULL   /* a new key refused: the memory store
+                                   holds dedupe_capacity keys, all inside
+                                   their window (UV_ENOSPC) */
 } rn_server_event_type_t;
 
 typedef struct rn_server_event_s {
@@ -860,6 +867,7 @@ typedef struct rn_server_stats_s {
   uint64_t busy;            /* dedupe: IN_PROGRESS (claimed elsewhere) */
   uint64_t discarded;       /* after GOAWAY, dropped unanswered */
   uint64_t protocol_errors; /* connections closed for bad frames */
+  uint64_t dedupe_full;     /* dedupe: new keys refused at capacity */
   unsigned open;            /* connections open */
   unsigned active;          /* requests holding a slot */
   unsigned queued;          /* requests waiting for a slot */

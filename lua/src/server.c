@@ -120,6 +120,7 @@ static const char *lrn_server_event_name(rn_server_event_type_t type) {
   case RN_SERVER_EVENT_PROTOCOL: return "protocol";
   case RN_SERVER_EVENT_IDLE: return "idle";
   case RN_SERVER_EVENT_STORE: return "store";
+  case RN_SERVER_EVENT_DEDUPE_FULL: return "dedupe_full";
   }
   return "unknown";
 }
@@ -497,7 +498,7 @@ static int lrn_server_stats(lua_State *L) {
     return 2;
   }
   rn_server_stats(s->server, &st);
-  lua_createtable(L, 0, 13);
+  lua_createtable(L, 0, 14);
   lrn_set_count(L, "connections", st.connections);
   lrn_set_count(L, "requests", st.requests);
   lrn_set_count(L, "handled", st.handled);
@@ -508,6 +509,7 @@ static int lrn_server_stats(lua_State *L) {
   lrn_set_count(L, "busy", st.busy);
   lrn_set_count(L, "discarded", st.discarded);
   lrn_set_count(L, "protocol_errors", st.protocol_errors);
+  lrn_set_count(L, "dedupe_full", st.dedupe_full);
   lrn_set_count(L, "open", st.open);
   lrn_set_count(L, "active", st.active);
   lrn_set_count(L, "queued", st.queued);
