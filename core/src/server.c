@@ -10,10 +10,6 @@
 #include <unistd.h>
 
 #define RN_SERVER_READ_CHUNK 65536
-/* After our FIN, how long the client gets to close its side. Closing with
- * unread bytes would send RST, and an RST can destroy the last frames we
- * wrote (GOAWAY, the PROTOCOL error) before the client reads them. */
-#define RN_SERVER_LINGER_MS 2000
 
 static void server_conn_process(rn_server_conn_t *conn);
 
@@ -509,7 +505,7 @@ static void conn_on_timer(rn_timer_t *timer) {
   uint64_t now = rn_loop_now(server->loop);
 
   if (conn->shut || conn->finishing) {
-    if (conn->shut) rn__server_conn_close(conn);
+    if (conn->shut || server->drain_over) rn__server_conn_close(conn);
     return; /* finishing: settles by itself once written */
   }
   if (!rn_list_empty(&conn->requests) || conn->writing ||
@@ -598,6 +594,7 @@ static void server_free(rn_server_t *server) {
   rn_timer_stop(&server->resume_timer);
   rn_timer_stop(&server->finish_timer);
   rn_timer_stop(&server->drain_timer);
+  rn_timer_stop(&server->expire_timer);
   if (server->dedupe != NULL) rn__dedupe_free(server->dedupe);
   free(server);
   rn__loop_object_remove(loop);
@@ -619,7 +616,10 @@ static void server_stop_listening(rn_server_t *server) {
 
 static void server_drain_expired(rn_timer_t *timer) {
   rn_server_t *server = timer->data;
-  rn_server_close(server, server->close_cb);
+  if (server_is_rnp(server))
+    rn__server_rnp_drain_over(server);
+  else
+    rn_server_close(server, server->close_cb);
 }
 
 int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
@@ -655,6 +655,8 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   server->finish_timer.data = server;
   rn_timer_init(loop, &server->drain_timer, server_drain_expired);
   server->drain_timer.data = server;
+  rn_timer_init(loop, &server->expire_timer, NULL);
+  server->expire_timer.data = server;
   rn__loop_object_add(loop);
 
   err = server_bind(server);

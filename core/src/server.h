@@ -14,6 +14,10 @@
 
 /* Reply bytes queued for one client before its requests stop being read. */
 #define RN_SERVER_HIGH_WATER (1024 * 1024)
+/* After our FIN, how long the client gets to close its side. Closing with
+ * unread bytes would send RST, and an RST can destroy the last frames we
+ * wrote (GOAWAY, the PROTOCOL error) before the client reads them. */
+#define RN_SERVER_LINGER_MS 2000
 
 typedef struct rn_server_conn_s rn_server_conn_t;
 typedef struct rn__dedupe_s rn__dedupe_t;
@@ -50,6 +54,7 @@ struct rn_server_s {
   rn_timer_t resume_timer;
   rn_timer_t finish_timer;
   rn_timer_t drain_timer;
+  rn_timer_t expire_timer; /* rnp: the earliest deadline on the queue */
   rn_server_close_cb close_cb;
   rn_server_stats_t stats;
   unsigned closing : 1;   /* rn_server_close: everything goes now */
@@ -57,6 +62,8 @@ struct rn_server_s {
   unsigned listener_open : 1;
   unsigned listener_closing : 1;
   unsigned finishing : 1;
+  unsigned drain_over : 1; /* the drain ran out: finishing connections
+                              close once written, or at the linger */
 };
 
 struct rn_server_conn_s {
@@ -140,6 +147,10 @@ int rn__server_rnp_answer(rn_request_t *req, const rn__answer_t *answer);
 void rn__server_rnp_run(rn_request_t *req);
 /* Hands free slots to queued requests. */
 void rn__server_rnp_dequeue(rn_server_t *server);
+/* The drain ran out: requests that never started are refused SHUTDOWN
+ * (not executed), running ones lose their connection, and connections
+ * close once those refusals are written. */
+void rn__server_rnp_drain_over(rn_server_t *server);
 /* GOAWAY on every connection; requests above their last ids discarded. */
 void rn__server_rnp_goaway(rn_server_t *server);
 /* GOAWAY on one connection (reason: its text), then finish it. */
