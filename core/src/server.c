@@ -12,6 +12,7 @@
 #define RN_SERVER_READ_CHUNK 65536
 
 static void server_conn_process(rn_server_conn_t *conn);
+static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot);
 
 /* Clients' heartbeats: a RESP server answers PING itself, in order, so that
  * applications see only their own requests. */
@@ -363,6 +364,61 @@ void rn_request_info(rn_request_t *req, rn_request_info_t *info) {
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                    */
 
+/* A request in conn's reply order; slot: it counts against
+ * max_concurrent. NULL without memory. */
+static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot) {
+  rn_server_t *server = conn->server;
+  rn_request_t *req = calloc(1, sizeof(*req));
+  if (req == NULL) return NULL;
+  req->server = server;
+  req->conn = conn;
+  req->slot = slot ? 1 : 0;
+  rn_list_init(&req->wait);
+  rn_list_insert_tail(&conn->requests, &req->node);
+  if (slot) server->active++;
+  server->held++;
+  return req;
+}
+
+/* The next frame at data, as server_resp.c's resp frame (body NULL when
+ * there is nothing to hand out). */
+static int server_conn_frame(rn_server_conn_t *conn, const char *data,
+                             size_t len, rn_frame_t *f, const char **body,
+                             char *why, size_t why_size) {
+  rn_server_t *server = conn->server;
+  int r;
+  if (server->codec.protocol == RN_PROTOCOL_RESP)
+    return rn__server_resp_frame(conn, data, len, f, body, why, why_size);
+  r = rn_codec_frame(&server->codec, data, len, f);
+  *body = r == 1 ? data + f->body_offset : NULL;
+  return r;
+}
+
+void rn__server_conn_broken(rn_server_conn_t *conn, int error) {
+  rn_server_t *server = conn->server;
+  server->stats.protocol_errors++;
+  conn->broken = 1;
+  conn->rbuf.len = 0;
+  rn__server_conn_finish(conn);
+  rn__server_event(server, RN_SERVER_EVENT_PROTOCOL, 0, error);
+}
+
+/* resp answers the error in its turn, after the replies of the requests
+ * before it, like Redis; line and length have no error frame. */
+static void server_conn_protocol_error(rn_server_conn_t *conn, int error,
+                                       const char *why) {
+  if (conn->server->codec.protocol == RN_PROTOCOL_RESP) {
+    rn_request_t *req = server_request_new(conn, 0);
+    if (req == NULL) {
+      rn__server_conn_close(conn);
+      return;
+    }
+    (void)rn_request_fail(req, 0, why, strlen(why), 0);
+    if (conn->closing) return;
+  }
+  rn__server_conn_broken(conn, error);
+}
+
 /* Hands out buffered frames while the server has room; keeps the rest for
  * server_resume. */
 static void server_conn_process_framed(rn_server_conn_t *conn) {
@@ -372,6 +428,8 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
   while (pos < conn->rbuf.len && !conn->closing && !conn->finishing) {
     rn_frame_t f;
     rn_request_t *req;
+    const char *body;
+    char why[96];
     int r;
 
     if (server->active >= server->options.max_concurrent) {
@@ -381,37 +439,28 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
       }
       break;
     }
-    r = rn_codec_frame(&server->codec, conn->rbuf.base + pos,
-                       conn->rbuf.len - pos, &f);
+    r = server_conn_frame(conn, conn->rbuf.base + pos, conn->rbuf.len - pos,
+                          &f, &body, why, sizeof(why));
     if (r == 0) break;
     if (r < 0) {
-      rn__server_conn_close(conn); /* cannot tell where the next frame
-                                      starts */
+      /* cannot tell where the next frame starts */
+      server_conn_protocol_error(conn, r, why);
       return;
     }
-    req = calloc(1, sizeof(*req));
+    pos += f.size;
+    if (body == NULL) continue; /* nothing to run */
+    req = server_request_new(conn, 1);
     if (req == NULL) {
       rn__server_conn_close(conn);
       return;
     }
-    req->server = server;
-    req->conn = conn;
-    req->slot = 1;
-    rn_list_init(&req->wait);
-    rn_list_insert_tail(&conn->requests, &req->node);
-    server->active++;
-    server->held++;
     server->stats.requests++;
-    if (server_is_resp_ping(server, conn->rbuf.base + pos + f.body_offset,
-                            f.body_len)) {
+    if (server_is_resp_ping(server, body, f.body_len)) {
       rn_request_reply(req, "+PONG\r\n", 7);
     } else {
       server->stats.handled++;
-      server->options.on_request(server, req,
-                                 conn->rbuf.base + pos + f.body_offset,
-                                 f.body_len);
+      server->options.on_request(server, req, body, f.body_len);
     }
-    pos += f.size;
   }
   if (conn->closing) return;
   rn_buf_consume(&conn->rbuf, pos);
@@ -595,6 +644,8 @@ static void server_free(rn_server_t *server) {
   rn_timer_stop(&server->finish_timer);
   rn_timer_stop(&server->drain_timer);
   rn_timer_stop(&server->expire_timer);
+  rn_buf_free(&server->inline_args);
+  rn_buf_free(&server->inline_out);
   if (server->dedupe != NULL) rn__dedupe_free(server->dedupe);
   free(server);
   rn__loop_object_remove(loop);

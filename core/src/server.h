@@ -55,6 +55,8 @@ struct rn_server_s {
   rn_timer_t finish_timer;
   rn_timer_t drain_timer;
   rn_timer_t expire_timer; /* rnp: the earliest deadline on the queue */
+  rn_buf_t inline_args;    /* resp: an inline command being converted */
+  rn_buf_t inline_out;
   rn_server_close_cb close_cb;
   rn_server_stats_t stats;
   unsigned closing : 1;   /* rn_server_close: everything goes now */
@@ -83,6 +85,8 @@ struct rn_server_conn_s {
   uint64_t last_id;       /* highest id the client used */
   uint64_t last_accepted; /* highest REQUEST id that will be answered */
   size_t peer_max_frame;  /* the client's MAX_FRAME */
+  /* resp */
+  size_t inline_scanned;  /* bytes of an inline command without its end */
   unsigned writing : 1;
   unsigned reading : 1;
   unsigned closing : 1;   /* uv_close asked for */
@@ -136,6 +140,20 @@ void rn__server_request_release(rn_request_t *req);
 void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
                       uint64_t id, int error);
 void rn__server_maybe_finish(rn_server_t *server);
+
+/* A protocol error on conn (error: RN_EBADFRAME, ...): counted, reported,
+ * and the connection closes once what came before is answered; what the
+ * client sends meanwhile is discarded. The caller sent any error frame. */
+void rn__server_conn_broken(rn_server_conn_t *conn, int error);
+
+/* server_resp.c */
+/* The next request of a resp client at data: 1 (f->size bytes; *body and
+ * f->body_len the command as an array of bulk strings, or *body NULL when
+ * there is nothing to run), 0 (need more), or a protocol error with the
+ * reply text in why ("ERR Protocol error: ..."). */
+int rn__server_resp_frame(rn_server_conn_t *conn, const char *data,
+                          size_t len, rn_frame_t *f, const char **body,
+                          char *why, size_t why_size);
 
 /* server_rnp.c */
 int rn__server_rnp_init(rn_server_t *server);

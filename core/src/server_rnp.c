@@ -300,14 +300,9 @@ void rn__server_rnp_conn_closed(rn_server_conn_t *conn) { rnp_detach(conn); }
  * client's, so the error is not lost to an RST). Nothing else changes. */
 static void rnp_protocol_error(rn_server_conn_t *conn, int err,
                                const char *msg) {
-  rn_server_t *server = conn->server;
-  server->stats.protocol_errors++;
   rnp_detach(conn);
   (void)rnp_send_error(conn, 0, RN_RNP_ERR_PROTOCOL, 0, 0, msg, strlen(msg));
-  conn->broken = 1;
-  conn->rbuf.len = 0;
-  rn__server_conn_finish(conn);
-  rn__server_event(server, RN_SERVER_EVENT_PROTOCOL, 0, err);
+  rn__server_conn_broken(conn, err);
 }
 
 static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
