@@ -850,27 +850,30 @@ end
 -- handler(request, ctx) runs as a task per request; what it returns is the
 -- reply; an error (raised, an error object, or nil, err) becomes an error
 -- reply for resp and rnp (APPLICATION) and closes the connection for
--- line/length. rnp: ctx.id, ctx.deadline (seconds left when the handler
+-- line/length. ctx.server, ctx.peer ("host:port" of the client, nil if it
+-- is gone). rnp also: ctx.id (an integer, or its decimal text past what a
+-- Lua number holds exactly), ctx.deadline (seconds left when the handler
 -- started, or nil), ctx.key, ctx.idempotent.
 function resilnet.server(opts)
   local o = validate("resilnet.server", server_schema, opts)
   local self = setmetatable({ options = o, _handler = o.handler,
                               _handlers = {} }, Server)
-  self._ctx = { server = self }
   local stringify = o.protocol ~= "resp"
   local rnp = o.protocol == "rnp"
   -- The binding holds on_request in the registry: it reaches the server
   -- only weakly, so a server nobody references is collected and closed.
   local weak = setmetatable({ self }, { __mode = "v" })
-  local function on_request(value, req, id, deadline, key, idempotent)
+  local function on_request(value, req, peer, id, deadline, key, idempotent)
     local srv = weak[1]
     if not srv then
       return core.request_fail(req, "server closed")
     end
-    local ctx = srv._ctx
+    local ctx
     if rnp then
-      ctx = { server = srv, id = id, deadline = deadline, key = key,
-              idempotent = idempotent }
+      ctx = { server = srv, peer = peer, id = id, deadline = deadline,
+              key = key, idempotent = idempotent }
+    else
+      ctx = { server = srv, peer = peer }
     end
     local co = coroutine.create(srv._handler)
     tasks[co] = { done = finish_request, req = req, stringify = stringify }

@@ -82,6 +82,34 @@ describe("rnp server", function()
     end)
   end)
 
+  -- issue 15, defects 12-13: who is calling, and ids past 2^53 exactly
+  it("gives the handler the peer's address and request ids exactly, "
+     .. "past 2^53 too", function()
+    local ctxs = {}
+    local _, ep = server {
+      handler = function(req, ctx) ctxs[req] = ctx return "ok" end,
+    }
+    H.go(function()
+      local c = client(ep)
+      c:hello()
+      c:answer(c:request("small"))
+      -- 2^53 + 1 and 2^64 - 1, written byte by byte (no float can)
+      for _, case in ipairs { { "big", "\0\32\0\0\0\0\0\1" },
+                              { "max", ("\255"):rep(8) } } do
+        local f = frame(REQUEST, 0, 0, nil, case[1])
+        c:send(f:sub(1, 8) .. case[2] .. f:sub(17))
+      end
+      c:wait_frames(4)
+      local ip, port = c.sock:getsockname()
+      assert.equal(ip .. ":" .. port, ctxs.small.peer)
+      assert.equal(ctxs.small.peer, ctxs.max.peer)
+    end)
+    assert.equal("2", tostring(ctxs.small.id))
+    assert.equal("number", type(ctxs.small.id))
+    assert.equal("9007199254740993", tostring(ctxs.big.id))
+    assert.equal("18446744073709551615", tostring(ctxs.max.id))
+  end)
+
   it("turns a handler's error into an APPLICATION error; other values "
      .. "into strings", function()
     local _, ep = server {

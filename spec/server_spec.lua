@@ -4,11 +4,13 @@ local socket = require "socket"
 local H = require "spec.helpers.util"
 
 -- A raw text client from a task (LuaSocket at timeout 0, polling): sends
--- bytes, then reads until `want` bytes came or the server closed.
+-- bytes, then reads until `want` bytes came or the server closed. Returns
+-- what came, whether it closed, and the client's own "ip:port".
 local function raw_exchange(ep, data, want)
   local host, port = ep:match("^(.*):(%d+)$")
   local sock = assert(socket.connect(host, tonumber(port)))
   H.track(sock)
+  local ip, local_port = sock:getsockname()
   sock:settimeout(0)
   assert(sock:send(data))
   local got, closed = "", false
@@ -20,7 +22,7 @@ local function raw_exchange(ep, data, want)
     resilnet.sleep(0.002)
   end
   sock:close()
-  return got, closed
+  return got, closed, ip .. ":" .. local_port
 end
 
 describe("server", function()
@@ -96,6 +98,27 @@ describe("server", function()
     end)
     for i = 1, 20 do assert.equal("R" .. i, replies[i]) end
     assert.equal(srv, seen_ctx.server)
+  end)
+
+  -- issue 15, defect 12: the handler did not know who was calling
+  it("gives every protocol's handler the peer's address in ctx.peer",
+     function()
+    local seen = {}
+    local _, ep = H.server {
+      protocol = "resp",
+      handler = function(req, ctx) seen[#seen + 1] = ctx.peer return "x" end,
+    }
+    local _, lep = H.server {
+      protocol = "line",
+      handler = function(_, ctx) return ctx.peer end,
+    }
+    H.go(function()
+      local got, _, me = raw_exchange(ep, "*1\r\n$3\r\nGET\r\n", 7)
+      assert.equal("$1\r\nx\r\n", got)
+      assert.equal(me, seen[1])
+    end)
+    local pool = H.pool { endpoints = { lep }, protocol = "line" }
+    assert.matches("^127%.0%.0%.1:%d+$", pool:call("who"))
   end)
 
   it("stringifies line and length replies", function()

@@ -856,6 +856,13 @@ typedef struct rn_request_info_s {
 
 void rn_request_info(rn_request_t *request, rn_request_info_t *info);
 
+/* Who sent the request: its connection's peer as endpoint text,
+ * "host:port" ("[v6]:port" for IPv6) or "unix:<path>" ("unix:" when the
+ * client's socket has no name), NUL-terminated in buf. Any protocol.
+ * 0, UV_ENOTCONN (the connection closed already), UV_ENOBUFS (buf too
+ * small: RN_ENDPOINT_ADDRESS_MAX + 16 is enough). */
+int rn_request_peer(rn_request_t *request, char *buf, size_t size);
+
 typedef struct rn_server_stats_s {
   uint64_t connections;     /* accepted */
   uint64_t requests;        /* requests read */

@@ -361,6 +361,34 @@ void rn_request_info(rn_request_t *req, rn_request_info_t *info) {
   }
 }
 
+int rn_request_peer(rn_request_t *req, char *buf, size_t size) {
+  rn_server_conn_t *conn = req->conn;
+  char host[RN_ENDPOINT_ADDRESS_MAX];
+  size_t len = sizeof(host);
+  int port, n;
+
+  if (conn == NULL || conn->closing) return UV_ENOTCONN;
+  if (conn->server->address.kind == RN_ENDPOINT_UNIX) {
+    /* Rarely asked and rarely named: no copy per connection. */
+    if (uv_pipe_getpeername(&conn->h.pipe, host, &len) != 0) len = 0;
+    n = snprintf(buf, size, "unix:%.*s", (int)len, host);
+  } else if (conn->peer.sa.sa_family == AF_INET6) {
+    if (uv_ip6_name(&conn->peer.in6, host, sizeof(host)) != 0)
+      return UV_ENOTCONN;
+    port = ntohs(conn->peer.in6.sin6_port);
+    n = snprintf(buf, size, "[%s]:%d", host, port);
+  } else if (conn->peer.sa.sa_family == AF_INET) {
+    if (uv_ip4_name(&conn->peer.in, host, sizeof(host)) != 0)
+      return UV_ENOTCONN;
+    port = ntohs(conn->peer.in.sin_port);
+    n = snprintf(buf, size, "%s:%d", host, port);
+  } else {
+    return UV_ENOTCONN; /* getpeername failed at accept */
+  }
+  if (n < 0 || (size_t)n >= size) return UV_ENOBUFS;
+  return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                    */
 
@@ -600,8 +628,12 @@ static void server_on_connection(uv_stream_t *listener, int status) {
     return;
   }
   server->stats.connections++;
-  if (server->address.kind == RN_ENDPOINT_TCP)
+  if (server->address.kind == RN_ENDPOINT_TCP) {
+    int len = (int)sizeof(conn->peer);
     uv_tcp_nodelay(&conn->h.tcp, 1);
+    if (uv_tcp_getpeername(&conn->h.tcp, &conn->peer.sa, &len) != 0)
+      conn->peer.sa.sa_family = AF_UNSPEC;
+  }
   if (server->options.idle_timeout > 0)
     rn_timer_start(&conn->timer, server->options.idle_timeout);
   rn__server_conn_update_reading(conn);

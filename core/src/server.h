@@ -76,6 +76,11 @@ struct rn_server_conn_s {
   uv_shutdown_t shutdown_req;
   rn_timer_t timer;   /* idle_timeout, then the linger after a shutdown */
   uint64_t last_read; /* loop ms */
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+  } peer; /* TCP: the client's address, taken once at accept */
   rn_buf_t rbuf;
   rn_buf_t out;  /* replies ready, waiting for the write in flight */
   rn_buf_t wbuf; /* the write in flight */

@@ -789,6 +789,31 @@ static void test_hello_refused_small_max_frame(void) {
   ASSERT_OK(rn_loop_free(T.loop));
 }
 
+/* Issue 15, defect 12: the handler did not know who was calling. */
+static void test_request_peer(void) {
+  rnp_client_t a;
+  struct sockaddr_in me;
+  int len = (int)sizeof(me);
+  char want[64], got[RN_ENDPOINT_ADDRESS_MAX + 16], ip[32];
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  rx_request(&a, "who", NULL, -1, 0);
+  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
+  ASSERT_OK(uv_tcp_getsockname(&a.tcp, (struct sockaddr *)&me, &len));
+  ASSERT_OK(uv_ip4_name(&me, ip, sizeof(ip)));
+  snprintf(want, sizeof(want), "%s:%d", ip, ntohs(me.sin_port));
+  ASSERT_OK(rn_request_peer(T.held[0], got, sizeof(got)));
+  ASSERT_STR_EQ(got, want);
+  ASSERT_EQ(rn_request_peer(T.held[0], got, 5), UV_ENOBUFS);
+  /* the connection gone: nobody to name */
+  rn_server_close(T.server, on_closed);
+  ASSERT_EQ(rn_request_peer(T.held[0], got, sizeof(got)), UV_ENOTCONN);
+  reply_held(0, "gone");
+  rx_close(T.uv, &a);
+  finish();
+}
+
 int main(void) {
   TEST_RUN(test_hello_and_ping);
   TEST_RUN(test_out_of_order);
@@ -806,5 +831,6 @@ int main(void) {
   TEST_RUN(test_queued_deadline_refused_on_time);
   TEST_RUN(test_drain_end_refuses_queued);
   TEST_RUN(test_hello_refused_small_max_frame);
+  TEST_RUN(test_request_peer);
   return 0;
 }
