@@ -789,6 +789,41 @@ static void test_hello_refused_small_max_frame(void) {
   ASSERT_OK(rn_loop_free(T.loop));
 }
 
+/* Issue 15, defect 13: requests pipelined behind the HELLO, in the same
+ * write, are read after the HELLO is answered, under its terms. */
+static void test_hello_pipelined(void) {
+  rnp_client_t a;
+  rn_buf_t b;
+  rn_rnp_frame_t f;
+
+  start_default();
+  T.mode = 1;
+  rx_connect(T.uv, &a, T.port);
+  rn_buf_init(&b);
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_HELLO;
+  f.id = 1;
+  f.present = (1u << RN_RNP_F_VERSION) | (1u << RN_RNP_F_MAX_FRAME);
+  f.version = 1;
+  f.max_frame = 1024;
+  ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_REQUEST;
+  f.id = 2;
+  f.payload = "piped";
+  f.payload_len = 5;
+  ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
+  rx_send_raw(&a, b.base, b.len);
+  rn_buf_free(&b);
+  rx_wait_frames(T.uv, &a, 2);
+  ASSERT_EQ(a.frames[0].type, RN_RNP_HELLO);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
+  ASSERT_EQ(a.frames[1].id, 2);
+  ASSERT_MEM_EQ(a.frames[1].payload, "piped", 5);
+  rx_close(T.uv, &a);
+  finish();
+}
+
 /* Issue 15, defect 12: the handler did not know who was calling. */
 static void test_request_peer(void) {
   rnp_client_t a;
@@ -831,6 +866,7 @@ int main(void) {
   TEST_RUN(test_queued_deadline_refused_on_time);
   TEST_RUN(test_drain_end_refuses_queued);
   TEST_RUN(test_hello_refused_small_max_frame);
+  TEST_RUN(test_hello_pipelined);
   TEST_RUN(test_request_peer);
   return 0;
 }
