@@ -10,7 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Redis's bound for one inline command (PROTO_INLINE_MAX_SIZE). */
+/* Redis's bound for one inline command (PROTO_INLINE_MAX_SIZE); a smaller
+ * max_frame bounds it too. */
 #define RN_SERVER_INLINE_MAX (64 * 1024)
 
 static int resp_error(char *why, size_t size, const char *text, int c) {
@@ -148,6 +149,7 @@ int rn__server_resp_frame(rn_server_conn_t *conn, const char *data,
                           size_t len, rn_frame_t *f, const char **body,
                           char *why, size_t why_size) {
   rn_server_t *server = conn->server;
+  size_t max = RN_MIN(server->codec.max_frame, RN_SERVER_INLINE_MAX);
   const char *nl;
   size_t from, line;
   int r;
@@ -169,10 +171,10 @@ int rn__server_resp_frame(rn_server_conn_t *conn, const char *data,
   }
   /* Inline: a line. What was scanned without finding its end is not
    * scanned again when more bytes come. */
-  from = RN_MIN(conn->inline_scanned, len);
-  nl = memchr(data + from, '\n', RN_MIN(len, RN_SERVER_INLINE_MAX) - from);
+  from = RN_MIN(conn->inline_scanned, RN_MIN(len, max));
+  nl = memchr(data + from, '\n', RN_MIN(len, max) - from);
   if (nl == NULL) {
-    if (len >= RN_SERVER_INLINE_MAX)
+    if (len >= max)
       return resp_error(why, why_size, "too big inline request", -1);
     conn->inline_scanned = len;
     return 0;
