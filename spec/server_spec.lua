@@ -231,10 +231,10 @@ describe("server", function()
       handler = function(req) seen[#seen + 1] = req return #req end,
     }
     H.go(function()
-      local want = "+PONG\r\n:3\r\n:2\r\n+PONG\r\n"
+      local want = "+PONG\r\n:3\r\n:2\r\n+PONG\r\n+PONG\r\n"
       local got = raw_exchange(ep, "PING\r\n\r\nSET k \"a b\\x41\\n\"\n"
-                               .. "  echo 'it\\'s' \r\n*1\r\n$4\r\nPING\r\n",
-                               #want)
+                               .. "  echo 'it\\'s' \r\n*1\r\n$4\r\nPING\r\n"
+                               .. "ping\r\n", #want)
       assert.equal(want, got)
       local bad, closed = raw_exchange(ep, "SET \"k v\r\n")
       assert.equal("-ERR Protocol error: unbalanced quotes in request\r\n",

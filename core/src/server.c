@@ -5,6 +5,7 @@
  * protocol's own work lives in server_rnp.c; dedupe in dedupe.c. */
 #include "server.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,12 +16,20 @@ static void server_conn_process(rn_server_conn_t *conn);
 static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot);
 
 /* Clients' heartbeats: a RESP server answers PING itself, in order, so that
- * applications see only their own requests. */
+ * applications see only their own requests. Commands are case-insensitive,
+ * as in Redis ("ping" typed in telnet). */
 static int server_is_resp_ping(const rn_server_t *server, const char *body,
                                size_t len) {
   static const char ping[] = "*1\r\n$4\r\nPING\r\n";
-  return server->codec.protocol == RN_PROTOCOL_RESP &&
-         len == sizeof(ping) - 1 && memcmp(body, ping, len) == 0;
+  size_t i;
+  if (server->codec.protocol != RN_PROTOCOL_RESP || len != sizeof(ping) - 1)
+    return 0;
+  for (i = 0; i < len; i++) {
+    int c = (unsigned char)body[i];
+    if (ping[i] >= 'A' && ping[i] <= 'Z') c = toupper(c);
+    if (c != ping[i]) return 0;
+  }
+  return 1;
 }
 
 static int server_is_rnp(const rn_server_t *server) {
