@@ -677,7 +677,10 @@ void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb);
  * plus the queue, DEADLINE for requests whose deadline passed before they
  * could start), GOAWAY on rn_server_drain(), and dedupe of keyed requests.
  * A malformed frame, anything but HELLO first, or an id that does not
- * increase gets ERROR{id 0, PROTOCOL} and closes that connection only. */
+ * increase gets ERROR{id 0, PROTOCOL} and closes that connection only.
+ * resp takes arrays of bulk strings and Redis inline commands (handed to
+ * on_request as arrays); anything else gets "-ERR Protocol error: ..." and
+ * closes that connection, after the replies before it. */
 
 typedef struct rn_server_s rn_server_t;
 typedef struct rn_request_s rn_request_t;
@@ -822,7 +825,7 @@ int rn_server_address(rn_server_t *server, char *host, size_t host_size,
  * leave each connection in the order its requests arrived.
  * rnp: `frame` is the REPLY's payload only (the server frames it with the
  * request's id); the reply leaves at once. A reply larger than the
- * client's MAX_FRAME becomes an APPLICATION error.
+ * client's MAX_FRAME becomes an ERROR RN_RNP_ERR_TOO_LARGE (it ran).
  * If the connection has closed, the reply is discarded (rnp with dedupe:
  * still recorded for the key). Releases the request. 0 or UV_ENOMEM
  * (request released). */
@@ -896,8 +899,11 @@ void rn_server_close(rn_server_t *server, rn_server_close_cb cb);
  * last request id each will answer, later requests on them are discarded
  * unanswered, and each closes once its requests are answered and written
  * (other protocols: connections stop being read and close the same way).
- * After drain_ms, whatever is left closes as with rn_server_close(). cb as
- * there. Ignored once a close or drain was asked for. */
+ * After drain_ms, whatever is left closes as with rn_server_close(),
+ * except that rnp requests accepted but never started are first answered
+ * SHUTDOWN (not executed) and their connections close once that is
+ * written (at most RN_SERVER_LINGER_MS, 2 s, later). cb as there. Ignored
+ * once a close or drain was asked for. */
 void rn_server_drain(rn_server_t *server, uint64_t drain_ms,
                      rn_server_close_cb cb);
 
