@@ -831,7 +831,8 @@ end
 local server_events = { overload = true, deadline = true, goaway = true,
                         protocol = true, idle = true, store = true,
                         backlog = true, frame_timeout = true, budget = true,
-                        max_connections = true, max_elements = true }
+                        max_connections = true, max_elements = true,
+                        dedupe_full = true }
 
 -- A Lua dedupe store, driven by the core's dedupe logic: each operation
 -- runs the store's method in a task (it may wait, e.g. on a resp pool) and
@@ -866,27 +867,30 @@ end
 -- handler(request, ctx) runs as a task per request; what it returns is the
 -- reply; an error (raised, an error object, or nil, err) becomes an error
 -- reply for resp and rnp (APPLICATION) and closes the connection for
--- line/length. rnp: ctx.id, ctx.deadline (seconds left when the handler
+-- line/length. ctx.server, ctx.peer ("host:port" of the client, nil if it
+-- is gone). rnp also: ctx.id (an integer, or its decimal text past what a
+-- Lua number holds exactly), ctx.deadline (seconds left when the handler
 -- started, or nil), ctx.key, ctx.idempotent.
 function resilnet.server(opts)
   local o = validate("resilnet.server", server_schema, opts)
   local self = setmetatable({ options = o, _handler = o.handler,
                               _handlers = {} }, Server)
-  self._ctx = { server = self }
   local stringify = o.protocol ~= "resp"
   local rnp = o.protocol == "rnp"
   -- The binding holds on_request in the registry: it reaches the server
   -- only weakly, so a server nobody references is collected and closed.
   local weak = setmetatable({ self }, { __mode = "v" })
-  local function on_request(value, req, id, deadline, key, idempotent)
+  local function on_request(value, req, peer, id, deadline, key, idempotent)
     local srv = weak[1]
     if not srv then
       return core.request_fail(req, "server closed")
     end
-    local ctx = srv._ctx
+    local ctx
     if rnp then
-      ctx = { server = srv, id = id, deadline = deadline, key = key,
-              idempotent = idempotent }
+      ctx = { server = srv, peer = peer, id = id, deadline = deadline,
+              key = key, idempotent = idempotent }
+    else
+      ctx = { server = srv, peer = peer }
     end
     local co = coroutine.create(srv._handler)
     tasks[co] = { done = finish_request, req = req, stringify = stringify }
@@ -933,9 +937,11 @@ end
 -- (a request refused past max_concurrent and queue), "deadline" (refused:
 -- its deadline passed before it started), "goaway", "protocol" (a
 -- connection closed for a malformed frame), "idle", "store" (the dedupe
--- store failed), and the limits for untrusted clients: "backlog",
--- "frame_timeout", "budget", "max_connections", "max_elements" (see
--- docs/operations.md). fn runs as a plain callback: it cannot wait.
+-- store failed), "dedupe_full" (a new key refused: the memory store is at
+-- capacity with every key inside its window), and the limits for
+-- untrusted clients: "backlog", "frame_timeout", "budget",
+-- "max_connections", "max_elements" (see docs/operations.md). fn runs
+-- as a plain callback: it cannot wait.
 function Server:on(event, fn)
   add_handler(self, "server:on", server_events, event, fn)
   return self

@@ -59,6 +59,28 @@ describe("rnp server with the Redis dedupe store", function()
     end)
   end)
 
+  -- issue 15, defect 11: the server now releases a claim that failed, and
+  -- a release must give back only this store's own claim
+  it("releases only its own claim, never another server's", function()
+    assert(redis, why)
+    local store_mod = require "resilnet.dedupe_redis"
+    H.go(function()
+      local pool = H.pool { endpoints = { redis.endpoint } }
+      local prefix = "spec:" .. math.random(1, 1e9) .. ":"
+      local a = store_mod.new(pool, { prefix = prefix })
+      local b = store_mod.new(pool, { prefix = prefix })
+      assert.equal("new", a:claim("k", 30))
+      assert.equal("busy", b:claim("k", 30))
+      assert.is_true(b:release("k")) -- b has no claim of its own on k
+      assert.equal("busy", b:claim("k", 30))
+      assert.is_true(a:release("k"))
+      assert.equal("new", b:claim("k", 30))
+      assert.is_true(b:finish("k", "done", false, 30))
+      assert.is_true(b:release("k")) -- a finished answer stays
+      assert.same({ "done", "done", false }, { a:claim("k", 30) })
+    end)
+  end)
+
   it("SIGKILL under keyed non-idempotent calls: every call with a reply "
      .. "ran exactly once, none twice", function()
     assert(redis, why)

@@ -82,6 +82,34 @@ describe("rnp server", function()
     end)
   end)
 
+  -- issue 15, defects 12-13: who is calling, and ids past 2^53 exactly
+  it("gives the handler the peer's address and request ids exactly, "
+     .. "past 2^53 too", function()
+    local ctxs = {}
+    local _, ep = server {
+      handler = function(req, ctx) ctxs[req] = ctx return "ok" end,
+    }
+    H.go(function()
+      local c = client(ep)
+      c:hello()
+      c:answer(c:request("small"))
+      -- 2^53 + 1 and 2^64 - 1, written byte by byte (no float can)
+      for _, case in ipairs { { "big", "\0\32\0\0\0\0\0\1" },
+                              { "max", ("\255"):rep(8) } } do
+        local f = frame(REQUEST, 0, 0, nil, case[1])
+        c:send(f:sub(1, 8) .. case[2] .. f:sub(17))
+      end
+      c:wait_frames(4)
+      local ip, port = c.sock:getsockname()
+      assert.equal(ip .. ":" .. port, ctxs.small.peer)
+      assert.equal(ctxs.small.peer, ctxs.max.peer)
+    end)
+    assert.equal("2", tostring(ctxs.small.id))
+    assert.equal("number", type(ctxs.small.id))
+    assert.equal("9007199254740993", tostring(ctxs.big.id))
+    assert.equal("18446744073709551615", tostring(ctxs.max.id))
+  end)
+
   it("turns a handler's error into an APPLICATION error; other values "
      .. "into strings", function()
     local _, ep = server {
@@ -307,11 +335,13 @@ describe("rnp server", function()
     end)
   end)
 
-  it("dedupe store failures refuse claims as not executed", function()
+  it("dedupe store failures refuse claims as not executed, and release "
+     .. "the failed claim", function()
+    local released = {}
     local store = {
       claim = function() return nil, "store down" end,
       finish = function() return true end,
-      release = function() return true end,
+      release = function(_, key) released[#released + 1] = key return true end,
     }
     local ran = 0
     local srv, ep = server { dedupe = { store = store },
@@ -325,7 +355,34 @@ describe("rnp server", function()
       assert.same({ OVERLOADED, NOT_EXECUTED }, { r.code, r.flags })
       assert.equal(0, ran)
       assert.equal(1, errs)
+      -- issue 15, defect 11: a claim that failed half way is given back
+      c:wait(function() return #released == 1 end, "the release")
+      assert.same({ "k" }, released)
     end)
+  end)
+
+  -- issue 15, defect 10: a key flood evicted legitimate keys
+  it("dedupe at capacity refuses new keys as not executed, keeps the old "
+     .. "ones, with a dedupe_full event and stat", function()
+    local ran = 0
+    local srv, ep = server { dedupe = { window = 60, capacity = 1 },
+                             retry_after = 0.03,
+                             handler = function() ran = ran + 1 return "r" end }
+    local full = {}
+    srv:on("dedupe_full", function(ev) full[#full + 1] = ev end)
+    H.go(function()
+      local c = client(ep)
+      c:hello()
+      assert.equal("r", c:answer(c:request("x", { key = "mine" })).payload)
+      local r = c:answer(c:request("x", { key = "flood" }))
+      assert.same({ ERROR, OVERLOADED, NOT_EXECUTED, 30 },
+                  { r.type, r.code, r.flags, r.retry_after })
+      assert.equal("r", c:answer(c:request("x", { key = "mine" })).payload)
+    end)
+    assert.equal(1, ran)
+    assert.equal(1, #full)
+    assert.equal("ENOSPC", full[1].error)
+    assert.equal(1, srv:stats().dedupe_full)
   end)
 
   it("validates rnp options", function()

@@ -1,6 +1,29 @@
 -- resilnet.server: options, addresses, handlers as tasks, closing.
 local resilnet = require "resilnet"
+local socket = require "socket"
 local H = require "spec.helpers.util"
+
+-- A raw text client from a task (LuaSocket at timeout 0, polling): sends
+-- bytes, then reads until `want` bytes came or the server closed. Returns
+-- what came, whether it closed, and the client's own "ip:port".
+local function raw_exchange(ep, data, want)
+  local host, port = ep:match("^(.*):(%d+)$")
+  local sock = assert(socket.connect(host, tonumber(port)))
+  H.track(sock)
+  local ip, local_port = sock:getsockname()
+  sock:settimeout(0)
+  assert(sock:send(data))
+  local got, closed = "", false
+  for _ = 1, 2500 do -- 5 s at most
+    local chunk, err, partial = sock:receive(65536)
+    got = got .. (chunk or partial or "")
+    if err == "closed" then closed = true break end
+    if want and #got >= want then break end
+    resilnet.sleep(0.002)
+  end
+  sock:close()
+  return got, closed, ip .. ":" .. local_port
+end
 
 describe("server", function()
   before_each(H.fd_watch)
@@ -75,6 +98,27 @@ describe("server", function()
     end)
     for i = 1, 20 do assert.equal("R" .. i, replies[i]) end
     assert.equal(srv, seen_ctx.server)
+  end)
+
+  -- issue 15, defect 12: the handler did not know who was calling
+  it("gives every protocol's handler the peer's address in ctx.peer",
+     function()
+    local seen = {}
+    local _, ep = H.server {
+      protocol = "resp",
+      handler = function(req, ctx) seen[#seen + 1] = ctx.peer return "x" end,
+    }
+    local _, lep = H.server {
+      protocol = "line",
+      handler = function(_, ctx) return ctx.peer end,
+    }
+    H.go(function()
+      local got, _, me = raw_exchange(ep, "*1\r\n$3\r\nGET\r\n", 7)
+      assert.equal("$1\r\nx\r\n", got)
+      assert.equal(me, seen[1])
+    end)
+    local pool = H.pool { endpoints = { lep }, protocol = "line" }
+    assert.matches("^127%.0%.0%.1:%d+$", pool:call("who"))
   end)
 
   it("stringifies line and length replies", function()
@@ -193,5 +237,146 @@ describe("server", function()
     local _, err = a:address()
     assert.equal("ECLOSED", err.code)
     resilnet.run() -- nothing keeps the loop alive any more
+  end)
+
+  -- issue 15, defect 7: a malformed frame closed the connection silently
+  it("answers a malformed resp request with Redis's protocol error after "
+     .. "the replies before it, counts it and fires the protocol event",
+     function()
+    local events = {}
+    local srv, ep = H.server {
+      protocol = "resp",
+      handler = function(req) return req[2] end,
+    }
+    srv:on("protocol", function(ev) events[#events + 1] = ev end)
+    H.go(function()
+      local got, closed = raw_exchange(ep,
+        "*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n*1\r\n$x\r\n*1\r\n$4\r\nPING\r\n")
+      assert.equal("$2\r\nhi\r\n-ERR Protocol error: invalid multibulk "
+                   .. "request\r\n", got)
+      assert.is_true(closed)
+    end)
+    assert.equal(1, srv:stats().protocol_errors)
+    assert.equal(1, #events)
+    assert.equal("EBADFRAME", events[1].error)
+  end)
+
+  -- issue 15, defect 8: integers, maps and nested arrays reached the handler
+  it("passes only arrays of bulk strings to a resp handler; anything else "
+     .. "is a protocol error", function()
+    local calls = 0
+    local srv, ep = H.server {
+      protocol = "resp",
+      handler = function() calls = calls + 1 return "OK" end,
+    }
+    local cases = {
+      { "*2\r\n$3\r\nGET\r\n:5\r\n", "expected '$', got ':'" },
+      { "*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nx\r\n", "expected '$', got '*'" },
+      { "*1\r\n%1\r\n+a\r\n+b\r\n", "expected '$', got '%'" },
+      { "*2\r\n$3\r\nGET\r\n$-1\r\n", "invalid bulk length" },
+      { "*1\r\n+GET\r\n", "expected '$', got '+'" },
+    }
+    H.go(function()
+      for _, case in ipairs(cases) do
+        local got, closed = raw_exchange(ep, case[1])
+        assert.equal("-ERR Protocol error: " .. case[2] .. "\r\n", got)
+        assert.is_true(closed)
+      end
+    end)
+    assert.equal(0, calls)
+    assert.equal(#cases, srv:stats().protocol_errors)
+  end)
+
+  -- issue 15, defect 7: PING\r\n (telnet, redis-benchmark's PING_INLINE)
+  it("accepts Redis's inline commands on resp, quotes included",
+     function()
+    local seen = {}
+    local _, ep = H.server {
+      protocol = "resp",
+      handler = function(req) seen[#seen + 1] = req return #req end,
+    }
+    H.go(function()
+      local want = "+PONG\r\n:3\r\n:2\r\n+PONG\r\n+PONG\r\n"
+      local got = raw_exchange(ep, "PING\r\n\r\nSET k \"a b\\x41\\n\"\n"
+                               .. "  echo 'it\\'s' \r\n*1\r\n$4\r\nPING\r\n"
+                               .. "ping\r\n", #want)
+      assert.equal(want, got)
+      local bad, closed = raw_exchange(ep, "SET \"k v\r\n")
+      assert.equal("-ERR Protocol error: unbalanced quotes in request\r\n",
+                   bad)
+      assert.is_true(closed)
+      local big, closed2 = raw_exchange(ep, ("x"):rep(70000))
+      assert.equal("-ERR Protocol error: too big inline request\r\n", big)
+      assert.is_true(closed2)
+    end)
+    assert.same({ "SET", "k", "a bA\n" }, seen[1])
+    assert.same({ "echo", "it's" }, seen[2])
+  end)
+
+  it("counts line and length framing errors and fires the protocol event",
+     function()
+    for _, protocol in ipairs { "line", "length" } do
+      local events = 0
+      local srv, ep = H.server {
+        protocol = protocol, max_frame = 64,
+        handler = function(r) return r end,
+      }
+      srv:on("protocol", function() events = events + 1 end)
+      local data = protocol == "line" and ("x"):rep(200) .. "\n"
+                   or "\0\0\4\0" .. ("x"):rep(100)
+      H.go(function()
+        local got, closed = raw_exchange(ep, data)
+        assert.equal("", got)
+        assert.is_true(closed)
+      end)
+      assert.equal(1, srv:stats().protocol_errors)
+      assert.equal(1, events)
+    end
+  end)
+
+  -- issue 15, defect 7: the real Redis benchmark, PING_INLINE included
+  it("serves redis-benchmark with no errors", function()
+    local probe = io.popen("command -v redis-benchmark")
+    local path = probe:read("*l")
+    probe:close()
+    if not path then
+      pending("redis-benchmark is not installed")
+      return
+    end
+    local store = {}
+    local srv, ep = H.server {
+      protocol = "resp", max_concurrent = 1024,
+      handler = function(req)
+        local cmd = req[1]:upper()
+        if cmd == "SET" then store[req[2]] = req[3] return "OK" end
+        if cmd == "GET" then return store[req[2]] or resilnet.null end
+        if cmd == "INCR" then
+          local v = (tonumber(store[req[2]]) or 0) + 1
+          store[req[2]] = tostring(v)
+          return v
+        end
+        if cmd == "LPUSH" then return 1 end
+        if cmd == "CONFIG" then return {} end
+        return nil, "unknown command"
+      end,
+    }
+    local port = ep:match(":(%d+)$")
+    local out_file = os.tmpname()
+    local p = resilnet.process { "sh", "-c",
+      "redis-benchmark -p " .. port .. " -t ping,set,get,incr,lpush "
+      .. "-c 50 -P 16 -n 20000 --csv > " .. out_file .. " 2>&1" }
+    local status
+    H.go(function() status = p:wait() end, 60)
+    local f = io.open(out_file)
+    local out = f:read("*a")
+    f:close()
+    os.remove(out_file)
+    assert.equal(0, status, out)
+    for _, test in ipairs { "PING_INLINE", "PING_MBULK", "SET", "GET",
+                            "INCR", "LPUSH" } do
+      assert.matches('"' .. test .. '","[%d.]+"', out)
+    end
+    assert.not_matches("[Ee]rror", out)
+    assert.equal(0, srv:stats().protocol_errors)
   end)
 end)

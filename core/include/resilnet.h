@@ -302,7 +302,9 @@ typedef enum {
   RN_RNP_ERR_SHUTDOWN = 4,    /* not executed: the server is going away */
   RN_RNP_ERR_BAD_REQUEST = 5, /* not executed: the request was refused */
   RN_RNP_ERR_IN_PROGRESS = 6, /* its key is executing elsewhere */
-  RN_RNP_ERR_PROTOCOL = 7     /* id 0: a malformed frame; closing */
+  RN_RNP_ERR_PROTOCOL = 7,    /* id 0: a malformed frame; closing */
+  RN_RNP_ERR_TOO_LARGE = 8    /* it ran, but its reply is larger than the
+                                 client's MAX_FRAME */
 } rn_rnp_error_t;
 
 /* Field tags; `present` holds 1 << tag for each field in a frame. */
@@ -727,7 +729,10 @@ void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb);
  * plus the queue, DEADLINE for requests whose deadline passed before they
  * could start), GOAWAY on rn_server_drain(), and dedupe of keyed requests.
  * A malformed frame, anything but HELLO first, or an id that does not
- * increase gets ERROR{id 0, PROTOCOL} and closes that connection only. */
+ * increase gets ERROR{id 0, PROTOCOL} and closes that connection only.
+ * resp takes arrays of bulk strings and Redis inline commands (handed to
+ * on_request as arrays); anything else gets "-ERR Protocol error: ..." and
+ * closes that connection, after the replies before it. */
 
 typedef struct rn_server_s rn_server_t;
 typedef struct rn_request_s rn_request_t;
@@ -788,10 +793,12 @@ void rn_dedupe_op_done(rn_dedupe_op_t *op, int status,
                        rn_dedupe_state_t state,
                        const rn_dedupe_answer_t *answer);
 
-/* The default store: in memory, at most `capacity` keys, least recently
- * used finished keys dropped first (a claim finding every key in progress
- * fails with UV_ENOSPC). Finished keys are forgotten window_ms after they
- * finished. Free it with its close function (or let a server own it). */
+/* The default store: in memory, at most `capacity` keys. A key is never
+ * dropped inside its window (that would let its retry run twice): a claim
+ * of a new key at capacity fails with UV_ENOSPC (the server refuses it as
+ * not executed, retry later) until keys expire, window_ms after they
+ * finished. Size capacity as keys per second x window + keys in progress.
+ * Free it with its close function (or let a server own it). */
 int rn_dedupe_memory_new(rn_loop_t *loop, size_t capacity,
                          rn_dedupe_store_t **out);
 
@@ -820,8 +827,11 @@ typedef enum {
                                    frame was the largest */
   RN_SERVER_EVENT_MAX_CONNECTIONS, /* a new connection closed at once:
                                       max_connections were open */
-  RN_SERVER_EVENT_MAX_ELEMENTS  /* resp: a connection refused: a request
+  RN_SERVER_EVENT_MAX_ELEMENTS, /* resp: a connection refused: a request
                                    array announced more than max_elements */
+  RN_SERVER_EVENT_DEDUPE_FULL   /* a new key refused: the memory store
+                                   holds dedupe_capacity keys, all inside
+                                   their window (UV_ENOSPC) */
 } rn_server_event_type_t;
 
 typedef struct rn_server_event_s {
@@ -915,7 +925,7 @@ int rn_server_address(rn_server_t *server, char *host, size_t host_size,
  * leave each connection in the order its requests arrived.
  * rnp: `frame` is the REPLY's payload only (the server frames it with the
  * request's id); the reply leaves at once. A reply larger than the
- * client's MAX_FRAME becomes an APPLICATION error.
+ * client's MAX_FRAME becomes an ERROR RN_RNP_ERR_TOO_LARGE (it ran).
  * If the connection has closed, the reply is discarded (rnp with dedupe:
  * still recorded for the key). Releases the request. 0 or UV_ENOMEM
  * (request released). */
@@ -949,6 +959,13 @@ typedef struct rn_request_info_s {
 
 void rn_request_info(rn_request_t *request, rn_request_info_t *info);
 
+/* Who sent the request: its connection's peer as endpoint text,
+ * "host:port" ("[v6]:port" for IPv6) or "unix:<path>" ("unix:" when the
+ * client's socket has no name), NUL-terminated in buf. Any protocol.
+ * 0, UV_ENOTCONN (the connection closed already), UV_ENOBUFS (buf too
+ * small: RN_ENDPOINT_ADDRESS_MAX + 16 is enough). */
+int rn_request_peer(rn_request_t *request, char *buf, size_t size);
+
 typedef struct rn_server_stats_s {
   uint64_t connections;     /* accepted */
   uint64_t requests;        /* requests read */
@@ -969,6 +986,7 @@ typedef struct rn_server_stats_s {
                                its unread replies (or output_budget) */
   size_t buffered_in;       /* bytes held for unfinished frames now */
   size_t buffered_out;      /* reply bytes queued now */
+  uint64_t dedupe_full;     /* dedupe: new keys refused at capacity */
   unsigned open;            /* connections open */
   unsigned active;          /* requests holding a slot */
   unsigned queued;          /* requests waiting for a slot */
@@ -990,8 +1008,11 @@ void rn_server_close(rn_server_t *server, rn_server_close_cb cb);
  * last request id each will answer, later requests on them are discarded
  * unanswered, and each closes once its requests are answered and written
  * (other protocols: connections stop being read and close the same way).
- * After drain_ms, whatever is left closes as with rn_server_close(). cb as
- * there. Ignored once a close or drain was asked for. */
+ * After drain_ms, whatever is left closes as with rn_server_close(),
+ * except that rnp requests accepted but never started are first answered
+ * SHUTDOWN (not executed) and their connections close once that is
+ * written (at most RN_SERVER_LINGER_MS, 2 s, later). cb as there. Ignored
+ * once a close or drain was asked for. */
 void rn_server_drain(rn_server_t *server, uint64_t drain_ms,
                      rn_server_close_cb cb);
 

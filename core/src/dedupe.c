@@ -190,6 +190,36 @@ void rn_dedupe_op_done(rn_dedupe_op_t *op, int status,
   if (!op->in_call) op_finish(op->entry);
 }
 
+/* The store could not claim the key: nothing ran, so the original and its
+ * duplicates are refused as not executed. A store that failed half way
+ * may hold the claim all the same (a write that timed out may have
+ * landed): it is released, or the key would read "in progress" for the
+ * whole window. A full store is the store working as sized: its own event
+ * and stat. */
+static void claim_failed(rn__dedupe_entry_t *e, int status) {
+  rn_server_t *server = e->d->server;
+  rn_request_t *owner = e->owner;
+  int full = status == UV_ENOSPC;
+
+  error_answer(&e->answer, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
+               server->options.retry_after,
+               full ? "the dedupe store is full: retry later"
+                    : "the dedupe store is unavailable");
+  e->owner = NULL;
+  e->state = ENTRY_RELEASING;
+  answer_waiters(e, &e->answer, NULL);
+  if (owner != NULL) {
+    owner->owner = 0;
+    owner->entry = NULL;
+    (void)rn__server_rnp_answer(owner, &e->answer);
+  }
+  if (full) server->stats.dedupe_full++;
+  rn__server_event(server,
+                   full ? RN_SERVER_EVENT_DEDUPE_FULL : RN_SERVER_EVENT_STORE,
+                   0, status);
+  op_start(e, DEDUPE_RELEASE, NULL); /* may free e */
+}
+
 static void claim_done(rn__dedupe_entry_t *e) {
   rn__dedupe_t *d = e->d;
   rn_server_t *server = d->server;
@@ -197,12 +227,7 @@ static void claim_done(rn__dedupe_entry_t *e) {
   rn__answer_t a;
 
   if (op->status < 0) {
-    int status = op->status;
-    error_answer(&a, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
-                 server->options.retry_after,
-                 "the dedupe store is unavailable");
-    entry_answer_all(e, &a, NULL);
-    rn__server_event(server, RN_SERVER_EVENT_STORE, 0, status);
+    claim_failed(e, op->status);
     return;
   }
   switch (op->state) {

@@ -31,4 +31,7 @@ rn__kmap_node_t *rn__kmap_find(const rn__kmap_t *map, const char *key,
 void rn__kmap_insert(rn__kmap_t *map, rn__kmap_node_t *node);
 void rn__kmap_remove(rn__kmap_t *map, rn__kmap_node_t *node);
 
+/* The memory store's allocator (malloc); tests make it fail. */
+extern void *(*rn__dedupe_memory_malloc)(size_t size);
+
 #endif /* RN_DEDUPE_H */

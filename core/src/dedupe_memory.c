@@ -1,19 +1,25 @@
 /* The default dedupe store: in memory, answering at once.
  *
- * Finished keys sit on two lists: by last use (capacity drops the least
- * recently used first) and by finish time (the window is the same for
- * every key, so expiry goes in finish order and a sweep from the oldest
- * end stops at the first live key). Keys in progress are never dropped:
- * their requests are running on this server. */
+ * A key is never dropped inside its window: a dropped finished key would
+ * let its retry run a second time. At capacity a new key is refused
+ * (UV_ENOSPC: the server answers not executed, retry later) until old
+ * ones expire. Records expire in the order they finished (the window is
+ * the same for every key), so a sweep from the oldest end of `fifo` stops
+ * at the first live one. Keys in progress are not on it: their requests
+ * are running on this server, unless recording the answer failed (then
+ * the key stays in progress for the window: duplicates are told to retry
+ * later, never run again). */
 #include "dedupe.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+/* Tests make allocations fail through this. */
+void *(*rn__dedupe_memory_malloc)(size_t size) = malloc;
+
 typedef struct mem_rec_s {
   rn__kmap_node_t node;
-  rn_list_t lru;   /* finished: most recently used first */
-  rn_list_t fifo;  /* finished: oldest first */
+  rn_list_t fifo;  /* expiring: oldest first */
   uint64_t expires;
   int done;
   unsigned error;
@@ -26,13 +32,11 @@ typedef struct mem_store_s {
   rn_loop_t *loop;
   size_t capacity;
   rn__kmap_t map;
-  rn_list_t lru;
   rn_list_t fifo;
 } mem_store_t;
 
 static void rec_free(mem_store_t *m, mem_rec_t *r) {
   rn__kmap_remove(&m->map, &r->node);
-  rn_list_remove(&r->lru);
   rn_list_remove(&r->fifo);
   free(r);
 }
@@ -52,83 +56,82 @@ static mem_rec_t *mem_find(mem_store_t *m, const char *key, size_t len) {
   return n ? RN_CONTAINER_OF(n, mem_rec_t, node) : NULL;
 }
 
-/* A record for key (in progress), making room if needed; NULL when every
- * key is in progress (or out of memory). */
-static mem_rec_t *mem_add(mem_store_t *m, const char *key, size_t len) {
-  mem_rec_t *r;
-  if (m->map.count >= m->capacity) {
-    if (rn_list_empty(&m->lru)) return NULL;
-    rec_free(m, RN_CONTAINER_OF(m->lru.prev, mem_rec_t, lru));
-  }
-  r = calloc(1, sizeof(*r) + len);
+/* A record for key (in progress, or with room for an answer of
+ * extra bytes after the key), not yet in the map. */
+static mem_rec_t *rec_new(mem_store_t *m, const char *key, size_t len,
+                          size_t extra) {
+  mem_rec_t *r = rn__dedupe_memory_malloc(sizeof(*r) + len + extra);
   if (r == NULL) return NULL;
+  memset(r, 0, sizeof(*r));
   memcpy(r + 1, key, len);
   r->node.key = (const char *)(r + 1);
   r->node.key_len = len;
   r->node.hash = rn__kmap_hash(&m->map, key, len);
-  rn_list_init(&r->lru);
+  r->body = (char *)(r + 1) + len;
   rn_list_init(&r->fifo);
-  rn__kmap_insert(&m->map, &r->node);
   return r;
+}
+
+/* A new key in progress: UV_ENOSPC at capacity (every key is inside its
+ * window), UV_ENOMEM. */
+static int mem_add(mem_store_t *m, const char *key, size_t len) {
+  mem_rec_t *r;
+  if (m->map.count >= m->capacity) return UV_ENOSPC;
+  r = rec_new(m, key, len, 0);
+  if (r == NULL) return UV_ENOMEM;
+  rn__kmap_insert(&m->map, &r->node);
+  return 0;
 }
 
 static void mem_claim(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
                       const char *key, size_t len, uint64_t window) {
   mem_store_t *m = (mem_store_t *)store;
   mem_rec_t *r;
+  int err;
   (void)window;
   mem_sweep(m);
   r = mem_find(m, key, len);
   if (r != NULL && r->done) {
     rn_dedupe_answer_t a;
-    rn_list_remove(&r->lru);
-    rn_list_insert_head(&m->lru, &r->lru);
     a.error = r->error;
     a.body = r->body;
     a.len = r->len;
     rn_dedupe_op_done(op, 0, RN_DEDUPE_DONE, &a);
   } else if (r != NULL) {
     rn_dedupe_op_done(op, 0, RN_DEDUPE_BUSY, NULL);
-  } else if (mem_add(m, key, len) == NULL) {
-    rn_dedupe_op_done(op, UV_ENOSPC, 0, NULL);
+  } else if ((err = mem_add(m, key, len)) != 0) {
+    rn_dedupe_op_done(op, err, 0, NULL);
   } else {
     rn_dedupe_op_done(op, 0, RN_DEDUPE_NEW, NULL);
   }
 }
 
+/* The answer goes after the key, in a new record that replaces the claim
+ * only once it exists: when memory runs out the claim stays, in progress
+ * until the window ends, so a duplicate is refused rather than run. */
 static void mem_finish(rn_dedupe_store_t *store, rn_dedupe_op_t *op,
                        const char *key, size_t len, uint64_t window,
                        const rn_dedupe_answer_t *answer) {
   mem_store_t *m = (mem_store_t *)store;
-  mem_rec_t *r = mem_find(m, key, len), *grown;
+  mem_rec_t *old = mem_find(m, key, len);
+  mem_rec_t *r = rec_new(m, key, len, answer->len);
+  uint64_t expires = rn_loop_now(m->loop) + window;
 
-  if (r == NULL) r = mem_add(m, key, len);
   if (r == NULL) {
-    rn_dedupe_op_done(op, UV_ENOSPC, 0, NULL);
-    return;
-  }
-  /* The answer goes after the key, in the record's own allocation. */
-  rn__kmap_remove(&m->map, &r->node);
-  rn_list_remove(&r->lru);
-  rn_list_remove(&r->fifo);
-  grown = realloc(r, sizeof(*r) + len + answer->len);
-  if (grown == NULL) {
-    free(r);
+    if (old != NULL && !old->done && rn_list_empty(&old->fifo)) {
+      old->expires = expires;
+      rn_list_insert_tail(&m->fifo, &old->fifo);
+    }
     rn_dedupe_op_done(op, UV_ENOMEM, 0, NULL);
     return;
   }
-  r = grown;
-  r->node.key = (const char *)(r + 1);
-  r->body = (char *)(r + 1) + len;
+  if (old != NULL) rec_free(m, old);
   if (answer->len > 0) memcpy(r->body, answer->body, answer->len);
   r->len = answer->len;
   r->error = answer->error;
   r->done = 1;
-  r->expires = rn_loop_now(m->loop) + window;
-  rn_list_init(&r->lru);
-  rn_list_init(&r->fifo);
+  r->expires = expires;
   rn__kmap_insert(&m->map, &r->node);
-  rn_list_insert_head(&m->lru, &r->lru);
   rn_list_insert_tail(&m->fifo, &r->fifo);
   rn_dedupe_op_done(op, 0, 0, NULL);
 }
@@ -169,7 +172,6 @@ int rn_dedupe_memory_new(rn_loop_t *loop, size_t capacity,
   }
   m->loop = loop;
   m->capacity = capacity;
-  rn_list_init(&m->lru);
   rn_list_init(&m->fifo);
   m->base.data = NULL;
   m->base.claim = mem_claim;

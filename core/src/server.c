@@ -5,6 +5,7 @@
  * protocol's own work lives in server_rnp.c; dedupe in dedupe.c. */
 #include "server.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,21 +13,26 @@
 #include <unistd.h>
 
 #define RN_SERVER_READ_CHUNK 65536
-/* After our FIN, how long the client gets to close its side. Closing with
- * unread bytes would send RST, and an RST can destroy the last frames we
- * wrote (GOAWAY, the PROTOCOL error) before the client reads them. */
-#define RN_SERVER_LINGER_MS 2000
 
 static void server_conn_process(rn_server_conn_t *conn);
 static void conn_timer_arm(rn_server_conn_t *conn);
+static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot);
 
 /* Clients' heartbeats: a RESP server answers PING itself, in order, so that
- * applications see only their own requests. */
+ * applications see only their own requests. Commands are case-insensitive,
+ * as in Redis ("ping" typed in telnet). */
 static int server_is_resp_ping(const rn_server_t *server, const char *body,
                                size_t len) {
   static const char ping[] = "*1\r\n$4\r\nPING\r\n";
-  return server->codec.protocol == RN_PROTOCOL_RESP &&
-         len == sizeof(ping) - 1 && memcmp(body, ping, len) == 0;
+  size_t i;
+  if (server->codec.protocol != RN_PROTOCOL_RESP || len != sizeof(ping) - 1)
+    return 0;
+  for (i = 0; i < len; i++) {
+    int c = (unsigned char)body[i];
+    if (ping[i] >= 'A' && ping[i] <= 'Z') c = toupper(c);
+    if (c != ping[i]) return 0;
+  }
+  return 1;
 }
 
 static int server_is_rnp(const rn_server_t *server) {
@@ -480,6 +486,34 @@ void rn_request_info(rn_request_t *req, rn_request_info_t *info) {
   }
 }
 
+int rn_request_peer(rn_request_t *req, char *buf, size_t size) {
+  rn_server_conn_t *conn = req->conn;
+  char host[RN_ENDPOINT_ADDRESS_MAX];
+  size_t len = sizeof(host);
+  int port, n;
+
+  if (conn == NULL || conn->closing) return UV_ENOTCONN;
+  if (conn->server->address.kind == RN_ENDPOINT_UNIX) {
+    /* Rarely asked and rarely named: no copy per connection. */
+    if (uv_pipe_getpeername(&conn->h.pipe, host, &len) != 0) len = 0;
+    n = snprintf(buf, size, "unix:%.*s", (int)len, host);
+  } else if (conn->peer.sa.sa_family == AF_INET6) {
+    if (uv_ip6_name(&conn->peer.in6, host, sizeof(host)) != 0)
+      return UV_ENOTCONN;
+    port = ntohs(conn->peer.in6.sin6_port);
+    n = snprintf(buf, size, "[%s]:%d", host, port);
+  } else if (conn->peer.sa.sa_family == AF_INET) {
+    if (uv_ip4_name(&conn->peer.in, host, sizeof(host)) != 0)
+      return UV_ENOTCONN;
+    port = ntohs(conn->peer.in.sin_port);
+    n = snprintf(buf, size, "%s:%d", host, port);
+  } else {
+    return UV_ENOTCONN; /* getpeername failed at accept */
+  }
+  if (n < 0 || (size_t)n >= size) return UV_ENOBUFS;
+  return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                    */
 
@@ -494,6 +528,67 @@ static int server_resp_too_many(const rn_server_t *server, const char *data,
          (uint64_t)it.integer > server->options.max_elements;
 }
 
+/* A request in conn's reply order; slot: it counts against
+ * max_concurrent. NULL without memory. */
+static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot) {
+  rn_server_t *server = conn->server;
+  rn_request_t *req = calloc(1, sizeof(*req));
+  if (req == NULL) return NULL;
+  req->server = server;
+  req->conn = conn;
+  req->slot = slot ? 1 : 0;
+  rn_list_init(&req->wait);
+  rn_list_insert_tail(&conn->requests, &req->node);
+  if (slot) server->active++;
+  server->held++;
+  return req;
+}
+
+/* The next frame at data, as server_resp.c's resp frame (body NULL when
+ * there is nothing to hand out). */
+static int server_conn_frame(rn_server_conn_t *conn, const char *data,
+                             size_t len, rn_frame_t *f, const char **body,
+                             char *why, size_t why_size) {
+  rn_server_t *server = conn->server;
+  int r;
+  if (server->codec.protocol == RN_PROTOCOL_RESP)
+    return rn__server_resp_frame(conn, data, len, f, body, why, why_size);
+  /* Resumes where the last read left the frame: O(its size) in all,
+   * however thinly it arrives. */
+  r = rn_codec_scan(&server->codec, &conn->scan, data, len, f);
+  *body = r == 1 ? data + f->body_offset : NULL;
+  return r;
+}
+
+void rn__server_conn_broken(rn_server_conn_t *conn, int error) {
+  rn_server_t *server = conn->server;
+  server->stats.protocol_errors++;
+  conn->broken = 1;
+  /* What it sent cannot be framed: freed now, not held until the close. */
+  rn_buf_free(&conn->rbuf);
+  rn_frame_scan_reset(&conn->scan);
+  conn->frame_start = 0;
+  conn_account_in(conn);
+  rn__server_conn_finish(conn);
+  rn__server_event(server, RN_SERVER_EVENT_PROTOCOL, 0, error);
+}
+
+/* resp answers the error in its turn, after the replies of the requests
+ * before it, like Redis; line and length have no error frame. */
+static void server_conn_protocol_error(rn_server_conn_t *conn, int error,
+                                       const char *why) {
+  if (conn->server->codec.protocol == RN_PROTOCOL_RESP) {
+    rn_request_t *req = server_request_new(conn, 0);
+    if (req == NULL) {
+      rn__server_conn_close(conn);
+      return;
+    }
+    (void)rn_request_fail(req, 0, why, strlen(why), 0);
+    if (conn->closing) return;
+  }
+  rn__server_conn_broken(conn, error);
+}
+
 /* Hands out buffered frames while the server has room; keeps the rest for
  * server_resume. */
 static void server_conn_process_framed(rn_server_conn_t *conn) {
@@ -506,6 +601,8 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
   while (pos < conn->rbuf.len && !conn->closing && !conn->finishing) {
     rn_frame_t f;
     rn_request_t *req;
+    const char *body;
+    char why[96];
     int r;
 
     if (server->active >= server->options.max_concurrent) {
@@ -523,43 +620,31 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
       rn__server_conn_refuse(conn, RN_SERVER_EVENT_MAX_ELEMENTS, too_many);
       return;
     }
-    /* Resumes where the last read left the frame: O(its size) in all,
-     * however thinly it arrives. */
-    r = rn_codec_scan(&server->codec, &conn->scan, conn->rbuf.base + pos,
-                      conn->rbuf.len - pos, &f);
+    r = server_conn_frame(conn, conn->rbuf.base + pos, conn->rbuf.len - pos,
+                          &f, &body, why, sizeof(why));
     if (r == 0) {
       partial = 1;
       break;
     }
     if (r < 0) {
-      rn__server_conn_close(conn); /* cannot tell where the next frame
-                                      starts */
+      /* cannot tell where the next frame starts */
+      server_conn_protocol_error(conn, r, why);
       return;
     }
-    req = calloc(1, sizeof(*req));
+    pos += f.size;
+    if (body == NULL) continue; /* nothing to run */
+    req = server_request_new(conn, 1);
     if (req == NULL) {
       rn__server_conn_close(conn);
       return;
     }
-    req->server = server;
-    req->conn = conn;
-    req->slot = 1;
-    rn_list_init(&req->wait);
-    rn_list_insert_tail(&conn->requests, &req->node);
-    server->active++;
-    server->held++;
     server->stats.requests++;
-    if (server_is_resp_ping(server, conn->rbuf.base + pos + f.body_offset,
-                            f.body_len)) {
+    if (server_is_resp_ping(server, body, f.body_len)) {
       rn_request_reply(req, "+PONG\r\n", 7);
     } else {
       server->stats.handled++;
-      server->options.on_request(server, req,
-                                 conn->rbuf.base + pos + f.body_offset,
-                                 f.body_len);
+      server->options.on_request(server, req, body, f.body_len);
     }
-    pos += f.size;
-    frames++;
   }
   if (conn->closing || conn->refused) return;
   rn_buf_consume(&conn->rbuf, pos);
@@ -726,7 +811,12 @@ static void conn_on_timer(rn_timer_t *timer) {
     rn__server_conn_close(conn);
     return;
   }
-  if (conn->finishing) return; /* settles by itself once written */
+  if (conn->finishing) {
+    /* Settles by itself once written; past the end of a drain, the
+     * linger is all it gets. */
+    if (server->drain_over) rn__server_conn_close(conn);
+    return;
+  }
   if (o->frame_timeout > 0 && conn->frame_start != 0 &&
       now - conn->frame_start >= o->frame_timeout) {
     rn__server_conn_refuse(conn, RN_SERVER_EVENT_FRAME_TIMEOUT, slow);
@@ -800,8 +890,12 @@ static void server_on_connection(uv_stream_t *listener, int status) {
     return;
   }
   server->stats.connections++;
-  if (server->address.kind == RN_ENDPOINT_TCP)
+  if (server->address.kind == RN_ENDPOINT_TCP) {
+    int len = (int)sizeof(conn->peer);
     uv_tcp_nodelay(&conn->h.tcp, 1);
+    if (uv_tcp_getpeername(&conn->h.tcp, &conn->peer.sa, &len) != 0)
+      conn->peer.sa.sa_family = AF_UNSPEC;
+  }
   conn_timer_arm(conn);
   rn__server_conn_update_reading(conn);
 }
@@ -842,6 +936,9 @@ static void server_free(rn_server_t *server) {
   rn_timer_stop(&server->resume_timer);
   rn_timer_stop(&server->finish_timer);
   rn_timer_stop(&server->drain_timer);
+  rn_timer_stop(&server->expire_timer);
+  rn_buf_free(&server->inline_args);
+  rn_buf_free(&server->inline_out);
   if (server->dedupe != NULL) rn__dedupe_free(server->dedupe);
   free(server->scratch);
   free(server);
@@ -864,7 +961,10 @@ static void server_stop_listening(rn_server_t *server) {
 
 static void server_drain_expired(rn_timer_t *timer) {
   rn_server_t *server = timer->data;
-  rn_server_close(server, server->close_cb);
+  if (server_is_rnp(server))
+    rn__server_rnp_drain_over(server);
+  else
+    rn_server_close(server, server->close_cb);
 }
 
 /* Three quarters of the descriptors, the rest for the application's own
@@ -918,6 +1018,8 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   server->finish_timer.data = server;
   rn_timer_init(loop, &server->drain_timer, server_drain_expired);
   server->drain_timer.data = server;
+  rn_timer_init(loop, &server->expire_timer, NULL);
+  server->expire_timer.data = server;
   rn__loop_object_add(loop);
 
   err = server_bind(server);

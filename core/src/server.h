@@ -12,6 +12,11 @@
 
 #include "internal.h"
 
+/* After our FIN, how long the client gets to close its side. Closing with
+ * unread bytes would send RST, and an RST can destroy the last frames we
+ * wrote (GOAWAY, the PROTOCOL error) before the client reads them. */
+#define RN_SERVER_LINGER_MS 2000
+
 typedef struct rn_server_conn_s rn_server_conn_t;
 typedef struct rn__dedupe_s rn__dedupe_t;
 typedef struct rn__dedupe_entry_s rn__dedupe_entry_t;
@@ -47,6 +52,9 @@ struct rn_server_s {
   rn_timer_t resume_timer;
   rn_timer_t finish_timer;
   rn_timer_t drain_timer;
+  rn_timer_t expire_timer; /* rnp: the earliest deadline on the queue */
+  rn_buf_t inline_args;    /* resp: an inline command being converted */
+  rn_buf_t inline_out;
   rn_server_close_cb close_cb;
   rn_server_stats_t stats;
   /* Every read lands here first; a connection keeps only the bytes of
@@ -60,6 +68,8 @@ struct rn_server_s {
   unsigned listener_open : 1;
   unsigned listener_closing : 1;
   unsigned finishing : 1;
+  unsigned drain_over : 1; /* the drain ran out: finishing connections
+                              close once written, or at the linger */
 };
 
 struct rn_server_conn_s {
@@ -79,6 +89,11 @@ struct rn_server_conn_s {
                            earlier request's */
   rn_frame_scan_t scan; /* resp/line/length: the place reached in the
                            partial frame at rbuf's head */
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+  } peer; /* TCP: the client's address, taken once at accept */
   rn_buf_t rbuf;
   rn_buf_t out;  /* replies ready, waiting for the write in flight */
   rn_buf_t wbuf; /* the write in flight */
@@ -88,6 +103,8 @@ struct rn_server_conn_s {
   uint64_t last_id;       /* highest id the client used */
   uint64_t last_accepted; /* highest REQUEST id that will be answered */
   size_t peer_max_frame;  /* the client's MAX_FRAME */
+  /* resp */
+  size_t inline_scanned;  /* bytes of an inline command without its end */
   unsigned writing : 1;
   unsigned reading : 1;
   unsigned closing : 1;   /* uv_close asked for */
@@ -158,6 +175,20 @@ void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
                       uint64_t id, int error);
 void rn__server_maybe_finish(rn_server_t *server);
 
+/* A protocol error on conn (error: RN_EBADFRAME, ...): counted, reported,
+ * and the connection closes once what came before is answered; what the
+ * client sends meanwhile is discarded. The caller sent any error frame. */
+void rn__server_conn_broken(rn_server_conn_t *conn, int error);
+
+/* server_resp.c */
+/* The next request of a resp client at data: 1 (f->size bytes; *body and
+ * f->body_len the command as an array of bulk strings, or *body NULL when
+ * there is nothing to run), 0 (need more), or a protocol error with the
+ * reply text in why ("ERR Protocol error: ..."). */
+int rn__server_resp_frame(rn_server_conn_t *conn, const char *data,
+                          size_t len, rn_frame_t *f, const char **body,
+                          char *why, size_t why_size);
+
 /* server_rnp.c */
 int rn__server_rnp_init(rn_server_t *server);
 void rn__server_rnp_process(rn_server_conn_t *conn);
@@ -168,6 +199,10 @@ int rn__server_rnp_answer(rn_request_t *req, const rn__answer_t *answer);
 void rn__server_rnp_run(rn_request_t *req);
 /* Hands free slots to queued requests. */
 void rn__server_rnp_dequeue(rn_server_t *server);
+/* The drain ran out: requests that never started are refused SHUTDOWN
+ * (not executed), running ones lose their connection, and connections
+ * close once those refusals are written. */
+void rn__server_rnp_drain_over(rn_server_t *server);
 /* GOAWAY on every connection; requests above their last ids discarded. */
 void rn__server_rnp_goaway(rn_server_t *server);
 /* GOAWAY on one connection (reason: its text), then finish it. */

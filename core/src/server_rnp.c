@@ -10,6 +10,14 @@
  * client may reasonably announce. */
 #define RN_RNP_MESSAGE_MAX 1024
 
+/* The smallest MAX_FRAME a client may announce (docs/protocol.md, section
+ * 6): room for every frame the server sends whatever happens, a PONG of 64
+ * bytes, an ERROR with RETRY_AFTER and a message, a GOAWAY. Below it the
+ * server could not tell the client why its request got no REPLY. */
+#define RN_RNP_MIN_PEER_FRAME 128
+
+static void rnp_expire(rn_timer_t *timer);
+
 int rn__server_rnp_init(rn_server_t *server) {
   size_t i;
   /* Unique per server start, so clients can tell a restarted server from
@@ -21,6 +29,7 @@ int rn__server_rnp_init(rn_server_t *server) {
       memcpy(server->incarnation + i, &r, 8);
     }
   }
+  server->expire_timer.cb = rnp_expire;
   if (server->options.dedupe) return rn__dedupe_new(server, &server->dedupe);
   return 0;
 }
@@ -48,15 +57,26 @@ static int rnp_send(rn_server_conn_t *conn, const rn_rnp_frame_t *f) {
   return err;
 }
 
+/* Bytes of text that fit in the client's MAX_FRAME after `overhead`:
+ * messages and reasons are cut to fit rather than the frame dropped. */
+static size_t rnp_room(const rn_server_conn_t *conn, size_t overhead) {
+  size_t room = conn->peer_max_frame > overhead
+                    ? conn->peer_max_frame - overhead : 0;
+  return RN_MIN(room, RN_RNP_MESSAGE_MAX);
+}
+
 static int rnp_send_error(rn_server_conn_t *conn, uint64_t id, unsigned code,
                           unsigned flags, uint64_t retry_after,
                           const char *msg, size_t len) {
   rn_rnp_frame_t f;
+  /* header, the u16 code, and RETRY_AFTER's 6 bytes when present */
+  size_t overhead = RN_RNP_HEADER_SIZE + 2 + (retry_after > 0 ? 6 : 0);
+  if (conn == NULL) return 0;
   rnp_frame_init(&f, RN_RNP_ERROR, id);
   f.flags = flags;
   f.error_code = code;
   f.payload = msg;
-  f.payload_len = RN_MIN(len, RN_RNP_MESSAGE_MAX);
+  f.payload_len = RN_MIN(len, rnp_room(conn, overhead));
   if (retry_after > 0) {
     f.present |= 1u << RN_RNP_F_RETRY_AFTER;
     f.retry_after_ms = retry_after > UINT32_MAX ? UINT32_MAX
@@ -84,9 +104,10 @@ int rn__server_rnp_answer(rn_request_t *req, const rn__answer_t *a) {
       f.payload_len = a->len;
       err = rnp_send(conn, &f);
       if (err == RN_EFRAMESIZE) {
-        static const char big[] = "the reply is larger than the client's "
-                                  "max_frame";
-        err = rnp_send_error(conn, req->id, RN_RNP_ERR_APPLICATION, 0, 0,
+        /* Every REQUEST gets one answer: this one says it ran. */
+        static const char big[] = "the request ran, but its reply is "
+                                  "larger than the client's MAX_FRAME";
+        err = rnp_send_error(conn, req->id, RN_RNP_ERR_TOO_LARGE, 0, 0,
                              big, sizeof(big) - 1);
       }
     } else {
@@ -148,22 +169,73 @@ void rn__server_rnp_run(rn_request_t *req) {
   server->options.on_request(server, req, req->body, req->body_len);
 }
 
+static int rnp_late(const rn_request_t *req, uint64_t now) {
+  return req->has_deadline && now >= req->deadline;
+}
+
+/* Refuses a request whose deadline passed before it started. */
+static void rnp_refuse_late(rn_request_t *req) {
+  rn_server_t *server = req->server;
+  uint64_t id = req->id;
+  server->stats.expired++;
+  rnp_refuse(req, RN_RNP_ERR_DEADLINE, 0,
+             "the deadline passed before the request could start");
+  rn__server_event(server, RN_SERVER_EVENT_DEADLINE, id, 0);
+}
+
 /* req holds a slot: refuse it if too late, else run it (through dedupe
  * when it has a key). */
 static void rnp_start(rn_request_t *req) {
   rn_server_t *server = req->server;
-  if (req->has_deadline && rn_loop_now(server->loop) >= req->deadline) {
-    uint64_t id = req->id;
-    server->stats.expired++;
-    rnp_refuse(req, RN_RNP_ERR_DEADLINE, 0,
-               "the deadline passed before the request could start");
-    rn__server_event(server, RN_SERVER_EVENT_DEADLINE, id, 0);
+  if (rnp_late(req, rn_loop_now(server->loop))) {
+    rnp_refuse_late(req);
     return;
   }
   if (server->dedupe != NULL && req->key_len > 0)
     rn__dedupe_begin(server->dedupe, req);
   else
     rn__server_rnp_run(req);
+}
+
+/* The expiry timer for the earliest deadline on the queue (at), or the
+ * earliest found when at is 0; stopped when no queued request has one. */
+static void rnp_arm_expiry(rn_server_t *server, uint64_t at) {
+  uint64_t now = rn_loop_now(server->loop);
+  rn_list_t *pos;
+  if (at == 0) {
+    at = UINT64_MAX;
+    for (pos = server->queue.next; pos != &server->queue; pos = pos->next) {
+      rn_request_t *req = RN_CONTAINER_OF(pos, rn_request_t, wait);
+      if (req->has_deadline && req->deadline < at) at = req->deadline;
+    }
+  }
+  if (at == UINT64_MAX) {
+    rn_timer_stop(&server->expire_timer);
+    return;
+  }
+  rn_timer_start(&server->expire_timer, at > now ? at - now : 0);
+}
+
+/* A queued request is refused when its deadline passes, not when a slot
+ * frees (docs/protocol.md, section 8): the client learns at once that it
+ * may go elsewhere. The expired ones move to a list of their own first:
+ * refusing one may close its connection, which releases others. */
+static void rnp_expire(rn_timer_t *timer) {
+  rn_server_t *server = timer->data;
+  uint64_t now = rn_loop_now(server->loop);
+  rn_list_t expired, *pos, *tmp;
+
+  rn_list_init(&expired);
+  rn_list_foreach_safe(pos, tmp, &server->queue) {
+    rn_request_t *req = RN_CONTAINER_OF(pos, rn_request_t, wait);
+    if (rnp_late(req, now)) {
+      rn_list_remove(&req->wait);
+      rn_list_insert_tail(&expired, &req->wait);
+    }
+  }
+  while (!rn_list_empty(&expired))
+    rnp_refuse_late(RN_CONTAINER_OF(expired.next, rn_request_t, wait));
+  if (!server->closing) rnp_arm_expiry(server, 0);
 }
 
 static void rnp_admit(rn_request_t *req) {
@@ -176,6 +248,10 @@ static void rnp_admit(rn_request_t *req) {
     req->queued = 1;
     server->queued++;
     rn_list_insert_tail(&server->queue, &req->wait);
+    if (req->has_deadline &&
+        (!rn_timer_is_active(&server->expire_timer) ||
+         server->expire_timer.due > req->deadline))
+      rnp_arm_expiry(server, req->deadline);
   } else {
     uint64_t id = req->id;
     server->stats.overloaded++;
@@ -224,14 +300,9 @@ void rn__server_rnp_conn_closed(rn_server_conn_t *conn) { rnp_detach(conn); }
  * client's, so the error is not lost to an RST). Nothing else changes. */
 static void rnp_protocol_error(rn_server_conn_t *conn, int err,
                                const char *msg) {
-  rn_server_t *server = conn->server;
-  server->stats.protocol_errors++;
   rnp_detach(conn);
   (void)rnp_send_error(conn, 0, RN_RNP_ERR_PROTOCOL, 0, 0, msg, strlen(msg));
-  conn->broken = 1;
-  conn->rbuf.len = 0;
-  rn__server_conn_finish(conn);
-  rn__server_event(server, RN_SERVER_EVENT_PROTOCOL, 0, err);
+  rn__server_conn_broken(conn, err);
 }
 
 static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
@@ -239,9 +310,20 @@ static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
   rn_rnp_frame_t f;
   size_t max_frame = server->codec.max_frame;
 
-  conn->hello = 1;
-  if (in->present & (1u << RN_RNP_F_MAX_FRAME))
+  if (in->id != 1) {
+    rnp_protocol_error(conn, RN_EHANDSHAKE, "the HELLO's id must be 1");
+    return;
+  }
+  if (in->present & (1u << RN_RNP_F_MAX_FRAME)) {
     conn->peer_max_frame = in->max_frame;
+    if (in->max_frame < RN_RNP_MIN_PEER_FRAME) {
+      rnp_protocol_error(conn, RN_EHANDSHAKE,
+                         "MAX_FRAME under 128: no room for the server's "
+                         "ERROR and GOAWAY frames");
+      return;
+    }
+  }
+  conn->hello = 1;
   rnp_frame_init(&f, RN_RNP_HELLO, in->id);
   f.present = (1u << RN_RNP_F_VERSION) | (1u << RN_RNP_F_MAX_FRAME) |
               (1u << RN_RNP_F_MAX_CONCURRENT) | (1u << RN_RNP_F_INCARNATION);
@@ -376,7 +458,7 @@ void rn__server_rnp_goaway_conn(rn_server_conn_t *conn, const char *reason) {
   conn->goaway = 1;
   rnp_frame_init(&f, RN_RNP_GOAWAY, id);
   f.payload = reason;
-  f.payload_len = strlen(reason);
+  f.payload_len = RN_MIN(strlen(reason), rnp_room(conn, RN_RNP_HEADER_SIZE));
   if (rnp_send(conn, &f) != 0) return;
   rn__server_conn_finish(conn);
   rn__server_event(server, RN_SERVER_EVENT_GOAWAY, id, 0);
@@ -391,4 +473,45 @@ void rn__server_rnp_goaway(rn_server_t *server) {
                                "the server is shutting down");
     if (server->closing) return;
   }
+}
+
+/* Requests of conn that never started: refused, not executed. */
+static void rnp_refuse_unstarted(rn_server_conn_t *conn) {
+  for (;;) {
+    rn_request_t *found = NULL;
+    rn_list_t *pos;
+    for (pos = conn->requests.next; pos != &conn->requests; pos = pos->next) {
+      rn_request_t *req = RN_CONTAINER_OF(pos, rn_request_t, node);
+      if (req->queued || req->waiting) {
+        found = req;
+        break;
+      }
+    }
+    if (found == NULL || conn->closing) return;
+    if (found->waiting) rn__dedupe_leave(found);
+    rnp_refuse(found, RN_RNP_ERR_SHUTDOWN, 0,
+               "the server shut down before the request could start");
+  }
+}
+
+/* Without the refusals a client would count these requests as maybe
+ * executed, though GOAWAY accepted them and nothing ran. Connections with
+ * refusals to write get them written first, bounded by the linger;
+ * others close at once, as rn_server_close() would. */
+void rn__server_rnp_drain_over(rn_server_t *server) {
+  rn_list_t *pos, *tmp;
+
+  server->drain_over = 1;
+  rn_timer_stop(&server->expire_timer);
+  rn_list_foreach_safe(pos, tmp, &server->conns) {
+    rn_server_conn_t *conn = RN_CONTAINER_OF(pos, rn_server_conn_t, node);
+    rnp_refuse_unstarted(conn);
+    if (conn->closing) continue;
+    rnp_detach(conn);
+    if (conn->writing || conn->out.len != 0 || conn->shut)
+      rn_timer_start(&conn->timer, RN_SERVER_LINGER_MS);
+    else
+      rn__server_conn_close(conn);
+  }
+  rn__server_maybe_finish(server);
 }

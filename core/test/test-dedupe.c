@@ -4,6 +4,7 @@
 #include "task.h"
 #include "rnp_client.h"
 #include "server.h"
+#include "dedupe.h" /* the memory store's allocator */
 
 #include <stdio.h>
 
@@ -16,7 +17,7 @@ typedef struct test_s {
   int port;
   rn_request_t *held[HELD_MAX];
   size_t nheld;
-  unsigned events[8];
+  unsigned events[16];
   int closed;
 } test_t;
 
@@ -202,15 +203,22 @@ static void test_waiter_leaves(void) {
   finish();
 }
 
-static void test_capacity_lru(void) {
+/* Issue 15, defect 10: a key flood evicted a legitimate finished key inside
+ * its window, so that client's retry ran a second time. At capacity new
+ * keys are refused as not executed (retry later), with an event and a
+ * stat; kept keys still replay; a key is forgotten only after its window. */
+static void test_capacity_never_evicts_in_window(void) {
   rnp_client_t a;
   rn_server_options_t o;
-  const char *keys[3] = {"a", "b", "c"};
+  const char *keys[2] = {"a", "b"};
   size_t i;
   const rx_frame_t *x;
+  rn_server_stats_t st;
 
   rn_server_options_init(&o);
   o.dedupe_capacity = 2;
+  o.dedupe_window = 200;
+  o.retry_after = 55;
   start(&o);
   rx_open(T.uv, &a, T.port);
   for (i = 0; i < 2; i++) {
@@ -219,36 +227,29 @@ static void test_capacity_lru(void) {
     reply(i, keys[i]);
     rx_wait_frames(T.uv, &a, i + 2);
   }
-  /* using a makes b the least recently used */
-  x = ask(&a, "a");
-  ASSERT_MEM_EQ(x->payload, "a", 1);
-  rx_request(&a, "x", "c", -1, 0);
-  wait_held(3);
-  reply(2, "c");
-  rx_wait_frames(T.uv, &a, a.count + 1);
-  /* a and c are kept; b was dropped and runs again */
-  x = ask(&a, "a");
-  ASSERT_MEM_EQ(x->payload, "a", 1);
-  x = ask(&a, "c");
-  ASSERT_MEM_EQ(x->payload, "c", 1);
-  ASSERT_EQ(T.nheld, 3);
-  rx_request(&a, "x", "b", -1, 0);
-  wait_held(4);
-  reply(3, "b again");
-  rx_wait_frames(T.uv, &a, a.count + 1);
-
-  /* every key in progress: a new key is refused, not executed */
-  rx_request(&a, "x", "p1", -1, 0);
-  wait_held(5);
-  rx_request(&a, "x", "p2", -1, 0);
-  wait_held(6);
-  x = ask(&a, "p3");
+  /* full of finished keys inside their window: a new key is refused */
+  x = ask(&a, "flood");
   ASSERT_EQ(x->code, RN_RNP_ERR_OVERLOADED);
   ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
-  ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 1);
-  reply(4, "p1");
-  reply(5, "p2");
-  rx_wait_frames(T.uv, &a, a.count + 2);
+  ASSERT_EQ(x->retry_after, 55);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_DEDUPE_FULL], 1);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 0);
+  rn_server_stats(T.server, &st);
+  ASSERT_EQ(st.dedupe_full, 1);
+  /* the legitimate keys were kept: their retries replay, run nothing */
+  x = ask(&a, "a");
+  ASSERT_EQ(x->type, RN_RNP_REPLY);
+  ASSERT_MEM_EQ(x->payload, "a", 1);
+  x = ask(&a, "b");
+  ASSERT_MEM_EQ(x->payload, "b", 1);
+  ASSERT_EQ(T.nheld, 2);
+  /* the refused key left no claim: once the window frees room, it runs */
+  rx_run_for(T.uv, 250);
+  rx_request(&a, "x", "flood", -1, 0);
+  wait_held(3);
+  reply(2, "ran");
+  rx_wait_frames(T.uv, &a, a.count + 1);
+  ASSERT_MEM_EQ(a.frames[a.count - 1].payload, "ran", 3);
   rx_close(T.uv, &a);
   finish();
 }
@@ -299,6 +300,7 @@ typedef struct slow_store_s {
   size_t n;
   int fail_claims, fail_finish;
   unsigned claims, finishes, releases, closes;
+  char released[64]; /* the last key released */
 } slow_store_t;
 
 static slow_store_t S;
@@ -368,6 +370,7 @@ static void slow_release(rn_dedupe_store_t *s, rn_dedupe_op_t *op,
                          const char *key, size_t len) {
   (void)s;
   S.releases++;
+  snprintf(S.released, sizeof(S.released), "%.*s", (int)len, key);
   slow_push(op, 3, key, len, NULL);
 }
 static void slow_close(rn_dedupe_store_t *s) {
@@ -439,6 +442,12 @@ static void test_async_store(void) {
   ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 1);
   ASSERT_EQ(T.nheld, 1);
+  /* issue 15, defect 11: the failed claim is released (it may have landed
+   * in the store before the failure), or the key would read "in progress"
+   * for the whole window */
+  rx_run_for(T.uv, 20);
+  ASSERT_EQ(S.releases, 1);
+  ASSERT_STR_EQ(S.released, "s2");
   /* a failed finish: the reply still goes out, with an event */
   S.fail_claims = 0;
   S.fail_finish = 1;
@@ -457,12 +466,47 @@ static void test_async_store(void) {
   while (S.n == 0) uv_run(T.uv, UV_RUN_ONCE);
   rn_server_close(T.server, on_closed);
   rx_run_until(T.uv, is_closed, NULL, 5000);
-  ASSERT_EQ(S.releases, 1);
+  ASSERT_EQ(S.releases, 2);
   ASSERT_EQ(S.closes, 1);
   ASSERT_EQ(T.nheld, 2);
   rx_close(T.uv, &a);
   rx_close(T.uv, &b);
   ASSERT_OK(rn_loop_free(T.loop));
+}
+
+/* Issue 15, defect 11: when the memory store could not allocate the record
+ * of a finished answer, it freed the claim and forgot the key, so a
+ * duplicate ran a second time. The key stays in progress instead: the
+ * duplicate is told to retry later and runs nothing. */
+static int fail_count;
+static void *failing_malloc(size_t size) {
+  (void)size;
+  fail_count++;
+  return NULL;
+}
+
+static void test_memory_store_keeps_key_without_memory(void) {
+  rnp_client_t a;
+  const rx_frame_t *x;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  rx_request(&a, "x", "m1", -1, 0);
+  wait_held(1);
+  rn__dedupe_memory_malloc = failing_malloc;
+  reply(0, "once");
+  rn__dedupe_memory_malloc = malloc;
+  ASSERT_EQ(fail_count, 1);
+  rx_wait_frames(T.uv, &a, 2);
+  ASSERT_MEM_EQ(a.frames[1].payload, "once", 4);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 1);
+  x = ask(&a, "m1");
+  ASSERT_EQ(x->type, RN_RNP_ERROR);
+  ASSERT_EQ(x->code, RN_RNP_ERR_IN_PROGRESS);
+  ASSERT_EQ(x->flags, 0);
+  ASSERT_EQ(T.nheld, 1);
+  rx_close(T.uv, &a);
+  finish();
 }
 
 /* The memory store alone, through its interface. */
@@ -485,9 +529,10 @@ int main(void) {
   TEST_RUN(test_replay_and_wait);
   TEST_RUN(test_errors);
   TEST_RUN(test_waiter_leaves);
-  TEST_RUN(test_capacity_lru);
+  TEST_RUN(test_capacity_never_evicts_in_window);
   TEST_RUN(test_window);
   TEST_RUN(test_async_store);
+  TEST_RUN(test_memory_store_keeps_key_without_memory);
   TEST_RUN(test_memory_store_alone);
   return 0;
 }

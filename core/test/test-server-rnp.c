@@ -19,7 +19,7 @@ typedef struct test_s {
   char bodies[HELD_MAX][32];
   size_t nheld;
   unsigned handled;
-  unsigned events[8];
+  unsigned events[16];
   uint64_t last_event_id;
   int closed;
 } test_t;
@@ -44,7 +44,7 @@ static void on_request(rn_server_t *server, rn_request_t *req,
 
 static void on_event(rn_server_t *server, const rn_server_event_t *ev) {
   (void)server;
-  ASSERT_LT(ev->type, 8);
+  ASSERT_LT(ev->type, 16);
   T.events[ev->type]++;
   T.last_event_id = ev->id;
 }
@@ -587,6 +587,268 @@ static void test_close_with_work(void) {
   ASSERT_OK(rn_loop_free(T.loop));
 }
 
+/* ------------------------------------------------------------------------ */
+/* Issue 15, defect 9: the rnp rules the server did not keep.               */
+
+/* A HELLO with the given id and MAX_FRAME (0: none). */
+static void hello_with(rnp_client_t *c, uint64_t id, uint32_t max_frame) {
+  rn_rnp_frame_t f;
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_HELLO;
+  f.id = id;
+  f.present = 1u << RN_RNP_F_VERSION;
+  f.version = 1;
+  if (max_frame > 0) {
+    f.present |= 1u << RN_RNP_F_MAX_FRAME;
+    f.max_frame = max_frame;
+  }
+  c->next_id = id + 1;
+  rx_send(c, &f);
+}
+
+/* (a) A reply larger than the client's MAX_FRAME: one ERROR saying it ran
+ * but is too large (no NOT_EXECUTED), and the connection carries on. */
+static void test_reply_too_large_answered(void) {
+  rnp_client_t a;
+  uint64_t id;
+  const rx_frame_t *x;
+
+  start_default();
+  T.mode = 2; /* 64 KiB replies */
+  rx_connect(T.uv, &a, T.port);
+  hello_with(&a, 1, 1024);
+  rx_wait_frames(T.uv, &a, 1);
+  id = rx_request(&a, "big", NULL, -1, 0);
+  rx_wait_frames(T.uv, &a, 2);
+  x = rx_find(&a, id);
+  ASSERT(x != NULL);
+  ASSERT_EQ(x->type, RN_RNP_ERROR);
+  ASSERT_EQ(x->code, RN_RNP_ERR_TOO_LARGE);
+  ASSERT_EQ(x->flags, 0);
+  ASSERT_EQ(T.handled, 1);
+  T.mode = 1;
+  id = rx_request(&a, "small", NULL, -1, 0);
+  rx_wait_frames(T.uv, &a, 3);
+  ASSERT_EQ(rx_find(&a, id)->type, RN_RNP_REPLY);
+  ASSERT_EQ(a.eof, 0);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* (b) MAX_CONCURRENT is the server's figure over all connections, as its
+ * HELLO announces it: a connection with nothing outstanding is refused
+ * OVERLOADED (not executed) while others hold every slot and the queue. */
+static void test_max_concurrent_is_server_wide(void) {
+  rnp_client_t a, b;
+  rn_server_options_t o;
+  uint64_t id;
+  const rx_frame_t *x;
+
+  rn_server_options_init(&o);
+  o.max_concurrent = 2;
+  o.queue = 0;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  rx_open(T.uv, &b, T.port);
+  ASSERT_EQ(b.frames[0].max_concurrent, 2);
+  rx_request(&a, "1", NULL, -1, 0);
+  rx_request(&a, "2", NULL, -1, 0);
+  while (T.nheld < 2) uv_run(T.uv, UV_RUN_ONCE);
+  id = rx_request(&b, "3", NULL, -1, 0);
+  rx_wait_frames(T.uv, &b, 2);
+  x = rx_find(&b, id);
+  ASSERT_EQ(x->code, RN_RNP_ERR_OVERLOADED);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  reply_held(0, "a");
+  reply_held(1, "b");
+  rx_wait_frames(T.uv, &a, 3);
+  rx_close(T.uv, &a);
+  rx_close(T.uv, &b);
+  finish();
+}
+
+/* (c) A queued request is refused when its deadline passes, not when a
+ * slot frees (that took 349 ms for a 100 ms deadline). */
+static void test_queued_deadline_refused_on_time(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  uint64_t soon, later, t0, waited;
+  const rx_frame_t *x;
+
+  rn_server_options_init(&o);
+  o.max_concurrent = 1;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  rx_request(&a, "busy", NULL, -1, 0);
+  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
+  t0 = uv_now(T.uv);
+  later = rx_request(&a, "later", NULL, 400, 0);
+  soon = rx_request(&a, "soon", NULL, 30, 0);
+  rx_wait_frames(T.uv, &a, 2); /* the slot is still held */
+  waited = uv_now(T.uv) - t0;
+  x = rx_find(&a, soon);
+  ASSERT(x != NULL);
+  ASSERT_EQ(x->code, RN_RNP_ERR_DEADLINE);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT_GE(waited, 30);
+  ASSERT_LT(waited, 300);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_DEADLINE], 1);
+  /* then the later one, on its own deadline */
+  rx_wait_frames(T.uv, &a, 3);
+  ASSERT_EQ(rx_find(&a, later)->code, RN_RNP_ERR_DEADLINE);
+  ASSERT_EQ(T.nheld, 1);
+  ASSERT_EQ(T.server->queued, 0);
+  reply_held(0, "done");
+  rx_wait_frames(T.uv, &a, 4);
+  ASSERT_EQ(T.handled, 1);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* (d) Requests still queued when a drain ends are refused SHUTDOWN, not
+ * executed, before the connection closes: without it the client counted
+ * them as maybe executed. The running one keeps an unknown fate. */
+static void test_drain_end_refuses_queued(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  uint64_t run, q1, q2;
+  const rx_frame_t *x;
+
+  rn_server_options_init(&o);
+  o.max_concurrent = 1;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  run = rx_request(&a, "run", NULL, -1, 0);
+  q1 = rx_request(&a, "q1", NULL, -1, 0);
+  q2 = rx_request(&a, "q2", NULL, -1, 0);
+  while (T.nheld < 1 || T.server->queued < 2) uv_run(T.uv, UV_RUN_ONCE);
+  rn_server_drain(T.server, 30, on_closed);
+  rx_run_until(T.uv, rx_eof, &a, 5000);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(a.frames[1].id, q2);
+  x = rx_find(&a, q1);
+  ASSERT(x != NULL);
+  ASSERT_EQ(x->code, RN_RNP_ERR_SHUTDOWN);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  x = rx_find(&a, q2);
+  ASSERT(x != NULL);
+  ASSERT_EQ(x->code, RN_RNP_ERR_SHUTDOWN);
+  ASSERT(rx_find(&a, run) == NULL);
+  ASSERT_EQ(a.eof, 1);
+  ASSERT_EQ(T.closed, 0); /* the running request is still out */
+  reply_held(0, "too late");
+  rx_run_until(T.uv, is_closed, NULL, 5000);
+  ASSERT_EQ(T.handled, 1);
+  rx_close(T.uv, &a);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+/* (e) A client MAX_FRAME with no room for the server's ERROR or GOAWAY
+ * frames is refused at HELLO (the error cut to fit), instead of requests
+ * answered by nothing. Issue 15, defect 13: a HELLO id other than 1 is a
+ * protocol error too. */
+static void hello_refused(uint64_t id, uint32_t max_frame, size_t frames) {
+  rnp_client_t a;
+  start_default();
+  rx_connect(T.uv, &a, T.port);
+  hello_with(&a, id, max_frame);
+  rx_run_until(T.uv, rx_eof, &a, 5000);
+  ASSERT_EQ(a.count, frames);
+  if (frames > 0) {
+    ASSERT_EQ(a.frames[0].type, RN_RNP_ERROR);
+    ASSERT_EQ(a.frames[0].id, 0);
+    ASSERT_EQ(a.frames[0].code, RN_RNP_ERR_PROTOCOL);
+    ASSERT_LE(a.frames[0].len + 16, max_frame ? max_frame : 1u << 24);
+  }
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_PROTOCOL], 1);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+static void test_hello_refused_small_max_frame(void) {
+  rnp_client_t a;
+  hello_refused(1, 64, 1);
+  hello_refused(1, 127, 1);
+  hello_refused(1, 16, 0); /* not even an ERROR fits: closed */
+  hello_refused(2, 0, 1);
+  /* the smallest MAX_FRAME accepted still gets every frame it is owed */
+  start_default();
+  T.mode = 2;
+  rx_connect(T.uv, &a, T.port);
+  hello_with(&a, 1, 128);
+  rx_wait_frames(T.uv, &a, 1);
+  ASSERT_EQ(a.frames[0].type, RN_RNP_HELLO);
+  rx_request(&a, "big", NULL, -1, 0);
+  rx_wait_frames(T.uv, &a, 2);
+  ASSERT_EQ(a.frames[1].code, RN_RNP_ERR_TOO_LARGE);
+  rn_server_drain(T.server, 1000, on_closed);
+  rx_run_until(T.uv, rx_eof, &a, 5000);
+  ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
+  rx_close(T.uv, &a);
+  rx_run_until(T.uv, is_closed, NULL, 5000);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
+/* Issue 15, defect 13: requests pipelined behind the HELLO, in the same
+ * write, are read after the HELLO is answered, under its terms. */
+static void test_hello_pipelined(void) {
+  rnp_client_t a;
+  rn_buf_t b;
+  rn_rnp_frame_t f;
+
+  start_default();
+  T.mode = 1;
+  rx_connect(T.uv, &a, T.port);
+  rn_buf_init(&b);
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_HELLO;
+  f.id = 1;
+  f.present = (1u << RN_RNP_F_VERSION) | (1u << RN_RNP_F_MAX_FRAME);
+  f.version = 1;
+  f.max_frame = 1024;
+  ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_REQUEST;
+  f.id = 2;
+  f.payload = "piped";
+  f.payload_len = 5;
+  ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
+  rx_send_raw(&a, b.base, b.len);
+  rn_buf_free(&b);
+  rx_wait_frames(T.uv, &a, 2);
+  ASSERT_EQ(a.frames[0].type, RN_RNP_HELLO);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
+  ASSERT_EQ(a.frames[1].id, 2);
+  ASSERT_MEM_EQ(a.frames[1].payload, "piped", 5);
+  rx_close(T.uv, &a);
+  finish();
+}
+
+/* Issue 15, defect 12: the handler did not know who was calling. */
+static void test_request_peer(void) {
+  rnp_client_t a;
+  struct sockaddr_in me;
+  int len = (int)sizeof(me);
+  char want[64], got[RN_ENDPOINT_ADDRESS_MAX + 16], ip[32];
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  rx_request(&a, "who", NULL, -1, 0);
+  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
+  ASSERT_OK(uv_tcp_getsockname(&a.tcp, (struct sockaddr *)&me, &len));
+  ASSERT_OK(uv_ip4_name(&me, ip, sizeof(ip)));
+  snprintf(want, sizeof(want), "%s:%d", ip, ntohs(me.sin_port));
+  ASSERT_OK(rn_request_peer(T.held[0], got, sizeof(got)));
+  ASSERT_STR_EQ(got, want);
+  ASSERT_EQ(rn_request_peer(T.held[0], got, 5), UV_ENOBUFS);
+  /* the connection gone: nobody to name */
+  rn_server_close(T.server, on_closed);
+  ASSERT_EQ(rn_request_peer(T.held[0], got, sizeof(got)), UV_ENOTCONN);
+  reply_held(0, "gone");
+  rx_close(T.uv, &a);
+  finish();
+}
+
 int main(void) {
   TEST_RUN(test_hello_and_ping);
   TEST_RUN(test_out_of_order);
@@ -599,5 +861,12 @@ int main(void) {
   TEST_RUN(test_idle);
   TEST_RUN(test_backpressure);
   TEST_RUN(test_close_with_work);
+  TEST_RUN(test_reply_too_large_answered);
+  TEST_RUN(test_max_concurrent_is_server_wide);
+  TEST_RUN(test_queued_deadline_refused_on_time);
+  TEST_RUN(test_drain_end_refuses_queued);
+  TEST_RUN(test_hello_refused_small_max_frame);
+  TEST_RUN(test_hello_pipelined);
+  TEST_RUN(test_request_peer);
   return 0;
 }

@@ -41,6 +41,10 @@ function M.new(pool, opts)
                             Store)
   self._id = ("%x%x"):format(math.floor(resilnet.now() * 1e6) % 0x7fffffff,
                              math.random(0, 0x7fffffff))
+  -- key -> the token of this server's claim, from the claim until its
+  -- finish or release: release must delete our claim, never another
+  -- server's (that would let a duplicate run there and here).
+  self._tokens = {}
   return self
 end
 
@@ -53,6 +57,9 @@ end
 function Store:claim(key, window)
   local k = self.prefix .. key
   local token = new_token(self)
+  -- Kept on failure too: a SET that timed out may have landed, and the
+  -- server releases a failed claim.
+  self._tokens[key] = token
   for _ = 1, 3 do
     local ok, err = call(self, { "SET", k, token, "NX", "PX", ms(window) })
     if ok == nil then return nil, err end
@@ -62,6 +69,7 @@ function Store:claim(key, window)
     if type(v) == "string" then
       local tag = v:sub(1, 1)
       if v == token then return "new" end
+      self._tokens[key] = nil
       if tag == "P" then return "busy" end
       if tag == "R" then return "done", v:sub(2), false end
       if tag == "E" then return "done", v:sub(2), true end
@@ -69,11 +77,13 @@ function Store:claim(key, window)
     end
     -- resilnet.null: it expired between SET and GET; claim again
   end
+  self._tokens[key] = nil
   return "busy"
 end
 
 --- finish(key, reply, failed, window) -> true | nil, err
 function Store:finish(key, reply, failed, window)
+  self._tokens[key] = nil
   local ok, err = call(self, { "SET", self.prefix .. key,
                                (failed and "E" or "R") .. reply,
                                "PX", ms(window) })
@@ -81,15 +91,18 @@ function Store:finish(key, reply, failed, window)
   return true
 end
 
--- Deletes the key only while it is still a claim (never a finished
--- answer), in one step on the Redis side.
-local RELEASE = "local v = redis.call('GET', KEYS[1]) "
-  .. "if v and string.sub(v, 1, 1) == 'P' then "
+-- Deletes the key only while it is still our claim (never a finished
+-- answer, nor another server's claim), in one step on the Redis side.
+local RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
   .. "return redis.call('DEL', KEYS[1]) end return 0"
 
 --- release(key) -> true | nil, err
 function Store:release(key)
-  local ok, err = call(self, { "EVAL", RELEASE, 1, self.prefix .. key })
+  local token = self._tokens[key]
+  self._tokens[key] = nil
+  if token == nil then return true end -- nothing of ours to give back
+  local ok, err = call(self, { "EVAL", RELEASE, 1, self.prefix .. key,
+                               token })
   if ok == nil then return nil, err end
   return true
 end

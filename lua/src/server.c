@@ -4,6 +4,7 @@
  * request if nobody answered it: every request is released exactly once
  * even when a handler task is abandoned, and answering twice raises
  * instead of touching freed memory. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,14 +66,37 @@ typedef struct lrn_incoming_s {
   int taken; /* a request userdata owns req */
 } lrn_incoming_t;
 
-/* (value, request) and for rnp also (id, seconds left or nil, key or nil,
- * idempotent). */
+/* An rnp id (u64) exactly: an integer where Lua has one that holds it
+ * (5.3+: up to 2^63 - 1; 5.1 and LuaJIT: numbers, exact up to 2^53),
+ * else its decimal text, never a rounded float. */
+static void lrn_push_id(lua_State *L, uint64_t id) {
+#if LUA_VERSION_NUM >= 503
+  if (id <= (uint64_t)LUA_MAXINTEGER) {
+    lua_pushinteger(L, (lua_Integer)id);
+    return;
+  }
+#else
+  if (id <= ((uint64_t)1 << 53)) {
+    lua_pushnumber(L, (lua_Number)id);
+    return;
+  }
+#endif
+  {
+    char text[24];
+    snprintf(text, sizeof(text), "%llu", (unsigned long long)id);
+    lua_pushstring(L, text);
+  }
+}
+
+/* (value, request, peer or nil) and for rnp also (id, seconds left or
+ * nil, key or nil, idempotent). */
 static int lrn_push_request(lua_State *L, void *arg) {
   lrn_incoming_t *in = (lrn_incoming_t *)arg;
   rn_protocol_t protocol = rn_server_codec(in->s->server)->protocol;
   lrn_request_t *r;
   rn_request_info_t info;
-  luaL_checkstack(L, 6, NULL);
+  char peer[RN_ENDPOINT_ADDRESS_MAX + 16];
+  luaL_checkstack(L, 7, NULL);
   if (protocol != RN_PROTOCOL_RESP ||
       lrn_resp_push(L, in->s->ctx, in->body, in->len) != 0)
     lua_pushlstring(L, in->body, in->len);
@@ -81,10 +105,14 @@ static int lrn_push_request(lua_State *L, void *arg) {
   luaL_getmetatable(L, LRN_REQUEST_MT);
   lua_setmetatable(L, -2);
   in->taken = 1;
+  if (rn_request_peer(in->req, peer, sizeof(peer)) == 0)
+    lua_pushstring(L, peer);
+  else
+    lua_pushnil(L);
   if (protocol != RN_PROTOCOL_RNP)
-    return 2;
+    return 3;
   rn_request_info(in->req, &info);
-  lua_pushnumber(L, (lua_Number)info.id);
+  lrn_push_id(L, info.id);
   if (info.has_deadline)
     lua_pushnumber(L, (lua_Number)info.deadline_ms / 1000);
   else
@@ -94,7 +122,7 @@ static int lrn_push_request(lua_State *L, void *arg) {
   else
     lua_pushnil(L);
   lua_pushboolean(L, info.idempotent);
-  return 6;
+  return 7;
 }
 
 static void lrn_server_request(rn_server_t *server, rn_request_t *request,
@@ -125,6 +153,7 @@ static const char *lrn_server_event_name(rn_server_event_type_t type) {
   case RN_SERVER_EVENT_BUDGET: return "budget";
   case RN_SERVER_EVENT_MAX_CONNECTIONS: return "max_connections";
   case RN_SERVER_EVENT_MAX_ELEMENTS: return "max_elements";
+  case RN_SERVER_EVENT_DEDUPE_FULL: return "dedupe_full";
   }
   return "unknown";
 }
@@ -330,8 +359,8 @@ static lua_Integer lrn_field_int(lua_State *L, const char *name,
  *             input_budget, output_budget, max_elements,
  *             dedupe, dedupe_window_ms, dedupe_capacity},
  *            target [, store_runner]) -> handle | nil, err.
- * target is dispatched with (request value, request [, id, deadline, key,
- * idempotent]) for every request; store_runner, when given, is the
+ * target is dispatched with (request value, request, peer [, id, deadline,
+ * key, idempotent]) for every request; store_runner, when given, is the
  * dedupe store (see lrn_push_store_call). Bad options raise; failing to
  * bind or listen returns nil, err. */
 static int lrn_server_new(lua_State *L) {
@@ -516,7 +545,7 @@ static int lrn_server_stats(lua_State *L) {
     return 2;
   }
   rn_server_stats(s->server, &st);
-  lua_createtable(L, 0, 21);
+  lua_createtable(L, 0, 22);
   lrn_set_count(L, "connections", st.connections);
   lrn_set_count(L, "requests", st.requests);
   lrn_set_count(L, "handled", st.handled);
@@ -535,6 +564,7 @@ static int lrn_server_stats(lua_State *L) {
   lrn_set_count(L, "backlogged", st.backlogged);
   lrn_set_count(L, "buffered_in", st.buffered_in);
   lrn_set_count(L, "buffered_out", st.buffered_out);
+  lrn_set_count(L, "dedupe_full", st.dedupe_full);
   lrn_set_count(L, "open", st.open);
   lrn_set_count(L, "active", st.active);
   lrn_set_count(L, "queued", st.queued);
