@@ -632,6 +632,7 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
       return;
     }
     pos += f.size;
+    frames++;
     if (body == NULL) continue; /* nothing to run */
     req = server_request_new(conn, 1);
     if (req == NULL) {

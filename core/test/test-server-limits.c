@@ -407,6 +407,41 @@ static void test_dribbled_byte_does_not_reset_idle(void) {
   stop();
 }
 
+/* Regression (merging the server's limits with its protocol errors): a
+ * whole request must count as activity. The merge lost the count of
+ * frames handed out, so idle_timeout ran from the accept and closed a
+ * client sending a request every 40 ms (the hostile spec's well-behaved
+ * client saw EOF). */
+static void send_request(uv_timer_t *t) {
+  client_t *c = t->data;
+  if (!c->eof && !c->read_error) cl_send(c, "a\n", 2);
+}
+
+static void test_whole_requests_keep_connection_from_idle(void) {
+  rn_server_options_t o;
+  uv_timer_t every;
+  client_t *c;
+  uint64_t t0;
+
+  options(&o, RN_PROTOCOL_LINE);
+  o.idle_timeout = 200;
+  start(&o);
+  c = connect_client(0);
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &every));
+  every.data = c;
+  ASSERT_OK(uv_timer_start(&every, send_request, 40, 40));
+  t0 = now_ms();
+  RUN_UNTIL(c->eof || c->read_error || now_ms() - t0 >= 700, 3000);
+  uv_close((uv_handle_t *)&every, NULL);
+  ASSERT(!c->eof && !c->read_error);
+  ASSERT_GT(T.handled, 5);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 0);
+  /* Once the requests stop, idle_timeout closes it as before. */
+  RUN_UNTIL(c->eof || c->read_error, 3000);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 1);
+  stop();
+}
+
 /* Defects 3-6: the defaults are safe for untrusted clients. */
 static void test_server_defaults_are_bounded(void) {
   rn_server_options_t o;
@@ -711,6 +746,7 @@ int main(int argc, char **argv) {
       CASE(test_frame_timeout_rnp_goaway),
       CASE(test_frame_timeout_restarts_per_frame),
       CASE(test_dribbled_byte_does_not_reset_idle),
+      CASE(test_whole_requests_keep_connection_from_idle),
       CASE(test_server_defaults_are_bounded),
       CASE(test_input_budget_refuses_largest_partial_frame),
       CASE(test_input_budget_refuses_oldest_among_equals),
