@@ -261,12 +261,15 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   return 1;
 }
 
-/* The reply a ping asks for: RESP's +PONG (any reply for line and length,
- * whose pings the application chose). */
+/* A reply that can answer a ping: RESP's +PONG, or an error reply (a busy,
+ * loading or password-protected Redis answers PING with -BUSY, -LOADING,
+ * -NOAUTH: still the reply to that PING, in its place). Any reply for line
+ * and length, whose pings the application chose. */
 static int conn_is_pong(const rn_conn_t *conn, const char *frame,
                         const rn_frame_t *f) {
   static const char pong[] = "+PONG\r\n";
   if (conn->pool->codec.protocol != RN_PROTOCOL_RESP) return 1;
+  if (f->flags & RN_FRAME_ERROR) return 1;
   return f->size == sizeof(pong) - 1 && memcmp(frame, pong, f->size) == 0;
 }
 
@@ -383,9 +386,12 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   if (conn->rbuf.len == 0 && conn->queued == 0) rn_buf_free(&conn->rbuf);
   /* Part of a reply is here: its call has been answered, even if the rest
    * never comes. (rnp replies come in any order: which call a partial
-   * one is for is not known, and sent and answered retry alike.) */
+   * one is for is not known, and sent and answered retry alike. A RESP
+   * push is nobody's reply.) */
   if (conn->rbuf.len > 0 && !rn_list_empty(&conn->sent) &&
-      pool->codec.protocol != RN_PROTOCOL_RNP) {
+      pool->codec.protocol != RN_PROTOCOL_RNP &&
+      !(pool->codec.protocol == RN_PROTOCOL_RESP &&
+        conn->rbuf.base[0] == RN_RESP_PUSH)) {
     rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     head->state = RN_SEND_ANSWERED;
   }

@@ -550,6 +550,18 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
   if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
+/* Whether a caller's call waits behind call for its reply, on call's
+ * connection. Walks the FIFO: only for a call whose deadline passed while
+ * its reply was arriving. */
+static int pool_calls_behind(const rn_call_t *call) {
+  const rn_list_t *pos;
+  for (pos = call->node.next; pos != &call->conn->sent; pos = pos->next) {
+    const rn_call_t *c = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (!c->internal && !c->done) return 1;
+  }
+  return 0;
+}
+
 static void pool_call_expired(rn_timer_t *timer) {
   rn_call_t *call = timer->data;
   rn_pool_t *pool = call->pool;
@@ -572,9 +584,11 @@ static void pool_call_expired(rn_timer_t *timer) {
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
   } else if (call->state == RN_SEND_ANSWERED &&
-             pool->codec.protocol != RN_PROTOCOL_RNP) {
-    /* Its reply is arriving, up to max_frame of it, for nobody now, and
-     * every reply behind it waits for the rest: close the connection. */
+             pool->codec.protocol != RN_PROTOCOL_RNP &&
+             !pool_calls_behind(call)) {
+    /* Its reply is arriving, up to max_frame of it, for nobody now: close
+     * the connection rather than carry the rest. (With calls behind it,
+     * the rest is read and dropped: their own deadlines decide.) */
     abandoned = call->conn;
   }
   /* A sent call stays in its connection's FIFO: the late reply is still

@@ -355,6 +355,57 @@ static void test_timeout_mid_reply_closes_connection(void) {
   finish();
 }
 
+/* ... but not when other calls wait behind it (found in review): their
+ * replies are still coming, and their own deadlines decide. The rest of
+ * the abandoned reply is read and dropped. */
+static void write_rest(uv_timer_t *t) {
+  static const char rest[] = ":2\r\n:3\r\n+B\r\n";
+  uv_write_t *req = malloc(sizeof(*req));
+  uv_buf_t b = uv_buf_init((char *)rest, sizeof(rest) - 1);
+  ASSERT(req != NULL);
+  ASSERT_OK(uv_write(req, (uv_stream_t *)&peer_conns[0], &b, 1,
+                     peer_write_done));
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_timeout_mid_reply_spares_calls_behind(void) {
+  static const char script[] = "*3\r\n:1\r\n"; /* the rest comes later */
+  rn_call_options_t co;
+  struct outcome a, b;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  uv_timer_t later;
+  char ep[64];
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+           peer_start(script, sizeof(script) - 1));
+  pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
+  memset(&co, 0, sizeof(co));
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
+  co.timeout = 150;
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &a));
+  co.timeout = 3000; /* made in the same turn: the same write */
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &b));
+  rn_buf_free(&frame);
+  wait_for(&a);
+  ASSERT_EQ(a.status, UV_ETIMEDOUT);
+  ASSERT_EQ(b.fired, 0);
+  ASSERT_EQ(peer_conn_count, 1);
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &later));
+  ASSERT_OK(uv_timer_start(&later, write_rest, 100, 0));
+  wait_for(&b);
+  ASSERT_OK(b.status); /* its own reply, after the dropped rest of a's */
+  ASSERT_EQ(b.body_len, 4);
+  ASSERT_MEM_EQ(b.body, "+B\r\n", 4);
+  close_pool(pool);
+  peer_stop();
+  finish();
+}
+
 /* Regression (issue 14): any reply was taken for the handshake's pong, so
  * a peer that answered the PING with something else first ("+OK", as a
  * proxy's greeting or a leftover would) shifted every later reply by one:
@@ -458,6 +509,57 @@ static void test_default_max_in_flight_is_finite(void) {
   rn_buf_free(&frame);
   close_pool(pool);
   ASSERT_EQ(counted_results, accepted);
+  peer_stop();
+  finish();
+}
+
+/* The other side of the same check (found in review): a busy, loading or
+ * password-protected Redis answers PING with an error reply, in its place.
+ * That is an answer, at the handshake and on every heartbeat, not a
+ * shifted stream: the connection stays and the call gets the server's
+ * error. */
+static void test_ping_error_reply_is_an_answer(void) {
+  static const char script[] = "-LOADING Redis is loading\r\n";
+  rn_pool_options_t po;
+  struct outcome o;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  const char *eps[1];
+  char ep[64];
+  int turns;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+           peer_start(script, sizeof(script) - 1));
+  rn_pool_options_init(&po);
+  eps[0] = ep;
+  po.endpoints = eps;
+  po.endpoint_count = 1;
+  po.codec.protocol = RN_PROTOCOL_RESP;
+  po.size = 1;
+  po.heartbeat_interval = 20; /* heartbeats answered -LOADING too */
+  po.heartbeat_timeout = 1000;
+  po.on_event = note_unexpected;
+  unexpected_closes = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
+  memset(&o, 0, sizeof(o));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, record, &o));
+  wait_for(&o);
+  ASSERT_EQ(o.status, RN_EREPLY);
+  ASSERT_MEM_EQ(o.body, "-LOADING", 8);
+  /* Several heartbeats later, the same connection still serves. */
+  turns = peer_reads;
+  while (peer_reads < turns + 4) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  memset(&o, 0, sizeof(o));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, record, &o));
+  wait_for(&o);
+  ASSERT_EQ(o.status, RN_EREPLY);
+  ASSERT_EQ(unexpected_closes, 0);
+  ASSERT_EQ(peer_conn_count, 1);
+  rn_buf_free(&frame);
+  close_pool(pool);
   peer_stop();
   finish();
 }
@@ -652,7 +754,9 @@ int main(void) {
   TEST_RUN(test_malformed_resp);
   TEST_RUN(test_error_reply);
   TEST_RUN(test_timeout_mid_reply_closes_connection);
+  TEST_RUN(test_timeout_mid_reply_spares_calls_behind);
   TEST_RUN(test_handshake_reply_not_pong_shifts_nothing);
+  TEST_RUN(test_ping_error_reply_is_an_answer);
   TEST_RUN(test_default_max_in_flight_is_finite);
   TEST_RUN(test_connect_timeout);
   TEST_RUN(test_accept_then_silence_is_a_failed_connect);
