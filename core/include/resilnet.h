@@ -631,7 +631,8 @@ typedef void (*rn_call_cb)(rn_pool_t *pool, void *data,
  * RN_EREPLY and the error text as body. Returns RN_EOVERLOAD past
  * max_pending or max_in_flight (the RN_EVENT_OVERLOAD event, fired first,
  * names which), RN_EFRAMESIZE for a frame larger than the pool's
- * max_frame or (rnp) than the MAX_FRAME a server announced, RN_ECLOSED
+ * max_frame or (rnp) than the MAX_FRAME every endpoint's server
+ * announced (a frame fitting some of them goes only there), RN_ECLOSED
  * once the pool is closing, UV_EINVAL or UV_ENOMEM; then cb is never
  * called. */
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
