@@ -1021,9 +1021,9 @@ static void answer_all(uv_timer_t *t) {
   nheld = 0;
 }
 
-/* Never more requests at once on a connection than its server's
- * MAX_CONCURRENT: the rest wait in the pool's queue, and no call is
- * refused OVERLOADED. */
+/* Never more requests at once than the server's MAX_CONCURRENT (one
+ * connection here; test_server_max_concurrent_is_server_wide has several):
+ * the rest wait in the pool's queue, and no call is refused OVERLOADED. */
 static void test_server_max_concurrent(void) {
   rn_pool_t *pool;
   int i;
