@@ -415,7 +415,10 @@ typedef enum {
                          reason "ttl" or "connect_failure" */
 } rn_event_type_t;
 
-/* States. A connection: "connecting", "ready", "closed". An endpoint
+/* States. A connection: "connecting", "ready", "closed", "probe" (its
+ * dead-peer probe ended), "goaway" (rnp: its server said GOAWAY; reason
+ * "retry_after" with the connect hold in duration, "retry_after_capped"
+ * when that was cut to reconnect.max, else "goaway"). An endpoint
  * (connection 0): "idle" (no connection and no failure), "connecting",
  * "ready" (at least one connection takes calls), "transient_failure" (its
  * last connect failed; backing off), "ejected". */
@@ -428,7 +431,8 @@ typedef struct rn_pool_event_s {
   const char *reason;   /* why, in a word ("refused", "dead_peer",
                            "idle_timeout", "failures", ...), or NULL */
   int error;            /* the error behind it, or 0 */
-  uint64_t duration;    /* ms: eject time, retry delay */
+  uint64_t duration;    /* ms: eject time, retry delay, a GOAWAY's
+                           connect hold (RETRY_AFTER, capped) */
   unsigned attempt;     /* retry: the attempt about to be made (2, 3, ...) */
 } rn_pool_event_t;
 
@@ -607,7 +611,10 @@ typedef struct rn_call_options_s {
 /* What a call came to. Valid only during the callback. */
 typedef struct rn_result_s {
   int status;             /* 0, or the error */
-  const char *body;       /* the reply's body (status 0 or RN_EREPLY) */
+  const char *body;       /* the reply's body (status 0 or RN_EREPLY);
+                             for some errors a text saying why (an rnp
+                             server's refusal, a wait for a connect a
+                             server's RETRY_AFTER held back), or NULL */
   size_t body_len;
   int flags;              /* RN_FRAME_* of the reply frame */
   unsigned attempts;      /* attempts made, >= 1 once anything was tried */
@@ -624,7 +631,8 @@ typedef void (*rn_call_cb)(rn_pool_t *pool, void *data,
  * RN_EREPLY and the error text as body. Returns RN_EOVERLOAD past
  * max_pending or max_in_flight (the RN_EVENT_OVERLOAD event, fired first,
  * names which), RN_EFRAMESIZE for a frame larger than the pool's
- * max_frame or (rnp) than the MAX_FRAME a server announced, RN_ECLOSED
+ * max_frame or (rnp) than the MAX_FRAME every endpoint's server
+ * announced (a frame fitting some of them goes only there), RN_ECLOSED
  * once the pool is closing, UV_EINVAL or UV_ENOMEM; then cb is never
  * called. */
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
@@ -641,6 +649,8 @@ typedef struct rn_pool_stats_s {
   uint64_t not_executed; /* rnp: attempts the server proved it never ran
                             (refused, past their deadline, above a GOAWAY) */
   uint64_t goaways;     /* rnp: GOAWAYs received */
+  uint64_t retry_after_capped; /* rnp: GOAWAY RETRY_AFTERs longer than
+                                  reconnect.max, cut to it */
   uint64_t connects;    /* connections established */
   uint64_t reconnects;  /* of which replaced a connection that failed */
   uint64_t connect_failures;

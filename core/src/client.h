@@ -122,12 +122,10 @@ struct rn_conn_s {
   unsigned probe : 1;    /* closed for calls (dead peer), socket still open:
                             its endpoint's dead_probe */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
-  /* rnp: what its server's HELLO announced. max_frame: the largest frame
-   * it accepts (0 for other protocols: no limit but the pool's own);
-   * max_concurrent: requests it works on at once for this connection
-   * (0: no limit stated). */
+  /* rnp: the largest frame its server's HELLO said it accepts (0 for
+   * other protocols: no limit but the pool's own). Calls are placed only
+   * where they fit (rn__conn_fits). */
   size_t max_frame;
-  unsigned max_concurrent;
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
 };
 
@@ -141,12 +139,20 @@ struct rn_pool_endpoint_s {
   unsigned connecting;  /* of which resolving or connecting */
   unsigned ready;       /* of which ready */
   unsigned outstanding; /* calls queued on its connections */
+  unsigned requests;    /* of which requests (abandoned ones included, not
+                           pings or HELLOs): what its server works on */
   unsigned busy;        /* connections with a call queued */
   unsigned failures;    /* consecutive failures (connects, dead peers) */
   unsigned ejections;   /* in a row; sets the next ejection's length */
   uint64_t retry_at;    /* no new connect before this (loop ms) */
   uint64_t hold_until;  /* rnp: its server asked for no connect before
-                           this (GOAWAY's RETRY_AFTER; loop ms) */
+                           this (GOAWAY's RETRY_AFTER, at most
+                           reconnect.max ahead; loop ms) */
+  /* rnp: what its server's latest HELLO announced. max_frame: the largest
+   * frame it accepts (0: not heard yet); max_concurrent: requests it works
+   * on at once over all its connections (0: no limit stated). */
+  size_t max_frame;
+  unsigned max_concurrent;
   uint64_t ejected_until; /* loop ms; 0: not ejected */
   uint64_t last_ejected;  /* loop ms of the last ejection */
   uint64_t last_life;   /* loop ms of the last byte read on any connection */
@@ -199,10 +205,9 @@ struct rn_pool_s {
   rn_buf_t ping_frame; /* empty: no heartbeats */
   rn_buf_t hello_frame; /* rnp: the handshake; empty for other protocols */
   rn_buf_t scratch;     /* rnp: re-encoding a keyed request */
-  /* rnp: no call with a larger frame is accepted: the smallest MAX_FRAME
-   * among the servers of ready connections, lowered by each HELLO, raised
-   * again only by the maintenance round (0: none heard yet). So a call
-   * accepted fits every ready connection. */
+  /* rnp: no call with a larger frame is accepted: the largest MAX_FRAME of
+   * the endpoints' servers (0 while one has not announced its own). A call
+   * under it goes only where it fits (rn__pool_dispatch). */
   size_t peer_max_frame;
   rn_timer_t maintenance_timer;
   rn_timer_t reconnect_timer;  /* next endpoint out of backoff */
@@ -266,33 +271,36 @@ void rn__conn_close(rn_conn_t *conn, int err);
 /* No new calls; closes once the calls on it are answered (at once if it
  * has none). reason: the close reason reported then. */
 void rn__conn_retire(rn_conn_t *conn, const char *reason);
-/* A call joins (+1) or leaves (-1) the connection's queues. */
-static inline void rn__conn_count_call(rn_conn_t *conn, int delta) {
+/* A call joins (+1) or leaves (-1) the connection's queues. Requests are
+ * counted apart for the server's MAX_CONCURRENT: pings and HELLOs are not
+ * requests; an abandoned attempt (a tombstone) still holds its place on
+ * the server, which may be running it. */
+static inline void rn__conn_count_call(rn_conn_t *conn, const rn_call_t *call,
+                                       int delta) {
   rn_pool_endpoint_t *ep = conn->endpoint;
+  int request = !call->internal || call->tombstone;
   if (delta > 0) {
     if (conn->queued++ == 0) ep->busy++;
     ep->outstanding++;
+    if (request) ep->requests++;
   } else {
     if (--conn->queued == 0) ep->busy--;
     ep->outstanding--;
+    if (request) ep->requests--;
   }
 }
 
-/* Ready, not retiring, its write queue under the high-water mark and
- * (rnp) fewer requests on it than its server works on at once: more would
- * only be refused OVERLOADED, so they wait in the pool's queue or go to
- * another connection. Pings are not requests; an abandoned attempt still
- * holds its place on the server. Asked for every call placed. */
+/* Ready, not retiring, and its write queue under the high-water mark.
+ * Asked for every call placed. */
 static inline int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
   return conn->state == RN_CONN_READY && !conn->retiring && !conn->suspect &&
-         queued < conn->pool->options.write_high_water &&
-         (conn->max_concurrent == 0 ||
-          conn->queued < conn->max_concurrent + conn->pinging);
+         queued < conn->pool->options.write_high_water;
 }
-/* Whether call's frame fits what conn's server accepts (rnp MAX_FRAME). */
-static inline int rn__conn_fits(const rn_conn_t *conn, const rn_call_t *call) {
-  return conn->max_frame == 0 || call->frame_len <= conn->max_frame;
+/* Whether a frame of len bytes fits what conn's server accepts (rnp
+ * MAX_FRAME). */
+static inline int rn__conn_fits(const rn_conn_t *conn, size_t len) {
+  return conn->max_frame == 0 || len <= conn->max_frame;
 }
 /* For a connection with nothing queued, when the loop has not polled in
  * this millisecond: looks at the socket without reading. 0 if it is usable; otherwise closes it
@@ -359,9 +367,12 @@ int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 /* The server asked for no new connection for delay_ms (rnp GOAWAY with
- * RETRY_AFTER). */
-void rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                           uint64_t delay_ms);
+ * RETRY_AFTER). Returns the hold applied: at most reconnect.max, since
+ * the server is not trusted to lock the pool out of it. */
+uint64_t rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                               uint64_t delay_ms);
+/* Whether a server's RETRY_AFTER holds back connects to some endpoint. */
+int rn__endpoint_any_held(rn_pool_t *pool, uint64_t now);
 /* The endpoint's dead probe ended: reason "answered" (the server is back:
  * its backoff ends now), "expired", "replaced" (a connection is ready
  * again), "lost" (EOF, a reset) or "closed" (the pool closed). Counts it
@@ -394,7 +405,8 @@ void rn__pool_dispatch(rn_pool_t *pool);
 rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call);
 /* Opens one more connection where there is room. */
 void rn__pool_grow(rn_pool_t *pool);
-/* A server announced the largest frame it accepts. */
-void rn__pool_peer_max_frame(rn_pool_t *pool, size_t max_frame);
+/* An endpoint's server announced the largest frame it accepts, or the
+ * endpoints changed: recomputes pool->peer_max_frame. */
+void rn__pool_peer_max_frame(rn_pool_t *pool);
 
 #endif /* RN_CLIENT_H */

@@ -223,7 +223,7 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   }
   rn_list_remove(&call->node);
   call->conn = NULL;
-  rn__conn_count_call(conn, -1);
+  rn__conn_count_call(conn, call, -1);
   if (!call->internal) {
     /* Just answered, so the least loaded or idle: to the tail, where the
      * pool looks first, so that the next call finds it at once however
@@ -395,10 +395,10 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     head->state = RN_SEND_ANSWERED;
   }
-  /* Replies free room on an endpoint held at max_in_flight, or on a
-   * connection held at its rnp server's MAX_CONCURRENT: calls that waited
-   * for it go now, not at the next unrelated dispatch. */
-  if (pool->options.max_in_flight != 0 || conn->max_concurrent != 0)
+  /* Replies free room on an endpoint held at max_in_flight, or at its rnp
+   * server's MAX_CONCURRENT: calls that waited for it go now, not at the
+   * next unrelated dispatch. */
+  if (pool->options.max_in_flight != 0 || conn->endpoint->max_concurrent != 0)
     rn__pool_conn_writable(pool);
   /* Without heartbeats a suspect has no proof to wait for: its replies are
    * in, and the look for a FIN is the best there is. */
@@ -830,7 +830,7 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   call->conn = conn;
   rn_list_insert_tail(&conn->unsent, &call->node);
   conn->unsent_bytes += call->frame_len;
-  rn__conn_count_call(conn, 1);
+  rn__conn_count_call(conn, call, 1);
   if (!conn->writing) rn__loop_defer(conn->pool->loop, &conn->flush_later);
 }
 
@@ -847,7 +847,7 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   rn_list_remove(&call->node);
   conn->unsent_bytes -= call->frame_len;
-  rn__conn_count_call(conn, -1);
+  rn__conn_count_call(conn, call, -1);
   call->conn = NULL;
   /* A retiring connection's last call gave up before it was written (its
    * deadline, its attempt's timeout): no reply will come to close it. */
@@ -1033,7 +1033,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     rn_call_t *call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
     rn_list_remove(&call->node);
     call->conn = NULL;
-    rn__conn_count_call(conn, -1);
+    rn__conn_count_call(conn, call, -1);
     if (call->internal) {
       if (!call->tombstone) pool->stats.heartbeats_missed++;
       rn__call_release(call);

@@ -122,15 +122,18 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
 
   memcpy(conn->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
   /* Its limits (docs/protocol.md section 6): no frame above MAX_FRAME (16
-   * MiB when not stated), and no more requests at once than
-   * MAX_CONCURRENT (rn__conn_writable). */
+   * MiB when not stated) on this connection, and no more requests at once
+   * than MAX_CONCURRENT to this server, whichever connections carry them
+   * (the pool's placement). The latest HELLO speaks for the endpoint: a
+   * server may restart with other limits. */
   conn->max_frame = (f->present & 1u << RN_RNP_F_MAX_FRAME)
                         ? f->max_frame
                         : RN_DEFAULT_MAX_FRAME;
-  conn->max_concurrent = (f->present & 1u << RN_RNP_F_MAX_CONCURRENT)
-                             ? f->max_concurrent
-                             : 0;
-  rn__pool_peer_max_frame(conn->pool, conn->max_frame);
+  ep->max_frame = conn->max_frame;
+  ep->max_concurrent = (f->present & 1u << RN_RNP_F_MAX_CONCURRENT)
+                           ? f->max_concurrent
+                           : 0;
+  rn__pool_peer_max_frame(conn->pool);
   if (ep->has_incarnation &&
       memcmp(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE) == 0)
     return;
@@ -149,6 +152,10 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   }
 }
 
+static uint64_t rnp_retry_after(const rn_rnp_frame_t *f) {
+  return (f->present & 1u << RN_RNP_F_RETRY_AFTER) ? f->retry_after_ms : 0;
+}
+
 /* GOAWAY: the server runs no request above last_id. Those calls, and
  * those not yet written, go elsewhere as if never sent; the rest are
  * answered here before the connection closes. PINGs are not requests: the
@@ -158,14 +165,14 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
  * goes. */
 static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_pool_t *pool = conn->pool;
-  uint64_t last_id = f->id;
+  uint64_t last_id = f->id, asked = rnp_retry_after(f), hold = 0;
   rn_list_t moved, *pos, *tmp;
+  rn_pool_event_t ev;
 
   pool->stats.goaways++;
   conn->goaway = 1;
   /* How long a restart takes, say: no connect to it before then. */
-  if (f->present & 1u << RN_RNP_F_RETRY_AFTER && f->retry_after_ms > 0)
-    rn__endpoint_hold_off(pool, conn->endpoint, f->retry_after_ms);
+  if (asked > 0) hold = rn__endpoint_hold_off(pool, conn->endpoint, asked);
   rn_list_init(&moved);
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
@@ -183,7 +190,7 @@ static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
       continue;
     rn_list_remove(&call->node);
     call->conn = NULL;
-    rn__conn_count_call(conn, -1);
+    rn__conn_count_call(conn, call, -1);
     call->state = RN_SEND_UNSENT; /* proven: never run */
     if (call->tombstone) {
       rn__call_release(call);
@@ -192,14 +199,17 @@ static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
     pool->stats.not_executed++;
     rn_list_insert_tail(&moved, &call->node);
   }
-  rn__pool_event(pool, conn, "goaway", 0);
+  memset(&ev, 0, sizeof(ev));
+  ev.connection = conn->serial;
+  ev.state = "goaway";
+  ev.reason = hold < asked ? "retry_after_capped"
+              : hold > 0   ? "retry_after"
+                           : "goaway";
+  ev.duration = hold;
+  rn__pool_emit(pool, RN_EVENT_STATE, conn->endpoint, &ev);
   rn__conn_retire(conn, "goaway");
   rn__conn_requeue_all(pool, &moved);
   rn__pool_dispatch(pool);
-}
-
-static uint64_t rnp_retry_after(const rn_rnp_frame_t *f) {
-  return (f->present & 1u << RN_RNP_F_RETRY_AFTER) ? f->retry_after_ms : 0;
 }
 
 /* What a NOT_EXECUTED refusal becomes if the call cannot be tried again. */

@@ -53,7 +53,6 @@ void rn__hedge_due(rn_timer_t *timer) {
     rn_timer_start(timer, call->attempt_timeout);
     return;
   }
-  if (!rn__conn_fits(conn, call)) return; /* a server with a lower limit */
   shadow = hedge_new(call);
   if (shadow == NULL) return;
   pool->stats.hedges++;

@@ -12,6 +12,11 @@
 #define RN_MAX_CONNECTING 2
 /* Period of the housekeeping round (pool_maintain). */
 #define RN_MAINTENANCE_MS 1000
+/* Why a call that waited for a connection timed out, when a server's
+ * GOAWAY asked for a pause in connects (rn__endpoint_hold_off). */
+#define RN_HELD_MESSAGE                                                        \
+  "no connection before the deadline: a server's RETRY_AFTER holds "          \
+  "connects back"
 
 static void pool_maintain(rn_timer_t *timer);
 static void pool_close_now(rn_pool_t *pool);
@@ -206,6 +211,7 @@ static void pool_swap_endpoints(rn_pool_t *pool, rn_pool_endpoint_t **list,
     if (!kept) rn__endpoint_remove(pool, old[i]);
   }
   free(old); /* removing an ejected endpoint took it off pool->ejected */
+  rn__pool_peer_max_frame(pool);
 }
 
 int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
@@ -335,6 +341,22 @@ static int pool_endpoint_full(const rn_pool_t *pool,
          ep->outstanding >= pool->options.max_in_flight;
 }
 
+/* rnp: the endpoint's server has MAX_CONCURRENT requests from this pool,
+ * over all its connections (the limit is the server's, not a
+ * connection's: docs/protocol.md section 6). More would only be refused
+ * OVERLOADED, so calls wait in the pool's queue (or go to other
+ * endpoints) until a reply frees a place; another connection to it would
+ * not help either. */
+static int pool_endpoint_at_server_limit(const rn_pool_endpoint_t *ep) {
+  return ep->max_concurrent != 0 && ep->requests >= ep->max_concurrent;
+}
+
+/* rnp: no endpoint's server accepts a frame of len bytes (each announced
+ * a smaller MAX_FRAME): it can never be sent. */
+static int pool_fits_nowhere(const rn_pool_t *pool, size_t len) {
+  return pool->peer_max_frame != 0 && len > pool->peer_max_frame;
+}
+
 /* With a cap on calls in flight per endpoint: whether every endpoint that
  * could take a call is at it. */
 static int pool_all_full(rn_pool_t *pool) {
@@ -352,21 +374,23 @@ static int pool_all_full(rn_pool_t *pool) {
   return full > 0;
 }
 
-/* A writable connection of ep: an idle one while some must be idle (fewer
- * busy connections than ready ones), since a call there waits behind
- * nothing; else the first with no more calls queued than the endpoint's
- * average (the fewest, if none is): searching all fifty busy connections
- * for the very least loaded on every call costs more than it balances.
- * A connection moves to the tail when a reply arrives on it, so the walk
- * from there meets the one just answered first; reusing it lets the
- * others stay idle and expire. */
-static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
+/* A writable connection of ep that takes a frame of len bytes: an idle
+ * one while some must be idle (fewer busy connections than ready ones),
+ * since a call there waits behind nothing; else the first with no more
+ * calls queued than the endpoint's average (the fewest, if none is):
+ * searching all fifty busy connections for the very least loaded on every
+ * call costs more than it balances. A connection moves to the tail when a
+ * reply arrives on it, so the walk from there meets the one just answered
+ * first; reusing it lets the others stay idle and expire. */
+static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip,
+                                size_t len) {
   int want_idle = ep->busy < ep->ready;
   rn_conn_t *best = NULL;
   rn_list_t *pos;
   for (pos = ep->conns.prev; pos != &ep->conns; pos = pos->prev) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
-    if (conn == skip || !rn__conn_writable(conn)) continue;
+    if (conn == skip || !rn__conn_writable(conn) || !rn__conn_fits(conn, len))
+      continue;
     if (best == NULL || conn->queued < best->queued) best = conn;
     if (best->queued == 0) break;
     if (!want_idle && (uint64_t)best->queued * ep->ready <= ep->outstanding)
@@ -376,22 +400,25 @@ static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip) {
 }
 
 /* Whether ep may take a call now: has a ready connection, is under its
- * cap, not ejected (an ejection past its time ends here). Cheap tests
- * first: this runs for every call. */
+ * caps (max_in_flight, its server's MAX_CONCURRENT), not ejected (an
+ * ejection past its time ends here). Cheap tests first: this runs for
+ * every call. */
 static int pool_endpoint_open_for_calls(rn_pool_t *pool,
                                         rn_pool_endpoint_t *ep) {
   return ep->ready != 0 && !pool_endpoint_full(pool, ep) &&
+         !pool_endpoint_at_server_limit(ep) &&
          (ep->ejected_until == 0 ? !ep->removed
                                  : rn__endpoint_usable(
                                        pool, ep, rn_loop_now(pool->loop)));
 }
 
-/* A connection of the usable endpoint with the fewest calls outstanding,
- * endpoints taken in turn so that ties spread over them. `avoid` (where a
- * call's last attempt failed) is taken only if no other endpoint can;
- * `skip` (a hedged call's own connection) never. */
+/* A connection of the usable endpoint with the fewest calls outstanding
+ * that takes a frame of len bytes, endpoints taken in turn so that ties
+ * spread over them. `avoid` (where a call's last attempt failed) is taken
+ * only if no other endpoint can; `skip` (a hedged call's own connection)
+ * never. */
 static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
-                                rn_conn_t *skip) {
+                                rn_conn_t *skip, size_t len) {
   rn_conn_t *best = NULL, *fallback = NULL;
   unsigned best_load = UINT_MAX;
   size_t n = pool->endpoint_count, k = pool->next_endpoint, i;
@@ -402,7 +429,7 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
     if (ep->outstanding >= best_load ||
         !pool_endpoint_open_for_calls(pool, ep))
       continue;
-    conn = endpoint_pick(ep, skip);
+    conn = endpoint_pick(ep, skip, len);
     if (conn == NULL) continue;
     if (ep == avoid) {
       fallback = conn;
@@ -420,10 +447,10 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
 }
 
 static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
-                            rn_conn_t *skip) {
+                            rn_conn_t *skip, size_t len) {
   rn_conn_t *conn;
   /* Each failed check closes a connection, so this ends. */
-  while ((conn = pool_pick_any(pool, avoid, skip)) != NULL) {
+  while ((conn = pool_pick_any(pool, avoid, skip, len)) != NULL) {
     if (conn->queued > 0) break;
     /* A FIN that arrived after the loop's last poll is unseen. Trust the
      * connection only while the loop polled in this very millisecond (a
@@ -453,7 +480,8 @@ void rn__pool_grow(rn_pool_t *pool) {
     if (ep->open >= pool->options.size) continue;
     if (now == 0) now = rn_loop_now(pool->loop);
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
-    if (pool_endpoint_full(pool, ep)) continue;
+    if (pool_endpoint_full(pool, ep) || pool_endpoint_at_server_limit(ep))
+      continue;
     if (!rn__endpoint_usable(pool, ep, now)) {
       if (ep->ejected_until != 0) wake = RN_MIN(wake, ep->ejected_until);
       continue;
@@ -498,10 +526,35 @@ static void pool_attempt_expired(rn_timer_t *timer) {
   rn__retry_failed(pool, call, UV_ETIMEDOUT);
 }
 
+/* rnp: whether some connection would take a call, whatever its size, when
+ * none takes the one at the head of the queue (its frame is above their
+ * servers' MAX_FRAME): then smaller calls behind it go on. */
+static int pool_takes_smaller(rn_pool_t *pool) {
+  return pool->codec.protocol == RN_PROTOCOL_RNP &&
+         pool_pick(pool, NULL, NULL, 0) != NULL;
+}
+
+/* Puts the calls dispatch passed over back at the head of the queue, in
+ * their order. */
+static void pool_unpass(rn_pool_t *pool, rn_list_t *passed) {
+  while (!rn_list_empty(passed)) {
+    rn_list_t *node = passed->prev;
+    rn_list_remove(node);
+    rn_list_insert_head(&pool->pending, node);
+  }
+}
+
 /* Not re-entrant: picking may close a dead connection, whose report comes
- * back here. A nested request only asks the running one to go round again. */
+ * back here. A nested request only asks the running one to go round again.
+ *
+ * rnp servers may announce different MAX_FRAMEs: a call goes only to a
+ * connection that takes it, and one that no ready connection takes is
+ * passed over (kept pending, in order, counted in pending_count) so that
+ * the calls behind it are not held up; it waits for a connection to an
+ * endpoint that takes it. One that no endpoint takes fails. */
 void rn__pool_dispatch(rn_pool_t *pool) {
   int crowded = 0;
+  rn_list_t passed;
   /* Closing: waiting calls are failed by the close, not placed. */
   if (pool->closing) return;
   if (pool->dispatching) {
@@ -509,27 +562,46 @@ void rn__pool_dispatch(rn_pool_t *pool) {
     return;
   }
   pool->dispatching = 1;
+  rn_list_init(&passed);
   do {
+    /* No connection took a frame this large in this pass. */
+    size_t too_large = SIZE_MAX;
     pool->dispatch_again = 0;
     while (!rn_list_empty(&pool->pending)) {
       rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
-      rn_conn_t *conn = pool_pick(pool, call->endpoint, NULL);
-      if (conn == NULL || rn_list_empty(&pool->pending)) break;
-      /* The check in pick may have failed calls (and run callbacks). */
-      call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+      size_t len = call->frame_len;
+      rn_conn_t *conn = NULL;
+      if (pool_fits_nowhere(pool, len)) {
+        /* Accepted before every server's MAX_FRAME was known (later calls
+         * are refused by rn_pool_call): it must not be sent, anywhere. */
+        rn_list_remove(&call->node);
+        pool->pending_count--;
+        rn__call_complete(call, RN_EFRAMESIZE, NULL, 0, 0);
+        rn__call_release(call);
+        continue;
+      }
+      if (len < too_large) {
+        conn = pool_pick(pool, call->endpoint, NULL, len);
+        if (conn == NULL && !pool_takes_smaller(pool)) break;
+      }
+      /* The check in pick may have failed calls (and run callbacks): the
+       * connection was picked for the call at the head then. */
+      if (rn_list_empty(&pool->pending) ||
+          pool->pending.next != &call->node ||
+          (conn != NULL && !rn__conn_fits(conn, call->frame_len)))
+        continue;
+      if (conn == NULL) {
+        too_large = RN_MIN(too_large, len);
+        rn_list_remove(&call->node);
+        rn_list_insert_tail(&passed, &call->node);
+        continue;
+      }
       if (conn->queued > 0)
         crowded = 1;
       else if (conn->answered)
         pool->stats.reuses++;
       rn_list_remove(&call->node);
       pool->pending_count--;
-      if (!rn__conn_fits(conn, call)) {
-        /* Accepted before its server's MAX_FRAME was known (later calls
-         * are refused by rn_pool_call): it must not be sent, anywhere. */
-        rn__call_complete(call, RN_EFRAMESIZE, NULL, 0, 0);
-        rn__call_release(call);
-        continue;
-      }
       if (call->attempt_timeout != 0) {
         call->attempt_timer.cb =
             call->hedged ? rn__hedge_due : pool_attempt_expired;
@@ -537,13 +609,14 @@ void rn__pool_dispatch(rn_pool_t *pool) {
       }
       rn__conn_enqueue(conn, call);
     }
+    pool_unpass(pool, &passed);
     if (crowded || pool->pending_count > 0) rn__pool_grow(pool);
   } while (pool->dispatch_again);
   pool->dispatching = 0;
 }
 
 rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call) {
-  return pool_pick(pool, call->endpoint, call->conn);
+  return pool_pick(pool, call->endpoint, call->conn, call->frame_len);
 }
 
 void rn__pool_conn_writable(rn_pool_t *pool) {
@@ -566,6 +639,7 @@ static void pool_call_expired(rn_timer_t *timer) {
   rn_call_t *call = timer->data;
   rn_pool_t *pool = call->pool;
   rn_conn_t *abandoned = NULL;
+  const char *why = NULL;
   int status = UV_ETIMEDOUT;
 
   if (call->backing_off) {
@@ -580,6 +654,9 @@ static void pool_call_expired(rn_timer_t *timer) {
     if (pool->last_connect_error != 0 && !call->was_sent) {
       status = pool->last_connect_error;
       if (call->attempts == 0) call->attempts = 1;
+    } else if (rn__endpoint_any_held(pool, rn_loop_now(pool->loop))) {
+      /* Not a silent server: the pool kept from connecting on purpose. */
+      why = RN_HELD_MESSAGE;
     }
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
@@ -593,7 +670,7 @@ static void pool_call_expired(rn_timer_t *timer) {
   }
   /* A sent call stays in its connection's FIFO: the late reply is still
    * coming and must be matched to it, then dropped. */
-  rn__call_complete(call, status, NULL, 0, 0);
+  rn__call_complete(call, status, why, why != NULL ? strlen(why) : 0, 0);
   rn__call_release(call);
   if (abandoned != NULL) {
     abandoned->close_reason = "reply_timeout";
@@ -646,8 +723,8 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
     err = rn__call_set_frame(call, frame, len);
   }
   if (err) goto fail;
-  /* Larger than a server said it accepts: refused now, not sent. */
-  if (pool->peer_max_frame != 0 && call->frame_len > pool->peer_max_frame) {
+  /* Larger than every server said it accepts: refused now, not sent. */
+  if (pool_fits_nowhere(pool, call->frame_len)) {
     err = RN_EFRAMESIZE;
     goto fail;
   }
@@ -739,9 +816,17 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
     pool_warm(pool, ep);
 }
 
-void rn__pool_peer_max_frame(rn_pool_t *pool, size_t max_frame) {
-  if (pool->peer_max_frame == 0 || max_frame < pool->peer_max_frame)
-    pool->peer_max_frame = max_frame;
+void rn__pool_peer_max_frame(rn_pool_t *pool) {
+  size_t i, largest = 0;
+  for (i = 0; i < pool->endpoint_count; i++) {
+    size_t max_frame = pool->endpoints[i]->max_frame;
+    if (max_frame == 0) { /* not heard: it may take anything */
+      largest = 0;
+      break;
+    }
+    largest = RN_MAX(largest, max_frame);
+  }
+  pool->peer_max_frame = largest;
 }
 
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
@@ -767,6 +852,9 @@ void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
 }
 
 void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn) {
+  /* A server draining after its GOAWAY proves nothing about when it (or
+   * its successor) takes new connections: the pause it asked for stays. */
+  if (conn->goaway) return;
   rn__endpoint_answered(pool, conn->endpoint);
 }
 
@@ -895,7 +983,7 @@ static void pool_maintain(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   const rn_pool_options_t *o = &pool->options;
   uint64_t now = rn_loop_now(pool->loop);
-  size_t i, max_frame = SIZE_MAX;
+  size_t i;
 
   if (pool->conns_closed) return;
   for (i = 0; i < pool->endpoint_count && !pool->closing; i++) {
@@ -909,7 +997,6 @@ static void pool_maintain(rn_timer_t *timer) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       tmp = pos->prev;
       if (conn->state != RN_CONN_READY) continue;
-      if (conn->max_frame != 0) max_frame = RN_MIN(max_frame, conn->max_frame);
       if (conn->expires_at != 0 && now >= conn->expires_at)
         rn__conn_retire(conn, "max_lifetime");
       if (conn->retiring) continue;
@@ -927,9 +1014,6 @@ static void pool_maintain(rn_timer_t *timer) {
     if (usable) pool_warm(pool, ep);
   }
   if (pool->closing) return;
-  /* A server that came back with a larger MAX_FRAME: calls up to it are
-   * accepted again once no ready connection has a smaller one. */
-  if (max_frame != SIZE_MAX) pool->peer_max_frame = max_frame;
   pool_spread(pool, now);
   if (pool->closing) return;
   if (o->resolve_ttl != 0 && now >= pool->resolved_at + o->resolve_ttl)

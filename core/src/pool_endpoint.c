@@ -241,24 +241,41 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
 
 /* The peer answered: only now is the endpoint known to be healthy. A bare
  * TCP accept proves little (a wedged server's kernel still accepts). An
- * ejection runs its course regardless. */
+ * ejection runs its course regardless. A pause its server asked for
+ * (GOAWAY's RETRY_AFTER) ends too: a server that answers is back, and a
+ * pause outliving that would only keep calls from it. */
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   (void)pool;
   ep->failures = 0;
-  ep->retry_at = ep->hold_until; /* a pause the server asked for stays */
+  ep->retry_at = ep->hold_until = 0;
   rn__backoff_reset(&ep->backoff);
 }
 
 /* A pause the server chose (a restart's expected length, say): not a
  * failure, so no backoff growth and no ejection; connects wait for it,
- * calls go to other endpoints or wait, within their deadlines. */
-void rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                           uint64_t delay_ms) {
-  uint64_t until;
+ * calls go to other endpoints or wait, within their deadlines. The server
+ * is not trusted with how long: past reconnect.max (the longest the pool
+ * ever waits between connects of its own accord) the pause is cut to it,
+ * counted and reported (the caller's "goaway" event). */
+uint64_t rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                               uint64_t delay_ms) {
+  uint64_t until, cap = pool->options.reconnect.max;
+  if (delay_ms > cap) {
+    pool->stats.retry_after_capped++;
+    delay_ms = cap;
+  }
   uv_update_time(pool->loop->uv);
   until = rn_loop_now(pool->loop) + delay_ms;
   ep->hold_until = RN_MAX(ep->hold_until, until);
   ep->retry_at = RN_MAX(ep->retry_at, until);
+  return delay_ms;
+}
+
+int rn__endpoint_any_held(rn_pool_t *pool, uint64_t now) {
+  size_t i;
+  for (i = 0; i < pool->endpoint_count; i++)
+    if (pool->endpoints[i]->hold_until > now) return 1;
+  return 0;
 }
 
 void rn__endpoint_probe_ended(rn_pool_t *pool, rn_pool_endpoint_t *ep,

@@ -25,6 +25,9 @@ typedef struct peer_s {
   uint64_t accepted_at; /* loop ms */
   int outstanding;      /* requests held, not yet answered */
   int max_outstanding;
+  int second;           /* accepted by the second listener */
+  int hello_held;       /* its HELLO waits for answer_hello() */
+  uint64_t hello_id;
 } peer_t;
 
 typedef struct held_s {
@@ -40,6 +43,12 @@ typedef int (*script_fn)(peer_t *peer, const rn_rnp_frame_t *f);
 static rn_loop_t *loop;
 static uv_loop_t *uv;
 static uv_tcp_t listener;
+/* A second server, for tests with two endpoints: the same scripts, its own
+ * HELLO limits. */
+static uv_tcp_t listener2;
+static int listener2_open;
+static char endpoint2[96];
+static uint32_t hello_max_frame2;
 static peer_t peers[MAX_PEERS];
 static int npeers;
 static char endpoint[96];
@@ -147,9 +156,9 @@ static void send_hello(peer_t *peer, uint64_t id) {
   f.present = 1u << RN_RNP_F_VERSION | 1u << RN_RNP_F_INCARNATION;
   f.version = RN_RNP_VERSION;
   f.incarnation = incarnation;
-  if (hello_max_frame) {
+  if (peer->second ? hello_max_frame2 : hello_max_frame) {
     f.present |= 1u << RN_RNP_F_MAX_FRAME;
-    f.max_frame = hello_max_frame;
+    f.max_frame = peer->second ? hello_max_frame2 : hello_max_frame;
   }
   if (hello_max_concurrent) {
     f.present |= 1u << RN_RNP_F_MAX_CONCURRENT;
@@ -227,6 +236,8 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       if (hold_hellos) {
         held_hello.peer = peer;
         held_hello.id = f.id;
+        peer->hello_held = 1;
+        peer->hello_id = f.id;
       } else {
         send_hello(peer, f.id);
       }
@@ -267,36 +278,53 @@ static void on_connection(uv_stream_t *l, int status) {
   rn_buf_init(&peer->in);
   ASSERT_OK(uv_tcp_init(uv, &peer->tcp));
   peer->tcp.data = peer;
+  peer->second = l == (uv_stream_t *)&listener2;
   ASSERT_OK(uv_accept(l, (uv_stream_t *)&peer->tcp));
+  /* Frames leave as they are written: Nagle would hold a GOAWAY sent
+   * right after a reply until the client's delayed ACK. */
+  ASSERT_OK(uv_tcp_nodelay(&peer->tcp, 1));
   peer->open = 1;
   peer->accepted_at = uv_now(uv);
   ASSERT_OK(uv_read_start((uv_stream_t *)&peer->tcp, peer_alloc, peer_read));
 }
 
-static void server_start(script_fn fn) {
+static void listen_on(uv_tcp_t *l, char *name, size_t size) {
   struct sockaddr_in addr;
   struct sockaddr_storage bound;
   int len = sizeof(bound);
+  ASSERT_OK(uv_tcp_init(uv, l));
+  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
+  ASSERT_OK(uv_tcp_bind(l, (const struct sockaddr *)&addr, 0));
+  ASSERT_OK(uv_listen((uv_stream_t *)l, 16, on_connection));
+  ASSERT_OK(uv_tcp_getsockname(l, (struct sockaddr *)&bound, &len));
+  snprintf(name, size, "127.0.0.1:%d",
+           ntohs(((struct sockaddr_in *)&bound)->sin_port));
+}
+
+static void server_start(script_fn fn) {
   memset(incarnation, 'A', sizeof(incarnation));
   memset(executions, 0, sizeof(executions));
   npeers = nheld = requests_seen = hold_hellos = 0;
   pings_seen = expired_seen = 0;
-  hello_max_frame = hello_max_concurrent = 0;
+  hello_max_frame = hello_max_concurrent = hello_max_frame2 = 0;
   ping_hook = NULL;
   script = fn;
-  ASSERT_OK(uv_tcp_init(uv, &listener));
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
-  ASSERT_OK(uv_tcp_bind(&listener, (const struct sockaddr *)&addr, 0));
-  ASSERT_OK(uv_listen((uv_stream_t *)&listener, 16, on_connection));
-  ASSERT_OK(uv_tcp_getsockname(&listener, (struct sockaddr *)&bound, &len));
-  snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d",
-           ntohs(((struct sockaddr_in *)&bound)->sin_port));
+  listen_on(&listener, endpoint, sizeof(endpoint));
+}
+
+/* The second server (after server_start), announcing MAX_FRAME max_frame. */
+static void server_start_second(uint32_t max_frame) {
+  hello_max_frame2 = max_frame;
+  listen_on(&listener2, endpoint2, sizeof(endpoint2));
+  listener2_open = 1;
 }
 
 static void server_stop(void) {
   int i;
   for (i = 0; i < npeers; i++) peer_close(&peers[i], 0);
   uv_close((uv_handle_t *)&listener, NULL);
+  if (listener2_open) uv_close((uv_handle_t *)&listener2, NULL);
+  listener2_open = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -307,7 +335,7 @@ typedef struct result_s {
   int status;
   int maybe_executed;
   unsigned attempts;
-  char body[32];
+  char body[128]; /* a reply, or an error's text */
   size_t len;
   uint64_t at; /* loop ms when it completed */
 } result_t;
@@ -323,8 +351,9 @@ static void on_result(rn_pool_t *pool, void *data, const rn_result_t *r) {
   res->status = r->status;
   res->maybe_executed = r->maybe_executed;
   res->attempts = r->attempts;
-  res->len = MIN(r->body_len, sizeof(res->body));
+  res->len = MIN(r->body_len, sizeof(res->body) - 1);
   if (r->body) memcpy(res->body, r->body, res->len);
+  res->body[res->len] = '\0';
   res->at = rn_loop_now(loop);
   completed++;
 }
@@ -992,9 +1021,9 @@ static void answer_all(uv_timer_t *t) {
   nheld = 0;
 }
 
-/* Never more requests at once on a connection than its server's
- * MAX_CONCURRENT: the rest wait in the pool's queue, and no call is
- * refused OVERLOADED. */
+/* Never more requests at once than the server's MAX_CONCURRENT (one
+ * connection here; test_server_max_concurrent_is_server_wide has several):
+ * the rest wait in the pool's queue, and no call is refused OVERLOADED. */
 static void test_server_max_concurrent(void) {
   rn_pool_t *pool;
   int i;
@@ -1053,6 +1082,270 @@ static void test_goaway_retry_after(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Review findings 4, 5, 6 of issue 14's defect 9                           */
+
+/* Finding 4: a server announcing a small MAX_FRAME held every large call
+ * of the pool back (the limit was the smallest over all endpoints, and a
+ * call placed on a connection it did not fit failed). */
+
+static const char *two_endpoints[2];
+static int oversize_seen; /* requests larger than their server's MAX_FRAME */
+static int large_on_second;
+
+static void tune_two_endpoints(rn_pool_options_t *o) {
+  two_endpoints[0] = endpoint;
+  two_endpoints[1] = endpoint2;
+  o->endpoints = two_endpoints;
+  o->endpoint_count = 2;
+}
+
+/* Echoes, and notes a frame its server did not say it accepts. */
+static int script_echo_checked(peer_t *peer, const rn_rnp_frame_t *f) {
+  uint32_t max_frame = peer->second ? hello_max_frame2 : hello_max_frame;
+  if (f->size > max_frame) oversize_seen++;
+  if (peer->second && f->size > hello_max_frame) large_on_second++;
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+static void test_max_frame_per_endpoint(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  int i;
+  setup();
+  server_start(script_echo_checked);
+  hello_max_frame = 64; /* a 100-byte body does not fit */
+  server_start_second(200); /* it does; 250 bytes fit neither */
+  oversize_seen = large_on_second = 0;
+  tune = tune_two_endpoints;
+  pool = pool_new(8);
+  /* Before any HELLO: large and small calls, all accepted. */
+  for (i = 0; i < 20; i++) ASSERT_OK(call_sized(pool, i, i % 2 ? 100 : 10));
+  run_until(20, 5000);
+  for (i = 0; i < 20; i++) {
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(executions[i], 1);
+  }
+  /* Both limits known now: large calls are still accepted, and go only
+   * to the server that takes them. */
+  for (i = 20; i < 40; i++) ASSERT_OK(call_sized(pool, i, i % 2 ? 100 : 10));
+  run_until(40, 5000);
+  for (i = 20; i < 40; i++) {
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(executions[i], 1);
+  }
+  ASSERT_EQ(oversize_seen, 0);
+  ASSERT_EQ(large_on_second, 20);
+  /* Above every server's limit: refused at once, never sent. */
+  ASSERT_EQ(call_sized(pool, 40, 250), RN_EFRAMESIZE);
+  ASSERT_EQ(results[40].fired, 0);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.failed, 0);
+  teardown(pool);
+}
+
+/* Finding 6: MAX_CONCURRENT is the server's, over all its connections
+ * (docs/protocol.md section 6); the pool kept it per connection, so with
+ * several connections the server refused calls OVERLOADED. */
+
+static int server_outstanding, server_max_outstanding;
+
+/* Like resilnet's server with max_concurrent 2 and no queue: a third
+ * request at once, on any connection, is refused unrun. */
+static int script_two_at_once_server_wide(peer_t *peer,
+                                          const rn_rnp_frame_t *f) {
+  if (server_outstanding >= 2) {
+    overloaded_refusals++;
+    send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED, 0);
+    return 0;
+  }
+  hold(peer, f);
+  server_outstanding++;
+  server_max_outstanding = MAX(server_max_outstanding, server_outstanding);
+  return 0;
+}
+
+static void answer_all_server_wide(uv_timer_t *t) {
+  int i;
+  (void)t;
+  for (i = 0; i < nheld; i++) {
+    server_outstanding--;
+    answer_held(i);
+  }
+  nheld = 0;
+}
+
+static void tune_min_idle_4(rn_pool_options_t *o) { o->min_idle = 4; }
+
+static void test_server_max_concurrent_is_server_wide(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  uint64_t start;
+  int i;
+  setup();
+  server_start(script_two_at_once_server_wide);
+  hello_max_concurrent = 2;
+  overloaded_refusals = server_outstanding = server_max_outstanding = 0;
+  tune = tune_min_idle_4; /* several connections, ready before the calls */
+  pool = pool_new(8);     /* the default size */
+  start = uv_now(uv);
+  do {
+    uv_run(uv, UV_RUN_ONCE);
+    rn_pool_stats(pool, &st);
+  } while (st.idle < 4 && uv_now(uv) - start < 3000);
+  ASSERT_EQ(st.idle, 4);
+  ASSERT_OK(uv_timer_init(uv, &answer_timer));
+  ASSERT_OK(uv_timer_start(&answer_timer, answer_all_server_wide, 5, 5));
+  for (i = 0; i < 20; i++) call(pool, i, 0, NULL, 0);
+  run_until(20, 5000);
+  for (i = 0; i < 20; i++) {
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(executions[i], 1);
+  }
+  ASSERT_EQ(overloaded_refusals, 0);
+  ASSERT_EQ(server_max_outstanding, 2);
+  ASSERT_GE(npeers, 4);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.not_executed, 0);
+  uv_close((uv_handle_t *)&answer_timer, NULL);
+  teardown(pool);
+}
+
+/* Finding 5: a GOAWAY's RETRY_AFTER had no bound (0xFFFFFFFF locked the
+ * pool out of the endpoint for 49.7 days) and outlived the server's
+ * answers. */
+
+static const char *goaway_reason;
+static uint64_t goaway_hold;
+static int goaway_seen;
+
+static void on_goaway_event(rn_pool_t *pool, const rn_pool_event_t *ev) {
+  (void)pool;
+  if (ev->type != RN_EVENT_STATE || ev->state == NULL ||
+      strcmp(ev->state, "goaway") != 0)
+    return;
+  goaway_reason = ev->reason;
+  goaway_hold = ev->duration;
+  goaway_seen = 1;
+}
+
+static void tune_short_reconnect_max(rn_pool_options_t *o) {
+  o->reconnect.max = 400;
+  o->on_event = on_goaway_event;
+}
+
+/* Answers the first request, then says GOAWAY asking for 49.7 days. */
+static int script_goaway_forever(peer_t *peer, const rn_rnp_frame_t *f) {
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  if (peer == &peers[0]) {
+    send_goaway_after(peer, f->id, 0xFFFFFFFFu);
+    goaway_at = uv_now(uv);
+  }
+  return 1;
+}
+
+/* The hold is cut to reconnect.max, counted and reported; a call that
+ * times out meanwhile says why; one with time enough connects after it. */
+static void test_goaway_retry_after_capped(void) {
+  rn_pool_t *pool;
+  rn_pool_stats_t st;
+  setup();
+  server_start(script_goaway_forever);
+  goaway_reason = NULL;
+  goaway_hold = 0;
+  goaway_seen = 0;
+  tune = tune_short_reconnect_max;
+  pool = pool_new(1);
+  call(pool, 1, 0, NULL, 0);
+  run_until(1, 3000);
+  run_until_flag(&goaway_seen, 3000);
+  ASSERT_STR_EQ(goaway_reason, "retry_after_capped");
+  ASSERT_EQ(goaway_hold, 400);
+  call(pool, 2, 0, NULL, 100);
+  run_until(2, 3000);
+  ASSERT_EQ(results[2].status, UV_ETIMEDOUT);
+  ASSERT_EQ(results[2].maybe_executed, 0);
+  ASSERT(strstr(results[2].body, "RETRY_AFTER holds connects back") != NULL);
+  call(pool, 3, 0, NULL, 3000);
+  run_until(3, 3000);
+  ASSERT_OK(results[3].status);
+  ASSERT_EQ(npeers, 2);
+  ASSERT_GE(peers[1].accepted_at - goaway_at, 390);
+  ASSERT_LT(peers[1].accepted_at - goaway_at, 1000);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.retry_after_capped, 1);
+  teardown(pool);
+}
+
+static void answer_hello(peer_t *peer) {
+  ASSERT(peer->hello_held);
+  peer->hello_held = 0;
+  send_hello(peer, peer->hello_id);
+}
+
+/* Runs the loop until cond() holds, at most max_ms. */
+static void run_until_cond(int (*cond)(void), uint64_t max_ms) {
+  uint64_t start = uv_now(uv);
+  while (!cond() && uv_now(uv) - start < max_ms) uv_run(uv, UV_RUN_ONCE);
+  ASSERT(cond());
+}
+
+static rn_pool_t *cond_pool;
+static int two_hellos_held(void) {
+  return npeers == 2 && peers[0].hello_held && peers[1].hello_held;
+}
+static int first_closed(void) { return peers[0].closed_by_client; }
+static int two_connects(void) {
+  rn_pool_stats_t st;
+  rn_pool_stats(cond_pool, &st);
+  return st.connects == 2;
+}
+static int none_open(void) {
+  rn_pool_stats_t st;
+  rn_pool_stats(cond_pool, &st);
+  return st.open == 0;
+}
+
+static void tune_long_reconnect_max(rn_pool_options_t *o) {
+  o->reconnect.max = 60000;
+}
+
+/* A server that answers (here: the HELLO on a second connection, after
+ * the first got GOAWAY) is back: the hold its GOAWAY asked for ends, and
+ * the next connect goes at once. */
+static void test_goaway_hold_ends_when_server_answers(void) {
+  rn_pool_t *pool;
+  uint64_t lost_at;
+  setup();
+  server_start(script_echo);
+  tune = tune_long_reconnect_max; /* the cap alone would not end it */
+  pool = pool_new(2);
+  cond_pool = pool;
+  hold_hellos = 1;
+  call(pool, 1, 0, NULL, 0);
+  call(pool, 2, 0, NULL, 0); /* a second connection opens */
+  run_until_cond(two_hellos_held, 3000);
+  answer_hello(&peers[0]);
+  run_until(2, 3000); /* both on the first connection */
+  send_goaway_after(&peers[0], peers[0].last_request_id, 0xFFFFFFFFu);
+  run_until_cond(first_closed, 3000);
+  answer_hello(&peers[1]);
+  run_until_cond(two_connects, 3000);
+  /* The second server connection goes away (EOF, no failure): a call
+   * needs a new connect. */
+  peer_close(&peers[1], 0);
+  run_until_cond(none_open, 3000);
+  lost_at = uv_now(uv);
+  hold_hellos = 0;
+  call(pool, 3, 0, NULL, 1000);
+  run_until(3, 3000);
+  ASSERT_OK(results[3].status);
+  ASSERT_EQ(npeers, 3);
+  ASSERT_LT(peers[2].accepted_at - lost_at, 200);
+  teardown(pool);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Issue 14, defect 10: error codes that say what happened                   */
 
 /* The server says the client broke the protocol, and hangs up. */
@@ -1095,6 +1388,10 @@ int main(void) {
   TEST_RUN(test_server_max_frame);
   TEST_RUN(test_server_max_concurrent);
   TEST_RUN(test_goaway_retry_after);
+  TEST_RUN(test_max_frame_per_endpoint);
+  TEST_RUN(test_server_max_concurrent_is_server_wide);
+  TEST_RUN(test_goaway_retry_after_capped);
+  TEST_RUN(test_goaway_hold_ends_when_server_answers);
   TEST_RUN(test_server_protocol_error);
   return 0;
 }

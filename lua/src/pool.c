@@ -132,7 +132,9 @@ static int lrn_push_event(lua_State *L, void *arg) {
   lrn_set_string(L, "reason", ev->reason);
   if (ev->error != 0)
     lrn_set_string(L, "error", rn_err_name(ev->error));
-  if (ev->type == RN_EVENT_EJECT || ev->type == RN_EVENT_RETRY) {
+  /* (A GOAWAY's state event carries the connect hold it asked for.) */
+  if (ev->type == RN_EVENT_EJECT || ev->type == RN_EVENT_RETRY ||
+      ev->duration != 0) {
     lua_pushnumber(L, (lua_Number)ev->duration / 1000);
     lua_setfield(L, -2, ev->type == RN_EVENT_EJECT ? "duration" : "delay");
   }
@@ -676,6 +678,7 @@ static int lrn_pool_stats(lua_State *L) {
   lrn_set_count(L, "requeued", s.requeued);
   lrn_set_count(L, "not_executed", s.not_executed);
   lrn_set_count(L, "goaways", s.goaways);
+  lrn_set_count(L, "retry_after_capped", s.retry_after_capped);
   lrn_set_count(L, "connects", s.connects);
   lrn_set_count(L, "reconnects", s.reconnects);
   lrn_set_count(L, "connect_failures", s.connect_failures);
