@@ -75,6 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (body != NULL) check_command(&server.codec, body, f.body_len);
     pos += f.size;
   }
+  /* What the server frees when a connection closes mid-request. */
+  rn_frame_scan_reset(&conn.scan);
   rn_buf_free(&server.inline_args);
   rn_buf_free(&server.inline_out);
   memset(&server.inline_args, 0, sizeof(server.inline_args));
