@@ -854,6 +854,28 @@ static void test_resp_max_elements_refused_from_header(void) {
   stop();
 }
 
+/* Review finding 10: a bad byte inside a large array, before the codec's
+ * hint (3 bytes per element owed) was reached, went unseen: the client
+ * got no protocol error and waited out frame_timeout (10 s). Answered as
+ * soon as it arrives now. */
+static void test_resp_bad_byte_in_large_array_answered_at_once(void) {
+  static const char head[] = "*1000\r\n$1\r\na\r\n";
+  rn_server_options_t o;
+  client_t *a;
+
+  options(&o, RN_PROTOCOL_RESP);
+  start(&o);
+  a = connect_client(0);
+  cl_send(a, head, sizeof(head) - 1);
+  RUN_UNTIL(first_conn()->rbuf.len == sizeof(head) - 1, 3000);
+  cl_send(a, "x\r\n", 3);
+  RUN_UNTIL(a->eof || a->read_error, 2000);
+  ASSERT(got_has(a, "-ERR Protocol error"));
+  ASSERT_EQ(stats().protocol_errors, 1);
+  ASSERT_EQ(stats().frame_timeouts, 0);
+  stop();
+}
+
 /* Defect 6: past max_connections a new connection is told and closed at
  * once, counted; once one closes, the next is served. */
 static void test_max_connections_closes_extra_at_once(void) {
@@ -985,6 +1007,7 @@ int main(int argc, char **argv) {
       CASE(test_output_budget_refuses_largest_backlog),
       CASE(test_write_timeout_closes_client_that_never_reads),
       CASE(test_resp_inline_max_elements_refused),
+      CASE(test_resp_bad_byte_in_large_array_answered_at_once),
       CASE(test_frame_timeout_refuses_dribbler),
       CASE(test_frame_timeout_rnp_goaway),
       CASE(test_frame_timeout_restarts_per_frame),
