@@ -195,7 +195,8 @@ typedef struct rn_codec_s rn_codec_t;
  * before first use; reset it whenever the buffer's head is no longer the
  * frame it was scanning. Private fields. */
 typedef struct rn_frame_scan_s {
-  size_t need;      /* look again once this many bytes are buffered */
+  size_t need;      /* codecs without a scan: look again once this many
+                       bytes are buffered */
   size_t done;      /* bytes of the frame already walked */
   size_t line_from; /* resp: the partial line item has no CR before this */
   uint64_t owed;    /* resp: values still owed */
@@ -221,8 +222,10 @@ typedef struct rn_codec_type_s {
    * when it exceeds max_frame, UV_ENOMEM. */
   int (*encode)(const rn_codec_t *codec, rn_buf_t *out, const char *body,
                 size_t len);
-  /* Like frame, resuming from and updating `scan` (see rn_codec_scan); it
-   * does not check scan->need. NULL: frame's hint is resume enough. */
+  /* Like frame, resuming from and updating `scan` (see rn_codec_scan),
+   * called on every read so that a bad byte is reported as it arrives;
+   * it must cost O(the new bytes). NULL: frame's hint is resume enough
+   * (frame is called again only once the hint's bytes are in). */
   int (*scan)(const rn_codec_t *codec, rn_frame_scan_t *scan,
               const char *data, size_t len, rn_frame_t *frame);
 } rn_codec_type_t;
