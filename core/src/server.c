@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 
 static void server_conn_process(rn_server_conn_t *conn);
 static void conn_timer_arm(rn_server_conn_t *conn);
+static size_t conn_unsent(rn_server_conn_t *conn);
 static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot);
 
 /* Clients' heartbeats: a RESP server answers PING itself, in order, so that
@@ -414,7 +416,7 @@ void rn__server_conn_write(rn_server_conn_t *conn) {
   conn->writing = 1;
   /* write_timeout runs from here, and again from each byte taken. */
   conn->write_since = rn_loop_now(conn->server->loop);
-  conn->write_queued = uv_stream_get_write_queue_size(&conn->h.stream);
+  conn->write_queued = conn_unsent(conn);
   conn_account_out(conn);
   conn_timer_arm(conn);
 }
@@ -867,6 +869,22 @@ static void conn_timer_arm(rn_server_conn_t *conn) {
   rn_timer_start(&conn->timer, due > now ? due - now : 0);
 }
 
+/* Bytes of conn's replies its client has not taken: libuv's queue, and
+ * where the system tells, the socket's own (a socket is writable again
+ * only once much of its buffer drained, so libuv's queue alone can stand
+ * still while a slow client does read). */
+static size_t conn_unsent(rn_server_conn_t *conn) {
+  size_t n = uv_stream_get_write_queue_size(&conn->h.stream);
+#ifdef TIOCOUTQ
+  uv_os_fd_t fd;
+  int queued;
+  if (uv_fileno(&conn->h.handle, &fd) == 0 &&
+      ioctl(fd, TIOCOUTQ, &queued) == 0 && queued > 0)
+    n += (size_t)queued;
+#endif
+  return n;
+}
+
 /* 1 when the write in flight had no byte taken for write_timeout. Bytes
  * taken since the last look are progress: the wait starts again. */
 static int conn_write_stalled(rn_server_conn_t *conn, uint64_t now) {
@@ -875,7 +893,7 @@ static int conn_write_stalled(rn_server_conn_t *conn, uint64_t now) {
   if (limit == 0 || !conn->writing || conn->write_since == 0 ||
       now - conn->write_since < limit)
     return 0;
-  left = uv_stream_get_write_queue_size(&conn->h.stream);
+  left = conn_unsent(conn);
   if (left < conn->write_queued) {
     conn->write_queued = left;
     conn->write_since = now;

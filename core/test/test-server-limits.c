@@ -500,6 +500,65 @@ static void test_write_timeout_closes_client_that_never_reads(void) {
   for (i = 0; i < NCLIENTS; i++) cl_free(&T.c[i]);
 }
 
+/* A client that reads in bursts: four reads (of 64 KiB at most) every
+ * 100 ms. */
+typedef struct bursts_s {
+  uv_timer_t timer;
+  client_t *c;
+  unsigned reads_left;
+} bursts_t;
+
+static bursts_t bursts;
+
+static void bursts_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  cl_read(s, nread, buf);
+  if (nread != 0 && --bursts.reads_left == 0) uv_read_stop(s);
+}
+
+static void bursts_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
+  cl_alloc(h, n, buf);
+  if (buf->len > 65536) buf->len = 65536;
+}
+
+static void bursts_tick(uv_timer_t *t) {
+  (void)t;
+  bursts.reads_left = 4;
+  ASSERT_OK(uv_read_start((uv_stream_t *)&bursts.c->tcp, bursts_alloc,
+                          bursts_read));
+}
+
+/* write_timeout is about a socket that takes nothing: a client that reads
+ * slowly, here in bursts well within write_timeout of each other, keeps
+ * its connection and gets every reply. */
+static void test_write_timeout_spares_slow_reader(void) {
+  enum { N = 32, REPLY = 256 * 1024 };
+  static char reply[REPLY];
+  rn_server_options_t o;
+  client_t *c;
+  uint64_t t0;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.write_timeout = 300;
+  start(&o);
+  simple_reply(reply, REPLY);
+  c = connect_client(0);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  t0 = now_ms();
+  bursts.c = c;
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &bursts.timer));
+  ASSERT_OK(uv_timer_start(&bursts.timer, bursts_tick, 100, 100));
+  send_gets(c, N);
+  RUN_UNTIL(c->got.len == (size_t)N * REPLY || c->eof || c->read_error,
+            30000);
+  ASSERT_EQ(c->got.len, (size_t)N * REPLY);
+  fprintf(stderr, "   %llu ms\n", (unsigned long long)(now_ms() - t0));
+  ASSERT_GE(now_ms() - t0, 3 * o.write_timeout); /* it was put to the test */
+  ASSERT_EQ(stats().write_timeouts, 0);
+  ASSERT_GE(stats().backlogged, 1); /* it did wait on the client */
+  uv_close((uv_handle_t *)&bursts.timer, NULL);
+  stop();
+}
+
 /* Review finding 8: inline commands bypassed max_elements (a line of
  * 5,001 words reached the handler as 5,001 arguments). Counted as they
  * are decoded now: refused like an array announcing too many. */
@@ -1006,6 +1065,7 @@ int main(int argc, char **argv) {
       CASE(test_slow_handler_pipeline_bounded_by_max_pipeline),
       CASE(test_output_budget_refuses_largest_backlog),
       CASE(test_write_timeout_closes_client_that_never_reads),
+      CASE(test_write_timeout_spares_slow_reader),
       CASE(test_resp_inline_max_elements_refused),
       CASE(test_resp_bad_byte_in_large_array_answered_at_once),
       CASE(test_frame_timeout_refuses_dribbler),
