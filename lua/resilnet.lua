@@ -366,7 +366,7 @@ local server_schema = {
   { "input_budget", "count", 64 * 1024 * 1024 },
   { "output_budget", "count", 64 * 1024 * 1024 },
   { "max_elements", "count", 65536, protocol = "resp" },
-  { "max_pipeline", "count", 32 },
+  { "max_pipeline", "count", 128 },
   { "write_timeout", "seconds", 30 },
   { "backlog", "count", 511 },
   { "max_frame", "count", 1024 * 1024 },

@@ -931,7 +931,7 @@ typedef struct rn_server_options_s {
 #define RN_SERVER_DEFAULT_MAX_FRAME ((size_t)1024 * 1024)
 #define RN_SERVER_DEFAULT_BUDGET ((size_t)64 * 1024 * 1024)
 #define RN_SERVER_DEFAULT_MAX_ELEMENTS 65536
-#define RN_SERVER_DEFAULT_MAX_PIPELINE 32
+#define RN_SERVER_DEFAULT_MAX_PIPELINE 128
 #define RN_SERVER_DEFAULT_WRITE_TIMEOUT 30000     /* ms */
 /* Reply bytes queued for one client before its requests stop being read. */
 #define RN_SERVER_HIGH_WATER ((size_t)1024 * 1024)
