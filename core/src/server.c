@@ -17,7 +17,6 @@
 
 static void server_conn_process(rn_server_conn_t *conn);
 static void conn_timer_arm(rn_server_conn_t *conn);
-static size_t conn_unsent(rn_server_conn_t *conn);
 static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot);
 
 /* Clients' heartbeats: a RESP server answers PING itself, in order, so that
@@ -414,9 +413,12 @@ void rn__server_conn_write(rn_server_conn_t *conn) {
     return;
   }
   conn->writing = 1;
-  /* write_timeout runs from here, and again from each byte taken. */
+  /* write_timeout runs from here, and again from each byte taken. What
+   * is unsent is asked only when the timeout is due, not on every write:
+   * the first look counts as progress, so a stall is found between one
+   * and two write_timeouts after the last byte taken. */
   conn->write_since = rn_loop_now(conn->server->loop);
-  conn->write_queued = conn_unsent(conn);
+  conn->write_queued = SIZE_MAX;
   conn_account_out(conn);
   conn_timer_arm(conn);
 }
