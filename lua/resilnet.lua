@@ -366,6 +366,8 @@ local server_schema = {
   { "input_budget", "count", 64 * 1024 * 1024 },
   { "output_budget", "count", 64 * 1024 * 1024 },
   { "max_elements", "count", 65536, protocol = "resp" },
+  { "max_pipeline", "count", 128 },
+  { "write_timeout", "seconds", 30 },
   { "backlog", "count", 511 },
   { "max_frame", "count", 1024 * 1024 },
   { "delimiter", "delimiter", "\n", protocol = "line" },
@@ -832,7 +834,7 @@ local server_events = { overload = true, deadline = true, goaway = true,
                         protocol = true, idle = true, store = true,
                         backlog = true, frame_timeout = true, budget = true,
                         max_connections = true, max_elements = true,
-                        dedupe_full = true }
+                        dedupe_full = true, write_timeout = true }
 
 -- A Lua dedupe store, driven by the core's dedupe logic: each operation
 -- runs the store's method in a task (it may wait, e.g. on a resp pool) and
@@ -910,6 +912,8 @@ function resilnet.server(opts)
     input_budget = o.input_budget,
     output_budget = o.output_budget,
     max_elements = o.max_elements,
+    max_pipeline = o.max_pipeline,
+    write_timeout_ms = ms(o.write_timeout),
     queue = o.queue,
     retry_after_ms = o.retry_after and ms(o.retry_after),
     idle_timeout_ms = ms(o.idle_timeout),
@@ -940,7 +944,8 @@ end
 -- store failed), "dedupe_full" (a new key refused: the memory store is at
 -- capacity with every key inside its window), and the limits for
 -- untrusted clients: "backlog", "frame_timeout", "budget",
--- "max_connections", "max_elements" (see docs/operations.md). fn runs
+-- "max_connections", "max_elements", "write_timeout" (see
+-- docs/operations.md). fn runs
 -- as a plain callback: it cannot wait.
 function Server:on(event, fn)
   add_handler(self, "server:on", server_events, event, fn)
@@ -950,7 +955,8 @@ end
 --- server:stats() -> table of counters (requests, handled, overloaded,
 -- expired, replayed, joined, busy, discarded, protocol_errors, the
 -- limits' idle_timeouts, frame_timeouts, budget_refused,
--- connections_refused, elements_refused, backlogged) and gauges (open,
+-- connections_refused, elements_refused, backlogged, write_timeouts) and
+-- gauges (open,
 -- active, queued, buffered_in, buffered_out).
 function Server:stats()
   return core.server_stats(self._h)

@@ -1,7 +1,9 @@
 -- A resp server under the attacks of issue 15, all at once, on loopback,
 -- while a well-behaved client keeps calling it: 1,000 slowloris
 -- connections, 100 partial 1 MiB frames, a client pipelining 1 MiB
--- replies without reading, a RESP drip of a large array, 16 large RESP
+-- replies without reading, another doing so to a handler that waits
+-- (review finding 1: its requests were all taken before the first reply
+-- existed, 200 MiB of replies), a RESP drip of a large array, 16 large RESP
 -- requests (and one past max_elements), and a flood past
 -- max_connections; the partial frames start once the large requests are
 -- served, the flood once the others are connected (what each limit
@@ -11,7 +13,8 @@
 -- blocks its loop shows in the client's latency.
 --
 -- Checked: the client's p99 latency stays under 50 ms and every call
--- succeeds; this process's peak RSS stays under the bound documented in
+-- succeeds; the server's queued replies stay within output_budget; this
+-- process's peak RSS stays under the bound documented in
 -- docs/operations.md ("Running an exposed server"); every limit's event
 -- and stat fired. cmake runs it alone (RUN_SERIAL), in about 9 s.
 local resilnet = require "resilnet"
@@ -43,14 +46,20 @@ describe("a server exposed to hostile clients", function()
     local srv = assert(resilnet.server {
       listen = "127.0.0.1:0", protocol = "resp",
       frame_timeout = 4, idle_timeout = 5, max_connections = 1200,
+      write_timeout = 2,
       handler = function(req)
         if req[1] == "GET" then return BIG end
+        if req[1] == "SLOWGET" then
+          resilnet.sleep(0.01)
+          return BIG
+        end
         if req[1] == "RPUSH" then return #req end
         return req[2]
       end,
     })
     for _, name in ipairs { "frame_timeout", "budget", "backlog",
-                            "max_connections", "max_elements", "idle" } do
+                            "max_connections", "max_elements", "idle",
+                            "write_timeout" } do
       srv:on(name, function() events[name] = (events[name] or 0) + 1 end)
     end
     local host, port = srv:address()
@@ -62,6 +71,7 @@ describe("a server exposed to hostile clients", function()
     local pool = resilnet.pool { endpoints = { host .. ":" .. port },
                                  protocol = "resp", size = 1, timeout = 5 }
     local latencies, failures, attacking, good_done = {}, 0, true, false
+    local max_out = 0 -- the server's queued replies, seen between calls
     resilnet.spawn(function()
       local i = 0
       while attacking do
@@ -73,6 +83,7 @@ describe("a server exposed to hostile clients", function()
           print("well-behaved call failed:", err)
         end
         latencies[#latencies + 1] = resilnet.now() - t0
+        max_out = math.max(max_out, srv:stats().buffered_out)
         resilnet.sleep(0.005)
       end
       good_done = true
@@ -99,6 +110,7 @@ describe("a server exposed to hostile clients", function()
       attack("slowloris", 8, 500)
       attack("slowloris", 8, 500)
       attack("pipeline", 6, 200)
+      attack("slowpipe", 6, 200)
       attack("drip", 8)
       attack("large", 8, 16)
       -- the partial frames once the large requests are served, so that the
@@ -134,10 +146,10 @@ describe("a server exposed to hostile clients", function()
     local peak_mb = (status_kb("VmHWM") or 0) / 1024
     local p99 = percentile(latencies, 0.99)
     print(("hostile: %d calls, p50 %.1f ms, p99 %.1f ms, max %.1f ms; "
-           .. "peak RSS %.0f MB (base %.0f MB)")
+           .. "peak RSS %.0f MB (base %.0f MB); buffered_out max %.1f MiB")
           :format(#latencies, percentile(latencies, 0.5) * 1000, p99 * 1000,
                   percentile(latencies, 1) * 1000, peak_mb,
-                  (base_kb or 0) / 1024))
+                  (base_kb or 0) / 1024, max_out / 2^20))
     for name, n in pairs(events) do print("  event", name, n) end
     for name, r in pairs(reports) do print("  attacker", name, table.concat(r, " ")) end
 
@@ -151,13 +163,18 @@ describe("a server exposed to hostile clients", function()
       assert.is_true(peak_mb < RSS_BOUND_MB,
                      ("peak RSS %.0f MB"):format(peak_mb))
     end
+    -- queued replies within output_budget (64 MiB), those in the making
+    -- included
+    assert.is_true(max_out <= 64 * 1024 * 1024,
+                   ("buffered_out reached %.0f MiB"):format(max_out / 2^20))
     -- every limit fired, as an event and in the stats
     for event, stat in pairs { frame_timeout = "frame_timeouts",
                                budget = "budget_refused",
                                backlog = "backlogged",
                                max_connections = "connections_refused",
                                max_elements = "elements_refused",
-                               idle = "idle_timeouts" } do
+                               idle = "idle_timeouts",
+                               write_timeout = "write_timeouts" } do
       assert.is_true((events[event] or 0) > 0, "no " .. event .. " event")
       assert.is_true(st[stat] > 0, "stat " .. stat .. " is 0")
     end

@@ -221,11 +221,45 @@ describe("server", function()
                    err_of { frame_timeout = -1 })
     assert.matches("option 'input_budget' must be",
                    err_of { input_budget = 0 })
+    assert.matches("option 'max_pipeline' must be",
+                   err_of { max_pipeline = 0 })
+    assert.matches("option 'write_timeout' must be",
+                   err_of { write_timeout = -1 })
     local srv = H.server { protocol = "resp" }
     assert.equal(120, srv.options.idle_timeout)
     assert.equal(10, srv.options.frame_timeout)
     assert.equal(1024 * 1024, srv.options.max_frame)
     assert.equal(65536, srv.options.max_elements)
+    assert.equal(128, srv.options.max_pipeline)
+    assert.equal(30, srv.options.write_timeout)
+  end)
+
+  -- Review finding 2: a client that never reads was kept for good (a
+  -- write in flight counted as activity for idle_timeout).
+  it("closes a client whose socket takes no byte for write_timeout, with "
+     .. "an event and a stat", function()
+    local socket = require "socket"
+    local big = ("x"):rep(256 * 1024)
+    local srv, ep = H.server {
+      protocol = "resp", write_timeout = 0.2,
+      handler = function() return big end,
+    }
+    local events = 0
+    srv:on("write_timeout", function() events = events + 1 end)
+    local host, port = ep:match("^(.*):(%d+)$")
+    H.go(function()
+      local c = assert(socket.connect(host, tonumber(port)))
+      c:settimeout(2)
+      assert(c:send(("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"):rep(64)))
+      for _ = 1, 300 do -- reads nothing meanwhile
+        if events > 0 then break end
+        resilnet.sleep(0.01)
+      end
+      c:close()
+    end)
+    assert.equal(1, events)
+    assert.equal(1, srv:stats().write_timeouts)
+    assert.equal(0, srv:stats().buffered_out)
   end)
 
   it("closes and waits, from a task or outside one", function()

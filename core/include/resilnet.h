@@ -195,7 +195,8 @@ typedef struct rn_codec_s rn_codec_t;
  * before first use; reset it whenever the buffer's head is no longer the
  * frame it was scanning. Private fields. */
 typedef struct rn_frame_scan_s {
-  size_t need;      /* look again once this many bytes are buffered */
+  size_t need;      /* codecs without a scan: look again once this many
+                       bytes are buffered */
   size_t done;      /* bytes of the frame already walked */
   size_t line_from; /* resp: the partial line item has no CR before this */
   uint64_t owed;    /* resp: values still owed */
@@ -221,8 +222,10 @@ typedef struct rn_codec_type_s {
    * when it exceeds max_frame, UV_ENOMEM. */
   int (*encode)(const rn_codec_t *codec, rn_buf_t *out, const char *body,
                 size_t len);
-  /* Like frame, resuming from and updating `scan` (see rn_codec_scan); it
-   * does not check scan->need. NULL: frame's hint is resume enough. */
+  /* Like frame, resuming from and updating `scan` (see rn_codec_scan),
+   * called on every read so that a bad byte is reported as it arrives;
+   * it must cost O(the new bytes). NULL: frame's hint is resume enough
+   * (frame is called again only once the hint's bytes are in). */
   int (*scan)(const rn_codec_t *codec, rn_frame_scan_t *scan,
               const char *data, size_t len, rn_frame_t *frame);
 } rn_codec_type_t;
@@ -829,19 +832,26 @@ typedef enum {
   /* Limits for untrusted clients (rn_server_options_t): */
   RN_SERVER_EVENT_BACKLOG,      /* a connection stopped being read: its
                                    unread replies passed the high-water
-                                   mark, or the server's output_budget */
+                                   mark, or the server's output_budget,
+                                   or max_pipeline of its requests are
+                                   being handled */
   RN_SERVER_EVENT_FRAME_TIMEOUT, /* a connection refused: a frame took
                                     longer than frame_timeout */
   RN_SERVER_EVENT_BUDGET,       /* a connection refused: buffered input
                                    passed input_budget and its partial
-                                   frame was the largest */
+                                   frame was the largest, or queued
+                                   replies passed output_budget and its
+                                   backlog was the largest */
   RN_SERVER_EVENT_MAX_CONNECTIONS, /* a new connection closed at once:
                                       max_connections were open */
   RN_SERVER_EVENT_MAX_ELEMENTS, /* resp: a connection refused: a request
                                    array announced more than max_elements */
-  RN_SERVER_EVENT_DEDUPE_FULL   /* a new key refused: the memory store
+  RN_SERVER_EVENT_DEDUPE_FULL,  /* a new key refused: the memory store
                                    holds dedupe_capacity keys, all inside
                                    their window (UV_ENOSPC) */
+  RN_SERVER_EVENT_WRITE_TIMEOUT /* a connection closed: its socket took
+                                   no byte of its replies for
+                                   write_timeout */
 } rn_server_event_type_t;
 
 typedef struct rn_server_event_s {
@@ -887,10 +897,22 @@ typedef struct rn_server_options_s {
    * input_budget: bytes buffered for unfinished or held-back frames
    * across the server; past it the connection with the most is refused
    * (RN_SERVER_DEFAULT_BUDGET).
-   * output_budget: reply bytes queued across the server; past it
+   * output_budget: reply bytes queued across the server; at it
    * connections with replies still queued stop being read until theirs
-   * are written (RN_SERVER_DEFAULT_BUDGET). Each connection also stops
-   * being read past RN_SERVER_HIGH_WATER bytes of its own.
+   * are written, and past it (replies of requests already taken) the
+   * connection with the largest backlog is closed at once, its replies
+   * dropped (RN_SERVER_DEFAULT_BUDGET). Each connection also stops being
+   * read past RN_SERVER_HIGH_WATER bytes of its own.
+   * max_pipeline: resp, line, length: requests of one connection handed
+   * to on_request and not yet answered; at it the connection stops
+   * being read until one is, so that one client's replies in the making
+   * stay bounded too (RN_SERVER_DEFAULT_MAX_PIPELINE). rnp's are bounded
+   * by max_concurrent and queue.
+   * write_timeout: ms a write may wait without the client's socket
+   * taking a byte of it, finishing connections included; then the
+   * connection closes (its replies dropped). Checked when it is due, so
+   * a stalled client goes between write_timeout and twice that after its
+   * last byte taken. 0: never (RN_SERVER_DEFAULT_WRITE_TIMEOUT).
    * max_elements: resp: elements a request array may announce; more is
    * refused as soon as the header arrives (RN_SERVER_DEFAULT_MAX_ELEMENTS).
    * codec.max_frame defaults to RN_SERVER_DEFAULT_MAX_FRAME here. */
@@ -899,6 +921,8 @@ typedef struct rn_server_options_s {
   size_t input_budget;
   size_t output_budget;
   size_t max_elements;
+  unsigned max_pipeline;
+  uint64_t write_timeout;
   rn_server_event_cb on_event; /* may be NULL */
   /* rnp: requests with a KEY run once per key within dedupe_window ms; a
    * duplicate waits for the original's answer or gets it replayed. Off
@@ -917,6 +941,8 @@ typedef struct rn_server_options_s {
 #define RN_SERVER_DEFAULT_MAX_FRAME ((size_t)1024 * 1024)
 #define RN_SERVER_DEFAULT_BUDGET ((size_t)64 * 1024 * 1024)
 #define RN_SERVER_DEFAULT_MAX_ELEMENTS 65536
+#define RN_SERVER_DEFAULT_MAX_PIPELINE 128
+#define RN_SERVER_DEFAULT_WRITE_TIMEOUT 30000     /* ms */
 /* Reply bytes queued for one client before its requests stop being read. */
 #define RN_SERVER_HIGH_WATER ((size_t)1024 * 1024)
 
@@ -989,14 +1015,17 @@ typedef struct rn_server_stats_s {
   uint64_t protocol_errors; /* connections closed for bad frames */
   uint64_t idle_timeouts;   /* connections closed for idle_timeout */
   uint64_t frame_timeouts;  /* connections refused for frame_timeout */
-  uint64_t budget_refused;  /* connections refused for input_budget */
+  uint64_t budget_refused;  /* connections refused for input_budget or
+                               output_budget */
   uint64_t connections_refused; /* closed at once past max_connections */
   uint64_t elements_refused; /* resp: refused past max_elements */
   uint64_t backlogged;      /* times a connection stopped being read for
-                               its unread replies (or output_budget) */
+                               its unread replies (or output_budget, or
+                               max_pipeline) */
   size_t buffered_in;       /* bytes held for unfinished frames now */
   size_t buffered_out;      /* reply bytes queued now */
   uint64_t dedupe_full;     /* dedupe: new keys refused at capacity */
+  uint64_t write_timeouts;  /* connections closed for write_timeout */
   unsigned open;            /* connections open */
   unsigned active;          /* requests holding a slot */
   unsigned queued;          /* requests waiting for a slot */

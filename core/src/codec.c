@@ -82,8 +82,12 @@ int rn_codec_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
                   const char *data, size_t len, rn_frame_t *frame) {
   int r;
 
-  /* The cheap case of a trickle: still short of what the frame needs. */
-  if (len < scan->need) {
+  /* The cheap case of a trickle: still short of what the frame needs.
+   * Only for codecs that would walk the frame again from its start: a
+   * resumable scan looks at the new bytes alone anyway, and its hint is
+   * a lower bound (resp: every value owed at its smallest), so skipping
+   * to it would leave a bad byte unseen until that many had come. */
+  if (codec->type->scan == NULL && len < scan->need) {
     frame->size = scan->need;
     frame->body_offset = frame->body_len = 0;
     frame->flags = 0;

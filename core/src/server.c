@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -54,6 +55,8 @@ void rn_server_options_init(rn_server_options_t *o) {
   o->input_budget = RN_SERVER_DEFAULT_BUDGET;
   o->output_budget = RN_SERVER_DEFAULT_BUDGET;
   o->max_elements = RN_SERVER_DEFAULT_MAX_ELEMENTS;
+  o->max_pipeline = RN_SERVER_DEFAULT_MAX_PIPELINE;
+  o->write_timeout = RN_SERVER_DEFAULT_WRITE_TIMEOUT;
 }
 
 void *rn_server_data(rn_server_t *server) { return server->data; }
@@ -113,16 +116,58 @@ static void conn_account_in(rn_server_conn_t *conn) {
   conn->accounted_in = b;
 }
 
+/* Half the output budget is where the server stops taking requests from
+ * connections with replies queued; the other half is for the replies of
+ * requests already taken, before the budget closes anyone. */
 static int conn_output_full(rn_server_conn_t *conn) {
   rn_server_t *server = conn->server;
   size_t b = conn_account_out(conn);
   return b >= RN_SERVER_HIGH_WATER ||
-         (b > 0 && server->buffered_out > server->options.output_budget);
+         (b > 0 && server->buffered_out >= server->options.output_budget / 2);
+}
+
+/* Replies still being made count too: without a bound on them, a client
+ * pipelining requests to a handler that waits has them all taken before
+ * the first reply exists, and their replies pile up past every mark. */
+static int conn_full(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  return conn_output_full(conn) ||
+         (!server_is_rnp(server) &&
+          conn->handling >= server->options.max_pipeline);
+}
+
+/* Past output_budget, reached by replies of requests taken before the
+ * hold (or by a connection with nothing queued making one): the
+ * connections holding the most go at once, their replies dropped; they
+ * are the clients not reading. Like the input budget, until under. */
+static void server_shed_output(rn_server_t *server) {
+  while (server->buffered_out > server->options.output_budget &&
+         !server->closing) {
+    rn_server_conn_t *worst = NULL;
+    rn_list_t *pos;
+    for (pos = server->conns.next; pos != &server->conns; pos = pos->next) {
+      rn_server_conn_t *c = RN_CONTAINER_OF(pos, rn_server_conn_t, node);
+      if (c->closing || c->accounted_out == 0) continue;
+      if (worst == NULL || c->accounted_out > worst->accounted_out)
+        worst = c;
+    }
+    if (worst == NULL) break;
+    server->stats.budget_refused++;
+    rn__server_conn_close(worst);
+    rn__server_event(server, RN_SERVER_EVENT_BUDGET, 0, 0);
+  }
+}
+
+void rn__server_conn_output(rn_server_conn_t *conn) {
+  rn_server_t *server = conn->server;
+  conn_account_out(conn);
+  if (server->buffered_out > server->options.output_budget)
+    server_shed_output(server);
 }
 
 int rn__server_conn_hold(rn_server_conn_t *conn) {
   rn_server_t *server = conn->server;
-  if (!conn_output_full(conn)) return 0;
+  if (!conn_full(conn)) return 0;
   if (!conn->held_back) {
     conn->held_back = 1;
     server->stats.backlogged++;
@@ -226,11 +271,8 @@ void rn__server_conn_update_reading(rn_server_conn_t *conn) {
     want = 1; /* discarding */
   else if (conn->finishing && !rnp)
     want = 0; /* draining: no new requests */
-  else if (rnp)
-    want = !conn->held_back && !conn_output_full(conn);
   else
-    want = !conn->paused && !full && !conn->held_back &&
-           !conn_output_full(conn);
+    want = !conn->paused && !full && !conn->held_back && !conn_full(conn);
 
   /* Stopped only because the server is full: resume it when there is
    * room, like a connection holding buffered frames back. */
@@ -252,7 +294,8 @@ void rn__server_conn_update_reading(rn_server_conn_t *conn) {
 /* Processing runs the application, which may close connections or the
  * server: after each one, walk again from the head. Every connection
  * processed is no longer paused (or paused again only when the server is
- * full, which stops the walk), so this ends. */
+ * full, which stops the walk), or had room for a held-back frame and took
+ * it (or had none left), so this ends. */
 static void server_resume(rn_timer_t *timer) {
   rn_server_t *server = timer->data;
 
@@ -266,29 +309,36 @@ static void server_resume(rn_timer_t *timer) {
     rn_list_t *pos;
     for (pos = server->conns.next; pos != &server->conns; pos = pos->next) {
       rn_server_conn_t *conn = RN_CONTAINER_OF(pos, rn_server_conn_t, node);
-      if (conn->paused) {
+      if (conn->paused || (conn->held_back && !conn_full(conn))) {
         found = conn;
         break;
       }
     }
     if (found == NULL) break;
-    found->paused = 0;
-    server->paused--;
+    if (found->paused) {
+      found->paused = 0;
+      server->paused--;
+    } else {
+      found->held_back = 0;
+    }
     server_conn_process(found);
   }
 }
 
 void rn__server_request_release(rn_request_t *req) {
   rn_server_t *server = req->server;
+  rn_server_conn_t *conn = server_is_rnp(server) ? NULL : req->conn;
 
   rn_list_remove(&req->node);
   rn_list_remove(&req->wait);
   free(req->reply);
   if (req->slot) {
     server->active--;
+    if (conn != NULL) conn->handling--;
     /* Deferred: resuming may hand out requests, and this may be running
      * inside the application's own reply call. */
-    if ((server->paused > 0 || server->queued > 0) &&
+    if ((server->paused > 0 || server->queued > 0 ||
+         (conn != NULL && conn->held_back)) &&
         !rn_timer_is_active(&server->resume_timer))
       rn_timer_start(&server->resume_timer, 0);
   }
@@ -363,20 +413,30 @@ void rn__server_conn_write(rn_server_conn_t *conn) {
     return;
   }
   conn->writing = 1;
+  /* write_timeout runs from here, and again from each byte taken. What
+   * is unsent is asked only when the timeout is due, not on every write:
+   * the first look counts as progress, so a stall is found between one
+   * and two write_timeouts after the last byte taken. */
+  conn->write_since = rn_loop_now(conn->server->loop);
+  conn->write_queued = SIZE_MAX;
+  conn_account_out(conn);
+  conn_timer_arm(conn);
 }
 
 static void conn_on_write(uv_write_t *req, int status) {
   rn_server_conn_t *conn = req->data;
   conn->writing = 0;
+  conn->write_since = 0;
   if (conn->closing) return;
   if (status < 0) {
     rn__server_conn_close(conn);
     return;
   }
   rn__server_conn_write(conn);
+  conn_account_out(conn);
   if (rn__server_conn_settle(conn)) return;
   /* Frames left unparsed while the client was not reading. */
-  if (conn->held_back && !conn_output_full(conn)) {
+  if (conn->held_back && !conn_full(conn)) {
     conn->held_back = 0;
     server_conn_process(conn);
     return;
@@ -426,6 +486,7 @@ int rn_request_reply(rn_request_t *req, const char *frame, size_t len) {
   }
   rn__server_conn_write(conn);
   if (!rn__server_conn_settle(conn)) rn__server_conn_update_reading(conn);
+  rn__server_conn_output(conn);
   return 0;
 }
 
@@ -539,7 +600,10 @@ static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot) {
   req->slot = slot ? 1 : 0;
   rn_list_init(&req->wait);
   rn_list_insert_tail(&conn->requests, &req->node);
-  if (slot) server->active++;
+  if (slot) {
+    server->active++;
+    conn->handling++;
+  }
   server->held++;
   return req;
 }
@@ -625,6 +689,10 @@ static void server_conn_process_framed(rn_server_conn_t *conn) {
     if (r == 0) {
       partial = 1;
       break;
+    }
+    if (r == UV_E2BIG) { /* an inline command's words */
+      rn__server_conn_refuse(conn, RN_SERVER_EVENT_MAX_ELEMENTS, too_many);
+      return;
     }
     if (r < 0) {
       /* cannot tell where the next frame starts */
@@ -786,11 +854,16 @@ static void conn_timer_arm(rn_server_conn_t *conn) {
   const rn_server_options_t *o = &conn->server->options;
   uint64_t due = UINT64_MAX, now;
 
-  if (conn->closing || conn->shut || conn->refused || conn->finishing)
-    return; /* the linger's, or settling by itself */
-  if (o->idle_timeout > 0) due = conn->last_frame + o->idle_timeout;
-  if (o->frame_timeout > 0 && conn->frame_start != 0)
-    due = RN_MIN(due, conn->frame_start + o->frame_timeout);
+  if (conn->closing || conn->shut || conn->refused ||
+      (conn->finishing && conn->server->drain_over))
+    return; /* the linger's */
+  if (!conn->finishing) { /* else settling by itself, if its client reads */
+    if (o->idle_timeout > 0) due = conn->last_frame + o->idle_timeout;
+    if (o->frame_timeout > 0 && conn->frame_start != 0)
+      due = RN_MIN(due, conn->frame_start + o->frame_timeout);
+  }
+  if (o->write_timeout > 0 && conn->writing && conn->write_since != 0)
+    due = RN_MIN(due, conn->write_since + o->write_timeout);
   if (due == UINT64_MAX) return;
   if (rn_timer_is_active(&conn->timer) && conn->timer_due <= due) return;
   now = rn_loop_now(conn->server->loop);
@@ -798,8 +871,41 @@ static void conn_timer_arm(rn_server_conn_t *conn) {
   rn_timer_start(&conn->timer, due > now ? due - now : 0);
 }
 
-/* frame_timeout, idle_timeout, or the linger after our FIN or a refusal
- * ran out. */
+/* Bytes of conn's replies its client has not taken: libuv's queue, and
+ * where the system tells, the socket's own (a socket is writable again
+ * only once much of its buffer drained, so libuv's queue alone can stand
+ * still while a slow client does read). */
+static size_t conn_unsent(rn_server_conn_t *conn) {
+  size_t n = uv_stream_get_write_queue_size(&conn->h.stream);
+#ifdef TIOCOUTQ
+  uv_os_fd_t fd;
+  int queued;
+  if (uv_fileno(&conn->h.handle, &fd) == 0 &&
+      ioctl(fd, TIOCOUTQ, &queued) == 0 && queued > 0)
+    n += (size_t)queued;
+#endif
+  return n;
+}
+
+/* 1 when the write in flight had no byte taken for write_timeout. Bytes
+ * taken since the last look are progress: the wait starts again. */
+static int conn_write_stalled(rn_server_conn_t *conn, uint64_t now) {
+  uint64_t limit = conn->server->options.write_timeout;
+  size_t left;
+  if (limit == 0 || !conn->writing || conn->write_since == 0 ||
+      now - conn->write_since < limit)
+    return 0;
+  left = conn_unsent(conn);
+  if (left < conn->write_queued) {
+    conn->write_queued = left;
+    conn->write_since = now;
+    return 0;
+  }
+  return 1;
+}
+
+/* frame_timeout, idle_timeout, write_timeout, or the linger after our FIN
+ * or a refusal ran out. */
 static void conn_on_timer(rn_timer_t *timer) {
   static const char slow[] = "the request took longer than frame_timeout "
                              "to arrive";
@@ -808,14 +914,21 @@ static void conn_on_timer(rn_timer_t *timer) {
   const rn_server_options_t *o = &server->options;
   uint64_t now = rn_loop_now(server->loop);
 
-  if (conn->shut || conn->refused) {
+  if (conn->shut || conn->refused ||
+      (conn->finishing && server->drain_over)) {
+    /* Past the end of a drain, the linger is all it gets. */
     rn__server_conn_close(conn);
     return;
   }
+  if (conn_write_stalled(conn, now)) {
+    /* Its replies go nowhere: what it holds is the server's to free. */
+    server->stats.write_timeouts++;
+    rn__server_conn_close(conn);
+    rn__server_event(server, RN_SERVER_EVENT_WRITE_TIMEOUT, 0, 0);
+    return;
+  }
   if (conn->finishing) {
-    /* Settles by itself once written; past the end of a drain, the
-     * linger is all it gets. */
-    if (server->drain_over) rn__server_conn_close(conn);
+    conn_timer_arm(conn); /* settles by itself once written */
     return;
   }
   if (o->frame_timeout > 0 && conn->frame_start != 0 &&
@@ -989,7 +1102,7 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   if (options->listen == NULL || options->on_request == NULL ||
       options->max_concurrent == 0 || options->backlog <= 0 ||
       options->input_budget == 0 || options->output_budget == 0 ||
-      options->max_elements == 0 ||
+      options->max_elements == 0 || options->max_pipeline == 0 ||
       (options->dedupe && options->dedupe_window == 0) ||
       (options->dedupe && options->dedupe_store == NULL &&
        options->dedupe_capacity == 0))

@@ -87,6 +87,11 @@ struct rn_server_conn_s {
   size_t accounted_out; /* backlog as counted in server->buffered_out */
   size_t pending_out;   /* resp/line/length: replies made, waiting for an
                            earlier request's */
+  unsigned handling;    /* resp/line/length: requests handed out and not
+                           yet released (max_pipeline) */
+  uint64_t write_since; /* loop ms the write in flight last made
+                           progress (write_timeout); 0: none */
+  size_t write_queued;  /* its bytes the socket had not taken then */
   rn_frame_scan_t scan; /* resp/line/length: the place reached in the
                            partial frame at rbuf's head */
   union {
@@ -156,10 +161,12 @@ void rn__server_conn_update_reading(rn_server_conn_t *conn);
  * all is written. 1 if it is closing or shut (nothing more to do). */
 int rn__server_conn_settle(rn_server_conn_t *conn);
 size_t rn__server_conn_backlog(const rn_server_conn_t *conn);
-/* 1 when conn must stop taking requests for its queued replies (its own
- * past the high-water mark, or the server's past output_budget): then
- * held_back is set, reading stops, and the frames left in rbuf are
- * processed once its writes drained. Checked before each frame. */
+/* 1 when conn must stop taking requests for its replies (its own queued
+ * past the high-water mark, the server's past output_budget, or
+ * max_pipeline of its requests being handled): then held_back is set,
+ * reading stops, and the frames left in rbuf are processed once its
+ * writes drained or a request of it was answered. Checked before each
+ * frame. */
 int rn__server_conn_hold(rn_server_conn_t *conn);
 /* After a parse: `frames` were handed out, `partial` says an unfinished
  * frame is left (its first byte starts the frame timeout; completed
@@ -170,6 +177,9 @@ void rn__server_conn_parsed(rn_server_conn_t *conn, size_t frames,
  * the reason (resp: the -ERR text; rnp: the GOAWAY text). */
 void rn__server_conn_refuse(rn_server_conn_t *conn,
                             rn_server_event_type_t type, const char *why);
+/* After conn's output grew: counts it, and past output_budget closes the
+ * connections with the largest backlogs (conn may be one of them). */
+void rn__server_conn_output(rn_server_conn_t *conn);
 void rn__server_request_release(rn_request_t *req);
 void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
                       uint64_t id, int error);
@@ -183,7 +193,8 @@ void rn__server_conn_broken(rn_server_conn_t *conn, int error);
 /* server_resp.c */
 /* The next request of a resp client at data: 1 (f->size bytes; *body and
  * f->body_len the command as an array of bulk strings, or *body NULL when
- * there is nothing to run), 0 (need more), or a protocol error with the
+ * there is nothing to run), 0 (need more), UV_E2BIG (an inline command
+ * of more than max_elements arguments), or a protocol error with the
  * reply text in why ("ERR Protocol error: ..."). */
 int rn__server_resp_frame(rn_server_conn_t *conn, const char *data,
                           size_t len, rn_frame_t *f, const char **body,

@@ -116,7 +116,8 @@ static int inline_arg(const char **p, const char *end, rn_buf_t *arg) {
 
 /* An inline command line (without its line end) as the RESP array of bulk
  * strings a client library would have sent, in server->inline_out (which
- * holds each argument while it is decoded). */
+ * holds each argument while it is decoded). UV_E2BIG past max_elements
+ * arguments, found as they are decoded: the bound holds for both forms. */
 static int inline_command(rn_server_t *server, const char *line, size_t len,
                           char *why, size_t why_size) {
   rn_buf_t *args = &server->inline_args, *out = &server->inline_out;
@@ -129,6 +130,10 @@ static int inline_command(rn_server_t *server, const char *line, size_t len,
     out->len = 0;
     r = inline_arg(&p, end, out);
     if (r <= 0) break;
+    if (count == server->options.max_elements) {
+      r = UV_E2BIG;
+      break;
+    }
     if ((r = rn_resp_encode_bulk(args, out->len ? out->base : "",
                                  out->len)) != 0)
       break;

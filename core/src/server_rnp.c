@@ -118,6 +118,7 @@ int rn__server_rnp_answer(rn_request_t *req, const rn__answer_t *a) {
   if (conn != NULL && conn->closing) conn = NULL;
   rn__server_request_release(req);
   rnp_conn_settle(conn);
+  if (conn != NULL) rn__server_conn_output(conn);
   return err == UV_ENOMEM ? err : 0;
 }
 

@@ -360,8 +360,8 @@ static void test_scan_dribbled_array_resumes(void) {
   ASSERT_EQ(rn_codec_scan(&c, &scan, data, 4097, &f), RN_EBADFRAME);
   ASSERT(scan.levels == NULL && scan.done == 0);
 
-  /* Garbage after a partial frame is caught once the frame could have
-   * ended (the two values owed at their smallest). */
+  /* Garbage after a partial frame is caught, at the latest once the
+   * frame could have ended (the two values owed at their smallest). */
   memcpy(data, "*3\r\n:1\r\n\x01\x01\x01\x01\x01\x01", 14);
   ASSERT_EQ(rn_codec_scan(&c, &scan, data, 8, &f), 0);
   ASSERT_GT(f.size, 9);
@@ -369,6 +369,25 @@ static void test_scan_dribbled_array_resumes(void) {
   ASSERT_EQ(rn_codec_scan(&c, &scan, data, f.size, &f), RN_EBADFRAME);
   rn_frame_scan_reset(&scan);
   free(data);
+}
+
+/* Review finding 10: a bad byte arriving inside the hint's range (after
+ * a large array header, 3 bytes per value owed) was seen only once that
+ * many bytes had come, so a server's client waited out frame_timeout
+ * instead of getting its protocol error. Found in the read that brings
+ * it now, the hint left as the last look set it. */
+static void test_scan_bad_byte_found_before_need(void) {
+  static const char data[] = "*1000\r\n:1\r\nx";
+  rn_codec_t c = resp_codec(0);
+  rn_frame_scan_t scan;
+  rn_frame_t f;
+  size_t len = sizeof(data) - 1;
+
+  memset(&scan, 0, sizeof(scan));
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, len - 1, &f), 0);
+  ASSERT_GT(scan.need, len); /* the hint reaches well past the bad byte */
+  ASSERT_EQ(rn_codec_scan(&c, &scan, data, len, &f), RN_EBADFRAME);
+  rn_frame_scan_reset(&scan);
 }
 
 static void nest(char *buf, size_t depth, const char *open, size_t *len) {
@@ -566,6 +585,7 @@ int main(void) {
   TEST_RUN(test_frames);
   TEST_RUN(test_bad_frames);
   TEST_RUN(test_scan_dribbled_array_resumes);
+  TEST_RUN(test_scan_bad_byte_found_before_need);
   TEST_RUN(test_depth);
   TEST_RUN(test_oversized);
   TEST_RUN(test_walk);

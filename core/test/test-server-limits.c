@@ -32,6 +32,12 @@ static struct {
   unsigned events[16];
   int closed;
   client_t c[NCLIENTS];
+  /* a handler that waits: requests answered together every 10 ms */
+  int defer;
+  uv_timer_t defer_timer;
+  rn_request_t *waiting[512];
+  unsigned nwaiting;
+  size_t max_out; /* the largest stats buffered_out after replies */
 } T;
 
 static size_t total_backlog(void) {
@@ -41,6 +47,45 @@ static size_t total_backlog(void) {
     sum += rn__server_conn_backlog(
         RN_CONTAINER_OF(pos, rn_server_conn_t, node));
   return sum;
+}
+
+static void reply_now(rn_request_t *req) {
+  if (T.reply != NULL)
+    ASSERT_OK(rn_request_reply(req, T.reply, T.reply_len));
+  else
+    ASSERT_OK(rn_request_reply(req, "+OK\r\n", 5));
+}
+
+/* The largest backlogs, one connection's and the server's. */
+static void sample_backlogs(void) {
+  rn_server_stats_t st;
+  rn_list_t *pos;
+  rn_server_stats(T.server, &st);
+  if (st.buffered_out > T.max_out) T.max_out = st.buffered_out;
+  for (pos = T.server->conns.next; pos != &T.server->conns; pos = pos->next) {
+    size_t b = rn__server_conn_backlog(
+        RN_CONTAINER_OF(pos, rn_server_conn_t, node));
+    if (b > T.max_backlog) T.max_backlog = b;
+  }
+}
+
+static void defer_tick(uv_timer_t *t) {
+  unsigned i, n = T.nwaiting;
+  (void)t;
+  T.nwaiting = 0;
+  for (i = 0; i < n; i++) reply_now(T.waiting[i]);
+  sample_backlogs();
+}
+
+static void defer_start(void) {
+  T.defer = 1;
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &T.defer_timer));
+  ASSERT_OK(uv_timer_start(&T.defer_timer, defer_tick, 10, 10));
+}
+
+static void defer_stop(void) {
+  defer_tick(&T.defer_timer);
+  uv_close((uv_handle_t *)&T.defer_timer, NULL);
 }
 
 static void on_request(rn_server_t *server, rn_request_t *req,
@@ -53,6 +98,11 @@ static void on_request(rn_server_t *server, rn_request_t *req,
   T.handled++;
   if (b > T.max_backlog) T.max_backlog = b;
   if (total > T.max_total) T.max_total = total;
+  if (T.defer) {
+    ASSERT_LT(T.nwaiting, sizeof(T.waiting) / sizeof(T.waiting[0]));
+    T.waiting[T.nwaiting++] = req;
+    return;
+  }
   if (T.reply != NULL)
     ASSERT_OK(rn_request_reply(req, T.reply, T.reply_len));
   else
@@ -257,7 +307,8 @@ static void test_backlog_checked_per_frame_length(void) {
 
 /* Defect 4 (output): four clients pipelining 100 KiB replies without
  * reading, each under its own high-water mark: output_budget bounds what
- * the server queues for all of them together. */
+ * the server queues for all of them together. Connections stop being
+ * read at half of it, so that none is refused here. */
 static void test_output_budget_bounds_all_connections(void) {
   enum { PER = 12, REPLY = 100 * 1024, CLIENTS = 4 };
   static char reply[REPLY];
@@ -267,7 +318,7 @@ static void test_output_budget_bounds_all_connections(void) {
   size_t j;
 
   options(&o, RN_PROTOCOL_LINE);
-  o.output_budget = 256 * 1024;
+  o.output_budget = 1024 * 1024;
   start(&o);
   memset(reply, 'y', sizeof(reply));
   reply[REPLY - 1] = '\n';
@@ -283,15 +334,262 @@ static void test_output_budget_bounds_all_connections(void) {
   rn_buf_free(&batch);
   RUN_UNTIL(T.handled == PER * CLIENTS || T.events[RN_SERVER_EVENT_BACKLOG] > 0,
             5000);
-  /* a connection with nothing queued may add one reply past the budget */
-  ASSERT_LE(T.max_total, o.output_budget + (size_t)CLIENTS * REPLY);
+  /* a connection with nothing queued may add one reply past the mark */
+  ASSERT_LE(T.max_total, o.output_budget / 2 + (size_t)CLIENTS * REPLY);
   for (i = 0; i < CLIENTS; i++)
     ASSERT_OK(uv_read_start((uv_stream_t *)&T.c[i].tcp, cl_alloc, cl_read));
   RUN_UNTIL(T.c[0].got.len == PER * REPLY && T.c[1].got.len == PER * REPLY &&
                 T.c[2].got.len == PER * REPLY && T.c[3].got.len == PER * REPLY,
             10000);
-  ASSERT_LE(T.max_total, o.output_budget + (size_t)CLIENTS * REPLY);
+  ASSERT_LE(T.max_total, o.output_budget / 2 + (size_t)CLIENTS * REPLY);
   ASSERT_EQ(T.handled, PER * CLIENTS);
+  ASSERT_EQ(stats().budget_refused, 0);
+  stop();
+}
+
+/* A RESP reply of len bytes ("+xxx...\r\n"). */
+static void simple_reply(char *reply, size_t len) {
+  memset(reply, 'x', len);
+  reply[0] = '+';
+  memcpy(reply + len - 2, "\r\n", 2);
+  T.reply = reply;
+  T.reply_len = len;
+}
+
+/* n pipelined GETs in one write. */
+static void send_gets(client_t *c, size_t n) {
+  static const char get[] = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+  rn_buf_t batch;
+  size_t i;
+  rn_buf_init(&batch);
+  for (i = 0; i < n; i++)
+    ASSERT_OK(rn_buf_append(&batch, get, sizeof(get) - 1));
+  cl_send(c, batch.base, batch.len);
+  rn_buf_free(&batch);
+}
+
+/* Review finding 1: a handler that waits (10 ms) and a client pipelining
+ * 400 requests for 64 KiB replies without reading. Before, the backlog
+ * was looked at only before each frame and counted only replies made:
+ * all 400 were taken before the first reply existed, and ~25 MiB piled
+ * up past the 1 MiB mark with no event. Requests being handled count
+ * now: one connection holds at most the mark plus max_pipeline replies,
+ * and gets every reply once it reads. */
+static void test_slow_handler_pipeline_bounded_by_max_pipeline(void) {
+  enum { N = 400, REPLY = 64 * 1024, PIPE = 4 };
+  static char reply[REPLY];
+  rn_server_options_t o;
+  client_t *c;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.max_pipeline = PIPE;
+  start(&o);
+  simple_reply(reply, REPLY);
+  defer_start();
+  c = connect_client(0);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  send_gets(c, N);
+  /* until all were taken (the defect), or the connection is held with
+   * nothing left in the making */
+  RUN_UNTIL(T.handled == N ||
+                (T.handled > 0 && T.nwaiting == 0 &&
+                 first_conn()->held_back && !first_conn()->reading &&
+                 first_conn()->handling == 0),
+            10000);
+  ASSERT_LE(T.max_backlog, RN_SERVER_HIGH_WATER + (size_t)PIPE * REPLY);
+  ASSERT_LE(T.max_out, RN_SERVER_HIGH_WATER + (size_t)PIPE * REPLY);
+  ASSERT_LT(T.handled, N);
+  ASSERT_GE(T.events[RN_SERVER_EVENT_BACKLOG], 1);
+  ASSERT_GE(stats().backlogged, 1);
+
+  ASSERT_OK(uv_read_start((uv_stream_t *)&c->tcp, cl_alloc, cl_read));
+  RUN_UNTIL(c->got.len >= (size_t)N * REPLY, 20000);
+  ASSERT_EQ(c->got.len, (size_t)N * REPLY);
+  ASSERT_EQ(T.handled, N);
+  ASSERT_LE(T.max_backlog, RN_SERVER_HIGH_WATER + (size_t)PIPE * REPLY);
+  defer_stop();
+  stop();
+}
+
+/* Review finding 1 (budget): replies of requests being handled push the
+ * server past output_budget. Before, output_budget only stopped reading
+ * and never refused anyone: one non-reading pipeliner held ~25 MiB
+ * against a 1 MiB budget. Now the connection with the largest backlog
+ * is closed, the server stays within the budget, and a small client's
+ * replies still all arrive. */
+static void test_output_budget_refuses_largest_backlog(void) {
+  enum { BIG = 400, SMALL = 4, REPLY = 64 * 1024 };
+  static char reply[REPLY];
+  rn_server_options_t o;
+  client_t *big, *small;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.output_budget = 1024 * 1024;
+  start(&o);
+  simple_reply(reply, REPLY);
+  defer_start();
+  big = connect_client(0);
+  small = connect_client(1);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&big->tcp));
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&small->tcp));
+  send_gets(small, SMALL);
+  RUN_UNTIL(T.handled == SMALL && T.nwaiting == 0, 3000);
+  send_gets(big, BIG);
+  RUN_UNTIL(stats().budget_refused >= 1 || T.handled == SMALL + BIG, 10000);
+  ASSERT_EQ(stats().budget_refused, 1);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_BUDGET], 1);
+  ASSERT_LE(T.max_out, o.output_budget);
+  ASSERT_LT(T.handled, SMALL + BIG);
+  RUN_UNTIL(stats().open == 1, 1000); /* the big one went */
+
+  ASSERT_OK(uv_read_start((uv_stream_t *)&small->tcp, cl_alloc, cl_read));
+  RUN_UNTIL(small->got.len == (size_t)SMALL * REPLY, 5000);
+  ASSERT(!small->eof);
+  defer_stop();
+  stop();
+}
+
+static void on_drained(rn_server_t *server) {
+  (void)server;
+  T.closed = 1;
+}
+
+/* Review finding 2: a client that never reads was never timed out (a
+ * write in flight counted as activity for idle_timeout) and a finishing
+ * connection had no timer at all: three such clients held their replies
+ * for good, and a drain waited its whole length. Now a write whose
+ * socket takes no byte for write_timeout closes its connection, event
+ * and stat, finishing connections included. */
+static void test_write_timeout_closes_client_that_never_reads(void) {
+  enum { N = 64, REPLY = 256 * 1024 };
+  static char reply[REPLY];
+  rn_server_options_t o;
+  client_t *a, *b;
+  uint64_t t0;
+  unsigned h0;
+  int i;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.write_timeout = 300;
+  start(&o);
+  simple_reply(reply, REPLY);
+  a = connect_client(0);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&a->tcp));
+  t0 = now_ms(); /* no write can have started before */
+  send_gets(a, N);
+  RUN_UNTIL(T.handled > 0 && first_conn()->held_back, 3000);
+  RUN_UNTIL(stats().write_timeouts == 1, 3000);
+  ASSERT_GE(now_ms() - t0 + 10, o.write_timeout);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_WRITE_TIMEOUT], 1);
+  RUN_UNTIL(stats().open == 0, 1000);
+  ASSERT_EQ(stats().buffered_out, 0);
+
+  /* finishing: a drain of a minute ends as soon as the stalled client
+   * is closed */
+  b = connect_client(1);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&b->tcp));
+  h0 = T.handled;
+  send_gets(b, N);
+  RUN_UNTIL(T.handled > h0 && first_conn()->held_back, 3000);
+  rn_server_drain(T.server, 60000, on_drained);
+  RUN_UNTIL(T.closed, 3000);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_WRITE_TIMEOUT], 2);
+  for (i = 0; i < NCLIENTS; i++)
+    if (T.c[i].tcp.data != NULL) cl_close(&T.c[i]);
+  finish();
+  for (i = 0; i < NCLIENTS; i++) cl_free(&T.c[i]);
+}
+
+/* A client that reads in bursts: four reads (of 64 KiB at most) every
+ * 100 ms. */
+typedef struct bursts_s {
+  uv_timer_t timer;
+  client_t *c;
+  unsigned reads_left;
+} bursts_t;
+
+static bursts_t bursts;
+
+static void bursts_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  cl_read(s, nread, buf);
+  if (nread != 0 && --bursts.reads_left == 0) uv_read_stop(s);
+}
+
+static void bursts_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
+  cl_alloc(h, n, buf);
+  if (buf->len > 65536) buf->len = 65536;
+}
+
+static void bursts_tick(uv_timer_t *t) {
+  (void)t;
+  bursts.reads_left = 4;
+  ASSERT_OK(uv_read_start((uv_stream_t *)&bursts.c->tcp, bursts_alloc,
+                          bursts_read));
+}
+
+/* write_timeout is about a socket that takes nothing: a client that reads
+ * slowly, here in bursts well within write_timeout of each other, keeps
+ * its connection and gets every reply. */
+static void test_write_timeout_spares_slow_reader(void) {
+  enum { N = 32, REPLY = 256 * 1024 };
+  static char reply[REPLY];
+  rn_server_options_t o;
+  client_t *c;
+  uint64_t t0;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.write_timeout = 300;
+  start(&o);
+  simple_reply(reply, REPLY);
+  c = connect_client(0);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  t0 = now_ms();
+  bursts.c = c;
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &bursts.timer));
+  ASSERT_OK(uv_timer_start(&bursts.timer, bursts_tick, 100, 100));
+  send_gets(c, N);
+  RUN_UNTIL(c->got.len == (size_t)N * REPLY || c->eof || c->read_error,
+            30000);
+  ASSERT_EQ(c->got.len, (size_t)N * REPLY);
+  fprintf(stderr, "   %llu ms\n", (unsigned long long)(now_ms() - t0));
+  ASSERT_GE(now_ms() - t0, 3 * o.write_timeout); /* it was put to the test */
+  ASSERT_EQ(stats().write_timeouts, 0);
+  ASSERT_GE(stats().backlogged, 1); /* it did wait on the client */
+  uv_close((uv_handle_t *)&bursts.timer, NULL);
+  stop();
+}
+
+/* Review finding 8: inline commands bypassed max_elements (a line of
+ * 5,001 words reached the handler as 5,001 arguments). Counted as they
+ * are decoded now: refused like an array announcing too many. */
+static void test_resp_inline_max_elements_refused(void) {
+  rn_server_options_t o;
+  rn_buf_t line;
+  client_t *a, *b;
+  int i;
+
+  options(&o, RN_PROTOCOL_RESP);
+  o.max_elements = 10;
+  start(&o);
+  a = connect_client(0);
+  cl_send(a, "SET k v a b c d e f g\r\n", 23);
+  RUN_UNTIL(a->got.len == 5, 3000);
+  ASSERT_MEM_EQ(a->got.base, "+OK\r\n", 5);
+
+  b = connect_client(1);
+  rn_buf_init(&line);
+  ASSERT_OK(rn_buf_append(&line, "SET", 3));
+  for (i = 0; i < 5000; i++) ASSERT_OK(rn_buf_append(&line, " a", 2));
+  ASSERT_OK(rn_buf_append(&line, "\r\n", 2));
+  cl_send(b, line.base, line.len);
+  rn_buf_free(&line);
+  RUN_UNTIL(b->eof || b->read_error, 3000);
+  ASSERT(got_has(b, "-ERR Protocol error"));
+  ASSERT(got_has(b, "max_elements"));
+  ASSERT_EQ(T.handled, 1);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_MAX_ELEMENTS], 1);
+  ASSERT_EQ(stats().elements_refused, 1);
+  ASSERT(!a->eof);
   stop();
 }
 
@@ -617,6 +915,28 @@ static void test_resp_max_elements_refused_from_header(void) {
   stop();
 }
 
+/* Review finding 10: a bad byte inside a large array, before the codec's
+ * hint (3 bytes per element owed) was reached, went unseen: the client
+ * got no protocol error and waited out frame_timeout (10 s). Answered as
+ * soon as it arrives now. */
+static void test_resp_bad_byte_in_large_array_answered_at_once(void) {
+  static const char head[] = "*1000\r\n$1\r\na\r\n";
+  rn_server_options_t o;
+  client_t *a;
+
+  options(&o, RN_PROTOCOL_RESP);
+  start(&o);
+  a = connect_client(0);
+  cl_send(a, head, sizeof(head) - 1);
+  RUN_UNTIL(first_conn()->rbuf.len == sizeof(head) - 1, 3000);
+  cl_send(a, "x\r\n", 3);
+  RUN_UNTIL(a->eof || a->read_error, 2000);
+  ASSERT(got_has(a, "-ERR Protocol error"));
+  ASSERT_EQ(stats().protocol_errors, 1);
+  ASSERT_EQ(stats().frame_timeouts, 0);
+  stop();
+}
+
 /* Defect 6: past max_connections a new connection is told and closed at
  * once, counted; once one closes, the next is served. */
 static void test_max_connections_closes_extra_at_once(void) {
@@ -744,6 +1064,12 @@ int main(int argc, char **argv) {
       CASE(test_backlog_checked_per_frame_line),
       CASE(test_backlog_checked_per_frame_length),
       CASE(test_output_budget_bounds_all_connections),
+      CASE(test_slow_handler_pipeline_bounded_by_max_pipeline),
+      CASE(test_output_budget_refuses_largest_backlog),
+      CASE(test_write_timeout_closes_client_that_never_reads),
+      CASE(test_write_timeout_spares_slow_reader),
+      CASE(test_resp_inline_max_elements_refused),
+      CASE(test_resp_bad_byte_in_large_array_answered_at_once),
       CASE(test_frame_timeout_refuses_dribbler),
       CASE(test_frame_timeout_rnp_goaway),
       CASE(test_frame_timeout_restarts_per_frame),

@@ -154,6 +154,7 @@ static const char *lrn_server_event_name(rn_server_event_type_t type) {
   case RN_SERVER_EVENT_MAX_CONNECTIONS: return "max_connections";
   case RN_SERVER_EVENT_MAX_ELEMENTS: return "max_elements";
   case RN_SERVER_EVENT_DEDUPE_FULL: return "dedupe_full";
+  case RN_SERVER_EVENT_WRITE_TIMEOUT: return "write_timeout";
   }
   return "unknown";
 }
@@ -357,6 +358,7 @@ static lua_Integer lrn_field_int(lua_State *L, const char *name,
  *             backlog, max_concurrent, queue, retry_after_ms,
  *             idle_timeout_ms, frame_timeout_ms, max_connections,
  *             input_budget, output_budget, max_elements,
+ *             max_pipeline, write_timeout_ms,
  *             dedupe, dedupe_window_ms, dedupe_capacity},
  *            target [, store_runner]) -> handle | nil, err.
  * target is dispatched with (request value, request, peer [, id, deadline,
@@ -400,6 +402,10 @@ static int lrn_server_new(lua_State *L) {
       L, "output_budget", (lua_Integer)o.output_budget, 1, max_ms);
   o.max_elements = (size_t)lrn_field_int(
       L, "max_elements", (lua_Integer)o.max_elements, 1, 1 << 30);
+  o.max_pipeline = (unsigned)lrn_field_int(
+      L, "max_pipeline", (lua_Integer)o.max_pipeline, 1, 1 << 30);
+  o.write_timeout = (uint64_t)lrn_field_int(
+      L, "write_timeout_ms", (lua_Integer)o.write_timeout, 0, max_ms);
   lua_getfield(L, 1, "dedupe");
   o.dedupe = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -545,7 +551,7 @@ static int lrn_server_stats(lua_State *L) {
     return 2;
   }
   rn_server_stats(s->server, &st);
-  lua_createtable(L, 0, 22);
+  lua_createtable(L, 0, 23);
   lrn_set_count(L, "connections", st.connections);
   lrn_set_count(L, "requests", st.requests);
   lrn_set_count(L, "handled", st.handled);
@@ -565,6 +571,7 @@ static int lrn_server_stats(lua_State *L) {
   lrn_set_count(L, "buffered_in", st.buffered_in);
   lrn_set_count(L, "buffered_out", st.buffered_out);
   lrn_set_count(L, "dedupe_full", st.dedupe_full);
+  lrn_set_count(L, "write_timeouts", st.write_timeouts);
   lrn_set_count(L, "open", st.open);
   lrn_set_count(L, "active", st.active);
   lrn_set_count(L, "queued", st.queued);

@@ -9,6 +9,8 @@
 --   partial    count connections, each sending 900,000 bytes of a frame
 --              announcing 1,000,000, then nothing
 --   pipeline   one connection asking for count 1 MiB replies, never reading
+--   slowpipe   the same with SLOWGET, whose handler waits 10 ms first (so
+--              every request is taken before the first reply exists)
 --   drip       a 60,000-element RESP array sent fast but for its end, then
 --              3 bytes every 10 ms; again on a new connection when refused
 --   large      one request announcing 100,000 elements; then count
@@ -106,9 +108,10 @@ elseif mode == "partial" then
     socket.sleep(0.1)
   end
   out = { #conns, n }
-elseif mode == "pipeline" then
+elseif mode == "pipeline" or mode == "slowpipe" then
   local c = assert(connect())
-  send_all(c, ("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n"):rep(count))
+  local cmd = mode == "pipeline" and "$3\r\nGET" or "$7\r\nSLOWGET"
+  send_all(c, ("*2\r\n" .. cmd .. "\r\n$3\r\nbig\r\n"):rep(count))
   while left() > 0 do socket.sleep(0.1) end -- never reads
   out = { count }
 elseif mode == "drip" then
