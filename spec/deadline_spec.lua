@@ -7,21 +7,6 @@
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 
--- How late the loop itself runs timers meanwhile: a task sleeping 5 ms
--- again and again records its worst overshoot.
-local function loop_lateness_probe()
-  local probe = { worst = 0, running = true }
-  resilnet.spawn(function()
-    while probe.running do
-      local t0 = resilnet.now()
-      resilnet.sleep(0.005)
-      local late = resilnet.now() - t0 - 0.005
-      if late > probe.worst then probe.worst = late end
-    end
-  end)
-  return probe
-end
-
 describe("deadlines", function()
   before_each(H.fd_watch)
   after_each(H.cleanup_checking_fds)
@@ -46,7 +31,7 @@ describe("deadlines", function()
       local t = timeouts[i % #timeouts + 1]
       return t and { timeout = t } or nil, t
     end
-    local probe = loop_lateness_probe()
+    local probe = H.lateness_probe()
 
     H.go(function()
       -- Warm the connections first: the deadline counts connect time too,

@@ -5,7 +5,9 @@
 -- (idempotent or not) the executions counted must match the table, a call
 -- that is not idempotent must never run twice, and err.maybe_executed and
 -- err.attempts must tell the truth. A second block checks the deadline:
--- under every fault each call returns within its timeout + 20 ms.
+-- under every fault each call returns within its timeout + 20 ms, beyond
+-- what the loop itself was late meanwhile (measured: a loaded machine
+-- stalls the whole process).
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local C = require "spec.helpers.counting_server"
@@ -253,14 +255,14 @@ for _, protocol in ipairs { "length", "resp" } do
 
   describe("deadlines (" .. protocol .. ")", function()
     local srv
-    local worst = { overshoot = -math.huge }
+    local worst = { overshoot = -math.huge, loop = 0 }
     setup(function() srv = C.start(protocol) end)
     teardown(function()
       C.stop(srv)
       print(("\n[deadlines %s] max overshoot past the deadline: %.1f ms "
-             .. "(%s); bound %d ms"):format(protocol, worst.overshoot * 1000,
-                                           worst.where or "-",
-                                           TOLERANCE * 1000))
+             .. "(%s); bound %d ms + the loop's own lateness (worst %.1f ms)")
+              :format(protocol, worst.overshoot * 1000, worst.where or "-",
+                      TOLERANCE * 1000, worst.loop * 1000))
     end)
     before_each(H.fd_watch)
     after_each(H.cleanup_checking_fds)
@@ -294,6 +296,7 @@ for _, protocol in ipairs { "length", "resp" } do
         }
         local N = 8
         local took, errs, done = {}, {}, 0
+        local probe = H.lateness_probe()
         for i = 1, N do
           resilnet.spawn(function()
             local fields = { fault.mode, ("%s-dl%d-%d"):format(protocol, f, i),
@@ -309,21 +312,24 @@ for _, protocol in ipairs { "length", "resp" } do
         end
         H.go(function()
           for _ = 1, 400 do
-            if done == N then return end
+            if done == N then break end
             resilnet.sleep(0.005)
           end
+          probe.running = false
         end)
         assert.equal(N, done)
+        worst.loop = math.max(worst.loop, probe.worst)
         for i = 1, N do
           local over = took[i] - T
           if over > worst.overshoot then
             worst.overshoot = over
             worst.where = name .. ", call " .. i .. ": " .. tostring(errs[i])
           end
-          assert.is_true(took[i] <= T + TOLERANCE,
-                         ("call %d took %.1f ms (deadline %d ms): %s")
+          assert.is_true(took[i] <= T + TOLERANCE + probe.worst,
+                         ("call %d took %.1f ms (deadline %d ms, loop %.1f "
+                          .. "ms late): %s")
                            :format(i, took[i] * 1000, T * 1000,
-                                   tostring(errs[i])))
+                                   probe.worst * 1000, tostring(errs[i])))
           assert.is_truthy(resilnet.is_error(errs[i]), tostring(errs[i]))
         end
         pool:close()

@@ -303,8 +303,9 @@ static inline int rn__conn_fits(const rn_conn_t *conn, size_t len) {
   return conn->max_frame == 0 || len <= conn->max_frame;
 }
 /* For a connection with nothing queued, when the loop has not polled in
- * this millisecond: looks at the socket without reading. 0 if it is usable; otherwise closes it
- * and returns why (EOF, a reset, stray bytes). */
+ * this millisecond: looks at the socket without reading (rnp reads what
+ * waits: a GOAWAY may). 0 if it is usable; otherwise it is closed or
+ * retiring, and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
 /* A sibling reported its peer gone: conn (busy) takes no new calls until
  * its own peer proves alive. */

@@ -446,9 +446,32 @@ static void conn_set_tcp_options(rn_conn_t *conn) {
 #endif
 }
 
+/* Reads what waits in the socket now and hands it to conn_on_read, as the
+ * loop's next poll would. */
+static void conn_read_now(rn_conn_t *conn, uv_os_fd_t fd) {
+  uv_buf_t buf;
+  ssize_t n;
+
+  conn_alloc(&conn->h.handle, RN_READ_CHUNK, &buf);
+  do
+    n = recv(fd, buf.base, buf.len, MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    n = errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  else if (n == 0)
+    n = UV_EOF;
+  conn_on_read(&conn->h.stream, n, &buf);
+}
+
 /* An idle connection learns of a FIN or RST on the loop's next poll; this
  * is for the call made before that poll. One non-blocking peek: EOF, an
- * error, or bytes nobody asked for all mean the connection is done. */
+ * error, or bytes nobody asked for all mean the connection is done. But
+ * an rnp server may say GOAWAY on an idle connection (a planned restart):
+ * there the bytes are read and what they say decides. A GOAWAY retires
+ * the connection (and closes it, nothing being owed on it), a frame
+ * nobody asked for closes it as unexpected, and part of a frame leaves it
+ * usable: a GOAWAY completing it would move a call sent meanwhile as not
+ * executed. */
 int rn__conn_check_idle(rn_conn_t *conn) {
   uv_os_fd_t fd;
   char byte;
@@ -460,6 +483,11 @@ int rn__conn_check_idle(rn_conn_t *conn) {
     n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  if (n > 0 && conn->pool->codec.protocol == RN_PROTOCOL_RNP) {
+    conn_read_now(conn, fd);
+    if (conn->state == RN_CONN_READY && !conn->retiring) return 0;
+    return conn->error != 0 ? conn->error : RN_ECLOSED;
+  }
   err = n == 0 ? UV_EOF : n > 0 ? RN_EUNEXPECTED : -errno;
   rn__conn_close(conn, err);
   return err;

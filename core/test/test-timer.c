@@ -2,6 +2,7 @@
  * callback, lazy arming, and a loop that closes cleanly afterwards. */
 #include "internal.h"
 #include "task.h"
+#include "helpers.h"
 
 #define N 1000
 
@@ -195,6 +196,8 @@ static rn_timer_t stagger_kick[STAGGERED], stagger_timer[STAGGERED];
 static int stagger_rounds[STAGGERED];
 static uint64_t stagger_worst;
 static int stagger_fired;
+static test_probe_t stagger_probe;
+static double stagger_loop_late; /* ms: the loop's own worst, meanwhile */
 
 static void stagger_expired(rn_timer_t *t) {
   int i = (int)(intptr_t)t->data;
@@ -204,6 +207,10 @@ static void stagger_expired(rn_timer_t *t) {
   stagger_fired++;
   if (++stagger_rounds[i] < STAGGER_ROUNDS)
     ASSERT_OK(rn__timer_start_in_lane(t, &stagger_lane));
+  if (stagger_fired == STAGGERED * STAGGER_ROUNDS) {
+    stagger_loop_late = test_probe_take(&stagger_probe);
+    test_probe_stop(&stagger_probe);
+  }
 }
 
 static void stagger_start(rn_timer_t *kick) {
@@ -227,12 +234,16 @@ static void test_lane_start_in_expiry_keeps_older_due(void) {
     stagger_rounds[i] = 0;
     ASSERT_OK(rn_timer_start(&stagger_kick[i], (uint64_t)(i * STAGGER_MS)));
   }
+  test_probe_start(rn_loop_uv(loop), &stagger_probe);
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
   ASSERT_EQ(stagger_fired, STAGGERED * STAGGER_ROUNDS);
-  /* The old wake-up made the worst lateness ~STAGGER_LANE_MS - STAGGER_MS;
-   * a loaded machine's scheduling costs a few ms. */
-  fprintf(stderr, "worst lateness in a lane: %" PRIu64 " ms\n", stagger_worst);
-  ASSERT_LT(stagger_worst, STAGGER_LANE_MS / 3);
+  /* The old wake-up made the worst lateness ~STAGGER_LANE_MS - STAGGER_MS.
+   * A loaded machine stalls the whole process now and then (over 100 ms
+   * beside a parallel sanitizer run), which makes timers late by as much:
+   * that much is the loop's, measured, not the lane's. */
+  fprintf(stderr, "worst lateness in a lane: %" PRIu64 " ms (the loop's own: "
+          "%.1f ms)\n", stagger_worst, stagger_loop_late);
+  ASSERT_LT((double)stagger_worst - stagger_loop_late, STAGGER_LANE_MS / 3);
   rn__timer_lane_close(&stagger_lane);
   ASSERT_OK(rn_loop_free(loop));
 }

@@ -80,6 +80,27 @@ function H.go(fn, timeout)
   end
 end
 
+--- How late the loop itself runs timers, for bounds on how late something
+-- ends past its due time: on a loaded machine the whole process waits for
+-- a core now and then (20 ms and more with six busy processes on two
+-- cores), which delays a deadline no less than a bug would. A task sleeping
+-- 5 ms again and again records its worst overshoot, in seconds, in
+-- probe.worst until probe.running is set false (it then ends within 5 ms).
+-- A bound is "due + tolerance + probe.worst", with the probe running over
+-- the whole time measured.
+function H.lateness_probe()
+  local probe = { worst = 0, running = true }
+  resilnet.spawn(function()
+    while probe.running do
+      local t0 = resilnet.now()
+      resilnet.sleep(0.005)
+      local late = resilnet.now() - t0 - 0.005
+      if late > probe.worst then probe.worst = late end
+    end
+  end)
+  return probe
+end
+
 --- A raw TCP peer (LuaSocket, loopback, port 0) driven from a resilnet
 -- task: on every chunk a connection receives, respond(chunk, n) (n counts
 -- the connection's chunks) returns the bytes to write back, or false to
