@@ -42,9 +42,10 @@ file(GLOB rn_c_tests CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/core/test/test-*.c")
 foreach(src IN LISTS rn_c_tests)
   get_filename_component(name "${src}" NAME_WE)
   add_executable(${name} "${src}")
-  # Tests may check internals (core/src/internal.h) as well as the API.
+  # Tests may check internals (any subsystem's private header, by name)
+  # as well as the API.
   target_include_directories(${name} PRIVATE
-    "${CMAKE_SOURCE_DIR}/core/test" "${CMAKE_SOURCE_DIR}/core/src")
+    "${CMAKE_SOURCE_DIR}/core/test" ${RESILNET_CORE_PRIVATE_DIRS})
   target_link_libraries(${name} PRIVATE resilnet_core)
   set_target_properties(${name} PROPERTIES
     RUNTIME_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/core-tests")

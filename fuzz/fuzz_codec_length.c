@@ -2,8 +2,9 @@
  * Input: [width selector][max_frame byte] then the stream. */
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
- *     -Icore/src fuzz/fuzz_codec_length.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_codec_length
+ *     -Icore/src/runtime fuzz/fuzz_codec_length.c \
+ *     core/src/runtime/{error,buf,endpoint}.c \
+ *     core/src/codec/{codec,length,line,resp,resp_value,rnp}.c -luv -o /tmp/fuzz_codec_length
  *   mkdir -p /tmp/codec_length && /tmp/fuzz_codec_length /tmp/codec_length fuzz/corpus/codec_length */
 #include "resilnet.h"
 

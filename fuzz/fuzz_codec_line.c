@@ -4,8 +4,9 @@
  * C string). */
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
- *     -Icore/src fuzz/fuzz_codec_line.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_codec_line
+ *     -Icore/src/runtime fuzz/fuzz_codec_line.c \
+ *     core/src/runtime/{error,buf,endpoint}.c \
+ *     core/src/codec/{codec,length,line,resp,resp_value,rnp}.c -luv -o /tmp/fuzz_codec_line
  *   mkdir -p /tmp/codec_line && /tmp/fuzz_codec_line /tmp/codec_line fuzz/corpus/codec_line */
 #include "resilnet.h"
 

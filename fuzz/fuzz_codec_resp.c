@@ -2,8 +2,9 @@
  * Input: [max_frame byte] then the stream. */
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
- *     -Icore/src fuzz/fuzz_codec_resp.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_codec_resp
+ *     -Icore/src/runtime fuzz/fuzz_codec_resp.c \
+ *     core/src/runtime/{error,buf,endpoint}.c \
+ *     core/src/codec/{codec,length,line,resp,resp_value,rnp}.c -luv -o /tmp/fuzz_codec_resp
  *   mkdir -p /tmp/codec_resp && /tmp/fuzz_codec_resp /tmp/codec_resp fuzz/corpus/codec_resp */
 #include "resilnet.h"
 

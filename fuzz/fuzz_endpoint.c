@@ -2,8 +2,9 @@
  * canonical text that parses back to the same endpoint. */
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
- *     -Icore/src fuzz/fuzz_endpoint.c core/src/{error,buf,endpoint,codec,\
- *     codec_length,codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_endpoint
+ *     -Icore/src/runtime fuzz/fuzz_endpoint.c \
+ *     core/src/runtime/{error,buf,endpoint}.c \
+ *     core/src/codec/{codec,length,line,resp,resp_value,rnp}.c -luv -o /tmp/fuzz_endpoint
  *   mkdir -p /tmp/endpoint && /tmp/fuzz_endpoint /tmp/endpoint fuzz/corpus/endpoint */
 #include "resilnet.h"
 

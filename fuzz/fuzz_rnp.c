@@ -3,8 +3,9 @@
  * Input: [max_frame byte] then the stream. */
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
- *     -Icore/src fuzz/fuzz_rnp.c core/src/{error,buf,codec,codec_length,\
- *     codec_line,codec_resp,resp,rnp}.c -luv -o /tmp/fuzz_rnp
+ *     -Icore/src/runtime fuzz/fuzz_rnp.c \
+ *     core/src/runtime/{error,buf}.c \
+ *     core/src/codec/{codec,length,line,resp,resp_value,rnp}.c -luv -o /tmp/fuzz_rnp
  *   mkdir -p /tmp/rnp && /tmp/fuzz_rnp /tmp/rnp fuzz/corpus/rnp
  * The corpus files are the frames of docs/vectors/rnp/valid.txt behind a
  * 0 byte (the default max_frame). */

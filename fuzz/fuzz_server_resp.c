@@ -1,11 +1,13 @@
 /* libFuzzer target for what the resp server accepts as a request
- * (server_resp.c): commands as arrays of bulk strings, inline commands,
+ * (server/resp.c): commands as arrays of bulk strings, inline commands,
  * protocol errors. Input: [chunk byte] then the stream, fed to the parser
  * in chunks of 1 + chunk % 16 bytes as reads would bring it. */
 /* Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore/include \
- *     -Icore/src fuzz/fuzz_server_resp.c core/src/{error,buf,endpoint,\
- *     codec,codec_length,codec_line,codec_resp,resp,rnp,server_resp}.c \
+ *     -Icore/src/runtime -Icore/src/server fuzz/fuzz_server_resp.c \
+ *     core/src/runtime/{error,buf,endpoint}.c \
+ *     core/src/codec/{codec,length,line,resp,resp_value,rnp}.c \
+ *     core/src/server/resp.c \
  *     -luv -o /tmp/fuzz_server_resp
  *   mkdir -p /tmp/server_resp && /tmp/fuzz_server_resp /tmp/server_resp \
  *     fuzz/corpus/server_resp */

@@ -5,6 +5,8 @@
 -- libuv detection that CMakeLists.txt already owns. LuaRocks 3's cmake
 -- backend configures in ./build.luarocks of the source dir (ignored by git);
 -- tools/test-luarocks.sh builds from a copy so the checkout stays clean.
+-- CMake's install rules also put the C headers (resilnet.h and
+-- resilnet/*.h) in the rock's include/ directory.
 rockspec_format = "3.0"
 package = "resilnet"
 version = "scm-1"

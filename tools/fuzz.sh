@@ -19,14 +19,21 @@ if ! command -v "$cc" >/dev/null 2>&1; then
 fi
 
 flags="-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
-mkdir -p "$out/obj"
+# The public headers, and every subsystem's private ones (fuzzers
+# reach internals by name, as the tests do).
+incs="-I$root/core/include"
+for dir in "$root"/core/src/*/; do
+  incs="$incs -I${dir%/}"
+done
 # The core once, instrumented; each target links against it.
 objs=""
-for src in "$root"/core/src/*.c; do
-  obj="$out/obj/$(basename "$src" .c).o"
+for src in "$root"/core/src/*/*.c; do
+  rel=${src#"$root"/core/src/}
+  obj="$out/obj/${rel%.c}.o"
+  mkdir -p "$(dirname "$obj")"
   if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ]; then
     # shellcheck disable=SC2086
-    $cc $flags -I"$root/core/include" -I"$root/core/src" -c "$src" -o "$obj"
+    $cc $flags $incs -c "$src" -o "$obj"
   fi
   objs="$objs $obj"
 done
@@ -42,7 +49,7 @@ status=0
 for name in $targets; do
   bin="$out/fuzz_$name"
   # shellcheck disable=SC2086
-  $cc $flags -fsanitize=fuzzer -I"$root/core/include" -I"$root/core/src" \
+  $cc $flags -fsanitize=fuzzer $incs \
     "$root/fuzz/fuzz_$name.c" $objs -luv -o "$bin"
   mkdir -p "$out/$name/new" "$out/$name/crashes"
   seeds="$root/fuzz/corpus/$name"

@@ -1,5 +1,5 @@
 /* Backoff delays: growth, cap, jitter bounds and spread, reset. */
-#include "internal.h"
+#include "client.h"
 #include "task.h"
 
 static void test_growth_and_bounds(void) {

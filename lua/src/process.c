@@ -1,4 +1,4 @@
-/* resilnet.process handles: child processes (core/src/process.c).
+/* resilnet.process handles: child processes (core/src/harness/process.c).
  *
  * Waiters live here, each with its own deadline timer, so a wait with a
  * timeout that ends early leaves nothing behind to keep the loop alive.

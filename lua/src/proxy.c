@@ -1,4 +1,4 @@
-/* resilnet.proxy handles: the fault-injection proxy (core/src/proxy*.c).
+/* resilnet.proxy handles: the fault-injection proxy (core/src/harness/proxy*.c).
  * The facade names and checks the options; this file maps them onto
  * rn_fault_options_t and turns core events into tables. */
 #include <stdlib.h>

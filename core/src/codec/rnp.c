@@ -5,7 +5,7 @@
  * every read is bounded by `len`, the field area by F, and a frame's size by
  * max_frame as soon as its first four bytes are in. Whatever it refuses the
  * encoder refuses too, so a frame this library writes always parses. */
-#include "internal.h"
+#include "codec.h"
 
 #include <string.h>
 
@@ -355,7 +355,7 @@ static int rnp_frame(const rn_codec_t *codec, const char *data, size_t len,
   if (r < 0)
     return r;
   if (r == 0) {
-    /* The fewest bytes the frame can have (see codec_length.c): the header,
+    /* The fewest bytes the frame can have (see codec/length.c): the header,
      * or once the size is in, the whole frame, which the parser has already
      * checked against max_frame. */
     frame->size = RN_RNP_HEADER_SIZE;

@@ -1,7 +1,7 @@
 /* RESP2/RESP3 values: a strict pull parser and the encoders.
  *
  * The parser reads one item at a time and never recurses: aggregates report
- * their element count and the caller walks the elements (codec_resp.c does
+ * their element count and the caller walks the elements (codec/resp.c does
  * so to find frame ends, decoders do so to build values).
  *
  * Streamed RESP3 strings and aggregates ("$?", "*?" and their ";"/"."

@@ -1,5 +1,5 @@
 /* "line": frames end with a delimiter of 1..16 bytes; the body excludes it. */
-#include "internal.h"
+#include "codec.h"
 
 #include <string.h>
 
@@ -41,7 +41,7 @@ static int line_find(const rn_codec_t *codec, const char *data, size_t len,
   if (at == window) {
     if (len >= codec->max_frame)
       return RN_EFRAMESIZE;
-    /* Need at least one more byte; see codec_length.c for the hint. A
+    /* Need at least one more byte; see codec/length.c for the hint. A
      * delimiter may start in the last delimiter_len - 1 bytes. */
     frame->size = len + 1;
     frame->body_len = 0;

@@ -2,7 +2,7 @@
  * application, write replies, close. It bounds what it holds: requests
  * being handled (max_concurrent), reply bytes a slow client has not read
  * (then the connection stops being read), idle connections. The rnp
- * protocol's own work lives in server_rnp.c; dedupe in dedupe.c. */
+ * protocol's own work lives in server/rnp.c; dedupe in dedupe.c. */
 #include "server.h"
 
 #include <ctype.h>
@@ -608,7 +608,7 @@ static rn_request_t *server_request_new(rn_server_conn_t *conn, int slot) {
   return req;
 }
 
-/* The next frame at data, as server_resp.c's resp frame (body NULL when
+/* The next frame at data, as server/resp.c's resp frame (body NULL when
  * there is nothing to hand out). */
 static int server_conn_frame(rn_server_conn_t *conn, const char *data,
                              size_t len, rn_frame_t *f, const char **body,

@@ -1,6 +1,6 @@
 /* "resp": a frame is one complete RESP2/RESP3 value, attributes included.
  * The body is the whole frame; decoders walk it with rn_resp_item. */
-#include "internal.h"
+#include "codec.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +89,7 @@ static int resp_walk(const rn_codec_t *codec, rn_frame_scan_t *scan,
     if (it.size > max - off) /* on "need more", size is a lower bound */
       return RN_EFRAMESIZE;
     if (r == 0) {
-      /* Hint, as in codec_length.c: the fewest bytes the frame needs, the
+      /* Hint, as in codec/length.c: the fewest bytes the frame needs, the
        * values owed after this one at their smallest. */
       uint64_t rest = (owed - 1) * RN_RESP_MIN_ITEM;
       if (rest > max - off - it.size)

@@ -1,4 +1,7 @@
-/* Internal helpers shared by the core's source files. Not installed. */
+/* Internal helpers shared by every subsystem of the core (runtime/ is on
+ * the core's include path). Each subsystem's own internals live in its
+ * folder: codec/codec.h, client/client.h, server/server.h, harness/proxy.h.
+ * Not installed. */
 #ifndef RN_INTERNAL_H
 #define RN_INTERNAL_H
 
@@ -130,27 +133,8 @@ uint64_t rn__random(rn_loop_t *loop);
 /* Uniform in [0, 1). */
 double rn__random_unit(rn_loop_t *loop);
 
-/* Backoff state of one endpoint (backoff.c). */
-typedef struct rn_backoff_s {
-  rn_backoff_options_t options;
-  double next; /* ms, before jitter */
-} rn_backoff_t;
-
-void rn__backoff_init(rn_backoff_t *b, const rn_backoff_options_t *options);
-/* The delay before the next attempt, and grows the one after it. */
-uint64_t rn__backoff_next(rn_backoff_t *b, rn_loop_t *loop);
-void rn__backoff_reset(rn_backoff_t *b);
-/* 0 or UV_EINVAL. */
-int rn__backoff_check(const rn_backoff_options_t *options);
-
 /* Pools and servers register while alive so rn_loop_free can refuse. */
 void rn__loop_object_add(rn_loop_t *loop);
 void rn__loop_object_remove(rn_loop_t *loop);
-
-/* Codec implementations (codec_*.c). */
-extern const rn_codec_type_t rn__codec_length;
-extern const rn_codec_type_t rn__codec_line;
-extern const rn_codec_type_t rn__codec_resp;
-extern const rn_codec_type_t rn__codec_rnp;
 
 #endif /* RN_INTERNAL_H */

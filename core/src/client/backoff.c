@@ -1,7 +1,7 @@
 /* Exponential backoff with jitter, per endpoint. The jitter matters more
  * than the curve: clients cut off by the same outage retry in lockstep
  * without it, and the recovering server meets them all at once. */
-#include "internal.h"
+#include "client.h"
 
 int rn__backoff_check(const rn_backoff_options_t *o) {
   if (o->initial == 0 || o->max < o->initial) return UV_EINVAL;

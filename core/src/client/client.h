@@ -10,6 +10,19 @@
 
 #include "internal.h"
 
+/* Backoff state of one endpoint (client/backoff.c). */
+typedef struct rn_backoff_s {
+  rn_backoff_options_t options;
+  double next; /* ms, before jitter */
+} rn_backoff_t;
+
+void rn__backoff_init(rn_backoff_t *b, const rn_backoff_options_t *options);
+/* The delay before the next attempt, and grows the one after it. */
+uint64_t rn__backoff_next(rn_backoff_t *b, rn_loop_t *loop);
+void rn__backoff_reset(rn_backoff_t *b);
+/* 0 or UV_EINVAL. */
+int rn__backoff_check(const rn_backoff_options_t *options);
+
 struct addrinfo;
 
 typedef struct rn_call_s rn_call_t;

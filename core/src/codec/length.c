@@ -1,6 +1,6 @@
 /* "length": a big-endian length prefix of 1, 2, 4 or 8 bytes counting the
  * body only, then the body. */
-#include "internal.h"
+#include "codec.h"
 
 /* On "need more" the frame's size is set to the fewest bytes the frame can
  * have, so a caller may skip calls until that much is buffered. */

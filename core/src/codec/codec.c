@@ -1,5 +1,5 @@
 /* Codec selection and option checking. */
-#include "internal.h"
+#include "codec.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* Internal structures of the server side: server.c (accept, read, write,
- * backpressure, closing), server_rnp.c (rnp frames, slots, the queue,
+ * backpressure, closing), server/rnp.c (rnp frames, slots, the queue,
  * GOAWAY) and dedupe.c (keyed requests run once).
  *
  * Ownership: a request belongs to its connection's `requests` list until
@@ -190,7 +190,7 @@ void rn__server_maybe_finish(rn_server_t *server);
  * client sends meanwhile is discarded. The caller sent any error frame. */
 void rn__server_conn_broken(rn_server_conn_t *conn, int error);
 
-/* server_resp.c */
+/* server/resp.c */
 /* The next request of a resp client at data: 1 (f->size bytes; *body and
  * f->body_len the command as an array of bulk strings, or *body NULL when
  * there is nothing to run), 0 (need more), UV_E2BIG (an inline command
@@ -200,7 +200,7 @@ int rn__server_resp_frame(rn_server_conn_t *conn, const char *data,
                           size_t len, rn_frame_t *f, const char **body,
                           char *why, size_t why_size);
 
-/* server_rnp.c */
+/* server/rnp.c */
 int rn__server_rnp_init(rn_server_t *server);
 void rn__server_rnp_process(rn_server_conn_t *conn);
 /* Sends the answer for req (if its connection is still there) and
