@@ -4,11 +4,27 @@ local socket = require "socket"
 
 local R = {}
 
+--- A port nobody listens on now, for a server to bind: below Linux's
+-- ephemeral range (32768 and up), so that no outgoing connection (another
+-- test's, or a pool reconnecting to itself while the server is down) is
+-- handed it before the server binds it again after a restart.
+local seeded = false
 function R.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
+  if not seeded then
+    -- LuaJIT and 5.1 start every process on the same sequence: two
+    -- specs run side by side would try the same ports in the same order.
+    math.randomseed(math.floor(socket.gettime() % 1000 * 1e6))
+    seeded = true
+  end
+  for _ = 1, 200 do
+    local port = math.random(20000, 32000)
+    local s = socket.bind("127.0.0.1", port)
+    if s then
+      s:close()
+      return port
+    end
+  end
+  error("no free port below the ephemeral range")
 end
 
 function R.installed()
