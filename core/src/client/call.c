@@ -2,6 +2,7 @@
  * memory goes once no connection holds it any more. */
 #include "client.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,12 @@ rn_call_t *rn__call_new(rn_pool_t *pool) {
 
 static void call_free(rn_call_t *call) {
   rn_pool_t *pool = call->pool;
+  /* Off every list and connection, its timers stopped: whatever still
+   * held it would reach freed memory (or a reused call). */
+  assert(rn_list_empty(&call->node) && call->conn == NULL);
+  assert(!rn_timer_is_active(&call->deadline) &&
+         !rn_timer_is_active(&call->attempt_timer));
+  assert(call->internal || (call->done && call->shadow_refs == 0));
   if (call->frame != call->inline_frame) free(call->frame);
   if (pool->spare_count < RN_SPARE_CALLS) {
     rn_list_insert_head(&pool->spare_calls, &call->node);
@@ -122,6 +129,7 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
     pool->stats.completed++;
   else
     pool->stats.failed++;
+  assert(pool->active > 0);
   pool->active--;
 
   pool->callback_depth++;

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "client.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -934,6 +935,12 @@ static void conn_maybe_free(rn_conn_t *conn) {
 
   if (conn->state != RN_CONN_CLOSING || conn->handle_open || conn->resolving)
     return;
+  /* Every call was handed back or failed when it closed, and no timer of
+   * its may fire into freed memory. */
+  assert(rn_list_empty(&conn->unsent) && rn_list_empty(&conn->sent));
+  assert(conn->queued == 0);
+  assert(!rn_timer_is_active(&conn->connect_timer) &&
+         !rn_timer_is_active(&conn->heartbeat_timer));
   if (conn->addrs) uv_freeaddrinfo(conn->addrs);
   rn_buf_free(&conn->rbuf);
   rn_frame_scan_reset(&conn->scan);

@@ -2,6 +2,7 @@
  * what to do with calls when connections fail, and how to close. */
 #include "client.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -1027,6 +1028,9 @@ static void pool_maintain(rn_timer_t *timer) {
 static void pool_finish(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   rn_loop_t *loop = pool->loop;
+  /* Freed only when no list holds a call and every callback has run. */
+  assert(rn_list_empty(&pool->pending) && rn_list_empty(&pool->retrying));
+  assert(pool->active == 0 && pool->conns == 0);
   if (pool->close_cb) pool->close_cb(pool);
   rn_timer_stop(&pool->close_timer);
   rn_timer_stop(&pool->maintenance_timer);
