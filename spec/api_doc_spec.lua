@@ -108,7 +108,7 @@ local function upvalue(fn, name)
     if n == name then return v end
     i = i + 1
   end
-  error("lua/resilnet.lua changed shape: no upvalue '" .. name
+  error("the facade (lua/resilnet/) changed shape: no upvalue '" .. name
         .. "'; expose the list in resilnet._options instead")
 end
 

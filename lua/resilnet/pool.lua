@@ -1,0 +1,261 @@
+-- resilnet.pool: pools of connections and their calls (Pool:call and
+-- Pool:send are the hot path: everything they use is an upvalue).
+-- Returns a constructor: build(core, tasks) -> { new = resilnet.pool }.
+local opt = require "resilnet.options"
+
+local coroutine, error, math, setmetatable, type = coroutine, error, math,
+      setmetatable, type
+local check_table, validate, ms, types = opt.check_table, opt.validate,
+      opt.ms, opt.types
+local pool_schema, call_schema, pool_close_schema = opt.schemas.pool,
+      opt.schemas.call, opt.schemas.pool_close
+
+return function(core, T)
+  local P = {}
+  local tasks, await = T.tasks, T.await
+  local add_handler, deliver, close_and_wait = T.add_handler, T.deliver,
+        T.close_and_wait
+
+  local Pool = {}
+  Pool.__index = Pool
+
+  local events = { state = true, retry = true, overload = true, eject = true,
+                   budget = true, resolve = true }
+
+  -- The current list from a discovery function, checked like the option.
+  -- list, if it is a non-empty array of strings; else raises "<what> must
+  -- be ...", blaming level.
+  local function endpoint_list(what, list, level)
+    if type(list) ~= "table" or not types.endpoints[2](list) then
+      error(what .. " must be a non-empty array of strings, got "
+            .. type(list), level + 1)
+    end
+    return list
+  end
+
+  local function discover(fn, level)
+    return endpoint_list("resilnet.pool: what the endpoints function returns",
+                         fn(), level + 1)
+  end
+
+  --- resilnet.pool{endpoints = {...} | fn, ...} -> pool. See
+  -- resilnet._options.pool.
+  function P.new(opts)
+    local o = validate("resilnet.pool", pool_schema, opts)
+    local hb, ka, rc, rt, ej = o.heartbeat, o.keepalive, o.reconnect, o.retry,
+                               o.eject
+    local discovery = type(o.endpoints) == "function" and o.endpoints or nil
+    local endpoints = discovery and discover(discovery, 3) or o.endpoints
+    local h = core.pool_new {
+      heartbeat_interval_ms = hb and ms(hb.interval) or 0,
+      heartbeat_timeout_ms = hb and ms(hb.timeout) or 0,
+      heartbeat_ping = hb and hb.ping or nil,
+      heartbeat_probe_ms = hb and ms(hb.probe) or 0,
+      keepalive_idle = ka and math.ceil(ka.idle) or 0,
+      keepalive_interval = ka and math.ceil(ka.interval) or nil,
+      keepalive_count = ka and ka.count or nil,
+      user_timeout_ms = ka and ms(ka.user_timeout) or 0,
+      reconnect_initial_ms = ms(rc.initial),
+      reconnect_multiplier = rc.multiplier,
+      reconnect_jitter = rc.jitter,
+      reconnect_max_ms = ms(rc.max),
+      idle_timeout_ms = ms(o.idle_timeout),
+      max_lifetime_ms = ms(o.max_lifetime),
+      min_idle = o.min_idle,
+      retry_attempts = rt and rt.attempts or 1,
+      retry_initial_ms = rt and ms(rt.initial) or nil,
+      retry_max_ms = rt and ms(rt.max) or nil,
+      retry_budget_tokens = rt and rt.budget.tokens or nil,
+      retry_budget_ratio = rt and rt.budget.ratio or nil,
+      classify = rt and rt.classify or nil,
+      eject_failures = ej and ej.failures or 0,
+      eject_time_ms = ej and ms(ej.time) or nil,
+      eject_max_time_ms = ej and ms(ej.max_time) or nil,
+      eject_max_share = ej and ej.max_share or nil,
+      resolve_ttl_ms = ms(o.resolve_ttl),
+      attempt_timeout_ms = ms(o.attempt_timeout),
+      hedge_delay_ms = o.hedge and ms(o.hedge.delay) or 0,
+      hedge_max = o.hedge and o.hedge.max or nil,
+      max_in_flight = o.max_in_flight,
+      endpoints = endpoints,
+      protocol = o.protocol,
+      length_bytes = o.length_bytes,
+      delimiter = o.delimiter,
+      max_frame = o.max_frame,
+      size = o.size,
+      max_pending = o.max_pending,
+      connect_timeout_ms = ms(o.connect_timeout),
+      timeout_ms = ms(o.timeout),
+      write_high_water = o.write_high_water,
+    }
+    local self = setmetatable({ _h = h, _handlers = {}, options = o }, Pool)
+    -- The binding holds the event target in the registry: it must not hold
+    -- the pool itself, or an unreachable pool could never be collected.
+    local weak = setmetatable({ self }, { __mode = "v" })
+    core.pool_on(h, function(ev)
+      local pool = weak[1]
+      if not pool then
+        return
+      end
+      if ev.type == "resolve" and discovery then
+        -- Scripted discovery: the core asks (after a connect failure, and
+        -- every resolve_ttl); the function answers with the current list.
+        pool:set_endpoints(discover(discovery, 2))
+      end
+      deliver(pool, ev)
+    end)
+    return self
+  end
+
+  -- pool_send's option arguments from per-call options already checked:
+  -- timeout, idempotent, attempts, attempt_timeout, hedge_delay, hedge_max,
+  -- key.
+  local function send_options(opts)
+    local timeout, attempt_timeout = opts.timeout, opts.attempt_timeout
+    local hedge, hedge_delay, hedge_max = opts.hedge, nil, nil
+    if hedge == false then
+      hedge_delay = 0
+    elseif hedge then
+      hedge_delay, hedge_max = ms(hedge.delay or 0.05), hedge.max or 2
+    end
+    return timeout and ms(timeout) or 0, opts.idempotent == true,
+           opts.attempts, attempt_timeout and ms(attempt_timeout) or nil,
+           hedge_delay, hedge_max, opts.key
+  end
+
+  -- Per-call options, on the hot path: checked in place, no copy, and the
+  -- flat ones (idempotent, timeout, key, attempts, attempt_timeout) without
+  -- the schema walk. Anything else (hedge, or an option that is unknown or
+  -- wrong) goes through check_table, which raises naming it. Returns what
+  -- send_options does.
+  local next = next
+
+  local function call_options(fname, opts)
+    if type(opts) ~= "table" then
+      error(fname .. ": expected a table of options, got " .. type(opts), 3)
+    end
+    local timeout, idempotent, attempts, attempt_timeout, key
+    local k, v = next(opts)
+    while k ~= nil do
+      if k == "idempotent" and (v == true or v == false) then
+        idempotent = v
+      elseif k == "attempts" and (v == 1 or v == 2 or v == 3 or v == 4
+                                  or v == 5) then
+        attempts = v
+      elseif k == "timeout" and type(v) == "number" and v > 0 then
+        timeout = ms(v)
+      elseif k == "attempt_timeout" and type(v) == "number" and v > 0 then
+        attempt_timeout = ms(v)
+      elseif k == "key" and (v == true or type(v) == "string" and #v >= 1
+                             and #v <= 255) then
+        key = v
+      else
+        check_table(fname, "", call_schema, opts, 4)
+        return send_options(opts)
+      end
+      k, v = next(opts, k)
+    end
+    return timeout or 0, idempotent == true, attempts, attempt_timeout, nil,
+           nil, key
+  end
+
+  local pool_send, pool_call, pool_callback = core.pool_send, core.pool_call,
+                                              core.pool_callback
+  local running, yield = coroutine.running, coroutine.yield
+
+  local function start_send(target, h, request, timeout, idempotent, attempts,
+                            attempt_timeout, hedge_delay, hedge_max, key)
+    return pool_send(h, request, target, timeout, idempotent, attempts,
+                     attempt_timeout, hedge_delay, hedge_max, key)
+  end
+
+  --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
+  function Pool:call(request, opts)
+    if opts == nil then
+      -- Most calls: no options, from a task. What await does, inline:
+      -- pool_call sends unless this is no task (false).
+      local ok, err = pool_call(self._h, request)
+      if ok then
+        return yield()
+      elseif ok == nil then
+        return nil, err
+      end
+      return await("pool:call", start_send, self._h, request)
+    end
+    local co = running()
+    if co and tasks[co] then
+      local ok, err = pool_send(self._h, request, co,
+                                call_options("pool:call", opts))
+      if ok then
+        return yield()
+      end
+      return nil, err
+    end
+    return await("pool:call", start_send, self._h, request,
+                 call_options("pool:call", opts))
+  end
+
+  --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
+  -- once, from the loop, unless send itself returned nil, err.
+  function Pool:send(request, opts, cb)
+    if cb == nil then
+      -- pool:send(request, cb), the usual form: false if cb is no function
+      local ok, err = pool_callback(self._h, request, opts)
+      if ok ~= false then
+        return ok, err
+      end
+    end
+    if type(cb) ~= "function" then
+      error("pool:send: expected a callback function, got " .. type(cb), 2)
+    end
+    if opts == nil then
+      return pool_send(self._h, request, cb)
+    end
+    return pool_send(self._h, request, cb, call_options("pool:send", opts))
+  end
+
+  --- pool:on(event, fn): fn(ev) runs for every event of that type.
+  function Pool:on(event, fn)
+    add_handler(self, "pool:on", events, event, fn) -- not a tail call: the
+    return self                                     -- error level counts it
+  end
+
+  function Pool:stats()
+    return core.pool_stats(self._h)
+  end
+
+  --- Forgets the reconnect backoff of every endpoint and connects again at
+  -- once if calls are waiting: for when the application knows a server is
+  -- back.
+  function Pool:reset_backoff()
+    core.pool_reset_backoff(self._h)
+  end
+
+  --- pool:set_endpoints{...}: replaces the endpoint list. Endpoints in both
+  -- lists keep their connections; dropped ones finish their calls and close.
+  -- true, or nil, err once the pool is closed; raises on a bad list.
+  function Pool:set_endpoints(list)
+    endpoint_list("pool:set_endpoints: the list", list, 2)
+    return core.pool_set_endpoints(self._h, list)
+  end
+
+  --- pool:close{drain = seconds}: stops taking calls, lets calls in flight
+  -- finish for up to drain seconds, waits until every connection closed
+  -- (from a plain callback, only starts it).
+  -- pool:close{reset = true}: fails every call at once and resets (RST)
+  -- every connection; for connections known to be broken.
+  function Pool:close(opts)
+    local o = validate("pool:close", pool_close_schema, opts)
+    local h = self._h
+    if self._closing and o.reset then
+      core.pool_close(h, 0, nil, true) -- a graceful close already started
+    end
+    -- A plain callback (an event handler, a send callback) cannot wait: the
+    -- close it started goes on from the loop.
+    return close_and_wait("pool:close", self, true, function(on_closed)
+      core.pool_close(h, ms(o.drain), on_closed, o.reset)
+    end)
+  end
+
+  return P
+end
