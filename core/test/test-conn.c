@@ -92,27 +92,55 @@ static void peer_stop(void) {
     uv_close((uv_handle_t *)&peer_conns[i], NULL);
 }
 
+/* Options of a one-connection pool on *ep (kept by the caller until
+ * rn_pool_new), for a test to adjust. */
+static void options_for(rn_pool_options_t *po, const char **ep,
+                        rn_protocol_t protocol, size_t max_frame) {
+  rn_pool_options_init(po);
+  po->endpoints = ep;
+  po->endpoint_count = 1;
+  po->codec.protocol = protocol;
+  po->codec.max_frame = max_frame;
+  po->size = 1;
+  /* Generous: name resolution starts libuv's thread pool, which is slow
+   * under valgrind on a loaded machine; nothing here times a connect. */
+  po->connect_timeout = 1500;
+  /* These peers answer every read with a script: no pings, whose
+   * answers would take the script's first reply. */
+  po->heartbeat_interval = 0;
+  /* Failed connects leave calls waiting for a reconnect until this. */
+  po->timeout = 2000;
+}
+
 static rn_pool_t *pool_for(const char *ep, rn_protocol_t protocol,
                            size_t max_frame) {
   rn_pool_options_t po;
   rn_pool_t *pool;
-  const char *eps[1];
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = protocol;
-  po.codec.max_frame = max_frame;
-  po.size = 1;
-  /* Generous: name resolution starts libuv's thread pool, which is slow
-   * under valgrind on a loaded machine; nothing here times a connect. */
-  po.connect_timeout = 1500;
-  /* These peers answer every read with a script: no pings, whose
-   * answers would take the script's first reply. */
-  po.heartbeat_interval = 0;
-  /* Failed connects leave calls waiting for a reconnect until this. */
-  po.timeout = 2000;
+  options_for(&po, &ep, protocol, max_frame);
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  return pool;
+}
+
+/* Counts the connections that closed with reason closes_reason (an
+ * rn_pool_options_t on_event). */
+static const char *closes_reason;
+static int closes;
+
+static void count_closes_for_reason(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (ev->type == RN_EVENT_STATE && ev->connection != 0 &&
+      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
+      strcmp(ev->reason, closes_reason) == 0)
+    closes++;
+}
+
+static rn_pool_t *pool_counting_closes(rn_pool_options_t *po,
+                                       const char *reason) {
+  rn_pool_t *pool;
+  closes_reason = reason;
+  closes = 0;
+  po->on_event = count_closes_for_reason;
+  ASSERT_OK(rn_pool_new(loop, po, &pool));
   return pool;
 }
 
@@ -134,13 +162,22 @@ static void record(rn_pool_t *p, void *data, const rn_result_t *r) {
   if (r->body) memcpy(o->body, r->body, o->body_len);
 }
 
-static void call(rn_pool_t *pool, const char *body, struct outcome *o) {
+/* A call of body with its own timeout (ms; 0: the pool's). */
+static void call_within(rn_pool_t *pool, const char *body,
+                        uint64_t timeout_ms, struct outcome *o) {
+  rn_call_options_t co;
   rn_buf_t frame;
+  memset(&co, 0, sizeof(co));
+  co.timeout = timeout_ms;
   memset(o, 0, sizeof(*o));
   rn_buf_init(&frame);
   ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, strlen(body)));
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, record, o));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, o));
   rn_buf_free(&frame);
+}
+
+static void call(rn_pool_t *pool, const char *body, struct outcome *o) {
+  call_within(pool, body, 0, o);
 }
 
 static void wait_for(struct outcome *o) {
@@ -300,51 +337,26 @@ static void test_error_reply(void) {
  * arriving left the connection open, carrying the rest of that reply (up
  * to max_frame) for nobody, with every later reply queued behind it. Now
  * the connection closes ("reply_timeout"); the peer sees it go. */
-static int reply_timeout_closes;
-
-static void note_reply_timeout(rn_pool_t *p, const rn_pool_event_t *ev) {
-  (void)p;
-  if (ev->type == RN_EVENT_STATE && ev->connection != 0 &&
-      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
-      strcmp(ev->reason, "reply_timeout") == 0)
-    reply_timeout_closes++;
-}
-
 static void test_timeout_mid_reply_closes_connection(void) {
   static const char script[] = "*3\r\n:1\r\n"; /* and nothing more */
-  rn_call_options_t co;
-  struct outcome o;
   rn_pool_options_t po;
+  struct outcome o;
   rn_pool_t *pool;
-  rn_buf_t frame;
-  const char *eps[1];
-  char ep[64];
+  const char *ep;
+  char addr[64];
   int turns = 0;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d",
            peer_start(script, sizeof(script) - 1));
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_RESP;
-  po.size = 1;
-  po.heartbeat_interval = 0;
-  po.on_event = note_reply_timeout;
-  reply_timeout_closes = 0;
-  ASSERT_OK(rn_pool_new(loop, &po, &pool));
-  memset(&co, 0, sizeof(co));
-  co.timeout = 200;
-  memset(&o, 0, sizeof(o));
-  rn_buf_init(&frame);
-  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &o));
-  rn_buf_free(&frame);
+  ep = addr;
+  options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
+  pool = pool_counting_closes(&po, "reply_timeout");
+  call_within(pool, "GET", 200, &o);
   wait_for(&o);
   ASSERT_EQ(o.status, UV_ETIMEDOUT);
   ASSERT_EQ(o.maybe_executed, 1);
-  ASSERT_EQ(reply_timeout_closes, 1);
+  ASSERT_EQ(closes, 1);
   /* The peer reads the close (EOF) and stops reading. */
   while (uv_is_active((uv_handle_t *)&peer_conns[0])) {
     uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
@@ -370,10 +382,8 @@ static void write_rest(uv_timer_t *t) {
 
 static void test_timeout_mid_reply_spares_calls_behind(void) {
   static const char script[] = "*3\r\n:1\r\n"; /* the rest comes later */
-  rn_call_options_t co;
   struct outcome a, b;
   rn_pool_t *pool;
-  rn_buf_t frame;
   uv_timer_t later;
   char ep[64];
 
@@ -381,16 +391,8 @@ static void test_timeout_mid_reply_spares_calls_behind(void) {
   snprintf(ep, sizeof(ep), "127.0.0.1:%d",
            peer_start(script, sizeof(script) - 1));
   pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
-  memset(&co, 0, sizeof(co));
-  memset(&a, 0, sizeof(a));
-  memset(&b, 0, sizeof(b));
-  rn_buf_init(&frame);
-  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
-  co.timeout = 150;
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &a));
-  co.timeout = 3000; /* made in the same turn: the same write */
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &b));
-  rn_buf_free(&frame);
+  call_within(pool, "GET", 150, &a);
+  call_within(pool, "GET", 3000, &b); /* the same turn: the same write */
   wait_for(&a);
   ASSERT_EQ(a.status, UV_ETIMEDOUT);
   ASSERT_EQ(b.fired, 0);
@@ -411,52 +413,29 @@ static void test_timeout_mid_reply_spares_calls_behind(void) {
  * proxy's greeting or a leftover would) shifted every later reply by one:
  * the GET got "PONG". Now the connection fails its handshake and no call
  * is ever sent on it. */
-static int unexpected_closes;
-
-static void note_unexpected(rn_pool_t *p, const rn_pool_event_t *ev) {
-  (void)p;
-  if (ev->type == RN_EVENT_STATE && ev->connection != 0 &&
-      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
-      strcmp(ev->reason, "unexpected") == 0)
-    unexpected_closes++;
-}
-
 static void test_handshake_reply_not_pong_shifts_nothing(void) {
   static const char script[] = "+PONG\r\n";
-  rn_call_options_t co;
   rn_pool_options_t po;
   struct outcome o;
   rn_pool_t *pool;
-  rn_buf_t frame;
-  const char *eps[1];
-  char ep[64];
+  const char *ep;
+  char addr[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d",
            peer_start(script, sizeof(script) - 1));
   peer_first = "+OK\r\n";
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_RESP;
-  po.size = 1;
+  ep = addr;
+  options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
+  po.heartbeat_interval = 1000; /* the handshake's ping */
   po.reconnect.initial = 60; /* a few reconnects, within peer_conns */
   po.reconnect.max = 100;
-  po.on_event = note_unexpected;
-  unexpected_closes = 0;
-  ASSERT_OK(rn_pool_new(loop, &po, &pool));
-  memset(&co, 0, sizeof(co));
-  co.timeout = 300;
-  memset(&o, 0, sizeof(o));
-  rn_buf_init(&frame);
-  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, &o));
-  rn_buf_free(&frame);
+  pool = pool_counting_closes(&po, "unexpected");
+  call_within(pool, "GET", 300, &o);
   wait_for(&o);
   ASSERT_NE(o.status, 0); /* never "PONG" */
   ASSERT_EQ(o.maybe_executed, 0);
-  ASSERT_GE(unexpected_closes, 1);
+  ASSERT_GE(closes, 1);
   ASSERT_GE(peer_conn_count, 1);
   close_pool(pool);
   peer_stop();
@@ -523,42 +502,30 @@ static void test_ping_error_reply_is_an_answer(void) {
   rn_pool_options_t po;
   struct outcome o;
   rn_pool_t *pool;
-  rn_buf_t frame;
-  const char *eps[1];
-  char ep[64];
-  int turns;
+  const char *ep;
+  char addr[64];
+  int reads;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d",
            peer_start(script, sizeof(script) - 1));
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_RESP;
-  po.size = 1;
+  ep = addr;
+  options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
   po.heartbeat_interval = 20; /* heartbeats answered -LOADING too */
   po.heartbeat_timeout = 1000;
-  po.on_event = note_unexpected;
-  unexpected_closes = 0;
-  ASSERT_OK(rn_pool_new(loop, &po, &pool));
-  rn_buf_init(&frame);
-  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "GET", 3));
-  memset(&o, 0, sizeof(o));
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, record, &o));
+  pool = pool_counting_closes(&po, "unexpected");
+  call(pool, "GET", &o);
   wait_for(&o);
   ASSERT_EQ(o.status, RN_EREPLY);
   ASSERT_MEM_EQ(o.body, "-LOADING", 8);
   /* Several heartbeats later, the same connection still serves. */
-  turns = peer_reads;
-  while (peer_reads < turns + 4) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-  memset(&o, 0, sizeof(o));
-  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, record, &o));
+  reads = peer_reads;
+  while (peer_reads < reads + 4) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  call(pool, "GET", &o);
   wait_for(&o);
   ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(unexpected_closes, 0);
+  ASSERT_EQ(closes, 0);
   ASSERT_EQ(peer_conn_count, 1);
-  rn_buf_free(&frame);
   close_pool(pool);
   peer_stop();
   finish();
