@@ -4,7 +4,8 @@
 # Does what a release does and what a user then does, offline:
 #   1. `luarocks lint` both rockspecs, and check that the versioned one
 #      (rockspec/resilnet-X.Y.Z-1.rockspec) differs from the scm one only in
-#      `version` and `source`, so fixing one cannot leave the other broken.
+#      `version` and `source`, so fixing one cannot leave the other broken;
+#      CHANGELOG.md must have a section for X.Y.Z.
 #   2. Commit a snapshot of the checkout (tracked and new files, as they are
 #      now) to a scratch git repository, tag it vX.Y.Z, and let git map the
 #      rockspec's source URL to it (url.insteadOf, in a config of its own):
@@ -42,6 +43,9 @@ version=${version%-*}                            # X.Y.Z
 
 luarocks lint "$scm"
 luarocks lint "$rockspec"   # also fails if `version` disagrees with the name
+# A release says what it changed.
+grep -qE "^## ${version//./\\.}( |$)" "$root/CHANGELOG.md" ||
+  fail "CHANGELOG.md has no '## $version' section"
 
 # Compares the two, then prints the URL git will be asked for
 # (git+https://h/x.git -> https://h/x.git).
