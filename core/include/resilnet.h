@@ -54,9 +54,9 @@ const char *rn_version_string(void);
   XX(HANDSHAKE, -30009, "peer did not complete the handshake")                \
   XX(HANDLER, -30010, "request handler failed")                              \
   XX(STALE, -30011, "connection outlived its server")                         \
-  XX(PEERPROTOCOL, -30012, "peer reported a protocol error")              \
-  XX(TLS, -30013, "TLS failed")                                                \
-  XX(TLSVERIFY, -30014, "TLS peer verification failed")                        \
+  XX(PEERPROTOCOL, -30012, "peer reported a protocol error")                  \
+  XX(TLS, -30013, "TLS failed")                                               \
+  XX(TLSVERIFY, -30014, "TLS peer verification failed")                       \
   XX(NOTLS, -30015, "TLS asked for, but resilnet was built without OpenSSL")
 
 typedef enum {
@@ -834,8 +834,9 @@ typedef struct rn_server_options_s {
   rn_dedupe_options_t dedupe;
   /* NULL: plaintext. Else every connection, whatever the protocol, is
    * TLS (resilnet/tls.h); the files are read by rn_server_new(), which
-   * then fails with RN_ETLS (rn_tls_options_check() says why) or
-   * RN_ENOTLS, and the options need not outlive it. The handshake is
+   * then fails with UV_EINVAL (a missing or contradictory option),
+   * RN_ETLS (a file; rn_tls_options_check() says why) or RN_ENOTLS, and
+   * the options need not outlive it. The handshake is
    * timed like a frame (frame_timeout_ms from its first byte) and counts
    * as one completed (idle_timeout_ms restarts). */
   const rn_tls_options_t *tls;

@@ -3,6 +3,7 @@
  * the end of this file). */
 #include "tls.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,8 +333,13 @@ int rn__tls_read(rn__tls_t *t, const char *data, size_t len,
   int got = 0, err;
 
   if (t->failed) return RN_ETLS;
-  if (len > 0 && BIO_write(t->in, data, (int)len) != (int)len)
-    return UV_ENOMEM; /* a memory BIO takes all or fails to grow */
+  while (len > 0) { /* BIO_write counts in int */
+    int n = len > INT_MAX ? INT_MAX : (int)len;
+    if (BIO_write(t->in, data, n) != n)
+      return UV_ENOMEM; /* a memory BIO takes all or fails to grow */
+    data += n;
+    len -= (size_t)n;
+  }
   if (!SSL_is_init_finished(t->ssl)) {
     err = rn__tls_handshake(t);
     if (err) return err;
