@@ -57,7 +57,8 @@ const char *rn_version_string(void);
   XX(PEERPROTOCOL, -30012, "peer reported a protocol error")                  \
   XX(TLS, -30013, "TLS failed")                                               \
   XX(TLSVERIFY, -30014, "TLS peer verification failed")                       \
-  XX(NOTLS, -30015, "TLS asked for, but resilnet was built without OpenSSL")
+  XX(NOTLS, -30015, "TLS asked for, but resilnet was built without OpenSSL") \
+  XX(AUTH, -30016, "the server refused the connection's credentials")
 
 typedef enum {
 #define RN_ERRNO_ENUM_(name, value, msg) RN_E##name = (value),
@@ -638,6 +639,8 @@ typedef struct rn_server_s rn_server_t;
 typedef struct rn_request_s rn_request_t;
 /* TLS options and calls: resilnet/tls.h. */
 typedef struct rn_tls_options_s rn_tls_options_t;
+/* Who may talk to an rnp server: resilnet/auth.h. */
+typedef struct rn_server_auth_options_s rn_server_auth_options_t;
 
 /* A request frame arrived. `body` is valid only during the callback (rnp:
  * the REQUEST's payload). The request stays valid until rn_request_reply(),
@@ -741,10 +744,14 @@ typedef enum {
   RN_SERVER_EVENT_WRITE_TIMEOUT, /* a connection closed: its socket took
                                    no byte of its replies for
                                    write_timeout */
-  RN_SERVER_EVENT_TLS           /* a connection closed: its TLS handshake
+  RN_SERVER_EVENT_TLS,          /* a connection closed: its TLS handshake
                                    or a record failed (error: RN_ETLS or
                                    RN_ETLSVERIFY; detail: OpenSSL's
                                    reason) */
+  RN_SERVER_EVENT_AUTH          /* rnp: a connection refused, nothing of it
+                                   run: its HELLO's credentials did not
+                                   pass `auth` (error: RN_EAUTH; detail:
+                                   why, never the token) */
 } rn_server_event_type_t;
 
 typedef struct rn_server_event_s {
@@ -753,8 +760,8 @@ typedef struct rn_server_event_s {
   int error;
   unsigned active; /* requests holding a slot now */
   unsigned queued; /* requests waiting for one */
-  const char *detail; /* RN_SERVER_EVENT_TLS: why, as text; valid during
-                         the callback only; else NULL */
+  const char *detail; /* RN_SERVER_EVENT_TLS, _AUTH: why, as text; valid
+                         during the callback only; else NULL */
 } rn_server_event_t;
 
 typedef void (*rn_server_event_cb)(rn_server_t *server,
@@ -840,6 +847,11 @@ typedef struct rn_server_options_s {
    * timed like a frame (frame_timeout_ms from its first byte) and counts
    * as one completed (idle_timeout_ms restarts). */
   const rn_tls_options_t *tls;
+  /* NULL: anyone who reaches the port is served (as before). Else, rnp
+   * only: a connection runs nothing until its HELLO's token or its
+   * verified client certificate passes (resilnet/auth.h); copied by
+   * rn_server_new() (UV_EINVAL for a contradictory option). */
+  const rn_server_auth_options_t *auth;
 } rn_server_options_t;
 
 #define RN_SERVER_DEFAULT_IDLE_TIMEOUT 120000     /* ms */
@@ -934,6 +946,8 @@ typedef struct rn_server_stats_s {
   uint64_t write_timeouts;  /* connections closed for write_timeout */
   uint64_t tls_errors;      /* connections closed for a failed TLS
                                handshake or record */
+  uint64_t auth_refused;    /* rnp: connections refused as
+                               unauthenticated */
   unsigned open;            /* connections open */
   unsigned active;          /* requests holding a slot */
   unsigned queued;          /* requests waiting for a slot */
@@ -972,5 +986,6 @@ void rn_server_drain(rn_server_t *server, uint64_t drain_ms,
 #include "resilnet/wire.h"
 #include "resilnet/harness.h"
 #include "resilnet/tls.h"
+#include "resilnet/auth.h"
 
 #endif /* RESILNET_H */

@@ -156,6 +156,7 @@ static const char *lrn_server_event_name(rn_server_event_type_t type) {
   case RN_SERVER_EVENT_DEDUPE_FULL: return "dedupe_full";
   case RN_SERVER_EVENT_WRITE_TIMEOUT: return "write_timeout";
   case RN_SERVER_EVENT_TLS: return "tls";
+  case RN_SERVER_EVENT_AUTH: return "auth";
   }
   return "unknown";
 }

@@ -27,6 +27,8 @@ extern "C" {
  *   8  u64 id       request id (GOAWAY: the last id the server processes)
  *  16  fields       { u8 tag, u8 len, len bytes } ...
  *      payload      ERROR: u16 code, then the message
+ * Tags 128..255 are extensions a v1 peer skips; one is defined: AUTH (the
+ * client's token, on its HELLO).
  * As the codec's `encode`, rnp makes a REQUEST with id 0 and a DEADLINE
  * field of 0: a pool fills in both as the request leaves on a connection. */
 
@@ -34,6 +36,11 @@ extern "C" {
 #define RN_RNP_HEADER_SIZE 16
 #define RN_RNP_KEY_MAX 255
 #define RN_RNP_INCARNATION_SIZE 16
+/* The extension field carrying a client's credential on its HELLO
+ * (docs/protocol.md, section 6.1): 1..255 opaque bytes. In the extension
+ * space so that a server that knows nothing of it skips it. */
+#define RN_RNP_X_AUTH 130
+#define RN_RNP_AUTH_MAX 255
 
 typedef enum {
   RN_RNP_HELLO = 1,   /* client first, server answers with the same id */
@@ -58,8 +65,11 @@ typedef enum {
   RN_RNP_ERR_BAD_REQUEST = 5, /* not executed: the request was refused */
   RN_RNP_ERR_IN_PROGRESS = 6, /* its key is executing elsewhere */
   RN_RNP_ERR_PROTOCOL = 7,    /* id 0: a malformed frame; closing */
-  RN_RNP_ERR_TOO_LARGE = 8    /* it ran, but its reply is larger than the
+  RN_RNP_ERR_TOO_LARGE = 8,   /* it ran, but its reply is larger than the
                                  client's MAX_FRAME */
+  RN_RNP_ERR_UNAUTHENTICATED = 9 /* not executed: the HELLO's credentials
+                                    were refused (the HELLO's id); nothing
+                                    on the connection runs; closing */
 } rn_rnp_error_t;
 
 /* Field tags; `present` holds 1 << tag for each field in a frame. */
@@ -92,13 +102,17 @@ typedef struct rn_rnp_frame_s {
   const char *payload;     /* ERROR: the message after the code */
   size_t payload_len;
   size_t deadline_offset;  /* parse: where DEADLINE's value is, or 0 */
+  const char *auth;        /* HELLO: the AUTH extension's value, or NULL */
+  size_t auth_len;         /* 1..RN_RNP_AUTH_MAX when auth is set */
 } rn_rnp_frame_t;
 
 /* 1: a valid frame starts at data (out filled in); 0: need more bytes;
  * RN_EFRAMESIZE: it would exceed max_frame (known from the header alone);
  * RN_EBADFRAME: anything malformed (unknown type, undefined flag or field
  * tag, a field's length wrong for its tag or running past the fields, a
- * repeated field, a field not allowed on the type, a short ERROR payload). */
+ * repeated field, a field not allowed on the type, a short ERROR payload,
+ * an empty or repeated AUTH on a HELLO). AUTH on other types is skipped
+ * like any extension field. */
 int rn_rnp_parse(const char *data, size_t len, size_t max_frame,
                  rn_rnp_frame_t *out);
 /* Appends one frame: header, the fields named in `present`, payload.
@@ -106,6 +120,13 @@ int rn_rnp_parse(const char *data, size_t len, size_t max_frame,
  * max_frame, UV_ENOMEM. */
 int rn_rnp_encode(rn_buf_t *out, const rn_rnp_frame_t *frame,
                   size_t max_frame);
+/* Appends a client's HELLO (id 1, VERSION, MAX_FRAME = max_frame capped
+ * at 2^32 - 1) and, when token is not NULL, the AUTH extension carrying
+ * it. The token is a secret: the caller wipes `out` when done with it.
+ * 0, UV_EINVAL (token_len 0 or over RN_RNP_AUTH_MAX, max_frame under 16;
+ * a server refuses under 128) or UV_ENOMEM. */
+int rn_rnp_encode_hello(rn_buf_t *out, size_t max_frame, const char *token,
+                        size_t token_len);
 
 /* ------------------------------------------------------------------------ */
 /* RESP values: a pull parser shared by the frame finder and by decoders     */

@@ -18,7 +18,7 @@
  * encoder can produce (2 bytes of tag and length per field). */
 #define RN__RNP_FIELDS_MAX                                                    \
   ((2 + 2) + (2 + 4) + (2 + 4) + (2 + RN_RNP_INCARNATION_SIZE) + (2 + 4) +    \
-   (2 + RN_RNP_KEY_MAX) + (2 + 4))
+   (2 + RN_RNP_KEY_MAX) + (2 + 4) + (2 + RN_RNP_AUTH_MAX))
 
 #define BIT(tag) (1u << (tag))
 
@@ -198,7 +198,15 @@ int rn_rnp_parse(const char *data, size_t len, size_t max_frame,
     n = p[pos + 1];
     if (end - pos - 2 < n)
       return RN_EBADFRAME; /* a value running past the fields */
-    if (tag >= 128) {
+    if (tag == RN_RNP_X_AUTH && f.type == RN_RNP_HELLO) {
+      /* The one extension this version defines: one credential, never
+       * empty (an empty one would read as "no token" to one server and
+       * as a token to another). */
+      if (f.auth != NULL || n == 0)
+        return RN_EBADFRAME;
+      f.auth = (const char *)p + pos + 2;
+      f.auth_len = n;
+    } else if (tag >= 128) {
       /* Extension space: later versions may add fields here, and a v1
        * peer steps over them by their length. */
     } else if (tag == 0 || tag > RN_RNP_F_RETRY_AFTER) {
@@ -251,6 +259,9 @@ static int check_frame(const rn_rnp_frame_t *f) {
     return UV_EINVAL;
   if (f->payload == NULL && f->payload_len != 0)
     return UV_EINVAL;
+  if (f->auth != NULL && (f->type != RN_RNP_HELLO || f->auth_len == 0 ||
+                          f->auth_len > RN_RNP_AUTH_MAX))
+    return UV_EINVAL;
   if (f->type == RN_RNP_ERROR) {
     if (f->error_code > 0xffff)
       return UV_EINVAL;
@@ -260,8 +271,9 @@ static int check_frame(const rn_rnp_frame_t *f) {
   return 0;
 }
 
-/* Fields go out in tag order: one canonical encoding per frame, which the
- * test vectors rely on. Returns the bytes written to `p`. */
+/* Fields go out in tag order, the AUTH extension after the defined ones:
+ * one canonical encoding per frame, which the test vectors rely on.
+ * Returns the bytes written to `p`. */
 static size_t put_fields(unsigned char *p, const rn_rnp_frame_t *f) {
   size_t n = 0;
   unsigned tag;
@@ -299,6 +311,12 @@ static size_t put_fields(unsigned char *p, const rn_rnp_frame_t *f) {
       break;
     }
     n += vlen;
+  }
+  if (f->auth != NULL) {
+    p[n] = (unsigned char)RN_RNP_X_AUTH;
+    p[n + 1] = (unsigned char)f->auth_len;
+    memcpy(p + n + 2, f->auth, f->auth_len);
+    n += 2 + f->auth_len;
   }
   return n;
 }
@@ -341,6 +359,25 @@ int rn_rnp_encode(rn_buf_t *out, const rn_rnp_frame_t *frame,
   rn_buf_append(out, head, nhead);
   rn_buf_append(out, frame->payload, frame->payload_len);
   return 0;
+}
+
+int rn_rnp_encode_hello(rn_buf_t *out, size_t max_frame, const char *token,
+                        size_t token_len) {
+  rn_rnp_frame_t f;
+
+  if (token != NULL && (token_len == 0 || token_len > RN_RNP_AUTH_MAX))
+    return UV_EINVAL;
+  memset(&f, 0, sizeof(f));
+  f.type = RN_RNP_HELLO;
+  f.id = 1; /* a client's HELLO is always its first frame */
+  f.present = BIT(RN_RNP_F_VERSION) | BIT(RN_RNP_F_MAX_FRAME);
+  f.version = RN_RNP_VERSION;
+  f.max_frame = (uint32_t)RN_MIN(max_frame, UINT32_MAX);
+  f.auth = token;
+  f.auth_len = token != NULL ? token_len : 0;
+  /* Before the server's HELLO its limit is the default (protocol.md,
+   * section 6). */
+  return rn_rnp_encode(out, &f, RN_DEFAULT_MAX_FRAME);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -297,8 +297,11 @@ static void op_finish(rn__dedupe_entry_t *e) {
 /* Requests                                                                   */
 
 void rn__dedupe_begin(rn__dedupe_t *d, rn_request_t *req) {
-  uint64_t hash = rn__kmap_hash(&d->map, req->key, req->key_len);
-  rn__kmap_node_t *n = rn__kmap_find(&d->map, req->key, req->key_len, hash);
+  /* The scoped key: one identity's keys are not another's. */
+  const char *key = req->dedupe_key;
+  size_t key_len = req->dedupe_key_len;
+  uint64_t hash = rn__kmap_hash(&d->map, key, key_len);
+  rn__kmap_node_t *n = rn__kmap_find(&d->map, key, key_len, hash);
   rn__dedupe_entry_t *e;
   rn__answer_t a;
 
@@ -325,7 +328,7 @@ void rn__dedupe_begin(rn__dedupe_t *d, rn_request_t *req) {
   }
   /* The key lives in the request while it owns the entry, then in the
    * entry's answer buffer: both outlive every use. Copy it once here. */
-  e->answer_body = malloc(req->key_len);
+  e->answer_body = malloc(key_len);
   if (e->answer_body == NULL) {
     free(e);
     error_answer(&a, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
@@ -333,11 +336,11 @@ void rn__dedupe_begin(rn__dedupe_t *d, rn_request_t *req) {
     (void)rn__server_rnp_answer(req, &a);
     return;
   }
-  memcpy(e->answer_body, req->key, req->key_len);
+  memcpy(e->answer_body, key, key_len);
   e->d = d;
   e->node.hash = hash;
   e->node.key = e->answer_body;
-  e->node.key_len = req->key_len;
+  e->node.key_len = key_len;
   e->state = ENTRY_CLAIMING;
   e->owner = req;
   rn_list_init(&e->waiters);

@@ -306,6 +306,28 @@ static void rnp_protocol_error(rn_server_conn_t *conn, int err,
   rn__server_conn_broken(conn, err);
 }
 
+/* 1 when the HELLO's credentials pass. Else the HELLO is answered
+ * ERROR{UNAUTHENTICATED, NOT_EXECUTED}, and the connection is read no
+ * more: frames pipelined behind the HELLO are dropped unread (the client
+ * knows none ran from the code), and it closes once the ERROR is
+ * written. */
+static int rnp_authenticate(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
+  static const char refused[] = "unauthenticated: the connection's "
+                                "credentials were refused";
+  rn_server_t *server = conn->server;
+  const char *why = "out of memory";
+  int err = rn__server_auth_check(conn, in, &why);
+
+  if (err == 0) return 1;
+  server->stats.auth_refused++;
+  (void)rnp_send_error(conn, in->id, RN_RNP_ERR_UNAUTHENTICATED,
+                       RN_RNP_NOT_EXECUTED, 0, refused, sizeof(refused) - 1);
+  rn__server_conn_stop_input(conn);
+  rn__server_event_detail(server, RN_SERVER_EVENT_AUTH, in->id,
+                          err == RN_EAUTH ? err : UV_ENOMEM, why);
+  return 0;
+}
+
 static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
   rn_server_t *server = conn->server;
   rn_rnp_frame_t f;
@@ -324,6 +346,7 @@ static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
       return;
     }
   }
+  if (server->auth != NULL && !rnp_authenticate(conn, in)) return;
   conn->hello = 1;
   rnp_frame_init(&f, RN_RNP_HELLO, in->id);
   f.present = (1u << RN_RNP_F_VERSION) | (1u << RN_RNP_F_MAX_FRAME) |
@@ -338,13 +361,18 @@ static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
 static void rnp_request(rn_server_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_server_t *server = conn->server;
   rn_request_t *req;
+  size_t scope = 0;
 
   server->stats.requests++;
   if (conn->goaway || server->closing || server->draining) {
     server->stats.discarded++; /* GOAWAY told the client: not processed */
     return;
   }
-  req = calloc(1, sizeof(*req) + f->key_len + f->payload_len + 1);
+  /* A key is scoped by identity: the identity's u16 length and bytes go
+   * right before it, so the scoped key and the client's key share one
+   * copy. */
+  if (f->key_len > 0 && server->auth != NULL) scope = 2 + conn->identity_len;
+  req = calloc(1, sizeof(*req) + scope + f->key_len + f->payload_len + 1);
   if (req == NULL) {
     rn__server_conn_close(conn); /* cannot answer it: the client must know */
     return;
@@ -358,11 +386,23 @@ static void rnp_request(rn_server_conn_t *conn, const rn_rnp_frame_t *f) {
     req->has_deadline = 1;
     req->deadline = rn_loop_now(server->loop) + f->deadline_ms;
   }
-  req->key = (char *)(req + 1);
+  if (scope > 0) {
+    unsigned char *p = (unsigned char *)(req + 1);
+    p[0] = (unsigned char)(conn->identity_len >> 8);
+    p[1] = (unsigned char)conn->identity_len;
+    memcpy(p + 2, conn->identity, conn->identity_len);
+  }
+  req->dedupe_key = (char *)(req + 1);
+  req->dedupe_key_len = scope + f->key_len;
+  req->key = req->dedupe_key + scope;
   req->key_len = f->key_len;
-  if (f->key_len > 0) memcpy(req->key, f->key, f->key_len);
-  else req->key = NULL;
-  req->body = (char *)(req + 1) + f->key_len;
+  if (f->key_len > 0) {
+    memcpy(req->key, f->key, f->key_len);
+  } else {
+    req->key = NULL;
+    req->dedupe_key = NULL;
+  }
+  req->body = (char *)(req + 1) + scope + f->key_len;
   req->body_len = f->payload_len;
   if (f->payload_len > 0) memcpy(req->body, f->payload, f->payload_len);
   rn_list_init(&req->wait);

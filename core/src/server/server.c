@@ -643,16 +643,21 @@ static int server_conn_frame(rn_server_conn_t *conn, const char *data,
   return r;
 }
 
-void rn__server_conn_broken(rn_server_conn_t *conn, int error) {
-  rn_server_t *server = conn->server;
-  server->stats.protocol_errors++;
+void rn__server_conn_stop_input(rn_server_conn_t *conn) {
   conn->broken = 1;
-  /* What it sent cannot be framed: freed now, not held until the close. */
+  /* What it sent is not to be acted on: freed now, not held until the
+   * close. */
   rn_buf_free(&conn->rbuf);
   rn_frame_scan_reset(&conn->scan);
   conn->frame_start = 0;
   conn_account_in(conn);
   rn__server_conn_finish(conn);
+}
+
+void rn__server_conn_broken(rn_server_conn_t *conn, int error) {
+  rn_server_t *server = conn->server;
+  server->stats.protocol_errors++;
+  rn__server_conn_stop_input(conn);
   rn__server_event(server, RN_SERVER_EVENT_PROTOCOL, 0, error);
 }
 
@@ -801,6 +806,7 @@ static void conn_on_close(uv_handle_t *handle) {
   rn_buf_free(&conn->wbuf);
   rn_frame_scan_reset(&conn->scan);
   rn__server_tls_conn_free(conn);
+  free(conn->identity);
   free(conn);
   server->conn_count--;
   rn__server_maybe_finish(server);
@@ -1099,6 +1105,7 @@ static void server_free(rn_server_t *server) {
   rn_buf_free(&server->tls_plain);
   rn__tls_ctx_unref(server->tls);
   if (server->dedupe != NULL) rn__dedupe_free(server->dedupe);
+  rn__server_auth_free(server->auth);
   free(server->scratch);
   free(server);
   rn__loop_object_remove(loop);
@@ -1167,7 +1174,12 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   if (err == 0 && options->tls != NULL)
     err = rn__server_tls_init(server, options->tls);
   server->options.tls = NULL;
+  /* Copied too: the tokens are the server's to wipe. */
+  if (err == 0 && options->auth != NULL)
+    err = rn__server_auth_new(options, &server->auth);
+  server->options.auth = NULL;
   if (err) {
+    rn__tls_ctx_unref(server->tls);
     free(server);
     return err;
   }

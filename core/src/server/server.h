@@ -21,6 +21,7 @@
 typedef struct rn_server_conn_s rn_server_conn_t;
 typedef struct rn__dedupe_s rn__dedupe_t;
 typedef struct rn__dedupe_entry_s rn__dedupe_entry_t;
+typedef struct rn__server_auth_s rn__server_auth_t;
 
 /* An rnp answer to send for a request: a REPLY (type RN_RNP_REPLY) or an
  * ERROR with code, flags and retry_after. */
@@ -49,6 +50,7 @@ struct rn_server_s {
   rn_list_t queue;   /* rnp: requests waiting for a slot, FIFO */
   unsigned queued;
   rn__dedupe_t *dedupe; /* rnp with dedupe, else NULL */
+  rn__server_auth_t *auth; /* rnp with options.auth, else NULL */
   char incarnation[RN_RNP_INCARNATION_SIZE];
   rn_timer_t resume_timer;
   rn_timer_t finish_timer;
@@ -112,6 +114,9 @@ struct rn_server_conn_s {
   uint64_t last_id;       /* highest id the client used */
   uint64_t last_accepted; /* highest REQUEST id that will be answered */
   size_t peer_max_frame;  /* the client's MAX_FRAME */
+  char *identity;         /* with auth: who its HELLO proved it is (NUL-
+                             terminated); NULL before */
+  size_t identity_len;
   /* resp */
   size_t inline_scanned;  /* bytes of an inline command without its end */
   unsigned writing : 1;
@@ -144,6 +149,10 @@ struct rn_request_s {
   rn__dedupe_entry_t *entry; /* the dedupe entry it owns or waits on */
   char *key;
   size_t key_len;
+  /* What dedupe knows the request by: the key, scoped by its
+   * connection's identity on a server with auth (resilnet/auth.h). */
+  char *dedupe_key;
+  size_t dedupe_key_len;
   char *body;
   size_t body_len;
   unsigned replied : 1;
@@ -197,6 +206,9 @@ void rn__server_maybe_finish(rn_server_t *server);
  * and the connection closes once what came before is answered; what the
  * client sends meanwhile is discarded. The caller sent any error frame. */
 void rn__server_conn_broken(rn_server_conn_t *conn, int error);
+/* The same without the protocol error's stat and event: nothing more is
+ * read from conn; it closes once what it is owed is written. */
+void rn__server_conn_stop_input(rn_server_conn_t *conn);
 
 /* server/resp.c */
 /* The next request of a resp client at data: 1 (f->size bytes; *body and
@@ -253,6 +265,16 @@ void rn__server_tls_close_notify(rn_server_conn_t *conn);
 /* 1 while conn's TLS handshake is not complete (nothing can be said). */
 int rn__server_tls_handshaking(const rn_server_conn_t *conn);
 void rn__server_tls_conn_free(rn_server_conn_t *conn);
+
+/* server/auth.c (a server with options.auth) */
+/* The server's copy of the options (tokens wiped when freed). 0,
+ * UV_EINVAL, UV_ENOMEM. */
+int rn__server_auth_new(const rn_server_options_t *o, rn__server_auth_t **out);
+void rn__server_auth_free(rn__server_auth_t *auth); /* NULL is fine */
+/* Decides conn on its HELLO: 0 (conn->identity set), RN_EAUTH (*why: a
+ * static reason for the event, never the token) or UV_ENOMEM. */
+int rn__server_auth_check(rn_server_conn_t *conn, const rn_rnp_frame_t *hello,
+                          const char **why);
 
 /* dedupe.c */
 int rn__dedupe_new(rn_server_t *server, rn__dedupe_t **out);
