@@ -240,3 +240,11 @@ foreach(rn_tls_test test-tls-filter test-tls-server)
       "RN_TLS_CERTS_DIR=\"${CMAKE_BINARY_DIR}/tls-certs\"")
   endif()
 endforeach()
+
+# rnp authentication (issue 17): its client-certificate case uses the same
+# test certificates.
+if(TARGET test-rnp-auth)
+  target_compile_definitions(test-rnp-auth PRIVATE
+    "RN_TLS_CERTS_SCRIPT=\"${CMAKE_SOURCE_DIR}/tools/make-test-certs.sh\""
+    "RN_TLS_CERTS_DIR=\"${CMAKE_BINARY_DIR}/tls-certs\"")
+endif()
