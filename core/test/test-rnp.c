@@ -897,6 +897,12 @@ static void vec_frame(const vec_t *v, rn_rnp_frame_t *f, char *store,
     f->key_len = unhex(vec_get(v, "key"), store + used, cap - used);
     used += f->key_len;
   }
+  s = vec_get(v, "auth");
+  if (s != NULL) {
+    f->auth = store + used;
+    f->auth_len = unhex(s, store + used, cap - used);
+    used += f->auth_len;
+  }
   if (f->type == RN_RNP_ERROR)
     f->error_code = (unsigned)vec_num(v, "code");
   else
@@ -948,6 +954,9 @@ static void test_vectors_valid(void) {
     ASSERT_EQ(got.key_len, want.key_len);
     if (want.key_len)
       ASSERT_MEM_EQ(got.key, want.key, want.key_len);
+    ASSERT_EQ(got.auth_len, want.auth_len);
+    if (want.auth_len)
+      ASSERT_MEM_EQ(got.auth, want.auth, want.auth_len);
     ASSERT_EQ(got.error_code, want.error_code);
     ASSERT_EQ(got.payload_len, want.payload_len);
     if (want.payload_len)
