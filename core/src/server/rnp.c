@@ -315,16 +315,21 @@ static int rnp_authenticate(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
   static const char refused[] = "unauthenticated: the connection's "
                                 "credentials were refused";
   rn_server_t *server = conn->server;
-  const char *why = "out of memory";
+  const char *why = NULL;
   int err = rn__server_auth_check(conn, in, &why);
 
   if (err == 0) return 1;
+  if (err != RN_EAUTH) {
+    /* No memory for its identity: not the client's fault, so not a
+     * refusal it would take for a wrong configuration. */
+    rn__server_conn_close(conn);
+    return 0;
+  }
   server->stats.auth_refused++;
   (void)rnp_send_error(conn, in->id, RN_RNP_ERR_UNAUTHENTICATED,
                        RN_RNP_NOT_EXECUTED, 0, refused, sizeof(refused) - 1);
   rn__server_conn_stop_input(conn);
-  rn__server_event_detail(server, RN_SERVER_EVENT_AUTH, in->id,
-                          err == RN_EAUTH ? err : UV_ENOMEM, why);
+  rn__server_event_detail(server, RN_SERVER_EVENT_AUTH, in->id, err, why);
   return 0;
 }
 
