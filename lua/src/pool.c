@@ -12,13 +12,9 @@
 #include "lrn.h"
 
 typedef struct lrn_pool_s {
-  lrn_ctx_t *ctx;
+  lrn_object_t o;         /* o.quiet: collected, or at lua_close: no more
+                             calls into Lua */
   rn_pool_t *pool;
-  struct lrn_pool_s **ud; /* the userdata's slot; NULL once collected */
-  lrn_link_t link;
-  int closing;            /* rn_pool_close was called */
-  int quiet;              /* collected at lua_close: no more calls into Lua */
-  int close_ref;          /* target dispatched when the pool has closed */
   int event_ref;          /* target of every event */
   int classify_ref;       /* retry.classify, or LUA_NOREF */
   int pin_ref;            /* the userdata, while calls are in flight */
@@ -28,28 +24,17 @@ typedef struct lrn_pool_s {
   const char *overload_reason;
 } lrn_pool_t;
 
-/* The pool handle at idx (NULL once closed), or raises. The metatable is
- * upvalue 2 of every pool function: comparing it is what luaL_checkudata
- * does, without looking the name up in the registry on every call. */
-static lrn_pool_t *lrn_pool_get(lua_State *L, int idx) {
-  void *ud = lua_touserdata(L, idx);
-  if (ud != NULL && lua_getmetatable(L, idx)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(2));
-    lua_pop(L, 1);
-    if (same)
-      return *(lrn_pool_t **)ud;
-  }
-  return *(lrn_pool_t **)luaL_checkudata(L, idx, LRN_POOL_MT);
-}
+static void lrn_pool_close_type(lrn_object_t *o);
 
-static void lrn_unref(lrn_ctx_t *ctx, int *ref) {
-  if (*ref != LUA_NOREF && !ctx->closing)
-    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
-}
+static const lrn_type_t lrn_pool_type = {"resilnet.pool",
+                                         lrn_pool_close_type, NULL};
+
+/* The pool handle at idx (NULL once closed), or raises. */
+#define lrn_pool_get(L, idx)                                                \
+  ((lrn_pool_t *)lrn_object_get((L), (idx), &lrn_pool_type))
 
 static int lrn_quiet(const lrn_pool_t *p) {
-  return p->quiet || p->ctx->closing;
+  return p->o.quiet || p->o.ctx->closing;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -66,15 +51,15 @@ static int lrn_push_result(lua_State *L, void *arg) {
   luaL_checkstack(L, 2, NULL);
   if (r->status != 0) {
     lua_pushnil(L);
-    lrn_error_push_result(L, d->p->ctx, r);
+    lrn_error_push_result(L, d->p->o.ctx, r);
     return 2;
   }
   if (rn_pool_codec(d->p->pool)->protocol == RN_PROTOCOL_RESP) {
-    if (lrn_resp_push(L, d->p->ctx, r->body, r->body_len) != 0) {
+    if (lrn_resp_push(L, d->p->o.ctx, r->body, r->body_len) != 0) {
       rn_result_t bad = *r;
       bad.status = RN_EBADFRAME;
       lua_pushnil(L);
-      lrn_error_push_result(L, d->p->ctx, &bad);
+      lrn_error_push_result(L, d->p->o.ctx, &bad);
       return 2;
     }
   } else {
@@ -89,15 +74,15 @@ static void lrn_pool_done(rn_pool_t *pool, void *data,
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
   int held = (int)(intptr_t)data;
   if (lrn_quiet(p)) {
-    lrn_release(p->ctx, held);
+    lrn_release(p->o.ctx, held);
   } else {
     lrn_done_t d;
     d.p = p;
     d.result = result;
-    lrn_dispatch_held(p->ctx, held, lrn_push_result, &d);
+    lrn_dispatch_held(p->o.ctx, held, lrn_push_result, &d);
   }
   if (--p->in_flight == 0)
-    lrn_unref(p->ctx, &p->pin_ref);
+    lrn_unref(p->o.ctx, &p->pin_ref);
 }
 
 static const char *lrn_event_name(rn_event_type_t type) {
@@ -167,13 +152,13 @@ static int lrn_push_failure(lua_State *L, void *arg) {
   r.maybe_executed = 1;
   r.endpoint = f->endpoint;
   luaL_checkstack(L, 4, NULL);
-  lrn_error_push_result(L, c->p->ctx, &r);
+  lrn_error_push_result(L, c->p->o.ctx, &r);
   lua_pushboolean(L, f->idempotent);
   lua_setfield(L, -2, "idempotent");
   if (rn_codec_frame(codec, f->request, f->request_len, &frame) > 0) {
     const char *body = f->request + frame.body_offset;
     if (codec->protocol != RN_PROTOCOL_RESP ||
-        lrn_resp_push(L, c->p->ctx, body, frame.body_len) != 0)
+        lrn_resp_push(L, c->p->o.ctx, body, frame.body_len) != 0)
       lua_pushlstring(L, body, frame.body_len);
   } else {
     lua_pushlstring(L, f->request, f->request_len);
@@ -190,7 +175,8 @@ static rn_classify_t lrn_pool_classify(rn_pool_t *pool,
     return RN_CLASSIFY_DEFAULT;
   c.p = p;
   c.f = f;
-  switch (lrn_query(p->ctx, p->classify_ref, lrn_push_failure, &c, answers)) {
+  switch (lrn_query(p->o.ctx, p->classify_ref, lrn_push_failure, &c,
+                    answers)) {
   case 1: return RN_CLASSIFY_RETRY;
   case 2: return RN_CLASSIFY_FAIL;
   default: return RN_CLASSIFY_DEFAULT;
@@ -201,31 +187,33 @@ static void lrn_pool_event(rn_pool_t *pool, const rn_pool_event_t *ev) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
   if (ev->type == RN_EVENT_OVERLOAD)
     p->overload_reason = ev->reason;
-  if (!lrn_quiet(p) && p->event_ref != LUA_NOREF)
-    lrn_dispatch(p->ctx, p->event_ref, lrn_push_event, (void *)ev);
+  if (!lrn_quiet(p))
+    lrn_call(p->o.ctx, p->event_ref, lrn_push_event, (void *)ev);
 }
 
 static void lrn_pool_closed(rn_pool_t *pool) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
-  lrn_link_remove(&p->link);
-  if (p->ud != NULL)
-    *p->ud = NULL;
-  if (!lrn_quiet(p) && p->close_ref != LUA_NOREF)
-    lrn_dispatch(p->ctx, p->close_ref, NULL, NULL);
-  lrn_unref(p->ctx, &p->close_ref);
-  lrn_unref(p->ctx, &p->event_ref);
-  lrn_unref(p->ctx, &p->classify_ref);
-  lrn_unref(p->ctx, &p->pin_ref);
+  lrn_object_closed(&p->o, !lrn_quiet(p));
+  lrn_unref(p->o.ctx, &p->event_ref);
+  lrn_unref(p->o.ctx, &p->classify_ref);
+  lrn_unref(p->o.ctx, &p->pin_ref);
   free(p);
 }
 
 static void lrn_pool_start_close(lrn_pool_t *p, uint64_t drain_ms,
                                  int reset) {
-  p->closing = 1;
+  p->o.closing = 1;
   if (reset)
     rn_pool_abort(p->pool, lrn_pool_closed);
   else
     rn_pool_close(p->pool, drain_ms, lrn_pool_closed);
+}
+
+/* Collected (nobody can observe it any more: a pool with calls in flight
+ * is pinned, so any still in flight means lua_close, and events of a pool
+ * nobody holds have no listener), or the state closing. */
+static void lrn_pool_close_type(lrn_object_t *o) {
+  lrn_pool_start_close((lrn_pool_t *)o, 0, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -345,7 +333,7 @@ static int lrn_pool_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_pool_options_t o;
   const char **endpoints;
-  lrn_pool_t **ud, *p;
+  lrn_pool_t *p;
   size_t n;
   int rc;
   const lua_Integer max = (lua_Integer)1 << 40;
@@ -432,15 +420,8 @@ static int lrn_pool_new(lua_State *L) {
   o.endpoint_count = n;
   o.on_event = lrn_pool_event;
 
-  ud = (lrn_pool_t **)lua_newuserdata(L, sizeof(*ud));
-  *ud = NULL;
-  luaL_getmetatable(L, LRN_POOL_MT);
-  lua_setmetatable(L, -2);
-  p = (lrn_pool_t *)calloc(1, sizeof(*p));
-  if (p == NULL)
-    return luaL_error(L, "resilnet.pool: out of memory");
-  p->ctx = ctx;
-  p->close_ref = p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
+  p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
+  p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
   lua_getfield(L, 1, "classify");
   if (lua_type(L, -1) == LUA_TFUNCTION) {
     p->classify_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -448,7 +429,6 @@ static int lrn_pool_new(lua_State *L) {
   } else {
     lua_pop(L, 1);
   }
-  lrn_link_init(&p->link);
   o.data = p;
   rc = rn_pool_new(ctx->loop, &o, &p->pool);
   if (rc != 0) {
@@ -460,9 +440,7 @@ static int lrn_pool_new(lua_State *L) {
     return luaL_error(L, "resilnet.pool: %s (%s)", rn_strerror(rc),
                       rn_err_name(rc));
   }
-  *ud = p;
-  p->ud = ud;
-  lrn_link_add(&ctx->pools, &p->link);
+  lrn_object_open(&p->o);
   return 1;
 }
 
@@ -530,13 +508,13 @@ static int lrn_call_key(lua_State *L, lrn_pool_t *p, rn_call_options_t *co,
 static void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
   const char *msg;
   if (rc != RN_EOVERLOAD || p->overload_reason == NULL) {
-    lrn_error_push_code(L, p->ctx, rc);
+    lrn_error_push_code(L, p->o.ctx, rc);
     return;
   }
   msg = strcmp(p->overload_reason, "max_in_flight") == 0
             ? "too many calls in flight to every endpoint (max_in_flight)"
             : "too many calls waiting for a connection (max_pending)";
-  lrn_error_push(L, p->ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
+  lrn_error_push(L, p->o.ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
 }
 
 /* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
@@ -632,9 +610,7 @@ static int lrn_pool_on(lua_State *L) {
                 "expected a function or a thread");
   if (p == NULL)
     return 0;
-  lua_settop(L, 2);
-  lrn_unref(p->ctx, &p->event_ref);
-  p->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lrn_set_ref(L, p->o.ctx, &p->event_ref, 2);
   return 0;
 }
 
@@ -711,7 +687,7 @@ static int lrn_pool_stats(lua_State *L) {
     lrn_push_endpoints(L, p->pool);
     lua_setfield(L, -2, "endpoints");
   }
-  lua_pushboolean(L, p == NULL || p->closing);
+  lua_pushboolean(L, p == NULL || p->o.closing);
   lua_setfield(L, -2, "closed");
   return 1;
 }
@@ -724,7 +700,7 @@ static int lrn_pool_set_endpoints(lua_State *L) {
   int rc;
   lua_settop(L, 2);
   list = lrn_endpoint_list(L, 2, "pool:set_endpoints", &n);
-  rc = p == NULL || p->closing ? RN_ECLOSED
+  rc = p == NULL || p->o.closing ? RN_ECLOSED
                                : rn_pool_set_endpoints(p->pool, list, n);
   if (rc == UV_EINVAL)
     return luaL_error(L, "pool:set_endpoints: an endpoint is listed twice");
@@ -739,7 +715,7 @@ static int lrn_pool_set_endpoints(lua_State *L) {
 
 static int lrn_pool_reset_backoff(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
-  if (p != NULL && !p->closing)
+  if (p != NULL && !p->o.closing)
     rn_pool_reset_backoff(p->pool);
   return 0;
 }
@@ -750,52 +726,17 @@ static int lrn_pool_reset_backoff(lua_State *L) {
 static int lrn_pool_close(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
   lua_Integer drain = luaL_optinteger(L, 2, 0);
-  int type = lua_type(L, 3);
   int reset = lua_toboolean(L, 4);
   luaL_argcheck(L, drain >= 0, 2, "drain must not be negative");
-  luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
-                       type == LUA_TFUNCTION || type == LUA_TTHREAD,
-                3, "expected a function or a thread");
-  if (p == NULL || p->closing) {
+  if (!lrn_object_set_close(L, (lrn_object_t *)p, 3)) {
     if (p != NULL && reset)
       rn_pool_abort(p->pool, NULL);
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
-    lua_pushvalue(L, 3);
-    p->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
   lrn_pool_start_close(p, (uint64_t)drain, reset);
   lua_pushboolean(L, 1);
   return 1;
-}
-
-static int lrn_pool_gc(lua_State *L) {
-  lrn_pool_t **ud = (lrn_pool_t **)lua_touserdata(L, 1);
-  lrn_pool_t *p = *ud;
-  if (p == NULL)
-    return 0;
-  *ud = NULL;
-  p->ud = NULL;
-  /* Nobody can observe this pool any more: a pool with calls in flight is
-   * pinned, so any still in flight means lua_close, and events of a pool
-   * nobody holds have no listener. */
-  p->quiet = 1;
-  if (!p->closing)
-    lrn_pool_start_close(p, 0, 0);
-  return 0;
-}
-
-void lrn_pool_close_all(lrn_ctx_t *ctx) {
-  lrn_link_t *l, *next;
-  for (l = ctx->pools.next; l != &ctx->pools; l = next) {
-    lrn_pool_t *p = LRN_CONTAINER_OF(l, lrn_pool_t, link);
-    next = l->next;
-    p->quiet = 1;
-    if (!p->closing)
-      lrn_pool_start_close(p, 0, 0);
-  }
 }
 
 static const luaL_Reg lrn_pool_funcs[] = {
@@ -809,13 +750,5 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {
-  if (luaL_newmetatable(L, LRN_POOL_MT)) {
-    lua_pushcfunction(L, lrn_pool_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, "resilnet.pool");
-    lua_setfield(L, -2, "__name");
-  }
-  lua_pushvalue(L, -3); /* upvalues: the context, the metatable */
-  lua_insert(L, -2);
-  lrn_setfuncs(L, lrn_pool_funcs, 2);
+  lrn_object_register(L, &lrn_pool_type, lrn_pool_funcs);
 }

@@ -13,14 +13,10 @@
 #define LRN_DEDUPE_OP_MT "resilnet.dedupe_op"
 
 typedef struct lrn_server_s {
-  lrn_ctx_t *ctx;
+  lrn_object_t o;
   rn_server_t *server;
-  struct lrn_server_s **ud;
-  lrn_link_t link;
-  int closing;
   int draining;    /* closing gracefully: lua_close cuts it short */
   int request_ref; /* target dispatched with (value, request, ...) */
-  int close_ref;
   int event_ref;   /* plain function dispatched with each event table */
 } lrn_server_t;
 
@@ -45,15 +41,14 @@ typedef struct lrn_dedupe_op_s {
   int kind;           /* 1 claim, 2 finish, 3 release */
 } lrn_dedupe_op_t;
 
-static lrn_server_t *lrn_server_get(lua_State *L, int idx) {
-  return *(lrn_server_t **)luaL_checkudata(L, idx, LRN_SERVER_MT);
-}
+static void lrn_server_close_type(lrn_object_t *o);
+static void lrn_server_at_exit(lrn_object_t *o);
 
-static void lrn_unref(lrn_ctx_t *ctx, int *ref) {
-  if (*ref != LUA_NOREF && !ctx->closing)
-    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
-}
+static const lrn_type_t lrn_server_type = {
+    "resilnet.server", lrn_server_close_type, lrn_server_at_exit};
+
+#define lrn_server_get(L, idx)                                              \
+  ((lrn_server_t *)lrn_object_get((L), (idx), &lrn_server_type))
 
 /* ------------------------------------------------------------------------ */
 /* Callbacks from the core                                                    */
@@ -98,7 +93,7 @@ static int lrn_push_request(lua_State *L, void *arg) {
   char peer[RN_ENDPOINT_ADDRESS_MAX + 16];
   luaL_checkstack(L, 7, NULL);
   if (protocol != RN_PROTOCOL_RESP ||
-      lrn_resp_push(L, in->s->ctx, in->body, in->len) != 0)
+      lrn_resp_push(L, in->s->o.ctx, in->body, in->len) != 0)
     lua_pushlstring(L, in->body, in->len);
   r = (lrn_request_t *)lua_newuserdata(L, sizeof(*r));
   r->req = in->req;
@@ -134,8 +129,7 @@ static void lrn_server_request(rn_server_t *server, rn_request_t *request,
   in.body = body;
   in.len = len;
   in.taken = 0;
-  if (!s->ctx->closing && s->request_ref != LUA_NOREF)
-    lrn_dispatch(s->ctx, s->request_ref, lrn_push_request, &in);
+  lrn_call(s->o.ctx, s->request_ref, lrn_push_request, &in);
   if (!in.taken)
     rn_request_drop(request);
 }
@@ -182,26 +176,28 @@ static int lrn_push_server_event(lua_State *L, void *arg) {
 static void lrn_server_event(rn_server_t *server,
                              const rn_server_event_t *ev) {
   lrn_server_t *s = (lrn_server_t *)rn_server_data(server);
-  if (!s->ctx->closing && s->event_ref != LUA_NOREF)
-    lrn_dispatch(s->ctx, s->event_ref, lrn_push_server_event, (void *)ev);
+  lrn_call(s->o.ctx, s->event_ref, lrn_push_server_event, (void *)ev);
 }
 
 static void lrn_server_closed(rn_server_t *server) {
   lrn_server_t *s = (lrn_server_t *)rn_server_data(server);
-  lrn_link_remove(&s->link);
-  if (s->ud != NULL)
-    *s->ud = NULL;
-  if (s->close_ref != LUA_NOREF)
-    lrn_dispatch(s->ctx, s->close_ref, NULL, NULL);
-  lrn_unref(s->ctx, &s->close_ref);
-  lrn_unref(s->ctx, &s->request_ref);
-  lrn_unref(s->ctx, &s->event_ref);
+  lrn_object_closed(&s->o, 1);
+  lrn_unref(s->o.ctx, &s->request_ref);
+  lrn_unref(s->o.ctx, &s->event_ref);
   free(s);
 }
 
-static void lrn_server_start_close(lrn_server_t *s) {
-  s->closing = 1;
-  rn_server_close(s->server, lrn_server_closed);
+static void lrn_server_close_type(lrn_object_t *o) {
+  rn_server_close(((lrn_server_t *)o)->server, lrn_server_closed);
+}
+
+/* The state is going: a drain does not get its time. */
+static void lrn_server_at_exit(lrn_object_t *o) {
+  lrn_server_t *s = (lrn_server_t *)o;
+  if (s->draining) {
+    s->draining = 0;
+    lrn_server_close_type(o);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -369,10 +365,10 @@ static int lrn_server_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_server_options_t o;
   rn_endpoint_t ep;
-  lrn_server_t **ud, *s;
+  lrn_server_t *s;
   lrn_store_t *st = NULL;
   size_t len;
-  int rc, ref;
+  int rc;
   const lua_Integer max_ms = (lua_Integer)1 << 40;
 
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -427,10 +423,14 @@ static int lrn_server_new(lua_State *L) {
                       o.listen);
   o.on_request = lrn_server_request;
   o.on_event = lrn_server_event;
+  s = (lrn_server_t *)lrn_object_new(L, ctx, &lrn_server_type, sizeof(*s));
+  s->request_ref = s->event_ref = LUA_NOREF;
   if (o.dedupe && lua_type(L, 3) == LUA_TFUNCTION) {
     st = (lrn_store_t *)calloc(1, sizeof(*st));
-    if (st == NULL)
+    if (st == NULL) {
+      free(s);
       return luaL_error(L, "resilnet.server: out of memory");
+    }
     st->ctx = ctx;
     st->base.claim = lrn_store_claim;
     st->base.finish = lrn_store_finish;
@@ -441,29 +441,12 @@ static int lrn_server_new(lua_State *L) {
     o.dedupe_store = &st->base;
   }
 
-  ud = (lrn_server_t **)lua_newuserdata(L, sizeof(*ud));
-  *ud = NULL;
-  luaL_getmetatable(L, LRN_SERVER_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, 2);
-  ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  s = (lrn_server_t *)calloc(1, sizeof(*s));
-  if (s == NULL) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    if (st != NULL)
-      lrn_store_close(&st->base);
-    return luaL_error(L, "resilnet.server: out of memory");
-  }
-  s->ctx = ctx;
-  s->request_ref = ref;
-  s->close_ref = LUA_NOREF;
-  s->event_ref = LUA_NOREF;
-  lrn_link_init(&s->link);
+  lrn_set_ref(L, ctx, &s->request_ref, 2);
   o.data = s;
   rc = rn_server_new(ctx->loop, &o, &s->server);
   if (rc != 0) {
+    lrn_unref(ctx, &s->request_ref);
     free(s);
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
     if (st != NULL) /* not taken by a server that failed */
       lrn_store_close(&st->base);
     if (rc == UV_EINVAL)
@@ -474,9 +457,7 @@ static int lrn_server_new(lua_State *L) {
                    strlen(rn_strerror(rc)), 0, -1, o.listen);
     return 2;
   }
-  *ud = s;
-  s->ud = ud;
-  lrn_link_add(&ctx->servers, &s->link);
+  lrn_object_open(&s->o);
   return 1;
 }
 
@@ -484,7 +465,7 @@ static int lrn_server_address(lua_State *L) {
   lrn_server_t *s = lrn_server_get(L, 1);
   char host[RN_ENDPOINT_ADDRESS_MAX];
   int port = 0, rc;
-  if (s == NULL || s->closing) {
+  if (s == NULL || s->o.closing) {
     lua_pushnil(L);
     lrn_error_push_code(L, lrn_ctx(L), RN_ECLOSED);
     return 2;
@@ -498,27 +479,19 @@ static int lrn_server_address(lua_State *L) {
  * rnp, in-flight requests finish for up to drain_ms). */
 static int lrn_server_close(lua_State *L) {
   lrn_server_t *s = lrn_server_get(L, 1);
-  int type = lua_type(L, 2);
   int drain = !lua_isnoneornil(L, 3);
   lua_Number drain_ms = drain ? luaL_checknumber(L, 3) : 0;
-  luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
-                       type == LUA_TFUNCTION || type == LUA_TTHREAD,
-                2, "expected a function or a thread");
   luaL_argcheck(L, drain_ms >= 0 && drain_ms < 1e15, 3, "out of range");
-  if (s == NULL || s->closing) {
+  if (!lrn_object_set_close(L, (lrn_object_t *)s, 2)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
-    lua_pushvalue(L, 2);
-    s->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
+  s->o.closing = 1;
   if (drain) {
-    s->closing = 1;
     s->draining = 1;
     rn_server_drain(s->server, (uint64_t)drain_ms, lrn_server_closed);
   } else {
-    lrn_server_start_close(s);
+    lrn_server_close_type(&s->o);
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -530,9 +503,7 @@ static int lrn_server_on(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (s == NULL)
     return 0;
-  lua_settop(L, 2);
-  lrn_unref(s->ctx, &s->event_ref);
-  s->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lrn_set_ref(L, s->o.ctx, &s->event_ref, 2);
   return 0;
 }
 
@@ -576,31 +547,6 @@ static int lrn_server_stats(lua_State *L) {
   lrn_set_count(L, "active", st.active);
   lrn_set_count(L, "queued", st.queued);
   return 1;
-}
-
-static int lrn_server_gc(lua_State *L) {
-  lrn_server_t **ud = (lrn_server_t **)lua_touserdata(L, 1);
-  lrn_server_t *s = *ud;
-  if (s == NULL)
-    return 0;
-  *ud = NULL;
-  s->ud = NULL;
-  if (!s->closing)
-    lrn_server_start_close(s);
-  return 0;
-}
-
-void lrn_server_close_all(lrn_ctx_t *ctx) {
-  lrn_link_t *l, *next;
-  for (l = ctx->servers.next; l != &ctx->servers; l = next) {
-    lrn_server_t *s = LRN_CONTAINER_OF(l, lrn_server_t, link);
-    next = l->next;
-    if (!s->closing || s->draining) {
-      /* The state is going: a drain does not get its time. */
-      s->draining = 0;
-      lrn_server_start_close(s);
-    }
-  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -757,11 +703,6 @@ static const luaL_Reg lrn_server_funcs[] = {
     {NULL, NULL}};
 
 void lrn_server_open(lua_State *L) {
-  if (luaL_newmetatable(L, LRN_SERVER_MT)) {
-    lua_pushcfunction(L, lrn_server_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
   if (luaL_newmetatable(L, LRN_REQUEST_MT)) {
     lua_pushcfunction(L, lrn_request_gc);
     lua_setfield(L, -2, "__gc");
@@ -772,6 +713,5 @@ void lrn_server_open(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  lrn_setfuncs(L, lrn_server_funcs, 1);
+  lrn_object_register(L, &lrn_server_type, lrn_server_funcs);
 }
