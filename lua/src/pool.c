@@ -219,75 +219,86 @@ static void lrn_pool_close_type(lrn_object_t *o) {
 /* ------------------------------------------------------------------------ */
 /* Options                                                                    */
 
-/* Reads integer field name of the table at 1 (nil: def), in [min, max]. */
-static lua_Integer lrn_opt_int(lua_State *L, const char *name,
-                               lua_Integer def, lua_Integer min,
-                               lua_Integer max) {
-  lua_Integer v = def;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    lua_Number n;
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "resilnet: option '%s' must be a number", name);
-    n = lua_tonumber(L, -1);
-    if (!(n >= (lua_Number)min && n <= (lua_Number)max))
-      luaL_error(L, "resilnet: option '%s' is out of range", name);
-    v = (lua_Integer)n;
-  }
-  lua_pop(L, 1);
-  return v;
-}
+#define LRN_POOL(field) offsetof(rn_pool_options_t, field)
 
-static double lrn_opt_number(lua_State *L, const char *name, double def,
-                             double min, double max) {
-  double v = def;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "resilnet: option '%s' must be a number", name);
-    v = (double)lua_tonumber(L, -1);
-    if (!(v >= min && v <= max))
-      luaL_error(L, "resilnet: option '%s' is out of range", name);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-/* The string field name (nil: def); *len gets its length. It stays
- * referenced by the options table, which outlives its use. */
-static const char *lrn_opt_lstring(lua_State *L, const char *name,
-                                   const char *def, size_t *len) {
-  const char *s = def;
-  *len = def != NULL ? strlen(def) : 0;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_error(L, "resilnet: option '%s' must be a string", name);
-    s = lua_tolstring(L, -1, len);
-  }
-  lua_pop(L, 1);
-  return s;
-}
-
-static const char *lrn_opt_string(lua_State *L, const char *name,
-                                  const char *def) {
-  size_t len;
-  const char *s = lrn_opt_lstring(L, name, def, &len);
-  if (s != NULL && strlen(s) != len)
-    luaL_error(L, "resilnet: option '%s' contains a NUL byte", name);
-  return s;
-}
-
-/* Fills codec options from the table at 1 (shared with server.c). */
-void lrn_codec_options(lua_State *L, rn_codec_options_t *codec) {
-  const char *protocol = lrn_opt_string(L, "protocol", "resp");
-  if (rn_protocol_parse(protocol, &codec->protocol) != 0)
-    luaL_error(L, "resilnet: unknown protocol '%s'", protocol);
-  codec->length_bytes = (unsigned)lrn_opt_int(L, "length_bytes", 0, 0, 8);
-  codec->delimiter = lrn_opt_string(L, "delimiter", NULL);
-  codec->max_frame = (size_t)lrn_opt_int(L, "max_frame", 0, 0,
-                                         (lua_Integer)1 << 40);
-}
+/* Every option of rn_pool_options_t, as Lua spells it. Adding a pool
+ * option touches four files: its field in core/include/resilnet.h, its
+ * default in rn_pool_options_init (core/src/client/pool.c), a row here,
+ * and its line in docs/api.md (spec/api_doc_spec.lua holds the doc to the
+ * schema the facade builds from these rows). The check and the default
+ * are not repeated anywhere else. */
+static const lrn_option_t lrn_pool_options[] = {
+    LRN_OPTION("protocol", PROTOCOL, PROTOCOL, LRN_POOL(codec.protocol)),
+    LRN_OPTION("size", COUNT, UNSIGNED, LRN_POOL(size), .max = 1 << 20),
+    LRN_OPTION("min_idle", COUNT0, UNSIGNED, LRN_POOL(min_idle),
+               .max = 1 << 20),
+    LRN_OPTION("max_pending", COUNT0, UNSIGNED, LRN_POOL(max_pending)),
+    LRN_OPTION("connect_timeout", POSITIVE, MS, LRN_POOL(connect_timeout_ms)),
+    LRN_OPTION("idle_timeout", SECONDS, MS, LRN_POOL(idle_timeout_ms)),
+    LRN_OPTION("max_lifetime", SECONDS, MS, LRN_POOL(max_lifetime_ms)),
+    LRN_OPTION("timeout", POSITIVE, MS, LRN_POOL(timeout_ms)),
+    LRN_OPTION("max_frame", COUNT, MAX_FRAME, LRN_POOL(codec.max_frame)),
+    LRN_OPTION("delimiter", DELIMITER, DELIMITER, LRN_POOL(codec.delimiter),
+               .protocol = "line"),
+    LRN_OPTION("length_bytes", LENGTH_BYTES, LENGTH_BYTES,
+               LRN_POOL(codec.length_bytes), .protocol = "length"),
+    LRN_OPTION("write_high_water", COUNT, SIZE, LRN_POOL(write_high_water)),
+    LRN_OPTION("heartbeat", TABLE, NONE, 0,
+               .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    LRN_OPTION("heartbeat.interval", POSITIVE, MS,
+               LRN_POOL(heartbeat.interval_ms), .flags = LRN_OPT_OFF),
+    LRN_OPTION("heartbeat.timeout", POSITIVE, MS,
+               LRN_POOL(heartbeat.timeout_ms), .flags = LRN_OPT_OFF),
+    /* line and length: the request body to ping with */
+    LRN_OPTION("heartbeat.ping", STRING, LSTRING, LRN_POOL(heartbeat.ping),
+               .len_offset = LRN_POOL(heartbeat.ping_len)),
+    /* a dead connection kept as a probe; 0: none */
+    LRN_OPTION("heartbeat.probe", SECONDS, MS, LRN_POOL(heartbeat.probe_ms),
+               .flags = LRN_OPT_OFF),
+    LRN_OPTION("keepalive", TABLE, NONE, 0,
+               .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    LRN_OPTION("keepalive.idle", SECONDS, MS, LRN_POOL(keepalive.idle_ms),
+               .flags = LRN_OPT_OFF),
+    LRN_OPTION("keepalive.interval", POSITIVE, MS,
+               LRN_POOL(keepalive.interval_ms)),
+    LRN_OPTION("keepalive.count", COUNT, UNSIGNED, LRN_POOL(keepalive.count),
+               .max = 1 << 24),
+    LRN_OPTION("keepalive.user_timeout", SECONDS, MS,
+               LRN_POOL(keepalive.user_timeout_ms), .flags = LRN_OPT_OFF),
+    LRN_OPTION("reconnect", TABLE, NONE, 0, .flags = LRN_OPT_ON),
+    LRN_OPTION("reconnect.initial", POSITIVE, MS,
+               LRN_POOL(reconnect.initial_ms)),
+    LRN_OPTION("reconnect.multiplier", MULTIPLIER, DOUBLE,
+               LRN_POOL(reconnect.multiplier), .max = 1e6),
+    LRN_OPTION("reconnect.jitter", RATIO, DOUBLE, LRN_POOL(reconnect.jitter)),
+    LRN_OPTION("reconnect.max", POSITIVE, MS, LRN_POOL(reconnect.max_ms)),
+    LRN_OPTION("retry", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    /* retry = false: one attempt */
+    LRN_OPTION("retry.attempts", ATTEMPTS, UNSIGNED, LRN_POOL(retry.attempts),
+               .flags = LRN_OPT_OFF, .off = 1),
+    LRN_OPTION("retry.initial", SECONDS, MS, LRN_POOL(retry.initial_ms)),
+    LRN_OPTION("retry.max", SECONDS, MS, LRN_POOL(retry.max_ms)),
+    LRN_OPTION("retry.budget", TABLE, NONE, 0, .flags = LRN_OPT_ON),
+    LRN_OPTION("retry.budget.tokens", COUNT, DOUBLE,
+               LRN_POOL(retry.budget_tokens), .max = 1e9),
+    LRN_OPTION("retry.budget.ratio", RATIO, DOUBLE,
+               LRN_POOL(retry.budget_ratio)),
+    /* hedge = {...}: hedging on, after `delay` (the core's 0 is off) */
+    LRN_OPTION("hedge", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE),
+    LRN_OPTION("hedge.delay", POSITIVE, MS, LRN_POOL(hedge.delay_ms),
+               .flags = LRN_OPT_OFF | LRN_OPT_GIVEN, .given = 0.05),
+    /* attempts in flight, the first included */
+    LRN_OPTION("hedge.max", ATTEMPTS, UNSIGNED, LRN_POOL(hedge.max)),
+    LRN_OPTION("eject", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    LRN_OPTION("eject.failures", COUNT, UNSIGNED, LRN_POOL(eject.failures),
+               .flags = LRN_OPT_OFF),
+    LRN_OPTION("eject.time", POSITIVE, MS, LRN_POOL(eject.time_ms)),
+    LRN_OPTION("eject.max_time", POSITIVE, MS, LRN_POOL(eject.max_time_ms)),
+    LRN_OPTION("eject.max_share", RATIO, DOUBLE, LRN_POOL(eject.max_share)),
+    LRN_OPTION("resolve_ttl", SECONDS, MS, LRN_POOL(resolve_ttl_ms)),
+    LRN_OPTION("attempt_timeout", SECONDS, MS, LRN_POOL(attempt_timeout_ms)),
+    LRN_OPTION("max_in_flight", COUNT0, UNSIGNED, LRN_POOL(max_in_flight)),
+    LRN_OPTIONS_END};
 
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
@@ -319,16 +330,10 @@ static const char **lrn_endpoint_list(lua_State *L, int idx,
   return list;
 }
 
-/* pool_new{endpoints = {...}, protocol, length_bytes, delimiter, max_frame,
- *          size, max_pending, connect_timeout_ms, timeout_ms,
- *          write_high_water, reconnect_initial_ms, reconnect_multiplier,
- *          reconnect_jitter, reconnect_max_ms, heartbeat_interval_ms,
- *          heartbeat_timeout_ms, heartbeat_ping, heartbeat_probe_ms,
- *          keepalive_idle,
- *          keepalive_interval, keepalive_count, user_timeout_ms,
- *          idle_timeout_ms, max_lifetime_ms, min_idle} -> handle.
- * Times in ms, keepalive in seconds; absent fields keep the core's
- * defaults. Raises on bad options. */
+/* pool_new(options, endpoints) -> handle. options: as resilnet.pool
+ * takes them (lrn_pool_options, and retry.classify); endpoints: the array
+ * of endpoint strings (the facade resolves a discovery function). Absent
+ * options keep the core's defaults. Raises on bad options. */
 static int lrn_pool_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_pool_options_t o;
@@ -336,102 +341,28 @@ static int lrn_pool_new(lua_State *L) {
   lrn_pool_t *p;
   size_t n;
   int rc;
-  const lua_Integer max = (lua_Integer)1 << 40;
 
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
+  lua_settop(L, 2);
   rn_pool_options_init(&o);
-  lrn_codec_options(L, &o.codec);
-  o.size = (unsigned)lrn_opt_int(L, "size", o.size, 1, 1 << 20);
-  o.max_pending =
-      (unsigned)lrn_opt_int(L, "max_pending", o.max_pending, 0, 1 << 30);
-  o.connect_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "connect_timeout_ms", (lua_Integer)o.connect_timeout_ms, 1,
-      (lua_Integer)1 << 40);
-  o.timeout_ms = (uint64_t)lrn_opt_int(
-      L, "timeout_ms", (lua_Integer)o.timeout_ms, 1, (lua_Integer)1 << 40);
-  o.write_high_water = (size_t)lrn_opt_int(
-      L, "write_high_water", (lua_Integer)o.write_high_water, 1,
-      (lua_Integer)1 << 40);
-  o.reconnect.initial_ms = (uint64_t)lrn_opt_int(
-      L, "reconnect_initial_ms", (lua_Integer)o.reconnect.initial_ms, 0, max);
-  o.reconnect.multiplier =
-      lrn_opt_number(L, "reconnect_multiplier", o.reconnect.multiplier, 1,
-                     1e6);
-  o.reconnect.jitter =
-      lrn_opt_number(L, "reconnect_jitter", o.reconnect.jitter, 0, 1);
-  o.reconnect.max_ms = (uint64_t)lrn_opt_int(
-      L, "reconnect_max_ms", (lua_Integer)o.reconnect.max_ms, 0, max);
-  o.heartbeat.interval_ms = (uint64_t)lrn_opt_int(
-      L, "heartbeat_interval_ms", (lua_Integer)o.heartbeat.interval_ms, 0, max);
-  o.heartbeat.timeout_ms = (uint64_t)lrn_opt_int(
-      L, "heartbeat_timeout_ms", (lua_Integer)o.heartbeat.timeout_ms, 0, max);
-  o.heartbeat.ping =
-      lrn_opt_lstring(L, "heartbeat_ping", NULL, &o.heartbeat.ping_len);
-  o.heartbeat.probe_ms = (uint64_t)lrn_opt_int(
-      L, "heartbeat_probe_ms", (lua_Integer)o.heartbeat.probe_ms, 0, max);
-  o.keepalive.idle_ms = 1000 * (uint64_t)lrn_opt_int(
-      L, "keepalive_idle", (lua_Integer)o.keepalive.idle_ms / 1000, 0,
-      1 << 24);
-  o.keepalive.interval_ms = 1000 * (uint64_t)lrn_opt_int(
-      L, "keepalive_interval", (lua_Integer)o.keepalive.interval_ms / 1000,
-      0, 1 << 24);
-  o.keepalive.count = (unsigned)lrn_opt_int(
-      L, "keepalive_count", (lua_Integer)o.keepalive.count, 0, 1 << 24);
-  o.keepalive.user_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "user_timeout_ms", (lua_Integer)o.keepalive.user_timeout_ms, 0,
-      1 << 30);
-  o.idle_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout_ms, 0, max);
-  o.max_lifetime_ms = (uint64_t)lrn_opt_int(
-      L, "max_lifetime_ms", (lua_Integer)o.max_lifetime_ms, 0, max);
-  o.min_idle = (unsigned)lrn_opt_int(L, "min_idle", (lua_Integer)o.min_idle,
-                                     0, 1 << 20);
-
-  o.retry.attempts = (unsigned)lrn_opt_int(
-      L, "retry_attempts", (lua_Integer)o.retry.attempts, 1, 5);
-  o.retry.initial_ms = (uint64_t)lrn_opt_int(
-      L, "retry_initial_ms", (lua_Integer)o.retry.initial_ms, 0, max);
-  o.retry.max_ms = (uint64_t)lrn_opt_int(L, "retry_max_ms",
-                                      (lua_Integer)o.retry.max_ms, 0, max);
-  o.retry.budget_tokens = lrn_opt_number(L, "retry_budget_tokens",
-                                         o.retry.budget_tokens, 1, 1e9);
-  o.retry.budget_ratio = lrn_opt_number(L, "retry_budget_ratio",
-                                        o.retry.budget_ratio, 0, 1);
-  o.eject.failures = (unsigned)lrn_opt_int(
-      L, "eject_failures", (lua_Integer)o.eject.failures, 0, 1 << 20);
-  o.eject.time_ms = (uint64_t)lrn_opt_int(L, "eject_time_ms",
-                                       (lua_Integer)o.eject.time_ms, 1, max);
-  o.eject.max_time_ms = (uint64_t)lrn_opt_int(
-      L, "eject_max_time_ms", (lua_Integer)o.eject.max_time_ms, 1, max);
-  o.eject.max_share =
-      lrn_opt_number(L, "eject_max_share", o.eject.max_share, 0, 1);
-  o.attempt_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "attempt_timeout_ms", (lua_Integer)o.attempt_timeout_ms, 0, max);
-  o.max_in_flight = (unsigned)lrn_opt_int(
-      L, "max_in_flight", (lua_Integer)o.max_in_flight, 0, 1 << 30);
-  o.hedge.delay_ms = (uint64_t)lrn_opt_int(
-      L, "hedge_delay_ms", (lua_Integer)o.hedge.delay_ms, 0, max);
-  o.hedge.max = (unsigned)lrn_opt_int(L, "hedge_max",
-                                      (lua_Integer)o.hedge.max, 1, 16);
-  o.resolve_ttl_ms = (uint64_t)lrn_opt_int(
-      L, "resolve_ttl_ms", (lua_Integer)o.resolve_ttl_ms, 0, max);
-
-  lua_getfield(L, 1, "endpoints"); /* 2: keeps the strings alive */
-  endpoints = lrn_endpoint_list(L, 2, "resilnet.pool", &n);
+  lrn_options_read(L, 1, "resilnet.pool", lrn_pool_options, &o);
+  endpoints = lrn_endpoint_list(L, 2, "resilnet.pool", &n); /* 3 */
   o.endpoints = endpoints;
   o.endpoint_count = n;
   o.on_event = lrn_pool_event;
 
   p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
   p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
-  lua_getfield(L, 1, "classify");
-  if (lua_type(L, -1) == LUA_TFUNCTION) {
-    p->classify_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    o.classify = lrn_pool_classify;
-  } else {
+  lua_getfield(L, 1, "retry");
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_getfield(L, -1, "classify");
+    if (lua_type(L, -1) == LUA_TFUNCTION) {
+      lrn_set_ref(L, ctx, &p->classify_ref, -1);
+      o.classify = lrn_pool_classify;
+    }
     lua_pop(L, 1);
   }
+  lua_pop(L, 1);
   o.data = p;
   rc = rn_pool_new(ctx->loop, &o, &p->pool);
   if (rc != 0) {
@@ -743,7 +674,17 @@ static int lrn_pool_close(lua_State *L) {
   return 1;
 }
 
+/* pool_options() -> the facade's schema of the pool options, with the
+ * core's defaults. */
+static int lrn_pool_options_schema(lua_State *L) {
+  rn_pool_options_t o;
+  rn_pool_options_init(&o);
+  lrn_options_push_schema(L, lrn_pool_options, &o);
+  return 1;
+}
+
 static const luaL_Reg lrn_pool_funcs[] = {
+    {"pool_options", lrn_pool_options_schema},
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_callback", lrn_pool_callback},
     {"pool_call", lrn_pool_call},

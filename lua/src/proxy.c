@@ -122,7 +122,8 @@ static int lrn_proxy_new(lua_State *L) {
   lua_getfield(L, 1, "protocol");
   has_codec = !lua_isnil(L, -1);
   lua_pop(L, 1);
-  if (has_codec) lrn_codec_options(L, &o.codec);
+  if (has_codec)
+    lrn_options_read(L, 1, "resilnet.proxy", lrn_codec_options, &o.codec);
 
   x = (lrn_proxy_t *)lrn_object_new(L, ctx, &lrn_proxy_type, sizeof(*x));
   x->event_ref = LUA_NOREF;

@@ -334,29 +334,57 @@ static int lrn_dedupe_op_gc(lua_State *L) {
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
 
-static lua_Integer lrn_field_int(lua_State *L, const char *name,
-                                 lua_Integer def, lua_Integer min,
-                                 lua_Integer max) {
-  lua_Integer v = def;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    lua_Number n = lua_tonumber(L, -1);
-    if (lua_type(L, -1) != LUA_TNUMBER || !(n >= (lua_Number)min &&
-                                            n <= (lua_Number)max))
-      luaL_error(L, "resilnet.server: option '%s' is out of range", name);
-    v = (lua_Integer)n;
-  }
-  lua_pop(L, 1);
-  return v;
+#define LRN_SERVER(field) offsetof(rn_server_options_t, field)
+
+/* Every option of rn_server_options_t as Lua spells it (listen, the
+ * handler and a Lua dedupe store are the facade's and server_new's). As
+ * for the pool: a new option is its field, its default in
+ * rn_server_options_init, a row here and its line in docs/api.md. */
+static const lrn_option_t lrn_server_options[] = {
+    LRN_OPTION("protocol", PROTOCOL, PROTOCOL, LRN_SERVER(codec.protocol)),
+    LRN_OPTION("max_concurrent", COUNT, UNSIGNED, LRN_SERVER(max_concurrent)),
+    /* waiting past max_concurrent */
+    LRN_OPTION("queue", COUNT0, UNSIGNED, LRN_SERVER(queue), .protocol = "rnp"),
+    /* OVERLOADED pushback */
+    LRN_OPTION("retry_after", SECONDS, MS, LRN_SERVER(retry_after_ms),
+               .max = (double)UINT32_MAX / 1000, .protocol = "rnp"),
+    LRN_OPTION("idle_timeout", SECONDS, MS, LRN_SERVER(idle_timeout_ms)),
+    /* limits for untrusted clients (docs/operations.md, "Running an
+     * exposed server"); max_connections 0: 3/4 of the descriptor limit */
+    LRN_OPTION("frame_timeout", SECONDS, MS, LRN_SERVER(frame_timeout_ms)),
+    LRN_OPTION("max_connections", COUNT0, UNSIGNED, LRN_SERVER(max_connections),
+               .max = UINT32_MAX),
+    LRN_OPTION("input_budget", COUNT, SIZE, LRN_SERVER(input_budget)),
+    LRN_OPTION("output_budget", COUNT, SIZE, LRN_SERVER(output_budget)),
+    LRN_OPTION("max_elements", COUNT, SIZE, LRN_SERVER(max_elements),
+               .max = 1 << 30, .protocol = "resp"),
+    LRN_OPTION("max_pipeline", COUNT, UNSIGNED, LRN_SERVER(max_pipeline)),
+    LRN_OPTION("write_timeout", SECONDS, MS, LRN_SERVER(write_timeout_ms)),
+    LRN_OPTION("backlog", COUNT, INT, LRN_SERVER(backlog)),
+    LRN_OPTION("max_frame", COUNT, MAX_FRAME, LRN_SERVER(codec.max_frame)),
+    LRN_OPTION("delimiter", DELIMITER, DELIMITER, LRN_SERVER(codec.delimiter),
+               .protocol = "line"),
+    LRN_OPTION("length_bytes", LENGTH_BYTES, LENGTH_BYTES,
+               LRN_SERVER(codec.length_bytes), .protocol = "length"),
+    /* rnp; given as a table: on */
+    LRN_OPTION("dedupe", TABLE, BOOL, LRN_SERVER(dedupe.on),
+               .flags = LRN_OPT_OR_FALSE),
+    LRN_OPTION("dedupe.window", POSITIVE, MS, LRN_SERVER(dedupe.window_ms)),
+    LRN_OPTION("dedupe.capacity", COUNT, SIZE, LRN_SERVER(dedupe.capacity),
+               .max = 1 << 30),
+    LRN_OPTIONS_END};
+
+/* server_options() -> the facade's schema of the server options, with the
+ * core's defaults. */
+static int lrn_server_options_schema(lua_State *L) {
+  rn_server_options_t o;
+  rn_server_options_init(&o);
+  lrn_options_push_schema(L, lrn_server_options, &o);
+  return 1;
 }
 
-/* server_new({listen, protocol, length_bytes, delimiter, max_frame,
- *             backlog, max_concurrent, queue, retry_after_ms,
- *             idle_timeout_ms, frame_timeout_ms, max_connections,
- *             input_budget, output_budget, max_elements,
- *             max_pipeline, write_timeout_ms,
- *             dedupe, dedupe_window_ms, dedupe_capacity},
- *            target [, store_runner]) -> handle | nil, err.
+/* server_new(options, target [, store_runner]) -> handle | nil, err.
+ * options: as resilnet.server takes them (lrn_server_options, listen).
  * target is dispatched with (request value, request, peer [, id, deadline,
  * key, idempotent]) for every request; store_runner, when given, is the
  * dedupe store (see lrn_push_store_call). Bad options raise; failing to
@@ -369,7 +397,6 @@ static int lrn_server_new(lua_State *L) {
   lrn_store_t *st = NULL;
   size_t len;
   int rc;
-  const lua_Integer max_ms = (lua_Integer)1 << 40;
 
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -377,38 +404,7 @@ static int lrn_server_new(lua_State *L) {
     luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
   rn_server_options_init(&o);
-  lrn_codec_options(L, &o.codec);
-  o.backlog = (int)lrn_field_int(L, "backlog", o.backlog, 1, 1 << 20);
-  o.max_concurrent = (unsigned)lrn_field_int(L, "max_concurrent",
-                                             o.max_concurrent, 1, 1 << 30);
-  o.queue = (unsigned)lrn_field_int(L, "queue", o.queue, 0, 1 << 30);
-  o.retry_after_ms = (uint64_t)lrn_field_int(
-      L, "retry_after_ms", (lua_Integer)o.retry_after_ms, 0, UINT32_MAX);
-  if (o.codec.max_frame == 0)
-    o.codec.max_frame = RN_SERVER_DEFAULT_MAX_FRAME;
-  o.idle_timeout_ms = (uint64_t)lrn_field_int(
-      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout_ms, 0, max_ms);
-  o.frame_timeout_ms = (uint64_t)lrn_field_int(
-      L, "frame_timeout_ms", (lua_Integer)o.frame_timeout_ms, 0, max_ms);
-  o.max_connections = (unsigned)lrn_field_int(L, "max_connections", 0, 0,
-                                              UINT32_MAX);
-  o.input_budget = (size_t)lrn_field_int(
-      L, "input_budget", (lua_Integer)o.input_budget, 1, max_ms);
-  o.output_budget = (size_t)lrn_field_int(
-      L, "output_budget", (lua_Integer)o.output_budget, 1, max_ms);
-  o.max_elements = (size_t)lrn_field_int(
-      L, "max_elements", (lua_Integer)o.max_elements, 1, 1 << 30);
-  o.max_pipeline = (unsigned)lrn_field_int(
-      L, "max_pipeline", (lua_Integer)o.max_pipeline, 1, 1 << 30);
-  o.write_timeout_ms = (uint64_t)lrn_field_int(
-      L, "write_timeout_ms", (lua_Integer)o.write_timeout_ms, 0, max_ms);
-  lua_getfield(L, 1, "dedupe");
-  o.dedupe.on = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  o.dedupe.window_ms = (uint64_t)lrn_field_int(
-      L, "dedupe_window_ms", (lua_Integer)o.dedupe.window_ms, 1, max_ms);
-  o.dedupe.capacity = (size_t)lrn_field_int(
-      L, "dedupe_capacity", (lua_Integer)o.dedupe.capacity, 1, 1 << 30);
+  lrn_options_read(L, 1, "resilnet.server", lrn_server_options, &o);
   if (o.dedupe.on && o.codec.protocol != RN_PROTOCOL_RNP)
     return luaL_error(L, "resilnet.server: option 'dedupe' applies only to "
                          "protocol 'rnp'");
@@ -692,6 +688,7 @@ static int lrn_request_gc(lua_State *L) {
 }
 
 static const luaL_Reg lrn_server_funcs[] = {
+    {"server_options", lrn_server_options_schema},
     {"server_new", lrn_server_new},
     {"server_address", lrn_server_address},
     {"server_close", lrn_server_close},
