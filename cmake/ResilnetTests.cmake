@@ -2,7 +2,8 @@
 #   core.test-<x>        one C test program (core/test/test-<x>.c)
 #   spec.lua5.4 ...      the busted specs under one Lua (spec.luajit for LuaJIT)
 #   spec-scale.lua5.4    spec/scale_spec.lua alone (1,000 connections, 10 s)
-#   luarocks.lua5.4 ...  `luarocks make` into a temp tree, then require it
+#   luarocks.lua5.4 ...  `luarocks pack` the versioned rockspec, install the
+#                        .src.rock offline into a temp tree, check _VERSION
 # In a RESILNET_SANITIZE build every name starts with "asan.".
 
 set(RESILNET_C_TEST_TIMEOUT 60 CACHE STRING "Seconds allowed per C test")
@@ -211,8 +212,9 @@ elseif(rn_specs)
 endif()
 
 # ---------------------------------------------------------------------------
-# LuaRocks: install from the rockspec into a temp tree and require it, for
-# the oldest and newest Lua. Not sanitized: LuaRocks builds its own module.
+# LuaRocks: pack the release rock and install it offline into a temp tree
+# (tools/test-luarocks.sh), for the oldest and newest Lua. Not sanitized:
+# LuaRocks builds its own module.
 
 find_program(RESILNET_LUAROCKS NAMES luarocks)
 if(RESILNET_LUAROCKS AND NOT RESILNET_SANITIZE)

@@ -3,8 +3,9 @@
 -- Build type "cmake", not "builtin": builtin needs every C file listed here
 -- by hand (the core grows file by file) and would duplicate the flags and
 -- libuv detection that CMakeLists.txt already owns. LuaRocks 3's cmake
--- backend configures in ./build.luarocks of the source dir (ignored by git);
--- tools/test-luarocks.sh builds from a copy so the checkout stays clean.
+-- backend configures in ./build.luarocks of the source dir (ignored by git).
+-- tools/test-luarocks.sh checks that this file and the versioned one
+-- (resilnet-X.Y.Z-1.rockspec) differ only in `version` and `source`.
 -- CMake's install rules also put the C headers (resilnet.h and
 -- resilnet/*.h) in the rock's include/ directory.
 rockspec_format = "3.0"
@@ -24,12 +25,20 @@ Pooled TCP connections with heartbeat dead-peer detection, automatic
 reconnect and idempotency-aware retry. The I/O, framing and retry decisions
 run in C on libuv; policies and recovery handlers are scripted in Lua.
 ]],
+  homepage = "https://example.invalid/resilnet",
   license = "MIT",
 }
 
 dependencies = {
   "lua >= 5.1, < 5.5",
 }
+
+-- `luarocks make` then `luarocks test`: busted over spec/, against the
+-- installed module. The specs also need redis-server on PATH, and their
+-- child processes run RESILNET_TEST_LUA (default lua5.4): set it to the
+-- interpreter of this tree. `make test` runs the same specs under CTest.
+test_dependencies = { "busted", "luasocket" }
+test = { type = "busted" }
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
