@@ -103,167 +103,8 @@ void lrn_server_open(lua_State *L);
 void lrn_proxy_open(lua_State *L);
 void lrn_process_open(lua_State *L);
 
-/* ------------------------------------------------------------------------ */
-/* Options (options.c): one descriptor table per options struct.           */
-
-/* What Lua may pass (the facade's kinds of the same names). */
-typedef enum {
-  LRN_KIND_POSITIVE,     /* a number > 0 */
-  LRN_KIND_SECONDS,      /* a number >= 0 */
-  LRN_KIND_RATIO,        /* a number from 0 to 1 */
-  LRN_KIND_MULTIPLIER,   /* a number >= 1 */
-  LRN_KIND_COUNT,        /* an integer >= 1 */
-  LRN_KIND_COUNT0,       /* an integer >= 0 */
-  LRN_KIND_ATTEMPTS,     /* an integer from 1 to 5 */
-  LRN_KIND_STRING,
-  LRN_KIND_PROTOCOL,     /* a protocol's name */
-  LRN_KIND_LENGTH_BYTES, /* 1, 2, 4 or 8 */
-  LRN_KIND_DELIMITER,    /* 1 to 16 bytes, no NUL */
-  LRN_KIND_TABLE         /* a nested table: the rows "<path>.*" follow */
-} lrn_kind_t;
-
-/* How the value lands in C. */
-typedef enum {
-  LRN_C_NONE,             /* nothing (a nested table without a flag) */
-  LRN_C_MS,               /* seconds -> uint64_t ms, rounded up */
-  LRN_C_UNSIGNED,
-  LRN_C_SIZE,             /* size_t */
-  LRN_C_INT,
-  LRN_C_DOUBLE,
-  LRN_C_BOOL,             /* int; for a nested table: 1 when given */
-  LRN_C_STRING,           /* const char *, NUL-terminated */
-  LRN_C_LSTRING,          /* const char * and its size_t at len_offset */
-  LRN_C_PROTOCOL,         /* rn_protocol_t */
-  /* The codec's fields, whose 0 (NULL) means "the codec's default":
-   * their defaults are what rn_codec_init makes of that. */
-  LRN_C_LENGTH_BYTES,     /* unsigned */
-  LRN_C_DELIMITER,        /* const char * */
-  LRN_C_MAX_FRAME         /* size_t */
-} lrn_ctype_t;
-
-enum {
-  LRN_OPT_OR_FALSE = 1,   /* a nested table that takes false (off) */
-  LRN_OPT_ON = 2,         /* a nested table in use when left out */
-  LRN_OPT_OFF = 4,        /* takes `off` when its table is false */
-  LRN_OPT_GIVEN = 8,      /* takes `given` when its table is given without
-                             it (the core's own default means off) */
-  LRN_OPT_NO_DEFAULT = 16 /* the facade shows no default (per call) */
-};
-
-/* One option. Rows of a nested table follow the table's row. */
-typedef struct lrn_option_s {
-  const char *path;       /* as Lua spells it: "heartbeat.interval" */
-  lrn_kind_t kind;
-  lrn_ctype_t ctype;
-  size_t offset;          /* of the C field */
-  unsigned flags;
-  double max;             /* in Lua units; 0: what the C type bounds */
-  double off, given;      /* see LRN_OPT_OFF, LRN_OPT_GIVEN */
-  const char *protocol;   /* only with this protocol (the facade checks) */
-  size_t len_offset;      /* LRN_C_LSTRING: of the length */
-} lrn_option_t;
-
-/* A row, named as the enums are without their prefixes:
- * LRN_OPTION("size", COUNT, UNSIGNED, offsetof(...), .max = 1 << 20). */
-#define LRN_OPTION(path_, kind_, ctype_, offset_, ...)                      \
-  {.path = (path_), .kind = LRN_KIND_##kind_, .ctype = LRN_C_##ctype_,      \
-   .offset = (offset_), __VA_ARGS__}
-#define LRN_OPTIONS_END {.path = NULL}
-
-/* Fills out from the options table at idx through rows (ending with a
- * NULL path): absent options keep what out holds (the core's defaults).
- * Raises "<fname>: option '<path>' must be ..., got ..." blaming the
- * caller of the function that called the binding. */
-void lrn_options_read(lua_State *L, int idx, const char *fname,
-                      const lrn_option_t *rows, void *out);
-/* The codec's options alone (the proxy's). */
-extern const lrn_option_t lrn_codec_options[];
-/* Pushes the facade's schema of rows ({name, kind, default, core = true,
- * protocol = ...}, nested tables as {name, {table = ..., or_false, on}}),
- * with the defaults read from init, a struct rn_*_options_init filled. */
-void lrn_options_push_schema(lua_State *L, const lrn_option_t *rows,
-                             const void *init);
-
 /* Closing the timers left when the state closes (the context's __gc). */
 void lrn_timer_close_all(lrn_ctx_t *ctx);
-
-/* ------------------------------------------------------------------------ */
-/* Bound objects (object.c): what pool, server, proxy and process share.    */
-
-/* Releases a registry ref (LUA_NOREF: nothing) and sets it to LUA_NOREF.
- * The one place a ref is given back; a no-op while the state closes. */
-void lrn_unref(lrn_ctx_t *ctx, int *ref);
-/* *ref takes the value at idx of L, releasing what it held. */
-void lrn_set_ref(lua_State *L, lrn_ctx_t *ctx, int *ref, int idx);
-/* Dispatches the target at ref (nothing if LUA_NOREF) through
- * lrn_dispatch, the one protected path into Lua. */
-void lrn_call(lrn_ctx_t *ctx, int ref, lrn_push_fn push, void *arg);
-
-typedef struct lrn_object_s lrn_object_t;
-
-/* One per bound type, static. */
-typedef struct lrn_type_s {
-  const char *name; /* the metatable's name, and the prefix of messages */
-  /* Starts closing the core object (o->closing is already set): from the
-   * userdata's __gc, at lua_close, or from the type's own close function.
-   * The core's close callback ends in lrn_object_closed, then free(o). */
-  void (*close)(lrn_object_t *o);
-  /* Optional, at lua_close before close: what must not wait for a state
-   * that is going (a process's waiters, a server's drain). */
-  void (*at_exit)(lrn_object_t *o);
-} lrn_type_t;
-
-/* The head of every bound object: the first member of its struct. */
-struct lrn_object_s {
-  lrn_ctx_t *ctx;
-  const lrn_type_t *type;
-  lrn_object_t **ud; /* the userdata's slot; NULL once collected */
-  lrn_link_t link;   /* in ctx->objects from lrn_object_open to closed */
-  int closing;       /* type->close was called */
-  int quiet;         /* collected, or the state closing: nobody observes
-                        it any more */
-  int close_ref;     /* target dispatched once it has closed */
-};
-
-/* Pushes a new userdata of type and returns a zeroed object of size bytes
- * (its head filled in) that it will point to once lrn_object_open says the
- * core object exists. Raises when out of memory. Until then the object is
- * the caller's to free(). */
-void *lrn_object_new(lua_State *L, lrn_ctx_t *ctx, const lrn_type_t *type,
-                     size_t size);
-/* The core object exists: the userdata points at o, and o is closed with
- * the others at lua_close. */
-void lrn_object_open(lrn_object_t *o);
-/* From the core's close callback: unlinks o, clears its userdata and
- * (notify) dispatches the close target, then releases it. The caller
- * releases its own refs and frees o. */
-void lrn_object_closed(lrn_object_t *o, int notify);
-/* For a type's close function: checks that the value at idx is nothing, a
- * function or a thread (raises otherwise); returns 0 if o is NULL or
- * already closing, else 1 with the value, if any, as o's close target. */
-int lrn_object_set_close(lua_State *L, lrn_object_t *o, int idx);
-/* The object of the userdata at idx (NULL once closed), or raises. Only
- * from functions registered by lrn_object_register for type: their
- * upvalue 2 is the metatable, and comparing it is what luaL_checkudata
- * does, without a registry lookup by name (pool:call's hot path). */
-static inline void *lrn_object_get(lua_State *L, int idx,
-                                   const lrn_type_t *type) {
-  void *ud = lua_touserdata(L, idx);
-  if (ud != NULL && lua_getmetatable(L, idx)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(2));
-    lua_pop(L, 1);
-    if (same)
-      return *(lrn_object_t **)ud;
-  }
-  return *(lrn_object_t **)luaL_checkudata(L, idx, type->name);
-}
-/* Starts closing every object left (the context's __gc). */
-void lrn_object_close_all(lrn_ctx_t *ctx);
-/* Creates the metatable of type (with __gc) and registers funcs into the
- * module table on top of the stack (the context just below it), each with
- * the upvalues (context, metatable). */
-void lrn_object_register(lua_State *L, const lrn_type_t *type,
-                         const luaL_Reg *funcs);
 
 /* Error objects (error.c). */
 void lrn_error_push(lua_State *L, lrn_ctx_t *ctx, const char *code,
@@ -298,5 +139,9 @@ int lrn_resp_encode_error_value(lua_State *L, lrn_ctx_t *ctx, int idx,
 /* Formats a Lua number without loss: integers in decimal, floats in the
  * shortest form that reads back exactly. Returns the length written. */
 size_t lrn_format_number(lua_State *L, int idx, char *out, size_t size);
+
+/* What every bound type shares, and the options' descriptor tables. */
+#include "object.h"
+#include "options.h"
 
 #endif /* LRN_H */
