@@ -5,10 +5,10 @@
 set -eu
 
 packages="
-  build-essential cmake pkg-config libuv1-dev
+  build-essential cmake pkg-config libuv1-dev libssl-dev openssl
   lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   lua5.4 liblua5.4-dev luajit libluajit-5.1-dev
-  lua-busted luarocks lua-socket redis-server valgrind
+  lua-busted luarocks lua-socket redis-server redis-tools valgrind
   clang libclang-rt-14-dev
   python3 lua-luv gnuplot-nox
   iproute2 iptables

@@ -54,7 +54,10 @@ const char *rn_version_string(void);
   XX(HANDSHAKE, -30009, "peer did not complete the handshake")                \
   XX(HANDLER, -30010, "request handler failed")                              \
   XX(STALE, -30011, "connection outlived its server")                         \
-  XX(PEERPROTOCOL, -30012, "peer reported a protocol error")
+  XX(PEERPROTOCOL, -30012, "peer reported a protocol error")                  \
+  XX(TLS, -30013, "TLS failed")                                               \
+  XX(TLSVERIFY, -30014, "TLS peer verification failed")                       \
+  XX(NOTLS, -30015, "TLS asked for, but resilnet was built without OpenSSL")
 
 typedef enum {
 #define RN_ERRNO_ENUM_(name, value, msg) RN_E##name = (value),
@@ -633,6 +636,8 @@ void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb);
 
 typedef struct rn_server_s rn_server_t;
 typedef struct rn_request_s rn_request_t;
+/* TLS options and calls: resilnet/tls.h. */
+typedef struct rn_tls_options_s rn_tls_options_t;
 
 /* A request frame arrived. `body` is valid only during the callback (rnp:
  * the REQUEST's payload). The request stays valid until rn_request_reply(),
@@ -733,9 +738,13 @@ typedef enum {
   RN_SERVER_EVENT_DEDUPE_FULL,  /* a new key refused: the memory store
                                    holds dedupe.capacity keys, all inside
                                    their window (UV_ENOSPC) */
-  RN_SERVER_EVENT_WRITE_TIMEOUT /* a connection closed: its socket took
+  RN_SERVER_EVENT_WRITE_TIMEOUT, /* a connection closed: its socket took
                                    no byte of its replies for
                                    write_timeout */
+  RN_SERVER_EVENT_TLS           /* a connection closed: its TLS handshake
+                                   or a record failed (error: RN_ETLS or
+                                   RN_ETLSVERIFY; detail: OpenSSL's
+                                   reason) */
 } rn_server_event_type_t;
 
 typedef struct rn_server_event_s {
@@ -744,6 +753,8 @@ typedef struct rn_server_event_s {
   int error;
   unsigned active; /* requests holding a slot now */
   unsigned queued; /* requests waiting for one */
+  const char *detail; /* RN_SERVER_EVENT_TLS: why, as text; valid during
+                         the callback only; else NULL */
 } rn_server_event_t;
 
 typedef void (*rn_server_event_cb)(rn_server_t *server,
@@ -821,6 +832,14 @@ typedef struct rn_server_options_s {
   uint64_t write_timeout_ms;
   rn_server_event_cb on_event; /* may be NULL */
   rn_dedupe_options_t dedupe;
+  /* NULL: plaintext. Else every connection, whatever the protocol, is
+   * TLS (resilnet/tls.h); the files are read by rn_server_new(), which
+   * then fails with UV_EINVAL (a missing or contradictory option),
+   * RN_ETLS (a file; rn_tls_options_check() says why) or RN_ENOTLS, and
+   * the options need not outlive it. The handshake is
+   * timed like a frame (frame_timeout_ms from its first byte) and counts
+   * as one completed (idle_timeout_ms restarts). */
+  const rn_tls_options_t *tls;
 } rn_server_options_t;
 
 #define RN_SERVER_DEFAULT_IDLE_TIMEOUT 120000     /* ms */
@@ -913,6 +932,8 @@ typedef struct rn_server_stats_s {
   size_t buffered_out;      /* reply bytes queued now */
   uint64_t dedupe_full;     /* dedupe: new keys refused at capacity */
   uint64_t write_timeouts;  /* connections closed for write_timeout */
+  uint64_t tls_errors;      /* connections closed for a failed TLS
+                               handshake or record */
   unsigned open;            /* connections open */
   unsigned active;          /* requests holding a slot */
   unsigned queued;          /* requests waiting for a slot */
@@ -950,5 +971,6 @@ void rn_server_drain(rn_server_t *server, uint64_t drain_ms,
  * this header first. */
 #include "resilnet/wire.h"
 #include "resilnet/harness.h"
+#include "resilnet/tls.h"
 
 #endif /* RESILNET_H */

@@ -149,6 +149,7 @@ static const char *lrn_server_event_name(rn_server_event_type_t type) {
   case RN_SERVER_EVENT_MAX_ELEMENTS: return "max_elements";
   case RN_SERVER_EVENT_DEDUPE_FULL: return "dedupe_full";
   case RN_SERVER_EVENT_WRITE_TIMEOUT: return "write_timeout";
+  case RN_SERVER_EVENT_TLS: return "tls";
   }
   return "unknown";
 }

@@ -78,8 +78,8 @@ void rn_server_stats(rn_server_t *server, rn_server_stats_t *stats) {
   stats->buffered_out = server->buffered_out;
 }
 
-void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
-                      uint64_t id, int error) {
+void rn__server_event_detail(rn_server_t *server, rn_server_event_type_t type,
+                             uint64_t id, int error, const char *detail) {
   rn_server_event_t ev;
   if (server->options.on_event == NULL) return;
   memset(&ev, 0, sizeof(ev));
@@ -88,7 +88,13 @@ void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
   ev.error = error;
   ev.active = server->active;
   ev.queued = server->queued;
+  ev.detail = detail;
   server->options.on_event(server, &ev);
+}
+
+void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
+                      uint64_t id, int error) {
+  rn__server_event_detail(server, type, id, error, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -371,6 +377,11 @@ int rn__server_conn_settle(rn_server_conn_t *conn) {
     return 0;
   if (conn->finishing) {
     conn->shut = 1;
+    /* TLS: close_notify first (libuv sends the FIN after the writes). */
+    if (conn->tls != NULL) {
+      rn__server_tls_close_notify(conn);
+      if (conn->closing) return 1;
+    }
     if (uv_shutdown(&conn->shutdown_req, &conn->h.stream,
                     conn_on_shutdown) != 0) {
       rn__server_conn_close(conn);
@@ -402,11 +413,19 @@ void rn__server_conn_write(rn_server_conn_t *conn) {
   rn_buf_t swap;
   uv_buf_t buf;
 
-  if (conn->writing || conn->closing || conn->out.len == 0) return;
-  swap = conn->wbuf;
-  conn->wbuf = conn->out;
-  conn->out = swap;
-  conn->out.len = 0;
+  if (conn->writing || conn->closing) return;
+  if (conn->tls != NULL) {
+    /* One batch, encrypted once: the replies and what TLS has to say. */
+    if (conn->out.len == 0 && !rn__tls_want_write(conn->tls)) return;
+    conn->wbuf.len = 0;
+    if (rn__server_tls_seal(conn) != 0 || conn->wbuf.len == 0) return;
+  } else {
+    if (conn->out.len == 0) return;
+    swap = conn->wbuf;
+    conn->wbuf = conn->out;
+    conn->out = swap;
+    conn->out.len = 0;
+  }
   buf = uv_buf_init(conn->wbuf.base, (unsigned)conn->wbuf.len);
   if (uv_write(&conn->write_req, &conn->h.stream, &buf, 1, conn_on_write)) {
     rn__server_conn_close(conn);
@@ -728,20 +747,26 @@ static void server_conn_process(rn_server_conn_t *conn) {
     server_conn_process_framed(conn);
 }
 
+/* The client sent everything it will; answer what it asked, then go. */
+static void conn_on_eof(rn_server_conn_t *conn) {
+  conn->eof = 1;
+  if (conn->paused) {
+    conn->paused = 0;
+    conn->server->paused--;
+  }
+  rn__server_conn_update_reading(conn);
+  rn__server_conn_settle(conn);
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_server_conn_t *conn = stream->data;
 
   if (nread == 0) return;
   if (nread == UV_EOF) {
-    /* The client sent everything it will; answer what it asked, then go. */
-    conn->eof = 1;
-    if (conn->paused) {
-      conn->paused = 0;
-      conn->server->paused--;
-    }
-    rn__server_conn_update_reading(conn);
-    rn__server_conn_settle(conn);
+    /* TLS: an EOF without close_notify (a killed client) is a FIN too;
+     * every protocol frames its requests, so truncation shows there. */
+    conn_on_eof(conn);
     return;
   }
   if (nread < 0) {
@@ -750,6 +775,13 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   }
   if (conn->shut || conn->broken || conn->refused)
     return; /* discarding until the client's FIN */
+  if (conn->tls != NULL) {
+    int got = rn__server_tls_read(conn, buf->base, (size_t)nread);
+    if (got < 0 || conn->closing || conn->refused) return;
+    if (got & RN_TLS_GOT_DATA) server_conn_process(conn);
+    if ((got & RN_TLS_GOT_CLOSE_NOTIFY) && !conn->closing) conn_on_eof(conn);
+    return;
+  }
   if (rn_buf_append(&conn->rbuf, buf->base, (size_t)nread) != 0) {
     rn__server_conn_close(conn);
     return;
@@ -768,6 +800,7 @@ static void conn_on_close(uv_handle_t *handle) {
   rn_buf_free(&conn->out);
   rn_buf_free(&conn->wbuf);
   rn_frame_scan_reset(&conn->scan);
+  rn__server_tls_conn_free(conn);
   free(conn);
   server->conn_count--;
   rn__server_maybe_finish(server);
@@ -818,6 +851,12 @@ void rn__server_conn_refuse(rn_server_conn_t *conn,
   case RN_SERVER_EVENT_BUDGET: server->stats.budget_refused++; break;
   case RN_SERVER_EVENT_MAX_ELEMENTS: server->stats.elements_refused++; break;
   default: break;
+  }
+  if (rn__server_tls_handshaking(conn)) {
+    /* Nothing can be said before the handshake: just go. */
+    rn__server_conn_close(conn);
+    rn__server_event(server, type, 0, 0);
+    return;
   }
   if (server_is_rnp(server)) {
     rn__server_rnp_goaway_conn(conn, why);
@@ -962,7 +1001,7 @@ static void server_conn_turn_away(rn_server_conn_t *conn) {
   static const char full[] = "-ERR max number of clients reached\r\n";
   rn_server_t *server = conn->server;
   server->stats.connections_refused++;
-  if (server->codec.protocol == RN_PROTOCOL_RESP) {
+  if (server->codec.protocol == RN_PROTOCOL_RESP && server->tls == NULL) {
     uv_buf_t b = uv_buf_init((char *)full, sizeof(full) - 1);
     (void)uv_try_write(&conn->h.stream, &b, 1);
   }
@@ -1004,6 +1043,10 @@ static void server_on_connection(uv_stream_t *listener, int status) {
     return;
   }
   server->stats.connections++;
+  if (server->tls != NULL && rn__server_tls_start(conn) != 0) {
+    rn__server_conn_close(conn);
+    return;
+  }
   if (server->address.kind == RN_ENDPOINT_TCP) {
     int len = (int)sizeof(conn->peer);
     uv_tcp_nodelay(&conn->h.tcp, 1);
@@ -1053,6 +1096,8 @@ static void server_free(rn_server_t *server) {
   rn_timer_stop(&server->expire_timer);
   rn_buf_free(&server->inline_args);
   rn_buf_free(&server->inline_out);
+  rn_buf_free(&server->tls_plain);
+  rn__tls_ctx_unref(server->tls);
   if (server->dedupe != NULL) rn__dedupe_free(server->dedupe);
   free(server->scratch);
   free(server);
@@ -1118,6 +1163,10 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   err = rn_endpoint_parse(&server->address, options->listen,
                           strlen(options->listen));
   if (err == 0) err = rn_codec_init(&server->codec, &server->options.codec);
+  /* The files are read now; the caller's options are not kept. */
+  if (err == 0 && options->tls != NULL)
+    err = rn__server_tls_init(server, options->tls);
+  server->options.tls = NULL;
   if (err) {
     free(server);
     return err;

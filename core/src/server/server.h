@@ -11,6 +11,7 @@
 #define RN_SERVER_H
 
 #include "internal.h"
+#include "tls.h"
 
 /* After our FIN, how long the client gets to close its side. Closing with
  * unread bytes would send RST, and an RST can destroy the last frames we
@@ -57,6 +58,8 @@ struct rn_server_s {
   rn_buf_t inline_out;
   rn_server_close_cb close_cb;
   rn_server_stats_t stats;
+  rn__tls_ctx_t *tls;  /* NULL: plaintext; swapped by rn_server_reload_tls */
+  rn_buf_t tls_plain;  /* each read's plaintext, before it joins an rbuf */
   /* Every read lands here first; a connection keeps only the bytes of
    * frames it could not hand out yet (rbuf), so an idle or dribbling
    * connection holds no read buffer. */
@@ -99,9 +102,10 @@ struct rn_server_conn_s {
     struct sockaddr_in in;
     struct sockaddr_in6 in6;
   } peer; /* TCP: the client's address, taken once at accept */
-  rn_buf_t rbuf;
+  rn_buf_t rbuf;  /* bytes read (TLS: decrypted), not yet handed out */
   rn_buf_t out;  /* replies ready, waiting for the write in flight */
-  rn_buf_t wbuf; /* the write in flight */
+  rn_buf_t wbuf; /* the write in flight (TLS: encrypted) */
+  rn__tls_t *tls; /* the server's TLS session, or NULL */
   rn_list_t requests; /* resp/line/length: arrival order, until their reply
                          is queued; rnp: every request not yet answered */
   /* rnp */
@@ -124,6 +128,7 @@ struct rn_server_conn_s {
                              discarded */
   unsigned refused : 1;   /* a limit refused it: everything read is
                              discarded, and it closes within the linger */
+  unsigned tls_ready : 1; /* TLS: the handshake completed */
 };
 
 struct rn_request_s {
@@ -183,6 +188,9 @@ void rn__server_conn_output(rn_server_conn_t *conn);
 void rn__server_request_release(rn_request_t *req);
 void rn__server_event(rn_server_t *server, rn_server_event_type_t type,
                       uint64_t id, int error);
+/* The same with the event's detail text (valid during the callback). */
+void rn__server_event_detail(rn_server_t *server, rn_server_event_type_t type,
+                             uint64_t id, int error, const char *detail);
 void rn__server_maybe_finish(rn_server_t *server);
 
 /* A protocol error on conn (error: RN_EBADFRAME, ...): counted, reported,
@@ -224,6 +232,27 @@ int rn__server_rnp_reply(rn_request_t *req, const char *payload,
                          size_t len);
 int rn__server_rnp_fail(rn_request_t *req, unsigned code, const char *msg,
                         size_t len, uint64_t retry_after);
+
+/* server/tls.c (a server with options.tls) */
+/* The server's context, from the caller's options. */
+int rn__server_tls_init(rn_server_t *server, const rn_tls_options_t *o);
+/* A new connection's session. 0 or UV_ENOMEM. */
+int rn__server_tls_start(rn_server_conn_t *conn);
+/* Ciphertext read: plaintext appended to rbuf (the caller processes it),
+ * the handshake timed (see rn__server_conn_parsed) and its answers
+ * written. The RN_TLS_GOT_* bits, or an error after which conn is closed
+ * or closing (a TLS failure is counted and reported). */
+int rn__server_tls_read(rn_server_conn_t *conn, const char *data,
+                        size_t len);
+/* Encrypts conn->out (and what the session has to say) into conn->wbuf.
+ * 0; UV_EAGAIN (handshake not done, out kept); or an error, and conn is
+ * closed. */
+int rn__server_tls_seal(rn_server_conn_t *conn);
+/* Orderly end: close_notify written ahead of our FIN. */
+void rn__server_tls_close_notify(rn_server_conn_t *conn);
+/* 1 while conn's TLS handshake is not complete (nothing can be said). */
+int rn__server_tls_handshaking(const rn_server_conn_t *conn);
+void rn__server_tls_conn_free(rn_server_conn_t *conn);
 
 /* dedupe.c */
 int rn__dedupe_new(rn_server_t *server, rn__dedupe_t **out);
