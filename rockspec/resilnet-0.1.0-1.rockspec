@@ -44,6 +44,9 @@ test = { type = "busted" }
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  -- TLS (OpenSSL 3; Debian: libssl-dev). CMake can build without it, the
+  -- rock does not: a rock's users expect `tls = {...}` to work.
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 
 build = {
@@ -58,6 +61,8 @@ build = {
     LUA_LDIR = "$(LUADIR)",
     LIBUV_INCDIR = "$(LIBUV_INCDIR)",
     LIBUV_LIBDIR = "$(LIBUV_LIBDIR)",
+    OPENSSL_ROOT_DIR = "$(OPENSSL_DIR)",
+    RESILNET_TLS = "ON",
     -- Users' compilers may warn about things ours does not: no -Werror.
     RESILNET_WERROR = "OFF",
     RESILNET_BUILD_TESTS = "OFF",

@@ -1,9 +1,12 @@
 -- resilnet.options: one schema per function. Each entry names an option,
 -- its check and its default; the schema is both what the code accepts and
 -- what the documentation lists (resilnet._options, compared by a test).
--- No state but caches: shared by every load of resilnet.
-local error, math, pairs, setmetatable, tostring, type = error, math, pairs,
-      setmetatable, tostring, type
+-- No state but caches: shared by every load of resilnet (the pool and
+-- server schemas come from the binding, which is one per lua_State).
+local core = require "resilnet.core"
+
+local error, ipairs, math, pairs, setmetatable, table, tostring, type =
+      error, ipairs, math, pairs, setmetatable, table, tostring, type
 
 local M = {}
 
@@ -14,6 +17,7 @@ local function is_integer(v)
 end
 
 local types = {
+  -- (The pool's and server's own are the binding's: lua/src/options.c.)
   string = { "a string", function(v) return type(v) == "string" end },
   boolean = { "a boolean", function(v) return type(v) == "boolean" end },
   ["function"] = { "a function",
@@ -24,8 +28,6 @@ local types = {
                function(v) return type(v) == "number" and v > 0 end },
   ratio = { "a number between 0 and 1",
             function(v) return type(v) == "number" and v >= 0 and v <= 1 end },
-  multiplier = { "a number >= 1",
-                 function(v) return type(v) == "number" and v >= 1 end },
   count = { "an integer >= 1",
             function(v) return is_integer(v) and v >= 1 end },
   attempts = { "an integer from 1 to 5",
@@ -64,71 +66,33 @@ local function nested(fields, or_false, on)
   return { table = fields, or_false = or_false, on = on }
 end
 
-local heartbeat_fields = {
-  { "interval", "positive", 1 },
-  { "timeout", "positive", 3 },
-  { "ping", "string" },  -- line/length: the request body to ping with
-  { "probe", "seconds", 30 }, -- a dead connection kept as a probe; 0: none
-}
-local keepalive_fields = {
-  { "idle", "seconds", 20 },
-  { "interval", "positive", 5 },
-  { "count", "count", 3 },
-  { "user_timeout", "seconds", 20 },
-}
-local reconnect_fields = {
-  { "initial", "positive", 0.1 },
-  { "multiplier", "multiplier", 1.6 },
-  { "jitter", "ratio", 0.2 },
-  { "max", "positive", 30 },
-}
-local budget_fields = {
-  { "tokens", "count", 10 },
-  { "ratio", "ratio", 0.1 },
-}
-local retry_fields = {
-  { "attempts", "attempts", 3 },
-  { "initial", "seconds", 0.01 },
-  { "max", "seconds", 1 },
-  { "budget", nested(budget_fields, false, true) },
-  -- classify(err, request) -> "retry" | "fail" | nil (see README)
-  { "classify", "function" },
-}
-local eject_fields = {
-  { "failures", "count", 5 },
-  { "time", "positive", 10 },
-  { "max_time", "positive", 300 },
-  { "max_share", "ratio", 0.5 },
-}
-local hedge_fields = {
-  { "delay", "positive", 0.05 },
-  { "max", "attempts", 2 },  -- attempts in flight, the first included
-}
+-- The pool and server options stored in the core's option structs come
+-- from the binding (lua/src/pool.c, lua/src/server.c: one descriptor row
+-- each): their names, their defaults (read from rn_pool_options_init and
+-- rn_server_options_init, in seconds), the protocol they are limited to.
+-- Their entries are marked core = true: the binding checks them when it
+-- reads them, with the same messages, so they are not checked here too.
+-- What stays here is what only Lua has: functions, the endpoint list, the
+-- dedupe store, the listen address and the handler.
+local function entry(schema, name)
+  for _, e in ipairs(schema) do
+    if e[1] == name then return e end
+  end
+  error("resilnet.options: the binding has no option '" .. name .. "'")
+end
 
-local pool_schema = {
-  { "endpoints", "endpoints", nil, required = true },
-  { "protocol", "protocol", "resp" },
-  { "size", "count", 8 },
-  { "min_idle", "count0", 0 },
-  { "max_pending", "count0", 1000 },
-  { "connect_timeout", "positive", 2 },
-  { "idle_timeout", "seconds", 60 },
-  { "max_lifetime", "seconds", 0 },
-  { "timeout", "positive", 5 },
-  { "max_frame", "count", 16 * 1024 * 1024 },
-  { "delimiter", "delimiter", "\n", protocol = "line" },
-  { "length_bytes", "length_bytes", 4, protocol = "length" },
-  { "write_high_water", "count", 1024 * 1024 },
-  { "heartbeat", nested(heartbeat_fields, true, true) },
-  { "keepalive", nested(keepalive_fields, true, true) },
-  { "reconnect", nested(reconnect_fields, false, true) },
-  { "retry", nested(retry_fields, true, true) },
-  { "hedge", nested(hedge_fields, true) },
-  { "eject", nested(eject_fields, true, true) },
-  { "resolve_ttl", "seconds", 30 },
-  { "attempt_timeout", "seconds", 0 },
-  { "max_in_flight", "count0", 10000 },
-}
+local pool_schema = core.pool_options()
+table.insert(pool_schema, 1,
+             { "endpoints", "endpoints", nil, required = true })
+-- classify(err, request) -> "retry" | "fail" | nil (see README)
+local retry_fields = entry(pool_schema, "retry")[2].table
+retry_fields[#retry_fields + 1] = { "classify", "function" }
+-- A call's hedge takes what the pool's does, checked here: per-call
+-- options never reach the binding's reader (pool:call's hot path).
+local hedge_fields = {}
+for i, e in ipairs(entry(pool_schema, "hedge")[2].table) do
+  hedge_fields[i] = { e[1], e[2], e[3] }
+end
 
 -- A dedupe store: a table (or object) with claim, finish and release
 -- methods (see README, "Dedupe stores").
@@ -140,31 +104,12 @@ types.dedupe_store = { "a table with claim, finish and release functions",
       and type(v.release) == "function"
   end }
 
-local server_schema = {
-  { "listen", "string", nil, required = true },
-  { "protocol", "protocol", "resp" },
-  { "handler", "function", nil, required = true },
-  { "max_concurrent", "count", 256 },
-  { "queue", "count0", 64, protocol = "rnp" },  -- waiting past max_concurrent
-  { "retry_after", "seconds", 0.1, protocol = "rnp" },  -- OVERLOADED pushback
-  { "idle_timeout", "seconds", 120 },
-  -- limits for untrusted clients (docs/operations.md, "Running an exposed
-  -- server"); max_connections 0: 3/4 of the descriptor limit
-  { "frame_timeout", "seconds", 10 },
-  { "max_connections", "count0", 0 },
-  { "input_budget", "count", 64 * 1024 * 1024 },
-  { "output_budget", "count", 64 * 1024 * 1024 },
-  { "max_elements", "count", 65536, protocol = "resp" },
-  { "max_pipeline", "count", 128 },
-  { "write_timeout", "seconds", 30 },
-  { "backlog", "count", 511 },
-  { "max_frame", "count", 1024 * 1024 },
-  { "delimiter", "delimiter", "\n", protocol = "line" },
-  { "length_bytes", "length_bytes", 4, protocol = "length" },
-  { "dedupe", nested({ { "window", "positive", 300 },
-                       { "capacity", "count", 100000 },
-                       { "store", "dedupe_store" } }, true) },  -- rnp
-}
+local server_schema = core.server_options()
+table.insert(server_schema, 1, { "listen", "string", nil, required = true })
+table.insert(server_schema, 3,
+             { "handler", "function", nil, required = true })
+local dedupe_fields = entry(server_schema, "dedupe")[2].table  -- rnp
+dedupe_fields[#dedupe_fields + 1] = { "store", "dedupe_store" }
 
 local call_schema = {
   { "idempotent", "boolean", false },
@@ -226,7 +171,7 @@ local function check_table(fname, prefix, schema, opts, level)
     if type(kind) == "table" then
       ok = type(v) == "table" or (kind.or_false and v == false)
     else
-      ok = types[kind][2](v)
+      ok = e.core or types[kind][2](v)
     end
     if not ok then
       error(fname .. ": option '" .. prefix .. k .. "' must be "

@@ -3,12 +3,14 @@
 -- Returns a constructor: build(core, tasks) -> { new = resilnet.pool }.
 local opt = require "resilnet.options"
 
-local coroutine, error, math, setmetatable, type = coroutine, error, math,
+local coroutine, error, setmetatable, type = coroutine, error,
       setmetatable, type
 local check_table, validate, ms, types = opt.check_table, opt.validate,
       opt.ms, opt.types
 local pool_schema, call_schema, pool_close_schema = opt.schemas.pool,
       opt.schemas.call, opt.schemas.pool_close
+local hedge_default = {}  -- a call's hedge: the pool's defaults
+for _, e in ipairs(opt.hedge_fields) do hedge_default[e[1]] = e[3] end
 
 return function(core, T)
   local P = {}
@@ -42,52 +44,11 @@ return function(core, T)
   -- resilnet._options.pool.
   function P.new(opts)
     local o = validate("resilnet.pool", pool_schema, opts)
-    local hb, ka, rc, rt, ej = o.heartbeat, o.keepalive, o.reconnect, o.retry,
-                               o.eject
     local discovery = type(o.endpoints) == "function" and o.endpoints or nil
     local endpoints = discovery and discover(discovery, 3) or o.endpoints
-    local h = core.pool_new {
-      heartbeat_interval_ms = hb and ms(hb.interval) or 0,
-      heartbeat_timeout_ms = hb and ms(hb.timeout) or 0,
-      heartbeat_ping = hb and hb.ping or nil,
-      heartbeat_probe_ms = hb and ms(hb.probe) or 0,
-      keepalive_idle = ka and math.ceil(ka.idle) or 0,
-      keepalive_interval = ka and math.ceil(ka.interval) or nil,
-      keepalive_count = ka and ka.count or nil,
-      user_timeout_ms = ka and ms(ka.user_timeout) or 0,
-      reconnect_initial_ms = ms(rc.initial),
-      reconnect_multiplier = rc.multiplier,
-      reconnect_jitter = rc.jitter,
-      reconnect_max_ms = ms(rc.max),
-      idle_timeout_ms = ms(o.idle_timeout),
-      max_lifetime_ms = ms(o.max_lifetime),
-      min_idle = o.min_idle,
-      retry_attempts = rt and rt.attempts or 1,
-      retry_initial_ms = rt and ms(rt.initial) or nil,
-      retry_max_ms = rt and ms(rt.max) or nil,
-      retry_budget_tokens = rt and rt.budget.tokens or nil,
-      retry_budget_ratio = rt and rt.budget.ratio or nil,
-      classify = rt and rt.classify or nil,
-      eject_failures = ej and ej.failures or 0,
-      eject_time_ms = ej and ms(ej.time) or nil,
-      eject_max_time_ms = ej and ms(ej.max_time) or nil,
-      eject_max_share = ej and ej.max_share or nil,
-      resolve_ttl_ms = ms(o.resolve_ttl),
-      attempt_timeout_ms = ms(o.attempt_timeout),
-      hedge_delay_ms = o.hedge and ms(o.hedge.delay) or 0,
-      hedge_max = o.hedge and o.hedge.max or nil,
-      max_in_flight = o.max_in_flight,
-      endpoints = endpoints,
-      protocol = o.protocol,
-      length_bytes = o.length_bytes,
-      delimiter = o.delimiter,
-      max_frame = o.max_frame,
-      size = o.size,
-      max_pending = o.max_pending,
-      connect_timeout_ms = ms(o.connect_timeout),
-      timeout_ms = ms(o.timeout),
-      write_high_water = o.write_high_water,
-    }
+    -- The binding reads (and checks) the caller's own table: what is left
+    -- out keeps the core's default. Not a tail call: it blames our caller.
+    local h = core.pool_new(opts, endpoints)
     local self = setmetatable({ _h = h, _handlers = {}, options = o }, Pool)
     -- The binding holds the event target in the registry: it must not hold
     -- the pool itself, or an unreachable pool could never be collected.
@@ -116,7 +77,8 @@ return function(core, T)
     if hedge == false then
       hedge_delay = 0
     elseif hedge then
-      hedge_delay, hedge_max = ms(hedge.delay or 0.05), hedge.max or 2
+      hedge_delay, hedge_max = ms(hedge.delay or hedge_default.delay),
+                               hedge.max or hedge_default.max
     end
     return timeout and ms(timeout) or 0, opts.idempotent == true,
            opts.attempts, attempt_timeout and ms(attempt_timeout) or nil,

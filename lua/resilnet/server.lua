@@ -112,28 +112,11 @@ return function(core, T)
       return resume(co, value, ctx)
     end
     local dd = o.dedupe
-    local h, err = core.server_new({
-      listen = o.listen,
-      protocol = o.protocol,
-      length_bytes = o.length_bytes,
-      delimiter = o.delimiter,
-      max_frame = o.max_frame,
-      backlog = o.backlog,
-      max_concurrent = o.max_concurrent,
-      frame_timeout_ms = ms(o.frame_timeout),
-      max_connections = o.max_connections,
-      input_budget = o.input_budget,
-      output_budget = o.output_budget,
-      max_elements = o.max_elements,
-      max_pipeline = o.max_pipeline,
-      write_timeout_ms = ms(o.write_timeout),
-      queue = o.queue,
-      retry_after_ms = o.retry_after and ms(o.retry_after),
-      idle_timeout_ms = ms(o.idle_timeout),
-      dedupe = dd and true or false,
-      dedupe_window_ms = dd and ms(dd.window) or nil,
-      dedupe_capacity = dd and dd.capacity or nil,
-    }, on_request, dd and dd.store and store_runner(dd.store) or nil)
+    -- The binding reads (and checks) the caller's own table: what is left
+    -- out keeps the core's default.
+    local h, err = core.server_new(opts, on_request,
+                                   dd and dd.store and store_runner(dd.store)
+                                   or nil)
     if not h then
       return nil, err
     end

@@ -16,11 +16,7 @@
 #include "compat.h"
 #include "resilnet.h"
 
-#define LRN_POOL_MT "resilnet.pool"
-#define LRN_SERVER_MT "resilnet.server"
 #define LRN_REQUEST_MT "resilnet.request"
-#define LRN_PROXY_MT "resilnet.proxy"
-#define LRN_PROCESS_MT "resilnet.process"
 
 /* A tiny intrusive list, so the context can find what is still open. */
 typedef struct lrn_link_s {
@@ -57,11 +53,8 @@ typedef struct lrn_ctx_s {
                            may be inside a core call outside uv_run (an
                            event fired inside pool:send): no waiting */
   int closing;          /* lua_close: callbacks no longer enter Lua */
-  lrn_link_t pools;
-  lrn_link_t servers;
+  lrn_link_t objects;   /* every bound object not yet closed (object.c) */
   lrn_link_t timers;
-  lrn_link_t proxies;
-  lrn_link_t processes;
 } lrn_ctx_t;
 
 /* The context, stored as upvalue 1 of every binding function. */
@@ -110,16 +103,8 @@ void lrn_server_open(lua_State *L);
 void lrn_proxy_open(lua_State *L);
 void lrn_process_open(lua_State *L);
 
-/* Fills codec options from the options table at stack index 1 (protocol,
- * length_bytes, delimiter, max_frame). Raises on bad values. */
-void lrn_codec_options(lua_State *L, rn_codec_options_t *codec);
-
-/* Closing everything left when the state closes (the context's __gc). */
+/* Closing the timers left when the state closes (the context's __gc). */
 void lrn_timer_close_all(lrn_ctx_t *ctx);
-void lrn_pool_close_all(lrn_ctx_t *ctx);
-void lrn_server_close_all(lrn_ctx_t *ctx);
-void lrn_proxy_close_all(lrn_ctx_t *ctx);
-void lrn_process_close_all(lrn_ctx_t *ctx);
 
 /* Error objects (error.c). */
 void lrn_error_push(lua_State *L, lrn_ctx_t *ctx, const char *code,
@@ -154,5 +139,9 @@ int lrn_resp_encode_error_value(lua_State *L, lrn_ctx_t *ctx, int idx,
 /* Formats a Lua number without loss: integers in decimal, floats in the
  * shortest form that reads back exactly. Returns the length written. */
 size_t lrn_format_number(lua_State *L, int idx, char *out, size_t size);
+
+/* What every bound type shares, and the options' descriptor tables. */
+#include "object.h"
+#include "options.h"
 
 #endif /* LRN_H */

@@ -370,7 +370,7 @@ void lrn_record_error(lrn_ctx_t *ctx, lua_State *L, int idx) {
 /* ------------------------------------------------------------------------ */
 /* Module functions                                                           */
 
-static void lrn_set_ref(lua_State *L, int idx, int *ref) {
+static void lrn_replace_ref(lua_State *L, int idx, int *ref) {
   luaL_unref(L, LUA_REGISTRYINDEX, *ref);
   *ref = LUA_NOREF;
   if (!lua_isnoneornil(L, idx)) {
@@ -393,10 +393,10 @@ static int lrn_set_dispatcher(lua_State *L) {
     luaL_checktype(L, 3, LUA_TFUNCTION);
   if (!lua_isnoneornil(L, 4))
     luaL_checktype(L, 4, LUA_TTABLE);
-  lrn_set_ref(L, 1, &st->ctx.dispatcher_ref);
-  lrn_set_ref(L, 2, &st->handler_ref);
-  lrn_set_ref(L, 3, &st->finish_ref);
-  lrn_set_ref(L, 4, &st->tasks_ref);
+  lrn_replace_ref(L, 1, &st->ctx.dispatcher_ref);
+  lrn_replace_ref(L, 2, &st->handler_ref);
+  lrn_replace_ref(L, 3, &st->finish_ref);
+  lrn_replace_ref(L, 4, &st->tasks_ref);
   return 0;
 }
 
@@ -474,10 +474,7 @@ static int lrn_ctx_gc(lua_State *L) {
   if (ctx->loop != NULL) {
     ctx->closing = 1;
     lrn_timer_close_all(ctx);
-    lrn_pool_close_all(ctx);
-    lrn_server_close_all(ctx);
-    lrn_proxy_close_all(ctx);
-    lrn_process_close_all(ctx);
+    lrn_object_close_all(ctx);
     uv_run(rn_loop_uv(ctx->loop), UV_RUN_DEFAULT);
     /* EBUSY means something never finished closing (a request nobody
      * released): leaking the loop then beats freeing memory in use. */
@@ -511,11 +508,8 @@ static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
   ctx->errbox_ref = LUA_NOREF;
   ctx->errmt_ref = LUA_NOREF;
   rn_buf_init(&ctx->buf);
-  lrn_link_init(&ctx->pools);
-  lrn_link_init(&ctx->servers);
+  lrn_link_init(&ctx->objects);
   lrn_link_init(&ctx->timers);
-  lrn_link_init(&ctx->proxies);
-  lrn_link_init(&ctx->processes);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lrn_ctx_gc);
   lua_setfield(L, -2, "__gc");

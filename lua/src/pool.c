@@ -12,13 +12,9 @@
 #include "lrn.h"
 
 typedef struct lrn_pool_s {
-  lrn_ctx_t *ctx;
+  lrn_object_t o;         /* o.quiet: collected, or at lua_close: no more
+                             calls into Lua */
   rn_pool_t *pool;
-  struct lrn_pool_s **ud; /* the userdata's slot; NULL once collected */
-  lrn_link_t link;
-  int closing;            /* rn_pool_close was called */
-  int quiet;              /* collected at lua_close: no more calls into Lua */
-  int close_ref;          /* target dispatched when the pool has closed */
   int event_ref;          /* target of every event */
   int classify_ref;       /* retry.classify, or LUA_NOREF */
   int pin_ref;            /* the userdata, while calls are in flight */
@@ -28,28 +24,17 @@ typedef struct lrn_pool_s {
   const char *overload_reason;
 } lrn_pool_t;
 
-/* The pool handle at idx (NULL once closed), or raises. The metatable is
- * upvalue 2 of every pool function: comparing it is what luaL_checkudata
- * does, without looking the name up in the registry on every call. */
-static lrn_pool_t *lrn_pool_get(lua_State *L, int idx) {
-  void *ud = lua_touserdata(L, idx);
-  if (ud != NULL && lua_getmetatable(L, idx)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(2));
-    lua_pop(L, 1);
-    if (same)
-      return *(lrn_pool_t **)ud;
-  }
-  return *(lrn_pool_t **)luaL_checkudata(L, idx, LRN_POOL_MT);
-}
+static void lrn_pool_close_type(lrn_object_t *o);
 
-static void lrn_unref(lrn_ctx_t *ctx, int *ref) {
-  if (*ref != LUA_NOREF && !ctx->closing)
-    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
-}
+static const lrn_type_t lrn_pool_type = {"resilnet.pool",
+                                         lrn_pool_close_type, NULL};
+
+/* The pool handle at idx (NULL once closed), or raises. */
+#define lrn_pool_get(L, idx)                                                \
+  ((lrn_pool_t *)lrn_object_get((L), (idx), &lrn_pool_type))
 
 static int lrn_quiet(const lrn_pool_t *p) {
-  return p->quiet || p->ctx->closing;
+  return p->o.quiet || p->o.ctx->closing;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -66,15 +51,15 @@ static int lrn_push_result(lua_State *L, void *arg) {
   luaL_checkstack(L, 2, NULL);
   if (r->status != 0) {
     lua_pushnil(L);
-    lrn_error_push_result(L, d->p->ctx, r);
+    lrn_error_push_result(L, d->p->o.ctx, r);
     return 2;
   }
   if (rn_pool_codec(d->p->pool)->protocol == RN_PROTOCOL_RESP) {
-    if (lrn_resp_push(L, d->p->ctx, r->body, r->body_len) != 0) {
+    if (lrn_resp_push(L, d->p->o.ctx, r->body, r->body_len) != 0) {
       rn_result_t bad = *r;
       bad.status = RN_EBADFRAME;
       lua_pushnil(L);
-      lrn_error_push_result(L, d->p->ctx, &bad);
+      lrn_error_push_result(L, d->p->o.ctx, &bad);
       return 2;
     }
   } else {
@@ -89,15 +74,15 @@ static void lrn_pool_done(rn_pool_t *pool, void *data,
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
   int held = (int)(intptr_t)data;
   if (lrn_quiet(p)) {
-    lrn_release(p->ctx, held);
+    lrn_release(p->o.ctx, held);
   } else {
     lrn_done_t d;
     d.p = p;
     d.result = result;
-    lrn_dispatch_held(p->ctx, held, lrn_push_result, &d);
+    lrn_dispatch_held(p->o.ctx, held, lrn_push_result, &d);
   }
   if (--p->in_flight == 0)
-    lrn_unref(p->ctx, &p->pin_ref);
+    lrn_unref(p->o.ctx, &p->pin_ref);
 }
 
 static const char *lrn_event_name(rn_event_type_t type) {
@@ -167,13 +152,13 @@ static int lrn_push_failure(lua_State *L, void *arg) {
   r.maybe_executed = 1;
   r.endpoint = f->endpoint;
   luaL_checkstack(L, 4, NULL);
-  lrn_error_push_result(L, c->p->ctx, &r);
+  lrn_error_push_result(L, c->p->o.ctx, &r);
   lua_pushboolean(L, f->idempotent);
   lua_setfield(L, -2, "idempotent");
   if (rn_codec_frame(codec, f->request, f->request_len, &frame) > 0) {
     const char *body = f->request + frame.body_offset;
     if (codec->protocol != RN_PROTOCOL_RESP ||
-        lrn_resp_push(L, c->p->ctx, body, frame.body_len) != 0)
+        lrn_resp_push(L, c->p->o.ctx, body, frame.body_len) != 0)
       lua_pushlstring(L, body, frame.body_len);
   } else {
     lua_pushlstring(L, f->request, f->request_len);
@@ -190,7 +175,8 @@ static rn_classify_t lrn_pool_classify(rn_pool_t *pool,
     return RN_CLASSIFY_DEFAULT;
   c.p = p;
   c.f = f;
-  switch (lrn_query(p->ctx, p->classify_ref, lrn_push_failure, &c, answers)) {
+  switch (lrn_query(p->o.ctx, p->classify_ref, lrn_push_failure, &c,
+                    answers)) {
   case 1: return RN_CLASSIFY_RETRY;
   case 2: return RN_CLASSIFY_FAIL;
   default: return RN_CLASSIFY_DEFAULT;
@@ -201,105 +187,118 @@ static void lrn_pool_event(rn_pool_t *pool, const rn_pool_event_t *ev) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
   if (ev->type == RN_EVENT_OVERLOAD)
     p->overload_reason = ev->reason;
-  if (!lrn_quiet(p) && p->event_ref != LUA_NOREF)
-    lrn_dispatch(p->ctx, p->event_ref, lrn_push_event, (void *)ev);
+  if (!lrn_quiet(p))
+    lrn_call(p->o.ctx, p->event_ref, lrn_push_event, (void *)ev);
 }
 
 static void lrn_pool_closed(rn_pool_t *pool) {
   lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
-  lrn_link_remove(&p->link);
-  if (p->ud != NULL)
-    *p->ud = NULL;
-  if (!lrn_quiet(p) && p->close_ref != LUA_NOREF)
-    lrn_dispatch(p->ctx, p->close_ref, NULL, NULL);
-  lrn_unref(p->ctx, &p->close_ref);
-  lrn_unref(p->ctx, &p->event_ref);
-  lrn_unref(p->ctx, &p->classify_ref);
-  lrn_unref(p->ctx, &p->pin_ref);
+  lrn_object_closed(&p->o, !lrn_quiet(p));
+  lrn_unref(p->o.ctx, &p->event_ref);
+  lrn_unref(p->o.ctx, &p->classify_ref);
+  lrn_unref(p->o.ctx, &p->pin_ref);
   free(p);
 }
 
 static void lrn_pool_start_close(lrn_pool_t *p, uint64_t drain_ms,
                                  int reset) {
-  p->closing = 1;
+  p->o.closing = 1;
   if (reset)
     rn_pool_abort(p->pool, lrn_pool_closed);
   else
     rn_pool_close(p->pool, drain_ms, lrn_pool_closed);
 }
 
+/* Collected (nobody can observe it any more: a pool with calls in flight
+ * is pinned, so any still in flight means lua_close, and events of a pool
+ * nobody holds have no listener), or the state closing. */
+static void lrn_pool_close_type(lrn_object_t *o) {
+  lrn_pool_start_close((lrn_pool_t *)o, 0, 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Options                                                                    */
 
-/* Reads integer field name of the table at 1 (nil: def), in [min, max]. */
-static lua_Integer lrn_opt_int(lua_State *L, const char *name,
-                               lua_Integer def, lua_Integer min,
-                               lua_Integer max) {
-  lua_Integer v = def;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    lua_Number n;
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "resilnet: option '%s' must be a number", name);
-    n = lua_tonumber(L, -1);
-    if (!(n >= (lua_Number)min && n <= (lua_Number)max))
-      luaL_error(L, "resilnet: option '%s' is out of range", name);
-    v = (lua_Integer)n;
-  }
-  lua_pop(L, 1);
-  return v;
-}
+#define LRN_POOL(field) offsetof(rn_pool_options_t, field)
 
-static double lrn_opt_number(lua_State *L, const char *name, double def,
-                             double min, double max) {
-  double v = def;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "resilnet: option '%s' must be a number", name);
-    v = (double)lua_tonumber(L, -1);
-    if (!(v >= min && v <= max))
-      luaL_error(L, "resilnet: option '%s' is out of range", name);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-/* The string field name (nil: def); *len gets its length. It stays
- * referenced by the options table, which outlives its use. */
-static const char *lrn_opt_lstring(lua_State *L, const char *name,
-                                   const char *def, size_t *len) {
-  const char *s = def;
-  *len = def != NULL ? strlen(def) : 0;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_error(L, "resilnet: option '%s' must be a string", name);
-    s = lua_tolstring(L, -1, len);
-  }
-  lua_pop(L, 1);
-  return s;
-}
-
-static const char *lrn_opt_string(lua_State *L, const char *name,
-                                  const char *def) {
-  size_t len;
-  const char *s = lrn_opt_lstring(L, name, def, &len);
-  if (s != NULL && strlen(s) != len)
-    luaL_error(L, "resilnet: option '%s' contains a NUL byte", name);
-  return s;
-}
-
-/* Fills codec options from the table at 1 (shared with server.c). */
-void lrn_codec_options(lua_State *L, rn_codec_options_t *codec) {
-  const char *protocol = lrn_opt_string(L, "protocol", "resp");
-  if (rn_protocol_parse(protocol, &codec->protocol) != 0)
-    luaL_error(L, "resilnet: unknown protocol '%s'", protocol);
-  codec->length_bytes = (unsigned)lrn_opt_int(L, "length_bytes", 0, 0, 8);
-  codec->delimiter = lrn_opt_string(L, "delimiter", NULL);
-  codec->max_frame = (size_t)lrn_opt_int(L, "max_frame", 0, 0,
-                                         (lua_Integer)1 << 40);
-}
+/* Every option of rn_pool_options_t, as Lua spells it. Adding a pool
+ * option touches four files: its field in core/include/resilnet.h, its
+ * default in rn_pool_options_init (core/src/client/pool.c), a row here,
+ * and its line in docs/api.md (spec/api_doc_spec.lua holds the doc to the
+ * schema the facade builds from these rows). The check and the default
+ * are not repeated anywhere else. */
+static const lrn_option_t lrn_pool_options[] = {
+    LRN_OPTION("protocol", PROTOCOL, PROTOCOL, LRN_POOL(codec.protocol)),
+    LRN_OPTION("size", COUNT, UNSIGNED, LRN_POOL(size), .max = 1 << 20),
+    LRN_OPTION("min_idle", COUNT0, UNSIGNED, LRN_POOL(min_idle),
+               .max = 1 << 20),
+    LRN_OPTION("max_pending", COUNT0, UNSIGNED, LRN_POOL(max_pending)),
+    LRN_OPTION("connect_timeout", POSITIVE, MS, LRN_POOL(connect_timeout_ms)),
+    LRN_OPTION("idle_timeout", SECONDS, MS, LRN_POOL(idle_timeout_ms)),
+    LRN_OPTION("max_lifetime", SECONDS, MS, LRN_POOL(max_lifetime_ms)),
+    LRN_OPTION("timeout", POSITIVE, MS, LRN_POOL(timeout_ms)),
+    LRN_OPTION("max_frame", COUNT, MAX_FRAME, LRN_POOL(codec.max_frame)),
+    LRN_OPTION("delimiter", DELIMITER, DELIMITER, LRN_POOL(codec.delimiter),
+               .protocol = "line"),
+    LRN_OPTION("length_bytes", LENGTH_BYTES, LENGTH_BYTES,
+               LRN_POOL(codec.length_bytes), .protocol = "length"),
+    LRN_OPTION("write_high_water", COUNT, SIZE, LRN_POOL(write_high_water)),
+    LRN_OPTION("heartbeat", TABLE, NONE, 0,
+               .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    LRN_OPTION("heartbeat.interval", POSITIVE, MS,
+               LRN_POOL(heartbeat.interval_ms), .flags = LRN_OPT_OFF),
+    LRN_OPTION("heartbeat.timeout", POSITIVE, MS,
+               LRN_POOL(heartbeat.timeout_ms), .flags = LRN_OPT_OFF),
+    /* line and length: the request body to ping with */
+    LRN_OPTION("heartbeat.ping", STRING, LSTRING, LRN_POOL(heartbeat.ping),
+               .len_offset = LRN_POOL(heartbeat.ping_len)),
+    /* a dead connection kept as a probe; 0: none */
+    LRN_OPTION("heartbeat.probe", SECONDS, MS, LRN_POOL(heartbeat.probe_ms),
+               .flags = LRN_OPT_OFF),
+    LRN_OPTION("keepalive", TABLE, NONE, 0,
+               .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    LRN_OPTION("keepalive.idle", SECONDS, MS, LRN_POOL(keepalive.idle_ms),
+               .flags = LRN_OPT_OFF),
+    LRN_OPTION("keepalive.interval", POSITIVE, MS,
+               LRN_POOL(keepalive.interval_ms)),
+    LRN_OPTION("keepalive.count", COUNT, UNSIGNED, LRN_POOL(keepalive.count),
+               .max = 1 << 24),
+    LRN_OPTION("keepalive.user_timeout", SECONDS, MS,
+               LRN_POOL(keepalive.user_timeout_ms), .flags = LRN_OPT_OFF),
+    LRN_OPTION("reconnect", TABLE, NONE, 0, .flags = LRN_OPT_ON),
+    LRN_OPTION("reconnect.initial", POSITIVE, MS,
+               LRN_POOL(reconnect.initial_ms)),
+    LRN_OPTION("reconnect.multiplier", MULTIPLIER, DOUBLE,
+               LRN_POOL(reconnect.multiplier), .max = 1e6),
+    LRN_OPTION("reconnect.jitter", RATIO, DOUBLE, LRN_POOL(reconnect.jitter)),
+    LRN_OPTION("reconnect.max", POSITIVE, MS, LRN_POOL(reconnect.max_ms)),
+    LRN_OPTION("retry", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    /* retry = false: one attempt */
+    LRN_OPTION("retry.attempts", ATTEMPTS, UNSIGNED, LRN_POOL(retry.attempts),
+               .flags = LRN_OPT_OFF, .off = 1),
+    LRN_OPTION("retry.initial", SECONDS, MS, LRN_POOL(retry.initial_ms)),
+    LRN_OPTION("retry.max", SECONDS, MS, LRN_POOL(retry.max_ms)),
+    LRN_OPTION("retry.budget", TABLE, NONE, 0, .flags = LRN_OPT_ON),
+    LRN_OPTION("retry.budget.tokens", COUNT, DOUBLE,
+               LRN_POOL(retry.budget_tokens), .max = 1e9),
+    LRN_OPTION("retry.budget.ratio", RATIO, DOUBLE,
+               LRN_POOL(retry.budget_ratio)),
+    /* hedge = {...}: hedging on, after `delay` (the core's 0 is off) */
+    LRN_OPTION("hedge", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE),
+    LRN_OPTION("hedge.delay", POSITIVE, MS, LRN_POOL(hedge.delay_ms),
+               .flags = LRN_OPT_OFF | LRN_OPT_GIVEN, .given = 0.05),
+    /* attempts in flight, the first included */
+    LRN_OPTION("hedge.max", ATTEMPTS, UNSIGNED, LRN_POOL(hedge.max)),
+    LRN_OPTION("eject", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
+    LRN_OPTION("eject.failures", COUNT, UNSIGNED, LRN_POOL(eject.failures),
+               .flags = LRN_OPT_OFF),
+    LRN_OPTION("eject.time", POSITIVE, MS, LRN_POOL(eject.time_ms)),
+    LRN_OPTION("eject.max_time", POSITIVE, MS, LRN_POOL(eject.max_time_ms)),
+    LRN_OPTION("eject.max_share", RATIO, DOUBLE, LRN_POOL(eject.max_share)),
+    LRN_OPTION("resolve_ttl", SECONDS, MS, LRN_POOL(resolve_ttl_ms)),
+    LRN_OPTION("attempt_timeout", SECONDS, MS, LRN_POOL(attempt_timeout_ms)),
+    LRN_OPTION("max_in_flight", COUNT0, UNSIGNED, LRN_POOL(max_in_flight)),
+    LRN_OPTIONS_END};
 
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
@@ -331,127 +330,39 @@ static const char **lrn_endpoint_list(lua_State *L, int idx,
   return list;
 }
 
-/* pool_new{endpoints = {...}, protocol, length_bytes, delimiter, max_frame,
- *          size, max_pending, connect_timeout_ms, timeout_ms,
- *          write_high_water, reconnect_initial_ms, reconnect_multiplier,
- *          reconnect_jitter, reconnect_max_ms, heartbeat_interval_ms,
- *          heartbeat_timeout_ms, heartbeat_ping, heartbeat_probe_ms,
- *          keepalive_idle,
- *          keepalive_interval, keepalive_count, user_timeout_ms,
- *          idle_timeout_ms, max_lifetime_ms, min_idle} -> handle.
- * Times in ms, keepalive in seconds; absent fields keep the core's
- * defaults. Raises on bad options. */
+/* pool_new(options, endpoints) -> handle. options: as resilnet.pool
+ * takes them (lrn_pool_options, and retry.classify); endpoints: the array
+ * of endpoint strings (the facade resolves a discovery function). Absent
+ * options keep the core's defaults. Raises on bad options. */
 static int lrn_pool_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_pool_options_t o;
   const char **endpoints;
-  lrn_pool_t **ud, *p;
+  lrn_pool_t *p;
   size_t n;
   int rc;
-  const lua_Integer max = (lua_Integer)1 << 40;
 
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
+  lua_settop(L, 2);
   rn_pool_options_init(&o);
-  lrn_codec_options(L, &o.codec);
-  o.size = (unsigned)lrn_opt_int(L, "size", o.size, 1, 1 << 20);
-  o.max_pending =
-      (unsigned)lrn_opt_int(L, "max_pending", o.max_pending, 0, 1 << 30);
-  o.connect_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "connect_timeout_ms", (lua_Integer)o.connect_timeout_ms, 1,
-      (lua_Integer)1 << 40);
-  o.timeout_ms = (uint64_t)lrn_opt_int(
-      L, "timeout_ms", (lua_Integer)o.timeout_ms, 1, (lua_Integer)1 << 40);
-  o.write_high_water = (size_t)lrn_opt_int(
-      L, "write_high_water", (lua_Integer)o.write_high_water, 1,
-      (lua_Integer)1 << 40);
-  o.reconnect.initial_ms = (uint64_t)lrn_opt_int(
-      L, "reconnect_initial_ms", (lua_Integer)o.reconnect.initial_ms, 0, max);
-  o.reconnect.multiplier =
-      lrn_opt_number(L, "reconnect_multiplier", o.reconnect.multiplier, 1,
-                     1e6);
-  o.reconnect.jitter =
-      lrn_opt_number(L, "reconnect_jitter", o.reconnect.jitter, 0, 1);
-  o.reconnect.max_ms = (uint64_t)lrn_opt_int(
-      L, "reconnect_max_ms", (lua_Integer)o.reconnect.max_ms, 0, max);
-  o.heartbeat.interval_ms = (uint64_t)lrn_opt_int(
-      L, "heartbeat_interval_ms", (lua_Integer)o.heartbeat.interval_ms, 0, max);
-  o.heartbeat.timeout_ms = (uint64_t)lrn_opt_int(
-      L, "heartbeat_timeout_ms", (lua_Integer)o.heartbeat.timeout_ms, 0, max);
-  o.heartbeat.ping =
-      lrn_opt_lstring(L, "heartbeat_ping", NULL, &o.heartbeat.ping_len);
-  o.heartbeat.probe_ms = (uint64_t)lrn_opt_int(
-      L, "heartbeat_probe_ms", (lua_Integer)o.heartbeat.probe_ms, 0, max);
-  o.keepalive.idle_ms = 1000 * (uint64_t)lrn_opt_int(
-      L, "keepalive_idle", (lua_Integer)o.keepalive.idle_ms / 1000, 0,
-      1 << 24);
-  o.keepalive.interval_ms = 1000 * (uint64_t)lrn_opt_int(
-      L, "keepalive_interval", (lua_Integer)o.keepalive.interval_ms / 1000,
-      0, 1 << 24);
-  o.keepalive.count = (unsigned)lrn_opt_int(
-      L, "keepalive_count", (lua_Integer)o.keepalive.count, 0, 1 << 24);
-  o.keepalive.user_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "user_timeout_ms", (lua_Integer)o.keepalive.user_timeout_ms, 0,
-      1 << 30);
-  o.idle_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout_ms, 0, max);
-  o.max_lifetime_ms = (uint64_t)lrn_opt_int(
-      L, "max_lifetime_ms", (lua_Integer)o.max_lifetime_ms, 0, max);
-  o.min_idle = (unsigned)lrn_opt_int(L, "min_idle", (lua_Integer)o.min_idle,
-                                     0, 1 << 20);
-
-  o.retry.attempts = (unsigned)lrn_opt_int(
-      L, "retry_attempts", (lua_Integer)o.retry.attempts, 1, 5);
-  o.retry.initial_ms = (uint64_t)lrn_opt_int(
-      L, "retry_initial_ms", (lua_Integer)o.retry.initial_ms, 0, max);
-  o.retry.max_ms = (uint64_t)lrn_opt_int(L, "retry_max_ms",
-                                      (lua_Integer)o.retry.max_ms, 0, max);
-  o.retry.budget_tokens = lrn_opt_number(L, "retry_budget_tokens",
-                                         o.retry.budget_tokens, 1, 1e9);
-  o.retry.budget_ratio = lrn_opt_number(L, "retry_budget_ratio",
-                                        o.retry.budget_ratio, 0, 1);
-  o.eject.failures = (unsigned)lrn_opt_int(
-      L, "eject_failures", (lua_Integer)o.eject.failures, 0, 1 << 20);
-  o.eject.time_ms = (uint64_t)lrn_opt_int(L, "eject_time_ms",
-                                       (lua_Integer)o.eject.time_ms, 1, max);
-  o.eject.max_time_ms = (uint64_t)lrn_opt_int(
-      L, "eject_max_time_ms", (lua_Integer)o.eject.max_time_ms, 1, max);
-  o.eject.max_share =
-      lrn_opt_number(L, "eject_max_share", o.eject.max_share, 0, 1);
-  o.attempt_timeout_ms = (uint64_t)lrn_opt_int(
-      L, "attempt_timeout_ms", (lua_Integer)o.attempt_timeout_ms, 0, max);
-  o.max_in_flight = (unsigned)lrn_opt_int(
-      L, "max_in_flight", (lua_Integer)o.max_in_flight, 0, 1 << 30);
-  o.hedge.delay_ms = (uint64_t)lrn_opt_int(
-      L, "hedge_delay_ms", (lua_Integer)o.hedge.delay_ms, 0, max);
-  o.hedge.max = (unsigned)lrn_opt_int(L, "hedge_max",
-                                      (lua_Integer)o.hedge.max, 1, 16);
-  o.resolve_ttl_ms = (uint64_t)lrn_opt_int(
-      L, "resolve_ttl_ms", (lua_Integer)o.resolve_ttl_ms, 0, max);
-
-  lua_getfield(L, 1, "endpoints"); /* 2: keeps the strings alive */
-  endpoints = lrn_endpoint_list(L, 2, "resilnet.pool", &n);
+  lrn_options_read(L, 1, "resilnet.pool", lrn_pool_options, &o);
+  endpoints = lrn_endpoint_list(L, 2, "resilnet.pool", &n); /* 3 */
   o.endpoints = endpoints;
   o.endpoint_count = n;
   o.on_event = lrn_pool_event;
 
-  ud = (lrn_pool_t **)lua_newuserdata(L, sizeof(*ud));
-  *ud = NULL;
-  luaL_getmetatable(L, LRN_POOL_MT);
-  lua_setmetatable(L, -2);
-  p = (lrn_pool_t *)calloc(1, sizeof(*p));
-  if (p == NULL)
-    return luaL_error(L, "resilnet.pool: out of memory");
-  p->ctx = ctx;
-  p->close_ref = p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
-  lua_getfield(L, 1, "classify");
-  if (lua_type(L, -1) == LUA_TFUNCTION) {
-    p->classify_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    o.classify = lrn_pool_classify;
-  } else {
+  p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
+  p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
+  lua_getfield(L, 1, "retry");
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_getfield(L, -1, "classify");
+    if (lua_type(L, -1) == LUA_TFUNCTION) {
+      lrn_set_ref(L, ctx, &p->classify_ref, -1);
+      o.classify = lrn_pool_classify;
+    }
     lua_pop(L, 1);
   }
-  lrn_link_init(&p->link);
+  lua_pop(L, 1);
   o.data = p;
   rc = rn_pool_new(ctx->loop, &o, &p->pool);
   if (rc != 0) {
@@ -463,9 +374,7 @@ static int lrn_pool_new(lua_State *L) {
     return luaL_error(L, "resilnet.pool: %s (%s)", rn_strerror(rc),
                       rn_err_name(rc));
   }
-  *ud = p;
-  p->ud = ud;
-  lrn_link_add(&ctx->pools, &p->link);
+  lrn_object_open(&p->o);
   return 1;
 }
 
@@ -534,13 +443,13 @@ static int lrn_call_key(lua_State *L, lrn_pool_t *p, rn_call_options_t *co,
 static void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
   const char *msg;
   if (rc != RN_EOVERLOAD || p->overload_reason == NULL) {
-    lrn_error_push_code(L, p->ctx, rc);
+    lrn_error_push_code(L, p->o.ctx, rc);
     return;
   }
   msg = strcmp(p->overload_reason, "max_in_flight") == 0
             ? "too many calls in flight to every endpoint (max_in_flight)"
             : "too many calls waiting for a connection (max_pending)";
-  lrn_error_push(L, p->ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
+  lrn_error_push(L, p->o.ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
 }
 
 /* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
@@ -636,9 +545,7 @@ static int lrn_pool_on(lua_State *L) {
                 "expected a function or a thread");
   if (p == NULL)
     return 0;
-  lua_settop(L, 2);
-  lrn_unref(p->ctx, &p->event_ref);
-  p->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lrn_set_ref(L, p->o.ctx, &p->event_ref, 2);
   return 0;
 }
 
@@ -715,7 +622,7 @@ static int lrn_pool_stats(lua_State *L) {
     lrn_push_endpoints(L, p->pool);
     lua_setfield(L, -2, "endpoints");
   }
-  lua_pushboolean(L, p == NULL || p->closing);
+  lua_pushboolean(L, p == NULL || p->o.closing);
   lua_setfield(L, -2, "closed");
   return 1;
 }
@@ -728,7 +635,7 @@ static int lrn_pool_set_endpoints(lua_State *L) {
   int rc;
   lua_settop(L, 2);
   list = lrn_endpoint_list(L, 2, "pool:set_endpoints", &n);
-  rc = p == NULL || p->closing ? RN_ECLOSED
+  rc = p == NULL || p->o.closing ? RN_ECLOSED
                                : rn_pool_set_endpoints(p->pool, list, n);
   if (rc == UV_EINVAL)
     return luaL_error(L, "pool:set_endpoints: an endpoint is listed twice");
@@ -743,7 +650,7 @@ static int lrn_pool_set_endpoints(lua_State *L) {
 
 static int lrn_pool_reset_backoff(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
-  if (p != NULL && !p->closing)
+  if (p != NULL && !p->o.closing)
     rn_pool_reset_backoff(p->pool);
   return 0;
 }
@@ -754,55 +661,30 @@ static int lrn_pool_reset_backoff(lua_State *L) {
 static int lrn_pool_close(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
   lua_Integer drain = luaL_optinteger(L, 2, 0);
-  int type = lua_type(L, 3);
   int reset = lua_toboolean(L, 4);
   luaL_argcheck(L, drain >= 0, 2, "drain must not be negative");
-  luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
-                       type == LUA_TFUNCTION || type == LUA_TTHREAD,
-                3, "expected a function or a thread");
-  if (p == NULL || p->closing) {
+  if (!lrn_object_set_close(L, (lrn_object_t *)p, 3)) {
     if (p != NULL && reset)
       rn_pool_abort(p->pool, NULL);
     lua_pushboolean(L, 0);
     return 1;
-  }
-  if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
-    lua_pushvalue(L, 3);
-    p->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   lrn_pool_start_close(p, (uint64_t)drain, reset);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-static int lrn_pool_gc(lua_State *L) {
-  lrn_pool_t **ud = (lrn_pool_t **)lua_touserdata(L, 1);
-  lrn_pool_t *p = *ud;
-  if (p == NULL)
-    return 0;
-  *ud = NULL;
-  p->ud = NULL;
-  /* Nobody can observe this pool any more: a pool with calls in flight is
-   * pinned, so any still in flight means lua_close, and events of a pool
-   * nobody holds have no listener. */
-  p->quiet = 1;
-  if (!p->closing)
-    lrn_pool_start_close(p, 0, 0);
-  return 0;
-}
-
-void lrn_pool_close_all(lrn_ctx_t *ctx) {
-  lrn_link_t *l, *next;
-  for (l = ctx->pools.next; l != &ctx->pools; l = next) {
-    lrn_pool_t *p = LRN_CONTAINER_OF(l, lrn_pool_t, link);
-    next = l->next;
-    p->quiet = 1;
-    if (!p->closing)
-      lrn_pool_start_close(p, 0, 0);
-  }
+/* pool_options() -> the facade's schema of the pool options, with the
+ * core's defaults. */
+static int lrn_pool_options_schema(lua_State *L) {
+  rn_pool_options_t o;
+  rn_pool_options_init(&o);
+  lrn_options_push_schema(L, lrn_pool_options, &o);
+  return 1;
 }
 
 static const luaL_Reg lrn_pool_funcs[] = {
+    {"pool_options", lrn_pool_options_schema},
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_callback", lrn_pool_callback},
     {"pool_call", lrn_pool_call},
@@ -813,13 +695,5 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {
-  if (luaL_newmetatable(L, LRN_POOL_MT)) {
-    lua_pushcfunction(L, lrn_pool_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, "resilnet.pool");
-    lua_setfield(L, -2, "__name");
-  }
-  lua_pushvalue(L, -3); /* upvalues: the context, the metatable */
-  lua_insert(L, -2);
-  lrn_setfuncs(L, lrn_pool_funcs, 2);
+  lrn_object_register(L, &lrn_pool_type, lrn_pool_funcs);
 }

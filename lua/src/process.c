@@ -14,12 +14,9 @@
 extern char **environ;
 
 typedef struct lrn_process_s {
-  lrn_ctx_t *ctx;
+  lrn_object_t o;
   rn_process_t *p;
-  struct lrn_process_s **ud;
-  lrn_link_t link;
   lrn_link_t waiters;
-  int closing;
   int exited;
   int64_t code;
   int signal;
@@ -52,21 +49,20 @@ static const char *lrn_signal_name(int signum) {
   return NULL;
 }
 
-static lrn_process_t *lrn_process_get(lua_State *L, int idx) {
-  return *(lrn_process_t **)luaL_checkudata(L, idx, LRN_PROCESS_MT);
-}
+static void lrn_process_close_type(lrn_object_t *o);
+static void lrn_process_at_exit(lrn_object_t *o);
+
+static const lrn_type_t lrn_process_type = {
+    "resilnet.process", lrn_process_close_type, lrn_process_at_exit};
+
+#define lrn_process_get(L, idx)                                             \
+  ((lrn_process_t *)lrn_object_get((L), (idx), &lrn_process_type))
 
 static lrn_process_t *lrn_process_live(lua_State *L) {
   lrn_process_t *x = lrn_process_get(L, 1);
-  if (x == NULL || x->closing)
+  if (x == NULL || x->o.closing)
     luaL_error(L, "resilnet.process: the process handle is closed");
   return x;
-}
-
-static void lrn_unref(lrn_ctx_t *ctx, int *ref) {
-  if (*ref != LUA_NOREF && !ctx->closing)
-    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -89,8 +85,7 @@ static void lrn_process_output(rn_process_t *p, int fd, const char *data,
   lrn_chunk_t c;
   c.data = data;
   c.len = len;
-  if (x->output_ref[fd - 1] != LUA_NOREF)
-    lrn_dispatch(x->ctx, x->output_ref[fd - 1], lrn_push_chunk, &c);
+  lrn_call(x->o.ctx, x->output_ref[fd - 1], lrn_push_chunk, &c);
 }
 
 static int lrn_push_exit(lua_State *L, void *arg) {
@@ -112,14 +107,14 @@ static int lrn_push_timeout(lua_State *L, void *arg) {
   lrn_process_t *x = (lrn_process_t *)arg;
   const char *msg = "the process did not exit in time";
   lua_pushnil(L);
-  lrn_error_push(L, x->ctx, "ETIMEDOUT", msg, strlen(msg), 0, -1, NULL);
+  lrn_error_push(L, x->o.ctx, "ETIMEDOUT", msg, strlen(msg), 0, -1, NULL);
   return 2;
 }
 
 static void lrn_waiter_free(lrn_process_t *x, lrn_waiter_t *w) {
   rn_timer_stop(&w->timer);
   lrn_link_remove(&w->link);
-  lrn_unref(x->ctx, &w->ref);
+  lrn_unref(x->o.ctx, &w->ref);
   free(w);
 }
 
@@ -129,8 +124,8 @@ static void lrn_waiter_timeout(rn_timer_t *timer) {
   int ref = w->ref;
   w->ref = LUA_NOREF;
   lrn_waiter_free(x, w);
-  lrn_dispatch(x->ctx, ref, lrn_push_timeout, x);
-  lrn_unref(x->ctx, &ref);
+  lrn_dispatch(x->o.ctx, ref, lrn_push_timeout, x);
+  lrn_unref(x->o.ctx, &ref);
 }
 
 static void lrn_process_exit(rn_process_t *p, int64_t status, int sig) {
@@ -138,32 +133,36 @@ static void lrn_process_exit(rn_process_t *p, int64_t status, int sig) {
   x->exited = 1;
   x->code = sig != 0 ? 128 + sig : status;
   x->signal = sig;
-  if (x->exit_ref != LUA_NOREF)
-    lrn_dispatch(x->ctx, x->exit_ref, lrn_push_exit, x);
-  lrn_unref(x->ctx, &x->exit_ref);
+  lrn_call(x->o.ctx, x->exit_ref, lrn_push_exit, x);
+  lrn_unref(x->o.ctx, &x->exit_ref);
   while (x->waiters.next != &x->waiters) {
     lrn_waiter_t *w = LRN_CONTAINER_OF(x->waiters.next, lrn_waiter_t, link);
     int ref = w->ref;
     w->ref = LUA_NOREF;
     lrn_waiter_free(x, w);
-    lrn_dispatch(x->ctx, ref, lrn_push_exit, x);
-    lrn_unref(x->ctx, &ref);
+    lrn_dispatch(x->o.ctx, ref, lrn_push_exit, x);
+    lrn_unref(x->o.ctx, &ref);
   }
 }
 
 static void lrn_process_closed(rn_process_t *p) {
   lrn_process_t *x = (lrn_process_t *)rn_process_data(p);
-  lrn_link_remove(&x->link);
-  if (x->ud != NULL) *x->ud = NULL;
-  lrn_unref(x->ctx, &x->output_ref[0]);
-  lrn_unref(x->ctx, &x->output_ref[1]);
-  lrn_unref(x->ctx, &x->exit_ref);
+  lrn_object_closed(&x->o, 1);
+  lrn_unref(x->o.ctx, &x->output_ref[0]);
+  lrn_unref(x->o.ctx, &x->output_ref[1]);
+  lrn_unref(x->o.ctx, &x->exit_ref);
   free(x);
 }
 
-static void lrn_process_start_close(lrn_process_t *x) {
-  x->closing = 1;
-  rn_process_close(x->p, lrn_process_closed);
+static void lrn_process_close_type(lrn_object_t *o) {
+  rn_process_close(((lrn_process_t *)o)->p, lrn_process_closed);
+}
+
+/* Nobody is left to wait: drop the waiters' timers now. */
+static void lrn_process_at_exit(lrn_object_t *o) {
+  lrn_process_t *x = (lrn_process_t *)o;
+  while (x->waiters.next != &x->waiters)
+    lrn_waiter_free(x, LRN_CONTAINER_OF(x->waiters.next, lrn_waiter_t, link));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -269,8 +268,8 @@ static void lrn_stdio(lua_State *L, const char *field, rn_stdio_mode_t *mode,
 static int lrn_process_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_process_options_t o;
-  lrn_process_t **ud, *x;
-  int rc, refs[2] = {LUA_NOREF, LUA_NOREF}, i;
+  lrn_process_t *x;
+  int rc, refs[2] = {LUA_NOREF, LUA_NOREF};
 
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 2);
@@ -287,31 +286,25 @@ static int lrn_process_new(lua_State *L) {
   lua_getfield(L, 1, "cwd");
   o.cwd = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   lua_pop(L, 1); /* anchored in the options table */
-  lrn_stdio(L, "stdout", &o.stdout_mode, &o.stdout_path, &refs[0]);
-  lrn_stdio(L, "stderr", &o.stderr_mode, &o.stderr_path, &refs[1]);
   o.on_output = lrn_process_output;
   o.on_exit = lrn_process_exit;
 
-  ud = (lrn_process_t **)lua_newuserdata(L, sizeof(*ud));
-  *ud = NULL;
-  luaL_getmetatable(L, LRN_PROCESS_MT);
-  lua_setmetatable(L, -2);
-  x = (lrn_process_t *)calloc(1, sizeof(*x));
-  if (x == NULL) {
-    for (i = 0; i < 2; i++) luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
-    return luaL_error(L, "resilnet.process: out of memory");
-  }
-  x->ctx = ctx;
+  lrn_stdio(L, "stdout", &o.stdout_mode, &o.stdout_path, &refs[0]);
+  lrn_stdio(L, "stderr", &o.stderr_mode, &o.stderr_path, &refs[1]);
+  /* (A raise from here on leaks the refs above until lua_close: only when
+   * out of memory.) */
+  x = (lrn_process_t *)lrn_object_new(L, ctx, &lrn_process_type,
+                                      sizeof(*x));
   x->exit_ref = LUA_NOREF;
   x->output_ref[0] = refs[0];
   x->output_ref[1] = refs[1];
-  lrn_link_init(&x->link);
   lrn_link_init(&x->waiters);
   o.data = x;
   rc = rn_process_spawn(ctx->loop, &o, &x->p);
   if (rc != 0) {
     char msg[256];
-    for (i = 0; i < 2; i++) luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
+    lrn_unref(ctx, &x->output_ref[0]);
+    lrn_unref(ctx, &x->output_ref[1]);
     free(x);
     snprintf(msg, sizeof(msg), "cannot start '%s': %s", o.file,
              rn_strerror(rc));
@@ -319,13 +312,9 @@ static int lrn_process_new(lua_State *L) {
     lrn_error_push(L, ctx, rn_err_name(rc), msg, strlen(msg), 0, -1, NULL);
     return 2;
   }
-  if (lua_type(L, 2) == LUA_TFUNCTION) {
-    lua_pushvalue(L, 2);
-    x->exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  *ud = x;
-  x->ud = ud;
-  lrn_link_add(&ctx->processes, &x->link);
+  if (lua_type(L, 2) == LUA_TFUNCTION)
+    lrn_set_ref(L, ctx, &x->exit_ref, 2);
+  lrn_object_open(&x->o);
   return 1;
 }
 
@@ -353,7 +342,7 @@ static int lrn_process_kill(lua_State *L) {
   if (rc == UV_EINVAL) return luaL_argerror(L, 2, "invalid signal");
   if (rc != 0) {
     lua_pushnil(L);
-    lrn_error_push(L, x->ctx, rn_err_name(rc),
+    lrn_error_push(L, x->o.ctx, rn_err_name(rc),
                    rc == UV_ESRCH ? "the process has exited" : rn_strerror(rc),
                    strlen(rc == UV_ESRCH ? "the process has exited"
                                          : rn_strerror(rc)),
@@ -382,11 +371,11 @@ static int lrn_process_wait(lua_State *L) {
   lua_settop(L, 3);
   w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   w->owner = x;
-  rn_timer_init(x->ctx->loop, &w->timer, lrn_waiter_timeout);
+  rn_timer_init(x->o.ctx->loop, &w->timer, lrn_waiter_timeout);
   w->timer.data = w;
   lrn_link_add(&x->waiters, &w->link);
   if (ms >= 0) {
-    uv_update_time(rn_loop_uv(x->ctx->loop));
+    uv_update_time(rn_loop_uv(x->o.ctx->loop));
     rn_timer_start(&w->timer, (uint64_t)ms);
   }
   lua_pushboolean(L, 1);
@@ -397,31 +386,11 @@ static int lrn_process_wait(lua_State *L) {
  * still reaches exit_fn and any waiter. */
 static int lrn_process_close(lua_State *L) {
   lrn_process_t *x = lrn_process_get(L, 1);
-  if (x != NULL && !x->closing) lrn_process_start_close(x);
-  return 0;
-}
-
-static int lrn_process_gc(lua_State *L) {
-  lrn_process_t **ud = (lrn_process_t **)lua_touserdata(L, 1);
-  lrn_process_t *x = *ud;
-  if (x == NULL) return 0;
-  *ud = NULL;
-  x->ud = NULL;
-  if (!x->closing) lrn_process_start_close(x);
-  return 0;
-}
-
-void lrn_process_close_all(lrn_ctx_t *ctx) {
-  lrn_link_t *l, *next;
-  for (l = ctx->processes.next; l != &ctx->processes; l = next) {
-    lrn_process_t *x = LRN_CONTAINER_OF(l, lrn_process_t, link);
-    next = l->next;
-    /* Nobody is left to wait: drop the waiters' timers now. */
-    while (x->waiters.next != &x->waiters)
-      lrn_waiter_free(x, LRN_CONTAINER_OF(x->waiters.next, lrn_waiter_t,
-                                          link));
-    if (!x->closing) lrn_process_start_close(x);
+  if (x != NULL && !x->o.closing) {
+    x->o.closing = 1;
+    lrn_process_close_type(&x->o);
   }
+  return 0;
 }
 
 static const luaL_Reg lrn_process_funcs[] = {
@@ -433,11 +402,5 @@ static const luaL_Reg lrn_process_funcs[] = {
     {NULL, NULL}};
 
 void lrn_process_open(lua_State *L) {
-  if (luaL_newmetatable(L, LRN_PROCESS_MT)) {
-    lua_pushcfunction(L, lrn_process_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  lrn_setfuncs(L, lrn_process_funcs, 1);
+  lrn_object_register(L, &lrn_process_type, lrn_process_funcs);
 }

@@ -7,31 +7,25 @@
 #include "lrn.h"
 
 typedef struct lrn_proxy_s {
-  lrn_ctx_t *ctx;
+  lrn_object_t o;
   rn_proxy_t *proxy;
-  struct lrn_proxy_s **ud;
-  lrn_link_t link;
-  int closing;
   int event_ref; /* dispatched with one event table per event */
-  int close_ref;
 } lrn_proxy_t;
 
-static lrn_proxy_t *lrn_proxy_get(lua_State *L, int idx) {
-  return *(lrn_proxy_t **)luaL_checkudata(L, idx, LRN_PROXY_MT);
-}
+static void lrn_proxy_close_type(lrn_object_t *o);
+
+static const lrn_type_t lrn_proxy_type = {"resilnet.proxy",
+                                          lrn_proxy_close_type, NULL};
+
+#define lrn_proxy_get(L, idx)                                               \
+  ((lrn_proxy_t *)lrn_object_get((L), (idx), &lrn_proxy_type))
 
 /* A live proxy, or raises: the facade never calls after close. */
 static lrn_proxy_t *lrn_proxy_live(lua_State *L) {
   lrn_proxy_t *x = lrn_proxy_get(L, 1);
-  if (x == NULL || x->closing)
+  if (x == NULL || x->o.closing)
     luaL_error(L, "resilnet.proxy: the proxy is closed");
   return x;
-}
-
-static void lrn_unref(lrn_ctx_t *ctx, int *ref) {
-  if (*ref != LUA_NOREF && !ctx->closing)
-    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -65,23 +59,18 @@ static int lrn_push_event(lua_State *L, void *arg) {
 
 static void lrn_proxy_event(rn_proxy_t *proxy, const rn_proxy_event_t *ev) {
   lrn_proxy_t *x = (lrn_proxy_t *)rn_proxy_data(proxy);
-  if (x->event_ref != LUA_NOREF)
-    lrn_dispatch(x->ctx, x->event_ref, lrn_push_event, (void *)ev);
+  lrn_call(x->o.ctx, x->event_ref, lrn_push_event, (void *)ev);
 }
 
 static void lrn_proxy_closed(rn_proxy_t *proxy) {
   lrn_proxy_t *x = (lrn_proxy_t *)rn_proxy_data(proxy);
-  lrn_link_remove(&x->link);
-  if (x->ud != NULL) *x->ud = NULL;
-  if (x->close_ref != LUA_NOREF) lrn_dispatch(x->ctx, x->close_ref, NULL, NULL);
-  lrn_unref(x->ctx, &x->close_ref);
-  lrn_unref(x->ctx, &x->event_ref);
+  lrn_object_closed(&x->o, 1);
+  lrn_unref(x->o.ctx, &x->event_ref);
   free(x);
 }
 
-static void lrn_proxy_start_close(lrn_proxy_t *x) {
-  x->closing = 1;
-  rn_proxy_close(x->proxy, lrn_proxy_closed);
+static void lrn_proxy_close_type(lrn_object_t *o) {
+  rn_proxy_close(((lrn_proxy_t *)o)->proxy, lrn_proxy_closed);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -119,7 +108,7 @@ static uint64_t lrn_field_u64(lua_State *L, int t, const char *name,
 static int lrn_proxy_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_proxy_options_t o;
-  lrn_proxy_t **ud, *x;
+  lrn_proxy_t *x;
   int rc, has_codec;
 
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -133,18 +122,11 @@ static int lrn_proxy_new(lua_State *L) {
   lua_getfield(L, 1, "protocol");
   has_codec = !lua_isnil(L, -1);
   lua_pop(L, 1);
-  if (has_codec) lrn_codec_options(L, &o.codec);
+  if (has_codec)
+    lrn_options_read(L, 1, "resilnet.proxy", lrn_codec_options, &o.codec);
 
-  ud = (lrn_proxy_t **)lua_newuserdata(L, sizeof(*ud));
-  *ud = NULL;
-  luaL_getmetatable(L, LRN_PROXY_MT);
-  lua_setmetatable(L, -2);
-  x = (lrn_proxy_t *)calloc(1, sizeof(*x));
-  if (x == NULL) return luaL_error(L, "resilnet.proxy: out of memory");
-  x->ctx = ctx;
+  x = (lrn_proxy_t *)lrn_object_new(L, ctx, &lrn_proxy_type, sizeof(*x));
   x->event_ref = LUA_NOREF;
-  x->close_ref = LUA_NOREF;
-  lrn_link_init(&x->link);
   o.data = x;
   rc = rn_proxy_new(ctx->loop, &o, &x->proxy);
   if (rc != 0) {
@@ -158,13 +140,9 @@ static int lrn_proxy_new(lua_State *L) {
                    strlen(rn_strerror(rc)), 0, -1, o.listen);
     return 2;
   }
-  if (lua_type(L, 2) == LUA_TFUNCTION) {
-    lua_pushvalue(L, 2);
-    x->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  *ud = x;
-  x->ud = ud;
-  lrn_link_add(&ctx->proxies, &x->link);
+  if (lua_type(L, 2) == LUA_TFUNCTION)
+    lrn_set_ref(L, ctx, &x->event_ref, 2);
+  lrn_object_open(&x->o);
   return 1;
 }
 
@@ -294,40 +272,14 @@ static int lrn_proxy_address(lua_State *L) {
 /* proxy_close(h, target) -> true, or false if already closing. */
 static int lrn_proxy_close(lua_State *L) {
   lrn_proxy_t *x = lrn_proxy_get(L, 1);
-  int type = lua_type(L, 2);
-  luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
-                       type == LUA_TFUNCTION || type == LUA_TTHREAD,
-                2, "expected a function or a thread");
-  if (x == NULL || x->closing) {
+  if (!lrn_object_set_close(L, (lrn_object_t *)x, 2)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
-    lua_settop(L, 2);
-    x->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  lrn_proxy_start_close(x);
+  x->o.closing = 1;
+  lrn_proxy_close_type(&x->o);
   lua_pushboolean(L, 1);
   return 1;
-}
-
-static int lrn_proxy_gc(lua_State *L) {
-  lrn_proxy_t **ud = (lrn_proxy_t **)lua_touserdata(L, 1);
-  lrn_proxy_t *x = *ud;
-  if (x == NULL) return 0;
-  *ud = NULL;
-  x->ud = NULL;
-  if (!x->closing) lrn_proxy_start_close(x);
-  return 0;
-}
-
-void lrn_proxy_close_all(lrn_ctx_t *ctx) {
-  lrn_link_t *l, *next;
-  for (l = ctx->proxies.next; l != &ctx->proxies; l = next) {
-    lrn_proxy_t *x = LRN_CONTAINER_OF(l, lrn_proxy_t, link);
-    next = l->next;
-    if (!x->closing) lrn_proxy_start_close(x);
-  }
 }
 
 static const luaL_Reg lrn_proxy_funcs[] = {
@@ -343,11 +295,5 @@ static const luaL_Reg lrn_proxy_funcs[] = {
     {NULL, NULL}};
 
 void lrn_proxy_open(lua_State *L) {
-  if (luaL_newmetatable(L, LRN_PROXY_MT)) {
-    lua_pushcfunction(L, lrn_proxy_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  lrn_setfuncs(L, lrn_proxy_funcs, 1);
+  lrn_object_register(L, &lrn_proxy_type, lrn_proxy_funcs);
 }

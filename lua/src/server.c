@@ -13,14 +13,10 @@
 #define LRN_DEDUPE_OP_MT "resilnet.dedupe_op"
 
 typedef struct lrn_server_s {
-  lrn_ctx_t *ctx;
+  lrn_object_t o;
   rn_server_t *server;
-  struct lrn_server_s **ud;
-  lrn_link_t link;
-  int closing;
   int draining;    /* closing gracefully: lua_close cuts it short */
   int request_ref; /* target dispatched with (value, request, ...) */
-  int close_ref;
   int event_ref;   /* plain function dispatched with each event table */
 } lrn_server_t;
 
@@ -45,15 +41,14 @@ typedef struct lrn_dedupe_op_s {
   int kind;           /* 1 claim, 2 finish, 3 release */
 } lrn_dedupe_op_t;
 
-static lrn_server_t *lrn_server_get(lua_State *L, int idx) {
-  return *(lrn_server_t **)luaL_checkudata(L, idx, LRN_SERVER_MT);
-}
+static void lrn_server_close_type(lrn_object_t *o);
+static void lrn_server_at_exit(lrn_object_t *o);
 
-static void lrn_unref(lrn_ctx_t *ctx, int *ref) {
-  if (*ref != LUA_NOREF && !ctx->closing)
-    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
-  *ref = LUA_NOREF;
-}
+static const lrn_type_t lrn_server_type = {
+    "resilnet.server", lrn_server_close_type, lrn_server_at_exit};
+
+#define lrn_server_get(L, idx)                                              \
+  ((lrn_server_t *)lrn_object_get((L), (idx), &lrn_server_type))
 
 /* ------------------------------------------------------------------------ */
 /* Callbacks from the core                                                    */
@@ -98,7 +93,7 @@ static int lrn_push_request(lua_State *L, void *arg) {
   char peer[RN_ENDPOINT_ADDRESS_MAX + 16];
   luaL_checkstack(L, 7, NULL);
   if (protocol != RN_PROTOCOL_RESP ||
-      lrn_resp_push(L, in->s->ctx, in->body, in->len) != 0)
+      lrn_resp_push(L, in->s->o.ctx, in->body, in->len) != 0)
     lua_pushlstring(L, in->body, in->len);
   r = (lrn_request_t *)lua_newuserdata(L, sizeof(*r));
   r->req = in->req;
@@ -134,8 +129,7 @@ static void lrn_server_request(rn_server_t *server, rn_request_t *request,
   in.body = body;
   in.len = len;
   in.taken = 0;
-  if (!s->ctx->closing && s->request_ref != LUA_NOREF)
-    lrn_dispatch(s->ctx, s->request_ref, lrn_push_request, &in);
+  lrn_call(s->o.ctx, s->request_ref, lrn_push_request, &in);
   if (!in.taken)
     rn_request_drop(request);
 }
@@ -184,26 +178,28 @@ static int lrn_push_server_event(lua_State *L, void *arg) {
 static void lrn_server_event(rn_server_t *server,
                              const rn_server_event_t *ev) {
   lrn_server_t *s = (lrn_server_t *)rn_server_data(server);
-  if (!s->ctx->closing && s->event_ref != LUA_NOREF)
-    lrn_dispatch(s->ctx, s->event_ref, lrn_push_server_event, (void *)ev);
+  lrn_call(s->o.ctx, s->event_ref, lrn_push_server_event, (void *)ev);
 }
 
 static void lrn_server_closed(rn_server_t *server) {
   lrn_server_t *s = (lrn_server_t *)rn_server_data(server);
-  lrn_link_remove(&s->link);
-  if (s->ud != NULL)
-    *s->ud = NULL;
-  if (s->close_ref != LUA_NOREF)
-    lrn_dispatch(s->ctx, s->close_ref, NULL, NULL);
-  lrn_unref(s->ctx, &s->close_ref);
-  lrn_unref(s->ctx, &s->request_ref);
-  lrn_unref(s->ctx, &s->event_ref);
+  lrn_object_closed(&s->o, 1);
+  lrn_unref(s->o.ctx, &s->request_ref);
+  lrn_unref(s->o.ctx, &s->event_ref);
   free(s);
 }
 
-static void lrn_server_start_close(lrn_server_t *s) {
-  s->closing = 1;
-  rn_server_close(s->server, lrn_server_closed);
+static void lrn_server_close_type(lrn_object_t *o) {
+  rn_server_close(((lrn_server_t *)o)->server, lrn_server_closed);
+}
+
+/* The state is going: a drain does not get its time. */
+static void lrn_server_at_exit(lrn_object_t *o) {
+  lrn_server_t *s = (lrn_server_t *)o;
+  if (s->draining) {
+    s->draining = 0;
+    lrn_server_close_type(o);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -340,29 +336,57 @@ static int lrn_dedupe_op_gc(lua_State *L) {
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
 
-static lua_Integer lrn_field_int(lua_State *L, const char *name,
-                                 lua_Integer def, lua_Integer min,
-                                 lua_Integer max) {
-  lua_Integer v = def;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    lua_Number n = lua_tonumber(L, -1);
-    if (lua_type(L, -1) != LUA_TNUMBER || !(n >= (lua_Number)min &&
-                                            n <= (lua_Number)max))
-      luaL_error(L, "resilnet.server: option '%s' is out of range", name);
-    v = (lua_Integer)n;
-  }
-  lua_pop(L, 1);
-  return v;
+#define LRN_SERVER(field) offsetof(rn_server_options_t, field)
+
+/* Every option of rn_server_options_t as Lua spells it (listen, the
+ * handler and a Lua dedupe store are the facade's and server_new's). As
+ * for the pool: a new option is its field, its default in
+ * rn_server_options_init, a row here and its line in docs/api.md. */
+static const lrn_option_t lrn_server_options[] = {
+    LRN_OPTION("protocol", PROTOCOL, PROTOCOL, LRN_SERVER(codec.protocol)),
+    LRN_OPTION("max_concurrent", COUNT, UNSIGNED, LRN_SERVER(max_concurrent)),
+    /* waiting past max_concurrent */
+    LRN_OPTION("queue", COUNT0, UNSIGNED, LRN_SERVER(queue), .protocol = "rnp"),
+    /* OVERLOADED pushback */
+    LRN_OPTION("retry_after", SECONDS, MS, LRN_SERVER(retry_after_ms),
+               .max = (double)UINT32_MAX / 1000, .protocol = "rnp"),
+    LRN_OPTION("idle_timeout", SECONDS, MS, LRN_SERVER(idle_timeout_ms)),
+    /* limits for untrusted clients (docs/operations.md, "Running an
+     * exposed server"); max_connections 0: 3/4 of the descriptor limit */
+    LRN_OPTION("frame_timeout", SECONDS, MS, LRN_SERVER(frame_timeout_ms)),
+    LRN_OPTION("max_connections", COUNT0, UNSIGNED, LRN_SERVER(max_connections),
+               .max = UINT32_MAX),
+    LRN_OPTION("input_budget", COUNT, SIZE, LRN_SERVER(input_budget)),
+    LRN_OPTION("output_budget", COUNT, SIZE, LRN_SERVER(output_budget)),
+    LRN_OPTION("max_elements", COUNT, SIZE, LRN_SERVER(max_elements),
+               .max = 1 << 30, .protocol = "resp"),
+    LRN_OPTION("max_pipeline", COUNT, UNSIGNED, LRN_SERVER(max_pipeline)),
+    LRN_OPTION("write_timeout", SECONDS, MS, LRN_SERVER(write_timeout_ms)),
+    LRN_OPTION("backlog", COUNT, INT, LRN_SERVER(backlog)),
+    LRN_OPTION("max_frame", COUNT, MAX_FRAME, LRN_SERVER(codec.max_frame)),
+    LRN_OPTION("delimiter", DELIMITER, DELIMITER, LRN_SERVER(codec.delimiter),
+               .protocol = "line"),
+    LRN_OPTION("length_bytes", LENGTH_BYTES, LENGTH_BYTES,
+               LRN_SERVER(codec.length_bytes), .protocol = "length"),
+    /* rnp; given as a table: on */
+    LRN_OPTION("dedupe", TABLE, BOOL, LRN_SERVER(dedupe.on),
+               .flags = LRN_OPT_OR_FALSE),
+    LRN_OPTION("dedupe.window", POSITIVE, MS, LRN_SERVER(dedupe.window_ms)),
+    LRN_OPTION("dedupe.capacity", COUNT, SIZE, LRN_SERVER(dedupe.capacity),
+               .max = 1 << 30),
+    LRN_OPTIONS_END};
+
+/* server_options() -> the facade's schema of the server options, with the
+ * core's defaults. */
+static int lrn_server_options_schema(lua_State *L) {
+  rn_server_options_t o;
+  rn_server_options_init(&o);
+  lrn_options_push_schema(L, lrn_server_options, &o);
+  return 1;
 }
 
-/* server_new({listen, protocol, length_bytes, delimiter, max_frame,
- *             backlog, max_concurrent, queue, retry_after_ms,
- *             idle_timeout_ms, frame_timeout_ms, max_connections,
- *             input_budget, output_budget, max_elements,
- *             max_pipeline, write_timeout_ms,
- *             dedupe, dedupe_window_ms, dedupe_capacity},
- *            target [, store_runner]) -> handle | nil, err.
+/* server_new(options, target [, store_runner]) -> handle | nil, err.
+ * options: as resilnet.server takes them (lrn_server_options, listen).
  * target is dispatched with (request value, request, peer [, id, deadline,
  * key, idempotent]) for every request; store_runner, when given, is the
  * dedupe store (see lrn_push_store_call). Bad options raise; failing to
@@ -371,11 +395,10 @@ static int lrn_server_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_server_options_t o;
   rn_endpoint_t ep;
-  lrn_server_t **ud, *s;
+  lrn_server_t *s;
   lrn_store_t *st = NULL;
   size_t len;
-  int rc, ref;
-  const lua_Integer max_ms = (lua_Integer)1 << 40;
+  int rc;
 
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -383,38 +406,7 @@ static int lrn_server_new(lua_State *L) {
     luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
   rn_server_options_init(&o);
-  lrn_codec_options(L, &o.codec);
-  o.backlog = (int)lrn_field_int(L, "backlog", o.backlog, 1, 1 << 20);
-  o.max_concurrent = (unsigned)lrn_field_int(L, "max_concurrent",
-                                             o.max_concurrent, 1, 1 << 30);
-  o.queue = (unsigned)lrn_field_int(L, "queue", o.queue, 0, 1 << 30);
-  o.retry_after_ms = (uint64_t)lrn_field_int(
-      L, "retry_after_ms", (lua_Integer)o.retry_after_ms, 0, UINT32_MAX);
-  if (o.codec.max_frame == 0)
-    o.codec.max_frame = RN_SERVER_DEFAULT_MAX_FRAME;
-  o.idle_timeout_ms = (uint64_t)lrn_field_int(
-      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout_ms, 0, max_ms);
-  o.frame_timeout_ms = (uint64_t)lrn_field_int(
-      L, "frame_timeout_ms", (lua_Integer)o.frame_timeout_ms, 0, max_ms);
-  o.max_connections = (unsigned)lrn_field_int(L, "max_connections", 0, 0,
-                                              UINT32_MAX);
-  o.input_budget = (size_t)lrn_field_int(
-      L, "input_budget", (lua_Integer)o.input_budget, 1, max_ms);
-  o.output_budget = (size_t)lrn_field_int(
-      L, "output_budget", (lua_Integer)o.output_budget, 1, max_ms);
-  o.max_elements = (size_t)lrn_field_int(
-      L, "max_elements", (lua_Integer)o.max_elements, 1, 1 << 30);
-  o.max_pipeline = (unsigned)lrn_field_int(
-      L, "max_pipeline", (lua_Integer)o.max_pipeline, 1, 1 << 30);
-  o.write_timeout_ms = (uint64_t)lrn_field_int(
-      L, "write_timeout_ms", (lua_Integer)o.write_timeout_ms, 0, max_ms);
-  lua_getfield(L, 1, "dedupe");
-  o.dedupe.on = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  o.dedupe.window_ms = (uint64_t)lrn_field_int(
-      L, "dedupe_window_ms", (lua_Integer)o.dedupe.window_ms, 1, max_ms);
-  o.dedupe.capacity = (size_t)lrn_field_int(
-      L, "dedupe_capacity", (lua_Integer)o.dedupe.capacity, 1, 1 << 30);
+  lrn_options_read(L, 1, "resilnet.server", lrn_server_options, &o);
   if (o.dedupe.on && o.codec.protocol != RN_PROTOCOL_RNP)
     return luaL_error(L, "resilnet.server: option 'dedupe' applies only to "
                          "protocol 'rnp'");
@@ -429,10 +421,14 @@ static int lrn_server_new(lua_State *L) {
                       o.listen);
   o.on_request = lrn_server_request;
   o.on_event = lrn_server_event;
+  s = (lrn_server_t *)lrn_object_new(L, ctx, &lrn_server_type, sizeof(*s));
+  s->request_ref = s->event_ref = LUA_NOREF;
   if (o.dedupe.on && lua_type(L, 3) == LUA_TFUNCTION) {
     st = (lrn_store_t *)calloc(1, sizeof(*st));
-    if (st == NULL)
+    if (st == NULL) {
+      free(s);
       return luaL_error(L, "resilnet.server: out of memory");
+    }
     st->ctx = ctx;
     st->base.claim = lrn_store_claim;
     st->base.finish = lrn_store_finish;
@@ -443,29 +439,12 @@ static int lrn_server_new(lua_State *L) {
     o.dedupe.store = &st->base;
   }
 
-  ud = (lrn_server_t **)lua_newuserdata(L, sizeof(*ud));
-  *ud = NULL;
-  luaL_getmetatable(L, LRN_SERVER_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, 2);
-  ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  s = (lrn_server_t *)calloc(1, sizeof(*s));
-  if (s == NULL) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    if (st != NULL)
-      lrn_store_close(&st->base);
-    return luaL_error(L, "resilnet.server: out of memory");
-  }
-  s->ctx = ctx;
-  s->request_ref = ref;
-  s->close_ref = LUA_NOREF;
-  s->event_ref = LUA_NOREF;
-  lrn_link_init(&s->link);
+  lrn_set_ref(L, ctx, &s->request_ref, 2);
   o.data = s;
   rc = rn_server_new(ctx->loop, &o, &s->server);
   if (rc != 0) {
+    lrn_unref(ctx, &s->request_ref);
     free(s);
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
     if (st != NULL) /* not taken by a server that failed */
       lrn_store_close(&st->base);
     if (rc == UV_EINVAL)
@@ -476,9 +455,7 @@ static int lrn_server_new(lua_State *L) {
                    strlen(rn_strerror(rc)), 0, -1, o.listen);
     return 2;
   }
-  *ud = s;
-  s->ud = ud;
-  lrn_link_add(&ctx->servers, &s->link);
+  lrn_object_open(&s->o);
   return 1;
 }
 
@@ -486,7 +463,7 @@ static int lrn_server_address(lua_State *L) {
   lrn_server_t *s = lrn_server_get(L, 1);
   char host[RN_ENDPOINT_ADDRESS_MAX];
   int port = 0, rc;
-  if (s == NULL || s->closing) {
+  if (s == NULL || s->o.closing) {
     lua_pushnil(L);
     lrn_error_push_code(L, lrn_ctx(L), RN_ECLOSED);
     return 2;
@@ -500,27 +477,19 @@ static int lrn_server_address(lua_State *L) {
  * rnp, in-flight requests finish for up to drain_ms). */
 static int lrn_server_close(lua_State *L) {
   lrn_server_t *s = lrn_server_get(L, 1);
-  int type = lua_type(L, 2);
   int drain = !lua_isnoneornil(L, 3);
   lua_Number drain_ms = drain ? luaL_checknumber(L, 3) : 0;
-  luaL_argcheck(L, type == LUA_TNONE || type == LUA_TNIL ||
-                       type == LUA_TFUNCTION || type == LUA_TTHREAD,
-                2, "expected a function or a thread");
   luaL_argcheck(L, drain_ms >= 0 && drain_ms < 1e15, 3, "out of range");
-  if (s == NULL || s->closing) {
+  if (!lrn_object_set_close(L, (lrn_object_t *)s, 2)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (type == LUA_TFUNCTION || type == LUA_TTHREAD) {
-    lua_pushvalue(L, 2);
-    s->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
+  s->o.closing = 1;
   if (drain) {
-    s->closing = 1;
     s->draining = 1;
     rn_server_drain(s->server, (uint64_t)drain_ms, lrn_server_closed);
   } else {
-    lrn_server_start_close(s);
+    lrn_server_close_type(&s->o);
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -532,9 +501,7 @@ static int lrn_server_on(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (s == NULL)
     return 0;
-  lua_settop(L, 2);
-  lrn_unref(s->ctx, &s->event_ref);
-  s->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lrn_set_ref(L, s->o.ctx, &s->event_ref, 2);
   return 0;
 }
 
@@ -578,31 +545,6 @@ static int lrn_server_stats(lua_State *L) {
   lrn_set_count(L, "active", st.active);
   lrn_set_count(L, "queued", st.queued);
   return 1;
-}
-
-static int lrn_server_gc(lua_State *L) {
-  lrn_server_t **ud = (lrn_server_t **)lua_touserdata(L, 1);
-  lrn_server_t *s = *ud;
-  if (s == NULL)
-    return 0;
-  *ud = NULL;
-  s->ud = NULL;
-  if (!s->closing)
-    lrn_server_start_close(s);
-  return 0;
-}
-
-void lrn_server_close_all(lrn_ctx_t *ctx) {
-  lrn_link_t *l, *next;
-  for (l = ctx->servers.next; l != &ctx->servers; l = next) {
-    lrn_server_t *s = LRN_CONTAINER_OF(l, lrn_server_t, link);
-    next = l->next;
-    if (!s->closing || s->draining) {
-      /* The state is going: a drain does not get its time. */
-      s->draining = 0;
-      lrn_server_start_close(s);
-    }
-  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -748,6 +690,7 @@ static int lrn_request_gc(lua_State *L) {
 }
 
 static const luaL_Reg lrn_server_funcs[] = {
+    {"server_options", lrn_server_options_schema},
     {"server_new", lrn_server_new},
     {"server_address", lrn_server_address},
     {"server_close", lrn_server_close},
@@ -759,11 +702,6 @@ static const luaL_Reg lrn_server_funcs[] = {
     {NULL, NULL}};
 
 void lrn_server_open(lua_State *L) {
-  if (luaL_newmetatable(L, LRN_SERVER_MT)) {
-    lua_pushcfunction(L, lrn_server_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
   if (luaL_newmetatable(L, LRN_REQUEST_MT)) {
     lua_pushcfunction(L, lrn_request_gc);
     lua_setfield(L, -2, "__gc");
@@ -774,6 +712,5 @@ void lrn_server_open(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  lrn_setfuncs(L, lrn_server_funcs, 1);
+  lrn_object_register(L, &lrn_server_type, lrn_server_funcs);
 }

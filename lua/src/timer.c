@@ -17,8 +17,7 @@ static void lrn_timer_fired(rn_timer_t *timer) {
   lrn_ctx_t *ctx = t->ctx;
   lrn_link_remove(&t->link);
   lrn_dispatch(ctx, t->ref, NULL, NULL);
-  if (!ctx->closing)
-    luaL_unref(ctx->L, LUA_REGISTRYINDEX, t->ref);
+  lrn_unref(ctx, &t->ref);
   free(t);
 }
 
