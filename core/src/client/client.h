@@ -252,14 +252,50 @@ void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
 int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
 
-/* retry.c: a call that was written failed with err on its connection.
- * Completes it, or schedules another attempt (design §4). */
-void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err);
-/* An error reply arrived for call (already off its connection). Returns 1
- * if the call will be tried again (classify said the server did not run
- * it), 0 if the reply is to be returned. */
-int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
-                          size_t body_len);
+/* fate.c: a call's state machine. Connections and the pool report what
+ * happened to a call; fate.c decides what becomes of it (complete, retry
+ * after a delay, requeue, park for its hedges) and hands placement back to
+ * the pool and the connection. */
+/* The pool put the call (pending, unsent) on a connection: its attempt
+ * timer starts (attempt_timeout, or the hedge delay). */
+void rn__fate_placed(rn_call_t *call);
+/* Its bytes went into a socket write: it may run from now on. */
+void rn__fate_written(rn_call_t *call);
+/* Part of its reply arrived (replies in order only). */
+void rn__fate_answering(rn_call_t *call);
+/* Its whole reply arrived (status 0, or RN_EREPLY for an error reply); the
+ * connection took it off already. */
+void rn__fate_replied(rn_call_t *call, int status, const char *body,
+                      size_t body_len, int flags);
+/* An error reply saying "try again after delay_ms" (rnp RETRY_AFTER, or
+ * IN_PROGRESS for a keyed call: 0 for a full-jitter delay). */
+void rn__fate_try_later(rn_call_t *call, uint64_t delay_ms, const char *body,
+                        size_t body_len);
+/* The server proved it did not run the call (rnp NOT_EXECUTED): err is
+ * what the caller gets if it is not sent again; again 0 when sending it
+ * again would be refused again (BAD_REQUEST). */
+void rn__fate_refused(rn_call_t *call, int err, int again, uint64_t delay_ms,
+                      const char *body, size_t body_len);
+/* A connection hands back a call it never wrote (or that its server
+ * proved unrun: above a GOAWAY's last id); off every list. */
+void rn__fate_returned(rn_call_t *call);
+/* The call's connection failed after it was written (or its attempt was
+ * abandoned, err ETIMEDOUT); off its connection already. */
+void rn__fate_lost(rn_call_t *call, int err);
+/* The pool is closing: a call pending or backing off fails ECLOSED. */
+void rn__fate_closed(rn_call_t *call);
+/* Fails a call on no list and no connection. */
+void rn__fate_fail(rn_call_t *call, int err);
+/* A call's deadline (call->deadline's callback). */
+void rn__fate_deadline(rn_timer_t *timer);
+
+/* retry.c: the checks of a policy retry. */
+/* Full-jitter backoff after the given number of attempts. */
+uint64_t rn__retry_delay(rn_pool_t *pool, unsigned attempts);
+/* Asks the application's classify (RN_CLASSIFY_DEFAULT without one). */
+rn_classify_t rn__retry_classify(rn_pool_t *pool, const rn_call_t *call,
+                                 int status, const char *body,
+                                 size_t body_len);
 /* One more attempt of a call was decided (a policy retry or a hedge):
  * spends one token of the budget. */
 void rn__retry_spend(rn_pool_t *pool);
@@ -269,8 +305,11 @@ void rn__retry_succeeded(rn_pool_t *pool);
 /* An extra attempt that was paid for proved to add no work (a hedge never
  * written, or refused unrun): its token goes back. */
 void rn__retry_refund(rn_pool_t *pool);
-/* Ends a call's retry backoff early (deadline, close). */
-void rn__retry_cancel(rn_call_t *call);
+
+/* Replies are matched by id, in any order (rnp), rather than by position. */
+static inline int rn__codec_replies_by_id(const rn_codec_t *codec) {
+  return codec->protocol == RN_PROTOCOL_RNP;
+}
 
 /* conn.c */
 int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *endpoint);
@@ -333,9 +372,10 @@ void rn__conn_take_over_probing(rn_conn_t *conn);
  * a tombstone and has been dealt with. */
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call);
 void rn__conn_handshake_done(rn_conn_t *conn);
-/* Puts calls never written (or proven unprocessed) back in the pool's
- * queue, keeping their order ahead of newer calls. */
-void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls);
+/* Hands calls never written (or proven unprocessed) back to their fate
+ * (rn__fate_returned), which puts them back in the pool's queue ahead of
+ * newer calls, in their order. */
+void rn__conn_return_all(rn_list_t *calls);
 
 /* conn_rnp.c: rnp on the client side. */
 /* Copies an encoded REQUEST into the call, adding the key and the
@@ -350,21 +390,12 @@ void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
 int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used);
 int rn__rnp_make_frames(rn_pool_t *pool);
 
-/* retry.c, for rnp's signals. */
-/* The server proved the call was not run (rnp NOT_EXECUTED): try again,
- * after delay_ms if the server asked for one, without spending attempts or
- * budget; fails with err once the deadline cannot be met. */
-void rn__retry_not_executed(rn_pool_t *pool, rn_call_t *call, int err,
-                            uint64_t delay_ms, const char *body,
-                            size_t body_len);
-/* An error reply that says "retry after" (rnp RETRY_AFTER, or IN_PROGRESS
- * of a keyed call): 1 if the call will be tried again. */
-int rn__retry_after(rn_pool_t *pool, rn_call_t *call, uint64_t delay_ms);
-
 /* hedge.c */
+/* Sets the call up for hedging if options (or the pool's) ask for it. */
+void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
+                         const rn_call_options_t *options);
+/* A hedged call's attempt_timer: no reply after the hedge delay. */
 void rn__hedge_due(rn_timer_t *timer);
-void rn__hedge_complete(rn_call_t *shadow, int status, const char *body,
-                        size_t body_len, int flags);
 
 /* pool_endpoint.c */
 int rn__endpoint_new(rn_pool_t *pool, const char *text,
@@ -401,6 +432,7 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err);
 void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn);
+/* Puts a call back at the head of the queue (fate.c decided it goes). */
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);
 /* A connection's write queue went back under the high-water mark. */
 void rn__pool_conn_writable(rn_pool_t *pool);

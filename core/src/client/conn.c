@@ -234,7 +234,6 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
     rn_list_remove(&conn->node);
     rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
   }
-  call->state = RN_SEND_ANSWERED;
   if (call->tombstone) { /* the reply of an abandoned attempt */
     rn__call_release(call);
     return 0;
@@ -290,13 +289,8 @@ static int conn_deliver(rn_conn_t *conn, const char *frame,
     return RN_EUNEXPECTED;
   if (!rn__conn_take(conn, call)) return 0;
   status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
-  if (status == 0 ||
-      !rn__retry_error_reply(conn->pool, call, frame + f->body_offset,
-                             f->body_len)) {
-    rn__call_complete(call, status, frame + f->body_offset, f->body_len,
-                      f->flags);
-    rn__call_release(call);
-  }
+  rn__fate_replied(call, status, frame + f->body_offset, f->body_len,
+                   f->flags);
   return 0;
 }
 
@@ -393,8 +387,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
       pool->codec.protocol != RN_PROTOCOL_RNP &&
       !(pool->codec.protocol == RN_PROTOCOL_RESP &&
         conn->rbuf.base[0] == RN_RESP_PUSH)) {
-    rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
-    head->state = RN_SEND_ANSWERED;
+    rn__fate_answering(RN_CONTAINER_OF(conn->sent.next, rn_call_t, node));
   }
   /* Replies free room on an endpoint held at max_in_flight, or at its rnp
    * server's MAX_CONCURRENT: calls that waited for it go now, not at the
@@ -554,7 +547,7 @@ static int conn_flush_suspect(rn_conn_t *conn) {
   }
   conn_take_unsent(conn, &calls, 1);
   if (!rn_list_empty(&calls)) {
-    rn__conn_requeue_all(pool, &calls);
+    rn__conn_return_all(&calls);
     rn__pool_dispatch(pool);
   }
   return conn->state == RN_CONN_CLOSING;
@@ -829,16 +822,7 @@ static void conn_flush(rn_conn_t *conn) {
     conn->wbuf.len += call->frame_len;
     rn_list_remove(&call->node);
     rn_list_insert_tail(&conn->sent, &call->node);
-    call->state = RN_SEND_SENT;
-    if (call->parent != NULL) {
-      /* A hedge out: while it is, the call may have run; its end says
-       * whether it still may (rn__hedge_complete). */
-      call->parent->attempts++;
-      call->parent->shadows_written++;
-      call->was_sent = 1;
-    } else if (!call->internal) {
-      call->attempts++;
-    }
+    rn__fate_written(call);
   }
   conn->unsent_bytes = 0;
 
@@ -971,13 +955,13 @@ static void conn_close_handle(rn_conn_t *conn, int connected) {
   uv_close(&conn->h.handle, conn_on_close);
 }
 
-void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls) {
+void rn__conn_return_all(rn_list_t *calls) {
   /* Newest first: each goes to the front of the pool's queue, so they end
    * up ahead of newer calls in their original order. */
   while (!rn_list_empty(calls)) {
     rn_call_t *call = RN_CONTAINER_OF(calls->prev, rn_call_t, node);
     rn_list_remove(&call->node);
-    rn__pool_requeue(pool, call);
+    rn__fate_returned(call);
   }
 }
 
@@ -1073,11 +1057,11 @@ void rn__conn_close(rn_conn_t *conn, int err) {
       if (!call->tombstone) pool->stats.heartbeats_missed++;
       rn__call_release(call);
     } else {
-      rn__retry_failed(pool, call, err);
+      rn__fate_lost(call, err);
     }
   }
 
-  rn__conn_requeue_all(pool, &unsent);
+  rn__conn_return_all(&unsent);
   rn__pool_conn_closed(pool, conn, err);
   conn_maybe_free(conn);
 }

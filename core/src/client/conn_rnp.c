@@ -208,7 +208,7 @@ static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   ev.duration = hold;
   rn__pool_emit(pool, RN_EVENT_STATE, conn->endpoint, &ev);
   rn__conn_retire(conn, "goaway");
-  rn__conn_requeue_all(pool, &moved);
+  rn__conn_return_all(&moved);
   rn__pool_dispatch(pool);
 }
 
@@ -221,36 +221,23 @@ static int rnp_refusal_error(unsigned code) {
   }
 }
 
-static void rnp_error(rn_conn_t *conn, rn_call_t *call,
-                      const rn_rnp_frame_t *f) {
-  rn_pool_t *pool = conn->pool;
+static void rnp_error(rn_call_t *call, const rn_rnp_frame_t *f) {
   uint64_t retry_after = rnp_retry_after(f);
 
   if (f->flags & RN_RNP_NOT_EXECUTED) {
-    pool->stats.not_executed++;
-    call->state = RN_SEND_UNSENT;
-    if (f->error_code == RN_RNP_ERR_BAD_REQUEST) {
-      /* Trying again would be refused again. */
-      rn__call_complete(call, RN_ENOTEXEC, f->payload, f->payload_len, 0);
-      rn__call_release(call);
-      return;
-    }
-    rn__retry_not_executed(pool, call, rnp_refusal_error(f->error_code),
-                           retry_after, f->payload, f->payload_len);
+    /* BAD_REQUEST: trying again would be refused again. */
+    rn__fate_refused(call, rnp_refusal_error(f->error_code),
+                     f->error_code != RN_RNP_ERR_BAD_REQUEST, retry_after,
+                     f->payload, f->payload_len);
     return;
   }
   /* Still running elsewhere (its key's first attempt), or an error the
-   * server says to try again later: safe only for a call that may run
-   * twice or carries its key. */
-  if ((f->error_code == RN_RNP_ERR_IN_PROGRESS || retry_after > 0) &&
-      (call->idempotent || call->keyed) &&
-      rn__retry_after(pool, call, retry_after))
-    return;
-  if (!rn__retry_error_reply(pool, call, f->payload, f->payload_len)) {
-    rn__call_complete(call, RN_EREPLY, f->payload, f->payload_len,
-                      RN_FRAME_ERROR);
-    rn__call_release(call);
-  }
+   * server says to try again later. */
+  if (f->error_code == RN_RNP_ERR_IN_PROGRESS || retry_after > 0)
+    rn__fate_try_later(call, retry_after, f->payload, f->payload_len);
+  else
+    rn__fate_replied(call, RN_EREPLY, f->payload, f->payload_len,
+                     RN_FRAME_ERROR);
 }
 
 int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used) {
@@ -287,11 +274,9 @@ int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used) {
     rnp_hello(conn, &f);
   }
   if (!rn__conn_take(conn, call)) return 1;
-  if (f.type == RN_RNP_ERROR) {
-    rnp_error(conn, call, &f);
-  } else {
-    rn__call_complete(call, 0, f.payload, f.payload_len, 0);
-    rn__call_release(call);
-  }
+  if (f.type == RN_RNP_ERROR)
+    rnp_error(call, &f);
+  else
+    rn__fate_replied(call, 0, f.payload, f.payload_len, 0);
   return 1;
 }

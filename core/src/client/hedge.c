@@ -5,11 +5,28 @@
  * its parent instead of calling anyone. The parent's own attempt stays
  * where it is; whichever attempt loses is left in its connection's FIFO,
  * done, so its reply is matched and dropped like a timed-out call's. The
- * parent is freed only after its last shadow (shadow_refs). */
+ * parent is freed only after its last shadow (shadow_refs). What a
+ * shadow's end means for its parent is the parent's fate (fate.c). */
 #include "client.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Idempotent calls only: running the request twice must be harmless. */
+void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
+                         const rn_call_options_t *options) {
+  uint64_t delay = pool->options.hedge_delay;
+  unsigned max = pool->options.hedge_max;
+  if (options != NULL && options->hedge < 0) return;
+  if (options != NULL && options->hedge > 0) {
+    delay = options->hedge_delay;
+    max = options->hedge_max;
+  }
+  if (delay == 0 || max < 2) return;
+  call->hedged = 1;
+  call->attempt_timeout = delay;
+  call->hedge_max = max;
+}
 
 static rn_call_t *hedge_new(rn_call_t *parent) {
   rn_pool_t *pool = parent->pool;
@@ -66,49 +83,4 @@ void rn__hedge_due(rn_timer_t *timer) {
   rn__pool_emit(pool, RN_EVENT_RETRY, shadow->endpoint, &ev);
   if (!call->done && 1 + call->shadows_live < call->hedge_max)
     rn_timer_start(timer, call->attempt_timeout);
-}
-
-/* A shadow's attempt ended. A reply completes the parent; a failure
- * matters only once nothing of the parent is in flight any more. */
-void rn__hedge_complete(rn_call_t *shadow, int status, const char *body,
-                        size_t body_len, int flags) {
-  rn_call_t *parent = shadow->parent;
-  shadow->done = 1;
-  parent->shadows_live--;
-  if (shadow->was_sent) parent->shadows_written--;
-  if (status != 0 && status != RN_EREPLY) {
-    /* A hedge lost after it left may have run: so may the call. One that
-     * never left, or that the server refused unrun (NOT_EXECUTED, above a
-     * GOAWAY), added no work: the call is as unsent as before, and the
-     * token goes back, as for any attempt proven not executed. */
-    if (shadow->state != RN_SEND_UNSENT)
-      parent->was_sent = 1;
-    else
-      rn__retry_refund(parent->pool);
-  }
-  if (parent->done) return;
-  if (status == 0 || status == RN_EREPLY) {
-    int was_parked = parent->parked;
-    parent->parked = 0;
-    /* Take the parent off wherever its own attempt is: waiting out a
-     * retry delay, waiting for a connection, or (not written yet) queued
-     * on one, where it need not go at all. A written attempt stays in
-     * its FIFO, done, so its reply is dropped. */
-    if (parent->backing_off) {
-      rn__retry_cancel(parent);
-    } else if (parent->conn != NULL) {
-      if (parent->state == RN_SEND_UNSENT)
-        rn__conn_unqueue(parent->conn, parent);
-    } else if (!was_parked) {
-      rn_list_remove(&parent->node); /* from pool->pending */
-      rn_list_init(&parent->node);
-      parent->pool->pending_count--;
-    }
-    rn__call_complete(parent, status, body, body_len, flags);
-    return;
-  }
-  if (parent->parked && parent->shadows_live == 0) {
-    parent->parked = 0;
-    rn__retry_failed(parent->pool, parent, parent->parked_error);
-  }
 }
