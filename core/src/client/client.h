@@ -9,6 +9,7 @@
 #define RN_CLIENT_H
 
 #include "internal.h"
+#include "../codec/reply.h"
 
 /* Backoff state of one endpoint (client/backoff.c). */
 typedef struct rn_backoff_s {
@@ -70,6 +71,8 @@ struct rn_call_s {
   unsigned keyed : 1;      /* rnp: carries a dedupe key, so the server runs
                               it at most once: retried like an idempotent
                               call, never hedged */
+  unsigned handshake : 1;  /* internal: the handshake (rnp HELLO), answered
+                              by the server's own (RN_REPLY_HELLO) */
   uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */
   uint64_t rnp_id;          /* rnp: the id of the attempt in flight */
   /* Hedging: a hedge is a shadow call carrying one more attempt of its
@@ -306,11 +309,6 @@ void rn__retry_succeeded(rn_pool_t *pool);
  * written, or refused unrun): its token goes back. */
 void rn__retry_refund(rn_pool_t *pool);
 
-/* Replies are matched by id, in any order (rnp), rather than by position. */
-static inline int rn__codec_replies_by_id(const rn_codec_t *codec) {
-  return codec->protocol == RN_PROTOCOL_RNP;
-}
-
 /* conn.c */
 int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *endpoint);
 void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call);
@@ -385,9 +383,12 @@ int rn__rnp_call_prepare(rn_pool_t *pool, rn_call_t *call, const char *frame,
 /* Writes the connection's next id, and the time left, into `out`, the
  * call's frame as it leaves. */
 void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
-/* Handles one frame at data: 1 and *used set, 0 for more bytes, or the
- * error that closes the connection. */
-int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used);
+/* The server's HELLO answered the handshake: its limits and incarnation.
+ * 0, or RN_EHANDSHAKE (another version, no incarnation). */
+int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f);
+/* The server said GOAWAY: calls above its last id, and those not written,
+ * go elsewhere; the connection retires. */
+void rn__rnp_goaway(rn_conn_t *conn, const rn_reply_t *m);
 int rn__rnp_make_frames(rn_pool_t *pool);
 
 /* hedge.c */

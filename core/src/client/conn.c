@@ -261,36 +261,61 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   return 1;
 }
 
-/* A reply that can answer a ping: RESP's +PONG, or an error reply (a busy,
- * loading or password-protected Redis answers PING with -BUSY, -LOADING,
- * -NOAUTH: still the reply to that PING, in its place). Any reply for line
- * and length, whose pings the application chose. */
-static int conn_is_pong(const rn_conn_t *conn, const char *frame,
-                        const rn_frame_t *f) {
-  static const char pong[] = "+PONG\r\n";
-  if (conn->pool->codec.protocol != RN_PROTOCOL_RESP) return 1;
-  if (f->flags & RN_FRAME_ERROR) return 1;
-  return f->size == sizeof(pong) - 1 && memcmp(frame, pong, f->size) == 0;
+/* Sent calls are in id order: ids are stamped as they leave. */
+static rn_call_t *conn_find(rn_conn_t *conn, uint64_t id) {
+  rn_list_t *pos;
+  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->rnp_id == id) return call;
+    if (call->rnp_id > id) break;
+  }
+  return NULL;
 }
 
-/* Hands one reply frame to the oldest call sent. 0, or the error that must
- * close the connection. */
-static int conn_deliver(rn_conn_t *conn, const char *frame,
-                        const rn_frame_t *f) {
-  rn_call_t *call;
-  int status;
+/* Whether m can be the answer to call: a request's (or an abandoned
+ * attempt's) reply, a ping's pong or the handshake's answer. Replies in
+ * order are matched by position: one the peer sent unasked (a proxy's
+ * greeting, a leftover of the port's last user) would shift every reply
+ * after it onto the wrong call. The ping proves the order holds. */
+static int conn_answers(const rn_call_t *call, const rn_reply_t *m) {
+  int own = call->internal && !call->tombstone; /* a ping, the handshake */
+  switch (m->kind) {
+  case RN_REPLY_IN_ORDER: return !own || m->pong;
+  case RN_REPLY_PONG: return own && !call->handshake;
+  case RN_REPLY_HELLO: return own && call->handshake;
+  default: return !own;
+  }
+}
 
-  if (rn_list_empty(&conn->sent)) return RN_EUNEXPECTED;
-  call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
-  /* Replies are matched by position: one the peer sent unasked (a proxy's
-   * greeting, a leftover of the port's last user) would shift every reply
-   * after it onto the wrong call. RESP's ping proves the order holds. */
-  if (call->internal && !call->tombstone && !conn_is_pong(conn, frame, f))
-    return RN_EUNEXPECTED;
+/* Hands one frame to whom it concerns: the call it answers, the
+ * connection (GOAWAY), or nobody (a push). 0, or the error that must close
+ * the connection. */
+static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
+  rn_call_t *call;
+  int err;
+
+  if (m->kind == RN_REPLY_PUSH) return 0;
+  if (m->kind == RN_REPLY_GOAWAY) {
+    rn__rnp_goaway(conn, m);
+    return 0;
+  }
+  if (m->kind == RN_REPLY_IN_ORDER)
+    call = rn_list_empty(&conn->sent)
+               ? NULL
+               : RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+  else
+    call = conn_find(conn, m->id);
+  if (call == NULL || !conn_answers(call, m)) return RN_EUNEXPECTED;
+  if (m->kind == RN_REPLY_HELLO && (err = rn__rnp_hello(conn, &m->rnp)) != 0)
+    return err;
   if (!rn__conn_take(conn, call)) return 0;
-  status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
-  rn__fate_replied(call, status, frame + f->body_offset, f->body_len,
-                   f->flags);
+  if (m->kind == RN_REPLY_REFUSED)
+    rn__fate_refused(call, m->status, m->again, m->retry_after_ms, m->body,
+                     m->body_len);
+  else if (m->kind == RN_REPLY_TRY_LATER)
+    rn__fate_try_later(call, m->retry_after_ms, m->body, m->body_len);
+  else
+    rn__fate_replied(call, m->status, m->body, m->body_len, m->flags);
   return 0;
 }
 
@@ -331,40 +356,22 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * first sign that the peer is a different server: drop the connection
    * before anything is matched to it. (An rnp server may also say GOAWAY
    * to an idle connection, so rnp looks at the frame first.) */
-  if (rn_list_empty(&conn->sent) && pool->codec.protocol != RN_PROTOCOL_RNP) {
+  if (rn_list_empty(&conn->sent) && !rn__codec_speaks_unasked(&pool->codec)) {
     rn__conn_close(conn, RN_EUNEXPECTED);
     return;
   }
 
   while (pos < conn->rbuf.len && conn->state != RN_CONN_CLOSING) {
-    const char *data = conn->rbuf.base + pos;
-    size_t avail = conn->rbuf.len - pos;
-    rn_frame_t f;
-    int r;
-    if (pool->codec.protocol == RN_PROTOCOL_RNP) {
-      r = rn__rnp_read(conn, data, avail, &f.size);
-      if (r == 0) break;
-      if (r < 0) {
-        rn__conn_close(conn, r);
-        return;
-      }
-    } else {
-      r = rn_codec_scan(&pool->codec, &conn->scan, data, avail, &f);
-      if (r == 0) break;
-      if (r < 0) {
-        rn__conn_close(conn, r);
-        return;
-      }
-      /* A push is out-of-band: not a reply to any call. */
-      if (!(f.flags & RN_FRAME_PUSH)) {
-        r = conn_deliver(conn, data, &f);
-        if (r < 0) {
-          rn__conn_close(conn, r);
-          return;
-        }
-      }
+    rn_reply_t m;
+    int r = rn__codec_reply(&pool->codec, &conn->scan, conn->rbuf.base + pos,
+                            conn->rbuf.len - pos, &m);
+    if (r == 0) break;
+    if (r > 0) r = conn_deliver(conn, &m);
+    if (r < 0) {
+      rn__conn_close(conn, r);
+      return;
     }
-    pos += f.size;
+    pos += m.size;
     /* Past its lifetime, its endpoint dropped or its server going away:
      * done once drained, whether the last reply was a call's, a ping's or
      * a tombstone's. */
@@ -380,13 +387,11 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * rare heartbeat reply. A busy one keeps it for the next burst. */
   if (conn->rbuf.len == 0 && conn->queued == 0) rn_buf_free(&conn->rbuf);
   /* Part of a reply is here: its call has been answered, even if the rest
-   * never comes. (rnp replies come in any order: which call a partial
+   * never comes. (Replies by id come in any order: which call a partial
    * one is for is not known, and sent and answered retry alike. A RESP
    * push is nobody's reply.) */
   if (conn->rbuf.len > 0 && !rn_list_empty(&conn->sent) &&
-      pool->codec.protocol != RN_PROTOCOL_RNP &&
-      !(pool->codec.protocol == RN_PROTOCOL_RESP &&
-        conn->rbuf.base[0] == RN_RESP_PUSH)) {
+      rn__codec_partial_is_reply(&pool->codec, conn->rbuf.base)) {
     rn__fate_answering(RN_CONTAINER_OF(conn->sent.next, rn_call_t, node));
   }
   /* Replies free room on an endpoint held at max_in_flight, or at its rnp
@@ -477,7 +482,7 @@ int rn__conn_check_idle(rn_conn_t *conn) {
     n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-  if (n > 0 && conn->pool->codec.protocol == RN_PROTOCOL_RNP) {
+  if (n > 0 && rn__codec_speaks_unasked(&conn->pool->codec)) {
     conn_read_now(conn, fd);
     if (conn->state == RN_CONN_READY && !conn->retiring) return 0;
     return conn->error != 0 ? conn->error : RN_ECLOSED;
@@ -553,14 +558,17 @@ static int conn_flush_suspect(rn_conn_t *conn) {
   return conn->state == RN_CONN_CLOSING;
 }
 
-/* Queues a frame of the connection's own: a ping, or rnp's HELLO. */
-static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame) {
+/* Queues a frame of the connection's own: a ping, or the handshake (rnp's
+ * HELLO). */
+static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame,
+                              int handshake) {
   rn_call_t *call;
 
   if (frame->len > sizeof(call->inline_frame)) return UV_EINVAL;
   call = rn__call_new(conn->pool);
   if (call == NULL) return UV_ENOMEM;
   call->internal = 1;
+  call->handshake = (unsigned)handshake;
   rn__call_set_frame(call, frame->base, frame->len); /* inline: no error */
   rn__conn_enqueue(conn, call);
   return 0;
@@ -568,7 +576,7 @@ static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame) {
 
 static void conn_send_ping(rn_conn_t *conn) {
   /* On failure the next beat tries again. */
-  if (conn_send_internal(conn, &conn->pool->ping_frame) != 0) return;
+  if (conn_send_internal(conn, &conn->pool->ping_frame, 0) != 0) return;
   conn->pinging = 1;
   conn->pool->stats.heartbeats++;
 }
@@ -733,7 +741,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
    * still accepts is a failed connect, not a place to strand calls. */
   if (conn->pool->hello_frame.len > 0) {
     conn_set_state(conn, RN_CONN_HANDSHAKE);
-    err = conn_send_internal(conn, &conn->pool->hello_frame);
+    err = conn_send_internal(conn, &conn->pool->hello_frame, 1);
     if (err) rn__conn_close(conn, err);
     return;
   }
@@ -817,7 +825,7 @@ static void conn_flush(rn_conn_t *conn) {
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
     memcpy(conn->wbuf.base + conn->wbuf.len, call->frame, call->frame_len);
-    if (conn->pool->codec.protocol == RN_PROTOCOL_RNP)
+    if (rn__codec_replies_by_id(&conn->pool->codec))
       rn__rnp_stamp(conn, call, conn->wbuf.base + conn->wbuf.len);
     conn->wbuf.len += call->frame_len;
     rn_list_remove(&call->node);
