@@ -213,21 +213,21 @@ static void new_pool(int port) {
   o.endpoints = endpoints;
   o.endpoint_count = 1;
   o.codec.protocol = RN_PROTOCOL_LENGTH;
-  o.heartbeat_ping = "p";
-  o.heartbeat_ping_len = 1;
+  o.heartbeat.ping = "p";
+  o.heartbeat.ping_len = 1;
   o.on_event = on_event;
-  o.timeout = 10000;
+  o.timeout_ms = 10000;
   if (mode_deadpeer) {
     o.size = 1;
-    o.heartbeat_interval = hb_interval;
-    o.heartbeat_timeout = hb_timeout;
+    o.heartbeat.interval_ms = hb_interval;
+    o.heartbeat.timeout_ms = hb_timeout;
   } else if (mode_proxycost) {
     o.size = pc_conns;
     o.max_pending = pc_conns * pc_depth;
   } else {
     o.size = 4;
-    o.reconnect.initial = backoff;
-    o.reconnect.max = backoff;
+    o.reconnect.initial_ms = backoff;
+    o.reconnect.max_ms = backoff;
     o.reconnect.multiplier = 1;
     o.reconnect.jitter = 0;
   }

@@ -167,10 +167,10 @@ int main(int argc, char **argv) {
   po.size = opts.conns;
   po.min_idle = opts.conns;
   po.max_pending = 1u << 30;
-  po.timeout = 60000; /* a benchmark measures speed, not deadlines */
+  po.timeout_ms = 60000; /* a benchmark measures speed, not deadlines */
   if (po.codec.protocol == RN_PROTOCOL_LENGTH) {
-    po.heartbeat_ping = "p"; /* the echo server answers it like a call */
-    po.heartbeat_ping_len = 1;
+    po.heartbeat.ping = "p"; /* the echo server answers it like a call */
+    po.heartbeat.ping_len = 1;
   }
   err = rn_pool_new(loop, &po, &pool);
   if (err) {

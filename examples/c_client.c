@@ -105,7 +105,7 @@ int main(void) {
   so.listen = "127.0.0.1:0";
   so.codec.protocol = RN_PROTOCOL_RNP;
   so.on_request = on_request;
-  so.dedupe = 1; /* keyed calls run at most once per key */
+  so.dedupe.on = 1; /* keyed calls run at most once per key */
   if ((rc = rn_server_new(loop, &so, &server)) != 0 ||
       (rc = rn_server_address(server, host, sizeof(host), &port)) != 0) {
     fprintf(stderr, "server: %s\n", rn_strerror(rc));
@@ -122,7 +122,7 @@ int main(void) {
   po.endpoint_count = 1;
   po.codec.protocol = RN_PROTOCOL_RNP;
   po.size = 2;
-  po.timeout = 2000; /* ms, each call's whole deadline */
+  po.timeout_ms = 2000; /* ms, each call's whole deadline */
   if ((rc = rn_pool_new(loop, &po, &pool)) != 0) {
     fprintf(stderr, "rn_pool_new: %s\n", rn_strerror(rc));
     return 1;

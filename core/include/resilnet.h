@@ -312,10 +312,10 @@ typedef void (*rn_pool_event_cb)(rn_pool_t *pool, const rn_pool_event_t *ev);
  * delay(n) = min(initial * multiplier^n, max), spread by +/- jitter * delay
  * at random so that clients that failed together do not return together. */
 typedef struct rn_backoff_options_s {
-  uint64_t initial;  /* ms (100) */
-  double multiplier; /* >= 1 (1.6) */
-  double jitter;     /* 0..1 (0.2) */
-  uint64_t max;      /* ms (30000) */
+  uint64_t initial_ms; /* 100 */
+  double multiplier;   /* >= 1 (1.6) */
+  double jitter;       /* 0..1 (0.2) */
+  uint64_t max_ms;     /* 30000 */
 } rn_backoff_options_t;
 
 /* Policy retries (design §4) of calls that may have reached the server:
@@ -329,8 +329,8 @@ typedef struct rn_backoff_options_s {
  * transparently, whatever this says, until their deadline. */
 typedef struct rn_retry_options_s {
   unsigned attempts;     /* 3; 1 turns policy retries off */
-  uint64_t initial;      /* ms (10) */
-  uint64_t max;          /* ms (1000) */
+  uint64_t initial_ms;   /* 10 */
+  uint64_t max_ms;       /* 1000 */
   double budget_tokens;  /* 10 */
   double budget_ratio;   /* 0.1 */
 } rn_retry_options_t;
@@ -341,10 +341,10 @@ typedef struct rn_retry_options_s {
  * ejection up to `max_time`. At most floor(max_share * endpoints) are
  * ejected at once, and never all of them. failures 0 turns it off. */
 typedef struct rn_eject_options_s {
-  unsigned failures; /* 5 */
-  uint64_t time;     /* ms (10000) */
-  uint64_t max_time; /* ms (300000) */
-  double max_share;  /* 0..1 (0.5) */
+  unsigned failures;    /* 5 */
+  uint64_t time_ms;     /* 10000 */
+  uint64_t max_time_ms; /* 300000 */
+  double max_share;     /* 0..1 (0.5) */
 } rn_eject_options_t;
 
 /* A failure a pool asks the application about (rn_pool_options_t
@@ -372,6 +372,50 @@ typedef enum {
 typedef rn_classify_t (*rn_classify_cb)(rn_pool_t *pool,
                                         const rn_failure_t *failure);
 
+/* Heartbeats: a ping after `interval_ms` without a byte read; the peer is
+ * dead after `timeout_ms` of silence while a reply is awaited. interval 0
+ * turns them off. resp pings with PING, rnp with its PING frame; line and
+ * length send `ping` (a request body) and have no heartbeats without one.
+ * On in-order protocols a call that legitimately takes longer than the
+ * timeout silences the connection too: set the timeout above the slowest
+ * call. After a dead-peer verdict the connection's calls fail as before,
+ * but its socket stays open as a probe for up to `probe_ms`: no calls go
+ * on it, and the first byte it reads (the frozen server answering what it
+ * was sent) ends the endpoint's reconnect backoff at once. One per
+ * endpoint; 0: none. (1000, 3000, NULL, 30000) */
+typedef struct rn_heartbeat_options_s {
+  uint64_t interval_ms;
+  uint64_t timeout_ms;
+  const char *ping;
+  size_t ping_len;
+  uint64_t probe_ms;
+} rn_heartbeat_options_t;
+
+/* TCP keepalive (idle_ms 0 turns it off; the kernel counts whole seconds,
+ * so idle and interval are rounded up to them) and TCP_USER_TIMEOUT
+ * (bounds how long written data may stay unacknowledged, which pings
+ * cannot; 0: the system's). Set where the platform has them.
+ * (20000, 5000, 3, 20000) */
+typedef struct rn_keepalive_options_s {
+  uint64_t idle_ms;
+  uint64_t interval_ms;
+  unsigned count;
+  uint64_t user_timeout_ms;
+} rn_keepalive_options_t;
+
+/* Hedging, for idempotent calls only (never for rnp calls with a key):
+ * after delay_ms without a reply another attempt goes out on a different
+ * connection, up to `max` attempts in flight; the first reply wins and the
+ * others' replies are dropped. Each hedge spends a retry-budget token
+ * (given back if it never left or the server refused it unrun) and is
+ * sent only while the budget is above half. A hedged call's attempts are
+ * not timed out one by one (attempt_timeout_ms). delay_ms 0: off.
+ * (0, 2) */
+typedef struct rn_hedge_options_s {
+  uint64_t delay_ms;
+  unsigned max;
+} rn_hedge_options_t;
+
 typedef struct rn_pool_options_s {
   void *data; /* the caller's; see rn_pool_data() */
   const char *const *endpoints;
@@ -379,43 +423,21 @@ typedef struct rn_pool_options_s {
   rn_codec_options_t codec;
   unsigned size;            /* connections per endpoint (8) */
   unsigned max_pending;     /* calls waiting for a connection (1000) */
-  uint64_t connect_timeout; /* ms (2000) */
-  uint64_t timeout;         /* ms, default deadline of a call (5000) */
+  uint64_t connect_timeout_ms; /* 2000 */
+  uint64_t timeout_ms;         /* default deadline of a call (5000) */
   size_t write_high_water;  /* bytes queued on one connection before it is
                                passed over for new calls (1 MiB) */
   rn_pool_event_cb on_event;
   rn_backoff_options_t reconnect;
-  /* Heartbeats: a ping after `heartbeat_interval` ms without a byte read;
-   * the peer is dead after `heartbeat_timeout` ms of silence while a reply
-   * is awaited. 0 turns them off. resp pings with PING; line and length
-   * send heartbeat_ping (a request body) and have no heartbeats without
-   * one. On in-order protocols a call that legitimately takes longer than
-   * the timeout silences the connection too: set the timeout above the
-   * slowest call. (1000, 3000) */
-  uint64_t heartbeat_interval;
-  uint64_t heartbeat_timeout;
-  const char *heartbeat_ping;
-  size_t heartbeat_ping_len;
-  /* After a dead-peer verdict the connection's calls fail as before, but
-   * its socket stays open as a probe for up to this many ms: no calls go
-   * on it, and the first byte it reads (the frozen server answering what
-   * it was sent) ends the endpoint's reconnect backoff at once. One per
-   * endpoint. 0: none. (30000) */
-  uint64_t heartbeat_probe;
-  /* TCP keepalive (seconds; idle 0 turns it off) and TCP_USER_TIMEOUT (ms;
-   * bounds how long written data may stay unacknowledged, which pings
-   * cannot). Set where the platform has them. (20, 5, 3, 20000) */
-  unsigned keepalive_idle;
-  unsigned keepalive_interval;
-  unsigned keepalive_count;
-  unsigned user_timeout;
+  rn_heartbeat_options_t heartbeat;
+  rn_keepalive_options_t keepalive;
   /* Housekeeping, checked about once a second: connections with nothing to
-   * do for idle_timeout ms close (min_idle per endpoint are kept open, and
-   * opened ahead of demand); a connection older than max_lifetime ms, less
+   * do for idle_timeout_ms close (min_idle per endpoint are kept open, and
+   * opened ahead of demand); a connection older than max_lifetime_ms, less
    * up to 10% at random so they do not all go at once, takes no new calls
    * and closes when its last reply is in. 0 means never. (60000, 0, 0) */
-  uint64_t idle_timeout;
-  uint64_t max_lifetime;
+  uint64_t idle_timeout_ms;
+  uint64_t max_lifetime_ms;
   unsigned min_idle;
   rn_retry_options_t retry;
   /* Asked, when set, about every error reply and before every policy
@@ -429,27 +451,18 @@ typedef struct rn_pool_options_s {
   /* ms one attempt may take before it is given up (an idempotent call is
    * then tried again, others fail with UV_ETIMEDOUT); 0: only the call's
    * deadline. (0) */
-  uint64_t attempt_timeout;
+  uint64_t attempt_timeout_ms;
   /* Calls queued or awaiting replies per endpoint; past it calls go to
    * another endpoint, and with every endpoint full they fail at once with
    * RN_EOVERLOAD. With max_pending it bounds a pool's memory: a program
    * that calls faster than a server answers fails fast instead of
    * growing. 0: no cap. (10000) */
   unsigned max_in_flight;
-  /* Hedging, for idempotent calls only (never for rnp calls with a key):
-   * after hedge_delay ms without a reply another attempt goes out on a
-   * different connection, up to hedge_max attempts in flight; the first
-   * reply wins and the others' replies are dropped. Each hedge spends a
-   * retry-budget token (given back if it never left or the server refused
-   * it unrun) and is sent only while the budget is above half. A hedged
-   * call's attempts are not timed out one by one (attempt_timeout).
-   * 0: off. (0, 2) */
-  uint64_t hedge_delay;
-  unsigned hedge_max;
+  rn_hedge_options_t hedge;
   /* ms between RN_EVENT_RESOLVE events, for scripted discovery (30000);
    * 0: only after connect failures. Host names themselves are resolved
    * afresh for every new connection. */
-  uint64_t resolve_ttl;
+  uint64_t resolve_ttl_ms;
 } rn_pool_options_t;
 
 /* Fills in every default. */
@@ -462,15 +475,19 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
 void *rn_pool_data(rn_pool_t *pool);
 const rn_codec_t *rn_pool_codec(rn_pool_t *pool);
 
+typedef enum {
+  RN_HEDGE_POOL = 0, /* as the pool's options say */
+  RN_HEDGE_ON,       /* as the call's options say */
+  RN_HEDGE_OFF       /* never */
+} rn_hedge_mode_t;
+
 typedef struct rn_call_options_s {
-  uint64_t timeout;  /* ms for the whole call; 0 = the pool's default */
-  int idempotent;    /* the call may safely execute more than once */
-  unsigned attempts; /* 0 = the pool's retry.attempts; capped at 5 */
-  uint64_t attempt_timeout; /* ms; 0 = the pool's attempt_timeout */
-  int hedge;          /* 0: the pool's hedging; > 0: hedge with the delay
-                         and max below; < 0: never hedge this call */
-  uint64_t hedge_delay;
-  unsigned hedge_max;
+  uint64_t timeout_ms; /* the whole call; 0 = the pool's default */
+  int idempotent;      /* the call may safely execute more than once */
+  unsigned attempts;   /* 0 = the pool's retry.attempts; capped at 5 */
+  uint64_t attempt_timeout_ms; /* 0 = the pool's attempt_timeout_ms */
+  rn_hedge_mode_t hedge_mode;  /* RN_HEDGE_POOL: the pool's hedging */
+  rn_hedge_options_t hedge;    /* with RN_HEDGE_ON */
   /* rnp: a dedupe key (1..RN_RNP_KEY_MAX bytes), the same for every
    * attempt, so a server with dedupe runs the call at most once and the
    * pool may retry it like an idempotent one. NULL: none. */
@@ -531,7 +548,7 @@ typedef struct rn_pool_stats_s {
   uint64_t dead_peers;  /* connections closed for silence */
   uint64_t probes;      /* of which kept open as a probe */
   uint64_t probes_answered; /* probes that heard their server again */
-  uint64_t probes_expired;  /* probes closed at heartbeat_probe, unanswered */
+  uint64_t probes_expired;  /* probes closed unanswered at probe_ms */
   uint64_t ejections;   /* endpoints ejected */
   struct {              /* connections closed, by reason */
     uint64_t idle;        /* idle_timeout */
@@ -714,7 +731,7 @@ typedef enum {
   RN_SERVER_EVENT_MAX_ELEMENTS, /* resp: a connection refused: a request
                                    array announced more than max_elements */
   RN_SERVER_EVENT_DEDUPE_FULL,  /* a new key refused: the memory store
-                                   holds dedupe_capacity keys, all inside
+                                   holds dedupe.capacity keys, all inside
                                    their window (UV_ENOSPC) */
   RN_SERVER_EVENT_WRITE_TIMEOUT /* a connection closed: its socket took
                                    no byte of its replies for
@@ -732,6 +749,18 @@ typedef struct rn_server_event_s {
 typedef void (*rn_server_event_cb)(rn_server_t *server,
                                    const rn_server_event_t *event);
 
+/* rnp: requests with a KEY run once per key within window_ms; a duplicate
+ * waits for the original's answer or gets it replayed. Off unless `on`.
+ * store NULL: an in-memory store of `capacity` keys. A store given here
+ * belongs to the server once rn_server_new() succeeded (its close is
+ * called when the server is freed). (0, 300000, 100000, NULL) */
+typedef struct rn_dedupe_options_s {
+  int on;
+  uint64_t window_ms;
+  size_t capacity;
+  rn_dedupe_store_t *store;
+} rn_dedupe_options_t;
+
 typedef struct rn_server_options_s {
   void *data;
   const char *listen;       /* endpoint text; port 0 picks a free port */
@@ -742,21 +771,21 @@ typedef struct rn_server_options_s {
                                being read and rnp requests queue */
   rn_request_cb on_request;
   /* rnp: requests waiting for a slot past max_concurrent (64); past it
-   * they are refused as OVERLOADED, not executed, with retry_after ms
+   * they are refused as OVERLOADED, not executed, with retry_after_ms
    * (100) as pushback. */
   unsigned queue;
-  uint64_t retry_after;
+  uint64_t retry_after_ms;
   /* ms a connection may stay without completing a request frame and
    * with no request in flight before it closes (rnp: after a GOAWAY).
    * Bytes of an unfinished frame do not count as activity. 0: never
    * (RN_SERVER_DEFAULT_IDLE_TIMEOUT). */
-  uint64_t idle_timeout;
+  uint64_t idle_timeout_ms;
   /* Limits for clients the server did not choose (docs/operations.md,
    * "Running an exposed server"). Each fires its event and counts in the
    * stats when it triggers. A refused connection stops being read, gets
    * what the protocol can say (resp: an -ERR reply after the replies
    * owed; rnp: GOAWAY), then closes.
-   * frame_timeout: ms from a frame's first byte to its last, else the
+   * frame_timeout_ms: from a frame's first byte to its last, else the
    * connection is refused. 0: none (RN_SERVER_DEFAULT_FRAME_TIMEOUT).
    * max_connections: connections open at once; past it a new one is
    * closed as soon as accepted. 0: three quarters of RLIMIT_NOFILE's soft
@@ -775,32 +804,23 @@ typedef struct rn_server_options_s {
    * being read until one is, so that one client's replies in the making
    * stay bounded too (RN_SERVER_DEFAULT_MAX_PIPELINE). rnp's are bounded
    * by max_concurrent and queue.
-   * write_timeout: ms a write may wait without the client's socket
+   * write_timeout_ms: a write may wait without the client's socket
    * taking a byte of it, finishing connections included; then the
    * connection closes (its replies dropped). Checked when it is due, so
-   * a stalled client goes between write_timeout and twice that after its
+   * a stalled client goes between write_timeout_ms and twice that after its
    * last byte taken. 0: never (RN_SERVER_DEFAULT_WRITE_TIMEOUT).
    * max_elements: resp: elements a request array may announce; more is
    * refused as soon as the header arrives (RN_SERVER_DEFAULT_MAX_ELEMENTS).
    * codec.max_frame defaults to RN_SERVER_DEFAULT_MAX_FRAME here. */
-  uint64_t frame_timeout;
+  uint64_t frame_timeout_ms;
   unsigned max_connections;
   size_t input_budget;
   size_t output_budget;
   size_t max_elements;
   unsigned max_pipeline;
-  uint64_t write_timeout;
+  uint64_t write_timeout_ms;
   rn_server_event_cb on_event; /* may be NULL */
-  /* rnp: requests with a KEY run once per key within dedupe_window ms; a
-   * duplicate waits for the original's answer or gets it replayed. Off
-   * unless dedupe is set. dedupe_store NULL: an in-memory store of
-   * dedupe_capacity keys. A store given here belongs to the server once
-   * rn_server_new() succeeded (its close is called when the server is
-   * freed). (0, 300000, 100000, NULL) */
-  int dedupe;
-  uint64_t dedupe_window;
-  size_t dedupe_capacity;
-  rn_dedupe_store_t *dedupe_store;
+  rn_dedupe_options_t dedupe;
 } rn_server_options_t;
 
 #define RN_SERVER_DEFAULT_IDLE_TIMEOUT 120000     /* ms */

@@ -49,16 +49,16 @@ static void test_jitter_spreads(void) {
 
 static void test_bad_options(void) {
   rn_backoff_options_t o = {100, 1.6, 0.2, 30000};
-  o.initial = 0;
+  o.initial_ms = 0;
   ASSERT_EQ(rn__backoff_check(&o), UV_EINVAL);
-  o.initial = 100;
+  o.initial_ms = 100;
   o.multiplier = 0.5;
   ASSERT_EQ(rn__backoff_check(&o), UV_EINVAL);
   o.multiplier = 1.6;
   o.jitter = 1.5;
   ASSERT_EQ(rn__backoff_check(&o), UV_EINVAL);
   o.jitter = 0.2;
-  o.max = 50;
+  o.max_ms = 50;
   ASSERT_EQ(rn__backoff_check(&o), UV_EINVAL);
 }
 

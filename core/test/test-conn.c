@@ -104,12 +104,12 @@ static void options_for(rn_pool_options_t *po, const char **ep,
   po->size = 1;
   /* Generous: name resolution starts libuv's thread pool, which is slow
    * under valgrind on a loaded machine; nothing here times a connect. */
-  po->connect_timeout = 1500;
+  po->connect_timeout_ms = 1500;
   /* These peers answer every read with a script: no pings, whose
    * answers would take the script's first reply. */
-  po->heartbeat_interval = 0;
+  po->heartbeat.interval_ms = 0;
   /* Failed connects leave calls waiting for a reconnect until this. */
-  po->timeout = 2000;
+  po->timeout_ms = 2000;
 }
 
 static rn_pool_t *pool_for(const char *ep, rn_protocol_t protocol,
@@ -168,7 +168,7 @@ static void call_within(rn_pool_t *pool, const char *body,
   rn_call_options_t co;
   rn_buf_t frame;
   memset(&co, 0, sizeof(co));
-  co.timeout = timeout_ms;
+  co.timeout_ms = timeout_ms;
   memset(o, 0, sizeof(*o));
   rn_buf_init(&frame);
   ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, strlen(body)));
@@ -427,9 +427,9 @@ static void test_handshake_reply_not_pong_shifts_nothing(void) {
   peer_first = "+OK\r\n";
   ep = addr;
   options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
-  po.heartbeat_interval = 1000; /* the handshake's ping */
-  po.reconnect.initial = 60; /* a few reconnects, within peer_conns */
-  po.reconnect.max = 100;
+  po.heartbeat.interval_ms = 1000; /* the handshake's ping */
+  po.reconnect.initial_ms = 60; /* a few reconnects, within peer_conns */
+  po.reconnect.max_ms = 100;
   pool = pool_counting_closes(&po, "unexpected");
   call_within(pool, "GET", 300, &o);
   wait_for(&o);
@@ -511,8 +511,8 @@ static void test_ping_error_reply_is_an_answer(void) {
            peer_start(script, sizeof(script) - 1));
   ep = addr;
   options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
-  po.heartbeat_interval = 20; /* heartbeats answered -LOADING too */
-  po.heartbeat_timeout = 1000;
+  po.heartbeat.interval_ms = 20; /* heartbeats answered -LOADING too */
+  po.heartbeat.timeout_ms = 1000;
   pool = pool_counting_closes(&po, "unexpected");
   call(pool, "GET", &o);
   wait_for(&o);
@@ -593,8 +593,8 @@ static void test_accept_then_silence_is_a_failed_connect(void) {
   po.endpoints = eps;
   po.endpoint_count = 1;
   po.size = 1;
-  po.connect_timeout = 150;
-  po.timeout = 400;
+  po.connect_timeout_ms = 150;
+  po.timeout_ms = 400;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   call(pool, "GET", &o);
   wait_for(&o);

@@ -56,7 +56,7 @@ static void start(rn_server_options_t *o) {
   o->codec.protocol = RN_PROTOCOL_RNP;
   o->on_request = on_request;
   o->on_event = on_event;
-  o->dedupe = 1;
+  o->dedupe.on = 1;
   ASSERT_OK(rn_server_new(T.loop, o, &T.server));
   ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
 }
@@ -216,9 +216,9 @@ static void test_capacity_never_evicts_in_window(void) {
   rn_server_stats_t st;
 
   rn_server_options_init(&o);
-  o.dedupe_capacity = 2;
-  o.dedupe_window = 200;
-  o.retry_after = 55;
+  o.dedupe.capacity = 2;
+  o.dedupe.window_ms = 200;
+  o.retry_after_ms = 55;
   start(&o);
   rx_open(T.uv, &a, T.port);
   for (i = 0; i < 2; i++) {
@@ -260,7 +260,7 @@ static void test_window(void) {
   const rx_frame_t *x;
 
   rn_server_options_init(&o);
-  o.dedupe_window = 40;
+  o.dedupe.window_ms = 40;
   start(&o);
   rx_open(T.uv, &a, T.port);
   rx_request(&a, "x", "w", -1, 0);
@@ -393,7 +393,7 @@ static void start_slow(void) {
   S.base.finish = slow_finish;
   S.base.release = slow_release;
   S.base.close = slow_close;
-  o.dedupe_store = &S.base;
+  o.dedupe.store = &S.base;
   {
     char host[64];
     memset(&T, 0, sizeof(T));
@@ -403,7 +403,7 @@ static void start_slow(void) {
     o.codec.protocol = RN_PROTOCOL_RNP;
     o.on_request = on_request;
     o.on_event = on_event;
-    o.dedupe = 1;
+    o.dedupe.on = 1;
     ASSERT_OK(rn_server_new(T.loop, &o, &T.server));
     ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
   }

@@ -26,7 +26,7 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
 }
 
 static unsigned pool_size = 1;
-static uint64_t probe_ms = 30000;      /* heartbeat_probe */
+static uint64_t probe_ms = 30000;      /* heartbeat.probe_ms */
 static uint64_t reconnect_initial = 100;
 /* "probe" events by reason: answered, expired, other */
 static int probes_answered, probes_expired, probes_other;
@@ -58,12 +58,12 @@ static void start(uint64_t interval, uint64_t timeout) {
   po.endpoint_count = 1;
   po.size = pool_size;
   po.min_idle = pool_size > 1 ? pool_size : 0;
-  po.heartbeat_interval = interval;
-  po.heartbeat_timeout = timeout;
-  po.heartbeat_probe = probe_ms;
-  po.reconnect.initial = reconnect_initial;
+  po.heartbeat.interval_ms = interval;
+  po.heartbeat.timeout_ms = timeout;
+  po.heartbeat.probe_ms = probe_ms;
+  po.reconnect.initial_ms = reconnect_initial;
   po.on_event = on_event;
-  po.timeout = 10000;
+  po.timeout_ms = 10000;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   hold_all = 0;
   held_count = 0;
@@ -256,7 +256,7 @@ static void test_idle_siblings_share_pings(void) {
   pool_size = 1;
 }
 
-/* The probe costs one socket per endpoint for heartbeat_probe at most:
+/* The probe costs one socket per endpoint for heartbeat.probe_ms at most:
  * two connections judged dead leave one probe, closed unanswered when its
  * time is up, with a "probe" event "expired" and the stat. */
 static void test_dead_probe_is_bounded(void) {
@@ -392,9 +392,9 @@ static void thread_pool_start(unsigned size, uint64_t interval,
   po.endpoint_count = 1;
   po.size = size;
   po.min_idle = size > 1 ? size : 0;
-  po.heartbeat_interval = interval;
-  po.heartbeat_timeout = timeout;
-  po.timeout = 10000;
+  po.heartbeat.interval_ms = interval;
+  po.heartbeat.timeout_ms = timeout;
+  po.timeout_ms = 10000;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
 }
 

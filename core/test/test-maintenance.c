@@ -23,8 +23,8 @@ static void start(uint64_t idle_timeout, uint64_t max_lifetime,
   eps[0] = ep;
   po.endpoints = eps;
   po.endpoint_count = 1;
-  po.idle_timeout = idle_timeout;
-  po.max_lifetime = max_lifetime;
+  po.idle_timeout_ms = idle_timeout;
+  po.max_lifetime_ms = max_lifetime;
   po.min_idle = min_idle;
   if (po.size < min_idle) po.size = min_idle;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));

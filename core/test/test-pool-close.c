@@ -113,26 +113,26 @@ static void run_case(rn_event_type_t type, uint64_t drain, const char *mix) {
   po.endpoints = eps;
   po.endpoint_count = 2;
   po.codec.protocol = RN_PROTOCOL_LINE;
-  po.heartbeat_interval = 0;
-  po.timeout = 400;
+  po.heartbeat.interval_ms = 0;
+  po.timeout_ms = 400;
   po.size = 4;
   po.max_pending = CALLS - 10; /* the last calls are refused: OVERLOAD */
-  po.reconnect.initial = 5;
-  po.reconnect.max = 20;
+  po.reconnect.initial_ms = 5;
+  po.reconnect.max_ms = 20;
   po.retry.attempts = 3;
   /* Retries wait longer than a close takes: a call put on the retry list
    * behind the close's back would outlive the pool. */
-  po.retry.initial = 40;
-  po.retry.max = 80;
+  po.retry.initial_ms = 40;
+  po.retry.max_ms = 80;
   po.retry.budget_tokens = 6; /* a few retries or hedges, then exhausted */
   po.retry.budget_ratio = 0.1;
-  po.hedge_delay = 10;
-  po.hedge_max = 2;
+  po.hedge.delay_ms = 10;
+  po.hedge.max = 2;
   po.eject.failures = 1;
-  po.eject.time = 50;
-  po.eject.max_time = 100;
+  po.eject.time_ms = 50;
+  po.eject.max_time_ms = 100;
   po.eject.max_share = 0.5;
-  po.resolve_ttl = 0;
+  po.resolve_ttl_ms = 0;
   po.on_event = on_event;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   close_on = type;

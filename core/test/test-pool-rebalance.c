@@ -57,8 +57,8 @@ static void test_recovered_endpoint_gets_calls(void) {
   eps[1] = ep_b;
   po.endpoints = eps;
   po.endpoint_count = 2;
-  po.reconnect.initial = 50;
-  po.reconnect.max = 100;
+  po.reconnect.initial_ms = 50;
+  po.reconnect.max_ms = 100;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   rn_buf_init(&frame);
   ASSERT_OK(rn_resp_encode_array(&frame, 1));

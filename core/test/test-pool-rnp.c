@@ -376,8 +376,8 @@ static rn_pool_t *pool_new(unsigned size) {
   o.endpoint_count = 1;
   o.codec.protocol = RN_PROTOCOL_RNP;
   o.size = size;
-  o.timeout = 3000;
-  o.retry.initial = 5;
+  o.timeout_ms = 3000;
+  o.retry.initial_ms = 5;
   if (tune != NULL) tune(&o);
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
   return pool;
@@ -392,12 +392,12 @@ static void call(rn_pool_t *pool, int n, int idempotent, const char *key,
   int len = snprintf(body, sizeof(body), "%d", n);
   memset(&co, 0, sizeof(co));
   co.idempotent = idempotent;
-  co.timeout = timeout;
-  co.attempt_timeout = next_attempt_timeout;
+  co.timeout_ms = timeout;
+  co.attempt_timeout_ms = next_attempt_timeout;
   if (next_hedge_delay) {
-    co.hedge = 1;
-    co.hedge_delay = next_hedge_delay;
-    co.hedge_max = 2;
+    co.hedge_mode = RN_HEDGE_ON;
+    co.hedge.delay_ms = next_hedge_delay;
+    co.hedge.max = 2;
   }
   if (key != NULL) {
     co.key = key;
@@ -764,8 +764,8 @@ static void answer_held(int i) {
 }
 
 static void tune_fast_heartbeat(rn_pool_options_t *o) {
-  o->heartbeat_interval = 20;
-  o->heartbeat_timeout = 600;
+  o->heartbeat.interval_ms = 20;
+  o->heartbeat.timeout_ms = 600;
 }
 
 /* A ping comes while the request is held: the server says GOAWAY with the
@@ -1265,7 +1265,7 @@ static void on_goaway_event(rn_pool_t *pool, const rn_pool_event_t *ev) {
 }
 
 static void tune_short_reconnect_max(rn_pool_options_t *o) {
-  o->reconnect.max = 400;
+  o->reconnect.max_ms = 400;
   o->on_event = on_goaway_event;
 }
 
@@ -1342,7 +1342,7 @@ static int none_open(void) {
 }
 
 static void tune_long_reconnect_max(rn_pool_options_t *o) {
-  o->reconnect.max = 60000;
+  o->reconnect.max_ms = 60000;
 }
 
 /* A server that answers (here: the HELLO on a second connection, after

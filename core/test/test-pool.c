@@ -179,7 +179,7 @@ static void expect_ok(rn_pool_t *p, void *data, const rn_result_t *r) {
 /* A sent call times out; its late reply is matched to it and dropped, and
  * the next call on the same connection gets its own reply. */
 static void test_deadline_then_late_reply(void) {
-  rn_call_options_t opts = {.timeout = 50};
+  rn_call_options_t opts = {.timeout_ms = 50};
   rn_buf_t reply;
   uint64_t t0;
 
@@ -205,7 +205,7 @@ static void test_deadline_then_late_reply(void) {
 /* --- the deadline counts from the call, not from a stale loop clock ---- */
 
 static void test_deadline_after_time_outside_loop(void) {
-  rn_call_options_t opts = {.timeout = 100};
+  rn_call_options_t opts = {.timeout_ms = 100};
   uint64_t t0;
 
   start(RN_PROTOCOL_LINE, 1);
@@ -307,7 +307,7 @@ static void test_refused(void) {
   {
     /* With every endpoint down, calls wait for recovery until their
      * deadline, then report why. Reconnects back off meanwhile. */
-    rn_call_options_t opts = {.timeout = 400};
+    rn_call_options_t opts = {.timeout_ms = 400};
     rn_pool_stats_t st;
     uint64_t t0 = uv_hrtime();
     encode_call("a", 1, expect_refused, NULL, &opts);
@@ -323,7 +323,7 @@ static void test_refused(void) {
   {
     /* reset_backoff: the next connect goes out at once, not after the
      * grown delay. */
-    rn_call_options_t opts = {.timeout = 50};
+    rn_call_options_t opts = {.timeout_ms = 50};
     rn_pool_stats_t before, after;
     rn_pool_stats(pool, &before);
     rn_pool_reset_backoff(pool);

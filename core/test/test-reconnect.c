@@ -80,7 +80,7 @@ static void test_backoff_bounds(void) {
   int i;
   uv_timer_t watch;
   static const char frame[] = "x\n";
-  rn_call_options_t opts = {.timeout = 30000};
+  rn_call_options_t opts = {.timeout_ms = 30000};
   double base = 5.0, min_total = 0, worst_over = -1e9, worst_late = 0;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
@@ -92,10 +92,10 @@ static void test_backoff_bounds(void) {
   po.endpoint_count = 1;
   po.codec.protocol = RN_PROTOCOL_LINE;
   po.on_event = on_event;
-  po.reconnect.initial = 5;
+  po.reconnect.initial_ms = 5;
   po.reconnect.multiplier = 1.6;
   po.reconnect.jitter = 0.2;
-  po.reconnect.max = 20;
+  po.reconnect.max_ms = 20;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   /* One call waits for a connection the whole time. */
   ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_result, NULL));
@@ -153,7 +153,7 @@ static void test_backoff_grows_once_per_failure(void) {
   const char *eps[1];
   char ep[96];
   static const char frame[] = "x\n";
-  rn_call_options_t opts = {.timeout = 30000};
+  rn_call_options_t opts = {.timeout_ms = 30000};
   uv_timer_t watch;
   double gap1, gap2;
 
@@ -166,10 +166,10 @@ static void test_backoff_grows_once_per_failure(void) {
   po.endpoint_count = 1;
   po.codec.protocol = RN_PROTOCOL_LINE;
   po.on_event = on_event;
-  po.reconnect.initial = 100;
+  po.reconnect.initial_ms = 100;
   po.reconnect.multiplier = 3;
   po.reconnect.jitter = 0;
-  po.reconnect.max = 60000;
+  po.reconnect.max_ms = 60000;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_result, NULL));
   uv_timer_init(rn_loop_uv(loop), &watch);
@@ -228,7 +228,7 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   const char *eps[1];
   char ep[96];
   static const char frame[] = "x\n";
-  rn_call_options_t opts = {.timeout = 300};
+  rn_call_options_t opts = {.timeout_ms = 300};
   uint64_t start;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
@@ -239,11 +239,11 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   po.endpoints = eps;
   po.endpoint_count = 1;
   po.codec.protocol = RN_PROTOCOL_LINE;
-  po.heartbeat_interval = 0;
-  po.reconnect.initial = 20;
+  po.heartbeat.interval_ms = 0;
+  po.reconnect.initial_ms = 20;
   po.reconnect.multiplier = 2;
   po.reconnect.jitter = 0;
-  po.reconnect.max = 5000;
+  po.reconnect.max_ms = 5000;
   po.eject.failures = 2;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
 
@@ -274,7 +274,7 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   ASSERT_EQ(info.failures, 0);
 
   /* Descriptors are back: no grown backoff to wait out. */
-  opts.timeout = 2000;
+  opts.timeout_ms = 2000;
   start = uv_now(rn_loop_uv(loop));
   ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_emfile_result, NULL));
   while (emfile_done < 2) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);

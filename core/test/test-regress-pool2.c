@@ -182,7 +182,7 @@ static void call_with(rn_pool_t *pool, const char *body, uint64_t timeout_ms,
   rn_buf_t frame;
   memset(o, 0, sizeof(*o));
   memset(&co, 0, sizeof(co));
-  co.timeout = timeout_ms;
+  co.timeout_ms = timeout_ms;
   rn_buf_init(&frame);
   ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, strlen(body)));
   ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, o));
@@ -198,7 +198,7 @@ static void pool_defaults(rn_pool_options_t *po, const char *endpoint) {
   po->endpoints = list_one;
   po->endpoint_count = 1;
   po->codec.protocol = RN_PROTOCOL_LINE;
-  po->heartbeat_interval = 0;
+  po->heartbeat.interval_ms = 0;
   po->size = 1;
 }
 
@@ -239,10 +239,10 @@ static void test_removed_endpoint_kept_open_by_a_ping(void) {
   peer_start(&a);
   peer_start(&b);
   pool_defaults(&po, b.endpoint);
-  po.heartbeat_ping = "PING";
-  po.heartbeat_ping_len = 4;
-  po.heartbeat_interval = 100;
-  po.heartbeat_timeout = 5000;
+  po.heartbeat.ping = "PING";
+  po.heartbeat.ping_len = 4;
+  po.heartbeat.interval_ms = 100;
+  po.heartbeat.timeout_ms = 5000;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   call_with(pool, "hold", 5000, &held);
   /* The handshake ping answered, "hold" held, and a heartbeat ping queued
@@ -274,11 +274,11 @@ static void test_removed_endpoint_kept_open_by_the_handshake(void) {
   peer_start(&b);
   a.never_hold = 1;
   pool_defaults(&po, b.endpoint);
-  po.heartbeat_ping = "hold"; /* b holds the handshake ping */
-  po.heartbeat_ping_len = 4;
-  po.heartbeat_interval = 5000;
-  po.heartbeat_timeout = 10000;
-  po.connect_timeout = 5000;
+  po.heartbeat.ping = "hold"; /* b holds the handshake ping */
+  po.heartbeat.ping_len = 4;
+  po.heartbeat.interval_ms = 5000;
+  po.heartbeat.timeout_ms = 10000;
+  po.connect_timeout_ms = 5000;
   po.min_idle = 1;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   RUN_UNTIL(peer_holding(&b) == 1, 2000);
@@ -511,7 +511,7 @@ static void test_call_waits_past_room_freed_under_max_in_flight(void) {
   po.endpoint_count = 2;
   po.min_idle = 1;
   po.max_in_flight = 1;
-  po.reconnect.initial = 5000;
+  po.reconnect.initial_ms = 5000;
   po.reconnect.jitter = 0;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   RUN_UNTIL(stats_of(pool).idle == 1 && stats_of(pool).connect_failures == 1,
@@ -561,7 +561,7 @@ static void test_all_ejected_read_as_all_full(void) {
 
   memset(&o, 0, sizeof(o));
   memset(&co, 0, sizeof(co));
-  co.timeout = 200;
+  co.timeout_ms = 200;
   ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, record, &o));
   RUN_UNTIL(o.fired, 2000);
   /* It waited, as calls do with all ejected: its deadline, reported as

@@ -46,7 +46,7 @@ static void call(rn_pool_t *pool, const char *body, uint64_t timeout_ms,
   rn_buf_t frame;
   memset(o, 0, sizeof(*o));
   memset(&co, 0, sizeof(co));
-  co.timeout = timeout_ms;
+  co.timeout_ms = timeout_ms;
   rn_buf_init(&frame);
   ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, strlen(body)));
   ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, record, o));
@@ -60,7 +60,7 @@ static void pool_defaults(rn_pool_options_t *po) {
   po->endpoints = endpoint_list;
   po->endpoint_count = 1;
   po->codec.protocol = RN_PROTOCOL_LINE;
-  po->heartbeat_interval = 0;
+  po->heartbeat.interval_ms = 0;
 }
 
 static rn_pool_stats_t stats_of(rn_pool_t *pool) {
@@ -332,10 +332,10 @@ static void test_busy_sibling_of_eof_gets_no_new_call(void) {
   peer_start(PEER_ANSWER_ALL);
   pool_defaults(&po);
   po.size = 4;
-  po.heartbeat_interval = 1000; /* answered pings prove a suspect alive */
-  po.heartbeat_timeout = 3000;
-  po.heartbeat_ping = "ping";
-  po.heartbeat_ping_len = 4;
+  po.heartbeat.interval_ms = 1000; /* answered pings prove a suspect alive */
+  po.heartbeat.timeout_ms = 3000;
+  po.heartbeat.ping = "ping";
+  po.heartbeat.ping_len = 4;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   call(pool, "x", 0, &warm[0]);
   call(pool, "x", 0, &warm[1]);
@@ -437,7 +437,7 @@ static void test_maintenance_timer_restarted_after_close(void) {
   open_loop();
   start_server(echo, 0);
   pool_defaults(&po);
-  po.idle_timeout = 100;
+  po.idle_timeout_ms = 100;
   po.on_event = close_pool_when_a_connection_closes;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   pool_closed = 0;
@@ -618,7 +618,7 @@ static void count_turn(uv_prepare_t *p) {
   loop_turns++;
 }
 
-/* With a ping out and unanswered past heartbeat_interval, the heartbeat
+/* With a ping out and unanswered past heartbeat.interval_ms, the heartbeat
  * timer re-armed itself at 1 ms until the dead-peer deadline: one loop turn
  * per millisecond per silent connection. Waking for the deadline alone
  * takes a handful of turns. */
@@ -637,10 +637,10 @@ static void test_heartbeat_spinning_while_a_ping_is_out(void) {
   pool_defaults(&po);
   po.size = 1;
   po.min_idle = 1; /* one connection, opened now, with no call */
-  po.heartbeat_ping = "PING";
-  po.heartbeat_ping_len = 4;
-  po.heartbeat_interval = 100;
-  po.heartbeat_timeout = 500;
+  po.heartbeat.ping = "PING";
+  po.heartbeat.ping_len = 4;
+  po.heartbeat.interval_ms = 100;
+  po.heartbeat.timeout_ms = 500;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   RUN_UNTIL(stats_of(pool).dead_peers == 1, 3000);
   st = stats_of(pool);
@@ -665,8 +665,8 @@ static void test_pool_initiated_close_counted_as_endpoint_failure(void) {
   open_loop();
   start_server(echo, 0);
   pool_defaults(&po);
-  po.idle_timeout = 100;
-  po.reconnect.initial = 5000; /* far beyond the next call's deadline */
+  po.idle_timeout_ms = 100;
+  po.reconnect.initial_ms = 5000; /* far beyond the next call's deadline */
   po.reconnect.jitter = 0;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   /* Two calls before any connection: two connections open, and the first

@@ -91,12 +91,12 @@ static void start(unsigned attempts, double tokens, double ratio) {
   po.endpoints = eps;
   po.endpoint_count = 1;
   po.codec.protocol = RN_PROTOCOL_LINE;
-  po.heartbeat_interval = 0; /* no handshake: connects never fail here */
-  po.reconnect.initial = 1;
-  po.reconnect.max = 5;
+  po.heartbeat.interval_ms = 0; /* no handshake: connects never fail here */
+  po.reconnect.initial_ms = 1;
+  po.reconnect.max_ms = 5;
   po.retry.attempts = attempts;
-  po.retry.initial = 2;
-  po.retry.max = 20;
+  po.retry.initial_ms = 2;
+  po.retry.max_ms = 20;
   po.retry.budget_tokens = tokens;
   po.retry.budget_ratio = ratio;
   po.on_event = on_event;
@@ -125,10 +125,10 @@ static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
   rn_call_options_t co;
   memset(&co, 0, sizeof(co));
   memset(o, 0, sizeof(*o));
-  co.timeout = 5000;
+  co.timeout_ms = 5000;
   co.idempotent = idempotent;
   co.attempts = attempts;
-  co.attempt_timeout = attempt_timeout;
+  co.attempt_timeout_ms = attempt_timeout;
   ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, o));
   while (!o->fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
   ASSERT_EQ(o->fired, 1);
@@ -300,7 +300,7 @@ static void test_crash_bounded_by_budget(void) {
   hold_all = 1;
   held = NULL;
   memset(&co, 0, sizeof(co));
-  co.timeout = 5000;
+  co.timeout_ms = 5000;
   co.idempotent = 1;
   memset(o, 0, sizeof(o));
   for (i = 0; i < 4; i++)
@@ -349,7 +349,7 @@ static void test_close_in_deadline_callback(void) {
   hold_all = 1;
   memset(&co, 0, sizeof(co));
   memset(&o, 0, sizeof(o));
-  co.timeout = 200;
+  co.timeout_ms = 200;
   co.idempotent = 1;
   ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result_close, &o));
   while (!o.fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);

@@ -470,7 +470,7 @@ static void test_write_timeout_closes_client_that_never_reads(void) {
   int i;
 
   options(&o, RN_PROTOCOL_RESP);
-  o.write_timeout = 300;
+  o.write_timeout_ms = 300;
   start(&o);
   simple_reply(reply, REPLY);
   a = connect_client(0);
@@ -479,7 +479,7 @@ static void test_write_timeout_closes_client_that_never_reads(void) {
   send_gets(a, N);
   RUN_UNTIL(T.handled > 0 && first_conn()->held_back, 3000);
   RUN_UNTIL(stats().write_timeouts == 1, 3000);
-  ASSERT_GE(now_ms() - t0 + 10, o.write_timeout);
+  ASSERT_GE(now_ms() - t0 + 10, o.write_timeout_ms);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_WRITE_TIMEOUT], 1);
   RUN_UNTIL(stats().open == 0, 1000);
   ASSERT_EQ(stats().buffered_out, 0);
@@ -538,7 +538,7 @@ static void test_write_timeout_spares_slow_reader(void) {
   uint64_t t0;
 
   options(&o, RN_PROTOCOL_RESP);
-  o.write_timeout = 300;
+  o.write_timeout_ms = 300;
   start(&o);
   simple_reply(reply, REPLY);
   c = connect_client(0);
@@ -552,7 +552,7 @@ static void test_write_timeout_spares_slow_reader(void) {
             30000);
   ASSERT_EQ(c->got.len, (size_t)N * REPLY);
   fprintf(stderr, "   %llu ms\n", (unsigned long long)(now_ms() - t0));
-  ASSERT_GE(now_ms() - t0, 3 * o.write_timeout); /* it was put to the test */
+  ASSERT_GE(now_ms() - t0, 3 * o.write_timeout_ms); /* it was put to the test */
   ASSERT_EQ(stats().write_timeouts, 0);
   ASSERT_GE(stats().backlogged, 1); /* it did wait on the client */
   uv_close((uv_handle_t *)&bursts.timer, NULL);
@@ -603,8 +603,8 @@ static void test_frame_timeout_refuses_dribbler(void) {
   uint64_t t0;
 
   options(&o, RN_PROTOCOL_RESP);
-  o.frame_timeout = 200;
-  o.idle_timeout = 0;
+  o.frame_timeout_ms = 200;
+  o.idle_timeout_ms = 0;
   start(&o);
   c = connect_client(0);
   t0 = now_ms();
@@ -632,7 +632,7 @@ static void test_frame_timeout_rnp_goaway(void) {
   uint64_t id;
 
   options(&o, RN_PROTOCOL_RNP);
-  o.frame_timeout = 200;
+  o.frame_timeout_ms = 200;
   start(&o);
   rx_open(rn_loop_uv(loop), &a, T.port);
   id = rx_request(&a, "one", NULL, -1, 0);
@@ -666,7 +666,7 @@ static void test_frame_timeout_restarts_per_frame(void) {
   size_t i;
 
   options(&o, RN_PROTOCOL_RESP);
-  o.frame_timeout = 300;
+  o.frame_timeout_ms = 300;
   start(&o);
   c = connect_client(0);
   /* two frames, each taking ~200 ms: 400 ms in all, under 300 each */
@@ -690,8 +690,8 @@ static void test_dribbled_byte_does_not_reset_idle(void) {
   uint64_t t0;
 
   options(&o, RN_PROTOCOL_LINE);
-  o.idle_timeout = 300;
-  o.frame_timeout = 0;
+  o.idle_timeout_ms = 300;
+  o.frame_timeout_ms = 0;
   start(&o);
   /* Before the connect: the idle timer starts at the accept. (The loop's
    * clock has 1 ms steps.) */
@@ -724,7 +724,7 @@ static void test_whole_requests_keep_connection_from_idle(void) {
   uint64_t t0;
 
   options(&o, RN_PROTOCOL_LINE);
-  o.idle_timeout = 200;
+  o.idle_timeout_ms = 200;
   start(&o);
   c = connect_client(0);
   ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &every));
@@ -748,9 +748,9 @@ static void test_server_defaults_are_bounded(void) {
   struct rlimit rl;
 
   rn_server_options_init(&o);
-  ASSERT_GT(o.idle_timeout, 0);
-  ASSERT_GT(o.frame_timeout, 0);
-  ASSERT_LT(o.frame_timeout, o.idle_timeout);
+  ASSERT_GT(o.idle_timeout_ms, 0);
+  ASSERT_GT(o.frame_timeout_ms, 0);
+  ASSERT_LT(o.frame_timeout_ms, o.idle_timeout_ms);
   ASSERT_GT(o.codec.max_frame, 0);
   ASSERT_LE(o.codec.max_frame, 1024 * 1024);
   ASSERT_GT(o.input_budget, 0);
@@ -1010,7 +1010,7 @@ static void framing_resumes(rn_protocol_t protocol) {
 
   options(&o, protocol);
   o.codec.delimiter = "\r\n";
-  o.frame_timeout = 0;
+  o.frame_timeout_ms = 0;
   start(&o);
   c = connect_client(0);
   rn_buf_init(&head);

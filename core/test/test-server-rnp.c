@@ -328,7 +328,7 @@ static void test_overload(void) {
   rn_server_options_init(&o);
   o.max_concurrent = 2;
   o.queue = 1;
-  o.retry_after = 77;
+  o.retry_after_ms = 77;
   start(&o);
   rx_open(T.uv, &a, T.port);
   ASSERT_EQ(a.frames[0].max_concurrent, 2);
@@ -489,7 +489,7 @@ static void test_idle(void) {
   rn_server_options_t o;
 
   rn_server_options_init(&o);
-  o.idle_timeout = 50;
+  o.idle_timeout_ms = 50;
   start(&o);
   T.mode = 1;
   rx_open(T.uv, &a, T.port);

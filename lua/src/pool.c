@@ -357,74 +357,77 @@ static int lrn_pool_new(lua_State *L) {
   o.size = (unsigned)lrn_opt_int(L, "size", o.size, 1, 1 << 20);
   o.max_pending =
       (unsigned)lrn_opt_int(L, "max_pending", o.max_pending, 0, 1 << 30);
-  o.connect_timeout = (uint64_t)lrn_opt_int(
-      L, "connect_timeout_ms", (lua_Integer)o.connect_timeout, 1,
+  o.connect_timeout_ms = (uint64_t)lrn_opt_int(
+      L, "connect_timeout_ms", (lua_Integer)o.connect_timeout_ms, 1,
       (lua_Integer)1 << 40);
-  o.timeout = (uint64_t)lrn_opt_int(L, "timeout_ms", (lua_Integer)o.timeout,
-                                    1, (lua_Integer)1 << 40);
+  o.timeout_ms = (uint64_t)lrn_opt_int(
+      L, "timeout_ms", (lua_Integer)o.timeout_ms, 1, (lua_Integer)1 << 40);
   o.write_high_water = (size_t)lrn_opt_int(
       L, "write_high_water", (lua_Integer)o.write_high_water, 1,
       (lua_Integer)1 << 40);
-  o.reconnect.initial = (uint64_t)lrn_opt_int(
-      L, "reconnect_initial_ms", (lua_Integer)o.reconnect.initial, 0, max);
+  o.reconnect.initial_ms = (uint64_t)lrn_opt_int(
+      L, "reconnect_initial_ms", (lua_Integer)o.reconnect.initial_ms, 0, max);
   o.reconnect.multiplier =
       lrn_opt_number(L, "reconnect_multiplier", o.reconnect.multiplier, 1,
                      1e6);
   o.reconnect.jitter =
       lrn_opt_number(L, "reconnect_jitter", o.reconnect.jitter, 0, 1);
-  o.reconnect.max = (uint64_t)lrn_opt_int(
-      L, "reconnect_max_ms", (lua_Integer)o.reconnect.max, 0, max);
-  o.heartbeat_interval = (uint64_t)lrn_opt_int(
-      L, "heartbeat_interval_ms", (lua_Integer)o.heartbeat_interval, 0, max);
-  o.heartbeat_timeout = (uint64_t)lrn_opt_int(
-      L, "heartbeat_timeout_ms", (lua_Integer)o.heartbeat_timeout, 0, max);
-  o.heartbeat_ping =
-      lrn_opt_lstring(L, "heartbeat_ping", NULL, &o.heartbeat_ping_len);
-  o.heartbeat_probe = (uint64_t)lrn_opt_int(
-      L, "heartbeat_probe_ms", (lua_Integer)o.heartbeat_probe, 0, max);
-  o.keepalive_idle = (unsigned)lrn_opt_int(
-      L, "keepalive_idle", (lua_Integer)o.keepalive_idle, 0, 1 << 24);
-  o.keepalive_interval = (unsigned)lrn_opt_int(
-      L, "keepalive_interval", (lua_Integer)o.keepalive_interval, 0, 1 << 24);
-  o.keepalive_count = (unsigned)lrn_opt_int(
-      L, "keepalive_count", (lua_Integer)o.keepalive_count, 0, 1 << 24);
-  o.user_timeout = (unsigned)lrn_opt_int(
-      L, "user_timeout_ms", (lua_Integer)o.user_timeout, 0, 1 << 30);
-  o.idle_timeout = (uint64_t)lrn_opt_int(
-      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout, 0, max);
-  o.max_lifetime = (uint64_t)lrn_opt_int(
-      L, "max_lifetime_ms", (lua_Integer)o.max_lifetime, 0, max);
+  o.reconnect.max_ms = (uint64_t)lrn_opt_int(
+      L, "reconnect_max_ms", (lua_Integer)o.reconnect.max_ms, 0, max);
+  o.heartbeat.interval_ms = (uint64_t)lrn_opt_int(
+      L, "heartbeat_interval_ms", (lua_Integer)o.heartbeat.interval_ms, 0, max);
+  o.heartbeat.timeout_ms = (uint64_t)lrn_opt_int(
+      L, "heartbeat_timeout_ms", (lua_Integer)o.heartbeat.timeout_ms, 0, max);
+  o.heartbeat.ping =
+      lrn_opt_lstring(L, "heartbeat_ping", NULL, &o.heartbeat.ping_len);
+  o.heartbeat.probe_ms = (uint64_t)lrn_opt_int(
+      L, "heartbeat_probe_ms", (lua_Integer)o.heartbeat.probe_ms, 0, max);
+  o.keepalive.idle_ms = 1000 * (uint64_t)lrn_opt_int(
+      L, "keepalive_idle", (lua_Integer)o.keepalive.idle_ms / 1000, 0,
+      1 << 24);
+  o.keepalive.interval_ms = 1000 * (uint64_t)lrn_opt_int(
+      L, "keepalive_interval", (lua_Integer)o.keepalive.interval_ms / 1000,
+      0, 1 << 24);
+  o.keepalive.count = (unsigned)lrn_opt_int(
+      L, "keepalive_count", (lua_Integer)o.keepalive.count, 0, 1 << 24);
+  o.keepalive.user_timeout_ms = (uint64_t)lrn_opt_int(
+      L, "user_timeout_ms", (lua_Integer)o.keepalive.user_timeout_ms, 0,
+      1 << 30);
+  o.idle_timeout_ms = (uint64_t)lrn_opt_int(
+      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout_ms, 0, max);
+  o.max_lifetime_ms = (uint64_t)lrn_opt_int(
+      L, "max_lifetime_ms", (lua_Integer)o.max_lifetime_ms, 0, max);
   o.min_idle = (unsigned)lrn_opt_int(L, "min_idle", (lua_Integer)o.min_idle,
                                      0, 1 << 20);
 
   o.retry.attempts = (unsigned)lrn_opt_int(
       L, "retry_attempts", (lua_Integer)o.retry.attempts, 1, 5);
-  o.retry.initial = (uint64_t)lrn_opt_int(
-      L, "retry_initial_ms", (lua_Integer)o.retry.initial, 0, max);
-  o.retry.max = (uint64_t)lrn_opt_int(L, "retry_max_ms",
-                                      (lua_Integer)o.retry.max, 0, max);
+  o.retry.initial_ms = (uint64_t)lrn_opt_int(
+      L, "retry_initial_ms", (lua_Integer)o.retry.initial_ms, 0, max);
+  o.retry.max_ms = (uint64_t)lrn_opt_int(L, "retry_max_ms",
+                                      (lua_Integer)o.retry.max_ms, 0, max);
   o.retry.budget_tokens = lrn_opt_number(L, "retry_budget_tokens",
                                          o.retry.budget_tokens, 1, 1e9);
   o.retry.budget_ratio = lrn_opt_number(L, "retry_budget_ratio",
                                         o.retry.budget_ratio, 0, 1);
   o.eject.failures = (unsigned)lrn_opt_int(
       L, "eject_failures", (lua_Integer)o.eject.failures, 0, 1 << 20);
-  o.eject.time = (uint64_t)lrn_opt_int(L, "eject_time_ms",
-                                       (lua_Integer)o.eject.time, 1, max);
-  o.eject.max_time = (uint64_t)lrn_opt_int(
-      L, "eject_max_time_ms", (lua_Integer)o.eject.max_time, 1, max);
+  o.eject.time_ms = (uint64_t)lrn_opt_int(L, "eject_time_ms",
+                                       (lua_Integer)o.eject.time_ms, 1, max);
+  o.eject.max_time_ms = (uint64_t)lrn_opt_int(
+      L, "eject_max_time_ms", (lua_Integer)o.eject.max_time_ms, 1, max);
   o.eject.max_share =
       lrn_opt_number(L, "eject_max_share", o.eject.max_share, 0, 1);
-  o.attempt_timeout = (uint64_t)lrn_opt_int(
-      L, "attempt_timeout_ms", (lua_Integer)o.attempt_timeout, 0, max);
+  o.attempt_timeout_ms = (uint64_t)lrn_opt_int(
+      L, "attempt_timeout_ms", (lua_Integer)o.attempt_timeout_ms, 0, max);
   o.max_in_flight = (unsigned)lrn_opt_int(
       L, "max_in_flight", (lua_Integer)o.max_in_flight, 0, 1 << 30);
-  o.hedge_delay = (uint64_t)lrn_opt_int(
-      L, "hedge_delay_ms", (lua_Integer)o.hedge_delay, 0, max);
-  o.hedge_max = (unsigned)lrn_opt_int(L, "hedge_max",
-                                      (lua_Integer)o.hedge_max, 1, 16);
-  o.resolve_ttl = (uint64_t)lrn_opt_int(
-      L, "resolve_ttl_ms", (lua_Integer)o.resolve_ttl, 0, max);
+  o.hedge.delay_ms = (uint64_t)lrn_opt_int(
+      L, "hedge_delay_ms", (lua_Integer)o.hedge.delay_ms, 0, max);
+  o.hedge.max = (unsigned)lrn_opt_int(L, "hedge_max",
+                                      (lua_Integer)o.hedge.max, 1, 16);
+  o.resolve_ttl_ms = (uint64_t)lrn_opt_int(
+      L, "resolve_ttl_ms", (lua_Integer)o.resolve_ttl_ms, 0, max);
 
   lua_getfield(L, 1, "endpoints"); /* 2: keeps the strings alive */
   endpoints = lrn_endpoint_list(L, 2, "resilnet.pool", &n);
@@ -496,13 +499,14 @@ static void lrn_call_options(lua_State *L, rn_call_options_t *co) {
   lua_Integer hedge_max = luaL_optinteger(L, 9, 2);
   luaL_argcheck(L, timeout >= 0, 4, "timeout must not be negative");
   memset(co, 0, sizeof(*co));
-  co->timeout = (uint64_t)timeout;
+  co->timeout_ms = (uint64_t)timeout;
   co->idempotent = lua_toboolean(L, 5);
   co->attempts = attempts > 0 ? (unsigned)attempts : 0;
-  co->attempt_timeout = attempt_timeout > 0 ? (uint64_t)attempt_timeout : 0;
-  co->hedge = hedge && hedge_delay <= 0 ? -1 : hedge;
-  co->hedge_delay = hedge_delay > 0 ? (uint64_t)hedge_delay : 0;
-  co->hedge_max = hedge_max > 0 ? (unsigned)hedge_max : 2;
+  co->attempt_timeout_ms = attempt_timeout > 0 ? (uint64_t)attempt_timeout : 0;
+  co->hedge_mode = !hedge ? RN_HEDGE_POOL
+                   : hedge_delay <= 0 ? RN_HEDGE_OFF : RN_HEDGE_ON;
+  co->hedge.delay_ms = hedge_delay > 0 ? (uint64_t)hedge_delay : 0;
+  co->hedge.max = hedge_max > 0 ? (unsigned)hedge_max : 2;
 }
 
 /* The key (argument 10): a string, or true for a random one written to

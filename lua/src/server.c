@@ -386,14 +386,14 @@ static int lrn_server_new(lua_State *L) {
   o.max_concurrent = (unsigned)lrn_field_int(L, "max_concurrent",
                                              o.max_concurrent, 1, 1 << 30);
   o.queue = (unsigned)lrn_field_int(L, "queue", o.queue, 0, 1 << 30);
-  o.retry_after = (uint64_t)lrn_field_int(
-      L, "retry_after_ms", (lua_Integer)o.retry_after, 0, UINT32_MAX);
+  o.retry_after_ms = (uint64_t)lrn_field_int(
+      L, "retry_after_ms", (lua_Integer)o.retry_after_ms, 0, UINT32_MAX);
   if (o.codec.max_frame == 0)
     o.codec.max_frame = RN_SERVER_DEFAULT_MAX_FRAME;
-  o.idle_timeout = (uint64_t)lrn_field_int(
-      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout, 0, max_ms);
-  o.frame_timeout = (uint64_t)lrn_field_int(
-      L, "frame_timeout_ms", (lua_Integer)o.frame_timeout, 0, max_ms);
+  o.idle_timeout_ms = (uint64_t)lrn_field_int(
+      L, "idle_timeout_ms", (lua_Integer)o.idle_timeout_ms, 0, max_ms);
+  o.frame_timeout_ms = (uint64_t)lrn_field_int(
+      L, "frame_timeout_ms", (lua_Integer)o.frame_timeout_ms, 0, max_ms);
   o.max_connections = (unsigned)lrn_field_int(L, "max_connections", 0, 0,
                                               UINT32_MAX);
   o.input_budget = (size_t)lrn_field_int(
@@ -404,16 +404,16 @@ static int lrn_server_new(lua_State *L) {
       L, "max_elements", (lua_Integer)o.max_elements, 1, 1 << 30);
   o.max_pipeline = (unsigned)lrn_field_int(
       L, "max_pipeline", (lua_Integer)o.max_pipeline, 1, 1 << 30);
-  o.write_timeout = (uint64_t)lrn_field_int(
-      L, "write_timeout_ms", (lua_Integer)o.write_timeout, 0, max_ms);
+  o.write_timeout_ms = (uint64_t)lrn_field_int(
+      L, "write_timeout_ms", (lua_Integer)o.write_timeout_ms, 0, max_ms);
   lua_getfield(L, 1, "dedupe");
-  o.dedupe = lua_toboolean(L, -1);
+  o.dedupe.on = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  o.dedupe_window = (uint64_t)lrn_field_int(
-      L, "dedupe_window_ms", (lua_Integer)o.dedupe_window, 1, max_ms);
-  o.dedupe_capacity = (size_t)lrn_field_int(
-      L, "dedupe_capacity", (lua_Integer)o.dedupe_capacity, 1, 1 << 30);
-  if (o.dedupe && o.codec.protocol != RN_PROTOCOL_RNP)
+  o.dedupe.window_ms = (uint64_t)lrn_field_int(
+      L, "dedupe_window_ms", (lua_Integer)o.dedupe.window_ms, 1, max_ms);
+  o.dedupe.capacity = (size_t)lrn_field_int(
+      L, "dedupe_capacity", (lua_Integer)o.dedupe.capacity, 1, 1 << 30);
+  if (o.dedupe.on && o.codec.protocol != RN_PROTOCOL_RNP)
     return luaL_error(L, "resilnet.server: option 'dedupe' applies only to "
                          "protocol 'rnp'");
   lua_getfield(L, 1, "listen"); /* 4: keeps the string alive */
@@ -427,7 +427,7 @@ static int lrn_server_new(lua_State *L) {
                       o.listen);
   o.on_request = lrn_server_request;
   o.on_event = lrn_server_event;
-  if (o.dedupe && lua_type(L, 3) == LUA_TFUNCTION) {
+  if (o.dedupe.on && lua_type(L, 3) == LUA_TFUNCTION) {
     st = (lrn_store_t *)calloc(1, sizeof(*st));
     if (st == NULL)
       return luaL_error(L, "resilnet.server: out of memory");
@@ -438,7 +438,7 @@ static int lrn_server_new(lua_State *L) {
     st->base.close = lrn_store_close;
     lua_pushvalue(L, 3);
     st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    o.dedupe_store = &st->base;
+    o.dedupe.store = &st->base;
   }
 
   ud = (lrn_server_t **)lua_newuserdata(L, sizeof(*ud));

@@ -131,7 +131,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   }
   ep->connecting++;
 
-  err = rn_timer_start(&conn->connect_timer, pool->options.connect_timeout);
+  err = rn_timer_start(&conn->connect_timer, pool->options.connect_timeout_ms);
   (void)err; /* without the timer the call deadlines still bound the wait */
 
   rn_list_insert_tail(&ep->conns, &conn->node);
@@ -165,7 +165,7 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
  * the slot; silence deadlines stay exact. Returns ms from now. */
 static uint64_t conn_ping_delay(const rn_conn_t *conn, uint64_t due) {
   uint64_t now = rn_loop_now(conn->pool->loop);
-  uint64_t slot = conn->pool->options.heartbeat_interval / 8;
+  uint64_t slot = conn->pool->options.heartbeat.interval_ms / 8;
   if (slot > 1) due = (due + slot - 1) / slot * slot;
   return due > now ? due - now : 1;
 }
@@ -181,7 +181,7 @@ static uint64_t conn_ping_delay(const rn_conn_t *conn, uint64_t due) {
  * have shown nothing since either. */
 static uint64_t conn_ping_due(rn_conn_t *conn) {
   rn_pool_endpoint_t *ep = conn->endpoint;
-  uint64_t interval = conn->pool->options.heartbeat_interval;
+  uint64_t interval = conn->pool->options.heartbeat.interval_ms;
   if (!rn_list_empty(&conn->sent)) return conn->last_read + interval;
   if (ep->prober == NULL) ep->prober = conn;
   if (ep->prober == conn) return ep->last_life + interval;
@@ -244,11 +244,11 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
     conn->pinging = 0; /* any reply to a ping is life enough */
     /* While the ping was out the timer waited for its deadline; the next
      * ping is due one interval after this reply, not then. */
-    if (conn->state == RN_CONN_READY)
-      rn_timer_start(&conn->heartbeat_timer,
-                     conn_ping_delay(conn, rn_loop_now(conn->pool->loop) +
-                                               RN_MIN(o->heartbeat_interval,
-                                                      o->heartbeat_timeout)));
+    if (conn->state == RN_CONN_READY) {
+      uint64_t due = rn_loop_now(conn->pool->loop) +
+                     RN_MIN(o->heartbeat.interval_ms, o->heartbeat.timeout_ms);
+      rn_timer_start(&conn->heartbeat_timer, conn_ping_delay(conn, due));
+    }
     rn__call_release(call);
     if (handshake) rn__conn_handshake_done(conn);
     if (conn->suspect) {
@@ -416,21 +416,26 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 /* ------------------------------------------------------------------------ */
 /* Liveness                                                                   */
 
+/* The kernel counts keepalive in whole seconds: ms rounded up. */
+static unsigned conn_seconds(uint64_t ms) {
+  return (unsigned)((ms + 999) / 1000);
+}
+
 /* Keepalive catches a peer that vanished while idle even without pings;
  * TCP_USER_TIMEOUT bounds how long written bytes may go unacknowledged,
  * which no application ping can see. Best effort: a platform without an
  * option keeps its defaults. */
 static void conn_set_tcp_options(rn_conn_t *conn) {
-  const rn_pool_options_t *o = &conn->pool->options;
+  const rn_keepalive_options_t *o = &conn->pool->options.keepalive;
   uv_os_fd_t fd;
 
   uv_tcp_nodelay(&conn->h.tcp, 1);
-  if (o->keepalive_idle > 0)
-    uv_tcp_keepalive(&conn->h.tcp, 1, o->keepalive_idle);
+  if (o->idle_ms > 0)
+    uv_tcp_keepalive(&conn->h.tcp, 1, conn_seconds(o->idle_ms));
   if (uv_fileno(&conn->h.handle, &fd) != 0) return;
 #if defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
-  if (o->keepalive_idle > 0) {
-    int interval = (int)o->keepalive_interval, count = (int)o->keepalive_count;
+  if (o->idle_ms > 0) {
+    int interval = (int)conn_seconds(o->interval_ms), count = (int)o->count;
     if (interval > 0)
       setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
     if (count > 0)
@@ -438,8 +443,8 @@ static void conn_set_tcp_options(rn_conn_t *conn) {
   }
 #endif
 #ifdef TCP_USER_TIMEOUT
-  if (o->user_timeout > 0) {
-    unsigned int ms = o->user_timeout;
+  if (o->user_timeout_ms > 0) {
+    unsigned int ms = (unsigned)o->user_timeout_ms;
     setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
   }
 #endif
@@ -606,7 +611,7 @@ static void conn_heartbeat(rn_timer_t *timer) {
   if (conn->state != RN_CONN_READY) return;
   if (!rn_list_empty(&conn->sent)) {
     uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
-    uint64_t deadline = since + o->heartbeat_timeout;
+    uint64_t deadline = since + o->heartbeat.timeout_ms;
     if (now >= deadline) {
       if (pool->loop->last_poll < deadline) {
         /* The loop has not looked at the socket since the deadline passed
@@ -629,13 +634,13 @@ static void conn_heartbeat(rn_timer_t *timer) {
       if (conn->state != RN_CONN_READY) return;
       if (!rn_list_empty(&conn->sent))
         next = RN_MIN(next, RN_MAX(conn->last_read, conn->waiting_since) +
-                                o->heartbeat_timeout);
+                                o->heartbeat.timeout_ms);
     } else {
       next = RN_MIN(next, now + conn_ping_delay(conn, due));
     }
   }
   /* A ping still waiting behind a write: look again in one interval. */
-  if (next == UINT64_MAX) next = now + o->heartbeat_interval;
+  if (next == UINT64_MAX) next = now + o->heartbeat.interval_ms;
   rn_timer_start(timer, next > now ? next - now : 1);
 }
 
@@ -761,8 +766,8 @@ static void conn_become_ready(rn_conn_t *conn) {
   conn->was_ready = 1;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
-  if (conn->pool->options.max_lifetime > 0) {
-    uint64_t life = conn->pool->options.max_lifetime;
+  if (conn->pool->options.max_lifetime_ms > 0) {
+    uint64_t life = conn->pool->options.max_lifetime_ms;
     conn->expires_at = conn->last_read + life -
                        (uint64_t)((double)life * 0.1 *
                                   rn__random_unit(conn->pool->loop));
@@ -771,7 +776,7 @@ static void conn_become_ready(rn_conn_t *conn) {
     rn_timer_start(&conn->heartbeat_timer,
                    conn_ping_delay(conn, conn->last_read +
                                              conn->pool->options
-                                                 .heartbeat_interval));
+                                                 .heartbeat.interval_ms));
   conn_set_state(conn, RN_CONN_READY);
   rn__pool_conn_ready(conn->pool, conn);
   /* The endpoint serves again: the dead connection has nothing to learn. */
@@ -995,14 +1000,14 @@ static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
 /* A frozen server (SIGSTOP, a VM paused, a long GC) keeps its sockets:
  * once it runs again it reads what it was sent and answers. The connection
  * judged dead closes for calls as any other, but its socket stays open
- * for heartbeat_probe ms as its endpoint's probe: the first byte it reads
+ * for heartbeat.probe_ms as its endpoint's probe: the first byte it reads
  * ends the endpoint's backoff (rn__endpoint_probe_ended), so calls go to
  * a fresh connection at once rather than after a backoff grown during the
  * freeze. It always has something unanswered (the verdict needs that).
  * One per endpoint: it costs a socket and no buffers while it waits. */
 static int conn_may_probe(const rn_conn_t *conn) {
   const rn_pool_t *pool = conn->pool;
-  return pool->options.heartbeat_probe > 0 && !pool->closing &&
+  return pool->options.heartbeat.probe_ms > 0 && !pool->closing &&
          !conn->endpoint->removed && conn->endpoint->dead_probe == NULL &&
          conn->handle_open && !uv_is_closing(&conn->h.handle);
 }
@@ -1013,7 +1018,8 @@ static void conn_start_probe(rn_conn_t *conn) {
   conn->pool->stats.probes++;
   rn_buf_free(&conn->rbuf); /* the bytes it reads are not looked at */
   if (!conn->writing) rn_buf_free(&conn->wbuf);
-  rn_timer_start(&conn->heartbeat_timer, conn->pool->options.heartbeat_probe);
+  rn_timer_start(&conn->heartbeat_timer,
+                 conn->pool->options.heartbeat.probe_ms);
 }
 
 /* Closes the probe's socket and tells the endpoint why it ended. */

@@ -30,7 +30,7 @@ int rn__rnp_make_frames(rn_pool_t *pool) {
   f.version = RN_RNP_VERSION;
   f.max_frame = (uint32_t)RN_MIN(pool->codec.max_frame, UINT32_MAX);
   err = rn_rnp_encode(&pool->hello_frame, &f, pool->codec.max_frame);
-  if (err || pool->options.heartbeat_interval == 0) return err;
+  if (err || pool->options.heartbeat.interval_ms == 0) return err;
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_PING;
   return rn_rnp_encode(&pool->ping_frame, &f, pool->codec.max_frame);

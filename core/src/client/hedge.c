@@ -15,12 +15,12 @@
 /* Idempotent calls only: running the request twice must be harmless. */
 void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
                          const rn_call_options_t *options) {
-  uint64_t delay = pool->options.hedge_delay;
-  unsigned max = pool->options.hedge_max;
-  if (options != NULL && options->hedge < 0) return;
-  if (options != NULL && options->hedge > 0) {
-    delay = options->hedge_delay;
-    max = options->hedge_max;
+  uint64_t delay = pool->options.hedge.delay_ms;
+  unsigned max = pool->options.hedge.max;
+  if (options != NULL && options->hedge_mode == RN_HEDGE_OFF) return;
+  if (options != NULL && options->hedge_mode == RN_HEDGE_ON) {
+    delay = options->hedge.delay_ms;
+    max = options->hedge.max;
   }
   if (delay == 0 || max < 2) return;
   call->hedged = 1;

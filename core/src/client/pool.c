@@ -30,32 +30,32 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->size = 8;
   o->max_pending = 1000;
   o->max_in_flight = RN_DEFAULT_MAX_IN_FLIGHT;
-  o->connect_timeout = 2000;
-  o->timeout = 5000;
+  o->connect_timeout_ms = 2000;
+  o->timeout_ms = 5000;
   o->write_high_water = 1024 * 1024;
-  o->reconnect.initial = 100;
+  o->reconnect.initial_ms = 100;
   o->reconnect.multiplier = 1.6;
   o->reconnect.jitter = 0.2;
-  o->reconnect.max = 30000;
-  o->heartbeat_interval = 1000;
-  o->heartbeat_timeout = 3000;
-  o->heartbeat_probe = 30000;
-  o->keepalive_idle = 20;
-  o->keepalive_interval = 5;
-  o->keepalive_count = 3;
-  o->user_timeout = 20000;
-  o->idle_timeout = 60000;
+  o->reconnect.max_ms = 30000;
+  o->heartbeat.interval_ms = 1000;
+  o->heartbeat.timeout_ms = 3000;
+  o->heartbeat.probe_ms = 30000;
+  o->keepalive.idle_ms = 20000;
+  o->keepalive.interval_ms = 5000;
+  o->keepalive.count = 3;
+  o->keepalive.user_timeout_ms = 20000;
+  o->idle_timeout_ms = 60000;
   o->retry.attempts = 3;
-  o->retry.initial = 10;
-  o->retry.max = 1000;
+  o->retry.initial_ms = 10;
+  o->retry.max_ms = 1000;
   o->retry.budget_tokens = 10;
   o->retry.budget_ratio = 0.1;
   o->eject.failures = 5;
-  o->eject.time = 10000;
-  o->eject.max_time = 300000;
+  o->eject.time_ms = 10000;
+  o->eject.max_time_ms = 300000;
   o->eject.max_share = 0.5;
-  o->resolve_ttl = 30000;
-  o->hedge_max = 2;
+  o->resolve_ttl_ms = 30000;
+  o->hedge.max = 2;
 }
 
 /* Policy retries are capped: past five, a retry is more likely to add to
@@ -68,15 +68,15 @@ static int pool_make_ping(rn_pool_t *pool, const rn_pool_options_t *o) {
   int err;
   if (pool->codec.protocol == RN_PROTOCOL_RNP)
     return rn__rnp_make_frames(pool);
-  if (o->heartbeat_interval == 0) return 0;
+  if (o->heartbeat.interval_ms == 0) return 0;
   if (pool->codec.protocol == RN_PROTOCOL_RESP) {
     err = rn_resp_encode_array(&pool->ping_frame, 1);
     if (err == 0) err = rn_resp_encode_bulk(&pool->ping_frame, "PING", 4);
     return err;
   }
-  if (o->heartbeat_ping == NULL || o->heartbeat_ping_len == 0) return 0;
-  err = rn_codec_encode(&pool->codec, &pool->ping_frame, o->heartbeat_ping,
-                        o->heartbeat_ping_len);
+  if (o->heartbeat.ping == NULL || o->heartbeat.ping_len == 0) return 0;
+  err = rn_codec_encode(&pool->codec, &pool->ping_frame, o->heartbeat.ping,
+                        o->heartbeat.ping_len);
   if (err == 0 && pool->ping_frame.len > RN_CALL_INLINE_FRAME) err = UV_EINVAL;
   return err;
 }
@@ -129,14 +129,14 @@ static void pool_want_resolve(rn_pool_t *pool, const char *reason) {
 
 static int pool_check_options(const rn_pool_options_t *o) {
   if (o->endpoint_count == 0 || o->endpoints == NULL || o->size == 0 ||
-      o->timeout == 0 || o->connect_timeout == 0 ||
+      o->timeout_ms == 0 || o->connect_timeout_ms == 0 ||
       o->write_high_water == 0 || rn__backoff_check(&o->reconnect) != 0 ||
-      (o->heartbeat_interval > 0 && o->heartbeat_timeout == 0) ||
-      o->retry.attempts == 0 || o->retry.max < o->retry.initial ||
+      (o->heartbeat.interval_ms > 0 && o->heartbeat.timeout_ms == 0) ||
+      o->retry.attempts == 0 || o->retry.max_ms < o->retry.initial_ms ||
       !(o->retry.budget_tokens > 0) || !(o->retry.budget_ratio >= 0) ||
       !(o->eject.max_share >= 0 && o->eject.max_share <= 1) ||
       (o->eject.failures > 0 &&
-       (o->eject.time == 0 || o->eject.max_time < o->eject.time)))
+       (o->eject.time_ms == 0 || o->eject.max_time_ms < o->eject.time_ms)))
     return UV_EINVAL;
   return 0;
 }
@@ -227,7 +227,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   pool->loop = loop;
   pool->options = *options;
   pool->options.endpoints = NULL;
-  pool->options.heartbeat_ping = NULL; /* the frame is kept, not the text */
+  pool->options.heartbeat.ping = NULL; /* the frame is kept, not the text */
   if (pool->options.retry.attempts > RN_MAX_ATTEMPTS)
     pool->options.retry.attempts = RN_MAX_ATTEMPTS;
   err = rn_codec_init(&pool->codec, &options->codec);
@@ -245,7 +245,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   rn_list_init(&pool->pending);
   rn_list_init(&pool->retrying);
   rn_list_init(&pool->spare_calls);
-  rn__timer_lane_init(loop, &pool->deadlines, pool->options.timeout);
+  rn__timer_lane_init(loop, &pool->deadlines, pool->options.timeout_ms);
   rn_timer_init(loop, &pool->close_timer, NULL);
   pool->close_timer.data = pool;
   rn_timer_init(loop, &pool->reconnect_timer, pool_reconnect_due);
@@ -632,15 +632,15 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
                            ? RN_MIN(options->attempts, RN_MAX_ATTEMPTS)
                            : pool->options.retry.attempts;
 
-  timeout = options != NULL && options->timeout ? options->timeout
-                                                : pool->options.timeout;
+  timeout = options != NULL && options->timeout_ms ? options->timeout_ms
+                                                : pool->options.timeout_ms;
   /* The deadline counts from now, not from the loop's cached clock, which
    * is stale after time spent outside uv_run or in a long callback. */
   uv_update_time(pool->loop->uv);
   call->deadline.cb = rn__fate_deadline;
-  call->attempt_timeout = options != NULL && options->attempt_timeout
-                              ? options->attempt_timeout
-                              : pool->options.attempt_timeout;
+  call->attempt_timeout = options != NULL && options->attempt_timeout_ms
+                              ? options->attempt_timeout_ms
+                              : pool->options.attempt_timeout_ms;
   /* Keyed calls are never hedged: the server runs a key once, so a copy
    * to the same server only waits for the first (or is refused
    * IN_PROGRESS), and one to another server may run it twice. */
@@ -809,7 +809,7 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
     }
     uv_update_time(pool->loop->uv);
     ep->retry_at = RN_MAX(ep->retry_at, rn_loop_now(pool->loop) +
-                                            pool->options.reconnect.initial);
+                                            pool->options.reconnect.initial_ms);
   } else if ((!conn->answered && err != 0 && err != RN_ESTALE &&
               err != RN_ECLOSED) ||
              err == RN_EDEADPEER) {
@@ -858,7 +858,7 @@ static void pool_spread(rn_pool_t *pool, uint64_t now) {
 
 /* Once a second: retire old connections, close idle ones beyond min_idle,
  * warm up to min_idle, end ejections and ask for re-resolution when the
- * endpoint list is older than resolve_ttl. A weak timer: it never keeps a
+ * endpoint list is older than resolve_ttl_ms. A weak timer: it never keeps a
  * program alive. */
 static void pool_maintain(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
@@ -885,8 +885,8 @@ static void pool_maintain(rn_timer_t *timer) {
       if (ep->prober == NULL && pool->ping_frame.len > 0)
         rn__conn_take_over_probing(conn);
       if (conn->queued != 0) continue;
-      if (++idle > o->min_idle && o->idle_timeout != 0 &&
-          now >= conn->last_active + o->idle_timeout) {
+      if (++idle > o->min_idle && o->idle_timeout_ms != 0 &&
+          now >= conn->last_active + o->idle_timeout_ms) {
         conn->close_reason = "idle_timeout";
         rn__conn_close(conn, 0);
       }
@@ -897,7 +897,7 @@ static void pool_maintain(rn_timer_t *timer) {
   if (pool->closing) return;
   pool_spread(pool, now);
   if (pool->closing) return;
-  if (o->resolve_ttl != 0 && now >= pool->resolved_at + o->resolve_ttl)
+  if (o->resolve_ttl_ms != 0 && now >= pool->resolved_at + o->resolve_ttl_ms)
     pool_want_resolve(pool, "ttl");
   rn_timer_start(timer, RN_MAINTENANCE_MS);
 }

@@ -192,7 +192,7 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                                  uint64_t now, int err) {
   const rn_eject_options_t *o = &pool->options.eject;
   size_t cap = (size_t)(o->max_share * (double)pool->endpoint_count);
-  uint64_t duration = o->time;
+  uint64_t duration = o->time_ms;
   rn_pool_event_t ev;
   unsigned i;
 
@@ -205,10 +205,11 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   if (pool->ejected + 1 > cap || pool->ejected + 1 >= pool->endpoint_count)
     return;
   /* An endpoint that stayed in long enough starts again from `time`. */
-  if (ep->last_ejected != 0 && now - ep->last_ejected > o->max_time)
+  if (ep->last_ejected != 0 && now - ep->last_ejected > o->max_time_ms)
     ep->ejections = 0;
-  for (i = 0; i < ep->ejections && duration < o->max_time; i++) duration *= 2;
-  duration = RN_MIN(duration, o->max_time);
+  for (i = 0; i < ep->ejections && duration < o->max_time_ms; i++)
+    duration *= 2;
+  duration = RN_MIN(duration, o->max_time_ms);
   ep->ejections++;
   ep->last_ejected = now;
   ep->ejected_until = now + duration;
@@ -259,7 +260,7 @@ void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
  * counted and reported (the caller's "goaway" event). */
 uint64_t rn__endpoint_hold_off(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                                uint64_t delay_ms) {
-  uint64_t until, cap = pool->options.reconnect.max;
+  uint64_t until, cap = pool->options.reconnect.max_ms;
   if (delay_ms > cap) {
     pool->stats.retry_after_capped++;
     delay_ms = cap;

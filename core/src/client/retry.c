@@ -57,10 +57,10 @@ void rn__retry_refund(rn_pool_t *pool) { budget_add(pool, 1); }
  * attempt, so that calls that failed together spread out. */
 uint64_t rn__retry_delay(rn_pool_t *pool, unsigned attempts) {
   const rn_retry_options_t *o = &pool->options.retry;
-  uint64_t cap = o->initial;
+  uint64_t cap = o->initial_ms;
   unsigned i;
-  for (i = 1; i < attempts && cap < o->max; i++) cap *= 2;
-  cap = RN_MIN(cap, o->max);
+  for (i = 1; i < attempts && cap < o->max_ms; i++) cap *= 2;
+  cap = RN_MIN(cap, o->max_ms);
   return (uint64_t)((double)cap * rn__random_unit(pool->loop));
 }
 

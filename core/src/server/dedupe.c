@@ -63,15 +63,15 @@ int rn__dedupe_new(rn_server_t *server, rn__dedupe_t **out) {
   if (d == NULL) return UV_ENOMEM;
   d->server = server;
   err = rn__kmap_init(&d->map, rn__random(server->loop));
-  if (err == 0 && server->options.dedupe_store == NULL)
-    err = rn_dedupe_memory_new(server->loop, server->options.dedupe_capacity,
+  if (err == 0 && server->options.dedupe.store == NULL)
+    err = rn_dedupe_memory_new(server->loop, server->options.dedupe.capacity,
                                &d->store);
   if (err) {
     rn__kmap_free(&d->map);
     free(d);
     return err;
   }
-  if (d->store == NULL) d->store = server->options.dedupe_store;
+  if (d->store == NULL) d->store = server->options.dedupe.store;
   *out = d;
   return 0;
 }
@@ -143,7 +143,7 @@ static void op_start(rn__dedupe_entry_t *e, dedupe_kind_t kind,
   rn__dedupe_t *d = e->d;
   rn_dedupe_store_t *store = d->store;
   rn_dedupe_op_t *op = &e->op;
-  uint64_t window = d->server->options.dedupe_window;
+  uint64_t window = d->server->options.dedupe.window_ms;
 
   op->entry = e;
   op->kind = kind;
@@ -202,7 +202,7 @@ static void claim_failed(rn__dedupe_entry_t *e, int status) {
   int full = status == UV_ENOSPC;
 
   error_answer(&e->answer, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
-               server->options.retry_after,
+               server->options.retry_after_ms,
                full ? "the dedupe store is full: retry later"
                     : "the dedupe store is unavailable");
   e->owner = NULL;
@@ -253,7 +253,7 @@ static void claim_done(rn__dedupe_entry_t *e) {
     rn__server_rnp_run(e->owner);
     return;
   case RN_DEDUPE_BUSY:
-    error_answer(&a, RN_RNP_ERR_IN_PROGRESS, 0, server->options.retry_after,
+    error_answer(&a, RN_RNP_ERR_IN_PROGRESS, 0, server->options.retry_after_ms,
                  "a request with this key is in progress");
     entry_answer_all(e, &a, &server->stats.busy);
     return;
@@ -319,7 +319,7 @@ void rn__dedupe_begin(rn__dedupe_t *d, rn_request_t *req) {
   e = calloc(1, sizeof(*e));
   if (e == NULL) {
     error_answer(&a, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
-                 d->server->options.retry_after, "out of memory");
+                 d->server->options.retry_after_ms, "out of memory");
     (void)rn__server_rnp_answer(req, &a);
     return;
   }
@@ -329,7 +329,7 @@ void rn__dedupe_begin(rn__dedupe_t *d, rn_request_t *req) {
   if (e->answer_body == NULL) {
     free(e);
     error_answer(&a, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
-                 d->server->options.retry_after, "out of memory");
+                 d->server->options.retry_after_ms, "out of memory");
     (void)rn__server_rnp_answer(req, &a);
     return;
   }
@@ -370,7 +370,7 @@ void rn__dedupe_end(rn__dedupe_t *d, rn_request_t *req,
   } else {
     /* Late duplicates get a refusal instead; they may retry. */
     error_answer(&e->answer, RN_RNP_ERR_IN_PROGRESS, 0,
-                 d->server->options.retry_after, "out of memory");
+                 d->server->options.retry_after_ms, "out of memory");
   }
   answer_waiters(e, a, NULL);
   if (executed) {

@@ -30,7 +30,7 @@ int rn__server_rnp_init(rn_server_t *server) {
     }
   }
   server->expire_timer.cb = rnp_expire;
-  if (server->options.dedupe) return rn__dedupe_new(server, &server->dedupe);
+  if (server->options.dedupe.on) return rn__dedupe_new(server, &server->dedupe);
   return 0;
 }
 
@@ -256,7 +256,7 @@ static void rnp_admit(rn_request_t *req) {
   } else {
     uint64_t id = req->id;
     server->stats.overloaded++;
-    rnp_refuse(req, RN_RNP_ERR_OVERLOADED, server->options.retry_after,
+    rnp_refuse(req, RN_RNP_ERR_OVERLOADED, server->options.retry_after_ms,
                "the server is busy");
     rn__server_event(server, RN_SERVER_EVENT_OVERLOAD, id, 0);
   }

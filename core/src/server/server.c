@@ -46,17 +46,17 @@ void rn_server_options_init(rn_server_options_t *o) {
   o->backlog = 511;
   o->max_concurrent = 256;
   o->queue = 64;
-  o->retry_after = 100;
-  o->dedupe_window = 300000;
-  o->dedupe_capacity = 100000;
+  o->retry_after_ms = 100;
+  o->dedupe.window_ms = 300000;
+  o->dedupe.capacity = 100000;
   o->codec.max_frame = RN_SERVER_DEFAULT_MAX_FRAME;
-  o->idle_timeout = RN_SERVER_DEFAULT_IDLE_TIMEOUT;
-  o->frame_timeout = RN_SERVER_DEFAULT_FRAME_TIMEOUT;
+  o->idle_timeout_ms = RN_SERVER_DEFAULT_IDLE_TIMEOUT;
+  o->frame_timeout_ms = RN_SERVER_DEFAULT_FRAME_TIMEOUT;
   o->input_budget = RN_SERVER_DEFAULT_BUDGET;
   o->output_budget = RN_SERVER_DEFAULT_BUDGET;
   o->max_elements = RN_SERVER_DEFAULT_MAX_ELEMENTS;
   o->max_pipeline = RN_SERVER_DEFAULT_MAX_PIPELINE;
-  o->write_timeout = RN_SERVER_DEFAULT_WRITE_TIMEOUT;
+  o->write_timeout_ms = RN_SERVER_DEFAULT_WRITE_TIMEOUT;
 }
 
 void *rn_server_data(rn_server_t *server) { return server->data; }
@@ -858,12 +858,12 @@ static void conn_timer_arm(rn_server_conn_t *conn) {
       (conn->finishing && conn->server->drain_over))
     return; /* the linger's */
   if (!conn->finishing) { /* else settling by itself, if its client reads */
-    if (o->idle_timeout > 0) due = conn->last_frame + o->idle_timeout;
-    if (o->frame_timeout > 0 && conn->frame_start != 0)
-      due = RN_MIN(due, conn->frame_start + o->frame_timeout);
+    if (o->idle_timeout_ms > 0) due = conn->last_frame + o->idle_timeout_ms;
+    if (o->frame_timeout_ms > 0 && conn->frame_start != 0)
+      due = RN_MIN(due, conn->frame_start + o->frame_timeout_ms);
   }
-  if (o->write_timeout > 0 && conn->writing && conn->write_since != 0)
-    due = RN_MIN(due, conn->write_since + o->write_timeout);
+  if (o->write_timeout_ms > 0 && conn->writing && conn->write_since != 0)
+    due = RN_MIN(due, conn->write_since + o->write_timeout_ms);
   if (due == UINT64_MAX) return;
   if (rn_timer_is_active(&conn->timer) && conn->timer_due <= due) return;
   now = rn_loop_now(conn->server->loop);
@@ -890,7 +890,7 @@ static size_t conn_unsent(rn_server_conn_t *conn) {
 /* 1 when the write in flight had no byte taken for write_timeout. Bytes
  * taken since the last look are progress: the wait starts again. */
 static int conn_write_stalled(rn_server_conn_t *conn, uint64_t now) {
-  uint64_t limit = conn->server->options.write_timeout;
+  uint64_t limit = conn->server->options.write_timeout_ms;
   size_t left;
   if (limit == 0 || !conn->writing || conn->write_since == 0 ||
       now - conn->write_since < limit)
@@ -931,12 +931,12 @@ static void conn_on_timer(rn_timer_t *timer) {
     conn_timer_arm(conn); /* settles by itself once written */
     return;
   }
-  if (o->frame_timeout > 0 && conn->frame_start != 0 &&
-      now - conn->frame_start >= o->frame_timeout) {
+  if (o->frame_timeout_ms > 0 && conn->frame_start != 0 &&
+      now - conn->frame_start >= o->frame_timeout_ms) {
     rn__server_conn_refuse(conn, RN_SERVER_EVENT_FRAME_TIMEOUT, slow);
     return;
   }
-  if (o->idle_timeout > 0 && now - conn->last_frame >= o->idle_timeout) {
+  if (o->idle_timeout_ms > 0 && now - conn->last_frame >= o->idle_timeout_ms) {
     if (!rn_list_empty(&conn->requests) || conn->writing ||
         conn->out.len != 0 || conn->paused || conn->held_back) {
       /* Work in flight, or whole requests waiting for room, is activity. */
@@ -1103,9 +1103,9 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
       options->max_concurrent == 0 || options->backlog <= 0 ||
       options->input_budget == 0 || options->output_budget == 0 ||
       options->max_elements == 0 || options->max_pipeline == 0 ||
-      (options->dedupe && options->dedupe_window == 0) ||
-      (options->dedupe && options->dedupe_store == NULL &&
-       options->dedupe_capacity == 0))
+      (options->dedupe.on && options->dedupe.window_ms == 0) ||
+      (options->dedupe.on && options->dedupe.store == NULL &&
+       options->dedupe.capacity == 0))
     return UV_EINVAL;
   server = calloc(1, sizeof(*server));
   if (server == NULL) return UV_ENOMEM;
