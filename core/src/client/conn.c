@@ -46,6 +46,9 @@ static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
                       state == RN_CONN_CONNECTING ||
                       state == RN_CONN_HANDSHAKE;
 
+  /* States only move forward: resolving, connecting, handshake, ready,
+   * closing (a step may be skipped); nothing leaves closing. */
+  assert(state > conn->state);
   if (was_connecting && !is_connecting) ep->connecting--;
   if (!was_connecting && is_connecting) ep->connecting++;
   if (conn->state == RN_CONN_READY && state != RN_CONN_READY) ep->ready--;
@@ -218,6 +221,7 @@ static void conn_hand_over_probing(rn_conn_t *conn) {
 }
 
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
+  assert(call->conn == conn && call->state != RN_SEND_UNSENT);
   if (!conn->answered) {
     conn->answered = 1;
     rn__pool_conn_answered(conn->pool, conn);
@@ -294,17 +298,18 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
   rn_call_t *call;
   int err;
 
-  if (m->kind == RN_REPLY_PUSH) return 0;
-  if (m->kind == RN_REPLY_GOAWAY) {
-    rn__rnp_goaway(conn, m);
-    return 0;
-  }
-  if (m->kind == RN_REPLY_IN_ORDER)
+  if (m->kind == RN_REPLY_IN_ORDER) {
     call = rn_list_empty(&conn->sent)
                ? NULL
                : RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
-  else
+  } else if (m->kind == RN_REPLY_PUSH) {
+    return 0;
+  } else if (m->kind == RN_REPLY_GOAWAY) {
+    rn__rnp_goaway(conn, m);
+    return 0;
+  } else {
     call = conn_find(conn, m->id);
+  }
   if (call == NULL || !conn_answers(call, m)) return RN_EUNEXPECTED;
   if (m->kind == RN_REPLY_HELLO && (err = rn__rnp_hello(conn, &m->rnp)) != 0)
     return err;
@@ -849,6 +854,12 @@ static void conn_flush(rn_conn_t *conn) {
 }
 
 void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
+  /* Calls go only to a ready connection; its own frames also during the
+   * handshake. The call is unsent and on no list. */
+  assert(conn->state == RN_CONN_READY ||
+         (call->internal && conn->state == RN_CONN_HANDSHAKE));
+  assert(call->conn == NULL && rn_list_empty(&call->node) &&
+         call->state == RN_SEND_UNSENT && !call->done);
   if (!call->internal) {
     conn->last_active = rn_loop_now(conn->pool->loop);
     rn__call_set_endpoint(call, conn->endpoint);
@@ -871,6 +882,7 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
 }
 
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
+  assert(call->conn == conn && call->state == RN_SEND_UNSENT);
   rn_list_remove(&call->node);
   conn->unsent_bytes -= call->frame_len;
   rn__conn_count_call(conn, call, -1);
@@ -881,7 +893,10 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
 }
 
 int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
-  rn_call_t *stone = rn__call_new(conn->pool);
+  rn_call_t *stone;
+  assert(call->conn == conn && call->state != RN_SEND_UNSENT &&
+         !call->internal);
+  stone = rn__call_new(conn->pool);
   if (stone == NULL) {
     rn__conn_close(conn, UV_ENOMEM);
     return UV_ENOMEM;

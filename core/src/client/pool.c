@@ -727,6 +727,8 @@ void rn__pool_peer_max_frame(rn_pool_t *pool) {
 }
 
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
+  assert(!call->done && call->conn == NULL && rn_list_empty(&call->node) &&
+         call->parent == NULL && !call->backing_off && !call->parked);
   /* Ahead of newer calls: it was already in line once. */
   rn_list_insert_head(&pool->pending, &call->node);
   pool->pending_count++;

@@ -9,12 +9,11 @@
  * loading or password-protected Redis answers PING with -BUSY, -LOADING,
  * -NOAUTH: still the reply to that PING, in its place). Any reply for line
  * and length, whose pings the application chose. */
-static int reply_is_pong(const rn_codec_t *codec, const char *frame,
-                         const rn_frame_t *f) {
+static inline int reply_is_pong(const rn_codec_t *codec, const char *frame,
+                                const rn_frame_t *f) {
   static const char pong[] = "+PONG\r\n";
-  if (codec->protocol != RN_PROTOCOL_RESP) return 1;
-  if (f->flags & RN_FRAME_ERROR) return 1;
-  return f->size == sizeof(pong) - 1 && memcmp(frame, pong, f->size) == 0;
+  return codec->protocol != RN_PROTOCOL_RESP || (f->flags & RN_FRAME_ERROR) ||
+         (f->size == sizeof(pong) - 1 && memcmp(frame, pong, f->size) == 0);
 }
 
 static int reply_in_order(const rn_codec_t *codec, rn_frame_scan_t *scan,
