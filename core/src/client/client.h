@@ -364,6 +364,44 @@ void rn__conn_suspect(rn_conn_t *conn);
  * connections (see conn_ping_due). */
 void rn__conn_take_over_probing(rn_conn_t *conn);
 
+/* Queues a frame of the connection's own: a ping, or the handshake (rnp
+ * HELLO, answered by RN_REPLY_HELLO). 0, UV_EINVAL or UV_ENOMEM. */
+int rn__conn_send_own(rn_conn_t *conn, const rn_buf_t *frame, int handshake);
+/* Moves the calls not yet written to `out`, for the pool to place again.
+ * The connection's own frames (pings, HELLO) are dropped, or left to be
+ * written (keep_own). */
+void rn__conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
+/* Closes the socket: with a FIN, or with an RST when the pool aborts a
+ * connection that got as far as connecting. */
+void rn__conn_close_handle(rn_conn_t *conn, int connected);
+
+/* conn_liveness.c: whether a connection's peer is alive. */
+/* conn->heartbeat_timer's callback: pings when due, judges silence. */
+void rn__conn_heartbeat(rn_timer_t *timer);
+/* The connection is ready: its first ping is due one interval on. */
+void rn__conn_beat_start(rn_conn_t *conn);
+void rn__conn_send_ping(rn_conn_t *conn);
+/* A reply to its ping (or handshake) arrived: the next ping is due one
+ * interval on. */
+void rn__conn_ping_answered(rn_conn_t *conn);
+/* The same, on a suspect connection: the proof clears it. */
+void rn__conn_suspect_pong(rn_conn_t *conn);
+/* Before a suspect connection writes: calls go back to the pool, only its
+ * own frames leave. 1 if it closed. */
+int rn__conn_flush_suspect(rn_conn_t *conn);
+/* Whether the peer closed or reset the connection, without reading: 0,
+ * UV_EOF or UV_ECONNRESET. */
+int rn__conn_peer_gone(rn_conn_t *conn);
+/* Its endpoint's prober is closing: a neighbour takes over. */
+void rn__conn_hand_over_probing(rn_conn_t *conn);
+/* A connection closing for a dead peer keeps its socket as the endpoint's
+ * probe, if it may. 1 if it does. */
+int rn__conn_become_probe(rn_conn_t *conn);
+/* Closes the probe's socket; reason as for rn__endpoint_probe_ended. */
+void rn__conn_end_probe(rn_conn_t *conn, const char *reason);
+/* TCP_NODELAY, keepalive and TCP_USER_TIMEOUT on a connected socket. */
+void rn__conn_set_tcp_options(rn_conn_t *conn);
+
 /* What conn.c and conn_rnp.c share. */
 /* Takes a call whose reply (or a proof it was not run) arrived off its
  * connection. 1 if the caller should complete it, 0 if it was internal or

@@ -1,15 +1,16 @@
 /* One client connection: resolve, connect (trying each address), keep
- * reading, batch writes, match replies to calls in order. It reports to its
- * pool and never decides policy (which call goes where, when to reconnect). */
-#define _GNU_SOURCE /* POLLRDHUP */
+ * reading, batch writes, match each frame to its call as the codec says
+ * (codec/reply.h: in order or by id). It reports to its pool, and what
+ * happens to a call to the call's fate (fate.c); it never decides policy
+ * (which call goes where, when to reconnect, what a failure means). When
+ * to ping and when a peer is dead is conn_liveness.c's. */
+#define _GNU_SOURCE /* MSG_DONTWAIT, struct addrinfo */
 #include "client.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <netdb.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,24 +19,12 @@
  * idle connection does not hold much; grown on demand for large frames. */
 #define RN_READ_CHUNK 65536
 
-#ifndef POLLRDHUP /* not Linux: only a reset or a full hang-up is seen */
-#define POLLRDHUP 0
-#endif
-
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
 static int conn_goaway_done(const rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
 static void conn_flush_later(rn_deferred_t *deferred);
-static void conn_heartbeat(rn_timer_t *timer);
 static void conn_become_ready(rn_conn_t *conn);
-static void conn_send_ping(rn_conn_t *conn);
-static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
-static void conn_send_proof(rn_conn_t *conn);
-static int conn_peer_gone(rn_conn_t *conn);
-static void conn_suspect_pong(rn_conn_t *conn);
-static void conn_close_handle(rn_conn_t *conn, int connected);
-static void conn_end_probe(rn_conn_t *conn, const char *reason);
 
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
@@ -103,7 +92,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   rn_buf_init(&conn->wbuf);
   rn_timer_init(pool->loop, &conn->connect_timer, conn_connect_timeout);
   conn->connect_timer.data = conn;
-  rn_timer_init(pool->loop, &conn->heartbeat_timer, conn_heartbeat);
+  rn_timer_init(pool->loop, &conn->heartbeat_timer, rn__conn_heartbeat);
   conn->heartbeat_timer.data = conn;
   /* Heartbeats of idle connections must not keep a program running. */
   rn_timer_unref(&conn->heartbeat_timer);
@@ -157,69 +146,6 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
-/* An idle connection may stay silent this many heartbeat intervals while
- * its endpoint shows life: it still proves itself now and then, since a
- * NAT forgets a silent flow and a flow can die alone. */
-#define RN_IDLE_PING_INTERVALS 8
-
-/* Pings of idle connections leave on slots of an eighth of the interval:
- * a pool of ten thousand connections then wakes a few times per interval
- * to send thousands of pings, not once per ping. Only sending waits for
- * the slot; silence deadlines stay exact. Returns ms from now. */
-static uint64_t conn_ping_delay(const rn_conn_t *conn, uint64_t due) {
-  uint64_t now = rn_loop_now(conn->pool->loop);
-  uint64_t slot = conn->pool->options.heartbeat.interval_ms / 8;
-  if (slot > 1) due = (due + slot - 1) / slot * slot;
-  return due > now ? due - now : 1;
-}
-
-/* When a connection pings next (an idle one on an endpoint without a
- * prober becomes it). One with calls out pings every interval:
- * its own silence is what matters. Idle ones share the work: one of them,
- * the endpoint's prober, pings every interval unless a byte on any of
- * them showed the server alive; the others every RN_IDLE_PING_INTERVALS.
- * Ten thousand idle connections to one server then cost an eighth of the
- * pings. A frozen server is still found within interval + timeout: the
- * prober's verdict closes its idle siblings (pool_drop_siblings), which
- * have shown nothing since either. */
-static uint64_t conn_ping_due(rn_conn_t *conn) {
-  rn_pool_endpoint_t *ep = conn->endpoint;
-  uint64_t interval = conn->pool->options.heartbeat.interval_ms;
-  if (!rn_list_empty(&conn->sent)) return conn->last_read + interval;
-  if (ep->prober == NULL) ep->prober = conn;
-  if (ep->prober == conn) return ep->last_life + interval;
-  return conn->last_read + interval * RN_IDLE_PING_INTERVALS;
-}
-
-/* Makes conn its endpoint's prober, pinging when that falls due. */
-void rn__conn_take_over_probing(rn_conn_t *conn) {
-  conn->endpoint->prober = conn;
-  if (!conn->pinging)
-    rn_timer_start(&conn->heartbeat_timer, conn_ping_delay(conn, 0));
-}
-
-/* The prober is leaving: a neighbour takes over now if it can (a look at
- * two, not a search: a pool closing ten thousand connections would search
- * for each), else the next maintenance round picks one. */
-static void conn_hand_over_probing(rn_conn_t *conn) {
-  rn_pool_endpoint_t *ep = conn->endpoint;
-  rn_list_t *near[2];
-  int i;
-  if (ep->prober != conn) return;
-  ep->prober = NULL;
-  if (conn->pool->closing) return;
-  near[0] = conn->node.prev;
-  near[1] = conn->node.next;
-  for (i = 0; i < 2; i++) {
-    rn_conn_t *next;
-    if (near[i] == &ep->conns) continue;
-    next = RN_CONTAINER_OF(near[i], rn_conn_t, node);
-    if (next->state != RN_CONN_READY) continue;
-    rn__conn_take_over_probing(next);
-    return;
-  }
-}
-
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   assert(call->conn == conn && call->state != RN_SEND_UNSENT);
   if (!conn->answered) {
@@ -242,23 +168,12 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
     rn__call_release(call);
     return 0;
   }
-  if (call->internal) {
-    const rn_pool_options_t *o = &conn->pool->options;
+  if (call->internal) { /* a ping's answer (or the handshake's) */
     int handshake = conn->state == RN_CONN_HANDSHAKE;
-    conn->pinging = 0; /* any reply to a ping is life enough */
-    /* While the ping was out the timer waited for its deadline; the next
-     * ping is due one interval after this reply, not then. */
-    if (conn->state == RN_CONN_READY) {
-      uint64_t due = rn_loop_now(conn->pool->loop) +
-                     RN_MIN(o->heartbeat.interval_ms, o->heartbeat.timeout_ms);
-      rn_timer_start(&conn->heartbeat_timer, conn_ping_delay(conn, due));
-    }
+    rn__conn_ping_answered(conn);
     rn__call_release(call);
     if (handshake) rn__conn_handshake_done(conn);
-    if (conn->suspect) {
-      conn_suspect_pong(conn);
-      if (!conn->suspect) rn__pool_conn_writable(conn->pool);
-    }
+    if (conn->suspect) rn__conn_suspect_pong(conn);
     return 0;
   }
   conn->last_active = rn_loop_now(conn->pool->loop);
@@ -346,7 +261,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 
   if (nread == 0) return;
   if (conn->probe) { /* any byte: the server is back; nothing is matched */
-    conn_end_probe(conn, nread > 0 ? "answered" : "lost");
+    rn__conn_end_probe(conn, nread > 0 ? "answered" : "lost");
     return;
   }
   if (nread < 0) {
@@ -408,7 +323,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * in, and the look for a FIN is the best there is. */
   if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
       conn->state == RN_CONN_READY) {
-    int err = conn_peer_gone(conn);
+    int err = rn__conn_peer_gone(conn);
     if (err != 0) {
       rn__conn_close(conn, err);
       return;
@@ -416,43 +331,6 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     conn->suspect = 0;
     rn__pool_conn_writable(pool);
   }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Liveness                                                                   */
-
-/* The kernel counts keepalive in whole seconds: ms rounded up. */
-static unsigned conn_seconds(uint64_t ms) {
-  return (unsigned)((ms + 999) / 1000);
-}
-
-/* Keepalive catches a peer that vanished while idle even without pings;
- * TCP_USER_TIMEOUT bounds how long written bytes may go unacknowledged,
- * which no application ping can see. Best effort: a platform without an
- * option keeps its defaults. */
-static void conn_set_tcp_options(rn_conn_t *conn) {
-  const rn_keepalive_options_t *o = &conn->pool->options.keepalive;
-  uv_os_fd_t fd;
-
-  uv_tcp_nodelay(&conn->h.tcp, 1);
-  if (o->idle_ms > 0)
-    uv_tcp_keepalive(&conn->h.tcp, 1, conn_seconds(o->idle_ms));
-  if (uv_fileno(&conn->h.handle, &fd) != 0) return;
-#if defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
-  if (o->idle_ms > 0) {
-    int interval = (int)conn_seconds(o->interval_ms), count = (int)o->count;
-    if (interval > 0)
-      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
-    if (count > 0)
-      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
-  }
-#endif
-#ifdef TCP_USER_TIMEOUT
-  if (o->user_timeout_ms > 0) {
-    unsigned int ms = (unsigned)o->user_timeout_ms;
-    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
-  }
-#endif
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
@@ -502,76 +380,10 @@ int rn__conn_check_idle(rn_conn_t *conn) {
   return err;
 }
 
-/* Whether the peer closed or reset the connection, without reading: its
- * FIN may wait behind replies not read yet, which a peek cannot see past.
- * 0, UV_EOF or UV_ECONNRESET. (SO_ERROR is left for the read to report.) */
-static int conn_peer_gone(rn_conn_t *conn) {
-  struct pollfd p;
-  uv_os_fd_t fd;
-  int n;
-
-  if (uv_fileno(&conn->h.handle, &fd) != 0) return 0;
-  p.fd = fd;
-  p.events = POLLIN | POLLRDHUP;
-  p.revents = 0;
-  do
-    n = poll(&p, 1, 0);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0) return 0;
-  if (p.revents & POLLERR) return UV_ECONNRESET;
-  if (p.revents & (POLLHUP | POLLRDHUP)) return UV_EOF;
-  return 0;
-}
-
-/* A sibling's peer went away (EOF, a reset): the server behind this
- * busy connection may be dying too, its kernel closing one socket after
- * the other, so a FIN or RST may be on its way here. A call written now
- * would fail as maybe executed although no server ever read it. So the
- * connection takes no new calls until a ping sent from now on is answered
- * (without heartbeats: until its replies are in and no FIN waits); calls
- * meanwhile go to other connections or wait. */
-void rn__conn_suspect(rn_conn_t *conn) {
-  if (conn->suspect || conn->state != RN_CONN_READY) return;
-  conn->suspect = 1;
-  /* A ping already out was sent before: its answer proves nothing. */
-  if (!conn->pinging) conn_send_proof(conn);
-}
-
-/* A reply to a ping on a suspect connection: the proof, or the ping that
- * was out before, after which the proof goes. */
-static void conn_suspect_pong(rn_conn_t *conn) {
-  if (!conn->proving) {
-    conn_send_proof(conn);
-    return;
-  }
-  conn->suspect = 0;
-  conn->proving = 0;
-}
-
-/* Before a suspect connection writes: only its own frames (the proof
- * ping) leave; calls go back to the pool, since they never left. Returns
- * 1 if it closed (its peer is gone already). */
-static int conn_flush_suspect(rn_conn_t *conn) {
-  rn_pool_t *pool = conn->pool;
-  rn_list_t calls;
-  int err = conn_peer_gone(conn);
-
-  if (err != 0 && rn_list_empty(&conn->sent)) {
-    rn__conn_close(conn, err);
-    return 1;
-  }
-  conn_take_unsent(conn, &calls, 1);
-  if (!rn_list_empty(&calls)) {
-    rn__conn_return_all(&calls);
-    rn__pool_dispatch(pool);
-  }
-  return conn->state == RN_CONN_CLOSING;
-}
-
 /* Queues a frame of the connection's own: a ping, or the handshake (rnp's
  * HELLO). */
-static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame,
-                              int handshake) {
+int rn__conn_send_own(rn_conn_t *conn, const rn_buf_t *frame,
+                      int handshake) {
   rn_call_t *call;
 
   if (frame->len > sizeof(call->inline_frame)) return UV_EINVAL;
@@ -582,71 +394,6 @@ static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame,
   rn__call_set_frame(call, frame->base, frame->len); /* inline: no error */
   rn__conn_enqueue(conn, call);
   return 0;
-}
-
-static void conn_send_ping(rn_conn_t *conn) {
-  /* On failure the next beat tries again. */
-  if (conn_send_internal(conn, &conn->pool->ping_frame, 0) != 0) return;
-  conn->pinging = 1;
-  conn->pool->stats.heartbeats++;
-}
-
-/* The ping whose answer clears a suspect connection (rn__conn_suspect).
- * Without heartbeats there is none: the read clears it instead. */
-static void conn_send_proof(rn_conn_t *conn) {
-  if (conn->pool->ping_frame.len == 0) return;
-  conn_send_ping(conn);
-  conn->proving = conn->pinging;
-}
-
-/* Silence counts from the last byte read, or from when the connection
- * started waiting for a reply if that is later: an idle connection owes
- * nothing until it is asked. */
-static void conn_heartbeat(rn_timer_t *timer) {
-  rn_conn_t *conn = timer->data;
-  rn_pool_t *pool = conn->pool;
-  const rn_pool_options_t *o = &pool->options;
-  uint64_t now = rn_loop_now(pool->loop);
-  uint64_t next = UINT64_MAX;
-
-  if (conn->probe) {
-    conn_end_probe(conn, "expired");
-    return;
-  }
-  if (conn->state != RN_CONN_READY) return;
-  if (!rn_list_empty(&conn->sent)) {
-    uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
-    uint64_t deadline = since + o->heartbeat.timeout_ms;
-    if (now >= deadline) {
-      if (pool->loop->last_poll < deadline) {
-        /* The loop has not looked at the socket since the deadline passed
-         * (it was busy): look first, then judge. */
-        rn_timer_start(timer, 1);
-        return;
-      }
-      pool->stats.dead_peers++;
-      rn__conn_close(conn, RN_EDEADPEER);
-      return;
-    }
-    next = deadline;
-  }
-  /* While a ping is out, only its deadline matters: waking at the next
-   * ping time, which has passed, would spin. */
-  if (!conn->pinging) {
-    uint64_t due = conn_ping_due(conn);
-    if (now >= due) {
-      conn_send_ping(conn);
-      if (conn->state != RN_CONN_READY) return;
-      if (!rn_list_empty(&conn->sent))
-        next = RN_MIN(next, RN_MAX(conn->last_read, conn->waiting_since) +
-                                o->heartbeat.timeout_ms);
-    } else {
-      next = RN_MIN(next, now + conn_ping_delay(conn, due));
-    }
-  }
-  /* A ping still waiting behind a write: look again in one interval. */
-  if (next == UINT64_MAX) next = now + o->heartbeat.interval_ms;
-  rn_timer_start(timer, next > now ? next - now : 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -736,7 +483,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
         rn__conn_close(conn, UV_ECONNREFUSED);
       return;
     }
-    conn_set_tcp_options(conn);
+    rn__conn_set_tcp_options(conn);
   }
   err = uv_read_start(&conn->h.stream, conn_alloc, conn_on_read);
   if (err) {
@@ -751,13 +498,13 @@ static void conn_on_connect(uv_connect_t *req, int status) {
    * still accepts is a failed connect, not a place to strand calls. */
   if (conn->pool->hello_frame.len > 0) {
     conn_set_state(conn, RN_CONN_HANDSHAKE);
-    err = conn_send_internal(conn, &conn->pool->hello_frame, 1);
+    err = rn__conn_send_own(conn, &conn->pool->hello_frame, 1);
     if (err) rn__conn_close(conn, err);
     return;
   }
   if (conn->pool->ping_frame.len > 0) {
     conn_set_state(conn, RN_CONN_HANDSHAKE);
-    conn_send_ping(conn);
+    rn__conn_send_ping(conn);
     return;
   }
   conn_become_ready(conn);
@@ -777,15 +524,11 @@ static void conn_become_ready(rn_conn_t *conn) {
                        (uint64_t)((double)life * 0.1 *
                                   rn__random_unit(conn->pool->loop));
   }
-  if (conn->pool->ping_frame.len > 0)
-    rn_timer_start(&conn->heartbeat_timer,
-                   conn_ping_delay(conn, conn->last_read +
-                                             conn->pool->options
-                                                 .heartbeat.interval_ms));
+  rn__conn_beat_start(conn);
   conn_set_state(conn, RN_CONN_READY);
   rn__pool_conn_ready(conn->pool, conn);
   /* The endpoint serves again: the dead connection has nothing to learn. */
-  if (ep->dead_probe != NULL) conn_end_probe(ep->dead_probe, "replaced");
+  if (ep->dead_probe != NULL) rn__conn_end_probe(ep->dead_probe, "replaced");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -820,7 +563,7 @@ static void conn_flush(rn_conn_t *conn) {
   if (conn->writing ||
       (conn->state != RN_CONN_READY && conn->state != RN_CONN_HANDSHAKE) ||
       rn_list_empty(&conn->unsent) ||
-      (conn->suspect && conn_flush_suspect(conn)) ||
+      (conn->suspect && rn__conn_flush_suspect(conn)) ||
       rn_list_empty(&conn->unsent))
     return;
 
@@ -970,7 +713,7 @@ static void conn_on_close(uv_handle_t *handle) {
 
 /* Closes the handle: with a FIN, or with an RST when the pool is aborting
  * a connection that got as far as connecting. */
-static void conn_close_handle(rn_conn_t *conn, int connected) {
+void rn__conn_close_handle(rn_conn_t *conn, int connected) {
   if (!conn->handle_open || uv_is_closing(&conn->h.handle)) return;
 #if UV_VERSION_HEX >= 0x012000 /* uv_tcp_close_reset: libuv 1.32 */
   if (conn->pool->aborting && connected &&
@@ -996,7 +739,7 @@ void rn__conn_return_all(rn_list_t *calls) {
 /* Moves the calls not yet written to `out`, for the pool to place again.
  * The connection's own frames (pings, HELLO) are dropped, or left to be
  * written (keep_own). */
-static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
+void rn__conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
   rn_list_t *pos, *tmp;
   rn_list_init(out);
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
@@ -1012,42 +755,6 @@ static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
   }
 }
 
-/* A frozen server (SIGSTOP, a VM paused, a long GC) keeps its sockets:
- * once it runs again it reads what it was sent and answers. The connection
- * judged dead closes for calls as any other, but its socket stays open
- * for heartbeat.probe_ms as its endpoint's probe: the first byte it reads
- * ends the endpoint's backoff (rn__endpoint_probe_ended), so calls go to
- * a fresh connection at once rather than after a backoff grown during the
- * freeze. It always has something unanswered (the verdict needs that).
- * One per endpoint: it costs a socket and no buffers while it waits. */
-static int conn_may_probe(const rn_conn_t *conn) {
-  const rn_pool_t *pool = conn->pool;
-  return pool->options.heartbeat.probe_ms > 0 && !pool->closing &&
-         !conn->endpoint->removed && conn->endpoint->dead_probe == NULL &&
-         conn->handle_open && !uv_is_closing(&conn->h.handle);
-}
-
-static void conn_start_probe(rn_conn_t *conn) {
-  conn->probe = 1;
-  conn->endpoint->dead_probe = conn;
-  conn->pool->stats.probes++;
-  rn_buf_free(&conn->rbuf); /* the bytes it reads are not looked at */
-  if (!conn->writing) rn_buf_free(&conn->wbuf);
-  rn_timer_start(&conn->heartbeat_timer,
-                 conn->pool->options.heartbeat.probe_ms);
-}
-
-/* Closes the probe's socket and tells the endpoint why it ended. */
-static void conn_end_probe(rn_conn_t *conn, const char *reason) {
-  rn_pool_endpoint_t *ep = conn->endpoint;
-  if (!conn->probe) return;
-  conn->probe = 0;
-  ep->dead_probe = NULL;
-  rn_timer_stop(&conn->heartbeat_timer);
-  conn_close_handle(conn, 1);
-  rn__endpoint_probe_ended(conn->pool, ep, conn->serial, reason);
-}
-
 void rn__conn_close(rn_conn_t *conn, int err) {
   rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
@@ -1055,7 +762,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
 
   if (conn->state == RN_CONN_CLOSING) {
     if (conn->probe)
-      conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
+      rn__conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
     return;
   }
   connected = conn->state == RN_CONN_HANDSHAKE || conn->state == RN_CONN_READY;
@@ -1064,17 +771,16 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
   rn__deferred_cancel(&conn->flush_later);
-  conn_hand_over_probing(conn);
+  rn__conn_hand_over_probing(conn);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
-  if (err == RN_EDEADPEER && conn_may_probe(conn))
-    conn_start_probe(conn);
-  else
-    conn_close_handle(conn, connected);
+  /* A dead peer's socket may stay open as its endpoint's probe. */
+  if (err != RN_EDEADPEER || !rn__conn_become_probe(conn))
+    rn__conn_close_handle(conn, connected);
 
   /* Calls never written cannot have executed: back to the pool, which
    * sends them elsewhere. Taken off first, so that callbacks below cannot
    * see them on a dead connection. */
-  conn_take_unsent(conn, &unsent, 0);
+  rn__conn_take_unsent(conn, &unsent, 0);
 
   /* Calls written may have executed: the retry rules decide. */
   while (!rn_list_empty(&conn->sent)) {

@@ -71,7 +71,9 @@ static void fate_end(rn_call_t *call, int status, const char *body,
   rn__call_release(call);
 }
 
-void rn__fate_fail(rn_call_t *call, int err) { fate_end(call, err, NULL, 0, 0); }
+void rn__fate_fail(rn_call_t *call, int err) {
+  fate_end(call, err, NULL, 0, 0);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Retries                                                                    */
