@@ -424,9 +424,9 @@ void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
 /* The server's HELLO answered the handshake: its limits and incarnation.
  * 0, or RN_EHANDSHAKE (another version, no incarnation). */
 int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f);
-/* The server said GOAWAY: calls above its last id, and those not written,
- * go elsewhere; the connection retires. */
-void rn__rnp_goaway(rn_conn_t *conn, const rn_reply_t *m);
+/* The server said GOAWAY: calls above last_id, and those not written, go
+ * elsewhere; the connection retires. asked: its RETRY_AFTER, or 0. */
+void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked);
 int rn__rnp_make_frames(rn_pool_t *pool);
 
 /* hedge.c */

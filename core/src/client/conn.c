@@ -220,7 +220,7 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
   } else if (m->kind == RN_REPLY_PUSH) {
     return 0;
   } else if (m->kind == RN_REPLY_GOAWAY) {
-    rn__rnp_goaway(conn, m);
+    rn__rnp_goaway(conn, m->id, m->retry_after_ms);
     return 0;
   } else {
     call = conn_find(conn, m->id);

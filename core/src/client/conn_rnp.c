@@ -143,9 +143,9 @@ int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
  * outstanding ping stays, its PONG expected and `pinging` still set. An
  * abandoned attempt above last_id (a tombstone) will get no reply: it
  * goes. */
-void rn__rnp_goaway(rn_conn_t *conn, const rn_reply_t *m) {
+void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked) {
   rn_pool_t *pool = conn->pool;
-  uint64_t last_id = m->id, asked = m->retry_after_ms, hold = 0;
+  uint64_t hold = 0;
   rn_list_t moved, *pos, *tmp;
   rn_pool_event_t ev;
 
