@@ -433,8 +433,10 @@ int rn__rnp_make_frames(rn_pool_t *pool);
 /* Sets the call up for hedging if options (or the pool's) ask for it. */
 void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
                          const rn_call_options_t *options);
-/* A hedged call's attempt_timer: no reply after the hedge delay. */
-void rn__hedge_due(rn_timer_t *timer);
+/* Sends a hedge of call to another connection: 1 if sent, 0 if no other
+ * connection was ready (one is being opened), -1 if none will be (out of
+ * memory, or a callback ended the call or closed the pool). */
+int rn__hedge_send(rn_call_t *call);
 
 /* pool_endpoint.c */
 int rn__endpoint_new(rn_pool_t *pool, const char *text,

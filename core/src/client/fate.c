@@ -31,6 +31,7 @@
  *   lost after it was written             conn         retry or fail
  *   attempt timer, unsent                 timer        requeue
  *   attempt timer, written                timer        abandon, then as lost
+ *   hedge delay, no reply yet             timer        a hedge (hedge.c)
  *   retry delay over                      timer        requeue
  *   deadline                              timer        fail
  *   pool closing                          pool         fail (ECLOSED)
@@ -57,6 +58,7 @@ static inline void fate_check(const rn_call_t *call) {
 }
 
 static void fate_attempt_expired(rn_timer_t *timer);
+static void fate_hedge_due(rn_timer_t *timer);
 static void fate_shadow_ended(rn_call_t *shadow, int status, const char *body,
                               size_t body_len, int flags);
 
@@ -150,7 +152,7 @@ void rn__fate_placed(rn_call_t *call) {
          call->state == RN_SEND_UNSENT);
   if (call->attempt_timeout != 0) {
     call->attempt_timer.cb =
-        call->hedged ? rn__hedge_due : fate_attempt_expired;
+        call->hedged ? fate_hedge_due : fate_attempt_expired;
     rn_timer_start(&call->attempt_timer, call->attempt_timeout);
   }
 }
@@ -392,6 +394,27 @@ void rn__fate_deadline(rn_timer_t *timer) {
 
 /* ------------------------------------------------------------------------ */
 /* Hedges                                                                     */
+
+/* A hedged call's attempt_timer: no reply after the hedge delay. Another
+ * attempt goes elsewhere, while the hedges allowed and the budget say so;
+ * with nowhere else to go yet, it looks again after another delay. */
+static void fate_hedge_due(rn_timer_t *timer) {
+  rn_call_t *call = timer->data;
+  rn_pool_t *pool = call->pool;
+  int sent;
+
+  fate_check(call);
+  /* Only while its own attempt is out: a call waiting for a connection or
+   * a retry has nothing to hedge. */
+  if (call->done || call->conn == NULL || pool->closing) return;
+  if (1 + call->shadows_live >= call->hedge_max ||
+      !rn__retry_budget_allows(pool))
+    return;
+  sent = rn__hedge_send(call);
+  if (sent == 0 ||
+      (sent > 0 && !call->done && 1 + call->shadows_live < call->hedge_max))
+    rn_timer_start(timer, call->attempt_timeout);
+}
 
 /* A shadow's attempt ended. A reply completes the parent; a failure
  * matters only once nothing of the parent is in flight any more. */

@@ -1,12 +1,13 @@
 /* Hedging: for an idempotent call whose reply is slow, another attempt on
- * a different connection, the first reply winning.
+ * a different connection, the first reply winning. This file makes and
+ * sends hedges; when one is due, and what its end means for its call, is
+ * decided in fate.c.
  *
  * A hedge is a shadow call: a copy of the request whose reply completes
  * its parent instead of calling anyone. The parent's own attempt stays
  * where it is; whichever attempt loses is left in its connection's FIFO,
  * done, so its reply is matched and dropped like a timed-out call's. The
- * parent is freed only after its last shadow (shadow_refs). What a
- * shadow's end means for its parent is the parent's fate (fate.c). */
+ * parent is freed only after its last shadow (shadow_refs). */
 #include "client.h"
 
 #include <stdlib.h>
@@ -48,30 +49,21 @@ static rn_call_t *hedge_new(rn_call_t *parent) {
   return shadow;
 }
 
-/* The parent's attempt_timer: no reply after the hedge delay. */
-void rn__hedge_due(rn_timer_t *timer) {
-  rn_call_t *call = timer->data;
+int rn__hedge_send(rn_call_t *call) {
   rn_pool_t *pool = call->pool;
   rn_call_t *shadow;
   rn_conn_t *conn;
   rn_pool_event_t ev;
 
-  /* Only while its own attempt is out: a call waiting for a connection or
-   * a retry has nothing to hedge. */
-  if (call->done || call->conn == NULL || pool->closing) return;
-  if (1 + call->shadows_live >= call->hedge_max ||
-      !rn__retry_budget_allows(pool))
-    return;
   conn = rn__pool_pick_other(pool, call);
-  if (call->done || pool->closing) return; /* a callback in the pick */
+  if (call->done || pool->closing) return -1; /* a callback in the pick */
   if (conn == NULL) {
-    /* Nowhere else to go yet: open a connection, look again later. */
+    /* Nowhere else to go yet: open a connection. */
     rn__pool_grow(pool);
-    rn_timer_start(timer, call->attempt_timeout);
-    return;
+    return 0;
   }
   shadow = hedge_new(call);
-  if (shadow == NULL) return;
+  if (shadow == NULL) return -1;
   pool->stats.hedges++;
   rn__retry_spend(pool);
   rn__conn_enqueue(conn, shadow);
@@ -81,6 +73,5 @@ void rn__hedge_due(rn_timer_t *timer) {
   ev.duration = call->attempt_timeout;
   ev.attempt = 1 + call->shadows_live;
   rn__pool_emit(pool, RN_EVENT_RETRY, shadow->endpoint, &ev);
-  if (!call->done && 1 + call->shadows_live < call->hedge_max)
-    rn_timer_start(timer, call->attempt_timeout);
+  return 1;
 }
