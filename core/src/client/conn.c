@@ -196,10 +196,12 @@ static rn_call_t *conn_find(rn_conn_t *conn, uint64_t id) {
  * order are matched by position: one the peer sent unasked (a proxy's
  * greeting, a leftover of the port's last user) would shift every reply
  * after it onto the wrong call. The ping proves the order holds. */
-static int conn_answers(const rn_call_t *call, const rn_reply_t *m) {
+static int conn_answers(const rn_conn_t *conn, const rn_call_t *call,
+                        const rn_reply_t *m) {
   int own = call->internal && !call->tombstone; /* a ping, the handshake */
   switch (m->kind) {
-  case RN_REPLY_IN_ORDER: return !own || m->pong;
+  case RN_REPLY_IN_ORDER:
+    return !own || rn__codec_reply_is_pong(&conn->pool->codec, m);
   case RN_REPLY_PONG: return own && !call->handshake;
   case RN_REPLY_HELLO: return own && call->handshake;
   default: return !own;
@@ -225,7 +227,7 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
   } else {
     call = conn_find(conn, m->id);
   }
-  if (call == NULL || !conn_answers(call, m)) return RN_EUNEXPECTED;
+  if (call == NULL || !conn_answers(conn, call, m)) return RN_EUNEXPECTED;
   if (m->kind == RN_REPLY_HELLO && (err = rn__rnp_hello(conn, &m->rnp)) != 0)
     return err;
   if (!rn__conn_take(conn, call)) return 0;

@@ -3,19 +3,6 @@
  * request they answer, and say more: a refusal, "try later", GOAWAY. */
 #include "reply.h"
 
-#include <string.h>
-
-/* A reply that can answer a ping: RESP's +PONG, or an error reply (a busy,
- * loading or password-protected Redis answers PING with -BUSY, -LOADING,
- * -NOAUTH: still the reply to that PING, in its place). Any reply for line
- * and length, whose pings the application chose. */
-static inline int reply_is_pong(const rn_codec_t *codec, const char *frame,
-                                const rn_frame_t *f) {
-  static const char pong[] = "+PONG\r\n";
-  return codec->protocol != RN_PROTOCOL_RESP || (f->flags & RN_FRAME_ERROR) ||
-         (f->size == sizeof(pong) - 1 && memcmp(frame, pong, f->size) == 0);
-}
-
 static int reply_in_order(const rn_codec_t *codec, rn_frame_scan_t *scan,
                           const char *data, size_t len, rn_reply_t *out) {
   rn_frame_t f;
@@ -28,7 +15,6 @@ static int reply_in_order(const rn_codec_t *codec, rn_frame_scan_t *scan,
   out->flags = f.flags;
   out->body = data + f.body_offset;
   out->body_len = f.body_len;
-  out->pong = (unsigned)reply_is_pong(codec, data, &f);
   return 1;
 }
 

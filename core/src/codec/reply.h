@@ -9,6 +9,8 @@
 
 #include "internal.h"
 
+#include <string.h>
+
 typedef enum {
   RN_REPLY_IN_ORDER = 1, /* the reply to the oldest request written */
   RN_REPLY_BY_ID,        /* the reply to request `id` (status 0 or EREPLY) */
@@ -27,7 +29,6 @@ typedef struct rn_reply_s {
   int status;        /* IN_ORDER, BY_ID: 0 or RN_EREPLY; REFUSED: the
                         error if the request is not sent again */
   int flags;         /* RN_FRAME_* for the caller's result */
-  unsigned pong : 1; /* IN_ORDER: may be the answer to a ping */
   unsigned again : 1; /* REFUSED: sending it again may be accepted */
   uint64_t id;
   uint64_t retry_after_ms; /* TRY_LATER, REFUSED, GOAWAY; 0: not said */
@@ -43,6 +44,19 @@ typedef struct rn_reply_s {
  * RN_EUNEXPECTED for a frame no server sends a client). */
 int rn__codec_reply(const rn_codec_t *codec, rn_frame_scan_t *scan,
                     const char *data, size_t len, rn_reply_t *out);
+
+/* Whether an IN_ORDER reply can be the answer to a ping: RESP's +PONG, or
+ * an error reply (a busy, loading or password-protected Redis answers PING
+ * with -BUSY, -LOADING, -NOAUTH: still the reply to that PING, in its
+ * place). Any reply for line and length, whose pings the application
+ * chose. Asked only when a ping is the oldest request out. */
+static inline int rn__codec_reply_is_pong(const rn_codec_t *codec,
+                                          const rn_reply_t *m) {
+  static const char pong[] = "+PONG\r\n"; /* a RESP body is the value */
+  return codec->protocol != RN_PROTOCOL_RESP || (m->flags & RN_FRAME_ERROR) ||
+         (m->body_len == sizeof(pong) - 1 &&
+          memcmp(m->body, pong, m->body_len) == 0);
+}
 
 /* Replies come matched by id, in any order (rnp): each request leaves with
  * an id stamped on it, and a partial frame is nobody's reply yet. */
