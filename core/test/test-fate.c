@@ -70,17 +70,16 @@ static void stop(void) {
  * (SENT), on no list, its deadline running, counted active in the pool. */
 static rn_call_t *written_call(outcome_t *o, int idempotent,
                                uint64_t timeout_ms) {
+  rn_call_options_t opts;
   rn_call_t *call = rn__call_new(pool);
   ASSERT(call != NULL);
   ASSERT_OK(rn__call_set_frame(call, "x\n", 2));
   memset(o, 0, sizeof(*o));
-  call->cb = on_result;
-  call->data = o;
-  call->idempotent = (unsigned)idempotent;
-  call->max_attempts = 3;
-  call->deadline.cb = rn__fate_deadline;
-  uv_update_time(rn_loop_uv(loop));
-  ASSERT_OK(rn_timer_start(&call->deadline, timeout_ms));
+  memset(&opts, 0, sizeof(opts));
+  opts.idempotent = idempotent;
+  opts.timeout_ms = timeout_ms;
+  ASSERT_OK(rn__fate_begin(call, &opts, on_result, o));
+  ASSERT_EQ(call->max_attempts, 3); /* the pool's retry.attempts */
   call->state = RN_SEND_SENT;
   call->attempts = 1;
   pool->stats.calls++;

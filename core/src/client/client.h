@@ -37,6 +37,10 @@ typedef enum {
   RN_SEND_ANSWERED    /* a reply byte arrived */
 } rn_send_state_t;
 
+/* Policy retries are capped: past five, a retry is more likely to add to
+ * an outage than to get through it. */
+#define RN_MAX_ATTEMPTS 5
+
 /* Frames up to this size live inside the call: one allocation per call. */
 #define RN_CALL_INLINE_FRAME 96
 
@@ -259,6 +263,11 @@ int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
  * happened to a call; fate.c decides what becomes of it (complete, retry
  * after a delay, requeue, park for its hedges) and hands placement back to
  * the pool and the connection. */
+/* The pool accepted the call (its frame set): its callback, attempts,
+ * deadline (started now), attempt timeout and hedging, from options or the
+ * pool's. 0, or the error of starting the deadline. */
+int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
+                   rn_call_cb cb, void *data);
 /* The pool put the call (pending, unsent) on a connection: its attempt
  * timer starts (attempt_timeout, or the hedge delay). */
 void rn__fate_placed(rn_call_t *call);

@@ -17,6 +17,9 @@
  *               so that its late reply is matched and dropped
  *
  *   fact                                  reported by  decision
+ *   accepted (rn_pool_call)               pool         its rules: attempts,
+ *                                                      deadline, attempt
+ *                                                      timeout, hedging
  *   placed on a connection                pool         attempt timer armed
  *   written                               conn         SENT, attempt counted
  *   part of a reply arrived               conn         ANSWERED
@@ -145,6 +148,36 @@ static void fate_park(rn_call_t *call, int err) {
 
 /* ------------------------------------------------------------------------ */
 /* What the pool reports                                                      */
+
+int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
+                   rn_call_cb cb, void *data) {
+  rn_pool_t *pool = call->pool;
+  uint64_t timeout;
+
+  call->cb = cb;
+  call->data = data;
+  call->idempotent = options != NULL && options->idempotent;
+  call->max_attempts = options != NULL && options->attempts
+                           ? RN_MIN(options->attempts, RN_MAX_ATTEMPTS)
+                           : pool->options.retry.attempts;
+  timeout = options != NULL && options->timeout_ms ? options->timeout_ms
+                                                   : pool->options.timeout_ms;
+  /* The deadline counts from now, not from the loop's cached clock, which
+   * is stale after time spent outside uv_run or in a long callback. */
+  uv_update_time(pool->loop->uv);
+  call->deadline.cb = rn__fate_deadline;
+  call->attempt_timeout = options != NULL && options->attempt_timeout_ms
+                              ? options->attempt_timeout_ms
+                              : pool->options.attempt_timeout_ms;
+  /* Keyed calls are never hedged: the server runs a key once, so a copy
+   * to the same server only waits for the first (or is refused
+   * IN_PROGRESS), and one to another server may run it twice. */
+  if (call->idempotent && !call->keyed)
+    rn__hedge_configure(pool, call, options);
+  return timeout == pool->deadlines.timeout
+             ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
+             : rn_timer_start(&call->deadline, timeout);
+}
 
 void rn__fate_placed(rn_call_t *call) {
   fate_check(call);

@@ -58,10 +58,6 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->hedge.max = 2;
 }
 
-/* Policy retries are capped: past five, a retry is more likely to add to
- * an outage than to get through it. */
-#define RN_MAX_ATTEMPTS 5
-
 /* The ping each heartbeat sends: RESP has PING; line and length have only
  * what the application configured. */
 static int pool_make_ping(rn_pool_t *pool, const rn_pool_options_t *o) {
@@ -594,7 +590,6 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
                  const rn_call_options_t *options, rn_call_cb cb, void *data) {
   rn_call_t *call;
-  uint64_t timeout;
   int err;
 
   if (pool->closing) return RN_ECLOSED;
@@ -625,30 +620,7 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
     err = RN_EFRAMESIZE;
     goto fail;
   }
-  call->cb = cb;
-  call->data = data;
-  call->idempotent = options != NULL && options->idempotent;
-  call->max_attempts = options != NULL && options->attempts
-                           ? RN_MIN(options->attempts, RN_MAX_ATTEMPTS)
-                           : pool->options.retry.attempts;
-
-  timeout = options != NULL && options->timeout_ms ? options->timeout_ms
-                                                : pool->options.timeout_ms;
-  /* The deadline counts from now, not from the loop's cached clock, which
-   * is stale after time spent outside uv_run or in a long callback. */
-  uv_update_time(pool->loop->uv);
-  call->deadline.cb = rn__fate_deadline;
-  call->attempt_timeout = options != NULL && options->attempt_timeout_ms
-                              ? options->attempt_timeout_ms
-                              : pool->options.attempt_timeout_ms;
-  /* Keyed calls are never hedged: the server runs a key once, so a copy
-   * to the same server only waits for the first (or is refused
-   * IN_PROGRESS), and one to another server may run it twice. */
-  if (call->idempotent && !call->keyed)
-    rn__hedge_configure(pool, call, options);
-  err = timeout == pool->deadlines.timeout
-            ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
-            : rn_timer_start(&call->deadline, timeout);
+  err = rn__fate_begin(call, options, cb, data);
   if (err) goto fail;
 
   pool->stats.calls++;
