@@ -395,12 +395,12 @@ void rn__conn_send_ping(rn_conn_t *conn);
 void rn__conn_ping_answered(rn_conn_t *conn);
 /* The same, on a suspect connection: the proof clears it. */
 void rn__conn_suspect_pong(rn_conn_t *conn);
+/* A suspect without heartbeats has all its replies: it takes calls again
+ * unless its peer's FIN or RST is already there (then it closes). */
+void rn__conn_suspect_drained(rn_conn_t *conn);
 /* Before a suspect connection writes: calls go back to the pool, only its
  * own frames leave. 1 if it closed. */
 int rn__conn_flush_suspect(rn_conn_t *conn);
-/* Whether the peer closed or reset the connection, without reading: 0,
- * UV_EOF or UV_ECONNRESET. */
-int rn__conn_peer_gone(rn_conn_t *conn);
 /* Its endpoint's prober is closing: a neighbour takes over. */
 void rn__conn_hand_over_probing(rn_conn_t *conn);
 /* A connection closing for a dead peer keeps its socket as the endpoint's

@@ -321,18 +321,9 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * next unrelated dispatch. */
   if (pool->options.max_in_flight != 0 || conn->endpoint->max_concurrent != 0)
     rn__pool_conn_writable(pool);
-  /* Without heartbeats a suspect has no proof to wait for: its replies are
-   * in, and the look for a FIN is the best there is. */
   if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
-      conn->state == RN_CONN_READY) {
-    int err = rn__conn_peer_gone(conn);
-    if (err != 0) {
-      rn__conn_close(conn, err);
-      return;
-    }
-    conn->suspect = 0;
-    rn__pool_conn_writable(pool);
-  }
+      conn->state == RN_CONN_READY)
+    rn__conn_suspect_drained(conn);
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the

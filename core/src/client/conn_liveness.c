@@ -119,7 +119,7 @@ void rn__conn_set_tcp_options(rn_conn_t *conn) {
 /* Whether the peer closed or reset the connection, without reading: its
  * FIN may wait behind replies not read yet, which a peek cannot see past.
  * 0, UV_EOF or UV_ECONNRESET. (SO_ERROR is left for the read to report.) */
-int rn__conn_peer_gone(rn_conn_t *conn) {
+static int conn_peer_gone(rn_conn_t *conn) {
   struct pollfd p;
   uv_os_fd_t fd;
   int n;
@@ -164,13 +164,25 @@ void rn__conn_suspect_pong(rn_conn_t *conn) {
   rn__pool_conn_writable(conn->pool);
 }
 
+/* Without heartbeats a suspect has no proof to wait for: once its replies
+ * are in, the look for a FIN is the best there is. */
+void rn__conn_suspect_drained(rn_conn_t *conn) {
+  int err = conn_peer_gone(conn);
+  if (err != 0) {
+    rn__conn_close(conn, err);
+    return;
+  }
+  conn->suspect = 0;
+  rn__pool_conn_writable(conn->pool);
+}
+
 /* Before a suspect connection writes: only its own frames (the proof
  * ping) leave; calls go back to the pool, since they never left. Returns
  * 1 if it closed (its peer is gone already). */
 int rn__conn_flush_suspect(rn_conn_t *conn) {
   rn_pool_t *pool = conn->pool;
   rn_list_t calls;
-  int err = rn__conn_peer_gone(conn);
+  int err = conn_peer_gone(conn);
 
   if (err != 0 && rn_list_empty(&conn->sent)) {
     rn__conn_close(conn, err);
