@@ -366,12 +366,6 @@ static inline int rn__conn_fits(const rn_conn_t *conn, size_t len) {
  * waits: a GOAWAY may). 0 if it is usable; otherwise it is closed or
  * retiring, and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
-/* A sibling reported its peer gone: conn (busy) takes no new calls until
- * its own peer proves alive. */
-void rn__conn_suspect(rn_conn_t *conn);
-/* Makes conn (ready) the one that pings for its endpoint's idle
- * connections (see conn_ping_due). */
-void rn__conn_take_over_probing(rn_conn_t *conn);
 
 /* Queues a frame of the connection's own: a ping, or the handshake (rnp
  * HELLO, answered by RN_REPLY_HELLO). 0, UV_EINVAL or UV_ENOMEM. */
@@ -385,10 +379,17 @@ void rn__conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
 void rn__conn_close_handle(rn_conn_t *conn, int connected);
 
 /* conn_liveness.c: whether a connection's peer is alive. */
+/* A sibling reported its peer gone: conn (busy) takes no new calls until
+ * its own peer proves alive. */
+void rn__conn_suspect(rn_conn_t *conn);
+/* Makes conn (ready) the one that pings for its endpoint's idle
+ * connections (see conn_ping_due). */
+void rn__conn_take_over_probing(rn_conn_t *conn);
 /* conn->heartbeat_timer's callback: pings when due, judges silence. */
 void rn__conn_heartbeat(rn_timer_t *timer);
 /* The connection is ready: its first ping is due one interval on. */
 void rn__conn_beat_start(rn_conn_t *conn);
+/* Queues a heartbeat ping (on failure the next beat tries again). */
 void rn__conn_send_ping(rn_conn_t *conn);
 /* A reply to its ping (or handshake) arrived: the next ping is due one
  * interval on. */
@@ -413,8 +414,9 @@ void rn__conn_set_tcp_options(rn_conn_t *conn);
 
 /* What conn.c and conn_rnp.c share. */
 /* Takes a call whose reply (or a proof it was not run) arrived off its
- * connection. 1 if the caller should complete it, 0 if it was internal or
- * a tombstone and has been dealt with. */
+ * connection. 1 if it is a caller's call, whose fate the reply decides
+ * (fate.c), 0 if it was the connection's own (a ping, the handshake, an
+ * abandoned attempt) and has been dealt with. */
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call);
 void rn__conn_handshake_done(rn_conn_t *conn);
 /* Hands calls never written (or proven unprocessed) back to their fate
