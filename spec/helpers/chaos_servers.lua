@@ -3,8 +3,9 @@
 -- restarts are real), each on a fixed port picked up front so that a
 -- restarted server comes back where the proxy in front of it points:
 --
---   rnp   spec/helpers/rnp_ledger_server.lua: every execution appended to a
---         ledger file (flushed before the reply, so it survives SIGKILL);
+--   rnp   spec/helpers/server.lua, handler=ledger: every execution
+--         appended to a ledger file (flushed before the reply, so it
+--         survives SIGKILL);
 --         dedupe of keyed requests; "DRAIN" makes it GOAWAY and exit.
 --   redis redis-server with appendonly yes + appendfsync always (a reply
 --         is on disk before it is sent, so replies survive SIGKILL); each
@@ -17,22 +18,12 @@
 -- times), close().
 local resilnet = require "resilnet"
 local R = require "spec.helpers.redis"
+local P = require "spec.helpers.process"
+local wait_for = require "spec.helpers.wait"
 
 local S = {}
 
-local RNP_SCRIPT = "spec/helpers/rnp_ledger_server.lua"
-
 local function succeeded(ok) return ok == true or ok == 0 end
-
--- Polls cond() every 10 ms for up to seconds (the loop runs meanwhile).
-local function wait_for(cond, seconds, what)
-  local deadline = resilnet.now() + seconds
-  repeat
-    if cond() then return end
-    resilnet.sleep(0.01)
-  until resilnet.now() > deadline
-  error(what .. " within " .. seconds .. " s", 3)
-end
 
 ---------------------------------------------------------------------------
 -- Well-formed ids: "<prefix><n>.<check>", check a hash of the rest. A byte
@@ -62,30 +53,17 @@ end
 --- S.rnp{lua = interpreter, dedupe = "on"|"off"} -> server (started).
 function S.rnp(opts)
   opts = opts or {}
-  local lua = opts.lua or os.getenv("RESILNET_TEST_LUA") or "lua5.4"
   local port = R.free_port()
   local srv = { kind = "rnp", port = port, endpoint = "127.0.0.1:" .. port,
-                ledger = os.tmpname(), out = "" }
-  local args = { lua, RNP_SCRIPT, port, srv.ledger, opts.dedupe or "on" }
-  -- The child prints "listening <port>" once it serves.
-  args.stdout = function(chunk) srv.out = srv.out .. chunk end
-  local function start()
-    srv.out = ""
-    local p = assert(resilnet.process(args))
-    wait_for(function() return srv.out:find("listening %d+") end, 10,
-             "the rnp server did not listen")
-    return p
-  end
-  srv.proc = start()
+                ledger = os.tmpname() }
+  local args = { protocol = "rnp", handler = "ledger", ledger = srv.ledger,
+                 dedupe = opts.dedupe or "on", port = port, lua = opts.lua }
+  local server = P.server(args)
+  srv.proc = server.proc
 
   function srv.kill(sig) return srv.proc:kill(sig) end
 
-  function srv.restart()
-    srv.out = ""
-    assert(srv.proc:restart { signal = "KILL", timeout = 5 })
-    wait_for(function() return srv.out:find("listening %d+") end, 10,
-             "the restarted rnp server did not listen")
-  end
+  function srv.restart() server:restart() end
 
   --- A planned restart: the running server sends GOAWAY and drains; a
   -- new one binds the same port as soon as the old one lets go of it.
@@ -96,30 +74,27 @@ function S.rnp(opts)
     local reply, err = admin:call("DRAIN")
     admin:close()
     assert(reply == "draining", "DRAIN: " .. tostring(reply or err))
-    local old = srv.proc
-    srv.proc = start()
-    old:wait(10)
+    local old = server
+    server = P.server(args)
+    srv.proc = server.proc
+    old.proc:wait(10)
     old:close()
   end
 
   function srv.executions()
     local counts, mangled = {}, {}
-    local f = io.open(srv.ledger)
-    if f then
-      for line in f:lines() do
-        if S.well_formed(line) then
-          counts[line] = (counts[line] or 0) + 1
-        else
-          mangled[#mangled + 1] = { text = line, n = 1 }
-        end
+    for id, n in pairs(P.read_ledger(srv.ledger)) do
+      if S.well_formed(id) then
+        counts[id] = n
+      else
+        mangled[#mangled + 1] = { text = id, n = n }
       end
-      f:close()
     end
     return counts, mangled
   end
 
   function srv.close()
-    if srv.proc then srv.proc:close() end
+    server:close()
     os.remove(srv.ledger)
   end
   return srv
@@ -213,5 +188,4 @@ function S.redis(opts)
 end
 
 S.free_port = R.free_port
-S.wait_for = wait_for
 return S
