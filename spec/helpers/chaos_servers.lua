@@ -19,7 +19,6 @@
 local resilnet = require "resilnet"
 local R = require "spec.helpers.redis"
 local P = require "spec.helpers.process"
-local wait_for = require "spec.helpers.wait"
 
 local S = {}
 
@@ -116,12 +115,9 @@ function S.redis(opts)
   assert(succeeded(os.execute("mkdir " .. dir)))
   local srv = { kind = "redis", port = port, endpoint = "127.0.0.1:" .. port,
                 dir = dir }
-  srv.proc = assert(resilnet.process {
-    "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-    "--appendonly", "yes", "--appendfsync", "always", "--dir", dir,
-    "--daemonize", "no", stdout = dir .. "/log.txt", stderr = false })
-  local function ready() return R.ping(port) end
-  wait_for(ready, 10, "redis-server did not come up")
+  local server = R.launch(port, { "--appendonly", "yes", "--appendfsync",
+                                   "always", "--dir", dir }, dir .. "/log.txt")
+  srv.proc = server.proc
 
   -- A direct connection (no proxy) for setting up and reading back.
   local function direct(fn)
@@ -145,10 +141,7 @@ function S.redis(opts)
 
   function srv.kill(sig) return srv.proc:kill(sig) end
 
-  function srv.restart()
-    assert(srv.proc:restart { signal = "KILL", timeout = 5 })
-    wait_for(ready, 10, "the restarted redis-server did not come up")
-  end
+  function srv.restart() server:restart() end
 
   --- Every n:* key is one non-idempotent call: its value is how many
   -- times it ran. Keys that are neither a well-formed n: id nor a g: key
@@ -181,7 +174,7 @@ function S.redis(opts)
   end
 
   function srv.close()
-    if srv.proc then srv.proc:close() end
+    server:close()
     os.execute("rm -rf " .. dir)
   end
   return srv

@@ -126,8 +126,8 @@ if ... == "spec.helpers.counting_server" then
   -- {proc, port, endpoint, ledger, protocol}.
   function C.start(protocol)
     local ledger = os.tmpname()
-    local proc = P.start({ P.LUA, "spec/helpers/counting_server.lua",
-                           protocol, 0, ledger }, "127.0.0.1")
+    local proc = P.start { P.LUA, "spec/helpers/counting_server.lua",
+                           protocol, 0, ledger }
     return { proc = proc, port = proc.port, ledger = ledger,
              endpoint = proc.endpoint, protocol = protocol }
   end

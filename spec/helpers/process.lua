@@ -1,5 +1,6 @@
 -- The specs' one way to start a server process: resilnet.process, and a
--- wait until the child prints "listening <port>". Waits with
+-- wait until the child serves (by default: until it prints "listening
+-- <port>"). Waits with
 -- resilnet.sleep, so it serves a plain spec body and a task alike (in a
 -- task, every call in flight keeps running meanwhile).
 --
@@ -22,37 +23,49 @@ local function is_fatal(signal)
   return signal ~= "STOP" and signal ~= "CONT"
 end
 
--- Runs the loop until the child printed its port; raises, with what it
--- printed, when it exited or took over 10 s.
-local function await_listening(srv, level)
+-- The default readiness: the child printed "listening <port>" (which
+-- sets srv.port).
+local function printed_port(srv)
+  local port = srv.out:match("listening (%d+)")
+  srv.port = tonumber(port) or srv.port
+  return port ~= nil
+end
+
+-- Runs the loop until the child serves; raises, with what it printed, when
+-- it exited first or took over 10 s.
+local function await_ready(srv, level)
   local deadline = resilnet.now() + 10
-  while true do
-    local port = srv.out:match("listening (%d+)")
-    if port then
-      srv.port = tonumber(port)
-      if srv.host then srv.endpoint = srv.host .. ":" .. port end
-      return srv
-    end
+  while not srv.ready(srv) do
     if not srv.proc:running() or resilnet.now() > deadline then
       srv.proc:close()
-      error(("%s did not listen: %s"):format(srv.name, srv.out), level + 1)
+      error(("%s did not start: %s"):format(srv.name, srv.out), level + 1)
     end
     resilnet.sleep(0.01)
   end
+  srv.endpoint = srv.host .. ":" .. srv.port
+  return srv
 end
 
---- P.start(argv, host) -> server: starts argv (a resilnet.process table:
--- program, arguments, env, cwd; its output is taken) and returns once it
--- printed "listening <port>": {proc, port, endpoint (host:port, when host
--- is given)}. Raises with the child's output if it did not.
-function P.start(argv, host)
-  local srv = setmetatable({ out = "", host = host }, Server)
+--- P.start(argv, how) -> server: starts argv (a resilnet.process table:
+-- program, arguments, env, cwd; stdout and stderr, when not given, are
+-- kept for the error message) and returns once it serves: {proc, port,
+-- endpoint}. how (optional): host (of the endpoint; default 127.0.0.1),
+-- port (when known up front) and ready(srv) -> true once it serves
+-- (default: it printed "listening <port>", which is then the port).
+-- Raises, with the child's output, when it did not start.
+function P.start(argv, how)
+  how = how or {}
+  local srv = setmetatable({ out = "", host = how.host or "127.0.0.1",
+                             port = how.port,
+                             ready = how.ready or printed_port }, Server)
   local function keep(chunk) srv.out = srv.out .. chunk end
   local spec = { env = argv.env, cwd = argv.cwd, stdout = keep, stderr = keep }
+  if argv.stdout ~= nil then spec.stdout = argv.stdout end
+  if argv.stderr ~= nil then spec.stderr = argv.stderr end
   for i, a in ipairs(argv) do spec[i] = a end
   srv.name = table.concat(spec, " ")
   srv.proc = assert(resilnet.process(spec))
-  return await_listening(srv, 2)
+  return await_ready(srv, 2)
 end
 
 --- srv:kill(signal): sends it ("KILL", "STOP", "CONT", ...; raises if it
@@ -68,7 +81,7 @@ end
 function Server:restart()
   assert(self.proc:restart { signal = "KILL", timeout = 5 })
   self.out = ""
-  return await_listening(self, 2)
+  return await_ready(self, 2)
 end
 
 --- srv:close(): SIGKILL unless it exited, and reaps it.
@@ -96,7 +109,7 @@ function P.server(opts)
   argv[#argv + 1] = "spec/helpers/server.lua"
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   local host = (opts.listen or "127.0.0.1:0"):match("^(.*):%d+$")
-  return P.start(argv, host)
+  return P.start(argv, { host = host })
 end
 
 --- Executions recorded in a ledger file (server.lua's handler=ledger):
