@@ -77,7 +77,7 @@ function Server:kill(signal)
 end
 
 --- srv:restart(): SIGKILL, then the same command again; returns once it
--- listens (srv.port is the new port: the same when it names one).
+-- serves again (srv.port: the new port, the same when it names one).
 function Server:restart()
   assert(self.proc:restart { signal = "KILL", timeout = 5 })
   self.out = ""
