@@ -319,14 +319,21 @@ def write(res, outdir, failures=()):
     lines.append("## Instructions per call (callgrind)\n")
     lines.append("Client instructions per call, (Ir at N2 - Ir at N1) / "
                  "(N2 - N1), so start-up cancels out.\n")
+    cg_rows = res.get("callgrind", [])
+    # The Lua clients, one column each: "lua-task@lua5.4" and the like.
+    lua_cols = sorted({k for r in cg_rows for k in r if "@" in k})
     lines.append("| server | conns x in flight | C baseline | resilnet C | "
-                 "ratio |")
-    lines.append("|---|---|---:|---:|---:|")
-    for r in res.get("callgrind", []):
+                 "ratio |" + "".join(" %s (%s) |" % (
+                     TITLES[c.split("@")[0]], c.split("@")[1])
+                     for c in lua_cols))
+    lines.append("|---|---|---:|---:|---:|" + "---:|" * len(lua_cols))
+    for r in cg_rows:
         if r.get("uv") and r.get("rn-c"):
             lines.append("| %s | %d x %d | %.0f | %.0f | %.2fx |" % (
                 r["server"], r["conns"], r["depth"], r["uv"], r["rn-c"],
-                r["rn-c"] / r["uv"]))
+                r["rn-c"] / r["uv"]) + "".join(
+                    " %s |" % ("%.0f" % r[c] if r.get(c) else "-")
+                    for c in lua_cols))
     if res.get("hotspots"):
         lines.append("\nresilnet C, echo, 1 x 16: top functions by "
                      "instructions (self), whole run:\n")

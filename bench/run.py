@@ -9,10 +9,23 @@ throughput.png (gnuplot) to the output directory.
 
   python3 bench/run.py --build BUILD_DIR [--quick] [--out DIR] [--runs N]
                        [--secs S] [--lua lua5.4|luajit|...]
+  python3 bench/run.py --callgrind-only --build BUILD_DIR [--lua LUA[,LUA]]
+                       [--save FILE] [--compare FILE] [--tolerance PCT]
 
 --quick is a smoke run (well under a minute): one run of a few cells, tiny
 scale and resilience figures; it fails (exit 1) if any client did not
-complete or a result did not parse. Standard library only.
+complete or a result did not parse.
+
+--callgrind-only measures instructions per call and nothing else (about a
+minute): rnb-uv-client, rnb-rn-client and the resilnet Lua clients
+(bench/lua/rn_task.lua, rn_send.lua, under each Lua listed) against
+rnb-echo-server. --save writes the numbers with the measured tree's commit
+(bench/results/callgrind-baseline.json holds those of the commit before
+issue 16's redesign); --compare prints the change against such a file and
+fails (exit 1) when a resilnet client moved by more than --tolerance
+percent (default 2). The Lua facade measured is the one of the build's own
+source tree, so an old commit's build is measured with its own lua/.
+Standard library only.
 """
 import argparse
 import json
@@ -89,21 +102,31 @@ class Bench:
         self.args = args
         self.build = os.path.abspath(args.build)
         self.bin = os.path.join(self.build, "bench")
-        self.lua = args.lua
-        tag = "jit" if "jit" in os.path.basename(args.lua) else \
-            re.sub(r"^lua", "", os.path.basename(args.lua))
-        self.lua_env = dict(os.environ)
-        self.lua_env["LUA_PATH"] = ";".join([
-            os.path.join(HERE, "lua", "?.lua"),
-            os.path.join(ROOT, "lua", "?.lua"), ""]) + ";"
-        self.lua_env["LUA_CPATH"] = os.path.join(
-            self.build, "lua", tag, "?.so") + ";;"
-        for k in list(self.lua_env):
-            if k.startswith("LUA_PATH_") or k.startswith("LUA_CPATH_"):
-                del self.lua_env[k]
+        self.repeat = args.repeat
+        self.luas = args.lua.split(",")
+        self.lua = self.luas[0]
+        self.source = source_of(self.build)
+        self.lua_env = self.env_for(self.lua)
         self.servers = {}  # name -> (proto, port)
         self.procs = []
         self.results = {"runs": [], "meta": {}}
+
+    def env_for(self, lua):
+        """The environment for a Lua client under the interpreter lua: the
+        bench scripts, then the facade of the build's source tree and the
+        build's module."""
+        tag = "jit" if "jit" in os.path.basename(lua) else \
+            re.sub(r"^lua", "", os.path.basename(lua))
+        env = dict(os.environ)
+        env["LUA_PATH"] = ";".join([
+            os.path.join(HERE, "lua", "?.lua"),
+            os.path.join(self.source, "lua", "?.lua"), ""]) + ";"
+        env["LUA_CPATH"] = os.path.join(
+            self.build, "lua", tag, "?.so") + ";;"
+        for k in list(env):
+            if k.startswith("LUA_PATH_") or k.startswith("LUA_CPATH_"):
+                del env[k]
+        return env
 
     # -- servers -------------------------------------------------------------
 
@@ -121,13 +144,16 @@ class Bench:
             return None
         return int(m.group(1))
 
-    def start_servers(self):
+    def start_echo(self):
         p = self.start_logged([os.path.join(self.bin, "rnb-echo-server")],
                               "echo")
         port = self.read_port(p, "echo")
         if port is None:
             sys.exit("bench: rnb-echo-server did not start")
         self.servers["echo"] = ("length", port)
+
+    def start_servers(self):
+        self.start_echo()
 
         port = free_port()
         redis = shutil.which("redis-server")
@@ -324,46 +350,75 @@ class Bench:
 
     # -- instructions per call (callgrind) -----------------------------------
 
-    def callgrind(self):
+    def callgrind_clients(self):
+        """(name, command without its call count, env) of each client whose
+        instructions per call are measured: the C clients, then each
+        resilnet Lua client under each Lua ("lua-task@lua5.4")."""
+        out = [("uv", [os.path.join(self.bin, "rnb-uv-client")], None),
+               ("rn-c", [os.path.join(self.bin, "rnb-rn-client")], None)]
+        for lua in self.luas:
+            env = self.env_for(lua)
+            for client, script in (("lua-task", "rn_task.lua"),
+                                   ("lua-send", "rn_send.lua")):
+                out.append(("%s@%s" % (client, os.path.basename(lua)),
+                            [lua, os.path.join(HERE, "lua", script)], env))
+        return out
+
+    def instructions(self, vg, cmd, env, cg):
+        """The instructions callgrind counts for cmd (written to cg)."""
+        try:
+            p = subprocess.run([vg, "--tool=callgrind",
+                                "--callgrind-out-file=" + cg] + cmd,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            return None
+        if p.returncode != 0 or not os.path.exists(cg):
+            sys.stderr.write(p.stderr[-2000:])
+            return None
+        with open(cg) as f:
+            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+        return int(m.group(1)) if m else None
+
+    def callgrind(self, configs=None):
+        """Instructions per call of every client, (Ir(N2) - Ir(N1)) /
+        (N2 - N1): two runs that differ only in their number of calls, so
+        start-up (loading Lua and the module, connecting) cancels out."""
         vg = shutil.which("valgrind")
         if not vg:
             note_failure("valgrind not found: no instruction counts")
             return
         n1, n2 = (200, 1200) if self.args.quick else (2000, 12000)
-        configs = [("echo", 1, 16), ("echo", 1, 1)]
-        if not self.args.quick and "redis" in self.servers:
-            configs += [("redis", 1, 16)]
+        if configs is None:
+            configs = [("echo", 1, 16), ("echo", 1, 1)]
+            if not self.args.quick and "redis" in self.servers:
+                configs += [("redis", 1, 16)]
         out = []
         for server, conns, depth in configs:
             proto, port = self.servers[server]
-            row = {"server": server, "conns": conns, "depth": depth}
-            for client, prog in (("uv", "rnb-uv-client"),
-                                 ("rn-c", "rnb-rn-client")):
+            row = {"server": server, "conns": conns, "depth": depth,
+                   "calls": [n1, n2], "runs": self.repeat}
+            for client, prog, env in self.callgrind_clients():
                 irs = []
                 for n in (n1, n2):
                     cg = os.path.join(self.tmp, "cg-%s-%s-%d-%d.out" % (
                         client, server, depth, n))
-                    cmd = [vg, "--tool=callgrind", "--callgrind-out-file=" +
-                           cg, os.path.join(self.bin, prog), "--proto", proto,
-                           "--port", str(port), "--conns", str(conns),
-                           "--depth", str(depth), "--calls", str(n)]
-                    p = subprocess.run(cmd, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True,
-                                       timeout=300)
-                    m = None
-                    if p.returncode == 0 and os.path.exists(cg):
-                        with open(cg) as f:
-                            m = re.search(r"^(?:summary|totals): (\d+)",
-                                          f.read(), re.M)
-                    if not m:
+                    cmd = prog + ["--proto", proto, "--port", str(port),
+                                  "--conns", str(conns), "--depth",
+                                  str(depth), "--calls", str(n)]
+                    # The median of a few runs: how many replies one read
+                    # brings varies with timing (LuaJIT's traces too).
+                    runs = [self.instructions(vg, cmd, env, cg)
+                            for _ in range(self.repeat)]
+                    ir = None if None in runs else statistics.median(runs)
+                    if ir is None:
                         note_failure("callgrind %s %s" % (client, server))
                         break
-                    irs.append(int(m.group(1)))
-                    last = cg
+                    irs.append(ir)
                 if len(irs) == 2:
                     row[client] = (irs[1] - irs[0]) / (n2 - n1)
                     if client == "rn-c" and depth == 16 and server == "echo":
-                        self.hotspots(last)
+                        self.hotspots(cg)
             out.append(row)
         self.results["callgrind"] = out
 
@@ -462,25 +517,91 @@ class Bench:
 
     # -- everything ----------------------------------------------------------
 
-    def run(self):
+    def run(self, callgrind_only=False):
         self.tmp = tempfile.mkdtemp(prefix="rnb-")
         t0 = time.time()
         try:
-            self.start_servers()
-            self.matrix()
-            self.callgrind()
-            self.latency()
-            self.scale()
-            self.resilience()
+            if callgrind_only:
+                self.start_echo()
+                self.callgrind()
+            else:
+                self.start_servers()
+                self.matrix()
+                self.callgrind()
+                self.latency()
+                self.scale()
+                self.resilience()
         finally:
             self.stop_servers()
+            shutil.rmtree(self.tmp, ignore_errors=True)
         m = self.results["meta"]
         m.update(quick=self.args.quick, runs=self.args.runs,
-                 secs=self.args.secs, lua=self.lua, rnp_gap=self.rnp_gap,
+                 secs=self.args.secs, lua=self.lua,
+                 rnp_gap=getattr(self, "rnp_gap", None),
                  servers={k: v[0] for k, v in self.servers.items()},
                  date=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(),
                  wall=time.time() - t0)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def callgrind_key(row):
+    return "%s %dx%d" % (row["server"], row["conns"], row["depth"])
+
+
+def callgrind_table(rows, before=None, tolerance=None):
+    """Prints Ir/call per row and client; with before (rows of an earlier
+    run), the change. Returns the resilnet clients beyond tolerance %."""
+    old = {callgrind_key(r): r for r in (before or [])}
+    beyond = []
+    for row in rows:
+        for client, v in sorted(row.items()):
+            if not isinstance(v, float):
+                continue
+            was = old.get(callgrind_key(row), {}).get(client)
+            line = "%-12s %-22s %9.1f Ir/call" % (callgrind_key(row), client,
+                                                 v)
+            if was:
+                change = (v - was) / was * 100
+                line += "   before %9.1f  %+6.2f%%" % (was, change)
+                if client != "uv" and abs(change) > tolerance:
+                    line += "  BEYOND %.1f%%" % tolerance
+                    beyond.append("%s %s" % (callgrind_key(row), client))
+            print(line)
+    return beyond
+
+
+def build_type_of(build):
+    try:
+        with open(os.path.join(build, "CMakeCache.txt")) as f:
+            m = re.search(r"^CMAKE_BUILD_TYPE:\w+=(.*)$", f.read(), re.M)
+        return m.group(1) if m else ""
+    except OSError:
+        return ""
+
+
+def source_of(build):
+    """The source tree a CMake build directory was configured from."""
+    try:
+        with open(os.path.join(build, "CMakeCache.txt")) as f:
+            m = re.search(r"^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$", f.read(),
+                          re.M)
+        if m:
+            return m.group(1)
+    except OSError:
+        pass
+    return ROOT
+
+
+def commit_of(tree):
+    """The commit checked out in tree, '+dirty' when it has changes."""
+    def git(*a):
+        p = subprocess.run(["git", "-C", tree] + list(a),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True)
+        return p.stdout.strip() if p.returncode == 0 else ""
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    return commit
 
 
 def preflight(lua):
@@ -498,6 +619,43 @@ def preflight(lua):
                  "lua5.4" % ", ".join(missing))
 
 
+def callgrind_only(a):
+    if not shutil.which("valgrind"):
+        sys.exit("bench: valgrind not found (apt-get install valgrind)")
+    for prog in ("rnb-uv-client", "rnb-rn-client", "rnb-echo-server"):
+        if not os.path.exists(os.path.join(a.build, "bench", prog)):
+            sys.exit("bench: %s not built in %s (RESILNET_BUILD_BENCH=ON)"
+                     % (prog, a.build))
+    b = Bench(a)
+    b.run(callgrind_only=True)
+    m = b.results["meta"]
+    res = {"commit": commit_of(b.source), "source": b.source,
+           "build": b.build, "build_type": build_type_of(b.build),
+           "date": m["date"], "wall": round(m["wall"], 1),
+           "callgrind": b.results.get("callgrind", [])}
+    print("bench: callgrind, %s (%s build) at %s, %d and %d calls, %.0f s" % (
+        res["source"], res["build_type"] or "?", res["commit"],
+        res["callgrind"][0]["calls"][0] if res["callgrind"] else 0,
+        res["callgrind"][0]["calls"][1] if res["callgrind"] else 0,
+        res["wall"]))
+    print("bench: each the median of %d run(s)" % b.repeat)
+    before = None
+    if a.compare:
+        with open(a.compare) as f:
+            base = json.load(f)
+        before = base["callgrind"]
+        print("bench: compared with %s (%s)" % (a.compare, base["commit"]))
+    beyond = callgrind_table(res["callgrind"], before, a.tolerance)
+    if a.save:
+        with open(a.save, "w") as f:
+            json.dump(res, f, indent=1, sort_keys=True)
+            f.write("\n")
+        print("bench: saved to " + a.save)
+    if failures or beyond:
+        print("bench: %s" % "; ".join(failures + beyond), file=sys.stderr)
+        sys.exit(1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
@@ -506,8 +664,27 @@ def main():
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--secs", type=float, default=None)
     ap.add_argument("--warm", type=float, default=None)
-    ap.add_argument("--lua", default="lua5.4")
+    ap.add_argument("--lua", default="lua5.4",
+                    help="the Lua for the Lua clients; a comma-separated "
+                    "list measures callgrind under each (the matrix uses "
+                    "the first)")
+    ap.add_argument("--callgrind-only", action="store_true",
+                    help="only instructions per call, printed")
+    ap.add_argument("--save", help="with --callgrind-only: write the "
+                    "numbers and the commit to this JSON file")
+    ap.add_argument("--compare", help="with --callgrind-only: a file "
+                    "written by --save to compare with")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="callgrind runs per count, the median kept "
+                    "(--callgrind-only: 3 unless given)")
+    ap.add_argument("--tolerance", type=float, default=2.0,
+                    help="percent a resilnet client may move (--compare)")
     a = ap.parse_args()
+    if a.repeat is None:
+        a.repeat = 3 if a.callgrind_only else 1
+    if a.callgrind_only:
+        callgrind_only(a)
+        return
     if a.runs is None:
         a.runs = 1 if a.quick else 5
     if a.secs is None:

@@ -64,7 +64,7 @@ end
 ---------------------------------------------------------------------------
 -- The namespaces. A run killed by its timeout cannot tear down; the next
 -- run removes what such a run left (its servers exit on their own once
--- their parent is gone, see netns_rnp_server.lua).
+-- their parent is gone, see spec/helpers/server.lua's parent=PID).
 
 local function delete_ns(name)
   sh("ip netns pids " .. name .. " | xargs -r kill -9")
@@ -146,24 +146,15 @@ end
 
 local child_env = { LUA_PATH = package.path, LUA_CPATH = package.cpath }
 
+-- The rnp server (spec/helpers/server.lua) with a ledger, listening on
+-- the server's side of the pair, and gone by itself once we are.
 local function start_server(ns, ledger)
-  local out = { "" }
-  local p = assert(resilnet.process {
-    "ip", "netns", "exec", ns, LUA, "spec/helpers/netns_rnp_server.lua",
-    SERVER_IP .. ":0", ledger, self_pid(),
-    env = child_env,
-    stdout = function(chunk) out[1] = out[1] .. chunk end,
-    stderr = function(chunk) out[1] = out[1] .. chunk end,
-  })
-  local deadline = resilnet.now() + 10
-  while not out[1]:find("listening %d+") do
-    if resilnet.now() > deadline or not p:running() then
-      p:close()
-      error("the server in " .. ns .. " did not listen: " .. out[1], 2)
-    end
-    resilnet.sleep(0.01)
-  end
-  return p, tonumber(out[1]:match("listening (%d+)"))
+  local srv = P.server {
+    via = { "ip", "netns", "exec", ns }, env = child_env, protocol = "rnp",
+    listen = SERVER_IP .. ":0", handler = "ledger", ledger = ledger,
+    parent = self_pid(),
+  }
+  return srv.proc, srv.port
 end
 
 -- The client's report: marks, calls (id -> record), events, and whether

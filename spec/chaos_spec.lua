@@ -1,8 +1,8 @@
 -- The chaos suite (issue 6): every fault of the catalogue in
 -- spec/helpers/chaos_faults.lua against two servers, each a real child
 -- process behind resilnet.proxy:
---   rnp    spec/helpers/rnp_ledger_server.lua (a ledger of executions,
---          dedupe of keyed calls, GOAWAY on "DRAIN");
+--   rnp    spec/helpers/server.lua, handler=ledger (a ledger of
+--          executions, dedupe of keyed calls, GOAWAY on "DRAIN");
 --   redis  redis-server, appendonly yes + appendfsync always; INCR of a key
 --          per call (non-idempotent, countable), GET (idempotent).
 -- Each case runs idempotent, keyed (rnp) and plain calls, one at a time

@@ -2,25 +2,17 @@
 -- its own, examples/rpc_client.lua against it; and the file dedupe store
 -- (examples/dedupe_file.lua) keeps a key's answer across a SIGKILL.
 local resilnet = require "resilnet"
+local P = require "spec.helpers.process"
 
-local LUA = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
+local LUA = P.LUA
 
 local procs = {}
 
 -- Starts rpc_server.lua with args; returns the process and its port.
 local function start_server(...)
-  local out = ""
-  local spec = { LUA, "examples/rpc_server.lua", ... }
-  spec.stdout = function(chunk) out = out .. chunk end
-  local p = assert(resilnet.process(spec))
-  procs[#procs + 1] = p
-  for _ = 1, 500 do -- up to 5 s
-    if out:match("listening %d+") or not p:running() then break end
-    resilnet.sleep(0.01)
-  end
-  local port = tonumber(out:match("listening (%d+)"))
-  assert(port, "rpc_server.lua did not start: " .. out)
-  return p, port
+  local srv = P.start { LUA, "examples/rpc_server.lua", ... }
+  procs[#procs + 1] = srv.proc
+  return srv.proc, srv.port
 end
 
 local function read_file(path)

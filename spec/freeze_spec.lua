@@ -10,10 +10,10 @@ describe("frozen server", function()
   after_each(H.cleanup_checking_fds)
 
   it("is declared dead within the heartbeat timeout; calls move on", function()
-    local a = P.start_server("resp", 0)
+    local a = P.server {}
     local b
     local ok, err = pcall(function()
-      b = P.start_server("resp", 0)
+      b = P.server {}
       local ep_a = "127.0.0.1:" .. a.port
       local pool = H.pool {
         endpoints = { ep_a, "127.0.0.1:" .. b.port },
@@ -41,7 +41,7 @@ describe("frozen server", function()
       assert.equal(2, warm)
       assert.equal(2, pool:stats().open)
 
-      P.kill(a, "STOP")
+      a:kill("STOP")
       local frozen_at = resilnet.now()
       -- Calls spread over both endpoints: those on A hang until it is
       -- declared dead, those on B succeed.
@@ -76,9 +76,8 @@ describe("frozen server", function()
       end
       assert.equal(0, failures)
     end)
-    pcall(P.kill, a, "CONT")
-    pcall(P.kill, a, "KILL")
-    if b then pcall(P.kill, b, "KILL") end
+    a:close() -- SIGKILL ends it stopped too
+    if b then b:close() end
     if not ok then error(err, 0) end
   end)
   -- Issue 14, defect 8. After a freeze the pool used to wait out the
@@ -90,7 +89,7 @@ describe("frozen server", function()
   -- backoff away: without the probe nothing could bring the endpoint back
   -- sooner.
   it("serves again within 50 ms of SIGCONT (issue 14.8)", function()
-    local a = P.start_server("resp", 0)
+    local a = P.server {}
     local ok, err = pcall(function()
       local ep_a = "127.0.0.1:" .. a.port
       local pool = H.pool {
@@ -127,10 +126,13 @@ describe("frozen server", function()
         end)
       end
 
-      local freeze
+      -- The loop's own lateness while it waits for the thaw (a loaded
+      -- machine delays our process and the server's alike); the bug this
+      -- guards against took 110 ms and more.
+      local freeze, probe
       H.go(function()
         resilnet.sleep(0.1)
-        P.kill(a, "STOP")
+        a:kill("STOP")
         frozen = true
         freeze = resilnet.now()
         -- Frozen well past the verdict (1.5 s) while the backoff grows;
@@ -142,12 +144,14 @@ describe("frozen server", function()
           resilnet.sleep(0.005)
         end
         assert.is_true(connect_timeouts > seen, "no connect attempt timed out")
-        P.kill(a, "CONT")
+        probe = H.lateness_probe()
+        a:kill("CONT")
         cont_at = resilnet.now()
         for _ = 1, 400 do
           if first_ok then break end
           resilnet.sleep(0.005)
         end
+        probe.running = false
         stop = true
         for _ = 1, 400 do
           if running == 0 then return end
@@ -165,8 +169,10 @@ describe("frozen server", function()
                     st.dead_peers, st.probes,
                     (codes.EDEADPEER or 0) .. " EDEADPEER, "
                     .. (codes.ETIMEDOUT or 0) .. " ETIMEDOUT"))
-      assert.is_true(recovery <= 0.05,
-                     ("first success %.1f ms after SIGCONT"):format(recovery * 1000))
+      assert.is_true(recovery <= 0.05 + probe.worst,
+                     ("first success %.1f ms after SIGCONT; bound 50 ms + "
+                      .. "the loop's own lateness (worst %.1f ms)")
+                       :format(recovery * 1000, probe.worst * 1000))
       -- Calls in flight at the freeze failed at the verdict; the rest at
       -- their deadlines: nothing else.
       assert.is_true((codes.EDEADPEER or 0) >= 1)
@@ -175,8 +181,7 @@ describe("frozen server", function()
       end
       assert.equal(1, st.probes_answered)
     end)
-    pcall(P.kill, a, "CONT")
-    pcall(P.kill, a, "KILL")
+    a:close()
     if not ok then error(err, 0) end
   end)
 end)

@@ -9,8 +9,12 @@ local H = require "spec.helpers.util"
 local unpack = table.unpack or unpack
 local P = require "spec.helpers.process"
 
-local function kill_quietly(proc)
-  if proc then pcall(P.kill, proc, "KILL") end
+local function ledger_server(ledger, port)
+  return P.server { handler = "ledger", ledger = ledger, port = port }
+end
+
+local function close(proc)
+  if proc then proc:close() end
 end
 
 describe("recovery", function()
@@ -20,7 +24,7 @@ describe("recovery", function()
   it("calls in flight across SIGKILL and restart: idempotent calls succeed, "
      .. "others never run twice", function()
     local ledger = os.tmpname()
-    local server = P.start_ledger(0, ledger)
+    local server = ledger_server(ledger)
     local restarted
     local ok, err = pcall(function()
       -- Each retry spends a token and none is made at or below half: 20
@@ -53,8 +57,8 @@ describe("recovery", function()
         local counts, n = P.read_ledger(ledger), 0
         for id in pairs(counts) do if id ~= "warm" then n = n + 1 end end
       until n == 2 * N or resilnet.now() > deadline
-      P.kill(server, "KILL")
-      restarted = P.start_ledger(server.port, ledger)
+      server:kill("KILL")
+      restarted = ledger_server(ledger, server.port)
 
       H.go(function()
         for _ = 1, 1000 do
@@ -80,8 +84,8 @@ describe("recovery", function()
       assert.equal(N, retries)
       assert.equal(N, pool:stats().retries)
     end)
-    kill_quietly(server)
-    kill_quietly(restarted)
+    close(server)
+    close(restarted)
     os.remove(ledger)
     if not ok then error(err, 0) end
   end)
@@ -91,7 +95,7 @@ describe("recovery", function()
     -- The first connection is refused; the call waits unsent for the
     -- second endpoint to answer and runs there exactly once.
     local ledger = os.tmpname()
-    local server = P.start_ledger(0, ledger)
+    local server = ledger_server(ledger)
     local ok, err = pcall(function()
       local pool = H.pool { endpoints = { H.refused_endpoint(),
                                           "127.0.0.1:" .. server.port },
@@ -103,14 +107,14 @@ describe("recovery", function()
       local counts = P.read_ledger(ledger)
       for i = 1, 5 do assert.equal(1, counts["u" .. i]) end
     end)
-    kill_quietly(server)
+    close(server)
     os.remove(ledger)
     if not ok then error(err, 0) end
   end)
 
   it("a scripted endpoints function follows the server to a new port",
      function()
-    local server = P.start_server("resp", 0)
+    local server = P.server {}
     local moved
     local ok, err = pcall(function()
       local current = "127.0.0.1:" .. server.port
@@ -128,8 +132,8 @@ describe("recovery", function()
       assert.equal(1, asked)
       assert.equal("a", pool:call { "ECHO", "a" })
 
-      P.kill(server, "KILL")
-      moved = P.start_server("resp", 0) -- any free port: a different one
+      server:kill("KILL")
+      moved = P.server {} -- any free port: a different one
       assert.are_not.equal(server.port, moved.port)
       current = "127.0.0.1:" .. moved.port
 
@@ -144,8 +148,8 @@ describe("recovery", function()
       assert.equal(current, eps[1].endpoint)
       assert.equal("ready", eps[1].state)
     end)
-    kill_quietly(server)
-    kill_quietly(moved)
+    close(server)
+    close(moved)
     if not ok then error(err, 0) end
   end)
 

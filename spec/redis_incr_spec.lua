@@ -23,36 +23,19 @@ local R = require "spec.helpers.redis"
 
 local function succeeded(ok) return ok == true or ok == 0 end
 
--- Starts redis-server on port with its AOF in dir; returns its pid once it
--- listens (polled from a task when called in one, so the pool keeps
+-- Starts redis-server on port with its AOF in dir; returns it once it
+-- answers (waiting from a task when called in one, so the pool keeps
 -- running while the server loads).
 local function start_redis(port, dir)
-  local pidfile = dir .. "/pid.txt"
-  os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' "
-    .. "--appendonly yes --appendfsync always --dir %s --daemonize no "
-    .. ">>%s/log.txt 2>&1 & echo $! >%s"):format(port, dir, dir, pidfile))
-  local f = assert(io.open(pidfile))
-  local pid = assert(tonumber(f:read("*l")), "no redis pid")
-  f:close()
-  for _ = 1, 500 do -- up to about 5 s
-    if R.ping(port) then return pid end
-    resilnet.sleep(0.01)
-  end
-  os.execute("kill -9 " .. pid .. " 2>/dev/null")
-  error("redis-server did not come up on port " .. port)
+  return R.launch(port, { "--appendonly", "yes", "--appendfsync", "always",
+                          "--dir", dir }, dir .. "/log.txt")
 end
 
--- SIGKILL, then waits (polling from the task, so the pool's loop keeps
--- running) until the port refuses: the kernel closed the server's sockets.
--- `kill -0` would not do: the killed server may linger as a zombie until
--- whatever adopted it reaps it.
-local function kill9(pid, port)
-  os.execute("kill -9 " .. pid .. " 2>/dev/null")
-  for _ = 1, 500 do
-    if not R.ping(port) then return end
-    resilnet.sleep(0.01)
-  end
-  error("redis-server " .. pid .. " did not die")
+-- SIGKILL, and waits (from the task, so the pool's loop keeps running)
+-- for the exit: the kernel has closed the server's sockets by then.
+local function kill9(redis)
+  redis:kill("KILL")
+  redis:close()
 end
 
 -- Every n:<id> key's value (read back after the run).
@@ -87,9 +70,9 @@ describe("INCR across redis-server SIGKILL and restart", function()
     local dir = os.tmpname()
     os.remove(dir)
     assert(succeeded(os.execute("mkdir " .. dir)))
-    local pid
+    local redis
     local ok, err = pcall(function()
-      H.go(function() pid = start_redis(port, dir) end)
+      H.go(function() redis = start_redis(port, dir) end)
       local endpoint = "127.0.0.1:" .. port
       local TIMEOUT = 0.5
       local pool = H.pool { endpoints = { endpoint }, size = 8,
@@ -98,8 +81,8 @@ describe("INCR across redis-server SIGKILL and restart", function()
 
       local TASKS, KILLS = 16, 5
       -- Reported, not asserted: the spec itself stalls the loop for a few
-      -- ms in os.execute (kill, spawning redis-server), which is not the
-      -- library's doing. retry_table_spec asserts the bound per fault.
+      -- ms now and then (spawning redis-server, its blocking PINGs while
+      -- the server comes up), which is not the library's doing. retry_table_spec asserts the bound per fault.
       local overshoot = -math.huge
       local outcome = {}          -- id -> "ok" | "maybe" | "not"
       local wrong = {}            -- replies other than 1
@@ -144,7 +127,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
             resilnet.sleep(0.005)
           end
           assert.is_true(n.ok >= base + 200, "no progress after a restart")
-          kill9(pid, port)
+          kill9(redis)
           -- Stay down until some call has failed unsent (its deadline
           -- passed while connects were refused).
           local unsent = n["not"]
@@ -153,7 +136,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
             resilnet.sleep(0.005)
           end
           assert.is_true(n["not"] > unsent, "no call failed while down")
-          pid = start_redis(port, dir)
+          redis = start_redis(port, dir)
         end
         stop = true
         for _ = 1, 400 do
@@ -200,7 +183,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
       assert.equal(n.calls, n.ok + n.maybe + n["not"])
       assert.is_true(n.maybe > 0, "no call was caught in flight by a kill")
     end)
-    if pid then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    if redis then redis:close() end
     os.execute("rm -rf " .. dir)
     if not ok then error(err, 0) end
   end)
@@ -218,9 +201,9 @@ describe("INCR across redis-server SIGKILL and restart", function()
     local dir = os.tmpname()
     os.remove(dir)
     assert(succeeded(os.execute("mkdir " .. dir)))
-    local pid
+    local redis
     local ok, err = pcall(function()
-      H.go(function() pid = start_redis(port, dir) end)
+      H.go(function() redis = start_redis(port, dir) end)
       local endpoint = "127.0.0.1:" .. port
       local pool = H.pool { endpoints = { endpoint }, size = 8, timeout = 0.5,
                             reconnect = { initial = 0.02, max = 0.1 } }
@@ -267,7 +250,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
           -- in_flight is exact at the kill.
           round = k
           local at_kill = in_flight
-          kill9(pid, port)
+          kill9(redis)
           local unsent = n["not"]
           for _ = 1, 400 do
             if n["not"] > unsent then break end
@@ -279,7 +262,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
                          ("kill %d: %d calls failed maybe_executed, %d were "
                           .. "in flight"):format(k, maybe_in[k] or 0, at_kill))
           round = 0
-          pid = start_redis(port, dir)
+          redis = start_redis(port, dir)
         end
         stop = true
         for _ = 1, 400 do
@@ -307,7 +290,7 @@ describe("INCR across redis-server SIGKILL and restart", function()
       end
       assert.is_true(n.maybe > 0, "no call was caught in flight by a kill")
     end)
-    if pid then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    if redis then redis:close() end
     os.execute("rm -rf " .. dir)
     if not ok then error(err, 0) end
   end)

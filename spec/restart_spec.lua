@@ -10,7 +10,7 @@ describe("server restart", function()
   after_each(H.cleanup_checking_fds)
 
   it("SIGKILL and restart while idle: the next 1,000 calls succeed", function()
-    local server = P.start_server("resp", 0)
+    local server = P.server {}
     local ok, proc = pcall(function()
       local pool = H.pool { endpoints = { "127.0.0.1:" .. server.port },
                             size = 4, timeout = 5 }
@@ -30,8 +30,8 @@ describe("server restart", function()
       end)
       assert.equal(4, answered)
 
-      P.kill(server, "KILL")
-      local restarted = P.start_server("resp", server.port)
+      server:kill("KILL")
+      local restarted = P.server { port = server.port }
       local failures, resets = 0, 0
       for i = 1, 1000 do
         local reply, err = pool:call { "ECHO", tostring(i) }
@@ -44,7 +44,7 @@ describe("server restart", function()
       assert.equal(0, failures)
       return restarted
     end)
-    pcall(P.kill, server, "KILL")
-    if ok then P.kill(proc, "KILL") else error(proc, 0) end
+    server:close()
+    if ok then proc:close() else error(proc, 0) end
   end)
 end)

@@ -85,8 +85,9 @@ describe("rnp server with the Redis dedupe store", function()
      .. "ran exactly once, none twice", function()
     assert(redis, why)
     local ledger = os.tmpname()
-    local script = "spec/helpers/rnp_ledger_server.lua"
-    local server = P.start_script(script, 0, ledger, "on", redis.endpoint)
+    local opts = { protocol = "rnp", handler = "ledger", ledger = ledger,
+                   dedupe = "on", dedupe_store = redis.endpoint }
+    local server = P.server(opts)
     local restarted
     local ok, err = pcall(function()
       local pool = H.pool { endpoints = { "127.0.0.1:" .. server.port },
@@ -110,9 +111,9 @@ describe("rnp server with the Redis dedupe store", function()
       H.go(function()
         for w = 1, 16 do resilnet.spawn(worker, w) end
         resilnet.sleep(0.5)
-        P.kill(server, "KILL")
-        restarted = P.start_script_in_task(script, server.port, ledger, "on",
-                                           redis.endpoint)
+        server:kill("KILL")
+        opts.port = server.port
+        restarted = P.server(opts)
         resilnet.sleep(0.7)
         stop = true
         for _ = 1, 1000 do
@@ -142,8 +143,8 @@ describe("rnp server with the Redis dedupe store", function()
       print(("\n  redis-backed dedupe across SIGKILL: %d calls answered, "
              .. "%d failed, none ran twice"):format(answered, failed))
     end)
-    if server then pcall(P.kill, server, "KILL") end
-    if restarted then pcall(P.kill, restarted, "KILL") end
+    server:close()
+    if restarted then restarted:close() end
     os.remove(ledger)
     assert(ok, err)
   end)

@@ -4,10 +4,10 @@ local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local P = require "spec.helpers.process"
 
-local SERVER = "spec/helpers/rnp_ledger_server.lua"
-
-local function kill_quietly(proc)
-  if proc then pcall(P.kill, proc, "KILL") end
+-- An rnp server process with a ledger of what it ran, keys deduplicated.
+local function ledger_server(ledger, port)
+  return P.server { protocol = "rnp", handler = "ledger", ledger = ledger,
+                    dedupe = "on", port = port }
 end
 
 describe("rnp", function()
@@ -93,7 +93,7 @@ describe("rnp", function()
   it("a planned restart under load: GOAWAY, a new process on the same "
      .. "port, zero failed calls, nothing run twice", function()
     local ledger = os.tmpname()
-    local old = P.start_script(SERVER, 0, ledger)
+    local old = ledger_server(ledger)
     local new
     local ok, err = pcall(function()
       local endpoint = "127.0.0.1:" .. old.port
@@ -124,7 +124,7 @@ describe("rnp", function()
         for w = 1, 40 do resilnet.spawn(worker, w) end
         resilnet.sleep(1)
         assert.equal("draining", admin:call("DRAIN"))
-        new = P.start_script_in_task(SERVER, old.port, ledger)
+        new = ledger_server(ledger, old.port)
         resilnet.sleep(1)
         stop = true
         for _ = 1, 1000 do
@@ -149,8 +149,8 @@ describe("rnp", function()
              .. "and moved"):format(n, pool:stats().goaways,
                                     pool:stats().not_executed))
     end)
-    kill_quietly(old)
-    kill_quietly(new)
+    old:close()
+    if new then new:close() end
     os.remove(ledger)
     assert(ok, err)
   end)

@@ -1,12 +1,11 @@
 -- Scale: 1,000 idle pooled connections with 100 ms heartbeats stay ready
 -- for 10 seconds, and a call still succeeds afterwards. (Issue 3.)
 --
--- The server is a child process (spec/helpers/hold_server.lua), so this
+-- The server is a child process (spec/helpers/server.lua), so this
 -- process holds only the client's ~1,000 descriptors. cmake runs this file
 -- on its own (spec-scale.*), not in the per-Lua spec runs: see
 -- cmake/ResilnetTests.cmake.
 local resilnet = require "resilnet"
-local socket = require "socket"
 local H = require "spec.helpers.util"
 local P = require "spec.helpers.process"
 
@@ -38,32 +37,6 @@ local function check_fd_limit()
   end
 end
 
--- Starts hold_server.lua under the specs' interpreter; {pid, port}.
-local function start_server()
-  local lua = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
-  local out = os.tmpname()
-  local pipe = assert(io.popen(("%s spec/helpers/hold_server.lua 0 >%s "
-                                .. "2>&1 & echo $!"):format(lua, out)))
-  local pid = tonumber(pipe:read("*l"))
-  pipe:close()
-  assert(pid, "could not start the server process")
-  local text = ""
-  for _ = 1, 500 do -- up to 10 s
-    local f = io.open(out)
-    text = f and f:read("*a") or ""
-    if f then f:close() end
-    local port = text:match("listening (%d+)")
-    if port then
-      os.remove(out)
-      return { pid = pid, port = tonumber(port) }
-    end
-    socket.sleep(0.02)
-  end
-  os.execute("kill -9 " .. pid .. " 2>/dev/null")
-  os.remove(out)
-  error("the server process did not start: " .. text)
-end
-
 describe("scale", function()
   before_each(H.fd_watch)
   after_each(H.cleanup_checking_fds)
@@ -71,7 +44,8 @@ describe("scale", function()
   it("1,000 idle pooled connections with 100 ms heartbeats stay ready "
      .. "for 10 seconds", function()
     check_fd_limit()
-    local server = start_server()
+    -- Room for thousands of connections and requests at once.
+    local server = P.server { max_concurrent = 4096, backlog = 4096 }
     local ok, err = pcall(function()
       local ep = "127.0.0.1:" .. server.port
       local pool = H.pool {
@@ -191,7 +165,7 @@ describe("scale", function()
 
       pool:close() -- before the server goes: a clean close, not a reset
     end)
-    pcall(P.kill, server, "KILL")
+    server:close()
     if not ok then error(err, 0) end
   end)
 end)

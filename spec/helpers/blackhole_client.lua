@@ -19,6 +19,7 @@
 --          <server host> <port 1> <port 2> <ledger 1> <ledger 2>
 --          <heartbeat interval> <heartbeat timeout> <hold seconds>
 local resilnet = require "resilnet"
+local wait = require "spec.helpers.wait"
 
 local filter, ns_server, ns_client, host = arg[1], arg[2], arg[3], arg[4]
 local port1, port2 = assert(tonumber(arg[5])), assert(tonumber(arg[6]))
@@ -35,14 +36,9 @@ local function say(...)
 end
 local function mark(name) say("mark", name, ("%.4f"):format(t())) end
 
--- Polls cond() every 5 ms for up to seconds; raises with what otherwise.
+-- Polls every 5 ms: the marks it precedes are read to that precision.
 local function wait_for(cond, seconds, what)
-  local deadline = resilnet.now() + seconds
-  repeat
-    if cond() then return end
-    resilnet.sleep(0.005)
-  until resilnet.now() > deadline
-  error(what .. " within " .. seconds .. " s", 2)
+  return wait(cond, seconds, what, 0.005)
 end
 
 ---------------------------------------------------------------------------
@@ -104,18 +100,8 @@ local function set_rules(add)
   for _, rule in ipairs(rules) do run(command(rule, add)) end
 end
 
----------------------------------------------------------------------------
--- Ledgers: which ids each server ran.
-
-local function executed(path)
-  local ids = {}
-  local f = io.open(path)
-  if f then
-    for id in f:lines() do ids[id] = true end
-    f:close()
-  end
-  return ids
-end
+-- Ledgers: which ids each server ran (id -> times).
+local executed = require("spec.helpers.process").read_ledger
 
 ---------------------------------------------------------------------------
 
@@ -141,6 +127,17 @@ pool:on("state", function(ev)
       ev.state, ev.reason or "-", ev.error or "-")
 end)
 
+-- One "call" line: how the call that started at started ended.
+local function report(id, kind, started, reply, e)
+  local outcome, maybe = "ok", "-"
+  if reply ~= id then
+    outcome = e and e.code or "EBADREPLY"
+    maybe = tostring(e and e.maybe_executed)
+  end
+  say("call", id, kind, ("%.4f"):format(started), ("%.4f"):format(t()),
+      outcome, maybe)
+end
+
 local outstanding = 0
 local function send(id, kind, delay_ms)
   local started = t()
@@ -148,18 +145,11 @@ local function send(id, kind, delay_ms)
   local ok, err = pool:send(id .. " " .. delay_ms, { idempotent = kind == "i" },
     function(reply, e)
       outstanding = outstanding - 1
-      local outcome, maybe = "ok", "-"
-      if reply ~= id then
-        outcome = e and e.code or "EBADREPLY"
-        maybe = tostring(e and e.maybe_executed)
-      end
-      say("call", id, kind, ("%.4f"):format(started), ("%.4f"):format(t()),
-          outcome, maybe)
+      report(id, kind, started, reply, e)
     end)
   if not ok then
     outstanding = outstanding - 1
-    say("call", id, kind, ("%.4f"):format(started), ("%.4f"):format(t()),
-        err.code, tostring(err.maybe_executed))
+    report(id, kind, started, nil, err)
   end
 end
 
@@ -173,13 +163,7 @@ local function stream(kind)
     local id = kind .. "s" .. n
     local started = t()
     local reply, err = pool:call(id .. " 0", { idempotent = kind == "i" })
-    local outcome, maybe = "ok", "-"
-    if reply ~= id then
-      outcome = err and err.code or "EBADREPLY"
-      maybe = tostring(err and err.maybe_executed)
-    end
-    say("call", id, kind, ("%.4f"):format(started), ("%.4f"):format(t()),
-        outcome, maybe)
+    report(id, kind, started, reply, err)
     resilnet.sleep(0.01)
   end
 end

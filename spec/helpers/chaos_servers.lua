@@ -3,8 +3,9 @@
 -- restarts are real), each on a fixed port picked up front so that a
 -- restarted server comes back where the proxy in front of it points:
 --
---   rnp   spec/helpers/rnp_ledger_server.lua: every execution appended to a
---         ledger file (flushed before the reply, so it survives SIGKILL);
+--   rnp   spec/helpers/server.lua, handler=ledger: every execution
+--         appended to a ledger file (flushed before the reply, so it
+--         survives SIGKILL);
 --         dedupe of keyed requests; "DRAIN" makes it GOAWAY and exit.
 --   redis redis-server with appendonly yes + appendfsync always (a reply
 --         is on disk before it is sent, so replies survive SIGKILL); each
@@ -17,22 +18,11 @@
 -- times), close().
 local resilnet = require "resilnet"
 local R = require "spec.helpers.redis"
+local P = require "spec.helpers.process"
 
 local S = {}
 
-local RNP_SCRIPT = "spec/helpers/rnp_ledger_server.lua"
-
 local function succeeded(ok) return ok == true or ok == 0 end
-
--- Polls cond() every 10 ms for up to seconds (the loop runs meanwhile).
-local function wait_for(cond, seconds, what)
-  local deadline = resilnet.now() + seconds
-  repeat
-    if cond() then return end
-    resilnet.sleep(0.01)
-  until resilnet.now() > deadline
-  error(what .. " within " .. seconds .. " s", 3)
-end
 
 ---------------------------------------------------------------------------
 -- Well-formed ids: "<prefix><n>.<check>", check a hash of the rest. A byte
@@ -62,30 +52,17 @@ end
 --- S.rnp{lua = interpreter, dedupe = "on"|"off"} -> server (started).
 function S.rnp(opts)
   opts = opts or {}
-  local lua = opts.lua or os.getenv("RESILNET_TEST_LUA") or "lua5.4"
   local port = R.free_port()
   local srv = { kind = "rnp", port = port, endpoint = "127.0.0.1:" .. port,
-                ledger = os.tmpname(), out = "" }
-  local args = { lua, RNP_SCRIPT, port, srv.ledger, opts.dedupe or "on" }
-  -- The child prints "listening <port>" once it serves.
-  args.stdout = function(chunk) srv.out = srv.out .. chunk end
-  local function start()
-    srv.out = ""
-    local p = assert(resilnet.process(args))
-    wait_for(function() return srv.out:find("listening %d+") end, 10,
-             "the rnp server did not listen")
-    return p
-  end
-  srv.proc = start()
+                ledger = os.tmpname() }
+  local args = { protocol = "rnp", handler = "ledger", ledger = srv.ledger,
+                 dedupe = opts.dedupe or "on", port = port, lua = opts.lua }
+  local server = P.server(args)
+  srv.proc = server.proc
 
   function srv.kill(sig) return srv.proc:kill(sig) end
 
-  function srv.restart()
-    srv.out = ""
-    assert(srv.proc:restart { signal = "KILL", timeout = 5 })
-    wait_for(function() return srv.out:find("listening %d+") end, 10,
-             "the restarted rnp server did not listen")
-  end
+  function srv.restart() server:restart() end
 
   --- A planned restart: the running server sends GOAWAY and drains; a
   -- new one binds the same port as soon as the old one lets go of it.
@@ -96,30 +73,27 @@ function S.rnp(opts)
     local reply, err = admin:call("DRAIN")
     admin:close()
     assert(reply == "draining", "DRAIN: " .. tostring(reply or err))
-    local old = srv.proc
-    srv.proc = start()
-    old:wait(10)
+    local old = server
+    server = P.server(args)
+    srv.proc = server.proc
+    old.proc:wait(10)
     old:close()
   end
 
   function srv.executions()
     local counts, mangled = {}, {}
-    local f = io.open(srv.ledger)
-    if f then
-      for line in f:lines() do
-        if S.well_formed(line) then
-          counts[line] = (counts[line] or 0) + 1
-        else
-          mangled[#mangled + 1] = { text = line, n = 1 }
-        end
+    for id, n in pairs(P.read_ledger(srv.ledger)) do
+      if S.well_formed(id) then
+        counts[id] = n
+      else
+        mangled[#mangled + 1] = { text = id, n = n }
       end
-      f:close()
     end
     return counts, mangled
   end
 
   function srv.close()
-    if srv.proc then srv.proc:close() end
+    server:close()
     os.remove(srv.ledger)
   end
   return srv
@@ -141,12 +115,9 @@ function S.redis(opts)
   assert(succeeded(os.execute("mkdir " .. dir)))
   local srv = { kind = "redis", port = port, endpoint = "127.0.0.1:" .. port,
                 dir = dir }
-  srv.proc = assert(resilnet.process {
-    "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-    "--appendonly", "yes", "--appendfsync", "always", "--dir", dir,
-    "--daemonize", "no", stdout = dir .. "/log.txt", stderr = false })
-  local function ready() return R.ping(port) end
-  wait_for(ready, 10, "redis-server did not come up")
+  local server = R.launch(port, { "--appendonly", "yes", "--appendfsync",
+                                   "always", "--dir", dir }, dir .. "/log.txt")
+  srv.proc = server.proc
 
   -- A direct connection (no proxy) for setting up and reading back.
   local function direct(fn)
@@ -170,10 +141,7 @@ function S.redis(opts)
 
   function srv.kill(sig) return srv.proc:kill(sig) end
 
-  function srv.restart()
-    assert(srv.proc:restart { signal = "KILL", timeout = 5 })
-    wait_for(ready, 10, "the restarted redis-server did not come up")
-  end
+  function srv.restart() server:restart() end
 
   --- Every n:* key is one non-idempotent call: its value is how many
   -- times it ran. Keys that are neither a well-formed n: id nor a g: key
@@ -206,12 +174,11 @@ function S.redis(opts)
   end
 
   function srv.close()
-    if srv.proc then srv.proc:close() end
+    server:close()
     os.execute("rm -rf " .. dir)
   end
   return srv
 end
 
 S.free_port = R.free_port
-S.wait_for = wait_for
 return S

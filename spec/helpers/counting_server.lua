@@ -126,10 +126,10 @@ if ... == "spec.helpers.counting_server" then
   -- {proc, port, endpoint, ledger, protocol}.
   function C.start(protocol)
     local ledger = os.tmpname()
-    local proc = P.start_script("spec/helpers/counting_server.lua", protocol,
-                                0, ledger)
+    local proc = P.start { P.LUA, "spec/helpers/counting_server.lua",
+                           protocol, 0, ledger }
     return { proc = proc, port = proc.port, ledger = ledger,
-             endpoint = "127.0.0.1:" .. proc.port, protocol = protocol }
+             endpoint = proc.endpoint, protocol = protocol }
   end
 
   --- What the ledger holds: {received = id->n, executed = id->n,
@@ -174,7 +174,7 @@ if ... == "spec.helpers.counting_server" then
   end
 
   function C.stop(srv)
-    pcall(P.kill, srv.proc, "KILL")
+    srv.proc:close()
     os.remove(srv.ledger)
   end
 

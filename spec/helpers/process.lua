@@ -1,62 +1,119 @@
--- Starts and kills Lua server processes for the specs (until resilnet has
--- its own process control). The child runs spec/helpers/echo_server.lua
--- under the same interpreter and module build as the specs.
-local socket = require "socket"
+-- The specs' one way to start a server process: resilnet.process, and a
+-- wait until the child serves (by default: until it prints "listening
+-- <port>"). Waits with
+-- resilnet.sleep, so it serves a plain spec body and a task alike (in a
+-- task, every call in flight keeps running meanwhile).
+--
+--   local P = require "spec.helpers.process"
+--   local srv = P.server { protocol = "rnp", handler = "ledger",
+--                          ledger = path }     -- spec/helpers/server.lua
+--   pool endpoints = { srv.endpoint }; srv:kill("STOP"); srv:restart()
+--   P.read_ledger(path) -> id -> times run; srv:close()
+local resilnet = require "resilnet"
 
 local P = {}
 
-local lua = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
+--- The interpreter (and module build) the specs run under.
+P.LUA = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
 
-local function succeeded(ok) return ok == true or ok == 0 end
+local Server = {}
+Server.__index = Server
 
-local function start(sleep, script, ...)
-  local out = os.tmpname()
-  local args = { ... }
-  for i = 1, #args do args[i] = ("%q"):format(tostring(args[i])) end
-  local cmd = ("%s %s %s >%s 2>&1 & echo $!")
-    :format(lua, script, table.concat(args, " "), out)
-  local pipe = assert(io.popen(cmd))
-  local pid = tonumber(pipe:read("*l"))
-  pipe:close()
-  assert(pid, "could not start the server process")
-  for _ = 1, 500 do -- up to 10 s: the child prints its port once it listens
-    local f = io.open(out)
-    local text = f and f:read("*a") or ""
-    if f then f:close() end
-    local got = text:match("listening (%d+)")
-    if got then
-      os.remove(out)
-      return { pid = pid, port = tonumber(got) }
+local function is_fatal(signal)
+  return signal ~= "STOP" and signal ~= "CONT"
+end
+
+-- The default readiness: the child printed "listening <port>" (which
+-- sets srv.port).
+local function printed_port(srv)
+  local port = srv.out:match("listening (%d+)")
+  srv.port = tonumber(port) or srv.port
+  return port ~= nil
+end
+
+-- Runs the loop until the child serves; raises, with what it printed, when
+-- it exited first or took over 10 s.
+local function await_ready(srv, level)
+  local deadline = resilnet.now() + 10
+  while not srv.ready(srv) do
+    if not srv.proc:running() or resilnet.now() > deadline then
+      srv.proc:close()
+      error(("%s did not start: %s"):format(srv.name, srv.out), level + 1)
     end
-    sleep(0.02)
+    resilnet.sleep(0.01)
   end
-  os.execute("kill -9 " .. pid .. " 2>/dev/null")
-  error("server process did not start: " .. (io.open(out) and io.open(out):read("*a") or "?"))
+  srv.endpoint = srv.host .. ":" .. srv.port
+  return srv
 end
 
---- Starts `lua script args...` (a server that prints "listening <port>").
--- Returns {pid, port} once it listens, or raises.
-function P.start_script(script, ...)
-  return start(socket.sleep, script, ...)
+--- P.start(argv, how) -> server: starts argv (a resilnet.process table:
+-- program, arguments, env, cwd; stdout and stderr, when not given, are
+-- kept for the error message) and returns once it serves: {proc, port,
+-- endpoint}. how (optional): host (of the endpoint; default 127.0.0.1),
+-- port (when known up front) and ready(srv) -> true once it serves
+-- (default: it printed "listening <port>", which is then the port).
+-- Raises, with the child's output, when it did not start.
+function P.start(argv, how)
+  how = how or {}
+  local srv = setmetatable({ out = "", host = how.host or "127.0.0.1",
+                             port = how.port,
+                             ready = how.ready or printed_port }, Server)
+  local function keep(chunk) srv.out = srv.out .. chunk end
+  local spec = { env = argv.env, cwd = argv.cwd, stdout = keep, stderr = keep }
+  if argv.stdout ~= nil then spec.stdout = argv.stdout end
+  if argv.stderr ~= nil then spec.stderr = argv.stderr end
+  for i, a in ipairs(argv) do spec[i] = a end
+  srv.name = table.concat(spec, " ")
+  srv.proc = assert(resilnet.process(spec))
+  return await_ready(srv, 2)
 end
 
---- The same from a resilnet task: waits with resilnet.sleep, so the
--- task's loop (and every call in flight) keeps running meanwhile.
-function P.start_script_in_task(script, ...)
-  return start(require("resilnet").sleep, script, ...)
+--- srv:kill(signal): sends it ("KILL", "STOP", "CONT", ...; raises if it
+-- cannot); a signal that ends the process is waited for (up to 10 s).
+function Server:kill(signal)
+  assert(self.proc:kill(signal))
+  if is_fatal(signal) then assert(self.proc:wait(10)) end
+  return true
 end
 
---- Starts an echo server process listening on 127.0.0.1:port (0: any).
-function P.start_server(protocol, port)
-  return P.start_script("spec/helpers/echo_server.lua", protocol, port)
+--- srv:restart(): SIGKILL, then the same command again; returns once it
+-- serves again (srv.port: the new port, the same when it names one).
+function Server:restart()
+  assert(self.proc:restart { signal = "KILL", timeout = 5 })
+  self.out = ""
+  return await_ready(self, 2)
 end
 
---- Starts a ledger server (spec/helpers/ledger_server.lua) writing to path.
-function P.start_ledger(port, path)
-  return P.start_script("spec/helpers/ledger_server.lua", port, path)
+--- srv:close(): SIGKILL unless it exited, and reaps it.
+function Server:close()
+  return self.proc:close()
 end
 
---- Executions recorded in a ledger file: id -> count.
+--- P.server(opts) -> server: spec/helpers/server.lua, its arguments from
+-- opts (protocol, handler, ledger, dedupe, ...; port = N means listen on
+-- 127.0.0.1:N). opts.lua: the interpreter; opts.via: a command prefix
+-- ({"ip", "netns", "exec", ns}); opts.env: added to the child's.
+function P.server(opts)
+  local args = {}
+  for k, v in pairs(opts) do
+    if k == "port" then
+      args[#args + 1] = "listen=127.0.0.1:" .. v
+    elseif k ~= "lua" and k ~= "via" and k ~= "env" then
+      args[#args + 1] = k .. "=" .. tostring(v)
+    end
+  end
+  table.sort(args)
+  local argv = { env = opts.env }
+  for _, a in ipairs(opts.via or {}) do argv[#argv + 1] = a end
+  argv[#argv + 1] = opts.lua or P.LUA
+  argv[#argv + 1] = "spec/helpers/server.lua"
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local host = (opts.listen or "127.0.0.1:0"):match("^(.*):%d+$")
+  return P.start(argv, { host = host })
+end
+
+--- Executions recorded in a ledger file (server.lua's handler=ledger):
+-- id -> count.
 function P.read_ledger(path)
   local counts = {}
   local f = io.open(path)
@@ -64,19 +121,6 @@ function P.read_ledger(path)
   for id in f:lines() do counts[id] = (counts[id] or 0) + 1 end
   f:close()
   return counts
-end
-
---- Sends signal (e.g. "KILL") and, for fatal ones, waits until it is gone.
-function P.kill(proc, signal)
-  assert(succeeded(os.execute(("kill -%s %d 2>/dev/null"):format(signal, proc.pid))))
-  if signal == "STOP" or signal == "CONT" then return end
-  for _ = 1, 500 do
-    if not succeeded(os.execute(("kill -0 %d 2>/dev/null"):format(proc.pid))) then
-      return
-    end
-    socket.sleep(0.02)
-  end
-  error("process " .. proc.pid .. " did not exit")
 end
 
 return P

@@ -1,6 +1,8 @@
--- Starts a throwaway redis-server on a free loopback port for the specs,
--- and stops it. Nothing is saved to disk.
+-- redis-server for the specs, on a free loopback port: a throwaway one
+-- (R.start, nothing saved to disk) and one under the specs' control
+-- (R.launch: killed, frozen, restarted with its data).
 local socket = require "socket"
+local P = require "spec.helpers.process"
 
 local R = {}
 
@@ -44,7 +46,22 @@ function R.ping(port)
   return line == "+PONG"
 end
 
---- Starts redis-server; returns a handle {port, endpoint, pid} or nil, why.
+--- redis-server {port, args...} started through P.start: returns once it
+-- answers PING (the server object: proc, port, endpoint, kill, restart,
+-- close), or raises with what it printed. Its log goes to the file log.
+function R.launch(port, args, log)
+  local argv = { "redis-server", "--port", port, "--bind", "127.0.0.1",
+                 "--save", "", "--daemonize", "no", stdout = log }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return P.start(argv, { port = port,
+                         ready = function() return R.ping(port) end })
+end
+
+--- Starts a throwaway redis-server, detached from the loop; returns a
+-- handle {port, endpoint, pid} or nil, why. Not through R.launch: a child
+-- of resilnet.process keeps resilnet.run() from returning while it runs,
+-- and redis_spec checks that run() returns with only idle connections
+-- left.
 function R.start()
   if not R.installed() then return nil, "redis-server not installed" end
   local port = R.free_port()

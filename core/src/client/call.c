@@ -1,5 +1,6 @@
-/* A call's completion: the callback fires exactly once, then the call's
- * memory goes once no connection holds it any more. */
+/* A call's memory and its completion: the callback fires exactly once,
+ * then the call's memory goes once no connection holds it any more. When
+ * a call completes, and how, is decided in fate.c. */
 #include "client.h"
 
 #include <assert.h>
@@ -103,10 +104,8 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   rn_result_t result;
 
   if (call->done || call->internal) return;
-  if (call->parent != NULL) {
-    rn__hedge_complete(call, status, body, body_len, flags);
-    return;
-  }
+  /* A hedge's end is its parent's business (fate.c): it calls no one. */
+  assert(call->parent == NULL && !call->backing_off && !call->parked);
   call->done = 1;
   rn_timer_stop(&call->deadline);
   rn_timer_stop(&call->attempt_timer);

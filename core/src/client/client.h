@@ -9,6 +9,7 @@
 #define RN_CLIENT_H
 
 #include "internal.h"
+#include "../codec/reply.h"
 
 /* Backoff state of one endpoint (client/backoff.c). */
 typedef struct rn_backoff_s {
@@ -35,6 +36,10 @@ typedef enum {
   RN_SEND_SENT,       /* handed to the socket, no reply byte yet */
   RN_SEND_ANSWERED    /* a reply byte arrived */
 } rn_send_state_t;
+
+/* Policy retries are capped: past five, a retry is more likely to add to
+ * an outage than to get through it. */
+#define RN_MAX_ATTEMPTS 5
 
 /* Frames up to this size live inside the call: one allocation per call. */
 #define RN_CALL_INLINE_FRAME 96
@@ -70,6 +75,8 @@ struct rn_call_s {
   unsigned keyed : 1;      /* rnp: carries a dedupe key, so the server runs
                               it at most once: retried like an idempotent
                               call, never hedged */
+  unsigned handshake : 1;  /* internal: the handshake (rnp HELLO), answered
+                              by the server's own (RN_REPLY_HELLO) */
   uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */
   uint64_t rnp_id;          /* rnp: the id of the attempt in flight */
   /* Hedging: a hedge is a shadow call carrying one more attempt of its
@@ -252,14 +259,55 @@ void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
 int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
 
-/* retry.c: a call that was written failed with err on its connection.
- * Completes it, or schedules another attempt (design §4). */
-void rn__retry_failed(rn_pool_t *pool, rn_call_t *call, int err);
-/* An error reply arrived for call (already off its connection). Returns 1
- * if the call will be tried again (classify said the server did not run
- * it), 0 if the reply is to be returned. */
-int rn__retry_error_reply(rn_pool_t *pool, rn_call_t *call, const char *body,
-                          size_t body_len);
+/* fate.c: a call's state machine. Connections and the pool report what
+ * happened to a call; fate.c decides what becomes of it (complete, retry
+ * after a delay, requeue, park for its hedges) and hands placement back to
+ * the pool and the connection. */
+/* The pool accepted the call (its frame set): its callback, attempts,
+ * deadline (started now), attempt timeout and hedging, from options or the
+ * pool's. 0, or the error of starting the deadline. */
+int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
+                   rn_call_cb cb, void *data);
+/* The pool put the call (pending, unsent) on a connection: its attempt
+ * timer starts (attempt_timeout, or the hedge delay). */
+void rn__fate_placed(rn_call_t *call);
+/* Its bytes went into a socket write: it may run from now on. */
+void rn__fate_written(rn_call_t *call);
+/* Part of its reply arrived (replies in order only). */
+void rn__fate_answering(rn_call_t *call);
+/* Its whole reply arrived (status 0, or RN_EREPLY for an error reply); the
+ * connection took it off already. */
+void rn__fate_replied(rn_call_t *call, int status, const char *body,
+                      size_t body_len, int flags);
+/* An error reply saying "try again after delay_ms" (rnp RETRY_AFTER, or
+ * IN_PROGRESS for a keyed call: 0 for a full-jitter delay). */
+void rn__fate_try_later(rn_call_t *call, uint64_t delay_ms, const char *body,
+                        size_t body_len);
+/* The server proved it did not run the call (rnp NOT_EXECUTED): err is
+ * what the caller gets if it is not sent again; again 0 when sending it
+ * again would be refused again (BAD_REQUEST). */
+void rn__fate_refused(rn_call_t *call, int err, int again, uint64_t delay_ms,
+                      const char *body, size_t body_len);
+/* A connection hands back a call it never wrote (or that its server
+ * proved unrun: above a GOAWAY's last id); off every list. */
+void rn__fate_returned(rn_call_t *call);
+/* The call's connection failed after it was written (or its attempt was
+ * abandoned, err ETIMEDOUT); off its connection already. */
+void rn__fate_lost(rn_call_t *call, int err);
+/* The pool is closing: a call pending or backing off fails ECLOSED. */
+void rn__fate_closed(rn_call_t *call);
+/* Fails a call on no list and no connection. */
+void rn__fate_fail(rn_call_t *call, int err);
+/* A call's deadline (call->deadline's callback). */
+void rn__fate_deadline(rn_timer_t *timer);
+
+/* retry.c: the checks of a policy retry. */
+/* Full-jitter backoff after the given number of attempts. */
+uint64_t rn__retry_delay(rn_pool_t *pool, unsigned attempts);
+/* Asks the application's classify (RN_CLASSIFY_DEFAULT without one). */
+rn_classify_t rn__retry_classify(rn_pool_t *pool, const rn_call_t *call,
+                                 int status, const char *body,
+                                 size_t body_len);
 /* One more attempt of a call was decided (a policy retry or a hedge):
  * spends one token of the budget. */
 void rn__retry_spend(rn_pool_t *pool);
@@ -269,8 +317,6 @@ void rn__retry_succeeded(rn_pool_t *pool);
 /* An extra attempt that was paid for proved to add no work (a hedge never
  * written, or refused unrun): its token goes back. */
 void rn__retry_refund(rn_pool_t *pool);
-/* Ends a call's retry backoff early (deadline, close). */
-void rn__retry_cancel(rn_call_t *call);
 
 /* conn.c */
 int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *endpoint);
@@ -320,22 +366,63 @@ static inline int rn__conn_fits(const rn_conn_t *conn, size_t len) {
  * waits: a GOAWAY may). 0 if it is usable; otherwise it is closed or
  * retiring, and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
+
+/* Queues a frame of the connection's own: a ping, or the handshake (rnp
+ * HELLO, answered by RN_REPLY_HELLO). 0, UV_EINVAL or UV_ENOMEM. */
+int rn__conn_send_own(rn_conn_t *conn, const rn_buf_t *frame, int handshake);
+/* Moves the calls not yet written to `out`, for the pool to place again.
+ * The connection's own frames (pings, HELLO) are dropped, or left to be
+ * written (keep_own). */
+void rn__conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
+/* Closes the socket: with a FIN, or with an RST when the pool aborts a
+ * connection that got as far as connecting. */
+void rn__conn_close_handle(rn_conn_t *conn, int connected);
+
+/* conn_liveness.c: whether a connection's peer is alive. */
 /* A sibling reported its peer gone: conn (busy) takes no new calls until
  * its own peer proves alive. */
 void rn__conn_suspect(rn_conn_t *conn);
 /* Makes conn (ready) the one that pings for its endpoint's idle
  * connections (see conn_ping_due). */
 void rn__conn_take_over_probing(rn_conn_t *conn);
+/* conn->heartbeat_timer's callback: pings when due, judges silence. */
+void rn__conn_heartbeat(rn_timer_t *timer);
+/* The connection is ready: its first ping is due one interval on. */
+void rn__conn_beat_start(rn_conn_t *conn);
+/* Queues a heartbeat ping (on failure the next beat tries again). */
+void rn__conn_send_ping(rn_conn_t *conn);
+/* A reply to its ping (or handshake) arrived: the next ping is due one
+ * interval on. */
+void rn__conn_ping_answered(rn_conn_t *conn);
+/* The same, on a suspect connection: the proof clears it. */
+void rn__conn_suspect_pong(rn_conn_t *conn);
+/* A suspect without heartbeats has all its replies: it takes calls again
+ * unless its peer's FIN or RST is already there (then it closes). */
+void rn__conn_suspect_drained(rn_conn_t *conn);
+/* Before a suspect connection writes: calls go back to the pool, only its
+ * own frames leave. 1 if it closed. */
+int rn__conn_flush_suspect(rn_conn_t *conn);
+/* Its endpoint's prober is closing: a neighbour takes over. */
+void rn__conn_hand_over_probing(rn_conn_t *conn);
+/* A connection closing for a dead peer keeps its socket as the endpoint's
+ * probe, if it may. 1 if it does. */
+int rn__conn_become_probe(rn_conn_t *conn);
+/* Closes the probe's socket; reason as for rn__endpoint_probe_ended. */
+void rn__conn_end_probe(rn_conn_t *conn, const char *reason);
+/* TCP_NODELAY, keepalive and TCP_USER_TIMEOUT on a connected socket. */
+void rn__conn_set_tcp_options(rn_conn_t *conn);
 
 /* What conn.c and conn_rnp.c share. */
 /* Takes a call whose reply (or a proof it was not run) arrived off its
- * connection. 1 if the caller should complete it, 0 if it was internal or
- * a tombstone and has been dealt with. */
+ * connection. 1 if it is a caller's call, whose fate the reply decides
+ * (fate.c), 0 if it was the connection's own (a ping, the handshake, an
+ * abandoned attempt) and has been dealt with. */
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call);
 void rn__conn_handshake_done(rn_conn_t *conn);
-/* Puts calls never written (or proven unprocessed) back in the pool's
- * queue, keeping their order ahead of newer calls. */
-void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls);
+/* Hands calls never written (or proven unprocessed) back to their fate
+ * (rn__fate_returned), which puts them back in the pool's queue ahead of
+ * newer calls, in their order. */
+void rn__conn_return_all(rn_list_t *calls);
 
 /* conn_rnp.c: rnp on the client side. */
 /* Copies an encoded REQUEST into the call, adding the key and the
@@ -345,26 +432,22 @@ int rn__rnp_call_prepare(rn_pool_t *pool, rn_call_t *call, const char *frame,
 /* Writes the connection's next id, and the time left, into `out`, the
  * call's frame as it leaves. */
 void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
-/* Handles one frame at data: 1 and *used set, 0 for more bytes, or the
- * error that closes the connection. */
-int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used);
+/* The server's HELLO answered the handshake: its limits and incarnation.
+ * 0, or RN_EHANDSHAKE (another version, no incarnation). */
+int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f);
+/* The server said GOAWAY: calls above last_id, and those not written, go
+ * elsewhere; the connection retires. asked: its RETRY_AFTER, or 0. */
+void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked);
 int rn__rnp_make_frames(rn_pool_t *pool);
 
-/* retry.c, for rnp's signals. */
-/* The server proved the call was not run (rnp NOT_EXECUTED): try again,
- * after delay_ms if the server asked for one, without spending attempts or
- * budget; fails with err once the deadline cannot be met. */
-void rn__retry_not_executed(rn_pool_t *pool, rn_call_t *call, int err,
-                            uint64_t delay_ms, const char *body,
-                            size_t body_len);
-/* An error reply that says "retry after" (rnp RETRY_AFTER, or IN_PROGRESS
- * of a keyed call): 1 if the call will be tried again. */
-int rn__retry_after(rn_pool_t *pool, rn_call_t *call, uint64_t delay_ms);
-
 /* hedge.c */
-void rn__hedge_due(rn_timer_t *timer);
-void rn__hedge_complete(rn_call_t *shadow, int status, const char *body,
-                        size_t body_len, int flags);
+/* Sets the call up for hedging if options (or the pool's) ask for it. */
+void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
+                         const rn_call_options_t *options);
+/* Sends a hedge of call to another connection: 1 if sent, 0 if no other
+ * connection was ready (one is being opened), -1 if none will be (out of
+ * memory, or a callback ended the call or closed the pool). */
+int rn__hedge_send(rn_call_t *call);
 
 /* pool_endpoint.c */
 int rn__endpoint_new(rn_pool_t *pool, const char *text,
@@ -401,6 +484,7 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn);
 void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err);
 void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn);
+/* Puts a call back at the head of the queue (fate.c decided it goes). */
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);
 /* A connection's write queue went back under the high-water mark. */
 void rn__pool_conn_writable(rn_pool_t *pool);

@@ -1,15 +1,16 @@
 /* One client connection: resolve, connect (trying each address), keep
- * reading, batch writes, match replies to calls in order. It reports to its
- * pool and never decides policy (which call goes where, when to reconnect). */
-#define _GNU_SOURCE /* POLLRDHUP */
+ * reading, batch writes, match each frame to its call as the codec says
+ * (codec/reply.h: in order or by id). It reports to its pool, and what
+ * happens to a call to the call's fate (fate.c); it never decides policy
+ * (which call goes where, when to reconnect, what a failure means). When
+ * to ping and when a peer is dead is conn_liveness.c's. */
+#define _GNU_SOURCE /* MSG_DONTWAIT, struct addrinfo */
 #include "client.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <netdb.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,24 +19,12 @@
  * idle connection does not hold much; grown on demand for large frames. */
 #define RN_READ_CHUNK 65536
 
-#ifndef POLLRDHUP /* not Linux: only a reset or a full hang-up is seen */
-#define POLLRDHUP 0
-#endif
-
 static void conn_try_connect(rn_conn_t *conn);
 static void conn_maybe_free(rn_conn_t *conn);
 static int conn_goaway_done(const rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
 static void conn_flush_later(rn_deferred_t *deferred);
-static void conn_heartbeat(rn_timer_t *timer);
 static void conn_become_ready(rn_conn_t *conn);
-static void conn_send_ping(rn_conn_t *conn);
-static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
-static void conn_send_proof(rn_conn_t *conn);
-static int conn_peer_gone(rn_conn_t *conn);
-static void conn_suspect_pong(rn_conn_t *conn);
-static void conn_close_handle(rn_conn_t *conn, int connected);
-static void conn_end_probe(rn_conn_t *conn, const char *reason);
 
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
@@ -46,6 +35,9 @@ static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
                       state == RN_CONN_CONNECTING ||
                       state == RN_CONN_HANDSHAKE;
 
+  /* States only move forward: resolving, connecting, handshake, ready,
+   * closing (a step may be skipped); nothing leaves closing. */
+  assert(state > conn->state);
   if (was_connecting && !is_connecting) ep->connecting--;
   if (!was_connecting && is_connecting) ep->connecting++;
   if (conn->state == RN_CONN_READY && state != RN_CONN_READY) ep->ready--;
@@ -100,7 +92,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   rn_buf_init(&conn->wbuf);
   rn_timer_init(pool->loop, &conn->connect_timer, conn_connect_timeout);
   conn->connect_timer.data = conn;
-  rn_timer_init(pool->loop, &conn->heartbeat_timer, conn_heartbeat);
+  rn_timer_init(pool->loop, &conn->heartbeat_timer, rn__conn_heartbeat);
   conn->heartbeat_timer.data = conn;
   /* Heartbeats of idle connections must not keep a program running. */
   rn_timer_unref(&conn->heartbeat_timer);
@@ -154,70 +146,8 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
-/* An idle connection may stay silent this many heartbeat intervals while
- * its endpoint shows life: it still proves itself now and then, since a
- * NAT forgets a silent flow and a flow can die alone. */
-#define RN_IDLE_PING_INTERVALS 8
-
-/* Pings of idle connections leave on slots of an eighth of the interval:
- * a pool of ten thousand connections then wakes a few times per interval
- * to send thousands of pings, not once per ping. Only sending waits for
- * the slot; silence deadlines stay exact. Returns ms from now. */
-static uint64_t conn_ping_delay(const rn_conn_t *conn, uint64_t due) {
-  uint64_t now = rn_loop_now(conn->pool->loop);
-  uint64_t slot = conn->pool->options.heartbeat.interval_ms / 8;
-  if (slot > 1) due = (due + slot - 1) / slot * slot;
-  return due > now ? due - now : 1;
-}
-
-/* When a connection pings next (an idle one on an endpoint without a
- * prober becomes it). One with calls out pings every interval:
- * its own silence is what matters. Idle ones share the work: one of them,
- * the endpoint's prober, pings every interval unless a byte on any of
- * them showed the server alive; the others every RN_IDLE_PING_INTERVALS.
- * Ten thousand idle connections to one server then cost an eighth of the
- * pings. A frozen server is still found within interval + timeout: the
- * prober's verdict closes its idle siblings (pool_drop_siblings), which
- * have shown nothing since either. */
-static uint64_t conn_ping_due(rn_conn_t *conn) {
-  rn_pool_endpoint_t *ep = conn->endpoint;
-  uint64_t interval = conn->pool->options.heartbeat.interval_ms;
-  if (!rn_list_empty(&conn->sent)) return conn->last_read + interval;
-  if (ep->prober == NULL) ep->prober = conn;
-  if (ep->prober == conn) return ep->last_life + interval;
-  return conn->last_read + interval * RN_IDLE_PING_INTERVALS;
-}
-
-/* Makes conn its endpoint's prober, pinging when that falls due. */
-void rn__conn_take_over_probing(rn_conn_t *conn) {
-  conn->endpoint->prober = conn;
-  if (!conn->pinging)
-    rn_timer_start(&conn->heartbeat_timer, conn_ping_delay(conn, 0));
-}
-
-/* The prober is leaving: a neighbour takes over now if it can (a look at
- * two, not a search: a pool closing ten thousand connections would search
- * for each), else the next maintenance round picks one. */
-static void conn_hand_over_probing(rn_conn_t *conn) {
-  rn_pool_endpoint_t *ep = conn->endpoint;
-  rn_list_t *near[2];
-  int i;
-  if (ep->prober != conn) return;
-  ep->prober = NULL;
-  if (conn->pool->closing) return;
-  near[0] = conn->node.prev;
-  near[1] = conn->node.next;
-  for (i = 0; i < 2; i++) {
-    rn_conn_t *next;
-    if (near[i] == &ep->conns) continue;
-    next = RN_CONTAINER_OF(near[i], rn_conn_t, node);
-    if (next->state != RN_CONN_READY) continue;
-    rn__conn_take_over_probing(next);
-    return;
-  }
-}
-
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
+  assert(call->conn == conn && call->state != RN_SEND_UNSENT);
   if (!conn->answered) {
     conn->answered = 1;
     rn__pool_conn_answered(conn->pool, conn);
@@ -234,69 +164,80 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
     rn_list_remove(&conn->node);
     rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
   }
-  call->state = RN_SEND_ANSWERED;
   if (call->tombstone) { /* the reply of an abandoned attempt */
     rn__call_release(call);
     return 0;
   }
-  if (call->internal) {
-    const rn_pool_options_t *o = &conn->pool->options;
+  if (call->internal) { /* a ping's answer (or the handshake's) */
     int handshake = conn->state == RN_CONN_HANDSHAKE;
-    conn->pinging = 0; /* any reply to a ping is life enough */
-    /* While the ping was out the timer waited for its deadline; the next
-     * ping is due one interval after this reply, not then. */
-    if (conn->state == RN_CONN_READY) {
-      uint64_t due = rn_loop_now(conn->pool->loop) +
-                     RN_MIN(o->heartbeat.interval_ms, o->heartbeat.timeout_ms);
-      rn_timer_start(&conn->heartbeat_timer, conn_ping_delay(conn, due));
-    }
+    rn__conn_ping_answered(conn);
     rn__call_release(call);
     if (handshake) rn__conn_handshake_done(conn);
-    if (conn->suspect) {
-      conn_suspect_pong(conn);
-      if (!conn->suspect) rn__pool_conn_writable(conn->pool);
-    }
+    if (conn->suspect) rn__conn_suspect_pong(conn);
     return 0;
   }
   conn->last_active = rn_loop_now(conn->pool->loop);
   return 1;
 }
 
-/* A reply that can answer a ping: RESP's +PONG, or an error reply (a busy,
- * loading or password-protected Redis answers PING with -BUSY, -LOADING,
- * -NOAUTH: still the reply to that PING, in its place). Any reply for line
- * and length, whose pings the application chose. */
-static int conn_is_pong(const rn_conn_t *conn, const char *frame,
-                        const rn_frame_t *f) {
-  static const char pong[] = "+PONG\r\n";
-  if (conn->pool->codec.protocol != RN_PROTOCOL_RESP) return 1;
-  if (f->flags & RN_FRAME_ERROR) return 1;
-  return f->size == sizeof(pong) - 1 && memcmp(frame, pong, f->size) == 0;
+/* Sent calls are in id order: ids are stamped as they leave. */
+static rn_call_t *conn_find(rn_conn_t *conn, uint64_t id) {
+  rn_list_t *pos;
+  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
+    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->rnp_id == id) return call;
+    if (call->rnp_id > id) break;
+  }
+  return NULL;
 }
 
-/* Hands one reply frame to the oldest call sent. 0, or the error that must
- * close the connection. */
-static int conn_deliver(rn_conn_t *conn, const char *frame,
-                        const rn_frame_t *f) {
-  rn_call_t *call;
-  int status;
-
-  if (rn_list_empty(&conn->sent)) return RN_EUNEXPECTED;
-  call = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
-  /* Replies are matched by position: one the peer sent unasked (a proxy's
-   * greeting, a leftover of the port's last user) would shift every reply
-   * after it onto the wrong call. RESP's ping proves the order holds. */
-  if (call->internal && !call->tombstone && !conn_is_pong(conn, frame, f))
-    return RN_EUNEXPECTED;
-  if (!rn__conn_take(conn, call)) return 0;
-  status = (f->flags & RN_FRAME_ERROR) ? RN_EREPLY : 0;
-  if (status == 0 ||
-      !rn__retry_error_reply(conn->pool, call, frame + f->body_offset,
-                             f->body_len)) {
-    rn__call_complete(call, status, frame + f->body_offset, f->body_len,
-                      f->flags);
-    rn__call_release(call);
+/* Whether m can be the answer to call: a request's (or an abandoned
+ * attempt's) reply, a ping's pong or the handshake's answer. Replies in
+ * order are matched by position: one the peer sent unasked (a proxy's
+ * greeting, a leftover of the port's last user) would shift every reply
+ * after it onto the wrong call. The ping proves the order holds. */
+static int conn_answers(const rn_conn_t *conn, const rn_call_t *call,
+                        const rn_reply_t *m) {
+  int own = call->internal && !call->tombstone; /* a ping, the handshake */
+  switch (m->kind) {
+  case RN_REPLY_IN_ORDER:
+    return !own || rn__codec_reply_is_pong(&conn->pool->codec, m);
+  case RN_REPLY_PONG: return own && !call->handshake;
+  case RN_REPLY_HELLO: return own && call->handshake;
+  default: return !own;
   }
+}
+
+/* Hands one frame to whom it concerns: the call it answers, the
+ * connection (GOAWAY), or nobody (a push). 0, or the error that must close
+ * the connection. */
+static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
+  rn_call_t *call;
+  int err;
+
+  if (m->kind == RN_REPLY_IN_ORDER) {
+    call = rn_list_empty(&conn->sent)
+               ? NULL
+               : RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+  } else if (m->kind == RN_REPLY_PUSH) {
+    return 0;
+  } else if (m->kind == RN_REPLY_GOAWAY) {
+    rn__rnp_goaway(conn, m->id, m->retry_after_ms);
+    return 0;
+  } else {
+    call = conn_find(conn, m->id);
+  }
+  if (call == NULL || !conn_answers(conn, call, m)) return RN_EUNEXPECTED;
+  if (m->kind == RN_REPLY_HELLO && (err = rn__rnp_hello(conn, &m->rnp)) != 0)
+    return err;
+  if (!rn__conn_take(conn, call)) return 0;
+  if (m->kind == RN_REPLY_REFUSED)
+    rn__fate_refused(call, m->status, m->again, m->retry_after_ms, m->body,
+                     m->body_len);
+  else if (m->kind == RN_REPLY_TRY_LATER)
+    rn__fate_try_later(call, m->retry_after_ms, m->body, m->body_len);
+  else
+    rn__fate_replied(call, m->status, m->body, m->body_len, m->flags);
   return 0;
 }
 
@@ -322,7 +263,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 
   if (nread == 0) return;
   if (conn->probe) { /* any byte: the server is back; nothing is matched */
-    conn_end_probe(conn, nread > 0 ? "answered" : "lost");
+    rn__conn_end_probe(conn, nread > 0 ? "answered" : "lost");
     return;
   }
   if (nread < 0) {
@@ -337,40 +278,22 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * first sign that the peer is a different server: drop the connection
    * before anything is matched to it. (An rnp server may also say GOAWAY
    * to an idle connection, so rnp looks at the frame first.) */
-  if (rn_list_empty(&conn->sent) && pool->codec.protocol != RN_PROTOCOL_RNP) {
+  if (rn_list_empty(&conn->sent) && !rn__codec_speaks_unasked(&pool->codec)) {
     rn__conn_close(conn, RN_EUNEXPECTED);
     return;
   }
 
   while (pos < conn->rbuf.len && conn->state != RN_CONN_CLOSING) {
-    const char *data = conn->rbuf.base + pos;
-    size_t avail = conn->rbuf.len - pos;
-    rn_frame_t f;
-    int r;
-    if (pool->codec.protocol == RN_PROTOCOL_RNP) {
-      r = rn__rnp_read(conn, data, avail, &f.size);
-      if (r == 0) break;
-      if (r < 0) {
-        rn__conn_close(conn, r);
-        return;
-      }
-    } else {
-      r = rn_codec_scan(&pool->codec, &conn->scan, data, avail, &f);
-      if (r == 0) break;
-      if (r < 0) {
-        rn__conn_close(conn, r);
-        return;
-      }
-      /* A push is out-of-band: not a reply to any call. */
-      if (!(f.flags & RN_FRAME_PUSH)) {
-        r = conn_deliver(conn, data, &f);
-        if (r < 0) {
-          rn__conn_close(conn, r);
-          return;
-        }
-      }
+    rn_reply_t m;
+    int r = rn__codec_reply(&pool->codec, &conn->scan, conn->rbuf.base + pos,
+                            conn->rbuf.len - pos, &m);
+    if (r == 0) break;
+    if (r > 0) r = conn_deliver(conn, &m);
+    if (r < 0) {
+      rn__conn_close(conn, r);
+      return;
     }
-    pos += f.size;
+    pos += m.size;
     /* Past its lifetime, its endpoint dropped or its server going away:
      * done once drained, whether the last reply was a call's, a ping's or
      * a tombstone's. */
@@ -386,70 +309,21 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * rare heartbeat reply. A busy one keeps it for the next burst. */
   if (conn->rbuf.len == 0 && conn->queued == 0) rn_buf_free(&conn->rbuf);
   /* Part of a reply is here: its call has been answered, even if the rest
-   * never comes. (rnp replies come in any order: which call a partial
+   * never comes. (Replies by id come in any order: which call a partial
    * one is for is not known, and sent and answered retry alike. A RESP
    * push is nobody's reply.) */
   if (conn->rbuf.len > 0 && !rn_list_empty(&conn->sent) &&
-      pool->codec.protocol != RN_PROTOCOL_RNP &&
-      !(pool->codec.protocol == RN_PROTOCOL_RESP &&
-        conn->rbuf.base[0] == RN_RESP_PUSH)) {
-    rn_call_t *head = RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
-    head->state = RN_SEND_ANSWERED;
+      rn__codec_partial_is_reply(&pool->codec, conn->rbuf.base)) {
+    rn__fate_answering(RN_CONTAINER_OF(conn->sent.next, rn_call_t, node));
   }
   /* Replies free room on an endpoint held at max_in_flight, or at its rnp
    * server's MAX_CONCURRENT: calls that waited for it go now, not at the
    * next unrelated dispatch. */
   if (pool->options.max_in_flight != 0 || conn->endpoint->max_concurrent != 0)
     rn__pool_conn_writable(pool);
-  /* Without heartbeats a suspect has no proof to wait for: its replies are
-   * in, and the look for a FIN is the best there is. */
   if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
-      conn->state == RN_CONN_READY) {
-    int err = conn_peer_gone(conn);
-    if (err != 0) {
-      rn__conn_close(conn, err);
-      return;
-    }
-    conn->suspect = 0;
-    rn__pool_conn_writable(pool);
-  }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Liveness                                                                   */
-
-/* The kernel counts keepalive in whole seconds: ms rounded up. */
-static unsigned conn_seconds(uint64_t ms) {
-  return (unsigned)((ms + 999) / 1000);
-}
-
-/* Keepalive catches a peer that vanished while idle even without pings;
- * TCP_USER_TIMEOUT bounds how long written bytes may go unacknowledged,
- * which no application ping can see. Best effort: a platform without an
- * option keeps its defaults. */
-static void conn_set_tcp_options(rn_conn_t *conn) {
-  const rn_keepalive_options_t *o = &conn->pool->options.keepalive;
-  uv_os_fd_t fd;
-
-  uv_tcp_nodelay(&conn->h.tcp, 1);
-  if (o->idle_ms > 0)
-    uv_tcp_keepalive(&conn->h.tcp, 1, conn_seconds(o->idle_ms));
-  if (uv_fileno(&conn->h.handle, &fd) != 0) return;
-#if defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
-  if (o->idle_ms > 0) {
-    int interval = (int)conn_seconds(o->interval_ms), count = (int)o->count;
-    if (interval > 0)
-      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
-    if (count > 0)
-      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
-  }
-#endif
-#ifdef TCP_USER_TIMEOUT
-  if (o->user_timeout_ms > 0) {
-    unsigned int ms = (unsigned)o->user_timeout_ms;
-    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
-  }
-#endif
+      conn->state == RN_CONN_READY)
+    rn__conn_suspect_drained(conn);
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
@@ -489,7 +363,7 @@ int rn__conn_check_idle(rn_conn_t *conn) {
     n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-  if (n > 0 && conn->pool->codec.protocol == RN_PROTOCOL_RNP) {
+  if (n > 0 && rn__codec_speaks_unasked(&conn->pool->codec)) {
     conn_read_now(conn, fd);
     if (conn->state == RN_CONN_READY && !conn->retiring) return 0;
     return conn->error != 0 ? conn->error : RN_ECLOSED;
@@ -499,148 +373,20 @@ int rn__conn_check_idle(rn_conn_t *conn) {
   return err;
 }
 
-/* Whether the peer closed or reset the connection, without reading: its
- * FIN may wait behind replies not read yet, which a peek cannot see past.
- * 0, UV_EOF or UV_ECONNRESET. (SO_ERROR is left for the read to report.) */
-static int conn_peer_gone(rn_conn_t *conn) {
-  struct pollfd p;
-  uv_os_fd_t fd;
-  int n;
-
-  if (uv_fileno(&conn->h.handle, &fd) != 0) return 0;
-  p.fd = fd;
-  p.events = POLLIN | POLLRDHUP;
-  p.revents = 0;
-  do
-    n = poll(&p, 1, 0);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0) return 0;
-  if (p.revents & POLLERR) return UV_ECONNRESET;
-  if (p.revents & (POLLHUP | POLLRDHUP)) return UV_EOF;
-  return 0;
-}
-
-/* A sibling's peer went away (EOF, a reset): the server behind this
- * busy connection may be dying too, its kernel closing one socket after
- * the other, so a FIN or RST may be on its way here. A call written now
- * would fail as maybe executed although no server ever read it. So the
- * connection takes no new calls until a ping sent from now on is answered
- * (without heartbeats: until its replies are in and no FIN waits); calls
- * meanwhile go to other connections or wait. */
-void rn__conn_suspect(rn_conn_t *conn) {
-  if (conn->suspect || conn->state != RN_CONN_READY) return;
-  conn->suspect = 1;
-  /* A ping already out was sent before: its answer proves nothing. */
-  if (!conn->pinging) conn_send_proof(conn);
-}
-
-/* A reply to a ping on a suspect connection: the proof, or the ping that
- * was out before, after which the proof goes. */
-static void conn_suspect_pong(rn_conn_t *conn) {
-  if (!conn->proving) {
-    conn_send_proof(conn);
-    return;
-  }
-  conn->suspect = 0;
-  conn->proving = 0;
-}
-
-/* Before a suspect connection writes: only its own frames (the proof
- * ping) leave; calls go back to the pool, since they never left. Returns
- * 1 if it closed (its peer is gone already). */
-static int conn_flush_suspect(rn_conn_t *conn) {
-  rn_pool_t *pool = conn->pool;
-  rn_list_t calls;
-  int err = conn_peer_gone(conn);
-
-  if (err != 0 && rn_list_empty(&conn->sent)) {
-    rn__conn_close(conn, err);
-    return 1;
-  }
-  conn_take_unsent(conn, &calls, 1);
-  if (!rn_list_empty(&calls)) {
-    rn__conn_requeue_all(pool, &calls);
-    rn__pool_dispatch(pool);
-  }
-  return conn->state == RN_CONN_CLOSING;
-}
-
-/* Queues a frame of the connection's own: a ping, or rnp's HELLO. */
-static int conn_send_internal(rn_conn_t *conn, const rn_buf_t *frame) {
+/* Queues a frame of the connection's own: a ping, or the handshake (rnp's
+ * HELLO). */
+int rn__conn_send_own(rn_conn_t *conn, const rn_buf_t *frame,
+                      int handshake) {
   rn_call_t *call;
 
   if (frame->len > sizeof(call->inline_frame)) return UV_EINVAL;
   call = rn__call_new(conn->pool);
   if (call == NULL) return UV_ENOMEM;
   call->internal = 1;
+  call->handshake = (unsigned)handshake;
   rn__call_set_frame(call, frame->base, frame->len); /* inline: no error */
   rn__conn_enqueue(conn, call);
   return 0;
-}
-
-static void conn_send_ping(rn_conn_t *conn) {
-  /* On failure the next beat tries again. */
-  if (conn_send_internal(conn, &conn->pool->ping_frame) != 0) return;
-  conn->pinging = 1;
-  conn->pool->stats.heartbeats++;
-}
-
-/* The ping whose answer clears a suspect connection (rn__conn_suspect).
- * Without heartbeats there is none: the read clears it instead. */
-static void conn_send_proof(rn_conn_t *conn) {
-  if (conn->pool->ping_frame.len == 0) return;
-  conn_send_ping(conn);
-  conn->proving = conn->pinging;
-}
-
-/* Silence counts from the last byte read, or from when the connection
- * started waiting for a reply if that is later: an idle connection owes
- * nothing until it is asked. */
-static void conn_heartbeat(rn_timer_t *timer) {
-  rn_conn_t *conn = timer->data;
-  rn_pool_t *pool = conn->pool;
-  const rn_pool_options_t *o = &pool->options;
-  uint64_t now = rn_loop_now(pool->loop);
-  uint64_t next = UINT64_MAX;
-
-  if (conn->probe) {
-    conn_end_probe(conn, "expired");
-    return;
-  }
-  if (conn->state != RN_CONN_READY) return;
-  if (!rn_list_empty(&conn->sent)) {
-    uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
-    uint64_t deadline = since + o->heartbeat.timeout_ms;
-    if (now >= deadline) {
-      if (pool->loop->last_poll < deadline) {
-        /* The loop has not looked at the socket since the deadline passed
-         * (it was busy): look first, then judge. */
-        rn_timer_start(timer, 1);
-        return;
-      }
-      pool->stats.dead_peers++;
-      rn__conn_close(conn, RN_EDEADPEER);
-      return;
-    }
-    next = deadline;
-  }
-  /* While a ping is out, only its deadline matters: waking at the next
-   * ping time, which has passed, would spin. */
-  if (!conn->pinging) {
-    uint64_t due = conn_ping_due(conn);
-    if (now >= due) {
-      conn_send_ping(conn);
-      if (conn->state != RN_CONN_READY) return;
-      if (!rn_list_empty(&conn->sent))
-        next = RN_MIN(next, RN_MAX(conn->last_read, conn->waiting_since) +
-                                o->heartbeat.timeout_ms);
-    } else {
-      next = RN_MIN(next, now + conn_ping_delay(conn, due));
-    }
-  }
-  /* A ping still waiting behind a write: look again in one interval. */
-  if (next == UINT64_MAX) next = now + o->heartbeat.interval_ms;
-  rn_timer_start(timer, next > now ? next - now : 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -730,7 +476,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
         rn__conn_close(conn, UV_ECONNREFUSED);
       return;
     }
-    conn_set_tcp_options(conn);
+    rn__conn_set_tcp_options(conn);
   }
   err = uv_read_start(&conn->h.stream, conn_alloc, conn_on_read);
   if (err) {
@@ -745,13 +491,13 @@ static void conn_on_connect(uv_connect_t *req, int status) {
    * still accepts is a failed connect, not a place to strand calls. */
   if (conn->pool->hello_frame.len > 0) {
     conn_set_state(conn, RN_CONN_HANDSHAKE);
-    err = conn_send_internal(conn, &conn->pool->hello_frame);
+    err = rn__conn_send_own(conn, &conn->pool->hello_frame, 1);
     if (err) rn__conn_close(conn, err);
     return;
   }
   if (conn->pool->ping_frame.len > 0) {
     conn_set_state(conn, RN_CONN_HANDSHAKE);
-    conn_send_ping(conn);
+    rn__conn_send_ping(conn);
     return;
   }
   conn_become_ready(conn);
@@ -771,15 +517,11 @@ static void conn_become_ready(rn_conn_t *conn) {
                        (uint64_t)((double)life * 0.1 *
                                   rn__random_unit(conn->pool->loop));
   }
-  if (conn->pool->ping_frame.len > 0)
-    rn_timer_start(&conn->heartbeat_timer,
-                   conn_ping_delay(conn, conn->last_read +
-                                             conn->pool->options
-                                                 .heartbeat.interval_ms));
+  rn__conn_beat_start(conn);
   conn_set_state(conn, RN_CONN_READY);
   rn__pool_conn_ready(conn->pool, conn);
   /* The endpoint serves again: the dead connection has nothing to learn. */
-  if (ep->dead_probe != NULL) conn_end_probe(ep->dead_probe, "replaced");
+  if (ep->dead_probe != NULL) rn__conn_end_probe(ep->dead_probe, "replaced");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -814,7 +556,7 @@ static void conn_flush(rn_conn_t *conn) {
   if (conn->writing ||
       (conn->state != RN_CONN_READY && conn->state != RN_CONN_HANDSHAKE) ||
       rn_list_empty(&conn->unsent) ||
-      (conn->suspect && conn_flush_suspect(conn)) ||
+      (conn->suspect && rn__conn_flush_suspect(conn)) ||
       rn_list_empty(&conn->unsent))
     return;
 
@@ -829,21 +571,12 @@ static void conn_flush(rn_conn_t *conn) {
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
     memcpy(conn->wbuf.base + conn->wbuf.len, call->frame, call->frame_len);
-    if (conn->pool->codec.protocol == RN_PROTOCOL_RNP)
+    if (rn__codec_replies_by_id(&conn->pool->codec))
       rn__rnp_stamp(conn, call, conn->wbuf.base + conn->wbuf.len);
     conn->wbuf.len += call->frame_len;
     rn_list_remove(&call->node);
     rn_list_insert_tail(&conn->sent, &call->node);
-    call->state = RN_SEND_SENT;
-    if (call->parent != NULL) {
-      /* A hedge out: while it is, the call may have run; its end says
-       * whether it still may (rn__hedge_complete). */
-      call->parent->attempts++;
-      call->parent->shadows_written++;
-      call->was_sent = 1;
-    } else if (!call->internal) {
-      call->attempts++;
-    }
+    rn__fate_written(call);
   }
   conn->unsent_bytes = 0;
 
@@ -857,6 +590,12 @@ static void conn_flush(rn_conn_t *conn) {
 }
 
 void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
+  /* Calls go only to a ready connection; its own frames also during the
+   * handshake. The call is unsent and on no list. */
+  assert(conn->state == RN_CONN_READY ||
+         (call->internal && conn->state == RN_CONN_HANDSHAKE));
+  assert(call->conn == NULL && rn_list_empty(&call->node) &&
+         call->state == RN_SEND_UNSENT && !call->done);
   if (!call->internal) {
     conn->last_active = rn_loop_now(conn->pool->loop);
     rn__call_set_endpoint(call, conn->endpoint);
@@ -879,6 +618,7 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
 }
 
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
+  assert(call->conn == conn && call->state == RN_SEND_UNSENT);
   rn_list_remove(&call->node);
   conn->unsent_bytes -= call->frame_len;
   rn__conn_count_call(conn, call, -1);
@@ -889,7 +629,10 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
 }
 
 int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
-  rn_call_t *stone = rn__call_new(conn->pool);
+  rn_call_t *stone;
+  assert(call->conn == conn && call->state != RN_SEND_UNSENT &&
+         !call->internal);
+  stone = rn__call_new(conn->pool);
   if (stone == NULL) {
     rn__conn_close(conn, UV_ENOMEM);
     return UV_ENOMEM;
@@ -963,7 +706,7 @@ static void conn_on_close(uv_handle_t *handle) {
 
 /* Closes the handle: with a FIN, or with an RST when the pool is aborting
  * a connection that got as far as connecting. */
-static void conn_close_handle(rn_conn_t *conn, int connected) {
+void rn__conn_close_handle(rn_conn_t *conn, int connected) {
   if (!conn->handle_open || uv_is_closing(&conn->h.handle)) return;
 #if UV_VERSION_HEX >= 0x012000 /* uv_tcp_close_reset: libuv 1.32 */
   if (conn->pool->aborting && connected &&
@@ -976,20 +719,20 @@ static void conn_close_handle(rn_conn_t *conn, int connected) {
   uv_close(&conn->h.handle, conn_on_close);
 }
 
-void rn__conn_requeue_all(rn_pool_t *pool, rn_list_t *calls) {
+void rn__conn_return_all(rn_list_t *calls) {
   /* Newest first: each goes to the front of the pool's queue, so they end
    * up ahead of newer calls in their original order. */
   while (!rn_list_empty(calls)) {
     rn_call_t *call = RN_CONTAINER_OF(calls->prev, rn_call_t, node);
     rn_list_remove(&call->node);
-    rn__pool_requeue(pool, call);
+    rn__fate_returned(call);
   }
 }
 
 /* Moves the calls not yet written to `out`, for the pool to place again.
  * The connection's own frames (pings, HELLO) are dropped, or left to be
  * written (keep_own). */
-static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
+void rn__conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
   rn_list_t *pos, *tmp;
   rn_list_init(out);
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
@@ -1005,42 +748,6 @@ static void conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own) {
   }
 }
 
-/* A frozen server (SIGSTOP, a VM paused, a long GC) keeps its sockets:
- * once it runs again it reads what it was sent and answers. The connection
- * judged dead closes for calls as any other, but its socket stays open
- * for heartbeat.probe_ms as its endpoint's probe: the first byte it reads
- * ends the endpoint's backoff (rn__endpoint_probe_ended), so calls go to
- * a fresh connection at once rather than after a backoff grown during the
- * freeze. It always has something unanswered (the verdict needs that).
- * One per endpoint: it costs a socket and no buffers while it waits. */
-static int conn_may_probe(const rn_conn_t *conn) {
-  const rn_pool_t *pool = conn->pool;
-  return pool->options.heartbeat.probe_ms > 0 && !pool->closing &&
-         !conn->endpoint->removed && conn->endpoint->dead_probe == NULL &&
-         conn->handle_open && !uv_is_closing(&conn->h.handle);
-}
-
-static void conn_start_probe(rn_conn_t *conn) {
-  conn->probe = 1;
-  conn->endpoint->dead_probe = conn;
-  conn->pool->stats.probes++;
-  rn_buf_free(&conn->rbuf); /* the bytes it reads are not looked at */
-  if (!conn->writing) rn_buf_free(&conn->wbuf);
-  rn_timer_start(&conn->heartbeat_timer,
-                 conn->pool->options.heartbeat.probe_ms);
-}
-
-/* Closes the probe's socket and tells the endpoint why it ended. */
-static void conn_end_probe(rn_conn_t *conn, const char *reason) {
-  rn_pool_endpoint_t *ep = conn->endpoint;
-  if (!conn->probe) return;
-  conn->probe = 0;
-  ep->dead_probe = NULL;
-  rn_timer_stop(&conn->heartbeat_timer);
-  conn_close_handle(conn, 1);
-  rn__endpoint_probe_ended(conn->pool, ep, conn->serial, reason);
-}
-
 void rn__conn_close(rn_conn_t *conn, int err) {
   rn_pool_t *pool = conn->pool;
   rn_list_t unsent;
@@ -1048,7 +755,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
 
   if (conn->state == RN_CONN_CLOSING) {
     if (conn->probe)
-      conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
+      rn__conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
     return;
   }
   connected = conn->state == RN_CONN_HANDSHAKE || conn->state == RN_CONN_READY;
@@ -1057,17 +764,16 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
   rn__deferred_cancel(&conn->flush_later);
-  conn_hand_over_probing(conn);
+  rn__conn_hand_over_probing(conn);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
-  if (err == RN_EDEADPEER && conn_may_probe(conn))
-    conn_start_probe(conn);
-  else
-    conn_close_handle(conn, connected);
+  /* A dead peer's socket may stay open as its endpoint's probe. */
+  if (err != RN_EDEADPEER || !rn__conn_become_probe(conn))
+    rn__conn_close_handle(conn, connected);
 
   /* Calls never written cannot have executed: back to the pool, which
    * sends them elsewhere. Taken off first, so that callbacks below cannot
    * see them on a dead connection. */
-  conn_take_unsent(conn, &unsent, 0);
+  rn__conn_take_unsent(conn, &unsent, 0);
 
   /* Calls written may have executed: the retry rules decide. */
   while (!rn_list_empty(&conn->sent)) {
@@ -1079,11 +785,11 @@ void rn__conn_close(rn_conn_t *conn, int err) {
       if (!call->tombstone) pool->stats.heartbeats_missed++;
       rn__call_release(call);
     } else {
-      rn__retry_failed(pool, call, err);
+      rn__fate_lost(call, err);
     }
   }
 
-  rn__conn_requeue_all(pool, &unsent);
+  rn__conn_return_all(&unsent);
   rn__pool_conn_closed(pool, conn, err);
   conn_maybe_free(conn);
 }

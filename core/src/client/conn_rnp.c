@@ -1,7 +1,9 @@
 /* rnp on the client side: the HELLO handshake, ids stamped on frames as
  * they leave, replies matched by id in any order, the server's proofs that
  * a request was not run (NOT_EXECUTED errors, GOAWAY), and incarnations.
- * conn.c stays protocol-blind; it calls here for rnp connections. */
+ * conn.c stays protocol-blind: the codec says what a frame means
+ * (codec/reply.h), and conn.c calls here for what only rnp has: ids on
+ * frames, HELLO and GOAWAY. */
 #include "client.h"
 
 #include <string.h>
@@ -90,35 +92,16 @@ void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out) {
   }
 }
 
-/* Sent calls are in id order: ids are stamped as they leave. */
-static rn_call_t *rnp_find(rn_conn_t *conn, uint64_t id) {
-  rn_list_t *pos;
-  for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
-    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    if (call->rnp_id == id) return call;
-    if (call->rnp_id > id) break;
-  }
-  return NULL;
-}
-
-/* The frame type a call's frame expects back. */
-static int rnp_answers(const rn_call_t *call, unsigned type) {
-  unsigned sent;
-  if (call->tombstone) return type == RN_RNP_REPLY || type == RN_RNP_ERROR;
-  sent = (unsigned char)call->frame[4];
-  switch (sent) {
-  case RN_RNP_HELLO: return type == RN_RNP_HELLO;
-  case RN_RNP_PING: return type == RN_RNP_PONG;
-  default: return type == RN_RNP_REPLY || type == RN_RNP_ERROR;
-  }
-}
-
 /* A server with a new incarnation answered: connections from the old one
  * that sit idle are stale (the old process is gone or going), so they
  * close now instead of failing the next call sent on them. */
-static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
+int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   rn_list_t *pos, *tmp;
+
+  if (f->version != RN_RNP_VERSION ||
+      !(f->present & 1u << RN_RNP_F_INCARNATION))
+    return RN_EHANDSHAKE;
 
   memcpy(conn->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
   /* Its limits (docs/protocol.md section 6): no frame above MAX_FRAME (16
@@ -136,11 +119,11 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn__pool_peer_max_frame(conn->pool);
   if (ep->has_incarnation &&
       memcmp(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE) == 0)
-    return;
+    return 0;
   memcpy(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
   if (!ep->has_incarnation) {
     ep->has_incarnation = 1;
-    return;
+    return 0;
   }
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *other = RN_CONTAINER_OF(pos, rn_conn_t, node);
@@ -150,10 +133,7 @@ static void rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
       continue;
     rn__conn_close(other, RN_ESTALE); /* counted as a "stale" eviction */
   }
-}
-
-static uint64_t rnp_retry_after(const rn_rnp_frame_t *f) {
-  return (f->present & 1u << RN_RNP_F_RETRY_AFTER) ? f->retry_after_ms : 0;
+  return 0;
 }
 
 /* GOAWAY: the server runs no request above last_id. Those calls, and
@@ -163,9 +143,9 @@ static uint64_t rnp_retry_after(const rn_rnp_frame_t *f) {
  * outstanding ping stays, its PONG expected and `pinging` still set. An
  * abandoned attempt above last_id (a tombstone) will get no reply: it
  * goes. */
-static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
+void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked) {
   rn_pool_t *pool = conn->pool;
-  uint64_t last_id = f->id, asked = rnp_retry_after(f), hold = 0;
+  uint64_t hold = 0;
   rn_list_t moved, *pos, *tmp;
   rn_pool_event_t ev;
 
@@ -208,90 +188,6 @@ static void rnp_goaway(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   ev.duration = hold;
   rn__pool_emit(pool, RN_EVENT_STATE, conn->endpoint, &ev);
   rn__conn_retire(conn, "goaway");
-  rn__conn_requeue_all(pool, &moved);
+  rn__conn_return_all(&moved);
   rn__pool_dispatch(pool);
-}
-
-/* What a NOT_EXECUTED refusal becomes if the call cannot be tried again. */
-static int rnp_refusal_error(unsigned code) {
-  switch (code) {
-  case RN_RNP_ERR_OVERLOADED: return RN_EOVERLOAD;
-  case RN_RNP_ERR_DEADLINE: return UV_ETIMEDOUT;
-  default: return RN_ENOTEXEC;
-  }
-}
-
-static void rnp_error(rn_conn_t *conn, rn_call_t *call,
-                      const rn_rnp_frame_t *f) {
-  rn_pool_t *pool = conn->pool;
-  uint64_t retry_after = rnp_retry_after(f);
-
-  if (f->flags & RN_RNP_NOT_EXECUTED) {
-    pool->stats.not_executed++;
-    call->state = RN_SEND_UNSENT;
-    if (f->error_code == RN_RNP_ERR_BAD_REQUEST) {
-      /* Trying again would be refused again. */
-      rn__call_complete(call, RN_ENOTEXEC, f->payload, f->payload_len, 0);
-      rn__call_release(call);
-      return;
-    }
-    rn__retry_not_executed(pool, call, rnp_refusal_error(f->error_code),
-                           retry_after, f->payload, f->payload_len);
-    return;
-  }
-  /* Still running elsewhere (its key's first attempt), or an error the
-   * server says to try again later: safe only for a call that may run
-   * twice or carries its key. */
-  if ((f->error_code == RN_RNP_ERR_IN_PROGRESS || retry_after > 0) &&
-      (call->idempotent || call->keyed) &&
-      rn__retry_after(pool, call, retry_after))
-    return;
-  if (!rn__retry_error_reply(pool, call, f->payload, f->payload_len)) {
-    rn__call_complete(call, RN_EREPLY, f->payload, f->payload_len,
-                      RN_FRAME_ERROR);
-    rn__call_release(call);
-  }
-}
-
-int rn__rnp_read(rn_conn_t *conn, const char *data, size_t len, size_t *used) {
-  rn_rnp_frame_t f;
-  rn_call_t *call;
-  int r;
-
-  r = rn_rnp_parse(data, len, conn->pool->codec.max_frame, &f);
-  if (r <= 0) return r;
-  *used = f.size;
-  switch (f.type) {
-  case RN_RNP_GOAWAY:
-    rnp_goaway(conn, &f);
-    return 1;
-  case RN_RNP_ERROR:
-    /* About the connection: the server says we broke the protocol (a
-     * well-formed frame, so not EBADFRAME: the fault it reports is ours)
-     * and is closing. */
-    if (f.id == 0) return RN_EPEERPROTOCOL;
-    break;
-  case RN_RNP_REPLY:
-  case RN_RNP_PONG:
-  case RN_RNP_HELLO:
-    break;
-  default: /* requests and pings are not for clients */
-    return RN_EUNEXPECTED;
-  }
-  call = rnp_find(conn, f.id);
-  if (call == NULL || !rnp_answers(call, f.type)) return RN_EUNEXPECTED;
-  if (f.type == RN_RNP_HELLO) {
-    if (f.version != RN_RNP_VERSION ||
-        !(f.present & 1u << RN_RNP_F_INCARNATION))
-      return RN_EHANDSHAKE;
-    rnp_hello(conn, &f);
-  }
-  if (!rn__conn_take(conn, call)) return 1;
-  if (f.type == RN_RNP_ERROR) {
-    rnp_error(conn, call, &f);
-  } else {
-    rn__call_complete(call, 0, f.payload, f.payload_len, 0);
-    rn__call_release(call);
-  }
-  return 1;
 }

@@ -13,11 +13,6 @@
 #define RN_MAX_CONNECTING 2
 /* Period of the housekeeping round (pool_maintain). */
 #define RN_MAINTENANCE_MS 1000
-/* Why a call that waited for a connection timed out, when a server's
- * GOAWAY asked for a pause in connects (rn__endpoint_hold_off). */
-#define RN_HELD_MESSAGE                                                        \
-  "no connection before the deadline: a server's RETRY_AFTER holds "          \
-  "connects back"
 
 static void pool_maintain(rn_timer_t *timer);
 static void pool_close_now(rn_pool_t *pool);
@@ -28,7 +23,6 @@ static void pool_close_deferred(rn_timer_t *timer) {
   pool_close_now(pool);
 }
 static void pool_reconnect_due(rn_timer_t *timer);
-static void pool_attempt_expired(rn_timer_t *timer);
 
 void rn_pool_options_init(rn_pool_options_t *o) {
   memset(o, 0, sizeof(*o));
@@ -63,10 +57,6 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->resolve_ttl_ms = 30000;
   o->hedge.max = 2;
 }
-
-/* Policy retries are capped: past five, a retry is more likely to add to
- * an outage than to get through it. */
-#define RN_MAX_ATTEMPTS 5
 
 /* The ping each heartbeat sends: RESP has PING; line and length have only
  * what the application configured. */
@@ -505,28 +495,6 @@ static void pool_reconnect_due(rn_timer_t *timer) {
   rn__pool_dispatch(timer->data);
 }
 
-/* The attempt ran out of time. Not yet written (stuck behind a slow
- * write): it moves, as if its connection had failed. Written: the attempt
- * is abandoned where it stands and the retry rules decide, as for a
- * connection failure but with the connection left alone: a slow reply is
- * not a dead peer (heartbeats judge that). */
-static void pool_attempt_expired(rn_timer_t *timer) {
-  rn_call_t *call = timer->data;
-  rn_pool_t *pool = call->pool;
-  rn_conn_t *conn = call->conn;
-
-  if (conn == NULL) return;
-  if (call->state == RN_SEND_UNSENT) {
-    rn__conn_unqueue(conn, call);
-    pool->stats.requeued++;
-    rn__pool_requeue(pool, call);
-    rn__pool_dispatch(pool);
-    return;
-  }
-  if (rn__conn_abandon(conn, call) != 0) return;
-  rn__retry_failed(pool, call, UV_ETIMEDOUT);
-}
-
 /* rnp: whether some connection would take a call, whatever its size, when
  * none takes the one at the head of the queue (its frame is above their
  * servers' MAX_FRAME): then smaller calls behind it go on. */
@@ -577,8 +545,7 @@ void rn__pool_dispatch(rn_pool_t *pool) {
          * are refused by rn_pool_call): it must not be sent, anywhere. */
         rn_list_remove(&call->node);
         pool->pending_count--;
-        rn__call_complete(call, RN_EFRAMESIZE, NULL, 0, 0);
-        rn__call_release(call);
+        rn__fate_fail(call, RN_EFRAMESIZE);
         continue;
       }
       if (len < too_large) {
@@ -603,11 +570,7 @@ void rn__pool_dispatch(rn_pool_t *pool) {
         pool->stats.reuses++;
       rn_list_remove(&call->node);
       pool->pending_count--;
-      if (call->attempt_timeout != 0) {
-        call->attempt_timer.cb =
-            call->hedged ? rn__hedge_due : pool_attempt_expired;
-        rn_timer_start(&call->attempt_timer, call->attempt_timeout);
-      }
+      rn__fate_placed(call);
       rn__conn_enqueue(conn, call);
     }
     pool_unpass(pool, &passed);
@@ -624,81 +587,9 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
   if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
-/* Whether a caller's call waits behind call for its reply, on call's
- * connection. Walks the FIFO: only for a call whose deadline passed while
- * its reply was arriving. */
-static int pool_calls_behind(const rn_call_t *call) {
-  const rn_list_t *pos;
-  for (pos = call->node.next; pos != &call->conn->sent; pos = pos->next) {
-    const rn_call_t *c = RN_CONTAINER_OF(pos, rn_call_t, node);
-    if (!c->internal && !c->done) return 1;
-  }
-  return 0;
-}
-
-static void pool_call_expired(rn_timer_t *timer) {
-  rn_call_t *call = timer->data;
-  rn_pool_t *pool = call->pool;
-  rn_conn_t *abandoned = NULL;
-  const char *why = NULL;
-  int status = UV_ETIMEDOUT;
-
-  if (call->backing_off) {
-    rn__retry_cancel(call);
-  } else if (call->parked) {
-    call->parked = 0; /* on no list: its hedges hold it */
-  } else if (call->conn == NULL) {
-    rn_list_remove(&call->node); /* from pending */
-    pool->pending_count--;
-    /* It waited for a connection that kept failing: the failure says more
-     * than the timeout. The connects were its attempt. */
-    if (pool->last_connect_error != 0 && !call->was_sent) {
-      status = pool->last_connect_error;
-      if (call->attempts == 0) call->attempts = 1;
-    } else if (rn__endpoint_any_held(pool, rn_loop_now(pool->loop))) {
-      /* Not a silent server: the pool kept from connecting on purpose. */
-      why = RN_HELD_MESSAGE;
-    }
-  } else if (call->state == RN_SEND_UNSENT) {
-    rn__conn_unqueue(call->conn, call);
-  } else if (call->state == RN_SEND_ANSWERED &&
-             pool->codec.protocol != RN_PROTOCOL_RNP &&
-             !pool_calls_behind(call)) {
-    /* Its reply is arriving, up to max_frame of it, for nobody now: close
-     * the connection rather than carry the rest. (With calls behind it,
-     * the rest is read and dropped: their own deadlines decide.) */
-    abandoned = call->conn;
-  }
-  /* A sent call stays in its connection's FIFO: the late reply is still
-   * coming and must be matched to it, then dropped. */
-  rn__call_complete(call, status, why, why != NULL ? strlen(why) : 0, 0);
-  rn__call_release(call);
-  if (abandoned != NULL) {
-    abandoned->close_reason = "reply_timeout";
-    rn__conn_close(abandoned, UV_ETIMEDOUT);
-  }
-}
-
-/* Idempotent calls only: running the request twice must be harmless. */
-static void pool_call_hedging(rn_pool_t *pool, rn_call_t *call,
-                              const rn_call_options_t *options) {
-  uint64_t delay = pool->options.hedge.delay_ms;
-  unsigned max = pool->options.hedge.max;
-  if (options != NULL && options->hedge_mode == RN_HEDGE_OFF) return;
-  if (options != NULL && options->hedge_mode == RN_HEDGE_ON) {
-    delay = options->hedge.delay_ms;
-    max = options->hedge.max;
-  }
-  if (delay == 0 || max < 2) return;
-  call->hedged = 1;
-  call->attempt_timeout = delay;
-  call->hedge_max = max;
-}
-
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
                  const rn_call_options_t *options, rn_call_cb cb, void *data) {
   rn_call_t *call;
-  uint64_t timeout;
   int err;
 
   if (pool->closing) return RN_ECLOSED;
@@ -729,30 +620,7 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
     err = RN_EFRAMESIZE;
     goto fail;
   }
-  call->cb = cb;
-  call->data = data;
-  call->idempotent = options != NULL && options->idempotent;
-  call->max_attempts = options != NULL && options->attempts
-                           ? RN_MIN(options->attempts, RN_MAX_ATTEMPTS)
-                           : pool->options.retry.attempts;
-
-  timeout = options != NULL && options->timeout_ms ? options->timeout_ms
-                                                : pool->options.timeout_ms;
-  /* The deadline counts from now, not from the loop's cached clock, which
-   * is stale after time spent outside uv_run or in a long callback. */
-  uv_update_time(pool->loop->uv);
-  call->deadline.cb = pool_call_expired;
-  call->attempt_timeout = options != NULL && options->attempt_timeout_ms
-                              ? options->attempt_timeout_ms
-                              : pool->options.attempt_timeout_ms;
-  /* Keyed calls are never hedged: the server runs a key once, so a copy
-   * to the same server only waits for the first (or is refused
-   * IN_PROGRESS), and one to another server may run it twice. */
-  if (call->idempotent && !call->keyed)
-    pool_call_hedging(pool, call, options);
-  err = timeout == pool->deadlines.timeout
-            ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
-            : rn_timer_start(&call->deadline, timeout);
+  err = rn__fate_begin(call, options, cb, data);
   if (err) goto fail;
 
   pool->stats.calls++;
@@ -831,22 +699,8 @@ void rn__pool_peer_max_frame(rn_pool_t *pool) {
 }
 
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call) {
-  if (call->done) {
-    rn__call_release(call);
-    return;
-  }
-  if (call->parent != NULL) {
-    /* A hedge that never left: the parent's own attempt carries on. */
-    rn__call_complete(call, UV_ECANCELED, NULL, 0, 0);
-    rn__call_release(call);
-    return;
-  }
-  if (pool->closing) {
-    rn__call_complete(call, RN_ECLOSED, NULL, 0, 0);
-    rn__call_release(call);
-    return;
-  }
-  rn_timer_stop(&call->attempt_timer);
+  assert(!call->done && call->conn == NULL && rn_list_empty(&call->node) &&
+         call->parent == NULL && !call->backing_off && !call->parked);
   /* Ahead of newer calls: it was already in line once. */
   rn_list_insert_head(&pool->pending, &call->node);
   pool->pending_count++;
@@ -1134,25 +988,17 @@ void rn_pool_abort(rn_pool_t *pool, rn_pool_close_cb cb) {
   if (!pool->close_deferred && !pool->conns_closed) pool_close_now(pool);
 }
 
-static void pool_fail_list(rn_pool_t *pool, rn_list_t *list) {
-  while (!rn_list_empty(list)) {
-    rn_call_t *call = RN_CONTAINER_OF(list->next, rn_call_t, node);
-    if (call->backing_off) {
-      rn__retry_cancel(call);
-    } else {
-      rn_list_remove(&call->node);
-      pool->pending_count--;
-    }
-    rn__call_complete(call, RN_ECLOSED, NULL, 0, 0);
-    rn__call_release(call);
-  }
+/* Calls waiting for a connection or a retry: their fate is ECLOSED. */
+static void pool_fail_list(rn_list_t *list) {
+  while (!rn_list_empty(list))
+    rn__fate_closed(RN_CONTAINER_OF(list->next, rn_call_t, node));
 }
 
 static void pool_close_now(rn_pool_t *pool) {
   uint64_t drain_ms = pool->close_drain;
 
-  pool_fail_list(pool, &pool->pending);
-  pool_fail_list(pool, &pool->retrying);
+  pool_fail_list(&pool->pending);
+  pool_fail_list(&pool->retrying);
   if (pool->conns_closed) return; /* a callback above finished the drain */
   if (pool->active == 0 || drain_ms == 0 || pool->aborting) {
     pool_close_conns(pool);
