@@ -1,11 +1,14 @@
 # CTest suite. Every test has a timeout. Names say what runs where:
-#   core.test-<x>        one C test program (core/test/test-<x>.c)
+#   core.test-<x>.<case> one case of a C test program (core/test/test-<x>.c)
 #   spec.lua5.4 ...      the busted specs under one Lua (spec.luajit for LuaJIT)
 #   spec-scale.lua5.4    spec/scale_spec.lua alone (1,000 connections, 10 s)
 #   luarocks.lua5.4 ...  `luarocks make` into a temp tree, then require it
 # In a RESILNET_SANITIZE build every name starts with "asan.".
 
-set(RESILNET_C_TEST_TIMEOUT 60 CACHE STRING "Seconds allowed per C test")
+set(RESILNET_C_TEST_TIMEOUT 30 CACHE STRING
+    "Seconds allowed per C test case without a TEST_ENTRY_TIMEOUT of its own")
+set(RESILNET_VALGRIND_SLOWDOWN 3 CACHE STRING
+    "Factor on a C case's timeout under valgrind")
 set(RESILNET_SPEC_TIMEOUT 300 CACHE STRING "Seconds allowed per busted run")
 set(RESILNET_SCALE_TIMEOUT 180 CACHE STRING "Seconds allowed per scale spec run")
 set(RESILNET_LUAROCKS_TIMEOUT 300 CACHE STRING "Seconds allowed per LuaRocks test")
@@ -36,22 +39,54 @@ if(RESILNET_SANITIZE)
 endif()
 
 # ---------------------------------------------------------------------------
-# C tests: each core/test/test-*.c is its own program and its own test.
+# C tests: each core/test/test-*.c is its own program; each case in its
+# TEST_LIST (core/test/task.h) is its own test, core.test-<x>.<case>, so a
+# hang names one case and costs one case's timeout. The cases are read from
+# the list at configure time (one TEST_ENTRY a line); editing a test file
+# configures again.
 
+# What the tests share: the scripted peer, the bounded wait, the fixtures.
+file(GLOB rn_test_support CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/core/test/*.c")
+list(FILTER rn_test_support EXCLUDE REGEX "/test-[^/]*\\.c$")
+add_library(resilnet_test_support STATIC ${rn_test_support})
+target_include_directories(resilnet_test_support PUBLIC
+  "${CMAKE_SOURCE_DIR}/core/test" ${RESILNET_CORE_PRIVATE_DIRS})
+target_link_libraries(resilnet_test_support PUBLIC resilnet_core)
+
+# rn_c_cases_<program>: the program's cases; rn_c_timeout_<program>.<case>:
+# the seconds a case may take.
 file(GLOB rn_c_tests CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/core/test/test-*.c")
 foreach(src IN LISTS rn_c_tests)
   get_filename_component(name "${src}" NAME_WE)
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${src}")
+  file(STRINGS "${src}" entries
+       REGEX "^[ \t]*TEST_ENTRY(_TIMEOUT)?\\([A-Za-z0-9_]+(, *[0-9]+)?\\)")
+  if(NOT entries)
+    message(FATAL_ERROR "${src}: no TEST_ENTRY lines (see core/test/task.h)")
+  endif()
+  set(rn_c_cases_${name} "")
+  foreach(entry IN LISTS entries)
+    string(REGEX MATCH "\\(([A-Za-z0-9_]+)(, *([0-9]+))?\\)" _ "${entry}")
+    list(APPEND rn_c_cases_${name} "${CMAKE_MATCH_1}")
+    if(CMAKE_MATCH_3)
+      set(rn_c_timeout_${name}.${CMAKE_MATCH_1} ${CMAKE_MATCH_3})
+    else()
+      set(rn_c_timeout_${name}.${CMAKE_MATCH_1} ${RESILNET_C_TEST_TIMEOUT})
+    endif()
+  endforeach()
+
   add_executable(${name} "${src}")
   # Tests may check internals (any subsystem's private header, by name)
   # as well as the API.
-  target_include_directories(${name} PRIVATE
-    "${CMAKE_SOURCE_DIR}/core/test" ${RESILNET_CORE_PRIVATE_DIRS})
-  target_link_libraries(${name} PRIVATE resilnet_core)
+  target_link_libraries(${name} PRIVATE resilnet_test_support)
   set_target_properties(${name} PROPERTIES
     RUNTIME_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/core-tests")
-  add_test(NAME ${rn_prefix}core.${name} COMMAND ${name})
-  set_tests_properties(${rn_prefix}core.${name} PROPERTIES
-    TIMEOUT ${RESILNET_C_TEST_TIMEOUT} ENVIRONMENT "${rn_c_env}")
+  foreach(case IN LISTS rn_c_cases_${name})
+    set(test ${rn_prefix}core.${name}.${case})
+    add_test(NAME ${test} COMMAND ${name} ${case})
+    set_tests_properties(${test} PROPERTIES
+      TIMEOUT ${rn_c_timeout_${name}.${case}} ENVIRONMENT "${rn_c_env}")
+  endforeach()
 endforeach()
 # test-rnp also checks the language-neutral vectors in docs/vectors/rnp.
 if(TARGET test-rnp)
@@ -64,9 +99,10 @@ endif()
 # how fast something happens (heartbeat and housekeeping timing) are left to
 # the sanitizer pass; valgrind slows a program too much for those bounds.
 # test-buf asks realloc for absurd sizes on purpose (the out-of-memory path),
-# which memcheck reports as an error by design.
+# which memcheck reports as an error by design. A program named here skips
+# all its cases; program.case skips one.
 set(RESILNET_VALGRIND_SKIP test-heartbeat test-maintenance test-reconnect test-buf CACHE STRING
-    "C tests not run under valgrind")
+    "C test programs (or program.case) not run under valgrind")
 find_program(RESILNET_VALGRIND NAMES valgrind)
 if(RESILNET_VALGRIND AND NOT RESILNET_SANITIZE)
   foreach(src IN LISTS rn_c_tests)
@@ -74,12 +110,19 @@ if(RESILNET_VALGRIND AND NOT RESILNET_SANITIZE)
     if(name IN_LIST RESILNET_VALGRIND_SKIP)
       continue()
     endif()
-    add_test(NAME valgrind.core.${name}
-             COMMAND ${RESILNET_VALGRIND} -q --error-exitcode=99
-                     --leak-check=full --errors-for-leak-kinds=definite,indirect
-                     $<TARGET_FILE:${name}>)
-    set_tests_properties(valgrind.core.${name} PROPERTIES
-      TIMEOUT ${RESILNET_C_TEST_TIMEOUT})
+    foreach(case IN LISTS rn_c_cases_${name})
+      if("${name}.${case}" IN_LIST RESILNET_VALGRIND_SKIP)
+        continue()
+      endif()
+      set(test valgrind.core.${name}.${case})
+      math(EXPR timeout
+           "${rn_c_timeout_${name}.${case}} * ${RESILNET_VALGRIND_SLOWDOWN}")
+      add_test(NAME ${test}
+               COMMAND ${RESILNET_VALGRIND} -q --error-exitcode=99
+                       --leak-check=full --errors-for-leak-kinds=definite,indirect
+                       $<TARGET_FILE:${name}> ${case})
+      set_tests_properties(${test} PROPERTIES TIMEOUT ${timeout})
+    endforeach()
   endforeach()
 endif()
 

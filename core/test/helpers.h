@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <uv.h>
 
+#include "wait.h" /* test_run_for */
+
 /* Replies with the request's body as a RESP bulk string. */
 static inline void test_echo_bulk(rn_server_t *server, rn_request_t *req,
                                   const char *body, size_t len) {
@@ -40,20 +42,6 @@ static inline rn_server_t *test_start_server(rn_loop_t *loop,
   ASSERT_GT(port, 0);
   snprintf(endpoint, 96, "%s:%d", host, port);
   return server;
-}
-
-static inline void test_stop_loop(uv_timer_t *t) { uv_stop(t->loop); }
-
-/* Runs the loop for ms, with a timer of its own to end the run: listening
- * servers keep a loop busy forever and heartbeat timers do not keep it
- * busy at all, so neither "until idle" nor "once" would do. */
-static inline void test_run_for(uv_loop_t *uv, uint64_t ms) {
-  uv_timer_t t;
-  uv_timer_init(uv, &t);
-  uv_timer_start(&t, test_stop_loop, ms, 0);
-  uv_run(uv, UV_RUN_DEFAULT);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(uv, UV_RUN_NOWAIT);
 }
 
 /* How late the loop itself runs, for bounds on how late something happens:

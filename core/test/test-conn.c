@@ -710,24 +710,23 @@ static void test_sigpipe_ignored(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_sigpipe_ignored);
-  TEST_RUN(test_hostname);
-  TEST_RUN(test_ipv6);
-  TEST_RUN(test_unix);
-  TEST_RUN(test_unexpected_reply);
-  TEST_RUN(test_oversized_length);
-  TEST_RUN(test_oversized_line);
-  TEST_RUN(test_malformed_resp);
-  TEST_RUN(test_error_reply);
-  TEST_RUN(test_timeout_mid_reply_closes_connection);
-  TEST_RUN(test_timeout_mid_reply_spares_calls_behind);
-  TEST_RUN(test_handshake_reply_not_pong_shifts_nothing);
-  TEST_RUN(test_ping_error_reply_is_an_answer);
-  TEST_RUN(test_default_max_in_flight_is_finite);
-  TEST_RUN(test_connect_timeout);
-  TEST_RUN(test_accept_then_silence_is_a_failed_connect);
-  TEST_RUN(test_idle_check_before_handout);
-  TEST_RUN(test_reset_drops_idle_siblings);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_sigpipe_ignored)
+  TEST_ENTRY(test_hostname)
+  TEST_ENTRY(test_ipv6)
+  TEST_ENTRY(test_unix)
+  TEST_ENTRY(test_unexpected_reply)
+  TEST_ENTRY(test_oversized_length)
+  TEST_ENTRY(test_oversized_line)
+  TEST_ENTRY(test_malformed_resp)
+  TEST_ENTRY(test_error_reply)
+  TEST_ENTRY(test_timeout_mid_reply_closes_connection)
+  TEST_ENTRY(test_timeout_mid_reply_spares_calls_behind)
+  TEST_ENTRY(test_handshake_reply_not_pong_shifts_nothing)
+  TEST_ENTRY(test_ping_error_reply_is_an_answer)
+  TEST_ENTRY(test_default_max_in_flight_is_finite)
+  TEST_ENTRY(test_connect_timeout)
+  TEST_ENTRY(test_accept_then_silence_is_a_failed_connect)
+  TEST_ENTRY(test_idle_check_before_handout)
+  TEST_ENTRY_TIMEOUT(test_reset_drops_idle_siblings, 60)
+TEST_LIST_END

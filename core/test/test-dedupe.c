@@ -525,14 +525,13 @@ static void test_memory_store_alone(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_replay_and_wait);
-  TEST_RUN(test_errors);
-  TEST_RUN(test_waiter_leaves);
-  TEST_RUN(test_capacity_never_evicts_in_window);
-  TEST_RUN(test_window);
-  TEST_RUN(test_async_store);
-  TEST_RUN(test_memory_store_keeps_key_without_memory);
-  TEST_RUN(test_memory_store_alone);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_replay_and_wait)
+  TEST_ENTRY(test_errors)
+  TEST_ENTRY(test_waiter_leaves)
+  TEST_ENTRY(test_capacity_never_evicts_in_window)
+  TEST_ENTRY(test_window)
+  TEST_ENTRY(test_async_store)
+  TEST_ENTRY(test_memory_store_keeps_key_without_memory)
+  TEST_ENTRY(test_memory_store_alone)
+TEST_LIST_END

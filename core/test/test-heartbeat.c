@@ -469,14 +469,13 @@ static void test_stalled_loop_spares_live_peer(void) {
   thread_server_stop();
 }
 
-int main(void) {
-  TEST_RUN(test_idle_connection_lives_on_pings);
-  TEST_RUN(test_silent_peer_declared_dead);
-  TEST_RUN(test_idle_siblings_share_pings);
-  TEST_RUN(test_dead_probe_answer_ends_backoff);
-  TEST_RUN(test_dead_probe_is_bounded);
-  TEST_RUN(test_dead_probe_closed_with_its_endpoint);
-  TEST_RUN(test_stalled_loop_spares_live_peer);
-  TEST_RUN(test_frozen_server_idle_siblings);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_idle_connection_lives_on_pings)
+  TEST_ENTRY(test_silent_peer_declared_dead)
+  TEST_ENTRY(test_idle_siblings_share_pings)
+  TEST_ENTRY(test_dead_probe_answer_ends_backoff)
+  TEST_ENTRY(test_dead_probe_is_bounded)
+  TEST_ENTRY(test_dead_probe_closed_with_its_endpoint)
+  TEST_ENTRY(test_stalled_loop_spares_live_peer)
+  TEST_ENTRY(test_frozen_server_idle_siblings)
+TEST_LIST_END

@@ -117,10 +117,9 @@ static void test_max_lifetime(void) {
   stop();
 }
 
-int main(void) {
-  TEST_RUN(test_idle_timeout);
-  TEST_RUN(test_min_idle_kept_warm);
-  TEST_RUN(test_min_idle_warms_quickly);
-  TEST_RUN(test_max_lifetime);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_idle_timeout)
+  TEST_ENTRY(test_min_idle_kept_warm)
+  TEST_ENTRY(test_min_idle_warms_quickly)
+  TEST_ENTRY(test_max_lifetime)
+TEST_LIST_END

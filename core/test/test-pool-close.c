@@ -194,7 +194,6 @@ static void test_close_from_every_event_handler(void) {
     }
 }
 
-int main(void) {
-  TEST_RUN(test_close_from_every_event_handler);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_close_from_every_event_handler)
+TEST_LIST_END

@@ -93,7 +93,6 @@ static void test_recovered_endpoint_gets_calls(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_recovered_endpoint_gets_calls);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_recovered_endpoint_gets_calls)
+TEST_LIST_END

@@ -1408,26 +1408,25 @@ static void test_server_protocol_error(void) {
   teardown(pool);
 }
 
-int main(void) {
-  TEST_RUN(test_out_of_order);
-  TEST_RUN(test_not_executed);
-  TEST_RUN(test_goaway);
-  TEST_RUN(test_key_makes_retry_safe);
-  TEST_RUN(test_new_incarnation);
-  TEST_RUN(test_unknown_id);
-  TEST_RUN(test_goaway_pong_of_earlier_ping_is_expected);
-  TEST_RUN(test_goaway_tombstone_keeps_pinging);
-  TEST_RUN(test_hedge_answers_slow_call);
-  TEST_RUN(test_refused_hedge_not_sent);
-  TEST_RUN(test_keyed_call_not_hedged);
-  TEST_RUN(test_server_max_frame);
-  TEST_RUN(test_server_max_concurrent);
-  TEST_RUN(test_goaway_retry_after);
-  TEST_RUN(test_max_frame_per_endpoint);
-  TEST_RUN(test_server_max_concurrent_is_server_wide);
-  TEST_RUN(test_goaway_retry_after_capped);
-  TEST_RUN(test_goaway_hold_ends_when_server_answers);
-  TEST_RUN(test_server_protocol_error);
-  TEST_RUN(test_goaway_on_idle_connection_unpolled);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_out_of_order)
+  TEST_ENTRY(test_not_executed)
+  TEST_ENTRY(test_goaway)
+  TEST_ENTRY(test_key_makes_retry_safe)
+  TEST_ENTRY(test_new_incarnation)
+  TEST_ENTRY(test_unknown_id)
+  TEST_ENTRY(test_goaway_pong_of_earlier_ping_is_expected)
+  TEST_ENTRY(test_goaway_tombstone_keeps_pinging)
+  TEST_ENTRY(test_hedge_answers_slow_call)
+  TEST_ENTRY(test_refused_hedge_not_sent)
+  TEST_ENTRY(test_keyed_call_not_hedged)
+  TEST_ENTRY(test_server_max_frame)
+  TEST_ENTRY(test_server_max_concurrent)
+  TEST_ENTRY(test_goaway_retry_after)
+  TEST_ENTRY(test_max_frame_per_endpoint)
+  TEST_ENTRY(test_server_max_concurrent_is_server_wide)
+  TEST_ENTRY(test_goaway_retry_after_capped)
+  TEST_ENTRY(test_goaway_hold_ends_when_server_answers)
+  TEST_ENTRY(test_server_protocol_error)
+  TEST_ENTRY(test_goaway_on_idle_connection_unpolled)
+TEST_LIST_END

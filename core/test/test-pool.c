@@ -238,8 +238,8 @@ static void on_second_pool_closed(rn_pool_t *p) {
 
 /* An IP literal needs no getaddrinfo on libuv's thread pool: its call is
  * answered with the process still single-threaded. A host name still
- * resolves (starting the thread pool, whose threads stay: this case runs
- * first). */
+ * resolves (starting the thread pool, whose threads stay: the literal is
+ * checked first, and the case has a process of its own). */
 static void test_literal_needs_no_lookup(void) {
   rn_pool_options_t po;
   rn_pool_t *named;
@@ -375,13 +375,12 @@ static void test_close_drains_then_fails(void) {
   stop();
 }
 
-int main(void) {
-  TEST_RUN(test_literal_needs_no_lookup); /* first: see there */
-  TEST_RUN(test_pipelined_line);
-  TEST_RUN(test_pipelined_length);
-  TEST_RUN(test_deadline_then_late_reply);
-  TEST_RUN(test_deadline_after_time_outside_loop);
-  TEST_RUN(test_refused);
-  TEST_RUN(test_close_drains_then_fails);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_literal_needs_no_lookup)
+  TEST_ENTRY(test_pipelined_line)
+  TEST_ENTRY(test_pipelined_length)
+  TEST_ENTRY(test_deadline_then_late_reply)
+  TEST_ENTRY(test_deadline_after_time_outside_loop)
+  TEST_ENTRY(test_refused)
+  TEST_ENTRY(test_close_drains_then_fails)
+TEST_LIST_END

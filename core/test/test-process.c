@@ -281,14 +281,13 @@ static void close_kills_group(void) {
   ASSERT(strchr("Z-", wait_state(child, "Z-")) != NULL);
 }
 
-int main(void) {
-  TEST_RUN(exit_code);
-  TEST_RUN(output_callback);
-  TEST_RUN(output_file);
-  TEST_RUN(environment);
-  TEST_RUN(missing_program);
-  TEST_RUN(terminate);
-  TEST_RUN(stop_continue);
-  TEST_RUN(close_kills_group);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(exit_code)
+  TEST_ENTRY(output_callback)
+  TEST_ENTRY(output_file)
+  TEST_ENTRY(environment)
+  TEST_ENTRY(missing_program)
+  TEST_ENTRY(terminate)
+  TEST_ENTRY(stop_continue)
+  TEST_ENTRY(close_kills_group)
+TEST_LIST_END

@@ -643,16 +643,15 @@ static void rnp_counts_requests_only(void) {
   cl_free(&c);
 }
 
-int main(void) {
-  TEST_RUN(bad_options);
-  TEST_RUN(fail_nth_reset);
-  TEST_RUN(fail_nth_drop);
-  TEST_RUN(fail_nth_close);
-  TEST_RUN(fail_first);
-  TEST_RUN(drop_every_third_reply);
-  TEST_RUN(rules_change_live);
-  TEST_RUN(frame_split);
-  TEST_RUN(garbage_falls_back_to_bytes);
-  TEST_RUN(rnp_counts_requests_only);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(bad_options)
+  TEST_ENTRY(fail_nth_reset)
+  TEST_ENTRY(fail_nth_drop)
+  TEST_ENTRY(fail_nth_close)
+  TEST_ENTRY(fail_first)
+  TEST_ENTRY(drop_every_third_reply)
+  TEST_ENTRY(rules_change_live)
+  TEST_ENTRY(frame_split)
+  TEST_ENTRY(garbage_falls_back_to_bytes)
+  TEST_ENTRY(rnp_counts_requests_only)
+TEST_LIST_END

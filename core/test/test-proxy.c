@@ -864,29 +864,28 @@ static void toxicity(void) {
   ASSERT(n3 != n1 || memcmp(first, other, (size_t)n1 * sizeof(first[0])) != 0);
 }
 
-int main(void) {
-  TEST_RUN(bad_options);
-  TEST_RUN(test_passthrough);
-  TEST_RUN(upstream_refused);
-  TEST_RUN(jitter);
-  TEST_RUN(latency);
-  TEST_RUN(latency_jitter_live);
-  TEST_RUN(bandwidth);
-  TEST_RUN(slice);
-  TEST_RUN(close_after_bytes_fin);
-  TEST_RUN(close_after_bytes_rst);
-  TEST_RUN(close_after_ms);
-  TEST_RUN(reset_all);
-  TEST_RUN(half_close);
-  TEST_RUN(blackhole);
-  TEST_RUN(stall_vs_blackhole);
-  TEST_RUN(corrupt);
-  TEST_RUN(truncate_);
-  TEST_RUN(duplicate);
-  TEST_RUN(refuse);
-  TEST_RUN(stop_accept);
-  TEST_RUN(slow_accept);
-  TEST_RUN(accept_close);
-  TEST_RUN(toxicity);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(bad_options)
+  TEST_ENTRY(test_passthrough)
+  TEST_ENTRY(upstream_refused)
+  TEST_ENTRY(jitter)
+  TEST_ENTRY(latency)
+  TEST_ENTRY(latency_jitter_live)
+  TEST_ENTRY(bandwidth)
+  TEST_ENTRY(slice)
+  TEST_ENTRY(close_after_bytes_fin)
+  TEST_ENTRY(close_after_bytes_rst)
+  TEST_ENTRY(close_after_ms)
+  TEST_ENTRY(reset_all)
+  TEST_ENTRY(half_close)
+  TEST_ENTRY(blackhole)
+  TEST_ENTRY(stall_vs_blackhole)
+  TEST_ENTRY(corrupt)
+  TEST_ENTRY(truncate_)
+  TEST_ENTRY(duplicate)
+  TEST_ENTRY(refuse)
+  TEST_ENTRY(stop_accept)
+  TEST_ENTRY(slow_accept)
+  TEST_ENTRY(accept_close)
+  TEST_ENTRY(toxicity)
+TEST_LIST_END

@@ -287,9 +287,8 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_backoff_bounds);
-  TEST_RUN(test_backoff_grows_once_per_failure);
-  TEST_RUN(test_emfile_is_not_the_endpoints_failure);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_backoff_bounds)
+  TEST_ENTRY(test_backoff_grows_once_per_failure)
+  TEST_ENTRY(test_emfile_is_not_the_endpoints_failure)
+TEST_LIST_END

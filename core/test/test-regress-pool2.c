@@ -573,19 +573,13 @@ static void test_all_ejected_read_as_all_full(void) {
   finish();
 }
 
-#define RUN_SELECTED(fn)                                                      \
-  do {                                                                        \
-    if (argc < 2 || strcmp(argv[1], #fn) == 0) TEST_RUN(fn);                  \
-  } while (0)
-
-int main(int argc, char **argv) {
-  RUN_SELECTED(test_removed_endpoint_kept_open_by_a_ping);
-  RUN_SELECTED(test_removed_endpoint_kept_open_by_the_handshake);
-  RUN_SELECTED(test_removed_endpoint_kept_open_by_an_expired_call);
-  RUN_SELECTED(test_removed_endpoint_ejected);
-  RUN_SELECTED(test_abort_after_a_deferred_close);
-  RUN_SELECTED(test_pool_closed_while_endpoints_are_dropped);
-  RUN_SELECTED(test_call_waits_past_room_freed_under_max_in_flight);
-  RUN_SELECTED(test_all_ejected_read_as_all_full);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_removed_endpoint_kept_open_by_a_ping)
+  TEST_ENTRY(test_removed_endpoint_kept_open_by_the_handshake)
+  TEST_ENTRY(test_removed_endpoint_kept_open_by_an_expired_call)
+  TEST_ENTRY(test_removed_endpoint_ejected)
+  TEST_ENTRY(test_abort_after_a_deferred_close)
+  TEST_ENTRY(test_pool_closed_while_endpoints_are_dropped)
+  TEST_ENTRY(test_call_waits_past_room_freed_under_max_in_flight)
+  TEST_ENTRY(test_all_ejected_read_as_all_full)
+TEST_LIST_END

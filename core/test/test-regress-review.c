@@ -689,21 +689,15 @@ static void test_pool_initiated_close_counted_as_endpoint_failure(void) {
   finish();
 }
 
-#define RUN_SELECTED(fn)                                                      \
-  do {                                                                        \
-    if (argc < 2 || strcmp(argv[1], #fn) == 0) TEST_RUN(fn);                  \
-  } while (0)
-
-int main(int argc, char **argv) {
-  RUN_SELECTED(test_nested_dispatch_on_dead_idle_connection);
-  RUN_SELECTED(test_recently_read_idle_connection_closed_unpolled);
-  RUN_SELECTED(test_busy_sibling_of_eof_gets_no_new_call);
-  RUN_SELECTED(test_maintenance_timer_restarted_after_close);
-  RUN_SELECTED(test_unix_connect_started_after_the_event);
-  RUN_SELECTED(test_server_resume_walking_a_changed_list);
-  RUN_SELECTED(test_connection_accepted_while_full_never_read);
-  RUN_SELECTED(test_calls_stranded_past_write_high_water);
-  RUN_SELECTED(test_heartbeat_spinning_while_a_ping_is_out);
-  RUN_SELECTED(test_pool_initiated_close_counted_as_endpoint_failure);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_nested_dispatch_on_dead_idle_connection)
+  TEST_ENTRY(test_recently_read_idle_connection_closed_unpolled)
+  TEST_ENTRY(test_busy_sibling_of_eof_gets_no_new_call)
+  TEST_ENTRY(test_maintenance_timer_restarted_after_close)
+  TEST_ENTRY(test_unix_connect_started_after_the_event)
+  TEST_ENTRY(test_server_resume_walking_a_changed_list)
+  TEST_ENTRY(test_connection_accepted_while_full_never_read)
+  TEST_ENTRY(test_calls_stranded_past_write_high_water)
+  TEST_ENTRY(test_heartbeat_spinning_while_a_ping_is_out)
+  TEST_ENTRY(test_pool_initiated_close_counted_as_endpoint_failure)
+TEST_LIST_END

@@ -363,15 +363,14 @@ static void test_close_in_deadline_callback(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_not_idempotent_runs_once);
-  TEST_RUN(test_idempotent_retried_until_answered);
-  TEST_RUN(test_attempts_bound);
-  TEST_RUN(test_budget_drains_and_refills);
-  TEST_RUN(test_retry_off);
-  TEST_RUN(test_attempt_timeout);
-  TEST_RUN(test_max_in_flight);
-  TEST_RUN(test_crash_bounded_by_budget);
-  TEST_RUN(test_close_in_deadline_callback);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_not_idempotent_runs_once)
+  TEST_ENTRY(test_idempotent_retried_until_answered)
+  TEST_ENTRY(test_attempts_bound)
+  TEST_ENTRY(test_budget_drains_and_refills)
+  TEST_ENTRY(test_retry_off)
+  TEST_ENTRY(test_attempt_timeout)
+  TEST_ENTRY(test_max_in_flight)
+  TEST_ENTRY(test_crash_bounded_by_budget)
+  TEST_ENTRY(test_close_in_deadline_callback)
+TEST_LIST_END

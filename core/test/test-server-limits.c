@@ -1054,47 +1054,29 @@ static void test_line_framing_resumes_across_reads(void) {
   framing_resumes(RN_PROTOCOL_LINE);
 }
 
-int main(int argc, char **argv) {
-  static const struct {
-    const char *name;
-    void (*fn)(void);
-  } cases[] = {
-#define CASE(fn) {#fn, fn}
-      CASE(test_backlog_checked_per_frame_resp),
-      CASE(test_backlog_checked_per_frame_line),
-      CASE(test_backlog_checked_per_frame_length),
-      CASE(test_output_budget_bounds_all_connections),
-      CASE(test_slow_handler_pipeline_bounded_by_max_pipeline),
-      CASE(test_output_budget_refuses_largest_backlog),
-      CASE(test_write_timeout_closes_client_that_never_reads),
-      CASE(test_write_timeout_spares_slow_reader),
-      CASE(test_resp_inline_max_elements_refused),
-      CASE(test_resp_bad_byte_in_large_array_answered_at_once),
-      CASE(test_frame_timeout_refuses_dribbler),
-      CASE(test_frame_timeout_rnp_goaway),
-      CASE(test_frame_timeout_restarts_per_frame),
-      CASE(test_dribbled_byte_does_not_reset_idle),
-      CASE(test_whole_requests_keep_connection_from_idle),
-      CASE(test_server_defaults_are_bounded),
-      CASE(test_input_budget_refuses_largest_partial_frame),
-      CASE(test_input_budget_refuses_oldest_among_equals),
-      CASE(test_read_buffer_shrinks_after_large_frame),
-      CASE(test_server_default_max_frame),
-      CASE(test_resp_max_elements_refused_from_header),
-      CASE(test_max_connections_closes_extra_at_once),
-      CASE(test_resp_framing_resumes_across_reads),
-      CASE(test_line_framing_resumes_across_reads),
-#undef CASE
-  };
-  size_t i;
-  int ran = 0;
-
-  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    if (argc > 1 && strcmp(argv[1], cases[i].name) != 0) continue;
-    fprintf(stderr, "-- %s\n", cases[i].name);
-    cases[i].fn();
-    ran++;
-  }
-  ASSERT_GT(ran, 0);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_backlog_checked_per_frame_resp)
+  TEST_ENTRY(test_backlog_checked_per_frame_line)
+  TEST_ENTRY(test_backlog_checked_per_frame_length)
+  TEST_ENTRY(test_output_budget_bounds_all_connections)
+  TEST_ENTRY(test_slow_handler_pipeline_bounded_by_max_pipeline)
+  TEST_ENTRY(test_output_budget_refuses_largest_backlog)
+  TEST_ENTRY(test_write_timeout_closes_client_that_never_reads)
+  TEST_ENTRY(test_write_timeout_spares_slow_reader)
+  TEST_ENTRY(test_resp_inline_max_elements_refused)
+  TEST_ENTRY(test_resp_bad_byte_in_large_array_answered_at_once)
+  TEST_ENTRY(test_frame_timeout_refuses_dribbler)
+  TEST_ENTRY(test_frame_timeout_rnp_goaway)
+  TEST_ENTRY(test_frame_timeout_restarts_per_frame)
+  TEST_ENTRY(test_dribbled_byte_does_not_reset_idle)
+  TEST_ENTRY(test_whole_requests_keep_connection_from_idle)
+  TEST_ENTRY(test_server_defaults_are_bounded)
+  TEST_ENTRY(test_input_budget_refuses_largest_partial_frame)
+  TEST_ENTRY(test_input_budget_refuses_oldest_among_equals)
+  TEST_ENTRY(test_read_buffer_shrinks_after_large_frame)
+  TEST_ENTRY(test_server_default_max_frame)
+  TEST_ENTRY(test_resp_max_elements_refused_from_header)
+  TEST_ENTRY(test_max_connections_closes_extra_at_once)
+  TEST_ENTRY(test_resp_framing_resumes_across_reads)
+  TEST_ENTRY(test_line_framing_resumes_across_reads)
+TEST_LIST_END

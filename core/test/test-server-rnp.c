@@ -849,24 +849,23 @@ static void test_request_peer(void) {
   finish();
 }
 
-int main(void) {
-  TEST_RUN(test_hello_and_ping);
-  TEST_RUN(test_out_of_order);
-  TEST_RUN(test_many_in_flight);
-  TEST_RUN(test_bad_input);
-  TEST_RUN(test_overload);
-  TEST_RUN(test_deadline);
-  TEST_RUN(test_goaway);
-  TEST_RUN(test_goaway_deadline);
-  TEST_RUN(test_idle);
-  TEST_RUN(test_backpressure);
-  TEST_RUN(test_close_with_work);
-  TEST_RUN(test_reply_too_large_answered);
-  TEST_RUN(test_max_concurrent_is_server_wide);
-  TEST_RUN(test_queued_deadline_refused_on_time);
-  TEST_RUN(test_drain_end_refuses_queued);
-  TEST_RUN(test_hello_refused_small_max_frame);
-  TEST_RUN(test_hello_pipelined);
-  TEST_RUN(test_request_peer);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_hello_and_ping)
+  TEST_ENTRY(test_out_of_order)
+  TEST_ENTRY(test_many_in_flight)
+  TEST_ENTRY(test_bad_input)
+  TEST_ENTRY(test_overload)
+  TEST_ENTRY(test_deadline)
+  TEST_ENTRY(test_goaway)
+  TEST_ENTRY_TIMEOUT(test_goaway_deadline, 60)
+  TEST_ENTRY(test_idle)
+  TEST_ENTRY(test_backpressure)
+  TEST_ENTRY_TIMEOUT(test_close_with_work, 60)
+  TEST_ENTRY(test_reply_too_large_answered)
+  TEST_ENTRY(test_max_concurrent_is_server_wide)
+  TEST_ENTRY(test_queued_deadline_refused_on_time)
+  TEST_ENTRY(test_drain_end_refuses_queued)
+  TEST_ENTRY(test_hello_refused_small_max_frame)
+  TEST_ENTRY(test_hello_pipelined)
+  TEST_ENTRY(test_request_peer)
+TEST_LIST_END
