@@ -4,6 +4,8 @@
 #include "resilnet.h"
 #include "task.h"
 #include "helpers.h"
+#include "peer.h"
+#include "wait.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,82 +16,13 @@
 #include <uv.h>
 
 static rn_loop_t *loop;
-static uv_tcp_t peer_listener;
-static uv_tcp_t peer_conns[8];
-static int peer_conn_count;
-static const char *peer_script; /* written back on every read */
-static size_t peer_script_len;
-static const char *peer_first;  /* if set, written back on a connection's
-                                   first read instead */
-static int peer_first_done[8];
-static int peer_reads;
+static test_peer_t peer; /* answers every read with peer.reply */
 
-static void peer_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
-  static char space[65536];
-  (void)h;
-  (void)n;
-  *buf = uv_buf_init(space, sizeof(space));
-}
-
-static void peer_write_done(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
-static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
-  if (nread < 0) {
-    uv_read_stop(s);
-    return;
-  }
-  if (nread > 0) peer_reads++;
-  if (nread > 0 && peer_script_len > 0) {
-    uv_write_t *req = malloc(sizeof(*req));
-    uv_buf_t b = uv_buf_init((char *)peer_script, (unsigned)peer_script_len);
-    int *first_done = &peer_first_done[(uv_tcp_t *)s - peer_conns];
-    if (peer_first != NULL && !*first_done) {
-      b = uv_buf_init((char *)peer_first, (unsigned)strlen(peer_first));
-      *first_done = 1;
-    }
-    ASSERT(req != NULL);
-    ASSERT_OK(uv_write(req, s, &b, 1, peer_write_done));
-  }
-}
-
-static void peer_on_connection(uv_stream_t *server, int status) {
-  uv_tcp_t *c;
-  ASSERT_OK(status);
-  ASSERT_LT(peer_conn_count, 8);
-  c = &peer_conns[peer_conn_count++];
-  ASSERT_OK(uv_tcp_init(server->loop, c));
-  ASSERT_OK(uv_accept(server, (uv_stream_t *)c));
-  ASSERT_OK(uv_read_start((uv_stream_t *)c, peer_alloc, peer_read));
-}
-
-static int peer_start(const char *script, size_t len) {
-  struct sockaddr_in addr;
-  struct sockaddr_storage ss;
-  int namelen = sizeof(ss);
-
-  peer_script = script;
-  peer_script_len = len;
-  peer_first = NULL;
-  memset(peer_first_done, 0, sizeof(peer_first_done));
-  peer_conn_count = peer_reads = 0;
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
-  ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &peer_listener));
-  ASSERT_OK(uv_tcp_bind(&peer_listener, (struct sockaddr *)&addr, 0));
-  ASSERT_OK(uv_listen((uv_stream_t *)&peer_listener, 16, peer_on_connection));
-  ASSERT_OK(uv_tcp_getsockname(&peer_listener, (struct sockaddr *)&ss,
-                               &namelen));
-  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
-static void peer_stop(void) {
-  int i;
-  uv_close((uv_handle_t *)&peer_listener, NULL);
-  for (i = 0; i < peer_conn_count; i++)
-    uv_close((uv_handle_t *)&peer_conns[i], NULL);
+/* Starts the peer with its canned reply (len bytes of reply). */
+static void peer_replying(const char *reply, size_t len) {
+  test_peer_start(&peer, rn_loop_uv(loop), test_peer_reply_each_read);
+  peer.reply = reply;
+  peer.reply_len = len;
 }
 
 /* Options of a one-connection pool on *ep (kept by the caller until
@@ -155,6 +88,7 @@ struct outcome {
 static void record(rn_pool_t *p, void *data, const rn_result_t *r) {
   struct outcome *o = data;
   (void)p;
+  ASSERT_EQ(o->fired, 0); /* exactly once */
   o->fired++;
   o->status = r->status;
   o->maybe_executed = r->maybe_executed;
@@ -178,15 +112,6 @@ static void call_within(rn_pool_t *pool, const char *body,
 
 static void call(rn_pool_t *pool, const char *body, struct outcome *o) {
   call_within(pool, body, 0, o);
-}
-
-static void wait_for(struct outcome *o) {
-  int turns = 0;
-  while (o->fired == 0) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
-  ASSERT_EQ(o->fired, 1);
 }
 
 static void close_pool(rn_pool_t *pool) {
@@ -221,7 +146,7 @@ static void round_trip_via(const char *listen, const char *connect_fmt) {
     snprintf(ep, sizeof(ep), connect_fmt, port);
   pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
   call(pool, "hello", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   /* The echo server sends back the request (a RESP array of one bulk
    * string) as a bulk string. */
@@ -254,26 +179,25 @@ static void test_unexpected_reply(void) {
   struct outcome o;
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  char ep[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start(script, 8));
-  pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
+  peer_replying(script, 8);
+  pool = pool_for(peer.endpoint, RN_PROTOCOL_LINE, 0);
   call(pool, "q", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   ASSERT_EQ(o.body_len, 3);
   ASSERT_MEM_EQ(o.body, "one", 3);
-  peer_script = "one\n"; /* from now on, well-behaved */
-  peer_script_len = 4;
+  peer.reply = "one\n"; /* from now on, well-behaved */
+  peer.reply_len = 4;
   call(pool, "q", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 2);
-  ASSERT_EQ(peer_conn_count, 2);
+  ASSERT_EQ(peer.count, 2);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -282,17 +206,16 @@ static void expect_failure(const char *script, size_t script_len,
                            int expected) {
   struct outcome o;
   rn_pool_t *pool;
-  char ep[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start(script, script_len));
-  pool = pool_for(ep, protocol, max_frame);
+  peer_replying(script, script_len);
+  pool = pool_for(peer.endpoint, protocol, max_frame);
   call(pool, "q", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, expected);
   ASSERT_EQ(o.maybe_executed, 1);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -316,20 +239,18 @@ static void test_malformed_resp(void) {
 static void test_error_reply(void) {
   struct outcome o;
   rn_pool_t *pool;
-  char ep[64];
   static const char script[] = "-ERR no such thing\r\n";
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
-           peer_start(script, sizeof(script) - 1));
-  pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
+  peer_replying(script, sizeof(script) - 1);
+  pool = pool_for(peer.endpoint, RN_PROTOCOL_RESP, 0);
   call(pool, "GET", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EREPLY);
   ASSERT_EQ(o.maybe_executed, 1);
   ASSERT_MEM_EQ(o.body, script, sizeof(script) - 1);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -343,27 +264,21 @@ static void test_timeout_mid_reply_closes_connection(void) {
   struct outcome o;
   rn_pool_t *pool;
   const char *ep;
-  char addr[64];
-  int turns = 0;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d",
-           peer_start(script, sizeof(script) - 1));
-  ep = addr;
+  peer_replying(script, sizeof(script) - 1);
+  ep = peer.endpoint;
   options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
   pool = pool_counting_closes(&po, "reply_timeout");
   call_within(pool, "GET", 200, &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, UV_ETIMEDOUT);
   ASSERT_EQ(o.maybe_executed, 1);
   ASSERT_EQ(closes, 1);
-  /* The peer reads the close (EOF) and stops reading. */
-  while (uv_is_active((uv_handle_t *)&peer_conns[0])) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
+  /* The peer reads the close (EOF). */
+  RUN_UNTIL(rn_loop_uv(loop), peer.conns[0].closed_by_client, 10000);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -372,11 +287,7 @@ static void test_timeout_mid_reply_closes_connection(void) {
  * the abandoned reply is read and dropped. */
 static void write_rest(uv_timer_t *t) {
   static const char rest[] = ":2\r\n:3\r\n+B\r\n";
-  uv_write_t *req = malloc(sizeof(*req));
-  uv_buf_t b = uv_buf_init((char *)rest, sizeof(rest) - 1);
-  ASSERT(req != NULL);
-  ASSERT_OK(uv_write(req, (uv_stream_t *)&peer_conns[0], &b, 1,
-                     peer_write_done));
+  test_peer_send(&peer.conns[0], rest, sizeof(rest) - 1);
   uv_close((uv_handle_t *)t, NULL);
 }
 
@@ -385,26 +296,24 @@ static void test_timeout_mid_reply_spares_calls_behind(void) {
   struct outcome a, b;
   rn_pool_t *pool;
   uv_timer_t later;
-  char ep[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d",
-           peer_start(script, sizeof(script) - 1));
-  pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
+  peer_replying(script, sizeof(script) - 1);
+  pool = pool_for(peer.endpoint, RN_PROTOCOL_RESP, 0);
   call_within(pool, "GET", 150, &a);
   call_within(pool, "GET", 3000, &b); /* the same turn: the same write */
-  wait_for(&a);
+  RUN_UNTIL(rn_loop_uv(loop), a.fired, 10000);
   ASSERT_EQ(a.status, UV_ETIMEDOUT);
   ASSERT_EQ(b.fired, 0);
-  ASSERT_EQ(peer_conn_count, 1);
+  ASSERT_EQ(peer.count, 1);
   ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &later));
   ASSERT_OK(uv_timer_start(&later, write_rest, 100, 0));
-  wait_for(&b);
+  RUN_UNTIL(rn_loop_uv(loop), b.fired, 10000);
   ASSERT_OK(b.status); /* its own reply, after the dropped rest of a's */
   ASSERT_EQ(b.body_len, 4);
   ASSERT_MEM_EQ(b.body, "+B\r\n", 4);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -419,26 +328,24 @@ static void test_handshake_reply_not_pong_shifts_nothing(void) {
   struct outcome o;
   rn_pool_t *pool;
   const char *ep;
-  char addr[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d",
-           peer_start(script, sizeof(script) - 1));
-  peer_first = "+OK\r\n";
-  ep = addr;
+  peer_replying(script, sizeof(script) - 1);
+  peer.first_reply = "+OK\r\n";
+  ep = peer.endpoint;
   options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
   po.heartbeat_interval = 1000; /* the handshake's ping */
-  po.reconnect.initial = 60; /* a few reconnects, within peer_conns */
+  po.reconnect.initial = 60; /* a few reconnects, within the peer's */
   po.reconnect.max = 100;
   pool = pool_counting_closes(&po, "unexpected");
   call_within(pool, "GET", 300, &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_NE(o.status, 0); /* never "PONG" */
   ASSERT_EQ(o.maybe_executed, 0);
   ASSERT_GE(closes, 1);
-  ASSERT_GE(peer_conn_count, 1);
+  ASSERT_GE(peer.count, 1);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -459,25 +366,22 @@ static void test_default_max_in_flight_is_finite(void) {
   rn_pool_options_t defaults;
   rn_pool_t *pool;
   rn_buf_t frame;
-  char ep[64];
-  int accepted = 0, err, turns = 0;
+  int accepted = 0, err;
 
   rn_pool_options_init(&defaults);
   ASSERT_EQ(defaults.max_in_flight, RN_DEFAULT_MAX_IN_FLIGHT);
   ASSERT_GT(RN_DEFAULT_MAX_IN_FLIGHT, 0);
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("", 0)); /* mute */
-  pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
+  peer_replying("", 0); /* mute */
+  pool = pool_for(peer.endpoint, RN_PROTOCOL_LINE, 0);
   rn_buf_init(&frame);
   ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "q", 1));
   counted_results = 0;
   ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, count_result,
                          NULL));
   accepted++;
-  while (peer_reads == 0) { /* connected, the first call on the wire */
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
+  /* Connected, the first call on the wire: */
+  RUN_UNTIL(rn_loop_uv(loop), peer.reads > 0, 10000);
   while ((err = rn_pool_call(pool, frame.base, frame.len, NULL, count_result,
                              NULL)) == 0) {
     accepted++;
@@ -488,7 +392,7 @@ static void test_default_max_in_flight_is_finite(void) {
   rn_buf_free(&frame);
   close_pool(pool);
   ASSERT_EQ(counted_results, accepted);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -503,31 +407,29 @@ static void test_ping_error_reply_is_an_answer(void) {
   struct outcome o;
   rn_pool_t *pool;
   const char *ep;
-  char addr[64];
-  int reads;
+  unsigned reads;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d",
-           peer_start(script, sizeof(script) - 1));
-  ep = addr;
+  peer_replying(script, sizeof(script) - 1);
+  ep = peer.endpoint;
   options_for(&po, &ep, RN_PROTOCOL_RESP, 0);
   po.heartbeat_interval = 20; /* heartbeats answered -LOADING too */
   po.heartbeat_timeout = 1000;
   pool = pool_counting_closes(&po, "unexpected");
   call(pool, "GET", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EREPLY);
   ASSERT_MEM_EQ(o.body, "-LOADING", 8);
   /* Several heartbeats later, the same connection still serves. */
-  reads = peer_reads;
-  while (peer_reads < reads + 4) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  reads = peer.reads;
+  RUN_UNTIL(rn_loop_uv(loop), peer.reads >= reads + 4, 10000);
   call(pool, "GET", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EREPLY);
   ASSERT_EQ(closes, 0);
-  ASSERT_EQ(peer_conn_count, 1);
+  ASSERT_EQ(peer.count, 1);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -565,7 +467,7 @@ static void test_connect_timeout(void) {
   pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
   t0 = uv_hrtime();
   call(pool, "q", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, UV_ETIMEDOUT);
   ASSERT_EQ(o.maybe_executed, 0);
   ASSERT_GE((uv_hrtime() - t0) / 1000000, 180);
@@ -584,12 +486,11 @@ static void test_accept_then_silence_is_a_failed_connect(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
   const char *eps[1];
-  char ep[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("", 0));
+  peer_replying("", 0);
   rn_pool_options_init(&po);
-  eps[0] = ep;
+  eps[0] = peer.endpoint;
   po.endpoints = eps;
   po.endpoint_count = 1;
   po.size = 1;
@@ -597,16 +498,16 @@ static void test_accept_then_silence_is_a_failed_connect(void) {
   po.timeout = 400;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   call(pool, "GET", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, UV_ETIMEDOUT);
   ASSERT_EQ(o.maybe_executed, 0);
-  ASSERT_GE(peer_reads, 1); /* the peer got our pings, never the call */
+  ASSERT_GE(peer.reads, 1); /* the peer got our pings, never the call */
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 0);
   ASSERT_GE(st.connect_failures, 1);
   ASSERT_LE(st.connect_failures, 3);
   close_pool(pool);
-  peer_stop();
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -618,25 +519,22 @@ static void test_idle_check_before_handout(void) {
   struct outcome o;
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  char ep[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("one\n", 4));
-  pool = pool_for(ep, RN_PROTOCOL_LINE, 0);
+  peer_replying("one\n", 4);
+  pool = pool_for(peer.endpoint, RN_PROTOCOL_LINE, 0);
   call(pool, "q", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
-  uv_close((uv_handle_t *)&peer_conns[0], NULL); /* sends FIN now */
+  test_peer_close(&peer.conns[0]); /* sends FIN now */
   usleep(300 * 1000); /* idle past the bypass window, loop not polled */
   call(pool, "q", &o);
-  wait_for(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 2);
   close_pool(pool);
-  uv_close((uv_handle_t *)&peer_listener, NULL);
-  for (int i = 1; i < peer_conn_count; i++)
-    uv_close((uv_handle_t *)&peer_conns[i], NULL);
+  test_peer_stop(&peer);
   finish();
 }
 
@@ -657,13 +555,11 @@ static void test_reset_drops_idle_siblings(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
   const char *eps[1];
-  char ep[64];
-  int turns = 0;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  snprintf(ep, sizeof(ep), "127.0.0.1:%d", peer_start("one\n", 4));
+  peer_replying("one\n", 4);
   rn_pool_options_init(&po);
-  eps[0] = ep;
+  eps[0] = peer.endpoint;
   po.endpoints = eps;
   po.endpoint_count = 1;
   po.codec.protocol = RN_PROTOCOL_LINE;
@@ -673,24 +569,17 @@ static void test_reset_drops_idle_siblings(void) {
   stale_closes = reset_closes = 0;
   call(pool, "q", &a);
   call(pool, "q", &b);
-  wait_for(&a);
-  wait_for(&b);
-  while (peer_conn_count < 2) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
+  RUN_UNTIL(rn_loop_uv(loop), a.fired, 10000);
+  RUN_UNTIL(rn_loop_uv(loop), b.fired, 10000);
+  RUN_UNTIL(rn_loop_uv(loop), peer.count == 2, 10000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.open, 2);
-  ASSERT_OK(uv_tcp_close_reset(&peer_conns[0], NULL));
-  while (reset_closes + stale_closes < 2) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
+  test_peer_reset(&peer.conns[0]);
+  RUN_UNTIL(rn_loop_uv(loop), reset_closes + stale_closes >= 2, 10000);
   ASSERT_EQ(reset_closes, 1);
   ASSERT_EQ(stale_closes, 1);
   close_pool(pool);
-  uv_close((uv_handle_t *)&peer_listener, NULL);
-  uv_close((uv_handle_t *)&peer_conns[1], NULL);
+  test_peer_stop(&peer);
   finish();
 }
 
