@@ -599,6 +599,168 @@ static void test_sigpipe_ignored(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+/* A call finds an idle connection whose server has gone (a FIN the loop has
+ * not polled yet). Picking it closes it; the close reported back into a
+ * nested dispatch, which placed the call; the outer dispatch then took the
+ * head of the now empty pending list for a call. */
+static void test_nested_dispatch_on_dead_idle_connection(void) {
+  test_outcome_t warm[2], held, after;
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+  rn_pool_t *pool;
+  int i;
+
+  loop = test_loop_open();
+  test_peer_start(&peer, rn_loop_uv(loop), test_peer_answer_lines);
+  test_pool_line_options(&po, peer.endpoint);
+  po.size = 4;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  /* Two calls before any connection: two connections open. */
+  test_call(pool, "x", 0, &warm[0]);
+  test_call(pool, "x", 0, &warm[1]);
+  RUN_UNTIL(rn_loop_uv(loop), warm[0].fired && warm[1].fired && peer.count == 2, 2000);
+  ASSERT_OK(warm[0].status);
+  ASSERT_OK(warm[1].status);
+  ASSERT_EQ(test_pool_stats(pool).open, 2);
+
+  /* One connection busy with a call the peer holds, the other idle. */
+  test_call(pool, "hold", 0, &held);
+  RUN_UNTIL(rn_loop_uv(loop), test_peer_holding(&peer) == 1, 2000);
+  for (i = 0; i < peer.count; i++)
+    if (peer.conns[i].held == 0) test_peer_close(&peer.conns[i]);
+  usleep(5 * 1000); /* the loop has not polled since */
+
+  test_call(pool, "x", 0, &after);
+  st = test_pool_stats(pool);
+  /* "x" waits: after the EOF the busy sibling takes no new call until its
+   * own peer proves alive (issue 14, defect 7); a new connection opens. */
+  ASSERT_EQ(st.pending, 1);
+  ASSERT_EQ(st.in_flight, 1);
+
+  test_peer_release(&peer);
+  RUN_UNTIL(rn_loop_uv(loop), held.fired && after.fired, 2000);
+  ASSERT_OK(held.status);
+  ASSERT_OK(after.status);
+  ASSERT_EQ(after.body_len, 2);
+  ASSERT_MEM_EQ(after.body, "ok", 2);
+  rn_pool_close(pool, 0, NULL);
+  test_peer_stop(&peer);
+  test_loop_close(loop);
+}
+
+/* The server closed an idle connection moments after answering on it, and
+ * the loop did not poll before the next call. A read that recent used to
+ * count as proof of life (for 250 ms), so the call went into the closed
+ * socket and failed with EOF: CI's restart spec, when the killed server
+ * came back quickly. */
+static void test_recently_read_idle_connection_closed_unpolled(void) {
+  test_outcome_t first, second;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+
+  loop = test_loop_open();
+  test_peer_start(&peer, rn_loop_uv(loop), test_peer_answer_lines);
+  test_pool_line_options(&po, peer.endpoint);
+  po.size = 1;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  test_call(pool, "x", 0, &first);
+  RUN_UNTIL(rn_loop_uv(loop), first.fired, 2000);
+  ASSERT_OK(first.status);
+  ASSERT_EQ(peer.count, 1);
+
+  test_peer_close(&peer.conns[0]);
+  usleep(5 * 1000); /* the FIN is in; the loop has not looked */
+  test_call(pool, "y", 0, &second);
+  RUN_UNTIL(rn_loop_uv(loop), second.fired, 2000);
+  ASSERT_OK(second.status);
+  ASSERT_MEM_EQ(second.body, "ok", 2);
+  ASSERT_EQ(peer.count, 2); /* answered on a new connection */
+  rn_pool_close(pool, 0, NULL);
+  test_peer_stop(&peer);
+  test_loop_close(loop);
+}
+
+/* Issue 14, defect 7: a crashed server's sockets close one after the
+ * other. A call that failed on the first (EOF) was made again at once,
+ * from its callback, and placed on a busy sibling whose FIN was next: it
+ * failed as maybe executed though no server ever read it. Now the busy
+ * sibling takes no new call until its own peer answers a ping sent after
+ * the EOF; the call goes back to the pool before it is written and on to
+ * a new connection. (Here the sibling's peer is alive but holds a call,
+ * so the proof stays out and the call must not wait behind it.) */
+static test_outcome_t again;
+static int called_again;
+
+static void call_again_on_failure(rn_pool_t *p, void *data,
+                                  const rn_result_t *r) {
+  test_record(p, data, r);
+  if (r->status != 0 && !called_again) {
+    called_again = 1;
+    test_call(p, "mark", 0, &again);
+  }
+}
+
+static void test_busy_sibling_of_eof_gets_no_new_call(void) {
+  test_outcome_t warm[2], held[2];
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_buf_t frame;
+  unsigned lines;
+  int i;
+
+  loop = test_loop_open();
+  test_peer_start(&peer, rn_loop_uv(loop), test_peer_answer_lines);
+  test_pool_line_options(&po, peer.endpoint);
+  po.size = 4;
+  po.heartbeat_interval = 1000; /* answered pings prove a suspect alive */
+  po.heartbeat_timeout = 3000;
+  po.heartbeat_ping = "ping";
+  po.heartbeat_ping_len = 4;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  test_call(pool, "x", 0, &warm[0]);
+  test_call(pool, "x", 0, &warm[1]);
+  RUN_UNTIL(rn_loop_uv(loop), warm[0].fired && warm[1].fired && peer.count == 2, 2000);
+  ASSERT_EQ(test_pool_stats(pool).idle, 2);
+
+  /* Both connections busy with a call the peer holds. */
+  called_again = 0;
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "hold", 4));
+  for (i = 0; i < 2; i++) {
+    memset(&held[i], 0, sizeof(held[i]));
+    ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL,
+                           call_again_on_failure, &held[i]));
+  }
+  rn_buf_free(&frame);
+  RUN_UNTIL(rn_loop_uv(loop), peer.conns[0].held == 1 && peer.conns[1].held == 1, 2000);
+
+  lines = peer.conns[1].lines;
+  test_peer_close(&peer.conns[0]);
+  peer.conns[0].held = 0; /* nothing to answer there any more */
+  RUN_UNTIL(rn_loop_uv(loop), again.fired, 2000);
+  ASSERT_OK(again.status);
+  ASSERT_MEM_EQ(again.body, "ok", 2);
+  ASSERT_EQ(peer.conns[1].marks, 0); /* never written behind "hold" */
+  ASSERT_EQ(peer.count, 3);          /* answered on a new connection */
+  ASSERT_EQ(peer.conns[2].marks, 1);
+  ASSERT_EQ(held[0].fired + held[1].fired, 1); /* the one in flight */
+  ASSERT_EQ(held[0].fired ? held[0].status : held[1].status, UV_EOF);
+
+  /* The sibling's peer answers "hold", then the proof ping. */
+  test_peer_release(&peer);
+  RUN_UNTIL(rn_loop_uv(loop), held[0].fired + held[1].fired == 2, 2000);
+  ASSERT_EQ(peer.conns[1].lines, lines + 1); /* the proof ping, no more */
+  /* Its pong cleared it: two calls find the two idle connections. */
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).idle == 2, 2000);
+  for (i = 0; i < 2; i++) test_call(pool, "x", 0, &warm[i]);
+  RUN_UNTIL(rn_loop_uv(loop), warm[0].fired && warm[1].fired, 2000);
+  ASSERT_EQ(peer.conns[1].lines, lines + 2);
+  ASSERT_EQ(peer.count, 3);
+  rn_pool_close(pool, 0, NULL);
+  test_peer_stop(&peer);
+  test_loop_close(loop);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_sigpipe_ignored)
   TEST_ENTRY(test_hostname)
@@ -618,4 +780,7 @@ TEST_LIST_START
   TEST_ENTRY(test_accept_then_silence_is_a_failed_connect)
   TEST_ENTRY(test_idle_check_before_handout)
   TEST_ENTRY_TIMEOUT(test_reset_drops_idle_siblings, 60)
+  TEST_ENTRY(test_nested_dispatch_on_dead_idle_connection)
+  TEST_ENTRY(test_recently_read_idle_connection_closed_unpolled)
+  TEST_ENTRY(test_busy_sibling_of_eof_gets_no_new_call)
 TEST_LIST_END

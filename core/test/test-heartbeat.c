@@ -469,6 +469,50 @@ static void test_stalled_loop_spares_live_peer(void) {
   thread_server_stop();
 }
 
+static test_peer_t peer;
+
+static unsigned loop_turns;
+
+static void count_turn(uv_prepare_t *p) {
+  (void)p;
+  loop_turns++;
+}
+
+/* With a ping out and unanswered past heartbeat_interval, the heartbeat
+ * timer re-armed itself at 1 ms until the dead-peer deadline: one loop turn
+ * per millisecond per silent connection. Waking for the deadline alone
+ * takes a handful of turns. */
+static void test_heartbeat_spinning_while_a_ping_is_out(void) {
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+  uv_prepare_t turns;
+
+  loop = test_loop_open();
+  test_peer_start(&peer, rn_loop_uv(loop), test_peer_answer_lines);
+  peer.answer_first_only = 1;
+  ASSERT_OK(uv_prepare_init(rn_loop_uv(loop), &turns));
+  ASSERT_OK(uv_prepare_start(&turns, count_turn));
+  uv_unref((uv_handle_t *)&turns);
+  loop_turns = 0;
+  test_pool_line_options(&po, peer.endpoint);
+  po.size = 1;
+  po.min_idle = 1; /* one connection, opened now, with no call */
+  po.heartbeat_ping = "PING";
+  po.heartbeat_ping_len = 4;
+  po.heartbeat_interval = 100;
+  po.heartbeat_timeout = 500;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).dead_peers == 1, 3000);
+  st = test_pool_stats(pool);
+  ASSERT_GE(st.heartbeats, 1);
+  /* A spinning timer takes about one turn per ms of the 400-500 ms wait. */
+  ASSERT_LT(loop_turns, 50);
+  rn_pool_close(pool, 0, NULL);
+  test_peer_stop(&peer);
+  uv_close((uv_handle_t *)&turns, NULL);
+  test_loop_close(loop);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_idle_connection_lives_on_pings)
   TEST_ENTRY(test_silent_peer_declared_dead)
@@ -478,4 +522,5 @@ TEST_LIST_START
   TEST_ENTRY(test_dead_probe_closed_with_its_endpoint)
   TEST_ENTRY(test_stalled_loop_spares_live_peer)
   TEST_ENTRY(test_frozen_server_idle_siblings)
+  TEST_ENTRY(test_heartbeat_spinning_while_a_ping_is_out)
 TEST_LIST_END

@@ -117,9 +117,49 @@ static void test_max_lifetime(void) {
   stop();
 }
 
+static char endpoint[96];
+static int pool_closed;
+
+static void count_pool_close(rn_pool_t *p) {
+  (void)p;
+  pool_closed++;
+}
+
+static void close_pool_when_a_connection_closes(rn_pool_t *p,
+                                                const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0) return;
+  if (strcmp(ev->state, "closed") == 0) rn_pool_close(p, 0, count_pool_close);
+}
+
+/* An event handler closes the pool when housekeeping closes an idle
+ * connection. Housekeeping re-armed its timer on the way out, so the pool
+ * was freed with its timer still in the loop's heap. */
+static void test_maintenance_timer_restarted_after_close(void) {
+  test_outcome_t o;
+  rn_pool_options_t po;
+
+  loop = test_loop_open();
+  server = test_start_server(loop, RN_PROTOCOL_LINE, test_echo, "127.0.0.1:0",
+                             endpoint);
+  test_pool_line_options(&po, endpoint);
+  po.idle_timeout = 100;
+  po.on_event = close_pool_when_a_connection_closes;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  pool_closed = 0;
+  test_call(pool, "x", 0, &o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 2000);
+  ASSERT_OK(o.status);
+  /* Housekeeping runs once a second: the idle close comes at about 1 s. */
+  RUN_UNTIL(rn_loop_uv(loop), pool_closed == 1, 3000);
+  rn_server_close(server, NULL);
+  test_loop_close(loop); /* a timer left behind makes rn_loop_free() fail, or fires on
+               the freed pool */
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_idle_timeout)
   TEST_ENTRY(test_min_idle_kept_warm)
   TEST_ENTRY(test_min_idle_warms_quickly)
   TEST_ENTRY(test_max_lifetime)
+  TEST_ENTRY(test_maintenance_timer_restarted_after_close)
 TEST_LIST_END

@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define CALLS 60
@@ -194,6 +195,92 @@ static void test_close_from_every_event_handler(void) {
     }
 }
 
+static void close_pool_when_connecting(rn_pool_t *p,
+                                       const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0) return;
+  if (strcmp(ev->state, "connecting") == 0) rn_pool_close(p, 0, NULL);
+}
+
+/* A unix endpoint connects synchronously. The "connecting" event went out
+ * before the connect started: a handler closing the pool there freed the
+ * connection, the connect then used it, and the call's callback ran inside
+ * rn_pool_call(). */
+static void test_unix_connect_started_after_the_event(void) {
+  rn_server_options_t so;
+  rn_pool_options_t po;
+  test_outcome_t o;
+  char path[64], listen[80];
+
+  loop = test_loop_open();
+  snprintf(path, sizeof(path), "/tmp/rn-test-regress-%d.sock", (int)getpid());
+  unlink(path);
+  snprintf(listen, sizeof(listen), "unix:%s", path);
+  rn_server_options_init(&so);
+  so.listen = listen;
+  so.codec.protocol = RN_PROTOCOL_LINE;
+  so.on_request = test_echo;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  test_pool_line_options(&po, listen);
+  po.on_event = close_pool_when_connecting;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  test_call(pool, "x", 0, &o); /* checks the callback has not run yet */
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 2000);
+  ASSERT_EQ(o.fired, 1);
+  ASSERT_EQ(o.status, RN_ECLOSED);
+  rn_server_close(server, NULL);
+  test_loop_close(loop);
+}
+
+static int close_when_connecting;
+static int close_order; /* test_next_order() when the pool closed */
+
+static void note_close_order(rn_pool_t *p) {
+  (void)p;
+  pool_closed++;
+  close_order = test_next_order();
+}
+
+static void close_on_connecting(rn_pool_t *p, const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0) return;
+  if (close_when_connecting && strcmp(ev->state, "connecting") == 0) {
+    close_when_connecting = 0;
+    rn_pool_close(p, 5000, note_close_order);
+  }
+}
+
+/* A close asked for while calls were being placed runs from a timer. An
+ * abort in between took the close as done: it closed the connections and
+ * stopped that timer, so the waiting calls were never failed. The pool
+ * then finished and was freed with the calls' deadlines still in the
+ * loop's timer heap, and their expiry wrote into the freed pool. */
+static void test_abort_after_a_deferred_close(void) {
+  test_peer_t a;
+  test_outcome_t o;
+  rn_pool_options_t po;
+
+  loop = test_loop_open();
+  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
+  test_pool_line_options(&po, a.endpoint);
+  po.size = 1;
+  po.on_event = close_on_connecting;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  close_when_connecting = 1;
+  pool_closed = 0;
+  /* Placing it opens a connection; the event closes the pool (deferred). */
+  test_call(pool, "x", 300, &o);
+  ASSERT_EQ(close_when_connecting, 0);
+  rn_pool_abort(pool, NULL);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired && pool_closed, 2000);
+  ASSERT_EQ(o.fired, 1);
+  ASSERT_EQ(o.status, RN_ECLOSED);
+  ASSERT_LT(o.order, close_order);
+
+  test_peer_stop(&a);
+  test_loop_close(loop);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_close_from_every_event_handler)
+  TEST_ENTRY(test_unix_connect_started_after_the_event)
+  TEST_ENTRY(test_abort_after_a_deferred_close)
 TEST_LIST_END

@@ -375,6 +375,79 @@ static void test_close_drains_then_fails(void) {
   stop();
 }
 
+/* A call that found every connection over write_high_water waited; when the
+ * write finished nothing placed it, and it timed out against a server that
+ * answers at once. */
+static void test_calls_stranded_past_write_high_water(void) {
+  test_outcome_t a, b;
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+
+  loop = test_loop_open();
+  server = test_start_server(loop, RN_PROTOCOL_LINE, test_echo, "127.0.0.1:0",
+                             endpoint);
+  test_pool_line_options(&po, endpoint);
+  po.size = 1;
+  po.write_high_water = 1; /* any write in flight fills the connection */
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  test_call(pool, "warm", 0, &a);
+  RUN_UNTIL(rn_loop_uv(loop), a.fired, 2000);
+  ASSERT_OK(a.status);
+  test_call(pool, "one", 1000, &a);
+  test_call(pool, "two", 1000, &b);
+  st = test_pool_stats(pool);
+  ASSERT_EQ(st.in_flight, 1);
+  ASSERT_EQ(st.pending, 1);
+  RUN_UNTIL(rn_loop_uv(loop), a.fired && b.fired, 3000);
+  ASSERT_OK(a.status);
+  ASSERT_OK(b.status);
+  ASSERT_EQ(b.body_len, 3);
+  ASSERT_MEM_EQ(b.body, "two", 3);
+  rn_pool_close(pool, 0, NULL);
+  rn_server_close(server, NULL);
+  test_loop_close(loop);
+}
+
+/* With a cap on calls in flight per endpoint, a call may wait while its
+ * endpoint is full and another one is backing off. A reply that freed
+ * room did not place it: nothing dispatched until the other endpoint's
+ * reconnect, and the call timed out against an idle, healthy endpoint. */
+static void test_call_waits_past_room_freed_under_max_in_flight(void) {
+  test_peer_t a;
+  test_outcome_t held_call, waiting;
+  rn_pool_options_t po;
+  const char *list[2];
+
+  loop = test_loop_open();
+  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
+  test_pool_line_options(&po, a.endpoint);
+  po.size = 1;
+  list[0] = a.endpoint;
+  list[1] = "127.0.0.1:1"; /* refused: backs off for 5 s */
+  po.endpoints = list;
+  po.endpoint_count = 2;
+  po.min_idle = 1;
+  po.max_in_flight = 1;
+  po.reconnect.initial = 5000;
+  po.reconnect.jitter = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).idle == 1 && test_pool_stats(pool).connect_failures == 1,
+            2000);
+
+  test_call(pool, "hold", 5000, &held_call); /* a is full */
+  RUN_UNTIL(rn_loop_uv(loop), test_peer_holding(&a) == 1, 2000);
+  test_call(pool, "y", 1000, &waiting); /* accepted: the other is not full */
+  ASSERT_EQ(test_pool_stats(pool).pending, 1);
+  test_peer_release(&a);
+  RUN_UNTIL(rn_loop_uv(loop), held_call.fired && waiting.fired, 2000);
+  ASSERT_OK(held_call.status);
+  ASSERT_OK(waiting.status);
+
+  test_pool_close_wait(loop, pool);
+  test_peer_stop(&a);
+  test_loop_close(loop);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_literal_needs_no_lookup)
   TEST_ENTRY(test_pipelined_line)
@@ -383,4 +456,6 @@ TEST_LIST_START
   TEST_ENTRY(test_deadline_after_time_outside_loop)
   TEST_ENTRY(test_refused)
   TEST_ENTRY(test_close_drains_then_fails)
+  TEST_ENTRY(test_calls_stranded_past_write_high_water)
+  TEST_ENTRY(test_call_waits_past_room_freed_under_max_in_flight)
 TEST_LIST_END

@@ -14,7 +14,7 @@
 #include <uv.h>
 
 static rn_loop_t *loop;
-#include "run_until.h"
+#include "helpers.h"
 
 /* ------------------------------------------------------------------------ */
 /* The echo upstream: every byte goes back as it came; frames are counted   */
@@ -139,7 +139,7 @@ static int proxy_port;
 
 static void cl_connect(client_t *c) {
   cl_start(c, rn_loop_uv(loop), proxy_port);
-  RUN_UNTIL(c->connected != 0, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c->connected != 0, 5000);
   ASSERT_EQ(c->connected, 1);
 }
 
@@ -180,7 +180,7 @@ static void round_trip(client_t *c, const char *body) {
   frames(&b, body, NULL);
   frames(&want, body, NULL);
   send_frames(c, &b);
-  RUN_UNTIL(c->got.len >= before + want.len || ended(c), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c->got.len >= before + want.len || ended(c), 5000);
   ASSERT_EQ(c->got.len, before + want.len);
   ASSERT_MEM_EQ(c->got.base + before, want.base, want.len);
   rn_buf_free(&want);
@@ -235,7 +235,7 @@ static void start_codec(const rn_codec_options_t *codec) {
   len4.protocol = RN_PROTOCOL_LENGTH;
   ASSERT_OK(rn_codec_init(&length_codec, &len4));
   nevents = closed = 0;
-  open_loop();
+  loop = test_loop_open();
   snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", up_start(codec));
   rn_proxy_options_init(&o);
   o.listen = "127.0.0.1:0";
@@ -262,7 +262,7 @@ static void on_closed(rn_proxy_t *p) {
 static void stop(void) {
   rn_proxy_close(proxy, on_closed);
   up_stop();
-  finish();
+  test_loop_close(loop);
   ASSERT_EQ(closed, 1);
 }
 
@@ -278,7 +278,7 @@ static uint64_t rule(rn_rule_kind_t kind, uint64_t n, rn_rule_action_t action) {
 }
 
 /* Events come on a later loop turn: wait for the n-th of a type. */
-#define WAIT_EV(type, fault, n) RUN_UNTIL(ev((type), (fault)) >= (n), 5000)
+#define WAIT_EV(type, fault, n) RUN_UNTIL(rn_loop_uv(loop), ev((type), (fault)) >= (n), 5000)
 
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                      */
@@ -288,7 +288,7 @@ static void bad_options(void) {
   rn_rule_options_t r;
   rn_proxy_t *p;
   uint64_t id;
-  open_loop();
+  loop = test_loop_open();
   rn_proxy_options_init(&o);
   o.listen = "127.0.0.1:0";
   o.upstream = "127.0.0.1:1";
@@ -319,7 +319,7 @@ static void bad_options(void) {
   ASSERT_EQ(rn_proxy_fault_remove(p, id), UV_ENOENT);
   rn_proxy_close(p, NULL);
   ASSERT_EQ(rn_proxy_rule_add(p, &r, &id), RN_ECLOSED);
-  finish();
+  test_loop_close(loop);
 }
 
 /* The third request the proxy sees, whichever connection it comes on, is
@@ -339,7 +339,7 @@ static void fail_nth_reset(void) {
     frames(&req, "three", NULL);
     send_frames(&a, &req);
   }
-  RUN_UNTIL(ended(&a), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), ended(&a), 5000);
   ASSERT(reset_seen(&a));
   ASSERT_EQ(a.got.len, 4 + 3); /* the echo of "one" only */
   /* The other connection and new ones carry on; the count goes on. */
@@ -379,7 +379,7 @@ static void fail_nth_drop(void) {
   frames(&req, "r1", "r2", "r3", NULL);
   frames(&want, "r1", "r3", NULL);
   send_frames(&c, &req);
-  RUN_UNTIL(c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= want.len, 5000);
   round_trip(&c, "r4"); /* anything late would have come before this */
   frames(&want, "r4", NULL);
   assert_got(&c, &want);
@@ -407,7 +407,7 @@ static void fail_nth_close(void) {
   frames(&req, "x1", "x2", "x3", NULL);
   frames(&want, "x1", NULL);
   send_frames(&c, &req);
-  RUN_UNTIL(ended(&c), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), ended(&c), 5000);
   ASSERT(!reset_seen(&c));
   ASSERT_EQ(c.eof, 1);
   ASSERT_EQ(up_frames, 1);
@@ -438,7 +438,7 @@ static void fail_first(void) {
     rn_buf_init(&req);
     frames(&req, "again", NULL);
     send_frames(&c[i], &req);
-    RUN_UNTIL(ended(&c[i]), 5000);
+    RUN_UNTIL(rn_loop_uv(loop), ended(&c[i]), 5000);
     ASSERT(reset_seen(&c[i]));
     ASSERT_EQ(c[i].got.len, 0);
   }
@@ -471,7 +471,7 @@ static void drop_every_third_reply(void) {
   frames(&req, "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", NULL);
   frames(&want, "q1", "q2", "q4", "q5", "q7", "q8", NULL);
   send_frames(&c, &req);
-  RUN_UNTIL(up_frames == 9 && c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), up_frames == 9 && c.got.len >= want.len, 5000);
   round_trip(&c, "q10"); /* the tenth passes; nothing may precede it */
   frames(&want, "q10", NULL);
   assert_got(&c, &want);
@@ -533,21 +533,21 @@ static void frame_split(void) {
   rn_buf_init(&req);
   frames(&req, "split-one", NULL);
   cl_send(&c, req.base, 6);
-  RUN_UNTIL(!rn_list_empty(&proxy->conns), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), !rn_list_empty(&proxy->conns), 5000);
   pc = RN_CONTAINER_OF(proxy->conns.next, rn_proxy_conn_t, node);
-  RUN_UNTIL(pc->up.partial.len == 6, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), pc->up.partial.len == 6, 5000);
   ASSERT_EQ(up_bytes, 0);
   cl_send(&c, req.base + 6, req.len - 6);
   rn_buf_free(&req);
   rn_buf_init(&want);
   frames(&want, "split-one", NULL);
-  RUN_UNTIL(c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= want.len, 5000);
   /* It was the first request; the second is the one that goes. */
   rn_buf_init(&req);
   frames(&req, "two", "three", NULL);
   send_frames(&c, &req);
   frames(&want, "three", NULL);
-  RUN_UNTIL(c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= want.len, 5000);
   assert_got(&c, &want);
   ASSERT_EQ(up_frames, 2);
   ASSERT_EQ(up_saw("two"), 0);
@@ -573,14 +573,14 @@ static void garbage_falls_back_to_bytes(void) {
   cl_connect(&c);
   cl_send(&c, ping, strlen(ping));
   n += strlen(ping);
-  RUN_UNTIL(c.got.len >= n, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= n, 5000);
   cl_send(&c, junk, strlen(junk));
   n += strlen(junk);
-  RUN_UNTIL(c.got.len >= n, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= n, 5000);
   /* Would be the second request, but the stream is bytes by now. */
   cl_send(&c, ping, strlen(ping));
   n += strlen(ping);
-  RUN_UNTIL(c.got.len >= n || ended(&c), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= n || ended(&c), 5000);
   ASSERT(!ended(&c));
   ASSERT_EQ(c.got.len, n);
   ASSERT_MEM_EQ(c.got.base, ping, strlen(ping));
@@ -632,7 +632,7 @@ static void rnp_counts_requests_only(void) {
   ASSERT_OK(rn_rnp_encode(&out, &f, 1 << 20));
   cl_connect(&c);
   cl_send(&c, out.base, out.len);
-  RUN_UNTIL(up_frames >= 3, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), up_frames >= 3, 5000);
   ASSERT_EQ(up_saw("first"), 0);
   ASSERT_EQ(up_saw("second"), 1);
   ASSERT_EQ(up_frames, 3); /* HELLO, PING, the second REQUEST */

@@ -287,8 +287,49 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+static rn_server_t *server;
+static char endpoint[96];
+
+/* A connection the pool opened and later closed itself (idle_timeout)
+ * without it ever carrying a call was counted as a failed connect: the
+ * endpoint backed off and the next call waited out the delay. */
+static void test_pool_initiated_close_counted_as_endpoint_failure(void) {
+  test_outcome_t x, y, z;
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+  rn_pool_t *pool;
+
+  loop = test_loop_open();
+  server = test_start_server(loop, RN_PROTOCOL_LINE, test_echo, "127.0.0.1:0",
+                             endpoint);
+  test_pool_line_options(&po, endpoint);
+  po.idle_timeout = 100;
+  po.reconnect.initial = 5000; /* far beyond the next call's deadline */
+  po.reconnect.jitter = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  /* Two calls before any connection: two connections open, and the first
+   * one ready takes both calls. */
+  test_call(pool, "x", 0, &x);
+  test_call(pool, "y", 0, &y);
+  RUN_UNTIL(rn_loop_uv(loop), x.fired && y.fired, 2000);
+  ASSERT_OK(x.status);
+  ASSERT_OK(y.status);
+  ASSERT_EQ(test_pool_stats(pool).open, 2);
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).open == 0, 3000);
+  st = test_pool_stats(pool);
+  ASSERT_EQ(st.evictions.idle, 2);
+  ASSERT_EQ(st.connect_failures, 0);
+  test_call(pool, "z", 1000, &z);
+  RUN_UNTIL(rn_loop_uv(loop), z.fired, 3000);
+  ASSERT_OK(z.status);
+  rn_pool_close(pool, 0, NULL);
+  rn_server_close(server, NULL);
+  test_loop_close(loop);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_backoff_bounds)
   TEST_ENTRY(test_backoff_grows_once_per_failure)
   TEST_ENTRY(test_emfile_is_not_the_endpoints_failure)
+  TEST_ENTRY(test_pool_initiated_close_counted_as_endpoint_failure)
 TEST_LIST_END
