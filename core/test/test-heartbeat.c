@@ -97,21 +97,13 @@ static void call(struct outcome *o) {
   ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, record, o));
 }
 
-static void run_until(struct outcome *o) {
-  int turns = 0;
-  while (o->fired == 0) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
-}
-
 static void test_idle_connection_lives_on_pings(void) {
   struct outcome o;
   rn_pool_stats_t st;
 
   start(50, 150);
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   test_run_for(rn_loop_uv(loop), 600);
   rn_pool_stats(pool, &st);
@@ -137,7 +129,7 @@ static void test_silent_peer_declared_dead(void) {
   hold_all = 1; /* the server accepts, reads, never answers */
   t0 = uv_hrtime();
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   elapsed = (uv_hrtime() - t0) / 1000000;
   ASSERT_EQ(o.status, RN_EDEADPEER);
   ASSERT_EQ(o.maybe_executed, 1);
@@ -161,11 +153,11 @@ static void test_dead_probe_answer_ends_backoff(void) {
   reconnect_initial = 5000;
   start(50, 150);
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   hold_all = 1; /* frozen: reads, never answers */
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EDEADPEER);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.probes, 1);
@@ -178,7 +170,7 @@ static void test_dead_probe_answer_ends_backoff(void) {
     test_echo_bulk(server, held[i], "late", 4);
   held_count = 0;
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   elapsed = (uv_hrtime() - t0) / 1000000;
   ASSERT_OK(o.status);
   ASSERT_LE(elapsed, 200); /* not the 4-6 s of backoff */
@@ -188,24 +180,6 @@ static void test_dead_probe_answer_ends_backoff(void) {
   ASSERT_EQ(probes_expired + probes_other, 0);
   stop();
   reconnect_initial = 100;
-}
-
-static void tick(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until done() says so, for at most 5 s. A ticking timer of
- * its own keeps the loop alive: idle pooled connections and heartbeats do
- * not, and a server on another thread is not this loop's. */
-static void run_until_true(int (*done)(void)) {
-  uv_timer_t t;
-  uint64_t give_up = uv_hrtime() + 5000 * 1000000ull;
-  uv_timer_init(rn_loop_uv(loop), &t);
-  uv_timer_start(&t, tick, 5, 5);
-  while (!done()) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(uv_hrtime(), give_up);
-  }
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
 }
 
 static int two_idle(void) {
@@ -242,7 +216,7 @@ static void test_idle_siblings_share_pings(void) {
 
   pool_size = 10;
   start(50, 150);
-  run_until_true(all_ten_idle);
+  RUN_UNTIL(rn_loop_uv(loop), all_ten_idle(), 5000);
   rn_pool_stats(pool, &st);
   before = st.heartbeats;
   test_run_for(rn_loop_uv(loop), 800);
@@ -268,19 +242,19 @@ static void test_dead_probe_is_bounded(void) {
   probe_ms = 300;
   reconnect_initial = 5000; /* no new connection meanwhile */
   start(50, 150);
-  run_until_true(two_idle);
+  RUN_UNTIL(rn_loop_uv(loop), two_idle(), 5000);
   hold_all = 1;
   call(&a);
   call(&b);
-  run_until(&a);
-  run_until(&b);
+  RUN_UNTIL(rn_loop_uv(loop), a.fired, 10000);
+  RUN_UNTIL(rn_loop_uv(loop), b.fired, 10000);
   ASSERT_EQ(a.status, RN_EDEADPEER);
   ASSERT_EQ(b.status, RN_EDEADPEER);
   t0 = uv_hrtime();
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.dead_peers, 2);
   ASSERT_EQ(st.probes, 1);
-  run_until_true(probe_expired);
+  RUN_UNTIL(rn_loop_uv(loop), probe_expired(), 5000);
   elapsed = (uv_hrtime() - t0) / 1000000;
   ASSERT_LE(elapsed, 300 + 100);
   test_run_for(rn_loop_uv(loop), 20); /* the close callbacks */
@@ -306,7 +280,7 @@ static void test_dead_probe_closed_with_its_endpoint(void) {
   start(50, 150);
   hold_all = 1;
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EDEADPEER);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.probes, 1);
@@ -417,11 +391,11 @@ static void test_frozen_server_idle_siblings(void) {
 
   thread_server_start();
   thread_pool_start(10, 50, 150);
-  run_until_true(all_ten_idle);
+  RUN_UNTIL(rn_loop_uv(loop), all_ten_idle(), 5000);
   test_probe_start(rn_loop_uv(loop), &probe);
   ASSERT_OK(uv_async_send(&server_freeze));
   t0 = uv_hrtime();
-  run_until_true(a_peer_dead);
+  RUN_UNTIL(rn_loop_uv(loop), a_peer_dead(), 5000);
   elapsed = (double)(uv_hrtime() - t0) / 1e6;
   loop_late = test_probe_take(&probe);
   test_probe_stop(&probe);
@@ -455,11 +429,11 @@ static void test_stalled_loop_spares_live_peer(void) {
   thread_server_start();
   thread_pool_start(1, 50, 200);
   call(&o);
-  run_until(&o); /* connected and answered */
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000); /* connected and answered */
   ASSERT_OK(o.status);
   uv_timer_init(rn_loop_uv(loop), &t);
   uv_timer_start(&t, stall, 10, 0);
-  run_until(&stalled_call);
+  RUN_UNTIL(rn_loop_uv(loop), stalled_call.fired, 10000);
   ASSERT_OK(stalled_call.status);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.dead_peers, 0);
