@@ -32,7 +32,7 @@ static void write_done(uv_write_t *req, int status) {
 void test_peer_send(test_peer_conn_t *c, const void *bytes, size_t len) {
   uv_write_t *req;
   uv_buf_t buf;
-  if (!c->open) return;
+  if (!c->open || !uv_is_writable((uv_stream_t *)&c->tcp)) return;
   req = malloc(sizeof(*req) + len);
   ASSERT(req != NULL);
   memcpy(req + 1, bytes, len);
@@ -46,18 +46,44 @@ static void conn_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init(c->in.base + c->in.len, (unsigned)size);
 }
 
+static void shutdown_done(uv_shutdown_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+static void conn_ended(test_peer_conn_t *c, ssize_t err) {
+  test_peer_t *p = c->peer;
+  c->closed_by_client = 1;
+  if (err == UV_EOF)
+    p->eofs++;
+  else
+    p->errors++;
+  if (p->on_end == TEST_PEER_END_CLOSE) {
+    test_peer_close(c);
+    return;
+  }
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  if (p->on_end == TEST_PEER_END_SHUTDOWN && err == UV_EOF) {
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    ASSERT(req != NULL);
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_done) != 0)
+      free(req);
+  }
+}
+
 static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   test_peer_conn_t *c = s->data;
   (void)buf;
   if (nread < 0) {
-    c->closed_by_client = 1;
-    test_peer_close(c);
+    conn_ended(c, nread);
     return;
   }
   if (nread == 0) return;
   c->in.len += (size_t)nread;
+  c->fresh = (size_t)nread;
   c->reads++;
   c->peer->reads++;
+  c->peer->bytes += (uint64_t)nread;
   c->peer->script(c);
 }
 
@@ -93,7 +119,7 @@ void test_peer_start(test_peer_t *p, uv_loop_t *uv,
   p->listener.data = p;
   ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
   ASSERT_OK(uv_tcp_bind(&p->listener, (const struct sockaddr *)&addr, 0));
-  ASSERT_OK(uv_listen((uv_stream_t *)&p->listener, 16, on_connection));
+  ASSERT_OK(uv_listen((uv_stream_t *)&p->listener, 64, on_connection));
   ASSERT_OK(uv_tcp_getsockname(&p->listener, (struct sockaddr *)&bound, &len));
   p->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
   snprintf(p->endpoint, sizeof(p->endpoint), "127.0.0.1:%d", p->port);
@@ -105,13 +131,34 @@ void test_peer_stop(test_peer_t *p) {
   for (i = 0; i < p->count; i++) test_peer_close(&p->conns[i]);
 }
 
-void test_peer_reply_each_read(test_peer_conn_t *c) {
-  const test_peer_t *p = c->peer;
+void test_peer_echo(test_peer_conn_t *c) {
+  test_peer_send(c, c->in.base + c->in.len - c->fresh, c->fresh);
   c->in.len = 0;
-  if (p->first_reply != NULL && c->reads == 1)
+}
+
+/* The canned reply to the n-th read or frame (from 1). */
+static void reply_canned(test_peer_conn_t *c, unsigned n) {
+  const test_peer_t *p = c->peer;
+  if (p->first_reply != NULL && n == 1)
     test_peer_send(c, p->first_reply, strlen(p->first_reply));
   else if (p->reply_len > 0)
     test_peer_send(c, p->reply, p->reply_len);
+}
+
+void test_peer_reply_each_read(test_peer_conn_t *c) {
+  c->in.len = 0;
+  reply_canned(c, c->reads);
+}
+
+void test_peer_reply_each_frame(test_peer_conn_t *c) {
+  size_t pos = 0;
+  rn_frame_t f;
+  while (rn_codec_frame(c->peer->codec, c->in.base + pos, c->in.len - pos,
+                        &f) == 1) {
+    pos += f.size;
+    reply_canned(c, ++c->frames);
+  }
+  rn_buf_consume(&c->in, pos);
 }
 
 static void answer(test_peer_conn_t *c) { test_peer_send(c, "ok\n", 3); }

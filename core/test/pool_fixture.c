@@ -47,16 +47,20 @@ void test_call(rn_pool_t *pool, const char *body, uint64_t timeout_ms,
   ASSERT_EQ(o->fired, 0);
 }
 
-void test_pool_line_options(rn_pool_options_t *po, const char *endpoint) {
+void test_pool_options(rn_pool_options_t *po, const char *endpoint,
+                       rn_protocol_t protocol) {
   /* rn_pool_new copies the list; the array only has to outlive the
-   * options. One static array serves: tests run one pool setup at a
-   * time. */
+   * options. */
   static const char *list[1];
   rn_pool_options_init(po);
   list[0] = endpoint;
   po->endpoints = list;
   po->endpoint_count = 1;
-  po->codec.protocol = RN_PROTOCOL_LINE;
+  po->codec.protocol = protocol;
+}
+
+void test_pool_line_options(rn_pool_options_t *po, const char *endpoint) {
+  test_pool_options(po, endpoint, RN_PROTOCOL_LINE);
   po->heartbeat_interval = 0;
 }
 

@@ -47,6 +47,12 @@ void test_record(rn_pool_t *p, void *data, const rn_result_t *r);
 void test_call(rn_pool_t *pool, const char *body, uint64_t timeout_ms,
                test_outcome_t *o);
 
+/* Options of a pool of protocol on one endpoint (not copied: kept by the
+ * caller until rn_pool_new), the rest the defaults. The list is the
+ * fixture's: set up one pool's options at a time. */
+void test_pool_options(rn_pool_options_t *po, const char *endpoint,
+                       rn_protocol_t protocol);
+
 /* Options of a pool of line protocol on endpoint (not copied: kept by the
  * caller until rn_pool_new), no heartbeat pings (the line peer would answer
  * them as calls), the rest the defaults. */

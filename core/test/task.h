@@ -90,6 +90,11 @@ typedef struct {
     return test_main_(test_list_, argc, argv);                                \
   }
 
+/* Runs the library's common paths once (warmup.c): the program runs under
+ * valgrind when RN_TEST_WARMUP is set, and its case should meet warm
+ * code, as it did after other cases in one process. */
+void test_warmup(void);
+
 static inline int test_main_(const test_entry_t *list, int argc,
                              char **argv) {
   const test_entry_t *t;
@@ -97,6 +102,7 @@ static inline int test_main_(const test_entry_t *list, int argc,
     for (t = list; t->name != NULL; t++) printf("%s\n", t->name);
     return 0;
   }
+  if (getenv("RN_TEST_WARMUP") != NULL) test_warmup();
   for (t = list; t->name != NULL; t++) {
     if (argc > 1 && strcmp(argv[1], t->name) != 0) continue;
     fprintf(stderr, "-- %s\n", t->name);

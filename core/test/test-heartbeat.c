@@ -47,15 +47,11 @@ static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
 static void start(uint64_t interval, uint64_t timeout) {
   rn_pool_options_t po;
   static char ep[96];
-  const char *eps[1];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   server = test_start_server(loop, RN_PROTOCOL_RESP, on_request,
                              "127.0.0.1:0", ep);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
+  test_pool_options(&po, ep, RN_PROTOCOL_RESP);
   po.size = pool_size;
   po.min_idle = pool_size > 1 ? pool_size : 0;
   po.heartbeat_interval = interval;
@@ -355,15 +351,11 @@ static void thread_server_stop(void) {
 static void thread_pool_start(unsigned size, uint64_t interval,
                               uint64_t timeout) {
   rn_pool_options_t po;
-  const char *eps[1];
   char ep[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   snprintf(ep, sizeof(ep), "127.0.0.1:%d", thread_port);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
+  test_pool_options(&po, ep, RN_PROTOCOL_RESP);
   po.size = size;
   po.min_idle = size > 1 ? size : 0;
   po.heartbeat_interval = interval;

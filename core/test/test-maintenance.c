@@ -14,15 +14,11 @@ static void start(uint64_t idle_timeout, uint64_t max_lifetime,
                   unsigned min_idle) {
   rn_pool_options_t po;
   static char ep[96];
-  const char *eps[1];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   server = test_start_server(loop, RN_PROTOCOL_RESP, test_echo_bulk,
                              "127.0.0.1:0", ep);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
+  test_pool_options(&po, ep, RN_PROTOCOL_RESP);
   po.idle_timeout = idle_timeout;
   po.max_lifetime = max_lifetime;
   po.min_idle = min_idle;
@@ -48,12 +44,9 @@ static void count(rn_pool_t *p, void *data, const rn_result_t *r) {
 
 static void call_and_wait(void) {
   static const char frame[] = "*1\r\n$3\r\nGET\r\n";
-  int before = replies, turns = 0;
+  int before = replies;
   ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, count, NULL));
-  while (replies == before) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
+  RUN_UNTIL(rn_loop_uv(loop), replies != before, 10000);
 }
 
 static void test_idle_timeout(void) {

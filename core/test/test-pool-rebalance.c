@@ -84,7 +84,7 @@ static void test_recovered_endpoint_gets_calls(void) {
   ASSERT_GT(answered_by[0], 0);
   ASSERT_GT(answered_by[1], 0);
 
-  while (done < sent) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), done >= sent, 10000);
   rn_buf_free(&frame);
   rn_pool_close(pool, 0, NULL);
   rn_server_close(a, NULL);

@@ -22,16 +22,13 @@ static rn_request_t *held[16];
  * "hold" get no reply until the test releases them. */
 static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
                        size_t len) {
-  rn_buf_t out;
+  (void)srv;
   if (len >= 4 && memcmp(body, "hold", 4) == 0) {
     ASSERT_LT(held_count, 16);
     held[held_count++] = req;
     return;
   }
-  rn_buf_init(&out);
-  ASSERT_OK(rn_codec_encode(rn_server_codec(srv), &out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
+  test_reply(req, body, len);
 }
 
 static void on_server_closed(rn_server_t *srv) {
@@ -44,25 +41,14 @@ static void on_pool_closed(rn_pool_t *p) {
   pool_closed++;
 }
 
-/* Options for a pool of one endpoint (eps: room for it, kept by po). */
-static void one_endpoint_options(rn_pool_options_t *po, const char **eps,
-                                 const char *ep, rn_protocol_t protocol) {
-  rn_pool_options_init(po);
-  eps[0] = ep;
-  po->endpoints = eps;
-  po->endpoint_count = 1;
-  po->codec.protocol = protocol;
-}
-
 static void start(rn_protocol_t protocol, unsigned size) {
   rn_pool_options_t po;
-  const char *eps[1];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   server = test_start_server(loop, protocol, on_request, "127.0.0.1:0",
                              endpoint);
 
-  one_endpoint_options(&po, eps, endpoint, protocol);
+  test_pool_options(&po, endpoint, protocol);
   po.size = size;
   /* Calls made before the connection is up all wait in the pool's queue. */
   po.max_pending = PIPELINED;
@@ -131,8 +117,7 @@ static void test_pipelined(rn_protocol_t protocol) {
                 NULL);
   }
   /* max_pending bounds only calls waiting for a connection. */
-  while (replies < PIPELINED)
-    ASSERT(uv_run(rn_loop_uv(loop), UV_RUN_ONCE) != 0 || replies == PIPELINED);
+  RUN_UNTIL(rn_loop_uv(loop), replies >= PIPELINED, 10000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 1);
   ASSERT_EQ(st.completed, PIPELINED);
@@ -187,7 +172,7 @@ static void test_deadline_then_late_reply(void) {
   timed_out = late_ok = 0;
   encode_call("hold", 4, expect_timeout, NULL, &opts);
   t0 = uv_hrtime();
-  while (timed_out == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), timed_out != 0, 10000);
   ASSERT_GE((uv_hrtime() - t0) / 1000000, 40);
   ASSERT_EQ(held_count, 1);
 
@@ -197,7 +182,7 @@ static void test_deadline_then_late_reply(void) {
   ASSERT_OK(rn_request_reply(held[0], reply.base, reply.len));
   rn_buf_free(&reply);
   held_count = 0;
-  while (late_ok == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), late_ok != 0, 10000);
   ASSERT_EQ(timed_out, 1);
   stop();
 }
@@ -214,7 +199,7 @@ static void test_deadline_after_time_outside_loop(void) {
   usleep(200 * 1000); /* the program works a while without the loop */
   t0 = uv_hrtime();
   encode_call("hold", 4, expect_timeout_any, NULL, &opts);
-  while (timed_out == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), timed_out != 0, 10000);
   ASSERT_GE((uv_hrtime() - t0) / 1000000, 95);
   stop();
 }
@@ -244,7 +229,6 @@ static void test_literal_needs_no_lookup(void) {
   rn_pool_options_t po;
   rn_pool_t *named;
   char name[96];
-  const char *eps[1];
 
   if (thread_count() != 1) {
     printf("skipped: cannot count this process's threads\n");
@@ -253,14 +237,14 @@ static void test_literal_needs_no_lookup(void) {
   start(RN_PROTOCOL_LINE, 1);
   late_ok = 0;
   encode_call("next", 4, expect_ok, NULL, NULL);
-  while (late_ok == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), late_ok != 0, 10000);
   ASSERT_EQ(thread_count(), 1);
 
   snprintf(name, sizeof(name), "localhost%s", strrchr(endpoint, ':'));
-  one_endpoint_options(&po, eps, name, RN_PROTOCOL_LINE);
+  test_pool_options(&po, name, RN_PROTOCOL_LINE);
   ASSERT_OK(rn_pool_new(loop, &po, &named));
   encode_call_on(named, "next", 4, expect_ok, NULL, NULL);
-  while (late_ok == 1) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), late_ok != 1, 10000);
   ASSERT_GT(thread_count(), 1);
   second_pool_closed = 0;
   rn_pool_close(named, 0, on_second_pool_closed);
@@ -283,7 +267,6 @@ static void expect_refused(rn_pool_t *p, void *data, const rn_result_t *r) {
 
 static void test_refused(void) {
   rn_pool_options_t po;
-  const char *eps[1];
   rn_server_options_t so;
   rn_server_t *closed_server;
   char host[64];
@@ -301,7 +284,7 @@ static void test_refused(void) {
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
 
   snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", port);
-  one_endpoint_options(&po, eps, endpoint, RN_PROTOCOL_LINE);
+  test_pool_options(&po, endpoint, RN_PROTOCOL_LINE);
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   refused = 0;
   {
@@ -361,14 +344,14 @@ static void test_close_drains_then_fails(void) {
   start(RN_PROTOCOL_LINE, 1);
   closed_calls = 0;
   encode_call("hold", 4, expect_closed, (void *)(intptr_t)1, NULL);
-  while (held_count == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), held_count != 0, 10000);
   rn_pool_close(pool, 30, on_pool_closed);
   rn_buf_init(&frame);
   ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "x", 1));
   ASSERT_EQ(rn_pool_call(pool, frame.base, frame.len, NULL, expect_closed, NULL),
             RN_ECLOSED);
   rn_buf_free(&frame);
-  while (pool_closed == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), pool_closed != 0, 10000);
   ASSERT_EQ(closed_calls, 1);
   pool_closed = 0;
   pool = NULL;

@@ -19,22 +19,12 @@ static rn_loop_t *loop;
 /* ------------------------------------------------------------------------ */
 /* The echo upstream: every byte goes back as it came; frames are counted   */
 
-#define MAX_PEERS 16
 #define MAX_SEEN 64
 
-typedef struct peer_s {
-  uv_tcp_t tcp;
-  rn_buf_t in;   /* an incomplete frame */
-  int unframed;  /* stopped parsing: garbage came */
-} peer_t;
-
-static uv_tcp_t up_listener;
-static peer_t peers[MAX_PEERS];
-static int npeers;
+static test_peer_t upstream_peer;
 static rn_codec_t up_codec;
 static int up_frames;               /* frames received, all connections */
 static char up_seen[MAX_SEEN][24];  /* their bodies, in arrival order */
-static uint64_t up_bytes;
 
 /* How many times the upstream received a frame with this body. */
 static int up_saw(const char *body) {
@@ -44,93 +34,38 @@ static int up_saw(const char *body) {
   return n;
 }
 
-static void up_count(peer_t *p) {
+/* The upstream's script: echo, then count the whole frames (an incomplete
+ * one stays in c->in; after garbage, c->data marks it unframed). */
+static void up_echo_and_count(test_peer_conn_t *c) {
   size_t pos = 0;
-  while (!p->unframed && pos < p->in.len) {
+  test_peer_send(c, c->in.base + c->in.len - c->fresh, c->fresh);
+  while (c->data == NULL && pos < c->in.len) {
     rn_frame_t f;
-    int r = rn_codec_frame(&up_codec, p->in.base + pos, p->in.len - pos, &f);
+    int r = rn_codec_frame(&up_codec, c->in.base + pos, c->in.len - pos, &f);
     if (r == 0) break;
     if (r < 0) {
-      p->unframed = 1;
+      c->data = &up_codec; /* unframed: stop parsing */
       break;
     }
     if (up_frames < MAX_SEEN)
       snprintf(up_seen[up_frames], sizeof(up_seen[0]), "%.*s",
-               (int)f.body_len, p->in.base + pos + f.body_offset);
+               (int)f.body_len, c->in.base + pos + f.body_offset);
     up_frames++;
     pos += f.size;
   }
-  rn_buf_consume(&p->in, pos);
-}
-
-static void up_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
-  (void)h;
-  buf->base = malloc(n);
-  buf->len = n;
-}
-
-static void up_write_done(uv_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-  free(req);
-}
-
-static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  peer_t *p = s->data;
-  if (nread > 0) {
-    uv_write_t *req = malloc(sizeof(*req));
-    uv_buf_t b = uv_buf_init(buf->base, (unsigned)nread);
-    up_bytes += (uint64_t)nread;
-    ASSERT_OK(rn_buf_append(&p->in, buf->base, (size_t)nread));
-    up_count(p);
-    req->data = buf->base;
-    if (uv_write(req, s, &b, 1, up_write_done) != 0) {
-      free(req);
-      free(buf->base);
-    }
-    return;
-  }
-  free(buf->base);
-  if (nread < 0) uv_read_stop(s);
-}
-
-static void up_on_connection(uv_stream_t *server, int status) {
-  peer_t *p;
-  ASSERT_OK(status);
-  ASSERT_LT(npeers, MAX_PEERS);
-  p = &peers[npeers++];
-  memset(p, 0, sizeof(*p));
-  rn_buf_init(&p->in);
-  ASSERT_OK(uv_tcp_init(server->loop, &p->tcp));
-  p->tcp.data = p;
-  ASSERT_OK(uv_accept(server, (uv_stream_t *)&p->tcp));
-  ASSERT_OK(uv_read_start((uv_stream_t *)&p->tcp, up_alloc, up_read));
+  if (c->data != NULL) pos = c->in.len;
+  rn_buf_consume(&c->in, pos);
 }
 
 static int up_start(const rn_codec_options_t *codec) {
-  struct sockaddr_in addr;
-  struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  npeers = up_frames = 0;
-  up_bytes = 0;
+  up_frames = 0;
   ASSERT_OK(rn_codec_init(&up_codec, codec));
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
-  ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &up_listener));
-  ASSERT_OK(uv_tcp_bind(&up_listener, (struct sockaddr *)&addr, 0));
-  ASSERT_OK(uv_listen((uv_stream_t *)&up_listener, 64, up_on_connection));
-  ASSERT_OK(uv_tcp_getsockname(&up_listener, (struct sockaddr *)&ss, &len));
-  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  test_peer_start(&upstream_peer, rn_loop_uv(loop), up_echo_and_count);
+  upstream_peer.on_end = TEST_PEER_END_KEEP;
+  return upstream_peer.port;
 }
 
-static void up_stop(void) {
-  int i;
-  uv_close((uv_handle_t *)&up_listener, NULL);
-  for (i = 0; i < npeers; i++) {
-    if (!uv_is_closing((uv_handle_t *)&peers[i].tcp))
-      uv_close((uv_handle_t *)&peers[i].tcp, NULL);
-    rn_buf_free(&peers[i].in);
-  }
-}
+static void up_stop(void) { test_peer_stop(&upstream_peer); }
 
 /* ------------------------------------------------------------------------ */
 /* Plain clients                                                              */
@@ -536,7 +471,7 @@ static void frame_split(void) {
   RUN_UNTIL(rn_loop_uv(loop), !rn_list_empty(&proxy->conns), 5000);
   pc = RN_CONTAINER_OF(proxy->conns.next, rn_proxy_conn_t, node);
   RUN_UNTIL(rn_loop_uv(loop), pc->up.partial.len == 6, 5000);
-  ASSERT_EQ(up_bytes, 0);
+  ASSERT_EQ(upstream_peer.bytes, 0);
   cl_send(&c, req.base + 6, req.len - 6);
   rn_buf_free(&req);
   rn_buf_init(&want);
@@ -586,7 +521,7 @@ static void garbage_falls_back_to_bytes(void) {
   ASSERT_MEM_EQ(c.got.base, ping, strlen(ping));
   ASSERT_MEM_EQ(c.got.base + strlen(ping), junk, strlen(junk));
   ASSERT_MEM_EQ(c.got.base + strlen(ping) + strlen(junk), ping, strlen(ping));
-  ASSERT_EQ(up_bytes, n);
+  ASSERT_EQ(upstream_peer.bytes, n);
   WAIT_EV("frame_error", 0, 2); /* up, then down as the echo came back */
   e = ev_first("frame_error");
   ASSERT_EQ(e->status, RN_EBADFRAME);

@@ -651,7 +651,7 @@ static void test_frame_timeout_rnp_goaway(void) {
   ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
   rx_send_raw(&a, b.base, b.len - 4);
   rn_buf_free(&b);
-  rx_run_until(rn_loop_uv(loop), rx_eof, &a, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), rx_eof(&a), 3000);
   ASSERT_EQ(a.count, 3);
   ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
   ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
