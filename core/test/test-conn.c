@@ -566,7 +566,8 @@ static void test_nested_dispatch_on_dead_idle_connection(void) {
   /* Two calls before any connection: two connections open. */
   test_call(pool, "x", 0, &warm[0]);
   test_call(pool, "x", 0, &warm[1]);
-  RUN_UNTIL(rn_loop_uv(loop), warm[0].fired && warm[1].fired && peer.count == 2, 2000);
+  RUN_UNTIL(rn_loop_uv(loop), warm[0].fired && warm[1].fired && peer.count == 2,
+            2000);
   ASSERT_OK(warm[0].status);
   ASSERT_OK(warm[1].status);
   ASSERT_EQ(test_pool_stats(pool).open, 2);
@@ -667,7 +668,8 @@ static void test_busy_sibling_of_eof_gets_no_new_call(void) {
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   test_call(pool, "x", 0, &warm[0]);
   test_call(pool, "x", 0, &warm[1]);
-  RUN_UNTIL(rn_loop_uv(loop), warm[0].fired && warm[1].fired && peer.count == 2, 2000);
+  RUN_UNTIL(rn_loop_uv(loop), warm[0].fired && warm[1].fired && peer.count == 2,
+            2000);
   ASSERT_EQ(test_pool_stats(pool).idle, 2);
 
   /* Both connections busy with a call the peer holds. */
@@ -680,7 +682,8 @@ static void test_busy_sibling_of_eof_gets_no_new_call(void) {
                            call_again_on_failure, &held[i]));
   }
   rn_buf_free(&frame);
-  RUN_UNTIL(rn_loop_uv(loop), peer.conns[0].held == 1 && peer.conns[1].held == 1, 2000);
+  RUN_UNTIL(rn_loop_uv(loop),
+            peer.conns[0].held == 1 && peer.conns[1].held == 1, 2000);
 
   lines = peer.conns[1].lines;
   test_peer_close(&peer.conns[0]);

@@ -145,8 +145,9 @@ static void test_maintenance_timer_restarted_after_close(void) {
   /* Housekeeping runs once a second: the idle close comes at about 1 s. */
   RUN_UNTIL(rn_loop_uv(loop), pool_closed == 1, 3000);
   rn_server_close(server, NULL);
-  test_loop_close(loop); /* a timer left behind makes rn_loop_free() fail, or fires on
-               the freed pool */
+  /* A timer left behind makes rn_loop_free() fail, or fires on the freed
+   * pool. */
+  test_loop_close(loop);
 }
 
 TEST_LIST_START

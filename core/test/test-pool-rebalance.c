@@ -123,7 +123,8 @@ static void test_removed_endpoint_kept_open_by_a_ping(void) {
   test_peer_release(&b);
   RUN_UNTIL(rn_loop_uv(loop), held.fired, 2000);
   ASSERT_OK(held.status);
-  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1, 1000);
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1,
+            1000);
 
   test_pool_close_wait(loop, pool);
   test_peer_stop(&a);
@@ -156,7 +157,8 @@ static void test_removed_endpoint_kept_open_by_the_handshake(void) {
 
   test_pool_set_endpoints(pool, a.endpoint, NULL);
   test_peer_release(&b);
-  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1, 1500);
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1,
+            1500);
 
   test_pool_close_wait(loop, pool);
   test_peer_stop(&a);
@@ -201,7 +203,8 @@ static void test_removed_endpoint_kept_open_by_an_expired_call(void) {
   test_pool_set_endpoints(pool, a.endpoint, NULL);
   RUN_UNTIL(rn_loop_uv(loop), small.fired, 2000);
   ASSERT_EQ(small.status, UV_ETIMEDOUT);
-  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1, 1000);
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1,
+            1000);
 
   test_pool_close_wait(loop, pool);
   test_peer_stop(&a);

@@ -414,7 +414,9 @@ static void test_call_waits_past_room_freed_under_max_in_flight(void) {
   po.reconnect.initial = 5000;
   po.reconnect.jitter = 0;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
-  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).idle == 1 && test_pool_stats(pool).connect_failures == 1,
+  RUN_UNTIL(rn_loop_uv(loop),
+            test_pool_stats(pool).idle == 1 &&
+                test_pool_stats(pool).connect_failures == 1,
             2000);
 
   test_call(pool, "hold", 5000, &held_call); /* a is full */

@@ -115,7 +115,8 @@ static void round_trip(client_t *c, const char *body) {
   frames(&b, body, NULL);
   frames(&want, body, NULL);
   send_frames(c, &b);
-  RUN_UNTIL(rn_loop_uv(loop), c->got.len >= before + want.len || ended(c), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c->got.len >= before + want.len || ended(c),
+            5000);
   ASSERT_EQ(c->got.len, before + want.len);
   ASSERT_MEM_EQ(c->got.base + before, want.base, want.len);
   rn_buf_free(&want);
@@ -213,7 +214,8 @@ static uint64_t rule(rn_rule_kind_t kind, uint64_t n, rn_rule_action_t action) {
 }
 
 /* Events come on a later loop turn: wait for the n-th of a type. */
-#define WAIT_EV(type, fault, n) RUN_UNTIL(rn_loop_uv(loop), ev((type), (fault)) >= (n), 5000)
+#define WAIT_EV(type, fault, n)                                               \
+  RUN_UNTIL(rn_loop_uv(loop), ev((type), (fault)) >= (n), 5000)
 
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                      */

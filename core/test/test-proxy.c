@@ -400,7 +400,8 @@ static void close_after_ms(void) {
   RUN_UNTIL(uv, c.read_error != 0, 5000);
   ASSERT_EQ(c.read_error, UV_ECONNRESET);
   ASSERT_GE(now_ms() - t0, 100);
-  RUN_UNTIL(uv, upstream_peer.errors > 0, 5000); /* the upstream was reset too */
+  /* The upstream was reset too. */
+  RUN_UNTIL(uv, upstream_peer.errors > 0, 5000);
   cl_close(&c);
   finish();
   cl_free(&c);

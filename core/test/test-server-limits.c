@@ -440,7 +440,8 @@ static void test_output_budget_refuses_largest_backlog(void) {
   send_gets(small, SMALL);
   RUN_UNTIL(rn_loop_uv(loop), T.handled == SMALL && T.nwaiting == 0, 3000);
   send_gets(big, BIG);
-  RUN_UNTIL(rn_loop_uv(loop), stats().budget_refused >= 1 || T.handled == SMALL + BIG, 10000);
+  RUN_UNTIL(rn_loop_uv(loop),
+            stats().budget_refused >= 1 || T.handled == SMALL + BIG, 10000);
   ASSERT_EQ(stats().budget_refused, 1);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_BUDGET], 1);
   ASSERT_LE(T.max_out, o.output_budget);
@@ -553,7 +554,8 @@ static void test_write_timeout_spares_slow_reader(void) {
   ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &bursts.timer));
   ASSERT_OK(uv_timer_start(&bursts.timer, bursts_tick, 100, 100));
   send_gets(c, N);
-  RUN_UNTIL(rn_loop_uv(loop), c->got.len == (size_t)N * REPLY || c->eof || c->read_error,
+  RUN_UNTIL(rn_loop_uv(loop),
+            c->got.len == (size_t)N * REPLY || c->eof || c->read_error,
             30000);
   ASSERT_EQ(c->got.len, (size_t)N * REPLY);
   fprintf(stderr, "   %llu ms\n", (unsigned long long)(now_ms() - t0));
@@ -736,7 +738,8 @@ static void test_whole_requests_keep_connection_from_idle(void) {
   every.data = c;
   ASSERT_OK(uv_timer_start(&every, send_request, 40, 40));
   t0 = now_ms();
-  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error || now_ms() - t0 >= 700, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error || now_ms() - t0 >= 700,
+            3000);
   uv_close((uv_handle_t *)&every, NULL);
   ASSERT(!c->eof && !c->read_error);
   ASSERT_GT(T.handled, 5);
@@ -809,7 +812,8 @@ static void test_input_budget_refuses_largest_partial_frame(void) {
     cl_send(b, rest, sizeof(rest));
     cl_send(c, rest, sizeof(rest));
   }
-  RUN_UNTIL(rn_loop_uv(loop), b->got.len == 5 && c->got.len == 5, 5000); /* "+OK\r\n", raw */
+  /* "+OK\r\n", raw: */
+  RUN_UNTIL(rn_loop_uv(loop), b->got.len == 5 && c->got.len == 5, 5000);
   ASSERT_EQ(T.handled, 2);
   ASSERT(!b->eof && !c->eof);
   stop();
