@@ -13,12 +13,12 @@
  *
  * A script runs after each read with the bytes not yet consumed in c->in
  * (it consumes what it has handled; the last c->fresh of them came with
- * this read). Three scripts come with the peer: the line peer
+ * this read). Three kinds come with the peer: the line peer
  * (test_peer_answer_lines), the canned reply (test_peer_reply_each_read,
- * test_peer_reply_each_frame) and the echo (test_peer_echo); a test with a protocol of its own (rnp)
- * writes its script on test_peer_send, test_peer_close and
- * test_peer_reset. What a connection does when the client's side ends
- * (EOF or a reset) is the peer's on_end. */
+ * test_peer_reply_each_frame) and the echo (test_peer_echo); a test with
+ * a protocol of its own (rnp) writes its script on test_peer_send,
+ * test_peer_close and test_peer_reset. What a connection does when the
+ * client's side ends (EOF or a reset) is the peer's on_end. */
 #ifndef RN_TEST_PEER_H
 #define RN_TEST_PEER_H
 
@@ -46,7 +46,7 @@ typedef enum {
 struct test_peer_conn_s {
   uv_tcp_t tcp;
   test_peer_t *peer;
-  int open;             /* neither side has closed it */
+  int open;             /* not closed here yet (close, reset, on_end) */
   int closed_by_client; /* an EOF or a read error came (see on_end) */
   rn_buf_t in;          /* received, not yet consumed by the script */
   size_t fresh;         /* the bytes at the end of in from the last read */

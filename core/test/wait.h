@@ -2,8 +2,8 @@
  * loop until cond holds, and fails the test (where, which condition, how
  * long) if it still does not hold after ms; cond is evaluated once per
  * turn of the loop (it may have side effects, such as reading a socket's
- * pending error). test_run_for(uv, ms) lets the
- * loop run for a while, for a test that checks what did not happen.
+ * pending error). test_run_for(uv, ms) lets the loop run for a while, for
+ * a test that checks what did not happen.
  *
  * Each wait has a timer of its own: a loop whose only handles are
  * unreferenced (idle connections, housekeeping) then blocks in poll rather
