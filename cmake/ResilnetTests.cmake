@@ -1,5 +1,8 @@
 # CTest suite. Every test has a timeout. Names say what runs where:
 #   core.test-<x>.<case> one case of a C test program (core/test/test-<x>.c)
+#   valgrind.core.test-<x> the program's cases under valgrind (per case,
+#                        valgrind.core.test-<x>.<case>, with
+#                        RESILNET_VALGRIND_PER_CASE)
 #   spec.lua5.4 ...      the busted specs under one Lua (spec.luajit for LuaJIT)
 #   spec-scale.lua5.4    spec/scale_spec.lua alone (1,000 connections, 10 s)
 #   luarocks.lua5.4 ...  `luarocks make` into a temp tree, then require it
