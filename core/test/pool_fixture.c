@@ -28,6 +28,7 @@ void test_record(rn_pool_t *p, void *data, const rn_result_t *r) {
   o->fired++;
   o->status = r->status;
   o->maybe_executed = r->maybe_executed;
+  o->attempts = r->attempts;
   o->order = test_next_order();
   o->body_len = r->body_len < sizeof(o->body) ? r->body_len : sizeof(o->body);
   if (r->body) memcpy(o->body, r->body, o->body_len);

@@ -29,6 +29,7 @@ typedef struct {
   int fired;          /* times the callback ran: test_record checks once */
   int status;
   int maybe_executed;
+  unsigned attempts;
   int order;          /* test_next_order() when it fired */
   char body[64];      /* the reply's first bytes */
   size_t body_len;

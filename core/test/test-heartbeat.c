@@ -75,26 +75,14 @@ static void stop(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-struct outcome {
-  int fired, status, maybe_executed;
-};
-
-static void record(rn_pool_t *p, void *data, const rn_result_t *r) {
-  struct outcome *o = data;
-  (void)p;
-  o->fired++;
-  o->status = r->status;
-  o->maybe_executed = r->maybe_executed;
-}
-
-static void call(struct outcome *o) {
+static void call(test_outcome_t *o) {
   static const char frame[] = "*1\r\n$3\r\nGET\r\n";
   memset(o, 0, sizeof(*o));
-  ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, record, o));
+  ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, test_record, o));
 }
 
 static void test_idle_connection_lives_on_pings(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
 
   start(50, 150);
@@ -117,7 +105,7 @@ static void test_idle_connection_lives_on_pings(void) {
 }
 
 static void test_silent_peer_declared_dead(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
   uint64_t t0, elapsed;
 
@@ -141,7 +129,7 @@ static void test_silent_peer_declared_dead(void) {
  * the server's late answer on it ends the backoff at once. Here the
  * backoff is 5 s: the next call must not wait for it. */
 static void test_dead_probe_answer_ends_backoff(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
   uint64_t t0, elapsed;
   int i;
@@ -230,7 +218,7 @@ static void test_idle_siblings_share_pings(void) {
  * two connections judged dead leave one probe, closed unanswered when its
  * time is up, with a "probe" event "expired" and the stat. */
 static void test_dead_probe_is_bounded(void) {
-  struct outcome a, b;
+  test_outcome_t a, b;
   rn_pool_stats_t st;
   uint64_t t0, elapsed;
 
@@ -268,7 +256,7 @@ static void test_dead_probe_is_bounded(void) {
 
 /* An endpoint that discovery drops takes its probe with it at once. */
 static void test_dead_probe_closed_with_its_endpoint(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
   const char *other[1] = {"127.0.0.1:1"};
 
@@ -402,7 +390,7 @@ static void test_frozen_server_idle_siblings(void) {
   thread_server_stop();
 }
 
-static struct outcome stalled_call;
+static test_outcome_t stalled_call;
 
 /* Blocks the loop for 3 x the heartbeat timeout from inside a callback, as
  * an application doing heavy work would. The reply arrives meanwhile and
@@ -415,7 +403,7 @@ static void stall(uv_timer_t *t) {
 
 static void test_stalled_loop_spares_live_peer(void) {
   uv_timer_t t;
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
 
   thread_server_start();

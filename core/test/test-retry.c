@@ -60,20 +60,6 @@ static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
   }
 }
 
-struct outcome {
-  int fired, status, maybe_executed;
-  unsigned attempts;
-};
-
-static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
-  struct outcome *o = data;
-  (void)p;
-  o->fired++;
-  o->status = r->status;
-  o->maybe_executed = r->maybe_executed;
-  o->attempts = r->attempts;
-}
-
 static unsigned opt_max_in_flight, opt_min_idle;
 
 static void start(unsigned attempts, double tokens, double ratio) {
@@ -113,7 +99,7 @@ static void finish(void) {
 
 static uint64_t attempt_timeout;
 
-static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
+static void run_call(int idempotent, unsigned attempts, test_outcome_t *o) {
   rn_call_options_t co;
   memset(&co, 0, sizeof(co));
   memset(o, 0, sizeof(*o));
@@ -121,7 +107,7 @@ static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
   co.idempotent = idempotent;
   co.attempts = attempts;
   co.attempt_timeout = attempt_timeout;
-  ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, o));
+  ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, test_record, o));
   RUN_UNTIL(rn_loop_uv(loop), o->fired, 10000);
   ASSERT_EQ(o->fired, 1);
 }
@@ -129,7 +115,7 @@ static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
 /* Sent, connection lost, not idempotent: fails, maybe executed, and ran
  * exactly once. */
 static void test_not_idempotent_runs_once(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(3, 10, 0.1);
   answer_from = 1000;
   run_call(0, 0, &o);
@@ -143,7 +129,7 @@ static void test_not_idempotent_runs_once(void) {
 
 /* Idempotent: tried again until the server answers, within attempts. */
 static void test_idempotent_retried_until_answered(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(3, 10, 0.1);
   answer_from = 3; /* the first two executions lose their connection */
   run_call(1, 0, &o);
@@ -157,7 +143,7 @@ static void test_idempotent_retried_until_answered(void) {
 
 /* Idempotent, but out of attempts (the call's own limit wins). */
 static void test_attempts_bound(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(5, 100, 0.1);
   answer_from = 1000;
   run_call(1, 2, &o);
@@ -172,7 +158,7 @@ static void test_attempts_bound(void) {
  * below half (2): two retries, then the budget says no. Successes refill
  * it. */
 static void test_budget_drains_and_refills(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(5, 4, 1.0);
   answer_from = 1000;
   run_call(1, 0, &o);
@@ -197,7 +183,7 @@ static void test_budget_drains_and_refills(void) {
 
 /* With retries off (attempts 1) an idempotent call is not retried. */
 static void test_retry_off(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(1, 10, 0.1);
   answer_from = 1000;
   run_call(1, 0, &o);
@@ -210,7 +196,7 @@ static void test_retry_off(void) {
  * idempotent call tries again (and the answer that finally comes for the
  * abandoned one is dropped), others fail with ETIMEDOUT, maybe executed. */
 static void test_attempt_timeout(void) {
-  struct outcome o;
+  test_outcome_t o;
   uint64_t t0;
   hold_first = 1;
   start(3, 10, 0.1);
@@ -275,7 +261,7 @@ static void test_max_in_flight(void) {
  * be retried; the other two fail, maybe executed. */
 static void test_crash_bounded_by_budget(void) {
   rn_pool_stats_t st;
-  struct outcome o[4];
+  test_outcome_t o[4];
   rn_call_options_t co;
   int i, ok = 0;
 
@@ -292,7 +278,7 @@ static void test_crash_bounded_by_budget(void) {
   co.idempotent = 1;
   memset(o, 0, sizeof(o));
   for (i = 0; i < 4; i++)
-    ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, &o[i]));
+    ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, test_record, &o[i]));
   RUN_UNTIL(rn_loop_uv(loop), executed >= 4, 10000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.idle, 0);
@@ -325,12 +311,12 @@ static void test_crash_bounded_by_budget(void) {
  * call under the deadline handler that is running the callback (a double
  * free found in review). */
 static void on_result_close(rn_pool_t *p, void *data, const rn_result_t *r) {
-  on_result(p, data, r);
+  test_record(p, data, r);
   rn_pool_close(p, 0, NULL);
 }
 
 static void test_close_in_deadline_callback(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_call_options_t co;
   int i;
   start(3, 10, 0.1);
