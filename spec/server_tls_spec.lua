@@ -182,6 +182,53 @@ describe("server tls", function()
     assert.matches("server has no TLS", err)
   end)
 
+  it("rnp over mutual TLS: auth.certificate accepts the verified client "
+     .. "as its subject (openssl s_client as the client)", function()
+    local W = require "spec.helpers.rnp_raw_client"
+    local srv, ep = tls_server {
+      protocol = "rnp", idle_timeout = 1, -- closes s_client's connection
+      tls = tls_opts { cafile = C.path("ca.pem"), verify_client = true },
+      auth = { certificate = true },
+      handler = function(req, ctx)
+        return req .. "|" .. tostring(ctx.peer_subject) .. "|"
+          .. tostring(ctx.identity)
+      end,
+    }
+    if not srv then return pending("built without OpenSSL") end
+    local input, output = os.tmpname(), os.tmpname()
+    local f = assert(io.open(input, "wb"))
+    f:write(W.frame(W.HELLO, 0, 1, { { W.F_VERSION, W.u16(1) },
+                                     { W.F_MAX_FRAME, W.u32(65536) } }),
+            W.frame(W.REQUEST, 0, 2, nil, "who"))
+    f:close()
+    H.go(function()
+      local host, port = ep:match("^(.*):(%d+)$")
+      local p = assert(resilnet.process {
+        "sh", "-c", ("openssl s_client -quiet -connect %s:%s -cert '%s' "
+          .. "-key '%s' -CAfile '%s' <'%s' >'%s' 2>/dev/null"):format(
+          host, port, C.path("client.pem"), C.path("client.key"),
+          C.path("ca.pem"), input, output),
+        env = { LD_PRELOAD = false } })
+      assert.is_number(p:wait(10))
+      p:close()
+    end, 20)
+    f = assert(io.open(output, "rb"))
+    local data = f:read("*a")
+    f:close()
+    os.remove(input)
+    os.remove(output)
+    local frames, fr = {}, nil
+    repeat
+      fr, data = W.parse(data)
+      frames[#frames + 1] = fr
+    until not fr
+    assert.equal(W.HELLO, frames[1].type)
+    assert.equal(W.REPLY, frames[2].type)
+    local subject = "CN=resilnet-test-client,O=resilnet"
+    assert.equal("who|" .. subject .. "|" .. subject, frames[2].payload)
+    assert.equal(0, srv:stats().auth_refused)
+  end)
+
   -- A resilnet pool over mutual TLS to the rnp server needs the pool's
   -- tls option (client TLS, another branch of issue 17 at the time of
   -- writing): until it is on main this case is pending.
