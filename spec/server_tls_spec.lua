@@ -179,7 +179,9 @@ describe("server tls", function()
     local plain = H.server { protocol = "resp" }
     ok, err = pcall(plain.reload_tls, plain, tls_opts())
     assert.is_false(ok)
-    assert.matches("server has no TLS", err)
+    -- (a build without OpenSSL says that first)
+    assert.truthy(err:find("server has no TLS", 1, true)
+                  or err:find("without OpenSSL", 1, true), err)
   end)
 
   it("rnp over mutual TLS: auth.certificate accepts the verified client "

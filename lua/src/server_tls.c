@@ -243,8 +243,12 @@ int lrn_server_reload_tls_with(lua_State *L, rn_server_t *server,
     return luaL_error(L, "server:reload_tls: expected a table of TLS "
                          "options");
   rc = server == NULL ? RN_ECLOSED : rn_server_reload_tls(server, &tls);
+  /* Programmer errors raise: options that contradict, or a server made
+   * without TLS (which the core checks first). */
   if (rc == UV_EINVAL &&
-      rn_tls_options_check(&tls, RN_TLS_SERVER, NULL, 0) == 0)
+      rn_tls_options_check(&tls, RN_TLS_SERVER, NULL, 0) == UV_EINVAL)
+    return luaL_error(L, "server:reload_tls: %s", lrn_tls_why(L, &tls, rc));
+  if (rc == UV_EINVAL)
     return luaL_error(L, "server:reload_tls: the server has no TLS (TLS is "
                          "switched on or off only when a server is made)");
   if (rc != 0) {
