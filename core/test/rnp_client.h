@@ -1,10 +1,11 @@
 /* A raw rnp client for the server tests: frames built with rn_rnp_encode,
  * replies parsed with rn_rnp_parse and kept (copied) in arrival order.
- * Include after task.h. Every wait is bounded by a guard timer. */
+ * Include after task.h. Every wait is a RUN_UNTIL (wait.h). */
 #ifndef RN_TEST_RNP_CLIENT_H
 #define RN_TEST_RNP_CLIENT_H
 
 #include "resilnet.h"
+#include "wait.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -111,66 +112,11 @@ static inline void rx_on_close(uv_handle_t *h) {
   c->closed = 1;
 }
 
-/* Guarded loop runs ------------------------------------------------------ */
-
-static int rx_guard_fired;
-static inline void rx_guard_cb(uv_timer_t *t) {
-  rx_guard_fired = 1;
-  uv_stop(t->loop);
-}
-
-typedef int (*rx_pred_t)(void *arg);
-
-/* Runs the loop until pred(arg) holds; fails the test after timeout_ms. */
-static inline void rx_run_until(uv_loop_t *uv, rx_pred_t pred, void *arg,
-                         uint64_t timeout_ms) {
-  uv_timer_t guard;
-  rx_guard_fired = 0;
-  uv_timer_init(uv, &guard);
-  uv_timer_start(&guard, rx_guard_cb, timeout_ms, 0);
-  while (!pred(arg) && !rx_guard_fired) uv_run(uv, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&guard, NULL);
-  uv_run(uv, UV_RUN_NOWAIT);
-  if (!pred(arg)) {
-    fprintf(stderr, "condition not met within %u ms\n",
-            (unsigned)timeout_ms);
-    abort();
-  }
-}
-
-/* Lets the loop run for ms (for waits on time itself: deadlines, windows,
- * idle limits). */
-static inline void rx_run_for(uv_loop_t *uv, uint64_t ms) {
-  uv_timer_t t;
-  rx_guard_fired = 0;
-  uv_timer_init(uv, &t);
-  uv_timer_start(&t, rx_guard_cb, ms, 0);
-  while (!rx_guard_fired) uv_run(uv, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(uv, UV_RUN_NOWAIT);
-}
-
-static inline int rx_connected(void *arg) {
-  return ((rnp_client_t *)arg)->connected != 0;
-}
 static inline int rx_eof(void *arg) { return ((rnp_client_t *)arg)->eof != 0; }
-static inline int rx_closed(void *arg) { return ((rnp_client_t *)arg)->closed; }
-
-typedef struct rx_count_s {
-  rnp_client_t *c;
-  size_t n;
-} rx_count_t;
-static inline int rx_has(void *arg) {
-  rx_count_t *w = arg;
-  return w->c->count >= w->n;
-}
 
 /* Waits until the client holds n frames in all. */
 static inline void rx_wait_frames(uv_loop_t *uv, rnp_client_t *c, size_t n) {
-  rx_count_t w;
-  w.c = c;
-  w.n = n;
-  rx_run_until(uv, rx_has, &w, 5000);
+  RUN_UNTIL(uv, c->count >= n, 5000);
 }
 
 /* Client ----------------------------------------------------------------- */
@@ -186,7 +132,7 @@ static inline void rx_connect(uv_loop_t *uv, rnp_client_t *c, int port) {
   ASSERT_OK(uv_ip4_addr("127.0.0.1", port, &sa));
   ASSERT_OK(uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&sa,
                            rx_on_connect));
-  rx_run_until(uv, rx_connected, c, 5000);
+  RUN_UNTIL(uv, c->connected != 0, 5000);
 }
 
 static inline void rx_send_raw(rnp_client_t *c, const char *data, size_t len) {
@@ -256,7 +202,7 @@ static inline void rx_open(uv_loop_t *uv, rnp_client_t *c, int port) {
 static inline void rx_close(uv_loop_t *uv, rnp_client_t *c) {
   if (!uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, rx_on_close);
-  rx_run_until(uv, rx_closed, c, 5000);
+  RUN_UNTIL(uv, c->closed, 5000);
   rn_buf_free(&c->rbuf);
 }
 

@@ -62,10 +62,58 @@
     ASSERT_EQ(uv_loop_close(uvloop), 0);                                      \
   } while (0)
 
-#define TEST_RUN(fn)                                                          \
-  do {                                                                        \
-    fprintf(stderr, "-- %s\n", #fn);                                          \
-    fn();                                                                     \
-  } while (0)
+/* Each test file ends with the list of its cases, in libuv's manner
+ * (test/test-list.h):
+ *
+ *   TEST_LIST_START
+ *     TEST_ENTRY(test_one)
+ *     TEST_ENTRY_TIMEOUT(test_slow, 60)
+ *   TEST_LIST_END
+ *
+ * and the program runs the case named by its argument (CTest registers
+ * each case as a test of its own, core.<program>.<case>, by reading these
+ * lines: one entry a line). Without an argument it runs every case in
+ * order; "--list" prints their names. The timeout is in seconds, for CTest
+ * only (cmake/ResilnetTests.cmake); an entry without one gets the default
+ * (RESILNET_C_TEST_TIMEOUT). */
+typedef struct {
+  const char *name;
+  void (*fn)(void);
+} test_entry_t;
+
+#define TEST_LIST_START static const test_entry_t test_list_[] = {
+#define TEST_ENTRY(fn) {#fn, fn},
+#define TEST_ENTRY_TIMEOUT(fn, seconds) {#fn, fn},
+#define TEST_LIST_END                                                         \
+  {NULL, NULL}};                                                              \
+  int main(int argc, char **argv) {                                           \
+    return test_main_(test_list_, argc, argv);                                \
+  }
+
+/* Runs the library's common paths once (warmup.c): the program runs under
+ * valgrind when RN_TEST_WARMUP is set, and its case should meet warm
+ * code, as it did after other cases in one process. */
+void test_warmup(void);
+
+static inline int test_main_(const test_entry_t *list, int argc,
+                             char **argv) {
+  const test_entry_t *t;
+  if (argc > 1 && strcmp(argv[1], "--list") == 0) {
+    for (t = list; t->name != NULL; t++) printf("%s\n", t->name);
+    return 0;
+  }
+  if (getenv("RN_TEST_WARMUP") != NULL) test_warmup();
+  for (t = list; t->name != NULL; t++) {
+    if (argc > 1 && strcmp(argv[1], t->name) != 0) continue;
+    fprintf(stderr, "-- %s\n", t->name);
+    t->fn();
+    if (argc > 1) return 0;
+  }
+  if (argc > 1) {
+    fprintf(stderr, "%s: no test case named %s\n", argv[0], argv[1]);
+    return 2;
+  }
+  return 0;
+}
 
 #endif /* RN_TEST_TASK_H */

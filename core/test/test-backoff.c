@@ -62,9 +62,8 @@ static void test_bad_options(void) {
   ASSERT_EQ(rn__backoff_check(&o), UV_EINVAL);
 }
 
-int main(void) {
-  TEST_RUN(test_growth_and_bounds);
-  TEST_RUN(test_jitter_spreads);
-  TEST_RUN(test_bad_options);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_growth_and_bounds)
+  TEST_ENTRY(test_jitter_spreads)
+  TEST_ENTRY(test_bad_options)
+TEST_LIST_END

@@ -88,9 +88,8 @@ static void test_reserve(void) {
   rn_buf_free(&b);
 }
 
-int main(void) {
-  TEST_RUN(test_append_consume);
-  TEST_RUN(test_geometric_growth);
-  TEST_RUN(test_reserve);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_append_consume)
+  TEST_ENTRY(test_geometric_growth)
+  TEST_ENTRY(test_reserve)
+TEST_LIST_END

@@ -164,10 +164,9 @@ static void test_oversized(void) {
   rn_buf_free(&b);
 }
 
-int main(void) {
-  TEST_RUN(test_init);
-  TEST_RUN(test_wire_and_splits);
-  TEST_RUN(test_big_body);
-  TEST_RUN(test_oversized);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_init)
+  TEST_ENTRY(test_wire_and_splits)
+  TEST_ENTRY(test_big_body)
+  TEST_ENTRY(test_oversized)
+TEST_LIST_END

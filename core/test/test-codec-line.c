@@ -205,12 +205,11 @@ static void test_scan_dribbled_line_resumes(void) {
   ASSERT_EQ(f.body_len, sizeof(data) - 2);
 }
 
-int main(void) {
-  TEST_RUN(test_init);
-  TEST_RUN(test_frames);
-  TEST_RUN(test_oversized);
-  TEST_RUN(test_encode);
-  TEST_RUN(test_big);
-  TEST_RUN(test_scan_dribbled_line_resumes);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_init)
+  TEST_ENTRY(test_frames)
+  TEST_ENTRY(test_oversized)
+  TEST_ENTRY(test_encode)
+  TEST_ENTRY(test_big)
+  TEST_ENTRY(test_scan_dribbled_line_resumes)
+TEST_LIST_END

@@ -8,7 +8,7 @@
 
 static rn_codec_t codec;
 static rn_frame_scan_t scan;
-static rn_buf_t buf;
+static rn_buf_t buf; /* zeroed: an empty buffer (rn_buf_init) */
 
 static void use(rn_protocol_t protocol) {
   rn_codec_options_t o;
@@ -109,6 +109,7 @@ static void test_rnp(void) {
   ASSERT_EQ(rnp_means(RN_RNP_REPLY, 0, 7, 0, 0, &m), 1);
   ASSERT_EQ(rn__codec_reply(&codec, &scan, buf.base, buf.len - 1, &m), 0);
   ASSERT(!rn__codec_partial_is_reply(&codec, buf.base));
+  rn_buf_free(&buf);
 }
 
 static int resp_means(const char *frame, rn_reply_t *out) {
@@ -161,12 +162,8 @@ static void test_in_order(void) {
   ASSERT_MEM_EQ(m.body, "hi", 2);
 }
 
-int main(void) {
-  rn_buf_init(&buf);
-  TEST_RUN(test_rnp);
-  TEST_RUN(test_resp);
-  TEST_RUN(test_in_order);
-  rn_buf_free(&buf);
-  rn_frame_scan_reset(&scan);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_rnp)
+  TEST_ENTRY(test_resp)
+  TEST_ENTRY(test_in_order)
+TEST_LIST_END

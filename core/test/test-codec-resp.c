@@ -579,17 +579,16 @@ static void test_codec_encode(void) {
   rn_buf_free(&b);
 }
 
-int main(void) {
-  TEST_RUN(test_items);
-  TEST_RUN(test_bad_items);
-  TEST_RUN(test_frames);
-  TEST_RUN(test_bad_frames);
-  TEST_RUN(test_scan_dribbled_array_resumes);
-  TEST_RUN(test_scan_bad_byte_found_before_need);
-  TEST_RUN(test_depth);
-  TEST_RUN(test_oversized);
-  TEST_RUN(test_walk);
-  TEST_RUN(test_encoders);
-  TEST_RUN(test_codec_encode);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_items)
+  TEST_ENTRY(test_bad_items)
+  TEST_ENTRY(test_frames)
+  TEST_ENTRY(test_bad_frames)
+  TEST_ENTRY(test_scan_dribbled_array_resumes)
+  TEST_ENTRY(test_scan_bad_byte_found_before_need)
+  TEST_ENTRY(test_depth)
+  TEST_ENTRY(test_oversized)
+  TEST_ENTRY(test_walk)
+  TEST_ENTRY(test_encoders)
+  TEST_ENTRY(test_codec_encode)
+TEST_LIST_END

@@ -3,82 +3,24 @@
  * store that answers later (or fails). */
 #include "task.h"
 #include "rnp_client.h"
+#include "server_fixture.h"
 #include "server.h"
 #include "dedupe.h" /* the memory store's allocator */
 
 #include <stdio.h>
 
-#define HELD_MAX 64
-
-typedef struct test_s {
-  rn_loop_t *loop;
-  uv_loop_t *uv;
-  rn_server_t *server;
-  int port;
-  rn_request_t *held[HELD_MAX];
-  size_t nheld;
-  unsigned events[16];
-  int closed;
-} test_t;
-
-static test_t T;
-
-static void on_request(rn_server_t *server, rn_request_t *req,
-                       const char *body, size_t len) {
-  (void)server;
-  (void)body;
-  (void)len;
-  ASSERT_LT(T.nheld, HELD_MAX);
-  T.held[T.nheld++] = req;
-}
-
-static void on_event(rn_server_t *server, const rn_server_event_t *ev) {
-  (void)server;
-  T.events[ev->type]++;
-}
-
-static void on_closed(rn_server_t *server) {
-  (void)server;
-  T.closed++;
-}
-
-static int is_closed(void *arg) {
-  (void)arg;
-  return T.closed > 0;
-}
+static test_server_t T;
 
 static void start(rn_server_options_t *o) {
-  char host[64];
-  memset(&T, 0, sizeof(T));
-  ASSERT_OK(rn_loop_new(NULL, &T.loop));
-  T.uv = rn_loop_uv(T.loop);
-  o->listen = "127.0.0.1:0";
   o->codec.protocol = RN_PROTOCOL_RNP;
-  o->on_request = on_request;
-  o->on_event = on_event;
   o->dedupe.on = 1;
-  ASSERT_OK(rn_server_new(T.loop, o, &T.server));
-  ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
+  test_server_start(&T, NULL, o);
 }
 
 static void start_default(void) {
   rn_server_options_t o;
   rn_server_options_init(&o);
   start(&o);
-}
-
-static void finish(void) {
-  if (!T.closed) rn_server_close(T.server, on_closed);
-  rx_run_until(T.uv, is_closed, NULL, 5000);
-  ASSERT_OK(rn_loop_free(T.loop));
-}
-
-static void wait_held(size_t n) {
-  size_t guard = 0;
-  while (T.nheld < n) {
-    ASSERT_LT(guard++, 10000);
-    uv_run(T.uv, UV_RUN_ONCE);
-  }
 }
 
 static void reply(size_t i, const char *text) {
@@ -107,9 +49,9 @@ static void test_replay_and_wait(void) {
 
   /* a duplicate while the original runs waits for its answer */
   ida = rx_request(&a, "pay 50", "k1", -1, 0);
-  wait_held(1);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
   idb = rx_request(&b, "pay 50", "k1", -1, 0);
-  rx_run_for(T.uv, 20);
+  test_run_for(T.uv, 20);
   ASSERT_EQ(T.nheld, 1);
   ASSERT_EQ(b.count, 1);
   reply(0, "paid");
@@ -129,7 +71,7 @@ static void test_replay_and_wait(void) {
 
   /* requests without a key always run */
   rx_request(&a, "free", NULL, -1, 0);
-  wait_held(2);
+  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
   reply(1, "ok");
   rx_wait_frames(T.uv, &a, 3);
 
@@ -139,7 +81,7 @@ static void test_replay_and_wait(void) {
   ASSERT_EQ(st.handled, 2);
   rx_close(T.uv, &a);
   rx_close(T.uv, &b);
-  finish();
+  test_server_finish(&T);
 }
 
 static void test_errors(void) {
@@ -150,7 +92,7 @@ static void test_errors(void) {
   rx_open(T.uv, &a, T.port);
   /* an APPLICATION error may have executed: it is kept and replayed */
   rx_request(&a, "x", "e1", -1, 0);
-  wait_held(1);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
   ASSERT_OK(rn_request_fail(T.held[0], RN_RNP_ERR_APPLICATION, "broke", 5,
                             0));
   rx_wait_frames(T.uv, &a, 2);
@@ -163,17 +105,17 @@ static void test_errors(void) {
 
   /* a refusal proves nothing ran: the key is free again */
   rx_request(&a, "x", "e2", -1, 0);
-  wait_held(2);
+  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
   ASSERT_OK(rn_request_fail(T.held[1], RN_RNP_ERR_BAD_REQUEST, "no", 2, 0));
   rx_wait_frames(T.uv, &a, 4);
   ASSERT_EQ(a.frames[3].flags, RN_RNP_NOT_EXECUTED);
   rx_request(&a, "x", "e2", -1, 0);
-  wait_held(3);
+  RUN_UNTIL(T.uv, T.nheld >= 3, 10000);
   reply(2, "second try");
   rx_wait_frames(T.uv, &a, 5);
   ASSERT_MEM_EQ(a.frames[4].payload, "second try", 10);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* A waiter whose connection closes leaves; the original carries on and
@@ -186,21 +128,21 @@ static void test_waiter_leaves(void) {
   rx_open(T.uv, &a, T.port);
   rx_open(T.uv, &b, T.port);
   rx_request(&a, "x", "w1", -1, 0);
-  wait_held(1);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
   rx_request(&b, "x", "w1", -1, 0);
-  rx_run_for(T.uv, 20);
+  test_run_for(T.uv, 20);
   rx_close(T.uv, &b);
-  rx_run_for(T.uv, 20);
+  test_run_for(T.uv, 20);
   /* the original's client goes too: the answer is still recorded */
   rx_close(T.uv, &a);
-  rx_run_for(T.uv, 20);
+  test_run_for(T.uv, 20);
   reply(0, "done");
   rx_open(T.uv, &a, T.port);
   x = ask(&a, "w1");
   ASSERT_MEM_EQ(x->payload, "done", 4);
   ASSERT_EQ(T.nheld, 1);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* Issue 15, defect 10: a key flood evicted a legitimate finished key inside
@@ -223,7 +165,7 @@ static void test_capacity_never_evicts_in_window(void) {
   rx_open(T.uv, &a, T.port);
   for (i = 0; i < 2; i++) {
     rx_request(&a, "x", keys[i], -1, 0);
-    wait_held(i + 1);
+    RUN_UNTIL(T.uv, T.nheld >= i + 1, 10000);
     reply(i, keys[i]);
     rx_wait_frames(T.uv, &a, i + 2);
   }
@@ -244,14 +186,14 @@ static void test_capacity_never_evicts_in_window(void) {
   ASSERT_MEM_EQ(x->payload, "b", 1);
   ASSERT_EQ(T.nheld, 2);
   /* the refused key left no claim: once the window frees room, it runs */
-  rx_run_for(T.uv, 250);
+  test_run_for(T.uv, 250);
   rx_request(&a, "x", "flood", -1, 0);
-  wait_held(3);
+  RUN_UNTIL(T.uv, T.nheld >= 3, 10000);
   reply(2, "ran");
   rx_wait_frames(T.uv, &a, a.count + 1);
   ASSERT_MEM_EQ(a.frames[a.count - 1].payload, "ran", 3);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 static void test_window(void) {
@@ -264,19 +206,19 @@ static void test_window(void) {
   start(&o);
   rx_open(T.uv, &a, T.port);
   rx_request(&a, "x", "w", -1, 0);
-  wait_held(1);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
   reply(0, "first");
   rx_wait_frames(T.uv, &a, 2);
   x = ask(&a, "w");
   ASSERT_MEM_EQ(x->payload, "first", 5);
-  rx_run_for(T.uv, 60);
+  test_run_for(T.uv, 60);
   rx_request(&a, "x", "w", -1, 0);
-  wait_held(2);
+  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
   reply(1, "again");
   rx_wait_frames(T.uv, &a, 4);
   ASSERT_MEM_EQ(a.frames[3].payload, "again", 5);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -394,19 +336,9 @@ static void start_slow(void) {
   S.base.release = slow_release;
   S.base.close = slow_close;
   o.dedupe.store = &S.base;
-  {
-    char host[64];
-    memset(&T, 0, sizeof(T));
-    T.loop = loop;
-    T.uv = rn_loop_uv(loop);
-    o.listen = "127.0.0.1:0";
-    o.codec.protocol = RN_PROTOCOL_RNP;
-    o.on_request = on_request;
-    o.on_event = on_event;
-    o.dedupe.on = 1;
-    ASSERT_OK(rn_server_new(T.loop, &o, &T.server));
-    ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
-  }
+  o.codec.protocol = RN_PROTOCOL_RNP;
+  o.dedupe.on = 1;
+  test_server_start(&T, loop, &o);
 }
 
 static void test_async_store(void) {
@@ -420,8 +352,8 @@ static void test_async_store(void) {
    * original: one claim, one run */
   rx_request(&a, "x", "s1", -1, 0);
   rx_request(&b, "x", "s1", -1, 0);
-  wait_held(1);
-  rx_run_for(T.uv, 20);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  test_run_for(T.uv, 20);
   ASSERT_EQ(T.nheld, 1);
   ASSERT_EQ(S.claims, 1);
   reply(0, "one");
@@ -429,7 +361,7 @@ static void test_async_store(void) {
   rx_wait_frames(T.uv, &b, 2);
   ASSERT_MEM_EQ(b.frames[1].payload, "one", 3);
   /* replayed from the store once it recorded it */
-  rx_run_for(T.uv, 20);
+  test_run_for(T.uv, 20);
   ASSERT_EQ(S.finishes, 1);
   x = ask(&b, "s1");
   ASSERT_MEM_EQ(x->payload, "one", 3);
@@ -445,27 +377,27 @@ static void test_async_store(void) {
   /* issue 15, defect 11: the failed claim is released (it may have landed
    * in the store before the failure), or the key would read "in progress"
    * for the whole window */
-  rx_run_for(T.uv, 20);
+  test_run_for(T.uv, 20);
   ASSERT_EQ(S.releases, 1);
   ASSERT_STR_EQ(S.released, "s2");
   /* a failed finish: the reply still goes out, with an event */
   S.fail_claims = 0;
   S.fail_finish = 1;
   rx_request(&a, "x", "s3", -1, 0);
-  wait_held(2);
+  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
   reply(1, "three");
   rx_wait_frames(T.uv, &a, a.count + 1);
   ASSERT_MEM_EQ(a.frames[a.count - 1].payload, "three", 5);
-  rx_run_for(T.uv, 20);
+  test_run_for(T.uv, 20);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_STORE], 2);
   S.fail_finish = 0;
 
   /* closing with a claim pending: the claim is given back, the close
    * waits for the store */
   rx_request(&a, "x", "s4", -1, 0);
-  while (S.n == 0) uv_run(T.uv, UV_RUN_ONCE);
-  rn_server_close(T.server, on_closed);
-  rx_run_until(T.uv, is_closed, NULL, 5000);
+  RUN_UNTIL(T.uv, S.n != 0, 10000);
+  rn_server_close(T.server, test_server_on_closed);
+  RUN_UNTIL(T.uv, T.closed > 0, 5000);
   ASSERT_EQ(S.releases, 2);
   ASSERT_EQ(S.closes, 1);
   ASSERT_EQ(T.nheld, 2);
@@ -492,7 +424,7 @@ static void test_memory_store_keeps_key_without_memory(void) {
   start_default();
   rx_open(T.uv, &a, T.port);
   rx_request(&a, "x", "m1", -1, 0);
-  wait_held(1);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
   rn__dedupe_memory_malloc = failing_malloc;
   reply(0, "once");
   rn__dedupe_memory_malloc = malloc;
@@ -506,7 +438,7 @@ static void test_memory_store_keeps_key_without_memory(void) {
   ASSERT_EQ(x->flags, 0);
   ASSERT_EQ(T.nheld, 1);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* The memory store alone, through its interface. */
@@ -525,14 +457,13 @@ static void test_memory_store_alone(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_replay_and_wait);
-  TEST_RUN(test_errors);
-  TEST_RUN(test_waiter_leaves);
-  TEST_RUN(test_capacity_never_evicts_in_window);
-  TEST_RUN(test_window);
-  TEST_RUN(test_async_store);
-  TEST_RUN(test_memory_store_keeps_key_without_memory);
-  TEST_RUN(test_memory_store_alone);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_replay_and_wait)
+  TEST_ENTRY(test_errors)
+  TEST_ENTRY(test_waiter_leaves)
+  TEST_ENTRY(test_capacity_never_evicts_in_window)
+  TEST_ENTRY(test_window)
+  TEST_ENTRY(test_async_store)
+  TEST_ENTRY(test_memory_store_keeps_key_without_memory)
+  TEST_ENTRY(test_memory_store_alone)
+TEST_LIST_END

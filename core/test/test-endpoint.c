@@ -165,11 +165,10 @@ static void test_format_space(void) {
   ASSERT_STR_EQ(out, "unix:/x");
 }
 
-int main(void) {
-  TEST_RUN(test_good);
-  TEST_RUN(test_bad);
-  TEST_RUN(test_lengths);
-  TEST_RUN(test_slice);
-  TEST_RUN(test_format_space);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_good)
+  TEST_ENTRY(test_bad)
+  TEST_ENTRY(test_lengths)
+  TEST_ENTRY(test_slice)
+  TEST_ENTRY(test_format_space)
+TEST_LIST_END

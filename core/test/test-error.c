@@ -72,11 +72,10 @@ static void test_version(void) {
   ASSERT_STR_EQ(rn_version_string(), RN_VERSION_STRING);
 }
 
-int main(void) {
-  TEST_RUN(test_own_codes);
-  TEST_RUN(test_table_complete);
-  TEST_RUN(test_uv_codes);
-  TEST_RUN(test_unknown);
-  TEST_RUN(test_version);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_own_codes)
+  TEST_ENTRY(test_table_complete)
+  TEST_ENTRY(test_uv_codes)
+  TEST_ENTRY(test_unknown)
+  TEST_ENTRY(test_version)
+TEST_LIST_END

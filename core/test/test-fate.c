@@ -257,14 +257,13 @@ static void test_deadline_while_backing_off(void) {
   stop();
 }
 
-int main(void) {
-  TEST_RUN(test_lost_not_idempotent_fails);
-  TEST_RUN(test_lost_idempotent_retries);
-  TEST_RUN(test_lost_classify_fail);
-  TEST_RUN(test_replies);
-  TEST_RUN(test_refused);
-  TEST_RUN(test_try_later);
-  TEST_RUN(test_returned_requeues);
-  TEST_RUN(test_deadline_while_backing_off);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_lost_not_idempotent_fails)
+  TEST_ENTRY(test_lost_idempotent_retries)
+  TEST_ENTRY(test_lost_classify_fail)
+  TEST_ENTRY(test_replies)
+  TEST_ENTRY(test_refused)
+  TEST_ENTRY(test_try_later)
+  TEST_ENTRY(test_returned_requeues)
+  TEST_ENTRY(test_deadline_while_backing_off)
+TEST_LIST_END

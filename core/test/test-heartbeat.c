@@ -47,15 +47,11 @@ static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
 static void start(uint64_t interval, uint64_t timeout) {
   rn_pool_options_t po;
   static char ep[96];
-  const char *eps[1];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   server = test_start_server(loop, RN_PROTOCOL_RESP, on_request,
                              "127.0.0.1:0", ep);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
+  test_pool_options(&po, ep, RN_PROTOCOL_RESP);
   po.size = pool_size;
   po.min_idle = pool_size > 1 ? pool_size : 0;
   po.heartbeat.interval_ms = interval;
@@ -79,39 +75,19 @@ static void stop(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-struct outcome {
-  int fired, status, maybe_executed;
-};
-
-static void record(rn_pool_t *p, void *data, const rn_result_t *r) {
-  struct outcome *o = data;
-  (void)p;
-  o->fired++;
-  o->status = r->status;
-  o->maybe_executed = r->maybe_executed;
-}
-
-static void call(struct outcome *o) {
+static void call(test_outcome_t *o) {
   static const char frame[] = "*1\r\n$3\r\nGET\r\n";
   memset(o, 0, sizeof(*o));
-  ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, record, o));
-}
-
-static void run_until(struct outcome *o) {
-  int turns = 0;
-  while (o->fired == 0) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(++turns, 100000);
-  }
+  ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, test_record, o));
 }
 
 static void test_idle_connection_lives_on_pings(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
 
   start(50, 150);
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   test_run_for(rn_loop_uv(loop), 600);
   rn_pool_stats(pool, &st);
@@ -129,7 +105,7 @@ static void test_idle_connection_lives_on_pings(void) {
 }
 
 static void test_silent_peer_declared_dead(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
   uint64_t t0, elapsed;
 
@@ -137,7 +113,7 @@ static void test_silent_peer_declared_dead(void) {
   hold_all = 1; /* the server accepts, reads, never answers */
   t0 = uv_hrtime();
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   elapsed = (uv_hrtime() - t0) / 1000000;
   ASSERT_EQ(o.status, RN_EDEADPEER);
   ASSERT_EQ(o.maybe_executed, 1);
@@ -153,7 +129,7 @@ static void test_silent_peer_declared_dead(void) {
  * the server's late answer on it ends the backoff at once. Here the
  * backoff is 5 s: the next call must not wait for it. */
 static void test_dead_probe_answer_ends_backoff(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
   uint64_t t0, elapsed;
   int i;
@@ -161,11 +137,11 @@ static void test_dead_probe_answer_ends_backoff(void) {
   reconnect_initial = 5000;
   start(50, 150);
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   hold_all = 1; /* frozen: reads, never answers */
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EDEADPEER);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.probes, 1);
@@ -178,7 +154,7 @@ static void test_dead_probe_answer_ends_backoff(void) {
     test_echo_bulk(server, held[i], "late", 4);
   held_count = 0;
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   elapsed = (uv_hrtime() - t0) / 1000000;
   ASSERT_OK(o.status);
   ASSERT_LE(elapsed, 200); /* not the 4-6 s of backoff */
@@ -188,24 +164,6 @@ static void test_dead_probe_answer_ends_backoff(void) {
   ASSERT_EQ(probes_expired + probes_other, 0);
   stop();
   reconnect_initial = 100;
-}
-
-static void tick(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until done() says so, for at most 5 s. A ticking timer of
- * its own keeps the loop alive: idle pooled connections and heartbeats do
- * not, and a server on another thread is not this loop's. */
-static void run_until_true(int (*done)(void)) {
-  uv_timer_t t;
-  uint64_t give_up = uv_hrtime() + 5000 * 1000000ull;
-  uv_timer_init(rn_loop_uv(loop), &t);
-  uv_timer_start(&t, tick, 5, 5);
-  while (!done()) {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    ASSERT_LT(uv_hrtime(), give_up);
-  }
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
 }
 
 static int two_idle(void) {
@@ -242,7 +200,7 @@ static void test_idle_siblings_share_pings(void) {
 
   pool_size = 10;
   start(50, 150);
-  run_until_true(all_ten_idle);
+  RUN_UNTIL(rn_loop_uv(loop), all_ten_idle(), 5000);
   rn_pool_stats(pool, &st);
   before = st.heartbeats;
   test_run_for(rn_loop_uv(loop), 800);
@@ -260,7 +218,7 @@ static void test_idle_siblings_share_pings(void) {
  * two connections judged dead leave one probe, closed unanswered when its
  * time is up, with a "probe" event "expired" and the stat. */
 static void test_dead_probe_is_bounded(void) {
-  struct outcome a, b;
+  test_outcome_t a, b;
   rn_pool_stats_t st;
   uint64_t t0, elapsed;
 
@@ -268,19 +226,19 @@ static void test_dead_probe_is_bounded(void) {
   probe_ms = 300;
   reconnect_initial = 5000; /* no new connection meanwhile */
   start(50, 150);
-  run_until_true(two_idle);
+  RUN_UNTIL(rn_loop_uv(loop), two_idle(), 5000);
   hold_all = 1;
   call(&a);
   call(&b);
-  run_until(&a);
-  run_until(&b);
+  RUN_UNTIL(rn_loop_uv(loop), a.fired, 10000);
+  RUN_UNTIL(rn_loop_uv(loop), b.fired, 10000);
   ASSERT_EQ(a.status, RN_EDEADPEER);
   ASSERT_EQ(b.status, RN_EDEADPEER);
   t0 = uv_hrtime();
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.dead_peers, 2);
   ASSERT_EQ(st.probes, 1);
-  run_until_true(probe_expired);
+  RUN_UNTIL(rn_loop_uv(loop), probe_expired(), 5000);
   elapsed = (uv_hrtime() - t0) / 1000000;
   ASSERT_LE(elapsed, 300 + 100);
   test_run_for(rn_loop_uv(loop), 20); /* the close callbacks */
@@ -298,7 +256,7 @@ static void test_dead_probe_is_bounded(void) {
 
 /* An endpoint that discovery drops takes its probe with it at once. */
 static void test_dead_probe_closed_with_its_endpoint(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
   const char *other[1] = {"127.0.0.1:1"};
 
@@ -306,7 +264,7 @@ static void test_dead_probe_closed_with_its_endpoint(void) {
   start(50, 150);
   hold_all = 1;
   call(&o);
-  run_until(&o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EDEADPEER);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.probes, 1);
@@ -381,15 +339,11 @@ static void thread_server_stop(void) {
 static void thread_pool_start(unsigned size, uint64_t interval,
                               uint64_t timeout) {
   rn_pool_options_t po;
-  const char *eps[1];
   char ep[64];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   snprintf(ep, sizeof(ep), "127.0.0.1:%d", thread_port);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
+  test_pool_options(&po, ep, RN_PROTOCOL_RESP);
   po.size = size;
   po.min_idle = size > 1 ? size : 0;
   po.heartbeat.interval_ms = interval;
@@ -417,11 +371,11 @@ static void test_frozen_server_idle_siblings(void) {
 
   thread_server_start();
   thread_pool_start(10, 50, 150);
-  run_until_true(all_ten_idle);
+  RUN_UNTIL(rn_loop_uv(loop), all_ten_idle(), 5000);
   test_probe_start(rn_loop_uv(loop), &probe);
   ASSERT_OK(uv_async_send(&server_freeze));
   t0 = uv_hrtime();
-  run_until_true(a_peer_dead);
+  RUN_UNTIL(rn_loop_uv(loop), a_peer_dead(), 5000);
   elapsed = (double)(uv_hrtime() - t0) / 1e6;
   loop_late = test_probe_take(&probe);
   test_probe_stop(&probe);
@@ -436,7 +390,7 @@ static void test_frozen_server_idle_siblings(void) {
   thread_server_stop();
 }
 
-static struct outcome stalled_call;
+static test_outcome_t stalled_call;
 
 /* Blocks the loop for 3 x the heartbeat timeout from inside a callback, as
  * an application doing heavy work would. The reply arrives meanwhile and
@@ -449,17 +403,17 @@ static void stall(uv_timer_t *t) {
 
 static void test_stalled_loop_spares_live_peer(void) {
   uv_timer_t t;
-  struct outcome o;
+  test_outcome_t o;
   rn_pool_stats_t st;
 
   thread_server_start();
   thread_pool_start(1, 50, 200);
   call(&o);
-  run_until(&o); /* connected and answered */
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000); /* connected and answered */
   ASSERT_OK(o.status);
   uv_timer_init(rn_loop_uv(loop), &t);
   uv_timer_start(&t, stall, 10, 0);
-  run_until(&stalled_call);
+  RUN_UNTIL(rn_loop_uv(loop), stalled_call.fired, 10000);
   ASSERT_OK(stalled_call.status);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.dead_peers, 0);
@@ -469,14 +423,58 @@ static void test_stalled_loop_spares_live_peer(void) {
   thread_server_stop();
 }
 
-int main(void) {
-  TEST_RUN(test_idle_connection_lives_on_pings);
-  TEST_RUN(test_silent_peer_declared_dead);
-  TEST_RUN(test_idle_siblings_share_pings);
-  TEST_RUN(test_dead_probe_answer_ends_backoff);
-  TEST_RUN(test_dead_probe_is_bounded);
-  TEST_RUN(test_dead_probe_closed_with_its_endpoint);
-  TEST_RUN(test_stalled_loop_spares_live_peer);
-  TEST_RUN(test_frozen_server_idle_siblings);
-  return 0;
+static test_peer_t peer;
+
+static unsigned loop_turns;
+
+static void count_turn(uv_prepare_t *p) {
+  (void)p;
+  loop_turns++;
 }
+
+/* With a ping out and unanswered past heartbeat.interval_ms, the heartbeat
+ * timer re-armed itself at 1 ms until the dead-peer deadline: one loop turn
+ * per millisecond per silent connection. Waking for the deadline alone
+ * takes a handful of turns. */
+static void test_heartbeat_spinning_while_a_ping_is_out(void) {
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+  uv_prepare_t turns;
+
+  loop = test_loop_open();
+  test_peer_start(&peer, rn_loop_uv(loop), test_peer_answer_lines);
+  peer.answer_first_only = 1;
+  ASSERT_OK(uv_prepare_init(rn_loop_uv(loop), &turns));
+  ASSERT_OK(uv_prepare_start(&turns, count_turn));
+  uv_unref((uv_handle_t *)&turns);
+  loop_turns = 0;
+  test_pool_line_options(&po, peer.endpoint);
+  po.size = 1;
+  po.min_idle = 1; /* one connection, opened now, with no call */
+  po.heartbeat.ping = "PING";
+  po.heartbeat.ping_len = 4;
+  po.heartbeat.interval_ms = 100;
+  po.heartbeat.timeout_ms = 500;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).dead_peers == 1, 3000);
+  st = test_pool_stats(pool);
+  ASSERT_GE(st.heartbeats, 1);
+  /* A spinning timer takes about one turn per ms of the 400-500 ms wait. */
+  ASSERT_LT(loop_turns, 50);
+  rn_pool_close(pool, 0, NULL);
+  test_peer_stop(&peer);
+  uv_close((uv_handle_t *)&turns, NULL);
+  test_loop_close(loop);
+}
+
+TEST_LIST_START
+  TEST_ENTRY(test_idle_connection_lives_on_pings)
+  TEST_ENTRY(test_silent_peer_declared_dead)
+  TEST_ENTRY(test_idle_siblings_share_pings)
+  TEST_ENTRY(test_dead_probe_answer_ends_backoff)
+  TEST_ENTRY(test_dead_probe_is_bounded)
+  TEST_ENTRY(test_dead_probe_closed_with_its_endpoint)
+  TEST_ENTRY(test_stalled_loop_spares_live_peer)
+  TEST_ENTRY(test_frozen_server_idle_siblings)
+  TEST_ENTRY(test_heartbeat_spinning_while_a_ping_is_out)
+TEST_LIST_END

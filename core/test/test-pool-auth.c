@@ -5,54 +5,37 @@
  * between connects (counted here: no reconnect storm). */
 #include "resilnet.h"
 #include "task.h"
+#include "server_fixture.h"
+#include "wait.h"
 
-static rn_loop_t *loop;
-#include "run_until.h"
+#include <stdio.h>
 
-static rn_server_t *server;
+static test_server_t srv;
 static rn_pool_t *pool;
 static char endpoint[96];
 static const char *endpoints[1] = {endpoint};
-static unsigned handled;
-static int server_closed, pool_closed;
-
-static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
-                       size_t len) {
-  (void)s;
-  handled++;
-  ASSERT_OK(rn_request_reply(req, body, len));
-}
-
-static void on_server_closed(rn_server_t *s) {
-  (void)s;
-  server_closed = 1;
-}
+static int pool_closed;
 
 static void on_pool_closed(rn_pool_t *p) {
   (void)p;
   pool_closed = 1;
 }
 
+/* An rnp echo server accepting one token, as identity "app". */
 static void start_server(void) {
   static const rn_auth_token_t tokens[] = {{"the-token", 0, "app"}};
   rn_server_auth_options_t a;
   rn_server_options_t o;
-  char host[64];
-  int port;
-  open_loop();
-  handled = 0;
-  server_closed = pool_closed = 0;
   rn_server_auth_options_init(&a);
   a.tokens = tokens;
   a.token_count = 1;
   rn_server_options_init(&o);
-  o.listen = "127.0.0.1:0";
   o.codec.protocol = RN_PROTOCOL_RNP;
-  o.on_request = on_request;
   o.auth = &a;
-  ASSERT_OK(rn_server_new(loop, &o, &server));
-  ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
-  snprintf(endpoint, sizeof(endpoint), "%s:%d", host, port);
+  test_server_start(&srv, NULL, &o);
+  srv.mode = TEST_SERVER_ECHO;
+  snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", srv.port);
+  pool_closed = 0;
 }
 
 static void pool_options(rn_pool_options_t *o, const char *token) {
@@ -68,9 +51,8 @@ static void pool_options(rn_pool_options_t *o, const char *token) {
 
 static void stop_all(void) {
   rn_pool_close(pool, 0, on_pool_closed);
-  rn_server_close(server, on_server_closed);
-  RUN_UNTIL(pool_closed && server_closed, 5000);
-  finish();
+  RUN_UNTIL(srv.uv, pool_closed, 5000);
+  test_server_finish(&srv);
 }
 
 typedef struct {
@@ -101,11 +83,11 @@ static void test_token_accepted(void) {
   result_t r;
   start_server();
   pool_options(&o, "the-token");
-  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  ASSERT_OK(rn_pool_new(srv.loop, &o, &pool));
   call(&r);
-  RUN_UNTIL(r.done, 5000);
+  RUN_UNTIL(srv.uv, r.done, 5000);
   ASSERT_OK(r.status);
-  ASSERT_EQ(handled, 1);
+  ASSERT_EQ(srv.handled, 1);
   stop_all();
 }
 
@@ -121,32 +103,33 @@ static void test_token_refused_config_fault(void) {
   unsigned calls = 0;
   start_server();
   pool_options(&o, "not-the-token");
-  ASSERT_OK(rn_pool_new(loop, &o, &pool));
-  t0 = uv_now(rn_loop_uv(loop));
-  while (uv_now(rn_loop_uv(loop)) - t0 < 1600) {
+  ASSERT_OK(rn_pool_new(srv.loop, &o, &pool));
+  t0 = uv_now(srv.uv);
+  while (uv_now(srv.uv) - t0 < 1600) {
     call(&r);
-    RUN_UNTIL(r.done, 5000);
+    RUN_UNTIL(srv.uv, r.done, 5000);
     ASSERT_EQ(r.status, RN_EAUTH);
     ASSERT_EQ(r.maybe_executed, 0);
     calls++;
   }
   ASSERT_GE(calls, 4);
   rn_pool_stats(pool, &st);
-  rn_server_stats(server, &ss);
+  rn_server_stats(srv.server, &ss);
   ASSERT_GE(st.connect_failures, 2);
   ASSERT_LE(st.connect_failures, 5);
   ASSERT_EQ(st.connect_failures, ss.auth_refused);
   ASSERT_EQ(st.connects, 0);
-  ASSERT_EQ(handled, 0);
+  ASSERT_EQ(srv.handled, 0);
   stop_all();
 }
 
 static void test_bad_options(void) {
   rn_pool_options_t o;
+  rn_loop_t *loop;
   char longest[256];
   memset(longest, 'x', 255);
   longest[255] = '\0';
-  open_loop();
+  ASSERT_OK(rn_loop_new(NULL, &loop));
   snprintf(endpoint, sizeof(endpoint), "127.0.0.1:1");
   pool_options(&o, longest); /* 255 bytes: the most a HELLO carries */
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
@@ -159,12 +142,12 @@ static void test_bad_options(void) {
   o.auth = "token";
   o.codec.protocol = RN_PROTOCOL_RESP; /* only rnp's HELLO carries one */
   ASSERT_EQ(rn_pool_new(loop, &o, &pool), UV_EINVAL);
-  finish();
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_token_accepted);
-  TEST_RUN(test_token_refused_config_fault);
-  TEST_RUN(test_bad_options);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_token_accepted)
+  TEST_ENTRY(test_token_refused_config_fault)
+  TEST_ENTRY(test_bad_options)
+TEST_LIST_END

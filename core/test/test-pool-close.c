@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define CALLS 60
@@ -30,13 +31,12 @@ static int fired[CALLS];
 static int accepted[CALLS];
 static rn_request_t *held[4 * CALLS]; /* answered only at the end */
 static int held_count;
-static int gave_up;
 
 /* "drop": the connection is dropped after the request arrived (a sent
  * call fails: retries); "hold": never answered (hedges); else echoed. */
 static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
                        size_t len) {
-  rn_buf_t out;
+  (void)srv;
   if (len >= 4 && memcmp(body, "drop", 4) == 0) {
     rn_request_drop(req);
     return;
@@ -46,10 +46,7 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
     held[held_count++] = req;
     return;
   }
-  rn_buf_init(&out);
-  ASSERT_OK(rn_codec_encode(rn_server_codec(srv), &out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
+  test_reply(req, body, len);
 }
 
 static void on_pool_closed(rn_pool_t *p) {
@@ -70,11 +67,6 @@ static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
   (void)r;
   ASSERT_OK(pool_closed); /* every call's callback before the close's */
   fired[i]++;
-}
-
-static void give_up(uv_timer_t *t) {
-  gave_up = 1;
-  uv_stop(t->loop);
 }
 
 static int refused_port(void) {
@@ -98,7 +90,6 @@ static void run_case(rn_event_type_t type, uint64_t drain, const char *mix) {
   rn_call_options_t co;
   const char *eps[2];
   char endpoint[96], refused[64];
-  uv_timer_t guard;
   int i;
 
   fprintf(stderr, "   close on event %d, drain %d, %s calls\n", (int)type,
@@ -163,13 +154,8 @@ static void run_case(rn_event_type_t type, uint64_t drain, const char *mix) {
       ASSERT(err == RN_EOVERLOAD || err == RN_ECLOSED);
   }
   /* Until the close is over. Calls end by their deadline at the latest,
-   * so the pool is closed well before the guard, or the handler never
-   * ran. */
-  uv_timer_init(rn_loop_uv(loop), &guard);
-  uv_timer_start(&guard, give_up, 5000, 0);
-  gave_up = 0;
-  while (!pool_closed && !gave_up) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&guard, NULL);
+   * so the pool is closed well within 5 s, or the handler never ran. */
+  RUN_UNTIL(rn_loop_uv(loop), pool_closed, 5000);
   ASSERT_EQ(closed_from_handler, 1);
   ASSERT_EQ(pool_closed, 1);
   for (i = 0; i < CALLS; i++) ASSERT_EQ(fired[i], accepted[i]);
@@ -194,7 +180,92 @@ static void test_close_from_every_event_handler(void) {
     }
 }
 
-int main(void) {
-  TEST_RUN(test_close_from_every_event_handler);
-  return 0;
+static void close_pool_when_connecting(rn_pool_t *p,
+                                       const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0) return;
+  if (strcmp(ev->state, "connecting") == 0) rn_pool_close(p, 0, NULL);
 }
+
+/* A unix endpoint connects synchronously. The "connecting" event went out
+ * before the connect started: a handler closing the pool there freed the
+ * connection, the connect then used it, and the call's callback ran inside
+ * rn_pool_call(). */
+static void test_unix_connect_started_after_the_event(void) {
+  rn_server_options_t so;
+  rn_pool_options_t po;
+  test_outcome_t o;
+  char path[64], listen[80];
+
+  loop = test_loop_open();
+  snprintf(path, sizeof(path), "/tmp/rn-test-regress-%d.sock", (int)getpid());
+  unlink(path);
+  snprintf(listen, sizeof(listen), "unix:%s", path);
+  rn_server_options_init(&so);
+  so.listen = listen;
+  so.codec.protocol = RN_PROTOCOL_LINE;
+  so.on_request = test_echo;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+  test_pool_line_options(&po, listen);
+  po.on_event = close_pool_when_connecting;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  test_call(pool, "x", 0, &o); /* checks the callback has not run yet */
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 2000);
+  ASSERT_EQ(o.fired, 1);
+  ASSERT_EQ(o.status, RN_ECLOSED);
+  rn_server_close(server, NULL);
+  test_loop_close(loop);
+}
+
+static int close_when_connecting;
+static int close_order; /* test_next_order() when the pool closed */
+
+static void note_close_order(rn_pool_t *p) {
+  (void)p;
+  pool_closed++;
+  close_order = test_next_order();
+}
+
+static void close_on_connecting(rn_pool_t *p, const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0) return;
+  if (close_when_connecting && strcmp(ev->state, "connecting") == 0) {
+    close_when_connecting = 0;
+    rn_pool_close(p, 5000, note_close_order);
+  }
+}
+
+/* A close asked for while calls were being placed runs from a timer. An
+ * abort in between took the close as done: it closed the connections and
+ * stopped that timer, so the waiting calls were never failed. The pool
+ * then finished and was freed with the calls' deadlines still in the
+ * loop's timer heap, and their expiry wrote into the freed pool. */
+static void test_abort_after_a_deferred_close(void) {
+  test_peer_t a;
+  test_outcome_t o;
+  rn_pool_options_t po;
+
+  loop = test_loop_open();
+  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
+  test_pool_line_options(&po, a.endpoint);
+  po.size = 1;
+  po.on_event = close_on_connecting;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  close_when_connecting = 1;
+  pool_closed = 0;
+  /* Placing it opens a connection; the event closes the pool (deferred). */
+  test_call(pool, "x", 300, &o);
+  ASSERT_EQ(close_when_connecting, 0);
+  rn_pool_abort(pool, NULL);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired && pool_closed, 2000);
+  ASSERT_EQ(o.fired, 1);
+  ASSERT_EQ(o.status, RN_ECLOSED);
+  ASSERT_LT(o.order, close_order);
+
+  test_peer_stop(&a);
+  test_loop_close(loop);
+}
+
+TEST_LIST_START
+  TEST_ENTRY(test_close_from_every_event_handler)
+  TEST_ENTRY(test_unix_connect_started_after_the_event)
+  TEST_ENTRY(test_abort_after_a_deferred_close)
+TEST_LIST_END

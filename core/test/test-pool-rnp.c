@@ -5,8 +5,7 @@
  * (by request body) so the tests can prove nothing ran twice. */
 #include "resilnet.h"
 #include "task.h"
-
-
+#include "helpers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,16 +16,13 @@
 #define MAX_PEERS 8
 #define MAX_HELD 128
 
+/* The rnp side of one scripted connection (conn: its TCP side, peer.h). */
 typedef struct peer_s {
-  uv_tcp_t tcp;
-  rn_buf_t in;
-  int open;
-  int closed_by_client;
+  test_peer_conn_t *conn;
   uint64_t last_request_id;
-  uint64_t accepted_at; /* loop ms */
   int outstanding;      /* requests held, not yet answered */
   int max_outstanding;
-  int second;           /* accepted by the second listener */
+  int second;           /* accepted by server2 */
   int hello_held;       /* its HELLO waits for answer_hello() */
   uint64_t hello_id;
 } peer_t;
@@ -43,11 +39,11 @@ typedef int (*script_fn)(peer_t *peer, const rn_rnp_frame_t *f);
 
 static rn_loop_t *loop;
 static uv_loop_t *uv;
-static uv_tcp_t listener;
+static test_peer_t server1;
 /* A second server, for tests with two endpoints: the same scripts, its own
  * HELLO limits. */
-static uv_tcp_t listener2;
-static int listener2_open;
+static test_peer_t server2;
+static int server2_open;
 static char endpoint2[96];
 static uint32_t hello_max_frame2;
 static peer_t peers[MAX_PEERS];
@@ -76,23 +72,11 @@ static int expired_seen; /* requests refused for a DEADLINE of 0 */
 /* ------------------------------------------------------------------------ */
 /* The scripted server                                                        */
 
-static void write_done(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
 static void peer_send(peer_t *peer, const rn_rnp_frame_t *f) {
   rn_buf_t out;
-  uv_write_t *req;
-  uv_buf_t buf;
-  if (!peer->open) return;
   rn_buf_init(&out);
   ASSERT_OK(rn_rnp_encode(&out, f, RN_DEFAULT_MAX_FRAME));
-  req = malloc(sizeof(*req) + out.len);
-  ASSERT(req != NULL);
-  memcpy(req + 1, out.base, out.len);
-  buf = uv_buf_init((char *)(req + 1), (unsigned)out.len);
-  ASSERT_OK(uv_write(req, (uv_stream_t *)&peer->tcp, &buf, 1, write_done));
+  test_peer_send(peer->conn, out.base, out.len);
   rn_buf_free(&out);
 }
 
@@ -194,40 +178,13 @@ static void hold(peer_t *peer, const rn_rnp_frame_t *f) {
   h->body[h->len] = '\0';
 }
 
-static void peer_closed(uv_handle_t *handle) {
-  peer_t *peer = handle->data;
-  rn_buf_free(&peer->in);
-}
-
-static void peer_close(peer_t *peer, int reset) {
-  if (!peer->open) return;
-  peer->open = 0;
-  if (reset) {
-    ASSERT_OK(uv_tcp_close_reset(&peer->tcp, peer_closed));
-  } else {
-    uv_close((uv_handle_t *)&peer->tcp, peer_closed);
-  }
-}
-
-static void peer_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  peer_t *peer = h->data;
-  ASSERT_OK(rn_buf_reserve(&peer->in, size));
-  *buf = uv_buf_init(peer->in.base + peer->in.len, (unsigned)size);
-}
-
-static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  peer_t *peer = s->data;
+/* The script of every connection: the frames read so far, in order. */
+static void rnp_script(test_peer_conn_t *c) {
+  peer_t *peer = c->data;
   size_t pos = 0;
-  (void)buf;
-  if (nread < 0) {
-    peer->closed_by_client = 1;
-    peer_close(peer, 0);
-    return;
-  }
-  peer->in.len += (size_t)nread;
-  while (peer->open) {
+  while (c->open) {
     rn_rnp_frame_t f;
-    int r = rn_rnp_parse(peer->in.base + pos, peer->in.len - pos,
+    int r = rn_rnp_parse(c->in.base + pos, c->in.len - pos,
                          RN_DEFAULT_MAX_FRAME, &f);
     if (r == 0) break;
     ASSERT_EQ(r, 1);
@@ -267,39 +224,23 @@ static void peer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       if (script(peer, &f)) execute(&f);
     }
   }
-  rn_buf_consume(&peer->in, pos);
+  rn_buf_consume(&c->in, pos);
 }
 
-static void on_connection(uv_stream_t *l, int status) {
+static void on_accept(test_peer_conn_t *c) {
   peer_t *peer;
-  ASSERT_OK(status);
   ASSERT_LT(npeers, MAX_PEERS);
   peer = &peers[npeers++];
   memset(peer, 0, sizeof(*peer));
-  rn_buf_init(&peer->in);
-  ASSERT_OK(uv_tcp_init(uv, &peer->tcp));
-  peer->tcp.data = peer;
-  peer->second = l == (uv_stream_t *)&listener2;
-  ASSERT_OK(uv_accept(l, (uv_stream_t *)&peer->tcp));
-  /* Frames leave as they are written: Nagle would hold a GOAWAY sent
-   * right after a reply until the client's delayed ACK. */
-  ASSERT_OK(uv_tcp_nodelay(&peer->tcp, 1));
-  peer->open = 1;
-  peer->accepted_at = uv_now(uv);
-  ASSERT_OK(uv_read_start((uv_stream_t *)&peer->tcp, peer_alloc, peer_read));
+  peer->conn = c;
+  peer->second = c->peer == &server2;
+  c->data = peer;
 }
 
-static void listen_on(uv_tcp_t *l, char *name, size_t size) {
-  struct sockaddr_in addr;
-  struct sockaddr_storage bound;
-  int len = sizeof(bound);
-  ASSERT_OK(uv_tcp_init(uv, l));
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
-  ASSERT_OK(uv_tcp_bind(l, (const struct sockaddr *)&addr, 0));
-  ASSERT_OK(uv_listen((uv_stream_t *)l, 16, on_connection));
-  ASSERT_OK(uv_tcp_getsockname(l, (struct sockaddr *)&bound, &len));
-  snprintf(name, size, "127.0.0.1:%d",
-           ntohs(((struct sockaddr_in *)&bound)->sin_port));
+static void listen_on(test_peer_t *server, char *name, size_t size) {
+  test_peer_start(server, uv, rnp_script);
+  server->on_accept = on_accept;
+  snprintf(name, size, "%s", server->endpoint);
 }
 
 static void server_start(script_fn fn) {
@@ -310,22 +251,20 @@ static void server_start(script_fn fn) {
   hello_max_frame = hello_max_concurrent = hello_max_frame2 = 0;
   ping_hook = NULL;
   script = fn;
-  listen_on(&listener, endpoint, sizeof(endpoint));
+  listen_on(&server1, endpoint, sizeof(endpoint));
 }
 
 /* The second server (after server_start), announcing MAX_FRAME max_frame. */
 static void server_start_second(uint32_t max_frame) {
   hello_max_frame2 = max_frame;
-  listen_on(&listener2, endpoint2, sizeof(endpoint2));
-  listener2_open = 1;
+  listen_on(&server2, endpoint2, sizeof(endpoint2));
+  server2_open = 1;
 }
 
 static void server_stop(void) {
-  int i;
-  for (i = 0; i < npeers; i++) peer_close(&peers[i], 0);
-  uv_close((uv_handle_t *)&listener, NULL);
-  if (listener2_open) uv_close((uv_handle_t *)&listener2, NULL);
-  listener2_open = 0;
+  test_peer_stop(&server1);
+  if (server2_open) test_peer_stop(&server2);
+  server2_open = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -411,37 +350,6 @@ static void call(rn_pool_t *pool, int n, int idempotent, const char *key,
   rn_buf_free(&frame);
 }
 
-static void run_until(int n_completed, uint64_t max_ms) {
-  uint64_t start = uv_now(uv);
-  while (completed < n_completed && uv_now(uv) - start < max_ms)
-    uv_run(uv, UV_RUN_ONCE);
-  ASSERT_EQ(completed, n_completed);
-}
-
-/* Runs the loop until *flag is non-zero, at most max_ms. */
-static void run_until_flag(const int *flag, uint64_t max_ms) {
-  uint64_t start = uv_now(uv);
-  while (!*flag && uv_now(uv) - start < max_ms) uv_run(uv, UV_RUN_ONCE);
-  ASSERT(*flag);
-}
-
-static int run_for_done;
-static void run_for_due(uv_timer_t *t) {
-  (void)t;
-  run_for_done = 1;
-}
-
-/* Lets the loop run for ms (waits on time itself). */
-static void run_for(uint64_t ms) {
-  uv_timer_t t;
-  run_for_done = 0;
-  ASSERT_OK(uv_timer_init(uv, &t));
-  ASSERT_OK(uv_timer_start(&t, run_for_due, ms, 0));
-  while (!run_for_done) uv_run(uv, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(uv, UV_RUN_NOWAIT);
-}
-
 static void setup(void) {
   completed = 0;
   tune = NULL;
@@ -478,7 +386,7 @@ static void test_out_of_order(void) {
   server_start(script_hold_100);
   pool = pool_new(1);
   for (i = 0; i < 100; i++) call(pool, i, 0, NULL, 0);
-  run_until(100, 5000);
+  RUN_UNTIL(uv, completed == 100, 5000);
   for (i = 0; i < 100; i++) {
     char want[16];
     int len = snprintf(want, sizeof(want), "%d", i);
@@ -524,7 +432,7 @@ static void test_not_executed(void) {
   refusal_retry_after = 40;
   start = rn_loop_now(loop);
   call(pool, 1, 0, NULL, 0);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(results[1].attempts, 3);
   ASSERT_EQ(executions[1], 1);
@@ -534,7 +442,7 @@ static void test_not_executed(void) {
   refusals = 1;
   refusal_retry_after = 10000;
   call(pool, 2, 0, NULL, 500);
-  run_until(2, 3000);
+  RUN_UNTIL(uv, completed == 2, 3000);
   ASSERT_EQ(results[2].status, RN_EOVERLOAD);
   ASSERT_EQ(results[2].maybe_executed, 0);
   ASSERT_EQ(executions[2], 0);
@@ -573,19 +481,14 @@ static void test_goaway(void) {
   server_start(script_goaway);
   pool = pool_new(1);
   for (i = 0; i < 4; i++) call(pool, i, 0, NULL, 0); /* not idempotent */
-  run_until(4, 5000);
+  RUN_UNTIL(uv, completed == 4, 5000);
   for (i = 0; i < 4; i++) {
     ASSERT_OK(results[i].status);
     ASSERT_EQ(executions[i], 1);
   }
   ASSERT_EQ(npeers, 2);
-  {
-    /* The client hangs up once the two replies it was owed are in. */
-    uint64_t start = uv_now(uv);
-    while (!peers[0].closed_by_client && uv_now(uv) - start < 3000)
-      uv_run(uv, UV_RUN_ONCE);
-  }
-  ASSERT(peers[0].closed_by_client);
+  /* The client hangs up once the two replies it was owed are in. */
+  RUN_UNTIL(uv, peers[0].conn->closed_by_client, 3000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.goaways, 1);
   ASSERT_EQ(st.not_executed, 2);
@@ -596,7 +499,7 @@ static void test_goaway(void) {
  * as the server may well have run it); later ones answer. */
 static int script_reset_first(peer_t *peer, const rn_rnp_frame_t *f) {
   if (peer == &peers[0]) {
-    peer_close(peer, 1);
+    test_peer_reset(peer->conn);
     return 1;
   }
   send_reply(peer, f->id, f->payload, f->payload_len);
@@ -612,7 +515,7 @@ static void test_key_makes_retry_safe(void) {
 
   /* Keyed: a server with dedupe runs it once, so it may be sent again. */
   call(pool, 1, 0, "order-17", 0);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(results[1].attempts, 2);
   ASSERT_STR_EQ(last_key, "order-17"); /* the same key on the retry */
@@ -626,7 +529,7 @@ static void test_key_makes_retry_safe(void) {
   server_start(script_reset_first);
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 0);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_NE(results[1].status, 0);
   ASSERT_EQ(results[1].maybe_executed, 1);
   ASSERT_EQ(results[1].attempts, 1);
@@ -659,7 +562,7 @@ static void test_new_incarnation(void) {
   pool = pool_new(4);
   call(pool, 1, 0, NULL, 0);
   call(pool, 2, 0, NULL, 0);
-  run_until(2, 3000);
+  RUN_UNTIL(uv, completed == 2, 3000);
   ASSERT_EQ(npeers, 2);
 
   /* Three calls at once: the idle pair takes two, the third queues
@@ -672,23 +575,14 @@ static void test_new_incarnation(void) {
   call(pool, 3, 0, NULL, 0);
   call(pool, 4, 0, NULL, 0);
   call(pool, 5, 0, NULL, 0);
-  run_until(5, 3000);
-  {
-    uint64_t start = uv_now(uv);
-    while (held_hello.peer == NULL && uv_now(uv) - start < 3000)
-      uv_run(uv, UV_RUN_ONCE);
-  }
+  RUN_UNTIL(uv, completed == 5, 3000);
+  RUN_UNTIL(uv, held_hello.peer != NULL, 3000);
   ASSERT(held_hello.peer == &peers[2]);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.evictions.stale, 0);
   send_hello(held_hello.peer, held_hello.id);
-  {
-    uint64_t start = uv_now(uv);
-    while (st.evictions.stale < 2 && uv_now(uv) - start < 3000) {
-      uv_run(uv, UV_RUN_ONCE);
-      rn_pool_stats(pool, &st);
-    }
-  }
+  RUN_UNTIL(uv, test_pool_stats(pool).evictions.stale >= 2, 3000);
+  st = test_pool_stats(pool);
   ASSERT_EQ(st.evictions.stale, 2);
   ASSERT_EQ(st.open, 1);
   teardown(pool);
@@ -709,17 +603,16 @@ static void test_goaway_on_idle_connection_unpolled(void) {
   server_start(script_echo);
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 0);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(npeers, 1);
 
-  /* Not held back by Nagle behind the reply's unacknowledged segment: on
-   * loopback the GOAWAY is in the client's socket when the write returns. */
-  ASSERT_OK(uv_tcp_nodelay(&peers[0].tcp, 1));
+  /* The peer's sockets have TCP_NODELAY: on loopback the GOAWAY is in the
+   * client's socket when the write returns. */
   send_goaway(&peers[0], peers[0].last_request_id);
   usleep(5 * 1000); /* past the loop's last poll: the check will look */
   call(pool, 2, 0, NULL, 0);
-  run_until(2, 3000);
+  RUN_UNTIL(uv, completed == 2, 3000);
   ASSERT_OK(results[2].status);
   ASSERT_EQ(executions[2], 1);
   ASSERT_EQ(npeers, 2); /* answered on a new connection */
@@ -742,7 +635,7 @@ static void test_unknown_id(void) {
   server_start(script_wrong_id);
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 300);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_NE(results[1].status, 0);
   ASSERT_EQ(results[1].maybe_executed, 1);
   rn_pool_stats(pool, &st);
@@ -791,7 +684,7 @@ static void test_goaway_pong_of_earlier_ping_is_expected(void) {
   tune = tune_fast_heartbeat;
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 0); /* not idempotent: no second chance */
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_OK(results[1].status);
   ASSERT_MEM_EQ(results[1].body, "1", 1);
   ASSERT_EQ(executions[1], 1);
@@ -799,12 +692,7 @@ static void test_goaway_pong_of_earlier_ping_is_expected(void) {
   ASSERT_EQ(st.goaways, 1);
   ASSERT_EQ(st.evictions.unexpected, 0);
   /* Drained: the client hangs up itself. */
-  {
-    uint64_t start = uv_now(uv);
-    while (!peers[0].closed_by_client && uv_now(uv) - start < 3000)
-      uv_run(uv, UV_RUN_ONCE);
-  }
-  ASSERT(peers[0].closed_by_client);
+  RUN_UNTIL(uv, peers[0].conn->closed_by_client, 3000);
   teardown(pool);
 }
 
@@ -835,33 +723,33 @@ static void test_goaway_tombstone_keeps_pinging(void) {
   tune = tune_fast_heartbeat;
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 0);
-  run_until_flag(&pings_seen, 3000); /* the ping goes after request 1 */
+  RUN_UNTIL(uv, pings_seen, 3000); /* the ping goes after request 1 */
   call(pool, 3, 0, NULL, 0);         /* accepted: the GOAWAY's last */
   next_attempt_timeout = 30;
   call(pool, 2, 0, NULL, 0);         /* abandoned: a tombstone above it */
   next_attempt_timeout = 0;
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_EQ(results[2].status, UV_ETIMEDOUT);
   ASSERT_EQ(nheld, 3);
   ASSERT_LT(held_ping_id, held[1].id);
   ASSERT_LT(held[1].id, held[2].id);
-  run_for(150);
+  test_run_for(uv, 150);
   send_goaway(&peers[0], held[1].id);
   /* Past the moment the heartbeat looks again (the ping's silence
    * deadline, 600 ms after the first request), before the one counted
    * from the GOAWAY. */
-  run_for(500);
+  test_run_for(uv, 500);
   ASSERT_EQ(pings_seen, 1);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.heartbeats, 1);
   answer_held(0);
   answer_held(1);
-  run_until(3, 3000);
+  RUN_UNTIL(uv, completed == 3, 3000);
   ASSERT_OK(results[1].status);
   ASSERT_OK(results[3].status);
   ASSERT_EQ(executions[2], 0);
   /* The ping stays unanswered. */
-  run_until_flag(&peers[0].closed_by_client, 3000);
+  RUN_UNTIL(uv, peers[0].conn->closed_by_client, 3000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.open, 0);
   ASSERT_EQ(st.dead_peers, 0);
@@ -902,7 +790,7 @@ static void test_hedge_answers_slow_call(void) {
   start = uv_now(uv);
   next_hedge_delay = 30;
   call(pool, 1, 1, NULL, 2000);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_OK(results[1].status);
   ASSERT_MEM_EQ(results[1].body, "1", 1);
   ASSERT_LT(results[1].at - start, 1000); /* not the deadline */
@@ -939,14 +827,14 @@ static void test_refused_hedge_not_sent(void) {
   pool = pool_new(2);
   next_hedge_delay = 30;
   call(pool, 1, 1, NULL, 2000);
-  run_until_flag(&hedge_refused, 3000);
-  run_for(20); /* the refusal is read */
+  RUN_UNTIL(uv, hedge_refused, 3000);
+  test_run_for(uv, 20); /* the refusal is read */
   ASSERT_EQ(completed, 0);
   ASSERT_EQ(nheld, 1);
   /* The first attempt: refused too, with a pause past the deadline. */
   send_error(held[0].peer, held[0].id, RN_RNP_ERR_OVERLOADED,
              RN_RNP_NOT_EXECUTED, 10000);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_EQ(results[1].status, RN_EOVERLOAD);
   ASSERT_EQ(results[1].maybe_executed, 0);
   ASSERT_EQ(executions[1], 0);
@@ -967,13 +855,13 @@ static void test_keyed_call_not_hedged(void) {
   pool = pool_new(2);
   next_hedge_delay = 20;
   call(pool, 1, 1, "order-18", 2000);
-  run_until_flag(&nheld, 3000);
-  run_for(200); /* ten hedge delays */
+  RUN_UNTIL(uv, nheld, 3000);
+  test_run_for(uv, 200); /* ten hedge delays */
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.hedges, 0);
   ASSERT_EQ(requests_seen, 1);
   answer_held(0);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(executions[1], 1);
   teardown(pool);
@@ -1011,7 +899,7 @@ static void test_server_max_frame(void) {
   /* Before any HELLO: accepted, then failed once the limit is heard. */
   ASSERT_OK(call_sized(pool, 1, 100));
   ASSERT_OK(call_sized(pool, 2, 10));
-  run_until(2, 3000);
+  RUN_UNTIL(uv, completed == 2, 3000);
   ASSERT_EQ(results[1].status, RN_EFRAMESIZE);
   ASSERT_EQ(results[1].maybe_executed, 0);
   ASSERT_EQ(results[1].attempts, 0);
@@ -1021,7 +909,7 @@ static void test_server_max_frame(void) {
   /* Now known: refused at once, no callback. */
   ASSERT_EQ(call_sized(pool, 3, 100), RN_EFRAMESIZE);
   ASSERT_OK(call_sized(pool, 4, 40)); /* 52 bytes with the header */
-  run_until(3, 3000);
+  RUN_UNTIL(uv, completed == 3, 3000);
   ASSERT_OK(results[4].status);
   ASSERT_EQ(results[3].fired, 0);
   ASSERT_EQ(requests_seen, 2);
@@ -1070,7 +958,7 @@ static void test_server_max_concurrent(void) {
   ASSERT_OK(uv_timer_start(&answer_timer, answer_all, 5, 5));
   pool = pool_new(1);
   for (i = 0; i < 20; i++) call(pool, i, 0, NULL, 0);
-  run_until(20, 5000);
+  RUN_UNTIL(uv, completed == 20, 5000);
   for (i = 0; i < 20; i++) {
     ASSERT_OK(results[i].status);
     ASSERT_EQ(executions[i], 1);
@@ -1104,13 +992,13 @@ static void test_goaway_retry_after(void) {
   server_start(script_goaway_retry_after);
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 0);
-  run_until(1, 3000);
-  run_for(20); /* the GOAWAY is read */
+  RUN_UNTIL(uv, completed == 1, 3000);
+  test_run_for(uv, 20); /* the GOAWAY is read */
   call(pool, 2, 0, NULL, 2000);
-  run_until(2, 3000);
+  RUN_UNTIL(uv, completed == 2, 3000);
   ASSERT_OK(results[2].status);
   ASSERT_EQ(npeers, 2);
-  ASSERT_GE(peers[1].accepted_at - goaway_at, 290);
+  ASSERT_GE(peers[1].conn->accepted_at - goaway_at, 290);
   ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
   ASSERT_EQ(info.failures, 0);
   teardown(pool);
@@ -1156,7 +1044,7 @@ static void test_max_frame_per_endpoint(void) {
   pool = pool_new(8);
   /* Before any HELLO: large and small calls, all accepted. */
   for (i = 0; i < 20; i++) ASSERT_OK(call_sized(pool, i, i % 2 ? 100 : 10));
-  run_until(20, 5000);
+  RUN_UNTIL(uv, completed == 20, 5000);
   for (i = 0; i < 20; i++) {
     ASSERT_OK(results[i].status);
     ASSERT_EQ(executions[i], 1);
@@ -1164,7 +1052,7 @@ static void test_max_frame_per_endpoint(void) {
   /* Both limits known now: large calls are still accepted, and go only
    * to the server that takes them. */
   for (i = 20; i < 40; i++) ASSERT_OK(call_sized(pool, i, i % 2 ? 100 : 10));
-  run_until(40, 5000);
+  RUN_UNTIL(uv, completed == 40, 5000);
   for (i = 20; i < 40; i++) {
     ASSERT_OK(results[i].status);
     ASSERT_EQ(executions[i], 1);
@@ -1215,7 +1103,6 @@ static void tune_min_idle_4(rn_pool_options_t *o) { o->min_idle = 4; }
 static void test_server_max_concurrent_is_server_wide(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  uint64_t start;
   int i;
   setup();
   server_start(script_two_at_once_server_wide);
@@ -1223,16 +1110,12 @@ static void test_server_max_concurrent_is_server_wide(void) {
   overloaded_refusals = server_outstanding = server_max_outstanding = 0;
   tune = tune_min_idle_4; /* several connections, ready before the calls */
   pool = pool_new(8);     /* the default size */
-  start = uv_now(uv);
-  do {
-    uv_run(uv, UV_RUN_ONCE);
-    rn_pool_stats(pool, &st);
-  } while (st.idle < 4 && uv_now(uv) - start < 3000);
-  ASSERT_EQ(st.idle, 4);
+  RUN_UNTIL(uv, test_pool_stats(pool).idle >= 4, 3000);
+  ASSERT_EQ(test_pool_stats(pool).idle, 4);
   ASSERT_OK(uv_timer_init(uv, &answer_timer));
   ASSERT_OK(uv_timer_start(&answer_timer, answer_all_server_wide, 5, 5));
   for (i = 0; i < 20; i++) call(pool, i, 0, NULL, 0);
-  run_until(20, 5000);
+  RUN_UNTIL(uv, completed == 20, 5000);
   for (i = 0; i < 20; i++) {
     ASSERT_OK(results[i].status);
     ASSERT_EQ(executions[i], 1);
@@ -1292,21 +1175,21 @@ static void test_goaway_retry_after_capped(void) {
   tune = tune_short_reconnect_max;
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 0);
-  run_until(1, 3000);
-  run_until_flag(&goaway_seen, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
+  RUN_UNTIL(uv, goaway_seen, 3000);
   ASSERT_STR_EQ(goaway_reason, "retry_after_capped");
   ASSERT_EQ(goaway_hold, 400);
   call(pool, 2, 0, NULL, 100);
-  run_until(2, 3000);
+  RUN_UNTIL(uv, completed == 2, 3000);
   ASSERT_EQ(results[2].status, UV_ETIMEDOUT);
   ASSERT_EQ(results[2].maybe_executed, 0);
   ASSERT(strstr(results[2].body, "RETRY_AFTER holds connects back") != NULL);
   call(pool, 3, 0, NULL, 3000);
-  run_until(3, 3000);
+  RUN_UNTIL(uv, completed == 3, 3000);
   ASSERT_OK(results[3].status);
   ASSERT_EQ(npeers, 2);
-  ASSERT_GE(peers[1].accepted_at - goaway_at, 390);
-  ASSERT_LT(peers[1].accepted_at - goaway_at, 1000);
+  ASSERT_GE(peers[1].conn->accepted_at - goaway_at, 390);
+  ASSERT_LT(peers[1].conn->accepted_at - goaway_at, 1000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.retry_after_capped, 1);
   teardown(pool);
@@ -1319,17 +1202,11 @@ static void answer_hello(peer_t *peer) {
 }
 
 /* Runs the loop until cond() holds, at most max_ms. */
-static void run_until_cond(int (*cond)(void), uint64_t max_ms) {
-  uint64_t start = uv_now(uv);
-  while (!cond() && uv_now(uv) - start < max_ms) uv_run(uv, UV_RUN_ONCE);
-  ASSERT(cond());
-}
-
 static rn_pool_t *cond_pool;
 static int two_hellos_held(void) {
   return npeers == 2 && peers[0].hello_held && peers[1].hello_held;
 }
-static int first_closed(void) { return peers[0].closed_by_client; }
+static int first_closed(void) { return peers[0].conn->closed_by_client; }
 static int two_connects(void) {
   rn_pool_stats_t st;
   rn_pool_stats(cond_pool, &st);
@@ -1359,24 +1236,24 @@ static void test_goaway_hold_ends_when_server_answers(void) {
   hold_hellos = 1;
   call(pool, 1, 0, NULL, 0);
   call(pool, 2, 0, NULL, 0); /* a second connection opens */
-  run_until_cond(two_hellos_held, 3000);
+  RUN_UNTIL(uv, two_hellos_held(), 3000);
   answer_hello(&peers[0]);
-  run_until(2, 3000); /* both on the first connection */
+  RUN_UNTIL(uv, completed == 2, 3000); /* both on the first connection */
   send_goaway_after(&peers[0], peers[0].last_request_id, 0xFFFFFFFFu);
-  run_until_cond(first_closed, 3000);
+  RUN_UNTIL(uv, first_closed(), 3000);
   answer_hello(&peers[1]);
-  run_until_cond(two_connects, 3000);
+  RUN_UNTIL(uv, two_connects(), 3000);
   /* The second server connection goes away (EOF, no failure): a call
    * needs a new connect. */
-  peer_close(&peers[1], 0);
-  run_until_cond(none_open, 3000);
+  test_peer_close(peers[1].conn);
+  RUN_UNTIL(uv, none_open(), 3000);
   lost_at = uv_now(uv);
   hold_hellos = 0;
   call(pool, 3, 0, NULL, 1000);
-  run_until(3, 3000);
+  RUN_UNTIL(uv, completed == 3, 3000);
   ASSERT_OK(results[3].status);
   ASSERT_EQ(npeers, 3);
-  ASSERT_LT(peers[2].accepted_at - lost_at, 200);
+  ASSERT_LT(peers[2].conn->accepted_at - lost_at, 200);
   teardown(pool);
 }
 
@@ -1387,7 +1264,7 @@ static void test_goaway_hold_ends_when_server_answers(void) {
 static int script_protocol_error(peer_t *peer, const rn_rnp_frame_t *f) {
   (void)f;
   send_error(peer, 0, RN_RNP_ERR_PROTOCOL, 0, 0);
-  peer_close(peer, 0);
+  test_peer_close(peer->conn);
   return 0;
 }
 
@@ -1400,7 +1277,7 @@ static void test_server_protocol_error(void) {
   server_start(script_protocol_error);
   pool = pool_new(1);
   call(pool, 1, 0, NULL, 0);
-  run_until(1, 3000);
+  RUN_UNTIL(uv, completed == 1, 3000);
   ASSERT_EQ(results[1].status, RN_EPEERPROTOCOL);
   ASSERT_EQ(results[1].maybe_executed, 1); /* it was sent */
   rn_pool_stats(pool, &st);
@@ -1408,26 +1285,25 @@ static void test_server_protocol_error(void) {
   teardown(pool);
 }
 
-int main(void) {
-  TEST_RUN(test_out_of_order);
-  TEST_RUN(test_not_executed);
-  TEST_RUN(test_goaway);
-  TEST_RUN(test_key_makes_retry_safe);
-  TEST_RUN(test_new_incarnation);
-  TEST_RUN(test_unknown_id);
-  TEST_RUN(test_goaway_pong_of_earlier_ping_is_expected);
-  TEST_RUN(test_goaway_tombstone_keeps_pinging);
-  TEST_RUN(test_hedge_answers_slow_call);
-  TEST_RUN(test_refused_hedge_not_sent);
-  TEST_RUN(test_keyed_call_not_hedged);
-  TEST_RUN(test_server_max_frame);
-  TEST_RUN(test_server_max_concurrent);
-  TEST_RUN(test_goaway_retry_after);
-  TEST_RUN(test_max_frame_per_endpoint);
-  TEST_RUN(test_server_max_concurrent_is_server_wide);
-  TEST_RUN(test_goaway_retry_after_capped);
-  TEST_RUN(test_goaway_hold_ends_when_server_answers);
-  TEST_RUN(test_server_protocol_error);
-  TEST_RUN(test_goaway_on_idle_connection_unpolled);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_out_of_order)
+  TEST_ENTRY(test_not_executed)
+  TEST_ENTRY(test_goaway)
+  TEST_ENTRY(test_key_makes_retry_safe)
+  TEST_ENTRY(test_new_incarnation)
+  TEST_ENTRY(test_unknown_id)
+  TEST_ENTRY(test_goaway_pong_of_earlier_ping_is_expected)
+  TEST_ENTRY(test_goaway_tombstone_keeps_pinging)
+  TEST_ENTRY(test_hedge_answers_slow_call)
+  TEST_ENTRY(test_refused_hedge_not_sent)
+  TEST_ENTRY(test_keyed_call_not_hedged)
+  TEST_ENTRY(test_server_max_frame)
+  TEST_ENTRY(test_server_max_concurrent)
+  TEST_ENTRY(test_goaway_retry_after)
+  TEST_ENTRY(test_max_frame_per_endpoint)
+  TEST_ENTRY(test_server_max_concurrent_is_server_wide)
+  TEST_ENTRY(test_goaway_retry_after_capped)
+  TEST_ENTRY(test_goaway_hold_ends_when_server_answers)
+  TEST_ENTRY(test_server_protocol_error)
+  TEST_ENTRY(test_goaway_on_idle_connection_unpolled)
+TEST_LIST_END

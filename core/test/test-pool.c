@@ -22,16 +22,13 @@ static rn_request_t *held[16];
  * "hold" get no reply until the test releases them. */
 static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
                        size_t len) {
-  rn_buf_t out;
+  (void)srv;
   if (len >= 4 && memcmp(body, "hold", 4) == 0) {
     ASSERT_LT(held_count, 16);
     held[held_count++] = req;
     return;
   }
-  rn_buf_init(&out);
-  ASSERT_OK(rn_codec_encode(rn_server_codec(srv), &out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
+  test_reply(req, body, len);
 }
 
 static void on_server_closed(rn_server_t *srv) {
@@ -44,25 +41,14 @@ static void on_pool_closed(rn_pool_t *p) {
   pool_closed++;
 }
 
-/* Options for a pool of one endpoint (eps: room for it, kept by po). */
-static void one_endpoint_options(rn_pool_options_t *po, const char **eps,
-                                 const char *ep, rn_protocol_t protocol) {
-  rn_pool_options_init(po);
-  eps[0] = ep;
-  po->endpoints = eps;
-  po->endpoint_count = 1;
-  po->codec.protocol = protocol;
-}
-
 static void start(rn_protocol_t protocol, unsigned size) {
   rn_pool_options_t po;
-  const char *eps[1];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   server = test_start_server(loop, protocol, on_request, "127.0.0.1:0",
                              endpoint);
 
-  one_endpoint_options(&po, eps, endpoint, protocol);
+  test_pool_options(&po, endpoint, protocol);
   po.size = size;
   /* Calls made before the connection is up all wait in the pool's queue. */
   po.max_pending = PIPELINED;
@@ -131,8 +117,7 @@ static void test_pipelined(rn_protocol_t protocol) {
                 NULL);
   }
   /* max_pending bounds only calls waiting for a connection. */
-  while (replies < PIPELINED)
-    ASSERT(uv_run(rn_loop_uv(loop), UV_RUN_ONCE) != 0 || replies == PIPELINED);
+  RUN_UNTIL(rn_loop_uv(loop), replies >= PIPELINED, 10000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 1);
   ASSERT_EQ(st.completed, PIPELINED);
@@ -187,7 +172,7 @@ static void test_deadline_then_late_reply(void) {
   timed_out = late_ok = 0;
   encode_call("hold", 4, expect_timeout, NULL, &opts);
   t0 = uv_hrtime();
-  while (timed_out == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), timed_out != 0, 10000);
   ASSERT_GE((uv_hrtime() - t0) / 1000000, 40);
   ASSERT_EQ(held_count, 1);
 
@@ -197,7 +182,7 @@ static void test_deadline_then_late_reply(void) {
   ASSERT_OK(rn_request_reply(held[0], reply.base, reply.len));
   rn_buf_free(&reply);
   held_count = 0;
-  while (late_ok == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), late_ok != 0, 10000);
   ASSERT_EQ(timed_out, 1);
   stop();
 }
@@ -214,7 +199,7 @@ static void test_deadline_after_time_outside_loop(void) {
   usleep(200 * 1000); /* the program works a while without the loop */
   t0 = uv_hrtime();
   encode_call("hold", 4, expect_timeout_any, NULL, &opts);
-  while (timed_out == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), timed_out != 0, 10000);
   ASSERT_GE((uv_hrtime() - t0) / 1000000, 95);
   stop();
 }
@@ -238,13 +223,12 @@ static void on_second_pool_closed(rn_pool_t *p) {
 
 /* An IP literal needs no getaddrinfo on libuv's thread pool: its call is
  * answered with the process still single-threaded. A host name still
- * resolves (starting the thread pool, whose threads stay: this case runs
- * first). */
+ * resolves (starting the thread pool, whose threads stay: the literal is
+ * checked first, and the case has a process of its own). */
 static void test_literal_needs_no_lookup(void) {
   rn_pool_options_t po;
   rn_pool_t *named;
   char name[96];
-  const char *eps[1];
 
   if (thread_count() != 1) {
     printf("skipped: cannot count this process's threads\n");
@@ -253,14 +237,14 @@ static void test_literal_needs_no_lookup(void) {
   start(RN_PROTOCOL_LINE, 1);
   late_ok = 0;
   encode_call("next", 4, expect_ok, NULL, NULL);
-  while (late_ok == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), late_ok != 0, 10000);
   ASSERT_EQ(thread_count(), 1);
 
   snprintf(name, sizeof(name), "localhost%s", strrchr(endpoint, ':'));
-  one_endpoint_options(&po, eps, name, RN_PROTOCOL_LINE);
+  test_pool_options(&po, name, RN_PROTOCOL_LINE);
   ASSERT_OK(rn_pool_new(loop, &po, &named));
   encode_call_on(named, "next", 4, expect_ok, NULL, NULL);
-  while (late_ok == 1) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), late_ok != 1, 10000);
   ASSERT_GT(thread_count(), 1);
   second_pool_closed = 0;
   rn_pool_close(named, 0, on_second_pool_closed);
@@ -283,7 +267,6 @@ static void expect_refused(rn_pool_t *p, void *data, const rn_result_t *r) {
 
 static void test_refused(void) {
   rn_pool_options_t po;
-  const char *eps[1];
   rn_server_options_t so;
   rn_server_t *closed_server;
   char host[64];
@@ -301,7 +284,7 @@ static void test_refused(void) {
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
 
   snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", port);
-  one_endpoint_options(&po, eps, endpoint, RN_PROTOCOL_LINE);
+  test_pool_options(&po, endpoint, RN_PROTOCOL_LINE);
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   refused = 0;
   {
@@ -361,27 +344,103 @@ static void test_close_drains_then_fails(void) {
   start(RN_PROTOCOL_LINE, 1);
   closed_calls = 0;
   encode_call("hold", 4, expect_closed, (void *)(intptr_t)1, NULL);
-  while (held_count == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), held_count != 0, 10000);
   rn_pool_close(pool, 30, on_pool_closed);
   rn_buf_init(&frame);
   ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, "x", 1));
   ASSERT_EQ(rn_pool_call(pool, frame.base, frame.len, NULL, expect_closed, NULL),
             RN_ECLOSED);
   rn_buf_free(&frame);
-  while (pool_closed == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), pool_closed != 0, 10000);
   ASSERT_EQ(closed_calls, 1);
   pool_closed = 0;
   pool = NULL;
   stop();
 }
 
-int main(void) {
-  TEST_RUN(test_literal_needs_no_lookup); /* first: see there */
-  TEST_RUN(test_pipelined_line);
-  TEST_RUN(test_pipelined_length);
-  TEST_RUN(test_deadline_then_late_reply);
-  TEST_RUN(test_deadline_after_time_outside_loop);
-  TEST_RUN(test_refused);
-  TEST_RUN(test_close_drains_then_fails);
-  return 0;
+/* A call that found every connection over write_high_water waited; when the
+ * write finished nothing placed it, and it timed out against a server that
+ * answers at once. */
+static void test_calls_stranded_past_write_high_water(void) {
+  test_outcome_t a, b;
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+
+  loop = test_loop_open();
+  server = test_start_server(loop, RN_PROTOCOL_LINE, test_echo, "127.0.0.1:0",
+                             endpoint);
+  test_pool_line_options(&po, endpoint);
+  po.size = 1;
+  po.write_high_water = 1; /* any write in flight fills the connection */
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  test_call(pool, "warm", 0, &a);
+  RUN_UNTIL(rn_loop_uv(loop), a.fired, 2000);
+  ASSERT_OK(a.status);
+  test_call(pool, "one", 1000, &a);
+  test_call(pool, "two", 1000, &b);
+  st = test_pool_stats(pool);
+  ASSERT_EQ(st.in_flight, 1);
+  ASSERT_EQ(st.pending, 1);
+  RUN_UNTIL(rn_loop_uv(loop), a.fired && b.fired, 3000);
+  ASSERT_OK(a.status);
+  ASSERT_OK(b.status);
+  ASSERT_EQ(b.body_len, 3);
+  ASSERT_MEM_EQ(b.body, "two", 3);
+  rn_pool_close(pool, 0, NULL);
+  rn_server_close(server, NULL);
+  test_loop_close(loop);
 }
+
+/* With a cap on calls in flight per endpoint, a call may wait while its
+ * endpoint is full and another one is backing off. A reply that freed
+ * room did not place it: nothing dispatched until the other endpoint's
+ * reconnect, and the call timed out against an idle, healthy endpoint. */
+static void test_call_waits_past_room_freed_under_max_in_flight(void) {
+  test_peer_t a;
+  test_outcome_t held_call, waiting;
+  rn_pool_options_t po;
+  const char *list[2];
+
+  loop = test_loop_open();
+  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
+  test_pool_line_options(&po, a.endpoint);
+  po.size = 1;
+  list[0] = a.endpoint;
+  list[1] = "127.0.0.1:1"; /* refused: backs off for 5 s */
+  po.endpoints = list;
+  po.endpoint_count = 2;
+  po.min_idle = 1;
+  po.max_in_flight = 1;
+  po.reconnect.initial_ms = 5000;
+  po.reconnect.jitter = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  RUN_UNTIL(rn_loop_uv(loop),
+            test_pool_stats(pool).idle == 1 &&
+                test_pool_stats(pool).connect_failures == 1,
+            2000);
+
+  test_call(pool, "hold", 5000, &held_call); /* a is full */
+  RUN_UNTIL(rn_loop_uv(loop), test_peer_holding(&a) == 1, 2000);
+  test_call(pool, "y", 1000, &waiting); /* accepted: the other is not full */
+  ASSERT_EQ(test_pool_stats(pool).pending, 1);
+  test_peer_release(&a);
+  RUN_UNTIL(rn_loop_uv(loop), held_call.fired && waiting.fired, 2000);
+  ASSERT_OK(held_call.status);
+  ASSERT_OK(waiting.status);
+
+  test_pool_close_wait(loop, pool);
+  test_peer_stop(&a);
+  test_loop_close(loop);
+}
+
+TEST_LIST_START
+  TEST_ENTRY(test_literal_needs_no_lookup)
+  TEST_ENTRY(test_pipelined_line)
+  TEST_ENTRY(test_pipelined_length)
+  TEST_ENTRY(test_deadline_then_late_reply)
+  TEST_ENTRY(test_deadline_after_time_outside_loop)
+  TEST_ENTRY(test_refused)
+  TEST_ENTRY(test_close_drains_then_fails)
+  TEST_ENTRY(test_calls_stranded_past_write_high_water)
+  TEST_ENTRY(test_call_waits_past_room_freed_under_max_in_flight)
+TEST_LIST_END

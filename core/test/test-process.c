@@ -3,6 +3,7 @@
  * a close that kills and reaps what is still running. */
 #include "resilnet.h"
 #include "task.h"
+#include "wait.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -74,17 +75,9 @@ static rn_process_t *sh(const char *script, rn_stdio_mode_t mode) {
   return p;
 }
 
-static void tick(uv_timer_t *t) { (void)t; }
-
 /* Runs the loop until the child reported its exit (bounded). */
 static void run_until_exit(void) {
-  uv_timer_t t;
-  uint64_t deadline = uv_hrtime() + 10000000000ull;
-  uv_timer_init(uv, &t);
-  uv_timer_start(&t, tick, 5, 5);
-  while (exits == 0 && uv_hrtime() < deadline) uv_run(uv, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(uv, UV_RUN_NOWAIT); /* t lives on this stack */
+  RUN_UNTIL(uv, exits != 0, 10000);
   ASSERT_EQ(exits, 1);
 }
 
@@ -258,17 +251,8 @@ static void close_kills_group(void) {
   size_t i;
   setup();
   p = sh("sleep 30 & echo $!; wait", RN_STDIO_CALLBACK);
-  {
-    uv_timer_t t;
-    uint64_t deadline = uv_hrtime() + 10000000000ull;
-    uv_timer_init(uv, &t);
-    uv_timer_start(&t, tick, 5, 5);
-    while ((out1.len == 0 || memchr(out1.base, '\n', out1.len) == NULL) &&
-           uv_hrtime() < deadline)
-      uv_run(uv, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(uv, UV_RUN_NOWAIT);
-  }
+  RUN_UNTIL(uv, out1.len > 0 && memchr(out1.base, '\n', out1.len) != NULL,
+            10000);
   for (i = 0; i < out1.len && out1.base[i] != '\n'; i++)
     child = child * 10 + (out1.base[i] - '0');
   ASSERT_GT(child, 0);
@@ -281,14 +265,13 @@ static void close_kills_group(void) {
   ASSERT(strchr("Z-", wait_state(child, "Z-")) != NULL);
 }
 
-int main(void) {
-  TEST_RUN(exit_code);
-  TEST_RUN(output_callback);
-  TEST_RUN(output_file);
-  TEST_RUN(environment);
-  TEST_RUN(missing_program);
-  TEST_RUN(terminate);
-  TEST_RUN(stop_continue);
-  TEST_RUN(close_kills_group);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(exit_code)
+  TEST_ENTRY(output_callback)
+  TEST_ENTRY(output_file)
+  TEST_ENTRY(environment)
+  TEST_ENTRY(missing_program)
+  TEST_ENTRY(terminate)
+  TEST_ENTRY(stop_continue)
+  TEST_ENTRY(close_kills_group)
+TEST_LIST_END

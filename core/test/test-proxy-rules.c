@@ -14,27 +14,17 @@
 #include <uv.h>
 
 static rn_loop_t *loop;
-#include "run_until.h"
+#include "helpers.h"
 
 /* ------------------------------------------------------------------------ */
 /* The echo upstream: every byte goes back as it came; frames are counted   */
 
-#define MAX_PEERS 16
 #define MAX_SEEN 64
 
-typedef struct peer_s {
-  uv_tcp_t tcp;
-  rn_buf_t in;   /* an incomplete frame */
-  int unframed;  /* stopped parsing: garbage came */
-} peer_t;
-
-static uv_tcp_t up_listener;
-static peer_t peers[MAX_PEERS];
-static int npeers;
+static test_peer_t upstream_peer;
 static rn_codec_t up_codec;
 static int up_frames;               /* frames received, all connections */
 static char up_seen[MAX_SEEN][24];  /* their bodies, in arrival order */
-static uint64_t up_bytes;
 
 /* How many times the upstream received a frame with this body. */
 static int up_saw(const char *body) {
@@ -44,93 +34,38 @@ static int up_saw(const char *body) {
   return n;
 }
 
-static void up_count(peer_t *p) {
+/* The upstream's script: echo, then count the whole frames (an incomplete
+ * one stays in c->in; after garbage, c->data marks it unframed). */
+static void up_echo_and_count(test_peer_conn_t *c) {
   size_t pos = 0;
-  while (!p->unframed && pos < p->in.len) {
+  test_peer_send(c, c->in.base + c->in.len - c->fresh, c->fresh);
+  while (c->data == NULL && pos < c->in.len) {
     rn_frame_t f;
-    int r = rn_codec_frame(&up_codec, p->in.base + pos, p->in.len - pos, &f);
+    int r = rn_codec_frame(&up_codec, c->in.base + pos, c->in.len - pos, &f);
     if (r == 0) break;
     if (r < 0) {
-      p->unframed = 1;
+      c->data = &up_codec; /* unframed: stop parsing */
       break;
     }
     if (up_frames < MAX_SEEN)
       snprintf(up_seen[up_frames], sizeof(up_seen[0]), "%.*s",
-               (int)f.body_len, p->in.base + pos + f.body_offset);
+               (int)f.body_len, c->in.base + pos + f.body_offset);
     up_frames++;
     pos += f.size;
   }
-  rn_buf_consume(&p->in, pos);
-}
-
-static void up_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
-  (void)h;
-  buf->base = malloc(n);
-  buf->len = n;
-}
-
-static void up_write_done(uv_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-  free(req);
-}
-
-static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  peer_t *p = s->data;
-  if (nread > 0) {
-    uv_write_t *req = malloc(sizeof(*req));
-    uv_buf_t b = uv_buf_init(buf->base, (unsigned)nread);
-    up_bytes += (uint64_t)nread;
-    ASSERT_OK(rn_buf_append(&p->in, buf->base, (size_t)nread));
-    up_count(p);
-    req->data = buf->base;
-    if (uv_write(req, s, &b, 1, up_write_done) != 0) {
-      free(req);
-      free(buf->base);
-    }
-    return;
-  }
-  free(buf->base);
-  if (nread < 0) uv_read_stop(s);
-}
-
-static void up_on_connection(uv_stream_t *server, int status) {
-  peer_t *p;
-  ASSERT_OK(status);
-  ASSERT_LT(npeers, MAX_PEERS);
-  p = &peers[npeers++];
-  memset(p, 0, sizeof(*p));
-  rn_buf_init(&p->in);
-  ASSERT_OK(uv_tcp_init(server->loop, &p->tcp));
-  p->tcp.data = p;
-  ASSERT_OK(uv_accept(server, (uv_stream_t *)&p->tcp));
-  ASSERT_OK(uv_read_start((uv_stream_t *)&p->tcp, up_alloc, up_read));
+  if (c->data != NULL) pos = c->in.len;
+  rn_buf_consume(&c->in, pos);
 }
 
 static int up_start(const rn_codec_options_t *codec) {
-  struct sockaddr_in addr;
-  struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  npeers = up_frames = 0;
-  up_bytes = 0;
+  up_frames = 0;
   ASSERT_OK(rn_codec_init(&up_codec, codec));
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
-  ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &up_listener));
-  ASSERT_OK(uv_tcp_bind(&up_listener, (struct sockaddr *)&addr, 0));
-  ASSERT_OK(uv_listen((uv_stream_t *)&up_listener, 64, up_on_connection));
-  ASSERT_OK(uv_tcp_getsockname(&up_listener, (struct sockaddr *)&ss, &len));
-  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  test_peer_start(&upstream_peer, rn_loop_uv(loop), up_echo_and_count);
+  upstream_peer.on_end = TEST_PEER_END_KEEP;
+  return upstream_peer.port;
 }
 
-static void up_stop(void) {
-  int i;
-  uv_close((uv_handle_t *)&up_listener, NULL);
-  for (i = 0; i < npeers; i++) {
-    if (!uv_is_closing((uv_handle_t *)&peers[i].tcp))
-      uv_close((uv_handle_t *)&peers[i].tcp, NULL);
-    rn_buf_free(&peers[i].in);
-  }
-}
+static void up_stop(void) { test_peer_stop(&upstream_peer); }
 
 /* ------------------------------------------------------------------------ */
 /* Plain clients                                                              */
@@ -139,7 +74,7 @@ static int proxy_port;
 
 static void cl_connect(client_t *c) {
   cl_start(c, rn_loop_uv(loop), proxy_port);
-  RUN_UNTIL(c->connected != 0, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c->connected != 0, 5000);
   ASSERT_EQ(c->connected, 1);
 }
 
@@ -180,7 +115,8 @@ static void round_trip(client_t *c, const char *body) {
   frames(&b, body, NULL);
   frames(&want, body, NULL);
   send_frames(c, &b);
-  RUN_UNTIL(c->got.len >= before + want.len || ended(c), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c->got.len >= before + want.len || ended(c),
+            5000);
   ASSERT_EQ(c->got.len, before + want.len);
   ASSERT_MEM_EQ(c->got.base + before, want.base, want.len);
   rn_buf_free(&want);
@@ -235,7 +171,7 @@ static void start_codec(const rn_codec_options_t *codec) {
   len4.protocol = RN_PROTOCOL_LENGTH;
   ASSERT_OK(rn_codec_init(&length_codec, &len4));
   nevents = closed = 0;
-  open_loop();
+  loop = test_loop_open();
   snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", up_start(codec));
   rn_proxy_options_init(&o);
   o.listen = "127.0.0.1:0";
@@ -262,7 +198,7 @@ static void on_closed(rn_proxy_t *p) {
 static void stop(void) {
   rn_proxy_close(proxy, on_closed);
   up_stop();
-  finish();
+  test_loop_close(loop);
   ASSERT_EQ(closed, 1);
 }
 
@@ -278,7 +214,8 @@ static uint64_t rule(rn_rule_kind_t kind, uint64_t n, rn_rule_action_t action) {
 }
 
 /* Events come on a later loop turn: wait for the n-th of a type. */
-#define WAIT_EV(type, fault, n) RUN_UNTIL(ev((type), (fault)) >= (n), 5000)
+#define WAIT_EV(type, fault, n)                                               \
+  RUN_UNTIL(rn_loop_uv(loop), ev((type), (fault)) >= (n), 5000)
 
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                      */
@@ -288,7 +225,7 @@ static void bad_options(void) {
   rn_rule_options_t r;
   rn_proxy_t *p;
   uint64_t id;
-  open_loop();
+  loop = test_loop_open();
   rn_proxy_options_init(&o);
   o.listen = "127.0.0.1:0";
   o.upstream = "127.0.0.1:1";
@@ -319,7 +256,7 @@ static void bad_options(void) {
   ASSERT_EQ(rn_proxy_fault_remove(p, id), UV_ENOENT);
   rn_proxy_close(p, NULL);
   ASSERT_EQ(rn_proxy_rule_add(p, &r, &id), RN_ECLOSED);
-  finish();
+  test_loop_close(loop);
 }
 
 /* The third request the proxy sees, whichever connection it comes on, is
@@ -339,7 +276,7 @@ static void fail_nth_reset(void) {
     frames(&req, "three", NULL);
     send_frames(&a, &req);
   }
-  RUN_UNTIL(ended(&a), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), ended(&a), 5000);
   ASSERT(reset_seen(&a));
   ASSERT_EQ(a.got.len, 4 + 3); /* the echo of "one" only */
   /* The other connection and new ones carry on; the count goes on. */
@@ -379,7 +316,7 @@ static void fail_nth_drop(void) {
   frames(&req, "r1", "r2", "r3", NULL);
   frames(&want, "r1", "r3", NULL);
   send_frames(&c, &req);
-  RUN_UNTIL(c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= want.len, 5000);
   round_trip(&c, "r4"); /* anything late would have come before this */
   frames(&want, "r4", NULL);
   assert_got(&c, &want);
@@ -407,7 +344,7 @@ static void fail_nth_close(void) {
   frames(&req, "x1", "x2", "x3", NULL);
   frames(&want, "x1", NULL);
   send_frames(&c, &req);
-  RUN_UNTIL(ended(&c), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), ended(&c), 5000);
   ASSERT(!reset_seen(&c));
   ASSERT_EQ(c.eof, 1);
   ASSERT_EQ(up_frames, 1);
@@ -438,7 +375,7 @@ static void fail_first(void) {
     rn_buf_init(&req);
     frames(&req, "again", NULL);
     send_frames(&c[i], &req);
-    RUN_UNTIL(ended(&c[i]), 5000);
+    RUN_UNTIL(rn_loop_uv(loop), ended(&c[i]), 5000);
     ASSERT(reset_seen(&c[i]));
     ASSERT_EQ(c[i].got.len, 0);
   }
@@ -471,7 +408,7 @@ static void drop_every_third_reply(void) {
   frames(&req, "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", NULL);
   frames(&want, "q1", "q2", "q4", "q5", "q7", "q8", NULL);
   send_frames(&c, &req);
-  RUN_UNTIL(up_frames == 9 && c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), up_frames == 9 && c.got.len >= want.len, 5000);
   round_trip(&c, "q10"); /* the tenth passes; nothing may precede it */
   frames(&want, "q10", NULL);
   assert_got(&c, &want);
@@ -533,21 +470,21 @@ static void frame_split(void) {
   rn_buf_init(&req);
   frames(&req, "split-one", NULL);
   cl_send(&c, req.base, 6);
-  RUN_UNTIL(!rn_list_empty(&proxy->conns), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), !rn_list_empty(&proxy->conns), 5000);
   pc = RN_CONTAINER_OF(proxy->conns.next, rn_proxy_conn_t, node);
-  RUN_UNTIL(pc->up.partial.len == 6, 5000);
-  ASSERT_EQ(up_bytes, 0);
+  RUN_UNTIL(rn_loop_uv(loop), pc->up.partial.len == 6, 5000);
+  ASSERT_EQ(upstream_peer.bytes, 0);
   cl_send(&c, req.base + 6, req.len - 6);
   rn_buf_free(&req);
   rn_buf_init(&want);
   frames(&want, "split-one", NULL);
-  RUN_UNTIL(c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= want.len, 5000);
   /* It was the first request; the second is the one that goes. */
   rn_buf_init(&req);
   frames(&req, "two", "three", NULL);
   send_frames(&c, &req);
   frames(&want, "three", NULL);
-  RUN_UNTIL(c.got.len >= want.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= want.len, 5000);
   assert_got(&c, &want);
   ASSERT_EQ(up_frames, 2);
   ASSERT_EQ(up_saw("two"), 0);
@@ -573,20 +510,20 @@ static void garbage_falls_back_to_bytes(void) {
   cl_connect(&c);
   cl_send(&c, ping, strlen(ping));
   n += strlen(ping);
-  RUN_UNTIL(c.got.len >= n, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= n, 5000);
   cl_send(&c, junk, strlen(junk));
   n += strlen(junk);
-  RUN_UNTIL(c.got.len >= n, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= n, 5000);
   /* Would be the second request, but the stream is bytes by now. */
   cl_send(&c, ping, strlen(ping));
   n += strlen(ping);
-  RUN_UNTIL(c.got.len >= n || ended(&c), 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c.got.len >= n || ended(&c), 5000);
   ASSERT(!ended(&c));
   ASSERT_EQ(c.got.len, n);
   ASSERT_MEM_EQ(c.got.base, ping, strlen(ping));
   ASSERT_MEM_EQ(c.got.base + strlen(ping), junk, strlen(junk));
   ASSERT_MEM_EQ(c.got.base + strlen(ping) + strlen(junk), ping, strlen(ping));
-  ASSERT_EQ(up_bytes, n);
+  ASSERT_EQ(upstream_peer.bytes, n);
   WAIT_EV("frame_error", 0, 2); /* up, then down as the echo came back */
   e = ev_first("frame_error");
   ASSERT_EQ(e->status, RN_EBADFRAME);
@@ -632,7 +569,7 @@ static void rnp_counts_requests_only(void) {
   ASSERT_OK(rn_rnp_encode(&out, &f, 1 << 20));
   cl_connect(&c);
   cl_send(&c, out.base, out.len);
-  RUN_UNTIL(up_frames >= 3, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), up_frames >= 3, 5000);
   ASSERT_EQ(up_saw("first"), 0);
   ASSERT_EQ(up_saw("second"), 1);
   ASSERT_EQ(up_frames, 3); /* HELLO, PING, the second REQUEST */
@@ -643,16 +580,15 @@ static void rnp_counts_requests_only(void) {
   cl_free(&c);
 }
 
-int main(void) {
-  TEST_RUN(bad_options);
-  TEST_RUN(fail_nth_reset);
-  TEST_RUN(fail_nth_drop);
-  TEST_RUN(fail_nth_close);
-  TEST_RUN(fail_first);
-  TEST_RUN(drop_every_third_reply);
-  TEST_RUN(rules_change_live);
-  TEST_RUN(frame_split);
-  TEST_RUN(garbage_falls_back_to_bytes);
-  TEST_RUN(rnp_counts_requests_only);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(bad_options)
+  TEST_ENTRY(fail_nth_reset)
+  TEST_ENTRY(fail_nth_drop)
+  TEST_ENTRY(fail_nth_close)
+  TEST_ENTRY(fail_first)
+  TEST_ENTRY(drop_every_third_reply)
+  TEST_ENTRY(rules_change_live)
+  TEST_ENTRY(frame_split)
+  TEST_ENTRY(garbage_falls_back_to_bytes)
+  TEST_ENTRY(rnp_counts_requests_only)
+TEST_LIST_END

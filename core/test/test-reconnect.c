@@ -75,7 +75,6 @@ static void dead_endpoint(char *ep) {
 static void test_backoff_bounds(void) {
   rn_pool_options_t po;
   rn_pool_t *pool;
-  const char *eps[1];
   char ep[96];
   int i;
   uv_timer_t watch;
@@ -86,11 +85,7 @@ static void test_backoff_bounds(void) {
   ASSERT_OK(rn_loop_new(NULL, &loop));
   dead_endpoint(ep);
 
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_LINE;
+  test_pool_options(&po, ep, RN_PROTOCOL_LINE);
   po.on_event = on_event;
   po.reconnect.initial_ms = 5;
   po.reconnect.multiplier = 1.6;
@@ -150,7 +145,6 @@ static void test_backoff_bounds(void) {
 static void test_backoff_grows_once_per_failure(void) {
   rn_pool_options_t po;
   rn_pool_t *pool;
-  const char *eps[1];
   char ep[96];
   static const char frame[] = "x\n";
   rn_call_options_t opts = {.timeout_ms = 30000};
@@ -160,11 +154,7 @@ static void test_backoff_grows_once_per_failure(void) {
   connects = closes = failed = 0;
   ASSERT_OK(rn_loop_new(NULL, &loop));
   dead_endpoint(ep);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_LINE;
+  test_pool_options(&po, ep, RN_PROTOCOL_LINE);
   po.on_event = on_event;
   po.reconnect.initial_ms = 100;
   po.reconnect.multiplier = 3;
@@ -195,16 +185,6 @@ static void test_backoff_grows_once_per_failure(void) {
  * counted, the backoff does not grow, and once descriptors are free again
  * the next connect goes at once. */
 
-static void echo_line(rn_server_t *server, rn_request_t *req,
-                      const char *body, size_t len) {
-  rn_buf_t out;
-  (void)server;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_codec_encode(rn_server_codec(server), &out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
-
 static int emfile_status, emfile_done;
 static uint64_t emfile_at;
 
@@ -225,20 +205,15 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
   rn_endpoint_info_t info;
-  const char *eps[1];
   char ep[96];
   static const char frame[] = "x\n";
   rn_call_options_t opts = {.timeout_ms = 300};
   uint64_t start;
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
-  server = test_start_server(loop, RN_PROTOCOL_LINE, echo_line, "127.0.0.1:0",
+  server = test_start_server(loop, RN_PROTOCOL_LINE, test_echo, "127.0.0.1:0",
                              ep);
-  rn_pool_options_init(&po);
-  eps[0] = ep;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_LINE;
+  test_pool_options(&po, ep, RN_PROTOCOL_LINE);
   po.heartbeat.interval_ms = 0;
   po.reconnect.initial_ms = 20;
   po.reconnect.multiplier = 2;
@@ -262,7 +237,7 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
     fds[nfds++] = fd;
   }
   ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_emfile_result, NULL));
-  while (!emfile_done) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), emfile_done, 10000);
   for (i = 0; i < nfds; i++) close(fds[i]);
   ASSERT_OK(setrlimit(RLIMIT_NOFILE, &saved));
 
@@ -277,7 +252,7 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   opts.timeout_ms = 2000;
   start = uv_now(rn_loop_uv(loop));
   ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_emfile_result, NULL));
-  while (emfile_done < 2) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), emfile_done >= 2, 10000);
   ASSERT_OK(emfile_status);
   ASSERT_LT(emfile_at - start, 100);
 
@@ -287,9 +262,49 @@ static void test_emfile_is_not_the_endpoints_failure(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_backoff_bounds);
-  TEST_RUN(test_backoff_grows_once_per_failure);
-  TEST_RUN(test_emfile_is_not_the_endpoints_failure);
-  return 0;
+static rn_server_t *server;
+static char endpoint[96];
+
+/* A connection the pool opened and later closed itself (idle_timeout)
+ * without it ever carrying a call was counted as a failed connect: the
+ * endpoint backed off and the next call waited out the delay. */
+static void test_pool_initiated_close_counted_as_endpoint_failure(void) {
+  test_outcome_t x, y, z;
+  rn_pool_options_t po;
+  rn_pool_stats_t st;
+  rn_pool_t *pool;
+
+  loop = test_loop_open();
+  server = test_start_server(loop, RN_PROTOCOL_LINE, test_echo, "127.0.0.1:0",
+                             endpoint);
+  test_pool_line_options(&po, endpoint);
+  po.idle_timeout_ms = 100;
+  po.reconnect.initial_ms = 5000; /* far beyond the next call's deadline */
+  po.reconnect.jitter = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  /* Two calls before any connection: two connections open, and the first
+   * one ready takes both calls. */
+  test_call(pool, "x", 0, &x);
+  test_call(pool, "y", 0, &y);
+  RUN_UNTIL(rn_loop_uv(loop), x.fired && y.fired, 2000);
+  ASSERT_OK(x.status);
+  ASSERT_OK(y.status);
+  ASSERT_EQ(test_pool_stats(pool).open, 2);
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).open == 0, 3000);
+  st = test_pool_stats(pool);
+  ASSERT_EQ(st.evictions.idle, 2);
+  ASSERT_EQ(st.connect_failures, 0);
+  test_call(pool, "z", 1000, &z);
+  RUN_UNTIL(rn_loop_uv(loop), z.fired, 3000);
+  ASSERT_OK(z.status);
+  rn_pool_close(pool, 0, NULL);
+  rn_server_close(server, NULL);
+  test_loop_close(loop);
 }
+
+TEST_LIST_START
+  TEST_ENTRY(test_backoff_bounds)
+  TEST_ENTRY(test_backoff_grows_once_per_failure)
+  TEST_ENTRY(test_emfile_is_not_the_endpoints_failure)
+  TEST_ENTRY(test_pool_initiated_close_counted_as_endpoint_failure)
+TEST_LIST_END

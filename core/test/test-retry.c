@@ -26,7 +26,7 @@ static unsigned last_retry_attempt;
  * connection: the client sees a failure after its request was sent. */
 static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
                        size_t len) {
-  rn_buf_t out;
+  (void)srv;
   executed++;
   if (hold_all) {
     ASSERT_LE(executed, 8);
@@ -41,10 +41,7 @@ static void on_request(rn_server_t *srv, rn_request_t *req, const char *body,
     rn_request_drop(req);
     return;
   }
-  rn_buf_init(&out);
-  ASSERT_OK(rn_codec_encode(rn_server_codec(srv), &out, body, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
+  test_reply(req, body, len);
 }
 
 static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
@@ -63,34 +60,15 @@ static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
   }
 }
 
-struct outcome {
-  int fired, status, maybe_executed;
-  unsigned attempts;
-};
-
-static void on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
-  struct outcome *o = data;
-  (void)p;
-  o->fired++;
-  o->status = r->status;
-  o->maybe_executed = r->maybe_executed;
-  o->attempts = r->attempts;
-}
-
 static unsigned opt_max_in_flight, opt_min_idle;
 
 static void start(unsigned attempts, double tokens, double ratio) {
   rn_pool_options_t po;
-  const char *eps[1];
 
   ASSERT_OK(rn_loop_new(NULL, &loop));
   server = test_start_server(loop, RN_PROTOCOL_LINE, on_request,
                              "127.0.0.1:0", endpoint);
-  rn_pool_options_init(&po);
-  eps[0] = endpoint;
-  po.endpoints = eps;
-  po.endpoint_count = 1;
-  po.codec.protocol = RN_PROTOCOL_LINE;
+  test_pool_options(&po, endpoint, RN_PROTOCOL_LINE);
   po.heartbeat.interval_ms = 0; /* no handshake: connects never fail here */
   po.reconnect.initial_ms = 1;
   po.reconnect.max_ms = 5;
@@ -121,7 +99,7 @@ static void finish(void) {
 
 static uint64_t attempt_timeout;
 
-static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
+static void run_call(int idempotent, unsigned attempts, test_outcome_t *o) {
   rn_call_options_t co;
   memset(&co, 0, sizeof(co));
   memset(o, 0, sizeof(*o));
@@ -129,15 +107,15 @@ static void run_call(int idempotent, unsigned attempts, struct outcome *o) {
   co.idempotent = idempotent;
   co.attempts = attempts;
   co.attempt_timeout_ms = attempt_timeout;
-  ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, o));
-  while (!o->fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, test_record, o));
+  RUN_UNTIL(rn_loop_uv(loop), o->fired, 10000);
   ASSERT_EQ(o->fired, 1);
 }
 
 /* Sent, connection lost, not idempotent: fails, maybe executed, and ran
  * exactly once. */
 static void test_not_idempotent_runs_once(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(3, 10, 0.1);
   answer_from = 1000;
   run_call(0, 0, &o);
@@ -151,7 +129,7 @@ static void test_not_idempotent_runs_once(void) {
 
 /* Idempotent: tried again until the server answers, within attempts. */
 static void test_idempotent_retried_until_answered(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(3, 10, 0.1);
   answer_from = 3; /* the first two executions lose their connection */
   run_call(1, 0, &o);
@@ -165,7 +143,7 @@ static void test_idempotent_retried_until_answered(void) {
 
 /* Idempotent, but out of attempts (the call's own limit wins). */
 static void test_attempts_bound(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(5, 100, 0.1);
   answer_from = 1000;
   run_call(1, 2, &o);
@@ -180,7 +158,7 @@ static void test_attempts_bound(void) {
  * below half (2): two retries, then the budget says no. Successes refill
  * it. */
 static void test_budget_drains_and_refills(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(5, 4, 1.0);
   answer_from = 1000;
   run_call(1, 0, &o);
@@ -205,7 +183,7 @@ static void test_budget_drains_and_refills(void) {
 
 /* With retries off (attempts 1) an idempotent call is not retried. */
 static void test_retry_off(void) {
-  struct outcome o;
+  test_outcome_t o;
   start(1, 10, 0.1);
   answer_from = 1000;
   run_call(1, 0, &o);
@@ -218,7 +196,7 @@ static void test_retry_off(void) {
  * idempotent call tries again (and the answer that finally comes for the
  * abandoned one is dropped), others fail with ETIMEDOUT, maybe executed. */
 static void test_attempt_timeout(void) {
-  struct outcome o;
+  test_outcome_t o;
   uint64_t t0;
   hold_first = 1;
   start(3, 10, 0.1);
@@ -263,17 +241,17 @@ static void test_max_in_flight(void) {
   start(3, 10, 0.1);
   memset(&co, 0, sizeof(co));
   ASSERT_OK(rn_pool_call(pool, "h\n", 2, &co, on_never, &fired));
-  while (executed == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), executed != 0, 10000);
   ASSERT_EQ(rn_pool_call(pool, "x\n", 2, &co, on_never, &fired),
             RN_EOVERLOAD);
   ASSERT_EQ(overloads, 1);
   ASSERT_EQ(fired, 0);
   ASSERT_OK(rn_request_reply(held, "h\n", 2));
   held = NULL;
-  while (fired == 0) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), fired != 0, 10000);
   /* Room again. */
   ASSERT_OK(rn_pool_call(pool, "y\n", 2, &co, on_never, &fired));
-  while (fired == 1) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), fired != 1, 10000);
   finish();
 }
 
@@ -283,17 +261,13 @@ static void test_max_in_flight(void) {
  * be retried; the other two fail, maybe executed. */
 static void test_crash_bounded_by_budget(void) {
   rn_pool_stats_t st;
-  struct outcome o[4];
+  test_outcome_t o[4];
   rn_call_options_t co;
-  int i, turns = 0, ok = 0;
+  int i, ok = 0;
 
   opt_min_idle = 4;
   start(3, 4, 0);
-  do {
-    uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
-    rn_pool_stats(pool, &st);
-    ASSERT_LT(++turns, 100000);
-  } while (st.idle < 4);
+  RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).idle >= 4, 10000);
 
   /* One call on each connection; the server takes them and dies. */
   executed = 0;
@@ -304,8 +278,8 @@ static void test_crash_bounded_by_budget(void) {
   co.idempotent = 1;
   memset(o, 0, sizeof(o));
   for (i = 0; i < 4; i++)
-    ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result, &o[i]));
-  while (executed < 4) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, test_record, &o[i]));
+  RUN_UNTIL(rn_loop_uv(loop), executed >= 4, 10000);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.idle, 0);
   hold_all = 0;
@@ -315,7 +289,7 @@ static void test_crash_bounded_by_budget(void) {
   server = test_start_server(loop, RN_PROTOCOL_LINE, on_request, endpoint,
                              endpoint); /* restarted, same port */
   for (i = 0; i < 4; i++)
-    while (!o[i].fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+    RUN_UNTIL(rn_loop_uv(loop), o[i].fired, 10000);
   for (i = 0; i < 4; i++) {
     if (o[i].status == 0) {
       ok++;
@@ -337,12 +311,12 @@ static void test_crash_bounded_by_budget(void) {
  * call under the deadline handler that is running the callback (a double
  * free found in review). */
 static void on_result_close(rn_pool_t *p, void *data, const rn_result_t *r) {
-  on_result(p, data, r);
+  test_record(p, data, r);
   rn_pool_close(p, 0, NULL);
 }
 
 static void test_close_in_deadline_callback(void) {
-  struct outcome o;
+  test_outcome_t o;
   rn_call_options_t co;
   int i;
   start(3, 10, 0.1);
@@ -352,7 +326,7 @@ static void test_close_in_deadline_callback(void) {
   co.timeout_ms = 200;
   co.idempotent = 1;
   ASSERT_OK(rn_pool_call(pool, "x\n", 2, &co, on_result_close, &o));
-  while (!o.fired) uv_run(rn_loop_uv(loop), UV_RUN_ONCE);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.fired, 1);
   ASSERT_EQ(o.status, UV_ETIMEDOUT);
   ASSERT_EQ(o.maybe_executed, 1);
@@ -363,15 +337,14 @@ static void test_close_in_deadline_callback(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_not_idempotent_runs_once);
-  TEST_RUN(test_idempotent_retried_until_answered);
-  TEST_RUN(test_attempts_bound);
-  TEST_RUN(test_budget_drains_and_refills);
-  TEST_RUN(test_retry_off);
-  TEST_RUN(test_attempt_timeout);
-  TEST_RUN(test_max_in_flight);
-  TEST_RUN(test_crash_bounded_by_budget);
-  TEST_RUN(test_close_in_deadline_callback);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_not_idempotent_runs_once)
+  TEST_ENTRY(test_idempotent_retried_until_answered)
+  TEST_ENTRY(test_attempts_bound)
+  TEST_ENTRY(test_budget_drains_and_refills)
+  TEST_ENTRY(test_retry_off)
+  TEST_ENTRY(test_attempt_timeout)
+  TEST_ENTRY(test_max_in_flight)
+  TEST_ENTRY(test_crash_bounded_by_budget)
+  TEST_ENTRY(test_close_in_deadline_callback)
+TEST_LIST_END

@@ -8,6 +8,7 @@
 #include "rnp_client.h"
 #include "tls.h" /* the TLS filter, for a client certificate */
 #include "tls_certs.h"
+#include "wait.h"
 
 #include <stdio.h>
 
@@ -87,7 +88,7 @@ static void start(const rn_server_auth_options_t *auth,
 
 static void finish(void) {
   rn_server_close(server, on_closed);
-  rx_run_until(uv, is_closed, NULL, 5000);
+  RUN_UNTIL(uv, is_closed(NULL), 5000);
   ASSERT_OK(rn_loop_free(loop));
 }
 
@@ -130,7 +131,7 @@ static void open_with(rnp_client_t *c, const char *token, int pipelined) {
  * executed, and nothing else; then the server closes it. */
 static void expect_refused(rnp_client_t *c) {
   rx_wait_frames(uv, c, 1);
-  rx_run_until(uv, rx_eof, c, 5000);
+  RUN_UNTIL(uv, rx_eof(c), 5000);
   ASSERT_EQ(c->count, 1);
   ASSERT_EQ(c->frames[0].type, RN_RNP_ERROR);
   ASSERT_EQ(c->frames[0].id, 1);
@@ -586,7 +587,7 @@ static int tcl_closed(void *arg) { return ((tls_client_t *)arg)->closed; }
 
 static void tcl_close(tls_client_t *c) {
   uv_close((uv_handle_t *)&c->tcp, tcl_on_close);
-  rx_run_until(uv, tcl_closed, c, 5000);
+  RUN_UNTIL(uv, tcl_closed(c), 5000);
   rn__tls_free(c->tls);
   rn__tls_ctx_unref(c->ctx);
   rn_buf_free(&c->plain);
@@ -603,7 +604,7 @@ static size_t tcl_exchange(const char *token, rn_rnp_frame_t *last,
   size_t n;
 
   tcl_open(&c);
-  rx_run_until(uv, tcl_ready, &c, 5000);
+  RUN_UNTIL(uv, tcl_ready(&c), 5000);
   ASSERT_OK(c.err);
   rn_buf_init(&frames);
   ASSERT_OK(rn_rnp_encode_hello(&frames, 1 << 20, token,
@@ -618,8 +619,8 @@ static size_t tcl_exchange(const char *token, rn_rnp_frame_t *last,
   rn_buf_free(&frames);
   w.c = &c;
   w.n = 2;
-  rx_run_until(uv, tcl_has, &w, 5000);
-  if (c.eof) rx_run_for(uv, 50); /* what arrived with the EOF */
+  RUN_UNTIL(uv, tcl_has(&w), 5000);
+  if (c.eof) test_run_for(uv, 50); /* what arrived with the EOF */
   n = tcl_frames(&c, last);
   snprintf(copy, copy_size, "%.*s", (int)last->payload_len, last->payload);
   tcl_close(&c);

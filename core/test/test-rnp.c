@@ -1019,17 +1019,16 @@ static void test_vectors_invalid(void) {
   free(text);
 }
 
-int main(void) {
-  TEST_RUN(test_each_type);
-  TEST_RUN(test_extensions);
-  TEST_RUN(test_malformed);
-  TEST_RUN(test_bad_header);
-  TEST_RUN(test_framesize);
-  TEST_RUN(test_round_trips);
-  TEST_RUN(test_encode_bytes);
-  TEST_RUN(test_encode_refuses);
-  TEST_RUN(test_codec);
-  TEST_RUN(test_vectors_valid);
-  TEST_RUN(test_vectors_invalid);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_each_type)
+  TEST_ENTRY(test_extensions)
+  TEST_ENTRY(test_malformed)
+  TEST_ENTRY(test_bad_header)
+  TEST_ENTRY(test_framesize)
+  TEST_ENTRY(test_round_trips)
+  TEST_ENTRY(test_encode_bytes)
+  TEST_ENTRY(test_encode_refuses)
+  TEST_ENTRY(test_codec)
+  TEST_ENTRY(test_vectors_valid)
+  TEST_ENTRY(test_vectors_invalid)
+TEST_LIST_END

@@ -9,13 +9,18 @@
  * Run with a case's name as the only argument to run that case alone. */
 #include "task.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "server.h" /* internals: connections' buffers and backlogs */
 
 static rn_loop_t *loop;
-#include "run_until.h"
+#include "helpers.h"
 #include "plain_client.h"
 #include "rnp_client.h"
 
@@ -131,7 +136,7 @@ static void options(rn_server_options_t *o, rn_protocol_t protocol) {
 static void start(const rn_server_options_t *o) {
   char host[64];
   memset(&T, 0, sizeof(T));
-  open_loop();
+  loop = test_loop_open();
   ASSERT_OK(rn_server_new(loop, o, &T.server));
   ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
 }
@@ -141,15 +146,15 @@ static void stop(void) {
   for (i = 0; i < NCLIENTS; i++)
     if (T.c[i].tcp.data != NULL) cl_close(&T.c[i]);
   rn_server_close(T.server, on_closed);
-  RUN_UNTIL(T.closed, 5000);
-  finish();
+  RUN_UNTIL(rn_loop_uv(loop), T.closed, 5000);
+  test_loop_close(loop);
   for (i = 0; i < NCLIENTS; i++) cl_free(&T.c[i]);
 }
 
 static client_t *connect_client(int i) {
   client_t *c = &T.c[i];
   cl_start(c, rn_loop_uv(loop), T.port);
-  RUN_UNTIL(c->connected != 0, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), c->connected != 0, 5000);
   ASSERT_EQ(c->connected, 1);
   return c;
 }
@@ -275,7 +280,7 @@ static void backlog_per_frame(rn_protocol_t protocol) {
   cl_send(c, batch.base, batch.len);
   rn_buf_free(&batch);
 
-  RUN_UNTIL(T.handled == N ||
+  RUN_UNTIL(rn_loop_uv(loop), T.handled == N ||
                 (T.handled > 0 && first_conn()->held_back &&
                  !first_conn()->reading),
             5000);
@@ -288,7 +293,7 @@ static void backlog_per_frame(rn_protocol_t protocol) {
   /* the client reads again: every reply arrives, in order */
   want = (size_t)N * REPLY;
   ASSERT_OK(uv_read_start((uv_stream_t *)&c->tcp, cl_alloc, cl_read));
-  RUN_UNTIL(c->got.len >= want, 10000);
+  RUN_UNTIL(rn_loop_uv(loop), c->got.len >= want, 10000);
   ASSERT_EQ(c->got.len, want);
   ASSERT_EQ(T.handled, N);
   ASSERT_EQ(stats().buffered_out, 0);
@@ -332,13 +337,13 @@ static void test_output_budget_bounds_all_connections(void) {
   }
   for (i = 0; i < CLIENTS; i++) cl_send(&T.c[i], batch.base, batch.len);
   rn_buf_free(&batch);
-  RUN_UNTIL(T.handled == PER * CLIENTS || T.events[RN_SERVER_EVENT_BACKLOG] > 0,
+  RUN_UNTIL(rn_loop_uv(loop), T.handled == PER * CLIENTS || T.events[RN_SERVER_EVENT_BACKLOG] > 0,
             5000);
   /* a connection with nothing queued may add one reply past the mark */
   ASSERT_LE(T.max_total, o.output_budget / 2 + (size_t)CLIENTS * REPLY);
   for (i = 0; i < CLIENTS; i++)
     ASSERT_OK(uv_read_start((uv_stream_t *)&T.c[i].tcp, cl_alloc, cl_read));
-  RUN_UNTIL(T.c[0].got.len == PER * REPLY && T.c[1].got.len == PER * REPLY &&
+  RUN_UNTIL(rn_loop_uv(loop), T.c[0].got.len == PER * REPLY && T.c[1].got.len == PER * REPLY &&
                 T.c[2].got.len == PER * REPLY && T.c[3].got.len == PER * REPLY,
             10000);
   ASSERT_LE(T.max_total, o.output_budget / 2 + (size_t)CLIENTS * REPLY);
@@ -391,7 +396,7 @@ static void test_slow_handler_pipeline_bounded_by_max_pipeline(void) {
   send_gets(c, N);
   /* until all were taken (the defect), or the connection is held with
    * nothing left in the making */
-  RUN_UNTIL(T.handled == N ||
+  RUN_UNTIL(rn_loop_uv(loop), T.handled == N ||
                 (T.handled > 0 && T.nwaiting == 0 &&
                  first_conn()->held_back && !first_conn()->reading &&
                  first_conn()->handling == 0),
@@ -403,7 +408,7 @@ static void test_slow_handler_pipeline_bounded_by_max_pipeline(void) {
   ASSERT_GE(stats().backlogged, 1);
 
   ASSERT_OK(uv_read_start((uv_stream_t *)&c->tcp, cl_alloc, cl_read));
-  RUN_UNTIL(c->got.len >= (size_t)N * REPLY, 20000);
+  RUN_UNTIL(rn_loop_uv(loop), c->got.len >= (size_t)N * REPLY, 20000);
   ASSERT_EQ(c->got.len, (size_t)N * REPLY);
   ASSERT_EQ(T.handled, N);
   ASSERT_LE(T.max_backlog, RN_SERVER_HIGH_WATER + (size_t)PIPE * REPLY);
@@ -433,17 +438,18 @@ static void test_output_budget_refuses_largest_backlog(void) {
   ASSERT_OK(uv_read_stop((uv_stream_t *)&big->tcp));
   ASSERT_OK(uv_read_stop((uv_stream_t *)&small->tcp));
   send_gets(small, SMALL);
-  RUN_UNTIL(T.handled == SMALL && T.nwaiting == 0, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), T.handled == SMALL && T.nwaiting == 0, 3000);
   send_gets(big, BIG);
-  RUN_UNTIL(stats().budget_refused >= 1 || T.handled == SMALL + BIG, 10000);
+  RUN_UNTIL(rn_loop_uv(loop),
+            stats().budget_refused >= 1 || T.handled == SMALL + BIG, 10000);
   ASSERT_EQ(stats().budget_refused, 1);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_BUDGET], 1);
   ASSERT_LE(T.max_out, o.output_budget);
   ASSERT_LT(T.handled, SMALL + BIG);
-  RUN_UNTIL(stats().open == 1, 1000); /* the big one went */
+  RUN_UNTIL(rn_loop_uv(loop), stats().open == 1, 1000); /* the big one went */
 
   ASSERT_OK(uv_read_start((uv_stream_t *)&small->tcp, cl_alloc, cl_read));
-  RUN_UNTIL(small->got.len == (size_t)SMALL * REPLY, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), small->got.len == (size_t)SMALL * REPLY, 5000);
   ASSERT(!small->eof);
   defer_stop();
   stop();
@@ -477,11 +483,11 @@ static void test_write_timeout_closes_client_that_never_reads(void) {
   ASSERT_OK(uv_read_stop((uv_stream_t *)&a->tcp));
   t0 = now_ms(); /* no write can have started before */
   send_gets(a, N);
-  RUN_UNTIL(T.handled > 0 && first_conn()->held_back, 3000);
-  RUN_UNTIL(stats().write_timeouts == 1, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), T.handled > 0 && first_conn()->held_back, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), stats().write_timeouts == 1, 3000);
   ASSERT_GE(now_ms() - t0 + 10, o.write_timeout_ms);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_WRITE_TIMEOUT], 1);
-  RUN_UNTIL(stats().open == 0, 1000);
+  RUN_UNTIL(rn_loop_uv(loop), stats().open == 0, 1000);
   ASSERT_EQ(stats().buffered_out, 0);
 
   /* finishing: a drain of a minute ends as soon as the stalled client
@@ -490,13 +496,13 @@ static void test_write_timeout_closes_client_that_never_reads(void) {
   ASSERT_OK(uv_read_stop((uv_stream_t *)&b->tcp));
   h0 = T.handled;
   send_gets(b, N);
-  RUN_UNTIL(T.handled > h0 && first_conn()->held_back, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), T.handled > h0 && first_conn()->held_back, 3000);
   rn_server_drain(T.server, 60000, on_drained);
-  RUN_UNTIL(T.closed, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), T.closed, 3000);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_WRITE_TIMEOUT], 2);
   for (i = 0; i < NCLIENTS; i++)
     if (T.c[i].tcp.data != NULL) cl_close(&T.c[i]);
-  finish();
+  test_loop_close(loop);
   for (i = 0; i < NCLIENTS; i++) cl_free(&T.c[i]);
 }
 
@@ -548,7 +554,8 @@ static void test_write_timeout_spares_slow_reader(void) {
   ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &bursts.timer));
   ASSERT_OK(uv_timer_start(&bursts.timer, bursts_tick, 100, 100));
   send_gets(c, N);
-  RUN_UNTIL(c->got.len == (size_t)N * REPLY || c->eof || c->read_error,
+  RUN_UNTIL(rn_loop_uv(loop),
+            c->got.len == (size_t)N * REPLY || c->eof || c->read_error,
             30000);
   ASSERT_EQ(c->got.len, (size_t)N * REPLY);
   fprintf(stderr, "   %llu ms\n", (unsigned long long)(now_ms() - t0));
@@ -573,7 +580,7 @@ static void test_resp_inline_max_elements_refused(void) {
   start(&o);
   a = connect_client(0);
   cl_send(a, "SET k v a b c d e f g\r\n", 23);
-  RUN_UNTIL(a->got.len == 5, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), a->got.len == 5, 3000);
   ASSERT_MEM_EQ(a->got.base, "+OK\r\n", 5);
 
   b = connect_client(1);
@@ -583,7 +590,7 @@ static void test_resp_inline_max_elements_refused(void) {
   ASSERT_OK(rn_buf_append(&line, "\r\n", 2));
   cl_send(b, line.base, line.len);
   rn_buf_free(&line);
-  RUN_UNTIL(b->eof || b->read_error, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), b->eof || b->read_error, 3000);
   ASSERT(got_has(b, "-ERR Protocol error"));
   ASSERT(got_has(b, "max_elements"));
   ASSERT_EQ(T.handled, 1);
@@ -610,7 +617,7 @@ static void test_frame_timeout_refuses_dribbler(void) {
   t0 = now_ms();
   cl_send(c, "*1\r\n$100000\r\n", 13);
   drip_start(&d, c, 30);
-  RUN_UNTIL(c->eof || c->read_error, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
   ASSERT_GE(now_ms() - t0, 200);
   ASSERT(got_has(c, "-ERR"));
   ASSERT(got_has(c, "frame_timeout"));
@@ -646,7 +653,7 @@ static void test_frame_timeout_rnp_goaway(void) {
   ASSERT_OK(rn_rnp_encode(&b, &f, RN_DEFAULT_MAX_FRAME));
   rx_send_raw(&a, b.base, b.len - 4);
   rn_buf_free(&b);
-  rx_run_until(rn_loop_uv(loop), rx_eof, &a, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), rx_eof(&a), 3000);
   ASSERT_EQ(a.count, 3);
   ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
   ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
@@ -674,7 +681,7 @@ static void test_frame_timeout_restarts_per_frame(void) {
     later_t l;
     cl_send(c, ping, 5);
     send_later(&l, c, ping + 5, sizeof(ping) - 1 - 5, 200);
-    RUN_UNTIL(l.sent && c->got.len == 7 * (i + 1), 1000);
+    RUN_UNTIL(rn_loop_uv(loop), l.sent && c->got.len == 7 * (i + 1), 1000);
   }
   ASSERT(!c->eof);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_FRAME_TIMEOUT], 0);
@@ -698,7 +705,7 @@ static void test_dribbled_byte_does_not_reset_idle(void) {
   t0 = now_ms();
   c = connect_client(0);
   drip_start(&d, c, 30);
-  RUN_UNTIL(c->eof || c->read_error, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
   ASSERT_GE(now_ms() - t0 + 1, 300);
   ASSERT_GT(d.sent, 5);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 1);
@@ -731,13 +738,14 @@ static void test_whole_requests_keep_connection_from_idle(void) {
   every.data = c;
   ASSERT_OK(uv_timer_start(&every, send_request, 40, 40));
   t0 = now_ms();
-  RUN_UNTIL(c->eof || c->read_error || now_ms() - t0 >= 700, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error || now_ms() - t0 >= 700,
+            3000);
   uv_close((uv_handle_t *)&every, NULL);
   ASSERT(!c->eof && !c->read_error);
   ASSERT_GT(T.handled, 5);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 0);
   /* Once the requests stop, idle_timeout closes it as before. */
-  RUN_UNTIL(c->eof || c->read_error, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 1);
   stop();
 }
@@ -789,12 +797,12 @@ static void test_input_budget_refuses_largest_partial_frame(void) {
   ASSERT(big != NULL);
   cl_send(b, big, SMALL);
   cl_send(c, big, SMALL);
-  RUN_UNTIL(conns_buffering() == 2, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), conns_buffering() == 2, 3000);
   a = connect_client(0);
   length_header(big, 900 * 1024);
   cl_send(a, big, BIG);
   free(big);
-  RUN_UNTIL(a->eof || a->read_error, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), a->eof || a->read_error, 5000);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_BUDGET], 1);
   ASSERT_EQ(stats().budget_refused, 1);
   ASSERT_LE(stats().buffered_in, o.input_budget);
@@ -804,7 +812,8 @@ static void test_input_budget_refuses_largest_partial_frame(void) {
     cl_send(b, rest, sizeof(rest));
     cl_send(c, rest, sizeof(rest));
   }
-  RUN_UNTIL(b->got.len == 5 && c->got.len == 5, 5000); /* "+OK\r\n", raw */
+  /* "+OK\r\n", raw: */
+  RUN_UNTIL(rn_loop_uv(loop), b->got.len == 5 && c->got.len == 5, 5000);
   ASSERT_EQ(T.handled, 2);
   ASSERT(!b->eof && !c->eof);
   stop();
@@ -830,7 +839,7 @@ static void test_input_budget_refuses_oldest_among_equals(void) {
   cl_send(a, part, PART);
   send_later(&lb, b, part, PART, 20);
   send_later(&lc, c, part, PART, 40);
-  RUN_UNTIL(lc.sent && (a->eof || a->read_error) &&
+  RUN_UNTIL(rn_loop_uv(loop), lc.sent && (a->eof || a->read_error) &&
                 (b->eof || b->read_error),
             5000);
   ASSERT_EQ(stats().budget_refused, 2);
@@ -855,16 +864,16 @@ static void test_read_buffer_shrinks_after_large_frame(void) {
   ASSERT(frame != NULL);
   length_header(frame, SIZE);
   cl_send(a, frame, 100 * 1024); /* in two parts, so it is buffered */
-  RUN_UNTIL(first_conn()->rbuf.len >= 100 * 1024, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), first_conn()->rbuf.len >= 100 * 1024, 5000);
   cl_send(a, frame + 100 * 1024, SIZE + 4 - 100 * 1024);
   free(frame);
-  RUN_UNTIL(T.handled == 1 && a->got.len == 5, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), T.handled == 1 && a->got.len == 5, 5000);
   ASSERT_EQ(first_conn()->rbuf.cap, 0);
   ASSERT_EQ(stats().buffered_in, 0);
 
   b = connect_client(1);
   cl_send(b, "\0\0", 2);
-  RUN_UNTIL(stats().buffered_in > 0, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), stats().buffered_in > 0, 5000);
   ASSERT_LE(stats().buffered_in, 64);
   stop();
 }
@@ -881,7 +890,7 @@ static void test_server_default_max_frame(void) {
   a = connect_client(0);
   length_header(hdr, 2 * 1024 * 1024);
   cl_send(a, hdr, 4);
-  RUN_UNTIL(a->eof || a->read_error, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), a->eof || a->read_error, 3000);
   ASSERT_EQ(T.handled, 0);
   stop();
 }
@@ -900,12 +909,12 @@ static void test_resp_max_elements_refused_from_header(void) {
   start(&o);
   a = connect_client(0);
   cl_send(a, four, sizeof(four) - 1);
-  RUN_UNTIL(a->got.len == 5, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), a->got.len == 5, 3000);
   ASSERT_MEM_EQ(a->got.base, "+OK\r\n", 5);
 
   b = connect_client(1);
   cl_send(b, "*5\r\n$1\r\na\r\n", 11);
-  RUN_UNTIL(b->eof || b->read_error, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), b->eof || b->read_error, 3000);
   ASSERT(got_has(b, "-ERR Protocol error"));
   ASSERT(got_has(b, "max_elements"));
   ASSERT_EQ(T.handled, 1);
@@ -928,9 +937,9 @@ static void test_resp_bad_byte_in_large_array_answered_at_once(void) {
   start(&o);
   a = connect_client(0);
   cl_send(a, head, sizeof(head) - 1);
-  RUN_UNTIL(first_conn()->rbuf.len == sizeof(head) - 1, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), first_conn()->rbuf.len == sizeof(head) - 1, 3000);
   cl_send(a, "x\r\n", 3);
-  RUN_UNTIL(a->eof || a->read_error, 2000);
+  RUN_UNTIL(rn_loop_uv(loop), a->eof || a->read_error, 2000);
   ASSERT(got_has(a, "-ERR Protocol error"));
   ASSERT_EQ(stats().protocol_errors, 1);
   ASSERT_EQ(stats().frame_timeouts, 0);
@@ -950,11 +959,11 @@ static void test_max_connections_closes_extra_at_once(void) {
   for (i = 0; i < 2; i++) {
     client_t *c = connect_client(i);
     cl_send(c, ping, sizeof(ping) - 1);
-    RUN_UNTIL(c->got.len == 7, 3000);
+    RUN_UNTIL(rn_loop_uv(loop), c->got.len == 7, 3000);
   }
   for (i = 2; i < 5; i++) {
     client_t *c = connect_client(i);
-    RUN_UNTIL(c->eof || c->read_error, 3000);
+    RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
     ASSERT(got_has(c, "-ERR max number of clients reached"));
   }
   ASSERT_EQ(stats().connections_refused, 3);
@@ -963,11 +972,11 @@ static void test_max_connections_closes_extra_at_once(void) {
   ASSERT(!T.c[0].eof && !T.c[1].eof);
 
   cl_close(&T.c[0]);
-  RUN_UNTIL(stats().open == 1, 3000);
+  RUN_UNTIL(rn_loop_uv(loop), stats().open == 1, 3000);
   {
     client_t *c = connect_client(5);
     cl_send(c, ping, sizeof(ping) - 1);
-    RUN_UNTIL(c->got.len == 7, 3000);
+    RUN_UNTIL(rn_loop_uv(loop), c->got.len == 7, 3000);
     ASSERT_MEM_EQ(c->got.base, "+PONG\r\n", 7);
   }
   stop();
@@ -989,7 +998,7 @@ static double dribble_cpu(client_t *c, const char *piece, int reads) {
   for (i = 0; i < reads; i++) {
     size_t had = first_conn()->rbuf.len;
     cl_send(c, piece, 3);
-    RUN_UNTIL(first_conn()->rbuf.len == had + 3, 5000);
+    RUN_UNTIL(rn_loop_uv(loop), first_conn()->rbuf.len == had + 3, 5000);
   }
   return cpu_ms() - t0;
 }
@@ -1021,10 +1030,10 @@ static void framing_resumes(rn_protocol_t protocol) {
     ASSERT_OK(rn_buf_append(&head, "\r", 1));
   }
   cl_send(c, head.base, head.len);
-  RUN_UNTIL(first_conn()->rbuf.len == head.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), first_conn()->rbuf.len == head.len, 5000);
   small = dribble_cpu(c, piece, READS);
   cl_close(c);
-  RUN_UNTIL(stats().open == 0, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), stats().open == 0, 5000);
 
   c = connect_client(1);
   head.len = 0;
@@ -1037,7 +1046,7 @@ static void framing_resumes(rn_protocol_t protocol) {
     for (i = 0; i < ITEMS; i++) ASSERT_OK(rn_buf_append(&head, "\r\r\r\r\r\r\r\r\r\r", 10));
   }
   cl_send(c, head.base, head.len);
-  RUN_UNTIL(first_conn()->rbuf.len == head.len, 5000);
+  RUN_UNTIL(rn_loop_uv(loop), first_conn()->rbuf.len == head.len, 5000);
   large = dribble_cpu(c, piece, READS);
   rn_buf_free(&head);
   fprintf(stderr, "   %d reads: %.1f ms into a small frame, %.1f ms into a "
@@ -1054,47 +1063,158 @@ static void test_line_framing_resumes_across_reads(void) {
   framing_resumes(RN_PROTOCOL_LINE);
 }
 
-int main(int argc, char **argv) {
-  static const struct {
-    const char *name;
-    void (*fn)(void);
-  } cases[] = {
-#define CASE(fn) {#fn, fn}
-      CASE(test_backlog_checked_per_frame_resp),
-      CASE(test_backlog_checked_per_frame_line),
-      CASE(test_backlog_checked_per_frame_length),
-      CASE(test_output_budget_bounds_all_connections),
-      CASE(test_slow_handler_pipeline_bounded_by_max_pipeline),
-      CASE(test_output_budget_refuses_largest_backlog),
-      CASE(test_write_timeout_closes_client_that_never_reads),
-      CASE(test_write_timeout_spares_slow_reader),
-      CASE(test_resp_inline_max_elements_refused),
-      CASE(test_resp_bad_byte_in_large_array_answered_at_once),
-      CASE(test_frame_timeout_refuses_dribbler),
-      CASE(test_frame_timeout_rnp_goaway),
-      CASE(test_frame_timeout_restarts_per_frame),
-      CASE(test_dribbled_byte_does_not_reset_idle),
-      CASE(test_whole_requests_keep_connection_from_idle),
-      CASE(test_server_defaults_are_bounded),
-      CASE(test_input_budget_refuses_largest_partial_frame),
-      CASE(test_input_budget_refuses_oldest_among_equals),
-      CASE(test_read_buffer_shrinks_after_large_frame),
-      CASE(test_server_default_max_frame),
-      CASE(test_resp_max_elements_refused_from_header),
-      CASE(test_max_connections_closes_extra_at_once),
-      CASE(test_resp_framing_resumes_across_reads),
-      CASE(test_line_framing_resumes_across_reads),
-#undef CASE
-  };
-  size_t i;
-  int ran = 0;
+/* --- max_concurrent: a full server --------------------------------------- */
 
-  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    if (argc > 1 && strcmp(argv[1], cases[i].name) != 0) continue;
-    fprintf(stderr, "-- %s\n", cases[i].name);
-    cases[i].fn();
-    ran++;
-  }
-  ASSERT_GT(ran, 0);
-  return 0;
+static rn_server_t *full_server;
+static int full_port;
+static int full_closed;
+static rn_request_t *held_request;
+static int saw_b;
+
+static void count_full_close(rn_server_t *s) {
+  (void)s;
+  full_closed++;
 }
+
+/* A plain blocking socket: connect() on loopback returns once the kernel
+ * has queued the connection for accept, before the server's loop ran. */
+static int raw_connect(int port) {
+  struct sockaddr_in addr;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_OK(connect(fd, (struct sockaddr *)&addr, sizeof(addr)));
+  return fd;
+}
+
+static void raw_send(int fd, const char *text) {
+  ASSERT_EQ(send(fd, text, strlen(text), 0), (ssize_t)strlen(text));
+}
+
+static void release_held(void) {
+  ASSERT(held_request != NULL);
+  test_reply(held_request, "a", 1);
+  held_request = NULL;
+}
+
+/* "a" is held until the test releases it (the server is full meanwhile);
+ * "b" is answered and then closes the server, as a shutdown request would. */
+static void hold_a_shut_down_on_b(rn_server_t *s, rn_request_t *req,
+                                  const char *body, size_t len) {
+  if (len == 1 && body[0] == 'a') {
+    held_request = req;
+    return;
+  }
+  test_reply(req, body, len);
+  if (len == 1 && body[0] == 'b') {
+    saw_b = 1;
+    rn_server_close(s, count_full_close);
+  }
+}
+
+/* A line server that takes one request at a time. */
+static void start_full_server(void) {
+  rn_server_options_t so;
+  char host[64];
+  loop = test_loop_open();
+  rn_server_options_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.codec.protocol = RN_PROTOCOL_LINE;
+  so.on_request = hold_a_shut_down_on_b;
+  so.max_concurrent = 1;
+  ASSERT_OK(rn_server_new(loop, &so, &full_server));
+  ASSERT_OK(rn_server_address(full_server, host, sizeof(host), &full_port));
+  full_closed = 0;
+  held_request = NULL;
+  saw_b = 0;
+}
+
+static void on_watchdog(int sig) {
+  static const char msg[] = "watchdog: the loop is stuck\n";
+  (void)sig;
+  (void)!write(2, msg, sizeof(msg) - 1);
+  abort();
+}
+
+/* server_resume() walked the connections keeping a pointer to the next one;
+ * a handler closing the server unlinked that one, which then pointed at
+ * itself, and the walk never ended. The stuck loop is inside the library,
+ * beyond RUN_UNTIL's reach: a watchdog ends it. */
+static void test_server_resume_walking_a_changed_list(void) {
+  char buf[16];
+  int q, r;
+
+  start_full_server();
+  signal(SIGALRM, on_watchdog);
+  alarm(10);
+  /* Accepted in this order, q's connection is followed by r's. q pipelines
+   * two requests in one segment: the read that hands out "a" finds the
+   * server full for "b", which waits for server_resume(). */
+  q = raw_connect(full_port);
+  r = raw_connect(full_port);
+  raw_send(q, "a\nb\n");
+  RUN_UNTIL(rn_loop_uv(loop), held_request != NULL, 2000);
+  release_held();
+  RUN_UNTIL(rn_loop_uv(loop), full_closed == 1, 2000);
+  alarm(0);
+  ASSERT_EQ(saw_b, 1);
+  ASSERT_GE(recv(q, buf, sizeof(buf), MSG_DONTWAIT), 2);
+  ASSERT_MEM_EQ(buf, "a\n", 2);
+  close(q);
+  close(r);
+  test_loop_close(loop);
+}
+
+/* A connection accepted while the server was at max_concurrent was not
+ * read, and not marked paused either, so nothing ever resumed it. */
+static void test_connection_accepted_while_full_never_read(void) {
+  int first, second;
+
+  start_full_server();
+  first = raw_connect(full_port);
+  raw_send(first, "a\n");
+  RUN_UNTIL(rn_loop_uv(loop), held_request != NULL, 2000);
+  /* The server is full. connect() returned with the connection already
+   * queued for accept: one loop turn accepts it, then "a" is released. */
+  second = raw_connect(full_port);
+  raw_send(second, "b\n");
+  uv_run(rn_loop_uv(loop), UV_RUN_NOWAIT);
+  release_held();
+  RUN_UNTIL(rn_loop_uv(loop), saw_b, 2000);
+  RUN_UNTIL(rn_loop_uv(loop), full_closed == 1, 2000);
+  close(first);
+  close(second);
+  test_loop_close(loop);
+}
+
+TEST_LIST_START
+  TEST_ENTRY(test_backlog_checked_per_frame_resp)
+  TEST_ENTRY(test_backlog_checked_per_frame_line)
+  TEST_ENTRY(test_backlog_checked_per_frame_length)
+  TEST_ENTRY(test_output_budget_bounds_all_connections)
+  TEST_ENTRY(test_slow_handler_pipeline_bounded_by_max_pipeline)
+  TEST_ENTRY(test_output_budget_refuses_largest_backlog)
+  TEST_ENTRY(test_write_timeout_closes_client_that_never_reads)
+  TEST_ENTRY(test_write_timeout_spares_slow_reader)
+  TEST_ENTRY(test_resp_inline_max_elements_refused)
+  TEST_ENTRY(test_resp_bad_byte_in_large_array_answered_at_once)
+  TEST_ENTRY(test_frame_timeout_refuses_dribbler)
+  TEST_ENTRY(test_frame_timeout_rnp_goaway)
+  TEST_ENTRY(test_frame_timeout_restarts_per_frame)
+  TEST_ENTRY(test_dribbled_byte_does_not_reset_idle)
+  TEST_ENTRY(test_whole_requests_keep_connection_from_idle)
+  TEST_ENTRY(test_server_defaults_are_bounded)
+  TEST_ENTRY(test_input_budget_refuses_largest_partial_frame)
+  TEST_ENTRY(test_input_budget_refuses_oldest_among_equals)
+  TEST_ENTRY(test_read_buffer_shrinks_after_large_frame)
+  TEST_ENTRY(test_server_default_max_frame)
+  TEST_ENTRY(test_resp_max_elements_refused_from_header)
+  TEST_ENTRY(test_max_connections_closes_extra_at_once)
+  TEST_ENTRY(test_resp_framing_resumes_across_reads)
+  TEST_ENTRY(test_line_framing_resumes_across_reads)
+  TEST_ENTRY(test_server_resume_walking_a_changed_list)
+  TEST_ENTRY(test_connection_accepted_while_full_never_read)
+TEST_LIST_END

@@ -3,86 +3,22 @@
  * deadline refusals, GOAWAY drains, idle limits, backpressure. */
 #include "task.h"
 #include "rnp_client.h"
+#include "server_fixture.h"
 #include "server.h" /* internals: a connection's backlog and reading state */
 
 #include <stdio.h>
 
-#define HELD_MAX 1024
-
-typedef struct test_s {
-  rn_loop_t *loop;
-  uv_loop_t *uv;
-  rn_server_t *server;
-  int port;
-  int mode; /* 0 hold, 1 echo at once, 2 big reply at once */
-  rn_request_t *held[HELD_MAX];
-  char bodies[HELD_MAX][32];
-  size_t nheld;
-  unsigned handled;
-  unsigned events[16];
-  uint64_t last_event_id;
-  int closed;
-} test_t;
-
-static test_t T;
-
-static void on_request(rn_server_t *server, rn_request_t *req,
-                       const char *body, size_t len) {
-  (void)server;
-  T.handled++;
-  if (T.mode == 1) {
-    ASSERT_OK(rn_request_reply(req, body, len));
-  } else if (T.mode == 2) {
-    static char big[65536];
-    ASSERT_OK(rn_request_reply(req, big, sizeof(big)));
-  } else {
-    ASSERT_LT(T.nheld, HELD_MAX);
-    snprintf(T.bodies[T.nheld], sizeof(T.bodies[0]), "%.*s", (int)len, body);
-    T.held[T.nheld++] = req;
-  }
-}
-
-static void on_event(rn_server_t *server, const rn_server_event_t *ev) {
-  (void)server;
-  ASSERT_LT(ev->type, 16);
-  T.events[ev->type]++;
-  T.last_event_id = ev->id;
-}
-
-static void on_closed(rn_server_t *server) {
-  (void)server;
-  T.closed++;
-}
+static test_server_t T;
 
 static void start(rn_server_options_t *o) {
-  char host[64];
-  memset(&T, 0, sizeof(T));
-  ASSERT_OK(rn_loop_new(NULL, &T.loop));
-  T.uv = rn_loop_uv(T.loop);
-  o->listen = "127.0.0.1:0";
   o->codec.protocol = RN_PROTOCOL_RNP;
-  o->on_request = on_request;
-  o->on_event = on_event;
-  ASSERT_OK(rn_server_new(T.loop, o, &T.server));
-  ASSERT_OK(rn_server_address(T.server, host, sizeof(host), &T.port));
+  test_server_start(&T, NULL, o);
 }
 
 static void start_default(void) {
   rn_server_options_t o;
   rn_server_options_init(&o);
   start(&o);
-}
-
-static int is_closed(void *arg) {
-  (void)arg;
-  return T.closed > 0;
-}
-
-static void finish(void) {
-  if (!T.closed) rn_server_close(T.server, on_closed);
-  rx_run_until(T.uv, is_closed, NULL, 5000);
-  ASSERT_EQ(T.closed, 1);
-  ASSERT_OK(rn_loop_free(T.loop));
 }
 
 static void reply_held(size_t i, const char *text) {
@@ -127,7 +63,8 @@ static void test_hello_and_ping(void) {
   rn_server_options_init(&o);
   o.listen = "127.0.0.1:0";
   o.codec.protocol = RN_PROTOCOL_RNP;
-  o.on_request = on_request;
+  o.on_request = test_server_on_request;
+  o.data = &T;
   ASSERT_OK(rn_server_new(T.loop, &o, &other));
   memcpy(other_inc, ((struct rn_server_s *)other)->incarnation, 16);
   ASSERT(memcmp(other_inc, a.frames[0].incarnation, 16) != 0);
@@ -135,7 +72,7 @@ static void test_hello_and_ping(void) {
 
   rx_close(T.uv, &a);
   rx_close(T.uv, &b);
-  finish();
+  test_server_finish(&T);
 }
 
 static void test_out_of_order(void) {
@@ -149,7 +86,7 @@ static void test_out_of_order(void) {
   id[0] = rx_request(&a, "one", "key-1", 60000, 1);
   id[1] = rx_request(&a, "two", NULL, -1, 0);
   id[2] = rx_request(&a, "three", NULL, -1, 0);
-  while (T.nheld < 3) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 3, 10000);
 
   rn_request_info(T.held[0], &info);
   ASSERT_EQ(info.id, id[0]);
@@ -180,7 +117,7 @@ static void test_out_of_order(void) {
   /* a failure: APPLICATION, maybe executed; a refusal: NOT_EXECUTED */
   rx_request(&a, "x", NULL, -1, 0);
   rx_request(&a, "y", NULL, -1, 0);
-  while (T.nheld < 5) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 5, 10000);
   ASSERT_OK(rn_request_fail(T.held[3], RN_RNP_ERR_APPLICATION, "boom", 4, 0));
   ASSERT_OK(rn_request_fail(T.held[4], RN_RNP_ERR_BAD_REQUEST, "no", 2, 250));
   rx_wait_frames(T.uv, &a, 6);
@@ -196,13 +133,13 @@ static void test_out_of_order(void) {
 
   /* a dropped request: an APPLICATION error, the connection stays */
   rx_request(&a, "z", NULL, -1, 0);
-  while (T.nheld < 6) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 6, 10000);
   rn_request_drop(T.held[5]);
   rx_wait_frames(T.uv, &a, 7);
   ASSERT_EQ(a.frames[6].code, RN_RNP_ERR_APPLICATION);
   ASSERT_EQ(a.eof, 0);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* Many in flight, answered in a scrambled order: each reply matches. */
@@ -217,7 +154,7 @@ static void test_many_in_flight(void) {
     snprintf(body, sizeof(body), "t%u", (unsigned)i);
     rx_request(&a, body, NULL, -1, 0);
   }
-  while (T.nheld < n) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= n, 10000);
   for (i = 0; i < n; i++) {
     size_t k = (i * 37) % n; /* 37 and 100 are coprime: a permutation */
     ASSERT_OK(rn_request_reply(T.held[k], T.bodies[k], strlen(T.bodies[k])));
@@ -231,7 +168,7 @@ static void test_many_in_flight(void) {
     ASSERT_MEM_EQ(x->payload, body, x->len);
   }
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* Each kind of bad input: ERROR{0, PROTOCOL}, then the connection ends;
@@ -244,14 +181,14 @@ static void bad_input_case(const char *name, const char *data, size_t len,
 
   fprintf(stderr, "   bad input: %s\n", name);
   start_default();
-  T.mode = 1;
+  T.mode = TEST_SERVER_ECHO;
   rx_open(T.uv, &good, T.port);
   if (hello_first)
     rx_open(T.uv, &bad, T.port);
   else
     rx_connect(T.uv, &bad, T.port);
   rx_send_raw(&bad, data, len);
-  rx_run_until(T.uv, rx_eof, &bad, 5000);
+  RUN_UNTIL(T.uv, rx_eof(&bad), 5000);
   ASSERT_EQ(bad.count, (size_t)(hello_first ? 2 : 1));
   ASSERT_EQ(bad.frames[bad.count - 1].type, RN_RNP_ERROR);
   ASSERT_EQ(bad.frames[bad.count - 1].id, 0);
@@ -268,7 +205,7 @@ static void bad_input_case(const char *name, const char *data, size_t len,
   rn_server_stats(T.server, &st);
   ASSERT_EQ(st.protocol_errors, 1);
   rx_close(T.uv, &good);
-  finish();
+  test_server_finish(&T);
 }
 
 static void encode(rn_buf_t *b, unsigned type, uint64_t id) {
@@ -352,7 +289,7 @@ static void test_overload(void) {
   ASSERT_EQ(st.queued, 1);
   /* a slot frees: the queued one runs */
   reply_held(0, "a");
-  while (T.nheld < 3) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 3, 10000);
   ASSERT_MEM_EQ(T.bodies[2], "w", 1);
   reply_held(1, "b");
   reply_held(2, "c");
@@ -360,7 +297,7 @@ static void test_overload(void) {
   ASSERT_EQ(rx_find(&a, id[2])->type, RN_RNP_REPLY);
   ASSERT_EQ(T.handled, 3);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 static void test_deadline(void) {
@@ -386,10 +323,10 @@ static void test_deadline(void) {
   rx_request(&a, "busy", NULL, -1, 0);
   queued_late = rx_request(&a, "soon", NULL, 20, 0);
   ok = rx_request(&a, "later", NULL, 60000, 0);
-  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
-  rx_run_for(T.uv, 40);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  test_run_for(T.uv, 40);
   reply_held(0, "done");
-  while (T.nheld < 2) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
   ASSERT_STR_EQ(T.bodies[1], "later");
   reply_held(1, "ok");
   rx_wait_frames(T.uv, &a, 5);
@@ -399,7 +336,7 @@ static void test_deadline(void) {
   ASSERT_EQ(rx_find(&a, ok)->type, RN_RNP_REPLY);
   ASSERT_EQ(T.handled, 2);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 static int drained(void *arg) {
@@ -420,8 +357,8 @@ static void test_goaway(void) {
   rx_open(T.uv, &b, port);
   id1 = rx_request(&a, "1", NULL, -1, 0);
   id2 = rx_request(&a, "2", NULL, -1, 0);
-  while (T.nheld < 2) uv_run(T.uv, UV_RUN_ONCE);
-  rn_server_drain(T.server, 5000, on_closed);
+  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
+  rn_server_drain(T.server, 5000, test_server_on_closed);
   /* every connection: GOAWAY with the last id it will answer */
   rx_wait_frames(T.uv, &a, 2);
   rx_wait_frames(T.uv, &b, 2);
@@ -448,16 +385,16 @@ static void test_goaway(void) {
   ASSERT_LT(c.connected, 0);
   rx_close(T.uv, &c);
   /* b had nothing in flight: it is shut at once */
-  rx_run_until(T.uv, rx_eof, &b, 5000);
+  RUN_UNTIL(T.uv, rx_eof(&b), 5000);
   rx_close(T.uv, &b);
   /* the accepted ones finish, then the connection and the server go */
   reply_held(1, "two");
   reply_held(0, "one");
-  rx_run_until(T.uv, rx_eof, &a, 5000);
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
   ASSERT_EQ(rx_find(&a, id1)->type, RN_RNP_REPLY);
   ASSERT_EQ(rx_find(&a, id2)->type, RN_RNP_REPLY);
   rx_close(T.uv, &a);
-  rx_run_until(T.uv, drained, NULL, 5000);
+  RUN_UNTIL(T.uv, drained(NULL), 5000);
   ASSERT_EQ(T.closed, 1);
   id3 = 0;
   (void)id3;
@@ -472,13 +409,13 @@ static void test_goaway_deadline(void) {
   start_default();
   rx_open(T.uv, &a, T.port);
   rx_request(&a, "slow", NULL, -1, 0);
-  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
-  rn_server_drain(T.server, 30, on_closed);
-  rx_run_until(T.uv, rx_eof, &a, 5000);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  rn_server_drain(T.server, 30, test_server_on_closed);
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
   ASSERT_EQ(a.frames[1].type, RN_RNP_GOAWAY);
   ASSERT_EQ(T.closed, 0); /* the request is still out */
   reply_held(0, "too late");
-  rx_run_until(T.uv, drained, NULL, 5000);
+  RUN_UNTIL(T.uv, drained(NULL), 5000);
   ASSERT_EQ(a.count, 2);
   rx_close(T.uv, &a);
   ASSERT_OK(rn_loop_free(T.loop));
@@ -491,20 +428,20 @@ static void test_idle(void) {
   rn_server_options_init(&o);
   o.idle_timeout_ms = 50;
   start(&o);
-  T.mode = 1;
+  T.mode = TEST_SERVER_ECHO;
   rx_open(T.uv, &a, T.port);
   rx_request(&a, "x", NULL, -1, 0);
   rx_connect(T.uv, &b, T.port); /* never says HELLO */
-  rx_run_until(T.uv, rx_eof, &a, 5000);
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
   ASSERT_EQ(a.frames[1].type, RN_RNP_REPLY);
   ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
   ASSERT_EQ(a.frames[2].id, 2);
-  rx_run_until(T.uv, rx_eof, &b, 5000);
+  RUN_UNTIL(T.uv, rx_eof(&b), 5000);
   ASSERT_EQ(b.count, 0);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 2);
   rx_close(T.uv, &a);
   rx_close(T.uv, &b);
-  finish();
+  test_server_finish(&T);
 }
 
 typedef struct bp_s {
@@ -532,7 +469,7 @@ static void test_backpressure(void) {
   rn_buf_t b;
 
   start_default();
-  T.mode = 2;
+  T.mode = TEST_SERVER_BIG;
   rx_open(T.uv, &a, T.port);
   uv_read_stop((uv_stream_t *)&a.tcp);
   rn_buf_init(&b);
@@ -550,7 +487,7 @@ static void test_backpressure(void) {
   rn_buf_free(&b);
   bp.server = T.server;
   bp.total = n;
-  rx_run_until(T.uv, server_pushes_back, &bp, 5000);
+  RUN_UNTIL(T.uv, server_pushes_back(&bp), 5000);
   ASSERT_LT(T.handled, n);
   ASSERT_GT(T.handled, 0);
   /* read again: everything arrives */
@@ -559,7 +496,7 @@ static void test_backpressure(void) {
   ASSERT_EQ(T.handled, n);
   for (i = 1; i <= n; i++) ASSERT_EQ(a.frames[i].len, 65536);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* Closing with requests held, queued and in flight: they are released,
@@ -575,13 +512,13 @@ static void test_close_with_work(void) {
   start(&o);
   rx_open(T.uv, &a, T.port);
   for (i = 0; i < 3; i++) rx_request(&a, "q", NULL, -1, 0);
-  while (T.nheld < 1 || ((rn_server_t *)T.server)->queued < 2)
-    uv_run(T.uv, UV_RUN_ONCE);
-  rn_server_close(T.server, on_closed);
-  rx_run_until(T.uv, rx_eof, &a, 5000);
+  RUN_UNTIL(T.uv, T.nheld >= 1 && ((rn_server_t *)T.server)->queued >= 2,
+            10000);
+  rn_server_close(T.server, test_server_on_closed);
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
   ASSERT_EQ(T.closed, 0);
   reply_held(0, "x");
-  rx_run_until(T.uv, is_closed, NULL, 5000);
+  RUN_UNTIL(T.uv, T.closed > 0, 5000);
   ASSERT_EQ(T.handled, 1);
   rx_close(T.uv, &a);
   ASSERT_OK(rn_loop_free(T.loop));
@@ -614,7 +551,7 @@ static void test_reply_too_large_answered(void) {
   const rx_frame_t *x;
 
   start_default();
-  T.mode = 2; /* 64 KiB replies */
+  T.mode = TEST_SERVER_BIG; /* 64 KiB replies */
   rx_connect(T.uv, &a, T.port);
   hello_with(&a, 1, 1024);
   rx_wait_frames(T.uv, &a, 1);
@@ -626,13 +563,13 @@ static void test_reply_too_large_answered(void) {
   ASSERT_EQ(x->code, RN_RNP_ERR_TOO_LARGE);
   ASSERT_EQ(x->flags, 0);
   ASSERT_EQ(T.handled, 1);
-  T.mode = 1;
+  T.mode = TEST_SERVER_ECHO;
   id = rx_request(&a, "small", NULL, -1, 0);
   rx_wait_frames(T.uv, &a, 3);
   ASSERT_EQ(rx_find(&a, id)->type, RN_RNP_REPLY);
   ASSERT_EQ(a.eof, 0);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* (b) MAX_CONCURRENT is the server's figure over all connections, as its
@@ -653,7 +590,7 @@ static void test_max_concurrent_is_server_wide(void) {
   ASSERT_EQ(b.frames[0].max_concurrent, 2);
   rx_request(&a, "1", NULL, -1, 0);
   rx_request(&a, "2", NULL, -1, 0);
-  while (T.nheld < 2) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
   id = rx_request(&b, "3", NULL, -1, 0);
   rx_wait_frames(T.uv, &b, 2);
   x = rx_find(&b, id);
@@ -664,7 +601,7 @@ static void test_max_concurrent_is_server_wide(void) {
   rx_wait_frames(T.uv, &a, 3);
   rx_close(T.uv, &a);
   rx_close(T.uv, &b);
-  finish();
+  test_server_finish(&T);
 }
 
 /* (c) A queued request is refused when its deadline passes, not when a
@@ -680,7 +617,7 @@ static void test_queued_deadline_refused_on_time(void) {
   start(&o);
   rx_open(T.uv, &a, T.port);
   rx_request(&a, "busy", NULL, -1, 0);
-  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
   t0 = uv_now(T.uv);
   later = rx_request(&a, "later", NULL, 400, 0);
   soon = rx_request(&a, "soon", NULL, 30, 0);
@@ -702,7 +639,7 @@ static void test_queued_deadline_refused_on_time(void) {
   rx_wait_frames(T.uv, &a, 4);
   ASSERT_EQ(T.handled, 1);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* (d) Requests still queued when a drain ends are refused SHUTDOWN, not
@@ -721,9 +658,9 @@ static void test_drain_end_refuses_queued(void) {
   run = rx_request(&a, "run", NULL, -1, 0);
   q1 = rx_request(&a, "q1", NULL, -1, 0);
   q2 = rx_request(&a, "q2", NULL, -1, 0);
-  while (T.nheld < 1 || T.server->queued < 2) uv_run(T.uv, UV_RUN_ONCE);
-  rn_server_drain(T.server, 30, on_closed);
-  rx_run_until(T.uv, rx_eof, &a, 5000);
+  RUN_UNTIL(T.uv, T.nheld >= 1 && T.server->queued >= 2, 10000);
+  rn_server_drain(T.server, 30, test_server_on_closed);
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
   ASSERT_EQ(a.frames[1].type, RN_RNP_GOAWAY);
   ASSERT_EQ(a.frames[1].id, q2);
   x = rx_find(&a, q1);
@@ -737,7 +674,7 @@ static void test_drain_end_refuses_queued(void) {
   ASSERT_EQ(a.eof, 1);
   ASSERT_EQ(T.closed, 0); /* the running request is still out */
   reply_held(0, "too late");
-  rx_run_until(T.uv, is_closed, NULL, 5000);
+  RUN_UNTIL(T.uv, T.closed > 0, 5000);
   ASSERT_EQ(T.handled, 1);
   rx_close(T.uv, &a);
   ASSERT_OK(rn_loop_free(T.loop));
@@ -752,7 +689,7 @@ static void hello_refused(uint64_t id, uint32_t max_frame, size_t frames) {
   start_default();
   rx_connect(T.uv, &a, T.port);
   hello_with(&a, id, max_frame);
-  rx_run_until(T.uv, rx_eof, &a, 5000);
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
   ASSERT_EQ(a.count, frames);
   if (frames > 0) {
     ASSERT_EQ(a.frames[0].type, RN_RNP_ERROR);
@@ -762,7 +699,7 @@ static void hello_refused(uint64_t id, uint32_t max_frame, size_t frames) {
   }
   ASSERT_EQ(T.events[RN_SERVER_EVENT_PROTOCOL], 1);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 static void test_hello_refused_small_max_frame(void) {
@@ -773,7 +710,7 @@ static void test_hello_refused_small_max_frame(void) {
   hello_refused(2, 0, 1);
   /* the smallest MAX_FRAME accepted still gets every frame it is owed */
   start_default();
-  T.mode = 2;
+  T.mode = TEST_SERVER_BIG;
   rx_connect(T.uv, &a, T.port);
   hello_with(&a, 1, 128);
   rx_wait_frames(T.uv, &a, 1);
@@ -781,11 +718,11 @@ static void test_hello_refused_small_max_frame(void) {
   rx_request(&a, "big", NULL, -1, 0);
   rx_wait_frames(T.uv, &a, 2);
   ASSERT_EQ(a.frames[1].code, RN_RNP_ERR_TOO_LARGE);
-  rn_server_drain(T.server, 1000, on_closed);
-  rx_run_until(T.uv, rx_eof, &a, 5000);
+  rn_server_drain(T.server, 1000, test_server_on_closed);
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
   ASSERT_EQ(a.frames[2].type, RN_RNP_GOAWAY);
   rx_close(T.uv, &a);
-  rx_run_until(T.uv, is_closed, NULL, 5000);
+  RUN_UNTIL(T.uv, T.closed > 0, 5000);
   ASSERT_OK(rn_loop_free(T.loop));
 }
 
@@ -797,7 +734,7 @@ static void test_hello_pipelined(void) {
   rn_rnp_frame_t f;
 
   start_default();
-  T.mode = 1;
+  T.mode = TEST_SERVER_ECHO;
   rx_connect(T.uv, &a, T.port);
   rn_buf_init(&b);
   memset(&f, 0, sizeof(f));
@@ -821,7 +758,7 @@ static void test_hello_pipelined(void) {
   ASSERT_EQ(a.frames[1].id, 2);
   ASSERT_MEM_EQ(a.frames[1].payload, "piped", 5);
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
 /* Issue 15, defect 12: the handler did not know who was calling. */
@@ -834,7 +771,7 @@ static void test_request_peer(void) {
   start_default();
   rx_open(T.uv, &a, T.port);
   rx_request(&a, "who", NULL, -1, 0);
-  while (T.nheld < 1) uv_run(T.uv, UV_RUN_ONCE);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
   ASSERT_OK(uv_tcp_getsockname(&a.tcp, (struct sockaddr *)&me, &len));
   ASSERT_OK(uv_ip4_name(&me, ip, sizeof(ip)));
   snprintf(want, sizeof(want), "%s:%d", ip, ntohs(me.sin_port));
@@ -842,31 +779,30 @@ static void test_request_peer(void) {
   ASSERT_STR_EQ(got, want);
   ASSERT_EQ(rn_request_peer(T.held[0], got, 5), UV_ENOBUFS);
   /* the connection gone: nobody to name */
-  rn_server_close(T.server, on_closed);
+  rn_server_close(T.server, test_server_on_closed);
   ASSERT_EQ(rn_request_peer(T.held[0], got, sizeof(got)), UV_ENOTCONN);
   reply_held(0, "gone");
   rx_close(T.uv, &a);
-  finish();
+  test_server_finish(&T);
 }
 
-int main(void) {
-  TEST_RUN(test_hello_and_ping);
-  TEST_RUN(test_out_of_order);
-  TEST_RUN(test_many_in_flight);
-  TEST_RUN(test_bad_input);
-  TEST_RUN(test_overload);
-  TEST_RUN(test_deadline);
-  TEST_RUN(test_goaway);
-  TEST_RUN(test_goaway_deadline);
-  TEST_RUN(test_idle);
-  TEST_RUN(test_backpressure);
-  TEST_RUN(test_close_with_work);
-  TEST_RUN(test_reply_too_large_answered);
-  TEST_RUN(test_max_concurrent_is_server_wide);
-  TEST_RUN(test_queued_deadline_refused_on_time);
-  TEST_RUN(test_drain_end_refuses_queued);
-  TEST_RUN(test_hello_refused_small_max_frame);
-  TEST_RUN(test_hello_pipelined);
-  TEST_RUN(test_request_peer);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_hello_and_ping)
+  TEST_ENTRY(test_out_of_order)
+  TEST_ENTRY(test_many_in_flight)
+  TEST_ENTRY(test_bad_input)
+  TEST_ENTRY(test_overload)
+  TEST_ENTRY(test_deadline)
+  TEST_ENTRY(test_goaway)
+  TEST_ENTRY_TIMEOUT(test_goaway_deadline, 60)
+  TEST_ENTRY(test_idle)
+  TEST_ENTRY(test_backpressure)
+  TEST_ENTRY_TIMEOUT(test_close_with_work, 60)
+  TEST_ENTRY(test_reply_too_large_answered)
+  TEST_ENTRY(test_max_concurrent_is_server_wide)
+  TEST_ENTRY(test_queued_deadline_refused_on_time)
+  TEST_ENTRY(test_drain_end_refuses_queued)
+  TEST_ENTRY(test_hello_refused_small_max_frame)
+  TEST_ENTRY(test_hello_pipelined)
+  TEST_ENTRY(test_request_peer)
+TEST_LIST_END

@@ -277,13 +277,12 @@ static void test_lazy_arming(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-int main(void) {
-  TEST_RUN(test_order_and_stop);
-  TEST_RUN(test_restart_from_callback);
-  TEST_RUN(test_restart_moves_and_external_loop);
-  TEST_RUN(test_lane_order_and_stop);
-  TEST_RUN(test_lane_empty_and_restart);
-  TEST_RUN(test_lazy_arming);
-  TEST_RUN(test_lane_start_in_expiry_keeps_older_due);
-  return 0;
-}
+TEST_LIST_START
+  TEST_ENTRY(test_order_and_stop)
+  TEST_ENTRY(test_restart_from_callback)
+  TEST_ENTRY(test_restart_moves_and_external_loop)
+  TEST_ENTRY(test_lane_order_and_stop)
+  TEST_ENTRY(test_lane_empty_and_restart)
+  TEST_ENTRY(test_lazy_arming)
+  TEST_ENTRY(test_lane_start_in_expiry_keeps_older_due)
+TEST_LIST_END

@@ -27,28 +27,4 @@ static inline const char *test_cert(const char *name) {
   return p;
 }
 
-/* Until core/test/task.h has a case list (issue 16 moves every test file
- * to TEST_LIST_START / TEST_ENTRY / TEST_LIST_END, one CTest test per
- * case): the same spelling, so these files need no change then. */
-#ifndef TEST_LIST_START
-typedef struct {
-  const char *name;
-  void (*fn)(void);
-} test_entry_t;
-#define TEST_LIST_START static const test_entry_t test_list_[] = {
-#define TEST_ENTRY(fn) {#fn, fn},
-#define TEST_ENTRY_TIMEOUT(fn, seconds) {#fn, fn},
-#define TEST_LIST_END                                                         \
-  {NULL, NULL}};                                                              \
-  int main(int argc, char **argv) {                                           \
-    const test_entry_t *t;                                                    \
-    for (t = test_list_; t->name != NULL; t++) {                              \
-      if (argc > 1 && strcmp(argv[1], t->name) != 0) continue;                \
-      fprintf(stderr, "-- %s\n", t->name);                                    \
-      t->fn();                                                                \
-    }                                                                         \
-    return 0;                                                                 \
-  }
-#endif
-
 #endif /* RN_TEST_TLS_CERTS_H */

@@ -140,9 +140,16 @@ static void pipe_on_timer(rn_timer_t *timer) {
 int rn__proxy_pipe_queue(rn_proxy_pipe_t *pipe, const char *data, size_t len,
                          double delay_ms, uint64_t bytes_per_second,
                          size_t slice_bytes, uint64_t slice_delay) {
-  double t = (double)uv_now(pipe->conn->proxy->loop->uv) + delay_ms;
+  uv_loop_t *uv = pipe->conn->proxy->loop->uv;
+  double t;
   size_t step = len, off, n;
   int first = 1;
+
+  /* A delay counts from now, not from when this loop turn's poll
+   * returned: the cached time lags by the turn's work so far, and on a
+   * busy loop a 60 ms fault would hold bytes for less than 60 ms. */
+  uv_update_time(uv);
+  t = (double)uv_now(uv) + delay_ms;
 
   if (slice_bytes > 0 && slice_bytes < step) step = slice_bytes;
   if (bytes_per_second > 0) {
