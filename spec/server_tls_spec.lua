@@ -236,8 +236,9 @@ describe("server tls", function()
   -- writing): until it is on main this case is pending.
   it("a resilnet pool talks to an rnp server over mutual TLS and the "
      .. "handler sees its subject", function()
-    local ok = pcall(resilnet.pool, { endpoints = { "127.0.0.1:1" },
-                                      protocol = "rnp", tls = {} })
+    local ok, probe = pcall(resilnet.pool, { endpoints = { "127.0.0.1:1" },
+                                             protocol = "rnp", tls = {} })
+    if ok then probe:close() end
     if not ok then
       return pending("the pool's tls option (client TLS) is not here yet")
     end
