@@ -467,6 +467,17 @@ typedef struct rn_pool_options_s {
    * 0: only after connect failures. Host names themselves are resolved
    * afresh for every new connection. */
   uint64_t resolve_ttl_ms;
+  /* rnp: a shared-secret token sent in every connection's HELLO (the AUTH
+   * field, docs/protocol.md section 6.1) for a server with `auth`. NULL:
+   * none. auth_len 0: strlen(auth); at most RN_RNP_AUTH_MAX (255) bytes,
+   * else rn_pool_new() fails with UV_EINVAL. Copied into the pool's HELLO
+   * frame (wiped when the pool is freed); need not outlive rn_pool_new().
+   * A server that refuses it answers UNAUTHENTICATED: the connection
+   * closes with RN_EAUTH, a configuration fault (the endpoint waits
+   * reconnect.max_ms before its next connect, or is ejected), and calls
+   * waiting for it fail at their deadline with RN_EAUTH, never sent. */
+  const char *auth;
+  size_t auth_len;
 } rn_pool_options_t;
 
 /* Fills in every default. */

@@ -110,6 +110,29 @@ table.insert(server_schema, 3,
              { "handler", "function", nil, required = true })
 local dedupe_fields = entry(server_schema, "dedupe")[2].table  -- rnp
 dedupe_fields[#dedupe_fields + 1] = { "store", "dedupe_store" }
+-- Who may talk to an rnp server (resilnet/auth.h): tokens, a function, a
+-- verified client certificate. Read by lua/src/server_tls.c; not core
+-- rows (a function and a list of tokens are not descriptor fields).
+types.auth_tokens = { "a non-empty array of tokens (strings of 1 to 255 "
+  .. "bytes, or {token = ..., identity = ...})", function(v)
+    if type(v) ~= "table" or #v == 0 then return false end
+    for k, e in pairs(v) do
+      if not is_integer(k) or k < 1 or k > #v then return false end
+      if type(e) == "table" then
+        if e.identity ~= nil and type(e.identity) ~= "string" then
+          return false
+        end
+        e = e.token
+      end
+      if type(e) ~= "string" or #e < 1 or #e > 255 then return false end
+    end
+    return true
+  end }
+server_schema[#server_schema + 1] = { "auth", nested({
+  { "tokens", "auth_tokens" },
+  { "check", "function" },
+  { "certificate", "boolean", false },
+}), protocol = "rnp" }
 
 local call_schema = {
   { "idempotent", "boolean", false },
@@ -235,5 +258,6 @@ end
 
 M.is_integer, M.types, M.nested, M.hedge_fields = is_integer, types, nested,
   hedge_fields
+M.entry = entry
 M.check_table, M.validate, M.ms = check_table, validate, ms
 return M

@@ -3,11 +3,12 @@
 -- Returns a constructor: build(core, tasks) -> { new = resilnet.server }.
 local opt = require "resilnet.options"
 
-local coroutine, setmetatable, tostring, type = coroutine, setmetatable,
-      tostring, type
-local validate, ms = opt.validate, opt.ms
+local coroutine, error, pairs, setmetatable, tostring, type = coroutine,
+      error, pairs, setmetatable, tostring, type
+local validate, ms, check_table = opt.validate, opt.ms, opt.check_table
 local server_schema, server_close_schema = opt.schemas.server,
       opt.schemas.server_close
+local tls_fields = opt.entry(server_schema, "tls")[2].table
 
 return function(core, T)
   local S = {}
@@ -47,7 +48,8 @@ return function(core, T)
                           protocol = true, idle = true, store = true,
                           backlog = true, frame_timeout = true, budget = true,
                           max_connections = true, max_elements = true,
-                          dedupe_full = true, write_timeout = true }
+                          dedupe_full = true, write_timeout = true,
+                          tls = true, auth = true }
 
   -- A Lua dedupe store, driven by the core's dedupe logic: each operation
   -- runs the store's method in a task (it may wait, e.g. on a resp pool) and
@@ -83,10 +85,20 @@ return function(core, T)
   -- reply; an error (raised, an error object, or nil, err) becomes an error
   -- reply for resp and rnp (APPLICATION) and closes the connection for
   -- line/length. ctx.server, ctx.peer ("host:port" of the client, nil if it
-  -- is gone). rnp also: ctx.id (an integer, or its decimal text past what a
-  -- Lua number holds exactly), ctx.deadline (seconds left when the handler
-  -- started, or nil), ctx.key, ctx.idempotent.
+  -- is gone), ctx.peer_subject (with tls.verify_client: the client
+  -- certificate's subject, "CN=...,O=..."; else nil). rnp also: ctx.id (an
+  -- integer, or its decimal text past what a Lua number holds exactly),
+  -- ctx.deadline (seconds left when the handler started, or nil), ctx.key,
+  -- ctx.idempotent, ctx.identity (with auth: who the connection
+  -- authenticated as).
+  -- auth = function(token, subject) is auth = {check = function ...}.
   function S.new(opts)
+    if type(opts) == "table" and type(opts.auth) == "function" then
+      local copy = {}
+      for k, v in pairs(opts) do copy[k] = v end
+      copy.auth = { check = opts.auth }
+      opts = copy
+    end
     local o = validate("resilnet.server", server_schema, opts)
     local self = setmetatable({ options = o, _handler = o.handler,
                                 _handlers = {} }, Server)
@@ -95,17 +107,19 @@ return function(core, T)
     -- The binding holds on_request in the registry: it reaches the server
     -- only weakly, so a server nobody references is collected and closed.
     local weak = setmetatable({ self }, { __mode = "v" })
-    local function on_request(value, req, peer, id, deadline, key, idempotent)
+    local function on_request(value, req, peer, subject, id, deadline, key,
+                              idempotent, identity)
       local srv = weak[1]
       if not srv then
         return core.request_fail(req, "server closed")
       end
       local ctx
       if rnp then
-        ctx = { server = srv, peer = peer, id = id, deadline = deadline,
-                key = key, idempotent = idempotent }
+        ctx = { server = srv, peer = peer, peer_subject = subject, id = id,
+                deadline = deadline, key = key, idempotent = idempotent,
+                identity = identity }
       else
-        ctx = { server = srv, peer = peer }
+        ctx = { server = srv, peer = peer, peer_subject = subject }
       end
       local co = coroutine.create(srv._handler)
       tasks[co] = { done = finish_request, req = req, stringify = stringify }
@@ -141,7 +155,9 @@ return function(core, T)
   -- capacity with every key inside its window), and the limits for
   -- untrusted clients: "backlog", "frame_timeout", "budget",
   -- "max_connections", "max_elements", "write_timeout" (see
-  -- docs/operations.md). fn runs
+  -- docs/operations.md), "tls" (a connection's handshake or a record
+  -- failed; ev.error, ev.detail says why) and "auth" (rnp: a connection's
+  -- credentials refused, nothing of it ran; ev.detail). fn runs
   -- as a plain callback: it cannot wait.
   function Server:on(event, fn)
     add_handler(self, "server:on", server_events, event, fn)
@@ -151,11 +167,26 @@ return function(core, T)
   --- server:stats() -> table of counters (requests, handled, overloaded,
   -- expired, replayed, joined, busy, discarded, protocol_errors, the
   -- limits' idle_timeouts, frame_timeouts, budget_refused,
-  -- connections_refused, elements_refused, backlogged, write_timeouts) and
+  -- connections_refused, elements_refused, backlogged, write_timeouts,
+  -- tls_errors, auth_refused) and
   -- gauges (open,
   -- active, queued, buffered_in, buffered_out).
   function Server:stats()
     return core.server_stats(self._h)
+  end
+
+  --- server:reload_tls{certificate = ..., key = ..., cafile = ..., ...}:
+  -- certificate rotation. The files are read now; connections accepted
+  -- from now on use them, open ones keep theirs. true, or nil, err if a
+  -- file cannot be used (nothing changes then); raises on bad options or
+  -- a server made without tls.
+  function Server:reload_tls(opts)
+    if type(opts) ~= "table" then
+      error("server:reload_tls: expected a table of TLS options, got "
+            .. type(opts), 2)
+    end
+    check_table("server:reload_tls", "", tls_fields, opts, 3)
+    return core.server_reload_tls(self._h, { tls = opts })
   end
 
   --- server:close{}: stops listening, closes connections, waits until done.

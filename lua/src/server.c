@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "lrn.h"
+#include "server_tls.h"
 
 #define LRN_DEDUPE_OP_MT "resilnet.dedupe_op"
 
@@ -18,6 +19,9 @@ typedef struct lrn_server_s {
   int draining;    /* closing gracefully: lua_close cuts it short */
   int request_ref; /* target dispatched with (value, request, ...) */
   int event_ref;   /* plain function dispatched with each event table */
+  int tls;         /* requests may carry a client certificate's subject */
+  int auth;        /* rnp requests carry their connection's identity */
+  lrn_server_auth_t auth_check; /* auth.check, called by the core */
 } lrn_server_t;
 
 typedef struct lrn_request_s {
@@ -83,15 +87,15 @@ static void lrn_push_id(lua_State *L, uint64_t id) {
   }
 }
 
-/* (value, request, peer or nil) and for rnp also (id, seconds left or
- * nil, key or nil, idempotent). */
+/* (value, request, peer or nil, peer_subject or nil) and for rnp also
+ * (id, seconds left or nil, key or nil, idempotent, identity or nil). */
 static int lrn_push_request(lua_State *L, void *arg) {
   lrn_incoming_t *in = (lrn_incoming_t *)arg;
   rn_protocol_t protocol = rn_server_codec(in->s->server)->protocol;
   lrn_request_t *r;
   rn_request_info_t info;
-  char peer[RN_ENDPOINT_ADDRESS_MAX + 16];
-  luaL_checkstack(L, 7, NULL);
+  char peer[RN_AUTH_IDENTITY_MAX + 1]; /* also the subject, the identity */
+  luaL_checkstack(L, 9, NULL);
   if (protocol != RN_PROTOCOL_RESP ||
       lrn_resp_push(L, in->s->o.ctx, in->body, in->len) != 0)
     lua_pushlstring(L, in->body, in->len);
@@ -104,8 +108,13 @@ static int lrn_push_request(lua_State *L, void *arg) {
     lua_pushstring(L, peer);
   else
     lua_pushnil(L);
+  /* Only a TLS server has subjects to ask for: plaintext pays nothing. */
+  if (in->s->tls && rn_request_peer_subject(in->req, peer, sizeof(peer)) == 0)
+    lua_pushstring(L, peer);
+  else
+    lua_pushnil(L);
   if (protocol != RN_PROTOCOL_RNP)
-    return 3;
+    return 4;
   rn_request_info(in->req, &info);
   lrn_push_id(L, info.id);
   if (info.has_deadline)
@@ -117,7 +126,11 @@ static int lrn_push_request(lua_State *L, void *arg) {
   else
     lua_pushnil(L);
   lua_pushboolean(L, info.idempotent);
-  return 7;
+  if (in->s->auth && rn_request_identity(in->req, peer, sizeof(peer)) == 0)
+    lua_pushstring(L, peer);
+  else
+    lua_pushnil(L);
+  return 9;
 }
 
 static void lrn_server_request(rn_server_t *server, rn_request_t *request,
@@ -157,7 +170,7 @@ static const char *lrn_server_event_name(rn_server_event_type_t type) {
 
 static int lrn_push_server_event(lua_State *L, void *arg) {
   const rn_server_event_t *ev = (const rn_server_event_t *)arg;
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushstring(L, lrn_server_event_name(ev->type));
   lua_setfield(L, -2, "type");
   if (ev->id != 0) {
@@ -167,6 +180,10 @@ static int lrn_push_server_event(lua_State *L, void *arg) {
   if (ev->error != 0) {
     lua_pushstring(L, rn_err_name(ev->error));
     lua_setfield(L, -2, "error");
+  }
+  if (ev->detail != NULL) { /* tls, auth: why (never a token) */
+    lua_pushstring(L, ev->detail);
+    lua_setfield(L, -2, "detail");
   }
   lua_pushinteger(L, (lua_Integer)ev->active);
   lua_setfield(L, -2, "active");
@@ -186,6 +203,7 @@ static void lrn_server_closed(rn_server_t *server) {
   lrn_object_closed(&s->o, 1);
   lrn_unref(s->o.ctx, &s->request_ref);
   lrn_unref(s->o.ctx, &s->event_ref);
+  lrn_server_auth_unref(&s->auth_check);
   free(s);
 }
 
@@ -374,6 +392,12 @@ static const lrn_option_t lrn_server_options[] = {
     LRN_OPTION("dedupe.window", POSITIVE, MS, LRN_SERVER(dedupe.window_ms)),
     LRN_OPTION("dedupe.capacity", COUNT, SIZE, LRN_SERVER(dedupe.capacity),
                .max = 1 << 30),
+    /* tls = {...}: every connection TLS; false or left out: plaintext.
+     * (auth, rnp, is the facade's and server_tls.c's: tokens and a
+     * function are not descriptor rows.) */
+    LRN_OPTION("tls", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE,
+               .rows = lrn_server_tls_options,
+               .rows_init = &lrn_server_tls_defaults),
     LRN_OPTIONS_END};
 
 /* server_options() -> the facade's schema of the server options, with the
@@ -397,6 +421,8 @@ static int lrn_server_new(lua_State *L) {
   rn_endpoint_t ep;
   lrn_server_t *s;
   lrn_store_t *st = NULL;
+  lrn_server_secure_t sec;
+  lrn_server_auth_t check;
   size_t len;
   int rc;
 
@@ -419,13 +445,22 @@ static int lrn_server_new(lua_State *L) {
     return luaL_error(L, "resilnet.server: bad listen address '%s' "
                          "(expected host:port, [v6]:port or unix:/path)",
                       o.listen);
+  /* Last of what may raise: it allocates (freed below on every path). */
+  lrn_server_secure_read(L, 1, &sec, &o, &check);
   o.on_request = lrn_server_request;
   o.on_event = lrn_server_event;
   s = (lrn_server_t *)lrn_object_new(L, ctx, &lrn_server_type, sizeof(*s));
   s->request_ref = s->event_ref = LUA_NOREF;
+  s->tls = o.tls != NULL;
+  s->auth = o.auth != NULL;
+  s->auth_check = check;
+  if (sec.auth.check != NULL)
+    sec.auth.data = &s->auth_check;
   if (o.dedupe.on && lua_type(L, 3) == LUA_TFUNCTION) {
     st = (lrn_store_t *)calloc(1, sizeof(*st));
     if (st == NULL) {
+      lrn_server_auth_unref(&s->auth_check);
+      lrn_server_secure_free(&sec);
       free(s);
       return luaL_error(L, "resilnet.server: out of memory");
     }
@@ -442,11 +477,14 @@ static int lrn_server_new(lua_State *L) {
   lrn_set_ref(L, ctx, &s->request_ref, 2);
   o.data = s;
   rc = rn_server_new(ctx->loop, &o, &s->server);
+  lrn_server_secure_free(&sec); /* the core copied what it keeps */
   if (rc != 0) {
     lrn_unref(ctx, &s->request_ref);
+    lrn_server_auth_unref(&s->auth_check);
     free(s);
     if (st != NULL) /* not taken by a server that failed */
       lrn_store_close(&st->base);
+    lrn_server_secure_raise(L, &o, rc);
     if (rc == UV_EINVAL)
       return luaL_error(L, "resilnet.server: invalid options (%s)",
                         rn_strerror(rc));
@@ -505,6 +543,13 @@ static int lrn_server_on(lua_State *L) {
   return 0;
 }
 
+/* server_reload_tls(h, {tls = {...}}) -> true | nil, err */
+static int lrn_server_reload_tls(lua_State *L) {
+  lrn_server_t *s = lrn_server_get(L, 1);
+  return lrn_server_reload_tls_with(
+      L, s != NULL && !s->o.closing ? s->server : NULL, lrn_ctx(L));
+}
+
 static void lrn_set_count(lua_State *L, const char *name, uint64_t v) {
   lua_pushnumber(L, (lua_Number)v);
   lua_setfield(L, -2, name);
@@ -520,7 +565,7 @@ static int lrn_server_stats(lua_State *L) {
     return 2;
   }
   rn_server_stats(s->server, &st);
-  lua_createtable(L, 0, 23);
+  lua_createtable(L, 0, 25);
   lrn_set_count(L, "connections", st.connections);
   lrn_set_count(L, "requests", st.requests);
   lrn_set_count(L, "handled", st.handled);
@@ -541,6 +586,8 @@ static int lrn_server_stats(lua_State *L) {
   lrn_set_count(L, "buffered_out", st.buffered_out);
   lrn_set_count(L, "dedupe_full", st.dedupe_full);
   lrn_set_count(L, "write_timeouts", st.write_timeouts);
+  lrn_set_count(L, "tls_errors", st.tls_errors);
+  lrn_set_count(L, "auth_refused", st.auth_refused);
   lrn_set_count(L, "open", st.open);
   lrn_set_count(L, "active", st.active);
   lrn_set_count(L, "queued", st.queued);
@@ -696,6 +743,7 @@ static const luaL_Reg lrn_server_funcs[] = {
     {"server_close", lrn_server_close},
     {"server_on", lrn_server_on},
     {"server_stats", lrn_server_stats},
+    {"server_reload_tls", lrn_server_reload_tls},
     {"request_reply", lrn_request_reply},
     {"request_fail", lrn_request_fail},
     {"dedupe_done", lrn_dedupe_done},

@@ -462,6 +462,9 @@ void rn__endpoint_update(rn_pool_t *pool, rn_pool_endpoint_t *ep,
 int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                         uint64_t now);
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
+/* A configuration fault (RN_EAUTH): the longest wait, or ejection. */
+void rn__endpoint_config_fault(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                               int err);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 /* The server asked for no new connection for delay_ms (rnp GOAWAY with
  * RETRY_AFTER). Returns the hold applied: at most reconnect.max, since

@@ -661,6 +661,7 @@ const char *rn__conn_close_reason(const rn_conn_t *conn) {
   case RN_EBADFRAME:
   case RN_EFRAMESIZE: return "bad_frame";
   case RN_EPEERPROTOCOL: return "protocol_error";
+  case RN_EAUTH: return "auth";
   case UV_EOF: return "eof";
   case UV_ECONNRESET:
   case UV_EPIPE: return "reset";

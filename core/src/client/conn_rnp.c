@@ -20,17 +20,16 @@ static void rnp_put_u64(char *p, uint64_t v) {
   rnp_put_u32(p + 4, (uint32_t)v);
 }
 
+/* The HELLO (with the pool's token, if any) and the PING. The token lives
+ * only in hello_frame from here on: rn_pool_new() drops its pointer. */
 int rn__rnp_make_frames(rn_pool_t *pool) {
+  const rn_pool_options_t *o = &pool->options;
   rn_rnp_frame_t f;
   int err;
 
-  memset(&f, 0, sizeof(f));
-  f.type = RN_RNP_HELLO;
-  f.present = 1u << RN_RNP_F_VERSION | 1u << RN_RNP_F_MAX_FRAME;
-  f.version = RN_RNP_VERSION;
-  f.max_frame = (uint32_t)RN_MIN(pool->codec.max_frame, UINT32_MAX);
-  err = rn_rnp_encode(&pool->hello_frame, &f, pool->codec.max_frame);
-  if (err || pool->options.heartbeat.interval_ms == 0) return err;
+  err = rn_rnp_encode_hello(&pool->hello_frame, pool->codec.max_frame,
+                            o->auth, o->auth_len);
+  if (err || o->heartbeat.interval_ms == 0) return err;
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_PING;
   return rn_rnp_encode(&pool->ping_frame, &f, pool->codec.max_frame);

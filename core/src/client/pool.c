@@ -77,8 +77,17 @@ static int pool_make_ping(rn_pool_t *pool, const rn_pool_options_t *o) {
   return err;
 }
 
+/* A store the compiler may not drop as dead: the HELLO carries the
+ * pool's secret token. */
+static void pool_wipe(rn_buf_t *buf) {
+  volatile char *p = buf->base;
+  size_t n = buf->len;
+  while (n--) *p++ = 0;
+}
+
 static void pool_free_frames(rn_pool_t *pool) {
   rn_buf_free(&pool->ping_frame);
+  pool_wipe(&pool->hello_frame);
   rn_buf_free(&pool->hello_frame);
   rn_buf_free(&pool->scratch);
 }
@@ -134,6 +143,13 @@ static int pool_check_options(const rn_pool_options_t *o) {
       (o->eject.failures > 0 &&
        (o->eject.time_ms == 0 || o->eject.max_time_ms < o->eject.time_ms)))
     return UV_EINVAL;
+  /* A token only rnp's HELLO carries, of 1 to 255 bytes. */
+  if (o->auth != NULL) {
+    size_t len = o->auth_len != 0 ? o->auth_len : strlen(o->auth);
+    if (o->codec.protocol != RN_PROTOCOL_RNP || len == 0 ||
+        len > RN_RNP_AUTH_MAX)
+      return UV_EINVAL;
+  }
   return 0;
 }
 
@@ -224,11 +240,15 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   pool->options = *options;
   pool->options.endpoints = NULL;
   pool->options.heartbeat.ping = NULL; /* the frame is kept, not the text */
+  if (options->auth != NULL && options->auth_len == 0)
+    pool->options.auth_len = strlen(options->auth);
   if (pool->options.retry.attempts > RN_MAX_ATTEMPTS)
     pool->options.retry.attempts = RN_MAX_ATTEMPTS;
   err = rn_codec_init(&pool->codec, &options->codec);
   if (err) goto fail;
   err = pool_make_ping(pool, options);
+  pool->options.auth = NULL; /* in hello_frame now, and only there */
+  pool->options.auth_len = 0;
   if (err) goto fail;
   err = pool_build_endpoints(pool, options->endpoints,
                              options->endpoint_count, &pool->endpoints);
@@ -784,6 +804,11 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
     uv_update_time(pool->loop->uv);
     ep->retry_at = RN_MAX(ep->retry_at, rn_loop_now(pool->loop) +
                                             pool->options.reconnect.initial_ms);
+  } else if (err == RN_EAUTH) {
+    /* Our credentials were refused: trying again soon gets the same. */
+    pool->stats.connect_failures++;
+    pool->last_connect_error = err;
+    rn__endpoint_config_fault(pool, ep, err);
   } else if ((!conn->answered && err != 0 && err != RN_ESTALE &&
               err != RN_ECLOSED) ||
              err == RN_EDEADPEER) {

@@ -240,6 +240,22 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
   endpoint_maybe_eject(pool, ep, now, err);
 }
 
+/* A fault of configuration, not of the network (the server refused our
+ * credentials, RN_EAUTH): connecting again soon gets the same answer, so
+ * the endpoint goes straight to its longest wait (reconnect.max) and, if
+ * the share allows, to ejection, with its event: no reconnect storm. */
+void rn__endpoint_config_fault(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                               int err) {
+  const rn_pool_options_t *o = &pool->options;
+  uint64_t now;
+  uv_update_time(pool->loop->uv);
+  now = rn_loop_now(pool->loop);
+  ep->lost = 1;
+  ep->failures = RN_MAX(ep->failures + 1, o->eject.failures);
+  ep->retry_at = RN_MAX(now + o->reconnect.max_ms, ep->hold_until);
+  endpoint_maybe_eject(pool, ep, now, err);
+}
+
 /* The peer answered: only now is the endpoint known to be healthy. A bare
  * TCP accept proves little (a wedged server's kernel still accepts). An
  * ejection runs its course regardless. A pause its server asked for

@@ -69,6 +69,10 @@ static int reply_rnp(const rn_codec_t *codec, const char *data, size_t len,
      * well-formed frame, so not EBADFRAME: the fault it reports is ours)
      * and is closing. */
     if (f->id == 0) return RN_EPEERPROTOCOL;
+    /* The HELLO's credentials were refused: nothing of this connection
+     * will run, and the server closes it. Not a refusal of one call (the
+     * handshake is no call's): the connection's end, with its cause. */
+    if (f->error_code == RN_RNP_ERR_UNAUTHENTICATED) return RN_EAUTH;
     rnp_error(f, out);
     return 1;
   default: /* requests and pings are not for clients */

@@ -1,0 +1,48 @@
+-- The throwaway certificates of the TLS specs: made at test time by
+-- tools/make-test-certs.sh (nothing secret is committed) into a temporary
+-- directory, once per process, removed by remove(). ca.pem,
+-- server.pem/.key (localhost, 127.0.0.1, ::1), client.pem/.key (subject
+-- CN=resilnet-test-client,O=resilnet), wrong-ca.pem, expired.pem/.key.
+local C = {}
+
+-- Child commands run without the sanitizer runtime a sanitized spec run
+-- preloads: it would report the tools' own leaks and fail them.
+C.clean = "env -u LD_PRELOAD "
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+C.sh = sh
+
+local function source_dir()
+  local src = debug.getinfo(1, "S").source
+  return src:match("^@(.*)spec/helpers/[^/]*$") or "./"
+end
+
+local dir
+--- The directory, made on first use.
+function C.dir()
+  if dir then return dir end
+  local d = os.tmpname()
+  os.remove(d)
+  assert(sh((C.clean .. "sh '%s' '%s'"):format(
+           source_dir() .. "tools/make-test-certs.sh", d)),
+         "tools/make-test-certs.sh failed")
+  dir = d
+  return d
+end
+
+function C.path(name) return C.dir() .. "/" .. name end
+
+function C.remove()
+  if dir then sh("rm -rf '" .. dir .. "'") end
+  dir = nil
+end
+
+--- Whether a program is on PATH.
+function C.have(program)
+  return sh("command -v " .. program .. " >/dev/null 2>&1")
+end
+
+return C
