@@ -274,7 +274,9 @@ static void test_abort_after_a_deferred_close(void) {
  * another thread, so the pool and the test's keep-alive are all this loop
  * holds: a DEFAULT run must end once the close is over, and must not end
  * before. A watchdog (unreferenced: it keeps nothing alive) fails the
- * case if the callback has not come 1.5 s after the close.
+ * case if the callback has not come 1.5 s after the close. Closed from
+ * outside, the pool has a call in flight that the server answers 50 ms
+ * late: a drain waits for it, no drain fails it.
  *
  * Why: two cases of the old test-regress-pool2.c (removed_endpoint_ejected,
  * all_ejected_read_as_all_full) each waited 2 s for their close callback.
@@ -296,13 +298,38 @@ typedef struct {
   rn_loop_t *loop;
   rn_server_t *server;
   uv_async_t stop;
+  uv_timer_t slow_timer; /* answers slow_request 50 ms after it came */
+  rn_request_t *slow_request;
   char endpoint[96];
 } far_server_t;
+
+/* One at a time, used by its thread until stopped. */
+static far_server_t *far_running;
+
+static void far_server_answer_slow(uv_timer_t *t) {
+  far_server_t *f = t->data;
+  test_reply(f->slow_request, "slow", 4);
+  f->slow_request = NULL;
+}
+
+/* Echoes, but "slow" 50 ms late: a call a drain has to wait for. */
+static void far_server_on_request(rn_server_t *srv, rn_request_t *req,
+                                  const char *body, size_t len) {
+  far_server_t *f = far_running;
+  if (len >= 4 && memcmp(body, "slow", 4) == 0) {
+    ASSERT(f->slow_request == NULL);
+    f->slow_request = req;
+    ASSERT_OK(uv_timer_start(&f->slow_timer, far_server_answer_slow, 50, 0));
+    return;
+  }
+  test_echo(srv, req, body, len);
+}
 
 static void far_server_stop_cb(uv_async_t *a) {
   far_server_t *f = a->data;
   rn_server_close(f->server, NULL);
   uv_close((uv_handle_t *)a, NULL);
+  uv_close((uv_handle_t *)&f->slow_timer, NULL);
 }
 
 static void far_server_run(void *arg) {
@@ -311,11 +338,16 @@ static void far_server_run(void *arg) {
 }
 
 static void far_server_start(far_server_t *f) {
+  far_running = f;
   f->loop = test_loop_open();
-  f->server = test_start_server(f->loop, RN_PROTOCOL_LINE, test_echo,
-                                "127.0.0.1:0", f->endpoint);
+  f->server = test_start_server(f->loop, RN_PROTOCOL_LINE,
+                                far_server_on_request, "127.0.0.1:0",
+                                f->endpoint);
   ASSERT_OK(uv_async_init(rn_loop_uv(f->loop), &f->stop, far_server_stop_cb));
   f->stop.data = f;
+  ASSERT_OK(uv_timer_init(rn_loop_uv(f->loop), &f->slow_timer));
+  f->slow_timer.data = f;
+  f->slow_request = NULL;
   ASSERT_OK(uv_thread_create(&f->thread, far_server_run, f));
 }
 
@@ -333,7 +365,7 @@ static struct {
   uv_timer_t watchdog;
   uint64_t closed_ns;   /* uv_hrtime() at rn_pool_close */
   uint64_t callback_ns; /* uv_hrtime() in the close callback */
-  test_outcome_t first, second;
+  test_outcome_t first, second, slow;
 } prompt;
 
 static void prompt_watchdog(uv_timer_t *t) {
@@ -390,7 +422,8 @@ static void prompt_call(const char *body, test_outcome_t *o) {
   rn_buf_free(&frame);
 }
 
-static void prompt_case(enum close_from from, uint64_t drain, uv_run_mode mode) {
+static void prompt_case(enum close_from from, uint64_t drain,
+                        uv_run_mode mode) {
   static const char *const names[] = {"outside", "housekeeping",
                                       "call callback", "connecting"};
   far_server_t far;
@@ -421,7 +454,12 @@ static void prompt_case(enum close_from from, uint64_t drain, uv_run_mode mode) 
     prompt.second.fired = 1;
   if (from == CLOSE_FROM_OUTSIDE) {
     RUN_UNTIL(uv, prompt.second.fired, 2000);
+    /* In flight at the close: a drain waits the 50 ms for its reply. */
+    prompt_call("slow", &prompt.slow);
+    RUN_UNTIL(uv, test_pool_stats(pool).in_flight == 1, 2000);
     prompt_close(pool);
+  } else {
+    prompt.slow.fired = 1;
   }
   if (mode == UV_RUN_DEFAULT) {
     uv_run(uv, UV_RUN_DEFAULT);
@@ -435,6 +473,9 @@ static void prompt_case(enum close_from from, uint64_t drain, uv_run_mode mode) 
   ASSERT_EQ(pool_closed, 1);
   ASSERT_EQ(prompt.first.fired, 1);
   ASSERT_EQ(prompt.second.fired, 1);
+  ASSERT_EQ(prompt.slow.fired, 1);
+  if (from == CLOSE_FROM_OUTSIDE)
+    ASSERT_EQ(prompt.slow.status, drain != 0 ? 0 : RN_ECLOSED);
   ms = (double)(prompt.callback_ns - prompt.closed_ns) / 1e6;
   run_ms = (double)(returned_ns - prompt.callback_ns) / 1e6;
   fprintf(stderr,
