@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <string.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -264,8 +265,248 @@ static void test_abort_after_a_deferred_close(void) {
   test_loop_close(loop);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The close callback comes promptly however the loop is driven            */
+
+/* The loop is driven as an application drives it: uv_run(UV_RUN_ONCE)
+ * turn after turn, or one uv_run(UV_RUN_DEFAULT), with no timer of the
+ * test keeping the poll short. The server runs on a loop of its own in
+ * another thread, so the pool and the test's keep-alive are all this loop
+ * holds: a DEFAULT run must end once the close is over, and must not end
+ * before. A watchdog (unreferenced: it keeps nothing alive) fails the
+ * case if the callback has not come 1.5 s after the close. Closed from
+ * outside, the pool has a call in flight that the server answers 50 ms
+ * late: a drain waits for it, no drain fails it.
+ *
+ * Why: two cases of the old test-regress-pool2.c (removed_endpoint_ejected,
+ * all_ejected_read_as_all_full) each waited 2 s for their close callback.
+ * It had run 0.07 ms after rn_pool_close, in the timer phase at the start
+ * of the wait's first uv_run(UV_RUN_ONCE); that run then went on to poll,
+ * as a ONCE run does, and with nothing else due it blocked until the
+ * wait's own 2 s deadline. The wait looked at its condition only between
+ * runs. */
+
+enum close_from {
+  CLOSE_FROM_OUTSIDE,      /* the application, between turns */
+  CLOSE_FROM_HOUSEKEEPING, /* the "closed" event of an idle close */
+  CLOSE_FROM_CALL_CB,      /* a call's callback */
+  CLOSE_FROM_CONNECTING    /* the "connecting" event */
+};
+
+typedef struct {
+  uv_thread_t thread;
+  rn_loop_t *loop;
+  rn_server_t *server;
+  uv_async_t stop;
+  uv_timer_t slow_timer; /* answers slow_request 50 ms after it came */
+  rn_request_t *slow_request;
+  char endpoint[96];
+} far_server_t;
+
+/* One at a time, used by its thread until stopped. */
+static far_server_t *far_running;
+
+static void far_server_answer_slow(uv_timer_t *t) {
+  far_server_t *f = t->data;
+  test_reply(f->slow_request, "slow", 4);
+  f->slow_request = NULL;
+}
+
+/* Echoes, but "slow" 50 ms late: a call a drain has to wait for. */
+static void far_server_on_request(rn_server_t *srv, rn_request_t *req,
+                                  const char *body, size_t len) {
+  far_server_t *f = far_running;
+  if (len >= 4 && memcmp(body, "slow", 4) == 0) {
+    ASSERT(f->slow_request == NULL);
+    f->slow_request = req;
+    ASSERT_OK(uv_timer_start(&f->slow_timer, far_server_answer_slow, 50, 0));
+    return;
+  }
+  test_echo(srv, req, body, len);
+}
+
+static void far_server_stop_cb(uv_async_t *a) {
+  far_server_t *f = a->data;
+  rn_server_close(f->server, NULL);
+  uv_close((uv_handle_t *)a, NULL);
+  uv_close((uv_handle_t *)&f->slow_timer, NULL);
+}
+
+static void far_server_run(void *arg) {
+  far_server_t *f = arg;
+  uv_run(rn_loop_uv(f->loop), UV_RUN_DEFAULT);
+}
+
+static void far_server_start(far_server_t *f) {
+  far_running = f;
+  f->loop = test_loop_open();
+  f->server = test_start_server(f->loop, RN_PROTOCOL_LINE,
+                                far_server_on_request, "127.0.0.1:0",
+                                f->endpoint);
+  ASSERT_OK(uv_async_init(rn_loop_uv(f->loop), &f->stop, far_server_stop_cb));
+  f->stop.data = f;
+  ASSERT_OK(uv_timer_init(rn_loop_uv(f->loop), &f->slow_timer));
+  f->slow_timer.data = f;
+  f->slow_request = NULL;
+  ASSERT_OK(uv_thread_create(&f->thread, far_server_run, f));
+}
+
+static void far_server_stop(far_server_t *f) {
+  ASSERT_OK(uv_async_send(&f->stop));
+  ASSERT_OK(uv_thread_join(&f->thread));
+  ASSERT_OK(rn_loop_free(f->loop));
+}
+
+static struct {
+  enum close_from from;
+  uint64_t drain;
+  uv_async_t keepalive; /* the application's own reason to run, until the
+                           close: referenced, never wakes the poll */
+  uv_timer_t watchdog;
+  uint64_t closed_ns;   /* uv_hrtime() at rn_pool_close */
+  uint64_t callback_ns; /* uv_hrtime() in the close callback */
+  test_outcome_t first, second, slow;
+} prompt;
+
+static void prompt_watchdog(uv_timer_t *t) {
+  (void)t;
+  fprintf(stderr, "close callback not run 1500 ms after rn_pool_close\n");
+  abort();
+}
+
+static void prompt_closed(rn_pool_t *p) {
+  (void)p;
+  pool_closed++;
+  prompt.callback_ns = uv_hrtime();
+  uv_close((uv_handle_t *)&prompt.watchdog, NULL);
+}
+
+static void prompt_close(rn_pool_t *p) {
+  uv_loop_t *uv = rn_loop_uv(loop);
+  prompt.closed_ns = uv_hrtime();
+  rn_pool_close(p, prompt.drain, prompt_closed);
+  uv_close((uv_handle_t *)&prompt.keepalive, NULL);
+  ASSERT_OK(uv_timer_init(uv, &prompt.watchdog));
+  ASSERT_OK(uv_timer_start(&prompt.watchdog, prompt_watchdog, 1500, 0));
+  uv_unref((uv_handle_t *)&prompt.watchdog);
+}
+
+static void prompt_on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
+  if (ev->type != RN_EVENT_STATE || ev->connection == 0 ||
+      prompt.closed_ns != 0)
+    return;
+  if (prompt.from == CLOSE_FROM_HOUSEKEEPING &&
+      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
+      strcmp(ev->reason, "idle_timeout") == 0)
+    prompt_close(p);
+  if (prompt.from == CLOSE_FROM_CONNECTING &&
+      strcmp(ev->state, "connecting") == 0)
+    prompt_close(p);
+}
+
+static void prompt_on_result(rn_pool_t *p, void *data, const rn_result_t *r) {
+  test_record(p, data, r);
+  if (prompt.from == CLOSE_FROM_CALL_CB && data == &prompt.first)
+    prompt_close(p);
+}
+
+static void prompt_call(const char *body, test_outcome_t *o) {
+  rn_call_options_t co;
+  rn_buf_t frame;
+  memset(o, 0, sizeof(*o));
+  memset(&co, 0, sizeof(co));
+  rn_buf_init(&frame);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frame, body, strlen(body)));
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, prompt_on_result,
+                         o));
+  rn_buf_free(&frame);
+}
+
+static void prompt_case(enum close_from from, uint64_t drain,
+                        uv_run_mode mode) {
+  static const char *const names[] = {"outside", "housekeeping",
+                                      "call callback", "connecting"};
+  far_server_t far;
+  rn_pool_options_t po;
+  uv_loop_t *uv;
+  uint64_t returned_ns;
+  double ms, run_ms;
+
+  loop = test_loop_open();
+  uv = rn_loop_uv(loop);
+  far_server_start(&far);
+  memset(&prompt, 0, sizeof(prompt));
+  prompt.from = from;
+  prompt.drain = drain;
+  pool_closed = 0;
+  ASSERT_OK(uv_async_init(uv, &prompt.keepalive, NULL));
+  test_pool_line_options(&po, far.endpoint);
+  po.size = 1;
+  po.idle_timeout_ms = 100;
+  po.on_event = prompt_on_event;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  prompt_call("first", &prompt.first);
+  /* Pipelined behind the first: in flight when its callback closes. (The
+   * "connecting" event closed the pool inside the first call already.) */
+  if (from != CLOSE_FROM_CONNECTING)
+    prompt_call("second", &prompt.second);
+  else
+    prompt.second.fired = 1;
+  if (from == CLOSE_FROM_OUTSIDE) {
+    RUN_UNTIL(uv, prompt.second.fired, 2000);
+    /* In flight at the close: a drain waits the 50 ms for its reply. */
+    prompt_call("slow", &prompt.slow);
+    RUN_UNTIL(uv, test_pool_stats(pool).in_flight == 1, 2000);
+    prompt_close(pool);
+  } else {
+    prompt.slow.fired = 1;
+  }
+  if (mode == UV_RUN_DEFAULT) {
+    uv_run(uv, UV_RUN_DEFAULT);
+  } else {
+    while (!pool_closed && uv_run(uv, UV_RUN_ONCE) != 0) {
+    }
+  }
+  returned_ns = uv_hrtime();
+  /* The run ended (DEFAULT) or the loop had nothing left (ONCE) before the
+   * close was over: nothing kept the loop alive for it. */
+  ASSERT_EQ(pool_closed, 1);
+  ASSERT_EQ(prompt.first.fired, 1);
+  ASSERT_EQ(prompt.second.fired, 1);
+  ASSERT_EQ(prompt.slow.fired, 1);
+  if (from == CLOSE_FROM_OUTSIDE)
+    ASSERT_EQ(prompt.slow.status, drain != 0 ? 0 : RN_ECLOSED);
+  ms = (double)(prompt.callback_ns - prompt.closed_ns) / 1e6;
+  run_ms = (double)(returned_ns - prompt.callback_ns) / 1e6;
+  fprintf(stderr,
+          "   close from %s, drain %d, %s: callback after %.2f ms, "
+          "uv_run returned %.2f ms later\n",
+          names[from], (int)drain, mode == UV_RUN_DEFAULT ? "DEFAULT" : "ONCE",
+          ms, run_ms);
+  ASSERT_LT(ms, 500.0);
+  /* Once the pool is gone nothing of it may hold the loop (DEFAULT) or
+   * block the turn that ran the callback (ONCE). */
+  ASSERT_LT(run_ms, 500.0);
+  far_server_stop(&far);
+  test_loop_close(loop);
+}
+
+static void test_close_callback_prompt_under_run_once_and_default(void) {
+  static const enum close_from froms[] = {
+      CLOSE_FROM_OUTSIDE, CLOSE_FROM_HOUSEKEEPING, CLOSE_FROM_CALL_CB,
+      CLOSE_FROM_CONNECTING};
+  size_t f;
+  for (f = 0; f < ARRAY_SIZE(froms); f++) {
+    prompt_case(froms[f], 0, UV_RUN_ONCE);
+    prompt_case(froms[f], 1000, UV_RUN_ONCE);
+    prompt_case(froms[f], 0, UV_RUN_DEFAULT);
+    prompt_case(froms[f], 1000, UV_RUN_DEFAULT);
+  }
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_close_from_every_event_handler)
   TEST_ENTRY(test_unix_connect_started_after_the_event)
   TEST_ENTRY(test_abort_after_a_deferred_close)
+  TEST_ENTRY(test_close_callback_prompt_under_run_once_and_default)
 TEST_LIST_END
