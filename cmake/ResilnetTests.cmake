@@ -233,7 +233,7 @@ include(ResilnetExamples)  # examples/ as tests (cmake/ResilnetExamples.cmake)
 # ---------------------------------------------------------------------------
 # TLS tests (issue 17): the certificates are made at test time, by the first
 # test that needs them (core/test/tls_certs.h), into the build dir.
-foreach(rn_tls_test test-tls-filter test-tls-server)
+foreach(rn_tls_test test-tls-filter test-tls-server test-tls-pool)
   if(TARGET ${rn_tls_test})
     target_compile_definitions(${rn_tls_test} PRIVATE
       "RN_TLS_CERTS_SCRIPT=\"${CMAKE_SOURCE_DIR}/tools/make-test-certs.sh\""

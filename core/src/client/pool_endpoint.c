@@ -80,6 +80,7 @@ void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
 
   ep->removed = 1;
   rn__endpoint_end_ejection(pool, ep);
+  rn__endpoint_trusted(pool, ep); /* no longer one of the pool's */
   rn_list_insert_tail(&pool->removed, &ep->removed_node);
   /* Nobody will call there again: nothing for a probe to learn. */
   if (ep->dead_probe != NULL) rn__conn_close(ep->dead_probe, RN_ECLOSED);
@@ -189,7 +190,7 @@ void rn__endpoint_eject_due(rn_timer_t *timer) {
 }
 
 static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                                 uint64_t now, int err) {
+                                 uint64_t now, int err, const char *reason) {
   const rn_eject_options_t *o = &pool->options.eject;
   size_t cap = (size_t)(o->max_share * (double)pool->endpoint_count);
   uint64_t duration = o->time_ms;
@@ -218,11 +219,11 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   endpoint_arm_eject_timer(pool);
 
   memset(&ev, 0, sizeof(ev));
-  ev.reason = "failures";
+  ev.reason = reason;
   ev.error = err;
   ev.duration = duration;
   rn__pool_emit(pool, RN_EVENT_EJECT, ep, &ev);
-  rn__endpoint_update(pool, ep, "failures", err);
+  rn__endpoint_update(pool, ep, reason, err);
 }
 
 /* A connect failed, a connection never answered, or a peer went silent
@@ -237,7 +238,30 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
   ep->lost = 1;
   delay = rn__backoff_next(&ep->backoff, pool->loop); /* grows it: once */
   ep->retry_at = RN_MAX(now + delay, ep->hold_until);
-  endpoint_maybe_eject(pool, ep, now, err);
+  endpoint_maybe_eject(pool, ep, now, err, "failures");
+}
+
+void rn__endpoint_refused(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
+  const rn_pool_options_t *o = &pool->options;
+  uint64_t now;
+  uv_update_time(pool->loop->uv);
+  now = rn_loop_now(pool->loop);
+  ep->lost = 1;
+  if (!ep->tls_refused) {
+    ep->tls_refused = 1;
+    pool->tls_refused++;
+  }
+  /* Straight to the longest wait, and to ejection if the share allows
+   * (enough failures are counted at once). */
+  ep->failures = RN_MAX(ep->failures + 1, o->eject.failures);
+  ep->retry_at = RN_MAX(now + o->reconnect.max_ms, ep->hold_until);
+  endpoint_maybe_eject(pool, ep, now, err, "tls_verify");
+}
+
+void rn__endpoint_trusted(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  if (!ep->tls_refused) return;
+  ep->tls_refused = 0;
+  pool->tls_refused--;
 }
 
 /* The peer answered: only now is the endpoint known to be healthy. A bare
@@ -246,7 +270,7 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
  * (GOAWAY's RETRY_AFTER) ends too: a server that answers is back, and a
  * pause outliving that would only keep calls from it. */
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
-  (void)pool;
+  rn__endpoint_trusted(pool, ep);
   ep->failures = 0;
   ep->retry_at = ep->hold_until = 0;
   rn__backoff_reset(&ep->backoff);
