@@ -235,5 +235,6 @@ end
 
 M.is_integer, M.types, M.nested, M.hedge_fields = is_integer, types, nested,
   hedge_fields
+M.entry = entry
 M.check_table, M.validate, M.ms = check_table, validate, ms
 return M

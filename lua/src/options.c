@@ -25,6 +25,7 @@ static const struct {
     [LRN_KIND_COUNT0] = {"count0", "an integer >= 0"},
     [LRN_KIND_ATTEMPTS] = {"attempts", "an integer from 1 to 5"},
     [LRN_KIND_STRING] = {"string", "a string"},
+    [LRN_KIND_BOOLEAN] = {"boolean", "a boolean"},
     [LRN_KIND_PROTOCOL] = {"protocol",
                            "one of \"resp\", \"line\", \"length\", \"rnp\""},
     [LRN_KIND_LENGTH_BYTES] = {"length_bytes", "1, 2, 4 or 8"},
@@ -45,6 +46,8 @@ static int lrn_kind_ok(lua_State *L, int idx, lrn_kind_t kind) {
   switch (kind) {
   case LRN_KIND_STRING:
     return lua_type(L, idx) == LUA_TSTRING;
+  case LRN_KIND_BOOLEAN:
+    return lua_type(L, idx) == LUA_TBOOLEAN;
   case LRN_KIND_PROTOCOL: {
     rn_protocol_t p;
     return lua_type(L, idx) == LUA_TSTRING &&
@@ -196,6 +199,8 @@ void lrn_options_read(lua_State *L, int idx, const char *fname,
     } else if (r->ctype == LRN_C_LSTRING) {
       *(const char **)lrn_field(out, r->offset) =
           lua_tolstring(L, -1, (size_t *)lrn_field(out, r->len_offset));
+    } else if (r->kind == LRN_KIND_BOOLEAN) {
+      lrn_option_store(r, out, lua_toboolean(L, -1) ? 1 : 0);
     } else if (r->ctype == LRN_C_PROTOCOL) {
       rn_protocol_parse(lua_tostring(L, -1),
                         (rn_protocol_t *)lrn_field(out, r->offset));
@@ -303,14 +308,11 @@ static void lrn_option_push_default(lua_State *L, const lrn_option_t *r,
   }
 }
 
-void lrn_options_push_schema(lua_State *L, const lrn_option_t *rows,
-                             const void *init) {
+/* Adds rows to the schema at index schema; groups maps the path of each
+ * nested table met so far to its fields' schema. */
+static void lrn_schema_rows(lua_State *L, int schema, int groups,
+                            const lrn_option_t *rows, const void *init) {
   const lrn_option_t *r;
-  int groups, schema;
-  lua_newtable(L); /* the schema */
-  schema = lua_gettop(L);
-  lua_newtable(L); /* path of a nested table -> its fields' schema */
-  groups = schema + 1;
   for (r = rows; r->path != NULL; r++) {
     const char *dot = strrchr(r->path, '.');
     const char *name = dot != NULL ? dot + 1 : r->path;
@@ -355,7 +357,18 @@ void lrn_options_push_schema(lua_State *L, const lrn_option_t *rows,
     }
     lua_rawseti(L, parent, (int)lrn_rawlen(L, parent) + 1);
     lua_settop(L, groups);
+    if (r->rows != NULL)
+      lrn_schema_rows(L, schema, groups, r->rows, r->rows_init);
   }
+}
+
+void lrn_options_push_schema(lua_State *L, const lrn_option_t *rows,
+                             const void *init) {
+  int schema;
+  lua_newtable(L); /* the schema */
+  schema = lua_gettop(L);
+  lua_newtable(L); /* path of a nested table -> its fields' schema */
+  lrn_schema_rows(L, schema, schema + 1, rows, init);
   lua_pop(L, 1);
 }
 

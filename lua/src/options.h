@@ -15,6 +15,7 @@ typedef enum {
   LRN_KIND_COUNT0,       /* an integer >= 0 */
   LRN_KIND_ATTEMPTS,     /* an integer from 1 to 5 */
   LRN_KIND_STRING,
+  LRN_KIND_BOOLEAN,
   LRN_KIND_PROTOCOL,     /* a protocol's name */
   LRN_KIND_LENGTH_BYTES, /* 1, 2, 4 or 8 */
   LRN_KIND_DELIMITER,    /* 1 to 16 bytes, no NUL */
@@ -60,6 +61,13 @@ typedef struct lrn_option_s {
   double off, given;      /* see LRN_OPT_OFF, LRN_OPT_GIVEN */
   const char *protocol;   /* only with this protocol (the facade checks) */
   size_t len_offset;      /* LRN_C_LSTRING: of the length */
+  /* A nested table whose fields fill a struct of their own (the pool's
+   * `tls`, an rn_tls_options_t it points to): its rows (full paths,
+   * offsets into that struct, ending with a NULL path) and that struct
+   * as its options_init leaves it, for the defaults. lrn_options_read
+   * only checks the table; the caller reads rows into its struct. */
+  const struct lrn_option_s *rows;
+  const void *rows_init;
 } lrn_option_t;
 
 /* A row, named as the enums are without their prefixes:
