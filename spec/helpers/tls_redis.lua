@@ -7,6 +7,11 @@ local R = require "spec.helpers.redis"
 
 local T = {}
 
+-- Child commands run without the sanitizer runtime a sanitized spec run
+-- preloads (LD_PRELOAD): it would report the tools' own leaks and fail
+-- them.
+local clean = "env -u LD_PRELOAD "
+
 local function sh(cmd)
   local ok = os.execute(cmd)
   return ok == true or ok == 0
@@ -25,8 +30,8 @@ function T.certs()
   if certs then return certs end
   local dir = os.tmpname()
   os.remove(dir)
-  assert(sh(("sh '%stools/make-test-certs.sh' '%s'"):format(source_dir(),
-                                                            dir)),
+  local script = source_dir() .. "tools/make-test-certs.sh"
+  assert(sh((clean .. "sh '%s' '%s'"):format(script, dir)),
          "tools/make-test-certs.sh failed")
   certs = dir
   return dir
@@ -43,8 +48,9 @@ end
 function T.ping(port, client_cert)
   local extra = client_cert and ("--cert '%s' --key '%s'"):format(
     T.cert("client.pem"), T.cert("client.key")) or ""
-  local cmd = ("redis-cli --tls --cacert '%s' %s -h 127.0.0.1 -p %d PING "
-    .. "2>/dev/null | grep -q PONG"):format(T.cert("ca.pem"), extra, port)
+  local cmd = (clean .. "redis-cli --tls --cacert '%s' %s -h 127.0.0.1 "
+    .. "-p %d PING 2>/dev/null | grep -q PONG"):format(T.cert("ca.pem"),
+                                                        extra, port)
   return sh(cmd)
 end
 
@@ -56,7 +62,8 @@ function T.start(port, opts)
   if not R.installed() then return nil, "redis-server not installed" end
   port = port or R.free_port()
   local base = os.tmpname()
-  local cmd = ("redis-server --port 0 --tls-port %d --bind 127.0.0.1 "
+  local cmd = (clean .. "redis-server --port 0 --tls-port %d "
+    .. "--bind 127.0.0.1 "
     .. "--tls-cert-file '%s' --tls-key-file '%s' --tls-ca-cert-file '%s' "
     .. "--tls-auth-clients %s --save '' --appendonly no --daemonize no "
     .. "--dir /tmp >%s.log 2>&1 & echo $! >%s"):format(port,
