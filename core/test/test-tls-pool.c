@@ -19,6 +19,7 @@ static rn_loop_t *loop;
  * subject); rnp answers "re:" and the body, or the subject for "who".     */
 
 static int server_closed;
+static int handled; /* requests that reached a handler */
 
 static void reply_bulk(rn_request_t *req, const char *text, size_t len) {
   rn_buf_t out;
@@ -32,6 +33,7 @@ static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
                        size_t len) {
   char subject[256], out[300];
   int n;
+  handled++;
   if (rn_server_codec(s)->protocol == RN_PROTOCOL_RESP) {
     const char *arg;
     size_t end = len - 2;
@@ -450,6 +452,79 @@ static void test_reload(void) {
   finish();
 }
 
+static int proxy_closed;
+
+static void on_proxy_closed(rn_proxy_t *px) {
+  (void)px;
+  proxy_closed = 1;
+}
+
+/* A reset in the middle of the TLS handshake (a proxy resets every
+ * connection after 200 bytes from the server: the ServerHello's flight is
+ * cut) is a failed connect: the calls made meanwhile were never placed on
+ * a connection, so they wait unsent, and once the fault is lifted every
+ * one of them (not idempotent) runs exactly once. */
+static void test_reset_during_handshake(void) {
+  static result_t res[20];
+  rn_proxy_options_t po;
+  rn_fault_options_t fo;
+  rn_tls_options_t tls;
+  rn_pool_options_t o;
+  rn_pool_stats_t st;
+  rn_server_t *server;
+  rn_proxy_t *proxy;
+  rn_pool_t *pool;
+  char upstream[64], host[64], arg[16];
+  uint64_t fault;
+  int port, pport, i;
+
+  if (no_tls()) return;
+  open_loop();
+  server = start_server(RN_PROTOCOL_RESP, 0, &port);
+  snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", port);
+  rn_proxy_options_init(&po);
+  po.listen = "127.0.0.1:0";
+  po.upstream = upstream;
+  ASSERT_OK(rn_proxy_new(loop, &po, &proxy));
+  ASSERT_OK(rn_proxy_address(proxy, host, sizeof(host), &pport));
+  rn_fault_options_init(&fo, RN_FAULT_CLOSE);
+  fo.direction = RN_PROXY_DOWN;
+  fo.after_bytes = 200;
+  fo.rst = 1;
+  ASSERT_OK(rn_proxy_fault_add(proxy, &fo, &fault));
+
+  client_tls(&tls, "ca.pem");
+  rn_pool_options_init(&o);
+  o.timeout_ms = 5000;
+  o.reconnect.initial_ms = 20;
+  o.reconnect.max_ms = 100;
+  o.eject.failures = 0;
+  pool = open_pool(RN_PROTOCOL_RESP, "127.0.0.1", pport, &tls, &o);
+  handled = 0;
+  for (i = 0; i < 20; i++) {
+    snprintf(arg, sizeof(arg), "c%d", i);
+    call_resp(pool, arg, &res[i]);
+  }
+  RUN_UNTIL((rn_pool_stats(pool, &st), st.connect_failures >= 3), 3000);
+  ASSERT_EQ(handled, 0);
+  for (i = 0; i < 20; i++) ASSERT(!res[i].done);
+  ASSERT_OK(rn_proxy_fault_remove(proxy, fault));
+  RUN_UNTIL(res[19].done, 4000);
+  for (i = 0; i < 20; i++) {
+    snprintf(arg, sizeof(arg), "c%d", i);
+    assert_echo(&res[i], arg);
+  }
+  ASSERT_EQ(handled, 20);
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.retries, 0);
+  close_pool(pool);
+  proxy_closed = 0;
+  rn_proxy_close(proxy, on_proxy_closed);
+  RUN_UNTIL(proxy_closed, 3000);
+  stop_server(server);
+  finish();
+}
+
 /* Bad options fail rn_pool_new, not a connect later. */
 static void test_bad_options(void) {
   rn_tls_options_t tls;
@@ -487,5 +562,6 @@ TEST_LIST_START
   TEST_ENTRY(test_idle_heartbeats)
   TEST_ENTRY(test_mutual_tls_rnp)
   TEST_ENTRY(test_reload)
+  TEST_ENTRY(test_reset_during_handshake)
   TEST_ENTRY(test_bad_options)
 TEST_LIST_END
