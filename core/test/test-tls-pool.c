@@ -6,17 +6,22 @@
 #include "resilnet.h"
 #include "task.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static rn_loop_t *loop;
 
 #include "run_until.h"
+#include "client.h"
 #include "tls.h"
 #include "tls_certs.h"
 
 /* ------------------------------------------------------------------------ */
-/* Servers: resp echoes its last argument (WHO: the client's certificate
- * subject); rnp answers "re:" and the body, or the subject for "who".     */
+/* Servers: resp echoes its last argument; rnp and line answer "re:" and
+ * the body (rnp: the client certificate's subject for "who").            */
 
 static int server_closed;
 static int handled; /* requests that reached a handler */
@@ -49,6 +54,7 @@ static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
   } else {
     n = snprintf(out, sizeof(out), "re:%.*s", (int)len, body);
   }
+  if (rn_server_codec(s)->protocol == RN_PROTOCOL_LINE) out[n++] = '\n';
   ASSERT_OK(rn_request_reply(req, out, (size_t)n));
 }
 
@@ -525,6 +531,82 @@ static void test_reset_during_handshake(void) {
   finish();
 }
 
+/* A TLS server in a child process (its own loop), so that it answers
+ * while this process's loop is not running: returns its pid, its port in
+ * *port. */
+static pid_t fork_server(rn_protocol_t protocol, int *port) {
+  int fds[2];
+  pid_t pid;
+  test_cert("ca.pem"); /* made before the fork, once */
+  ASSERT_OK(pipe(fds));
+  pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    rn_server_t *server;
+    close(fds[0]);
+    ASSERT_OK(rn_loop_new(NULL, &loop));
+    server = start_server(protocol, 0, port);
+    (void)server;
+    ASSERT_EQ(write(fds[1], port, sizeof(*port)), sizeof(*port));
+    close(fds[1]);
+    for (;;) uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  }
+  close(fds[1]);
+  ASSERT_EQ(read(fds[0], port, sizeof(*port)), sizeof(*port));
+  close(fds[0]);
+  return pid;
+}
+
+/* A TLS 1.3 server sends its session tickets after the handshake: on a
+ * connection that became ready at the end of the handshake (line, no
+ * ping), they wait unread in the socket when the loop has not run since.
+ * The check before reusing an idle connection must decrypt them and find
+ * no application data: the call goes on that very connection, nothing
+ * is evicted. */
+static void test_tickets_are_not_stray_bytes(void) {
+  rn_tls_options_t tls;
+  rn_pool_options_t o;
+  rn_pool_stats_t st;
+  rn_pool_t *pool;
+  rn_conn_t *conn;
+  result_t res;
+  uv_os_fd_t fd;
+  int port, waiting = 0, status;
+  pid_t pid;
+
+  if (no_tls()) return;
+  pid = fork_server(RN_PROTOCOL_LINE, &port);
+  open_loop();
+  client_tls(&tls, "ca.pem");
+  rn_pool_options_init(&o);
+  o.size = 1;
+  o.min_idle = 1;
+  o.heartbeat.interval_ms = 0;
+  pool = open_pool(RN_PROTOCOL_LINE, "127.0.0.1", port, &tls, &o);
+  RUN_UNTIL((rn_pool_stats(pool, &st), st.idle == 1), 3000);
+  /* The loop stands still while the tickets arrive. */
+  usleep(200 * 1000);
+  conn = RN_CONTAINER_OF(pool->endpoints[0]->conns.next, rn_conn_t, node);
+  ASSERT_OK(uv_fileno(&conn->h.handle, &fd));
+  ASSERT_OK(ioctl(fd, FIONREAD, &waiting));
+  ASSERT_GT(waiting, 0); /* the tickets: the case under test is real */
+
+  memset(&res, 0, sizeof(res));
+  ASSERT_OK(rn_pool_call(pool, "hello\n", 6, NULL, on_result, &res));
+  RUN_UNTIL(res.done, 3000);
+  ASSERT_OK(res.status);
+  ASSERT_STR_EQ(res.body, "re:hello");
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.connects, 1);
+  ASSERT_EQ(st.evictions.unexpected + st.evictions.peer_closed +
+                st.evictions.error,
+            0);
+  close_pool(pool);
+  finish();
+  kill(pid, SIGKILL);
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+}
+
 /* Bad options fail rn_pool_new, not a connect later. */
 static void test_bad_options(void) {
   rn_tls_options_t tls;
@@ -560,6 +642,7 @@ TEST_LIST_START
   TEST_ENTRY(test_wrong_name)
   TEST_ENTRY(test_insecure_counted)
   TEST_ENTRY(test_idle_heartbeats)
+  TEST_ENTRY(test_tickets_are_not_stray_bytes)
   TEST_ENTRY(test_mutual_tls_rnp)
   TEST_ENTRY(test_reload)
   TEST_ENTRY(test_reset_during_handshake)
