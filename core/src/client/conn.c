@@ -256,12 +256,33 @@ static int conn_goaway_done(const rn_conn_t *conn) {
   return 1;
 }
 
-static void conn_received(rn_conn_t *conn);
+/* Ciphertext read: decrypted into rbuf. 1 if application data arrived for
+ * the codec (*peer_done: close_notify came after it); 0 if not (the
+ * handshake, session tickets, a key update: life, not stray bytes; or the
+ * connection closed). */
+static int conn_read_tls(rn_conn_t *conn, const uv_buf_t *buf, ssize_t nread,
+                         int *peer_done) {
+  int got = rn__conn_tls_read(conn, buf->base, (size_t)nread);
+  if (got == UV_ECANCELED) return 0; /* closed by a callback */
+  if (got < 0) {
+    rn__conn_close(conn, got);
+    return 0;
+  }
+  if (conn->state == RN_CONN_CLOSING) return 0;
+  if (!(got & RN_TLS_GOT_DATA)) {
+    if (got & RN_TLS_GOT_CLOSE_NOTIFY) rn__conn_close(conn, UV_EOF);
+    return 0;
+  }
+  *peer_done = (got & RN_TLS_GOT_CLOSE_NOTIFY) != 0;
+  return 1;
+}
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
-  int got;
+  rn_pool_t *pool = conn->pool;
+  size_t pos = 0;
+  int peer_done = 0;
 
   if (nread == 0) return;
   if (conn->probe) { /* any byte: the server is back; nothing is matched */
@@ -277,30 +298,10 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   }
   conn->last_read = rn_loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
-  if (conn->tls == NULL) {
+  if (conn->tls == NULL)
     conn->rbuf.len += (size_t)nread;
-    conn_received(conn);
+  else if (!conn_read_tls(conn, buf, nread, &peer_done))
     return;
-  }
-  /* Only application data is looked at: TLS 1.3 session tickets (sent
-   * after the handshake, read by an idle connection) or a key update are
-   * life, not stray bytes. */
-  got = rn__conn_tls_read(conn, buf->base, (size_t)nread);
-  if (got == UV_ECANCELED) return; /* closed by a callback */
-  if (got < 0) {
-    rn__conn_close(conn, got);
-    return;
-  }
-  if ((got & RN_TLS_GOT_DATA) && conn->state != RN_CONN_CLOSING)
-    conn_received(conn);
-  if ((got & RN_TLS_GOT_CLOSE_NOTIFY) && conn->state != RN_CONN_CLOSING)
-    rn__conn_close(conn, UV_EOF);
-}
-
-/* New bytes are in rbuf: frames go to their calls. */
-static void conn_received(rn_conn_t *conn) {
-  rn_pool_t *pool = conn->pool;
-  size_t pos = 0;
 
   /* A byte with no call waiting can only be garbage, a stale reply or the
    * first sign that the peer is a different server: drop the connection
@@ -352,6 +353,8 @@ static void conn_received(rn_conn_t *conn) {
   if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
       conn->state == RN_CONN_READY)
     rn__conn_suspect_drained(conn);
+  /* TLS: the server's close_notify followed its last bytes. */
+  if (peer_done && conn->state != RN_CONN_CLOSING) rn__conn_close(conn, UV_EOF);
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
@@ -599,6 +602,13 @@ static int conn_has_output(const rn_conn_t *conn) {
   return !rn_list_empty(&conn->unsent) || rn__conn_tls_pending(conn);
 }
 
+/* The call's bytes are in the batch about to be written. */
+static void conn_written(rn_conn_t *conn, rn_call_t *call) {
+  rn_list_remove(&call->node);
+  rn_list_insert_tail(&conn->sent, &call->node);
+  rn__fate_written(call);
+}
+
 /* Writes every unsent call in one batch, at the end of the loop's turn
  * (conn_flush_later). Calls made in one turn (the replies of one read each
  * making a new call, say) leave together, and only one write is in flight
@@ -627,12 +637,13 @@ static void conn_flush(rn_conn_t *conn) {
     rn__conn_close(conn, err);
     return;
   }
-  for (pos = conn->unsent.next; pos != &conn->unsent; pos = pos->next) {
+  rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
     memcpy(out->base + out->len, call->frame, call->frame_len);
     if (rn__codec_replies_by_id(&conn->pool->codec))
       rn__rnp_stamp(conn, call, out->base + out->len);
     out->len += call->frame_len;
+    if (conn->tls == NULL) conn_written(conn, call);
   }
   if (conn->tls != NULL) {
     /* Before any call counts as written: a batch that cannot be
@@ -644,12 +655,9 @@ static void conn_flush(rn_conn_t *conn) {
       rn__conn_close(conn, err);
       return;
     }
-  }
-  rn_list_foreach_safe(pos, tmp, &conn->unsent) {
-    rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    rn_list_remove(&call->node);
-    rn_list_insert_tail(&conn->sent, &call->node);
-    rn__fate_written(call);
+    rn_list_foreach_safe(pos, tmp, &conn->unsent) {
+      conn_written(conn, RN_CONTAINER_OF(pos, rn_call_t, node));
+    }
   }
   conn->unsent_bytes = 0;
 
