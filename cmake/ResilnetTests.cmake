@@ -190,7 +190,7 @@ set(RESILNET_SCALE_LUA_TAGS "5.4;jit" CACHE STRING
 # the Luas below only.
 set(RESILNET_FAULT_SPECS
     budget chaos examples freeze recovery redis_incr restart retry_table rnp
-    rnp_redis_store
+    rnp_redis_store tls
     CACHE STRING "spec/<name>_spec.lua run only on RESILNET_FAULT_LUA_TAGS")
 set(RESILNET_FAULT_LUA_TAGS "5.4;jit" CACHE STRING
     "Lua versions (as in RESILNET_LUA_VERSIONS) that run the fault specs")
@@ -308,7 +308,8 @@ include(ResilnetExamples)  # examples/ as tests (cmake/ResilnetExamples.cmake)
 # Tests with TLS (issue 17: the filter, servers, rnp authentication by
 # client certificate): the certificates are made at test time, by the first
 # test that needs them (core/test/tls_certs.h), into the build dir.
-foreach(rn_tls_test test-tls-filter test-tls-server test-rnp-auth)
+foreach(rn_tls_test test-tls-filter test-tls-server test-rnp-auth
+                    test-tls-pool)
   if(TARGET ${rn_tls_test})
     target_compile_definitions(${rn_tls_test} PRIVATE
       "RN_TLS_CERTS_SCRIPT=\"${CMAKE_SOURCE_DIR}/tools/make-test-certs.sh\""

@@ -475,9 +475,18 @@ typedef struct rn_pool_options_s {
    * A server that refuses it answers UNAUTHENTICATED: the connection
    * closes with RN_EAUTH, a configuration fault (the endpoint waits
    * reconnect.max_ms before its next connect, or is ejected), and calls
-   * waiting for it fail at their deadline with RN_EAUTH, never sent. */
+   * waiting for it fail with RN_EAUTH, never sent, as with RN_ETLSVERIFY below. */
   const char *auth;
   size_t auth_len;
+  /* TLS to every endpoint (resilnet/tls.h), or NULL: plaintext. The files
+   * are read by rn_pool_new() (and rn_pool_reload_tls()); the options need
+   * not outlive the call. The server is verified unless tls->insecure: its
+   * name must be the endpoint's host (an IP literal: an IP address of the
+   * certificate), or tls->server_name. The handshake is part of connecting
+   * (inside connect_timeout_ms, before ping or HELLO). A refused
+   * certificate (RN_ETLSVERIFY) is a configuration fault: the endpoint
+   * waits reconnect.max_ms before its next connect (or is ejected). */
+  const struct rn_tls_options_s *tls;
 } rn_pool_options_t;
 
 /* Fills in every default. */
@@ -565,6 +574,10 @@ typedef struct rn_pool_stats_s {
   uint64_t probes_answered; /* probes that heard their server again */
   uint64_t probes_expired;  /* probes closed unanswered at probe_ms */
   uint64_t ejections;   /* endpoints ejected */
+  uint64_t tls_failures; /* TLS handshakes failed (RN_ETLS, RN_ETLSVERIFY) */
+  uint64_t tls_insecure; /* connections made without verifying the server
+                            (tls.insecure): anyone on the path could have
+                            read and changed their traffic */
   struct {              /* connections closed, by reason */
     uint64_t idle;        /* idle_timeout */
     uint64_t lifetime;    /* max_lifetime */

@@ -193,6 +193,22 @@ return function(core, T)
     core.pool_reset_backoff(self._h)
   end
 
+  local tls_fields = opt.entry(pool_schema, "tls")[2].table
+
+  --- pool:reload_tls{cafile = ..., certificate = ..., key = ..., ...}:
+  -- certificate rotation. The files are read now; new connections use
+  -- them, open ones keep theirs until they retire (max_lifetime,
+  -- idle_timeout). true, or nil, err if a file cannot be used (nothing
+  -- changes then); raises on bad options or a pool made without tls.
+  function Pool:reload_tls(opts)
+    if type(opts) ~= "table" then
+      error("pool:reload_tls: expected a table of TLS options, got "
+            .. type(opts), 2)
+    end
+    check_table("pool:reload_tls", "", tls_fields, opts, 3)
+    return core.pool_reload_tls(self._h, { tls = opts })
+  end
+
   --- pool:set_endpoints{...}: replaces the endpoint list. Endpoints in both
   -- lists keep their connections; dropped ones finish their calls and close.
   -- true, or nil, err once the pool is closed; raises on a bad list.

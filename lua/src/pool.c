@@ -220,6 +220,19 @@ static void lrn_pool_close_type(lrn_object_t *o) {
 /* Options                                                                    */
 
 #define LRN_POOL(field) offsetof(rn_pool_options_t, field)
+#define LRN_TLS(field) offsetof(rn_tls_options_t, field)
+
+/* tls = {...}: LuaSec's and OpenResty's names, into the rn_tls_options_t
+ * the pool options point to (the files are read by rn_pool_new). */
+static const rn_tls_options_t lrn_tls_defaults; /* = rn_tls_options_init */
+static const lrn_option_t lrn_pool_tls_options[] = {
+    LRN_OPTION("tls.cafile", STRING, STRING, LRN_TLS(cafile)),
+    LRN_OPTION("tls.capath", STRING, STRING, LRN_TLS(capath)),
+    LRN_OPTION("tls.certificate", STRING, STRING, LRN_TLS(certificate)),
+    LRN_OPTION("tls.key", STRING, STRING, LRN_TLS(key)),
+    LRN_OPTION("tls.server_name", STRING, STRING, LRN_TLS(server_name)),
+    LRN_OPTION("tls.insecure", BOOLEAN, BOOL, LRN_TLS(insecure)),
+    LRN_OPTIONS_END};
 
 /* Every option of rn_pool_options_t, as Lua spells it. Adding a pool
  * option touches four files: its field in core/include/resilnet.h, its
@@ -301,7 +314,37 @@ static const lrn_option_t lrn_pool_options[] = {
     LRN_OPTION("resolve_ttl", SECONDS, MS, LRN_POOL(resolve_ttl_ms)),
     LRN_OPTION("attempt_timeout", SECONDS, MS, LRN_POOL(attempt_timeout_ms)),
     LRN_OPTION("max_in_flight", COUNT0, UNSIGNED, LRN_POOL(max_in_flight)),
+    /* tls = {...}: TLS to every endpoint; false or left out: plaintext */
+    LRN_OPTION("tls", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE,
+               .rows = lrn_pool_tls_options, .rows_init = &lrn_tls_defaults),
     LRN_OPTIONS_END};
+
+/* Reads `tls` of the options table at idx into tls: 1 if it is a table
+ * (TLS on), 0 if absent or false. Raises on a bad field. */
+static int lrn_tls_read(lua_State *L, int idx, const char *fname,
+                        rn_tls_options_t *tls) {
+  int on;
+  rn_tls_options_init(tls);
+  lua_getfield(L, idx, "tls");
+  on = lua_type(L, -1) == LUA_TTABLE;
+  lua_pop(L, 1);
+  if (on)
+    lrn_options_read(L, idx, fname, lrn_pool_tls_options, tls);
+  return on;
+}
+
+/* Pushes why TLS options cannot be used (a file, a missing key, a build
+ * without OpenSSL), for rc from rn_pool_new or rn_pool_reload_tls. */
+static const char *lrn_tls_why(lua_State *L, const rn_tls_options_t *tls,
+                               int rc) {
+  char why[256];
+  if (rn_tls_options_check(tls, RN_TLS_CLIENT, why, sizeof(why)) == 0 ||
+      why[0] == '\0')
+    lua_pushstring(L, rn_strerror(rc));
+  else
+    lua_pushstring(L, why);
+  return lua_tostring(L, -1);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
@@ -340,6 +383,7 @@ static const char **lrn_endpoint_list(lua_State *L, int idx,
 static int lrn_pool_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_pool_options_t o;
+  rn_tls_options_t tls;
   const char **endpoints;
   lrn_pool_t *p;
   size_t n;
@@ -349,6 +393,8 @@ static int lrn_pool_new(lua_State *L) {
   lua_settop(L, 2);
   rn_pool_options_init(&o);
   lrn_options_read(L, 1, "resilnet.pool", lrn_pool_options, &o);
+  if (lrn_tls_read(L, 1, "resilnet.pool", &tls))
+    o.tls = &tls;
   endpoints = lrn_endpoint_list(L, 2, "resilnet.pool", &n); /* 3 */
   o.endpoints = endpoints;
   o.endpoint_count = n;
@@ -371,6 +417,13 @@ static int lrn_pool_new(lua_State *L) {
   if (rc != 0) {
     lrn_unref(ctx, &p->classify_ref);
     free(p);
+    if (o.tls != NULL && (rc == RN_ETLS || rc == RN_ENOTLS ||
+                          rc == UV_EINVAL)) {
+      const char *why = lrn_tls_why(L, &tls, rc);
+      if (rc != UV_EINVAL || rn_tls_options_check(&tls, RN_TLS_CLIENT, NULL,
+                                                  0) != 0)
+        return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
+    }
     if (rc == UV_EINVAL)
       return luaL_error(L, "resilnet.pool: invalid options (an endpoint "
                            "listed twice, or limits that contradict)");
@@ -604,6 +657,8 @@ static int lrn_pool_stats(lua_State *L) {
   lrn_set_count(L, "probes_answered", s.probes_answered);
   lrn_set_count(L, "probes_expired", s.probes_expired);
   lrn_set_count(L, "ejections", s.ejections);
+  lrn_set_count(L, "tls_failures", s.tls_failures);
+  lrn_set_count(L, "tls_insecure", s.tls_insecure);
   lua_createtable(L, 0, 8);
   lrn_set_count(L, "idle", s.evictions.idle);
   lrn_set_count(L, "lifetime", s.evictions.lifetime);
@@ -645,6 +700,34 @@ static int lrn_pool_set_endpoints(lua_State *L) {
   if (rc != 0) {
     lua_pushnil(L);
     lrn_error_push_code(L, lrn_ctx(L), rc);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* pool_reload_tls(h, {tls = {...}}) -> true | nil, err: new TLS files
+ * for new connections. Raises on bad fields, or on a pool without TLS;
+ * a file that cannot be read is nil, err (rotation is a runtime act). */
+static int lrn_pool_reload_tls(lua_State *L) {
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  rn_tls_options_t tls;
+  int rc;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lrn_tls_read(L, 2, "pool:reload_tls", &tls))
+    return luaL_error(L, "pool:reload_tls: expected a table of TLS options");
+  rc = p == NULL || p->o.closing ? RN_ECLOSED
+                                 : rn_pool_reload_tls(p->pool, &tls);
+  if (rc == UV_EINVAL && rn_tls_options_check(&tls, RN_TLS_CLIENT, NULL,
+                                              0) == 0)
+    return luaL_error(L, "pool:reload_tls: the pool has no TLS (TLS is "
+                         "switched on or off only when a pool is made)");
+  if (rc != 0) {
+    const char *why = rc == RN_ECLOSED ? rn_strerror(rc)
+                                       : lrn_tls_why(L, &tls, rc);
+    lua_pushnil(L);
+    lrn_error_push(L, p != NULL ? p->o.ctx : lrn_ctx(L), rn_err_name(rc),
+                   why, strlen(why), 0, 0, NULL);
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -694,6 +777,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
     {"pool_reset_backoff", lrn_pool_reset_backoff},
+    {"pool_reload_tls", lrn_pool_reload_tls},
     {"pool_set_endpoints", lrn_pool_set_endpoints},
     {NULL, NULL}};
 

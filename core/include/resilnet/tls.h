@@ -1,10 +1,10 @@
 /*
  * resilnet/tls.h — TLS for resilnet's connections (issue 17): the options
- * a server (and, later, a pool) takes, and the calls that go with them.
+ * a server or a pool takes, and the calls that go with them.
  *
  * TLS is OpenSSL 3 used as a byte filter: libuv keeps the socket, and the
- * bytes of every connection of a server with `tls` set pass through one
- * TLS session. Verification is on unless asked otherwise; the minimum is
+ * bytes of every connection of a server or pool with `tls` set pass
+ * through one TLS session. Verification is on unless asked otherwise; the minimum is
  * TLS 1.2; renegotiation is refused; 0-RTT data is never accepted.
  *
  * A build without OpenSSL has the same API: rn_tls_available() says 0 and
@@ -29,7 +29,8 @@ typedef enum {
 } rn_tls_role_t;
 
 /* Files are PEM and are read when the options are used (rn_server_new(),
- * rn_server_reload_tls()); the strings need not outlive that call.
+ * rn_server_reload_tls(), rn_pool_new(), rn_pool_reload_tls()); the
+ * strings need not outlive that call.
  * Zeroed by rn_tls_options_init(), which is the safe default: a client
  * verifies its server against the system's trust store. */
 struct rn_tls_options_s {
@@ -78,6 +79,15 @@ int rn_tls_options_check(const rn_tls_options_t *options, rn_tls_role_t role,
  * 0, UV_EINVAL (the server has no TLS; TLS cannot be switched on or off
  * here), RN_ETLS (see rn_tls_options_check() for why), UV_ENOMEM. */
 int rn_server_reload_tls(rn_server_t *server, const rn_tls_options_t *options);
+
+/* Certificate rotation for a pool with TLS: loads the files again and
+ * uses them for connections opened from now on; connections already open
+ * keep their session until they retire (max_lifetime, idle_timeout) or
+ * close. Endpoints held back by a refused certificate (RN_ETLSVERIFY) may
+ * connect again at once. On failure nothing changes. 0, UV_EINVAL (the pool
+ * has no TLS: it cannot be switched on or off here), RN_ETLS (see
+ * rn_tls_options_check() for why), RN_ECLOSED, UV_ENOMEM. */
+int rn_pool_reload_tls(rn_pool_t *pool, const rn_tls_options_t *options);
 
 /* The verified client certificate's subject, RFC 2253 text
  * ("CN=client,O=example"), NUL-terminated in buf. 0, UV_ENOENT (no TLS,

@@ -9,6 +9,7 @@
 #define RN_CLIENT_H
 
 #include "internal.h"
+#include "tls.h"
 #include "../codec/reply.h"
 
 /* Backoff state of one endpoint (client/backoff.c). */
@@ -95,6 +96,7 @@ struct rn_call_s {
 typedef enum {
   RN_CONN_RESOLVING = 1,
   RN_CONN_CONNECTING,
+  RN_CONN_TLS,       /* connected, TLS handshake under way (conn_tls.c) */
   RN_CONN_HANDSHAKE, /* connected, first ping sent, no reply yet */
   RN_CONN_READY,
   RN_CONN_CLOSING
@@ -147,6 +149,7 @@ struct rn_conn_s {
    * where they fit (rn__conn_fits). */
   size_t max_frame;
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
+  rn__tls_t *tls;         /* its TLS session (conn_tls.c), or NULL */
 };
 
 struct rn_pool_endpoint_s {
@@ -189,6 +192,8 @@ struct rn_pool_endpoint_s {
   unsigned lost : 1;    /* a connection failed since the last connect */
   unsigned has_incarnation : 1;
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: the newest server met */
+  int refused; /* RN_ETLSVERIFY or RN_EAUTH: a configuration fault
+                  (rn__endpoint_refused); 0: none */
 };
 
 struct rn_pool_s {
@@ -229,6 +234,17 @@ struct rn_pool_s {
    * the endpoints' servers (0 while one has not announced its own). A call
    * under it goes only where it fits (rn__pool_dispatch). */
   size_t peer_max_frame;
+  /* TLS (conn_tls.c): the context new connections are made from (NULL:
+   * plaintext); ciphertext as read, before it is decrypted into a
+   * connection's rbuf (one read at a time); a batch's plaintext, before it
+   * is encrypted into the connection's wbuf. */
+  rn__tls_ctx_t *tls;
+  rn_buf_t tls_in;
+  rn_buf_t tls_out;
+  unsigned refused; /* endpoints with `refused` set */
+  /* Why the last TLS handshake failed ("unknown CA: ..."): the text of a
+   * call that fails with last_connect_error RN_ETLS or RN_ETLSVERIFY. */
+  char tls_why[RN_TLS_WHY_SIZE];
   rn_timer_t maintenance_timer;
   rn_timer_t reconnect_timer;  /* next endpoint out of backoff */
   rn_timer_t eject_timer;      /* next ejection to end */
@@ -242,6 +258,7 @@ struct rn_pool_s {
   unsigned dispatch_again : 1;
   unsigned close_deferred : 1;
   unsigned aborting : 1; /* connections close with RST */
+  unsigned tls_insecure : 1; /* pool->tls verifies nothing (tls.insecure) */
   uint64_t close_drain;
 };
 
@@ -298,6 +315,8 @@ void rn__fate_lost(rn_call_t *call, int err);
 void rn__fate_closed(rn_call_t *call);
 /* Fails a call on no list and no connection. */
 void rn__fate_fail(rn_call_t *call, int err);
+/* The same, with a text saying why (or NULL). */
+void rn__fate_fail_why(rn_call_t *call, int err, const char *why);
 /* A call's deadline (call->deadline's callback). */
 void rn__fate_deadline(rn_timer_t *timer);
 
@@ -377,6 +396,34 @@ void rn__conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
 /* Closes the socket: with a FIN, or with an RST when the pool aborts a
  * connection that got as far as connecting. */
 void rn__conn_close_handle(rn_conn_t *conn, int connected);
+
+/* conn_tls.c: a connection's TLS session, between its socket and its
+ * frames. */
+/* Connected: starts the TLS handshake (the state is RN_CONN_TLS; the
+ * ClientHello waits in the session for the next flush). 0 or an error. */
+int rn__conn_tls_start(rn_conn_t *conn);
+/* Ciphertext read (nread > 0): decrypts into conn->rbuf. Returns the
+ * RN_TLS_GOT_* bits, or an error that must close the connection. Moves
+ * the handshake on; once it completes, the protocol handshake follows
+ * (rn__conn_tls_established). */
+int rn__conn_tls_read(rn_conn_t *conn, const char *data, size_t len);
+/* Encrypts one batch of plaintext into conn->wbuf, after whatever the
+ * session has to send first. 0 or an error. */
+int rn__conn_tls_seal(rn_conn_t *conn, const char *plain, size_t len);
+/* An orderly close: close_notify goes out if the socket takes it now. */
+void rn__conn_tls_close_notify(rn_conn_t *conn);
+void rn__conn_tls_free(rn_conn_t *conn);
+/* Whether the session has bytes to write (the handshake, tickets' and key
+ * updates' answers, alerts). */
+static inline int rn__conn_tls_pending(const rn_conn_t *conn) {
+  return conn->tls != NULL && rn__tls_want_write(conn->tls);
+}
+
+/* conn.c, for conn_tls.c: the TLS handshake completed. */
+void rn__conn_tls_established(rn_conn_t *conn);
+/* Writes what is unsent (and the session's own output) now, if no write
+ * is in flight. */
+void rn__conn_flush(rn_conn_t *conn);
 
 /* conn_liveness.c: whether a connection's peer is alive. */
 /* A sibling reported its peer gone: conn (busy) takes no new calls until
@@ -462,9 +509,14 @@ void rn__endpoint_update(rn_pool_t *pool, rn_pool_endpoint_t *ep,
 int rn__endpoint_usable(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                         uint64_t now);
 void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
-/* A configuration fault (RN_EAUTH): the longest wait, or ejection. */
-void rn__endpoint_config_fault(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                               int err);
+/* Its server refused us (RN_ETLSVERIFY: its certificate failed our
+ * checks; RN_EAUTH: our credentials failed its): a configuration fault,
+ * which retrying soon cannot mend. No connect before reconnect.max (and
+ * ejected if the share allows), with `refused` set until a connection
+ * there is answered (or, for a certificate, the TLS files are reloaded). */
+void rn__endpoint_refused(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err);
+/* The endpoint's server answered (or new TLS files came): `refused` ends. */
+void rn__endpoint_trusted(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 /* The server asked for no new connection for delay_ms (rnp GOAWAY with
  * RETRY_AFTER). Returns the hold applied: at most reconnect.max, since
@@ -497,6 +549,9 @@ void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
 /* Any event; fills in what ev leaves NULL/0 from the arguments. */
 void rn__pool_emit(rn_pool_t *pool, rn_event_type_t type,
                    rn_pool_endpoint_t *ep, rn_pool_event_t *ev);
+/* The text for a call that failed with the pool's last connect error
+ * (the TLS reason), or NULL. */
+const char *rn__pool_connect_why(const rn_pool_t *pool);
 /* The word for why a connection closed (or failed to connect). */
 const char *rn__conn_close_reason(const rn_conn_t *conn);
 /* Places waiting calls (not re-entrant; a nested call asks for a rerun). */

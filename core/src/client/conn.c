@@ -25,18 +25,15 @@ static int conn_goaway_done(const rn_conn_t *conn);
 static void conn_flush(rn_conn_t *conn);
 static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_become_ready(rn_conn_t *conn);
+static void conn_start_protocol(rn_conn_t *conn);
 
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
-  int was_connecting = conn->state == RN_CONN_RESOLVING ||
-                       conn->state == RN_CONN_CONNECTING ||
-                       conn->state == RN_CONN_HANDSHAKE;
-  int is_connecting = state == RN_CONN_RESOLVING ||
-                      state == RN_CONN_CONNECTING ||
-                      state == RN_CONN_HANDSHAKE;
+  int was_connecting = conn->state < RN_CONN_READY;
+  int is_connecting = state < RN_CONN_READY;
 
-  /* States only move forward: resolving, connecting, handshake, ready,
-   * closing (a step may be skipped); nothing leaves closing. */
+  /* States only move forward: resolving, connecting, tls, handshake,
+   * ready, closing (a step may be skipped); nothing leaves closing. */
   assert(state > conn->state);
   if (was_connecting && !is_connecting) ep->connecting--;
   if (!was_connecting && is_connecting) ep->connecting++;
@@ -143,6 +140,11 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
 static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn_conn_t *conn = handle->data;
   (void)suggested;
+  if (conn->tls != NULL) { /* ciphertext: decrypted into rbuf after */
+    conn->pool->tls_in.len = 0;
+    rn__buf_read_space(&conn->pool->tls_in, RN_READ_CHUNK, buf);
+    return;
+  }
   rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
@@ -254,25 +256,52 @@ static int conn_goaway_done(const rn_conn_t *conn) {
   return 1;
 }
 
+/* Ciphertext read: decrypted into rbuf. 1 if application data arrived for
+ * the codec (*peer_done: close_notify came after it); 0 if not (the
+ * handshake, session tickets, a key update: life, not stray bytes; or the
+ * connection closed). */
+static int conn_read_tls(rn_conn_t *conn, const uv_buf_t *buf, ssize_t nread,
+                         int *peer_done) {
+  int got = rn__conn_tls_read(conn, buf->base, (size_t)nread);
+  if (got == UV_ECANCELED) return 0; /* closed by a callback */
+  if (got < 0) {
+    rn__conn_close(conn, got);
+    return 0;
+  }
+  if (conn->state == RN_CONN_CLOSING) return 0;
+  if (!(got & RN_TLS_GOT_DATA)) {
+    if (got & RN_TLS_GOT_CLOSE_NOTIFY) rn__conn_close(conn, UV_EOF);
+    return 0;
+  }
+  *peer_done = (got & RN_TLS_GOT_CLOSE_NOTIFY) != 0;
+  return 1;
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
   rn_pool_t *pool = conn->pool;
   size_t pos = 0;
-  (void)buf;
+  int peer_done = 0;
 
   if (nread == 0) return;
   if (conn->probe) { /* any byte: the server is back; nothing is matched */
     rn__conn_end_probe(conn, nread > 0 ? "answered" : "lost");
     return;
   }
+  /* An EOF without close_notify (a killed server cannot send one) is the
+   * peer closing, as a FIN is: every codec frames its messages, so a
+   * truncated reply is caught there. */
   if (nread < 0) {
     rn__conn_close(conn, (int)nread);
     return;
   }
-  conn->rbuf.len += (size_t)nread;
   conn->last_read = rn_loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
+  if (conn->tls == NULL)
+    conn->rbuf.len += (size_t)nread;
+  else if (!conn_read_tls(conn, buf, nread, &peer_done))
+    return;
 
   /* A byte with no call waiting can only be garbage, a stale reply or the
    * first sign that the peer is a different server: drop the connection
@@ -324,6 +353,8 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
       conn->state == RN_CONN_READY)
     rn__conn_suspect_drained(conn);
+  /* TLS: the server's close_notify followed its last bytes. */
+  if (peer_done && conn->state != RN_CONN_CLOSING) rn__conn_close(conn, UV_EOF);
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
@@ -363,7 +394,10 @@ int rn__conn_check_idle(rn_conn_t *conn) {
     n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-  if (n > 0 && rn__codec_speaks_unasked(&conn->pool->codec)) {
+  /* TLS: what waits may be session tickets, read and decrypted as the
+   * poll would (only data, close_notify or EOF ends the connection). */
+  if (n > 0 &&
+      (conn->tls != NULL || rn__codec_speaks_unasked(&conn->pool->codec))) {
     conn_read_now(conn, fd);
     if (conn->state == RN_CONN_READY && !conn->retiring) return 0;
     return conn->error != 0 ? conn->error : RN_ECLOSED;
@@ -485,6 +519,22 @@ static void conn_on_connect(uv_connect_t *req, int status) {
   }
   conn->error = 0;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  if (conn->pool->tls != NULL) {
+    conn_set_state(conn, RN_CONN_TLS);
+    err = rn__conn_tls_start(conn);
+    if (err) {
+      rn__conn_close(conn, err);
+      return;
+    }
+    rn__conn_flush(conn);
+    return;
+  }
+  conn_start_protocol(conn);
+}
+
+/* Connected (and through TLS, if any): the protocol's own handshake. */
+static void conn_start_protocol(rn_conn_t *conn) {
+  int err;
   /* Accepting is the kernel's work; answering is the server's. Calls go
    * on a connection only once the server has answered a ping (rnp: its
    * HELLO), within what is left of connect_timeout: a wedged server that
@@ -504,6 +554,8 @@ static void conn_on_connect(uv_connect_t *req, int status) {
 }
 
 void rn__conn_handshake_done(rn_conn_t *conn) { conn_become_ready(conn); }
+
+void rn__conn_tls_established(rn_conn_t *conn) { conn_start_protocol(conn); }
 
 static void conn_become_ready(rn_conn_t *conn) {
   rn_pool_endpoint_t *ep = conn->endpoint;
@@ -534,13 +586,27 @@ static void conn_on_write(uv_write_t *req, int status) {
     rn__conn_close(conn, status);
     return;
   }
-  if (!rn_list_empty(&conn->unsent))
+  if (!rn_list_empty(&conn->unsent) || rn__conn_tls_pending(conn))
     rn__loop_defer(conn->pool->loop, &conn->flush_later);
   if (rn__conn_writable(conn)) rn__pool_conn_writable(conn->pool);
 }
 
 static void conn_flush_later(rn_deferred_t *deferred) {
   conn_flush(RN_CONTAINER_OF(deferred, rn_conn_t, flush_later));
+}
+
+void rn__conn_flush(rn_conn_t *conn) { conn_flush(conn); }
+
+/* Calls to write, or (TLS) the session's own bytes. */
+static int conn_has_output(const rn_conn_t *conn) {
+  return !rn_list_empty(&conn->unsent) || rn__conn_tls_pending(conn);
+}
+
+/* The call's bytes are in the batch about to be written. */
+static void conn_written(rn_conn_t *conn, rn_call_t *call) {
+  rn_list_remove(&call->node);
+  rn_list_insert_tail(&conn->sent, &call->node);
+  rn__fate_written(call);
 }
 
 /* Writes every unsent call in one batch, at the end of the loop's turn
@@ -550,33 +616,48 @@ static void conn_flush_later(rn_deferred_t *deferred) {
  * calls costs one syscall, not one each. */
 static void conn_flush(rn_conn_t *conn) {
   rn_list_t *pos, *tmp;
+  rn_buf_t *out;
   uv_buf_t buf;
   int err;
 
-  if (conn->writing ||
-      (conn->state != RN_CONN_READY && conn->state != RN_CONN_HANDSHAKE) ||
-      rn_list_empty(&conn->unsent) ||
+  if (conn->writing || conn->state < RN_CONN_TLS ||
+      conn->state == RN_CONN_CLOSING || !conn_has_output(conn) ||
       (conn->suspect && rn__conn_flush_suspect(conn)) ||
-      rn_list_empty(&conn->unsent))
+      !conn_has_output(conn))
     return;
 
-  if (rn_list_empty(&conn->sent))
+  if (!rn_list_empty(&conn->unsent) && rn_list_empty(&conn->sent))
     conn->waiting_since = rn_loop_now(conn->pool->loop);
-  conn->wbuf.len = 0;
-  err = rn_buf_reserve(&conn->wbuf, conn->unsent_bytes);
+  /* With TLS the batch is put together in plaintext and encrypted at
+   * once (one record run per flush, not one per call). */
+  out = conn->tls != NULL ? &conn->pool->tls_out : &conn->wbuf;
+  out->len = 0;
+  err = rn_buf_reserve(out, conn->unsent_bytes);
   if (err) {
     rn__conn_close(conn, err);
     return;
   }
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    memcpy(conn->wbuf.base + conn->wbuf.len, call->frame, call->frame_len);
+    memcpy(out->base + out->len, call->frame, call->frame_len);
     if (rn__codec_replies_by_id(&conn->pool->codec))
-      rn__rnp_stamp(conn, call, conn->wbuf.base + conn->wbuf.len);
-    conn->wbuf.len += call->frame_len;
-    rn_list_remove(&call->node);
-    rn_list_insert_tail(&conn->sent, &call->node);
-    rn__fate_written(call);
+      rn__rnp_stamp(conn, call, out->base + out->len);
+    out->len += call->frame_len;
+    if (conn->tls == NULL) conn_written(conn, call);
+  }
+  if (conn->tls != NULL) {
+    /* Before any call counts as written: a batch that cannot be
+     * encrypted never left, and its calls go elsewhere unsent. */
+    conn->wbuf.len = 0;
+    err = rn__conn_tls_seal(conn, out->base, out->len);
+    out->len = 0;
+    if (err) {
+      rn__conn_close(conn, err);
+      return;
+    }
+    rn_list_foreach_safe(pos, tmp, &conn->unsent) {
+      conn_written(conn, RN_CONTAINER_OF(pos, rn_call_t, node));
+    }
   }
   conn->unsent_bytes = 0;
 
@@ -662,6 +743,8 @@ const char *rn__conn_close_reason(const rn_conn_t *conn) {
   case RN_EFRAMESIZE: return "bad_frame";
   case RN_EPEERPROTOCOL: return "protocol_error";
   case RN_EAUTH: return "auth";
+  case RN_ETLSVERIFY: return "tls_verify";
+  case RN_ETLS: return "tls";
   case UV_EOF: return "eof";
   case UV_ECONNRESET:
   case UV_EPIPE: return "reset";
@@ -691,6 +774,7 @@ static void conn_maybe_free(rn_conn_t *conn) {
   assert(!rn_timer_is_active(&conn->connect_timer) &&
          !rn_timer_is_active(&conn->heartbeat_timer));
   if (conn->addrs) uv_freeaddrinfo(conn->addrs);
+  rn__conn_tls_free(conn);
   rn_buf_free(&conn->rbuf);
   rn_frame_scan_reset(&conn->scan);
   rn_buf_free(&conn->wbuf);
@@ -759,7 +843,11 @@ void rn__conn_close(rn_conn_t *conn, int err) {
       rn__conn_end_probe(conn, err == RN_ECLOSED ? "closed" : "lost");
     return;
   }
-  connected = conn->state == RN_CONN_HANDSHAKE || conn->state == RN_CONN_READY;
+  connected = conn->state >= RN_CONN_TLS;
+  /* Our own orderly end (idle, lifetime, retiring, the pool closing):
+   * close_notify, so the server can tell it from a truncation. */
+  if ((err == 0 || err == RN_ECLOSED) && !conn->pool->aborting)
+    rn__conn_tls_close_notify(conn);
   conn_set_state(conn, RN_CONN_CLOSING);
   conn->error = err;
   rn_timer_stop(&conn->connect_timer);

@@ -80,6 +80,10 @@ void rn__fate_fail(rn_call_t *call, int err) {
   fate_end(call, err, NULL, 0, 0);
 }
 
+void rn__fate_fail_why(rn_call_t *call, int err, const char *why) {
+  fate_end(call, err, why, why != NULL ? strlen(why) : 0, 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Retries                                                                    */
 
@@ -401,6 +405,7 @@ void rn__fate_deadline(rn_timer_t *timer) {
      * than the timeout. The connects were its attempt. */
     if (pool->last_connect_error != 0 && !call->was_sent) {
       status = pool->last_connect_error;
+      why = rn__pool_connect_why(pool);
       if (call->attempts == 0) call->attempts = 1;
     } else if (rn__endpoint_any_held(pool, rn_loop_now(pool->loop))) {
       /* Not a silent server: the pool kept from connecting on purpose. */

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,6 +91,9 @@ static void pool_free_frames(rn_pool_t *pool) {
   pool_wipe(&pool->hello_frame);
   rn_buf_free(&pool->hello_frame);
   rn_buf_free(&pool->scratch);
+  rn_buf_free(&pool->tls_in);
+  rn_buf_free(&pool->tls_out);
+  rn__tls_ctx_unref(pool->tls);
 }
 
 void *rn_pool_data(rn_pool_t *pool) { return pool->data; }
@@ -235,10 +239,18 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   rn_buf_init(&pool->ping_frame);
   rn_buf_init(&pool->hello_frame);
   rn_buf_init(&pool->scratch);
+  rn_buf_init(&pool->tls_in);
+  rn_buf_init(&pool->tls_out);
   rn_list_init(&pool->removed);
   pool->loop = loop;
   pool->options = *options;
   pool->options.endpoints = NULL;
+  pool->options.tls = NULL; /* the context is kept, not the options */
+  if (options->tls != NULL) {
+    err = rn__tls_ctx_new(options->tls, RN_TLS_CLIENT, &pool->tls, NULL, 0);
+    if (err) goto fail;
+    pool->tls_insecure = options->tls->insecure != 0;
+  }
   pool->options.heartbeat.ping = NULL; /* the frame is kept, not the text */
   if (options->auth != NULL && options->auth_len == 0)
     pool->options.auth_len = strlen(options->auth);
@@ -523,6 +535,40 @@ static int pool_takes_smaller(rn_pool_t *pool) {
          pool_pick(pool, NULL, NULL, 0) != NULL;
 }
 
+/* Every endpoint refused (its certificate failed our checks, or our
+ * credentials failed its, and no connection has been answered since): a
+ * configuration fault that will outlast any call's deadline, so calls
+ * waiting for a connection fail now, with the cause, instead of timing
+ * out. */
+static int pool_all_refused(rn_pool_t *pool) {
+  uint64_t now;
+  size_t i;
+  if (pool->refused == 0 || pool->refused < pool->endpoint_count)
+    return 0;
+  /* Once one's wait is over, calls wait for its next connect: the fault
+   * may have been mended at the server (a new certificate there). */
+  now = rn_loop_now(pool->loop);
+  for (i = 0; i < pool->endpoint_count; i++)
+    if (pool->endpoints[i]->retry_at <= now) return 0;
+  return 1;
+}
+
+static void pool_fail_pending(rn_pool_t *pool, int err) {
+  while (!rn_list_empty(&pool->pending) && !pool->closing) {
+    rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    pool->pending_count--;
+    rn__fate_fail_why(call, err, rn__pool_connect_why(pool));
+  }
+}
+
+const char *rn__pool_connect_why(const rn_pool_t *pool) {
+  int err = pool->last_connect_error;
+  if ((err == RN_ETLS || err == RN_ETLSVERIFY) && pool->tls_why[0] != '\0')
+    return pool->tls_why;
+  return NULL;
+}
+
 /* Puts the calls dispatch passed over back at the head of the queue, in
  * their order. */
 static void pool_unpass(rn_pool_t *pool, rn_list_t *passed) {
@@ -594,6 +640,8 @@ void rn__pool_dispatch(rn_pool_t *pool) {
       rn__conn_enqueue(conn, call);
     }
     pool_unpass(pool, &passed);
+    if (pool->pending_count > 0 && pool_all_refused(pool))
+      pool_fail_pending(pool, pool->last_connect_error);
     if (crowded || pool->pending_count > 0) rn__pool_grow(pool);
   } while (pool->dispatch_again);
   pool->dispatching = 0;
@@ -785,6 +833,9 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   const char *reason = rn__conn_close_reason(conn);
 
+  if ((err == RN_ETLS || err == RN_ETLSVERIFY) && conn->tls != NULL)
+    snprintf(pool->tls_why, sizeof(pool->tls_why), "%s",
+             rn__tls_why(conn->tls));
   rn__pool_event(pool, conn, "closed", err);
   if (conn->was_ready) pool_count_eviction(pool, reason);
   if (pool->closing) return;
@@ -804,14 +855,17 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
     uv_update_time(pool->loop->uv);
     ep->retry_at = RN_MAX(ep->retry_at, rn_loop_now(pool->loop) +
                                             pool->options.reconnect.initial_ms);
-  } else if (err == RN_EAUTH) {
-    /* Our credentials were refused: trying again soon gets the same. */
+  } else if (err == RN_ETLSVERIFY || err == RN_EAUTH) {
+    /* The server's certificate, or our credentials, were refused: trying
+     * again soon gets the same answer. */
     pool->stats.connect_failures++;
+    if (err == RN_ETLSVERIFY) pool->stats.tls_failures++;
     pool->last_connect_error = err;
-    rn__endpoint_config_fault(pool, ep, err);
+    rn__endpoint_refused(pool, ep, err);
   } else if ((!conn->answered && err != 0 && err != RN_ESTALE &&
               err != RN_ECLOSED) ||
              err == RN_EDEADPEER) {
+    if (err == RN_ETLS) pool->stats.tls_failures++;
     /* Refused, timed out, accepted and then dropped before answering
      * anything, or gone silent: wait before the next connect to this
      * endpoint. */
@@ -1048,6 +1102,33 @@ void rn_pool_reset_backoff(rn_pool_t *pool) {
     rn__endpoint_update(pool, pool->endpoints[i], "reset_backoff", 0);
   rn_timer_stop(&pool->reconnect_timer);
   if (!pool->closing) rn__pool_dispatch(pool);
+}
+
+int rn_pool_reload_tls(rn_pool_t *pool, const rn_tls_options_t *o) {
+  rn__tls_ctx_t *ctx;
+  size_t i;
+  int err;
+
+  if (pool->closing) return RN_ECLOSED;
+  if (pool->tls == NULL || o == NULL) return UV_EINVAL;
+  err = rn__tls_ctx_new(o, RN_TLS_CLIENT, &ctx, NULL, 0);
+  if (err) return err;
+  /* Open connections hold their own reference to the old one. */
+  rn__tls_ctx_unref(pool->tls);
+  pool->tls = ctx;
+  pool->tls_insecure = o->insecure != 0;
+  /* New trust may mend a refused certificate: those endpoints are tried
+   * again now rather than after reconnect.max. */
+  for (i = 0; i < pool->endpoint_count; i++) {
+    rn_pool_endpoint_t *ep = pool->endpoints[i];
+    if (ep->refused != RN_ETLSVERIFY) continue;
+    rn__endpoint_trusted(pool, ep);
+    ep->retry_at = 0;
+    rn__backoff_reset(&ep->backoff);
+    rn__endpoint_end_ejection(pool, ep);
+  }
+  if (pool->callback_depth == 0 && !pool->dispatching) rn__pool_dispatch(pool);
+  return 0;
 }
 
 void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats) {

@@ -80,6 +80,7 @@ void rn__endpoint_remove(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
 
   ep->removed = 1;
   rn__endpoint_end_ejection(pool, ep);
+  rn__endpoint_trusted(pool, ep); /* no longer one of the pool's */
   rn_list_insert_tail(&pool->removed, &ep->removed_node);
   /* Nobody will call there again: nothing for a probe to learn. */
   if (ep->dead_probe != NULL) rn__conn_close(ep->dead_probe, RN_ECLOSED);
@@ -189,7 +190,7 @@ void rn__endpoint_eject_due(rn_timer_t *timer) {
 }
 
 static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                                 uint64_t now, int err) {
+                                 uint64_t now, int err, const char *reason) {
   const rn_eject_options_t *o = &pool->options.eject;
   size_t cap = (size_t)(o->max_share * (double)pool->endpoint_count);
   uint64_t duration = o->time_ms;
@@ -218,11 +219,11 @@ static void endpoint_maybe_eject(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   endpoint_arm_eject_timer(pool);
 
   memset(&ev, 0, sizeof(ev));
-  ev.reason = "failures";
+  ev.reason = reason;
   ev.error = err;
   ev.duration = duration;
   rn__pool_emit(pool, RN_EVENT_EJECT, ep, &ev);
-  rn__endpoint_update(pool, ep, "failures", err);
+  rn__endpoint_update(pool, ep, reason, err);
 }
 
 /* A connect failed, a connection never answered, or a peer went silent
@@ -237,23 +238,29 @@ void rn__endpoint_failed(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
   ep->lost = 1;
   delay = rn__backoff_next(&ep->backoff, pool->loop); /* grows it: once */
   ep->retry_at = RN_MAX(now + delay, ep->hold_until);
-  endpoint_maybe_eject(pool, ep, now, err);
+  endpoint_maybe_eject(pool, ep, now, err, "failures");
 }
 
-/* A fault of configuration, not of the network (the server refused our
- * credentials, RN_EAUTH): connecting again soon gets the same answer, so
- * the endpoint goes straight to its longest wait (reconnect.max) and, if
- * the share allows, to ejection, with its event: no reconnect storm. */
-void rn__endpoint_config_fault(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                               int err) {
+void rn__endpoint_refused(rn_pool_t *pool, rn_pool_endpoint_t *ep, int err) {
   const rn_pool_options_t *o = &pool->options;
   uint64_t now;
   uv_update_time(pool->loop->uv);
   now = rn_loop_now(pool->loop);
   ep->lost = 1;
+  if (!ep->refused) pool->refused++;
+  ep->refused = err;
+  /* Straight to the longest wait, and to ejection if the share allows
+   * (enough failures are counted at once). */
   ep->failures = RN_MAX(ep->failures + 1, o->eject.failures);
   ep->retry_at = RN_MAX(now + o->reconnect.max_ms, ep->hold_until);
-  endpoint_maybe_eject(pool, ep, now, err);
+  endpoint_maybe_eject(pool, ep, now, err,
+                       err == RN_EAUTH ? "auth" : "tls_verify");
+}
+
+void rn__endpoint_trusted(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
+  if (!ep->refused) return;
+  ep->refused = 0;
+  pool->refused--;
 }
 
 /* The peer answered: only now is the endpoint known to be healthy. A bare
@@ -262,7 +269,7 @@ void rn__endpoint_config_fault(rn_pool_t *pool, rn_pool_endpoint_t *ep,
  * (GOAWAY's RETRY_AFTER) ends too: a server that answers is back, and a
  * pause outliving that would only keep calls from it. */
 void rn__endpoint_answered(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
-  (void)pool;
+  rn__endpoint_trusted(pool, ep);
   ep->failures = 0;
   ep->retry_at = ep->hold_until = 0;
   rn__backoff_reset(&ep->backoff);

@@ -1,0 +1,222 @@
+-- Pools over TLS (issue 17) against a real redis-server --tls-port: calls
+-- verified against the test CA, refused certificates as configuration
+-- faults (no reconnect storm), a killed and restarted TLS server under
+-- idle pooled connections, idle TLS connections under heartbeats (TLS 1.3
+-- session tickets are not stray bytes), client certificates, rotation,
+-- and the option's checks. Certificates: spec/helpers/tls_redis.lua.
+local resilnet = require "resilnet"
+local H = require "spec.helpers.util"
+local T = require "spec.helpers.tls_redis"
+
+local tls_built = resilnet._options.pool and (function()
+  -- A build without OpenSSL raises naming what is missing.
+  local ok, err = pcall(resilnet.pool, { endpoints = { "127.0.0.1:1" },
+                                         tls = {} })
+  if ok then err:close() end
+  return ok or not tostring(err):find("without OpenSSL", 1, true)
+end)()
+
+describe("tls pool", function()
+  if not tls_built then
+    it("raises a clear error without OpenSSL", function()
+      local ok, err = pcall(resilnet.pool, { endpoints = { "127.0.0.1:1" },
+                                             tls = {} })
+      assert.is_false(ok)
+      assert.matches("option 'tls': TLS asked for, but resilnet was built "
+                     .. "without OpenSSL", err, 1, true)
+    end)
+    return
+  end
+
+  local redis, why = T.start()
+  if not redis then
+    it("starts a redis-server with TLS", function() error(why) end)
+    return
+  end
+
+  teardown(function()
+    T.stop(redis)
+    T.remove_certs()
+  end)
+  after_each(H.cleanup)
+
+  local function tls(extra)
+    local t = { cafile = T.cert("ca.pem") }
+    for k, v in pairs(extra or {}) do t[k] = v end
+    return t
+  end
+
+  it("calls succeed with verification on, by IP and by name", function()
+    for _, host in ipairs { "127.0.0.1", "localhost" } do
+      local pool = H.pool { endpoints = { host .. ":" .. redis.port },
+                            tls = tls(), timeout = 5 }
+      assert.equal("OK", pool:call { "SET", "k", host })
+      assert.equal(host, pool:call { "GET", "k" })
+      local st = pool:stats()
+      assert.equal(0, st.tls_insecure)
+      assert.equal(0, st.tls_failures)
+      pool:close()
+    end
+  end)
+
+  local function refused(opts, reason)
+    local pool = H.pool { endpoints = { redis.endpoint }, tls = opts,
+                          connect_timeout = 2, timeout = 3,
+                          reconnect = { max = 2 } }
+    local connects, verify_events = 0, 0
+    pool:on("state", function(ev)
+      if ev.connection and ev.state == "connecting" then
+        connects = connects + 1
+      end
+      if ev.reason == "tls_verify" then verify_events = verify_events + 1 end
+    end)
+    local start = resilnet.now()
+    local reply, err = pool:call { "PING" }
+    assert.is_nil(reply)
+    assert.equal("ETLSVERIFY", err.code)
+    assert.matches(reason, err.message, 1, true)
+    assert.is_false(err.maybe_executed)
+    assert.is_true(resilnet.now() - start < 2) -- within connect_timeout
+    assert.is_true(verify_events >= 1)
+    -- Calls for 5 s: connects stay at the backoff's bound (one per
+    -- reconnect.max), every call fails with the cause.
+    local calls = 0
+    while resilnet.now() - start < 5 do
+      local r, e = pool:call { "PING" }
+      assert.is_nil(r)
+      assert.equal("ETLSVERIFY", e.code)
+      calls = calls + 1
+      resilnet.sleep(0.05)
+    end
+    assert.is_true(calls > 10)
+    assert.is_true(connects >= 1 and connects <= 4,
+                   "connects: " .. connects)
+    assert.equal(connects, pool:stats().tls_failures)
+    pool:close()
+  end
+
+  it("a wrong CA is ETLSVERIFY, with no reconnect storm", function()
+    refused({ cafile = T.cert("wrong-ca.pem") }, "unknown CA")
+  end)
+
+  it("a wrong name is ETLSVERIFY, with no reconnect storm", function()
+    refused(tls { server_name = "db.example.com" }, "name mismatch")
+  end)
+
+  it("insecure skips verification and is counted", function()
+    local pool = H.pool { endpoints = { redis.endpoint },
+                          tls = { cafile = T.cert("wrong-ca.pem"),
+                                  insecure = true } }
+    assert.equal("PONG", pool:call { "PING" })
+    assert.equal(1, pool:stats().tls_insecure)
+  end)
+
+  it("idle TLS connections survive heartbeats without a false eviction",
+     function()
+    local pool = H.pool { endpoints = { redis.endpoint }, tls = tls(),
+                          size = 3, min_idle = 3,
+                          heartbeat = { interval = 0.1, timeout = 0.3 } }
+    local deadline = resilnet.now() + 3
+    while pool:stats().idle < 3 and resilnet.now() < deadline do
+      resilnet.sleep(0.05)
+    end
+    assert.equal(3, pool:stats().idle)
+    -- 3 s of 100 ms heartbeats (30 intervals), with calls after idle
+    -- stretches: each such call looks at its connection's socket first,
+    -- where session tickets may wait.
+    local start = resilnet.now()
+    while resilnet.now() - start < 3 do
+      resilnet.sleep(0.25)
+      assert.equal("PONG", pool:call { "PING" })
+    end
+    local st = pool:stats()
+    assert.equal(3, st.connects)
+    assert.equal(0, st.dead_peers)
+    assert.same({ idle = 0, lifetime = 0, stale = 0, dead_peer = 0,
+                  peer_closed = 0, unexpected = 0, removed = 0, error = 0 },
+                st.evictions)
+    assert.is_true(st.heartbeats > 20)
+    assert.equal(0, st.heartbeats_missed)
+  end)
+
+  it("SIGKILL and restart under idle TLS connections: the next 1,000 "
+     .. "calls succeed", function()
+    local port = redis.port
+    local pool = H.pool { endpoints = { redis.endpoint }, tls = tls(),
+                          size = 4, min_idle = 4, timeout = 5,
+                          reconnect = { initial = 0.05, max = 0.5 } }
+    local deadline = resilnet.now() + 3
+    while pool:stats().idle < 4 and resilnet.now() < deadline do
+      resilnet.sleep(0.05)
+    end
+    assert.equal(4, pool:stats().idle)
+    T.stop(redis, "KILL")
+    redis = assert(T.start(port))
+    for i = 1, 1000 do
+      local reply, err = pool:call { "SET", "k" .. i, i }
+      assert.equal("OK", reply, err and tostring(err))
+    end
+  end)
+
+  it("client certificates, when the server requires them", function()
+    local strict = assert(T.start(nil, { auth_clients = true }))
+    finally(function() T.stop(strict) end)
+    local pool = H.pool { endpoints = { strict.endpoint },
+                          tls = tls { certificate = T.cert("client.pem"),
+                                      key = T.cert("client.key") } }
+    assert.equal("PONG", pool:call { "PING" })
+    local anonymous = H.pool { endpoints = { strict.endpoint }, tls = tls(),
+                               timeout = 1 }
+    local reply, err = anonymous:call { "PING" }
+    assert.is_nil(reply)
+    assert.is_false(err.maybe_executed)
+  end)
+
+  it("reload_tls: new files for new connections", function()
+    local pool = H.pool { endpoints = { redis.endpoint },
+                          tls = { cafile = T.cert("wrong-ca.pem") },
+                          reconnect = { max = 30 } }
+    local reply, err = pool:call { "PING" }
+    assert.is_nil(reply)
+    assert.equal("ETLSVERIFY", err.code)
+    local ok, rerr = pool:reload_tls { cafile = "/nonexistent/ca.pem" }
+    assert.is_nil(ok)
+    assert.equal("ETLS", rerr.code)
+    assert.is_true(pool:reload_tls { cafile = T.cert("ca.pem") })
+    local start = resilnet.now()
+    assert.equal("PONG", pool:call { "PING" })
+    assert.is_true(resilnet.now() - start < 2)
+    assert.has_error(function() pool:reload_tls { verify = true } end,
+                     "pool:reload_tls: unknown option 'verify'")
+    local plain = H.pool { endpoints = { redis.endpoint } }
+    assert.has_error(function()
+      plain:reload_tls { cafile = T.cert("ca.pem") }
+    end)
+  end)
+
+  it("checks the option", function()
+    local ep = { redis.endpoint }
+    assert.has_error(function()
+      resilnet.pool { endpoints = ep, tls = "yes" }
+    end, "resilnet.pool: option 'tls' must be a table or false, got 'yes'")
+    assert.has_error(function()
+      resilnet.pool { endpoints = ep, tls = { cafile = 1 } }
+    end, "resilnet.pool: option 'tls.cafile' must be a string, got 1")
+    assert.has_error(function()
+      resilnet.pool { endpoints = ep, tls = { insecure = "no" } }
+    end, "resilnet.pool: option 'tls.insecure' must be a boolean, got 'no'")
+    assert.has_error(function()
+      resilnet.pool { endpoints = ep, tls = { verify_client = true } }
+    end, "resilnet.pool: unknown option 'tls.verify_client'")
+    local ok, err = pcall(resilnet.pool, { endpoints = ep,
+                                          tls = { cafile = "/nope.pem" } })
+    assert.is_false(ok)
+    assert.matches("option 'tls': cannot load cafile/capath", err, 1, true)
+    ok, err = pcall(resilnet.pool, { endpoints = ep,
+                    tls = { certificate = T.cert("client.pem") } })
+    assert.is_false(ok)
+    assert.matches("certificate and key go together", err, 1, true)
+    local off = H.pool { endpoints = ep, tls = false }
+    assert.equal("table", type(off:stats()))
+  end)
+end)
