@@ -221,6 +221,8 @@ struct rn_pool_s {
   rn_pool_endpoint_t **next_endpoints;
   size_t next_endpoint_count;
   const char *resolve_reason; /* a RESOLVE event is due on later_timer */
+  int fail_refused_due; /* every endpoint refused us: later_timer fails
+                           the waiting calls (pool_all_refused) */
   rn_timer_t later_timer;
   unsigned active; /* calls accepted whose callback has not fired */
   uint64_t calls_at_maintenance; /* stats.calls at the last round */

@@ -126,6 +126,8 @@ void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
 }
 
 static void pool_later(rn_timer_t *timer);
+static int pool_all_refused(rn_pool_t *pool);
+static void pool_fail_pending(rn_pool_t *pool, int err);
 
 /* Asks the application (through a RESOLVE event, from the loop) to look
  * its endpoints up again. */
@@ -340,6 +342,12 @@ static void pool_later(rn_timer_t *timer) {
   const char *reason = pool->resolve_reason;
 
   if (pool->closing) return;
+  if (pool->fail_refused_due) {
+    pool->fail_refused_due = 0;
+    if (pool_all_refused(pool))
+      pool_fail_pending(pool, pool->last_connect_error);
+    if (pool->closing) return;
+  }
   if (pool->next_endpoints != NULL) {
     rn_pool_endpoint_t **list = pool->next_endpoints;
     pool->next_endpoints = NULL;
@@ -553,12 +561,29 @@ static int pool_all_refused(rn_pool_t *pool) {
   return 1;
 }
 
+/* Fails the calls waiting now; calls their callbacks make wait for the
+ * next turn of the loop (pool_later), so that a task calling again on
+ * every failure cannot keep the loop from ever turning (nor the refused
+ * endpoint's wait from ever ending). */
 static void pool_fail_pending(rn_pool_t *pool, int err) {
-  while (!rn_list_empty(&pool->pending) && !pool->closing) {
-    rn_call_t *call = RN_CONTAINER_OF(pool->pending.next, rn_call_t, node);
+  rn_list_t failing;
+  rn_list_init(&failing);
+  while (!rn_list_empty(&pool->pending)) {
+    rn_list_t *node = pool->pending.next;
+    rn_list_remove(node);
+    rn_list_insert_tail(&failing, node);
+  }
+  while (!rn_list_empty(&failing) && !pool->closing) {
+    rn_call_t *call = RN_CONTAINER_OF(failing.next, rn_call_t, node);
     rn_list_remove(&call->node);
     pool->pending_count--;
     rn__fate_fail_why(call, err, rn__pool_connect_why(pool));
+  }
+  /* An event handler closed the pool: the close fails the rest. */
+  while (!rn_list_empty(&failing)) {
+    rn_list_t *node = failing.next;
+    rn_list_remove(node);
+    rn_list_insert_tail(&pool->pending, node);
   }
 }
 
@@ -640,8 +665,12 @@ void rn__pool_dispatch(rn_pool_t *pool) {
       rn__conn_enqueue(conn, call);
     }
     pool_unpass(pool, &passed);
-    if (pool->pending_count > 0 && pool_all_refused(pool))
-      pool_fail_pending(pool, pool->last_connect_error);
+    /* Failed from the loop, never inside rn_pool_call (whose caller must
+     * not see its callback run before it returns). */
+    if (pool->pending_count > 0 && pool_all_refused(pool)) {
+      pool->fail_refused_due = 1;
+      rn_timer_start(&pool->later_timer, 0);
+    }
     if (crowded || pool->pending_count > 0) rn__pool_grow(pool);
   } while (pool->dispatch_again);
   pool->dispatching = 0;
