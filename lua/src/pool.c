@@ -385,6 +385,7 @@ static int lrn_pool_new(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   rn_pool_options_t o;
   const char **endpoints;
+  char **not_executed = NULL;
   lrn_pool_t *p;
   size_t n;
   int rc;
@@ -398,9 +399,19 @@ static int lrn_pool_new(lua_State *L) {
   o.endpoint_count = n;
   o.on_event = lrn_pool_event;
 
+  /* Read before the object exists: a bad list raises with nothing to
+   * undo. */
+  lua_getfield(L, 1, "retry");
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_getfield(L, -1, "not_executed");
+    o.retry.not_executed = lrn_not_executed(L, &not_executed);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+
   p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
   p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
-  p->not_executed = NULL;
+  p->not_executed = not_executed;
   lua_getfield(L, 1, "retry");
   if (lua_type(L, -1) == LUA_TTABLE) {
     lua_getfield(L, -1, "classify");
@@ -408,9 +419,6 @@ static int lrn_pool_new(lua_State *L) {
       lrn_set_ref(L, ctx, &p->classify_ref, -1);
       o.classify = lrn_pool_classify;
     }
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "not_executed");
-    o.retry.not_executed = lrn_not_executed(L, &p->not_executed);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

@@ -24,7 +24,9 @@
  *   written                               conn         SENT, attempt counted
  *   part of a reply arrived               conn         ANSWERED
  *   reply (or error reply)                conn         complete, or retry
- *                                                      (classify)
+ *                                                      (a Redis error that
+ *                                                      proves nothing ran;
+ *                                                      classify)
  *   refused unrun (rnp NOT_EXECUTED)      conn         again, uncounted, or
  *                                                      fail
  *   "try later" (rnp RETRY_AFTER,         conn         retry if idempotent
