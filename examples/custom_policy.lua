@@ -3,8 +3,9 @@
 --
 -- A Redis that is loading its dataset answers -LOADING, and a cluster
 -- mid-resharding answers -TRYAGAIN: both prove the command did not run, so
--- even a non-idempotent INCR may be sent again. resilnet cannot know that
--- from the protocol; retry.classify tells it. Here a small resp server
+-- even a non-idempotent INCR may be sent again. resp pools know these two
+-- (retry.not_executed, docs/retry-rules.md section 1a); retry.classify
+-- shows here how an application adds its own. Here a small resp server
 -- plays such a Redis (the first three commands get -LOADING), and a second
 -- endpoint that refuses connections gets ejected. Exit status 0 when the
 -- INCR ran exactly once and the alerts fired.
@@ -95,7 +96,8 @@ pool:on("budget", function(ev)
   end
 end)
 
--- Not idempotent: without classify, the first -LOADING would be returned.
+-- Not idempotent: retried all the same, since -LOADING proves it did not
+-- run (resp's built-in retry.not_executed does so even without classify).
 local n, err = pool:call({ "INCR", "visits" })
 log("INCR -> %s %s", tostring(n), err and tostring(err) or "")
 

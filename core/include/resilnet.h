@@ -337,6 +337,18 @@ typedef struct rn_retry_options_s {
   uint64_t max_ms;       /* 1000 */
   double budget_tokens;  /* 10 */
   double budget_ratio;   /* 0.1 */
+  /* resp: the Redis error codes (an error reply's first word) that prove
+   * the command did not run, a NULL-terminated array. Such a reply to a
+   * call's own attempt is retried whatever the call's kind (attempts,
+   * budget, deadline and classify's FAIL still apply) and, when it is the
+   * call's answer, has maybe_executed = 0. Never for EXEC, nor for a
+   * script (EVAL, EVALSHA, FCALL and their _RO forms) except NOSCRIPT and
+   * BUSY. NULL: the built-in table (LOADING, READONLY, MASTERDOWN,
+   * TRYAGAIN, CLUSTERDOWN, MOVED, ASK, BUSY, NOREPLICAS, OOM, NOAUTH,
+   * WRONGPASS, NOPERM, NOSCRIPT; docs/retry-rules.md); an empty array
+   * (just NULL): none. Not copied: it must stay valid until the pool is
+   * freed. (NULL) */
+  const char *const *not_executed;
 } rn_retry_options_t;
 
 /* An endpoint with `failures` consecutive failures (connects refused or
@@ -557,8 +569,9 @@ typedef struct rn_pool_stats_s {
   uint64_t retries;     /* policy retries (idempotent calls sent again) */
   uint64_t hedges;      /* hedged attempts sent */
   uint64_t requeued;    /* unsent calls moved to another connection */
-  uint64_t not_executed; /* rnp: attempts the server proved it never ran
-                            (refused, past their deadline, above a GOAWAY) */
+  uint64_t not_executed; /* attempts the server proved it never ran: rnp
+                            refused, past their deadline, above a GOAWAY;
+                            resp error replies of retry.not_executed */
   uint64_t goaways;     /* rnp: GOAWAYs received */
   uint64_t retry_after_capped; /* rnp: GOAWAY RETRY_AFTERs longer than
                                   reconnect.max, cut to it */

@@ -87,6 +87,22 @@ table.insert(pool_schema, 1,
 -- classify(err, request) -> "retry" | "fail" | nil (see README)
 local retry_fields = entry(pool_schema, "retry")[2].table
 retry_fields[#retry_fields + 1] = { "classify", "function" }
+-- resp: the Redis error codes that prove nothing ran (docs/retry-rules.md);
+-- nil: the built-in table, false: none. Read by lua/src/pool.c itself (a
+-- list of strings is not a descriptor field).
+types.error_codes = { "false or an array of Redis error codes (strings)",
+  function(v)
+    if v == false then return true end
+    if type(v) ~= "table" then return false end
+    for k, e in pairs(v) do
+      if not is_integer(k) or k < 1 or k > #v or type(e) ~= "string"
+         or e == "" then
+        return false
+      end
+    end
+    return true
+  end }
+retry_fields[#retry_fields + 1] = { "not_executed", "error_codes" }
 -- A call's hedge takes what the pool's does, checked here: per-call
 -- options never reach the binding's reader (pool:call's hot path).
 local hedge_fields = {}

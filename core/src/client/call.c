@@ -118,8 +118,10 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   /* A reply, even an error reply, means the server saw the request. A
    * failure means execution was possible only if a byte of the current
    * attempt left the socket, of a hedge still out, or of an earlier
-   * attempt the server did not prove unexecuted. */
-  result.maybe_executed = status == 0 || status == RN_EREPLY ||
+   * attempt the server did not prove unexecuted. A Redis error reply
+   * such as -LOADING proves its attempt did not run (fate.c). */
+  result.maybe_executed = status == 0 ||
+                          (status == RN_EREPLY && !call->reply_unrun) ||
                           call->was_sent || call->state != RN_SEND_UNSENT ||
                           call->shadows_written > 0;
   result.endpoint = call->endpoint ? call->endpoint->text : NULL;

@@ -76,6 +76,8 @@ struct rn_call_s {
   unsigned keyed : 1;      /* rnp: carries a dedupe key, so the server runs
                               it at most once: retried like an idempotent
                               call, never hedged */
+  unsigned reply_unrun : 1; /* resp: its answer is an error reply that
+                                proves it did not run (resp_errors.c) */
   unsigned handshake : 1;  /* internal: the handshake (rnp HELLO), answered
                               by the server's own (RN_REPLY_HELLO) */
   uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */

@@ -24,7 +24,9 @@
  *   written                               conn         SENT, attempt counted
  *   part of a reply arrived               conn         ANSWERED
  *   reply (or error reply)                conn         complete, or retry
- *                                                      (classify)
+ *                                                      (a Redis error that
+ *                                                      proves nothing ran;
+ *                                                      classify)
  *   refused unrun (rnp NOT_EXECUTED)      conn         again, uncounted, or
  *                                                      fail
  *   "try later" (rnp RETRY_AFTER,         conn         retry if idempotent
@@ -41,6 +43,7 @@
  *   a hedge ended                         (itself)     the parent's fate
  */
 #include "client.h"
+#include "../codec/resp_errors.h"
 
 #include <assert.h>
 #include <string.h>
@@ -228,29 +231,53 @@ void rn__fate_answering(rn_call_t *call) {
   call->state = RN_SEND_ANSWERED;
 }
 
-/* An error reply: classify may say the server did not run it. 1 if the
- * call will be tried again. */
+/* A RESP error reply that proves the call's own attempt did not run
+ * (resp_errors.c: -LOADING, -READONLY, ...; never to EXEC or inside a
+ * script). A hedge's reply is its parent's answer and proves nothing
+ * here (as for the first reply winning). */
+static int fate_reply_unrun(const rn_pool_t *pool, const rn_call_t *call,
+                            const char *body, size_t body_len) {
+  return pool->codec.protocol == RN_PROTOCOL_RESP && call->parent == NULL &&
+         rn__resp_not_executed(pool->options.retry.not_executed, call->frame,
+                               call->frame_len, body, body_len);
+}
+
+/* An error reply: retried if it proves nothing ran (unless classify says
+ * FAIL), or if classify says the server did not run it. 1 if the call
+ * will be tried again. */
 static int fate_error_reply_retried(rn_pool_t *pool, rn_call_t *call,
-                                    const char *body, size_t body_len) {
+                                    int unrun, const char *body,
+                                    size_t body_len) {
+  rn_classify_t verdict = RN_CLASSIFY_DEFAULT;
   /* A hedge's error reply is its parent's answer: the first reply wins. */
-  if (pool->options.classify == NULL || pool->closing || call->done ||
-      call->parent != NULL)
+  if ((pool->options.classify == NULL && !unrun) || pool->closing ||
+      call->done || call->parent != NULL)
     return 0;
-  if (rn__retry_classify(pool, call, RN_EREPLY, body, body_len) !=
-      RN_CLASSIFY_RETRY)
+  if (pool->options.classify != NULL)
+    verdict = rn__retry_classify(pool, call, RN_EREPLY, body, body_len);
+  if (unrun ? verdict == RN_CLASSIFY_FAIL : verdict != RN_CLASSIFY_RETRY)
     return 0;
   return fate_retry(pool, call, RN_EREPLY, 0);
 }
 
 void rn__fate_replied(rn_call_t *call, int status, const char *body,
                       size_t body_len, int flags) {
+  int unrun = 0;
   fate_check(call);
   assert(call->conn == NULL && !call->internal &&
          call->state != RN_SEND_UNSENT);
   call->state = RN_SEND_ANSWERED;
-  if (status != 0 &&
-      fate_error_reply_retried(call->pool, call, body, body_len))
-    return;
+  if (status != 0) {
+    unrun = !call->done && fate_reply_unrun(call->pool, call, body, body_len);
+    if (unrun) {
+      /* Proven: the attempt never ran, as an rnp refusal proves. */
+      call->pool->stats.not_executed++;
+      call->state = RN_SEND_UNSENT;
+    }
+    if (fate_error_reply_retried(call->pool, call, unrun, body, body_len))
+      return;
+  }
+  call->reply_unrun = (unsigned)unrun;
   fate_end(call, status, body, body_len, flags);
 }
 

@@ -1,0 +1,105 @@
+/* Which Redis error replies prove the command was not executed.
+ *
+ * Redis checks these conditions before it runs a command and answers with
+ * the error instead of running it: the server is loading its data
+ * (LOADING), is a replica (READONLY), has lost its master (MASTERDOWN), a
+ * cluster slot is elsewhere or moving (MOVED, ASK, TRYAGAIN, CLUSTERDOWN),
+ * a script is running too long (BUSY), too few replicas (NOREPLICAS), out
+ * of memory for a write (OOM), not authenticated or not allowed (NOAUTH,
+ * WRONGPASS, NOPERM), an unknown script sha (NOSCRIPT). The reasoning for
+ * each, and the exceptions below, is written out in docs/retry-rules.md.
+ *
+ * The exceptions: an error to EXEC says nothing of the commands queued
+ * before it (they were other calls), and a script may write and then fail
+ * with any of these codes (an error raised by redis.call inside it, or
+ * one it makes up with redis.error_reply). Only NOSCRIPT (the script is
+ * unknown, so none of it ran) and BUSY (another script holds the server:
+ * this one was refused at the door) prove anything about a script. */
+#include "resp_errors.h"
+
+#include <string.h>
+
+const char *const rn__resp_not_executed_builtin[] = {
+    "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+    "MOVED",   "ASK",      "BUSY",       "NOREPLICAS", "OOM",
+    "NOAUTH",  "WRONGPASS", "NOPERM",    "NOSCRIPT",  NULL};
+
+/* Case-insensitive equality of a length-counted name with a C string. */
+static int name_is(const char *name, size_t len, const char *want) {
+  size_t i;
+  for (i = 0; i < len; i++) {
+    char c = name[i];
+    if (c >= 'a' && c <= 'z') c = (char)(c - 'a' + 'A');
+    if (want[i] == '\0' || c != want[i]) return 0;
+  }
+  return want[len] == '\0';
+}
+
+/* The command name of a request frame: the first bulk string of a RESP
+ * array, or the first word of an inline command. 0 if none is found. */
+static int command_name(const char *p, size_t len, const char **name,
+                        size_t *name_len) {
+  const char *end = p + len, *crlf;
+  size_t n = 0;
+  if (len > 0 && p[0] == '*') {
+    crlf = memchr(p, '\n', len);
+    if (crlf == NULL || crlf + 1 >= end || crlf[1] != '$') return 0;
+    for (p = crlf + 2; p < end && *p >= '0' && *p <= '9'; p++)
+      n = n * 10 + (size_t)(*p - '0');
+    if ((size_t)(end - p) < 2 + n || p[0] != '\r' || p[1] != '\n') return 0;
+    *name = p + 2;
+    *name_len = n;
+    return 1;
+  }
+  *name = p;
+  while (n < len && p[n] != ' ' && p[n] != '\r' && p[n] != '\n') n++;
+  *name_len = n;
+  return n > 0;
+}
+
+static int is_script(const char *name, size_t len) {
+  return name_is(name, len, "EVAL") || name_is(name, len, "EVALSHA") ||
+         name_is(name, len, "EVAL_RO") || name_is(name, len, "EVALSHA_RO") ||
+         name_is(name, len, "FCALL") || name_is(name, len, "FCALL_RO");
+}
+
+/* The error code of a reply frame: its first word, after `-`, or after a
+ * blob error's `!<len>\r\n`. */
+static int error_code(const char *p, size_t len, const char **code,
+                      size_t *code_len) {
+  const char *end = p + len;
+  size_t n = 0;
+  if (len > 0 && p[0] == '!') {
+    const char *lf = memchr(p, '\n', len);
+    if (lf == NULL) return 0;
+    p = lf + 1;
+  } else if (len > 0 && p[0] == '-') {
+    p++;
+  } else {
+    return 0;
+  }
+  while (p + n < end && p[n] != ' ' && p[n] != '\r' && p[n] != '\n') n++;
+  *code = p;
+  *code_len = n;
+  return n > 0;
+}
+
+int rn__resp_not_executed(const char *const *codes, const char *request,
+                          size_t request_len, const char *reply,
+                          size_t reply_len) {
+  const char *code, *name;
+  size_t code_len, name_len, i;
+  if (codes == NULL) codes = rn__resp_not_executed_builtin;
+  if (!error_code(reply, reply_len, &code, &code_len)) return 0;
+  for (i = 0; codes[i] != NULL; i++)
+    if (strlen(codes[i]) == code_len &&
+        memcmp(codes[i], code, code_len) == 0)
+      break;
+  if (codes[i] == NULL) return 0;
+  if (!command_name(request, request_len, &name, &name_len)) return 0;
+  if (name_is(name, name_len, "EXEC")) return 0;
+  if (is_script(name, name_len))
+    return name_is(code, code_len, "NOSCRIPT") ||
+           name_is(code, code_len, "BUSY");
+  return 1;
+}

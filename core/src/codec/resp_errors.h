@@ -1,0 +1,20 @@
+/* Redis error replies that prove the command was not executed
+ * (docs/retry-rules.md, "Redis errors that prove nothing ran"). */
+#ifndef RN_RESP_ERRORS_H
+#define RN_RESP_ERRORS_H
+
+#include <stddef.h>
+
+/* The built-in table: LOADING, READONLY, ... NOSCRIPT; NULL-terminated. */
+extern const char *const rn__resp_not_executed_builtin[];
+
+/* 1 if the error reply `reply` (a whole RESP frame, `-...` or `!...`) to
+ * the request frame `request` proves that request did not run: its error
+ * code (the first word) is one of `codes` (NULL: the built-in table),
+ * and the request is not one whose errors may come after part of it ran
+ * (EXEC; a script, except NOSCRIPT and BUSY). */
+int rn__resp_not_executed(const char *const *codes, const char *request,
+                          size_t request_len, const char *reply,
+                          size_t reply_len);
+
+#endif
