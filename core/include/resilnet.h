@@ -346,8 +346,7 @@ typedef struct rn_retry_options_s {
    * BUSY. NULL: the built-in table (LOADING, READONLY, MASTERDOWN,
    * TRYAGAIN, CLUSTERDOWN, MOVED, ASK, BUSY, NOREPLICAS, OOM, NOAUTH,
    * WRONGPASS, NOPERM, NOSCRIPT; docs/retry-rules.md); an empty array
-   * (just NULL): none. Not copied: it must stay valid until the pool is
-   * freed. (NULL) */
+   * (just NULL): none. Copied by rn_pool_new. (NULL) */
   const char *const *not_executed;
 } rn_retry_options_t;
 

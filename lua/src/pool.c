@@ -17,8 +17,6 @@ typedef struct lrn_pool_s {
   rn_pool_t *pool;
   int event_ref;          /* target of every event */
   int classify_ref;       /* retry.classify, or LUA_NOREF */
-  char **not_executed;    /* retry.not_executed's copy (freed with p), or
-                             NULL */
   int pin_ref;            /* the userdata, while calls are in flight */
   unsigned in_flight;
   /* The reason of the overload event fired inside rn_pool_call (a static
@@ -199,7 +197,6 @@ static void lrn_pool_closed(rn_pool_t *pool) {
   lrn_unref(p->o.ctx, &p->event_ref);
   lrn_unref(p->o.ctx, &p->classify_ref);
   lrn_unref(p->o.ctx, &p->pin_ref);
-  free(p->not_executed);
   free(p);
 }
 
@@ -381,43 +378,29 @@ static const char **lrn_endpoint_list(lua_State *L, int idx,
 
 /* retry.not_executed at the top of the stack (resp; docs/retry-rules.md):
  * nil keeps the core's table (NULL), false gives an empty one, an array of
- * error codes a copy in one malloc'd block, the list then the strings,
- * kept in *copy until the core pool is freed (C memory, since the pool
- * may outlive the lua_State's objects at lua_close). */
-static const char *const *lrn_not_executed(lua_State *L, char ***copy) {
+ * error codes a NULL-terminated array in a userdata left on the stack
+ * above it (the strings stay the table's; rn_pool_new copies them). */
+static const char *const *lrn_not_executed(lua_State *L) {
   static const char *const none[] = {NULL};
-  size_t i, n, bytes;
-  char *at;
+  const char **list;
+  size_t i, n;
   if (lua_isnil(L, -1)) return NULL;
   if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) return none;
   if (lua_type(L, -1) != LUA_TTABLE)
     luaL_error(L, "resilnet.pool: option 'retry.not_executed' must be false "
                   "or an array of Redis error codes");
   n = lrn_rawlen(L, -1);
-  bytes = (n + 1) * sizeof(char *);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, (int)i);
+  list = (const char **)lua_newuserdata(L, (n + 1) * sizeof(*list));
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, -2, (int)(i + 1));
     if (lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "resilnet.pool: retry.not_executed[%d] must be a string",
-                 (int)i);
-    bytes += lrn_rawlen(L, -1) + 1;
+                 (int)(i + 1));
+    list[i] = lua_tostring(L, -1);
     lua_pop(L, 1);
   }
-  *copy = (char **)malloc(bytes);
-  if (*copy == NULL) luaL_error(L, "resilnet.pool: out of memory");
-  at = (char *)(*copy + n + 1);
-  for (i = 0; i < n; i++) {
-    size_t len;
-    const char *code;
-    lua_rawgeti(L, -1, (int)(i + 1));
-    code = lua_tolstring(L, -1, &len);
-    memcpy(at, code, len + 1);
-    (*copy)[i] = at;
-    at += len + 1;
-    lua_pop(L, 1);
-  }
-  (*copy)[n] = NULL;
-  return (const char *const *)*copy;
+  list[n] = NULL;
+  return list;
 }
 
 /* pool_new(options, endpoints) -> handle. options: as resilnet.pool
@@ -429,7 +412,6 @@ static int lrn_pool_new(lua_State *L) {
   rn_pool_options_t o;
   rn_tls_options_t tls;
   const char **endpoints;
-  char **not_executed = NULL;
   lrn_pool_t *p;
   size_t n;
   int rc;
@@ -446,18 +428,16 @@ static int lrn_pool_new(lua_State *L) {
   o.on_event = lrn_pool_event;
 
   /* Read before the object exists: a bad list raises with nothing to
-   * undo. */
+   * undo. The list (and the tables holding its strings) stay on the stack
+   * until rn_pool_new has copied it. */
   lua_getfield(L, 1, "retry");
   if (lua_type(L, -1) == LUA_TTABLE) {
     lua_getfield(L, -1, "not_executed");
-    o.retry.not_executed = lrn_not_executed(L, &not_executed);
-    lua_pop(L, 1);
+    o.retry.not_executed = lrn_not_executed(L);
   }
-  lua_pop(L, 1);
 
   p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
   p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
-  p->not_executed = not_executed;
   lua_getfield(L, 1, "retry");
   if (lua_type(L, -1) == LUA_TTABLE) {
     lua_getfield(L, -1, "classify");
@@ -472,7 +452,6 @@ static int lrn_pool_new(lua_State *L) {
   rc = rn_pool_new(ctx->loop, &o, &p->pool);
   if (rc != 0) {
     lrn_unref(ctx, &p->classify_ref);
-    free(p->not_executed);
     free(p);
     if (o.tls != NULL && (rc == RN_ETLS || rc == RN_ENOTLS ||
                           rc == UV_EINVAL)) {

@@ -223,6 +223,7 @@ struct rn_pool_s {
   rn_pool_endpoint_t **next_endpoints;
   size_t next_endpoint_count;
   const char *resolve_reason; /* a RESOLVE event is due on later_timer */
+  char **not_executed; /* the copy options.retry.not_executed points to */
   int fail_refused_due; /* every endpoint refused us: later_timer fails
                            the waiting calls (pool_all_refused) */
   rn_timer_t later_timer;

@@ -86,7 +86,33 @@ static void pool_wipe(rn_buf_t *buf) {
   while (n--) *p++ = 0;
 }
 
+/* retry.not_executed's list and strings in one block, so that the
+ * caller's need not outlive rn_pool_new. NULL (the built-in table) stays
+ * NULL. */
+static int pool_copy_codes(rn_pool_t *pool, const char *const *codes) {
+  size_t i, n = 0, bytes;
+  char **copy, *at;
+  if (codes == NULL) return 0;
+  while (codes[n] != NULL) n++;
+  bytes = (n + 1) * sizeof(char *);
+  for (i = 0; i < n; i++) bytes += strlen(codes[i]) + 1;
+  copy = malloc(bytes);
+  if (copy == NULL) return UV_ENOMEM;
+  at = (char *)(copy + n + 1);
+  for (i = 0; i < n; i++) {
+    size_t len = strlen(codes[i]) + 1;
+    memcpy(at, codes[i], len);
+    copy[i] = at;
+    at += len;
+  }
+  copy[n] = NULL;
+  pool->not_executed = copy;
+  pool->options.retry.not_executed = (const char *const *)copy;
+  return 0;
+}
+
 static void pool_free_frames(rn_pool_t *pool) {
+  free(pool->not_executed);
   rn_buf_free(&pool->ping_frame);
   pool_wipe(&pool->hello_frame);
   rn_buf_free(&pool->hello_frame);
@@ -258,6 +284,9 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
     pool->options.auth_len = strlen(options->auth);
   if (pool->options.retry.attempts > RN_MAX_ATTEMPTS)
     pool->options.retry.attempts = RN_MAX_ATTEMPTS;
+  pool->options.retry.not_executed = NULL;
+  err = pool_copy_codes(pool, options->retry.not_executed);
+  if (err) goto fail;
   err = rn_codec_init(&pool->codec, &options->codec);
   if (err) goto fail;
   err = pool_make_ping(pool, options);
