@@ -10,6 +10,7 @@
 #include "task.h"
 #include "wait.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
@@ -77,9 +78,28 @@ static void start(const char *const *script_replies,
   verdict = RN_CLASSIFY_DEFAULT;
   test_pool_options(&po, peer.endpoint, RN_PROTOCOL_RESP);
   po.heartbeat.interval_ms = 0;
-  po.retry.not_executed = not_executed;
   if (with_classify) po.classify = classify;
-  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  if (not_executed == NULL) {
+    ASSERT_OK(rn_pool_new(loop, &po, &pool));
+    return;
+  }
+  {
+    /* The pool keeps a copy: the caller's list and strings are freed (and
+     * overwritten) once rn_pool_new returned. */
+    size_t i, n = 0;
+    char **list;
+    while (not_executed[n] != NULL) n++;
+    list = calloc(n + 1, sizeof(*list));
+    ASSERT(list != NULL);
+    for (i = 0; i < n; i++) ASSERT((list[i] = strdup(not_executed[i])));
+    po.retry.not_executed = (const char *const *)list;
+    ASSERT_OK(rn_pool_new(loop, &po, &pool));
+    for (i = 0; i < n; i++) {
+      memset(list[i], 'x', strlen(list[i]));
+      free(list[i]);
+    }
+    free(list);
+  }
 }
 
 static void stop(void) {
