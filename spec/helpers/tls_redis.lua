@@ -4,45 +4,15 @@
 -- (nothing secret is committed). Nothing is saved to disk.
 local socket = require "socket"
 local R = require "spec.helpers.redis"
+local C = require "spec.helpers.test_certs"
 
 local T = {}
 
--- Child commands run without the sanitizer runtime a sanitized spec run
--- preloads (LD_PRELOAD): it would report the tools' own leaks and fail
--- them.
-local clean = "env -u LD_PRELOAD "
-
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function source_dir()
-  local src = debug.getinfo(1, "S").source
-  return src:match("^@(.*)spec/helpers/[^/]*$") or "./"
-end
-
---- The certificates' directory (made once per process): ca.pem,
--- server.pem/.key (localhost, 127.0.0.1, ::1), client.pem/.key,
--- wrong-ca.pem, expired.pem/.key.
-local certs
-function T.certs()
-  if certs then return certs end
-  local dir = os.tmpname()
-  os.remove(dir)
-  local script = source_dir() .. "tools/make-test-certs.sh"
-  assert(sh((clean .. "sh '%s' '%s'"):format(script, dir)),
-         "tools/make-test-certs.sh failed")
-  certs = dir
-  return dir
-end
-
-function T.cert(name) return T.certs() .. "/" .. name end
-
-function T.remove_certs()
-  if certs then sh("rm -rf '" .. certs .. "'") end
-  certs = nil
-end
+-- The certificates (spec/helpers/test_certs.lua, made once per process):
+-- ca.pem, server.pem/.key (localhost, 127.0.0.1, ::1), client.pem/.key,
+-- wrong-ca.pem, expired.pem/.key. Child commands run as C.clean says.
+local clean, sh = C.clean, C.sh
+T.certs, T.cert, T.remove_certs = C.dir, C.path, C.remove
 
 --- Whether a TLS client verified against the test CA gets PONG.
 function T.ping(port, client_cert)
