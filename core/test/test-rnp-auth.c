@@ -8,6 +8,7 @@
 #include "rnp_client.h"
 #include "tls.h" /* the TLS filter, for a client certificate */
 #include "tls_certs.h"
+#include "tls_client.h"
 #include "wait.h"
 
 #include <stdio.h>
@@ -451,107 +452,14 @@ static void test_wire(void) {
 /* ------------------------------------------------------------------------ */
 /* The client certificate as the credential (TLS with verify_client)         */
 
-typedef struct {
-  uv_tcp_t tcp;
-  uv_connect_t creq;
-  rn__tls_ctx_t *ctx;
-  rn__tls_t *tls;
-  rn_buf_t plain;
-  int connected, eof, closed, err;
-} tls_client_t;
-
-typedef struct {
-  uv_write_t req;
-  rn_buf_t data;
-} tls_write_t;
-
-static void tcl_written(uv_write_t *req, int status) {
-  tls_write_t *w = (tls_write_t *)req;
-  (void)status;
-  rn_buf_free(&w->data);
-  free(w);
-}
-
-/* Writes what the session has to say. */
-static void tcl_flush(tls_client_t *c) {
-  tls_write_t *w = calloc(1, sizeof(*w));
-  uv_buf_t b;
-  ASSERT(w != NULL);
-  rn_buf_init(&w->data);
-  ASSERT_OK(rn__tls_pending(c->tls, &w->data));
-  if (w->data.len == 0 || c->eof) {
-    rn_buf_free(&w->data);
-    free(w);
-    return;
-  }
-  b = uv_buf_init(w->data.base, (unsigned)w->data.len);
-  ASSERT_OK(uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tcl_written));
-}
-
-static void tcl_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
-  static char space[65536];
-  (void)h;
-  (void)n;
-  *buf = uv_buf_init(space, sizeof(space));
-}
-
-static void tcl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  tls_client_t *c = s->data;
-  int r;
-  if (n == 0) return;
-  if (n < 0) {
-    c->eof = 1;
-    uv_read_stop(s);
-    return;
-  }
-  r = rn__tls_read(c->tls, buf->base, (size_t)n, &c->plain);
-  if (r < 0 && c->err == 0) c->err = r;
-  tcl_flush(c);
-}
-
-static void tcl_connected(uv_connect_t *req, int status) {
-  tls_client_t *c = req->data;
-  ASSERT_OK(status);
-  c->connected = 1;
-  ASSERT_OK(uv_read_start((uv_stream_t *)&c->tcp, tcl_alloc, tcl_read));
-  ASSERT_OK(rn__tls_handshake(c->tls));
-  tcl_flush(c);
-}
-
+/* A client (tls_client.h) presenting the client certificate. */
 static void tcl_open(tls_client_t *c) {
-  struct sockaddr_in addr;
   rn_tls_options_t o;
-  memset(c, 0, sizeof(*c));
-  rn_buf_init(&c->plain);
   rn_tls_options_init(&o);
   o.cafile = test_cert("ca.pem");
   o.certificate = test_cert("client.pem");
   o.key = test_cert("client.key");
-  ASSERT_OK(rn__tls_ctx_new(&o, RN_TLS_CLIENT, &c->ctx, NULL, 0));
-  ASSERT_OK(rn__tls_new(c->ctx, "127.0.0.1", &c->tls));
-  ASSERT_OK(uv_tcp_init(uv, &c->tcp));
-  c->tcp.data = c;
-  c->creq.data = c;
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", port, &addr));
-  ASSERT_OK(uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&addr,
-                           tcl_connected));
-}
-
-/* Sends frames in plaintext through the session (queued by the filter
- * until the handshake is done). */
-static void tcl_send(tls_client_t *c, rn_buf_t *frames) {
-  tls_write_t *w = calloc(1, sizeof(*w));
-  uv_buf_t b;
-  ASSERT(w != NULL);
-  rn_buf_init(&w->data);
-  ASSERT_OK(rn__tls_write(c->tls, frames->base, frames->len, &w->data));
-  b = uv_buf_init(w->data.base, (unsigned)w->data.len);
-  ASSERT_OK(uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tcl_written));
-}
-
-static int tcl_ready(void *arg) {
-  tls_client_t *c = arg;
-  return c->err != 0 || (c->tls != NULL && rn__tls_established(c->tls));
+  tls_client_open(c, uv, port, &o);
 }
 
 /* The frames decrypted so far, parsed: n of them, the last in *last. */
@@ -578,21 +486,6 @@ static int tcl_has(void *arg) {
   return w->c->eof || tcl_frames(w->c, &f) >= w->n;
 }
 
-static void tcl_on_close(uv_handle_t *h) {
-  tls_client_t *c = h->data;
-  c->closed = 1;
-}
-
-static int tcl_closed(void *arg) { return ((tls_client_t *)arg)->closed; }
-
-static void tcl_close(tls_client_t *c) {
-  uv_close((uv_handle_t *)&c->tcp, tcl_on_close);
-  RUN_UNTIL(uv, tcl_closed(c), 5000);
-  rn__tls_free(c->tls);
-  rn__tls_ctx_unref(c->ctx);
-  rn_buf_free(&c->plain);
-}
-
 /* HELLO (with token, or none) and one REQUEST "who", through TLS with the
  * client certificate. Returns the frames' count, the last in *last. */
 static size_t tcl_exchange(const char *token, rn_rnp_frame_t *last,
@@ -604,7 +497,7 @@ static size_t tcl_exchange(const char *token, rn_rnp_frame_t *last,
   size_t n;
 
   tcl_open(&c);
-  RUN_UNTIL(uv, tcl_ready(&c), 5000);
+  RUN_UNTIL(uv, tls_client_ready(&c), 5000);
   ASSERT_OK(c.err);
   rn_buf_init(&frames);
   ASSERT_OK(rn_rnp_encode_hello(&frames, 1 << 20, token,
@@ -615,7 +508,7 @@ static size_t tcl_exchange(const char *token, rn_rnp_frame_t *last,
   f.payload = "who";
   f.payload_len = 3;
   ASSERT_OK(rn_rnp_encode(&frames, &f, RN_DEFAULT_MAX_FRAME));
-  tcl_send(&c, &frames);
+  tls_client_send(&c, frames.base, frames.len);
   rn_buf_free(&frames);
   w.c = &c;
   w.n = 2;
@@ -623,7 +516,7 @@ static size_t tcl_exchange(const char *token, rn_rnp_frame_t *last,
   if (c.eof) test_run_for(uv, 50); /* what arrived with the EOF */
   n = tcl_frames(&c, last);
   snprintf(copy, copy_size, "%.*s", (int)last->payload_len, last->payload);
-  tcl_close(&c);
+  tls_client_close(&c);
   return n;
 }
 

@@ -7,6 +7,7 @@
 #include "task.h"
 #include "tls.h"
 #include "tls_certs.h"
+#include "tls_client.h"
 
 #include <signal.h>
 #include <string.h>
@@ -154,148 +155,24 @@ static void stop(rn_server_t *server) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* A TLS client on the filter: libuv socket, rn__tls session                 */
-
-typedef struct {
-  uv_tcp_t tcp;
-  uv_connect_t creq;
-  rn__tls_ctx_t *ctx;
-  rn__tls_t *tls;
-  rn_buf_t plain;    /* everything decrypted */
-  int connected;
-  int err;           /* the first TLS error */
-  int got;           /* RN_TLS_GOT_* bits seen */
-  int eof;           /* EOF or a read error */
-  int closed;
-  int raw;           /* no TLS: bytes go out as they are */
-} tc_t;
-
-typedef struct {
-  uv_write_t req;
-  rn_buf_t data;
-} tc_write_t;
-
-static void tc_written(uv_write_t *req, int status) {
-  tc_write_t *w = (tc_write_t *)req;
-  (void)status;
-  rn_buf_free(&w->data);
-  free(w);
-}
-
-static void tc_put(tc_t *c, rn_buf_t *data) {
-  tc_write_t *w;
-  uv_buf_t b;
-  if (data->len == 0 || c->closed) {
-    rn_buf_free(data);
-    return;
-  }
-  w = calloc(1, sizeof(*w));
-  ASSERT(w != NULL);
-  w->data = *data;
-  b = uv_buf_init(w->data.base, (unsigned)w->data.len);
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tc_written) != 0) {
-    rn_buf_free(&w->data);
-    free(w);
-  }
-}
-
-static void tc_flush(tc_t *c) {
-  rn_buf_t wire;
-  rn_buf_init(&wire);
-  ASSERT_OK(rn__tls_pending(c->tls, &wire));
-  tc_put(c, &wire);
-}
-
-static void tc_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
-  static char space[65536];
-  (void)h;
-  (void)n;
-  *buf = uv_buf_init(space, sizeof(space));
-}
-
-static void tc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  tc_t *c = s->data;
-  int r;
-  if (n == 0) return;
-  if (n < 0) {
-    c->eof = 1;
-    uv_read_stop(s);
-    return;
-  }
-  if (c->raw) {
-    ASSERT_OK(rn_buf_append(&c->plain, buf->base, (size_t)n));
-    return;
-  }
-  if (c->err) return;
-  r = rn__tls_read(c->tls, buf->base, (size_t)n, &c->plain);
-  if (r < 0) c->err = r;
-  else c->got |= r;
-  tc_flush(c);
-}
-
-static void tc_on_connect(uv_connect_t *req, int status) {
-  tc_t *c = req->data;
-  ASSERT_OK(status);
-  c->connected = 1;
-  ASSERT_OK(uv_read_start((uv_stream_t *)&c->tcp, tc_alloc, tc_read));
-  if (c->raw) return;
-  c->err = rn__tls_handshake(c->tls);
-  tc_flush(c);
-}
+/* The TLS client (tls_client.h)                                             */
 
 /* ca: the CA file the server must chain to (NULL: raw TCP, no TLS);
  * cert: "client" to present the client certificate. */
-static void tc_open(tc_t *c, int port, const char *ca, const char *cert) {
-  struct sockaddr_in addr;
-  memset(c, 0, sizeof(*c));
-  rn_buf_init(&c->plain);
+static void tc_open(tls_client_t *c, int port, const char *ca,
+                    const char *cert) {
+  rn_tls_options_t o;
   if (ca == NULL) {
-    c->raw = 1;
-  } else {
-    rn_tls_options_t o;
-    rn_tls_options_init(&o);
-    o.cafile = test_cert(ca);
-    if (cert != NULL) {
-      o.certificate = test_cert("client.pem");
-      o.key = test_cert("client.key");
-    }
-    ASSERT_OK(rn__tls_ctx_new(&o, RN_TLS_CLIENT, &c->ctx, NULL, 0));
-    ASSERT_OK(rn__tls_new(c->ctx, "127.0.0.1", &c->tls));
+    tls_client_open(c, rn_loop_uv(loop), port, NULL);
+    return;
   }
-  ASSERT_OK(uv_tcp_init(rn_loop_uv(loop), &c->tcp));
-  c->tcp.data = c;
-  c->creq.data = c;
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", port, &addr));
-  ASSERT_OK(uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&addr,
-                           tc_on_connect));
-}
-
-static void tc_send(tc_t *c, const char *data, size_t len) {
-  rn_buf_t wire;
-  rn_buf_init(&wire);
-  if (c->raw)
-    ASSERT_OK(rn_buf_append(&wire, data, len));
-  else
-    ASSERT_OK(rn__tls_write(c->tls, data, len, &wire));
-  tc_put(c, &wire);
-}
-
-static void tc_on_close(uv_handle_t *h) {
-  tc_t *c = h->data;
-  c->closed = 1;
-}
-
-static void tc_close(tc_t *c) {
-  uv_close((uv_handle_t *)&c->tcp, tc_on_close);
-  RUN_UNTIL(c->closed, 2000);
-  rn__tls_free(c->tls);
-  rn__tls_ctx_unref(c->ctx);
-  rn_buf_free(&c->plain);
-}
-
-static int tc_has(const tc_t *c, const char *text) {
-  return c->plain.len > 0 &&
-         memmem(c->plain.base, c->plain.len, text, strlen(text)) != NULL;
+  rn_tls_options_init(&o);
+  o.cafile = test_cert(ca);
+  if (cert != NULL) {
+    o.certificate = test_cert("client.pem");
+    o.key = test_cert("client.key");
+  }
+  tls_client_open(c, rn_loop_uv(loop), port, &o);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -419,7 +296,7 @@ static void test_resp(void) {
   rn_server_stats_t st;
   rn_server_t *server;
   uv_shutdown_t sreq;
-  tc_t c;
+  tls_client_t c;
   int port;
 
   if (no_tls()) return;
@@ -427,21 +304,21 @@ static void test_resp(void) {
   server = start(RN_PROTOCOL_RESP, 0, &port);
   tc_open(&c, port, "ca.pem", NULL);
   RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
-  tc_send(&c, ping, sizeof(ping) - 1);
-  RUN_UNTIL(tc_has(&c, "+PONG\r\n"), 5000);
-  tc_send(&c, echo, sizeof(echo) - 1);
-  RUN_UNTIL(tc_has(&c, "$5\r\nhello\r\n"), 5000);
+  tls_client_send(&c, ping, sizeof(ping) - 1);
+  RUN_UNTIL(tls_client_has(&c, "+PONG\r\n"), 5000);
+  tls_client_send(&c, echo, sizeof(echo) - 1);
+  RUN_UNTIL(tls_client_has(&c, "$5\r\nhello\r\n"), 5000);
   ASSERT_EQ(handled, 1);
   ASSERT_OK(c.err);
   /* close_notify and FIN: the server closes its side. */
   rn__tls_close(c.tls);
-  tc_flush(&c);
+  tls_client_flush(&c);
   ASSERT_OK(uv_shutdown(&sreq, (uv_stream_t *)&c.tcp, NULL));
   RUN_UNTIL(c.eof, 5000);
   rn_server_stats(server, &st);
   ASSERT_EQ(st.connections, 1);
   ASSERT_EQ(st.tls_errors, 0);
-  tc_close(&c);
+  tls_client_close(&c);
   stop(server);
   finish();
 }
@@ -451,7 +328,7 @@ static void test_line_and_rnp(void) {
   rn_rnp_frame_t f;
   rn_server_t *server;
   rn_buf_t frames;
-  tc_t c;
+  tls_client_t c;
   int port;
 
   if (no_tls()) return;
@@ -466,9 +343,9 @@ static void test_line_and_rnp(void) {
     ASSERT_EQ(rn__tls_write(c.tls, "early\n", 6, &w), UV_EAGAIN);
   }
   RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
-  tc_send(&c, "line one\n", 9);
-  RUN_UNTIL(tc_has(&c, "line one\n"), 5000);
-  tc_close(&c);
+  tls_client_send(&c, "line one\n", 9);
+  RUN_UNTIL(tls_client_has(&c, "line one\n"), 5000);
+  tls_client_close(&c);
   stop(server);
 
   server = start(RN_PROTOCOL_RNP, 0, &port);
@@ -488,13 +365,13 @@ static void test_line_and_rnp(void) {
   f.payload = "ping-over-tls";
   f.payload_len = 13;
   ASSERT_OK(rn_rnp_encode(&frames, &f, RN_DEFAULT_MAX_FRAME));
-  tc_send(&c, frames.base, frames.len);
+  tls_client_send(&c, frames.base, frames.len);
   rn_buf_free(&frames);
-  RUN_UNTIL(tc_has(&c, "re:ping-over-tls"), 5000);
+  RUN_UNTIL(tls_client_has(&c, "re:ping-over-tls"), 5000);
   ASSERT_EQ(rn_rnp_parse(c.plain.base, c.plain.len, RN_DEFAULT_MAX_FRAME,
                          &f), 1);
   ASSERT_EQ(f.type, RN_RNP_HELLO);
-  tc_close(&c);
+  tls_client_close(&c);
   stop(server);
   finish();
 }
@@ -616,7 +493,7 @@ static void test_garbage_closes_only_that(void) {
   static const char echo[] = "*2\r\n$4\r\nECHO\r\n$3\r\nyes\r\n";
   rn_server_stats_t st;
   rn_server_t *server;
-  tc_t good, bad;
+  tls_client_t good, bad;
   int port;
 
   if (no_tls()) return;
@@ -626,19 +503,19 @@ static void test_garbage_closes_only_that(void) {
   RUN_UNTIL(good.tls != NULL && rn__tls_established(good.tls), 5000);
   tc_open(&bad, port, NULL, NULL);
   RUN_UNTIL(bad.connected, 5000);
-  tc_send(&bad, "*1\r\n$4\r\nPING\r\n", 14);
+  tls_client_send(&bad, "*1\r\n$4\r\nPING\r\n", 14);
   RUN_UNTIL(bad.eof, 5000);
-  ASSERT(!tc_has(&bad, "PONG"));
+  ASSERT(!tls_client_has(&bad, "PONG"));
   ASSERT_EQ(events[RN_SERVER_EVENT_TLS], 1);
   ASSERT_EQ(last_tls_error, RN_ETLS);
   ASSERT(last_tls_why[0] != '\0');
-  tc_send(&good, echo, sizeof(echo) - 1);
-  RUN_UNTIL(tc_has(&good, "$3\r\nyes\r\n"), 5000);
+  tls_client_send(&good, echo, sizeof(echo) - 1);
+  RUN_UNTIL(tls_client_has(&good, "$3\r\nyes\r\n"), 5000);
   rn_server_stats(server, &st);
   ASSERT_EQ(st.tls_errors, 1);
   ASSERT_EQ(st.open, 1);
-  tc_close(&bad);
-  tc_close(&good);
+  tls_client_close(&bad);
+  tls_client_close(&good);
   stop(server);
   finish();
 }
@@ -654,7 +531,7 @@ static void test_stalled_handshake(void) {
   rn_server_t *server;
   char host[64];
   int port;
-  tc_t c;
+  tls_client_t c;
 
   if (no_tls()) return;
   open_loop();
@@ -670,13 +547,13 @@ static void test_stalled_handshake(void) {
   ASSERT_OK(rn_server_address(server, host, sizeof(host), &port));
   tc_open(&c, port, NULL, NULL);
   RUN_UNTIL(c.connected, 5000);
-  tc_send(&c, start_of_hello, sizeof(start_of_hello));
+  tls_client_send(&c, start_of_hello, sizeof(start_of_hello));
   RUN_UNTIL(c.eof, 5000);
   rn_server_stats(server, &st);
   ASSERT_EQ(st.frame_timeouts, 1);
   ASSERT_EQ(events[RN_SERVER_EVENT_FRAME_TIMEOUT], 1);
   ASSERT_EQ(c.plain.len, 0); /* nothing said in plaintext */
-  tc_close(&c);
+  tls_client_close(&c);
   server_closed = 0;
   stop(server);
   finish();
@@ -685,7 +562,7 @@ static void test_stalled_handshake(void) {
 /* A drain ends each connection with close_notify before the FIN. */
 static void test_drain_sends_close_notify(void) {
   rn_server_t *server;
-  tc_t c;
+  tls_client_t c;
   int port;
 
   if (no_tls()) return;
@@ -693,13 +570,13 @@ static void test_drain_sends_close_notify(void) {
   server = start(RN_PROTOCOL_RESP, 0, &port);
   tc_open(&c, port, "ca.pem", NULL);
   RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
-  tc_send(&c, "*1\r\n$4\r\nPING\r\n", 14);
-  RUN_UNTIL(tc_has(&c, "+PONG"), 5000);
+  tls_client_send(&c, "*1\r\n$4\r\nPING\r\n", 14);
+  RUN_UNTIL(tls_client_has(&c, "+PONG"), 5000);
   rn_server_drain(server, 2000, on_server_closed);
   RUN_UNTIL(c.got & RN_TLS_GOT_CLOSE_NOTIFY, 5000);
   RUN_UNTIL(c.eof, 5000);
   ASSERT_OK(c.err);
-  tc_close(&c);
+  tls_client_close(&c);
   RUN_UNTIL(server_closed, 5000);
   finish();
 }
@@ -710,7 +587,7 @@ static void test_reload(void) {
   rn_tls_options_t tls;
   rn_server_t *server, *plain;
   rn_server_options_t so;
-  tc_t old, fresh;
+  tls_client_t old, fresh;
   int port;
 
   if (no_tls()) return;
@@ -731,10 +608,10 @@ static void test_reload(void) {
   RUN_UNTIL(fresh.err != 0, 5000);
   ASSERT_EQ(fresh.err, RN_ETLSVERIFY);
   ASSERT(strncmp(rn__tls_why(fresh.tls), "expired", 7) == 0);
-  tc_send(&old, "*1\r\n$4\r\nPING\r\n", 14);
-  RUN_UNTIL(tc_has(&old, "+PONG"), 5000);
-  tc_close(&fresh);
-  tc_close(&old);
+  tls_client_send(&old, "*1\r\n$4\r\nPING\r\n", 14);
+  RUN_UNTIL(tls_client_has(&old, "+PONG"), 5000);
+  tls_client_close(&fresh);
+  tls_client_close(&old);
   stop(server);
 
   /* TLS cannot be switched on by a reload. */
