@@ -99,24 +99,9 @@ describe("Redis errors that prove nothing ran", function()
   end)
 end)
 
-local redis, why = R.start()
-
-describe("Redis errors that prove nothing ran, on redis-server", function()
-  if not redis then
-    it("starts a redis-server", function() error(why) end)
-    return
-  end
-
-  teardown(function() R.stop(redis) end)
-  before_each(H.fd_watch)
-  after_each(H.cleanup_checking_fds)
-
-  local pool
-  before_each(function()
-    pool = H.pool { endpoints = { redis.endpoint }, timeout = 5 }
-    assert.equal("OK", pool:call { "FLUSHALL" })
-  end)
-
+local pool
+R.describe("Redis errors that prove nothing ran, on redis-server",
+           function(p) pool = p end, function()
   it("EVALSHA of an unknown script: retried, then NOSCRIPT, not executed",
      function()
     local r, err = pool:call { "EVALSHA", string.rep("ab", 20), 0 }

@@ -3,25 +3,8 @@ local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local R = require "spec.helpers.redis"
 
-local redis, why = R.start()
-
-describe("redis", function()
-  if not redis then
-    -- make test installs redis-server: its absence is a failure, not a skip.
-    it("starts a redis-server", function() error(why) end)
-    return
-  end
-
-  teardown(function() R.stop(redis) end)
-  before_each(H.fd_watch)
-  after_each(H.cleanup_checking_fds)
-
-  local pool
-  before_each(function()
-    pool = H.pool { endpoints = { redis.endpoint }, timeout = 5 }
-    assert.equal("OK", pool:call { "FLUSHALL" })
-  end)
-
+local pool
+R.describe("redis", function(p) pool = p end, function(redis)
   it("SET, GET, INCR", function()
     assert.equal("OK", pool:call { "SET", "k", "v" })
     assert.equal("v", pool:call { "GET", "k" })
