@@ -18,17 +18,8 @@ local resilnet = require "resilnet"
 
 local loadstring = loadstring or load
 
-local function source_dir()
-  local src = debug.getinfo(1, "S").source
-  return src:match("^@(.*)spec/[^/]*$") or "./"
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local H = require "spec.helpers.util"
+local source_dir, read_file = H.source_dir, H.read_file
 
 -- Dotted option name -> entry, over the pool and call schemas; a nested
 -- option's entry is { fields = <its own map> }.

@@ -15,10 +15,7 @@ local function sh(cmd)
 end
 C.sh = sh
 
-local function source_dir()
-  local src = debug.getinfo(1, "S").source
-  return src:match("^@(.*)spec/helpers/[^/]*$") or "./"
-end
+local source_dir = require("spec.helpers.util").source_dir
 
 local dir
 --- The directory, made on first use.

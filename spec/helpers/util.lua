@@ -303,4 +303,18 @@ function H.cleanup_checking_fds()
   end
 end
 
+--- The source tree's root, with a trailing slash (from this file's path).
+function H.source_dir()
+  local src = debug.getinfo(1, "S").source
+  return src:match("^@(.*)spec/helpers/[^/]*$") or "./"
+end
+
+--- A file's whole contents; raises if it cannot be read.
+function H.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
 return H
