@@ -175,5 +175,13 @@ describe("rnp auth", function()
                                            auth = "x" })
     assert.is_false(ok)
     assert.matches("applies only to protocol 'rnp'", err)
+    -- an empty or over-long token is named, not "invalid options"
+    for _, token in ipairs { "", ("x"):rep(256) } do
+      ok, err = pcall(resilnet.pool, { endpoints = { "127.0.0.1:1" },
+                                       protocol = "rnp", auth = token })
+      assert.is_false(ok)
+      assert.matches("option 'auth' must be a string of 1 to 255 bytes",
+                     err, 1, true)
+    end
   end)
 end)

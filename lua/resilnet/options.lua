@@ -54,6 +54,9 @@ local types = {
     end
     return true
   end },
+  token = { "a string of 1 to 255 bytes", function(v)
+    return type(v) == "string" and #v >= 1 and #v <= 255
+  end },
   key = { "true or a string of 1 to 255 bytes", function(v)
     return v == true or (type(v) == "string" and #v >= 1 and #v <= 255)
   end },

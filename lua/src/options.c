@@ -31,6 +31,7 @@ static const struct {
     [LRN_KIND_LENGTH_BYTES] = {"length_bytes", "1, 2, 4 or 8"},
     [LRN_KIND_DELIMITER] = {"delimiter",
                             "a string of 1 to 16 bytes without NUL"},
+    [LRN_KIND_TOKEN] = {"token", "a string of 1 to 255 bytes"},
     [LRN_KIND_TABLE] = {"table", "a table"},
 };
 
@@ -58,6 +59,11 @@ static int lrn_kind_ok(lua_State *L, int idx, lrn_kind_t kind) {
       return 0;
     s = lua_tolstring(L, idx, &len);
     return len >= 1 && len <= 16 && strlen(s) == len;
+  case LRN_KIND_TOKEN:
+    if (lua_type(L, idx) != LUA_TSTRING)
+      return 0;
+    lua_tolstring(L, idx, &len);
+    return len >= 1 && len <= RN_RNP_AUTH_MAX;
   case LRN_KIND_TABLE:
     return lua_type(L, idx) == LUA_TTABLE;
   default:

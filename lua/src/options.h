@@ -19,6 +19,7 @@ typedef enum {
   LRN_KIND_PROTOCOL,     /* a protocol's name */
   LRN_KIND_LENGTH_BYTES, /* 1, 2, 4 or 8 */
   LRN_KIND_DELIMITER,    /* 1 to 16 bytes, no NUL */
+  LRN_KIND_TOKEN,        /* 1 to 255 bytes (rnp's AUTH field) */
   LRN_KIND_TABLE         /* a nested table: the rows "<path>.*" follow */
 } lrn_kind_t;
 

@@ -257,7 +257,7 @@ static const lrn_option_t lrn_pool_options[] = {
                LRN_POOL(codec.length_bytes), .protocol = "length"),
     LRN_OPTION("write_high_water", COUNT, SIZE, LRN_POOL(write_high_water)),
     /* the token sent in each HELLO (1 to 255 bytes) */
-    LRN_OPTION("auth", STRING, LSTRING, LRN_POOL(auth),
+    LRN_OPTION("auth", TOKEN, LSTRING, LRN_POOL(auth),
                .len_offset = LRN_POOL(auth_len), .protocol = "rnp"),
     LRN_OPTION("heartbeat", TABLE, NONE, 0,
                .flags = LRN_OPT_OR_FALSE | LRN_OPT_ON),
