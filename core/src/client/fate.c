@@ -274,6 +274,10 @@ void rn__fate_replied(rn_call_t *call, int status, const char *body,
       call->pool->stats.not_executed++;
       call->state = RN_SEND_UNSENT;
     }
+    /* -READONLY, -LOADING: about the server, not the call (its endpoint's
+     * connections retire before the call is placed again). */
+    if (call->pool->codec.protocol == RN_PROTOCOL_RESP && call->parent == NULL)
+      rn__setup_server_error(call->pool, call->endpoint, body, body_len);
     if (fate_error_reply_retried(call->pool, call, unrun, body, body_len))
       return;
   }
