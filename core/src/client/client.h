@@ -432,11 +432,13 @@ int rn__conn_setup_send(rn_conn_t *conn);
  * RN_ELOADING), its text kept as the pool's connect_why. */
 int rn__conn_setup_check(rn_conn_t *conn, const rn_call_t *call,
                          const rn_reply_t *m);
-/* A caller's call on ep was answered with an error reply that proves it
- * did not run (resp): one that is about the server (-READONLY or
- * -MASTERDOWN on a master pool, -LOADING) retires ep's connections and
- * backs it off (and asks for discovery on a wrong role). */
-void rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+/* A caller's call on ep was answered with an error reply (resp): one that
+ * is about the server (-READONLY or -MASTERDOWN on a master pool,
+ * -LOADING) retires ep's connections and backs it off (and asks for
+ * discovery on a wrong role), once per change of the server. 1 if the
+ * reply came from the wrong server (-READONLY, -MASTERDOWN on a master
+ * pool): the call belongs elsewhere, as one never sent; else 0. */
+int rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                             const char *body, size_t body_len);
 
 /* conn_tls.c: a connection's TLS session, between its socket and its

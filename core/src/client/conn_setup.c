@@ -285,12 +285,12 @@ int rn__conn_setup_check(rn_conn_t *conn, const rn_call_t *call,
 /* ------------------------------------------------------------------------ */
 /* Replies about the server                                                   */
 
-void rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
-                            const char *body, size_t body_len) {
+int rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                           const char *body, size_t body_len) {
   char code[16];
   const char *reason;
   rn_list_t *pos, *tmp;
-  int err, found = 0;
+  int err, found = 0, wrong;
 
   setup_error_code(body, body_len, code, sizeof(code));
   if (strcmp(code, "LOADING") == 0) {
@@ -302,16 +302,20 @@ void rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
     reason = code[0] == 'R' ? "readonly" : "masterdown";
     err = RN_EROLE;
   } else {
-    return;
+    return 0;
   }
-  if (ep == NULL || pool->closing) return;
+  /* A wrong server's answer belongs to no call: the call goes to the
+   * right one as if never sent. A loading server's is the call's own: the
+   * retry table retries it (and classify may veto). */
+  wrong = err == RN_EROLE;
+  if (ep == NULL || pool->closing) return wrong;
   /* Once per server change: the other calls out on its connections get
    * the same answer, and each would grow the backoff again. */
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (conn->state == RN_CONN_READY && !conn->retiring) found = 1;
   }
-  if (!found) return;
+  if (!found) return wrong;
 
   if (err == RN_ELOADING) pool->stats.loading++;
   /* No connect before the backoff's wait: the next one's readiness check
@@ -319,15 +323,16 @@ void rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
   rn__endpoint_failed(pool, ep, err);
   if (err == RN_EROLE) {
     setup_wrong_role_event(pool, ep, reason);
-    if (pool->closing) return;
+    if (pool->closing) return wrong;
   }
   /* No new call goes to the wrong server; calls out finish there. */
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (conn->state == RN_CONN_READY)
       rn__conn_retire(conn, err == RN_EROLE ? "wrong_role" : "loading");
-    if (pool->closing) return;
+    if (pool->closing) return wrong;
   }
   if (err == RN_EROLE) rn__pool_want_resolve(pool, "wrong_role");
   rn__endpoint_update(pool, ep, reason, err);
+  return wrong;
 }
