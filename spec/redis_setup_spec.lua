@@ -211,3 +211,44 @@ describe("connection setup against redis-server --requirepass", function()
     assert.is_truthy(tostring(e):find("role", 1, true), tostring(e))
   end)
 end)
+
+describe("connection setup on line and rnp (request bodies)", function()
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
+
+  for _, protocol in ipairs { "line", "rnp" } do
+    it(protocol .. ": every connection sends its setup before any call; "
+       .. "(rnp) an error reply to it is ESETUP with the server's text",
+       function()
+      local log = {}
+      local _, ep = H.server {
+        protocol = protocol,
+        handler = function(req)
+          log[#log + 1] = req
+          if req == "bad-setup" then error("no such setup", 0) end
+          return "ok:" .. req
+        end,
+      }
+      local pool = H.pool { endpoints = { ep }, protocol = protocol,
+                            size = 1, setup = { "hello", "world" } }
+      assert.equal("ok:a", pool:call("a"))
+      assert.equal("ok:b", pool:call("b"))
+      assert.same({ "hello", "world", "a", "b" }, log)
+      pool:close()
+      -- (A line server has no error reply: a failing handler closes.)
+      if protocol == "line" then return end
+
+      local bad = H.pool { endpoints = { ep }, protocol = protocol,
+                           timeout = 0.3, setup = { "bad-setup" } }
+      local r, err = bad:call("c")
+      assert.is_nil(r)
+      assert.equal("ESETUP", err.code)
+      assert.is_false(err.maybe_executed)
+      assert.is_truthy(err.message:find("no such setup", 1, true),
+                       err.message)
+      for _, seen in ipairs(log) do assert.not_equal("c", seen) end
+      assert.is_true(bad:stats().setup_failures >= 1)
+      bad:close()
+    end)
+  end
+end)

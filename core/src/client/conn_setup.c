@@ -49,8 +49,20 @@ static int setup_add(rn_pool_t *pool, const rn_setup_request_t *r) {
   if (pool->codec.protocol == RN_PROTOCOL_RESP)
     return setup_add_words(pool, r->args, r->lens, r->count);
   if (r->count != 1) return UV_EINVAL;
-  err = rn_codec_encode(&pool->codec, &pool->setup_frames, r->args[0],
-                        setup_len(r, 0));
+  if (pool->codec.protocol == RN_PROTOCOL_RNP) {
+    /* Without the codec's DEADLINE placeholder (0: already expired), which
+     * a call's deadline overwrites as it leaves: a setup request has no
+     * deadline but connect_timeout, which is the client's to keep. */
+    rn_rnp_frame_t f;
+    memset(&f, 0, sizeof(f));
+    f.type = RN_RNP_REQUEST;
+    f.payload = r->args[0];
+    f.payload_len = setup_len(r, 0);
+    err = rn_rnp_encode(&pool->setup_frames, &f, pool->codec.max_frame);
+  } else {
+    err = rn_codec_encode(&pool->codec, &pool->setup_frames, r->args[0],
+                          setup_len(r, 0));
+  }
   if (err == 0) pool->setup_ends[pool->setup_count++] = pool->setup_frames.len;
   return err;
 }
