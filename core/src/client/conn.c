@@ -174,6 +174,8 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
     return 0;
   }
   if (call->setup) { /* its reply passed rn__conn_setup_check */
+    /* A spare call keeps its bytes until reused: not AUTH's password. */
+    memset(call->frame, 0, call->frame_len);
     rn__call_release(call);
     if (--conn->setup_left == 0 && !conn->pinging &&
         conn->state == RN_CONN_HANDSHAKE)
