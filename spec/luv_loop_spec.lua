@@ -49,4 +49,46 @@ describe("on luv's loop", function()
                   out)
     assert.falsy(out:find("after", 1, true), out)
   end)
+
+  -- The compiler flags for a host embedding the specs' Lua.
+  local function lua_flags()
+    local exe = require("spec.helpers.process").LUA
+    if exe:find("luajit", 1, true) then
+      return "-I/usr/include/luajit-2.1 -lluajit-5.1"
+    end
+    local v = exe:match("lua(5%.%d)")
+    return v and ("-I/usr/include/lua%s -llua%s"):format(v, v)
+  end
+  local static_uv = "/usr/lib/x86_64-linux-gnu/libuv_a.a"
+
+  it("refuses a loop made by another copy of libuv (a static host), and "
+     .. "takes one made by the same", function()
+    local f = io.open(static_uv)
+    if not f or not lua_flags() then
+      if f then f:close() end
+      pending("needs " .. static_uv .. " (libuv1-dev) and the Lua headers")
+      return
+    end
+    f:close()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir) ~= false)
+    local function build(name, uv)
+      local out, status = S.run { "sh", "-c", ("cc -no-pie -o %s/%s "
+        .. "spec/hosts/static_host.c %s %s -lpthread -ldl"):format(
+          dir, name, lua_flags(), uv) }
+      assert.equals(0, status, out)
+      return dir .. "/" .. name
+    end
+    local static = build("static_host", static_uv)
+    local shared = build("shared_host", "-luv")
+    local out, status = S.run({ static, "spec/hosts/static_host.lua" })
+    assert.equals(0, status, out)
+    assert.truthy(out:find("refused: resilnet: luv's loop belongs to another "
+                           .. "copy of libuv", 1, true), out)
+    out, status = S.run({ shared, "spec/hosts/static_host.lua" })
+    assert.equals(0, status, out)
+    assert.truthy(out:find("loaded on luv", 1, true), out)
+    os.execute("rm -rf " .. dir)
+  end)
 end)
