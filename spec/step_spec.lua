@@ -25,8 +25,8 @@ describe("resilnet.step", function()
     assert.equals(0, resilnet.timeout())
     local t0 = resilnet.now()
     resilnet.step(0)
-    assert.is_true(ran)
-    assert.is_true(resilnet.now() - t0 < 1)
+    assert.is_true(ran, "the spawned task did not run in step(0)")
+    assert.is_true(resilnet.now() - t0 < 1, tostring(resilnet.now() - t0))
   end)
 
   it("step(t) blocks at most about t seconds", function()
@@ -38,8 +38,8 @@ describe("resilnet.step", function()
     local t0 = resilnet.now()
     local alive = resilnet.step(0.05)
     local took = resilnet.now() - t0
-    assert.is_true(alive) -- the sleeping task
-    assert.is_false(woke)
+    assert.is_true(alive, "step() said no work is left") -- the sleeper
+    assert.is_false(woke, "the 5 s sleep ended in step(0.05)")
     assert.is_true(took >= 0.045, tostring(took))
     assert.is_true(took < 2.5, tostring(took)) -- bounded, not 5 s
     -- Let the task finish (bounded), leaving the loop empty.
@@ -47,7 +47,7 @@ describe("resilnet.step", function()
       if woke then break end
       resilnet.step(0.2)
     end
-    assert.is_true(woke)
+    assert.is_true(woke, "the 5 s sleep never ended")
   end)
 
   it("re-raises a task's error", function()
@@ -88,7 +88,7 @@ describe("resilnet.step", function()
     resilnet.step(0)
     assert.is_nil(resilnet.timeout())
     assert.is_number(resilnet.pollfd())
-    assert.is_true(resilnet.pollfd() >= 0)
+    assert.is_true(resilnet.pollfd() >= 0, tostring(resilnet.pollfd()))
   end)
 
   it("raises on bad use", function()

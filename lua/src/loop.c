@@ -30,10 +30,11 @@ typedef struct lrn_luv_ctx_s {
 
 static const char *const lrn_loop_kinds[] = {"own", "luv", NULL};
 
-/* A function pointer as a data address, for dladdr. */
-static void *lrn_fn_addr(uv_async_cb fn) {
+/* A function's address as data, for dladdr. */
+typedef void (*lrn_any_fn)(void);
+static void *lrn_fn_addr(lrn_any_fn fn) {
   union {
-    uv_async_cb fn;
+    lrn_any_fn fn;
     void *p;
   } u;
   u.fn = fn;
@@ -60,11 +61,10 @@ static const char *lrn_uv_version_of(const char *file) {
  * in the loop's wq_async handle; dladdr names the object it lives in. */
 static void lrn_check_same_libuv(lua_State *L, uv_loop_t *loop) {
   Dl_info ours, theirs;
-  void *cb = lrn_fn_addr(loop->wq_async.async_cb);
+  void *cb = lrn_fn_addr((lrn_any_fn)loop->wq_async.async_cb);
   memset(&ours, 0, sizeof(ours));
   memset(&theirs, 0, sizeof(theirs));
-  if (dladdr(lrn_fn_addr((uv_async_cb)(void (*)(void))uv_version), &ours) ==
-      0)
+  if (dladdr(lrn_fn_addr((lrn_any_fn)uv_version), &ours) == 0)
     return; /* cannot tell where our own libuv is: nothing to compare */
   if (dladdr(cb, &theirs) != 0 && theirs.dli_fbase == ours.dli_fbase)
     return;
@@ -299,6 +299,17 @@ static int lrn_pollfd(lua_State *L) {
   return 1;
 }
 
+/* Whether libuv holds watchers not yet handed to epoll (its private
+ * watcher queue, a list head that points at itself when empty; the field
+ * changed type in 1.45). */
+static int lrn_watchers_pending(const uv_loop_t *uv) {
+#if UV_VERSION_HEX >= 0x012d00
+  return uv->watcher_queue.next != &uv->watcher_queue;
+#else
+  return uv->watcher_queue[0] != (const void *)&uv->watcher_queue;
+#endif
+}
+
 /* timeout() -> seconds until the loop needs a step even if its descriptor
  * stays quiet; 0 when it has work now; nil when only the descriptor
  * matters. */
@@ -308,7 +319,7 @@ static int lrn_timeout(lua_State *L) {
   /* A watcher started since the last poll (a connect begun in a callback)
    * is only handed to epoll by the next turn: until then the descriptor
    * cannot wake anybody for it. libuv keeps such watchers in this list. */
-  if (uv->watcher_queue[0] != (void *)&uv->watcher_queue) {
+  if (lrn_watchers_pending(uv)) {
     lua_pushnumber(L, 0);
     return 1;
   }
