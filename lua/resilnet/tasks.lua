@@ -122,13 +122,18 @@ return function(core)
   -- Neovim plugin made) becomes a task for as long as it waits: it yields
   -- to whoever resumed it, and the reply resumes it from the loop. nil in
   -- the main thread, or where yielding is impossible.
-  local function adopt()
+  local function adoptable()
     local co, main = coroutine.running()
     if co == nil or main
        or (coroutine.isyieldable and not coroutine.isyieldable()) then
       return nil
     end
-    tasks[co] = {}
+    return co
+  end
+
+  local function adopt()
+    local co = adoptable()
+    if co then tasks[co] = {} end
     return co
   end
 
@@ -292,10 +297,11 @@ return function(core)
       obj._waiters = {}
       start(function() wake_all(obj) end)
     end
-    -- (On a host's loop nothing may wait outside a task, and the host
-    -- keeps running the loop the close goes on in.)
+    -- (On a host's loop, outside a coroutine nothing may wait, and the
+    -- host keeps running the loop the close goes on in.)
+    local host_outside = core.loop() ~= "own" and not adoptable()
     if may_defer and not current_task()
-       and (core.running() or core.loop() ~= "own") then
+       and (core.running() or host_outside) then
       return true
     end
     if not obj._closed then

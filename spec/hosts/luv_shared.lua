@@ -18,6 +18,11 @@ local ok, err = pcall(pool.call, pool, { "PING" })
 assert(not ok and tostring(err):find("cannot wait outside a coroutine on "
                                      .. "luv's loop", 1, true),
        "a wait outside a coroutine did not raise: " .. tostring(err))
+-- Outside a coroutine pool:close() does not wait: the close goes on in
+-- luv's loop.
+local spare = resilnet.pool{ endpoints = { "127.0.0.1:" .. port },
+                             protocol = "resp" }
+assert(spare:close() == true)
 ok, err = pcall(resilnet.run)
 assert(not ok and tostring(err):find("resilnet.run: the loop is luv's", 1,
                                      true), tostring(err))
@@ -78,6 +83,17 @@ starter:start(1, 0, function()
       assert(n == i, "INCR returned " .. tostring(n) .. " for call " .. i)
       calls = calls + 1
     end
+    -- A resilnet server on the same loop, and closes that wait in this
+    -- coroutine.
+    local srv = assert(resilnet.server{ listen = "127.0.0.1:0",
+      protocol = "line", handler = function(line) return line:upper() end })
+    local host, sport = srv:address()
+    local lpool = resilnet.pool{ endpoints = { host .. ":" .. sport },
+                                 protocol = "line" }
+    assert(lpool:call("hello") == "HELLO")
+    assert(lpool:close() == true)
+    assert(srv:close() == true)
+    assert(not lpool:call("again"), "a closed pool answered")
     finish_one()
   end)()
 end)
