@@ -50,6 +50,14 @@ describe("on luv's loop", function()
     assert.falsy(out:find("after", 1, true), out)
   end)
 
+  it("reports a policy function's bad answer through luv's hook", function()
+    local out, status = S.run("spec/hosts/luv_policy_error.lua", redis.port)
+    assert.is_not.equals(0, status, out)
+    assert.truthy(out:find("Uncaught Error: resilnet: unexpected answer "
+                           .. "'bogus' from a policy function", 1, true), out)
+    assert.falsy(out:find("after", 1, true), out)
+  end)
+
   -- The compiler flags for a host embedding the specs' Lua.
   local function lua_flags()
     local exe = require("spec.helpers.process").LUA

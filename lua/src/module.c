@@ -342,7 +342,11 @@ int lrn_query(lrn_ctx_t *ctx, int ref, lrn_push_fn push, void *arg,
   q.arg = arg;
   q.answers = answers;
   q.answer = 0;
-  if (lrn_cpcall(L, lrn_query_protected, &q) != LUA_OK) {
+  if (ctx->host_pcall != NULL) {
+    /* A host's loop: its hook reports a failure. */
+    if (lrn_host_call(ctx, L, lrn_query_protected, &q) != LUA_OK)
+      q.answer = 0;
+  } else if (lrn_cpcall(L, lrn_query_protected, &q) != LUA_OK) {
     lrn_record_error(ctx, L, -1);
     q.answer = 0;
   }
