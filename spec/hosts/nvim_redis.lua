@@ -5,7 +5,8 @@
 -- not resilnet tasks) calls it through a pooled resilnet pool on Neovim's
 -- own loop while a vim.loop timer keeps firing; halfway, redis-server is
 -- killed with SIGKILL and started again. Writes "ok <calls> <failed>
--- <ticks> <ticks while down>" (or "fail <why>") to RESILNET_RESULT, then
+-- <ticks> <ticks while down> <restarted> <resumes outside a fast event>"
+-- (or "fail <why>") to RESILNET_RESULT, then
 -- quits with :qa (with the pool left open) or :cq on failure.
 package.cpath = assert(os.getenv("RESILNET_CPATH")) .. ";" .. package.cpath
 package.path = assert(os.getenv("RESILNET_PATH")) .. ";" .. package.path
@@ -42,6 +43,7 @@ local ok, err = pcall(function()
   end)
 
   local done, calls, failed, restarted = 0, 0, 0, false
+  local slow_resumes = 0
   local function worker(w)
     for i = 1, CALLS do
       local reply, cerr = pool:call({ "GET", "k" .. w }, { idempotent = true })
@@ -50,6 +52,9 @@ local ok, err = pcall(function()
         io.stderr:write("call failed: " .. tostring(cerr) .. "\n")
       end
       calls = calls + 1
+      -- Resumed from the loop through luv's hook: a fast event, where
+      -- the editor's API needs vim.schedule.
+      if not vim.in_fast_event() then slow_resumes = slow_resumes + 1 end
       if w == 1 and i == CALLS / 2 then
         -- Halfway, while the other workers' calls are in flight.
         down = true
@@ -66,8 +71,8 @@ local ok, err = pcall(function()
       ticker:close()
       redis:close()
       guard:close()
-      finish(("ok %d %d %d %d %s"):format(calls, failed, ticks, down_ticks,
-                                          tostring(restarted)), true)
+      finish(("ok %d %d %d %d %s %d"):format(calls, failed, ticks,
+        down_ticks, tostring(restarted), slow_resumes), true)
     end
   end
   -- Plugin style: a coroutine started from an editor callback.
