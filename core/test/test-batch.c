@@ -267,10 +267,42 @@ static void test_batch_bad_input(void) {
   finish(pool);
 }
 
+/* A connection with a batch out is busy: its heartbeat waits for the
+ * batch's replies like a call's, so a peer that goes silent with the batch
+ * unanswered is declared dead within heartbeat.timeout (long before the
+ * batch's deadline), and the batch fails whole, maybe executed. */
+static void test_batch_silent_peer_is_dead(void) {
+  static const char *const bodies[] = {"hold", "a"};
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  batch_outcome_t o;
+  uint64_t t0;
+  loop = test_loop_open();
+  uv = rn_loop_uv(loop);
+  test_peer_start(&peer, uv, test_peer_answer_lines); /* holds from "hold" */
+  test_pool_options(&po, peer.endpoint, RN_PROTOCOL_LINE);
+  po.heartbeat.interval_ms = 50;
+  po.heartbeat.timeout_ms = 200;
+  po.heartbeat.ping = "ping";
+  po.heartbeat.ping_len = 4;
+  po.timeout_ms = 10000;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  ASSERT_OK(batch(pool, bodies, 2, 0, &o));
+  t0 = uv_now(uv);
+  RUN_UNTIL(uv, o.fired, 5000);
+  ASSERT_EQ(o.status, RN_EDEADPEER);
+  ASSERT_EQ(o.maybe_executed, 1);
+  ASSERT_LT(uv_now(uv) - t0, 5000); /* the heartbeat, not the deadline */
+  ASSERT_GE(test_pool_stats(pool).dead_peers, 1);
+  ASSERT_EQ(peer.conns[0].lines >= 2, 1); /* the batch arrived */
+  finish(pool);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_batch_in_order)
   TEST_ENTRY(test_batch_element_errors)
   TEST_ENTRY(test_batch_cut_not_idempotent)
   TEST_ENTRY(test_batch_cut_idempotent_retried_whole)
   TEST_ENTRY(test_batch_bad_input)
+  TEST_ENTRY(test_batch_silent_peer_is_dead)
 TEST_LIST_END
