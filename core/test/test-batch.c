@@ -76,6 +76,16 @@ static int batch(rn_pool_t *pool, const char *const *bodies, size_t n,
  * reads and then closes: a connection dying halfway through a batch's
  * replies. */
 static int cut_first;
+/* While set, the line peer keeps its replies in `held` (in order) until
+ * release_held() sends them. */
+static int holding;
+static rn_buf_t held;
+
+static void release_held(test_peer_conn_t *c) {
+  holding = 0;
+  test_peer_send(c, held.base, held.len);
+  held.len = 0;
+}
 
 static void line_script(test_peer_conn_t *c) {
   size_t i, start = 0;
@@ -87,7 +97,10 @@ static void line_script(test_peer_conn_t *c) {
     c->lines++;
     if (len > 16) len = 16;
     snprintf(reply, sizeof(reply), "%.*s!\n", (int)len, c->in.base + start);
-    test_peer_send(c, reply, strlen(reply));
+    if (holding)
+      ASSERT_OK(rn_buf_append(&held, reply, strlen(reply)));
+    else
+      test_peer_send(c, reply, strlen(reply));
     start = i + 1;
     if (cut) {
       test_peer_close(c); /* the FIN after the first reply */
@@ -139,6 +152,8 @@ static rn_pool_t *start(test_peer_script_fn script, rn_protocol_t protocol,
 }
 
 static void finish(rn_pool_t *pool) {
+  rn_buf_free(&held);
+  holding = 0;
   test_pool_close_wait(loop, pool);
   test_peer_stop(&peer);
   test_loop_close(loop);
@@ -298,6 +313,52 @@ static void test_batch_silent_peer_is_dead(void) {
   finish(pool);
 }
 
+/* A batch given up while its replies are still to come (its attempt
+ * timeout: a tombstone stands in its place; or its deadline: the done
+ * call stays) still owns all of its replies: the call queued behind it on
+ * the same connection gets its own reply, not one of the batch's. */
+static void batch_given_up(int by_deadline) {
+  static const char *const bodies[] = {"a", "b", "c"};
+  rn_pool_t *pool = start(line_script, RN_PROTOCOL_LINE, 1);
+  rn_call_options_t co;
+  rn_buf_t frames;
+  test_outcome_t warm, behind;
+  batch_outcome_t o;
+  size_t i;
+  test_call(pool, "w", 0, &warm);
+  RUN_UNTIL(uv, warm.fired, 2000); /* one connection, ready */
+  holding = 1;
+  memset(&o, 0, sizeof(o));
+  memset(&co, 0, sizeof(co));
+  if (by_deadline)
+    co.timeout_ms = 100;
+  else
+    co.attempt_timeout_ms = 100;
+  rn_buf_init(&frames);
+  for (i = 0; i < 3; i++)
+    ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frames, bodies[i], 1));
+  ASSERT_OK(rn_pool_batch(pool, frames.base, frames.len, 3, &co, on_batch,
+                          &o));
+  rn_buf_free(&frames);
+  RUN_UNTIL(uv, o.fired, 3000);
+  ASSERT_EQ(o.status, UV_ETIMEDOUT);
+  ASSERT_EQ(o.maybe_executed, 1);
+  test_call(pool, "z", 0, &behind); /* behind the batch's place */
+  RUN_UNTIL(uv, peer.conns[0].lines == 5, 2000);
+  release_held(&peer.conns[0]);
+  RUN_UNTIL(uv, behind.fired, 2000);
+  ASSERT_OK(behind.status);
+  ASSERT_EQ(behind.body_len, 2);
+  ASSERT_MEM_EQ(behind.body, "z!", 2);
+  ASSERT_EQ(peer.count, 1);
+  ASSERT_EQ(test_pool_stats(pool).evictions.unexpected, 0);
+  finish(pool);
+}
+
+static void test_batch_abandoned_keeps_its_replies(void) { batch_given_up(0); }
+
+static void test_batch_deadline_keeps_its_replies(void) { batch_given_up(1); }
+
 TEST_LIST_START
   TEST_ENTRY(test_batch_in_order)
   TEST_ENTRY(test_batch_element_errors)
@@ -305,4 +366,6 @@ TEST_LIST_START
   TEST_ENTRY(test_batch_cut_idempotent_retried_whole)
   TEST_ENTRY(test_batch_bad_input)
   TEST_ENTRY(test_batch_silent_peer_is_dead)
+  TEST_ENTRY(test_batch_abandoned_keeps_its_replies)
+  TEST_ENTRY(test_batch_deadline_keeps_its_replies)
 TEST_LIST_END
