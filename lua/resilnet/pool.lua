@@ -22,7 +22,7 @@ return function(core, T)
   Pool.__index = Pool
 
   local events = { state = true, retry = true, overload = true, eject = true,
-                   budget = true, resolve = true }
+                   budget = true, resolve = true, wrong_role = true }
 
   -- The current list from a discovery function, checked like the option.
   -- list, if it is a non-empty array of strings; else raises "<what> must
