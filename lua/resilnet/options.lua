@@ -186,6 +186,7 @@ local call_schema = {
   { "attempts", "attempts" },  -- default: the pool's retry.attempts
   { "attempt_timeout", "positive" },  -- default: the pool's
   { "hedge", nested(hedge_fields, true) },
+  { "blocking", "boolean", false },  -- BLPOP & co: see docs/api.md
 }
 
 local pool_close_schema = {
