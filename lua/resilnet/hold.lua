@@ -7,15 +7,8 @@ local coroutine, error, pcall, select, setmetatable, type = coroutine,
 local unpack = table.unpack or unpack
 local check_table, ms = opt.check_table, opt.ms
 
--- pool:hold's options, and a held call's (no retries, no hedge, no key:
--- a held call has one connection and one attempt).
-local hold_schema = {
-  { "timeout", "positive" },  -- the wait for a connection; the pool's
-}
-local held_call_schema = {
-  { "timeout", "positive" },  -- default: the pool's timeout
-  { "blocking", "boolean", false },
-}
+local hold_schema, held_call_schema = opt.schemas.hold,
+      opt.schemas.held_call
 
 -- Whether a coroutine may yield inside pcall (5.2+ and LuaJIT; not 5.1):
 -- then an error in fn gives the connection back at once; on 5.1 the
