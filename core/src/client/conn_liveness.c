@@ -76,7 +76,9 @@ void rn__conn_hand_over_probing(rn_conn_t *conn) {
     rn_conn_t *next;
     if (near[i] == &ep->conns) continue;
     next = RN_CONTAINER_OF(near[i], rn_conn_t, node);
-    if (next->state != RN_CONN_READY || next->hold != NULL) continue;
+    if (next->state != RN_CONN_READY || next->hold != NULL ||
+        next->blocking > 0)
+      continue;
     rn__conn_take_over_probing(next);
     return;
   }
@@ -233,7 +235,9 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
   if (conn->blocking > 0) {
     /* A blocking call is out: silence is its answer. No verdict, no ping
      * (it would wait behind the call); keepalive, TCP_USER_TIMEOUT and
-     * the call's deadline watch the connection meanwhile. */
+     * the call's deadline watch the connection meanwhile. Its idle
+     * siblings need a prober that does ping. */
+    rn__conn_hand_over_probing(conn);
     rn_timer_start(timer, o->heartbeat.interval_ms);
     return;
   }

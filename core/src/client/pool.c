@@ -1016,7 +1016,8 @@ static void pool_maintain(rn_timer_t *timer) {
       if (conn->retiring) continue;
       /* Its prober left with no neighbour to take over. */
       if (conn->hold != NULL) continue; /* its user's until released */
-      if (ep->prober == NULL && pool->ping_frame.len > 0)
+      if (ep->prober == NULL && pool->ping_frame.len > 0 &&
+          conn->blocking == 0)
         rn__conn_take_over_probing(conn);
       if (conn->queued != 0) continue;
       if (++idle > o->min_idle && o->idle_timeout_ms != 0 &&
