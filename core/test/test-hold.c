@@ -34,8 +34,9 @@ static void encode_cmd(rn_buf_t *out, const char *cmd) {
   }
 }
 
-/* The peer: +PONG to a PING, nothing to a frame holding "BLOCK" (a
- * blocking command that never returns), +OK to any other frame. */
+/* The peer: +PONG to a PING, +OK to any other frame, and nothing more on
+ * a connection once a frame holding "BLOCK" came (a blocking command that
+ * never returns: replies are in order). */
 static void answer_resp(test_peer_conn_t *c) {
   static rn_codec_t codec;
   static int ready;
@@ -51,9 +52,13 @@ static void answer_resp(test_peer_conn_t *c) {
   while (rn_codec_frame(&codec, c->in.base + pos, c->in.len - pos, &f) == 1) {
     const char *frame = c->in.base + pos;
     c->frames++;
-    if (contains(frame, f.size, "PING"))
+    /* Blocked, as a server in BLPOP: what follows waits behind it. */
+    if (contains(frame, f.size, "BLOCK")) c->data = c;
+    if (c->data != NULL)
+      ;
+    else if (contains(frame, f.size, "PING"))
       test_peer_send(c, "+PONG\r\n", 7);
-    else if (!contains(frame, f.size, "BLOCK"))
+    else
       test_peer_send(c, "+OK\r\n", 5);
     pos += f.size;
   }
@@ -286,6 +291,66 @@ static void test_hold_bad_input(void) {
   teardown(&fx);
 }
 
+/* A blocking call's silence is not a dead peer: with heartbeats of 50 ms
+ * and a timeout of 100 ms, a call the peer never answers fails at its own
+ * deadline (ETIMEDOUT, its connection closed: "blocking_timeout") when it
+ * is blocking, and as a dead peer when it is not. Pool calls meanwhile go
+ * to another connection. */
+static void pooled_call(rn_pool_t *pool, const char *cmd, int blocking,
+                        uint64_t timeout_ms, test_outcome_t *o) {
+  rn_call_options_t co;
+  rn_buf_t frame;
+  memset(o, 0, sizeof(*o));
+  memset(&co, 0, sizeof(co));
+  co.timeout_ms = timeout_ms;
+  co.blocking = blocking;
+  rn_buf_init(&frame);
+  encode_cmd(&frame, cmd);
+  ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, test_record, o));
+  rn_buf_free(&frame);
+}
+
+static void test_blocking_not_dead(void) {
+  fixture_t fx;
+  rn_pool_options_t po;
+  test_outcome_t blocked, other, silent;
+  uint64_t t0;
+  fx.loop = test_loop_open();
+  fx.uv = rn_loop_uv(fx.loop);
+  test_peer_start(&fx.peer, fx.uv, answer_resp);
+  test_pool_options(&po, fx.peer.endpoint, RN_PROTOCOL_RESP);
+  po.heartbeat.interval_ms = 50;
+  po.heartbeat.timeout_ms = 100;
+  po.size = 2;
+  ASSERT_OK(rn_pool_new(fx.loop, &po, &fx.pool));
+
+  t0 = uv_now(fx.uv);
+  pooled_call(fx.pool, "BLOCK q 5", 1, 600, &blocked);
+  RUN_UNTIL(fx.uv, fx.peer.count == 1 && fx.peer.conns[0].frames >= 2,
+            2000);
+  /* Placed after it: not behind it, on the other connection. */
+  pooled_call(fx.pool, "GET x", 0, 0, &other);
+  RUN_UNTIL(fx.uv, other.fired, 2000);
+  ASSERT_OK(other.status);
+  ASSERT_EQ(fx.peer.count, 2);
+  RUN_UNTIL(fx.uv, blocked.fired, 3000);
+  ASSERT_EQ(blocked.status, UV_ETIMEDOUT);
+  ASSERT_EQ(blocked.maybe_executed, 1);
+  ASSERT_GE(uv_now(fx.uv) - t0, 590);
+  ASSERT_EQ(test_pool_stats(fx.pool).dead_peers, 0);
+  /* Its connection went with it: the server would still answer it. */
+  RUN_UNTIL(fx.uv, fx.peer.eofs == 1, 2000);
+
+  /* The same silence without `blocking`: a dead peer, well before. */
+  t0 = uv_now(fx.uv);
+  pooled_call(fx.pool, "BLOCK q 5", 0, 600, &silent);
+  RUN_UNTIL(fx.uv, silent.fired, 3000);
+  ASSERT_EQ(silent.status, RN_EDEADPEER);
+  ASSERT_LT(uv_now(fx.uv) - t0, 590);
+  ASSERT_EQ(test_pool_stats(fx.pool).dead_peers, 1);
+  teardown(&fx);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_hold_reuse_clean)
   TEST_ENTRY(test_hold_reset_multi)
@@ -293,4 +358,5 @@ TEST_LIST_START
   TEST_ENTRY(test_hold_reset_after_timeout)
   TEST_ENTRY(test_hold_wait_bounded_and_close)
   TEST_ENTRY(test_hold_bad_input)
+  TEST_ENTRY(test_blocking_not_dead)
 TEST_LIST_END
