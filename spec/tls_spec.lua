@@ -244,4 +244,17 @@ describe("tls pool", function()
     local off = H.pool { endpoints = ep, tls = false }
     assert.equal("table", type(off:stats()))
   end)
+
+  it("a unix socket endpoint needs tls.server_name, said when the pool is "
+     .. "made", function()
+    local sock = os.tmpname() .. ".sock"
+    local eps = { redis.endpoint, "unix:" .. sock }
+    local ok, err = pcall(resilnet.pool, { endpoints = eps, tls = tls() })
+    assert.is_false(ok)
+    assert.matches("resilnet.pool: option 'tls': tls on unix:" .. sock
+                   .. " needs tls.server_name", err, 1, true)
+    -- With a name to check (or none checked at all) the pool is made.
+    H.pool { endpoints = eps, tls = tls { server_name = "localhost" } }
+    H.pool { endpoints = eps, tls = tls { insecure = true } }
+  end)
 end)

@@ -651,6 +651,89 @@ static void test_bad_options(void) {
   test_loop_close(loop);
 }
 
+/* A unix socket has no host name to verify the server's certificate
+ * against: without server_name (or insecure) rn_pool_new refuses the
+ * pool, saying why, instead of every connect failing later. With
+ * server_name the name is checked: "localhost" works over the socket, a
+ * name the certificate lacks is ETLSVERIFY. */
+static void test_unix_needs_server_name(void) {
+  rn_server_options_t so;
+  rn_tls_options_t stls, tls;
+  rn_pool_options_t o;
+  rn_pool_stats_t st;
+  rn_server_t *server;
+  rn_pool_t *pool = NULL;
+  rn_endpoint_t ep;
+  result_t res;
+  char path[64], listen[80], why[512];
+  const char *endpoints[1];
+
+  if (no_tls()) return;
+  loop = test_loop_open();
+  snprintf(path, sizeof(path), "/tmp/rn-tls-unix-%d.sock", (int)getpid());
+  snprintf(listen, sizeof(listen), "unix:%s", path);
+  unlink(path);
+  rn_tls_options_init(&stls);
+  stls.certificate = test_cert("server.pem");
+  stls.key = test_cert("server.key");
+  rn_server_options_init(&so);
+  so.listen = listen;
+  so.codec.protocol = RN_PROTOCOL_RESP;
+  so.on_request = on_request;
+  so.tls = &stls;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+
+  client_tls(&tls, "ca.pem");
+  endpoints[0] = listen;
+  rn_pool_options_init(&o);
+  o.endpoints = endpoints;
+  o.endpoint_count = 1;
+  o.tls = &tls;
+  o.connect_timeout_ms = o.timeout_ms = SLOW_MS;
+  o.on_event = on_pool_event;
+  ASSERT_EQ(rn_pool_new(loop, &o, &pool), UV_EINVAL);
+  ASSERT(pool == NULL);
+  ASSERT_OK(rn_endpoint_parse(&ep, listen, strlen(listen)));
+  ASSERT_EQ(rn_tls_endpoint_check(&tls, &ep, why, sizeof(why)), UV_EINVAL);
+  ASSERT(strstr(why, "needs tls.server_name") != NULL);
+  ASSERT(strstr(why, listen) != NULL);
+  /* A TCP endpoint needs no server_name: its host is the name. */
+  ASSERT_OK(rn_endpoint_parse(&ep, "127.0.0.1:1", 11));
+  ASSERT_OK(rn_tls_endpoint_check(&tls, &ep, why, sizeof(why)));
+
+  /* insecure checks no name: accepted, and counted. */
+  tls.insecure = 1;
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  call_resp(pool, "insecure", &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  assert_echo(&res, "insecure");
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.tls_insecure, 1);
+  close_pool(pool);
+  tls.insecure = 0;
+
+  tls.server_name = "localhost";
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  call_resp(pool, "over-unix", &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  assert_echo(&res, "over-unix");
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.tls_failures, 0);
+  ASSERT_EQ(st.tls_insecure, 0);
+  close_pool(pool);
+
+  tls.server_name = "db.example.com";
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  call_resp(pool, "refused", &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  ASSERT_EQ(res.status, RN_ETLSVERIFY);
+  close_pool(pool);
+
+  stop_server(server);
+  test_loop_close(loop);
+  unlink(path);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_verified_calls)
   TEST_ENTRY(test_wrong_ca)
@@ -662,4 +745,5 @@ TEST_LIST_START
   TEST_ENTRY(test_reload)
   TEST_ENTRY(test_reset_during_handshake)
   TEST_ENTRY(test_bad_options)
+  TEST_ENTRY(test_unix_needs_server_name)
 TEST_LIST_END
