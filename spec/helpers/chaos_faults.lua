@@ -1,10 +1,12 @@
 -- The chaos suite's fault catalogue and the runner of one case.
 --
 -- A fault is { name, apply(ctx), lift(ctx), garble, doubles, forgets_keys,
--- servers, tls_only, judge } (the flags: see E.run in chaos_engine.lua): apply starts it (ctx.px the proxy, ctx.srv the server, ctx.rng
--- the case's generator; apply may wait, the workload runs meanwhile), lift
--- ends it. Parameters are drawn from the case's seed, so a seed replays the
--- same faults with the same parameters (kernel timing aside). judge(ctx),
+-- servers, tls_only, judge } (the flags: see E.run in chaos_engine.lua;
+-- tls_only: a fault of the TLS cases only): apply starts it (ctx.px the
+-- proxy, ctx.srv the server, ctx.rng the case's generator; apply may wait,
+-- the workload runs meanwhile), lift ends it. Parameters are drawn from
+-- the case's seed, so a seed replays the same faults with the same
+-- parameters (kernel timing aside). judge(ctx),
 -- when present, says what the fault must have done to the pools besides
 -- the verdict (a list of problems; ctx.tls, ctx.pools, ctx.closed: the
 -- pools' closed connections by error code).
@@ -136,8 +138,9 @@ local function judge_handshake_reset(ctx)
   local problems = {}
   local d = ctx.run.during
   if (d["ok during"] or 0) > 0 then
-    problems[#problems + 1] = ("%d call(s) made during the fault succeeded "
-      .. "before it was lifted: a handshake got through"):format(d["ok during"])
+    problems[#problems + 1] = ("%d call(s) made during the fault "
+      .. "succeeded before it was lifted: a handshake got through")
+      :format(d["ok during"])
   end
   local maybe = (d["info during"] or 0) + (d["info after"] or 0)
   if maybe > 0 then
