@@ -418,6 +418,24 @@ static const char *lrn_tls_why(lua_State *L, const rn_tls_options_t *tls,
   return lua_tostring(L, -1);
 }
 
+/* Pushes why the first endpoint the TLS options cannot verify is refused
+ * (a unix socket without tls.server_name), or returns NULL. */
+static const char *lrn_tls_endpoint_why(lua_State *L,
+                                        const rn_tls_options_t *tls,
+                                        const char **endpoints, size_t n) {
+  char why[512];
+  size_t i;
+  for (i = 0; i < n; i++) {
+    rn_endpoint_t ep;
+    if (rn_endpoint_parse(&ep, endpoints[i], strlen(endpoints[i])) == 0 &&
+        rn_tls_endpoint_check(tls, &ep, why, sizeof(why)) != 0) {
+      lua_pushstring(L, why);
+      return lua_tostring(L, -1);
+    }
+  }
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
 
@@ -611,6 +629,9 @@ static int lrn_pool_new(lua_State *L) {
       const char *why = lrn_tls_why(L, &tls, rc);
       if (rc != UV_EINVAL || rn_tls_options_check(&tls, RN_TLS_CLIENT, NULL,
                                                   0) != 0)
+        return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
+      why = lrn_tls_endpoint_why(L, &tls, endpoints, n);
+      if (why != NULL)
         return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
     }
     if (rc == UV_EINVAL)

@@ -182,6 +182,17 @@ static int pool_check_options(const rn_pool_options_t *o) {
         len > RN_RNP_AUTH_MAX)
       return UV_EINVAL;
   }
+  /* A unix socket has no host name to verify: fail now, not each connect. */
+  if (o->tls != NULL) {
+    size_t i;
+    for (i = 0; i < o->endpoint_count; i++) {
+      rn_endpoint_t ep;
+      const char *text = o->endpoints[i];
+      if (text != NULL && rn_endpoint_parse(&ep, text, strlen(text)) == 0 &&
+          rn_tls_endpoint_check(o->tls, &ep, NULL, 0) != 0)
+        return UV_EINVAL;
+    }
+  }
   return 0;
 }
 
