@@ -238,6 +238,18 @@ return function(core, T)
     return not self.closed and self.sink("alive") == true
   end
 
+  local function start_weak_timer(target, ms)
+    core.after(ms, target, true)
+    return true
+  end
+
+  --- d:sleep(seconds): a sleep that never keeps resilnet.run() going by
+  -- itself, for background helpers of this pool (a poll): when nothing
+  -- else is left to do, run() returns and the helper waits for the next.
+  function Runner:sleep(seconds)
+    await("discovery:sleep", start_weak_timer, math.ceil(seconds * 1000))
+  end
+
   --- d:on_close(f): f() runs once when the pool closes.
   function Runner:on_close(f)
     if type(f) ~= "function" then
