@@ -155,6 +155,14 @@ local function check(t, r, key, pool, failovers)
   assert.equal(1, #failovers)
   assert.equal(r.old, failovers[1].old)
   assert.equal(r.new, failovers[1].new)
+  assert.equal(1, pool:stats().discovery.failovers)
+  -- The old master's connections were retired, not reused: none is
+  -- open, and they were counted as removed by discovery.
+  local deadline = resilnet.now() + 5
+  while pool:stats().evictions.removed == 0 and resilnet.now() < deadline do
+    resilnet.sleep(0.05)
+  end
+  assert.is_true(pool:stats().evictions.removed >= 1)
   -- Measured numbers, for the report.
   print(("\n  sentinel: switch %.2f s after the fault, first write on the "
          .. "new master %.3f s after it; %d writes ok, %d failed, %d reads "
@@ -184,13 +192,24 @@ describe("resilnet.redis.sentinel", function()
   end)
 
   it("asks in order, passes a dead Sentinel over and puts the one that "
-     .. "answered first; role = replica gives the replica", function()
-    local t = S.start {}
+     .. "answered first; role = replica gives the replica; Sentinels with a "
+     .. "password, never shown", function()
+    local t = S.start { sentinel_password = "s3cret-pw" }
     local ok, err = pcall(function()
       local dead = H.refused_endpoint()
       local fn, s = redis.sentinel { sentinels = { dead,
-        t.sentinel_endpoints[1], t.sentinel_endpoints[2] }, name = t.name }
+        t.sentinel_endpoints[1], t.sentinel_endpoints[2] }, name = t.name,
+        sentinel_password = "s3cret-pw" }
       H.go(function()
+        -- A wrong password: the server's refusal, not the password.
+        local bad_fn, bad = redis.sentinel { sentinels = t.sentinel_endpoints,
+          name = t.name, sentinel_password = "wrong-pw-123" }
+        local nopool, why = resilnet.pool { endpoints = bad_fn,
+                                            protocol = "resp" }
+        assert.is_nil(nopool)
+        assert.matches("WRONGPASS", why)
+        assert.is_nil(why:find("wrong-pw-123", 1, true))
+        bad:close()
         local pool = assert(data_pool(fn))
         assert.equal("PONG", pool:call { "PING" })
         assert.same({ t.master.endpoint }, pool:stats().discovery.endpoints)
@@ -206,7 +225,8 @@ describe("resilnet.redis.sentinel", function()
         assert.is_true(resilnet.now() - t0 < 0.4)
         assert.equal(t.sentinel_endpoints[2], s:stats().sentinels[1])
         local rfn, rs = redis.sentinel { sentinels = t.sentinel_endpoints,
-                                         name = t.name, role = "replica" }
+                                         name = t.name, role = "replica",
+                                         sentinel_password = "s3cret-pw" }
         local rpool = assert(resilnet.pool { endpoints = rfn,
                                              protocol = "resp" })
         assert.same({ t.replica.endpoint }, rpool:stats().discovery.endpoints)
@@ -214,8 +234,14 @@ describe("resilnet.redis.sentinel", function()
         assert.equal("slave", role[1])
         rpool:close()
         pool:close()
-        -- Closing the pools stops the poll, which closes the Sentinel
-        -- pools; close says so at once too.
+        -- Closing the only pool using it stops the poll at its next turn
+        -- (poll_interval, 1 s), which closes the Sentinel pools.
+        local deadline = resilnet.now() + 5
+        while not s.closed and resilnet.now() < deadline do
+          resilnet.sleep(0.05)
+        end
+        assert.is_true(s.closed)
+        assert.is_nil(next(s.pools))
         assert.is_true(s:close())
         assert.is_true(rs:close())
       end, 30)

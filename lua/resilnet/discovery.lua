@@ -77,7 +77,8 @@ return function(core, T)
       jitter_ms = math.ceil(jitter * 1000), sink = sink,
       gen = 0, running = nil, closed = false, current = nil,
       closers = {},
-      stats = { runs = 0, failures = 0, changes = 0, running = false,
+      stats = { runs = 0, failures = 0, changes = 0, failovers = 0,
+                running = false,
                 last_duration = 0, max_duration = 0, last_error = false },
     }, Runner)
   end
@@ -200,6 +201,9 @@ return function(core, T)
     end
     if self.current == nil then
       local err = tostring(self.stats.last_error)
+      -- No pool will exist: whatever the function attached to it (a
+      -- Sentinel's poll) stops now instead of working for nobody.
+      self:close()
       if self.last_kind ~= "runtime" then
         error(name .. ": discovery failed: " .. err, 3)
       end
@@ -227,9 +231,14 @@ return function(core, T)
     return ok, why
   end
 
-  --- d:emit(ev): delivers ev (a table with a `type`) on the pool.
+  --- d:emit(ev): delivers ev (a table with a `type`) on the pool; a
+  -- "failover" event is counted in stats().discovery.failovers.
   function Runner:emit(ev)
-    if not self.closed then self.sink("event", ev) end
+    if self.closed then return end
+    if ev.type == "failover" then
+      self.stats.failovers = self.stats.failovers + 1
+    end
+    self.sink("event", ev)
   end
 
   --- d:is_open(): false once the pool closed or was collected (a

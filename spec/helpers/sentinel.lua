@@ -44,23 +44,31 @@ local function read_reply(c)
   error("S.cmd: unexpected reply line " .. line)
 end
 
---- S.cmd(port, args) -> reply, or nil, why: one command on a fresh
--- connection, blocking up to 1 s (for setup checks, never under load).
-function S.cmd(port, args)
+--- S.cmd(port, args[, password]) -> reply, or nil, why: one command on a
+-- fresh connection (AUTH first with a password), blocking up to 1 s (for
+-- setup checks, never under load).
+function S.cmd(port, args, password)
   local c = socket.tcp()
   c:settimeout(1)
   if not c:connect("127.0.0.1", port) then
     c:close()
     return nil, "refused"
   end
-  local parts = { "*" .. #args }
-  for _, a in ipairs(args) do
-    a = tostring(a)
-    parts[#parts + 1] = "$" .. #a
-    parts[#parts + 1] = a
+  local function send(list)
+    local parts = { "*" .. #list }
+    for _, a in ipairs(list) do
+      a = tostring(a)
+      parts[#parts + 1] = "$" .. #a
+      parts[#parts + 1] = a
+    end
+    c:send(table.concat(parts, "\r\n") .. "\r\n")
   end
-  c:send(table.concat(parts, "\r\n") .. "\r\n")
-  local ok, reply = pcall(read_reply, c)
+  if password then send { "AUTH", password } end
+  send(args)
+  local ok, reply = pcall(function()
+    if password then read_reply(c) end
+    return read_reply(c)
+  end)
   c:close()
   if not ok then return nil, reply end
   return reply
@@ -114,7 +122,7 @@ Topology.__index = Topology
 function Topology:master_addr()
   for _, s in ipairs(self.sentinels) do
     local r = S.cmd(s.port, { "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
-                              self.name })
+                              self.name }, self.sentinel_password)
     if type(r) == "table" and r[1] then return r[1] .. ":" .. r[2] end
   end
   return nil
@@ -129,13 +137,15 @@ function Topology:close()
   os.execute("rm -rf " .. self.dir)
 end
 
---- S.start{name, down_after (ms), failover_timeout (ms), master_args} ->
--- topology. Returns once the replica is in sync and every Sentinel knows
+--- S.start{name, down_after (ms), failover_timeout (ms), master_args,
+-- sentinel_password (requirepass of the Sentinels, which then also use it
+-- with each other)} -> topology. Returns once the replica is in sync and every Sentinel knows
 -- the replica and the two other Sentinels (up to 20 s), else raises.
 function S.start(o)
   o = o or {}
   local t = setmetatable({ name = o.name or "mymaster", dir = tmpdir(),
                            procs = {}, sentinels = {},
+                           sentinel_password = o.sentinel_password,
                            sentinel_endpoints = {} }, Topology)
   local ok, err = pcall(function()
     local mport = R.free_port()
@@ -166,18 +176,27 @@ function S.start(o)
                .. "sentinel parallel-syncs %s 1\n"):format(
               port, t.dir, t.name, mport, t.name, o.down_after or 1000,
               t.name, o.failover_timeout or 5000, t.name))
+      if o.sentinel_password then
+        f:write(("requirepass %s\nsentinel sentinel-pass %s\n"):format(
+                o.sentinel_password, o.sentinel_password))
+      end
       f:close()
       local s = P.start({ "redis-server", conf, "--sentinel",
                           stdout = t.dir .. "/sentinel" .. i .. ".log" },
-                        { port = port,
-                          ready = function() return R.ping(port) end })
+                        { port = port, ready = function()
+                            -- Up: it answers, PONG or (with a password)
+                            -- NOAUTH.
+                            local r = S.cmd(port, { "PING" })
+                            return r == "PONG" or type(r) == "table"
+                          end })
       t.procs[#t.procs + 1] = s
       t.sentinels[i] = s
       t.sentinel_endpoints[i] = "127.0.0.1:" .. port
     end
     wait_until(function()
       for _, s in ipairs(t.sentinels) do
-        local m = S.fields(S.cmd(s.port, { "SENTINEL", "MASTER", t.name }))
+        local m = S.fields(S.cmd(s.port, { "SENTINEL", "MASTER", t.name },
+                                 t.sentinel_password))
         if tonumber(m["num-slaves"]) ~= 1
            or tonumber(m["num-other-sentinels"]) ~= 2 then
           return false
