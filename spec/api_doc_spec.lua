@@ -302,6 +302,14 @@ describe("docs/api.md", function()
     assert_none(problems)
   end)
 
+  it("documents resilnet.redis.sentinel's options, with their defaults",
+     function()
+    local problems = compare_options("redis.sentinel",
+      tables["options: redis.sentinel"],
+      flatten(require("resilnet.redis").sentinel_options))
+    assert_none(problems)
+  end)
+
   it("documents the proxy's options", function()
     local schema = resilnet._options.proxy
       or upvalue(resilnet.proxy, "proxy_schema")
