@@ -69,9 +69,11 @@ local function address(host, port)
   return host .. ":" .. port
 end
 
+-- The pool of one Sentinel, made on first use; nil once closed (a
+-- question still going then must not make a pool nobody closes).
 function Sentinel:_pool(addr)
   local p = self.pools[addr]
-  if not p then
+  if not p and not self.closed then
     p = resilnet.pool { endpoints = { addr }, protocol = "resp", size = 1,
                         timeout = self.o.timeout,
                         connect_timeout = self.o.timeout,
@@ -84,6 +86,7 @@ end
 
 -- A Sentinel backing off after failed connects is passed over first.
 local function backing_off(p)
+  if not p then return true end
   local ep = p:stats().endpoints[1]
   return ep and (ep.state == "transient_failure" or ep.state == "ejected")
 end
@@ -93,6 +96,7 @@ end
 -- follows go on the same one; a reconnect in between is asked again).
 function Sentinel:_ask_one(addr, request)
   local p = self:_pool(addr)
+  if not p then return nil, "closed" end
   local call_opts = { timeout = self.o.timeout, idempotent = true }
   for _ = 1, 2 do
     local reply, err = p:call(request, call_opts)
@@ -230,26 +234,31 @@ function Sentinel:_observe(seen, from, except)
   end
 end
 
--- One poll: every Sentinel not backing off is asked for the master; the
--- answer with the highest config epoch wins (_observe publishes a change
--- to every pool). Asking all of them, not the head alone, sees a switch as
--- soon as the leader that made it answers.
-function Sentinel:_poll_once()
+-- One poll: every Sentinel not backing off is asked for the master, in
+-- parallel; the answer with the highest config epoch wins (_observe
+-- publishes a change to every pool). Asking all of them, not the head
+-- alone, sees a switch as soon as the leader that made it answers.
+function Sentinel:_poll_once(d)
   if self.o.role == "replica" then return self:_poll_replicas() end
   local request = { "SENTINEL", "MASTER", self.o.name }
-  local order, best, from = {}, nil, nil
-  for i, a in ipairs(self.order) do order[i] = a end
-  for _, addr in ipairs(order) do
-    if self.closed then return end
+  local best, from, pending = nil, nil, 0
+  -- All at once: a frozen Sentinel costs its timeout, not the others'.
+  for _, addr in ipairs(self.order) do
     if not backing_off(self:_pool(addr)) then
-      local reply = self:_ask_one(addr, request)
-      local seen = reply ~= nil and parse_master(reply)
-      if seen and (best == nil or seen.epoch > best.epoch) then
-        best, from = seen, addr
-      end
+      pending = pending + 1
+      resilnet.spawn(function()
+        local reply = not self.closed and self:_ask_one(addr, request)
+        local seen = reply and parse_master(reply)
+        if seen and (best == nil or seen.epoch > best.epoch) then
+          best, from = seen, addr
+        end
+        pending = pending - 1
+      end)
     end
   end
-  if best then self:_observe(best, from) end
+  -- Each question ends within its timeout (connect included).
+  while pending > 0 do d:sleep(0.005) end
+  if best and not self.closed then self:_observe(best, from) end
 end
 
 -- role = "replica": the healthy replicas as the head Sentinel lists them;
@@ -274,7 +283,7 @@ function Sentinel:_poll(d)
     end
     if not open then break end
     d = open
-    if not self.closed then self:_poll_once() end
+    if not self.closed then self:_poll_once(d) end
   end
   self.polling = false
   if next(self.attached) == nil then self:close() end
