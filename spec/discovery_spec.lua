@@ -62,6 +62,31 @@ describe("discovery", function()
     end, 10)
   end)
 
+  it("a waiting function at creation from a plain callback raises, and "
+     .. "what it started is closed", function()
+    local _, ep = H.server { protocol = "line" }
+    local base = H.pool { protocol = "line", endpoints = { ep } }
+    local err, closed
+    base:send("x", function()
+      local ok, e = pcall(resilnet.pool, { protocol = "line",
+        endpoints = function(d)
+          d:on_close(function() closed = true end)
+          resilnet.sleep(0.01)
+          return { ep }
+        end })
+      err = not ok and e
+    end)
+    H.go(function()
+      for _ = 1, 200 do
+        if err then break end
+        resilnet.sleep(0.01)
+      end
+    end)
+    assert.matches("resilnet.pool: the endpoints function waits, which a "
+                   .. "callback cannot", err)
+    assert.is_true(closed)
+  end)
+
   it("creation returns nil, err when the first run fails at run time, and "
      .. "raises when the function raises or returns garbage", function()
     local p, err = resilnet.pool { protocol = "line", discovery_timeout = 0.1,

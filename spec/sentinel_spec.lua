@@ -78,6 +78,8 @@ local function under_load(t, pool, key, provoke)
     end)
   end
   -- The observer: every Sentinel, every 20 ms, through its own pools.
+  -- How late the loop itself runs (a loaded machine), for the 1 s bound.
+  local probe = H.lateness_probe()
   local obs = {}
   for i, ep in ipairs(t.sentinel_endpoints) do
     obs[i] = resilnet.pool { endpoints = { ep }, protocol = "resp",
@@ -107,6 +109,8 @@ local function under_load(t, pool, key, provoke)
     resilnet.sleep(0.01)
   end
   for _, p in ipairs(obs) do p:close() end
+  probe.running = false
+  r.lateness = probe.worst
   r.old = old
   return r
 end
@@ -137,7 +141,7 @@ local function check(t, r, key, pool, failovers)
     else
       failed = failed + 1
       -- Writes started a second after the switch all succeed.
-      if w.started > r.switch_at + 1 then
+      if w.started > r.switch_at + 1 + r.lateness then
         late_failures[#late_failures + 1] = w.id .. ": " .. tostring(w.err)
       end
     end
@@ -145,8 +149,9 @@ local function check(t, r, key, pool, failovers)
   assert.is_true(ok_count > 100, "too few writes succeeded: " .. ok_count)
   assert.is_truthy(first_ok_after, "no write succeeded after the switch")
   local lag = first_ok_after - r.switch_at
-  assert.is_true(lag <= 1, ("first write on the new master %.3f s after "
-                            .. "the switch"):format(lag))
+  assert.is_true(lag <= 1 + r.lateness, ("first write on the new master "
+    .. "%.3f s after the switch (loop lateness %.3f s)"):format(lag,
+    r.lateness))
   assert.same({}, late_failures)
   -- The pool follows: it names the new master alone, and said so.
   local eps = pool:stats().endpoints

@@ -197,6 +197,14 @@ return function(core, T)
   function Runner:first(name)
     self:run("create")
     if self.running then
+      local co = coroutine.running()
+      if not (co and tasks[co]) and core.running() then
+        -- A plain callback cannot wait (await would raise): stop what the
+        -- function attached before saying so.
+        self:close()
+        error(name .. ": the endpoints function waits, which a callback "
+              .. "cannot; make the pool in a task (resilnet.spawn)", 3)
+      end
       await(name, start_wait, self)
     end
     if self.current == nil then
