@@ -240,14 +240,19 @@ describe("resilnet.redis.sentinel", function()
         rpool:close()
         pool:close()
         -- Closing the only pool using it stops the poll at its next turn
-        -- (poll_interval, 1 s), which closes the Sentinel pools.
+        -- (poll_interval, 1 s), which closes the Sentinel pools; a pool
+        -- made later opens them again.
         local deadline = resilnet.now() + 5
-        while not s.closed and resilnet.now() < deadline do
+        while s.polling and resilnet.now() < deadline do
           resilnet.sleep(0.05)
         end
-        assert.is_true(s.closed)
+        assert.is_false(s.polling)
         assert.is_nil(next(s.pools))
+        local again = assert(data_pool(fn))
+        assert.equal("PONG", again:call { "PING" })
+        again:close()
         assert.is_true(s:close())
+        assert.is_nil(next(s.pools))
         assert.is_true(rs:close())
       end, 30)
     end)

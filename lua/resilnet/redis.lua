@@ -272,8 +272,8 @@ function Sentinel:_poll_replicas()
   end
 end
 
--- Polls the Sentinels while a pool is attached; ends (closing the
--- Sentinel pools) once none is.
+-- Polls the Sentinels while a pool is attached; ends once none is,
+-- closing the Sentinel pools (a pool made later opens them again).
 function Sentinel:_poll(d)
   while not self.closed do
     d:sleep(self.o.poll_interval)
@@ -286,7 +286,7 @@ function Sentinel:_poll(d)
     if not self.closed then self:_poll_once(d) end
   end
   self.polling = false
-  if next(self.attached) == nil then self:close() end
+  if next(self.attached) == nil then self:_close_pools() end
 end
 
 function Sentinel:_attach(d)
@@ -301,15 +301,20 @@ function Sentinel:_attach(d)
   end
 end
 
---- s:close(): closes the Sentinel pools (from a task or a script; from a
--- plain callback it starts closing them). Pools still using the function
--- keep their list and ask in vain.
-function Sentinel:close()
-  if self.closed then return true end
-  self.closed = true
+function Sentinel:_close_pools()
   for addr, p in pairs(self.pools) do
     self.pools[addr] = nil
     p:close()
+  end
+end
+
+--- s:close(): closes the Sentinel pools for good (from a task or a
+-- script; from a plain callback it starts closing them). Pools still using
+-- the function keep their list and ask in vain.
+function Sentinel:close()
+  if not self.closed then
+    self.closed = true
+    self:_close_pools()
   end
   return true
 end
