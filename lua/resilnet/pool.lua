@@ -22,8 +22,10 @@ return function(core, T)
   Pool.__index = Pool
 
   local events = { state = true, retry = true, overload = true, eject = true,
-                   budget = true, resolve = true, discovery = true,
-                   failover = true }
+                   budget = true, resolve = true }
+  -- An endpoints function's runs (lua/resilnet/discovery.lua), and the
+  -- master changes resilnet.redis.sentinel reports through it.
+  events.discovery, events.failover = true, true
   local D = require("resilnet.discovery")(core, T)
 
   -- The current list, checked like the option. list, if it is a
