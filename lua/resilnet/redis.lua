@@ -61,6 +61,15 @@ M.sentinel_options = sentinel_schema
 local Sentinel = {}
 Sentinel.__index = Sentinel
 
+-- Pools that send AUTH on every new connection themselves (the pool
+-- options password/username, issue 18 item 1) authenticate the Sentinel
+-- connections; without them, a NOAUTH answer is followed by AUTH and the
+-- question again (see _ask_one).
+local pool_auth = false
+for _, e in ipairs(resilnet._options.pool) do
+  if e[1] == "password" then pool_auth = true end
+end
+
 -- "host:port" of a Sentinel's answer ([v6]:port for an IPv6 host).
 local function address(host, port)
   if host:find(":", 1, true) then
@@ -74,11 +83,14 @@ end
 function Sentinel:_pool(addr)
   local p = self.pools[addr]
   if not p and not self.closed then
-    p = resilnet.pool { endpoints = { addr }, protocol = "resp", size = 1,
-                        timeout = self.o.timeout,
-                        connect_timeout = self.o.timeout,
-                        reconnect = { initial = 0.1, max = 5 },
-                        resolve_ttl = 0 }
+    local po = { endpoints = { addr }, protocol = "resp", size = 1,
+                 timeout = self.o.timeout, connect_timeout = self.o.timeout,
+                 reconnect = { initial = 0.1, max = 5 }, resolve_ttl = 0 }
+    if pool_auth then
+      po.password, po.username = self.o.sentinel_password,
+                                 self.o.sentinel_username
+    end
+    p = resilnet.pool(po)
     self.pools[addr] = p
   end
   return p
@@ -100,7 +112,7 @@ function Sentinel:_ask_one(addr, request)
   local call_opts = { timeout = self.o.timeout, idempotent = true }
   for _ = 1, 2 do
     local reply, err = p:call(request, call_opts)
-    if reply ~= nil or not self.o.sentinel_password
+    if reply ~= nil or pool_auth or not self.o.sentinel_password
        or not (err and err.message and err.message:find("^NOAUTH")) then
       return reply, err
     end
