@@ -287,18 +287,23 @@ end
 -- Polls the Sentinels while a pool is attached; ends once none is,
 -- closing the Sentinel pools (a pool made later opens them again).
 function Sentinel:_poll(d)
-  while not self.closed do
-    d:sleep(self.o.poll_interval)
-    local open
-    for a in pairs(self.attached) do
-      if a:is_open() then open = a else self.attached[a] = nil end
+  repeat
+    while not self.closed do
+      d:sleep(self.o.poll_interval)
+      local open
+      for a in pairs(self.attached) do
+        if a:is_open() then open = a else self.attached[a] = nil end
+      end
+      if not open then break end
+      d = open
+      if not self.closed then self:_poll_once(d) end
     end
-    if not open then break end
-    d = open
-    if not self.closed then self:_poll_once(d) end
-  end
+    if next(self.attached) == nil then self:_close_pools() end
+    -- A pool that attached while those closed is polled for too.
+    local again = not self.closed and next(self.attached)
+    if again then d = again end
+  until not again
   self.polling = false
-  if next(self.attached) == nil then self:_close_pools() end
 end
 
 function Sentinel:_attach(d)
@@ -314,10 +319,11 @@ function Sentinel:_attach(d)
 end
 
 function Sentinel:_close_pools()
-  for addr, p in pairs(self.pools) do
-    self.pools[addr] = nil
-    p:close()
-  end
+  -- Forgotten all at once: each close waits, and nothing may find a pool
+  -- that is closing meanwhile.
+  local pools = self.pools
+  self.pools = {}
+  for _, p in pairs(pools) do p:close() end
 end
 
 --- s:close(): closes the Sentinel pools for good (from a task or a
