@@ -168,7 +168,8 @@ describe("discovery", function()
   end)
 
   it("failures are events and the old list stays in use: an error raised, "
-     .. "nil, err, a bad list, the deadline", function()
+     .. "nil, err, a bad list, an endpoint without a port, the deadline",
+     function()
     local _, ep = H.server { protocol = "line" }
     local mode = "ok"
     local pool = H.pool { protocol = "line", resolve_ttl = 0,
@@ -177,6 +178,7 @@ describe("discovery", function()
         if mode == "raise" then error("boom") end
         if mode == "nil" then return nil, "registry down" end
         if mode == "bad" then return { 1, 2 } end
+        if mode == "no_port" then return { "127.0.0.1" } end
         if mode == "hang" then resilnet.sleep(1) end
         return { ep }
       end }
@@ -185,9 +187,10 @@ describe("discovery", function()
     H.go(function()
       local d = pool._discovery
       local want = { raise = "boom", ["nil"] = "registry down",
-                     bad = "not a non%-empty array", hang = "discovery_timeout" }
+                     bad = "not a non%-empty array", hang = "discovery_timeout",
+                     no_port = "127%.0%.0%.1" }
       local n = 0
-      for _, m in ipairs { "raise", "nil", "bad", "hang" } do
+      for _, m in ipairs { "raise", "nil", "bad", "no_port", "hang" } do
         mode = m
         d:run("connect_failure")
         n = n + 1
@@ -200,9 +203,9 @@ describe("discovery", function()
       -- The hung run's late answer, once it comes, is ignored (no event).
       mode = "ok"
       resilnet.sleep(1)
-      assert.equal(4, #events)
+      assert.equal(5, #events)
       local s = pool:stats().discovery
-      assert.equal(4, s.failures)
+      assert.equal(5, s.failures)
       assert.is_true(s.max_duration >= 0.19)
       assert.same({ ep }, s.endpoints)
     end, 15)

@@ -105,13 +105,19 @@ return function(core, T)
     if duration > s.max_duration then s.max_duration = duration end
     local changed = false
     if ok then
-      -- The first list is not a change: there was none to change.
-      changed = self.current ~= nil and not same_list(self.current, list)
-      self.current = copy(list)
-      if changed then s.changes = s.changes + 1 end
-      local applied, why = self.sink("apply", self.current)
-      if not applied and why then
-        ok, err = false, tostring(why)
+      -- An endpoint the pool cannot parse ("host" without a port, say)
+      -- makes set_endpoints raise: from a run, that is a failed run (an
+      -- event, the old list kept), not an error out of resilnet.run().
+      local list_copy = copy(list)
+      local called, applied, why = pcall(self.sink, "apply", list_copy)
+      if not called or not applied then
+        ok, err = false, tostring(called and why or applied)
+        kind = "bad_list"
+      else
+        -- The first list is not a change: there was none to change.
+        changed = self.current ~= nil and not same_list(self.current, list)
+        self.current = list_copy
+        if changed then s.changes = s.changes + 1 end
       end
     end
     if not ok then
