@@ -58,7 +58,10 @@ const char *rn_version_string(void);
   XX(TLS, -30013, "TLS failed")                                               \
   XX(TLSVERIFY, -30014, "TLS peer verification failed")                       \
   XX(NOTLS, -30015, "TLS asked for, but resilnet was built without OpenSSL") \
-  XX(AUTH, -30016, "the server refused the connection's credentials")
+  XX(AUTH, -30016, "the server refused the connection's credentials")      \
+  XX(SETUP, -30017, "a connection setup request failed")                     \
+  XX(ROLE, -30018, "the server does not have the role asked for")            \
+  XX(LOADING, -30019, "the server is loading its dataset")
 
 typedef enum {
 #define RN_ERRNO_ENUM_(name, value, msg) RN_E##name = (value),
@@ -285,8 +288,13 @@ typedef enum {
   RN_EVENT_RETRY,     /* a failed call will be tried again after `duration` */
   RN_EVENT_BUDGET,    /* the retry budget: state "exhausted" or "restored" */
   RN_EVENT_OVERLOAD,  /* a call was refused: max_pending reached */
-  RN_EVENT_RESOLVE    /* time to look the endpoints up again (discovery):
-                         reason "ttl" or "connect_failure" */
+  RN_EVENT_RESOLVE,   /* time to look the endpoints up again (discovery):
+                         reason "ttl", "connect_failure" or "wrong_role" */
+  RN_EVENT_WRONG_ROLE /* an endpoint's server proved to have the wrong
+                         role (pool option role): reason "role" (its
+                         ROLE answer at connect), "readonly" or
+                         "masterdown" (a call's reply); its connections
+                         retire and discovery is asked at once */
 } rn_event_type_t;
 
 /* States. A connection: "connecting", "ready", "closed", "probe" (its
@@ -431,6 +439,23 @@ typedef struct rn_hedge_options_s {
   unsigned max;
 } rn_hedge_options_t;
 
+/* The role a pool wants its servers in (resp: the ROLE command's first
+ * word; "slave" is a replica). */
+typedef enum {
+  RN_ROLE_ANY = 0, /* no check */
+  RN_ROLE_MASTER,
+  RN_ROLE_REPLICA
+} rn_role_t;
+
+/* One request of a connection's setup (rn_pool_options_t setup). resp: a
+ * command, its words args[0..count); line, length, rnp: count 1 and
+ * args[0] the request body. lens NULL: each word is NUL-terminated. */
+typedef struct rn_setup_request_s {
+  const char *const *args;
+  const size_t *lens;
+  size_t count;
+} rn_setup_request_t;
+
 typedef struct rn_pool_options_s {
   void *data; /* the caller's; see rn_pool_data() */
   const char *const *endpoints;
@@ -498,6 +523,38 @@ typedef struct rn_pool_options_s {
    * certificate (RN_ETLSVERIFY) is a configuration fault: the endpoint
    * waits reconnect.max_ms before its next connect (or is ejected). */
   const struct rn_tls_options_s *tls;
+  /* Requests every new connection sends before it takes calls, as part
+   * of becoming ready: after TLS (rnp: after the HELLO is answered), ahead
+   * of the readiness ping (a server with a password answers a PING before
+   * AUTH with -NOAUTH, which proves nothing), all in one write, answered
+   * in order, within what is left of connect_timeout_ms. Encoded (and copied) by rn_pool_new(); need not
+   * outlive it. An error reply fails the connect with the server's text:
+   * resp -WRONGPASS, -NOAUTH, -NOPERM are a configuration fault (RN_EAUTH:
+   * the endpoint waits reconnect.max_ms, calls waiting fail with it as
+   * with a refused certificate), any other error RN_ESETUP (an ordinary
+   * connect failure: backoff). No call goes on a connection before its
+   * setup is answered. (NULL, 0) */
+  const rn_setup_request_t *setup;
+  size_t setup_count;
+  /* resp conveniences, each put ahead of setup as its request: AUTH
+   * [username] password, SELECT database (0: none), CLIENT SETNAME
+   * client_name. The password lives only in the encoded setup (wiped when
+   * the pool is freed), never in events, errors or stats. (NULL...) */
+  const char *password;
+  const char *username;
+  unsigned database;
+  const char *client_name;
+  /* resp: the role servers must have. Not RN_ROLE_ANY: ROLE is the last
+   * setup request, and a server answering another role is a failed
+   * connect (RN_EROLE, reason "wrong_role", backoff as for any failed
+   * connect: roles change). With RN_ROLE_MASTER a call answered -READONLY
+   * or -MASTERDOWN retires its endpoint's connections, backs the endpoint
+   * off and asks for discovery at once (RN_EVENT_WRONG_ROLE, then
+   * RN_EVENT_RESOLVE); the call itself is retried (retry.not_executed).
+   * Whatever the role, -LOADING (to a call, or to the readiness PING)
+   * retires the endpoint's connections and backs it off until its server
+   * answers PING. (RN_ROLE_ANY) */
+  rn_role_t role;
 } rn_pool_options_t;
 
 /* Fills in every default. */
@@ -590,6 +647,11 @@ typedef struct rn_pool_stats_s {
   uint64_t tls_insecure; /* connections made without verifying the server
                             (tls.insecure): anyone on the path could have
                             read and changed their traffic */
+  uint64_t setup_failures; /* connects failed by a setup reply (auth
+                              included) */
+  uint64_t wrong_role;  /* servers found in the wrong role (ROLE at
+                           connect, -READONLY / -MASTERDOWN to a call) */
+  uint64_t loading;     /* -LOADING seen (readiness PING or a call) */
   struct {              /* connections closed, by reason */
     uint64_t idle;        /* idle_timeout */
     uint64_t lifetime;    /* max_lifetime */

@@ -346,13 +346,14 @@ static void test_default_max_in_flight_is_finite(void) {
   test_loop_close(loop);
 }
 
-/* The other side of the same check (found in review): a busy, loading or
- * password-protected Redis answers PING with an error reply, in its place.
- * That is an answer, at the handshake and on every heartbeat, not a
- * shifted stream: the connection stays and the call gets the server's
- * error. */
+/* The other side of the same check (found in review): a busy Redis
+ * answers PING with an error reply, in its place. That is an answer, at
+ * the handshake and on every heartbeat, not a shifted stream: the
+ * connection stays and the call gets the server's error. (-LOADING and
+ * -NOAUTH to the readiness ping fail the connect instead: the server
+ * cannot take calls, test-conn-setup.c.) */
 static void test_ping_error_reply_is_an_answer(void) {
-  static const char script[] = "-LOADING Redis is loading\r\n";
+  static const char script[] = "-BUSY Redis is busy running a script\r\n";
   rn_codec_options_t resp;
   rn_codec_t codec;
   rn_pool_options_t po;
@@ -370,13 +371,13 @@ static void test_ping_error_reply_is_an_answer(void) {
   peer.script = test_peer_reply_each_frame;
   peer.codec = &codec;
   options_for(&po, peer.endpoint, RN_PROTOCOL_RESP, 0);
-  po.heartbeat.interval_ms = 20; /* heartbeats answered -LOADING too */
+  po.heartbeat.interval_ms = 20; /* heartbeats answered -BUSY too */
   po.heartbeat.timeout_ms = 1000;
   pool = pool_counting_closes(&po, "unexpected");
   test_call(pool, "GET", 0, &o);
   RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_MEM_EQ(o.body, "-LOADING", 8);
+  ASSERT_MEM_EQ(o.body, "-BUSY", 5);
   /* Several heartbeats later, the same connection still serves. */
   reads = peer.reads;
   RUN_UNTIL(rn_loop_uv(loop), peer.reads >= reads + 4, 10000);

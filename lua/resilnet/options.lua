@@ -110,6 +110,32 @@ types.error_codes = { "false or an array of Redis error codes (strings)",
     return true
   end }
 retry_fields[#retry_fields + 1] = { "not_executed", "error_codes" }
+-- Requests every new connection sends before it takes calls: resp, arrays
+-- of words ({"AUTH", user, pw}, {"SELECT", 2}); line, length and rnp,
+-- request bodies. Read by lua/src/pool.c itself (a list of lists is not a
+-- descriptor field), which also checks them against the protocol.
+types.setup_requests = { "an array of requests", function(v)
+    if type(v) ~= "table" then return false end
+    for k, e in pairs(v) do
+      if not is_integer(k) or k < 1 or k > #v then return false end
+      if type(e) == "table" then
+        if #e == 0 then return false end
+        for j, w in pairs(e) do
+          if not is_integer(j) or j < 1 or j > #e
+             or (type(w) ~= "string" and not is_integer(w)) then
+            return false
+          end
+        end
+      elseif type(e) ~= "string" then
+        return false
+      end
+    end
+    return true
+  end }
+pool_schema[#pool_schema + 1] = { "setup", "setup_requests" }
+types.role = { 'one of "any", "master", "replica"', function(v)
+  return v == "any" or v == "master" or v == "replica"
+end }
 -- A call's hedge takes what the pool's does, checked here: per-call
 -- options never reach the binding's reader (pool:call's hot path).
 local hedge_fields = {}
@@ -266,8 +292,15 @@ local function validate(fname, schema, opts, depth)
           level)
   end
   check_table(fname, "", schema, opts, level + 1)
+  -- (A protocol left out is the default one: resp's options apply.)
+  local protocol = opts.protocol
+  if protocol == nil then
+    for _, e in pairs(schema) do
+      if e[1] == "protocol" then protocol = e[3] end
+    end
+  end
   for _, e in pairs(schema) do
-    if e.protocol and opts[e[1]] ~= nil and opts.protocol ~= e.protocol then
+    if e.protocol and opts[e[1]] ~= nil and protocol ~= e.protocol then
       error(fname .. ": option '" .. e[1] .. "' applies only to protocol '"
             .. e.protocol .. "'", level)
     end

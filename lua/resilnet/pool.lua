@@ -22,7 +22,7 @@ return function(core, T)
   Pool.__index = Pool
 
   local events = { state = true, retry = true, overload = true, eject = true,
-                   budget = true, resolve = true }
+                   budget = true, resolve = true, wrong_role = true }
   -- An endpoints function's runs (lua/resilnet/discovery.lua), and the
   -- master changes resilnet.redis.sentinel reports through it.
   events.discovery, events.failover = true, true

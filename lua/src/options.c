@@ -32,8 +32,19 @@ static const struct {
     [LRN_KIND_DELIMITER] = {"delimiter",
                             "a string of 1 to 16 bytes without NUL"},
     [LRN_KIND_TOKEN] = {"token", "a string of 1 to 255 bytes"},
+    [LRN_KIND_ROLE] = {"role", "one of \"any\", \"master\", \"replica\""},
     [LRN_KIND_TABLE] = {"table", "a table"},
 };
+
+static const char *const lrn_roles[] = {"any", "master", "replica", NULL};
+
+/* The rn_role_t of name, or -1. */
+static int lrn_role_parse(const char *name) {
+  int i;
+  for (i = 0; lrn_roles[i] != NULL; i++)
+    if (strcmp(name, lrn_roles[i]) == 0) return i;
+  return -1;
+}
 
 static int lrn_is_integer(lua_Number n) {
   return n == floor(n) && n > -HUGE_VAL && n < HUGE_VAL;
@@ -66,6 +77,9 @@ static int lrn_kind_ok(lua_State *L, int idx, lrn_kind_t kind) {
     return len >= 1 && len <= RN_RNP_AUTH_MAX;
   case LRN_KIND_TABLE:
     return lua_type(L, idx) == LUA_TTABLE;
+  case LRN_KIND_ROLE:
+    return lua_type(L, idx) == LUA_TSTRING &&
+           lrn_role_parse(lua_tostring(L, idx)) >= 0;
   default:
     break;
   }
@@ -210,6 +224,9 @@ void lrn_options_read(lua_State *L, int idx, const char *fname,
     } else if (r->ctype == LRN_C_PROTOCOL) {
       rn_protocol_parse(lua_tostring(L, -1),
                         (rn_protocol_t *)lrn_field(out, r->offset));
+    } else if (r->ctype == LRN_C_ROLE) {
+      *(rn_role_t *)lrn_field(out, r->offset) =
+          (rn_role_t)lrn_role_parse(lua_tostring(L, -1));
     } else {
       double v = (double)lua_tonumber(L, -1);
       double max = r->max > 0 ? r->max : lrn_ctype_max(r->ctype);
@@ -275,6 +292,9 @@ static void lrn_option_push_default(lua_State *L, const lrn_option_t *r,
                       *(const size_t *)((const char *)init + r->len_offset));
     else
       lua_pushnil(L);
+    return;
+  case LRN_C_ROLE:
+    lua_pushstring(L, lrn_roles[*(const rn_role_t *)f]);
     return;
   case LRN_C_PROTOCOL:
     memset(&co, 0, sizeof(co));

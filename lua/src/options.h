@@ -20,6 +20,7 @@ typedef enum {
   LRN_KIND_LENGTH_BYTES, /* 1, 2, 4 or 8 */
   LRN_KIND_DELIMITER,    /* 1 to 16 bytes, no NUL */
   LRN_KIND_TOKEN,        /* 1 to 255 bytes (rnp's AUTH field) */
+  LRN_KIND_ROLE,         /* "any", "master" or "replica" */
   LRN_KIND_TABLE         /* a nested table: the rows "<path>.*" follow */
 } lrn_kind_t;
 
@@ -35,6 +36,7 @@ typedef enum {
   LRN_C_STRING,           /* const char *, NUL-terminated */
   LRN_C_LSTRING,          /* const char * and its size_t at len_offset */
   LRN_C_PROTOCOL,         /* rn_protocol_t */
+  LRN_C_ROLE,             /* rn_role_t */
   /* The codec's fields, whose 0 (NULL) means "the codec's default":
    * their defaults are what rn_codec_init makes of that. */
   LRN_C_LENGTH_BYTES,     /* unsigned */

@@ -93,6 +93,7 @@ static const char *lrn_event_name(rn_event_type_t type) {
   case RN_EVENT_BUDGET: return "budget";
   case RN_EVENT_OVERLOAD: return "overload";
   case RN_EVENT_RESOLVE: return "resolve";
+  case RN_EVENT_WRONG_ROLE: return "wrong_role";
   }
   return "unknown";
 }
@@ -317,6 +318,17 @@ static const lrn_option_t lrn_pool_options[] = {
     /* tls = {...}: TLS to every endpoint; false or left out: plaintext */
     LRN_OPTION("tls", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE,
                .rows = lrn_pool_tls_options, .rows_init = &lrn_tls_defaults),
+    /* resp: requests put ahead of `setup` (AUTH, SELECT, CLIENT SETNAME) */
+    LRN_OPTION("password", STRING, STRING, LRN_POOL(password),
+               .protocol = "resp"),
+    LRN_OPTION("username", STRING, STRING, LRN_POOL(username),
+               .protocol = "resp"),
+    LRN_OPTION("database", COUNT0, UNSIGNED, LRN_POOL(database),
+               .protocol = "resp", .max = 1 << 20),
+    LRN_OPTION("client_name", STRING, STRING, LRN_POOL(client_name),
+               .protocol = "resp"),
+    /* resp: ROLE checked as part of connecting */
+    LRN_OPTION("role", ROLE, ROLE, LRN_POOL(role), .protocol = "resp"),
     LRN_OPTIONS_END};
 
 /* Reads `tls` of the options table at idx into tls: 1 if it is a table
@@ -403,6 +415,83 @@ static const char *const *lrn_not_executed(lua_State *L) {
   return list;
 }
 
+/* Raises the error of a bad `setup`. */
+static int lrn_setup_error(lua_State *L, int resp) {
+  return luaL_error(L, "resilnet.pool: option 'setup' must be an array of %s",
+                    resp ? "commands (arrays of strings or integers)"
+                         : "request bodies (strings)");
+}
+
+/* The word at the top of the stack (a string, or an integer for resp's
+ * SELECT 2), popped; its string stays referenced by the table at keep. */
+static const char *lrn_setup_word(lua_State *L, int keep, size_t *len,
+                                  int resp) {
+  const char *s;
+  if (lua_type(L, -1) == LUA_TNUMBER && resp) {
+    lua_Number n = lua_tonumber(L, -1);
+    if (n != (lua_Number)(lua_Integer)n) lrn_setup_error(L, resp);
+    lua_pop(L, 1);
+    lua_pushfstring(L, "%d", (int)n);
+  } else if (lua_type(L, -1) != LUA_TSTRING) {
+    lrn_setup_error(L, resp);
+  }
+  s = lua_tolstring(L, -1, len);
+  lua_rawseti(L, keep, (int)lrn_rawlen(L, keep) + 1);
+  return s;
+}
+
+/* `setup` at the top of the stack (nil: none): resp, an array of commands
+ * (arrays of words); line, length, rnp, an array of request bodies. Read
+ * into one userdata pushed above it, with a table anchoring the words
+ * below that; both stay on the stack until rn_pool_new has encoded them. */
+static const rn_setup_request_t *lrn_setup_read(lua_State *L, int resp,
+                                                size_t *count) {
+  int list = lua_gettop(L), keep;
+  size_t n, words = 0, i, at = 0;
+  rn_setup_request_t *req;
+  const char **args;
+  size_t *lens;
+
+  *count = 0;
+  if (lua_isnil(L, list)) return NULL;
+  if (lua_type(L, list) != LUA_TTABLE) lrn_setup_error(L, resp);
+  n = lrn_rawlen(L, list);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, (int)i);
+    if (resp && lua_type(L, -1) == LUA_TTABLE && lrn_rawlen(L, -1) > 0)
+      words += lrn_rawlen(L, -1);
+    else if (!resp && lua_type(L, -1) == LUA_TSTRING)
+      words++;
+    else
+      lrn_setup_error(L, resp);
+    lua_pop(L, 1);
+  }
+  lua_newtable(L);
+  keep = lua_gettop(L);
+  req = (rn_setup_request_t *)lua_newuserdata(
+      L, n * sizeof(*req) + words * (sizeof(*args) + sizeof(*lens)) + 1);
+  args = (const char **)(void *)(req + n);
+  lens = (size_t *)(void *)(args + words);
+  for (i = 0; i < n; i++) {
+    size_t k, m;
+    lua_rawgeti(L, list, (int)(i + 1));
+    m = resp ? lrn_rawlen(L, -1) : 1;
+    req[i].args = args + at;
+    req[i].lens = lens + at;
+    req[i].count = m;
+    for (k = 0; k < m; k++, at++) {
+      if (resp)
+        lua_rawgeti(L, -1, (int)(k + 1));
+      else
+        lua_pushvalue(L, -1);
+      args[at] = lrn_setup_word(L, keep, &lens[at], resp);
+    }
+    lua_pop(L, 1);
+  }
+  *count = n;
+  return req;
+}
+
 /* pool_new(options, endpoints) -> handle. options: as resilnet.pool
  * takes them (lrn_pool_options, and retry.classify); endpoints: the array
  * of endpoint strings (the facade resolves a discovery function). Absent
@@ -436,6 +525,10 @@ static int lrn_pool_new(lua_State *L) {
     o.retry.not_executed = lrn_not_executed(L);
   }
 
+  lua_getfield(L, 1, "setup");
+  o.setup = lrn_setup_read(L, o.codec.protocol == RN_PROTOCOL_RESP,
+                           &o.setup_count);
+
   p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
   p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
   lua_getfield(L, 1, "retry");
@@ -462,7 +555,8 @@ static int lrn_pool_new(lua_State *L) {
     }
     if (rc == UV_EINVAL)
       return luaL_error(L, "resilnet.pool: invalid options (an endpoint "
-                           "listed twice, or limits that contradict)");
+                           "listed twice, limits that contradict, or a username "
+                           "without a password)");
     return luaL_error(L, "resilnet.pool: %s (%s)", rn_strerror(rc),
                       rn_err_name(rc));
   }
@@ -695,6 +789,9 @@ static int lrn_pool_stats(lua_State *L) {
   lrn_set_count(L, "ejections", s.ejections);
   lrn_set_count(L, "tls_failures", s.tls_failures);
   lrn_set_count(L, "tls_insecure", s.tls_insecure);
+  lrn_set_count(L, "setup_failures", s.setup_failures);
+  lrn_set_count(L, "wrong_role", s.wrong_role);
+  lrn_set_count(L, "loading", s.loading);
   lua_createtable(L, 0, 8);
   lrn_set_count(L, "idle", s.evictions.idle);
   lrn_set_count(L, "lifetime", s.evictions.lifetime);

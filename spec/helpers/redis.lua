@@ -50,8 +50,15 @@ end
 -- answers PING (the server object: proc, port, endpoint, kill, restart,
 -- close), or raises with what it printed. Its log goes to the file log.
 function R.launch(port, args, log)
+  -- A directory of its own (args may name another): a master feeding a
+  -- replica writes dump.rdb there, and a server started where one lies
+  -- loads it; neither belongs in the test's working directory.
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. dir)
   local argv = { "redis-server", "--port", port, "--bind", "127.0.0.1",
-                 "--save", "", "--daemonize", "no", stdout = log }
+                 "--save", "", "--daemonize", "no", "--dir", dir,
+                 stdout = log }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   return P.start(argv, { port = port,
                          ready = function() return R.ping(port) end })

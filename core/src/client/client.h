@@ -80,6 +80,8 @@ struct rn_call_s {
                                 proves it did not run (resp_errors.c) */
   unsigned handshake : 1;  /* internal: the handshake (rnp HELLO), answered
                               by the server's own (RN_REPLY_HELLO) */
+  unsigned setup : 1;      /* internal: a setup request (conn_setup.c),
+                              answered like a caller's request */
   uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */
   uint64_t rnp_id;          /* rnp: the id of the attempt in flight */
   /* Hedging: a hedge is a shadow call carrying one more attempt of its
@@ -99,7 +101,8 @@ typedef enum {
   RN_CONN_RESOLVING = 1,
   RN_CONN_CONNECTING,
   RN_CONN_TLS,       /* connected, TLS handshake under way (conn_tls.c) */
-  RN_CONN_HANDSHAKE, /* connected, first ping sent, no reply yet */
+  RN_CONN_HANDSHAKE, /* connected, first ping (rnp: HELLO) and the setup
+                        requests sent, not all answered yet */
   RN_CONN_READY,
   RN_CONN_CLOSING
 } rn_conn_state_t;
@@ -145,6 +148,8 @@ struct rn_conn_s {
   unsigned proving : 1;  /* the ping out is the one that proves it */
   unsigned probe : 1;    /* closed for calls (dead peer), socket still open:
                             its endpoint's dead_probe */
+  unsigned setup_sent : 1; /* its setup requests were queued */
+  unsigned setup_left;   /* setup requests not answered yet */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   /* rnp: the largest frame its server's HELLO said it accepts (0 for
    * other protocols: no limit but the pool's own). Calls are placed only
@@ -247,9 +252,18 @@ struct rn_pool_s {
   rn_buf_t tls_in;
   rn_buf_t tls_out;
   unsigned refused; /* endpoints with `refused` set */
-  /* Why the last TLS handshake failed ("unknown CA: ..."): the text of a
-   * call that fails with last_connect_error RN_ETLS or RN_ETLSVERIFY. */
-  char tls_why[RN_TLS_WHY_SIZE];
+  /* Why the last connect failed, when more can be said than its error
+   * (a TLS handshake's "unknown CA: ...", a setup request's error reply):
+   * the text of a call failing with last_connect_error ==
+   * connect_why_error. */
+  char connect_why[RN_TLS_WHY_SIZE];
+  int connect_why_error;
+  /* The setup requests every new connection sends (conn_setup.c), their
+   * frames back to back in setup_frames (wiped when freed: AUTH's
+   * password); setup_ends[i] is where request i ends. */
+  rn_buf_t setup_frames;
+  size_t *setup_ends;
+  size_t setup_count;
   rn_timer_t maintenance_timer;
   rn_timer_t reconnect_timer;  /* next endpoint out of backoff */
   rn_timer_t eject_timer;      /* next ejection to end */
@@ -401,6 +415,31 @@ void rn__conn_take_unsent(rn_conn_t *conn, rn_list_t *out, int keep_own);
 /* Closes the socket: with a FIN, or with an RST when the pool aborts a
  * connection that got as far as connecting. */
 void rn__conn_close_handle(rn_conn_t *conn, int connected);
+
+/* conn_setup.c: the requests every new connection sends before it takes
+ * calls (setup, the resp conveniences, ROLE), and what a Redis reply says
+ * about the server rather than the call (wrong role, loading). */
+/* Encodes the pool's setup requests (rn_pool_new). 0, UV_EINVAL (a bad
+ * request, an option of another protocol) or UV_ENOMEM. */
+int rn__setup_make(rn_pool_t *pool, const rn_pool_options_t *options);
+void rn__setup_free(rn_pool_t *pool);
+/* Queues the setup requests on a connection in its handshake: 0 or an
+ * error that must close it. */
+int rn__conn_setup_send(rn_conn_t *conn);
+/* A reply to one of the connection's own requests during its handshake
+ * (a setup request or the readiness ping): 0 if it may go on, else the
+ * error that fails the connect (RN_EAUTH, RN_ESETUP, RN_EROLE,
+ * RN_ELOADING), its text kept as the pool's connect_why. */
+int rn__conn_setup_check(rn_conn_t *conn, const rn_call_t *call,
+                         const rn_reply_t *m);
+/* A caller's call on ep was answered with an error reply (resp): one that
+ * is about the server (-READONLY or -MASTERDOWN on a master pool,
+ * -LOADING) retires ep's connections and backs it off (and asks for
+ * discovery on a wrong role), once per change of the server. 1 if the
+ * reply came from the wrong server (-READONLY, -MASTERDOWN on a master
+ * pool): the call belongs elsewhere, as one never sent; else 0. */
+int rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
+                            const char *body, size_t body_len);
 
 /* conn_tls.c: a connection's TLS session, between its socket and its
  * frames. */
@@ -559,6 +598,9 @@ void rn__pool_emit(rn_pool_t *pool, rn_event_type_t type,
 const char *rn__pool_connect_why(const rn_pool_t *pool);
 /* The word for why a connection closed (or failed to connect). */
 const char *rn__conn_close_reason(const rn_conn_t *conn);
+/* Asks the application (through a RESOLVE event, from the loop) to look
+ * its endpoints up again. */
+void rn__pool_want_resolve(rn_pool_t *pool, const char *reason);
 /* Places waiting calls (not re-entrant; a nested call asks for a rerun). */
 void rn__pool_dispatch(rn_pool_t *pool);
 /* A connection for a hedge of call: not its own, another endpoint if any.

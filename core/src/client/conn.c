@@ -150,7 +150,10 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   assert(call->conn == conn && call->state != RN_SEND_UNSENT);
-  if (!conn->answered) {
+  /* A handshake's answers prove the server alive, not usable: that waits
+   * for the whole handshake (conn_become_ready), so that a setup refused
+   * after a PONG still counts as a failed connect. */
+  if (!conn->answered && conn->state == RN_CONN_READY) {
     conn->answered = 1;
     rn__pool_conn_answered(conn->pool, conn);
   }
@@ -168,6 +171,15 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   }
   if (call->tombstone) { /* the reply of an abandoned attempt */
     rn__call_release(call);
+    return 0;
+  }
+  if (call->setup) { /* its reply passed rn__conn_setup_check */
+    /* A spare call keeps its bytes until reused: not AUTH's password. */
+    memset(call->frame, 0, call->frame_len);
+    rn__call_release(call);
+    if (--conn->setup_left == 0 && !conn->pinging &&
+        conn->state == RN_CONN_HANDSHAKE)
+      conn_become_ready(conn);
     return 0;
   }
   if (call->internal) { /* a ping's answer (or the handshake's) */
@@ -200,7 +212,8 @@ static rn_call_t *conn_find(rn_conn_t *conn, uint64_t id) {
  * after it onto the wrong call. The ping proves the order holds. */
 static int conn_answers(const rn_conn_t *conn, const rn_call_t *call,
                         const rn_reply_t *m) {
-  int own = call->internal && !call->tombstone; /* a ping, the handshake */
+  /* a ping, the handshake (a setup request is answered as a request) */
+  int own = call->internal && !call->tombstone && !call->setup;
   switch (m->kind) {
   case RN_REPLY_IN_ORDER:
     return !own || rn__codec_reply_is_pong(&conn->pool->codec, m);
@@ -230,6 +243,9 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
     call = conn_find(conn, m->id);
   }
   if (call == NULL || !conn_answers(conn, call, m)) return RN_EUNEXPECTED;
+  if (conn->state == RN_CONN_HANDSHAKE && call->internal &&
+      (err = rn__conn_setup_check(conn, call, m)) != 0)
+    return err;
   if (m->kind == RN_REPLY_HELLO && (err = rn__rnp_hello(conn, &m->rnp)) != 0)
     return err;
   if (!rn__conn_take(conn, call)) return 0;
@@ -534,32 +550,55 @@ static void conn_on_connect(uv_connect_t *req, int status) {
 
 /* Connected (and through TLS, if any): the protocol's own handshake. */
 static void conn_start_protocol(rn_conn_t *conn) {
+  rn_pool_t *pool = conn->pool;
   int err;
   /* Accepting is the kernel's work; answering is the server's. Calls go
    * on a connection only once the server has answered a ping (rnp: its
-   * HELLO), within what is left of connect_timeout: a wedged server that
-   * still accepts is a failed connect, not a place to strand calls. */
-  if (conn->pool->hello_frame.len > 0) {
-    conn_set_state(conn, RN_CONN_HANDSHAKE);
-    err = rn__conn_send_own(conn, &conn->pool->hello_frame, 1);
+   * HELLO) and its setup requests, within what is left of
+   * connect_timeout: a wedged server that still accepts is a failed
+   * connect, not a place to strand calls. The setup leaves with the ping,
+   * ahead of it, in one write (rnp: once the HELLO is answered). */
+  if (pool->hello_frame.len == 0 && pool->ping_frame.len == 0 &&
+      pool->setup_count == 0) {
+    conn_become_ready(conn);
+    return;
+  }
+  conn_set_state(conn, RN_CONN_HANDSHAKE);
+  if (pool->hello_frame.len > 0) {
+    err = rn__conn_send_own(conn, &pool->hello_frame, 1);
     if (err) rn__conn_close(conn, err);
     return;
   }
-  if (conn->pool->ping_frame.len > 0) {
-    conn_set_state(conn, RN_CONN_HANDSHAKE);
-    rn__conn_send_ping(conn);
+  err = rn__conn_setup_send(conn);
+  if (err) {
+    rn__conn_close(conn, err);
     return;
   }
-  conn_become_ready(conn);
+  if (pool->ping_frame.len > 0) rn__conn_send_ping(conn);
 }
 
-void rn__conn_handshake_done(rn_conn_t *conn) { conn_become_ready(conn); }
+/* Its HELLO or readiness ping was answered: ready, unless setup requests
+ * are still out (or, after a HELLO, still to send). */
+void rn__conn_handshake_done(rn_conn_t *conn) {
+  int err;
+  if (!conn->setup_sent && conn->pool->setup_count > 0) {
+    err = rn__conn_setup_send(conn);
+    if (err) rn__conn_close(conn, err);
+    return;
+  }
+  if (conn->setup_left == 0) conn_become_ready(conn);
+}
 
 void rn__conn_tls_established(rn_conn_t *conn) { conn_start_protocol(conn); }
 
 static void conn_become_ready(rn_conn_t *conn) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   rn_timer_stop(&conn->connect_timer);
+  /* Its whole handshake was answered (see rn__conn_take). */
+  if (conn->state == RN_CONN_HANDSHAKE && !conn->answered) {
+    conn->answered = 1;
+    rn__pool_conn_answered(conn->pool, conn);
+  }
   conn->was_ready = 1;
   conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
@@ -743,6 +782,9 @@ const char *rn__conn_close_reason(const rn_conn_t *conn) {
   case RN_EFRAMESIZE: return "bad_frame";
   case RN_EPEERPROTOCOL: return "protocol_error";
   case RN_EAUTH: return "auth";
+  case RN_ESETUP: return "setup";
+  case RN_EROLE: return "wrong_role";
+  case RN_ELOADING: return "loading";
   case RN_ETLSVERIFY: return "tls_verify";
   case RN_ETLS: return "tls";
   case UV_EOF: return "eof";
@@ -871,7 +913,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     call->conn = NULL;
     rn__conn_count_call(conn, call, -1);
     if (call->internal) {
-      if (!call->tombstone) pool->stats.heartbeats_missed++;
+      if (!call->tombstone && !call->setup) pool->stats.heartbeats_missed++;
       rn__call_release(call);
     } else {
       rn__fate_lost(call, err);

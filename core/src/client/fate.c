@@ -274,6 +274,20 @@ void rn__fate_replied(rn_call_t *call, int status, const char *body,
       call->pool->stats.not_executed++;
       call->state = RN_SEND_UNSENT;
     }
+    /* -READONLY on a master pool, -LOADING: about the server, not the
+     * call; its endpoint's connections retire. From the wrong server
+     * (READONLY), the call, proven unrun, goes to the right one as one
+     * never sent, as above an rnp GOAWAY: no policy retry, no budget
+     * spent (a failover answers every call in flight so). */
+    if (call->pool->codec.protocol == RN_PROTOCOL_RESP &&
+        call->parent == NULL &&
+        rn__setup_server_error(call->pool, call->endpoint, body, body_len) &&
+        unrun && !call->done) {
+      rn_pool_t *pool = call->pool;
+      rn__fate_returned(call);
+      rn__pool_dispatch(pool);
+      return;
+    }
     if (fate_error_reply_retried(call->pool, call, unrun, body, body_len))
       return;
   }

@@ -116,6 +116,7 @@ static void pool_free_frames(rn_pool_t *pool) {
   rn_buf_free(&pool->ping_frame);
   pool_wipe(&pool->hello_frame);
   rn_buf_free(&pool->hello_frame);
+  rn__setup_free(pool);
   rn_buf_free(&pool->scratch);
   rn_buf_free(&pool->tls_in);
   rn_buf_free(&pool->tls_out);
@@ -155,9 +156,7 @@ static void pool_later(rn_timer_t *timer);
 static int pool_all_refused(rn_pool_t *pool);
 static void pool_fail_pending(rn_pool_t *pool, int err);
 
-/* Asks the application (through a RESOLVE event, from the loop) to look
- * its endpoints up again. */
-static void pool_want_resolve(rn_pool_t *pool, const char *reason) {
+void rn__pool_want_resolve(rn_pool_t *pool, const char *reason) {
   if (pool->closing) return;
   pool->resolve_reason = reason;
   pool->resolved_at = rn_loop_now(pool->loop);
@@ -266,6 +265,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   if (pool == NULL) return UV_ENOMEM;
   rn_buf_init(&pool->ping_frame);
   rn_buf_init(&pool->hello_frame);
+  rn_buf_init(&pool->setup_frames);
   rn_buf_init(&pool->scratch);
   rn_buf_init(&pool->tls_in);
   rn_buf_init(&pool->tls_out);
@@ -292,6 +292,12 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   err = pool_make_ping(pool, options);
   pool->options.auth = NULL; /* in hello_frame now, and only there */
   pool->options.auth_len = 0;
+  if (err == 0) err = rn__setup_make(pool, options);
+  /* In setup_frames now, and only there. */
+  pool->options.setup = NULL;
+  pool->options.setup_count = 0;
+  pool->options.password = pool->options.username = NULL;
+  pool->options.client_name = NULL;
   if (err) goto fail;
   err = pool_build_endpoints(pool, options->endpoints,
                              options->endpoint_count, &pool->endpoints);
@@ -618,8 +624,9 @@ static void pool_fail_pending(rn_pool_t *pool, int err) {
 
 const char *rn__pool_connect_why(const rn_pool_t *pool) {
   int err = pool->last_connect_error;
-  if ((err == RN_ETLS || err == RN_ETLSVERIFY) && pool->tls_why[0] != '\0')
-    return pool->tls_why;
+  if (err != 0 && err == pool->connect_why_error &&
+      pool->connect_why[0] != '\0')
+    return pool->connect_why;
   return NULL;
 }
 
@@ -891,9 +898,11 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   const char *reason = rn__conn_close_reason(conn);
 
-  if ((err == RN_ETLS || err == RN_ETLSVERIFY) && conn->tls != NULL)
-    snprintf(pool->tls_why, sizeof(pool->tls_why), "%s",
+  if ((err == RN_ETLS || err == RN_ETLSVERIFY) && conn->tls != NULL) {
+    snprintf(pool->connect_why, sizeof(pool->connect_why), "%s",
              rn__tls_why(conn->tls));
+    pool->connect_why_error = err;
+  }
   rn__pool_event(pool, conn, "closed", err);
   if (conn->was_ready) pool_count_eviction(pool, reason);
   if (pool->closing) return;
@@ -932,7 +941,7 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
       pool->last_connect_error = err;
       /* The name may point somewhere else now, or discovery may know
        * better. */
-      pool_want_resolve(pool, "connect_failure");
+      rn__pool_want_resolve(pool, "connect_failure");
     }
     rn__endpoint_failed(pool, ep, err);
   } else if (conn->was_ready && err != 0 && err != RN_ESTALE &&
@@ -1009,7 +1018,7 @@ static void pool_maintain(rn_timer_t *timer) {
   pool_spread(pool, now);
   if (pool->closing) return;
   if (o->resolve_ttl_ms != 0 && now >= pool->resolved_at + o->resolve_ttl_ms)
-    pool_want_resolve(pool, "ttl");
+    rn__pool_want_resolve(pool, "ttl");
   rn_timer_start(timer, RN_MAINTENANCE_MS);
 }
 
