@@ -12,13 +12,6 @@ local redis = require "resilnet.redis"
 
 local why_not = S.unavailable()
 
--- The pool option `role` (issue 18 item 2) where the core has it: the
--- tests hold with it, and do not depend on it.
-local has_role = false
-for _, e in ipairs(resilnet._options.pool) do
-  if e[1] == "role" then has_role = true end
-end
-
 -- The original master refuses writes (NOREPLICAS, which proves nothing
 -- ran) once its replica is gone: without it, writes it accepts between
 -- the replica's promotion and its own demotion would be lost when it
@@ -27,11 +20,12 @@ local SAFE_MASTER = { "--min-replicas-to-write", "1",
                       "--min-replicas-max-lag", "10" }
 
 local function data_pool(endpoints)
-  local opts = { endpoints = endpoints, protocol = "resp", timeout = 3,
-                 retry = { attempts = 5, initial = 0.05, max = 0.5,
-                           budget = { tokens = 1000 } } }
-  if has_role then opts.role = "master" end
-  return resilnet.pool(opts)
+  -- role = "master": ROLE checked while connecting, and a READONLY
+  -- answer retires the connection and asks the Sentinels at once.
+  return resilnet.pool { endpoints = endpoints, protocol = "resp",
+                         timeout = 3, role = "master",
+                         retry = { attempts = 5, initial = 0.05, max = 0.5,
+                                   budget = { tokens = 1000 } } }
 end
 
 -- Runs 8 writers and 8 readers on pool, provoke() at 0.5 s, until 2 s
@@ -212,7 +206,7 @@ describe("resilnet.redis.sentinel", function()
         local nopool, why = resilnet.pool { endpoints = bad_fn,
                                             protocol = "resp" }
         assert.is_nil(nopool)
-        assert.matches("WRONGPASS", why)
+        assert.matches("EAUTH: WRONGPASS", why)
         assert.is_nil(why:find("wrong-pw-123", 1, true))
         bad:close()
         local pool = assert(data_pool(fn))

@@ -61,15 +61,6 @@ M.sentinel_options = sentinel_schema
 local Sentinel = {}
 Sentinel.__index = Sentinel
 
--- Pools that send AUTH on every new connection themselves (the pool
--- options password/username, issue 18 item 1) authenticate the Sentinel
--- connections; without them, a NOAUTH answer is followed by AUTH and the
--- question again (see _ask_one).
-local pool_auth = false
-for _, e in ipairs(resilnet._options.pool) do
-  if e[1] == "password" then pool_auth = true end
-end
-
 -- "host:port" of a Sentinel's answer ([v6]:port for an IPv6 host).
 local function address(host, port)
   if host:find(":", 1, true) then
@@ -86,10 +77,10 @@ function Sentinel:_pool(addr)
     local po = { endpoints = { addr }, protocol = "resp", size = 1,
                  timeout = self.o.timeout, connect_timeout = self.o.timeout,
                  reconnect = { initial = 0.1, max = 5 }, resolve_ttl = 0 }
-    if pool_auth then
-      po.password, po.username = self.o.sentinel_password,
-                                 self.o.sentinel_username
-    end
+    -- AUTH on every connection, before it takes a question; a refused
+    -- password is EAUTH with the server's words, never the password.
+    po.password, po.username = self.o.sentinel_password,
+                               self.o.sentinel_username
     p = resilnet.pool(po)
     self.pools[addr] = p
   end
@@ -103,29 +94,11 @@ local function backing_off(p)
   return ep and (ep.state == "transient_failure" or ep.state == "ejected")
 end
 
--- One question to one Sentinel; reply or nil, err. AUTH when the Sentinel
--- says NOAUTH (a pool of one connection: the AUTH and the question that
--- follows go on the same one; a reconnect in between is asked again).
+-- One question to one Sentinel: reply, or nil, err.
 function Sentinel:_ask_one(addr, request)
   local p = self:_pool(addr)
   if not p then return nil, "closed" end
-  local call_opts = { timeout = self.o.timeout, idempotent = true }
-  for _ = 1, 2 do
-    local reply, err = p:call(request, call_opts)
-    if reply ~= nil or pool_auth or not self.o.sentinel_password
-       or not (err and err.message and err.message:find("^NOAUTH")) then
-      return reply, err
-    end
-    local auth = self.o.sentinel_username
-      and { "AUTH", self.o.sentinel_username, self.o.sentinel_password }
-      or { "AUTH", self.o.sentinel_password }
-    local ok, aerr = p:call(auth, call_opts)
-    if not ok then
-      -- The server's words (WRONGPASS ...), never the password.
-      return nil, aerr
-    end
-  end
-  return nil, "NOAUTH after AUTH"
+  return p:call(request, { timeout = self.o.timeout, idempotent = true })
 end
 
 -- The master from one Sentinel's SENTINEL MASTER answer (a flat
