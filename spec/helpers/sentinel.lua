@@ -115,6 +115,19 @@ function S.unavailable()
   return nil
 end
 
+-- A redis-server on port with args, logging to log; returns once it
+-- answers PING. Without the sanitizer runtime a sanitized spec run
+-- preloads: it would slow the servers down and widen the failover's own
+-- replication window (see sentinel_spec), which is Redis's, not ours.
+local function launch(port, args, log)
+  local argv = { "redis-server", "--port", port, "--bind", "127.0.0.1",
+                 "--save", "", "--daemonize", "no",
+                 env = { LD_PRELOAD = false }, stdout = log }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return P.start(argv, { port = port,
+                         ready = function() return R.ping(port) end })
+end
+
 local Topology = {}
 Topology.__index = Topology
 
@@ -152,10 +165,10 @@ function S.start(o)
     local margs = { "--dir", t.dir, "--dbfilename", "master.rdb",
                     "--appendonly", "no" }
     for _, a in ipairs(o.master_args or {}) do margs[#margs + 1] = a end
-    t.master = R.launch(mport, margs, t.dir .. "/master.log")
+    t.master = launch(mport, margs, t.dir .. "/master.log")
     t.procs[#t.procs + 1] = t.master
     local rport = R.free_port()
-    t.replica = R.launch(rport, { "--dir", t.dir, "--dbfilename",
+    t.replica = launch(rport, { "--dir", t.dir, "--dbfilename",
                                   "replica.rdb", "--appendonly", "no",
                                   "--replicaof", "127.0.0.1", mport },
                          t.dir .. "/replica.log")
@@ -182,6 +195,7 @@ function S.start(o)
       end
       f:close()
       local s = P.start({ "redis-server", conf, "--sentinel",
+                          env = { LD_PRELOAD = false },
                           stdout = t.dir .. "/sentinel" .. i .. ".log" },
                         { port = port, ready = function()
                             -- Up: it answers, PONG or (with a password)
