@@ -289,6 +289,47 @@ unset multiplot
         lines.append("![throughput](throughput.png)\n")
 
 
+def batch_lines(res, lines):
+    """The batch rows (issue 19): medians of the interleaved runs."""
+    rows = res.get("batches", [])
+    med = {}
+    for client in ("lua-batch", "redis-benchmark", "lua-tx", "lua-task"):
+        rates = [r["rate"] for r in rows if r["client"] == client]
+        if rates:
+            med[client] = statistics.median(rates)
+    if not med:
+        return
+    lines.append("## Batches and transactions (issue 19)\n")
+    lines.append("redis-server, 3-byte `ECHO`, 50 connections, medians of "
+                 "%d interleaved run(s); requests per second.\n"
+                 % len([r for r in rows if r["client"] == "lua-batch"]))
+    lines.append("| client | requests/s | against | ratio | target |")
+    lines.append("|---|---:|---|---:|---|")
+
+    def row(name, client, ref, factor, target):
+        if client not in med:
+            return
+        if ref in med:
+            ratio = med[client] / med[ref] * factor
+            holds = "yes" if ratio >= target[1] else "**no**"
+            lines.append("| %s | %s | %s | %.2fx | %s: %s |" % (
+                name, fmt_rate(med[client]), ref, ratio, target[0], holds))
+        else:
+            lines.append("| %s | %s | - | - | - |" % (
+                name, fmt_rate(med[client])))
+    row("`pool:batch` of 16, Lua (lua-batch)", "lua-batch",
+        "redis-benchmark", 1, (">= 0.9x redis-benchmark -c 50 -P 16", 0.9))
+    row("redis-benchmark -c 50 -P 16", "redis-benchmark", "redis-benchmark",
+        1, ("reference", 0))
+    # A transaction costs less than three single calls when its rate is
+    # above a third of theirs: ratio = tx rate x 3 / single-call rate.
+    row("`pool:transaction{ECHO}` (MULTI, ECHO, EXEC), Lua", "lua-tx",
+        "lua-task", 3, ("tx rate x 3 / single calls > 1", 1.0))
+    row("single `pool:call`, Lua tasks (lua-task)", "lua-task", "lua-task",
+        1, ("reference", 0))
+    lines.append("")
+
+
 def write(res, outdir, failures=()):
     agg = aggregate(res["runs"])
     m = res["meta"]
@@ -316,6 +357,7 @@ def write(res, outdir, failures=()):
     chart(agg, outdir, lines)
     throughput_tables(agg, lines)
 
+    batch_lines(res, lines)
     lines.append("## Instructions per call (callgrind)\n")
     lines.append("Client instructions per call, (Ir at N2 - Ir at N1) / "
                  "(N2 - N1), so start-up cancels out.\n")

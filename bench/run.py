@@ -348,6 +348,53 @@ class Bench:
                                        time.time() - t_start),
                           file=sys.stderr)
 
+    # -- batches (issue 19) --------------------------------------------------
+
+    def batches(self):
+        """Against redis-server, runs interleaved: pool:batch of 16 from Lua
+        tasks on 50 connections and redis-benchmark -c 50 -P 16; one-command
+        pool:transaction (MULTI, ECHO, EXEC) from 50 tasks and single calls
+        from 50 tasks. Rates are requests (a transaction is one) per second,
+        into results["batches"]."""
+        if "redis" not in self.servers:
+            return
+        port, secs = self.servers["redis"][1], self.args.secs
+        rows = self.results.setdefault("batches", [])
+        for rep in range(self.args.runs):
+            estimate = None
+            for client in ("lua-batch", "redis-benchmark", "lua-tx",
+                           "lua-task"):
+                depth = 1 if client in ("lua-tx", "lua-task") else 16
+                if client == "redis-benchmark":
+                    r = self.run_redis_benchmark(port, 50, 16, 3, secs,
+                                                 estimate or 200000)
+                elif client == "lua-task":
+                    r = self.run_client(client, "redis", 50, 1, 3, secs)
+                else:
+                    cmd = [self.lua, os.path.join(HERE, "lua", "rn_batch.lua"),
+                           "--proto", "resp", "--port", str(port), "--conns",
+                           "50", "--depth", str(depth), "--size", "3",
+                           "--secs", str(secs), "--warm", str(self.args.warm)]
+                    if client == "lua-tx":
+                        cmd += ["--mode", "tx"]
+                    out, _, ok, err = self.run_proc(cmd, self.lua_env,
+                                                    secs + 60)
+                    res = parse_result(out)
+                    r = None
+                    if ok and res and res["calls"] > 0 and res["failed"] == 0:
+                        r = {"rate": res["calls"] / res["secs"]}
+                    else:
+                        sys.stderr.write(err[-2000:])
+                        note_failure("%s against redis (c50 d%d)" % (
+                            client, depth))
+                if r is None:
+                    continue
+                if client == "lua-batch":
+                    estimate = r["rate"]
+                rows.append({"client": client, "rate": r["rate"],
+                             "depth": depth, "rep": rep})
+        print("bench: batches done", file=sys.stderr)
+
     # -- instructions per call (callgrind) -----------------------------------
 
     def callgrind_clients(self):
@@ -527,6 +574,7 @@ class Bench:
             else:
                 self.start_servers()
                 self.matrix()
+                self.batches()
                 self.callgrind()
                 self.latency()
                 self.scale()

@@ -104,7 +104,8 @@ function(resilnet_add_lua_module tag)
   set(target resilnet_lua_${tag})
   add_library(${target} MODULE ${RESILNET_LUA_SOURCES})
   target_include_directories(${target} SYSTEM PRIVATE "${RESILNET_LUA_INCDIR_${tag}}")
-  target_link_libraries(${target} PRIVATE resilnet_core)
+  # dladdr (lua/src/loop.c) is in libc from glibc 2.34 on, in libdl before.
+  target_link_libraries(${target} PRIVATE resilnet_core ${CMAKE_DL_LIBS})
   set_target_properties(${target} PROPERTIES
     PREFIX ""
     OUTPUT_NAME core

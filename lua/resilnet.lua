@@ -24,6 +24,25 @@ end
 local tasks = require("resilnet.tasks")(core)
 resilnet.spawn, resilnet.run, resilnet.sleep = tasks.spawn, tasks.run,
   tasks.sleep
+resilnet.step = tasks.step
+
+--- Which loop resilnet runs on: "own", or "luv" (luv's, shared: see
+-- docs/api.md "Inside your event loop").
+resilnet.loop = core.loop
+--- Chooses the loop ("own" or "luv"; "luv" requires luv) while nothing
+-- lives on the current one.
+function resilnet.use_loop(kind)
+  if kind == "luv" then
+    require "luv"
+  elseif kind ~= "own" then
+    error("resilnet.use_loop: expected \"own\" or \"luv\", got "
+          .. tostring(kind), 2)
+  end
+  core.use_loop(kind)
+end
+--- For hosts that poll: the descriptor that gets readable when the loop
+-- has news, and the seconds until it needs a step regardless (nil: none).
+resilnet.pollfd, resilnet.timeout = core.pollfd, core.timeout
 --- Monotonic seconds (float), for measuring intervals.
 resilnet.now = tasks.now
 

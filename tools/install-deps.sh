@@ -11,6 +11,7 @@ packages="
   lua-busted luarocks lua-socket redis-server redis-tools valgrind
   clang libclang-rt-14-dev
   python3 lua-luv gnuplot-nox
+  neovim lua-cqueues lua-copas
   iproute2 iptables
 "
 

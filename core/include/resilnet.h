@@ -555,6 +555,11 @@ typedef struct rn_pool_options_s {
    * retires the endpoint's connections and backs it off until its server
    * answers PING. (RN_ROLE_ANY) */
   rn_role_t role;
+  /* Requests one rn_pool_batch() may carry (RN_DEFAULT_MAX_BATCH, 1024;
+   * 0 means that default). A larger batch is refused with UV_E2BIG: its
+   * replies are held until the last one arrives, so this bounds what one
+   * batch keeps in memory and how long it holds a connection. */
+  unsigned max_batch;
 } rn_pool_options_t;
 
 /* Fills in every default. */
@@ -1074,6 +1079,57 @@ void rn_server_close(rn_server_t *server, rn_server_close_cb cb);
  * once a close or drain was asked for. */
 void rn_server_drain(rn_server_t *server, uint64_t drain_ms,
                      rn_server_close_cb cb);
+
+/* ------------------------------------------------------------------------ */
+/* Batches (client/batch.c)                                                    */
+
+#define RN_DEFAULT_MAX_BATCH 1024
+
+/* What a batch came to. Valid only during the callback. */
+typedef struct rn_batch_result_s {
+  /* 0: every request has its own result in results[]; otherwise the batch
+   * failed as a whole (the connection failed, the deadline passed, the
+   * pool closed: the codes of rn_result_t) and results is NULL. */
+  int status;
+  const char *body;     /* status != 0: a text saying why, or NULL */
+  size_t body_len;
+  unsigned attempts;    /* attempts of the whole batch written */
+  int maybe_executed;   /* 0: no request of the batch can have run */
+  const char *endpoint; /* of the last attempt, or NULL */
+  size_t count;         /* requests in the batch */
+  /* status 0: one result per request, in the order given. An element's
+   * status is 0 (its reply), RN_EREPLY (an error reply: resp's -ERR ...,
+   * rnp's ERROR) or an rnp refusal (RN_ENOTEXEC, RN_EOVERLOAD,
+   * RN_ETIMEDOUT: that request did not run, maybe_executed 0). attempts
+   * and endpoint are the batch's. */
+  const rn_result_t *results;
+} rn_batch_result_t;
+
+typedef void (*rn_batch_cb)(rn_pool_t *pool, void *data,
+                            const rn_batch_result_t *result);
+
+/* Sends `count` request frames, encoded back to back in frames[0..len)
+ * (rn_codec_encode appends: encode them one after the other into one
+ * rn_buf_t), on one connection in one write, and calls cb exactly once
+ * with all their replies (matched in order, or by id on rnp) or with the
+ * failure of the whole batch. frames is copied.
+ *
+ * The batch is one call to the retry rules (docs/retry-rules.md section
+ * 1b): unsent, it moves whole to another connection; written and then
+ * lost (the connection died before the last reply), it is sent again
+ * whole only if options->idempotent (or, on rnp, every frame carries a
+ * KEY field), else it fails with maybe_executed 1. options as for
+ * rn_pool_call except: no hedging, and no options->key (keys go in the
+ * frames). It takes one place of max_in_flight and max_pending, and its
+ * bytes together count as one frame against max_frame.
+ *
+ * Returns, without calling cb: UV_EINVAL (count 0, frames that are not
+ * exactly count whole frames of the pool's protocol, rnp frames that are
+ * not REQUESTs, options->key set), UV_E2BIG (count above max_batch),
+ * RN_EFRAMESIZE, RN_EOVERLOAD, RN_ECLOSED, UV_ENOMEM as rn_pool_call. */
+int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
+                  size_t count, const rn_call_options_t *options,
+                  rn_batch_cb cb, void *data);
 
 #ifdef __cplusplus
 }

@@ -1285,7 +1285,182 @@ static void test_server_protocol_error(void) {
   teardown(pool);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Batches (rn_pool_batch): requests with consecutive ids, replies by id.    */
+
+typedef struct batch_result_s {
+  int fired;
+  int status;
+  unsigned attempts;
+  int element_status[4];
+  int element_maybe[4];
+  char element[4][16];
+} batch_result_t;
+
+static void on_batch(rn_pool_t *pool, void *data, const rn_batch_result_t *r) {
+  batch_result_t *o = data;
+  size_t i;
+  (void)pool;
+  ASSERT_EQ(o->fired, 0); /* exactly once */
+  o->fired = 1;
+  o->status = r->status;
+  o->attempts = r->attempts;
+  for (i = 0; r->results != NULL && i < r->count && i < 4; i++) {
+    size_t n = MIN(r->results[i].body_len, 15);
+    o->element_status[i] = r->results[i].status;
+    o->element_maybe[i] = r->results[i].maybe_executed;
+    memcpy(o->element[i], r->results[i].body, n);
+    o->element[i][n] = '\0';
+  }
+}
+
+/* A batch of requests "0", "1", "2", each with its own key if keyed. */
+static void batch3(rn_pool_t *pool, int idempotent, batch_result_t *o) {
+  rn_call_options_t co;
+  rn_buf_t frames;
+  int i;
+  memset(o, 0, sizeof(*o));
+  memset(&co, 0, sizeof(co));
+  co.idempotent = idempotent;
+  rn_buf_init(&frames);
+  for (i = 0; i < 3; i++) {
+    char body[2] = {(char)('0' + i), '\0'};
+    ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frames, body, 1));
+  }
+  ASSERT_OK(rn_pool_batch(pool, frames.base, frames.len, 3, &co, on_batch, o));
+  rn_buf_free(&frames);
+}
+
+/* Holds three requests, then: answers the third, refuses the second
+ * unrun (OVERLOADED), answers the first: out of order. */
+static int script_batch_by_id(peer_t *peer, const rn_rnp_frame_t *f) {
+  hold(peer, f);
+  if (nheld == 3) {
+    send_reply(peer, held[2].id, held[2].body, held[2].len);
+    send_error(peer, held[1].id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED,
+               0);
+    send_reply(peer, held[0].id, held[0].body, held[0].len);
+    executions[0]++;
+    executions[2]++;
+  }
+  return 0;
+}
+
+static void test_batch_replies_by_id(void) {
+  rn_pool_t *pool;
+  batch_result_t o;
+  setup();
+  server_start(script_batch_by_id);
+  pool = pool_new(1);
+  batch3(pool, 0, &o);
+  RUN_UNTIL(uv, o.fired, 3000);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(held[1].id, held[0].id + 1); /* consecutive ids */
+  ASSERT_EQ(held[2].id, held[0].id + 2);
+  ASSERT(deadline_seen && last_deadline > 0); /* each carries its time */
+  ASSERT_OK(o.element_status[0]);
+  ASSERT_STR_EQ(o.element[0], "0");
+  /* The refusal is that request's own result: not run, not retried. */
+  ASSERT_EQ(o.element_status[1], RN_EOVERLOAD);
+  ASSERT_EQ(o.element_maybe[1], 0);
+  ASSERT_OK(o.element_status[2]);
+  ASSERT_STR_EQ(o.element[2], "2");
+  ASSERT_EQ(requests_seen, 3);
+  teardown(pool);
+}
+
+/* The first connection says GOAWAY below (whole) or inside (straddle)
+ * the batch once its three requests are in; later ones answer all. */
+static int goaway_inside;
+
+static int script_batch_goaway(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer != &peers[0]) {
+    send_reply(peer, f->id, f->payload, f->payload_len);
+    return 1;
+  }
+  hold(peer, f);
+  if (nheld == 3) {
+    if (goaway_inside) {
+      send_goaway(peer, held[0].id);
+      send_reply(peer, held[0].id, held[0].body, held[0].len);
+      executions[0]++;
+    } else {
+      send_goaway(peer, held[0].id - 1);
+    }
+  }
+  return 0;
+}
+
+/* GOAWAY below the batch: none of it ran, so it moves whole to another
+ * connection, not idempotent as it is, and each request runs once. */
+static void test_batch_goaway_moves_whole(void) {
+  rn_pool_t *pool;
+  batch_result_t o;
+  int i;
+  setup();
+  goaway_inside = 0;
+  server_start(script_batch_goaway);
+  pool = pool_new(1);
+  batch3(pool, 0, &o);
+  RUN_UNTIL(uv, o.fired, 3000);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(npeers, 2);
+  for (i = 0; i < 3; i++) {
+    char want[2] = {(char)('0' + i), '\0'};
+    ASSERT_OK(o.element_status[i]);
+    ASSERT_STR_EQ(o.element[i], want);
+    ASSERT_EQ(executions[i], 1);
+  }
+  ASSERT_EQ(requests_seen, 6); /* three held unrun, three run */
+  teardown(pool);
+}
+
+/* GOAWAY inside the batch: the first request ran and is answered; the two
+ * above the last id did not run, and say so as their own results. */
+static void test_batch_goaway_straddles(void) {
+  rn_pool_t *pool;
+  batch_result_t o;
+  setup();
+  goaway_inside = 1;
+  server_start(script_batch_goaway);
+  pool = pool_new(1);
+  batch3(pool, 0, &o);
+  RUN_UNTIL(uv, o.fired, 3000);
+  ASSERT_OK(o.status);
+  ASSERT_OK(o.element_status[0]);
+  ASSERT_STR_EQ(o.element[0], "0");
+  ASSERT_EQ(o.element_status[1], RN_ENOTEXEC);
+  ASSERT_EQ(o.element_maybe[1], 0);
+  ASSERT_EQ(o.element_status[2], RN_ENOTEXEC);
+  ASSERT_EQ(executions[0], 1);
+  ASSERT_EQ(executions[1] + executions[2], 0);
+  teardown(pool);
+}
+
+/* Reset after the batch arrived: not idempotent, it fails whole, maybe
+ * executed; idempotent, it runs again whole on the next connection. */
+static void test_batch_reset(void) {
+  rn_pool_t *pool;
+  batch_result_t o, again;
+  setup();
+  server_start(script_reset_first);
+  pool = pool_new(1);
+  batch3(pool, 0, &o);
+  RUN_UNTIL(uv, o.fired, 3000);
+  ASSERT_EQ(o.status, UV_ECONNRESET);
+  ASSERT_EQ(o.attempts, 1);
+  batch3(pool, 1, &again);
+  RUN_UNTIL(uv, again.fired, 3000);
+  ASSERT_OK(again.status);
+  ASSERT_STR_EQ(again.element[2], "2");
+  teardown(pool);
+}
+
 TEST_LIST_START
+  TEST_ENTRY(test_batch_replies_by_id)
+  TEST_ENTRY(test_batch_goaway_moves_whole)
+  TEST_ENTRY(test_batch_goaway_straddles)
+  TEST_ENTRY(test_batch_reset)
   TEST_ENTRY(test_out_of_order)
   TEST_ENTRY(test_not_executed)
   TEST_ENTRY(test_goaway)

@@ -199,6 +199,138 @@ return function(core, T)
     return pool_send(self._h, request, cb, call_options("pool:send", opts))
   end
 
+  -- Batches ----------------------------------------------------------------
+
+  local pool_batch, new_error, is_error = core.pool_batch, core.error,
+        core.is_error
+
+  -- pool_batch's option arguments: a call's, without hedge and key (a
+  -- batch is never hedged; rnp keys would have to be per request).
+  local function batch_options(fname, opts)
+    if type(opts) == "table" and (opts.hedge ~= nil or opts.key ~= nil) then
+      error(fname .. ": option '" .. (opts.hedge ~= nil and "hedge" or "key")
+            .. "' does not apply to a batch", 4)
+    end
+    local timeout, idempotent, attempts, attempt_timeout =
+      call_options(fname, opts)
+    return timeout, idempotent, attempts, attempt_timeout
+  end
+
+  local function start_batch(target, h, requests, ...)
+    return pool_batch(h, requests, target, ...)
+  end
+
+  -- Sends requests as a batch to target (a task, or a function for the
+  -- callback form), or waits for it; what pool:batch returns.
+  local function send_batch(self, fname, requests, opts, cb)
+    if type(requests) ~= "table" then
+      error(fname .. ": expected an array of requests, got " .. type(requests),
+            3)
+    end
+    if requests[1] == nil then
+      error(fname .. ": the batch is empty", 3)
+    end
+    local h = self._h
+    if cb ~= nil then
+      if type(cb) ~= "function" then
+        error(fname .. ": expected a callback function, got " .. type(cb), 3)
+      end
+      if opts == nil then
+        return pool_batch(h, requests, cb)
+      end
+      return pool_batch(h, requests, cb, batch_options(fname, opts))
+    end
+    if opts == nil then
+      return await(fname, start_batch, h, requests)
+    end
+    return await(fname, start_batch, h, requests, batch_options(fname, opts))
+  end
+
+  --- pool:batch(requests, opts) -> replies | nil, err. Sends the array of
+  -- requests on one connection in one write. replies[i] is what pool:call
+  -- would return for requests[i]: its reply, or an error object
+  -- (resilnet.is_error) for an error reply or a request the server refused
+  -- unrun; replies.n is the count. nil, err only when the batch failed as
+  -- a whole (its connection, its deadline, the pool closing): the retry
+  -- rules apply to it as one call (docs/retry-rules.md section 1b).
+  -- pool:batch(requests, [opts,] cb): cb(replies, err) once, from the loop.
+  function Pool:batch(requests, opts, cb)
+    if cb == nil and type(opts) == "function" then
+      opts, cb = nil, opts
+    end
+    return send_batch(self, "pool:batch", requests, opts, cb)
+  end
+
+  -- EXEC's answer as the transaction's: its array, or the error saying
+  -- why nothing ran.
+  local function exec_result(replies, err)
+    if replies == nil then
+      return nil, err
+    end
+    local multi, exec = replies[1], replies[replies.n]
+    if is_error(multi) then
+      -- Refused MULTI (-NOAUTH, -LOADING): the commands after it were
+      -- refused too or ran on their own; EXEC's error says which.
+      return nil, new_error(multi.code, "transaction: MULTI refused: "
+                            .. multi.message, multi.attempts, true,
+                            multi.endpoint)
+    end
+    if is_error(exec) then
+      if exec.message:sub(1, 9) == "EXECABORT" then
+        local why = exec.message
+        for i = 2, replies.n - 1 do
+          if is_error(replies[i]) then
+            why = "command " .. (i - 1) .. " was rejected: "
+                  .. replies[i].message
+            break
+          end
+        end
+        return nil, new_error("EXECABORT", "transaction not run: " .. why,
+                              exec.attempts, false, exec.endpoint)
+      end
+      return nil, exec
+    end
+    if exec == core.null then
+      return nil, new_error("EWATCH", "transaction aborted by WATCH: a "
+                            .. "watched key changed, nothing ran",
+                            multi.attempts, false, multi.endpoint)
+    end
+    return exec
+  end
+
+  --- pool:transaction(requests, opts) -> EXEC's array | nil, err (resp):
+  -- MULTI, the requests and EXEC as one batch on one connection. err.code
+  -- "EXECABORT" (a queued command was rejected) or "EWATCH" (a WATCHed
+  -- key changed): nothing ran, maybe_executed false. Sent again after it
+  -- was written only if opts.idempotent. Callback form as for pool:batch.
+  function Pool:transaction(requests, opts, cb)
+    if cb == nil and type(opts) == "function" then
+      opts, cb = nil, opts
+    end
+    if self.options.protocol ~= "resp" then
+      error("pool:transaction: needs protocol 'resp', not '"
+            .. tostring(self.options.protocol) .. "'", 2)
+    end
+    if type(requests) ~= "table" then
+      error("pool:transaction: expected an array of requests, got "
+            .. type(requests), 2)
+    end
+    local all = { { "MULTI" } }
+    for i = 1, #requests do
+      all[i + 1] = requests[i]
+    end
+    all[#all + 1] = { "EXEC" }
+    if cb ~= nil then
+      if type(cb) ~= "function" then
+        error("pool:transaction: expected a callback function, got "
+              .. type(cb), 2)
+      end
+      return send_batch(self, "pool:transaction", all, opts,
+                        function(replies, err) cb(exec_result(replies, err)) end)
+    end
+    return exec_result(send_batch(self, "pool:transaction", all, opts))
+  end
+
   --- pool:on(event, fn): fn(ev) runs for every event of that type.
   function Pool:on(event, fn)
     add_handler(self, "pool:on", events, event, fn) -- not a tail call: the

@@ -118,6 +118,25 @@ return function(core)
     return nil
   end
 
+  -- On a host's loop, the coroutine we are in (one a luv callback or a
+  -- Neovim plugin made) becomes a task for as long as it waits: it yields
+  -- to whoever resumed it, and the reply resumes it from the loop. nil in
+  -- the main thread, or where yielding is impossible.
+  local function adoptable()
+    local co, main = coroutine.running()
+    if co == nil or main
+       or (coroutine.isyieldable and not coroutine.isyieldable()) then
+      return nil
+    end
+    return co
+  end
+
+  local function adopt()
+    local co = adoptable()
+    if co then tasks[co] = {} end
+    return co
+  end
+
   -- Runs the loop until is_done(); the waiter that sets it also stops the
   -- loop (uv_stop makes the turn's poll non-blocking, which UV_RUN_ONCE
   -- alone would not: a timer that fired at the start of the turn does not
@@ -142,6 +161,14 @@ return function(core)
   --  * inside a plain callback: raises (a callback cannot be suspended).
   local function await(name, start, ...)
     local co = current_task()
+    if not co and core.loop() ~= "own" then
+      co = adopt()
+      if not co then
+        error("resilnet: cannot wait outside a coroutine on " .. core.loop()
+              .. "'s loop, which its host runs; call " .. name
+              .. " from a coroutine or a task (resilnet.spawn)", 3)
+      end
+    end
     if co then
       local ok, err = start(co, ...)
       if not ok then
@@ -179,6 +206,10 @@ return function(core)
   --- Runs the loop until no work is left. Re-raises the first error of a task
   -- or callback (with its traceback).
   function T.run()
+    if core.loop() ~= "own" then
+      error("resilnet.run: the loop is " .. core.loop() .. "'s, which its "
+            .. "host runs (luv: uv.run())", 2)
+    end
     if core.running() then
       error("resilnet.run: cannot be called from inside a task or callback",
             2)
@@ -187,6 +218,34 @@ return function(core)
       local alive = core.run("default")
       raise_recorded()
     until not alive
+  end
+
+  --- Runs one turn of the loop, blocking at most timeout seconds (default
+  -- 0: never blocks). For hosts that poll resilnet.pollfd() themselves.
+  -- Re-raises the first error of a task or callback. Returns whether work
+  -- is left (a referenced handle or request).
+  function T.step(timeout)
+    timeout = timeout or 0
+    if type(timeout) ~= "number" or not (timeout >= 0) then
+      error("resilnet.step: expected seconds >= 0, got " .. tostring(timeout),
+            2)
+    end
+    if core.loop() ~= "own" then
+      error("resilnet.step: the loop is " .. core.loop() .. "'s, which its "
+            .. "host runs", 2)
+    end
+    if core.running() then
+      error("resilnet.step: cannot be called from inside a task or callback",
+            2)
+    end
+    local alive
+    if timeout == 0 then
+      alive = core.run("nowait")
+    else
+      alive = core.run("once", math.ceil(timeout * 1000))
+    end
+    raise_recorded()
+    return alive
   end
 
   local function start_timer(target, ms)
@@ -238,7 +297,11 @@ return function(core)
       obj._waiters = {}
       start(function() wake_all(obj) end)
     end
-    if may_defer and not current_task() and core.running() then
+    -- (On a host's loop, outside a coroutine nothing may wait, and the
+    -- host keeps running the loop the close goes on in.)
+    local host_outside = core.loop() ~= "own" and not adoptable()
+    if may_defer and not current_task()
+       and (core.running() or host_outside) then
       return true
     end
     if not obj._closed then

@@ -39,6 +39,15 @@ static inline void lrn_link_remove(lrn_link_t *n) {
 #define LRN_CONTAINER_OF(ptr, type, field)                                   \
   ((type *)((char *)(ptr) - offsetof(type, field)))
 
+/* A host's protected-call hook (luv's luv_CFpcall): calls the function
+ * below nargs values on L; returns >= 0, or a negative status once it has
+ * reported the error its own way. */
+typedef int (*lrn_host_pcall_fn)(lua_State *L, int nargs, int nresults,
+                                 int flags);
+
+/* Whose loop the context runs on (loop.c): index into "own", "luv". */
+enum { LRN_LOOP_OWN = 0, LRN_LOOP_LUV = 1 };
+
 /* One per lua_State: a full userdata anchored in the registry. */
 typedef struct lrn_ctx_s {
   lua_State *L;         /* callback thread: every call into Lua from libuv */
@@ -55,6 +64,11 @@ typedef struct lrn_ctx_s {
   int closing;          /* lua_close: callbacks no longer enter Lua */
   lrn_link_t objects;   /* every bound object not yet closed (object.c) */
   lrn_link_t timers;
+  int host;             /* LRN_LOOP_OWN, or the host whose loop this is */
+  lrn_host_pcall_fn host_pcall; /* the host's hook; NULL on our own loop */
+  int host_call_ref;    /* trampoline for host_pcall (never allocates) */
+  int host_raise_ref;   /* raises its argument as text, for host_pcall */
+  int anchor_ref;       /* closes us before the host's loop goes (loop.c) */
 } lrn_ctx_t;
 
 /* The context, stored as upvalue 1 of every binding function. */
@@ -102,6 +116,21 @@ void lrn_pool_open(lua_State *L);
 void lrn_server_open(lua_State *L);
 void lrn_proxy_open(lua_State *L);
 void lrn_process_open(lua_State *L);
+
+/* The loop (loop.c). lrn_loop_open puts a new context on luv's loop when
+ * luv is loaded in L, else on its own; raises when luv's loop cannot be
+ * shared. lrn_loop_close closes everything and frees the loop (idempotent;
+ * lua_close). */
+void lrn_loop_open(lua_State *L, lrn_ctx_t *ctx);
+void lrn_loop_close(lrn_ctx_t *ctx);
+void lrn_loop_funcs_open(lua_State *L);
+/* On a host's loop: runs f(L) (argument 1: ud) under the host's hook, which
+ * reports any error itself; LUA_OK or an error status. */
+int lrn_host_call(lrn_ctx_t *ctx, lua_State *L, lua_CFunction f, void *ud);
+/* Reports the value at idx of L through the host's hook, as the host
+ * reports its own callbacks' errors (luv: prints it and exits; Neovim: an
+ * error message). */
+void lrn_host_report(lrn_ctx_t *ctx, lua_State *L, int idx);
 
 /* Closing the timers left when the state closes (the context's __gc). */
 void lrn_timer_close_all(lrn_ctx_t *ctx);

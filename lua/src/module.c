@@ -218,8 +218,14 @@ static int lrn_dispatch_protected(lua_State *L) {
 static void lrn_dispatch_call(lrn_call_t *c) {
   lua_State *L = c->ctx->L;
   int top = lua_gettop(L);
+  int rc;
   c->ctx->dispatching++;
-  if (lrn_cpcall(L, lrn_dispatch_protected, c) != LUA_OK) {
+  if (c->ctx->host_pcall != NULL) {
+    /* A host's loop: through its hook, which reports what fails. */
+    rc = lrn_host_call(c->ctx, L, lrn_dispatch_protected, c);
+    if (rc != LUA_OK && c->held)
+      lrn_unhold(L, lrn_state(c->ctx), c->target_ref);
+  } else if (lrn_cpcall(L, lrn_dispatch_protected, c) != LUA_OK) {
     if (c->held) /* failed before the target was even fetched */
       lrn_unhold(L, lrn_state(c->ctx), c->target_ref);
     lrn_record_error(c->ctx, L, -1);
@@ -286,7 +292,8 @@ void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push,
   c.push = push;
   c.arg = arg;
 #if LUA_VERSION_NUM >= 502
-  if (LRN_HELD_FUNCTION(id) && lrn_state(ctx)->handler_ref != LUA_NOREF) {
+  if (LRN_HELD_FUNCTION(id) && lrn_state(ctx)->handler_ref != LUA_NOREF &&
+      ctx->host_pcall == NULL) {
     lrn_dispatch_function(&c);
     return;
   }
@@ -335,7 +342,11 @@ int lrn_query(lrn_ctx_t *ctx, int ref, lrn_push_fn push, void *arg,
   q.arg = arg;
   q.answers = answers;
   q.answer = 0;
-  if (lrn_cpcall(L, lrn_query_protected, &q) != LUA_OK) {
+  if (ctx->host_pcall != NULL) {
+    /* A host's loop: its hook reports a failure. */
+    if (lrn_host_call(ctx, L, lrn_query_protected, &q) != LUA_OK)
+      q.answer = 0;
+  } else if (lrn_cpcall(L, lrn_query_protected, &q) != LUA_OK) {
     lrn_record_error(ctx, L, -1);
     q.answer = 0;
   }
@@ -346,6 +357,11 @@ int lrn_query(lrn_ctx_t *ctx, int ref, lrn_push_fn push, void *arg,
 void lrn_record_error(lrn_ctx_t *ctx, lua_State *L, int idx) {
   int top = lua_gettop(L);
   idx = lrn_absindex(L, idx);
+  if (ctx->host_pcall != NULL) {
+    /* Nobody calls resilnet.run() on a host's loop to re-raise it. */
+    lrn_host_report(ctx, L, idx);
+    return;
+  }
   /* errbox was created with room for both slots: storing into them never
    * allocates, so recording cannot itself fail with a memory error. */
   if (lua_checkstack(L, 3)) {
@@ -400,8 +416,11 @@ static int lrn_set_dispatcher(lua_State *L) {
   return 0;
 }
 
-/* run(mode) -> alive. mode: "default", "once" or "nowait". Never re-enters
- * uv_run: a task or callback that tries gets an error instead. */
+static void lrn_bound_fired(rn_timer_t *timer) { (void)timer; }
+
+/* run(mode[, ms]) -> alive. mode: "default", "once" or "nowait"; ms bounds
+ * how long the turn may block. Never re-enters uv_run: a task or callback
+ * that tries gets an error instead, and so does a host's loop. */
 static int lrn_run(lua_State *L) {
   static const char *const modes[] = {"default", "once", "nowait", NULL};
   static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE,
@@ -409,18 +428,36 @@ static int lrn_run(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   int mode = luaL_checkoption(L, 1, "default", modes);
   int alive;
+  lua_Number timeout = luaL_optnumber(L, 2, -1);
+  rn_timer_t bound;
+  if (ctx->host != LRN_LOOP_OWN)
+    return luaL_error(L, "resilnet: the loop is luv's, which its host runs "
+                         "(wait from a task: resilnet.spawn)");
   if (ctx->running || ctx->dispatching)
     return luaL_error(L, "resilnet: the loop is already running "
                          "(called from inside a task or callback?)");
+  /* A bound on how long the turn may block: a timer that does nothing
+   * but end the poll. */
+  if (timeout >= 0) {
+    luaL_argcheck(L, timeout < 1e15, 2, "milliseconds out of range");
+    rn_timer_init(ctx->loop, &bound, lrn_bound_fired);
+    uv_update_time(rn_loop_uv(ctx->loop));
+    if (rn_timer_start(&bound, (uint64_t)timeout) != 0)
+      return luaL_error(L, "resilnet: out of memory");
+  }
   ctx->running++;
   alive = uv_run(rn_loop_uv(ctx->loop), uv_modes[mode]);
   ctx->running--;
+  if (timeout >= 0)
+    rn_timer_stop(&bound);
   lua_pushboolean(L, alive != 0);
   return 1;
 }
 
 static int lrn_stop(lua_State *L) {
-  uv_stop(rn_loop_uv(lrn_ctx(L)->loop));
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  if (ctx->host == LRN_LOOP_OWN) /* never the host's: it runs it */
+    uv_stop(rn_loop_uv(ctx->loop));
   return 0;
 }
 
@@ -471,16 +508,7 @@ static int lrn_now(lua_State *L) {
 
 static int lrn_ctx_gc(lua_State *L) {
   lrn_ctx_t *ctx = (lrn_ctx_t *)lua_touserdata(L, 1);
-  if (ctx->loop != NULL) {
-    ctx->closing = 1;
-    lrn_timer_close_all(ctx);
-    lrn_object_close_all(ctx);
-    uv_run(rn_loop_uv(ctx->loop), UV_RUN_DEFAULT);
-    /* EBUSY means something never finished closing (a request nobody
-     * released): leaking the loop then beats freeing memory in use. */
-    if (rn_loop_free(ctx->loop) == 0)
-      ctx->loop = NULL;
-  }
+  lrn_loop_close(ctx);
   rn_buf_free(&ctx->buf);
   free(lrn_state(ctx)->free_slots);
   lrn_state(ctx)->free_slots = NULL;
@@ -490,7 +518,6 @@ static int lrn_ctx_gc(lua_State *L) {
 /* Pushes the context userdata, creating it on the first call. */
 static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
   lrn_ctx_t *ctx;
-  int rc;
   lua_pushlightuserdata(L, (void *)&lrn_ctx_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   if (lua_type(L, -1) == LUA_TUSERDATA)
@@ -524,11 +551,7 @@ static lrn_ctx_t *lrn_ctx_push(lua_State *L) {
   lua_createtable(L, 64, 0);
   lrn_state(ctx)->held_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-  rc = rn_loop_new(NULL, &ctx->loop);
-  if (rc != 0) {
-    ctx->loop = NULL;
-    luaL_error(L, "resilnet: cannot create the loop: %s", rn_strerror(rc));
-  }
+  lrn_loop_open(L, ctx);
   lua_pushlightuserdata(L, (void *)&lrn_ctx_key);
   lua_pushvalue(L, -2);
   lua_rawset(L, LUA_REGISTRYINDEX);
@@ -561,6 +584,7 @@ LRN_EXPORT int luaopen_resilnet_core(lua_State *L) {
   lua_setfield(L, -2, "null");
   lrn_error_open(L, ctx);
   lrn_timer_open(L);
+  lrn_loop_funcs_open(L);
   lrn_pool_open(L);
   lrn_server_open(L);
   lrn_proxy_open(L);

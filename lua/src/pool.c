@@ -69,20 +69,77 @@ static int lrn_push_result(lua_State *L, void *arg) {
   return 2;
 }
 
-static void lrn_pool_done(rn_pool_t *pool, void *data,
-                          const rn_result_t *result) {
-  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
-  int held = (int)(intptr_t)data;
-  if (lrn_quiet(p)) {
+/* A call or a batch ended: its target gets what push pushes (unless the
+ * pool went quiet), and the pool is unpinned with its last one. */
+static void lrn_pool_finish(lrn_pool_t *p, int held, lrn_push_fn push,
+                            void *arg) {
+  if (lrn_quiet(p))
     lrn_release(p->o.ctx, held);
-  } else {
-    lrn_done_t d;
-    d.p = p;
-    d.result = result;
-    lrn_dispatch_held(p->o.ctx, held, lrn_push_result, &d);
-  }
+  else
+    lrn_dispatch_held(p->o.ctx, held, push, arg);
   if (--p->in_flight == 0)
     lrn_unref(p->o.ctx, &p->pin_ref);
+}
+
+static void lrn_pool_done(rn_pool_t *pool, void *data,
+                          const rn_result_t *result) {
+  lrn_done_t d;
+  d.p = (lrn_pool_t *)rn_pool_data(pool);
+  d.result = result;
+  lrn_pool_finish(d.p, (int)(intptr_t)data, lrn_push_result, &d);
+}
+
+typedef struct lrn_batch_done_s {
+  lrn_pool_t *p;
+  const rn_batch_result_t *result;
+} lrn_batch_done_t;
+
+/* A batch's target gets (replies, nil): replies[i] is what pool:call
+ * would have returned for request i, its reply or its error object (an
+ * error reply, an rnp refusal), with replies.n the count; or (nil, err)
+ * when the batch failed as a whole. */
+static int lrn_push_batch(lua_State *L, void *arg) {
+  lrn_batch_done_t *d = (lrn_batch_done_t *)arg;
+  const rn_batch_result_t *b = d->result;
+  size_t i;
+  luaL_checkstack(L, 4, NULL);
+  if (b->status != 0) {
+    rn_result_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = b->status;
+    r.body = b->body;
+    r.body_len = b->body_len;
+    r.attempts = b->attempts;
+    r.maybe_executed = b->maybe_executed;
+    r.endpoint = b->endpoint;
+    lua_pushnil(L);
+    lrn_error_push_result(L, d->p->o.ctx, &r);
+    return 2;
+  }
+  lua_createtable(L, (int)b->count, 1);
+  for (i = 0; i < b->count; i++) {
+    lrn_done_t one;
+    one.p = d->p;
+    one.result = &b->results[i];
+    lrn_push_result(L, &one); /* reply, nil | nil, err: one of them */
+    if (lua_isnil(L, -2))
+      lua_remove(L, -2);
+    else
+      lua_pop(L, 1);
+    lua_rawseti(L, -2, (int)(i + 1));
+  }
+  lua_pushinteger(L, (lua_Integer)b->count);
+  lua_setfield(L, -2, "n");
+  lua_pushnil(L);
+  return 2;
+}
+
+static void lrn_pool_batch_done(rn_pool_t *pool, void *data,
+                                const rn_batch_result_t *result) {
+  lrn_batch_done_t d;
+  d.p = (lrn_pool_t *)rn_pool_data(pool);
+  d.result = result;
+  lrn_pool_finish(d.p, (int)(intptr_t)data, lrn_push_batch, &d);
 }
 
 static const char *lrn_event_name(rn_event_type_t type) {
@@ -315,6 +372,9 @@ static const lrn_option_t lrn_pool_options[] = {
     LRN_OPTION("resolve_ttl", SECONDS, MS, LRN_POOL(resolve_ttl_ms)),
     LRN_OPTION("attempt_timeout", SECONDS, MS, LRN_POOL(attempt_timeout_ms)),
     LRN_OPTION("max_in_flight", COUNT0, UNSIGNED, LRN_POOL(max_in_flight)),
+    /* requests one pool:batch may carry */
+    LRN_OPTION("max_batch", COUNT, UNSIGNED, LRN_POOL(max_batch),
+               .max = 1 << 20),
     /* tls = {...}: TLS to every endpoint; false or left out: plaintext */
     LRN_OPTION("tls", TABLE, NONE, 0, .flags = LRN_OPT_OR_FALSE,
                .rows = lrn_pool_tls_options, .rows_init = &lrn_tls_defaults),
@@ -723,6 +783,88 @@ static int lrn_pool_call(lua_State *L) {
   return lrn_pool_send(L);
 }
 
+/* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
+ *            attempt_timeout_ms]) -> true | nil, err. requests: an array
+ * of what pool_send takes, encoded one after the other into one string
+ * (the core copies it), sent as one batch. target is dispatched exactly
+ * once (lrn_push_batch) unless this returns nil, err. Raises on bad
+ * requests and on more than the pool's max_batch. */
+static int lrn_pool_batch(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  int type = lua_type(L, 3);
+  rn_call_options_t co, *opts = NULL;
+  const rn_codec_t *codec;
+  const char *frames;
+  size_t i, n, len;
+  luaL_Buffer b;
+  int held, rc = 0;
+
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
+                "expected a function or a thread");
+  if (lua_gettop(L) > 3) {
+    lua_settop(L, 7); /* no hedge, no key: not for a batch */
+    opts = &co;
+    lrn_call_options(L, &co);
+  }
+  lua_settop(L, 7);
+  if (p == NULL) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, ctx, RN_ECLOSED);
+    return 2;
+  }
+  n = lrn_rawlen(L, 2);
+  if (n == 0)
+    return luaL_error(L, "pool:batch: the batch is empty");
+  codec = rn_pool_codec(p->pool);
+  luaL_buffinit(L, &b);
+  for (i = 1; rc == 0 && i <= n; i++) {
+    lua_rawgeti(L, 2, (int)i);
+    if (lua_isnil(L, -1))
+      return luaL_error(L, "pool:batch: requests[%d] is nil (expected an "
+                           "array)", (int)i);
+    rc = lrn_encode_request(L, lua_gettop(L), 2, codec, &ctx->buf);
+    lua_pop(L, 1); /* the buffer's own slot is on top again */
+    if (rc == UV_EINVAL)
+      return luaL_error(L, "pool:batch: requests[%d] cannot be framed by "
+                           "protocol '%s' (does it contain the delimiter?)",
+                        (int)i, codec->type->name);
+    if (rc == 0)
+      luaL_addlstring(&b, ctx->buf.base, ctx->buf.len);
+  }
+  luaL_pushresult(&b);
+  frames = lua_tolstring(L, -1, &len);
+  if (rc != 0) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, ctx, rc);
+    return 2;
+  }
+
+  held = lrn_hold(L, ctx, 3);
+  if (p->in_flight == 0 && p->pin_ref == LUA_NOREF) {
+    lua_pushvalue(L, 1);
+    p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  p->overload_reason = NULL;
+  rc = rn_pool_batch(p->pool, frames, len, n, opts, lrn_pool_batch_done,
+                     (void *)(intptr_t)held);
+  if (rc != 0) {
+    lrn_release(ctx, held);
+    if (p->in_flight == 0)
+      lrn_unref(ctx, &p->pin_ref);
+    if (rc == UV_E2BIG)
+      return luaL_error(L, "pool:batch: %d requests are more than the "
+                           "pool's max_batch", (int)n);
+    lua_pushnil(L);
+    lrn_error_push_overload(L, p, rc);
+    return 2;
+  }
+  p->in_flight++;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* pool_on(h, target): target receives every event table. */
 static int lrn_pool_on(lua_State *L) {
   lrn_pool_t *p = lrn_pool_get(L, 1);
@@ -907,6 +1049,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_callback", lrn_pool_callback},
     {"pool_call", lrn_pool_call},
+    {"pool_batch", lrn_pool_batch},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
     {"pool_reset_backoff", lrn_pool_reset_backoff},

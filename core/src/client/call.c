@@ -40,6 +40,7 @@ static void call_free(rn_call_t *call) {
          !rn_timer_is_active(&call->attempt_timer));
   assert(call->internal || (call->done && call->shadow_refs == 0));
   if (call->frame != call->inline_frame) free(call->frame);
+  if (call->batch != NULL) rn__batch_free(call->batch);
   if (pool->spare_count < RN_SPARE_CALLS) {
     rn_list_insert_head(&pool->spare_calls, &call->node);
     pool->spare_count++;

@@ -94,6 +94,14 @@ struct rn_call_s {
                                the call may have run */
   unsigned shadow_refs;    /* shadows not freed */
   int parked_error;
+  /* A batch (batch.c): one call carrying batch_n requests, answered by
+   * batch_n replies; batch_got of them arrived for the current attempt.
+   * A tombstone keeps both, to drop the rest of an abandoned batch's
+   * replies; only the call itself has `batch`, where replies are kept.
+   * batch_n 0: a single request. */
+  struct rn__batch_s *batch;
+  uint32_t batch_n;
+  uint32_t batch_got;
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -294,6 +302,28 @@ void rn__call_release(rn_call_t *call);
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
 int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
+
+/* batch.c: a batch is one call whose frame holds batch_n requests. */
+/* A reply m (any kind but PONG, HELLO, GOAWAY, PUSH) to the batch (or a
+ * batch's tombstone) `call` arrived on its connection: kept as its
+ * element's result. 1 if it was the attempt's last (the connection then
+ * takes the call and reports rn__fate_replied with status 0), 0 if more
+ * are due, or RN_EUNEXPECTED (an rnp id answered twice). */
+int rn__batch_reply(rn_call_t *call, const struct rn_reply_s *m);
+/* Whether id (rnp) belongs to call, a batch or a single request. */
+static inline int rn__call_has_id(const rn_call_t *call, uint64_t id) {
+  return id >= call->rnp_id &&
+         id - call->rnp_id < (call->batch_n > 0 ? call->batch_n : 1);
+}
+/* The batch is written again: the replies of an earlier attempt go. */
+void rn__batch_restart(rn_call_t *call);
+/* rnp: stamps each request of the batch, as it leaves in out, with its
+ * own id (consecutive from call->rnp_id) and the time left. */
+void rn__batch_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
+/* rnp GOAWAY at last_id: the batch's requests above it will not run; each
+ * gets that as its result. 1 if that completed the attempt. */
+int rn__batch_goaway(rn_call_t *call, uint64_t last_id);
+void rn__batch_free(struct rn__batch_s *batch);
 
 /* fate.c: a call's state machine. Connections and the pool report what
  * happened to a call; fate.c decides what becomes of it (complete, retry
@@ -585,6 +615,16 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err);
 void rn__pool_conn_freed(rn_pool_t *pool, rn_conn_t *conn);
 /* Puts a call back at the head of the queue (fate.c decided it goes). */
 void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);
+/* Whether the pool takes one more call (or batch) now: 0, RN_ECLOSED, or
+ * RN_EOVERLOAD past max_pending or max_in_flight (the overload event
+ * fired). */
+int rn__pool_admit(rn_pool_t *pool);
+/* A new call, its frame set, joins the queue: its rules start
+ * (rn__fate_begin) and it is dispatched. 0, or RN_EFRAMESIZE or a timer
+ * error, after which the caller releases the call, never accepted. */
+int rn__pool_accept(rn_pool_t *pool, rn_call_t *call,
+                    const rn_call_options_t *options, rn_call_cb cb,
+                    void *data);
 /* A connection's write queue went back under the high-water mark. */
 void rn__pool_conn_writable(rn_pool_t *pool);
 void rn__pool_call_done(rn_pool_t *pool);

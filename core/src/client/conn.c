@@ -199,7 +199,7 @@ static rn_call_t *conn_find(rn_conn_t *conn, uint64_t id) {
   rn_list_t *pos;
   for (pos = conn->sent.next; pos != &conn->sent; pos = pos->next) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    if (call->rnp_id == id) return call;
+    if (rn__call_has_id(call, id)) return call;
     if (call->rnp_id > id) break;
   }
   return NULL;
@@ -248,6 +248,13 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
     return err;
   if (m->kind == RN_REPLY_HELLO && (err = rn__rnp_hello(conn, &m->rnp)) != 0)
     return err;
+  if (call->batch_n > 0) {
+    /* One of a batch's replies (batch.c keeps it): the call leaves the
+     * connection with the last, a reply with status 0 to fate.c. */
+    if ((err = rn__batch_reply(call, m)) <= 0) return err;
+    if (rn__conn_take(conn, call)) rn__fate_replied(call, 0, NULL, 0, 0);
+    return 0;
+  }
   if (!rn__conn_take(conn, call)) return 0;
   if (m->kind == RN_REPLY_REFUSED)
     rn__fate_refused(call, m->status, m->again, m->retry_after_ms, m->body,
@@ -679,8 +686,12 @@ static void conn_flush(rn_conn_t *conn) {
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
     memcpy(out->base + out->len, call->frame, call->frame_len);
-    if (rn__codec_replies_by_id(&conn->pool->codec))
-      rn__rnp_stamp(conn, call, out->base + out->len);
+    if (rn__codec_replies_by_id(&conn->pool->codec)) {
+      if (call->batch != NULL)
+        rn__batch_stamp(conn, call, out->base + out->len);
+      else
+        rn__rnp_stamp(conn, call, out->base + out->len);
+    }
     out->len += call->frame_len;
     if (conn->tls == NULL) conn_written(conn, call);
   }
@@ -762,6 +773,8 @@ int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
   stone->conn = conn;
   stone->state = call->state;
   stone->rnp_id = call->rnp_id;
+  stone->batch_n = call->batch_n; /* a batch's: the rest of its replies */
+  stone->batch_got = call->batch_got;
   /* In the call's place: replies are matched by position (or by id). */
   rn_list_insert_tail(&call->node, &stone->node);
   rn_list_remove(&call->node);

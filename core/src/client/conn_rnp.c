@@ -145,7 +145,7 @@ int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
 void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked) {
   rn_pool_t *pool = conn->pool;
   uint64_t hold = 0;
-  rn_list_t moved, *pos, *tmp;
+  rn_list_t moved, answered, *pos, *tmp;
   rn_pool_event_t ev;
 
   pool->stats.goaways++;
@@ -153,6 +153,7 @@ void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked) {
   /* How long a restart takes, say: no connect to it before then. */
   if (asked > 0) hold = rn__endpoint_hold_off(pool, conn->endpoint, asked);
   rn_list_init(&moved);
+  rn_list_init(&answered);
   while (!rn_list_empty(&conn->unsent)) {
     rn_call_t *call = RN_CONTAINER_OF(conn->unsent.next, rn_call_t, node);
     rn__conn_unqueue(conn, call);
@@ -165,6 +166,14 @@ void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked) {
   }
   rn_list_foreach_safe(pos, tmp, &conn->sent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
+    if (call->batch_n > 0 && call->rnp_id <= last_id &&
+        rn__call_has_id(call, last_id + 1)) {
+      /* A batch across the line: its requests above it will not run,
+       * each one's own result says so; the rest are answered here. */
+      if (rn__batch_goaway(call, last_id) && rn__conn_take(conn, call))
+        rn_list_insert_tail(&answered, &call->node);
+      continue;
+    }
     if (call->rnp_id <= last_id || (call->internal && !call->tombstone))
       continue;
     rn_list_remove(&call->node);
@@ -187,6 +196,11 @@ void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked) {
   ev.duration = hold;
   rn__pool_emit(pool, RN_EVENT_STATE, conn->endpoint, &ev);
   rn__conn_retire(conn, "goaway");
+  while (!rn_list_empty(&answered)) {
+    rn_call_t *call = RN_CONTAINER_OF(answered.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    rn__fate_replied(call, 0, NULL, 0, 0);
+  }
   rn__conn_return_all(&moved);
   rn__pool_dispatch(pool);
 }

@@ -22,8 +22,12 @@
  *                                                      timeout, hedging
  *   placed on a connection                pool         attempt timer armed
  *   written                               conn         SENT, attempt counted
+ *                                                      (a batch: its
+ *                                                      replies so far go)
  *   part of a reply arrived               conn         ANSWERED
  *   reply (or error reply)                conn         complete, or retry
+ *     (a batch: its last reply, status 0;
+ *     batch.c keeps each request's)
  *                                                      (a Redis error that
  *                                                      proves nothing ran;
  *                                                      classify)
@@ -215,6 +219,8 @@ void rn__fate_closed(rn_call_t *call) {
 void rn__fate_written(rn_call_t *call) {
   assert(call->state == RN_SEND_UNSENT && !call->done && call->conn != NULL);
   call->state = RN_SEND_SENT;
+  /* A batch starts its replies afresh with each attempt. */
+  if (call->batch != NULL) rn__batch_restart(call);
   if (call->parent != NULL) {
     /* A hedge out: while it is, the call may have run; its end says
      * whether it still may (fate_shadow_ended). */

@@ -57,6 +57,7 @@ void rn_pool_options_init(rn_pool_options_t *o) {
   o->eject.max_share = 0.5;
   o->resolve_ttl_ms = 30000;
   o->hedge.max = 2;
+  o->max_batch = RN_DEFAULT_MAX_BATCH;
 }
 
 /* The ping each heartbeat sends: RESP has PING; line and length have only
@@ -720,13 +721,8 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
   if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
-int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
-                 const rn_call_options_t *options, rn_call_cb cb, void *data) {
-  rn_call_t *call;
-  int err;
-
+int rn__pool_admit(rn_pool_t *pool) {
   if (pool->closing) return RN_ECLOSED;
-  if (frame == NULL || len == 0 || cb == NULL) return UV_EINVAL;
   if (pool->pending_count >= pool->options.max_pending ||
       pool_all_full(pool)) {
     rn_pool_event_t ev;
@@ -739,6 +735,34 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
     rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
     return RN_EOVERLOAD;
   }
+  return 0;
+}
+
+int rn__pool_accept(rn_pool_t *pool, rn_call_t *call,
+                    const rn_call_options_t *options, rn_call_cb cb,
+                    void *data) {
+  int err;
+  /* Larger than every server said it accepts: refused now, not sent. */
+  if (pool_fits_nowhere(pool, call->frame_len)) return RN_EFRAMESIZE;
+  err = rn__fate_begin(call, options, cb, data);
+  if (err) return err;
+
+  pool->stats.calls++;
+  pool->active++;
+  rn_list_insert_tail(&pool->pending, &call->node);
+  pool->pending_count++;
+  rn__pool_dispatch(pool);
+  return 0;
+}
+
+int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
+                 const rn_call_options_t *options, rn_call_cb cb, void *data) {
+  rn_call_t *call;
+  int err;
+
+  if (!pool->closing && (frame == NULL || len == 0 || cb == NULL))
+    return UV_EINVAL;
+  if ((err = rn__pool_admit(pool)) != 0) return err;
 
   call = rn__call_new(pool);
   if (call == NULL) return UV_ENOMEM;
@@ -747,23 +771,8 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   } else {
     err = rn__call_set_frame(call, frame, len);
   }
-  if (err) goto fail;
-  /* Larger than every server said it accepts: refused now, not sent. */
-  if (pool_fits_nowhere(pool, call->frame_len)) {
-    err = RN_EFRAMESIZE;
-    goto fail;
-  }
-  err = rn__fate_begin(call, options, cb, data);
-  if (err) goto fail;
-
-  pool->stats.calls++;
-  pool->active++;
-  rn_list_insert_tail(&pool->pending, &call->node);
-  pool->pending_count++;
-  rn__pool_dispatch(pool);
-  return 0;
-
-fail:
+  if (err == 0) err = rn__pool_accept(pool, call, options, cb, data);
+  if (err == 0) return 0;
   call->done = 1; /* never accepted: released at once, no callback */
   rn__call_release(call);
   return err;

@@ -1,0 +1,42 @@
+-- Runs a script of spec/hosts/ (a program that drives resilnet from
+-- another event loop: luv, Neovim, cqueues, copas) as its own process,
+-- under the interpreter the specs run on, with the specs' module paths.
+-- Its own process because the host must be loaded before resilnet, and
+-- because what happens at exit (lua_close) is part of what it tests.
+local P = require "spec.helpers.process"
+
+local S = {}
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- S.has(module) -> true if the specs' interpreter can require module.
+function S.has(module)
+  local ok = os.execute(("%s -e %s >/dev/null 2>&1"):format(
+    P.LUA, shell_quote("require '" .. module .. "'")))
+  return ok == true or ok == 0
+end
+
+--- S.run(command, ...) -> output (stdout and stderr), exit status. command
+-- is a script path (run with the specs' Lua) or, given as a table, a
+-- whole command line's words. At most 60 s (timeout(1) kills it).
+function S.run(command, ...)
+  local words = {}
+  if type(command) == "table" then
+    for i = 1, #command do words[#words + 1] = shell_quote(command[i]) end
+  else
+    words = { P.LUA, shell_quote(command) }
+  end
+  for i = 1, select("#", ...) do
+    words[#words + 1] = shell_quote((select(i, ...)))
+  end
+  local pipe = assert(io.popen("timeout 60 " .. table.concat(words, " ")
+                               .. " 2>&1; echo \"exit=$?\""))
+  local out = pipe:read("*a")
+  pipe:close()
+  local status = tonumber(out:match("exit=(%d+)%s*$"))
+  return out:gsub("exit=%d+%s*$", ""), status
+end
+
+return S
