@@ -196,7 +196,7 @@ set(RESILNET_SCALE_LUA_TAGS "5.4;jit" CACHE STRING
 # the Luas below only.
 set(RESILNET_FAULT_SPECS
     budget chaos examples freeze recovery redis_incr restart retry_table rnp
-    rnp_redis_store tls transaction
+    rnp_redis_store sentinel tls transaction
     CACHE STRING "spec/<name>_spec.lua run only on RESILNET_FAULT_LUA_TAGS")
 set(RESILNET_FAULT_LUA_TAGS "5.4;jit" CACHE STRING
     "Lua versions (as in RESILNET_LUA_VERSIONS) that run the fault specs")
