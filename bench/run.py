@@ -44,11 +44,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-CLIENTS = ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
-           "redis-benchmark"]
+CLIENTS = ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
+           "luv", "redis-benchmark"]
 CLIENT_TITLES = {
     "uv": "C baseline (libuv)",
     "rn-c": "resilnet C (rn_pool_call)",
+    "hiredis": "hiredis async, libuv adapter",
     "lua-task": "resilnet Lua, tasks (pool:call)",
     "lua-send": "resilnet Lua, callbacks (pool:send)",
     "luasocket": "LuaSocket (blocking, a process per connection)",
@@ -57,8 +58,8 @@ CLIENT_TITLES = {
 }
 # Which clients speak which server's protocol.
 PROTO_CLIENTS = {
-    "resp": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
-             "redis-benchmark"],
+    "resp": ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
+             "luv", "redis-benchmark"],
     "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv"],
     "rnp": ["rn-c", "lua-task", "lua-send"],
 }
@@ -110,6 +111,16 @@ class Bench:
         self.servers = {}  # name -> (proto, port)
         self.procs = []
         self.results = {"runs": [], "meta": {}}
+        # Peers that are benchmark-only dependencies: absent ones are
+        # skipped, with the reason in bench.md.
+        self.skipped = {}
+        if not os.path.exists(os.path.join(self.bin, "rnb-hiredis-client")):
+            self.skipped["hiredis"] = (
+                "rnb-hiredis-client not built: libhiredis-dev is not "
+                "installed (tools/install-deps.sh --bench)")
+
+    def clients_for(self, proto):
+        return [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
 
     def env_for(self, lua):
         """The environment for a Lua client under the interpreter lua: the
@@ -204,6 +215,9 @@ class Bench:
             return [os.path.join(self.bin, "rnb-uv-client")] + common, None
         if client == "rn-c":
             return [os.path.join(self.bin, "rnb-rn-client")] + common, None
+        if client == "hiredis":
+            return [os.path.join(self.bin, "rnb-hiredis-client")] + common, \
+                None
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
                   "luv": "luv_client.lua",
                   "luasocket": "luasocket_client.lua"}[client]
@@ -315,13 +329,13 @@ class Bench:
                      for s in (3, 1024)]
         servers = [s for s in ("redis", "echo", "rnp") if s in self.servers]
         runs = self.results["runs"]
-        total = a.runs * sum(len(PROTO_CLIENTS[self.servers[s][0]])
+        total = a.runs * sum(len(self.clients_for(self.servers[s][0]))
                              for s in servers) * len(cells)
         done = 0
         t_start = time.time()
         for rep in range(a.runs):
             for server in servers:
-                clients = PROTO_CLIENTS[self.servers[server][0]]
+                clients = self.clients_for(self.servers[server][0])
                 for (conns, depth, size) in cells:
                     # Rotate the order each round: no client always runs
                     # right after the same neighbour.
@@ -356,6 +370,9 @@ class Bench:
         resilnet Lua client under each Lua ("lua-task@lua5.4")."""
         out = [("uv", [os.path.join(self.bin, "rnb-uv-client")], None),
                ("rn-c", [os.path.join(self.bin, "rnb-rn-client")], None)]
+        if "hiredis" not in self.skipped:
+            out.append(("hiredis", [os.path.join(
+                self.bin, "rnb-hiredis-client")], None))
         for lua in self.luas:
             env = self.env_for(lua)
             for client, script in (("lua-task", "rn_task.lua"),
@@ -399,6 +416,8 @@ class Bench:
             row = {"server": server, "conns": conns, "depth": depth,
                    "calls": [n1, n2], "runs": self.repeat}
             for client, prog, env in self.callgrind_clients():
+                if client == "hiredis" and proto != "resp":
+                    continue
                 irs = []
                 for n in (n1, n2):
                     cg = os.path.join(self.tmp, "cg-%s-%s-%d-%d.out" % (
@@ -538,6 +557,7 @@ class Bench:
         m.update(quick=self.args.quick, runs=self.args.runs,
                  secs=self.args.secs, lua=self.lua,
                  rnp_gap=getattr(self, "rnp_gap", None),
+                 skipped=self.skipped,
                  servers={k: v[0] for k, v in self.servers.items()},
                  date=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(),
                  wall=time.time() - t0)
@@ -562,7 +582,8 @@ def callgrind_table(rows, before=None, tolerance=None):
             if was:
                 change = (v - was) / was * 100
                 line += "   before %9.1f  %+6.2f%%" % (was, change)
-                if client != "uv" and abs(change) > tolerance:
+                if client not in ("uv", "hiredis") and \
+                        abs(change) > tolerance:
                     line += "  BEYOND %.1f%%" % tolerance
                     beyond.append("%s %s" % (callgrind_key(row), client))
             print(line)
