@@ -135,6 +135,49 @@ def worst(values):
     return min(values) if values else None
 
 
+def tls_medians(res):
+    """{(client, tls, conns, depth, size): median calls/s} of the TLS
+    stage."""
+    groups = {}
+    for r in res.get("tls", []):
+        key = (r["client"], r["tls"], r["conns"], r["depth"], r["size"])
+        groups.setdefault(key, []).append(r["rate"])
+    return {k: statistics.median(v) for k, v in groups.items()}
+
+
+def tls_table(res, lines):
+    med = tls_medians(res)
+    gap = res["meta"].get("tls_gap")
+    lines.append("## TLS (issue 17)\n")
+    if gap or not med:
+        lines.append("Not measured: %s.\n" % (gap or "no TLS runs"))
+        return
+    lines.append("redis-server with only a TLS port (certificates made at "
+                 "bench time by tools/make-test-certs.sh, verified by every "
+                 "client against the test CA) beside the plaintext one, "
+                 "interleaved in the same loop. Calls/s, medians; TLS/plain "
+                 "is each client's own ratio.\n")
+    lines.append("| cell | client | TLS | plaintext | TLS/plain | "
+                 "TLS / redis-benchmark --tls |")
+    lines.append("|---|---|---:|---:|---:|---:|")
+    cells = sorted({k[2:] for k in med})
+    for cell in cells:
+        rb = med.get(("redis-benchmark", True) + cell)
+        for client in ("lua-task", "lua-send", "redis-benchmark"):
+            t = med.get((client, True) + cell)
+            pl = med.get((client, False) + cell)
+            if t is None and pl is None:
+                continue
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                cell_name(cell),
+                TITLES[client] + (" --tls" if client == "redis-benchmark"
+                                  else ""),
+                fmt_rate(t) if t else "-", fmt_rate(pl) if pl else "-",
+                "%.2fx" % (t / pl) if t and pl else "-",
+                "%.2fx" % (t / rb) if t and rb else "-"))
+    lines.append("")
+
+
 def targets(res, agg):
     """[(target, measured text, holds)]"""
     out = []
@@ -201,6 +244,12 @@ def targets(res, agg):
         else:
             out.append(("%s <= %d instructions per call, 16 in flight"
                         % (what, bound), "not measured", None))
+    tm = tls_medians(res)
+    tls_vals = [tm[k] / tm[("redis-benchmark", True) + k[2:]]
+                for k in tm if k[0] in ("lua-task", "lua-send") and k[1]
+                and k[3] == 1 and ("redis-benchmark", True) + k[2:] in tm]
+    add("resilnet Lua over TLS >= 1.0x redis-benchmark --tls, single calls",
+        tls_vals, 1.0)
     for key, how in (("deadpeer", ""),
                      ("deadpeer_proxy", " through the proxy's blackhole")):
         dp = res.get(key, [])
@@ -326,6 +375,7 @@ def write(res, outdir, failures=()):
     lines.append("## Throughput\n")
     chart(agg, outdir, lines)
     throughput_tables(agg, lines)
+    tls_table(res, lines)
 
     lines.append("## Instructions per call (callgrind)\n")
     lines.append("Client instructions per call, (Ir at N2 - Ir at N1) / "

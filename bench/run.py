@@ -114,6 +114,7 @@ class Bench:
         # Peers that are benchmark-only dependencies: absent ones are
         # skipped, with the reason in bench.md.
         self.skipped = {}
+        self.tls_ca = None  # the test CA, once the TLS redis-server runs
         if not os.path.exists(os.path.join(self.bin, "rnb-hiredis-client")):
             self.skipped["hiredis"] = (
                 "rnb-hiredis-client not built: libhiredis-dev is not "
@@ -266,12 +267,13 @@ class Bench:
             return None
         return {"calls": calls, "rate": rate, "cpu": cpu, "secs": secs}
 
-    def run_redis_benchmark(self, port, conns, depth, size, secs, estimate):
+    def run_redis_benchmark(self, port, conns, depth, size, secs, estimate,
+                            tls=()):
         n = max(2000, int(estimate * secs))
         payload = "".join(chr(97 + i % 26) for i in range(size))
         cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c",
-               str(conns), "-P", str(depth), "-n", str(n), "--csv", "ECHO",
-               payload]
+               str(conns), "-P", str(depth), "-n", str(n), "--csv"] + \
+            list(tls) + ["ECHO", payload]
         # Its CPU time: the children's rusage grows when it is reaped
         # (the servers, also children, are reaped only at the very end).
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -297,14 +299,19 @@ class Bench:
     def run_client(self, client, server, conns, depth, size, secs,
                    estimate=None):
         proto, port = self.servers[server]
+        # The TLS server: resilnet verifies it against the test CA, and so
+        # does redis-benchmark.
+        ca = self.tls_ca if server == "redis-tls" else None
         if client == "luasocket":
             r = self.run_luasocket(proto, port, conns, depth, size, secs)
         elif client == "redis-benchmark":
-            r = self.run_redis_benchmark(port, conns, depth, size, secs,
-                                         estimate or 50000)
+            r = self.run_redis_benchmark(
+                port, conns, depth, size, secs, estimate or 50000,
+                ("--tls", "--cacert", ca) if ca else ())
         else:
             cmd, env = self.client_cmd(client, proto, port, conns, depth,
-                                       size, secs)
+                                       size, secs,
+                                       ("--tls-ca", ca) if ca else ())
             out, _, ok, err = self.run_proc(cmd, env, secs + 60)
             res = parse_result(out)
             r = None
@@ -451,6 +458,69 @@ class Bench:
         keep = [l for l in lines if re.match(r"^\s*[\d,]+ \(", l)][:30]
         self.results["hotspots"] = keep
 
+    # -- TLS (issue 17) ------------------------------------------------------
+
+    def start_tls_redis(self):
+        """A redis-server with only a TLS port, certificates made now by
+        tools/make-test-certs.sh; None, or why it could not start."""
+        redis = shutil.which("redis-server")
+        if not redis or not shutil.which("openssl"):
+            return "redis-server or openssl not found"
+        certs = os.path.join(self.tmp, "certs")
+        p = subprocess.run(["sh", os.path.join(ROOT, "tools",
+                                               "make-test-certs.sh"), certs],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, timeout=120)
+        if p.returncode != 0:
+            return "tools/make-test-certs.sh failed: " + p.stderr[-300:]
+        port = free_port()
+        self.start_logged([redis, "--port", "0", "--tls-port", str(port),
+                           "--bind", "127.0.0.1",
+                           "--tls-cert-file", os.path.join(certs, "server.pem"),
+                           "--tls-key-file", os.path.join(certs, "server.key"),
+                           "--tls-ca-cert-file", os.path.join(certs, "ca.pem"),
+                           "--tls-auth-clients", "no", "--save", "",
+                           "--appendonly", "no", "--protected-mode", "no"],
+                          "redis-tls")
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                self.servers["redis-tls"] = ("resp", port)
+                self.tls_ca = os.path.join(certs, "ca.pem")
+                return None
+            except OSError:
+                time.sleep(0.02)
+        return "redis-server --tls-port did not start (built without TLS?)"
+
+    def tls(self):
+        """resilnet from Lua over TLS beside the same clients in plaintext
+        and redis-benchmark --tls, interleaved in one loop so the ratios
+        share their noise. Kept in results["tls"], apart from the matrix."""
+        a = self.args
+        why = self.start_tls_redis() if "redis" in self.servers else \
+            "no plaintext redis-server to compare with"
+        self.results["meta"]["tls_gap"] = why
+        if why:
+            print("bench: TLS rows skipped: " + why, file=sys.stderr)
+            return
+        cells = [(8, 1, 3)] if a.quick else [(50, 1, 3), (50, 16, 3)]
+        clients = [(c, srv) for c in ("lua-task", "lua-send",
+                                       "redis-benchmark")
+                   for srv in ("redis-tls", "redis")]
+        out = self.results["tls"] = []
+        for rep in range(a.runs):
+            k = rep % len(clients)
+            for (conns, depth, size) in cells:
+                for client, server in clients[k:] + clients[:k]:
+                    r = self.run_client(client, server, conns, depth, size,
+                                        a.secs, 60000 * depth)
+                    if r is not None:
+                        r.update(client=client, tls=server == "redis-tls",
+                                 conns=conns, depth=depth, size=size, rep=rep)
+                        out.append(r)
+            print("bench: TLS run %d/%d done" % (rep + 1, a.runs),
+                  file=sys.stderr)
+
     # -- latency at a fixed rate ---------------------------------------------
 
     def latency(self):
@@ -546,6 +616,7 @@ class Bench:
             else:
                 self.start_servers()
                 self.matrix()
+                self.tls()
                 self.callgrind()
                 self.latency()
                 self.scale()
