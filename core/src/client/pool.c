@@ -779,14 +779,23 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
    * straight to the connection picked for it, without the trip through
    * the pending queue. Otherwise it queues behind the others. */
   if (rn_list_empty(&pool->pending) && !pool->dispatching) {
-    rn_conn_t *conn = pool_pick(pool, call->endpoint, NULL, call->frame_len);
-    if (conn != NULL) {
+    rn_conn_t *conn;
+    /* Marked as a dispatch, as rn__pool_dispatch does: a close, or a
+     * call, made by a callback that the pick's idle check runs waits
+     * until this one is placed. */
+    pool->dispatching = 1;
+    pool->dispatch_again = 0;
+    conn = pool_pick(pool, call->endpoint, NULL, call->frame_len);
+    if (conn != NULL && !pool->closing) {
       int crowded = conn->queued > 0;
       pool_place(pool, conn, call);
+      pool->dispatching = 0;
       /* A call that queued behind others: one more connection may help. */
       if (crowded) pool_grow_crowded(pool);
+      if (pool->dispatch_again) rn__pool_dispatch(pool);
       return 0;
     }
+    pool->dispatching = 0;
   }
   rn_list_insert_tail(&pool->pending, &call->node);
   pool->pending_count++;
