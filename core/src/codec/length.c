@@ -55,7 +55,8 @@ static int length_encode(const rn_codec_t *codec, rn_buf_t *out,
   prefix = (unsigned char *)out->base + out->len;
   for (i = 0; i < n; i++)
     prefix[n - 1 - i] = (unsigned char)((uint64_t)len >> (8 * i));
-  memcpy(prefix + n, body, len);
+  if (len > 0) /* an empty body may come as NULL */
+    memcpy(prefix + n, body, len);
   out->len += n + len;
   return 0;
 }
