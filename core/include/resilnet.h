@@ -218,6 +218,8 @@ typedef struct rn_frame_scan_s {
   unsigned depth;   /* resp: open levels below the top */
   unsigned capacity; /* of levels */
   int flags;
+  uint64_t items;   /* resp: items parsed for this frame so far, a count
+                       of the work done (tests prove it linear) */
 } rn_frame_scan_t;
 
 /* One codec implementation. All functions are pure: no allocation except in
