@@ -72,6 +72,14 @@ end
 
 local function unexpected(st) return st.evictions.unexpected end
 
+local function ready_endpoints(st)
+  local n = 0
+  for _, ep in ipairs(st.endpoints) do
+    if ep.state == "ready" then n = n + 1 end
+  end
+  return n
+end
+
 -- No codec saw a byte TLS did not vouch for: nothing closed for a bad
 -- frame or an unexpected reply.
 local function codecs_untouched(ctx, problems)
@@ -256,6 +264,16 @@ F.list = {
       ctx.f = ctx.px:fault(up { kind = "reset",
                                 after_bytes = ctx.rng:int(0, 200) })
       ctx.px:reset_all()
+      -- A pool learns of a reset when it reads it: until then a call may
+      -- still be written on a connection just reset, and end maybe
+      -- executed. The judged window (from apply's return) starts once no
+      -- endpoint has a ready connection left.
+      for _ = 1, 300 do
+        if ctx.pools == nil or sum_stats(ctx, ready_endpoints) == 0 then
+          break
+        end
+        resilnet.sleep(0.01)
+      end
     end,
     lift = function(ctx) ctx.px:clear() end,
   },
