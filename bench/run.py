@@ -44,11 +44,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-CLIENTS = ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
-           "redis-benchmark"]
+CLIENTS = ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
+           "luv", "redis-benchmark"]
 CLIENT_TITLES = {
     "uv": "C baseline (libuv)",
     "rn-c": "resilnet C (rn_pool_call)",
+    "hiredis": "hiredis async, libuv adapter",
     "lua-task": "resilnet Lua, tasks (pool:call)",
     "lua-send": "resilnet Lua, callbacks (pool:send)",
     "luasocket": "LuaSocket (blocking, a process per connection)",
@@ -57,8 +58,8 @@ CLIENT_TITLES = {
 }
 # Which clients speak which server's protocol.
 PROTO_CLIENTS = {
-    "resp": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
-             "redis-benchmark"],
+    "resp": ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
+             "luv", "redis-benchmark"],
     "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv"],
     "rnp": ["rn-c", "lua-task", "lua-send"],
 }
@@ -110,6 +111,17 @@ class Bench:
         self.servers = {}  # name -> (proto, port)
         self.procs = []
         self.results = {"runs": [], "meta": {}}
+        # Peers that are benchmark-only dependencies: absent ones are
+        # skipped, with the reason in bench.md.
+        self.skipped = {}
+        self.tls_ca = None  # the test CA, once the TLS redis-server runs
+        if not os.path.exists(os.path.join(self.bin, "rnb-hiredis-client")):
+            self.skipped["hiredis"] = (
+                "rnb-hiredis-client not built: libhiredis-dev is not "
+                "installed (tools/install-deps.sh --bench)")
+
+    def clients_for(self, proto):
+        return [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
 
     def env_for(self, lua):
         """The environment for a Lua client under the interpreter lua: the
@@ -204,6 +216,9 @@ class Bench:
             return [os.path.join(self.bin, "rnb-uv-client")] + common, None
         if client == "rn-c":
             return [os.path.join(self.bin, "rnb-rn-client")] + common, None
+        if client == "hiredis":
+            return [os.path.join(self.bin, "rnb-hiredis-client")] + common, \
+                None
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
                   "luv": "luv_client.lua",
                   "luasocket": "luasocket_client.lua"}[client]
@@ -252,12 +267,13 @@ class Bench:
             return None
         return {"calls": calls, "rate": rate, "cpu": cpu, "secs": secs}
 
-    def run_redis_benchmark(self, port, conns, depth, size, secs, estimate):
+    def run_redis_benchmark(self, port, conns, depth, size, secs, estimate,
+                            tls=()):
         n = max(2000, int(estimate * secs))
         payload = "".join(chr(97 + i % 26) for i in range(size))
         cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c",
-               str(conns), "-P", str(depth), "-n", str(n), "--csv", "ECHO",
-               payload]
+               str(conns), "-P", str(depth), "-n", str(n), "--csv"] + \
+            list(tls) + ["ECHO", payload]
         # Its CPU time: the children's rusage grows when it is reaped
         # (the servers, also children, are reaped only at the very end).
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -283,14 +299,19 @@ class Bench:
     def run_client(self, client, server, conns, depth, size, secs,
                    estimate=None):
         proto, port = self.servers[server]
+        # The TLS server: resilnet verifies it against the test CA, and so
+        # does redis-benchmark.
+        ca = self.tls_ca if server == "redis-tls" else None
         if client == "luasocket":
             r = self.run_luasocket(proto, port, conns, depth, size, secs)
         elif client == "redis-benchmark":
-            r = self.run_redis_benchmark(port, conns, depth, size, secs,
-                                         estimate or 50000)
+            r = self.run_redis_benchmark(
+                port, conns, depth, size, secs, estimate or 50000,
+                ("--tls", "--cacert", ca) if ca else ())
         else:
             cmd, env = self.client_cmd(client, proto, port, conns, depth,
-                                       size, secs)
+                                       size, secs,
+                                       ("--tls-ca", ca) if ca else ())
             out, _, ok, err = self.run_proc(cmd, env, secs + 60)
             res = parse_result(out)
             r = None
@@ -315,13 +336,13 @@ class Bench:
                      for s in (3, 1024)]
         servers = [s for s in ("redis", "echo", "rnp") if s in self.servers]
         runs = self.results["runs"]
-        total = a.runs * sum(len(PROTO_CLIENTS[self.servers[s][0]])
+        total = a.runs * sum(len(self.clients_for(self.servers[s][0]))
                              for s in servers) * len(cells)
         done = 0
         t_start = time.time()
         for rep in range(a.runs):
             for server in servers:
-                clients = PROTO_CLIENTS[self.servers[server][0]]
+                clients = self.clients_for(self.servers[server][0])
                 for (conns, depth, size) in cells:
                     # Rotate the order each round: no client always runs
                     # right after the same neighbour.
@@ -403,6 +424,9 @@ class Bench:
         resilnet Lua client under each Lua ("lua-task@lua5.4")."""
         out = [("uv", [os.path.join(self.bin, "rnb-uv-client")], None),
                ("rn-c", [os.path.join(self.bin, "rnb-rn-client")], None)]
+        if "hiredis" not in self.skipped:
+            out.append(("hiredis", [os.path.join(
+                self.bin, "rnb-hiredis-client")], None))
         for lua in self.luas:
             env = self.env_for(lua)
             for client, script in (("lua-task", "rn_task.lua"),
@@ -446,6 +470,8 @@ class Bench:
             row = {"server": server, "conns": conns, "depth": depth,
                    "calls": [n1, n2], "runs": self.repeat}
             for client, prog, env in self.callgrind_clients():
+                if client == "hiredis" and proto != "resp":
+                    continue
                 irs = []
                 for n in (n1, n2):
                     cg = os.path.join(self.tmp, "cg-%s-%s-%d-%d.out" % (
@@ -478,6 +504,69 @@ class Bench:
         lines = p.stdout.splitlines()
         keep = [l for l in lines if re.match(r"^\s*[\d,]+ \(", l)][:30]
         self.results["hotspots"] = keep
+
+    # -- TLS (issue 17) ------------------------------------------------------
+
+    def start_tls_redis(self):
+        """A redis-server with only a TLS port, certificates made now by
+        tools/make-test-certs.sh; None, or why it could not start."""
+        redis = shutil.which("redis-server")
+        if not redis or not shutil.which("openssl"):
+            return "redis-server or openssl not found"
+        certs = os.path.join(self.tmp, "certs")
+        p = subprocess.run(["sh", os.path.join(ROOT, "tools",
+                                               "make-test-certs.sh"), certs],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, timeout=120)
+        if p.returncode != 0:
+            return "tools/make-test-certs.sh failed: " + p.stderr[-300:]
+        port = free_port()
+        self.start_logged([redis, "--port", "0", "--tls-port", str(port),
+                           "--bind", "127.0.0.1",
+                           "--tls-cert-file", os.path.join(certs, "server.pem"),
+                           "--tls-key-file", os.path.join(certs, "server.key"),
+                           "--tls-ca-cert-file", os.path.join(certs, "ca.pem"),
+                           "--tls-auth-clients", "no", "--save", "",
+                           "--appendonly", "no", "--protected-mode", "no"],
+                          "redis-tls")
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                self.servers["redis-tls"] = ("resp", port)
+                self.tls_ca = os.path.join(certs, "ca.pem")
+                return None
+            except OSError:
+                time.sleep(0.02)
+        return "redis-server --tls-port did not start (built without TLS?)"
+
+    def tls(self):
+        """resilnet from Lua over TLS beside the same clients in plaintext
+        and redis-benchmark --tls, interleaved in one loop so the ratios
+        share their noise. Kept in results["tls"], apart from the matrix."""
+        a = self.args
+        why = self.start_tls_redis() if "redis" in self.servers else \
+            "no plaintext redis-server to compare with"
+        self.results["meta"]["tls_gap"] = why
+        if why:
+            print("bench: TLS rows skipped: " + why, file=sys.stderr)
+            return
+        cells = [(8, 1, 3)] if a.quick else [(50, 1, 3), (50, 16, 3)]
+        clients = [(c, srv) for c in ("lua-task", "lua-send",
+                                       "redis-benchmark")
+                   for srv in ("redis-tls", "redis")]
+        out = self.results["tls"] = []
+        for rep in range(a.runs):
+            k = rep % len(clients)
+            for (conns, depth, size) in cells:
+                for client, server in clients[k:] + clients[:k]:
+                    r = self.run_client(client, server, conns, depth, size,
+                                        a.secs, 60000 * depth)
+                    if r is not None:
+                        r.update(client=client, tls=server == "redis-tls",
+                                 conns=conns, depth=depth, size=size, rep=rep)
+                        out.append(r)
+            print("bench: TLS run %d/%d done" % (rep + 1, a.runs),
+                  file=sys.stderr)
 
     # -- latency at a fixed rate ---------------------------------------------
 
@@ -575,6 +664,7 @@ class Bench:
                 self.start_servers()
                 self.matrix()
                 self.batches()
+                self.tls()
                 self.callgrind()
                 self.latency()
                 self.scale()
@@ -586,6 +676,7 @@ class Bench:
         m.update(quick=self.args.quick, runs=self.args.runs,
                  secs=self.args.secs, lua=self.lua,
                  rnp_gap=getattr(self, "rnp_gap", None),
+                 skipped=self.skipped,
                  servers={k: v[0] for k, v in self.servers.items()},
                  date=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(),
                  wall=time.time() - t0)
@@ -610,7 +701,8 @@ def callgrind_table(rows, before=None, tolerance=None):
             if was:
                 change = (v - was) / was * 100
                 line += "   before %9.1f  %+6.2f%%" % (was, change)
-                if client != "uv" and abs(change) > tolerance:
+                if client not in ("uv", "hiredis") and \
+                        abs(change) > tolerance:
                     line += "  BEYOND %.1f%%" % tolerance
                     beyond.append("%s %s" % (callgrind_key(row), client))
             print(line)

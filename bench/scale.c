@@ -167,6 +167,9 @@ int main(int argc, char **argv) {
   po.min_idle = conns;
   po.idle_timeout_ms = 0;
   po.max_pending = 1u << 30;
+  /* inflight measures 100,000 calls outstanding on one endpoint: past the
+   * default cap (RN_DEFAULT_MAX_IN_FLIGHT) they would be refused. */
+  po.max_in_flight = 0;
   po.timeout_ms = 120000;
   po.heartbeat.interval_ms = 1000;
   po.heartbeat.timeout_ms = 3000;

@@ -113,6 +113,10 @@ endif()
 # (valgrind.core.test-<x>.<case>), as the plain and sanitizer runs are.
 set(RESILNET_VALGRIND_SKIP test-heartbeat test-maintenance test-reconnect test-buf CACHE STRING
     "C test programs (or, per case, program.case) not run under valgrind")
+# RUN_UNTIL's bounds (core/test/wait.c) are stretched this many times under
+# valgrind: they only end waits that would never end.
+set(RESILNET_VALGRIND_WAIT_SCALE 4 CACHE STRING
+    "Factor on the C tests' wait bounds under valgrind")
 option(RESILNET_VALGRIND_PER_CASE "One valgrind test per C case" OFF)
 set(RESILNET_VALGRIND_PROGRAM_TIMEOUT 120 CACHE STRING
     "Seconds allowed per C test program under valgrind (all its cases)")
@@ -139,7 +143,8 @@ if(RESILNET_VALGRIND AND NOT RESILNET_SANITIZE)
       add_test(NAME valgrind.core.${name}
                COMMAND ${rn_valgrind} $<TARGET_FILE:${name}>)
       set_tests_properties(valgrind.core.${name} PROPERTIES
-        TIMEOUT ${RESILNET_VALGRIND_PROGRAM_TIMEOUT})
+        TIMEOUT ${RESILNET_VALGRIND_PROGRAM_TIMEOUT}
+        ENVIRONMENT "RN_TEST_WAIT_SCALE=${RESILNET_VALGRIND_WAIT_SCALE}")
       continue()
     endif()
     foreach(case IN LISTS rn_c_cases_${name})
@@ -153,7 +158,8 @@ if(RESILNET_VALGRIND AND NOT RESILNET_SANITIZE)
       add_test(NAME ${test}
                COMMAND ${rn_valgrind} $<TARGET_FILE:${name}> ${case})
       set_tests_properties(${test} PROPERTIES TIMEOUT ${timeout}
-        ENVIRONMENT "RN_TEST_WARMUP=1")
+        ENVIRONMENT
+          "RN_TEST_WARMUP=1;RN_TEST_WAIT_SCALE=${RESILNET_VALGRIND_WAIT_SCALE}")
     endforeach()
   endforeach()
 endif()
@@ -190,7 +196,7 @@ set(RESILNET_SCALE_LUA_TAGS "5.4;jit" CACHE STRING
 # the Luas below only.
 set(RESILNET_FAULT_SPECS
     budget chaos examples freeze recovery redis_incr restart retry_table rnp
-    rnp_redis_store tls transaction
+    rnp_redis_store sentinel tls transaction
     CACHE STRING "spec/<name>_spec.lua run only on RESILNET_FAULT_LUA_TAGS")
 set(RESILNET_FAULT_LUA_TAGS "5.4;jit" CACHE STRING
     "Lua versions (as in RESILNET_LUA_VERSIONS) that run the fault specs")

@@ -272,7 +272,8 @@ describe("docs/api.md", function()
   setup(function()
     -- Nothing here connects: pools connect lazily, the proxy's upstream
     -- is never dialled without a client.
-    pool = resilnet.pool{ endpoints = { "127.0.0.1:1" } }
+    -- An endpoints function: its stats (discovery.*) are listed too.
+    pool = resilnet.pool{ endpoints = function() return { "127.0.0.1:1" } end }
     server = assert(resilnet.server{ listen = "127.0.0.1:0",
                                      handler = function() end })
     px = assert(resilnet.proxy{ upstream = "127.0.0.1:1" })
@@ -298,6 +299,14 @@ describe("docs/api.md", function()
                         problems)
       end
     end
+    assert_none(problems)
+  end)
+
+  it("documents resilnet.redis.sentinel's options, with their defaults",
+     function()
+    local problems = compare_options("redis.sentinel",
+      tables["options: redis.sentinel"],
+      flatten(require("resilnet.redis").sentinel_options))
     assert_none(problems)
   end)
 

@@ -19,16 +19,28 @@
 -- timing is not replayed: a seed makes the same choices, not the same
 -- interleaving.
 --
--- Cost: about 70 cases of about 0.8 s. The whole matrix runs under one
--- interpreter only, plain Lua 5.4 (the faults, the proxy and the retry
--- decisions are in C, the same for every Lua); LuaJIT, 5.1-5.3 and
--- sanitizer runs (LD_PRELOAD of libasan) take a small subset that still
--- crosses every call kind with both servers. RESILNET_CHAOS=full or
--- RESILNET_CHAOS=quick overrides the choice.
+-- Over TLS ("rnp+tls/...", "redis+tls/..."): the same servers serving TLS
+-- only (test certificates made at test time, verified by the pools), the
+-- proxy in between attacking TLS records at the TCP level, with the
+-- faults that meet TLS itself: corrupt (ETLS on that connection only, and
+-- judged strictly: TLS lets no altered byte reach a codec), a reset
+-- inside every handshake (calls stay unsent), slicing (records cut into
+-- pieces) and blackhole (the heartbeat finds it). Every interpreter runs
+-- one direction of each per server (8 cases, about 7 s); the full matrix
+-- both. Under ASan the cases over TLS found a use-after-free in the
+-- client (test-tls-pool's test_write_done_as_tls_fails).
+--
+-- Cost: about 85 cases (14 over TLS) of about 0.8 s. The whole matrix
+-- runs under one interpreter only, plain Lua 5.4 (the faults, the proxy
+-- and the retry decisions are in C, the same for every Lua); LuaJIT,
+-- 5.1-5.3 and sanitizer runs (LD_PRELOAD of libasan) take a small subset
+-- that still crosses every call kind with both servers, plus the 8 TLS
+-- cases. RESILNET_CHAOS=full or RESILNET_CHAOS=quick overrides the choice.
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local F = require "spec.helpers.chaos_faults"
 local S = require "spec.helpers.chaos_servers"
+local C = require "spec.helpers.test_certs"
 
 local choice = os.getenv("RESILNET_CHAOS")
 local sanitized = (os.getenv("LD_PRELOAD") or ""):find("asan") ~= nil
@@ -40,7 +52,15 @@ local QUICK = {
   ["rnp/sigkill-restart"] = true, ["rnp/goaway-restart"] = true,
   ["redis/reset-down"] = true, ["redis/duplicate-down"] = true,
   ["redis/sigstop-sigcont"] = true,
+  ["rnp+tls/corrupt-down"] = true, ["rnp+tls/reset-handshake"] = true,
+  ["rnp+tls/slice-up"] = true, ["rnp+tls/blackhole-down"] = true,
+  ["redis+tls/corrupt-up"] = true, ["redis+tls/reset-handshake"] = true,
+  ["redis+tls/slice-down"] = true, ["redis+tls/blackhole-up"] = true,
 }
+-- The faults run over TLS as well (spec/helpers/chaos_faults.lua).
+local TLS_FAULTS = { "corrupt-up", "corrupt-down", "reset-handshake",
+                     "slice-up", "slice-down", "blackhole-up",
+                     "blackhole-down" }
 local SEED = tonumber(os.getenv("RESILNET_CHAOS_SEED") or "")
 local ONLY = os.getenv("RESILNET_CHAOS_CASE")
 local BASE = (os.time() % 1000000) * 1000
@@ -59,28 +79,38 @@ end
 describe("chaos", function()
   before_each(H.fd_watch)
   after_each(H.cleanup_checking_fds)
+  teardown(C.remove)
 
-  local index = 0
+  local cases = {}
   for _, server in ipairs { "rnp", "redis" } do
     for _, fault in ipairs(F.for_server(server)) do
-      index = index + 1
-      local name = server .. "/" .. fault.name
-      local seed = SEED or (BASE + index * 7919) % 2147483646
-      if selected(name) then
-        it(name .. " (seed " .. seed .. ")", function()
-          if server == "redis" and not S.have_redis() then
-            error("redis-server not installed")
-          end
-          local v = F.run_case(server, fault, seed, { lua = LUA })
-          report(name, seed, v)
-          if not v.ok then
-            error(("%s, seed %d (rerun: RESILNET_CHAOS_SEED=%d "
-                   .. "RESILNET_CHAOS_CASE=%s):\n  %s\n  %s")
-                  :format(name, seed, seed, name, v.summary,
-                          table.concat(v.problems, "\n  ")), 0)
-          end
-        end)
-      end
+      cases[#cases + 1] = { server, fault, server }
+    end
+  end
+  for _, server in ipairs { "rnp", "redis" } do
+    for _, fname in ipairs(TLS_FAULTS) do
+      cases[#cases + 1] = { server, F.by_name[fname], server .. "+tls", true }
+    end
+  end
+
+  for index, case in ipairs(cases) do
+    local server, fault, label, tls = case[1], case[2], case[3], case[4]
+    local name = label .. "/" .. fault.name
+    local seed = SEED or (BASE + index * 7919) % 2147483646
+    if selected(name) then
+      it(name .. " (seed " .. seed .. ")", function()
+        if server == "redis" and not S.have_redis() then
+          error("redis-server not installed")
+        end
+        local v = F.run_case(server, fault, seed, { lua = LUA, tls = tls })
+        report(name, seed, v)
+        if not v.ok then
+          error(("%s, seed %d (rerun: RESILNET_CHAOS_SEED=%d "
+                 .. "RESILNET_CHAOS_CASE=%s):\n  %s\n  %s")
+                :format(name, seed, seed, name, v.summary,
+                        table.concat(v.problems, "\n  ")), 0)
+        end
+      end)
     end
   end
 

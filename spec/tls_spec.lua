@@ -1,9 +1,9 @@
 -- Pools over TLS (issue 17) against a real redis-server --tls-port: calls
 -- verified against the test CA, refused certificates as configuration
 -- faults (no reconnect storm), a killed and restarted TLS server under
--- idle pooled connections, idle TLS connections under heartbeats (TLS 1.3
--- session tickets are not stray bytes), client certificates, rotation,
--- and the option's checks. Certificates: spec/helpers/tls_redis.lua.
+-- idle pooled connections, idle TLS connections under 10 s of heartbeats
+-- (TLS 1.3 session tickets are not stray bytes), client certificates,
+-- rotation, and the option's checks. Certificates: spec/helpers/tls_redis.lua.
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local T = require "spec.helpers.tls_redis"
@@ -111,32 +111,54 @@ describe("tls pool", function()
     assert.equal(1, pool:stats().tls_insecure)
   end)
 
-  it("idle TLS connections survive heartbeats without a false eviction",
-     function()
+  it("idle TLS connections survive 10 s of heartbeats without a false "
+     .. "eviction", function()
     local pool = H.pool { endpoints = { redis.endpoint }, tls = tls(),
                           size = 3, min_idle = 3,
                           heartbeat = { interval = 0.1, timeout = 0.3 } }
+    -- Counted from the events as well as the stats: every connect and
+    -- every close of a connection, whatever its reason.
+    local connects, closes = 0, {}
+    pool:on("state", function(ev)
+      if not ev.connection then return end
+      if ev.state == "connecting" then connects = connects + 1 end
+      if ev.state == "closed" then
+        closes[#closes + 1] = tostring(ev.reason) .. "/"
+                              .. tostring(ev.error)
+      end
+    end)
     local deadline = resilnet.now() + 3
     while pool:stats().idle < 3 and resilnet.now() < deadline do
       resilnet.sleep(0.05)
     end
     assert.equal(3, pool:stats().idle)
-    -- 3 s of 100 ms heartbeats (30 intervals), with calls after idle
-    -- stretches: each such call looks at its connection's socket first,
-    -- where session tickets may wait.
-    local start = resilnet.now()
-    while resilnet.now() - start < 3 do
-      resilnet.sleep(0.25)
+    -- 10 s of 100 ms heartbeats (100 intervals; Debian's redis-server
+    -- sends its TLS 1.3 session tickets right after each handshake, so
+    -- every idle socket holds unread bytes), with a call after each idle
+    -- stretch of 0.5 s: each such call looks at its connection's socket
+    -- first, where the tickets may wait.
+    local start, calls = resilnet.now(), 0
+    while resilnet.now() - start < 10 do
+      resilnet.sleep(0.5)
       assert.equal("PONG", pool:call { "PING" })
+      calls = calls + 1
     end
     local st = pool:stats()
+    assert.equal(3, connects, "connect events")
+    assert.same({}, closes)
     assert.equal(3, st.connects)
+    assert.equal(0, st.connect_failures)
     assert.equal(0, st.dead_peers)
     assert.same({ idle = 0, lifetime = 0, stale = 0, dead_peer = 0,
                   peer_closed = 0, unexpected = 0, removed = 0, error = 0 },
                 st.evictions)
-    assert.is_true(st.heartbeats > 20)
+    -- One idle connection (the endpoint's prober) pings every 0.1 s
+    -- unless a read showed the server alive, the other two every 0.8 s:
+    -- about 100 heartbeats in 10 s (95 measured here), over 50 even on a
+    -- loaded machine; none missed.
+    assert.is_true(st.heartbeats > 50, "heartbeats: " .. st.heartbeats)
     assert.equal(0, st.heartbeats_missed)
+    assert.is_true(calls >= 15)
   end)
 
   it("SIGKILL and restart under idle TLS connections: the next 1,000 "
@@ -156,6 +178,9 @@ describe("tls pool", function()
       local reply, err = pool:call { "SET", "k" .. i, i }
       assert.equal("OK", reply, err and tostring(err))
     end
+    -- The calls went over new connections: the four idle ones were to the
+    -- killed server.
+    assert.is_true(pool:stats().connects > 4)
   end)
 
   it("client certificates, when the server requires them", function()
@@ -218,5 +243,18 @@ describe("tls pool", function()
     assert.matches("certificate and key go together", err, 1, true)
     local off = H.pool { endpoints = ep, tls = false }
     assert.equal("table", type(off:stats()))
+  end)
+
+  it("a unix socket endpoint needs tls.server_name, said when the pool is "
+     .. "made", function()
+    local sock = os.tmpname() .. ".sock"
+    local eps = { redis.endpoint, "unix:" .. sock }
+    local ok, err = pcall(resilnet.pool, { endpoints = eps, tls = tls() })
+    assert.is_false(ok)
+    assert.matches("resilnet.pool: option 'tls': tls on unix:" .. sock
+                   .. " needs tls.server_name", err, 1, true)
+    -- With a name to check (or none checked at all) the pool is made.
+    H.pool { endpoints = eps, tls = tls { server_name = "localhost" } }
+    H.pool { endpoints = eps, tls = tls { insecure = true } }
   end)
 end)

@@ -2,6 +2,10 @@
 # Installs the Debian packages resilnet's build and tests need, if any is
 # missing. Silent when everything is present. As root it installs them;
 # otherwise it prints the command to run and fails.
+#   tools/install-deps.sh [--bench]
+# --bench adds the peers `make bench` compares with (libhiredis-dev for
+# hiredis' async client): benchmark-only, never linked into resilnet; a
+# benchmark run without them skips their rows and says why.
 set -eu
 
 packages="
@@ -14,6 +18,9 @@ packages="
   neovim lua-cqueues lua-copas
   iproute2 iptables
 "
+if [ "${1:-}" = "--bench" ]; then
+  packages="$packages libhiredis-dev"
+fi
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   # shellcheck disable=SC2086

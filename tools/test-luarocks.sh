@@ -164,6 +164,9 @@ end
 -- The pure-Lua submodules are installed too.
 assert(type(r.check.history) == "function", "resilnet.check missing")
 assert(require("resilnet.dedupe_redis").new, "resilnet.dedupe_redis missing")
+assert(require("resilnet.redis").sentinel, "resilnet.redis missing")
+assert(package.searchpath == nil or package.searchpath("resilnet.discovery",
+       package.path), "resilnet.discovery missing")
 print(r._VERSION .. " from " .. package.cpath)
 LUA
   rockdir=$(luarocks --lua-version="$ver" --tree="$tree" show --rock-dir resilnet "$2")

@@ -9,6 +9,7 @@ local pool = resilnet.pool{
   endpoints = { o.host .. ":" .. o.port }, protocol = o.proto,
   size = o.conns, min_idle = o.conns, max_pending = 1000000000, timeout = 60,
   heartbeat = o.proto == "length" and { ping = "p" } or nil,
+  tls = o.tls_ca and { cafile = o.tls_ca } or nil, -- --tls-ca FILE
 }
 local payload = common.payload(o.size)
 local request = o.proto == "resp" and { "ECHO", payload } or payload

@@ -10,7 +10,8 @@ function M.args(argv)
     local k, v = argv[i]:match("^%-%-(.+)$"), argv[i + 1]
     if not k or v == nil then
       error("usage: --proto resp|length --port N [--conns N] [--depth N]"
-            .. " [--size B] [--secs S] [--warm S] [--start-at T]")
+            .. " [--size B] [--secs S] [--warm S] [--start-at T]"
+            .. " [--tls-ca FILE (resilnet clients: TLS, verified)]")
     end
     o[k:gsub("%-", "_")] = tonumber(v) or v
     i = i + 2

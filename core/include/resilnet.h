@@ -218,6 +218,8 @@ typedef struct rn_frame_scan_s {
   unsigned depth;   /* resp: open levels below the top */
   unsigned capacity; /* of levels */
   int flags;
+  uint64_t items;   /* resp: items parsed for this frame so far, a count
+                       of the work done (tests prove it linear) */
 } rn_frame_scan_t;
 
 /* One codec implementation. All functions are pure: no allocation except in
@@ -518,8 +520,9 @@ typedef struct rn_pool_options_s {
    * are read by rn_pool_new() (and rn_pool_reload_tls()); the options need
    * not outlive the call. The server is verified unless tls->insecure: its
    * name must be the endpoint's host (an IP literal: an IP address of the
-   * certificate), or tls->server_name. The handshake is part of connecting
-   * (inside connect_timeout_ms, before ping or HELLO). A refused
+   * certificate), or tls->server_name, which a unix socket endpoint needs
+   * (else UV_EINVAL; rn_tls_endpoint_check()). The handshake is part of
+   * connecting (inside connect_timeout_ms, before ping or HELLO). A refused
    * certificate (RN_ETLSVERIFY) is a configuration fault: the endpoint
    * waits reconnect.max_ms before its next connect (or is ejected). */
   const struct rn_tls_options_s *tls;

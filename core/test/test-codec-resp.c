@@ -390,6 +390,54 @@ static void test_scan_bad_byte_found_before_need(void) {
   rn_frame_scan_reset(&scan);
 }
 
+/* Issue 20, item 2 (the hostile-input CPU bug): a frame dribbled a byte
+ * at a time must cost O(its size) in all. A nested frame (a chain of
+ * arrays as deep as allowed, then an array of maps, bulk strings,
+ * simple strings, sets inside) is fed through one scan one byte more
+ * per call, and the items parsed over all those calls are counted
+ * (scan.items): at most each item once plus one unfinished look per
+ * call. A framer that walks from the frame's start on every read parses
+ * about items * calls / 2 instead, thousands of times more. */
+static void test_scan_dribbled_nested_frame_is_linear(void) {
+  rn_codec_t c = resp_codec(0);
+  const size_t depth = RN_RESP_MAX_DEPTH - 3, count = 200;
+  size_t len = 0, n, i, whole;
+  rn_frame_scan_t scan;
+  rn_frame_t f;
+  char *data = malloc(depth * 4 + count * 64 + 16);
+
+  ASSERT(data != NULL);
+  for (i = 0; i < depth; i++) len += (size_t)sprintf(data + len, "*1\r\n");
+  len += (size_t)sprintf(data + len, "*%zu\r\n", count);
+  for (i = 0; i < count; i++)
+    len += (size_t)sprintf(data + len,
+                           i % 2 ? "%%1\r\n+k%zu\r\n*2\r\n:%zu\r\n$5\r\nhello\r\n"
+                                 : "*1\r\n~2\r\n+msg\r\n$3\r\n%03zu\r\n",
+                           i % 1000, i);
+
+  /* The work of one look at the whole frame. */
+  memset(&scan, 0, sizeof(scan));
+  ASSERT_EQ(c.type->scan(&c, &scan, data, len, &f), 1);
+  ASSERT_EQ(f.size, len);
+  whole = (size_t)scan.items;
+  ASSERT_GT(whole, depth + count * 3);
+  rn_frame_scan_reset(&scan);
+
+  /* The same frame a byte at a time: the frame's own scan function, so
+   * the count survives the last call (rn_codec_scan resets it). */
+  for (n = 0; n < len; n++) {
+    ASSERT_EQ(c.type->scan(&c, &scan, data, n, &f), 0);
+    ASSERT_GT(f.size, n);
+  }
+  ASSERT_EQ(c.type->scan(&c, &scan, data, len, &f), 1);
+  ASSERT_EQ(f.size, len);
+  fprintf(stderr, "   %zu bytes, %zu items: %llu parsed dribbled\n", len,
+          whole, (unsigned long long)scan.items);
+  ASSERT_LE(scan.items, whole + len + 1);
+  rn_frame_scan_reset(&scan);
+  free(data);
+}
+
 static void nest(char *buf, size_t depth, const char *open, size_t *len) {
   size_t i, olen = strlen(open);
 
@@ -586,6 +634,7 @@ TEST_LIST_START
   TEST_ENTRY(test_bad_frames)
   TEST_ENTRY(test_scan_dribbled_array_resumes)
   TEST_ENTRY(test_scan_bad_byte_found_before_need)
+  TEST_ENTRY(test_scan_dribbled_nested_frame_is_linear)
   TEST_ENTRY(test_depth)
   TEST_ENTRY(test_oversized)
   TEST_ENTRY(test_walk)

@@ -428,6 +428,153 @@ static void test_garbage(void) {
   rn__tls_ctx_unref(ctx);
 }
 
+/* A peer that claims a record longer than TLS allows (2^14 plus the
+ * expansion) is refused at the header, before a byte of it is buffered or
+ * decrypted: nothing reaches plain, and it stays refused. */
+static void test_oversized_record(void) {
+  static const char header[] = {23, 3, 3, (char)0xff, (char)0xff};
+  static char rest[70000];
+  rn_tls_options_t co, so;
+  pair_t p;
+  if (no_tls()) return;
+  client_options(&co, "ca.pem");
+  server_options(&so, "server");
+  pair_open(&p, &co, &so, "localhost");
+  pump(&p, 0);
+  ASSERT(rn__tls_established(p.c));
+  ASSERT_EQ(rn__tls_read(p.c, header, sizeof(header), &p.c_plain), RN_ETLS);
+  ASSERT(rn__tls_why(p.c)[0] != '\0');
+  ASSERT_EQ(rn__tls_read(p.c, rest, sizeof(rest), &p.c_plain), RN_ETLS);
+  ASSERT_EQ(p.c_plain.len, 0);
+  pair_close(&p);
+}
+
+#ifdef RESILNET_HAVE_TLS
+#include <openssl/ssl.h>
+
+/* A TLS 1.2 peer of plain OpenSSL on memory BIOs (renegotiation exists in
+ * 1.2 only), for the renegotiation test. */
+typedef struct {
+  SSL_CTX *ctx;
+  SSL *ssl;
+  BIO *in, *out;
+} raw_t;
+
+static void raw_open(raw_t *r, int server) {
+  r->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  ASSERT(r->ctx != NULL);
+  SSL_CTX_set_max_proto_version(r->ctx, TLS1_2_VERSION);
+  if (server) {
+    ASSERT_EQ(SSL_CTX_use_certificate_chain_file(r->ctx,
+                                                 test_cert("server.pem")), 1);
+    ASSERT_EQ(SSL_CTX_use_PrivateKey_file(r->ctx, test_cert("server.key"),
+                                          SSL_FILETYPE_PEM), 1);
+  }
+  r->ssl = SSL_new(r->ctx);
+  r->in = BIO_new(BIO_s_mem());
+  r->out = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(r->in, -1);
+  SSL_set_bio(r->ssl, r->in, r->out);
+  if (server)
+    SSL_set_accept_state(r->ssl);
+  else
+    SSL_set_connect_state(r->ssl);
+}
+
+static void raw_close(raw_t *r) {
+  SSL_free(r->ssl);
+  SSL_CTX_free(r->ctx);
+}
+
+/* What the raw peer wrote, read by t; returns rn__tls_read's result. */
+static int raw_to(raw_t *r, rn__tls_t *t, rn_buf_t *plain) {
+  static char wire[65536];
+  int n = BIO_read(r->out, wire, sizeof(wire));
+  return n > 0 ? rn__tls_read(t, wire, (size_t)n, plain) : 0;
+}
+
+static void raw_from(raw_t *r, rn__tls_t *t) {
+  rn_buf_t wire;
+  rn_buf_init(&wire);
+  ASSERT_OK(rn__tls_pending(t, &wire));
+  if (wire.len > 0) ASSERT_EQ(BIO_write(r->in, wire.base, (int)wire.len),
+                              (int)wire.len);
+  rn_buf_free(&wire);
+}
+
+static void raw_handshake(raw_t *r, rn__tls_t *t, rn_buf_t *plain) {
+  int i;
+  for (i = 0; i < 8 && !(rn__tls_established(t) &&
+                         SSL_is_init_finished(r->ssl)); i++) {
+    (void)SSL_do_handshake(r->ssl);
+    ASSERT(raw_to(r, t, plain) >= 0);
+    raw_from(r, t);
+  }
+  ASSERT(rn__tls_established(t) && SSL_is_init_finished(r->ssl));
+  ASSERT_STR_EQ(SSL_get_version(r->ssl), "TLSv1.2");
+}
+
+/* Renegotiation (a way to change who the peer is mid-connection) is
+ * refused both ways: our client answers a server's HelloRequest with a
+ * no_renegotiation alert, our server does the same to a new ClientHello;
+ * the peer gives up, and the session ends with ETLS, having handed no
+ * byte of the attempt to plain. */
+static void test_renegotiation_refused(void) {
+  rn_tls_options_t co, so;
+  rn__tls_ctx_t *ctx;
+  rn__tls_t *t;
+  rn_buf_t plain;
+  raw_t r;
+  char b[64];
+  int ret;
+  if (no_tls()) return;
+
+  /* A server asks our client to renegotiate. */
+  client_options(&co, "ca.pem");
+  ASSERT_OK(rn__tls_ctx_new(&co, RN_TLS_CLIENT, &ctx, NULL, 0));
+  ASSERT_OK(rn__tls_new(ctx, "localhost", &t));
+  rn_buf_init(&plain);
+  raw_open(&r, 1);
+  ASSERT_OK(rn__tls_handshake(t));
+  raw_from(&r, t);
+  raw_handshake(&r, t, &plain);
+  ASSERT_EQ(SSL_renegotiate(r.ssl), 1);
+  (void)SSL_do_handshake(r.ssl); /* the HelloRequest */
+  ASSERT_EQ(raw_to(&r, t, &plain), 0);
+  ASSERT(rn__tls_want_write(t)); /* the refusal */
+  raw_from(&r, t);
+  ret = SSL_read(r.ssl, b, sizeof(b));
+  ASSERT_EQ(SSL_get_error(r.ssl, ret), SSL_ERROR_SSL); /* it gave up */
+  ASSERT_EQ(raw_to(&r, t, &plain), RN_ETLS);
+  ASSERT_EQ(plain.len, 0);
+  raw_close(&r);
+  rn__tls_free(t);
+  rn__tls_ctx_unref(ctx);
+
+  /* A client asks our server to renegotiate. */
+  server_options(&so, "server");
+  ASSERT_OK(rn__tls_ctx_new(&so, RN_TLS_SERVER, &ctx, NULL, 0));
+  ASSERT_OK(rn__tls_new(ctx, NULL, &t));
+  raw_open(&r, 0);
+  raw_handshake(&r, t, &plain);
+  ASSERT_EQ(SSL_renegotiate(r.ssl), 1);
+  (void)SSL_do_handshake(r.ssl); /* a new ClientHello */
+  ASSERT_EQ(raw_to(&r, t, &plain), 0);
+  ASSERT(rn__tls_want_write(t));
+  raw_from(&r, t);
+  ret = SSL_read(r.ssl, b, sizeof(b));
+  ASSERT_EQ(SSL_get_error(r.ssl, ret), SSL_ERROR_SSL);
+  ASSERT_EQ(raw_to(&r, t, &plain), RN_ETLS);
+  ASSERT_EQ(plain.len, 0);
+  raw_close(&r);
+  rn__tls_free(t);
+  rn__tls_ctx_unref(ctx);
+  rn_buf_free(&plain);
+}
+#else
+static void test_renegotiation_refused(void) { (void)no_tls(); }
+#endif
+
 /* A context outlives its last owner while sessions use it (a reload
  * swaps the server's context; open connections keep theirs). */
 static void test_context_refcount(void) {
@@ -494,6 +641,8 @@ TEST_LIST_START
   TEST_ENTRY(test_close_notify)
   TEST_ENTRY(test_client_certificate)
   TEST_ENTRY(test_garbage)
+  TEST_ENTRY(test_oversized_record)
+  TEST_ENTRY(test_renegotiation_refused)
   TEST_ENTRY(test_context_refcount)
   TEST_ENTRY(test_options_checked)
 TEST_LIST_END

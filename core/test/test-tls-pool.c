@@ -3,11 +3,15 @@
  * fault (no reconnect storm), heartbeats on idle TLS connections, mutual
  * TLS with rnp, certificate rotation. Certificates: tls_certs.h. (A real
  * redis-server over TLS: spec/tls_spec.lua.) */
+#define _GNU_SOURCE /* memmem */
 #include "resilnet.h"
 #include "task.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -651,6 +655,235 @@ static void test_bad_options(void) {
   test_loop_close(loop);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A write that finished as its TLS connection failed (chaos, ASan): the
+ * session's alert was still waiting to go, so the write's callback, run
+ * by libuv as the handle closed, queued a flush of the closing connection,
+ * which was then freed while queued: the loop's next turn used it. */
+
+/* Sends all of len bytes (blocking). */
+static void send_all(int fd, const char *data, size_t len) {
+  while (len > 0) {
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    ASSERT_GE(n, 1);
+    data += n;
+    len -= (size_t)n;
+  }
+}
+
+static void send_pending(int fd, rn__tls_t *t) {
+  rn_buf_t wire;
+  rn_buf_init(&wire);
+  ASSERT_OK(rn__tls_pending(t, &wire));
+  send_all(fd, wire.base, wire.len);
+  rn_buf_free(&wire);
+}
+
+/* The child: a TLS server of blocking sockets that answers PING, and on
+ * a request holding HOLD says so on `told`, waits for a byte on `go`,
+ * sends a record no key made (a valid header, garbage inside), says so
+ * again and reads until the client goes. */
+static void garbage_server(int lfd, int told, int go) {
+  rn_tls_options_t so;
+  rn__tls_ctx_t *ctx;
+  rn__tls_t *t;
+  rn_buf_t plain;
+  char buf[16384], byte = 1;
+  int fd = accept(lfd, NULL, NULL);
+  ASSERT_GE(fd, 0);
+  rn_tls_options_init(&so);
+  so.certificate = test_cert("server.pem");
+  so.key = test_cert("server.key");
+  ASSERT_OK(rn__tls_ctx_new(&so, RN_TLS_SERVER, &ctx, NULL, 0));
+  ASSERT_OK(rn__tls_new(ctx, NULL, &t));
+  rn_buf_init(&plain);
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) _exit(0);
+    ASSERT_GE(rn__tls_read(t, buf, (size_t)n, &plain), 0);
+    send_pending(fd, t);
+    if (plain.len == 0) continue;
+    if (memmem(plain.base, plain.len, "PING", 4) != NULL) {
+      rn_buf_t wire;
+      rn_buf_init(&wire);
+      ASSERT_OK(rn__tls_write(t, "+PONG\r\n", 7, &wire));
+      send_all(fd, wire.base, wire.len);
+      rn_buf_free(&wire);
+      plain.len = 0;
+    } else if (memmem(plain.base, plain.len, "HOLD", 4) != NULL) {
+      static const char header[] = {23, 3, 3, 0, 64};
+      char garbage[64];
+      memset(garbage, 0x5a, sizeof(garbage));
+      ASSERT_EQ(write(told, &byte, 1), 1);
+      ASSERT_EQ(read(go, &byte, 1), 1);
+      send_all(fd, header, sizeof(header));
+      send_all(fd, garbage, sizeof(garbage));
+      ASSERT_EQ(write(told, &byte, 1), 1);
+      plain.len = 0;
+    }
+  }
+}
+
+/* Whether a byte waits on fd (the child spoke), without blocking. */
+static int readable(int fd) {
+  int n = 0;
+  return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+static void test_write_done_as_tls_fails(void) {
+  static const char *endpoints[1];
+  struct sockaddr_in addr;
+  socklen_t alen = sizeof(addr);
+  rn_tls_options_t tls;
+  rn_pool_options_t o;
+  rn_pool_t *pool;
+  result_t held, after;
+  char endpoint[64], byte = 1;
+  int lfd, told[2], go[2], status;
+  pid_t pid;
+
+  if (no_tls()) return;
+  test_cert("ca.pem"); /* made before the fork, once */
+  lfd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(lfd, 0);
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_OK(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)));
+  ASSERT_OK(listen(lfd, 4));
+  ASSERT_OK(getsockname(lfd, (struct sockaddr *)&addr, &alen));
+  ASSERT_OK(pipe(told));
+  ASSERT_OK(pipe(go));
+  pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(told[0]);
+    close(go[1]);
+    garbage_server(lfd, told[1], go[0]);
+    _exit(0);
+  }
+  close(lfd);
+  close(told[1]);
+  close(go[0]);
+
+  loop = test_loop_open();
+  snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", ntohs(addr.sin_port));
+  endpoints[0] = endpoint;
+  client_tls(&tls, "ca.pem");
+  rn_pool_options_init(&o);
+  o.endpoints = endpoints;
+  o.endpoint_count = 1;
+  o.size = 1;
+  o.tls = &tls;
+  o.connect_timeout_ms = o.timeout_ms = SLOW_MS;
+  o.retry.attempts = 1;
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  /* A call the server holds: the connection has a call in flight. */
+  call_resp(pool, "HOLD", &held);
+  RUN_UNTIL(rn_loop_uv(loop), readable(told[0]), SLOW_MS);
+  ASSERT_EQ(read(told[0], &byte, 1), 1);
+  /* The loop stands still while the bad record arrives: the next turn
+   * writes the call below and reads the record. */
+  ASSERT_EQ(write(go[1], &byte, 1), 1);
+  ASSERT_EQ(read(told[0], &byte, 1), 1);
+  usleep(50 * 1000); /* loopback delivers it meanwhile */
+  ASSERT(!held.done);
+  call_resp(pool, "after", &after);
+  RUN_UNTIL(rn_loop_uv(loop), held.done && after.done, SLOW_MS);
+  ASSERT_EQ(held.status, RN_ETLS);
+  ASSERT_EQ(after.status, RN_ETLS); /* written: maybe executed, no retry */
+  test_run_for(rn_loop_uv(loop), 50); /* turns in which the bug bit */
+  close_pool(pool);
+  test_loop_close(loop);
+  close(told[0]);
+  close(go[1]);
+  kill(pid, SIGKILL);
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+}
+
+/* A unix socket has no host name to verify the server's certificate
+ * against: without server_name (or insecure) rn_pool_new refuses the
+ * pool, saying why, instead of every connect failing later. With
+ * server_name the name is checked: "localhost" works over the socket, a
+ * name the certificate lacks is ETLSVERIFY. */
+static void test_unix_needs_server_name(void) {
+  rn_server_options_t so;
+  rn_tls_options_t stls, tls;
+  rn_pool_options_t o;
+  rn_pool_stats_t st;
+  rn_server_t *server;
+  rn_pool_t *pool = NULL;
+  rn_endpoint_t ep;
+  result_t res;
+  char path[64], listen[80], why[512];
+  const char *endpoints[1];
+
+  if (no_tls()) return;
+  loop = test_loop_open();
+  snprintf(path, sizeof(path), "/tmp/rn-tls-unix-%d.sock", (int)getpid());
+  snprintf(listen, sizeof(listen), "unix:%s", path);
+  unlink(path);
+  rn_tls_options_init(&stls);
+  stls.certificate = test_cert("server.pem");
+  stls.key = test_cert("server.key");
+  rn_server_options_init(&so);
+  so.listen = listen;
+  so.codec.protocol = RN_PROTOCOL_RESP;
+  so.on_request = on_request;
+  so.tls = &stls;
+  ASSERT_OK(rn_server_new(loop, &so, &server));
+
+  client_tls(&tls, "ca.pem");
+  endpoints[0] = listen;
+  rn_pool_options_init(&o);
+  o.endpoints = endpoints;
+  o.endpoint_count = 1;
+  o.tls = &tls;
+  o.connect_timeout_ms = o.timeout_ms = SLOW_MS;
+  o.on_event = on_pool_event;
+  ASSERT_EQ(rn_pool_new(loop, &o, &pool), UV_EINVAL);
+  ASSERT(pool == NULL);
+  ASSERT_OK(rn_endpoint_parse(&ep, listen, strlen(listen)));
+  ASSERT_EQ(rn_tls_endpoint_check(&tls, &ep, why, sizeof(why)), UV_EINVAL);
+  ASSERT(strstr(why, "needs tls.server_name") != NULL);
+  ASSERT(strstr(why, listen) != NULL);
+  /* A TCP endpoint needs no server_name: its host is the name. */
+  ASSERT_OK(rn_endpoint_parse(&ep, "127.0.0.1:1", 11));
+  ASSERT_OK(rn_tls_endpoint_check(&tls, &ep, why, sizeof(why)));
+
+  /* insecure checks no name: accepted, and counted. */
+  tls.insecure = 1;
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  call_resp(pool, "insecure", &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  assert_echo(&res, "insecure");
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.tls_insecure, 1);
+  close_pool(pool);
+  tls.insecure = 0;
+
+  tls.server_name = "localhost";
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  call_resp(pool, "over-unix", &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  assert_echo(&res, "over-unix");
+  rn_pool_stats(pool, &st);
+  ASSERT_EQ(st.tls_failures, 0);
+  ASSERT_EQ(st.tls_insecure, 0);
+  close_pool(pool);
+
+  tls.server_name = "db.example.com";
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  call_resp(pool, "refused", &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  ASSERT_EQ(res.status, RN_ETLSVERIFY);
+  close_pool(pool);
+
+  stop_server(server);
+  test_loop_close(loop);
+  unlink(path);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_verified_calls)
   TEST_ENTRY(test_wrong_ca)
@@ -662,4 +895,6 @@ TEST_LIST_START
   TEST_ENTRY(test_reload)
   TEST_ENTRY(test_reset_during_handshake)
   TEST_ENTRY(test_bad_options)
+  TEST_ENTRY(test_unix_needs_server_name)
+  TEST_ENTRY(test_write_done_as_tls_fails)
 TEST_LIST_END

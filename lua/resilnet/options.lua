@@ -87,6 +87,10 @@ end
 local pool_schema = core.pool_options()
 table.insert(pool_schema, 1,
              { "endpoints", "endpoints", nil, required = true })
+-- An endpoints function runs as a task (lua/resilnet/discovery.lua): the
+-- seconds one run may take, and the most a ttl-driven run is delayed.
+pool_schema[#pool_schema + 1] = { "discovery_timeout", "positive", 5 }
+pool_schema[#pool_schema + 1] = { "discovery_jitter", "seconds", 1 }
 -- classify(err, request) -> "retry" | "fail" | nil (see README)
 local retry_fields = entry(pool_schema, "retry")[2].table
 retry_fields[#retry_fields + 1] = { "classify", "function" }

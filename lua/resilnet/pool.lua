@@ -23,10 +23,14 @@ return function(core, T)
 
   local events = { state = true, retry = true, overload = true, eject = true,
                    budget = true, resolve = true, wrong_role = true }
+  -- An endpoints function's runs (lua/resilnet/discovery.lua), and the
+  -- master changes resilnet.redis.sentinel reports through it.
+  events.discovery, events.failover = true, true
+  local D = require("resilnet.discovery")(core, T)
 
-  -- The current list from a discovery function, checked like the option.
-  -- list, if it is a non-empty array of strings; else raises "<what> must
-  -- be ...", blaming level.
+  -- The current list, checked like the option. list, if it is a
+  -- non-empty array of strings; else raises "<what> must be ...", blaming
+  -- level.
   local function endpoint_list(what, list, level)
     if type(list) ~= "table" or not types.endpoints[2](list) then
       error(what .. " must be a non-empty array of strings, got "
@@ -35,33 +39,52 @@ return function(core, T)
     return list
   end
 
-  local function discover(fn, level)
-    return endpoint_list("resilnet.pool: what the endpoints function returns",
-                         fn(), level + 1)
-  end
-
   --- resilnet.pool{endpoints = {...} | fn, ...} -> pool. See
-  -- resilnet._options.pool.
+  -- resilnet._options.pool. With an endpoints function, its first answer
+  -- is waited for (see resilnet.discovery): nil, err if it fails at run
+  -- time (it returned nil, err or ran past discovery_timeout).
   function P.new(opts)
     local o = validate("resilnet.pool", pool_schema, opts)
-    local discovery = type(o.endpoints) == "function" and o.endpoints or nil
-    local endpoints = discovery and discover(discovery, 3) or o.endpoints
+    local weak = setmetatable({}, { __mode = "v" })
+    local runner, endpoints, made = nil, o.endpoints, false
+    if type(endpoints) == "function" then
+      -- Results reach the pool through weak: the runner (held by its
+      -- running task, its timers, a Sentinel poll) never keeps an
+      -- unreachable pool alive.
+      runner = D.new(endpoints, o.discovery_timeout, o.discovery_jitter,
+                     function(kind, x)
+        local pool = weak[1]
+        if kind == "alive" then return pool ~= nil or not made end
+        if not pool then return true end
+        if kind == "apply" then
+          return core.pool_set_endpoints(pool._h, x)
+        end
+        deliver(pool, x)
+      end)
+      local err
+      endpoints, err = runner:first("resilnet.pool")
+      if not endpoints then
+        return nil, "resilnet.pool: discovery failed: " .. tostring(err)
+      end
+    end
     -- The binding reads (and checks) the caller's own table: what is left
     -- out keeps the core's default. Not a tail call: it blames our caller.
     local h = core.pool_new(opts, endpoints)
-    local self = setmetatable({ _h = h, _handlers = {}, options = o }, Pool)
+    local self = setmetatable({ _h = h, _handlers = {}, options = o,
+                                _discovery = runner }, Pool)
+    weak[1], made = self, true
     -- The binding holds the event target in the registry: it must not hold
     -- the pool itself, or an unreachable pool could never be collected.
-    local weak = setmetatable({ self }, { __mode = "v" })
     core.pool_on(h, function(ev)
       local pool = weak[1]
       if not pool then
         return
       end
-      if ev.type == "resolve" and discovery then
+      if ev.type == "resolve" and runner then
         -- Scripted discovery: the core asks (after a connect failure, and
-        -- every resolve_ttl); the function answers with the current list.
-        pool:set_endpoints(discover(discovery, 2))
+        -- every resolve_ttl); the runner answers now, or later from its
+        -- task, through set_endpoints.
+        runner:run(ev.reason)
       end
       deliver(pool, ev)
     end)
@@ -316,7 +339,11 @@ return function(core, T)
   end
 
   function Pool:stats()
-    return core.pool_stats(self._h)
+    local s = core.pool_stats(self._h)
+    if self._discovery then
+      s.discovery = self._discovery:stats_copy()
+    end
+    return s
   end
 
   --- Forgets the reconnect backoff of every endpoint and connects again at
@@ -358,6 +385,11 @@ return function(core, T)
   function Pool:close(opts)
     local o = validate("pool:close", pool_close_schema, opts)
     local h = self._h
+    if self._discovery then
+      -- A run going on is abandoned: its answer must not reach a closed
+      -- pool. Its helpers (a Sentinel's poll and pools) close with it.
+      self._discovery:close()
+    end
     if self._closing and o.reset then
       core.pool_close(h, 0, nil, true) -- a graceful close already started
     end

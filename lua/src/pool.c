@@ -48,7 +48,9 @@ typedef struct lrn_done_s {
 static int lrn_push_result(lua_State *L, void *arg) {
   lrn_done_t *d = (lrn_done_t *)arg;
   const rn_result_t *r = d->result;
-  luaL_checkstack(L, 2, NULL);
+  /* No luaL_checkstack: every dispatch path calls this from a C function
+   * just entered by (p)call, whose LUA_MINSTACK free slots hold the
+   * target, a handler and these two values. */
   if (r->status != 0) {
     lua_pushnil(L);
     lrn_error_push_result(L, d->p->o.ctx, r);
@@ -418,6 +420,24 @@ static const char *lrn_tls_why(lua_State *L, const rn_tls_options_t *tls,
   return lua_tostring(L, -1);
 }
 
+/* Pushes why the first endpoint the TLS options cannot verify is refused
+ * (a unix socket without tls.server_name), or returns NULL. */
+static const char *lrn_tls_endpoint_why(lua_State *L,
+                                        const rn_tls_options_t *tls,
+                                        const char **endpoints, size_t n) {
+  char why[512];
+  size_t i;
+  for (i = 0; i < n; i++) {
+    rn_endpoint_t ep;
+    if (rn_endpoint_parse(&ep, endpoints[i], strlen(endpoints[i])) == 0 &&
+        rn_tls_endpoint_check(tls, &ep, why, sizeof(why)) != 0) {
+      lua_pushstring(L, why);
+      return lua_tostring(L, -1);
+    }
+  }
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Functions                                                                  */
 
@@ -612,6 +632,9 @@ static int lrn_pool_new(lua_State *L) {
       if (rc != UV_EINVAL || rn_tls_options_check(&tls, RN_TLS_CLIENT, NULL,
                                                   0) != 0)
         return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
+      why = lrn_tls_endpoint_why(L, &tls, endpoints, n);
+      if (why != NULL)
+        return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
     }
     if (rc == UV_EINVAL)
       return luaL_error(L, "resilnet.pool: invalid options (an endpoint "
@@ -705,20 +728,14 @@ static void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
  * key (rnp only): a string, or true for a random one.
  * target (a task or a function) is dispatched exactly once with
  * (reply, nil) or (nil, err) unless this returns nil, err. */
-static int lrn_pool_send(lua_State *L) {
-  lrn_ctx_t *ctx = lrn_ctx(L);
-  lrn_pool_t *p = lrn_pool_get(L, 1);
-  int type = lua_type(L, 3);
-  rn_call_options_t co, *opts = NULL;
+/* The common part of pool_send and pool_call: encodes the request at 2,
+ * holds the target at index target and gives the call to the core. p may
+ * be NULL (closed); opts NULL for the pool's defaults. */
+static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
+                          int target, rn_call_options_t *opts) {
   char random_key[2 * LRN_RANDOM_KEY_BYTES];
   int held, rc;
 
-  if (lua_gettop(L) > 3) {
-    opts = &co;
-    lrn_call_options(L, &co);
-  }
-  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
-                "expected a function or a thread");
   if (p == NULL) {
     lua_pushnil(L);
     lrn_error_push_code(L, ctx, RN_ECLOSED);
@@ -730,7 +747,7 @@ static int lrn_pool_send(lua_State *L) {
                          "protocol '%s' (does it contain the delimiter?)",
                       rn_pool_codec(p->pool)->type->name);
   if (rc == 0 && opts != NULL && !lua_isnoneornil(L, 10))
-    rc = lrn_call_key(L, p, &co, random_key);
+    rc = lrn_call_key(L, p, opts, random_key);
   if (rc != 0) {
     lua_pushnil(L);
     lrn_error_push_code(L, ctx, rc);
@@ -738,7 +755,7 @@ static int lrn_pool_send(lua_State *L) {
   }
 
   /* Everything that may raise happens before the core owns the call. */
-  held = lrn_hold(L, ctx, 3);
+  held = lrn_hold(L, ctx, target);
   if (p->in_flight == 0 && p->pin_ref == LUA_NOREF) {
     lua_pushvalue(L, 1);
     p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -759,6 +776,27 @@ static int lrn_pool_send(lua_State *L) {
   return 1;
 }
 
+/* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
+ *           attempt_timeout_ms, hedge_delay_ms, hedge_max, key])
+ *   -> true | nil, err. hedge_delay_ms: nil = the pool's, 0 = never.
+ * key (rnp only): a string, or true for a random one.
+ * target (a task or a function) is dispatched exactly once with
+ * (reply, nil) or (nil, err) unless this returns nil, err. */
+static int lrn_pool_send(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  int type = lua_type(L, 3);
+  rn_call_options_t co, *opts = NULL;
+
+  if (lua_gettop(L) > 3) {
+    opts = &co;
+    lrn_call_options(L, &co);
+  }
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
+                "expected a function or a thread");
+  return lrn_pool_start(L, ctx, p, 3, opts);
+}
+
 /* pool_callback(h, request, cb): pool_send with no options for a target
  * that should be a function; anything else returns false, having done
  * nothing, so that pool:send need not ask type() on every call. */
@@ -767,21 +805,22 @@ static int lrn_pool_callback(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  lua_settop(L, 3);
-  return lrn_pool_send(L);
+  return lrn_pool_start(L, lrn_ctx(L), lrn_pool_get(L, 1), 3, NULL);
 }
 
 /* pool_call(h, request): from a task, pool_send with no options and the
  * task as target -> true (the task then yields for the reply) | nil, err;
  * elsewhere false, having done nothing. */
 static int lrn_pool_call(lua_State *L) {
-  if (!lrn_in_task(L, lrn_ctx(L))) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p;
+  if (!lrn_in_task(L, ctx)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  lua_settop(L, 2);
-  lua_pushthread(L);
-  return lrn_pool_send(L);
+  p = lrn_pool_get(L, 1);
+  lua_pushthread(L); /* the target: above whatever else was passed */
+  return lrn_pool_start(L, ctx, p, lua_gettop(L), NULL);
 }
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,

@@ -1,6 +1,9 @@
-/* core.after(ms, target): a one-shot rn_timer_t that dispatches target
- * (a task to resume or a function to call). Used by sleep and to start
- * tasks on the next loop turn. The timer frees itself when it fires. */
+/* core.after(ms, target[, weak]): a one-shot rn_timer_t that dispatches
+ * target (a task to resume or a function to call). Used by sleep and to
+ * start tasks on the next loop turn. The timer frees itself when it fires.
+ * weak: the timer never keeps the loop alive (rn_timer_unref): discovery's
+ * deadlines and background polls must not keep resilnet.run() from
+ * returning once nothing else is left to do. */
 #include <stdlib.h>
 
 #include "lrn.h"
@@ -25,10 +28,11 @@ static int lrn_after(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lua_Number ms = luaL_checknumber(L, 1);
   lrn_timer_t *t;
-  int ref, type = lua_type(L, 2);
+  int ref, weak, type = lua_type(L, 2);
   luaL_argcheck(L, ms >= 0 && ms < 1e15, 1, "milliseconds out of range");
   luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 2,
                 "expected a function or a thread");
+  weak = lua_toboolean(L, 3);
   lua_settop(L, 2);
   ref = luaL_ref(L, LUA_REGISTRYINDEX);
   t = (lrn_timer_t *)malloc(sizeof(*t));
@@ -40,6 +44,7 @@ static int lrn_after(lua_State *L) {
   t->ref = ref;
   rn_timer_init(ctx->loop, &t->timer, lrn_timer_fired);
   t->timer.data = t;
+  if (weak) rn_timer_unref(&t->timer);
   /* Timers count from the loop's cached clock, which is stale after time
    * spent outside uv_run or in a long callback: a sleep must not wake
    * early. */

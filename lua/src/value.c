@@ -186,6 +186,76 @@ static int lrn_encode_number_bulk(lua_State *L, int idx, rn_buf_t *out) {
   return rn_resp_encode_bulk(out, text, n);
 }
 
+/* The usual request, a short array of strings ({"GET", key}): its
+ * elements are pushed once, sized, the buffer reserved once and every
+ * header written in place, instead of a reserve and a header routine per
+ * element. 1 when it encoded, 0 when the table is not one (nothing
+ * written, the stack as it was), or a negative error. */
+#define LRN_FAST_ELEMENTS 16
+
+static char *lrn_put_header(char *p, char type, size_t v) {
+  char tmp[24];
+  char *t = tmp + sizeof(tmp);
+  *p++ = type;
+  if (v < 10) { /* most arguments and counts: no digit loop */
+    p[0] = (char)('0' + v);
+    p[1] = '\r';
+    p[2] = '\n';
+    return p + 3;
+  }
+  do {
+    *--t = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  memcpy(p, t, (size_t)(tmp + sizeof(tmp) - t));
+  p += tmp + sizeof(tmp) - t;
+  *p++ = '\r';
+  *p++ = '\n';
+  return p;
+}
+
+static int lrn_encode_strings(lua_State *L, int idx, size_t n,
+                              const rn_codec_t *codec, rn_buf_t *out) {
+  const char *s[LRN_FAST_ELEMENTS];
+  size_t len[LRN_FAST_ELEMENTS], total = 24, i;
+  int top = lua_gettop(L), rc;
+  char *p;
+
+  if (n > LRN_FAST_ELEMENTS || !lua_checkstack(L, (int)n))
+    return 0;
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, (int)i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      lua_settop(L, top);
+      return 0;
+    }
+    /* Kept on the stack until written: the pointers stay valid. */
+    s[i] = lua_tolstring(L, -1, &len[i]);
+    if (len[i] > codec->max_frame) {
+      lua_settop(L, top);
+      return RN_EFRAMESIZE;
+    }
+    total += 1 + 20 + 2 + len[i] + 2; /* '$', digits at most, CRLFs */
+  }
+  rc = total > codec->max_frame + 24 + n * 25 ? RN_EFRAMESIZE
+                                              : rn_buf_reserve(out, total);
+  if (rc == 0) {
+    p = lrn_put_header(out->base + out->len, '*', n);
+    for (i = 0; i < n; i++) {
+      p = lrn_put_header(p, '$', len[i]);
+      memcpy(p, s[i], len[i]);
+      p += len[i];
+      *p++ = '\r';
+      *p++ = '\n';
+    }
+    out->len = (size_t)(p - out->base);
+    if (out->len > codec->max_frame)
+      rc = RN_EFRAMESIZE;
+  }
+  lua_settop(L, top);
+  return rc < 0 ? rc : 1;
+}
+
 int lrn_encode_request(lua_State *L, int idx, int arg,
                        const rn_codec_t *codec, rn_buf_t *out) {
   size_t len, i, n;
@@ -203,6 +273,10 @@ int lrn_encode_request(lua_State *L, int idx, int arg,
     n = lrn_rawlen(L, idx);
     if (n == 0)
       return luaL_error(L, "resilnet: the request table is empty");
+    idx = lrn_absindex(L, idx);
+    rc = lrn_encode_strings(L, idx, n, codec, out);
+    if (rc != 0)
+      return rc < 0 ? rc : 0;
     rc = rn_resp_encode_array(out, n);
     for (i = 1; rc == 0 && i <= n; i++) {
       lua_rawgeti(L, idx, (int)i);

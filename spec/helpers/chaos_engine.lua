@@ -119,7 +119,11 @@ function E.run(o)
   self.codes = {}        -- failure code/maybe -> count
   self.outcomes = { ok = 0, fail = 0, info = 0 }
   self.recovered = {}    -- "mode kind" -> time of a post-lift success
+  self.fault_at = nil    -- when the fault's apply returned
   self.lifted_at = nil
+  -- Calls invoked while the fault was on, by outcome and by whether they
+  -- completed before the lift ("fail during", "ok after", ...).
+  self.during = {}
   self.completed, self.invoked = 0, 0
   return self
 end
@@ -178,6 +182,11 @@ function Run:done(c, reply, err)
   end
   local outcome = c.hist:complete(c.id, reply, err) or "?"
   self.outcomes[outcome] = (self.outcomes[outcome] or 0) + 1
+  if self.fault_at and c.t0 >= self.fault_at
+     and (not self.lifted_at or c.t0 < self.lifted_at) then
+    local k = outcome .. (self.lifted_at and " after" or " during")
+    self.during[k] = (self.during[k] or 0) + 1
+  end
   if err and err ~= GARBLED then
     local what = tostring(err.code) .. (err.maybe_executed and "/maybe"
                                         or "/not")
@@ -301,9 +310,11 @@ end
 
 --- The client side of a workload: pool options through the proxy. Short
 -- deadlines and fast heartbeats keep a case to a second or two; defaults
--- elsewhere (retry attempts 3, ejection) are a user's.
-function E.pool_options(protocol, endpoint, size)
+-- elsewhere (retry attempts 3, ejection) are a user's. tls: the pool's tls
+-- option (the server's client_tls), or nil.
+function E.pool_options(protocol, endpoint, size, tls)
   return {
+    tls = tls,
     endpoints = { endpoint },
     protocol = protocol == "redis" and "resp" or "rnp",
     size = size,

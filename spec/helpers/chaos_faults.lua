@@ -1,10 +1,21 @@
 -- The chaos suite's fault catalogue and the runner of one case.
 --
 -- A fault is { name, apply(ctx), lift(ctx), garble, doubles, forgets_keys,
--- servers } (the flags: see E.run in chaos_engine.lua): apply starts it (ctx.px the proxy, ctx.srv the server, ctx.rng
--- the case's generator; apply may wait, the workload runs meanwhile), lift
--- ends it. Parameters are drawn from the case's seed, so a seed replays the
--- same faults with the same parameters (kernel timing aside).
+-- servers, tls_only, judge } (the flags: see E.run in chaos_engine.lua;
+-- tls_only: a fault of the TLS cases only): apply starts it (ctx.px the
+-- proxy, ctx.srv the server, ctx.rng the case's generator; apply may wait,
+-- the workload runs meanwhile), lift ends it. Parameters are drawn from
+-- the case's seed, so a seed replays the same faults with the same
+-- parameters (kernel timing aside). judge(ctx),
+-- when present, says what the fault must have done to the pools besides
+-- the verdict (a list of problems; ctx.tls, ctx.pools, ctx.closed: the
+-- pools' closed connections by error code).
+--
+-- Over TLS (ctx.tls; the proxy still works on TCP bytes, so it attacks
+-- TLS records) every record is authenticated: a byte altered on the wire
+-- ends its connection with ETLS instead of reaching a codec, so faults
+-- that garble are judged strictly there (no excuses for wrong replies,
+-- mangled executions or forgotten keys; see run_case).
 local resilnet = require "resilnet"
 local E = require "spec.helpers.chaos_engine"
 local S = require "spec.helpers.chaos_servers"
@@ -50,6 +61,108 @@ end
 local function dir(d) return function(spec) spec.direction = d; return spec end end
 local up, down = dir("up"), dir("down")
 
+---------------------------------------------------------------------------
+-- Judges.
+
+local function sum_stats(ctx, get)
+  local n = 0
+  for _, pool in pairs(ctx.pools) do n = n + get(pool:stats()) end
+  return n
+end
+
+local function unexpected(st) return st.evictions.unexpected end
+
+local function ready_endpoints(st)
+  local n = 0
+  for _, ep in ipairs(st.endpoints) do
+    if ep.state == "ready" then n = n + 1 end
+  end
+  return n
+end
+
+-- No codec saw a byte TLS did not vouch for: nothing closed for a bad
+-- frame or an unexpected reply.
+local function codecs_untouched(ctx, problems)
+  local n = sum_stats(ctx, unexpected)
+  if n > 0 then
+    problems[#problems + 1] = ("%d connection(s) closed for a bad or "
+      .. "unexpected frame: altered bytes reached a codec"):format(n)
+  end
+end
+
+-- A corrupted TLS record fails its own connection, with ETLS, and no
+-- other: as many ETLS closes as connections the proxy corrupted at most,
+-- at least one when it corrupted what the client reads. Over plaintext
+-- the verdict's garbling rules say it all.
+local function judge_corrupt(ctx)
+  local problems = {}
+  if not ctx.tls then return problems end
+  local conns, n = {}, 0
+  for _, ev in ipairs(ctx.px:events()) do
+    if ev.type == "corrupt" and not conns[ev.conn] then
+      conns[ev.conn] = true
+      n = n + 1
+    end
+  end
+  local etls = ctx.closed.ETLS or 0
+  if etls > n then
+    problems[#problems + 1] = ("%d connection(s) closed with ETLS, but "
+      .. "only %d were corrupted"):format(etls, n)
+  end
+  if ctx.direction == "down" and n > 0 and etls == 0 then
+    problems[#problems + 1] = ("%d connection(s) corrupted toward the "
+      .. "client, none closed with ETLS"):format(n)
+  end
+  codecs_untouched(ctx, problems)
+  return problems
+end
+
+-- Records cut into pieces of a few bytes are put together again.
+local function judge_slice(ctx)
+  local problems = {}
+  if not ctx.tls then return problems end
+  if (ctx.closed.ETLS or 0) > 0 then
+    problems[#problems + 1] = ("%d connection(s) closed with ETLS under "
+      .. "slicing"):format(ctx.closed.ETLS)
+  end
+  codecs_untouched(ctx, problems)
+  return problems
+end
+
+-- A silent path is found by the heartbeat (the pools' 0.3 s timeout, well
+-- inside the fault's 0.6 s), TLS or not.
+local function judge_blackhole(ctx)
+  local n = sum_stats(ctx, function(st) return st.dead_peers end)
+  if n == 0 then
+    return { "no connection was declared dead by the heartbeat" }
+  end
+  return {}
+end
+
+-- Every connect is reset inside its TLS handshake while the fault lasts:
+-- a call made meanwhile can never be sent, so none may succeed before
+-- the lift or end as "maybe executed", and connects did fail.
+local function judge_handshake_reset(ctx)
+  local problems = {}
+  local d = ctx.run.during
+  if (d["ok during"] or 0) > 0 then
+    problems[#problems + 1] = ("%d call(s) made during the fault "
+      .. "succeeded before it was lifted: a handshake got through")
+      :format(d["ok during"])
+  end
+  local maybe = (d["info during"] or 0) + (d["info after"] or 0)
+  if maybe > 0 then
+    problems[#problems + 1] = ("%d call(s) made during the fault ended as "
+      .. "maybe executed: they were sent"):format(maybe)
+  end
+  local failed = sum_stats(ctx, function(st) return st.connect_failures end)
+    - ctx.connect_failures_before
+  if failed == 0 then
+    problems[#problems + 1] = "no connect failed during the fault"
+  end
+  return problems
+end
+
 F.list = {
   proxy_fault("latency-up", function(r)
     return up { kind = "latency", ms = r:int(5, 40), jitter = r:int(0, 10) }
@@ -69,10 +182,10 @@ F.list = {
   end),
   proxy_fault("slice-up", function(r)
     return up { kind = "slice", bytes = r:int(1, 7), delay_ms = r:int(0, 2) }
-  end),
+  end, { judge = judge_slice }),
   proxy_fault("slice-down", function(r)
     return down { kind = "slice", bytes = r:int(1, 7), delay_ms = r:int(0, 2) }
-  end),
+  end, { judge = judge_slice }),
   proxy_fault("close-fin-up", function(r)
     return up { kind = "close", after_bytes = r:int(1, 600) }
   end),
@@ -101,19 +214,20 @@ F.list = {
     return down { kind = "half_close", after_bytes = r:int(0, 600) }
   end),
   proxy_fault("blackhole-up", function() return up { kind = "blackhole" } end,
-              { lift = lift_and_reset }),
+              { lift = lift_and_reset, judge = judge_blackhole }),
   proxy_fault("blackhole-down", function() return down { kind = "blackhole" } end,
-              { lift = lift_and_reset }),
+              { lift = lift_and_reset, judge = judge_blackhole }),
   proxy_fault("stall-up", function() return up { kind = "stall" } end),
   proxy_fault("stall-down", function() return down { kind = "stall" } end),
   -- A flipped byte in a request's dedupe key makes the server miss the
   -- duplicate when the call is retried: keyed calls may run twice here.
   proxy_fault("corrupt-up", function(r)
     return up { kind = "corrupt", rate = r:int(1, 20) / 10000 }
-  end, { garble = true, forgets_keys = true }),
+  end, { garble = true, forgets_keys = true, judge = judge_corrupt,
+         direction = "up" }),
   proxy_fault("corrupt-down", function(r)
     return down { kind = "corrupt", rate = r:int(1, 20) / 10000 }
-  end, { garble = true }),
+  end, { garble = true, judge = judge_corrupt, direction = "down" }),
   proxy_fault("truncate-up", function(r)
     return up { kind = "truncate", after_bytes = r:int(0, 600) }
   end, { lift = lift_and_reset }),
@@ -136,6 +250,33 @@ F.list = {
   end),
   listener_fault("accept-close", function() return { kind = "accept_close" } end),
   listener_fault("accept-reset", function() return { kind = "accept_reset" } end),
+  {
+    name = "reset-handshake",
+    -- Over TLS only: every connection is reset and every new one is reset
+    -- again within its first 0 to 200 bytes toward the server, inside the
+    -- TLS handshake (a ClientHello alone is longer).
+    tls_only = true,
+    judge = judge_handshake_reset,
+    apply = function(ctx)
+      ctx.connect_failures_before = ctx.pools and sum_stats(ctx, function(st)
+        return st.connect_failures
+      end)
+      ctx.f = ctx.px:fault(up { kind = "reset",
+                                after_bytes = ctx.rng:int(0, 200) })
+      ctx.px:reset_all()
+      -- A pool learns of a reset when it reads it: until then a call may
+      -- still be written on a connection just reset, and end maybe
+      -- executed. The judged window (from apply's return) starts once no
+      -- endpoint has a ready connection left.
+      for _ = 1, 300 do
+        if ctx.pools == nil or sum_stats(ctx, ready_endpoints) == 0 then
+          break
+        end
+        resilnet.sleep(0.01)
+      end
+    end,
+    lift = function(ctx) ctx.px:clear() end,
+  },
   {
     name = "reset-all",
     -- RST on every live connection every 50 to 150 ms.
@@ -208,11 +349,13 @@ F.list = {
 F.by_name = {}
 for _, f in ipairs(F.list) do F.by_name[f.name] = f end
 
---- Faults that apply to a server kind ("rnp" | "redis").
+--- Faults that apply to a server kind ("rnp" | "redis") over plaintext.
 function F.for_server(kind)
   local out = {}
   for _, f in ipairs(F.list) do
-    if not f.servers or f.servers[kind] then out[#out + 1] = f end
+    if (not f.servers or f.servers[kind]) and not f.tls_only then
+      out[#out + 1] = f
+    end
   end
   return out
 end
@@ -256,24 +399,39 @@ function F.run_case(server_kind, fault, seed, opts)
   end
   local result
   local ok, err = pcall(function()
+    local tls = opts.tls == true
     local srv = server_kind == "rnp"
-                and S.rnp { lua = opts.lua }
-                or assert(S.redis {})
+                and S.rnp { lua = opts.lua, tls = tls }
+                or assert(S.redis { tls = tls })
     track(srv, srv.close)
     local px = track(assert(resilnet.proxy {
       upstream = srv.endpoint, seed = seed }), function(p) p:close() end)
+    -- TLS lets no altered byte through (see the top of this file).
+    local garbles = fault.garble and not tls
     local run = E.run { protocol = server_kind, prefix = "c-", rng = rng,
-                        garble = fault.garble,
-                        doubles = fault.doubles and fault.doubles[server_kind],
-                        keyed_as_idempotent = fault.forgets_keys }
-    local pools = {}
+                        garble = garbles,
+                        doubles = garbles and fault.doubles
+                                  and fault.doubles[server_kind],
+                        keyed_as_idempotent = fault.forgets_keys
+                          and (garbles or not fault.garble) }
+    local pools, closed = {}, {}
     for _, m in ipairs { { "single", 2 }, { "pipelined", 1 } } do
-      pools[m[1]] = track(resilnet.pool(E.pool_options(server_kind,
-                                                       px:endpoint(), m[2])),
-                          function(p) p:close() end)
+      local pool = track(resilnet.pool(E.pool_options(server_kind,
+                                                      px:endpoint(), m[2],
+                                                      srv.client_tls)),
+                         function(p) p:close() end)
+      pool:on("state", function(ev)
+        if ev.connection and ev.state == "closed" then
+          local code = ev.error or "none"
+          closed[code] = (closed[code] or 0) + 1
+        end
+      end)
+      pools[m[1]] = pool
     end
     local workers = E.start_workers(run, pools)
-    local ctx = { px = px, srv = srv, rng = rng, run = run }
+    local ctx = { px = px, srv = srv, rng = rng, run = run, tls = tls,
+                  pools = pools, closed = closed,
+                  direction = fault.direction }
     local problems = {}
     -- Warm: the workload runs before anything breaks.
     if not E.wait_until(function() return run.outcomes.ok >= 20 end, 5) then
@@ -281,6 +439,7 @@ function F.run_case(server_kind, fault, seed, opts)
     end
     local t_fault = resilnet.now()
     fault.apply(ctx)
+    run.fault_at = resilnet.now()
     local left = F.FAULT_TIME - (resilnet.now() - t_fault)
     if left > 0 then resilnet.sleep(left) end
     fault.lift(ctx)
@@ -299,6 +458,9 @@ function F.run_case(server_kind, fault, seed, opts)
     workers.stop()
     if not E.wait_until(function() return workers.running() == 0 end, 5) then
       problems[#problems + 1] = "workers did not stop"
+    end
+    for _, p in ipairs(fault.judge and fault.judge(ctx) or {}) do
+      problems[#problems + 1] = p
     end
     -- Close the client side first: nothing more can reach the server.
     pools.single:close()

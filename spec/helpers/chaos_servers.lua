@@ -15,10 +15,18 @@
 -- Every server has: endpoint, kill(sig), restart() (SIGKILL, start again,
 -- wait until it serves), executions() -> counts (id -> times run) and
 -- mangled (a list of {text, n}: entries that name no well-formed id, run n
--- times), close().
+-- times), close(), and client_tls: the pools' tls option (nil for
+-- plaintext).
+--
+-- With opts.tls both serve TLS only, with the test certificates of
+-- spec/helpers/test_certs.lua (made at test time; the server's names
+-- include 127.0.0.1, so pools verify the name too): the rnp server through
+-- resilnet.server{tls = ...}, redis-server on --tls-port with --port 0.
 local resilnet = require "resilnet"
 local R = require "spec.helpers.redis"
 local P = require "spec.helpers.process"
+local C = require "spec.helpers.test_certs"
+local T = require "spec.helpers.tls_redis"
 
 local S = {}
 
@@ -49,14 +57,23 @@ end
 ---------------------------------------------------------------------------
 -- rnp server with a ledger.
 
---- S.rnp{lua = interpreter, dedupe = "on"|"off"} -> server (started).
+local function client_tls(opts)
+  return opts.tls and { cafile = C.path("ca.pem") } or nil
+end
+
+--- S.rnp{lua = interpreter, dedupe = "on"|"off", tls = bool} -> server
+-- (started).
 function S.rnp(opts)
   opts = opts or {}
   local port = R.free_port()
   local srv = { kind = "rnp", port = port, endpoint = "127.0.0.1:" .. port,
-                ledger = os.tmpname() }
+                ledger = os.tmpname(), client_tls = client_tls(opts) }
   local args = { protocol = "rnp", handler = "ledger", ledger = srv.ledger,
                  dedupe = opts.dedupe or "on", port = port, lua = opts.lua }
+  if opts.tls then
+    args.tls_certificate = C.path("server.pem")
+    args.tls_key = C.path("server.key")
+  end
   local server = P.server(args)
   srv.proc = server.proc
 
@@ -69,7 +86,7 @@ function S.rnp(opts)
   function srv.drain_restart()
     local admin = resilnet.pool { endpoints = { srv.endpoint },
                                   protocol = "rnp", size = 1, timeout = 2,
-                                  heartbeat = false }
+                                  heartbeat = false, tls = srv.client_tls }
     local reply, err = admin:call("DRAIN")
     admin:close()
     assert(reply == "draining", "DRAIN: " .. tostring(reply or err))
@@ -104,8 +121,24 @@ end
 
 S.have_redis = R.installed
 
---- S.redis{gets = n} -> server (started, keys g:1..g:n set to v1..vn), or
--- nil, why.
+-- redis-server on port, with TLS only when tls; ready once it answers
+-- PING (through redis-cli --tls, verified against the test CA).
+local function launch_redis(port, args, log, tls)
+  if not tls then return R.launch(port, args, log) end
+  local argv = { "redis-server", "--port", "0", "--tls-port", port,
+                 "--bind", "127.0.0.1", "--save", "", "--daemonize", "no",
+                 "--tls-cert-file", C.path("server.pem"),
+                 "--tls-key-file", C.path("server.key"),
+                 "--tls-ca-cert-file", C.path("ca.pem"),
+                 "--tls-auth-clients", "no", stdout = log,
+                 env = { LD_PRELOAD = false } }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return P.start(argv, { port = port,
+                         ready = function() return T.ping(port) end })
+end
+
+--- S.redis{gets = n, tls = bool} -> server (started, keys g:1..g:n set to
+-- v1..vn), or nil, why.
 function S.redis(opts)
   opts = opts or {}
   if not S.have_redis() then return nil, "redis-server not installed" end
@@ -114,15 +147,17 @@ function S.redis(opts)
   os.remove(dir)
   assert(succeeded(os.execute("mkdir " .. dir)))
   local srv = { kind = "redis", port = port, endpoint = "127.0.0.1:" .. port,
-                dir = dir }
-  local server = R.launch(port, { "--appendonly", "yes", "--appendfsync",
-                                   "always", "--dir", dir }, dir .. "/log.txt")
+                dir = dir, client_tls = client_tls(opts) }
+  local server = launch_redis(port, { "--appendonly", "yes", "--appendfsync",
+                                      "always", "--dir", dir },
+                              dir .. "/log.txt", opts.tls)
   srv.proc = server.proc
 
   -- A direct connection (no proxy) for setting up and reading back.
   local function direct(fn)
     local pool = resilnet.pool { endpoints = { srv.endpoint }, timeout = 5,
-                                 heartbeat = false, size = 1 }
+                                 heartbeat = false, size = 1,
+                                 tls = srv.client_tls }
     local ok, a, b = pcall(fn, pool)
     pool:close()
     if not ok then error(a, 0) end

@@ -14,6 +14,7 @@
 --   max_concurrent=N, backlog=N   passed on to resilnet.server
 --   parent=PID           exit once that process is gone (a spec killed by
 --                        its timeout cannot stop what it started)
+--   tls_certificate=PATH, tls_key=PATH   serve over TLS with these files
 --
 -- Handlers:
 --   echo    a RESP request {"HOLD", seconds} is answered "held" after that
@@ -34,12 +35,13 @@ local resilnet = require "resilnet"
 local USAGE = "usage: server.lua [protocol=P] [listen=HOST:PORT] "
               .. "[handler=echo|ledger] [ledger=PATH] [dedupe=on|off] "
               .. "[dedupe_store=HOST:PORT] [max_concurrent=N] [backlog=N] "
-              .. "[parent=PID]"
+              .. "[parent=PID] [tls_certificate=PATH tls_key=PATH]"
 
 local o = { protocol = "resp", listen = "127.0.0.1:0", handler = "echo",
             dedupe = "off" }
 local known = { ledger = true, dedupe_store = true, max_concurrent = true,
-                backlog = true, parent = true }
+                backlog = true, parent = true, tls_certificate = true,
+                tls_key = true }
 for i = 1, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   if not k or (o[k] == nil and not known[k]) then
@@ -102,6 +104,8 @@ for _ = 1, 250 do
     listen = o.listen, protocol = o.protocol, handler = handler,
     dedupe = dedupe, max_concurrent = tonumber(o.max_concurrent),
     backlog = tonumber(o.backlog),
+    tls = o.tls_certificate and { certificate = o.tls_certificate,
+                                  key = o.tls_key } or nil,
   }
   if srv or o.listen:match(":0$") then break end
   resilnet.sleep(0.02)

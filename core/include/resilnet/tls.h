@@ -73,6 +73,16 @@ int rn_tls_available(void);
 int rn_tls_options_check(const rn_tls_options_t *options, rn_tls_role_t role,
                          char *why, size_t why_size);
 
+/* Whether a client with these options can check the server at endpoint:
+ * a unix socket has no host name to verify the certificate against, so it
+ * needs options->server_name (or options->insecure). 0, or UV_EINVAL with
+ * the reason in why (as above). rn_pool_new() checks every endpoint with
+ * it, so that such a pool fails when made, not on each connect. Needs no
+ * OpenSSL. */
+int rn_tls_endpoint_check(const rn_tls_options_t *options,
+                          const rn_endpoint_t *endpoint, char *why,
+                          size_t why_size);
+
 /* Certificate rotation: loads the files again (new certificate, key or
  * CAs) and uses them for connections accepted from now on; connections
  * already open keep the session they have. On failure nothing changes.

@@ -636,6 +636,10 @@ static void conn_on_write(uv_write_t *req, int status) {
     rn__conn_close(conn, status);
     return;
   }
+  /* libuv finishes a completed write as the handle closes: a closed
+   * connection writes nothing more (a failed TLS session's alert may
+   * still wait), and queuing its flush would outlive its memory. */
+  if (conn->state == RN_CONN_CLOSING) return;
   if (!rn_list_empty(&conn->unsent) || rn__conn_tls_pending(conn))
     rn__loop_defer(conn->pool->loop, &conn->flush_later);
   if (rn__conn_writable(conn)) rn__pool_conn_writable(conn->pool);

@@ -19,7 +19,8 @@
 int rn__conn_tls_start(rn_conn_t *conn) {
   const rn_endpoint_t *a = &conn->endpoint->address;
   /* The name checked is the endpoint's host unless server_name says
-   * otherwise; a unix socket has none (server_name or insecure then). */
+   * otherwise; a unix socket has none (rn_pool_new refused one without
+   * server_name or insecure: rn_tls_endpoint_check). */
   const char *host = a->kind == RN_ENDPOINT_TCP ? a->address : NULL;
   int err = rn__tls_new(conn->pool->tls, host, &conn->tls);
   if (err) return err;

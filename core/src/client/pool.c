@@ -182,6 +182,17 @@ static int pool_check_options(const rn_pool_options_t *o) {
         len > RN_RNP_AUTH_MAX)
       return UV_EINVAL;
   }
+  /* A unix socket has no host name to verify: fail now, not each connect. */
+  if (o->tls != NULL) {
+    size_t i;
+    for (i = 0; i < o->endpoint_count; i++) {
+      rn_endpoint_t ep;
+      const char *text = o->endpoints[i];
+      if (text != NULL && rn_endpoint_parse(&ep, text, strlen(text)) == 0 &&
+          rn_tls_endpoint_check(o->tls, &ep, NULL, 0) != 0)
+        return UV_EINVAL;
+    }
+  }
   return 0;
 }
 
@@ -428,9 +439,10 @@ static int pool_fits_nowhere(const rn_pool_t *pool, size_t len) {
 /* With a cap on calls in flight per endpoint: whether every endpoint that
  * could take a call is at it. */
 static int pool_all_full(rn_pool_t *pool) {
-  uint64_t now = rn_loop_now(pool->loop);
+  uint64_t now;
   size_t i, full = 0;
-  if (pool->options.max_in_flight == 0) return 0;
+  if (pool->options.max_in_flight == 0) return 0; /* every call asks */
+  now = rn_loop_now(pool->loop);
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_pool_endpoint_t *ep = pool->endpoints[i];
     if (ep->ejected_until != 0 && now < ep->ejected_until) continue;
@@ -491,6 +503,12 @@ static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
   unsigned best_load = UINT_MAX;
   size_t n = pool->endpoint_count, k = pool->next_endpoint, i;
 
+  /* One endpoint (one server, the common case): no turn to take, and
+   * `avoid` would be the fallback anyway. */
+  if (n == 1)
+    return pool_endpoint_open_for_calls(pool, pool->endpoints[0])
+               ? endpoint_pick(pool->endpoints[0], skip, len)
+               : NULL;
   for (i = 0; i < n; i++, k = k + 1 == n ? 0 : k + 1) {
     rn_pool_endpoint_t *ep = pool->endpoints[k];
     rn_conn_t *conn;
@@ -632,6 +650,24 @@ const char *rn__pool_connect_why(const rn_pool_t *pool) {
   return NULL;
 }
 
+/* rn__pool_grow for a call that queued behind others, skipped without a
+ * call where it would find nothing to do: the one endpoint of most pools
+ * already has its `size` connections, the usual case under load. */
+static void pool_grow_crowded(rn_pool_t *pool) {
+  if (pool->endpoint_count == 1 &&
+      pool->endpoints[0]->open >= pool->options.size)
+    return;
+  rn__pool_grow(pool);
+}
+
+/* Sends call (not queued anywhere) on conn: what every placement does,
+ * from the pending queue or straight from rn_pool_call. */
+static void pool_place(rn_pool_t *pool, rn_conn_t *conn, rn_call_t *call) {
+  if (conn->queued == 0 && conn->answered) pool->stats.reuses++;
+  rn__fate_placed(call);
+  rn__conn_enqueue(conn, call);
+}
+
 /* Puts the calls dispatch passed over back at the head of the queue, in
  * their order. */
 static void pool_unpass(rn_pool_t *pool, rn_list_t *passed) {
@@ -693,14 +729,10 @@ void rn__pool_dispatch(rn_pool_t *pool) {
         rn_list_insert_tail(&passed, &call->node);
         continue;
       }
-      if (conn->queued > 0)
-        crowded = 1;
-      else if (conn->answered)
-        pool->stats.reuses++;
+      if (conn->queued > 0) crowded = 1;
       rn_list_remove(&call->node);
       pool->pending_count--;
-      rn__fate_placed(call);
-      rn__conn_enqueue(conn, call);
+      pool_place(pool, conn, call);
     }
     pool_unpass(pool, &passed);
     /* Failed from the loop, never inside rn_pool_call (whose caller must
@@ -709,7 +741,10 @@ void rn__pool_dispatch(rn_pool_t *pool) {
       pool->fail_refused_due = 1;
       rn_timer_start(&pool->later_timer, 0);
     }
-    if (crowded || pool->pending_count > 0) rn__pool_grow(pool);
+    if (pool->pending_count > 0)
+      rn__pool_grow(pool);
+    else if (crowded)
+      pool_grow_crowded(pool);
   } while (pool->dispatch_again);
   pool->dispatching = 0;
 }
@@ -750,6 +785,28 @@ int rn__pool_accept(rn_pool_t *pool, rn_call_t *call,
 
   pool->stats.calls++;
   pool->active++;
+  /* Nothing waits before it and no dispatch is under way: the call goes
+   * straight to the connection picked for it, without the trip through
+   * the pending queue. Otherwise it queues behind the others. */
+  if (rn_list_empty(&pool->pending) && !pool->dispatching) {
+    rn_conn_t *conn;
+    /* Marked as a dispatch, as rn__pool_dispatch does: a close, or a
+     * call, made by a callback that the pick's idle check runs waits
+     * until this one is placed. */
+    pool->dispatching = 1;
+    pool->dispatch_again = 0;
+    conn = pool_pick(pool, call->endpoint, NULL, call->frame_len);
+    if (conn != NULL && !pool->closing) {
+      int crowded = conn->queued > 0;
+      pool_place(pool, conn, call);
+      pool->dispatching = 0;
+      /* A call that queued behind others: one more connection may help. */
+      if (crowded) pool_grow_crowded(pool);
+      if (pool->dispatch_again) rn__pool_dispatch(pool);
+      return 0;
+    }
+    pool->dispatching = 0;
+  }
   rn_list_insert_tail(&pool->pending, &call->node);
   pool->pending_count++;
   rn__pool_dispatch(pool);

@@ -2,6 +2,8 @@
  * body only, then the body. */
 #include "codec.h"
 
+#include <string.h>
+
 /* On "need more" the frame's size is set to the fewest bytes the frame can
  * have, so a caller may skip calls until that much is buffered. */
 static int need_more(rn_frame_t *frame, size_t size) {
@@ -38,7 +40,7 @@ static int length_frame(const rn_codec_t *codec, const char *data, size_t len,
 static int length_encode(const rn_codec_t *codec, rn_buf_t *out,
                          const char *body, size_t len) {
   size_t n = codec->length_bytes;
-  unsigned char prefix[8];
+  unsigned char *prefix;
   size_t i;
   int err;
 
@@ -46,13 +48,16 @@ static int length_encode(const rn_codec_t *codec, rn_buf_t *out,
   if (codec->max_frame < n || len > codec->max_frame - n ||
       (n < 8 && (uint64_t)len >> (8 * n) != 0))
     return RN_EFRAMESIZE;
-  for (i = 0; i < n; i++)
-    prefix[n - 1 - i] = (unsigned char)((uint64_t)len >> (8 * i));
   err = rn_buf_reserve(out, n + len);
   if (err != 0)
     return err;
-  rn_buf_append(out, prefix, n); /* cannot fail after the reserve */
-  rn_buf_append(out, body, len);
+  /* Written in place: every request passes here. */
+  prefix = (unsigned char *)out->base + out->len;
+  for (i = 0; i < n; i++)
+    prefix[n - 1 - i] = (unsigned char)((uint64_t)len >> (8 * i));
+  if (len > 0) /* an empty body may come as NULL */
+    memcpy(prefix + n, body, len);
+  out->len += n + len;
   return 0;
 }
 

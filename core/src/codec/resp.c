@@ -84,6 +84,8 @@ static int resp_walk(const rn_codec_t *codec, rn_frame_scan_t *scan,
      * them out spares scanning a long buffer for a CRLF. */
     int r = rn_resp_item(data + off, RN_MIN(len, max) - off, &it);
 
+    if (scan != NULL)
+      scan->items++;
     if (r < 0)
       return r;
     if (it.size > max - off) /* on "need more", size is a lower bound */
