@@ -593,6 +593,14 @@ typedef struct rn_call_options_s {
    * pool may retry it like an idempotent one. NULL: none. */
   const char *key;
   size_t key_len;
+  /* A blocking command (BLPOP, XREAD BLOCK, WAIT): its reply may take
+   * up to its own timeout. While it is out its connection's heartbeat
+   * does not count silence (liveness is TCP keepalive and
+   * TCP_USER_TIMEOUT, and this call's deadline) and the pool puts no
+   * other call on that connection; no attempt timeout, no hedging. Its
+   * deadline passing while it is out closes the connection (the server
+   * would still run it, for nobody). */
+  int blocking;
 } rn_call_options_t;
 
 /* What a call came to. Valid only during the callback. */
@@ -676,6 +684,9 @@ typedef struct rn_pool_stats_s {
   unsigned in_flight;   /* calls written or queued on a connection */
   unsigned ejected;     /* endpoints ejected now */
   double budget;        /* retry tokens left */
+  uint64_t holds;       /* connections handed to rn_pool_hold */
+  uint64_t holds_reset; /* of which closed on release (rn_hold_release) */
+  unsigned held;        /* connections held now */
 } rn_pool_stats_t;
 
 void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats);
@@ -1133,6 +1144,58 @@ typedef void (*rn_batch_cb)(rn_pool_t *pool, void *data,
 int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
                   size_t count, const rn_call_options_t *options,
                   rn_batch_cb cb, void *data);
+
+
+/* ------------------------------------------------------------------------ */
+/* Held connections                                                           */
+
+/* One connection reserved for one user: calls made through it go on that
+ * connection only (for WATCH ... MULTI ... EXEC with logic between, and
+ * for blocking commands), until rn_hold_release. */
+typedef struct rn_hold_s rn_hold_t;
+
+/* status 0: hold is the reserved connection's handle, the caller's until
+ * rn_hold_release. Otherwise hold is NULL and status says why none came:
+ * UV_ETIMEDOUT (none was free before the deadline), RN_ECLOSED. */
+typedef void (*rn_hold_cb)(rn_pool_t *pool, void *data, rn_hold_t *hold,
+                           int status);
+
+/* Asks for a connection of the pool's own, idle and ready, reserved for
+ * the caller: cb fires exactly once, from the loop (never inside this
+ * call). Waiting holds are bounded like calls: options->timeout_ms (0: the
+ * pool's timeout_ms) and max_pending (holds and calls waiting together;
+ * RN_EOVERLOAD). A pool with room opens a connection for it; a held
+ * connection counts against `size` (connections per endpoint) as any
+ * other. Only timeout_ms of options is used. Returns 0, RN_EOVERLOAD,
+ * RN_ECLOSED, UV_EINVAL (cb NULL) or UV_ENOMEM; then cb never fires. */
+int rn_pool_hold(rn_pool_t *pool, const rn_call_options_t *options,
+                 rn_hold_cb cb, void *data);
+/* rn_pool_call on the held connection only. Its retry rules are a
+ * call's with attempts 1: a held call is never sent again, never moved
+ * to another connection: unsent when the connection failed, it fails
+ * with that error (maybe_executed 0); written, with maybe_executed 1.
+ * options as rn_pool_call's (attempts, attempt timeout and hedging do not
+ * apply). Returns as rn_pool_call, plus the error that ended the held
+ * connection (its close error, RN_ECLOSED) once it is gone, and
+ * UV_EINVAL after rn_hold_release. */
+int rn_hold_call(rn_hold_t *hold, const char *frame, size_t len,
+                 const rn_call_options_t *options, rn_call_cb cb, void *data);
+/* rn_pool_batch on the held connection only (rules as rn_hold_call). */
+int rn_hold_batch(rn_hold_t *hold, const char *frames, size_t len,
+                  size_t count, const rn_call_options_t *options,
+                  rn_batch_cb cb, void *data);
+/* Gives the connection back and frees hold. The connection is closed,
+ * not reused ("hold_reset"), when reset is set or when the pool cannot
+ * know its state: calls still out on it, a held call that failed without
+ * a reply (timed out: its reply may still come), and for resp an
+ * unfinished MULTI, a WATCH not ended by EXEC/DISCARD/UNWATCH, or a
+ * (P|S)SUBSCRIBE or MONITOR sent on it. Calls still out then fail as the
+ * connection's calls do (their callbacks fire later, from the loop or
+ * inside this call). Safe after the pool closed. */
+void rn_hold_release(rn_hold_t *hold, int reset);
+/* Whether releasing hold now would reset its connection (see
+ * rn_hold_release), or it has none any more: 1, else 0. */
+int rn_hold_unknown(const rn_hold_t *hold);
 
 #ifdef __cplusplus
 }

@@ -190,6 +190,17 @@ local call_schema = {
   { "attempts", "attempts" },  -- default: the pool's retry.attempts
   { "attempt_timeout", "positive" },  -- default: the pool's
   { "hedge", nested(hedge_fields, true) },
+  { "blocking", "boolean", false },  -- BLPOP & co: see docs/api.md
+}
+
+-- pool:hold's options, and a held call's (conn:call): no retries, no
+-- hedge, no key: a held call has one connection and one attempt.
+local hold_schema = {
+  { "timeout", "positive" },  -- the wait for a connection; the pool's
+}
+local held_call_schema = {
+  { "timeout", "positive" },  -- default: the pool's timeout
+  { "blocking", "boolean", false },
 }
 
 local pool_close_schema = {
@@ -207,6 +218,8 @@ M.schemas = {
   pool = pool_schema,
   server = server_schema,
   call = call_schema,
+  hold = hold_schema,
+  held_call = held_call_schema,
   pool_close = pool_close_schema,
   server_close = server_close_schema,
 }

@@ -93,7 +93,7 @@ return function(core, T)
 
   -- pool_send's option arguments from per-call options already checked:
   -- timeout, idempotent, attempts, attempt_timeout, hedge_delay, hedge_max,
-  -- key.
+  -- key, blocking.
   local function send_options(opts)
     local timeout, attempt_timeout = opts.timeout, opts.attempt_timeout
     local hedge, hedge_delay, hedge_max = opts.hedge, nil, nil
@@ -105,7 +105,7 @@ return function(core, T)
     end
     return timeout and ms(timeout) or 0, opts.idempotent == true,
            opts.attempts, attempt_timeout and ms(attempt_timeout) or nil,
-           hedge_delay, hedge_max, opts.key
+           hedge_delay, hedge_max, opts.key, opts.blocking == true
   end
 
   -- Per-call options, on the hot path: checked in place, no copy, and the
@@ -149,9 +149,10 @@ return function(core, T)
   local running, yield = coroutine.running, coroutine.yield
 
   local function start_send(target, h, request, timeout, idempotent, attempts,
-                            attempt_timeout, hedge_delay, hedge_max, key)
+                            attempt_timeout, hedge_delay, hedge_max, key,
+                            blocking)
     return pool_send(h, request, target, timeout, idempotent, attempts,
-                     attempt_timeout, hedge_delay, hedge_max, key)
+                     attempt_timeout, hedge_delay, hedge_max, key, blocking)
   end
 
   --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
@@ -398,6 +399,9 @@ return function(core, T)
       core.pool_close(h, ms(o.drain), on_closed, o.reset)
     end)
   end
+
+  -- Held connections (pool:hold): resilnet/hold.lua.
+  require("resilnet.hold")(core, T, Pool)
 
   return P
 end

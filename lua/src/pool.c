@@ -685,6 +685,7 @@ static void lrn_call_options(lua_State *L, rn_call_options_t *co) {
                    : hedge_delay <= 0 ? RN_HEDGE_OFF : RN_HEDGE_ON;
   co->hedge.delay_ms = hedge_delay > 0 ? (uint64_t)hedge_delay : 0;
   co->hedge.max = hedge_max > 0 ? (unsigned)hedge_max : 2;
+  co->blocking = lua_toboolean(L, 11);
 }
 
 /* The key (argument 10): a string, or true for a random one written to
@@ -828,15 +829,46 @@ static int lrn_pool_call(lua_State *L) {
  * (the core copies it), sent as one batch. target is dispatched exactly
  * once (lrn_push_batch) unless this returns nil, err. Raises on bad
  * requests and on more than the pool's max_batch. */
+/* The array of requests at index 2 encoded one after the other into one
+ * string, pushed (its n requests, its length). rc: 0 or the error of
+ * encoding one. Raises (naming fname) on an empty array, a hole, or a
+ * request the protocol cannot frame. */
+static const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,
+                                    const rn_codec_t *codec,
+                                    const char *fname, size_t *len,
+                                    size_t *count, int *rc) {
+  size_t i, n = lrn_rawlen(L, 2);
+  luaL_Buffer b;
+  *rc = 0;
+  if (n == 0)
+    luaL_error(L, "%s: the batch is empty", fname);
+  luaL_buffinit(L, &b);
+  for (i = 1; *rc == 0 && i <= n; i++) {
+    lua_rawgeti(L, 2, (int)i);
+    if (lua_isnil(L, -1))
+      luaL_error(L, "%s: requests[%d] is nil (expected an array)", fname,
+                 (int)i);
+    *rc = lrn_encode_request(L, lua_gettop(L), 2, codec, &ctx->buf);
+    lua_pop(L, 1); /* the buffer's own slot is on top again */
+    if (*rc == UV_EINVAL)
+      luaL_error(L, "%s: requests[%d] cannot be framed by protocol '%s' "
+                    "(does it contain the delimiter?)",
+                 fname, (int)i, codec->type->name);
+    if (*rc == 0)
+      luaL_addlstring(&b, ctx->buf.base, ctx->buf.len);
+  }
+  luaL_pushresult(&b);
+  *count = n;
+  return lua_tolstring(L, -1, len);
+}
+
 static int lrn_pool_batch(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p = lrn_pool_get(L, 1);
   int type = lua_type(L, 3);
   rn_call_options_t co, *opts = NULL;
-  const rn_codec_t *codec;
   const char *frames;
-  size_t i, n, len;
-  luaL_Buffer b;
+  size_t n, len;
   int held, rc = 0;
 
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -853,27 +885,8 @@ static int lrn_pool_batch(lua_State *L) {
     lrn_error_push_code(L, ctx, RN_ECLOSED);
     return 2;
   }
-  n = lrn_rawlen(L, 2);
-  if (n == 0)
-    return luaL_error(L, "pool:batch: the batch is empty");
-  codec = rn_pool_codec(p->pool);
-  luaL_buffinit(L, &b);
-  for (i = 1; rc == 0 && i <= n; i++) {
-    lua_rawgeti(L, 2, (int)i);
-    if (lua_isnil(L, -1))
-      return luaL_error(L, "pool:batch: requests[%d] is nil (expected an "
-                           "array)", (int)i);
-    rc = lrn_encode_request(L, lua_gettop(L), 2, codec, &ctx->buf);
-    lua_pop(L, 1); /* the buffer's own slot is on top again */
-    if (rc == UV_EINVAL)
-      return luaL_error(L, "pool:batch: requests[%d] cannot be framed by "
-                           "protocol '%s' (does it contain the delimiter?)",
-                        (int)i, codec->type->name);
-    if (rc == 0)
-      luaL_addlstring(&b, ctx->buf.base, ctx->buf.len);
-  }
-  luaL_pushresult(&b);
-  frames = lua_tolstring(L, -1, &len);
+  frames = lrn_encode_batch(L, ctx, rn_pool_codec(p->pool), "pool:batch",
+                            &len, &n, &rc);
   if (rc != 0) {
     lua_pushnil(L);
     lrn_error_push_code(L, ctx, rc);
@@ -990,6 +1003,9 @@ static int lrn_pool_stats(lua_State *L) {
   lrn_set_count(L, "ejected", s.ejected);
   lua_pushnumber(L, (lua_Number)s.budget);
   lua_setfield(L, -2, "budget");
+  lrn_set_count(L, "holds", s.holds);
+  lrn_set_count(L, "holds_reset", s.holds_reset);
+  lrn_set_count(L, "held", s.held);
   if (p != NULL) {
     lrn_push_endpoints(L, p->pool);
     lua_setfield(L, -2, "endpoints");
@@ -1083,6 +1099,250 @@ static int lrn_pool_options_schema(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Held connections                                                           */
+
+#define LRN_HOLD_MT "resilnet.hold"
+
+/* A held connection's handle: the core's hold until released, and the
+ * pool's userdata, pinned while it is held (the lrn_pool_t behind it may
+ * still close: it is looked up through the userdata on each use). */
+typedef struct lrn_hold_ud_s {
+  rn_hold_t *hold;
+  lrn_ctx_t *ctx;
+  int pool_ref;
+} lrn_hold_ud_t;
+
+typedef struct lrn_hold_done_s {
+  lrn_pool_t *p;
+  rn_hold_t *hold;
+  int status;
+} lrn_hold_done_t;
+
+/* (hold, nil) or (nil, err). The userdata takes the hold: if making it
+ * fails, the hold goes back at once. */
+static int lrn_push_hold(lua_State *L, void *arg) {
+  lrn_hold_done_t *d = (lrn_hold_done_t *)arg;
+  lrn_hold_ud_t *hu;
+  luaL_checkstack(L, 3, NULL);
+  if (d->status != 0) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, d->p->o.ctx, d->status);
+    return 2;
+  }
+  hu = (lrn_hold_ud_t *)lua_newuserdata(L, sizeof(*hu));
+  hu->hold = d->hold;
+  hu->ctx = d->p->o.ctx;
+  hu->pool_ref = LUA_NOREF;
+  d->hold = NULL; /* the userdata's now */
+  luaL_getmetatable(L, LRN_HOLD_MT);
+  lua_setmetatable(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, d->p->pin_ref); /* pinned: in flight */
+  hu->pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushnil(L);
+  return 2;
+}
+
+static void lrn_hold_done(rn_pool_t *pool, void *data, rn_hold_t *hold,
+                          int status) {
+  lrn_hold_done_t d;
+  d.p = (lrn_pool_t *)rn_pool_data(pool);
+  d.hold = hold;
+  d.status = status;
+  if (lrn_quiet(d.p)) {
+    lrn_release(d.p->o.ctx, (int)(intptr_t)data);
+  } else {
+    lrn_dispatch_held(d.p->o.ctx, (int)(intptr_t)data, lrn_push_hold, &d);
+  }
+  /* Nobody took it (the state closing, the push failed): back at once. */
+  if (d.hold != NULL) rn_hold_release(d.hold, 1);
+  if (--d.p->in_flight == 0)
+    lrn_unref(d.p->o.ctx, &d.p->pin_ref);
+}
+
+/* pool_hold(h, target[, timeout_ms]) -> true | nil, err. target is
+ * dispatched exactly once with (hold, nil) or (nil, err). */
+static int lrn_pool_hold(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  int type = lua_type(L, 2);
+  lua_Integer timeout = luaL_optinteger(L, 3, 0);
+  rn_call_options_t co;
+  int held, rc;
+
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 2,
+                "expected a function or a thread");
+  luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
+  if (p == NULL) {
+    lua_pushnil(L);
+    lrn_error_push_code(L, ctx, RN_ECLOSED);
+    return 2;
+  }
+  memset(&co, 0, sizeof(co));
+  co.timeout_ms = (uint64_t)timeout;
+  held = lrn_hold(L, ctx, 2);
+  if (p->pin_ref == LUA_NOREF) {
+    lua_pushvalue(L, 1);
+    p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  p->overload_reason = NULL;
+  rc = rn_pool_hold(p->pool, &co, lrn_hold_done, (void *)(intptr_t)held);
+  if (rc != 0) {
+    lrn_release(ctx, held);
+    if (p->in_flight == 0)
+      lrn_unref(ctx, &p->pin_ref);
+    lua_pushnil(L);
+    lrn_error_push_overload(L, p, rc);
+    return 2;
+  }
+  p->in_flight++;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* The hold userdata at idx, and its pool (NULL once the pool closed).
+ * Raises on another value; *hold NULL once released. */
+static lrn_hold_ud_t *lrn_hold_get(lua_State *L, int idx, lrn_pool_t **p) {
+  lrn_hold_ud_t *hu = (lrn_hold_ud_t *)luaL_checkudata(L, idx, LRN_HOLD_MT);
+  *p = NULL;
+  if (hu->hold != NULL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hu->pool_ref);
+    *p = lrn_pool_get(L, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  return hu;
+}
+
+/* A held call could not start: nil, err (a released hold raises). */
+static int lrn_hold_refused(lua_State *L, lrn_ctx_t *ctx, lrn_hold_ud_t *hu,
+                            int rc) {
+  if (hu->hold == NULL)
+    return luaL_error(L, "resilnet: the held connection was released "
+                         "(use it only inside pool:hold's function)");
+  lua_pushnil(L);
+  lrn_error_push_code(L, ctx, rc);
+  return 2;
+}
+
+/* What starting a held call or batch (its target held as `held`)
+ * returns. */
+static int lrn_hold_started(lua_State *L, lrn_pool_t *p,
+                            const lrn_hold_ud_t *hu, int held, int rc) {
+  if (rc != 0) {
+    lrn_release(p->o.ctx, held);
+    lua_pushnil(L);
+    lrn_error_push_code(L, p->o.ctx, rc);
+    return 2;
+  }
+  /* Pinned while anything is in flight, as for pool_send. */
+  if (p->pin_ref == LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hu->pool_ref);
+    p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  p->in_flight++;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* hold_send(hold, request, target[, timeout_ms, blocking]) -> true |
+ * nil, err: pool_send on the held connection. */
+static int lrn_hold_send(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p;
+  lrn_hold_ud_t *hu = lrn_hold_get(L, 1, &p);
+  int type = lua_type(L, 3);
+  lua_Integer timeout = luaL_optinteger(L, 4, 0);
+  rn_call_options_t co;
+  int held, rc;
+
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
+                "expected a function or a thread");
+  luaL_argcheck(L, timeout >= 0, 4, "timeout must not be negative");
+  if (hu->hold == NULL || p == NULL)
+    return lrn_hold_refused(L, ctx, hu, RN_ECLOSED);
+  rc = lrn_encode_request(L, 2, 2, rn_pool_codec(p->pool), &ctx->buf);
+  if (rc == UV_EINVAL)
+    return luaL_error(L, "resilnet: the request cannot be framed by "
+                         "protocol '%s' (does it contain the delimiter?)",
+                      rn_pool_codec(p->pool)->type->name);
+  if (rc != 0) return lrn_hold_refused(L, ctx, hu, rc);
+  memset(&co, 0, sizeof(co));
+  co.timeout_ms = (uint64_t)timeout;
+  co.blocking = lua_toboolean(L, 5);
+  held = lrn_hold(L, ctx, 3);
+  rc = rn_hold_call(hu->hold, ctx->buf.base, ctx->buf.len, &co,
+                    lrn_pool_done, (void *)(intptr_t)held);
+  return lrn_hold_started(L, p, hu, held, rc);
+}
+
+/* hold_batch(hold, requests, target[, timeout_ms]) -> true | nil, err:
+ * pool_batch on the held connection. */
+static int lrn_hold_batch(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p;
+  lrn_hold_ud_t *hu = lrn_hold_get(L, 1, &p);
+  int type = lua_type(L, 3);
+  lua_Integer timeout = luaL_optinteger(L, 4, 0);
+  rn_call_options_t co;
+  const char *frames;
+  size_t n, len;
+  int held, rc;
+
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
+                "expected a function or a thread");
+  luaL_argcheck(L, timeout >= 0, 4, "timeout must not be negative");
+  lua_settop(L, 4);
+  if (hu->hold == NULL || p == NULL)
+    return lrn_hold_refused(L, ctx, hu, RN_ECLOSED);
+  frames = lrn_encode_batch(L, ctx, rn_pool_codec(p->pool), "conn:batch",
+                            &len, &n, &rc);
+  if (rc != 0) return lrn_hold_refused(L, ctx, hu, rc);
+  memset(&co, 0, sizeof(co));
+  co.timeout_ms = (uint64_t)timeout;
+  held = lrn_hold(L, ctx, 3);
+  rc = rn_hold_batch(hu->hold, frames, len, n, &co, lrn_pool_batch_done,
+                     (void *)(intptr_t)held);
+  if (rc == UV_E2BIG) {
+    lrn_release(ctx, held);
+    return luaL_error(L, "conn:batch: %d requests are more than the "
+                         "pool's max_batch", (int)n);
+  }
+  return lrn_hold_started(L, p, hu, held, rc);
+}
+
+/* Gives the hold back (reset: close its connection) and unpins the
+ * pool. */
+static void lrn_hold_give_back(lrn_hold_ud_t *hu, int reset) {
+  rn_hold_t *hold = hu->hold;
+  if (hold == NULL) return;
+  hu->hold = NULL;
+  rn_hold_release(hold, reset);
+  lrn_unref(hu->ctx, &hu->pool_ref);
+}
+
+/* hold_release(hold[, reset]): idempotent. */
+static int lrn_hold_release(lua_State *L) {
+  lrn_hold_ud_t *hu = (lrn_hold_ud_t *)luaL_checkudata(L, 1, LRN_HOLD_MT);
+  lrn_hold_give_back(hu, lua_toboolean(L, 2));
+  return 0;
+}
+
+/* hold_unknown(hold) -> whether a release now would close the connection
+ * (true once released). */
+static int lrn_hold_unknown_l(lua_State *L) {
+  lrn_hold_ud_t *hu = (lrn_hold_ud_t *)luaL_checkudata(L, 1, LRN_HOLD_MT);
+  lua_pushboolean(L, hu->hold == NULL || rn_hold_unknown(hu->hold));
+  return 1;
+}
+
+/* Collected unreleased (the facade always releases; a C error may not):
+ * the connection's state is unknown, so it is closed. */
+static int lrn_hold_gc(lua_State *L) {
+  lrn_hold_give_back((lrn_hold_ud_t *)lua_touserdata(L, 1), 1);
+  return 0;
+}
+
 static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_options", lrn_pool_options_schema},
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
@@ -1094,8 +1354,18 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_reset_backoff", lrn_pool_reset_backoff},
     {"pool_reload_tls", lrn_pool_reload_tls},
     {"pool_set_endpoints", lrn_pool_set_endpoints},
+    {"pool_hold", lrn_pool_hold},
+    {"hold_send", lrn_hold_send},
+    {"hold_batch", lrn_hold_batch},
+    {"hold_release", lrn_hold_release},
+    {"hold_unknown", lrn_hold_unknown_l},
     {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {
+  if (luaL_newmetatable(L, LRN_HOLD_MT)) {
+    lua_pushcfunction(L, lrn_hold_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   lrn_object_register(L, &lrn_pool_type, lrn_pool_funcs);
 }

@@ -229,7 +229,7 @@ int rn__batch_goaway(rn_call_t *call, uint64_t last_id) {
 /* The call's end                                                             */
 
 /* The call's callback: the batch's, with each request's result. */
-static void batch_done(rn_pool_t *pool, void *data, const rn_result_t *r) {
+void rn__batch_done(rn_pool_t *pool, void *data, const rn_result_t *r) {
   struct rn__batch_s *b = data;
   rn_batch_result_t br;
   uint32_t i;
@@ -260,22 +260,20 @@ static void batch_done(rn_pool_t *pool, void *data, const rn_result_t *r) {
   b->cb(pool, b->data, &br);
 }
 
-int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
-                  size_t count, const rn_call_options_t *options,
-                  rn_batch_cb cb, void *data) {
+int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
+                   size_t count, const rn_call_options_t *options,
+                   rn_batch_cb cb, void *data, rn_call_t **out,
+                   rn_call_options_t *o) {
   unsigned max = pool->options.max_batch ? pool->options.max_batch
                                          : RN_DEFAULT_MAX_BATCH;
-  rn_call_options_t o;
   rn_call_t *call;
   int err;
 
-  if (!pool->closing &&
-      (frames == NULL || len == 0 || count == 0 || cb == NULL ||
-       (options != NULL && options->key != NULL)))
+  if (frames == NULL || len == 0 || count == 0 || cb == NULL ||
+      (options != NULL && options->key != NULL))
     return UV_EINVAL;
-  if (!pool->closing && count > max) return UV_E2BIG;
-  if (!pool->closing && len > pool->codec.max_frame) return RN_EFRAMESIZE;
-  if ((err = rn__pool_admit(pool)) != 0) return err;
+  if (count > max) return UV_E2BIG;
+  if (len > pool->codec.max_frame) return RN_EFRAMESIZE;
 
   call = rn__call_new(pool);
   if (call == NULL) return UV_ENOMEM;
@@ -294,13 +292,32 @@ int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
     if (err == 0) err = rn__call_set_frame(call, frames, len);
   }
   if (err) goto fail;
-  if (options != NULL) o = *options;
-  else memset(&o, 0, sizeof(o));
-  o.hedge_mode = RN_HEDGE_OFF; /* one batch out at a time, never a copy */
-  err = rn__pool_accept(pool, call, &o, batch_done, call->batch);
-  if (err == 0) return 0;
+  if (options != NULL) *o = *options;
+  else memset(o, 0, sizeof(*o));
+  o->hedge_mode = RN_HEDGE_OFF; /* one batch out at a time, never a copy */
+  *out = call;
+  return 0;
 
 fail:
+  call->done = 1; /* never accepted: released at once, no callback */
+  rn__call_release(call);
+  return err;
+}
+
+int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
+                  size_t count, const rn_call_options_t *options,
+                  rn_batch_cb cb, void *data) {
+  rn_call_options_t o;
+  rn_call_t *call;
+  int err;
+
+  if (pool->closing) return RN_ECLOSED;
+  err = rn__batch_make(pool, frames, len, count, options, cb, data, &call,
+                       &o);
+  if (err) return err;
+  if ((err = rn__pool_admit(pool)) == 0)
+    err = rn__pool_accept(pool, call, &o, rn__batch_done, call->batch);
+  if (err == 0) return 0;
   call->done = 1; /* never accepted: released at once, no callback */
   rn__call_release(call);
   return err;

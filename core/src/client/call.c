@@ -110,6 +110,7 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   call->done = 1;
   rn_timer_stop(&call->deadline);
   rn_timer_stop(&call->attempt_timer);
+  if (call->hold != NULL) rn__hold_call_ended(call, status);
 
   result.status = status;
   result.body = body;

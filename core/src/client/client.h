@@ -102,6 +102,14 @@ struct rn_call_s {
   struct rn__batch_s *batch;
   uint32_t batch_n;
   uint32_t batch_got;
+  /* A held call (hold.c): it goes only on its hold's connection and is
+   * never placed elsewhere (held); hold is its hold while it counts there
+   * (cleared when it completes or the hold is released). */
+  struct rn_hold_s *hold;
+  unsigned held : 1;
+  unsigned blocking : 1; /* its reply may take long (BLPOP): its
+                            connection's silence is not judged, and it
+                            takes no other call while this is out */
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -165,6 +173,10 @@ struct rn_conn_s {
   size_t max_frame;
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
   rn__tls_t *tls;         /* its TLS session (conn_tls.c), or NULL */
+  /* hold.c: the hold it is reserved for (no pool call goes on it), or
+   * NULL; blocking: blocking calls (and their tombstones) on it. */
+  struct rn_hold_s *hold;
+  unsigned blocking;
 };
 
 struct rn_pool_endpoint_s {
@@ -287,6 +299,12 @@ struct rn_pool_s {
   unsigned aborting : 1; /* connections close with RST */
   unsigned tls_insecure : 1; /* pool->tls verifies nothing (tls.insecure) */
   uint64_t close_drain;
+  /* hold.c: holds waiting for a connection, in order; hold_timer runs
+   * the pass that hands them connections (and looks again while they
+   * wait). */
+  rn_list_t holds_waiting;
+  unsigned holds_waiting_count;
+  rn_timer_t hold_timer;
 };
 
 /* call.c */
@@ -406,6 +424,10 @@ static inline void rn__conn_count_call(rn_conn_t *conn, const rn_call_t *call,
                                        int delta) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   int request = !call->internal || call->tombstone;
+  if (call->blocking) {
+    if (delta > 0) conn->blocking++;
+    else conn->blocking--;
+  }
   if (delta > 0) {
     if (conn->queued++ == 0) ep->busy++;
     ep->outstanding++;
@@ -422,6 +444,7 @@ static inline void rn__conn_count_call(rn_conn_t *conn, const rn_call_t *call,
 static inline int rn__conn_writable(const rn_conn_t *conn) {
   size_t queued = conn->unsent_bytes + (conn->writing ? conn->wbuf.len : 0);
   return conn->state == RN_CONN_READY && !conn->retiring && !conn->suspect &&
+         conn->hold == NULL && conn->blocking == 0 &&
          queued < conn->pool->options.write_high_water;
 }
 /* Whether a frame of len bytes fits what conn's server accepts (rnp
@@ -569,6 +592,34 @@ void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
  * connection was ready (one is being opened), -1 if none will be (out of
  * memory, or a callback ended the call or closed the pool). */
 int rn__hedge_send(rn_call_t *call);
+
+/* hold.c: held connections. */
+/* A connection became ready, or idle: reserved for the first waiting
+ * hold if it may take one (the hold gets it on the next pass). */
+void rn__hold_offer(rn_pool_t *pool, rn_conn_t *conn);
+/* conn (conn->hold set) is closing: its hold loses it (err: why). */
+void rn__hold_conn_closed(rn_conn_t *conn, int err);
+/* A held call completes (status as its result's). */
+void rn__hold_call_ended(rn_call_t *call, int status);
+/* Why a held call that never left failed: its hold's connection's
+ * error. */
+int rn__hold_error(const rn_call_t *call);
+/* The pool is closing: waiting holds fail with RN_ECLOSED. */
+void rn__hold_pool_closing(rn_pool_t *pool);
+/* Whether conn is held by a caller (not merely reserved). */
+int rn__hold_granted(const rn_conn_t *conn);
+/* rn_pool_new: the pool's hold queue and timer. */
+void rn__hold_pool_init(rn_pool_t *pool);
+
+/* batch.c, for hold.c: a batch's call, built and checked, not accepted
+ * (*o: the options to accept it with). 0 or an error of rn_pool_batch;
+ * on error nothing is left to free. */
+int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
+                   size_t count, const rn_call_options_t *options,
+                   rn_batch_cb cb, void *data, rn_call_t **out,
+                   rn_call_options_t *o);
+/* batch.c: the call's callback of every batch (data: call->batch). */
+void rn__batch_done(rn_pool_t *pool, void *data, const rn_result_t *r);
 
 /* pool_endpoint.c */
 int rn__endpoint_new(rn_pool_t *pool, const char *text,

@@ -160,6 +160,9 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
   rn_list_remove(&call->node);
   call->conn = NULL;
   rn__conn_count_call(conn, call, -1);
+  /* Idle now: a waiting hold gets it before any call does. */
+  if (conn->queued == 0 && conn->pool->holds_waiting_count > 0)
+    rn__hold_offer(conn->pool, conn);
   if (!call->internal) {
     /* Just answered, so the least loaded or idle: to the tail, where the
      * pool looks first, so that the next call finds it at once however
@@ -350,7 +353,8 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
      * done once drained, whether the last reply was a call's, a ping's or
      * a tombstone's. */
     if (conn->retiring && conn->state != RN_CONN_CLOSING &&
-        (conn->queued == 0 || conn_goaway_done(conn)))
+        ((conn->queued == 0 && conn->hold == NULL) ||
+         conn_goaway_done(conn)))
       rn__conn_close(conn, 0);
   }
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
@@ -749,7 +753,9 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
   /* It takes no new calls, so it holds no place in the pool either: a
    * replacement may open while it drains. */
   conn->endpoint->open--;
-  if (conn->queued == 0 || conn_goaway_done(conn)) rn__conn_close(conn, 0);
+  /* A held one closes when it is given back (rn_hold_release). */
+  if ((conn->queued == 0 && conn->hold == NULL) || conn_goaway_done(conn))
+    rn__conn_close(conn, 0);
 }
 
 void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
@@ -760,7 +766,8 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   call->conn = NULL;
   /* A retiring connection's last call gave up before it was written (its
    * deadline, its attempt's timeout): no reply will come to close it. */
-  if (conn->retiring && conn->queued == 0) rn__conn_close(conn, 0);
+  if (conn->retiring && conn->queued == 0 && conn->hold == NULL)
+    rn__conn_close(conn, 0);
 }
 
 int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
@@ -779,6 +786,7 @@ int rn__conn_abandon(rn_conn_t *conn, rn_call_t *call) {
   stone->rnp_id = call->rnp_id;
   stone->batch_n = call->batch_n; /* a batch's: the rest of its replies */
   stone->batch_got = call->batch_got;
+  stone->blocking = call->blocking; /* counted on conn->blocking */
   /* In the call's place: replies are matched by position (or by id). */
   rn_list_insert_tail(&call->node, &stone->node);
   rn_list_remove(&call->node);
@@ -909,6 +917,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     rn__conn_tls_close_notify(conn);
   conn_set_state(conn, RN_CONN_CLOSING);
   conn->error = err;
+  if (conn->hold != NULL) rn__hold_conn_closed(conn, err);
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
   rn__deferred_cancel(&conn->flush_later);

@@ -76,7 +76,9 @@ void rn__conn_hand_over_probing(rn_conn_t *conn) {
     rn_conn_t *next;
     if (near[i] == &ep->conns) continue;
     next = RN_CONTAINER_OF(near[i], rn_conn_t, node);
-    if (next->state != RN_CONN_READY) continue;
+    if (next->state != RN_CONN_READY || next->hold != NULL ||
+        next->blocking > 0)
+      continue;
     rn__conn_take_over_probing(next);
     return;
   }
@@ -145,7 +147,11 @@ static int conn_peer_gone(rn_conn_t *conn) {
  * (without heartbeats: until its replies are in and no FIN waits); calls
  * meanwhile go to other connections or wait. */
 void rn__conn_suspect(rn_conn_t *conn) {
-  if (conn->suspect || conn->state != RN_CONN_READY) return;
+  /* A held connection takes no pool calls anyway, and its own must not
+   * be handed back to the pool (nor a proof ping land in its MULTI): its
+   * calls learn of a dead peer by themselves. */
+  if (conn->suspect || conn->state != RN_CONN_READY || conn->hold != NULL)
+    return;
   conn->suspect = 1;
   /* A ping already out was sent before: its answer proves nothing. */
   if (!conn->pinging) conn_send_proof(conn);
@@ -226,6 +232,15 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
     return;
   }
   if (conn->state != RN_CONN_READY) return;
+  if (conn->blocking > 0) {
+    /* A blocking call is out: silence is its answer. No verdict, no ping
+     * (it would wait behind the call); keepalive, TCP_USER_TIMEOUT and
+     * the call's deadline watch the connection meanwhile. Its idle
+     * siblings need a prober that does ping. */
+    rn__conn_hand_over_probing(conn);
+    rn_timer_start(timer, o->heartbeat.interval_ms);
+    return;
+  }
   if (!rn_list_empty(&conn->sent)) {
     uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
     uint64_t deadline = since + o->heartbeat.timeout_ms;
@@ -244,7 +259,9 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
   }
   /* While a ping is out, only its deadline matters: waking at the next
    * ping time, which has passed, would spin. */
-  if (!conn->pinging) {
+  /* A held connection sends no pings (one inside its user's MULTI would be
+   * queued by the server): its calls' silence is judged above. */
+  if (!conn->pinging && conn->hold == NULL) {
     uint64_t due = conn_ping_due(conn);
     if (now >= due) {
       rn__conn_send_ping(conn);

@@ -180,10 +180,16 @@ int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
   call->attempt_timeout = options != NULL && options->attempt_timeout_ms
                               ? options->attempt_timeout_ms
                               : pool->options.attempt_timeout_ms;
+  /* A blocking call's reply is slow by design: no attempt timeout, no
+   * hedge; its deadline bounds it (rn__fate_deadline). */
+  if (options != NULL && options->blocking) {
+    call->blocking = 1;
+    call->attempt_timeout = 0;
+  }
   /* Keyed calls are never hedged: the server runs a key once, so a copy
    * to the same server only waits for the first (or is refused
    * IN_PROGRESS), and one to another server may run it twice. */
-  if (call->idempotent && !call->keyed)
+  if (call->idempotent && !call->keyed && !call->blocking)
     rn__hedge_configure(pool, call, options);
   return timeout == pool->deadlines.timeout
              ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
@@ -286,7 +292,7 @@ void rn__fate_replied(rn_call_t *call, int status, const char *body,
      * never sent, as above an rnp GOAWAY: no policy retry, no budget
      * spent (a failover answers every call in flight so). */
     if (call->pool->codec.protocol == RN_PROTOCOL_RESP &&
-        call->parent == NULL &&
+        call->parent == NULL && !call->held &&
         rn__setup_server_error(call->pool, call->endpoint, body, body_len) &&
         unrun && !call->done) {
       rn_pool_t *pool = call->pool;
@@ -357,6 +363,12 @@ void rn__fate_returned(rn_call_t *call) {
   if (call->parent != NULL) {
     /* A hedge that never left: the parent's own attempt carries on. */
     fate_end(call, UV_ECANCELED, NULL, 0, 0);
+    return;
+  }
+  if (call->held) {
+    /* Its connection was the only one it may use: the error that ended
+     * it (never written: maybe_executed 0). */
+    rn__fate_fail(call, rn__hold_error(call));
     return;
   }
   if (pool->closing) {
@@ -436,6 +448,7 @@ void rn__fate_deadline(rn_timer_t *timer) {
   rn_call_t *call = timer->data;
   rn_pool_t *pool = call->pool;
   rn_conn_t *abandoned = NULL;
+  const char *abandon_reason = "reply_timeout";
   const char *why = NULL;
   int status = UV_ETIMEDOUT;
 
@@ -460,6 +473,11 @@ void rn__fate_deadline(rn_timer_t *timer) {
     }
   } else if (call->state == RN_SEND_UNSENT) {
     rn__conn_unqueue(call->conn, call);
+  } else if (call->blocking) {
+    /* The server still blocks in it and would answer (BLPOP: pop an
+     * element) for nobody: the connection goes, which ends it there. */
+    abandoned = call->conn;
+    abandon_reason = "blocking_timeout";
   } else if (call->state == RN_SEND_ANSWERED &&
              !rn__codec_replies_by_id(&pool->codec) &&
              !fate_calls_behind(call)) {
@@ -472,7 +490,7 @@ void rn__fate_deadline(rn_timer_t *timer) {
    * coming and must be matched to it, then dropped. */
   fate_end(call, status, why, why != NULL ? strlen(why) : 0, 0);
   if (abandoned != NULL) {
-    abandoned->close_reason = "reply_timeout";
+    abandoned->close_reason = abandon_reason;
     rn__conn_close(abandoned, UV_ETIMEDOUT);
   }
 }

@@ -322,6 +322,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   rn_list_init(&pool->pending);
   rn_list_init(&pool->retrying);
   rn_list_init(&pool->spare_calls);
+  rn__hold_pool_init(pool);
   rn__timer_lane_init(loop, &pool->deadlines, pool->options.timeout_ms);
   rn_timer_init(loop, &pool->close_timer, NULL);
   pool->close_timer.data = pool;
@@ -877,6 +878,7 @@ void rn__pool_conn_ready(rn_pool_t *pool, rn_conn_t *conn) {
     rn__conn_close(conn, RN_ECLOSED);
     return;
   }
+  rn__hold_offer(pool, conn); /* a waiting hold first: calls can share */
   rn__pool_dispatch(pool);
   /* Warming up: each connection that comes up starts the next, a trickle
    * of at most RN_MAX_CONNECTING at a time rather than one per round. */
@@ -950,6 +952,8 @@ static void pool_count_eviction(rn_pool_t *pool, const char *reason) {
     st->evictions.unexpected++;
   else if (strcmp(reason, "removed") == 0)
     st->evictions.removed++;
+  else if (strcmp(reason, "hold_reset") == 0)
+    st->holds_reset++; /* given back in a state nobody may inherit */
   else if (strcmp(reason, "pool_closed") != 0)
     st->evictions.error++;
 }
@@ -1068,7 +1072,9 @@ static void pool_maintain(rn_timer_t *timer) {
         rn__conn_retire(conn, "max_lifetime");
       if (conn->retiring) continue;
       /* Its prober left with no neighbour to take over. */
-      if (ep->prober == NULL && pool->ping_frame.len > 0)
+      if (conn->hold != NULL) continue; /* its user's until released */
+      if (ep->prober == NULL && pool->ping_frame.len > 0 &&
+          conn->blocking == 0)
         rn__conn_take_over_probing(conn);
       if (conn->queued != 0) continue;
       if (++idle > o->min_idle && o->idle_timeout_ms != 0 &&
@@ -1103,6 +1109,7 @@ static void pool_finish(rn_timer_t *timer) {
   rn_timer_stop(&pool->reconnect_timer);
   rn_timer_stop(&pool->eject_timer);
   rn_timer_stop(&pool->later_timer);
+  rn_timer_stop(&pool->hold_timer);
   rn__timer_lane_close(&pool->deadlines);
   pool_free_frames(pool);
   pool_discard_next(pool);
@@ -1211,6 +1218,7 @@ static void pool_close_now(rn_pool_t *pool) {
 
   pool_fail_list(&pool->pending);
   pool_fail_list(&pool->retrying);
+  rn__hold_pool_closing(pool);
   if (pool->conns_closed) return; /* a callback above finished the drain */
   if (pool->active == 0 || drain_ms == 0 || pool->aborting) {
     pool_close_conns(pool);
@@ -1268,17 +1276,23 @@ void rn_pool_stats(rn_pool_t *pool, rn_pool_stats_t *stats) {
   size_t i;
   *stats = pool->stats;
   stats->open = pool->conns;
-  stats->pending = pool->pending_count + pool->retrying_count;
-  stats->in_flight = pool->active - stats->pending;
+  stats->pending = pool->pending_count + pool->retrying_count +
+                   pool->holds_waiting_count;
   stats->ejected = pool->ejected;
   stats->budget = pool->budget;
   stats->idle = 0;
+  stats->held = 0;
   for (i = 0; i < pool->endpoint_count; i++) {
     rn_list_t *pos;
     rn_pool_endpoint_t *ep = pool->endpoints[i];
     for (pos = ep->conns.next; pos != &ep->conns; pos = pos->next) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
-      if (conn->state == RN_CONN_READY && conn->queued == 0) stats->idle++;
+      if (rn__hold_granted(conn))
+        stats->held++;
+      else if (conn->state == RN_CONN_READY && conn->queued == 0)
+        stats->idle++;
     }
   }
+  /* Holds take a place in active while they wait or hold. */
+  stats->in_flight = pool->active - stats->pending - stats->held;
 }
