@@ -117,8 +117,9 @@ static int resp_means(const char *frame, rn_reply_t *out) {
   return rn__codec_reply(&codec, &scan, frame, strlen(frame), out);
 }
 
-/* RESP: replies in order; a ping's answer is +PONG or an error reply (a
- * loading Redis answers PING with -LOADING); a push is nobody's. */
+/* RESP: replies in order; a ping's answer is +PONG, ["pong", ""] (RESP2
+ * subscribe mode), or an error reply (a loading Redis answers PING with
+ * -LOADING); a push is nobody's. */
 static void test_resp(void) {
   rn_reply_t m;
   use(RN_PROTOCOL_RESP);
@@ -137,6 +138,16 @@ static void test_resp(void) {
   ASSERT_EQ(m.flags & RN_FRAME_ERROR, RN_FRAME_ERROR);
   ASSERT(rn__codec_reply_is_pong(&codec, &m));
   ASSERT_EQ(m.size, 10);
+  /* RESP2 subscribe mode answers PING with an array, not +PONG */
+  ASSERT_EQ(resp_means("*2\r\n$4\r\npong\r\n$0\r\n\r\n", &m), 1);
+  ASSERT_EQ(m.kind, RN_REPLY_IN_ORDER);
+  ASSERT(rn__codec_reply_is_pong(&codec, &m));
+  /* ... but a message, or a pong carrying a payload, is not that answer */
+  ASSERT_EQ(resp_means("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$0\r\n\r\n",
+                       &m), 1);
+  ASSERT(!rn__codec_reply_is_pong(&codec, &m));
+  ASSERT_EQ(resp_means("*2\r\n$4\r\npong\r\n$1\r\nx\r\n", &m), 1);
+  ASSERT(!rn__codec_reply_is_pong(&codec, &m));
   ASSERT_EQ(resp_means(">2\r\n+a\r\n+b\r\n", &m), 1);
   ASSERT_EQ(m.kind, RN_REPLY_PUSH);
   ASSERT_EQ(resp_means("$5\r\nab", &m), 0);

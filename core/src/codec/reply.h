@@ -45,17 +45,26 @@ typedef struct rn_reply_s {
 int rn__codec_reply(const rn_codec_t *codec, rn_frame_scan_t *scan,
                     const char *data, size_t len, rn_reply_t *out);
 
+static inline int rn__codec_body_is(const rn_reply_t *m, const char *s,
+                                    size_t n) {
+  return m->body_len == n && memcmp(m->body, s, n) == 0;
+}
+
 /* Whether an IN_ORDER reply can be the answer to a ping: RESP's +PONG, or
  * an error reply (a busy, loading or password-protected Redis answers PING
  * with -BUSY, -LOADING, -NOAUTH: still the reply to that PING, in its
- * place). Any reply for line and length, whose pings the application
- * chose. Asked only when a ping is the oldest request out. */
+ * place), or the array ["pong", ""] by which a RESP2 connection in
+ * subscribe mode answers it (so a subscriber's heartbeat keeps working).
+ * Any reply for line and length, whose pings the application chose.
+ * Asked only when a ping is the oldest request out. */
 static inline int rn__codec_reply_is_pong(const rn_codec_t *codec,
                                           const rn_reply_t *m) {
-  static const char pong[] = "+PONG\r\n"; /* a RESP body is the value */
+  /* a RESP body is the value */
+  static const char pong[] = "+PONG\r\n";
+  static const char sub_pong[] = "*2\r\n$4\r\npong\r\n$0\r\n\r\n";
   return codec->protocol != RN_PROTOCOL_RESP || (m->flags & RN_FRAME_ERROR) ||
-         (m->body_len == sizeof(pong) - 1 &&
-          memcmp(m->body, pong, m->body_len) == 0);
+         rn__codec_body_is(m, pong, sizeof(pong) - 1) ||
+         rn__codec_body_is(m, sub_pong, sizeof(sub_pong) - 1);
 }
 
 /* Replies come matched by id, in any order (rnp): each request leaves with
