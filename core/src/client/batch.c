@@ -213,7 +213,8 @@ int rn__batch_reply(rn_call_t *call, const rn_reply_t *m) {
    * requests says about the server what it says to a single call (fate.c):
    * its endpoint's connections retire (this one once its batch is
    * answered: it stays queued here) and the endpoint backs off. The
-   * request's result stays the error: the batch ran elsewhere in part. */
+   * request's result stays the error, and the batch is not sent again:
+   * its other requests may have run there. */
   if (status != 0 && m->kind == RN_REPLY_IN_ORDER &&
       call->pool->codec.protocol == RN_PROTOCOL_RESP)
     (void)rn__setup_server_error(call->pool, call->endpoint, m->body,
