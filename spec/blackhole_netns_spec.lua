@@ -36,11 +36,12 @@ local function say(...)
   io.stdout:flush()
 end
 
--- Runs a shell command; returns success and its output. The sanitizer
--- build's preload is for Lua: ip and iptables are not built for it.
+-- Runs a shell command (ip, iptables: P.external); returns success and its
+-- output.
 local function sh(cmd)
   local out = os.tmpname()
-  local ok = os.execute(("(unset LD_PRELOAD; %s) >%s 2>&1"):format(cmd, out))
+  local ok = os.execute(("%s >%s 2>&1"):format(
+    P.external("sh -c '" .. cmd:gsub("'", "'\\''") .. "'"), out))
   local f = io.open(out)
   local text = f and f:read("*a") or ""
   if f then f:close() end

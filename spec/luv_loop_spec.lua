@@ -6,6 +6,7 @@
 -- (spec/hosts/luv_*.lua) against a real redis-server.
 local R = require "spec.helpers.redis"
 local S = require "spec.helpers.host_script"
+local P = require "spec.helpers.process"
 
 describe("on luv's loop", function()
   if not S.has("luv") then
@@ -60,7 +61,7 @@ describe("on luv's loop", function()
 
   -- The compiler flags for a host embedding the specs' Lua.
   local function lua_flags()
-    local exe = require("spec.helpers.process").LUA
+    local exe = P.LUA
     if exe:find("luajit", 1, true) then
       return "-I/usr/include/luajit-2.1 -lluajit-5.1"
     end
@@ -82,9 +83,8 @@ describe("on luv's loop", function()
     os.remove(dir)
     assert(os.execute("mkdir " .. dir) ~= false)
     local function build(name, uv)
-      -- (Without an ASan run's LD_PRELOAD: cc is not built for it.)
-      local out, status = S.run { "sh", "-c", ("env -u LD_PRELOAD cc "
-        .. "-no-pie -o %s/%s spec/hosts/static_host.c %s %s -lpthread -ldl")
+      local out, status = S.run { "sh", "-c", P.external("cc -no-pie -o "
+        .. "%s/%s spec/hosts/static_host.c %s %s -lpthread -ldl")
         :format(dir, name, lua_flags(), uv) }
       assert.equals(0, status, out)
       return dir .. "/" .. name

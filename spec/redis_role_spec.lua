@@ -9,7 +9,6 @@ local resilnet = require "resilnet"
 local socket = require "socket"
 local H = require "spec.helpers.util"
 local R = require "spec.helpers.redis"
-local P = require "spec.helpers.process"
 
 -- One command on a fresh socket (inline), its first reply line.
 local function raw(port, command, timeout)
@@ -190,15 +189,8 @@ describe("LOADING: a restarted redis-server loading a big dataset", function()
     local redis
     local ok, err = pcall(H.go, function()
       local port = R.free_port()
-      -- Not R.launch: under a sanitizer run LD_PRELOAD would put ASan's
-      -- allocator under redis-server too, and its load of millions of keys
-      -- would outlast the wait for a restart.
-      redis = P.start({ "redis-server", "--port", port, "--bind", "127.0.0.1",
-                        "--save", "", "--dir", dir, "--daemonize", "no",
-                        "--enable-debug-command", "yes",
-                        env = { LD_PRELOAD = false },
-                        stdout = dir .. "/log.txt" },
-                      { port = port, ready = function() return R.ping(port) end })
+      redis = R.launch(port, { "--dir", dir, "--enable-debug-command", "yes" },
+                       dir .. "/log.txt")
       assert.equal("+OK", raw(port, "DEBUG POPULATE 2000000 k 64", 60))
       assert.equal("+OK", raw(port, "SET before 1"))
       assert.equal("+OK", raw(port, "SAVE", 60))

@@ -9,6 +9,7 @@ local resilnet = require "resilnet"
 local socket = require "socket"
 local H = require "spec.helpers.util"
 local C = require "spec.helpers.test_certs"
+local P = require "spec.helpers.process"
 
 -- A TLS server, or nil when this build has no OpenSSL (the error then
 -- names what is missing: checked here once).
@@ -32,7 +33,7 @@ local function redis_cli(ep, args)
                  "-h", host, "-p", port }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   local out = {}
-  argv.env = { LD_PRELOAD = false }
+  P.external(argv)
   argv.stdout = function(chunk) out[#out + 1] = chunk end
   argv.stderr = argv.stdout
   local p = assert(resilnet.process(argv))
@@ -206,11 +207,10 @@ describe("server tls", function()
     H.go(function()
       local host, port = ep:match("^(.*):(%d+)$")
       local p = assert(resilnet.process {
-        "sh", "-c", ("openssl s_client -quiet -connect %s:%s -cert '%s' "
+        "sh", "-c", P.external("openssl s_client -quiet -connect %s:%s -cert '%s' "
           .. "-key '%s' -CAfile '%s' <'%s' >'%s' 2>/dev/null"):format(
           host, port, C.path("client.pem"), C.path("client.key"),
-          C.path("ca.pem"), input, output),
-        env = { LD_PRELOAD = false } })
+          C.path("ca.pem"), input, output) })
       assert.is_number(p:wait(10))
       p:close()
     end, 20)

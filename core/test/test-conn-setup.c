@@ -338,6 +338,71 @@ static void test_readonly_retires(void) {
   end();
 }
 
+/* Regression: -READONLY to one request of a batch on a role = master pool
+ * was kept as that request's error and nothing more: the connection to
+ * the replica went on taking calls. Now it does what a single call's
+ * -READONLY does (wrong_role "readonly", resolve, the connection retired
+ * once the batch is answered), and the batch's element stays the error. */
+static int batch_fired, batch_status;
+static size_t batch_count;
+static int element_status[3];
+static char element_body[3][16];
+
+static void on_batch(rn_pool_t *p, void *data, const rn_batch_result_t *r) {
+  size_t i;
+  (void)p;
+  (void)data;
+  ASSERT_EQ(batch_fired, 0);
+  batch_fired++;
+  batch_status = r->status;
+  batch_count = r->count;
+  for (i = 0; r->status == 0 && i < r->count && i < 3; i++) {
+    size_t n = r->results[i].body_len < sizeof(element_body[i]) - 1
+                   ? r->results[i].body_len
+                   : sizeof(element_body[i]) - 1;
+    element_status[i] = r->results[i].status;
+    memcpy(element_body[i], r->results[i].body, n);
+    element_body[i][n] = '\0';
+  }
+}
+
+static void test_batch_readonly_retires(void) {
+  static const char frames[] = "*1\r\n$4\r\nPING\r\n"
+                               "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+                               "*1\r\n$4\r\nPING\r\n";
+  rn_pool_options_t po;
+  test_outcome_t o;
+  begin(&po);
+  po.role = RN_ROLE_MASTER;
+  get_reply = "-READONLY You can't write against a read only replica.\r\n";
+  batch_fired = 0;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  ASSERT_OK(rn_pool_batch(pool, frames, sizeof(frames) - 1, 3, NULL,
+                          on_batch, NULL));
+  RUN_UNTIL(rn_loop_uv(loop), batch_fired, 5000);
+  ASSERT_OK(batch_status);
+  ASSERT_EQ(batch_count, 3);
+  ASSERT_OK(element_status[0]);
+  ASSERT_EQ(element_status[1], RN_EREPLY);
+  ASSERT(strstr(element_body[1], "READONLY") != NULL);
+  ASSERT_OK(element_status[2]);
+  ASSERT_EQ(get_count, 1); /* not sent again */
+  ASSERT_EQ(wrong_roles, 1);
+  ASSERT_STR_EQ(wrong_role_reason, "readonly");
+  ASSERT(resolves >= 1);
+  ASSERT_EQ(test_pool_stats(pool).wrong_role, 1);
+  RUN_UNTIL(rn_loop_uv(loop), peer.conns[0].closed_by_client, 5000);
+  /* The next call goes on a new connection, whose ROLE finds the replica:
+   * EROLE at its deadline, never to the retired one. */
+  role_reply = "*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n"
+               "$9\r\nconnected\r\n:1\r\n";
+  call(300, &o);
+  RUN_UNTIL(rn_loop_uv(loop), o.fired, 5000);
+  ASSERT_EQ(o.status, RN_EROLE);
+  ASSERT_EQ(get_count, 1);
+  end();
+}
+
 /* The conveniences and role are Redis's words: other protocols refuse
  * them, and a username needs a password. */
 static void test_bad_options(void) {
@@ -363,6 +428,7 @@ TEST_LIST_START
   TEST_ENTRY(test_setup_timeout)
   TEST_ENTRY(test_call_waits_for_setup)
   TEST_ENTRY(test_wrong_role)
+  TEST_ENTRY(test_batch_readonly_retires)
   TEST_ENTRY(test_loading_ping)
   TEST_ENTRY(test_readonly_retires)
   TEST_ENTRY(test_bad_options)

@@ -284,7 +284,8 @@ static void test_abort_after_a_deferred_close(void) {
  * of the wait's first uv_run(UV_RUN_ONCE); that run then went on to poll,
  * as a ONCE run does, and with nothing else due it blocked until the
  * wait's own 2 s deadline. The wait looked at its condition only between
- * runs. */
+ * runs. (The timer heap now keeps such a turn's poll from blocking:
+ * test_close_unconnected_pool_does_not_block_the_turn.) */
 
 enum close_from {
   CLOSE_FROM_OUTSIDE,      /* the application, between turns */
@@ -504,9 +505,50 @@ static void test_close_callback_prompt_under_run_once_and_default(void) {
   }
 }
 
+/* Regression: closing a pool that never opened a connection took until the
+ * loop's next unrelated wake-up (2 s in test-batch's bad-input case). The
+ * close callback ran at once, in the timer phase at the start of the
+ * caller's next uv_run(UV_RUN_ONCE), which then blocked in its poll (see
+ * test-timer's test_due_timer_does_not_block_the_once_turn). The unrelated
+ * wake-up is a 3 s uv timer; an async handle is the application's own
+ * descriptor. One ONCE run must see the callback and return, with and
+ * without a drain (nothing to drain). */
+static void unrelated_wake_up(uv_timer_t *t) { (void)t; }
+
+static void test_close_unconnected_pool_does_not_block_the_turn(void) {
+  static const uint64_t drains[] = {0, 1000};
+  size_t i;
+  for (i = 0; i < ARRAY_SIZE(drains); i++) {
+    rn_pool_options_t po;
+    uv_timer_t wake;
+    uv_async_t fd;
+    uv_loop_t *uv;
+    uint64_t t0;
+    loop = test_loop_open();
+    uv = rn_loop_uv(loop);
+    ASSERT_OK(uv_timer_init(uv, &wake));
+    ASSERT_OK(uv_timer_start(&wake, unrelated_wake_up, 3000, 0));
+    ASSERT_OK(uv_async_init(uv, &fd, NULL));
+    test_pool_line_options(&po, "127.0.0.1:9"); /* never dialled */
+    ASSERT_OK(rn_pool_new(loop, &po, &pool));
+    pool_closed = 0;
+    t0 = uv_hrtime();
+    rn_pool_close(pool, drains[i], on_pool_closed);
+    ASSERT_EQ(pool_closed, 0); /* never from inside rn_pool_close */
+    uv_run(uv, UV_RUN_ONCE);
+    ASSERT_EQ(pool_closed, 1);
+    ASSERT_LT((uv_hrtime() - t0) / 1000000, 1000);
+    ASSERT(uv_is_active((uv_handle_t *)&wake)); /* it never woke the run */
+    uv_close((uv_handle_t *)&wake, NULL);
+    uv_close((uv_handle_t *)&fd, NULL);
+    test_loop_close(loop);
+  }
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_close_from_every_event_handler)
   TEST_ENTRY(test_unix_connect_started_after_the_event)
   TEST_ENTRY(test_abort_after_a_deferred_close)
   TEST_ENTRY(test_close_callback_prompt_under_run_once_and_default)
+  TEST_ENTRY(test_close_unconnected_pool_does_not_block_the_turn)
 TEST_LIST_END

@@ -642,6 +642,44 @@ static void test_queued_deadline_refused_on_time(void) {
   test_server_finish(&T);
 }
 
+/* Checked, not a bug: a request the server refuses after its GOAWAY (id
+ * above the GOAWAY's, dropped unanswered as docs/protocol.md section 10
+ * says) never takes a MAX_CONCURRENT slot or a place in the queue: it is
+ * dropped before a request is even allocated. With one slot held by the
+ * accepted request, three late ones leave the server's counts as they
+ * were, and the accepted one is answered. */
+static void test_goaway_refused_requests_hold_no_slot(void) {
+  rnp_client_t a;
+  rn_server_options_t o;
+  rn_server_stats_t st;
+  uint64_t run;
+  int i;
+
+  rn_server_options_init(&o);
+  o.max_concurrent = 1;
+  start(&o);
+  rx_open(T.uv, &a, T.port);
+  run = rx_request(&a, "run", NULL, -1, 0);
+  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  rn_server_drain(T.server, 5000, test_server_on_closed);
+  rx_wait_frames(T.uv, &a, 2);
+  ASSERT_EQ(a.frames[1].type, RN_RNP_GOAWAY);
+  ASSERT_EQ(a.frames[1].id, run);
+  for (i = 0; i < 3; i++) (void)rx_request(&a, "late", NULL, -1, 0);
+  RUN_UNTIL(T.uv, (rn_server_stats(T.server, &st), st.discarded == 3), 5000);
+  ASSERT_EQ(T.server->active, 1); /* the accepted request's */
+  ASSERT_EQ(T.server->queued, 0);
+  ASSERT_EQ(T.server->held, 1);
+  ASSERT_EQ(T.handled, 1);
+  reply_held(0, "done");
+  RUN_UNTIL(T.uv, rx_eof(&a), 5000);
+  ASSERT_EQ(rx_find(&a, run)->type, RN_RNP_REPLY);
+  ASSERT_EQ(T.server->active, 0);
+  rx_close(T.uv, &a);
+  RUN_UNTIL(T.uv, T.closed > 0, 5000);
+  ASSERT_OK(rn_loop_free(T.loop));
+}
+
 /* (d) Requests still queued when a drain ends are refused SHUTDOWN, not
  * executed, before the connection closes: without it the client counted
  * them as maybe executed. The running one keeps an unknown fate. */
@@ -794,6 +832,7 @@ TEST_LIST_START
   TEST_ENTRY(test_overload)
   TEST_ENTRY(test_deadline)
   TEST_ENTRY(test_goaway)
+  TEST_ENTRY(test_goaway_refused_requests_hold_no_slot)
   TEST_ENTRY_TIMEOUT(test_goaway_deadline, 60)
   TEST_ENTRY(test_idle)
   TEST_ENTRY(test_backpressure)

@@ -277,6 +277,60 @@ static void test_lazy_arming(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+/* Regression: a timer due at once, started between turns, fired at the
+ * start of the next uv_run(UV_RUN_ONCE), which then went on to block in its
+ * poll until an unrelated wake-up (libuv 1.44 runs due timers before the
+ * poll and blocks unless something is pending): a caller looping on ONCE
+ * until the callback's effect saw it that much later (a pool's close
+ * callback: 2 s in test-batch). Here the unrelated wake-up is a 3 s uv
+ * timer, and an async handle gives the poll a descriptor to wait on (with
+ * none, libuv does not block at all). The ONCE run that fires the timer
+ * must return long before the wake-up; so must the one after a callback
+ * that restarted its timer with 0 (run in the idle phase). */
+static int zero_fired;
+
+static void zero_again(rn_timer_t *t) {
+  zero_fired++;
+  if (zero_fired == 2) ASSERT_OK(rn_timer_start(t, 0));
+}
+
+static void unrelated_wake_up(uv_timer_t *t) { (void)t; }
+
+static void test_due_timer_does_not_block_the_once_turn(void) {
+  rn_loop_t *loop;
+  rn_timer_t t;
+  uv_timer_t wake;
+  uv_async_t fd;
+  uv_loop_t *uv;
+  uint64_t t0;
+  int turns;
+
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  uv = rn_loop_uv(loop);
+  ASSERT_OK(uv_timer_init(uv, &wake));
+  ASSERT_OK(uv_timer_start(&wake, unrelated_wake_up, 3000, 0));
+  ASSERT_OK(uv_async_init(uv, &fd, NULL));
+  zero_fired = 0;
+  rn_timer_init(loop, &t, zero_again);
+  t0 = uv_hrtime();
+  ASSERT_OK(rn_timer_start(&t, 0));
+  uv_run(uv, UV_RUN_ONCE);
+  ASSERT_EQ(zero_fired, 1);
+  ASSERT_LT((uv_hrtime() - t0) / 1000000, 1000);
+  /* Again, the callback restarting it: both in one turn or two (and maybe
+   * one more that polls without blocking). */
+  ASSERT_OK(rn_timer_start(&t, 0));
+  for (turns = 0; zero_fired < 3 && turns < 4; turns++)
+    uv_run(uv, UV_RUN_ONCE);
+  ASSERT_EQ(zero_fired, 3);
+  ASSERT_LT((uv_hrtime() - t0) / 1000000, 1000);
+  ASSERT(uv_is_active((uv_handle_t *)&wake)); /* it never woke them */
+  uv_close((uv_handle_t *)&wake, NULL);
+  uv_close((uv_handle_t *)&fd, NULL);
+  uv_run(uv, UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_order_and_stop)
   TEST_ENTRY(test_restart_from_callback)
@@ -285,4 +339,5 @@ TEST_LIST_START
   TEST_ENTRY(test_lane_empty_and_restart)
   TEST_ENTRY(test_lazy_arming)
   TEST_ENTRY(test_lane_start_in_expiry_keeps_older_due)
+  TEST_ENTRY(test_due_timer_does_not_block_the_once_turn)
 TEST_LIST_END

@@ -20,6 +20,7 @@
 --          <heartbeat interval> <heartbeat timeout> <hold seconds>
 local resilnet = require "resilnet"
 local wait = require "spec.helpers.wait"
+local P = require "spec.helpers.process"
 
 local filter, ns_server, ns_client, host = arg[1], arg[2], arg[3], arg[4]
 local port1, port2 = assert(tonumber(arg[5])), assert(tonumber(arg[6]))
@@ -82,9 +83,7 @@ end
 local function run(argv)
   local out = {}
   local function keep(chunk) out[#out + 1] = chunk end
-  -- The sanitizer build's preload is for Lua; ip and iptables are not
-  -- built with it, and its leak check would fail them at exit.
-  argv.env = { LD_PRELOAD = false }
+  P.external(argv)
   argv.stdout, argv.stderr = keep, keep
   local p = assert(resilnet.process(argv))
   local code, err = p:wait(10)

@@ -16,6 +16,23 @@ local P = {}
 --- The interpreter (and module build) the specs run under.
 P.LUA = os.getenv("RESILNET_TEST_LUA") or "lua5.4"
 
+--- P.external(argv) -> argv; P.external(command) -> command: a program
+-- that is not resilnet's (redis-server, redis-cli, openssl, ip, iptables,
+-- cc) started without what a sanitizer spec run preloads. LD_PRELOAD puts
+-- ASan's runtime under the instrumented module in Debian's lua; under
+-- anything else it only slows it down (ASan's allocator under a
+-- redis-server loading 2M keys outlasted a 10 s restart wait) and reports
+-- the program's own leaks at exit. (ASAN_OPTIONS does nothing without the
+-- runtime.) argv: a resilnet.process / P.start table, whose env gains
+-- LD_PRELOAD = false; command: a shell command line for os.execute or
+-- io.popen, prefixed with env -u (the same process: $! is the program).
+function P.external(argv)
+  if type(argv) == "string" then return "env -u LD_PRELOAD " .. argv end
+  argv.env = argv.env or {}
+  argv.env.LD_PRELOAD = false
+  return argv
+end
+
 local Server = {}
 Server.__index = Server
 

@@ -60,7 +60,7 @@ function R.launch(port, args, log)
                  "--save", "", "--daemonize", "no", "--dir", dir,
                  stdout = log }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return P.start(argv, { port = port,
+  return P.start(P.external(argv), { port = port,
                          ready = function() return R.ping(port) end })
 end
 
@@ -78,7 +78,7 @@ function R.start()
   local cmd = ("redis-server --port %d --bind 127.0.0.1 --save '' "
     .. "--appendonly no --daemonize no --dir /tmp "
     .. ">%s.log 2>&1 & echo $! >%s"):format(port, dir, pidfile)
-  os.execute(cmd)
+  os.execute(P.external(cmd))
   local f = io.open(pidfile)
   local pid = f and tonumber(f:read("*l"))
   if f then f:close() end

@@ -3,11 +3,9 @@
 -- directory, once per process, removed by remove(). ca.pem,
 -- server.pem/.key (localhost, 127.0.0.1, ::1), client.pem/.key (subject
 -- CN=resilnet-test-client,O=resilnet), wrong-ca.pem, expired.pem/.key.
-local C = {}
+local P = require "spec.helpers.process"
 
--- Child commands run without the sanitizer runtime a sanitized spec run
--- preloads: it would report the tools' own leaks and fail them.
-C.clean = "env -u LD_PRELOAD "
+local C = {}
 
 local function sh(cmd)
   local ok = os.execute(cmd)
@@ -23,7 +21,7 @@ function C.dir()
   if dir then return dir end
   local d = os.tmpname()
   os.remove(d)
-  assert(sh((C.clean .. "sh '%s' '%s'"):format(
+  assert(sh(P.external("sh '%s' '%s'"):format(
            source_dir() .. "tools/make-test-certs.sh", d)),
          "tools/make-test-certs.sh failed")
   dir = d

@@ -5,20 +5,22 @@
 local socket = require "socket"
 local R = require "spec.helpers.redis"
 local C = require "spec.helpers.test_certs"
+local P = require "spec.helpers.process"
 
 local T = {}
 
 -- The certificates (spec/helpers/test_certs.lua, made once per process):
 -- ca.pem, server.pem/.key (localhost, 127.0.0.1, ::1), client.pem/.key,
--- wrong-ca.pem, expired.pem/.key. Child commands run as C.clean says.
-local clean, sh = C.clean, C.sh
+-- wrong-ca.pem, expired.pem/.key. redis-server and redis-cli run as
+-- P.external says.
+local sh = C.sh
 T.certs, T.cert, T.remove_certs = C.dir, C.path, C.remove
 
 --- Whether a TLS client verified against the test CA gets PONG.
 function T.ping(port, client_cert)
   local extra = client_cert and ("--cert '%s' --key '%s'"):format(
     T.cert("client.pem"), T.cert("client.key")) or ""
-  local cmd = (clean .. "redis-cli --tls --cacert '%s' %s -h 127.0.0.1 "
+  local cmd = P.external("redis-cli --tls --cacert '%s' %s -h 127.0.0.1 "
     .. "-p %d PING 2>/dev/null | grep -q PONG"):format(T.cert("ca.pem"),
                                                         extra, port)
   return sh(cmd)
@@ -32,7 +34,7 @@ function T.start(port, opts)
   if not R.installed() then return nil, "redis-server not installed" end
   port = port or R.free_port()
   local base = os.tmpname()
-  local cmd = (clean .. "redis-server --port 0 --tls-port %d "
+  local cmd = P.external("redis-server --port 0 --tls-port %d "
     .. "--bind 127.0.0.1 "
     .. "--tls-cert-file '%s' --tls-key-file '%s' --tls-ca-cert-file '%s' "
     .. "--tls-auth-clients %s --save '' --appendonly no --daemonize no "

@@ -16,7 +16,9 @@
  * request, by position (resp, line, length) or by id (rnp: the requests
  * leave with consecutive ids). An error reply, or an rnp refusal of one
  * request, is that request's result: the batch fails as a whole only when
- * the call does (connection, deadline, close). */
+ * the call does (connection, deadline, close). An error that speaks about
+ * the server (-READONLY on a master pool, -LOADING) also acts on it, as a
+ * single call's does. */
 #include "client.h"
 
 #include <assert.h>
@@ -207,6 +209,16 @@ int rn__batch_reply(rn_call_t *call, const rn_reply_t *m) {
   }
   err = batch_keep(call, i, status, m->flags, unrun, m->body, m->body_len);
   if (err) return err;
+  /* -READONLY (on a master pool), -MASTERDOWN or -LOADING to one of its
+   * requests says about the server what it says to a single call (fate.c):
+   * its endpoint's connections retire (this one once its batch is
+   * answered: it stays queued here) and the endpoint backs off. The
+   * request's result stays the error, and the batch is not sent again:
+   * its other requests may have run there. */
+  if (status != 0 && m->kind == RN_REPLY_IN_ORDER &&
+      call->pool->codec.protocol == RN_PROTOCOL_RESP)
+    (void)rn__setup_server_error(call->pool, call->endpoint, m->body,
+                                 m->body_len);
   if (call->state == RN_SEND_SENT) call->state = RN_SEND_ANSWERED;
   return ++call->batch_got == call->batch_n;
 }

@@ -97,6 +97,9 @@ struct rn_loop_s {
   uv_check_t poll_check; /* records when the loop last polled for I/O */
   uint64_t last_poll;    /* loop ms, just after the latest poll */
   uv_prepare_t defer_prepare; /* runs deferred work before the poll */
+  uv_idle_t poll_nudge;  /* on from prepare to check when timer callbacks
+                            ran before this poll: it must not block (loop.c) */
+  int fired_since_poll;  /* timer callbacks ran since the latest poll */
   rn_list_t deferred;    /* rn_deferred_t due this turn */
   rn_timer_t **heap;     /* binary min-heap on (due, seq) */
   size_t heap_len;

@@ -29,13 +29,31 @@ void rn__loop_defer(rn_loop_t *loop, rn_deferred_t *d) {
 static void loop_after_poll(uv_check_t *check) {
   rn_loop_t *loop = check->data;
   loop->last_poll = uv_now(loop->uv);
+  loop->fired_since_poll = 0;
+  uv_idle_stop(&loop->poll_nudge);
   /* What the poll's callbacks (replies, new calls made from them) left. */
   loop_run_deferred(loop);
 }
 
-/* What timers, earlier close callbacks and code outside uv_run left. */
+/* Never runs: the nudge is stopped after the poll, before the next idle
+ * phase. libuv wants a callback all the same. */
+static void loop_nudge(uv_idle_t *idle) { (void)idle; }
+
+/* What timers, earlier close callbacks and code outside uv_run left.
+ *
+ * libuv before 1.45 runs a turn's due timers before its poll, and a
+ * uv_run(UV_RUN_ONCE) then blocks in that poll unless something is
+ * pending: a callback run from a timer at the start of the turn (a pool's
+ * close callback, a call failed by its deadline) went unseen by a caller
+ * looping on ONCE until an unrelated wake-up, seconds later. An active idle
+ * handle makes the poll return at once; it is on only for this poll, so
+ * the loop's timeout (resilnet.timeout()) between turns is untouched. A
+ * ONCE run whose timers ran after its poll costs the next run one poll
+ * that does not block. */
 static void loop_before_poll(uv_prepare_t *prepare) {
-  loop_run_deferred(prepare->data);
+  rn_loop_t *loop = prepare->data;
+  loop_run_deferred(loop);
+  if (loop->fired_since_poll) uv_idle_start(&loop->poll_nudge, loop_nudge);
 }
 
 /* A write to a socket the peer has reset raises SIGPIPE, whose default
@@ -82,6 +100,9 @@ int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
   loop->defer_prepare.data = loop;
   uv_prepare_start(&loop->defer_prepare, loop_before_poll);
   uv_unref((uv_handle_t *)&loop->defer_prepare);
+  uv_idle_init(loop->uv, &loop->poll_nudge);
+  loop->poll_nudge.data = loop;
+  uv_unref((uv_handle_t *)&loop->poll_nudge);
   loop->last_poll = uv_now(loop->uv);
   loop->random_state = uv_hrtime() ^ ((uint64_t)(uintptr_t)loop << 16);
   loop->heap_referenced = 1; /* as every uv handle starts */
@@ -111,7 +132,7 @@ double rn__random_unit(rn_loop_t *loop) {
 
 void rn__loop_object_remove(rn_loop_t *loop) { loop->objects--; }
 
-/* libuv runs close callbacks in no promised order: the last of our four
+/* libuv runs close callbacks in no promised order: the last of our five
  * handles to finish frees the memory they all live in. */
 static void loop_free_after_close(uv_handle_t *handle) {
   rn_loop_t *loop = handle->data;
@@ -128,8 +149,9 @@ int rn_loop_free(rn_loop_t *loop) {
   if (!loop->owns_uv) {
     /* The caller's loop runs on; our memory goes once libuv is done with
      * the heap timer. */
-    loop->handles_closing = 4;
+    loop->handles_closing = 5;
     uv_close((uv_handle_t *)&loop->heap_timer, loop_free_after_close);
+    uv_close((uv_handle_t *)&loop->poll_nudge, loop_free_after_close);
     uv_close((uv_handle_t *)&loop->poll_check, loop_free_after_close);
     uv_close((uv_handle_t *)&loop->heap_idle, loop_free_after_close);
     uv_close((uv_handle_t *)&loop->defer_prepare, loop_free_after_close);
@@ -143,6 +165,7 @@ int rn_loop_free(rn_loop_t *loop) {
     uv_close((uv_handle_t *)&loop->heap_idle, NULL);
     uv_close((uv_handle_t *)&loop->poll_check, NULL);
     uv_close((uv_handle_t *)&loop->defer_prepare, NULL);
+    uv_close((uv_handle_t *)&loop->poll_nudge, NULL);
   }
   uv_run(loop->uv, UV_RUN_DEFAULT);
   err = uv_loop_close(loop->uv);

@@ -123,6 +123,7 @@ static void heap_fire(rn_loop_t *loop) {
     rn_timer_t *t = loop->heap[0];
     if (t->due > now || t->seq >= seq_limit) break;
     heap_remove(loop, t);
+    loop->fired_since_poll = 1;
     loop->heap_firing = 1;
     t->cb(t);
     loop->heap_firing = 0;
