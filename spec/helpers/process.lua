@@ -67,13 +67,14 @@ end
 -- program, arguments, env, cwd; stdout and stderr, when not given, are
 -- kept for the error message) and returns once it serves: {proc, port,
 -- endpoint}. how (optional): host (of the endpoint; default 127.0.0.1),
--- port (when known up front) and ready(srv) -> true once it serves
--- (default: it printed "listening <port>", which is then the port).
+-- port (when known up front), ready(srv) -> true once it serves
+-- (default: it printed "listening <port>", which is then the port) and
+-- tmpdir (a directory made for it, removed by srv:close()).
 -- Raises, with the child's output, when it did not start.
 function P.start(argv, how)
   how = how or {}
   local srv = setmetatable({ out = "", host = how.host or "127.0.0.1",
-                             port = how.port,
+                             port = how.port, tmpdir = how.tmpdir,
                              ready = how.ready or printed_port }, Server)
   local function keep(chunk) srv.out = srv.out .. chunk end
   local spec = { env = argv.env, cwd = argv.cwd, stdout = keep, stderr = keep }
@@ -101,9 +102,15 @@ function Server:restart()
   return await_ready(self, 2)
 end
 
---- srv:close(): SIGKILL unless it exited, and reaps it.
+--- srv:close(): SIGKILL unless it exited, and reaps it; removes how.tmpdir
+-- (a directory made for it), if given.
 function Server:close()
-  return self.proc:close()
+  local ok, err = self.proc:close()
+  if self.tmpdir then
+    os.execute("rm -rf '" .. self.tmpdir .. "'")
+    self.tmpdir = nil
+  end
+  return ok, err
 end
 
 --- P.server(opts) -> server: spec/helpers/server.lua, its arguments from

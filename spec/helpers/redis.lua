@@ -60,7 +60,7 @@ function R.launch(port, args, log)
                  "--save", "", "--daemonize", "no", "--dir", dir,
                  stdout = log }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return P.start(P.external(argv), { port = port,
+  return P.start(P.external(argv), { port = port, tmpdir = dir,
                          ready = function() return R.ping(port) end })
 end
 
