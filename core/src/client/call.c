@@ -11,6 +11,11 @@
  * pool that shrinks from a larger peak gives the rest back. */
 #define RN_SPARE_CALLS 256
 
+/* Zeroes the call's fields from `from` up to (not including) `to`. */
+#define CALL_ZERO(call, from, to)                                           \
+  memset((char *)(call) + offsetof(rn_call_t, from), 0,                     \
+         offsetof(rn_call_t, to) - offsetof(rn_call_t, from))
+
 rn_call_t *rn__call_new(rn_pool_t *pool) {
   rn_call_t *call;
   if (pool->spare_count > 0) {
@@ -20,14 +25,20 @@ rn_call_t *rn__call_new(rn_pool_t *pool) {
   } else {
     call = malloc(sizeof(*call));
     if (call == NULL) return NULL;
+    /* A spare keeps these as call_free left them: stopped (it asserts
+     * so), on this pool's loop, pointing at the call; each start sets its
+     * callback first. Initialised once per allocation, not per call. */
+    rn_timer_init(pool->loop, &call->deadline, NULL);
+    call->deadline.data = call;
+    rn_timer_init(pool->loop, &call->attempt_timer, NULL);
+    call->attempt_timer.data = call;
   }
-  memset(call, 0, offsetof(rn_call_t, inline_frame));
+  /* Everything but the two timers. */
+  CALL_ZERO(call, node, deadline);
+  CALL_ZERO(call, cb, attempt_timer);
+  CALL_ZERO(call, attempt_timeout, inline_frame);
   call->pool = pool;
   rn_list_init(&call->node);
-  rn_timer_init(pool->loop, &call->deadline, NULL);
-  call->deadline.data = call;
-  rn_timer_init(pool->loop, &call->attempt_timer, NULL);
-  call->attempt_timer.data = call;
   return call;
 }
 
