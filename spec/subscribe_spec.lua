@@ -240,3 +240,39 @@ describe("pool:subscribe", function()
     end, "pool:subscribe: unknown option 'chanels'")
   end)
 end)
+
+describe("pool:subscribe refused by the server", function()
+  if not R.installed() then return end
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
+
+  -- A SUBSCRIBE answered -NOPERM (the user may use no channel): the
+  -- subscription must neither spin reconnecting nor stay deaf once the
+  -- permission comes back.
+  it("an ACL that forbids the channel: paced retries, then it works",
+     function()
+    local port = R.free_port()
+    local redis = R.launch(port, {}, "/dev/null")
+    local ep = "127.0.0.1:" .. port
+    local admin = H.pool { endpoints = { ep }, timeout = 2 }
+    local sub_pool = H.pool { endpoints = { ep }, timeout = 2,
+                              heartbeat = { interval = 0.1, timeout = 0.5 } }
+    local got = recorder()
+    H.go(function()
+      assert.equal("OK", admin:call { "ACL", "SETUSER", "default",
+                                      "resetchannels" })
+      local sub = sub_pool:subscribe { channels = { "locked" },
+                                       handler = got.handler }
+      resilnet.sleep(1.5)
+      local tries = sub:stats().connections
+      print("\n[subscribe] connections during refusals: " .. tries)
+      assert(tries >= 1 and tries <= 12,
+             "connections in 1.5 s of refusals: " .. tries)
+      assert.equal("OK", admin:call { "ACL", "SETUSER", "default",
+                                      "allchannels" })
+      publish_until_heard(admin, "locked", got, 10)
+      sub:close()
+    end, 40)
+    redis:close()
+  end)
+end)

@@ -19,6 +19,11 @@ local DEFAULT_MAX_QUEUE = 1000
 -- After a failed attempt to hold a connection that did not wait (the pool
 -- overloaded, say): the pause before the next, so nothing spins.
 local RETRY_PAUSE = 0.05
+-- A connection lost before any confirmation came (the server refused the
+-- SUBSCRIBE: an ACL, say, whose error reply closes the connection) is
+-- followed by a pause doubling up to this, so a refusal does not turn
+-- into a reconnect loop.
+local MAX_REFUSED_PAUSE = 1
 
 return function(core, T, Pool)
   local await = T.await
@@ -110,8 +115,11 @@ return function(core, T, Pool)
         sub._stats.received = sub._stats.received + 1
         enqueue(sub, { "pmessage", v[3], v[4], v[2] })
       end
-    elseif (kind == "subscribe" or kind == "psubscribe")
-           and sub._gap_start ~= nil then
+    elseif kind == "subscribe" or kind == "psubscribe" then
+      sub._confirmed = true
+    end
+    if (kind == "subscribe" or kind == "psubscribe")
+       and sub._gap_start ~= nil then
       -- Subscribed again: whatever was published since the loss is gone.
       local gap = { start = sub._gap_start, finish = T.now() }
       sub._gap_start = nil
@@ -126,12 +134,13 @@ return function(core, T, Pool)
 
   local function runner(sub)
     local pool = sub._pool
+    local refused_pause = RETRY_PAUSE
     while not sub._closed and not pool._closing do
       local h = await("pool:subscribe", start_hold, pool._h)
       if h and (sub._closed or pool._closing) then
         hold_release(h, true)
       elseif h then
-        sub._lost = nil
+        sub._lost, sub._confirmed = nil, false
         local ok = hold_subscribe(h, function(v, err) on_push(sub, v, err) end)
         local frames = subscribe_frames(sub)
         if ok and #frames > 0 then ok = hold_write(h, frames) end
@@ -143,6 +152,12 @@ return function(core, T, Pool)
             coroutine.yield()
           end
           sub._h = nil
+          if sub._confirmed or #frames == 0 then
+            refused_pause = RETRY_PAUSE
+          elseif not sub._closed then
+            T.sleep(refused_pause)
+            refused_pause = math.min(refused_pause * 2, MAX_REFUSED_PAUSE)
+          end
         else
           mark_gap(sub)
         end
