@@ -228,6 +228,38 @@ describe("pool:subscribe", function()
     redis:close()
   end)
 
+  it("RESP3 (HELLO 3 in setup): push frames, pings answered +PONG, "
+     .. "SIGKILL + restart with one gap", function()
+    local redis, port = launch()
+    local ep = "127.0.0.1:" .. port
+    local sub_pool = H.pool { endpoints = { ep }, timeout = 2,
+                              setup = { { "HELLO", "3" } },
+                              heartbeat = { interval = 0.05, timeout = 0.5 },
+                              reconnect = { initial = 0.02, max = 0.2 } }
+    local pub = H.pool { endpoints = { ep }, timeout = 2 }
+    local got = recorder()
+    H.go(function()
+      local sub = sub_pool:subscribe { channels = { "r3" },
+                                       handler = got.handler }
+      publish_until_heard(pub, "r3", got, 5)
+      local before = sub_pool:stats()
+      resilnet.sleep(0.5)
+      local after = sub_pool:stats()
+      assert.is_true(after.heartbeats >= before.heartbeats + 3)
+      assert.equal(before.dead_peers, after.dead_peers)
+      redis:restart()
+      wait_for(function() return #got.gaps == 1 end, 10, "the gap")
+      for i = 1, 20 do pub:call { "PUBLISH", "r3", "c" .. i } end
+      wait_for(function() return #sequence(got, "c") == 20 end, 5,
+               "the 20 after the restart")
+      local c = sequence(got, "c")
+      for i = 1, 20 do assert.equal(i, c[i]) end
+      assert.equal(1, #got.gaps)
+      sub:close()
+    end, 40)
+    redis:close()
+  end)
+
   it("bad options are named", function()
     local pool = H.pool { endpoints = { "127.0.0.1:1" } }
     assert.has_error(function() pool:subscribe { channels = { "a" } } end,
