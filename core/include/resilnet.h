@@ -1197,6 +1197,30 @@ void rn_hold_release(rn_hold_t *hold, int reset);
  * rn_hold_release), or it has none any more: 1, else 0. */
 int rn_hold_unknown(const rn_hold_t *hold);
 
+/* Subscriptions (resp only). A subscriber connection gets frames nobody
+ * asked for: RESP3 push frames, and in RESP2 subscribe mode the arrays
+ * whose first element is message, pmessage, smessage, subscribe,
+ * unsubscribe, psubscribe, punsubscribe (ssubscribe, sunsubscribe).
+ * frame/len: one whole RESP value, valid during the call only; status 0.
+ * When the connection is lost (or the pool closes it) cb fires once more
+ * with frame NULL and status the error, and never again; after
+ * rn_hold_release it never fires. */
+typedef void (*rn_push_cb)(rn_hold_t *hold, void *data, const char *frame,
+                           size_t len, int status);
+/* Turns the granted hold into a subscriber: from now on those frames go
+ * to cb in the order read, the connection keeps its heartbeat (PING is
+ * allowed in subscribe mode, and its answer is recognised) so a dead peer
+ * is detected, and rn_hold_release always closes the connection. Returns
+ * 0, UV_EINVAL (not resp, cb NULL, already a subscriber, released), or the
+ * error that ended the held connection. */
+int rn_hold_subscribe(rn_hold_t *hold, rn_push_cb cb, void *data);
+/* Writes frames (whole resp requests: SUBSCRIBE, UNSUBSCRIBE, ...) on the
+ * subscriber's connection with no call attached: their confirmations come
+ * to the rn_push_cb. Returns 0, UV_EINVAL (not a subscriber, frames not
+ * whole requests), RN_EFRAMESIZE, UV_ENOMEM, or the error that ended the
+ * held connection. */
+int rn_hold_write(rn_hold_t *hold, const char *frames, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

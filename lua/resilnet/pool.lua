@@ -402,6 +402,8 @@ return function(core, T)
 
   -- Held connections (pool:hold): resilnet/hold.lua.
   require("resilnet.hold")(core, T, Pool)
+  -- Subscriptions (pool:subscribe): resilnet/subscription.lua.
+  require("resilnet.subscription")(core, T, Pool)
 
   return P
 end

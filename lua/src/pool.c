@@ -1111,6 +1111,7 @@ typedef struct lrn_hold_ud_s {
   rn_hold_t *hold;
   lrn_ctx_t *ctx;
   int pool_ref;
+  int sub_ref; /* hold_subscribe's function, until its last call */
 } lrn_hold_ud_t;
 
 typedef struct lrn_hold_done_s {
@@ -1134,6 +1135,7 @@ static int lrn_push_hold(lua_State *L, void *arg) {
   hu->hold = d->hold;
   hu->ctx = d->p->o.ctx;
   hu->pool_ref = LUA_NOREF;
+  hu->sub_ref = LUA_NOREF;
   d->hold = NULL; /* the userdata's now */
   luaL_getmetatable(L, LRN_HOLD_MT);
   lua_setmetatable(L, -2);
@@ -1317,7 +1319,8 @@ static void lrn_hold_give_back(lrn_hold_ud_t *hu, int reset) {
   rn_hold_t *hold = hu->hold;
   if (hold == NULL) return;
   hu->hold = NULL;
-  rn_hold_release(hold, reset);
+  rn_hold_release(hold, reset); /* a subscriber hears nothing more */
+  lrn_unref(hu->ctx, &hu->sub_ref);
   lrn_unref(hu->ctx, &hu->pool_ref);
 }
 
@@ -1343,6 +1346,90 @@ static int lrn_hold_gc(lua_State *L) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Subscriptions                                                              */
+
+typedef struct lrn_push_s {
+  lrn_ctx_t *ctx;
+  const char *frame;
+  size_t len;
+  int status;
+} lrn_push_t;
+
+/* (value, nil), or (nil, err) once the subscriber's connection is lost. */
+static int lrn_push_frame(lua_State *L, void *arg) {
+  lrn_push_t *f = (lrn_push_t *)arg;
+  int rc = f->status;
+  luaL_checkstack(L, 3, NULL);
+  if (rc == 0 && (rc = lrn_resp_push(L, f->ctx, f->frame, f->len)) == 0) {
+    lua_pushnil(L);
+    return 2;
+  }
+  lua_pushnil(L);
+  lrn_error_push_code(L, f->ctx, rc);
+  return 2;
+}
+
+static void lrn_hold_pushed(rn_hold_t *hold, void *data, const char *frame,
+                            size_t len, int status) {
+  lrn_hold_ud_t *hu = (lrn_hold_ud_t *)data;
+  lrn_push_t f;
+  (void)hold;
+  f.ctx = hu->ctx;
+  f.frame = frame;
+  f.len = len;
+  f.status = status;
+  if (hu->sub_ref != LUA_NOREF)
+    lrn_dispatch(hu->ctx, hu->sub_ref, lrn_push_frame, &f);
+  if (status != 0) lrn_unref(hu->ctx, &hu->sub_ref); /* the last call */
+}
+
+/* hold_subscribe(hold, fn) -> true | nil, err: fn(value, nil) for every
+ * push frame or subscribe-mode array, in order; fn(nil, err) once when
+ * the connection is lost (never after hold_release). */
+static int lrn_hold_subscribe(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p;
+  lrn_hold_ud_t *hu = lrn_hold_get(L, 1, &p);
+  int rc;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (hu->hold == NULL || p == NULL)
+    return lrn_hold_refused(L, ctx, hu, RN_ECLOSED);
+  if (hu->sub_ref != LUA_NOREF)
+    return luaL_error(L, "resilnet: the held connection is already a "
+                         "subscriber");
+  lua_pushvalue(L, 2);
+  hu->sub_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  rc = rn_hold_subscribe(hu->hold, lrn_hold_pushed, hu);
+  if (rc != 0) {
+    lrn_unref(ctx, &hu->sub_ref);
+    return lrn_hold_refused(L, ctx, hu, rc);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* hold_write(hold, requests) -> true | nil, err: the requests (SUBSCRIBE
+ * ...) written on a subscriber's connection; answered through its fn. */
+static int lrn_hold_write(lua_State *L) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p;
+  lrn_hold_ud_t *hu = lrn_hold_get(L, 1, &p);
+  const char *frames;
+  size_t n, len;
+  int rc;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (hu->hold == NULL || p == NULL)
+    return lrn_hold_refused(L, ctx, hu, RN_ECLOSED);
+  frames = lrn_encode_batch(L, ctx, rn_pool_codec(p->pool), "hold_write",
+                            &len, &n, &rc);
+  if (rc == 0) rc = rn_hold_write(hu->hold, frames, len);
+  if (rc != 0) return lrn_hold_refused(L, ctx, hu, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_options", lrn_pool_options_schema},
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
@@ -1359,6 +1446,8 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"hold_batch", lrn_hold_batch},
     {"hold_release", lrn_hold_release},
     {"hold_unknown", lrn_hold_unknown_l},
+    {"hold_subscribe", lrn_hold_subscribe},
+    {"hold_write", lrn_hold_write},
     {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {

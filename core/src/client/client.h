@@ -82,6 +82,9 @@ struct rn_call_s {
                               by the server's own (RN_REPLY_HELLO) */
   unsigned setup : 1;      /* internal: a setup request (conn_setup.c),
                               answered like a caller's request */
+  unsigned unanswered : 1; /* internal: subscribe.c's (UN)SUBSCRIBE bytes,
+                              answered through the subscriber's callback:
+                              released once written, never in `sent` */
   uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */
   uint64_t rnp_id;          /* rnp: the id of the attempt in flight */
   /* Hedging: a hedge is a shadow call carrying one more attempt of its
@@ -177,6 +180,11 @@ struct rn_conn_s {
    * NULL; blocking: blocking calls (and their tombstones) on it. */
   struct rn_hold_s *hold;
   unsigned blocking;
+  /* subscribe.c: set while its hold is a subscriber: push frames and
+   * subscribe-mode arrays go to sub_cb, not to calls. */
+  rn_push_cb sub_cb;
+  void *sub_data;
+  struct rn_hold_s *sub_hold; /* (conn->hold is cleared first on close) */
 };
 
 struct rn_pool_endpoint_s {
@@ -608,6 +616,13 @@ int rn__hold_error(const rn_call_t *call);
 void rn__hold_pool_closing(rn_pool_t *pool);
 /* Whether conn is held by a caller (not merely reserved). */
 int rn__hold_granted(const rn_conn_t *conn);
+/* subscribe.c: m (read on a subscriber connection) went to its callback:
+ * 1; 0 if it is matched as any reply (a ping's answer). */
+int rn__subscribe_deliver(rn_conn_t *conn, const rn_reply_t *m);
+/* The subscriber connection is closing: its callback hears err, once. */
+void rn__subscribe_conn_closed(rn_conn_t *conn, int err);
+/* hold.c: the held connection of a granted hold, or NULL and *err. */
+rn_conn_t *rn__hold_conn(const rn_hold_t *hold, int *err);
 /* rn_pool_new: the pool's hold queue and timer. */
 void rn__hold_pool_init(rn_pool_t *pool);
 

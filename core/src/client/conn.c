@@ -233,6 +233,7 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
   rn_call_t *call;
   int err;
 
+  if (conn->sub_cb != NULL && rn__subscribe_deliver(conn, m)) return 0;
   if (m->kind == RN_REPLY_IN_ORDER) {
     call = rn_list_empty(&conn->sent)
                ? NULL
@@ -333,7 +334,8 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
    * first sign that the peer is a different server: drop the connection
    * before anything is matched to it. (An rnp server may also say GOAWAY
    * to an idle connection, so rnp looks at the frame first.) */
-  if (rn_list_empty(&conn->sent) && !rn__codec_speaks_unasked(&pool->codec)) {
+  if (rn_list_empty(&conn->sent) && !rn__codec_speaks_unasked(&pool->codec) &&
+      conn->sub_cb == NULL) {
     rn__conn_close(conn, RN_EUNEXPECTED);
     return;
   }
@@ -659,6 +661,12 @@ static int conn_has_output(const rn_conn_t *conn) {
 /* The call's bytes are in the batch about to be written. */
 static void conn_written(rn_conn_t *conn, rn_call_t *call) {
   rn_list_remove(&call->node);
+  if (call->unanswered) { /* its answers go to the subscriber */
+    call->conn = NULL;
+    rn__conn_count_call(conn, call, -1);
+    rn__call_release(call);
+    return;
+  }
   rn_list_insert_tail(&conn->sent, &call->node);
   rn__fate_written(call);
 }
@@ -918,6 +926,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   conn_set_state(conn, RN_CONN_CLOSING);
   conn->error = err;
   if (conn->hold != NULL) rn__hold_conn_closed(conn, err);
+  if (conn->sub_cb != NULL) rn__subscribe_conn_closed(conn, err);
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
   rn__deferred_cancel(&conn->flush_later);

@@ -260,8 +260,10 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
   /* While a ping is out, only its deadline matters: waking at the next
    * ping time, which has passed, would spin. */
   /* A held connection sends no pings (one inside its user's MULTI would be
-   * queued by the server): its calls' silence is judged above. */
-  if (!conn->pinging && conn->hold == NULL) {
+   * queued by the server): its calls' silence is judged above. A
+   * subscriber does ping: PING is allowed in subscribe mode, and its
+   * silence is otherwise never judged. */
+  if (!conn->pinging && (conn->hold == NULL || conn->sub_cb != NULL)) {
     uint64_t due = conn_ping_due(conn);
     if (now >= due) {
       rn__conn_send_ping(conn);

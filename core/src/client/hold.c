@@ -424,6 +424,11 @@ int rn__hold_error(const rn_call_t *call) {
   return hold != NULL && hold->error != 0 ? hold->error : RN_ECLOSED;
 }
 
+rn_conn_t *rn__hold_conn(const rn_hold_t *hold, int *err) {
+  *err = hold_usable(hold);
+  return *err == 0 ? hold->conn : NULL;
+}
+
 int rn__hold_granted(const rn_conn_t *conn) {
   return conn->hold != NULL && conn->hold->granted;
 }
@@ -452,7 +457,9 @@ void rn_hold_release(rn_hold_t *hold, int reset) {
     free(hold);
     return;
   }
-  reset = reset || rn_hold_unknown(hold);
+  /* A subscriber is never reused; once released nobody hears it. */
+  reset = reset || rn_hold_unknown(hold) || conn->sub_cb != NULL;
+  conn->sub_cb = NULL;
   hold_forget_calls(hold, &conn->unsent);
   hold_forget_calls(hold, &conn->sent);
   conn->hold = NULL;
