@@ -251,12 +251,15 @@ function Sentinel:_poll_once(d)
   if self.o.role == "replica" then return self:_poll_replicas() end
   local request = { "SENTINEL", "MASTER", self.o.name }
   local best, from, pending = nil, nil, 0
+  -- Pools closed meanwhile (no pool attached any more) are not made again.
+  local pools = self.pools
   -- All at once: a frozen Sentinel costs its timeout, not the others'.
   for _, addr in ipairs(self.order) do
     if not backing_off(self:_pool(addr)) then
       pending = pending + 1
       resilnet.spawn(function()
-        local reply = not self.closed and self:_ask_one(addr, request)
+        local reply = not self.closed and self.pools == pools
+                      and self:_ask_one(addr, request)
         local seen = reply and parse_master(reply)
         if seen and (best == nil or seen.epoch > best.epoch) then
           best, from = seen, addr
