@@ -202,7 +202,7 @@ describe("resilnet.redis.sentinel", function()
       local dead = H.refused_endpoint()
       local fn, s = redis.sentinel { sentinels = { dead,
         t.sentinel_endpoints[1], t.sentinel_endpoints[2] }, name = t.name,
-        sentinel_password = "s3cret-pw" }
+        sentinel_password = "s3cret-pw", poll_interval = 1 }
       H.go(function()
         -- A wrong password: the server's refusal, not the password.
         local bad_fn, bad = redis.sentinel { sentinels = t.sentinel_endpoints,
@@ -258,12 +258,15 @@ describe("resilnet.redis.sentinel", function()
     if not ok then error(err, 0) end
   end)
 
-  it("SENTINEL FAILOVER under 8 writers and 8 readers", function()
+  it("SENTINEL FAILOVER under 8 writers and 8 readers, found through "
+     .. "+switch-master", function()
     local t = S.start { master_args = SAFE_MASTER, failover_timeout = 5000 }
     local ok, err = pcall(function()
       H.go(function()
+        -- poll_interval 60: no poll runs during the test, so only the
+        -- +switch-master subscription can make the pool follow in 1 s.
         local fn, s = redis.sentinel { sentinels = t.sentinel_endpoints,
-                                       name = t.name, poll_interval = 0.1 }
+                                       name = t.name, poll_interval = 60 }
         local pool = assert(data_pool(fn))
         local failovers = {}
         pool:on("failover", function(ev) failovers[#failovers + 1] = ev end)
@@ -276,7 +279,10 @@ describe("resilnet.redis.sentinel", function()
         check(t, r, "ledger", pool, failovers)
         assert.equal(t.replica.endpoint, r.new)
         assert.equal(1, s:stats().failovers)
+        assert.is_true(s:stats().heard >= 1)
         pool:close()
+        assert.is_true(s:close())
+        assert.is_nil(next(s.subs))
       end, 60)
     end)
     t:close()

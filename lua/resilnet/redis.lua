@@ -10,11 +10,13 @@
 --  * each Sentinel is a resilnet pool of one connection, so a dead one
 --    gets reconnect backoff like any endpoint: while it backs off it is
 --    passed over (and asked last, if no other one answers);
---  * a switch of master is seen by a poll of SENTINEL MASTER (address and
---    config epoch) of every Sentinel every poll_interval (1 s). The core's RESP
---    connections cannot hold a subscribed (pub/sub) connection yet (an
---    unsolicited frame closes it), so +switch-master is not subscribed to;
---    the poll is the documented fallback. A switch publishes the new list
+--  * a switch of master is heard at once: each Sentinel's pool holds a
+--    subscription to +switch-master (pool:subscribe); a message naming our
+--    master, or a "gap" (the subscription's connection was lost and came
+--    back, a message may be missed), makes every Sentinel be asked again
+--    (SENTINEL MASTER, highest config epoch wins) at once. A poll of every
+--    Sentinel each poll_interval (5 s) stays as the safety net. A switch
+--    publishes the new list
 --    to every pool using the function at once (a "failover" event on each)
 --    and set_endpoints drains the old master's connections: they finish
 --    the calls they carry and take no new ones.
@@ -53,8 +55,9 @@ local sentinel_schema = {
   { "sentinel_username", "string" },
   -- one question to one Sentinel, connect included
   { "timeout", "positive", 0.5 },
-  -- how often the head Sentinel is asked whether the master moved
-  { "poll_interval", "positive", 1 },
+  -- how often every Sentinel is asked whether the master moved (the
+  -- safety net: +switch-master is heard at once)
+  { "poll_interval", "positive", 5 },
 }
 M.sentinel_options = sentinel_schema
 
@@ -74,7 +77,8 @@ end
 function Sentinel:_pool(addr)
   local p = self.pools[addr]
   if not p and not self.closed then
-    local po = { endpoints = { addr }, protocol = "resp", size = 1,
+    -- Two connections: one for questions, one held by the subscription.
+    local po = { endpoints = { addr }, protocol = "resp", size = 2,
                  timeout = self.o.timeout, connect_timeout = self.o.timeout,
                  reconnect = { initial = 0.1, max = 5 }, resolve_ttl = 0 }
     -- AUTH on every connection, before it takes a question; a refused
@@ -83,8 +87,28 @@ function Sentinel:_pool(addr)
                                self.o.sentinel_username
     p = resilnet.pool(po)
     self.pools[addr] = p
+    self:_subscribe(addr, p)
   end
   return p
+end
+
+-- +switch-master on one Sentinel's pool: "<name> <old-ip> <old-port>
+-- <new-ip> <new-port>". A message for our master, or a gap (messages may
+-- have been missed), asks every Sentinel again at once. Nothing is asked
+-- once this pool is no longer the Sentinel's current one (closed, or the
+-- pools were closed when no pool was attached): that would open new ones.
+function Sentinel:_subscribe(addr, p)
+  local name = self.o.name
+  self.subs[addr] = p:subscribe { channels = { "+switch-master" },
+    handler = function(kind, _, payload)
+      local ours = kind == "gap" or (kind == "message"
+        and type(payload) == "string" and payload:match("^(%S+)") == name)
+      if ours and not self.closed and self.pools[addr] == p
+         and next(self.attached) ~= nil then
+        self.heard = self.heard + 1
+        self:_poll_once()
+      end
+    end }
 end
 
 -- A Sentinel backing off after failed connects is passed over first.
@@ -227,12 +251,15 @@ function Sentinel:_poll_once(d)
   if self.o.role == "replica" then return self:_poll_replicas() end
   local request = { "SENTINEL", "MASTER", self.o.name }
   local best, from, pending = nil, nil, 0
+  -- Pools closed meanwhile (no pool attached any more) are not made again.
+  local pools = self.pools
   -- All at once: a frozen Sentinel costs its timeout, not the others'.
   for _, addr in ipairs(self.order) do
     if not backing_off(self:_pool(addr)) then
       pending = pending + 1
       resilnet.spawn(function()
-        local reply = not self.closed and self:_ask_one(addr, request)
+        local reply = not self.closed and self.pools == pools
+                      and self:_ask_one(addr, request)
         local seen = reply and parse_master(reply)
         if seen and (best == nil or seen.epoch > best.epoch) then
           best, from = seen, addr
@@ -242,7 +269,9 @@ function Sentinel:_poll_once(d)
     end
   end
   -- Each question ends within its timeout (connect included).
-  while pending > 0 do d:sleep(0.005) end
+  while pending > 0 do
+    if d then d:sleep(0.005) else resilnet.sleep(0.005) end
+  end
   if best and not self.closed then self:_observe(best, from) end
 end
 
@@ -294,8 +323,9 @@ end
 function Sentinel:_close_pools()
   -- Forgotten all at once: each close waits, and nothing may find a pool
   -- that is closing meanwhile.
-  local pools = self.pools
-  self.pools = {}
+  local pools, subs = self.pools, self.subs
+  self.pools, self.subs = {}, {}
+  for _, sub in pairs(subs) do sub:close() end
   for _, p in pairs(pools) do p:close() end
 end
 
@@ -311,12 +341,14 @@ function Sentinel:close()
 end
 
 --- s:stats(): { failovers = n, master = "host:port" | nil, sentinels =
--- the current order, asked_from = the Sentinel that answered last }.
+-- the current order, asked_from = the Sentinel that answered last,
+-- heard = +switch-master messages (and gaps) that made it ask again }.
 function Sentinel:stats()
   local order = {}
   for i, a in ipairs(self.order) do order[i] = a end
   return { failovers = self.failovers, master = self.master,
-           sentinels = order, asked_from = self.asked_from }
+           sentinels = order, asked_from = self.asked_from,
+           heard = self.heard }
 end
 
 --- resilnet.redis.sentinel{sentinels = {...}, name = "mymaster", ...} ->
@@ -325,7 +357,8 @@ function M.sentinel(opts)
   local o = opt.validate("resilnet.redis.sentinel", sentinel_schema, opts)
   local order = {}
   for i, a in ipairs(o.sentinels) do order[i] = a end
-  local s = setmetatable({ o = o, order = order, pools = {},
+  local s = setmetatable({ o = o, order = order, pools = {}, subs = {},
+                           heard = 0,
                            attached = setmetatable({}, { __mode = "k" }),
                            failovers = 0, closed = false, polling = false },
                          Sentinel)
