@@ -127,6 +127,25 @@ local function check(t, r, key, pool, failovers)
     seen[id] = true
   end
   local first_ok_after
+  -- Acknowledged by the old master and lost by Redis itself: Sentinel's
+  -- failover does not pause the old master, and replication is
+  -- asynchronous, so a write it acknowledged in the instant between the
+  -- replica's promotion and its noticing the replica gone (which
+  -- min-replicas-to-write then refuses) is not on the new master. No
+  -- client can keep that one (docs/operations.md). Tolerated only for
+  -- writes acknowledged after the fault and before the Sentinels named
+  -- the new master, and at most 3; one acknowledged later (by the new
+  -- master, or by the old one after the pool should have moved) fails.
+  local lost_by_redis = {}
+  for _, w in ipairs(r.writes) do
+    if w.ok and not seen[w.id] and w.ended >= r.fault_at
+       and w.ended <= r.switch_at then
+      lost_by_redis[#lost_by_redis + 1] = w.id
+      seen[w.id] = "lost by redis"
+    end
+  end
+  assert.is_true(#lost_by_redis <= 3, "acknowledged writes lost around "
+                 .. "the promotion: " .. table.concat(lost_by_redis, ", "))
   for _, w in ipairs(r.writes) do
     if w.ok then
       ok_count = ok_count + 1
@@ -169,8 +188,9 @@ local function check(t, r, key, pool, failovers)
   -- Measured numbers, for the report.
   print(("\n  sentinel: switch %.2f s after the fault, first write on the "
          .. "new master %.3f s after it; %d writes ok, %d failed, %d reads "
-         .. "failed"):format(r.switch_at - r.fault_at, lag, ok_count, failed,
-                             #r.read_errors))
+         .. "failed, %d acknowledged by the old master and lost by redis"
+         ):format(r.switch_at - r.fault_at, lag, ok_count, failed,
+                  #r.read_errors, #lost_by_redis))
 end
 
 describe("resilnet.redis.sentinel", function()
