@@ -23,6 +23,10 @@ local why_not = S.unavailable()
 local SAFE_MASTER = { "--min-replicas-to-write", "1",
                       "--min-replicas-max-lag", "10" }
 
+-- Writers under load (RPUSH of unique ids "w<writer>-<n>"), each with one
+-- write out at a time.
+local WRITERS = 8
+
 local function data_pool(endpoints)
   -- role = "master": ROLE checked while connecting, and a READONLY
   -- answer retires the connection and asks the Sentinels at once.
@@ -45,7 +49,7 @@ local function under_load(t, pool, key, provoke)
       r.readonly = r.readonly + 1
     end
   end
-  for w = 1, 8 do
+  for w = 1, WRITERS do
     running = running + 1
     resilnet.spawn(function()
       local n = 0
@@ -134,18 +138,23 @@ local function check(t, r, key, pool, failovers)
   -- min-replicas-to-write then refuses) is not on the new master. No
   -- client can keep that one (docs/operations.md). Tolerated only for
   -- writes acknowledged after the fault and before the Sentinels named
-  -- the new master, and at most 3; one acknowledged later (by the new
-  -- master, or by the old one after the pool should have moved) fails.
-  local lost_by_redis = {}
+  -- the new master, and at most one per writer (each has one write out
+  -- at a time: the writes in flight at the promotion; a loaded ASan run
+  -- lost all 8); one acknowledged later (by the new master, or by the old
+  -- one after the pool should have moved) fails.
+  local lost_by_redis, lost_per_writer = {}, {}
   for _, w in ipairs(r.writes) do
     if w.ok and not seen[w.id] and w.ended >= r.fault_at
        and w.ended <= r.switch_at then
+      local writer = w.id:match("^(w%d+)-")
+      lost_per_writer[writer] = (lost_per_writer[writer] or 0) + 1
+      assert.is_true(lost_per_writer[writer] <= 1, "acknowledged writes "
+                     .. "lost around the promotion, more than one of "
+                     .. writer .. ": " .. w.id)
       lost_by_redis[#lost_by_redis + 1] = w.id
       seen[w.id] = "lost by redis"
     end
   end
-  assert.is_true(#lost_by_redis <= 3, "acknowledged writes lost around "
-                 .. "the promotion: " .. table.concat(lost_by_redis, ", "))
   for _, w in ipairs(r.writes) do
     if w.ok then
       ok_count = ok_count + 1
