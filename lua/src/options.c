@@ -408,3 +408,30 @@ const lrn_option_t lrn_codec_options[] = {
     LRN_OPTION("length_bytes", LENGTH_BYTES, LENGTH_BYTES,
                LRN_CODEC(length_bytes), .protocol = "length"),
     LRN_OPTIONS_END};
+
+/* ------------------------------------------------------------------------ */
+/* TLS tables                                                                 */
+
+int lrn_tls_read(lua_State *L, int idx, const char *fname,
+                 const lrn_option_t *rows, rn_tls_options_t *tls) {
+  int on;
+  rn_tls_options_init(tls);
+  lua_getfield(L, idx, "tls");
+  on = lua_type(L, -1) == LUA_TTABLE;
+  lua_pop(L, 1);
+  if (on)
+    lrn_options_read(L, idx, fname, rows, tls);
+  return on;
+}
+
+const char *lrn_tls_why(lua_State *L, const rn_tls_options_t *tls,
+                        rn_tls_role_t role, int rc) {
+  char why[256];
+  why[0] = '\0';
+  if (rn_tls_options_check(tls, role, why, sizeof(why)) == 0 ||
+      why[0] == '\0')
+    lua_pushstring(L, rn_strerror(rc));
+  else
+    lua_pushstring(L, why);
+  return lua_tostring(L, -1);
+}

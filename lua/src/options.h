@@ -94,4 +94,14 @@ extern const lrn_option_t lrn_codec_options[];
 void lrn_options_push_schema(lua_State *L, const lrn_option_t *rows,
                              const void *init);
 
+/* `tls` of the options table at idx, read through rows into tls (first
+ * set by rn_tls_options_init): 1 if it is a table (TLS on), 0 if absent
+ * or false. Raises on a bad field. Pools and servers share it. */
+int lrn_tls_read(lua_State *L, int idx, const char *fname,
+                 const lrn_option_t *rows, rn_tls_options_t *tls);
+/* Pushes why TLS options cannot be used by role (a file, a missing key, a
+ * build without OpenSSL), for rc from the core, and returns it. */
+const char *lrn_tls_why(lua_State *L, const rn_tls_options_t *tls,
+                        rn_tls_role_t role, int rc);
+
 #endif /* LRN_OPTIONS_H */

@@ -20,32 +20,6 @@ const lrn_option_t lrn_server_tls_options[] = {
     LRN_OPTION("tls.verify_client", BOOLEAN, BOOL, LRN_TLS(verify_client)),
     LRN_OPTIONS_END};
 
-/* Reads `tls` of the table at idx: 1 if it is a table (TLS on). */
-static int lrn_tls_read(lua_State *L, int idx, const char *fname,
-                        rn_tls_options_t *tls) {
-  int on;
-  rn_tls_options_init(tls);
-  lua_getfield(L, idx, "tls");
-  on = lua_type(L, -1) == LUA_TTABLE;
-  lua_pop(L, 1);
-  if (on)
-    lrn_options_read(L, idx, fname, lrn_server_tls_options, tls);
-  return on;
-}
-
-/* Pushes why TLS options cannot be used, for rc from the core. */
-static const char *lrn_tls_why(lua_State *L, const rn_tls_options_t *tls,
-                               int rc) {
-  char why[256];
-  why[0] = '\0';
-  if (rn_tls_options_check(tls, RN_TLS_SERVER, why, sizeof(why)) == 0 ||
-      why[0] == '\0')
-    lua_pushstring(L, rn_strerror(rc));
-  else
-    lua_pushstring(L, why);
-  return lua_tostring(L, -1);
-}
-
 /* ------------------------------------------------------------------------ */
 /* auth                                                                       */
 
@@ -195,7 +169,8 @@ void lrn_server_secure_read(lua_State *L, int idx, lrn_server_secure_t *sec,
   memset(sec, 0, sizeof(*sec));
   a->ctx = lrn_ctx(L);
   a->check_ref = LUA_NOREF;
-  if (lrn_tls_read(L, idx, "resilnet.server", &sec->tls))
+  if (lrn_tls_read(L, idx, "resilnet.server", lrn_server_tls_options,
+                   &sec->tls))
     o->tls = &sec->tls;
   lua_getfield(L, idx, "auth");
   if (lua_type(L, -1) == LUA_TTABLE) {
@@ -224,7 +199,7 @@ void lrn_server_secure_raise(lua_State *L, const rn_server_options_t *o,
        (rc == UV_EINVAL &&
         rn_tls_options_check(o->tls, RN_TLS_SERVER, NULL, 0) != 0)))
     luaL_error(L, "resilnet.server: option 'tls': %s",
-               lrn_tls_why(L, o->tls, rc));
+               lrn_tls_why(L, o->tls, RN_TLS_SERVER, rc));
   if (o->auth != NULL && rc == UV_EINVAL && o->auth->certificate &&
       (o->tls == NULL || !o->tls->verify_client))
     luaL_error(L, "resilnet.server: option 'auth.certificate' needs "
@@ -239,7 +214,8 @@ int lrn_server_reload_tls_with(lua_State *L, rn_server_t *server,
   rn_tls_options_t tls;
   int rc;
   luaL_checktype(L, 2, LUA_TTABLE);
-  if (!lrn_tls_read(L, 2, "server:reload_tls", &tls))
+  if (!lrn_tls_read(L, 2, "server:reload_tls", lrn_server_tls_options,
+                    &tls))
     return luaL_error(L, "server:reload_tls: expected a table of TLS "
                          "options");
   rc = server == NULL ? RN_ECLOSED : rn_server_reload_tls(server, &tls);
@@ -247,13 +223,15 @@ int lrn_server_reload_tls_with(lua_State *L, rn_server_t *server,
    * without TLS (which the core checks first). */
   if (rc == UV_EINVAL &&
       rn_tls_options_check(&tls, RN_TLS_SERVER, NULL, 0) == UV_EINVAL)
-    return luaL_error(L, "server:reload_tls: %s", lrn_tls_why(L, &tls, rc));
+    return luaL_error(L, "server:reload_tls: %s",
+                      lrn_tls_why(L, &tls, RN_TLS_SERVER, rc));
   if (rc == UV_EINVAL)
     return luaL_error(L, "server:reload_tls: the server has no TLS (TLS is "
                          "switched on or off only when a server is made)");
   if (rc != 0) {
     const char *why =
-        rc == RN_ECLOSED ? rn_strerror(rc) : lrn_tls_why(L, &tls, rc);
+        rc == RN_ECLOSED ? rn_strerror(rc)
+                         : lrn_tls_why(L, &tls, RN_TLS_SERVER, rc);
     lua_pushnil(L);
     lrn_error_push(L, ctx, rn_err_name(rc), why, strlen(why), 0, 0, NULL);
     return 2;
