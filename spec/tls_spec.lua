@@ -257,4 +257,42 @@ describe("tls pool", function()
     H.pool { endpoints = eps, tls = tls { server_name = "localhost" } }
     H.pool { endpoints = eps, tls = tls { insecure = true } }
   end)
+
+  it("a unix socket added later needs tls.server_name too (set_endpoints, "
+     .. "discovery, reload_tls)", function()
+    local sock = os.tmpname() .. ".sock"
+    local eps = { redis.endpoint, "unix:" .. sock }
+    local pool = H.pool { endpoints = { redis.endpoint }, tls = tls() }
+    local ok, err = pcall(pool.set_endpoints, pool, eps)
+    assert.is_false(ok)
+    assert.matches("cannot verify", err, 1, true)
+    assert.equal(1, #pool:stats().endpoints) -- nothing changed
+
+    -- Discovery that hands one over: a failed run, the old list kept.
+    local found = { redis.endpoint }
+    local disc = H.pool { endpoints = function() return found end,
+                          tls = tls(), resolve_ttl = 0 }
+    local runs = {}
+    disc:on("discovery", function(ev) runs[#runs + 1] = ev end)
+    found = eps
+    H.go(function()
+      disc._discovery:run("connect_failure")
+      local t0 = resilnet.now()
+      while #runs == 0 and resilnet.now() - t0 < 5 do resilnet.sleep(0.01) end
+    end, 10)
+    assert.equal(1, #runs)
+    assert.is_false(runs[1].ok)
+    assert.matches("cannot verify", runs[1].error, 1, true)
+    assert.equal(1, #disc:stats().endpoints)
+
+    -- With a name the list is taken; TLS options without one are then
+    -- refused by reload_tls, naming the socket.
+    local named = H.pool { endpoints = { redis.endpoint },
+                           tls = tls { server_name = "localhost" } }
+    assert.is_true(named:set_endpoints(eps))
+    ok, err = pcall(named.reload_tls, named, tls())
+    assert.is_false(ok)
+    assert.matches("pool:reload_tls: tls on unix:" .. sock
+                   .. " needs tls.server_name", err, 1, true)
+  end)
 end)

@@ -700,7 +700,9 @@ void rn_pool_reset_backoff(rn_pool_t *pool);
  * lists keep their connections and state; new ones start fresh; removed
  * ones take no more calls, their idle connections close at once and busy
  * ones when their last reply is in. 0, UV_EINVAL (empty list, a bad
- * endpoint: nothing changed), UV_ENOMEM, RN_ECLOSED. */
+ * endpoint, one listed twice, or a unix socket the pool's TLS cannot
+ * verify, rn_tls_endpoint_check(): nothing changed), UV_ENOMEM,
+ * RN_ECLOSED. */
 int rn_pool_set_endpoints(rn_pool_t *pool, const char *const *endpoints,
                           size_t count);
 

@@ -884,6 +884,47 @@ static void test_unix_needs_server_name(void) {
   unlink(path);
 }
 
+/* The same rule for a unix socket added after rn_pool_new (discovery,
+ * rn_pool_set_endpoints) and for new TLS options (rn_pool_reload_tls):
+ * refused at once, nothing changed, rather than every connect to it
+ * failing later. */
+static void test_unix_added_later_needs_server_name(void) {
+  rn_tls_options_t tls;
+  rn_pool_options_t o;
+  rn_pool_t *pool = NULL;
+  rn_endpoint_info_t info;
+  const char *tcp[1] = {"127.0.0.1:1"};
+  const char *both[2] = {"127.0.0.1:1", "unix:/tmp/rn-tls-later.sock"};
+
+  if (no_tls()) return;
+  loop = test_loop_open();
+  client_tls(&tls, "ca.pem");
+  rn_pool_options_init(&o);
+  o.endpoints = tcp;
+  o.endpoint_count = 1;
+  o.tls = &tls;
+  o.min_idle = 0;
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  ASSERT_EQ(rn_pool_set_endpoints(pool, both, 2), UV_EINVAL);
+  ASSERT_EQ(rn_pool_endpoint_count(pool), 1);
+  ASSERT_OK(rn_pool_endpoint_info(pool, 0, &info));
+  ASSERT(strcmp(info.endpoint, "127.0.0.1:1") == 0);
+  close_pool(pool);
+
+  /* With server_name the socket is accepted; new options without one
+   * are then refused, and the pool keeps the old ones. */
+  tls.server_name = "localhost";
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  ASSERT_OK(rn_pool_set_endpoints(pool, both, 2));
+  ASSERT_EQ(rn_pool_endpoint_count(pool), 2);
+  tls.server_name = NULL;
+  ASSERT_EQ(rn_pool_reload_tls(pool, &tls), UV_EINVAL);
+  tls.insecure = 1;
+  ASSERT_OK(rn_pool_reload_tls(pool, &tls));
+  close_pool(pool);
+  test_loop_close(loop);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_verified_calls)
   TEST_ENTRY(test_wrong_ca)
@@ -896,5 +937,6 @@ TEST_LIST_START
   TEST_ENTRY(test_reset_during_handshake)
   TEST_ENTRY(test_bad_options)
   TEST_ENTRY(test_unix_needs_server_name)
+  TEST_ENTRY(test_unix_added_later_needs_server_name)
   TEST_ENTRY(test_write_done_as_tls_fails)
 TEST_LIST_END

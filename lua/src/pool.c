@@ -674,7 +674,9 @@ static int lrn_pool_set_endpoints(lua_State *L) {
   rc = p == NULL || p->o.closing ? RN_ECLOSED
                                : rn_pool_set_endpoints(p->pool, list, n);
   if (rc == UV_EINVAL)
-    return luaL_error(L, "pool:set_endpoints: an endpoint is listed twice");
+    return luaL_error(L, "pool:set_endpoints: an endpoint is listed twice, "
+                         "or is a unix socket the pool's TLS cannot verify "
+                         "(it needs tls.server_name)");
   if (rc != 0) {
     lua_pushnil(L);
     lrn_error_push_code(L, lrn_ctx(L), rc);
@@ -696,10 +698,14 @@ static int lrn_pool_reload_tls(lua_State *L) {
     return luaL_error(L, "pool:reload_tls: expected a table of TLS options");
   rc = p == NULL || p->o.closing ? RN_ECLOSED
                                  : rn_pool_reload_tls(p->pool, &tls);
-  if (rc == UV_EINVAL && rn_tls_options_check(&tls, RN_TLS_CLIENT, NULL,
-                                              0) == 0)
+  if (rc == UV_EINVAL &&
+      rn_tls_options_check(&tls, RN_TLS_CLIENT, NULL, 0) == 0) {
+    const char *why = lrn_pool_tls_endpoints_why(L, p->pool, &tls);
+    if (why != NULL)
+      return luaL_error(L, "pool:reload_tls: %s", why);
     return luaL_error(L, "pool:reload_tls: the pool has no TLS (TLS is "
                          "switched on or off only when a pool is made)");
+  }
   if (rc != 0) {
     const char *why = rc == RN_ECLOSED ? rn_strerror(rc)
                                        : lrn_tls_why(L, &tls, RN_TLS_CLIENT, rc);

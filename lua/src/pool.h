@@ -67,6 +67,10 @@ const char **lrn_endpoint_list(lua_State *L, int idx, const char *fname,
 /* `tls` of the table at idx into tls: 1 if it is a table (TLS on). */
 int lrn_pool_tls_read(lua_State *L, int idx, const char *fname,
                       rn_tls_options_t *tls);
+/* Pushes why tls cannot verify one of the pool's endpoints (a unix socket
+ * without tls.server_name, rn_tls_endpoint_check), or returns NULL. */
+const char *lrn_pool_tls_endpoints_why(lua_State *L, rn_pool_t *pool,
+                                       const rn_tls_options_t *tls);
 /* pool_options() -> the facade's schema, with the core's defaults. */
 int lrn_pool_options_schema(lua_State *L);
 

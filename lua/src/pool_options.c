@@ -121,21 +121,30 @@ static const lrn_option_t lrn_pool_options[] = {
     LRN_OPTION("role", ROLE, ROLE, LRN_POOL(role), .protocol = "resp"),
     LRN_OPTIONS_END};
 
-/* Pushes why the first endpoint the TLS options cannot verify is refused
- * (a unix socket without tls.server_name), or returns NULL. */
+/* Pushes why the TLS options cannot verify the endpoint text (a unix
+ * socket without tls.server_name), or returns NULL. */
 static const char *lrn_tls_endpoint_why(lua_State *L,
                                         const rn_tls_options_t *tls,
-                                        const char *const *endpoints,
-                                        size_t n) {
+                                        const char *text) {
   char why[512];
-  size_t i;
+  rn_endpoint_t ep;
+  if (rn_endpoint_parse(&ep, text, strlen(text)) != 0 ||
+      rn_tls_endpoint_check(tls, &ep, why, sizeof(why)) == 0)
+    return NULL;
+  lua_pushstring(L, why);
+  return lua_tostring(L, -1);
+}
+
+/* (pool.h) */
+const char *lrn_pool_tls_endpoints_why(lua_State *L, rn_pool_t *pool,
+                                       const rn_tls_options_t *tls) {
+  size_t i, n = rn_pool_endpoint_count(pool);
   for (i = 0; i < n; i++) {
-    rn_endpoint_t ep;
-    if (rn_endpoint_parse(&ep, endpoints[i], strlen(endpoints[i])) == 0 &&
-        rn_tls_endpoint_check(tls, &ep, why, sizeof(why)) != 0) {
-      lua_pushstring(L, why);
-      return lua_tostring(L, -1);
-    }
+    rn_endpoint_info_t info;
+    const char *why;
+    if (rn_pool_endpoint_info(pool, i, &info) == 0 &&
+        (why = lrn_tls_endpoint_why(L, tls, info.endpoint)) != NULL)
+      return why;
   }
   return NULL;
 }
@@ -297,14 +306,15 @@ void lrn_pool_options_read(lua_State *L, rn_pool_options_t *o,
 
 int lrn_pool_new_raise(lua_State *L, const rn_pool_options_t *o, int rc) {
   const rn_tls_options_t *tls = o->tls;
+  size_t i;
   if (tls != NULL && (rc == RN_ETLS || rc == RN_ENOTLS || rc == UV_EINVAL)) {
     const char *why = lrn_tls_why(L, tls, RN_TLS_CLIENT, rc);
     if (rc != UV_EINVAL ||
         rn_tls_options_check(tls, RN_TLS_CLIENT, NULL, 0) != 0)
       return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
-    why = lrn_tls_endpoint_why(L, tls, o->endpoints, o->endpoint_count);
-    if (why != NULL)
-      return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
+    for (i = 0; i < o->endpoint_count; i++)
+      if ((why = lrn_tls_endpoint_why(L, tls, o->endpoints[i])) != NULL)
+        return luaL_error(L, "resilnet.pool: option 'tls': %s", why);
   }
   if (rc == UV_EINVAL)
     return luaL_error(L, "resilnet.pool: invalid options (an endpoint "

@@ -95,7 +95,8 @@ int rn_server_reload_tls(rn_server_t *server, const rn_tls_options_t *options);
  * keep their session until they retire (max_lifetime, idle_timeout) or
  * close. Endpoints held back by a refused certificate (RN_ETLSVERIFY) may
  * connect again at once. On failure nothing changes. 0, UV_EINVAL (the pool
- * has no TLS: it cannot be switched on or off here), RN_ETLS (see
+ * has no TLS: it cannot be switched on or off here; or the options cannot
+ * verify one of its endpoints: rn_tls_endpoint_check()), RN_ETLS (see
  * rn_tls_options_check() for why), RN_ECLOSED, UV_ENOMEM. */
 int rn_pool_reload_tls(rn_pool_t *pool, const rn_tls_options_t *options);
 

@@ -306,6 +306,10 @@ struct rn_pool_s {
   unsigned close_deferred : 1;
   unsigned aborting : 1; /* connections close with RST */
   unsigned tls_insecure : 1; /* pool->tls verifies nothing (tls.insecure) */
+  /* pool->tls has a name to check a unix socket's certificate against
+   * (tls.server_name), or checks none (tls.insecure): rn_tls_endpoint_check
+   * for endpoints added after rn_pool_new. */
+  unsigned tls_unix_ok : 1;
   uint64_t close_drain;
   /* hold.c: holds waiting for a connection, in order; hold_timer runs
    * the pass that hands them connections (and looks again while they

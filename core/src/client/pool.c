@@ -204,6 +204,12 @@ static int pool_has_endpoint(const rn_pool_t *pool,
   return 0;
 }
 
+/* What the pool keeps of TLS options besides the context. */
+static void pool_tls_note(rn_pool_t *pool, const rn_tls_options_t *o) {
+  pool->tls_insecure = o->insecure != 0;
+  pool->tls_unix_ok = o->insecure || o->server_name != NULL;
+}
+
 /* Parses a list into a new array of endpoints, reusing those of the
  * current list that appear in it (same canonical text). On failure nothing
  * is kept and the current list is untouched. */
@@ -220,6 +226,9 @@ static int pool_build_endpoints(rn_pool_t *pool, const char *const *texts,
   for (i = 0; i < count; i++) {
     err = rn__endpoint_new(pool, texts[i], &list[i]);
     if (err) break;
+    if (pool->tls != NULL && !pool->tls_unix_ok &&
+        list[i]->address.kind == RN_ENDPOINT_UNIX)
+      err = UV_EINVAL; /* as rn_pool_new would have: rn_tls_endpoint_check */
     for (j = 0; j < pool->endpoint_count; j++) {
       if (strcmp(pool->endpoints[j]->text, list[i]->text) == 0) {
         free(list[i]);
@@ -289,7 +298,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   if (options->tls != NULL) {
     err = rn__tls_ctx_new(options->tls, RN_TLS_CLIENT, &pool->tls, NULL, 0);
     if (err) goto fail;
-    pool->tls_insecure = options->tls->insecure != 0;
+    pool_tls_note(pool, options->tls);
   }
   pool->options.heartbeat.ping = NULL; /* the frame is kept, not the text */
   if (options->auth != NULL && options->auth_len == 0)
@@ -1253,12 +1262,15 @@ int rn_pool_reload_tls(rn_pool_t *pool, const rn_tls_options_t *o) {
 
   if (pool->closing) return RN_ECLOSED;
   if (pool->tls == NULL || o == NULL) return UV_EINVAL;
+  for (i = 0; i < pool->endpoint_count; i++)
+    if (rn_tls_endpoint_check(o, &pool->endpoints[i]->address, NULL, 0) != 0)
+      return UV_EINVAL;
   err = rn__tls_ctx_new(o, RN_TLS_CLIENT, &ctx, NULL, 0);
   if (err) return err;
   /* Open connections hold their own reference to the old one. */
   rn__tls_ctx_unref(pool->tls);
   pool->tls = ctx;
-  pool->tls_insecure = o->insecure != 0;
+  pool_tls_note(pool, o);
   /* New trust may mend a refused certificate: those endpoints are tried
    * again now rather than after reconnect.max. */
   for (i = 0; i < pool->endpoint_count; i++) {
