@@ -115,6 +115,15 @@ static void call(const char *frame, test_outcome_t *o) {
   RUN_UNTIL(rn_loop_uv(loop), o->fired, 5000);
 }
 
+/* The outcome was the error reply, after n attempts, maybe run or surely not
+ * (a macro: a failure names the case's line). */
+#define ERROR_REPLY(o, n, maybe)                                              \
+  do {                                                                        \
+    ASSERT_EQ((o).status, RN_EREPLY);                                         \
+    ASSERT_EQ((o).attempts, (n));                                             \
+    ASSERT_EQ((o).maybe_executed, (maybe));                                   \
+  } while (0)
+
 /* -LOADING twice, then +OK, to an INCR (not idempotent): two retries, and
  * the server ran it once. */
 static void test_loading_then_ok(void) {
@@ -141,9 +150,7 @@ static void test_readonly_until_attempts_end(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 3);
-  ASSERT_EQ(o.maybe_executed, 0);
+  ERROR_REPLY(o, 3, 0);
   ASSERT_EQ(answered(), 3);
   ASSERT(memcmp(o.body, "-READONLY", 9) == 0);
   stop();
@@ -156,9 +163,7 @@ static void test_ordinary_error(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
 }
 
@@ -168,9 +173,7 @@ static void test_exec_error_proves_nothing(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call("*1\r\n$4\r\nEXEC\r\n", &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
 }
 
@@ -182,15 +185,11 @@ static void test_scripts(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call("*3\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n0\r\n", &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
   start(ns, NULL, 0);
   call("*3\r\n$7\r\nevalsha\r\n$2\r\nab\r\n$1\r\n0\r\n", &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 3);
-  ASSERT_EQ(o.maybe_executed, 0);
+  ERROR_REPLY(o, 3, 0);
   stop();
 }
 
@@ -202,9 +201,7 @@ static void test_classify_veto(void) {
   start(s, NULL, 1);
   verdict = RN_CLASSIFY_FAIL;
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 0);
+  ERROR_REPLY(o, 1, 0);
   ASSERT_EQ(classified, 1);
   stop();
 }
@@ -221,9 +218,7 @@ static void test_table_override(void) {
   test_outcome_t o;
   start(s, none, 0);
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
   start(m, misconf, 0);
   call(incr, &o);
