@@ -23,6 +23,7 @@ static rn_loop_t *loop;
 #define SLOW_MS 10000
 
 #include "pool_fixture.h"
+#include "server_fixture.h"
 #include "wait.h"
 #include "client.h"
 #include "tls.h"
@@ -35,14 +36,6 @@ static rn_loop_t *loop;
 static int server_closed;
 static int handled; /* requests that reached a handler */
 
-static void reply_bulk(rn_request_t *req, const char *text, size_t len) {
-  rn_buf_t out;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, text, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
-
 static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
                        size_t len) {
   char subject[256], out[300];
@@ -53,7 +46,7 @@ static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
     size_t end = len - 2;
     arg = body + end;
     while (arg > body && arg[-1] != '\n') arg--;
-    reply_bulk(req, arg, (size_t)(body + end - arg));
+    test_reply_bulk(req, arg, (size_t)(body + end - arg));
     return;
   }
   if (len == 3 && memcmp(body, "who", 3) == 0) {

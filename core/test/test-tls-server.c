@@ -4,6 +4,7 @@
  * Certificates: core/test/tls_certs.h. */
 #define _GNU_SOURCE /* memmem */
 #include "resilnet.h"
+#include "server_fixture.h"
 #include "task.h"
 #include "tls.h"
 #include "tls_certs.h"
@@ -67,14 +68,6 @@ static void on_event(rn_server_t *s, const rn_server_event_t *ev) {
   }
 }
 
-static void reply_bulk(rn_request_t *req, const char *text, size_t len) {
-  rn_buf_t out;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, text, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
-
 /* resp: WHO answers the client certificate's subject (or "-"); anything
  * else its last argument. line and length: the body back. rnp: "re:"
  * and the payload. */
@@ -89,14 +82,14 @@ static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
     if (len >= 3 && memmem(body, len, "WHO", 3) != NULL) {
       if (rn_request_peer_subject(req, subject, sizeof(subject)) != 0)
         strcpy(subject, "-");
-      reply_bulk(req, subject, strlen(subject));
+      test_reply_bulk(req, subject, strlen(subject));
       return;
     }
     /* The last bulk string: after the last "\r\n" but one. */
     n = len - 2;
     arg = body + n;
     while (arg > body && arg[-1] != '\n') arg--;
-    reply_bulk(req, arg, (size_t)(body + n - arg));
+    test_reply_bulk(req, arg, (size_t)(body + n - arg));
   } else if (protocol == RN_PROTOCOL_RNP) {
     char out[64];
     int n = snprintf(out, sizeof(out), "re:%.*s", (int)len, body);
