@@ -179,6 +179,21 @@ static void assert_echo(const result_t *res, const char *arg) {
   ASSERT_STR_EQ(res->body, want);
 }
 
+/* A RESP call of arg, waited for, answered with arg. */
+static void echo_call(rn_pool_t *pool, const char *arg) {
+  result_t res;
+  call_resp(pool, arg, &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  assert_echo(&res, arg);
+}
+
+/* Closes the pool, then the server, then the loop. */
+static void finish(rn_pool_t *pool, rn_server_t *server) {
+  close_pool(pool);
+  stop_server(server);
+  test_loop_close(loop);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static int no_tls(void) {
@@ -278,9 +293,7 @@ static void check_refused(const char *ca, const char *server_name,
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_failures, (uint64_t)connecting);
   ASSERT_EQ(st.connects, 0);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 static void test_wrong_ca(void) { check_refused("wrong-ca.pem", NULL,
@@ -297,7 +310,6 @@ static void test_insecure_counted(void) {
   rn_pool_stats_t st;
   rn_server_t *server;
   rn_pool_t *pool;
-  result_t res;
   int port;
 
   if (no_tls()) return;
@@ -308,14 +320,10 @@ static void test_insecure_counted(void) {
   rn_pool_options_init(&o);
   o.connect_timeout_ms = o.timeout_ms = SLOW_MS;
   pool = open_pool(RN_PROTOCOL_RESP, "127.0.0.1", port, &tls, &o);
-  call_resp(pool, "anyway", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, 10000);
-  assert_echo(&res, "anyway");
+  echo_call(pool, "anyway");
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_insecure, 1);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 /* Idle TLS connections under fast heartbeats for 2 s (20 intervals), and
@@ -328,7 +336,6 @@ static void test_idle_heartbeats(void) {
   rn_pool_stats_t st;
   rn_server_t *server;
   rn_pool_t *pool;
-  result_t res;
   uint64_t start;
   int port, i;
 
@@ -348,9 +355,7 @@ static void test_idle_heartbeats(void) {
   start = uv_now(rn_loop_uv(loop));
   for (i = 0; uv_now(rn_loop_uv(loop)) - start < 2000; i++) {
     RUN_UNTIL(rn_loop_uv(loop), uv_now(rn_loop_uv(loop)) - start >= (uint64_t)i * 250, 1000);
-    call_resp(pool, "alive", &res);
-    RUN_UNTIL(rn_loop_uv(loop), res.done, 10000);
-    assert_echo(&res, "alive");
+    echo_call(pool, "alive");
   }
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 3);
@@ -360,9 +365,7 @@ static void test_idle_heartbeats(void) {
             0);
   ASSERT_GT(st.heartbeats, 10);
   ASSERT_EQ(st.heartbeats_missed, 0);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 static rn_buf_t rnp_frame;
@@ -451,18 +454,14 @@ static void test_reload(void) {
   client_tls(&tls, "ca.pem");
   ASSERT_OK(rn_pool_reload_tls(pool, &tls));
   start = uv_now(rn_loop_uv(loop));
-  call_resp(pool, "rotated", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, 10000);
-  assert_echo(&res, "rotated");
+  echo_call(pool, "rotated");
   ASSERT_LT(uv_now(rn_loop_uv(loop)) - start, 5000); /* not reconnect.max */
   close_pool(pool);
 
   rn_pool_options_init(&o);
   pool = open_pool(RN_PROTOCOL_RESP, "127.0.0.1", port, NULL, &o);
   ASSERT_EQ(rn_pool_reload_tls(pool, &tls), UV_EINVAL);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 static int proxy_closed;
@@ -847,9 +846,7 @@ static void test_unix_needs_server_name(void) {
   /* insecure checks no name: accepted, and counted. */
   tls.insecure = 1;
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
-  call_resp(pool, "insecure", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
-  assert_echo(&res, "insecure");
+  echo_call(pool, "insecure");
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_insecure, 1);
   close_pool(pool);
@@ -857,9 +854,7 @@ static void test_unix_needs_server_name(void) {
 
   tls.server_name = "localhost";
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
-  call_resp(pool, "over-unix", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
-  assert_echo(&res, "over-unix");
+  echo_call(pool, "over-unix");
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_failures, 0);
   ASSERT_EQ(st.tls_insecure, 0);
