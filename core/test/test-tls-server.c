@@ -168,6 +168,17 @@ static void tc_open(tls_client_t *c, int port, const char *ca,
   tls_client_open(c, rn_loop_uv(loop), port, &o);
 }
 
+/* Runs the loop until c's handshake is done (bounded). */
+static void tc_wait_established(tls_client_t *c) {
+  RUN_UNTIL(c->tls != NULL && rn__tls_established(c->tls), 5000);
+}
+
+/* A client trusting ca.pem, with no certificate, its handshake done. */
+static void tc_open_established(tls_client_t *c, int port) {
+  tc_open(c, port, "ca.pem", NULL);
+  tc_wait_established(c);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Child processes: redis-cli and openssl s_client                           */
 
@@ -295,8 +306,7 @@ static void test_resp(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&c, port, "ca.pem", NULL);
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_open_established(&c, port);
   tls_client_send(&c, ping, sizeof(ping) - 1);
   RUN_UNTIL(tls_client_has(&c, "+PONG\r\n"), 5000);
   tls_client_send(&c, echo, sizeof(echo) - 1);
@@ -335,15 +345,14 @@ static void test_line_and_rnp(void) {
     rn_buf_init(&w);
     ASSERT_EQ(rn__tls_write(c.tls, "early\n", 6, &w), UV_EAGAIN);
   }
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_wait_established(&c);
   tls_client_send(&c, "line one\n", 9);
   RUN_UNTIL(tls_client_has(&c, "line one\n"), 5000);
   tls_client_close(&c);
   stop(server);
 
   server = start(RN_PROTOCOL_RNP, 0, &port);
-  tc_open(&c, port, "ca.pem", NULL);
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_open_established(&c, port);
   rn_buf_init(&frames);
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_HELLO;
@@ -492,8 +501,7 @@ static void test_garbage_closes_only_that(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&good, port, "ca.pem", NULL);
-  RUN_UNTIL(good.tls != NULL && rn__tls_established(good.tls), 5000);
+  tc_open_established(&good, port);
   tc_open(&bad, port, NULL, NULL);
   RUN_UNTIL(bad.connected, 5000);
   tls_client_send(&bad, "*1\r\n$4\r\nPING\r\n", 14);
@@ -561,8 +569,7 @@ static void test_drain_sends_close_notify(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&c, port, "ca.pem", NULL);
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_open_established(&c, port);
   tls_client_send(&c, "*1\r\n$4\r\nPING\r\n", 14);
   RUN_UNTIL(tls_client_has(&c, "+PONG"), 5000);
   rn_server_drain(server, 2000, on_server_closed);
@@ -586,8 +593,7 @@ static void test_reload(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&old, port, "ca.pem", NULL);
-  RUN_UNTIL(old.tls != NULL && rn__tls_established(old.tls), 5000);
+  tc_open_established(&old, port);
 
   rn_tls_options_init(&tls);
   tls.certificate = "/nonexistent.pem";
