@@ -8,11 +8,8 @@ local R = require "spec.helpers.redis"
 local S = require "spec.helpers.host_script"
 
 describe("from copas", function()
-  if not S.has("copas") then
-    it("needs copas for this Lua", function()
-      pending("copas (Debian lua-copas 1.2, for Lua 5.1 and 5.2) is not "
-              .. "installed for this Lua")
-    end)
+  if S.missing("copas", "copas (Debian lua-copas 1.2, for Lua 5.1 and "
+                         .. "5.2)") then
     return
   end
 

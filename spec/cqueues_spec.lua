@@ -7,12 +7,7 @@ local R = require "spec.helpers.redis"
 local S = require "spec.helpers.host_script"
 
 describe("from a cqueues controller", function()
-  if not S.has("cqueues") then
-    it("needs cqueues for this Lua", function()
-      pending("cqueues (Debian lua-cqueues) is not installed for this Lua")
-    end)
-    return
-  end
+  if S.missing("cqueues", "cqueues (Debian lua-cqueues)") then return end
 
   it("resilnet calls, a cqueues timer and a cqueues TCP echo all "
      .. "progress", function()

@@ -9,12 +9,7 @@ local S = require "spec.helpers.host_script"
 local P = require "spec.helpers.process"
 
 describe("on luv's loop", function()
-  if not S.has("luv") then
-    it("needs luv for this Lua", function()
-      pending("luv (Debian lua-luv) is not installed for this Lua")
-    end)
-    return
-  end
+  if S.missing("luv", "luv (Debian lua-luv)") then return end
 
   local redis
   setup(function()

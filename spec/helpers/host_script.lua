@@ -18,6 +18,18 @@ function S.has(module)
   return ok == true or ok == 0
 end
 
+--- S.missing(module, what) -> true when the specs' interpreter cannot
+-- require module; the describe it is called in then gets one pending case
+-- saying that `what` (the Debian package) is not installed for this Lua.
+function S.missing(module, what)
+  if S.has(module) then return false end
+  -- busted's functions are globals of spec files only: its module has them
+  local busted = require "busted"
+  busted.pending("needs " .. module .. " for this Lua: " .. what
+                 .. " is not installed for this Lua")
+  return true
+end
+
 --- S.run(command, ...) -> output (stdout and stderr), exit status. command
 -- is a script path (run with the specs' Lua) or, given as a table, a
 -- whole command line's words. At most 60 s (timeout(1) kills it).
