@@ -80,6 +80,23 @@ function H.go(fn, timeout)
   end
 end
 
+--- H.calls_at_once(pool, n) -> replies: n tasks call pool at once, task
+-- i with "r<i>", its reply (nil if it failed) at replies[i]; run by H.go.
+function H.calls_at_once(pool, n)
+  local replies = {}
+  H.go(function()
+    local left = n
+    for i = 1, n do
+      resilnet.spawn(function()
+        replies[i] = pool:call("r" .. i)
+        left = left - 1
+      end)
+    end
+    while left > 0 do resilnet.sleep(0.001) end
+  end)
+  return replies
+end
+
 --- How late the loop itself runs timers, for bounds on how late something
 -- ends past its due time: on a loaded machine the whole process waits for
 -- a core now and then (20 ms and more with six busy processes on two
