@@ -75,16 +75,6 @@ local function kill_until_unsent(srv, n)
   assert.is_true(n["not"] > unsent, "no call failed while down")
 end
 
--- From a task: waits (bounded) for stopped() once the tasks were told to
--- stop.
-local function await_stopped(stopped)
-  for _ = 1, 400 do
-    if stopped() then return end
-    resilnet.sleep(0.005)
-  end
-  error("tasks did not stop")
-end
-
 -- Every n:<id> key's value (read back after the run).
 local function read_keys(endpoint)
   local check = resilnet.pool { endpoints = { endpoint }, timeout = 5 }
@@ -130,36 +120,27 @@ describe("INCR across redis-server SIGKILL and restart", function()
       local wrong = {}            -- replies other than 1
       local n = { calls = 0, ok = 0, maybe = 0, ["not"] = 0 }
       local codes = {}
-      local stop, running = false, TASKS
-      for _ = 1, TASKS do
-        resilnet.spawn(function()
-          for _ = 1, 5000 do -- bounded; `stop` ends it long before
-            if stop then break end
-            n.calls = n.calls + 1
-            local id = tostring(n.calls)
-            local t0 = resilnet.now()
-            local reply, e = pool:call { "INCR", "n:" .. id }
-            overshoot = math.max(overshoot, resilnet.now() - t0 - TIMEOUT)
-            local kind
-            if reply ~= nil then
-              kind = "ok"
-              if reply ~= 1 then wrong[#wrong + 1] = id .. "=" .. tostring(reply) end
-            else
-              kind = e.maybe_executed and "maybe" or "not"
-              local what = e.code .. "/" .. kind
-              codes[what] = (codes[what] or 0) + 1
-            end
-            outcome[id] = kind
-            n[kind] = n[kind] + 1
-            -- While the server is down calls fail at their deadline; keep
-            -- a failing task from spinning.
-            if kind ~= "ok" then resilnet.sleep(0.005) end
-          end
-          running = running - 1
-        end)
-      end
-
-      H.go(function()
+      H.workers(TASKS, function()
+        n.calls = n.calls + 1
+        local id = tostring(n.calls)
+        local t0 = resilnet.now()
+        local reply, e = pool:call { "INCR", "n:" .. id }
+        overshoot = math.max(overshoot, resilnet.now() - t0 - TIMEOUT)
+        local kind
+        if reply ~= nil then
+          kind = "ok"
+          if reply ~= 1 then wrong[#wrong + 1] = id .. "=" .. tostring(reply) end
+        else
+          kind = e.maybe_executed and "maybe" or "not"
+          local what = e.code .. "/" .. kind
+          codes[what] = (codes[what] or 0) + 1
+        end
+        outcome[id] = kind
+        n[kind] = n[kind] + 1
+        -- While the server is down calls fail at their deadline; keep
+        -- a failing task from spinning.
+        if kind ~= "ok" then resilnet.sleep(0.005) end
+      end, function()
         for _ = 1, KILLS do
           -- Kill under load: once some calls have succeeded since the
           -- last restart, and calls are on the wire.
@@ -167,8 +148,6 @@ describe("INCR across redis-server SIGKILL and restart", function()
           kill_until_unsent(srv, n)
           srv.redis = start_redis(srv.port, srv.dir)
         end
-        stop = true
-        await_stopped(function() return running == 0 end)
       end, 120)
       pool:close()
 
@@ -229,33 +208,24 @@ describe("INCR across redis-server SIGKILL and restart", function()
       local n = { calls = 0, ok = 0, maybe = 0, ["not"] = 0 }
       local in_flight, round = 0, 0
       local maybe_in = {} -- round -> failures with maybe_executed
-      local stop, running = false, TASKS
-      for _ = 1, TASKS do
-        resilnet.spawn(function()
-          for _ = 1, 20000 do -- bounded; `stop` ends it long before
-            if stop then break end
-            n.calls = n.calls + 1
-            local id = tostring(n.calls)
-            in_flight = in_flight + 1
-            local reply, e = pool:call { "INCR", "n:" .. id }
-            in_flight = in_flight - 1
-            local kind = reply ~= nil and "ok"
-                         or (e.maybe_executed and "maybe" or "not")
-            outcome[id] = kind
-            n[kind] = n[kind] + 1
-            if kind == "maybe" then
-              maybe_in[round] = (maybe_in[round] or 0) + 1
-            end
-            -- No pause after a failure in flight: calling again at once
-            -- is what met the dead siblings. (While the server is down,
-            -- calls wait for their deadline: no spin.)
-          end
-          running = running - 1
-        end)
-      end
-
       local report = {}
-      H.go(function()
+      H.workers(TASKS, function()
+        n.calls = n.calls + 1
+        local id = tostring(n.calls)
+        in_flight = in_flight + 1
+        local reply, e = pool:call { "INCR", "n:" .. id }
+        in_flight = in_flight - 1
+        local kind = reply ~= nil and "ok"
+                     or (e.maybe_executed and "maybe" or "not")
+        outcome[id] = kind
+        n[kind] = n[kind] + 1
+        if kind == "maybe" then
+          maybe_in[round] = (maybe_in[round] or 0) + 1
+        end
+        -- No pause after a failure in flight: calling again at once
+        -- is what met the dead siblings. (While the server is down,
+        -- calls wait for their deadline: no spin.)
+      end, function()
         for k = 1, KILLS do
           await_progress(n)
           -- Every task is suspended inside pool:call while this one runs:
@@ -270,8 +240,6 @@ describe("INCR across redis-server SIGKILL and restart", function()
           round = 0
           srv.redis = start_redis(srv.port, srv.dir)
         end
-        stop = true
-        await_stopped(function() return running == 0 end)
       end, 120)
       pool:close()
       print(("\n[redis INCR kill] maybe_executed failures / in flight per "

@@ -100,8 +100,8 @@ end
 --- H.workers(n, work, meanwhile): n tasks each run work(w, i) for i = 1,
 -- 2, ... (w, the task's number) until meanwhile(), run as a task of its
 -- own, has returned; then each ends after its call in progress, waited for
--- (10 s at most). All within H.go, 60 s.
-function H.workers(n, work, meanwhile)
+-- (10 s at most). All within H.go, timeout seconds (60).
+function H.workers(n, work, meanwhile, timeout)
   local stop, running = false, 0
   H.go(function()
     for w = 1, n do
@@ -122,7 +122,7 @@ function H.workers(n, work, meanwhile)
       resilnet.sleep(0.01)
     end
     luassert.equal(0, running)
-  end, 60)
+  end, timeout or 60)
 end
 
 --- How late the loop itself runs timers, for bounds on how late something
