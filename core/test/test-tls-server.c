@@ -444,18 +444,26 @@ static void s_client(child_t *ch, int port, int with_cert) {
   child_start(ch, argv);
 }
 
+/* A new loop, a RESP server with verify_client, and openssl s_client
+ * (with the client certificate or not) asking it WHO. */
+static rn_server_t *start_s_client_who(child_t *ch, int with_cert) {
+  rn_server_t *server;
+  int port;
+  open_loop();
+  server = start(RN_PROTOCOL_RESP, 1, &port);
+  s_client(ch, port, with_cert);
+  child_write(ch, "WHO\r\n"); /* an inline command */
+  return server;
+}
+
 /* verify_client: openssl s_client with the client certificate; the
  * handler sees its subject. */
 static void test_client_subject(void) {
   rn_server_t *server;
   child_t ch;
-  int port;
 
   if (no_tls() || find_tool("openssl") == NULL) return;
-  open_loop();
-  server = start(RN_PROTOCOL_RESP, 1, &port);
-  s_client(&ch, port, 1);
-  child_write(&ch, "WHO\r\n"); /* an inline command */
+  server = start_s_client_who(&ch, 1);
   RUN_UNTIL(child_has(&ch, "CN=resilnet-test-client,O=resilnet"), 10000);
   ASSERT_EQ(handled, 1);
   child_end(&ch);
@@ -470,13 +478,9 @@ static void test_client_without_certificate(void) {
   rn_server_stats_t st;
   rn_server_t *server;
   child_t ch;
-  int port;
 
   if (no_tls() || find_tool("openssl") == NULL) return;
-  open_loop();
-  server = start(RN_PROTOCOL_RESP, 1, &port);
-  s_client(&ch, port, 0);
-  child_write(&ch, "WHO\r\n");
+  server = start_s_client_who(&ch, 0);
   RUN_UNTIL(events[RN_SERVER_EVENT_TLS] == 1, 10000);
   ASSERT_EQ(last_tls_error, RN_ETLSVERIFY);
   ASSERT_STR_EQ(last_tls_why, "no client certificate");
