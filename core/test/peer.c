@@ -209,3 +209,10 @@ void test_peer_release(test_peer_t *p) {
   for (i = 0; i < p->count; i++)
     for (; p->conns[i].held > 0; p->conns[i].held--) answer(&p->conns[i]);
 }
+
+int test_contains(const char *data, size_t len, const char *word) {
+  size_t n = strlen(word), i;
+  for (i = 0; i + n <= len; i++)
+    if (memcmp(data + i, word, n) == 0) return 1;
+  return 0;
+}

@@ -128,4 +128,8 @@ unsigned test_peer_holding(const test_peer_t *p);
 /* Answers every held line. */
 void test_peer_release(test_peer_t *p);
 
+/* 1 if word occurs in the len bytes at data (what a peer or a client
+ * read), else 0. */
+int test_contains(const char *data, size_t len, const char *word);
+
 #endif /* RN_TEST_PEER_H */

@@ -25,18 +25,11 @@ static int classified;
 
 static const char incr[] = "*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
 
-static int has(const char *p, size_t len, const char *word) {
-  size_t n = strlen(word), i;
-  for (i = 0; i + n <= len; i++)
-    if (memcmp(p + i, word, n) == 0) return 1;
-  return 0;
-}
-
 static void script(test_peer_conn_t *c) {
   size_t pos = 0;
   rn_frame_t f;
   while (rn_codec_frame(&resp, c->in.base + pos, c->in.len - pos, &f) == 1) {
-    if (has(c->in.base + pos, f.size, "PING")) {
+    if (test_contains(c->in.base + pos, f.size, "PING")) {
       test_peer_send(c, "+PONG\r\n", 7);
     } else {
       const char *r = replies[requests];

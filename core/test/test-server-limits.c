@@ -175,10 +175,7 @@ static int conns_buffering(void) {
 }
 
 static int got_has(const client_t *c, const char *text) {
-  size_t n = strlen(text), i;
-  for (i = 0; i + n <= c->got.len; i++)
-    if (memcmp(c->got.base + i, text, n) == 0) return 1;
-  return 0;
+  return test_contains(c->got.base, c->got.len, text);
 }
 
 static rn_server_stats_t stats(void) {
