@@ -23,6 +23,7 @@ static rn_loop_t *loop;
 #define SLOW_MS 10000
 
 #include "pool_fixture.h"
+#include "raw_socket.h"
 #include "server_fixture.h"
 #include "wait.h"
 #include "client.h"
@@ -725,7 +726,6 @@ static int readable(int fd) {
 static void test_write_done_as_tls_fails(void) {
   static const char *endpoints[1];
   struct sockaddr_in addr;
-  socklen_t alen = sizeof(addr);
   rn_tls_options_t tls;
   rn_pool_options_t o;
   rn_pool_t *pool;
@@ -736,14 +736,7 @@ static void test_write_done_as_tls_fails(void) {
 
   if (no_tls()) return;
   test_cert("ca.pem"); /* made before the fork, once */
-  lfd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(lfd, 0);
-  memset(&addr, 0, sizeof(addr));
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_OK(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)));
-  ASSERT_OK(listen(lfd, 4));
-  ASSERT_OK(getsockname(lfd, (struct sockaddr *)&addr, &alen));
+  lfd = test_raw_listen(4, &addr);
   ASSERT_OK(pipe(told));
   ASSERT_OK(pipe(go));
   pid = fork();
