@@ -51,4 +51,25 @@ function S.run(command, ...)
   return out:gsub("exit=%d+%s*$", ""), status
 end
 
+--- S.counts(out, status) -> the three numbers of the host script's
+-- "ok <a> <b> <c>" line; fails the case, showing the output, unless the
+-- script exited 0 and printed that line.
+function S.counts(out, status)
+  local assert = require "luassert"
+  assert.equals(0, status, out)
+  local a, b, c = out:match("ok (%d+) (%d+) (%d+)")
+  assert.truthy(a, out)
+  return tonumber(a), tonumber(b), tonumber(c)
+end
+
+--- S.run_on_redis(script) -> S.counts of script run against a
+-- redis-server of its own (its port the argument), stopped afterwards.
+function S.run_on_redis(script)
+  local R = require "spec.helpers.redis"
+  local redis = assert(R.start())
+  local out, status = S.run(script, redis.port)
+  R.stop(redis)
+  return S.counts(out, status)
+end
+
 return S
