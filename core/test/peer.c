@@ -216,3 +216,10 @@ int test_contains(const char *data, size_t len, const char *word) {
     if (memcmp(data + i, word, n) == 0) return 1;
   return 0;
 }
+
+void test_codec_init(rn_codec_t *c, rn_protocol_t protocol) {
+  rn_codec_options_t o;
+  memset(&o, 0, sizeof(o));
+  o.protocol = protocol;
+  ASSERT_OK(rn_codec_init(c, &o));
+}

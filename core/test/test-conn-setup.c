@@ -98,10 +98,7 @@ static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
 /* Options every case starts from: the scripted answers of a healthy Redis
  * with a password. */
 static void begin(rn_pool_options_t *po) {
-  rn_codec_options_t co;
-  memset(&co, 0, sizeof(co));
-  co.protocol = RN_PROTOCOL_RESP;
-  ASSERT_OK(rn_codec_init(&resp, &co));
+  test_codec_init(&resp, RN_PROTOCOL_RESP);
   loop = test_loop_open();
   test_peer_start(&peer, rn_loop_uv(loop), script);
   auth_reply = "+OK\r\n";

@@ -59,10 +59,7 @@ static rn_classify_t classify(rn_pool_t *p, const rn_failure_t *f) {
 static void start(const char *const *script_replies,
                   const char *const *not_executed, int with_classify) {
   rn_pool_options_t po;
-  rn_codec_options_t co;
-  memset(&co, 0, sizeof(co));
-  co.protocol = RN_PROTOCOL_RESP;
-  ASSERT_OK(rn_codec_init(&resp, &co));
+  test_codec_init(&resp, RN_PROTOCOL_RESP);
   loop = test_loop_open();
   test_peer_start(&peer, rn_loop_uv(loop), script);
   replies = script_replies;
