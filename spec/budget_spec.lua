@@ -12,17 +12,8 @@ local TOKENS, RATIO = 10, 0.1
 
 for _, protocol in ipairs { "length", "resp" } do
   describe("retry budget (" .. protocol .. ")", function()
-    local srv
+    local srv = C.serve(protocol)
     local serial = 0
-    setup(function() srv = C.start(protocol) end)
-    teardown(function() C.stop(srv) end)
-    before_each(H.fd_watch)
-    after_each(H.cleanup_checking_fds)
-
-    local function request(fields)
-      if protocol == "length" then return table.concat(fields, " ") end
-      return fields
-    end
 
     -- Runs `calls` idempotent calls from `tasks` tasks against the counting
     -- server with `mode` on the first `n` attempts of each call; returns
@@ -50,8 +41,9 @@ for _, protocol in ipairs { "length", "resp" } do
         resilnet.spawn(function()
           for i = 1, per_task do
             local id = prefix .. k .. "." .. i
-            local reply, err = pool:call(request { t.mode, id, tostring(t.n),
-                                                   tostring(t.ms or 0) },
+            local reply, err = pool:call(C.request(protocol, {
+                                           t.mode, id, tostring(t.n),
+                                           tostring(t.ms or 0) }),
                                          { idempotent = true })
             if reply then
               assert.equal("done " .. id, reply)

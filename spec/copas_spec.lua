@@ -4,27 +4,18 @@
 -- must wake copas through the descriptor. Runs spec/hosts/copas_poll.lua
 -- as its own process, on the Luas Debian's lua-copas 1.2 serves (5.1,
 -- 5.2 and LuaJIT); skipped with the reason on the others.
-local R = require "spec.helpers.redis"
 local S = require "spec.helpers.host_script"
 
 describe("from copas", function()
-  if not S.has("copas") then
-    it("needs copas for this Lua", function()
-      pending("copas (Debian lua-copas 1.2, for Lua 5.1 and 5.2) is not "
-              .. "installed for this Lua")
-    end)
+  if S.missing("copas", "copas (Debian lua-copas 1.2, for Lua 5.1 and "
+                         .. "5.2)") then
     return
   end
 
   it("resilnet calls and a copas TCP echo progress; replies wake copas "
      .. "through resilnet.pollfd()", function()
-    local redis = assert(R.start())
-    local out, status = S.run("spec/hosts/copas_poll.lua", redis.port)
-    R.stop(redis)
-    assert.equals(0, status, out)
-    local turns, echoes, calls = out:match("ok (%d+) (%d+) (%d+)")
-    assert.truthy(turns, out)
-    assert.equals(200, tonumber(echoes))
-    assert.equals(220, tonumber(calls))
+    local _, echoes, calls = S.run_on_redis("spec/hosts/copas_poll.lua")
+    assert.equals(200, echoes)
+    assert.equals(220, calls)
   end)
 end)

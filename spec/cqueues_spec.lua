@@ -3,27 +3,16 @@
 -- cqueues' own timer and sockets, against a real redis-server. Runs
 -- spec/hosts/cqueues_poll.lua as its own process, on every Lua that
 -- Debian's lua-cqueues serves (5.1 to 5.4, and LuaJIT through 5.1's).
-local R = require "spec.helpers.redis"
 local S = require "spec.helpers.host_script"
 
 describe("from a cqueues controller", function()
-  if not S.has("cqueues") then
-    it("needs cqueues for this Lua", function()
-      pending("cqueues (Debian lua-cqueues) is not installed for this Lua")
-    end)
-    return
-  end
+  if S.missing("cqueues", "cqueues (Debian lua-cqueues)") then return end
 
   it("resilnet calls, a cqueues timer and a cqueues TCP echo all "
      .. "progress", function()
-    local redis = assert(R.start())
-    local out, status = S.run("spec/hosts/cqueues_poll.lua", redis.port)
-    R.stop(redis)
-    assert.equals(0, status, out)
-    local ticks, echoes, calls = out:match("ok (%d+) (%d+) (%d+)")
-    assert.truthy(ticks, out)
-    assert.is_true(tonumber(ticks) > 0)
-    assert.equals(200, tonumber(echoes))
-    assert.equals(200, tonumber(calls))
+    local ticks, echoes, calls = S.run_on_redis("spec/hosts/cqueues_poll.lua")
+    assert.is_true(ticks > 0)
+    assert.equals(200, echoes)
+    assert.equals(200, calls)
   end)
 end)

@@ -156,17 +156,7 @@ describe("pool", function()
 
     it("calls from many tasks at once", function()
       local pool = echo_pair("line", nil, { size = 4 })
-      local replies = {}
-      H.go(function()
-        local left = 50
-        for i = 1, 50 do
-          resilnet.spawn(function()
-            replies[i] = pool:call("r" .. i)
-            left = left - 1
-          end)
-        end
-        while left > 0 do resilnet.sleep(0.001) end
-      end)
+      local replies = H.calls_at_once(pool, 50)
       for i = 1, 50 do assert.equal("r" .. i, replies[i]) end
     end)
   end)

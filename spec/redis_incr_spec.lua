@@ -38,6 +38,43 @@ local function kill9(redis)
   redis:close()
 end
 
+-- Runs body(srv) with srv.port (free) and srv.dir (a new directory for
+-- the AOF); srv.redis, the server body started last, is closed and the
+-- directory removed afterwards, whether body failed or not.
+local function with_server(body)
+  local srv = { port = R.free_port(), dir = os.tmpname() }
+  os.remove(srv.dir)
+  assert(succeeded(os.execute("mkdir " .. srv.dir)))
+  local ok, err = pcall(body, srv)
+  if srv.redis then srv.redis:close() end
+  os.execute("rm -rf " .. srv.dir)
+  if not ok then error(err, 0) end
+end
+
+-- From a task: waits until 200 more calls (counts n) have succeeded,
+-- progress since the last restart, so that a kill comes under load.
+local function await_progress(n)
+  local base = n.ok
+  for _ = 1, 1000 do
+    if n.ok >= base + 200 then break end
+    resilnet.sleep(0.005)
+  end
+  assert.is_true(n.ok >= base + 200, "no progress after a restart")
+end
+
+-- From a task: kills srv's server, and waits until some call has failed
+-- unsent (its deadline passed while connects were refused), the server
+-- still down.
+local function kill_until_unsent(srv, n)
+  kill9(srv.redis)
+  local unsent = n["not"]
+  for _ = 1, 400 do
+    if n["not"] > unsent then break end
+    resilnet.sleep(0.005)
+  end
+  assert.is_true(n["not"] > unsent, "no call failed while down")
+end
+
 -- Every n:<id> key's value (read back after the run).
 local function read_keys(endpoint)
   local check = resilnet.pool { endpoints = { endpoint }, timeout = 5 }
@@ -66,14 +103,9 @@ describe("INCR across redis-server SIGKILL and restart", function()
 
   it("every reply ran once, every 'not executed' did not run, and the "
      .. "counter is within successes + maybe_executed failures", function()
-    local port = R.free_port()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(succeeded(os.execute("mkdir " .. dir)))
-    local redis
-    local ok, err = pcall(function()
-      H.go(function() redis = start_redis(port, dir) end)
-      local endpoint = "127.0.0.1:" .. port
+    with_server(function(srv)
+      H.go(function() srv.redis = start_redis(srv.port, srv.dir) end)
+      local endpoint = "127.0.0.1:" .. srv.port
       local TIMEOUT = 0.5
       local pool = H.pool { endpoints = { endpoint }, size = 8,
                             timeout = TIMEOUT,
@@ -88,62 +120,34 @@ describe("INCR across redis-server SIGKILL and restart", function()
       local wrong = {}            -- replies other than 1
       local n = { calls = 0, ok = 0, maybe = 0, ["not"] = 0 }
       local codes = {}
-      local stop, running = false, TASKS
-      for _ = 1, TASKS do
-        resilnet.spawn(function()
-          for _ = 1, 5000 do -- bounded; `stop` ends it long before
-            if stop then break end
-            n.calls = n.calls + 1
-            local id = tostring(n.calls)
-            local t0 = resilnet.now()
-            local reply, e = pool:call { "INCR", "n:" .. id }
-            overshoot = math.max(overshoot, resilnet.now() - t0 - TIMEOUT)
-            local kind
-            if reply ~= nil then
-              kind = "ok"
-              if reply ~= 1 then wrong[#wrong + 1] = id .. "=" .. tostring(reply) end
-            else
-              kind = e.maybe_executed and "maybe" or "not"
-              local what = e.code .. "/" .. kind
-              codes[what] = (codes[what] or 0) + 1
-            end
-            outcome[id] = kind
-            n[kind] = n[kind] + 1
-            -- While the server is down calls fail at their deadline; keep
-            -- a failing task from spinning.
-            if kind ~= "ok" then resilnet.sleep(0.005) end
-          end
-          running = running - 1
-        end)
-      end
-
-      H.go(function()
+      H.workers(TASKS, function()
+        n.calls = n.calls + 1
+        local id = tostring(n.calls)
+        local t0 = resilnet.now()
+        local reply, e = pool:call { "INCR", "n:" .. id }
+        overshoot = math.max(overshoot, resilnet.now() - t0 - TIMEOUT)
+        local kind
+        if reply ~= nil then
+          kind = "ok"
+          if reply ~= 1 then wrong[#wrong + 1] = id .. "=" .. tostring(reply) end
+        else
+          kind = e.maybe_executed and "maybe" or "not"
+          local what = e.code .. "/" .. kind
+          codes[what] = (codes[what] or 0) + 1
+        end
+        outcome[id] = kind
+        n[kind] = n[kind] + 1
+        -- While the server is down calls fail at their deadline; keep
+        -- a failing task from spinning.
+        if kind ~= "ok" then resilnet.sleep(0.005) end
+      end, function()
         for _ = 1, KILLS do
           -- Kill under load: once some calls have succeeded since the
           -- last restart, and calls are on the wire.
-          local base = n.ok
-          for _ = 1, 1000 do
-            if n.ok >= base + 200 then break end
-            resilnet.sleep(0.005)
-          end
-          assert.is_true(n.ok >= base + 200, "no progress after a restart")
-          kill9(redis)
-          -- Stay down until some call has failed unsent (its deadline
-          -- passed while connects were refused).
-          local unsent = n["not"]
-          for _ = 1, 400 do
-            if n["not"] > unsent then break end
-            resilnet.sleep(0.005)
-          end
-          assert.is_true(n["not"] > unsent, "no call failed while down")
-          redis = start_redis(port, dir)
+          await_progress(n)
+          kill_until_unsent(srv, n)
+          srv.redis = start_redis(srv.port, srv.dir)
         end
-        stop = true
-        for _ = 1, 400 do
-          if running == 0 then return end
-          resilnet.sleep(0.005)
-        end
-        error("tasks did not stop")
       end, 120)
       pool:close()
 
@@ -183,9 +187,6 @@ describe("INCR across redis-server SIGKILL and restart", function()
       assert.equal(n.calls, n.ok + n.maybe + n["not"])
       assert.is_true(n.maybe > 0, "no call was caught in flight by a kill")
     end)
-    if redis then redis:close() end
-    os.execute("rm -rf " .. dir)
-    if not ok then error(err, 0) end
   end)
   -- Issue 14, defect 7. When redis dies, the kernel closes its sockets
   -- one after the other; the pool hears of the first while the others'
@@ -197,14 +198,9 @@ describe("INCR across redis-server SIGKILL and restart", function()
   -- the calls in flight when it came.
   it("a SIGKILL fails no more writes than were in flight (issue 14.7)",
      function()
-    local port = R.free_port()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(succeeded(os.execute("mkdir " .. dir)))
-    local redis
-    local ok, err = pcall(function()
-      H.go(function() redis = start_redis(port, dir) end)
-      local endpoint = "127.0.0.1:" .. port
+    with_server(function(srv)
+      H.go(function() srv.redis = start_redis(srv.port, srv.dir) end)
+      local endpoint = "127.0.0.1:" .. srv.port
       local pool = H.pool { endpoints = { endpoint }, size = 8, timeout = 0.5,
                             reconnect = { initial = 0.02, max = 0.1 } }
       local TASKS, KILLS = 16, 6
@@ -212,64 +208,38 @@ describe("INCR across redis-server SIGKILL and restart", function()
       local n = { calls = 0, ok = 0, maybe = 0, ["not"] = 0 }
       local in_flight, round = 0, 0
       local maybe_in = {} -- round -> failures with maybe_executed
-      local stop, running = false, TASKS
-      for _ = 1, TASKS do
-        resilnet.spawn(function()
-          for _ = 1, 20000 do -- bounded; `stop` ends it long before
-            if stop then break end
-            n.calls = n.calls + 1
-            local id = tostring(n.calls)
-            in_flight = in_flight + 1
-            local reply, e = pool:call { "INCR", "n:" .. id }
-            in_flight = in_flight - 1
-            local kind = reply ~= nil and "ok"
-                         or (e.maybe_executed and "maybe" or "not")
-            outcome[id] = kind
-            n[kind] = n[kind] + 1
-            if kind == "maybe" then
-              maybe_in[round] = (maybe_in[round] or 0) + 1
-            end
-            -- No pause after a failure in flight: calling again at once
-            -- is what met the dead siblings. (While the server is down,
-            -- calls wait for their deadline: no spin.)
-          end
-          running = running - 1
-        end)
-      end
-
       local report = {}
-      H.go(function()
+      H.workers(TASKS, function()
+        n.calls = n.calls + 1
+        local id = tostring(n.calls)
+        in_flight = in_flight + 1
+        local reply, e = pool:call { "INCR", "n:" .. id }
+        in_flight = in_flight - 1
+        local kind = reply ~= nil and "ok"
+                     or (e.maybe_executed and "maybe" or "not")
+        outcome[id] = kind
+        n[kind] = n[kind] + 1
+        if kind == "maybe" then
+          maybe_in[round] = (maybe_in[round] or 0) + 1
+        end
+        -- No pause after a failure in flight: calling again at once
+        -- is what met the dead siblings. (While the server is down,
+        -- calls wait for their deadline: no spin.)
+      end, function()
         for k = 1, KILLS do
-          local base = n.ok
-          for _ = 1, 1000 do
-            if n.ok >= base + 200 then break end
-            resilnet.sleep(0.005)
-          end
-          assert.is_true(n.ok >= base + 200, "no progress after a restart")
+          await_progress(n)
           -- Every task is suspended inside pool:call while this one runs:
           -- in_flight is exact at the kill.
           round = k
           local at_kill = in_flight
-          kill9(redis)
-          local unsent = n["not"]
-          for _ = 1, 400 do
-            if n["not"] > unsent then break end
-            resilnet.sleep(0.005)
-          end
-          assert.is_true(n["not"] > unsent, "no call failed while down")
+          kill_until_unsent(srv, n)
           report[#report + 1] = (maybe_in[k] or 0) .. "/" .. at_kill
           assert.is_true((maybe_in[k] or 0) <= at_kill,
                          ("kill %d: %d calls failed maybe_executed, %d were "
                           .. "in flight"):format(k, maybe_in[k] or 0, at_kill))
           round = 0
-          redis = start_redis(port, dir)
+          srv.redis = start_redis(srv.port, srv.dir)
         end
-        stop = true
-        for _ = 1, 400 do
-          if running == 0 then return end
-          resilnet.sleep(0.005)
-        end
-        error("tasks did not stop")
       end, 120)
       pool:close()
       print(("\n[redis INCR kill] maybe_executed failures / in flight per "
@@ -290,8 +260,5 @@ describe("INCR across redis-server SIGKILL and restart", function()
       end
       assert.is_true(n.maybe > 0, "no call was caught in flight by a kill")
     end)
-    if redis then redis:close() end
-    os.execute("rm -rf " .. dir)
-    if not ok then error(err, 0) end
   end)
 end)

@@ -38,25 +38,33 @@ local function await_link(port)
   error("replica at " .. port .. " did not sync")
 end
 
+-- A directory for the servers of the describe it is called in: made at
+-- setup, removed at teardown; dir.path names it.
+local function describe_dir()
+  local dir = {}
+  setup(function()
+    dir.path = os.tmpname()
+    os.remove(dir.path)
+    os.execute("mkdir " .. dir.path)
+  end)
+  teardown(function() os.execute("rm -rf " .. dir.path) end)
+  return dir
+end
+
 describe("role against a real master and replica", function()
   if not R.installed() then
     it("starts a redis-server", function() error("redis-server not installed") end)
     return
   end
-  local a, b, dir
-  setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir " .. dir)
-  end)
-  teardown(function() os.execute("rm -rf " .. dir) end)
+  local a, b
+  local dir = describe_dir()
   before_each(function()
     H.fd_watch()
     H.go(function()
       local pa, pb = R.free_port(), R.free_port()
-      a = R.launch(pa, {}, dir .. "/a.log")
+      a = R.launch(pa, {}, dir.path .. "/a.log")
       b = R.launch(pb, { "--replicaof", "127.0.0.1", tostring(pa) },
-                   dir .. "/b.log")
+                   dir.path .. "/b.log")
       await_link(pb)
     end)
   end)
@@ -176,21 +184,15 @@ end)
 
 describe("LOADING: a restarted redis-server loading a big dataset", function()
   if not R.installed() then return end
-  local dir
-  setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir " .. dir)
-  end)
-  teardown(function() os.execute("rm -rf " .. dir) end)
+  local dir = describe_dir()
 
   it("calls wait and succeed while the deadline allows", function()
     H.fd_watch()
     local redis
     local ok, err = pcall(H.go, function()
       local port = R.free_port()
-      redis = R.launch(port, { "--dir", dir, "--enable-debug-command", "yes" },
-                       dir .. "/log.txt")
+      redis = R.launch(port, { "--dir", dir.path, "--enable-debug-command",
+                               "yes" }, dir.path .. "/log.txt")
       assert.equal("+OK", raw(port, "DEBUG POPULATE 2000000 k 64", 60))
       assert.equal("+OK", raw(port, "SET before 1"))
       assert.equal("+OK", raw(port, "SAVE", 60))

@@ -14,19 +14,10 @@ local C = require "spec.helpers.counting_server"
 
 local TOLERANCE = 0.020 -- the issue's bound on a deadline overshoot
 
-local function request(protocol, fields)
-  if protocol == "length" then return table.concat(fields, " ") end
-  return fields
-end
-
 for _, protocol in ipairs { "length", "resp" } do
   describe("retry table (" .. protocol .. ")", function()
-    local srv
+    local srv = C.serve(protocol)
     local serial = 0
-    setup(function() srv = C.start(protocol) end)
-    teardown(function() C.stop(srv) end)
-    before_each(H.fd_watch)
-    after_each(H.cleanup_checking_fds)
 
     -- Makes one call with fields {mode, n, ms, pad} through a fresh pool,
     -- closes the pool, waits for the server to have read everything
@@ -56,7 +47,7 @@ for _, protocol in ipairs { "length", "resp" } do
           error("the pool did not warm up")
         end)
       end
-      local reply, err = pool:call(request(protocol, fields),
+      local reply, err = pool:call(C.request(protocol, fields),
                                    { idempotent = t.idempotent })
       local stats = pool:stats()
       pool:close()
@@ -254,18 +245,14 @@ for _, protocol in ipairs { "length", "resp" } do
   end)
 
   describe("deadlines (" .. protocol .. ")", function()
-    local srv
+    local srv = C.serve(protocol)
     local worst = { overshoot = -math.huge, loop = 0 }
-    setup(function() srv = C.start(protocol) end)
     teardown(function()
-      C.stop(srv)
       print(("\n[deadlines %s] max overshoot past the deadline: %.1f ms "
              .. "(%s); bound %d ms + the loop's own lateness (worst %.1f ms)")
               :format(protocol, worst.overshoot * 1000, worst.where or "-",
                       TOLERANCE * 1000, worst.loop * 1000))
     end)
-    before_each(H.fd_watch)
-    after_each(H.cleanup_checking_fds)
 
     -- Every fault, on every attempt. Retries are allowed as much as the
     -- deadline lets them (a large budget, five attempts, backoff up to
@@ -303,7 +290,7 @@ for _, protocol in ipairs { "length", "resp" } do
                              "99", tostring(fault.ms or 0) }
             if fault.pad then fields[5] = string.rep("p", fault.pad) end
             local t0 = resilnet.now()
-            local reply, err = pool:call(request(protocol, fields),
+            local reply, err = pool:call(C.request(protocol, fields),
                                          { idempotent = i % 2 == 0 })
             took[i] = resilnet.now() - t0
             errs[i] = err or reply

@@ -95,33 +95,19 @@ describe("rnp server with the Redis dedupe store", function()
                             reconnect = { initial = 0.02, max = 0.1 },
                             retry = { attempts = 5,
                                       budget = { tokens = 1000 } } }
-      local results, running, stop = {}, 0, false
-      local function worker(w)
-        running = running + 1
-        local n = 0
-        while not stop do
-          n = n + 1
-          local id = "k-" .. w .. "-" .. n
-          -- Each call takes the server 20 ms: a kill catches some inside.
-          local reply, e = pool:call(id .. " 20", { key = id })
-          results[id] = { reply = reply, err = e }
-        end
-        running = running - 1
-      end
-      H.go(function()
-        for w = 1, 16 do resilnet.spawn(worker, w) end
+      local results = {}
+      H.workers(16, function(w, n)
+        local id = "k-" .. w .. "-" .. n
+        -- Each call takes the server 20 ms: a kill catches some inside.
+        local reply, e = pool:call(id .. " 20", { key = id })
+        results[id] = { reply = reply, err = e }
+      end, function()
         resilnet.sleep(0.5)
         server:kill("KILL")
         opts.port = server.port
         restarted = P.server(opts)
         resilnet.sleep(0.7)
-        stop = true
-        for _ = 1, 1000 do
-          if running == 0 then break end
-          resilnet.sleep(0.01)
-        end
-        assert.equal(0, running)
-      end, 60)
+      end)
       local counts = P.read_ledger(ledger)
       local answered, failed, twice = 0, 0, {}
       for id, r in pairs(results) do

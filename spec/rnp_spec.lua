@@ -102,37 +102,21 @@ describe("rnp", function()
                             reconnect = { initial = 0.02, max = 0.1 } }
       local admin = H.pool { endpoints = { endpoint }, protocol = "rnp",
                              size = 1 }
-      local results, started, running = {}, 0, 0
-      local stop = false
+      local results = {}
       local kinds = { "idem", "keyed", "plain" }
-      local function worker(w)
-        running = running + 1
-        local n = 0
-        while not stop do
-          n = n + 1
-          local kind = kinds[(n + w) % 3 + 1]
-          local id = kind .. "-" .. w .. "-" .. n
-          started = started + 1
-          local reply, e = pool:call(id .. " 0", {
-            idempotent = kind == "idem", key = kind == "keyed" or nil })
-          results[id] = { reply = reply, err = e }
-          resilnet.sleep(0.02) -- 40 workers: about 2,000 calls a second
-        end
-        running = running - 1
-      end
-      H.go(function()
-        for w = 1, 40 do resilnet.spawn(worker, w) end
+      H.workers(40, function(w, n)
+        local kind = kinds[(n + w) % 3 + 1]
+        local id = kind .. "-" .. w .. "-" .. n
+        local reply, e = pool:call(id .. " 0", {
+          idempotent = kind == "idem", key = kind == "keyed" or nil })
+        results[id] = { reply = reply, err = e }
+        resilnet.sleep(0.02) -- 40 workers: about 2,000 calls a second
+      end, function()
         resilnet.sleep(1)
         assert.equal("draining", admin:call("DRAIN"))
         new = ledger_server(ledger, old.port)
         resilnet.sleep(1)
-        stop = true
-        for _ = 1, 1000 do
-          if running == 0 then break end
-          resilnet.sleep(0.01)
-        end
-        assert.equal(0, running)
-      end, 60)
+      end)
 
       local counts = P.read_ledger(ledger)
       local failed, n = {}, 0

@@ -85,17 +85,7 @@ describe("server", function()
       end,
     }
     local pool = H.pool { endpoints = { ep }, protocol = "line", size = 4 }
-    local replies = {}
-    H.go(function()
-      local left = 20
-      for i = 1, 20 do
-        resilnet.spawn(function()
-          replies[i] = pool:call("r" .. i)
-          left = left - 1
-        end)
-      end
-      while left > 0 do resilnet.sleep(0.001) end
-    end)
+    local replies = H.calls_at_once(pool, 20)
     for i = 1, 20 do assert.equal("R" .. i, replies[i]) end
     assert.equal(srv, seen_ctx.server)
   end)

@@ -17,16 +17,8 @@ local R = require "spec.helpers.redis"
 local TASKS, EACH = 16, 500
 local RESET_EVERY = 400 -- finished transactions between two resets
 
-describe("pool:transaction under connection resets", function()
-  local redis, why = R.start()
-  if not redis then
-    it("starts a redis-server", function() error(why) end)
-    return
-  end
-  teardown(function() R.stop(redis) end)
-  before_each(H.fd_watch)
-  after_each(H.cleanup_checking_fds)
-
+R.describe_server("pool:transaction under connection resets",
+                  function(redis)
   it("16 tasks x 500: a == b, each transaction counted once", function()
     local px = H.track(assert(resilnet.proxy { upstream = redis.endpoint }))
     local pool = H.pool { endpoints = { px:endpoint() }, timeout = 5,

@@ -209,3 +209,17 @@ void test_peer_release(test_peer_t *p) {
   for (i = 0; i < p->count; i++)
     for (; p->conns[i].held > 0; p->conns[i].held--) answer(&p->conns[i]);
 }
+
+int test_contains(const char *data, size_t len, const char *word) {
+  size_t n = strlen(word), i;
+  for (i = 0; i + n <= len; i++)
+    if (memcmp(data + i, word, n) == 0) return 1;
+  return 0;
+}
+
+void test_codec_init(rn_codec_t *c, rn_protocol_t protocol) {
+  rn_codec_options_t o;
+  memset(&o, 0, sizeof(o));
+  o.protocol = protocol;
+  ASSERT_OK(rn_codec_init(c, &o));
+}

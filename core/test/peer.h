@@ -128,4 +128,12 @@ unsigned test_peer_holding(const test_peer_t *p);
 /* Answers every held line. */
 void test_peer_release(test_peer_t *p);
 
+/* Initializes c as protocol's codec with the default limits (a script's
+ * way to cut what it read into frames). */
+void test_codec_init(rn_codec_t *c, rn_protocol_t protocol);
+
+/* 1 if word occurs in the len bytes at data (what a peer or a client
+ * read), else 0. */
+int test_contains(const char *data, size_t len, const char *word);
+
 #endif /* RN_TEST_PEER_H */

@@ -39,14 +39,18 @@ void test_echo(rn_server_t *server, rn_request_t *req, const char *body,
   test_reply(req, body, len);
 }
 
-void test_echo_bulk(rn_server_t *server, rn_request_t *req, const char *body,
-                    size_t len) {
+void test_reply_bulk(rn_request_t *req, const char *text, size_t len) {
   rn_buf_t out;
-  (void)server;
   rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, body, len));
+  ASSERT_OK(rn_resp_encode_bulk(&out, text, len));
   ASSERT_OK(rn_request_reply(req, out.base, out.len));
   rn_buf_free(&out);
+}
+
+void test_echo_bulk(rn_server_t *server, rn_request_t *req, const char *body,
+                    size_t len) {
+  (void)server;
+  test_reply_bulk(req, body, len);
 }
 
 void test_server_on_request(rn_server_t *server, rn_request_t *req,

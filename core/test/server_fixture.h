@@ -19,6 +19,9 @@ rn_server_t *test_start_server(rn_loop_t *loop, rn_protocol_t protocol,
 /* Answers req with body, framed by its server's codec. */
 void test_reply(rn_request_t *req, const char *body, size_t len);
 
+/* Answers req with text as a RESP bulk string. */
+void test_reply_bulk(rn_request_t *req, const char *text, size_t len);
+
 /* Answers every request with its own body (test_reply). */
 void test_echo(rn_server_t *server, rn_request_t *req, const char *body,
                size_t len);

@@ -202,10 +202,7 @@ static void test_batch_element_errors(void) {
   static const char *const bodies[] = {"one", "bad", "three"};
   rn_pool_t *pool;
   batch_outcome_t o;
-  rn_codec_options_t co;
-  memset(&co, 0, sizeof(co));
-  co.protocol = RN_PROTOCOL_RESP;
-  ASSERT_OK(rn_codec_init(&resp_codec, &co));
+  test_codec_init(&resp_codec, RN_PROTOCOL_RESP);
   pool = start(resp_script, RN_PROTOCOL_RESP, 1);
   ASSERT_OK(batch(pool, bodies, 3, 0, &o));
   RUN_UNTIL(uv, o.fired, 2000);

@@ -57,74 +57,80 @@ static void str_is(const rn_resp_item_t *it, const char *s, size_t len) {
   ASSERT_MEM_EQ(it->str, s, len);
 }
 
+/* item_ok, and the integer it carries (a number, count or boolean). */
+static void integer_is(const char *data, size_t len, int type, int64_t want) {
+  rn_resp_item_t it = item_ok(data, len, type);
+  ASSERT_EQ(it.integer, want);
+}
+
+/* item_ok, and the double it carries. */
+static void number_is(const char *data, size_t len, double want) {
+  rn_resp_item_t it = item_ok(data, len, RN_RESP_DOUBLE);
+  ASSERT(it.number == want);
+}
+
+/* item_ok, and its text. */
+static void text_is(const char *data, size_t len, int type, const char *s,
+                    size_t slen) {
+  rn_resp_item_t it = item_ok(data, len, type);
+  str_is(&it, s, slen);
+}
+
+/* Parses the item at *p (the bytes up to end) and steps past it. */
+static rn_resp_item_t take_item(const char **p, const char *end) {
+  rn_resp_item_t it;
+  ASSERT_EQ(rn_resp_item(*p, (size_t)(end - *p), &it), 1);
+  *p += it.size;
+  return it;
+}
+
 static void test_items(void) {
   rn_resp_item_t it;
 
-  it = item_ok(S("+OK\r\n"), RN_RESP_SIMPLE);
-  str_is(&it, S("OK"));
+  text_is(S("+OK\r\n"), RN_RESP_SIMPLE, S("OK"));
   it = item_ok(S("+\r\n"), RN_RESP_SIMPLE);
   ASSERT_EQ(it.len, 0);
-  it = item_ok(S("-ERR unknown command\r\n"), RN_RESP_ERROR);
-  str_is(&it, S("ERR unknown command"));
-  it = item_ok(S(":0\r\n"), RN_RESP_INTEGER);
-  ASSERT_EQ(it.integer, 0);
-  it = item_ok(S(":-42\r\n"), RN_RESP_INTEGER);
-  ASSERT_EQ(it.integer, -42);
-  it = item_ok(S(":9223372036854775807\r\n"), RN_RESP_INTEGER);
-  ASSERT_EQ(it.integer, INT64_MAX);
-  it = item_ok(S(":-9223372036854775808\r\n"), RN_RESP_INTEGER);
-  ASSERT_EQ(it.integer, INT64_MIN);
-  it = item_ok(S("$5\r\nhello\r\n"), RN_RESP_BULK);
-  str_is(&it, S("hello"));
+  text_is(S("-ERR unknown command\r\n"), RN_RESP_ERROR,
+          S("ERR unknown command"));
+  integer_is(S(":0\r\n"), RN_RESP_INTEGER, 0);
+  integer_is(S(":-42\r\n"), RN_RESP_INTEGER, -42);
+  integer_is(S(":9223372036854775807\r\n"), RN_RESP_INTEGER, INT64_MAX);
+  integer_is(S(":-9223372036854775808\r\n"), RN_RESP_INTEGER, INT64_MIN);
+  text_is(S("$5\r\nhello\r\n"), RN_RESP_BULK, S("hello"));
   it = item_ok(S("$0\r\n\r\n"), RN_RESP_BULK);
   ASSERT_EQ(it.len, 0);
-  it = item_ok(S("$4\r\n\r\n\0x\r\n"), RN_RESP_BULK); /* binary payload */
-  str_is(&it, S("\r\n\0x"));
+  text_is(S("$4\r\n\r\n\0x\r\n"), RN_RESP_BULK, S("\r\n\0x")); /* binary */
   it = item_ok(S("$-1\r\n"), RN_RESP_NULL);
   it = item_ok(S("*-1\r\n"), RN_RESP_NULL);
   it = item_ok(S("_\r\n"), RN_RESP_NULL);
-  it = item_ok(S("*3\r\n"), RN_RESP_ARRAY);
-  ASSERT_EQ(it.integer, 3);
-  it = item_ok(S("*0\r\n"), RN_RESP_ARRAY);
-  ASSERT_EQ(it.integer, 0);
-  it = item_ok(S("%2\r\n"), RN_RESP_MAP);
-  ASSERT_EQ(it.integer, 2);
-  it = item_ok(S("~5\r\n"), RN_RESP_SET);
-  ASSERT_EQ(it.integer, 5);
-  it = item_ok(S("|1\r\n"), RN_RESP_ATTRIBUTE);
-  ASSERT_EQ(it.integer, 1);
-  it = item_ok(S(">3\r\n"), RN_RESP_PUSH);
-  ASSERT_EQ(it.integer, 3);
-  it = item_ok(S("#t\r\n"), RN_RESP_BOOLEAN);
-  ASSERT_EQ(it.integer, 1);
-  it = item_ok(S("#f\r\n"), RN_RESP_BOOLEAN);
-  ASSERT_EQ(it.integer, 0);
+  integer_is(S("*3\r\n"), RN_RESP_ARRAY, 3);
+  integer_is(S("*0\r\n"), RN_RESP_ARRAY, 0);
+  integer_is(S("%2\r\n"), RN_RESP_MAP, 2);
+  integer_is(S("~5\r\n"), RN_RESP_SET, 5);
+  integer_is(S("|1\r\n"), RN_RESP_ATTRIBUTE, 1);
+  integer_is(S(">3\r\n"), RN_RESP_PUSH, 3);
+  integer_is(S("#t\r\n"), RN_RESP_BOOLEAN, 1);
+  integer_is(S("#f\r\n"), RN_RESP_BOOLEAN, 0);
   it = item_ok(S(",1.5\r\n"), RN_RESP_DOUBLE);
   ASSERT(it.number == 1.5);
   str_is(&it, S("1.5"));
-  it = item_ok(S(",-2.5e3\r\n"), RN_RESP_DOUBLE);
-  ASSERT(it.number == -2500.0);
-  it = item_ok(S(",10\r\n"), RN_RESP_DOUBLE);
-  ASSERT(it.number == 10.0);
-  it = item_ok(S(",+1E+2\r\n"), RN_RESP_DOUBLE);
-  ASSERT(it.number == 100.0);
-  it = item_ok(S(",1.25E-2\r\n"), RN_RESP_DOUBLE);
-  ASSERT(it.number == 0.0125);
+  number_is(S(",-2.5e3\r\n"), -2500.0);
+  number_is(S(",10\r\n"), 10.0);
+  number_is(S(",+1E+2\r\n"), 100.0);
+  number_is(S(",1.25E-2\r\n"), 0.0125);
   it = item_ok(S(",inf\r\n"), RN_RESP_DOUBLE);
   ASSERT(isinf(it.number) && it.number > 0);
   it = item_ok(S(",-inf\r\n"), RN_RESP_DOUBLE);
   ASSERT(isinf(it.number) && it.number < 0);
   it = item_ok(S(",nan\r\n"), RN_RESP_DOUBLE);
   ASSERT(isnan(it.number));
-  it = item_ok(S("(3492890328409238509324850943850943825024385\r\n"),
-               RN_RESP_BIGNUM);
-  str_is(&it, S("3492890328409238509324850943850943825024385"));
-  it = item_ok(S("(-7\r\n"), RN_RESP_BIGNUM);
-  str_is(&it, S("-7"));
-  it = item_ok(S("!21\r\nSYNTAX invalid syntax\r\n"), RN_RESP_BULK_ERROR);
-  str_is(&it, S("SYNTAX invalid syntax"));
-  it = item_ok(S("=15\r\ntxt:Some string\r\n"), RN_RESP_VERBATIM);
-  str_is(&it, S("Some string"));
+  text_is(S("(3492890328409238509324850943850943825024385\r\n"),
+          RN_RESP_BIGNUM, S("3492890328409238509324850943850943825024385"));
+  text_is(S("(-7\r\n"), RN_RESP_BIGNUM, S("-7"));
+  text_is(S("!21\r\nSYNTAX invalid syntax\r\n"), RN_RESP_BULK_ERROR,
+          S("SYNTAX invalid syntax"));
+  text_is(S("=15\r\ntxt:Some string\r\n"), RN_RESP_VERBATIM,
+          S("Some string"));
   it = item_ok(S("=4\r\nmkd:\r\n"), RN_RESP_VERBATIM);
   ASSERT_EQ(it.len, 0);
 
@@ -539,7 +545,7 @@ static void test_encoders(void) {
   rn_codec_t c = resp_codec(0);
   rn_resp_item_t it;
   rn_buf_t b;
-  const char *p;
+  const char *p, *end;
 
   rn_buf_init(&b);
   ASSERT_OK(rn_resp_encode_array(&b, 7));
@@ -560,30 +566,24 @@ static void test_encoders(void) {
   frame_ok(&c, b.base, b.len, 0);
 
   p = b.base;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  end = b.base + b.len;
+  it = take_item(&p, end);
   ASSERT_EQ(it.integer, 7);
-  p += it.size;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  it = take_item(&p, end);
   str_is(&it, S("SET"));
-  p += it.size;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  it = take_item(&p, end);
   ASSERT_EQ(it.len, 0);
-  p += it.size;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  it = take_item(&p, end);
   str_is(&it, S("a\r\nb"));
-  p += it.size;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  it = take_item(&p, end);
   ASSERT_EQ(it.integer, INT64_MIN);
-  p += it.size;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  it = take_item(&p, end);
   ASSERT_EQ(it.integer, INT64_MAX);
-  p += it.size;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  it = take_item(&p, end);
   str_is(&it, S("OK"));
-  p += it.size;
-  ASSERT_EQ(rn_resp_item(p, b.len, &it), 1);
+  it = take_item(&p, end);
   ASSERT_EQ(it.type, RN_RESP_NULL);
-  ASSERT_EQ(p + it.size, b.base + b.len);
+  ASSERT(p == end);
 
   /* Line types cannot carry CR or LF; nothing is appended then. */
   b.len = 0;

@@ -34,13 +34,6 @@ static const char *wrong_role_reason, *resolve_reason;
 
 static const char PASSWORD[] = "hunter2-setup-test";
 
-static int starts(const char *p, size_t len, const char *word) {
-  size_t n = strlen(word), i;
-  for (i = 0; i + n <= len; i++)
-    if (memcmp(p + i, word, n) == 0) return 1;
-  return 0;
-}
-
 static void answer(test_peer_conn_t *c, const char *reply) {
   if (reply != NULL) test_peer_send(c, reply, strlen(reply));
 }
@@ -54,19 +47,19 @@ static void script(test_peer_conn_t *c) {
     const char *p = c->in.base + pos;
     const char *word = "?";
     frames++;
-    if (starts(p, f.size, "AUTH")) {
+    if (test_contains(p, f.size, "AUTH")) {
       word = "AUTH";
       answer(c, auth_reply);
-    } else if (starts(p, f.size, "SELECT")) {
+    } else if (test_contains(p, f.size, "SELECT")) {
       word = "SELECT";
       answer(c, "+OK\r\n");
-    } else if (starts(p, f.size, "CLIENT")) {
+    } else if (test_contains(p, f.size, "CLIENT")) {
       word = "CLIENT";
       answer(c, "+OK\r\n");
-    } else if (starts(p, f.size, "ROLE")) {
+    } else if (test_contains(p, f.size, "ROLE")) {
       word = "ROLE";
       answer(c, role_reply);
-    } else if (starts(p, f.size, "PING")) {
+    } else if (test_contains(p, f.size, "PING")) {
       word = "PING";
       if (loading_pings > 0) {
         loading_pings--;
@@ -74,7 +67,7 @@ static void script(test_peer_conn_t *c) {
       } else {
         answer(c, ping_reply);
       }
-    } else if (starts(p, f.size, "GET")) {
+    } else if (test_contains(p, f.size, "GET")) {
       word = "GET";
       get_count++;
       answer(c, get_reply);
@@ -105,10 +98,7 @@ static void on_event(rn_pool_t *p, const rn_pool_event_t *ev) {
 /* Options every case starts from: the scripted answers of a healthy Redis
  * with a password. */
 static void begin(rn_pool_options_t *po) {
-  rn_codec_options_t co;
-  memset(&co, 0, sizeof(co));
-  co.protocol = RN_PROTOCOL_RESP;
-  ASSERT_OK(rn_codec_init(&resp, &co));
+  test_codec_init(&resp, RN_PROTOCOL_RESP);
   loop = test_loop_open();
   test_peer_start(&peer, rn_loop_uv(loop), script);
   auth_reply = "+OK\r\n";
@@ -186,8 +176,8 @@ static void test_wrong_password(void) {
   RUN_UNTIL(rn_loop_uv(loop), o.fired, 5000);
   ASSERT_EQ(o.status, RN_EAUTH);
   ASSERT_EQ(o.maybe_executed, 0);
-  ASSERT(starts(o.body, o.body_len, "WRONGPASS"));
-  ASSERT(!starts(o.body, o.body_len, PASSWORD));
+  ASSERT(test_contains(o.body, o.body_len, "WRONGPASS"));
+  ASSERT(!test_contains(o.body, o.body_len, PASSWORD));
   ASSERT(uv_now(rn_loop_uv(loop)) - t0 < 1000);
   ASSERT_EQ(get_count, 0);
   ASSERT_EQ(test_pool_stats(pool).setup_failures, 1);
@@ -214,7 +204,7 @@ static void test_other_setup_error(void) {
   RUN_UNTIL(rn_loop_uv(loop), o.fired, 5000);
   ASSERT_EQ(o.status, RN_ESETUP);
   ASSERT_EQ(o.maybe_executed, 0);
-  ASSERT(starts(o.body, o.body_len, "ERR unknown command"));
+  ASSERT(test_contains(o.body, o.body_len, "ERR unknown command"));
   ASSERT_EQ(get_count, 0);
   /* Backoff (20 ms growing by 1.6 up to 200 ms): a handful in 600 ms,
    * not one per loop turn. */
@@ -259,7 +249,8 @@ static void test_call_waits_for_setup(void) {
     RUN_UNTIL(rn_loop_uv(loop), uv_now(rn_loop_uv(loop)) >= until, 1000);
   }
   ASSERT_EQ(o.fired, 0);
-  ASSERT(!starts(peer.conns[0].in.base, peer.conns[0].in.len, "GET"));
+  ASSERT(!test_contains(peer.conns[0].in.base, peer.conns[0].in.len,
+                        "GET"));
   ASSERT_EQ(test_pool_stats(pool).in_flight, 0);
   hold = 0;
   script(&peer.conns[0]);
@@ -284,7 +275,7 @@ static void test_wrong_role(void) {
   RUN_UNTIL(rn_loop_uv(loop), o.fired, 5000);
   ASSERT_EQ(o.status, RN_EROLE);
   ASSERT_EQ(o.maybe_executed, 0);
-  ASSERT(starts(o.body, o.body_len, "slave"));
+  ASSERT(test_contains(o.body, o.body_len, "slave"));
   ASSERT_EQ(get_count, 0);
   ASSERT(wrong_roles >= 1);
   ASSERT_EQ(strcmp(wrong_role_reason, "role"), 0);

@@ -5,6 +5,7 @@
 #include "task.h"
 #include "helpers.h"
 #include "peer.h"
+#include "raw_socket.h"
 #include "wait.h"
 
 #include <arpa/inet.h>
@@ -397,21 +398,13 @@ static void test_ping_error_reply_is_an_answer(void) {
  * connect hangs: the real shape of an overloaded or wedged server. */
 static void test_connect_timeout(void) {
   struct sockaddr_in addr;
-  socklen_t alen = sizeof(addr);
   int lfd, fillers[8], nfill = 0, i;
   test_outcome_t o;
   rn_pool_t *pool;
   char ep[64];
   uint64_t t0;
 
-  lfd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(lfd, 0);
-  memset(&addr, 0, sizeof(addr));
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_OK(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)));
-  ASSERT_OK(listen(lfd, 0));
-  ASSERT_OK(getsockname(lfd, (struct sockaddr *)&addr, &alen));
+  lfd = test_raw_listen(0, &addr);
   for (i = 0; i < 8; i++) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);

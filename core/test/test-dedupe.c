@@ -27,6 +27,15 @@ static void reply(size_t i, const char *text) {
   ASSERT_OK(rn_request_reply(T.held[i], text, strlen(text)));
 }
 
+/* Sends a request (key may be NULL) and waits until the handler holds
+ * `held` requests in all; returns its id. */
+static uint64_t request_held(rnp_client_t *c, const char *body,
+                             const char *key, size_t held) {
+  uint64_t id = rx_request(c, body, key, -1, 0);
+  RUN_UNTIL(T.uv, T.nheld >= held, 10000);
+  return id;
+}
+
 /* Sends a keyed request and waits for its answer. */
 static const rx_frame_t *ask(rnp_client_t *c, const char *key) {
   uint64_t id = rx_request(c, "body", key, -1, 0);
@@ -48,8 +57,7 @@ static void test_replay_and_wait(void) {
   rx_open(T.uv, &b, T.port);
 
   /* a duplicate while the original runs waits for its answer */
-  ida = rx_request(&a, "pay 50", "k1", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  ida = request_held(&a, "pay 50", "k1", 1);
   idb = rx_request(&b, "pay 50", "k1", -1, 0);
   test_run_for(T.uv, 20);
   ASSERT_EQ(T.nheld, 1);
@@ -70,8 +78,7 @@ static void test_replay_and_wait(void) {
   ASSERT_EQ(T.nheld, 1);
 
   /* requests without a key always run */
-  rx_request(&a, "free", NULL, -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
+  request_held(&a, "free", NULL, 2);
   reply(1, "ok");
   rx_wait_frames(T.uv, &a, 3);
 
@@ -91,8 +98,7 @@ static void test_errors(void) {
   start_default();
   rx_open(T.uv, &a, T.port);
   /* an APPLICATION error may have executed: it is kept and replayed */
-  rx_request(&a, "x", "e1", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  request_held(&a, "x", "e1", 1);
   ASSERT_OK(rn_request_fail(T.held[0], RN_RNP_ERR_APPLICATION, "broke", 5,
                             0));
   rx_wait_frames(T.uv, &a, 2);
@@ -104,13 +110,11 @@ static void test_errors(void) {
   ASSERT_EQ(T.nheld, 1);
 
   /* a refusal proves nothing ran: the key is free again */
-  rx_request(&a, "x", "e2", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
+  request_held(&a, "x", "e2", 2);
   ASSERT_OK(rn_request_fail(T.held[1], RN_RNP_ERR_BAD_REQUEST, "no", 2, 0));
   rx_wait_frames(T.uv, &a, 4);
   ASSERT_EQ(a.frames[3].flags, RN_RNP_NOT_EXECUTED);
-  rx_request(&a, "x", "e2", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 3, 10000);
+  request_held(&a, "x", "e2", 3);
   reply(2, "second try");
   rx_wait_frames(T.uv, &a, 5);
   ASSERT_MEM_EQ(a.frames[4].payload, "second try", 10);
@@ -127,8 +131,7 @@ static void test_waiter_leaves(void) {
   start_default();
   rx_open(T.uv, &a, T.port);
   rx_open(T.uv, &b, T.port);
-  rx_request(&a, "x", "w1", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  request_held(&a, "x", "w1", 1);
   rx_request(&b, "x", "w1", -1, 0);
   test_run_for(T.uv, 20);
   rx_close(T.uv, &b);
@@ -164,8 +167,7 @@ static void test_capacity_never_evicts_in_window(void) {
   start(&o);
   rx_open(T.uv, &a, T.port);
   for (i = 0; i < 2; i++) {
-    rx_request(&a, "x", keys[i], -1, 0);
-    RUN_UNTIL(T.uv, T.nheld >= i + 1, 10000);
+    request_held(&a, "x", keys[i], i + 1);
     reply(i, keys[i]);
     rx_wait_frames(T.uv, &a, i + 2);
   }
@@ -187,8 +189,7 @@ static void test_capacity_never_evicts_in_window(void) {
   ASSERT_EQ(T.nheld, 2);
   /* the refused key left no claim: once the window frees room, it runs */
   test_run_for(T.uv, 250);
-  rx_request(&a, "x", "flood", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 3, 10000);
+  request_held(&a, "x", "flood", 3);
   reply(2, "ran");
   rx_wait_frames(T.uv, &a, a.count + 1);
   ASSERT_MEM_EQ(a.frames[a.count - 1].payload, "ran", 3);
@@ -205,15 +206,13 @@ static void test_window(void) {
   o.dedupe.window_ms = 40;
   start(&o);
   rx_open(T.uv, &a, T.port);
-  rx_request(&a, "x", "w", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  request_held(&a, "x", "w", 1);
   reply(0, "first");
   rx_wait_frames(T.uv, &a, 2);
   x = ask(&a, "w");
   ASSERT_MEM_EQ(x->payload, "first", 5);
   test_run_for(T.uv, 60);
-  rx_request(&a, "x", "w", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
+  request_held(&a, "x", "w", 2);
   reply(1, "again");
   rx_wait_frames(T.uv, &a, 4);
   ASSERT_MEM_EQ(a.frames[3].payload, "again", 5);
@@ -351,8 +350,7 @@ static void test_async_store(void) {
   /* a duplicate arriving during the claim waits for it, then for the
    * original: one claim, one run */
   rx_request(&a, "x", "s1", -1, 0);
-  rx_request(&b, "x", "s1", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  request_held(&b, "x", "s1", 1);
   test_run_for(T.uv, 20);
   ASSERT_EQ(T.nheld, 1);
   ASSERT_EQ(S.claims, 1);
@@ -383,8 +381,7 @@ static void test_async_store(void) {
   /* a failed finish: the reply still goes out, with an event */
   S.fail_claims = 0;
   S.fail_finish = 1;
-  rx_request(&a, "x", "s3", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 2, 10000);
+  request_held(&a, "x", "s3", 2);
   reply(1, "three");
   rx_wait_frames(T.uv, &a, a.count + 1);
   ASSERT_MEM_EQ(a.frames[a.count - 1].payload, "three", 5);
@@ -423,8 +420,7 @@ static void test_memory_store_keeps_key_without_memory(void) {
 
   start_default();
   rx_open(T.uv, &a, T.port);
-  rx_request(&a, "x", "m1", -1, 0);
-  RUN_UNTIL(T.uv, T.nheld >= 1, 10000);
+  request_held(&a, "x", "m1", 1);
   rn__dedupe_memory_malloc = failing_malloc;
   reply(0, "once");
   rn__dedupe_memory_malloc = malloc;

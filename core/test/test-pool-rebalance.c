@@ -93,6 +93,21 @@ static void test_recovered_endpoint_gets_calls(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+/* A new loop and two line peers on it, a and b. */
+static void open_two_peers(test_peer_t *a, test_peer_t *b) {
+  loop = test_loop_open();
+  test_peer_start(a, rn_loop_uv(loop), test_peer_answer_lines);
+  test_peer_start(b, rn_loop_uv(loop), test_peer_answer_lines);
+}
+
+/* Closes the pool (waited for), the two peers and the loop. */
+static void close_two_peers(rn_pool_t *pool, test_peer_t *a, test_peer_t *b) {
+  test_pool_close_wait(loop, pool);
+  test_peer_stop(a);
+  test_peer_stop(b);
+  test_loop_close(loop);
+}
+
 /* A dropped endpoint's busy connection closes "once its last reply is in",
  * but the check ran only for replies to calls. With a heartbeat ping queued
  * behind the last call, the ping's reply emptied the connection and nothing
@@ -104,9 +119,7 @@ static void test_removed_endpoint_kept_open_by_a_ping(void) {
   rn_pool_options_t po;
   rn_pool_t *pool;
 
-  loop = test_loop_open();
-  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
-  test_peer_start(&b, rn_loop_uv(loop), test_peer_answer_lines);
+  open_two_peers(&a, &b);
   test_pool_line_options(&po, b.endpoint);
   po.size = 1;
   po.heartbeat.ping = "PING";
@@ -126,10 +139,7 @@ static void test_removed_endpoint_kept_open_by_a_ping(void) {
   RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1,
             1000);
 
-  test_pool_close_wait(loop, pool);
-  test_peer_stop(&a);
-  test_peer_stop(&b);
-  test_loop_close(loop);
+  close_two_peers(pool, &a, &b);
 }
 
 /* The same with the handshake: a connection still waiting for the answer
@@ -140,9 +150,7 @@ static void test_removed_endpoint_kept_open_by_the_handshake(void) {
   rn_pool_options_t po;
   rn_pool_t *pool;
 
-  loop = test_loop_open();
-  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
-  test_peer_start(&b, rn_loop_uv(loop), test_peer_answer_lines);
+  open_two_peers(&a, &b);
   a.never_hold = 1;
   test_pool_line_options(&po, b.endpoint);
   po.size = 1;
@@ -160,10 +168,7 @@ static void test_removed_endpoint_kept_open_by_the_handshake(void) {
   RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1,
             1500);
 
-  test_pool_close_wait(loop, pool);
-  test_peer_stop(&a);
-  test_peer_stop(&b);
-  test_loop_close(loop);
+  close_two_peers(pool, &a, &b);
 }
 
 /* And with a call that expired before it was written (behind a write the
@@ -177,9 +182,7 @@ static void test_removed_endpoint_kept_open_by_an_expired_call(void) {
   rn_pool_t *pool;
   char *frame;
 
-  loop = test_loop_open();
-  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
-  test_peer_start(&b, rn_loop_uv(loop), test_peer_answer_lines);
+  open_two_peers(&a, &b);
   b.stop_reading = 1;
   test_pool_line_options(&po, b.endpoint);
   po.size = 1;
@@ -206,10 +209,7 @@ static void test_removed_endpoint_kept_open_by_an_expired_call(void) {
   RUN_UNTIL(rn_loop_uv(loop), test_pool_stats(pool).evictions.removed == 1,
             1000);
 
-  test_pool_close_wait(loop, pool);
-  test_peer_stop(&a);
-  test_peer_stop(&b);
-  test_loop_close(loop);
+  close_two_peers(pool, &a, &b);
 }
 
 static int eject_events;
@@ -230,9 +230,7 @@ static void test_removed_endpoint_ejected(void) {
   rn_pool_options_t po;
   rn_pool_t *pool;
 
-  loop = test_loop_open();
-  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
-  test_peer_start(&b, rn_loop_uv(loop), test_peer_answer_lines);
+  open_two_peers(&a, &b);
   test_peer_start(&c, rn_loop_uv(loop), test_peer_answer_lines);
   test_pool_line_options(&po, b.endpoint);
   po.size = 1;
@@ -291,9 +289,7 @@ static void test_pool_closed_while_endpoints_are_dropped(void) {
   const char *list[2];
   int i;
 
-  loop = test_loop_open();
-  test_peer_start(&a, rn_loop_uv(loop), test_peer_answer_lines);
-  test_peer_start(&b, rn_loop_uv(loop), test_peer_answer_lines);
+  open_two_peers(&a, &b);
   test_peer_start(&c, rn_loop_uv(loop), test_peer_answer_lines);
   a.never_hold = 1;
   test_pool_line_options(&po, a.endpoint);

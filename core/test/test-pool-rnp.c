@@ -365,6 +365,36 @@ static void teardown(rn_pool_t *pool) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
+/* A fresh loop, the server running fn, a pool of size connections. */
+static rn_pool_t *start_pool(script_fn fn, unsigned size) {
+  setup();
+  server_start(fn);
+  return pool_new(size);
+}
+
+/* Sends call n (not idempotent) and waits for its result. */
+static void call_wait(rn_pool_t *pool, int n, const char *key,
+                      uint64_t timeout) {
+  call(pool, n, 0, key, timeout);
+  RUN_UNTIL(uv, results[n].fired, 3000);
+}
+
+/* Sends calls 0..count-1 at once (not idempotent), waits for them all. */
+static void call_all_wait(rn_pool_t *pool, int count) {
+  int i;
+  for (i = 0; i < count; i++) call(pool, i, 0, NULL, 0);
+  RUN_UNTIL(uv, completed == count, 5000);
+}
+
+/* Calls from..to-1 succeeded, each run exactly once by the server. */
+static void expect_ran_once(int from, int to) {
+  int i;
+  for (i = from; i < to; i++) {
+    ASSERT_OK(results[i].status);
+    ASSERT_EQ(executions[i], 1);
+  }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                      */
 
@@ -382,11 +412,8 @@ static int script_hold_100(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_out_of_order(void) {
   rn_pool_t *pool;
   int i;
-  setup();
-  server_start(script_hold_100);
-  pool = pool_new(1);
-  for (i = 0; i < 100; i++) call(pool, i, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 100, 5000);
+  pool = start_pool(script_hold_100, 1);
+  call_all_wait(pool, 100);
   for (i = 0; i < 100; i++) {
     char want[16];
     int len = snprintf(want, sizeof(want), "%d", i);
@@ -422,17 +449,14 @@ static void test_not_executed(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
   uint64_t start;
-  setup();
-  server_start(script_refuse);
-  pool = pool_new(1);
+  pool = start_pool(script_refuse, 1);
 
   /* Not idempotent, no key: still safe to send again, since the server
    * proved it did not run it; after the pause it asked for. */
   refusals = 2;
   refusal_retry_after = 40;
   start = rn_loop_now(loop);
-  call(pool, 1, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  call_wait(pool, 1, NULL, 0);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(results[1].attempts, 3);
   ASSERT_EQ(executions[1], 1);
@@ -441,8 +465,7 @@ static void test_not_executed(void) {
   /* A pause longer than the deadline: fails at once, surely unrun. */
   refusals = 1;
   refusal_retry_after = 10000;
-  call(pool, 2, 0, NULL, 500);
-  RUN_UNTIL(uv, completed == 2, 3000);
+  call_wait(pool, 2, NULL, 500);
   ASSERT_EQ(results[2].status, RN_EOVERLOAD);
   ASSERT_EQ(results[2].maybe_executed, 0);
   ASSERT_EQ(executions[2], 0);
@@ -476,16 +499,9 @@ static int script_goaway(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_goaway(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  int i;
-  setup();
-  server_start(script_goaway);
-  pool = pool_new(1);
-  for (i = 0; i < 4; i++) call(pool, i, 0, NULL, 0); /* not idempotent */
-  RUN_UNTIL(uv, completed == 4, 5000);
-  for (i = 0; i < 4; i++) {
-    ASSERT_OK(results[i].status);
-    ASSERT_EQ(executions[i], 1);
-  }
+  pool = start_pool(script_goaway, 1);
+  call_all_wait(pool, 4);
+  expect_ran_once(0, 4);
   ASSERT_EQ(npeers, 2);
   /* The client hangs up once the two replies it was owed are in. */
   RUN_UNTIL(uv, peers[0].conn->closed_by_client, 3000);
@@ -509,13 +525,10 @@ static int script_reset_first(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_key_makes_retry_safe(void) {
   rn_pool_t *pool;
   char first_key[RN_RNP_KEY_MAX + 1];
-  setup();
-  server_start(script_reset_first);
-  pool = pool_new(1);
+  pool = start_pool(script_reset_first, 1);
 
   /* Keyed: a server with dedupe runs it once, so it may be sent again. */
-  call(pool, 1, 0, "order-17", 0);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  call_wait(pool, 1, "order-17", 0);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(results[1].attempts, 2);
   ASSERT_STR_EQ(last_key, "order-17"); /* the same key on the retry */
@@ -525,11 +538,8 @@ static void test_key_makes_retry_safe(void) {
 
   /* No key, not idempotent: the same failure is final. */
   completed = 0;
-  setup();
-  server_start(script_reset_first);
-  pool = pool_new(1);
-  call(pool, 1, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  pool = start_pool(script_reset_first, 1);
+  call_wait(pool, 1, NULL, 0);
   ASSERT_NE(results[1].status, 0);
   ASSERT_EQ(results[1].maybe_executed, 1);
   ASSERT_EQ(results[1].attempts, 1);
@@ -557,12 +567,9 @@ static int script_hold_two(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_new_incarnation(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  setup();
-  server_start(script_hold_two);
-  pool = pool_new(4);
+  pool = start_pool(script_hold_two, 4);
   call(pool, 1, 0, NULL, 0);
-  call(pool, 2, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 2, 3000);
+  call_wait(pool, 2, NULL, 0);
   ASSERT_EQ(npeers, 2);
 
   /* Three calls at once: the idle pair takes two, the third queues
@@ -574,8 +581,7 @@ static void test_new_incarnation(void) {
   nheld = 0;
   call(pool, 3, 0, NULL, 0);
   call(pool, 4, 0, NULL, 0);
-  call(pool, 5, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 5, 3000);
+  call_wait(pool, 5, NULL, 0);
   RUN_UNTIL(uv, held_hello.peer != NULL, 3000);
   ASSERT(held_hello.peer == &peers[2]);
   rn_pool_stats(pool, &st);
@@ -599,11 +605,8 @@ static void test_new_incarnation(void) {
 static void test_goaway_on_idle_connection_unpolled(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  setup();
-  server_start(script_echo);
-  pool = pool_new(1);
-  call(pool, 1, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  pool = start_pool(script_echo, 1);
+  call_wait(pool, 1, NULL, 0);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(npeers, 1);
 
@@ -611,8 +614,7 @@ static void test_goaway_on_idle_connection_unpolled(void) {
    * client's socket when the write returns. */
   send_goaway(&peers[0], peers[0].last_request_id);
   usleep(5 * 1000); /* past the loop's last poll: the check will look */
-  call(pool, 2, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 2, 3000);
+  call_wait(pool, 2, NULL, 0);
   ASSERT_OK(results[2].status);
   ASSERT_EQ(executions[2], 1);
   ASSERT_EQ(npeers, 2); /* answered on a new connection */
@@ -631,11 +633,8 @@ static int script_wrong_id(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_unknown_id(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  setup();
-  server_start(script_wrong_id);
-  pool = pool_new(1);
-  call(pool, 1, 0, NULL, 300);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  pool = start_pool(script_wrong_id, 1);
+  call_wait(pool, 1, NULL, 300);
   ASSERT_NE(results[1].status, 0);
   ASSERT_EQ(results[1].maybe_executed, 1);
   rn_pool_stats(pool, &st);
@@ -850,9 +849,7 @@ static void test_refused_hedge_not_sent(void) {
 static void test_keyed_call_not_hedged(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  setup();
-  server_start(script_first_slow);
-  pool = pool_new(2);
+  pool = start_pool(script_first_slow, 2);
   next_hedge_delay = 20;
   call(pool, 1, 1, "order-18", 2000);
   RUN_UNTIL(uv, nheld, 3000);
@@ -918,18 +915,27 @@ static void test_server_max_frame(void) {
 
 static uv_timer_t answer_timer;
 static int overloaded_refusals;
+/* Where script_two_at_once counts what it holds: on each connection, or
+ * (count_server_wide) over all of them in server_counts. */
+static int count_server_wide;
+static peer_t server_counts;
+
+static peer_t *counted(peer_t *peer) {
+  return count_server_wide ? &server_counts : peer;
+}
 
 /* Like resilnet's server with max_concurrent 2 and no queue: a third
- * request at once on a connection is refused unrun. */
+ * request at once (on a connection, or on any) is refused unrun. */
 static int script_two_at_once(peer_t *peer, const rn_rnp_frame_t *f) {
-  if (peer->outstanding >= 2) {
+  peer_t *c = counted(peer);
+  if (c->outstanding >= 2) {
     overloaded_refusals++;
     send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED, 0);
     return 0;
   }
   hold(peer, f);
-  peer->outstanding++;
-  peer->max_outstanding = MAX(peer->max_outstanding, peer->outstanding);
+  c->outstanding++;
+  c->max_outstanding = MAX(c->max_outstanding, c->outstanding);
   return 0;
 }
 
@@ -938,10 +944,21 @@ static void answer_all(uv_timer_t *t) {
   int i;
   (void)t;
   for (i = 0; i < nheld; i++) {
-    held[i].peer->outstanding--;
+    counted(held[i].peer)->outstanding--;
     answer_held(i);
   }
   nheld = 0;
+}
+
+/* script_two_at_once's server announces a MAX_CONCURRENT of 2 and answers
+ * every 5 ms (after server_start). */
+static void two_at_once_start(int server_wide) {
+  hello_max_concurrent = 2;
+  overloaded_refusals = 0;
+  count_server_wide = server_wide;
+  memset(&server_counts, 0, sizeof(server_counts));
+  ASSERT_OK(uv_timer_init(uv, &answer_timer));
+  ASSERT_OK(uv_timer_start(&answer_timer, answer_all, 5, 5));
 }
 
 /* Never more requests at once than the server's MAX_CONCURRENT (one
@@ -949,20 +966,12 @@ static void answer_all(uv_timer_t *t) {
  * the rest wait in the pool's queue, and no call is refused OVERLOADED. */
 static void test_server_max_concurrent(void) {
   rn_pool_t *pool;
-  int i;
   setup();
   server_start(script_two_at_once);
-  hello_max_concurrent = 2;
-  overloaded_refusals = 0;
-  ASSERT_OK(uv_timer_init(uv, &answer_timer));
-  ASSERT_OK(uv_timer_start(&answer_timer, answer_all, 5, 5));
+  two_at_once_start(0);
   pool = pool_new(1);
-  for (i = 0; i < 20; i++) call(pool, i, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 20, 5000);
-  for (i = 0; i < 20; i++) {
-    ASSERT_OK(results[i].status);
-    ASSERT_EQ(executions[i], 1);
-  }
+  call_all_wait(pool, 20);
+  expect_ran_once(0, 20);
   ASSERT_EQ(overloaded_refusals, 0);
   ASSERT_EQ(npeers, 1);
   ASSERT_EQ(peers[0].max_outstanding, 2);
@@ -971,12 +980,14 @@ static void test_server_max_concurrent(void) {
 }
 
 static uint64_t goaway_at;
+static uint32_t goaway_retry_after;
 
-/* Answers the first request, then says GOAWAY with RETRY_AFTER 300 ms. */
+/* Answers the first request, then says GOAWAY with RETRY_AFTER
+ * goaway_retry_after ms. */
 static int script_goaway_retry_after(peer_t *peer, const rn_rnp_frame_t *f) {
   send_reply(peer, f->id, f->payload, f->payload_len);
   if (peer == &peers[0]) {
-    send_goaway_after(peer, f->id, 300);
+    send_goaway_after(peer, f->id, goaway_retry_after);
     goaway_at = uv_now(uv);
   }
   return 1;
@@ -988,14 +999,11 @@ static int script_goaway_retry_after(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_goaway_retry_after(void) {
   rn_pool_t *pool;
   rn_endpoint_info_t info;
-  setup();
-  server_start(script_goaway_retry_after);
-  pool = pool_new(1);
-  call(pool, 1, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  goaway_retry_after = 300;
+  pool = start_pool(script_goaway_retry_after, 1);
+  call_wait(pool, 1, NULL, 0);
   test_run_for(uv, 20); /* the GOAWAY is read */
-  call(pool, 2, 0, NULL, 2000);
-  RUN_UNTIL(uv, completed == 2, 3000);
+  call_wait(pool, 2, NULL, 2000);
   ASSERT_OK(results[2].status);
   ASSERT_EQ(npeers, 2);
   ASSERT_GE(peers[1].conn->accepted_at - goaway_at, 290);
@@ -1045,18 +1053,12 @@ static void test_max_frame_per_endpoint(void) {
   /* Before any HELLO: large and small calls, all accepted. */
   for (i = 0; i < 20; i++) ASSERT_OK(call_sized(pool, i, i % 2 ? 100 : 10));
   RUN_UNTIL(uv, completed == 20, 5000);
-  for (i = 0; i < 20; i++) {
-    ASSERT_OK(results[i].status);
-    ASSERT_EQ(executions[i], 1);
-  }
+  expect_ran_once(0, 20);
   /* Both limits known now: large calls are still accepted, and go only
    * to the server that takes them. */
   for (i = 20; i < 40; i++) ASSERT_OK(call_sized(pool, i, i % 2 ? 100 : 10));
   RUN_UNTIL(uv, completed == 40, 5000);
-  for (i = 20; i < 40; i++) {
-    ASSERT_OK(results[i].status);
-    ASSERT_EQ(executions[i], 1);
-  }
+  expect_ran_once(20, 40);
   ASSERT_EQ(oversize_seen, 0);
   ASSERT_EQ(large_on_second, 20);
   /* Above every server's limit: refused at once, never sent. */
@@ -1071,57 +1073,23 @@ static void test_max_frame_per_endpoint(void) {
  * (docs/protocol.md section 6); the pool kept it per connection, so with
  * several connections the server refused calls OVERLOADED. */
 
-static int server_outstanding, server_max_outstanding;
-
-/* Like resilnet's server with max_concurrent 2 and no queue: a third
- * request at once, on any connection, is refused unrun. */
-static int script_two_at_once_server_wide(peer_t *peer,
-                                          const rn_rnp_frame_t *f) {
-  if (server_outstanding >= 2) {
-    overloaded_refusals++;
-    send_error(peer, f->id, RN_RNP_ERR_OVERLOADED, RN_RNP_NOT_EXECUTED, 0);
-    return 0;
-  }
-  hold(peer, f);
-  server_outstanding++;
-  server_max_outstanding = MAX(server_max_outstanding, server_outstanding);
-  return 0;
-}
-
-static void answer_all_server_wide(uv_timer_t *t) {
-  int i;
-  (void)t;
-  for (i = 0; i < nheld; i++) {
-    server_outstanding--;
-    answer_held(i);
-  }
-  nheld = 0;
-}
-
 static void tune_min_idle_4(rn_pool_options_t *o) { o->min_idle = 4; }
 
 static void test_server_max_concurrent_is_server_wide(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  int i;
   setup();
-  server_start(script_two_at_once_server_wide);
+  server_start(script_two_at_once);
   hello_max_concurrent = 2;
-  overloaded_refusals = server_outstanding = server_max_outstanding = 0;
   tune = tune_min_idle_4; /* several connections, ready before the calls */
   pool = pool_new(8);     /* the default size */
   RUN_UNTIL(uv, test_pool_stats(pool).idle >= 4, 3000);
   ASSERT_EQ(test_pool_stats(pool).idle, 4);
-  ASSERT_OK(uv_timer_init(uv, &answer_timer));
-  ASSERT_OK(uv_timer_start(&answer_timer, answer_all_server_wide, 5, 5));
-  for (i = 0; i < 20; i++) call(pool, i, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 20, 5000);
-  for (i = 0; i < 20; i++) {
-    ASSERT_OK(results[i].status);
-    ASSERT_EQ(executions[i], 1);
-  }
+  two_at_once_start(1);
+  call_all_wait(pool, 20);
+  expect_ran_once(0, 20);
   ASSERT_EQ(overloaded_refusals, 0);
-  ASSERT_EQ(server_max_outstanding, 2);
+  ASSERT_EQ(server_counts.max_outstanding, 2);
   ASSERT_GE(npeers, 4);
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.not_executed, 0);
@@ -1152,40 +1120,28 @@ static void tune_short_reconnect_max(rn_pool_options_t *o) {
   o->on_event = on_goaway_event;
 }
 
-/* Answers the first request, then says GOAWAY asking for 49.7 days. */
-static int script_goaway_forever(peer_t *peer, const rn_rnp_frame_t *f) {
-  send_reply(peer, f->id, f->payload, f->payload_len);
-  if (peer == &peers[0]) {
-    send_goaway_after(peer, f->id, 0xFFFFFFFFu);
-    goaway_at = uv_now(uv);
-  }
-  return 1;
-}
-
 /* The hold is cut to reconnect.max, counted and reported; a call that
  * times out meanwhile says why; one with time enough connects after it. */
 static void test_goaway_retry_after_capped(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
   setup();
-  server_start(script_goaway_forever);
+  server_start(script_goaway_retry_after);
+  goaway_retry_after = 0xFFFFFFFFu; /* 49.7 days */
   goaway_reason = NULL;
   goaway_hold = 0;
   goaway_seen = 0;
   tune = tune_short_reconnect_max;
   pool = pool_new(1);
-  call(pool, 1, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  call_wait(pool, 1, NULL, 0);
   RUN_UNTIL(uv, goaway_seen, 3000);
   ASSERT_STR_EQ(goaway_reason, "retry_after_capped");
   ASSERT_EQ(goaway_hold, 400);
-  call(pool, 2, 0, NULL, 100);
-  RUN_UNTIL(uv, completed == 2, 3000);
+  call_wait(pool, 2, NULL, 100);
   ASSERT_EQ(results[2].status, UV_ETIMEDOUT);
   ASSERT_EQ(results[2].maybe_executed, 0);
   ASSERT(strstr(results[2].body, "RETRY_AFTER holds connects back") != NULL);
-  call(pool, 3, 0, NULL, 3000);
-  RUN_UNTIL(uv, completed == 3, 3000);
+  call_wait(pool, 3, NULL, 3000);
   ASSERT_OK(results[3].status);
   ASSERT_EQ(npeers, 2);
   ASSERT_GE(peers[1].conn->accepted_at - goaway_at, 390);
@@ -1249,8 +1205,7 @@ static void test_goaway_hold_ends_when_server_answers(void) {
   RUN_UNTIL(uv, none_open(), 3000);
   lost_at = uv_now(uv);
   hold_hellos = 0;
-  call(pool, 3, 0, NULL, 1000);
-  RUN_UNTIL(uv, completed == 3, 3000);
+  call_wait(pool, 3, NULL, 1000);
   ASSERT_OK(results[3].status);
   ASSERT_EQ(npeers, 3);
   ASSERT_LT(peers[2].conn->accepted_at - lost_at, 200);
@@ -1273,11 +1228,8 @@ static int script_protocol_error(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_server_protocol_error(void) {
   rn_pool_t *pool;
   rn_pool_stats_t st;
-  setup();
-  server_start(script_protocol_error);
-  pool = pool_new(1);
-  call(pool, 1, 0, NULL, 0);
-  RUN_UNTIL(uv, completed == 1, 3000);
+  pool = start_pool(script_protocol_error, 1);
+  call_wait(pool, 1, NULL, 0);
   ASSERT_EQ(results[1].status, RN_EPEERPROTOCOL);
   ASSERT_EQ(results[1].maybe_executed, 1); /* it was sent */
   rn_pool_stats(pool, &st);
@@ -1349,9 +1301,7 @@ static int script_batch_by_id(peer_t *peer, const rn_rnp_frame_t *f) {
 static void test_batch_replies_by_id(void) {
   rn_pool_t *pool;
   batch_result_t o;
-  setup();
-  server_start(script_batch_by_id);
-  pool = pool_new(1);
+  pool = start_pool(script_batch_by_id, 1);
   batch3(pool, 0, &o);
   RUN_UNTIL(uv, o.fired, 3000);
   ASSERT_OK(o.status);
@@ -1442,9 +1392,7 @@ static void test_batch_goaway_straddles(void) {
 static void test_batch_reset(void) {
   rn_pool_t *pool;
   batch_result_t o, again;
-  setup();
-  server_start(script_reset_first);
-  pool = pool_new(1);
+  pool = start_pool(script_reset_first, 1);
   batch3(pool, 0, &o);
   RUN_UNTIL(uv, o.fired, 3000);
   ASSERT_EQ(o.status, UV_ECONNRESET);

@@ -55,21 +55,27 @@ static void teardown(void) {
   ASSERT_OK(rn_loop_free(loop));
 }
 
-static rn_process_t *sh(const char *script, rn_stdio_mode_t mode) {
+/* Options running `sh -c script`, its exit to on_exit_ (script must
+ * outlive the spawn). */
+static void sh_options(rn_process_options_t *o, const char *script) {
   static char *args[4];
-  rn_process_options_t o;
-  rn_process_t *p;
   args[0] = "sh";
   args[1] = "-c";
   args[2] = (char *)script;
   args[3] = NULL;
-  rn_process_options_init(&o);
-  o.file = "sh";
-  o.args = args;
+  rn_process_options_init(o);
+  o->file = "sh";
+  o->args = args;
+  o->on_exit = on_exit_;
+}
+
+static rn_process_t *sh(const char *script, rn_stdio_mode_t mode) {
+  rn_process_options_t o;
+  rn_process_t *p;
+  sh_options(&o, script);
   o.stdout_mode = mode;
   o.stderr_mode = mode;
   o.on_output = on_output;
-  o.on_exit = on_exit_;
   ASSERT_OK(rn_process_spawn(loop, &o, &p));
   ASSERT_GT(rn_process_pid(p), 0);
   return p;
@@ -138,21 +144,17 @@ static void output_file(void) {
   char text[64];
   rn_process_options_t o;
   rn_process_t *p;
-  char *args[] = {"sh", "-c", "echo to-file; echo also >&2", NULL};
   FILE *f;
   size_t n;
   int fd = mkstemp(path);
   ASSERT(fd >= 0);
   close(fd);
   setup();
-  rn_process_options_init(&o);
-  o.file = "sh";
-  o.args = args;
+  sh_options(&o, "echo to-file; echo also >&2");
   o.stdout_mode = RN_STDIO_FILE;
   o.stdout_path = path;
   o.stderr_mode = RN_STDIO_FILE;
   o.stderr_path = path;
-  o.on_exit = on_exit_;
   ASSERT_OK(rn_process_spawn(loop, &o, &p));
   run_until_exit();
   rn_process_close(p, NULL);
@@ -169,16 +171,12 @@ static void output_file(void) {
 static void environment(void) {
   rn_process_options_t o;
   rn_process_t *p;
-  char *args[] = {"sh", "-c", "echo \"$RN_TEST_VAR\"", NULL};
   char *env[] = {"RN_TEST_VAR=from-env", "PATH=/usr/bin:/bin", NULL};
   setup();
-  rn_process_options_init(&o);
-  o.file = "sh";
-  o.args = args;
+  sh_options(&o, "echo \"$RN_TEST_VAR\"");
   o.env = env;
   o.stdout_mode = RN_STDIO_CALLBACK;
   o.on_output = on_output;
-  o.on_exit = on_exit_;
   ASSERT_OK(rn_process_spawn(loop, &o, &p));
   run_until_exit();
   ASSERT_EQ(out1.len, 9);

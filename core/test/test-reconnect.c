@@ -72,28 +72,45 @@ static void dead_endpoint(char *ep) {
   snprintf(ep, 96, "%s:%d", host, port);
 }
 
-static void test_backoff_bounds(void) {
+/* A new loop, and a pool on a dead endpoint with this reconnect backoff
+ * in which one call waits for a connection the whole time. */
+static rn_pool_t *pool_on_dead_endpoint(uint64_t initial_ms,
+                                        double multiplier, double jitter,
+                                        uint64_t max_ms) {
+  static const char frame[] = "x\n";
+  rn_call_options_t opts = {.timeout_ms = 30000};
   rn_pool_options_t po;
   rn_pool_t *pool;
   char ep[96];
-  int i;
-  uv_timer_t watch;
-  static const char frame[] = "x\n";
-  rn_call_options_t opts = {.timeout_ms = 30000};
-  double base = 5.0, min_total = 0, worst_over = -1e9, worst_late = 0;
-
   ASSERT_OK(rn_loop_new(NULL, &loop));
   dead_endpoint(ep);
-
   test_pool_options(&po, ep, RN_PROTOCOL_LINE);
   po.on_event = on_event;
-  po.reconnect.initial_ms = 5;
-  po.reconnect.multiplier = 1.6;
-  po.reconnect.jitter = 0.2;
-  po.reconnect.max_ms = 20;
+  po.reconnect.initial_ms = initial_ms;
+  po.reconnect.multiplier = multiplier;
+  po.reconnect.jitter = jitter;
+  po.reconnect.max_ms = max_ms;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
-  /* One call waits for a connection the whole time. */
   ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_result, NULL));
+  return pool;
+}
+
+/* Closes the pool and the watch timer: the waiting call fails, once. */
+static void close_waiting_pool(rn_pool_t *pool, uv_timer_t *watch) {
+  uv_close((uv_handle_t *)watch, NULL);
+  rn_pool_close(pool, 0, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_EQ(failed, 1);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
+static void test_backoff_bounds(void) {
+  rn_pool_t *pool;
+  int i;
+  uv_timer_t watch;
+  double base = 5.0, min_total = 0, worst_over = -1e9, worst_late = 0;
+
+  pool = pool_on_dead_endpoint(5, 1.6, 0.2, 20);
   uv_timer_init(rn_loop_uv(loop), &watch);
   uv_timer_start(&watch, stop_at_enough, 1, 1);
   test_probe_start(rn_loop_uv(loop), &probe);
@@ -130,11 +147,7 @@ static void test_backoff_bounds(void) {
   /* So the endpoint saw at most ~60 connects a second, not a hot loop. */
   ASSERT_GE((double)(connect_at[ATTEMPTS] - connect_at[0]) / 1e6, min_total);
 
-  uv_close((uv_handle_t *)&watch, NULL);
-  rn_pool_close(pool, 0, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  ASSERT_EQ(failed, 1); /* the waiting call failed once, at the close */
-  ASSERT_OK(rn_loop_free(loop));
+  close_waiting_pool(pool, &watch);
 }
 
 /* Each failure grows the backoff by one step, not two: with steps large
@@ -143,25 +156,12 @@ static void test_backoff_bounds(void) {
  * step taken twice per failure once hid within test_backoff_bounds'
  * allowance for lateness.) */
 static void test_backoff_grows_once_per_failure(void) {
-  rn_pool_options_t po;
   rn_pool_t *pool;
-  char ep[96];
-  static const char frame[] = "x\n";
-  rn_call_options_t opts = {.timeout_ms = 30000};
   uv_timer_t watch;
   double gap1, gap2;
 
   connects = closes = failed = 0;
-  ASSERT_OK(rn_loop_new(NULL, &loop));
-  dead_endpoint(ep);
-  test_pool_options(&po, ep, RN_PROTOCOL_LINE);
-  po.on_event = on_event;
-  po.reconnect.initial_ms = 100;
-  po.reconnect.multiplier = 3;
-  po.reconnect.jitter = 0;
-  po.reconnect.max_ms = 60000;
-  ASSERT_OK(rn_pool_new(loop, &po, &pool));
-  ASSERT_OK(rn_pool_call(pool, frame, 2, &opts, on_result, NULL));
+  pool = pool_on_dead_endpoint(100, 3, 0, 60000);
   uv_timer_init(rn_loop_uv(loop), &watch);
   uv_timer_start(&watch, stop_after_three, 1, 1);
   uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
@@ -173,11 +173,7 @@ static void test_backoff_grows_once_per_failure(void) {
             gap2);
     ASSERT(0);
   }
-  uv_close((uv_handle_t *)&watch, NULL);
-  rn_pool_close(pool, 0, NULL);
-  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
-  ASSERT_EQ(failed, 1);
-  ASSERT_OK(rn_loop_free(loop));
+  close_waiting_pool(pool, &watch);
 }
 
 /* Issue 14, defect 10: a connect that fails for want of descriptors here

@@ -25,18 +25,11 @@ static int classified;
 
 static const char incr[] = "*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
 
-static int has(const char *p, size_t len, const char *word) {
-  size_t n = strlen(word), i;
-  for (i = 0; i + n <= len; i++)
-    if (memcmp(p + i, word, n) == 0) return 1;
-  return 0;
-}
-
 static void script(test_peer_conn_t *c) {
   size_t pos = 0;
   rn_frame_t f;
   while (rn_codec_frame(&resp, c->in.base + pos, c->in.len - pos, &f) == 1) {
-    if (has(c->in.base + pos, f.size, "PING")) {
+    if (test_contains(c->in.base + pos, f.size, "PING")) {
       test_peer_send(c, "+PONG\r\n", 7);
     } else {
       const char *r = replies[requests];
@@ -66,10 +59,7 @@ static rn_classify_t classify(rn_pool_t *p, const rn_failure_t *f) {
 static void start(const char *const *script_replies,
                   const char *const *not_executed, int with_classify) {
   rn_pool_options_t po;
-  rn_codec_options_t co;
-  memset(&co, 0, sizeof(co));
-  co.protocol = RN_PROTOCOL_RESP;
-  ASSERT_OK(rn_codec_init(&resp, &co));
+  test_codec_init(&resp, RN_PROTOCOL_RESP);
   loop = test_loop_open();
   test_peer_start(&peer, rn_loop_uv(loop), script);
   replies = script_replies;
@@ -115,6 +105,15 @@ static void call(const char *frame, test_outcome_t *o) {
   RUN_UNTIL(rn_loop_uv(loop), o->fired, 5000);
 }
 
+/* The outcome was the error reply, after n attempts, maybe run or surely not
+ * (a macro: a failure names the case's line). */
+#define ERROR_REPLY(o, n, maybe)                                              \
+  do {                                                                        \
+    ASSERT_EQ((o).status, RN_EREPLY);                                         \
+    ASSERT_EQ((o).attempts, (n));                                             \
+    ASSERT_EQ((o).maybe_executed, (maybe));                                   \
+  } while (0)
+
 /* -LOADING twice, then +OK, to an INCR (not idempotent): two retries, and
  * the server ran it once. */
 static void test_loading_then_ok(void) {
@@ -141,9 +140,7 @@ static void test_readonly_until_attempts_end(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 3);
-  ASSERT_EQ(o.maybe_executed, 0);
+  ERROR_REPLY(o, 3, 0);
   ASSERT_EQ(answered(), 3);
   ASSERT(memcmp(o.body, "-READONLY", 9) == 0);
   stop();
@@ -156,9 +153,7 @@ static void test_ordinary_error(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
 }
 
@@ -168,9 +163,7 @@ static void test_exec_error_proves_nothing(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call("*1\r\n$4\r\nEXEC\r\n", &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
 }
 
@@ -182,15 +175,11 @@ static void test_scripts(void) {
   test_outcome_t o;
   start(s, NULL, 0);
   call("*3\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n0\r\n", &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
   start(ns, NULL, 0);
   call("*3\r\n$7\r\nevalsha\r\n$2\r\nab\r\n$1\r\n0\r\n", &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 3);
-  ASSERT_EQ(o.maybe_executed, 0);
+  ERROR_REPLY(o, 3, 0);
   stop();
 }
 
@@ -202,9 +191,7 @@ static void test_classify_veto(void) {
   start(s, NULL, 1);
   verdict = RN_CLASSIFY_FAIL;
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 0);
+  ERROR_REPLY(o, 1, 0);
   ASSERT_EQ(classified, 1);
   stop();
 }
@@ -221,9 +208,7 @@ static void test_table_override(void) {
   test_outcome_t o;
   start(s, none, 0);
   call(incr, &o);
-  ASSERT_EQ(o.status, RN_EREPLY);
-  ASSERT_EQ(o.attempts, 1);
-  ASSERT_EQ(o.maybe_executed, 1);
+  ERROR_REPLY(o, 1, 1);
   stop();
   start(m, misconf, 0);
   call(incr, &o);

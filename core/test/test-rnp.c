@@ -518,6 +518,21 @@ static void test_encode_bytes(void) {
 }
 
 /* Whatever parse refuses, encode refuses, and leaves the buffer alone. */
+/* A frame of type with a payload of fits bytes is 22 bytes: max_frame 22
+ * takes it, and refuses one byte more without touching b (4 bytes). */
+static void fills_22(rn_buf_t *b, unsigned type, const char *payload,
+                     size_t fits) {
+  rn_rnp_frame_t f;
+  frame_init(&f, type);
+  f.payload = payload;
+  f.payload_len = fits;
+  ASSERT_EQ(rn_rnp_encode(b, &f, 22), 0);
+  b->len = 4;
+  f.payload_len = fits + 1;
+  ASSERT_EQ(rn_rnp_encode(b, &f, 22), RN_EFRAMESIZE);
+  ASSERT_EQ(b->len, 4);
+}
+
 static void test_encode_refuses(void) {
   static const char inc[RN_RNP_INCARNATION_SIZE] = "0123456789abcdef";
   char big[80];
@@ -633,21 +648,8 @@ static void test_encode_refuses(void) {
   REFUSE(UV_EINVAL);
 
   /* Sizes: a REPLY of 6 bytes, or an ERROR with 4 of message, is 22. */
-  frame_init(&f, RN_RNP_REPLY);
-  f.payload = big;
-  f.payload_len = 6;
-  ASSERT_EQ(rn_rnp_encode(&b, &f, 22), 0);
-  b.len = 4;
-  f.payload_len = 7;
-  ASSERT_EQ(rn_rnp_encode(&b, &f, 22), RN_EFRAMESIZE);
-  ASSERT_EQ(b.len, 4);
-  frame_init(&f, RN_RNP_ERROR);
-  f.payload = big;
-  f.payload_len = 4;
-  ASSERT_EQ(rn_rnp_encode(&b, &f, 22), 0);
-  b.len = 4;
-  f.payload_len = 5;
-  ASSERT_EQ(rn_rnp_encode(&b, &f, 22), RN_EFRAMESIZE);
+  fills_22(&b, RN_RNP_REPLY, big, 6);
+  fills_22(&b, RN_RNP_ERROR, big, 4);
   /* A payload the u32 size cannot express, whatever max_frame says. */
   frame_init(&f, RN_RNP_REPLY);
   f.payload = big;

@@ -175,16 +175,31 @@ static int conns_buffering(void) {
 }
 
 static int got_has(const client_t *c, const char *text) {
-  size_t n = strlen(text), i;
-  for (i = 0; i + n <= c->got.len; i++)
-    if (memcmp(c->got.base + i, text, n) == 0) return 1;
-  return 0;
+  return test_contains(c->got.base, c->got.len, text);
 }
 
 static rn_server_stats_t stats(void) {
   rn_server_stats_t st;
   rn_server_stats(T.server, &st);
   return st;
+}
+
+/* Runs the loop until the server closed c (EOF or a read error). */
+static void wait_closed(client_t *c) {
+  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
+}
+
+/* b, after a's one request was handled, sent a frame of too many
+ * elements: b alone got the protocol error and was closed, with the event
+ * and the stat. */
+static void expect_elements_refused(client_t *a, client_t *b) {
+  wait_closed(b);
+  ASSERT(got_has(b, "-ERR Protocol error"));
+  ASSERT(got_has(b, "max_elements"));
+  ASSERT_EQ(T.handled, 1);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_MAX_ELEMENTS], 1);
+  ASSERT_EQ(stats().elements_refused, 1);
+  ASSERT(!a->eof);
 }
 
 /* One byte every interval, for a client that never finishes its frame. */
@@ -361,6 +376,20 @@ static void simple_reply(char *reply, size_t len) {
   T.reply_len = len;
 }
 
+/* A RESP server with a write_timeout of 300 ms (o) answering with reply
+ * (len bytes), and client 0 connected, not reading. */
+static client_t *start_unread_client(rn_server_options_t *o, char *reply,
+                                     size_t len) {
+  client_t *c;
+  options(o, RN_PROTOCOL_RESP);
+  o->write_timeout_ms = 300;
+  start(o);
+  simple_reply(reply, len);
+  c = connect_client(0);
+  ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  return c;
+}
+
 /* n pipelined GETs in one write. */
 static void send_gets(client_t *c, size_t n) {
   static const char get[] = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
@@ -475,12 +504,7 @@ static void test_write_timeout_closes_client_that_never_reads(void) {
   unsigned h0;
   int i;
 
-  options(&o, RN_PROTOCOL_RESP);
-  o.write_timeout_ms = 300;
-  start(&o);
-  simple_reply(reply, REPLY);
-  a = connect_client(0);
-  ASSERT_OK(uv_read_stop((uv_stream_t *)&a->tcp));
+  a = start_unread_client(&o, reply, REPLY);
   t0 = now_ms(); /* no write can have started before */
   send_gets(a, N);
   RUN_UNTIL(rn_loop_uv(loop), T.handled > 0 && first_conn()->held_back, 3000);
@@ -543,12 +567,7 @@ static void test_write_timeout_spares_slow_reader(void) {
   client_t *c;
   uint64_t t0;
 
-  options(&o, RN_PROTOCOL_RESP);
-  o.write_timeout_ms = 300;
-  start(&o);
-  simple_reply(reply, REPLY);
-  c = connect_client(0);
-  ASSERT_OK(uv_read_stop((uv_stream_t *)&c->tcp));
+  c = start_unread_client(&o, reply, REPLY);
   t0 = now_ms();
   bursts.c = c;
   ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &bursts.timer));
@@ -590,13 +609,7 @@ static void test_resp_inline_max_elements_refused(void) {
   ASSERT_OK(rn_buf_append(&line, "\r\n", 2));
   cl_send(b, line.base, line.len);
   rn_buf_free(&line);
-  RUN_UNTIL(rn_loop_uv(loop), b->eof || b->read_error, 3000);
-  ASSERT(got_has(b, "-ERR Protocol error"));
-  ASSERT(got_has(b, "max_elements"));
-  ASSERT_EQ(T.handled, 1);
-  ASSERT_EQ(T.events[RN_SERVER_EVENT_MAX_ELEMENTS], 1);
-  ASSERT_EQ(stats().elements_refused, 1);
-  ASSERT(!a->eof);
+  expect_elements_refused(a, b);
   stop();
 }
 
@@ -617,7 +630,7 @@ static void test_frame_timeout_refuses_dribbler(void) {
   t0 = now_ms();
   cl_send(c, "*1\r\n$100000\r\n", 13);
   drip_start(&d, c, 30);
-  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
+  wait_closed(c);
   ASSERT_GE(now_ms() - t0, 200);
   ASSERT(got_has(c, "-ERR"));
   ASSERT(got_has(c, "frame_timeout"));
@@ -705,7 +718,7 @@ static void test_dribbled_byte_does_not_reset_idle(void) {
   t0 = now_ms();
   c = connect_client(0);
   drip_start(&d, c, 30);
-  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
+  wait_closed(c);
   ASSERT_GE(now_ms() - t0 + 1, 300);
   ASSERT_GT(d.sent, 5);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 1);
@@ -745,7 +758,7 @@ static void test_whole_requests_keep_connection_from_idle(void) {
   ASSERT_GT(T.handled, 5);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 0);
   /* Once the requests stop, idle_timeout closes it as before. */
-  RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
+  wait_closed(c);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_IDLE], 1);
   stop();
 }
@@ -890,7 +903,7 @@ static void test_server_default_max_frame(void) {
   a = connect_client(0);
   length_header(hdr, 2 * 1024 * 1024);
   cl_send(a, hdr, 4);
-  RUN_UNTIL(rn_loop_uv(loop), a->eof || a->read_error, 3000);
+  wait_closed(a);
   ASSERT_EQ(T.handled, 0);
   stop();
 }
@@ -914,13 +927,7 @@ static void test_resp_max_elements_refused_from_header(void) {
 
   b = connect_client(1);
   cl_send(b, "*5\r\n$1\r\na\r\n", 11);
-  RUN_UNTIL(rn_loop_uv(loop), b->eof || b->read_error, 3000);
-  ASSERT(got_has(b, "-ERR Protocol error"));
-  ASSERT(got_has(b, "max_elements"));
-  ASSERT_EQ(T.handled, 1);
-  ASSERT_EQ(T.events[RN_SERVER_EVENT_MAX_ELEMENTS], 1);
-  ASSERT_EQ(stats().elements_refused, 1);
-  ASSERT(!a->eof);
+  expect_elements_refused(a, b);
   stop();
 }
 
@@ -963,7 +970,7 @@ static void test_max_connections_closes_extra_at_once(void) {
   }
   for (i = 2; i < 5; i++) {
     client_t *c = connect_client(i);
-    RUN_UNTIL(rn_loop_uv(loop), c->eof || c->read_error, 3000);
+    wait_closed(c);
     ASSERT(got_has(c, "-ERR max number of clients reached"));
   }
   ASSERT_EQ(stats().connections_refused, 3);

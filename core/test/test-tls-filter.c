@@ -53,6 +53,15 @@ static void pair_close(pair_t *p) {
   rn_buf_free(&p->s_plain);
 }
 
+/* A pair with the usual certificates: the client trusts ca.pem, the
+ * server shows server.pem. */
+static void pair_open_trusted(pair_t *p, const char *host) {
+  rn_tls_options_t co, so;
+  client_options(&co, "ca.pem");
+  server_options(&so, "server");
+  pair_open(p, &co, &so, host);
+}
+
 /* Moves what `from` has to write into `to`, `step` bytes at a time (0:
  * all at once). 1 if anything moved. */
 static int pass(rn__tls_t *from, rn__tls_t *to, rn_buf_t *plain, int *got,
@@ -104,15 +113,12 @@ static int no_tls(void) {
 }
 
 static void test_handshake_and_data(void) {
-  rn_tls_options_t co, so;
   rn_buf_t wire;
   pair_t p;
   char subject[256];
   if (no_tls()) return;
 
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   ASSERT(!rn__tls_established(p.c));
   ASSERT_EQ(rn__tls_write(p.c, "x", 1, &p.c_plain), UV_EAGAIN);
   pump(&p, 0);
@@ -147,18 +153,15 @@ static void test_handshake_and_data(void) {
 
 /* An IP literal is checked against the certificate's IP addresses. */
 static void test_ip_literal(void) {
-  rn_tls_options_t co, so;
   pair_t p;
   if (no_tls()) return;
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "127.0.0.1");
+  pair_open_trusted(&p, "127.0.0.1");
   pump(&p, 0);
   ASSERT_OK(p.c_err);
   ASSERT(rn__tls_established(p.c));
   pair_close(&p);
 
-  pair_open(&p, &co, &so, "127.0.0.2");
+  pair_open_trusted(&p, "127.0.0.2");
   pump(&p, 0);
   ASSERT_EQ(p.c_err, RN_ETLSVERIFY);
   ASSERT(strncmp(rn__tls_why(p.c), "name mismatch", 13) == 0);
@@ -168,15 +171,12 @@ static void test_ip_literal(void) {
 /* Records cut anywhere, down to a byte at a time, still make a handshake
  * and whole data. */
 static void test_byte_at_a_time(void) {
-  rn_tls_options_t co, so;
   rn_buf_t wire;
   pair_t p;
   size_t i;
   if (no_tls()) return;
 
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   pump(&p, 1);
   ASSERT_OK(p.c_err);
   ASSERT_OK(p.s_err);
@@ -195,7 +195,6 @@ static void test_byte_at_a_time(void) {
 /* One write per flush: a batch larger than a record is cut into records
  * by the filter and arrives whole. */
 static void test_large_batch(void) {
-  rn_tls_options_t co, so;
   rn_buf_t wire;
   pair_t p;
   size_t n = 100000, i;
@@ -204,9 +203,7 @@ static void test_large_batch(void) {
 
   ASSERT(big != NULL);
   for (i = 0; i < n; i++) big[i] = (char)(i * 7);
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   pump(&p, 0);
   rn_buf_init(&wire);
   ASSERT_OK(rn__tls_write(p.s, big, n, &wire));
@@ -302,15 +299,12 @@ static void test_server_name(void) {
  * idle check must read them as "nothing", and still see data, the
  * close_notify and EOF. */
 static void test_tickets_are_not_data(void) {
-  rn_tls_options_t co, so;
   rn_buf_t wire;
   pair_t p;
   int rounds;
   if (no_tls()) return;
 
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   rn_buf_init(&wire);
   /* Handshake until the client is done; the server's last flight (its
    * tickets) is then still on the wire. */
@@ -340,13 +334,10 @@ static void test_tickets_are_not_data(void) {
 
 /* close_notify on orderly close, seen by the peer as such. */
 static void test_close_notify(void) {
-  rn_tls_options_t co, so;
   rn_buf_t wire;
   pair_t p;
   if (no_tls()) return;
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   pump(&p, 0);
   rn_buf_init(&wire);
   ASSERT_OK(rn__tls_write(p.c, "last", 4, &wire));
@@ -360,7 +351,7 @@ static void test_close_notify(void) {
   pair_close(&p);
 
   /* A session that never finished its handshake sends nothing. */
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   rn__tls_close(p.s);
   ASSERT(!rn__tls_want_write(p.s));
   pair_close(&p);
@@ -434,12 +425,9 @@ static void test_garbage(void) {
 static void test_oversized_record(void) {
   static const char header[] = {23, 3, 3, (char)0xff, (char)0xff};
   static char rest[70000];
-  rn_tls_options_t co, so;
   pair_t p;
   if (no_tls()) return;
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   pump(&p, 0);
   ASSERT(rn__tls_established(p.c));
   ASSERT_EQ(rn__tls_read(p.c, header, sizeof(header), &p.c_plain), RN_ETLS);
@@ -578,12 +566,9 @@ static void test_renegotiation_refused(void) { (void)no_tls(); }
 /* A context outlives its last owner while sessions use it (a reload
  * swaps the server's context; open connections keep theirs). */
 static void test_context_refcount(void) {
-  rn_tls_options_t co, so;
   pair_t p;
   if (no_tls()) return;
-  client_options(&co, "ca.pem");
-  server_options(&so, "server");
-  pair_open(&p, &co, &so, "localhost");
+  pair_open_trusted(&p, "localhost");
   rn__tls_ctx_unref(p.sctx);
   rn__tls_ctx_unref(p.cctx);
   p.sctx = p.cctx = NULL;

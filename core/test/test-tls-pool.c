@@ -23,6 +23,8 @@ static rn_loop_t *loop;
 #define SLOW_MS 10000
 
 #include "pool_fixture.h"
+#include "raw_socket.h"
+#include "server_fixture.h"
 #include "wait.h"
 #include "client.h"
 #include "tls.h"
@@ -35,14 +37,6 @@ static rn_loop_t *loop;
 static int server_closed;
 static int handled; /* requests that reached a handler */
 
-static void reply_bulk(rn_request_t *req, const char *text, size_t len) {
-  rn_buf_t out;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, text, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
-
 static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
                        size_t len) {
   char subject[256], out[300];
@@ -53,7 +47,7 @@ static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
     size_t end = len - 2;
     arg = body + end;
     while (arg > body && arg[-1] != '\n') arg--;
-    reply_bulk(req, arg, (size_t)(body + end - arg));
+    test_reply_bulk(req, arg, (size_t)(body + end - arg));
     return;
   }
   if (len == 3 && memcmp(body, "who", 3) == 0) {
@@ -186,6 +180,21 @@ static void assert_echo(const result_t *res, const char *arg) {
   ASSERT_STR_EQ(res->body, want);
 }
 
+/* A RESP call of arg, waited for, answered with arg. */
+static void echo_call(rn_pool_t *pool, const char *arg) {
+  result_t res;
+  call_resp(pool, arg, &res);
+  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
+  assert_echo(&res, arg);
+}
+
+/* Closes the pool, then the server, then the loop. */
+static void finish(rn_pool_t *pool, rn_server_t *server) {
+  close_pool(pool);
+  stop_server(server);
+  test_loop_close(loop);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static int no_tls(void) {
@@ -285,9 +294,7 @@ static void check_refused(const char *ca, const char *server_name,
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_failures, (uint64_t)connecting);
   ASSERT_EQ(st.connects, 0);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 static void test_wrong_ca(void) { check_refused("wrong-ca.pem", NULL,
@@ -304,7 +311,6 @@ static void test_insecure_counted(void) {
   rn_pool_stats_t st;
   rn_server_t *server;
   rn_pool_t *pool;
-  result_t res;
   int port;
 
   if (no_tls()) return;
@@ -315,14 +321,10 @@ static void test_insecure_counted(void) {
   rn_pool_options_init(&o);
   o.connect_timeout_ms = o.timeout_ms = SLOW_MS;
   pool = open_pool(RN_PROTOCOL_RESP, "127.0.0.1", port, &tls, &o);
-  call_resp(pool, "anyway", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, 10000);
-  assert_echo(&res, "anyway");
+  echo_call(pool, "anyway");
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_insecure, 1);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 /* Idle TLS connections under fast heartbeats for 2 s (20 intervals), and
@@ -335,7 +337,6 @@ static void test_idle_heartbeats(void) {
   rn_pool_stats_t st;
   rn_server_t *server;
   rn_pool_t *pool;
-  result_t res;
   uint64_t start;
   int port, i;
 
@@ -355,9 +356,7 @@ static void test_idle_heartbeats(void) {
   start = uv_now(rn_loop_uv(loop));
   for (i = 0; uv_now(rn_loop_uv(loop)) - start < 2000; i++) {
     RUN_UNTIL(rn_loop_uv(loop), uv_now(rn_loop_uv(loop)) - start >= (uint64_t)i * 250, 1000);
-    call_resp(pool, "alive", &res);
-    RUN_UNTIL(rn_loop_uv(loop), res.done, 10000);
-    assert_echo(&res, "alive");
+    echo_call(pool, "alive");
   }
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.connects, 3);
@@ -367,9 +366,7 @@ static void test_idle_heartbeats(void) {
             0);
   ASSERT_GT(st.heartbeats, 10);
   ASSERT_EQ(st.heartbeats_missed, 0);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 static rn_buf_t rnp_frame;
@@ -458,18 +455,14 @@ static void test_reload(void) {
   client_tls(&tls, "ca.pem");
   ASSERT_OK(rn_pool_reload_tls(pool, &tls));
   start = uv_now(rn_loop_uv(loop));
-  call_resp(pool, "rotated", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, 10000);
-  assert_echo(&res, "rotated");
+  echo_call(pool, "rotated");
   ASSERT_LT(uv_now(rn_loop_uv(loop)) - start, 5000); /* not reconnect.max */
   close_pool(pool);
 
   rn_pool_options_init(&o);
   pool = open_pool(RN_PROTOCOL_RESP, "127.0.0.1", port, NULL, &o);
   ASSERT_EQ(rn_pool_reload_tls(pool, &tls), UV_EINVAL);
-  close_pool(pool);
-  stop_server(server);
-  test_loop_close(loop);
+  finish(pool, server);
 }
 
 static int proxy_closed;
@@ -733,7 +726,6 @@ static int readable(int fd) {
 static void test_write_done_as_tls_fails(void) {
   static const char *endpoints[1];
   struct sockaddr_in addr;
-  socklen_t alen = sizeof(addr);
   rn_tls_options_t tls;
   rn_pool_options_t o;
   rn_pool_t *pool;
@@ -744,14 +736,7 @@ static void test_write_done_as_tls_fails(void) {
 
   if (no_tls()) return;
   test_cert("ca.pem"); /* made before the fork, once */
-  lfd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(lfd, 0);
-  memset(&addr, 0, sizeof(addr));
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_OK(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)));
-  ASSERT_OK(listen(lfd, 4));
-  ASSERT_OK(getsockname(lfd, (struct sockaddr *)&addr, &alen));
+  lfd = test_raw_listen(4, &addr);
   ASSERT_OK(pipe(told));
   ASSERT_OK(pipe(go));
   pid = fork();
@@ -854,9 +839,7 @@ static void test_unix_needs_server_name(void) {
   /* insecure checks no name: accepted, and counted. */
   tls.insecure = 1;
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
-  call_resp(pool, "insecure", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
-  assert_echo(&res, "insecure");
+  echo_call(pool, "insecure");
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_insecure, 1);
   close_pool(pool);
@@ -864,9 +847,7 @@ static void test_unix_needs_server_name(void) {
 
   tls.server_name = "localhost";
   ASSERT_OK(rn_pool_new(loop, &o, &pool));
-  call_resp(pool, "over-unix", &res);
-  RUN_UNTIL(rn_loop_uv(loop), res.done, SLOW_MS);
-  assert_echo(&res, "over-unix");
+  echo_call(pool, "over-unix");
   rn_pool_stats(pool, &st);
   ASSERT_EQ(st.tls_failures, 0);
   ASSERT_EQ(st.tls_insecure, 0);

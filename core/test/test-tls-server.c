@@ -4,6 +4,7 @@
  * Certificates: core/test/tls_certs.h. */
 #define _GNU_SOURCE /* memmem */
 #include "resilnet.h"
+#include "server_fixture.h"
 #include "task.h"
 #include "tls.h"
 #include "tls_certs.h"
@@ -67,14 +68,6 @@ static void on_event(rn_server_t *s, const rn_server_event_t *ev) {
   }
 }
 
-static void reply_bulk(rn_request_t *req, const char *text, size_t len) {
-  rn_buf_t out;
-  rn_buf_init(&out);
-  ASSERT_OK(rn_resp_encode_bulk(&out, text, len));
-  ASSERT_OK(rn_request_reply(req, out.base, out.len));
-  rn_buf_free(&out);
-}
-
 /* resp: WHO answers the client certificate's subject (or "-"); anything
  * else its last argument. line and length: the body back. rnp: "re:"
  * and the payload. */
@@ -89,14 +82,14 @@ static void on_request(rn_server_t *s, rn_request_t *req, const char *body,
     if (len >= 3 && memmem(body, len, "WHO", 3) != NULL) {
       if (rn_request_peer_subject(req, subject, sizeof(subject)) != 0)
         strcpy(subject, "-");
-      reply_bulk(req, subject, strlen(subject));
+      test_reply_bulk(req, subject, strlen(subject));
       return;
     }
     /* The last bulk string: after the last "\r\n" but one. */
     n = len - 2;
     arg = body + n;
     while (arg > body && arg[-1] != '\n') arg--;
-    reply_bulk(req, arg, (size_t)(body + n - arg));
+    test_reply_bulk(req, arg, (size_t)(body + n - arg));
   } else if (protocol == RN_PROTOCOL_RNP) {
     char out[64];
     int n = snprintf(out, sizeof(out), "re:%.*s", (int)len, body);
@@ -173,6 +166,17 @@ static void tc_open(tls_client_t *c, int port, const char *ca,
     o.key = test_cert("client.key");
   }
   tls_client_open(c, rn_loop_uv(loop), port, &o);
+}
+
+/* Runs the loop until c's handshake is done (bounded). */
+static void tc_wait_established(tls_client_t *c) {
+  RUN_UNTIL(c->tls != NULL && rn__tls_established(c->tls), 5000);
+}
+
+/* A client trusting ca.pem, with no certificate, its handshake done. */
+static void tc_open_established(tls_client_t *c, int port) {
+  tc_open(c, port, "ca.pem", NULL);
+  tc_wait_established(c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -302,8 +306,7 @@ static void test_resp(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&c, port, "ca.pem", NULL);
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_open_established(&c, port);
   tls_client_send(&c, ping, sizeof(ping) - 1);
   RUN_UNTIL(tls_client_has(&c, "+PONG\r\n"), 5000);
   tls_client_send(&c, echo, sizeof(echo) - 1);
@@ -342,15 +345,14 @@ static void test_line_and_rnp(void) {
     rn_buf_init(&w);
     ASSERT_EQ(rn__tls_write(c.tls, "early\n", 6, &w), UV_EAGAIN);
   }
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_wait_established(&c);
   tls_client_send(&c, "line one\n", 9);
   RUN_UNTIL(tls_client_has(&c, "line one\n"), 5000);
   tls_client_close(&c);
   stop(server);
 
   server = start(RN_PROTOCOL_RNP, 0, &port);
-  tc_open(&c, port, "ca.pem", NULL);
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_open_established(&c, port);
   rn_buf_init(&frames);
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_HELLO;
@@ -442,18 +444,26 @@ static void s_client(child_t *ch, int port, int with_cert) {
   child_start(ch, argv);
 }
 
+/* A new loop, a RESP server with verify_client, and openssl s_client
+ * (with the client certificate or not) asking it WHO. */
+static rn_server_t *start_s_client_who(child_t *ch, int with_cert) {
+  rn_server_t *server;
+  int port;
+  open_loop();
+  server = start(RN_PROTOCOL_RESP, 1, &port);
+  s_client(ch, port, with_cert);
+  child_write(ch, "WHO\r\n"); /* an inline command */
+  return server;
+}
+
 /* verify_client: openssl s_client with the client certificate; the
  * handler sees its subject. */
 static void test_client_subject(void) {
   rn_server_t *server;
   child_t ch;
-  int port;
 
   if (no_tls() || find_tool("openssl") == NULL) return;
-  open_loop();
-  server = start(RN_PROTOCOL_RESP, 1, &port);
-  s_client(&ch, port, 1);
-  child_write(&ch, "WHO\r\n"); /* an inline command */
+  server = start_s_client_who(&ch, 1);
   RUN_UNTIL(child_has(&ch, "CN=resilnet-test-client,O=resilnet"), 10000);
   ASSERT_EQ(handled, 1);
   child_end(&ch);
@@ -468,13 +478,9 @@ static void test_client_without_certificate(void) {
   rn_server_stats_t st;
   rn_server_t *server;
   child_t ch;
-  int port;
 
   if (no_tls() || find_tool("openssl") == NULL) return;
-  open_loop();
-  server = start(RN_PROTOCOL_RESP, 1, &port);
-  s_client(&ch, port, 0);
-  child_write(&ch, "WHO\r\n");
+  server = start_s_client_who(&ch, 0);
   RUN_UNTIL(events[RN_SERVER_EVENT_TLS] == 1, 10000);
   ASSERT_EQ(last_tls_error, RN_ETLSVERIFY);
   ASSERT_STR_EQ(last_tls_why, "no client certificate");
@@ -499,8 +505,7 @@ static void test_garbage_closes_only_that(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&good, port, "ca.pem", NULL);
-  RUN_UNTIL(good.tls != NULL && rn__tls_established(good.tls), 5000);
+  tc_open_established(&good, port);
   tc_open(&bad, port, NULL, NULL);
   RUN_UNTIL(bad.connected, 5000);
   tls_client_send(&bad, "*1\r\n$4\r\nPING\r\n", 14);
@@ -568,8 +573,7 @@ static void test_drain_sends_close_notify(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&c, port, "ca.pem", NULL);
-  RUN_UNTIL(c.tls != NULL && rn__tls_established(c.tls), 5000);
+  tc_open_established(&c, port);
   tls_client_send(&c, "*1\r\n$4\r\nPING\r\n", 14);
   RUN_UNTIL(tls_client_has(&c, "+PONG"), 5000);
   rn_server_drain(server, 2000, on_server_closed);
@@ -593,8 +597,7 @@ static void test_reload(void) {
   if (no_tls()) return;
   open_loop();
   server = start(RN_PROTOCOL_RESP, 0, &port);
-  tc_open(&old, port, "ca.pem", NULL);
-  RUN_UNTIL(old.tls != NULL && rn__tls_established(old.tls), 5000);
+  tc_open_established(&old, port);
 
   rn_tls_options_init(&tls);
   tls.certificate = "/nonexistent.pem";

@@ -123,13 +123,37 @@ if ... == "spec.helpers.counting_server" then
   local C = { encode_request = encode_request }
 
   --- Starts a counting server for protocol; returns
-  -- {proc, port, endpoint, ledger, protocol}.
-  function C.start(protocol)
+  -- {proc, port, endpoint, ledger, protocol} (in srv, if given).
+  function C.start(protocol, srv)
     local ledger = os.tmpname()
     local proc = P.start { P.LUA, "spec/helpers/counting_server.lua",
                            protocol, 0, ledger }
-    return { proc = proc, port = proc.port, ledger = ledger,
-             endpoint = proc.endpoint, protocol = protocol }
+    srv = srv or {}
+    srv.proc, srv.port, srv.ledger = proc, proc.port, ledger
+    srv.endpoint, srv.protocol = proc.endpoint, protocol
+    return srv
+  end
+
+  --- C.serve(protocol) -> srv: called in a describe, a counting server
+  -- for its cases, started at setup (srv is filled in then) and stopped at
+  -- teardown, with the descriptors checked around each case.
+  function C.serve(protocol)
+    -- busted's functions are globals of spec files only: its module has them
+    local busted = require "busted"
+    local H = require "spec.helpers.util"
+    local srv = {}
+    busted.setup(function() C.start(protocol, srv) end)
+    busted.teardown(function() C.stop(srv) end)
+    busted.before_each(H.fd_watch)
+    busted.after_each(H.cleanup_checking_fds)
+    return srv
+  end
+
+  --- C.request(protocol, fields) -> the request pool:call takes for
+  -- fields: their text joined by spaces (length), or the array (resp).
+  function C.request(protocol, fields)
+    if protocol == "length" then return table.concat(fields, " ") end
+    return fields
   end
 
   --- What the ledger holds: {received = id->n, executed = id->n,

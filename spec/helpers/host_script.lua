@@ -18,6 +18,18 @@ function S.has(module)
   return ok == true or ok == 0
 end
 
+--- S.missing(module, what) -> true when the specs' interpreter cannot
+-- require module; the describe it is called in then gets one pending case
+-- saying that `what` (the Debian package) is not installed for this Lua.
+function S.missing(module, what)
+  if S.has(module) then return false end
+  -- busted's functions are globals of spec files only: its module has them
+  local busted = require "busted"
+  busted.pending("needs " .. module .. " for this Lua: " .. what
+                 .. " is not installed for this Lua")
+  return true
+end
+
 --- S.run(command, ...) -> output (stdout and stderr), exit status. command
 -- is a script path (run with the specs' Lua) or, given as a table, a
 -- whole command line's words. At most 60 s (timeout(1) kills it).
@@ -37,6 +49,27 @@ function S.run(command, ...)
   pipe:close()
   local status = tonumber(out:match("exit=(%d+)%s*$"))
   return out:gsub("exit=%d+%s*$", ""), status
+end
+
+--- S.counts(out, status) -> the three numbers of the host script's
+-- "ok <a> <b> <c>" line; fails the case, showing the output, unless the
+-- script exited 0 and printed that line.
+function S.counts(out, status)
+  local assert = require "luassert"
+  assert.equals(0, status, out)
+  local a, b, c = out:match("ok (%d+) (%d+) (%d+)")
+  assert.truthy(a, out)
+  return tonumber(a), tonumber(b), tonumber(c)
+end
+
+--- S.run_on_redis(script) -> S.counts of script run against a
+-- redis-server of its own (its port the argument), stopped afterwards.
+function S.run_on_redis(script)
+  local R = require "spec.helpers.redis"
+  local redis = assert(R.start())
+  local out, status = S.run(script, redis.port)
+  R.stop(redis)
+  return S.counts(out, status)
 end
 
 return S

@@ -105,26 +105,33 @@ function R.stop(handle)
 end
 
 --- describe(name, ...) against a throwaway redis-server started now:
--- stopped at teardown, descriptors checked around each case, and before
--- each a fresh pool on it (timeout 5 s, after FLUSHALL) handed to
--- set_pool. body(redis) declares the cases. make test installs
--- redis-server: its absence is a failure, not a skip.
-function R.describe(name, set_pool, body)
+-- stopped at teardown, descriptors checked around each case. body(redis)
+-- declares the cases. make test installs redis-server: its absence is a
+-- failure, not a skip.
+function R.describe_server(name, body)
   local H = require "spec.helpers.util"
   -- busted's functions are globals of spec files only: its module has them
   local busted = require "busted"
-  local describe, it, teardown = busted.describe, busted.it, busted.teardown
-  local before_each, after_each = busted.before_each, busted.after_each
   local redis, why = R.start()
-  describe(name, function()
+  busted.describe(name, function()
     if not redis then
-      it("starts a redis-server", function() error(why) end)
+      busted.it("starts a redis-server", function() error(why) end)
       return
     end
-    teardown(function() R.stop(redis) end)
-    before_each(H.fd_watch)
-    after_each(H.cleanup_checking_fds)
-    before_each(function()
+    busted.teardown(function() R.stop(redis) end)
+    busted.before_each(H.fd_watch)
+    busted.after_each(H.cleanup_checking_fds)
+    body(redis)
+  end)
+end
+
+--- R.describe_server, and before each case a fresh pool on the server
+-- (timeout 5 s, after FLUSHALL) handed to set_pool.
+function R.describe(name, set_pool, body)
+  local H = require "spec.helpers.util"
+  local busted = require "busted"
+  R.describe_server(name, function(redis)
+    busted.before_each(function()
       local pool = H.pool { endpoints = { redis.endpoint }, timeout = 5 }
       local ok, err = pool:call { "FLUSHALL" }
       assert(ok == "OK", "FLUSHALL: " .. tostring(err and err.message))

@@ -80,6 +80,51 @@ function H.go(fn, timeout)
   end
 end
 
+--- H.calls_at_once(pool, n) -> replies: n tasks call pool at once, task
+-- i with "r<i>", its reply (nil if it failed) at replies[i]; run by H.go.
+function H.calls_at_once(pool, n)
+  local replies = {}
+  H.go(function()
+    local left = n
+    for i = 1, n do
+      resilnet.spawn(function()
+        replies[i] = pool:call("r" .. i)
+        left = left - 1
+      end)
+    end
+    while left > 0 do resilnet.sleep(0.001) end
+  end)
+  return replies
+end
+
+--- H.workers(n, work, meanwhile): n tasks each run work(w, i) for i = 1,
+-- 2, ... (w, the task's number) until meanwhile(), run as a task of its
+-- own, has returned; then each ends after its call in progress, waited for
+-- (10 s at most). All within H.go, timeout seconds (60).
+function H.workers(n, work, meanwhile, timeout)
+  local stop, running = false, 0
+  H.go(function()
+    for w = 1, n do
+      resilnet.spawn(function()
+        running = running + 1
+        local i = 0
+        while not stop do
+          i = i + 1
+          work(w, i)
+        end
+        running = running - 1
+      end)
+    end
+    meanwhile()
+    stop = true
+    for _ = 1, 1000 do
+      if running == 0 then break end
+      resilnet.sleep(0.01)
+    end
+    luassert.equal(0, running)
+  end, timeout or 60)
+end
+
 --- How late the loop itself runs timers, for bounds on how late something
 -- ends past its due time: on a loaded machine the whole process waits for
 -- a core now and then (20 ms and more with six busy processes on two

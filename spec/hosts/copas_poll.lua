@@ -10,6 +10,7 @@
 local copas = require "copas"
 local socket = require "socket"
 local resilnet = require "resilnet"
+local C = require "spec.helpers.host_calls"
 local port = assert(tonumber(arg[1]), "usage: copas_poll.lua <redis port>")
 assert(resilnet.loop() == "own")
 
@@ -38,15 +39,9 @@ copas.addthread(function()
   end
 end)
 
-local pool = resilnet.pool{ endpoints = { "127.0.0.1:" .. port },
-                            protocol = "resp", size = 2, timeout = 5 }
+local pool = C.pool(port)
 resilnet.spawn(function()
-  assert(pool:call({ "DEL", "copas_poll" }))
-  for i = 1, CALLS do
-    local n = assert(pool:call({ "INCR", "copas_poll" }))
-    assert(n == i, "INCR returned " .. tostring(n))
-    calls = calls + 1
-  end
+  C.count_up(pool, "copas_poll", CALLS, function() calls = calls + 1 end)
   -- And alone, once copas has nothing else to do, calls that redis
   -- answers 50 to 100 ms later (BLPOP on an empty list, timing out): only
   -- resilnet's descriptor can wake copas' select for these replies in

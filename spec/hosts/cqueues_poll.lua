@@ -8,6 +8,7 @@
 local cqueues = require "cqueues"
 local csocket = require "cqueues.socket"
 local resilnet = require "resilnet"
+local C = require "spec.helpers.host_calls"
 local port = assert(tonumber(arg[1]), "usage: cqueues_poll.lua <redis port>")
 assert(resilnet.loop() == "own")
 
@@ -30,15 +31,9 @@ cq:wrap(function()
 end)
 
 -- resilnet's work: tasks, each call a round trip to redis-server.
-local pool = resilnet.pool{ endpoints = { "127.0.0.1:" .. port },
-                            protocol = "resp", size = 2, timeout = 5 }
+local pool = C.pool(port)
 resilnet.spawn(function()
-  assert(pool:call({ "DEL", "cq_poll" }))
-  for i = 1, CALLS do
-    local n = assert(pool:call({ "INCR", "cq_poll" }))
-    assert(n == i, "INCR returned " .. tostring(n))
-    calls = calls + 1
-  end
+  C.count_up(pool, "cq_poll", CALLS, function() calls = calls + 1 end)
   pool:close()
   resilnet_done = true
 end)
