@@ -801,8 +801,12 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
   /* It takes no new calls, so it holds no place in the pool either: a
    * replacement may open while it drains. */
   conn->endpoint->open--;
-  /* A held one closes when it is given back (rn_hold_release). */
-  if ((conn->queued == 0 && conn->hold == NULL) || conn_goaway_done(conn))
+  /* A held one closes when it is given back (rn_hold_release). A
+   * subscriber is not given back while its subscription lives: its
+   * server no longer being the pool's (dropped by discovery, in the wrong
+   * role) closes it now, and the subscription moves (its loss a gap). */
+  if ((conn->queued == 0 && conn->hold == NULL) || conn_goaway_done(conn) ||
+      conn->sub_cb != NULL)
     rn__conn_close(conn, 0);
 }
 
