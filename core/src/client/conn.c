@@ -398,7 +398,8 @@ static void conn_consume(rn_conn_t *conn, int peer_done) {
       conn->state == RN_CONN_READY)
     rn__conn_suspect_drained(conn);
   /* TLS: the server's close_notify followed its last bytes (a paused
-   * subscriber loses those it did not deliver: its loss is a gap). */
+   * subscriber loses those it did not deliver, as when its heartbeat
+   * finds the peer gone: the loss is a gap). */
   if (peer_done && conn->state != RN_CONN_CLOSING) rn__conn_close(conn, UV_EOF);
 }
 
