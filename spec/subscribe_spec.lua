@@ -256,6 +256,37 @@ describe("pool:subscribe", function()
     redis:close()
   end)
 
+  it("sub:close() while paused, the handler stuck: the handler hears "
+     .. "nothing more, no task fails, the connection is closed", function()
+    local redis, port = launch()
+    local ep = "127.0.0.1:" .. port
+    local sub_pool = H.pool { endpoints = { ep }, timeout = 2 }
+    local pub = H.pool { endpoints = { ep }, timeout = 2 }
+    local got = recorder()
+    local gate = false
+    local function handler(kind, a, b, c)
+      got.handler(kind, a, b, c)
+      while gate do resilnet.sleep(0.01) end
+    end
+    H.go(function()
+      local sub = sub_pool:subscribe { channels = { "c" }, handler = handler,
+                                       max_queue = 4 }
+      publish_until_heard(pub, "c", got, 5)
+      gate = true
+      local burst = {}
+      for i = 1, 50 do burst[i] = { "PUBLISH", "c", "x" .. i } end
+      pub:batch(burst)
+      wait_for(function() return sub:stats().paused end, 5, "the pause")
+      local n = #got.messages
+      sub:close()
+      gate = false
+      resilnet.sleep(0.3) -- the drainer runs on through the closed queue
+      assert.equal(n, #got.messages)
+      assert.equal(0, pub:call { "PUBSUB", "NUMSUB", "c" }[2])
+    end, 30)
+    redis:close()
+  end)
+
   it("a subscriber paused until Redis closes it (client-output-buffer-limit "
      .. "pubsub): one gap, then it recovers; what came is in order, none "
      .. "twice", function()

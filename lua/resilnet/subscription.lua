@@ -353,6 +353,7 @@ return function(core, T, Pool)
     if not self._closed then
       self._closed = true
       if self._h then hold_release(self._h, true) end
+      self._h = nil -- released: nothing pauses or resumes it any more
       wake(self, "_runner_waiting")
       wake(self, "_drain_waiting")
     end
