@@ -287,6 +287,52 @@ describe("resilnet.redis.sentinel", function()
     if not ok then error(err, 0) end
   end)
 
+  it("a Sentinel killed and restarted under its +switch-master "
+     .. "subscription: one gap, heard, and it subscribes again", function()
+    local t = S.start {}
+    local ok, err = pcall(function()
+      H.go(function()
+        local fn, s = redis.sentinel { sentinels = t.sentinel_endpoints,
+                                       name = t.name, poll_interval = 60 }
+        local pool = assert(data_pool(fn))
+        assert.equal("PONG", pool:call { "PING" })
+        local victim = t.sentinels[1]
+        local sub = s.subs[t.sentinel_endpoints[1]]
+        -- Subscribed: the Sentinel lists a client in subscribe mode.
+        local function subscribed()
+          local list = S.cmd(victim.port, { "CLIENT", "LIST" })
+          return type(list) == "string"
+            and list:find(" sub=1 ", 1, true) ~= nil
+        end
+        local deadline = resilnet.now() + 10
+        while not subscribed() do
+          assert(resilnet.now() < deadline, "never subscribed")
+          resilnet.sleep(0.05)
+        end
+        local heard = s:stats().heard
+        victim:restart() -- SIGKILL, then the same command
+        deadline = resilnet.now() + 20
+        while sub:stats().gaps == 0 do
+          assert(resilnet.now() < deadline, "no gap after the restart")
+          resilnet.sleep(0.05)
+        end
+        assert.equal(heard + 1, s:stats().heard)
+        deadline = resilnet.now() + 10
+        while not subscribed() do
+          assert(resilnet.now() < deadline, "not subscribed again")
+          resilnet.sleep(0.05)
+        end
+        assert.equal(1, sub:stats().gaps)
+        assert.equal(2, sub:stats().connections)
+        assert.equal("PONG", pool:call { "PING" })
+        pool:close()
+        assert.is_true(s:close())
+      end, 60)
+    end)
+    t:close()
+    if not ok then error(err, 0) end
+  end)
+
   it("SENTINEL FAILOVER under 8 writers and 8 readers, found through "
      .. "+switch-master", function()
     local t = S.start { master_args = SAFE_MASTER, failover_timeout = 5000 }

@@ -1,8 +1,9 @@
 -- pool:subscribe against a real redis-server (issue 19 item 4): messages
 -- in order, re-subscribed by itself after SIGKILL + restart with one "gap"
 -- per outage and nothing twice, an idle subscriber that heartbeats keep
--- alive, a frozen (SIGSTOP) server detected by the heartbeat, a bounded
--- queue behind a slow handler.
+-- alive, a frozen (SIGSTOP) server detected by the heartbeat, a slow
+-- handler backing pressure onto the connection (and Redis closing it past
+-- its output limit), a move of the pool's endpoints, a refused SUBSCRIBE.
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local R = require "spec.helpers.redis"
@@ -189,40 +190,223 @@ describe("pool:subscribe", function()
     redis:close()
   end)
 
-  it("a slow handler: the queue is bounded, overflow is an event and a "
-     .. "stat", function()
+  it("a slow handler backs pressure onto its connection: all N in order, "
+     .. "none dropped, the queue never above max_queue, paused and resumed, "
+     .. "not taken for dead", function()
+    local redis, port = launch()
+    local ep = "127.0.0.1:" .. port
+    -- A paused connection's pong sits unread for far longer than the
+    -- heartbeat's timeout.
+    local sub_pool = H.pool { endpoints = { ep }, timeout = 2,
+                              heartbeat = { interval = 0.05, timeout = 0.2 } }
+    local pub = H.pool { endpoints = { ep }, timeout = 5 }
+    local got = recorder()
+    local gate = false -- true: the handler waits
+    local function handler(kind, a, b, c)
+      got.handler(kind, a, b, c)
+      while gate do resilnet.sleep(0.01) end
+      if kind == "message" then resilnet.sleep(0.001) end
+    end
+    H.go(function()
+      local max_queue = 5
+      local sub = sub_pool:subscribe { channels = { "q" }, handler = handler,
+                                       max_queue = max_queue }
+      publish_until_heard(pub, "q", got, 5)
+      local base = sub:stats()
+      local dead = sub_pool:stats().dead_peers
+      gate = true
+      local N = 400
+      local burst = {}
+      for i = 1, N do burst[i] = { "PUBLISH", "q", "m" .. i } end
+      pub:batch(burst)
+      wait_for(function() return sub:stats().paused end, 5, "the pause")
+      resilnet.sleep(1) -- five heartbeat timeouts, the handler stuck
+      local s = sub:stats()
+      assert.is_true(s.paused)
+      assert.equal(max_queue, s.queued)
+      assert.equal(dead, sub_pool:stats().dead_peers)
+      gate = false
+      wait_for(function() return #sequence(got, "m") == N end, 20,
+               "all " .. N)
+      s = sub:stats()
+      local seq = sequence(got, "m")
+      for i = 1, N do assert.equal(i, seq[i]) end
+      assert.equal(N, s.received - base.received)
+      assert.equal(N, s.delivered - base.delivered)
+      assert.is_true(s.queued_max <= max_queue,
+                     "queued_max " .. s.queued_max)
+      assert.is_true(s.pauses >= 1)
+      assert.is_true(s.paused_time > 0)
+      assert.is_false(s.paused)
+      assert.equal(s.pauses, got.overflows)
+      assert.equal(dead, sub_pool:stats().dead_peers)
+      assert.equal(1, s.connections)
+      assert.equal(0, #got.gaps)
+      print(("\n[subscribe] %d messages, max_queue %d: %d pauses, "
+             .. "%.2f s paused"):format(N, max_queue, s.pauses,
+                                        s.paused_time))
+      -- Alive and read again: the heartbeat keeps it.
+      local beats = sub_pool:stats().heartbeats
+      wait_for(function()
+        return sub_pool:stats().heartbeats >= beats + 3
+      end, 5, "heartbeats after the resume")
+      assert.equal(dead, sub_pool:stats().dead_peers)
+      sub:close()
+    end, 60)
+    redis:close()
+  end)
+
+  it("sub:close() while paused, the handler stuck: the handler hears "
+     .. "nothing more, no task fails, the connection is closed", function()
     local redis, port = launch()
     local ep = "127.0.0.1:" .. port
     local sub_pool = H.pool { endpoints = { ep }, timeout = 2 }
     local pub = H.pool { endpoints = { ep }, timeout = 2 }
     local got = recorder()
-    local slow = false
+    local gate = false
     local function handler(kind, a, b, c)
       got.handler(kind, a, b, c)
-      if slow and kind == "message" then resilnet.sleep(0.05) end
+      while gate do resilnet.sleep(0.01) end
     end
     H.go(function()
-      local sub = sub_pool:subscribe { channels = { "q" }, handler = handler,
-                                       max_queue = 5 }
-      publish_until_heard(pub, "q", got, 5)
-      local base = sub:stats()
-      slow = true
-      local N = 40
+      local sub = sub_pool:subscribe { channels = { "c" }, handler = handler,
+                                       max_queue = 4 }
+      publish_until_heard(pub, "c", got, 5)
+      gate = true
       local burst = {}
-      for i = 1, N do burst[i] = { "PUBLISH", "q", "m" .. i } end
+      for i = 1, 50 do burst[i] = { "PUBLISH", "c", "x" .. i } end
       pub:batch(burst)
-      wait_for(function()
-        local s = sub:stats()
-        return s.received - base.received == N and s.queued == 0
-      end, 10, "the burst drained")
+      wait_for(function() return sub:stats().paused end, 5, "the pause")
+      local n = #got.messages
+      sub:close()
+      gate = false
+      resilnet.sleep(0.3) -- the drainer runs on through the closed queue
+      assert.equal(n, #got.messages)
+      assert.equal(0, pub:call { "PUBSUB", "NUMSUB", "c" }[2])
+    end, 30)
+    redis:close()
+  end)
+
+  it("a subscriber paused until Redis closes it (client-output-buffer-limit "
+     .. "pubsub): one gap, then it recovers; what came is in order, none "
+     .. "twice", function()
+    local redis, port = launch()
+    local ep = "127.0.0.1:" .. port
+    local sub_pool = H.pool { endpoints = { ep }, timeout = 2,
+                              heartbeat = { interval = 0.1, timeout = 0.5 },
+                              reconnect = { initial = 0.02, max = 0.2 } }
+    local pub = H.pool { endpoints = { ep }, timeout = 5 }
+    local got = recorder()
+    local gate = false
+    local function handler(kind, a, b, c)
+      got.handler(kind, a, b, c)
+      while gate do resilnet.sleep(0.01) end
+    end
+    H.go(function()
+      assert.equal("OK", pub:call { "CONFIG", "SET",
+        "client-output-buffer-limit", "pubsub 256kb 0 0" })
+      local sub = sub_pool:subscribe { channels = { "big" },
+                                       handler = handler, max_queue = 4 }
+      publish_until_heard(pub, "big", got, 5)
+      gate = true
+      -- Past what the kernel's buffers hold, until Redis drops the
+      -- subscriber: then nobody is subscribed to the channel.
+      local payload = ("x"):rep(16384)
+      local sent, kicked = 0, false
+      local deadline = resilnet.now() + 30
+      while not kicked and resilnet.now() < deadline and sent < 20000 do
+        local batch = {}
+        for i = 1, 16 do
+          batch[i] = { "PUBLISH", "big", "k" .. (sent + i) .. ":" .. payload }
+        end
+        pub:batch(batch)
+        sent = sent + 16
+        local n = pub:call { "PUBSUB", "NUMSUB", "big" }
+        kicked = n[2] == 0
+      end
+      assert(kicked, "Redis never closed the paused subscriber ("
+                     .. sent .. " messages published)")
+      assert.is_true(sub:stats().paused)
+      gate = false
+      wait_for(function() return #got.gaps == 1 end, 10, "the gap")
+      publish_until_heard(pub, "big", got, 5)
       local s = sub:stats()
-      assert.is_true(s.dropped > 0)
-      assert.equal(N, (s.delivered - base.delivered) + s.dropped)
-      assert.equal(1, got.overflows)
-      assert.equal(1, s.overflows)
-      -- What came is in order.
-      local seq = sequence(got, "m")
-      for i = 2, #seq do assert.is_true(seq[i] > seq[i - 1]) end
+      assert.equal(1, #got.gaps)
+      assert.equal(2, s.connections)
+      assert.is_true(s.pauses >= 1)
+      assert.is_true(s.queued_max <= 4)
+      -- What arrived of the burst came in order, none twice.
+      local last = 0
+      for _, m in ipairs(got.messages) do
+        local k = tonumber(m.payload:match("^k(%d+):"))
+        if k then
+          assert.is_true(k > last)
+          last = k
+        end
+      end
+      for payload_seen, n in pairs(got.seen) do
+        assert(n == 1, payload_seen:sub(1, 20) .. " delivered " .. n)
+      end
+      print(("\n[subscribe] output limit: %d published, %d delivered before "
+             .. "the close"):format(sent, last))
+      sub:close()
+    end, 60)
+    redis:close()
+  end)
+
+  it("moves with its pool's endpoints (discovery): re-subscribes on the new "
+     .. "server, one gap, messages published there arrive", function()
+    local a_redis, a_port = launch()
+    local b_redis, b_port = launch()
+    local a_ep, b_ep = "127.0.0.1:" .. a_port, "127.0.0.1:" .. b_port
+    local disc
+    local sub_pool = H.pool {
+      endpoints = function(d) disc = d; return { a_ep } end,
+      timeout = 2, heartbeat = { interval = 0.1, timeout = 0.5 },
+      reconnect = { initial = 0.02, max = 0.2 } }
+    local pub_a = H.pool { endpoints = { a_ep }, timeout = 2 }
+    local pub_b = H.pool { endpoints = { b_ep }, timeout = 2 }
+    local got = recorder()
+    H.go(function()
+      local sub = sub_pool:subscribe { channels = { "mv" },
+                                       handler = got.handler }
+      publish_until_heard(pub_a, "mv", got, 5)
+      -- The old server stays up (a demoted master, say): only the list
+      -- moves the subscription.
+      disc:publish { b_ep }
+      wait_for(function() return #got.gaps == 1 end, 10, "the gap")
+      for i = 1, 20 do pub_b:call { "PUBLISH", "mv", "b" .. i } end
+      wait_for(function() return #sequence(got, "b") == 20 end, 5,
+               "the 20 published on the new server")
+      local b = sequence(got, "b")
+      for i = 1, 20 do assert.equal(i, b[i]) end
+      -- Nobody listens on the old one any more.
+      assert.equal(0, pub_a:call { "PUBSUB", "NUMSUB", "mv" }[2])
+      assert.equal(1, #got.gaps)
+      assert.equal(2, sub:stats().connections)
+      sub:close()
+    end, 40)
+    a_redis:close()
+    b_redis:close()
+  end)
+
+  it("a subscription past max_lifetime keeps its connection (moving it "
+     .. "would cost a gap)", function()
+    local redis, port = launch()
+    local ep = "127.0.0.1:" .. port
+    local sub_pool = H.pool { endpoints = { ep }, timeout = 2,
+                              max_lifetime = 0.2 }
+    local pub = H.pool { endpoints = { ep }, timeout = 2 }
+    local got = recorder()
+    H.go(function()
+      local sub = sub_pool:subscribe { channels = { "life" },
+                                       handler = got.handler }
+      publish_until_heard(pub, "life", got, 5)
+      resilnet.sleep(1.5) -- the pool's maintenance runs past 0.2 s
+      pub:call { "PUBLISH", "life", "later" }
+      wait_for(function() return got.seen["later"] end, 5, "later")
+      assert.equal(1, sub:stats().connections)
+      assert.equal(0, #got.gaps)
       sub:close()
     end, 30)
     redis:close()
@@ -283,10 +467,10 @@ describe("pool:subscribe refused by the server", function()
   after_each(H.cleanup_checking_fds)
 
   -- A SUBSCRIBE answered -NOPERM (the user may use no channel): the
-  -- subscription must neither spin reconnecting nor stay deaf once the
-  -- permission comes back.
-  it("an ACL that forbids the channel: paced retries, then it works",
-     function()
+  -- handler hears it, the subscription neither spins nor stays deaf once
+  -- the permission comes back, and needs no new connection for it.
+  it("an ACL that forbids the channel: an error event, paced retries on "
+     .. "the same connection, then it works", function()
     local port = R.free_port()
     local redis = R.launch(port, {}, "/dev/null")
     local ep = "127.0.0.1:" .. port
@@ -294,19 +478,32 @@ describe("pool:subscribe refused by the server", function()
     local sub_pool = H.pool { endpoints = { ep }, timeout = 2,
                               heartbeat = { interval = 0.1, timeout = 0.5 } }
     local got = recorder()
+    local errors = {}
+    local function handler(kind, a, ...)
+      if kind == "error" then errors[#errors + 1] = a end
+      got.handler(kind, a, ...)
+    end
     H.go(function()
       assert.equal("OK", admin:call { "ACL", "SETUSER", "default",
                                       "resetchannels" })
       local sub = sub_pool:subscribe { channels = { "locked" },
-                                       handler = got.handler }
+                                       handler = handler }
       resilnet.sleep(1.5)
-      local tries = sub:stats().connections
-      print("\n[subscribe] connections during refusals: " .. tries)
-      assert(tries >= 1 and tries <= 12,
-             "connections in 1.5 s of refusals: " .. tries)
+      local s = sub:stats()
+      print("\n[subscribe] refusals in 1.5 s: " .. s.refused)
+      assert(s.refused >= 1 and s.refused <= 8,
+             "refusals in 1.5 s: " .. s.refused)
+      assert.equal(s.refused, #errors)
+      assert.equal("EREPLY", errors[1].code)
+      assert.truthy(errors[1].message:find("NOPERM", 1, true))
+      assert.equal(1, s.connections)
+      assert.equal(s.queued_max <= 1000, true)
+      assert.equal(0, sub_pool:stats().dead_peers)
       assert.equal("OK", admin:call { "ACL", "SETUSER", "default",
                                       "allchannels" })
       publish_until_heard(admin, "locked", got, 10)
+      assert.equal(1, sub:stats().connections)
+      assert.equal(0, #got.gaps) -- never subscribed before: nothing lost
       sub:close()
     end, 40)
     redis:close()

@@ -183,6 +183,53 @@ describe("tls pool", function()
     assert.is_true(pool:stats().connects > 4)
   end)
 
+  it("a subscriber over TLS backs pressure onto its connection: paused "
+     .. "past heartbeat timeouts, then every message in order", function()
+    local sub_pool = H.pool { endpoints = { redis.endpoint }, tls = tls(),
+                              timeout = 5,
+                              heartbeat = { interval = 0.05, timeout = 0.2 } }
+    local pub = H.pool { endpoints = { redis.endpoint }, tls = tls(),
+                         timeout = 5 }
+    local seen, gate = {}, false
+    H.go(function()
+      local sub = sub_pool:subscribe { channels = { "tq" }, max_queue = 5,
+        handler = function(kind, _, payload)
+          if kind == "message" then seen[#seen + 1] = payload end
+          while gate do resilnet.sleep(0.01) end
+        end }
+      local deadline = resilnet.now() + 5
+      while #seen == 0 do -- subscribing is asynchronous
+        assert(resilnet.now() < deadline, "never subscribed")
+        pub:call { "PUBLISH", "tq", "probe" }
+        resilnet.sleep(0.05)
+      end
+      local probes, dead = #seen, sub_pool:stats().dead_peers
+      gate = true
+      local burst = {}
+      for i = 1, 300 do burst[i] = { "PUBLISH", "tq", tostring(i) } end
+      pub:batch(burst)
+      while not sub:stats().paused do
+        assert(resilnet.now() < deadline + 5, "never paused")
+        resilnet.sleep(0.01)
+      end
+      resilnet.sleep(1) -- five heartbeat timeouts
+      assert.equal(dead, sub_pool:stats().dead_peers)
+      gate = false
+      deadline = resilnet.now() + 20
+      while #seen < probes + 300 do
+        assert(resilnet.now() < deadline, "got " .. #seen - probes)
+        resilnet.sleep(0.01)
+      end
+      for i = 1, 300 do assert.equal(tostring(i), seen[probes + i]) end
+      local s = sub:stats()
+      assert.is_true(s.queued_max <= 5)
+      assert.is_true(s.pauses >= 1)
+      assert.equal(1, s.connections)
+      assert.equal(dead, sub_pool:stats().dead_peers)
+      sub:close()
+    end, 40)
+  end)
+
   it("client certificates, when the server requires them", function()
     local strict = assert(T.start(nil, { auth_clients = true }))
     finally(function() T.stop(strict) end)

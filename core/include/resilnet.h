@@ -1204,9 +1204,11 @@ int rn_hold_unknown(const rn_hold_t *hold);
  * whose first element is message, pmessage, smessage, subscribe,
  * unsubscribe, psubscribe, punsubscribe (ssubscribe, sunsubscribe).
  * frame/len: one whole RESP value, valid during the call only; status 0.
- * When the connection is lost (or the pool closes it) cb fires once more
- * with frame NULL and status the error, and never again; after
- * rn_hold_release it never fires. */
+ * A command written by rn_hold_write that the server refused (an ACL's
+ * -NOPERM, say): frame is the error reply, status RN_EREPLY; the
+ * connection stays. When the connection is lost (or the pool closes it)
+ * cb fires once more with frame NULL and status the error, and never
+ * again; after rn_hold_release it never fires. */
 typedef void (*rn_push_cb)(rn_hold_t *hold, void *data, const char *frame,
                            size_t len, int status);
 /* Turns the granted hold into a subscriber: from now on those frames go
@@ -1216,12 +1218,30 @@ typedef void (*rn_push_cb)(rn_hold_t *hold, void *data, const char *frame,
  * 0, UV_EINVAL (not resp, cb NULL, already a subscriber, released), or the
  * error that ended the held connection. */
 int rn_hold_subscribe(rn_hold_t *hold, rn_push_cb cb, void *data);
-/* Writes frames (whole resp requests: SUBSCRIBE, UNSUBSCRIBE, ...) on the
- * subscriber's connection with no call attached: their confirmations come
- * to the rn_push_cb. Returns 0, UV_EINVAL (not a subscriber, frames not
- * whole requests), RN_EFRAMESIZE, UV_ENOMEM, or the error that ended the
- * held connection. */
+/* Writes frames on the subscriber's connection with no call attached:
+ * whole requests, each SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE, UNSUBSCRIBE,
+ * PUNSUBSCRIBE or SUNSUBSCRIBE naming at least one channel or pattern
+ * (one confirmation comes per name: that is how each reply is matched to
+ * what it answers). Their confirmations, or the error refusing one, come
+ * to the rn_push_cb; the heartbeat judges their silence as a ping's.
+ * Returns 0, UV_EINVAL (not a subscriber, frames not whole requests of
+ * that kind), RN_EFRAMESIZE, UV_ENOMEM (then none is written), or the
+ * error that ended the held connection. */
 int rn_hold_write(rn_hold_t *hold, const char *frames, size_t len);
+/* Back-pressure for a subscriber whose consumer is behind: pause stops
+ * reading its connection at once (frames already read stay unread, also
+ * when called from the rn_push_cb: no further frame comes until resumed)
+ * and the server's and kernel's buffers hold the rest; resume reads again
+ * from the loop, those frames first (never inside the call). While paused
+ * the heartbeat neither pings nor judges silence (a ping's answer may sit
+ * unread): it looks for the peer's FIN or RST each interval, and
+ * TCP keepalive watches; once resumed, silence counts from the resume. A
+ * server that closes a subscriber past its own output limit
+ * (client-output-buffer-limit pubsub) is seen when its FIN arrives, at
+ * the latest once resumed. Both idempotent. Return 0, UV_EINVAL (not a
+ * subscriber, released), or the error that ended the held connection. */
+int rn_hold_pause(rn_hold_t *hold);
+int rn_hold_resume(rn_hold_t *hold);
 
 #ifdef __cplusplus
 }

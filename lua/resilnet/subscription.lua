@@ -7,11 +7,19 @@
 -- (the pool's reconnect backoff paces it) and subscribes again. What was
 -- published while no connection was subscribed is lost: the first
 -- confirmation after an outage tells the handler so, once ("gap"), with
--- the outage's start and end. Messages go through a bounded queue to a
--- second task (the drainer) that calls the handler in order, so a slow
--- handler never stops the loop from reading; when the queue is full the
--- newest message is dropped, counted, and the handler hears "overflow"
--- once per episode (until the queue has emptied again).
+-- the outage's start and end. A SUBSCRIBE the server refuses (an ACL's
+-- -NOPERM) reaches the handler as "error" and is sent again on the same
+-- connection after a pause that doubles up to MAX_REFUSED_PAUSE
+-- (subscribing to what is subscribed already changes nothing).
+--
+-- Messages go through a queue to a second task (the drainer) that calls
+-- the handler in order. Back-pressure: when the queue holds max_queue
+-- entries the connection stops being read (core.hold_pause: frames read
+-- already wait too) until the handler has brought it down to half; the
+-- server's and the kernel's buffers hold the rest, and nothing is dropped
+-- here. A server may close a subscriber that stays behind (Redis's
+-- client-output-buffer-limit pubsub): that is a lost connection like any
+-- other, and a "gap".
 local coroutine, error, ipairs, math, pairs, setmetatable, tostring, type
       = coroutine, error, ipairs, math, pairs, setmetatable, tostring, type
 
@@ -19,16 +27,16 @@ local DEFAULT_MAX_QUEUE = 1000
 -- After a failed attempt to hold a connection that did not wait (the pool
 -- overloaded, say): the pause before the next, so nothing spins.
 local RETRY_PAUSE = 0.05
--- A connection lost before any confirmation came (the server refused the
--- SUBSCRIBE: an ACL, say, whose error reply closes the connection) is
--- followed by a pause doubling up to this, so a refusal does not turn
--- into a reconnect loop.
+-- After a refused SUBSCRIBE, or a connection lost before any confirmation
+-- came (a server that closes subscribers at once): a pause doubling up to
+-- this before the next try, so a refusal never turns into a loop.
 local MAX_REFUSED_PAUSE = 1
 
 return function(core, T, Pool)
   local await = T.await
-  local pool_hold, hold_subscribe, hold_write, hold_release = core.pool_hold,
-        core.hold_subscribe, core.hold_write, core.hold_release
+  local pool_hold, hold_subscribe, hold_write, hold_release, hold_pause,
+        hold_resume = core.pool_hold, core.hold_subscribe, core.hold_write,
+        core.hold_release, core.hold_pause, core.hold_resume
 
   local Sub = {}
   Sub.__index = Sub
@@ -58,21 +66,34 @@ return function(core, T, Pool)
     end
   end
 
-  -- The handler's queue: entries {kind, a, b, c}. Control entries (gap,
-  -- overflow) are never dropped.
-  local function enqueue(sub, e, control)
+  -- The handler's queue: entries {kind, a, b, c}, at most max_queue:
+  -- frames come only while the connection is read, and the entry that
+  -- fills the queue stops that (pause); the drainer starts it again at
+  -- half (resume).
+  local function pause(sub)
+    if sub._paused then return end
+    sub._paused, sub._paused_at = true, T.now()
+    sub._stats.pauses = sub._stats.pauses + 1
+    sub._overflow = true -- told to the handler as soon as it is free
+    if sub._h then hold_pause(sub._h) end
+    wake(sub, "_drain_waiting")
+  end
+
+  local function resume(sub)
+    if not sub._paused then return end
+    sub._paused = false
+    sub._stats.paused_time = sub._stats.paused_time
+                             + (T.now() - sub._paused_at)
+    if sub._h then hold_resume(sub._h) end
+  end
+
+  local function enqueue(sub, e)
     local q = sub._queue
-    if not control and q.last - q.first + 1 >= sub._max_queue then
-      sub._stats.dropped = sub._stats.dropped + 1
-      if not sub._overflowing then
-        sub._overflowing = true
-        sub._stats.overflows = sub._stats.overflows + 1
-        enqueue(sub, { "overflow", { max_queue = sub._max_queue } }, true)
-      end
-      return
-    end
     q.last = q.last + 1
     q[q.last] = e
+    local n = q.last - q.first + 1
+    if n > sub._stats.queued_max then sub._stats.queued_max = n end
+    if n >= sub._max_queue then pause(sub) end
     wake(sub, "_drain_waiting")
   end
 
@@ -80,8 +101,7 @@ return function(core, T, Pool)
   -- on, unless it never was subscribed (nothing published before was
   -- its to get).
   local function mark_gap(sub)
-    if sub._gap_start == nil and sub._stats.connections > 0
-       and not sub._closed then
+    if sub._gap_start == nil and sub._ever_confirmed and not sub._closed then
       sub._gap_start = T.now()
     end
   end
@@ -95,11 +115,19 @@ return function(core, T, Pool)
     return frames
   end
 
-  -- A frame from the subscriber connection, or (nil, err) once it is lost.
-  local function on_push(sub, v, err)
-    if v == nil then
+  -- A frame from the subscriber connection; (nil, err, false) for a
+  -- refused command; (nil, err, true) once the connection is lost.
+  local function on_push(sub, v, err, lost)
+    if v == nil and lost then
       sub._lost = err
       mark_gap(sub)
+      wake(sub, "_runner_waiting")
+      return
+    end
+    if v == nil then
+      sub._stats.refused = sub._stats.refused + 1
+      sub._refused = true
+      enqueue(sub, { "error", err })
       wake(sub, "_runner_waiting")
       return
     end
@@ -116,20 +144,41 @@ return function(core, T, Pool)
         enqueue(sub, { "pmessage", v[3], v[4], v[2] })
       end
     elseif kind == "subscribe" or kind == "psubscribe" then
-      sub._confirmed = true
-    end
-    if (kind == "subscribe" or kind == "psubscribe")
-       and sub._gap_start ~= nil then
-      -- Subscribed again: whatever was published since the loss is gone.
-      local gap = { start = sub._gap_start, finish = T.now() }
-      sub._gap_start = nil
-      sub._stats.gaps = sub._stats.gaps + 1
-      enqueue(sub, { "gap", gap }, true)
+      sub._confirmed, sub._ever_confirmed = true, true
+      if sub._gap_start ~= nil then
+        -- Subscribed again: whatever was published since the loss is
+        -- gone.
+        local gap = { start = sub._gap_start, finish = T.now() }
+        sub._gap_start = nil
+        sub._stats.gaps = sub._stats.gaps + 1
+        enqueue(sub, { "gap", gap })
+      end
     end
   end
 
   local function start_hold(target, h)
     return pool_hold(h, target, 0)
+  end
+
+  -- Waits until the connection h is lost or the subscription closed;
+  -- a refused command is written again (all of the current sets) after
+  -- the pause. Returns the pause for the next refusal.
+  local function serve(sub, h, pause_s)
+    while sub._lost == nil and not sub._closed do
+      if sub._refused then
+        sub._refused = false
+        T.sleep(pause_s)
+        pause_s = math.min(pause_s * 2, MAX_REFUSED_PAUSE)
+        if sub._lost == nil and not sub._closed then
+          local frames = subscribe_frames(sub)
+          if #frames > 0 then hold_write(h, frames) end
+        end
+      else
+        sub._runner_waiting = coroutine.running()
+        coroutine.yield()
+      end
+    end
+    return pause_s
   end
 
   local function runner(sub)
@@ -140,17 +189,18 @@ return function(core, T, Pool)
       if h and (sub._closed or pool._closing) then
         hold_release(h, true)
       elseif h then
-        sub._lost, sub._confirmed = nil, false
-        local ok = hold_subscribe(h, function(v, err) on_push(sub, v, err) end)
+        sub._lost, sub._confirmed, sub._refused = nil, false, false
+        local ok = hold_subscribe(h, function(v, err, lost)
+          on_push(sub, v, err, lost)
+        end)
+        -- Still behind: this connection waits for the handler too.
+        if ok and sub._paused then ok = hold_pause(h) end
         local frames = subscribe_frames(sub)
         if ok and #frames > 0 then ok = hold_write(h, frames) end
         if ok then
           sub._h = h
           sub._stats.connections = sub._stats.connections + 1
-          while sub._lost == nil and not sub._closed do
-            sub._runner_waiting = coroutine.running()
-            coroutine.yield()
-          end
+          refused_pause = serve(sub, h, refused_pause)
           sub._h = nil
           if sub._confirmed or #frames == 0 then
             refused_pause = RETRY_PAUSE
@@ -173,9 +223,14 @@ return function(core, T, Pool)
 
   local function drainer(sub)
     local q = sub._queue
+    local low = math.floor(sub._max_queue / 2)
     while true do
-      if q.first > q.last then
-        sub._overflowing = false -- an overflow episode ends once drained
+      if sub._overflow then
+        sub._overflow = false
+        if not sub._closed then
+          sub._handler("overflow", { max_queue = sub._max_queue })
+        end
+      elseif q.first > q.last then
         if sub._closed then break end
         sub._drain_waiting = coroutine.running()
         coroutine.yield()
@@ -183,7 +238,8 @@ return function(core, T, Pool)
         local e = q[q.first]
         q[q.first] = nil
         q.first = q.first + 1
-        if e[1] ~= "overflow" and e[1] ~= "gap" then
+        if sub._paused and q.last - q.first + 1 <= low then resume(sub) end
+        if e[1] == "message" or e[1] == "pmessage" then
           sub._stats.delivered = sub._stats.delivered + 1
         end
         if not sub._closed then
@@ -197,8 +253,9 @@ return function(core, T, Pool)
   -- max_queue = 1000 } -> subscription. fn(kind, ...) is called from a
   -- task of its own, in order: ("message", channel, payload),
   -- ("pmessage", channel, payload, pattern), ("gap", {start, finish})
-  -- once per outage after it subscribed again, ("overflow", {max_queue})
-  -- once per episode of a full queue. resp pools only.
+  -- once per outage after it subscribed again, ("error", err) for a
+  -- refused SUBSCRIBE (tried again, paced), ("overflow", {max_queue})
+  -- once per pause of the connection's reading. resp pools only.
   function Pool:subscribe(opts)
     local fname = "pool:subscribe"
     if self.options.protocol ~= "resp" then
@@ -230,8 +287,8 @@ return function(core, T, Pool)
       _channels = names(fname, "channels", opts.channels),
       _patterns = names(fname, "patterns", opts.patterns),
       _queue = { first = 1, last = 0 },
-      _stats = { received = 0, delivered = 0, dropped = 0, overflows = 0,
-                 gaps = 0, connections = 0 },
+      _stats = { received = 0, delivered = 0, pauses = 0, paused_time = 0,
+                 queued_max = 0, refused = 0, gaps = 0, connections = 0 },
     }, Sub)
     T.spawn(runner, sub)
     T.spawn(drainer, sub)
@@ -270,12 +327,16 @@ return function(core, T, Pool)
                   self._patterns, patterns, false)
   end
 
-  --- sub:stats() -> {received, delivered, dropped, overflows, gaps,
-  -- connections}.
+  --- sub:stats() -> {received, delivered, pauses, paused_time, paused,
+  -- queued, queued_max, refused, gaps, connections}.
   function Sub:stats()
     local s = {}
     for k, v in pairs(self._stats) do s[k] = v end
     s.queued = self._queue.last - self._queue.first + 1
+    s.paused = self._paused == true
+    if self._paused then -- the episode going on counts too
+      s.paused_time = s.paused_time + (T.now() - self._paused_at)
+    end
     return s
   end
 
@@ -292,6 +353,7 @@ return function(core, T, Pool)
     if not self._closed then
       self._closed = true
       if self._h then hold_release(self._h, true) end
+      self._h = nil -- released: nothing pauses or resumes it any more
       wake(self, "_runner_waiting")
       wake(self, "_drain_waiting")
     end

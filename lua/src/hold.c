@@ -257,18 +257,31 @@ typedef struct lrn_push_s {
   int status;
 } lrn_push_t;
 
-/* (value, nil), or (nil, err) once the subscriber's connection is lost. */
+/* (value, nil); (nil, err, false) for a command the server refused (err
+ * carries its error reply); (nil, err, true) once the subscriber's
+ * connection is lost. */
 static int lrn_push_frame(lua_State *L, void *arg) {
   lrn_push_t *f = (lrn_push_t *)arg;
   int rc = f->status;
-  luaL_checkstack(L, 3, NULL);
+  luaL_checkstack(L, 4, NULL);
   if (rc == 0 && (rc = lrn_resp_push(L, f->ctx, f->frame, f->len)) == 0) {
     lua_pushnil(L);
     return 2;
   }
   lua_pushnil(L);
+  if (rc == RN_EREPLY && f->frame != NULL) {
+    rn_result_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = RN_EREPLY;
+    r.body = f->frame;
+    r.body_len = f->len;
+    lrn_error_push_result(L, f->ctx, &r);
+    lua_pushboolean(L, 0);
+    return 3;
+  }
   lrn_error_push_code(L, f->ctx, rc);
-  return 2;
+  lua_pushboolean(L, f->frame == NULL);
+  return 3;
 }
 
 static void lrn_hold_pushed(rn_hold_t *hold, void *data, const char *frame,
@@ -282,12 +295,13 @@ static void lrn_hold_pushed(rn_hold_t *hold, void *data, const char *frame,
   f.status = status;
   if (hu->sub_ref != LUA_NOREF)
     lrn_dispatch(hu->ctx, hu->sub_ref, lrn_push_frame, &f);
-  if (status != 0) lrn_unref(hu->ctx, &hu->sub_ref); /* the last call */
+  if (frame == NULL) lrn_unref(hu->ctx, &hu->sub_ref); /* the last call */
 }
 
 /* hold_subscribe(hold, fn) -> true | nil, err: fn(value, nil) for every
- * push frame or subscribe-mode array, in order; fn(nil, err) once when
- * the connection is lost (never after hold_release). */
+ * push frame or subscribe-mode array, in order; fn(nil, err, false) for a
+ * command hold_write wrote that the server refused; fn(nil, err, true)
+ * once when the connection is lost (never after hold_release). */
 static int lrn_hold_subscribe(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p;
@@ -331,6 +345,29 @@ static int lrn_hold_write(lua_State *L) {
   return 1;
 }
 
+/* hold_pause(hold) / hold_resume(hold) -> true | nil, err: stop and
+ * start reading a subscriber's connection (its fn hears nothing while
+ * paused; resumed, from the loop). */
+static int lrn_hold_flow(lua_State *L, int (*flow)(rn_hold_t *)) {
+  lrn_ctx_t *ctx = lrn_ctx(L);
+  lrn_pool_t *p;
+  lrn_hold_ud_t *hu = lrn_hold_get(L, 1, &p);
+  int rc;
+  if (hu->hold == NULL || p == NULL)
+    return lrn_hold_refused(L, ctx, hu, RN_ECLOSED);
+  if ((rc = flow(hu->hold)) != 0) return lrn_hold_refused(L, ctx, hu, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lrn_hold_pause(lua_State *L) {
+  return lrn_hold_flow(L, rn_hold_pause);
+}
+
+static int lrn_hold_resume(lua_State *L) {
+  return lrn_hold_flow(L, rn_hold_resume);
+}
+
 static const luaL_Reg lrn_hold_funcs[] = {
     {"pool_hold", lrn_pool_hold},
     {"hold_send", lrn_hold_send},
@@ -339,6 +376,8 @@ static const luaL_Reg lrn_hold_funcs[] = {
     {"hold_unknown", lrn_hold_unknown_l},
     {"hold_subscribe", lrn_hold_subscribe},
     {"hold_write", lrn_hold_write},
+    {"hold_pause", lrn_hold_pause},
+    {"hold_resume", lrn_hold_resume},
     {NULL, NULL}};
 
 /* With the pool's upvalues: pool_hold looks the pool up as they do. */

@@ -82,9 +82,10 @@ struct rn_call_s {
                               by the server's own (RN_REPLY_HELLO) */
   unsigned setup : 1;      /* internal: a setup request (conn_setup.c),
                               answered like a caller's request */
-  unsigned unanswered : 1; /* internal: subscribe.c's (UN)SUBSCRIBE bytes,
-                              answered through the subscriber's callback:
-                              released once written, never in `sent` */
+  unsigned sub_cmd : 1;    /* internal: a (P|S)(UN)SUBSCRIBE written by
+                              subscribe.c: in `sent` until its sub_left
+                              confirmations (or its error) came, so that
+                              each reply goes to what it answers */
   uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */
   uint64_t rnp_id;          /* rnp: the id of the attempt in flight */
   /* Hedging: a hedge is a shadow call carrying one more attempt of its
@@ -105,6 +106,7 @@ struct rn_call_s {
   struct rn__batch_s *batch;
   uint32_t batch_n;
   uint32_t batch_got;
+  uint32_t sub_left; /* sub_cmd: confirmations still to come, one a name */
   /* A held call (hold.c): it goes only on its hold's connection and is
    * never placed elsewhere (held); hold is its hold while it counts there
    * (cleared when it completes or the hold is released). */
@@ -185,6 +187,11 @@ struct rn_conn_s {
   rn_push_cb sub_cb;
   void *sub_data;
   struct rn_hold_s *sub_hold; /* (conn->hold is cleared first on close) */
+  /* Back-pressure (rn_hold_pause): nothing is read from the socket, nor
+   * delivered from rbuf, until resumed; resume_later starts reading again
+   * from the loop. */
+  unsigned paused : 1;
+  rn_deferred_t resume_later;
 };
 
 struct rn_pool_endpoint_s {
@@ -469,6 +476,11 @@ static inline int rn__conn_fits(const rn_conn_t *conn, size_t len) {
  * waits: a GOAWAY may). 0 if it is usable; otherwise it is closed or
  * retiring, and returns why (EOF, a reset, stray bytes). */
 int rn__conn_check_idle(rn_conn_t *conn);
+/* Back-pressure (subscribe.c): pause stops reading conn (ready) at once,
+ * frames already read included; resume starts again from the loop (never
+ * inside the call), the frames already read first. */
+void rn__conn_read_pause(rn_conn_t *conn);
+void rn__conn_read_resume(rn_conn_t *conn);
 
 /* Queues a frame of the connection's own: a ping, or the handshake (rnp
  * HELLO, answered by RN_REPLY_HELLO). 0, UV_EINVAL or UV_ENOMEM. */
@@ -620,8 +632,10 @@ int rn__hold_error(const rn_call_t *call);
 void rn__hold_pool_closing(rn_pool_t *pool);
 /* Whether conn is held by a caller (not merely reserved). */
 int rn__hold_granted(const rn_conn_t *conn);
-/* subscribe.c: m (read on a subscriber connection) went to its callback:
- * 1; 0 if it is matched as any reply (a ping's answer). */
+/* subscribe.c: m (read on a subscriber connection) went to its callback
+ * (or answered a command written by rn_hold_write): 1; 0 if it is matched
+ * as any reply (a ping's answer); or the error that closes the
+ * connection. */
 int rn__subscribe_deliver(rn_conn_t *conn, const rn_reply_t *m);
 /* The subscriber connection is closing: its callback hears err, once. */
 void rn__subscribe_conn_closed(rn_conn_t *conn, int err);

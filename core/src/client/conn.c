@@ -26,6 +26,7 @@ static void conn_flush(rn_conn_t *conn);
 static void conn_flush_later(rn_deferred_t *deferred);
 static void conn_become_ready(rn_conn_t *conn);
 static void conn_start_protocol(rn_conn_t *conn);
+static void conn_resume_later(rn_deferred_t *deferred);
 
 static void conn_set_state(rn_conn_t *conn, rn_conn_state_t state) {
   rn_pool_endpoint_t *ep = conn->endpoint;
@@ -97,6 +98,7 @@ int rn__conn_open(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   conn->connect_req.data = conn;
   conn->write_req.data = conn;
   rn__deferred_init(&conn->flush_later, conn_flush_later);
+  rn__deferred_init(&conn->resume_later, conn_resume_later);
 
   if (ep->address.kind == RN_ENDPOINT_TCP && ep->literal.ai_addr == NULL) {
     /* Names go through the thread pool, so a slow resolver never blocks
@@ -172,7 +174,8 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
     rn_list_remove(&conn->node);
     rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
   }
-  if (call->tombstone) { /* the reply of an abandoned attempt */
+  if (call->tombstone || call->sub_cmd) { /* an abandoned attempt's reply,
+                                               a command's last answer */
     rn__call_release(call);
     return 0;
   }
@@ -233,7 +236,8 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
   rn_call_t *call;
   int err;
 
-  if (conn->sub_cb != NULL && rn__subscribe_deliver(conn, m)) return 0;
+  if (conn->sub_cb != NULL && (err = rn__subscribe_deliver(conn, m)) != 0)
+    return err < 0 ? err : 0;
   if (m->kind == RN_REPLY_IN_ORDER) {
     call = rn_list_empty(&conn->sent)
                ? NULL
@@ -304,11 +308,12 @@ static int conn_read_tls(rn_conn_t *conn, const uv_buf_t *buf, ssize_t nread,
   return 1;
 }
 
+static void conn_consume(rn_conn_t *conn, int peer_done);
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
   rn_pool_t *pool = conn->pool;
-  size_t pos = 0;
   int peer_done = 0;
 
   if (nread == 0) return;
@@ -339,8 +344,18 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn__conn_close(conn, RN_EUNEXPECTED);
     return;
   }
+  conn_consume(conn, peer_done);
+}
 
-  while (pos < conn->rbuf.len && conn->state != RN_CONN_CLOSING) {
+/* Hands the whole frames in rbuf to whom they concern, until a callback
+ * paused the connection (they wait in rbuf) or closed it. peer_done: the
+ * server's TLS close_notify followed them. */
+static void conn_consume(rn_conn_t *conn, int peer_done) {
+  rn_pool_t *pool = conn->pool;
+  size_t pos = 0;
+
+  while (pos < conn->rbuf.len && conn->state != RN_CONN_CLOSING &&
+         !conn->paused) {
     rn_reply_t m;
     int r = rn__codec_reply(&pool->codec, &conn->scan, conn->rbuf.base + pos,
                             conn->rbuf.len - pos, &m);
@@ -382,8 +397,40 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   if (conn->suspect && conn->queued == 0 && pool->ping_frame.len == 0 &&
       conn->state == RN_CONN_READY)
     rn__conn_suspect_drained(conn);
-  /* TLS: the server's close_notify followed its last bytes. */
+  /* TLS: the server's close_notify followed its last bytes (a paused
+   * subscriber loses those it did not deliver, as when its heartbeat
+   * finds the peer gone: the loss is a gap). */
   if (peer_done && conn->state != RN_CONN_CLOSING) rn__conn_close(conn, UV_EOF);
+}
+
+void rn__conn_read_pause(rn_conn_t *conn) {
+  if (conn->paused || conn->state != RN_CONN_READY) return;
+  conn->paused = 1;
+  rn__deferred_cancel(&conn->resume_later);
+  /* TLS too: every record read was decrypted into rbuf, none waits
+   * inside the session. */
+  uv_read_stop(&conn->h.stream);
+}
+
+void rn__conn_read_resume(rn_conn_t *conn) {
+  if (!conn->paused || conn->state != RN_CONN_READY) return;
+  conn->paused = 0;
+  /* Nothing was read while paused: the silence judged from now on is the
+   * peer's, not ours (conn_liveness.c). */
+  conn->waiting_since = rn_loop_now(conn->pool->loop);
+  rn__loop_defer(conn->pool->loop, &conn->resume_later);
+}
+
+static void conn_resume_later(rn_deferred_t *deferred) {
+  rn_conn_t *conn = RN_CONTAINER_OF(deferred, rn_conn_t, resume_later);
+  int err;
+  if (conn->paused || conn->state != RN_CONN_READY) return;
+  err = uv_read_start(&conn->h.stream, conn_alloc, conn_on_read);
+  if (err) {
+    rn__conn_close(conn, err);
+    return;
+  }
+  conn_consume(conn, 0); /* what was read before the pause first */
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
@@ -661,12 +708,6 @@ static int conn_has_output(const rn_conn_t *conn) {
 /* The call's bytes are in the batch about to be written. */
 static void conn_written(rn_conn_t *conn, rn_call_t *call) {
   rn_list_remove(&call->node);
-  if (call->unanswered) { /* its answers go to the subscriber */
-    call->conn = NULL;
-    rn__conn_count_call(conn, call, -1);
-    rn__call_release(call);
-    return;
-  }
   rn_list_insert_tail(&conn->sent, &call->node);
   rn__fate_written(call);
 }
@@ -761,8 +802,12 @@ void rn__conn_retire(rn_conn_t *conn, const char *reason) {
   /* It takes no new calls, so it holds no place in the pool either: a
    * replacement may open while it drains. */
   conn->endpoint->open--;
-  /* A held one closes when it is given back (rn_hold_release). */
-  if ((conn->queued == 0 && conn->hold == NULL) || conn_goaway_done(conn))
+  /* A held one closes when it is given back (rn_hold_release). A
+   * subscriber is not given back while its subscription lives: its
+   * server no longer being the pool's (dropped by discovery, in the wrong
+   * role) closes it now, and the subscription moves (its loss a gap). */
+  if ((conn->queued == 0 && conn->hold == NULL) || conn_goaway_done(conn) ||
+      conn->sub_cb != NULL)
     rn__conn_close(conn, 0);
 }
 
@@ -930,6 +975,7 @@ void rn__conn_close(rn_conn_t *conn, int err) {
   rn_timer_stop(&conn->connect_timer);
   rn_timer_stop(&conn->heartbeat_timer);
   rn__deferred_cancel(&conn->flush_later);
+  rn__deferred_cancel(&conn->resume_later);
   rn__conn_hand_over_probing(conn);
   if (conn->resolving) uv_cancel((uv_req_t *)&conn->resolve_req);
   /* A dead peer's socket may stay open as its endpoint's probe. */
@@ -948,7 +994,8 @@ void rn__conn_close(rn_conn_t *conn, int err) {
     call->conn = NULL;
     rn__conn_count_call(conn, call, -1);
     if (call->internal) {
-      if (!call->tombstone && !call->setup) pool->stats.heartbeats_missed++;
+      if (!call->tombstone && !call->setup && !call->sub_cmd)
+        pool->stats.heartbeats_missed++;
       rn__call_release(call);
     } else {
       rn__fate_lost(call, err);

@@ -232,11 +232,19 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
     return;
   }
   if (conn->state != RN_CONN_READY) return;
-  if (conn->blocking > 0) {
-    /* A blocking call is out: silence is its answer. No verdict, no ping
-     * (it would wait behind the call); keepalive, TCP_USER_TIMEOUT and
-     * the call's deadline watch the connection meanwhile. Its idle
+  if (conn->blocking > 0 || conn->paused) {
+    /* A blocking call is out: silence is its answer. A paused subscriber
+     * reads nothing: the answer to its ping may sit unread. No verdict,
+     * no ping (it would wait behind the call, or unread); keepalive,
+     * TCP_USER_TIMEOUT and the call's deadline watch the connection
+     * meanwhile, and a paused one looks for a FIN or RST every interval
+     * (one that comes behind unread bytes waits for the resume). Its idle
      * siblings need a prober that does ping. */
+    int err = conn->paused ? conn_peer_gone(conn) : 0;
+    if (err != 0) {
+      rn__conn_close(conn, err);
+      return;
+    }
     rn__conn_hand_over_probing(conn);
     rn_timer_start(timer, o->heartbeat.interval_ms);
     return;

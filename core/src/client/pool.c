@@ -1078,7 +1078,9 @@ static void pool_maintain(rn_timer_t *timer) {
       rn_conn_t *conn = RN_CONTAINER_OF(pos, rn_conn_t, node);
       tmp = pos->prev;
       if (conn->state != RN_CONN_READY) continue;
-      if (conn->expires_at != 0 && now >= conn->expires_at)
+      /* (Not a subscriber: moving it would cost a gap.) */
+      if (conn->expires_at != 0 && now >= conn->expires_at &&
+          conn->sub_cb == NULL)
         rn__conn_retire(conn, "max_lifetime");
       if (conn->retiring) continue;
       /* Its prober left with no neighbour to take over. */

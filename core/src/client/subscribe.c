@@ -4,25 +4,36 @@
  * RESP2 sends arrays in the reply stream that answer no call (one
  * confirmation per channel of a SUBSCRIBE, then every message). Matched
  * by position they would be taken for the oldest call's reply, so a
- * subscriber's connection routes them to its callback first and matches
- * only the rest (the heartbeat's pong: ["pong", ""] in RESP2) as usual.
- * The (UN)SUBSCRIBE commands themselves are written with no call
- * attached (their answers are among those frames), so nothing waits in
- * `sent` but pings: the heartbeat's deadline is what judges the peer. */
+ * subscriber's connection routes them to its callback first.
+ *
+ * What was written keeps its order in `sent`: each (UN)SUBSCRIBE is an
+ * internal call (sub_cmd) that leaves with its last confirmation, one per
+ * name, or with the error that refuses it (-NOPERM from an ACL); the
+ * heartbeat's pings sit among them. So an error reply goes to what it
+ * answers: the command's refusal to the callback, a ping's (a -LOADING)
+ * to the ping, never one for the other. The heartbeat judges the
+ * silence of both.
+ *
+ * Back-pressure: rn_hold_pause stops reading the connection (frames read
+ * already wait in its buffer) until rn_hold_resume; the server's and the
+ * kernel's buffers hold the rest. */
 #include "client.h"
 
 #include <string.h>
 #include <strings.h>
 
-/* The first element of the RESP array (or push) at body, if it is a
- * bulk or simple string: *name, *n. */
+/* The first element of the RESP array (or push) at p, if it is a bulk or
+ * simple string: *name, *n; and the array's length, *count. */
 static int sub_first_word(const char *p, size_t len, const char **name,
-                          size_t *n) {
+                          size_t *n, size_t *count) {
   const char *end = p + len, *nl;
   size_t k = 0;
   if (len < 4 || (p[0] != '*' && p[0] != RN_RESP_PUSH)) return 0;
   nl = memchr(p, '\n', len);
   if (nl == NULL || nl + 1 >= end) return 0;
+  *count = 0;
+  while (++p < nl - 1 && *p >= '0' && *p <= '9')
+    *count = *count * 10 + (size_t)(*p - '0');
   p = nl + 1;
   if (*p == '+') {
     nl = memchr(p, '\r', (size_t)(end - p));
@@ -41,32 +52,70 @@ static int sub_first_word(const char *p, size_t len, const char **name,
   return 1;
 }
 
-static int sub_is_event(const char *name, size_t n) {
-  static const char *const kinds[] = {
-      "message",     "pmessage",     "smessage",     "subscribe",
-      "unsubscribe", "psubscribe",   "punsubscribe", "ssubscribe",
-      "sunsubscribe"};
+/* What a subscribe-mode frame is. The confirmations bear the name of the
+ * command they confirm. */
+enum { SUB_OTHER, SUB_MESSAGE, SUB_CONFIRM };
+
+static int sub_is(const char *name, size_t n, const char *word) {
+  return strlen(word) == n && strncasecmp(name, word, n) == 0;
+}
+
+static int sub_kind(const char *name, size_t n) {
+  static const char *const confirms[] = {
+      "subscribe",  "unsubscribe",  "psubscribe",
+      "punsubscribe", "ssubscribe", "sunsubscribe"};
   size_t i;
-  for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
-    if (strlen(kinds[i]) == n && strncasecmp(name, kinds[i], n) == 0)
-      return 1;
-  return 0;
+  if (sub_is(name, n, "message") || sub_is(name, n, "pmessage") ||
+      sub_is(name, n, "smessage"))
+    return SUB_MESSAGE;
+  for (i = 0; i < sizeof(confirms) / sizeof(confirms[0]); i++)
+    if (sub_is(name, n, confirms[i])) return SUB_CONFIRM;
+  return SUB_OTHER;
+}
+
+static void sub_tell(rn_conn_t *conn, const char *frame, size_t len,
+                     int status) {
+  conn->pool->callback_depth++;
+  conn->sub_cb(conn->sub_hold, conn->sub_data, frame, len, status);
+  conn->pool->callback_depth--;
+}
+
+/* Whether the confirmation `name` is one of cmd's (an unasked one, a
+ * server-side sunsubscribe say, is not counted against it). */
+static int sub_confirms(const rn_call_t *cmd, const char *name, size_t n) {
+  const char *c;
+  size_t cn, count;
+  return sub_first_word(cmd->frame, cmd->frame_len, &c, &cn, &count) &&
+         cn == n && strncasecmp(c, name, n) == 0;
 }
 
 int rn__subscribe_deliver(rn_conn_t *conn, const rn_reply_t *m) {
-  rn_pool_t *pool = conn->pool;
+  rn_call_t *oldest =
+      rn_list_empty(&conn->sent)
+          ? NULL
+          : RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
   const char *name;
-  size_t n;
-  if (m->kind == RN_REPLY_IN_ORDER) {
-    if (!sub_first_word(m->body, m->body_len, &name, &n) ||
-        !sub_is_event(name, n))
-      return 0;
-  } else if (m->kind != RN_REPLY_PUSH) {
-    return 0;
+  size_t n, count;
+  int kind = SUB_OTHER;
+
+  if (m->kind != RN_REPLY_IN_ORDER && m->kind != RN_REPLY_PUSH) return 0;
+  if (sub_first_word(m->body, m->body_len, &name, &n, &count))
+    kind = sub_kind(name, n);
+  if (m->kind == RN_REPLY_PUSH || kind != SUB_OTHER) {
+    /* The command's account is settled before its callback runs, which
+     * may release the hold (and so free the command). */
+    if (kind == SUB_CONFIRM && oldest != NULL && oldest->sub_cmd &&
+        sub_confirms(oldest, name, n) && --oldest->sub_left == 0)
+      rn__conn_take(conn, oldest);
+    sub_tell(conn, m->body, m->body_len, 0);
+    return 1;
   }
-  pool->callback_depth++;
-  conn->sub_cb(conn->sub_hold, conn->sub_data, m->body, m->body_len, 0);
-  pool->callback_depth--;
+  if (oldest == NULL || !oldest->sub_cmd) return 0; /* a ping's answer */
+  /* The command's only possible answer that is no confirmation: the
+   * server refused it. Anything else breaks the order. */
+  if (!(m->flags & RN_FRAME_ERROR)) return RN_EUNEXPECTED;
+  rn__conn_take(conn, oldest);
+  sub_tell(conn, m->body, m->body_len, RN_EREPLY);
   return 1;
 }
 
@@ -93,9 +142,20 @@ int rn_hold_subscribe(rn_hold_t *hold, rn_push_cb cb, void *data) {
   return 0;
 }
 
+/* The names of the subscribe-family command f (one whole request), or 0
+ * if it is none or names nothing. */
+static size_t sub_command_names(const char *f, size_t len) {
+  const char *name;
+  size_t n, count;
+  if (f[0] != '*' || !sub_first_word(f, len, &name, &n, &count) ||
+      count < 2 || sub_kind(name, n) != SUB_CONFIRM)
+    return 0;
+  return count - 1;
+}
+
 int rn_hold_write(rn_hold_t *hold, const char *frames, size_t len) {
   rn_pool_t *pool;
-  rn_call_t *call;
+  rn_list_t made;
   size_t off = 0;
   int err;
   rn_conn_t *conn = rn__hold_conn(hold, &err);
@@ -103,21 +163,69 @@ int rn_hold_write(rn_hold_t *hold, const char *frames, size_t len) {
   pool = conn->pool;
   if (conn->sub_cb == NULL || frames == NULL || len == 0) return UV_EINVAL;
   if (len > pool->codec.max_frame) return RN_EFRAMESIZE;
-  while (off < len) { /* whole requests only */
+  while (off < len) { /* whole subscribe commands only, checked first */
     rn_frame_t f;
-    if (rn_codec_frame(&pool->codec, frames + off, len - off, &f) != 1)
+    if (rn_codec_frame(&pool->codec, frames + off, len - off, &f) != 1 ||
+        sub_command_names(frames + off, f.size) == 0)
       return UV_EINVAL;
     off += f.size;
   }
-  call = rn__call_new(pool);
-  if (call == NULL) return UV_ENOMEM;
-  call->internal = 1;
-  call->unanswered = 1;
-  if ((err = rn__call_set_frame(call, frames, len)) != 0) {
-    call->done = 1;
-    rn__call_release(call);
-    return err;
+  /* One call each, made before any is queued: all or none leave. */
+  rn_list_init(&made);
+  for (off = 0; off < len;) {
+    rn_frame_t f;
+    rn_call_t *call = rn__call_new(pool);
+    rn_codec_frame(&pool->codec, frames + off, len - off, &f);
+    err = call == NULL ? UV_ENOMEM
+                       : rn__call_set_frame(call, frames + off, f.size);
+    if (err != 0) {
+      if (call != NULL) rn_list_insert_tail(&made, &call->node);
+      while (!rn_list_empty(&made)) {
+        rn_call_t *c = RN_CONTAINER_OF(made.next, rn_call_t, node);
+        rn_list_remove(&c->node);
+        rn_list_init(&c->node);
+        c->done = 1;
+        rn__call_release(c);
+      }
+      return err;
+    }
+    call->internal = 1;
+    call->sub_cmd = 1;
+    call->sub_left = (uint32_t)sub_command_names(frames + off, f.size);
+    rn_list_insert_tail(&made, &call->node);
+    off += f.size;
   }
-  rn__conn_enqueue(conn, call);
+  while (!rn_list_empty(&made)) {
+    rn_call_t *call = RN_CONTAINER_OF(made.next, rn_call_t, node);
+    rn_list_remove(&call->node);
+    rn_list_init(&call->node);
+    rn__conn_enqueue(conn, call);
+  }
+  return 0;
+}
+
+/* The subscriber's connection, or NULL and *err. */
+static rn_conn_t *sub_conn(const rn_hold_t *hold, int *err) {
+  rn_conn_t *conn = rn__hold_conn(hold, err);
+  if (conn != NULL && conn->sub_cb == NULL) {
+    *err = UV_EINVAL;
+    return NULL;
+  }
+  return conn;
+}
+
+int rn_hold_pause(rn_hold_t *hold) {
+  int err;
+  rn_conn_t *conn = sub_conn(hold, &err);
+  if (conn == NULL) return err;
+  rn__conn_read_pause(conn);
+  return 0;
+}
+
+int rn_hold_resume(rn_hold_t *hold) {
+  int err;
+  rn_conn_t *conn = sub_conn(hold, &err);
+  if (conn == NULL) return err;
+  rn__conn_read_resume(conn);
   return 0;
 }
