@@ -412,6 +412,33 @@ describe("pool:subscribe", function()
     redis:close()
   end)
 
+  it("a sibling connection closed by the server does not cost the "
+     .. "subscriber a gap", function()
+    local redis, port = launch()
+    local ep = "127.0.0.1:" .. port
+    local pool = H.pool { endpoints = { ep }, timeout = 2 }
+    local admin = H.pool { endpoints = { ep }, timeout = 2 }
+    local got = recorder()
+    H.go(function()
+      local sub = pool:subscribe { channels = { "sib" },
+                                   handler = got.handler }
+      publish_until_heard(admin, "sib", got, 5)
+      -- A plain call's connection: the subscriber's is held, so the call
+      -- takes another one on the same endpoint.
+      local id = assert(pool:call { "CLIENT", "ID" })
+      assert.equal(1, admin:call { "CLIENT", "KILL", "ID", tostring(id) })
+      wait_for(function()
+        return pool:stats().evictions.peer_closed >= 1
+      end, 5, "the sibling's close")
+      admin:call { "PUBLISH", "sib", "after" }
+      wait_for(function() return got.seen["after"] end, 5, "after")
+      assert.equal(0, #got.gaps)
+      assert.equal(1, sub:stats().connections)
+      sub:close()
+    end, 30)
+    redis:close()
+  end)
+
   it("RESP3 (HELLO 3 in setup): push frames, pings answered +PONG, "
      .. "SIGKILL + restart with one gap", function()
     local redis, port = launch()

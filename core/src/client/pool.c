@@ -929,7 +929,7 @@ void rn__pool_conn_answered(rn_pool_t *pool, rn_conn_t *conn) {
  * and are most likely dead too. Close them now rather than discover it one
  * failed call at a time. Busy ones find out by themselves, but after a
  * reset or EOF take no new calls until they prove their peer alive.
- * Other endpoints are not touched. */
+ * Subscribers and other endpoints are not touched. */
 static void pool_drop_siblings(rn_pool_t *pool, rn_conn_t *conn, int gone) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   rn_list_t *pos, *tmp;
@@ -937,6 +937,10 @@ static void pool_drop_siblings(rn_pool_t *pool, rn_conn_t *conn, int gone) {
   rn_list_foreach_safe(pos, tmp, &ep->conns) {
     rn_conn_t *sibling = RN_CONTAINER_OF(pos, rn_conn_t, node);
     if (sibling == conn || sibling->state != RN_CONN_READY) continue;
+    /* A subscriber's own heartbeat judges it: closed on a guess, it would
+     * lose its messages (a gap) whenever one sibling is closed alone (a
+     * server's idle timeout, CLIENT KILL). */
+    if (sibling->sub_cb != NULL) continue;
     if (sibling->queued == 0)
       rn__conn_close(sibling, RN_ESTALE);
     else if (gone)
