@@ -149,6 +149,7 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 }
 
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
+  int handshake;
   assert(call->conn == conn && call->state != RN_SEND_UNSENT);
   /* A handshake's answers prove the server alive, not usable: that waits
    * for the whole handshake (conn_become_ready), so that a setup refused
@@ -168,9 +169,13 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
      * pool looks first, so that the next call finds it at once however
      * many siblings are busy; long idle ones gather at the head to expire.
      * (Not for a ping's reply: the prober would jump ahead of its idle
-     * siblings.) */
-    rn_list_remove(&conn->node);
-    rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
+     * siblings.) Most replies find it there already. */
+    if (conn->node.next != &conn->endpoint->conns) {
+      rn_list_remove(&conn->node);
+      rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
+    }
+    conn->last_active = rn_loop_now(conn->pool->loop);
+    return 1;
   }
   if (call->tombstone) { /* the reply of an abandoned attempt */
     rn__call_release(call);
@@ -185,16 +190,13 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
       conn_become_ready(conn);
     return 0;
   }
-  if (call->internal) { /* a ping's answer (or the handshake's) */
-    int handshake = conn->state == RN_CONN_HANDSHAKE;
-    rn__conn_ping_answered(conn);
-    rn__call_release(call);
-    if (handshake) rn__conn_handshake_done(conn);
-    if (conn->suspect) rn__conn_suspect_pong(conn);
-    return 0;
-  }
-  conn->last_active = rn_loop_now(conn->pool->loop);
-  return 1;
+  /* A ping's answer (or the handshake's). */
+  handshake = conn->state == RN_CONN_HANDSHAKE;
+  rn__conn_ping_answered(conn);
+  rn__call_release(call);
+  if (handshake) rn__conn_handshake_done(conn);
+  if (conn->suspect) rn__conn_suspect_pong(conn);
+  return 0;
 }
 
 /* Sent calls are in id order: ids are stamped as they leave. */
