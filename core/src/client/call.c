@@ -130,8 +130,8 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
   /* A hedge's end is its parent's business (fate.c): it calls no one. */
   assert(call->parent == NULL && !call->backing_off && !call->parked);
   call->done = 1;
-  rn_timer_stop(&call->deadline);
-  rn_timer_stop(&call->attempt_timer);
+  rn__timer_stop(&call->deadline);
+  rn__timer_stop(&call->attempt_timer);
   if (call->hold != NULL) rn__hold_call_ended(call, status);
 
   result.status = status;

@@ -123,6 +123,14 @@ typedef struct rn_timer_lane_s {
   uint64_t timeout;
 } rn_timer_lane_t;
 
+/* rn_timer_stop, with the test for a timer that is not running (most
+ * calls' attempt timers, every fresh call's deadline) done without a
+ * call. */
+static inline void rn__timer_stop(rn_timer_t *timer) {
+  if (timer->lane != NULL || timer->heap_index != SIZE_MAX)
+    rn_timer_stop(timer);
+}
+
 void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
                          uint64_t timeout_ms);
 /* Like rn_timer_start with the lane's timeout; rn_timer_stop and the other
