@@ -74,7 +74,7 @@ static void fate_shadow_ended(rn_call_t *shadow, int status, const char *body,
 
 /* Completes the call (its callback, once) and lets its memory go when
  * nothing holds it. A hedge completes its parent instead. */
-static void fate_end(rn_call_t *call, int status, const char *body,
+static inline void fate_end(rn_call_t *call, int status, const char *body,
                      size_t body_len, int flags) {
   if (call->parent != NULL && !call->done)
     fate_shadow_ended(call, status, body, body_len, flags);
