@@ -660,16 +660,17 @@ static int conn_has_output(const rn_conn_t *conn) {
   return !rn_list_empty(&conn->unsent) || rn__conn_tls_pending(conn);
 }
 
-/* The call's bytes are in the batch about to be written. */
+/* The call's bytes are in the batch about to be written. It stays on
+ * `unsent`, which joins `sent` whole once every call of the batch went
+ * through here (conn_flush): one splice, not a move per call. */
 static void conn_written(rn_conn_t *conn, rn_call_t *call) {
-  rn_list_remove(&call->node);
   if (call->unanswered) { /* its answers go to the subscriber */
+    rn_list_remove(&call->node);
     call->conn = NULL;
     rn__conn_count_call(conn, call, -1);
     rn__call_release(call);
     return;
   }
-  rn_list_insert_tail(&conn->sent, &call->node);
   rn__fate_written(call);
 }
 
@@ -682,7 +683,7 @@ static void conn_flush(rn_conn_t *conn) {
   rn_list_t *pos, *tmp;
   rn_buf_t *out;
   uv_buf_t buf;
-  int err;
+  int err, by_id;
 
   if (conn->writing || conn->state < RN_CONN_TLS ||
       conn->state == RN_CONN_CLOSING || !conn_has_output(conn) ||
@@ -701,10 +702,11 @@ static void conn_flush(rn_conn_t *conn) {
     rn__conn_close(conn, err);
     return;
   }
+  by_id = rn__codec_replies_by_id(&conn->pool->codec);
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
     memcpy(out->base + out->len, call->frame, call->frame_len);
-    if (rn__codec_replies_by_id(&conn->pool->codec)) {
+    if (by_id) {
       if (call->batch != NULL)
         rn__batch_stamp(conn, call, out->base + out->len);
       else
@@ -727,6 +729,7 @@ static void conn_flush(rn_conn_t *conn) {
       conn_written(conn, RN_CONTAINER_OF(pos, rn_call_t, node));
     }
   }
+  rn_list_splice_tail(&conn->sent, &conn->unsent);
   conn->unsent_bytes = 0;
 
   buf = uv_buf_init(conn->wbuf.base, (unsigned)conn->wbuf.len);

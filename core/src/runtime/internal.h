@@ -43,6 +43,16 @@ static inline void rn_list_remove(rn_list_t *node) {
   node->next->prev = node->prev;
   node->next = node->prev = node;
 }
+/* Moves every node of `from` to the tail of `to`, in order; `from` is left
+ * empty. */
+static inline void rn_list_splice_tail(rn_list_t *to, rn_list_t *from) {
+  if (rn_list_empty(from)) return;
+  from->next->prev = to->prev;
+  to->prev->next = from->next;
+  from->prev->next = to;
+  to->prev = from->prev;
+  rn_list_init(from);
+}
 #define rn_list_foreach_safe(pos, tmp, head)                                   \
   for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);           \
        (pos) = (tmp), (tmp) = (pos)->next)
