@@ -543,7 +543,7 @@ static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
      * connection only while the loop polled in this very millisecond (a
      * call made from a reply's callback); otherwise peek. A connection's
      * own last read proves nothing: the server may have died since. */
-    uv_update_time(pool->loop->uv);
+    rn__loop_update_time(pool->loop);
     if (rn_loop_now(pool->loop) <= pool->loop->last_poll ||
         rn__conn_check_idle(conn) == 0)
       break;

@@ -149,6 +149,10 @@ int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane);
 /* Before the lane's memory goes; it must hold no timers. */
 void rn__timer_lane_close(rn_timer_lane_t *lane);
 
+/* uv_update_time, skipped when the clock shows the loop's time is still
+ * current to the millisecond (cheaper than libuv's own read). */
+void rn__loop_update_time(rn_loop_t *loop);
+
 /* Jitter, not cryptography: a fast generator with a per-loop state. */
 uint64_t rn__random(rn_loop_t *loop);
 /* Uniform in [0, 1). */
