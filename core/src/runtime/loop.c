@@ -127,9 +127,11 @@ void rn__loop_update_time(rn_loop_t *loop) {
    * call asks this, almost always within the millisecond of the poll
    * that delivered the reply it is made from. */
   struct timespec ts;
+  /* ns < (ms + 1) * 1e6 is ns / 1e6 <= ms (libuv's rounding) without a
+   * division. */
   if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0 &&
-      (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u <=
-          uv_now(loop->uv))
+      (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec <
+          (uv_now(loop->uv) + 1) * 1000000u)
     return;
 #endif
   uv_update_time(loop->uv);
