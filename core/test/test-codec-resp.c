@@ -74,6 +74,13 @@ static void test_items(void) {
   ASSERT_EQ(it.integer, INT64_MAX);
   it = item_ok(S(":-9223372036854775808\r\n"), RN_RESP_INTEGER);
   ASSERT_EQ(it.integer, INT64_MIN);
+  /* Either side of the 18 digits parsed without an overflow test. */
+  it = item_ok(S(":999999999999999999\r\n"), RN_RESP_INTEGER);
+  ASSERT_EQ(it.integer, 999999999999999999);
+  it = item_ok(S(":-999999999999999999\r\n"), RN_RESP_INTEGER);
+  ASSERT_EQ(it.integer, -999999999999999999);
+  it = item_ok(S(":1000000000000000000\r\n"), RN_RESP_INTEGER);
+  ASSERT_EQ(it.integer, 1000000000000000000);
   it = item_ok(S("$5\r\nhello\r\n"), RN_RESP_BULK);
   str_is(&it, S("hello"));
   it = item_ok(S("$0\r\n\r\n"), RN_RESP_BULK);
@@ -153,6 +160,13 @@ static void test_bad_items(void) {
   BAD(":\r\n");
   BAD(":-\r\n");
   BAD(":+1\r\n");
+  /* Short lines (lengths, counts) are searched byte by byte: an LF before
+   * their CR is as bad as in a long line. */
+  BAD(":1\n");
+  BAD(":1\n2\r\n");
+  BAD("$3\nabc\r\n");
+  BAD("*1\n$1\r\na\r\n");
+  BAD(":12a\n\r\n");
   BAD(": 1\r\n");
   BAD(":1 \r\n");
   BAD(":1.5\r\n");
