@@ -96,6 +96,13 @@ static void test_items(void) {
   integer_is(S(":-42\r\n"), RN_RESP_INTEGER, -42);
   integer_is(S(":9223372036854775807\r\n"), RN_RESP_INTEGER, INT64_MAX);
   integer_is(S(":-9223372036854775808\r\n"), RN_RESP_INTEGER, INT64_MIN);
+  /* Either side of the 18 digits parsed without an overflow test. */
+  integer_is(S(":999999999999999999\r\n"), RN_RESP_INTEGER,
+             999999999999999999);
+  integer_is(S(":-999999999999999999\r\n"), RN_RESP_INTEGER,
+             -999999999999999999);
+  integer_is(S(":1000000000000000000\r\n"), RN_RESP_INTEGER,
+             1000000000000000000);
   text_is(S("$5\r\nhello\r\n"), RN_RESP_BULK, S("hello"));
   it = item_ok(S("$0\r\n\r\n"), RN_RESP_BULK);
   ASSERT_EQ(it.len, 0);
@@ -159,6 +166,13 @@ static void test_bad_items(void) {
   BAD(":\r\n");
   BAD(":-\r\n");
   BAD(":+1\r\n");
+  /* Short lines (lengths, counts) are searched byte by byte: an LF before
+   * their CR is as bad as in a long line. */
+  BAD(":1\n");
+  BAD(":1\n2\r\n");
+  BAD("$3\nabc\r\n");
+  BAD("*1\n$1\r\na\r\n");
+  BAD(":12a\n\r\n");
   BAD(": 1\r\n");
   BAD(":1 \r\n");
   BAD(":1.5\r\n");

@@ -48,15 +48,17 @@ typedef enum {
 struct rn_call_s {
   rn_list_t node;
   rn_pool_t *pool;
-  rn_conn_t *conn; /* set while on conn->unsent or conn->sent */
+  /* The two timers come first: a spare call keeps them (rn__call_new),
+   * and everything from `conn` to inline_frame is zeroed in one go. */
   rn_timer_t deadline;
+  rn_timer_t attempt_timer;     /* the current attempt's timeout, or the
+                                   wait before a policy retry */
+  rn_conn_t *conn; /* set while on conn->unsent or conn->sent */
   rn_call_cb cb;
   void *data;
   char *frame;
   size_t frame_len;
   rn_pool_endpoint_t *endpoint; /* of the last attempt (referenced) */
-  rn_timer_t attempt_timer;     /* the current attempt's timeout, or the
-                                   wait before a policy retry */
   uint64_t attempt_timeout;     /* ms; 0: none */
   unsigned attempts;            /* attempts written to a socket */
   unsigned max_attempts;

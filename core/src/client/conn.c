@@ -151,6 +151,7 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 }
 
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
+  int handshake;
   assert(call->conn == conn && call->state != RN_SEND_UNSENT);
   /* A handshake's answers prove the server alive, not usable: that waits
    * for the whole handshake (conn_become_ready), so that a setup refused
@@ -170,9 +171,13 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
      * pool looks first, so that the next call finds it at once however
      * many siblings are busy; long idle ones gather at the head to expire.
      * (Not for a ping's reply: the prober would jump ahead of its idle
-     * siblings.) */
-    rn_list_remove(&conn->node);
-    rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
+     * siblings.) Most replies find it there already. */
+    if (conn->node.next != &conn->endpoint->conns) {
+      rn_list_remove(&conn->node);
+      rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
+    }
+    conn->last_active = rn_loop_now(conn->pool->loop);
+    return 1;
   }
   if (call->tombstone || call->sub_cmd) { /* an abandoned attempt's reply,
                                                a command's last answer */
@@ -188,16 +193,13 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
       conn_become_ready(conn);
     return 0;
   }
-  if (call->internal) { /* a ping's answer (or the handshake's) */
-    int handshake = conn->state == RN_CONN_HANDSHAKE;
-    rn__conn_ping_answered(conn);
-    rn__call_release(call);
-    if (handshake) rn__conn_handshake_done(conn);
-    if (conn->suspect) rn__conn_suspect_pong(conn);
-    return 0;
-  }
-  conn->last_active = rn_loop_now(conn->pool->loop);
-  return 1;
+  /* A ping's answer (or the handshake's). */
+  handshake = conn->state == RN_CONN_HANDSHAKE;
+  rn__conn_ping_answered(conn);
+  rn__call_release(call);
+  if (handshake) rn__conn_handshake_done(conn);
+  if (conn->suspect) rn__conn_suspect_pong(conn);
+  return 0;
 }
 
 /* Sent calls are in id order: ids are stamped as they leave. */
@@ -705,10 +707,11 @@ static int conn_has_output(const rn_conn_t *conn) {
   return !rn_list_empty(&conn->unsent) || rn__conn_tls_pending(conn);
 }
 
-/* The call's bytes are in the batch about to be written. */
+/* The call's bytes are in the batch about to be written. It stays on
+ * `unsent`, which joins `sent` whole once every call of the batch went
+ * through here (conn_flush): one splice, not a move per call. */
 static void conn_written(rn_conn_t *conn, rn_call_t *call) {
-  rn_list_remove(&call->node);
-  rn_list_insert_tail(&conn->sent, &call->node);
+  (void)conn;
   rn__fate_written(call);
 }
 
@@ -721,7 +724,7 @@ static void conn_flush(rn_conn_t *conn) {
   rn_list_t *pos, *tmp;
   rn_buf_t *out;
   uv_buf_t buf;
-  int err;
+  int err, by_id;
 
   if (conn->writing || conn->state < RN_CONN_TLS ||
       conn->state == RN_CONN_CLOSING || !conn_has_output(conn) ||
@@ -740,10 +743,11 @@ static void conn_flush(rn_conn_t *conn) {
     rn__conn_close(conn, err);
     return;
   }
+  by_id = rn__codec_replies_by_id(&conn->pool->codec);
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
     memcpy(out->base + out->len, call->frame, call->frame_len);
-    if (rn__codec_replies_by_id(&conn->pool->codec)) {
+    if (by_id) {
       if (call->batch != NULL)
         rn__batch_stamp(conn, call, out->base + out->len);
       else
@@ -766,6 +770,7 @@ static void conn_flush(rn_conn_t *conn) {
       conn_written(conn, RN_CONTAINER_OF(pos, rn_call_t, node));
     }
   }
+  rn_list_splice_tail(&conn->sent, &conn->unsent);
   conn->unsent_bytes = 0;
 
   buf = uv_buf_init(conn->wbuf.base, (unsigned)conn->wbuf.len);

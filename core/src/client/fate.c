@@ -74,7 +74,7 @@ static void fate_shadow_ended(rn_call_t *shadow, int status, const char *body,
 
 /* Completes the call (its callback, once) and lets its memory go when
  * nothing holds it. A hedge completes its parent instead. */
-static void fate_end(rn_call_t *call, int status, const char *body,
+static inline void fate_end(rn_call_t *call, int status, const char *body,
                      size_t body_len, int flags) {
   if (call->parent != NULL && !call->done)
     fate_shadow_ended(call, status, body, body_len, flags);
@@ -175,7 +175,7 @@ int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
                                                    : pool->options.timeout_ms;
   /* The deadline counts from now, not from the loop's cached clock, which
    * is stale after time spent outside uv_run or in a long callback. */
-  uv_update_time(pool->loop->uv);
+  rn__loop_update_time(pool->loop);
   call->deadline.cb = rn__fate_deadline;
   call->attempt_timeout = options != NULL && options->attempt_timeout_ms
                               ? options->attempt_timeout_ms

@@ -472,7 +472,7 @@ static int pool_all_full(rn_pool_t *pool) {
  * call costs more than it balances. A connection moves to the tail when a
  * reply arrives on it, so the walk from there meets the one just answered
  * first; reusing it lets the others stay idle and expire. */
-static rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip,
+static inline rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip,
                                 size_t len) {
   int want_idle = ep->busy < ep->ready;
   rn_conn_t *best = NULL;
@@ -507,7 +507,7 @@ static int pool_endpoint_open_for_calls(rn_pool_t *pool,
  * spread over them. `avoid` (where a call's last attempt failed) is taken
  * only if no other endpoint can; `skip` (a hedged call's own connection)
  * never. */
-static rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
+static inline rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
                                 rn_conn_t *skip, size_t len) {
   rn_conn_t *best = NULL, *fallback = NULL;
   unsigned best_load = UINT_MAX;
@@ -552,7 +552,7 @@ static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
      * connection only while the loop polled in this very millisecond (a
      * call made from a reply's callback); otherwise peek. A connection's
      * own last read proves nothing: the server may have died since. */
-    uv_update_time(pool->loop->uv);
+    rn__loop_update_time(pool->loop);
     if (rn_loop_now(pool->loop) <= pool->loop->last_poll ||
         rn__conn_check_idle(conn) == 0)
       break;

@@ -96,8 +96,13 @@ int rn_codec_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
   r = codec->type->scan != NULL
           ? codec->type->scan(codec, scan, data, len, frame)
           : codec->type->frame(codec, data, len, frame);
+  /* Once a frame is done (or the stream is broken) the next starts
+   * afresh. A codec without a scan keeps nothing but `need`: resetting
+   * that alone spares every frame a free() and a memset. */
   if (r == 0)
     scan->need = frame->size;
+  else if (codec->type->scan == NULL)
+    scan->need = 0;
   else
     rn_frame_scan_reset(scan);
   return r;

@@ -126,9 +126,12 @@ static int resp_walk(const rn_codec_t *codec, rn_frame_scan_t *scan,
       if (it.type == RN_RESP_MAP || it.type == RN_RESP_ATTRIBUTE)
         children *= 2; /* pairs; integer <= INT64_MAX, so no wrap */
     }
-    room = (max - off) / RN_RESP_MIN_ITEM;
-    if (owed > room || children > room - owed)
-      return RN_EFRAMESIZE;
+    /* (Nothing owed and no children: the frame is whole, and fits.) */
+    if (owed > 0 || children > 0) {
+      room = (max - off) / RN_RESP_MIN_ITEM;
+      if (owed > room || children > room - owed)
+        return RN_EFRAMESIZE;
+    }
     if (children > 0) {
       left[++depth] = children;
       owed += children;

@@ -43,6 +43,16 @@ static inline void rn_list_remove(rn_list_t *node) {
   node->next->prev = node->prev;
   node->next = node->prev = node;
 }
+/* Moves every node of `from` to the tail of `to`, in order; `from` is left
+ * empty. */
+static inline void rn_list_splice_tail(rn_list_t *to, rn_list_t *from) {
+  if (rn_list_empty(from)) return;
+  from->next->prev = to->prev;
+  to->prev->next = from->next;
+  from->prev->next = to;
+  to->prev = from->prev;
+  rn_list_init(from);
+}
 #define rn_list_foreach_safe(pos, tmp, head)                                   \
   for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);           \
        (pos) = (tmp), (tmp) = (pos)->next)
@@ -123,6 +133,14 @@ typedef struct rn_timer_lane_s {
   uint64_t timeout;
 } rn_timer_lane_t;
 
+/* rn_timer_stop, with the test for a timer that is not running (most
+ * calls' attempt timers, every fresh call's deadline) done without a
+ * call. */
+static inline void rn__timer_stop(rn_timer_t *timer) {
+  if (timer->lane != NULL || timer->heap_index != SIZE_MAX)
+    rn_timer_stop(timer);
+}
+
 void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
                          uint64_t timeout_ms);
 /* Like rn_timer_start with the lane's timeout; rn_timer_stop and the other
@@ -130,6 +148,10 @@ void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
 int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane);
 /* Before the lane's memory goes; it must hold no timers. */
 void rn__timer_lane_close(rn_timer_lane_t *lane);
+
+/* uv_update_time, skipped when the clock shows the loop's time is still
+ * current to the millisecond (cheaper than libuv's own read). */
+void rn__loop_update_time(rn_loop_t *loop);
 
 /* Jitter, not cryptography: a fast generator with a per-loop state. */
 uint64_t rn__random(rn_loop_t *loop);

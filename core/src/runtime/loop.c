@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 
 static void loop_run_deferred(rn_loop_t *loop) {
   /* Until empty: deferred work may defer more (a failed write moves its
@@ -116,6 +117,25 @@ int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
 uv_loop_t *rn_loop_uv(rn_loop_t *loop) { return loop->uv; }
 
 uint64_t rn_loop_now(rn_loop_t *loop) { return uv_now(loop->uv); }
+
+void rn__loop_update_time(rn_loop_t *loop) {
+#ifndef _WIN32
+  /* The clock libuv's own time comes from (CLOCK_MONOTONIC, or its coarse
+   * twin, never ahead of it), in the same milliseconds: when it says no
+   * millisecond has passed since the loop's time was taken, that time is
+   * current and uv_update_time would only read the clock again. Every
+   * call asks this, almost always within the millisecond of the poll
+   * that delivered the reply it is made from. */
+  struct timespec ts;
+  /* ns < (ms + 1) * 1e6 is ns / 1e6 <= ms (libuv's rounding) without a
+   * division. */
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0 &&
+      (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec <
+          (uv_now(loop->uv) + 1) * 1000000u)
+    return;
+#endif
+  uv_update_time(loop->uv);
+}
 
 void rn__loop_object_add(rn_loop_t *loop) { loop->objects++; }
 

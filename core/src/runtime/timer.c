@@ -207,7 +207,7 @@ int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane) {
 
   /* A zero timeout is due at once, in the heap's turn order. */
   if (lane->timeout == 0) return rn_timer_start(timer, 0);
-  rn_timer_stop(timer);
+  rn__timer_stop(timer);
   due = uv_now(timer->loop->uv) + lane->timeout;
   if (!rn_timer_is_active(&lane->wake)) {
     err = rn_timer_start(&lane->wake, lane->timeout);
