@@ -217,9 +217,18 @@ static void conn_send_proof(rn_conn_t *conn) {
   conn->proving = conn->pinging;
 }
 
+void rn__conn_block_written(rn_conn_t *conn, const rn_call_t *call) {
+  uint64_t now = rn_loop_now(conn->pool->loop), until = UINT64_MAX;
+  if (call->block_ms != 0 && call->block_ms < UINT64_MAX - now)
+    until = now + call->block_ms;
+  conn->block_until = RN_MAX(conn->block_until, until);
+}
+
 /* Silence counts from the last byte read, or from when the connection
  * started waiting for a reply if that is later: an idle connection owes
- * nothing until it is asked. */
+ * nothing until it is asked. While a blocking call is out, from when the
+ * longest block written ends (conn->block_until): the server owes its
+ * reply only then. */
 void rn__conn_heartbeat(rn_timer_t *timer) {
   rn_conn_t *conn = timer->data;
   rn_pool_t *pool = conn->pool;
@@ -233,16 +242,18 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
   }
   if (conn->state != RN_CONN_READY) return;
   if (conn->blocking > 0) {
-    /* A blocking call is out: silence is its answer. No verdict, no ping
-     * (it would wait behind the call); keepalive, TCP_USER_TIMEOUT and
-     * the call's deadline watch the connection meanwhile. Its idle
-     * siblings need a prober that does ping. */
+    /* A blocking call is out: silence is its answer until its block ends
+     * (block_ms; without one, as long as it is out: keepalive,
+     * TCP_USER_TIMEOUT and the call's deadline watch the connection
+     * meanwhile). No ping: it would wait behind the call. Its idle
+     * siblings need a prober that does ping. Looks again each interval,
+     * so that pings resume soon after the call is answered. */
     rn__conn_hand_over_probing(conn);
-    rn_timer_start(timer, o->heartbeat.interval_ms);
-    return;
+    next = now + o->heartbeat.interval_ms;
   }
-  if (!rn_list_empty(&conn->sent)) {
-    uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
+  if (!rn_list_empty(&conn->sent) && conn->block_until != UINT64_MAX) {
+    uint64_t since = RN_MAX(RN_MAX(conn->last_read, conn->waiting_since),
+                            conn->block_until);
     uint64_t deadline = since + o->heartbeat.timeout_ms;
     if (now >= deadline) {
       if (pool->loop->last_poll < deadline) {
@@ -255,7 +266,7 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
       rn__conn_close(conn, RN_EDEADPEER);
       return;
     }
-    next = deadline;
+    next = RN_MIN(next, deadline);
   }
   /* While a ping is out, only its deadline matters: waking at the next
    * ping time, which has passed, would spin. */
@@ -263,7 +274,8 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
    * queued by the server): its calls' silence is judged above. A
    * subscriber does ping: PING is allowed in subscribe mode, and its
    * silence is otherwise never judged. */
-  if (!conn->pinging && (conn->hold == NULL || conn->sub_cb != NULL)) {
+  if (!conn->pinging && conn->blocking == 0 &&
+      (conn->hold == NULL || conn->sub_cb != NULL)) {
     uint64_t due = conn_ping_due(conn);
     if (now >= due) {
       rn__conn_send_ping(conn);
