@@ -113,8 +113,9 @@ struct rn_call_s {
   unsigned blocking : 1; /* its reply may take long (BLPOP): its
                             connection's silence is excused (block_ms),
                             and it takes no other call while this is out */
-  uint64_t block_ms;     /* blocking: how long silence is excused after it
-                            is written; 0: as long as it is out */
+  uint32_t block_ms;     /* blocking: how long silence is excused after it
+                            is placed; 0: as long as it is out (in the
+                            padding before inline_frame: no larger call) */
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -181,7 +182,7 @@ struct rn_conn_s {
   /* hold.c: the hold it is reserved for (no pool call goes on it), or
    * NULL; blocking: blocking calls (and their tombstones) on it;
    * block_until: loop ms until which their silence is excused (the
-   * latest end of their block_ms written so far; UINT64_MAX: no bound,
+   * latest end of their block_ms placed so far; UINT64_MAX: no bound,
    * 0 once none is out). conn_liveness.c. */
   struct rn_hold_s *hold;
   unsigned blocking;
@@ -430,6 +431,13 @@ void rn__conn_close(rn_conn_t *conn, int err);
 /* No new calls; closes once the calls on it are answered (at once if it
  * has none). reason: the close reason reported then. */
 void rn__conn_retire(rn_conn_t *conn, const char *reason);
+/* conn_liveness.c: a blocking call joins (+1) or leaves (-1) conn's
+ * queues. Placed, it is written at the end of this turn of the loop (or
+ * after the write in flight): its connection's silence is excused from
+ * now for its block_ms (without one, as long as it is out). Out of line:
+ * the common call pays one test. */
+void rn__conn_count_blocking(rn_conn_t *conn, const rn_call_t *call,
+                             int delta);
 /* The requests a call puts to its server: a batch's n, each taking a
  * place of the server's MAX_CONCURRENT, else 1. */
 static inline unsigned rn__call_requests(const rn_call_t *call) {
@@ -443,20 +451,19 @@ static inline unsigned rn__call_requests(const rn_call_t *call) {
 static inline void rn__conn_count_call(rn_conn_t *conn, const rn_call_t *call,
                                        int delta) {
   rn_pool_endpoint_t *ep = conn->endpoint;
-  unsigned requests =
-      call->internal && !call->tombstone ? 0 : rn__call_requests(call);
-  if (call->blocking) {
-    if (delta > 0) conn->blocking++;
-    else if (--conn->blocking == 0) conn->block_until = 0;
-  }
+  /* (A batch is never internal; its tombstone is.) */
+  int request = !call->internal || call->tombstone;
+  if (call->blocking) rn__conn_count_blocking(conn, call, delta);
   if (delta > 0) {
     if (conn->queued++ == 0) ep->busy++;
     ep->outstanding++;
-    ep->requests += requests;
+    if (call->batch_n > 0) ep->requests += call->batch_n;
+    else if (request) ep->requests++;
   } else {
     if (--conn->queued == 0) ep->busy--;
     ep->outstanding--;
-    ep->requests -= requests;
+    if (call->batch_n > 0) ep->requests -= call->batch_n;
+    else if (request) ep->requests--;
   }
 }
 
@@ -554,9 +561,6 @@ void rn__conn_take_over_probing(rn_conn_t *conn);
 void rn__conn_heartbeat(rn_timer_t *timer);
 /* The connection is ready: its first ping is due one interval on. */
 void rn__conn_beat_start(rn_conn_t *conn);
-/* A blocking call was written on conn: its silence is excused from now
- * for the call's block_ms (without one, as long as it is out). */
-void rn__conn_block_written(rn_conn_t *conn, const rn_call_t *call);
 /* Queues a heartbeat ping (on failure the next beat tries again). */
 void rn__conn_send_ping(rn_conn_t *conn);
 /* A reply to its ping (or handshake) arrived: the next ping is due one

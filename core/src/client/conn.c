@@ -668,7 +668,6 @@ static void conn_written(rn_conn_t *conn, rn_call_t *call) {
     return;
   }
   rn_list_insert_tail(&conn->sent, &call->node);
-  if (call->blocking) rn__conn_block_written(conn, call);
   rn__fate_written(call);
 }
 

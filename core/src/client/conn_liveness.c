@@ -217,18 +217,24 @@ static void conn_send_proof(rn_conn_t *conn) {
   conn->proving = conn->pinging;
 }
 
-void rn__conn_block_written(rn_conn_t *conn, const rn_call_t *call) {
-  uint64_t now = rn_loop_now(conn->pool->loop), until = UINT64_MAX;
-  if (call->block_ms != 0 && call->block_ms < UINT64_MAX - now)
-    until = now + call->block_ms;
+void rn__conn_count_blocking(rn_conn_t *conn, const rn_call_t *call,
+                             int delta) {
+  uint64_t until = UINT64_MAX;
+  if (delta < 0) {
+    if (--conn->blocking == 0) conn->block_until = 0;
+    return;
+  }
+  conn->blocking++;
+  if (call->block_ms != 0)
+    until = rn_loop_now(conn->pool->loop) + call->block_ms;
   conn->block_until = RN_MAX(conn->block_until, until);
 }
 
 /* Silence counts from the last byte read, or from when the connection
  * started waiting for a reply if that is later: an idle connection owes
  * nothing until it is asked. While a blocking call is out, from when the
- * longest block written ends (conn->block_until): the server owes its
- * reply only then. */
+ * latest block placed ends (conn->block_until): the server owes its reply
+ * only then. */
 void rn__conn_heartbeat(rn_timer_t *timer) {
   rn_conn_t *conn = timer->data;
   rn_pool_t *pool = conn->pool;

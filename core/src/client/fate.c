@@ -185,7 +185,10 @@ int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
    * connection's excused silence (conn_liveness.c). */
   if (options != NULL && (options->blocking || options->block_ms != 0)) {
     call->blocking = 1;
-    call->block_ms = options->block_ms;
+    /* Beyond 2^32 ms (49 days) a bound is no bound. */
+    call->block_ms = options->block_ms <= UINT32_MAX
+                         ? (uint32_t)options->block_ms
+                         : 0;
     call->attempt_timeout = 0;
   }
   /* Keyed calls are never hedged: the server runs a key once, so a copy
