@@ -494,11 +494,10 @@ static int lrn_pool_call(lua_State *L) {
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
  *            attempt_timeout_ms, nil, nil, nil, block]) -> true | nil,
- * err. requests: an array
- * of what pool_send takes, encoded one after the other into one string
- * (the core copies it), sent as one batch. target is dispatched exactly
- * once (lrn_push_batch) unless this returns nil, err. Raises on bad
- * requests and on more than the pool's max_batch. */
+ * err. requests: an array of what pool_send takes, encoded one after the
+ * other into one string (the core copies it), sent as one batch. target
+ * is dispatched exactly once (lrn_push_batch) unless this returns nil,
+ * err. Raises on bad requests and on more than the pool's max_batch. */
 /* (pool.h) */
 const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,
                              const rn_codec_t *codec, const char *fname,
