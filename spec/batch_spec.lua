@@ -135,6 +135,58 @@ describe("pool:batch on every protocol", function()
   end
 end)
 
+describe("rnp batches and the server's MAX_CONCURRENT", function()
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
+
+  -- A server with max_concurrent 8 and no queue refuses every request
+  -- past 8 at once. A batch of 4 is 4 requests to it: the pool counts
+  -- them so (it counted a batch as one, and let 32 out).
+  it("16 tasks' batches of 4 against MAX_CONCURRENT 8: none refused",
+     function()
+    local active, most = 0, 0
+    local srv, endpoint = H.server {
+      protocol = "rnp", max_concurrent = 8, queue = 0,
+      handler = function(req)
+        active = active + 1
+        if active > most then most = active end
+        resilnet.sleep(0.002)
+        active = active - 1
+        return "re:" .. req
+      end,
+    }
+    local p = H.pool { endpoints = { endpoint }, protocol = "rnp", size = 4,
+                       timeout = 20 }
+    local TASKS, EACH = 16, 10
+    local refused, failed, running = 0, 0, TASKS
+    H.go(function()
+      for t = 1, TASKS do
+        resilnet.spawn(function()
+          for i = 1, EACH do
+            local reqs = {}
+            for k = 1, 4 do reqs[k] = t .. "." .. i .. "." .. k end
+            local r, err = p:batch(reqs)
+            if not r then
+              failed = failed + 1
+              print(err)
+            else
+              for k = 1, 4 do
+                if r[k] ~= "re:" .. reqs[k] then refused = refused + 1 end
+              end
+            end
+          end
+          running = running - 1
+        end)
+      end
+      while running > 0 do resilnet.sleep(0.01) end
+    end, 60)
+    assert.equal(0, failed)
+    assert.equal(0, refused)
+    assert.equal(0, srv:stats().overloaded)
+    assert.is_true(most <= 8, "the server ran " .. most .. " at once")
+  end)
+end)
+
 describe("pool:transaction against a scripted server", function()
   before_each(H.fd_watch)
   after_each(H.cleanup_checking_fds)

@@ -1,7 +1,8 @@
 -- pool:hold and blocking calls against a real redis-server (issue 19
 -- item 3): WATCH ... MULTI ... EXEC with logic between on one reserved
 -- connection, the reset rules seen from Lua, BLPOP under heartbeats much
--- shorter than its wait, and a server frozen (SIGSTOP) during a BLPOP.
+-- shorter than its wait (blocking = true, and block = its own timeout),
+-- and a server frozen (SIGSTOP) during a BLPOP.
 local resilnet = require "resilnet"
 local H = require "spec.helpers.util"
 local R = require "spec.helpers.redis"
@@ -166,6 +167,45 @@ describe("pool:hold", function()
       end)
     end, 10)
   end)
+
+  it("rejects a bad block, naming it", function()
+    local pool = H.pool { endpoints = { redis.endpoint } }
+    local function raises(f, pattern)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(pattern, 1, true), tostring(err))
+    end
+    local range = "option 'block' must be a number of seconds from 0 to 1e9"
+    local contra = "option 'block' makes a blocking call: it cannot go "
+                   .. "with blocking = false"
+    raises(function() pool:call({ "PING" }, { block = -1 }) end,
+           "pool:call: " .. range .. ", got -1")
+    raises(function() pool:call({ "PING" }, { block = "5" }) end,
+           "pool:call: " .. range .. ", got '5'")
+    raises(function() pool:call({ "PING" }, { block = 0 / 0 }) end, range)
+    raises(function() pool:call({ "PING" }, { block = math.huge }) end,
+           range)
+    raises(function()
+      pool:call({ "PING" }, { block = 5, blocking = false })
+    end, "pool:call: " .. contra)
+    raises(function()
+      pool:batch({ { "PING" } }, { block = true })
+    end, "pool:batch: " .. range .. ", got boolean")
+    H.go(function()
+      pool:hold(function(conn)
+        raises(function() conn:call({ "PING" }, { block = -0.5 }) end,
+               "conn:call: " .. range .. ", got -0.5")
+        raises(function()
+          conn:send({ "PING" }, { block = {} }, function() end)
+        end, "conn:send: " .. range .. ", got table")
+        raises(function()
+          conn:batch({ { "PING" } }, { block = 1, blocking = false })
+        end, "conn:batch: " .. contra)
+        -- Nothing was sent: the connection goes back clean.
+        assert.is_false(conn:unknown())
+      end)
+    end, 10)
+  end)
 end)
 
 describe("blocking calls", function()
@@ -265,6 +305,79 @@ describe("blocking calls", function()
     -- heartbeat did not judge the blocked connection's silence. Its
     -- connection was closed (the server would still pop for nobody); the
     -- pool goes on once the server runs again.
+    H.go(function()
+      assert.equal("PONG", pool:call { "PING" })
+    end, 10)
+  end)
+
+  it("BLPOP 2 with block = 2 under 0.3 s heartbeats: not dead, answered",
+     function()
+    local pool = H.pool { endpoints = { redis.endpoint }, timeout = 5,
+                          size = 4,
+                          heartbeat = { interval = 0.1, timeout = 0.3 } }
+    assert.equal(0, pool:call { "DEL", "q5", "q6", "q7" })
+    local held_r, popped, batch_r, t_held
+    H.go(function()
+      local left = 3
+      local t0 = resilnet.now()
+      resilnet.spawn(function()
+        -- Nothing comes: Redis answers nil once its 2 s are over.
+        held_r = { pool:hold(function(conn)
+          return conn:call({ "BLPOP", "q5", "2" }, { block = 2 })
+        end) }
+        t_held = resilnet.now() - t0
+        left = left - 1
+      end)
+      resilnet.spawn(function()
+        popped = { pool:call({ "BLPOP", "q6", "2" }, { block = 2 }) }
+        left = left - 1
+      end)
+      resilnet.spawn(function()
+        -- A batch's block too (pool:batch used to drop `blocking`).
+        batch_r = { pool:batch({ { "BLPOP", "q7", "2" } }, { block = 2 }) }
+        left = left - 1
+      end)
+      resilnet.sleep(1)
+      assert.equal(1, pool:call { "LPUSH", "q6", "v" })
+      while left > 0 do resilnet.sleep(0.05) end
+    end, 20)
+    assert.equal(null, held_r[1])
+    assert.is_true(t_held >= 1.9, "answered at " .. t_held)
+    assert.same({ "q6", "v" }, popped[1])
+    assert.is_table(batch_r[1], tostring(batch_r[2]))
+    assert.equal(null, batch_r[1][1])
+    local s = pool:stats()
+    assert.equal(0, s.dead_peers)
+    assert.equal(0, s.evictions.dead_peer)
+  end)
+
+  it("a frozen server during BLPOP 2 with block = 2 and a 30 s deadline: "
+     .. "dead about 2 s + heartbeat.timeout after the call", function()
+    local pool = H.pool { endpoints = { redis.endpoint }, timeout = 5,
+                          size = 4,
+                          heartbeat = { interval = 0.1, timeout = 0.3 } }
+    local r, err, elapsed
+    H.go(function()
+      assert.equal("PONG", pool:call { "PING" })
+      resilnet.spawn(function()
+        resilnet.sleep(0.3)
+        os.execute("kill -STOP " .. redis.pid)
+      end)
+      r, err, elapsed = pool:hold(function(conn)
+        local t0 = resilnet.now()
+        local a, b = conn:call({ "BLPOP", "q8", "2" },
+                               { block = 2, timeout = 30 })
+        return a, b, resilnet.now() - t0
+      end)
+      os.execute("kill -CONT " .. redis.pid)
+    end, 40)
+    assert.is_nil(r)
+    assert.equal("EDEADPEER", err.code)
+    assert.is_true(err.maybe_executed)
+    -- Not before the block and the heartbeat's timeout (2 + 0.3 s), and
+    -- long before the deadline (30 s): generous, the machine is shared.
+    assert.is_true(elapsed >= 2.25 and elapsed < 15, "elapsed " .. elapsed)
+    assert.equal(1, pool:stats().dead_peers)
     H.go(function()
       assert.equal("PONG", pool:call { "PING" })
     end, 10)

@@ -595,12 +595,22 @@ typedef struct rn_call_options_s {
   size_t key_len;
   /* A blocking command (BLPOP, XREAD BLOCK, WAIT): its reply may take
    * up to its own timeout. While it is out its connection's heartbeat
-   * does not count silence (liveness is TCP keepalive and
-   * TCP_USER_TIMEOUT, and this call's deadline) and the pool puts no
-   * other call on that connection; no attempt timeout, no hedging. Its
+   * does not count silence (see block_ms) and the pool puts no other
+   * call on that connection; no attempt timeout, no hedging. Its
    * deadline passing while it is out closes the connection (the server
    * would still run it, for nobody). */
   int blocking;
+  /* How long the server may block in it (BLPOP key 5: 5000), which makes
+   * it a blocking call even without `blocking`: its connection's silence
+   * is excused for block_ms from when it is placed on its connection
+   * (written at the end of that turn of the loop), then judged by the
+   * heartbeat again (a frozen server is a dead peer about block_ms +
+   * heartbeat.timeout_ms after the call, whatever the call's deadline).
+   * 0 with `blocking`: excused as long as it is out (liveness is then TCP
+   * keepalive, TCP_USER_TIMEOUT and the call's deadline; as is a
+   * block_ms above 2^32 - 1, 49 days). The deadline bounds the call
+   * either way: whichever comes first ends it. */
+  uint64_t block_ms;
 } rn_call_options_t;
 
 /* What a call came to. Valid only during the callback. */

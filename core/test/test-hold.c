@@ -34,9 +34,30 @@ static void encode_cmd(rn_buf_t *out, const char *cmd) {
   }
 }
 
-/* The peer: +PONG to a PING, +OK to any other frame, and nothing more on
- * a connection once a frame holding "BLOCK" came (a blocking command that
- * never returns: replies are in order). */
+/* A frame holding "LATE" is answered +OK this many ms after it came (a
+ * blocking command whose element arrives then); one at a time. */
+#define LATE_MS 300
+static uv_timer_t late_timer;
+static int late_timer_open;
+
+static void late_answer(uv_timer_t *timer) {
+  test_peer_conn_t *c = timer->data;
+  if (c->open) test_peer_send(c, "+OK\r\n", 5);
+}
+
+static void answer_late(test_peer_conn_t *c) {
+  if (!late_timer_open) {
+    ASSERT_OK(uv_timer_init(c->tcp.loop, &late_timer));
+    late_timer_open = 1;
+  }
+  late_timer.data = c;
+  ASSERT_OK(uv_timer_start(&late_timer, late_answer, LATE_MS, 0));
+}
+
+/* The peer: +PONG to a PING, +OK to any other frame (LATE_MS late to one
+ * holding "LATE"), and nothing more on a connection once a frame holding
+ * "BLOCK" came (a blocking command that never returns: replies are in
+ * order). */
 static void answer_resp(test_peer_conn_t *c) {
   static rn_codec_t codec;
   static int ready;
@@ -56,6 +77,8 @@ static void answer_resp(test_peer_conn_t *c) {
     if (contains(frame, f.size, "BLOCK")) c->data = c;
     if (c->data != NULL)
       ;
+    else if (contains(frame, f.size, "LATE"))
+      answer_late(c);
     else if (contains(frame, f.size, "PING"))
       test_peer_send(c, "+PONG\r\n", 7);
     else
@@ -98,18 +121,26 @@ static int hold(rn_pool_t *pool, uint64_t timeout_ms, hold_outcome_t *o) {
   return rc;
 }
 
-static void held_call(rn_hold_t *h, const char *cmd, uint64_t timeout_ms,
-                      test_outcome_t *o) {
+/* A held call with its own timeout and block (ms; 0: none). */
+static void held_call_block(rn_hold_t *h, const char *cmd,
+                            uint64_t timeout_ms, uint64_t block_ms,
+                            test_outcome_t *o) {
   rn_call_options_t co;
   rn_buf_t frame;
   memset(o, 0, sizeof(*o));
   memset(&co, 0, sizeof(co));
   co.timeout_ms = timeout_ms;
+  co.block_ms = block_ms;
   rn_buf_init(&frame);
   encode_cmd(&frame, cmd);
   ASSERT_OK(rn_hold_call(h, frame.base, frame.len, &co, test_record, o));
   rn_buf_free(&frame);
   ASSERT_EQ(o->fired, 0);
+}
+
+static void held_call(rn_hold_t *h, const char *cmd, uint64_t timeout_ms,
+                      test_outcome_t *o) {
+  held_call_block(h, cmd, timeout_ms, 0, o);
 }
 
 typedef struct {
@@ -132,6 +163,10 @@ static void setup(fixture_t *fx, unsigned size) {
 
 static void teardown(fixture_t *fx) {
   test_pool_close_wait(fx->loop, fx->pool);
+  if (late_timer_open) {
+    uv_close((uv_handle_t *)&late_timer, NULL);
+    late_timer_open = 0;
+  }
   test_peer_stop(&fx->peer);
   test_loop_close(fx->loop);
 }
@@ -351,6 +386,56 @@ static void test_blocking_not_dead(void) {
   teardown(&fx);
 }
 
+/* block_ms bounds the silence a blocking call excuses (heartbeats of
+ * 50 ms, timeout 100 ms, every held call's deadline 5 s):
+ * - a reply LATE_MS (300 ms) after the call, within its block of 1 s: no
+ *   dead peer; the same call without a block: a dead peer;
+ * - a call never answered, block 300 ms: a dead peer once the block and
+ *   the heartbeat's timeout passed (at least 400 ms after the call),
+ *   long before its deadline. */
+static void test_block_bounds_silence(void) {
+  fixture_t fx;
+  rn_pool_options_t po;
+  hold_outcome_t h;
+  test_outcome_t late, unblocked, blocked;
+  uint64_t t0;
+  fx.loop = test_loop_open();
+  fx.uv = rn_loop_uv(fx.loop);
+  test_peer_start(&fx.peer, fx.uv, answer_resp);
+  test_pool_options(&po, fx.peer.endpoint, RN_PROTOCOL_RESP);
+  po.heartbeat.interval_ms = 50;
+  po.heartbeat.timeout_ms = 100;
+  po.size = 1;
+  ASSERT_OK(rn_pool_new(fx.loop, &po, &fx.pool));
+
+  ASSERT_OK(hold(fx.pool, 0, &h));
+  RUN_UNTIL(fx.uv, h.fired, 2000);
+  ASSERT_OK(h.status);
+  held_call_block(h.hold, "LATE q 1", 5000, 1000, &late);
+  RUN_UNTIL(fx.uv, late.fired, 4000);
+  ASSERT_OK(late.status);
+  ASSERT_EQ(test_pool_stats(fx.pool).dead_peers, 0);
+  /* Silent as long without a block: dead. */
+  held_call_block(h.hold, "LATE q 1", 5000, 0, &unblocked);
+  RUN_UNTIL(fx.uv, unblocked.fired, 4000);
+  ASSERT_EQ(unblocked.status, RN_EDEADPEER);
+  ASSERT_EQ(test_pool_stats(fx.pool).dead_peers, 1);
+  rn_hold_release(h.hold, 0);
+
+  ASSERT_OK(hold(fx.pool, 0, &h));
+  RUN_UNTIL(fx.uv, h.fired, 2000);
+  ASSERT_OK(h.status);
+  t0 = uv_now(fx.uv);
+  held_call_block(h.hold, "BLOCK q 0", 5000, 300, &blocked);
+  RUN_UNTIL(fx.uv, blocked.fired, 4500);
+  ASSERT_EQ(blocked.status, RN_EDEADPEER); /* not its deadline's ETIMEDOUT */
+  ASSERT_EQ(blocked.maybe_executed, 1);
+  ASSERT_GE(uv_now(fx.uv) - t0, 400);
+  ASSERT_EQ(test_pool_stats(fx.pool).dead_peers, 2);
+  rn_hold_release(h.hold, 0);
+  teardown(&fx);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_hold_reuse_clean)
   TEST_ENTRY(test_hold_reset_multi)
@@ -359,4 +444,5 @@ TEST_LIST_START
   TEST_ENTRY(test_hold_wait_bounded_and_close)
   TEST_ENTRY(test_hold_bad_input)
   TEST_ENTRY(test_blocking_not_dead)
+  TEST_ENTRY(test_block_bounds_silence)
 TEST_LIST_END

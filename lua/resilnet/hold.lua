@@ -5,7 +5,7 @@ local opt = require "resilnet.options"
 local coroutine, error, pcall, select, setmetatable, type = coroutine,
       error, pcall, select, setmetatable, type
 local unpack = table.unpack or unpack
-local check_table, ms = opt.check_table, opt.ms
+local check_table, ms, block_arg = opt.check_table, opt.ms, opt.block_arg
 
 local hold_schema, held_call_schema = opt.schemas.hold,
       opt.schemas.held_call
@@ -37,25 +37,26 @@ return function(core, T, Pool)
     return opts
   end
 
-  -- hold_send's option arguments: timeout (ms, 0: the pool's), blocking.
+  -- hold_send's option arguments: timeout (ms, 0: the pool's), block
+  -- (opt.block_arg).
   local function call_args(fname, opts)
     local o = check_opts(fname, held_call_schema, opts)
     if o == nil then
       return 0, false
     end
-    return o.timeout and ms(o.timeout) or 0, o.blocking == true
+    return o.timeout and ms(o.timeout) or 0, block_arg(fname, o, 4)
   end
 
   --- The connection pool:hold hands its function: calls go on it alone.
   local Conn = {}
   Conn.__index = Conn
 
-  local function start_send(target, h, request, timeout, blocking)
-    return hold_send(h, request, target, timeout, blocking)
+  local function start_send(target, h, request, timeout, block)
+    return hold_send(h, request, target, timeout, block)
   end
 
   --- conn:call(request, opts) -> reply | nil, err. opts: timeout,
-  -- blocking. Never retried, never sent elsewhere.
+  -- blocking, block. Never retried, never sent elsewhere.
   function Conn:call(request, opts)
     return await("conn:call", start_send, self._h, request,
                  call_args("conn:call", opts))
@@ -73,8 +74,8 @@ return function(core, T, Pool)
     return hold_send(self._h, request, cb, call_args("conn:send", opts))
   end
 
-  local function start_batch(target, h, requests, timeout)
-    return hold_batch(h, requests, target, timeout)
+  local function start_batch(target, h, requests, timeout, block)
+    return hold_batch(h, requests, target, timeout, block)
   end
 
   --- conn:batch(requests, [opts,] [cb]): pool:batch on this connection.
@@ -86,15 +87,16 @@ return function(core, T, Pool)
       error("conn:batch: expected an array of requests, got "
             .. type(requests), 2)
     end
-    local timeout = call_args("conn:batch", opts)
+    local timeout, block = call_args("conn:batch", opts)
     if cb ~= nil then
       if type(cb) ~= "function" then
         error("conn:batch: expected a callback function, got " .. type(cb),
               2)
       end
-      return hold_batch(self._h, requests, cb, timeout)
+      return hold_batch(self._h, requests, cb, timeout, block)
     end
-    return await("conn:batch", start_batch, self._h, requests, timeout)
+    return await("conn:batch", start_batch, self._h, requests, timeout,
+                 block)
   end
 
   --- conn:unknown() -> whether giving the connection back now would close

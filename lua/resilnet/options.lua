@@ -60,6 +60,11 @@ local types = {
   key = { "true or a string of 1 to 255 bytes", function(v)
     return v == true or (type(v) == "string" and #v >= 1 and #v <= 255)
   end },
+  -- A blocking call's bound, in seconds (0: none, as BLPOP's 0); capped
+  -- so that its milliseconds stay an integer everywhere.
+  block = { "a number of seconds from 0 to 1e9", function(v)
+    return type(v) == "number" and v >= 0 and v <= 1e9
+  end },
 }
 
 -- A nested table option: `fields` is its own schema; `or_false` allows
@@ -191,6 +196,7 @@ local call_schema = {
   { "attempt_timeout", "positive" },  -- default: the pool's
   { "hedge", nested(hedge_fields, true) },
   { "blocking", "boolean", false },  -- BLPOP & co: see docs/api.md
+  { "block", "block" },  -- BLPOP key 5: block = 5 (implies blocking)
 }
 
 -- pool:hold's options, and a held call's (conn:call): no retries, no
@@ -201,6 +207,7 @@ local hold_schema = {
 local held_call_schema = {
   { "timeout", "positive" },  -- default: the pool's timeout
   { "blocking", "boolean", false },
+  { "block", "block" },
 }
 
 local pool_close_schema = {
@@ -325,6 +332,23 @@ local function ms(seconds)
   return math.ceil(seconds * 1000)
 end
 
+-- The binding's `block` argument from a call's options (checked): false,
+-- true (blocking, silence excused as long as it is out), or the ms its
+-- silence is excused (block = seconds; 0 as BLPOP's 0: no bound). block
+-- with blocking = false contradicts itself: raises at level.
+local function block_arg(fname, opts, level)
+  local block = opts.block
+  if block == nil then
+    return opts.blocking == true
+  end
+  if opts.blocking == false then
+    error(fname .. ": option 'block' makes a blocking call: it cannot go "
+          .. "with blocking = false", level)
+  end
+  return ms(block)
+end
+
+M.block_arg = block_arg
 M.is_integer, M.types, M.nested, M.hedge_fields = is_integer, types, nested,
   hedge_fields
 M.entry = entry

@@ -7,6 +7,7 @@ local coroutine, error, setmetatable, type = coroutine, error,
       setmetatable, type
 local check_table, validate, ms, types = opt.check_table, opt.validate,
       opt.ms, opt.types
+local block_arg = opt.block_arg
 local pool_schema, call_schema, pool_close_schema = opt.schemas.pool,
       opt.schemas.call, opt.schemas.pool_close
 local hedge_default = {}  -- a call's hedge: the pool's defaults
@@ -93,8 +94,8 @@ return function(core, T)
 
   -- pool_send's option arguments from per-call options already checked:
   -- timeout, idempotent, attempts, attempt_timeout, hedge_delay, hedge_max,
-  -- key, blocking.
-  local function send_options(opts)
+  -- key, block (opt.block_arg's, given).
+  local function send_options(opts, block)
     local timeout, attempt_timeout = opts.timeout, opts.attempt_timeout
     local hedge, hedge_delay, hedge_max = opts.hedge, nil, nil
     if hedge == false then
@@ -105,7 +106,7 @@ return function(core, T)
     end
     return timeout and ms(timeout) or 0, opts.idempotent == true,
            opts.attempts, attempt_timeout and ms(attempt_timeout) or nil,
-           hedge_delay, hedge_max, opts.key, opts.blocking == true
+           hedge_delay, hedge_max, opts.key, block
   end
 
   -- Per-call options, on the hot path: checked in place, no copy, and the
@@ -136,7 +137,7 @@ return function(core, T)
         key = v
       else
         check_table(fname, "", call_schema, opts, 4)
-        return send_options(opts)
+        return send_options(opts, block_arg(fname, opts, 4))
       end
       k, v = next(opts, k)
     end
@@ -150,9 +151,9 @@ return function(core, T)
 
   local function start_send(target, h, request, timeout, idempotent, attempts,
                             attempt_timeout, hedge_delay, hedge_max, key,
-                            blocking)
+                            block)
     return pool_send(h, request, target, timeout, idempotent, attempts,
-                     attempt_timeout, hedge_delay, hedge_max, key, blocking)
+                     attempt_timeout, hedge_delay, hedge_max, key, block)
   end
 
   --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
@@ -212,9 +213,10 @@ return function(core, T)
       error(fname .. ": option '" .. (opts.hedge ~= nil and "hedge" or "key")
             .. "' does not apply to a batch", 4)
     end
-    local timeout, idempotent, attempts, attempt_timeout =
+    local timeout, idempotent, attempts, attempt_timeout, _, _, _, block =
       call_options(fname, opts)
-    return timeout, idempotent, attempts, attempt_timeout
+    return timeout, idempotent, attempts, attempt_timeout, nil, nil, nil,
+           block
   end
 
   local function start_batch(target, h, requests, ...)

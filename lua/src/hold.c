@@ -147,8 +147,8 @@ static int lrn_hold_started(lua_State *L, lrn_pool_t *p,
   return 1;
 }
 
-/* hold_send(hold, request, target[, timeout_ms, blocking]) -> true |
- * nil, err: pool_send on the held connection. */
+/* hold_send(hold, request, target[, timeout_ms, block]) -> true |
+ * nil, err: pool_send on the held connection (block: lrn_block_option). */
 static int lrn_hold_send(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p;
@@ -171,15 +171,15 @@ static int lrn_hold_send(lua_State *L) {
   if (rc != 0) return lrn_hold_refused(L, ctx, hu, rc);
   memset(&co, 0, sizeof(co));
   co.timeout_ms = (uint64_t)timeout;
-  co.blocking = lua_toboolean(L, 5);
+  lrn_block_option(L, 5, &co);
   held = lrn_hold(L, ctx, 3);
   rc = rn_hold_call(hu->hold, ctx->buf.base, ctx->buf.len, &co,
                     lrn_pool_done, (void *)(intptr_t)held);
   return lrn_hold_started(L, p, hu, held, rc);
 }
 
-/* hold_batch(hold, requests, target[, timeout_ms]) -> true | nil, err:
- * pool_batch on the held connection. */
+/* hold_batch(hold, requests, target[, timeout_ms, block]) -> true |
+ * nil, err: pool_batch on the held connection. */
 static int lrn_hold_batch(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p;
@@ -195,14 +195,15 @@ static int lrn_hold_batch(lua_State *L) {
   luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
                 "expected a function or a thread");
   luaL_argcheck(L, timeout >= 0, 4, "timeout must not be negative");
+  memset(&co, 0, sizeof(co));
+  co.timeout_ms = (uint64_t)timeout;
+  lrn_block_option(L, 5, &co);
   lua_settop(L, 4);
   if (hu->hold == NULL || p == NULL)
     return lrn_hold_refused(L, ctx, hu, RN_ECLOSED);
   frames = lrn_encode_batch(L, ctx, rn_pool_codec(p->pool), "conn:batch",
                             &len, &n, &rc);
   if (rc != 0) return lrn_hold_refused(L, ctx, hu, rc);
-  memset(&co, 0, sizeof(co));
-  co.timeout_ms = (uint64_t)timeout;
   held = lrn_hold(L, ctx, 3);
   rc = rn_hold_batch(hu->hold, frames, len, n, &co, lrn_pool_batch_done,
                      (void *)(intptr_t)held);

@@ -345,7 +345,19 @@ static void lrn_call_options(lua_State *L, rn_call_options_t *co) {
                    : hedge_delay <= 0 ? RN_HEDGE_OFF : RN_HEDGE_ON;
   co->hedge.delay_ms = hedge_delay > 0 ? (uint64_t)hedge_delay : 0;
   co->hedge.max = hedge_max > 0 ? (unsigned)hedge_max : 2;
-  co->blocking = lua_toboolean(L, 11);
+  lrn_block_option(L, 11, co);
+}
+
+/* (pool.h) */
+void lrn_block_option(lua_State *L, int idx, rn_call_options_t *co) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Integer ms = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, ms >= 0, idx, "block must not be negative");
+    co->blocking = 1;
+    co->block_ms = (uint64_t)ms;
+  } else {
+    co->blocking = lua_toboolean(L, idx);
+  }
 }
 
 /* The key (argument 10): a string, or true for a random one written to
@@ -433,9 +445,10 @@ static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
 }
 
 /* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
- *           attempt_timeout_ms, hedge_delay_ms, hedge_max, key])
+ *           attempt_timeout_ms, hedge_delay_ms, hedge_max, key, block])
  *   -> true | nil, err. hedge_delay_ms: nil = the pool's, 0 = never.
- * key (rnp only): a string, or true for a random one.
+ * key (rnp only): a string, or true for a random one. block: see
+ * lrn_block_option.
  * target (a task or a function) is dispatched exactly once with
  * (reply, nil) or (nil, err) unless this returns nil, err. */
 static int lrn_pool_send(lua_State *L) {
@@ -480,11 +493,11 @@ static int lrn_pool_call(lua_State *L) {
 }
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
- *            attempt_timeout_ms]) -> true | nil, err. requests: an array
- * of what pool_send takes, encoded one after the other into one string
- * (the core copies it), sent as one batch. target is dispatched exactly
- * once (lrn_push_batch) unless this returns nil, err. Raises on bad
- * requests and on more than the pool's max_batch. */
+ *            attempt_timeout_ms, nil, nil, nil, block]) -> true | nil,
+ * err. requests: an array of what pool_send takes, encoded one after the
+ * other into one string (the core copies it), sent as one batch. target
+ * is dispatched exactly once (lrn_push_batch) unless this returns nil,
+ * err. Raises on bad requests and on more than the pool's max_batch. */
 /* (pool.h) */
 const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,
                              const rn_codec_t *codec, const char *fname,
@@ -527,7 +540,8 @@ static int lrn_pool_batch(lua_State *L) {
   luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
                 "expected a function or a thread");
   if (lua_gettop(L) > 3) {
-    lua_settop(L, 7); /* no hedge, no key: not for a batch */
+    lua_settop(L, 11); /* hedge and key are not for a batch: the facade
+                          passes none, and the core never hedges one */
     opts = &co;
     lrn_call_options(L, &co);
   }

@@ -40,6 +40,12 @@ void lrn_pool_done(rn_pool_t *pool, void *data, const rn_result_t *result);
 void lrn_pool_batch_done(rn_pool_t *pool, void *data,
                          const rn_batch_result_t *result);
 
+/* A call's `block` argument at idx into co: nil or false, not blocking;
+ * true, blocking as long as it is out; an integer, blocking with that
+ * many ms of excused silence (block_ms; 0: as long as it is out). Raises
+ * on a negative one. */
+void lrn_block_option(lua_State *L, int idx, rn_call_options_t *co);
+
 /* The error for rc from rn_pool_call (an EOVERLOAD names its limit). */
 void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc);
 

@@ -115,8 +115,11 @@ struct rn_call_s {
   struct rn_hold_s *hold;
   unsigned held : 1;
   unsigned blocking : 1; /* its reply may take long (BLPOP): its
-                            connection's silence is not judged, and it
-                            takes no other call while this is out */
+                            connection's silence is excused (block_ms),
+                            and it takes no other call while this is out */
+  uint32_t block_ms;     /* blocking: how long silence is excused after it
+                            is placed; 0: as long as it is out (in the
+                            padding before inline_frame: no larger call) */
   char inline_frame[RN_CALL_INLINE_FRAME];
 };
 
@@ -181,9 +184,13 @@ struct rn_conn_s {
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
   rn__tls_t *tls;         /* its TLS session (conn_tls.c), or NULL */
   /* hold.c: the hold it is reserved for (no pool call goes on it), or
-   * NULL; blocking: blocking calls (and their tombstones) on it. */
+   * NULL; blocking: blocking calls (and their tombstones) on it;
+   * block_until: loop ms until which their silence is excused (the
+   * latest end of their block_ms placed so far; UINT64_MAX: no bound,
+   * 0 once none is out). conn_liveness.c. */
   struct rn_hold_s *hold;
   unsigned blocking;
+  uint64_t block_until;
   /* subscribe.c: set while its hold is a subscriber: push frames and
    * subscribe-mode arrays go to sub_cb, not to calls. */
   rn_push_cb sub_cb;
@@ -437,26 +444,39 @@ void rn__conn_close(rn_conn_t *conn, int err);
 /* No new calls; closes once the calls on it are answered (at once if it
  * has none). reason: the close reason reported then. */
 void rn__conn_retire(rn_conn_t *conn, const char *reason);
+/* conn_liveness.c: a blocking call joins (+1) or leaves (-1) conn's
+ * queues. Placed, it is written at the end of this turn of the loop (or
+ * after the write in flight): its connection's silence is excused from
+ * now for its block_ms (without one, as long as it is out). Out of line:
+ * the common call pays one test. */
+void rn__conn_count_blocking(rn_conn_t *conn, const rn_call_t *call,
+                             int delta);
+/* The requests a call puts to its server: a batch's n, each taking a
+ * place of the server's MAX_CONCURRENT, else 1. */
+static inline unsigned rn__call_requests(const rn_call_t *call) {
+  return call->batch_n > 0 ? call->batch_n : 1;
+}
 /* A call joins (+1) or leaves (-1) the connection's queues. Requests are
  * counted apart for the server's MAX_CONCURRENT: pings and HELLOs are not
- * requests; an abandoned attempt (a tombstone) still holds its place on
- * the server, which may be running it. */
+ * requests; a batch is its n requests, until its last reply; an abandoned
+ * attempt (a tombstone) still holds its place on the server, which may be
+ * running it. */
 static inline void rn__conn_count_call(rn_conn_t *conn, const rn_call_t *call,
                                        int delta) {
   rn_pool_endpoint_t *ep = conn->endpoint;
+  /* (A batch is never internal; its tombstone is.) */
   int request = !call->internal || call->tombstone;
-  if (call->blocking) {
-    if (delta > 0) conn->blocking++;
-    else conn->blocking--;
-  }
+  if (call->blocking) rn__conn_count_blocking(conn, call, delta);
   if (delta > 0) {
     if (conn->queued++ == 0) ep->busy++;
     ep->outstanding++;
-    if (request) ep->requests++;
+    if (call->batch_n > 0) ep->requests += call->batch_n;
+    else if (request) ep->requests++;
   } else {
     if (--conn->queued == 0) ep->busy--;
     ep->outstanding--;
-    if (request) ep->requests--;
+    if (call->batch_n > 0) ep->requests -= call->batch_n;
+    else if (request) ep->requests--;
   }
 }
 

@@ -217,9 +217,24 @@ static void conn_send_proof(rn_conn_t *conn) {
   conn->proving = conn->pinging;
 }
 
+void rn__conn_count_blocking(rn_conn_t *conn, const rn_call_t *call,
+                             int delta) {
+  uint64_t until = UINT64_MAX;
+  if (delta < 0) {
+    if (--conn->blocking == 0) conn->block_until = 0;
+    return;
+  }
+  conn->blocking++;
+  if (call->block_ms != 0)
+    until = rn_loop_now(conn->pool->loop) + call->block_ms;
+  conn->block_until = RN_MAX(conn->block_until, until);
+}
+
 /* Silence counts from the last byte read, or from when the connection
  * started waiting for a reply if that is later: an idle connection owes
- * nothing until it is asked. */
+ * nothing until it is asked. While a blocking call is out, from when the
+ * latest block placed ends (conn->block_until): the server owes its reply
+ * only then. */
 void rn__conn_heartbeat(rn_timer_t *timer) {
   rn_conn_t *conn = timer->data;
   rn_pool_t *pool = conn->pool;
@@ -233,24 +248,31 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
   }
   if (conn->state != RN_CONN_READY) return;
   if (conn->blocking > 0 || conn->paused) {
-    /* A blocking call is out: silence is its answer. A paused subscriber
-     * reads nothing: the answer to its ping may sit unread. No verdict,
-     * no ping (it would wait behind the call, or unread); keepalive,
+    /* A blocking call is out: silence is its answer until its block ends
+     * (block_ms; without one, as long as it is out: keepalive,
      * TCP_USER_TIMEOUT and the call's deadline watch the connection
-     * meanwhile, and a paused one looks for a FIN or RST every interval
-     * (one that comes behind unread bytes waits for the resume). Its idle
-     * siblings need a prober that does ping. */
+     * meanwhile). A paused subscriber reads nothing: the answer to its
+     * ping may sit unread, so its silence is not judged at all; it looks
+     * for a FIN or RST every interval instead (one that comes behind
+     * unread bytes waits for the resume). No ping either way: it would
+     * wait behind the call, or unread. Its idle siblings need a prober
+     * that does ping. Looks again each interval, so that pings resume soon
+     * after the call is answered or the reading resumes. */
     int err = conn->paused ? conn_peer_gone(conn) : 0;
     if (err != 0) {
       rn__conn_close(conn, err);
       return;
     }
     rn__conn_hand_over_probing(conn);
-    rn_timer_start(timer, o->heartbeat.interval_ms);
-    return;
+    next = now + o->heartbeat.interval_ms;
+    if (conn->paused) {
+      rn_timer_start(timer, o->heartbeat.interval_ms);
+      return;
+    }
   }
-  if (!rn_list_empty(&conn->sent)) {
-    uint64_t since = RN_MAX(conn->last_read, conn->waiting_since);
+  if (!rn_list_empty(&conn->sent) && conn->block_until != UINT64_MAX) {
+    uint64_t since = RN_MAX(RN_MAX(conn->last_read, conn->waiting_since),
+                            conn->block_until);
     uint64_t deadline = since + o->heartbeat.timeout_ms;
     if (now >= deadline) {
       if (pool->loop->last_poll < deadline) {
@@ -263,7 +285,7 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
       rn__conn_close(conn, RN_EDEADPEER);
       return;
     }
-    next = deadline;
+    next = RN_MIN(next, deadline);
   }
   /* While a ping is out, only its deadline matters: waking at the next
    * ping time, which has passed, would spin. */
@@ -271,7 +293,8 @@ void rn__conn_heartbeat(rn_timer_t *timer) {
    * queued by the server): its calls' silence is judged above. A
    * subscriber does ping: PING is allowed in subscribe mode, and its
    * silence is otherwise never judged. */
-  if (!conn->pinging && (conn->hold == NULL || conn->sub_cb != NULL)) {
+  if (!conn->pinging && conn->blocking == 0 &&
+      (conn->hold == NULL || conn->sub_cb != NULL)) {
     uint64_t due = conn_ping_due(conn);
     if (now >= due) {
       rn__conn_send_ping(conn);

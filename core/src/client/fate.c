@@ -181,9 +181,14 @@ int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
                               ? options->attempt_timeout_ms
                               : pool->options.attempt_timeout_ms;
   /* A blocking call's reply is slow by design: no attempt timeout, no
-   * hedge; its deadline bounds it (rn__fate_deadline). */
-  if (options != NULL && options->blocking) {
+   * hedge; its deadline bounds it (rn__fate_deadline), and block_ms its
+   * connection's excused silence (conn_liveness.c). */
+  if (options != NULL && (options->blocking || options->block_ms != 0)) {
     call->blocking = 1;
+    /* Beyond 2^32 ms (49 days) a bound is no bound. */
+    call->block_ms = options->block_ms <= UINT32_MAX
+                         ? (uint32_t)options->block_ms
+                         : 0;
     call->attempt_timeout = 0;
   }
   /* Keyed calls are never hedged: the server runs a key once, so a copy

@@ -429,14 +429,20 @@ static int pool_endpoint_full(const rn_pool_t *pool,
          ep->outstanding >= pool->options.max_in_flight;
 }
 
-/* rnp: the endpoint's server has MAX_CONCURRENT requests from this pool,
- * over all its connections (the limit is the server's, not a
- * connection's: docs/protocol.md section 6). More would only be refused
- * OVERLOADED, so calls wait in the pool's queue (or go to other
- * endpoints) until a reply frees a place; another connection to it would
- * not help either. */
-static int pool_endpoint_at_server_limit(const rn_pool_endpoint_t *ep) {
-  return ep->max_concurrent != 0 && ep->requests >= ep->max_concurrent;
+/* rnp: the endpoint's server has no room for the requests of call (NULL:
+ * one) from this pool: MAX_CONCURRENT over all its connections (the limit
+ * is the server's, not a connection's: docs/protocol.md section 6; a
+ * batch is its n requests). More would only be refused OVERLOADED, so calls wait
+ * in the pool's queue (or go to other endpoints) until replies free
+ * places; another connection to it would not help either. A batch larger
+ * than MAX_CONCURRENT goes when nothing else is out there: alone, it gets
+ * what the server can give (it admits MAX_CONCURRENT and queues or
+ * refuses the rest), and waiting longer would not get it more. */
+static int pool_endpoint_at_server_limit(const rn_pool_endpoint_t *ep,
+                                         const rn_call_t *call) {
+  return ep->max_concurrent != 0 && ep->requests != 0 &&
+         ep->requests + (call != NULL ? rn__call_requests(call) : 1) >
+             ep->max_concurrent;
 }
 
 /* rnp: no endpoint's server accepts a frame of len bytes (each announced
@@ -489,26 +495,29 @@ static inline rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip,
   return best;
 }
 
-/* Whether ep may take a call now: has a ready connection, is under its
- * caps (max_in_flight, its server's MAX_CONCURRENT), not ejected (an
- * ejection past its time ends here). Cheap tests first: this runs for
- * every call. */
+/* Whether ep may take call (NULL: any single request) now: has a ready
+ * connection, is under its caps (max_in_flight, its server's
+ * MAX_CONCURRENT), not ejected (an ejection past its time ends here).
+ * Cheap tests first: this runs for every call. */
 static int pool_endpoint_open_for_calls(rn_pool_t *pool,
-                                        rn_pool_endpoint_t *ep) {
+                                        rn_pool_endpoint_t *ep,
+                                        const rn_call_t *call) {
   return ep->ready != 0 && !pool_endpoint_full(pool, ep) &&
-         !pool_endpoint_at_server_limit(ep) &&
+         !pool_endpoint_at_server_limit(ep, call) &&
          (ep->ejected_until == 0 ? !ep->removed
                                  : rn__endpoint_usable(
                                        pool, ep, rn_loop_now(pool->loop)));
 }
 
 /* A connection of the usable endpoint with the fewest calls outstanding
- * that takes a frame of len bytes, endpoints taken in turn so that ties
- * spread over them. `avoid` (where a call's last attempt failed) is taken
- * only if no other endpoint can; `skip` (a hedged call's own connection)
- * never. */
-static inline rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
-                                rn_conn_t *skip, size_t len) {
+ * that takes a frame of len bytes and call's requests (NULL: one),
+ * endpoints taken in turn so that ties spread over them. `avoid` (where a
+ * call's last attempt failed) is taken only if no other endpoint can;
+ * `skip` (a hedged call's own connection) never. */
+static inline rn_conn_t *pool_pick_any(rn_pool_t *pool,
+                                       rn_pool_endpoint_t *avoid,
+                                       rn_conn_t *skip, size_t len,
+                                       const rn_call_t *call) {
   rn_conn_t *best = NULL, *fallback = NULL;
   unsigned best_load = UINT_MAX;
   size_t n = pool->endpoint_count, k = pool->next_endpoint, i;
@@ -516,14 +525,14 @@ static inline rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoi
   /* One endpoint (one server, the common case): no turn to take, and
    * `avoid` would be the fallback anyway. */
   if (n == 1)
-    return pool_endpoint_open_for_calls(pool, pool->endpoints[0])
+    return pool_endpoint_open_for_calls(pool, pool->endpoints[0], call)
                ? endpoint_pick(pool->endpoints[0], skip, len)
                : NULL;
   for (i = 0; i < n; i++, k = k + 1 == n ? 0 : k + 1) {
     rn_pool_endpoint_t *ep = pool->endpoints[k];
     rn_conn_t *conn;
     if (ep->outstanding >= best_load ||
-        !pool_endpoint_open_for_calls(pool, ep))
+        !pool_endpoint_open_for_calls(pool, ep, call))
       continue;
     conn = endpoint_pick(ep, skip, len);
     if (conn == NULL) continue;
@@ -543,10 +552,11 @@ static inline rn_conn_t *pool_pick_any(rn_pool_t *pool, rn_pool_endpoint_t *avoi
 }
 
 static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
-                            rn_conn_t *skip, size_t len) {
+                            rn_conn_t *skip, size_t len,
+                            const rn_call_t *call) {
   rn_conn_t *conn;
   /* Each failed check closes a connection, so this ends. */
-  while ((conn = pool_pick_any(pool, avoid, skip, len)) != NULL) {
+  while ((conn = pool_pick_any(pool, avoid, skip, len, call)) != NULL) {
     if (conn->queued > 0) break;
     /* A FIN that arrived after the loop's last poll is unseen. Trust the
      * connection only while the loop polled in this very millisecond (a
@@ -576,7 +586,8 @@ void rn__pool_grow(rn_pool_t *pool) {
     if (ep->open >= pool->options.size) continue;
     if (now == 0) now = rn_loop_now(pool->loop);
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
-    if (pool_endpoint_full(pool, ep) || pool_endpoint_at_server_limit(ep))
+    if (pool_endpoint_full(pool, ep) ||
+        pool_endpoint_at_server_limit(ep, NULL))
       continue;
     if (!rn__endpoint_usable(pool, ep, now)) {
       if (ep->ejected_until != 0) wake = RN_MIN(wake, ep->ejected_until);
@@ -600,12 +611,14 @@ static void pool_reconnect_due(rn_timer_t *timer) {
   rn__pool_dispatch(timer->data);
 }
 
-/* rnp: whether some connection would take a call, whatever its size, when
- * none takes the one at the head of the queue (its frame is above their
- * servers' MAX_FRAME): then smaller calls behind it go on. */
-static int pool_takes_smaller(rn_pool_t *pool) {
+/* rnp: whether some connection would take the call at the head of the
+ * queue were it smaller, when none takes it (its frame is above their
+ * servers' MAX_FRAME): then smaller calls behind it go on. A batch waiting
+ * for room under MAX_CONCURRENT is not passed over: single calls would
+ * take each place as it frees, and it would wait forever. */
+static int pool_takes_smaller(rn_pool_t *pool, const rn_call_t *head) {
   return pool->codec.protocol == RN_PROTOCOL_RNP &&
-         pool_pick(pool, NULL, NULL, 0) != NULL;
+         pool_pick(pool, NULL, NULL, 0, head) != NULL;
 }
 
 /* Every endpoint refused (its certificate failed our checks, or our
@@ -724,8 +737,8 @@ void rn__pool_dispatch(rn_pool_t *pool) {
         continue;
       }
       if (len < too_large) {
-        conn = pool_pick(pool, call->endpoint, NULL, len);
-        if (conn == NULL && !pool_takes_smaller(pool)) break;
+        conn = pool_pick(pool, call->endpoint, NULL, len, call);
+        if (conn == NULL && !pool_takes_smaller(pool, call)) break;
       }
       /* The check in pick may have failed calls (and run callbacks): the
        * connection was picked for the call at the head then. */
@@ -760,7 +773,7 @@ void rn__pool_dispatch(rn_pool_t *pool) {
 }
 
 rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call) {
-  return pool_pick(pool, call->endpoint, call->conn, call->frame_len);
+  return pool_pick(pool, call->endpoint, call->conn, call->frame_len, call);
 }
 
 void rn__pool_conn_writable(rn_pool_t *pool) {
@@ -805,7 +818,7 @@ int rn__pool_accept(rn_pool_t *pool, rn_call_t *call,
      * until this one is placed. */
     pool->dispatching = 1;
     pool->dispatch_again = 0;
-    conn = pool_pick(pool, call->endpoint, NULL, call->frame_len);
+    conn = pool_pick(pool, call->endpoint, NULL, call->frame_len, call);
     if (conn != NULL && !pool->closing) {
       int crowded = conn->queued > 0;
       pool_place(pool, conn, call);
