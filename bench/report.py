@@ -1,6 +1,13 @@
 """Turns the driver's results into bench.md, results.json and
 throughput.png. Kept apart from run.py so a results.json can be re-rendered
-(python3 bench/report.py DIR) without running anything again."""
+without running anything again:
+
+  python3 bench/report.py DIR [RAW]
+
+The driver's raw samples (every run of every client and cell) stay in the
+build directory (BUILD/bench-raw.json); DIR/results.json, which make bench
+commits, keeps their medians only, a row a line, so that a run's diff
+shows what moved. With RAW, DIR's files are made again from that file."""
 import json
 import os
 import shutil
@@ -9,7 +16,7 @@ import subprocess
 import sys
 
 CLIENT_ORDER = ["uv", "rn-c", "hiredis", "lua-task", "lua-send",
-                "luasocket", "luv", "redis-benchmark"]
+                "luasocket", "luv", "ioredis", "redis-benchmark"]
 TITLES = {
     "uv": "C baseline",
     "rn-c": "resilnet C",
@@ -18,8 +25,19 @@ TITLES = {
     "lua-send": "resilnet Lua callbacks",
     "luasocket": "LuaSocket",
     "luv": "luv (pure Lua)",
+    "ioredis": "ioredis (Node.js)",
     "redis-benchmark": "redis-benchmark",
 }
+# The peer ratios printed for every cell where both clients ran.
+PEER_RATIOS = [("rn-c", "hiredis"), ("lua-task", "luv"), ("lua-send", "luv"),
+               ("lua-task", "ioredis"), ("lua-send", "ioredis"),
+               ("uv", "redis-benchmark"), ("rn-c", "redis-benchmark"),
+               ("lua-task", "redis-benchmark"),
+               ("lua-send", "redis-benchmark"), ("luv", "redis-benchmark")]
+SHORT = {"uv": "baseline", "rn-c": "resilnet C", "hiredis": "hiredis",
+         "lua-task": "Lua tasks", "lua-send": "Lua callbacks",
+         "luv": "luv", "ioredis": "ioredis",
+         "redis-benchmark": "redis-benchmark"}
 SERVER_TITLES = {
     "redis": "redis-server (resp, ECHO)",
     "echo": "rnb-echo-server (length frames, C echo)",
@@ -35,20 +53,81 @@ def fmt_rate(x):
     return "%.0f" % x
 
 
-def aggregate(runs):
+def medians(rows, key_fields, cpu=False):
+    """Rows of the same key_fields grouped into one: the median rate, its
+    min, max and count and, with cpu, the median CPU us per call."""
     groups = {}
-    for r in runs:
-        key = (r["server"], r["conns"], r["depth"], r["size"], r["client"])
-        groups.setdefault(key, []).append(r)
-    agg = {}
-    for key, rs in groups.items():
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in key_fields), []).append(r)
+    out = []
+    for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         rates = [r["rate"] for r in rs]
-        cpus = [r["cpu"] / r["calls"] * 1e6 for r in rs
-                if r.get("cpu") is not None and r["calls"] > 0]
-        agg[key] = {"median": statistics.median(rates), "min": min(rates),
-                    "max": max(rates), "n": len(rates),
-                    "cpu_us": statistics.median(cpus) if cpus else None}
-    return agg
+        row = dict(zip(key_fields, key))
+        row.update(median=statistics.median(rates), min=min(rates),
+                   max=max(rates), n=len(rates))
+        if cpu:
+            cpus = [r["cpu"] / r["calls"] * 1e6 for r in rs
+                    if r.get("cpu") is not None and r["calls"] > 0]
+            row["cpu_us"] = statistics.median(cpus) if cpus else None
+        out.append(row)
+    return out
+
+
+def tidy(v):
+    """Numbers rounded to what a reader compares: rates and counts whole,
+    small figures to 3 decimals, so the committed file does not churn in
+    digits nobody reads."""
+    if isinstance(v, dict):
+        return {k: tidy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [tidy(x) for x in v]
+    if isinstance(v, float):
+        if v == int(v) or abs(v) >= 1000:
+            return int(round(v))
+        return round(v, 1 if abs(v) >= 100 else 3)
+    return v
+
+
+def summarize(raw):
+    """The committed summary of a raw run: medians of the throughput, TLS
+    and batch stages; the other stages, already one row per trial or per
+    client, as they are."""
+    if "throughput" in raw:  # a summary already
+        return raw
+    s = {k: v for k, v in raw.items() if k not in ("runs", "tls", "batches")}
+    s["throughput"] = medians(raw.get("runs", []), (
+        "server", "conns", "depth", "size", "client"), cpu=True)
+    s["tls"] = medians(raw.get("tls", []), (
+        "client", "tls", "conns", "depth", "size"))
+    s["batches"] = medians(raw.get("batches", []), ("client", "depth"))
+    return tidy(s)
+
+
+def dump(s, path):
+    """JSON with a list element or a dict entry a line (sorted keys): a
+    new run changes the lines of what moved, and only those."""
+    def one(v):
+        return json.dumps(v, sort_keys=True)
+    parts = []
+    for k in sorted(s):
+        v = s[k]
+        if isinstance(v, list) and v:
+            body = "[\n" + ",\n".join("  " + one(x) for x in v) + "\n ]"
+        elif isinstance(v, dict) and v:
+            body = "{\n" + ",\n".join("  %s: %s" % (one(kk), one(vv))
+                                        for kk, vv in sorted(v.items())) \
+                + "\n }"
+        else:
+            body = one(v)
+        parts.append(" %s: %s" % (one(k), body))
+    with open(path, "w") as f:
+        f.write("{\n" + ",\n".join(parts) + "\n}\n")
+
+
+def aggregate(summary):
+    """{(server, conns, depth, size, client): row} of the throughput."""
+    return {(r["server"], r["conns"], r["depth"], r["size"], r["client"]): r
+            for r in summary.get("throughput", [])}
 
 
 def cells_of(agg, server):
@@ -101,17 +180,18 @@ def throughput_tables(agg, lines):
                     fmt_rate(a["min"]), fmt_rate(a["max"])))
             lines.append("| %s | %s |" % (cell_name(cell), " | ".join(row)))
         lines.append("")
-        if "redis-benchmark" in clients:
-            rn = [c for c in ("uv", "rn-c", "lua-task", "lua-send", "luv",
-                              "luasocket") if c in clients]
-            lines.append("Ratio to redis-benchmark (same cell):\n")
-            lines.append("| cell | " + " | ".join(TITLES[c] for c in rn)
-                         + " |")
-            lines.append("|---|" + "---:|" * len(rn))
+        pairs = [(c, ref) for c, ref in PEER_RATIOS
+                 if c in clients and ref in clients]
+        if pairs:
+            lines.append("Ratios to the peers (medians, same cell):\n")
+            lines.append("| cell | " + " | ".join(
+                "%s / %s" % (SHORT[c], SHORT[ref]) for c, ref in pairs)
+                + " |")
+            lines.append("|---|" + "---:|" * len(pairs))
             for cell in cells:
                 row = []
-                for c in rn:
-                    r = ratio(agg, server, cell, c, "redis-benchmark")
+                for c, ref in pairs:
+                    r = ratio(agg, server, cell, c, ref)
                     row.append("%.2fx" % r if r is not None else "-")
                 lines.append("| %s | %s |" % (cell_name(cell),
                                               " | ".join(row)))
@@ -138,11 +218,13 @@ def worst(values):
 def tls_medians(res):
     """{(client, tls, conns, depth, size): median calls/s} of the TLS
     stage."""
-    groups = {}
-    for r in res.get("tls", []):
-        key = (r["client"], r["tls"], r["conns"], r["depth"], r["size"])
-        groups.setdefault(key, []).append(r["rate"])
-    return {k: statistics.median(v) for k, v in groups.items()}
+    return {(r["client"], r["tls"], r["conns"], r["depth"], r["size"]):
+            r["median"] for r in res.get("tls", [])}
+
+
+def batch_medians(res):
+    """{client: median requests/s} of the batch stage."""
+    return {r["client"]: r["median"] for r in res.get("batches", [])}
 
 
 def tls_table(res, lines):
@@ -211,11 +293,13 @@ def targets(res, agg):
             % (TITLES[c], lua), every_cell(c, "luv", (1, 16)), 1.0)
         add("%s >= 1.0x redis-benchmark -c 50" % TITLES[c],
             every_cell(c, "redis-benchmark", (1,), ["redis"], (50,)), 1.0)
-    for name in ("resilnet Lua batches of 16 >= 1.3x luv",
-                 "resilnet Lua batches of 16 >= 0.9x redis-benchmark -c 50 "
-                 "-P 16"):
-        out.append((name, "not measured: no batch client in bench/ yet "
-                    "(pool:batch is issue 20, item 3)", None))
+    bm = batch_medians(res)
+    for ref, bound, name in (
+            ("luv", 1.3, "luv with 16 in flight"),
+            ("redis-benchmark", 0.9, "redis-benchmark -c 50 -P 16")):
+        add("resilnet Lua batches of 16 (%s) >= %.1fx %s, 50 conns"
+            % (lua, bound, name), [bm["lua-batch"] / bm[ref]]
+            if bm.get("lua-batch") and bm.get(ref) else [], bound)
     skipped = res["meta"].get("skipped") or {}
     if "hiredis" in skipped:
         out.append(("resilnet C >= 1.5x hiredis async, 16 in flight; "
@@ -348,25 +432,23 @@ unset multiplot
 
 def batch_lines(res, lines):
     """The batch rows (issue 19): medians of the interleaved runs."""
-    rows = res.get("batches", [])
-    med = {}
-    for client in ("lua-batch", "redis-benchmark", "lua-tx", "lua-task"):
-        rates = [r["rate"] for r in rows if r["client"] == client]
-        if rates:
-            med[client] = statistics.median(rates)
+    med = batch_medians(res)
     if not med:
         return
     lines.append("## Batches and transactions (issue 19)\n")
     lines.append("redis-server, 3-byte `ECHO`, 50 connections, medians of "
-                 "%d interleaved run(s); requests per second.\n"
-                 % len([r for r in rows if r["client"] == "lua-batch"]))
+                 "%d run(s) in rotating order; requests per second.\n"
+                 % max(r["n"] for r in res["batches"]))
     lines.append("| client | requests/s | against | ratio | target |")
     lines.append("|---|---:|---|---:|---|")
 
     def row(name, client, ref, factor, target):
         if client not in med:
             return
-        if ref in med:
+        if ref == client:
+            lines.append("| %s | %s | - | - | reference |" % (
+                name, fmt_rate(med[client])))
+        elif ref in med:
             ratio = med[client] / med[ref] * factor
             holds = "yes" if ratio >= target[1] else "**no**"
             lines.append("| %s | %s | %s | %.2fx | %s: %s |" % (
@@ -376,8 +458,11 @@ def batch_lines(res, lines):
                 name, fmt_rate(med[client])))
     row("`pool:batch` of 16, Lua (lua-batch)", "lua-batch",
         "redis-benchmark", 1, (">= 0.9x redis-benchmark -c 50 -P 16", 0.9))
+    row("`pool:batch` of 16, Lua (lua-batch)", "lua-batch", "luv", 1,
+        (">= 1.3x luv, 16 in flight", 1.3))
     row("redis-benchmark -c 50 -P 16", "redis-benchmark", "redis-benchmark",
         1, ("reference", 0))
+    row("luv, pure Lua, 16 in flight", "luv", "luv", 1, ("reference", 0))
     # A transaction costs less than three single calls when its rate is
     # above a third of theirs: ratio = tx rate x 3 / single-call rate.
     row("`pool:transaction{ECHO}` (MULTI, ECHO, EXEC), Lua", "lua-tx",
@@ -387,8 +472,9 @@ def batch_lines(res, lines):
     lines.append("")
 
 
-def write(res, outdir, failures=()):
-    agg = aggregate(res["runs"])
+def write(raw, outdir, failures=()):
+    res = summarize(raw)
+    agg = aggregate(res)
     m = res["meta"]
     lines = ["# resilnet benchmark results\n"]
     lines.append(
@@ -402,6 +488,8 @@ def write(res, outdir, failures=()):
     for client, why in sorted((m.get("skipped") or {}).items()):
         lines.append("**Skipped: %s** (%s).\n" % (TITLES.get(client, client),
                                                    why))
+    for client, what in sorted((m.get("peers") or {}).items()):
+        lines.append("%s: %s.\n" % (TITLES.get(client, client), what))
     if m.get("rnp_gap"):
         lines.append("**Gap: resilnet's rnp server is not in the matrix** "
                      "(%s); it is added automatically once it starts.\n"
@@ -541,12 +629,12 @@ def write(res, outdir, failures=()):
         lines.append("")
     with open(os.path.join(outdir, "bench.md"), "w") as f:
         f.write("\n".join(lines))
-    with open(os.path.join(outdir, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    dump(res, os.path.join(outdir, "results.json"))
 
 
 if __name__ == "__main__":
     d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "results")
-    with open(os.path.join(d, "results.json")) as f:
+    src = sys.argv[2] if len(sys.argv) > 2 else os.path.join(d, "results.json")
+    with open(src) as f:
         write(json.load(f), d)

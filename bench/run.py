@@ -44,22 +44,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-CLIENTS = ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
-           "luv", "redis-benchmark"]
-CLIENT_TITLES = {
-    "uv": "C baseline (libuv)",
-    "rn-c": "resilnet C (rn_pool_call)",
-    "hiredis": "hiredis async, libuv adapter",
-    "lua-task": "resilnet Lua, tasks (pool:call)",
-    "lua-send": "resilnet Lua, callbacks (pool:send)",
-    "luasocket": "LuaSocket (blocking, a process per connection)",
-    "luv": "luv, pure Lua",
-    "redis-benchmark": "redis-benchmark",
-}
-# Which clients speak which server's protocol.
+# Which clients speak which server's protocol (titles: report.py).
 PROTO_CLIENTS = {
     "resp": ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
-             "luv", "redis-benchmark"],
+             "luv", "ioredis", "redis-benchmark"],
     "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv"],
     "rnp": ["rn-c", "lua-task", "lua-send"],
 }
@@ -115,6 +103,7 @@ class Bench:
         # skipped, with the reason in bench.md.
         self.skipped = {}
         self.tls_ca = None  # the test CA, once the TLS redis-server runs
+        self.peers = {}  # client -> what was measured ("ioredis 6.1.0 ...")
         if not os.path.exists(os.path.join(self.bin, "rnb-hiredis-client")):
             self.skipped["hiredis"] = (
                 "rnb-hiredis-client not built: libhiredis-dev is not "
@@ -219,6 +208,9 @@ class Bench:
         if client == "hiredis":
             return [os.path.join(self.bin, "rnb-hiredis-client")] + common, \
                 None
+        if client == "ioredis":
+            return ["node", os.path.join(HERE, "node", "ioredis_client.js")] \
+                + common, dict(os.environ, NODE_PATH=self.node_path)
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
                   "luv": "luv_client.lua",
                   "luasocket": "luasocket_client.lua"}[client]
@@ -372,25 +364,28 @@ class Bench:
     # -- batches (issue 19) --------------------------------------------------
 
     def batches(self):
-        """Against redis-server, runs interleaved: pool:batch of 16 from Lua
-        tasks on 50 connections and redis-benchmark -c 50 -P 16; one-command
-        pool:transaction (MULTI, ECHO, EXEC) from 50 tasks and single calls
-        from 50 tasks. Rates are requests (a transaction is one) per second,
-        into results["batches"]."""
+        """Against redis-server, in rounds whose order rotates: pool:batch
+        of 16 from Lua tasks on 50 connections, redis-benchmark -c 50 -P 16
+        and luv with 16 in flight on 50 connections (the batch targets'
+        references); one-command pool:transaction (MULTI, ECHO, EXEC) from
+        50 tasks and single calls from 50 tasks. Rates are requests (a
+        transaction is one) per second, into results["batches"]."""
         if "redis" not in self.servers:
             return
         port, secs = self.servers["redis"][1], self.args.secs
         rows = self.results.setdefault("batches", [])
+        clients = ["lua-batch", "redis-benchmark", "luv", "lua-tx",
+                   "lua-task"]
+        estimate = 200000  # redis-benchmark's call count, from lua-batch
         for rep in range(self.args.runs):
-            estimate = None
-            for client in ("lua-batch", "redis-benchmark", "lua-tx",
-                           "lua-task"):
+            k = rep % len(clients)
+            for client in clients[k:] + clients[:k]:
                 depth = 1 if client in ("lua-tx", "lua-task") else 16
                 if client == "redis-benchmark":
                     r = self.run_redis_benchmark(port, 50, 16, 3, secs,
-                                                 estimate or 200000)
-                elif client == "lua-task":
-                    r = self.run_client(client, "redis", 50, 1, 3, secs)
+                                                 estimate)
+                elif client in ("lua-task", "luv"):
+                    r = self.run_client(client, "redis", 50, depth, 3, secs)
                 else:
                     cmd = [self.lua, os.path.join(HERE, "lua", "rn_batch.lua"),
                            "--proto", "resp", "--port", str(port), "--conns",
@@ -502,7 +497,10 @@ class Bench:
         p = subprocess.run([ann, cg], stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
         lines = p.stdout.splitlines()
-        keep = [l for l in lines if re.match(r"^\s*[\d,]+ \(", l)][:30]
+        # The object's name without its directory: the same line whichever
+        # tree was measured.
+        keep = [re.sub(r"\[[^\]]*/([^\]/]+)\]", r"[\1]", l) for l in lines
+                if re.match(r"^\s*[\d,]+ \(", l)][:20]
         self.results["hotspots"] = keep
 
     # -- TLS (issue 17) ------------------------------------------------------
@@ -661,6 +659,9 @@ class Bench:
                 self.start_echo()
                 self.callgrind()
             else:
+                self.node_path, what = ioredis_setup(self.build)
+                (self.peers if self.node_path else self.skipped)[
+                    "ioredis"] = what
                 self.start_servers()
                 self.matrix()
                 self.batches()
@@ -676,7 +677,7 @@ class Bench:
         m.update(quick=self.args.quick, runs=self.args.runs,
                  secs=self.args.secs, lua=self.lua,
                  rnp_gap=getattr(self, "rnp_gap", None),
-                 skipped=self.skipped,
+                 skipped=self.skipped, peers=self.peers,
                  servers={k: v[0] for k, v in self.servers.items()},
                  date=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(),
                  wall=time.time() - t0)
@@ -707,6 +708,42 @@ def callgrind_table(rows, before=None, tolerance=None):
                     beyond.append("%s %s" % (callgrind_key(row), client))
             print(line)
     return beyond
+
+
+def ioredis_setup(build):
+    """(NODE_PATH, what is measured) for ioredis, which npm installs into
+    BUILD/node (never into the source tree) when it is not there yet; or
+    (None, why not). The newest major the Node found runs (6 needs Node
+    20)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return None, "node and npm not found (Node.js 12 or later)"
+    version = subprocess.run([node, "--version"], stdout=subprocess.PIPE,
+                             text=True).stdout.strip()
+    m = re.match(r"v(\d+)\.", version)
+    if not m or int(m.group(1)) < 12:
+        return None, "Node %s is older than ioredis 5 needs (12)" % version
+    prefix = os.path.join(build, "node")
+    modules = os.path.join(prefix, "node_modules")
+    pkg = os.path.join(modules, "ioredis", "package.json")
+    if not os.path.exists(pkg):
+        want = "ioredis@6" if int(m.group(1)) >= 20 else "ioredis@5"
+        print("bench: npm install --prefix %s %s" % (prefix, want),
+              file=sys.stderr)
+        try:
+            p = subprocess.run([npm, "install", "--prefix", prefix,
+                                "--no-audit", "--no-fund", "--loglevel=error",
+                                "--fetch-retries=1", want],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, timeout=300)
+            why = p.stderr.strip()[-300:] if p.returncode != 0 else None
+        except subprocess.TimeoutExpired:
+            why = "timed out"
+        if why or not os.path.exists(pkg):
+            return None, "npm install %s failed: %s" % (want, why)
+    with open(pkg) as f:
+        return modules, "ioredis %s, Node %s" % (json.load(f)["version"],
+                                                 version)
 
 
 def build_type_of(build):
@@ -845,9 +882,15 @@ def main():
     b.run()
     sys.path.insert(0, HERE)
     import report
+    # Every sample stays in the build directory; the output directory (the
+    # committed bench/results for make bench) gets their medians.
+    raw = os.path.join(a.build, "bench-raw%s.json" % ("-quick" if a.quick
+                                                      else ""))
+    with open(raw, "w") as f:
+        json.dump(b.results, f, indent=1)
     report.write(b.results, a.out, failures)
-    print("bench: results in %s (%.0f s)" % (a.out, b.results["meta"]["wall"]),
-          file=sys.stderr)
+    print("bench: results in %s, raw samples in %s (%.0f s)" % (
+        a.out, raw, b.results["meta"]["wall"]), file=sys.stderr)
     if failures:
         print("bench: %d failure(s):\n  %s" % (len(failures),
               "\n  ".join(failures)), file=sys.stderr)
