@@ -28,16 +28,56 @@ TITLES = {
     "ioredis": "ioredis (Node.js)",
     "redis-benchmark": "redis-benchmark",
 }
-# The peer ratios printed for every cell where both clients ran.
-PEER_RATIOS = [("rn-c", "hiredis"), ("lua-task", "luv"), ("lua-send", "luv"),
-               ("lua-task", "ioredis"), ("lua-send", "ioredis"),
-               ("uv", "redis-benchmark"), ("rn-c", "redis-benchmark"),
-               ("lua-task", "redis-benchmark"),
-               ("lua-send", "redis-benchmark"), ("luv", "redis-benchmark")]
+# The peer ratios printed for every cell where both clients ran; True:
+# once per Lua the matrix ran (the targets' ratios).
+PEER_RATIOS = [("rn-c", "hiredis", False), ("lua-task", "luv", True),
+               ("lua-send", "luv", True), ("lua-task", "ioredis", False),
+               ("lua-send", "ioredis", False),
+               ("rn-c", "redis-benchmark", False),
+               ("lua-task", "redis-benchmark", True),
+               ("lua-send", "redis-benchmark", True)]
 SHORT = {"uv": "baseline", "rn-c": "resilnet C", "hiredis": "hiredis",
          "lua-task": "Lua tasks", "lua-send": "Lua callbacks",
          "luv": "luv", "ioredis": "ioredis",
          "redis-benchmark": "redis-benchmark"}
+# The clients run again under each further Lua ("lua-task@luajit").
+LUA_CLIENTS = ("lua-task", "lua-send", "luv")
+
+
+def title(client, names=TITLES):
+    """A client's title; one under a further Lua says which."""
+    base, _, lua = client.partition("@")
+    return names[base] + (" (%s)" % lua if lua else "")
+
+
+# A colour per client, the same in every panel; a further Lua's run of a
+# client in a lighter shade of it.
+COLORS = {"uv": "#555555", "rn-c": "#1f77b4", "hiredis": "#d62728",
+          "lua-task": "#2ca02c", "lua-send": "#9467bd", "luasocket": "#8c564b",
+          "luv": "#ff7f0e", "ioredis": "#e377c2", "redis-benchmark": "#17becf"}
+
+
+def color(client):
+    base, _, lua = client.partition("@")
+    rgb = COLORS[base]
+    if not lua:
+        return rgb
+    return "#" + "".join("%02x" % ((int(rgb[i:i + 2], 16) + 255) // 2)
+                         for i in (1, 3, 5))
+
+
+def peer_pairs(clients):
+    """PEER_RATIOS for the clients present, the Lua ones once per Lua."""
+    tags = [""] + sorted({"@" + c.partition("@")[2] for c in clients
+                          if "@" in c})
+    out = []
+    for c, ref, every_lua in PEER_RATIOS:
+        for tag in tags if every_lua else [""]:
+            pair = (c + tag, ref + tag if ref in LUA_CLIENTS else ref)
+            if pair[0] in clients and pair[1] in clients and \
+                    pair not in out:
+                out.append(pair)
+    return out
 SERVER_TITLES = {
     "redis": "redis-server (resp, ECHO)",
     "echo": "rnb-echo-server (length frames, C echo)",
@@ -136,7 +176,8 @@ def cells_of(agg, server):
 
 def clients_of(agg, server):
     present = {k[4] for k in agg if k[0] == server}
-    return [c for c in CLIENT_ORDER if c in present]
+    return sorted(present, key=lambda c: (
+        CLIENT_ORDER.index(c.partition("@")[0]), c))
 
 
 def ratio(agg, server, cell, client, ref):
@@ -154,6 +195,18 @@ def cell_name(cell):
         ("1 KiB" if s == 1024 else "%d B" % s))
 
 
+def cell_table(lines, intro, cells, columns, heads, value):
+    """A table of one row per cell and one column per entry of columns:
+    value(cell, column) is its text."""
+    lines.append(intro + "\n")
+    lines.append("| cell | " + " | ".join(heads) + " |")
+    lines.append("|---|" + "---:|" * len(columns))
+    for cell in cells:
+        lines.append("| %s | %s |" % (cell_name(cell), " | ".join(
+            value(cell, col) for col in columns)))
+    lines.append("")
+
+
 def throughput_tables(agg, lines):
     for server in ("redis", "echo", "rnp"):
         cells = cells_of(agg, server)
@@ -161,53 +214,37 @@ def throughput_tables(agg, lines):
             continue
         clients = clients_of(agg, server)
         lines.append("### %s\n" % SERVER_TITLES[server])
-        lines.append("Calls/s, median of the runs, with the ratio to the C "
-                     "baseline and [min-max].\n")
-        lines.append("| cell | " + " | ".join(TITLES[c] for c in clients)
-                     + " |")
-        lines.append("|---|" + "---:|" * len(clients))
-        for cell in cells:
-            row = []
-            for c in clients:
-                a = agg.get((server,) + cell + (c,))
-                if not a:
-                    row.append("-")
-                    continue
-                r = ratio(agg, server, cell, c, "uv")
-                row.append("%s %s[%s-%s]" % (
-                    fmt_rate(a["median"]),
-                    "(%.2fx) " % r if r is not None and c != "uv" else "",
-                    fmt_rate(a["min"]), fmt_rate(a["max"])))
-            lines.append("| %s | %s |" % (cell_name(cell), " | ".join(row)))
-        lines.append("")
-        pairs = [(c, ref) for c, ref in PEER_RATIOS
-                 if c in clients and ref in clients]
+
+        def rate(cell, c):
+            a = agg.get((server,) + cell + (c,))
+            if not a:
+                return "-"
+            r = ratio(agg, server, cell, c, "uv")
+            return "%s %s[%s-%s]" % (
+                fmt_rate(a["median"]),
+                "(%.2fx) " % r if r is not None and c != "uv" else "",
+                fmt_rate(a["min"]), fmt_rate(a["max"]))
+
+        def peer(cell, pair):
+            r = ratio(agg, server, cell, pair[0], pair[1])
+            return "%.2fx" % r if r is not None else "-"
+
+        def cpu(cell, c):
+            a = agg.get((server,) + cell + (c,))
+            return "%.2f" % a["cpu_us"] if a and a.get("cpu_us") \
+                is not None else "-"
+
+        heads = [title(c) for c in clients]
+        cell_table(lines, "Calls/s, median of the runs, with the ratio to "
+                   "the C baseline and [min-max].", cells, clients, heads,
+                   rate)
+        pairs = peer_pairs(clients)
         if pairs:
-            lines.append("Ratios to the peers (medians, same cell):\n")
-            lines.append("| cell | " + " | ".join(
-                "%s / %s" % (SHORT[c], SHORT[ref]) for c, ref in pairs)
-                + " |")
-            lines.append("|---|" + "---:|" * len(pairs))
-            for cell in cells:
-                row = []
-                for c, ref in pairs:
-                    r = ratio(agg, server, cell, c, ref)
-                    row.append("%.2fx" % r if r is not None else "-")
-                lines.append("| %s | %s |" % (cell_name(cell),
-                                              " | ".join(row)))
-            lines.append("")
-        lines.append("Client CPU time per call (us, median):\n")
-        lines.append("| cell | " + " | ".join(TITLES[c] for c in clients)
-                     + " |")
-        lines.append("|---|" + "---:|" * len(clients))
-        for cell in cells:
-            row = []
-            for c in clients:
-                a = agg.get((server,) + cell + (c,))
-                row.append("%.2f" % a["cpu_us"] if a and a["cpu_us"]
-                           is not None else "-")
-            lines.append("| %s | %s |" % (cell_name(cell), " | ".join(row)))
-        lines.append("")
+            cell_table(lines, "Ratios to the peers (medians, same cell):",
+                       cells, pairs, ["%s / %s" % (title(c, SHORT), title(ref, SHORT))
+                                      for c, ref in pairs], peer)
+        cell_table(lines, "Client CPU time per call (us, median):", cells,
+                   clients, heads, cpu)
 
 
 def worst(values):
@@ -266,7 +303,7 @@ def targets(res, agg):
 
     def add(name, vals, bound):
         if not vals:
-            out.append((name, "not measured", None))
+            out.append((name, "not measured in this run", None))
             return
         w = min(vals)
         out.append((name, "worst %.2fx (%s)" % (
@@ -288,11 +325,15 @@ def targets(res, agg):
                     vals.append(ratio(agg, server, cell, client, ref))
         return [v for v in vals if v is not None]
 
-    for c in ("lua-task", "lua-send"):
-        add("%s >= 1.0x luv on the same Lua (%s), every cell, single calls"
-            % (TITLES[c], lua), every_cell(c, "luv", (1, 16)), 1.0)
-        add("%s >= 1.0x redis-benchmark -c 50" % TITLES[c],
-            every_cell(c, "redis-benchmark", (1,), ["redis"], (50,)), 1.0)
+    for tag in [""] + ["@" + os.path.basename(l)
+                       for l in res["meta"].get("luas", [])[1:]]:
+        for c in ("lua-task", "lua-send"):
+            name = "%s (%s)" % (TITLES[c], tag[1:] or lua)
+            add("%s >= 1.0x luv on the same Lua, every cell, single calls"
+                % name, every_cell(c + tag, "luv" + tag, (1, 16)), 1.0)
+            add("%s >= 1.0x redis-benchmark -c 50" % name,
+                every_cell(c + tag, "redis-benchmark", (1,), ["redis"],
+                           (50,)), 1.0)
     bm = batch_medians(res)
     for ref, bound, name in (
             ("luv", 1.3, "luv with 16 in flight"),
@@ -382,7 +423,7 @@ def chart(agg, outdir, lines):
         clients = clients_of(agg, server)
         dat = os.path.join(outdir, "throughput-%s.dat" % server)
         with open(dat, "w") as f:
-            f.write("cell " + " ".join('"%s"' % TITLES[c] for c in clients)
+            f.write("cell " + " ".join('"%s"' % title(c) for c in clients)
                     + "\n")
             for cell in cells_of(agg, server):
                 vals = []
@@ -392,9 +433,9 @@ def chart(agg, outdir, lines):
                 f.write('"c%d d%d %s" %s\n' % (cell[0], cell[1],
                         "3B" if cell[2] == 3 else "1K", " ".join(vals)))
         cols = " , ".join(
-            "'%s' using %d:xtic(1) title columnheader(%d)" % (
-                os.path.basename(dat), i + 2, i + 2)
-            for i in range(len(clients)))
+            "'%s' using %d:xtic(1) title columnheader(%d) lc rgb '%s'" % (
+                os.path.basename(dat), i + 2, i + 2, color(c))
+            for i, c in enumerate(clients))
         plots.append("set title '%s'\nplot %s\n" % (SERVER_TITLES[server],
                                                      cols))
     script = """set terminal pngcairo size 1400,%d font ',9'
@@ -479,10 +520,13 @@ def write(raw, outdir, failures=()):
     lines = ["# resilnet benchmark results\n"]
     lines.append(
         "%s, %s cores (shared; compare ratios within this run, not absolute "
-        "numbers across runs). %d run(s) of %.1f s per client and cell, "
-        "interleaved; Lua clients on `%s`. Reproduce: `make bench` (full) "
-        "or `make bench-quick`.%s\n" % (
+        "numbers across runs). %d round(s) of %.1f s per client and cell, "
+        "the clients' order rotating each round; Lua clients on `%s`%s. "
+        "Reproduce: `make bench` (full) or `make bench-quick`.%s\n" % (
             m["date"], m["cores"], m["runs"], m["secs"], m["lua"],
+            "".join(" and, in the throughput tables and instruction counts, "
+                    "`%s`" % os.path.basename(l)
+                    for l in m.get("luas", [])[1:]),
             " **Quick smoke run: not for comparison.**" if m["quick"]
             else ""))
     for client, why in sorted((m.get("skipped") or {}).items()):
@@ -490,6 +534,9 @@ def write(raw, outdir, failures=()):
                                                    why))
     for client, what in sorted((m.get("peers") or {}).items()):
         lines.append("%s: %s.\n" % (TITLES.get(client, client), what))
+    if m.get("clients"):
+        lines.append("**Partial run: the matrix has only %s** (--clients); "
+                     "not for comparison with a full run.\n" % m["clients"])
     if m.get("rnp_gap"):
         lines.append("**Gap: resilnet's rnp server is not in the matrix** "
                      "(%s); it is added automatically once it starts.\n"

@@ -8,13 +8,21 @@ then writes bench.md (tables, ratios, targets), results.json and
 throughput.png (gnuplot) to the output directory.
 
   python3 bench/run.py --build BUILD_DIR [--quick] [--out DIR] [--runs N]
-                       [--secs S] [--lua lua5.4|luajit|...]
+                       [--secs S] [--lua LUA[,LUA]] [--clients C[,C]]
   python3 bench/run.py --callgrind-only --build BUILD_DIR [--lua LUA[,LUA]]
                        [--save FILE] [--compare FILE] [--tolerance PCT]
 
---quick is a smoke run (well under a minute): one run of a few cells, tiny
-scale and resilience figures; it fails (exit 1) if any client did not
-complete or a result did not parse.
+The full run measures the Lua clients (resilnet tasks and callbacks, luv)
+under every Lua of --lua (default lua5.4,luajit, the interpreters issue 20's
+targets name), in 5 rounds whose client order rotates, and keeps medians.
+--clients limits the matrix to the clients listed (uv, rn-c, hiredis,
+lua-task, lua-send, luasocket, luv, ioredis, redis-benchmark; a second
+Lua's as lua-task@luajit): a partial run, which bench.md says it is and which
+is not for committing.
+
+--quick is a smoke run (well under a minute): one run of a few cells under
+lua5.4 only, tiny scale and resilience figures; it fails (exit 1) if any
+client did not complete or a result did not parse.
 
 --callgrind-only measures instructions per call and nothing else (about a
 minute): rnb-uv-client, rnb-rn-client and the resilnet Lua clients
@@ -110,7 +118,14 @@ class Bench:
                 "installed (tools/install-deps.sh --bench)")
 
     def clients_for(self, proto):
-        return [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
+        """The matrix's clients for proto: the Lua ones once more under
+        each further Lua ("lua-task@luajit"), --clients applied."""
+        base = [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
+        out = base + ["%s@%s" % (c, os.path.basename(lua))
+                      for lua in self.luas[1:]
+                      for c in ("lua-task", "lua-send", "luv") if c in base]
+        only = self.args.clients
+        return [c for c in out if not only or c in only.split(",")]
 
     def env_for(self, lua):
         """The environment for a Lua client under the interpreter lua: the
@@ -211,11 +226,14 @@ class Bench:
         if client == "ioredis":
             return ["node", os.path.join(HERE, "node", "ioredis_client.js")] \
                 + common, dict(os.environ, NODE_PATH=self.node_path)
+        client, _, tag = client.partition("@")
+        lua = ([l for l in self.luas if os.path.basename(l) == tag] or
+               [self.lua])[0]
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
                   "luv": "luv_client.lua",
                   "luasocket": "luasocket_client.lua"}[client]
-        return [self.lua, os.path.join(HERE, "lua", script)] + common, \
-            self.lua_env
+        return [lua, os.path.join(HERE, "lua", script)] + common, \
+            self.env_for(lua)
 
     def run_proc(self, cmd, env, timeout):
         """(stdout, unused, ok, stderr)."""
@@ -662,6 +680,9 @@ class Bench:
                 self.node_path, what = ioredis_setup(self.build)
                 (self.peers if self.node_path else self.skipped)[
                     "ioredis"] = what
+                if not self.node_path:
+                    print("bench: ioredis rows skipped: " + what,
+                          file=sys.stderr)
                 self.start_servers()
                 self.matrix()
                 self.batches()
@@ -675,7 +696,8 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
         m = self.results["meta"]
         m.update(quick=self.args.quick, runs=self.args.runs,
-                 secs=self.args.secs, lua=self.lua,
+                 secs=self.args.secs, lua=self.lua, luas=self.luas,
+                 clients=self.args.clients,
                  rnp_gap=getattr(self, "rnp_gap", None),
                  skipped=self.skipped, peers=self.peers,
                  servers={k: v[0] for k, v in self.servers.items()},
@@ -733,10 +755,12 @@ def ioredis_setup(build):
         try:
             p = subprocess.run([npm, "install", "--prefix", prefix,
                                 "--no-audit", "--no-fund", "--loglevel=error",
-                                "--fetch-retries=1", want],
+                                "--fetch-retries=1", "--fetch-timeout=30000",
+                                want],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, timeout=300)
-            why = p.stderr.strip()[-300:] if p.returncode != 0 else None
+            why = "; ".join(p.stderr.strip().splitlines()[:2]) \
+                if p.returncode != 0 else None
         except subprocess.TimeoutExpired:
             why = "timed out"
         if why or not os.path.exists(pkg):
@@ -841,10 +865,13 @@ def main():
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--secs", type=float, default=None)
     ap.add_argument("--warm", type=float, default=None)
-    ap.add_argument("--lua", default="lua5.4",
-                    help="the Lua for the Lua clients; a comma-separated "
-                    "list measures callgrind under each (the matrix uses "
-                    "the first)")
+    ap.add_argument("--lua", default=None,
+                    help="the Luas for the Lua clients, comma-separated: "
+                    "the matrix and callgrind run under each, the TLS and "
+                    "batch stages under the first (default: lua5.4,luajit; "
+                    "--quick and --callgrind-only: lua5.4)")
+    ap.add_argument("--clients", default=None,
+                    help="only these clients in the matrix (a partial run)")
     ap.add_argument("--callgrind-only", action="store_true",
                     help="only instructions per call, printed")
     ap.add_argument("--save", help="with --callgrind-only: write the "
@@ -857,6 +884,8 @@ def main():
     ap.add_argument("--tolerance", type=float, default=2.0,
                     help="percent a resilnet client may move (--compare)")
     a = ap.parse_args()
+    if a.lua is None:
+        a.lua = "lua5.4" if a.quick or a.callgrind_only else "lua5.4,luajit"
     if a.repeat is None:
         a.repeat = 3 if a.callgrind_only else 1
     if a.callgrind_only:
@@ -871,7 +900,8 @@ def main():
     if a.out is None:
         a.out = os.path.join(a.build, "bench-quick") if a.quick else \
             os.path.join(HERE, "results")
-    preflight(a.lua)
+    for lua in a.lua.split(","):
+        preflight(lua)
     for prog in ("rnb-uv-client", "rnb-rn-client", "rnb-echo-server",
                  "rnb-scale", "rnb-resilience"):
         if not os.path.exists(os.path.join(a.build, "bench", prog)):
