@@ -325,6 +325,7 @@ def targets(res, agg):
                     vals.append(ratio(agg, server, cell, client, ref))
         return [v for v in vals if v is not None]
 
+    bm = batch_medians(res)
     for tag in [""] + ["@" + os.path.basename(l)
                        for l in res["meta"].get("luas", [])[1:]]:
         for c in ("lua-task", "lua-send"):
@@ -334,13 +335,13 @@ def targets(res, agg):
             add("%s >= 1.0x redis-benchmark -c 50" % name,
                 every_cell(c + tag, "redis-benchmark", (1,), ["redis"],
                            (50,)), 1.0)
-    bm = batch_medians(res)
-    for ref, bound, name in (
-            ("luv", 1.3, "luv with 16 in flight"),
-            ("redis-benchmark", 0.9, "redis-benchmark -c 50 -P 16")):
-        add("resilnet Lua batches of 16 (%s) >= %.1fx %s, 50 conns"
-            % (lua, bound, name), [bm["lua-batch"] / bm[ref]]
-            if bm.get("lua-batch") and bm.get(ref) else [], bound)
+        batch = bm.get("lua-batch" + tag)
+        for ref, bound, name in (
+                ("luv" + tag, 1.3, "luv with 16 in flight"),
+                ("redis-benchmark", 0.9, "redis-benchmark -c 50 -P 16")):
+            add("resilnet Lua batches of 16 (%s) >= %.1fx %s, 50 conns"
+                % (tag[1:] or lua, bound, name),
+                [batch / bm[ref]] if batch and bm.get(ref) else [], bound)
     skipped = res["meta"].get("skipped") or {}
     if "hiredis" in skipped:
         out.append(("resilnet C >= 1.5x hiredis async, 16 in flight; "
@@ -483,33 +484,36 @@ def batch_lines(res, lines):
     lines.append("| client | requests/s | against | ratio | target |")
     lines.append("|---|---:|---|---:|---|")
 
-    def row(name, client, ref, factor, target):
+    def row(name, client, ref, factor=1, target=None):
         if client not in med:
             return
-        if ref == client:
+        if target is None or ref not in med:
             lines.append("| %s | %s | - | - | reference |" % (
                 name, fmt_rate(med[client])))
-        elif ref in med:
+        else:
             ratio = med[client] / med[ref] * factor
             holds = "yes" if ratio >= target[1] else "**no**"
             lines.append("| %s | %s | %s | %.2fx | %s: %s |" % (
-                name, fmt_rate(med[client]), ref, ratio, target[0], holds))
-        else:
-            lines.append("| %s | %s | - | - | - |" % (
-                name, fmt_rate(med[client])))
-    row("`pool:batch` of 16, Lua (lua-batch)", "lua-batch",
-        "redis-benchmark", 1, (">= 0.9x redis-benchmark -c 50 -P 16", 0.9))
-    row("`pool:batch` of 16, Lua (lua-batch)", "lua-batch", "luv", 1,
-        (">= 1.3x luv, 16 in flight", 1.3))
-    row("redis-benchmark -c 50 -P 16", "redis-benchmark", "redis-benchmark",
-        1, ("reference", 0))
-    row("luv, pure Lua, 16 in flight", "luv", "luv", 1, ("reference", 0))
+                name, fmt_rate(med[client]), title(ref), ratio, target[0],
+                holds))
+    lua = res["meta"].get("lua", "lua")
+    tags = [""] + sorted({c.partition("@")[1] + c.partition("@")[2]
+                          for c in med if "@" in c})
+    for tag in tags:
+        batch, luv = "lua-batch" + tag, "luv" + tag
+        name = "`pool:batch` of 16, %s" % (tag[1:] or lua)
+        row(name, batch, "redis-benchmark",
+            target=(">= 0.9x redis-benchmark -c 50 -P 16", 0.9))
+        row(name, batch, luv, target=(">= 1.3x luv, 16 in flight", 1.3))
+    row("redis-benchmark -c 50 -P 16", "redis-benchmark", None)
+    for tag in tags:
+        row("luv, pure Lua, %s, 16 in flight" % (tag[1:] or lua),
+            "luv" + tag, None)
     # A transaction costs less than three single calls when its rate is
     # above a third of theirs: ratio = tx rate x 3 / single-call rate.
-    row("`pool:transaction{ECHO}` (MULTI, ECHO, EXEC), Lua", "lua-tx",
+    row("`pool:transaction{ECHO}` (MULTI, ECHO, EXEC), %s" % lua, "lua-tx",
         "lua-task", 3, ("tx rate x 3 / single calls > 1", 1.0))
-    row("single `pool:call`, Lua tasks (lua-task)", "lua-task", "lua-task",
-        1, ("reference", 0))
+    row("single `pool:call`, Lua tasks, %s" % lua, "lua-task", None)
     lines.append("")
 
 

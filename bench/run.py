@@ -103,7 +103,6 @@ class Bench:
         self.luas = args.lua.split(",")
         self.lua = self.luas[0]
         self.source = source_of(self.build)
-        self.lua_env = self.env_for(self.lua)
         self.servers = {}  # name -> (proto, port)
         self.procs = []
         self.results = {"runs": [], "meta": {}}
@@ -230,8 +229,11 @@ class Bench:
         lua = ([l for l in self.luas if os.path.basename(l) == tag] or
                [self.lua])[0]
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
+                  "lua-batch": "rn_batch.lua", "lua-tx": "rn_batch.lua",
                   "luv": "luv_client.lua",
                   "luasocket": "luasocket_client.lua"}[client]
+        if client == "lua-tx":
+            common += ["--mode", "tx"]
         return [lua, os.path.join(HERE, "lua", script)] + common, \
             self.env_for(lua)
 
@@ -385,42 +387,24 @@ class Bench:
         """Against redis-server, in rounds whose order rotates: pool:batch
         of 16 from Lua tasks on 50 connections, redis-benchmark -c 50 -P 16
         and luv with 16 in flight on 50 connections (the batch targets'
-        references); one-command pool:transaction (MULTI, ECHO, EXEC) from
-        50 tasks and single calls from 50 tasks. Rates are requests (a
-        transaction is one) per second, into results["batches"]."""
+        references; the Lua ones under each Lua); one-command
+        pool:transaction (MULTI, ECHO, EXEC) from 50 tasks and single calls
+        from 50 tasks. Rates are requests (a transaction is one) per
+        second, into results["batches"]."""
         if "redis" not in self.servers:
             return
-        port, secs = self.servers["redis"][1], self.args.secs
         rows = self.results.setdefault("batches", [])
         clients = ["lua-batch", "redis-benchmark", "luv", "lua-tx",
-                   "lua-task"]
+                   "lua-task"] + ["%s@%s" % (c, os.path.basename(lua))
+                                  for lua in self.luas[1:]
+                                  for c in ("lua-batch", "luv")]
         estimate = 200000  # redis-benchmark's call count, from lua-batch
         for rep in range(self.args.runs):
             k = rep % len(clients)
             for client in clients[k:] + clients[:k]:
                 depth = 1 if client in ("lua-tx", "lua-task") else 16
-                if client == "redis-benchmark":
-                    r = self.run_redis_benchmark(port, 50, 16, 3, secs,
-                                                 estimate)
-                elif client in ("lua-task", "luv"):
-                    r = self.run_client(client, "redis", 50, depth, 3, secs)
-                else:
-                    cmd = [self.lua, os.path.join(HERE, "lua", "rn_batch.lua"),
-                           "--proto", "resp", "--port", str(port), "--conns",
-                           "50", "--depth", str(depth), "--size", "3",
-                           "--secs", str(secs), "--warm", str(self.args.warm)]
-                    if client == "lua-tx":
-                        cmd += ["--mode", "tx"]
-                    out, _, ok, err = self.run_proc(cmd, self.lua_env,
-                                                    secs + 60)
-                    res = parse_result(out)
-                    r = None
-                    if ok and res and res["calls"] > 0 and res["failed"] == 0:
-                        r = {"rate": res["calls"] / res["secs"]}
-                    else:
-                        sys.stderr.write(err[-2000:])
-                        note_failure("%s against redis (c50 d%d)" % (
-                            client, depth))
+                r = self.run_client(client, "redis", 50, depth, 3,
+                                    self.args.secs, estimate)
                 if r is None:
                     continue
                 if client == "lua-batch":
