@@ -10,6 +10,7 @@ commits, keeps their medians only, a row a line, so that a run's diff
 shows what moved. With RAW, DIR's files are made again from that file."""
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -140,6 +141,10 @@ def summarize(raw):
     s["tls"] = medians(raw.get("tls", []), (
         "client", "tls", "conns", "depth", "size"))
     s["batches"] = medians(raw.get("batches", []), ("client", "depth"))
+    # An object's name without its directory: the same line whichever tree
+    # was measured.
+    s["hotspots"] = [re.sub(r"\[[^\]]*/([^\]/]+)\]", r"[\1]", l)
+                     for l in raw.get("hotspots", [])]
     return tidy(s)
 
 

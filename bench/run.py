@@ -499,10 +499,7 @@ class Bench:
         p = subprocess.run([ann, cg], stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
         lines = p.stdout.splitlines()
-        # The object's name without its directory: the same line whichever
-        # tree was measured.
-        keep = [re.sub(r"\[[^\]]*/([^\]/]+)\]", r"[\1]", l) for l in lines
-                if re.match(r"^\s*[\d,]+ \(", l)][:20]
+        keep = [l for l in lines if re.match(r"^\s*[\d,]+ \(", l)][:20]
         self.results["hotspots"] = keep
 
     # -- TLS (issue 17) ------------------------------------------------------
