@@ -4,8 +4,13 @@
 Starts the servers (redis-server, rnb-echo-server, and resilnet's rnp
 server once it exists), runs every client against each in one run,
 interleaved so that noise on this shared machine hits all of them alike,
-then writes bench.md (tables, ratios, targets), results.json and
-throughput.png (gnuplot) to the output directory.
+then writes bench.md (tables, ratios, targets), results.json (medians, a
+row a line) and throughput.png (gnuplot) to the output directory, and every
+raw sample to BUILD_DIR/bench-raw.json (bench-raw-quick.json), outside the
+repository. The peers: hiredis (built when libhiredis-dev is installed) and
+ioredis (bench/node/ioredis_client.js; npm installs ioredis into
+BUILD_DIR/node when node and npm are found); a peer that is missing has
+its rows skipped and bench.md says why.
 
   python3 bench/run.py --build BUILD_DIR [--quick] [--out DIR] [--runs N]
                        [--secs S] [--lua LUA[,LUA]] [--clients C[,C]]
