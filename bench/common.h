@@ -129,6 +129,89 @@ static inline void rnb_report(const char *client, uint64_t calls, uint64_t faile
   fflush(stdout);
 }
 
+/* The measured window of a client's run, shared so that every client
+ * counts alike. Closed loop: a timer lets the warm-up pass, notes the
+ * completed count, the clock and the CPU time, notes them again `secs`
+ * later and calls on_end (the client stops issuing and closes). With
+ * --calls the window is the whole run instead, from rnb_window_start to
+ * rnb_window_report (after the loop). */
+typedef struct rnb_window_s {
+  uv_timer_t timer;
+  const rnb_opts_t *opts;
+  const uint64_t *completed; /* the client's count of completed calls */
+  void (*on_begin)(void);    /* optional: as the window opens */
+  void (*on_end)(void);      /* as it closes */
+  int measuring;
+  uint64_t t0, t1, calls0, calls1;
+  double cpu0, cpu1;
+} rnb_window_t;
+
+static inline void rnb_window_on_timer(uv_timer_t *t) {
+  rnb_window_t *w = t->data;
+  if (!w->measuring) {
+    if (w->on_begin != NULL) w->on_begin();
+    w->measuring = 1;
+    w->t0 = rnb_now_ns();
+    w->calls0 = *w->completed;
+    w->cpu0 = rnb_cpu_seconds();
+    uv_timer_start(t, rnb_window_on_timer, (uint64_t)(w->opts->secs * 1000),
+                   0);
+  } else {
+    w->t1 = rnb_now_ns();
+    w->calls1 = *w->completed;
+    w->cpu1 = rnb_cpu_seconds();
+    w->on_end();
+  }
+}
+
+static inline void rnb_window_init(rnb_window_t *w, uv_loop_t *loop,
+                                   const rnb_opts_t *o,
+                                   const uint64_t *completed,
+                                   void (*on_end)(void)) {
+  memset(w, 0, sizeof(*w));
+  uv_timer_init(loop, &w->timer);
+  w->timer.data = w;
+  w->opts = o;
+  w->completed = completed;
+  w->on_end = on_end;
+}
+
+/* When the first calls go out. */
+static inline void rnb_window_start(rnb_window_t *w) {
+  if (w->opts->calls > 0) {
+    w->t0 = rnb_now_ns();
+    w->cpu0 = rnb_cpu_seconds();
+  } else {
+    uv_timer_start(&w->timer, rnb_window_on_timer,
+                   (uint64_t)(w->opts->warm * 1000), 0);
+  }
+}
+
+/* Open loop: whether a call due at `due` counts (it fell in the window). */
+static inline int rnb_window_has(const rnb_window_t *w, uint64_t due) {
+  return w->measuring && due >= w->t0 && (w->t1 == 0 || due < w->t1);
+}
+
+static inline void rnb_window_close(rnb_window_t *w) {
+  if (!uv_is_closing((uv_handle_t *)&w->timer))
+    uv_close((uv_handle_t *)&w->timer, NULL);
+}
+
+/* After the loop: the RESULT line. With lat (open loop) the calls counted
+ * are those due in the window, each with its latency. */
+static inline void rnb_window_report(rnb_window_t *w, const char *client,
+                                     uint64_t failed, rnb_lat_t *lat) {
+  if (w->opts->calls > 0) {
+    w->t1 = rnb_now_ns();
+    w->cpu1 = rnb_cpu_seconds();
+    w->calls0 = 0;
+    w->calls1 = *w->completed;
+  }
+  if (lat != NULL) w->calls1 = w->calls0 + lat->n;
+  rnb_report(client, w->calls1 - w->calls0, failed,
+             (double)(w->t1 - w->t0) / 1e9, w->cpu1 - w->cpu0, lat);
+}
+
 /* Lifts the soft descriptor limit to the hard one: the scale runs hold
  * thousands of sockets. Returns the limit now in force. */
 static inline long rnb_raise_nofile(void) {

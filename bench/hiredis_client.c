@@ -15,11 +15,9 @@ static uv_loop_t *loop;
 static redisAsyncContext **ctxs;
 static char *payload;
 static unsigned ready, closed;
-static int stopping, measuring;
+static int stopping;
 static uint64_t completed, failed, issued, outstanding;
-static uint64_t calls0, calls1, t0, t1;
-static double cpu0, cpu1;
-static uv_timer_t phase_timer;
+static rnb_window_t win;
 
 static void call_one(redisAsyncContext *c);
 
@@ -28,8 +26,7 @@ static void finish_if_done(void) {
   if (!stopping || outstanding > 0 || ctxs == NULL) return;
   for (i = 0; i < opts.conns; i++)
     if (ctxs[i] != NULL) redisAsyncDisconnect(ctxs[i]);
-  if (!uv_is_closing((uv_handle_t *)&phase_timer))
-    uv_close((uv_handle_t *)&phase_timer, NULL);
+  rnb_window_close(&win);
 }
 
 static void on_reply(redisAsyncContext *c, void *r, void *priv) {
@@ -60,30 +57,14 @@ static void call_one(redisAsyncContext *c) {
   issued++;
 }
 
-static void on_phase(uv_timer_t *t) {
-  if (!measuring) {
-    measuring = 1;
-    t0 = rnb_now_ns();
-    calls0 = completed;
-    cpu0 = rnb_cpu_seconds();
-    uv_timer_start(t, on_phase, (uint64_t)(opts.secs * 1000), 0);
-  } else {
-    t1 = rnb_now_ns();
-    calls1 = completed;
-    cpu1 = rnb_cpu_seconds();
-    stopping = 1;
-    finish_if_done();
-  }
+static void on_window_end(void) {
+  stopping = 1;
+  finish_if_done();
 }
 
 static void start(void) {
   unsigned i, d;
-  if (opts.calls > 0) {
-    t0 = rnb_now_ns();
-    cpu0 = rnb_cpu_seconds();
-  } else {
-    uv_timer_start(&phase_timer, on_phase, (uint64_t)(opts.warm * 1000), 0);
-  }
+  rnb_window_start(&win);
   for (d = 0; d < opts.depth; d++)
     for (i = 0; i < opts.conns; i++)
       if (opts.calls == 0 || issued < opts.calls) call_one(ctxs[i]);
@@ -118,7 +99,7 @@ int main(int argc, char **argv) {
   }
   loop = uv_default_loop();
   payload = rnb_payload(opts.size);
-  uv_timer_init(loop, &phase_timer);
+  rnb_window_init(&win, loop, &opts, &completed, on_window_end);
   ctxs = calloc(opts.conns, sizeof(*ctxs));
   if (ctxs == NULL) return 1;
   for (i = 0; i < opts.conns; i++) {
@@ -132,14 +113,7 @@ int main(int argc, char **argv) {
     redisAsyncSetDisconnectCallback(ctxs[i], on_disconnect);
   }
   uv_run(loop, UV_RUN_DEFAULT);
-  if (opts.calls > 0) {
-    t1 = rnb_now_ns();
-    cpu1 = rnb_cpu_seconds();
-    calls0 = 0;
-    calls1 = completed;
-  }
-  rnb_report("hiredis", calls1 - calls0, failed, (double)(t1 - t0) / 1e9,
-             cpu1 - cpu0, NULL);
+  rnb_window_report(&win, "hiredis", failed, NULL);
   free(ctxs);
   free(payload);
   return failed > 0 || closed != opts.conns;

@@ -1,15 +1,23 @@
 """Turns the driver's results into bench.md, results.json and
 throughput.png. Kept apart from run.py so a results.json can be re-rendered
-(python3 bench/report.py DIR) without running anything again."""
+without running anything again:
+
+  python3 bench/report.py DIR [RAW]
+
+The driver's raw samples (every run of every client and cell) stay in the
+build directory (BUILD/bench-raw.json); DIR/results.json, which make bench
+commits, keeps their medians only, a row a line, so that a run's diff
+shows what moved. With RAW, DIR's files are made again from that file."""
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 
 CLIENT_ORDER = ["uv", "rn-c", "hiredis", "lua-task", "lua-send",
-                "luasocket", "luv", "redis-benchmark"]
+                "luasocket", "luv", "ioredis", "redis-benchmark"]
 TITLES = {
     "uv": "C baseline",
     "rn-c": "resilnet C",
@@ -18,8 +26,59 @@ TITLES = {
     "lua-send": "resilnet Lua callbacks",
     "luasocket": "LuaSocket",
     "luv": "luv (pure Lua)",
+    "ioredis": "ioredis (Node.js)",
     "redis-benchmark": "redis-benchmark",
 }
+# The peer ratios printed for every cell where both clients ran; True:
+# once per Lua the matrix ran (the targets' ratios).
+PEER_RATIOS = [("rn-c", "hiredis", False), ("lua-task", "luv", True),
+               ("lua-send", "luv", True), ("lua-task", "ioredis", False),
+               ("lua-send", "ioredis", False),
+               ("rn-c", "redis-benchmark", False),
+               ("lua-task", "redis-benchmark", True),
+               ("lua-send", "redis-benchmark", True)]
+SHORT = {"uv": "baseline", "rn-c": "resilnet C", "hiredis": "hiredis",
+         "lua-task": "Lua tasks", "lua-send": "Lua callbacks",
+         "luv": "luv", "ioredis": "ioredis",
+         "redis-benchmark": "redis-benchmark"}
+# The clients run again under each further Lua ("lua-task@luajit").
+LUA_CLIENTS = ("lua-task", "lua-send", "luv")
+
+
+def title(client, names=TITLES):
+    """A client's title; one under a further Lua says which."""
+    base, _, lua = client.partition("@")
+    return names[base] + (" (%s)" % lua if lua else "")
+
+
+# A colour per client, the same in every panel; a further Lua's run of a
+# client in a lighter shade of it.
+COLORS = {"uv": "#555555", "rn-c": "#1f77b4", "hiredis": "#d62728",
+          "lua-task": "#2ca02c", "lua-send": "#9467bd", "luasocket": "#8c564b",
+          "luv": "#ff7f0e", "ioredis": "#e377c2", "redis-benchmark": "#17becf"}
+
+
+def color(client):
+    base, _, lua = client.partition("@")
+    rgb = COLORS[base]
+    if not lua:
+        return rgb
+    return "#" + "".join("%02x" % ((int(rgb[i:i + 2], 16) + 255) // 2)
+                         for i in (1, 3, 5))
+
+
+def peer_pairs(clients):
+    """PEER_RATIOS for the clients present, the Lua ones once per Lua."""
+    tags = [""] + sorted({"@" + c.partition("@")[2] for c in clients
+                          if "@" in c})
+    out = []
+    for c, ref, every_lua in PEER_RATIOS:
+        for tag in tags if every_lua else [""]:
+            pair = (c + tag, ref + tag if ref in LUA_CLIENTS else ref)
+            if pair[0] in clients and pair[1] in clients and \
+                    pair not in out:
+                out.append(pair)
+    return out
 SERVER_TITLES = {
     "redis": "redis-server (resp, ECHO)",
     "echo": "rnb-echo-server (length frames, C echo)",
@@ -35,20 +94,85 @@ def fmt_rate(x):
     return "%.0f" % x
 
 
-def aggregate(runs):
+def medians(rows, key_fields, cpu=False):
+    """Rows of the same key_fields grouped into one: the median rate, its
+    min, max and count and, with cpu, the median CPU us per call."""
     groups = {}
-    for r in runs:
-        key = (r["server"], r["conns"], r["depth"], r["size"], r["client"])
-        groups.setdefault(key, []).append(r)
-    agg = {}
-    for key, rs in groups.items():
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in key_fields), []).append(r)
+    out = []
+    for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         rates = [r["rate"] for r in rs]
-        cpus = [r["cpu"] / r["calls"] * 1e6 for r in rs
-                if r.get("cpu") is not None and r["calls"] > 0]
-        agg[key] = {"median": statistics.median(rates), "min": min(rates),
-                    "max": max(rates), "n": len(rates),
-                    "cpu_us": statistics.median(cpus) if cpus else None}
-    return agg
+        row = dict(zip(key_fields, key))
+        row.update(median=statistics.median(rates), min=min(rates),
+                   max=max(rates), n=len(rates))
+        if cpu:
+            cpus = [r["cpu"] / r["calls"] * 1e6 for r in rs
+                    if r.get("cpu") is not None and r["calls"] > 0]
+            row["cpu_us"] = statistics.median(cpus) if cpus else None
+        out.append(row)
+    return out
+
+
+def tidy(v):
+    """Numbers rounded to what a reader compares: rates and counts whole,
+    small figures to 3 decimals, so the committed file does not churn in
+    digits nobody reads."""
+    if isinstance(v, dict):
+        return {k: tidy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [tidy(x) for x in v]
+    if isinstance(v, float):
+        if v == int(v) or abs(v) >= 1000:
+            return int(round(v))
+        return round(v, 1 if abs(v) >= 100 else 3)
+    return v
+
+
+def summarize(raw):
+    """The committed summary of a raw run: medians of the throughput, TLS
+    and batch stages; the other stages, already one row per trial or per
+    client, as they are."""
+    if "throughput" in raw:  # a summary already
+        return raw
+    s = {k: v for k, v in raw.items() if k not in ("runs", "tls", "batches")}
+    s["throughput"] = medians(raw.get("runs", []), (
+        "server", "conns", "depth", "size", "client"), cpu=True)
+    s["tls"] = medians(raw.get("tls", []), (
+        "client", "tls", "conns", "depth", "size"))
+    s["batches"] = medians(raw.get("batches", []), ("client", "depth"))
+    # An object's name without its directory: the same line whichever tree
+    # was measured.
+    s["hotspots"] = [re.sub(r"\[[^\]]*/([^\]/]+)\]", r"[\1]", l)
+                     for l in raw.get("hotspots", [])]
+    return tidy(s)
+
+
+def dump(s, path):
+    """JSON with a list element or a dict entry a line (sorted keys): a
+    new run changes the lines of what moved, and only those."""
+    def one(v):
+        return json.dumps(v, sort_keys=True)
+    parts = []
+    for k in sorted(s):
+        v = s[k]
+        if isinstance(v, list) and v:
+            body = "[\n" + ",\n".join("  " + one(x) for x in v) + "\n ]"
+        elif isinstance(v, dict) and v:
+            body = "{\n" + ",\n".join("  %s: %s" % (one(kk), one(vv))
+                                        for kk, vv in sorted(v.items())) \
+                + "\n }"
+        else:
+            body = one(v)
+        parts.append(" %s: %s" % (one(k), body))
+    with open(path, "w") as f:
+        f.write("{\n" + ",\n".join(parts) + "\n}\n")
+
+
+def aggregate(summary):
+    """{(server, conns, depth, size, client): row} of the throughput."""
+    return {(r["server"], r["conns"], r["depth"], r["size"], r["client"]): r
+            for r in summary.get("throughput", [])}
 
 
 def cells_of(agg, server):
@@ -57,7 +181,8 @@ def cells_of(agg, server):
 
 def clients_of(agg, server):
     present = {k[4] for k in agg if k[0] == server}
-    return [c for c in CLIENT_ORDER if c in present]
+    return sorted(present, key=lambda c: (
+        CLIENT_ORDER.index(c.partition("@")[0]), c))
 
 
 def ratio(agg, server, cell, client, ref):
@@ -75,6 +200,18 @@ def cell_name(cell):
         ("1 KiB" if s == 1024 else "%d B" % s))
 
 
+def cell_table(lines, intro, cells, columns, heads, value):
+    """A table of one row per cell and one column per entry of columns:
+    value(cell, column) is its text."""
+    lines.append(intro + "\n")
+    lines.append("| cell | " + " | ".join(heads) + " |")
+    lines.append("|---|" + "---:|" * len(columns))
+    for cell in cells:
+        lines.append("| %s | %s |" % (cell_name(cell), " | ".join(
+            value(cell, col) for col in columns)))
+    lines.append("")
+
+
 def throughput_tables(agg, lines):
     for server in ("redis", "echo", "rnp"):
         cells = cells_of(agg, server)
@@ -82,52 +219,37 @@ def throughput_tables(agg, lines):
             continue
         clients = clients_of(agg, server)
         lines.append("### %s\n" % SERVER_TITLES[server])
-        lines.append("Calls/s, median of the runs, with the ratio to the C "
-                     "baseline and [min-max].\n")
-        lines.append("| cell | " + " | ".join(TITLES[c] for c in clients)
-                     + " |")
-        lines.append("|---|" + "---:|" * len(clients))
-        for cell in cells:
-            row = []
-            for c in clients:
-                a = agg.get((server,) + cell + (c,))
-                if not a:
-                    row.append("-")
-                    continue
-                r = ratio(agg, server, cell, c, "uv")
-                row.append("%s %s[%s-%s]" % (
-                    fmt_rate(a["median"]),
-                    "(%.2fx) " % r if r is not None and c != "uv" else "",
-                    fmt_rate(a["min"]), fmt_rate(a["max"])))
-            lines.append("| %s | %s |" % (cell_name(cell), " | ".join(row)))
-        lines.append("")
-        if "redis-benchmark" in clients:
-            rn = [c for c in ("uv", "rn-c", "lua-task", "lua-send", "luv",
-                              "luasocket") if c in clients]
-            lines.append("Ratio to redis-benchmark (same cell):\n")
-            lines.append("| cell | " + " | ".join(TITLES[c] for c in rn)
-                         + " |")
-            lines.append("|---|" + "---:|" * len(rn))
-            for cell in cells:
-                row = []
-                for c in rn:
-                    r = ratio(agg, server, cell, c, "redis-benchmark")
-                    row.append("%.2fx" % r if r is not None else "-")
-                lines.append("| %s | %s |" % (cell_name(cell),
-                                              " | ".join(row)))
-            lines.append("")
-        lines.append("Client CPU time per call (us, median):\n")
-        lines.append("| cell | " + " | ".join(TITLES[c] for c in clients)
-                     + " |")
-        lines.append("|---|" + "---:|" * len(clients))
-        for cell in cells:
-            row = []
-            for c in clients:
-                a = agg.get((server,) + cell + (c,))
-                row.append("%.2f" % a["cpu_us"] if a and a["cpu_us"]
-                           is not None else "-")
-            lines.append("| %s | %s |" % (cell_name(cell), " | ".join(row)))
-        lines.append("")
+
+        def rate(cell, c):
+            a = agg.get((server,) + cell + (c,))
+            if not a:
+                return "-"
+            r = ratio(agg, server, cell, c, "uv")
+            return "%s %s[%s-%s]" % (
+                fmt_rate(a["median"]),
+                "(%.2fx) " % r if r is not None and c != "uv" else "",
+                fmt_rate(a["min"]), fmt_rate(a["max"]))
+
+        def peer(cell, pair):
+            r = ratio(agg, server, cell, pair[0], pair[1])
+            return "%.2fx" % r if r is not None else "-"
+
+        def cpu(cell, c):
+            a = agg.get((server,) + cell + (c,))
+            return "%.2f" % a["cpu_us"] if a and a.get("cpu_us") \
+                is not None else "-"
+
+        heads = [title(c) for c in clients]
+        cell_table(lines, "Calls/s, median of the runs, with the ratio to "
+                   "the C baseline and [min-max].", cells, clients, heads,
+                   rate)
+        pairs = peer_pairs(clients)
+        if pairs:
+            cell_table(lines, "Ratios to the peers (medians, same cell):",
+                       cells, pairs, ["%s / %s" % (title(c, SHORT), title(ref, SHORT))
+                                      for c, ref in pairs], peer)
+        cell_table(lines, "Client CPU time per call (us, median):", cells,
+                   clients, heads, cpu)
 
 
 def worst(values):
@@ -138,11 +260,13 @@ def worst(values):
 def tls_medians(res):
     """{(client, tls, conns, depth, size): median calls/s} of the TLS
     stage."""
-    groups = {}
-    for r in res.get("tls", []):
-        key = (r["client"], r["tls"], r["conns"], r["depth"], r["size"])
-        groups.setdefault(key, []).append(r["rate"])
-    return {k: statistics.median(v) for k, v in groups.items()}
+    return {(r["client"], r["tls"], r["conns"], r["depth"], r["size"]):
+            r["median"] for r in res.get("tls", [])}
+
+
+def batch_medians(res):
+    """{client: median requests/s} of the batch stage."""
+    return {r["client"]: r["median"] for r in res.get("batches", [])}
 
 
 def tls_table(res, lines):
@@ -184,7 +308,7 @@ def targets(res, agg):
 
     def add(name, vals, bound):
         if not vals:
-            out.append((name, "not measured", None))
+            out.append((name, "not measured in this run", None))
             return
         w = min(vals)
         out.append((name, "worst %.2fx (%s)" % (
@@ -206,16 +330,23 @@ def targets(res, agg):
                     vals.append(ratio(agg, server, cell, client, ref))
         return [v for v in vals if v is not None]
 
-    for c in ("lua-task", "lua-send"):
-        add("%s >= 1.0x luv on the same Lua (%s), every cell, single calls"
-            % (TITLES[c], lua), every_cell(c, "luv", (1, 16)), 1.0)
-        add("%s >= 1.0x redis-benchmark -c 50" % TITLES[c],
-            every_cell(c, "redis-benchmark", (1,), ["redis"], (50,)), 1.0)
-    for name in ("resilnet Lua batches of 16 >= 1.3x luv",
-                 "resilnet Lua batches of 16 >= 0.9x redis-benchmark -c 50 "
-                 "-P 16"):
-        out.append((name, "not measured: no batch client in bench/ yet "
-                    "(pool:batch is issue 20, item 3)", None))
+    bm = batch_medians(res)
+    for tag in [""] + ["@" + os.path.basename(l)
+                       for l in res["meta"].get("luas", [])[1:]]:
+        for c in ("lua-task", "lua-send"):
+            name = "%s (%s)" % (TITLES[c], tag[1:] or lua)
+            add("%s >= 1.0x luv on the same Lua, every cell, single calls"
+                % name, every_cell(c + tag, "luv" + tag, (1, 16)), 1.0)
+            add("%s >= 1.0x redis-benchmark -c 50" % name,
+                every_cell(c + tag, "redis-benchmark", (1,), ["redis"],
+                           (50,)), 1.0)
+        batch = bm.get("lua-batch" + tag)
+        for ref, bound, name in (
+                ("luv" + tag, 1.3, "luv with 16 in flight"),
+                ("redis-benchmark", 0.9, "redis-benchmark -c 50 -P 16")):
+            add("resilnet Lua batches of 16 (%s) >= %.1fx %s, 50 conns"
+                % (tag[1:] or lua, bound, name),
+                [batch / bm[ref]] if batch and bm.get(ref) else [], bound)
     skipped = res["meta"].get("skipped") or {}
     if "hiredis" in skipped:
         out.append(("resilnet C >= 1.5x hiredis async, 16 in flight; "
@@ -298,7 +429,7 @@ def chart(agg, outdir, lines):
         clients = clients_of(agg, server)
         dat = os.path.join(outdir, "throughput-%s.dat" % server)
         with open(dat, "w") as f:
-            f.write("cell " + " ".join('"%s"' % TITLES[c] for c in clients)
+            f.write("cell " + " ".join('"%s"' % title(c) for c in clients)
                     + "\n")
             for cell in cells_of(agg, server):
                 vals = []
@@ -308,9 +439,9 @@ def chart(agg, outdir, lines):
                 f.write('"c%d d%d %s" %s\n' % (cell[0], cell[1],
                         "3B" if cell[2] == 3 else "1K", " ".join(vals)))
         cols = " , ".join(
-            "'%s' using %d:xtic(1) title columnheader(%d)" % (
-                os.path.basename(dat), i + 2, i + 2)
-            for i in range(len(clients)))
+            "'%s' using %d:xtic(1) title columnheader(%d) lc rgb '%s'" % (
+                os.path.basename(dat), i + 2, i + 2, color(c))
+            for i, c in enumerate(clients))
         plots.append("set title '%s'\nplot %s\n" % (SERVER_TITLES[server],
                                                      cols))
     script = """set terminal pngcairo size 1400,%d font ',9'
@@ -348,60 +479,73 @@ unset multiplot
 
 def batch_lines(res, lines):
     """The batch rows (issue 19): medians of the interleaved runs."""
-    rows = res.get("batches", [])
-    med = {}
-    for client in ("lua-batch", "redis-benchmark", "lua-tx", "lua-task"):
-        rates = [r["rate"] for r in rows if r["client"] == client]
-        if rates:
-            med[client] = statistics.median(rates)
+    med = batch_medians(res)
     if not med:
         return
     lines.append("## Batches and transactions (issue 19)\n")
     lines.append("redis-server, 3-byte `ECHO`, 50 connections, medians of "
-                 "%d interleaved run(s); requests per second.\n"
-                 % len([r for r in rows if r["client"] == "lua-batch"]))
+                 "%d run(s) in rotating order; requests per second.\n"
+                 % max(r["n"] for r in res["batches"]))
     lines.append("| client | requests/s | against | ratio | target |")
     lines.append("|---|---:|---|---:|---|")
 
-    def row(name, client, ref, factor, target):
+    def row(name, client, ref, factor=1, target=None):
         if client not in med:
             return
-        if ref in med:
+        if target is None or ref not in med:
+            lines.append("| %s | %s | - | - | reference |" % (
+                name, fmt_rate(med[client])))
+        else:
             ratio = med[client] / med[ref] * factor
             holds = "yes" if ratio >= target[1] else "**no**"
             lines.append("| %s | %s | %s | %.2fx | %s: %s |" % (
-                name, fmt_rate(med[client]), ref, ratio, target[0], holds))
-        else:
-            lines.append("| %s | %s | - | - | - |" % (
-                name, fmt_rate(med[client])))
-    row("`pool:batch` of 16, Lua (lua-batch)", "lua-batch",
-        "redis-benchmark", 1, (">= 0.9x redis-benchmark -c 50 -P 16", 0.9))
-    row("redis-benchmark -c 50 -P 16", "redis-benchmark", "redis-benchmark",
-        1, ("reference", 0))
+                name, fmt_rate(med[client]), title(ref), ratio, target[0],
+                holds))
+    lua = res["meta"].get("lua", "lua")
+    tags = [""] + sorted({c.partition("@")[1] + c.partition("@")[2]
+                          for c in med if "@" in c})
+    for tag in tags:
+        batch, luv = "lua-batch" + tag, "luv" + tag
+        name = "`pool:batch` of 16, %s" % (tag[1:] or lua)
+        row(name, batch, "redis-benchmark",
+            target=(">= 0.9x redis-benchmark -c 50 -P 16", 0.9))
+        row(name, batch, luv, target=(">= 1.3x luv, 16 in flight", 1.3))
+    row("redis-benchmark -c 50 -P 16", "redis-benchmark", None)
+    for tag in tags:
+        row("luv, pure Lua, %s, 16 in flight" % (tag[1:] or lua),
+            "luv" + tag, None)
     # A transaction costs less than three single calls when its rate is
     # above a third of theirs: ratio = tx rate x 3 / single-call rate.
-    row("`pool:transaction{ECHO}` (MULTI, ECHO, EXEC), Lua", "lua-tx",
+    row("`pool:transaction{ECHO}` (MULTI, ECHO, EXEC), %s" % lua, "lua-tx",
         "lua-task", 3, ("tx rate x 3 / single calls > 1", 1.0))
-    row("single `pool:call`, Lua tasks (lua-task)", "lua-task", "lua-task",
-        1, ("reference", 0))
+    row("single `pool:call`, Lua tasks, %s" % lua, "lua-task", None)
     lines.append("")
 
 
-def write(res, outdir, failures=()):
-    agg = aggregate(res["runs"])
+def write(raw, outdir, failures=()):
+    res = summarize(raw)
+    agg = aggregate(res)
     m = res["meta"]
     lines = ["# resilnet benchmark results\n"]
     lines.append(
         "%s, %s cores (shared; compare ratios within this run, not absolute "
-        "numbers across runs). %d run(s) of %.1f s per client and cell, "
-        "interleaved; Lua clients on `%s`. Reproduce: `make bench` (full) "
-        "or `make bench-quick`.%s\n" % (
+        "numbers across runs). %d round(s) of %.1f s per client and cell, "
+        "the clients' order rotating each round; Lua clients on `%s`%s. "
+        "Reproduce: `make bench` (full) or `make bench-quick`.%s\n" % (
             m["date"], m["cores"], m["runs"], m["secs"], m["lua"],
+            "".join(" and, in the throughput tables and instruction counts, "
+                    "`%s`" % os.path.basename(l)
+                    for l in m.get("luas", [])[1:]),
             " **Quick smoke run: not for comparison.**" if m["quick"]
             else ""))
     for client, why in sorted((m.get("skipped") or {}).items()):
         lines.append("**Skipped: %s** (%s).\n" % (TITLES.get(client, client),
                                                    why))
+    for client, what in sorted((m.get("peers") or {}).items()):
+        lines.append("%s: %s.\n" % (TITLES.get(client, client), what))
+    if m.get("clients"):
+        lines.append("**Partial run: the matrix has only %s** (--clients); "
+                     "not for comparison with a full run.\n" % m["clients"])
     if m.get("rnp_gap"):
         lines.append("**Gap: resilnet's rnp server is not in the matrix** "
                      "(%s); it is added automatically once it starts.\n"
@@ -541,12 +685,12 @@ def write(res, outdir, failures=()):
         lines.append("")
     with open(os.path.join(outdir, "bench.md"), "w") as f:
         f.write("\n".join(lines))
-    with open(os.path.join(outdir, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    dump(res, os.path.join(outdir, "results.json"))
 
 
 if __name__ == "__main__":
     d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "results")
-    with open(os.path.join(d, "results.json")) as f:
+    src = sys.argv[2] if len(sys.argv) > 2 else os.path.join(d, "results.json")
+    with open(src) as f:
         write(json.load(f), d)

@@ -14,11 +14,10 @@ static rn_pool_t *pool;
 static rn_buf_t frame;
 static int stopping, closed;
 static uint64_t completed, failed, issued, outstanding;
-static uint64_t calls0, calls1, t0, t1, t_rate0, sent_due;
-static double cpu0, cpu1;
-static int measuring;
+static uint64_t t_rate0, sent_due;
 static rnb_lat_t lat;
-static uv_timer_t phase_timer, tick_timer;
+static rnb_window_t win;
+static uv_timer_t tick_timer;
 static int last_error;
 
 static void call_one(void *data);
@@ -32,8 +31,7 @@ static void maybe_finish(void) {
   if (!stopping || outstanding > 0 || pool == NULL) return;
   rn_pool_close(pool, 0, on_pool_closed);
   pool = NULL;
-  if (!uv_is_closing((uv_handle_t *)&phase_timer))
-    uv_close((uv_handle_t *)&phase_timer, NULL);
+  rnb_window_close(&win);
   if (!uv_is_closing((uv_handle_t *)&tick_timer))
     uv_close((uv_handle_t *)&tick_timer, NULL);
 }
@@ -49,7 +47,7 @@ static void on_reply(rn_pool_t *p, void *data, const rn_result_t *r) {
   }
   if (opts.rate > 0) {
     uint64_t due = (uint64_t)(uintptr_t)data;
-    if (measuring && due >= t0 && (t1 == 0 || due < t1)) rnb_lat_add(&lat, rnb_now_ns() - due);
+    if (rnb_window_has(&win, due)) rnb_lat_add(&lat, rnb_now_ns() - due);
   } else if (!stopping) {
     if (opts.calls > 0 && issued + 1 >= opts.calls) stopping = 1;
     call_one(NULL);
@@ -77,35 +75,22 @@ static void on_tick(uv_timer_t *t) {
                                                       1e9 / opts.rate)));
 }
 
-static void on_phase(uv_timer_t *t) {
-  if (!measuring) {
-    rn_pool_stats_t st;
-    rn_pool_stats(pool, &st);
-    if (st.open != opts.conns)
-      fprintf(stderr, "rnb-rn-client: %u connections open after warm-up\n",
-              st.open);
-    measuring = 1;
-    t0 = rnb_now_ns();
-    calls0 = completed;
-    cpu0 = rnb_cpu_seconds();
-    uv_timer_start(t, on_phase, (uint64_t)(opts.secs * 1000), 0);
-  } else {
-    t1 = rnb_now_ns();
-    calls1 = completed;
-    cpu1 = rnb_cpu_seconds();
-    stopping = 1;
-    maybe_finish();
-  }
+static void on_window_begin(void) {
+  rn_pool_stats_t st;
+  rn_pool_stats(pool, &st);
+  if (st.open != opts.conns)
+    fprintf(stderr, "rnb-rn-client: %u connections open after warm-up\n",
+            st.open);
+}
+
+static void on_window_end(void) {
+  stopping = 1;
+  maybe_finish();
 }
 
 static void start(void) {
   uint64_t i, n = (uint64_t)opts.conns * opts.depth;
-  if (opts.calls > 0) {
-    t0 = rnb_now_ns();
-    cpu0 = rnb_cpu_seconds();
-  } else {
-    uv_timer_start(&phase_timer, on_phase, (uint64_t)(opts.warm * 1000), 0);
-  }
+  rnb_window_start(&win);
   if (opts.rate > 0) {
     t_rate0 = rnb_now_ns();
     uv_timer_start(&tick_timer, on_tick, 1, 1);
@@ -178,23 +163,17 @@ int main(int argc, char **argv) {
     return 1;
   }
   build_frame();
-  uv_timer_init(uv, &phase_timer);
+  rnb_window_init(&win, uv, &opts, &completed, on_window_end);
+  win.on_begin = on_window_begin;
   uv_timer_init(uv, &tick_timer);
-  /* Every connection up before the clock starts, as the baseline's are. */
-  uv_timer_start(&phase_timer, on_ready_check, 5, 5);
+  /* Every connection up before the clock starts, as the baseline's are
+   * (the tick timer checks; in an open loop start() then ticks with it). */
+  uv_timer_start(&tick_timer, on_ready_check, 5, 5);
   uv_run(uv, UV_RUN_DEFAULT);
-  if (opts.calls > 0) {
-    t1 = rnb_now_ns();
-    cpu1 = rnb_cpu_seconds();
-    calls0 = 0;
-    calls1 = completed;
-  }
-  if (opts.rate > 0) calls1 = calls0 + lat.n;
   if (failed > 0)
     fprintf(stderr, "rnb-rn-client: %llu calls failed, last: %s\n",
             (unsigned long long)failed, rn_err_name(last_error));
-  rnb_report("rn-c", calls1 - calls0, failed, (double)(t1 - t0) / 1e9,
-             cpu1 - cpu0, opts.rate > 0 ? &lat : NULL);
+  rnb_window_report(&win, "rn-c", failed, opts.rate > 0 ? &lat : NULL);
   rn_buf_free(&frame);
   free(lat.v);
   if (!closed || rn_loop_free(loop) != 0) {

@@ -4,17 +4,30 @@
 Starts the servers (redis-server, rnb-echo-server, and resilnet's rnp
 server once it exists), runs every client against each in one run,
 interleaved so that noise on this shared machine hits all of them alike,
-then writes bench.md (tables, ratios, targets), results.json and
-throughput.png (gnuplot) to the output directory.
+then writes bench.md (tables, ratios, targets), results.json (medians, a
+row a line) and throughput.png (gnuplot) to the output directory, and every
+raw sample to BUILD_DIR/bench-raw.json (bench-raw-quick.json), outside the
+repository. The peers: hiredis (built when libhiredis-dev is installed) and
+ioredis (bench/node/ioredis_client.js; npm installs ioredis into
+BUILD_DIR/node when node and npm are found); a peer that is missing has
+its rows skipped and bench.md says why.
 
   python3 bench/run.py --build BUILD_DIR [--quick] [--out DIR] [--runs N]
-                       [--secs S] [--lua lua5.4|luajit|...]
+                       [--secs S] [--lua LUA[,LUA]] [--clients C[,C]]
   python3 bench/run.py --callgrind-only --build BUILD_DIR [--lua LUA[,LUA]]
                        [--save FILE] [--compare FILE] [--tolerance PCT]
 
---quick is a smoke run (well under a minute): one run of a few cells, tiny
-scale and resilience figures; it fails (exit 1) if any client did not
-complete or a result did not parse.
+The full run measures the Lua clients (resilnet tasks and callbacks, luv)
+under every Lua of --lua (default lua5.4,luajit, the interpreters issue 20's
+targets name), in 5 rounds whose client order rotates, and keeps medians.
+--clients limits the matrix to the clients listed (uv, rn-c, hiredis,
+lua-task, lua-send, luasocket, luv, ioredis, redis-benchmark; a second
+Lua's as lua-task@luajit): a partial run, which bench.md says it is and which
+is not for committing.
+
+--quick is a smoke run (well under a minute): one run of a few cells under
+lua5.4 only, tiny scale and resilience figures; it fails (exit 1) if any
+client did not complete or a result did not parse.
 
 --callgrind-only measures instructions per call and nothing else (about a
 minute): rnb-uv-client, rnb-rn-client and the resilnet Lua clients
@@ -44,22 +57,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-CLIENTS = ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
-           "luv", "redis-benchmark"]
-CLIENT_TITLES = {
-    "uv": "C baseline (libuv)",
-    "rn-c": "resilnet C (rn_pool_call)",
-    "hiredis": "hiredis async, libuv adapter",
-    "lua-task": "resilnet Lua, tasks (pool:call)",
-    "lua-send": "resilnet Lua, callbacks (pool:send)",
-    "luasocket": "LuaSocket (blocking, a process per connection)",
-    "luv": "luv, pure Lua",
-    "redis-benchmark": "redis-benchmark",
-}
-# Which clients speak which server's protocol.
+# Which clients speak which server's protocol (titles: report.py).
 PROTO_CLIENTS = {
     "resp": ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
-             "luv", "redis-benchmark"],
+             "luv", "ioredis", "redis-benchmark"],
     "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv"],
     "rnp": ["rn-c", "lua-task", "lua-send"],
 }
@@ -107,7 +108,6 @@ class Bench:
         self.luas = args.lua.split(",")
         self.lua = self.luas[0]
         self.source = source_of(self.build)
-        self.lua_env = self.env_for(self.lua)
         self.servers = {}  # name -> (proto, port)
         self.procs = []
         self.results = {"runs": [], "meta": {}}
@@ -115,13 +115,21 @@ class Bench:
         # skipped, with the reason in bench.md.
         self.skipped = {}
         self.tls_ca = None  # the test CA, once the TLS redis-server runs
+        self.peers = {}  # client -> what was measured ("ioredis 6.1.0 ...")
         if not os.path.exists(os.path.join(self.bin, "rnb-hiredis-client")):
             self.skipped["hiredis"] = (
                 "rnb-hiredis-client not built: libhiredis-dev is not "
                 "installed (tools/install-deps.sh --bench)")
 
     def clients_for(self, proto):
-        return [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
+        """The matrix's clients for proto: the Lua ones once more under
+        each further Lua ("lua-task@luajit"), --clients applied."""
+        base = [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
+        out = base + ["%s@%s" % (c, os.path.basename(lua))
+                      for lua in self.luas[1:]
+                      for c in ("lua-task", "lua-send", "luv") if c in base]
+        only = self.args.clients
+        return [c for c in out if not only or c in only.split(",")]
 
     def env_for(self, lua):
         """The environment for a Lua client under the interpreter lua: the
@@ -219,11 +227,20 @@ class Bench:
         if client == "hiredis":
             return [os.path.join(self.bin, "rnb-hiredis-client")] + common, \
                 None
+        if client == "ioredis":
+            return ["node", os.path.join(HERE, "node", "ioredis_client.js")] \
+                + common, dict(os.environ, NODE_PATH=self.node_path)
+        client, _, tag = client.partition("@")
+        lua = ([l for l in self.luas if os.path.basename(l) == tag] or
+               [self.lua])[0]
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
+                  "lua-batch": "rn_batch.lua", "lua-tx": "rn_batch.lua",
                   "luv": "luv_client.lua",
                   "luasocket": "luasocket_client.lua"}[client]
-        return [self.lua, os.path.join(HERE, "lua", script)] + common, \
-            self.lua_env
+        if client == "lua-tx":
+            common += ["--mode", "tx"]
+        return [lua, os.path.join(HERE, "lua", script)] + common, \
+            self.env_for(lua)
 
     def run_proc(self, cmd, env, timeout):
         """(stdout, unused, ok, stderr)."""
@@ -372,42 +389,27 @@ class Bench:
     # -- batches (issue 19) --------------------------------------------------
 
     def batches(self):
-        """Against redis-server, runs interleaved: pool:batch of 16 from Lua
-        tasks on 50 connections and redis-benchmark -c 50 -P 16; one-command
+        """Against redis-server, in rounds whose order rotates: pool:batch
+        of 16 from Lua tasks on 50 connections, redis-benchmark -c 50 -P 16
+        and luv with 16 in flight on 50 connections (the batch targets'
+        references; the Lua ones under each Lua); one-command
         pool:transaction (MULTI, ECHO, EXEC) from 50 tasks and single calls
-        from 50 tasks. Rates are requests (a transaction is one) per second,
-        into results["batches"]."""
+        from 50 tasks. Rates are requests (a transaction is one) per
+        second, into results["batches"]."""
         if "redis" not in self.servers:
             return
-        port, secs = self.servers["redis"][1], self.args.secs
         rows = self.results.setdefault("batches", [])
+        clients = ["lua-batch", "redis-benchmark", "luv", "lua-tx",
+                   "lua-task"] + ["%s@%s" % (c, os.path.basename(lua))
+                                  for lua in self.luas[1:]
+                                  for c in ("lua-batch", "luv")]
+        estimate = 200000  # redis-benchmark's call count, from lua-batch
         for rep in range(self.args.runs):
-            estimate = None
-            for client in ("lua-batch", "redis-benchmark", "lua-tx",
-                           "lua-task"):
+            k = rep % len(clients)
+            for client in clients[k:] + clients[:k]:
                 depth = 1 if client in ("lua-tx", "lua-task") else 16
-                if client == "redis-benchmark":
-                    r = self.run_redis_benchmark(port, 50, 16, 3, secs,
-                                                 estimate or 200000)
-                elif client == "lua-task":
-                    r = self.run_client(client, "redis", 50, 1, 3, secs)
-                else:
-                    cmd = [self.lua, os.path.join(HERE, "lua", "rn_batch.lua"),
-                           "--proto", "resp", "--port", str(port), "--conns",
-                           "50", "--depth", str(depth), "--size", "3",
-                           "--secs", str(secs), "--warm", str(self.args.warm)]
-                    if client == "lua-tx":
-                        cmd += ["--mode", "tx"]
-                    out, _, ok, err = self.run_proc(cmd, self.lua_env,
-                                                    secs + 60)
-                    res = parse_result(out)
-                    r = None
-                    if ok and res and res["calls"] > 0 and res["failed"] == 0:
-                        r = {"rate": res["calls"] / res["secs"]}
-                    else:
-                        sys.stderr.write(err[-2000:])
-                        note_failure("%s against redis (c50 d%d)" % (
-                            client, depth))
+                r = self.run_client(client, "redis", 50, depth, 3,
+                                    self.args.secs, estimate)
                 if r is None:
                     continue
                 if client == "lua-batch":
@@ -502,7 +504,7 @@ class Bench:
         p = subprocess.run([ann, cg], stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
         lines = p.stdout.splitlines()
-        keep = [l for l in lines if re.match(r"^\s*[\d,]+ \(", l)][:30]
+        keep = [l for l in lines if re.match(r"^\s*[\d,]+ \(", l)][:20]
         self.results["hotspots"] = keep
 
     # -- TLS (issue 17) ------------------------------------------------------
@@ -661,6 +663,12 @@ class Bench:
                 self.start_echo()
                 self.callgrind()
             else:
+                self.node_path, what = ioredis_setup(self.build)
+                (self.peers if self.node_path else self.skipped)[
+                    "ioredis"] = what
+                if not self.node_path:
+                    print("bench: ioredis rows skipped: " + what,
+                          file=sys.stderr)
                 self.start_servers()
                 self.matrix()
                 self.batches()
@@ -674,9 +682,10 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
         m = self.results["meta"]
         m.update(quick=self.args.quick, runs=self.args.runs,
-                 secs=self.args.secs, lua=self.lua,
+                 secs=self.args.secs, lua=self.lua, luas=self.luas,
+                 clients=self.args.clients,
                  rnp_gap=getattr(self, "rnp_gap", None),
-                 skipped=self.skipped,
+                 skipped=self.skipped, peers=self.peers,
                  servers={k: v[0] for k, v in self.servers.items()},
                  date=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(),
                  wall=time.time() - t0)
@@ -707,6 +716,44 @@ def callgrind_table(rows, before=None, tolerance=None):
                     beyond.append("%s %s" % (callgrind_key(row), client))
             print(line)
     return beyond
+
+
+def ioredis_setup(build):
+    """(NODE_PATH, what is measured) for ioredis, which npm installs into
+    BUILD/node (never into the source tree) when it is not there yet; or
+    (None, why not). The newest major the Node found runs (6 needs Node
+    20)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return None, "node and npm not found (Node.js 12 or later)"
+    version = subprocess.run([node, "--version"], stdout=subprocess.PIPE,
+                             text=True).stdout.strip()
+    m = re.match(r"v(\d+)\.", version)
+    if not m or int(m.group(1)) < 12:
+        return None, "Node %s is older than ioredis 5 needs (12)" % version
+    prefix = os.path.join(build, "node")
+    modules = os.path.join(prefix, "node_modules")
+    pkg = os.path.join(modules, "ioredis", "package.json")
+    if not os.path.exists(pkg):
+        want = "ioredis@6" if int(m.group(1)) >= 20 else "ioredis@5"
+        print("bench: npm install --prefix %s %s" % (prefix, want),
+              file=sys.stderr)
+        try:
+            p = subprocess.run([npm, "install", "--prefix", prefix,
+                                "--no-audit", "--no-fund", "--loglevel=error",
+                                "--fetch-retries=1", "--fetch-timeout=30000",
+                                want],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, timeout=300)
+            why = "; ".join(p.stderr.strip().splitlines()[:2]) \
+                if p.returncode != 0 else None
+        except subprocess.TimeoutExpired:
+            why = "timed out"
+        if why or not os.path.exists(pkg):
+            return None, "npm install %s failed: %s" % (want, why)
+    with open(pkg) as f:
+        return modules, "ioredis %s, Node %s" % (json.load(f)["version"],
+                                                 version)
 
 
 def build_type_of(build):
@@ -804,10 +851,13 @@ def main():
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--secs", type=float, default=None)
     ap.add_argument("--warm", type=float, default=None)
-    ap.add_argument("--lua", default="lua5.4",
-                    help="the Lua for the Lua clients; a comma-separated "
-                    "list measures callgrind under each (the matrix uses "
-                    "the first)")
+    ap.add_argument("--lua", default=None,
+                    help="the Luas for the Lua clients, comma-separated: "
+                    "the matrix and callgrind run under each, the TLS and "
+                    "batch stages under the first (default: lua5.4,luajit; "
+                    "--quick and --callgrind-only: lua5.4)")
+    ap.add_argument("--clients", default=None,
+                    help="only these clients in the matrix (a partial run)")
     ap.add_argument("--callgrind-only", action="store_true",
                     help="only instructions per call, printed")
     ap.add_argument("--save", help="with --callgrind-only: write the "
@@ -820,6 +870,8 @@ def main():
     ap.add_argument("--tolerance", type=float, default=2.0,
                     help="percent a resilnet client may move (--compare)")
     a = ap.parse_args()
+    if a.lua is None:
+        a.lua = "lua5.4" if a.quick or a.callgrind_only else "lua5.4,luajit"
     if a.repeat is None:
         a.repeat = 3 if a.callgrind_only else 1
     if a.callgrind_only:
@@ -834,7 +886,8 @@ def main():
     if a.out is None:
         a.out = os.path.join(a.build, "bench-quick") if a.quick else \
             os.path.join(HERE, "results")
-    preflight(a.lua)
+    for lua in a.lua.split(","):
+        preflight(lua)
     for prog in ("rnb-uv-client", "rnb-rn-client", "rnb-echo-server",
                  "rnb-scale", "rnb-resilience"):
         if not os.path.exists(os.path.join(a.build, "bench", prog)):
@@ -845,9 +898,15 @@ def main():
     b.run()
     sys.path.insert(0, HERE)
     import report
+    # Every sample stays in the build directory; the output directory (the
+    # committed bench/results for make bench) gets their medians.
+    raw = os.path.join(a.build, "bench-raw%s.json" % ("-quick" if a.quick
+                                                      else ""))
+    with open(raw, "w") as f:
+        json.dump(b.results, f, indent=1)
     report.write(b.results, a.out, failures)
-    print("bench: results in %s (%.0f s)" % (a.out, b.results["meta"]["wall"]),
-          file=sys.stderr)
+    print("bench: results in %s, raw samples in %s (%.0f s)" % (
+        a.out, raw, b.results["meta"]["wall"]), file=sys.stderr)
     if failures:
         print("bench: %d failure(s):\n  %s" % (len(failures),
               "\n  ".join(failures)), file=sys.stderr)

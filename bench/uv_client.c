@@ -36,12 +36,10 @@ static size_t req_len;
 static unsigned connected, closed;
 static int stopping; /* no new requests */
 static uint64_t completed, failed, issued;
-static uint64_t calls0, calls1;
-static double cpu0, cpu1;
-static uint64_t t0, t1, t_rate0, sent_due;
-static int measuring;
+static uint64_t t_rate0, sent_due;
 static rnb_lat_t lat;
-static uv_timer_t phase_timer, tick_timer;
+static rnb_window_t win;
+static uv_timer_t tick_timer;
 
 static void fifo_push(fifo_t *f, uint64_t x) {
   if (f->tail == f->cap) {
@@ -144,8 +142,7 @@ static void maybe_finish(void) {
   for (i = 0; i < opts.conns; i++)
     if (!uv_is_closing((uv_handle_t *)&conns[i].tcp))
       uv_close((uv_handle_t *)&conns[i].tcp, on_close);
-  if (!uv_is_closing((uv_handle_t *)&phase_timer))
-    uv_close((uv_handle_t *)&phase_timer, NULL);
+  rnb_window_close(&win);
   if (!uv_is_closing((uv_handle_t *)&tick_timer))
     uv_close((uv_handle_t *)&tick_timer, NULL);
 }
@@ -187,7 +184,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     unsigned i;
     for (i = 0; i < replies; i++) {
       uint64_t due = c->due.v[c->due.head++];
-      if (measuring && due >= t0 && (t1 == 0 || due < t1)) rnb_lat_add(&lat, now - due);
+      if (rnb_window_has(&win, due)) rnb_lat_add(&lat, now - due);
     }
   } else if (!stopping) {
     unsigned more = replies;
@@ -217,30 +214,14 @@ static void on_tick(uv_timer_t *t) {
   }
 }
 
-static void on_phase(uv_timer_t *t) {
-  if (!measuring) {
-    measuring = 1;
-    t0 = rnb_now_ns();
-    calls0 = completed;
-    cpu0 = rnb_cpu_seconds();
-    uv_timer_start(t, on_phase, (uint64_t)(opts.secs * 1000), 0);
-  } else {
-    t1 = rnb_now_ns();
-    calls1 = completed;
-    cpu1 = rnb_cpu_seconds();
-    stopping = 1;
-    maybe_finish();
-  }
+static void on_window_end(void) {
+  stopping = 1;
+  maybe_finish();
 }
 
 static void start(void) {
   unsigned i;
-  if (opts.calls > 0) {
-    t0 = rnb_now_ns();
-    cpu0 = rnb_cpu_seconds();
-  } else {
-    uv_timer_start(&phase_timer, on_phase, (uint64_t)(opts.warm * 1000), 0);
-  }
+  rnb_window_start(&win);
   if (opts.rate > 0) {
     t_rate0 = rnb_now_ns();
     uv_timer_start(&tick_timer, on_tick, 1, 1);
@@ -278,7 +259,7 @@ int main(int argc, char **argv) {
   uv_ip4_addr(opts.host, opts.port, &addr);
   conns = calloc(opts.conns, sizeof(*conns));
   if (conns == NULL) abort();
-  uv_timer_init(loop, &phase_timer);
+  rnb_window_init(&win, loop, &opts, &completed, on_window_end);
   uv_timer_init(loop, &tick_timer);
   for (i = 0; i < opts.conns; i++) {
     conn_t *c = &conns[i];
@@ -290,15 +271,7 @@ int main(int argc, char **argv) {
       abort();
   }
   uv_run(loop, UV_RUN_DEFAULT);
-  if (opts.calls > 0) {
-    t1 = rnb_now_ns();
-    cpu1 = rnb_cpu_seconds();
-    calls0 = 0;
-    calls1 = completed;
-  }
-  if (opts.rate > 0) calls1 = calls0 + lat.n; /* calls due in the window */
-  rnb_report("uv", calls1 - calls0, failed, (double)(t1 - t0) / 1e9,
-             cpu1 - cpu0, opts.rate > 0 ? &lat : NULL);
+  rnb_window_report(&win, "uv", failed, opts.rate > 0 ? &lat : NULL);
   for (i = 0; i < opts.conns; i++) {
     free(conns[i].rbuf);
     free(conns[i].due.v);

@@ -5,7 +5,10 @@
 #   tools/install-deps.sh [--bench]
 # --bench adds the peers `make bench` compares with (libhiredis-dev for
 # hiredis' async client): benchmark-only, never linked into resilnet; a
-# benchmark run without them skips their rows and says why.
+# benchmark run without them skips their rows and says why. ioredis is not
+# a Debian package: bench/run.py installs it with npm into the build
+# directory when Node.js and npm are on the PATH (from wherever the system
+# has them), and skips its rows, saying why, when they are not.
 set -eu
 
 packages="

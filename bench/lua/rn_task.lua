@@ -5,14 +5,7 @@ local common = require "rnbcommon"
 local resilnet = require "resilnet"
 local o = common.args(arg)
 
-local pool = resilnet.pool{
-  endpoints = { o.host .. ":" .. o.port }, protocol = o.proto,
-  size = o.conns, min_idle = o.conns, max_pending = 1000000000, timeout = 60,
-  heartbeat = o.proto == "length" and { ping = "p" } or nil,
-  tls = o.tls_ca and { cafile = o.tls_ca } or nil, -- --tls-ca FILE
-}
-local payload = common.payload(o.size)
-local request = o.proto == "resp" and { "ECHO", payload } or payload
+local pool, request = common.pool(resilnet, o)
 local done, failed, stop, issued = 0, 0, false, 0
 local limit = o.calls or math.huge
 local c0, t0
@@ -27,27 +20,16 @@ local function worker()
 end
 
 resilnet.spawn(function()
-  for _ = 1, 2000 do   -- every connection ready before the clock starts
-    if pool:stats().idle >= o.conns then break end
-    resilnet.sleep(0.005)
-  end
+  common.ready(resilnet, pool, o)
   if o.calls then  -- run() returns once every worker is done
     c0, t0 = os.clock(), resilnet.now()
     for _ = 1, o.conns * o.depth do resilnet.spawn(worker) end
     return
   end
   for _ = 1, o.conns * o.depth do resilnet.spawn(worker) end
-  resilnet.sleep(o.warm)
-  local n0 = done
-  c0, t0 = os.clock(), resilnet.now()
-  resilnet.sleep(o.secs)
-  local n1, c1, t1 = done, os.clock(), resilnet.now()
-  stop = true
-  common.report("lua-task", n1 - n0, failed, t1 - t0, c1 - c0)
-  while pool:stats().in_flight + pool:stats().pending > 0 do
-    resilnet.sleep(0.001)
-  end
-  pool:close()
+  common.measure(resilnet, pool, o, "lua-task",
+                 function() return done, failed end,
+                 function() stop = true end)
 end)
 resilnet.run()
 if o.calls then

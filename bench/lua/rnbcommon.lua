@@ -58,6 +58,49 @@ function M.frame_size(proto, buf, pos)
   return head
 end
 
+-- The resilnet clients' pool, every connection opened up front and a
+-- deadline no call reaches (a benchmark measures speed, not deadlines),
+-- and the request each call sends.
+function M.pool(resilnet, o)
+  local pool = resilnet.pool{
+    endpoints = { o.host .. ":" .. o.port }, protocol = o.proto,
+    size = o.conns, min_idle = o.conns, max_pending = 1000000000,
+    timeout = 60,
+    heartbeat = o.proto == "length" and { ping = "p" } or nil,
+    tls = o.tls_ca and { cafile = o.tls_ca } or nil, -- --tls-ca FILE
+  }
+  local payload = M.payload(o.size)
+  return pool, o.proto == "resp" and { "ECHO", payload } or payload
+end
+
+-- In a task: every connection ready before the clock starts (bounded).
+function M.ready(resilnet, pool, o)
+  for _ = 1, 2000 do
+    if pool:stats().idle >= o.conns then return end
+    resilnet.sleep(0.005)
+  end
+end
+
+-- In a task, once the calls are going: lets the warm-up pass, measures
+-- --secs and reports (count() returns the calls completed and failed so
+-- far), then stop() and, once nothing is in flight (busy(), by default
+-- the pool's counts, says so), closes the pool.
+function M.measure(resilnet, pool, o, client, count, stop, busy)
+  busy = busy or function()
+    return pool:stats().in_flight + pool:stats().pending > 0
+  end
+  resilnet.sleep(o.warm)
+  local n0 = count()
+  local c0, t0 = os.clock(), resilnet.now()
+  resilnet.sleep(o.secs)
+  local n1, failed = count()
+  local c1, t1 = os.clock(), resilnet.now()
+  stop()
+  M.report(client, n1 - n0, failed, t1 - t0, c1 - c0)
+  while busy() do resilnet.sleep(0.001) end
+  pool:close()
+end
+
 function M.report(client, calls, failed, secs, cpu)
   io.write(("RESULT client=%s calls=%d failed=%d secs=%.6f cpu=%.6f\n")
            :format(client, calls, failed, secs, cpu))

@@ -11,10 +11,10 @@ set key outside right top
 set datafile missing '?'
 set grid ytics
 set title 'redis-server (resp, ECHO)'
-plot 'throughput-redis.dat' using 2:xtic(1) title columnheader(2) , 'throughput-redis.dat' using 3:xtic(1) title columnheader(3) , 'throughput-redis.dat' using 4:xtic(1) title columnheader(4) , 'throughput-redis.dat' using 5:xtic(1) title columnheader(5) , 'throughput-redis.dat' using 6:xtic(1) title columnheader(6) , 'throughput-redis.dat' using 7:xtic(1) title columnheader(7) , 'throughput-redis.dat' using 8:xtic(1) title columnheader(8) , 'throughput-redis.dat' using 9:xtic(1) title columnheader(9)
+plot 'throughput-redis.dat' using 2:xtic(1) title columnheader(2) lc rgb '#555555' , 'throughput-redis.dat' using 3:xtic(1) title columnheader(3) lc rgb '#1f77b4' , 'throughput-redis.dat' using 4:xtic(1) title columnheader(4) lc rgb '#d62728' , 'throughput-redis.dat' using 5:xtic(1) title columnheader(5) lc rgb '#2ca02c' , 'throughput-redis.dat' using 6:xtic(1) title columnheader(6) lc rgb '#9467bd' , 'throughput-redis.dat' using 7:xtic(1) title columnheader(7) lc rgb '#8c564b' , 'throughput-redis.dat' using 8:xtic(1) title columnheader(8) lc rgb '#ff7f0e' , 'throughput-redis.dat' using 9:xtic(1) title columnheader(9) lc rgb '#17becf'
 set title 'rnb-echo-server (length frames, C echo)'
-plot 'throughput-echo.dat' using 2:xtic(1) title columnheader(2) , 'throughput-echo.dat' using 3:xtic(1) title columnheader(3) , 'throughput-echo.dat' using 4:xtic(1) title columnheader(4) , 'throughput-echo.dat' using 5:xtic(1) title columnheader(5) , 'throughput-echo.dat' using 6:xtic(1) title columnheader(6) , 'throughput-echo.dat' using 7:xtic(1) title columnheader(7)
+plot 'throughput-echo.dat' using 2:xtic(1) title columnheader(2) lc rgb '#555555' , 'throughput-echo.dat' using 3:xtic(1) title columnheader(3) lc rgb '#1f77b4' , 'throughput-echo.dat' using 4:xtic(1) title columnheader(4) lc rgb '#2ca02c' , 'throughput-echo.dat' using 5:xtic(1) title columnheader(5) lc rgb '#9467bd' , 'throughput-echo.dat' using 6:xtic(1) title columnheader(6) lc rgb '#8c564b' , 'throughput-echo.dat' using 7:xtic(1) title columnheader(7) lc rgb '#ff7f0e'
 set title 'resilnet rnp server (C handler)'
-plot 'throughput-rnp.dat' using 2:xtic(1) title columnheader(2) , 'throughput-rnp.dat' using 3:xtic(1) title columnheader(3) , 'throughput-rnp.dat' using 4:xtic(1) title columnheader(4)
+plot 'throughput-rnp.dat' using 2:xtic(1) title columnheader(2) lc rgb '#1f77b4' , 'throughput-rnp.dat' using 3:xtic(1) title columnheader(3) lc rgb '#2ca02c' , 'throughput-rnp.dat' using 4:xtic(1) title columnheader(4) lc rgb '#9467bd'
 
 unset multiplot
