@@ -324,6 +324,17 @@ int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
   int err;
 
   if (pool->closing) return RN_ECLOSED;
+  /* The next user of a pooled connection must find it as its setup left
+   * it: a batch that leaves it inside MULTI, WATCHing, subscribed, in
+   * another database or as another user would hand that to every later
+   * call there (what a held connection is for). */
+  if (pool->codec.protocol == RN_PROTOCOL_RESP && frames != NULL) {
+    rn__resp_state_t state;
+    memset(&state, 0, sizeof(state));
+    rn__resp_state_track(&state, &pool->codec, frames, len);
+    if (state.in_multi || state.watching || state.unknown)
+      return UV_EINVAL;
+  }
   err = rn__batch_make(pool, frames, len, count, options, cb, data, &call,
                        &o);
   if (err) return err;

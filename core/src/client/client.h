@@ -605,6 +605,19 @@ void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
  * memory, or a callback ended the call or closed the pool). */
 int rn__hedge_send(rn_call_t *call);
 
+/* resp_state.c: what resp requests leave a connection in (an open MULTI,
+ * a WATCH, or a state its pool did not give it: SUBSCRIBE, SELECT, AUTH,
+ * ...). Zero it, then track the requests sent (frames: whole frames of
+ * codec, back to back; other protocols than resp leave it as it is). */
+typedef struct rn__resp_state_s {
+  unsigned in_multi : 1; /* MULTI sent, no EXEC/DISCARD yet */
+  unsigned watching : 1; /* WATCH sent, no EXEC/DISCARD/UNWATCH yet */
+  unsigned unknown : 1;  /* one of the requests after which the pool
+                            cannot know what the next user would meet */
+} rn__resp_state_t;
+void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
+                          const char *frames, size_t len);
+
 /* hold.c: held connections. */
 /* A connection became ready, or idle: reserved for the first waiting
  * hold if it may take one (the hold gets it on the next pass). */

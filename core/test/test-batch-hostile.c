@@ -1,0 +1,178 @@
+/* Hostile review of batches and held connections (client/batch.c,
+ * client/hold.c, client/resp_state.c) against the scripted resp peer:
+ * what a pool batch may not leave on a pooled connection, and what makes
+ * a held one closed when given back. Each case is named after the defect
+ * it found. */
+#include "resilnet.h"
+#include "task.h"
+#include "helpers.h"
+#include "peer.h"
+#include "pool_fixture.h"
+#include "wait.h"
+
+#include <string.h>
+#include <uv.h>
+
+/* "GET x" as a resp array of bulk strings, appended to out. */
+static void encode_cmd(rn_buf_t *out, const char *cmd) {
+  const char *p = cmd;
+  size_t words = 1;
+  for (; *p; p++)
+    if (*p == ' ') words++;
+  ASSERT_OK(rn_resp_encode_array(out, words));
+  for (p = cmd; *p;) {
+    size_t n = strcspn(p, " ");
+    ASSERT_OK(rn_resp_encode_bulk(out, p, n));
+    p += n;
+    if (*p == ' ') p++;
+  }
+}
+
+/* The peer: +OK to every frame. */
+static rn_codec_t codec;
+
+static void answer_ok(test_peer_conn_t *c) {
+  size_t pos = 0;
+  rn_frame_t f;
+  while (rn_codec_frame(&codec, c->in.base + pos, c->in.len - pos, &f) == 1) {
+    c->frames++;
+    test_peer_send(c, "+OK\r\n", 5);
+    pos += f.size;
+  }
+  rn_buf_consume(&c->in, pos);
+}
+
+static rn_loop_t *loop;
+static uv_loop_t *uv;
+static test_peer_t peer;
+
+static rn_pool_t *start(void) {
+  rn_codec_options_t co;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  memset(&co, 0, sizeof(co));
+  co.protocol = RN_PROTOCOL_RESP;
+  ASSERT_OK(rn_codec_init(&codec, &co));
+  loop = test_loop_open();
+  uv = rn_loop_uv(loop);
+  test_peer_start(&peer, uv, answer_ok);
+  test_pool_options(&po, peer.endpoint, RN_PROTOCOL_RESP);
+  po.heartbeat.interval_ms = 0;
+  po.size = 1;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  return pool;
+}
+
+static void finish(rn_pool_t *pool) {
+  test_pool_close_wait(loop, pool);
+  test_peer_stop(&peer);
+  test_loop_close(loop);
+}
+
+static int fired;
+
+static void on_batch(rn_pool_t *pool, void *data, const rn_batch_result_t *r) {
+  (void)pool;
+  (void)data;
+  ASSERT_OK(r->status);
+  fired++;
+}
+
+/* Sends the commands (separated by '|') as one pool batch. */
+static int pool_batch(rn_pool_t *pool, const char *cmds) {
+  char copy[256], *save = NULL, *cmd;
+  rn_buf_t frames;
+  size_t n = 0;
+  int rc;
+  rn_buf_init(&frames);
+  snprintf(copy, sizeof(copy), "%s", cmds);
+  for (cmd = strtok_r(copy, "|", &save); cmd != NULL;
+       cmd = strtok_r(NULL, "|", &save), n++)
+    encode_cmd(&frames, cmd);
+  rc = rn_pool_batch(pool, frames.base, frames.len, n, NULL, on_batch, NULL);
+  rn_buf_free(&frames);
+  return rc;
+}
+
+/* A pool batch that left MULTI open (or WATCH, SUBSCRIBE, SELECT, AUTH,
+ * ...) was sent, and every later call on that connection met it: Redis
+ * queued them (QUEUED), or answered them in another database or as
+ * another user. Refused at once now, before anything is written; one that
+ * leaves the connection as it found it goes. */
+static void test_pool_batch_leaving_state_refused(void) {
+  static const char *const refused[] = {
+      "MULTI|SET k 1",      "WATCH k|GET k",    "SUBSCRIBE ch",
+      "select 2",           "AUTH bob pw",      "CLIENT REPLY OFF",
+      "MULTI|EXEC|MULTI",   "HELLO 3",          "RESET",
+      "MONITOR",            "PSUBSCRIBE c*",    "READONLY",
+  };
+  rn_pool_t *pool = start();
+  size_t i;
+  for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+    ASSERT_EQ(pool_batch(pool, refused[i]), UV_EINVAL);
+  ASSERT_EQ(test_pool_stats(pool).calls, 0);
+  ASSERT_EQ(fired, 0);
+  /* Balanced, or ended: the connection is as it was. */
+  ASSERT_OK(pool_batch(pool, "MULTI|INCR n|EXEC"));
+  ASSERT_OK(pool_batch(pool, "WATCH k|UNWATCH"));
+  ASSERT_OK(pool_batch(pool, "WATCH k|MULTI|SET k 1|DISCARD|GET k"));
+  RUN_UNTIL(uv, fired == 3, 2000);
+  ASSERT_EQ(peer.count, 1);
+  ASSERT_EQ(peer.conns[0].frames, 10); /* the refused ones never left */
+  finish(pool);
+}
+
+typedef struct {
+  int fired;
+  rn_hold_t *hold;
+} hold_outcome_t;
+
+static void on_hold(rn_pool_t *pool, void *data, rn_hold_t *hold,
+                    int status) {
+  hold_outcome_t *o = data;
+  (void)pool;
+  ASSERT_OK(status);
+  o->fired++;
+  o->hold = hold;
+}
+
+static void held_call(rn_hold_t *h, const char *cmd) {
+  test_outcome_t o;
+  rn_buf_t frame;
+  memset(&o, 0, sizeof(o));
+  rn_buf_init(&frame);
+  encode_cmd(&frame, cmd);
+  ASSERT_OK(rn_hold_call(h, frame.base, frame.len, NULL, test_record, &o));
+  rn_buf_free(&frame);
+  RUN_UNTIL(uv, o.fired, 2000);
+  ASSERT_OK(o.status);
+}
+
+/* AUTH as another user on a held connection was given back to the pool
+ * as clean: every later pool call there ran as that user (READONLY and
+ * READWRITE likewise change how a cluster node treats the connection).
+ * Now it is closed when given back; a held batch may still send them. */
+static void test_hold_auth_resets(void) {
+  static const char *const cmds[] = {"AUTH bob pw", "READONLY", "readwrite"};
+  rn_pool_t *pool = start();
+  size_t i;
+  for (i = 0; i < 3; i++) {
+    hold_outcome_t h;
+    memset(&h, 0, sizeof(h));
+    ASSERT_OK(rn_pool_hold(pool, NULL, on_hold, &h));
+    RUN_UNTIL(uv, h.fired, 2000);
+    held_call(h.hold, "GET k");
+    ASSERT_EQ(rn_hold_unknown(h.hold), 0);
+    held_call(h.hold, cmds[i]);
+    ASSERT_EQ(rn_hold_unknown(h.hold), 1);
+    rn_hold_release(h.hold, 0);
+    ASSERT_EQ(test_pool_stats(pool).holds_reset, i + 1);
+  }
+  RUN_UNTIL(uv, peer.eofs == 3, 2000);
+  finish(pool);
+}
+
+TEST_LIST_START
+  TEST_ENTRY(test_pool_batch_leaving_state_refused)
+  TEST_ENTRY(test_hold_auth_resets)
+TEST_LIST_END
