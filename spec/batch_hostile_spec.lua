@@ -94,3 +94,39 @@ describe("hostile setup options", function()
     assert.is_nil(err:find("s3cr3t", 1, true))
   end)
 end)
+
+describe("a transaction during a failover", function()
+  local a, b
+  setup(function()
+    a = assert(R.start())
+    b = assert(R.start())
+  end)
+  teardown(function()
+    if a then R.stop(a) end
+    if b then R.stop(b) end
+  end)
+
+  it("refused -READONLY (EXECABORT) by a demoted master waits for the "
+     .. "master as a single call does, instead of failing", function()
+    local p = H.pool { endpoints = { a.endpoint }, role = "master",
+                       timeout = 8, size = 1,
+                       reconnect = { initial = 0.05, max = 0.2 } }
+    local admin = H.pool { endpoints = { a.endpoint }, timeout = 5 }
+    assert.same({ 1 }, assert(p:transaction { { "INCR", "x" } }))
+    -- Demoted behind the same address, as a managed service does...
+    assert.equal("OK", admin:call { "REPLICAOF", "127.0.0.1",
+                                    tostring(b.port) })
+    local got, err
+    H.go(function()
+      resilnet.spawn(function()
+        -- ... and promoted again a moment later.
+        resilnet.sleep(0.5)
+        assert.equal("OK", admin:call { "REPLICAOF", "NO", "ONE" })
+      end)
+      got, err = p:transaction { { "SET", "y", "1" }, { "INCR", "y" } }
+    end, 20)
+    assert.is_nil(err and err.message)
+    assert.same({ "OK", 2 }, got)
+    assert.equal("2", admin:call { "GET", "y" }) -- it ran once
+  end)
+end)

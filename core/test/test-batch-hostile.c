@@ -172,7 +172,106 @@ static void test_hold_auth_resets(void) {
   finish(pool);
 }
 
+/* The Redis of the next case: on its first connection a loading server
+ * (MULTI +OK, every queued command -LOADING, so EXEC -EXECABORT); on
+ * later ones a loaded one. */
+static int contains(const char *data, size_t len, const char *word) {
+  size_t n = strlen(word), i;
+  for (i = 0; i + n <= len; i++)
+    if (memcmp(data + i, word, n) == 0) return 1;
+  return 0;
+}
+
+static void answer_loading_first(test_peer_conn_t *c) {
+  int loading = c == &c->peer->conns[0];
+  size_t pos = 0;
+  rn_frame_t f;
+  while (rn_codec_frame(&codec, c->in.base + pos, c->in.len - pos, &f) == 1) {
+    const char *frame = c->in.base + pos;
+    const char *reply;
+    c->frames++;
+    if (contains(frame, f.size, "PING"))
+      reply = "+PONG\r\n";
+    else if (contains(frame, f.size, "MULTI"))
+      reply = "+OK\r\n";
+    else if (contains(frame, f.size, "EXEC"))
+      reply = loading ? "-EXECABORT Transaction discarded because of "
+                        "previous errors.\r\n"
+                      : "*1\r\n:1\r\n";
+    else
+      reply = loading ? "-LOADING Redis is loading the dataset in memory\r\n"
+                      : "+QUEUED\r\n";
+    test_peer_send(c, reply, strlen(reply));
+    pos += f.size;
+  }
+  rn_buf_consume(&c->in, pos);
+}
+
+static rn_batch_result_t last;
+static char last_exec[16];
+
+static void on_transaction(rn_pool_t *pool, void *data,
+                           const rn_batch_result_t *r) {
+  (void)pool;
+  (void)data;
+  ASSERT_EQ(fired, 0); /* exactly once */
+  fired++;
+  last = *r;
+  last_exec[0] = '\0';
+  if (r->status == 0) {
+    size_t n = r->results[2].body_len < 15 ? r->results[2].body_len : 15;
+    memcpy(last_exec, r->results[2].body, n);
+    last_exec[n] = '\0';
+  }
+}
+
+/* A transaction sent to a server loading its dataset (or, on a master
+ * pool, to one demoted to a replica) came back EXECABORT, its queued
+ * command -LOADING: nothing ran, yet the caller got the error, where a
+ * single call answered -LOADING waits for the server and succeeds (issue
+ * 18). Now the transaction goes back as never sent, waits while the
+ * endpoint backs off, and runs on the next connection: not idempotent,
+ * and still once. */
+static void test_transaction_loading_waits(void) {
+  rn_codec_options_t co;
+  rn_pool_options_t po;
+  rn_call_options_t call;
+  rn_pool_t *pool;
+  rn_buf_t frames;
+  memset(&co, 0, sizeof(co));
+  co.protocol = RN_PROTOCOL_RESP;
+  ASSERT_OK(rn_codec_init(&codec, &co));
+  loop = test_loop_open();
+  uv = rn_loop_uv(loop);
+  test_peer_start(&peer, uv, answer_loading_first);
+  test_pool_options(&po, peer.endpoint, RN_PROTOCOL_RESP);
+  po.heartbeat.interval_ms = 0;
+  po.size = 1;
+  po.reconnect.initial_ms = 10;
+  po.reconnect.max_ms = 50;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  fired = 0;
+  rn_buf_init(&frames);
+  encode_cmd(&frames, "MULTI");
+  encode_cmd(&frames, "INCR n");
+  encode_cmd(&frames, "EXEC");
+  memset(&call, 0, sizeof(call));
+  call.timeout_ms = 5000;
+  ASSERT_OK(rn_pool_batch(pool, frames.base, frames.len, 3, &call,
+                          on_transaction, NULL));
+  rn_buf_free(&frames);
+  RUN_UNTIL(uv, fired, 6000);
+  ASSERT_OK(last.status);
+  ASSERT_STR_EQ(last_exec, "*1\r\n:1\r\n");
+  ASSERT_EQ(last.attempts, 2); /* written twice, the first unrun */
+  ASSERT_EQ(peer.count, 2);
+  ASSERT_EQ(test_pool_stats(pool).retries, 0);
+  ASSERT(test_pool_stats(pool).loading >= 1);
+  finish(pool);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_pool_batch_leaving_state_refused)
   TEST_ENTRY(test_hold_auth_resets)
+  TEST_ENTRY(test_transaction_loading_waits)
 TEST_LIST_END

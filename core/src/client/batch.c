@@ -41,6 +41,10 @@ struct rn__batch_s {
   rn_batch_cb cb;
   void *data;
   uint32_t n;
+  uint8_t transaction;    /* resp: MULTI first, EXEC last */
+  uint8_t server_refused; /* this attempt: a request was refused by the
+                             server's state (-READONLY on a master pool,
+                             -MASTERDOWN, -LOADING) */
   rn_buf_t bodies;      /* the replies' bodies, back to back */
   rn_result_t *results; /* n, filled in for the callback */
   rn__batch_slot_t slots[];
@@ -80,6 +84,23 @@ static int batch_check_frames(rn_pool_t *pool, const char *frames, size_t len,
     off += f.size;
   }
   return off == len ? 0 : UV_EINVAL;
+}
+
+/* resp: whether the checked frames are MULTI, ..., EXEC. */
+static int batch_is_transaction(rn_pool_t *pool, const char *frames,
+                                size_t len) {
+  size_t off = 0;
+  rn_frame_t f;
+  if (rn_codec_frame(&pool->codec, frames, len, &f) != 1 ||
+      !rn__resp_command_is(frames, f.size, "MULTI"))
+    return 0;
+  for (;;) {
+    if (rn_codec_frame(&pool->codec, frames + off, len - off, &f) != 1)
+      return 0;
+    if (off + f.size == len)
+      return rn__resp_command_is(frames + off, f.size, "EXEC");
+    off += f.size;
+  }
 }
 
 /* rnp: each request as rn__rnp_call_prepare makes a single one (the
@@ -172,6 +193,7 @@ void rn__batch_restart(rn_call_t *call) {
   uint32_t i;
   call->batch_got = 0;
   b->bodies.len = 0;
+  b->server_refused = 0;
   for (i = 0; i < b->n; i++) b->slots[i].filled = 0;
 }
 
@@ -216,11 +238,25 @@ int rn__batch_reply(rn_call_t *call, const rn_reply_t *m) {
    * request's result stays the error, and the batch is not sent again:
    * its other requests may have run there. */
   if (status != 0 && m->kind == RN_REPLY_IN_ORDER &&
-      call->pool->codec.protocol == RN_PROTOCOL_RESP)
-    (void)rn__setup_server_error(call->pool, call->endpoint, m->body,
-                                 m->body_len);
+      call->pool->codec.protocol == RN_PROTOCOL_RESP) {
+    int wrong = rn__setup_server_error(call->pool, call->endpoint, m->body,
+                                       m->body_len);
+    if (call->batch != NULL && !call->done &&
+        (wrong || rn__setup_error_is(m->body, m->body_len, "LOADING")))
+      call->batch->server_refused = 1;
+  }
   if (call->state == RN_SEND_SENT) call->state = RN_SEND_ANSWERED;
-  return ++call->batch_got == call->batch_n;
+  if (++call->batch_got < call->batch_n) return 0;
+  /* A transaction whose queued command the server refused for what it is
+   * now (a replica after a failover, loading its dataset): Redis
+   * discarded it (EXECABORT), so nothing ran, and like a single call
+   * answered so it goes to the right server as one never sent, instead
+   * of failing with an error only a failover caused. */
+  if (call->batch != NULL && !call->done && !call->held &&
+      call->batch->transaction && call->batch->server_refused &&
+      rn__setup_error_is(m->body, m->body_len, "EXECABORT"))
+    return 2;
+  return 1;
 }
 
 int rn__batch_goaway(rn_call_t *call, uint64_t last_id) {
@@ -302,6 +338,9 @@ int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
   } else {
     err = batch_check_frames(pool, frames, len, (uint32_t)count);
     if (err == 0) err = rn__call_set_frame(call, frames, len);
+    if (err == 0 && pool->codec.protocol == RN_PROTOCOL_RESP)
+      call->batch->transaction = (uint8_t)batch_is_transaction(
+          pool, frames, len);
   }
   if (err) goto fail;
   if (options != NULL) *o = *options;

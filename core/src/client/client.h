@@ -337,8 +337,11 @@ int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
 /* A reply m (any kind but PONG, HELLO, GOAWAY, PUSH) to the batch (or a
  * batch's tombstone) `call` arrived on its connection: kept as its
  * element's result. 1 if it was the attempt's last (the connection then
- * takes the call and reports rn__fate_replied with status 0), 0 if more
- * are due, or RN_EUNEXPECTED (an rnp id answered twice). */
+ * takes the call and reports rn__fate_replied with status 0), 2 if it was
+ * and the batch is a transaction the wrong or a loading server refused
+ * whole (-EXECABORT after -READONLY, -MASTERDOWN or -LOADING: nothing ran;
+ * the connection hands it back as never sent, rn__fate_returned), 0 if
+ * more are due, or RN_EUNEXPECTED (an rnp id answered twice). */
 int rn__batch_reply(rn_call_t *call, const struct rn_reply_s *m);
 /* Whether id (rnp) belongs to call, a batch or a single request. */
 static inline int rn__call_has_id(const rn_call_t *call, uint64_t id) {
@@ -503,6 +506,8 @@ int rn__conn_setup_check(rn_conn_t *conn, const rn_call_t *call,
  * discovery on a wrong role), once per change of the server. 1 if the
  * reply came from the wrong server (-READONLY, -MASTERDOWN on a master
  * pool): the call belongs elsewhere, as one never sent; else 0. */
+/* Whether body is a resp error reply whose code (first word) is code. */
+int rn__setup_error_is(const char *body, size_t len, const char *code);
 int rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                             const char *body, size_t body_len);
 
@@ -617,6 +622,8 @@ typedef struct rn__resp_state_s {
 } rn__resp_state_t;
 void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
                           const char *frames, size_t len);
+/* Whether the resp request frame is the command word (any case). */
+int rn__resp_command_is(const char *frame, size_t len, const char *word);
 
 /* hold.c: held connections. */
 /* A connection became ready, or idle: reserved for the first waiting

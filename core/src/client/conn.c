@@ -256,7 +256,14 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
     /* One of a batch's replies (batch.c keeps it): the call leaves the
      * connection with the last, a reply with status 0 to fate.c. */
     if ((err = rn__batch_reply(call, m)) <= 0) return err;
-    if (rn__conn_take(conn, call)) rn__fate_replied(call, 0, NULL, 0, 0);
+    if (!rn__conn_take(conn, call)) return 0;
+    if (err == 2) { /* a transaction proven unrun: to the right server */
+      rn_pool_t *pool = conn->pool;
+      rn__fate_returned(call);
+      rn__pool_dispatch(pool);
+    } else {
+      rn__fate_replied(call, 0, NULL, 0, 0);
+    }
     return 0;
   }
   if (!rn__conn_take(conn, call)) return 0;

@@ -69,3 +69,9 @@ void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
     off += f.size;
   }
 }
+
+int rn__resp_command_is(const char *frame, size_t len, const char *word) {
+  size_t n;
+  const char *name = state_name(frame, len, &n);
+  return name != NULL && state_is(name, n, word);
+}
