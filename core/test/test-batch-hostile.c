@@ -270,8 +270,85 @@ static void test_transaction_loading_waits(void) {
   finish(pool);
 }
 
+/* The peer of the next case: a 30-byte reply to every frame. */
+static void answer_30(test_peer_conn_t *c) {
+  static const char reply[] = "+abcdefghijklmnopqrstuvwxyz\r\n";
+  size_t pos = 0;
+  rn_frame_t f;
+  while (rn_codec_frame(&codec, c->in.base + pos, c->in.len - pos, &f) == 1) {
+    test_peer_send(c, reply, sizeof(reply) - 1);
+    pos += f.size;
+  }
+  rn_buf_consume(&c->in, pos);
+}
+
+static int batch_status, batch_maybe;
+
+static void on_big_batch(rn_pool_t *pool, void *data,
+                         const rn_batch_result_t *r) {
+  (void)pool;
+  (void)data;
+  fired++;
+  batch_status = r->status;
+  batch_maybe = r->maybe_executed;
+}
+
+/* A batch's replies are held until its last one, each bounded by
+ * max_frame alone: a server could make the client hold max_batch x
+ * max_frame (1024 x 16 MiB) for one batch. Together they now count
+ * against max_frame, as the batch's requests do: past it the batch fails
+ * EFRAMESIZE with its connection (written: maybe executed); one reply or
+ * a smaller batch still goes. */
+static void test_batch_replies_bounded_by_max_frame(void) {
+  rn_codec_options_t co;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_buf_t frames;
+  test_outcome_t one;
+  int i;
+  memset(&co, 0, sizeof(co));
+  co.protocol = RN_PROTOCOL_RESP;
+  ASSERT_OK(rn_codec_init(&codec, &co));
+  loop = test_loop_open();
+  uv = rn_loop_uv(loop);
+  test_peer_start(&peer, uv, answer_30);
+  test_pool_options(&po, peer.endpoint, RN_PROTOCOL_RESP);
+  po.heartbeat.interval_ms = 0;
+  po.size = 1;
+  po.codec.max_frame = 64;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  fired = 0;
+  rn_buf_init(&frames);
+  for (i = 0; i < 3; i++) encode_cmd(&frames, "PING");
+  ASSERT_OK(rn_pool_batch(pool, frames.base, frames.len, 3, NULL,
+                          on_big_batch, NULL));
+  RUN_UNTIL(uv, fired == 1, 2000);
+  ASSERT_EQ(batch_status, RN_EFRAMESIZE);
+  ASSERT_EQ(batch_maybe, 1);
+  /* Two replies (60 bytes) fit. */
+  frames.len = 0;
+  for (i = 0; i < 2; i++) encode_cmd(&frames, "PING");
+  ASSERT_OK(rn_pool_batch(pool, frames.base, frames.len, 2, NULL,
+                          on_big_batch, NULL));
+  RUN_UNTIL(uv, fired == 2, 2000);
+  ASSERT_OK(batch_status);
+  rn_buf_free(&frames);
+  memset(&one, 0, sizeof(one));
+  {
+    rn_buf_t f;
+    rn_buf_init(&f);
+    encode_cmd(&f, "PING");
+    ASSERT_OK(rn_pool_call(pool, f.base, f.len, NULL, test_record, &one));
+    rn_buf_free(&f);
+  }
+  RUN_UNTIL(uv, one.fired, 2000);
+  ASSERT_OK(one.status);
+  finish(pool);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_pool_batch_leaving_state_refused)
   TEST_ENTRY(test_hold_auth_resets)
   TEST_ENTRY(test_transaction_loading_waits)
+  TEST_ENTRY(test_batch_replies_bounded_by_max_frame)
 TEST_LIST_END

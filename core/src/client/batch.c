@@ -205,6 +205,12 @@ static int batch_keep(rn_call_t *call, uint32_t i, int status, int flags,
   if (b == NULL || call->done) return 0; /* a tombstone, or too late */
   slot = &b->slots[i];
   if (slot->filled) return RN_EUNEXPECTED;
+  /* Held until the last one: together they count as one reply against
+   * max_frame, as the requests do, or max_batch replies of max_frame each
+   * (16 GiB by default) would be what a server may make the client hold
+   * for one batch. */
+  if (body_len > call->pool->codec.max_frame - b->bodies.len)
+    return RN_EFRAMESIZE;
   slot->filled = 1;
   slot->status = status;
   slot->flags = flags;

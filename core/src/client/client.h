@@ -341,7 +341,9 @@ int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
  * and the batch is a transaction the wrong or a loading server refused
  * whole (-EXECABORT after -READONLY, -MASTERDOWN or -LOADING: nothing ran;
  * the connection hands it back as never sent, rn__fate_returned), 0 if
- * more are due, or RN_EUNEXPECTED (an rnp id answered twice). */
+ * more are due, RN_EUNEXPECTED (an rnp id answered twice) or
+ * RN_EFRAMESIZE (its replies together past max_frame): errors that close
+ * the connection. */
 int rn__batch_reply(rn_call_t *call, const struct rn_reply_s *m);
 /* Whether id (rnp) belongs to call, a batch or a single request. */
 static inline int rn__call_has_id(const rn_call_t *call, uint64_t id) {
