@@ -43,6 +43,15 @@ R.describe("hostile batches and transactions on redis-server",
     assert.equal(1, tonumber(p:call { "GET", "n" }))
   end)
 
+  -- Found, not fixed here: the check belongs in the single-call path,
+  -- which others are rewriting (lua/src/pool.c, core call path). The
+  -- reproducer, for whoever takes it: with size = 1,
+  --   p:call{"MULTI"}; p:call{"SET","k","1"}  --> "QUEUED"
+  --   p:call{"GET","k"}                      --> "QUEUED" (any caller)
+  pending("a single pool:call of MULTI (WATCH, SUBSCRIBE, SELECT, AUTH, "
+          .. "...) leaves the pooled connection changed for every later "
+          .. "call there")
+
   it("a transaction with MULTI, EXEC, DISCARD or WATCH inside is refused, "
      .. "not answered with a shifted EXEC array", function()
     for _, word in ipairs { "MULTI", "exec", "DISCARD", "WATCH" } do
