@@ -301,6 +301,13 @@ return function(core, T)
 
   local transaction_words = { MULTI = true, EXEC = true, DISCARD = true,
                               WATCH = true }
+  -- Their first letters, either case: most names are told apart by it
+  -- without making an upper-case copy.
+  local transaction_first, byte = {}, string.byte
+  for w in pairs(transaction_words) do
+    transaction_first[byte(w)] = true
+    transaction_first[byte(w:lower())] = true
+  end
 
   --- pool:transaction(requests, opts) -> EXEC's array | nil, err (resp):
   -- MULTI, the requests and EXEC as one batch on one connection. err.code
@@ -332,7 +339,8 @@ return function(core, T)
       -- requests, or some would run outside the transaction.
       local name = type(r) == "table" and r[1]
                    or type(r) == "string" and r:match("^%s*(%S+)")
-      if type(name) == "string" and transaction_words[name:upper()] then
+      if type(name) == "string" and transaction_first[byte(name)]
+         and transaction_words[name:upper()] then
         error("pool:transaction: requests[" .. i .. "] is " .. name:upper()
               .. ", which cannot be inside a transaction (WATCH goes before "
               .. "it, on a held connection: pool:hold)", 2)

@@ -71,9 +71,13 @@ void rn__batch_free(struct rn__batch_s *batch) {
 /* Frames                                                                     */
 
 /* resp, line, length: the frames are sent as given, once checked to be
- * exactly count whole frames. */
-static int batch_check_frames(rn_pool_t *pool, const char *frames, size_t len,
-                              uint32_t count) {
+ * exactly count whole frames. resp, in the same pass: what they leave the
+ * connection in (*state), and whether they are a transaction (MULTI
+ * first, EXEC last). */
+static int batch_check_frames(rn_pool_t *pool, struct rn__batch_s *b,
+                              const char *frames, size_t len, uint32_t count,
+                              rn__resp_state_t *state) {
+  int resp = pool->codec.protocol == RN_PROTOCOL_RESP;
   size_t off = 0;
   uint32_t i;
   for (i = 0; i < count; i++) {
@@ -81,26 +85,18 @@ static int batch_check_frames(rn_pool_t *pool, const char *frames, size_t len,
     int r = rn_codec_frame(&pool->codec, frames + off, len - off, &f);
     if (r == RN_EFRAMESIZE) return RN_EFRAMESIZE;
     if (r != 1) return UV_EINVAL;
+    if (resp) {
+      rn__resp_state_track_one(state, frames + off, f.size);
+      if (i == 0)
+        b->transaction = (uint8_t)rn__resp_command_is(frames, f.size, "MULTI");
+      else if (i == count - 1 && b->transaction)
+        b->transaction =
+            (uint8_t)rn__resp_command_is(frames + off, f.size, "EXEC");
+    }
     off += f.size;
   }
+  if (count == 1) b->transaction = 0;
   return off == len ? 0 : UV_EINVAL;
-}
-
-/* resp: whether the checked frames are MULTI, ..., EXEC. */
-static int batch_is_transaction(rn_pool_t *pool, const char *frames,
-                                size_t len) {
-  size_t off = 0;
-  rn_frame_t f;
-  if (rn_codec_frame(&pool->codec, frames, len, &f) != 1 ||
-      !rn__resp_command_is(frames, f.size, "MULTI"))
-    return 0;
-  for (;;) {
-    if (rn_codec_frame(&pool->codec, frames + off, len - off, &f) != 1)
-      return 0;
-    if (off + f.size == len)
-      return rn__resp_command_is(frames + off, f.size, "EXEC");
-    off += f.size;
-  }
 }
 
 /* rnp: each request as rn__rnp_call_prepare makes a single one (the
@@ -316,7 +312,7 @@ void rn__batch_done(rn_pool_t *pool, void *data, const rn_result_t *r) {
 
 int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
                    size_t count, const rn_call_options_t *options,
-                   rn_batch_cb cb, void *data, rn_call_t **out,
+                   rn_batch_cb cb, void *data, int pooled, rn_call_t **out,
                    rn_call_options_t *o) {
   unsigned max = pool->options.max_batch ? pool->options.max_batch
                                          : RN_DEFAULT_MAX_BATCH;
@@ -342,11 +338,18 @@ int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
   if (pool->codec.protocol == RN_PROTOCOL_RNP) {
     err = batch_prepare_rnp(pool, call, frames, len, options);
   } else {
-    err = batch_check_frames(pool, frames, len, (uint32_t)count);
+    rn__resp_state_t state;
+    memset(&state, 0, sizeof(state));
+    err = batch_check_frames(pool, call->batch, frames, len, (uint32_t)count,
+                             &state);
+    /* A pooled connection's next user must find it as its setup left it:
+     * one left inside MULTI, WATCHing, subscribed, in another database or
+     * as another user would hand that to every later call there (what a
+     * held connection is for). */
+    if (err == 0 && pooled &&
+        (state.in_multi || state.watching || state.unknown))
+      err = UV_EINVAL;
     if (err == 0) err = rn__call_set_frame(call, frames, len);
-    if (err == 0 && pool->codec.protocol == RN_PROTOCOL_RESP)
-      call->batch->transaction = (uint8_t)batch_is_transaction(
-          pool, frames, len);
   }
   if (err) goto fail;
   if (options != NULL) *o = *options;
@@ -369,18 +372,7 @@ int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
   int err;
 
   if (pool->closing) return RN_ECLOSED;
-  /* The next user of a pooled connection must find it as its setup left
-   * it: a batch that leaves it inside MULTI, WATCHing, subscribed, in
-   * another database or as another user would hand that to every later
-   * call there (what a held connection is for). */
-  if (pool->codec.protocol == RN_PROTOCOL_RESP && frames != NULL) {
-    rn__resp_state_t state;
-    memset(&state, 0, sizeof(state));
-    rn__resp_state_track(&state, &pool->codec, frames, len);
-    if (state.in_multi || state.watching || state.unknown)
-      return UV_EINVAL;
-  }
-  err = rn__batch_make(pool, frames, len, count, options, cb, data, &call,
+  err = rn__batch_make(pool, frames, len, count, options, cb, data, 1, &call,
                        &o);
   if (err) return err;
   if ((err = rn__pool_admit(pool)) == 0)

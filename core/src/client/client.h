@@ -624,7 +624,11 @@ typedef struct rn__resp_state_s {
 } rn__resp_state_t;
 void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
                           const char *frames, size_t len);
-/* Whether the resp request frame is the command word (any case). */
+/* The same for one whole resp frame. */
+void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
+                              size_t len);
+/* Whether the resp request frame is the command word (upper case; the
+ * request's may be any). */
 int rn__resp_command_is(const char *frame, size_t len, const char *word);
 
 /* hold.c: held connections. */
@@ -654,10 +658,12 @@ void rn__hold_pool_init(rn_pool_t *pool);
 
 /* batch.c, for hold.c: a batch's call, built and checked, not accepted
  * (*o: the options to accept it with). 0 or an error of rn_pool_batch;
- * on error nothing is left to free. */
+ * on error nothing is left to free. pooled: for any connection of the
+ * pool, so refused (UV_EINVAL) if it would leave one changed (resp: an
+ * open MULTI or WATCH, SUBSCRIBE, SELECT, AUTH, ...: resp_state.c). */
 int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
                    size_t count, const rn_call_options_t *options,
-                   rn_batch_cb cb, void *data, rn_call_t **out,
+                   rn_batch_cb cb, void *data, int pooled, rn_call_t **out,
                    rn_call_options_t *o);
 /* batch.c: the call's callback of every batch (data: call->batch). */
 void rn__batch_done(rn_pool_t *pool, void *data, const rn_result_t *r);

@@ -341,7 +341,7 @@ int rn_hold_batch(rn_hold_t *hold, const char *frames, size_t len,
   int err;
 
   if ((err = hold_usable(hold)) != 0) return err;
-  err = rn__batch_make(hold->pool, frames, len, count, options, cb, data,
+  err = rn__batch_make(hold->pool, frames, len, count, options, cb, data, 0,
                        &call, &o);
   if (err) return err;
   err = hold_accept(hold, call, &o, rn__batch_done, call->batch);

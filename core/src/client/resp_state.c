@@ -10,7 +10,6 @@
 #include "client.h"
 
 #include <string.h>
-#include <strings.h>
 
 /* The command's name (the first bulk string of the array), or NULL. */
 static const char *state_name(const char *f, size_t len, size_t *n) {
@@ -28,33 +27,55 @@ static const char *state_name(const char *f, size_t len, size_t *n) {
   return p;
 }
 
-static int state_is(const char *name, size_t n, const char *word) {
-  return n == strlen(word) && strncasecmp(name, word, n) == 0;
+enum { STATE_MULTI, STATE_END, STATE_WATCH, STATE_UNWATCH, STATE_UNKNOWN };
+
+/* The commands that change what the next request meets, by length (4 to
+ * 10): a request's name is compared only with those of its length. */
+static const struct {
+  const char *word;
+  unsigned char effect;
+} state_words[] = {
+    {"EXEC", STATE_END},          {"AUTH", STATE_UNKNOWN},
+    {"MULTI", STATE_MULTI},       {"WATCH", STATE_WATCH},
+    {"RESET", STATE_UNKNOWN},     {"HELLO", STATE_UNKNOWN},
+    {"SELECT", STATE_UNKNOWN},    {"CLIENT", STATE_UNKNOWN},
+    {"DISCARD", STATE_END},       {"UNWATCH", STATE_UNWATCH},
+    {"MONITOR", STATE_UNKNOWN},   {"READONLY", STATE_UNKNOWN},
+    {"SUBSCRIBE", STATE_UNKNOWN}, {"READWRITE", STATE_UNKNOWN},
+    {"PSUBSCRIBE", STATE_UNKNOWN}, {"SSUBSCRIBE", STATE_UNKNOWN},
+};
+/* The first of state_words of each length from 4; one more: the end. */
+static const unsigned char state_first[] = {0, 2, 6, 8, 11, 12, 14, 16};
+
+/* Whether name (n bytes) is word (upper case letters), in any case. Not
+ * strncasecmp: this runs for every request of every batch. */
+static int state_word_is(const char *name, size_t n, const char *word) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (((unsigned char)name[i] & 0xDF) != (unsigned char)word[i]) return 0;
+  return 1;
 }
 
-/* Changes the connection's user, database, protocol or mode: whoever
- * gets the connection next would meet it so. */
-static const char *const state_unknown[] = {
-    "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "RESET", "SELECT",
-    "CLIENT", "HELLO", "AUTH", "READONLY", "READWRITE", NULL};
-
-static void state_track_one(rn__resp_state_t *s, const char *frame,
-                            size_t len) {
+/* What one request does to the connection's state (MULTI, WATCH, ...: the
+ * list above; others nothing). */
+void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
+                              size_t len) {
   size_t n, i;
   const char *name = state_name(frame, len, &n);
-  if (name == NULL) return;
-  if (state_is(name, n, "MULTI")) {
-    s->in_multi = 1;
-  } else if (state_is(name, n, "EXEC") || state_is(name, n, "DISCARD")) {
-    s->in_multi = 0;
-    s->watching = 0; /* both end a WATCH */
-  } else if (state_is(name, n, "WATCH")) {
-    s->watching = 1;
-  } else if (state_is(name, n, "UNWATCH")) {
-    s->watching = 0;
-  } else {
-    for (i = 0; state_unknown[i] != NULL; i++)
-      if (state_is(name, n, state_unknown[i])) s->unknown = 1;
+  if (name == NULL || n < 4 || n > 10) return;
+  for (i = state_first[n - 4]; i < state_first[n - 3]; i++) {
+    if (!state_word_is(name, n, state_words[i].word)) continue;
+    switch (state_words[i].effect) {
+    case STATE_MULTI: s->in_multi = 1; break;
+    case STATE_END: /* EXEC, DISCARD: both end a WATCH too */
+      s->in_multi = 0;
+      s->watching = 0;
+      break;
+    case STATE_WATCH: s->watching = 1; break;
+    case STATE_UNWATCH: s->watching = 0; break;
+    default: s->unknown = 1;
+    }
+    return;
   }
 }
 
@@ -65,7 +86,7 @@ void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
   while (off < len) {
     rn_frame_t f;
     if (rn_codec_frame(codec, frames + off, len - off, &f) != 1) return;
-    state_track_one(s, frames + off, f.size);
+    rn__resp_state_track_one(s, frames + off, f.size);
     off += f.size;
   }
 }
@@ -73,5 +94,5 @@ void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
 int rn__resp_command_is(const char *frame, size_t len, const char *word) {
   size_t n;
   const char *name = state_name(frame, len, &n);
-  return name != NULL && state_is(name, n, word);
+  return name != NULL && n == strlen(word) && state_word_is(name, n, word);
 }
