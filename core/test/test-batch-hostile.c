@@ -267,6 +267,7 @@ static void test_transaction_loading_waits(void) {
   ASSERT_EQ(peer.count, 2);
   ASSERT_EQ(test_pool_stats(pool).retries, 0);
   ASSERT(test_pool_stats(pool).loading >= 1);
+  ASSERT_EQ(test_pool_stats(pool).not_executed, 1);
   finish(pool);
 }
 

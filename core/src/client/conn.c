@@ -259,6 +259,7 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
     if (!rn__conn_take(conn, call)) return 0;
     if (err == 2) { /* a transaction proven unrun: to the right server */
       rn_pool_t *pool = conn->pool;
+      pool->stats.not_executed++;
       rn__fate_returned(call);
       rn__pool_dispatch(pool);
     } else {
