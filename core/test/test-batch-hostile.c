@@ -3,7 +3,9 @@
  * what a pool batch may not leave on a pooled connection, and what makes
  * a held one closed when given back. Each case is named after the defect
  * it found. */
+#define _GNU_SOURCE /* memmem */
 #include "resilnet.h"
+#include "client.h" /* a connection's write buffer */
 #include "task.h"
 #include "helpers.h"
 #include "peer.h"
@@ -347,9 +349,65 @@ static void test_batch_replies_bounded_by_max_frame(void) {
   finish(pool);
 }
 
+/* The peer of the next case: +PONG to a PING, +OK to the rest. */
+static void answer_pong_ok(test_peer_conn_t *c) {
+  size_t pos = 0;
+  rn_frame_t f;
+  while (rn_codec_frame(&codec, c->in.base + pos, c->in.len - pos, &f) == 1) {
+    if (contains(c->in.base + pos, f.size, "PING"))
+      test_peer_send(c, "+PONG\r\n", 7);
+    else
+      test_peer_send(c, "+OK\r\n", 5);
+    pos += f.size;
+  }
+  rn_buf_consume(&c->in, pos);
+}
+
+/* api.md: the password "lives only in the encoded request (wiped when the
+ * pool is freed)". It also stayed in each connection's write buffer
+ * after the handshake's write (AUTH, then the readiness PING), past the
+ * shorter writes after it, and was freed with it unwiped (with TLS: in
+ * the pool's plaintext buffer). Now zeroed once written. */
+static void test_password_not_left_in_write_buffer(void) {
+  static const char secret[] = "hunter2-in-wbuf-0123456789";
+  rn_codec_options_t co;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  rn_conn_t *conn;
+  test_outcome_t one;
+  rn_buf_t f;
+  memset(&co, 0, sizeof(co));
+  co.protocol = RN_PROTOCOL_RESP;
+  ASSERT_OK(rn_codec_init(&codec, &co));
+  loop = test_loop_open();
+  uv = rn_loop_uv(loop);
+  test_peer_start(&peer, uv, answer_pong_ok);
+  test_pool_options(&po, peer.endpoint, RN_PROTOCOL_RESP);
+  po.size = 1;
+  po.password = secret;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  memset(&one, 0, sizeof(one));
+  rn_buf_init(&f);
+  encode_cmd(&f, "GET k");
+  ASSERT_OK(rn_pool_call(pool, f.base, f.len, NULL, test_record, &one));
+  RUN_UNTIL(uv, one.fired, 2000);
+  ASSERT_OK(one.status);
+  conn = RN_CONTAINER_OF(pool->endpoints[0]->conns.next, rn_conn_t, node);
+  /* What the handshake wrote there first: AUTH's frame (later writes,
+   * shorter, left its end in place). */
+  f.len = 0;
+  encode_cmd(&f, "AUTH hunter2-in-wbuf-0123456789");
+  ASSERT(conn->wbuf.cap >= f.len);
+  /* Its end: later writes overwrite the start. */
+  ASSERT(memmem(conn->wbuf.base, f.len, "0123456789", 10) == NULL);
+  rn_buf_free(&f);
+  finish(pool);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_pool_batch_leaving_state_refused)
   TEST_ENTRY(test_hold_auth_resets)
   TEST_ENTRY(test_transaction_loading_waits)
   TEST_ENTRY(test_batch_replies_bounded_by_max_frame)
+  TEST_ENTRY(test_password_not_left_in_write_buffer)
 TEST_LIST_END

@@ -168,6 +168,8 @@ struct rn_conn_s {
   unsigned probe : 1;    /* closed for calls (dead peer), socket still open:
                             its endpoint's dead_probe */
   unsigned setup_sent : 1; /* its setup requests were queued */
+  unsigned wipe_wbuf : 1;  /* wbuf holds its setup requests (AUTH's
+                              password): zeroed once written */
   unsigned setup_left;   /* setup requests not answered yet */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   /* rnp: the largest frame its server's HELLO said it accepts (0 for
