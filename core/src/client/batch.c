@@ -263,9 +263,11 @@ int rn__batch_reply(rn_call_t *call, const rn_reply_t *m) {
 
 int rn__batch_goaway(rn_call_t *call, uint64_t last_id) {
   static const char why[] = "not run: the server said GOAWAY";
-  uint32_t i;
-  assert(call->batch_n > 0 && last_id >= call->rnp_id);
-  for (i = (uint32_t)(last_id - call->rnp_id + 1); i < call->batch_n; i++) {
+  uint32_t i = last_id >= call->rnp_id
+                   ? (uint32_t)(last_id - call->rnp_id + 1)
+                   : 0; /* wholly above it, yet answered in part */
+  assert(call->batch_n > 0);
+  for (; i < call->batch_n; i++) {
     if (call->batch != NULL && !call->done &&
         call->batch->slots[i].filled)
       continue;
