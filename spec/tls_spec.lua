@@ -273,7 +273,7 @@ describe("tls pool", function()
     end, "resilnet.pool: option 'tls' must be a table or false, got 'yes'")
     assert.has_error(function()
       resilnet.pool { endpoints = ep, tls = { cafile = 1 } }
-    end, "resilnet.pool: option 'tls.cafile' must be a string, got 1")
+    end, "resilnet.pool: option 'tls.cafile' must be a string without zero bytes, got 1")
     assert.has_error(function()
       resilnet.pool { endpoints = ep, tls = { insecure = "no" } }
     end, "resilnet.pool: option 'tls.insecure' must be a boolean, got 'no'")

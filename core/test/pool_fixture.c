@@ -90,3 +90,18 @@ void test_pool_close_wait(rn_loop_t *loop, rn_pool_t *pool) {
   rn_pool_close(pool, 0, count_close);
   RUN_UNTIL(rn_loop_uv(loop), pools_closed > before, 2000);
 }
+
+void test_resp_command(rn_buf_t *out, const char *cmd) {
+  const char *p = cmd;
+  size_t words = 1;
+  for (; *p; p++)
+    if (*p == ' ') words++;
+  ASSERT_OK(rn_resp_encode_array(out, words));
+  for (p = cmd; *p;) {
+    size_t n = strcspn(p, " ");
+    ASSERT_OK(rn_resp_encode_bulk(out, p, n));
+    p += n;
+    if (*p == ' ') p++;
+  }
+}
+

@@ -48,6 +48,10 @@ void test_record(rn_pool_t *p, void *data, const rn_result_t *r);
 void test_call(rn_pool_t *pool, const char *body, uint64_t timeout_ms,
                test_outcome_t *o);
 
+/* Appends "GET x" (words split at spaces) as a resp array of bulk
+ * strings. */
+void test_resp_command(rn_buf_t *out, const char *cmd);
+
 /* Options of a pool of protocol on one endpoint (not copied: kept by the
  * caller until rn_pool_new), the rest the defaults. The list is the
  * fixture's: set up one pool's options at a time. */

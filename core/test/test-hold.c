@@ -4,7 +4,6 @@
  * clean and closed ("hold_reset") when left in MULTI, with calls out or
  * after a held call timed out; waiting is bounded by the hold's deadline;
  * a closing pool fails waiting holds and takes held connections. */
-#define _GNU_SOURCE /* memmem */
 #include "resilnet.h"
 #include "task.h"
 #include "helpers.h"
@@ -14,25 +13,6 @@
 
 #include <string.h>
 #include <uv.h>
-
-static int contains(const char *data, size_t len, const char *word) {
-  return memmem(data, len, word, strlen(word)) != NULL;
-}
-
-/* "GET x" as a resp array of bulk strings. */
-static void encode_cmd(rn_buf_t *out, const char *cmd) {
-  const char *p = cmd;
-  size_t words = 1;
-  for (; *p; p++)
-    if (*p == ' ') words++;
-  ASSERT_OK(rn_resp_encode_array(out, words));
-  for (p = cmd; *p;) {
-    size_t n = strcspn(p, " ");
-    ASSERT_OK(rn_resp_encode_bulk(out, p, n));
-    p += n;
-    if (*p == ' ') p++;
-  }
-}
 
 /* A frame holding "LATE" is answered +OK this many ms after it came (a
  * blocking command whose element arrives then); one at a time. */
@@ -74,12 +54,12 @@ static void answer_resp(test_peer_conn_t *c) {
     const char *frame = c->in.base + pos;
     c->frames++;
     /* Blocked, as a server in BLPOP: what follows waits behind it. */
-    if (contains(frame, f.size, "BLOCK")) c->data = c;
+    if (test_contains(frame, f.size, "BLOCK")) c->data = c;
     if (c->data != NULL)
       ;
-    else if (contains(frame, f.size, "LATE"))
+    else if (test_contains(frame, f.size, "LATE"))
       answer_late(c);
-    else if (contains(frame, f.size, "PING"))
+    else if (test_contains(frame, f.size, "PING"))
       test_peer_send(c, "+PONG\r\n", 7);
     else
       test_peer_send(c, "+OK\r\n", 5);
@@ -132,7 +112,7 @@ static void held_call_block(rn_hold_t *h, const char *cmd,
   co.timeout_ms = timeout_ms;
   co.block_ms = block_ms;
   rn_buf_init(&frame);
-  encode_cmd(&frame, cmd);
+  test_resp_command(&frame, cmd);
   ASSERT_OK(rn_hold_call(h, frame.base, frame.len, &co, test_record, o));
   rn_buf_free(&frame);
   ASSERT_EQ(o->fired, 0);
@@ -191,7 +171,7 @@ static void test_hold_reuse_clean(void) {
     rn_buf_t frame;
     memset(&pooled, 0, sizeof(pooled));
     rn_buf_init(&frame);
-    encode_cmd(&frame, "GET y");
+    test_resp_command(&frame, "GET y");
     ASSERT_OK(rn_pool_call(fx.pool, frame.base, frame.len, NULL, test_record,
                            &pooled));
     rn_buf_free(&frame);
@@ -340,7 +320,7 @@ static void pooled_call(rn_pool_t *pool, const char *cmd, int blocking,
   co.timeout_ms = timeout_ms;
   co.blocking = blocking;
   rn_buf_init(&frame);
-  encode_cmd(&frame, cmd);
+  test_resp_command(&frame, cmd);
   ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, &co, test_record, o));
   rn_buf_free(&frame);
 }

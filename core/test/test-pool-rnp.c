@@ -1387,6 +1387,45 @@ static void test_batch_goaway_straddles(void) {
   teardown(pool);
 }
 
+/* A server contradicting itself: it answers the batch's third request,
+ * then says GOAWAY below the whole batch ("none of it ran"). The batch was
+ * moved whole to another connection and sent again, so the request it
+ * answered ran twice. Now what it answered stands, the rest is refused
+ * unrun (ENOTEXEC), and nothing is sent again. */
+static int script_batch_answered_then_goaway_below(peer_t *peer,
+                                                   const rn_rnp_frame_t *f) {
+  if (peer != &peers[0]) {
+    send_reply(peer, f->id, f->payload, f->payload_len);
+    return 1;
+  }
+  hold(peer, f);
+  if (nheld == 3) {
+    send_reply(peer, held[2].id, held[2].body, held[2].len);
+    executions[2]++;
+    send_goaway(peer, held[0].id - 1);
+  }
+  return 0;
+}
+
+static void test_batch_answered_then_goaway_below(void) {
+  rn_pool_t *pool;
+  batch_result_t o;
+  setup();
+  server_start(script_batch_answered_then_goaway_below);
+  pool = pool_new(1);
+  batch3(pool, 0, &o);
+  RUN_UNTIL(uv, o.fired, 3000);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(o.element_status[0], RN_ENOTEXEC);
+  ASSERT_EQ(o.element_maybe[0], 0);
+  ASSERT_EQ(o.element_status[1], RN_ENOTEXEC);
+  ASSERT_OK(o.element_status[2]);
+  ASSERT_STR_EQ(o.element[2], "2");
+  ASSERT_EQ(executions[2], 1); /* not sent again */
+  ASSERT_EQ(requests_seen, 3);
+  teardown(pool);
+}
+
 /* Reset after the batch arrived: not idempotent, it fails whole, maybe
  * executed; idempotent, it runs again whole on the next connection. */
 static void test_batch_reset(void) {
@@ -1408,6 +1447,7 @@ TEST_LIST_START
   TEST_ENTRY(test_batch_replies_by_id)
   TEST_ENTRY(test_batch_goaway_moves_whole)
   TEST_ENTRY(test_batch_goaway_straddles)
+  TEST_ENTRY(test_batch_answered_then_goaway_below)
   TEST_ENTRY(test_batch_reset)
   TEST_ENTRY(test_out_of_order)
   TEST_ENTRY(test_not_executed)

@@ -301,6 +301,16 @@ return function(core, T)
     return exec
   end
 
+  local transaction_words = { MULTI = true, EXEC = true, DISCARD = true,
+                              WATCH = true }
+  -- Their first letters, either case: most names are told apart by it
+  -- without making an upper-case copy.
+  local transaction_first, byte = {}, string.byte
+  for w in pairs(transaction_words) do
+    transaction_first[byte(w)] = true
+    transaction_first[byte(w:lower())] = true
+  end
+
   --- pool:transaction(requests, opts) -> EXEC's array | nil, err (resp):
   -- MULTI, the requests and EXEC as one batch on one connection. err.code
   -- "EXECABORT" (a queued command was rejected) or "EWATCH" (a WATCHed
@@ -320,7 +330,24 @@ return function(core, T)
     end
     local all = { { "MULTI" } }
     for i = 1, #requests do
-      all[i + 1] = requests[i]
+      local r = requests[i]
+      if r == nil then
+        error("pool:transaction: requests[" .. i .. "] is nil (expected an "
+              .. "array)", 2)
+      end
+      -- Redis answers these inside MULTI with an error that does not
+      -- abort it (a nested MULTI, WATCH), or acts on the transaction
+      -- itself (EXEC, DISCARD): EXEC's array would then not match the
+      -- requests, or some would run outside the transaction.
+      local name = type(r) == "table" and r[1]
+                   or type(r) == "string" and r:match("^%s*(%S+)")
+      if type(name) == "string" and transaction_first[byte(name)]
+         and transaction_words[name:upper()] then
+        error("pool:transaction: requests[" .. i .. "] is " .. name:upper()
+              .. ", which cannot be inside a transaction (WATCH goes before "
+              .. "it, on a held connection: pool:hold)", 2)
+      end
+      all[i + 1] = r
     end
     all[#all + 1] = { "EXEC" }
     if cb ~= nil then

@@ -24,7 +24,7 @@ static const struct {
     [LRN_KIND_COUNT] = {"count", "an integer >= 1"},
     [LRN_KIND_COUNT0] = {"count0", "an integer >= 0"},
     [LRN_KIND_ATTEMPTS] = {"attempts", "an integer from 1 to 5"},
-    [LRN_KIND_STRING] = {"string", "a string"},
+    [LRN_KIND_STRING] = {"string", "a string without zero bytes"},
     [LRN_KIND_BOOLEAN] = {"boolean", "a boolean"},
     [LRN_KIND_PROTOCOL] = {"protocol",
                            "one of \"resp\", \"line\", \"length\", \"rnp\""},
@@ -57,7 +57,12 @@ static int lrn_kind_ok(lua_State *L, int idx, lrn_kind_t kind) {
   const char *s;
   switch (kind) {
   case LRN_KIND_STRING:
-    return lua_type(L, idx) == LUA_TSTRING;
+    /* Handed to C as a C string: a zero byte would cut it there (a
+     * password sent shorter than given). */
+    if (lua_type(L, idx) != LUA_TSTRING)
+      return 0;
+    s = lua_tolstring(L, idx, &len);
+    return strlen(s) == len;
   case LRN_KIND_BOOLEAN:
     return lua_type(L, idx) == LUA_TBOOLEAN;
   case LRN_KIND_PROTOCOL: {
@@ -100,14 +105,23 @@ static int lrn_kind_ok(lua_State *L, int idx, lrn_kind_t kind) {
 }
 
 /* Raises "<fname>: option '<path>' <what>, got <value>", blaming the
- * caller of the facade's constructor (which calls the binding directly). */
+ * caller of the facade's constructor (which calls the binding directly).
+ * A string given to a string or token option is not shown: it may be a
+ * password or a token, and error messages end up in logs. */
 static int lrn_option_error(lua_State *L, const char *fname,
-                            const char *path, const char *what, int idx) {
+                            const char *path, const char *what, int idx,
+                            lrn_kind_t kind) {
   const char *got;
+  size_t len;
   idx = lrn_absindex(L, idx);
   switch (lua_type(L, idx)) {
   case LUA_TSTRING:
-    got = lua_pushfstring(L, "'%s'", lua_tostring(L, idx));
+    if (kind == LRN_KIND_STRING || kind == LRN_KIND_TOKEN) {
+      lua_tolstring(L, idx, &len);
+      got = lua_pushfstring(L, "a string of %d bytes", (int)len);
+    } else {
+      got = lua_pushfstring(L, "'%s'", lua_tostring(L, idx));
+    }
     break;
   case LUA_TNUMBER:
     lua_pushvalue(L, idx);
@@ -204,7 +218,7 @@ void lrn_options_read(lua_State *L, int idx, const char *fname,
                          r->flags & LRN_OPT_OR_FALSE
                              ? "must be a table or false"
                              : "must be a table",
-                         -1);
+                         -1, r->kind);
       } else if (r->ctype == LRN_C_BOOL) {
         lrn_option_store(r, out, 1);
       }
@@ -212,7 +226,7 @@ void lrn_options_read(lua_State *L, int idx, const char *fname,
       lrn_option_error(L, fname, r->path,
                        lua_pushfstring(L, "must be %s",
                                        lrn_kinds[r->kind].must),
-                       -2);
+                       -2, r->kind);
     } else if (r->ctype == LRN_C_STRING || r->ctype == LRN_C_DELIMITER) {
       /* Stays referenced by the options table, which outlives its use. */
       *(const char **)lrn_field(out, r->offset) = lua_tostring(L, -1);
@@ -233,7 +247,7 @@ void lrn_options_read(lua_State *L, int idx, const char *fname,
       if (v > max) {
         char text[48];
         snprintf(text, sizeof(text), "must be at most %.17g", max);
-        lrn_option_error(L, fname, r->path, text, -1);
+        lrn_option_error(L, fname, r->path, text, -1, r->kind);
       }
       lrn_option_store(r, out, v);
     }

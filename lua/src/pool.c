@@ -570,6 +570,13 @@ static int lrn_pool_batch(lua_State *L) {
     if (rc == UV_E2BIG)
       return luaL_error(L, "pool:batch: %d requests are more than the "
                            "pool's max_batch", (int)n);
+    if (rc == UV_EINVAL) /* the frames passed lrn_encode_batch: the rule */
+      return luaL_error(L, "pool:batch: the requests would leave the "
+                           "pooled connection in a state other calls must "
+                           "not meet (MULTI without EXEC, WATCH, SUBSCRIBE, "
+                           "MONITOR, SELECT, AUTH, CLIENT, HELLO, RESET): "
+                           "use pool:transaction, pool:hold or the pool's "
+                           "options");
     lua_pushnil(L);
     lrn_error_push_overload(L, p, rc);
     return 2;

@@ -41,6 +41,10 @@ struct rn__batch_s {
   rn_batch_cb cb;
   void *data;
   uint32_t n;
+  uint8_t transaction;    /* resp: MULTI first, EXEC last */
+  uint8_t server_refused; /* this attempt: a request was refused by the
+                             server's state (-READONLY on a master pool,
+                             -MASTERDOWN, -LOADING) */
   rn_buf_t bodies;      /* the replies' bodies, back to back */
   rn_result_t *results; /* n, filled in for the callback */
   rn__batch_slot_t slots[];
@@ -67,9 +71,13 @@ void rn__batch_free(struct rn__batch_s *batch) {
 /* Frames                                                                     */
 
 /* resp, line, length: the frames are sent as given, once checked to be
- * exactly count whole frames. */
-static int batch_check_frames(rn_pool_t *pool, const char *frames, size_t len,
-                              uint32_t count) {
+ * exactly count whole frames. resp, in the same pass: what they leave the
+ * connection in (*state), and whether they are a transaction (MULTI
+ * first, EXEC last). */
+static int batch_check_frames(rn_pool_t *pool, struct rn__batch_s *b,
+                              const char *frames, size_t len, uint32_t count,
+                              rn__resp_state_t *state) {
+  int resp = pool->codec.protocol == RN_PROTOCOL_RESP;
   size_t off = 0;
   uint32_t i;
   for (i = 0; i < count; i++) {
@@ -77,8 +85,17 @@ static int batch_check_frames(rn_pool_t *pool, const char *frames, size_t len,
     int r = rn_codec_frame(&pool->codec, frames + off, len - off, &f);
     if (r == RN_EFRAMESIZE) return RN_EFRAMESIZE;
     if (r != 1) return UV_EINVAL;
+    if (resp) {
+      rn__resp_state_track_one(state, frames + off, f.size);
+      if (i == 0)
+        b->transaction = (uint8_t)rn__resp_command_is(frames, f.size, "MULTI");
+      else if (i == count - 1 && b->transaction)
+        b->transaction =
+            (uint8_t)rn__resp_command_is(frames + off, f.size, "EXEC");
+    }
     off += f.size;
   }
+  if (count == 1) b->transaction = 0;
   return off == len ? 0 : UV_EINVAL;
 }
 
@@ -172,6 +189,7 @@ void rn__batch_restart(rn_call_t *call) {
   uint32_t i;
   call->batch_got = 0;
   b->bodies.len = 0;
+  b->server_refused = 0;
   for (i = 0; i < b->n; i++) b->slots[i].filled = 0;
 }
 
@@ -183,6 +201,12 @@ static int batch_keep(rn_call_t *call, uint32_t i, int status, int flags,
   if (b == NULL || call->done) return 0; /* a tombstone, or too late */
   slot = &b->slots[i];
   if (slot->filled) return RN_EUNEXPECTED;
+  /* Held until the last one: together they count as one reply against
+   * max_frame, as the requests do, or max_batch replies of max_frame each
+   * (16 GiB by default) would be what a server may make the client hold
+   * for one batch. */
+  if (body_len > call->pool->codec.max_frame - b->bodies.len)
+    return RN_EFRAMESIZE;
   slot->filled = 1;
   slot->status = status;
   slot->flags = flags;
@@ -216,18 +240,34 @@ int rn__batch_reply(rn_call_t *call, const rn_reply_t *m) {
    * request's result stays the error, and the batch is not sent again:
    * its other requests may have run there. */
   if (status != 0 && m->kind == RN_REPLY_IN_ORDER &&
-      call->pool->codec.protocol == RN_PROTOCOL_RESP)
-    (void)rn__setup_server_error(call->pool, call->endpoint, m->body,
-                                 m->body_len);
+      call->pool->codec.protocol == RN_PROTOCOL_RESP) {
+    int wrong = rn__setup_server_error(call->pool, call->endpoint, m->body,
+                                       m->body_len);
+    if (call->batch != NULL && !call->done &&
+        (wrong || rn__setup_error_is(m->body, m->body_len, "LOADING")))
+      call->batch->server_refused = 1;
+  }
   if (call->state == RN_SEND_SENT) call->state = RN_SEND_ANSWERED;
-  return ++call->batch_got == call->batch_n;
+  if (++call->batch_got < call->batch_n) return 0;
+  /* A transaction whose queued command the server refused for what it is
+   * now (a replica after a failover, loading its dataset): Redis
+   * discarded it (EXECABORT), so nothing ran, and like a single call
+   * answered so it goes to the right server as one never sent, instead
+   * of failing with an error only a failover caused. */
+  if (call->batch != NULL && !call->done && !call->held &&
+      call->batch->transaction && call->batch->server_refused &&
+      rn__setup_error_is(m->body, m->body_len, "EXECABORT"))
+    return 2;
+  return 1;
 }
 
 int rn__batch_goaway(rn_call_t *call, uint64_t last_id) {
   static const char why[] = "not run: the server said GOAWAY";
-  uint32_t i;
-  assert(call->batch_n > 0 && last_id >= call->rnp_id);
-  for (i = (uint32_t)(last_id - call->rnp_id + 1); i < call->batch_n; i++) {
+  uint32_t i = last_id >= call->rnp_id
+                   ? (uint32_t)(last_id - call->rnp_id + 1)
+                   : 0; /* wholly above it, yet answered in part */
+  assert(call->batch_n > 0);
+  for (; i < call->batch_n; i++) {
     if (call->batch != NULL && !call->done &&
         call->batch->slots[i].filled)
       continue;
@@ -274,7 +314,7 @@ void rn__batch_done(rn_pool_t *pool, void *data, const rn_result_t *r) {
 
 int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
                    size_t count, const rn_call_options_t *options,
-                   rn_batch_cb cb, void *data, rn_call_t **out,
+                   rn_batch_cb cb, void *data, int pooled, rn_call_t **out,
                    rn_call_options_t *o) {
   unsigned max = pool->options.max_batch ? pool->options.max_batch
                                          : RN_DEFAULT_MAX_BATCH;
@@ -300,7 +340,17 @@ int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
   if (pool->codec.protocol == RN_PROTOCOL_RNP) {
     err = batch_prepare_rnp(pool, call, frames, len, options);
   } else {
-    err = batch_check_frames(pool, frames, len, (uint32_t)count);
+    rn__resp_state_t state;
+    memset(&state, 0, sizeof(state));
+    err = batch_check_frames(pool, call->batch, frames, len, (uint32_t)count,
+                             &state);
+    /* A pooled connection's next user must find it as its setup left it:
+     * one left inside MULTI, WATCHing, subscribed, in another database or
+     * as another user would hand that to every later call there (what a
+     * held connection is for). */
+    if (err == 0 && pooled &&
+        (state.in_multi || state.watching || state.unknown))
+      err = UV_EINVAL;
     if (err == 0) err = rn__call_set_frame(call, frames, len);
   }
   if (err) goto fail;
@@ -324,7 +374,7 @@ int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
   int err;
 
   if (pool->closing) return RN_ECLOSED;
-  err = rn__batch_make(pool, frames, len, count, options, cb, data, &call,
+  err = rn__batch_make(pool, frames, len, count, options, cb, data, 1, &call,
                        &o);
   if (err) return err;
   if ((err = rn__pool_admit(pool)) == 0)

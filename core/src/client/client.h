@@ -175,6 +175,8 @@ struct rn_conn_s {
   unsigned probe : 1;    /* closed for calls (dead peer), socket still open:
                             its endpoint's dead_probe */
   unsigned setup_sent : 1; /* its setup requests were queued */
+  unsigned wipe_wbuf : 1;  /* wbuf holds its setup requests (AUTH's
+                              password): zeroed once written */
   unsigned setup_left;   /* setup requests not answered yet */
   uint64_t next_id;      /* rnp: the id of the next frame sent */
   /* rnp: the largest frame its server's HELLO said it accepts (0 for
@@ -353,8 +355,13 @@ int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
 /* A reply m (any kind but PONG, HELLO, GOAWAY, PUSH) to the batch (or a
  * batch's tombstone) `call` arrived on its connection: kept as its
  * element's result. 1 if it was the attempt's last (the connection then
- * takes the call and reports rn__fate_replied with status 0), 0 if more
- * are due, or RN_EUNEXPECTED (an rnp id answered twice). */
+ * takes the call and reports rn__fate_replied with status 0), 2 if it was
+ * and the batch is a transaction the wrong or a loading server refused
+ * whole (-EXECABORT after -READONLY, -MASTERDOWN or -LOADING: nothing ran;
+ * the connection hands it back as never sent, rn__fate_returned), 0 if
+ * more are due, RN_EUNEXPECTED (an rnp id answered twice) or
+ * RN_EFRAMESIZE (its replies together past max_frame): errors that close
+ * the connection. */
 int rn__batch_reply(rn_call_t *call, const struct rn_reply_s *m);
 /* Whether id (rnp) belongs to call, a batch or a single request. */
 static inline int rn__call_has_id(const rn_call_t *call, uint64_t id) {
@@ -537,6 +544,8 @@ int rn__conn_setup_check(rn_conn_t *conn, const rn_call_t *call,
  * discovery on a wrong role), once per change of the server. 1 if the
  * reply came from the wrong server (-READONLY, -MASTERDOWN on a master
  * pool): the call belongs elsewhere, as one never sent; else 0. */
+/* Whether body is a resp error reply whose code (first word) is code. */
+int rn__setup_error_is(const char *body, size_t len, const char *code);
 int rn__setup_server_error(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                             const char *body, size_t body_len);
 
@@ -639,6 +648,25 @@ void rn__hedge_configure(rn_pool_t *pool, rn_call_t *call,
  * memory, or a callback ended the call or closed the pool). */
 int rn__hedge_send(rn_call_t *call);
 
+/* resp_state.c: what resp requests leave a connection in (an open MULTI,
+ * a WATCH, or a state its pool did not give it: SUBSCRIBE, SELECT, AUTH,
+ * ...). Zero it, then track the requests sent (frames: whole frames of
+ * codec, back to back; other protocols than resp leave it as it is). */
+typedef struct rn__resp_state_s {
+  unsigned in_multi : 1; /* MULTI sent, no EXEC/DISCARD yet */
+  unsigned watching : 1; /* WATCH sent, no EXEC/DISCARD/UNWATCH yet */
+  unsigned unknown : 1;  /* one of the requests after which the pool
+                            cannot know what the next user would meet */
+} rn__resp_state_t;
+void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
+                          const char *frames, size_t len);
+/* The same for one whole resp frame. */
+void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
+                              size_t len);
+/* Whether the resp request frame is the command word (upper case; the
+ * request's may be any). */
+int rn__resp_command_is(const char *frame, size_t len, const char *word);
+
 /* hold.c: held connections. */
 /* A connection became ready, or idle: reserved for the first waiting
  * hold if it may take one (the hold gets it on the next pass). */
@@ -668,10 +696,12 @@ void rn__hold_pool_init(rn_pool_t *pool);
 
 /* batch.c, for hold.c: a batch's call, built and checked, not accepted
  * (*o: the options to accept it with). 0 or an error of rn_pool_batch;
- * on error nothing is left to free. */
+ * on error nothing is left to free. pooled: for any connection of the
+ * pool, so refused (UV_EINVAL) if it would leave one changed (resp: an
+ * open MULTI or WATCH, SUBSCRIBE, SELECT, AUTH, ...: resp_state.c). */
 int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
                    size_t count, const rn_call_options_t *options,
-                   rn_batch_cb cb, void *data, rn_call_t **out,
+                   rn_batch_cb cb, void *data, int pooled, rn_call_t **out,
                    rn_call_options_t *o);
 /* batch.c: the call's callback of every batch (data: call->batch). */
 void rn__batch_done(rn_pool_t *pool, void *data, const rn_result_t *r);

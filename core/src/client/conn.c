@@ -262,7 +262,15 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
     /* One of a batch's replies (batch.c keeps it): the call leaves the
      * connection with the last, a reply with status 0 to fate.c. */
     if ((err = rn__batch_reply(call, m)) <= 0) return err;
-    if (rn__conn_take(conn, call)) rn__fate_replied(call, 0, NULL, 0, 0);
+    if (!rn__conn_take(conn, call)) return 0;
+    if (err == 2) { /* a transaction proven unrun: to the right server */
+      rn_pool_t *pool = conn->pool;
+      pool->stats.not_executed++;
+      rn__fate_returned(call);
+      rn__pool_dispatch(pool);
+    } else {
+      rn__fate_replied(call, 0, NULL, 0, 0);
+    }
     return 0;
   }
   if (!rn__conn_take(conn, call)) return 0;
@@ -680,9 +688,18 @@ static void conn_become_ready(rn_conn_t *conn) {
 /* ------------------------------------------------------------------------ */
 /* Writing                                                                    */
 
+/* Once the setup's write is done (or never will be): AUTH's password
+ * stays in the pool's copy alone (rn__setup_free wipes that). */
+static void conn_wipe_wbuf(rn_conn_t *conn) {
+  if (!conn->wipe_wbuf) return;
+  memset(conn->wbuf.base, 0, conn->wbuf.len);
+  conn->wipe_wbuf = 0;
+}
+
 static void conn_on_write(uv_write_t *req, int status) {
   rn_conn_t *conn = req->data;
   conn->writing = 0;
+  conn_wipe_wbuf(conn);
   if (status < 0) {
     rn__conn_close(conn, status);
     return;
@@ -724,7 +741,7 @@ static void conn_flush(rn_conn_t *conn) {
   rn_list_t *pos, *tmp;
   rn_buf_t *out;
   uv_buf_t buf;
-  int err, by_id;
+  int err, by_id, secret;
 
   if (conn->writing || conn->state < RN_CONN_TLS ||
       conn->state == RN_CONN_CLOSING || !conn_has_output(conn) ||
@@ -738,6 +755,9 @@ static void conn_flush(rn_conn_t *conn) {
    * once (one record run per flush, not one per call). */
   out = conn->tls != NULL ? &conn->pool->tls_out : &conn->wbuf;
   out->len = 0;
+  /* The setup (AUTH's password) leaves during the handshake: its
+   * plaintext copy here is zeroed once sealed or written. */
+  secret = conn->state == RN_CONN_HANDSHAKE && conn->pool->setup_count > 0;
   err = rn_buf_reserve(out, conn->unsent_bytes);
   if (err) {
     rn__conn_close(conn, err);
@@ -761,6 +781,7 @@ static void conn_flush(rn_conn_t *conn) {
      * encrypted never left, and its calls go elsewhere unsent. */
     conn->wbuf.len = 0;
     err = rn__conn_tls_seal(conn, out->base, out->len);
+    if (secret) memset(out->base, 0, out->len);
     out->len = 0;
     if (err) {
       rn__conn_close(conn, err);
@@ -772,6 +793,7 @@ static void conn_flush(rn_conn_t *conn) {
   }
   rn_list_splice_tail(&conn->sent, &conn->unsent);
   conn->unsent_bytes = 0;
+  if (secret && conn->tls == NULL) conn->wipe_wbuf = 1;
 
   buf = uv_buf_init(conn->wbuf.base, (unsigned)conn->wbuf.len);
   err = uv_write(&conn->write_req, &conn->h.stream, &buf, 1, conn_on_write);
@@ -902,6 +924,7 @@ static void conn_maybe_free(rn_conn_t *conn) {
   rn__conn_tls_free(conn);
   rn_buf_free(&conn->rbuf);
   rn_frame_scan_reset(&conn->scan);
+  conn_wipe_wbuf(conn); /* its write failed to start */
   rn_buf_free(&conn->wbuf);
   rn_list_remove(&conn->node);
   rn__pool_conn_freed(pool, conn);

@@ -166,10 +166,14 @@ void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked) {
   }
   rn_list_foreach_safe(pos, tmp, &conn->sent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    if (call->batch_n > 0 && call->rnp_id <= last_id &&
-        rn__call_has_id(call, last_id + 1)) {
+    if (call->batch_n > 0 && !call->tombstone &&
+        ((call->rnp_id <= last_id && rn__call_has_id(call, last_id + 1)) ||
+         (call->rnp_id > last_id && call->batch_got > 0))) {
       /* A batch across the line: its requests above it will not run,
-       * each one's own result says so; the rest are answered here. */
+       * each one's own result says so; the rest are answered here. Also
+       * one wholly above it that already had replies: a server
+       * contradicting itself (it ran what it says it never will) gets
+       * none of it sent again, what it answered stands. */
       if (rn__batch_goaway(call, last_id) && rn__conn_take(conn, call))
         rn_list_insert_tail(&answered, &call->node);
       continue;

@@ -185,6 +185,12 @@ static void setup_error_code(const char *body, size_t len, char *code,
   code[i] = '\0';
 }
 
+int rn__setup_error_is(const char *body, size_t len, const char *code) {
+  char have[16];
+  setup_error_code(body, len, have, sizeof(have));
+  return strcmp(have, code) == 0;
+}
+
 /* The error reply's text, for the connect failure: the server's own words
  * (a WRONGPASS reply names no password), without the leading '-' and the
  * CRLF. */

@@ -23,7 +23,6 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* While holds wait and no connection is free: how often the pass looks
  * again (besides when a connection comes up or goes idle). */
@@ -40,10 +39,10 @@ struct rn_hold_s {
   unsigned out;        /* held calls not completed */
   unsigned granted : 1;   /* handed to the caller */
   unsigned counted : 1;   /* holds a place in pool->active */
-  unsigned in_multi : 1;  /* resp: MULTI sent, no EXEC/DISCARD yet */
-  unsigned watching : 1;  /* resp: WATCH sent, not ended yet */
-  unsigned unknown : 1;   /* a (P|S)SUBSCRIBE or MONITOR, or a held call
-                             that failed without its reply */
+  /* resp: an open MULTI or WATCH, a SUBSCRIBE, AUTH, SELECT and the
+   * like (resp_state.c); unknown also after a held call that failed
+   * without its reply */
+  rn__resp_state_t state;
 };
 
 static void hold_pass(rn_timer_t *timer);
@@ -276,64 +275,6 @@ void rn__hold_conn_closed(rn_conn_t *conn, int err) {
 /* ------------------------------------------------------------------------ */
 /* Held calls                                                                 */
 
-/* resp: the command's name (the first bulk string of the array), or
- * NULL. */
-static const char *hold_resp_name(const char *f, size_t len, size_t *n) {
-  const char *p = f, *end = f + len, *crlf;
-  size_t k = 0;
-  if (len < 4 || *p != '*') return NULL;
-  crlf = memchr(p, '\n', (size_t)(end - p));
-  if (crlf == NULL || crlf + 1 >= end || crlf[1] != '$') return NULL;
-  p = crlf + 2;
-  while (p < end && *p >= '0' && *p <= '9') k = k * 10 + (size_t)(*p++ - '0');
-  if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return NULL;
-  p += 2;
-  if (k > (size_t)(end - p)) return NULL;
-  *n = k;
-  return p;
-}
-
-static int hold_is(const char *name, size_t n, const char *word) {
-  return n == strlen(word) && strncasecmp(name, word, n) == 0;
-}
-
-/* What a request sent on the held connection leaves the connection in. */
-static void hold_track_one(rn_hold_t *hold, const char *f, size_t len) {
-  size_t n;
-  const char *name = hold_resp_name(f, len, &n);
-  if (name == NULL) return;
-  if (hold_is(name, n, "MULTI")) {
-    hold->in_multi = 1;
-  } else if (hold_is(name, n, "EXEC") || hold_is(name, n, "DISCARD")) {
-    hold->in_multi = 0;
-    hold->watching = 0; /* both end a WATCH */
-  } else if (hold_is(name, n, "WATCH")) {
-    hold->watching = 1;
-  } else if (hold_is(name, n, "UNWATCH")) {
-    hold->watching = 0;
-  } else if (hold_is(name, n, "SUBSCRIBE") ||
-             hold_is(name, n, "PSUBSCRIBE") ||
-             hold_is(name, n, "SSUBSCRIBE") || hold_is(name, n, "MONITOR") ||
-             hold_is(name, n, "RESET") || hold_is(name, n, "SELECT") ||
-             hold_is(name, n, "CLIENT") || hold_is(name, n, "HELLO")) {
-    /* Subscribed, watched, or set up otherwise than its pool made it. */
-    hold->unknown = 1;
-  }
-}
-
-static void hold_track(rn_hold_t *hold, const char *frames, size_t len) {
-  rn_pool_t *pool = hold->pool;
-  size_t off = 0;
-  if (pool->codec.protocol != RN_PROTOCOL_RESP) return;
-  while (off < len) {
-    rn_frame_t f;
-    if (rn_codec_frame(&pool->codec, frames + off, len - off, &f) != 1)
-      return;
-    hold_track_one(hold, frames + off, f.size);
-    off += f.size;
-  }
-}
-
 /* The call (its frame set) goes on the held connection. On error the
  * caller releases it, never accepted. */
 static int hold_accept(rn_hold_t *hold, rn_call_t *call,
@@ -355,7 +296,8 @@ static int hold_accept(rn_hold_t *hold, rn_call_t *call,
   pool->stats.calls++;
   pool->active++;
   hold->out++;
-  hold_track(hold, call->frame, call->frame_len);
+  rn__resp_state_track(&hold->state, &pool->codec, call->frame,
+                       call->frame_len);
   rn__fate_placed(call);
   rn__conn_enqueue(hold->conn, call);
   return 0;
@@ -399,7 +341,7 @@ int rn_hold_batch(rn_hold_t *hold, const char *frames, size_t len,
   int err;
 
   if ((err = hold_usable(hold)) != 0) return err;
-  err = rn__batch_make(hold->pool, frames, len, count, options, cb, data,
+  err = rn__batch_make(hold->pool, frames, len, count, options, cb, data, 0,
                        &call, &o);
   if (err) return err;
   err = hold_accept(hold, call, &o, rn__batch_done, call->batch);
@@ -416,7 +358,7 @@ void rn__hold_call_ended(rn_call_t *call, int status) {
   hold->out--;
   /* Timed out, or its connection failed: a reply may still come, or the
    * server may be anywhere in it. */
-  if (status != 0 && status != RN_EREPLY) hold->unknown = 1;
+  if (status != 0 && status != RN_EREPLY) hold->state.unknown = 1;
 }
 
 int rn__hold_error(const rn_call_t *call) {
@@ -434,8 +376,8 @@ int rn__hold_granted(const rn_conn_t *conn) {
 }
 
 int rn_hold_unknown(const rn_hold_t *hold) {
-  return hold->conn == NULL || hold->out > 0 || hold->in_multi ||
-         hold->watching || hold->unknown;
+  return hold->conn == NULL || hold->out > 0 || hold->state.in_multi ||
+         hold->state.watching || hold->state.unknown;
 }
 
 /* Calls still on the connection stop counting on the hold, which is

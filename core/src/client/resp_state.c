@@ -1,0 +1,98 @@
+/* What a resp request leaves its connection in, beyond its own reply: a
+ * MULTI queues every later command, a WATCH arms a check on EXEC, a
+ * SUBSCRIBE or MONITOR turns the connection into a stream, and SELECT,
+ * AUTH, HELLO, RESET or CLIENT change which database, user, protocol or
+ * settings the next request meets. The pool's connections must all be
+ * alike (its setup made them so), so these are the requests after which
+ * a connection cannot be handed to another user as it is: a held one is
+ * closed when given back (hold.c), and a pool batch may not leave one so
+ * (batch.c). One list for both. */
+#include "client.h"
+
+#include <string.h>
+
+/* The command's name (the first bulk string of the array), or NULL. */
+static const char *state_name(const char *f, size_t len, size_t *n) {
+  const char *p = f, *end = f + len, *crlf;
+  size_t k = 0;
+  if (len < 4 || *p != '*') return NULL;
+  crlf = memchr(p, '\n', (size_t)(end - p));
+  if (crlf == NULL || crlf + 1 >= end || crlf[1] != '$') return NULL;
+  p = crlf + 2;
+  while (p < end && *p >= '0' && *p <= '9') k = k * 10 + (size_t)(*p++ - '0');
+  if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return NULL;
+  p += 2;
+  if (k > (size_t)(end - p)) return NULL;
+  *n = k;
+  return p;
+}
+
+enum { STATE_MULTI, STATE_END, STATE_WATCH, STATE_UNWATCH, STATE_UNKNOWN };
+
+/* The commands that change what the next request meets, by length (4 to
+ * 10): a request's name is compared only with those of its length. */
+static const struct {
+  const char *word;
+  unsigned char effect;
+} state_words[] = {
+    {"EXEC", STATE_END},          {"AUTH", STATE_UNKNOWN},
+    {"MULTI", STATE_MULTI},       {"WATCH", STATE_WATCH},
+    {"RESET", STATE_UNKNOWN},     {"HELLO", STATE_UNKNOWN},
+    {"SELECT", STATE_UNKNOWN},    {"CLIENT", STATE_UNKNOWN},
+    {"DISCARD", STATE_END},       {"UNWATCH", STATE_UNWATCH},
+    {"MONITOR", STATE_UNKNOWN},   {"READONLY", STATE_UNKNOWN},
+    {"SUBSCRIBE", STATE_UNKNOWN}, {"READWRITE", STATE_UNKNOWN},
+    {"PSUBSCRIBE", STATE_UNKNOWN}, {"SSUBSCRIBE", STATE_UNKNOWN},
+};
+/* The first of state_words of each length from 4; one more: the end. */
+static const unsigned char state_first[] = {0, 2, 6, 8, 11, 12, 14, 16};
+
+/* Whether name (n bytes) is word (upper case letters), in any case. Not
+ * strncasecmp: this runs for every request of every batch. */
+static int state_word_is(const char *name, size_t n, const char *word) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (((unsigned char)name[i] & 0xDF) != (unsigned char)word[i]) return 0;
+  return 1;
+}
+
+/* What one request does to the connection's state (MULTI, WATCH, ...: the
+ * list above; others nothing). */
+void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
+                              size_t len) {
+  size_t n, i;
+  const char *name = state_name(frame, len, &n);
+  if (name == NULL || n < 4 || n > 10) return;
+  for (i = state_first[n - 4]; i < state_first[n - 3]; i++) {
+    if (!state_word_is(name, n, state_words[i].word)) continue;
+    switch (state_words[i].effect) {
+    case STATE_MULTI: s->in_multi = 1; break;
+    case STATE_END: /* EXEC, DISCARD: both end a WATCH too */
+      s->in_multi = 0;
+      s->watching = 0;
+      break;
+    case STATE_WATCH: s->watching = 1; break;
+    case STATE_UNWATCH: s->watching = 0; break;
+    default: s->unknown = 1;
+    }
+    return;
+  }
+}
+
+void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
+                          const char *frames, size_t len) {
+  size_t off = 0;
+  if (codec->protocol != RN_PROTOCOL_RESP) return;
+  while (off < len) {
+    rn_frame_t f;
+    if (rn_codec_frame(codec, frames + off, len - off, &f) != 1) return;
+    rn__resp_state_track_one(s, frames + off, f.size);
+    off += f.size;
+  }
+}
+
+int rn__resp_command_is(const char *frame, size_t len, const char *word) {
+  size_t n;
+  const char *name = state_name(frame, len, &n);
+  return name != NULL && n == strlen(word) && state_word_is(name, n, word);
+}

@@ -1,0 +1,307 @@
+/* Hostile review of batches, transactions, held connections and setup
+ * (client/batch.c, client/hold.c, client/resp_state.c, client/conn.c)
+ * against the scripted resp peer. Each case is named after the defect it
+ * found. */
+#define _GNU_SOURCE /* memmem */
+#include "resilnet.h"
+#include "client.h" /* a connection's write buffer */
+#include "task.h"
+#include "helpers.h"
+#include "peer.h"
+#include "pool_fixture.h"
+#include "wait.h"
+
+#include <string.h>
+#include <uv.h>
+
+/* ------------------------------------------------------------------------ */
+/* The peer and the pool                                                      */
+
+/* What the peer answers to one frame on connection c: the test's. */
+typedef const char *(*reply_fn)(test_peer_conn_t *c, const char *frame,
+                                size_t len);
+
+static rn_codec_t codec;
+static reply_fn reply_of;
+
+static void answer(test_peer_conn_t *c) {
+  size_t pos = 0;
+  rn_frame_t f;
+  while (rn_codec_frame(&codec, c->in.base + pos, c->in.len - pos, &f) == 1) {
+    const char *reply = reply_of(c, c->in.base + pos, f.size);
+    c->frames++;
+    test_peer_send(c, reply, strlen(reply));
+    pos += f.size;
+  }
+  rn_buf_consume(&c->in, pos);
+}
+
+static const char *reply_ok(test_peer_conn_t *c, const char *f, size_t n) {
+  (void)c;
+  return test_contains(f, n, "PING") ? "+PONG\r\n" : "+OK\r\n";
+}
+
+static rn_loop_t *loop;
+static uv_loop_t *uv;
+static test_peer_t peer;
+static int fired;
+
+/* A pool of one connection to a peer answering with fn; tune (or NULL)
+ * changes the options first. */
+static rn_pool_t *start(reply_fn fn, void (*tune)(rn_pool_options_t *po)) {
+  rn_codec_options_t co;
+  rn_pool_options_t po;
+  rn_pool_t *pool;
+  memset(&co, 0, sizeof(co));
+  co.protocol = RN_PROTOCOL_RESP;
+  ASSERT_OK(rn_codec_init(&codec, &co));
+  reply_of = fn;
+  fired = 0;
+  loop = test_loop_open();
+  uv = rn_loop_uv(loop);
+  test_peer_start(&peer, uv, answer);
+  test_pool_options(&po, peer.endpoint, RN_PROTOCOL_RESP);
+  po.heartbeat.interval_ms = 0;
+  po.size = 1;
+  if (tune != NULL) tune(&po);
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  return pool;
+}
+
+static void finish(rn_pool_t *pool) {
+  test_pool_close_wait(loop, pool);
+  test_peer_stop(&peer);
+  test_loop_close(loop);
+}
+
+/* What the last batch came to. */
+static int batch_status, batch_maybe;
+static unsigned batch_attempts;
+static char batch_last[16]; /* its last request's reply */
+
+static void on_batch(rn_pool_t *pool, void *data, const rn_batch_result_t *r) {
+  (void)pool;
+  (void)data;
+  fired++;
+  batch_status = r->status;
+  batch_maybe = r->maybe_executed;
+  batch_attempts = r->attempts;
+  batch_last[0] = '\0';
+  if (r->status == 0) {
+    const rn_result_t *e = &r->results[r->count - 1];
+    size_t n = e->body_len < 15 ? e->body_len : 15;
+    memcpy(batch_last, e->body, n);
+    batch_last[n] = '\0';
+  }
+}
+
+/* Sends the commands (separated by '|') as one pool batch. */
+static int pool_batch(rn_pool_t *pool, const char *cmds, uint64_t timeout) {
+  char copy[256], *save = NULL, *cmd;
+  rn_call_options_t co;
+  rn_buf_t frames;
+  size_t n = 0;
+  int rc;
+  memset(&co, 0, sizeof(co));
+  co.timeout_ms = timeout;
+  rn_buf_init(&frames);
+  snprintf(copy, sizeof(copy), "%s", cmds);
+  for (cmd = strtok_r(copy, "|", &save); cmd != NULL;
+       cmd = strtok_r(NULL, "|", &save), n++)
+    test_resp_command(&frames, cmd);
+  rc = rn_pool_batch(pool, frames.base, frames.len, n, &co, on_batch, NULL);
+  rn_buf_free(&frames);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tests                                                                      */
+
+/* A pool batch that left MULTI open (or WATCH, SUBSCRIBE, SELECT, AUTH,
+ * ...) was sent, and every later call on that connection met it: Redis
+ * queued them (QUEUED), or answered them in another database or as
+ * another user. Refused at once now, before anything is written; one that
+ * leaves the connection as it found it goes. */
+static void test_pool_batch_leaving_state_refused(void) {
+  static const char *const refused[] = {
+      "MULTI|SET k 1",    "WATCH k|GET k", "SUBSCRIBE ch",
+      "select 2",         "AUTH bob pw",   "CLIENT REPLY OFF",
+      "MULTI|EXEC|MULTI", "HELLO 3",       "RESET",
+      "MONITOR",          "PSUBSCRIBE c*", "READONLY",
+  };
+  rn_pool_t *pool = start(reply_ok, NULL);
+  size_t i;
+  for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+    ASSERT_EQ(pool_batch(pool, refused[i], 0), UV_EINVAL);
+  ASSERT_EQ(test_pool_stats(pool).calls, 0);
+  ASSERT_EQ(fired, 0);
+  /* Balanced, or ended: the connection is as it was. */
+  ASSERT_OK(pool_batch(pool, "MULTI|INCR n|EXEC", 0));
+  ASSERT_OK(pool_batch(pool, "WATCH k|UNWATCH", 0));
+  ASSERT_OK(pool_batch(pool, "WATCH k|MULTI|SET k 1|DISCARD|GET k", 0));
+  RUN_UNTIL(uv, fired == 3, 2000);
+  ASSERT_OK(batch_status);
+  ASSERT_EQ(peer.count, 1);
+  ASSERT_EQ(peer.conns[0].frames, 10); /* the refused ones never left */
+  finish(pool);
+}
+
+typedef struct {
+  int fired;
+  rn_hold_t *hold;
+} hold_outcome_t;
+
+static void on_hold(rn_pool_t *pool, void *data, rn_hold_t *hold,
+                    int status) {
+  hold_outcome_t *o = data;
+  (void)pool;
+  ASSERT_OK(status);
+  o->fired++;
+  o->hold = hold;
+}
+
+static void held_call(rn_hold_t *h, const char *cmd) {
+  test_outcome_t o;
+  rn_buf_t frame;
+  memset(&o, 0, sizeof(o));
+  rn_buf_init(&frame);
+  test_resp_command(&frame, cmd);
+  ASSERT_OK(rn_hold_call(h, frame.base, frame.len, NULL, test_record, &o));
+  rn_buf_free(&frame);
+  RUN_UNTIL(uv, o.fired, 2000);
+  ASSERT_OK(o.status);
+}
+
+/* AUTH as another user on a held connection was given back to the pool
+ * as clean: every later pool call there ran as that user (READONLY and
+ * READWRITE likewise change how a cluster node treats the connection).
+ * Now it is closed when given back; a held batch may still send them. */
+static void test_hold_auth_resets(void) {
+  static const char *const cmds[] = {"AUTH bob pw", "READONLY", "readwrite"};
+  rn_pool_t *pool = start(reply_ok, NULL);
+  size_t i;
+  for (i = 0; i < 3; i++) {
+    hold_outcome_t h;
+    memset(&h, 0, sizeof(h));
+    ASSERT_OK(rn_pool_hold(pool, NULL, on_hold, &h));
+    RUN_UNTIL(uv, h.fired, 2000);
+    held_call(h.hold, "GET k");
+    ASSERT_EQ(rn_hold_unknown(h.hold), 0);
+    held_call(h.hold, cmds[i]);
+    ASSERT_EQ(rn_hold_unknown(h.hold), 1);
+    rn_hold_release(h.hold, 0);
+    ASSERT_EQ(test_pool_stats(pool).holds_reset, i + 1);
+  }
+  RUN_UNTIL(uv, peer.eofs == 3, 2000);
+  finish(pool);
+}
+
+/* On its first connection a loading server (MULTI +OK, every queued
+ * command -LOADING, so EXEC -EXECABORT); on later ones a loaded one. */
+static const char *reply_loading_first(test_peer_conn_t *c, const char *f,
+                                       size_t n) {
+  int loading = c == &c->peer->conns[0];
+  if (test_contains(f, n, "PING")) return "+PONG\r\n";
+  if (test_contains(f, n, "MULTI")) return "+OK\r\n";
+  if (test_contains(f, n, "EXEC"))
+    return loading ? "-EXECABORT Transaction discarded because of previous "
+                     "errors.\r\n"
+                   : "*1\r\n:1\r\n";
+  return loading ? "-LOADING Redis is loading the dataset in memory\r\n"
+                 : "+QUEUED\r\n";
+}
+
+static void tune_fast_reconnect(rn_pool_options_t *po) {
+  po->reconnect.initial_ms = 10;
+  po->reconnect.max_ms = 50;
+}
+
+/* A transaction sent to a server loading its dataset (or, on a master
+ * pool, to one demoted to a replica) came back EXECABORT, its queued
+ * command -LOADING: nothing ran, yet the caller got the error, where a
+ * single call answered -LOADING waits for the server and succeeds (issue
+ * 18). Now the transaction goes back as never sent, waits while the
+ * endpoint backs off, and runs on the next connection: not idempotent,
+ * and still once. */
+static void test_transaction_loading_waits(void) {
+  rn_pool_t *pool = start(reply_loading_first, tune_fast_reconnect);
+  ASSERT_OK(pool_batch(pool, "MULTI|INCR n|EXEC", 5000));
+  RUN_UNTIL(uv, fired, 6000);
+  ASSERT_OK(batch_status);
+  ASSERT_STR_EQ(batch_last, "*1\r\n:1\r\n");
+  ASSERT_EQ(batch_attempts, 2); /* written twice, the first unrun */
+  ASSERT_EQ(peer.count, 2);
+  ASSERT_EQ(test_pool_stats(pool).retries, 0);
+  ASSERT(test_pool_stats(pool).loading >= 1);
+  ASSERT_EQ(test_pool_stats(pool).not_executed, 1);
+  finish(pool);
+}
+
+/* A 30-byte reply to every frame. */
+static const char *reply_30(test_peer_conn_t *c, const char *f, size_t n) {
+  (void)c;
+  (void)f;
+  (void)n;
+  return "+abcdefghijklmnopqrstuvwxyz\r\n";
+}
+
+static void tune_max_frame_64(rn_pool_options_t *po) {
+  po->codec.max_frame = 64;
+}
+
+/* A batch's replies are held until its last one, each bounded by
+ * max_frame alone: a server could make the client hold max_batch x
+ * max_frame (1024 x 16 MiB) for one batch. Together they now count
+ * against max_frame, as the batch's requests do: past it the batch fails
+ * EFRAMESIZE with its connection (written: maybe executed); one reply or
+ * a smaller batch still goes. */
+static void test_batch_replies_bounded_by_max_frame(void) {
+  rn_pool_t *pool = start(reply_30, tune_max_frame_64);
+  ASSERT_OK(pool_batch(pool, "PING|PING|PING", 0));
+  RUN_UNTIL(uv, fired == 1, 2000);
+  ASSERT_EQ(batch_status, RN_EFRAMESIZE);
+  ASSERT_EQ(batch_maybe, 1);
+  ASSERT_OK(pool_batch(pool, "PING|PING", 0)); /* 60 bytes fit */
+  RUN_UNTIL(uv, fired == 2, 2000);
+  ASSERT_OK(batch_status);
+  ASSERT_STR_EQ(batch_last, "+abcdefghijklmn");
+  finish(pool);
+}
+
+static const char secret[] = "hunter2-in-wbuf-0123456789";
+
+static void tune_password(rn_pool_options_t *po) {
+  po->password = secret;
+  po->heartbeat.interval_ms = 1000; /* a readiness PING after AUTH */
+}
+
+/* api.md: the password "lives only in the encoded request (wiped when the
+ * pool is freed)". It also stayed in each connection's write buffer
+ * after the handshake's write (AUTH, then the readiness PING), past the
+ * shorter writes after it, and was freed with it unwiped (with TLS: in
+ * the pool's plaintext buffer). Now zeroed once written. */
+static void test_password_not_left_in_write_buffer(void) {
+  rn_pool_t *pool = start(reply_ok, tune_password);
+  rn_conn_t *conn;
+  rn_buf_t auth;
+  ASSERT_OK(pool_batch(pool, "GET k", 0));
+  RUN_UNTIL(uv, fired, 2000);
+  ASSERT_OK(batch_status);
+  conn = RN_CONTAINER_OF(pool->endpoints[0]->conns.next, rn_conn_t, node);
+  /* The handshake's write came first, AUTH's frame at its start; later
+   * writes, shorter, overwrite only the start of that. */
+  rn_buf_init(&auth);
+  test_resp_command(&auth, "AUTH hunter2-in-wbuf-0123456789");
+  ASSERT(conn->wbuf.cap >= auth.len);
+  ASSERT(memmem(conn->wbuf.base, auth.len, "0123456789", 10) == NULL);
+  rn_buf_free(&auth);
+  finish(pool);
+}
+
+TEST_LIST_START
+  TEST_ENTRY(test_pool_batch_leaving_state_refused)
+  TEST_ENTRY(test_hold_auth_resets)
+  TEST_ENTRY(test_transaction_loading_waits)
+  TEST_ENTRY(test_batch_replies_bounded_by_max_frame)
+  TEST_ENTRY(test_password_not_left_in_write_buffer)
+TEST_LIST_END
