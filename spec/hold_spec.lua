@@ -73,16 +73,23 @@ describe("pool:hold", function()
       local id1 = pool:hold(function(conn)
         return conn:call { "CLIENT", "ID" }
       end)
-      -- CLIENT marks the state unknown (it may have changed the
-      -- connection's name, tracking, ...): a fresh connection next.
-      local id2 = pool:hold(function(conn)
+      -- CLIENT ID only asks: the same connection comes back, clean. CLIENT
+      -- SETNAME changes it (as would TRACKING, REPLY, ...): the state is
+      -- unknown, and the connection is closed when given back.
+      local renamed = pool:hold(function(conn)
         assert.is_false(conn:unknown())
+        assert.equal(id1, conn:call { "CLIENT", "ID" })
         assert.equal("PONG", conn:call { "PING" })
-        return conn:call { "INCR", "n" } and conn:unknown()
+        assert.is_false(conn:unknown())
+        assert.equal("OK", conn:call { "CLIENT", "SETNAME", "renamed" })
+        return conn:unknown()
       end)
-      assert.is_false(id2)
+      assert.is_true(renamed)
       local s = pool:stats()
       assert.equal(1, s.holds_reset)
+      assert.is_true(pool:hold(function(conn)
+        return conn:call { "CLIENT", "ID" } ~= id1
+      end))
       -- Left in MULTI: closed on release, and the queued SET never runs.
       pool:call { "DEL", "m" }
       local left = pool:hold(function(conn)

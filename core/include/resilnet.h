@@ -638,8 +638,12 @@ typedef void (*rn_call_cb)(rn_pool_t *pool, void *data,
  * names which), RN_EFRAMESIZE for a frame larger than the pool's
  * max_frame or (rnp) than the MAX_FRAME every endpoint's server
  * announced (a frame fitting some of them goes only there), RN_ECLOSED
- * once the pool is closing, UV_EINVAL or UV_ENOMEM; then cb is never
- * called. */
+ * once the pool is closing, UV_EINVAL (also, resp, for a request that
+ * would leave its shared connection changed for the next call there:
+ * MULTI, WATCH, SUBSCRIBE, MONITOR, SELECT, AUTH, HELLO, RESET, READONLY,
+ * CLIENT SETNAME and the like; rn_pool_batch with MULTI ... EXEC,
+ * rn_pool_hold, or the pool's setup options are for those) or UV_ENOMEM;
+ * then cb is never called. */
 int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
                  const rn_call_options_t *options, rn_call_cb cb, void *data);
 

@@ -146,6 +146,46 @@ static void test_pool_batch_leaving_state_refused(void) {
   finish(pool);
 }
 
+/* The same for one call: `pool:call{"MULTI"}` on a pool of one
+ * connection made every later caller's GET answer QUEUED. Refused at once
+ * (UV_EINVAL, nothing written, no callback); CLIENT's questions, UNWATCH
+ * and an EXEC without MULTI change nothing and go. */
+static void test_pool_call_leaving_state_refused(void) {
+  static const char *const refused[] = {
+      "MULTI",   "watch k",  "SUBSCRIBE ch",       "MONITOR",
+      "SELECT 2", "AUTH x",  "HELLO 3",            "RESET",
+      "READONLY", "READWRITE", "client setname x", "CLIENT TRACKING on",
+  };
+  static const char *const allowed[] = {"CLIENT ID", "CLIENT LIST",
+                                        "UNWATCH", "EXEC", "GET k"};
+  test_outcome_t o[5];
+  rn_pool_t *pool = start(reply_ok, NULL);
+  rn_buf_t frame;
+  size_t i;
+  rn_buf_init(&frame);
+  for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+    frame.len = 0;
+    test_resp_command(&frame, refused[i]);
+    ASSERT_EQ(rn_pool_call(pool, frame.base, frame.len, NULL, test_record,
+                           &o[0]),
+              UV_EINVAL);
+  }
+  ASSERT_EQ(test_pool_stats(pool).calls, 0);
+  memset(o, 0, sizeof(o));
+  for (i = 0; i < 5; i++) {
+    frame.len = 0;
+    test_resp_command(&frame, allowed[i]);
+    ASSERT_OK(rn_pool_call(pool, frame.base, frame.len, NULL, test_record,
+                           &o[i]));
+  }
+  rn_buf_free(&frame);
+  RUN_UNTIL(uv, o[4].fired, 2000);
+  for (i = 0; i < 5; i++) ASSERT_EQ(o[i].fired, 1);
+  ASSERT_EQ(peer.count, 1);
+  ASSERT_EQ(peer.conns[0].frames, 5); /* the refused ones never left */
+  finish(pool);
+}
+
 typedef struct {
   int fired;
   rn_hold_t *hold;
@@ -300,6 +340,7 @@ static void test_password_not_left_in_write_buffer(void) {
 
 TEST_LIST_START
   TEST_ENTRY(test_pool_batch_leaving_state_refused)
+  TEST_ENTRY(test_pool_call_leaving_state_refused)
   TEST_ENTRY(test_hold_auth_resets)
   TEST_ENTRY(test_transaction_loading_waits)
   TEST_ENTRY(test_batch_replies_bounded_by_max_frame)

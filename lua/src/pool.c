@@ -435,6 +435,12 @@ static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
   if (rc != 0) {
     lrn_release(ctx, held);
     lrn_pool_unpin_idle(p);
+    if (rc == UV_EINVAL) /* the request passed lrn_encode_request: the rule */
+      return luaL_error(L, "resilnet: the request would leave its pooled "
+                           "connection changed for the next call there "
+                           "(MULTI, WATCH, SUBSCRIBE, SELECT, AUTH, ...): use "
+                           "pool:transaction, pool:hold, pool:subscribe, or "
+                           "the pool's setup, password and database options");
     lua_pushnil(L);
     lrn_error_push_overload(L, p, rc);
     return 2;

@@ -663,6 +663,10 @@ void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
 /* The same for one whole resp frame. */
 void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
                               size_t len);
+/* Whether one resp request leaves its connection otherwise than it found
+ * it (an open MULTI, a WATCH, SUBSCRIBE, SELECT, ...): not for a pool's
+ * shared connections. */
+int rn__resp_leaves_state(const char *frame, size_t len);
 /* Whether the resp request frame is the command word (upper case; the
  * request's may be any). */
 int rn__resp_command_is(const char *frame, size_t len, const char *word);

@@ -1,12 +1,12 @@
 /* What a resp request leaves its connection in, beyond its own reply: a
  * MULTI queues every later command, a WATCH arms a check on EXEC, a
  * SUBSCRIBE or MONITOR turns the connection into a stream, and SELECT,
- * AUTH, HELLO, RESET or CLIENT change which database, user, protocol or
- * settings the next request meets. The pool's connections must all be
+ * AUTH, HELLO, RESET or CLIENT SETNAME (TRACKING, REPLY, ...) change which
+ * database, user, protocol or settings the next request meets. The pool's connections must all be
  * alike (its setup made them so), so these are the requests after which
  * a connection cannot be handed to another user as it is: a held one is
- * closed when given back (hold.c), and a pool batch may not leave one so
- * (batch.c). One list for both. */
+ * closed when given back (hold.c), and a pool call or batch may not leave
+ * one so (pool.c, batch.c). One list for all three. */
 #include "client.h"
 
 #include <string.h>
@@ -27,7 +27,14 @@ static const char *state_name(const char *f, size_t len, size_t *n) {
   return p;
 }
 
-enum { STATE_MULTI, STATE_END, STATE_WATCH, STATE_UNWATCH, STATE_UNKNOWN };
+enum {
+  STATE_MULTI,
+  STATE_END,
+  STATE_WATCH,
+  STATE_UNWATCH,
+  STATE_CLIENT, /* some of its subcommands: client_setting */
+  STATE_UNKNOWN
+};
 
 /* The commands that change what the next request meets, by length (4 to
  * 10): a request's name is compared only with those of its length. */
@@ -38,7 +45,7 @@ static const struct {
     {"EXEC", STATE_END},          {"AUTH", STATE_UNKNOWN},
     {"MULTI", STATE_MULTI},       {"WATCH", STATE_WATCH},
     {"RESET", STATE_UNKNOWN},     {"HELLO", STATE_UNKNOWN},
-    {"SELECT", STATE_UNKNOWN},    {"CLIENT", STATE_UNKNOWN},
+    {"SELECT", STATE_UNKNOWN},    {"CLIENT", STATE_CLIENT},
     {"DISCARD", STATE_END},       {"UNWATCH", STATE_UNWATCH},
     {"MONITOR", STATE_UNKNOWN},   {"READONLY", STATE_UNKNOWN},
     {"SUBSCRIBE", STATE_UNKNOWN}, {"READWRITE", STATE_UNKNOWN},
@@ -54,6 +61,30 @@ static int state_word_is(const char *name, size_t n, const char *word) {
   for (i = 0; i < n; i++)
     if (((unsigned char)name[i] & 0xDF) != (unsigned char)word[i]) return 0;
   return 1;
+}
+
+/* CLIENT's subcommands that change what the connection's next request
+ * meets (its name, tracking, replies on or off, eviction and LRU touches);
+ * the others (ID, INFO, LIST, KILL, PAUSE, ...) only ask or act on other
+ * connections. name: the command's name as state_name found it. */
+static int client_setting(const char *frame, size_t len, const char *name,
+                          size_t n) {
+  static const char *const settings[] = {"SETNAME", "SETINFO", "TRACKING",
+                                         "REPLY",   "CACHING", "NO-EVICT",
+                                         "NO-TOUCH", NULL};
+  const char *p = name + n, *end = frame + len;
+  size_t k = 0, i;
+  if (end - p < 4 || p[0] != '\r' || p[1] != '\n' || p[2] != '$')
+    return 0; /* no subcommand: Redis refuses it, nothing changes */
+  p += 3;
+  while (p < end && *p >= '0' && *p <= '9') k = k * 10 + (size_t)(*p++ - '0');
+  if (end - p < 2 || p[0] != '\r' || p[1] != '\n' || k > (size_t)(end - p - 2))
+    return 0;
+  p += 2;
+  for (i = 0; settings[i] != NULL; i++)
+    if (strlen(settings[i]) == k && state_word_is(p, k, settings[i]))
+      return 1;
+  return 0;
 }
 
 /* What one request does to the connection's state (MULTI, WATCH, ...: the
@@ -73,6 +104,9 @@ void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
       break;
     case STATE_WATCH: s->watching = 1; break;
     case STATE_UNWATCH: s->watching = 0; break;
+    case STATE_CLIENT:
+      if (client_setting(frame, len, name, n)) s->unknown = 1;
+      break;
     default: s->unknown = 1;
     }
     return;
@@ -95,4 +129,11 @@ int rn__resp_command_is(const char *frame, size_t len, const char *word) {
   size_t n;
   const char *name = state_name(frame, len, &n);
   return name != NULL && n == strlen(word) && state_word_is(name, n, word);
+}
+
+int rn__resp_leaves_state(const char *frame, size_t len) {
+  rn__resp_state_t s;
+  memset(&s, 0, sizeof(s));
+  rn__resp_state_track_one(&s, frame, len);
+  return s.in_multi || s.watching || s.unknown;
 }
