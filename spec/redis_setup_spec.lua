@@ -184,6 +184,13 @@ describe("connection setup against redis-server --requirepass", function()
       assert.equal("800", cli(port, "-n 2 GET d2"))
       assert.equal("0", cli(port, "-n 0 EXISTS d2"))
       assert.equal("setup-spec", by_option:call { "CLIENT", "GETNAME" })
+      -- A name Redis would refuse fails when the pool is made, not at
+      -- every connect.
+      local ok, err = pcall(resilnet.pool, {
+        endpoints = { "127.0.0.1:" .. port }, password = PASSWORD,
+        client_name = "setup spec" })
+      assert.is_false(ok)
+      assert.matches("client_name with a space", err, 1, true)
       redis:restart()
       assert.same({}, incr_burst(by_option, "d2"))
       assert.equal("1200", cli(port, "-n 2 GET d2"))

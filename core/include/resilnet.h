@@ -542,7 +542,10 @@ typedef struct rn_pool_options_s {
   /* resp conveniences, each put ahead of setup as its request: AUTH
    * [username] password, SELECT database (0: none), CLIENT SETNAME
    * client_name. The password lives only in the encoded setup (wiped when
-   * the pool is freed), never in events, errors or stats. (NULL...) */
+   * the pool is freed), never in events, errors or stats. A username
+   * without a password, or a client_name with a character Redis refuses
+   * in one (a space, a control or non-ASCII byte), fails rn_pool_new()
+   * with UV_EINVAL. (NULL...) */
   const char *password;
   const char *username;
   unsigned database;

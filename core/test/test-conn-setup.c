@@ -409,6 +409,18 @@ static void test_bad_options(void) {
   test_pool_options(&po, "127.0.0.1:1", RN_PROTOCOL_RESP);
   po.role = (rn_role_t)7;
   ASSERT_EQ(rn_pool_new(loop, &po, &p), UV_EINVAL);
+  /* A name Redis refuses (CLIENT SETNAME: no spaces, printable ASCII)
+   * would fail every connect's setup with ESETUP: refused here. */
+  test_pool_options(&po, "127.0.0.1:1", RN_PROTOCOL_RESP);
+  po.client_name = "two words";
+  ASSERT_EQ(rn_pool_new(loop, &po, &p), UV_EINVAL);
+  po.client_name = "tab\there";
+  ASSERT_EQ(rn_pool_new(loop, &po, &p), UV_EINVAL);
+  po.client_name = "caf\xc3\xa9";
+  ASSERT_EQ(rn_pool_new(loop, &po, &p), UV_EINVAL);
+  po.client_name = "worker-7:eu/1";
+  ASSERT_OK(rn_pool_new(loop, &po, &p));
+  rn_pool_close(p, 0, NULL);
   test_loop_close(loop);
 }
 

@@ -318,8 +318,9 @@ int lrn_pool_new_raise(lua_State *L, const rn_pool_options_t *o, int rc) {
   }
   if (rc == UV_EINVAL)
     return luaL_error(L, "resilnet.pool: invalid options (an endpoint "
-                         "listed twice, limits that contradict, or a username "
-                         "without a password)");
+                         "listed twice, limits that contradict, a username "
+                         "without a password, or a client_name with a space "
+                         "or a character outside printable ASCII)");
   return luaL_error(L, "resilnet.pool: %s (%s)", rn_strerror(rc),
                     rn_err_name(rc));
 }

@@ -67,6 +67,15 @@ static int setup_add(rn_pool_t *pool, const rn_setup_request_t *r) {
   return err;
 }
 
+/* Whether Redis takes name for CLIENT SETNAME: printable ASCII without
+ * spaces ('!' to '~'; empty clears a name). Refused when the pool is made,
+ * not by every connect's setup. */
+static int setup_name_ok(const char *name) {
+  for (; *name != '\0'; name++)
+    if (*name < '!' || *name > '~') return 0;
+  return 1;
+}
+
 int rn__setup_make(rn_pool_t *pool, const rn_pool_options_t *o) {
   int resp = pool->codec.protocol == RN_PROTOCOL_RESP;
   size_t count = o->setup_count, i;
@@ -80,6 +89,8 @@ int rn__setup_make(rn_pool_t *pool, const rn_pool_options_t *o) {
                 o->role != RN_ROLE_ANY))
     return UV_EINVAL;
   if (o->username != NULL && o->password == NULL) return UV_EINVAL;
+  if (o->client_name != NULL && !setup_name_ok(o->client_name))
+    return UV_EINVAL;
   count += (o->password != NULL) + (o->database != 0) +
            (o->client_name != NULL) + (o->role != RN_ROLE_ANY);
   if (count == 0) return 0;
