@@ -125,6 +125,10 @@ end)
 
 describe("a transaction during a failover", function()
   local a, b
+  -- Its pools close after each case: left open, their reconnect timers
+  -- run into later specs' loops (step_spec reads timeout()).
+  before_each(H.fd_watch)
+  after_each(H.cleanup_checking_fds)
   setup(function()
     a = assert(R.start())
     b = assert(R.start())
