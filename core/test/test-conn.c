@@ -100,13 +100,13 @@ static void round_trip_via(const char *listen, const char *connect_fmt) {
   else
     snprintf(ep, sizeof(ep), connect_fmt, port);
   pool = pool_for(ep, RN_PROTOCOL_RESP, 0);
-  test_call(pool, "hello", 0, &o);
+  test_call(pool, "howdy", 0, &o);
   RUN_UNTIL(rn_loop_uv(loop), o.fired, 10000);
   ASSERT_OK(o.status);
   /* The echo server sends back the request (a RESP array of one bulk
    * string) as a bulk string. */
   ASSERT_EQ(o.body_len, 22);
-  ASSERT_MEM_EQ(o.body, "$15\r\n*1\r\n$5\r\nhello\r\n\r\n", 22);
+  ASSERT_MEM_EQ(o.body, "$15\r\n*1\r\n$5\r\nhowdy\r\n\r\n", 22);
   close_pool(pool);
   rn_server_close(server, NULL);
   test_loop_close(loop);
