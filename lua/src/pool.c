@@ -30,107 +30,184 @@ void lrn_pool_unpin_idle(lrn_pool_t *p) {
 /* ------------------------------------------------------------------------ */
 /* Callbacks from the core                                                    */
 
+/* What a call or a batch came to, as its target gets it: a call's
+ * result, pushed as (reply, nil) or (nil, err); or a batch's, one result
+ * per request in a table, or the batch's failure as a whole. Read in place
+ * from the core's callback, or from a copy waiting for the end of a read
+ * (lrn_defer_held): there `copied`, and its pointers are offsets from d
+ * (0 for NULL), since the queue may move. */
 typedef struct lrn_done_s {
-  lrn_pool_t *p;
-  const rn_result_t *result;
+  lrn_ctx_t *ctx;
+  int resp;   /* replies are RESP values, decoded; else strings */
+  int copied;
+  rn_result_t r;              /* a call's; a batch's status, body, ... */
+  size_t count;               /* a batch's requests; 0 for a call */
+  const rn_result_t *results; /* a batch's results (status 0), or NULL */
 } lrn_done_t;
 
-static int lrn_push_result(lua_State *L, void *arg) {
-  lrn_done_t *d = (lrn_done_t *)arg;
-  const rn_result_t *r = d->result;
-  /* No luaL_checkstack: every dispatch path calls this from a C function
-   * just entered by (p)call, whose LUA_MINSTACK free slots hold the
-   * target, a handler and these two values. */
+/* (reply, nil) or (nil, err) for r. No luaL_checkstack: every dispatch
+ * path calls this from a C function just entered by (p)call, whose
+ * LUA_MINSTACK free slots hold the target, a handler and these two. */
+static void lrn_push_result(lua_State *L, const lrn_done_t *d,
+                            const rn_result_t *r) {
   if (r->status != 0) {
     lua_pushnil(L);
-    lrn_error_push_result(L, d->p->o.ctx, r);
-    return 2;
+    lrn_error_push_result(L, d->ctx, r);
+    return;
   }
-  if (rn_pool_codec(d->p->pool)->protocol == RN_PROTOCOL_RESP) {
-    if (lrn_resp_push(L, d->p->o.ctx, r->body, r->body_len) != 0) {
-      rn_result_t bad = *r;
-      bad.status = RN_EBADFRAME;
-      lua_pushnil(L);
-      lrn_error_push_result(L, d->p->o.ctx, &bad);
-      return 2;
-    }
-  } else {
+  if (!d->resp) {
     lua_pushlstring(L, r->body, r->body_len);
+  } else if (lrn_resp_push(L, d->ctx, r->body, r->body_len) != 0) {
+    rn_result_t bad = *r;
+    bad.status = RN_EBADFRAME;
+    lua_pushnil(L);
+    lrn_error_push_result(L, d->ctx, &bad);
+    return;
   }
   lua_pushnil(L);
-  return 2;
 }
 
-/* A call or a batch ended: its target gets what push pushes (unless the
- * pool went quiet), and the pool is unpinned with its last one. */
-static void lrn_pool_finish(lrn_pool_t *p, int held, lrn_push_fn push,
-                            void *arg) {
-  if (lrn_quiet(p))
-    lrn_release(p->o.ctx, held);
-  else
-    lrn_dispatch_held(p->o.ctx, held, push, arg);
-  if (--p->in_flight == 0)
-    lrn_unref(p->o.ctx, &p->pin_ref);
+/* A copy's pointer back from its offset. */
+#define LRN_DONE_AT(d, off)                                                  \
+  ((off) == NULL ? NULL : (const char *)(d) + (uintptr_t)(off))
+
+static void lrn_result_place(const lrn_done_t *d, rn_result_t *r) {
+  r->body = LRN_DONE_AT(d, r->body);
+  r->endpoint = LRN_DONE_AT(d, r->endpoint);
 }
 
-void lrn_pool_done(rn_pool_t *pool, void *data, const rn_result_t *result) {
-  lrn_done_t d;
-  d.p = (lrn_pool_t *)rn_pool_data(pool);
-  d.result = result;
-  lrn_pool_finish(d.p, (int)(intptr_t)data, lrn_push_result, &d);
-}
-
-typedef struct lrn_batch_done_s {
-  lrn_pool_t *p;
-  const rn_batch_result_t *result;
-} lrn_batch_done_t;
-
-/* A batch's target gets (replies, nil): replies[i] is what pool:call
- * would have returned for request i, its reply or its error object (an
- * error reply, an rnp refusal), with replies.n the count; or (nil, err)
- * when the batch failed as a whole. */
-static int lrn_push_batch(lua_State *L, void *arg) {
-  lrn_batch_done_t *d = (lrn_batch_done_t *)arg;
-  const rn_batch_result_t *b = d->result;
+/* The target's arguments: (reply, nil) | (nil, err) for a call; for a
+ * batch (replies, nil), replies[i] what pool:call would have returned for
+ * request i, its reply or its error object (an error reply, an rnp
+ * refusal), replies.n the count; or (nil, err) when the batch failed as
+ * a whole. */
+static int lrn_push_done(lua_State *L, void *arg) {
+  lrn_done_t *d = (lrn_done_t *)arg;
   size_t i;
-  luaL_checkstack(L, 4, NULL);
-  if (b->status != 0) {
-    rn_result_t r;
-    memset(&r, 0, sizeof(r));
-    r.status = b->status;
-    r.body = b->body;
-    r.body_len = b->body_len;
-    r.attempts = b->attempts;
-    r.maybe_executed = b->maybe_executed;
-    r.endpoint = b->endpoint;
-    lua_pushnil(L);
-    lrn_error_push_result(L, d->p->o.ctx, &r);
+  if (d->copied) {
+    d->copied = 0;
+    lrn_result_place(d, &d->r);
+    if (d->results != NULL) {
+      rn_result_t *r = (rn_result_t *)(void *)(d + 1);
+      for (i = 0; i < d->count; i++)
+        lrn_result_place(d, &r[i]);
+      d->results = r;
+    }
+  }
+  if (d->count == 0 || d->r.status != 0) {
+    lrn_push_result(L, d, &d->r);
     return 2;
   }
-  lua_createtable(L, (int)b->count, 1);
-  for (i = 0; i < b->count; i++) {
-    lrn_done_t one;
-    one.p = d->p;
-    one.result = &b->results[i];
-    lrn_push_result(L, &one); /* reply, nil | nil, err: one of them */
+  luaL_checkstack(L, 4, NULL);
+  lua_createtable(L, (int)d->count, 1);
+  for (i = 0; i < d->count; i++) {
+    lrn_push_result(L, d, &d->results[i]); /* reply, nil | nil, err */
     if (lua_isnil(L, -2))
       lua_remove(L, -2);
     else
       lua_pop(L, 1);
     lua_rawseti(L, -2, (int)(i + 1));
   }
-  lua_pushinteger(L, (lua_Integer)b->count);
+  lua_pushinteger(L, (lua_Integer)d->count);
   lua_setfield(L, -2, "n");
   lua_pushnil(L);
   return 2;
 }
 
+/* Copying: the bytes of r go at *at of base, its pointers becoming their
+ * offsets. The endpoint is kept only where an error object shows it. With
+ * base NULL, only counts the bytes. */
+static void lrn_result_copy(char *base, size_t *at, rn_result_t *r) {
+  size_t n = r->status != 0 && r->endpoint != NULL ? strlen(r->endpoint) + 1
+                                                   : 0;
+  if (base != NULL) {
+    const char *body = r->body, *endpoint = r->endpoint;
+    r->body = body == NULL ? NULL : (const char *)(uintptr_t)*at;
+    if (r->body_len > 0)
+      memcpy(base + *at, body, r->body_len);
+    r->endpoint = n == 0 ? NULL : (const char *)(uintptr_t)(*at + r->body_len);
+    if (n > 0)
+      memcpy(base + *at + r->body_len, endpoint, n);
+  }
+  *at += r->body_len + n;
+}
+
+/* Defers d's dispatch to the end of the read under way, copied: 1, or 0
+ * if it must go at once. */
+static int lrn_done_defer(const lrn_done_t *d, int held) {
+  size_t results = d->results != NULL ? d->count : 0;
+  size_t head = sizeof(*d) + results * sizeof(rn_result_t);
+  size_t size = head, i;
+  lrn_done_t *to;
+  rn_result_t r, *copies;
+
+  r = d->r;
+  lrn_result_copy(NULL, &size, &r);
+  for (i = 0; i < results; i++) {
+    r = d->results[i];
+    lrn_result_copy(NULL, &size, &r);
+  }
+  to = (lrn_done_t *)lrn_defer_held(d->ctx, held, lrn_push_done, size);
+  if (to == NULL)
+    return 0;
+  *to = *d;
+  to->copied = 1;
+  size = head;
+  lrn_result_copy((char *)to, &size, &to->r);
+  if (results == 0)
+    return 1;
+  copies = (rn_result_t *)(void *)(to + 1);
+  to->results = (const rn_result_t *)(uintptr_t)sizeof(*d);
+  for (i = 0; i < results; i++) {
+    copies[i] = d->results[i];
+    lrn_result_copy((char *)to, &size, &copies[i]);
+  }
+  return 1;
+}
+
+/* A call or a batch ended: its target gets d (unless the pool went quiet),
+ * at the end of the read that brought it or at once, and the pool is
+ * unpinned with its last one. */
+static void lrn_pool_finish(lrn_pool_t *p, int held, lrn_done_t *d) {
+  d->ctx = p->o.ctx;
+  d->resp = rn_pool_codec(p->pool)->protocol == RN_PROTOCOL_RESP;
+  d->copied = 0;
+  if (lrn_quiet(p))
+    lrn_release(p->o.ctx, held);
+  else if (!lrn_done_defer(d, held))
+    lrn_dispatch_held(p->o.ctx, held, lrn_push_done, d);
+  if (--p->in_flight == 0)
+    lrn_unref(p->o.ctx, &p->pin_ref);
+}
+
+void lrn_pool_done(rn_pool_t *pool, void *data, const rn_result_t *result) {
+  lrn_done_t d;
+  d.r = *result;
+  d.count = 0;
+  d.results = NULL;
+  lrn_pool_finish((lrn_pool_t *)rn_pool_data(pool), (int)(intptr_t)data,
+                  &d);
+}
+
 void lrn_pool_batch_done(rn_pool_t *pool, void *data,
-                         const rn_batch_result_t *result) {
-  lrn_batch_done_t d;
-  d.p = (lrn_pool_t *)rn_pool_data(pool);
-  d.result = result;
-  lrn_pool_finish(d.p, (int)(intptr_t)data, lrn_push_batch, &d);
+                         const rn_batch_result_t *b) {
+  lrn_done_t d;
+  memset(&d.r, 0, sizeof(d.r));
+  d.r.status = b->status;
+  d.r.body = b->body;
+  d.r.body_len = b->body_len;
+  d.r.attempts = b->attempts;
+  d.r.maybe_executed = b->maybe_executed;
+  d.r.endpoint = b->endpoint;
+  d.count = b->count;
+  d.results = b->status == 0 ? b->results : NULL;
+  lrn_pool_finish((lrn_pool_t *)rn_pool_data(pool), (int)(intptr_t)data,
+                  &d);
+}
+
+/* on_deliveries: one protected call into Lua per read. */
+static void lrn_pool_deliveries(rn_pool_t *pool, int begin) {
+  lrn_deliveries(((lrn_pool_t *)rn_pool_data(pool))->o.ctx, begin);
 }
 
 static const char *lrn_event_name(rn_event_type_t type) {
@@ -284,6 +361,7 @@ static int lrn_pool_new(lua_State *L) {
    * copied it. */
   lrn_pool_options_read(L, &o, &tls);
   o.on_event = lrn_pool_event;
+  o.on_deliveries = lrn_pool_deliveries;
   p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
   p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
   lua_getfield(L, 1, "retry");

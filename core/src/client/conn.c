@@ -304,8 +304,8 @@ static int conn_read_tls(rn_conn_t *conn, const uv_buf_t *buf, ssize_t nread,
   return 1;
 }
 
-static void conn_on_read(uv_stream_t *stream, ssize_t nread,
-                         const uv_buf_t *buf) {
+static void conn_read(uv_stream_t *stream, ssize_t nread,
+                      const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
   rn_pool_t *pool = conn->pool;
   size_t pos = 0;
@@ -384,6 +384,24 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
     rn__conn_suspect_drained(conn);
   /* TLS: the server's close_notify followed its last bytes. */
   if (peer_done && conn->state != RN_CONN_CLOSING) rn__conn_close(conn, UV_EOF);
+}
+
+/* A read, between the pool's on_deliveries edges: whatever it completes
+ * (replies, or failures when it closes the connection) falls inside. The
+ * pool outlives the read: it is freed only once its connections' handles
+ * have closed, after this callback. */
+static void conn_on_read(uv_stream_t *stream, ssize_t nread,
+                         const uv_buf_t *buf) {
+  rn_pool_t *pool = ((rn_conn_t *)stream->data)->pool;
+  rn_deliveries_cb edge = pool->options.on_deliveries;
+
+  if (edge == NULL || nread == 0) {
+    conn_read(stream, nread, buf);
+    return;
+  }
+  edge(pool, 1);
+  conn_read(stream, nread, buf);
+  edge(pool, 0);
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
