@@ -146,6 +146,7 @@ return function(core, T)
 
   local pool_send, pool_call, pool_callback = core.pool_send, core.pool_call,
                                               core.pool_callback
+  local elsewhere = core.elsewhere
   local running, yield = coroutine.running, coroutine.yield
 
   local function start_send(target, h, request, timeout, idempotent, attempts,
@@ -158,13 +159,11 @@ return function(core, T)
   --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
   function Pool:call(request, opts)
     if opts == nil then
-      -- Most calls: no options, from a task. What await does, inline:
-      -- pool_call sends unless this is no task (false).
-      local ok, err = pool_call(self._h, request)
-      if ok then
-        return yield()
-      elseif ok == nil then
-        return nil, err
+      -- Most calls: no options, from a task. What await does, in C:
+      -- pool_call sends and waits unless this is no task (elsewhere).
+      local reply, err = pool_call(self._h, request)
+      if reply ~= elsewhere then
+        return reply, err
       end
       return await("pool:call", start_send, self._h, request)
     end

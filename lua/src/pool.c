@@ -542,19 +542,26 @@ static int lrn_pool_callback(lua_State *L) {
   return lrn_pool_start(L, lrn_ctx(L), lrn_pool_get(L, 1), 3, NULL);
 }
 
+/* What pool_call returns outside a task: a value no reply can be. */
+static const char lrn_elsewhere = 'e';
+
 /* pool_call(h, request): from a task, pool_send with no options and the
- * task as target -> true (the task then yields for the reply) | nil, err;
- * elsewhere false, having done nothing. */
+ * task as target, the task then waiting (yielding here, not in a Lua
+ * function of the facade: one call fewer) -> what the reply is
+ * dispatched with, (reply, nil) | (nil, err); or nil, err when the call
+ * could not start. Elsewhere `elsewhere`, having done nothing. */
 static int lrn_pool_call(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p;
   if (!lrn_in_task(L, ctx)) {
-    lua_pushboolean(L, 0);
+    lua_pushlightuserdata(L, (void *)&lrn_elsewhere);
     return 1;
   }
   p = lrn_pool_get(L, 1);
   lua_pushthread(L); /* the target: above whatever else was passed */
-  return lrn_pool_start(L, ctx, p, lua_gettop(L), NULL);
+  if (lrn_pool_start(L, ctx, p, lua_gettop(L), NULL) == 2)
+    return 2;
+  return lua_yield(L, 0);
 }
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
@@ -830,6 +837,8 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&lrn_elsewhere);
+  lua_setfield(L, -2, "elsewhere");
   lrn_object_register(L, &lrn_pool_type, lrn_pool_funcs);
   lrn_hold_open(L);
 }
