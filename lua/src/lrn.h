@@ -86,8 +86,12 @@ typedef int (*lrn_push_fn)(lua_State *L, void *arg);
 void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push, void *arg);
 /* Holds the value at idx of L (a call's target) until it is dispatched by
  * lrn_dispatch_held or released: an id (> 0), cheaper to take and give
- * back than a registry ref. Raises when out of memory. */
+ * back than a registry ref. Raises when out of memory. Only from the
+ * functions of bound objects (lrn_object_register), whose upvalue 3 is
+ * the table of held targets: one store, no registry lookup. */
 int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx);
+/* Pushes the table of held targets (for lrn_object_register). */
+void lrn_push_held(lua_State *L, lrn_ctx_t *ctx);
 /* lrn_dispatch for a held target; releases it (also while the state is
  * closing, when nothing is dispatched). */
 void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push, void *arg);

@@ -77,11 +77,13 @@ int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx) {
     }
     slot = ++st->nslots;
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);
   lua_pushvalue(L, idx);
-  lua_rawseti(L, -2, slot);
-  lua_pop(L, 1);
+  lua_rawseti(L, lua_upvalueindex(3), slot);
   return 2 * slot + (lua_type(L, idx) == LUA_TFUNCTION);
+}
+
+void lrn_push_held(lua_State *L, lrn_ctx_t *ctx) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lrn_state(ctx)->held_ref);
 }
 
 /* Forgets slot's target in the held table at idx (absolute); L: any

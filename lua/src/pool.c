@@ -165,9 +165,14 @@ static int lrn_done_defer(const lrn_done_t *d, int held) {
   return 1;
 }
 
+/* A call or a batch ended: the pool is unpinned with its last one. */
+static void lrn_pool_ended(lrn_pool_t *p) {
+  if (--p->in_flight == 0)
+    lrn_unref(p->o.ctx, &p->pin_ref);
+}
+
 /* A call or a batch ended: its target gets d (unless the pool went quiet),
- * at the end of the read that brought it or at once, and the pool is
- * unpinned with its last one. */
+ * at the end of the read that brought it or at once. */
 static void lrn_pool_finish(lrn_pool_t *p, int held, lrn_done_t *d) {
   d->ctx = p->o.ctx;
   d->resp = rn_pool_codec(p->pool)->protocol == RN_PROTOCOL_RESP;
@@ -176,17 +181,35 @@ static void lrn_pool_finish(lrn_pool_t *p, int held, lrn_done_t *d) {
     lrn_release(p->o.ctx, held);
   else if (!lrn_done_defer(d, held))
     lrn_dispatch_held(p->o.ctx, held, lrn_push_done, d);
-  if (--p->in_flight == 0)
-    lrn_unref(p->o.ctx, &p->pin_ref);
+  lrn_pool_ended(p);
 }
 
 void lrn_pool_done(rn_pool_t *pool, void *data, const rn_result_t *result) {
-  lrn_done_t d;
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  lrn_done_t d, *to;
+  /* Most calls: a reply, waiting for the end of its read; only its body
+   * is read (lrn_push_result), so only that is copied. */
+  if (result->status == 0 && !lrn_quiet(p) &&
+      (to = (lrn_done_t *)lrn_defer_held(
+           p->o.ctx, (int)(intptr_t)data, lrn_push_done,
+           sizeof(*to) + result->body_len)) != NULL) {
+    to->ctx = p->o.ctx;
+    to->resp = rn_pool_codec(p->pool)->protocol == RN_PROTOCOL_RESP;
+    to->copied = 1;
+    memset(&to->r, 0, sizeof(to->r));
+    to->r.body = (const char *)(uintptr_t)sizeof(*to);
+    to->r.body_len = result->body_len;
+    to->count = 0;
+    to->results = NULL;
+    if (result->body_len > 0)
+      memcpy(to + 1, result->body, result->body_len);
+    lrn_pool_ended(p);
+    return;
+  }
   d.r = *result;
   d.count = 0;
   d.results = NULL;
-  lrn_pool_finish((lrn_pool_t *)rn_pool_data(pool), (int)(intptr_t)data,
-                  &d);
+  lrn_pool_finish(p, (int)(intptr_t)data, &d);
 }
 
 void lrn_pool_batch_done(rn_pool_t *pool, void *data,
@@ -567,13 +590,12 @@ static const char lrn_elsewhere = 'e';
  * dispatched with, (reply, nil) | (nil, err); or nil, err when the call
  * could not start. Elsewhere `elsewhere`, having done nothing. */
 static int lrn_pool_call(lua_State *L) {
-  lrn_ctx_t *ctx = lrn_ctx(L);
-  lrn_pool_t *p;
+  lrn_pool_t *p = lrn_pool_get(L, 1);
+  lrn_ctx_t *ctx = p != NULL ? p->o.ctx : lrn_ctx(L);
   if (!lrn_in_task(L, ctx)) {
     lua_pushlightuserdata(L, (void *)&lrn_elsewhere);
     return 1;
   }
-  p = lrn_pool_get(L, 1);
   lua_pushthread(L); /* the target: above whatever else was passed */
   if (lrn_pool_start(L, ctx, p, lua_gettop(L), NULL) == 2)
     return 2;
