@@ -581,25 +581,90 @@ static int lrn_pool_callback(lua_State *L) {
   return lrn_pool_start(L, lrn_ctx(L), lrn_pool_get(L, 1), 3, NULL);
 }
 
-/* What pool_call returns outside a task: a value no reply can be. */
-static const char lrn_elsewhere = 'e';
+/* pool:call(request[, opts]) itself: the facade's Pool.call, made by
+ * pool_call_method below. From a task (or a coroutine that a host's loop
+ * makes one: adopt), the call starts and the task waits for its reply
+ * here, yielding from C: no Lua frame of the facade's between a caller
+ * and its reply, which on the hot path cost more than the binding and
+ * the core together spend on the call. Anywhere else, slow(self,
+ * request, opts), the facade's long way, which there never yields (it
+ * runs the loop, or raises). Upvalues: those of the pool's functions
+ * (context, metatable, held targets), then slow, call_options, adopt and
+ * the key "_h". */
+enum { LRN_UP_SLOW = 4, LRN_UP_OPTIONS, LRN_UP_ADOPT, LRN_UP_HANDLE };
 
-/* pool_call(h, request): from a task, pool_send with no options and the
- * task as target, the task then waiting (yielding here, not in a Lua
- * function of the facade: one call fewer) -> what the reply is
- * dispatched with, (reply, nil) | (nil, err); or nil, err when the call
- * could not start. Elsewhere `elsewhere`, having done nothing. */
-static int lrn_pool_call(lua_State *L) {
-  lrn_pool_t *p = lrn_pool_get(L, 1);
-  lrn_ctx_t *ctx = p != NULL ? p->o.ctx : lrn_ctx(L);
+static int lrn_pool_call_method(lua_State *L) {
+  int args = lua_gettop(L);
+  int with_opts = args >= 3 && !lua_isnil(L, 3);
+  lrn_ctx_t *ctx;
+  lrn_pool_t *p;
+  rn_call_options_t co;
+
+  if (lua_type(L, 1) != LUA_TTABLE)
+    goto slow;
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_HANDLE));
+  lua_rawget(L, 1);
+  p = lrn_pool_get(L, -1); /* raises unless self is a pool */
+  ctx = p != NULL ? p->o.ctx : lrn_ctx(L);
   if (!lrn_in_task(L, ctx)) {
-    lua_pushlightuserdata(L, (void *)&lrn_elsewhere);
-    return 1;
+    if (ctx->host == LRN_LOOP_OWN)
+      goto slow;
+    lua_pushvalue(L, lua_upvalueindex(LRN_UP_ADOPT));
+#if LUA_VERSION_NUM >= 503
+    lua_pushboolean(L, lua_isyieldable(L));
+#else
+    lua_pushboolean(L, 1); /* no way to tell: lua_yield will say */
+#endif
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1))
+      goto slow;
+    lua_pop(L, 1);
   }
-  lua_pushthread(L); /* the target: above whatever else was passed */
-  if (lrn_pool_start(L, ctx, p, lua_gettop(L), NULL) == 2)
+  lua_replace(L, 1); /* self._h */
+  if (!with_opts) {
+    if (args != 2)
+      lua_settop(L, 2);
+    lua_pushthread(L); /* the target */
+    if (lrn_pool_start(L, ctx, p, 3, NULL) == 2)
+      return 2;
+    return lua_yield(L, 0);
+  }
+  /* (h, request, task, what call_options makes of opts): pool_send's. */
+  lua_settop(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_OPTIONS));
+  lua_pushliteral(L, "pool:call");
+  lua_pushvalue(L, 3);
+  lua_call(L, 2, 8);
+  lua_pushthread(L);
+  lua_replace(L, 3);
+  lrn_call_options(L, &co);
+  if (lrn_pool_start(L, ctx, p, 3, &co) == 2)
     return 2;
   return lua_yield(L, 0);
+
+slow:
+  lua_settop(L, args); /* what this pushed goes */
+  lua_settop(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_SLOW));
+  lua_insert(L, 1);
+  lua_call(L, 3, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* pool_call_method(slow, call_options, adopt) -> pool:call (above). */
+static int lrn_pool_call_method_new(lua_State *L) {
+  int i;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  for (i = 1; i <= 3; i++)
+    lua_pushvalue(L, lua_upvalueindex(i));
+  for (i = 1; i <= 3; i++)
+    lua_pushvalue(L, i);
+  lua_pushliteral(L, "_h");
+  lua_pushcclosure(L, lrn_pool_call_method, LRN_UP_HANDLE);
+  return 1;
 }
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
@@ -841,7 +906,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_options", lrn_pool_options_schema},
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_callback", lrn_pool_callback},
-    {"pool_call", lrn_pool_call},
+    {"pool_call_method", lrn_pool_call_method_new},
     {"pool_batch", lrn_pool_batch},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
@@ -851,8 +916,6 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {NULL, NULL}};
 
 void lrn_pool_open(lua_State *L) {
-  lua_pushlightuserdata(L, (void *)&lrn_elsewhere);
-  lua_setfield(L, -2, "elsewhere");
   lrn_object_register(L, &lrn_pool_type, lrn_pool_funcs);
   lrn_hold_open(L);
 }
