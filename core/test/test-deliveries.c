@@ -16,7 +16,7 @@ static test_peer_t peer;
 static int begins, ends, depth, deepest;
 
 /* The peer: nothing until BATCH lines are in, then all their answers in
- * one write; after that, with data set, it closes instead (an EOF). */
+ * one write; with data set, it closes instead (an EOF). */
 static void answer_batch(test_peer_conn_t *c) {
   size_t i, lines = 0;
   for (i = 0; i < c->in.len; i++)
@@ -55,14 +55,28 @@ static void record(rn_pool_t *pool, void *data, const rn_result_t *r) {
   test_record(pool, &s->o, r);
 }
 
-static rn_pool_t *pool_with_edges(void) {
+/* A loop, the peer (closing instead of answering with close set), and a
+ * pool of one connection to it with the edges counted. */
+static rn_pool_t *start(void *close) {
   rn_pool_options_t po;
   rn_pool_t *pool;
+  loop = test_loop_open();
+  test_peer_start(&peer, rn_loop_uv(loop), answer_batch);
+  peer.data = close;
+  begins = ends = depth = deepest = 0;
   test_pool_line_options(&po, peer.endpoint);
   po.size = 1;
   po.on_deliveries = on_deliveries;
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
   return pool;
+}
+
+static void finish(rn_pool_t *pool) {
+  ASSERT_EQ(begins, ends);
+  ASSERT_EQ(depth, 0);
+  test_pool_close_wait(loop, pool);
+  test_peer_stop(&peer);
+  test_loop_close(loop);
 }
 
 /* n calls of "x", each with its own deadline (ms; 0: the pool's). */
@@ -91,10 +105,7 @@ static void test_replies_of_a_read_come_between_its_edges(void) {
   rn_pool_t *pool;
   int i;
 
-  loop = test_loop_open();
-  test_peer_start(&peer, rn_loop_uv(loop), answer_batch);
-  begins = ends = depth = deepest = 0;
-  pool = pool_with_edges();
+  pool = start(NULL);
   send_calls(pool, seen, BATCH, 0);
   RUN_UNTIL(rn_loop_uv(loop), all_fired(seen, BATCH), 5000);
   for (i = 0; i < BATCH; i++) {
@@ -104,12 +115,8 @@ static void test_replies_of_a_read_come_between_its_edges(void) {
     ASSERT_EQ(seen[i].depth, 1);
   }
   ASSERT_GT(begins, 0);
-  ASSERT_EQ(begins, ends);
-  ASSERT_EQ(depth, 0);
   ASSERT_EQ(deepest, 1);
-  test_pool_close_wait(loop, pool);
-  test_peer_stop(&peer);
-  test_loop_close(loop);
+  finish(pool);
 }
 
 /* The read that finds the peer gone (an EOF) fails the calls out on the
@@ -120,22 +127,14 @@ static void test_failures_of_a_closing_read_come_between_its_edges(void) {
   rn_pool_t *pool;
   int i;
 
-  loop = test_loop_open();
-  test_peer_start(&peer, rn_loop_uv(loop), answer_batch);
-  peer.data = &closing;
-  begins = ends = depth = deepest = 0;
-  pool = pool_with_edges();
+  pool = start(&closing);
   send_calls(pool, seen, BATCH, 0);
   RUN_UNTIL(rn_loop_uv(loop), all_fired(seen, BATCH), 5000);
   for (i = 0; i < BATCH; i++) {
     ASSERT_NE(seen[i].o.status, 0);
     ASSERT_EQ(seen[i].depth, 1);
   }
-  ASSERT_EQ(begins, ends);
-  ASSERT_EQ(depth, 0);
-  test_pool_close_wait(loop, pool);
-  test_peer_stop(&peer);
-  test_loop_close(loop);
+  finish(pool);
 }
 
 /* A deadline is no read: its failure comes outside any edges. */
@@ -144,10 +143,7 @@ static void test_a_deadline_comes_outside_the_edges(void) {
   rn_pool_t *pool;
   int i;
 
-  loop = test_loop_open();
-  test_peer_start(&peer, rn_loop_uv(loop), answer_batch);
-  begins = ends = depth = deepest = 0;
-  pool = pool_with_edges();
+  pool = start(NULL);
   /* One line short of a batch: the peer never answers. */
   send_calls(pool, seen, BATCH - 1, 50);
   RUN_UNTIL(rn_loop_uv(loop), all_fired(seen, BATCH - 1), 5000);
@@ -155,10 +151,7 @@ static void test_a_deadline_comes_outside_the_edges(void) {
     ASSERT_EQ(seen[i].o.status, UV_ETIMEDOUT);
     ASSERT_EQ(seen[i].depth, 0);
   }
-  ASSERT_EQ(begins, ends);
-  test_pool_close_wait(loop, pool);
-  test_peer_stop(&peer);
-  test_loop_close(loop);
+  finish(pool);
 }
 
 TEST_LIST_START
