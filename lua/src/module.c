@@ -302,6 +302,19 @@ static int lrn_flush_protected(lua_State *L) {
   return 0;
 }
 
+/* Once the queue is empty: back to its start, its room within
+ * LRN_Q_KEEP. */
+static void lrn_queue_drained(lrn_state_t *st) {
+  if (st->q_head < st->q_tail)
+    return;
+  st->q_head = st->q_tail = 0;
+  if (st->q_cap > LRN_Q_KEEP) {
+    free(st->q);
+    st->q = NULL;
+    st->q_cap = 0;
+  }
+}
+
 static void lrn_flush(lrn_ctx_t *ctx) {
   lrn_state_t *st = lrn_state(ctx);
   lua_State *L = ctx->L;
@@ -326,14 +339,7 @@ static void lrn_flush(lrn_ctx_t *ctx) {
   }
   ctx->dispatching--;
   lua_settop(L, top);
-  if (st->q_head < st->q_tail)
-    return; /* lua_close: what is left goes with the state */
-  st->q_head = st->q_tail = 0;
-  if (st->q_cap > LRN_Q_KEEP) {
-    free(st->q);
-    st->q = NULL;
-    st->q_cap = 0;
-  }
+  lrn_queue_drained(st); /* (at lua_close what is left goes with the state) */
 }
 
 /* What is deferred goes first: whatever is dispatched now came later. */
@@ -342,16 +348,6 @@ static void lrn_flush(lrn_ctx_t *ctx) {
     if (lrn_state(ctx)->q_tail > lrn_state(ctx)->q_head)                     \
       lrn_flush(ctx);                                                        \
   } while (0)
-
-void lrn_deliveries(lrn_ctx_t *ctx, int begin) {
-  lrn_state_t *st = lrn_state(ctx);
-  if (begin) {
-    st->reads++;
-    return;
-  }
-  if (--st->reads == 0)
-    lrn_flush_first(ctx);
-}
 
 static void lrn_dispatch_call(lrn_call_t *c) {
   lua_State *L = c->ctx->L;
@@ -442,6 +438,28 @@ void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push,
   }
 #endif
   lrn_dispatch_call(&c);
+}
+
+void lrn_deliveries(lrn_ctx_t *ctx, int begin) {
+  lrn_state_t *st = lrn_state(ctx);
+  lrn_deferred_t *e;
+  if (begin) {
+    st->reads++;
+    return;
+  }
+  if (--st->reads > 0 || st->q_head == st->q_tail)
+    return;
+  e = (lrn_deferred_t *)(st->q + st->q_head);
+  if (st->q_head + e->size == st->q_tail) {
+    /* The read brought one (one call in flight): dispatched as one that
+     * did not wait, read in place (the queue moves only when it grows,
+     * after the push has read it), without the queue's protected call
+     * on top of the dispatch's own. */
+    st->q_head = st->q_tail;
+    lrn_dispatch_held(ctx, e->id, e->push, e + 1);
+    lrn_queue_drained(st);
+  }
+  lrn_flush_first(ctx);
 }
 
 typedef struct lrn_query_s {

@@ -228,9 +228,20 @@ void lrn_pool_batch_done(rn_pool_t *pool, void *data,
                   &d);
 }
 
-/* on_deliveries: one protected call into Lua per read. */
+/* on_deliveries: one protected call into Lua per read. The read counts
+ * as a call in flight: a target it brings usually makes the next call,
+ * and the pool stays pinned across that instead of being unpinned by the
+ * last reply and pinned again (two registry refs a read; one call in
+ * flight made that a read's every call). */
 static void lrn_pool_deliveries(rn_pool_t *pool, int begin) {
-  lrn_deliveries(((lrn_pool_t *)rn_pool_data(pool))->o.ctx, begin);
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  if (begin) {
+    p->in_flight++;
+    lrn_deliveries(p->o.ctx, 1);
+    return;
+  }
+  lrn_deliveries(p->o.ctx, 0);
+  lrn_pool_ended(p);
 }
 
 static const char *lrn_event_name(rn_event_type_t type) {

@@ -362,10 +362,6 @@ static void conn_read(uv_stream_t *stream, ssize_t nread,
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
 
   rn_buf_consume(&conn->rbuf, pos);
-  /* An idle connection gives its read buffer back: a pool may hold
-   * thousands of them, and each would keep RN_READ_CHUNK bytes for the
-   * rare heartbeat reply. A busy one keeps it for the next burst. */
-  if (conn->rbuf.len == 0 && conn->queued == 0) rn_buf_free(&conn->rbuf);
   /* Part of a reply is here: its call has been answered, even if the rest
    * never comes. (Replies by id come in any order: which call a partial
    * one is for is not known, and sent and answered retry alike. A RESP
@@ -392,16 +388,22 @@ static void conn_read(uv_stream_t *stream, ssize_t nread,
  * have closed, after this callback. */
 static void conn_on_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
-  rn_pool_t *pool = ((rn_conn_t *)stream->data)->pool;
+  rn_conn_t *conn = stream->data;
+  rn_pool_t *pool = conn->pool;
   rn_deliveries_cb edge = pool->options.on_deliveries;
 
-  if (edge == NULL || nread == 0) {
-    conn_read(stream, nread, buf);
-    return;
-  }
-  edge(pool, 1);
+  if (nread == 0) return;
+  if (edge != NULL) edge(pool, 1);
   conn_read(stream, nread, buf);
-  edge(pool, 0);
+  if (edge != NULL) edge(pool, 0);
+  /* An idle connection gives its read buffer back: a pool may hold
+   * thousands of them, and each would keep RN_READ_CHUNK bytes for the
+   * rare heartbeat reply. A busy one keeps it for the next burst. Looked
+   * at once the read's callbacks have run, the end edge's included: a
+   * binding's may only then make the calls that keep it busy. */
+  if (conn->state != RN_CONN_CLOSING && conn->rbuf.len == 0 &&
+      conn->queued == 0)
+    rn_buf_free(&conn->rbuf);
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
