@@ -537,7 +537,7 @@ static inline int lrn_pool_give(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
   return 1;
 }
 
-/* The common part of pool_send and pool_call: encodes the request at 2
+/* The common part of pool_send and pool:call: encodes the request at 2
  * and gives it to the core, the target at index target. p may be NULL
  * (closed); opts NULL for the pool's defaults. */
 static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
