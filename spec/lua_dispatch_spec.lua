@@ -128,6 +128,88 @@ describe("dispatch from the binding (issue 7)", function()
     assert.equal(2 * 64 * 20, seen)
   end)
 
+  -- Issue 20: the replies one read brings wait until the read is done and
+  -- are then dispatched in one protected call. A raw peer answers eight
+  -- pipelined lines with one write; four callbacks and four tasks wait.
+  local function one_read_peer(n)
+    local pending = ""
+    return H.raw_peer(function(chunk)
+      pending = pending .. chunk
+      local lines = {}
+      for line in pending:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+      if #lines < n then return "" end
+      pending = ""
+      return table.concat(lines, "\n") .. "\n"
+    end)
+  end
+
+  it("dispatches the replies of one read in order, once each, after the "
+     .. "core completed them all; an error in one loses none of the others",
+     function()
+    local peer = one_read_peer(8)
+    local pool = H.pool { endpoints = { peer.endpoint }, protocol = "line",
+                          size = 1 }
+    local seen, completed_at_first = {}, nil
+    local function saw(name, reply, err)
+      seen[#seen + 1] = name .. "=" .. tostring(reply or err.code)
+      if completed_at_first == nil then
+        completed_at_first = pool:stats().completed
+      end
+    end
+    local ok, err = pcall(H.go, function()
+      for i = 1, 4 do
+        assert(pool:send("c" .. i, function(reply, e)
+          saw("c" .. i, reply, e)
+          if i == 2 then error("boom in callback 2") end
+        end))
+      end
+      for i = 1, 4 do
+        resilnet.spawn(function()
+          saw("t" .. i, pool:call("t" .. i))
+          if i == 3 then error("boom in task 3") end
+        end)
+      end
+      while #seen < 8 do resilnet.sleep(0.005) end
+    end)
+    assert.is_false(ok)
+    assert.matches("boom in callback 2", err) -- the first error
+    assert.same({ "c1=c1", "c2=c2", "c3=c3", "c4=c4",
+                  "t1=t1", "t2=t2", "t3=t3", "t4=t4" }, seen)
+    -- One read brought all eight: the core had completed every one of
+    -- them before the first was dispatched.
+    assert.equal(8, completed_at_first)
+  end)
+
+  it("dispatches what waits for the end of a read before an event the "
+     .. "same read fires", function()
+    -- The peer answers four lines and then sends a line longer than the
+    -- pool's max_frame, in one write: the read that brings the replies
+    -- also closes the connection (EFRAMESIZE), whose state event
+    -- ("closed") must not overtake the replies that came before it.
+    local pending = ""
+    local peer = H.raw_peer(function(chunk)
+      pending = pending .. chunk
+      local _, n = pending:gsub("\n", "")
+      if n < 4 then return "" end
+      return "a\nb\nc\nd\n" .. ("x"):rep(200)
+    end)
+    local pool = H.pool { endpoints = { peer.endpoint }, protocol = "line",
+                          size = 1, max_frame = 64 }
+    local order = {}
+    H.go(function()
+      pool:on("state", function(ev)
+        if ev.state == "closed" then order[#order + 1] = "closed" end
+      end)
+      for i = 1, 4 do
+        assert(pool:send("q" .. i, function(reply)
+          order[#order + 1] = reply
+        end))
+      end
+      while #order < 5 do resilnet.sleep(0.005) end
+    end)
+    assert.same({ "a", "b", "c", "d", "closed" }, order)
+  end)
+
   it("replies through a server handler that waited on a pool", function()
     local pool = line_pool()
     local _, ep = H.server {

@@ -44,6 +44,16 @@ describe("on luv's loop", function()
     assert.falsy(out:find("after", 1, true), out)
   end)
 
+  it("reports the error of a task a reply resumed through luv's callback "
+     .. "hook", function()
+    local out, status = S.run("spec/hosts/luv_reply_error.lua")
+    assert.is_not.equals(0, status, out)
+    assert.truthy(out:find("before", 1, true), out)
+    assert.truthy(out:find("reply hello", 1, true), out)
+    assert.truthy(out:find("Uncaught Error: [^\n]*boom after a reply"), out)
+    assert.falsy(out:find("after\n", 1, true), out)
+  end)
+
   it("reports a policy function's bad answer through luv's hook", function()
     local out, status = S.run("spec/hosts/luv_policy_error.lua", redis.port)
     assert.is_not.equals(0, status, out)

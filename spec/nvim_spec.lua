@@ -102,4 +102,14 @@ describe("inside Neovim", function()
                   text .. out)
     assert.truthy(text:find("boom from a resilnet task", 1, true), text)
   end)
+
+  it("reports the errors of tasks a read's replies resumed, and the tasks "
+     .. "after them still get theirs", function()
+    local text, status, out = run_nvim("nvim_reply_errors.lua")
+    assert.equals(0, status, out .. text)
+    assert.truthy(text:find("Error executing luv callback:", 1, true),
+                  text .. out)
+    assert.truthy(text:find("boom after reply", 1, true), text)
+    assert.truthy(text:find("replies: r1 r2 r3 r4", 1, true), text .. out)
+  end)
 end)

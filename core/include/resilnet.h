@@ -322,6 +322,16 @@ typedef struct rn_pool_event_s {
 
 typedef void (*rn_pool_event_cb)(rn_pool_t *pool, const rn_pool_event_t *ev);
 
+/* The edges of one read's deliveries (rn_pool_options_t on_deliveries):
+ * called with begin 1 before the replies one read of a connection brings
+ * go to their callbacks, and with begin 0 once they all have, the pairs
+ * nested if a callback makes another read happen. Whatever else that read
+ * sets off (events, failed calls when its connection closes) also falls
+ * in between. A binding may gather the callbacks in between and enter its
+ * language once per read instead of once per reply; the results it
+ * gathers are only valid during their callbacks, so it copies them. */
+typedef void (*rn_deliveries_cb)(rn_pool_t *pool, int begin);
+
 /* Reconnect backoff: each failed connect to an endpoint waits longer,
  * delay(n) = min(initial * multiplier^n, max), spread by +/- jitter * delay
  * at random so that clients that failed together do not return together. */
@@ -470,6 +480,7 @@ typedef struct rn_pool_options_s {
   size_t write_high_water;  /* bytes queued on one connection before it is
                                passed over for new calls (1 MiB) */
   rn_pool_event_cb on_event;
+  rn_deliveries_cb on_deliveries; /* may be NULL (NULL) */
   rn_backoff_options_t reconnect;
   rn_heartbeat_options_t heartbeat;
   rn_keepalive_options_t keepalive;

@@ -15,7 +15,7 @@ for _, e in ipairs(opt.hedge_fields) do hedge_default[e[1]] = e[3] end
 
 return function(core, T)
   local P = {}
-  local tasks, await = T.tasks, T.await
+  local await = T.await
   local add_handler, deliver, close_and_wait = T.add_handler, T.deliver,
         T.close_and_wait
 
@@ -145,9 +145,7 @@ return function(core, T)
            nil, key
   end
 
-  local pool_send, pool_call, pool_callback = core.pool_send, core.pool_call,
-                                              core.pool_callback
-  local running, yield = coroutine.running, coroutine.yield
+  local pool_send, pool_callback = core.pool_send, core.pool_callback
 
   local function start_send(target, h, request, timeout, idempotent, attempts,
                             attempt_timeout, hedge_delay, hedge_max, key,
@@ -157,30 +155,19 @@ return function(core, T)
   end
 
   --- pool:call(request, opts) -> reply | nil, err. Waits (see await).
-  function Pool:call(request, opts)
+  -- In C (core.pool_call_method): from a task, or a coroutine a host's
+  -- loop adopts, it starts the call and waits for the reply itself, with
+  -- call_options checking opts; anywhere else (no task: it runs the loop,
+  -- or raises) it calls this. A tail call: await's errors blame the
+  -- caller of pool:call.
+  local function call_elsewhere(self, request, opts)
     if opts == nil then
-      -- Most calls: no options, from a task. What await does, inline:
-      -- pool_call sends unless this is no task (false).
-      local ok, err = pool_call(self._h, request)
-      if ok then
-        return yield()
-      elseif ok == nil then
-        return nil, err
-      end
       return await("pool:call", start_send, self._h, request)
-    end
-    local co = running()
-    if co and tasks[co] then
-      local ok, err = pool_send(self._h, request, co,
-                                call_options("pool:call", opts))
-      if ok then
-        return yield()
-      end
-      return nil, err
     end
     return await("pool:call", start_send, self._h, request,
                  call_options("pool:call", opts))
   end
+  Pool.call = core.pool_call_method(call_elsewhere, call_options, T.adopt)
 
   --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
   -- once, from the loop, unless send itself returned nil, err.

@@ -121,18 +121,22 @@ return function(core)
   -- On a host's loop, the coroutine we are in (one a luv callback or a
   -- Neovim plugin made) becomes a task for as long as it waits: it yields
   -- to whoever resumed it, and the reply resumes it from the loop. nil in
-  -- the main thread, or where yielding is impossible.
-  local function adoptable()
+  -- the main thread, or where yielding is impossible. yieldable: what a
+  -- caller in C (pool:call) knows of that, since coroutine.isyieldable()
+  -- called from it would see its own C call.
+  local function adoptable(yieldable)
     local co, main = coroutine.running()
-    if co == nil or main
-       or (coroutine.isyieldable and not coroutine.isyieldable()) then
+    if yieldable == nil then
+      yieldable = not coroutine.isyieldable or coroutine.isyieldable()
+    end
+    if co == nil or main or not yieldable then
       return nil
     end
     return co
   end
 
-  local function adopt()
-    local co = adoptable()
+  local function adopt(yieldable)
+    local co = adoptable(yieldable)
     if co then tasks[co] = {} end
     return co
   end
@@ -334,7 +338,7 @@ return function(core)
     end
   end
 
-  T.tasks, T.resume, T.await = tasks, resume, await
+  T.tasks, T.resume, T.await, T.adopt = tasks, resume, await, adopt
   T.add_handler, T.deliver, T.close_and_wait = add_handler, deliver,
     close_and_wait
   return T

@@ -86,13 +86,28 @@ typedef int (*lrn_push_fn)(lua_State *L, void *arg);
 void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push, void *arg);
 /* Holds the value at idx of L (a call's target) until it is dispatched by
  * lrn_dispatch_held or released: an id (> 0), cheaper to take and give
- * back than a registry ref. Raises when out of memory. */
+ * back than a registry ref. Raises when out of memory. Only from the
+ * functions of bound objects (lrn_object_register), whose upvalue 3 is
+ * the table of held targets: one store, no registry lookup. */
 int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx);
+/* Pushes the table of held targets (for lrn_object_register). */
+void lrn_push_held(lua_State *L, lrn_ctx_t *ctx);
 /* lrn_dispatch for a held target; releases it (also while the state is
  * closing, when nothing is dispatched). */
 void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push, void *arg);
 /* Releases a held target that will not be dispatched. */
 void lrn_release(lrn_ctx_t *ctx, int id);
+/* A pool's on_deliveries edges: while a read's deliveries are under way,
+ * held targets may wait in a queue and be dispatched, in order, once the
+ * read is done, in one protected call (a dispatch that does not wait,
+ * of anything, first dispatches every one waiting). */
+void lrn_deliveries(lrn_ctx_t *ctx, int begin);
+/* Queues the dispatch of held target id until the end of the read under
+ * way, push then getting as its argument the size bytes returned (to be
+ * filled now; they may move before the push, so nothing in them may point
+ * into them). NULL when nothing can wait (no read under way, out of
+ * memory): then dispatch at once. */
+void *lrn_defer_held(lrn_ctx_t *ctx, int id, lrn_push_fn push, size_t size);
 /* True if L is one of the facade's tasks. */
 int lrn_in_task(lua_State *L, lrn_ctx_t *ctx);
 /* Calls the plain function at ref with what push pushes, protected, and

@@ -27,6 +27,11 @@ typedef struct lrn_state_s {
   int cap;         /* room in free_slots, always >= nslots */
   int tasks_ref;   /* the facade's table whose keys are its tasks */
   lua_State *current; /* the task resumed from C right now, or NULL */
+  /* Dispatches deferred to the end of a read (lrn_defer_held): entries
+   * back to back in q, dispatched from q_head up to q_tail in order. */
+  char *q;
+  size_t q_head, q_tail, q_cap;
+  int reads;       /* reads whose deliveries are under way (nested) */
 } lrn_state_t;
 
 #define lrn_state(ctx) ((lrn_state_t *)(ctx))
@@ -72,11 +77,13 @@ int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx) {
     }
     slot = ++st->nslots;
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref);
   lua_pushvalue(L, idx);
-  lua_rawseti(L, -2, slot);
-  lua_pop(L, 1);
+  lua_rawseti(L, lua_upvalueindex(3), slot);
   return 2 * slot + (lua_type(L, idx) == LUA_TFUNCTION);
+}
+
+void lrn_push_held(lua_State *L, lrn_ctx_t *ctx) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lrn_state(ctx)->held_ref);
 }
 
 /* Forgets slot's target in the held table at idx (absolute); L: any
@@ -141,7 +148,7 @@ int lrn_in_task(lua_State *L, lrn_ctx_t *ctx) {
  * raised goes to the facade's finish_task(co, ok, ...), as it would after
  * coroutine.resume. */
 static int lrn_resume_task(lua_State *L, lrn_state_t *st, lua_State *co,
-                           int n) {
+                           int t, int n) {
   lua_State *previous;
   int status, nres;
   if (!lua_checkstack(co, n))
@@ -164,22 +171,60 @@ static int lrn_resume_task(lua_State *L, lrn_state_t *st, lua_State *co,
     return luaL_error(L, "resilnet: too many results to resume");
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->finish_ref);
-  lua_pushvalue(L, 1);
+  lua_pushvalue(L, t);
   lua_pushboolean(L, status == LUA_OK);
   lua_xmove(co, L, nres);
   lua_call(L, nres + 2, 0);
   return 0;
 }
 
-/* The target (a registry ref) is dispatched by kind: a suspended task is
- * resumed here and a plain callback called under the facade's message
- * handler, without a Lua frame of ours in between (they are every call's
- * reply); anything else (a task not started yet, one that is not
- * suspended) goes through the facade's dispatcher. */
+/* The target at index t, the top of L, is dispatched by kind with what
+ * push pushes: a suspended task is resumed here and a plain callback
+ * called under the facade's message handler, without a Lua frame of ours
+ * in between (they are every call's reply); anything else (a task not
+ * started yet, one that is not suspended) goes through the facade's
+ * dispatcher. Errors of tasks and callbacks are recorded, not raised. */
+static void lrn_dispatch_at(lua_State *L, lrn_ctx_t *ctx, int t,
+                            lrn_push_fn push, void *arg) {
+  lrn_state_t *st = lrn_state(ctx);
+  int n = 0;
+  switch (lua_type(L, t)) {
+  case LUA_TTHREAD: {
+    lua_State *co = lua_tothread(L, t);
+    if (lua_status(co) != LUA_YIELD || st->finish_ref == LUA_NOREF)
+      break;
+    if (push != NULL)
+      n = push(L, arg);
+    lrn_resume_task(L, st, co, t, n);
+    return;
+  }
+  case LUA_TFUNCTION:
+    if (st->handler_ref == LUA_NOREF)
+      break;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->handler_ref);
+    lua_insert(L, t);
+    if (push != NULL)
+      n = push(L, arg);
+    if (lua_pcall(L, n, 0, t) != LUA_OK)
+      lrn_record_error(ctx, L, -1);
+    return;
+  default:
+    break;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->dispatcher_ref);
+  if (lua_type(L, -1) != LUA_TFUNCTION)
+    luaL_error(L, "resilnet: no dispatcher is set "
+                  "(load the module with require \"resilnet\")");
+  lua_insert(L, t);
+  if (push != NULL)
+    n = push(L, arg);
+  /* Protected by the enclosing cpcall; the dispatcher catches the errors of
+   * tasks and callbacks itself, so this only unwinds on its own failure. */
+  lua_call(L, n + 1, 0);
+}
+
 static int lrn_dispatch_protected(lua_State *L) {
   lrn_call_t *c = (lrn_call_t *)lua_touserdata(L, 1);
-  lrn_state_t *st = lrn_state(c->ctx);
-  int n = 0;
   if (c->held) {
     /* Released first: nothing below can fail before it, and the target
      * may well make the next call. */
@@ -188,45 +233,128 @@ static int lrn_dispatch_protected(lua_State *L) {
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->target_ref); /* 1 */
   }
-  switch (lua_type(L, 1)) {
-  case LUA_TTHREAD: {
-    lua_State *co = lua_tothread(L, 1);
-    if (lua_status(co) != LUA_YIELD || st->finish_ref == LUA_NOREF)
-      break;
-    if (c->push != NULL)
-      n = c->push(L, c->arg);
-    return lrn_resume_task(L, st, co, n);
-  }
-  case LUA_TFUNCTION:
-    if (st->handler_ref == LUA_NOREF)
-      break;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, st->handler_ref);
-    lua_insert(L, 1);
-    if (c->push != NULL)
-      n = c->push(L, c->arg);
-    if (lua_pcall(L, n, 0, 1) != LUA_OK)
-      lrn_record_error(c->ctx, L, -1);
-    return 0;
-  default:
-    break;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ctx->dispatcher_ref);
-  if (lua_type(L, -1) != LUA_TFUNCTION)
-    return luaL_error(L, "resilnet: no dispatcher is set "
-                         "(load the module with require \"resilnet\")");
-  lua_insert(L, 1);
-  if (c->push != NULL)
-    n = c->push(L, c->arg);
-  /* Protected by the enclosing cpcall; the dispatcher catches the errors of
-   * tasks and callbacks itself, so this only unwinds on its own failure. */
-  lua_call(L, n + 1, 0);
+  lrn_dispatch_at(L, c->ctx, 1, c->push, c->arg);
   return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* One protected call per read                                                */
+
+/* A deferred dispatch in the queue, its push's argument right after it. */
+typedef struct lrn_deferred_s {
+  lrn_push_fn push;
+  size_t size; /* of the entry, this header included, rounded up */
+  int id;      /* the held target */
+} lrn_deferred_t;
+
+#define LRN_Q_ALIGN(n) (((n) + 15) & ~(size_t)15)
+/* The queue's room kept between reads; a read of larger replies gives the
+ * rest back once they are dispatched. */
+#define LRN_Q_KEEP 65536
+
+void *lrn_defer_held(lrn_ctx_t *ctx, int id, lrn_push_fn push, size_t size) {
+  lrn_state_t *st = lrn_state(ctx);
+  lrn_deferred_t *e;
+  size_t need = LRN_Q_ALIGN(sizeof(lrn_deferred_t) + size);
+  if (st->reads == 0 || ctx->closing)
+    return NULL;
+  if (need > st->q_cap - st->q_tail) {
+    size_t cap = st->q_cap > 0 ? st->q_cap : 4096;
+    char *grown;
+    while (cap - st->q_tail < need) {
+      if (cap > ((size_t)-1) / 2)
+        return NULL;
+      cap *= 2;
+    }
+    if ((grown = (char *)realloc(st->q, cap)) == NULL)
+      return NULL; /* dispatched at once instead */
+    st->q = grown;
+    st->q_cap = cap;
+  }
+  e = (lrn_deferred_t *)(st->q + st->q_tail);
+  e->push = push;
+  e->size = need;
+  e->id = id;
+  st->q_tail += need;
+  return e + 1;
+}
+
+/* Dispatches the deferred entries in order, in one protected call for as
+ * many as go without an error escaping (a task's or a callback's own
+ * errors are recorded and do not). Each entry leaves the queue, its
+ * target released, before anything that may fail: re-entered (a target's
+ * call makes another read), the inner run goes on where this one is. */
+static int lrn_flush_protected(lua_State *L) {
+  lrn_state_t *st = (lrn_state_t *)lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->held_ref); /* 1 */
+  while (st->q_head < st->q_tail) {
+    lrn_deferred_t *e = (lrn_deferred_t *)(st->q + st->q_head);
+    int slot = LRN_HELD_SLOT(e->id);
+    st->q_head += e->size;
+    lua_rawgeti(L, 1, slot); /* 2 */
+    lrn_unhold_in(L, st, 1, slot);
+    /* The push reads e before any Lua runs, so before the queue can
+     * grow (move) or be emptied under it. */
+    lrn_dispatch_at(L, &st->ctx, 2, e->push, e + 1);
+    lua_settop(L, 1);
+  }
+  return 0;
+}
+
+/* Once the queue is empty: back to its start, its room within
+ * LRN_Q_KEEP. */
+static void lrn_queue_drained(lrn_state_t *st) {
+  if (st->q_head < st->q_tail)
+    return;
+  st->q_head = st->q_tail = 0;
+  if (st->q_cap > LRN_Q_KEEP) {
+    free(st->q);
+    st->q = NULL;
+    st->q_cap = 0;
+  }
+}
+
+static void lrn_flush(lrn_ctx_t *ctx) {
+  lrn_state_t *st = lrn_state(ctx);
+  lua_State *L = ctx->L;
+  int top = lua_gettop(L);
+  ctx->dispatching++;
+  while (st->q_head < st->q_tail && !ctx->closing) {
+    size_t head = st->q_head;
+    int rc = ctx->host_pcall != NULL
+                 ? lrn_host_call(ctx, L, lrn_flush_protected, st)
+                 : lrn_cpcall(L, lrn_flush_protected, st);
+    if (rc == LUA_OK)
+      continue;
+    if (ctx->host_pcall == NULL) /* the host's hook reported it */
+      lrn_record_error(ctx, L, -1);
+    lua_settop(L, top);
+    if (st->q_head == head && head < st->q_tail) {
+      /* Failed before taking the entry: released, not dispatched. */
+      lrn_deferred_t *e = (lrn_deferred_t *)(st->q + head);
+      st->q_head += e->size;
+      lrn_unhold(L, st, LRN_HELD_SLOT(e->id));
+    }
+  }
+  ctx->dispatching--;
+  lua_settop(L, top);
+  lrn_queue_drained(st); /* (at lua_close what is left goes with the state) */
+}
+
+/* What is deferred goes first: whatever is dispatched now came later. */
+#define lrn_flush_first(ctx)                                                 \
+  do {                                                                       \
+    if (lrn_state(ctx)->q_tail > lrn_state(ctx)->q_head)                     \
+      lrn_flush(ctx);                                                        \
+  } while (0)
+
 static void lrn_dispatch_call(lrn_call_t *c) {
   lua_State *L = c->ctx->L;
-  int top = lua_gettop(L);
+  int top;
   int rc;
+  lrn_flush_first(c->ctx);
+  top = lua_gettop(L);
   c->ctx->dispatching++;
   if (c->ctx->host_pcall != NULL) {
     /* A host's loop: through its hook, which reports what fails. */
@@ -275,7 +403,9 @@ static int lrn_call_protected(lua_State *L) {
  * any protection; they go the long way.) */
 static void lrn_dispatch_function(lrn_call_t *c) {
   lua_State *L = c->ctx->L;
-  int top = lua_gettop(L);
+  int top;
+  lrn_flush_first(c->ctx);
+  top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lrn_state(c->ctx)->handler_ref);
   lua_pushcfunction(L, lrn_call_protected);
   lua_pushlightuserdata(L, c);
@@ -308,6 +438,28 @@ void lrn_dispatch_held(lrn_ctx_t *ctx, int id, lrn_push_fn push,
   }
 #endif
   lrn_dispatch_call(&c);
+}
+
+void lrn_deliveries(lrn_ctx_t *ctx, int begin) {
+  lrn_state_t *st = lrn_state(ctx);
+  lrn_deferred_t *e;
+  if (begin) {
+    st->reads++;
+    return;
+  }
+  if (--st->reads > 0 || st->q_head == st->q_tail)
+    return;
+  e = (lrn_deferred_t *)(st->q + st->q_head);
+  if (st->q_head + e->size == st->q_tail) {
+    /* The read brought one (one call in flight): dispatched as one that
+     * did not wait, read in place (the queue moves only when it grows,
+     * after the push has read it), without the queue's protected call
+     * on top of the dispatch's own. */
+    st->q_head = st->q_tail;
+    lrn_dispatch_held(ctx, e->id, e->push, e + 1);
+    lrn_queue_drained(st);
+  }
+  lrn_flush_first(ctx);
 }
 
 typedef struct lrn_query_s {
@@ -521,6 +673,9 @@ static int lrn_ctx_gc(lua_State *L) {
   rn_buf_free(&ctx->buf);
   free(lrn_state(ctx)->free_slots);
   lrn_state(ctx)->free_slots = NULL;
+  free(lrn_state(ctx)->q);
+  lrn_state(ctx)->q = NULL;
+  lrn_state(ctx)->q_head = lrn_state(ctx)->q_tail = lrn_state(ctx)->q_cap = 0;
   return 0;
 }
 

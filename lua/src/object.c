@@ -122,7 +122,9 @@ void lrn_object_register(lua_State *L, const lrn_type_t *type,
   lua_pushlightuserdata(L, (void *)type);
   lua_pushvalue(L, -2);
   lua_rawset(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, -3); /* upvalues: the context, the metatable */
+  /* upvalues: the context, the metatable, the held targets (lrn_hold) */
+  lua_pushvalue(L, -3);
   lua_insert(L, -2);
-  lrn_setfuncs(L, funcs, 2);
+  lrn_push_held(L, (lrn_ctx_t *)lua_touserdata(L, -2));
+  lrn_setfuncs(L, funcs, 3);
 }

@@ -76,7 +76,7 @@ static inline void *lrn_object_get(lua_State *L, int idx,
 void lrn_object_close_all(lrn_ctx_t *ctx);
 /* Creates the metatable of type (with __gc) and registers funcs into the
  * module table on top of the stack (the context just below it), each with
- * the upvalues (context, metatable). */
+ * the upvalues (context, metatable, held targets). */
 void lrn_object_register(lua_State *L, const lrn_type_t *type,
                          const luaL_Reg *funcs);
 

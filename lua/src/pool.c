@@ -30,107 +30,218 @@ void lrn_pool_unpin_idle(lrn_pool_t *p) {
 /* ------------------------------------------------------------------------ */
 /* Callbacks from the core                                                    */
 
+/* What a call or a batch came to, as its target gets it: a call's
+ * result, pushed as (reply, nil) or (nil, err); or a batch's, one result
+ * per request in a table, or the batch's failure as a whole. Read in place
+ * from the core's callback, or from a copy waiting for the end of a read
+ * (lrn_defer_held): there `copied`, and its pointers are offsets from d
+ * (0 for NULL), since the queue may move. */
 typedef struct lrn_done_s {
-  lrn_pool_t *p;
-  const rn_result_t *result;
+  lrn_ctx_t *ctx;
+  int resp;   /* replies are RESP values, decoded; else strings */
+  int copied;
+  rn_result_t r;              /* a call's; a batch's status, body, ... */
+  size_t count;               /* a batch's requests; 0 for a call */
+  const rn_result_t *results; /* a batch's results (status 0), or NULL */
 } lrn_done_t;
 
-static int lrn_push_result(lua_State *L, void *arg) {
-  lrn_done_t *d = (lrn_done_t *)arg;
-  const rn_result_t *r = d->result;
-  /* No luaL_checkstack: every dispatch path calls this from a C function
-   * just entered by (p)call, whose LUA_MINSTACK free slots hold the
-   * target, a handler and these two values. */
+/* (reply, nil) or (nil, err) for r. No luaL_checkstack: every dispatch
+ * path calls this from a C function just entered by (p)call, whose
+ * LUA_MINSTACK free slots hold the target, a handler and these two. */
+static void lrn_push_result(lua_State *L, const lrn_done_t *d,
+                            const rn_result_t *r) {
   if (r->status != 0) {
     lua_pushnil(L);
-    lrn_error_push_result(L, d->p->o.ctx, r);
-    return 2;
+    lrn_error_push_result(L, d->ctx, r);
+    return;
   }
-  if (rn_pool_codec(d->p->pool)->protocol == RN_PROTOCOL_RESP) {
-    if (lrn_resp_push(L, d->p->o.ctx, r->body, r->body_len) != 0) {
-      rn_result_t bad = *r;
-      bad.status = RN_EBADFRAME;
-      lua_pushnil(L);
-      lrn_error_push_result(L, d->p->o.ctx, &bad);
-      return 2;
-    }
-  } else {
+  if (!d->resp) {
     lua_pushlstring(L, r->body, r->body_len);
+  } else if (lrn_resp_push(L, d->ctx, r->body, r->body_len) != 0) {
+    rn_result_t bad = *r;
+    bad.status = RN_EBADFRAME;
+    lua_pushnil(L);
+    lrn_error_push_result(L, d->ctx, &bad);
+    return;
   }
   lua_pushnil(L);
-  return 2;
 }
 
-/* A call or a batch ended: its target gets what push pushes (unless the
- * pool went quiet), and the pool is unpinned with its last one. */
-static void lrn_pool_finish(lrn_pool_t *p, int held, lrn_push_fn push,
-                            void *arg) {
-  if (lrn_quiet(p))
-    lrn_release(p->o.ctx, held);
-  else
-    lrn_dispatch_held(p->o.ctx, held, push, arg);
-  if (--p->in_flight == 0)
-    lrn_unref(p->o.ctx, &p->pin_ref);
+/* A copy's pointer back from its offset. */
+#define LRN_DONE_AT(d, off)                                                  \
+  ((off) == NULL ? NULL : (const char *)(d) + (uintptr_t)(off))
+
+static void lrn_result_place(const lrn_done_t *d, rn_result_t *r) {
+  r->body = LRN_DONE_AT(d, r->body);
+  r->endpoint = LRN_DONE_AT(d, r->endpoint);
 }
 
-void lrn_pool_done(rn_pool_t *pool, void *data, const rn_result_t *result) {
-  lrn_done_t d;
-  d.p = (lrn_pool_t *)rn_pool_data(pool);
-  d.result = result;
-  lrn_pool_finish(d.p, (int)(intptr_t)data, lrn_push_result, &d);
-}
-
-typedef struct lrn_batch_done_s {
-  lrn_pool_t *p;
-  const rn_batch_result_t *result;
-} lrn_batch_done_t;
-
-/* A batch's target gets (replies, nil): replies[i] is what pool:call
- * would have returned for request i, its reply or its error object (an
- * error reply, an rnp refusal), with replies.n the count; or (nil, err)
- * when the batch failed as a whole. */
-static int lrn_push_batch(lua_State *L, void *arg) {
-  lrn_batch_done_t *d = (lrn_batch_done_t *)arg;
-  const rn_batch_result_t *b = d->result;
+/* The target's arguments: (reply, nil) | (nil, err) for a call; for a
+ * batch (replies, nil), replies[i] what pool:call would have returned for
+ * request i, its reply or its error object (an error reply, an rnp
+ * refusal), replies.n the count; or (nil, err) when the batch failed as
+ * a whole. */
+static int lrn_push_done(lua_State *L, void *arg) {
+  lrn_done_t *d = (lrn_done_t *)arg;
   size_t i;
-  luaL_checkstack(L, 4, NULL);
-  if (b->status != 0) {
-    rn_result_t r;
-    memset(&r, 0, sizeof(r));
-    r.status = b->status;
-    r.body = b->body;
-    r.body_len = b->body_len;
-    r.attempts = b->attempts;
-    r.maybe_executed = b->maybe_executed;
-    r.endpoint = b->endpoint;
-    lua_pushnil(L);
-    lrn_error_push_result(L, d->p->o.ctx, &r);
+  if (d->copied) {
+    d->copied = 0;
+    lrn_result_place(d, &d->r);
+    if (d->results != NULL) {
+      rn_result_t *r = (rn_result_t *)(void *)(d + 1);
+      for (i = 0; i < d->count; i++)
+        lrn_result_place(d, &r[i]);
+      d->results = r;
+    }
+  }
+  if (d->count == 0 || d->r.status != 0) {
+    lrn_push_result(L, d, &d->r);
     return 2;
   }
-  lua_createtable(L, (int)b->count, 1);
-  for (i = 0; i < b->count; i++) {
-    lrn_done_t one;
-    one.p = d->p;
-    one.result = &b->results[i];
-    lrn_push_result(L, &one); /* reply, nil | nil, err: one of them */
+  luaL_checkstack(L, 4, NULL);
+  lua_createtable(L, (int)d->count, 1);
+  for (i = 0; i < d->count; i++) {
+    lrn_push_result(L, d, &d->results[i]); /* reply, nil | nil, err */
     if (lua_isnil(L, -2))
       lua_remove(L, -2);
     else
       lua_pop(L, 1);
     lua_rawseti(L, -2, (int)(i + 1));
   }
-  lua_pushinteger(L, (lua_Integer)b->count);
+  lua_pushinteger(L, (lua_Integer)d->count);
   lua_setfield(L, -2, "n");
   lua_pushnil(L);
   return 2;
 }
 
+/* Copying: the bytes of r go at *at of base, its pointers becoming their
+ * offsets. The endpoint is kept only where an error object shows it. With
+ * base NULL, only counts the bytes. */
+static void lrn_result_copy(char *base, size_t *at, rn_result_t *r) {
+  size_t n = r->status != 0 && r->endpoint != NULL ? strlen(r->endpoint) + 1
+                                                   : 0;
+  if (base != NULL) {
+    const char *body = r->body, *endpoint = r->endpoint;
+    r->body = body == NULL ? NULL : (const char *)(uintptr_t)*at;
+    if (r->body_len > 0)
+      memcpy(base + *at, body, r->body_len);
+    r->endpoint = n == 0 ? NULL : (const char *)(uintptr_t)(*at + r->body_len);
+    if (n > 0)
+      memcpy(base + *at + r->body_len, endpoint, n);
+  }
+  *at += r->body_len + n;
+}
+
+/* Defers d's dispatch to the end of the read under way, copied: 1, or 0
+ * if it must go at once. */
+static int lrn_done_defer(const lrn_done_t *d, int held) {
+  size_t results = d->results != NULL ? d->count : 0;
+  size_t head = sizeof(*d) + results * sizeof(rn_result_t);
+  size_t size = head, i;
+  lrn_done_t *to;
+  rn_result_t r, *copies;
+
+  r = d->r;
+  lrn_result_copy(NULL, &size, &r);
+  for (i = 0; i < results; i++) {
+    r = d->results[i];
+    lrn_result_copy(NULL, &size, &r);
+  }
+  to = (lrn_done_t *)lrn_defer_held(d->ctx, held, lrn_push_done, size);
+  if (to == NULL)
+    return 0;
+  *to = *d;
+  to->copied = 1;
+  size = head;
+  lrn_result_copy((char *)to, &size, &to->r);
+  if (results == 0)
+    return 1;
+  copies = (rn_result_t *)(void *)(to + 1);
+  to->results = (const rn_result_t *)(uintptr_t)sizeof(*d);
+  for (i = 0; i < results; i++) {
+    copies[i] = d->results[i];
+    lrn_result_copy((char *)to, &size, &copies[i]);
+  }
+  return 1;
+}
+
+/* A call or a batch ended: the pool is unpinned with its last one. */
+static void lrn_pool_ended(lrn_pool_t *p) {
+  if (--p->in_flight == 0)
+    lrn_unref(p->o.ctx, &p->pin_ref);
+}
+
+/* A call or a batch ended: its target gets d (unless the pool went quiet),
+ * at the end of the read that brought it or at once. */
+static void lrn_pool_finish(lrn_pool_t *p, int held, lrn_done_t *d) {
+  d->ctx = p->o.ctx;
+  d->resp = rn_pool_codec(p->pool)->protocol == RN_PROTOCOL_RESP;
+  d->copied = 0;
+  if (lrn_quiet(p))
+    lrn_release(p->o.ctx, held);
+  else if (!lrn_done_defer(d, held))
+    lrn_dispatch_held(p->o.ctx, held, lrn_push_done, d);
+  lrn_pool_ended(p);
+}
+
+void lrn_pool_done(rn_pool_t *pool, void *data, const rn_result_t *result) {
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  lrn_done_t d, *to;
+  /* Most calls: a reply, waiting for the end of its read; only its body
+   * is read (lrn_push_result), so only that is copied. */
+  if (result->status == 0 && !lrn_quiet(p) &&
+      (to = (lrn_done_t *)lrn_defer_held(
+           p->o.ctx, (int)(intptr_t)data, lrn_push_done,
+           sizeof(*to) + result->body_len)) != NULL) {
+    to->ctx = p->o.ctx;
+    to->resp = rn_pool_codec(p->pool)->protocol == RN_PROTOCOL_RESP;
+    to->copied = 1;
+    memset(&to->r, 0, sizeof(to->r));
+    to->r.body = (const char *)(uintptr_t)sizeof(*to);
+    to->r.body_len = result->body_len;
+    to->count = 0;
+    to->results = NULL;
+    if (result->body_len > 0)
+      memcpy(to + 1, result->body, result->body_len);
+    lrn_pool_ended(p);
+    return;
+  }
+  d.r = *result;
+  d.count = 0;
+  d.results = NULL;
+  lrn_pool_finish(p, (int)(intptr_t)data, &d);
+}
+
 void lrn_pool_batch_done(rn_pool_t *pool, void *data,
-                         const rn_batch_result_t *result) {
-  lrn_batch_done_t d;
-  d.p = (lrn_pool_t *)rn_pool_data(pool);
-  d.result = result;
-  lrn_pool_finish(d.p, (int)(intptr_t)data, lrn_push_batch, &d);
+                         const rn_batch_result_t *b) {
+  lrn_done_t d;
+  memset(&d.r, 0, sizeof(d.r));
+  d.r.status = b->status;
+  d.r.body = b->body;
+  d.r.body_len = b->body_len;
+  d.r.attempts = b->attempts;
+  d.r.maybe_executed = b->maybe_executed;
+  d.r.endpoint = b->endpoint;
+  d.count = b->count;
+  d.results = b->status == 0 ? b->results : NULL;
+  lrn_pool_finish((lrn_pool_t *)rn_pool_data(pool), (int)(intptr_t)data,
+                  &d);
+}
+
+/* on_deliveries: one protected call into Lua per read. The read counts
+ * as a call in flight: a target it brings usually makes the next call,
+ * and the pool stays pinned across that instead of being unpinned by the
+ * last reply and pinned again (two registry refs a read; one call in
+ * flight made that a read's every call). */
+static void lrn_pool_deliveries(rn_pool_t *pool, int begin) {
+  lrn_pool_t *p = (lrn_pool_t *)rn_pool_data(pool);
+  if (begin) {
+    p->in_flight++;
+    lrn_deliveries(p->o.ctx, 1);
+    return;
+  }
+  lrn_deliveries(p->o.ctx, 0);
+  lrn_pool_ended(p);
 }
 
 static const char *lrn_event_name(rn_event_type_t type) {
@@ -284,6 +395,7 @@ static int lrn_pool_new(lua_State *L) {
    * copied it. */
   lrn_pool_options_read(L, &o, &tls);
   o.on_event = lrn_pool_event;
+  o.on_deliveries = lrn_pool_deliveries;
   p = (lrn_pool_t *)lrn_object_new(L, ctx, &lrn_pool_type, sizeof(*p));
   p->event_ref = p->pin_ref = p->classify_ref = LUA_NOREF;
   lua_getfield(L, 1, "retry");
@@ -394,53 +506,49 @@ void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
   lrn_error_push(L, p->o.ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
 }
 
-/* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
- *           attempt_timeout_ms, hedge_delay_ms, hedge_max, key])
- *   -> true | nil, err. hedge_delay_ms: nil = the pool's, 0 = never.
- * key (rnp only): a string, or true for a random one.
- * target (a task or a function) is dispatched exactly once with
- * (reply, nil) or (nil, err) unless this returns nil, err. */
-/* The common part of pool_send and pool_call: encodes the request at 2,
- * holds the target at index target and gives the call to the core. p may
- * be NULL (closed); opts NULL for the pool's defaults. */
-static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
-                          int target, rn_call_options_t *opts) {
-  char random_key[2 * LRN_RANDOM_KEY_BYTES];
-  int held, rc;
+/* What a call that could not start returns: nil, err. */
+static int lrn_not_started(lua_State *L, lrn_ctx_t *ctx, int rc) {
+  lua_pushnil(L);
+  lrn_error_push_code(L, ctx, rc);
+  return 2;
+}
 
-  if (p == NULL) {
-    lua_pushnil(L);
-    lrn_error_push_code(L, ctx, RN_ECLOSED);
-    return 2;
-  }
-  rc = lrn_encode_request(L, 2, 2, rn_pool_codec(p->pool), &ctx->buf);
-  if (rc == UV_EINVAL)
-    return luaL_error(L, "resilnet: the request cannot be framed by "
-                         "protocol '%s' (does it contain the delimiter?)",
-                      rn_pool_codec(p->pool)->type->name);
-  if (rc == 0 && opts != NULL && !lua_isnoneornil(L, 10))
-    rc = lrn_call_key(L, p, opts, random_key);
-  if (rc != 0) {
-    lua_pushnil(L);
-    lrn_error_push_code(L, ctx, rc);
-    return 2;
-  }
-
-  /* Everything that may raise happens before the core owns the call. */
-  held = lrn_hold(L, ctx, target);
+/* Gives the core a call (count 0) or a batch of count requests, encoded
+ * in frames[0..len), with the target at index target held until it is
+ * dispatched: true, or nil, err when the core refused it (raises on a
+ * batch larger than max_batch). opts NULL: the pool's defaults.
+ * Everything that may raise before the core owns it has happened.
+ * Inlined: pool:call's hot path, where a call of its own cost a tenth of
+ * what the binding spends on a call. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int lrn_pool_give(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
+                         int target, const char *frames, size_t len,
+                         size_t count, const rn_call_options_t *opts) {
+  int held = lrn_hold(L, ctx, target), rc;
   lrn_pool_pin(L, p, 1);
   p->overload_reason = NULL;
-  rc = rn_pool_call(p->pool, ctx->buf.base, ctx->buf.len, opts,
-                    lrn_pool_done, (void *)(intptr_t)held);
+  rc = count == 0 ? rn_pool_call(p->pool, frames, len, opts, lrn_pool_done,
+                                 (void *)(intptr_t)held)
+                  : rn_pool_batch(p->pool, frames, len, count, opts,
+                                  lrn_pool_batch_done,
+                                  (void *)(intptr_t)held);
   if (rc != 0) {
     lrn_release(ctx, held);
     lrn_pool_unpin_idle(p);
-    if (rc == UV_EINVAL) /* the request passed lrn_encode_request: the rule */
-      return luaL_error(L, "resilnet: the request would leave its pooled "
-                           "connection changed for the next call there "
-                           "(MULTI, WATCH, SUBSCRIBE, SELECT, AUTH, ...): use "
-                           "pool:transaction, pool:hold, pool:subscribe, or "
-                           "the pool's setup, password and database options");
+    if (rc == UV_E2BIG && count > 0)
+      return luaL_error(L, "pool:batch: %d requests are more than the "
+                           "pool's max_batch", (int)count);
+    if (rc == UV_EINVAL) /* encoded already: the rule of resp_state.c */
+      return luaL_error(L, "%s would leave its pooled connection changed for "
+                           "the next call there (MULTI without EXEC, WATCH, "
+                           "SUBSCRIBE, MONITOR, SELECT, AUTH, HELLO, RESET, "
+                           "CLIENT SETNAME, ...): use pool:transaction, "
+                           "pool:hold, pool:subscribe, or the pool's setup, "
+                           "password and database options",
+                        count > 0 ? "pool:batch: the requests"
+                                  : "resilnet: the request");
     lua_pushnil(L);
     lrn_error_push_overload(L, p, rc);
     return 2;
@@ -448,6 +556,29 @@ static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
   p->in_flight++;
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* The common part of pool_send and pool:call: encodes the request at 2
+ * and gives it to the core, the target at index target. p may be NULL
+ * (closed); opts NULL for the pool's defaults. */
+static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
+                          int target, rn_call_options_t *opts) {
+  char random_key[2 * LRN_RANDOM_KEY_BYTES];
+  int rc;
+
+  if (p == NULL)
+    return lrn_not_started(L, ctx, RN_ECLOSED);
+  rc = lrn_encode_request(L, 2, 2, rn_pool_codec(p->pool), &ctx->buf);
+  if (rc == UV_EINVAL)
+    return luaL_error(L, "resilnet: the request cannot be framed by "
+                         "protocol '%s' (does it contain the delimiter?)",
+                      rn_pool_codec(p->pool)->type->name);
+  if (rc == 0 && opts != NULL && !lua_isnoneornil(L, 10))
+    rc = lrn_call_key(L, p, opts, random_key);
+  if (rc != 0)
+    return lrn_not_started(L, ctx, rc);
+  return lrn_pool_give(L, ctx, p, target, ctx->buf.base, ctx->buf.len, 0,
+                       opts);
 }
 
 /* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
@@ -483,19 +614,90 @@ static int lrn_pool_callback(lua_State *L) {
   return lrn_pool_start(L, lrn_ctx(L), lrn_pool_get(L, 1), 3, NULL);
 }
 
-/* pool_call(h, request): from a task, pool_send with no options and the
- * task as target -> true (the task then yields for the reply) | nil, err;
- * elsewhere false, having done nothing. */
-static int lrn_pool_call(lua_State *L) {
-  lrn_ctx_t *ctx = lrn_ctx(L);
+/* pool:call(request[, opts]) itself: the facade's Pool.call, made by
+ * pool_call_method below. From a task (or a coroutine that a host's loop
+ * makes one: adopt), the call starts and the task waits for its reply
+ * here, yielding from C: no Lua frame of the facade's between a caller
+ * and its reply, which on the hot path cost more than the binding and
+ * the core together spend on the call. Anywhere else, slow(self,
+ * request, opts), the facade's long way, which there never yields (it
+ * runs the loop, or raises). Upvalues: those of the pool's functions
+ * (context, metatable, held targets), then slow, call_options, adopt and
+ * the key "_h". */
+enum { LRN_UP_SLOW = 4, LRN_UP_OPTIONS, LRN_UP_ADOPT, LRN_UP_HANDLE };
+
+static int lrn_pool_call_method(lua_State *L) {
+  int args = lua_gettop(L);
+  int with_opts = args >= 3 && !lua_isnil(L, 3);
+  lrn_ctx_t *ctx;
   lrn_pool_t *p;
+  rn_call_options_t co;
+
+  if (lua_type(L, 1) != LUA_TTABLE)
+    goto slow;
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_HANDLE));
+  lua_rawget(L, 1);
+  p = lrn_pool_get(L, -1); /* raises unless self is a pool */
+  ctx = p != NULL ? p->o.ctx : lrn_ctx(L);
   if (!lrn_in_task(L, ctx)) {
-    lua_pushboolean(L, 0);
-    return 1;
+    if (ctx->host == LRN_LOOP_OWN)
+      goto slow;
+    lua_pushvalue(L, lua_upvalueindex(LRN_UP_ADOPT));
+#if LUA_VERSION_NUM >= 503
+    lua_pushboolean(L, lua_isyieldable(L));
+#else
+    lua_pushboolean(L, 1); /* no way to tell: lua_yield will say */
+#endif
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1))
+      goto slow;
+    lua_pop(L, 1);
   }
-  p = lrn_pool_get(L, 1);
-  lua_pushthread(L); /* the target: above whatever else was passed */
-  return lrn_pool_start(L, ctx, p, lua_gettop(L), NULL);
+  lua_replace(L, 1); /* self._h */
+  if (!with_opts) {
+    if (args != 2)
+      lua_settop(L, 2);
+    lua_pushthread(L); /* the target */
+    if (lrn_pool_start(L, ctx, p, 3, NULL) == 2)
+      return 2;
+    return lua_yield(L, 0);
+  }
+  /* (h, request, task, what call_options makes of opts): pool_send's. */
+  lua_settop(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_OPTIONS));
+  lua_pushliteral(L, "pool:call");
+  lua_pushvalue(L, 3);
+  lua_call(L, 2, 8);
+  lua_pushthread(L);
+  lua_replace(L, 3);
+  lrn_call_options(L, &co);
+  if (lrn_pool_start(L, ctx, p, 3, &co) == 2)
+    return 2;
+  return lua_yield(L, 0);
+
+slow:
+  lua_settop(L, args); /* what this pushed goes */
+  lua_settop(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_SLOW));
+  lua_insert(L, 1);
+  lua_call(L, 3, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* pool_call_method(slow, call_options, adopt) -> pool:call (above). */
+static int lrn_pool_call_method_new(lua_State *L) {
+  int i;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  for (i = 1; i <= 3; i++)
+    lua_pushvalue(L, lua_upvalueindex(i));
+  for (i = 1; i <= 3; i++)
+    lua_pushvalue(L, i);
+  lua_pushliteral(L, "_h");
+  lua_pushcclosure(L, lrn_pool_call_method, LRN_UP_HANDLE);
+  return 1;
 }
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
@@ -540,7 +742,7 @@ static int lrn_pool_batch(lua_State *L) {
   rn_call_options_t co, *opts = NULL;
   const char *frames;
   size_t n, len;
-  int held, rc = 0;
+  int rc = 0;
 
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
@@ -552,44 +754,13 @@ static int lrn_pool_batch(lua_State *L) {
     lrn_call_options(L, &co);
   }
   lua_settop(L, 7);
-  if (p == NULL) {
-    lua_pushnil(L);
-    lrn_error_push_code(L, ctx, RN_ECLOSED);
-    return 2;
-  }
+  if (p == NULL)
+    return lrn_not_started(L, ctx, RN_ECLOSED);
   frames = lrn_encode_batch(L, ctx, rn_pool_codec(p->pool), "pool:batch",
                             &len, &n, &rc);
-  if (rc != 0) {
-    lua_pushnil(L);
-    lrn_error_push_code(L, ctx, rc);
-    return 2;
-  }
-
-  held = lrn_hold(L, ctx, 3);
-  lrn_pool_pin(L, p, 1);
-  p->overload_reason = NULL;
-  rc = rn_pool_batch(p->pool, frames, len, n, opts, lrn_pool_batch_done,
-                     (void *)(intptr_t)held);
-  if (rc != 0) {
-    lrn_release(ctx, held);
-    lrn_pool_unpin_idle(p);
-    if (rc == UV_E2BIG)
-      return luaL_error(L, "pool:batch: %d requests are more than the "
-                           "pool's max_batch", (int)n);
-    if (rc == UV_EINVAL) /* the frames passed lrn_encode_batch: the rule */
-      return luaL_error(L, "pool:batch: the requests would leave the "
-                           "pooled connection in a state other calls must "
-                           "not meet (MULTI without EXEC, WATCH, SUBSCRIBE, "
-                           "MONITOR, SELECT, AUTH, CLIENT, HELLO, RESET): "
-                           "use pool:transaction, pool:hold or the pool's "
-                           "options");
-    lua_pushnil(L);
-    lrn_error_push_overload(L, p, rc);
-    return 2;
-  }
-  p->in_flight++;
-  lua_pushboolean(L, 1);
-  return 1;
+  if (rc != 0)
+    return lrn_not_started(L, ctx, rc);
+  return lrn_pool_give(L, ctx, p, 3, frames, len, n, opts);
 }
 
 /* pool_on(h, target): target receives every event table. */
@@ -775,7 +946,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_options", lrn_pool_options_schema},
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_callback", lrn_pool_callback},
-    {"pool_call", lrn_pool_call},
+    {"pool_call_method", lrn_pool_call_method_new},
     {"pool_batch", lrn_pool_batch},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},

@@ -13,7 +13,7 @@ typedef struct lrn_pool_s {
   int event_ref;          /* target of every event */
   int classify_ref;       /* retry.classify, or LUA_NOREF */
   int pin_ref;            /* the userdata, while calls are in flight */
-  unsigned in_flight;
+  unsigned in_flight;      /* calls and batches, and reads under way */
   /* The reason of the overload event fired inside rn_pool_call (a static
    * string): which limit the EOVERLOAD it returns is about. */
   const char *overload_reason;

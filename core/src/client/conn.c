@@ -320,8 +320,8 @@ static int conn_read_tls(rn_conn_t *conn, const uv_buf_t *buf, ssize_t nread,
 
 static void conn_consume(rn_conn_t *conn, int peer_done);
 
-static void conn_on_read(uv_stream_t *stream, ssize_t nread,
-                         const uv_buf_t *buf) {
+static void conn_read(uv_stream_t *stream, ssize_t nread,
+                      const uv_buf_t *buf) {
   rn_conn_t *conn = stream->data;
   rn_pool_t *pool = conn->pool;
   int peer_done = 0;
@@ -387,10 +387,6 @@ static void conn_consume(rn_conn_t *conn, int peer_done) {
   if (conn->state == RN_CONN_CLOSING) return; /* closed by a callback */
 
   rn_buf_consume(&conn->rbuf, pos);
-  /* An idle connection gives its read buffer back: a pool may hold
-   * thousands of them, and each would keep RN_READ_CHUNK bytes for the
-   * rare heartbeat reply. A busy one keeps it for the next burst. */
-  if (conn->rbuf.len == 0 && conn->queued == 0) rn_buf_free(&conn->rbuf);
   /* Part of a reply is here: its call has been answered, even if the rest
    * never comes. (Replies by id come in any order: which call a partial
    * one is for is not known, and sent and answered retry alike. A RESP
@@ -411,6 +407,30 @@ static void conn_consume(rn_conn_t *conn, int peer_done) {
    * subscriber loses those it did not deliver, as when its heartbeat
    * finds the peer gone: the loss is a gap). */
   if (peer_done && conn->state != RN_CONN_CLOSING) rn__conn_close(conn, UV_EOF);
+}
+
+/* A read, between the pool's on_deliveries edges: whatever it completes
+ * (replies, or failures when it closes the connection) falls inside. The
+ * pool outlives the read: it is freed only once its connections' handles
+ * have closed, after this callback. */
+static void conn_on_read(uv_stream_t *stream, ssize_t nread,
+                         const uv_buf_t *buf) {
+  rn_conn_t *conn = stream->data;
+  rn_pool_t *pool = conn->pool;
+  rn_deliveries_cb edge = pool->options.on_deliveries;
+
+  if (nread == 0) return;
+  if (edge != NULL) edge(pool, 1);
+  conn_read(stream, nread, buf);
+  if (edge != NULL) edge(pool, 0);
+  /* An idle connection gives its read buffer back: a pool may hold
+   * thousands of them, and each would keep RN_READ_CHUNK bytes for the
+   * rare heartbeat reply. A busy one keeps it for the next burst. Looked
+   * at once the read's callbacks have run, the end edge's included: a
+   * binding's may only then make the calls that keep it busy. */
+  if (conn->state != RN_CONN_CLOSING && conn->rbuf.len == 0 &&
+      conn->queued == 0)
+    rn_buf_free(&conn->rbuf);
 }
 
 void rn__conn_read_pause(rn_conn_t *conn) {
