@@ -198,6 +198,10 @@ struct rn_conn_s {
   rn_push_cb sub_cb;
   void *sub_data;
   struct rn_hold_s *sub_hold; /* (conn->hold is cleared first on close) */
+  /* Inside its own read (conn_on_read, or a resume handing out what was
+   * read before the pause): rbuf is being walked, so nothing may read
+   * into it (rn__conn_check_idle leaves it be). */
+  unsigned reading : 1;
   /* Back-pressure (rn_hold_pause): nothing is read from the socket, nor
    * delivered from rbuf, until resumed; resume_later starts reading again
    * from the loop. */

@@ -421,7 +421,9 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
 
   if (nread == 0) return;
   if (edge != NULL) edge(pool, 1);
+  conn->reading = 1;
   conn_read(stream, nread, buf);
+  conn->reading = 0;
   if (edge != NULL) edge(pool, 0);
   /* An idle connection gives its read buffer back: a pool may hold
    * thousands of them, and each would keep RN_READ_CHUNK bytes for the
@@ -460,7 +462,9 @@ static void conn_resume_later(rn_deferred_t *deferred) {
     rn__conn_close(conn, err);
     return;
   }
+  conn->reading = 1;
   conn_consume(conn, 0); /* what was read before the pause first */
+  conn->reading = 0;
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
@@ -495,6 +499,10 @@ int rn__conn_check_idle(rn_conn_t *conn) {
   ssize_t n;
   int err;
 
+  /* A callback of its own read (a reply's, making the next call): the
+   * loop has just read it, and what waits is read once that read is done;
+   * reading it here would walk a buffer the read is still walking. */
+  if (conn->reading) return 0;
   if (uv_fileno(&conn->h.handle, &fd) != 0) return 0;
   do
     n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
