@@ -58,6 +58,22 @@ R.describe("pool:batch on redis-server", function(p) pool = p end, function()
     assert.has_error(function() pool:batch({ { "PING" } }, { timeot = 1 }) end)
     assert.has_error(function() pool:batch({ { "PING" } }, {}, 42) end,
                      "pool:batch: expected a callback function, got number")
+    -- Each names the caller's line, not resilnet's or the test runner's.
+    for _, bad in ipairs {
+      function() pool:batch("PING") end,
+      function() pool:batch {} end,
+      function() pool:batch({ { "PING" } }, { hedge = false }) end,
+      function() pool:batch({ { "PING" } }, { timeout = "soon" }) end,
+      function() pool:batch({ { "PING" } }, 7) end,
+      function() pool:batch({ { "PING" } }, {}, 42) end,
+      function() pool:transaction({ { "INCR", "a" } }, { timeot = 1 }) end,
+      function() pool:transaction({ { "INCR", "a" } }, { key = "k" },
+                                  function() end) end,
+    } do
+      local ok, err = pcall(bad)
+      assert.is_false(ok)
+      assert.matches("^[^:]*batch_spec%.lua:%d+: pool:", err)
+    end
     local many = {}
     for i = 1, 1025 do many[i] = { "PING" } end
     local ok, err = pcall(pool.batch, pool, many)

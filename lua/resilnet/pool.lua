@@ -116,9 +116,12 @@ return function(core, T)
   -- send_options does.
   local next = next
 
-  local function call_options(fname, opts)
+  -- Raises blaming the caller of the function that called it (one frame
+  -- between them), or depth frames further out.
+  local function call_options(fname, opts, depth)
     if type(opts) ~= "table" then
-      error(fname .. ": expected a table of options, got " .. type(opts), 3)
+      error(fname .. ": expected a table of options, got " .. type(opts),
+            3 + (depth or 0))
     end
     local timeout, idempotent, attempts, attempt_timeout, key
     local k, v = next(opts)
@@ -136,8 +139,8 @@ return function(core, T)
                              and #v <= 255) then
         key = v
       else
-        check_table(fname, "", call_schema, opts, 4)
-        return send_options(opts, block_arg(fname, opts, 4))
+        check_table(fname, "", call_schema, opts, 4 + (depth or 0))
+        return send_options(opts, block_arg(fname, opts, 4 + (depth or 0)))
       end
       k, v = next(opts, k)
     end
@@ -201,7 +204,7 @@ return function(core, T)
             .. "' does not apply to a batch", 4)
     end
     local timeout, idempotent, attempts, attempt_timeout, _, _, _, block =
-      call_options(fname, opts)
+      call_options(fname, opts, 2) -- below send_batch and its caller
     return timeout, idempotent, attempts, attempt_timeout, nil, nil, nil,
            block
   end
@@ -248,7 +251,9 @@ return function(core, T)
     if cb == nil and type(opts) == "function" then
       opts, cb = nil, opts
     end
-    return send_batch(self, "pool:batch", requests, opts, cb)
+    -- Not a tail call: send_batch's errors blame the caller of this one.
+    local replies, err = send_batch(self, "pool:batch", requests, opts, cb)
+    return replies, err
   end
 
   -- EXEC's answer as the transaction's: its array, or the error saying
@@ -342,8 +347,9 @@ return function(core, T)
         error("pool:transaction: expected a callback function, got "
               .. type(cb), 2)
       end
-      return send_batch(self, "pool:transaction", all, opts,
-                        function(replies, err) cb(exec_result(replies, err)) end)
+      local ok, err = send_batch(self, "pool:transaction", all, opts,
+        function(replies, e) cb(exec_result(replies, e)) end)
+      return ok, err -- not a tail call, as in pool:batch
     end
     return exec_result(send_batch(self, "pool:transaction", all, opts))
   end
