@@ -499,9 +499,9 @@ static inline rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip,
  * connection, is under its caps (max_in_flight, its server's
  * MAX_CONCURRENT), not ejected (an ejection past its time ends here).
  * Cheap tests first: this runs for every call. */
-static int pool_endpoint_open_for_calls(rn_pool_t *pool,
-                                        rn_pool_endpoint_t *ep,
-                                        const rn_call_t *call) {
+static inline int pool_endpoint_open_for_calls(rn_pool_t *pool,
+                                               rn_pool_endpoint_t *ep,
+                                               const rn_call_t *call) {
   return ep->ready != 0 && !pool_endpoint_full(pool, ep) &&
          !pool_endpoint_at_server_limit(ep, call) &&
          (ep->ejected_until == 0 ? !ep->removed
