@@ -150,8 +150,9 @@ static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   rn__buf_read_space(&conn->rbuf, RN_READ_CHUNK, buf);
 }
 
+static int conn_take_internal(rn_conn_t *conn, rn_call_t *call);
+
 int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
-  int handshake;
   assert(call->conn == conn && call->state != RN_SEND_UNSENT);
   /* A handshake's answers prove the server alive, not usable: that waits
    * for the whole handshake (conn_become_ready), so that a setup refused
@@ -179,6 +180,14 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
     conn->last_active = rn_loop_now(conn->pool->loop);
     return 1;
   }
+  return conn_take_internal(conn, call);
+}
+
+/* rn__conn_take's connection's own call (a ping, the handshake, a setup
+ * request, an abandoned attempt, a subscription's command): out of line,
+ * so that taking a request saves no registers for it. */
+static RN_NOINLINE int conn_take_internal(rn_conn_t *conn, rn_call_t *call) {
+  int handshake;
   if (call->tombstone || call->sub_cmd) { /* an abandoned attempt's reply,
                                                a command's last answer */
     rn__call_release(call);

@@ -277,38 +277,44 @@ static int fate_error_reply_retried(rn_pool_t *pool, rn_call_t *call,
   return fate_retry(pool, call, RN_EREPLY, 0);
 }
 
+/* rn__fate_replied's error reply: whether it proved its attempt unrun
+ * (set in call->reply_unrun), or 1 if it dealt with the call (sent again,
+ * retried). Out of line: most replies are not errors. */
+static RN_NOINLINE int fate_error_replied(rn_call_t *call, const char *body,
+                                          size_t body_len) {
+  int unrun = !call->done && fate_reply_unrun(call->pool, call, body, body_len);
+  if (unrun) {
+    /* Proven: the attempt never ran, as an rnp refusal proves. */
+    call->pool->stats.not_executed++;
+    call->state = RN_SEND_UNSENT;
+  }
+  /* -READONLY on a master pool, -LOADING: about the server, not the
+   * call; its endpoint's connections retire. From the wrong server
+   * (READONLY), the call, proven unrun, goes to the right one as one
+   * never sent, as above an rnp GOAWAY: no policy retry, no budget
+   * spent (a failover answers every call in flight so). */
+  if (call->pool->codec.protocol == RN_PROTOCOL_RESP &&
+      call->parent == NULL && !call->held &&
+      rn__setup_server_error(call->pool, call->endpoint, body, body_len) &&
+      unrun && !call->done) {
+    rn_pool_t *pool = call->pool;
+    rn__fate_returned(call);
+    rn__pool_dispatch(pool);
+    return 1;
+  }
+  if (fate_error_reply_retried(call->pool, call, unrun, body, body_len))
+    return 1;
+  call->reply_unrun = (unsigned)unrun;
+  return 0;
+}
+
 void rn__fate_replied(rn_call_t *call, int status, const char *body,
                       size_t body_len, int flags) {
-  int unrun = 0;
   fate_check(call);
   assert(call->conn == NULL && !call->internal &&
          call->state != RN_SEND_UNSENT);
   call->state = RN_SEND_ANSWERED;
-  if (status != 0) {
-    unrun = !call->done && fate_reply_unrun(call->pool, call, body, body_len);
-    if (unrun) {
-      /* Proven: the attempt never ran, as an rnp refusal proves. */
-      call->pool->stats.not_executed++;
-      call->state = RN_SEND_UNSENT;
-    }
-    /* -READONLY on a master pool, -LOADING: about the server, not the
-     * call; its endpoint's connections retire. From the wrong server
-     * (READONLY), the call, proven unrun, goes to the right one as one
-     * never sent, as above an rnp GOAWAY: no policy retry, no budget
-     * spent (a failover answers every call in flight so). */
-    if (call->pool->codec.protocol == RN_PROTOCOL_RESP &&
-        call->parent == NULL && !call->held &&
-        rn__setup_server_error(call->pool, call->endpoint, body, body_len) &&
-        unrun && !call->done) {
-      rn_pool_t *pool = call->pool;
-      rn__fate_returned(call);
-      rn__pool_dispatch(pool);
-      return;
-    }
-    if (fate_error_reply_retried(call->pool, call, unrun, body, body_len))
-      return;
-  }
-  call->reply_unrun = (unsigned)unrun;
+  if (status != 0 && fate_error_replied(call, body, body_len)) return;
   fate_end(call, status, body, body_len, flags);
 }
 

@@ -499,9 +499,9 @@ static inline rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip,
  * connection, is under its caps (max_in_flight, its server's
  * MAX_CONCURRENT), not ejected (an ejection past its time ends here).
  * Cheap tests first: this runs for every call. */
-static int pool_endpoint_open_for_calls(rn_pool_t *pool,
-                                        rn_pool_endpoint_t *ep,
-                                        const rn_call_t *call) {
+static inline int pool_endpoint_open_for_calls(rn_pool_t *pool,
+                                               rn_pool_endpoint_t *ep,
+                                               const rn_call_t *call) {
   return ep->ready != 0 && !pool_endpoint_full(pool, ep) &&
          !pool_endpoint_at_server_limit(ep, call) &&
          (ep->ejected_until == 0 ? !ep->removed
@@ -551,23 +551,35 @@ static inline rn_conn_t *pool_pick_any(rn_pool_t *pool,
   return best;
 }
 
-static rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
-                            rn_conn_t *skip, size_t len,
-                            const rn_call_t *call) {
-  rn_conn_t *conn;
-  /* Each failed check closes a connection, so this ends. */
-  while ((conn = pool_pick_any(pool, avoid, skip, len, call)) != NULL) {
+/* pool_pick once its first pick is an idle connection. A FIN that
+ * arrived after the loop's last poll is unseen. Trust the connection only
+ * while the loop polled in this very millisecond (a call made from a
+ * reply's callback); otherwise peek. A connection's own last read proves
+ * nothing: the server may have died since. Each failed check closes a
+ * connection, so this ends. */
+static RN_NOINLINE rn_conn_t *pool_pick_checked(rn_pool_t *pool,
+                                                rn_pool_endpoint_t *avoid,
+                                                rn_conn_t *skip, size_t len,
+                                                const rn_call_t *call,
+                                                rn_conn_t *conn) {
+  do {
     if (conn->queued > 0) break;
-    /* A FIN that arrived after the loop's last poll is unseen. Trust the
-     * connection only while the loop polled in this very millisecond (a
-     * call made from a reply's callback); otherwise peek. A connection's
-     * own last read proves nothing: the server may have died since. */
     rn__loop_update_time(pool->loop);
     if (rn_loop_now(pool->loop) <= pool->loop->last_poll ||
         rn__conn_check_idle(conn) == 0)
       break;
-  }
+  } while ((conn = pool_pick_any(pool, avoid, skip, len, call)) != NULL);
   return conn;
+}
+
+/* A busy connection (the pipelined case) needs no check: the out-of-line
+ * loop, and the registers it saves, only for an idle one. */
+static inline rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
+                                   rn_conn_t *skip, size_t len,
+                                   const rn_call_t *call) {
+  rn_conn_t *conn = pool_pick_any(pool, avoid, skip, len, call);
+  if (conn == NULL || conn->queued > 0) return conn;
+  return pool_pick_checked(pool, avoid, skip, len, call, conn);
 }
 
 /* Opens one more connection, on the next endpoint (in turn) that has room

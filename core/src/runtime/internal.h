@@ -15,6 +15,13 @@
   ((type *)((char *)(ptr) - offsetof(type, field)))
 #define RN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RN_MAX(a, b) ((a) > (b) ? (a) : (b))
+/* A rare branch kept out of a hot caller, so that the caller does not
+ * save the registers only the branch needs. */
+#if defined(__GNUC__)
+#define RN_NOINLINE __attribute__((noinline))
+#else
+#define RN_NOINLINE
+#endif
 
 /* Intrusive circular doubly linked list (after libuv's queue.h, which is not
  * part of libuv's public headers). An empty list points at itself. */
