@@ -325,7 +325,9 @@ typedef void (*rn_pool_event_cb)(rn_pool_t *pool, const rn_pool_event_t *ev);
 /* The edges of one read's deliveries (rn_pool_options_t on_deliveries):
  * called with begin 1 before the replies one read of a connection brings
  * go to their callbacks, and with begin 0 once they all have, the pairs
- * nested if a callback makes another read happen. Whatever else that read
+ * nested if a callback makes another read happen. (A subscriber resumed
+ * by rn_hold_resume hands out what it read before its pause between such
+ * a pair too.) Whatever else that read
  * sets off (events, failed calls when its connection closes) also falls
  * in between. A binding may gather the callbacks in between and enter its
  * language once per read instead of once per reply; the results it

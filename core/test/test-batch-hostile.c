@@ -155,6 +155,7 @@ static void test_pool_call_leaving_state_refused(void) {
       "MULTI",   "watch k",  "SUBSCRIBE ch",       "MONITOR",
       "SELECT 2", "AUTH x",  "HELLO 3",            "RESET",
       "READONLY", "READWRITE", "client setname x", "CLIENT TRACKING on",
+      "CLIENT NO-EVICT on", "client no-touch on",
   };
   static const char *const allowed[] = {"CLIENT ID", "CLIENT LIST",
                                         "UNWATCH", "EXEC", "GET k"};
@@ -338,6 +339,37 @@ static void test_password_not_left_in_write_buffer(void) {
   finish(pool);
 }
 
+static const char *reply_wrongpass(test_peer_conn_t *c, const char *f,
+                                   size_t n) {
+  (void)c;
+  if (test_contains(f, n, "AUTH"))
+    return "-WRONGPASS invalid username-password pair\r\n";
+  return test_contains(f, n, "PING") ? "+PONG\r\n" : "+OK\r\n";
+}
+
+/* The same promise when the server refuses the password: the setup call
+ * holding AUTH's frame was wiped only when its reply was accepted, so
+ * after a WRONGPASS (or a connection lost mid-handshake) it went to the
+ * pool's spare calls, or to free, with the password in it. */
+static void test_password_not_left_in_refused_setup(void) {
+  rn_pool_t *pool = start(reply_wrongpass, tune_password);
+  rn_list_t *pos;
+  int spares = 0;
+  ASSERT_OK(pool_batch(pool, "GET k", 0));
+  RUN_UNTIL(uv, fired, 3000);
+  ASSERT_EQ(batch_status, RN_EAUTH);
+  for (pos = pool->spare_calls.next; pos != &pool->spare_calls;
+       pos = pos->next) {
+    rn_call_t *c = RN_CONTAINER_OF(pos, rn_call_t, node);
+    size_t len = c->frame_len < sizeof(c->inline_frame)
+                     ? c->frame_len : sizeof(c->inline_frame);
+    spares++;
+    ASSERT(memmem(c->inline_frame, len, "0123456789", 10) == NULL);
+  }
+  ASSERT(spares > 0); /* the setup call among them */
+  finish(pool);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_pool_batch_leaving_state_refused)
   TEST_ENTRY(test_pool_call_leaving_state_refused)
@@ -345,4 +377,5 @@ TEST_LIST_START
   TEST_ENTRY(test_transaction_loading_waits)
   TEST_ENTRY(test_batch_replies_bounded_by_max_frame)
   TEST_ENTRY(test_password_not_left_in_write_buffer)
+  TEST_ENTRY(test_password_not_left_in_refused_setup)
 TEST_LIST_END

@@ -61,6 +61,10 @@ static void call_free(rn_call_t *call) {
   assert(!rn_timer_is_active(&call->deadline) &&
          !rn_timer_is_active(&call->attempt_timer));
   assert(call->internal || (call->done && call->shadow_refs == 0));
+  /* A setup request's frame may hold AUTH's password, whatever its end
+   * (answered, refused, its connection lost): a spare call keeps its
+   * bytes until reused, and free keeps them until the memory is. */
+  if (call->setup) rn__wipe(call->frame, call->frame_len);
   if (call->frame != call->inline_frame) free(call->frame);
   if (call->batch != NULL) rn__batch_free(call->batch);
   if (pool->spare_count < RN_SPARE_CALLS) {

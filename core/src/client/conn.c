@@ -194,9 +194,7 @@ static RN_NOINLINE int conn_take_internal(rn_conn_t *conn, rn_call_t *call) {
     return 0;
   }
   if (call->setup) { /* its reply passed rn__conn_setup_check */
-    /* A spare call keeps its bytes until reused: not AUTH's password. */
-    memset(call->frame, 0, call->frame_len);
-    rn__call_release(call);
+    rn__call_release(call); /* its frame wiped (call.c) */
     if (--conn->setup_left == 0 && !conn->pinging &&
         conn->state == RN_CONN_HANDSHAKE)
       conn_become_ready(conn);
@@ -418,22 +416,23 @@ static void conn_consume(rn_conn_t *conn, int peer_done) {
   if (peer_done && conn->state != RN_CONN_CLOSING) rn__conn_close(conn, UV_EOF);
 }
 
-/* A read, between the pool's on_deliveries edges: whatever it completes
- * (replies, or failures when it closes the connection) falls inside. The
+/* Everything one read hands out (replies, or failures when it closes the
+ * connection) falls between the pool's on_deliveries edges, with the
+ * connection marked as reading (rn__conn_check_idle leaves it be). The
  * pool outlives the read: it is freed only once its connections' handles
- * have closed, after this callback. */
-static void conn_on_read(uv_stream_t *stream, ssize_t nread,
-                         const uv_buf_t *buf) {
-  rn_conn_t *conn = stream->data;
+ * have closed, after the read's callback. */
+static void conn_read_begin(rn_conn_t *conn) {
   rn_pool_t *pool = conn->pool;
-  rn_deliveries_cb edge = pool->options.on_deliveries;
-
-  if (nread == 0) return;
-  if (edge != NULL) edge(pool, 1);
+  if (pool->options.on_deliveries != NULL)
+    pool->options.on_deliveries(pool, 1);
   conn->reading = 1;
-  conn_read(stream, nread, buf);
+}
+
+static void conn_read_end(rn_conn_t *conn) {
+  rn_pool_t *pool = conn->pool;
   conn->reading = 0;
-  if (edge != NULL) edge(pool, 0);
+  if (pool->options.on_deliveries != NULL)
+    pool->options.on_deliveries(pool, 0);
   /* An idle connection gives its read buffer back: a pool may hold
    * thousands of them, and each would keep RN_READ_CHUNK bytes for the
    * rare heartbeat reply. A busy one keeps it for the next burst. Looked
@@ -442,6 +441,15 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   if (conn->state != RN_CONN_CLOSING && conn->rbuf.len == 0 &&
       conn->queued == 0)
     rn_buf_free(&conn->rbuf);
+}
+
+static void conn_on_read(uv_stream_t *stream, ssize_t nread,
+                         const uv_buf_t *buf) {
+  rn_conn_t *conn = stream->data;
+  if (nread == 0) return;
+  conn_read_begin(conn);
+  conn_read(stream, nread, buf);
+  conn_read_end(conn);
 }
 
 void rn__conn_read_pause(rn_conn_t *conn) {
@@ -471,9 +479,9 @@ static void conn_resume_later(rn_deferred_t *deferred) {
     rn__conn_close(conn, err);
     return;
   }
-  conn->reading = 1;
-  conn_consume(conn, 0); /* what was read before the pause first */
-  conn->reading = 0;
+  conn_read_begin(conn); /* what was read before the pause first */
+  conn_consume(conn, 0);
+  conn_read_end(conn);
 }
 
 /* Reads what waits in the socket now and hands it to conn_on_read, as the
@@ -729,7 +737,7 @@ static void conn_become_ready(rn_conn_t *conn) {
  * stays in the pool's copy alone (rn__setup_free wipes that). */
 static void conn_wipe_wbuf(rn_conn_t *conn) {
   if (!conn->wipe_wbuf) return;
-  memset(conn->wbuf.base, 0, conn->wbuf.len);
+  rn__wipe(conn->wbuf.base, conn->wbuf.len);
   conn->wipe_wbuf = 0;
 }
 
@@ -818,7 +826,7 @@ static void conn_flush(rn_conn_t *conn) {
      * encrypted never left, and its calls go elsewhere unsent. */
     conn->wbuf.len = 0;
     err = rn__conn_tls_seal(conn, out->base, out->len);
-    if (secret) memset(out->base, 0, out->len);
+    if (secret) rn__wipe(out->base, out->len);
     out->len = 0;
     if (err) {
       rn__conn_close(conn, err);

@@ -134,9 +134,7 @@ int rn__setup_make(rn_pool_t *pool, const rn_pool_options_t *o) {
 }
 
 void rn__setup_free(rn_pool_t *pool) {
-  volatile char *p = pool->setup_frames.base;
-  size_t n = pool->setup_frames.len;
-  while (n--) *p++ = 0; /* AUTH's password */
+  rn__wipe(pool->setup_frames.base, pool->setup_frames.len); /* AUTH's */
   rn_buf_free(&pool->setup_frames);
   free(pool->setup_ends);
   pool->setup_ends = NULL;

@@ -79,14 +79,6 @@ static int pool_make_ping(rn_pool_t *pool, const rn_pool_options_t *o) {
   return err;
 }
 
-/* A store the compiler may not drop as dead: the HELLO carries the
- * pool's secret token. */
-static void pool_wipe(rn_buf_t *buf) {
-  volatile char *p = buf->base;
-  size_t n = buf->len;
-  while (n--) *p++ = 0;
-}
-
 /* retry.not_executed's list and strings in one block, so that the
  * caller's need not outlive rn_pool_new. NULL (the built-in table) stays
  * NULL. */
@@ -115,7 +107,7 @@ static int pool_copy_codes(rn_pool_t *pool, const char *const *codes) {
 static void pool_free_frames(rn_pool_t *pool) {
   free(pool->not_executed);
   rn_buf_free(&pool->ping_frame);
-  pool_wipe(&pool->hello_frame);
+  rn__wipe(pool->hello_frame.base, pool->hello_frame.len);
   rn_buf_free(&pool->hello_frame);
   rn__setup_free(pool);
   rn_buf_free(&pool->scratch);

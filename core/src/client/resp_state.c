@@ -54,12 +54,16 @@ static const struct {
 /* The first of state_words of each length from 4; one more: the end. */
 static const unsigned char state_first[] = {0, 2, 6, 8, 11, 12, 14, 16};
 
-/* Whether name (n bytes) is word (upper case letters), in any case. Not
- * strncasecmp: this runs for every request of every batch. */
+/* Whether name (n bytes) is word (upper case letters, digits and '-'),
+ * letters in any case. Not strncasecmp: this runs for every request. Only
+ * letters are folded: '-' (NO-EVICT) is not a letter's lower case. */
 static int state_word_is(const char *name, size_t n, const char *word) {
   size_t i;
-  for (i = 0; i < n; i++)
-    if (((unsigned char)name[i] & 0xDF) != (unsigned char)word[i]) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)name[i];
+    if (c >= 'a' && c <= 'z') c = (unsigned char)(c - ('a' - 'A'));
+    if (c != (unsigned char)word[i]) return 0;
+  }
   return 1;
 }
 

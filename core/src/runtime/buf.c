@@ -73,3 +73,8 @@ void rn__buf_read_space(rn_buf_t *buf, size_t chunk, uv_buf_t *out) {
   }
   *out = uv_buf_init(buf->base + buf->len, (unsigned)(buf->cap - buf->len));
 }
+
+void rn__wipe(void *p, size_t n) {
+  volatile unsigned char *v = p;
+  while (n--) *v++ = 0;
+}

@@ -77,6 +77,10 @@ typedef union rn_stream_handle_u {
  * that cannot be had; libuv then reports UV_ENOBUFS). */
 void rn__buf_read_space(rn_buf_t *buf, size_t chunk, uv_buf_t *out);
 
+/* Zeroes n bytes at p with stores the compiler may not drop as dead (a
+ * memset before free may go): for secrets (AUTH's password, rnp tokens). */
+void rn__wipe(void *p, size_t n);
+
 /* Work put off to the end of the loop's turn: it runs once the turn's
  * callbacks have had their say, just before the loop polls and again just
  * after (see loop.c). A connection's writes wait here, so that every call
