@@ -439,6 +439,31 @@ describe("pool:subscribe", function()
     redis:close()
   end)
 
+  it("a SUBSCRIBE the connection cannot send (past max_frame) is an error "
+     .. "to the handler, paced, not a reconnect storm", function()
+    local redis, port = launch()
+    local ep = "127.0.0.1:" .. port
+    local pool = H.pool { endpoints = { ep }, timeout = 2, max_frame = 256 }
+    local errors, channels = {}, {}
+    for i = 1, 40 do channels[i] = ("channel-%02d"):format(i) end
+    H.go(function()
+      local sub = pool:subscribe { channels = channels,
+        handler = function(kind, a)
+          if kind == "error" then errors[#errors + 1] = a end
+        end }
+      resilnet.sleep(1.5)
+      local connects = pool:stats().connects
+      -- Paced as a refusal: 0.05 s doubling to 1 s, about five tries.
+      assert.is_true(connects <= 12, "connects: " .. connects)
+      assert.is_true(#errors >= 2, "errors: " .. #errors)
+      assert.equal("EFRAMESIZE", errors[1].code)
+      assert.equal(#errors, sub:stats().refused)
+      assert.equal(0, sub:stats().connections)
+      sub:close()
+    end, 30)
+    redis:close()
+  end)
+
   it("RESP3 (HELLO 3 in setup): push frames, pings answered +PONG, "
      .. "SIGKILL + restart with one gap", function()
     local redis, port = launch()

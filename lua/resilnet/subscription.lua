@@ -190,13 +190,13 @@ return function(core, T, Pool)
         hold_release(h, true)
       elseif h then
         sub._lost, sub._confirmed, sub._refused = nil, false, false
-        local ok = hold_subscribe(h, function(v, err, lost)
-          on_push(sub, v, err, lost)
+        local ok, err = hold_subscribe(h, function(v, e, lost)
+          on_push(sub, v, e, lost)
         end)
         -- Still behind: this connection waits for the handler too.
-        if ok and sub._paused then ok = hold_pause(h) end
+        if ok and sub._paused then ok, err = hold_pause(h) end
         local frames = subscribe_frames(sub)
-        if ok and #frames > 0 then ok = hold_write(h, frames) end
+        if ok and #frames > 0 then ok, err = hold_write(h, frames) end
         if ok then
           sub._h = h
           sub._stats.connections = sub._stats.connections + 1
@@ -209,9 +209,18 @@ return function(core, T, Pool)
             refused_pause = math.min(refused_pause * 2, MAX_REFUSED_PAUSE)
           end
         else
+          -- The connection took no SUBSCRIBE (a frame past max_frame, the
+          -- connection gone meanwhile): told, and paced as a refusal, so
+          -- that a cause that stays does not become a reconnect storm.
           mark_gap(sub)
+          sub._stats.refused = sub._stats.refused + 1
+          enqueue(sub, { "error", err })
+          hold_release(h, true)
+          h = nil
+          T.sleep(refused_pause)
+          refused_pause = math.min(refused_pause * 2, MAX_REFUSED_PAUSE)
         end
-        hold_release(h, true)
+        if h then hold_release(h, true) end
       else
         mark_gap(sub)
         T.sleep(RETRY_PAUSE)
@@ -306,25 +315,32 @@ return function(core, T, Pool)
       frame[#frame + 1] = n
     end
     -- Not connected now: the next connection subscribes to the sets.
-    if sub._h and #frame > 1 then hold_write(sub._h, { frame }) end
+    if sub._h and #frame > 1 then
+      local ok, err = hold_write(sub._h, { frame })
+      if not ok then return nil, err end -- the sets keep them: next time
+    end
     return true
   end
 
   --- sub:add(channels[, patterns]): subscribes to more.
   function Sub:add(channels, patterns)
-    change(self, "subscription:add", "SUBSCRIBE", self._channels, channels,
-           true)
-    return change(self, "subscription:add", "PSUBSCRIBE", self._patterns,
-                  patterns, true)
+    local ok, err = change(self, "subscription:add", "SUBSCRIBE",
+                          self._channels, channels, true)
+    local pok, perr = change(self, "subscription:add", "PSUBSCRIBE",
+                             self._patterns, patterns, true)
+    if not ok or not pok then return nil, err or perr end
+    return true
   end
 
   --- sub:remove(channels[, patterns]): unsubscribes; their messages still
   -- in flight are not delivered.
   function Sub:remove(channels, patterns)
-    change(self, "subscription:remove", "UNSUBSCRIBE", self._channels,
-           channels, false)
-    return change(self, "subscription:remove", "PUNSUBSCRIBE",
-                  self._patterns, patterns, false)
+    local ok, err = change(self, "subscription:remove", "UNSUBSCRIBE",
+                          self._channels, channels, false)
+    local pok, perr = change(self, "subscription:remove", "PUNSUBSCRIBE",
+                             self._patterns, patterns, false)
+    if not ok or not pok then return nil, err or perr end
+    return true
   end
 
   --- sub:stats() -> {received, delivered, pauses, paused_time, paused,
