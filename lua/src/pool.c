@@ -540,7 +540,8 @@ static inline int lrn_pool_give(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
     if (rc == UV_E2BIG && count > 0)
       return luaL_error(L, "pool:batch: %d requests are more than the "
                            "pool's max_batch", (int)count);
-    if (rc == UV_EINVAL) /* encoded already: the rule of resp_state.c */
+    if (rc == UV_EINVAL && /* encoded already: the rule of resp_state.c */
+        rn_pool_codec(p->pool)->protocol == RN_PROTOCOL_RESP)
       return luaL_error(L, "%s would leave its pooled connection changed for "
                            "the next call there (MULTI without EXEC, WATCH, "
                            "SUBSCRIBE, MONITOR, SELECT, AUTH, HELLO, RESET, "
