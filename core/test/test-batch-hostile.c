@@ -157,6 +157,9 @@ static void test_pool_call_leaving_state_refused(void) {
       "READONLY", "READWRITE", "client setname x", "CLIENT TRACKING on",
       "CLIENT NO-EVICT on", "client no-touch on",
   };
+  static const char *const inline_refused[] = {
+      "MULTI\r\n", "select 2\r\n", "CLIENT SETNAME x\r\n",
+      "client  tracking on\r\n"};
   static const char *const allowed[] = {"CLIENT ID", "CLIENT LIST",
                                         "UNWATCH", "EXEC", "GET k"};
   test_outcome_t o[5];
@@ -171,6 +174,12 @@ static void test_pool_call_leaving_state_refused(void) {
                            &o[0]),
               UV_EINVAL);
   }
+  /* Inline commands too (a C program may send them). */
+  for (i = 0; i < sizeof(inline_refused) / sizeof(inline_refused[0]); i++)
+    ASSERT_EQ(rn_pool_call(pool, inline_refused[i],
+                           strlen(inline_refused[i]), NULL, test_record,
+                           &o[0]),
+              UV_EINVAL);
   ASSERT_EQ(test_pool_stats(pool).calls, 0);
   memset(o, 0, sizeof(o));
   for (i = 0; i < 5; i++) {

@@ -8,23 +8,15 @@
  * closed when given back (hold.c), and a pool call or batch may not leave
  * one so (pool.c, batch.c). One list for all three. */
 #include "client.h"
+#include "../codec/resp_errors.h"
 
 #include <string.h>
 
-/* The command's name (the first bulk string of the array), or NULL. */
+/* The command's name (rn__resp_command_name: an array's first bulk
+ * string, or an inline command's first word), or NULL. */
 static const char *state_name(const char *f, size_t len, size_t *n) {
-  const char *p = f, *end = f + len, *crlf;
-  size_t k = 0;
-  if (len < 4 || *p != '*') return NULL;
-  crlf = memchr(p, '\n', (size_t)(end - p));
-  if (crlf == NULL || crlf + 1 >= end || crlf[1] != '$') return NULL;
-  p = crlf + 2;
-  while (p < end && *p >= '0' && *p <= '9') k = k * 10 + (size_t)(*p++ - '0');
-  if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return NULL;
-  p += 2;
-  if (k > (size_t)(end - p)) return NULL;
-  *n = k;
-  return p;
+  const char *name;
+  return rn__resp_command_name(f, len, &name, n) ? name : NULL;
 }
 
 enum {
@@ -78,13 +70,20 @@ static int client_setting(const char *frame, size_t len, const char *name,
                                          "NO-TOUCH", NULL};
   const char *p = name + n, *end = frame + len;
   size_t k = 0, i;
-  if (end - p < 4 || p[0] != '\r' || p[1] != '\n' || p[2] != '$')
-    return 0; /* no subcommand: Redis refuses it, nothing changes */
-  p += 3;
-  while (p < end && *p >= '0' && *p <= '9') k = k * 10 + (size_t)(*p++ - '0');
-  if (end - p < 2 || p[0] != '\r' || p[1] != '\n' || k > (size_t)(end - p - 2))
-    return 0;
-  p += 2;
+  if (frame[0] != '*') { /* inline: the next word */
+    while (p < end && *p == ' ') p++;
+    while (p + k < end && p[k] != ' ' && p[k] != '\r' && p[k] != '\n') k++;
+  } else {
+    if (end - p < 4 || p[0] != '\r' || p[1] != '\n' || p[2] != '$')
+      return 0; /* no subcommand: Redis refuses it, nothing changes */
+    p += 3;
+    while (p < end && *p >= '0' && *p <= '9')
+      k = k * 10 + (size_t)(*p++ - '0');
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n' ||
+        k > (size_t)(end - p - 2))
+      return 0;
+    p += 2;
+  }
   for (i = 0; settings[i] != NULL; i++)
     if (strlen(settings[i]) == k && state_word_is(p, k, settings[i]))
       return 1;

@@ -35,10 +35,8 @@ static int name_is(const char *name, size_t len, const char *want) {
   return want[len] == '\0';
 }
 
-/* The command name of a request frame: the first bulk string of a RESP
- * array, or the first word of an inline command. 0 if none is found. */
-static int command_name(const char *p, size_t len, const char **name,
-                        size_t *name_len) {
+int rn__resp_command_name(const char *p, size_t len, const char **name,
+                          size_t *name_len) {
   const char *end = p + len, *crlf;
   size_t n = 0;
   if (len > 0 && p[0] == '*') {
@@ -96,7 +94,8 @@ int rn__resp_not_executed(const char *const *codes, const char *request,
         memcmp(codes[i], code, code_len) == 0)
       break;
   if (codes[i] == NULL) return 0;
-  if (!command_name(request, request_len, &name, &name_len)) return 0;
+  if (!rn__resp_command_name(request, request_len, &name, &name_len))
+    return 0;
   if (name_is(name, name_len, "EXEC")) return 0;
   if (is_script(name, name_len))
     return name_is(code, code_len, "NOSCRIPT") ||

@@ -17,4 +17,10 @@ int rn__resp_not_executed(const char *const *codes, const char *request,
                           size_t request_len, const char *reply,
                           size_t reply_len);
 
+/* The command name of a request frame: the first bulk string of a RESP
+ * array, or the first word of an inline command (name, name_len). 0 if
+ * none is found. */
+int rn__resp_command_name(const char *frame, size_t len, const char **name,
+                          size_t *name_len);
+
 #endif
