@@ -44,10 +44,7 @@ static void answer_resp(test_peer_conn_t *c) {
   size_t pos = 0;
   rn_frame_t f;
   if (!ready) {
-    rn_codec_options_t co;
-    memset(&co, 0, sizeof(co));
-    co.protocol = RN_PROTOCOL_RESP;
-    ASSERT_OK(rn_codec_init(&codec, &co));
+    test_codec_init(&codec, RN_PROTOCOL_RESP);
     ready = 1;
   }
   while (rn_codec_frame(&codec, c->in.base + pos, c->in.len - pos, &f) == 1) {
@@ -325,19 +322,25 @@ static void pooled_call(rn_pool_t *pool, const char *cmd, int blocking,
   rn_buf_free(&frame);
 }
 
-static void test_blocking_not_dead(void) {
-  fixture_t fx;
+/* The fixture with a pool of size connections to the answer_resp peer,
+ * heartbeats every 50 ms with a 100 ms timeout: silence is judged fast. */
+static void start_fast_heartbeats(fixture_t *fx, unsigned size) {
   rn_pool_options_t po;
-  test_outcome_t blocked, other, silent;
-  uint64_t t0;
-  fx.loop = test_loop_open();
-  fx.uv = rn_loop_uv(fx.loop);
-  test_peer_start(&fx.peer, fx.uv, answer_resp);
-  test_pool_options(&po, fx.peer.endpoint, RN_PROTOCOL_RESP);
+  fx->loop = test_loop_open();
+  fx->uv = rn_loop_uv(fx->loop);
+  test_peer_start(&fx->peer, fx->uv, answer_resp);
+  test_pool_options(&po, fx->peer.endpoint, RN_PROTOCOL_RESP);
   po.heartbeat.interval_ms = 50;
   po.heartbeat.timeout_ms = 100;
-  po.size = 2;
-  ASSERT_OK(rn_pool_new(fx.loop, &po, &fx.pool));
+  po.size = size;
+  ASSERT_OK(rn_pool_new(fx->loop, &po, &fx->pool));
+}
+
+static void test_blocking_not_dead(void) {
+  fixture_t fx;
+  test_outcome_t blocked, other, silent;
+  uint64_t t0;
+  start_fast_heartbeats(&fx, 2);
 
   t0 = uv_now(fx.uv);
   pooled_call(fx.pool, "BLOCK q 5", 1, 600, &blocked);
@@ -375,18 +378,10 @@ static void test_blocking_not_dead(void) {
  *   long before its deadline. */
 static void test_block_bounds_silence(void) {
   fixture_t fx;
-  rn_pool_options_t po;
   hold_outcome_t h;
   test_outcome_t late, unblocked, blocked;
   uint64_t t0;
-  fx.loop = test_loop_open();
-  fx.uv = rn_loop_uv(fx.loop);
-  test_peer_start(&fx.peer, fx.uv, answer_resp);
-  test_pool_options(&po, fx.peer.endpoint, RN_PROTOCOL_RESP);
-  po.heartbeat.interval_ms = 50;
-  po.heartbeat.timeout_ms = 100;
-  po.size = 1;
-  ASSERT_OK(rn_pool_new(fx.loop, &po, &fx.pool));
+  start_fast_heartbeats(&fx, 1);
 
   ASSERT_OK(hold(fx.pool, 0, &h));
   RUN_UNTIL(fx.uv, h.fired, 2000);

@@ -70,10 +70,7 @@ static void answer_sub(test_peer_conn_t *c) {
   size_t pos = 0;
   rn_frame_t f;
   if (!ready) {
-    rn_codec_options_t co;
-    memset(&co, 0, sizeof(co));
-    co.protocol = RN_PROTOCOL_RESP;
-    ASSERT_OK(rn_codec_init(&codec, &co));
+    test_codec_init(&codec, RN_PROTOCOL_RESP);
     ready = 1;
   }
   st.conn = c;

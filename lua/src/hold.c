@@ -140,7 +140,8 @@ static int lrn_hold_started(lua_State *L, lrn_pool_t *p,
   /* Pinned while anything is in flight, as for pool_send. */
   if (p->pin_ref == LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, hu->pool_ref);
-    p->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lrn_pool_pin(L, p, -1);
+    lua_pop(L, 1);
   }
   p->in_flight++;
   lua_pushboolean(L, 1);
