@@ -1,6 +1,7 @@
 -- luv in pure Lua: conns connections on one loop, depth requests in flight
 -- on each, replies framed in Lua, all requests one read made ready sent
 -- back in one write (the same shape as the C baseline).
+-- --calls N: stop after N calls instead of after --secs (for callgrind).
 local common = require "rnbcommon"
 local uv = require "luv"
 local o = common.args(arg)
@@ -8,6 +9,7 @@ local o = common.args(arg)
 local request = common.frame(o, common.payload(o.size))
 local frame_size, proto = common.frame_size, o.proto
 local done, stop, open, outstanding = 0, false, 0, 0
+local limit, issued = o.calls or math.huge, 0
 local batches = {}
 local function batch(k)
   local b = batches[k]
@@ -42,12 +44,18 @@ local function start_conn(tcp)
     if k == 0 then return end
     done = done + k
     outstanding = outstanding - k
+    if done >= limit then stop = true end
     if stop then return finish() end
+    k = math.min(k, limit - issued)
+    if k == 0 then return end
+    issued = issued + k
     outstanding = outstanding + k
     tcp:write(batch(k))
   end)
-  outstanding = outstanding + o.depth
-  tcp:write(batch(o.depth))
+  local k = math.min(o.depth, limit - issued)
+  issued = issued + k
+  outstanding = outstanding + k
+  tcp:write(batch(k))
 end
 
 local n0, c0, t0
@@ -72,9 +80,13 @@ for i = 1, o.conns do
     assert(not err, err)
     open = open + 1
     if open == o.conns then
+      c0, t0 = os.clock(), uv.hrtime()
       for _, c in ipairs(conns) do start_conn(c) end
-      begin()
+      if not o.calls then begin() end
     end
   end)
 end
 uv.run()
+if o.calls then
+  common.report("luv", done, 0, (uv.hrtime() - t0) / 1e9, os.clock() - c0)
+end
