@@ -121,9 +121,15 @@ describe("pool:hold", function()
     local pool = H.pool { endpoints = { redis.endpoint }, timeout = 5 }
     H.go(function()
       local kept = pool:hold(function(conn) return conn end)
-      assert.has_error(function() kept:call { "PING" } end,
-        "resilnet: the held connection was released (use it only inside "
-        .. "pool:hold's function)")
+      -- has_error calls it inside pcall, where Lua 5.1 cannot wait: there
+      -- the wait is refused before the connection is looked at.
+      local released = (_VERSION == "Lua 5.1" and not jit)
+        and "resilnet: conn:call cannot wait here"
+        or "resilnet: the held connection was released (use it only inside "
+           .. "pool:hold's function)"
+      local ok, err = pcall(kept.call, kept, { "PING" })
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(released, 1, true), err)
       local r1, r2 = pool:hold(function(conn)
         local id = conn:call { "CLIENT", "ID" }
         assert.equal(1, pool:call { "CLIENT", "KILL", "ID", tostring(id) })

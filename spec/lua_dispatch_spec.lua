@@ -230,6 +230,74 @@ describe("dispatch from the binding (issue 7)", function()
     end)
   end)
 
+  -- Regression: a call made where its task could not be suspended (a C
+  -- function in between: table.sort's comparator, or pcall on Lua 5.1)
+  -- was sent, its yield failed, and its reply then resumed the task from
+  -- its next wait: the next pool:call returned this call's reply.
+  describe("a wait that cannot suspend its task", function()
+    local function counting_pool()
+      local seen = {}
+      local _, ep = H.server { protocol = "line", handler = function(r)
+        seen[r] = (seen[r] or 0) + 1
+        return r
+      end }
+      return H.pool { endpoints = { ep }, protocol = "line" }, seen
+    end
+
+    it("is refused before it is sent, and the next call gets its own "
+       .. "reply", function()
+      local pool, seen = counting_pool()
+      H.go(function()
+        local ok, err = pcall(table.sort, { 3, 1, 2 }, function(a, b)
+          pool:call("stale")
+          return a < b
+        end)
+        assert.is_false(ok)
+        assert.matches("pool:call cannot wait here", err)
+        assert.equal("second", pool:call("second"))
+        assert.equal("third", pool:call("third"))
+        assert.is_nil(seen.stale)
+      end)
+    end)
+
+    it("a facade wait (sleep) is refused the same way, and no stale "
+       .. "wake-up resumes the task later", function()
+      local pool = counting_pool()
+      H.go(function()
+        local ok, err = pcall(table.sort, { 3, 1, 2 }, function(a, b)
+          resilnet.sleep(0.01)
+          return a < b
+        end)
+        assert.is_false(ok)
+        assert.matches("resilnet.sleep cannot wait here", err)
+        -- Past the refused sleep's 10 ms: had its timer been started, it
+        -- would have resumed this call's wait (or raised 'a task was
+        -- resumed' through H.go).
+        assert.equal("x", pool:call("x"))
+        resilnet.sleep(0.05)
+        assert.equal("y", pool:call("y"))
+      end)
+    end)
+
+    it("inside pcall: refused on Lua 5.1, which cannot yield across it; "
+       .. "waits elsewhere", function()
+      local pool, seen = counting_pool()
+      local puc51 = _VERSION == "Lua 5.1" and not rawget(_G, "jit")
+      H.go(function()
+        local ok, r = pcall(pool.call, pool, "in pcall")
+        if puc51 then
+          assert.is_false(ok)
+          assert.matches("cannot wait here", r)
+          assert.is_nil(seen["in pcall"])
+        else
+          assert.is_true(ok)
+          assert.equal("in pcall", r)
+        end
+        assert.equal("after", pool:call("after"))
+      end)
+    end)
+  end)
+
   it("applies options given per call, flat or nested", function()
     local _, slow = H.server {
       protocol = "line",

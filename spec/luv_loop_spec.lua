@@ -28,6 +28,13 @@ describe("on luv's loop", function()
     assert.equals(200, calls)
   end)
 
+  it("refuses a wait that cannot suspend its coroutine before sending it "
+     .. "(the reply resumed the coroutine's own later yield)", function()
+    local out, status = S.run("spec/hosts/luv_no_suspend.lua", redis.port)
+    assert.equals(0, status, out)
+    assert.truthy(out:find("ok", 1, true), out)
+  end)
+
   it("closes resilnet's handles before luv's loop finalizer when resilnet "
      .. "was loaded first and moved with use_loop (crashed without)", function()
     local out, status = S.run("spec/hosts/luv_late.lua", redis.port)

@@ -22,6 +22,10 @@ end
 return function(core)
   local T = {}
 
+  -- Whether the running coroutine could yield here (5.3+, LuaJIT: the
+  -- library's; 5.1 and 5.2: the binding's, which walks the stack).
+  local can_yield = coroutine.isyieldable or core.can_yield
+
 
   -- Every task we run: coroutine -> info. info.args holds the arguments of a
   -- task not started yet; info.done, if set, is called as
@@ -127,12 +131,19 @@ return function(core)
   local function adoptable(yieldable)
     local co, main = coroutine.running()
     if yieldable == nil then
-      yieldable = not coroutine.isyieldable or coroutine.isyieldable()
+      yieldable = can_yield()
     end
     if co == nil or main or not yieldable then
       return nil
     end
     return co
+  end
+
+  local function cannot_suspend(name)
+    return "resilnet: " .. name .. " cannot wait here: a C function "
+           .. "(table.sort, string.gsub, a metamethod called from C; pcall "
+           .. "on Lua 5.1) stands between the coroutine and the call, and "
+           .. "it cannot be suspended across it"
   end
 
   local function adopt(yieldable)
@@ -165,9 +176,18 @@ return function(core)
   --  * inside a plain callback: raises (a callback cannot be suspended).
   local function await(name, start, ...)
     local co = current_task()
+    if co and not can_yield() then
+      -- Nothing is started: a call out for a task that could not suspend
+      -- would resume it from whatever it waited for next, with this reply.
+      error(cannot_suspend(name), 3)
+    end
     if not co and core.loop() ~= "own" then
       co = adopt()
       if not co then
+        local running, main = coroutine.running()
+        if running ~= nil and not main then
+          error(cannot_suspend(name), 3)
+        end
         error("resilnet: cannot wait outside a coroutine on " .. core.loop()
               .. "'s loop, which its host runs; call " .. name
               .. " from a coroutine or a task (resilnet.spawn)", 3)

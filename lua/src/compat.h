@@ -66,4 +66,20 @@ static inline int lrn_resume(lua_State *co, lua_State *from, int nargs,
 #endif
 }
 
+/* Whether the running coroutine L can yield from a C function it called,
+ * asked before anything is started on its behalf: a wait whose yield then
+ * failed would leave its call out with the coroutine as its target, and
+ * the reply would resume whatever the coroutine waited for next.
+ * 5.3, 5.4 and LuaJIT (whose luaconf.h defines LUA_LJDIR) say so. 5.1 and
+ * 5.2 cannot: a C function between the coroutine's body and here (pcall on
+ * 5.1, table.sort, string.gsub, tostring calling __tostring, ...) stops
+ * the yield, so any one there counts, except 5.2's pcall and xpcall, which
+ * yield (compat.c walks the stack). On 5.1 a metamethod or a `for`
+ * iterator written in Lua is a boundary this cannot see (api.md says so). */
+#if LUA_VERSION_NUM >= 503 || defined(LUA_LJDIR) || defined(LUAJIT_VERSION)
+static inline int lrn_can_yield(lua_State *L) { return lua_isyieldable(L); }
+#else
+int lrn_can_yield(lua_State *L);
+#endif
+
 #endif /* LRN_COMPAT_H */

@@ -657,6 +657,13 @@ static int lrn_take_error(lua_State *L) {
   return 0;
 }
 
+/* can_yield() -> whether the coroutine calling it could wait (yield) here:
+ * coroutine.isyieldable for 5.1 and 5.2, which lack it. */
+static int lrn_can_yield_fn(lua_State *L) {
+  lua_pushboolean(L, lrn_can_yield(L));
+  return 1;
+}
+
 /* now() -> monotonic seconds (uv_hrtime, not the cached loop time: a
  * caller measuring work inside one callback must see it advance). */
 static int lrn_now(lua_State *L) {
@@ -730,6 +737,7 @@ static const luaL_Reg lrn_module_funcs[] = {
     {"fail", lrn_fail},
     {"take_error", lrn_take_error},
     {"now", lrn_now},
+    {"can_yield", lrn_can_yield_fn},
     {NULL, NULL}};
 
 #ifndef LRN_EXPORT

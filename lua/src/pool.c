@@ -644,15 +644,13 @@ static int lrn_pool_call_method(lua_State *L) {
     if (ctx->host == LRN_LOOP_OWN)
       goto slow;
     lua_pushvalue(L, lua_upvalueindex(LRN_UP_ADOPT));
-#if LUA_VERSION_NUM >= 503
-    lua_pushboolean(L, lua_isyieldable(L));
-#else
-    lua_pushboolean(L, 1); /* no way to tell: lua_yield will say */
-#endif
+    lua_pushboolean(L, lrn_can_yield(L));
     lua_call(L, 1, 1);
     if (lua_isnil(L, -1))
       goto slow;
     lua_pop(L, 1);
+  } else if (!lrn_can_yield(L)) {
+    goto slow; /* the facade raises: nothing may start that cannot wait */
   }
   lua_replace(L, 1); /* self._h */
   if (!with_opts) {
