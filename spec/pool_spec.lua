@@ -317,6 +317,42 @@ describe("pool", function()
       assert.is_true(pool:stats().closed)
     end)
 
+    -- pool:send(request, cb) is sent by the binding without the facade's
+    -- Lua frame; every answer must stay the facade's: the reply to cb,
+    -- ECLOSED, the raise on a bad request, on a callback that is none,
+    -- and on a self that is no pool.
+    it("pool:send(request, cb) answers as the facade does", function()
+      local pool = echo_pair("line")
+      local got, gerr, n = nil, "unset", 0
+      H.go(function()
+        assert.is_true(pool:send("hi", function(reply, err)
+          got, gerr, n = reply, err, n + 1
+        end))
+        local t0 = resilnet.now()
+        while n == 0 and resilnet.now() - t0 < 2 do resilnet.sleep(0.005) end
+      end)
+      assert.equal("hi", got)
+      assert.is_nil(gerr)
+      assert.equal(1, n)
+      local ok, err = pcall(pool.send, pool, 42, function() end)
+      assert.is_false(ok)
+      assert.matches("the request must be a string or a table, got number",
+                     err)
+      ok, err = pcall(pool.send, pool, "x", "nope")
+      assert.is_false(ok)
+      assert.matches("pool:send: expected a callback function", err)
+      ok, err = pcall(pool.send, {}, "x", function() end)
+      assert.is_false(ok)
+      assert.matches("resilnet.pool expected", err)
+      ok, err = pcall(pool.send, { _h = io.stdout }, "x", function() end)
+      assert.is_false(ok)
+      assert.matches("resilnet.pool expected", err)
+      assert.is_true(pool:close())
+      local sent, err2 = pool:send("c", function() error("never") end)
+      assert.is_nil(sent)
+      assert.equal("ECLOSED", err2.code)
+    end)
+
     it("fails calls still waiting for a connection when closed", function()
       local _, ep = H.server { protocol = "line" }
       local pool = resilnet.pool { endpoints = { ep }, protocol = "line" }

@@ -190,6 +190,10 @@ return function(core, T)
     end
     return pool_send(self._h, request, cb, call_options("pool:send", opts))
   end
+  -- pool:send(request, cb), the usual form, is sent by the binding itself
+  -- (no Lua frame of ours on a callback's every next call); every other
+  -- form still comes to the function above.
+  Pool.send = core.pool_send_method(Pool.send)
 
   -- Batches ----------------------------------------------------------------
 

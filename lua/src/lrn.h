@@ -90,6 +90,9 @@ void lrn_dispatch(lrn_ctx_t *ctx, int target_ref, lrn_push_fn push, void *arg);
  * functions of bound objects (lrn_object_register), whose upvalue 3 is
  * the table of held targets: one store, no registry lookup. */
 int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx);
+/* lrn_hold for the value on top, which it pops: where the target was
+ * pushed only to be held (pool:call's task), no copy of it is made. */
+int lrn_hold_top(lua_State *L, lrn_ctx_t *ctx);
 /* Pushes the table of held targets (for lrn_object_register). */
 void lrn_push_held(lua_State *L, lrn_ctx_t *ctx);
 /* lrn_dispatch for a held target; releases it (also while the state is

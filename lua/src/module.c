@@ -56,30 +56,39 @@ typedef struct lrn_call_s {
 #define LRN_HELD_SLOT(id) ((id) >> 1)
 #define LRN_HELD_FUNCTION(id) ((id) & 1)
 
+/* A free slot of the held table. Raises when out of memory. */
+static int lrn_hold_slot(lua_State *L, lrn_state_t *st) {
+  if (st->nfree > 0)
+    return st->free_slots[--st->nfree];
+  if (st->nslots == st->cap) {
+    /* Doubling; ids (2 * slot + 1) stay well inside an int. */
+    int cap = st->cap > 0 ? 2 * st->cap : 64;
+    int *grown = st->cap < INT_MAX / 8
+                     ? (int *)realloc(st->free_slots,
+                                      (size_t)cap * sizeof(int))
+                     : NULL;
+    if (grown == NULL)
+      return luaL_error(L, "resilnet: out of memory");
+    st->free_slots = grown;
+    st->cap = cap;
+  }
+  return ++st->nslots;
+}
+
 int lrn_hold(lua_State *L, lrn_ctx_t *ctx, int idx) {
-  lrn_state_t *st = lrn_state(ctx);
   int slot;
   idx = lrn_absindex(L, idx);
-  if (st->nfree > 0) {
-    slot = st->free_slots[--st->nfree];
-  } else {
-    if (st->nslots == st->cap) {
-      /* Doubling; ids (2 * slot + 1) stay well inside an int. */
-      int cap = st->cap > 0 ? 2 * st->cap : 64;
-      int *grown = st->cap < INT_MAX / 8
-                       ? (int *)realloc(st->free_slots,
-                                        (size_t)cap * sizeof(int))
-                       : NULL;
-      if (grown == NULL)
-        return luaL_error(L, "resilnet: out of memory");
-      st->free_slots = grown;
-      st->cap = cap;
-    }
-    slot = ++st->nslots;
-  }
+  slot = lrn_hold_slot(L, lrn_state(ctx));
   lua_pushvalue(L, idx);
   lua_rawseti(L, lua_upvalueindex(3), slot);
   return 2 * slot + (lua_type(L, idx) == LUA_TFUNCTION);
+}
+
+int lrn_hold_top(lua_State *L, lrn_ctx_t *ctx) {
+  int function = lua_type(L, -1) == LUA_TFUNCTION;
+  int slot = lrn_hold_slot(L, lrn_state(ctx));
+  lua_rawseti(L, lua_upvalueindex(3), slot);
+  return 2 * slot + function;
 }
 
 void lrn_push_held(lua_State *L, lrn_ctx_t *ctx) {

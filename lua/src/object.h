@@ -72,6 +72,18 @@ static inline void *lrn_object_get(lua_State *L, int idx,
   }
   return *(lrn_object_t **)luaL_checkudata(L, idx, type->name);
 }
+/* lrn_object_get for a hot path that leaves the stack to its caller:
+ * the same check, minus the pop of the metatable it compared (a
+ * lua_settop a call): what it leaves above idx is the caller's to drop,
+ * or to ignore (pool:call yields it away). */
+static inline void *lrn_object_peek(lua_State *L, int idx,
+                                    const lrn_type_t *type) {
+  void *ud = lua_touserdata(L, idx);
+  if (ud != NULL && lua_getmetatable(L, idx) &&
+      lua_rawequal(L, -1, lua_upvalueindex(2)))
+    return *(lrn_object_t **)ud;
+  return *(lrn_object_t **)luaL_checkudata(L, idx, type->name);
+}
 /* Starts closing every object left (the context's __gc). */
 void lrn_object_close_all(lrn_ctx_t *ctx);
 /* Creates the metatable of type (with __gc) and registers funcs into the

@@ -515,7 +515,7 @@ static int lrn_not_started(lua_State *L, lrn_ctx_t *ctx, int rc) {
 
 /* Gives the core a call (count 0) or a batch of count requests, encoded
  * in frames[0..len), with the target at index target held until it is
- * dispatched: true, or nil, err when the core refused it (raises on a
+ * dispatched (the pool's handle, pinned while it is, at index handle): true, or nil, err when the core refused it (raises on a
  * batch larger than max_batch). opts NULL: the pool's defaults.
  * Everything that may raise before the core owns it has happened.
  * Inlined: pool:call's hot path, where a call of its own cost a tenth of
@@ -524,10 +524,14 @@ static int lrn_not_started(lua_State *L, lrn_ctx_t *ctx, int rc) {
 __attribute__((always_inline))
 #endif
 static inline int lrn_pool_give(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
-                         int target, const char *frames, size_t len,
-                         size_t count, const rn_call_options_t *opts) {
-  int held = lrn_hold(L, ctx, target), rc;
-  lrn_pool_pin(L, p, 1);
+                         int handle, int target, const char *frames,
+                         size_t len, size_t count,
+                         const rn_call_options_t *opts) {
+  /* A target on top (pool:call's task, pool:send's callback) leaves the
+   * stack as it is held: nothing below reads it again. */
+  int held = target == lua_gettop(L) ? lrn_hold_top(L, ctx)
+                                     : lrn_hold(L, ctx, target), rc;
+  lrn_pool_pin(L, p, handle);
   p->overload_reason = NULL;
   rc = count == 0 ? rn_pool_call(p->pool, frames, len, opts, lrn_pool_done,
                                  (void *)(intptr_t)held)
@@ -560,10 +564,11 @@ static inline int lrn_pool_give(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
 }
 
 /* The common part of pool_send and pool:call: encodes the request at 2
- * and gives it to the core, the target at index target. p may be NULL
- * (closed); opts NULL for the pool's defaults. */
+ * and gives it to the core, the pool's handle at index handle, the target
+ * at index target. p may be NULL (closed); opts NULL for the pool's
+ * defaults. */
 static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
-                          int target, rn_call_options_t *opts) {
+                          int handle, int target, rn_call_options_t *opts) {
   char random_key[2 * LRN_RANDOM_KEY_BYTES];
   int rc;
 
@@ -578,8 +583,8 @@ static int lrn_pool_start(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
     rc = lrn_call_key(L, p, opts, random_key);
   if (rc != 0)
     return lrn_not_started(L, ctx, rc);
-  return lrn_pool_give(L, ctx, p, target, ctx->buf.base, ctx->buf.len, 0,
-                       opts);
+  return lrn_pool_give(L, ctx, p, handle, target, ctx->buf.base,
+                       ctx->buf.len, 0, opts);
 }
 
 /* pool_send(h, request, target[, timeout_ms, idempotent, attempts,
@@ -601,7 +606,7 @@ static int lrn_pool_send(lua_State *L) {
   }
   luaL_argcheck(L, type == LUA_TFUNCTION || type == LUA_TTHREAD, 3,
                 "expected a function or a thread");
-  return lrn_pool_start(L, ctx, p, 3, opts);
+  return lrn_pool_start(L, ctx, p, 1, 3, opts);
 }
 
 /* pool_callback(h, request, cb): pool_send with no options for a target
@@ -612,7 +617,7 @@ static int lrn_pool_callback(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  return lrn_pool_start(L, lrn_ctx(L), lrn_pool_get(L, 1), 3, NULL);
+  return lrn_pool_start(L, lrn_ctx(L), lrn_pool_get(L, 1), 1, 3, NULL);
 }
 
 /* pool:call(request[, opts]) itself: the facade's Pool.call, made by
@@ -637,8 +642,11 @@ static int lrn_pool_call_method(lua_State *L) {
   if (lua_type(L, 1) != LUA_TTABLE)
     goto slow;
   lua_pushvalue(L, lua_upvalueindex(LRN_UP_HANDLE));
-  lua_rawget(L, 1);
-  p = lrn_pool_get(L, -1); /* raises unless self is a pool */
+  lua_rawget(L, 1); /* args + 1: self._h */
+  /* Raises unless self is a pool. What it leaves above the handle (its
+   * metatable) stays: the call yields the stack away, and every index
+   * below is absolute. */
+  p = (lrn_pool_t *)lrn_object_peek(L, args + 1, &lrn_pool_type);
   ctx = p != NULL ? p->o.ctx : lrn_ctx(L);
   if (!lrn_in_task(L, ctx)) {
     if (ctx->host == LRN_LOOP_OWN)
@@ -652,16 +660,17 @@ static int lrn_pool_call_method(lua_State *L) {
   } else if (!lrn_can_yield(L)) {
     goto slow; /* the facade raises: nothing may start that cannot wait */
   }
-  lua_replace(L, 1); /* self._h */
   if (!with_opts) {
-    if (args != 2)
-      lua_settop(L, 2);
-    lua_pushthread(L); /* the target */
-    if (lrn_pool_start(L, ctx, p, 3, NULL) == 2)
+    /* (self, request, [nil,] ..., handle, ..., task): the request at 2,
+     * the handle at args + 1, the target on top. */
+    lua_pushthread(L);
+    if (lrn_pool_start(L, ctx, p, args + 1, lua_gettop(L), NULL) == 2)
       return 2;
     return lua_yield(L, 0);
   }
   /* (h, request, task, what call_options makes of opts): pool_send's. */
+  lua_settop(L, args + 1);
+  lua_replace(L, 1); /* self._h */
   lua_settop(L, 3);
   lua_pushvalue(L, lua_upvalueindex(LRN_UP_OPTIONS));
   lua_pushliteral(L, "pool:call");
@@ -670,7 +679,7 @@ static int lrn_pool_call_method(lua_State *L) {
   lua_pushthread(L);
   lua_replace(L, 3);
   lrn_call_options(L, &co);
-  if (lrn_pool_start(L, ctx, p, 3, &co) == 2)
+  if (lrn_pool_start(L, ctx, p, 1, 3, &co) == 2)
     return 2;
   return lua_yield(L, 0);
 
@@ -696,6 +705,53 @@ static int lrn_pool_call_method_new(lua_State *L) {
     lua_pushvalue(L, i);
   lua_pushliteral(L, "_h");
   lua_pushcclosure(L, lrn_pool_call_method, LRN_UP_HANDLE);
+  return 1;
+}
+
+/* pool:send(request, cb) itself, the usual form, made by
+ * pool_send_method below: the request sent with cb as its target, without
+ * the facade's Lua frame in between (a callback's every next call passes
+ * here). Any other form, or self not a pool, goes to slow(self, ...), the
+ * facade's Pool:send, which says what is wrong with it. Upvalues: those
+ * of the pool's functions, then slow and the key "_h". */
+enum { LRN_UP_SEND_SLOW = 4, LRN_UP_SEND_HANDLE };
+
+static int lrn_pool_send_method(lua_State *L) {
+  void *ud;
+  lrn_pool_t *p;
+  if (lua_gettop(L) != 3 || lua_type(L, 1) != LUA_TTABLE ||
+      lua_type(L, 3) != LUA_TFUNCTION)
+    goto slow;
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_SEND_HANDLE));
+  lua_rawget(L, 1); /* 4: self._h */
+  ud = lua_touserdata(L, 4);
+  if (ud == NULL || !lua_getmetatable(L, 4) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(2))) {
+    lua_settop(L, 3);
+    goto slow;
+  }
+  p = *(lrn_pool_t **)ud;
+  lua_pushvalue(L, 3); /* the target, on top */
+  return lrn_pool_start(L, p != NULL ? p->o.ctx : lrn_ctx(L), p, 4,
+                        lua_gettop(L), NULL);
+
+slow:
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_SEND_SLOW));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* pool_send_method(slow) -> pool:send (above). */
+static int lrn_pool_send_method_new(lua_State *L) {
+  int i;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  for (i = 1; i <= 3; i++)
+    lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushvalue(L, 1);
+  lua_pushliteral(L, "_h");
+  lua_pushcclosure(L, lrn_pool_send_method, LRN_UP_SEND_HANDLE);
   return 1;
 }
 
@@ -759,7 +815,7 @@ static int lrn_pool_batch(lua_State *L) {
                             &len, &n, &rc);
   if (rc != 0)
     return lrn_not_started(L, ctx, rc);
-  return lrn_pool_give(L, ctx, p, 3, frames, len, n, opts);
+  return lrn_pool_give(L, ctx, p, 1, 3, frames, len, n, opts);
 }
 
 /* pool_on(h, target): target receives every event table. */
@@ -946,6 +1002,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_new", lrn_pool_new},     {"pool_send", lrn_pool_send},
     {"pool_callback", lrn_pool_callback},
     {"pool_call_method", lrn_pool_call_method_new},
+    {"pool_send_method", lrn_pool_send_method_new},
     {"pool_batch", lrn_pool_batch},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
