@@ -1510,6 +1510,32 @@ static void test_hello_without_incarnation_accepted(void) {
   teardown(pool);
 }
 
+/* A client's HELLO MUST announce a MAX_FRAME of at least 128
+ * (protocol.md section 6). An rnp pool made with max_frame under that
+ * announced it anyway: every server refused each connect with
+ * ERROR{PROTOCOL}, forever, and a server that did not check got a
+ * promise it could not keep (its PONG and ERROR frames may be larger).
+ * Such a pool is now refused when it is made (UV_EINVAL); 128 is taken. */
+static void test_pool_max_frame_under_128_refused(void) {
+  rn_pool_options_t o;
+  const char *list[1];
+  rn_pool_t *pool = NULL;
+  setup();
+  list[0] = "127.0.0.1:1";
+  rn_pool_options_init(&o);
+  o.endpoints = list;
+  o.endpoint_count = 1;
+  o.codec.protocol = RN_PROTOCOL_RNP;
+  o.codec.max_frame = 127;
+  ASSERT_EQ(rn_pool_new(loop, &o, &pool), UV_EINVAL);
+  ASSERT(pool == NULL);
+  o.codec.max_frame = RN_RNP_HELLO_MIN_FRAME;
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  rn_pool_close(pool, 0, NULL);
+  uv_run(uv, UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_batch_replies_by_id)
   TEST_ENTRY(test_batch_goaway_moves_whole)
@@ -1538,4 +1564,5 @@ TEST_LIST_START
   TEST_ENTRY(test_goaway_on_idle_connection_unpolled)
   TEST_ENTRY(test_goaway_during_own_read)
   TEST_ENTRY(test_hello_without_incarnation_accepted)
+  TEST_ENTRY(test_pool_max_frame_under_128_refused)
 TEST_LIST_END

@@ -14,7 +14,6 @@
  * 6): room for every frame the server sends whatever happens, a PONG of 64
  * bytes, an ERROR with RETRY_AFTER and a message, a GOAWAY. Below it the
  * server could not tell the client why its request got no REPLY. */
-#define RN_RNP_MIN_PEER_FRAME 128
 
 static void rnp_expire(rn_timer_t *timer);
 
@@ -367,7 +366,7 @@ static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
   }
   if (in->present & (1u << RN_RNP_F_MAX_FRAME)) {
     conn->peer_max_frame = in->max_frame;
-    if (in->max_frame < RN_RNP_MIN_PEER_FRAME) {
+    if (in->max_frame < RN_RNP_HELLO_MIN_FRAME) {
       rnp_protocol_error(conn, RN_EHANDSHAKE,
                          "MAX_FRAME under 128: no room for the server's "
                          "ERROR and GOAWAY frames");
