@@ -154,6 +154,20 @@ describe("pool", function()
       assert.has_error(function() line:call { "a" } end)
     end)
 
+    it("refuses an rnp max_frame under 128, what a HELLO must announce",
+       function()
+      -- It used to be announced anyway: every rnp server refused the
+      -- HELLO, so every connect failed (docs/protocol.md section 6).
+      assert.has_error(function()
+        resilnet.pool { endpoints = { "127.0.0.1:1" }, protocol = "rnp",
+                        max_frame = 127 }
+      end, "resilnet.pool: option 'max_frame' must be at least 128 with "
+           .. "protocol 'rnp' (the least a HELLO may announce)")
+      local pool = resilnet.pool { endpoints = { "127.0.0.1:1" },
+                                   protocol = "rnp", max_frame = 128 }
+      pool:close()
+    end)
+
     it("calls from many tasks at once", function()
       local pool = echo_pair("line", nil, { size = 4 })
       local replies = H.calls_at_once(pool, 50)

@@ -148,6 +148,55 @@ static void test_waiter_leaves(void) {
   test_server_finish(&T);
 }
 
+/* A duplicate waiting for its key's original has not started
+ * (docs/protocol.md, sections 8 and 10): when its deadline passes it is
+ * refused DEADLINE, not executed, at once. It used to wait, holding a
+ * slot, until the original finished (or the drain ended), and then got
+ * the original's answer long after its deadline. The original and the
+ * key are untouched; a duplicate without a deadline still joins. */
+static void test_joined_duplicate_deadline_refused(void) {
+  rnp_client_t a, b;
+  const rx_frame_t *x;
+  uint64_t ida, late, patient, t0, waited;
+  rn_server_stats_t st;
+
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  rx_open(T.uv, &b, T.port);
+  ida = request_held(&a, "pay 70", "j1", 1);
+  t0 = uv_now(T.uv);
+  late = rx_request(&b, "pay 70", "j1", 40, 0);
+  rx_wait_frames(T.uv, &b, 2); /* the original is still held */
+  waited = uv_now(T.uv) - t0;
+  x = rx_find(&b, late);
+  ASSERT(x != NULL);
+  ASSERT_EQ(x->type, RN_RNP_ERROR);
+  ASSERT_EQ(x->code, RN_RNP_ERR_DEADLINE);
+  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT_GE(waited, 40);
+  ASSERT_LT(waited, 2000);
+  ASSERT_EQ(T.events[RN_SERVER_EVENT_DEADLINE], 1);
+  ASSERT_EQ(T.server->active, 1); /* its slot went back */
+  /* one without a deadline still waits for the original's answer */
+  patient = rx_request(&b, "pay 70", "j1", -1, 0);
+  test_run_for(T.uv, 20);
+  ASSERT_EQ(b.count, 2);
+  reply(0, "paid");
+  rx_wait_frames(T.uv, &a, 2);
+  rx_wait_frames(T.uv, &b, 3);
+  ASSERT_EQ(a.frames[1].id, ida);
+  ASSERT_MEM_EQ(a.frames[1].payload, "paid", 4);
+  ASSERT_EQ(b.frames[2].id, patient);
+  ASSERT_EQ(b.frames[2].type, RN_RNP_REPLY);
+  ASSERT_MEM_EQ(b.frames[2].payload, "paid", 4);
+  rn_server_stats(T.server, &st);
+  ASSERT_EQ(st.expired, 1);
+  ASSERT_EQ(st.handled, 1);
+  rx_close(T.uv, &a);
+  rx_close(T.uv, &b);
+  test_server_finish(&T);
+}
+
 /* Issue 15, defect 10: a key flood evicted a legitimate finished key inside
  * its window, so that client's retry ran a second time. At capacity new
  * keys are refused as not executed (retry later), with an event and a
@@ -457,6 +506,7 @@ TEST_LIST_START
   TEST_ENTRY(test_replay_and_wait)
   TEST_ENTRY(test_errors)
   TEST_ENTRY(test_waiter_leaves)
+  TEST_ENTRY(test_joined_duplicate_deadline_refused)
   TEST_ENTRY(test_capacity_never_evicts_in_window)
   TEST_ENTRY(test_window)
   TEST_ENTRY(test_async_store)

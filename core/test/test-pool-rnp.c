@@ -63,6 +63,7 @@ static int deadline_seen;
 /* What the server's HELLO announces (0: left out). */
 static uint32_t hello_max_frame;
 static uint32_t hello_max_concurrent;
+static int hello_no_incarnation; /* the HELLO leaves INCARNATION out */
 /* A PING goes to ping_hook when set (1: it answered or kept it), else it is
  * answered at once. */
 static int (*ping_hook)(peer_t *peer, uint64_t id);
@@ -138,9 +139,12 @@ static void send_hello(peer_t *peer, uint64_t id) {
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_HELLO;
   f.id = id;
-  f.present = 1u << RN_RNP_F_VERSION | 1u << RN_RNP_F_INCARNATION;
+  f.present = 1u << RN_RNP_F_VERSION;
   f.version = RN_RNP_VERSION;
-  f.incarnation = incarnation;
+  if (!hello_no_incarnation) {
+    f.present |= 1u << RN_RNP_F_INCARNATION;
+    f.incarnation = incarnation;
+  }
   if (peer->second ? hello_max_frame2 : hello_max_frame) {
     f.present |= 1u << RN_RNP_F_MAX_FRAME;
     f.max_frame = peer->second ? hello_max_frame2 : hello_max_frame;
@@ -249,6 +253,7 @@ static void server_start(script_fn fn) {
   npeers = nheld = requests_seen = hold_hellos = 0;
   pings_seen = expired_seen = 0;
   hello_max_frame = hello_max_concurrent = hello_max_frame2 = 0;
+  hello_no_incarnation = 0;
   ping_hook = NULL;
   script = fn;
   listen_on(&server1, endpoint, sizeof(endpoint));
@@ -1483,6 +1488,54 @@ static void test_batch_reset(void) {
   teardown(pool);
 }
 
+/* A server HELLO with VERSION alone is valid (protocol.md section 4:
+ * only VERSION is required; INCARNATION may be left out). The pool
+ * refused it as a failed handshake (EHANDSHAKE, "peer did not complete
+ * the handshake"), so a server written from the document that states no
+ * incarnation could never be used. Found by an implementation written
+ * from protocol.md alone. */
+static void test_hello_without_incarnation_accepted(void) {
+  rn_pool_t *pool;
+  setup();
+  server_start(script_echo);
+  hello_no_incarnation = 1;
+  pool = pool_new(2);
+  call_wait(pool, 1, NULL, 0);
+  ASSERT_OK(results[1].status);
+  ASSERT_MEM_EQ(results[1].body, "1", 1);
+  call_wait(pool, 2, NULL, 0);
+  ASSERT_OK(results[2].status);
+  expect_ran_once(1, 3);
+  ASSERT_EQ(npeers, 1);
+  teardown(pool);
+}
+
+/* A client's HELLO MUST announce a MAX_FRAME of at least 128
+ * (protocol.md section 6). An rnp pool made with max_frame under that
+ * announced it anyway: every server refused each connect with
+ * ERROR{PROTOCOL}, forever, and a server that did not check got a
+ * promise it could not keep (its PONG and ERROR frames may be larger).
+ * Such a pool is now refused when it is made (UV_EINVAL); 128 is taken. */
+static void test_pool_max_frame_under_128_refused(void) {
+  rn_pool_options_t o;
+  const char *list[1];
+  rn_pool_t *pool = NULL;
+  setup();
+  list[0] = "127.0.0.1:1";
+  rn_pool_options_init(&o);
+  o.endpoints = list;
+  o.endpoint_count = 1;
+  o.codec.protocol = RN_PROTOCOL_RNP;
+  o.codec.max_frame = 127;
+  ASSERT_EQ(rn_pool_new(loop, &o, &pool), UV_EINVAL);
+  ASSERT(pool == NULL);
+  o.codec.max_frame = RN_RNP_HELLO_MIN_FRAME;
+  ASSERT_OK(rn_pool_new(loop, &o, &pool));
+  rn_pool_close(pool, 0, NULL);
+  uv_run(uv, UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_batch_replies_by_id)
   TEST_ENTRY(test_batch_goaway_moves_whole)
@@ -1510,4 +1563,6 @@ TEST_LIST_START
   TEST_ENTRY(test_server_protocol_error)
   TEST_ENTRY(test_goaway_on_idle_connection_unpolled)
   TEST_ENTRY(test_goaway_during_own_read)
+  TEST_ENTRY(test_hello_without_incarnation_accepted)
+  TEST_ENTRY(test_pool_max_frame_under_128_refused)
 TEST_LIST_END

@@ -46,6 +46,11 @@ return function(core, T)
   -- time (it returned nil, err or ran past discovery_timeout).
   function P.new(opts)
     local o = validate("resilnet.pool", pool_schema, opts)
+    -- The core refuses it too, but only as "invalid options".
+    if o.protocol == "rnp" and o.max_frame < 128 then
+      error("resilnet.pool: option 'max_frame' must be at least 128 with "
+            .. "protocol 'rnp' (the least a HELLO may announce)", 2)
+    end
     local weak = setmetatable({}, { __mode = "v" })
     local runner, endpoints, made = nil, o.endpoints, false
     if type(endpoints) == "function" then

@@ -36,6 +36,10 @@ extern "C" {
 #define RN_RNP_HEADER_SIZE 16
 #define RN_RNP_KEY_MAX 255
 #define RN_RNP_INCARNATION_SIZE 16
+/* The least MAX_FRAME a client's HELLO may announce (docs/protocol.md,
+ * section 6): below it a server cannot fit the PONG, ERROR and GOAWAY it
+ * owes the client, and refuses the HELLO. */
+#define RN_RNP_HELLO_MIN_FRAME 128
 /* The extension field carrying a client's credential on its HELLO
  * (docs/protocol.md, section 6.1): 1..255 opaque bytes. In the extension
  * space so that a server that knows nothing of it skips it. */
@@ -123,8 +127,8 @@ int rn_rnp_encode(rn_buf_t *out, const rn_rnp_frame_t *frame,
 /* Appends a client's HELLO (id 1, VERSION, MAX_FRAME = max_frame capped
  * at 2^32 - 1) and, when token is not NULL, the AUTH extension carrying
  * it. The token is a secret: the caller wipes `out` when done with it.
- * 0, UV_EINVAL (token_len 0 or over RN_RNP_AUTH_MAX, max_frame under 16;
- * a server refuses under 128) or UV_ENOMEM. */
+ * 0, UV_EINVAL (token_len 0 or over RN_RNP_AUTH_MAX, max_frame under
+ * RN_RNP_HELLO_MIN_FRAME) or UV_ENOMEM. */
 int rn_rnp_encode_hello(rn_buf_t *out, size_t max_frame, const char *token,
                         size_t token_len);
 

@@ -98,11 +98,8 @@ int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
   rn_pool_endpoint_t *ep = conn->endpoint;
   rn_list_t *pos, *tmp;
 
-  if (f->version != RN_RNP_VERSION ||
-      !(f->present & 1u << RN_RNP_F_INCARNATION))
-    return RN_EHANDSHAKE;
+  if (f->version != RN_RNP_VERSION) return RN_EHANDSHAKE;
 
-  memcpy(conn->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
   /* Its limits (docs/protocol.md section 6): no frame above MAX_FRAME (16
    * MiB when not stated) on this connection, and no more requests at once
    * than MAX_CONCURRENT to this server, whichever connections carry them
@@ -116,6 +113,10 @@ int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
                            ? f->max_concurrent
                            : 0;
   rn__pool_peer_max_frame(conn->pool);
+  /* INCARNATION is optional (protocol.md sections 4 and 6): a server
+   * that states none cannot be told to have restarted from its HELLO. */
+  if (!(f->present & 1u << RN_RNP_F_INCARNATION)) return 0;
+  memcpy(conn->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE);
   if (ep->has_incarnation &&
       memcmp(ep->incarnation, f->incarnation, RN_RNP_INCARNATION_SIZE) == 0)
     return 0;

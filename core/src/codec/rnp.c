@@ -367,6 +367,9 @@ int rn_rnp_encode_hello(rn_buf_t *out, size_t max_frame, const char *token,
 
   if (token != NULL && (token_len == 0 || token_len > RN_RNP_AUTH_MAX))
     return UV_EINVAL;
+  /* A HELLO every server would refuse is a configuration error, told
+   * when the pool is made rather than as failed connects. */
+  if (max_frame < RN_RNP_HELLO_MIN_FRAME) return UV_EINVAL;
   memset(&f, 0, sizeof(f));
   f.type = RN_RNP_HELLO;
   f.id = 1; /* a client's HELLO is always its first frame */

@@ -102,6 +102,7 @@ static void answer_waiters(rn__dedupe_entry_t *e, const rn__answer_t *a,
     rn_list_remove(&req->wait);
     req->waiting = 0;
     req->entry = NULL;
+    if (req->has_deadline) rn_list_remove(&req->joined);
     if (counter != NULL) (*counter)++;
     (void)rn__server_rnp_answer(req, a);
   }
@@ -312,6 +313,7 @@ void rn__dedupe_begin(rn__dedupe_t *d, rn_request_t *req) {
       req->entry = e;
       rn_list_insert_tail(&e->waiters, &req->wait);
       d->server->stats.joined++;
+      if (req->has_deadline) rn__server_rnp_joined(req);
       return;
     }
     /* The answer is known; the store is still writing it down. */
@@ -392,6 +394,7 @@ void rn__dedupe_end(rn__dedupe_t *d, rn_request_t *req,
 
 void rn__dedupe_leave(rn_request_t *req) {
   rn_list_remove(&req->wait);
+  if (req->has_deadline) rn_list_remove(&req->joined);
   req->waiting = 0;
   req->entry = NULL;
 }

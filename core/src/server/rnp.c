@@ -14,7 +14,6 @@
  * 6): room for every frame the server sends whatever happens, a PONG of 64
  * bytes, an ERROR with RETRY_AFTER and a message, a GOAWAY. Below it the
  * server could not tell the client why its request got no REPLY. */
-#define RN_RNP_MIN_PEER_FRAME 128
 
 static void rnp_expire(rn_timer_t *timer);
 
@@ -198,8 +197,8 @@ static void rnp_start(rn_request_t *req) {
     rn__server_rnp_run(req);
 }
 
-/* The expiry timer for the earliest deadline on the queue (at), or the
- * earliest found when at is 0; stopped when no queued request has one. */
+/* The expiry timer for the earliest deadline of a request not started
+ * (at), or the earliest found when at is 0; stopped when none has one. */
 static void rnp_arm_expiry(rn_server_t *server, uint64_t at) {
   uint64_t now = rn_loop_now(server->loop);
   rn_list_t *pos;
@@ -209,6 +208,10 @@ static void rnp_arm_expiry(rn_server_t *server, uint64_t at) {
       rn_request_t *req = RN_CONTAINER_OF(pos, rn_request_t, wait);
       if (req->has_deadline && req->deadline < at) at = req->deadline;
     }
+    for (pos = server->joined.next; pos != &server->joined; pos = pos->next) {
+      rn_request_t *req = RN_CONTAINER_OF(pos, rn_request_t, joined);
+      if (req->deadline < at) at = req->deadline;
+    }
   }
   if (at == UINT64_MAX) {
     rn_timer_stop(&server->expire_timer);
@@ -217,10 +220,25 @@ static void rnp_arm_expiry(rn_server_t *server, uint64_t at) {
   rn_timer_start(&server->expire_timer, at > now ? at - now : 0);
 }
 
-/* A queued request is refused when its deadline passes, not when a slot
- * frees (docs/protocol.md, section 8): the client learns at once that it
- * may go elsewhere. The expired ones move to a list of their own first:
- * refusing one may close its connection, which releases others. */
+/* Arms the expiry timer for a deadline, unless it fires sooner already. */
+static void rnp_expire_by(rn_server_t *server, uint64_t deadline) {
+  if (!rn_timer_is_active(&server->expire_timer) ||
+      server->expire_timer.due > deadline)
+    rnp_arm_expiry(server, deadline);
+}
+
+void rn__server_rnp_joined(rn_request_t *req) {
+  rn_list_insert_tail(&req->server->joined, &req->joined);
+  rnp_expire_by(req->server, req->deadline);
+}
+
+/* A request not started is refused when its deadline passes, not when a
+ * slot frees or its key's original finishes (docs/protocol.md, section
+ * 8): the client learns at once that it may go elsewhere. A duplicate
+ * waiting for its key has not started either (section 10): the
+ * original's answer, later, is not its own. The expired ones move to a
+ * list of their own first: refusing one may close its connection, which
+ * releases others. */
 static void rnp_expire(rn_timer_t *timer) {
   rn_server_t *server = timer->data;
   uint64_t now = rn_loop_now(server->loop);
@@ -231,6 +249,13 @@ static void rnp_expire(rn_timer_t *timer) {
     rn_request_t *req = RN_CONTAINER_OF(pos, rn_request_t, wait);
     if (rnp_late(req, now)) {
       rn_list_remove(&req->wait);
+      rn_list_insert_tail(&expired, &req->wait);
+    }
+  }
+  rn_list_foreach_safe(pos, tmp, &server->joined) {
+    rn_request_t *req = RN_CONTAINER_OF(pos, rn_request_t, joined);
+    if (rnp_late(req, now)) {
+      rn__dedupe_leave(req); /* off the waiters and off joined */
       rn_list_insert_tail(&expired, &req->wait);
     }
   }
@@ -249,10 +274,7 @@ static void rnp_admit(rn_request_t *req) {
     req->queued = 1;
     server->queued++;
     rn_list_insert_tail(&server->queue, &req->wait);
-    if (req->has_deadline &&
-        (!rn_timer_is_active(&server->expire_timer) ||
-         server->expire_timer.due > req->deadline))
-      rnp_arm_expiry(server, req->deadline);
+    if (req->has_deadline) rnp_expire_by(server, req->deadline);
   } else {
     uint64_t id = req->id;
     server->stats.overloaded++;
@@ -344,7 +366,7 @@ static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
   }
   if (in->present & (1u << RN_RNP_F_MAX_FRAME)) {
     conn->peer_max_frame = in->max_frame;
-    if (in->max_frame < RN_RNP_MIN_PEER_FRAME) {
+    if (in->max_frame < RN_RNP_HELLO_MIN_FRAME) {
       rnp_protocol_error(conn, RN_EHANDSHAKE,
                          "MAX_FRAME under 128: no room for the server's "
                          "ERROR and GOAWAY frames");

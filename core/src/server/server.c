@@ -1187,6 +1187,7 @@ int rn_server_new(rn_loop_t *loop, const rn_server_options_t *options,
   server->loop = loop;
   rn_list_init(&server->conns);
   rn_list_init(&server->queue);
+  rn_list_init(&server->joined);
   rn_timer_init(loop, &server->resume_timer, server_resume);
   server->resume_timer.data = server;
   rn_timer_init(loop, &server->finish_timer, NULL);

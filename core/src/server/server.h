@@ -48,6 +48,8 @@ struct rn_server_s {
   unsigned held;     /* requests allocated and not yet released */
   unsigned paused;   /* connections holding frames back for max_concurrent */
   rn_list_t queue;   /* rnp: requests waiting for a slot, FIFO */
+  rn_list_t joined;  /* rnp: duplicates with a deadline waiting for the
+                        request that holds their key */
   unsigned queued;
   rn__dedupe_t *dedupe; /* rnp with dedupe, else NULL */
   rn__server_auth_t *auth; /* rnp with options.auth, else NULL */
@@ -55,7 +57,8 @@ struct rn_server_s {
   rn_timer_t resume_timer;
   rn_timer_t finish_timer;
   rn_timer_t drain_timer;
-  rn_timer_t expire_timer; /* rnp: the earliest deadline on the queue */
+  rn_timer_t expire_timer; /* rnp: the earliest deadline of a request not
+                              started: queued, or joined to its key */
   rn_buf_t inline_args;    /* resp: an inline command being converted */
   rn_buf_t inline_out;
   rn_server_close_cb close_cb;
@@ -139,6 +142,7 @@ struct rn_server_conn_s {
 struct rn_request_s {
   rn_list_t node;   /* conn->requests */
   rn_list_t wait;   /* server->queue, or a dedupe entry's waiters */
+  rn_list_t joined; /* server->joined, while waiting with a deadline */
   rn_server_t *server;
   rn_server_conn_t *conn; /* NULL once the connection is gone */
   char *reply;      /* resp/line/length: the reply, until its turn */
@@ -230,6 +234,9 @@ int rn__server_rnp_answer(rn_request_t *req, const rn__answer_t *answer);
 void rn__server_rnp_run(rn_request_t *req);
 /* Hands free slots to queued requests. */
 void rn__server_rnp_dequeue(rn_server_t *server);
+/* req, a duplicate with a deadline, now waits for its key's original:
+ * refused DEADLINE when its deadline passes first, as a queued one. */
+void rn__server_rnp_joined(rn_request_t *req);
 /* The drain ran out: requests that never started are refused SHUTDOWN
  * (not executed), running ones lose their connection, and connections
  * close once those refusals are written. */
