@@ -17,13 +17,15 @@ its rows skipped and bench.md says why.
   python3 bench/run.py --callgrind-only --build BUILD_DIR [--lua LUA[,LUA]]
                        [--save FILE] [--compare FILE] [--tolerance PCT]
 
-The full run measures the Lua clients (resilnet tasks and callbacks, luv)
-under every Lua of --lua (default lua5.4,luajit, the interpreters issue 20's
-targets name), in 5 rounds whose client order rotates, and keeps medians.
---clients limits the matrix to the clients listed (uv, rn-c, hiredis,
-lua-task, lua-send, luasocket, luv, ioredis, redis-benchmark; a second
-Lua's as lua-task@luajit): a partial run, which bench.md says it is and which
-is not for committing.
+The full run measures the Lua clients (resilnet tasks and callbacks, luv's
+load generator luv_client.lua, and luv_percall.lua, a luv client that
+makes calls: each request encoded, each reply taken and handed to its own
+callback) under every Lua of --lua (default lua5.4,luajit, the interpreters
+issue 20's targets name), in 5 rounds whose client order rotates, and keeps
+medians. --clients limits the matrix to the clients listed (uv, rn-c,
+hiredis, lua-task, lua-send, luasocket, luv, luv-percall, ioredis,
+redis-benchmark; a second Lua's as lua-task@luajit): a partial run, which
+bench.md says it is and which is not for committing.
 
 --quick is a smoke run (well under a minute): one run of a few cells under
 lua5.4 only, tiny scale and resilience figures; it fails (exit 1) if any
@@ -64,7 +66,7 @@ ROOT = os.path.dirname(HERE)
 # Which clients speak which server's protocol (titles: report.py).
 PROTO_CLIENTS = {
     "resp": ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
-             "luv", "ioredis", "redis-benchmark"],
+             "luv", "luv-percall", "ioredis", "redis-benchmark"],
     "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv"],
     "rnp": ["rn-c", "lua-task", "lua-send"],
 }
@@ -131,7 +133,8 @@ class Bench:
         base = [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
         out = base + ["%s@%s" % (c, os.path.basename(lua))
                       for lua in self.luas[1:]
-                      for c in ("lua-task", "lua-send", "luv") if c in base]
+                      for c in ("lua-task", "lua-send", "luv", "luv-percall")
+                      if c in base]
         only = self.args.clients
         return [c for c in out if not only or c in only.split(",")]
 
@@ -244,7 +247,7 @@ class Bench:
                [self.lua])[0]
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
                   "lua-batch": "rn_batch.lua", "lua-tx": "rn_batch.lua",
-                  "luv": "luv_client.lua",
+                  "luv": "luv_client.lua", "luv-percall": "luv_percall.lua",
                   "luasocket": "luasocket_client.lua"}[client]
         if client == "lua-tx":
             common += ["--mode", "tx"]

@@ -5,8 +5,9 @@
 -- reply's value taken as a string, and handed to that call's own callback
 -- (a FIFO per connection), which makes the next call on its connection.
 -- What one read's callbacks queue leaves in one write, as luv_client.lua
--- and resilnet do. Not in bench/run.py's matrix: a yardstick to compare
--- rn_send.lua with by hand (same options; --calls N for callgrind).
+-- and resilnet do. In bench/run.py's matrix (redis-server) as
+-- "luv-percall": the yardstick rn_send.lua and rn_task.lua are compared
+-- with beside luv_client.lua.
 local common = require "rnbcommon"
 local uv = require "luv"
 local o = common.args(arg)
@@ -19,7 +20,9 @@ local concat = table.concat
 
 local function finish()
   if stop and outstanding == 0 then
-    for _, c in ipairs(conns) do if not c.tcp:is_closing() then c.tcp:close() end end
+    for _, c in ipairs(conns) do
+      if not c.tcp:is_closing() then c.tcp:close() end
+    end
   end
 end
 
@@ -45,7 +48,10 @@ local request = { "ECHO", payload }
 local function on_reply(reply)
   done = done + 1
   outstanding = outstanding - 1
-  if o.calls and done + outstanding >= o.calls and not stop then stop = true; timer:close() end
+  if o.calls and done + outstanding >= o.calls and not stop then
+    stop = true
+    timer:close()
+  end
   if stop then return finish() end
   outstanding = outstanding + 1
   call(current, request, on_reply)
@@ -83,7 +89,8 @@ local function begin()
   timer:start(math.floor(o.warm * 1000), 0, function()
     n0, c0, t0 = done, os.clock(), uv.hrtime()
     timer:start(math.floor(o.secs * 1000), 0, function()
-      common.report("luv-percall", done - n0, 0, (uv.hrtime() - t0) / 1e9, os.clock() - c0)
+      common.report("luv-percall", done - n0, 0, (uv.hrtime() - t0) / 1e9,
+                    os.clock() - c0)
       stop = true
       timer:close()
       finish()
@@ -100,7 +107,10 @@ for i = 1, o.conns do
     if open == o.conns then
       for _, d in ipairs(conns) do start_conn(d) end
       for _, d in ipairs(conns) do
-        for _ = 1, o.depth do outstanding = outstanding + 1; call(d, request, on_reply) end
+        for _ = 1, o.depth do
+          outstanding = outstanding + 1
+          call(d, request, on_reply)
+        end
       end
       if not o.calls then begin() end
     end
