@@ -177,7 +177,7 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
       rn_list_remove(&conn->node);
       rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
     }
-    conn->last_active = rn_loop_now(conn->pool->loop);
+    conn->last_active = rn__loop_now(conn->pool->loop);
     return 1;
   }
   return conn_take_internal(conn, call);
@@ -345,7 +345,7 @@ static void conn_read(uv_stream_t *stream, ssize_t nread,
     rn__conn_close(conn, (int)nread);
     return;
   }
-  conn->last_read = rn_loop_now(conn->pool->loop);
+  conn->last_read = rn__loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
   if (conn->tls == NULL)
     conn->rbuf.len += (size_t)nread;
@@ -466,7 +466,7 @@ void rn__conn_read_resume(rn_conn_t *conn) {
   conn->paused = 0;
   /* Nothing was read while paused: the silence judged from now on is the
    * peer's, not ours (conn_liveness.c). */
-  conn->waiting_since = rn_loop_now(conn->pool->loop);
+  conn->waiting_since = rn__loop_now(conn->pool->loop);
   rn__loop_defer(conn->pool->loop, &conn->resume_later);
 }
 
@@ -649,7 +649,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
     return;
   }
   conn->error = 0;
-  conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  conn->last_read = conn->last_active = rn__loop_now(conn->pool->loop);
   if (conn->pool->tls != NULL) {
     conn_set_state(conn, RN_CONN_TLS);
     err = rn__conn_tls_start(conn);
@@ -715,7 +715,7 @@ static void conn_become_ready(rn_conn_t *conn) {
     rn__pool_conn_answered(conn->pool, conn);
   }
   conn->was_ready = 1;
-  conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  conn->last_read = conn->last_active = rn__loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
   if (conn->pool->options.max_lifetime_ms > 0) {
     uint64_t life = conn->pool->options.max_lifetime_ms;
@@ -795,7 +795,7 @@ static void conn_flush(rn_conn_t *conn) {
     return;
 
   if (!rn_list_empty(&conn->unsent) && rn_list_empty(&conn->sent))
-    conn->waiting_since = rn_loop_now(conn->pool->loop);
+    conn->waiting_since = rn__loop_now(conn->pool->loop);
   /* With TLS the batch is put together in plaintext and encrypted at
    * once (one record run per flush, not one per call). */
   out = conn->tls != NULL ? &conn->pool->tls_out : &conn->wbuf;
@@ -857,7 +857,7 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   assert(call->conn == NULL && rn_list_empty(&call->node) &&
          call->state == RN_SEND_UNSENT && !call->done);
   if (!call->internal) {
-    conn->last_active = rn_loop_now(conn->pool->loop);
+    conn->last_active = rn__loop_now(conn->pool->loop);
     rn__call_set_endpoint(call, conn->endpoint);
   }
   call->conn = conn;

@@ -478,7 +478,7 @@ void rn__fate_deadline(rn_timer_t *timer) {
       status = pool->last_connect_error;
       why = rn__pool_connect_why(pool);
       if (call->attempts == 0) call->attempts = 1;
-    } else if (rn__endpoint_any_held(pool, rn_loop_now(pool->loop))) {
+    } else if (rn__endpoint_any_held(pool, rn__loop_now(pool->loop))) {
       /* Not a silent server: the pool kept from connecting on purpose. */
       why = RN_HELD_MESSAGE;
     }

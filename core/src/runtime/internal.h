@@ -144,6 +144,13 @@ typedef struct rn_timer_lane_s {
   uint64_t timeout;
 } rn_timer_lane_t;
 
+/* The loop's time in ms, as uv_now() returns it: uv_now is a call across
+ * the shared library for one load of a field its public struct has kept
+ * since libuv 1.0 (its ABI cannot move it). Read several times a call. */
+static inline uint64_t rn__loop_now(const rn_loop_t *l) {
+  return l->uv->time;
+}
+
 /* rn_timer_stop, with the test for a timer that is not running (most
  * calls' attempt timers, every fresh call's deadline) done without a
  * call. */
@@ -156,7 +163,22 @@ void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
                          uint64_t timeout_ms);
 /* Like rn_timer_start with the lane's timeout; rn_timer_stop and the other
  * rn_timer_* calls work on the timer as usual. 0 or UV_ENOMEM. */
-int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane);
+int rn__timer_start_in_lane_slow(rn_timer_t *timer, rn_timer_lane_t *lane);
+/* The common case inline: a stopped timer joins a lane that holds others
+ * (its wake-up is armed then: timer.c). */
+static inline int rn__timer_start_in_lane(rn_timer_t *timer,
+                                          rn_timer_lane_t *lane) {
+  if (lane->newest == NULL || timer->lane != NULL ||
+      timer->heap_index != SIZE_MAX || lane->timeout == 0)
+    return rn__timer_start_in_lane_slow(timer, lane);
+  timer->due = rn__loop_now(timer->loop) + lane->timeout;
+  timer->lane = lane;
+  timer->lane_next = NULL;
+  timer->lane_prev = lane->newest;
+  lane->newest->lane_next = timer;
+  lane->newest = timer;
+  return 0;
+}
 /* Before the lane's memory goes; it must hold no timers. */
 void rn__timer_lane_close(rn_timer_lane_t *lane);
 
