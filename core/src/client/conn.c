@@ -177,7 +177,8 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
       rn_list_remove(&conn->node);
       rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
     }
-    conn->last_active = rn__loop_now(conn->pool->loop);
+    /* Idle from now (only an idle one's last_active is looked at). */
+    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
     return 1;
   }
   return conn_take_internal(conn, call);
@@ -190,6 +191,7 @@ static RN_NOINLINE int conn_take_internal(rn_conn_t *conn, rn_call_t *call) {
   int handshake;
   if (call->tombstone || call->sub_cmd) { /* an abandoned attempt's reply,
                                                a command's last answer */
+    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
     rn__call_release(call);
     return 0;
   }
@@ -811,7 +813,7 @@ static void conn_flush(rn_conn_t *conn) {
   by_id = rn__codec_replies_by_id(&conn->pool->codec);
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    memcpy(out->base + out->len, call->frame, call->frame_len);
+    rn__copy(out->base + out->len, call->frame, call->frame_len);
     if (by_id) {
       if (call->batch != NULL)
         rn__batch_stamp(conn, call, out->base + out->len);
@@ -857,7 +859,9 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   assert(call->conn == NULL && rn_list_empty(&call->node) &&
          call->state == RN_SEND_UNSENT && !call->done);
   if (!call->internal) {
-    conn->last_active = rn__loop_now(conn->pool->loop);
+    /* last_active: busy from now; stamped again when it is idle again
+     * (rn__conn_take, rn__conn_unqueue), not for every call. */
+    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
     rn__call_set_endpoint(call, conn->endpoint);
   }
   call->conn = conn;
@@ -889,6 +893,7 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   conn->unsent_bytes -= call->frame_len;
   rn__conn_count_call(conn, call, -1);
   call->conn = NULL;
+  if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
   /* A retiring connection's last call gave up before it was written (its
    * deadline, its attempt's timeout): no reply will come to close it. */
   if (conn->retiring && conn->queued == 0 && conn->hold == NULL)
