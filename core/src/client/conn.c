@@ -253,6 +253,14 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
     call = rn_list_empty(&conn->sent)
                ? NULL
                : RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+    /* A caller's single request, the common reply: none of the checks
+     * below concerns it (they are for the connection's own calls,
+     * batches and rnp's kinds). */
+    if (call != NULL && !call->internal && call->batch_n == 0) {
+      if (rn__conn_take(conn, call))
+        rn__fate_replied(call, m->status, m->body, m->body_len, m->flags);
+      return 0;
+    }
   } else if (m->kind == RN_REPLY_PUSH) {
     return 0;
   } else if (m->kind == RN_REPLY_GOAWAY) {
