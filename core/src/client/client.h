@@ -361,7 +361,16 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
 void rn__call_release(rn_call_t *call);
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
-int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
+int rn__call_set_frame_large(rn_call_t *call, const char *frame, size_t len);
+static inline int rn__call_set_frame(rn_call_t *call, const char *frame,
+                                     size_t len) {
+  if (len > sizeof(call->inline_frame))
+    return rn__call_set_frame_large(call, frame, len);
+  call->frame = call->inline_frame;
+  rn__copy(call->frame, frame, len);
+  call->frame_len = len;
+  return 0;
+}
 
 /* batch.c: a batch is one call whose frame holds batch_n requests. */
 /* A reply m (any kind but PONG, HELLO, GOAWAY, PUSH) to the batch (or a
