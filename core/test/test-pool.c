@@ -204,6 +204,57 @@ static void test_deadline_after_time_outside_loop(void) {
   stop();
 }
 
+static int second_pool_closed;
+
+static void on_second_pool_closed(rn_pool_t *p) {
+  (void)p;
+  second_pool_closed++;
+}
+
+/* A call made late in a long reply callback (the loop's time is then the
+ * read's, 60 ms stale) still gets its whole deadline: the pool's timeout,
+ * whose calls skip the clock read inside a read, counted from the call. */
+static rn_pool_t *lane_pool;
+static uint64_t late_t0, late_elapsed_ms;
+
+static void on_late_call_timeout(rn_pool_t *p, void *data,
+                                 const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_EQ(r->status, UV_ETIMEDOUT);
+  late_elapsed_ms = (uv_hrtime() - late_t0) / 1000000;
+  timed_out++;
+}
+
+static void on_reply_then_work(rn_pool_t *p, void *data,
+                               const rn_result_t *r) {
+  uint64_t spin = uv_hrtime();
+  (void)data;
+  ASSERT_OK(r->status);
+  while (uv_hrtime() - spin < 60 * 1000000ull) {
+  } /* the callback works a while */
+  late_t0 = uv_hrtime();
+  encode_call_on(p, "hold", 4, on_late_call_timeout, NULL, NULL);
+}
+
+static void test_deadline_after_long_reply_callback(void) {
+  rn_pool_options_t po;
+
+  start(RN_PROTOCOL_LINE, 1);
+  test_pool_options(&po, endpoint, RN_PROTOCOL_LINE);
+  po.timeout_ms = 100;
+  ASSERT_OK(rn_pool_new(loop, &po, &lane_pool));
+  timed_out = 0;
+  late_elapsed_ms = 0;
+  encode_call_on(lane_pool, "next", 4, on_reply_then_work, NULL, NULL);
+  RUN_UNTIL(rn_loop_uv(loop), timed_out != 0, 10000);
+  ASSERT_GE(late_elapsed_ms, 95);
+  second_pool_closed = 0;
+  rn_pool_close(lane_pool, 0, on_second_pool_closed);
+  stop();
+  ASSERT_EQ(second_pool_closed, 1);
+}
+
 /* --- IP literals connect without a lookup ------------------------------ */
 
 /* Threads of this process, from Linux's /proc; negative elsewhere. */
@@ -214,12 +265,6 @@ static int thread_count(void) {
   return n;
 }
 
-static int second_pool_closed;
-
-static void on_second_pool_closed(rn_pool_t *p) {
-  (void)p;
-  second_pool_closed++;
-}
 
 /* An IP literal needs no getaddrinfo on libuv's thread pool: its call is
  * answered with the process still single-threaded. A host name still
@@ -439,6 +484,7 @@ TEST_LIST_START
   TEST_ENTRY(test_pipelined_length)
   TEST_ENTRY(test_deadline_then_late_reply)
   TEST_ENTRY(test_deadline_after_time_outside_loop)
+  TEST_ENTRY(test_deadline_after_long_reply_callback)
   TEST_ENTRY(test_refused)
   TEST_ENTRY(test_close_drains_then_fails)
   TEST_ENTRY(test_calls_stranded_past_write_high_water)

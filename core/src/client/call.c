@@ -45,11 +45,11 @@ rn_call_t *rn__call_new(rn_pool_t *pool) {
     call->deadline.data = call;
     rn_timer_init(pool->loop, &call->attempt_timer, NULL);
     call->attempt_timer.data = call;
+    rn_list_init(&call->node); /* (a spare's was left so by its removal) */
   }
   /* Everything but the two timers (and the frame's bytes). */
   call_zero(call);
   call->pool = pool;
-  rn_list_init(&call->node);
   return call;
 }
 
@@ -84,13 +84,9 @@ void rn__call_free_spares(rn_pool_t *pool) {
   pool->spare_count = 0;
 }
 
-int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len) {
-  if (len <= sizeof(call->inline_frame)) {
-    call->frame = call->inline_frame;
-  } else {
-    call->frame = malloc(len);
-    if (call->frame == NULL) return UV_ENOMEM;
-  }
+int rn__call_set_frame_large(rn_call_t *call, const char *frame, size_t len) {
+  call->frame = malloc(len);
+  if (call->frame == NULL) return UV_ENOMEM;
   memcpy(call->frame, frame, len);
   call->frame_len = len;
   return 0;

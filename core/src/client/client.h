@@ -148,7 +148,8 @@ struct rn_conn_s {
   rn_timer_t heartbeat_timer;
   uint64_t last_read;     /* loop ms of the last byte read */
   uint64_t waiting_since; /* loop ms when the sent FIFO last became non-empty */
-  uint64_t last_active;   /* loop ms of the last call queued or answered */
+  uint64_t last_active;   /* loop ms it last became busy or idle (a call
+                             queued on it idle, its last one answered) */
   uint64_t expires_at;    /* loop ms; 0: no lifetime limit */
   rn_buf_t rbuf;              /* bytes read, not yet framed */
   rn_frame_scan_t scan;       /* how far rbuf's partial frame was framed */
@@ -268,6 +269,13 @@ struct rn_pool_s {
   rn_list_t pending;
   unsigned pending_count;
   rn_timer_lane_t deadlines; /* of calls with the pool's timeout */
+  /* Reads of its connections under way (their replies and the calls their
+   * callbacks make), and, from the outermost one's start, the loop's time
+   * and timer_seq: deadlines started since then count from the loop's
+   * time, checked once at its end (rn__fate_begin, rn__pool_read_end). */
+  unsigned reading;
+  uint64_t read_time;
+  uint64_t read_seq;
   rn_list_t spare_calls;     /* freed calls kept for reuse */
   unsigned spare_count;
   rn_list_t retrying; /* calls waiting out a retry delay */
@@ -353,7 +361,16 @@ void rn__call_complete(rn_call_t *call, int status, const char *body,
 void rn__call_release(rn_call_t *call);
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
-int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
+int rn__call_set_frame_large(rn_call_t *call, const char *frame, size_t len);
+static inline int rn__call_set_frame(rn_call_t *call, const char *frame,
+                                     size_t len) {
+  if (len > sizeof(call->inline_frame))
+    return rn__call_set_frame_large(call, frame, len);
+  call->frame = call->inline_frame;
+  rn__copy(call->frame, frame, len);
+  call->frame_len = len;
+  return 0;
+}
 
 /* batch.c: a batch is one call whose frame holds batch_n requests. */
 /* A reply m (any kind but PONG, HELLO, GOAWAY, PUSH) to the batch (or a
@@ -771,6 +788,9 @@ int rn__pool_accept(rn_pool_t *pool, rn_call_t *call,
                     void *data);
 /* A connection's write queue went back under the high-water mark. */
 void rn__pool_conn_writable(rn_pool_t *pool);
+/* A read of one of its connections begins, ends (conn.c). */
+void rn__pool_read_begin(rn_pool_t *pool);
+void rn__pool_read_end(rn_pool_t *pool);
 void rn__pool_call_done(rn_pool_t *pool);
 void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
                     int err);

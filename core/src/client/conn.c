@@ -177,7 +177,8 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
       rn_list_remove(&conn->node);
       rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
     }
-    conn->last_active = rn_loop_now(conn->pool->loop);
+    /* Idle from now (only an idle one's last_active is looked at). */
+    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
     return 1;
   }
   return conn_take_internal(conn, call);
@@ -190,6 +191,7 @@ static RN_NOINLINE int conn_take_internal(rn_conn_t *conn, rn_call_t *call) {
   int handshake;
   if (call->tombstone || call->sub_cmd) { /* an abandoned attempt's reply,
                                                a command's last answer */
+    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
     rn__call_release(call);
     return 0;
   }
@@ -251,6 +253,14 @@ static int conn_deliver(rn_conn_t *conn, const rn_reply_t *m) {
     call = rn_list_empty(&conn->sent)
                ? NULL
                : RN_CONTAINER_OF(conn->sent.next, rn_call_t, node);
+    /* A caller's single request, the common reply: none of the checks
+     * below concerns it (they are for the connection's own calls,
+     * batches and rnp's kinds). */
+    if (call != NULL && !call->internal && call->batch_n == 0) {
+      if (rn__conn_take(conn, call))
+        rn__fate_replied(call, m->status, m->body, m->body_len, m->flags);
+      return 0;
+    }
   } else if (m->kind == RN_REPLY_PUSH) {
     return 0;
   } else if (m->kind == RN_REPLY_GOAWAY) {
@@ -345,7 +355,7 @@ static void conn_read(uv_stream_t *stream, ssize_t nread,
     rn__conn_close(conn, (int)nread);
     return;
   }
-  conn->last_read = rn_loop_now(conn->pool->loop);
+  conn->last_read = rn__loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
   if (conn->tls == NULL)
     conn->rbuf.len += (size_t)nread;
@@ -423,6 +433,7 @@ static void conn_consume(rn_conn_t *conn, int peer_done) {
  * have closed, after the read's callback. */
 static void conn_read_begin(rn_conn_t *conn) {
   rn_pool_t *pool = conn->pool;
+  rn__pool_read_begin(pool);
   if (pool->options.on_deliveries != NULL)
     pool->options.on_deliveries(pool, 1);
   conn->reading = 1;
@@ -433,6 +444,7 @@ static void conn_read_end(rn_conn_t *conn) {
   conn->reading = 0;
   if (pool->options.on_deliveries != NULL)
     pool->options.on_deliveries(pool, 0);
+  rn__pool_read_end(pool);
   /* An idle connection gives its read buffer back: a pool may hold
    * thousands of them, and each would keep RN_READ_CHUNK bytes for the
    * rare heartbeat reply. A busy one keeps it for the next burst. Looked
@@ -466,7 +478,7 @@ void rn__conn_read_resume(rn_conn_t *conn) {
   conn->paused = 0;
   /* Nothing was read while paused: the silence judged from now on is the
    * peer's, not ours (conn_liveness.c). */
-  conn->waiting_since = rn_loop_now(conn->pool->loop);
+  conn->waiting_since = rn__loop_now(conn->pool->loop);
   rn__loop_defer(conn->pool->loop, &conn->resume_later);
 }
 
@@ -649,7 +661,7 @@ static void conn_on_connect(uv_connect_t *req, int status) {
     return;
   }
   conn->error = 0;
-  conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  conn->last_read = conn->last_active = rn__loop_now(conn->pool->loop);
   if (conn->pool->tls != NULL) {
     conn_set_state(conn, RN_CONN_TLS);
     err = rn__conn_tls_start(conn);
@@ -715,7 +727,7 @@ static void conn_become_ready(rn_conn_t *conn) {
     rn__pool_conn_answered(conn->pool, conn);
   }
   conn->was_ready = 1;
-  conn->last_read = conn->last_active = rn_loop_now(conn->pool->loop);
+  conn->last_read = conn->last_active = rn__loop_now(conn->pool->loop);
   conn->endpoint->last_life = conn->last_read;
   if (conn->pool->options.max_lifetime_ms > 0) {
     uint64_t life = conn->pool->options.max_lifetime_ms;
@@ -795,7 +807,7 @@ static void conn_flush(rn_conn_t *conn) {
     return;
 
   if (!rn_list_empty(&conn->unsent) && rn_list_empty(&conn->sent))
-    conn->waiting_since = rn_loop_now(conn->pool->loop);
+    conn->waiting_since = rn__loop_now(conn->pool->loop);
   /* With TLS the batch is put together in plaintext and encrypted at
    * once (one record run per flush, not one per call). */
   out = conn->tls != NULL ? &conn->pool->tls_out : &conn->wbuf;
@@ -811,7 +823,7 @@ static void conn_flush(rn_conn_t *conn) {
   by_id = rn__codec_replies_by_id(&conn->pool->codec);
   rn_list_foreach_safe(pos, tmp, &conn->unsent) {
     rn_call_t *call = RN_CONTAINER_OF(pos, rn_call_t, node);
-    memcpy(out->base + out->len, call->frame, call->frame_len);
+    rn__copy(out->base + out->len, call->frame, call->frame_len);
     if (by_id) {
       if (call->batch != NULL)
         rn__batch_stamp(conn, call, out->base + out->len);
@@ -857,7 +869,9 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
   assert(call->conn == NULL && rn_list_empty(&call->node) &&
          call->state == RN_SEND_UNSENT && !call->done);
   if (!call->internal) {
-    conn->last_active = rn_loop_now(conn->pool->loop);
+    /* last_active: busy from now; stamped again when it is idle again
+     * (rn__conn_take, rn__conn_unqueue), not for every call. */
+    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
     rn__call_set_endpoint(call, conn->endpoint);
   }
   call->conn = conn;
@@ -889,6 +903,7 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   conn->unsent_bytes -= call->frame_len;
   rn__conn_count_call(conn, call, -1);
   call->conn = NULL;
+  if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
   /* A retiring connection's last call gave up before it was written (its
    * deadline, its attempt's timeout): no reply will come to close it. */
   if (conn->retiring && conn->queued == 0 && conn->hold == NULL)

@@ -152,7 +152,7 @@ static void pool_fail_pending(rn_pool_t *pool, int err);
 void rn__pool_want_resolve(rn_pool_t *pool, const char *reason) {
   if (pool->closing) return;
   pool->resolve_reason = reason;
-  pool->resolved_at = rn_loop_now(pool->loop);
+  pool->resolved_at = rn__loop_now(pool->loop);
   rn_timer_start(&pool->later_timer, 0);
 }
 
@@ -254,7 +254,7 @@ static void pool_swap_endpoints(rn_pool_t *pool, rn_pool_endpoint_t **list,
   pool->endpoints = list;
   pool->endpoint_count = count;
   pool->next_endpoint = 0;
-  pool->resolved_at = rn_loop_now(pool->loop);
+  pool->resolved_at = rn__loop_now(pool->loop);
   for (i = 0; i < old_count; i++) {
     int kept = 0;
     for (j = 0; j < count; j++)
@@ -319,7 +319,7 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
 
   pool->data = options->data;
   pool->budget = options->retry.budget_tokens;
-  pool->resolved_at = rn_loop_now(loop);
+  pool->resolved_at = rn__loop_now(loop);
   rn_list_init(&pool->pending);
   rn_list_init(&pool->retrying);
   rn_list_init(&pool->spare_calls);
@@ -452,7 +452,7 @@ static int pool_all_full(rn_pool_t *pool) {
     rn_pool_endpoint_t *ep = pool->endpoints[i];
     /* The clock only for an ejected endpoint: every call asks this, and
      * almost always the first endpoint has room. */
-    if (ep->ejected_until != 0 && rn_loop_now(pool->loop) < ep->ejected_until)
+    if (ep->ejected_until != 0 && rn__loop_now(pool->loop) < ep->ejected_until)
       continue;
     if (!pool_endpoint_full(pool, ep)) return 0;
     full++;
@@ -498,7 +498,7 @@ static inline int pool_endpoint_open_for_calls(rn_pool_t *pool,
          !pool_endpoint_at_server_limit(ep, call) &&
          (ep->ejected_until == 0 ? !ep->removed
                                  : rn__endpoint_usable(
-                                       pool, ep, rn_loop_now(pool->loop)));
+                                       pool, ep, rn__loop_now(pool->loop)));
 }
 
 /* A connection of the usable endpoint with the fewest calls outstanding
@@ -557,7 +557,7 @@ static RN_NOINLINE rn_conn_t *pool_pick_checked(rn_pool_t *pool,
   do {
     if (conn->queued > 0) break;
     rn__loop_update_time(pool->loop);
-    if (rn_loop_now(pool->loop) <= pool->loop->last_poll ||
+    if (rn__loop_now(pool->loop) <= pool->loop->last_poll ||
         rn__conn_check_idle(conn) == 0)
       break;
   } while ((conn = pool_pick_any(pool, avoid, skip, len, call)) != NULL);
@@ -588,7 +588,7 @@ void rn__pool_grow(rn_pool_t *pool) {
     rn_pool_endpoint_t *ep = pool->endpoints[k];
     /* Full: the usual case under load, so before anything costlier. */
     if (ep->open >= pool->options.size) continue;
-    if (now == 0) now = rn_loop_now(pool->loop);
+    if (now == 0) now = rn__loop_now(pool->loop);
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
     if (pool_endpoint_full(pool, ep) ||
         pool_endpoint_at_server_limit(ep, NULL))
@@ -637,7 +637,7 @@ static int pool_all_refused(rn_pool_t *pool) {
     return 0;
   /* Once one's wait is over, calls wait for its next connect: the fault
    * may have been mended at the server (a new certificate there). */
-  now = rn_loop_now(pool->loop);
+  now = rn__loop_now(pool->loop);
   for (i = 0; i < pool->endpoint_count; i++)
     if (pool->endpoints[i]->retry_at <= now) return 0;
   return 1;
@@ -784,6 +784,23 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
   if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
+void rn__pool_read_begin(rn_pool_t *pool) {
+  if (pool->reading++ > 0) return;
+  pool->read_time = rn__loop_now(pool->loop);
+  pool->read_seq = pool->loop->timer_seq;
+}
+
+/* The read's callbacks ran for a millisecond or more: the deadlines they
+ * started on the read's time count from now instead (a little late rather
+ * than early). The loop's time is brought up to date as each call would
+ * have. */
+void rn__pool_read_end(rn_pool_t *pool) {
+  if (--pool->reading > 0) return;
+  rn__loop_update_time(pool->loop);
+  if (rn__loop_now(pool->loop) != pool->read_time)
+    rn__timer_lane_restamp(&pool->deadlines, pool->read_seq);
+}
+
 int rn__pool_admit(rn_pool_t *pool) {
   if (pool->closing) return RN_ECLOSED;
   if (pool->pending_count >= pool->options.max_pending ||
@@ -876,7 +893,7 @@ static void pool_warm(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   const rn_pool_options_t *o = &pool->options;
   unsigned idle = 0;
   rn_list_t *pos;
-  if (o->min_idle == 0 || ep->retry_at > rn_loop_now(pool->loop) ||
+  if (o->min_idle == 0 || ep->retry_at > rn__loop_now(pool->loop) ||
       ep->open >= o->size || ep->connecting >= RN_MAX_CONNECTING)
     return;
   if (ep->ready + ep->connecting < o->min_idle) {
@@ -1026,7 +1043,7 @@ void rn__pool_conn_closed(rn_pool_t *pool, rn_conn_t *conn, int err) {
       pool->last_connect_error = err;
     }
     uv_update_time(pool->loop->uv);
-    ep->retry_at = RN_MAX(ep->retry_at, rn_loop_now(pool->loop) +
+    ep->retry_at = RN_MAX(ep->retry_at, rn__loop_now(pool->loop) +
                                             pool->options.reconnect.initial_ms);
   } else if (err == RN_ETLSVERIFY || err == RN_EAUTH) {
     /* The server's certificate, or our credentials, were refused: trying
@@ -1089,7 +1106,7 @@ static void pool_spread(rn_pool_t *pool, uint64_t now) {
 static void pool_maintain(rn_timer_t *timer) {
   rn_pool_t *pool = timer->data;
   const rn_pool_options_t *o = &pool->options;
-  uint64_t now = rn_loop_now(pool->loop);
+  uint64_t now = rn__loop_now(pool->loop);
   size_t i;
 
   if (pool->conns_closed) return;

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define RN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define RN_CONTAINER_OF(ptr, type, field)                                    \
@@ -63,6 +64,38 @@ static inline void rn_list_splice_tail(rn_list_t *to, rn_list_t *from) {
 #define rn_list_foreach_safe(pos, tmp, head)                                   \
   for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);           \
        (pos) = (tmp), (tmp) = (pos)->next)
+
+/* memcpy for the few bytes most requests are (a GET, an ECHO): up to 32
+ * copied by two overlapping fixed-size moves in place, where a call to
+ * memcpy costs more than the copy; larger ones go to memcpy. */
+static inline void rn__copy(void *dst, const void *src, size_t n) {
+  char *d = dst;
+  const char *s = src;
+  if (n > 32) {
+    memcpy(d, s, n);
+  } else if (n >= 16) {
+    uint64_t a[2], b[2];
+    memcpy(a, s, 16);
+    memcpy(b, s + n - 16, 16);
+    memcpy(d, a, 16);
+    memcpy(d + n - 16, b, 16);
+  } else if (n >= 8) {
+    uint64_t a, b;
+    memcpy(&a, s, 8);
+    memcpy(&b, s + n - 8, 8);
+    memcpy(d, &a, 8);
+    memcpy(d + n - 8, &b, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + n - 4, 4);
+    memcpy(d, &a, 4);
+    memcpy(d + n - 4, &b, 4);
+  } else {
+    size_t i;
+    for (i = 0; i < n; i++) d[i] = s[i];
+  }
+}
 
 /* A connection's handle: TCP or unix socket, used as a stream. */
 typedef union rn_stream_handle_u {
@@ -144,6 +177,13 @@ typedef struct rn_timer_lane_s {
   uint64_t timeout;
 } rn_timer_lane_t;
 
+/* The loop's time in ms, as uv_now() returns it: uv_now is a call across
+ * the shared library for one load of a field its public struct has kept
+ * since libuv 1.0 (its ABI cannot move it). Read several times a call. */
+static inline uint64_t rn__loop_now(const rn_loop_t *l) {
+  return l->uv->time;
+}
+
 /* rn_timer_stop, with the test for a timer that is not running (most
  * calls' attempt timers, every fresh call's deadline) done without a
  * call. */
@@ -156,9 +196,29 @@ void rn__timer_lane_init(rn_loop_t *loop, rn_timer_lane_t *lane,
                          uint64_t timeout_ms);
 /* Like rn_timer_start with the lane's timeout; rn_timer_stop and the other
  * rn_timer_* calls work on the timer as usual. 0 or UV_ENOMEM. */
-int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane);
+int rn__timer_start_in_lane_slow(rn_timer_t *timer, rn_timer_lane_t *lane);
+/* The common case inline: a stopped timer joins a lane that holds others
+ * (its wake-up is armed then: timer.c). */
+static inline int rn__timer_start_in_lane(rn_timer_t *timer,
+                                          rn_timer_lane_t *lane) {
+  if (lane->newest == NULL || timer->lane != NULL ||
+      timer->heap_index != SIZE_MAX || lane->timeout == 0)
+    return rn__timer_start_in_lane_slow(timer, lane);
+  timer->due = rn__loop_now(timer->loop) + lane->timeout;
+  timer->seq = timer->loop->timer_seq++;
+  timer->lane = lane;
+  timer->lane_next = NULL;
+  timer->lane_prev = lane->newest;
+  lane->newest->lane_next = timer;
+  lane->newest = timer;
+  return 0;
+}
 /* Before the lane's memory goes; it must hold no timers. */
 void rn__timer_lane_close(rn_timer_lane_t *lane);
+/* The lane's timers started since the loop's timer_seq was `seq` fall due
+ * no earlier than a whole timeout from the loop's time now (they were
+ * started on a time that may have been stale). */
+void rn__timer_lane_restamp(rn_timer_lane_t *lane, uint64_t seq);
 
 /* uv_update_time, skipped when the clock shows the loop's time is still
  * current to the millisecond (cheaper than libuv's own read). */

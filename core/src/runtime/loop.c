@@ -29,7 +29,7 @@ void rn__loop_defer(rn_loop_t *loop, rn_deferred_t *d) {
  * in the kernel and the peer is not to blame. */
 static void loop_after_poll(uv_check_t *check) {
   rn_loop_t *loop = check->data;
-  loop->last_poll = uv_now(loop->uv);
+  loop->last_poll = rn__loop_now(loop);
   loop->fired_since_poll = 0;
   uv_idle_stop(&loop->poll_nudge);
   /* What the poll's callbacks (replies, new calls made from them) left. */
@@ -104,7 +104,7 @@ int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
   uv_idle_init(loop->uv, &loop->poll_nudge);
   loop->poll_nudge.data = loop;
   uv_unref((uv_handle_t *)&loop->poll_nudge);
-  loop->last_poll = uv_now(loop->uv);
+  loop->last_poll = rn__loop_now(loop);
   loop->random_state = uv_hrtime() ^ ((uint64_t)(uintptr_t)loop << 16);
   loop->heap_referenced = 1; /* as every uv handle starts */
   loop->heap_armed_due = UINT64_MAX;
@@ -116,7 +116,7 @@ int rn_loop_new(uv_loop_t *uv, rn_loop_t **out) {
 
 uv_loop_t *rn_loop_uv(rn_loop_t *loop) { return loop->uv; }
 
-uint64_t rn_loop_now(rn_loop_t *loop) { return uv_now(loop->uv); }
+uint64_t rn_loop_now(rn_loop_t *loop) { return rn__loop_now(loop); }
 
 void rn__loop_update_time(rn_loop_t *loop) {
 #ifndef _WIN32
@@ -131,7 +131,7 @@ void rn__loop_update_time(rn_loop_t *loop) {
    * division. */
   if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0 &&
       (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec <
-          (uv_now(loop->uv) + 1) * 1000000u)
+          (rn__loop_now(loop) + 1) * 1000000u)
     return;
 #endif
   uv_update_time(loop->uv);

@@ -90,7 +90,7 @@ static void heap_arm(rn_loop_t *loop) {
 
   heap_ref(loop);
   if (loop->heap_len == 0) return;
-  now = uv_now(loop->uv);
+  now = rn__loop_now(loop);
   due = loop->heap[0]->due;
   if (due <= now && loop->heap_firing) {
     uv_idle_start(&loop->heap_idle, heap_idle_fire);
@@ -109,7 +109,7 @@ static void heap_idle_fire(uv_idle_t *handle) { heap_fire(handle->data); }
 static void heap_timer_fire(uv_timer_t *handle) { heap_fire(handle->data); }
 
 static void heap_fire(rn_loop_t *loop) {
-  uint64_t now = uv_now(loop->uv);
+  uint64_t now = rn__loop_now(loop);
   /* Whichever handle called, both start afresh: heap_arm below sets up
    * what the earliest timer left needs. */
   uv_timer_stop(&loop->heap_timer);
@@ -170,7 +170,7 @@ static void lane_unlink(rn_timer_t *timer) {
 
 static void lane_wake(rn_timer_t *wake) {
   rn_timer_lane_t *lane = wake->data;
-  uint64_t now = uv_now(wake->loop->uv);
+  uint64_t now = rn__loop_now(wake->loop);
   rn_timer_t *t;
 
   /* Timers started by these callbacks fall due a whole timeout from now,
@@ -201,14 +201,17 @@ void rn__timer_lane_close(rn_timer_lane_t *lane) {
   rn_timer_stop(&lane->wake);
 }
 
-int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane) {
+/* A lane that holds a timer has its wake-up armed: here for its first,
+ * by lane_wake while any is left. The inline start (internal.h) relies on
+ * it for a lane that holds others. */
+int rn__timer_start_in_lane_slow(rn_timer_t *timer, rn_timer_lane_t *lane) {
   uint64_t due;
   int err;
 
   /* A zero timeout is due at once, in the heap's turn order. */
   if (lane->timeout == 0) return rn_timer_start(timer, 0);
   rn__timer_stop(timer);
-  due = uv_now(timer->loop->uv) + lane->timeout;
+  due = rn__loop_now(timer->loop) + lane->timeout;
   if (!rn_timer_is_active(&lane->wake)) {
     err = rn_timer_start(&lane->wake, lane->timeout);
     if (err) return err;
@@ -218,6 +221,7 @@ int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane) {
     heap_ref(timer->loop);
   }
   timer->due = due;
+  timer->seq = timer->loop->timer_seq++;
   timer->lane = lane;
   timer->lane_next = NULL;
   timer->lane_prev = lane->newest;
@@ -227,6 +231,18 @@ int rn__timer_start_in_lane(rn_timer_t *timer, rn_timer_lane_t *lane) {
     lane->oldest = timer;
   lane->newest = timer;
   return 0;
+}
+
+void rn__timer_lane_restamp(rn_timer_lane_t *lane, uint64_t seq) {
+  rn_timer_t *t;
+  /* Started in order, so they are the newest: the walk stops at the first
+   * older one. Each moves no earlier, and none past a newer one's due:
+   * the lane stays in due order, its wake-up early at worst (it looks
+   * again then). */
+  for (t = lane->newest; t != NULL && t->seq >= seq; t = t->lane_prev) {
+    uint64_t due = rn__loop_now(t->loop) + lane->timeout;
+    if (t->due < due) t->due = due;
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -249,7 +265,7 @@ int rn_timer_is_active(const rn_timer_t *timer) {
 uint64_t rn_timer_remaining(const rn_timer_t *timer) {
   uint64_t now;
   if (!rn_timer_is_active(timer)) return 0;
-  now = uv_now(timer->loop->uv);
+  now = rn__loop_now(timer->loop);
   return timer->due > now ? timer->due - now : 0;
 }
 
@@ -269,7 +285,7 @@ int rn_timer_start(rn_timer_t *timer, uint64_t timeout_ms) {
     }
   }
 
-  timer->due = uv_now(loop->uv) + timeout_ms;
+  timer->due = rn__loop_now(loop) + timeout_ms;
   timer->seq = loop->timer_seq++;
   heap_set(loop, loop->heap_len++, timer);
   heap_sift_up(loop, timer->heap_index);
