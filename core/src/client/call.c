@@ -45,11 +45,11 @@ rn_call_t *rn__call_new(rn_pool_t *pool) {
     call->deadline.data = call;
     rn_timer_init(pool->loop, &call->attempt_timer, NULL);
     call->attempt_timer.data = call;
-    rn_list_init(&call->node); /* (a spare's was left so by its removal) */
   }
   /* Everything but the two timers (and the frame's bytes). */
   call_zero(call);
   call->pool = pool;
+  rn_list_init(&call->node);
   return call;
 }
 

@@ -269,13 +269,6 @@ struct rn_pool_s {
   rn_list_t pending;
   unsigned pending_count;
   rn_timer_lane_t deadlines; /* of calls with the pool's timeout */
-  /* Reads of its connections under way (their replies and the calls their
-   * callbacks make), and, from the outermost one's start, the loop's time
-   * and timer_seq: deadlines started since then count from the loop's
-   * time, checked once at its end (rn__fate_begin, rn__pool_read_end). */
-  unsigned reading;
-  uint64_t read_time;
-  uint64_t read_seq;
   rn_list_t spare_calls;     /* freed calls kept for reuse */
   unsigned spare_count;
   rn_list_t retrying; /* calls waiting out a retry delay */
@@ -788,9 +781,6 @@ int rn__pool_accept(rn_pool_t *pool, rn_call_t *call,
                     void *data);
 /* A connection's write queue went back under the high-water mark. */
 void rn__pool_conn_writable(rn_pool_t *pool);
-/* A read of one of its connections begins, ends (conn.c). */
-void rn__pool_read_begin(rn_pool_t *pool);
-void rn__pool_read_end(rn_pool_t *pool);
 void rn__pool_call_done(rn_pool_t *pool);
 void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
                     int err);

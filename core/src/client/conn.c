@@ -433,7 +433,6 @@ static void conn_consume(rn_conn_t *conn, int peer_done) {
  * have closed, after the read's callback. */
 static void conn_read_begin(rn_conn_t *conn) {
   rn_pool_t *pool = conn->pool;
-  rn__pool_read_begin(pool);
   if (pool->options.on_deliveries != NULL)
     pool->options.on_deliveries(pool, 1);
   conn->reading = 1;
@@ -444,7 +443,6 @@ static void conn_read_end(rn_conn_t *conn) {
   conn->reading = 0;
   if (pool->options.on_deliveries != NULL)
     pool->options.on_deliveries(pool, 0);
-  rn__pool_read_end(pool);
   /* An idle connection gives its read buffer back: a pool may hold
    * thousands of them, and each would keep RN_READ_CHUNK bytes for the
    * rare heartbeat reply. A busy one keeps it for the next burst. Looked

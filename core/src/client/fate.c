@@ -173,6 +173,9 @@ int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
                            : pool->options.retry.attempts;
   timeout = options != NULL && options->timeout_ms ? options->timeout_ms
                                                    : pool->options.timeout_ms;
+  /* The deadline counts from now, not from the loop's cached clock, which
+   * is stale after time spent outside uv_run or in a long callback. */
+  rn__loop_update_time(pool->loop);
   call->deadline.cb = rn__fate_deadline;
   call->attempt_timeout = options != NULL && options->attempt_timeout_ms
                               ? options->attempt_timeout_ms
@@ -193,21 +196,9 @@ int rn__fate_begin(rn_call_t *call, const rn_call_options_t *options,
    * IN_PROGRESS), and one to another server may run it twice. */
   if (call->idempotent && !call->keyed && !call->blocking)
     rn__hedge_configure(pool, call, options);
-  if (timeout != pool->deadlines.timeout) {
-    rn__loop_update_time(pool->loop);
-    return rn_timer_start(&call->deadline, timeout);
-  }
-  /* The deadline counts from now, not from the loop's cached clock, which
-   * is stale after time spent outside uv_run or in a long callback. Made
-   * while the pool's replies are handed out (pool->reading), a call with
-   * no timer but its deadline in the lane takes the loop's time: the
-   * read's end moves the deadlines started meanwhile to count from then
-   * if a millisecond passed (rn__pool_read_end), never earlier than
-   * promised, and one clock read serves every call a read's callbacks
-   * make. */
-  if (pool->reading == 0 || call->attempt_timeout != 0 || call->blocking)
-    rn__loop_update_time(pool->loop);
-  return rn__timer_start_in_lane(&call->deadline, &pool->deadlines);
+  return timeout == pool->deadlines.timeout
+             ? rn__timer_start_in_lane(&call->deadline, &pool->deadlines)
+             : rn_timer_start(&call->deadline, timeout);
 }
 
 void rn__fate_placed(rn_call_t *call) {

@@ -784,23 +784,6 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
   if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
-void rn__pool_read_begin(rn_pool_t *pool) {
-  if (pool->reading++ > 0) return;
-  pool->read_time = rn__loop_now(pool->loop);
-  pool->read_seq = pool->loop->timer_seq;
-}
-
-/* The read's callbacks ran for a millisecond or more: the deadlines they
- * started on the read's time count from now instead (a little late rather
- * than early). The loop's time is brought up to date as each call would
- * have. */
-void rn__pool_read_end(rn_pool_t *pool) {
-  if (--pool->reading > 0) return;
-  rn__loop_update_time(pool->loop);
-  if (rn__loop_now(pool->loop) != pool->read_time)
-    rn__timer_lane_restamp(&pool->deadlines, pool->read_seq);
-}
-
 int rn__pool_admit(rn_pool_t *pool) {
   if (pool->closing) return RN_ECLOSED;
   if (pool->pending_count >= pool->options.max_pending ||

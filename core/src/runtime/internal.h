@@ -205,7 +205,6 @@ static inline int rn__timer_start_in_lane(rn_timer_t *timer,
       timer->heap_index != SIZE_MAX || lane->timeout == 0)
     return rn__timer_start_in_lane_slow(timer, lane);
   timer->due = rn__loop_now(timer->loop) + lane->timeout;
-  timer->seq = timer->loop->timer_seq++;
   timer->lane = lane;
   timer->lane_next = NULL;
   timer->lane_prev = lane->newest;
@@ -215,10 +214,6 @@ static inline int rn__timer_start_in_lane(rn_timer_t *timer,
 }
 /* Before the lane's memory goes; it must hold no timers. */
 void rn__timer_lane_close(rn_timer_lane_t *lane);
-/* The lane's timers started since the loop's timer_seq was `seq` fall due
- * no earlier than a whole timeout from the loop's time now (they were
- * started on a time that may have been stale). */
-void rn__timer_lane_restamp(rn_timer_lane_t *lane, uint64_t seq);
 
 /* uv_update_time, skipped when the clock shows the loop's time is still
  * current to the millisecond (cheaper than libuv's own read). */

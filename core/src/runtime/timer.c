@@ -221,7 +221,6 @@ int rn__timer_start_in_lane_slow(rn_timer_t *timer, rn_timer_lane_t *lane) {
     heap_ref(timer->loop);
   }
   timer->due = due;
-  timer->seq = timer->loop->timer_seq++;
   timer->lane = lane;
   timer->lane_next = NULL;
   timer->lane_prev = lane->newest;
@@ -231,18 +230,6 @@ int rn__timer_start_in_lane_slow(rn_timer_t *timer, rn_timer_lane_t *lane) {
     lane->oldest = timer;
   lane->newest = timer;
   return 0;
-}
-
-void rn__timer_lane_restamp(rn_timer_lane_t *lane, uint64_t seq) {
-  rn_timer_t *t;
-  /* Started in order, so they are the newest: the walk stops at the first
-   * older one. Each moves no earlier, and none past a newer one's due:
-   * the lane stays in due order, its wake-up early at worst (it looks
-   * again then). */
-  for (t = lane->newest; t != NULL && t->seq >= seq; t = t->lane_prev) {
-    uint64_t due = rn__loop_now(t->loop) + lane->timeout;
-    if (t->due < due) t->due = due;
-  }
 }
 
 /* ------------------------------------------------------------------------ */
