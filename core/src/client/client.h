@@ -354,6 +354,14 @@ void rn__call_release(rn_call_t *call);
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
 int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
+/* A single call's request (resp, line, length; rnp's is parsed by
+ * rn__rnp_call_prepare): 0 if it is exactly one whole frame, else
+ * UV_EINVAL (two frames would bring two replies to one call: the second
+ * would be unexpected and close the connection), or RN_EFRAMESIZE. For a
+ * `pooled` resp call, also UV_EINVAL if it would leave its connection
+ * changed (rn__resp_call_check). */
+int rn__call_check_request(const rn_pool_t *pool, const char *frame,
+                           size_t len, int pooled);
 
 /* batch.c: a batch is one call whose frame holds batch_n requests. */
 /* A reply m (any kind but PONG, HELLO, GOAWAY, PUSH) to the batch (or a
@@ -667,10 +675,12 @@ void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
 /* The same for one whole resp frame. */
 void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
                               size_t len);
-/* Whether one resp request leaves its connection otherwise than it found
- * it (an open MULTI, a WATCH, SUBSCRIBE, SELECT, ...): not for a pool's
- * shared connections. */
-int rn__resp_leaves_state(const char *frame, size_t len);
+/* A resp call's request: 0 if it is exactly one whole frame and, when
+ * `pooled`, does not leave its connection otherwise than it found it (an
+ * open MULTI, a WATCH, SUBSCRIBE, SELECT, ...: not for a pool's shared
+ * connections); else UV_EINVAL, or RN_EFRAMESIZE past max_frame. */
+int rn__resp_call_check(const rn_codec_t *codec, const char *frame,
+                        size_t len, int pooled);
 /* Whether the resp request frame is the command word (upper case; the
  * request's may be any). */
 int rn__resp_command_is(const char *frame, size_t len, const char *word);

@@ -320,6 +320,7 @@ int rn_hold_call(rn_hold_t *hold, const char *frame, size_t len,
   if (frame == NULL || len == 0 || cb == NULL) return UV_EINVAL;
   if ((err = hold_usable(hold)) != 0) return err;
   if (len > pool->codec.max_frame) return RN_EFRAMESIZE;
+  if ((err = rn__call_check_request(pool, frame, len, 0)) != 0) return err;
   call = rn__call_new(pool);
   if (call == NULL) return UV_ENOMEM;
   if (pool->codec.protocol == RN_PROTOCOL_RNP)

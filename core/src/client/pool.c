@@ -847,11 +847,11 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
 
   if (!pool->closing && (frame == NULL || len == 0 || cb == NULL))
     return UV_EINVAL;
-  /* The connection it lands on is shared: the next call there must meet
-   * what the pool's setup made (rn_pool_hold is for the rest). */
-  if (pool->codec.protocol == RN_PROTOCOL_RESP &&
-      rn__resp_leaves_state(frame, len))
-    return UV_EINVAL;
+  /* One frame, one reply; and the connection it lands on is shared: the
+   * next call there must meet what the pool's setup made (rn_pool_hold is
+   * for the rest). */
+  if (!pool->closing && (err = rn__call_check_request(pool, frame, len, 1)))
+    return err;
   if ((err = rn__pool_admit(pool)) != 0) return err;
 
   call = rn__call_new(pool);

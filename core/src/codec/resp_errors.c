@@ -16,6 +16,7 @@
  * unknown, so none of it ran) and BUSY (another script holds the server:
  * this one was refused at the door) prove anything about a script. */
 #include "resp_errors.h"
+#include "codec.h"
 
 #include <string.h>
 
@@ -53,6 +54,72 @@ int rn__resp_command_name(const char *p, size_t len, const char **name,
   while (n < len && p[n] != ' ' && p[n] != '\r' && p[n] != '\n') n++;
   *name_len = n;
   return n > 0;
+}
+
+/* "<digits>\r\n" from p: the number (*n) and where the CRLF ends; NULL if
+ * the bytes are not that. Nine digits at most (a bulk string is at most
+ * 512 MB): a longer count is left to the codec's framer, and no sum with
+ * it can wrap. */
+static const char *crlf_count(const char *p, const char *end, size_t *n) {
+  const char *digits = p;
+  size_t v = 0;
+  while (p < end && *p >= '0' && *p <= '9' && p - digits < 9)
+    v = v * 10 + (size_t)(*p++ - '0');
+  if (p == digits || end - p < 2 || p[0] != '\r' || p[1] != '\n')
+    return NULL;
+  *n = v;
+  return p + 2;
+}
+
+/* An array of bulk strings ("*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n"), the
+ * shape of every request a client library makes: its size, and its first
+ * bulk as the name. 0 if the bytes are not (all of) that shape. */
+static int bulk_array(const char *frame, size_t len, size_t *size,
+                      const char **name, size_t *name_len) {
+  const char *end = frame + len, *p;
+  size_t count, n, i;
+  if ((p = crlf_count(frame + 1, end, &count)) == NULL || count == 0)
+    return 0;
+  for (i = 0; i < count; i++) {
+    if (p == end || *p != '$' || (p = crlf_count(p + 1, end, &n)) == NULL ||
+        (size_t)(end - p) < n + 2 || p[n] != '\r' || p[n + 1] != '\n')
+      return 0;
+    if (i == 0) {
+      *name = p;
+      *name_len = n;
+    }
+    p += n + 2;
+  }
+  *size = (size_t)(p - frame);
+  return 1;
+}
+
+int rn__resp_request(const rn_codec_t *codec, const char *frame, size_t len,
+                     size_t *size, const char **name, size_t *name_len) {
+  rn_frame_t f;
+  int r;
+  *name = NULL;
+  *name_len = 0;
+  if (len == 0) return 0;
+  if (frame[0] == '*') {
+    if (len <= codec->max_frame &&
+        bulk_array(frame, len, size, name, name_len))
+      return 1;
+  } else if (strchr("$+-:_,#!=(%~>|", frame[0]) == NULL) {
+    /* An inline command, as Redis reads one: a line, ended by LF. */
+    const char *lf = memchr(frame, '\n', RN_MIN(len, codec->max_frame));
+    if (lf == NULL) return len > codec->max_frame ? RN_EFRAMESIZE : 0;
+    *size = (size_t)(lf - frame) + 1;
+    if (!rn__resp_command_name(frame, *size, name, name_len)) *name = NULL;
+    return 1;
+  }
+  /* Another shape (nested, a null array, a bare value): the codec's
+   * framer, which knows them all. */
+  r = rn_codec_frame(codec, frame, len, &f);
+  if (r != 1) return r;
+  *size = f.size;
+  if (!rn__resp_command_name(frame, f.size, name, name_len)) *name = NULL;
+  return 1;
 }
 
 static int is_script(const char *name, size_t len) {

@@ -23,4 +23,16 @@ int rn__resp_not_executed(const char *const *codes, const char *request,
 int rn__resp_command_name(const char *frame, size_t len, const char **name,
                           size_t *name_len);
 
+/* One resp request frame, in one pass: how long the frame starting at
+ * `frame` is (*size) and its command name (as rn__resp_command_name
+ * finds it). An array of bulk strings, what Redis reads, is walked bulk by
+ * bulk; anything else goes through the codec's framer. 1: a whole frame
+ * (maybe followed by more bytes); 0: not a whole frame; RN_EFRAMESIZE:
+ * larger than codec->max_frame; RN_EBADFRAME: not resp. *name is NULL
+ * when the frame has no name to read. */
+struct rn_codec_s;
+int rn__resp_request(const struct rn_codec_s *codec, const char *frame,
+                     size_t len, size_t *size, const char **name,
+                     size_t *name_len);
+
 #endif
