@@ -36,20 +36,35 @@ static int name_is(const char *name, size_t len, const char *want) {
   return want[len] == '\0';
 }
 
-int rn__resp_command_name(const char *p, size_t len, const char **name,
-                          size_t *name_len) {
-  const char *end = p + len, *crlf;
+int rn__resp_head(const char *p, size_t len, size_t *count,
+                  const char **word, size_t *word_len) {
+  const char *end = p + len, *lf;
   size_t n = 0;
-  if (len > 0 && p[0] == '*') {
-    crlf = memchr(p, '\n', len);
-    if (crlf == NULL || crlf + 1 >= end || crlf[1] != '$') return 0;
-    for (p = crlf + 2; p < end && *p >= '0' && *p <= '9'; p++)
-      n = n * 10 + (size_t)(*p - '0');
-    if ((size_t)(end - p) < 2 + n || p[0] != '\r' || p[1] != '\n') return 0;
-    *name = p + 2;
-    *name_len = n;
+  if (len < 4 || (p[0] != '*' && p[0] != '>')) return 0;
+  lf = memchr(p, '\n', len);
+  if (lf == NULL || lf + 1 >= end) return 0;
+  for (*count = 0, p++; p < lf - 1 && *p >= '0' && *p <= '9'; p++)
+    *count = *count * 10 + (size_t)(*p - '0');
+  p = lf + 1;
+  if (*p == '+') { /* a simple string: up to its CR */
+    lf = memchr(p, '\r', (size_t)(end - p));
+    if (lf == NULL) return 0;
+    *word = p + 1;
+    *word_len = (size_t)(lf - p - 1);
     return 1;
   }
+  if (*p++ != '$') return 0;
+  while (p < end && *p >= '0' && *p <= '9') n = n * 10 + (size_t)(*p++ - '0');
+  if ((size_t)(end - p) < 2 + n || p[0] != '\r' || p[1] != '\n') return 0;
+  *word = p + 2;
+  *word_len = n;
+  return 1;
+}
+
+int rn__resp_command_name(const char *p, size_t len, const char **name,
+                          size_t *name_len) {
+  size_t n = 0;
+  if (len > 0 && p[0] == '*') return rn__resp_head(p, len, &n, name, name_len);
   *name = p;
   while (n < len && p[n] != ' ' && p[n] != '\r' && p[n] != '\n') n++;
   *name_len = n;
@@ -128,9 +143,7 @@ static int is_script(const char *name, size_t len) {
          name_is(name, len, "FCALL") || name_is(name, len, "FCALL_RO");
 }
 
-/* The error code of a reply frame: its first word, after `-`, or after a
- * blob error's `!<len>\r\n`. */
-static int error_code(const char *p, size_t len, const char **code,
+int rn__resp_error_code(const char *p, size_t len, const char **code,
                       size_t *code_len) {
   const char *end = p + len;
   size_t n = 0;
@@ -155,7 +168,7 @@ int rn__resp_not_executed(const char *const *codes, const char *request,
   const char *code, *name;
   size_t code_len, name_len, i;
   if (codes == NULL) codes = rn__resp_not_executed_builtin;
-  if (!error_code(reply, reply_len, &code, &code_len)) return 0;
+  if (!rn__resp_error_code(reply, reply_len, &code, &code_len)) return 0;
   for (i = 0; codes[i] != NULL; i++)
     if (strlen(codes[i]) == code_len &&
         memcmp(codes[i], code, code_len) == 0)
