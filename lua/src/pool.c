@@ -500,9 +500,13 @@ void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
     lrn_error_push_code(L, p->o.ctx, rc);
     return;
   }
-  msg = strcmp(p->overload_reason, "max_in_flight") == 0
-            ? "too many calls in flight to every endpoint (max_in_flight)"
-            : "too many calls waiting for a connection (max_pending)";
+  if (strcmp(p->overload_reason, "max_in_flight") == 0)
+    msg = "too many calls in flight to every endpoint (max_in_flight)";
+  else if (strcmp(p->overload_reason, "max_concurrent") == 0)
+    msg = "the server works on as many requests as it said it takes "
+          "(MAX_CONCURRENT): a held call waits for none";
+  else
+    msg = "too many calls waiting for a connection (max_pending)";
   lrn_error_push(L, p->o.ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
 }
 

@@ -257,6 +257,10 @@ struct rn_pool_s {
   void *data;
   rn_loop_t *loop;
   rn_codec_t codec;
+  /* length codec with a 4-byte prefix: max_frame - 3, at most 2^32 (what
+   * the prefix can say); else 0. A call's request is checked against it
+   * in one compare (rn__call_check_request_fast). */
+  size_t len4_window;
   rn_pool_options_t options; /* endpoints pointer not kept */
   rn_pool_endpoint_t **endpoints;
   size_t endpoint_count;
@@ -362,6 +366,20 @@ int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
  * changed (rn__resp_call_check). */
 int rn__call_check_request(const rn_pool_t *pool, const char *frame,
                            size_t len, int pooled);
+/* The same, the common length codec (a 4-byte prefix) decided inline:
+ * every call passes here, and the prefix alone says where the frame ends.
+ * len - 4 < len4_window: 4 <= len <= max_frame, for that codec only. */
+static inline int rn__call_check_request_fast(const rn_pool_t *pool,
+                                              const char *frame, size_t len,
+                                              int pooled) {
+  if (len - 4 < pool->len4_window) {
+    const unsigned char *p = (const unsigned char *)frame;
+    uint32_t body = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                    (uint32_t)p[2] << 8 | p[3];
+    return body == (uint32_t)(len - 4) ? 0 : UV_EINVAL; /* window < 2^32 */
+  }
+  return rn__call_check_request(pool, frame, len, pooled);
+}
 
 /* batch.c: a batch is one call whose frame holds batch_n requests. */
 /* A reply m (any kind but PONG, HELLO, GOAWAY, PUSH) to the batch (or a
@@ -773,6 +791,13 @@ void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);
  * RN_EOVERLOAD past max_pending or max_in_flight (the overload event
  * fired). */
 int rn__pool_admit(rn_pool_t *pool);
+/* Counts an overload, fires its event with reason (the limit's name) and
+ * returns RN_EOVERLOAD. */
+int rn__pool_overloaded(rn_pool_t *pool, const char *reason);
+/* rnp: whether ep's server has no room under its MAX_CONCURRENT for call's
+ * requests (NULL: one) besides the pool's requests out there. */
+int rn__endpoint_at_server_limit(const rn_pool_endpoint_t *ep,
+                                 const rn_call_t *call);
 /* A new call, its frame set, joins the queue: its rules start
  * (rn__fate_begin) and it is dispatched. 0, or RN_EFRAMESIZE or a timer
  * error, after which the caller releases the call, never accepted. */

@@ -219,15 +219,8 @@ int rn_pool_hold(rn_pool_t *pool, const rn_call_options_t *options,
   if (cb == NULL) return UV_EINVAL;
   if ((err = rn__pool_admit(pool)) != 0) return err;
   if (pool->pending_count + pool->holds_waiting_count >=
-      pool->options.max_pending) {
-    rn_pool_event_t ev;
-    pool->stats.overloaded++;
-    memset(&ev, 0, sizeof(ev));
-    ev.reason = "max_pending";
-    ev.error = RN_EOVERLOAD;
-    rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
-    return RN_EOVERLOAD;
-  }
+      pool->options.max_pending)
+    return rn__pool_overloaded(pool, "max_pending");
   hold = calloc(1, sizeof(*hold));
   if (hold == NULL) return UV_ENOMEM;
   hold->pool = pool;
@@ -284,6 +277,12 @@ static int hold_accept(rn_hold_t *hold, rn_call_t *call,
   rn_call_options_t o;
   int err;
 
+  /* rnp: the server's MAX_CONCURRENT counts the held connection's
+   * requests with the pool's. A pool call waits for room, or goes
+   * elsewhere; a held one has nowhere else to go, and sent now the server
+   * would only refuse it OVERLOADED: refused here, unsent. */
+  if (rn__endpoint_at_server_limit(hold->conn->endpoint, call))
+    return rn__pool_overloaded(pool, "max_concurrent");
   if (options != NULL) o = *options;
   else memset(&o, 0, sizeof(o));
   o.attempts = 1; /* never sent again, never elsewhere */
