@@ -788,7 +788,9 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
   if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
-int rn__pool_overloaded(rn_pool_t *pool, const char *reason) {
+/* Out of line: rn__pool_admit, on every call's path, stays small enough
+ * to be inlined there. */
+RN_NOINLINE int rn__pool_overloaded(rn_pool_t *pool, const char *reason) {
   rn_pool_event_t ev;
   pool->stats.overloaded++;
   memset(&ev, 0, sizeof(ev));
