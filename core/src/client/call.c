@@ -100,6 +100,7 @@ int rn__call_check_request(const rn_pool_t *pool, const char *frame,
                            size_t len, int pooled) {
   rn_frame_t f;
   int r;
+  if (len == 0) return UV_EINVAL;
   if (pool->codec.protocol == RN_PROTOCOL_RESP)
     return rn__resp_call_check(&pool->codec, frame, len, pooled);
   if (pool->codec.protocol == RN_PROTOCOL_RNP) return 0;

@@ -855,8 +855,8 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   rn_call_t *call;
   int err;
 
-  if (!pool->closing && (frame == NULL || len == 0 || cb == NULL))
-    return UV_EINVAL;
+  /* (len 0: no frame, for rn__call_check_request_fast to say.) */
+  if (!pool->closing && (frame == NULL || cb == NULL)) return UV_EINVAL;
   /* One frame, one reply; and the connection it lands on is shared: the
    * next call there must meet what the pool's setup made (rn_pool_hold is
    * for the rest). */
