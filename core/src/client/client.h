@@ -332,10 +332,10 @@ struct rn_pool_s {
   unsigned close_deferred : 1;
   unsigned aborting : 1; /* connections close with RST */
   unsigned tls_insecure : 1; /* pool->tls verifies nothing (tls.insecure) */
-  /* pool->tls has a name to check a unix socket's certificate against
-   * (tls.server_name), or checks none (tls.insecure): rn_tls_endpoint_check
-   * for endpoints added after rn_pool_new. */
-  unsigned tls_unix_ok : 1;
+  /* tls.server_name was set: with tls_insecure, what
+   * rn__tls_endpoint_ok needs to check endpoints added after rn_pool_new
+   * as rn_tls_endpoint_check checked the first ones. */
+  unsigned tls_named : 1;
   uint64_t close_drain;
   /* hold.c: holds waiting for a connection, in order; hold_timer runs
    * the pass that hands them connections (and looks again while they

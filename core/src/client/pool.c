@@ -199,7 +199,7 @@ static int pool_has_endpoint(const rn_pool_t *pool,
 /* What the pool keeps of TLS options besides the context. */
 static void pool_tls_note(rn_pool_t *pool, const rn_tls_options_t *o) {
   pool->tls_insecure = o->insecure != 0;
-  pool->tls_unix_ok = o->insecure || o->server_name != NULL;
+  pool->tls_named = o->server_name != NULL;
 }
 
 /* Parses a list into a new array of endpoints, reusing those of the
@@ -218,8 +218,9 @@ static int pool_build_endpoints(rn_pool_t *pool, const char *const *texts,
   for (i = 0; i < count; i++) {
     err = rn__endpoint_new(pool, texts[i], &list[i]);
     if (err) break;
-    if (pool->tls != NULL && !pool->tls_unix_ok &&
-        list[i]->address.kind == RN_ENDPOINT_UNIX)
+    if (pool->tls != NULL &&
+        !rn__tls_endpoint_ok(pool->tls_insecure, pool->tls_named,
+                             &list[i]->address))
       err = UV_EINVAL; /* as rn_pool_new would have: rn_tls_endpoint_check */
     for (j = 0; j < pool->endpoint_count; j++) {
       if (strcmp(pool->endpoints[j]->text, list[i]->text) == 0) {
