@@ -231,28 +231,6 @@ static void test_batch_above_max_concurrent_goes_alone(void) {
   finish(pool);
 }
 
-/* A granted hold. */
-typedef struct {
-  int fired;
-  rn_hold_t *hold;
-} granted_t;
-
-static void on_granted(rn_pool_t *pool, void *data, rn_hold_t *hold,
-                       int status) {
-  granted_t *g = data;
-  (void)pool;
-  ASSERT_OK(status);
-  g->fired++;
-  g->hold = hold;
-}
-
-static void on_held_reply(rn_pool_t *pool, void *data, const rn_result_t *r) {
-  test_outcome_t *o = data;
-  (void)pool;
-  o->fired++;
-  o->status = r->status;
-}
-
 /* Held calls went to their connection whatever the server's
  * MAX_CONCURRENT, which pool calls and batches wait under: with the
  * server full of the pool's requests (8 of 8, no queue) a held call was
@@ -264,12 +242,12 @@ static void on_held_reply(rn_pool_t *pool, void *data, const rn_result_t *r) {
 static void test_held_call_within_max_concurrent(void) {
   rn_pool_t *pool = start(2, 0, 0);
   rn_buf_t frames;
-  granted_t g;
+  test_granted_t g;
   one_batch_t a, big;
   test_outcome_t o;
   unsigned i;
   memset(&g, 0, sizeof(g));
-  ASSERT_OK(rn_pool_hold(pool, NULL, on_granted, &g));
+  ASSERT_OK(rn_pool_hold(pool, NULL, test_on_granted, &g));
   RUN_UNTIL(srv.uv, g.fired, 3000);
   send_batch(pool, "a", MAX_CONCURRENT, &a); /* on the other connection */
   RUN_UNTIL(srv.uv, srv.nheld == MAX_CONCURRENT, 3000);
@@ -278,7 +256,7 @@ static void test_held_call_within_max_concurrent(void) {
     ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frames, "h", 1));
   memset(&o, 0, sizeof(o));
   ASSERT_EQ(rn_hold_call(g.hold, frames.base, frames.len / 2, NULL,
-                         on_held_reply, &o),
+                         test_record, &o),
             RN_EOVERLOAD);
   ASSERT_EQ(rn_hold_batch(g.hold, frames.base, frames.len, 2, NULL,
                           on_one_batch, &big),
@@ -289,7 +267,7 @@ static void test_held_call_within_max_concurrent(void) {
   answer_held(NULL);
   RUN_UNTIL(srv.uv, a.fired, 3000);
   ASSERT_OK(rn_hold_call(g.hold, frames.base, frames.len / 2, NULL,
-                         on_held_reply, &o));
+                         test_record, &o));
   RUN_UNTIL(srv.uv, srv.nheld == 1, 3000);
   answer_held(NULL);
   RUN_UNTIL(srv.uv, o.fired, 3000);

@@ -96,6 +96,13 @@ int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len) {
   return 0;
 }
 
+int rn__call_unaccepted(rn_call_t *call, int err) {
+  if (err == 0) return 0;
+  call->done = 1; /* released at once, no callback */
+  rn__call_release(call);
+  return err;
+}
+
 int rn__call_check_request(const rn_pool_t *pool, const char *frame,
                            size_t len, int pooled) {
   rn_frame_t f;

@@ -358,6 +358,9 @@ void rn__call_release(rn_call_t *call);
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep);
 /* Copies the frame into the call (inline when small). 0 or UV_ENOMEM. */
 int rn__call_set_frame(rn_call_t *call, const char *frame, size_t len);
+/* What ends the making of a call: 0 if err is 0, else the call, never
+ * accepted, is released at once (no callback) and err returned. */
+int rn__call_unaccepted(rn_call_t *call, int err);
 /* A single call's request (resp, line, length; rnp's is parsed by
  * rn__rnp_call_prepare): 0 if it is exactly one whole frame, else
  * UV_EINVAL (two frames would bring two replies to one call: the second

@@ -159,11 +159,7 @@ int rn__conn_setup_send(rn_conn_t *conn) {
     call->setup = 1;
     err = rn__call_set_frame(call, pool->setup_frames.base + start,
                              end - start);
-    if (err) {
-      call->done = 1;
-      rn__call_release(call);
-      return err;
-    }
+    if (err) return rn__call_unaccepted(call, err);
     start = end;
     /* Flushed at the turn's end with the ping queued after them: one
      * write. */

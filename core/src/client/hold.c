@@ -327,10 +327,7 @@ int rn_hold_call(rn_hold_t *hold, const char *frame, size_t len,
   else
     err = rn__call_set_frame(call, frame, len);
   if (err == 0) err = hold_accept(hold, call, options, cb, data);
-  if (err == 0) return 0;
-  call->done = 1; /* never accepted: released at once, no callback */
-  rn__call_release(call);
-  return err;
+  return rn__call_unaccepted(call, err);
 }
 
 int rn_hold_batch(rn_hold_t *hold, const char *frames, size_t len,
@@ -344,11 +341,8 @@ int rn_hold_batch(rn_hold_t *hold, const char *frames, size_t len,
   err = rn__batch_make(hold->pool, frames, len, count, options, cb, data, 0,
                        &call, &o);
   if (err) return err;
-  err = hold_accept(hold, call, &o, rn__batch_done, call->batch);
-  if (err == 0) return 0;
-  call->done = 1;
-  rn__call_release(call);
-  return err;
+  return rn__call_unaccepted(
+      call, hold_accept(hold, call, &o, rn__batch_done, call->batch));
 }
 
 void rn__hold_call_ended(rn_call_t *call, int status) {
