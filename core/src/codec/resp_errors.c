@@ -71,16 +71,21 @@ int rn__resp_command_name(const char *p, size_t len, const char **name,
   return n > 0;
 }
 
-/* "<digits>\r\n" from p: the number (*n) and where the CRLF ends; NULL if
- * the bytes are not that. Nine digits at most (a bulk string is at most
- * 512 MB): a longer count is left to the codec's framer, and no sum with
- * it can wrap. */
-static const char *crlf_count(const char *p, const char *end, size_t *n) {
-  const char *digits = p;
+/* "<digits>\r\n" at p: the number (*n), and where the CRLF ends; NULL if
+ * the bytes are not that. The caller has checked that the bytes end with
+ * LF, so the digits cannot run past the end (nor can p[1] be read past
+ * it: p[0] is then that LF, not CR). Nine digits at most (a bulk string is
+ * at most 512 MB): a longer count is left to the codec's framer, and no
+ * sum with it can wrap. */
+static const unsigned char *crlf_count(const unsigned char *p, size_t *n) {
+  const unsigned char *digits = p;
   size_t v = 0;
-  while (p < end && *p >= '0' && *p <= '9' && p - digits < 9)
-    v = v * 10 + (size_t)(*p++ - '0');
-  if (p == digits || end - p < 2 || p[0] != '\r' || p[1] != '\n')
+  unsigned d;
+  while ((d = (unsigned)*p - '0') < 10) {
+    v = v * 10 + d;
+    p++;
+  }
+  if (p == digits || p - digits > 9 || p[0] != '\r' || p[1] != '\n')
     return NULL;
   *n = v;
   return p + 2;
@@ -88,24 +93,27 @@ static const char *crlf_count(const char *p, const char *end, size_t *n) {
 
 /* An array of bulk strings ("*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n"), the
  * shape of every request a client library makes: its size, and its first
- * bulk as the name. 0 if the bytes are not (all of) that shape. */
+ * bulk as the name. 0 if the bytes are not (all of) that shape. Every
+ * call's request passes here: one pass, no bounds check per digit. */
 static int bulk_array(const char *frame, size_t len, size_t *size,
                       const char **name, size_t *name_len) {
-  const char *end = frame + len, *p;
+  const unsigned char *p = (const unsigned char *)frame + 1;
+  const unsigned char *end = (const unsigned char *)frame + len;
   size_t count, n, i;
-  if ((p = crlf_count(frame + 1, end, &count)) == NULL || count == 0)
+  if (frame[len - 1] != '\n' || (p = crlf_count(p, &count)) == NULL ||
+      count == 0)
     return 0;
   for (i = 0; i < count; i++) {
-    if (p == end || *p != '$' || (p = crlf_count(p + 1, end, &n)) == NULL ||
+    if (p >= end || *p != '$' || (p = crlf_count(p + 1, &n)) == NULL ||
         (size_t)(end - p) < n + 2 || p[n] != '\r' || p[n + 1] != '\n')
       return 0;
     if (i == 0) {
-      *name = p;
+      *name = (const char *)p;
       *name_len = n;
     }
     p += n + 2;
   }
-  *size = (size_t)(p - frame);
+  *size = (size_t)((const char *)p - frame);
   return 1;
 }
 
