@@ -80,7 +80,14 @@ int rn__resp_command_name(const char *p, size_t len, const char **name,
 static const unsigned char *crlf_count(const unsigned char *p, size_t *n) {
   const unsigned char *digits = p;
   size_t v = 0;
-  unsigned d;
+  unsigned d = (unsigned)*p - '0';
+  /* One digit, the usual count of a request's parts and of its shorter
+   * words: three compares. (p[0] is a digit, not the closing LF: p[1]
+   * can be read, and p[2] once p[1] is CR.) */
+  if (d < 10 && p[1] == '\r' && p[2] == '\n') {
+    *n = d;
+    return p + 3;
+  }
   while ((d = (unsigned)*p - '0') < 10) {
     v = v * 10 + d;
     p++;
@@ -99,19 +106,20 @@ static int bulk_array(const char *frame, size_t len, size_t *size,
                       const char **name, size_t *name_len) {
   const unsigned char *p = (const unsigned char *)frame + 1;
   const unsigned char *end = (const unsigned char *)frame + len;
-  size_t count, n, i;
+  size_t count, n;
   if (frame[len - 1] != '\n' || (p = crlf_count(p, &count)) == NULL ||
       count == 0)
     return 0;
-  for (i = 0; i < count; i++) {
+  for (;;) {
     if (p >= end || *p != '$' || (p = crlf_count(p + 1, &n)) == NULL ||
         (size_t)(end - p) < n + 2 || p[n] != '\r' || p[n + 1] != '\n')
       return 0;
-    if (i == 0) {
+    if (*name == NULL) { /* the first: the command's name */
       *name = (const char *)p;
       *name_len = n;
     }
     p += n + 2;
+    if (--count == 0) break;
   }
   *size = (size_t)((const char *)p - frame);
   return 1;
