@@ -140,8 +140,11 @@ int rn__resp_command_is(const char *frame, size_t len, const char *word) {
   return name != NULL && n == strlen(word) && state_word_is(name, n, word);
 }
 
-int rn__resp_call_check(const rn_codec_t *codec, const char *frame,
-                        size_t len, int pooled) {
+/* Out of line: inlined into rn_pool_call, its walk made that frame larger
+ * for every protocol. */
+RN_NOINLINE int rn__resp_call_check(const rn_codec_t *codec,
+                                    const char *frame, size_t len,
+                                    int pooled) {
   rn__resp_state_t s;
   const char *name;
   size_t size, n;
