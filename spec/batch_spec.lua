@@ -86,6 +86,33 @@ R.describe("pool:batch on redis-server", function(p) pool = p end, function()
     assert.equal(2, assert(small:batch { { "PING" }, { "PING" } }).n)
   end)
 
+  -- A table with a hole past its border ({ a, [3] = c }: # is 1) sent #t
+  -- requests and left the rest out unsaid; pool:transaction likewise.
+  it("refuses a batch or transaction with holes, naming the hole", function()
+    local holed = { { "INCR", "h" } }
+    holed[3] = { "INCR", "h" }
+    for _, send in ipairs { pool.batch, pool.transaction } do
+      local ok, err = pcall(send, pool, holed)
+      assert.is_false(ok)
+      assert.matches("requests%[2%] is nil but requests%[3%] is not", err)
+    end
+    assert.equal(resilnet.null, pool:call { "GET", "h" }) -- nothing sent
+  end)
+
+  -- pool:transaction's max_batch error said pool:batch and counted its
+  -- MULTI and EXEC: it names pool:transaction and the caller's commands.
+  it("a transaction past max_batch names itself and counts its commands", function()
+    local small = H.pool { endpoints = pool.options.endpoints, max_batch = 4 }
+    local ok, err = pcall(function()
+      small:transaction { { "INCR", "m" }, { "INCR", "m" }, { "INCR", "m" } }
+    end)
+    assert.is_false(ok)
+    assert.matches("batch_spec%.lua:%d+: pool:transaction: 3 commands are more "
+                   .. "than the 2 a transaction may carry %(max_batch 4", err)
+    assert.same({ 1, 2 }, assert(small:transaction { { "INCR", "m" },
+                                                     { "INCR", "m" } }))
+  end)
+
   it("runs MULTI ... EXEC as one transaction and returns EXEC's array", function()
     local r = assert(pool:transaction { { "INCR", "t" }, { "INCR", "t" },
                                         { "LPUSH", "t", "x" } })

@@ -21,6 +21,15 @@ int test_next_order(void) {
   return ++order;
 }
 
+void test_on_granted(rn_pool_t *pool, void *data, rn_hold_t *hold,
+                     int status) {
+  test_granted_t *g = data;
+  (void)pool;
+  ASSERT_OK(status);
+  g->fired++;
+  g->hold = hold;
+}
+
 void test_record(rn_pool_t *p, void *data, const rn_result_t *r) {
   test_outcome_t *o = data;
   (void)p;

@@ -42,6 +42,15 @@ int test_next_order(void);
 /* The rn_call_cb of every test_call: data is a test_outcome_t. */
 void test_record(rn_pool_t *p, void *data, const rn_result_t *r);
 
+/* A hold that must be granted: test_on_granted (an rn_hold_cb, data a
+ * test_granted_t) checks its status and keeps it. */
+typedef struct {
+  int fired;
+  rn_hold_t *hold;
+} test_granted_t;
+void test_on_granted(rn_pool_t *pool, void *data, rn_hold_t *hold,
+                     int status);
+
 /* Calls body (encoded by the pool's codec) with its own timeout (ms; 0:
  * the pool's) into *o, and checks the header's promise that the callback
  * has not run before rn_pool_call returned. */

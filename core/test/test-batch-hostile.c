@@ -379,9 +379,69 @@ static void test_password_not_left_in_refused_setup(void) {
   finish(pool);
 }
 
+/* rn_pool_call read only its request's first frame: two frames handed to
+ * one call from C went out as one call, and the second reply, with no
+ * call to answer, closed the connection as unexpected. A call's bytes
+ * must now be exactly one whole frame, for a held call too (UV_EINVAL,
+ * nothing written); a partial frame likewise. */
+static void test_pool_call_many_frames_refused(void) {
+  static const char two[] = "*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+                            "*2\r\n$3\r\nGET\r\n$1\r\nb\r\n";
+  static const char *const bad[] = {"GET a\r\nGET b\r\n", "GET a",
+                                    "*2\r\n$3\r\nGET\r\n$1\r\na\r\n:1\r\n"};
+  size_t one = (sizeof(two) - 1) / 2, i;
+  test_outcome_t o[2];
+  hold_outcome_t h;
+  rn_buf_t long_frame;
+  rn_pool_t *pool = start(reply_ok, NULL);
+  memset(o, 0, sizeof(o));
+  ASSERT_EQ(rn_pool_call(pool, two, sizeof(two) - 1, NULL, test_record,
+                         &o[0]),
+            UV_EINVAL);
+  ASSERT_EQ(rn_pool_call(pool, two, one - 1, NULL, test_record, &o[0]),
+            UV_EINVAL); /* the first frame, short of its last byte */
+  for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    ASSERT_EQ(rn_pool_call(pool, bad[i], strlen(bad[i]), NULL, test_record,
+                           &o[0]),
+              UV_EINVAL);
+  ASSERT_EQ(test_pool_stats(pool).calls, 0);
+  /* Each frame alone goes; so does one of 13 parts, words of 15 bytes
+   * (counts of two digits), and it is refused with a byte more. */
+  ASSERT_OK(rn_pool_call(pool, two, one, NULL, test_record, &o[0]));
+  ASSERT_OK(rn_pool_call(pool, two + one, one, NULL, test_record, &o[1]));
+  RUN_UNTIL(uv, o[1].fired, 2000);
+  for (i = 0; i < 2; i++) ASSERT_OK(o[i].status);
+  rn_buf_init(&long_frame);
+  test_resp_command(&long_frame,
+                    "SET keykeykeykeyk valuevaluevalue a b c d e f g h i j");
+  memset(o, 0, sizeof(o));
+  ASSERT_OK(rn_pool_call(pool, long_frame.base, long_frame.len, NULL,
+                         test_record, &o[0]));
+  ASSERT_OK(rn_buf_append(&long_frame, "\r", 1));
+  ASSERT_EQ(rn_pool_call(pool, long_frame.base, long_frame.len, NULL,
+                         test_record, &o[1]),
+            UV_EINVAL);
+  rn_buf_free(&long_frame);
+  RUN_UNTIL(uv, o[0].fired, 2000);
+  ASSERT_OK(o[0].status);
+  memset(&h, 0, sizeof(h));
+  ASSERT_OK(rn_pool_hold(pool, NULL, on_hold, &h));
+  RUN_UNTIL(uv, h.fired, 2000);
+  ASSERT_EQ(rn_hold_call(h.hold, two, sizeof(two) - 1, NULL, test_record,
+                         &o[0]),
+            UV_EINVAL);
+  ASSERT_EQ(rn_hold_unknown(h.hold), 0);
+  rn_hold_release(h.hold, 0);
+  ASSERT_EQ(peer.count, 1);
+  ASSERT_EQ(peer.conns[0].frames, 3); /* the refused ones never left */
+  ASSERT_EQ(test_pool_stats(pool).holds_reset, 0);
+  finish(pool);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_pool_batch_leaving_state_refused)
   TEST_ENTRY(test_pool_call_leaving_state_refused)
+  TEST_ENTRY(test_pool_call_many_frames_refused)
   TEST_ENTRY(test_hold_auth_resets)
   TEST_ENTRY(test_transaction_loading_waits)
   TEST_ENTRY(test_batch_replies_bounded_by_max_frame)

@@ -231,7 +231,68 @@ static void test_batch_above_max_concurrent_goes_alone(void) {
   finish(pool);
 }
 
+/* Held calls went to their connection whatever the server's
+ * MAX_CONCURRENT, which pool calls and batches wait under: with the
+ * server full of the pool's requests (8 of 8, no queue) a held call was
+ * sent and refused OVERLOADED by the server. Now it is refused
+ * RN_EOVERLOAD before it is sent (the overload event names
+ * max_concurrent), a held batch too; once replies free places it goes;
+ * and with nothing else out a held batch above the limit goes alone, as
+ * a pool batch does. */
+static void test_held_call_within_max_concurrent(void) {
+  rn_pool_t *pool = start(2, 0, 0);
+  rn_buf_t frames;
+  test_granted_t g;
+  one_batch_t a, big;
+  test_outcome_t o;
+  unsigned i;
+  memset(&g, 0, sizeof(g));
+  ASSERT_OK(rn_pool_hold(pool, NULL, test_on_granted, &g));
+  RUN_UNTIL(srv.uv, g.fired, 3000);
+  send_batch(pool, "a", MAX_CONCURRENT, &a); /* on the other connection */
+  RUN_UNTIL(srv.uv, srv.nheld == MAX_CONCURRENT, 3000);
+  rn_buf_init(&frames);
+  for (i = 0; i < 2; i++)
+    ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frames, "h", 1));
+  memset(&o, 0, sizeof(o));
+  ASSERT_EQ(rn_hold_call(g.hold, frames.base, frames.len / 2, NULL,
+                         test_record, &o),
+            RN_EOVERLOAD);
+  ASSERT_EQ(rn_hold_batch(g.hold, frames.base, frames.len, 2, NULL,
+                          on_one_batch, &big),
+            RN_EOVERLOAD);
+  ASSERT_EQ(test_pool_stats(pool).overloaded, 2);
+  test_run_for(srv.uv, 20);
+  ASSERT_EQ(srv.handled, MAX_CONCURRENT); /* nothing more was sent */
+  answer_held(NULL);
+  RUN_UNTIL(srv.uv, a.fired, 3000);
+  ASSERT_OK(rn_hold_call(g.hold, frames.base, frames.len / 2, NULL,
+                         test_record, &o));
+  RUN_UNTIL(srv.uv, srv.nheld == 1, 3000);
+  answer_held(NULL);
+  RUN_UNTIL(srv.uv, o.fired, 3000);
+  ASSERT_OK(o.status);
+  /* Alone, a held batch above the limit goes (the server queues none:
+   * it refuses what is past 8, as it would a pool batch's). */
+  frames.len = 0;
+  for (i = 0; i < MAX_CONCURRENT + 2; i++)
+    ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frames, "h", 1));
+  memset(&big, 0, sizeof(big));
+  ASSERT_OK(rn_hold_batch(g.hold, frames.base, frames.len,
+                          MAX_CONCURRENT + 2, NULL, on_one_batch, &big));
+  rn_buf_free(&frames);
+  RUN_UNTIL(srv.uv, srv.nheld == MAX_CONCURRENT, 3000);
+  answer_held(NULL);
+  RUN_UNTIL(srv.uv, big.fired, 3000);
+  ASSERT_OK(big.status);
+  ASSERT_OK(a.status);
+  ASSERT_EQ(a.refused, 0);
+  rn_hold_release(g.hold, 0);
+  finish(pool);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_batches_stay_within_max_concurrent)
   TEST_ENTRY(test_batch_above_max_concurrent_goes_alone)
+  TEST_ENTRY(test_held_call_within_max_concurrent)
 TEST_LIST_END

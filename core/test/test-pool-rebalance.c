@@ -187,6 +187,7 @@ static void test_removed_endpoint_kept_open_by_an_expired_call(void) {
   test_pool_line_options(&po, b.endpoint);
   po.size = 1;
   po.write_high_water = 4 * (uint64_t)BIG; /* the connection stays writable */
+  po.codec.max_frame = 2 * (size_t)BIG; /* a request past it is refused */
   ASSERT_OK(rn_pool_new(loop, &po, &pool));
 
   /* Far more than the socket buffers take: its write stays in flight. b

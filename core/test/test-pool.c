@@ -478,10 +478,56 @@ static void test_call_waits_past_room_freed_under_max_in_flight(void) {
   test_loop_close(loop);
 }
 
+/* --- a call is one frame: two, or part of one, are refused ------------- */
+
+/* rn_pool_call sent whatever bytes it was given: two frames in one call
+ * brought two replies, and the second, answering no call, closed the
+ * connection. Now UV_EINVAL, nothing sent (line and length here; resp in
+ * test-batch-hostile). */
+static void test_call_many_frames_refused(rn_protocol_t protocol) {
+  test_outcome_t o[2];
+  rn_buf_t frames;
+  size_t one;
+  start(protocol, 1);
+  rn_buf_init(&frames);
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frames, "a", 1));
+  one = frames.len;
+  ASSERT_OK(rn_codec_encode(rn_pool_codec(pool), &frames, "b", 1));
+  memset(o, 0, sizeof(o));
+  ASSERT_EQ(rn_pool_call(pool, frames.base, frames.len, NULL, test_record,
+                         &o[0]),
+            UV_EINVAL);
+  ASSERT_EQ(rn_pool_call(pool, frames.base, one + 1, NULL, test_record,
+                         &o[0]),
+            UV_EINVAL); /* a frame and a byte of the next */
+  ASSERT_EQ(rn_pool_call(pool, frames.base, one - 1, NULL, test_record,
+                         &o[0]),
+            UV_EINVAL); /* short of its last byte */
+  ASSERT_EQ(test_pool_stats(pool).calls, 0);
+  ASSERT_OK(rn_pool_call(pool, frames.base, one, NULL, test_record, &o[0]));
+  ASSERT_OK(rn_pool_call(pool, frames.base + one, frames.len - one, NULL,
+                         test_record, &o[1]));
+  rn_buf_free(&frames);
+  RUN_UNTIL(rn_loop_uv(loop), o[1].fired, 5000);
+  ASSERT_OK(o[0].status);
+  ASSERT_OK(o[1].status);
+  ASSERT_EQ(test_pool_stats(pool).connects, 1);
+  stop();
+}
+
+static void test_call_many_frames_refused_line(void) {
+  test_call_many_frames_refused(RN_PROTOCOL_LINE);
+}
+static void test_call_many_frames_refused_length(void) {
+  test_call_many_frames_refused(RN_PROTOCOL_LENGTH);
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_literal_needs_no_lookup)
   TEST_ENTRY(test_pipelined_line)
   TEST_ENTRY(test_pipelined_length)
+  TEST_ENTRY(test_call_many_frames_refused_line)
+  TEST_ENTRY(test_call_many_frames_refused_length)
   TEST_ENTRY(test_deadline_then_late_reply)
   TEST_ENTRY(test_deadline_after_time_outside_loop)
   TEST_ENTRY(test_deadline_after_long_reply_callback)

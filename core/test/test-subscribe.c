@@ -159,19 +159,6 @@ static void on_push(rn_hold_t *hold, void *data, const char *frame,
   r->pushes++;
 }
 
-typedef struct {
-  int fired;
-  rn_hold_t *hold;
-} granted_t;
-
-static void on_hold(rn_pool_t *pool, void *data, rn_hold_t *hold,
-                    int status) {
-  granted_t *g = data;
-  (void)pool;
-  ASSERT_OK(status);
-  g->fired++;
-  g->hold = hold;
-}
 
 typedef struct {
   rn_loop_t *loop;
@@ -183,7 +170,7 @@ typedef struct {
 
 static void setup(fixture_t *fx, uint64_t interval_ms) {
   rn_pool_options_t po;
-  granted_t g;
+  test_granted_t g;
   memset(&st, 0, sizeof(st));
   fx->loop = test_loop_open();
   fx->uv = rn_loop_uv(fx->loop);
@@ -195,7 +182,7 @@ static void setup(fixture_t *fx, uint64_t interval_ms) {
   po.size = 1;
   ASSERT_OK(rn_pool_new(fx->loop, &po, &fx->pool));
   memset(&g, 0, sizeof(g));
-  ASSERT_OK(rn_pool_hold(fx->pool, NULL, on_hold, &g));
+  ASSERT_OK(rn_pool_hold(fx->pool, NULL, test_on_granted, &g));
   RUN_UNTIL(fx->uv, g.fired, 2000);
   fx->hold = g.hold;
 }

@@ -302,6 +302,7 @@ return function(core, T)
     return exec
   end
 
+  local max_batch_default = opt.entry(pool_schema, "max_batch")[3]
   local transaction_words = { MULTI = true, EXEC = true, DISCARD = true,
                               WATCH = true }
   -- Their first letters, either case: most names are told apart by it
@@ -329,8 +330,17 @@ return function(core, T)
       error("pool:transaction: expected an array of requests, got "
             .. type(requests), 2)
     end
+    -- max_batch bounds the batch sent: the caller's commands, MULTI and
+    -- EXEC. The error counts (and names) what the caller gave.
+    local n = core.array_count(requests, "pool:transaction")
+    local max = (self.options.max_batch or max_batch_default) - 2
+    if n > max then
+      error("pool:transaction: " .. n .. " commands are more than the "
+            .. max .. " a transaction may carry (max_batch "
+            .. (max + 2) .. " counts its MULTI and EXEC too)", 2)
+    end
     local all = { { "MULTI" } }
-    for i = 1, #requests do
+    for i = 1, n do
       local r = requests[i]
       if r == nil then
         error("pool:transaction: requests[" .. i .. "] is nil (expected an "

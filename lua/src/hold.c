@@ -134,7 +134,7 @@ static int lrn_hold_started(lua_State *L, lrn_pool_t *p,
   if (rc != 0) {
     lrn_release(p->o.ctx, held);
     lua_pushnil(L);
-    lrn_error_push_code(L, p->o.ctx, rc);
+    lrn_error_push_overload(L, p, rc); /* names MAX_CONCURRENT's refusal */
     return 2;
   }
   /* Pinned while anything is in flight, as for pool_send. */
@@ -174,6 +174,7 @@ static int lrn_hold_send(lua_State *L) {
   co.timeout_ms = (uint64_t)timeout;
   lrn_block_option(L, 5, &co);
   held = lrn_hold(L, ctx, 3);
+  p->overload_reason = NULL;
   rc = rn_hold_call(hu->hold, ctx->buf.base, ctx->buf.len, &co,
                     lrn_pool_done, (void *)(intptr_t)held);
   return lrn_hold_started(L, p, hu, held, rc);
@@ -206,6 +207,7 @@ static int lrn_hold_batch(lua_State *L) {
                             &len, &n, &rc);
   if (rc != 0) return lrn_hold_refused(L, ctx, hu, rc);
   held = lrn_hold(L, ctx, 3);
+  p->overload_reason = NULL;
   rc = rn_hold_batch(hu->hold, frames, len, n, &co, lrn_pool_batch_done,
                      (void *)(intptr_t)held);
   if (rc == UV_E2BIG) {

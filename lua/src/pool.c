@@ -6,6 +6,8 @@
  * the registry ref in the core's data pointer. A pool with calls in flight
  * pins its own userdata, so dropping the last reference to a busy pool
  * cannot close it under its callers. */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -500,9 +502,13 @@ void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
     lrn_error_push_code(L, p->o.ctx, rc);
     return;
   }
-  msg = strcmp(p->overload_reason, "max_in_flight") == 0
-            ? "too many calls in flight to every endpoint (max_in_flight)"
-            : "too many calls waiting for a connection (max_pending)";
+  if (strcmp(p->overload_reason, "max_in_flight") == 0)
+    msg = "too many calls in flight to every endpoint (max_in_flight)";
+  else if (strcmp(p->overload_reason, "max_concurrent") == 0)
+    msg = "the server works on as many requests as it said it takes "
+          "(MAX_CONCURRENT): a held call waits for none";
+  else
+    msg = "too many calls waiting for a connection (max_pending)";
   lrn_error_push(L, p->o.ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
 }
 
@@ -762,10 +768,38 @@ static int lrn_pool_send_method_new(lua_State *L) {
  * is dispatched exactly once (lrn_push_batch) unless this returns nil,
  * err. Raises on bad requests and on more than the pool's max_batch. */
 /* (pool.h) */
+size_t lrn_array_count(lua_State *L, int idx, const char *fname) {
+  size_t n = lrn_rawlen(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    lua_pop(L, 1); /* the value; the key stays for lua_next */
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      lua_Number k = lua_tonumber(L, -1);
+      if (k > (lua_Number)n && floor(k) == k) {
+        char key[64]; /* lua_pushfstring has no %.0f */
+        snprintf(key, sizeof(key), "%.0f", (double)k);
+        luaL_error(L, "%s: requests[%d] is nil but requests[%s] is not "
+                      "(expected an array without holes)",
+                   fname, (int)n + 1, key);
+      }
+    }
+  }
+  return n;
+}
+
+/* core.array_count(t, fname) -> #t, raising if t has holes: pool:transaction
+ * reads its requests with the rule pool:batch's are read with. */
+static int lrn_array_count_l(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushinteger(L, (lua_Integer)lrn_array_count(L, 1, luaL_checkstring(L, 2)));
+  return 1;
+}
+
+/* (pool.h) */
 const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,
                              const rn_codec_t *codec, const char *fname,
                              size_t *len, size_t *count, int *rc) {
-  size_t i, n = lrn_rawlen(L, 2);
+  size_t i, n = lrn_array_count(L, 2, fname);
   luaL_Buffer b;
   *rc = 0;
   if (n == 0)
@@ -1004,6 +1038,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_call_method", lrn_pool_call_method_new},
     {"pool_send_method", lrn_pool_send_method_new},
     {"pool_batch", lrn_pool_batch},
+    {"array_count", lrn_array_count_l},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
     {"pool_reset_backoff", lrn_pool_reset_backoff},

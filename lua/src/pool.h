@@ -49,6 +49,10 @@ void lrn_block_option(lua_State *L, int idx, rn_call_options_t *co);
 /* The error for rc from rn_pool_call (an EOVERLOAD names its limit). */
 void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc);
 
+/* The length of the array at idx, raising (fname: the caller's name) if
+ * it has holes: an integer key past its border. # may stop at any nil
+ * inside 1..n, and the requests after it would be left out unsaid. */
+size_t lrn_array_count(lua_State *L, int idx, const char *fname);
 /* The array of requests at index 2 encoded one after the other into one
  * string, pushed (its n requests, its length). rc: 0 or the error of
  * encoding one. Raises (naming fname) on an empty array, a hole, or a

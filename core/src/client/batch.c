@@ -361,9 +361,7 @@ int rn__batch_make(rn_pool_t *pool, const char *frames, size_t len,
   return 0;
 
 fail:
-  call->done = 1; /* never accepted: released at once, no callback */
-  rn__call_release(call);
-  return err;
+  return rn__call_unaccepted(call, err);
 }
 
 int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
@@ -379,8 +377,5 @@ int rn_pool_batch(rn_pool_t *pool, const char *frames, size_t len,
   if (err) return err;
   if ((err = rn__pool_admit(pool)) == 0)
     err = rn__pool_accept(pool, call, &o, rn__batch_done, call->batch);
-  if (err == 0) return 0;
-  call->done = 1; /* never accepted: released at once, no callback */
-  rn__call_release(call);
-  return err;
+  return rn__call_unaccepted(call, err);
 }

@@ -92,6 +92,26 @@ int rn__call_set_frame_large(rn_call_t *call, const char *frame, size_t len) {
   return 0;
 }
 
+int rn__call_unaccepted(rn_call_t *call, int err) {
+  if (err == 0) return 0;
+  call->done = 1; /* released at once, no callback */
+  rn__call_release(call);
+  return err;
+}
+
+int rn__call_check_request(const rn_pool_t *pool, const char *frame,
+                           size_t len, int pooled) {
+  rn_frame_t f;
+  int r;
+  if (len == 0) return UV_EINVAL;
+  if (pool->codec.protocol == RN_PROTOCOL_RESP)
+    return rn__resp_call_check(&pool->codec, frame, len, pooled);
+  if (pool->codec.protocol == RN_PROTOCOL_RNP) return 0;
+  r = rn_codec_frame(&pool->codec, frame, len, &f);
+  if (r == RN_EFRAMESIZE) return r;
+  return r == 1 && f.size == len ? 0 : UV_EINVAL;
+}
+
 void rn__call_set_endpoint(rn_call_t *call, rn_pool_endpoint_t *ep) {
   if (call->endpoint == ep) return;
   ep->refs++;

@@ -258,6 +258,10 @@ struct rn_pool_s {
   void *data;
   rn_loop_t *loop;
   rn_codec_t codec;
+  /* length codec with a 4-byte prefix: max_frame - 3, at most 2^32 (what
+   * the prefix can say); else 0. A call's request is checked against it
+   * in one compare (rn__call_check_request_fast). */
+  size_t len4_window;
   rn_pool_options_t options; /* endpoints pointer not kept */
   rn_pool_endpoint_t **endpoints;
   size_t endpoint_count;
@@ -329,10 +333,10 @@ struct rn_pool_s {
   unsigned close_deferred : 1;
   unsigned aborting : 1; /* connections close with RST */
   unsigned tls_insecure : 1; /* pool->tls verifies nothing (tls.insecure) */
-  /* pool->tls has a name to check a unix socket's certificate against
-   * (tls.server_name), or checks none (tls.insecure): rn_tls_endpoint_check
-   * for endpoints added after rn_pool_new. */
-  unsigned tls_unix_ok : 1;
+  /* tls.server_name was set: with tls_insecure, what
+   * rn__tls_endpoint_ok needs to check endpoints added after rn_pool_new
+   * as rn_tls_endpoint_check checked the first ones. */
+  unsigned tls_named : 1;
   uint64_t close_drain;
   /* hold.c: holds waiting for a connection, in order; hold_timer runs
    * the pass that hands them connections (and looks again while they
@@ -363,6 +367,31 @@ static inline int rn__call_set_frame(rn_call_t *call, const char *frame,
   rn__copy(call->frame, frame, len);
   call->frame_len = len;
   return 0;
+}
+/* What ends the making of a call: 0 if err is 0, else the call, never
+ * accepted, is released at once (no callback) and err returned. */
+int rn__call_unaccepted(rn_call_t *call, int err);
+/* A single call's request (resp, line, length; rnp's is parsed by
+ * rn__rnp_call_prepare): 0 if it is exactly one whole frame, else
+ * UV_EINVAL (two frames would bring two replies to one call: the second
+ * would be unexpected and close the connection), or RN_EFRAMESIZE. For a
+ * `pooled` resp call, also UV_EINVAL if it would leave its connection
+ * changed (rn__resp_call_check). */
+int rn__call_check_request(const rn_pool_t *pool, const char *frame,
+                           size_t len, int pooled);
+/* The same, the common length codec (a 4-byte prefix) decided inline:
+ * every call passes here, and the prefix alone says where the frame ends.
+ * len - 4 < len4_window: 4 <= len <= max_frame, for that codec only. */
+static inline int rn__call_check_request_fast(const rn_pool_t *pool,
+                                              const char *frame, size_t len,
+                                              int pooled) {
+  if (len - 4 < pool->len4_window) {
+    const unsigned char *p = (const unsigned char *)frame;
+    uint32_t body = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                    (uint32_t)p[2] << 8 | p[3];
+    return body == (uint32_t)(len - 4) ? 0 : UV_EINVAL; /* window < 2^32 */
+  }
+  return rn__call_check_request(pool, frame, len, pooled);
 }
 
 /* batch.c: a batch is one call whose frame holds batch_n requests. */
@@ -677,10 +706,12 @@ void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
 /* The same for one whole resp frame. */
 void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
                               size_t len);
-/* Whether one resp request leaves its connection otherwise than it found
- * it (an open MULTI, a WATCH, SUBSCRIBE, SELECT, ...): not for a pool's
- * shared connections. */
-int rn__resp_leaves_state(const char *frame, size_t len);
+/* A resp call's request: 0 if it is exactly one whole frame and, when
+ * `pooled`, does not leave its connection otherwise than it found it (an
+ * open MULTI, a WATCH, SUBSCRIBE, SELECT, ...: not for a pool's shared
+ * connections); else UV_EINVAL, or RN_EFRAMESIZE past max_frame. */
+int rn__resp_call_check(const rn_codec_t *codec, const char *frame,
+                        size_t len, int pooled);
 /* Whether the resp request frame is the command word (upper case; the
  * request's may be any). */
 int rn__resp_command_is(const char *frame, size_t len, const char *word);
@@ -773,6 +804,13 @@ void rn__pool_requeue(rn_pool_t *pool, rn_call_t *call);
  * RN_EOVERLOAD past max_pending or max_in_flight (the overload event
  * fired). */
 int rn__pool_admit(rn_pool_t *pool);
+/* Counts an overload, fires its event with reason (the limit's name) and
+ * returns RN_EOVERLOAD. */
+int rn__pool_overloaded(rn_pool_t *pool, const char *reason);
+/* rnp: whether ep's server has no room under its MAX_CONCURRENT for call's
+ * requests (NULL: one) besides the pool's requests out there. */
+int rn__endpoint_at_server_limit(const rn_pool_endpoint_t *ep,
+                                 const rn_call_t *call);
 /* A new call, its frame set, joins the queue: its rules start
  * (rn__fate_begin) and it is dispatched. 0, or RN_EFRAMESIZE or a timer
  * error, after which the caller releases the call, never accepted. */

@@ -10,6 +10,7 @@
  * readiness ping, in the same write) and asks rn__conn_setup_check about
  * each answer; the connection is ready once all are answered. */
 #include "client.h"
+#include "../codec/resp_errors.h" /* rn__resp_error_code */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,11 +159,7 @@ int rn__conn_setup_send(rn_conn_t *conn) {
     call->setup = 1;
     err = rn__call_set_frame(call, pool->setup_frames.base + start,
                              end - start);
-    if (err) {
-      call->done = 1;
-      rn__call_release(call);
-      return err;
-    }
+    if (err) return rn__call_unaccepted(call, err);
     start = end;
     /* Flushed at the turn's end with the ping queued after them: one
      * write. */
@@ -172,26 +169,15 @@ int rn__conn_setup_send(rn_conn_t *conn) {
   return 0;
 }
 
-/* The error code of a resp error reply (its first word), or "". */
+/* The error code of a resp error reply (rn__resp_error_code), or "" (also
+ * for a code too long to be one of those this file looks for). */
 static void setup_error_code(const char *body, size_t len, char *code,
                              size_t size) {
-  size_t i = 0;
-  code[0] = '\0';
-  if (len < 1 || (body[0] != '-' && body[0] != '!')) return;
-  if (body[0] == '!') { /* RESP3 blob error: !<len>\r\n<text>\r\n */
-    const char *nl = memchr(body, '\n', len);
-    if (nl == NULL) return;
-    len -= (size_t)(nl + 1 - body);
-    body = nl + 1;
-  } else {
-    body++;
-    len--;
-  }
-  while (i + 1 < size && i < len && body[i] != ' ' && body[i] != '\r') {
-    code[i] = body[i];
-    i++;
-  }
-  code[i] = '\0';
+  const char *c;
+  size_t n;
+  if (!rn__resp_error_code(body, len, &c, &n) || n >= size) n = 0;
+  else memcpy(code, c, n);
+  code[n] = '\0';
 }
 
 int rn__setup_error_is(const char *body, size_t len, const char *code) {

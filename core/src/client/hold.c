@@ -219,15 +219,8 @@ int rn_pool_hold(rn_pool_t *pool, const rn_call_options_t *options,
   if (cb == NULL) return UV_EINVAL;
   if ((err = rn__pool_admit(pool)) != 0) return err;
   if (pool->pending_count + pool->holds_waiting_count >=
-      pool->options.max_pending) {
-    rn_pool_event_t ev;
-    pool->stats.overloaded++;
-    memset(&ev, 0, sizeof(ev));
-    ev.reason = "max_pending";
-    ev.error = RN_EOVERLOAD;
-    rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
-    return RN_EOVERLOAD;
-  }
+      pool->options.max_pending)
+    return rn__pool_overloaded(pool, "max_pending");
   hold = calloc(1, sizeof(*hold));
   if (hold == NULL) return UV_ENOMEM;
   hold->pool = pool;
@@ -284,6 +277,12 @@ static int hold_accept(rn_hold_t *hold, rn_call_t *call,
   rn_call_options_t o;
   int err;
 
+  /* rnp: the server's MAX_CONCURRENT counts the held connection's
+   * requests with the pool's. A pool call waits for room, or goes
+   * elsewhere; a held one has nowhere else to go, and sent now the server
+   * would only refuse it OVERLOADED: refused here, unsent. */
+  if (rn__endpoint_at_server_limit(hold->conn->endpoint, call))
+    return rn__pool_overloaded(pool, "max_concurrent");
   if (options != NULL) o = *options;
   else memset(&o, 0, sizeof(o));
   o.attempts = 1; /* never sent again, never elsewhere */
@@ -320,6 +319,7 @@ int rn_hold_call(rn_hold_t *hold, const char *frame, size_t len,
   if (frame == NULL || len == 0 || cb == NULL) return UV_EINVAL;
   if ((err = hold_usable(hold)) != 0) return err;
   if (len > pool->codec.max_frame) return RN_EFRAMESIZE;
+  if ((err = rn__call_check_request(pool, frame, len, 0)) != 0) return err;
   call = rn__call_new(pool);
   if (call == NULL) return UV_ENOMEM;
   if (pool->codec.protocol == RN_PROTOCOL_RNP)
@@ -327,10 +327,7 @@ int rn_hold_call(rn_hold_t *hold, const char *frame, size_t len,
   else
     err = rn__call_set_frame(call, frame, len);
   if (err == 0) err = hold_accept(hold, call, options, cb, data);
-  if (err == 0) return 0;
-  call->done = 1; /* never accepted: released at once, no callback */
-  rn__call_release(call);
-  return err;
+  return rn__call_unaccepted(call, err);
 }
 
 int rn_hold_batch(rn_hold_t *hold, const char *frames, size_t len,
@@ -344,11 +341,8 @@ int rn_hold_batch(rn_hold_t *hold, const char *frames, size_t len,
   err = rn__batch_make(hold->pool, frames, len, count, options, cb, data, 0,
                        &call, &o);
   if (err) return err;
-  err = hold_accept(hold, call, &o, rn__batch_done, call->batch);
-  if (err == 0) return 0;
-  call->done = 1;
-  rn__call_release(call);
-  return err;
+  return rn__call_unaccepted(
+      call, hold_accept(hold, call, &o, rn__batch_done, call->batch));
 }
 
 void rn__hold_call_ended(rn_call_t *call, int status) {

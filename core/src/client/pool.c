@@ -199,7 +199,7 @@ static int pool_has_endpoint(const rn_pool_t *pool,
 /* What the pool keeps of TLS options besides the context. */
 static void pool_tls_note(rn_pool_t *pool, const rn_tls_options_t *o) {
   pool->tls_insecure = o->insecure != 0;
-  pool->tls_unix_ok = o->insecure || o->server_name != NULL;
+  pool->tls_named = o->server_name != NULL;
 }
 
 /* Parses a list into a new array of endpoints, reusing those of the
@@ -218,8 +218,9 @@ static int pool_build_endpoints(rn_pool_t *pool, const char *const *texts,
   for (i = 0; i < count; i++) {
     err = rn__endpoint_new(pool, texts[i], &list[i]);
     if (err) break;
-    if (pool->tls != NULL && !pool->tls_unix_ok &&
-        list[i]->address.kind == RN_ENDPOINT_UNIX)
+    if (pool->tls != NULL &&
+        !rn__tls_endpoint_ok(pool->tls_insecure, pool->tls_named,
+                             &list[i]->address))
       err = UV_EINVAL; /* as rn_pool_new would have: rn_tls_endpoint_check */
     for (j = 0; j < pool->endpoint_count; j++) {
       if (strcmp(pool->endpoints[j]->text, list[i]->text) == 0) {
@@ -302,6 +303,10 @@ int rn_pool_new(rn_loop_t *loop, const rn_pool_options_t *options,
   if (err) goto fail;
   err = rn_codec_init(&pool->codec, &options->codec);
   if (err) goto fail;
+  if (pool->codec.protocol == RN_PROTOCOL_LENGTH &&
+      pool->codec.length_bytes == 4)
+    pool->len4_window = (size_t)RN_MIN((uint64_t)pool->codec.max_frame - 3,
+                                       (uint64_t)UINT32_MAX + 1);
   err = pool_make_ping(pool, options);
   pool->options.auth = NULL; /* in hello_frame now, and only there */
   pool->options.auth_len = 0;
@@ -430,8 +435,8 @@ static int pool_endpoint_full(const rn_pool_t *pool,
  * than MAX_CONCURRENT goes when nothing else is out there: alone, it gets
  * what the server can give (it admits MAX_CONCURRENT and queues or
  * refuses the rest), and waiting longer would not get it more. */
-static int pool_endpoint_at_server_limit(const rn_pool_endpoint_t *ep,
-                                         const rn_call_t *call) {
+int rn__endpoint_at_server_limit(const rn_pool_endpoint_t *ep,
+                                 const rn_call_t *call) {
   return ep->max_concurrent != 0 && ep->requests != 0 &&
          ep->requests + (call != NULL ? rn__call_requests(call) : 1) >
              ep->max_concurrent;
@@ -495,7 +500,7 @@ static inline int pool_endpoint_open_for_calls(rn_pool_t *pool,
                                                rn_pool_endpoint_t *ep,
                                                const rn_call_t *call) {
   return ep->ready != 0 && !pool_endpoint_full(pool, ep) &&
-         !pool_endpoint_at_server_limit(ep, call) &&
+         !rn__endpoint_at_server_limit(ep, call) &&
          (ep->ejected_until == 0 ? !ep->removed
                                  : rn__endpoint_usable(
                                        pool, ep, rn__loop_now(pool->loop)));
@@ -591,7 +596,7 @@ void rn__pool_grow(rn_pool_t *pool) {
     if (now == 0) now = rn__loop_now(pool->loop);
     if (ep->connecting >= RN_MAX_CONNECTING) continue;
     if (pool_endpoint_full(pool, ep) ||
-        pool_endpoint_at_server_limit(ep, NULL))
+        rn__endpoint_at_server_limit(ep, NULL))
       continue;
     if (!rn__endpoint_usable(pool, ep, now)) {
       if (ep->ejected_until != 0) wake = RN_MIN(wake, ep->ejected_until);
@@ -784,20 +789,26 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
   if (pool->pending_count > 0 && !pool->closing) rn__pool_dispatch(pool);
 }
 
+/* Out of line: rn__pool_admit, on every call's path, stays small enough
+ * to be inlined there. */
+RN_NOINLINE int rn__pool_overloaded(rn_pool_t *pool, const char *reason) {
+  rn_pool_event_t ev;
+  pool->stats.overloaded++;
+  memset(&ev, 0, sizeof(ev));
+  ev.reason = reason;
+  ev.error = RN_EOVERLOAD;
+  rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
+  return RN_EOVERLOAD;
+}
+
 int rn__pool_admit(rn_pool_t *pool) {
   if (pool->closing) return RN_ECLOSED;
   if (pool->pending_count >= pool->options.max_pending ||
-      pool_all_full(pool)) {
-    rn_pool_event_t ev;
-    pool->stats.overloaded++;
-    memset(&ev, 0, sizeof(ev));
-    ev.reason = pool->pending_count >= pool->options.max_pending
-                    ? "max_pending"
-                    : "max_in_flight";
-    ev.error = RN_EOVERLOAD;
-    rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
-    return RN_EOVERLOAD;
-  }
+      pool_all_full(pool))
+    return rn__pool_overloaded(pool,
+                               pool->pending_count >= pool->options.max_pending
+                                   ? "max_pending"
+                                   : "max_in_flight");
   return 0;
 }
 
@@ -845,13 +856,14 @@ int rn_pool_call(rn_pool_t *pool, const char *frame, size_t len,
   rn_call_t *call;
   int err;
 
-  if (!pool->closing && (frame == NULL || len == 0 || cb == NULL))
-    return UV_EINVAL;
-  /* The connection it lands on is shared: the next call there must meet
-   * what the pool's setup made (rn_pool_hold is for the rest). */
-  if (pool->codec.protocol == RN_PROTOCOL_RESP &&
-      rn__resp_leaves_state(frame, len))
-    return UV_EINVAL;
+  /* (len 0: no frame, for rn__call_check_request_fast to say.) */
+  if (!pool->closing && (frame == NULL || cb == NULL)) return UV_EINVAL;
+  /* One frame, one reply; and the connection it lands on is shared: the
+   * next call there must meet what the pool's setup made (rn_pool_hold is
+   * for the rest). */
+  if (!pool->closing &&
+      (err = rn__call_check_request_fast(pool, frame, len, 1)) != 0)
+    return err;
   if ((err = rn__pool_admit(pool)) != 0) return err;
 
   call = rn__call_new(pool);

@@ -90,12 +90,11 @@ static int client_setting(const char *frame, size_t len, const char *name,
   return 0;
 }
 
-/* What one request does to the connection's state (MULTI, WATCH, ...: the
- * list above; others nothing). */
-void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
-                              size_t len) {
-  size_t n, i;
-  const char *name = state_name(frame, len, &n);
+/* What one request, whose name state_name found (name, n), does to the
+ * connection's state (MULTI, WATCH, ...: the list above; others nothing). */
+static void state_track_named(rn__resp_state_t *s, const char *frame,
+                              size_t len, const char *name, size_t n) {
+  size_t i;
   if (name == NULL || n < 4 || n > 10) return;
   for (i = state_first[n - 4]; i < state_first[n - 3]; i++) {
     if (!state_word_is(name, n, state_words[i].word)) continue;
@@ -116,6 +115,13 @@ void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
   }
 }
 
+void rn__resp_state_track_one(rn__resp_state_t *s, const char *frame,
+                              size_t len) {
+  size_t n;
+  const char *name = state_name(frame, len, &n);
+  state_track_named(s, frame, len, name, n);
+}
+
 void rn__resp_state_track(rn__resp_state_t *s, const rn_codec_t *codec,
                           const char *frames, size_t len) {
   size_t off = 0;
@@ -134,9 +140,20 @@ int rn__resp_command_is(const char *frame, size_t len, const char *word) {
   return name != NULL && n == strlen(word) && state_word_is(name, n, word);
 }
 
-int rn__resp_leaves_state(const char *frame, size_t len) {
+/* Out of line: inlined into rn_pool_call, its walk made that frame larger
+ * for every protocol. */
+RN_NOINLINE int rn__resp_call_check(const rn_codec_t *codec,
+                                    const char *frame, size_t len,
+                                    int pooled) {
   rn__resp_state_t s;
+  const char *name;
+  size_t size, n;
+  /* One pass gives both the frame's end and its name. */
+  int r = rn__resp_request(codec, frame, len, &size, &name, &n);
+  if (r == RN_EFRAMESIZE) return RN_EFRAMESIZE;
+  if (r != 1 || size != len) return UV_EINVAL;
+  if (!pooled) return 0;
   memset(&s, 0, sizeof(s));
-  rn__resp_state_track_one(&s, frame, len);
-  return s.in_multi || s.watching || s.unknown;
+  state_track_named(&s, frame, len, name, n);
+  return s.in_multi || s.watching || s.unknown ? UV_EINVAL : 0;
 }

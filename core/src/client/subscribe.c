@@ -18,39 +18,10 @@
  * already wait in its buffer) until rn_hold_resume; the server's and the
  * kernel's buffers hold the rest. */
 #include "client.h"
+#include "../codec/resp_errors.h" /* rn__resp_head */
 
 #include <string.h>
 #include <strings.h>
-
-/* The first element of the RESP array (or push) at p, if it is a bulk or
- * simple string: *name, *n; and the array's length, *count. */
-static int sub_first_word(const char *p, size_t len, const char **name,
-                          size_t *n, size_t *count) {
-  const char *end = p + len, *nl;
-  size_t k = 0;
-  if (len < 4 || (p[0] != '*' && p[0] != RN_RESP_PUSH)) return 0;
-  nl = memchr(p, '\n', len);
-  if (nl == NULL || nl + 1 >= end) return 0;
-  *count = 0;
-  while (++p < nl - 1 && *p >= '0' && *p <= '9')
-    *count = *count * 10 + (size_t)(*p - '0');
-  p = nl + 1;
-  if (*p == '+') {
-    nl = memchr(p, '\r', (size_t)(end - p));
-    if (nl == NULL) return 0;
-    *name = p + 1;
-    *n = (size_t)(nl - p - 1);
-    return 1;
-  }
-  if (*p++ != '$') return 0;
-  while (p < end && *p >= '0' && *p <= '9') k = k * 10 + (size_t)(*p++ - '0');
-  if (end - p < 2 || p[0] != '\r') return 0;
-  p += 2;
-  if (k > (size_t)(end - p)) return 0;
-  *name = p;
-  *n = k;
-  return 1;
-}
 
 /* What a subscribe-mode frame is. The confirmations bear the name of the
  * command they confirm. */
@@ -85,7 +56,7 @@ static void sub_tell(rn_conn_t *conn, const char *frame, size_t len,
 static int sub_confirms(const rn_call_t *cmd, const char *name, size_t n) {
   const char *c;
   size_t cn, count;
-  return sub_first_word(cmd->frame, cmd->frame_len, &c, &cn, &count) &&
+  return rn__resp_head(cmd->frame, cmd->frame_len, &count, &c, &cn) &&
          cn == n && strncasecmp(c, name, n) == 0;
 }
 
@@ -99,7 +70,7 @@ int rn__subscribe_deliver(rn_conn_t *conn, const rn_reply_t *m) {
   int kind = SUB_OTHER;
 
   if (m->kind != RN_REPLY_IN_ORDER && m->kind != RN_REPLY_PUSH) return 0;
-  if (sub_first_word(m->body, m->body_len, &name, &n, &count))
+  if (rn__resp_head(m->body, m->body_len, &count, &name, &n))
     kind = sub_kind(name, n);
   if (m->kind == RN_REPLY_PUSH || kind != SUB_OTHER) {
     /* The command's account is settled before its callback runs, which
@@ -147,7 +118,7 @@ int rn_hold_subscribe(rn_hold_t *hold, rn_push_cb cb, void *data) {
 static size_t sub_command_names(const char *f, size_t len) {
   const char *name;
   size_t n, count;
-  if (f[0] != '*' || !sub_first_word(f, len, &name, &n, &count) ||
+  if (f[0] != '*' || !rn__resp_head(f, len, &count, &name, &n) ||
       count < 2 || sub_kind(name, n) != SUB_CONFIRM)
     return 0;
   return count - 1;

@@ -17,10 +17,37 @@ int rn__resp_not_executed(const char *const *codes, const char *request,
                           size_t request_len, const char *reply,
                           size_t reply_len);
 
+/* The error code of an error reply frame (`-CODE text` or a RESP3 blob
+ * error `!<len>\r\nCODE text`): its first word (code, code_len). 0 if
+ * the frame is no error or has no code. One parser for every reader of
+ * codes: the not-executed table, the setup's and the server-state checks
+ * (conn_setup.c). */
+int rn__resp_error_code(const char *reply, size_t len, const char **code,
+                        size_t *code_len);
+
+/* The head of a RESP array or push frame: its element count (*count) and
+ * its first element, if a bulk or simple string (word, word_len). 0 if
+ * the frame is not so. Request names and subscribe-mode frames (message,
+ * subscribe, ...: subscribe.c) are read with it. */
+int rn__resp_head(const char *frame, size_t len, size_t *count,
+                  const char **word, size_t *word_len);
+
 /* The command name of a request frame: the first bulk string of a RESP
  * array, or the first word of an inline command (name, name_len). 0 if
  * none is found. */
 int rn__resp_command_name(const char *frame, size_t len, const char **name,
                           size_t *name_len);
+
+/* One resp request frame, in one pass: how long the frame starting at
+ * `frame` is (*size) and its command name (as rn__resp_command_name
+ * finds it). An array of bulk strings, what Redis reads, is walked bulk by
+ * bulk; anything else goes through the codec's framer. 1: a whole frame
+ * (maybe followed by more bytes); 0: not a whole frame; RN_EFRAMESIZE:
+ * larger than codec->max_frame; RN_EBADFRAME: not resp. *name is NULL
+ * when the frame has no name to read. */
+struct rn_codec_s;
+int rn__resp_request(const struct rn_codec_s *codec, const char *frame,
+                     size_t len, size_t *size, const char **name,
+                     size_t *name_len);
 
 #endif

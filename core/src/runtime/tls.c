@@ -36,11 +36,14 @@ static int tls_options_invalid(const rn_tls_options_t *o, rn_tls_role_t role,
   return UV_EINVAL;
 }
 
+int rn__tls_endpoint_ok(int insecure, int named, const rn_endpoint_t *ep) {
+  return ep->kind != RN_ENDPOINT_UNIX || insecure || named;
+}
+
 int rn_tls_endpoint_check(const rn_tls_options_t *o,
                           const rn_endpoint_t *ep, char *why, size_t size) {
   char text[RN_ENDPOINT_ADDRESS_MAX + 8];
-  if (ep->kind != RN_ENDPOINT_UNIX || o->insecure || o->server_name != NULL)
-    return 0;
+  if (rn__tls_endpoint_ok(o->insecure, o->server_name != NULL, ep)) return 0;
   if (why != NULL && size > 0) {
     if (rn_endpoint_format(ep, text, sizeof(text)) < 0) text[0] = '\0';
     snprintf(why, size, "tls on %s needs tls.server_name (a unix socket has "

@@ -35,6 +35,12 @@ enum {
   RN_TLS_GOT_CLOSE_NOTIFY = 2 /* the peer's orderly end: nothing follows */
 };
 
+/* rn_tls_endpoint_check's rule, for those that keep only the options'
+ * shape (the pool: tls.insecure, whether tls.server_name is set): 1 if TLS
+ * so set can verify the server at ep (a unix socket has no host name to
+ * check its certificate against). */
+int rn__tls_endpoint_ok(int insecure, int named, const rn_endpoint_t *ep);
+
 /* Loads o for role. 0 and *out (one reference), or an error with the
  * reason in why (may be NULL). */
 int rn__tls_ctx_new(const rn_tls_options_t *o, rn_tls_role_t role,
