@@ -438,7 +438,40 @@ static void test_pool_call_many_frames_refused(void) {
   finish(pool);
 }
 
+/* Regression (review): bytes the codec can frame but Redis does not
+ * answer exactly once were accepted as a call: "$4\r\nPING\r\n" (read by
+ * Redis as an inline command '$4', then a PING: two replies), a blank line
+ * or an empty or null array (no reply). Either way every later reply on
+ * the connection went to the call before it. */
+static void test_pool_call_redis_unanswerable_refused(void) {
+  static const char *const bad[] = {"$4\r\nPING\r\n", "\r\n", "   \r\n",
+                                    "*0\r\n", "*-1\r\n",
+                                    "*1\r\n*1\r\n$4\r\nPING\r\n", ":1\r\n",
+                                    " PING\r\n"};
+  static const char batch[] = "*1\r\n$4\r\nPING\r\n*0\r\n";
+  size_t i;
+  test_outcome_t o;
+  rn_pool_t *pool = start(reply_ok, NULL);
+  memset(&o, 0, sizeof(o));
+  for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    ASSERT_EQ(rn_pool_call(pool, bad[i], strlen(bad[i]), NULL, test_record,
+                           &o),
+              UV_EINVAL);
+  ASSERT_EQ(rn_pool_batch(pool, batch, sizeof(batch) - 1, 2, NULL, on_batch,
+                          NULL),
+            UV_EINVAL);
+  ASSERT_EQ(test_pool_stats(pool).calls, 0);
+  /* What Redis does answer once still goes. */
+  ASSERT_OK(rn_pool_call(pool, "*1\r\n$4\r\nPING\r\n", 14, NULL, test_record,
+                         &o));
+  RUN_UNTIL(uv, o.fired, 2000);
+  ASSERT_OK(o.status);
+  ASSERT_EQ(peer.conns[0].frames, 1);
+  finish(pool);
+}
+
 TEST_LIST_START
+  TEST_ENTRY(test_pool_call_redis_unanswerable_refused)
   TEST_ENTRY(test_pool_batch_leaving_state_refused)
   TEST_ENTRY(test_pool_call_leaving_state_refused)
   TEST_ENTRY(test_pool_call_many_frames_refused)

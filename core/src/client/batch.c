@@ -20,6 +20,7 @@
  * the server (-READONLY on a master pool, -LOADING) also acts on it, as a
  * single call's does. */
 #include "client.h"
+#include "../codec/resp_errors.h" /* rn__resp_request */
 
 #include <assert.h>
 #include <stdlib.h>
@@ -82,7 +83,12 @@ static int batch_check_frames(rn_pool_t *pool, struct rn__batch_s *b,
   uint32_t i;
   for (i = 0; i < count; i++) {
     rn_frame_t f;
-    int r = rn_codec_frame(&pool->codec, frames + off, len - off, &f);
+    const char *name;
+    size_t name_len;
+    /* resp: what Redis answers once (rn__resp_request), as for a call. */
+    int r = resp ? rn__resp_request(&pool->codec, frames + off, len - off,
+                                    &f.size, &name, &name_len)
+                 : rn_codec_frame(&pool->codec, frames + off, len - off, &f);
     if (r == RN_EFRAMESIZE) return RN_EFRAMESIZE;
     if (r != 1) return UV_EINVAL;
     if (resp) {

@@ -127,30 +127,25 @@ static int bulk_array(const char *frame, size_t len, size_t *size,
 
 int rn__resp_request(const rn_codec_t *codec, const char *frame, size_t len,
                      size_t *size, const char **name, size_t *name_len) {
-  rn_frame_t f;
-  int r;
   *name = NULL;
   *name_len = 0;
   if (len == 0) return 0;
   if (frame[0] == '*') {
-    if (len <= codec->max_frame &&
-        bulk_array(frame, len, size, name, name_len))
-      return 1;
+    if (!bulk_array(frame, len, size, name, name_len)) return 0;
   } else if (strchr("$+-:_,#!=(%~>|", frame[0]) == NULL) {
-    /* An inline command, as Redis reads one: a line, ended by LF. */
+    /* An inline command, as Redis reads one: a line, ended by LF, that
+     * starts with the command's name. */
     const char *lf = memchr(frame, '\n', RN_MIN(len, codec->max_frame));
     if (lf == NULL) return len > codec->max_frame ? RN_EFRAMESIZE : 0;
     *size = (size_t)(lf - frame) + 1;
-    if (!rn__resp_command_name(frame, *size, name, name_len)) *name = NULL;
-    return 1;
+    if (!rn__resp_command_name(frame, *size, name, name_len)) {
+      *name = NULL;
+      return 0;
+    }
+  } else {
+    return 0; /* a bare value: Redis answers it with an error, if at all */
   }
-  /* Another shape (nested, a null array, a bare value): the codec's
-   * framer, which knows them all. */
-  r = rn_codec_frame(codec, frame, len, &f);
-  if (r != 1) return r;
-  *size = f.size;
-  if (!rn__resp_command_name(frame, f.size, name, name_len)) *name = NULL;
-  return 1;
+  return *size > codec->max_frame ? RN_EFRAMESIZE : 1;
 }
 
 static int is_script(const char *name, size_t len) {

@@ -38,13 +38,15 @@ int rn__resp_head(const char *frame, size_t len, size_t *count,
 int rn__resp_command_name(const char *frame, size_t len, const char **name,
                           size_t *name_len);
 
-/* One resp request frame, in one pass: how long the frame starting at
- * `frame` is (*size) and its command name (as rn__resp_command_name
- * finds it). An array of bulk strings, what Redis reads, is walked bulk by
- * bulk; anything else goes through the codec's framer. 1: a whole frame
- * (maybe followed by more bytes); 0: not a whole frame; RN_EFRAMESIZE:
- * larger than codec->max_frame; RN_EBADFRAME: not resp. *name is NULL
- * when the frame has no name to read. */
+/* One resp request, as Redis reads one, in one pass: how long the request
+ * starting at `frame` is (*size) and its command name (*name). Redis
+ * answers exactly once only an array of one or more bulk strings, or an
+ * inline command (a line, up to its LF, starting with the command's name,
+ * its first byte no RESP type); any other value (a bare bulk string, an
+ * empty or nested array, a blank line) it answers with an error, or not at
+ * all, and the replies after it would go to the wrong calls. 1: a whole
+ * request (maybe followed by more bytes); 0: not (the start of) one;
+ * RN_EFRAMESIZE: larger than codec->max_frame. */
 struct rn_codec_s;
 int rn__resp_request(const struct rn_codec_s *codec, const char *frame,
                      size_t len, size_t *size, const char **name,
