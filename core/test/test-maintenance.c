@@ -150,7 +150,94 @@ static void test_maintenance_timer_restarted_after_close(void) {
   test_loop_close(loop);
 }
 
+/* A peer that answers the GET SLOW_MS late, together with everything it
+ * read meanwhile (the heartbeat's pings queued behind it), and every other
+ * frame (the handshake's PING) at once. */
+#define SLOW_MS 1300
+static test_peer_t slow_peer;
+static rn_codec_t slow_codec;
+static uv_timer_t slow_timer;
+static unsigned slow_held;
+static uint64_t reply_at, idle_closed_at;
+
+static void slow_answer(uv_timer_t *t) {
+  test_peer_conn_t *c = t->data;
+  test_peer_send(c, "+OK\r\n", 5);
+  while (--slow_held > 0) test_peer_send(c, "+PONG\r\n", 7);
+}
+
+static void slow_first(test_peer_conn_t *c) {
+  size_t pos = 0;
+  rn_frame_t f;
+  while (rn_codec_frame(&slow_codec, c->in.base + pos, c->in.len - pos, &f) ==
+         1) {
+    int get = test_contains(c->in.base + pos, f.size, "GET");
+    pos += f.size;
+    c->frames++;
+    if (get && slow_held == 0) { /* the request (not the handshake PING) */
+      slow_timer.data = c;
+      uv_timer_start(&slow_timer, slow_answer, SLOW_MS, 0);
+      slow_held = 1;
+    } else if (slow_held > 0) {
+      slow_held++;
+    } else {
+      test_peer_send(c, "+PONG\r\n", 7);
+    }
+  }
+  rn_buf_consume(&c->in, pos);
+}
+
+static void note_reply(rn_pool_t *p, void *data, const rn_result_t *r) {
+  (void)p;
+  (void)data;
+  ASSERT_OK(r->status);
+  reply_at = uv_now(rn_loop_uv(loop));
+}
+
+static void note_idle_close(rn_pool_t *p, const rn_pool_event_t *ev) {
+  (void)p;
+  if (ev->type == RN_EVENT_STATE && ev->connection != 0 &&
+      strcmp(ev->state, "closed") == 0 && ev->reason != NULL &&
+      strcmp(ev->reason, "idle_timeout") == 0)
+    idle_closed_at = uv_now(rn_loop_uv(loop));
+}
+
+/* Regression (review): idle_timeout counts from the last request answered.
+ * A call slower than heartbeat.interval got a ping queued behind it; its
+ * reply left the connection busy with the ping, whose answer then emptied
+ * it without a stamp, so idle_timeout counted from when the slow call was
+ * queued: the connection closed about 1 s after the reply instead of
+ * 1.5 s. */
+static void test_idle_timeout_counts_from_slow_reply(void) {
+  static const char frame[] = "*1\r\n$3\r\nGET\r\n";
+  rn_pool_options_t po;
+  ASSERT_OK(rn_loop_new(NULL, &loop));
+  test_codec_init(&slow_codec, RN_PROTOCOL_RESP);
+  ASSERT_OK(uv_timer_init(rn_loop_uv(loop), &slow_timer));
+  test_peer_start(&slow_peer, rn_loop_uv(loop), slow_first);
+  test_pool_options(&po, slow_peer.endpoint, RN_PROTOCOL_RESP);
+  po.idle_timeout_ms = 1500;
+  po.heartbeat.interval_ms = 200;
+  po.heartbeat.timeout_ms = 5000;
+  po.timeout_ms = 10000;
+  po.on_event = note_idle_close;
+  ASSERT_OK(rn_pool_new(loop, &po, &pool));
+  reply_at = idle_closed_at = 0;
+  ASSERT_OK(rn_pool_call(pool, frame, sizeof(frame) - 1, NULL, note_reply,
+                         NULL));
+  RUN_UNTIL(rn_loop_uv(loop), idle_closed_at != 0, 10000);
+  ASSERT_NE(reply_at, 0);
+  ASSERT_GE(slow_peer.conns[0].frames, 3); /* a ping did queue behind */
+  ASSERT_GE(idle_closed_at - reply_at, 1500 - 5);
+  rn_pool_close(pool, 0, NULL);
+  test_peer_stop(&slow_peer);
+  uv_close((uv_handle_t *)&slow_timer, NULL);
+  uv_run(rn_loop_uv(loop), UV_RUN_DEFAULT);
+  ASSERT_OK(rn_loop_free(loop));
+}
+
 TEST_LIST_START
+  TEST_ENTRY(test_idle_timeout_counts_from_slow_reply)
   TEST_ENTRY(test_idle_timeout)
   TEST_ENTRY(test_min_idle_kept_warm)
   TEST_ENTRY(test_min_idle_warms_quickly)

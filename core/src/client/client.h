@@ -148,8 +148,8 @@ struct rn_conn_s {
   rn_timer_t heartbeat_timer;
   uint64_t last_read;     /* loop ms of the last byte read */
   uint64_t waiting_since; /* loop ms when the sent FIFO last became non-empty */
-  uint64_t last_active;   /* loop ms it last became busy or idle (a call
-                             queued on it idle, its last one answered) */
+  uint64_t last_active;   /* loop ms a request last left it (answered,
+                             or taken back unsent): idle_timeout's start */
   uint64_t expires_at;    /* loop ms; 0: no lifetime limit */
   rn_buf_t rbuf;              /* bytes read, not yet framed */
   rn_frame_scan_t scan;       /* how far rbuf's partial frame was framed */

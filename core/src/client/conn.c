@@ -177,8 +177,10 @@ int rn__conn_take(rn_conn_t *conn, rn_call_t *call) {
       rn_list_remove(&conn->node);
       rn_list_insert_tail(&conn->endpoint->conns, &conn->node);
     }
-    /* Idle from now (only an idle one's last_active is looked at). */
-    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
+    /* A request's last activity: idle_timeout counts from the last one
+     * answered, even when a ping still queued behind it keeps the
+     * connection busy a while longer (only an idle one's is looked at). */
+    conn->last_active = rn__loop_now(conn->pool->loop);
     return 1;
   }
   return conn_take_internal(conn, call);
@@ -191,7 +193,7 @@ static RN_NOINLINE int conn_take_internal(rn_conn_t *conn, rn_call_t *call) {
   int handshake;
   if (call->tombstone || call->sub_cmd) { /* an abandoned attempt's reply,
                                                a command's last answer */
-    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
+    conn->last_active = rn__loop_now(conn->pool->loop);
     rn__call_release(call);
     return 0;
   }
@@ -866,12 +868,9 @@ void rn__conn_enqueue(rn_conn_t *conn, rn_call_t *call) {
          (call->internal && conn->state == RN_CONN_HANDSHAKE));
   assert(call->conn == NULL && rn_list_empty(&call->node) &&
          call->state == RN_SEND_UNSENT && !call->done);
-  if (!call->internal) {
-    /* last_active: busy from now; stamped again when it is idle again
-     * (rn__conn_take, rn__conn_unqueue), not for every call. */
-    if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
-    rn__call_set_endpoint(call, conn->endpoint);
-  }
+  /* (last_active: stamped as a request leaves, rn__conn_take and
+   * rn__conn_unqueue; only an idle connection's is read.) */
+  if (!call->internal) rn__call_set_endpoint(call, conn->endpoint);
   call->conn = conn;
   rn_list_insert_tail(&conn->unsent, &call->node);
   conn->unsent_bytes += call->frame_len;
@@ -901,7 +900,7 @@ void rn__conn_unqueue(rn_conn_t *conn, rn_call_t *call) {
   conn->unsent_bytes -= call->frame_len;
   rn__conn_count_call(conn, call, -1);
   call->conn = NULL;
-  if (conn->queued == 0) conn->last_active = rn__loop_now(conn->pool->loop);
+  if (!call->internal) conn->last_active = rn__loop_now(conn->pool->loop);
   /* A retiring connection's last call gave up before it was written (its
    * deadline, its attempt's timeout): no reply will come to close it. */
   if (conn->retiring && conn->queued == 0 && conn->hold == NULL)
