@@ -354,7 +354,26 @@ describe("pool", function()
                      err)
       ok, err = pcall(pool.send, pool, "x", "nope")
       assert.is_false(ok)
-      assert.matches("pool:send: expected a callback function", err)
+      assert.matches("pool:send: expected a callback function, got string",
+                     err)
+      -- Regressions (review): the two-argument form's non-function named
+      -- nil, and the facade's errors blamed the binding, not the caller.
+      local function send_bad_option()
+        return pool:send("x", { bogus = 1 }, function() end)
+      end
+      ok, err = pcall(send_bad_option)
+      assert.is_false(ok)
+      assert.matches("unknown option 'bogus'", err)
+      if not jit then assert.matches("pool_spec.lua:%d+:", err) end
+      H.go(function()
+        -- (On Lua 5.1 no wait can be made inside pcall: refused first.)
+        local called, cerr = pcall(pool.call, pool)
+        assert.is_false(called)
+        assert.matches((_VERSION == "Lua 5.1" and not jit)
+                       and "cannot wait here"
+                       or "the request must be a string or a table, got nil",
+                       cerr)
+      end)
       ok, err = pcall(pool.send, {}, "x", function() end)
       assert.is_false(ok)
       assert.matches("resilnet.pool expected", err)

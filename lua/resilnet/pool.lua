@@ -178,7 +178,9 @@ return function(core, T)
   Pool.call = core.pool_call_method(call_elsewhere, call_options, T.adopt)
 
   --- pool:send(request, opts, cb) -> true | nil, err. cb(reply, err) runs
-  -- once, from the loop, unless send itself returned nil, err.
+  -- once, from the loop, unless send itself returned nil, err. Reached
+  -- only through the binding's pool:send (below), one more level between
+  -- it and its caller, which its errors blame.
   function Pool:send(request, opts, cb)
     if cb == nil then
       -- pool:send(request, cb), the usual form: false if cb is no function
@@ -186,14 +188,16 @@ return function(core, T)
       if ok ~= false then
         return ok, err
       end
+      opts, cb = nil, opts -- the two-argument form's callback, not one
     end
     if type(cb) ~= "function" then
-      error("pool:send: expected a callback function, got " .. type(cb), 2)
+      error("pool:send: expected a callback function, got " .. type(cb), 3)
     end
     if opts == nil then
       return pool_send(self._h, request, cb)
     end
-    return pool_send(self._h, request, cb, call_options("pool:send", opts))
+    return pool_send(self._h, request, cb,
+                     call_options("pool:send", opts, 1))
   end
   -- pool:send(request, cb), the usual form, is sent by the binding itself
   -- (no Lua frame of ours on a callback's every next call); every other

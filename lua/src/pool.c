@@ -647,6 +647,10 @@ static int lrn_pool_call_method(lua_State *L) {
 
   if (lua_type(L, 1) != LUA_TTABLE)
     goto slow;
+  if (args < 2) { /* no request: the encoder's error says so ("got nil") */
+    lua_settop(L, 2);
+    args = 2;
+  }
   lua_pushvalue(L, lua_upvalueindex(LRN_UP_HANDLE));
   lua_rawget(L, 1); /* args + 1: self._h */
   /* Raises unless self is a pool. What it leaves above the handle (its
