@@ -105,6 +105,7 @@ for i = 1, o.conns do
     assert(not err, err)
     open = open + 1
     if open == o.conns then
+      c0, t0 = os.clock(), uv.hrtime()
       for _, d in ipairs(conns) do start_conn(d) end
       for _, d in ipairs(conns) do
         for _ = 1, o.depth do
@@ -117,3 +118,7 @@ for i = 1, o.conns do
   end)
 end
 uv.run()
+if o.calls then
+  common.report("luv-percall", done, 0, (uv.hrtime() - t0) / 1e9,
+                os.clock() - c0)
+end

@@ -654,7 +654,9 @@ typedef void (*rn_call_cb)(rn_pool_t *pool, void *data,
  * names which), RN_EFRAMESIZE for a frame larger than the pool's
  * max_frame or (rnp) than the MAX_FRAME every endpoint's server
  * announced (a frame fitting some of them goes only there), RN_ECLOSED
- * once the pool is closing, UV_EINVAL (also, resp, for a request that
+ * once the pool is closing, UV_EINVAL (bytes that are not exactly one
+ * whole request: two frames, a partial one, or for resp a value Redis does
+ * not answer exactly once, docs/c-api.md; also, resp, for a request that
  * would leave its shared connection changed for the next call there:
  * MULTI, WATCH, SUBSCRIBE, MONITOR, SELECT, AUTH, HELLO, RESET, READONLY,
  * CLIENT SETNAME and the like; rn_pool_batch with MULTI ... EXEC,
@@ -1208,8 +1210,10 @@ int rn_pool_hold(rn_pool_t *pool, const rn_call_options_t *options,
  * with that error (maybe_executed 0); written, with maybe_executed 1.
  * options as rn_pool_call's (attempts, attempt timeout and hedging do not
  * apply). Returns as rn_pool_call, plus the error that ended the held
- * connection (its close error, RN_ECLOSED) once it is gone, and
- * UV_EINVAL after rn_hold_release. */
+ * connection (its close error, RN_ECLOSED) once it is gone, UV_EINVAL
+ * after rn_hold_release, and RN_EOVERLOAD (overload reason
+ * "max_concurrent", unsent) while the rnp server's MAX_CONCURRENT is
+ * taken by the pool's requests to it. */
 int rn_hold_call(rn_hold_t *hold, const char *frame, size_t len,
                  const rn_call_options_t *options, rn_call_cb cb, void *data);
 /* rn_pool_batch on the held connection only (rules as rn_hold_call). */

@@ -521,8 +521,9 @@ static int lrn_not_started(lua_State *L, lrn_ctx_t *ctx, int rc) {
 
 /* Gives the core a call (count 0) or a batch of count requests, encoded
  * in frames[0..len), with the target at index target held until it is
- * dispatched (the pool's handle, pinned while it is, at index handle): true, or nil, err when the core refused it (raises on a
- * batch larger than max_batch). opts NULL: the pool's defaults.
+ * dispatched (the pool's handle, pinned while it is, at index handle):
+ * true, or nil, err when the core refused it (raises on a batch larger
+ * than max_batch). opts NULL: the pool's defaults.
  * Everything that may raise before the core owns it has happened.
  * Inlined: pool:call's hot path, where a call of its own cost a tenth of
  * what the binding spends on a call. */
@@ -765,12 +766,6 @@ static int lrn_pool_send_method_new(lua_State *L) {
   return 1;
 }
 
-/* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
- *            attempt_timeout_ms, nil, nil, nil, block]) -> true | nil,
- * err. requests: an array of what pool_send takes, encoded one after the
- * other into one string (the core copies it), sent as one batch. target
- * is dispatched exactly once (lrn_push_batch) unless this returns nil,
- * err. Raises on bad requests and on more than the pool's max_batch. */
 /* (pool.h) */
 size_t lrn_array_count(lua_State *L, int idx, const char *fname) {
   size_t n = lrn_rawlen(L, idx);
@@ -828,6 +823,12 @@ const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,
   return lua_tolstring(L, -1, len);
 }
 
+/* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
+ *            attempt_timeout_ms, nil, nil, nil, block]) -> true | nil,
+ * err. requests: an array of what pool_send takes, encoded one after the
+ * other into one string (the core copies it), sent as one batch. target
+ * is dispatched exactly once (lrn_push_batch) unless this returns nil,
+ * err. Raises on bad requests and on more than the pool's max_batch. */
 static int lrn_pool_batch(lua_State *L) {
   lrn_ctx_t *ctx = lrn_ctx(L);
   lrn_pool_t *p = lrn_pool_get(L, 1);

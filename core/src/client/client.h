@@ -675,7 +675,7 @@ int rn__rnp_call_prepare(rn_pool_t *pool, rn_call_t *call, const char *frame,
  * call's frame as it leaves. */
 void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
 /* The server's HELLO answered the handshake: its limits and incarnation.
- * 0, or RN_EHANDSHAKE (another version, no incarnation). */
+ * 0, or RN_EHANDSHAKE (another version). */
 int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f);
 /* The server said GOAWAY: calls above last_id, and those not written, go
  * elsewhere; the connection retires. asked: its RETRY_AFTER, or 0. */
