@@ -838,6 +838,12 @@ struct rn_dedupe_store_s {
                   const char *key, size_t key_len);
   /* The server is done with the store (every op answered); may be NULL. */
   void (*close)(rn_dedupe_store_t *store);
+  /* RN_RNP_DEDUPE_SIZE bytes naming where its keys live, the same for
+   * every server sharing them (a shared store's own id), read once when
+   * the server starts and announced in its HELLO (docs/protocol.md section
+   * 9.1). NULL: the keys die with the process (the in-memory store): the
+   * server announces its incarnation. */
+  const char *id;
 };
 
 /* A store's answer. status: 0 or an error (claim: the request is refused

@@ -113,6 +113,10 @@ int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
                            ? f->max_concurrent
                            : 0;
   rn__pool_peer_max_frame(conn->pool);
+  /* Where its keys live, if it keeps any (section 9.1): a keyed call
+   * written here is retried only where the same store is announced. */
+  if (f->dedupe != NULL || ep->store != 0)
+    rn__store_announced(conn, f->dedupe);
   /* INCARNATION is optional (protocol.md sections 4 and 6): a server
    * that states none cannot be told to have restarted from its HELLO. */
   if (!(f->present & 1u << RN_RNP_F_INCARNATION)) return 0;

@@ -487,6 +487,16 @@ static inline rn_conn_t *endpoint_pick(rn_pool_endpoint_t *ep, rn_conn_t *skip,
   return best;
 }
 
+/* rnp: whether ep's server keeps keys where a keyed call's earlier
+ * attempt went (store.c). Out of line: only calls with a store ask. A
+ * call proven unrun carries none; one whose attempt may have run goes only
+ * where its key is known, or nowhere (RN_STORE_MIXED) and waits out its
+ * deadline. */
+static RN_NOINLINE int pool_store_admits(const rn_pool_endpoint_t *ep,
+                                         const rn_call_t *call) {
+  return !call->was_sent || ep->store == call->store;
+}
+
 /* Whether ep may take call (NULL: any single request) now: has a ready
  * connection, is under its caps (max_in_flight, its server's
  * MAX_CONCURRENT), not ejected (an ejection past its time ends here).
@@ -498,7 +508,8 @@ static inline int pool_endpoint_open_for_calls(rn_pool_t *pool,
          !pool_endpoint_at_server_limit(ep, call) &&
          (ep->ejected_until == 0 ? !ep->removed
                                  : rn__endpoint_usable(
-                                       pool, ep, rn_loop_now(pool->loop)));
+                                       pool, ep, rn_loop_now(pool->loop))) &&
+         (call == NULL || call->store == 0 || pool_store_admits(ep, call));
 }
 
 /* A connection of the usable endpoint with the fewest calls outstanding
@@ -621,8 +632,10 @@ static void pool_reconnect_due(rn_timer_t *timer) {
  * for room under MAX_CONCURRENT is not passed over: single calls would
  * take each place as it frees, and it would wait forever. */
 static int pool_takes_smaller(rn_pool_t *pool, const rn_call_t *head) {
+  /* A keyed call waiting for its store's endpoint holds no one up. */
   return pool->codec.protocol == RN_PROTOCOL_RNP &&
-         pool_pick(pool, NULL, NULL, 0, head) != NULL;
+         pool_pick(pool, NULL, NULL, 0, head->store != 0 ? NULL : head) !=
+             NULL;
 }
 
 /* Every endpoint refused (its certificate failed our checks, or our
@@ -1153,6 +1166,7 @@ static void pool_finish(rn_timer_t *timer) {
   pool_discard_next(pool);
   rn__endpoint_free_all(pool);
   rn__call_free_spares(pool);
+  rn__store_free_all(pool);
   free(pool->endpoints);
   free(pool);
   rn__loop_object_remove(loop);
