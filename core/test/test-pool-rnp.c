@@ -589,6 +589,38 @@ static void test_keyed_retry_needs_dedupe(void) {
   teardown(pool);
 }
 
+/* The first request answered IN_PROGRESS (no NOT_EXECUTED: it may run). */
+static int script_in_progress_first(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (requests_seen == 1) {
+    send_error(peer, f->id, RN_RNP_ERR_IN_PROGRESS, 0, 10);
+    return 0;
+  }
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+/* IN_PROGRESS / RETRY_AFTER for a keyed call: the same store rule. A
+ * server announcing no store gets its error handed back; one announcing
+ * a store gets the retry. */
+static void test_keyed_in_progress_needs_dedupe(void) {
+  rn_pool_t *pool;
+  pool = start_pool(script_in_progress_first, 1);
+  call_wait(pool, 1, "order-17", 0);
+  ASSERT_EQ(results[1].status, RN_EREPLY);
+  ASSERT_EQ(results[1].maybe_executed, 1);
+  ASSERT_EQ(requests_seen, 1);
+  teardown(pool);
+
+  completed = 0;
+  pool = start_pool(script_in_progress_first, 1);
+  hello_store = STORE_A;
+  call_wait(pool, 1, "order-17", 0);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(results[1].attempts, 2);
+  ASSERT_EQ(requests_seen, 2);
+  teardown(pool);
+}
+
 /* Resets the first request (on whichever server it lands), remembering
  * where; answers the rest, noting where the retry went. */
 static int first_request_on = -1;
@@ -1659,6 +1691,7 @@ TEST_LIST_START
   TEST_ENTRY(test_goaway)
   TEST_ENTRY(test_key_makes_retry_safe)
   TEST_ENTRY(test_keyed_retry_needs_dedupe)
+  TEST_ENTRY(test_keyed_in_progress_needs_dedupe)
   TEST_ENTRY(test_keyed_retry_not_to_other_store)
   TEST_ENTRY(test_keyed_retry_shared_store)
   TEST_ENTRY(test_new_incarnation)
