@@ -606,7 +606,10 @@ typedef struct rn_call_options_s {
   rn_hedge_options_t hedge;    /* with RN_HEDGE_ON */
   /* rnp: a dedupe key (1..RN_RNP_KEY_MAX bytes), the same for every
    * attempt, so a server with dedupe runs the call at most once and the
-   * pool may retry it like an idempotent one. NULL: none. */
+   * pool may retry it like an idempotent one, but only on a server that
+   * announced (HELLO DEDUPE) the key store of the server its attempt may
+   * have run on; where none was announced it is not retried
+   * (docs/protocol.md section 9.1). NULL: none. */
   const char *key;
   size_t key_len;
   /* A blocking command (BLPOP, XREAD BLOCK, WAIT): its reply may take
