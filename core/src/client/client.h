@@ -656,8 +656,8 @@ int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f);
  * endpoint now speak for that store. */
 void rn__store_announced(rn_conn_t *conn, const char *id);
 void rn__store_endpoint_gone(rn_pool_t *pool, rn_pool_endpoint_t *ep);
-/* A keyed call was written on call->conn: records its server's store. */
-void rn__store_bind(rn_call_t *call);
+/* A keyed call is being written on conn: records its server's store. */
+void rn__store_bind(rn_call_t *call, const rn_conn_t *conn);
 /* Forgets the call's store (proven unrun, or the call is freed). */
 void rn__store_unbind(rn_call_t *call);
 void rn__store_free_all(rn_pool_t *pool);

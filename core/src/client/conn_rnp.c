@@ -84,6 +84,9 @@ void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out) {
   rn_call_t *owner = call->parent != NULL ? call->parent : call;
   call->rnp_id = conn->next_id++;
   rnp_put_u64(out + 8, call->rnp_id);
+  /* Where its key lives from now on: rnp calls only pass here, so other
+   * protocols pay nothing for keys (a hedge is never keyed). */
+  if (call->keyed && !call->idempotent) rn__store_bind(call, conn);
   if (call->deadline_offset != 0) {
     uint64_t left = rn_timer_remaining(&owner->deadline);
     rnp_put_u32(out + call->deadline_offset,

@@ -249,7 +249,6 @@ void rn__fate_written(rn_call_t *call) {
     call->was_sent = 1;
   } else if (!call->internal) {
     call->attempts++;
-    if (call->keyed && !call->idempotent) rn__store_bind(call);
   }
 }
 

@@ -68,8 +68,7 @@ void rn__store_endpoint_gone(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
   ep->store = 0;
 }
 
-void rn__store_bind(rn_call_t *call) {
-  rn_conn_t *conn = call->conn;
+void rn__store_bind(rn_call_t *call, const rn_conn_t *conn) {
   rn_pool_t *pool = call->pool;
   if (call->store == RN_STORE_MIXED) return;
   if (call->store == 0) {
