@@ -589,6 +589,61 @@ static void test_keyed_retry_needs_dedupe(void) {
   teardown(pool);
 }
 
+/* A batch whose every request carries a KEY follows the same rule: sent
+ * again whole only where a store keeps its keys. */
+static rn_batch_result_t batch_result;
+static int batch_fired;
+static void on_keyed_batch(rn_pool_t *pool, void *data,
+                     const rn_batch_result_t *r) {
+  (void)pool;
+  (void)data;
+  ASSERT_EQ(batch_fired, 0);
+  batch_fired = 1;
+  batch_result = *r;
+  batch_result.results = NULL; /* valid during the callback only */
+}
+
+static void keyed_batch_wait(rn_pool_t *pool) {
+  rn_buf_t frames;
+  rn_rnp_frame_t f;
+  int i;
+  rn_buf_init(&frames);
+  for (i = 0; i < 2; i++) {
+    memset(&f, 0, sizeof(f));
+    f.type = RN_RNP_REQUEST;
+    f.present = 1u << RN_RNP_F_KEY | 1u << RN_RNP_F_DEADLINE;
+    f.key = i == 0 ? "batch-1" : "batch-2";
+    f.key_len = 7;
+    f.payload = i == 0 ? "1" : "2";
+    f.payload_len = 1;
+    ASSERT_OK(rn_rnp_encode(&frames, &f, RN_DEFAULT_MAX_FRAME));
+  }
+  batch_fired = 0;
+  ASSERT_OK(rn_pool_batch(pool, frames.base, frames.len, 2, NULL,
+                          on_keyed_batch, NULL));
+  rn_buf_free(&frames);
+  RUN_UNTIL(uv, batch_fired, 3000);
+}
+
+static void test_keyed_batch_retry_needs_dedupe(void) {
+  rn_pool_t *pool;
+  pool = start_pool(script_reset_first, 1);
+  keyed_batch_wait(pool);
+  ASSERT_NE(batch_result.status, 0);
+  ASSERT_EQ(batch_result.maybe_executed, 1);
+  ASSERT_EQ(batch_result.attempts, 1);
+  ASSERT_EQ(npeers, 1); /* never sent again */
+  teardown(pool);
+
+  completed = 0;
+  pool = start_pool(script_reset_first, 1);
+  hello_store = STORE_A;
+  keyed_batch_wait(pool);
+  ASSERT_OK(batch_result.status);
+  ASSERT_EQ(batch_result.attempts, 2);
+  teardown(pool);
+}
+
 /* The first request answered IN_PROGRESS (no NOT_EXECUTED: it may run). */
 static int script_in_progress_first(peer_t *peer, const rn_rnp_frame_t *f) {
   if (requests_seen == 1) {
@@ -1692,6 +1747,7 @@ TEST_LIST_START
   TEST_ENTRY(test_key_makes_retry_safe)
   TEST_ENTRY(test_keyed_retry_needs_dedupe)
   TEST_ENTRY(test_keyed_in_progress_needs_dedupe)
+  TEST_ENTRY(test_keyed_batch_retry_needs_dedupe)
   TEST_ENTRY(test_keyed_retry_not_to_other_store)
   TEST_ENTRY(test_keyed_retry_shared_store)
   TEST_ENTRY(test_new_incarnation)
