@@ -59,6 +59,39 @@ describe("rnp keyed call retried across two servers", function()
     end)
   end)
 
+  it("announces a Lua store's id, and refuses one that is not 16 bytes",
+     function()
+    local client = require("spec.helpers.rnp_raw_client").client
+    local function store(id)
+      return { id = id,
+               claim = function() return "new" end,
+               finish = function() return true end,
+               release = function() return true end }
+    end
+    H.go(function()
+      local _, ep = H.server { protocol = "rnp", dedupe = {
+                                 store = store("0123456789abcdef") } }
+      local c = client(ep)
+      assert.equal("0123456789abcdef", c:hello().fields[131])
+      c:close()
+      local _, ep2 = H.server { protocol = "rnp", dedupe = { window = 1 } }
+      local d = client(ep2)
+      local hello = d:hello()
+      assert.equal(hello.fields[4], hello.fields[131]) -- its incarnation
+      d:close()
+      local _, ep3 = H.server { protocol = "rnp" }
+      local e = client(ep3)
+      assert.is_nil(e:hello().fields[131]) -- keeps no keys: says none
+      e:close()
+    end)
+    assert.has_error(function()
+      resilnet.server { protocol = "rnp", listen = "127.0.0.1:0",
+                        handler = function() end,
+                        dedupe = { store = store("short") } }
+    end, "resilnet.server: dedupe.store.id must be a string of 16 bytes "
+         .. "(the store's id)")
+  end)
+
   it("does not retry a keyed call on servers that keep no keys", function()
     H.go(function()
       local pool, ran = two_servers(false)
