@@ -118,7 +118,6 @@ void rn__call_release(rn_call_t *call) {
     return;
   parent = call->parent;
   if (call->endpoint != NULL) rn__endpoint_release(call->pool, call->endpoint);
-  if (call->store != 0) rn__store_unbind(call);
   call_free(call);
   if (parent != NULL) {
     parent->shadow_refs--;

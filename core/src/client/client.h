@@ -658,8 +658,8 @@ void rn__store_announced(rn_conn_t *conn, const char *id);
 void rn__store_endpoint_gone(rn_pool_t *pool, rn_pool_endpoint_t *ep);
 /* A keyed call is being written on conn: records its server's store. */
 void rn__store_bind(rn_call_t *call, const rn_conn_t *conn);
-/* Forgets the call's store (proven unrun, or the call is freed). */
-void rn__store_unbind(rn_call_t *call);
+/* Forgets the call's store (proven unrun: it may go anywhere). */
+static inline void rn__store_unbind(rn_call_t *call) { call->store = 0; }
 void rn__store_free_all(rn_pool_t *pool);
 /* A keyed call whose attempt may have run can be retried: its server
  * announced a store and every attempt went to that store. */

@@ -5,10 +5,12 @@
  * same one. A keyed call whose attempt may have run is safe to send again
  * only where the same store will recognise its key. The ids are interned
  * in a small per-pool table so that a call carries a uint16 index and the
- * placement check (pool.c) is one comparison. Endpoints, connections'
- * calls and calls hold references; an unreferenced slot is reused, so the
- * table stays as small as the stores in use (a restarted in-memory server
- * names a new store each time). */
+ * placement check (pool.c) is one comparison. Endpoints hold references;
+ * calls hold none (that would cost every call a check when it is freed):
+ * instead a slot stays reserved until the deadline of the last call bound
+ * to it, after which no call can read it (a done call is never placed).
+ * A slot with neither is reused, so the table stays as small as the stores
+ * in use (a restarted in-memory server names a new store each time). */
 #include "client.h"
 
 #include <stdlib.h>
@@ -16,19 +18,27 @@
 
 struct rn__store_slot_s {
   char id[RN_RNP_DEDUPE_SIZE];
-  uint32_t refs; /* 0: free */
+  uint32_t refs;       /* endpoints announcing it now */
+  uint64_t bound_until; /* loop ms: the latest deadline of a call bound to
+                           it; UINT64_MAX: a call without one */
 };
 
-/* Index of id's slot, with one more reference; 0 when the table cannot
- * grow (the caller then knows no store, the safe side: no retry). */
-static uint16_t store_intern(rn_pool_t *pool, const char *id) {
+static int store_slot_free(const struct rn__store_slot_s *s, uint64_t now) {
+  return s->refs == 0 && s->bound_until < now;
+}
+
+/* Index of id's slot (ref: with one more reference); 0 when the table
+ * cannot grow (the caller then knows no store, the safe side: no
+ * retry). */
+static uint16_t store_intern(rn_pool_t *pool, const char *id, int ref) {
   size_t i, free_slot = 0;
+  uint64_t now = rn_loop_now(pool->loop);
   for (i = 1; i < pool->store_count; i++) {
     struct rn__store_slot_s *s = &pool->stores[i];
-    if (s->refs == 0) {
+    if (store_slot_free(s, now)) {
       if (free_slot == 0) free_slot = i;
     } else if (memcmp(s->id, id, RN_RNP_DEDUPE_SIZE) == 0) {
-      s->refs++;
+      s->refs += ref != 0;
       return (uint16_t)i;
     }
   }
@@ -45,7 +55,8 @@ static uint16_t store_intern(rn_pool_t *pool, const char *id) {
     pool->store_count = (uint16_t)n;
   }
   memcpy(pool->stores[free_slot].id, id, RN_RNP_DEDUPE_SIZE);
-  pool->stores[free_slot].refs = 1;
+  pool->stores[free_slot].refs = ref != 0;
+  pool->stores[free_slot].bound_until = 0;
   return (uint16_t)free_slot;
 }
 
@@ -59,7 +70,7 @@ void rn__store_announced(rn_conn_t *conn, const char *id) {
   conn->has_store = id != NULL;
   if (id != NULL) memcpy(conn->store_id, id, RN_RNP_DEDUPE_SIZE);
   /* Interned before the old one goes: the same id keeps its slot. */
-  ep->store = id != NULL ? store_intern(conn->pool, id) : 0;
+  ep->store = id != NULL ? store_intern(conn->pool, id, 1) : 0;
   store_drop(conn->pool, old);
 }
 
@@ -70,26 +81,27 @@ void rn__store_endpoint_gone(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
 
 void rn__store_bind(rn_call_t *call, const rn_conn_t *conn) {
   rn_pool_t *pool = call->pool;
+  struct rn__store_slot_s *slot;
+  uint64_t until;
   if (call->store == RN_STORE_MIXED) return;
   if (call->store == 0) {
-    uint16_t s = conn->has_store ? store_intern(pool, conn->store_id) : 0;
+    uint16_t s = conn->has_store ? store_intern(pool, conn->store_id, 0) : 0;
     call->store = s != 0 ? s : RN_STORE_MIXED;
-    return;
+  } else if (!conn->has_store ||
+             memcmp(pool->stores[call->store].id, conn->store_id,
+                    RN_RNP_DEDUPE_SIZE) != 0) {
+    /* Written where the store differs from an earlier attempt's that may
+     * have run (a connection still open to its server's previous
+     * process): no one store has seen every attempt, so none may be
+     * trusted. */
+    call->store = RN_STORE_MIXED;
   }
-  if (conn->has_store &&
-      memcmp(pool->stores[call->store].id, conn->store_id,
-             RN_RNP_DEDUPE_SIZE) == 0)
-    return;
-  /* Written where the store differs from an earlier attempt's that may
-   * have run (a connection still open to its server's previous process):
-   * no one store has seen every attempt, so none may be trusted. */
-  store_drop(pool, call->store);
-  call->store = RN_STORE_MIXED;
-}
-
-void rn__store_unbind(rn_call_t *call) {
-  store_drop(call->pool, call->store);
-  call->store = 0;
+  if (call->store == RN_STORE_MIXED) return;
+  /* Reserved for as long as the call may be placed. */
+  until = rn_timer_is_active(&call->deadline) ? call->deadline.due
+                                              : UINT64_MAX;
+  slot = &pool->stores[call->store];
+  if (until > slot->bound_until) slot->bound_until = until;
 }
 
 void rn__store_free_all(rn_pool_t *pool) {
