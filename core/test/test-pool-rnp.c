@@ -644,6 +644,41 @@ static void test_keyed_batch_retry_needs_dedupe(void) {
   teardown(pool);
 }
 
+/* Resets the first request, and the server comes back as a new process
+ * (a new incarnation: its in-memory store is a new one). */
+static int script_reset_then_restart(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer == &peers[0]) {
+    memset(incarnation, 'B', sizeof(incarnation));
+    hello_store = STORE_B;
+    test_peer_reset(peer->conn);
+    return 1;
+  }
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+/* The same endpoint after a restart is another store: its keys died with
+ * the process, so the call waits (for its old store, which is gone) until
+ * its deadline rather than run a second time. */
+static void test_keyed_retry_not_after_restart(void) {
+  rn_pool_t *pool;
+  pool = start_pool(script_reset_then_restart, 1);
+  hello_store = STORE_A;
+  call(pool, 1, 0, "order-17", 1500);
+  RUN_UNTIL(uv, npeers >= 2, 3000); /* reconnected: the new store */
+  /* An unkeyed call meanwhile goes to the restarted server as ever, not
+   * held up behind the keyed one waiting in the queue. */
+  call_wait(pool, 2, NULL, 0);
+  ASSERT_OK(results[2].status);
+  ASSERT_EQ(results[1].fired, 0);
+  RUN_UNTIL(uv, results[1].fired, 3000);
+  ASSERT_EQ(results[1].status, UV_ETIMEDOUT);
+  ASSERT_EQ(results[1].maybe_executed, 1);
+  ASSERT(strstr(results[1].body, "store") != NULL);
+  ASSERT_EQ(executions[1], 1); /* written once */
+  teardown(pool);
+}
+
 /* The first request answered IN_PROGRESS (no NOT_EXECUTED: it may run). */
 static int script_in_progress_first(peer_t *peer, const rn_rnp_frame_t *f) {
   if (requests_seen == 1) {
@@ -1747,6 +1782,7 @@ TEST_LIST_START
   TEST_ENTRY(test_key_makes_retry_safe)
   TEST_ENTRY(test_keyed_retry_needs_dedupe)
   TEST_ENTRY(test_keyed_in_progress_needs_dedupe)
+  TEST_ENTRY(test_keyed_retry_not_after_restart)
   TEST_ENTRY(test_keyed_batch_retry_needs_dedupe)
   TEST_ENTRY(test_keyed_retry_not_to_other_store)
   TEST_ENTRY(test_keyed_retry_shared_store)
