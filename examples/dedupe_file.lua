@@ -34,6 +34,13 @@
 -- that guarantee wants an atomic claim (SET NX in Redis, see
 -- lua/resilnet/dedupe_redis.lua). The file only grows; a long-lived
 -- service would compact it.
+--
+-- It sets no `id` (docs/protocol.md section 9.1), so the server announces
+-- its incarnation as its key store: clients retry a keyed call only on
+-- the same server process, never after a restart nor on another process
+-- sharing the file. That is safe; to let them, give the store an `id` of
+-- 16 bytes kept with the file (the same for every process using it, and
+-- no other store's).
 local M = {}
 
 local Store = {}

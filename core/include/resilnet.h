@@ -606,7 +606,10 @@ typedef struct rn_call_options_s {
   rn_hedge_options_t hedge;    /* with RN_HEDGE_ON */
   /* rnp: a dedupe key (1..RN_RNP_KEY_MAX bytes), the same for every
    * attempt, so a server with dedupe runs the call at most once and the
-   * pool may retry it like an idempotent one. NULL: none. */
+   * pool may retry it like an idempotent one, but only on a server that
+   * announced (HELLO DEDUPE) the key store of the server its attempt may
+   * have run on; where none was announced it is not retried
+   * (docs/protocol.md section 9.1). NULL: none. */
   const char *key;
   size_t key_len;
   /* A blocking command (BLPOP, XREAD BLOCK, WAIT): its reply may take
@@ -840,6 +843,12 @@ struct rn_dedupe_store_s {
                   const char *key, size_t key_len);
   /* The server is done with the store (every op answered); may be NULL. */
   void (*close)(rn_dedupe_store_t *store);
+  /* RN_RNP_DEDUPE_SIZE bytes naming where its keys live, the same for
+   * every server sharing them (a shared store's own id), read once when
+   * the server starts and announced in its HELLO (docs/protocol.md section
+   * 9.1). NULL: the keys die with the process (the in-memory store): the
+   * server announces its incarnation. */
+  const char *id;
 };
 
 /* A store's answer. status: 0 or an error (claim: the request is refused

@@ -19,6 +19,8 @@ typedef struct rx_frame_s {
   uint64_t id;
   uint32_t max_frame, max_concurrent, retry_after;
   char incarnation[RN_RNP_INCARNATION_SIZE];
+  int has_dedupe; /* HELLO: DEDUPE announced, its store id in dedupe */
+  char dedupe[RN_RNP_DEDUPE_SIZE];
   char payload[RX_PAYLOAD]; /* the first bytes (ERROR: the message) */
   size_t len;               /* the whole payload's length */
 } rx_frame_t;
@@ -83,6 +85,8 @@ static inline void rx_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     x->max_concurrent = f.max_concurrent;
     x->retry_after = f.retry_after_ms;
     if (f.incarnation) memcpy(x->incarnation, f.incarnation, 16);
+    x->has_dedupe = f.dedupe != NULL;
+    if (f.dedupe) memcpy(x->dedupe, f.dedupe, RN_RNP_DEDUPE_SIZE);
     x->len = f.payload_len;
     memcpy(x->payload, f.payload, f.payload_len < RX_PAYLOAD
                                       ? f.payload_len : RX_PAYLOAD - 1);

@@ -370,7 +370,7 @@ static void slow_close(rn_dedupe_store_t *s) {
   uv_close((uv_handle_t *)&S.timer, NULL);
 }
 
-static void start_slow(void) {
+static void start_slow_named(const char *id) {
   rn_server_options_t o;
   rn_loop_t *loop;
   memset(&S, 0, sizeof(S));
@@ -383,10 +383,37 @@ static void start_slow(void) {
   S.base.finish = slow_finish;
   S.base.release = slow_release;
   S.base.close = slow_close;
+  S.base.id = id;
   o.dedupe.store = &S.base;
   o.codec.protocol = RN_PROTOCOL_RNP;
   o.dedupe.on = 1;
   test_server_start(&T, loop, &o);
+}
+
+/* The HELLO names the store keys live in (DEDUPE, protocol.md section
+ * 9.1): the in-memory store dies with the process, so it is named by the
+ * incarnation; a store that names itself (shared, as the Redis one) is
+ * announced by its own id, the same on every server using it. */
+static void start_slow(void) { start_slow_named(NULL); }
+
+static void test_hello_announces_store(void) {
+  rnp_client_t a;
+  start_default();
+  rx_open(T.uv, &a, T.port);
+  ASSERT_EQ(a.frames[0].has_dedupe, 1);
+  ASSERT_MEM_EQ(a.frames[0].dedupe, a.frames[0].incarnation,
+                RN_RNP_DEDUPE_SIZE);
+  rx_close(T.uv, &a);
+  test_server_finish(&T);
+
+  start_slow_named("shared-store-01");
+  rx_open(T.uv, &a, T.port);
+  ASSERT_EQ(a.frames[0].has_dedupe, 1);
+  ASSERT_MEM_EQ(a.frames[0].dedupe, "shared-store-01", RN_RNP_DEDUPE_SIZE);
+  ASSERT(memcmp(a.frames[0].dedupe, a.frames[0].incarnation,
+                RN_RNP_DEDUPE_SIZE) != 0);
+  rx_close(T.uv, &a);
+  test_server_finish(&T);
 }
 
 static void test_async_store(void) {
@@ -503,6 +530,7 @@ static void test_memory_store_alone(void) {
 }
 
 TEST_LIST_START
+  TEST_ENTRY(test_hello_announces_store)
   TEST_ENTRY(test_replay_and_wait)
   TEST_ENTRY(test_errors)
   TEST_ENTRY(test_waiter_leaves)

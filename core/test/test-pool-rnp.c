@@ -64,6 +64,10 @@ static int deadline_seen;
 static uint32_t hello_max_frame;
 static uint32_t hello_max_concurrent;
 static int hello_no_incarnation; /* the HELLO leaves INCARNATION out */
+/* The key store each server's HELLO announces (DEDUPE), or NULL: none. */
+static const char *hello_store;
+static const char *hello_store2;
+static int requests_on[2]; /* requests read, by server (peer->second) */
 /* A PING goes to ping_hook when set (1: it answered or kept it), else it is
  * answered at once. */
 static int (*ping_hook)(peer_t *peer, uint64_t id);
@@ -153,6 +157,7 @@ static void send_hello(peer_t *peer, uint64_t id) {
     f.present |= 1u << RN_RNP_F_MAX_CONCURRENT;
     f.max_concurrent = hello_max_concurrent;
   }
+  f.dedupe = peer->second ? hello_store2 : hello_store;
   peer_send(peer, &f);
 }
 
@@ -212,6 +217,7 @@ static void rnp_script(test_peer_conn_t *c) {
       ASSERT_GT(f.id, peer->last_request_id);
       peer->last_request_id = f.id;
       requests_seen++;
+      requests_on[peer->second]++;
       deadline_seen = (f.present & 1u << RN_RNP_F_DEADLINE) != 0;
       last_deadline = f.deadline_ms;
       last_key[0] = '\0';
@@ -254,6 +260,8 @@ static void server_start(script_fn fn) {
   pings_seen = expired_seen = 0;
   hello_max_frame = hello_max_concurrent = hello_max_frame2 = 0;
   hello_no_incarnation = 0;
+  hello_store = hello_store2 = NULL;
+  requests_on[0] = requests_on[1] = 0;
   ping_hook = NULL;
   script = fn;
   listen_on(&server1, endpoint, sizeof(endpoint));
@@ -527,16 +535,23 @@ static int script_reset_first(peer_t *peer, const rn_rnp_frame_t *f) {
   return 1;
 }
 
+#define STORE_A "store-A:0123456"
+#define STORE_B "store-B:0123456"
+
 static void test_key_makes_retry_safe(void) {
   rn_pool_t *pool;
   char first_key[RN_RNP_KEY_MAX + 1];
   pool = start_pool(script_reset_first, 1);
+  hello_store = STORE_A;
 
-  /* Keyed: a server with dedupe runs it once, so it may be sent again. */
+  /* Keyed, and the server keeps keys (DEDUPE): it runs it once, so it may
+   * be sent again, to the same store (here the same server, reconnected
+   * and announcing the same store). */
   call_wait(pool, 1, "order-17", 0);
   ASSERT_OK(results[1].status);
   ASSERT_EQ(results[1].attempts, 2);
   ASSERT_STR_EQ(last_key, "order-17"); /* the same key on the retry */
+  ASSERT_EQ(requests_seen, 2);
   strcpy(first_key, last_key);
   ASSERT_EQ(npeers, 2);
   teardown(pool);
@@ -555,6 +570,220 @@ static void test_key_makes_retry_safe(void) {
 static int script_echo(peer_t *peer, const rn_rnp_frame_t *f) {
   send_reply(peer, f->id, f->payload, f->payload_len);
   return 1;
+}
+
+/* Regression: a keyed call was retried after an unknown fate on the
+ * caller's word that the server keeps keys, and nothing on the wire said
+ * whether it did: a server without dedupe ran it twice. Now the server's
+ * HELLO must announce a store (DEDUPE); without one the key protects
+ * nothing and the call fails like any call that may have run. */
+static void test_keyed_retry_needs_dedupe(void) {
+  rn_pool_t *pool;
+  pool = start_pool(script_reset_first, 1);
+  call_wait(pool, 1, "order-17", 0);
+  ASSERT_EQ(results[1].status, UV_ECONNRESET);
+  ASSERT_EQ(results[1].maybe_executed, 1);
+  ASSERT_EQ(results[1].attempts, 1);
+  ASSERT(strstr(results[1].body, "dedupe store") != NULL);
+  ASSERT_EQ(requests_seen, 1); /* written once */
+  teardown(pool);
+}
+
+/* A batch whose every request carries a KEY follows the same rule: sent
+ * again whole only where a store keeps its keys. */
+static rn_batch_result_t batch_result;
+static int batch_fired;
+static void on_keyed_batch(rn_pool_t *pool, void *data,
+                     const rn_batch_result_t *r) {
+  (void)pool;
+  (void)data;
+  ASSERT_EQ(batch_fired, 0);
+  batch_fired = 1;
+  batch_result = *r;
+  batch_result.results = NULL; /* valid during the callback only */
+}
+
+static void keyed_batch_wait(rn_pool_t *pool) {
+  rn_buf_t frames;
+  rn_rnp_frame_t f;
+  int i;
+  rn_buf_init(&frames);
+  for (i = 0; i < 2; i++) {
+    memset(&f, 0, sizeof(f));
+    f.type = RN_RNP_REQUEST;
+    f.present = 1u << RN_RNP_F_KEY | 1u << RN_RNP_F_DEADLINE;
+    f.key = i == 0 ? "batch-1" : "batch-2";
+    f.key_len = 7;
+    f.payload = i == 0 ? "1" : "2";
+    f.payload_len = 1;
+    ASSERT_OK(rn_rnp_encode(&frames, &f, RN_DEFAULT_MAX_FRAME));
+  }
+  batch_fired = 0;
+  ASSERT_OK(rn_pool_batch(pool, frames.base, frames.len, 2, NULL,
+                          on_keyed_batch, NULL));
+  rn_buf_free(&frames);
+  RUN_UNTIL(uv, batch_fired, 3000);
+}
+
+static void test_keyed_batch_retry_needs_dedupe(void) {
+  rn_pool_t *pool;
+  pool = start_pool(script_reset_first, 1);
+  keyed_batch_wait(pool);
+  ASSERT_NE(batch_result.status, 0);
+  ASSERT_EQ(batch_result.maybe_executed, 1);
+  ASSERT_EQ(batch_result.attempts, 1);
+  ASSERT_EQ(npeers, 1); /* never sent again */
+  teardown(pool);
+
+  completed = 0;
+  pool = start_pool(script_reset_first, 1);
+  hello_store = STORE_A;
+  keyed_batch_wait(pool);
+  ASSERT_OK(batch_result.status);
+  ASSERT_EQ(batch_result.attempts, 2);
+  teardown(pool);
+}
+
+/* Resets the first request, and the server comes back as a new process
+ * (a new incarnation: its in-memory store is a new one). */
+static int script_reset_then_restart(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (peer == &peers[0]) {
+    memset(incarnation, 'B', sizeof(incarnation));
+    hello_store = STORE_B;
+    test_peer_reset(peer->conn);
+    return 1;
+  }
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+/* The same endpoint after a restart is another store: its keys died with
+ * the process, so the call waits (for its old store, which is gone) until
+ * its deadline rather than run a second time. */
+static void test_keyed_retry_not_after_restart(void) {
+  rn_pool_t *pool;
+  pool = start_pool(script_reset_then_restart, 1);
+  hello_store = STORE_A;
+  call(pool, 1, 0, "order-17", 1500);
+  RUN_UNTIL(uv, npeers >= 2, 3000); /* reconnected: the new store */
+  /* An unkeyed call meanwhile goes to the restarted server as ever, not
+   * held up behind the keyed one waiting in the queue. */
+  call_wait(pool, 2, NULL, 0);
+  ASSERT_OK(results[2].status);
+  ASSERT_EQ(results[1].fired, 0);
+  RUN_UNTIL(uv, results[1].fired, 3000);
+  ASSERT_EQ(results[1].status, UV_ETIMEDOUT);
+  ASSERT_EQ(results[1].maybe_executed, 1);
+  ASSERT(strstr(results[1].body, "store") != NULL);
+  ASSERT_EQ(executions[1], 1); /* written once */
+  teardown(pool);
+}
+
+/* The first request answered IN_PROGRESS (no NOT_EXECUTED: it may run). */
+static int script_in_progress_first(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (requests_seen == 1) {
+    send_error(peer, f->id, RN_RNP_ERR_IN_PROGRESS, 0, 10);
+    return 0;
+  }
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+/* IN_PROGRESS / RETRY_AFTER for a keyed call: the same store rule. A
+ * server announcing no store gets its error handed back; one announcing
+ * a store gets the retry. */
+static void test_keyed_in_progress_needs_dedupe(void) {
+  rn_pool_t *pool;
+  pool = start_pool(script_in_progress_first, 1);
+  call_wait(pool, 1, "order-17", 0);
+  ASSERT_EQ(results[1].status, RN_EREPLY);
+  ASSERT_EQ(results[1].maybe_executed, 1);
+  ASSERT_EQ(requests_seen, 1);
+  teardown(pool);
+
+  completed = 0;
+  pool = start_pool(script_in_progress_first, 1);
+  hello_store = STORE_A;
+  call_wait(pool, 1, "order-17", 0);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(results[1].attempts, 2);
+  ASSERT_EQ(requests_seen, 2);
+  teardown(pool);
+}
+
+/* Resets the first request (on whichever server it lands), remembering
+ * where; answers the rest, noting where the retry went. */
+static int first_request_on = -1;
+static int retry_on = -1;
+static int script_reset_first_request(peer_t *peer, const rn_rnp_frame_t *f) {
+  if (first_request_on < 0) {
+    first_request_on = peer->second;
+    /* This server takes no new connection from now on (its HELLO never
+     * comes) when the test says so: it stays "down". */
+    test_peer_reset(peer->conn);
+    return 1;
+  }
+  retry_on = peer->second;
+  send_reply(peer, f->id, f->payload, f->payload_len);
+  return 1;
+}
+
+static void tune_two_ready(rn_pool_options_t *o);
+
+/* Both endpoints with a ready connection, so that a retry could go to the
+ * other one (where a retried call prefers to go). */
+static rn_pool_t *start_two_stores(const char *store1, const char *store2) {
+  rn_pool_t *pool;
+  setup();
+  server_start(script_reset_first_request);
+  server_start_second(0);
+  hello_store = store1;
+  hello_store2 = store2;
+  first_request_on = retry_on = -1;
+  tune = tune_two_ready;
+  pool = pool_new(1);
+  RUN_UNTIL(uv, test_pool_stats(pool).idle >= 2, 3000);
+  return pool;
+}
+
+/* Two servers keeping keys in two stores: the retry of a keyed call whose
+ * first attempt may have run on one never goes to the other, which would
+ * not know the key and run it again. */
+static void test_keyed_retry_not_to_other_store(void) {
+  rn_pool_t *pool = start_two_stores(STORE_A, STORE_B);
+  call_wait(pool, 1, "order-17", 0);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(results[1].attempts, 2);
+  ASSERT(first_request_on >= 0);
+  ASSERT_EQ(retry_on, first_request_on); /* back where its key is known */
+  ASSERT_EQ(requests_on[1 - first_request_on], 0);
+  teardown(pool);
+
+  /* Its server stays down: the call waits for it, never goes to the
+   * other, and times out (it may have run). */
+  pool = start_two_stores(STORE_A, STORE_B);
+  hold_hellos = 1; /* no new connection gets ready, on either server */
+  call(pool, 2, 0, "order-18", 400);
+  RUN_UNTIL(uv, results[2].fired, 3000);
+  ASSERT_EQ(results[2].status, UV_ETIMEDOUT);
+  ASSERT_EQ(results[2].maybe_executed, 1);
+  ASSERT(strstr(results[2].body, "store") != NULL);
+  ASSERT_EQ(requests_seen, 1);
+  ASSERT_EQ(retry_on, -1);
+  teardown(pool);
+}
+
+/* Two servers sharing one store (the Redis store): the retry may go to
+ * either, and goes to the other, as retries prefer. */
+static void test_keyed_retry_shared_store(void) {
+  rn_pool_t *pool = start_two_stores(STORE_A, STORE_A);
+  call_wait(pool, 1, "order-17", 0);
+  ASSERT_OK(results[1].status);
+  ASSERT_EQ(results[1].attempts, 2);
+  ASSERT(first_request_on >= 0);
+  ASSERT_EQ(retry_on, 1 - first_request_on);
+  ASSERT_EQ(requests_seen, 2);
+  teardown(pool);
 }
 
 static int script_hold_two(peer_t *peer, const rn_rnp_frame_t *f) {
@@ -1075,6 +1304,11 @@ static void tune_two_endpoints(rn_pool_options_t *o) {
   o->endpoint_count = 2;
 }
 
+static void tune_two_ready(rn_pool_options_t *o) {
+  tune_two_endpoints(o);
+  o->min_idle = 1;
+}
+
 /* Echoes, and notes a frame its server did not say it accepts. */
 static int script_echo_checked(peer_t *peer, const rn_rnp_frame_t *f) {
   uint32_t max_frame = peer->second ? hello_max_frame2 : hello_max_frame;
@@ -1546,6 +1780,12 @@ TEST_LIST_START
   TEST_ENTRY(test_not_executed)
   TEST_ENTRY(test_goaway)
   TEST_ENTRY(test_key_makes_retry_safe)
+  TEST_ENTRY(test_keyed_retry_needs_dedupe)
+  TEST_ENTRY(test_keyed_in_progress_needs_dedupe)
+  TEST_ENTRY(test_keyed_retry_not_after_restart)
+  TEST_ENTRY(test_keyed_batch_retry_needs_dedupe)
+  TEST_ENTRY(test_keyed_retry_not_to_other_store)
+  TEST_ENTRY(test_keyed_retry_shared_store)
   TEST_ENTRY(test_new_incarnation)
   TEST_ENTRY(test_unknown_id)
   TEST_ENTRY(test_goaway_pong_of_earlier_ping_is_expected)

@@ -905,6 +905,12 @@ static void vec_frame(const vec_t *v, rn_rnp_frame_t *f, char *store,
     f->auth_len = unhex(s, store + used, cap - used);
     used += f->auth_len;
   }
+  s = vec_get(v, "dedupe");
+  if (s != NULL) {
+    f->dedupe = store + used;
+    ASSERT_EQ(unhex(s, store + used, cap - used), RN_RNP_DEDUPE_SIZE);
+    used += RN_RNP_DEDUPE_SIZE;
+  }
   if (f->type == RN_RNP_ERROR)
     f->error_code = (unsigned)vec_num(v, "code");
   else
@@ -959,6 +965,9 @@ static void test_vectors_valid(void) {
     ASSERT_EQ(got.auth_len, want.auth_len);
     if (want.auth_len)
       ASSERT_MEM_EQ(got.auth, want.auth, want.auth_len);
+    ASSERT_EQ(got.dedupe != NULL, want.dedupe != NULL);
+    if (want.dedupe != NULL)
+      ASSERT_MEM_EQ(got.dedupe, want.dedupe, RN_RNP_DEDUPE_SIZE);
     ASSERT_EQ(got.error_code, want.error_code);
     ASSERT_EQ(got.payload_len, want.payload_len);
     if (want.payload_len)

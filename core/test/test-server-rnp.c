@@ -42,6 +42,7 @@ static void test_hello_and_ping(void) {
   ASSERT_EQ(a.frames[0].max_frame, RN_SERVER_DEFAULT_MAX_FRAME);
   ASSERT_EQ(a.frames[0].max_concurrent, 256);
   ASSERT(a.frames[0].present & (1u << RN_RNP_F_INCARNATION));
+  ASSERT_EQ(a.frames[0].has_dedupe, 0); /* keeps no keys: says none */
 
   /* PING: PONG with its id and payload, no handler */
   memset(&f, 0, sizeof(f));

@@ -7,6 +7,12 @@
 --   resilnet.server{ protocol = "rnp", handler = h,
 --                    dedupe = { window = 300, store = store } }
 --
+-- The store's id (store.id, 16 bytes) is what the servers announce in
+-- their HELLO (DEDUPE, docs/protocol.md section 9.1), so that clients may
+-- retry a keyed request on any server sharing this Redis: new() creates it
+-- once in Redis (SET NX at id_key, then GET), so every store on the same
+-- Redis and prefix reads the same id.
+--
 -- One Redis string per key: "P<token>" while a server runs it (SET NX PX
 -- window, so a crashed server's claim expires), then "R<reply>" or
 -- "E<error message>" for the window. The server's dedupe logic calls
@@ -30,7 +36,34 @@ local function new_token(self)
   return "P" .. self._id .. ":" .. serial
 end
 
---- new(pool, {prefix = "resilnet:dedupe:"}) -> store
+-- 16 fresh random bytes: the id a store proposes, kept if it is the first.
+local function random_id()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(16)
+  if f then f:close() end
+  if bytes and #bytes == 16 then return bytes end
+  local t = {}
+  for i = 1, 16 do t[i] = string.char(math.random(0, 255)) end
+  return table.concat(t)
+end
+
+-- The id every store on this Redis and prefix shares: the first one
+-- written wins. It waits on the pool (from a task, or running the loop).
+local function shared_id(pool, id_key)
+  local ok, err = pool:call({ "SET", id_key, random_id(), "NX" },
+                            { idempotent = true })
+  if ok == nil then return nil, err end
+  local id, gerr = pool:call({ "GET", id_key }, { idempotent = true })
+  if id == nil then return nil, gerr end
+  if type(id) ~= "string" or #id ~= 16 then
+    return nil, "dedupe_redis: " .. id_key .. " does not hold a 16-byte "
+                .. "store id"
+  end
+  return id
+end
+
+--- new(pool, {prefix = "resilnet:dedupe:", id_key = "resilnet:store-id:"
+--- .. prefix}) -> store | nil, err (Redis did not answer for the id)
 function M.new(pool, opts)
   if type(pool) ~= "table" or type(pool.call) ~= "function" then
     error("dedupe_redis.new: expected a resilnet pool", 2)
@@ -45,6 +78,11 @@ function M.new(pool, opts)
   -- finish or release: release must delete our claim, never another
   -- server's (that would let a duplicate run there and here).
   self._tokens = {}
+  -- Outside the keys' namespace (prefix .. key): no client key can be it.
+  local id, err = shared_id(pool, opts.id_key
+                                  or "resilnet:store-id:" .. self.prefix)
+  if not id then return nil, err end
+  self.id = id
   return self
 end
 

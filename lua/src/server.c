@@ -37,6 +37,7 @@ typedef struct lrn_store_s {
   rn_dedupe_store_t base;
   lrn_ctx_t *ctx;
   int runner_ref;
+  char id[RN_RNP_DEDUPE_SIZE]; /* the store table's `id`, when it has one */
 } lrn_store_t;
 
 /* The Lua side of one store operation. */
@@ -409,6 +410,36 @@ static int lrn_server_options_schema(lua_State *L) {
   return 1;
 }
 
+/* The Lua store's `id` (options.dedupe.store.id): RN_RNP_DEDUPE_SIZE bytes
+ * naming where its keys live, announced in the server's HELLO; nil: they
+ * live no longer than this process. Anything else raises. 1 if read. */
+static int lrn_store_read_id(lua_State *L, char *out) {
+  int found = 0;
+  size_t len = 0;
+  const char *id;
+  lua_getfield(L, 1, "dedupe");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "store");
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "id");
+      if (!lua_isnil(L, -1)) {
+        id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len)
+                                            : NULL;
+        if (id == NULL || len != RN_RNP_DEDUPE_SIZE)
+          luaL_error(L, "resilnet.server: dedupe.store.id must be a string "
+                        "of %d bytes (the store's id)",
+                     RN_RNP_DEDUPE_SIZE);
+        memcpy(out, id, RN_RNP_DEDUPE_SIZE);
+        found = 1;
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return found;
+}
+
 /* server_new(options, target [, store_runner]) -> handle | nil, err.
  * options: as resilnet.server takes them (lrn_server_options, listen).
  * target is dispatched with (request value, request, peer [, id, deadline,
@@ -423,6 +454,8 @@ static int lrn_server_new(lua_State *L) {
   lrn_store_t *st = NULL;
   lrn_server_secure_t sec;
   lrn_server_auth_t check;
+  char store_id[RN_RNP_DEDUPE_SIZE];
+  int has_store_id = 0;
   size_t len;
   int rc;
 
@@ -445,6 +478,8 @@ static int lrn_server_new(lua_State *L) {
     return luaL_error(L, "resilnet.server: bad listen address '%s' "
                          "(expected host:port, [v6]:port or unix:/path)",
                       o.listen);
+  if (o.dedupe.on && lua_type(L, 3) == LUA_TFUNCTION)
+    has_store_id = lrn_store_read_id(L, store_id);
   /* Last of what may raise: it allocates (freed below on every path). */
   lrn_server_secure_read(L, 1, &sec, &o, &check);
   o.on_request = lrn_server_request;
@@ -469,6 +504,10 @@ static int lrn_server_new(lua_State *L) {
     st->base.finish = lrn_store_finish;
     st->base.release = lrn_store_release;
     st->base.close = lrn_store_close;
+    if (has_store_id) {
+      memcpy(st->id, store_id, RN_RNP_DEDUPE_SIZE);
+      st->base.id = st->id;
+    }
     lua_pushvalue(L, 3);
     st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     o.dedupe.store = &st->base;

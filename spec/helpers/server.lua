@@ -94,7 +94,7 @@ if o.dedupe == "on" then
   if o.dedupe_store then
     local redis = resilnet.pool { endpoints = { o.dedupe_store },
                                   protocol = "resp" }
-    dedupe.store = require("resilnet.dedupe_redis").new(redis)
+    dedupe.store = assert(require("resilnet.dedupe_redis").new(redis))
   end
 end
 

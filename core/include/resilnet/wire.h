@@ -27,8 +27,9 @@ extern "C" {
  *   8  u64 id       request id (GOAWAY: the last id the server processes)
  *  16  fields       { u8 tag, u8 len, len bytes } ...
  *      payload      ERROR: u16 code, then the message
- * Tags 128..255 are extensions a v1 peer skips; one is defined: AUTH (the
- * client's token, on its HELLO).
+ * Tags 128..255 are extensions a v1 peer skips; two are defined: AUTH (the
+ * client's token, on its HELLO) and DEDUPE (the server's key store, on its
+ * HELLO).
  * As the codec's `encode`, rnp makes a REQUEST with id 0 and a DEADLINE
  * field of 0: a pool fills in both as the request leaves on a connection. */
 
@@ -45,6 +46,12 @@ extern "C" {
  * space so that a server that knows nothing of it skips it. */
 #define RN_RNP_X_AUTH 130
 #define RN_RNP_AUTH_MAX 255
+/* The extension field naming the key store a server keeps dedupe keys in
+ * (docs/protocol.md, section 9.1), on its HELLO: 16 bytes, the same on
+ * every server sharing the store. Absent: the server keeps no keys, and a
+ * keyed request whose fate is unknown is as unsafe to retry as any. */
+#define RN_RNP_X_DEDUPE 131
+#define RN_RNP_DEDUPE_SIZE 16
 
 typedef enum {
   RN_RNP_HELLO = 1,   /* client first, server answers with the same id */
@@ -108,6 +115,8 @@ typedef struct rn_rnp_frame_s {
   size_t deadline_offset;  /* parse: where DEADLINE's value is, or 0 */
   const char *auth;        /* HELLO: the AUTH extension's value, or NULL */
   size_t auth_len;         /* 1..RN_RNP_AUTH_MAX when auth is set */
+  const char *dedupe;      /* HELLO: the DEDUPE extension's value
+                              (RN_RNP_DEDUPE_SIZE bytes), or NULL */
 } rn_rnp_frame_t;
 
 /* 1: a valid frame starts at data (out filled in); 0: need more bytes;
@@ -115,8 +124,9 @@ typedef struct rn_rnp_frame_s {
  * RN_EBADFRAME: anything malformed (unknown type, undefined flag or field
  * tag, a field's length wrong for its tag or running past the fields, a
  * repeated field, a field not allowed on the type, a short ERROR payload,
- * an empty or repeated AUTH on a HELLO). AUTH on other types is skipped
- * like any extension field. */
+ * an empty or repeated AUTH on a HELLO, a DEDUPE on a HELLO that is not
+ * RN_RNP_DEDUPE_SIZE bytes or is repeated). AUTH and DEDUPE on other types
+ * are skipped like any extension field. */
 int rn_rnp_parse(const char *data, size_t len, size_t max_frame,
                  rn_rnp_frame_t *out);
 /* Appends one frame: header, the fields named in `present`, payload.

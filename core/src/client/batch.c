@@ -175,6 +175,7 @@ void rn__batch_stamp(rn_conn_t *conn, rn_call_t *call, char *out) {
   uint64_t left = rn_timer_remaining(&call->deadline);
   uint32_t i;
   assert(b != NULL && call->parent == NULL);
+  if (call->keyed && !call->idempotent) rn__store_bind(call, conn);
   call->rnp_id = conn->next_id;
   for (i = 0; i < b->n; i++) {
     char *frame = out + b->slots[i].frame_off;

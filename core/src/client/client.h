@@ -89,6 +89,11 @@ struct rn_call_s {
                               confirmations (or its error) came, so that
                               each reply goes to what it answers */
   uint16_t deadline_offset; /* rnp: where to write the time left, or 0 */
+  /* rnp, keyed: the key store (store.c) of the server its attempts were
+   * written to: 0 none yet; RN_STORE_MIXED none that can be trusted (no
+   * DEDUPE announced, or attempts in two stores). After an unknown fate it
+   * is retried only on an endpoint announcing this store. */
+  uint16_t store;
   uint64_t rnp_id;          /* rnp: the id of the attempt in flight */
   /* Hedging: a hedge is a shadow call carrying one more attempt of its
    * parent; its reply completes the parent. The parent outlives its
@@ -185,6 +190,8 @@ struct rn_conn_s {
    * where they fit (rn__conn_fits). */
   size_t max_frame;
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: of its server */
+  unsigned has_store : 1; /* rnp: its server announced DEDUPE (store_id) */
+  char store_id[RN_RNP_DEDUPE_SIZE];
   rn__tls_t *tls;         /* its TLS session (conn_tls.c), or NULL */
   /* hold.c: the hold it is reserved for (no pool call goes on it), or
    * NULL; blocking: blocking calls (and their tombstones) on it;
@@ -250,6 +257,7 @@ struct rn_pool_endpoint_s {
   unsigned lost : 1;    /* a connection failed since the last connect */
   unsigned has_incarnation : 1;
   char incarnation[RN_RNP_INCARNATION_SIZE]; /* rnp: the newest server met */
+  uint16_t store; /* rnp: its latest HELLO's key store (store.c); 0: none */
   int refused; /* RN_ETLSVERIFY or RN_EAUTH: a configuration fault
                   (rn__endpoint_refused); 0: none */
 };
@@ -272,6 +280,8 @@ struct rn_pool_s {
   size_t next_endpoint; /* round-robin start for picking and growing */
   rn_list_t pending;
   unsigned pending_count;
+  struct rn__store_slot_s *stores; /* rnp key stores met (store.c) */
+  uint16_t store_count;
   rn_timer_lane_t deadlines; /* of calls with the pool's timeout */
   rn_list_t spare_calls;     /* freed calls kept for reuse */
   unsigned spare_count;
@@ -677,6 +687,24 @@ void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out);
 /* The server's HELLO answered the handshake: its limits and incarnation.
  * 0, or RN_EHANDSHAKE (another version). */
 int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f);
+
+/* store.c: the key stores rnp servers announce (DEDUPE), interned per
+ * pool; a call's `store` is an index there. */
+#define RN_STORE_MIXED UINT16_MAX
+/* conn's server announced id (NULL: none): the connection and its
+ * endpoint now speak for that store. */
+void rn__store_announced(rn_conn_t *conn, const char *id);
+void rn__store_endpoint_gone(rn_pool_t *pool, rn_pool_endpoint_t *ep);
+/* A keyed call is being written on conn: records its server's store. */
+void rn__store_bind(rn_call_t *call, const rn_conn_t *conn);
+/* Forgets the call's store (proven unrun: it may go anywhere). */
+static inline void rn__store_unbind(rn_call_t *call) { call->store = 0; }
+void rn__store_free_all(rn_pool_t *pool);
+/* A keyed call whose attempt may have run can be retried: its server
+ * announced a store and every attempt went to that store. */
+static inline int rn__store_holds(const rn_call_t *call) {
+  return call->keyed && call->store != 0 && call->store != RN_STORE_MIXED;
+}
 /* The server said GOAWAY: calls above last_id, and those not written, go
  * elsewhere; the connection retires. asked: its RETRY_AFTER, or 0. */
 void rn__rnp_goaway(rn_conn_t *conn, uint64_t last_id, uint64_t asked);

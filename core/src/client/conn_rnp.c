@@ -84,6 +84,9 @@ void rn__rnp_stamp(rn_conn_t *conn, rn_call_t *call, char *out) {
   rn_call_t *owner = call->parent != NULL ? call->parent : call;
   call->rnp_id = conn->next_id++;
   rnp_put_u64(out + 8, call->rnp_id);
+  /* Where its key lives from now on: rnp calls only pass here, so other
+   * protocols pay nothing for keys (a hedge is never keyed). */
+  if (call->keyed && !call->idempotent) rn__store_bind(call, conn);
   if (call->deadline_offset != 0) {
     uint64_t left = rn_timer_remaining(&owner->deadline);
     rnp_put_u32(out + call->deadline_offset,
@@ -113,6 +116,10 @@ int rn__rnp_hello(rn_conn_t *conn, const rn_rnp_frame_t *f) {
                            ? f->max_concurrent
                            : 0;
   rn__pool_peer_max_frame(conn->pool);
+  /* Where its keys live, if it keeps any (section 9.1): a keyed call
+   * written here is retried only where the same store is announced. */
+  if (f->dedupe != NULL || ep->store != 0)
+    rn__store_announced(conn, f->dedupe);
   /* INCARNATION is optional (protocol.md sections 4 and 6): a server
    * that states none cannot be told to have restarted from its HELLO. */
   if (!(f->present & 1u << RN_RNP_F_INCARNATION)) return 0;

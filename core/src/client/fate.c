@@ -58,6 +58,15 @@
   "no connection before the deadline: a server's RETRY_AFTER holds "          \
   "connects back"
 
+/* Why a keyed call that may have run was not retried. */
+#define RN_KEY_UNKEPT_MESSAGE                                                  \
+  "not retried: its key protects nothing, its server announced no dedupe "    \
+  "store (or attempts went to two stores)"
+
+/* Why a keyed call that may have run timed out waiting to be retried. */
+#define RN_KEY_WAIT_MESSAGE                                                    \
+  "no server announcing its key's store took the retry before the deadline"
+
 /* At most one place at a time; a done call waits for nothing. */
 static inline void fate_check(const rn_call_t *call) {
   (void)call;
@@ -322,10 +331,14 @@ void rn__fate_try_later(rn_call_t *call, uint64_t delay_ms, const char *body,
                         size_t body_len) {
   /* Safe only for a call that may run twice or carries its key. A
    * hedge's error is its parent's answer, as above. */
-  if ((call->idempotent || call->keyed) && !call->done &&
+  if ((call->idempotent || rn__store_holds(call)) && !call->done &&
       call->parent == NULL) {
     assert(call->conn == NULL && call->state != RN_SEND_UNSENT);
     call->state = RN_SEND_ANSWERED;
+    /* The attempt may yet run (IN_PROGRESS: it is running): whatever
+     * becomes of the retry, the call may have executed, and its key's
+     * store stays bound. */
+    call->was_sent = 1;
     if (fate_retry(call->pool, call, RN_EREPLY, delay_ms)) return;
   }
   rn__fate_replied(call, RN_EREPLY, body, body_len, RN_FRAME_ERROR);
@@ -367,6 +380,9 @@ void rn__fate_returned(rn_call_t *call) {
   assert(call->conn == NULL && rn_list_empty(&call->node) &&
          !call->backing_off && !call->internal);
   call->state = RN_SEND_UNSENT;
+  /* Proven unrun (never written, refused NOT_EXECUTED, above a GOAWAY)
+   * with no earlier attempt that may have run: free to go anywhere. */
+  if (call->store != 0 && !call->was_sent) rn__store_unbind(call);
   if (call->done) {
     rn__call_release(call);
     return;
@@ -390,6 +406,12 @@ void rn__fate_returned(rn_call_t *call) {
   rn__pool_requeue(pool, call);
 }
 
+/* A keyed call lost where no store keeps its key: it fails like any call
+ * that may have run, and says why its key did not earn it a retry. */
+static RN_NOINLINE void fate_key_unkept(rn_call_t *call, int err) {
+  rn__fate_fail_why(call, err, RN_KEY_UNKEPT_MESSAGE);
+}
+
 void rn__fate_lost(rn_call_t *call, int err) {
   rn_pool_t *pool = call->pool;
   fate_check(call);
@@ -409,7 +431,12 @@ void rn__fate_lost(rn_call_t *call, int err) {
     return;
   }
   /* The rules first: a call that may have run is retried only if it is
-   * idempotent, whatever classify would say. */
+   * idempotent, or keyed where a store keeps its key, whatever classify
+   * would say. */
+  if (call->keyed && !call->idempotent && !rn__store_holds(call)) {
+    fate_key_unkept(call, err);
+    return;
+  }
   if (!(call->idempotent || call->keyed) ||
       rn__retry_classify(pool, call, err, NULL, 0) == RN_CLASSIFY_FAIL ||
       call->done || !fate_retry(pool, call, err, 0))
@@ -478,6 +505,9 @@ void rn__fate_deadline(rn_timer_t *timer) {
       status = pool->last_connect_error;
       why = rn__pool_connect_why(pool);
       if (call->attempts == 0) call->attempts = 1;
+    } else if (call->was_sent && rn__store_holds(call)) {
+      /* Held back from every endpoint but its key store's. */
+      why = RN_KEY_WAIT_MESSAGE;
     } else if (rn__endpoint_any_held(pool, rn__loop_now(pool->loop))) {
       /* Not a silent server: the pool kept from connecting on purpose. */
       why = RN_HELD_MESSAGE;

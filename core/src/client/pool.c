@@ -510,11 +510,15 @@ static inline int pool_endpoint_open_for_calls(rn_pool_t *pool,
  * that takes a frame of len bytes and call's requests (NULL: one),
  * endpoints taken in turn so that ties spread over them. `avoid` (where a
  * call's last attempt failed) is taken only if no other endpoint can;
- * `skip` (a hedged call's own connection) never. */
+ * `skip` (a hedged call's own connection) never. `store`, when not 0: only
+ * endpoints announcing that key store (a keyed call whose attempt may
+ * have run, store.c); 0 at every other call site, where the compiler
+ * drops the test. */
 static inline rn_conn_t *pool_pick_any(rn_pool_t *pool,
                                        rn_pool_endpoint_t *avoid,
                                        rn_conn_t *skip, size_t len,
-                                       const rn_call_t *call) {
+                                       const rn_call_t *call,
+                                       uint16_t store) {
   rn_conn_t *best = NULL, *fallback = NULL;
   unsigned best_load = UINT_MAX;
   size_t n = pool->endpoint_count, k = pool->next_endpoint, i;
@@ -522,14 +526,16 @@ static inline rn_conn_t *pool_pick_any(rn_pool_t *pool,
   /* One endpoint (one server, the common case): no turn to take, and
    * `avoid` would be the fallback anyway. */
   if (n == 1)
-    return pool_endpoint_open_for_calls(pool, pool->endpoints[0], call)
+    return pool_endpoint_open_for_calls(pool, pool->endpoints[0], call) &&
+                   (store == 0 || pool->endpoints[0]->store == store)
                ? endpoint_pick(pool->endpoints[0], skip, len)
                : NULL;
   for (i = 0; i < n; i++, k = k + 1 == n ? 0 : k + 1) {
     rn_pool_endpoint_t *ep = pool->endpoints[k];
     rn_conn_t *conn;
     if (ep->outstanding >= best_load ||
-        !pool_endpoint_open_for_calls(pool, ep, call))
+        !pool_endpoint_open_for_calls(pool, ep, call) ||
+        (store != 0 && ep->store != store))
       continue;
     conn = endpoint_pick(ep, skip, len);
     if (conn == NULL) continue;
@@ -558,6 +564,7 @@ static RN_NOINLINE rn_conn_t *pool_pick_checked(rn_pool_t *pool,
                                                 rn_pool_endpoint_t *avoid,
                                                 rn_conn_t *skip, size_t len,
                                                 const rn_call_t *call,
+                                                uint16_t store,
                                                 rn_conn_t *conn) {
   do {
     if (conn->queued > 0) break;
@@ -565,7 +572,8 @@ static RN_NOINLINE rn_conn_t *pool_pick_checked(rn_pool_t *pool,
     if (rn__loop_now(pool->loop) <= pool->loop->last_poll ||
         rn__conn_check_idle(conn) == 0)
       break;
-  } while ((conn = pool_pick_any(pool, avoid, skip, len, call)) != NULL);
+  } while ((conn = pool_pick_any(pool, avoid, skip, len, call, store)) !=
+           NULL);
   return conn;
 }
 
@@ -573,10 +581,19 @@ static RN_NOINLINE rn_conn_t *pool_pick_checked(rn_pool_t *pool,
  * loop, and the registers it saves, only for an idle one. */
 static inline rn_conn_t *pool_pick(rn_pool_t *pool, rn_pool_endpoint_t *avoid,
                                    rn_conn_t *skip, size_t len,
-                                   const rn_call_t *call) {
-  rn_conn_t *conn = pool_pick_any(pool, avoid, skip, len, call);
+                                   const rn_call_t *call, uint16_t store) {
+  rn_conn_t *conn = pool_pick_any(pool, avoid, skip, len, call, store);
   if (conn == NULL || conn->queued > 0) return conn;
-  return pool_pick_checked(pool, avoid, skip, len, call, conn);
+  return pool_pick_checked(pool, avoid, skip, len, call, store, conn);
+}
+
+/* rnp: a keyed call whose attempt may have run goes only where its key's
+ * store is announced (docs/retry-rules.md, "Where a retried or moved call
+ * goes"); RN_STORE_MIXED matches no endpoint. Out of line: only such
+ * calls, all waiting in the queue, come here. */
+static RN_NOINLINE rn_conn_t *pool_pick_bound(rn_pool_t *pool,
+                                              rn_call_t *call, size_t len) {
+  return pool_pick(pool, call->endpoint, NULL, len, call, call->store);
 }
 
 /* Opens one more connection, on the next endpoint (in turn) that has room
@@ -626,8 +643,10 @@ static void pool_reconnect_due(rn_timer_t *timer) {
  * for room under MAX_CONCURRENT is not passed over: single calls would
  * take each place as it frees, and it would wait forever. */
 static int pool_takes_smaller(rn_pool_t *pool, const rn_call_t *head) {
+  /* A keyed call waiting for its store's endpoint holds no one up. */
   return pool->codec.protocol == RN_PROTOCOL_RNP &&
-         pool_pick(pool, NULL, NULL, 0, head) != NULL;
+         pool_pick(pool, NULL, NULL, 0, head->store != 0 ? NULL : head, 0) !=
+             NULL;
 }
 
 /* Every endpoint refused (its certificate failed our checks, or our
@@ -746,7 +765,9 @@ void rn__pool_dispatch(rn_pool_t *pool) {
         continue;
       }
       if (len < too_large) {
-        conn = pool_pick(pool, call->endpoint, NULL, len, call);
+        conn = call->store != 0
+                   ? pool_pick_bound(pool, call, len)
+                   : pool_pick(pool, call->endpoint, NULL, len, call, 0);
         if (conn == NULL && !pool_takes_smaller(pool, call)) break;
       }
       /* The check in pick may have failed calls (and run callbacks): the
@@ -782,7 +803,7 @@ void rn__pool_dispatch(rn_pool_t *pool) {
 }
 
 rn_conn_t *rn__pool_pick_other(rn_pool_t *pool, rn_call_t *call) {
-  return pool_pick(pool, call->endpoint, call->conn, call->frame_len, call);
+  return pool_pick(pool, call->endpoint, call->conn, call->frame_len, call, 0);
 }
 
 void rn__pool_conn_writable(rn_pool_t *pool) {
@@ -833,7 +854,8 @@ int rn__pool_accept(rn_pool_t *pool, rn_call_t *call,
      * until this one is placed. */
     pool->dispatching = 1;
     pool->dispatch_again = 0;
-    conn = pool_pick(pool, call->endpoint, NULL, call->frame_len, call);
+    /* A new call: no key store binds it yet. */
+    conn = pool_pick(pool, call->endpoint, NULL, call->frame_len, call, 0);
     if (conn != NULL && !pool->closing) {
       int crowded = conn->queued > 0;
       pool_place(pool, conn, call);
@@ -1165,6 +1187,7 @@ static void pool_finish(rn_timer_t *timer) {
   pool_discard_next(pool);
   rn__endpoint_free_all(pool);
   rn__call_free_spares(pool);
+  rn__store_free_all(pool);
   free(pool->endpoints);
   free(pool);
   rn__loop_object_remove(loop);

@@ -57,9 +57,9 @@ int rn__endpoint_new(rn_pool_t *pool, const char *text,
 }
 
 static void endpoint_maybe_free(rn_pool_t *pool, rn_pool_endpoint_t *ep) {
-  (void)pool;
   if (!ep->removed || ep->refs > 0 || !rn_list_empty(&ep->conns)) return;
   rn_list_remove(&ep->removed_node);
+  rn__store_endpoint_gone(pool, ep);
   free(ep);
 }
 

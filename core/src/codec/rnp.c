@@ -18,7 +18,8 @@
  * encoder can produce (2 bytes of tag and length per field). */
 #define RN__RNP_FIELDS_MAX                                                    \
   ((2 + 2) + (2 + 4) + (2 + 4) + (2 + RN_RNP_INCARNATION_SIZE) + (2 + 4) +    \
-   (2 + RN_RNP_KEY_MAX) + (2 + 4) + (2 + RN_RNP_AUTH_MAX))
+   (2 + RN_RNP_KEY_MAX) + (2 + 4) + (2 + RN_RNP_AUTH_MAX) +                  \
+   (2 + RN_RNP_DEDUPE_SIZE))
 
 #define BIT(tag) (1u << (tag))
 
@@ -206,6 +207,12 @@ int rn_rnp_parse(const char *data, size_t len, size_t max_frame,
         return RN_EBADFRAME;
       f.auth = (const char *)p + pos + 2;
       f.auth_len = n;
+    } else if (tag == RN_RNP_X_DEDUPE && f.type == RN_RNP_HELLO) {
+      /* One store id of its exact size: a client must not guess which of
+       * two ids, or which bytes of a short one, name the store. */
+      if (f.dedupe != NULL || n != RN_RNP_DEDUPE_SIZE)
+        return RN_EBADFRAME;
+      f.dedupe = (const char *)p + pos + 2;
     } else if (tag >= 128) {
       /* Extension space: later versions may add fields here, and a v1
        * peer steps over them by their length. */
@@ -262,6 +269,8 @@ static int check_frame(const rn_rnp_frame_t *f) {
   if (f->auth != NULL && (f->type != RN_RNP_HELLO || f->auth_len == 0 ||
                           f->auth_len > RN_RNP_AUTH_MAX))
     return UV_EINVAL;
+  if (f->dedupe != NULL && f->type != RN_RNP_HELLO)
+    return UV_EINVAL;
   if (f->type == RN_RNP_ERROR) {
     if (f->error_code > 0xffff)
       return UV_EINVAL;
@@ -271,8 +280,9 @@ static int check_frame(const rn_rnp_frame_t *f) {
   return 0;
 }
 
-/* Fields go out in tag order, the AUTH extension after the defined ones:
- * one canonical encoding per frame, which the test vectors rely on.
+/* Fields go out in tag order, the AUTH and DEDUPE extensions after the
+ * defined ones: one canonical encoding per frame, which the test vectors
+ * rely on.
  * Returns the bytes written to `p`. */
 static size_t put_fields(unsigned char *p, const rn_rnp_frame_t *f) {
   size_t n = 0;
@@ -317,6 +327,12 @@ static size_t put_fields(unsigned char *p, const rn_rnp_frame_t *f) {
     p[n + 1] = (unsigned char)f->auth_len;
     memcpy(p + n + 2, f->auth, f->auth_len);
     n += 2 + f->auth_len;
+  }
+  if (f->dedupe != NULL) {
+    p[n] = (unsigned char)RN_RNP_X_DEDUPE;
+    p[n + 1] = (unsigned char)RN_RNP_DEDUPE_SIZE;
+    memcpy(p + n + 2, f->dedupe, RN_RNP_DEDUPE_SIZE);
+    n += 2 + RN_RNP_DEDUPE_SIZE;
   }
   return n;
 }

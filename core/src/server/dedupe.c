@@ -72,6 +72,11 @@ int rn__dedupe_new(rn_server_t *server, rn__dedupe_t **out) {
     return err;
   }
   if (d->store == NULL) d->store = server->options.dedupe.store;
+  /* A store that names itself is shared (servers on one Redis announce
+   * the same id); one that does not keeps keys for this process only. */
+  memcpy(server->store_id,
+         d->store->id != NULL ? d->store->id : server->incarnation,
+         RN_RNP_DEDUPE_SIZE);
   *out = d;
   return 0;
 }

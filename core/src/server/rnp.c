@@ -382,6 +382,9 @@ static void rnp_hello(rn_server_conn_t *conn, const rn_rnp_frame_t *in) {
   f.max_frame = max_frame > UINT32_MAX ? UINT32_MAX : (uint32_t)max_frame;
   f.max_concurrent = server->options.max_concurrent;
   f.incarnation = server->incarnation;
+  /* Where its keys live: clients retry a keyed request only on a server
+   * announcing the store its first attempt's server did (section 9.1). */
+  if (server->dedupe != NULL) f.dedupe = server->store_id;
   (void)rnp_send(conn, &f);
 }
 

@@ -54,6 +54,10 @@ struct rn_server_s {
   rn__dedupe_t *dedupe; /* rnp with dedupe, else NULL */
   rn__server_auth_t *auth; /* rnp with options.auth, else NULL */
   char incarnation[RN_RNP_INCARNATION_SIZE];
+  /* rnp with dedupe: the id of the store its keys live in, announced in
+   * its HELLO (DEDUPE): the store's own, or the incarnation for a store
+   * whose keys die with the process. */
+  char store_id[RN_RNP_DEDUPE_SIZE];
   rn_timer_t resume_timer;
   rn_timer_t finish_timer;
   rn_timer_t drain_timer;
