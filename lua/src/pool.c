@@ -790,7 +790,8 @@ size_t lrn_array_count(lua_State *L, int idx, const char *fname) {
  * reads its requests with the rule pool:batch's are read with. */
 static int lrn_array_count_l(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushinteger(L, (lua_Integer)lrn_array_count(L, 1, luaL_checkstring(L, 2)));
+  const char *fname = luaL_checkstring(L, 2);
+  lua_pushinteger(L, (lua_Integer)lrn_array_count(L, 1, fname));
   return 1;
 }
 
