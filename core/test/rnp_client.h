@@ -219,4 +219,12 @@ static inline const rx_frame_t *rx_find(const rnp_client_t *c, uint64_t id) {
   return NULL;
 }
 
+/* Whether id was refused unrun: an ERROR with code and NOT_EXECUTED. */
+static inline int rx_refused(const rnp_client_t *c, uint64_t id,
+                             unsigned code) {
+  const rx_frame_t *x = rx_find(c, id);
+  return x != NULL && x->type == RN_RNP_ERROR && x->code == code &&
+         x->flags == RN_RNP_NOT_EXECUTED;
+}
+
 #endif /* RN_TEST_RNP_CLIENT_H */

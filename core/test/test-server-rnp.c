@@ -305,7 +305,6 @@ static void test_deadline(void) {
   rnp_client_t a;
   rn_server_options_t o;
   uint64_t late, queued_late, ok;
-  const rx_frame_t *x;
 
   rn_server_options_init(&o);
   o.max_concurrent = 1;
@@ -314,9 +313,7 @@ static void test_deadline(void) {
   /* already expired: never runs */
   late = rx_request(&a, "late", NULL, 0, 0);
   rx_wait_frames(T.uv, &a, 2);
-  x = rx_find(&a, late);
-  ASSERT_EQ(x->code, RN_RNP_ERR_DEADLINE);
-  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT(rx_refused(&a, late, RN_RNP_ERR_DEADLINE));
   ASSERT_EQ(T.handled, 0);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_DEADLINE], 1);
 
@@ -331,9 +328,7 @@ static void test_deadline(void) {
   ASSERT_STR_EQ(T.bodies[1], "later");
   reply_held(1, "ok");
   rx_wait_frames(T.uv, &a, 5);
-  x = rx_find(&a, queued_late);
-  ASSERT_EQ(x->code, RN_RNP_ERR_DEADLINE);
-  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT(rx_refused(&a, queued_late, RN_RNP_ERR_DEADLINE));
   ASSERT_EQ(rx_find(&a, ok)->type, RN_RNP_REPLY);
   ASSERT_EQ(T.handled, 2);
   rx_close(T.uv, &a);
@@ -611,7 +606,6 @@ static void test_queued_deadline_refused_on_time(void) {
   rnp_client_t a;
   rn_server_options_t o;
   uint64_t soon, later, t0, waited;
-  const rx_frame_t *x;
 
   rn_server_options_init(&o);
   o.max_concurrent = 1;
@@ -624,10 +618,7 @@ static void test_queued_deadline_refused_on_time(void) {
   soon = rx_request(&a, "soon", NULL, 30, 0);
   rx_wait_frames(T.uv, &a, 2); /* the slot is still held */
   waited = uv_now(T.uv) - t0;
-  x = rx_find(&a, soon);
-  ASSERT(x != NULL);
-  ASSERT_EQ(x->code, RN_RNP_ERR_DEADLINE);
-  ASSERT_EQ(x->flags, RN_RNP_NOT_EXECUTED);
+  ASSERT(rx_refused(&a, soon, RN_RNP_ERR_DEADLINE));
   ASSERT_GE(waited, 30);
   ASSERT_LT(waited, 300);
   ASSERT_EQ(T.events[RN_SERVER_EVENT_DEADLINE], 1);
