@@ -853,6 +853,10 @@ void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
 /* Any event; fills in what ev leaves NULL/0 from the arguments. */
 void rn__pool_emit(rn_pool_t *pool, rn_event_type_t type,
                    rn_pool_endpoint_t *ep, rn_pool_event_t *ev);
+/* An event that carries only a reason and an error (overload, wrong
+ * role, resolve). */
+void rn__pool_emit_reason(rn_pool_t *pool, rn_event_type_t type,
+                          rn_pool_endpoint_t *ep, const char *reason, int err);
 /* The text for a call that failed with the pool's last connect error
  * (the TLS reason), or NULL. */
 const char *rn__pool_connect_why(const rn_pool_t *pool);

@@ -230,12 +230,8 @@ static int setup_role_ok(rn_role_t want, const char *word, size_t len) {
 
 static void setup_wrong_role_event(rn_pool_t *pool, rn_pool_endpoint_t *ep,
                                    const char *reason) {
-  rn_pool_event_t ev;
   pool->stats.wrong_role++;
-  memset(&ev, 0, sizeof(ev));
-  ev.reason = reason;
-  ev.error = RN_EROLE;
-  rn__pool_emit(pool, RN_EVENT_WRONG_ROLE, ep, &ev);
+  rn__pool_emit_reason(pool, RN_EVENT_WRONG_ROLE, ep, reason, RN_EROLE);
 }
 
 int rn__conn_setup_check(rn_conn_t *conn, const rn_call_t *call,

@@ -130,6 +130,16 @@ void rn__pool_emit(rn_pool_t *pool, rn_event_type_t type,
   pool->callback_depth--;
 }
 
+void rn__pool_emit_reason(rn_pool_t *pool, rn_event_type_t type,
+                          rn_pool_endpoint_t *ep, const char *reason,
+                          int err) {
+  rn_pool_event_t ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.reason = reason;
+  ev.error = err;
+  rn__pool_emit(pool, type, ep, &ev);
+}
+
 void rn__pool_event(rn_pool_t *pool, rn_conn_t *conn, const char *state,
                     int err) {
   rn_pool_event_t ev;
@@ -409,11 +419,8 @@ static void pool_later(rn_timer_t *timer) {
     rn__pool_dispatch(pool);
   }
   if (reason != NULL && !pool->closing) {
-    rn_pool_event_t ev;
     pool->resolve_reason = NULL;
-    memset(&ev, 0, sizeof(ev));
-    ev.reason = reason;
-    rn__pool_emit(pool, RN_EVENT_RESOLVE, NULL, &ev);
+    rn__pool_emit_reason(pool, RN_EVENT_RESOLVE, NULL, reason, 0);
   }
 }
 
@@ -813,12 +820,8 @@ void rn__pool_conn_writable(rn_pool_t *pool) {
 /* Out of line: rn__pool_admit, on every call's path, stays small enough
  * to be inlined there. */
 RN_NOINLINE int rn__pool_overloaded(rn_pool_t *pool, const char *reason) {
-  rn_pool_event_t ev;
   pool->stats.overloaded++;
-  memset(&ev, 0, sizeof(ev));
-  ev.reason = reason;
-  ev.error = RN_EOVERLOAD;
-  rn__pool_emit(pool, RN_EVENT_OVERLOAD, NULL, &ev);
+  rn__pool_emit_reason(pool, RN_EVENT_OVERLOAD, NULL, reason, RN_EOVERLOAD);
   return RN_EOVERLOAD;
 }
 
