@@ -58,19 +58,15 @@ local function start_conn(tcp)
   tcp:write(batch(k))
 end
 
-local n0, c0, t0
+local c0, t0 -- with --calls: the whole run is measured
 local timer = uv.new_timer()
 local function begin()
-  timer:start(math.floor(o.warm * 1000), 0, function()
-    n0, c0, t0 = done, os.clock(), uv.hrtime()
-    timer:start(math.floor(o.secs * 1000), 0, function()
-      local secs = (uv.hrtime() - t0) / 1e9
-      common.report("luv", done - n0, 0, secs, os.clock() - c0)
-      stop = true
-      timer:close()
-      finish()
-    end)
-  end)
+  common.luv_window(uv, timer, o, "luv", function() return done end,
+                    function()
+                      stop = true
+                      timer:close()
+                      finish()
+                    end)
 end
 
 for i = 1, o.conns do

@@ -84,18 +84,14 @@ local function start_conn(c)
   end)
 end
 
-local n0, c0, t0
+local c0, t0 -- with --calls: the whole run is measured
 local function begin()
-  timer:start(math.floor(o.warm * 1000), 0, function()
-    n0, c0, t0 = done, os.clock(), uv.hrtime()
-    timer:start(math.floor(o.secs * 1000), 0, function()
-      common.report("luv-percall", done - n0, 0, (uv.hrtime() - t0) / 1e9,
-                    os.clock() - c0)
-      stop = true
-      timer:close()
-      finish()
-    end)
-  end)
+  common.luv_window(uv, timer, o, "luv-percall", function() return done end,
+                    function()
+                      stop = true
+                      timer:close()
+                      finish()
+                    end)
 end
 
 for i = 1, o.conns do

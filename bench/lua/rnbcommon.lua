@@ -101,6 +101,19 @@ function M.measure(resilnet, pool, o, client, count, stop, busy)
   pool:close()
 end
 
+--- For a client on luv's loop: after o.warm, counts over o.secs on timer
+-- (count() returns the calls completed so far), reports, then stop().
+function M.luv_window(uv, timer, o, client, count, stop)
+  timer:start(math.floor(o.warm * 1000), 0, function()
+    local n0, c0, t0 = count(), os.clock(), uv.hrtime()
+    timer:start(math.floor(o.secs * 1000), 0, function()
+      M.report(client, count() - n0, 0, (uv.hrtime() - t0) / 1e9,
+               os.clock() - c0)
+      stop()
+    end)
+  end)
+end
+
 function M.report(client, calls, failed, secs, cpu)
   io.write(("RESULT client=%s calls=%d failed=%d secs=%.6f cpu=%.6f\n")
            :format(client, calls, failed, secs, cpu))
