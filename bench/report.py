@@ -17,7 +17,8 @@ import subprocess
 import sys
 
 CLIENT_ORDER = ["uv", "rn-c", "hiredis", "lua-task", "lua-send",
-                "luasocket", "luv", "luv-percall", "ioredis", "redis-benchmark"]
+                "luasocket", "luv", "luv-again", "luv-percall", "ioredis",
+                "redis-benchmark"]
 TITLES = {
     "uv": "C baseline",
     "rn-c": "resilnet C",
@@ -26,6 +27,7 @@ TITLES = {
     "lua-send": "resilnet Lua callbacks",
     "luasocket": "LuaSocket",
     "luv": "luv (pure Lua)",
+    "luv-again": "luv again (control)",
     "luv-percall": "luv making calls (pure Lua)",
     "ioredis": "ioredis (Node.js)",
     "redis-benchmark": "redis-benchmark",
@@ -35,13 +37,13 @@ TITLES = {
 PEER_RATIOS = [("rn-c", "hiredis", False), ("lua-task", "luv", True),
                ("lua-send", "luv", True), ("lua-task", "luv-percall", True),
                ("lua-send", "luv-percall", True), ("lua-task", "ioredis", False),
-               ("lua-send", "ioredis", False),
+               ("lua-send", "ioredis", False), ("luv-again", "luv", False),
                ("rn-c", "redis-benchmark", False),
                ("lua-task", "redis-benchmark", True),
                ("lua-send", "redis-benchmark", True)]
 SHORT = {"uv": "baseline", "rn-c": "resilnet C", "hiredis": "hiredis",
          "lua-task": "Lua tasks", "lua-send": "Lua callbacks",
-         "luv": "luv", "luv-percall": "luv calls", "ioredis": "ioredis",
+         "luv": "luv", "luv-again": "luv again", "luv-percall": "luv calls", "ioredis": "ioredis",
          "redis-benchmark": "redis-benchmark"}
 # The clients run again under each further Lua ("lua-task@luajit").
 LUA_CLIENTS = ("lua-task", "lua-send", "luv", "luv-percall")
@@ -57,7 +59,7 @@ def title(client, names=TITLES):
 # client in a lighter shade of it.
 COLORS = {"uv": "#555555", "rn-c": "#1f77b4", "hiredis": "#d62728",
           "lua-task": "#2ca02c", "lua-send": "#9467bd", "luasocket": "#8c564b",
-          "luv": "#ff7f0e", "luv-percall": "#bcbd22", "ioredis": "#e377c2", "redis-benchmark": "#17becf"}
+          "luv": "#ff7f0e", "luv-again": "#ffbb78", "luv-percall": "#bcbd22", "ioredis": "#e377c2", "redis-benchmark": "#17becf"}
 
 
 def color(client):
@@ -348,6 +350,12 @@ def targets(res, agg):
             add("%s >= 1.0x redis-benchmark -c 50" % name,
                 every_cell(c + tag, "redis-benchmark", (1,), ["redis"],
                            (50,)), 1.0)
+        if not tag:
+            # The control, not a target: luv's generator against itself,
+            # run twice in every round. How far from 1.0x one client lands
+            # beside itself is the noise an every-cell ratio must allow.
+            add("(control) luv (%s) >= 1.0x itself, every cell" % lua,
+                every_cell("luv-again", "luv", (1, 16)), 1.0)
         batch = bm.get("lua-batch" + tag)
         for ref, bound, name in (
                 ("luv" + tag, 1.3, "luv with 16 in flight"),

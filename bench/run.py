@@ -22,8 +22,10 @@ load generator luv_client.lua, and luv_percall.lua, a luv client that
 makes calls: each request encoded, each reply taken and handed to its own
 callback) under every Lua of --lua (default lua5.4,luajit, the interpreters
 issue 20's targets name), in 5 rounds whose client order rotates, and keeps
-medians. --clients limits the matrix to the clients listed (uv, rn-c,
-hiredis, lua-task, lua-send, luasocket, luv, luv-percall, ioredis,
+medians. luv's generator runs twice in each round under the first Lua (luv
+and luv-again, the control): how far one client lands from itself in a
+cell is the noise an every-cell ratio has to leave room for. --clients limits the matrix to the clients listed (uv, rn-c,
+hiredis, lua-task, lua-send, luasocket, luv, luv-again, luv-percall, ioredis,
 redis-benchmark; a second Lua's as lua-task@luajit): a partial run, which
 bench.md says it is and which is not for committing.
 
@@ -66,8 +68,9 @@ ROOT = os.path.dirname(HERE)
 # Which clients speak which server's protocol (titles: report.py).
 PROTO_CLIENTS = {
     "resp": ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
-             "luv", "luv-percall", "ioredis", "redis-benchmark"],
-    "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv"],
+             "luv", "luv-again", "luv-percall", "ioredis", "redis-benchmark"],
+    "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
+               "luv-again"],
     "rnp": ["rn-c", "lua-task", "lua-send"],
 }
 
@@ -130,7 +133,8 @@ class Bench:
     def clients_for(self, proto):
         """The matrix's clients for proto: the Lua ones once more under
         each further Lua ("lua-task@luajit"), --clients applied."""
-        base = [c for c in PROTO_CLIENTS[proto] if c not in self.skipped]
+        base = [c for c in PROTO_CLIENTS[proto] if c not in self.skipped
+                and not (self.args.quick and c == "luv-again")]
         out = base + ["%s@%s" % (c, os.path.basename(lua))
                       for lua in self.luas[1:]
                       for c in ("lua-task", "lua-send", "luv", "luv-percall")
@@ -247,7 +251,8 @@ class Bench:
                [self.lua])[0]
         script = {"lua-task": "rn_task.lua", "lua-send": "rn_send.lua",
                   "lua-batch": "rn_batch.lua", "lua-tx": "rn_batch.lua",
-                  "luv": "luv_client.lua", "luv-percall": "luv_percall.lua",
+                  "luv": "luv_client.lua", "luv-again": "luv_client.lua",
+                  "luv-percall": "luv_percall.lua",
                   "luasocket": "luasocket_client.lua"}[client]
         if client == "lua-tx":
             common += ["--mode", "tx"]
@@ -372,6 +377,8 @@ class Bench:
         for rep in range(a.runs):
             for server in servers:
                 clients = self.clients_for(self.servers[server][0])
+                if not clients:  # --clients left none of this server's
+                    continue
                 for (conns, depth, size) in cells:
                     # Rotate the order each round: no client always runs
                     # right after the same neighbour.
