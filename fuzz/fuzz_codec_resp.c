@@ -45,6 +45,25 @@ static void walk(const char *s, size_t size) {
   CHECK(off == size);
 }
 
+/* A frame that is one value, not an aggregate, is framed as that one
+ * item alone would be (the framer's fast path, resp_single, must keep
+ * the item parser's rule to the byte). */
+static void check_one_value(const rn_codec_t *c, const char *s, size_t len,
+                            int r, const rn_frame_t *f) {
+  rn_resp_item_t one;
+  int want = rn_resp_item(s, len < c->max_frame ? len : c->max_frame, &one);
+  if (want >= 0 && one.size > c->max_frame) want = RN_EFRAMESIZE;
+  CHECK(r == want);
+  if (r == 1)
+    CHECK(f->size == one.size &&
+          f->flags == (one.type == RN_RESP_ERROR ||
+                               one.type == RN_RESP_BULK_ERROR
+                           ? RN_FRAME_ERROR
+                           : 0));
+  else if (r == 0)
+    CHECK(f->size == one.size);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   rn_codec_options_t o;
   rn_codec_t c;
@@ -84,6 +103,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(f.size > len && f.size <= c.max_frame);
   }
   check_scan(&c, s, len, r, &f, (size_t)data[0] % 7 + 1);
+  if (len > 0 && !is_aggregate(s[0]) && s[0] != '|')
+    check_one_value(&c, s, len, r, &f);
 
   /* Any bytes round-trip as the bulk string of a one-element array. */
   rn_buf_init(&b);

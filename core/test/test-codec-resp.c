@@ -641,6 +641,76 @@ static void test_codec_encode(void) {
   rn_buf_free(&b);
 }
 
+/* The value a frame most often is (one bulk string, simple string,
+ * integer or error) has a fast path in the framer (resp_single); the
+ * item parser rn_resp_item is the rule it must keep. For each input,
+ * every prefix and several max_frame values, whole and through a fresh
+ * scan: the same verdict, size or hint and flags as one item parsed on
+ * its own. A fast path that took a bad length, a sign, a missing CR, an
+ * LF in a line or a frame over max_frame fails here. */
+static int single_oracle(const char *d, size_t len, size_t max,
+                         rn_frame_t *f) {
+  rn_resp_item_t it;
+  int r = rn_resp_item(d, len < max ? len : max, &it);
+  if (r < 0) return r;
+  if (it.size > max) return RN_EFRAMESIZE;
+  f->size = it.size;
+  f->flags = r == 1 && (it.type == RN_RESP_ERROR ||
+                        it.type == RN_RESP_BULK_ERROR) ? RN_FRAME_ERROR : 0;
+  return r;
+}
+
+static void test_single_value_fast_path(void) {
+  static const char *const inputs[] = {
+      "$3\r\nabc\r\n", "$0\r\n\r\n", "$-1\r\n", "$03\r\nabc\r\n",
+      "$3\r\nabcd\r\n", "$3\r\nab\r\r\n", "$3\rxabc\r\n", "$\r\n",
+      "$-0\r\n\r\n", "$+1\r\nx\r\n", "$1a\r\nx\r\n", "$3\r\nab\nc\r\n",
+      "$3\n\rabc\r\n", "$123456789012345678\r\n",
+      "$1234567890123456789\r\nx\r\n", "$99999999999999999999\r\n",
+      "$18446744073709551615\r\n", "$2\r\n\r\n\r\n", "+OK\r\n", "+\r\n",
+      "+O\nK\r\n", "+OK\rx\r\n", "+OK\n", "-ERR bad\r\n", "-\r\n",
+      "-ERR\r\r\n", ":0\r\n", ":-12\r\n", ":-\r\n", ":\r\n", ":12a\r\n",
+      ": 1\r\n", ":+1\r\n", ":-0\r\n", ":123456789012345678\r\n",
+      ":-123456789012345678\r\n", ":1234567890123456789\r\n",
+      ":9223372036854775807\r\n", ":9223372036854775808\r\n",
+      ":-9223372036854775808\r\n", ":-9223372036854775809\r\n",
+      "$3\r\nabc\r\n+OK\r\n", "+OK\r\n:1\r\n", ":1\r\n\r\n", "_\r\n",
+      "!3\r\nabc\r\n", "=7\r\ntxt:abc\r\n", ",1.5\r\n", "#t\r\n",
+      "(123\r\n"};
+  static const size_t maxes[] = {3, 5, 6, 9, 12, 64, 1 << 20};
+  size_t i, m, n;
+
+  for (i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+    const char *in = inputs[i];
+    size_t len = strlen(in);
+    for (m = 0; m < sizeof(maxes) / sizeof(maxes[0]); m++) {
+      rn_codec_t c = resp_codec(maxes[m]);
+      for (n = 0; n <= len; n++) {
+        rn_frame_t want, got, scanned;
+        rn_frame_scan_t scan;
+        int w, g, s;
+        memset(&want, 0, sizeof(want));
+        memset(&scan, 0, sizeof(scan));
+        w = single_oracle(in, n, maxes[m], &want);
+        g = rn_codec_frame(&c, in, n, &got);
+        s = rn_codec_scan(&c, &scan, in, n, &scanned);
+        rn_frame_scan_reset(&scan);
+        if (g != w || s != w || (w >= 0 && (got.size != want.size ||
+                                           scanned.size != want.size)) ||
+            (w == 1 && (got.flags != want.flags ||
+                        scanned.flags != want.flags ||
+                        got.body_offset != 0 || got.body_len != got.size))) {
+          fprintf(stderr, "input %zu (%zu of %zu bytes, max %zu): want %d "
+                  "size %zu, frame %d size %zu, scan %d size %zu\n", i, n,
+                  len, maxes[m], w, want.size, g, got.size, s,
+                  scanned.size);
+          ASSERT(0);
+        }
+      }
+    }
+  }
+}
+
 TEST_LIST_START
   TEST_ENTRY(test_items)
   TEST_ENTRY(test_bad_items)
@@ -654,4 +724,5 @@ TEST_LIST_START
   TEST_ENTRY(test_walk)
   TEST_ENTRY(test_encoders)
   TEST_ENTRY(test_codec_encode)
+  TEST_ENTRY(test_single_value_fast_path)
 TEST_LIST_END

@@ -103,7 +103,9 @@ int rn_codec_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
     scan->need = frame->size;
   else if (codec->type->scan == NULL)
     scan->need = 0;
-  else
+  else if (scan->levels != NULL)
     rn_frame_scan_reset(scan);
+  else
+    memset(scan, 0, sizeof(*scan)); /* as reset does, without a free() */
   return r;
 }

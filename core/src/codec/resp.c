@@ -47,12 +47,54 @@ static void scan_pause(rn_frame_scan_t *scan, size_t off, uint64_t owed,
   scan->flags = flags;
 }
 
+/* The frame most replies are: one whole bulk string, simple string,
+ * integer or error ("$3\r\nabc\r\n", "+OK\r\n", ":12\r\n", "-ERR x\r\n"),
+ * all of it in data and within max_frame. Its size (flags: error or
+ * not), or 0 for anything else: then the general walk decides, so what
+ * this accepts is only ever what the walk would accept, as it would
+ * (test_single_value_fast_path holds the two side by side). */
+static size_t resp_single(const char *data, size_t len, size_t max,
+                          int *flags) {
+  const char *p = data + 1, *end = data + RN_MIN(len, max);
+  size_t n = 0;
+  if (len < 3) return 0;
+  switch (data[0]) {
+  case RN_RESP_BULK:
+    /* Up to 18 digits, no sign: a null ("$-1"), a longer or a bad length
+     * goes the general way. */
+    while (p < end && (unsigned)(*p - '0') <= 9 && p - data <= 18)
+      n = n * 10 + (size_t)(*p++ - '0');
+    if (p == data + 1 || end - p < 2 || p[0] != '\r' || p[1] != '\n' ||
+        (size_t)(end - p) - 2 < n + 2)
+      return 0;
+    p += 2 + n;
+    if (p[0] != '\r' || p[1] != '\n') return 0;
+    *flags = 0;
+    return (size_t)(p + 2 - data);
+  case RN_RESP_INTEGER:
+    if (*p == '-') p++;
+    while (p < end && (unsigned)(*p - '0') <= 9 && p - data <= 18) p++;
+    if (p == data + 1 || p[-1] == '-') return 0;
+    break;
+  case RN_RESP_SIMPLE:
+  case RN_RESP_ERROR:
+    while (p < end && *p != '\r' && *p != '\n') p++;
+    break;
+  default:
+    return 0;
+  }
+  if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
+  *flags = data[0] == RN_RESP_ERROR ? RN_FRAME_ERROR : 0;
+  return (size_t)(p + 2 - data);
+}
+
 /* Walks items with an explicit stack of counts instead of recursion, so a
  * hostile nesting depth costs a bounded array, not the C stack. With a
  * scan, the walk starts where the last one paused and pauses there again:
  * each item is parsed once however the frame is split. */
-static int resp_walk(const rn_codec_t *codec, rn_frame_scan_t *scan,
-                     const char *data, size_t len, rn_frame_t *frame) {
+static RN_NOINLINE int resp_walk(const rn_codec_t *codec,
+                                 rn_frame_scan_t *scan, const char *data,
+                                 size_t len, rn_frame_t *frame) {
   uint64_t left[RN_RESP_MAX_DEPTH + 1]; /* values owed per open level */
   uint64_t owed = 1;                    /* the sum of left[0..depth] */
   size_t depth = 0, off = 0, max = codec->max_frame;
@@ -147,14 +189,32 @@ static int resp_walk(const rn_codec_t *codec, rn_frame_scan_t *scan,
   return 1;
 }
 
+/* A frame starting afresh may be one of the values resp_single knows;
+ * else, or if resuming, the walk. (Kept out of resp_walk: its stack of
+ * counts costs a frame setup the common reply need not pay.) */
+static int resp_find(const rn_codec_t *codec, rn_frame_scan_t *scan,
+                     const char *data, size_t len, rn_frame_t *frame) {
+  int flags;
+  size_t size;
+  if ((scan == NULL || scan->owed == 0) &&
+      (size = resp_single(data, len, codec->max_frame, &flags)) > 0) {
+    if (scan != NULL) scan->items++;
+    frame->size = frame->body_len = size;
+    frame->body_offset = 0;
+    frame->flags = flags;
+    return 1;
+  }
+  return resp_walk(codec, scan, data, len, frame);
+}
+
 static int resp_frame(const rn_codec_t *codec, const char *data, size_t len,
                       rn_frame_t *frame) {
-  return resp_walk(codec, NULL, data, len, frame);
+  return resp_find(codec, NULL, data, len, frame);
 }
 
 static int resp_scan(const rn_codec_t *codec, rn_frame_scan_t *scan,
                      const char *data, size_t len, rn_frame_t *frame) {
-  return resp_walk(codec, scan, data, len, frame);
+  return resp_find(codec, scan, data, len, frame);
 }
 
 /* A string request becomes the array of one bulk string: "*1\r\n$N\r\n...". */
