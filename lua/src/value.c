@@ -218,23 +218,24 @@ static int lrn_encode_strings(lua_State *L, int idx, size_t n,
                               const rn_codec_t *codec, rn_buf_t *out) {
   const char *s[LRN_FAST_ELEMENTS];
   size_t len[LRN_FAST_ELEMENTS], total = 24, i;
-  int top = lua_gettop(L), rc;
+  int rc;
   char *p;
 
-  if (n > LRN_FAST_ELEMENTS || !lua_checkstack(L, (int)n))
+  if (n > LRN_FAST_ELEMENTS)
     return 0;
   for (i = 0; i < n; i++) {
+    int string;
     lua_rawgeti(L, idx, (int)i + 1);
-    if (lua_type(L, -1) != LUA_TSTRING) {
-      lua_settop(L, top);
+    string = lua_type(L, -1) == LUA_TSTRING;
+    /* The table holds the string, and nothing here runs Lua code or
+     * allocates from Lua until it is copied: the pointer stays valid
+     * off the stack (no lua_checkstack for n of them). */
+    s[i] = string ? lua_tolstring(L, -1, &len[i]) : NULL;
+    lua_pop(L, 1);
+    if (!string)
       return 0;
-    }
-    /* Kept on the stack until written: the pointers stay valid. */
-    s[i] = lua_tolstring(L, -1, &len[i]);
-    if (len[i] > codec->max_frame) {
-      lua_settop(L, top);
+    if (len[i] > codec->max_frame)
       return RN_EFRAMESIZE;
-    }
     total += 1 + 20 + 2 + len[i] + 2; /* '$', digits at most, CRLFs */
   }
   rc = total > codec->max_frame + 24 + n * 25 ? RN_EFRAMESIZE
@@ -252,7 +253,6 @@ static int lrn_encode_strings(lua_State *L, int idx, size_t n,
     if (out->len > codec->max_frame)
       rc = RN_EFRAMESIZE;
   }
-  lua_settop(L, top);
   return rc < 0 ? rc : 1;
 }
 
