@@ -311,12 +311,17 @@ def targets(res, agg):
     out = []
 
     def add(name, vals, bound):
+        """bound None: not a target (the control): its spread, no verdict."""
         if not vals:
             out.append((name, "not measured in this run", None))
             return
         w = min(vals)
-        out.append((name, "worst %.2fx (%s)" % (
-            w, ", ".join("%.2f" % v for v in vals)), w >= bound))
+        spread = ", ".join("%.2f" % v for v in vals)
+        if bound is None:
+            out.append((name, "%.2fx-%.2fx (%s)" % (w, max(vals), spread),
+                        None))
+            return
+        out.append((name, "worst %.2fx (%s)" % (w, spread), w >= bound))
 
     # Issue 20's targets. Retired (issue 20, item 4): the ratios to a
     # client with no per-call state at all (instructions per call <= 1.3x
@@ -354,8 +359,8 @@ def targets(res, agg):
             # The control, not a target: luv's generator against itself,
             # run twice in every round. How far from 1.0x one client lands
             # beside itself is the noise an every-cell ratio must allow.
-            add("(control) luv (%s) >= 1.0x itself, every cell" % lua,
-                every_cell("luv-again", "luv", (1, 16)), 1.0)
+            add("(control, not a target) luv (%s) against itself, every "
+                "cell" % lua, every_cell("luv-again", "luv", (1, 16)), None)
         batch = bm.get("lua-batch" + tag)
         for ref, bound, name in (
                 ("luv" + tag, 1.3, "luv with 16 in flight"),

@@ -22,9 +22,11 @@ load generator luv_client.lua, and luv_percall.lua, a luv client that
 makes calls: each request encoded, each reply taken and handed to its own
 callback) under every Lua of --lua (default lua5.4,luajit, the interpreters
 issue 20's targets name), in 5 rounds whose client order rotates, and keeps
-medians. luv's generator runs twice in each round under the first Lua (luv
-and luv-again, the control): how far one client lands from itself in a
-cell is the noise an every-cell ratio has to leave room for. --clients limits the matrix to the clients listed (uv, rn-c,
+medians. luv's generator runs twice in each round of a full run under the
+first Lua (luv and luv-again, the control, six places apart in the order
+as the resilnet clients are three or four from luv): how far one client
+lands from itself in a cell is the noise an every-cell ratio has to leave
+room for. --clients limits the matrix to the clients listed (uv, rn-c,
 hiredis, lua-task, lua-send, luasocket, luv, luv-again, luv-percall, ioredis,
 redis-benchmark; a second Lua's as lua-task@luajit): a partial run, which
 bench.md says it is and which is not for committing.
@@ -67,10 +69,10 @@ ROOT = os.path.dirname(HERE)
 
 # Which clients speak which server's protocol (titles: report.py).
 PROTO_CLIENTS = {
-    "resp": ["uv", "rn-c", "hiredis", "lua-task", "lua-send", "luasocket",
-             "luv", "luv-again", "luv-percall", "ioredis", "redis-benchmark"],
-    "length": ["uv", "rn-c", "lua-task", "lua-send", "luasocket", "luv",
-               "luv-again"],
+    "resp": ["luv-again", "uv", "rn-c", "hiredis", "lua-task", "lua-send",
+             "luasocket", "luv", "luv-percall", "ioredis", "redis-benchmark"],
+    "length": ["luv-again", "uv", "rn-c", "lua-task", "lua-send", "luasocket",
+               "luv"],
     "rnp": ["rn-c", "lua-task", "lua-send"],
 }
 
@@ -381,7 +383,10 @@ class Bench:
                     continue
                 for (conns, depth, size) in cells:
                     # Rotate the order each round: no client always runs
-                    # right after the same neighbour.
+                    # first, or last. (Neighbours stay neighbours: the
+                    # control, luv-again, sits as far from luv as the
+                    # resilnet clients do, so that its ratio to luv has
+                    # the drift theirs has.)
                     k = rep % len(clients)
                     order = clients[k:] + clients[:k]
                     if "redis-benchmark" in order:  # needs the uv estimate

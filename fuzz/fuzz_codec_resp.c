@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(f.size > len && f.size <= c.max_frame);
   }
   check_scan(&c, s, len, r, &f, (size_t)data[0] % 7 + 1);
-  if (len > 0 && !is_aggregate(s[0]) && s[0] != '|')
+  if (len > 0 && !is_aggregate(s[0]))
     check_one_value(&c, s, len, r, &f);
 
   /* Any bytes round-trip as the bulk string of a one-element array. */

@@ -667,7 +667,9 @@ static void test_single_value_fast_path(void) {
       "$-0\r\n\r\n", "$+1\r\nx\r\n", "$1a\r\nx\r\n", "$3\r\nab\nc\r\n",
       "$3\n\rabc\r\n", "$123456789012345678\r\n",
       "$1234567890123456789\r\nx\r\n", "$99999999999999999999\r\n",
-      "$18446744073709551615\r\n", "$2\r\n\r\n\r\n", "+OK\r\n", "+\r\n",
+      "$18446744073709551615\r\n", "$2\r\n\r\n\r\n",
+      /* 2^32 + 3 and 2^32: a 32-bit size_t would wrap them to 3 and 0 */
+      "$4294967299\r\nabc\r\n", "$4294967296\r\n\r\n", "+OK\r\n", "+\r\n",
       "+O\nK\r\n", "+OK\rx\r\n", "+OK\n", "-ERR bad\r\n", "-\r\n",
       "-ERR\r\r\n", ":0\r\n", ":-12\r\n", ":-\r\n", ":\r\n", ":12a\r\n",
       ": 1\r\n", ":+1\r\n", ":-0\r\n", ":123456789012345678\r\n",

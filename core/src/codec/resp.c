@@ -56,18 +56,19 @@ static void scan_pause(rn_frame_scan_t *scan, size_t off, uint64_t owed,
 static size_t resp_single(const char *data, size_t len, size_t max,
                           int *flags) {
   const char *p = data + 1, *end = data + RN_MIN(len, max);
-  size_t n = 0;
+  uint64_t n = 0; /* 18 digits fit, whatever size_t's width */
   if (len < 3) return 0;
   switch (data[0]) {
   case RN_RESP_BULK:
     /* Up to 18 digits, no sign: a null ("$-1"), a longer or a bad length
      * goes the general way. */
     while (p < end && (unsigned)(*p - '0') <= 9 && p - data <= 18)
-      n = n * 10 + (size_t)(*p++ - '0');
-    if (p == data + 1 || end - p < 2 || p[0] != '\r' || p[1] != '\n' ||
-        (size_t)(end - p) - 2 < n + 2)
+      n = n * 10 + (uint64_t)(*p++ - '0');
+    /* The length's CRLF, n bytes and theirs, all before end. */
+    if (p == data + 1 || end - p < 4 || p[0] != '\r' || p[1] != '\n' ||
+        n > (uint64_t)(end - p) - 4)
       return 0;
-    p += 2 + n;
+    p += 2 + (size_t)n;
     if (p[0] != '\r' || p[1] != '\n') return 0;
     *flags = 0;
     return (size_t)(p + 2 - data);
