@@ -156,6 +156,11 @@ static void test_pool_call_leaving_state_refused(void) {
       "SELECT 2", "AUTH x",  "HELLO 3",            "RESET",
       "READONLY", "READWRITE", "client setname x", "CLIENT TRACKING on",
       "CLIENT NO-EVICT on", "client no-touch on",
+      /* Every state word of each length, in either case (resp_state.c
+       * turns a name away on its last letter first). */
+      "SSUBSCRIBE ch", "psubscribe c*", "Subscribe ch", "monitor",
+      "hellO 3", "reseT", "readonlY", "autH x", "selecT 2", "Multi",
+      "WATCH k",
   };
   static const char *const inline_refused[] = {
       "MULTI\r\n", "select 2\r\n", "CLIENT SETNAME x\r\n",

@@ -551,10 +551,14 @@ static void bursts_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
 }
 
 static void bursts_tick(uv_timer_t *t) {
+  int err;
   (void)t;
   bursts.reads_left = 4;
-  ASSERT_OK(uv_read_start((uv_stream_t *)&bursts.c->tcp, bursts_alloc,
-                          bursts_read));
+  /* Still reading the last tick's bursts (a slow run, valgrind): they
+   * go on, now four more. */
+  err = uv_read_start((uv_stream_t *)&bursts.c->tcp, bursts_alloc,
+                      bursts_read);
+  ASSERT(err == 0 || err == UV_EALREADY);
 }
 
 /* write_timeout is about a socket that takes nothing: a client that reads

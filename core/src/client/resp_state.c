@@ -10,6 +10,7 @@
 #include "client.h"
 #include "../codec/resp_errors.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* The command's name (rn__resp_command_name: an array's first bulk
@@ -45,6 +46,23 @@ static const struct {
 };
 /* The first of state_words of each length from 4; one more: the end. */
 static const unsigned char state_first[] = {0, 2, 6, 8, 11, 12, 14, 16};
+
+/* The last letters of state_words of each length from 4, one bit a
+ * letter (its low five bits: the same for either case). A name whose
+ * last letter has no bit here is none of them, and most requests' names
+ * (GET, ECHO, HGETALL, ...) leave on that one test. A non-letter may
+ * share a letter's bit: it then meets the full compare. */
+#define LAST(c) (1u << ((unsigned)(c)&31u))
+static const uint32_t state_last[] = {
+    LAST('C') | LAST('H'),                         /* EXEC AUTH */
+    LAST('I') | LAST('H') | LAST('T') | LAST('O'), /* MULTI ... HELLO */
+    LAST('T'),                                     /* SELECT CLIENT */
+    LAST('D') | LAST('H') | LAST('R'),             /* DISCARD ... MONITOR */
+    LAST('Y'),                                     /* READONLY */
+    LAST('E'),                                     /* SUBSCRIBE READWRITE */
+    LAST('E'),                                     /* P-, SSUBSCRIBE */
+};
+#undef LAST
 
 /* Whether name (n bytes) is word (upper case letters, digits and '-'),
  * letters in any case. Not strncasecmp: this runs for every request. Only
@@ -95,7 +113,9 @@ static int client_setting(const char *frame, size_t len, const char *name,
 static void state_track_named(rn__resp_state_t *s, const char *frame,
                               size_t len, const char *name, size_t n) {
   size_t i;
-  if (name == NULL || n < 4 || n > 10) return;
+  if (name == NULL || n < 4 || n > 10 ||
+      !((state_last[n - 4] >> ((unsigned char)name[n - 1] & 31u)) & 1u))
+    return;
   for (i = state_first[n - 4]; i < state_first[n - 3]; i++) {
     const char *word = state_words[i].word;
     /* The last letters first, in any case (the words are all letters:
