@@ -795,33 +795,31 @@ static int lrn_array_count_l(lua_State *L) {
   return 1;
 }
 
-/* (pool.h) */
+/* (pool.h) Encoded straight into the context's buffer, one request after
+ * the other: no Lua string is built and freed for every batch. */
 const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,
                              const rn_codec_t *codec, const char *fname,
                              size_t *len, size_t *count, int *rc) {
   size_t i, n = lrn_array_count(L, 2, fname);
-  luaL_Buffer b;
   *rc = 0;
   if (n == 0)
     luaL_error(L, "%s: the batch is empty", fname);
-  luaL_buffinit(L, &b);
+  ctx->buf.len = 0;
   for (i = 1; *rc == 0 && i <= n; i++) {
     lua_rawgeti(L, 2, (int)i);
     if (lua_isnil(L, -1))
       luaL_error(L, "%s: requests[%d] is nil (expected an array)", fname,
                  (int)i);
-    *rc = lrn_encode_request(L, lua_gettop(L), 2, codec, &ctx->buf);
-    lua_pop(L, 1); /* the buffer's own slot is on top again */
+    *rc = lrn_encode_append(L, lua_gettop(L), 2, codec, &ctx->buf);
+    lua_pop(L, 1);
     if (*rc == UV_EINVAL)
       luaL_error(L, "%s: requests[%d] cannot be framed by protocol '%s' "
                     "(does it contain the delimiter?)",
                  fname, (int)i, codec->type->name);
-    if (*rc == 0)
-      luaL_addlstring(&b, ctx->buf.base, ctx->buf.len);
   }
-  luaL_pushresult(&b);
   *count = n;
-  return lua_tolstring(L, -1, len);
+  *len = ctx->buf.len;
+  return ctx->buf.base;
 }
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
