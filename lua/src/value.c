@@ -224,8 +224,7 @@ static int lrn_encode_strings(lua_State *L, int idx, size_t n,
   if (n > LRN_FAST_ELEMENTS || !lua_checkstack(L, (int)n))
     return 0;
   for (i = 0; i < n; i++) {
-    lua_rawgeti(L, idx, (int)i + 1);
-    if (lua_type(L, -1) != LUA_TSTRING) {
+    if (lrn_rawgeti(L, idx, (int)i + 1) != LUA_TSTRING) {
       lua_settop(L, top);
       return 0;
     }
