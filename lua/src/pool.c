@@ -47,26 +47,45 @@ typedef struct lrn_done_s {
   const rn_result_t *results; /* a batch's results (status 0), or NULL */
 } lrn_done_t;
 
-/* (reply, nil) or (nil, err) for r. No luaL_checkstack: every dispatch
- * path calls this from a C function just entered by (p)call, whose
- * LUA_MINSTACK free slots hold the target, a handler and these two. */
-static void lrn_push_result(lua_State *L, const lrn_done_t *d,
-                            const rn_result_t *r) {
-  if (r->status != 0) {
-    lua_pushnil(L);
+/* Pushes r's reply and returns 0, or pushes nothing and returns the
+ * status its error object is made with (a reply that does not decode is
+ * RN_EBADFRAME). No luaL_checkstack: every dispatch path calls this from
+ * a C function just entered by (p)call, whose LUA_MINSTACK free slots
+ * hold the target, a handler and what is pushed here. */
+static int lrn_push_reply(lua_State *L, const lrn_done_t *d,
+                          const rn_result_t *r) {
+  if (r->status != 0)
+    return r->status;
+  if (!d->resp)
+    lua_pushlstring(L, r->body, r->body_len);
+  else if (lrn_resp_push(L, d->ctx, r->body, r->body_len) != 0)
+    return RN_EBADFRAME;
+  return 0;
+}
+
+/* Pushes r's error object, its status being status. */
+static void lrn_push_failed(lua_State *L, const lrn_done_t *d,
+                            const rn_result_t *r, int status) {
+  rn_result_t bad;
+  if (status == r->status) {
     lrn_error_push_result(L, d->ctx, r);
     return;
   }
-  if (!d->resp) {
-    lua_pushlstring(L, r->body, r->body_len);
-  } else if (lrn_resp_push(L, d->ctx, r->body, r->body_len) != 0) {
-    rn_result_t bad = *r;
-    bad.status = RN_EBADFRAME;
+  bad = *r;
+  bad.status = status;
+  lrn_error_push_result(L, d->ctx, &bad);
+}
+
+/* (reply, nil) or (nil, err) for r. */
+static void lrn_push_result(lua_State *L, const lrn_done_t *d,
+                            const rn_result_t *r) {
+  int status;
+  if (r->status == 0 && (status = lrn_push_reply(L, d, r)) == 0) {
     lua_pushnil(L);
-    lrn_error_push_result(L, d->ctx, &bad);
     return;
   }
   lua_pushnil(L);
+  lrn_push_failed(L, d, r, r->status != 0 ? r->status : RN_EBADFRAME);
 }
 
 /* A copy's pointer back from its offset. */
@@ -103,11 +122,10 @@ static int lrn_push_done(lua_State *L, void *arg) {
   luaL_checkstack(L, 4, NULL);
   lua_createtable(L, (int)d->count, 1);
   for (i = 0; i < d->count; i++) {
-    lrn_push_result(L, d, &d->results[i]); /* reply, nil | nil, err */
-    if (lua_isnil(L, -2))
-      lua_remove(L, -2);
-    else
-      lua_pop(L, 1);
+    /* Its reply or its error object, pushed alone. */
+    int status = lrn_push_reply(L, d, &d->results[i]);
+    if (status != 0)
+      lrn_push_failed(L, d, &d->results[i], status);
     lua_rawseti(L, -2, (int)(i + 1));
   }
   lua_pushinteger(L, (lua_Integer)d->count);
