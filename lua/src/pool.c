@@ -744,6 +744,8 @@ static int lrn_pool_call_method_new(lua_State *L) {
  * facade's Pool:send, which says what is wrong with it. Upvalues: those
  * of the pool's functions, then slow and the key "_h". */
 enum { LRN_UP_SEND_SLOW = 4, LRN_UP_SEND_HANDLE };
+/* pool_batch_wait's: those of the pool's functions, then "_h". */
+enum { LRN_UP_BATCH_HANDLE = 4 };
 
 static int lrn_pool_send_method(lua_State *L) {
   void *ud;
@@ -872,6 +874,57 @@ static int lrn_pool_batch(lua_State *L) {
   if (rc != 0)
     return lrn_not_started(L, ctx, rc);
   return lrn_pool_give(L, ctx, p, 1, 3, frames, len, n, opts);
+}
+
+/* pool_batch_wait(self, requests) -> replies | nil, err, from a task
+ * that can wait: pool:batch(requests)'s usual form, the batch sent with
+ * the task as its target and the task waiting for it here, yielding from
+ * C, instead of through the facade's send_batch, await and start_batch
+ * (three Lua frames a batch). false, having done nothing, anywhere else,
+ * for an empty batch, or for self not an open pool: the facade then goes
+ * its own way, which says what is wrong or waits as it can. */
+static int lrn_pool_batch_wait(lua_State *L) {
+  lrn_pool_t *p;
+  const char *frames;
+  size_t n, len;
+  int rc = 0;
+  void *ud;
+  lua_settop(L, 2);
+  if (lua_type(L, 1) != LUA_TTABLE || lua_type(L, 2) != LUA_TTABLE)
+    goto elsewhere;
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_BATCH_HANDLE));
+  lua_rawget(L, 1); /* 3: self._h */
+  ud = lua_touserdata(L, 3);
+  if (ud == NULL || !lua_getmetatable(L, 3) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(2)) ||
+      (p = *(lrn_pool_t **)ud) == NULL || !lrn_in_task(L, p->o.ctx) ||
+      !lrn_can_yield(L) || lrn_rawgeti(L, 2, 1) == LUA_TNIL)
+    goto elsewhere;
+  /* (h, requests, task): pool_batch's without options. */
+  lua_settop(L, 3);
+  lua_replace(L, 1);
+  lua_pushthread(L);
+  frames = lrn_encode_batch(L, p->o.ctx, rn_pool_codec(p->pool),
+                            "pool:batch", &len, &n, &rc);
+  if (rc != 0)
+    return lrn_not_started(L, p->o.ctx, rc);
+  if (lrn_pool_give(L, p->o.ctx, p, 1, 3, frames, len, n, NULL) == 2)
+    return 2;
+  return lua_yield(L, 0);
+
+elsewhere:
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* pool_batch_wait_new() -> pool_batch_wait (above), holding its key. */
+static int lrn_pool_batch_wait_new(lua_State *L) {
+  int i;
+  for (i = 1; i <= 3; i++)
+    lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushliteral(L, "_h");
+  lua_pushcclosure(L, lrn_pool_batch_wait, LRN_UP_BATCH_HANDLE);
+  return 1;
 }
 
 /* pool_on(h, target): target receives every event table. */
@@ -1060,6 +1113,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_call_method", lrn_pool_call_method_new},
     {"pool_send_method", lrn_pool_send_method_new},
     {"pool_batch", lrn_pool_batch},
+    {"pool_batch_wait_new", lrn_pool_batch_wait_new},
     {"array_count", lrn_array_count_l},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},
