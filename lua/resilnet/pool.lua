@@ -208,6 +208,7 @@ return function(core, T)
 
   local pool_batch, new_error, is_error = core.pool_batch, core.error,
         core.is_error
+  local batch_wait = core.pool_batch_wait_new()
 
   -- pool_batch's option arguments: a call's, without hedge and key (a
   -- batch is never hedged; rnp keys would have to be per request).
@@ -261,6 +262,14 @@ return function(core, T)
   -- rules apply to it as one call (docs/retry-rules.md section 1b).
   -- pool:batch(requests, [opts,] cb): cb(replies, err) once, from the loop.
   function Pool:batch(requests, opts, cb)
+    if opts == nil and cb == nil then
+      -- The usual form in a task: sent and waited for by the binding
+      -- (false: not here, or not a batch it sends; the long way below).
+      local replies, err = batch_wait(self, requests)
+      if replies ~= false then
+        return replies, err
+      end
+    end
     if cb == nil and type(opts) == "function" then
       opts, cb = nil, opts
     end

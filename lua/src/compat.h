@@ -20,6 +20,16 @@
   (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
 #endif
 
+/* lua_rawgeti returning the type of what it pushed, as from 5.3. */
+static inline int lrn_rawgeti(lua_State *L, int idx, int i) {
+#if LUA_VERSION_NUM >= 503
+  return lua_rawgeti(L, idx, i);
+#else
+  lua_rawgeti(L, idx, i);
+  return lua_type(L, -1);
+#endif
+}
+
 /* luaL_setfuncs for every version: registers l into the table on top of the
  * stack below nup upvalues, each function sharing those upvalues. */
 static inline void lrn_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {

@@ -172,8 +172,12 @@ int lrn_is_error(lua_State *L, lrn_ctx_t *ctx, int idx);
  * RN_EBADFRAME with nothing pushed. May raise on memory errors. */
 int lrn_resp_push(lua_State *L, lrn_ctx_t *ctx, const char *data, size_t len);
 /* Appends the request at idx (string, or for resp an array of strings and
- * numbers) to out. Raises on bad arguments (naming argument arg). Returns 0
- * or a codec error (RN_EFRAMESIZE, UV_EINVAL, UV_ENOMEM). */
+ * numbers) to out, its frame alone held to max_frame. Raises on bad
+ * arguments (naming argument arg). Returns 0 or a codec error
+ * (RN_EFRAMESIZE, UV_EINVAL, UV_ENOMEM); out may then hold part of it. */
+int lrn_encode_append(lua_State *L, int idx, int arg, const rn_codec_t *codec,
+                      rn_buf_t *out);
+/* lrn_encode_append into an emptied out: out holds this request alone. */
 int lrn_encode_request(lua_State *L, int idx, int arg, const rn_codec_t *codec,
                        rn_buf_t *out);
 /* Appends the reply value at idx as RESP. 0, or -1 with a reason pushed. */

@@ -47,26 +47,45 @@ typedef struct lrn_done_s {
   const rn_result_t *results; /* a batch's results (status 0), or NULL */
 } lrn_done_t;
 
-/* (reply, nil) or (nil, err) for r. No luaL_checkstack: every dispatch
- * path calls this from a C function just entered by (p)call, whose
- * LUA_MINSTACK free slots hold the target, a handler and these two. */
-static void lrn_push_result(lua_State *L, const lrn_done_t *d,
-                            const rn_result_t *r) {
-  if (r->status != 0) {
-    lua_pushnil(L);
+/* Pushes r's reply and returns 0, or pushes nothing and returns the
+ * status its error object is made with (a reply that does not decode is
+ * RN_EBADFRAME). No luaL_checkstack: every dispatch path calls this from
+ * a C function just entered by (p)call, whose LUA_MINSTACK free slots
+ * hold the target, a handler and what is pushed here. */
+static int lrn_push_reply(lua_State *L, const lrn_done_t *d,
+                          const rn_result_t *r) {
+  if (r->status != 0)
+    return r->status;
+  if (!d->resp)
+    lua_pushlstring(L, r->body, r->body_len);
+  else if (lrn_resp_push(L, d->ctx, r->body, r->body_len) != 0)
+    return RN_EBADFRAME;
+  return 0;
+}
+
+/* Pushes r's error object, its status being status. */
+static void lrn_push_failed(lua_State *L, const lrn_done_t *d,
+                            const rn_result_t *r, int status) {
+  rn_result_t bad;
+  if (status == r->status) {
     lrn_error_push_result(L, d->ctx, r);
     return;
   }
-  if (!d->resp) {
-    lua_pushlstring(L, r->body, r->body_len);
-  } else if (lrn_resp_push(L, d->ctx, r->body, r->body_len) != 0) {
-    rn_result_t bad = *r;
-    bad.status = RN_EBADFRAME;
+  bad = *r;
+  bad.status = status;
+  lrn_error_push_result(L, d->ctx, &bad);
+}
+
+/* (reply, nil) or (nil, err) for r. */
+static void lrn_push_result(lua_State *L, const lrn_done_t *d,
+                            const rn_result_t *r) {
+  int status;
+  if (r->status == 0 && (status = lrn_push_reply(L, d, r)) == 0) {
     lua_pushnil(L);
-    lrn_error_push_result(L, d->ctx, &bad);
     return;
   }
   lua_pushnil(L);
+  lrn_push_failed(L, d, r, r->status != 0 ? r->status : RN_EBADFRAME);
 }
 
 /* A copy's pointer back from its offset. */
@@ -103,11 +122,10 @@ static int lrn_push_done(lua_State *L, void *arg) {
   luaL_checkstack(L, 4, NULL);
   lua_createtable(L, (int)d->count, 1);
   for (i = 0; i < d->count; i++) {
-    lrn_push_result(L, d, &d->results[i]); /* reply, nil | nil, err */
-    if (lua_isnil(L, -2))
-      lua_remove(L, -2);
-    else
-      lua_pop(L, 1);
+    /* Its reply or its error object, pushed alone. */
+    int status = lrn_push_reply(L, d, &d->results[i]);
+    if (status != 0)
+      lrn_push_failed(L, d, &d->results[i], status);
     lua_rawseti(L, -2, (int)(i + 1));
   }
   lua_pushinteger(L, (lua_Integer)d->count);
@@ -726,6 +744,8 @@ static int lrn_pool_call_method_new(lua_State *L) {
  * facade's Pool:send, which says what is wrong with it. Upvalues: those
  * of the pool's functions, then slow and the key "_h". */
 enum { LRN_UP_SEND_SLOW = 4, LRN_UP_SEND_HANDLE };
+/* pool_batch_wait's: those of the pool's functions, then "_h". */
+enum { LRN_UP_BATCH_HANDLE = 4 };
 
 static int lrn_pool_send_method(lua_State *L) {
   void *ud;
@@ -795,33 +815,31 @@ static int lrn_array_count_l(lua_State *L) {
   return 1;
 }
 
-/* (pool.h) */
+/* (pool.h) Encoded straight into the context's buffer, one request after
+ * the other: no Lua string is built and freed for every batch. */
 const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,
                              const rn_codec_t *codec, const char *fname,
                              size_t *len, size_t *count, int *rc) {
   size_t i, n = lrn_array_count(L, 2, fname);
-  luaL_Buffer b;
   *rc = 0;
   if (n == 0)
     luaL_error(L, "%s: the batch is empty", fname);
-  luaL_buffinit(L, &b);
+  ctx->buf.len = 0;
   for (i = 1; *rc == 0 && i <= n; i++) {
     lua_rawgeti(L, 2, (int)i);
     if (lua_isnil(L, -1))
       luaL_error(L, "%s: requests[%d] is nil (expected an array)", fname,
                  (int)i);
-    *rc = lrn_encode_request(L, lua_gettop(L), 2, codec, &ctx->buf);
-    lua_pop(L, 1); /* the buffer's own slot is on top again */
+    *rc = lrn_encode_append(L, lua_gettop(L), 2, codec, &ctx->buf);
+    lua_pop(L, 1);
     if (*rc == UV_EINVAL)
       luaL_error(L, "%s: requests[%d] cannot be framed by protocol '%s' "
                     "(does it contain the delimiter?)",
                  fname, (int)i, codec->type->name);
-    if (*rc == 0)
-      luaL_addlstring(&b, ctx->buf.base, ctx->buf.len);
   }
-  luaL_pushresult(&b);
   *count = n;
-  return lua_tolstring(L, -1, len);
+  *len = ctx->buf.len;
+  return ctx->buf.base;
 }
 
 /* pool_batch(h, requests, target[, timeout_ms, idempotent, attempts,
@@ -856,6 +874,57 @@ static int lrn_pool_batch(lua_State *L) {
   if (rc != 0)
     return lrn_not_started(L, ctx, rc);
   return lrn_pool_give(L, ctx, p, 1, 3, frames, len, n, opts);
+}
+
+/* pool_batch_wait(self, requests) -> replies | nil, err, from a task
+ * that can wait: pool:batch(requests)'s usual form, the batch sent with
+ * the task as its target and the task waiting for it here, yielding from
+ * C, instead of through the facade's send_batch, await and start_batch
+ * (three Lua frames a batch). false, having done nothing, anywhere else,
+ * for an empty batch, or for self not an open pool: the facade then goes
+ * its own way, which says what is wrong or waits as it can. */
+static int lrn_pool_batch_wait(lua_State *L) {
+  lrn_pool_t *p;
+  const char *frames;
+  size_t n, len;
+  int rc = 0;
+  void *ud;
+  lua_settop(L, 2);
+  if (lua_type(L, 1) != LUA_TTABLE || lua_type(L, 2) != LUA_TTABLE)
+    goto elsewhere;
+  lua_pushvalue(L, lua_upvalueindex(LRN_UP_BATCH_HANDLE));
+  lua_rawget(L, 1); /* 3: self._h */
+  ud = lua_touserdata(L, 3);
+  if (ud == NULL || !lua_getmetatable(L, 3) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(2)) ||
+      (p = *(lrn_pool_t **)ud) == NULL || !lrn_in_task(L, p->o.ctx) ||
+      !lrn_can_yield(L) || lrn_rawgeti(L, 2, 1) == LUA_TNIL)
+    goto elsewhere;
+  /* (h, requests, task): pool_batch's without options. */
+  lua_settop(L, 3);
+  lua_replace(L, 1);
+  lua_pushthread(L);
+  frames = lrn_encode_batch(L, p->o.ctx, rn_pool_codec(p->pool),
+                            "pool:batch", &len, &n, &rc);
+  if (rc != 0)
+    return lrn_not_started(L, p->o.ctx, rc);
+  if (lrn_pool_give(L, p->o.ctx, p, 1, 3, frames, len, n, NULL) == 2)
+    return 2;
+  return lua_yield(L, 0);
+
+elsewhere:
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* pool_batch_wait_new() -> pool_batch_wait (above), holding its key. */
+static int lrn_pool_batch_wait_new(lua_State *L) {
+  int i;
+  for (i = 1; i <= 3; i++)
+    lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushliteral(L, "_h");
+  lua_pushcclosure(L, lrn_pool_batch_wait, LRN_UP_BATCH_HANDLE);
+  return 1;
 }
 
 /* pool_on(h, target): target receives every event table. */
@@ -1044,6 +1113,7 @@ static const luaL_Reg lrn_pool_funcs[] = {
     {"pool_call_method", lrn_pool_call_method_new},
     {"pool_send_method", lrn_pool_send_method_new},
     {"pool_batch", lrn_pool_batch},
+    {"pool_batch_wait_new", lrn_pool_batch_wait_new},
     {"array_count", lrn_array_count_l},
     {"pool_on", lrn_pool_on},       {"pool_stats", lrn_pool_stats},
     {"pool_close", lrn_pool_close},

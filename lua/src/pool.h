@@ -53,8 +53,9 @@ void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc);
  * it has holes: an integer key past its border. # may stop at any nil
  * inside 1..n, and the requests after it would be left out unsaid. */
 size_t lrn_array_count(lua_State *L, int idx, const char *fname);
-/* The array of requests at index 2 encoded one after the other into one
- * string, pushed (its n requests, its length). rc: 0 or the error of
+/* The array of requests at index 2 encoded one after the other into
+ * ctx->buf, returned (its n requests, its length): valid until the
+ * context's buffer is used again. rc: 0 or the error of
  * encoding one. Raises (naming fname) on an empty array, a hole, or a
  * request the protocol cannot frame. */
 const char *lrn_encode_batch(lua_State *L, lrn_ctx_t *ctx,

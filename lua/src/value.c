@@ -224,9 +224,7 @@ static int lrn_encode_strings(lua_State *L, int idx, size_t n,
   if (n > LRN_FAST_ELEMENTS)
     return 0;
   for (i = 0; i < n; i++) {
-    int string;
-    lua_rawgeti(L, idx, (int)i + 1);
-    string = lua_type(L, -1) == LUA_TSTRING;
+    int string = lrn_rawgeti(L, idx, (int)i + 1) == LUA_TSTRING;
     /* The table holds the string, and nothing here runs Lua code or
      * allocates from Lua until it is copied: the pointer stays valid
      * off the stack (no lua_checkstack for n of them). */
@@ -249,19 +247,18 @@ static int lrn_encode_strings(lua_State *L, int idx, size_t n,
       *p++ = '\r';
       *p++ = '\n';
     }
-    out->len = (size_t)(p - out->base);
-    if (out->len > codec->max_frame)
+    if ((size_t)(p - out->base) - out->len > codec->max_frame)
       rc = RN_EFRAMESIZE;
+    out->len = (size_t)(p - out->base);
   }
   return rc < 0 ? rc : 1;
 }
 
-int lrn_encode_request(lua_State *L, int idx, int arg,
-                       const rn_codec_t *codec, rn_buf_t *out) {
-  size_t len, i, n;
+int lrn_encode_append(lua_State *L, int idx, int arg,
+                      const rn_codec_t *codec, rn_buf_t *out) {
+  size_t len, i, n, start = out->len;
   const char *s;
   int rc = 0;
-  out->len = 0;
   switch (lua_type(L, idx)) {
   case LUA_TSTRING:
     s = lua_tolstring(L, idx, &len);
@@ -295,7 +292,7 @@ int lrn_encode_request(lua_State *L, int idx, int arg,
       }
       lua_pop(L, 1);
     }
-    if (rc == 0 && out->len > codec->max_frame)
+    if (rc == 0 && out->len - start > codec->max_frame)
       rc = RN_EFRAMESIZE;
     return rc;
   default:
@@ -304,6 +301,12 @@ int lrn_encode_request(lua_State *L, int idx, int arg,
                          "table, got %s",
                       luaL_typename(L, idx));
   }
+}
+
+int lrn_encode_request(lua_State *L, int idx, int arg,
+                       const rn_codec_t *codec, rn_buf_t *out) {
+  out->len = 0;
+  return lrn_encode_append(L, idx, arg, codec, out);
 }
 
 /* ------------------------------------------------------------------------ */
