@@ -530,6 +530,9 @@ void lrn_error_push_overload(lua_State *L, lrn_pool_t *p, int rc) {
   lrn_error_push(L, p->o.ctx, rn_err_name(rc), msg, strlen(msg), 0, 0, NULL);
 }
 
+/* Bytes of encode buffer a context keeps between requests (64 KiB). */
+#define LRN_BUF_KEEP (64 * 1024)
+
 /* What a call that could not start returns: nil, err. */
 static int lrn_not_started(lua_State *L, lrn_ctx_t *ctx, int rc) {
   lua_pushnil(L);
@@ -563,6 +566,11 @@ static inline int lrn_pool_give(lua_State *L, lrn_ctx_t *ctx, lrn_pool_t *p,
                   : rn_pool_batch(p->pool, frames, len, count, opts,
                                   lrn_pool_batch_done,
                                   (void *)(intptr_t)held);
+  /* The core has its copy. The context's encode buffer keeps at most
+   * LRN_BUF_KEEP for the next request: one large batch or request would
+   * otherwise hold its size for as long as the module is loaded. */
+  if (ctx->buf.cap > LRN_BUF_KEEP)
+    rn_buf_free(&ctx->buf);
   if (rc != 0) {
     lrn_release(ctx, held);
     lrn_pool_unpin_idle(p);
