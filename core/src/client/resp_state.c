@@ -117,14 +117,7 @@ static void state_track_named(rn__resp_state_t *s, const char *frame,
       !((state_last[n - 4] >> ((unsigned char)name[n - 1] & 31u)) & 1u))
     return;
   for (i = state_first[n - 4]; i < state_first[n - 3]; i++) {
-    const char *word = state_words[i].word;
-    /* The last letters first, in any case (the words are all letters:
-     * c | 0x20 is a letter's lower case only for that letter): most
-     * names differ there, and every request passes here. */
-    if (((unsigned char)name[n - 1] | 0x20) !=
-            ((unsigned char)word[n - 1] | 0x20) ||
-        !state_word_is(name, n, word))
-      continue;
+    if (!state_word_is(name, n, state_words[i].word)) continue;
     switch (state_words[i].effect) {
     case STATE_MULTI: s->in_multi = 1; break;
     case STATE_END: /* EXEC, DISCARD: both end a WATCH too */
