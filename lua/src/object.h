@@ -72,16 +72,26 @@ static inline void *lrn_object_get(lua_State *L, int idx,
   }
   return *(lrn_object_t **)luaL_checkudata(L, idx, type->name);
 }
+/* The userdata's slot at idx if it is an object of the calling
+ * function's type (upvalue 2, as in lrn_object_get), else NULL, never
+ * raising: for fast paths that hand anything else to the facade. Leaves
+ * the metatable it compared above idx, the caller's to drop. */
+static inline lrn_object_t **lrn_object_slot(lua_State *L, int idx) {
+  void *ud = lua_touserdata(L, idx);
+  return ud != NULL && lua_getmetatable(L, idx) &&
+                 lua_rawequal(L, -1, lua_upvalueindex(2))
+             ? (lrn_object_t **)ud
+             : NULL;
+}
 /* lrn_object_get for a hot path that leaves the stack to its caller:
  * the same check, minus the pop of the metatable it compared (a
  * lua_settop a call): what it leaves above idx is the caller's to drop,
  * or to ignore (pool:call yields it away). */
 static inline void *lrn_object_peek(lua_State *L, int idx,
                                     const lrn_type_t *type) {
-  void *ud = lua_touserdata(L, idx);
-  if (ud != NULL && lua_getmetatable(L, idx) &&
-      lua_rawequal(L, -1, lua_upvalueindex(2)))
-    return *(lrn_object_t **)ud;
+  lrn_object_t **slot = lrn_object_slot(L, idx);
+  if (slot != NULL)
+    return *slot;
   return *(lrn_object_t **)luaL_checkudata(L, idx, type->name);
 }
 /* Starts closing every object left (the context's __gc). */

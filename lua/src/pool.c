@@ -756,20 +756,19 @@ enum { LRN_UP_SEND_SLOW = 4, LRN_UP_SEND_HANDLE };
 enum { LRN_UP_BATCH_HANDLE = 4 };
 
 static int lrn_pool_send_method(lua_State *L) {
-  void *ud;
+  lrn_object_t **slot;
   lrn_pool_t *p;
   if (lua_gettop(L) != 3 || lua_type(L, 1) != LUA_TTABLE ||
       lua_type(L, 3) != LUA_TFUNCTION)
     goto slow;
   lua_pushvalue(L, lua_upvalueindex(LRN_UP_SEND_HANDLE));
   lua_rawget(L, 1); /* 4: self._h */
-  ud = lua_touserdata(L, 4);
-  if (ud == NULL || !lua_getmetatable(L, 4) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(2))) {
+  slot = lrn_object_slot(L, 4);
+  if (slot == NULL) {
     lua_settop(L, 3);
     goto slow;
   }
-  p = *(lrn_pool_t **)ud;
+  p = (lrn_pool_t *)*slot;
   lua_pushvalue(L, 3); /* the target, on top */
   return lrn_pool_start(L, p != NULL ? p->o.ctx : lrn_ctx(L), p, 4,
                         lua_gettop(L), NULL);
@@ -896,16 +895,14 @@ static int lrn_pool_batch_wait(lua_State *L) {
   const char *frames;
   size_t n, len;
   int rc = 0;
-  void *ud;
+  lrn_object_t **slot;
   lua_settop(L, 2);
   if (lua_type(L, 1) != LUA_TTABLE || lua_type(L, 2) != LUA_TTABLE)
     goto elsewhere;
   lua_pushvalue(L, lua_upvalueindex(LRN_UP_BATCH_HANDLE));
   lua_rawget(L, 1); /* 3: self._h */
-  ud = lua_touserdata(L, 3);
-  if (ud == NULL || !lua_getmetatable(L, 3) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(2)) ||
-      (p = *(lrn_pool_t **)ud) == NULL || !lrn_in_task(L, p->o.ctx) ||
+  if ((slot = lrn_object_slot(L, 3)) == NULL ||
+      (p = (lrn_pool_t *)*slot) == NULL || !lrn_in_task(L, p->o.ctx) ||
       !lrn_can_yield(L) || lrn_rawgeti(L, 2, 1) == LUA_TNIL)
     goto elsewhere;
   /* (h, requests, task): pool_batch's without options. */
